@@ -1,0 +1,3 @@
+from telehealth_client.cli import main
+
+raise SystemExit(main())
