@@ -1,0 +1,108 @@
+"""coturn on loopback: it starts, answers, accepts fresh REST credentials and refuses stale ones."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from aioice import stun
+from aioice.turn import create_turn_endpoint
+
+from telehealth_client.devstack.turn import (
+    TurnServer,
+    TurnServerError,
+    stun_binding_ok,
+    turn_rest_credentials,
+)
+
+pytestmark = pytest.mark.integration
+
+
+async def _allocate(server: TurnServer, username: str, credential: str) -> tuple[str, int]:
+    transport, _ = await create_turn_endpoint(
+        asyncio.DatagramProtocol, (server.host, server.port), username, credential
+    )
+    try:
+        relayed: tuple[str, int] = transport.get_extra_info("sockname")
+        return relayed
+    finally:
+        transport.close()
+
+
+def test_rest_credentials_match_coturn_scheme() -> None:
+    # Reference value from: printf '1700000600:kiosk-7' | openssl dgst -sha1 -hmac s3cret -binary | base64
+    assert turn_rest_credentials("s3cret", "kiosk-7", 600, now=1_700_000_000) == (
+        "1700000600:kiosk-7",
+        "DaKdSqvkxDilSyGYqMaEnxNGr1E=",
+    )
+
+
+def test_rest_credentials_expire_after_ttl() -> None:
+    before = time.time()
+    username, _ = turn_rest_credentials("s", "u1", 300)
+    expiry = int(username.split(":", 1)[0])
+    assert int(before) + 300 <= expiry <= int(time.time()) + 300
+
+
+def test_rest_credentials_refuse_non_positive_ttl() -> None:
+    with pytest.raises(ValueError, match="ttl_seconds"):
+        turn_rest_credentials("s", "u1", 0)
+
+
+async def test_server_answers_stun_on_its_urls(turn_server: TurnServer) -> None:
+    assert turn_server.urls == [f"turn:127.0.0.1:{turn_server.port}?transport=udp"]
+    assert turn_server.running
+    assert await stun_binding_ok("127.0.0.1", turn_server.port, wait_seconds=2.0)
+
+
+async def test_fresh_credentials_allocate_a_relay_address(turn_server: TurnServer) -> None:
+    username, credential = turn_rest_credentials(turn_server.secret, "kiosk-1", 600)
+    host, port = await _allocate(turn_server, username, credential)
+    assert host == "127.0.0.1"
+    assert port != turn_server.port
+
+
+async def test_expired_credentials_are_refused_with_401(turn_server: TurnServer) -> None:
+    username, credential = turn_rest_credentials(turn_server.secret, "kiosk-1", 60, now=time.time() - 3600)
+    with pytest.raises(stun.TransactionFailed) as failure:
+        await _allocate(turn_server, username, credential)
+    assert failure.value.response.attributes["ERROR-CODE"][0] == 401
+
+
+async def test_credentials_from_another_secret_are_refused(turn_server: TurnServer) -> None:
+    username, credential = turn_rest_credentials("not-" + turn_server.secret, "kiosk-1", 600)
+    with pytest.raises(stun.TransactionFailed) as failure:
+        await _allocate(turn_server, username, credential)
+    assert failure.value.response.attributes["ERROR-CODE"][0] == 401
+
+
+async def test_stop_ends_the_process_and_frees_the_port() -> None:
+    server = TurnServer()
+    await server.start()
+    port = server.port
+    await server.stop()
+    assert not server.running
+    assert not await stun_binding_ok("127.0.0.1", port, wait_seconds=0.3)
+
+
+async def test_busy_port_fails_fast_with_a_clear_error(turn_server: TurnServer) -> None:
+    with pytest.raises(TurnServerError, match="already in use"):
+        async with TurnServer(port=turn_server.port, start_timeout=5.0):
+            pass
+
+
+async def test_missing_binary_points_to_the_install_script() -> None:
+    with pytest.raises(TurnServerError, match=r"scripts/install-system-deps\.sh"):
+        async with TurnServer(executable="no-such-turnserver"):
+            pass
+
+
+async def test_restart_on_the_same_port_accepts_the_same_secret() -> None:
+    async with TurnServer() as first:
+        port, secret = first.port, first.secret
+    async with TurnServer(port=port, secret=secret) as second:
+        username, credential = turn_rest_credentials(secret, "kiosk-1", 600)
+        host, _ = await _allocate(second, username, credential)
+    assert second.port == port
+    assert host == "127.0.0.1"
