@@ -1,0 +1,451 @@
+"""The bus on the PubNub Python SDK (PubNubAsyncio). SDK workarounds live here and only here.
+
+SDK 10.8 facts this module is shaped by (see DESIGN.md):
+- its subscribe loop stops silently on App Context (``e=2``) and file (``e=4``) events,
+  and its ``reconnect()`` raises AttributeError. So the SDK's subscription manager is
+  disabled and this module runs its own long-poll loop over the SDK's ``Subscribe``
+  endpoint: reconnecting forever with capped, jittered back-off, and resuming from the
+  last timetoken so nothing published meanwhile is missed;
+- ``history()`` fails with a crypto module: ``fetch_messages(decrypt_messages=True)`` is used;
+- with ``cipher_key`` alone it publishes the legacy headerless cipher, so both
+  ``cipher_key`` and ``crypto_module`` are set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pubnub.endpoints.presence.heartbeat import Heartbeat
+from pubnub.endpoints.presence.leave import Leave
+from pubnub.endpoints.pubsub.subscribe import Subscribe
+from pubnub.enums import PNStatusCategory
+from pubnub.pnconfiguration import PNConfiguration
+from pubnub.pubnub_asyncio import PubNubAsyncio
+
+from telehealth_client.protocol.channels import presence as presence_channel
+from telehealth_client.pubsub.bus import (
+    MAX_MESSAGE_BYTES,
+    AccessDeniedError,
+    BusError,
+    ConnectionStatus,
+    Envelope,
+    MessageHandler,
+    PresenceEvent,
+    PresenceHandler,
+    PublishResult,
+    StatusChange,
+    StatusHandler,
+    Subscription,
+)
+from telehealth_client.pubsub.crypto import RotatingCryptoModule
+from telehealth_client.pubsub.wire import Dropped, MalformedAnswerError, parse_subscribe_answer
+
+log = logging.getLogger(__name__)
+
+# How many recent (channel, timetoken) pairs to remember, so a redelivery is handled once.
+_SEEN_LIMIT = 2048
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    """What the bus needs to reach PubNub (or the development relay)."""
+
+    user_id: str
+    subscribe_key: str
+    publish_key: str | None = None
+    origin: str = "ps.pndsn.com"
+    ssl: bool = True
+    cipher_key: str | None = None
+    previous_cipher_keys: tuple[str, ...] = ()
+    token: str | None = None
+    secret_key: str | None = None  # development clinic only: signs Access Manager grants
+    presence_timeout_seconds: int = 120
+    reconnect_min_seconds: float = 0.5
+    reconnect_max_seconds: float = 30.0
+    request_timeout_seconds: float = 10.0
+    subscribe_timeout_seconds: float = 310.0
+
+
+def build_pubnub(config: BusConfig) -> PubNubAsyncio:
+    """A PubNubAsyncio with our crypto and its own subscribe machinery switched off."""
+    pn = PNConfiguration()
+    pn.user_id = config.user_id
+    pn.subscribe_key = config.subscribe_key
+    pn.publish_key = config.publish_key
+    if config.secret_key:
+        pn.secret_key = config.secret_key
+    pn.origin = config.origin
+    pn.ssl = config.ssl
+    pn.enable_subscribe = False
+    pn.set_presence_timeout(config.presence_timeout_seconds)
+    pn.non_subscribe_request_timeout = config.request_timeout_seconds
+    pn.connect_timeout = min(config.request_timeout_seconds, 10.0)
+    pn.subscribe_request_timeout = config.subscribe_timeout_seconds
+    pn.log_verbosity = False
+    if config.cipher_key:
+        pn.cipher_key = config.cipher_key
+        pn.crypto_module = RotatingCryptoModule(config.cipher_key, config.previous_cipher_keys)
+    pubnub = PubNubAsyncio(pn)
+    if config.token:
+        pubnub.set_token(config.token)
+    return pubnub
+
+
+class _RaisedEnvelope:
+    """Stands in for an SDK answer when the request raised instead of answering."""
+
+    status = None
+
+    def is_error(self) -> bool:
+        return True
+
+
+_RAISED = _RaisedEnvelope()
+
+
+def _failure(operation: str, envelope: Any) -> BusError:
+    status = getattr(envelope, "status", None)
+    code = getattr(status, "status_code", None)
+    category = getattr(status, "category", None)
+    if code == 403 or category == PNStatusCategory.PNAccessDeniedCategory:
+        return AccessDeniedError(operation)
+    if code is not None and 400 <= code < 500 and code not in (408, 429):
+        return BusError(operation, "request refused", status_code=code, retryable=False)
+    reason = "timed out" if category == PNStatusCategory.PNTimeoutCategory else "network or server error"
+    return BusError(operation, reason, status_code=code, retryable=True)
+
+
+class PubNubBus:
+    """The agent's bus: publish, subscribe (own loop), history, user metadata, token."""
+
+    def __init__(self, config: BusConfig, *, pubnub: PubNubAsyncio | None = None) -> None:
+        self._config = config
+        self._pubnub = pubnub or build_pubnub(config)
+        self._crypto: RotatingCryptoModule | None = self._pubnub.config.crypto_module
+        self._subscriptions: list[Subscription] = []
+        self._status = ConnectionStatus.IDLE
+        self._status_listeners: list[StatusHandler] = []
+        self._changed = asyncio.Event()
+        self._timetoken = 0
+        self._region = 0
+        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._deliveries: asyncio.Queue[tuple[Envelope | PresenceEvent, list[Subscription]]] = asyncio.Queue()
+        self._subscribe_task: asyncio.Task[None] | None = None
+        self._dispatch_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def user_id(self) -> str:
+        return self._config.user_id
+
+    @property
+    def status(self) -> ConnectionStatus:
+        return self._status
+
+    @property
+    def timetoken(self) -> int:
+        """The cursor the next subscribe continues from (0 before the first answer)."""
+        return self._timetoken
+
+    @property
+    def pubnub(self) -> PubNubAsyncio:
+        return self._pubnub
+
+    def add_status_listener(self, listener: StatusHandler) -> Callable[[], None]:
+        self._status_listeners.append(listener)
+        return lambda: self._status_listeners.remove(listener)
+
+    def _announce(self, change: StatusChange) -> None:
+        # Announced only when the status itself changes, like aiortc's connection states.
+        if change.status == self._status:
+            return
+        self._status = change.status
+        log.info("bus status=%s reason=%s failures=%d", change.status, change.reason, change.failures)
+        for listener in list(self._status_listeners):
+            try:
+                listener(change)
+            except Exception:
+                log.exception("bus status listener failed")
+
+    def set_token(self, token: str | None) -> None:
+        self._pubnub.set_token(token)
+        # A new token may unlock a subscribe that was refused: try again now, not after back-off.
+        self._changed.set()
+
+    # -- publish, history, metadata ------------------------------------------------------------
+
+    async def publish(
+        self, channel: str, message: Any, *, store: bool = True, meta: Mapping[str, Any] | None = None
+    ) -> PublishResult:
+        try:
+            size = len(json.dumps(message, separators=(",", ":")))
+        except (TypeError, ValueError):
+            raise BusError("publish", "message is not JSON-serialisable", retryable=False) from None
+        if size > MAX_MESSAGE_BYTES:
+            raise BusError("publish", f"message is {size} bytes, over {MAX_MESSAGE_BYTES}", retryable=False)
+        request = self._pubnub.publish().channel(channel).message(message).should_store(store).use_post(True)
+        if meta is not None:
+            request = request.meta(dict(meta))
+        envelope = await request.future()
+        if envelope.is_error():
+            raise _failure("publish", envelope)
+        return PublishResult(timetoken=int(envelope.result.timetoken))
+
+    async def history(self, channel: str, *, since: int | None = None, limit: int = 100) -> list[Envelope]:
+        """Stored messages on ``channel`` newer than ``since``, oldest first, at most ``limit``."""
+        collected: list[Envelope] = []
+        start: int | None = None
+        while len(collected) < limit:
+            page_size = min(100, limit - len(collected))
+            request = (
+                self._pubnub.fetch_messages()
+                .channels([channel])
+                .maximum_per_channel(page_size)
+                .include_meta(True)
+                .include_uuid(True)
+                .decrypt_messages(self._crypto is not None)
+            )
+            if start is not None:
+                request = request.start(start)
+            if since is not None:
+                request = request.end(since + 1)  # `end` is inclusive; we want strictly newer
+            envelope = await request.future()
+            if envelope.is_error():
+                raise _failure("history", envelope)
+            items = envelope.result.channels.get(channel, []) if envelope.result else []
+            page = [env for env in (self._history_item(channel, item) for item in items) if env is not None]
+            collected = page + collected
+            if len(items) < page_size or not items:
+                break
+            # Pages go back in time: the next one ends just before this page's oldest message.
+            start = min(int(item.timetoken) for item in items)
+        collected.sort(key=lambda env: env.timetoken)
+        return collected[-limit:]
+
+    def _history_item(self, channel: str, item: Any) -> Envelope | None:
+        if getattr(item, "error", None) is not None:
+            log.warning("history message dropped channel=%s reason=undecryptable", channel)
+            return None
+        meta = getattr(item, "meta", None)
+        return Envelope(
+            channel=channel,
+            message=item.message,
+            publisher=getattr(item, "uuid", None),
+            timetoken=int(item.timetoken),
+            meta=meta if isinstance(meta, Mapping) else None,
+        )
+
+    async def get_user_metadata(self, user_id: str) -> dict[str, Any]:
+        """The user's App Context ``custom`` fields; empty when the user has none."""
+        envelope = await self._pubnub.get_uuid_metadata(uuid=user_id, include_custom=True).future()
+        if envelope.is_error():
+            if getattr(envelope.status, "status_code", None) == 404:
+                return {}
+            raise _failure("get user metadata", envelope)
+        data = envelope.result.data or {}
+        custom = data.get("custom") if isinstance(data, Mapping) else None
+        return dict(custom) if isinstance(custom, Mapping) else {}
+
+    async def set_user_metadata(self, user_id: str, custom: Mapping[str, Any]) -> None:
+        request = self._pubnub.set_uuid_metadata(uuid=user_id, custom=dict(custom), include_custom=True)
+        envelope = await request.future()
+        if envelope.is_error():
+            raise _failure("set user metadata", envelope)
+
+    # -- subscribe -----------------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        channels: Iterable[str],
+        on_message: MessageHandler | None = None,
+        *,
+        on_presence: PresenceHandler | None = None,
+        with_presence: bool = False,
+    ) -> Subscription:
+        if self._closed:
+            raise BusError("subscribe", "the bus is closed", retryable=False)
+        wanted = frozenset(channels)
+        if not wanted:
+            raise ValueError("channels: at least one channel is required")
+        subscription = Subscription(
+            channels=wanted,
+            on_message=on_message,
+            on_presence=on_presence,
+            with_presence=with_presence or on_presence is not None,
+            _closer=self._unsubscribe,
+        )
+        self._subscriptions.append(subscription)
+        self._ensure_tasks()
+        self._changed.set()
+        return subscription
+
+    async def _unsubscribe(self, subscription: Subscription) -> None:
+        if subscription not in self._subscriptions:
+            return
+        before = self._subscribed_channels(presence=False)
+        self._subscriptions.remove(subscription)
+        gone = before - self._subscribed_channels(presence=False)
+        self._changed.set()
+        if gone:
+            envelope = await Leave(self._pubnub).channels(sorted(gone)).future()
+            if envelope.is_error():
+                log.info("leave not delivered channels=%d", len(gone))
+
+    def _subscribed_channels(self, *, presence: bool) -> set[str]:
+        names: set[str] = set()
+        for sub in self._subscriptions:
+            names |= sub.channels
+            if presence and sub.with_presence:
+                names |= {presence_channel(channel) for channel in sub.channels}
+        return names
+
+    def _ensure_tasks(self) -> None:
+        if self._subscribe_task is None:
+            self._subscribe_task = asyncio.create_task(self._subscribe_loop(), name="bus-subscribe")
+            self._dispatch_task = asyncio.create_task(self._dispatch_loop(), name="bus-dispatch")
+            self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="bus-heartbeat")
+
+    async def _subscribe_loop(self) -> None:
+        failures = 0
+        while True:
+            channels = sorted(self._subscribed_channels(presence=True))
+            self._changed.clear()
+            if not channels:
+                self._announce(StatusChange(ConnectionStatus.IDLE))
+                await self._changed.wait()
+                continue
+            if self._status in (ConnectionStatus.IDLE, ConnectionStatus.STOPPED):
+                self._announce(StatusChange(ConnectionStatus.CONNECTING))
+            try:
+                envelope = await self._poll(channels)
+            except Exception as exc:  # the SDK raising instead of answering: treat as a failed poll
+                log.warning("subscribe request raised error=%s", type(exc).__name__)
+                envelope = _RAISED
+            if envelope is None:
+                continue  # the channel set changed: ask again with the same cursor
+            error = _failure("subscribe", envelope) if envelope.is_error() else None
+            answer = None
+            if error is None:
+                try:
+                    answer = parse_subscribe_answer(envelope.result, self._crypto)
+                except MalformedAnswerError as exc:
+                    error = BusError("subscribe", str(exc), retryable=True)
+            if error is not None or answer is None:
+                failures += 1
+                denied = isinstance(error, AccessDeniedError)
+                status = ConnectionStatus.ACCESS_DENIED if denied else ConnectionStatus.RECONNECTING
+                self._announce(
+                    StatusChange(status, reason=error.reason if error else None, failures=failures)
+                )
+                await self._back_off(failures)
+                continue
+            if self._status != ConnectionStatus.CONNECTED:
+                resumed = self._timetoken or None
+                self._announce(StatusChange(ConnectionStatus.CONNECTED, caught_up_from=resumed))
+            failures = 0
+            self._accept(answer.entries)
+            self._timetoken, self._region = answer.timetoken, answer.region
+
+    async def _poll(self, channels: list[str]) -> Any | None:
+        """One long-poll; None when the channel set changed before it answered."""
+        request = Subscribe(self._pubnub).channels(channels).timetoken(self._timetoken)
+        if self._region:
+            request = request.region(self._region)
+        poll = asyncio.ensure_future(request.future())
+        changed = asyncio.ensure_future(self._changed.wait())
+        interrupted = False
+        try:
+            await asyncio.wait({poll, changed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+            if not poll.done():
+                interrupted = True
+                poll.cancel()
+            await asyncio.gather(poll, changed, return_exceptions=True)
+        if interrupted or poll.cancelled():
+            return None
+        return poll.result()
+
+    async def _back_off(self, failures: int) -> None:
+        low, high = self._config.reconnect_min_seconds, self._config.reconnect_max_seconds
+        ceiling = min(high, low * (2 ** min(failures - 1, 16)))
+        delay = random.uniform(low, ceiling)  # full jitter spreads kiosks reconnecting together
+        with contextlib.suppress(TimeoutError):
+            # A new token or channel set cuts the wait short.
+            await asyncio.wait_for(self._changed.wait(), delay)
+
+    def _accept(self, entries: list[Envelope | PresenceEvent | Dropped]) -> None:
+        for entry in entries:
+            if isinstance(entry, Dropped):
+                if entry.ignorable:
+                    log.debug("bus event ignored channel=%s reason=%s", entry.channel, entry.reason)
+                else:
+                    log.warning("bus message dropped channel=%s reason=%s", entry.channel, entry.reason)
+                continue
+            key = (entry.channel + ("-pnpres" if isinstance(entry, PresenceEvent) else ""), entry.timetoken)
+            if key in self._seen:
+                continue
+            self._seen[key] = None
+            if len(self._seen) > _SEEN_LIMIT:
+                self._seen.popitem(last=False)
+            targets = [sub for sub in self._subscriptions if entry.channel in sub.channels]
+            if targets:
+                self._deliveries.put_nowait((entry, targets))
+
+    async def _dispatch_loop(self) -> None:
+        # One consumer keeps handlers in arrival order and off the long-poll's path.
+        while True:
+            entry, targets = await self._deliveries.get()
+            for sub in targets:
+                handler: MessageHandler | PresenceHandler | None
+                handler = sub.on_presence if isinstance(entry, PresenceEvent) else sub.on_message
+                if handler is None or sub not in self._subscriptions:
+                    continue
+                try:
+                    result = handler(entry)  # type: ignore[arg-type]
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    log.exception("bus handler failed channel=%s", entry.channel)
+
+    async def _heartbeat_loop(self) -> None:
+        # The long-poll alone can outlast the presence timeout; heartbeats keep us present.
+        interval = max(5.0, self._config.presence_timeout_seconds / 2 - 1)
+        while True:
+            await asyncio.sleep(interval)
+            channels = sorted(self._subscribed_channels(presence=False))
+            if channels and self._status == ConnectionStatus.CONNECTED:
+                envelope = await Heartbeat(self._pubnub).channels(channels).future()
+                if envelope.is_error():
+                    log.info("heartbeat failed status=%s", getattr(envelope.status, "status_code", None))
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Leave every channel, stop the loops and close the HTTP session. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        channels = sorted(self._subscribed_channels(presence=False))
+        tasks = [t for t in (self._subscribe_task, self._dispatch_task, self._heartbeat_task) if t]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._subscriptions.clear()
+        if channels:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(Leave(self._pubnub).channels(channels).future(), 2.0)
+        self._announce(StatusChange(ConnectionStatus.STOPPED))
+        await self._pubnub.stop()
