@@ -56,9 +56,10 @@ class RotatingCryptoModule(PubNubCryptoModule):  # type: ignore[misc]
             raise DecryptionError("ciphertext has a wrong length")
         payload = CryptorPayload(data=body, cryptor_data=header["cryptor_data"])
         for cryptor in self._decryptors:
-            text = cryptor.decrypt(payload)
-            if text is None:
-                continue  # wrong key: padding did not check out
+            try:
+                text = cryptor.decrypt(payload)
+            except PubNubException:
+                continue  # wrong key: the padding did not check out
             try:
                 return json.loads(text)
             except ValueError:

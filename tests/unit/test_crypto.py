@@ -1,0 +1,66 @@
+import json
+from base64 import b64decode, b64encode
+
+import pytest
+from pubnub.crypto import AesCbcCryptoModule
+from pubnub.pnconfiguration import PNConfiguration
+
+from telehealth_client.pubsub.crypto import DecryptionError, RotatingCryptoModule
+
+MESSAGE = {"type": "chat", "text": "MARKER-PHI-7731 chest pain since Tuesday"}
+
+
+def sdk_module(key: str) -> AesCbcCryptoModule:
+    config = PNConfiguration()
+    config.cipher_key = key
+    return AesCbcCryptoModule(config)
+
+
+def test_encrypts_with_a_pned_header_and_random_iv() -> None:
+    module = RotatingCryptoModule("current-key")
+    first = module.encrypt(json.dumps(MESSAGE))
+    second = module.encrypt(json.dumps(MESSAGE))
+    assert b64decode(first)[:4] == b"PNED"
+    assert b64decode(first)[5:9] == b"ACRH"
+    assert first != second  # a fresh IV each time
+    assert "MARKER-PHI" not in first
+
+
+def test_reads_the_sdk_module_and_the_sdk_reads_ours() -> None:
+    ours = RotatingCryptoModule("shared-key")
+    theirs = sdk_module("shared-key")
+    assert ours.decrypt(theirs.encrypt(json.dumps(MESSAGE))) == MESSAGE
+    assert theirs.decrypt(ours.encrypt(json.dumps(MESSAGE))) == MESSAGE
+
+
+def test_a_previous_key_still_decrypts_after_rotation() -> None:
+    old = RotatingCryptoModule("key-2026-q3")
+    rotated = RotatingCryptoModule("key-2026-q4", previous_keys=["key-2026-q3"])
+    assert rotated.decrypt(old.encrypt(json.dumps(MESSAGE))) == MESSAGE
+    assert rotated.key_count == 2
+
+
+def test_without_the_previous_key_an_old_message_is_refused() -> None:
+    old = RotatingCryptoModule("key-2026-q3")
+    rotated = RotatingCryptoModule("key-2026-q4")
+    with pytest.raises(DecryptionError, match="no cipher key"):
+        rotated.decrypt(old.encrypt(json.dumps(MESSAGE)))
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (MESSAGE, "not an encrypted string"),
+        ("not base64 at all!", "not base64"),
+        (b64encode(b"hello world, plain").decode(), "not AES-CBC"),
+        (b64encode(b"PNED\x01ACRH\x10" + b"0" * 16 + b"abc").decode(), "wrong length"),
+    ],
+)
+def test_clear_text_and_garbage_are_refused(payload: object, reason: str) -> None:
+    with pytest.raises(DecryptionError, match=reason):
+        RotatingCryptoModule("k").decrypt(payload)
+
+
+def test_empty_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="cipher_key"):
+        RotatingCryptoModule("")
