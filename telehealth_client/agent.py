@@ -1,0 +1,120 @@
+"""The composition root: builds the agent's parts, starts them in order, stops them in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from telehealth_client import systemd
+from telehealth_client.config import Settings
+from telehealth_client.protocol import channels
+from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange, Subscription
+from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
+
+log = logging.getLogger(__name__)
+
+
+def bus_config(settings: Settings, *, token: str | None = None) -> BusConfig:
+    """The bus's view of the settings. Without a subscribe key the agent cannot start."""
+    if settings.subscribe_key is None:
+        raise ValueError(
+            "subscribe_key: not set (TELEHEALTH_SUBSCRIBE_KEY_FILE or credential 'subscribe_key')"
+        )
+    return BusConfig(
+        user_id=settings.user_id,
+        subscribe_key=settings.subscribe_key.get_secret_value(),
+        publish_key=settings.publish_key.get_secret_value() if settings.publish_key else None,
+        origin=settings.origin,
+        ssl=settings.ssl,
+        cipher_key=settings.cipher_key.get_secret_value() if settings.cipher_key else None,
+        previous_cipher_keys=tuple(key.get_secret_value() for key in settings.previous_cipher_keys),
+        token=token,
+        presence_timeout_seconds=settings.presence_timeout_seconds,
+        reconnect_min_seconds=settings.reconnect_min_seconds,
+        reconnect_max_seconds=settings.reconnect_max_seconds,
+        request_timeout_seconds=settings.request_timeout_seconds,
+    )
+
+
+NotificationHandler = Callable[[Envelope], Awaitable[None] | None]
+
+
+class Agent:
+    """One kiosk or cart agent. ``start`` then ``aclose``; or ``run`` until a signal."""
+
+    def __init__(self, settings: Settings, *, token: str | None = None) -> None:
+        self.settings = settings
+        self._token = token
+        self.bus: PubNubBus | None = None
+        self._notifications: Subscription | None = None
+        # Set while the bus is connected; tests and the API wait on it.
+        self.connected = asyncio.Event()
+        self.notification_listeners: list[NotificationHandler] = []
+
+    async def start(self) -> None:
+        self.bus = PubNubBus(bus_config(self.settings, token=self._token))
+        self.bus.add_status_listener(self._on_bus_status)
+        self._notifications = await self.bus.subscribe(
+            [channels.notification(self.settings.user_id)], self._on_notification
+        )
+        log.info("agent started role=%s user=%s", self.settings.role, self.settings.user_id)
+
+    def _on_bus_status(self, change: StatusChange) -> None:
+        if change.status == ConnectionStatus.CONNECTED:
+            self.connected.set()
+            systemd.ready("connected")
+        else:
+            self.connected.clear()
+            systemd.status(f"pub/sub {change.status}")
+
+    async def _on_notification(self, envelope: Envelope) -> None:
+        kind = envelope.message.get("type") if isinstance(envelope.message, dict) else None
+        log.info("notification received type=%s", kind if isinstance(kind, str) else "unknown")
+        for listener in list(self.notification_listeners):
+            result = listener(envelope)
+            if result is not None:
+                await result
+
+    async def aclose(self) -> None:
+        """Stop in reverse order of start. Safe to call twice or after a failed start."""
+        if self._notifications is not None:
+            await self._notifications.close()
+            self._notifications = None
+        if self.bus is not None:
+            await self.bus.aclose()
+            self.bus = None
+        log.info("agent stopped")
+
+
+async def run_until_signalled(start: Callable[[], Awaitable[Any]], stop: Callable[[], Awaitable[Any]]) -> int:
+    """Start, then wait for SIGINT/SIGTERM: the first drains and stops cleanly, a second exits at once."""
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            log.warning("second signal=%s: exiting now", signal.Signals(signum).name)
+            os._exit(1)  # the operator insists: do not wait for a stuck drain
+        log.info("signal=%s: stopping", signal.Signals(signum).name)
+        stop_requested.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await start()
+        await stop_requested.wait()
+        systemd.stopping()
+        return 0
+    finally:
+        with contextlib.suppress(Exception):
+            await stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

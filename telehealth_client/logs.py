@@ -1,0 +1,53 @@
+"""Logging to stdout as ``key=value`` lines or JSON, for journald.
+
+Call sites log IDs and outcomes only: never PHI, tokens, cipher keys or SDP bodies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+_STANDARD = set(vars(logging.makeLogRecord({})))
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+
+
+class KeyValueFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"ts={_timestamp(record)} level={record.levelname.lower()} logger={record.name} "
+        line += f"msg={json.dumps(record.getMessage())}"
+        if record.exc_info:
+            line += f" exc={json.dumps(self.formatException(record.exc_info))}"
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        data.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+def configure(level: str = "INFO", fmt: str = "kv") -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # The SDK and HTTP client log request URLs, which carry auth tokens and, for GET
+    # publishes, message bodies: keep them quiet whatever our own level is.
+    for noisy in ("pubnub", "httpx", "httpcore", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

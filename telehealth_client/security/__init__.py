@@ -1,0 +1,1 @@
+"""Access Manager tokens, the clinic backend client and the audit trail."""
