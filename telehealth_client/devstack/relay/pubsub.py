@@ -1,0 +1,179 @@
+"""Time, publish, signal and long-poll subscribe."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from aiohttp import web
+
+from .access import Need, Permission
+from .errors import publish_error, service_error
+from .http import Call, json_response
+from .presence import PRESENCE_SUFFIX
+from .state import Poll
+from .store import MESSAGE, SIGNAL, StoredMessage
+
+REGION = 1
+
+
+async def time_now(call: Call) -> web.StreamResponse:
+    return json_response([call.state.timetokens.next()])
+
+
+async def publish_get(call: Call) -> web.StreamResponse:
+    # /publish/{pub}/{sub}/{signature}/{channel}/{callback}/{message}
+    return _publish(call, call.raw_segments[6], MESSAGE)
+
+
+async def publish_post(call: Call) -> web.StreamResponse:
+    # /publish/{pub}/{sub}/{signature}/{channel}/{callback}, message in the body
+    return _publish(call, call.body, MESSAGE, raw_is_body=True)
+
+
+async def signal(call: Call) -> web.StreamResponse:
+    # /signal/{pub}/{sub}/{signature}/{channel}/{callback}/{message}
+    return _publish(call, call.raw_segments[6], SIGNAL)
+
+
+def _publish(call: Call, raw: str, message_type: int, *, raw_is_body: bool = False) -> web.StreamResponse:
+    state = call.state
+    keys = state.keys
+    publish_key, subscribe_key, channel = call.segments[1], call.segments[2], call.segments[4]
+    if publish_key != keys.publish_key or subscribe_key != keys.subscribe_key:
+        raise publish_error(400, "Invalid Key", state.timetokens.next())
+    if not channel or "," in channel:
+        raise publish_error(400, "Invalid Channel", state.timetokens.next())
+    call.authorize([Need("chan", channel, Permission.WRITE)])
+    # PubNub counts the message as sent (escaped in the URL) plus the channel name.
+    if len(raw.encode()) + len(channel.encode()) > state.limits.max_message_bytes:
+        raise publish_error(414, "Message Too Large", state.timetokens.next())
+    text = raw if raw_is_body else call.segments[6]
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        raise publish_error(400, "Invalid JSON", state.timetokens.next()) from None
+    meta: Any = None
+    if "meta" in call.query:
+        try:
+            meta = json.loads(call.query["meta"])
+        except ValueError:
+            raise publish_error(400, "Invalid meta: not JSON", state.timetokens.next()) from None
+        if meta is not None and not isinstance(meta, dict):
+            raise publish_error(400, "Invalid meta: must be an object", state.timetokens.next())
+    stored = message_type == MESSAGE and call.query.get("store", "1") not in ("0", "false")
+    timetoken = state.deliver(
+        channel,
+        payload,
+        publisher=call.uuid,
+        meta=meta,
+        message_type=message_type,
+        custom_message_type=call.query.get("custom_message_type") or None,
+        stored=stored,
+    )
+    return json_response([1, "Sent", str(timetoken)])
+
+
+async def subscribe(call: Call) -> web.StreamResponse:
+    # /v2/subscribe/{sub}/{channels}/{callback}
+    state = call.state
+    if call.segments[2] != state.keys.subscribe_key:
+        raise service_error(400, "Invalid Subscribe Key", "Balancer")
+    if call.query.get("channel-group"):
+        raise service_error(400, "Channel groups are not supported by the development relay", "Balancer")
+    channels = [c for c in call.segments[3].split(",") if c]
+    if not channels:
+        raise service_error(400, "No channels to subscribe to", "Balancer")
+    call.authorize([Need("chan", c, Permission.READ) for c in channels])
+    try:
+        since = int(call.query.get("tt") or 0)
+    except ValueError:
+        raise service_error(400, "Invalid timetoken", "Balancer") from None
+    heartbeat = presence_timeout(call)
+    members = [c for c in channels if not c.endswith(PRESENCE_SUFFIX)]
+    uuid = call.uuid
+    if uuid is not None:
+        state.presence.heartbeat(members, uuid, heartbeat, state_param(call))
+    if since == 0:
+        # The first subscribe only learns where "now" is, as with PubNub.
+        return _envelope(call, state.timetokens.next(), [])
+    limit = state.limits.max_messages_per_poll
+    messages = state.store.since(channels, since, limit)
+    if not messages:
+        messages = await _wait(call, channels, members, since, heartbeat)
+    last = messages[-1].timetoken if messages else state.timetokens.next()
+    return _envelope(call, last, messages)
+
+
+def presence_timeout(call: Call) -> float:
+    try:
+        value = float(call.query["heartbeat"])
+    except (KeyError, ValueError):
+        return call.state.limits.presence_timeout
+    return value if value > 0 else call.state.limits.presence_timeout
+
+
+async def _wait(
+    call: Call, channels: list[str], members: list[str], since: int, heartbeat: float
+) -> list[StoredMessage]:
+    state = call.state
+    wake = state.store.watch(channels)
+    poll = Poll(call.request.transport, wake)
+    state.add_poll(poll)
+    uuid = call.uuid
+    if uuid is not None:
+        state.presence.poll_opened(members, uuid)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(wake), state.limits.subscribe_timeout)
+    finally:
+        state.polls.discard(poll)
+        state.store.unwatch(channels, wake)
+        if uuid is not None:
+            state.presence.poll_closed(members, uuid, heartbeat)
+    if poll.dropped:
+        # The connection is already gone; nothing reaches the client.
+        raise asyncio.CancelledError
+    return state.store.since(channels, since, state.limits.max_messages_per_poll)
+
+
+def state_param(call: Call) -> dict[str, Any] | None:
+    raw = call.query.get("state")
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise service_error(400, "Invalid state: not JSON", "Presence") from None
+    return value if isinstance(value, dict) else None
+
+
+def _envelope(call: Call, timetoken: int, messages: list[StoredMessage]) -> web.StreamResponse:
+    subscribe_key = call.state.keys.subscribe_key
+    return json_response(
+        {"t": {"t": str(timetoken), "r": REGION}, "m": [wire_message(m, subscribe_key) for m in messages]}
+    )
+
+
+def wire_message(message: StoredMessage, subscribe_key: str) -> dict[str, Any]:
+    """A message as the subscribe answer carries it (the SDKs need ``f``, ``k``, ``p.t`` and ``p.r``)."""
+    wire: dict[str, Any] = {
+        "a": "1",
+        "f": 0,
+        "p": {"t": str(message.timetoken), "r": REGION},
+        "k": subscribe_key,
+        "c": message.channel,
+        "b": message.channel,
+        "d": message.payload,
+    }
+    if message.publisher is not None:
+        wire["i"] = message.publisher
+    if message.meta is not None:
+        wire["u"] = message.meta
+    if message.message_type:
+        wire["e"] = message.message_type
+    if message.custom_message_type is not None:
+        wire["cmt"] = message.custom_message_type
+    return wire

@@ -1,0 +1,115 @@
+"""Everything the relay holds, shared by its handlers and kept across stop/start."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from .access import TokenAuthority
+from .clock import Clock, Timetokens
+from .faults import Faults
+from .objects import UuidMetadata
+from .presence import Presence
+from .store import MessageStore, StoredMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_messages_per_channel: int = 1000
+    max_channels: int = 10_000
+    max_message_bytes: int = 32 * 1024  # PubNub's limit, escaped message plus channel name
+    presence_timeout: float = 300.0  # PubNub's default when a client sends no ``heartbeat``
+    subscribe_timeout: float = 280.0  # PubNub answers an idle long-poll after about this long
+    max_messages_per_poll: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    publish_key: str
+    subscribe_key: str
+    secret_key: str
+
+
+@dataclass(eq=False, slots=True)
+class Poll:
+    """One pending long-poll, so that ``drop_subscribers`` can cut it."""
+
+    transport: asyncio.Transport | None
+    wake: asyncio.Future[None]
+    dropped: bool = False
+
+
+@dataclass(slots=True)
+class RelayState:
+    keys: Keys
+    limits: Limits
+    clock: Clock
+    enforce_access: bool
+    timetokens: Timetokens = field(default_factory=Timetokens)
+    faults: Faults = field(default_factory=Faults)
+    polls: set[Poll] = field(default_factory=set)
+    _poll_watchers: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
+    store: MessageStore = field(init=False)
+    presence: Presence = field(init=False)
+    tokens: TokenAuthority = field(init=False)
+    uuid_metadata: UuidMetadata = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = MessageStore(self.limits.max_messages_per_channel, self.limits.max_channels)
+        self.presence = Presence(self.clock, self._emit_presence)
+        self.tokens = TokenAuthority(self.keys.secret_key, self.clock)
+        self.uuid_metadata = UuidMetadata(self.limits.max_channels)
+
+    def deliver(
+        self,
+        channel: str,
+        payload: Any,
+        *,
+        publisher: str | None,
+        meta: Any = None,
+        message_type: int = 0,
+        custom_message_type: str | None = None,
+        stored: bool = True,
+    ) -> int:
+        """Put a message on ``channel`` for subscribers (and history when ``stored``); its timetoken."""
+        timetoken = self.timetokens.next()
+        message = StoredMessage(
+            channel=channel,
+            timetoken=timetoken,
+            payload=payload,
+            publisher=publisher,
+            meta=meta,
+            message_type=message_type,
+            custom_message_type=custom_message_type,
+            stored=stored,
+        )
+        self.store.add(message)
+        return timetoken
+
+    def add_poll(self, poll: Poll) -> None:
+        self.polls.add(poll)
+        for count, waiter in self._poll_watchers:
+            if len(self.polls) >= count and not waiter.done():
+                waiter.set_result(None)
+        self._poll_watchers = [(c, w) for c, w in self._poll_watchers if not w.done()]
+
+    async def wait_polls(self, count: int) -> None:
+        if len(self.polls) >= count:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._poll_watchers.append((count, waiter))
+        await waiter
+
+    def drop_polls(self) -> int:
+        polls = list(self.polls)
+        for poll in polls:
+            poll.dropped = True
+            if poll.transport is not None:
+                poll.transport.abort()
+            if not poll.wake.done():
+                poll.wake.set_result(None)
+        return len(polls)
+
+    def _emit_presence(self, channel: str, payload: dict[str, Any]) -> None:
+        self.deliver(channel, payload, publisher=None, stored=False)

@@ -1,0 +1,110 @@
+"""Fixtures for the relay tests: a started relay on a manual clock, and real SDK clients on it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from pubnub.callbacks import SubscribeCallback
+from pubnub.pubnub_asyncio import PubNubAsyncio
+
+from telehealth_client.devstack.relay import ManualClock, Relay
+from telehealth_client.devstack.relay.client import sdk_client
+
+ClientFactory = Callable[..., PubNubAsyncio]
+WAIT = 5.0  # seconds; the upper bound on waiting for something that should happen at once
+
+
+@pytest.fixture
+def relay_clock() -> ManualClock:
+    """The relay's clock for tokens and presence; tests move it instead of sleeping."""
+    return ManualClock()
+
+
+@pytest.fixture
+async def relay(relay_clock: ManualClock) -> AsyncIterator[Relay]:
+    """A started relay (Access Manager off; set ``relay.enforce_access = True`` to turn it on)."""
+    async with Relay(clock=relay_clock) as running:
+        yield running
+
+
+@pytest.fixture
+async def make_client(relay: Relay) -> AsyncIterator[ClientFactory]:
+    """``make_client(user_id, token=..., cipher_key=..., with_secret_key=..., enable_subscribe=...)``.
+
+    Builds PubNubAsyncio clients pointed at the relay; all are stopped after the test.
+    """
+    clients: list[PubNubAsyncio] = []
+
+    def make(user_id: str, **options: Any) -> PubNubAsyncio:
+        client = sdk_client(relay, user_id=user_id, **options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain HTTP client for raw requests (long-polls, CORS, malformed input)."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        yield session
+
+
+class Collector(SubscribeCallback):  # type: ignore[misc]
+    """A listener that queues what the SDK delivers, for ``await collector.next_message()``."""
+
+    def __init__(self) -> None:
+        self.messages: asyncio.Queue[Any] = asyncio.Queue()
+        self.signals: asyncio.Queue[Any] = asyncio.Queue()
+        self.presence_events: asyncio.Queue[Any] = asyncio.Queue()
+        self.statuses: asyncio.Queue[Any] = asyncio.Queue()
+
+    def message(self, pubnub: Any, message: Any) -> None:
+        self.messages.put_nowait(message)
+
+    def signal(self, pubnub: Any, signal: Any) -> None:
+        self.signals.put_nowait(signal)
+
+    def presence(self, pubnub: Any, presence: Any) -> None:
+        self.presence_events.put_nowait(presence)
+
+    def status(self, pubnub: Any, status: Any) -> None:
+        self.statuses.put_nowait(status)
+
+    async def next_status(self, category: Any) -> Any:
+        async def wait() -> Any:
+            while True:
+                status = await self.statuses.get()
+                if status.category == category:
+                    return status
+
+        return await asyncio.wait_for(wait(), WAIT)
+
+    async def next_presence(self, event: str, uuid: str) -> Any:
+        async def wait() -> Any:
+            while True:
+                presence = await self.presence_events.get()
+                if presence.event == event and presence.uuid == uuid:
+                    return presence
+
+        return await asyncio.wait_for(wait(), WAIT)
+
+
+async def subscribed(client: PubNubAsyncio, channels: list[str], *, with_presence: bool = False) -> Collector:
+    """Subscribe ``client`` with a fresh Collector and return once the SDK reports it connected."""
+    from pubnub.enums import PNStatusCategory
+
+    collector = Collector()
+    client.add_listener(collector)
+    builder = client.subscribe().channels(channels)
+    if with_presence:
+        builder = builder.with_presence()
+    builder.execute()
+    await collector.next_status(PNStatusCategory.PNConnectedCategory)
+    return collector
