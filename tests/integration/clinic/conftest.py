@@ -1,15 +1,127 @@
-"""Fixtures that start the real development parts: coturn and the clinic stand-in."""
+"""Fixtures that start the real development parts: coturn, the relay and the clinic stand-in."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
+from telehealth_client.devstack.clinic import CALLER_HEADER, Clinic
+from telehealth_client.devstack.relay import Relay
 from telehealth_client.devstack.turn import TurnServer
+
+PUBLISH_KEY = "pub-c-clinic-test"
+SUBSCRIBE_KEY = "sub-c-clinic-test"
+SECRET_KEY = "sec-c-clinic-test"
+DEVICE_CREDENTIAL = "kiosk-device-credential-for-tests"
+TURN_SECRET = "turn-secret-for-tests"
+TURN_URLS = ["turn:127.0.0.1:3478?transport=udp"]
+ON_CALL = {"cardiology": ["dr-lee", "dr-okafor"], "er": ["dr-nowak"]}
+# Nothing listens here: a clinic pointed at it sees PubNub as down.
+UNREACHABLE_ORIGIN = "127.0.0.1:9"
+
+ClinicFactory = Callable[..., Awaitable[Clinic]]
 
 
 @pytest.fixture
 async def turn_server() -> AsyncIterator[TurnServer]:
     async with TurnServer() as server:
         yield server
+
+
+@pytest.fixture
+async def clinic_relay() -> AsyncIterator[Relay]:
+    """The development relay, Access Manager not enforced (the clinic mints tokens on it)."""
+    async with Relay(publish_key=PUBLISH_KEY, subscribe_key=SUBSCRIBE_KEY, secret_key=SECRET_KEY) as relay:
+        yield relay
+
+
+@pytest.fixture
+async def make_clinic(tmp_path: Path) -> AsyncIterator[ClinicFactory]:
+    """Starts clinics (default: PubNub unreachable, audit DB in tmp_path); all are stopped afterwards."""
+    started: list[Clinic] = []
+
+    async def make(**overrides: Any) -> Clinic:
+        settings: dict[str, Any] = {
+            "relay_origin": UNREACHABLE_ORIGIN,
+            "publish_key": PUBLISH_KEY,
+            "subscribe_key": SUBSCRIBE_KEY,
+            "secret_key": SECRET_KEY,
+            "device_credential": DEVICE_CREDENTIAL,
+            "turn_secret": TURN_SECRET,
+            "turn_urls": TURN_URLS,
+            "on_call": ON_CALL,
+            "audit_db_path": tmp_path / "audit.sqlite3",
+        }
+        settings.update(overrides)
+        clinic = Clinic(**settings)
+        await clinic.start()
+        started.append(clinic)
+        return clinic
+
+    yield make
+    await asyncio.gather(*(clinic.stop() for clinic in started))
+
+
+@pytest.fixture
+async def clinic(make_clinic: ClinicFactory, clinic_relay: Relay) -> Clinic:
+    """The clinic stand-in minting tokens on a running relay."""
+    return await make_clinic(relay_origin=clinic_relay.origin)
+
+
+@pytest.fixture
+async def offline_clinic(make_clinic: ClinicFactory) -> Clinic:
+    """A clinic whose PubNub is down: for everything that must not need PubNub."""
+    return await make_clinic()
+
+
+class ClinicApi:
+    """A thin HTTP client that answers (status, JSON body or None)."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+        self.base_url = ""
+
+    def at(self, clinic: Clinic) -> ClinicApi:
+        self.base_url = clinic.url
+        return self
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        credential: str | None = DEVICE_CREDENTIAL,
+        caller: str | None = None,
+        raw: bytes | None = None,
+    ) -> tuple[int, Any]:
+        headers: dict[str, str] = {}
+        if credential is not None:
+            headers["Authorization"] = f"Bearer {credential}"
+        if caller is not None:
+            headers[CALLER_HEADER] = caller
+        kwargs: dict[str, Any] = {"headers": headers}
+        if raw is not None:
+            kwargs["data"] = raw
+        elif body is not None:
+            kwargs["json"] = body
+        async with self._session.request(method, self.base_url + path, **kwargs) as response:
+            text = await response.text()
+            return response.status, (await response.json() if text else None)
+
+    async def post(self, path: str, body: Any = None, **options: Any) -> tuple[int, Any]:
+        return await self.call("POST", path, body, **options)
+
+    async def get(self, path: str, **options: Any) -> tuple[int, Any]:
+        return await self.call("GET", path, **options)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[ClinicApi]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield ClinicApi(session)

@@ -1,0 +1,261 @@
+"""The clinic backend stand-in: PROTOCOL.md's "Clinic backend" table on 127.0.0.1.
+
+FOR DEVELOPMENT AND TESTS ONLY. Endpoints (all need ``Authorization: Bearer <device credential>``):
+
+- ``POST /api/telemedicine/token`` ``{userId, role, appointmentId?, consultationChannel?, providerId?,
+  departmentId?}`` -> ``{token, ttlMinutes, channelConfig}``. A patient needs ``providerId`` or
+  ``consultationChannel``; a provider or nurse needs ``consultationChannel`` and ``departmentId``.
+- ``POST /api/telemedicine/turn-credentials`` ``{userId}`` -> ``{urls, username, credential, ttlSeconds}``.
+- ``POST /api/telemedicine/revoke-access`` ``{userId, consultationChannel}`` with header
+  ``X-User-Id: <caller>`` -> 204. The caller must be the consultation's provider (the provider ID in
+  the channel name) and must have been granted a provider token by this clinic; else 403.
+- ``POST /api/telemedicine/consent`` ``{patientId, granted, expiresAt}`` (``expiresAt`` ISO-8601 UTC
+  or null) -> 200 ``{patientId, consent}``; writes App Context ``custom.consent_telehealth``.
+- ``GET /api/on-call/{departmentId}`` -> ``{providers: [{id}]}`` (empty for an unknown department).
+- ``POST /api/audit-events`` one audit event -> 201 ``{id, stored}`` (``stored`` false for a repeat id).
+- ``GET /api/audit-events`` -> ``{events: [...]}`` in the order first received.
+
+Bad input gets 400 naming the field; a PubNub failure gets 502. Nothing logged holds a token,
+a key, a credential or a patient's data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from aiohttp import web
+
+from telehealth_client.protocol.channels import ConsultationChannels, InvalidIdError, validate_id
+
+from ..grants import GrantRequestError, build_grant
+from ..turn import turn_rest_credentials
+from .audit_store import AuditStore
+from .http import FieldError, device_auth_middleware, parse_body
+from .ledger import TokenLedger
+from .models import AuditEvent, ConsentRequest, RevokeAccessRequest, TokenRequest, TurnCredentialsRequest
+from .pubnub_admin import PubNubAdmin, UpstreamError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CALLER_HEADER = "X-User-Id"
+MAX_BODY_BYTES = 64 * 1024
+
+
+def _roster(on_call: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    roster: dict[str, list[str]] = {}
+    for department, providers in on_call.items():
+        validate_id(department, "on_call department")
+        roster[department] = [validate_id(p, f"on_call[{department}] provider") for p in providers]
+    return roster
+
+
+class Clinic:
+    """The stand-in server; ``async with Clinic(...) as clinic`` serves on ``clinic.url``."""
+
+    def __init__(
+        self,
+        relay_origin: str,
+        publish_key: str,
+        subscribe_key: str,
+        secret_key: str,
+        device_credential: str,
+        turn_secret: str,
+        turn_urls: Sequence[str],
+        on_call: Mapping[str, Sequence[str]],
+        audit_db_path: Path | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        turn_ttl_seconds: int = 3600,
+    ) -> None:
+        if not device_credential:
+            raise ValueError("device_credential must not be empty")
+        if turn_ttl_seconds <= 0:
+            raise ValueError("turn_ttl_seconds must be positive")
+        self._device_credential = device_credential
+        self._turn_secret = turn_secret
+        self._turn_urls = list(turn_urls)
+        self._turn_ttl = turn_ttl_seconds
+        self._on_call = _roster(on_call)
+        self._host = host
+        self._requested_port = port
+        self._admin = PubNubAdmin(
+            origin=relay_origin, publish_key=publish_key, subscribe_key=subscribe_key, secret_key=secret_key
+        )
+        self._audit = AuditStore(audit_db_path)
+        self.ledger = TokenLedger()
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("Clinic is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            raise RuntimeError("Clinic is already started")
+        try:
+            await self._audit.open()
+            await self._admin.start()
+            # No access log: request lines are harmless today, but nothing here should log by default.
+            runner = web.AppRunner(self._app(), access_log=None)
+            self._runner = runner
+            await runner.setup()
+            site = web.TCPSite(runner, self._host, self._requested_port)
+            await site.start()
+            self._port = runner.addresses[0][1]
+        except BaseException:
+            await self.stop()
+            raise
+        logger.info("clinic_started port=%d", self._port)
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        try:
+            if runner is not None:
+                await runner.cleanup()
+        finally:
+            try:
+                await self._admin.stop()
+            finally:
+                await self._audit.close()
+        self._port = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- for tests and the devstack command ------------------------------------------------
+
+    async def audit_events(self) -> list[dict[str, Any]]:
+        """Every audit event the sink stored, oldest first, as received."""
+        return await self._audit.events()
+
+    def set_on_call(self, department_id: str, provider_ids: Sequence[str]) -> None:
+        self._on_call.update(_roster({department_id: provider_ids}))
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _app(self) -> web.Application:
+        app = web.Application(
+            middlewares=[device_auth_middleware(self._device_credential)], client_max_size=MAX_BODY_BYTES
+        )
+        app.add_routes(
+            [
+                web.post("/api/telemedicine/token", self._token),
+                web.post("/api/telemedicine/turn-credentials", self._turn_credentials),
+                web.post("/api/telemedicine/revoke-access", self._revoke_access),
+                web.post("/api/telemedicine/consent", self._consent),
+                web.get("/api/on-call/{departmentId}", self._on_call_roster),
+                web.post("/api/audit-events", self._add_audit_event),
+                web.get("/api/audit-events", self._list_audit_events),
+            ]
+        )
+        return app
+
+    async def _token(self, request: web.Request) -> web.Response:
+        body = await parse_body(request, TokenRequest)
+        try:
+            grant = build_grant(
+                user_id=body.userId,
+                role=body.role,
+                consultation_channel=body.consultationChannel,
+                provider_id=body.providerId,
+                department_id=body.departmentId,
+            )
+        except GrantRequestError as exc:
+            raise FieldError(exc.field, exc.reason) from None
+        token = await self._upstream(self._admin.grant(grant))
+        self.ledger.record(
+            token, grant.authorized_uuid, grant.role, grant.consultation_channel, grant.ttl_minutes
+        )
+        logger.info("clinic_token_granted role=%s ttl_minutes=%d", grant.role, grant.ttl_minutes)
+        return web.json_response(
+            {"token": token, "ttlMinutes": grant.ttl_minutes, "channelConfig": grant.channel_config}
+        )
+
+    async def _turn_credentials(self, request: web.Request) -> web.Response:
+        body = await parse_body(request, TurnCredentialsRequest)
+        username, credential = turn_rest_credentials(self._turn_secret, body.userId, self._turn_ttl)
+        return web.json_response(
+            {
+                "urls": self._turn_urls,
+                "username": username,
+                "credential": credential,
+                "ttlSeconds": self._turn_ttl,
+            }
+        )
+
+    async def _revoke_access(self, request: web.Request) -> web.Response:
+        body = await parse_body(request, RevokeAccessRequest)
+        try:
+            consultation = ConsultationChannels.parse(body.consultationChannel)
+        except InvalidIdError as exc:
+            raise FieldError("consultationChannel", exc.reason) from None
+        caller = request.headers.get(CALLER_HEADER)
+        if caller is None:
+            raise FieldError(CALLER_HEADER, "is required: the calling provider's user ID")
+        try:
+            validate_id(caller, CALLER_HEADER)
+        except InvalidIdError as exc:
+            raise FieldError(CALLER_HEADER, exc.reason) from None
+        if caller != consultation.provider_id or not self.ledger.has_role(caller, "provider"):
+            raise FieldError(CALLER_HEADER, "is not a provider on this consultation", status=403)
+        tokens = self.ledger.live_tokens(body.userId, consultation.main)
+        for entry in tokens:
+            await self._upstream(self._admin.revoke(entry.token))
+            self.ledger.forget([entry])
+        logger.info("clinic_access_revoked tokens=%d", len(tokens))
+        return web.Response(status=204)
+
+    async def _consent(self, request: web.Request) -> web.Response:
+        body = await parse_body(request, ConsentRequest)
+        record = await self._upstream(self._admin.set_consent(body.patientId, body.granted, body.expiresAt))
+        return web.json_response({"patientId": body.patientId, "consent": record})
+
+    async def _on_call_roster(self, request: web.Request) -> web.Response:
+        department = request.match_info["departmentId"]
+        try:
+            validate_id(department, "departmentId")
+        except InvalidIdError as exc:
+            raise FieldError(exc.field, exc.reason) from None
+        providers = self._on_call.get(department, [])
+        return web.json_response({"providers": [{"id": provider} for provider in providers]})
+
+    async def _add_audit_event(self, request: web.Request) -> web.Response:
+        event = await parse_body(request, AuditEvent)
+        raw = await request.json()
+        raw["id"] = event.id  # canonical form, so one event in two spellings is still stored once
+        stored = await self._audit.append(event.id, raw)
+        return web.json_response({"id": event.id, "stored": stored}, status=201)
+
+    async def _list_audit_events(self, request: web.Request) -> web.Response:
+        return web.json_response({"events": await self._audit.events()})
+
+    @staticmethod
+    async def _upstream(operation: Awaitable[T]) -> T:
+        try:
+            return await operation
+        except UpstreamError as exc:
+            raise FieldError("upstream", str(exc), status=502) from None

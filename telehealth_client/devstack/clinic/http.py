@@ -1,0 +1,109 @@
+"""HTTP plumbing of the clinic stand-in: device-credential check, body parsing, JSON errors.
+
+Every error answer is ``{"error": "<field>: <reason>", "field", "reason", "errors": [...]}``
+so that a client (or a person reading a log) learns which field was wrong and why.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any, TypeVar
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from pydantic import BaseModel, ValidationError
+
+logger = logging.getLogger(__name__)
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+_HTTP_FIELDS = {404: "path", 405: "method", 413: "body"}
+
+
+class FieldError(Exception):
+    """A request problem tied to one field; becomes a JSON error answer."""
+
+    def __init__(self, field: str, reason: str, status: int = 400) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+        self.status = status
+
+
+def error_response(
+    status: int, problems: list[tuple[str, str]], headers: dict[str, str] | None = None
+) -> web.Response:
+    field, reason = problems[0]
+    body = {
+        "error": f"{field}: {reason}",
+        "field": field,
+        "reason": reason,
+        "errors": [{"field": f, "reason": r} for f, r in problems],
+    }
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in error["loc"]) or "body"
+        if error["type"] == "missing":
+            reason = "is required"
+        elif error["type"] == "value_error" and "error" in error.get("ctx", {}):
+            reason = str(error["ctx"]["error"])
+        else:
+            reason = str(error["msg"])
+        problems.append((field, reason))
+    return problems
+
+
+async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
+    """The request's JSON object validated as ``model``; FieldError or a 400 answer otherwise."""
+    try:
+        data: Any = json.loads(await request.read())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise FieldError("body", "must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise FieldError("body", "must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _InvalidBody(_problems(exc)) from None
+
+
+class _InvalidBody(Exception):
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__(problems[0][0])
+        self.problems = problems
+
+
+def device_auth_middleware(credential: str) -> Middleware:
+    """401 unless ``Authorization: Bearer <device credential>``; also turns errors into JSON."""
+    expected = f"Bearer {credential}".encode()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        presented = request.headers.get("Authorization", "").encode()
+        # Constant-time comparison: the answer's timing must not reveal the credential.
+        if not hmac.compare_digest(presented, expected):
+            reason = "is missing" if not presented else "is not a valid device credential"
+            return error_response(401, [("Authorization", reason)], headers={"WWW-Authenticate": "Bearer"})
+        try:
+            return await handler(request)
+        except FieldError as exc:
+            return error_response(exc.status, [(exc.field, exc.reason)])
+        except _InvalidBody as exc:
+            return error_response(400, exc.problems)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            # aiohttp's own refusals (404, 405, 413) answer in JSON like everything else.
+            return error_response(exc.status, [(_HTTP_FIELDS.get(exc.status, "request"), exc.reason.lower())])
+        except Exception:
+            logger.exception("clinic_internal_error path=%s", request.path)
+            return error_response(500, [("server", "internal error")])
+
+    return middleware
