@@ -1,27 +1,127 @@
-"""The ``telehealth-agent`` command line."""
+"""The ``telehealth-agent`` command line.
+
+Exit codes: 0 success, 1 failure at run time, 2 usage or configuration error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from telehealth_client import __version__
+from telehealth_client import __version__, logs
+
+if TYPE_CHECKING:
+    from telehealth_client.config import Settings
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+log = logging.getLogger("telehealth_client.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="telehealth-agent", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="telehealth-agent", description="Headless telehealth agent for kiosks and exam-room carts."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("version", help="print the version and exit")
+
+    run = commands.add_parser("run", help="run the agent until SIGINT/SIGTERM")
+    run.add_argument("--config", type=Path, help="TOML settings file (default: $TELEHEALTH_CONFIG)")
+
+    devstack = commands.add_parser(
+        "devstack",
+        help="run the development relay, clinic stand-in and coturn on loopback (not for production)",
+    )
+    devstack.add_argument("--env-file", type=Path, help="also write the agent's settings to this file")
+    devstack.add_argument("--open-access", action="store_true", help="do not enforce Access Manager tokens")
     return parser
+
+
+def _run_agent(config: Path | None) -> int:
+    from telehealth_client.agent import Agent, bus_config, run_until_signalled
+    from telehealth_client.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(config)
+        bus_config(settings)  # refuses to start without the keys it needs
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"telehealth-agent: config: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:
+        print(f"telehealth-agent: config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    logs.configure(settings.log_level, settings.log_format)
+
+    async def main() -> int:
+        token = await _initial_token(settings)
+        agent = Agent(settings, token=token)
+        return await run_until_signalled(agent.start, agent.aclose)
+
+    return asyncio.run(main())
+
+
+async def _initial_token(settings: Settings) -> str | None:
+    """An Access Manager token from the clinic backend when a device credential is configured."""
+    from telehealth_client.security.clinic_client import ClinicClient, ClinicError
+
+    if settings.device_credential is None:
+        return None
+    client = ClinicClient(settings.clinic_url, settings.device_credential.get_secret_value())
+    try:
+        grant = await client.request_token(settings.user_id, str(settings.role))
+        log.info("access token granted ttl_minutes=%d", grant.ttl_minutes)
+        return grant.token
+    except ClinicError as exc:
+        log.warning("no access token: %s", exc)
+        return None
+    finally:
+        await client.aclose()
+
+
+def _write_env_file(path: Path, lines: list[str]) -> None:
+    # The file holds development keys: readable by its owner only.
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _run_devstack(env_file: Path | None, open_access: bool) -> int:
+    from telehealth_client.agent import run_until_signalled
+    from telehealth_client.devstack.stack import DevStack
+
+    logs.configure("INFO", "kv")
+    stack = DevStack(enforce_access=not open_access)
+
+    async def started() -> None:
+        await stack.start()
+        lines = [f"{name}={value}" for name, value in stack.agent_environment().items()]
+        print("# development stack running; settings for an agent:", flush=True)
+        print("\n".join(lines), flush=True)
+        if env_file is not None:
+            await asyncio.to_thread(_write_env_file, env_file, lines)
+            print(f"# written to {env_file}", flush=True)
+
+    return asyncio.run(run_until_signalled(started, stack.stop))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "version":
         print(f"telehealth-agent {__version__}")
-        return 0
-    return 2
+        return EXIT_OK
+    if args.command == "run":
+        return _run_agent(args.config)
+    if args.command == "devstack":
+        return _run_devstack(args.env_file, args.open_access)
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

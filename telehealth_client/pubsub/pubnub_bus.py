@@ -18,6 +18,7 @@ import contextlib
 import inspect
 import json
 import logging
+import math
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -75,6 +76,16 @@ class BusConfig:
     subscribe_timeout_seconds: float = 310.0
 
 
+class _NoSubscriptionManager:
+    """Stands in for the SDK's subscription manager, which this module replaces."""
+
+    def get_custom_params(self) -> dict[str, str]:
+        return {}
+
+    def stop(self) -> None:
+        pass
+
+
 def build_pubnub(config: BusConfig) -> PubNubAsyncio:
     """A PubNubAsyncio with our crypto and its own subscribe machinery switched off."""
     pn = PNConfiguration()
@@ -87,14 +98,18 @@ def build_pubnub(config: BusConfig) -> PubNubAsyncio:
     pn.ssl = config.ssl
     pn.enable_subscribe = False
     pn.set_presence_timeout(config.presence_timeout_seconds)
-    pn.non_subscribe_request_timeout = config.request_timeout_seconds
-    pn.connect_timeout = min(config.request_timeout_seconds, 10.0)
-    pn.subscribe_request_timeout = config.subscribe_timeout_seconds
+    # The SDK asserts whole seconds.
+    pn.non_subscribe_request_timeout = math.ceil(config.request_timeout_seconds)
+    pn.connect_timeout = math.ceil(min(config.request_timeout_seconds, 10.0))
+    pn.subscribe_request_timeout = math.ceil(config.subscribe_timeout_seconds)
     pn.log_verbosity = False
     if config.cipher_key:
         pn.cipher_key = config.cipher_key
         pn.crypto_module = RotatingCryptoModule(config.cipher_key, config.previous_cipher_keys)
     pubnub = PubNubAsyncio(pn)
+    # With subscribe disabled the SDK leaves no manager, yet its Subscribe endpoint still
+    # asks one for extra query parameters: give it one that has none.
+    pubnub._subscription_manager = _NoSubscriptionManager()
     if config.token:
         pubnub.set_token(config.token)
     return pubnub

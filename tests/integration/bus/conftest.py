@@ -1,0 +1,107 @@
+"""Fixtures for the bus tests: the real relay and real PubNubBus clients on the real SDK."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from telehealth_client.devstack.relay import Relay
+from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
+from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
+
+PUBLISH_KEY = "pub-c-bus-test"
+SUBSCRIBE_KEY = "sub-c-bus-test"
+SECRET_KEY = "sec-c-bus-test"
+CIPHER_KEY = "bus-test-cipher-key"
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[Relay]:
+    async with Relay(publish_key=PUBLISH_KEY, subscribe_key=SUBSCRIBE_KEY, secret_key=SECRET_KEY) as running:
+        yield running
+
+
+BusFactory = Callable[..., PubNubBus]
+
+
+@pytest.fixture
+async def make_bus(relay: Relay) -> AsyncIterator[BusFactory]:
+    """Builds buses on the relay; every bus built is closed at the end of the test."""
+    buses: list[PubNubBus] = []
+
+    def build(user_id: str, **overrides: Any) -> PubNubBus:
+        config = BusConfig(
+            user_id=user_id,
+            subscribe_key=SUBSCRIBE_KEY,
+            publish_key=PUBLISH_KEY,
+            origin=relay.origin,
+            ssl=False,
+            cipher_key=CIPHER_KEY,
+            reconnect_min_seconds=0.05,
+            reconnect_max_seconds=0.5,
+            request_timeout_seconds=5.0,
+        )
+        bus = PubNubBus(replace(config, **overrides))
+        buses.append(bus)
+        return bus
+
+    yield build
+    await asyncio.gather(*(bus.aclose() for bus in buses))
+
+
+class Inbox:
+    """Collects envelopes and lets a test wait for a count, with a timeout, never a sleep."""
+
+    def __init__(self) -> None:
+        self.items: list[Envelope] = []
+        self._changed = asyncio.Condition()
+
+    async def __call__(self, envelope: Envelope) -> None:
+        async with self._changed:
+            self.items.append(envelope)
+            self._changed.notify_all()
+
+    async def wait_for(self, count: int, within: float = 10.0) -> list[Envelope]:
+        async def enough() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(self.items) >= count)
+
+        await asyncio.wait_for(enough(), within)
+        return list(self.items)
+
+
+class StatusLog:
+    def __init__(self, bus: PubNubBus) -> None:
+        self.changes: list[StatusChange] = []
+        self._event = asyncio.Event()
+        bus.add_status_listener(self._record)
+
+    def _record(self, change: StatusChange) -> None:
+        self.changes.append(change)
+        self._event.set()
+
+    async def wait_for(self, status: ConnectionStatus, within: float = 10.0) -> StatusChange:
+        async def seen() -> StatusChange:
+            while True:
+                for change in reversed(self.changes):
+                    if change.status == status:
+                        return change
+                self._event.clear()
+                await self._event.wait()
+
+        return await asyncio.wait_for(seen(), within)
+
+    def statuses(self) -> list[ConnectionStatus]:
+        return [change.status for change in self.changes]
+
+
+async def subscribed(bus: PubNubBus, channel: str, inbox: Inbox) -> StatusLog:
+    """Subscribe and wait until the bus is connected, so later publishes are not missed."""
+    log = StatusLog(bus)
+    await bus.subscribe([channel], inbox)
+    await log.wait_for(ConnectionStatus.CONNECTED)
+    return log
