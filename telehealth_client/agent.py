@@ -67,10 +67,9 @@ class Agent:
     def _on_bus_status(self, change: StatusChange) -> None:
         if change.status == ConnectionStatus.CONNECTED:
             self.connected.set()
-            systemd.ready("connected")
         else:
             self.connected.clear()
-            systemd.status(f"pub/sub {change.status}")
+        systemd.status(f"pub/sub {change.status}")
 
     async def _on_notification(self, envelope: Envelope) -> None:
         kind = envelope.message.get("type") if isinstance(envelope.message, dict) else None
@@ -110,6 +109,9 @@ async def run_until_signalled(start: Callable[[], Awaitable[Any]], stop: Callabl
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         await start()
+        # READY once started, not once connected: the network may be down at boot and the
+        # agent keeps reconnecting by itself; systemd must not kill it for that.
+        systemd.ready("started")
         await stop_requested.wait()
         systemd.stopping()
         return 0

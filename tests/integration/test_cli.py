@@ -1,0 +1,180 @@
+"""The ``telehealth-agent`` command as an operator runs it: a real process, real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import stat
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from telehealth_client import __version__
+from telehealth_client.config import load_settings
+from telehealth_client.devstack.relay import Relay
+
+AGENT = [sys.executable, "-m", "telehealth_client"]
+
+
+class Process:
+    """A child process whose stdout lines can be awaited one pattern at a time."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+
+    async def wait_for_line(self, fragment: str, within: float = 20.0) -> str:
+        async def read() -> str:
+            assert self.proc.stdout is not None
+            while True:
+                raw = await self.proc.stdout.readline()
+                if not raw:
+                    raise AssertionError(
+                        f"process ended before {fragment!r}; output:\n" + "".join(self.lines)
+                    )
+                line = raw.decode()
+                self.lines.append(line)
+                if fragment in line:
+                    return line
+
+        return await asyncio.wait_for(read(), within)
+
+    async def finish(self, within: float = 20.0) -> tuple[int, str, str]:
+        out, err = await asyncio.wait_for(self.proc.communicate(), within)
+        return self.proc.returncode or 0, "".join(self.lines) + out.decode(), err.decode()
+
+
+async def start(*args: str, env: dict[str, str] | None = None) -> Process:
+    proc = await asyncio.create_subprocess_exec(
+        *AGENT,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})} if env is not None else None,
+    )
+    return Process(proc)
+
+
+def clean_environment(extra: dict[str, str]) -> dict[str, str]:
+    base = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
+    base.pop("NOTIFY_SOCKET", None)
+    return {**base, **extra}
+
+
+async def test_version() -> None:
+    process = await start("version")
+    code, out, _ = await process.finish()
+    assert code == 0
+    assert out.strip() == f"telehealth-agent {__version__}"
+
+
+async def test_invalid_settings_stop_start_up_with_one_line_each_and_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('user_id = "dr.smith"\napi_port = "eighty"\n')
+    env = clean_environment({"TELEHEALTH_ROLE": "surgeon", "TELEHEALTH_CIPHER_KEY": "never-print-me"})
+    process = await start("run", "--config", str(config), env=env)
+    code, _, err = await process.finish()
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith("telehealth-agent: config: ") for line in lines)
+    assert any("user_id (TELEHEALTH_USER_ID)" in line for line in lines)
+    assert any("api_port (TELEHEALTH_API_PORT)" in line for line in lines)
+    assert any("role (TELEHEALTH_ROLE)" in line for line in lines)
+    assert "never-print-me" not in err
+
+
+async def test_run_without_keys_is_a_configuration_error() -> None:
+    process = await start("run", env=clean_environment({}))
+    code, _, err = await process.finish()
+    assert code == 2
+    assert "subscribe_key: not set" in err
+
+
+async def test_unknown_command_is_a_usage_error() -> None:
+    process = await start("teleport")
+    code, _, err = await process.finish()
+    assert code == 2
+    assert "invalid choice" in err
+
+
+@pytest.fixture
+async def open_relay() -> AsyncIterator[Relay]:
+    async with Relay(publish_key="pub-c-cli", subscribe_key="sub-c-cli", secret_key="sec-c-cli") as relay:
+        yield relay
+
+
+async def notified(sock: socket.socket, field: bytes) -> None:
+    """Wait for a datagram on the notify socket that carries ``field``."""
+
+    async def receive() -> None:
+        while field not in (await asyncio.get_running_loop().sock_recv(sock, 4096)).split(b"\n"):
+            pass
+
+    await asyncio.wait_for(receive(), 10)
+
+
+def agent_env(relay: Relay, **extra: str) -> dict[str, str]:
+    return clean_environment(
+        {
+            "TELEHEALTH_USER_ID": "kiosk-cli",
+            "TELEHEALTH_ORIGIN": relay.origin,
+            "TELEHEALTH_SSL": "false",
+            "TELEHEALTH_PUBLISH_KEY": "pub-c-cli",
+            "TELEHEALTH_SUBSCRIBE_KEY": "sub-c-cli",
+            "TELEHEALTH_CIPHER_KEY": "cli-cipher-key",
+            "TELEHEALTH_RECONNECT_MAX_SECONDS": "1",
+            **extra,
+        }
+    )
+
+
+async def test_run_connects_notifies_systemd_and_stops_cleanly_on_sigterm(
+    open_relay: Relay, tmp_path: Path
+) -> None:
+    notify_path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(notify_path))
+        notify.setblocking(False)
+        process = await start("run", env=agent_env(open_relay, NOTIFY_SOCKET=str(notify_path)))
+        await process.wait_for_line("bus status=connected")
+        await notified(notify, b"READY=1")
+        await notified(notify, b"STATUS=pub/sub connected")
+        assert open_relay.occupants("notification.kiosk-cli") == ["kiosk-cli"]
+
+        process.proc.send_signal(signal.SIGTERM)
+        code, out, err = await process.finish()
+        await notified(notify, b"STOPPING=1")
+    assert code == 0, err
+    assert "agent stopped" in out
+    assert "cli-cipher-key" not in out + err
+
+
+async def test_run_reports_access_denied_without_a_token(open_relay: Relay) -> None:
+    open_relay.enforce_access = True
+    process = await start("run", env=agent_env(open_relay))
+    await process.wait_for_line("bus status=access-denied")
+    process.proc.send_signal(signal.SIGINT)
+    code, _, _ = await process.finish()
+    assert code == 0
+
+
+async def test_devstack_prints_working_settings_and_writes_the_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / "dev.env"
+    process = await start("devstack", "--env-file", str(env_file), env=clean_environment({}))
+    await process.wait_for_line(f"# written to {env_file}", within=60)
+    printed = dict(line.strip().split("=", 1) for line in process.lines if line.startswith("TELEHEALTH_"))
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    from_file = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    assert from_file == printed
+    assert {"TELEHEALTH_ORIGIN", "TELEHEALTH_SUBSCRIBE_KEY", "TELEHEALTH_CLINIC_URL"} <= set(printed)
+    settings = load_settings(environ={**printed, "TELEHEALTH_USER_ID": "kiosk-1"})
+    assert settings.ssl is False and settings.origin.startswith("127.0.0.1:")
+
+    process.proc.send_signal(signal.SIGINT)
+    code, _, err = await process.finish(within=30)
+    assert code == 0, err
