@@ -19,12 +19,14 @@ def sdk_config(
     with_secret_key: bool = False,
     enable_subscribe: bool = True,
     presence_timeout: int | None = None,
+    presence_heartbeat: bool = False,
 ) -> PNConfiguration:
     """Plain HTTP to the relay's origin with its keys.
 
     ``cipher_key`` sets both ``cipher_key`` and an ``AesCbcCryptoModule``: with the key alone SDK
     10.8 writes the legacy headerless cipher. ``with_secret_key`` makes a server-side client (it
     signs every request, so Access Manager lets it through, and it may grant tokens).
+    ``presence_heartbeat``: SDK 10.8 sends heartbeats, and a ``leave`` on unsubscribe, only with it.
     """
     config = PNConfiguration()
     config.origin = relay.origin
@@ -38,6 +40,7 @@ def sdk_config(
     if cipher_key is not None:
         config.cipher_key = cipher_key
         config.crypto_module = AesCbcCryptoModule(config)
+    config.enable_presence_heartbeat = presence_heartbeat
     if presence_timeout is not None:
         config.set_presence_timeout(presence_timeout)
     return config

@@ -1,0 +1,117 @@
+"""The real SDK against the relay: presence events and here_now, UUID metadata (App Context)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+from pubnub.exceptions import PubNubException
+
+from telehealth_client.devstack.relay import ManualClock, Relay
+
+from .conftest import WAIT, ClientFactory, subscribed
+
+CHANNEL = "presence.providers.cardiology"
+
+
+async def test_join_here_now_and_leave(make_client: ClientFactory) -> None:
+    watcher = make_client("watcher")
+    alice = make_client("alice", presence_heartbeat=True)  # without it SDK 10.8 never sends a leave
+    events = await subscribed(watcher, [CHANNEL], with_presence=True)
+
+    await subscribed(alice, [CHANNEL])
+    joined = await events.next_presence("join", "alice")
+    assert (joined.channel, joined.occupancy) == (CHANNEL, 2)
+
+    here = await watcher.here_now().channels([CHANNEL]).future()
+    (channel,) = here.result.channels
+    assert channel.channel_name == CHANNEL
+    assert sorted(o.uuid for o in channel.occupants) == ["alice", "watcher"]
+
+    alice.unsubscribe().channels([CHANNEL]).execute()
+    left = await events.next_presence("leave", "alice")
+    assert left.occupancy == 1
+
+
+async def test_a_lapsed_heartbeat_times_out(
+    make_client: ClientFactory, relay: Relay, relay_clock: ManualClock, http: aiohttp.ClientSession
+) -> None:
+    watcher = make_client("watcher")
+    events = await subscribed(watcher, [CHANNEL], with_presence=True)
+    url = f"{relay.url}/v2/presence/sub-key/{relay.subscribe_key}/channel/{CHANNEL}/heartbeat"
+    async with http.get(url, params={"uuid": "carol", "heartbeat": "60"}) as answer:
+        assert answer.status == 200
+    await events.next_presence("join", "carol")
+
+    relay_clock.advance(59)
+    relay.expire_presence()
+    assert "carol" in relay.occupants(CHANNEL)
+    relay_clock.advance(2)
+    relay.expire_presence()
+
+    timed_out = await events.next_presence("timeout", "carol")
+    assert timed_out.channel == CHANNEL
+    assert "carol" not in relay.occupants(CHANNEL)
+
+
+async def test_a_resubscribe_within_the_timeout_is_no_new_join(
+    relay: Relay, http: aiohttp.ClientSession
+) -> None:
+    url = f"{relay.url}/v2/subscribe/{relay.subscribe_key}/{CHANNEL}/0"
+    for _ in range(2):
+        async with http.get(url, params={"uuid": "dave", "tt": "0"}) as answer:
+            assert answer.status == 200
+
+    actions = [m.payload["action"] for m in relay.recent_messages(f"{CHANNEL}-pnpres")]
+    assert actions == ["join"]
+
+
+async def test_uuid_metadata_set_and_get(make_client: ClientFactory) -> None:
+    clinic = make_client("clinic")
+    consent = json.dumps({"granted": True, "expiresAt": None})
+
+    await clinic.set_uuid_metadata(uuid="pat1", custom={"consent_telehealth": consent}, name="P1").future()
+
+    with_custom = await clinic.get_uuid_metadata(uuid="pat1", include_custom=True).future()
+    assert with_custom.result.data["id"] == "pat1"
+    assert with_custom.result.data["name"] == "P1"
+    assert json.loads(with_custom.result.data["custom"]["consent_telehealth"]) == {
+        "granted": True,
+        "expiresAt": None,
+    }
+    plain = await clinic.get_uuid_metadata(uuid="pat1").future()
+    assert "custom" not in plain.result.data
+
+
+async def test_uuid_metadata_of_an_unknown_user_is_404(make_client: ClientFactory) -> None:
+    # SDK 10.8: future() does not raise, it returns an envelope whose status is the error.
+    answer = await make_client("clinic").get_uuid_metadata(uuid="nobody").future()
+    assert answer.status.is_error()
+    assert answer.status.status_code == 404
+
+
+async def test_uuid_metadata_rejects_nested_custom_values(make_client: ClientFactory, relay: Relay) -> None:
+    clinic = make_client("clinic")
+    with pytest.raises(PubNubException) as raised:
+        await clinic.set_uuid_metadata(uuid="pat2", custom={"nested": {"a": 1}}).result()
+    assert raised.value.status.status_code == 400
+    assert "pat2" not in relay.dump_text()
+
+
+async def test_a_metadata_change_is_announced_as_an_app_context_event(
+    make_client: ClientFactory, relay: Relay, http: aiohttp.ClientSession
+) -> None:
+    url = f"{relay.url}/v2/subscribe/{relay.subscribe_key}/pat3/0"
+    async with http.get(url, params={"uuid": "pat3", "tt": "0"}) as answer:
+        since = (await answer.json())["t"]["t"]
+    poll = asyncio.ensure_future(http.get(url, params={"uuid": "pat3", "tt": since}))
+    await asyncio.wait_for(relay.wait_for_subscribers(1), WAIT)
+
+    await make_client("clinic").set_uuid_metadata(uuid="pat3", name="P3").future()
+
+    async with await asyncio.wait_for(poll, WAIT) as answer:
+        (event,) = (await answer.json())["m"]
+    assert event["e"] == 2
+    assert (event["d"]["type"], event["d"]["event"], event["d"]["data"]["id"]) == ("uuid", "set", "pat3")
