@@ -85,20 +85,25 @@ class PubNubAdmin:
         config.disable_config_locking = False  # the SDK copies and freezes it; no deprecation warning
         self._config = config
         self._pubnub: PubNubAsyncio | None = None
+        self._started = False
 
     async def start(self) -> None:
-        # Built here: the SDK binds itself to the running event loop when constructed.
-        self._pubnub = PubNubAsyncio(self._config)
+        self._started = True
 
     async def stop(self) -> None:
+        self._started = False
         pubnub, self._pubnub = self._pubnub, None
         if pubnub is not None:
             await pubnub.stop()
 
     @property
     def _client(self) -> PubNubAsyncio:
-        if self._pubnub is None:
+        if not self._started:
             raise RuntimeError("PubNubAdmin is not started")
+        if self._pubnub is None:
+            # Built on first use, inside the running loop the SDK binds to: building its HTTP
+            # client costs about 0.1 s, which a clinic that never calls PubNub need not pay.
+            self._pubnub = PubNubAsyncio(self._config)
         return self._pubnub
 
     async def _call(self, operation: str, endpoint: Any) -> Any:

@@ -16,6 +16,8 @@ from telehealth_client.devstack.turn import (
     turn_rest_credentials,
 )
 
+from .conftest import ClinicApi, ClinicFactory
+
 pytestmark = pytest.mark.integration
 
 
@@ -106,3 +108,19 @@ async def test_restart_on_the_same_port_accepts_the_same_secret() -> None:
         host, _ = await _allocate(second, username, credential)
     assert second.port == port
     assert host == "127.0.0.1"
+
+
+async def test_clinic_turn_credentials_allocate_on_coturn(
+    make_clinic: ClinicFactory, turn_server: TurnServer, http: ClinicApi
+) -> None:
+    clinic = await make_clinic(turn_secret=turn_server.secret, turn_urls=turn_server.urls)
+    status, creds = await http.at(clinic).post("/api/telemedicine/turn-credentials", {"userId": "pat-1"})
+    assert status == 200
+    assert creds["urls"] == turn_server.urls
+    transport, _ = await create_turn_endpoint(
+        asyncio.DatagramProtocol, ("127.0.0.1", turn_server.port), creds["username"], creds["credential"]
+    )
+    try:
+        assert transport.get_extra_info("sockname")[0] == "127.0.0.1"
+    finally:
+        transport.close()

@@ -1,0 +1,302 @@
+"""The clinic stand-in against the real relay through the real SDK: grants, revoke, consent.
+
+Expected permissions are written out here by hand from PROTOCOL.md and the seeds, not
+derived from ``devstack.grants``, so a mistake there cannot hide itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from pubnub.pubnub_asyncio import PubNubAsyncio
+
+from telehealth_client.devstack.clinic import CONSENT_FIELD, Clinic
+from telehealth_client.devstack.relay import Relay
+from telehealth_client.devstack.relay.client import sdk_client
+
+from .conftest import ClinicApi
+
+pytestmark = pytest.mark.integration
+
+NONE = {
+    "read": False,
+    "write": False,
+    "manage": False,
+    "delete": False,
+    "get": False,
+    "update": False,
+    "join": False,
+}
+R = {**NONE, "read": True}
+W = {**NONE, "write": True}
+RW = {**NONE, "read": True, "write": True}
+RWGU = {**RW, "get": True, "update": True}
+
+ClientFactory = Callable[..., PubNubAsyncio]
+
+
+@pytest.fixture
+async def make_client(clinic_relay: Relay) -> AsyncIterator[ClientFactory]:
+    clients: list[PubNubAsyncio] = []
+
+    def make(user_id: str, **options: Any) -> PubNubAsyncio:
+        client = sdk_client(clinic_relay, user_id=user_id, enable_subscribe=False, **options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.stop()
+
+
+def parse(client: PubNubAsyncio, token: str) -> dict[str, Any]:
+    # SDK 10.8's parse_token does not restore base64 padding.
+    parsed: dict[str, Any] = client.parse_token(token + "=" * (-len(token) % 4))
+    return parsed
+
+
+async def request_token(api: ClinicApi, **body: str) -> dict[str, Any]:
+    status, answer = await api.post("/api/telemedicine/token", body)
+    assert status == 200, answer
+    return dict(answer)
+
+
+async def test_patient_grant_is_exactly_protocols(
+    clinic: Clinic, http: ClinicApi, make_client: ClientFactory
+) -> None:
+    answer = await request_token(
+        http.at(clinic), userId="pat-1", role="patient", providerId="dr-lee", appointmentId="appt-9"
+    )
+    token = parse(make_client("inspector"), answer["token"])
+
+    assert answer["ttlMinutes"] == 15
+    assert token["ttl"] == 15
+    assert token["authorized_uuid"] == "pat-1"
+    assert token["resources"]["channels"] == {
+        "consultation.dr-lee.pat-1": RW,
+        "consultation.dr-lee.pat-1.video": RW,
+        "consultation.dr-lee.pat-1.files": RW,
+        "waiting-room.dr-lee": W,
+        "notification.pat-1": R,
+        "consultation.dr-lee.pat-1-pnpres": R,
+        "consultation.dr-lee.pat-1.video-pnpres": R,
+        "consultation.dr-lee.pat-1.files-pnpres": R,
+        "notification.pat-1-pnpres": R,
+    }
+    assert token["patterns"].get("channels", {}) == {}
+    assert {kind for kind, grants in token["resources"].items() if grants} == {"channels"}
+    assert answer["channelConfig"] == {
+        "consultationChannel": "consultation.dr-lee.pat-1",
+        "videoChannel": "consultation.dr-lee.pat-1.video",
+        "filesChannel": "consultation.dr-lee.pat-1.files",
+        "waitingRoom": "waiting-room.dr-lee",
+        "notificationChannel": "notification.pat-1",
+    }
+
+
+async def test_patient_may_name_its_consultation_instead_of_the_provider(
+    clinic: Clinic, http: ClinicApi, make_client: ClientFactory
+) -> None:
+    by_channel = await request_token(
+        http.at(clinic), userId="pat-1", role="patient", consultationChannel="consultation.dr-lee.pat-1"
+    )
+    by_provider = await request_token(http.at(clinic), userId="pat-1", role="patient", providerId="dr-lee")
+    inspector = make_client("inspector")
+    assert (
+        parse(inspector, by_channel["token"])["resources"]
+        == parse(inspector, by_provider["token"])["resources"]
+    )
+
+
+async def test_provider_grant_is_the_seeds_plus_sub_channels(
+    clinic: Clinic, http: ClinicApi, make_client: ClientFactory
+) -> None:
+    answer = await request_token(
+        http.at(clinic),
+        userId="dr-lee",
+        role="provider",
+        consultationChannel="consultation.dr-lee.pat-1",
+        departmentId="cardiology",
+    )
+    token = parse(make_client("inspector"), answer["token"])
+
+    assert answer["ttlMinutes"] == 60
+    assert token["ttl"] == 60
+    assert token["authorized_uuid"] == "dr-lee"
+    assert token["resources"]["channels"] == {
+        # the seeds
+        "consultation.dr-lee.pat-1": RWGU,
+        "queue.cardiology": RW,
+        "consultation.dr-lee.pat-1.files": RW,
+        "notification.dr-lee": R,
+        # PROTOCOL.md's additions
+        "consultation.dr-lee.pat-1.video": RW,
+        "consultation.dr-lee.pat-1-pnpres": R,
+        "consultation.dr-lee.pat-1.video-pnpres": R,
+        "consultation.dr-lee.pat-1.files-pnpres": R,
+    }
+    # The seeds' `consultation.{providerId}.*`, anchored and with literal dots.
+    assert token["patterns"]["channels"] == {r"^consultation\.dr-lee\..*$": RW}
+    assert answer["channelConfig"]["consultationChannel"] == "consultation.dr-lee.pat-1"
+    assert answer["channelConfig"]["waitingRoom"] == "waiting-room.dr-lee"
+    assert answer["channelConfig"]["queueChannel"] == "queue.cardiology"
+
+
+async def test_nurse_grant_is_the_seeds(clinic: Clinic, http: ClinicApi, make_client: ClientFactory) -> None:
+    answer = await request_token(
+        http.at(clinic),
+        userId="nurse-1",
+        role="nurse",
+        consultationChannel="consultation.dr-lee.pat-1",
+        departmentId="cardiology",
+    )
+    token = parse(make_client("inspector"), answer["token"])
+
+    assert answer["ttlMinutes"] == 60
+    assert token["ttl"] == 60
+    assert token["authorized_uuid"] == "nurse-1"
+    assert token["resources"]["channels"] == {"consultation.dr-lee.pat-1": RW, "queue.cardiology": RWGU}
+    assert token["patterns"]["channels"] == {r"^queue\.cardiology\..*$": RW}
+    assert answer["channelConfig"] == {
+        "consultationChannel": "consultation.dr-lee.pat-1",
+        "waitingRoom": "waiting-room.dr-lee",
+        "queueChannel": "queue.cardiology",
+    }
+
+
+async def publish(client: PubNubAsyncio, channel: str) -> int:
+    """The HTTP status of one publish: 200, or the relay's refusal."""
+    # `future()` hands a refusal back as an envelope rather than raising it.
+    envelope = await client.publish().channel(channel).message({"type": "probe"}).future()
+    return int(envelope.status.status_code) if envelope.status.is_error() else 200
+
+
+@pytest.fixture
+async def enforcing_relay(clinic_relay: Relay) -> AsyncIterator[Relay]:
+    clinic_relay.enforce_access = True
+    yield clinic_relay
+    clinic_relay.enforce_access = False
+
+
+async def test_a_patient_token_works_only_where_granted(
+    enforcing_relay: Relay, clinic: Clinic, http: ClinicApi, make_client: ClientFactory
+) -> None:
+    answer = await request_token(http.at(clinic), userId="pat-1", role="patient", providerId="dr-lee")
+    patient = make_client("pat-1", token=answer["token"])
+    assert await publish(patient, "consultation.dr-lee.pat-1") == 200
+    assert await publish(patient, "waiting-room.dr-lee") == 200
+    assert await publish(patient, "consultation.dr-lee.pat-2") == 403
+    assert await publish(patient, "notification.pat-1") == 403
+    history = await patient.fetch_messages().channels(["waiting-room.dr-lee"]).future()
+    assert (history.status.is_error(), history.status.status_code) == (True, 403)
+    # The token is bound to pat-1: another user ID presenting it is refused.
+    impostor = make_client("pat-2", token=answer["token"])
+    assert await publish(impostor, "consultation.dr-lee.pat-1") == 403
+
+
+async def test_revoke_access_revokes_every_token_for_that_consultation_only(
+    enforcing_relay: Relay, clinic: Clinic, http: ClinicApi, make_client: ClientFactory
+) -> None:
+    api = http.at(clinic)
+    await request_token(
+        api,
+        userId="dr-lee",
+        role="provider",
+        consultationChannel="consultation.dr-lee.pat-1",
+        departmentId="er",
+    )
+    first = await request_token(api, userId="pat-1", role="patient", providerId="dr-lee")
+    second = await request_token(api, userId="pat-1", role="patient", providerId="dr-lee")
+    elsewhere = await request_token(api, userId="pat-1", role="patient", providerId="dr-okafor")
+    other_patient = await request_token(api, userId="pat-2", role="patient", providerId="dr-lee")
+
+    tokens = [first, second, elsewhere, other_patient]
+    clients = [
+        make_client(uid, token=t["token"])
+        for uid, t in zip(["pat-1", "pat-1", "pat-1", "pat-2"], tokens, strict=True)
+    ]
+    channels = [
+        "consultation.dr-lee.pat-1",
+        "consultation.dr-lee.pat-1",
+        "consultation.dr-okafor.pat-1",
+        "consultation.dr-lee.pat-2",
+    ]
+    assert [await publish(c, ch) for c, ch in zip(clients, channels, strict=True)] == [200, 200, 200, 200]
+
+    status, _ = await api.post(
+        "/api/telemedicine/revoke-access",
+        {"userId": "pat-1", "consultationChannel": "consultation.dr-lee.pat-1"},
+        caller="dr-lee",
+    )
+    assert status == 204
+    assert [await publish(c, ch) for c, ch in zip(clients, channels, strict=True)] == [403, 403, 200, 200]
+    assert clinic.ledger.live_tokens("pat-1", "consultation.dr-lee.pat-1") == []
+
+    # Revoking again has nothing left to revoke and still answers 204.
+    status, _ = await api.post(
+        "/api/telemedicine/revoke-access",
+        {"userId": "pat-1", "consultationChannel": "consultation.dr-lee.pat-1"},
+        caller="dr-lee",
+    )
+    assert status == 204
+
+
+async def test_a_provider_cannot_revoke_access_to_another_providers_consultation(
+    enforcing_relay: Relay, clinic: Clinic, http: ClinicApi, make_client: ClientFactory
+) -> None:
+    api = http.at(clinic)
+    await request_token(
+        api,
+        userId="dr-okafor",
+        role="provider",
+        consultationChannel="consultation.dr-okafor.pat-9",
+        departmentId="er",
+    )
+    patient = await request_token(api, userId="pat-1", role="patient", providerId="dr-lee")
+    status, answer = await api.post(
+        "/api/telemedicine/revoke-access",
+        {"userId": "pat-1", "consultationChannel": "consultation.dr-lee.pat-1"},
+        caller="dr-okafor",
+    )
+    assert (status, answer["field"]) == (403, "X-User-Id")
+    assert await publish(make_client("pat-1", token=patient["token"]), "consultation.dr-lee.pat-1") == 200
+
+
+async def test_consent_is_written_to_app_context(
+    clinic: Clinic, http: ClinicApi, make_client: ClientFactory
+) -> None:
+    server = make_client("reader", with_secret_key=True)
+    await server.set_uuid_metadata(uuid="pat-1", custom={"preferredLanguage": "es"}).future()
+
+    status, answer = await http.at(clinic).post(
+        "/api/telemedicine/consent",
+        {"patientId": "pat-1", "granted": True, "expiresAt": "2027-01-31T23:59:59.5+00:00"},
+    )
+    assert status == 200
+    expected = {"granted": True, "expiresAt": "2027-01-31T23:59:59.500Z"}
+    assert answer == {"patientId": "pat-1", "consent": expected}
+
+    stored = (await server.get_uuid_metadata(uuid="pat-1", include_custom=True).future()).result.data
+    assert json.loads(stored["custom"][CONSENT_FIELD]) == expected
+    assert stored["custom"]["preferredLanguage"] == "es"
+
+    await http.at(clinic).post(
+        "/api/telemedicine/consent", {"patientId": "pat-1", "granted": False, "expiresAt": None}
+    )
+    stored = (await server.get_uuid_metadata(uuid="pat-1", include_custom=True).future()).result.data
+    assert json.loads(stored["custom"][CONSENT_FIELD]) == {"granted": False, "expiresAt": None}
+
+
+async def test_consent_for_a_patient_without_metadata_creates_it(
+    clinic: Clinic, http: ClinicApi, make_client: ClientFactory
+) -> None:
+    status, _ = await http.at(clinic).post(
+        "/api/telemedicine/consent", {"patientId": "pat-new", "granted": True, "expiresAt": None}
+    )
+    assert status == 200
+    reader = make_client("reader", with_secret_key=True)
+    stored = (await reader.get_uuid_metadata(uuid="pat-new", include_custom=True).future()).result.data
+    assert json.loads(stored["custom"][CONSENT_FIELD]) == {"granted": True, "expiresAt": None}
