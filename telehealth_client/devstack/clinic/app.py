@@ -34,7 +34,7 @@ from telehealth_client.protocol.channels import ConsultationChannels, InvalidIdE
 from ..grants import GrantRequestError, build_grant
 from ..turn import turn_rest_credentials
 from .audit_store import AuditStore
-from .http import FieldError, device_auth_middleware, parse_body
+from .http import FieldError, device_auth_middleware, parse_body, read_object, validate
 from .ledger import TokenLedger
 from .models import AuditEvent, ConsentRequest, RevokeAccessRequest, TokenRequest, TurnCredentialsRequest
 from .pubnub_admin import PubNubAdmin, UpstreamError
@@ -244,9 +244,11 @@ class Clinic:
         return web.json_response({"providers": [{"id": provider} for provider in providers]})
 
     async def _add_audit_event(self, request: web.Request) -> web.Response:
-        event = await parse_body(request, AuditEvent)
-        raw = await request.json()
-        raw["id"] = event.id  # canonical form, so one event in two spellings is still stored once
+        raw = await read_object(request)
+        event = validate(AuditEvent, raw)
+        # Stored as received (unknown fields included) but with the id in canonical form,
+        # so one event in two spellings is still stored once.
+        raw["id"] = event.id
         stored = await self._audit.append(event.id, raw)
         return web.json_response({"id": event.id, "stored": stored}, status=201)
 

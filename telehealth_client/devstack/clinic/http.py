@@ -60,18 +60,27 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
     return problems
 
 
-async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
-    """The request's JSON object validated as ``model``; FieldError or a 400 answer otherwise."""
+async def read_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object; FieldError("body", ...) otherwise."""
     try:
         data: Any = json.loads(await request.read())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise FieldError("body", "must be a JSON object") from None
     if not isinstance(data, dict):
         raise FieldError("body", "must be a JSON object")
+    return data
+
+
+def validate(model: type[ModelT], data: dict[str, Any]) -> ModelT:
+    """``data`` as ``model``; a 400 answer naming every bad field otherwise."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise _InvalidBody(_problems(exc)) from None
+
+
+async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
+    return validate(model, await read_object(request))
 
 
 class _InvalidBody(Exception):
