@@ -118,6 +118,10 @@ class Relay:
         return self._runner is not None
 
     @property
+    def host(self) -> str:
+        return self._host
+
+    @property
     def port(self) -> int:
         if self._port == 0:
             raise RuntimeError("relay has no port until started")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -51,9 +53,30 @@ async def make_client(relay: Relay) -> AsyncIterator[ClientFactory]:
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """A plain HTTP client for raw requests (long-polls, CORS, malformed input)."""
+    """A plain HTTP client for raw requests (CORS, malformed input, many long-polls)."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         yield session
+
+
+async def raw_get(relay: Relay, target: str) -> tuple[int, Any]:
+    """One GET on its own connection, answered as (status, decoded JSON).
+
+    Raises ConnectionError when the relay closes the connection without answering. (aiohttp's
+    client would silently re-send an idempotent request instead, hiding a dropped long-poll.)
+    """
+    reader, writer = await asyncio.open_connection(relay.host, relay.port)
+    try:
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: {relay.origin}\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        data = await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    if not data:
+        raise ConnectionResetError("the relay closed the connection without an answer")
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
 
 
 class Collector(SubscribeCallback):  # type: ignore[misc]
