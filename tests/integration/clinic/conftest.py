@@ -99,10 +99,11 @@ class ClinicApi:
         credential: str | None = DEVICE_CREDENTIAL,
         caller: str | None = None,
         raw: bytes | None = None,
+        scheme: str = "Bearer",
     ) -> tuple[int, Any]:
         headers: dict[str, str] = {}
         if credential is not None:
-            headers["Authorization"] = f"Bearer {credential}"
+            headers["Authorization"] = f"{scheme} {credential}"
         if caller is not None:
             headers[CALLER_HEADER] = caller
         kwargs: dict[str, Any] = {"headers": headers}
