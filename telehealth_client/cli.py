@@ -41,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     devstack.add_argument("--env-file", type=Path, help="also write the agent's settings to this file")
     devstack.add_argument("--open-access", action="store_true", help="do not enforce Access Manager tokens")
+
+    from devices.cli import add_check_devices_arguments
+
+    check = commands.add_parser(
+        "check-devices", help="check the camera, microphone and speaker (exit 0 pass, 1 a device fails)"
+    )
+    add_check_devices_arguments(check)
     return parser
 
 
@@ -121,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_agent(args.config)
     if args.command == "devstack":
         return _run_devstack(args.env_file, args.open_access)
+    if args.command == "check-devices":
+        from devices.cli import run_check_devices
+
+        return run_check_devices(args)
     return EXIT_USAGE
 
 

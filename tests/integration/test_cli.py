@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -178,3 +179,29 @@ async def test_devstack_prints_working_settings_and_writes_the_env_file(tmp_path
     process.proc.send_signal(signal.SIGINT)
     code, _, err = await process.finish(within=30)
     assert code == 0, err
+
+
+async def test_check_devices_through_the_agent_command(tmp_path: Path) -> None:
+    from devices.synthetic import write_video
+
+    video = write_video(tmp_path / "normal.mkv", "normal", frames=40)
+    process = await start(
+        "check-devices", "--camera", str(video), "--skip", "microphone", "--skip", "speaker", "--json"
+    )
+    code, out, err = await process.finish(within=60)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["status"] == "ok"
+    assert report["camera"]["status"] == "ok"
+
+    missing = await start(
+        "check-devices", "--camera", "/dev/video7", "--skip", "microphone", "--skip", "speaker"
+    )
+    code, out, _ = await missing.finish()
+    assert code == 1
+    assert "camera not found" in out
+
+    usage = await start("check-devices", "--camera", "-1")
+    code, _, err = await usage.finish()
+    assert code == 2
+    assert "--camera" in err
