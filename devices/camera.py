@@ -31,6 +31,9 @@ def check_camera(source: CameraSource | str, thresholds: CameraThresholds | None
         src = parse_camera_source(source) if isinstance(source, str) else source
     except DeviceUsageError as error:
         return _failed(str(source), limits, f"invalid camera source: {error.reason}", started)
+    # OpenCV crashes on index -1; nothing negative goes further than this.
+    if src.kind == "index" and int(src.target) < 0:
+        return _failed(src.label, limits, "invalid camera source: index must be non-negative", started)
     problem = _unavailable(src)
     if problem is not None:
         return _failed(src.label, limits, problem, started)

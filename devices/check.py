@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Collection
 from typing import TypeVar
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 
 # On top of a check's own deadline: the first check in a process also imports OpenCV or loads PortAudio.
 _GRACE_S = 5.0
+
+# One check per device at a time, even across overlapping calls: a second open of a camera
+# fails as "busy". Taken in the worker thread, so waiting for it never blocks the event loop.
+_DEVICE_LOCKS: dict[str, threading.Lock] = {"camera": threading.Lock(), "audio": threading.Lock()}
 
 OnStep = Callable[[StepResult], None]
 _Result = TypeVar("_Result", CameraResult, MicrophoneResult, SpeakerResult)
@@ -75,7 +80,10 @@ async def run_device_check(
 
     def publish(result: _Result) -> _Result:
         if on_step is not None:
-            on_step(result)
+            try:
+                on_step(result)
+            except Exception:  # a broken listener must not cost the patient the check
+                log.exception("device check listener failed device_kind=%s", result.kind)
         return result
 
     async def camera_step() -> None:
@@ -135,24 +143,25 @@ async def _step(
 def _camera(source: CameraSource | None, limits: CameraThresholds) -> CameraResult:
     from devices.camera import check_camera, default_camera
 
-    if source is None:
-        source = default_camera()
-        if source is None:
-            reason = "camera not found: no /dev/video* device"
-            return CameraResult(
-                device=None,
-                status="fail",
-                reasons=[reason],
-                checks=[MetricCheck(name="open", value=None, status="fail", reason=reason)],
-                frames_wanted=limits.frames,
-            )
-    return check_camera(source, limits)
+    with _DEVICE_LOCKS["camera"]:
+        chosen = source if source is not None else default_camera()
+        if chosen is not None:
+            return check_camera(chosen, limits)
+    reason = "camera not found: no /dev/video* device"
+    return CameraResult(
+        device=None,
+        status="fail",
+        reasons=[reason],
+        checks=[MetricCheck(name="open", value=None, status="fail", reason=reason)],
+        frames_wanted=limits.frames,
+    )
 
 
 def _microphone(device: AudioDevice | None, limits: MicrophoneThresholds) -> MicrophoneResult:
     from devices.microphone import check_microphone
 
-    return check_microphone(device, limits)
+    with _DEVICE_LOCKS["audio"]:
+        return check_microphone(device, limits)
 
 
 def _speaker(
@@ -160,4 +169,5 @@ def _speaker(
 ) -> SpeakerResult:
     from devices.speaker import check_speaker
 
-    return check_speaker(device, monitor, limits)
+    with _DEVICE_LOCKS["audio"]:
+        return check_speaker(device, monitor, limits)

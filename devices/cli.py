@@ -102,6 +102,8 @@ def run_check_devices(args: argparse.Namespace) -> int:
     except DeviceUsageError as error:
         print(f"check-devices: error: --{error.field.replace('_', '-')}: {error.reason}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
     if args.snapshot is not None:
         _save_snapshot(report, args.snapshot)
     if args.json:

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from devices import CameraResult, DeviceThresholds, DeviceUsageError, StepResult, run_device_check
+from devices.camera import check_camera
 from devices.cli import add_check_devices_arguments, main, run_check_devices
+from devices.sources import CameraSource
 from devices.thresholds import CameraThresholds
 
 pytestmark = pytest.mark.integration
@@ -89,3 +91,20 @@ def test_run_check_devices_validates_arguments_it_did_not_parse(capsys: pytest.C
     args.camera = "1e3"  # as if set by a caller that skipped argparse's checks
     assert run_check_devices(args) == 2
     assert "--camera: index must be a non-negative integer, got '1e3'" in capsys.readouterr().err
+
+
+async def test_a_failing_listener_does_not_stop_the_check(
+    videos: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(step: StepResult) -> None:
+        raise RuntimeError("listener bug")
+
+    report = await run_device_check(str(videos["normal"]), on_step=broken, skip=("microphone", "speaker"))
+    assert report.status == "ok"
+    assert "device check listener failed device_kind=camera" in caplog.text
+
+
+def test_negative_index_built_by_hand_never_reaches_opencv() -> None:
+    result = check_camera(CameraSource("index", -1))
+    assert result.status == "fail"
+    assert result.reasons == ["invalid camera source: index must be non-negative"]
