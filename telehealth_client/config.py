@@ -19,10 +19,19 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from devices.thresholds import DeviceThresholds
 from telehealth_client.protocol.channels import InvalidIdError, validate_id
 
 ENV_PREFIX = "TELEHEALTH_"
@@ -107,6 +116,17 @@ class Settings(BaseSettings):
     clinic_url: str = Field(default="http://127.0.0.1:8480", description="base URL of the clinic backend")
     device_credential: SecretStr | None = Field(
         default=None, description="this kiosk's bearer credential for the clinic backend (secret)"
+    )
+
+    # Devices (check-devices and the pre-consultation check).
+    camera: str | None = Field(
+        default=None,
+        description="camera: /dev/videoN, an index, a file or a URL; default the first /dev/video*",
+    )
+    microphone: str | None = Field(default=None, description="input device name (or part) or index")
+    speaker: str | None = Field(default=None, description="output device name (or part) or index")
+    device_thresholds: DeviceThresholds = Field(
+        default_factory=DeviceThresholds, description="pass/warn/fail limits of the device checks"
     )
 
     # Media.
@@ -202,6 +222,8 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if name in SECRET_FIELDS:
                 data[name] = "<set>" if value else "<unset>"
+            elif isinstance(value, BaseModel):
+                data[name] = value.model_dump()
             elif isinstance(value, (Path, StrEnum)):
                 data[name] = str(value)
             else:
@@ -212,6 +234,10 @@ class Settings(BaseSettings):
 # The file and environment a load reads, passed to the sources without global state.
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("telehealth_config_file", default=None)
 _ENVIRON: ContextVar[Mapping[str, str]] = ContextVar("telehealth_environ", default=os.environ)
+
+
+# Settings given in the environment as JSON (in the TOML file they are tables).
+_JSON_FIELDS = frozenset({"device_thresholds"})
 
 
 def _env_name(field: str) -> str:
@@ -230,14 +256,23 @@ class _EnvironSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
+        problems: list[str] = []
         for name in self.settings_cls.model_fields:
             raw = self._environ.get(_env_name(name))
             if raw is None:
                 continue
-            if name == "previous_cipher_keys" and raw.lstrip().startswith("["):
-                values[name] = json.loads(raw)
-            else:
+            structured = name in _JSON_FIELDS or (
+                name == "previous_cipher_keys" and raw.lstrip().startswith("[")
+            )
+            if not structured:
                 values[name] = raw
+                continue
+            try:
+                values[name] = json.loads(raw)
+            except ValueError as exc:
+                problems.append(f"{name} ({_env_name(name)}): not valid JSON: {exc.msg}")
+        if problems:
+            raise ConfigError(problems)
         return values
 
 

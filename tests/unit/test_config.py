@@ -129,3 +129,26 @@ def test_missing_config_and_secret_files_are_explained(tmp_path: Path) -> None:
         load_settings(tmp_path / "absent.toml", environ={})
     with pytest.raises(ConfigError, match="TELEHEALTH_CIPHER_KEY_FILE: cannot read the secret file"):
         load_settings(environ={"TELEHEALTH_CIPHER_KEY_FILE": str(tmp_path / "absent")})
+
+
+def test_device_settings_from_a_toml_table_and_from_json(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('camera = "/dev/video2"\n[device_thresholds.camera]\ndark_fail = 20.0\n')
+    settings = load_settings(config, environ={"TELEHEALTH_MICROPHONE": "USB Audio"})
+    assert settings.camera == "/dev/video2"
+    assert settings.microphone == "USB Audio"
+    assert settings.device_thresholds.camera.dark_fail == 20.0
+    assert settings.device_thresholds.camera.dark_warn == 60.0  # untouched defaults stay
+    env = {"TELEHEALTH_DEVICE_THRESHOLDS": '{"microphone": {"frames": 9600}}'}
+    assert load_settings(environ=env).device_thresholds.microphone.frames == 9600
+
+
+def test_bad_device_thresholds_are_explained() -> None:
+    with pytest.raises(
+        ConfigError, match=re.escape("device_thresholds (TELEHEALTH_DEVICE_THRESHOLDS): not valid JSON")
+    ):
+        load_settings(environ={"TELEHEALTH_DEVICE_THRESHOLDS": "{nope"})
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"TELEHEALTH_DEVICE_THRESHOLDS": '{"camera": {"frames": 1, "colour": 3}}'})
+    assert any(problem.startswith("device_thresholds.camera.frames") for problem in caught.value.problems)
+    assert any(problem.startswith("device_thresholds.camera.colour") for problem in caught.value.problems)
