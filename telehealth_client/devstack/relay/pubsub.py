@@ -94,11 +94,13 @@ async def subscribe(call: Call) -> web.StreamResponse:
     heartbeat = presence_timeout(call)
     members = [c for c in channels if not c.endswith(PRESENCE_SUFFIX)]
     uuid = call.uuid
+    # The handshake (tt=0) only learns where "now" is; a join it causes comes after that point,
+    # so the subscriber sees its own join on its next poll, as with PubNub.
+    handshake = state.timetokens.next() if since == 0 else None
     if uuid is not None:
         state.presence.heartbeat(members, uuid, heartbeat, state_param(call))
-    if since == 0:
-        # The first subscribe only learns where "now" is, as with PubNub.
-        return _envelope(call, state.timetokens.next(), [])
+    if handshake is not None:
+        return _envelope(call, handshake, [])
     limit = state.limits.max_messages_per_poll
     messages = state.store.since(channels, since, limit)
     if not messages:

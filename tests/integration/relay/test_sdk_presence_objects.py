@@ -20,6 +20,8 @@ async def test_join_here_now_and_leave(make_client: ClientFactory) -> None:
     watcher = make_client("watcher")
     alice = make_client("alice", presence_heartbeat=True)  # without it SDK 10.8 never sends a leave
     events = await subscribed(watcher, [CHANNEL], with_presence=True)
+    own = await events.next_presence("join", "watcher")
+    assert own.occupancy == 1
 
     await subscribed(alice, [CHANNEL])
     joined = await events.next_presence("join", "alice")
