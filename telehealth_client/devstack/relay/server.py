@@ -27,6 +27,12 @@ class Relay:
 
     It serves the subset of PubNub's REST API that the Python and JavaScript SDKs use, holds
     everything in memory (bounded), and keeps it across ``stop()``/``start()`` like a broker.
+
+    Bounds: ``max_messages_per_channel`` (history and the catch-up queue each), ``max_channels``
+    (least recently used first out; also bounds UUID metadata), ``presence_timeout`` (seconds, for
+    clients that send no ``heartbeat``), ``subscribe_timeout`` (an idle long-poll's answer).
+    ``clock`` drives token expiry and presence timeouts (pass a ManualClock in tests); timetokens
+    always use the real clock.
     """
 
     def __init__(
@@ -90,7 +96,10 @@ class Relay:
         self._sweeper = asyncio.create_task(self._sweep_presence(), name="relay-presence-sweeper")
 
     async def stop(self) -> None:
-        """Stop serving; open long-polls are cut as a broker going away would. What is stored stays."""
+        """Stop serving; open long-polls are cut as a broker going away would.
+
+        What is stored stays (messages, history, presence, metadata, revocations); a stall is lifted.
+        """
         runner, self._runner = self._runner, None
         sweeper, self._sweeper = self._sweeper, None
         if sweeper is not None:
@@ -186,7 +195,7 @@ class Relay:
 
         ``message_type`` 2 is an App Context event and 4 a file event (the ``e`` field). For those
         two a ``payload`` of None gets a typical body: a UUID metadata ``set`` event, or a file
-        message with ``file.id`` and ``file.name``.
+        message with ``file.id`` and ``file.name``. File events also go to history, as PubNub's do.
         """
         if payload is None and message_type == OBJECTS_EVENT:
             payload = {
