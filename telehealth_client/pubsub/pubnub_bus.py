@@ -219,35 +219,50 @@ class PubNubBus:
         return PublishResult(timetoken=int(envelope.result.timetoken))
 
     async def history(self, channel: str, *, since: int | None = None, limit: int = 100) -> list[Envelope]:
-        """Stored messages on ``channel`` newer than ``since``, oldest first, at most ``limit``."""
+        """Stored messages on ``channel``, oldest first, at most ``limit``.
+
+        With ``since``: the oldest ``limit`` messages strictly newer than it, paging forward
+        (a catch-up reads on from where it stopped). Without: the newest ``limit``, paging back.
+        """
         collected: list[Envelope] = []
+        # PubNub's ranges: `start` is exclusive, `end` inclusive. With only `end` a page holds the
+        # oldest messages from there on; otherwise the newest before `start`.
         start: int | None = None
+        end: int | None = since + 1 if since is not None else None
         while len(collected) < limit:
             page_size = min(100, limit - len(collected))
-            request = (
-                self._pubnub.fetch_messages()
-                .channels([channel])
-                .maximum_per_channel(page_size)
-                .include_meta(True)
-                .include_uuid(True)
-                .decrypt_messages(self._crypto is not None)
-            )
-            if start is not None:
-                request = request.start(start)
-            if since is not None:
-                request = request.end(since + 1)  # `end` is inclusive; we want strictly newer
-            envelope = await request.future()
-            if envelope.is_error():
-                raise _failure("history", envelope)
-            items = envelope.result.channels.get(channel, []) if envelope.result else []
+            items = await self._history_page(channel, page_size, start=start, end=end)
             page = [env for env in (self._history_item(channel, item) for item in items) if env is not None]
-            collected = page + collected
-            if len(items) < page_size or not items:
+            collected.extend(page)
+            if len(items) < page_size:
                 break
-            # Pages go back in time: the next one ends just before this page's oldest message.
-            start = min(int(item.timetoken) for item in items)
+            timetokens = [int(item.timetoken) for item in items]
+            if since is not None:
+                end = max(timetokens) + 1
+            else:
+                start = min(timetokens)
         collected.sort(key=lambda env: env.timetoken)
-        return collected[-limit:]
+        return collected[:limit] if since is not None else collected[-limit:]
+
+    async def _history_page(
+        self, channel: str, size: int, *, start: int | None, end: int | None
+    ) -> list[Any]:
+        request = (
+            self._pubnub.fetch_messages()
+            .channels([channel])
+            .maximum_per_channel(size)
+            .include_meta(True)
+            .include_uuid(True)
+            .decrypt_messages(self._crypto is not None)
+        )
+        if start is not None:
+            request = request.start(start)
+        if end is not None:
+            request = request.end(end)
+        envelope = await request.future()
+        if envelope.is_error():
+            raise _failure("history", envelope)
+        return list(envelope.result.channels.get(channel, [])) if envelope.result else []
 
     def _history_item(self, channel: str, item: Any) -> Envelope | None:
         if getattr(item, "error", None) is not None:

@@ -74,6 +74,15 @@ async def test_history_since_a_timetoken_pages_in_order(make_bus: BusFactory) ->
     assert all(env.publisher == "dr-smith" for env in everything)
     since = await provider.history(CHANNEL, since=results[119].timetoken)
     assert [env.message["n"] for env in since] == list(range(120, 130))
+    # More newer messages than one page: paged forward, nothing skipped.
+    since_start = await provider.history(CHANNEL, since=results[4].timetoken, limit=500)
+    assert [env.message["n"] for env in since_start] == list(range(5, 130))
+    # A limit takes the oldest after `since` (a catch-up continues from there) ...
+    first = await provider.history(CHANNEL, since=results[4].timetoken, limit=110)
+    assert [env.message["n"] for env in first] == list(range(5, 115))
+    # ... and without `since`, the newest.
+    latest = await provider.history(CHANNEL, limit=110)
+    assert [env.message["n"] for env in latest] == list(range(20, 130))
     assert await provider.history(CHANNEL + ".video") == []
 
 
