@@ -269,7 +269,7 @@ class _EnvironSource(PydanticBaseSettingsSource):
                 continue
             try:
                 values[name] = json.loads(raw)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 problems.append(f"{name} ({_env_name(name)}): not valid JSON: {exc.msg}")
         if problems:
             raise ConfigError(problems)
