@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devices.sources import (
@@ -58,6 +58,7 @@ def test_audio_devices_are_indexes_or_names() -> None:
 
 
 @given(st.text(max_size=40))
+@settings(derandomize=True, database=None)
 def test_any_text_parses_or_is_a_usage_error(text: str) -> None:
     try:
         source = parse_camera_source(text)
