@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -85,6 +86,9 @@ def add_check_devices_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_check_devices(args: argparse.Namespace) -> int:
+    # OpenCV and FFmpeg otherwise print their own warnings between our lines; the verdicts say it all.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     if args.list:
         return _list(args.json)
     on_step = None if args.json else _print_step

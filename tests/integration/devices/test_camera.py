@@ -16,6 +16,8 @@ import pytest
 from devices.camera import check_camera
 from devices.thresholds import CameraThresholds
 
+from .conftest import RunCli
+
 pytestmark = pytest.mark.integration
 
 
@@ -106,7 +108,7 @@ def test_unusable_sources_fail_with_a_reason(tmp_path: Path, make: object, reaso
     assert result.reasons == [reason]
 
 
-def test_unreadable_file_is_reported(videos: dict[str, Path], tmp_path: Path, run_cli: object) -> None:
+def test_unreadable_file_is_reported(videos: dict[str, Path], tmp_path: Path, run_cli: RunCli) -> None:
     locked = tmp_path / "locked.mkv"
     locked.write_bytes(videos["normal"].read_bytes())
     locked.chmod(0)
@@ -117,7 +119,7 @@ def test_unreadable_file_is_reported(videos: dict[str, Path], tmp_path: Path, ru
     no_override = "-dac_override,-dac_read_search"
     prefix = ["setpriv", f"--inh-caps={no_override}", f"--bounding-set={no_override}"]
     args = ["--camera", str(locked), "--skip", "microphone", "--skip", "speaker", "--json"]
-    done = run_cli(*args, prefix=prefix)  # type: ignore[operator]
+    done = run_cli(*args, prefix=prefix)
     assert done.code == 1, done.stderr
     assert json.loads(done.stdout)["camera"]["reasons"] == ["video file not readable: permission denied"]
 
@@ -155,3 +157,11 @@ def test_snapshot_is_a_small_jpeg_kept_out_of_the_report(videos: dict[str, Path]
 def _write(path: Path, content: bytes) -> Path:
     path.write_bytes(content)
     return path
+
+
+def test_cli_output_is_free_of_library_noise(tmp_path: Path, run_cli: RunCli) -> None:
+    garbage = _write(tmp_path / "garbage.mkv", b"not a video" * 100)
+    done = run_cli("--camera", str(garbage), "--skip", "microphone", "--skip", "speaker")
+    assert done.code == 1
+    assert done.stdout.splitlines()[1].strip() == "- video file cannot be decoded"
+    assert done.stderr == ""
