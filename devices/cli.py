@@ -26,6 +26,7 @@ from devices.report import (
     StepResult,
 )
 from devices.sources import DeviceUsageError, parse_audio_device, parse_camera_source
+from devices.thresholds import DeviceThresholds
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -85,7 +86,7 @@ def add_check_devices_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_check_devices(args: argparse.Namespace) -> int:
+def run_check_devices(args: argparse.Namespace, thresholds: DeviceThresholds | None = None) -> int:
     # OpenCV and FFmpeg otherwise print their own warnings between our lines; the verdicts say it all.
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
@@ -98,6 +99,7 @@ def run_check_devices(args: argparse.Namespace) -> int:
                 args.camera,
                 args.microphone,
                 args.speaker,
+                thresholds,
                 on_step=on_step,
                 speaker_monitor=args.speaker_monitor,
                 skip=tuple(args.skip or ()),

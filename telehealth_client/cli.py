@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
         "check-devices", help="check the camera, microphone and speaker (exit 0 pass, 1 a device fails)"
     )
     add_check_devices_arguments(check)
+    check.add_argument(
+        "--config",
+        type=Path,
+        help="TOML settings: default devices and thresholds (default: $TELEHEALTH_CONFIG)",
+    )
     return parser
 
 
@@ -93,6 +98,23 @@ async def _initial_token(settings: Settings) -> str | None:
         await client.aclose()
 
 
+def _check_devices(args: argparse.Namespace) -> int:
+    """check-devices with the devices and thresholds of the settings, unless given on the command line."""
+    from devices.cli import run_check_devices
+    from telehealth_client.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"telehealth-agent: config: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    args.camera = args.camera if args.camera is not None else settings.camera
+    args.microphone = args.microphone if args.microphone is not None else settings.microphone
+    args.speaker = args.speaker if args.speaker is not None else settings.speaker
+    return run_check_devices(args, settings.device_thresholds)
+
+
 def _write_env_file(path: Path, lines: list[str]) -> None:
     # The file holds development keys: readable by its owner only.
     path.touch(mode=0o600, exist_ok=True)
@@ -129,9 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "devstack":
         return _run_devstack(args.env_file, args.open_access)
     if args.command == "check-devices":
-        from devices.cli import run_check_devices
-
-        return run_check_devices(args)
+        return _check_devices(args)
     return EXIT_USAGE
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from devices.sources import DeviceUsageError, parse_audio_device, parse_camera_source
 from devices.thresholds import DeviceThresholds
 from telehealth_client.protocol.channels import InvalidIdError, validate_id
 
@@ -64,6 +65,13 @@ def _valid_id(value: str) -> str:
 
 
 ValidId = Annotated[str, AfterValidator(_valid_id)]
+
+
+def _device_reason(parse: Callable[[], object]) -> None:
+    try:
+        parse()
+    except DeviceUsageError as exc:
+        raise ValueError(exc.reason) from None
 
 
 class ConfigError(Exception):
@@ -152,6 +160,20 @@ class Settings(BaseSettings):
     def _origin_is_host(cls, value: str) -> str:
         if not value or "/" in value or " " in value:
             raise ValueError("must be host or host:port, without scheme or path")
+        return value
+
+    @field_validator("camera")
+    @classmethod
+    def _camera_source(cls, value: str | None) -> str | None:
+        if value is not None:
+            _device_reason(lambda: parse_camera_source(value))
+        return value
+
+    @field_validator("microphone", "speaker")
+    @classmethod
+    def _audio_device(cls, value: str | None) -> str | None:
+        if value is not None:
+            _device_reason(lambda: parse_audio_device(value, "device"))
         return value
 
     @field_validator("clinic_url")

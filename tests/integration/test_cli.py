@@ -205,3 +205,29 @@ async def test_check_devices_through_the_agent_command(tmp_path: Path) -> None:
     code, _, err = await usage.finish()
     assert code == 2
     assert "--camera" in err
+
+
+async def test_check_devices_takes_devices_and_thresholds_from_the_settings(tmp_path: Path) -> None:
+    from devices.synthetic import write_video
+
+    video = write_video(tmp_path / "normal.mkv", "normal", frames=40)
+    skip = ("--skip", "microphone", "--skip", "speaker", "--json")
+    plain = await start("check-devices", *skip, env=clean_environment({"TELEHEALTH_CAMERA": str(video)}))
+    code, out, err = await plain.finish(within=60)
+    assert code == 0, err
+    assert json.loads(out)["camera"]["status"] == "ok"
+
+    # A clinic that wants a brighter room: the same video now fails on its brightness.
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'camera = "{video}"\n[device_thresholds.camera]\ndark_warn = 250.0\ndark_fail = 240.0\n'
+    )
+    strict = await start("check-devices", "--config", str(config), *skip, env=clean_environment({}))
+    code, out, _ = await strict.finish(within=60)
+    assert code == 1
+    assert json.loads(out)["camera"]["status"] == "fail"
+
+    bad = await start("check-devices", *skip, env=clean_environment({"TELEHEALTH_CAMERA": "-1"}))
+    code, _, err = await bad.finish()
+    assert code == 2
+    assert "camera (TELEHEALTH_CAMERA)" in err
