@@ -47,7 +47,9 @@ def configure(level: str = "INFO", fmt: str = "kv") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # The SDK and HTTP client log request URLs, which carry auth tokens and, for GET
-    # publishes, message bodies: keep them quiet whatever our own level is.
-    for noisy in ("pubnub", "httpx", "httpcore", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The SDK and HTTP clients log request URLs, which carry auth tokens and, for GET
+    # publishes, message bodies, even in error lines: silence them whatever our own level
+    # is. The bus logs every failure itself, without URLs.
+    for noisy in ("pubnub", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
