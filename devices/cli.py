@@ -126,16 +126,23 @@ def _list(as_json: bool) -> int:
     if as_json:
         print(found.model_dump_json(indent=2))
         return EXIT_OK
-    print("cameras:")
-    for camera in found.cameras:
-        print(f"  {camera.path}  {camera.name or ''}".rstrip())
-    print("audio inputs:" + (f" (unavailable: {found.audio_error})" if found.audio_error else ""))
-    for device in found.inputs:
-        print(f"  [{device.index}] {device.name}{'  (default)' if device.is_default_input else ''}")
-    print("audio outputs:" + (f" (unavailable: {found.audio_error})" if found.audio_error else ""))
-    for device in found.outputs:
-        print(f"  [{device.index}] {device.name}{'  (default)' if device.is_default_output else ''}")
+    unavailable = f" (unavailable: {found.audio_error})" if found.audio_error else ""
+    _print_section("cameras:", [f"{camera.path}  {camera.name or ''}".rstrip() for camera in found.cameras])
+    _print_section(
+        "audio inputs:" + unavailable,
+        [f"[{d.index}] {d.name}{'  (default)' if d.is_default_input else ''}" for d in found.inputs],
+    )
+    _print_section(
+        "audio outputs:" + unavailable,
+        [f"[{d.index}] {d.name}{'  (default)' if d.is_default_output else ''}" for d in found.outputs],
+    )
     return EXIT_OK
+
+
+def _print_section(title: str, rows: list[str]) -> None:
+    print(title)
+    for row in rows or ["none found"]:
+        print(f"  {row}")
 
 
 def _print_step(step: StepResult, out: TextIO | None = None) -> None:

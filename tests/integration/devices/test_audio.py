@@ -8,6 +8,8 @@ back, so the tone travels through ALSA both ways.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from devices import synthetic
@@ -171,3 +173,14 @@ def test_device_list_names_cameras_inputs_and_outputs(make_alsa: MakeAlsa, run_c
     assert inputs[synthetic.MICROPHONE]["is_default_input"] is False
     assert synthetic.SPEAKER in {device["name"] for device in listed["outputs"]}
     assert all(camera["path"].startswith("/dev/video") for camera in listed["cameras"])
+
+
+def test_device_list_as_text_says_when_nothing_is_found(make_alsa: MakeAlsa, run_cli: RunCli) -> None:
+    done = run_cli("--list", alsa=make_alsa("tone"))
+    assert done.code == 0, done.stderr
+    lines = done.stdout.splitlines()
+    inputs = lines[lines.index("audio inputs:") + 1 : lines.index("audio outputs:")]
+    assert any(synthetic.MICROPHONE in line for line in inputs)
+    cameras = lines[lines.index("cameras:") + 1 : lines.index("audio inputs:")]
+    has_cameras = any(Path("/dev").glob("video*"))
+    assert (cameras == ["  none found"]) is not has_cameras
