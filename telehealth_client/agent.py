@@ -15,6 +15,7 @@ from telehealth_client.config import Settings
 from telehealth_client.protocol import channels
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange, Subscription
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
+from telehealth_client.security.clinic_client import ClinicClient, ClinicError
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,9 @@ def bus_config(settings: Settings, *, token: str | None = None) -> BusConfig:
         raise ValueError(
             "subscribe_key: not set (TELEHEALTH_SUBSCRIBE_KEY_FILE or credential 'subscribe_key')"
         )
+    if settings.cipher_key is None:
+        # Every PHI channel is end-to-end encrypted: without a key the agent must not start.
+        raise ValueError("cipher_key: not set (TELEHEALTH_CIPHER_KEY_FILE or credential 'cipher_key')")
     return BusConfig(
         user_id=settings.user_id,
         subscribe_key=settings.subscribe_key.get_secret_value(),
@@ -39,6 +43,30 @@ def bus_config(settings: Settings, *, token: str | None = None) -> BusConfig:
         reconnect_max_seconds=settings.reconnect_max_seconds,
         request_timeout_seconds=settings.request_timeout_seconds,
     )
+
+
+async def initial_token(settings: Settings) -> str | None:
+    """An Access Manager token from the clinic backend when a device credential is configured.
+
+    Without one the agent still starts: the bus reports access-denied and retries, and a
+    later check-in brings the consultation's token.
+    """
+    if settings.device_credential is None:
+        return None
+    client = ClinicClient(
+        settings.clinic_url,
+        settings.device_credential.get_secret_value(),
+        timeout_seconds=settings.request_timeout_seconds,
+    )
+    try:
+        grant = await client.request_token(settings.user_id, str(settings.role))
+    except ClinicError as exc:
+        log.warning("no access token yet: %s", exc)
+        return None
+    finally:
+        await client.aclose()
+    log.info("access token granted ttl_minutes=%d", grant.ttl_minutes)
+    return grant.token
 
 
 NotificationHandler = Callable[[Envelope], Awaitable[None] | None]
@@ -57,6 +85,8 @@ class Agent:
         self.notification_listeners: list[NotificationHandler] = []
 
     async def start(self) -> None:
+        if self._token is None:
+            self._token = await initial_token(self.settings)
         self.bus = PubNubBus(bus_config(self.settings, token=self._token))
         self.bus.add_status_listener(self._on_bus_status)
         self._notifications = await self.bus.subscribe(

@@ -7,22 +7,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from telehealth_client import __version__, logs
-
-if TYPE_CHECKING:
-    from telehealth_client.config import Settings
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-
-log = logging.getLogger("telehealth_client.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,30 +65,8 @@ def _run_agent(config: Path | None) -> int:
         return EXIT_USAGE
     logs.configure(settings.log_level, settings.log_format)
 
-    async def main() -> int:
-        token = await _initial_token(settings)
-        agent = Agent(settings, token=token)
-        return await run_until_signalled(agent.start, agent.aclose)
-
-    return asyncio.run(main())
-
-
-async def _initial_token(settings: Settings) -> str | None:
-    """An Access Manager token from the clinic backend when a device credential is configured."""
-    from telehealth_client.security.clinic_client import ClinicClient, ClinicError
-
-    if settings.device_credential is None:
-        return None
-    client = ClinicClient(settings.clinic_url, settings.device_credential.get_secret_value())
-    try:
-        grant = await client.request_token(settings.user_id, str(settings.role))
-        log.info("access token granted ttl_minutes=%d", grant.ttl_minutes)
-        return grant.token
-    except ClinicError as exc:
-        log.warning("no access token: %s", exc)
-        return None
-    finally:
-        await client.aclose()
+    agent = Agent(settings)
+    return asyncio.run(run_until_signalled(agent.start, agent.aclose))
 
 
 def _check_devices(args: argparse.Namespace) -> int:

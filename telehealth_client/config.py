@@ -162,6 +162,14 @@ class Settings(BaseSettings):
             raise ValueError("must be host or host:port, without scheme or path")
         return value
 
+    @field_validator(*(name for name in SECRET_FIELDS if name != "previous_cipher_keys"))
+    @classmethod
+    def _secret_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty key would silently mean "no encryption" or "no credential".
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
     @field_validator("camera")
     @classmethod
     def _camera_source(cls, value: str | None) -> str | None:
@@ -325,6 +333,12 @@ class _SecretFileSource(PydanticBaseSettingsSource):
             except OSError as exc:
                 problems.append(f"{origin}: cannot read the secret file: {exc.strerror or exc}")
                 continue
+            except UnicodeDecodeError:
+                problems.append(f"{origin}: the secret file is not UTF-8 text")
+                continue
+            if not text.strip():
+                problems.append(f"{origin}: the secret file is empty")
+                continue
             values[name] = text if name == "previous_cipher_keys" else text.strip()
         if problems:
             raise ConfigError(problems)
@@ -348,6 +362,8 @@ class _TomlSource(PydanticBaseSettingsSource):
             data = tomllib.loads(self._path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError([f"config file {self._path}: cannot read: {exc.strerror or exc}"]) from exc
+        except UnicodeDecodeError:
+            raise ConfigError([f"config file {self._path}: not UTF-8 text"]) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"config file {self._path}: not valid TOML: {exc}"]) from exc
         problems = [

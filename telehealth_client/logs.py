@@ -9,6 +9,8 @@ import json
 import logging
 import sys
 import time
+import traceback
+from pathlib import Path
 
 _STANDARD = set(vars(logging.makeLogRecord({})))
 
@@ -53,3 +55,14 @@ def configure(level: str = "INFO", fmt: str = "kv") -> None:
     for noisy in ("pubnub", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``TypeName at file.py:LINE`` of where it was raised: never the message.
+
+    Exception messages can carry what was being processed (a pydantic error repeats the
+    input value), and that may be PHI; the type and the place are enough to find the bug.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}{where}"

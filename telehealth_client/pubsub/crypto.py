@@ -18,6 +18,15 @@ from pubnub.crypto import PubNubCryptoModule
 from pubnub.crypto_core import CryptorPayload, PubNubAesCbcCryptor
 from pubnub.exceptions import PubNubException
 
+# PNED header: sentinel (4), version (1), cryptor id (4), data length (1), IV (16).
+_HEADER_BYTES = 4 + 1 + 4 + 1 + 16
+
+
+def encrypted_size(plain_bytes: int) -> int:
+    """Size on the wire of ``plain_bytes`` of JSON once encrypted: a quoted base64 string."""
+    padded = (plain_bytes // 16 + 1) * 16  # PKCS#7 always adds at least one byte
+    return 4 * -(-(_HEADER_BYTES + padded) // 3) + 2
+
 
 class DecryptionError(ValueError):
     """A payload that is not ciphertext for any of our keys."""

@@ -35,6 +35,7 @@ from pubnub.pnconfiguration import PNConfiguration
 from pubnub.pubnub_asyncio import PubNubAsyncio
 from pubnub.request_handlers.async_aiohttp import AsyncAiohttpRequestHandler
 
+from telehealth_client.logs import describe_exception
 from telehealth_client.protocol.channels import presence as presence_channel
 from telehealth_client.pubsub.bus import (
     MAX_MESSAGE_BYTES,
@@ -50,13 +51,16 @@ from telehealth_client.pubsub.bus import (
     StatusHandler,
     Subscription,
 )
-from telehealth_client.pubsub.crypto import RotatingCryptoModule
+from telehealth_client.pubsub.crypto import DecryptionError, RotatingCryptoModule, encrypted_size
 from telehealth_client.pubsub.wire import Dropped, MalformedAnswerError, parse_subscribe_answer
 
 log = logging.getLogger(__name__)
 
 # How many recent (channel, timetoken) pairs to remember, so a redelivery is handled once.
 _SEEN_LIMIT = 2048
+# Received but not yet handled; when full, the long-poll waits (back-pressure, nothing dropped).
+_DELIVERY_QUEUE_LIMIT = 10_000
+_STOP_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,20 @@ class _RaisedEnvelope:
 _RAISED = _RaisedEnvelope()
 
 
+async def _sdk_call(request: Any) -> Any:
+    """Run an SDK request and return its envelope, letting our own cancellation through.
+
+    The SDK turns a CancelledError into an error envelope; awaited directly, a cancelled
+    publish would look like a network failure and a cancelled task would keep running.
+    """
+    inner = asyncio.ensure_future(request.future())
+    try:
+        return await asyncio.shield(inner)
+    except asyncio.CancelledError:
+        inner.cancel()
+        raise
+
+
 def _failure(operation: str, envelope: Any) -> BusError:
     status = getattr(envelope, "status", None)
     code = getattr(status, "status_code", None)
@@ -158,7 +176,9 @@ class PubNubBus:
         self._timetoken = 0
         self._region = 0
         self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
-        self._deliveries: asyncio.Queue[tuple[Envelope | PresenceEvent, list[Subscription]]] = asyncio.Queue()
+        self._deliveries: asyncio.Queue[tuple[Envelope | PresenceEvent, list[Subscription]]] = asyncio.Queue(
+            _DELIVERY_QUEUE_LIMIT
+        )
         self._subscribe_task: asyncio.Task[None] | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -196,8 +216,8 @@ class PubNubBus:
         for listener in list(self._status_listeners):
             try:
                 listener(change)
-            except Exception:
-                log.exception("bus status listener failed")
+            except Exception as exc:
+                log.error("bus status listener failed error=%s", describe_exception(exc))
 
     def set_token(self, token: str | None) -> None:
         self._pubnub.set_token(token)
@@ -210,15 +230,17 @@ class PubNubBus:
         self, channel: str, message: Any, *, store: bool = True, meta: Mapping[str, Any] | None = None
     ) -> PublishResult:
         try:
-            size = len(json.dumps(message, separators=(",", ":")))
+            size = len(json.dumps(message, separators=(",", ":")).encode("utf-8"))
         except (TypeError, ValueError):
             raise BusError("publish", "message is not JSON-serialisable", retryable=False) from None
+        if self._crypto is not None:
+            size = encrypted_size(size)
         if size > MAX_MESSAGE_BYTES:
             raise BusError("publish", f"message is {size} bytes, over {MAX_MESSAGE_BYTES}", retryable=False)
         request = self._pubnub.publish().channel(channel).message(message).should_store(store).use_post(True)
         if meta is not None:
             request = request.meta(dict(meta))
-        envelope = await request.future()
+        envelope = await _sdk_call(request)
         if envelope.is_error():
             raise _failure("publish", envelope)
         return PublishResult(timetoken=int(envelope.result.timetoken))
@@ -258,25 +280,31 @@ class PubNubBus:
             .maximum_per_channel(size)
             .include_meta(True)
             .include_uuid(True)
-            .decrypt_messages(self._crypto is not None)
+            # Decrypted here, not by the SDK: one undecryptable stored message makes the
+            # SDK fail the whole page, which would block every catch-up on the channel.
+            .decrypt_messages(False)
         )
         if start is not None:
             request = request.start(start)
         if end is not None:
             request = request.end(end)
-        envelope = await request.future()
+        envelope = await _sdk_call(request)
         if envelope.is_error():
             raise _failure("history", envelope)
         return list(envelope.result.channels.get(channel, [])) if envelope.result else []
 
     def _history_item(self, channel: str, item: Any) -> Envelope | None:
-        if getattr(item, "error", None) is not None:
-            log.warning("history message dropped channel=%s reason=undecryptable", channel)
-            return None
+        message = item.message
+        if self._crypto is not None:
+            try:
+                message = self._crypto.decrypt(message)
+            except DecryptionError as exc:
+                log.warning("history message dropped channel=%s reason=%s", channel, exc)
+                return None
         meta = getattr(item, "meta", None)
         return Envelope(
             channel=channel,
-            message=item.message,
+            message=message,
             publisher=getattr(item, "uuid", None),
             timetoken=int(item.timetoken),
             meta=meta if isinstance(meta, Mapping) else None,
@@ -284,7 +312,7 @@ class PubNubBus:
 
     async def get_user_metadata(self, user_id: str) -> dict[str, Any]:
         """The user's App Context ``custom`` fields; empty when the user has none."""
-        envelope = await self._pubnub.get_uuid_metadata(uuid=user_id, include_custom=True).future()
+        envelope = await _sdk_call(self._pubnub.get_uuid_metadata(uuid=user_id, include_custom=True))
         if envelope.is_error():
             if getattr(envelope.status, "status_code", None) == 404:
                 return {}
@@ -295,7 +323,7 @@ class PubNubBus:
 
     async def set_user_metadata(self, user_id: str, custom: Mapping[str, Any]) -> None:
         request = self._pubnub.set_uuid_metadata(uuid=user_id, custom=dict(custom), include_custom=True)
-        envelope = await request.future()
+        envelope = await _sdk_call(request)
         if envelope.is_error():
             raise _failure("set user metadata", envelope)
 
@@ -334,7 +362,7 @@ class PubNubBus:
         gone = before - self._subscribed_channels(presence=False)
         self._changed.set()
         if gone:
-            envelope = await Leave(self._pubnub).channels(sorted(gone)).future()
+            envelope = await _sdk_call(Leave(self._pubnub).channels(sorted(gone)))
             if envelope.is_error():
                 log.info("leave not delivered channels=%d", len(gone))
 
@@ -358,6 +386,9 @@ class PubNubBus:
             channels = sorted(self._subscribed_channels(presence=True))
             self._changed.clear()
             if not channels:
+                # A later subscribe starts from now, as the SDKs do: resuming an old cursor
+                # would replay stale messages (an old offer or end-call) as new.
+                self._timetoken, self._region = 0, 0
                 self._announce(StatusChange(ConnectionStatus.IDLE))
                 await self._changed.wait()
                 continue
@@ -390,7 +421,7 @@ class PubNubBus:
                 resumed = self._timetoken or None
                 self._announce(StatusChange(ConnectionStatus.CONNECTED, caught_up_from=resumed))
             failures = 0
-            self._accept(answer.entries)
+            await self._accept(answer.entries)
             self._timetoken, self._region = answer.timetoken, answer.region
 
     async def _poll(self, channels: list[str]) -> Any | None:
@@ -421,7 +452,7 @@ class PubNubBus:
             # A new token or channel set cuts the wait short.
             await asyncio.wait_for(self._changed.wait(), delay)
 
-    def _accept(self, entries: list[Envelope | PresenceEvent | Dropped]) -> None:
+    async def _accept(self, entries: list[Envelope | PresenceEvent | Dropped]) -> None:
         for entry in entries:
             if isinstance(entry, Dropped):
                 if entry.ignorable:
@@ -437,7 +468,7 @@ class PubNubBus:
                 self._seen.popitem(last=False)
             targets = [sub for sub in self._subscriptions if entry.channel in sub.channels]
             if targets:
-                self._deliveries.put_nowait((entry, targets))
+                await self._deliveries.put((entry, targets))
 
     async def _dispatch_loop(self) -> None:
         # One consumer keeps handlers in arrival order and off the long-poll's path.
@@ -452,8 +483,19 @@ class PubNubBus:
                     result = handler(entry)  # type: ignore[arg-type]
                     if inspect.isawaitable(result):
                         await result
-                except Exception:
-                    log.exception("bus handler failed channel=%s", entry.channel)
+                except asyncio.CancelledError as exc:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise  # we are being stopped
+                    # A handler awaited something cancelled elsewhere: that must not stop delivery.
+                    log.error(
+                        "bus handler cancelled channel=%s error=%s", entry.channel, describe_exception(exc)
+                    )
+                except Exception as exc:
+                    # Type and place only: the message may repeat what the handler was reading.
+                    log.error(
+                        "bus handler failed channel=%s error=%s", entry.channel, describe_exception(exc)
+                    )
 
     async def _heartbeat_loop(self) -> None:
         # The long-poll alone can outlast the presence timeout; heartbeats keep us present.
@@ -462,7 +504,7 @@ class PubNubBus:
             await asyncio.sleep(interval)
             channels = sorted(self._subscribed_channels(presence=False))
             if channels and self._status == ConnectionStatus.CONNECTED:
-                envelope = await Heartbeat(self._pubnub).channels(channels).future()
+                envelope = await _sdk_call(Heartbeat(self._pubnub).channels(channels))
                 if envelope.is_error():
                     log.info("heartbeat failed status=%s", getattr(envelope.status, "status_code", None))
 
@@ -477,10 +519,12 @@ class PubNubBus:
         tasks = [t for t in (self._subscribe_task, self._dispatch_task, self._heartbeat_task) if t]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        _, stuck = await asyncio.wait(tasks, timeout=_STOP_TIMEOUT_SECONDS) if tasks else (set(), set())
+        if stuck:
+            log.error("bus tasks did not stop in time count=%d", len(stuck))
         self._subscriptions.clear()
         if channels:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(Leave(self._pubnub).channels(channels).future(), 2.0)
+                await asyncio.wait_for(_sdk_call(Leave(self._pubnub).channels(channels)), 2.0)
         self._announce(StatusChange(ConnectionStatus.STOPPED))
         await self._pubnub.stop()

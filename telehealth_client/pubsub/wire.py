@@ -84,13 +84,17 @@ def decode_entry(item: Any, decryptor: Decryptor | None) -> Envelope | PresenceE
     kind = _int(item.get("e")) or MESSAGE_TYPE_MESSAGE
     if kind in (MESSAGE_TYPE_OBJECTS, MESSAGE_TYPE_ACTION, MESSAGE_TYPE_FILE):
         return Dropped(channel, f"event type {kind} is not used by this agent", ignorable=True)
+    if kind != MESSAGE_TYPE_MESSAGE:
+        # Signals are never encrypted by the SDKs and this agent uses none: a signal carrying
+        # a chat or an offer would be clear text passing for a message.
+        return Dropped(channel, f"event type {kind} (signal) is not accepted by this agent")
     payload = item.get("d")
     if channel.endswith(PRESENCE_SUFFIX):
         return _decode_presence(channel.removesuffix(PRESENCE_SUFFIX), payload, timetoken)
     size = len(json.dumps(payload, separators=(",", ":"))) if payload is not None else 0
     if size > MAX_MESSAGE_BYTES:
         return Dropped(channel, f"message is {size} bytes, over the {MAX_MESSAGE_BYTES}-byte limit")
-    if decryptor is not None and kind == MESSAGE_TYPE_MESSAGE:
+    if decryptor is not None:
         try:
             payload = decryptor.decrypt(payload)
         except ValueError as exc:

@@ -231,3 +231,40 @@ async def test_check_devices_takes_devices_and_thresholds_from_the_settings(tmp_
     code, _, err = await bad.finish()
     assert code == 2
     assert "camera (TELEHEALTH_CAMERA)" in err
+
+
+async def test_run_without_a_cipher_key_refuses_to_start(open_relay: Relay) -> None:
+    env = agent_env(open_relay)
+    del env["TELEHEALTH_CIPHER_KEY"]
+    process = await start("run", env=env)
+    code, _, err = await process.finish()
+    assert code == 2
+    assert "cipher_key: not set" in err
+
+
+DRAIN_FOREVER = """
+import asyncio, sys
+from telehealth_client.agent import run_until_signalled
+
+async def start():
+    print("started", flush=True)
+
+async def stop():
+    print("draining", flush=True)
+    await asyncio.Event().wait()  # a drain that never ends
+
+sys.exit(asyncio.run(run_until_signalled(start, stop)))
+"""
+
+
+async def test_a_second_signal_exits_at_once_when_draining_hangs() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", DRAIN_FOREVER, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    process = Process(proc)
+    await process.wait_for_line("started")
+    proc.send_signal(signal.SIGTERM)
+    await process.wait_for_line("draining")
+    proc.send_signal(signal.SIGTERM)
+    code, _, _ = await process.finish(within=10)
+    assert code == 1

@@ -152,3 +152,25 @@ def test_bad_device_thresholds_are_explained() -> None:
         load_settings(environ={"TELEHEALTH_DEVICE_THRESHOLDS": '{"camera": {"frames": 1, "colour": 3}}'})
     assert any(problem.startswith("device_thresholds.camera.frames") for problem in caught.value.problems)
     assert any(problem.startswith("device_thresholds.camera.colour") for problem in caught.value.problems)
+
+
+def test_empty_or_undecodable_secrets_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty").write_text("\n")
+    (tmp_path / "binary").write_bytes(b"\xff\xfe\x00key")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            environ={
+                "TELEHEALTH_CIPHER_KEY_FILE": str(tmp_path / "empty"),
+                "TELEHEALTH_API_TOKEN_FILE": str(tmp_path / "binary"),
+            }
+        )
+    assert sorted(caught.value.problems) == [
+        "TELEHEALTH_API_TOKEN_FILE: the secret file is not UTF-8 text",
+        "TELEHEALTH_CIPHER_KEY_FILE: the secret file is empty",
+    ]
+    with pytest.raises(ConfigError, match=re.escape("cipher_key (TELEHEALTH_CIPHER_KEY): must not be empty")):
+        load_settings(environ={"TELEHEALTH_CIPHER_KEY": "  "})
+    config = tmp_path / "latin1.toml"
+    config.write_bytes('user_id = "k\xe9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_settings(config, environ={})

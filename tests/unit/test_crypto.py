@@ -5,7 +5,7 @@ import pytest
 from pubnub.crypto import AesCbcCryptoModule
 from pubnub.pnconfiguration import PNConfiguration
 
-from telehealth_client.pubsub.crypto import DecryptionError, RotatingCryptoModule
+from telehealth_client.pubsub.crypto import DecryptionError, RotatingCryptoModule, encrypted_size
 
 MESSAGE = {"type": "chat", "text": "MARKER-PHI-7731 chest pain since Tuesday"}
 
@@ -64,3 +64,9 @@ def test_clear_text_and_garbage_are_refused(payload: object, reason: str) -> Non
 def test_empty_key_is_refused() -> None:
     with pytest.raises(ValueError, match="cipher_key"):
         RotatingCryptoModule("")
+
+
+@pytest.mark.parametrize("size", [1, 15, 16, 17, 100, 1000, 24_000])
+def test_encrypted_size_matches_real_ciphertext(size: int) -> None:
+    ciphertext = RotatingCryptoModule("k").encrypt("x" * size)
+    assert encrypted_size(size) == len(json.dumps(ciphertext))

@@ -79,3 +79,9 @@ def test_unencrypted_bus_passes_json_through() -> None:
 def test_an_answer_without_a_cursor_is_malformed(raw: object) -> None:
     with pytest.raises(MalformedAnswerError):
         parse_subscribe_answer(raw, CRYPTO)
+
+
+def test_signals_are_refused_even_without_encryption() -> None:
+    for decryptor in (CRYPTO, None):
+        [dropped] = parse_subscribe_answer(answer(entry({"type": "chat"}, kind=1)), decryptor).entries
+        assert isinstance(dropped, Dropped) and "signal" in dropped.reason and not dropped.ignorable
