@@ -38,7 +38,8 @@ def test_full_check_does_not_block_the_event_loop(tmp_path: Path, make_alsa: Mak
     assert probe["status"] == "ok"
     assert probe["camera_frames"] == FRAMES
     # The check must last long enough for a blocked loop to show (OpenCV's import and
-    # 300 decoded frames), and the ticker's longest pause must be a small part of it.
+    # 300 decoded frames). A blocked loop shows as one pause about as long as the work
+    # it blocked on; the bounds are loose so a busy machine's scheduling cannot fail them.
     assert probe["check_s"] > 0.3
-    assert probe["max_gap_s"] < min(0.25, probe["check_s"] / 3)
-    assert probe["ticks"] > probe["check_s"] / 0.01 / 4
+    assert probe["max_gap_s"] < probe["check_s"] / 2
+    assert probe["ticks"] >= 10
