@@ -19,7 +19,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from .access import Need, verify_signature
-from .errors import RelayError, service_error
+from .errors import RelayError, access_denied, service_error
 from .state import RelayState
 
 log = logging.getLogger("telehealth_client.devstack.relay")
@@ -55,6 +55,11 @@ class Call:
         if self.signed or not self.state.enforce_access:
             return
         self.state.tokens.check(self.query.get("auth"), self.uuid, needs)
+
+    def require_signature_when_enforced(self) -> None:
+        """With enforcement on, refuse with Access Manager's 403 unless signed with the secret key."""
+        if self.state.enforce_access and not self.signed:
+            raise access_denied("Forbidden: needs the secret key's signature")
 
     def require_signature(self) -> None:
         if not self.signed:

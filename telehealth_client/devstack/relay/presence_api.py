@@ -46,7 +46,11 @@ async def here_now(call: Call) -> web.StreamResponse:
     if len(call.segments) > 5:
         channels = _channels(call)
     else:
-        _channels(call)  # global here_now: key check and a valid token
+        _channels(call)  # global here_now: the key check
+        # PubNub's global here_now checks no permission at all (and is off on new keysets):
+        # with enforcement on it would show any token holder every consultation and everyone
+        # waiting, so only a request signed with the secret key may list every channel.
+        call.require_signature_when_enforced()
         channels = presence.channels()
     with_uuids = call.query.get("disable_uuids") != "1"
     with_state = call.query.get("state") == "1"

@@ -131,7 +131,7 @@ async def _wait(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(wake), state.limits.subscribe_timeout)
     finally:
-        state.polls.discard(poll)
+        state.remove_poll(poll)
         state.store.unwatch(channels, wake)
         if uuid is not None:
             state.presence.poll_closed(members, uuid, heartbeat)

@@ -82,6 +82,10 @@ class Relay:
             access_log=None,  # aiohttp's access log would print paths (messages) and queries (tokens)
             max_line_size=MAX_REQUEST_LINE,
             shutdown_timeout=0.5,
+            # aiohttp leaves a handler running when its client goes away unless told otherwise:
+            # an abandoned long-poll would then stay pending (and its user present) for up to
+            # ``subscribe_timeout``. Cancelled, it leaves through ``_wait``'s clean-up at once.
+            handler_cancellation=True,
         )
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port, reuse_address=True)
@@ -234,7 +238,14 @@ class Relay:
 
     async def wait_for_subscribers(self, count: int) -> None:
         """Return once at least ``count`` long-polls are pending (use with ``asyncio.wait_for``)."""
-        await self._state.wait_polls(count)
+        await self._state.wait_polls(lambda pending: pending >= count)
+
+    async def wait_for_subscribers_at_most(self, count: int) -> None:
+        """Return once at most ``count`` long-polls are pending (use with ``asyncio.wait_for``).
+
+        A long-poll stops being pending when it is answered, dropped, or its client goes away.
+        """
+        await self._state.wait_polls(lambda pending: pending <= count)
 
     def dump_text(self) -> str:
         """Everything the relay holds (messages, meta, metadata, presence) as one text.

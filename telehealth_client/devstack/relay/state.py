@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +50,7 @@ class RelayState:
     timetokens: Timetokens = field(default_factory=Timetokens)
     faults: Faults = field(default_factory=Faults)
     polls: set[Poll] = field(default_factory=set)
-    _poll_watchers: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
+    _poll_watchers: list[tuple[Callable[[int], bool], asyncio.Future[None]]] = field(default_factory=list)
     store: MessageStore = field(init=False)
     presence: Presence = field(init=False)
     tokens: TokenAuthority = field(init=False)
@@ -89,17 +90,30 @@ class RelayState:
 
     def add_poll(self, poll: Poll) -> None:
         self.polls.add(poll)
-        for count, waiter in self._poll_watchers:
-            if len(self.polls) >= count and not waiter.done():
-                waiter.set_result(None)
-        self._poll_watchers = [(c, w) for c, w in self._poll_watchers if not w.done()]
+        self._notify_poll_watchers()
 
-    async def wait_polls(self, count: int) -> None:
-        if len(self.polls) >= count:
+    def remove_poll(self, poll: Poll) -> None:
+        self.polls.discard(poll)
+        self._notify_poll_watchers()
+
+    async def wait_polls(self, condition: Callable[[int], bool]) -> None:
+        """Return once ``condition(number of pending long-polls)`` holds."""
+        if condition(len(self.polls)):
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._poll_watchers.append((count, waiter))
-        await waiter
+        self._poll_watchers.append((condition, waiter))
+        try:
+            await waiter
+        finally:
+            # A waiter given up (a caller's timeout) must not stay in the list.
+            self._poll_watchers = [(c, w) for c, w in self._poll_watchers if w is not waiter]
+
+    def _notify_poll_watchers(self) -> None:
+        pending = len(self.polls)
+        for condition, waiter in self._poll_watchers:
+            if not waiter.done() and condition(pending):
+                waiter.set_result(None)
+        self._poll_watchers = [(c, w) for c, w in self._poll_watchers if not w.done()]
 
     def drop_polls(self) -> int:
         polls = list(self.polls)

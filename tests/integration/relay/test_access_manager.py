@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+from pubnub.endpoints.presence.heartbeat import Heartbeat
 from pubnub.endpoints.pubsub.subscribe import Subscribe
 from pubnub.enums import PNStatusCategory
 from pubnub.models.consumer.v3.channel import Channel
@@ -263,3 +264,33 @@ async def test_a_403_names_only_the_channels_denied(
     async with http.get(url, params={"uuid": "pat1", "tt": "0", "auth": token}) as answer:
         assert answer.status == 403
         assert (await answer.json())["payload"] == {"channels": [OTHER]}
+
+
+async def test_global_here_now_needs_the_secret_key_when_enforced(
+    make_client: ClientFactory, relay: Relay
+) -> None:
+    """A patient's token must not list every channel and who is on it (who else waits or consults)."""
+    relay.enforce_access = True
+    admin = make_client("clinic", with_secret_key=True)
+    # Another patient is present in her own consultation.
+    assert not (await Heartbeat(admin).channels([OTHER]).future()).status.is_error()
+    assert relay.occupants(OTHER) == ["clinic"]
+    token = await grant(admin, [Channel.id(CHANNEL).read().write(), Channel.id(f"{CHANNEL}-pnpres").read()])
+    patient = make_client("pat1", token=token)
+    assert not (await Heartbeat(patient).channels([CHANNEL]).future()).status.is_error()
+
+    refused = await patient.here_now().future()
+    assert_denied(refused, "Forbidden: needs the secret key's signature")
+    assert OTHER not in str(refused.status.error_data.exception._errormsg)
+    # Its own channel, named, still works; the server with the secret key still sees everything.
+    own = await patient.here_now().channels([CHANNEL]).future()
+    assert [o.uuid for o in own.result.channels[0].occupants] == ["pat1"]
+    everything = await admin.here_now().future()
+    assert sorted(c.channel_name for c in everything.result.channels) == [CHANNEL, OTHER]
+
+
+async def test_global_here_now_is_open_without_enforcement(make_client: ClientFactory, relay: Relay) -> None:
+    anyone = make_client("anyone")
+    assert not (await Heartbeat(anyone).channels([OTHER]).future()).status.is_error()
+    answer = await anyone.here_now().future()
+    assert [c.channel_name for c in answer.result.channels] == [OTHER]

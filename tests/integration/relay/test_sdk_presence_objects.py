@@ -117,3 +117,58 @@ async def test_a_metadata_change_is_announced_as_an_app_context_event(
         (event,) = (await answer.json())["m"]
     assert event["e"] == 2
     assert (event["d"]["type"], event["d"]["event"], event["d"]["data"]["id"]) == ("uuid", "set", "pat3")
+
+
+async def test_an_abandoned_long_poll_is_no_longer_pending_and_its_user_times_out(
+    relay: Relay, relay_clock: ManualClock, http: aiohttp.ClientSession
+) -> None:
+    """A kiosk that crashes mid long-poll: its connection closes, nothing else is ever sent."""
+    async with http.get(f"{relay.url}/time/0") as answer:
+        since = (await answer.json())[0]
+    reader, writer = await asyncio.open_connection(relay.host, relay.port)
+    target = f"/v2/subscribe/{relay.subscribe_key}/{CHANNEL}/0?uuid=ghost&heartbeat=60&tt={since}"
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: {relay.origin}\r\n\r\n".encode())
+    await writer.drain()
+    await asyncio.wait_for(relay.wait_for_subscribers(1), WAIT)
+    assert relay.occupants(CHANNEL) == ["ghost"]
+
+    writer.close()
+    await writer.wait_closed()
+    await asyncio.wait_for(relay.wait_for_subscribers_at_most(0), WAIT)
+    assert relay.pending_subscribers() == 0
+
+    # Its presence now lapses like any other: the usual timeout, counted from the poll's end.
+    relay_clock.advance(59)
+    relay.expire_presence()
+    assert relay.occupants(CHANNEL) == ["ghost"]
+    relay_clock.advance(2)
+    relay.expire_presence()
+    assert relay.occupants(CHANNEL) == []
+    actions = [m.payload["action"] for m in relay.recent_messages(f"{CHANNEL}-pnpres")]
+    assert actions == ["join", "timeout"]
+    assert await reader.read() == b""
+
+
+async def test_a_client_that_unsubscribes_or_stops_leaves_no_long_poll_behind(
+    make_client: ClientFactory, relay: Relay, relay_clock: ManualClock
+) -> None:
+    """The real SDK abandons its long-poll on a channel change and on stop(), sending nothing."""
+    watcher = make_client("watcher")
+    events = await subscribed(watcher, [CHANNEL], with_presence=True)
+    await events.next_presence("join", "watcher")
+    kiosk = make_client("kiosk", presence_timeout=60)  # no presence_heartbeat: no leave is sent
+    await subscribed(kiosk, [CHANNEL])
+    await events.next_presence("join", "kiosk")
+    await asyncio.wait_for(relay.wait_for_subscribers(2), WAIT)
+
+    kiosk.unsubscribe().channels([CHANNEL]).execute()
+    await asyncio.wait_for(relay.wait_for_subscribers_at_most(1), WAIT)
+    # The kiosk's abandoned poll no longer holds its presence: it times out for the watcher.
+    relay_clock.advance(61)
+    relay.expire_presence()
+    timed_out = await events.next_presence("timeout", "kiosk")
+    assert timed_out.channel == CHANNEL
+    assert relay.occupants(CHANNEL) == ["watcher"]
+
+    await watcher.stop()
+    await asyncio.wait_for(relay.wait_for_subscribers_at_most(0), WAIT)
