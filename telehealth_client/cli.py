@@ -102,9 +102,15 @@ def _run_devstack(env_file: Path | None, open_access: bool) -> int:
 
     async def started() -> None:
         await stack.start()
-        lines = [f"{name}={value}" for name, value in stack.agent_environment().items()]
-        print("# development stack running; settings for an agent:", flush=True)
+        kiosk = stack.agent_environment()
+        lines = [f"{name}={value}" for name, value in kiosk.items()]
+        print("# development stack running; settings for a patient kiosk agent:", flush=True)
         print("\n".join(lines), flush=True)
+        # Each provider's or nurse's own device credential: it mints tokens only for that user.
+        for user_id, user in stack.users.items():
+            extra = {k: v for k, v in stack.agent_environment(user_id).items() if kiosk.get(k) != v}
+            settings = " ".join(f"{name}={value}" for name, value in extra.items())
+            print(f"# {user.role} {user_id}'s agent: the settings above with {settings}", flush=True)
         if env_file is not None:
             await asyncio.to_thread(_write_env_file, env_file, lines)
             print(f"# written to {env_file}", flush=True)

@@ -7,29 +7,57 @@ server and its TURN server; nothing here is a broker or a backend to deploy.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from telehealth_client.devstack.clinic import Clinic
+from telehealth_client.devstack.clinic import Clinic, DeviceIdentity
+from telehealth_client.devstack.grants import Role
 from telehealth_client.devstack.relay import Relay
 from telehealth_client.devstack.turn import TurnServer
 
 
+def _device_credential(kind: str) -> str:
+    return f"dev-{kind}-" + secrets.token_urlsafe(24)
+
+
 @dataclass(frozen=True)
 class DevStackKeys:
-    """Keys of the development keyset. Random per run: nothing here is worth stealing."""
+    """Keys of the development keyset. Random per run: nothing here is worth stealing.
+
+    ``kiosk_credential`` is the patient check-in kiosk's device credential: patient tokens for
+    any patient, nothing else. Providers and nurses get their own (``DevStack.users``).
+    """
 
     publish_key: str = field(default_factory=lambda: "pub-c-dev-" + secrets.token_hex(8))
     subscribe_key: str = field(default_factory=lambda: "sub-c-dev-" + secrets.token_hex(8))
     secret_key: str = field(default_factory=lambda: "sec-c-dev-" + secrets.token_hex(16))
     cipher_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    device_credential: str = field(default_factory=lambda: "dev-device-" + secrets.token_urlsafe(24))
+    kiosk_credential: str = field(default_factory=lambda: _device_credential("kiosk"))
+
+
+@dataclass(frozen=True)
+class DevUser:
+    """A provider or nurse of the development stack, with its cart's own device credential."""
+
+    user_id: str
+    role: Role
+    credential: str
+
+    @property
+    def identity(self) -> DeviceIdentity:
+        return DeviceIdentity(self.role, self.user_id)
 
 
 class DevStack:
-    """Starts the relay, then coturn, then the clinic; stops them in reverse."""
+    """Starts the relay, then coturn, then the clinic; stops them in reverse.
+
+    The clinic knows one device credential for the patient kiosk (``keys.kiosk_credential``)
+    and one for each of ``providers`` and ``nurses`` (``users[user_id].credential``), each
+    bound to that user and role. ``agent_environment(user_id)`` gives an agent its settings.
+    """
 
     def __init__(
         self,
@@ -39,8 +67,20 @@ class DevStack:
         on_call: dict[str, list[str]] | None = None,
         audit_db_path: Path | None = None,
         relay_port: int = 0,
+        providers: Sequence[str] = ("dr-demo",),
+        nurses: Sequence[str] = (),
     ) -> None:
         self.keys = keys or DevStackKeys()
+        self.users: dict[str, DevUser] = {}
+        staff: tuple[tuple[Role, Sequence[str]], ...] = (("provider", providers), ("nurse", nurses))
+        for role, user_ids in staff:
+            if isinstance(user_ids, str):
+                raise TypeError(f"{role}s must be a sequence of user IDs, not one string")
+            for user_id in user_ids:
+                if user_id in self.users:
+                    raise ValueError(f"user ID {user_id!r} is listed twice")
+                DeviceIdentity(role, user_id)  # a bad user ID fails here, not when the clinic starts
+                self.users[user_id] = DevUser(user_id, role, _device_credential(role))
         self.relay = Relay(
             port=relay_port,
             publish_key=self.keys.publish_key,
@@ -63,7 +103,7 @@ class DevStack:
                 publish_key=self.keys.publish_key,
                 subscribe_key=self.keys.subscribe_key,
                 secret_key=self.keys.secret_key,
-                device_credential=self.keys.device_credential,
+                device_credentials=self.device_credentials(),
                 turn_secret=self.turn.secret,
                 turn_urls=self.turn.urls,
                 on_call=self._on_call,
@@ -86,16 +126,35 @@ class DevStack:
     ) -> None:
         await self.stop()
 
-    def agent_environment(self) -> dict[str, str]:
-        """The ``TELEHEALTH_*`` settings an agent needs to use this stack."""
+    def device_credentials(self) -> dict[str, DeviceIdentity]:
+        """Every device credential the clinic accepts, with the identity it is bound to."""
+        credentials = {self.keys.kiosk_credential: DeviceIdentity.patient_kiosk()}
+        credentials.update({user.credential: user.identity for user in self.users.values()})
+        return credentials
+
+    def agent_environment(self, user_id: str | None = None) -> dict[str, str]:
+        """The ``TELEHEALTH_*`` settings an agent needs to use this stack.
+
+        None: the patient kiosk's (its user ID is the agent's own to choose). A provider's or
+        nurse's user ID (one of ``users``): that user's, with its own device credential, user ID
+        and role.
+        """
         if self.clinic is None:
             raise RuntimeError("the development stack is not started")
-        return {
+        if user_id is not None and user_id not in self.users:
+            raise ValueError(f"no device credential for user {user_id!r}: not one of the stack's users")
+        environment = {
             "TELEHEALTH_ORIGIN": self.relay.origin,
             "TELEHEALTH_SSL": "false",
             "TELEHEALTH_PUBLISH_KEY": self.keys.publish_key,
             "TELEHEALTH_SUBSCRIBE_KEY": self.keys.subscribe_key,
             "TELEHEALTH_CIPHER_KEY": self.keys.cipher_key,
             "TELEHEALTH_CLINIC_URL": self.clinic.url,
-            "TELEHEALTH_DEVICE_CREDENTIAL": self.keys.device_credential,
+            "TELEHEALTH_DEVICE_CREDENTIAL": self.keys.kiosk_credential,
         }
+        if user_id is not None:
+            user = self.users[user_id]
+            environment["TELEHEALTH_USER_ID"] = user.user_id
+            environment["TELEHEALTH_ROLE"] = user.role
+            environment["TELEHEALTH_DEVICE_CREDENTIAL"] = user.credential
+        return environment

@@ -12,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from telehealth_client import __version__
@@ -175,6 +176,30 @@ async def test_devstack_prints_working_settings_and_writes_the_env_file(tmp_path
     assert {"TELEHEALTH_ORIGIN", "TELEHEALTH_SUBSCRIBE_KEY", "TELEHEALTH_CLINIC_URL"} <= set(printed)
     settings = load_settings(environ={**printed, "TELEHEALTH_USER_ID": "kiosk-1"})
     assert settings.ssl is False and settings.origin.startswith("127.0.0.1:")
+
+    # The default provider's own settings, printed as a comment: its credential mints its tokens;
+    # the kiosk's may not.
+    (comment,) = [line for line in process.lines if line.startswith("# provider dr-demo's agent:")]
+    provider = {**printed, **dict(word.split("=", 1) for word in comment.split() if "=" in word)}
+    assert (provider["TELEHEALTH_USER_ID"], provider["TELEHEALTH_ROLE"]) == ("dr-demo", "provider")
+    assert provider["TELEHEALTH_DEVICE_CREDENTIAL"] != printed["TELEHEALTH_DEVICE_CREDENTIAL"]
+    assert load_settings(environ=provider).user_id == "dr-demo"
+    request = {
+        "userId": "dr-demo",
+        "role": "provider",
+        "consultationChannel": "consultation.dr-demo.pat-1",
+        "departmentId": "er",
+    }
+    statuses = []
+    async with aiohttp.ClientSession() as session:
+        for environment in (provider, printed):
+            async with session.post(
+                printed["TELEHEALTH_CLINIC_URL"] + "/api/telemedicine/token",
+                json=request,
+                headers={"Authorization": f"Bearer {environment['TELEHEALTH_DEVICE_CREDENTIAL']}"},
+            ) as answer:
+                statuses.append(answer.status)
+    assert statuses == [200, 403]
 
     process.proc.send_signal(signal.SIGINT)
     code, _, err = await process.finish(within=30)

@@ -1,14 +1,21 @@
 """The clinic backend stand-in: PROTOCOL.md's "Clinic backend" table on 127.0.0.1.
 
-FOR DEVELOPMENT AND TESTS ONLY. Endpoints (all need ``Authorization: Bearer <device credential>``):
+FOR DEVELOPMENT AND TESTS ONLY. Endpoints (all need ``Authorization: Bearer <device credential>``).
+
+Each device credential is bound to a ``DeviceIdentity``: a provider's or a nurse's cart acts only
+as its one user in its role; a patient check-in kiosk acts as any patient, and only as a patient.
+The caller is whoever the credential says, never what the request claims. An unknown credential
+gets 401; a credential that may not do what is asked gets 403 naming the field and the reason.
 
 - ``POST /api/telemedicine/token`` ``{userId, role, appointmentId?, consultationChannel?, providerId?,
   departmentId?}`` -> ``{token, ttlMinutes, channelConfig}``. A patient needs ``providerId`` or
   ``consultationChannel``; a provider or nurse needs ``consultationChannel`` and ``departmentId``.
-- ``POST /api/telemedicine/turn-credentials`` ``{userId}`` -> ``{urls, username, credential, ttlSeconds}``.
-- ``POST /api/telemedicine/revoke-access`` ``{userId, consultationChannel}`` with header
-  ``X-User-Id: <caller>`` -> 204. The caller must be the consultation's provider (the provider ID in
-  the channel name) and must have been granted a provider token by this clinic; else 403.
+  ``role`` must be the credential's role and ``userId`` its user (any patient for a kiosk).
+- ``POST /api/telemedicine/turn-credentials`` ``{userId}`` -> ``{urls, username, credential, ttlSeconds}``;
+  ``userId`` must be one the credential may act for.
+- ``POST /api/telemedicine/revoke-access`` ``{userId, consultationChannel}`` -> 204. The credential must
+  be the consultation's provider's (the provider ID in the channel name). An ``X-User-Id`` header, if
+  sent, must name that same provider (it identifies no one by itself).
 - ``POST /api/telemedicine/consent`` ``{patientId, granted, expiresAt}`` (``expiresAt`` ISO-8601 UTC
   or null) -> 200 ``{patientId, consent}``; writes App Context ``custom.consent_telehealth``.
 - ``GET /api/on-call/{departmentId}`` -> ``{providers: [{id}]}`` (empty for an unknown department).
@@ -34,7 +41,8 @@ from telehealth_client.protocol.channels import ConsultationChannels, InvalidIdE
 from ..grants import GrantRequestError, build_grant
 from ..turn import turn_rest_credentials
 from .audit_store import AuditStore
-from .http import FieldError, device_auth_middleware, parse_body, read_object, validate
+from .http import FieldError, device_auth_middleware, device_identity, parse_body, read_object, validate
+from .identity import DeviceIdentity
 from .ledger import TokenLedger
 from .models import AuditEvent, ConsentRequest, RevokeAccessRequest, TokenRequest, TurnCredentialsRequest
 from .pubnub_admin import PubNubAdmin, UpstreamError
@@ -63,7 +71,7 @@ class Clinic:
         publish_key: str,
         subscribe_key: str,
         secret_key: str,
-        device_credential: str,
+        device_credentials: Mapping[str, DeviceIdentity],
         turn_secret: str,
         turn_urls: Sequence[str],
         on_call: Mapping[str, Sequence[str]],
@@ -73,11 +81,15 @@ class Clinic:
         port: int = 0,
         turn_ttl_seconds: int = 3600,
     ) -> None:
-        if not device_credential:
-            raise ValueError("device_credential must not be empty")
+        if not device_credentials:
+            raise ValueError("device_credentials must hold at least one credential")
+        if any(not credential for credential in device_credentials):
+            raise ValueError("a device credential must not be empty")
+        if any(not isinstance(identity, DeviceIdentity) for identity in device_credentials.values()):
+            raise TypeError("each device credential must map to a DeviceIdentity")
         if turn_ttl_seconds <= 0:
             raise ValueError("turn_ttl_seconds must be positive")
-        self._device_credential = device_credential
+        self._device_credentials = dict(device_credentials)
         self._turn_secret = turn_secret
         self._turn_urls = list(turn_urls)
         self._turn_ttl = turn_ttl_seconds
@@ -159,7 +171,7 @@ class Clinic:
 
     def _app(self) -> web.Application:
         app = web.Application(
-            middlewares=[device_auth_middleware(self._device_credential)], client_max_size=MAX_BODY_BYTES
+            middlewares=[device_auth_middleware(self._device_credentials)], client_max_size=MAX_BODY_BYTES
         )
         app.add_routes(
             [
@@ -176,6 +188,7 @@ class Clinic:
 
     async def _token(self, request: web.Request) -> web.Response:
         body = await parse_body(request, TokenRequest)
+        device_identity(request).check_token_request(body.userId, body.role)
         try:
             grant = build_grant(
                 user_id=body.userId,
@@ -197,6 +210,7 @@ class Clinic:
 
     async def _turn_credentials(self, request: web.Request) -> web.Response:
         body = await parse_body(request, TurnCredentialsRequest)
+        device_identity(request).check_acts_for(body.userId)
         username, credential = turn_rest_credentials(self._turn_secret, body.userId, self._turn_ttl)
         return web.json_response(
             {
@@ -213,15 +227,11 @@ class Clinic:
             consultation = ConsultationChannels.parse(body.consultationChannel)
         except InvalidIdError as exc:
             raise FieldError("consultationChannel", exc.reason) from None
-        caller = request.headers.get(CALLER_HEADER)
-        if caller is None:
-            raise FieldError(CALLER_HEADER, "is required: the calling provider's user ID")
-        try:
-            validate_id(caller, CALLER_HEADER)
-        except InvalidIdError as exc:
-            raise FieldError(CALLER_HEADER, exc.reason) from None
-        if caller != consultation.provider_id or not self.ledger.has_role(caller, "provider"):
-            raise FieldError(CALLER_HEADER, "is not a provider on this consultation", status=403)
+        caller = device_identity(request)
+        claimed = request.headers.get(CALLER_HEADER)
+        if claimed is not None and (caller.user_id is None or claimed != caller.user_id):
+            raise FieldError(CALLER_HEADER, "does not name the device credential's user", status=403)
+        caller.check_provider_of(consultation.provider_id)
         tokens = self.ledger.live_tokens(body.userId, consultation.main)
         for entry in tokens:
             await self._upstream(self._admin.revoke(entry.token))

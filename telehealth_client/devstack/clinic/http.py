@@ -1,4 +1,4 @@
-"""HTTP plumbing of the clinic stand-in: device-credential check, body parsing, JSON errors.
+"""HTTP plumbing of the clinic stand-in: device credentials to identities, body parsing, JSON errors.
 
 Every error answer is ``{"error": "<field>: <reason>", "field", "reason", "errors": [...]}``
 so that a client (or a person reading a log) learns which field was wrong and why.
@@ -9,11 +9,14 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from pydantic import BaseModel, ValidationError
+
+from .identity import DeviceIdentity, NotAllowed
 
 logger = logging.getLogger(__name__)
 
@@ -89,21 +92,44 @@ class _InvalidBody(Exception):
         self.problems = problems
 
 
-def device_auth_middleware(credential: str) -> Middleware:
-    """401 unless ``Authorization: Bearer <device credential>``; also turns errors into JSON."""
-    expected = f"Bearer {credential}".encode()
+IDENTITY_KEY: web.RequestKey[DeviceIdentity] = web.RequestKey("device_identity", DeviceIdentity)
+
+
+def device_identity(request: web.Request) -> DeviceIdentity:
+    """The identity of the device credential the request was authenticated with."""
+    return request[IDENTITY_KEY]
+
+
+def device_auth_middleware(credentials: Mapping[str, DeviceIdentity]) -> Middleware:
+    """401 unless ``Authorization: Bearer <a known device credential>``; also turns errors into JSON.
+
+    The credential's identity is put on the request (``device_identity``) for the handlers.
+    """
+    known = [(f"Bearer {credential}".encode(), identity) for credential, identity in credentials.items()]
+
+    def identify(presented: bytes) -> DeviceIdentity | None:
+        # Constant-time comparison with every credential, no early exit: the answer's timing
+        # must reveal neither a credential nor which one matched.
+        found: DeviceIdentity | None = None
+        for expected, identity in known:
+            if hmac.compare_digest(presented, expected):
+                found = identity
+        return found
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         presented = request.headers.get("Authorization", "").encode()
-        # Constant-time comparison: the answer's timing must not reveal the credential.
-        if not hmac.compare_digest(presented, expected):
+        identity = identify(presented) if presented else None
+        if identity is None:
             reason = "is missing" if not presented else "is not a valid device credential"
             return error_response(401, [("Authorization", reason)], headers={"WWW-Authenticate": "Bearer"})
+        request[IDENTITY_KEY] = identity
         try:
             return await handler(request)
         except FieldError as exc:
             return error_response(exc.status, [(exc.field, exc.reason)])
+        except NotAllowed as exc:
+            return error_response(403, [(exc.field, exc.reason)])
         except _InvalidBody as exc:
             return error_response(400, exc.problems)
         except web.HTTPException as exc:

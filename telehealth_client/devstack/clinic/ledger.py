@@ -24,8 +24,6 @@ class TokenLedger:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._issued: list[IssuedToken] = []
-        # Kept after tokens expire: the role a user was granted is what revoke-access checks.
-        self._roles: dict[str, set[Role]] = {}
 
     def record(
         self, token: str, user_id: str, role: Role, consultation_channel: str, ttl_minutes: int
@@ -33,7 +31,6 @@ class TokenLedger:
         now = self._clock()
         self._issued = [entry for entry in self._issued if entry.expires_at > now]
         self._issued.append(IssuedToken(token, user_id, role, consultation_channel, now + ttl_minutes * 60))
-        self._roles.setdefault(user_id, set()).add(role)
 
     def live_tokens(self, user_id: str, consultation_channel: str) -> list[IssuedToken]:
         """Unexpired tokens granted to ``user_id`` for ``consultation_channel``."""
@@ -45,10 +42,6 @@ class TokenLedger:
             and entry.consultation_channel == consultation_channel
             and entry.expires_at > now
         ]
-
-    def has_role(self, user_id: str, role: Role) -> bool:
-        """True if the clinic has ever granted ``user_id`` a token in ``role``."""
-        return role in self._roles.get(user_id, set())
 
     def forget(self, entries: Iterable[IssuedToken]) -> None:
         gone = {id(entry) for entry in entries}

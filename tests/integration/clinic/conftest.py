@@ -10,14 +10,26 @@ from typing import Any
 import aiohttp
 import pytest
 
-from telehealth_client.devstack.clinic import CALLER_HEADER, Clinic
+from telehealth_client.devstack.clinic import CALLER_HEADER, Clinic, DeviceIdentity
 from telehealth_client.devstack.relay import Relay
 from telehealth_client.devstack.turn import TurnServer
 
 PUBLISH_KEY = "pub-c-clinic-test"
 SUBSCRIBE_KEY = "sub-c-clinic-test"
 SECRET_KEY = "sec-c-clinic-test"
-DEVICE_CREDENTIAL = "kiosk-device-credential-for-tests"
+KIOSK_CREDENTIAL = "kiosk-device-credential-for-tests"  # patient tokens for any patient
+# Each provider's and nurse's cart: tokens for that one user in that one role.
+CART_CREDENTIALS = {
+    "dr-lee": "dr-lee-cart-credential-for-tests",
+    "dr-okafor": "dr-okafor-cart-credential-for-tests",
+    "nurse-1": "nurse-1-cart-credential-for-tests",
+}
+DEVICE_CREDENTIALS = {
+    KIOSK_CREDENTIAL: DeviceIdentity("patient"),
+    CART_CREDENTIALS["dr-lee"]: DeviceIdentity("provider", "dr-lee"),
+    CART_CREDENTIALS["dr-okafor"]: DeviceIdentity("provider", "dr-okafor"),
+    CART_CREDENTIALS["nurse-1"]: DeviceIdentity("nurse", "nurse-1"),
+}
 TURN_SECRET = "turn-secret-for-tests"
 TURN_URLS = ["turn:127.0.0.1:3478?transport=udp"]
 ON_CALL = {"cardiology": ["dr-lee", "dr-okafor"], "er": ["dr-nowak"]}
@@ -51,7 +63,7 @@ async def make_clinic(tmp_path: Path) -> AsyncIterator[ClinicFactory]:
             "publish_key": PUBLISH_KEY,
             "subscribe_key": SUBSCRIBE_KEY,
             "secret_key": SECRET_KEY,
-            "device_credential": DEVICE_CREDENTIAL,
+            "device_credentials": DEVICE_CREDENTIALS,
             "turn_secret": TURN_SECRET,
             "turn_urls": TURN_URLS,
             "on_call": ON_CALL,
@@ -96,7 +108,7 @@ class ClinicApi:
         path: str,
         body: Any = None,
         *,
-        credential: str | None = DEVICE_CREDENTIAL,
+        credential: str | None = KIOSK_CREDENTIAL,
         caller: str | None = None,
         raw: bytes | None = None,
         scheme: str = "Bearer",
@@ -116,6 +128,7 @@ class ClinicApi:
             return response.status, (await response.json() if text else None)
 
     async def post(self, path: str, body: Any = None, **options: Any) -> tuple[int, Any]:
+        """POST with the kiosk's credential unless ``credential=`` says otherwise."""
         return await self.call("POST", path, body, **options)
 
     async def get(self, path: str, **options: Any) -> tuple[int, Any]:
@@ -126,3 +139,10 @@ class ClinicApi:
 async def http() -> AsyncIterator[ClinicApi]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         yield ClinicApi(session)
+
+
+def credential_for(body: dict[str, Any]) -> str:
+    """The device credential a token request comes from: a staff member's own cart, else the kiosk."""
+    if body.get("role") in ("provider", "nurse") and body.get("userId") in CART_CREDENTIALS:
+        return CART_CREDENTIALS[body["userId"]]
+    return KIOSK_CREDENTIAL

@@ -10,10 +10,18 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.devstack.clinic import Clinic
+from telehealth_client.devstack.clinic import Clinic, DeviceIdentity
 from telehealth_client.devstack.turn import turn_rest_credentials
 
-from .conftest import DEVICE_CREDENTIAL, TURN_SECRET, TURN_URLS, ClinicApi
+from .conftest import (
+    CART_CREDENTIALS,
+    DEVICE_CREDENTIALS,
+    KIOSK_CREDENTIAL,
+    TURN_SECRET,
+    TURN_URLS,
+    ClinicApi,
+    credential_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +58,7 @@ async def test_every_endpoint_needs_the_device_credential(
     assert status == 401
     assert answer["field"] == "Authorization"
     assert answer["reason"].startswith(reason)
-    assert DEVICE_CREDENTIAL not in str(answer)
+    assert not any(credential in str(answer) for credential in DEVICE_CREDENTIALS)
 
 
 async def test_the_right_secret_in_another_scheme_is_refused(offline_clinic: Clinic, http: ClinicApi) -> None:
@@ -101,7 +109,9 @@ async def test_the_right_secret_in_another_scheme_is_refused(offline_clinic: Cli
 async def test_bad_token_requests_get_400_naming_the_field(
     offline_clinic: Clinic, http: ClinicApi, body: dict[str, Any], field: str, reason_part: str
 ) -> None:
-    status, answer = await http.at(offline_clinic).post("/api/telemedicine/token", body)
+    status, answer = await http.at(offline_clinic).post(
+        "/api/telemedicine/token", body, credential=credential_for(body)
+    )
     assert status == 400
     assert answer["field"] == field
     assert reason_part in answer["reason"]
@@ -170,26 +180,155 @@ async def test_on_call_refuses_a_bad_department_id(
 
 async def test_roster_with_a_bad_id_is_refused_at_construction() -> None:
     with pytest.raises(ValueError, match="on_call"):
-        Clinic("127.0.0.1:9", "p", "s", "k", "cred", "t", [], {"er": ["dr.x"]})
+        Clinic("127.0.0.1:9", "p", "s", "k", {"cred": DeviceIdentity("patient")}, "t", [], {"er": ["dr.x"]})
 
 
-async def test_revoke_needs_the_caller_header(offline_clinic: Clinic, http: ClinicApi) -> None:
-    body = {"userId": "pat-1", "consultationChannel": "consultation.dr-lee.pat-1"}
-    status, answer = await http.at(offline_clinic).post("/api/telemedicine/revoke-access", body)
-    assert status == 400
-    assert answer["field"] == "X-User-Id"
+@pytest.mark.parametrize(
+    ("credentials", "message"),
+    [
+        ({}, "at least one"),
+        ({"": DeviceIdentity("patient")}, "must not be empty"),
+    ],
+)
+async def test_device_credentials_are_checked_at_construction(
+    credentials: dict[str, DeviceIdentity], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        Clinic("127.0.0.1:9", "p", "s", "k", credentials, "t", [], {})
 
 
-async def test_revoke_refuses_a_caller_who_is_not_the_consultations_provider(
+@pytest.mark.parametrize(
+    ("role", "user_id", "message"),
+    [
+        ("provider", None, "bound to one user ID"),
+        ("nurse", None, "bound to one user ID"),
+        ("provider", "dr.lee", "'.'"),
+        ("provider", "dr-*", "'*'"),
+        ("admin", "x", "role must be one of"),
+    ],
+)
+def test_a_device_identity_is_one_user_unless_a_patient_kiosk(
+    role: Any, user_id: str | None, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        DeviceIdentity(role, user_id)
+    assert DeviceIdentity("patient").user_id is None
+    assert DeviceIdentity("patient", "pat-1").acts_for("pat-1")
+    assert not DeviceIdentity("patient", "pat-1").acts_for("pat-2")
+
+
+DR_LEE_CONSULTATION = "consultation.dr-lee.pat-1"
+PROVIDER_DR_LEE = {
+    "userId": "dr-lee",
+    "role": "provider",
+    "consultationChannel": DR_LEE_CONSULTATION,
+    "departmentId": "cardiology",
+}
+NURSE_1 = {
+    "userId": "nurse-1",
+    "role": "nurse",
+    "consultationChannel": DR_LEE_CONSULTATION,
+    "departmentId": "cardiology",
+}
+PATIENT_1 = {"userId": "pat-1", "role": "patient", "providerId": "dr-lee"}
+
+
+@pytest.mark.parametrize(
+    ("credential", "body", "field", "reason_part"),
+    [
+        # A patient kiosk: patient tokens only.
+        (KIOSK_CREDENTIAL, PROVIDER_DR_LEE, "role", "only request patient tokens"),
+        (KIOSK_CREDENTIAL, NURSE_1, "role", "only request patient tokens"),
+        # A provider's cart: its own provider tokens only.
+        (CART_CREDENTIALS["dr-okafor"], PROVIDER_DR_LEE, "userId", "its own user"),
+        (CART_CREDENTIALS["dr-lee"], PATIENT_1, "role", "only request provider tokens"),
+        (CART_CREDENTIALS["dr-lee"], {**NURSE_1, "userId": "dr-lee"}, "role", "only request provider tokens"),
+        # A nurse's cart: its own nurse tokens only.
+        (CART_CREDENTIALS["nurse-1"], {**NURSE_1, "userId": "nurse-2"}, "userId", "its own user"),
+        (CART_CREDENTIALS["nurse-1"], {**PROVIDER_DR_LEE, "userId": "nurse-1"}, "role", "nurse tokens"),
+    ],
+)
+async def test_a_device_credential_mints_only_its_own_identitys_tokens(
+    offline_clinic: Clinic,
+    http: ClinicApi,
+    credential: str,
+    body: dict[str, Any],
+    field: str,
+    reason_part: str,
+) -> None:
+    # The clinic's PubNub is down: a request that got past the check would answer 502, not 403.
+    status, answer = await http.at(offline_clinic).post(
+        "/api/telemedicine/token", body, credential=credential
+    )
+    assert status == 403
+    assert (answer["field"], answer["error"]) == (field, f"{field}: {answer['reason']}")
+    assert reason_part in answer["reason"]
+    assert not any(c in str(answer) for c in DEVICE_CREDENTIALS)
+
+
+@pytest.mark.parametrize(
+    ("credential", "body"),
+    [
+        (KIOSK_CREDENTIAL, PATIENT_1),
+        (KIOSK_CREDENTIAL, {**PATIENT_1, "userId": "pat-2"}),  # a kiosk serves many patients
+        (CART_CREDENTIALS["dr-lee"], PROVIDER_DR_LEE),
+        (CART_CREDENTIALS["nurse-1"], NURSE_1),
+    ],
+)
+async def test_a_device_credential_may_request_its_own_identitys_tokens(
+    offline_clinic: Clinic, http: ClinicApi, credential: str, body: dict[str, Any]
+) -> None:
+    status, answer = await http.at(offline_clinic).post(
+        "/api/telemedicine/token", body, credential=credential
+    )
+    assert (status, answer["field"]) == (502, "upstream")  # allowed, then PubNub is down
+
+
+async def test_turn_credentials_only_for_users_the_device_acts_for(
     offline_clinic: Clinic, http: ClinicApi
 ) -> None:
-    body = {"userId": "pat-1", "consultationChannel": "consultation.dr-lee.pat-1"}
-    for caller in ("pat-1", "dr-okafor", "dr-lee"):  # dr-lee was never granted a provider token here
-        status, answer = await http.at(offline_clinic).post(
-            "/api/telemedicine/revoke-access", body, caller=caller
-        )
-        assert status == 403, caller
-        assert answer["field"] == "X-User-Id"
+    api = http.at(offline_clinic)
+    path = "/api/telemedicine/turn-credentials"
+    assert (await api.post(path, {"userId": "pat-7"}))[0] == 200
+    assert (await api.post(path, {"userId": "dr-lee"}, credential=CART_CREDENTIALS["dr-lee"]))[0] == 200
+    status, answer = await api.post(path, {"userId": "dr-okafor"}, credential=CART_CREDENTIALS["dr-lee"])
+    assert (status, answer["field"]) == (403, "userId")
+
+
+REVOKE_PAT_1 = {"userId": "pat-1", "consultationChannel": DR_LEE_CONSULTATION}
+
+
+@pytest.mark.parametrize(
+    ("credential", "caller", "field"),
+    [
+        (KIOSK_CREDENTIAL, None, "Authorization"),
+        (CART_CREDENTIALS["nurse-1"], None, "Authorization"),
+        (CART_CREDENTIALS["dr-okafor"], None, "consultationChannel"),
+        # A header naming the consultation's provider proves nothing: the credential decides.
+        (KIOSK_CREDENTIAL, "dr-lee", "X-User-Id"),
+        (CART_CREDENTIALS["dr-okafor"], "dr-lee", "X-User-Id"),
+        (CART_CREDENTIALS["dr-lee"], "dr-okafor", "X-User-Id"),
+    ],
+)
+async def test_revoke_needs_the_consultations_providers_own_credential(
+    offline_clinic: Clinic, http: ClinicApi, credential: str, caller: str | None, field: str
+) -> None:
+    status, answer = await http.at(offline_clinic).post(
+        "/api/telemedicine/revoke-access", REVOKE_PAT_1, credential=credential, caller=caller
+    )
+    assert (status, answer["field"]) == (403, field)
+    assert answer["reason"]
+
+
+@pytest.mark.parametrize("caller", [None, "dr-lee"])
+async def test_revoke_by_the_consultations_provider_is_allowed(
+    offline_clinic: Clinic, http: ClinicApi, caller: str | None
+) -> None:
+    # Nothing was granted, so nothing is revoked (and PubNub, down here, is not called).
+    status, _ = await http.at(offline_clinic).post(
+        "/api/telemedicine/revoke-access", REVOKE_PAT_1, credential=CART_CREDENTIALS["dr-lee"], caller=caller
+    )
+    assert status == 204
 
 
 @pytest.mark.parametrize(
@@ -204,7 +343,7 @@ async def test_revoke_refuses_bad_bodies(
     offline_clinic: Clinic, http: ClinicApi, body: dict[str, Any], field: str
 ) -> None:
     status, answer = await http.at(offline_clinic).post(
-        "/api/telemedicine/revoke-access", body, caller="dr-lee"
+        "/api/telemedicine/revoke-access", body, credential=CART_CREDENTIALS["dr-lee"]
     )
     assert status == 400
     assert answer["field"] == field

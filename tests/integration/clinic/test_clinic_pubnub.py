@@ -17,7 +17,7 @@ from telehealth_client.devstack.clinic import CONSENT_FIELD, Clinic
 from telehealth_client.devstack.relay import Relay
 from telehealth_client.devstack.relay.client import sdk_client
 
-from .conftest import ClinicApi
+from .conftest import CART_CREDENTIALS, KIOSK_CREDENTIAL, ClinicApi, credential_for
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +59,8 @@ def parse(client: PubNubAsyncio, token: str) -> dict[str, Any]:
 
 
 async def request_token(api: ClinicApi, **body: str) -> dict[str, Any]:
-    status, answer = await api.post("/api/telemedicine/token", body)
+    """A token from the device that would ask: a staff member's own cart, else the patient kiosk."""
+    status, answer = await api.post("/api/telemedicine/token", body, credential=credential_for(body))
     assert status == 200, answer
     return dict(answer)
 
@@ -201,13 +202,6 @@ async def test_revoke_access_revokes_every_token_for_that_consultation_only(
     enforcing_relay: Relay, clinic: Clinic, http: ClinicApi, make_client: ClientFactory
 ) -> None:
     api = http.at(clinic)
-    await request_token(
-        api,
-        userId="dr-lee",
-        role="provider",
-        consultationChannel="consultation.dr-lee.pat-1",
-        departmentId="er",
-    )
     first = await request_token(api, userId="pat-1", role="patient", providerId="dr-lee")
     second = await request_token(api, userId="pat-1", role="patient", providerId="dr-lee")
     elsewhere = await request_token(api, userId="pat-1", role="patient", providerId="dr-okafor")
@@ -229,7 +223,7 @@ async def test_revoke_access_revokes_every_token_for_that_consultation_only(
     status, _ = await api.post(
         "/api/telemedicine/revoke-access",
         {"userId": "pat-1", "consultationChannel": "consultation.dr-lee.pat-1"},
-        caller="dr-lee",
+        credential=CART_CREDENTIALS["dr-lee"],
     )
     assert status == 204
     assert [await publish(c, ch) for c, ch in zip(clients, channels, strict=True)] == [403, 403, 200, 200]
@@ -239,13 +233,31 @@ async def test_revoke_access_revokes_every_token_for_that_consultation_only(
     status, _ = await api.post(
         "/api/telemedicine/revoke-access",
         {"userId": "pat-1", "consultationChannel": "consultation.dr-lee.pat-1"},
-        caller="dr-lee",
+        credential=CART_CREDENTIALS["dr-lee"],
     )
     assert status == 204
 
 
-async def test_a_provider_cannot_revoke_access_to_another_providers_consultation(
-    enforcing_relay: Relay, clinic: Clinic, http: ClinicApi, make_client: ClientFactory
+@pytest.mark.parametrize(
+    ("credential", "caller", "field"),
+    [
+        # Another provider's cart, even one that holds a provider token of its own.
+        (CART_CREDENTIALS["dr-okafor"], None, "consultationChannel"),
+        (CART_CREDENTIALS["dr-okafor"], "dr-lee", "X-User-Id"),
+        # The patient kiosk claiming to be the consultation's provider.
+        (KIOSK_CREDENTIAL, "dr-lee", "X-User-Id"),
+        (KIOSK_CREDENTIAL, None, "Authorization"),
+        (CART_CREDENTIALS["nurse-1"], None, "Authorization"),
+    ],
+)
+async def test_only_the_consultations_provider_can_revoke_access(
+    enforcing_relay: Relay,
+    clinic: Clinic,
+    http: ClinicApi,
+    make_client: ClientFactory,
+    credential: str,
+    caller: str | None,
+    field: str,
 ) -> None:
     api = http.at(clinic)
     await request_token(
@@ -259,10 +271,56 @@ async def test_a_provider_cannot_revoke_access_to_another_providers_consultation
     status, answer = await api.post(
         "/api/telemedicine/revoke-access",
         {"userId": "pat-1", "consultationChannel": "consultation.dr-lee.pat-1"},
-        caller="dr-okafor",
+        credential=credential,
+        caller=caller,
     )
-    assert (status, answer["field"]) == (403, "X-User-Id")
+    assert (status, answer["field"]) == (403, field)
     assert await publish(make_client("pat-1", token=patient["token"]), "consultation.dr-lee.pat-1") == 200
+    assert len(clinic.ledger.live_tokens("pat-1", "consultation.dr-lee.pat-1")) == 1
+
+
+async def test_a_kiosk_mints_any_patients_token_but_no_staff_token(
+    enforcing_relay: Relay, clinic: Clinic, http: ClinicApi, make_client: ClientFactory
+) -> None:
+    api = http.at(clinic)
+    for patient_id in ("pat-1", "pat-2"):
+        answer = await request_token(api, userId=patient_id, role="patient", providerId="dr-lee")
+        assert parse(make_client("inspector"), answer["token"])["authorized_uuid"] == patient_id
+
+    for role, user_id in (("provider", "dr-lee"), ("nurse", "nurse-1")):
+        body = {
+            "userId": user_id,
+            "role": role,
+            "consultationChannel": "consultation.dr-lee.pat-1",
+            "departmentId": "cardiology",
+        }
+        status, answer = await api.post("/api/telemedicine/token", body, credential=KIOSK_CREDENTIAL)
+        assert (status, answer["field"]) == (403, "role")
+        assert "token" not in answer
+        assert clinic.ledger.live_tokens(user_id, "consultation.dr-lee.pat-1") == []
+
+
+async def test_a_providers_cart_mints_only_its_own_provider_tokens(
+    enforcing_relay: Relay, clinic: Clinic, http: ClinicApi
+) -> None:
+    api = http.at(clinic)
+    cart = CART_CREDENTIALS["dr-lee"]
+    own = {"userId": "dr-lee", "role": "provider", "consultationChannel": "consultation.dr-lee.pat-1"}
+    status, _ = await api.post("/api/telemedicine/token", {**own, "departmentId": "er"}, credential=cart)
+    assert status == 200
+    other = {
+        "userId": "dr-okafor",
+        "role": "provider",
+        "consultationChannel": "consultation.dr-okafor.pat-1",
+        "departmentId": "er",
+    }
+    status, answer = await api.post("/api/telemedicine/token", other, credential=cart)
+    assert (status, answer["field"]) == (403, "userId")
+    patient = {"userId": "pat-1", "role": "patient", "providerId": "dr-lee"}
+    status, answer = await api.post("/api/telemedicine/token", patient, credential=cart)
+    assert (status, answer["field"]) == (403, "role")
+    assert clinic.ledger.live_tokens("dr-okafor", "consultation.dr-okafor.pat-1") == []
+    assert clinic.ledger.live_tokens("pat-1", "consultation.dr-lee.pat-1") == []
 
 
 async def test_consent_is_written_to_app_context(

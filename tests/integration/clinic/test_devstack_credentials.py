@@ -1,0 +1,88 @@
+"""DevStack's device credentials: one for the patient kiosk, one per provider and nurse."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+
+from telehealth_client.devstack.clinic import DeviceIdentity
+from telehealth_client.devstack.stack import DevStack
+
+pytestmark = pytest.mark.integration
+
+
+def test_each_provider_and_nurse_gets_its_own_credential() -> None:
+    stack = DevStack(providers=("dr-a", "dr-b"), nurses=("nurse-x",))
+    credentials = stack.device_credentials()
+    assert credentials[stack.keys.kiosk_credential] == DeviceIdentity("patient")
+    assert {user_id: credentials[user.credential] for user_id, user in stack.users.items()} == {
+        "dr-a": DeviceIdentity("provider", "dr-a"),
+        "dr-b": DeviceIdentity("provider", "dr-b"),
+        "nurse-x": DeviceIdentity("nurse", "nurse-x"),
+    }
+    assert len(set(credentials)) == 4
+    assert set(DevStack().users) == {"dr-demo"}
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"providers": ("dr-a", "dr-a")}, ValueError),
+        ({"providers": ("dr-a",), "nurses": ("dr-a",)}, ValueError),
+        ({"providers": ("dr.a",)}, ValueError),
+        ({"nurses": "nurse-x"}, TypeError),
+    ],
+)
+def test_bad_staff_lists_are_refused_at_construction(options: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        DevStack(**options)
+
+
+async def test_agent_environment_per_user_and_what_each_credential_may_do() -> None:
+    async with DevStack(providers=("dr-a", "dr-b")) as stack:
+        assert stack.clinic is not None
+        kiosk = stack.agent_environment()
+        provider = stack.agent_environment("dr-a")
+        assert kiosk["TELEHEALTH_DEVICE_CREDENTIAL"] == stack.keys.kiosk_credential
+        assert "TELEHEALTH_USER_ID" not in kiosk
+        assert provider == {
+            **kiosk,
+            "TELEHEALTH_USER_ID": "dr-a",
+            "TELEHEALTH_ROLE": "provider",
+            "TELEHEALTH_DEVICE_CREDENTIAL": stack.users["dr-a"].credential,
+        }
+        with pytest.raises(ValueError, match="dr-z"):
+            stack.agent_environment("dr-z")
+
+        url = stack.clinic.url
+        consultation = "consultation.dr-a.pat-1"
+
+        async def post(environment: dict[str, str], path: str, body: dict[str, Any]) -> int:
+            headers = {"Authorization": f"Bearer {environment['TELEHEALTH_DEVICE_CREDENTIAL']}"}
+            async with (
+                aiohttp.ClientSession(headers=headers) as session,
+                session.post(url + path, json=body) as answer,
+            ):
+                return answer.status
+
+        token = "/api/telemedicine/token"
+        as_dr_a = {
+            "userId": "dr-a",
+            "role": "provider",
+            "consultationChannel": consultation,
+            "departmentId": "er",
+        }
+        patient = {"userId": "pat-1", "role": "patient", "providerId": "dr-a"}
+        assert await post(provider, token, as_dr_a) == 200
+        assert await post(kiosk, token, as_dr_a) == 403
+        assert await post(stack.agent_environment("dr-b"), token, as_dr_a) == 403
+        assert await post(kiosk, token, patient) == 200
+        assert await post(provider, token, patient) == 403
+
+        revoke = "/api/telemedicine/revoke-access"
+        body = {"userId": "pat-1", "consultationChannel": consultation}
+        assert await post(kiosk, revoke, body) == 403
+        assert await post(stack.agent_environment("dr-b"), revoke, body) == 403
+        assert await post(provider, revoke, body) == 204
