@@ -38,6 +38,17 @@ class TurnCredentials(BaseModel):
     ttl_seconds: int = Field(alias="ttlSeconds", gt=0)
 
 
+async def _refusal(response: aiohttp.ClientResponse) -> str:
+    """The backend's reason (field and why), when it gives one as JSON; else just 'refused'."""
+    try:
+        body = await response.json(content_type=None)
+    except (ValueError, aiohttp.ClientError):
+        return "refused"
+    if isinstance(body, dict) and isinstance(body.get("field"), str) and isinstance(body.get("reason"), str):
+        return f"refused: {body['field'][:64]}: {body['reason'][:200]}"
+    return "refused"
+
+
 class ClinicClient:
     def __init__(self, base_url: str, device_credential: str, *, timeout_seconds: float = 10.0) -> None:
         self._base_url = base_url.rstrip("/")
@@ -54,7 +65,7 @@ class ClinicClient:
         try:
             async with self._client().post(self._base_url + path, json=body) as response:
                 if response.status >= 400:
-                    raise ClinicError(operation, "refused", response.status)
+                    raise ClinicError(operation, await _refusal(response), response.status)
                 if response.status == 204:
                     return None
                 return await response.json()

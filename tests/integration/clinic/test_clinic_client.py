@@ -1,0 +1,60 @@
+"""The agent's clinic client against the real clinic stand-in."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from telehealth_client.devstack.clinic import Clinic
+from telehealth_client.security.clinic_client import ClinicClient, ClinicError
+
+from .conftest import KIOSK_CREDENTIAL
+
+
+@pytest.fixture
+async def kiosk_client(clinic: Clinic) -> AsyncIterator[ClinicClient]:
+    client = ClinicClient(clinic.url, KIOSK_CREDENTIAL)
+    yield client
+    await client.aclose()
+
+
+async def test_a_kiosk_gets_a_patient_token_with_its_channel_config(kiosk_client: ClinicClient) -> None:
+    grant = await kiosk_client.request_token("patient-1", "patient", providerId="dr-lee")
+    assert grant.token
+    assert grant.ttl_minutes == 15
+    assert grant.channel_config["consultationChannel"] == "consultation.dr-lee.patient-1"
+
+
+async def test_turn_credentials_are_read(kiosk_client: ClinicClient) -> None:
+    turn = await kiosk_client.turn_credentials("patient-1")
+    assert turn.urls and turn.username.endswith(":patient-1") and turn.credential
+    assert turn.ttl_seconds > 0
+
+
+async def test_a_refusal_names_the_field_and_reason(kiosk_client: ClinicClient) -> None:
+    with pytest.raises(ClinicError) as caught:
+        await kiosk_client.request_token("patient-1", "patient")
+    assert caught.value.status == 400
+    assert "refused: providerId: is required for role patient" in str(caught.value)
+    with pytest.raises(ClinicError) as forbidden:
+        await kiosk_client.request_token(
+            "dr-lee", "provider", consultationChannel="consultation.dr-lee.p", departmentId="c"
+        )
+    assert forbidden.value.status == 403
+
+
+async def test_a_wrong_credential_and_an_absent_backend_are_clinic_errors(clinic: Clinic) -> None:
+    wrong = ClinicClient(clinic.url, "not-a-credential")
+    try:
+        with pytest.raises(ClinicError) as caught:
+            await wrong.turn_credentials("patient-1")
+        assert caught.value.status == 401
+    finally:
+        await wrong.aclose()
+    nowhere = ClinicClient("http://127.0.0.1:9", KIOSK_CREDENTIAL, timeout_seconds=2)
+    try:
+        with pytest.raises(ClinicError, match="unreachable"):
+            await nowhere.turn_credentials("patient-1")
+    finally:
+        await nowhere.aclose()
