@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -12,6 +11,7 @@ from typing import Any
 
 from telehealth_client import systemd
 from telehealth_client.config import Settings
+from telehealth_client.logs import describe_exception
 from telehealth_client.protocol import channels
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange, Subscription
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
@@ -138,7 +138,11 @@ async def run_until_signalled(start: Callable[[], Awaitable[Any]], stop: Callabl
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        await start()
+        try:
+            await start()
+        except Exception as exc:
+            log.error("start failed error=%s", describe_exception(exc))
+            return 1
         # READY once started, not once connected: the network may be down at boot and the
         # agent keeps reconnecting by itself; systemd must not kill it for that.
         systemd.ready("started")
@@ -146,7 +150,9 @@ async def run_until_signalled(start: Callable[[], Awaitable[Any]], stop: Callabl
         systemd.stopping()
         return 0
     finally:
-        with contextlib.suppress(Exception):
+        try:
             await stop()
+        except Exception as exc:  # stopping must go on: report it and finish the shutdown
+            log.error("stop failed error=%s", describe_exception(exc))
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

@@ -293,3 +293,31 @@ async def test_a_second_signal_exits_at_once_when_draining_hangs() -> None:
     proc.send_signal(signal.SIGTERM)
     code, _, _ = await process.finish(within=10)
     assert code == 1
+
+
+FAILING_PARTS = """
+import asyncio, logging, sys
+from telehealth_client import logs
+from telehealth_client.agent import run_until_signalled
+
+logs.configure()
+
+async def start():
+    raise RuntimeError("MARKER-PHI in an exception message")
+
+async def stop():
+    raise ValueError("MARKER-PHI while stopping")
+
+sys.exit(asyncio.run(run_until_signalled(start, stop)))
+"""
+
+
+async def test_a_failing_start_exits_1_and_still_stops_without_logging_messages() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", FAILING_PARTS, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    code, out, err = await Process(proc).finish()
+    assert code == 1
+    assert "start failed error=RuntimeError at " in out
+    assert "stop failed error=ValueError at " in out
+    assert "MARKER-PHI" not in out + err
