@@ -268,8 +268,9 @@ class PubNubBus:
                 end = max(timetokens) + 1
             else:
                 start = min(timetokens)
+        # Page sizes never add up past `limit`; only the order needs fixing.
         collected.sort(key=lambda env: env.timetoken)
-        return collected[:limit] if since is not None else collected[-limit:]
+        return collected
 
     async def _history_page(
         self, channel: str, size: int, *, start: int | None, end: int | None
