@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import pathlib
 import time
 from types import TracebackType
 from typing import Any, Self
@@ -33,6 +34,12 @@ class Relay:
     clients that send no ``heartbeat``), ``subscribe_timeout`` (an idle long-poll's answer).
     ``clock`` drives token expiry and presence timeouts (pass a ManualClock in tests); timetokens
     always use the real clock.
+
+    ``state_dir``: where revoked tokens, stored messages (history) and App Context live, in SQLite
+    files, so that a new Relay on the same directory (a restart) still refuses a revoked token and
+    serves the same history and metadata, as PubNub's services do. None keeps all of it in memory
+    only (nothing is written anywhere; it still survives ``stop()``/``start()`` of this object),
+    which is what tests that need no restart want: no files to create or clean up.
     """
 
     def __init__(
@@ -50,12 +57,14 @@ class Relay:
         subscribe_timeout: float = 280.0,
         presence_sweep_interval: float = 1.0,
         clock: Clock = time.time,
+        state_dir: pathlib.Path | None = None,
     ) -> None:
         if max_messages_per_channel < 1 or max_channels < 1:
             raise ValueError("bounds must be at least 1")
         self._host = host
         self._port = port
         self._sweep_interval = presence_sweep_interval
+        self._state_dir = state_dir
         self._state = RelayState(
             keys=Keys(publish_key, subscribe_key, secret_key),
             limits=Limits(
@@ -129,6 +138,10 @@ class Relay:
     @property
     def running(self) -> bool:
         return self._runner is not None
+
+    @property
+    def state_dir(self) -> pathlib.Path | None:
+        return self._state_dir
 
     @property
     def host(self) -> str:
