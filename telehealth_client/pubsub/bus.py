@@ -45,6 +45,7 @@ class ConnectionStatus(StrEnum):
     RECONNECTING = "reconnecting"
     ACCESS_DENIED = "access-denied"  # 403: the token is missing, expired or revoked
     STOPPED = "stopped"
+    FAILED = "failed"  # one of the bus's own loops ended: nothing is delivered until it is rebuilt
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ clear text is never accepted in place of ciphertext.
 from __future__ import annotations
 
 import binascii
-import json
 from base64 import b64decode
 from collections.abc import Sequence
 from typing import Any
@@ -18,8 +17,11 @@ from pubnub.crypto import PubNubCryptoModule
 from pubnub.crypto_core import CryptorPayload, PubNubAesCbcCryptor
 from pubnub.exceptions import PubNubException
 
+from telehealth_client.pubsub import bounded_json
+
 # PNED header: sentinel (4), version (1), cryptor id (4), data length (1), IV (16).
-_HEADER_BYTES = 4 + 1 + 4 + 1 + 16
+_IV_BYTES = 16
+_HEADER_BYTES = 4 + 1 + 4 + 1 + _IV_BYTES
 
 
 def encrypted_size(plain_bytes: int) -> int:
@@ -56,10 +58,13 @@ class RotatingCryptoModule(PubNubCryptoModule):  # type: ignore[misc]
             raise DecryptionError("payload is not base64") from None
         try:
             header = self.decode_header(data)
-        except PubNubException:
+        except (PubNubException, ValueError):  # ValueError: a cryptor id that is not UTF-8
             raise DecryptionError("payload has a malformed header") from None
         if not header or header["cryptor_id"] != PubNubAesCbcCryptor.CRYPTOR_ID:
             raise DecryptionError("payload is not AES-CBC CryptoModule ciphertext")
+        if len(header["cryptor_data"]) != _IV_BYTES:
+            # The SDK's cryptor would raise ValueError from AES for a short IV.
+            raise DecryptionError("payload has an IV that is not 16 bytes")
         body = data[header["length"] :]
         if not body or len(body) % 16:
             raise DecryptionError("ciphertext has a wrong length")
@@ -67,10 +72,13 @@ class RotatingCryptoModule(PubNubCryptoModule):  # type: ignore[misc]
         for cryptor in self._decryptors:
             try:
                 text = cryptor.decrypt(payload)
-            except PubNubException:
+            except (PubNubException, ValueError):
                 continue  # wrong key: the padding did not check out
             try:
-                return json.loads(text)
-            except ValueError:
+                return bounded_json.loads(text)
+            except bounded_json.JsonLimitError as exc:
+                # It decrypted cleanly, so the key is right: say which bound refused it.
+                raise DecryptionError(f"decrypted JSON refused: {exc}") from None
+            except (ValueError, RecursionError):
                 continue  # padding matched by chance under a wrong key
         raise DecryptionError("no cipher key opens this payload")

@@ -23,7 +23,7 @@ import logging
 import math
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,7 @@ from pubnub.request_handlers.async_aiohttp import AsyncAiohttpRequestHandler
 
 from telehealth_client.logs import describe_exception
 from telehealth_client.protocol.channels import presence as presence_channel
+from telehealth_client.pubsub import bounded_json
 from telehealth_client.pubsub.bus import (
     MAX_MESSAGE_BYTES,
     AccessDeniedError,
@@ -51,8 +52,14 @@ from telehealth_client.pubsub.bus import (
     StatusHandler,
     Subscription,
 )
-from telehealth_client.pubsub.crypto import DecryptionError, RotatingCryptoModule, encrypted_size
-from telehealth_client.pubsub.wire import Dropped, MalformedAnswerError, parse_subscribe_answer
+from telehealth_client.pubsub.crypto import RotatingCryptoModule, encrypted_size
+from telehealth_client.pubsub.faults import FaultReporter, classify, classify_exception
+from telehealth_client.pubsub.wire import (
+    Dropped,
+    MalformedAnswerError,
+    decode_history_item,
+    parse_subscribe_answer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,9 @@ _SEEN_LIMIT = 2048
 # Received but not yet handled; when full, the long-poll waits (back-pressure, nothing dropped).
 _DELIVERY_QUEUE_LIMIT = 10_000
 _STOP_TIMEOUT_SECONDS = 5.0
+# PubNub's documented default: one subscribe request lists at most 100 channels, and the
+# `-pnpres` presence channels are channels in that list too.
+MAX_CHANNELS_PER_SUBSCRIBE = 100
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,36 @@ class BusConfig:
     reconnect_max_seconds: float = 30.0
     request_timeout_seconds: float = 10.0
     subscribe_timeout_seconds: float = 310.0
+    # While a connection fault lasts, it is logged again at this interval (its start and end always).
+    fault_log_interval_seconds: float = 60.0
+
+
+def back_off_delay(
+    failures: int, low: float, high: float, draw: Callable[[float, float], float] = random.uniform
+) -> float:
+    """Seconds to wait after ``failures`` consecutive failures: exponential from ``low``, capped at ``high``.
+
+    Full jitter (``draw`` between ``low`` and the ceiling) spreads kiosks reconnecting together.
+    """
+    ceiling = min(high, low * (2 ** min(max(failures, 1) - 1, 16)))
+    return draw(low, ceiling)
+
+
+def publish_size(channel: str, message: Any, *, encrypted: bool) -> int:
+    """Bytes PubNub counts for a POST publish: the body the SDK sends plus the channel name.
+
+    The SDK serialises with ``json.dumps`` defaults (``", "`` separators), so that is what is
+    measured; NaN, infinities and nesting beyond the bound are refused with BusError.
+    """
+    try:
+        bounded_json.check_value(message)
+        text = json.dumps(message, allow_nan=False)
+    except bounded_json.JsonLimitError as exc:
+        raise BusError("publish", f"message refused: {exc}", retryable=False) from None
+    except (TypeError, ValueError, RecursionError):
+        raise BusError("publish", "message is not JSON-serialisable", retryable=False) from None
+    body = len(text.encode("utf-8"))
+    return (encrypted_size(body) if encrypted else body) + len(channel.encode("utf-8"))
 
 
 class _NoSubscriptionManager:
@@ -122,18 +162,6 @@ def build_pubnub(config: BusConfig) -> PubNubAsyncio:
     if config.token:
         pubnub.set_token(config.token)
     return pubnub
-
-
-class _RaisedEnvelope:
-    """Stands in for an SDK answer when the request raised instead of answering."""
-
-    status = None
-
-    def is_error(self) -> bool:
-        return True
-
-
-_RAISED = _RaisedEnvelope()
 
 
 async def _sdk_call(request: Any) -> Any:
@@ -182,6 +210,8 @@ class PubNubBus:
         self._subscribe_task: asyncio.Task[None] | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._heartbeat_now = asyncio.Event()
+        self._faults = FaultReporter(config.origin, repeat_seconds=config.fault_log_interval_seconds)
         self._closed = False
 
     # -- state ---------------------------------------------------------------------------------
@@ -211,6 +241,8 @@ class PubNubBus:
         # Announced only when the status itself changes, like aiortc's connection states.
         if change.status == self._status:
             return
+        if self._status == ConnectionStatus.FAILED and change.status != ConnectionStatus.STOPPED:
+            return  # a loop has ended: whatever the others see, nothing is delivered any more
         self._status = change.status
         log.info("bus status=%s reason=%s failures=%d", change.status, change.reason, change.failures)
         for listener in list(self._status_listeners):
@@ -229,12 +261,15 @@ class PubNubBus:
     async def publish(
         self, channel: str, message: Any, *, store: bool = True, meta: Mapping[str, Any] | None = None
     ) -> PublishResult:
-        try:
-            size = len(json.dumps(message, separators=(",", ":")).encode("utf-8"))
-        except (TypeError, ValueError):
-            raise BusError("publish", "message is not JSON-serialisable", retryable=False) from None
-        if self._crypto is not None:
-            size = encrypted_size(size)
+        size = publish_size(channel, message, encrypted=self._crypto is not None)
+        if meta is not None:
+            try:
+                bounded_json.check_value(meta)
+                json.dumps(meta, allow_nan=False)
+            except bounded_json.JsonLimitError as exc:
+                raise BusError("publish", f"meta refused: {exc}", retryable=False) from None
+            except (TypeError, ValueError, RecursionError):
+                raise BusError("publish", "meta is not JSON-serialisable", retryable=False) from None
         if size > MAX_MESSAGE_BYTES:
             raise BusError("publish", f"message is {size} bytes, over {MAX_MESSAGE_BYTES}", retryable=False)
         request = self._pubnub.publish().channel(channel).message(message).should_store(store).use_post(True)
@@ -263,7 +298,9 @@ class PubNubBus:
             collected.extend(page)
             if len(items) < page_size:
                 break
-            timetokens = [int(item.timetoken) for item in items]
+            timetokens = [env.timetoken for env in page]
+            if not timetokens:
+                break  # a full page with no usable timetoken: nothing to page from
             if since is not None:
                 end = max(timetokens) + 1
             else:
@@ -295,21 +332,18 @@ class PubNubBus:
         return list(envelope.result.channels.get(channel, [])) if envelope.result else []
 
     def _history_item(self, channel: str, item: Any) -> Envelope | None:
-        message = item.message
-        if self._crypto is not None:
-            try:
-                message = self._crypto.decrypt(message)
-            except DecryptionError as exc:
-                log.warning("history message dropped channel=%s reason=%s", channel, exc)
-                return None
-        meta = getattr(item, "meta", None)
-        return Envelope(
-            channel=channel,
-            message=message,
-            publisher=getattr(item, "uuid", None),
-            timetoken=int(item.timetoken),
-            meta=meta if isinstance(meta, Mapping) else None,
+        decoded = decode_history_item(
+            channel,
+            getattr(item, "message", None),
+            getattr(item, "timetoken", None),
+            getattr(item, "uuid", None),
+            getattr(item, "meta", None),
+            self._crypto,
         )
+        if isinstance(decoded, Dropped):
+            log.warning("history message dropped channel=%s reason=%s", channel, decoded.reason)
+            return None
+        return decoded
 
     async def get_user_metadata(self, user_id: str) -> dict[str, Any]:
         """The user's App Context ``custom`` fields; empty when the user has none."""
@@ -343,6 +377,17 @@ class PubNubBus:
         wanted = frozenset(channels)
         if not wanted:
             raise ValueError("channels: at least one channel is required")
+        listed = self._subscribed_channels(presence=True) | wanted
+        if with_presence or on_presence is not None:
+            listed |= {presence_channel(channel) for channel in wanted}
+        if len(listed) > MAX_CHANNELS_PER_SUBSCRIBE:
+            # PubNub would refuse every long-poll: the bus would only ever say "reconnecting".
+            raise BusError(
+                "subscribe",
+                f"channels: {len(listed)} channels (presence channels included) exceed PubNub's"
+                f" limit of {MAX_CHANNELS_PER_SUBSCRIBE} in one subscribe request",
+                retryable=False,
+            )
         subscription = Subscription(
             channels=wanted,
             on_message=on_message,
@@ -377,58 +422,102 @@ class PubNubBus:
 
     def _ensure_tasks(self) -> None:
         if self._subscribe_task is None:
-            self._subscribe_task = asyncio.create_task(self._subscribe_loop(), name="bus-subscribe")
-            self._dispatch_task = asyncio.create_task(self._dispatch_loop(), name="bus-dispatch")
-            self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="bus-heartbeat")
+            self._subscribe_task = self._start_loop(self._subscribe_loop(), "bus-subscribe")
+            self._dispatch_task = self._start_loop(self._dispatch_loop(), "bus-dispatch")
+            self._heartbeat_task = self._start_loop(self._heartbeat_loop(), "bus-heartbeat")
+
+    def _start_loop(self, loop: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(loop, name=name)
+        task.add_done_callback(self._loop_ended)
+        return task
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        # The loops never return and catch what one entry can throw; if one ends anyway the
+        # bus must not go on claiming "connected".
+        if self._closed:
+            return
+        if task.cancelled():
+            why = "cancelled"
+        else:
+            exc = task.exception()
+            why = describe_exception(exc) if exc is not None else "returned"
+        reason = f"{task.get_name()} ended: {why}"
+        log.error("bus loop ended loop=%s reason=%s", task.get_name(), why)
+        self._announce(StatusChange(ConnectionStatus.FAILED, reason=reason))
 
     async def _subscribe_loop(self) -> None:
         failures = 0
         while True:
-            channels = sorted(self._subscribed_channels(presence=True))
-            self._changed.clear()
-            if not channels:
-                # A later subscribe starts from now, as the SDKs do: resuming an old cursor
-                # would replay stale messages (an old offer or end-call) as new.
-                self._timetoken, self._region = 0, 0
-                self._announce(StatusChange(ConnectionStatus.IDLE))
-                await self._changed.wait()
-                continue
-            if self._status in (ConnectionStatus.IDLE, ConnectionStatus.STOPPED):
-                self._announce(StatusChange(ConnectionStatus.CONNECTING))
             try:
-                envelope = await self._poll(channels)
-            except Exception as exc:  # the SDK raising instead of answering: treat as a failed poll
-                log.warning("subscribe request raised error=%s", type(exc).__name__)
-                envelope = _RAISED
-            if envelope is None:
-                continue  # the channel set changed: ask again with the same cursor
-            error = _failure("subscribe", envelope) if envelope.is_error() else None
-            answer = None
-            if error is None:
-                try:
-                    answer = parse_subscribe_answer(envelope.result, self._crypto)
-                except MalformedAnswerError as exc:
-                    error = BusError("subscribe", str(exc), retryable=True)
-            if error is not None or answer is None:
+                failures = await self._subscribe_step(failures)
+            except Exception as exc:
+                # Our own bug, not the network's: logged by type and place, then retried like a failure.
                 failures += 1
-                denied = isinstance(error, AccessDeniedError)
-                status = ConnectionStatus.ACCESS_DENIED if denied else ConnectionStatus.RECONNECTING
+                log.error("bus subscribe step failed error=%s", describe_exception(exc))
                 self._announce(
-                    StatusChange(status, reason=error.reason if error else None, failures=failures)
+                    StatusChange(ConnectionStatus.RECONNECTING, reason="internal error", failures=failures)
                 )
                 await self._back_off(failures)
-                continue
-            if self._status != ConnectionStatus.CONNECTED:
-                resumed = self._timetoken or None
-                self._announce(StatusChange(ConnectionStatus.CONNECTED, caught_up_from=resumed))
-            failures = 0
+
+    async def _subscribe_step(self, failures: int) -> int:
+        """One request of the subscribe loop; returns the consecutive failure count after it."""
+        channels = sorted(self._subscribed_channels(presence=True))
+        self._changed.clear()
+        if not channels:
+            # A later subscribe starts from now, as the SDKs do: resuming an old cursor
+            # would replay stale messages (an old offer or end-call) as new.
+            self._timetoken, self._region = 0, 0
+            self._announce(StatusChange(ConnectionStatus.IDLE))
+            await self._changed.wait()
+            return 0
+        if self._status in (ConnectionStatus.IDLE, ConnectionStatus.STOPPED):
+            self._announce(StatusChange(ConnectionStatus.CONNECTING))
+        # After a failure the resumed long-poll would answer only when a message arrives (up
+        # to 280 s on a quiet channel): a handshake (tt=0) says at once whether the origin
+        # answers again, and the cursor is kept, so nothing published meanwhile is lost.
+        handshake = self._status != ConnectionStatus.CONNECTED and self._timetoken != 0
+        try:
+            envelope = await self._poll(channels, handshake=handshake)
+        except Exception as exc:  # the SDK raising instead of answering: a failed poll
+            return await self._failed(failures + 1, None, classify_exception(exc) or type(exc).__name__)
+        if envelope is None:
+            return failures  # the channel set changed: ask again with the same cursor
+        if envelope.is_error():
+            return await self._failed(failures + 1, _failure("subscribe", envelope), classify(envelope))
+        answer = None
+        if not handshake:
+            try:
+                answer = parse_subscribe_answer(envelope.result, self._crypto)
+            except MalformedAnswerError as exc:
+                return await self._failed(
+                    failures + 1, BusError("subscribe", str(exc), retryable=True), "malformed answer"
+                )
+        self._faults.succeeded()
+        if self._status != ConnectionStatus.CONNECTED:
+            resumed = self._timetoken or None
+            self._announce(StatusChange(ConnectionStatus.CONNECTED, caught_up_from=resumed))
+            self._heartbeat_now.set()  # presence may have lapsed during the outage
+        if answer is not None:
             await self._accept(answer.entries)
             self._timetoken, self._region = answer.timetoken, answer.region
+        return 0
 
-    async def _poll(self, channels: list[str]) -> Any | None:
-        """One long-poll; None when the channel set changed before it answered."""
-        request = Subscribe(self._pubnub).channels(channels).timetoken(self._timetoken)
-        if self._region:
+    async def _failed(self, failures: int, error: BusError | None, kind: str) -> int:
+        denied = isinstance(error, AccessDeniedError)
+        if denied:
+            self._faults.succeeded()  # the origin answered: a token problem, not a connection fault
+        else:
+            self._faults.failed(kind)
+        status = ConnectionStatus.ACCESS_DENIED if denied else ConnectionStatus.RECONNECTING
+        reason = error.reason if error is not None else kind
+        self._announce(StatusChange(status, reason=reason, failures=failures))
+        await self._back_off(failures)
+        return failures
+
+    async def _poll(self, channels: list[str], *, handshake: bool = False) -> Any | None:
+        """One long-poll (or handshake); None when the channel set changed before it answered."""
+        request = Subscribe(self._pubnub).channels(channels).timetoken(0 if handshake else self._timetoken)
+        if self._region and not handshake:
             request = request.region(self._region)
         poll = asyncio.ensure_future(request.future())
         changed = asyncio.ensure_future(self._changed.wait())
@@ -446,68 +535,79 @@ class PubNubBus:
         return poll.result()
 
     async def _back_off(self, failures: int) -> None:
-        low, high = self._config.reconnect_min_seconds, self._config.reconnect_max_seconds
-        ceiling = min(high, low * (2 ** min(failures - 1, 16)))
-        delay = random.uniform(low, ceiling)  # full jitter spreads kiosks reconnecting together
+        config = self._config
+        delay = back_off_delay(failures, config.reconnect_min_seconds, config.reconnect_max_seconds)
         with contextlib.suppress(TimeoutError):
             # A new token or channel set cuts the wait short.
             await asyncio.wait_for(self._changed.wait(), delay)
 
     async def _accept(self, entries: list[Envelope | PresenceEvent | Dropped]) -> None:
         for entry in entries:
-            if isinstance(entry, Dropped):
-                if entry.ignorable:
-                    log.debug("bus event ignored channel=%s reason=%s", entry.channel, entry.reason)
-                else:
-                    log.warning("bus message dropped channel=%s reason=%s", entry.channel, entry.reason)
-                continue
-            key = (entry.channel + ("-pnpres" if isinstance(entry, PresenceEvent) else ""), entry.timetoken)
-            if key in self._seen:
-                continue
-            self._seen[key] = None
-            if len(self._seen) > _SEEN_LIMIT:
-                self._seen.popitem(last=False)
-            targets = [sub for sub in self._subscriptions if entry.channel in sub.channels]
-            if targets:
-                await self._deliveries.put((entry, targets))
+            try:
+                await self._accept_one(entry)
+            except Exception as exc:  # one entry must not stop the rest
+                log.error("bus entry dropped error=%s", describe_exception(exc))
+
+    async def _accept_one(self, entry: Envelope | PresenceEvent | Dropped) -> None:
+        if isinstance(entry, Dropped):
+            if entry.ignorable:
+                log.debug("bus event ignored channel=%s reason=%s", entry.channel, entry.reason)
+            else:
+                log.warning("bus message dropped channel=%s reason=%s", entry.channel, entry.reason)
+            return
+        key = (entry.channel + ("-pnpres" if isinstance(entry, PresenceEvent) else ""), entry.timetoken)
+        if key in self._seen:
+            return
+        self._seen[key] = None
+        if len(self._seen) > _SEEN_LIMIT:
+            self._seen.popitem(last=False)
+        targets = [sub for sub in self._subscriptions if entry.channel in sub.channels]
+        if targets:
+            await self._deliveries.put((entry, targets))
 
     async def _dispatch_loop(self) -> None:
         # One consumer keeps handlers in arrival order and off the long-poll's path.
         while True:
             entry, targets = await self._deliveries.get()
             for sub in targets:
-                handler: MessageHandler | PresenceHandler | None
-                handler = sub.on_presence if isinstance(entry, PresenceEvent) else sub.on_message
-                if handler is None or sub not in self._subscriptions:
-                    continue
-                try:
-                    result = handler(entry)  # type: ignore[arg-type]
-                    if inspect.isawaitable(result):
-                        await result
-                except asyncio.CancelledError as exc:
-                    task = asyncio.current_task()
-                    if task is not None and task.cancelling():
-                        raise  # we are being stopped
-                    # A handler awaited something cancelled elsewhere: that must not stop delivery.
-                    log.error(
-                        "bus handler cancelled channel=%s error=%s", entry.channel, describe_exception(exc)
-                    )
-                except Exception as exc:
-                    # Type and place only: the message may repeat what the handler was reading.
-                    log.error(
-                        "bus handler failed channel=%s error=%s", entry.channel, describe_exception(exc)
-                    )
+                await self._deliver(entry, sub)
+
+    async def _deliver(self, entry: Envelope | PresenceEvent, sub: Subscription) -> None:
+        handler: MessageHandler | PresenceHandler | None
+        handler = sub.on_presence if isinstance(entry, PresenceEvent) else sub.on_message
+        if handler is None or sub not in self._subscriptions:
+            return  # closed since the entry was queued
+        try:
+            result = handler(entry)  # type: ignore[arg-type]
+            if inspect.isawaitable(result):
+                await result
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being stopped
+            # A handler awaited something cancelled elsewhere: that must not stop delivery.
+            log.error("bus handler cancelled channel=%s error=%s", entry.channel, describe_exception(exc))
+        except Exception as exc:
+            # Type and place only: the message may repeat what the handler was reading.
+            log.error("bus handler failed channel=%s error=%s", entry.channel, describe_exception(exc))
 
     async def _heartbeat_loop(self) -> None:
         # The long-poll alone can outlast the presence timeout; heartbeats keep us present.
+        # They are sent whatever the status says: the origin may answer them before the long-poll.
         interval = max(5.0, self._config.presence_timeout_seconds / 2 - 1)
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._heartbeat_now.wait(), interval)
+            self._heartbeat_now.clear()
             channels = sorted(self._subscribed_channels(presence=False))
-            if channels and self._status == ConnectionStatus.CONNECTED:
+            if not channels:
+                continue
+            try:
                 envelope = await _sdk_call(Heartbeat(self._pubnub).channels(channels))
                 if envelope.is_error():
-                    log.info("heartbeat failed status=%s", getattr(envelope.status, "status_code", None))
+                    log.info("heartbeat failed error=%s", classify(envelope))
+            except Exception as exc:
+                log.error("heartbeat raised error=%s", describe_exception(exc))
 
     # -- shutdown ------------------------------------------------------------------------------
 

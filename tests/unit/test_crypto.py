@@ -70,3 +70,34 @@ def test_empty_key_is_refused() -> None:
 def test_encrypted_size_matches_real_ciphertext(size: int) -> None:
     ciphertext = RotatingCryptoModule("k").encrypt("x" * size)
     assert encrypted_size(size) == len(json.dumps(ciphertext))
+
+
+def forged_header(cryptor_id: bytes, iv: bytes, body: bytes = b"0" * 16) -> str:
+    return b64encode(b"PNED\x01" + cryptor_id + bytes([len(iv)]) + iv + body).decode()
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (forged_header(b"\xff\xfe\xfd\xfc", b"0" * 16), "malformed header"),
+        (forged_header(b"ACRH", b"01234"), "IV that is not 16 bytes"),
+        (b64encode(b"PNED\x01AC").decode(), "malformed header"),
+    ],
+)
+def test_forged_pned_headers_are_refused(payload: str, reason: str) -> None:
+    with pytest.raises(DecryptionError, match=reason):
+        RotatingCryptoModule("k").decrypt(payload)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("[" * 6000 + "]" * 6000, "deeper than 64 levels"),
+        ('{"n": NaN}', "not a number"),
+        ('{"n": 1e999}', "out of range"),
+    ],
+)
+def test_decrypted_json_beyond_the_bounds_is_refused(text: str, reason: str) -> None:
+    module = RotatingCryptoModule("k")
+    with pytest.raises(DecryptionError, match=reason):
+        module.decrypt(module.encrypt(text))

@@ -85,3 +85,50 @@ def test_signals_are_refused_even_without_encryption() -> None:
     for decryptor in (CRYPTO, None):
         [dropped] = parse_subscribe_answer(answer(entry({"type": "chat"}, kind=1)), decryptor).entries
         assert isinstance(dropped, Dropped) and "signal" in dropped.reason and not dropped.ignorable
+
+
+def deep(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+def test_deeply_nested_ciphertext_is_dropped_and_the_next_entry_delivered() -> None:
+    bomb = entry(CRYPTO.encrypt(deep(6000)))
+    good = entry(CRYPTO.encrypt(json.dumps({"n": 1})))
+    dropped, envelope = parse_subscribe_answer(answer(bomb, good), CRYPTO).entries
+    assert isinstance(dropped, Dropped) and "deeper than 64 levels" in dropped.reason
+    assert isinstance(envelope, Envelope) and envelope.message == {"n": 1}
+
+
+def test_non_finite_numbers_in_ciphertext_are_dropped() -> None:
+    for text in ('{"n": NaN}', '{"n": Infinity}', '{"n": 1e999}'):
+        [dropped] = parse_subscribe_answer(answer(entry(CRYPTO.encrypt(text))), CRYPTO).entries
+        assert isinstance(dropped, Dropped) and "not readable ciphertext" in dropped.reason
+
+
+def test_infinite_occupancy_is_read_as_unknown() -> None:
+    item = entry({"action": "join", "uuid": "pat-b", "occupancy": float("inf")}, channel="c.x-pnpres")
+    [event] = parse_subscribe_answer(answer(item), CRYPTO).entries
+    assert isinstance(event, PresenceEvent) and event.occupancy is None
+
+
+def test_too_deep_meta_and_clear_payloads_are_dropped() -> None:
+    nested: list[object] = []
+    for _ in range(100):
+        nested = [nested]
+    deep_meta = entry(CRYPTO.encrypt("{}")) | {"u": {"k": nested}}
+    [dropped] = parse_subscribe_answer(answer(deep_meta), CRYPTO).entries
+    assert isinstance(dropped, Dropped) and "deeper than 64 levels" in dropped.reason
+    [clear] = parse_subscribe_answer(answer(entry(nested)), None).entries
+    assert isinstance(clear, Dropped) and "deeper than 64 levels" in clear.reason
+
+
+class Exploding:
+    def decrypt(self, message: object) -> object:
+        raise RuntimeError("a decryptor bug")
+
+
+def test_an_unforeseen_failure_drops_the_entry_with_its_type() -> None:
+    [dropped] = parse_subscribe_answer(answer(entry("abc")), Exploding()).entries
+    assert isinstance(dropped, Dropped)
+    assert dropped.channel == "consultation.dr-a.pat-b"
+    assert dropped.reason.startswith("message could not be decoded: RuntimeError at ")
