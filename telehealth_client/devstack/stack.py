@@ -6,17 +6,22 @@ server and its TURN server; nothing here is a broker or a backend to deploy.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from telehealth_client.devstack.clinic import Clinic, DeviceIdentity
-from telehealth_client.devstack.grants import Role
+from telehealth_client.devstack.clinic import Clinic, DeviceIdentity, StaffMember
+from telehealth_client.devstack.clinic.directory import StaffRole
 from telehealth_client.devstack.relay import Relay
 from telehealth_client.devstack.turn import TurnServer
+
+# The department of every provider and nurse not given one: the README's examples use it.
+DEFAULT_DEPARTMENT = "er"
+AUDITOR_USER_ID = "dev-auditor"
 
 
 def _device_credential(kind: str) -> str:
@@ -28,7 +33,8 @@ class DevStackKeys:
     """Keys of the development keyset. Random per run: nothing here is worth stealing.
 
     ``kiosk_credential`` is the patient check-in kiosk's device credential: patient tokens for
-    any patient, nothing else. Providers and nurses get their own (``DevStack.users``).
+    any patient, nothing else. ``auditor_credential`` (user ``AUDITOR_USER_ID``) reads the audit
+    sink and does nothing else. Providers and nurses get their own (``DevStack.users``).
     """
 
     publish_key: str = field(default_factory=lambda: "pub-c-dev-" + secrets.token_hex(8))
@@ -36,6 +42,7 @@ class DevStackKeys:
     secret_key: str = field(default_factory=lambda: "sec-c-dev-" + secrets.token_hex(16))
     cipher_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     kiosk_credential: str = field(default_factory=lambda: _device_credential("kiosk"))
+    auditor_credential: str = field(default_factory=lambda: _device_credential("auditor"))
 
 
 @dataclass(frozen=True)
@@ -43,8 +50,9 @@ class DevUser:
     """A provider or nurse of the development stack, with its cart's own device credential."""
 
     user_id: str
-    role: Role
+    role: StaffRole
     credential: str
+    department_id: str = DEFAULT_DEPARTMENT
 
     @property
     def identity(self) -> DeviceIdentity:
@@ -54,9 +62,15 @@ class DevUser:
 class DevStack:
     """Starts the relay, then coturn, then the clinic; stops them in reverse.
 
-    The clinic knows one device credential for the patient kiosk (``keys.kiosk_credential``)
-    and one for each of ``providers`` and ``nurses`` (``users[user_id].credential``), each
-    bound to that user and role. ``agent_environment(user_id)`` gives an agent its settings.
+    The clinic knows one device credential for the patient kiosk (``keys.kiosk_credential``),
+    one for the auditor (``keys.auditor_credential``) and one for each of ``providers`` and
+    ``nurses`` (``users[user_id].credential``), each bound to that user and role. Each provider
+    and nurse belongs to ``departments[user_id]`` (default ``DEFAULT_DEPARTMENT``) in the
+    clinic's directory. ``agent_environment(user_id)`` gives an agent its settings.
+
+    ``state_dir``: the relay's (``relay/``) and the clinic's (``clinic/``) durable state, so a
+    stack restarted on the same directory still refuses the tokens it revoked. None keeps
+    everything in memory.
     """
 
     def __init__(
@@ -65,14 +79,16 @@ class DevStack:
         keys: DevStackKeys | None = None,
         enforce_access: bool = True,
         on_call: dict[str, list[str]] | None = None,
-        audit_db_path: Path | None = None,
+        state_dir: Path | None = None,
         relay_port: int = 0,
         providers: Sequence[str] = ("dr-demo",),
         nurses: Sequence[str] = (),
+        departments: Mapping[str, str] | None = None,
     ) -> None:
         self.keys = keys or DevStackKeys()
         self.users: dict[str, DevUser] = {}
-        staff: tuple[tuple[Role, Sequence[str]], ...] = (("provider", providers), ("nurse", nurses))
+        departments = dict(departments or {})
+        staff: tuple[tuple[StaffRole, Sequence[str]], ...] = (("provider", providers), ("nurse", nurses))
         for role, user_ids in staff:
             if isinstance(user_ids, str):
                 raise TypeError(f"{role}s must be a sequence of user IDs, not one string")
@@ -80,22 +96,31 @@ class DevStack:
                 if user_id in self.users:
                     raise ValueError(f"user ID {user_id!r} is listed twice")
                 DeviceIdentity(role, user_id)  # a bad user ID fails here, not when the clinic starts
-                self.users[user_id] = DevUser(user_id, role, _device_credential(role))
+                department = departments.pop(user_id, DEFAULT_DEPARTMENT)
+                StaffMember(role, department)  # so does a bad department ID
+                self.users[user_id] = DevUser(user_id, role, _device_credential(role), department)
+        if departments:
+            raise ValueError(
+                f"departments names users that are not providers or nurses: {sorted(departments)}"
+            )
+        self.state_dir = state_dir
         self.relay = Relay(
             port=relay_port,
             publish_key=self.keys.publish_key,
             subscribe_key=self.keys.subscribe_key,
             secret_key=self.keys.secret_key,
             enforce_access=enforce_access,
+            state_dir=None if state_dir is None else state_dir / "relay",
         )
         self.turn = TurnServer()
         self._on_call = on_call or {}
-        self._audit_db_path = audit_db_path
         self.clinic: Clinic | None = None
         self._stack = AsyncExitStack()
 
     async def start(self) -> None:
         try:
+            if self.relay.state_dir is not None:
+                await asyncio.to_thread(self.relay.state_dir.mkdir, mode=0o700, parents=True, exist_ok=True)
             await self._stack.enter_async_context(self.relay)
             await self._stack.enter_async_context(self.turn)
             self.clinic = Clinic(
@@ -107,7 +132,10 @@ class DevStack:
                 turn_secret=self.turn.secret,
                 turn_urls=self.turn.urls,
                 on_call=self._on_call,
-                audit_db_path=self._audit_db_path,
+                state_dir=None if self.state_dir is None else self.state_dir / "clinic",
+                directory={
+                    user.user_id: StaffMember(user.role, user.department_id) for user in self.users.values()
+                },
             )
             await self._stack.enter_async_context(self.clinic)
         except BaseException:
@@ -128,7 +156,10 @@ class DevStack:
 
     def device_credentials(self) -> dict[str, DeviceIdentity]:
         """Every device credential the clinic accepts, with the identity it is bound to."""
-        credentials = {self.keys.kiosk_credential: DeviceIdentity.patient_kiosk()}
+        credentials = {
+            self.keys.kiosk_credential: DeviceIdentity.patient_kiosk(),
+            self.keys.auditor_credential: DeviceIdentity.auditor(AUDITOR_USER_ID),
+        }
         credentials.update({user.credential: user.identity for user in self.users.values()})
         return credentials
 

@@ -29,6 +29,12 @@ class TokenGrant(BaseModel):
     channel_config: dict[str, Any] = Field(default_factory=dict, alias="channelConfig")
 
 
+class Revocation(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    revoked: int = Field(ge=0, strict=True)
+
+
 class TurnCredentials(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -91,6 +97,21 @@ class ClinicClient:
             raise ClinicError(
                 "turn-credentials", f"malformed answer: {exc.error_count()} problem(s)"
             ) from None
+
+    async def revoke_access(self, user_id: str, consultation_channel: str) -> int:
+        """Revoke every token granted to ``user_id`` for the consultation; how many were revoked.
+
+        Only the consultation's provider's device credential may.
+        """
+        data = await self._post(
+            "revoke-access",
+            "/api/telemedicine/revoke-access",
+            {"userId": user_id, "consultationChannel": consultation_channel},
+        )
+        try:
+            return Revocation.model_validate(data).revoked
+        except ValidationError as exc:
+            raise ClinicError("revoke-access", f"malformed answer: {exc.error_count()} problem(s)") from None
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -10,17 +10,26 @@ gets 401; a credential that may not do what is asked gets 403 naming the field a
 - ``POST /api/telemedicine/token`` ``{userId, role, appointmentId?, consultationChannel?, providerId?,
   departmentId?}`` -> ``{token, ttlMinutes, channelConfig}``. A patient needs ``providerId`` or
   ``consultationChannel``; a provider or nurse needs ``consultationChannel`` and ``departmentId``.
-  ``role`` must be the credential's role and ``userId`` its user (any patient for a kiosk).
+  ``role`` must be the credential's role and ``userId`` its user (any patient for a kiosk). A
+  provider or nurse must be in the clinic's directory, ``departmentId`` must be its own department,
+  and a nurse's consultation must be one of a provider in that department.
 - ``POST /api/telemedicine/turn-credentials`` ``{userId}`` -> ``{urls, username, credential, ttlSeconds}``;
   ``userId`` must be one the credential may act for.
-- ``POST /api/telemedicine/revoke-access`` ``{userId, consultationChannel}`` -> 204. The credential must
-  be the consultation's provider's (the provider ID in the channel name). An ``X-User-Id`` header, if
-  sent, must name that same provider (it identifies no one by itself).
+- ``POST /api/telemedicine/revoke-access`` ``{userId, consultationChannel}`` -> 200 ``{revoked: N}``,
+  the number of tokens revoked. The credential must be the consultation's provider's (the provider
+  ID in the channel name). An ``X-User-Id`` header, if sent, must name that same provider (it
+  identifies no one by itself).
 - ``POST /api/telemedicine/consent`` ``{patientId, granted, expiresAt}`` (``expiresAt`` ISO-8601 UTC
-  or null) -> 200 ``{patientId, consent}``; writes App Context ``custom.consent_telehealth``.
+  or null) -> 200 ``{patientId, consent}``; writes App Context ``custom.consent_telehealth`` and the
+  clinic's own record. Only the patient kiosk's credential may.
 - ``GET /api/on-call/{departmentId}`` -> ``{providers: [{id}]}`` (empty for an unknown department).
 - ``POST /api/audit-events`` one audit event -> 201 ``{id, stored}`` (``stored`` false for a repeat id).
-- ``GET /api/audit-events`` -> ``{events: [...]}`` in the order first received.
+  Its ``actor`` must be the credential's own identity (role and user; any patient for a kiosk).
+- ``GET /api/audit-events`` -> ``{events: [...]}`` in the order first received; auditors only.
+
+``state_dir``: the issued-token ledger and consent (``clinic.sqlite3``) and the audit sink
+(``audit.sqlite3``) live there, so a restart on the same directory revokes what was issued
+before it. None keeps everything in memory.
 
 Bad input gets 400 naming the field; a PubNub failure gets 502. Nothing logged holds a token,
 a key, a credential or a patient's data.
@@ -28,8 +37,9 @@ a key, a credential or a patient's data.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -41,11 +51,14 @@ from telehealth_client.protocol.channels import ConsultationChannels, InvalidIdE
 from ..grants import GrantRequestError, build_grant
 from ..turn import turn_rest_credentials
 from .audit_store import AuditStore
+from .consent_store import CONSENT_SCHEMA, ConsentStore
+from .directory import Directory, StaffMember
 from .http import FieldError, device_auth_middleware, device_identity, parse_body, read_object, validate
 from .identity import DeviceIdentity
-from .ledger import TokenLedger
+from .ledger import LEDGER_SCHEMA, TokenLedger
 from .models import AuditEvent, ConsentRequest, RevokeAccessRequest, TokenRequest, TurnCredentialsRequest
 from .pubnub_admin import PubNubAdmin, UpstreamError
+from .sqlite_worker import SqliteWorker
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,6 +75,17 @@ def _roster(on_call: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     return roster
 
 
+def _check_staff_in_directory(identities: Iterable[DeviceIdentity], directory: Directory) -> None:
+    """A provider's or nurse's credential without a directory entry could never get a token."""
+    for identity in identities:
+        if identity.role in ("provider", "nurse") and identity.user_id is not None:
+            member = directory.member(identity.user_id)
+            if member is None or member.role != identity.role:
+                raise ValueError(
+                    f"directory has no {identity.role} {identity.user_id!r} (its device credential needs one)"
+                )
+
+
 class Clinic:
     """The stand-in server; ``async with Clinic(...) as clinic`` serves on ``clinic.url``."""
 
@@ -75,8 +99,9 @@ class Clinic:
         turn_secret: str,
         turn_urls: Sequence[str],
         on_call: Mapping[str, Sequence[str]],
-        audit_db_path: Path | None = None,
+        state_dir: Path | None = None,
         *,
+        directory: Mapping[str, StaffMember] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         turn_ttl_seconds: int = 3600,
@@ -89,6 +114,8 @@ class Clinic:
             raise TypeError("each device credential must map to a DeviceIdentity")
         if turn_ttl_seconds <= 0:
             raise ValueError("turn_ttl_seconds must be positive")
+        self._directory = Directory(directory or {})
+        _check_staff_in_directory(device_credentials.values(), self._directory)
         self._device_credentials = dict(device_credentials)
         self._turn_secret = turn_secret
         self._turn_urls = list(turn_urls)
@@ -99,8 +126,15 @@ class Clinic:
         self._admin = PubNubAdmin(
             origin=relay_origin, publish_key=publish_key, subscribe_key=subscribe_key, secret_key=secret_key
         )
-        self._audit = AuditStore(audit_db_path)
-        self.ledger = TokenLedger()
+        self._state_dir = state_dir
+        self._audit = AuditStore(None if state_dir is None else state_dir / "audit.sqlite3")
+        self._records = SqliteWorker(
+            None if state_dir is None else state_dir / "clinic.sqlite3",
+            LEDGER_SCHEMA + CONSENT_SCHEMA,
+            "clinic",
+        )
+        self.ledger = TokenLedger(self._records)
+        self._consents = ConsentStore(self._records)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
@@ -120,7 +154,11 @@ class Clinic:
         if self._runner is not None:
             raise RuntimeError("Clinic is already started")
         try:
+            if self._state_dir is not None:
+                await asyncio.to_thread(self._state_dir.mkdir, mode=0o700, parents=True, exist_ok=True)
             await self._audit.open()
+            await self._records.open()
+            await self.ledger.load()
             await self._admin.start()
             # No access log: request lines are harmless today, but nothing here should log by default.
             runner = web.AppRunner(self._app(), access_log=None)
@@ -143,7 +181,10 @@ class Clinic:
             try:
                 await self._admin.stop()
             finally:
-                await self._audit.close()
+                try:
+                    await self._records.close()
+                finally:
+                    await self._audit.close()
         self._port = None
 
     async def __aenter__(self) -> Self:
@@ -163,6 +204,10 @@ class Clinic:
     async def audit_events(self) -> list[dict[str, Any]]:
         """Every audit event the sink stored, oldest first, as received."""
         return await self._audit.events()
+
+    async def consent(self, patient_id: str) -> dict[str, Any] | None:
+        """The clinic's own consent record of ``patient_id`` (None if never recorded)."""
+        return await self._consents.get(patient_id)
 
     def set_on_call(self, department_id: str, provider_ids: Sequence[str]) -> None:
         self._on_call.update(_roster({department_id: provider_ids}))
@@ -199,8 +244,15 @@ class Clinic:
             )
         except GrantRequestError as exc:
             raise FieldError(exc.field, exc.reason) from None
+        if grant.role != "patient" and body.departmentId is not None:
+            self._directory.check_staff_token(
+                body.userId,
+                grant.role,
+                body.departmentId,
+                ConsultationChannels.parse(grant.consultation_channel),
+            )
         token = await self._upstream(self._admin.grant(grant))
-        self.ledger.record(
+        await self.ledger.record(
             token, grant.authorized_uuid, grant.role, grant.consultation_channel, grant.ttl_minutes
         )
         logger.info("clinic_token_granted role=%s ttl_minutes=%d", grant.role, grant.ttl_minutes)
@@ -235,13 +287,15 @@ class Clinic:
         tokens = self.ledger.live_tokens(body.userId, consultation.main)
         for entry in tokens:
             await self._upstream(self._admin.revoke(entry.token))
-            self.ledger.forget([entry])
+            await self.ledger.forget([entry])
         logger.info("clinic_access_revoked tokens=%d", len(tokens))
-        return web.Response(status=204)
+        return web.json_response({"revoked": len(tokens)})
 
     async def _consent(self, request: web.Request) -> web.Response:
+        device_identity(request).check_records_consent()
         body = await parse_body(request, ConsentRequest)
         record = await self._upstream(self._admin.set_consent(body.patientId, body.granted, body.expiresAt))
+        await self._consents.save(body.patientId, body.granted, body.expiresAt)
         return web.json_response({"patientId": body.patientId, "consent": record})
 
     async def _on_call_roster(self, request: web.Request) -> web.Response:
@@ -256,6 +310,7 @@ class Clinic:
     async def _add_audit_event(self, request: web.Request) -> web.Response:
         raw = await read_object(request)
         event = validate(AuditEvent, raw)
+        device_identity(request).check_audit_actor(event.actor.userId, event.actor.role)
         # Stored as received (unknown fields included) but with the id in canonical form,
         # so one event in two spellings is still stored once.
         raw["id"] = event.id
@@ -263,6 +318,7 @@ class Clinic:
         return web.json_response({"id": event.id, "stored": stored}, status=201)
 
     async def _list_audit_events(self, request: web.Request) -> web.Response:
+        device_identity(request).check_reads_audit()
         return web.json_response({"events": await self._audit.events()})
 
     @staticmethod

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from telehealth_client.devstack.clinic import CALLER_HEADER, Clinic, DeviceIdentity
+from telehealth_client.devstack.clinic import CALLER_HEADER, Clinic, DeviceIdentity, StaffMember
 from telehealth_client.devstack.relay import Relay
 from telehealth_client.devstack.turn import TurnServer
 
@@ -24,8 +24,10 @@ CART_CREDENTIALS = {
     "dr-okafor": "dr-okafor-cart-credential-for-tests",
     "nurse-1": "nurse-1-cart-credential-for-tests",
 }
+AUDITOR_CREDENTIAL = "auditor-credential-for-tests"  # reads the audit sink, nothing else
 DEVICE_CREDENTIALS = {
     KIOSK_CREDENTIAL: DeviceIdentity("patient"),
+    AUDITOR_CREDENTIAL: DeviceIdentity("auditor", "auditor-1"),
     CART_CREDENTIALS["dr-lee"]: DeviceIdentity("provider", "dr-lee"),
     CART_CREDENTIALS["dr-okafor"]: DeviceIdentity("provider", "dr-okafor"),
     CART_CREDENTIALS["nurse-1"]: DeviceIdentity("nurse", "nurse-1"),
@@ -33,6 +35,13 @@ DEVICE_CREDENTIALS = {
 TURN_SECRET = "turn-secret-for-tests"
 TURN_URLS = ["turn:127.0.0.1:3478?transport=udp"]
 ON_CALL = {"cardiology": ["dr-lee", "dr-okafor"], "er": ["dr-nowak"]}
+# Who belongs to which department: what a token request is checked against.
+DIRECTORY = {
+    "dr-lee": StaffMember("provider", "cardiology"),
+    "dr-okafor": StaffMember("provider", "er"),
+    "dr-nowak": StaffMember("provider", "er"),
+    "nurse-1": StaffMember("nurse", "cardiology"),
+}
 # Nothing listens here: a clinic pointed at it sees PubNub as down.
 UNREACHABLE_ORIGIN = "127.0.0.1:9"
 
@@ -54,7 +63,7 @@ async def clinic_relay() -> AsyncIterator[Relay]:
 
 @pytest.fixture
 async def make_clinic(tmp_path: Path) -> AsyncIterator[ClinicFactory]:
-    """Starts clinics (default: PubNub unreachable, audit DB in tmp_path); all are stopped afterwards."""
+    """Starts clinics (default: PubNub unreachable, state in tmp_path/"clinic"); all stopped afterwards."""
     started: list[Clinic] = []
 
     async def make(**overrides: Any) -> Clinic:
@@ -67,7 +76,8 @@ async def make_clinic(tmp_path: Path) -> AsyncIterator[ClinicFactory]:
             "turn_secret": TURN_SECRET,
             "turn_urls": TURN_URLS,
             "on_call": ON_CALL,
-            "audit_db_path": tmp_path / "audit.sqlite3",
+            "state_dir": tmp_path / "clinic",
+            "directory": DIRECTORY,
         }
         settings.update(overrides)
         clinic = Clinic(**settings)

@@ -11,7 +11,7 @@ import pytest
 
 from telehealth_client.devstack.clinic import Clinic
 
-from .conftest import ClinicApi, ClinicFactory
+from .conftest import AUDITOR_CREDENTIAL, CART_CREDENTIALS, KIOSK_CREDENTIAL, ClinicApi, ClinicFactory
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,10 @@ async def test_an_event_is_stored_once_per_id(offline_clinic: Clinic, http: Clin
     )
     assert (await api.post("/api/audit-events", second))[0] == 201
     assert await offline_clinic.audit_events() == [first, second]
-    assert await api.get("/api/audit-events") == (200, {"events": [first, second]})
+    assert await api.get("/api/audit-events", credential=AUDITOR_CREDENTIAL) == (
+        200,
+        {"events": [first, second]},
+    )
 
 
 async def test_a_repeat_with_different_content_does_not_overwrite(
@@ -66,13 +69,13 @@ async def test_a_repeat_with_different_content_does_not_overwrite(
 async def test_events_survive_a_clinic_restart(
     make_clinic: ClinicFactory, http: ClinicApi, tmp_path: Path
 ) -> None:
-    db = tmp_path / "durable.sqlite3"
+    state = tmp_path / "durable"
     event = audit_event()
-    first = await make_clinic(audit_db_path=db)
+    first = await make_clinic(state_dir=state)
     assert (await http.at(first).post("/api/audit-events", event))[0] == 201
     await first.stop()
 
-    second = await make_clinic(audit_db_path=db)
+    second = await make_clinic(state_dir=state)
     assert await second.audit_events() == [event]
     assert await http.at(second).post("/api/audit-events", event) == (
         201,
@@ -85,7 +88,7 @@ async def test_the_table_refuses_update_and_delete(
     offline_clinic: Clinic, http: ClinicApi, tmp_path: Path
 ) -> None:
     await http.at(offline_clinic).post("/api/audit-events", audit_event())
-    with sqlite3.connect(tmp_path / "audit.sqlite3") as db:
+    with sqlite3.connect(tmp_path / "clinic" / "audit.sqlite3") as db:
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             db.execute("UPDATE audit_events SET event = '{}'")
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
@@ -106,7 +109,7 @@ async def test_the_http_api_has_no_way_to_change_an_event(offline_clinic: Clinic
 
 
 async def test_an_in_memory_sink_works_without_a_file(make_clinic: ClinicFactory, http: ClinicApi) -> None:
-    clinic = await make_clinic(audit_db_path=None)
+    clinic = await make_clinic(state_dir=None)
     event = audit_event()
     assert (await http.at(clinic).post("/api/audit-events", event))[0] == 201
     assert await clinic.audit_events() == [event]
@@ -153,3 +156,64 @@ async def test_malformed_events_get_400_naming_the_field_and_are_not_stored(
     assert status == 400
     assert answer["field"] == field
     assert await offline_clinic.audit_events() == []
+
+
+@pytest.mark.parametrize(
+    "credential", [KIOSK_CREDENTIAL, CART_CREDENTIALS["dr-lee"], CART_CREDENTIALS["nurse-1"]]
+)
+async def test_only_an_auditor_reads_the_sink(
+    offline_clinic: Clinic, http: ClinicApi, credential: str
+) -> None:
+    api = http.at(offline_clinic)
+    event = audit_event()
+    await api.post("/api/audit-events", event)
+    status, answer = await api.get("/api/audit-events", credential=credential)
+    assert (status, answer["field"]) == (403, "Authorization")
+    assert "auditor" in answer["reason"]
+    assert "events" not in answer
+    assert await api.get("/api/audit-events", credential=AUDITOR_CREDENTIAL) == (200, {"events": [event]})
+
+
+PROVIDER_ACTOR = {"userId": "dr-lee", "role": "provider"}
+
+
+@pytest.mark.parametrize(
+    ("credential", "actor", "field"),
+    [
+        # A provider's cart posting as another provider, or as a patient.
+        (CART_CREDENTIALS["dr-okafor"], PROVIDER_ACTOR, "actor.userId"),
+        (CART_CREDENTIALS["dr-lee"], {"userId": "pat-1", "role": "patient"}, "actor.role"),
+        # A nurse's cart posting as a provider; the kiosk posting as staff.
+        (CART_CREDENTIALS["nurse-1"], {"userId": "nurse-1", "role": "provider"}, "actor.role"),
+        (KIOSK_CREDENTIAL, PROVIDER_ACTOR, "actor.role"),
+        # An auditor reads; it writes nothing.
+        (AUDITOR_CREDENTIAL, {"userId": "auditor-1", "role": "patient"}, "Authorization"),
+    ],
+)
+async def test_an_events_actor_must_be_the_posting_credentials_identity(
+    offline_clinic: Clinic, http: ClinicApi, credential: str, actor: dict[str, str], field: str
+) -> None:
+    status, answer = await http.at(offline_clinic).post(
+        "/api/audit-events", audit_event(actor=actor), credential=credential
+    )
+    assert (status, answer["field"]) == (403, field)
+    assert await offline_clinic.audit_events() == []
+
+
+@pytest.mark.parametrize(
+    ("credential", "actor"),
+    [
+        (CART_CREDENTIALS["dr-lee"], PROVIDER_ACTOR),
+        (CART_CREDENTIALS["nurse-1"], {"userId": "nurse-1", "role": "nurse"}),
+        # The kiosk acts as whichever patient it serves (and as a patient under its own device ID).
+        (KIOSK_CREDENTIAL, {"userId": "pat-7", "role": "patient"}),
+        (KIOSK_CREDENTIAL, {"userId": "kiosk-1", "role": "patient"}),
+    ],
+)
+async def test_an_event_posted_as_the_credentials_own_identity_is_stored(
+    offline_clinic: Clinic, http: ClinicApi, credential: str, actor: dict[str, str]
+) -> None:
+    event = audit_event(actor=actor)
+    status, _ = await http.at(offline_clinic).post("/api/audit-events", event, credential=credential)
+    assert status == 201
+    assert await offline_clinic.audit_events() == [event]

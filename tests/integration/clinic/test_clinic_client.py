@@ -9,7 +9,7 @@ import pytest
 from telehealth_client.devstack.clinic import Clinic
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
 
-from .conftest import KIOSK_CREDENTIAL
+from .conftest import CART_CREDENTIALS, KIOSK_CREDENTIAL
 
 
 @pytest.fixture
@@ -58,3 +58,20 @@ async def test_a_wrong_credential_and_an_absent_backend_are_clinic_errors(clinic
             await nowhere.turn_credentials("patient-1")
     finally:
         await nowhere.aclose()
+
+
+async def test_revoke_access_returns_how_many_tokens_were_revoked(
+    clinic: Clinic, kiosk_client: ClinicClient
+) -> None:
+    for _ in range(2):
+        await kiosk_client.request_token("patient-1", "patient", providerId="dr-lee")
+    provider = ClinicClient(clinic.url, CART_CREDENTIALS["dr-lee"])
+    try:
+        assert await provider.revoke_access("patient-1", "consultation.dr-lee.patient-1") == 2
+        assert await provider.revoke_access("patient-1", "consultation.dr-lee.patient-1") == 0
+    finally:
+        await provider.aclose()
+    with pytest.raises(ClinicError) as refused:
+        await kiosk_client.revoke_access("patient-1", "consultation.dr-lee.patient-1")
+    assert refused.value.status == 403
+    assert "refused: Authorization:" in str(refused.value)

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.devstack.clinic import Clinic, DeviceIdentity
+from telehealth_client.devstack.clinic import Clinic, DeviceIdentity, StaffMember
 from telehealth_client.devstack.turn import turn_rest_credentials
 
 from .conftest import (
+    AUDITOR_CREDENTIAL,
     CART_CREDENTIALS,
     DEVICE_CREDENTIALS,
     KIOSK_CREDENTIAL,
@@ -188,13 +189,17 @@ async def test_roster_with_a_bad_id_is_refused_at_construction() -> None:
     [
         ({}, "at least one"),
         ({"": DeviceIdentity("patient")}, "must not be empty"),
+        # A staff credential whose user has no department (or another role) could never get a token.
+        ({"c": DeviceIdentity("provider", "dr-x")}, "directory has no provider 'dr-x'"),
+        ({"c": DeviceIdentity("provider", "nurse-1")}, "directory has no provider 'nurse-1'"),
     ],
 )
 async def test_device_credentials_are_checked_at_construction(
     credentials: dict[str, DeviceIdentity], message: str
 ) -> None:
+    directory = {"nurse-1": StaffMember("nurse", "cardiology")}
     with pytest.raises(ValueError, match=message):
-        Clinic("127.0.0.1:9", "p", "s", "k", credentials, "t", [], {})
+        Clinic("127.0.0.1:9", "p", "s", "k", credentials, "t", [], {}, directory=directory)
 
 
 @pytest.mark.parametrize(
@@ -205,6 +210,7 @@ async def test_device_credentials_are_checked_at_construction(
         ("provider", "dr.lee", "'.'"),
         ("provider", "dr-*", "'*'"),
         ("admin", "x", "role must be one of"),
+        ("auditor", None, "bound to one user ID"),
     ],
 )
 def test_a_device_identity_is_one_user_unless_a_patient_kiosk(
@@ -325,10 +331,10 @@ async def test_revoke_by_the_consultations_provider_is_allowed(
     offline_clinic: Clinic, http: ClinicApi, caller: str | None
 ) -> None:
     # Nothing was granted, so nothing is revoked (and PubNub, down here, is not called).
-    status, _ = await http.at(offline_clinic).post(
+    answer = await http.at(offline_clinic).post(
         "/api/telemedicine/revoke-access", REVOKE_PAT_1, credential=CART_CREDENTIALS["dr-lee"], caller=caller
     )
-    assert status == 204
+    assert answer == (200, {"revoked": 0})
 
 
 @pytest.mark.parametrize(
@@ -376,3 +382,60 @@ async def test_pubnub_down_gives_502_without_leaking_the_token_request(
     assert answer["field"] == "upstream"
     assert "grant_token" in answer["reason"]
     assert offline_clinic.ledger.live_tokens("pat-1", "consultation.dr-lee.pat-1") == []
+
+
+@pytest.mark.parametrize(
+    ("credential", "body", "field", "reason_part"),
+    [
+        # dr-lee and nurse-1 are in cardiology: the emergency department's queue is not theirs.
+        (CART_CREDENTIALS["dr-lee"], {**PROVIDER_DR_LEE, "departmentId": "er"}, "departmentId", "department"),
+        (CART_CREDENTIALS["nurse-1"], {**NURSE_1, "departmentId": "er"}, "departmentId", "department"),
+        # A nurse gets a consultation of a provider in its own department only.
+        (
+            CART_CREDENTIALS["nurse-1"],
+            {**NURSE_1, "consultationChannel": "consultation.dr-okafor.pat-1"},
+            "consultationChannel",
+            "this nurse's department",
+        ),
+        (
+            CART_CREDENTIALS["nurse-1"],
+            {**NURSE_1, "consultationChannel": "consultation.dr-unknown.pat-1"},
+            "consultationChannel",
+            "this nurse's department",
+        ),
+        # An auditor's credential mints nothing.
+        (AUDITOR_CREDENTIAL, {**PATIENT_1, "userId": "auditor-1"}, "Authorization", "audit sink"),
+    ],
+)
+async def test_staff_get_only_their_own_departments_channels(
+    offline_clinic: Clinic,
+    http: ClinicApi,
+    credential: str,
+    body: dict[str, Any],
+    field: str,
+    reason_part: str,
+) -> None:
+    # The clinic's PubNub is down: a request that got past the check would answer 502, not 403.
+    status, answer = await http.at(offline_clinic).post(
+        "/api/telemedicine/token", body, credential=credential
+    )
+    assert (status, answer["field"]) == (403, field)
+    assert reason_part in answer["reason"]
+
+
+@pytest.mark.parametrize(
+    "credential", [CART_CREDENTIALS["dr-lee"], CART_CREDENTIALS["nurse-1"], AUDITOR_CREDENTIAL]
+)
+async def test_only_the_kiosk_records_consent(
+    offline_clinic: Clinic, http: ClinicApi, credential: str
+) -> None:
+    body = {"patientId": "pat-1", "granted": True, "expiresAt": None}
+    status, answer = await http.at(offline_clinic).post(
+        "/api/telemedicine/consent", body, credential=credential
+    )
+    assert (status, answer["field"]) == (403, "Authorization")
+    assert "kiosk" in answer["reason"]
+    assert await offline_clinic.consent("pat-1") is None
+    # The kiosk's request gets past the check (and then finds PubNub down).
+    status, answer = await http.at(offline_clinic).post("/api/telemedicine/consent", body)
+    assert (status, answer["field"]) == (502, "upstream")

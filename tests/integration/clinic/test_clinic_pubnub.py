@@ -17,7 +17,7 @@ from telehealth_client.devstack.clinic import CONSENT_FIELD, Clinic
 from telehealth_client.devstack.relay import Relay
 from telehealth_client.devstack.relay.client import sdk_client
 
-from .conftest import CART_CREDENTIALS, KIOSK_CREDENTIAL, ClinicApi, credential_for
+from .conftest import CART_CREDENTIALS, KIOSK_CREDENTIAL, ClinicApi, ClinicFactory, credential_for
 
 pytestmark = pytest.mark.integration
 
@@ -220,22 +220,22 @@ async def test_revoke_access_revokes_every_token_for_that_consultation_only(
     ]
     assert [await publish(c, ch) for c, ch in zip(clients, channels, strict=True)] == [200, 200, 200, 200]
 
-    status, _ = await api.post(
+    answer = await api.post(
         "/api/telemedicine/revoke-access",
         {"userId": "pat-1", "consultationChannel": "consultation.dr-lee.pat-1"},
         credential=CART_CREDENTIALS["dr-lee"],
     )
-    assert status == 204
+    assert answer == (200, {"revoked": 2})
     assert [await publish(c, ch) for c, ch in zip(clients, channels, strict=True)] == [403, 403, 200, 200]
     assert clinic.ledger.live_tokens("pat-1", "consultation.dr-lee.pat-1") == []
 
-    # Revoking again has nothing left to revoke and still answers 204.
-    status, _ = await api.post(
+    # Revoking again has nothing left to revoke, and says so.
+    answer = await api.post(
         "/api/telemedicine/revoke-access",
         {"userId": "pat-1", "consultationChannel": "consultation.dr-lee.pat-1"},
         credential=CART_CREDENTIALS["dr-lee"],
     )
-    assert status == 204
+    assert answer == (200, {"revoked": 0})
 
 
 @pytest.mark.parametrize(
@@ -306,8 +306,14 @@ async def test_a_providers_cart_mints_only_its_own_provider_tokens(
     api = http.at(clinic)
     cart = CART_CREDENTIALS["dr-lee"]
     own = {"userId": "dr-lee", "role": "provider", "consultationChannel": "consultation.dr-lee.pat-1"}
-    status, _ = await api.post("/api/telemedicine/token", {**own, "departmentId": "er"}, credential=cart)
+    status, _ = await api.post(
+        "/api/telemedicine/token", {**own, "departmentId": "cardiology"}, credential=cart
+    )
     assert status == 200
+    # Its own consultation, but another department's queue: refused, nothing granted.
+    status, answer = await api.post("/api/telemedicine/token", {**own, "departmentId": "er"}, credential=cart)
+    assert (status, answer["field"]) == (403, "departmentId")
+    assert len(clinic.ledger.live_tokens("dr-lee", "consultation.dr-lee.pat-1")) == 1
     other = {
         "userId": "dr-okafor",
         "role": "provider",
@@ -346,6 +352,7 @@ async def test_consent_is_written_to_app_context(
     )
     stored = (await server.get_uuid_metadata(uuid="pat-1", include_custom=True).future()).result.data
     assert json.loads(stored["custom"][CONSENT_FIELD]) == {"granted": False, "expiresAt": None}
+    assert await clinic.consent("pat-1") == {"granted": False, "expiresAt": None}
 
 
 async def test_consent_for_a_patient_without_metadata_creates_it(
@@ -358,3 +365,69 @@ async def test_consent_for_a_patient_without_metadata_creates_it(
     reader = make_client("reader", with_secret_key=True)
     stored = (await reader.get_uuid_metadata(uuid="pat-new", include_custom=True).future()).result.data
     assert json.loads(stored["custom"][CONSENT_FIELD]) == {"granted": True, "expiresAt": None}
+
+
+REVOKE_PAT_1 = {"userId": "pat-1", "consultationChannel": "consultation.dr-lee.pat-1"}
+
+
+async def test_revoke_after_a_clinic_restart_revokes_what_was_issued_before(
+    enforcing_relay: Relay, make_clinic: ClinicFactory, http: ClinicApi, make_client: ClientFactory
+) -> None:
+    first = await make_clinic(relay_origin=enforcing_relay.origin)
+    before_restart = await request_token(http.at(first), userId="pat-1", role="patient", providerId="dr-lee")
+    await first.stop()
+
+    second = await make_clinic(relay_origin=enforcing_relay.origin)  # the same state directory
+    patient = make_client("pat-1", token=before_restart["token"])
+    assert await publish(patient, "consultation.dr-lee.pat-1") == 200
+    answer = await http.at(second).post(
+        "/api/telemedicine/revoke-access", REVOKE_PAT_1, credential=CART_CREDENTIALS["dr-lee"]
+    )
+    assert answer == (200, {"revoked": 1})
+    assert await publish(patient, "consultation.dr-lee.pat-1") == 403
+
+
+async def test_a_token_revoked_before_a_clinic_restart_stays_revoked_and_is_not_revoked_twice(
+    enforcing_relay: Relay, make_clinic: ClinicFactory, http: ClinicApi, make_client: ClientFactory
+) -> None:
+    first = await make_clinic(relay_origin=enforcing_relay.origin)
+    token = (await request_token(http.at(first), userId="pat-1", role="patient", providerId="dr-lee"))[
+        "token"
+    ]
+    revoke = {"credential": CART_CREDENTIALS["dr-lee"]}
+    assert await http.at(first).post("/api/telemedicine/revoke-access", REVOKE_PAT_1, **revoke) == (
+        200,
+        {"revoked": 1},
+    )
+    await first.stop()
+
+    second = await make_clinic(relay_origin=enforcing_relay.origin)
+    assert await publish(make_client("pat-1", token=token), "consultation.dr-lee.pat-1") == 403
+    assert second.ledger.live_tokens("pat-1", "consultation.dr-lee.pat-1") == []
+    assert await http.at(second).post("/api/telemedicine/revoke-access", REVOKE_PAT_1, **revoke) == (
+        200,
+        {"revoked": 0},
+    )
+
+
+async def test_consent_survives_a_clinic_restart(
+    clinic_relay: Relay, make_clinic: ClinicFactory, http: ClinicApi
+) -> None:
+    first = await make_clinic(relay_origin=clinic_relay.origin)
+    body = {"patientId": "pat-1", "granted": True, "expiresAt": "2027-01-31T23:59:59Z"}
+    assert (await http.at(first).post("/api/telemedicine/consent", body))[0] == 200
+    await first.stop()
+
+    second = await make_clinic(relay_origin=clinic_relay.origin)
+    assert await second.consent("pat-1") == {"granted": True, "expiresAt": "2027-01-31T23:59:59.000Z"}
+    assert await second.consent("pat-2") is None
+
+
+async def test_a_clinic_without_a_state_directory_forgets_on_restart(
+    enforcing_relay: Relay, make_clinic: ClinicFactory, http: ClinicApi
+) -> None:
+    first = await make_clinic(relay_origin=enforcing_relay.origin, state_dir=None)
+    await request_token(http.at(first), userId="pat-1", role="patient", providerId="dr-lee")
+    await first.stop()
+    second = await make_clinic(relay_origin=enforcing_relay.origin, state_dir=None)
+    assert second.ledger.live_tokens("pat-1", "consultation.dr-lee.pat-1") == []

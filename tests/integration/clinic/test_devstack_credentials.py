@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 
 from telehealth_client.devstack.clinic import DeviceIdentity
-from telehealth_client.devstack.stack import DevStack
+from telehealth_client.devstack.stack import DEFAULT_DEPARTMENT, DevStack
 
 pytestmark = pytest.mark.integration
 
@@ -17,12 +17,13 @@ def test_each_provider_and_nurse_gets_its_own_credential() -> None:
     stack = DevStack(providers=("dr-a", "dr-b"), nurses=("nurse-x",))
     credentials = stack.device_credentials()
     assert credentials[stack.keys.kiosk_credential] == DeviceIdentity("patient")
+    assert credentials[stack.keys.auditor_credential] == DeviceIdentity("auditor", "dev-auditor")
     assert {user_id: credentials[user.credential] for user_id, user in stack.users.items()} == {
         "dr-a": DeviceIdentity("provider", "dr-a"),
         "dr-b": DeviceIdentity("provider", "dr-b"),
         "nurse-x": DeviceIdentity("nurse", "nurse-x"),
     }
-    assert len(set(credentials)) == 4
+    assert len(set(credentials)) == 5
     assert set(DevStack().users) == {"dr-demo"}
 
 
@@ -33,6 +34,8 @@ def test_each_provider_and_nurse_gets_its_own_credential() -> None:
         ({"providers": ("dr-a",), "nurses": ("dr-a",)}, ValueError),
         ({"providers": ("dr.a",)}, ValueError),
         ({"nurses": "nurse-x"}, TypeError),
+        ({"providers": ("dr-a",), "departments": {"dr-a": "card.iology"}}, ValueError),
+        ({"providers": ("dr-a",), "departments": {"dr-b": "cardiology"}}, ValueError),
     ],
 )
 def test_bad_staff_lists_are_refused_at_construction(options: dict[str, Any], error: type[Exception]) -> None:
@@ -85,4 +88,46 @@ async def test_agent_environment_per_user_and_what_each_credential_may_do() -> N
         body = {"userId": "pat-1", "consultationChannel": consultation}
         assert await post(kiosk, revoke, body) == 403
         assert await post(stack.agent_environment("dr-b"), revoke, body) == 403
-        assert await post(provider, revoke, body) == 204
+        assert await post(provider, revoke, body) == 200
+
+
+def test_staff_belong_to_the_default_department_unless_told() -> None:
+    stack = DevStack(providers=("dr-a", "dr-b"), nurses=("nurse-x",), departments={"dr-b": "cardiology"})
+    assert {user_id: user.department_id for user_id, user in stack.users.items()} == {
+        "dr-a": DEFAULT_DEPARTMENT,
+        "dr-b": "cardiology",
+        "nurse-x": DEFAULT_DEPARTMENT,
+    }
+
+
+async def test_the_stacks_directory_decides_departments_and_the_auditor_reads_the_sink() -> None:
+    async with DevStack(
+        providers=("dr-a", "dr-b"), nurses=("nurse-x",), departments={"dr-b": "cardiology"}
+    ) as stack:
+        assert stack.clinic is not None
+        url = stack.clinic.url
+
+        async def call(method: str, credential: str, path: str, body: dict[str, Any] | None = None) -> int:
+            headers = {"Authorization": f"Bearer {credential}"}
+            async with (
+                aiohttp.ClientSession(headers=headers) as session,
+                session.request(method, url + path, json=body) as answer,
+            ):
+                return answer.status
+
+        def nurse_request(consultation: str) -> dict[str, Any]:
+            return {
+                "userId": "nurse-x",
+                "role": "nurse",
+                "consultationChannel": consultation,
+                "departmentId": "er",
+            }
+
+        nurse = stack.users["nurse-x"].credential
+        token = "/api/telemedicine/token"
+        assert await call("POST", nurse, token, nurse_request("consultation.dr-a.pat-1")) == 200
+        assert await call("POST", nurse, token, nurse_request("consultation.dr-b.pat-1")) == 403
+        as_dr_b = {**nurse_request("consultation.dr-b.pat-1"), "userId": "dr-b", "role": "provider"}
+        assert await call("POST", stack.users["dr-b"].credential, token, as_dr_b) == 403
+        assert await call("GET", stack.keys.kiosk_credential, "/api/audit-events") == 403
+        assert await call("GET", stack.keys.auditor_credential, "/api/audit-events") == 200
