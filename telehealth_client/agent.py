@@ -21,21 +21,20 @@ log = logging.getLogger(__name__)
 
 
 def bus_config(settings: Settings, *, token: str | None = None) -> BusConfig:
-    """The bus's view of the settings. Without a subscribe key the agent cannot start."""
-    if settings.subscribe_key is None:
-        raise ValueError(
-            "subscribe_key: not set (TELEHEALTH_SUBSCRIBE_KEY_FILE or credential 'subscribe_key')"
-        )
-    if settings.cipher_key is None:
-        # Every PHI channel is end-to-end encrypted: without a key the agent must not start.
-        raise ValueError("cipher_key: not set (TELEHEALTH_CIPHER_KEY_FILE or credential 'cipher_key')")
+    """The bus's view of the settings. Without a subscribe key the agent cannot start.
+
+    Raises MissingSecretError (a ValueError) naming every place a missing key was looked for.
+    """
+    subscribe_key = settings.require_secret("subscribe_key")
+    # Every PHI channel is end-to-end encrypted: without a key the agent must not start.
+    cipher_key = settings.require_secret("cipher_key")
     return BusConfig(
         user_id=settings.user_id,
-        subscribe_key=settings.subscribe_key.get_secret_value(),
+        subscribe_key=subscribe_key.get_secret_value(),
         publish_key=settings.publish_key.get_secret_value() if settings.publish_key else None,
         origin=settings.origin,
         ssl=settings.ssl,
-        cipher_key=settings.cipher_key.get_secret_value() if settings.cipher_key else None,
+        cipher_key=cipher_key.get_secret_value(),
         previous_cipher_keys=tuple(key.get_secret_value() for key in settings.previous_cipher_keys),
         token=token,
         presence_timeout_seconds=settings.presence_timeout_seconds,

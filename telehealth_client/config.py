@@ -6,14 +6,23 @@ the environment or from files: ``TELEHEALTH_<NAME>_FILE=/path`` or, under system
 ``$CREDENTIALS_DIRECTORY/<name>`` (``LoadCredential=<name>:/etc/...``). A secret in the
 TOML file is refused, since config files are often world-readable. Secrets are held as
 ``SecretStr`` and never printed.
+
+A secret is trimmed the same way wherever it comes from, so the same key in a variable and
+in a file is the same key. A secret file must be a regular file that no other user can read
+or write (systemd's LoadCredential files, owner-only or shared with the service's user by an
+ACL, pass).
 """
 
 from __future__ import annotations
 
+import difflib
+import errno
 import json
 import os
+import stat
+import struct
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
@@ -23,8 +32,10 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -49,6 +60,10 @@ SECRET_FIELDS = (
     "device_credential",
     "api_token",
 )
+# Shorter than this is a passphrase, not a key: PubNub derives the AES key from it.
+MIN_CIPHER_KEY_LENGTH = 16
+# Far more than any key or token: a bigger "secret file" is the wrong file.
+MAX_SECRET_FILE_BYTES = 64 * 1024
 
 
 class Role(StrEnum):
@@ -74,12 +89,101 @@ def _device_reason(parse: Callable[[], object]) -> None:
         raise ValueError(exc.reason) from None
 
 
+def _split_origin(value: str) -> tuple[str, int | None]:
+    """``host``, ``host:port`` or ``[ipv6]:port``; ValueError says what is wrong."""
+    if value.startswith("["):
+        host, bracket, rest = value[1:].partition("]")
+        if not bracket:
+            raise ValueError("an IPv6 address needs its closing ']'")
+        if rest and not rest.startswith(":"):
+            raise ValueError("must be host or host:port, without scheme or path")
+        port = rest[1:] if rest else None
+    elif value.count(":") > 1:
+        raise ValueError("an IPv6 address must be in brackets: [address]:port")
+    else:
+        host, colon, after = value.partition(":")
+        port = after if colon else None
+    if not host:
+        raise ValueError("has no host")
+    if port is None:
+        return host, None
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"port must be a number from 1 to 65535 (found {port!r})")
+    return host, int(port)
+
+
 class ConfigError(Exception):
     """Settings that cannot start the agent; ``problems`` holds one line per problem."""
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+class MissingSecretError(ValueError):
+    """A secret the agent needs is not set; the message lists every place it was looked for."""
+
+
+def _check_characters(text: str) -> None:
+    # Each of these makes a key that differs from the one typed, silently: refuse them.
+    if "\ufeff" in text:
+        raise ValueError("contains a byte order mark (BOM): save it as UTF-8 without one")
+    if "\x00" in text:
+        raise ValueError("contains a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not UTF-8 text") from None
+
+
+def _clean_key(name: str, text: str) -> str:
+    trimmed = text.strip()
+    if not trimmed:
+        raise ValueError("must not be empty")
+    if not trimmed.isprintable():
+        raise ValueError("contains a line break or control character")
+    if name == "cipher_key" and len(trimmed) < MIN_CIPHER_KEY_LENGTH:
+        raise ValueError(f"must be at least {MIN_CIPHER_KEY_LENGTH} characters (found {len(trimmed)})")
+    return trimmed
+
+
+def clean_secret(name: str, text: str) -> str:
+    """The secret ``name`` as used, whatever its source: surrounding whitespace trimmed.
+
+    Raises ValueError with the reason (never the value) when it cannot be a usable secret.
+    """
+    _check_characters(text)
+    return _clean_key(name, text)
+
+
+def clean_secret_lines(name: str, text: str) -> list[str]:
+    """One secret per line (``previous_cipher_keys``); a blank line among them is a mistake."""
+    _check_characters(text)
+    trimmed = text.strip()
+    if not trimmed:
+        raise ValueError("must not be empty (unset it for none)")
+    keys = []
+    for number, line in enumerate(trimmed.splitlines(), start=1):
+        if not line.strip():
+            raise ValueError(f"line {number} is blank")
+        try:
+            keys.append(_clean_key(name, line))
+        except ValueError as exc:
+            raise ValueError(f"line {number} {exc}") from None
+    return keys
+
+
+def clean_secret_list(name: str, items: list[Any]) -> list[str]:
+    """A JSON list of secrets: each a non-blank string."""
+    keys = []
+    for number, item in enumerate(items, start=1):
+        if not isinstance(item, str):
+            raise ValueError(f"item {number} must be a string")
+        try:
+            keys.append(clean_secret(name, item))
+        except ValueError as exc:
+            raise ValueError(f"item {number} {exc}") from None
+    return keys
 
 
 class Settings(BaseSettings):
@@ -92,6 +196,9 @@ class Settings(BaseSettings):
         hide_input_in_errors=True,
         validate_default=True,
     )
+
+    # Where secret files were looked for at load (missing-secret messages name it).
+    _credentials_directory: str | None = PrivateAttr(default=None)
 
     # Who this agent is.
     role: Role = Field(default=Role.PATIENT, description="patient (kiosk), provider or nurse")
@@ -158,16 +265,20 @@ class Settings(BaseSettings):
     @field_validator("origin")
     @classmethod
     def _origin_is_host(cls, value: str) -> str:
-        if not value or "/" in value or " " in value:
+        if not value or any(char in value for char in "/ ?#@"):
             raise ValueError("must be host or host:port, without scheme or path")
+        _split_origin(value)
         return value
 
-    @field_validator(*(name for name in SECRET_FIELDS if name != "previous_cipher_keys"))
+    @field_validator(*(name for name in SECRET_FIELDS if name != "previous_cipher_keys"), mode="before")
     @classmethod
-    def _secret_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
-        # An empty key would silently mean "no encryption" or "no credential".
-        if value is not None and not value.get_secret_value().strip():
-            raise ValueError("must not be empty")
+    def _secret_usable(cls, value: Any, info: ValidationInfo) -> Any:
+        # The sources have cleaned what they read; this covers values passed in code. An empty
+        # key would silently mean "no encryption" or "no credential".
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            return clean_secret(str(info.field_name), value)
         return value
 
     @field_validator("camera")
@@ -219,7 +330,10 @@ class Settings(BaseSettings):
     def _split_key_lines(cls, value: Any) -> Any:
         # A file or variable holds one key per line; JSON lists come through as lists.
         if isinstance(value, str):
-            return [line.strip() for line in value.splitlines() if line.strip()]
+            return clean_secret_lines("previous_cipher_keys", value)
+        if isinstance(value, list):
+            plain = [item.get_secret_value() if isinstance(item, SecretStr) else item for item in value]
+            return clean_secret_list("previous_cipher_keys", plain)
         return value
 
     @model_validator(mode="after")
@@ -245,6 +359,21 @@ class Settings(BaseSettings):
             _TomlSource(settings_cls, _CONFIG_FILE.get()),
         )
 
+    def require_secret(self, name: str) -> SecretStr:
+        """The secret ``name``; MissingSecretError lists every place it was looked for."""
+        value = getattr(self, name)
+        if isinstance(value, SecretStr):
+            return value
+        directory = self._credentials_directory
+        credential = (
+            f"the systemd credential {Path(directory) / name}"
+            if directory
+            else f"the systemd credential '{name}' (${CREDENTIALS_DIRECTORY_ENV} is not set)"
+        )
+        raise MissingSecretError(
+            f"{name}: not set; looked in {_env_name(name)}, {_env_name(name)}_FILE and {credential}"
+        )
+
     def redacted(self) -> dict[str, Any]:
         """The settings as printable data: secrets show only whether they are set."""
         data: dict[str, Any] = {}
@@ -264,6 +393,16 @@ class Settings(BaseSettings):
 # The file and environment a load reads, passed to the sources without global state.
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("telehealth_config_file", default=None)
 _ENVIRON: ContextVar[Mapping[str, str]] = ContextVar("telehealth_environ", default=os.environ)
+# Problems the sources found; a source leaves out what it cannot read, so validation still
+# runs and every problem of one load is reported together.
+_SOURCE_PROBLEMS: ContextVar[list[str] | None] = ContextVar("telehealth_source_problems", default=None)
+
+
+def _report(problems: list[str]) -> None:
+    collected = _SOURCE_PROBLEMS.get()
+    if collected is None:  # a source used outside load_settings
+        raise ConfigError(problems)
+    collected.extend(problems)
 
 
 # Settings given in the environment as JSON (in the TOML file they are tables).
@@ -291,19 +430,35 @@ class _EnvironSource(PydanticBaseSettingsSource):
             raw = self._environ.get(_env_name(name))
             if raw is None:
                 continue
-            structured = name in _JSON_FIELDS or (
-                name == "previous_cipher_keys" and raw.lstrip().startswith("[")
-            )
-            if not structured:
-                values[name] = raw
-                continue
             try:
-                values[name] = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                problems.append(f"{name} ({_env_name(name)}): not valid JSON: {exc.msg}")
+                values[name] = _environment_value(name, raw)
+            except ValueError as exc:
+                problems.append(f"{name} ({_env_name(name)}): {exc}")
         if problems:
-            raise ConfigError(problems)
+            _report(problems)
         return values
+
+
+def _environment_value(name: str, raw: str) -> Any:
+    if name == "previous_cipher_keys":
+        if not raw.lstrip().startswith("["):
+            return clean_secret_lines(name, raw)
+        items = _json(raw)
+        if not isinstance(items, list):
+            raise ValueError("must be a JSON list of strings or one key per line")
+        return clean_secret_list(name, items)
+    if name in SECRET_FIELDS:
+        return clean_secret(name, raw)
+    if name in _JSON_FIELDS:
+        return _json(raw)
+    return raw
+
+
+def _json(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc.msg}") from None
 
 
 class _SecretFileSource(PydanticBaseSettingsSource):
@@ -321,28 +476,120 @@ class _SecretFileSource(PydanticBaseSettingsSource):
         problems: list[str] = []
         credentials_dir = self._environ.get(CREDENTIALS_DIRECTORY_ENV)
         for name in SECRET_FIELDS:
-            explicit = self._environ.get(f"{_env_name(name)}_FILE")
-            if explicit:
-                path, origin = Path(explicit), f"{_env_name(name)}_FILE"
-            elif credentials_dir and (Path(credentials_dir) / name).is_file():
-                path, origin = Path(credentials_dir) / name, f"credential {name}"
+            variable = f"{_env_name(name)}_FILE"
+            explicit = self._environ.get(variable)
+            if explicit is not None and not explicit.strip():
+                problems.append(f"{name} ({variable}): is empty; give the secret file's path or unset it")
+                continue
+            if explicit is not None:
+                path, origin = Path(explicit), f"{variable}={explicit}"
+            elif credentials_dir and os.path.lexists(Path(credentials_dir) / name):
+                path = Path(credentials_dir) / name
+                origin = f"credential {path}"
             else:
                 continue
             try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                problems.append(f"{origin}: cannot read the secret file: {exc.strerror or exc}")
-                continue
-            except UnicodeDecodeError:
-                problems.append(f"{origin}: the secret file is not UTF-8 text")
-                continue
-            if not text.strip():
-                problems.append(f"{origin}: the secret file is empty")
-                continue
-            values[name] = text if name == "previous_cipher_keys" else text.strip()
+                text = read_secret_file(path)
+                values[name] = (
+                    clean_secret_lines(name, text)
+                    if name == "previous_cipher_keys"
+                    else clean_secret(name, text)
+                )
+            except ValueError as exc:
+                problems.append(f"{name} ({origin}): {exc}")
         if problems:
-            raise ConfigError(problems)
+            _report(problems)
         return values
+
+
+# POSIX ACL as Linux stores it in this extended attribute (acl_ea_header, acl_ea_entry).
+_ACL_XATTR = "system.posix_acl_access"
+_ACL_VERSION = 2
+_ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP, _ACL_MASK = 0x02, 0x04, 0x08, 0x10
+_READ, _WRITE = 0o4, 0o2
+
+
+def _acl_entries(path: Path) -> list[tuple[int, int, int]] | None:
+    """(tag, permissions, user or group ID) of the file's ACL, or None when it has none."""
+    try:
+        raw = os.getxattr(path, _ACL_XATTR)
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return None
+        raise ValueError(f"cannot read the permissions of {path}: {exc.strerror or exc}") from None
+    if len(raw) < 4 or (len(raw) - 4) % 8 or struct.unpack_from("<I", raw)[0] != _ACL_VERSION:
+        raise ValueError(f"{path} has an access control list this agent cannot read")
+    return [struct.unpack_from("<HHI", raw, offset) for offset in range(4, len(raw), 8)]
+
+
+def _exposed_to(path: Path, info: os.stat_result) -> int:
+    """Read/write bits that someone other than the owner or this process's user holds.
+
+    The group counts as "other users". systemd shares a credential with a service's user by
+    an ACL entry for that user; the mode's group bits are then the ACL mask, not a group.
+    """
+    bits = info.st_mode & 0o7
+    acl = _acl_entries(path)
+    if acl is None:
+        bits |= (info.st_mode >> 3) & 0o7
+    else:
+        mask = next((perms for tag, perms, _ in acl if tag == _ACL_MASK), 0o7)
+        allowed = {info.st_uid, os.geteuid()}
+        for tag, perms, qualifier in acl:
+            if tag in (_ACL_GROUP_OBJ, _ACL_GROUP) or (tag == _ACL_USER and qualifier not in allowed):
+                bits |= perms & mask
+    return bits & (_READ | _WRITE)
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    return next((kind for test, kind in kinds if test(mode)), "not a regular file")
+
+
+def read_secret_file(path: Path) -> str:
+    """The text of a secret file. ValueError says why it cannot be used, never what it holds.
+
+    Judged by ``stat`` before it is opened, so a FIFO or a device never blocks the load, and
+    opened non-blocking in case it is swapped for one in between.
+    """
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{path} is {_file_kind(info.st_mode)}, not a regular file")
+    exposed = _exposed_to(path, info)
+    if exposed:
+        access = " and ".join(word for bit, word in ((_READ, "read"), (_WRITE, "written")) if exposed & bit)
+        raise ValueError(
+            f"{path} can be {access} by other users (mode {stat.S_IMODE(info.st_mode):04o}); "
+            f"run: chmod 600 {path}"
+        )
+    if info.st_size > MAX_SECRET_FILE_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_SECRET_FILE_BYTES // 1024} KiB: not a secret file")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        opened = os.fstat(fd)
+        if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):
+            raise ValueError(f"{path} was replaced while it was read")
+        data = os.read(fd, MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("is not UTF-8 text") from None
 
 
 class _TomlSource(PydanticBaseSettingsSource):
@@ -373,7 +620,7 @@ class _TomlSource(PydanticBaseSettingsSource):
             if key in SECRET_FIELDS
         ]
         problems += [
-            f"{key} (config file): unknown setting"
+            f"{key} (config file): unknown setting{_suggestion(key, self.settings_cls.model_fields)}"
             for key in data
             if key not in self.settings_cls.model_fields
         ]
@@ -382,15 +629,22 @@ class _TomlSource(PydanticBaseSettingsSource):
         return data
 
 
+def _suggestion(name: str, valid: Iterable[str]) -> str:
+    """``; did you mean X?`` for the closest valid name, or nothing when none is close."""
+    close = difflib.get_close_matches(name, sorted(valid), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
 def _unknown_environment(environ: Mapping[str, str]) -> list[str]:
-    """``TELEHEALTH_*`` variables that name no setting: most likely a typo, so say so."""
+    """``TELEHEALTH_*`` variables (any case) that name no setting: most likely a typo, so say so."""
     known = {_env_name(name) for name in Settings.model_fields}
     known |= {f"{_env_name(name)}_FILE" for name in SECRET_FIELDS}
     known.add(CONFIG_ENV)
+    # Only the upper-case spelling is read: a lower-case one would be silently ignored.
     return [
-        f"{name}: unknown setting"
+        f"{name}: unknown setting{_suggestion(name.upper(), known)}"
         for name in sorted(environ)
-        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known
+        if name.upper().startswith(ENV_PREFIX) and name not in known
     ]
 
 
@@ -412,20 +666,29 @@ def load_settings(
     Raises ConfigError with one line per problem, each naming the setting.
     """
     env = os.environ if environ is None else environ
-    if config_file is None and env.get(CONFIG_ENV):
-        config_file = Path(env[CONFIG_ENV])
     problems = _unknown_environment(env)
+    if config_file is None and CONFIG_ENV in env:
+        if env[CONFIG_ENV].strip():
+            config_file = Path(env[CONFIG_ENV])
+        else:
+            problems.append(f"{CONFIG_ENV}: is empty; give the config file's path or unset it")
+    source_problems: list[str] = []
+    invalid: list[str] = []
     file_token = _CONFIG_FILE.set(config_file)
     env_token = _ENVIRON.set(env)
+    problems_token = _SOURCE_PROBLEMS.set(source_problems)
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        problems += [_describe(error) for error in exc.errors()]
+        invalid = [_describe(error) for error in exc.errors()]
     except ConfigError as exc:
-        problems += exc.problems
+        invalid = exc.problems
     finally:
         _CONFIG_FILE.reset(file_token)
         _ENVIRON.reset(env_token)
+        _SOURCE_PROBLEMS.reset(problems_token)
+    problems += source_problems + invalid
     if problems:
         raise ConfigError(problems)
+    settings._credentials_directory = env.get(CREDENTIALS_DIRECTORY_ENV)
     return settings

@@ -77,7 +77,7 @@ async def test_version() -> None:
 async def test_invalid_settings_stop_start_up_with_one_line_each_and_exit_2(tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
     config.write_text('user_id = "dr.smith"\napi_port = "eighty"\n')
-    env = clean_environment({"TELEHEALTH_ROLE": "surgeon", "TELEHEALTH_CIPHER_KEY": "never-print-me"})
+    env = clean_environment({"TELEHEALTH_ROLE": "surgeon", "TELEHEALTH_CIPHER_KEY": "never-print-me-0001"})
     process = await start("run", "--config", str(config), env=env)
     code, _, err = await process.finish()
     assert code == 2
@@ -87,7 +87,7 @@ async def test_invalid_settings_stop_start_up_with_one_line_each_and_exit_2(tmp_
     assert any("user_id (TELEHEALTH_USER_ID)" in line for line in lines)
     assert any("api_port (TELEHEALTH_API_PORT)" in line for line in lines)
     assert any("role (TELEHEALTH_ROLE)" in line for line in lines)
-    assert "never-print-me" not in err
+    assert "never-print-me-0001" not in err
 
 
 async def test_run_without_keys_is_a_configuration_error() -> None:
@@ -128,7 +128,7 @@ def agent_env(relay: Relay, **extra: str) -> dict[str, str]:
             "TELEHEALTH_SSL": "false",
             "TELEHEALTH_PUBLISH_KEY": "pub-c-cli",
             "TELEHEALTH_SUBSCRIBE_KEY": "sub-c-cli",
-            "TELEHEALTH_CIPHER_KEY": "cli-cipher-key",
+            "TELEHEALTH_CIPHER_KEY": "cli-cipher-key-0001",
             "TELEHEALTH_RECONNECT_MAX_SECONDS": "1",
             **extra,
         }
@@ -153,7 +153,7 @@ async def test_run_connects_notifies_systemd_and_stops_cleanly_on_sigterm(
         await notified(notify, b"STOPPING=1")
     assert code == 0, err
     assert "agent stopped" in out
-    assert "cli-cipher-key" not in out + err
+    assert "cli-cipher-key-0001" not in out + err
 
 
 async def test_run_reports_access_denied_without_a_token(open_relay: Relay) -> None:
