@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from telehealth_client import systemd
-from telehealth_client.config import Settings
+from telehealth_client.config import Role, Settings
 from telehealth_client.logs import describe_exception
 from telehealth_client.protocol import channels
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange, Subscription
@@ -47,8 +47,8 @@ def bus_config(settings: Settings, *, token: str | None = None) -> BusConfig:
 async def initial_token(settings: Settings) -> str | None:
     """An Access Manager token from the clinic backend when a device credential is configured.
 
-    Without one the agent still starts: the bus reports access-denied and retries, and a
-    later check-in brings the consultation's token.
+    Without one the agent still starts: the bus reports access-denied and retries. Not for an
+    idle patient kiosk: the clinic grants patient tokens per consultation, at check-in.
     """
     if settings.device_credential is None:
         return None
@@ -83,15 +83,36 @@ class Agent:
         self.connected = asyncio.Event()
         self.notification_listeners: list[NotificationHandler] = []
 
-    async def start(self) -> None:
-        if self._token is None:
+    @property
+    def idle(self) -> bool:
+        """A patient kiosk between consultations: no token, no subscription, nothing to listen to.
+
+        The clinic grants patient tokens per consultation, so asking for one now could only be
+        refused, and subscribing without one only denied and retried forever.
+        """
+        return self.settings.role is Role.PATIENT and self._token is None
+
+    @property
+    def status(self) -> str:
+        """One line for systemd's STATUS and the logs: idle, or the pub/sub connection's state."""
+        if self.idle:
+            return "idle"
+        return f"pub/sub {self.bus.status if self.bus is not None else ConnectionStatus.STOPPED}"
+
+    async def start(self) -> str:
+        """Build and start the parts; returns the status line (systemd's READY carries it)."""
+        if self._token is None and not self.idle:
             self._token = await initial_token(self.settings)
         self.bus = PubNubBus(bus_config(self.settings, token=self._token))
         self.bus.add_status_listener(self._on_bus_status)
-        self._notifications = await self.bus.subscribe(
-            [channels.notification(self.settings.user_id)], self._on_notification
+        if not self.idle:
+            self._notifications = await self.bus.subscribe(
+                [channels.notification(self.settings.user_id)], self._on_notification
+            )
+        log.info(
+            "agent started role=%s user=%s status=%s", self.settings.role, self.settings.user_id, self.status
         )
-        log.info("agent started role=%s user=%s", self.settings.role, self.settings.user_id)
+        return self.status
 
     def _on_bus_status(self, change: StatusChange) -> None:
         if change.status == ConnectionStatus.CONNECTED:
@@ -120,7 +141,10 @@ class Agent:
 
 
 async def run_until_signalled(start: Callable[[], Awaitable[Any]], stop: Callable[[], Awaitable[Any]]) -> int:
-    """Start, then wait for SIGINT/SIGTERM: the first drains and stops cleanly, a second exits at once."""
+    """Start, then wait for SIGINT/SIGTERM: the first drains and stops cleanly, a second exits at once.
+
+    When ``start`` returns a string, systemd's READY carries it as the status line.
+    """
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     signals_seen = 0
@@ -138,13 +162,13 @@ async def run_until_signalled(start: Callable[[], Awaitable[Any]], stop: Callabl
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         try:
-            await start()
+            started = await start()
         except Exception as exc:
             log.error("start failed error=%s", describe_exception(exc))
             return 1
         # READY once started, not once connected: the network may be down at boot and the
         # agent keeps reconnecting by itself; systemd must not kill it for that.
-        systemd.ready("started")
+        systemd.ready(started if isinstance(started, str) else "started")
         await stop_requested.wait()
         systemd.stopping()
         return 0

@@ -10,14 +10,17 @@ import socket
 import stat
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from telehealth_client import __version__
 from telehealth_client.config import load_settings
 from telehealth_client.devstack.relay import Relay
+from telehealth_client.devstack.stack import DevStack
 
 AGENT = [sys.executable, "-m", "telehealth_client"]
 
@@ -110,14 +113,18 @@ async def open_relay() -> AsyncIterator[Relay]:
         yield relay
 
 
-async def notified(sock: socket.socket, field: bytes) -> None:
-    """Wait for a datagram on the notify socket that carries ``field``."""
+async def notified(sock: socket.socket, field: bytes) -> list[bytes]:
+    """Wait for a datagram on the notify socket that carries ``field``; return all its fields."""
 
-    async def receive() -> None:
-        while field not in (await asyncio.get_running_loop().sock_recv(sock, 4096)).split(b"\n"):
+    async def receive() -> list[bytes]:
+        while field not in (fields := (await asyncio.get_running_loop().sock_recv(sock, 4096)).split(b"\n")):
             pass
+        return fields
 
-    await asyncio.wait_for(receive(), 10)
+    return await asyncio.wait_for(receive(), 10)
+
+
+PROVIDER = {"TELEHEALTH_ROLE": "provider", "TELEHEALTH_USER_ID": "dr-cli"}
 
 
 def agent_env(relay: Relay, **extra: str) -> dict[str, str]:
@@ -135,18 +142,25 @@ def agent_env(relay: Relay, **extra: str) -> dict[str, str]:
     )
 
 
+def notify_socket(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    return sock
+
+
 async def test_run_connects_notifies_systemd_and_stops_cleanly_on_sigterm(
     open_relay: Relay, tmp_path: Path
 ) -> None:
+    # A provider's cart: it listens on its notification channel from the start.
     notify_path = tmp_path / "notify.sock"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
-        notify.bind(str(notify_path))
-        notify.setblocking(False)
-        process = await start("run", env=agent_env(open_relay, NOTIFY_SOCKET=str(notify_path)))
+    with notify_socket(notify_path) as notify:
+        env = agent_env(open_relay, NOTIFY_SOCKET=str(notify_path), **PROVIDER)
+        process = await start("run", env=env)
         await process.wait_for_line("bus status=connected")
         await notified(notify, b"READY=1")
         await notified(notify, b"STATUS=pub/sub connected")
-        assert open_relay.occupants("notification.kiosk-cli") == ["kiosk-cli"]
+        assert open_relay.occupants("notification.dr-cli") == ["dr-cli"]
 
         process.proc.send_signal(signal.SIGTERM)
         code, out, err = await process.finish()
@@ -158,11 +172,82 @@ async def test_run_connects_notifies_systemd_and_stops_cleanly_on_sigterm(
 
 async def test_run_reports_access_denied_without_a_token(open_relay: Relay) -> None:
     open_relay.enforce_access = True
-    process = await start("run", env=agent_env(open_relay))
+    process = await start("run", env=agent_env(open_relay, **PROVIDER))
     await process.wait_for_line("bus status=access-denied")
     process.proc.send_signal(signal.SIGINT)
     code, _, _ = await process.finish()
     assert code == 0
+
+
+@asynccontextmanager
+async def recording_proxy(target: str) -> AsyncIterator[tuple[str, list[str]]]:
+    """Forwards every request to ``target`` (the real clinic stand-in) and records what was asked."""
+    seen: list[str] = []
+    async with aiohttp.ClientSession() as session:
+
+        async def forward(request: web.Request) -> web.Response:
+            seen.append(f"{request.method} {request.path}")
+            headers = {
+                k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type")
+            }
+            async with session.request(
+                request.method, target + request.path_qs, headers=headers, data=await request.read()
+            ) as answer:
+                return web.Response(
+                    status=answer.status, body=await answer.read(), content_type=answer.content_type
+                )
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", forward)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        try:
+            yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
+        finally:
+            await runner.cleanup()
+
+
+@pytest.fixture
+async def dev_stack() -> AsyncIterator[DevStack]:
+    async with DevStack() as stack:  # enforces Access Manager, like production
+        yield stack
+
+
+async def test_an_idle_kiosk_asks_for_no_token_logs_no_warning_and_is_idle(
+    dev_stack: DevStack, tmp_path: Path
+) -> None:
+    assert dev_stack.clinic is not None
+    async with recording_proxy(dev_stack.clinic.url) as (clinic_url, seen):
+        with notify_socket(tmp_path / "notify.sock") as notify:
+            environment = {
+                **dev_stack.agent_environment(),
+                "TELEHEALTH_USER_ID": "kiosk-idle",
+                "TELEHEALTH_CLINIC_URL": clinic_url,
+                "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
+            }
+            kiosk = await start("run", env=clean_environment(environment))
+            ready = await notified(notify, b"READY=1")
+            kiosk.proc.send_signal(signal.SIGTERM)
+            code, out, err = await kiosk.finish()
+        assert code == 0, err
+        assert b"STATUS=idle" in ready
+        assert "agent started role=patient user=kiosk-idle status=idle" in out
+        assert "level=warning" not in out
+        # Nothing subscribed, so the bus never connects or is denied: it only stops at the end.
+        assert [
+            line for line in out.splitlines() if "bus status=" in line and "status=stopped" not in line
+        ] == []
+        assert seen == []  # the clinic was never asked
+
+        # The proxy does see a cart's agent ask (a provider's standing token: the next issue).
+        provider = {**dev_stack.agent_environment("dr-demo"), "TELEHEALTH_CLINIC_URL": clinic_url}
+        cart = await start("run", env=clean_environment(provider))
+        await cart.wait_for_line("agent started role=provider user=dr-demo")
+        cart.proc.send_signal(signal.SIGTERM)
+        code, _, err = await cart.finish()
+        assert code == 0, err
+        assert seen == ["POST /api/telemedicine/token"]
 
 
 async def test_devstack_prints_working_settings_and_writes_the_env_file(tmp_path: Path) -> None:
