@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     devstack.add_argument("--env-file", type=Path, help="also write the agent's settings to this file")
     devstack.add_argument("--open-access", action="store_true", help="do not enforce Access Manager tokens")
+    devstack.add_argument(
+        "--state-dir",
+        type=Path,
+        help="keep keys, issued and revoked tokens, history, App Context, consent and audit events here "
+        "across restarts (default: a fresh temporary directory, removed at exit)",
+    )
 
     from devices.cli import add_check_devices_arguments
 
@@ -93,12 +102,60 @@ def _write_env_file(path: Path, lines: list[str]) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _run_devstack(env_file: Path | None, open_access: bool) -> int:
-    from telehealth_client.agent import run_until_signalled
-    from telehealth_client.devstack.stack import DevStack
+def _unwritable_env_file(path: Path) -> str | None:
+    """Why ``path`` cannot take the env file, or None: checked before any secret is printed."""
+    if path.exists() and not path.is_file():
+        return "is not a regular file"
+    try:
+        # O_NONBLOCK: whatever appears there meanwhile, opening it must not hang.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK, 0o600)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    os.close(descriptor)
+    return None
 
+
+def _prepare_state_dir(path: Path) -> str | None:
+    """Create ``path`` if needed and prove it writable; why not, or None."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
+
+
+def _devstack_usage_error(option: str, path: Path, reason: str) -> int:
+    print(f"telehealth-agent: devstack: {option} {path}: {reason}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _run_devstack(env_file: Path | None, open_access: bool, state_dir: Path | None) -> int:
+    # Every path is checked before the stack starts and before anything (a secret) is printed.
+    if env_file is not None and (reason := _unwritable_env_file(env_file)) is not None:
+        return _devstack_usage_error("--env-file", env_file, f"cannot be written: {reason}")
+    temporary = state_dir is None
+    state = Path(tempfile.mkdtemp(prefix="telehealth-devstack-")) if state_dir is None else state_dir
+    try:
+        if not temporary and (reason := _prepare_state_dir(state)) is not None:
+            return _devstack_usage_error("--state-dir", state, f"cannot be written: {reason}")
+        return _serve_devstack(env_file, open_access, state, temporary)
+    finally:
+        if temporary:
+            shutil.rmtree(state, ignore_errors=True)
+
+
+def _serve_devstack(env_file: Path | None, open_access: bool, state_dir: Path, temporary: bool) -> int:
+    from telehealth_client.agent import run_until_signalled
+    from telehealth_client.devstack.stack import AUDITOR_USER_ID, DevStack, DevStackKeys
+
+    try:
+        keys = DevStackKeys.load_or_create(state_dir / "keys.json")
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        return _devstack_usage_error("--state-dir", state_dir, f"keys: {reason}")
     logs.configure("INFO", "kv")
-    stack = DevStack(enforce_access=not open_access)
+    stack = DevStack(enforce_access=not open_access, keys=keys, state_dir=state_dir)
 
     async def started() -> None:
         await stack.start()
@@ -110,7 +167,18 @@ def _run_devstack(env_file: Path | None, open_access: bool) -> int:
         for user_id, user in stack.users.items():
             extra = {k: v for k, v in stack.agent_environment(user_id).items() if kiosk.get(k) != v}
             settings = " ".join(f"{name}={value}" for name, value in extra.items())
-            print(f"# {user.role} {user_id}'s agent: the settings above with {settings}", flush=True)
+            print(
+                f"# {user.role} {user_id}'s agent: the settings above with {settings} "
+                f"(departmentId {user.department_id})",
+                flush=True,
+            )
+        print(
+            f"# auditor {AUDITOR_USER_ID} (GET /api/audit-events, nothing else): "
+            f"Authorization: Bearer {stack.keys.auditor_credential}",
+            flush=True,
+        )
+        kept = "temporary, removed at exit" if temporary else "kept across restarts"
+        print(f"# state directory: {state_dir} ({kept})", flush=True)
         if env_file is not None:
             await asyncio.to_thread(_write_env_file, env_file, lines)
             print(f"# written to {env_file}", flush=True)
@@ -126,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return _run_agent(args.config)
     if args.command == "devstack":
-        return _run_devstack(args.env_file, args.open_access)
+        return _run_devstack(args.env_file, args.open_access, args.state_dir)
     if args.command == "check-devices":
         return _check_devices(args)
     return EXIT_USAGE

@@ -7,10 +7,15 @@ server and its TURN server; nothing here is a broker or a backend to deploy.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
 import secrets
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import TracebackType
 
@@ -30,11 +35,12 @@ def _device_credential(kind: str) -> str:
 
 @dataclass(frozen=True)
 class DevStackKeys:
-    """Keys of the development keyset. Random per run: nothing here is worth stealing.
+    """Keys of the development keyset. Random per run unless kept in a state directory
+    (``load_or_create``): nothing here is worth stealing.
 
     ``kiosk_credential`` is the patient check-in kiosk's device credential: patient tokens for
     any patient, nothing else. ``auditor_credential`` (user ``AUDITOR_USER_ID``) reads the audit
-    sink and does nothing else. Providers and nurses get their own (``DevStack.users``).
+    sink and does nothing else. Providers and nurses get their own (``staff_credential``).
     """
 
     publish_key: str = field(default_factory=lambda: "pub-c-dev-" + secrets.token_hex(8))
@@ -43,6 +49,44 @@ class DevStackKeys:
     cipher_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     kiosk_credential: str = field(default_factory=lambda: _device_credential("kiosk"))
     auditor_credential: str = field(default_factory=lambda: _device_credential("auditor"))
+    staff_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+
+    def staff_credential(self, role: str, user_id: str) -> str:
+        """A provider's or nurse's cart credential: derived, so a kept keyset keeps these too."""
+        digest = hmac.new(self.staff_secret.encode(), f"{role}:{user_id}".encode(), hashlib.sha256).digest()
+        return f"dev-{role}-" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> DevStackKeys:
+        """The keyset kept in ``path`` (JSON, mode 0600), or a new one written there.
+
+        A stack restarted on the same state must keep its keys: tokens in the clinic's ledger
+        and the relay's revocations are bound to them. Blocking: not on the event loop.
+        ValueError names the file and the field when it holds something else.
+        """
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            keys = cls()
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                json.dump(asdict(keys), file)
+            return keys
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: is not UTF-8 text") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            raise ValueError(f"{path}: is not JSON") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: must hold a JSON object")
+        values: dict[str, str] = {}
+        for key in fields(cls):
+            value = data.get(key.name)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{path}: {key.name}: must be a non-empty string")
+            values[key.name] = value
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -69,8 +113,9 @@ class DevStack:
     clinic's directory. ``agent_environment(user_id)`` gives an agent its settings.
 
     ``state_dir``: the relay's (``relay/``) and the clinic's (``clinic/``) durable state, so a
-    stack restarted on the same directory still refuses the tokens it revoked. None keeps
-    everything in memory.
+    stack restarted on the same directory still refuses the tokens it revoked. It needs the
+    ``keys`` kept with it (``DevStackKeys.load_or_create(state_dir / "keys.json")``): the
+    state is bound to them. None keeps everything in memory.
     """
 
     def __init__(
@@ -85,6 +130,8 @@ class DevStack:
         nurses: Sequence[str] = (),
         departments: Mapping[str, str] | None = None,
     ) -> None:
+        if state_dir is not None and keys is None:
+            raise ValueError("state_dir needs the keys kept with it: keys=DevStackKeys.load_or_create(...)")
         self.keys = keys or DevStackKeys()
         self.users: dict[str, DevUser] = {}
         departments = dict(departments or {})
@@ -98,7 +145,8 @@ class DevStack:
                 DeviceIdentity(role, user_id)  # a bad user ID fails here, not when the clinic starts
                 department = departments.pop(user_id, DEFAULT_DEPARTMENT)
                 StaffMember(role, department)  # so does a bad department ID
-                self.users[user_id] = DevUser(user_id, role, _device_credential(role), department)
+                credential = self.keys.staff_credential(role, user_id)
+                self.users[user_id] = DevUser(user_id, role, credential, department)
         if departments:
             raise ValueError(
                 f"departments names users that are not providers or nurses: {sorted(departments)}"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import stat
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
 from telehealth_client.devstack.clinic import DeviceIdentity
-from telehealth_client.devstack.stack import DEFAULT_DEPARTMENT, DevStack
+from telehealth_client.devstack.stack import DEFAULT_DEPARTMENT, DevStack, DevStackKeys
 
 pytestmark = pytest.mark.integration
 
@@ -131,3 +133,36 @@ async def test_the_stacks_directory_decides_departments_and_the_auditor_reads_th
         assert await call("POST", stack.users["dr-b"].credential, token, as_dr_b) == 403
         assert await call("GET", stack.keys.kiosk_credential, "/api/audit-events") == 403
         assert await call("GET", stack.keys.auditor_credential, "/api/audit-events") == 200
+
+
+def test_a_kept_keyset_is_read_back_with_the_same_staff_credentials(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    created = DevStackKeys.load_or_create(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert DevStackKeys.load_or_create(path) == created
+    first = DevStack(keys=created, state_dir=tmp_path, providers=("dr-a",))
+    again = DevStack(keys=DevStackKeys.load_or_create(path), state_dir=tmp_path, providers=("dr-a",))
+    assert first.users["dr-a"].credential == again.users["dr-a"].credential
+    assert created.staff_credential("provider", "dr-a") != created.staff_credential("nurse", "dr-a")
+    assert DevStackKeys().staff_credential("provider", "dr-a") != created.staff_credential("provider", "dr-a")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\xff", "is not UTF-8"),
+        (b"{", "is not JSON"),
+        (b"[]", "must hold a JSON object"),
+        (b'{"publish_key": ""}', "publish_key: must be a non-empty string"),
+    ],
+)
+def test_a_bad_keyset_file_is_refused_naming_it(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "keys.json"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=f"{path}: {message}"):
+        DevStackKeys.load_or_create(path)
+
+
+def test_a_state_dir_without_its_keys_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="state_dir needs the keys"):
+        DevStack(state_dir=tmp_path)

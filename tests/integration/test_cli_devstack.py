@@ -1,0 +1,214 @@
+"""``telehealth-agent devstack`` as a developer runs it: a real process, real signals, real parts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+
+pytestmark = pytest.mark.integration
+
+AGENT = [sys.executable, "-m", "telehealth_client"]
+CONSULTATION = "consultation.dr-demo.pat-1"
+
+
+class Devstack:
+    """A ``devstack`` child process whose stdout lines can be awaited."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+
+    async def wait_for_line(self, fragment: str, within: float = 60.0) -> str:
+        async def read() -> str:
+            assert self.proc.stdout is not None
+            while True:
+                raw = await self.proc.stdout.readline()
+                if not raw:
+                    raise AssertionError(
+                        f"devstack ended before {fragment!r}; output:\n" + "".join(self.lines)
+                    )
+                line = raw.decode()
+                self.lines.append(line)
+                if fragment in line:
+                    return line
+
+        return await asyncio.wait_for(read(), within)
+
+    async def finish(self, within: float = 30.0) -> tuple[int, str, str]:
+        out, err = await asyncio.wait_for(self.proc.communicate(), within)
+        return self.proc.returncode or 0, "".join(self.lines) + out.decode(), err.decode()
+
+    async def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        code, _, err = await self.finish()
+        assert code == 0, err
+
+    def kiosk_settings(self) -> dict[str, str]:
+        return dict(line.strip().split("=", 1) for line in self.lines if line.startswith("TELEHEALTH_"))
+
+    def provider_settings(self, user_id: str) -> dict[str, str]:
+        (comment,) = [line for line in self.lines if line.startswith(f"# provider {user_id}'s agent:")]
+        return {
+            **self.kiosk_settings(),
+            **dict(word.split("=", 1) for word in comment.split() if "=" in word),
+        }
+
+
+def _environment() -> dict[str, str]:
+    base = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
+    base.pop("NOTIFY_SOCKET", None)
+    return base
+
+
+@pytest.fixture
+async def started() -> AsyncIterator[list[Devstack]]:
+    """Every devstack a test starts; any still running afterwards is killed."""
+    processes: list[Devstack] = []
+    yield processes
+    for process in processes:
+        if process.proc.returncode is None:
+            process.proc.kill()
+            await process.proc.wait()
+
+
+async def devstack(started: list[Devstack], *args: str) -> Devstack:
+    proc = await asyncio.create_subprocess_exec(
+        *AGENT,
+        "devstack",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_environment(),
+    )
+    process = Devstack(proc)
+    started.append(process)
+    return process
+
+
+async def running(started: list[Devstack], *args: str) -> Devstack:
+    process = await devstack(started, *args)
+    await process.wait_for_line("# state directory:")
+    return process
+
+
+async def post(settings: dict[str, str], path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {settings['TELEHEALTH_DEVICE_CREDENTIAL']}"}
+    async with (
+        aiohttp.ClientSession(headers=headers) as session,
+        session.post(settings["TELEHEALTH_CLINIC_URL"] + path, json=body) as answer,
+    ):
+        return answer.status, await answer.json()
+
+
+async def publish_status(settings: dict[str, str], token: str) -> int:
+    """One publish as pat-1 with ``token`` straight to the relay's REST API: its HTTP status."""
+    message = quote(json.dumps({"type": "probe"}), safe="")
+    url = (
+        f"http://{settings['TELEHEALTH_ORIGIN']}/publish/{settings['TELEHEALTH_PUBLISH_KEY']}/"
+        f"{settings['TELEHEALTH_SUBSCRIBE_KEY']}/0/{CONSULTATION}/0/{message}"
+    )
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, params={"uuid": "pat-1", "auth": token}) as answer,
+    ):
+        return answer.status
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        (lambda tmp: tmp / "no-such-directory" / "dev.env", "No such file or directory"),
+        (lambda tmp: tmp, "is not a regular file"),
+    ],
+    ids=["missing-directory", "a-directory"],
+)
+async def test_an_unwritable_env_file_exits_2_naming_it_before_printing_any_secret(
+    started: list[Devstack], tmp_path: Path, where: Any, reason: str
+) -> None:
+    env_file: Path = where(tmp_path)
+    process = await devstack(started, "--env-file", str(env_file), "--state-dir", str(tmp_path / "state"))
+    code, out, err = await process.finish()
+    assert code == 2
+    assert out == ""  # no setting, key or credential printed
+    (line,) = err.splitlines()
+    assert line == f"telehealth-agent: devstack: --env-file {env_file}: cannot be written: {reason}"
+    assert not (tmp_path / "state").exists()  # refused before anything was started
+
+
+async def test_a_state_dir_that_is_a_file_exits_2_naming_it(started: list[Devstack], tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.write_text("not a directory")
+    code, out, err = await (await devstack(started, "--state-dir", str(state))).finish()
+    assert code == 2
+    assert out == ""
+    (line,) = err.splitlines()
+    assert line.startswith(f"telehealth-agent: devstack: --state-dir {state}: cannot be written: ")
+
+
+async def test_the_default_state_dir_is_fresh_and_removed_at_exit(started: list[Devstack]) -> None:
+    process = await running(started)
+    line = process.lines[-1]
+    assert line.endswith("(temporary, removed at exit)\n")
+    state = Path(line.removeprefix("# state directory: ").rsplit(" (", 1)[0])
+    assert (state / "keys.json").is_file()
+    assert (state / "clinic" / "clinic.sqlite3").is_file()
+    await process.stop()
+    assert not await asyncio.to_thread(state.exists)
+
+
+async def test_a_state_dir_keeps_keys_and_the_token_ledger_across_a_restart(
+    started: list[Devstack], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    first = await running(started, "--state-dir", str(state))
+    assert first.lines[-1] == f"# state directory: {state} (kept across restarts)\n"
+    kiosk = first.kiosk_settings()
+    status, grant = await post(
+        kiosk, "/api/telemedicine/token", {"userId": "pat-1", "role": "patient", "providerId": "dr-demo"}
+    )
+    assert status == 200
+    await first.stop()
+
+    second = await running(started, "--state-dir", str(state))
+    again = second.kiosk_settings()
+    # The same keyset and credentials; only the ports are new.
+    for name in ("TELEHEALTH_SUBSCRIBE_KEY", "TELEHEALTH_CIPHER_KEY", "TELEHEALTH_DEVICE_CREDENTIAL"):
+        assert again[name] == kiosk[name]
+    provider = second.provider_settings("dr-demo")
+    assert (
+        provider["TELEHEALTH_DEVICE_CREDENTIAL"]
+        == first.provider_settings("dr-demo")["TELEHEALTH_DEVICE_CREDENTIAL"]
+    )
+
+    # The token issued before the restart still works, and revoke-access still finds it.
+    assert await publish_status(again, grant["token"]) == 200
+    revoke = {"userId": "pat-1", "consultationChannel": CONSULTATION}
+    assert await post(provider, "/api/telemedicine/revoke-access", revoke) == (200, {"revoked": 1})
+    assert await publish_status(again, grant["token"]) == 403
+    await second.stop()
+
+
+async def test_the_printout_names_each_staff_department_and_the_auditor(started: list[Devstack]) -> None:
+    process = await running(started)
+    (provider,) = [line for line in process.lines if line.startswith("# provider dr-demo's agent:")]
+    assert provider.rstrip().endswith("(departmentId er)")
+    (auditor,) = [line for line in process.lines if line.startswith("# auditor ")]
+    credential = auditor.rsplit("Bearer ", 1)[1].strip()
+    url = process.kiosk_settings()["TELEHEALTH_CLINIC_URL"] + "/api/audit-events"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url, headers={"Authorization": f"Bearer {credential}"}) as answer:
+            assert (answer.status, await answer.json()) == (200, {"events": []})
+        kiosk_credential = process.kiosk_settings()["TELEHEALTH_DEVICE_CREDENTIAL"]
+        async with session.get(url, headers={"Authorization": f"Bearer {kiosk_credential}"}) as answer:
+            assert answer.status == 403
+    await process.stop()
