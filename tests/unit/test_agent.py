@@ -1,0 +1,107 @@
+"""The agent's composition on the real relay and the real PubNub SDK: listeners and systemd STATUS."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from telehealth_client.agent import Agent, bus_config
+from telehealth_client.config import Settings, load_settings
+from telehealth_client.devstack.relay import Relay
+from telehealth_client.pubsub.bus import ConnectionStatus, Envelope
+from telehealth_client.pubsub.pubnub_bus import PubNubBus
+
+PUBLISH_KEY = "pub-c-agent-test"
+SUBSCRIBE_KEY = "sub-c-agent-test"
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[Relay]:
+    async with Relay(
+        publish_key=PUBLISH_KEY, subscribe_key=SUBSCRIBE_KEY, secret_key="sec-c-agent"
+    ) as running:
+        yield running
+
+
+def settings_for(relay: Relay, user_id: str, role: str) -> Settings:
+    return load_settings(
+        environ={
+            "TELEHEALTH_USER_ID": user_id,
+            "TELEHEALTH_ROLE": role,
+            "TELEHEALTH_ORIGIN": relay.origin,
+            "TELEHEALTH_SSL": "false",
+            "TELEHEALTH_PUBLISH_KEY": PUBLISH_KEY,
+            "TELEHEALTH_SUBSCRIBE_KEY": SUBSCRIBE_KEY,
+            "TELEHEALTH_CIPHER_KEY": "agent-test-cipher-key",
+            "TELEHEALTH_RECONNECT_MAX_SECONDS": "1",
+        }
+    )
+
+
+@pytest.fixture
+def notify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> socket.socket:
+    """systemd's notify socket, as the agent finds it: $NOTIFY_SOCKET."""
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    return sock
+
+
+async def notified(sock: socket.socket, field: bytes, within: float = 10.0) -> None:
+    """Wait for a datagram on the notify socket that carries ``field``."""
+
+    async def receive() -> None:
+        while field not in (await asyncio.get_running_loop().sock_recv(sock, 4096)).split(b"\n"):
+            pass
+
+    await asyncio.wait_for(receive(), within)
+
+
+async def test_notification_listeners_are_called_and_systemd_hears_the_status(
+    relay: Relay, notify: socket.socket
+) -> None:
+    settings = settings_for(relay, "dr-agent", "provider")
+    agent = Agent(settings)
+    called_plain: list[Envelope] = []
+    called_async: list[Envelope] = []
+    delivered = asyncio.Event()
+
+    async def async_listener(envelope: Envelope) -> None:
+        called_async.append(envelope)
+        delivered.set()
+
+    agent.notification_listeners += [called_plain.append, async_listener]
+    sender = PubNubBus(bus_config(settings_for(relay, "dr-sender", "provider")))
+    try:
+        await agent.start()
+        await asyncio.wait_for(agent.connected.wait(), 10)
+        await notified(notify, b"STATUS=pub/sub connected")
+
+        await sender.publish("notification.dr-agent", {"type": "PATIENT_READY", "patientId": "pat-1"})
+        await asyncio.wait_for(delivered.wait(), 10)
+        assert called_plain == called_async
+        (envelope,) = called_async
+        assert envelope.message == {"type": "PATIENT_READY", "patientId": "pat-1"}
+        assert envelope.publisher == "dr-sender"
+        assert envelope.channel == "notification.dr-agent"
+    finally:
+        await sender.aclose()
+        await agent.aclose()
+        notify.close()
+
+
+async def test_an_idle_kiosk_is_idle_and_subscribes_to_nothing(relay: Relay) -> None:
+    agent = Agent(settings_for(relay, "kiosk-agent", "patient"))
+    try:
+        assert await agent.start() == "idle"
+        assert agent.status == "idle"
+        assert agent.bus is not None and agent.bus.status == ConnectionStatus.IDLE
+        assert relay.occupants("notification.kiosk-agent") == []
+    finally:
+        await agent.aclose()
