@@ -184,3 +184,19 @@ def test_device_list_as_text_says_when_nothing_is_found(make_alsa: MakeAlsa, run
     cameras = lines[lines.index("cameras:") + 1 : lines.index("audio inputs:")]
     has_cameras = any(Path("/dev").glob("video*"))
     assert (cameras == ["  none found"]) is not has_cameras
+
+
+def test_a_few_clipped_samples_give_the_near_clipping_warning(tmp_path: Path, run_cli: RunCli) -> None:
+    # A clean tone with one sample in 200 at full scale: 0.5 % clipped, between the default
+    # warning (0.1 %) and failure (1 %) shares.
+    samples = synthetic.pcm_samples("tone", 2.0, level_dbfs=-20.0)
+    samples[::200] = 32767
+    pcm = tmp_path / "near-clipping.raw"
+    samples.astype("<i2").tofile(pcm)
+    alsa = synthetic.write_alsa_config(tmp_path / "alsa", pcm)
+    done = run_cli("--microphone", synthetic.MICROPHONE, *MIC_ONLY, alsa=alsa)
+    assert done.code == 0, done.stderr
+    mic = done.report()["microphone"]
+    assert mic["clipping_ratio"] == pytest.approx(0.005, abs=0.0005)
+    assert mic["status"] == "warn"
+    assert mic["reasons"] == ["input close to clipping"]

@@ -165,3 +165,36 @@ def test_cli_output_is_free_of_library_noise(tmp_path: Path, run_cli: RunCli) ->
     assert done.code == 1
     assert done.stdout.splitlines()[1].strip() == "- video file cannot be decoded"
     assert done.stderr == ""
+
+
+def _checkerboard_video(path: Path, dark: int, light: int, frames: int = 30) -> Path:
+    """Pixels alternating between two grey levels: the mean is exactly half-way between them."""
+    ys, xs = np.indices((240, 320))
+    grey = np.where((ys + xs) % 2 == 0, dark, light).astype(np.uint8)
+    frame = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"FFV1"), 30.0, (320, 240))
+    try:
+        for _ in range(frames):
+            writer.write(frame)
+    finally:
+        writer.release()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("dark", "light", "status", "reason"),
+    [
+        (34, 35, "fail", "image too dark"),  # 34.5: just under the default dark_fail (35)
+        (35, 36, "warn", "image dark"),  # 35.5: just over it, still under dark_warn (60)
+        (59, 60, "warn", "image dark"),  # 59.5: just under dark_warn
+        (60, 61, "ok", None),  # 60.5: just over it
+    ],
+)
+def test_default_dark_thresholds_hold_to_half_a_grey_level(
+    tmp_path: Path, dark: int, light: int, status: str, reason: str | None
+) -> None:
+    # Moving either default by a single grey level changes one of these verdicts.
+    result = check_camera(str(_checkerboard_video(tmp_path / "grey.mkv", dark, light)))
+    (brightness,) = [check for check in result.checks if check.name == "brightness"]
+    assert brightness.value == (dark + light) / 2
+    assert (brightness.status, brightness.reason) == (status, reason)
