@@ -96,22 +96,30 @@ def _check_devices(args: argparse.Namespace) -> int:
 
 
 def _write_env_file(path: Path, lines: list[str]) -> None:
-    # The file holds development keys: readable by its owner only.
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # The file holds development keys: readable by its owner only (mkstemp's 0600). It appears
+    # complete or not at all, so a script may wait for it to exist and then read it.
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write("\n".join(lines) + "\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def _unwritable_env_file(path: Path) -> str | None:
     """Why ``path`` cannot take the env file, or None: checked before any secret is printed."""
-    if path.exists() and not path.is_file():
-        return "is not a regular file"
+    if path.exists():
+        if not path.is_file():
+            return "is not a regular file"
+        if not os.access(path, os.W_OK):
+            return "Permission denied"
     try:
-        # O_NONBLOCK: whatever appears there meanwhile, opening it must not hang.
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK, 0o600)
+        # The same kind of file the final write makes, then gone: nothing appears before the stack runs.
+        tempfile.TemporaryFile(dir=path.parent).close()
     except OSError as exc:
         return exc.strerror or type(exc).__name__
-    os.close(descriptor)
     return None
 
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import stat
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -198,8 +199,22 @@ async def test_a_state_dir_keeps_keys_and_the_token_ledger_across_a_restart(
     await second.stop()
 
 
-async def test_the_printout_names_each_staff_department_and_the_auditor(started: list[Devstack]) -> None:
-    process = await running(started)
+def _written(env_file: Path) -> tuple[list[str], int, list[str]]:
+    """The env file's lines, its mode and every name in its directory."""
+    mode = stat.S_IMODE(env_file.stat().st_mode)
+    return env_file.read_text().splitlines(), mode, [path.name for path in env_file.parent.iterdir()]
+
+
+async def test_the_printout_names_each_staff_department_and_the_auditor(
+    started: list[Devstack], tmp_path: Path
+) -> None:
+    env_file = tmp_path / "dev.env"
+    process = await devstack(started, "--env-file", str(env_file))
+    await process.wait_for_line(f"# written to {env_file}")
+    # Written whole, owner-only, and nothing else left beside it.
+    lines, mode, names = await asyncio.to_thread(_written, env_file)
+    assert lines == [f"{k}={v}" for k, v in process.kiosk_settings().items()]
+    assert (mode, names) == (0o600, ["dev.env"])
     (provider,) = [line for line in process.lines if line.startswith("# provider dr-demo's agent:")]
     assert provider.rstrip().endswith("(departmentId er)")
     (auditor,) = [line for line in process.lines if line.startswith("# auditor ")]
