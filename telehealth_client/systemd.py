@@ -6,21 +6,29 @@ is a no-op, so the agent runs the same from a terminal.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
+log = logging.getLogger(__name__)
+
 
 def notify(*fields: str) -> bool:
-    """Send ``KEY=value`` fields to systemd; return whether a notify socket was there."""
+    """Send ``KEY=value`` fields to systemd; return whether they reached its notify socket."""
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
         return False
     if address.startswith("@"):
         address = "\0" + address[1:]  # abstract namespace socket
     payload = "\n".join(fields).encode("utf-8")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.connect(address)
-        sock.sendall(payload)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(payload)
+    except OSError as exc:
+        # systemd went away or the unit is no longer Type=notify: the agent keeps running.
+        log.warning("systemd notify socket unusable error=%s", type(exc).__name__)
+        return False
     return True
 
 
