@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import hmac
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntFlag
 from typing import Any
@@ -21,7 +22,7 @@ from urllib.parse import quote
 import cbor2
 
 from .clock import Clock
-from .errors import RelayError, access_denied, service_error
+from .errors import RelayError, access_denied, detailed_error
 
 
 class Permission(IntFlag):
@@ -40,6 +41,7 @@ _WIRE_KINDS = {"channels": "chan", "spaces": "chan", "groups": "grp", "uuids": "
 _TOKEN_KINDS = ("chan", "grp", "uuid", "usr", "spc")
 _PAYLOAD_NAMES = {"chan": "channels", "grp": "channel-groups", "uuid": "uuids"}
 MAX_TTL_MINUTES = 43_200  # PubNub's limit: 30 days
+MAX_CLOCK_SKEW = 60  # seconds: PubNub refuses signed requests whose timestamp is further off
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,23 +85,23 @@ class TokenAuthority:
     def mint(self, request: Any) -> str:
         """A token for a grant request body as the SDKs send it; 400 when it is malformed."""
         if not isinstance(request, dict):
-            raise _bad_grant("Invalid request body")
+            raise _bad_grant("Invalid request body", "The body must be a JSON object.", "body")
         ttl = request.get("ttl")
         if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_TTL_MINUTES:
-            raise _bad_grant(f"Invalid ttl: must be an integer from 1 to {MAX_TTL_MINUTES} minutes")
+            raise _bad_grant("Invalid ttl", f"Range should be 1 to {MAX_TTL_MINUTES} minute(s).", "ttl")
         permissions = request.get("permissions")
         if not isinstance(permissions, dict):
-            raise _bad_grant("Invalid permissions")
-        resources = _wire_resources(permissions.get("resources"), patterns=False)
-        patterns = _wire_resources(permissions.get("patterns"), patterns=True)
+            raise _bad_grant("Invalid permissions", "Expected an object.", "permissions")
+        resources = _wire_resources(permissions.get("resources"), "resources")
+        patterns = _wire_resources(permissions.get("patterns"), "patterns")
         if not any(resources.values()) and not any(patterns.values()):
-            raise _bad_grant("No resources specified")
+            raise _bad_grant("Invalid permissions", "No resources specified.", "permissions")
         meta = permissions.get("meta", {})
         if not isinstance(meta, dict):
-            raise _bad_grant("Invalid meta: must be an object")
+            raise _bad_grant("Invalid meta", "Expected an object.", "permissions.meta")
         authorized = permissions.get("uuid")
         if authorized is not None and (not isinstance(authorized, str) or not authorized):
-            raise _bad_grant("Invalid uuid")
+            raise _bad_grant("Invalid uuid", "Expected a non-empty string.", "permissions.uuid")
         body: dict[bytes, Any] = {
             b"v": 2,
             b"t": int(self.clock()),
@@ -134,12 +136,20 @@ class TokenAuthority:
             signature=signature,
         )
 
-    def revoke(self, token: str) -> None:
+    def revoke(self, token: str) -> Grant:
+        """Revoke ``token`` (PubNub's 400 "Invalid token" when it is not ours or already expired)."""
         try:
             grant = self.read(token)
         except RelayError:
-            raise _bad_grant("Invalid token") from None
+            raise _bad_revoke("Token is not valid.") from None
+        if self.clock() >= grant.expires_at():
+            raise _bad_revoke("Token expired.")
         self._revoked.add(grant.signature)
+        return grant
+
+    def restore_revoked(self, signatures: Iterable[bytes]) -> None:
+        """Revocations kept from an earlier run (see ``persistence``)."""
+        self._revoked.update(signatures)
 
     def check(self, token: str | None, uuid: str | None, needs: list[Need]) -> None:
         """Raise PubNub's 403 unless ``token`` is valid, current, held by ``uuid`` and covers ``needs``."""
@@ -169,8 +179,12 @@ def verify_signature(
     raw_path: str,
     query: dict[str, str],
     body: str,
+    now: float,
 ) -> bool:
     """True if the request is signed with the secret key, False if unsigned, 403 if signed wrongly.
+
+    A signature is good only with a ``timestamp`` within ``MAX_CLOCK_SKEW`` of ``now`` (the
+    relay's clock), as PubNub requires: an old signed grant cannot be replayed to mint tokens.
 
     Two schemes, as the SDKs sign (see their ``sign_request``): v2 over method, publish key, path,
     sorted percent-encoded query and body; and the older one for POST publish over subscribe key,
@@ -189,6 +203,19 @@ def verify_signature(
         expected = _hmac_b64(secret_key, f"{subscribe_key}\n{publish_key}\n{raw_path}\n{encoded}")
     if not hmac.compare_digest(signature.encode(), expected.encode()):
         raise access_denied("Signature Does Not Match")
+    try:
+        timestamp = int(query["timestamp"])
+    except ValueError:
+        timestamp = None
+    if timestamp is None or abs(timestamp - now) > MAX_CLOCK_SKEW:
+        raise detailed_error(
+            403,
+            "Signature Does Not Match",
+            source="signature",
+            detail=f"The timestamp must be within {MAX_CLOCK_SKEW} seconds of the server's time.",
+            location="timestamp",
+            location_type="query",
+        )
     return True
 
 
@@ -218,26 +245,75 @@ def _pattern(pattern: str) -> re.Pattern[str]:
     return compiled
 
 
-def _wire_resources(value: Any, *, patterns: bool) -> dict[str, dict[str, int]]:
+def _wire_resources(value: Any, section: str) -> dict[str, dict[str, int]]:
+    """``permissions.resources`` or ``permissions.patterns`` of a grant request, checked as PubNub does."""
     out: dict[str, dict[str, int]] = {}
+    where = f"permissions.{section}"
     if value is None:
         return out
     if not isinstance(value, dict):
-        raise _bad_grant("Invalid resources")
+        raise _bad_grant("Invalid permissions", "Expected an object.", where)
     for wire_kind, entries in value.items():
         kind = _WIRE_KINDS.get(wire_kind)
         if kind is None or not isinstance(entries, dict):
-            raise _bad_grant(f"Invalid resource type: {wire_kind}")
+            raise _bad_grant("Invalid permissions", "Unknown resource type.", f"{where}.{wire_kind}")
         for name, bits in entries.items():
+            location = f"{where}.{wire_kind}.{name}"
             if not isinstance(bits, int) or isinstance(bits, bool) or not 0 <= bits <= 255:
-                raise _bad_grant("Invalid permission bits")
-            if patterns:
-                try:
-                    _pattern(name)
-                except re.error:
-                    raise _bad_grant("Invalid pattern") from None
+                raise _bad_grant("Invalid permissions", "Expected permission bits from 0 to 255.", location)
+            if bits == 0:
+                detail = f"Unexpected value: `{location}` must be positive and non-zero."
+                raise _bad_grant("Invalid permissions", detail, location)
+            if section == "patterns":
+                problem = pattern_problem(name)
+                if problem is not None:
+                    raise _bad_grant("Invalid RegExp", problem, location)
             out.setdefault(kind, {})[name] = out.get(kind, {}).get(name, 0) | bits
     return out
+
+
+_NON_CAPTURING = "Only non-capturing groups are allowed. Try replacing `(` with `(?:`."
+_GROUP_OPENERS = ("(?:", "(?=", "(?!", "(?<=", "(?<!")
+_COUNTED_REPEAT = re.compile(r"\{\d+(?:,\d*)?\}")
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why PubNub refuses ``pattern`` as a grant's RegExp, in its words; None when it is accepted.
+
+    PubNub allows no capturing groups and no possessive quantifiers (``++``, ``*+``, ``?+``,
+    ``{n}+``; Python 3.11 would compile those), and nothing that does not compile.
+    """
+    index, in_class, after_repeat = 0, False, False
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            index, after_repeat = index + 2, False
+            continue
+        if in_class:
+            in_class = char != "]"
+            index += 1
+            continue
+        counted = _COUNTED_REPEAT.match(pattern, index) if char == "{" else None
+        if char == "+" and after_repeat:
+            return "Syntax error: multiple repeat."
+        if char == "(" and not pattern.startswith(_GROUP_OPENERS, index):
+            return _NON_CAPTURING
+        if char == "[":
+            # A "]" first in a class (after an optional "^") is a literal, not its end.
+            index += 2 if pattern.startswith("^", index + 1) else 1
+            index += 1 if pattern.startswith("]", index) else 0
+            in_class, after_repeat = True, False
+            continue
+        if counted is not None:
+            index, after_repeat = counted.end(), True
+            continue
+        after_repeat = char in "*+?" and not (char == "?" and pattern[index - 1 : index] == "(")
+        index += 1
+    try:
+        _pattern(pattern)
+    except re.error as error:
+        return f"Syntax error: {error.msg}."
+    return None
 
 
 def _token_resources(value: Any) -> dict[str, dict[str, int]]:
@@ -260,5 +336,13 @@ def _denied_payload(needs: list[Need]) -> dict[str, list[str]]:
     return payload
 
 
-def _bad_grant(message: str) -> RelayError:
-    return service_error(400, message, "Access Manager")
+def _bad_grant(message: str, detail: str, location: str) -> RelayError:
+    return detailed_error(
+        400, message, source="grant", detail=detail, location=location, location_type="body"
+    )
+
+
+def _bad_revoke(detail: str) -> RelayError:
+    return detailed_error(
+        400, "Invalid token", source="revoke", detail=detail, location="token", location_type="path"
+    )

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
-from .errors import service_error
+from .errors import detailed_error, service_error
 from .http import Call, json_response
+from .jsonin import JsonInputError, loads
 
 
 def _check_key(call: Call) -> None:
@@ -20,9 +19,16 @@ async def grant_token(call: Call) -> web.StreamResponse:
     # POST /v3/pam/{sub}/grant
     _check_key(call)
     try:
-        request = json.loads(call.body)
-    except ValueError:
-        raise service_error(400, "Invalid request body: not JSON", "Access Manager") from None
+        request = loads(call.body)
+    except JsonInputError as error:
+        raise detailed_error(
+            400,
+            "Invalid request body",
+            source="grant",
+            detail=f"The body is {error}.",
+            location="body",
+            location_type="body",
+        ) from None
     token = call.state.tokens.mint(request)
     return json_response(
         {"status": 200, "data": {"message": "Success", "token": token}, "service": "Access Manager"}
@@ -32,5 +38,5 @@ async def grant_token(call: Call) -> web.StreamResponse:
 async def revoke_token(call: Call) -> web.StreamResponse:
     # DELETE /v3/pam/{sub}/grant/{token}
     _check_key(call)
-    call.state.tokens.revoke(call.segments[4])
+    call.state.revoke(call.segments[4])
     return json_response({"status": 200, "data": {"message": "Success"}, "service": "Access Manager"})

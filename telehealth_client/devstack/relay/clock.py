@@ -37,6 +37,10 @@ class Timetokens:
         self._last = max(self._last + 1, time.time_ns() // 100)
         return self._last
 
+    def observe(self, timetoken: int) -> None:
+        """Never hand out ``timetoken`` or an earlier one (one kept from an earlier run)."""
+        self._last = max(self._last, timetoken)
+
     @property
     def last(self) -> int:
         return self._last

@@ -47,3 +47,18 @@ def publish_error(status: int, message: str, timetoken: int) -> RelayError:
 def objects_error(status: int, message: str) -> RelayError:
     """App Context's error shape."""
     return RelayError(status, {"status": status, "error": {"message": message, "source": "objects"}})
+
+
+def detailed_error(
+    status: int, message: str, *, source: str, detail: str, location: str, location_type: str
+) -> RelayError:
+    """Access Manager v3's detailed shape: ``error.message``, ``error.source`` and one ``details`` entry."""
+    details = [{"message": detail, "location": location, "locationType": location_type}]
+    return RelayError(
+        status,
+        {
+            "status": status,
+            "service": "Access Manager",
+            "error": {"message": message, "source": source, "details": details},
+        },
+    )

@@ -1,8 +1,12 @@
-"""HTTP plumbing: the aiohttp application, CORS, faults, signatures and request dispatch.
+"""HTTP plumbing: aiohttp's low-level server, CORS, faults, signatures and request dispatch.
 
 Paths are parsed from the raw request target, not from aiohttp's decoded path: a published
 message travels percent-encoded in the path and may contain ``/``, and request signatures are
 computed over the path exactly as sent.
+
+Nothing here logs a path or a query: paths carry messages and keys, queries carry tokens. The
+requests aiohttp itself refuses (a request line over the limit, a malformed header) are
+answered by ``RelayRequestHandler`` as JSON with CORS headers, logged by type only.
 """
 
 from __future__ import annotations
@@ -17,14 +21,17 @@ from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
+from aiohttp.web_protocol import RequestHandler
 
+from ...logs import describe_exception
 from .access import Need, verify_signature
 from .errors import RelayError, access_denied, service_error
 from .state import RelayState
 
 log = logging.getLogger("telehealth_client.devstack.relay")
 
-STATE_KEY: web.AppKey[RelayState] = web.AppKey("relay_state", RelayState)
+MAX_BODY_BYTES = 64 * 1024  # a publish is at most 32 KiB; grants and metadata are smaller still
 
 _CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -38,7 +45,7 @@ _DEFAULT_ALLOWED_HEADERS = "Origin, X-Requested-With, Content-Type, Accept, Cont
 class Call:
     """One request, parsed: raw and decoded path segments, query, body, and who signed it."""
 
-    request: web.Request
+    request: web.BaseRequest
     state: RelayState
     raw_segments: list[str]
     segments: list[str]
@@ -90,11 +97,13 @@ def parse_query(raw_query: str) -> dict[str, str]:
     return query
 
 
-def build_app(state: RelayState, route: Router) -> web.Application:
-    app = web.Application(middlewares=[_middleware])
-    app[STATE_KEY] = state
+RequestCallable = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
-    async def dispatch(request: web.Request) -> web.StreamResponse:
+
+def build_handler(state: RelayState, route: Router) -> RequestCallable:
+    """The low-level request handler: CORS, faults, logging, then ``route``'s handler."""
+
+    async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
         raw_path, _, raw_query = request.raw_path.partition("?")
         raw_segments = raw_path.split("/")[1:]
         handler = route(request.method, raw_segments)
@@ -103,7 +112,7 @@ def build_app(state: RelayState, route: Router) -> web.Application:
         query = parse_query(raw_query)
         body = ""
         if request.can_read_body:
-            data = await request.read()
+            data = await _read_body(request)
             try:
                 body = data.decode("utf-8")
             except UnicodeDecodeError:
@@ -117,23 +126,91 @@ def build_app(state: RelayState, route: Router) -> web.Application:
             raw_path=raw_path,
             query=query,
             body=body,
+            now=state.clock(),
         )
         call = Call(request, state, raw_segments, [unquote(s) for s in raw_segments], query, body, signed)
         return await handler(call)
 
-    app.router.add_route("*", "/{tail:.*}", dispatch)
-    return app
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        return await _serve(request, state, dispatch)
+
+    return handle
 
 
-@web.middleware
-async def _middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+async def _read_body(request: web.BaseRequest) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise service_error(413, f"Request body larger than {MAX_BODY_BYTES} bytes", "Balancer")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class RelayRequestHandler(RequestHandler):
+    """aiohttp's connection handler, answering what aiohttp refuses itself as the relay answers.
+
+    aiohttp's own answer to a bad request is plain text without CORS headers (a browser SDK
+    could not read it), and it logs the exception, whose message holds the start of the
+    request line: the keys, and for a GET publish the message.
+    """
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if isinstance(exc, LineTooLong):
+            status, reason = 414, "Request-URI Too Long"
+        else:
+            reason = "Bad Request" if status == 400 else "Internal Server Error"
+        where = describe_exception(exc) if exc is not None else "no exception"
+        log.warning("relay refused a request status=%d error=%s", status, where)
+        if request.writer.output_size > 0:
+            raise ConnectionError("an answer was already on its way")
+        response = json_response(
+            {"status": status, "error": True, "service": "Balancer", "message": reason}, status
+        )
+        response.headers.update(_CORS)
+        response.force_close()
+        return response
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        # aiohttp's own messages and tracebacks may quote the request: log the type and place only.
+        exc = kw.get("exc_info")
+        where = describe_exception(exc) if isinstance(exc, BaseException) else "unknown"
+        log.warning("relay connection error=%s", where)
+
+
+class RelayServer(web.Server):
+    """aiohttp's low-level server with ``RelayRequestHandler`` for each connection."""
+
+    def __init__(self, handler: RequestCallable, *, max_line_size: int) -> None:
+        super().__init__(handler, handler_cancellation=True)
+        self._max_line_size = max_line_size
+
+    def __call__(self) -> RequestHandler:
+        return RelayRequestHandler(
+            self,
+            loop=asyncio.get_running_loop(),
+            # No access log: it would print paths (messages) and queries (tokens). aiohttp takes
+            # None for "off" although its annotation says Logger.
+            access_log=None,  # type: ignore[arg-type]
+            max_line_size=self._max_line_size,
+        )
+
+
+async def _serve(
+    request: web.BaseRequest, state: RelayState, dispatch: RequestCallable
 ) -> web.StreamResponse:
     started = time.perf_counter()
     if request.method == "OPTIONS":
         response: web.StreamResponse = _preflight(request)
     else:
-        response = await _handle(request, handler)
+        response = await _handle(request, state, dispatch)
     response.headers.update(_CORS)
     # Only the operation's first path word and the status: paths carry messages, queries carry tokens.
     if log.isEnabledFor(logging.DEBUG):
@@ -148,9 +225,9 @@ async def _middleware(
 
 
 async def _handle(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    request: web.BaseRequest, state: RelayState, handler: RequestCallable
 ) -> web.StreamResponse:
-    faults = request.app[STATE_KEY].faults
+    faults = state.faults
     try:
         status = faults.take_failure()
         if status is not None:
@@ -166,6 +243,13 @@ async def _handle(
             {"status": error.status, "error": True, "service": "Balancer", "message": error.reason},
             error.status,
         )
+    except Exception as error:  # a bug must not become aiohttp's logged text answer
+        log.error(
+            "relay handler failed op=%s error=%s", _operation(request.raw_path), describe_exception(error)
+        )
+        response = json_response(
+            {"status": 500, "error": True, "service": "Balancer", "message": "Internal Server Error"}, 500
+        )
     # A stall also holds answers that were already on their way, as a frozen network would.
     await faults.wait_running()
     return response
@@ -179,6 +263,6 @@ def _operation(raw_path: str) -> str:
     return first
 
 
-def _preflight(request: web.Request) -> web.Response:
+def _preflight(request: web.BaseRequest) -> web.Response:
     allowed = request.headers.get("Access-Control-Request-Headers", _DEFAULT_ALLOWED_HEADERS)
     return web.Response(status=200, headers={"Access-Control-Allow-Headers": allowed})

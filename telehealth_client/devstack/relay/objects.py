@@ -5,19 +5,42 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import objects_error
 
 _FIELDS = ("name", "email", "externalId", "profileUrl", "status", "type")
 
 
+class MetadataLog(Protocol):
+    """Where metadata is also written, to outlive the relay (``persistence.StateFiles``)."""
+
+    def put_uuid(self, uuid: str, entry: dict[str, Any]) -> None: ...
+
+    def remove_uuid(self, uuid: str) -> None: ...
+
+
 @dataclass(slots=True)
 class UuidMetadata:
     max_entries: int
+    log: MetadataLog | None = None
     _entries: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
+
+    def restore(self, entries: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Put back entries kept from an earlier run, least recently set first."""
+        for uuid, entry in entries:
+            self._entries[uuid] = entry
+            self._entries.move_to_end(uuid)
+        self._evict()
+
+    def _evict(self) -> None:
+        while len(self._entries) > self.max_entries:
+            evicted, _ = self._entries.popitem(last=False)
+            if self.log is not None:
+                self.log.remove_uuid(evicted)
 
     def get(self, uuid: str) -> dict[str, Any] | None:
         entry = self._entries.get(uuid)
@@ -40,12 +63,16 @@ class UuidMetadata:
         entry["eTag"] = hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()[:20]
         self._entries[uuid] = entry
         self._entries.move_to_end(uuid)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        if self.log is not None:
+            self.log.put_uuid(uuid, entry)
+        self._evict()
         return dict(entry)
 
     def remove(self, uuid: str) -> bool:
-        return self._entries.pop(uuid, None) is not None
+        removed = self._entries.pop(uuid, None) is not None
+        if removed and self.log is not None:
+            self.log.remove_uuid(uuid)
+        return removed
 
     def all(self) -> dict[str, dict[str, Any]]:
         return {uuid: dict(entry) for uuid, entry in self._entries.items()}

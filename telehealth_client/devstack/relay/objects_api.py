@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -10,6 +9,7 @@ from aiohttp import web
 from .access import Need, Permission
 from .errors import objects_error
 from .http import Call, json_response
+from .jsonin import JsonInputError, loads
 from .objects import view
 from .store import OBJECTS_EVENT
 
@@ -39,9 +39,9 @@ async def get_uuid(call: Call) -> web.StreamResponse:
 async def set_uuid(call: Call) -> web.StreamResponse:
     uuid = _target(call, Permission.UPDATE)
     try:
-        body = json.loads(call.body or "null")
-    except ValueError:
-        raise objects_error(400, "Request body is not valid JSON.") from None
+        body = loads(call.body or "null")
+    except JsonInputError as error:
+        raise objects_error(400, f"Request body is not valid JSON: {error}.") from None
     entry = call.state.uuid_metadata.set(uuid, body)
     # PubNub tells subscribers of the channel named after the user ID (an ``e=2`` event).
     _announce(call, uuid, "set", view(entry, set()))

@@ -1,8 +1,10 @@
 """Presence: who is on which channel, and the join/leave/timeout events PubNub sends about it.
 
-A subscribe or a heartbeat keeps a user present for its ``heartbeat`` seconds; a user with a
-long-poll open on the channel stays present while it is open (as PubNub counts an open
-subscribe). A re-subscribe by a user who is still present produces no new ``join``.
+A subscribe or a heartbeat keeps a user present for its ``heartbeat`` seconds, and the end of
+a long-poll counts as one more. An open long-poll alone does not: as with PubNub, a user whose
+heartbeats stop times out after its ``heartbeat`` interval even while its long-poll is open
+(a client asking for a presence timeout shorter than the long-poll must send heartbeats).
+A re-subscribe by a user who is still present produces no new ``join``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ class Presence:
     clock: Clock
     emit: Emit
     _channels: dict[str, dict[str, _Member]] = field(default_factory=dict)
-    _open_polls: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def heartbeat(
         self, channels: Iterable[str], uuid: str, timeout: float, state: dict[str, Any] | None = None
@@ -54,34 +55,21 @@ class Presence:
                 self._drop_if_empty(channel)
 
     def expire(self) -> None:
-        """Time out every user whose presence lapsed and who has no long-poll open there."""
+        """Time out every user whose presence lapsed."""
         now = self.clock()
         for channel in list(self._channels):
             members = self._channels[channel]
             for uuid, member in list(members.items()):
                 if member.expires_at > now:
                     continue
-                if self._open_polls.get((channel, uuid)):
-                    continue
                 del members[uuid]
                 self._event(channel, "timeout", uuid)
             self._drop_if_empty(channel)
 
-    def poll_opened(self, channels: Iterable[str], uuid: str) -> None:
-        for channel in channels:
-            key = (channel, uuid)
-            self._open_polls[key] = self._open_polls.get(key, 0) + 1
-
     def poll_closed(self, channels: Iterable[str], uuid: str, timeout: float) -> None:
+        """A long-poll's end counts as a heartbeat for a user still present (not a new join)."""
         now = self.clock()
         for channel in channels:
-            key = (channel, uuid)
-            left = self._open_polls.get(key, 0) - 1
-            if left > 0:
-                self._open_polls[key] = left
-            else:
-                self._open_polls.pop(key, None)
-            # The poll counted as presence until now; the usual timeout runs from its end.
             member = self._channels.get(channel, {}).get(uuid)
             if member is not None:
                 member.expires_at = max(member.expires_at, now + timeout)

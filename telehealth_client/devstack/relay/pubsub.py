@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import math
 from typing import Any
 
 from aiohttp import web
@@ -12,11 +12,14 @@ from aiohttp import web
 from .access import Need, Permission
 from .errors import publish_error, service_error
 from .http import Call, json_response
+from .jsonin import JsonInputError, loads
 from .presence import PRESENCE_SUFFIX
 from .state import Poll
 from .store import MESSAGE, SIGNAL, StoredMessage
 
 REGION = 1
+MAX_PRESENCE_TIMEOUT = 320.0  # PubNub's largest presence timeout (seconds); larger asks are capped
+MAX_STATE_BYTES = 32 * 1024  # presence state per request, as JSON
 
 
 async def time_now(call: Call) -> web.StreamResponse:
@@ -46,21 +49,26 @@ def _publish(call: Call, raw: str, message_type: int, *, raw_is_body: bool = Fal
         raise publish_error(400, "Invalid Key", state.timetokens.next())
     if not channel or "," in channel:
         raise publish_error(400, "Invalid Channel", state.timetokens.next())
+    if channel.endswith(PRESENCE_SUFFIX):
+        # Presence events are written by the presence service alone; no key or grant may forge one.
+        raise publish_error(
+            400, "Invalid Channel: presence channels cannot be published to", state.timetokens.next()
+        )
     call.authorize([Need("chan", channel, Permission.WRITE)])
     # PubNub counts the message as sent (escaped in the URL) plus the channel name.
     if len(raw.encode()) + len(channel.encode()) > state.limits.max_message_bytes:
         raise publish_error(414, "Message Too Large", state.timetokens.next())
     text = raw if raw_is_body else call.segments[6]
     try:
-        payload = json.loads(text)
-    except ValueError:
-        raise publish_error(400, "Invalid JSON", state.timetokens.next()) from None
+        payload = loads(text)
+    except JsonInputError as error:
+        raise publish_error(400, _invalid("Invalid JSON", error), state.timetokens.next()) from None
     meta: Any = None
     if "meta" in call.query:
         try:
-            meta = json.loads(call.query["meta"])
-        except ValueError:
-            raise publish_error(400, "Invalid meta: not JSON", state.timetokens.next()) from None
+            meta = loads(call.query["meta"])
+        except JsonInputError as error:
+            raise publish_error(400, f"Invalid meta: {error}", state.timetokens.next()) from None
         if meta is not None and not isinstance(meta, dict):
             raise publish_error(400, "Invalid meta: must be an object", state.timetokens.next())
     stored = message_type == MESSAGE and call.query.get("store", "1") not in ("0", "false")
@@ -109,12 +117,20 @@ async def subscribe(call: Call) -> web.StreamResponse:
     return _envelope(call, last, messages)
 
 
+def _invalid(reason: str, error: JsonInputError) -> str:
+    # Plain bad JSON keeps PubNub's bare "Invalid JSON"; other reasons are named.
+    return reason if str(error) == "not JSON" else f"{reason}: {error}"
+
+
 def presence_timeout(call: Call) -> float:
+    """The request's ``heartbeat`` in seconds, capped at PubNub's maximum so that presence expires."""
     try:
         value = float(call.query["heartbeat"])
     except (KeyError, ValueError):
         return call.state.limits.presence_timeout
-    return value if value > 0 else call.state.limits.presence_timeout
+    if not math.isfinite(value) or value <= 0:
+        return call.state.limits.presence_timeout
+    return min(value, MAX_PRESENCE_TIMEOUT)
 
 
 async def _wait(
@@ -125,8 +141,6 @@ async def _wait(
     poll = Poll(call.request.transport, wake)
     state.add_poll(poll)
     uuid = call.uuid
-    if uuid is not None:
-        state.presence.poll_opened(members, uuid)
     try:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(wake), state.limits.subscribe_timeout)
@@ -145,10 +159,12 @@ def state_param(call: Call) -> dict[str, Any] | None:
     raw = call.query.get("state")
     if not raw:
         return None
+    if len(raw.encode()) > MAX_STATE_BYTES:
+        raise service_error(400, f"Invalid state: larger than {MAX_STATE_BYTES} bytes", "Presence")
     try:
-        value = json.loads(raw)
-    except ValueError:
-        raise service_error(400, "Invalid state: not JSON", "Presence") from None
+        value = loads(raw)
+    except JsonInputError as error:
+        raise service_error(400, f"Invalid state: {error}", "Presence") from None
     return value if isinstance(value, dict) else None
 
 

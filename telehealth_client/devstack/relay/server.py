@@ -13,7 +13,8 @@ from typing import Any, Self
 from aiohttp import web
 
 from .clock import Clock
-from .http import build_app
+from .http import RelayServer, build_handler
+from .persistence import StateFiles
 from .routes import route
 from .state import Keys, Limits, RelayState
 from .store import FILE_EVENT, OBJECTS_EVENT, StoredMessage
@@ -37,7 +38,9 @@ class Relay:
 
     ``state_dir``: where revoked tokens, stored messages (history) and App Context live, in SQLite
     files, so that a new Relay on the same directory (a restart) still refuses a revoked token and
-    serves the same history and metadata, as PubNub's services do. None keeps all of it in memory
+    serves the same history and metadata, as PubNub's services do. They are read back at the
+    first ``start()`` and written through while the relay runs (the files are closed by
+    ``stop()``; ``inject_event`` on a stopped relay is not kept). None keeps all of it in memory
     only (nothing is written anywhere; it still survives ``stop()``/``start()`` of this object),
     which is what tests that need no restart want: no files to create or clean up.
     """
@@ -76,8 +79,9 @@ class Relay:
             clock=clock,
             enforce_access=enforce_access,
         )
-        self._runner: web.AppRunner | None = None
+        self._runner: web.BaseRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._restored = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -85,23 +89,19 @@ class Relay:
         """Bind and serve. Port 0 picks a free port once; later restarts reuse it."""
         if self._runner is not None:
             raise RuntimeError("relay already started")
-        runner = web.AppRunner(
-            build_app(self._state, route),
-            handle_signals=False,
-            access_log=None,  # aiohttp's access log would print paths (messages) and queries (tokens)
-            max_line_size=MAX_REQUEST_LINE,
-            shutdown_timeout=0.5,
-            # aiohttp leaves a handler running when its client goes away unless told otherwise:
-            # an abandoned long-poll would then stay pending (and its user present) for up to
-            # ``subscribe_timeout``. Cancelled, it leaves through ``_wait``'s clean-up at once.
-            handler_cancellation=True,
-        )
+        await self._open_state_files()
+        # The server cancels a handler whose client went away (``handler_cancellation``): an
+        # abandoned long-poll would otherwise stay pending (and its user present) for up to
+        # ``subscribe_timeout``. Cancelled, it leaves through ``_wait``'s clean-up at once.
+        server = RelayServer(build_handler(self._state, route), max_line_size=MAX_REQUEST_LINE)
+        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port, reuse_address=True)
         try:
             await site.start()
         except BaseException:
             await runner.cleanup()
+            await self._close_state_files()
             raise
         self._runner = runner
         if self._port == 0:
@@ -124,7 +124,28 @@ class Relay:
         self._state.drop_polls()
         # Stalled requests would otherwise hold shutdown until aiohttp's timeout.
         self._state.faults.resume()
-        await runner.cleanup()
+        try:
+            await runner.cleanup()
+        finally:
+            await self._close_state_files()
+
+    async def _open_state_files(self) -> None:
+        if self._state_dir is None:
+            return
+        files = await asyncio.to_thread(StateFiles.open, self._state_dir)
+        try:
+            # Read back once: after a stop()/start() of this object, memory is already current.
+            snapshot = None if self._restored else await asyncio.to_thread(files.load, self._state.clock())
+        except BaseException:
+            await asyncio.to_thread(files.close)
+            raise
+        self._state.attach(files, snapshot)
+        self._restored = True
+
+    async def _close_state_files(self) -> None:
+        files = self._state.detach()
+        if files is not None:
+            await asyncio.to_thread(files.close)
 
     async def __aenter__(self) -> Self:
         await self.start()

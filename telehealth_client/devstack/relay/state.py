@@ -7,10 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .access import TokenAuthority
+from .access import Grant, TokenAuthority
 from .clock import Clock, Timetokens
 from .faults import Faults
 from .objects import UuidMetadata
+from .persistence import Snapshot, StateFiles
 from .presence import Presence
 from .store import MessageStore, StoredMessage
 
@@ -55,12 +56,39 @@ class RelayState:
     presence: Presence = field(init=False)
     tokens: TokenAuthority = field(init=False)
     uuid_metadata: UuidMetadata = field(init=False)
+    files: StateFiles | None = None
 
     def __post_init__(self) -> None:
         self.store = MessageStore(self.limits.max_messages_per_channel, self.limits.max_channels)
         self.presence = Presence(self.clock, self._emit_presence)
         self.tokens = TokenAuthority(self.keys.secret_key, self.clock)
         self.uuid_metadata = UuidMetadata(self.limits.max_channels)
+
+    def attach(self, files: StateFiles, snapshot: Snapshot | None) -> None:
+        """Write through to ``files`` from now on; first take back what they kept, if ``snapshot``."""
+        self.files = files
+        self.store.history_log = files
+        self.uuid_metadata.log = files
+        if snapshot is None:
+            return
+        self.store.restore(snapshot.messages)
+        if snapshot.messages:
+            self.timetokens.observe(snapshot.messages[-1].timetoken)
+        self.uuid_metadata.restore(snapshot.uuid_metadata)
+        self.tokens.restore_revoked(snapshot.revoked)
+
+    def detach(self) -> StateFiles | None:
+        """Stop writing through; returns the files for the caller to close."""
+        files, self.files = self.files, None
+        self.store.history_log = None
+        self.uuid_metadata.log = None
+        return files
+
+    def revoke(self, token: str) -> Grant:
+        grant = self.tokens.revoke(token)
+        if self.files is not None:
+            self.files.add_revoked(grant.signature, grant.expires_at())
+        return grant
 
     def deliver(
         self,

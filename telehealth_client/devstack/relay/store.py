@@ -12,7 +12,7 @@ import asyncio
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 MESSAGE = 0
 SIGNAL = 1
@@ -34,6 +34,16 @@ class StoredMessage:
     stored: bool = True
 
 
+class HistoryLog(Protocol):
+    """Where stored messages are also written, to outlive the relay (``persistence.StateFiles``)."""
+
+    def add_message(self, message: StoredMessage, evicted: StoredMessage | None) -> None: ...
+
+    def drop_channel(self, channel: str) -> None: ...
+
+    def delete_messages(self, channel: str, timetokens: list[int]) -> None: ...
+
+
 @dataclass(slots=True)
 class _ChannelLog:
     live: deque[StoredMessage]
@@ -44,6 +54,7 @@ class _ChannelLog:
 class MessageStore:
     max_messages_per_channel: int
     max_channels: int
+    history_log: HistoryLog | None = None
     _logs: OrderedDict[str, _ChannelLog] = field(default_factory=OrderedDict)
     _waiters: dict[str, set[asyncio.Future[None]]] = field(default_factory=dict)
 
@@ -51,7 +62,11 @@ class MessageStore:
         log = self._log(message.channel)
         log.live.append(message)
         if message.stored:
+            full = len(log.history) == log.history.maxlen
+            evicted = log.history[0] if full else None
             log.history.append(message)
+            if self.history_log is not None:
+                self.history_log.add_message(message, evicted)
         for waiter in self._waiters.get(message.channel, ()):
             if not waiter.done():
                 waiter.set_result(None)
@@ -80,9 +95,16 @@ class MessageStore:
         if log is None:
             return 0
         keep = [m for m in log.history if not _in_range(m.timetoken, start, end)]
-        removed = len(log.history) - len(keep)
+        removed = [m.timetoken for m in log.history if _in_range(m.timetoken, start, end)]
         log.history = deque(keep, maxlen=self.max_messages_per_channel)
-        return removed
+        if removed and self.history_log is not None:
+            self.history_log.delete_messages(channel, removed)
+        return len(removed)
+
+    def restore(self, messages: Iterable[StoredMessage]) -> None:
+        """Put back stored messages kept from an earlier run (oldest first) into history only."""
+        for message in messages:
+            self._log(message.channel).history.append(message)
 
     def channels(self) -> list[str]:
         return list(self._logs)
@@ -117,7 +139,9 @@ class MessageStore:
             log = _ChannelLog(deque(maxlen=bound), deque(maxlen=bound))
             self._logs[channel] = log
             while len(self._logs) > self.max_channels:
-                self._logs.popitem(last=False)
+                dropped, _ = self._logs.popitem(last=False)
+                if self.history_log is not None:
+                    self.history_log.drop_channel(dropped)
         else:
             self._logs.move_to_end(channel)
         return log
