@@ -227,3 +227,26 @@ async def test_the_printout_names_each_staff_department_and_the_auditor(
         async with session.get(url, headers={"Authorization": f"Bearer {kiosk_credential}"}) as answer:
             assert answer.status == 403
     await process.stop()
+
+
+async def test_a_token_revoked_before_a_restart_stays_refused_after_it(
+    started: list[Devstack], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    first = await running(started, "--state-dir", str(state))
+    kiosk = first.kiosk_settings()
+    patient = {"userId": "pat-1", "role": "patient", "providerId": "dr-demo"}
+    status, grant = await post(kiosk, "/api/telemedicine/token", patient)
+    assert status == 200
+    revoke = {"userId": "pat-1", "consultationChannel": CONSULTATION}
+    assert await post(first.provider_settings("dr-demo"), "/api/telemedicine/revoke-access", revoke) == (
+        200,
+        {"revoked": 1},
+    )
+    assert await publish_status(kiosk, grant["token"]) == 403
+    await first.stop()
+
+    # The relay restarts with the same keys: only its own record of the revocation refuses the token.
+    second = await running(started, "--state-dir", str(state))
+    assert await publish_status(second.kiosk_settings(), grant["token"]) == 403
+    await second.stop()
