@@ -116,6 +116,8 @@ class DevStack:
     stack restarted on the same directory still refuses the tokens it revoked. It needs the
     ``keys`` kept with it (``DevStackKeys.load_or_create(state_dir / "keys.json")``): the
     state is bound to them. None keeps everything in memory.
+
+    ``token_ttl_minutes``: the clinic's token TTL per role where it differs from the grant rules'.
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class DevStack:
         providers: Sequence[str] = ("dr-demo",),
         nurses: Sequence[str] = (),
         departments: Mapping[str, str] | None = None,
+        token_ttl_minutes: Mapping[str, int] | None = None,
     ) -> None:
         if state_dir is not None and keys is None:
             raise ValueError("state_dir needs the keys kept with it: keys=DevStackKeys.load_or_create(...)")
@@ -162,6 +165,7 @@ class DevStack:
         )
         self.turn = TurnServer()
         self._on_call = on_call or {}
+        self._token_ttl_minutes = dict(token_ttl_minutes or {})
         self.clinic: Clinic | None = None
         self._stack = AsyncExitStack()
 
@@ -184,6 +188,7 @@ class DevStack:
                 directory={
                     user.user_id: StaffMember(user.role, user.department_id) for user in self.users.values()
                 },
+                token_ttl_minutes=self._token_ttl_minutes,
             )
             await self._stack.enter_async_context(self.clinic)
         except BaseException:

@@ -27,6 +27,12 @@ gets 401; a credential that may not do what is asked gets 403 naming the field a
   Its ``actor`` must be the credential's own identity (role and user; any patient for a kiosk).
 - ``GET /api/audit-events`` -> ``{events: [...]}`` in the order first received; auditors only.
 
+``token_ttl_minutes``: a TTL per role instead of the grant rules' (tests use PubNub's minimum,
+1 minute, to watch tokens being refreshed); roles not named keep theirs.
+
+``clock`` (seconds since the epoch): the time grant requests are signed with and issued tokens
+expire by; tests give it the relay's manual clock.
+
 ``state_dir``: the issued-token ledger and consent (``clinic.sqlite3``) and the audit sink
 (``audit.sqlite3``) live there, so a restart on the same directory revokes what was issued
 before it. None keeps everything in memory.
@@ -38,8 +44,10 @@ a key, a credential or a patient's data.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -48,7 +56,7 @@ from aiohttp import web
 
 from telehealth_client.protocol.channels import ConsultationChannels, InvalidIdError, validate_id
 
-from ..grants import GrantRequestError, build_grant
+from ..grants import ROLES, GrantRequestError, build_grant
 from ..turn import turn_rest_credentials
 from .audit_store import AuditStore
 from .consent_store import CONSENT_SCHEMA, ConsentStore
@@ -65,6 +73,7 @@ T = TypeVar("T")
 
 CALLER_HEADER = "X-User-Id"
 MAX_BODY_BYTES = 64 * 1024
+MAX_TOKEN_TTL_MINUTES = 43_200  # PubNub's limit: 30 days
 
 
 def _roster(on_call: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
@@ -73,6 +82,22 @@ def _roster(on_call: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
         validate_id(department, "on_call department")
         roster[department] = [validate_id(p, f"on_call[{department}] provider") for p in providers]
     return roster
+
+
+def _token_ttls(overrides: Mapping[str, int]) -> dict[str, int]:
+    for role, minutes in overrides.items():
+        if role not in ROLES:
+            raise ValueError(f"token_ttl_minutes: {role!r} is not a role ({', '.join(ROLES)})")
+        if (
+            isinstance(minutes, bool)
+            or not isinstance(minutes, int)
+            or not 1 <= minutes <= MAX_TOKEN_TTL_MINUTES
+        ):
+            raise ValueError(
+                f"token_ttl_minutes[{role}]: must be a whole number of minutes"
+                f" from 1 to {MAX_TOKEN_TTL_MINUTES}"
+            )
+    return dict(overrides)
 
 
 def _check_staff_in_directory(identities: Iterable[DeviceIdentity], directory: Directory) -> None:
@@ -105,6 +130,8 @@ class Clinic:
         host: str = "127.0.0.1",
         port: int = 0,
         turn_ttl_seconds: int = 3600,
+        token_ttl_minutes: Mapping[str, int] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not device_credentials:
             raise ValueError("device_credentials must hold at least one credential")
@@ -120,11 +147,16 @@ class Clinic:
         self._turn_secret = turn_secret
         self._turn_urls = list(turn_urls)
         self._turn_ttl = turn_ttl_seconds
+        self._token_ttls = _token_ttls(token_ttl_minutes or {})
         self._on_call = _roster(on_call)
         self._host = host
         self._requested_port = port
         self._admin = PubNubAdmin(
-            origin=relay_origin, publish_key=publish_key, subscribe_key=subscribe_key, secret_key=secret_key
+            origin=relay_origin,
+            publish_key=publish_key,
+            subscribe_key=subscribe_key,
+            secret_key=secret_key,
+            clock=clock,
         )
         self._state_dir = state_dir
         self._audit = AuditStore(None if state_dir is None else state_dir / "audit.sqlite3")
@@ -133,7 +165,7 @@ class Clinic:
             LEDGER_SCHEMA + CONSENT_SCHEMA,
             "clinic",
         )
-        self.ledger = TokenLedger(self._records)
+        self.ledger = TokenLedger(self._records, clock)
         self._consents = ConsentStore(self._records)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -244,6 +276,8 @@ class Clinic:
             )
         except GrantRequestError as exc:
             raise FieldError(exc.field, exc.reason) from None
+        if grant.role in self._token_ttls:
+            grant = dataclasses.replace(grant, ttl_minutes=self._token_ttls[grant.role])
         if grant.role != "patient" and body.departmentId is not None:
             self._directory.check_staff_token(
                 body.userId,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -71,6 +73,7 @@ class PubNubAdmin:
         ssl: bool = False,
         user_id: str = "clinic-backend",
         request_timeout: int = 10,  # the SDK insists on whole seconds
+        clock: Callable[[], float] = time.time,
     ) -> None:
         config = PNConfiguration()
         config.origin = origin
@@ -84,6 +87,7 @@ class PubNubAdmin:
         config.connect_timeout = request_timeout
         config.disable_config_locking = False  # the SDK copies and freezes it; no deprecation warning
         self._config = config
+        self._clock = clock
         self._pubnub: PubNubAsyncio | None = None
         self._started = False
 
@@ -104,6 +108,9 @@ class PubNubAdmin:
             # Built on first use, inside the running loop the SDK binds to: building its HTTP
             # client costs about 0.1 s, which a clinic that never calls PubNub need not pay.
             self._pubnub = PubNubAsyncio(self._config)
+            # Signed requests carry this time and PubNub refuses one over 60 s off its own: a test
+            # that moves the relay's manual clock moves this one with it.
+            self._pubnub.timestamp = lambda: int(self._clock())
         return self._pubnub
 
     async def _call(self, operation: str, endpoint: Any) -> Any:
