@@ -510,6 +510,7 @@ class PubNubBus:
             self._faults.failed(kind)
         status = ConnectionStatus.ACCESS_DENIED if denied else ConnectionStatus.RECONNECTING
         reason = error.reason if error is not None else kind
+        log.debug("bus subscribe failed failures=%d error=%s", failures, kind)
         self._announce(StatusChange(status, reason=reason, failures=failures))
         await self._back_off(failures)
         return failures

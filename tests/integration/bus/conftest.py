@@ -84,10 +84,14 @@ class StatusLog:
         self.changes.append(change)
         self._event.set()
 
-    async def wait_for(self, status: ConnectionStatus, within: float = 10.0) -> StatusChange:
+    async def wait_for(
+        self, status: ConnectionStatus, within: float = 10.0, *, after: int = 0
+    ) -> StatusChange:
+        """The latest change to ``status`` (among changes from index ``after`` on), waiting for one."""
+
         async def seen() -> StatusChange:
             while True:
-                for change in reversed(self.changes):
+                for change in reversed(self.changes[after:]):
                     if change.status == status:
                         return change
                 self._event.clear()

@@ -1,0 +1,116 @@
+"""Connection faults say what they are: origin and kind, at start, while they last, at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from telehealth_client.devstack.relay import Relay
+from telehealth_client.pubsub.bus import ConnectionStatus
+
+from .conftest import BusFactory, Inbox, StatusLog, subscribed
+
+CHANNEL = "consultation.dr-smith.patient-abc123"
+TOKEN = "TOKEN-MARKER-p0Tq"
+
+
+class LogWatch(logging.Handler):
+    """The bus's log lines as they come, and a way to wait for one (no sleeps)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self._changed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+        self._changed.set()
+
+    async def wait_for(self, matches: Callable[[str], bool], within: float = 10.0) -> str:
+        async def seen() -> str:
+            while True:
+                for line in self.lines:
+                    if matches(line):
+                        return line
+                self._changed.clear()
+                await self._changed.wait()
+
+        return await asyncio.wait_for(seen(), within)
+
+    def faults(self) -> list[str]:
+        return [line for line in self.lines if line.startswith("bus connection fault")]
+
+
+@pytest.fixture
+def watch() -> Iterator[LogWatch]:
+    handler = LogWatch()
+    logger = logging.getLogger("telehealth_client.pubsub")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def failures_at_least(count: int) -> Callable[[str], bool]:
+    def matches(line: str) -> bool:
+        found = re.match(r"bus subscribe failed failures=(\d+)", line)
+        return found is not None and int(found.group(1)) >= count
+
+    return matches
+
+
+async def test_a_stopped_relay_is_connection_refused_once_then_its_end_with_a_duration(
+    make_bus: BusFactory, relay: Relay, watch: LogWatch
+) -> None:
+    kiosk = make_bus("patient-abc123", token=TOKEN, reconnect_min_seconds=0.01, reconnect_max_seconds=0.05)
+    statuses = await subscribed(kiosk, CHANNEL, Inbox())
+    await relay.stop()
+    await watch.wait_for(failures_at_least(6))
+    refused = [line for line in watch.faults() if "error=connection refused" in line]
+    assert refused == [f"bus connection fault started origin={relay.origin} error=connection refused"]
+    await relay.start()
+    await statuses.wait_for(ConnectionStatus.CONNECTED)
+    ended = await watch.wait_for(lambda line: line.startswith("bus connection fault ended"))
+    assert re.fullmatch(
+        rf"bus connection fault ended origin={relay.origin} error=connection refused"
+        r" after_seconds=\d+\.\d failures=\d+",
+        ended,
+    )
+    assert not any(TOKEN in line for line in watch.lines)
+
+
+async def test_an_http_error_status_is_named(make_bus: BusFactory, relay: Relay, watch: LogWatch) -> None:
+    kiosk = make_bus("patient-abc123")
+    statuses = await subscribed(kiosk, CHANNEL, Inbox())
+    await asyncio.wait_for(relay.wait_for_subscribers(1), 10)
+    relay.fail_next(5, status=502)
+    relay.drop_subscribers()
+    await watch.wait_for(lambda line: "fault started" in line)
+    assert watch.faults()[0] == f"bus connection fault started origin={relay.origin} error=HTTP 502"
+    await statuses.wait_for(ConnectionStatus.CONNECTED, after=len(statuses.changes))
+
+
+async def test_a_name_that_does_not_resolve_is_a_dns_failure(make_bus: BusFactory, watch: LogWatch) -> None:
+    bus = make_bus("patient-abc123", origin="nonexistent.invalid")
+    await bus.subscribe([CHANNEL], Inbox())
+    line = await watch.wait_for(lambda line: "fault started" in line)
+    assert line == "bus connection fault started origin=nonexistent.invalid error=DNS lookup failed"
+
+
+async def test_an_answer_too_slow_is_a_timeout(make_bus: BusFactory, relay: Relay, watch: LogWatch) -> None:
+    relay.set_delay(3.0)
+    try:
+        bus = make_bus("patient-abc123", subscribe_timeout_seconds=1.0)
+        statuses = StatusLog(bus)
+        await bus.subscribe([CHANNEL], Inbox())
+        line = await watch.wait_for(lambda line: "fault started" in line)
+        assert line == f"bus connection fault started origin={relay.origin} error=timeout"
+        assert statuses.statuses()[-1] == ConnectionStatus.RECONNECTING
+    finally:
+        relay.set_delay(0)

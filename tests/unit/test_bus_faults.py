@@ -1,0 +1,78 @@
+"""Connection faults: classified from the real exceptions, logged at start, at an interval, at the end."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+
+import aiohttp
+import pytest
+from aiohttp.client_reqrep import ConnectionKey
+
+from telehealth_client.pubsub.faults import FaultReporter, classify_exception
+
+KEY = ConnectionKey("origin.example", 443, True, True, None, None, None)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def wrapped(cause: BaseException) -> Exception:
+    """As the SDK hands it over: the transport error as the cause of another."""
+    try:
+        raise RuntimeError("wrapper") from cause
+    except RuntimeError as exc:
+        return exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (aiohttp.ClientConnectorError(KEY, ConnectionRefusedError(111, "refused")), "connection refused"),
+        (aiohttp.ClientConnectorDNSError(KEY, OSError(-2, "Name or service not known")), "DNS lookup failed"),
+        (aiohttp.ClientConnectorSSLError(KEY, ssl.SSLError(1, "handshake")), "TLS handshake failed"),
+        (TimeoutError(), "timeout"),
+        (aiohttp.ServerDisconnectedError(), "connection closed by the server"),
+        (wrapped(ConnectionRefusedError(111, "refused")), "connection refused"),
+        (RuntimeError("something else"), None),
+    ],
+)
+def test_transport_errors_are_classified(exc: BaseException, kind: str | None) -> None:
+    assert classify_exception(exc) == kind
+
+
+def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records]
+
+
+def test_a_fault_is_logged_at_start_at_the_interval_and_at_the_end(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="telehealth_client.pubsub.faults")
+    clock = Clock()
+    faults = FaultReporter("ps.example.com", repeat_seconds=60.0, clock=clock)
+    faults.succeeded()
+    assert messages(caplog) == []  # nothing to end
+    for _ in range(10):  # ten failures within a minute: one line
+        faults.failed("connection refused")
+        clock.now += 5.0
+    assert messages(caplog) == ["bus connection fault started origin=ps.example.com error=connection refused"]
+    clock.now = 1061.0
+    faults.failed("connection refused")
+    faults.failed("connection refused")
+    assert messages(caplog)[1:] == [
+        "bus connection fault continues origin=ps.example.com error=connection refused"
+        " for_seconds=61.0 failures=11"
+    ]
+    faults.failed("HTTP 503")  # a new kind is said at once
+    assert messages(caplog)[2].endswith("error=HTTP 503 for_seconds=61.0 failures=13")
+    clock.now = 1090.5
+    faults.succeeded()
+    faults.succeeded()
+    assert messages(caplog)[3:] == [
+        "bus connection fault ended origin=ps.example.com error=HTTP 503 after_seconds=90.5 failures=13"
+    ]
+    assert faults.kind is None
