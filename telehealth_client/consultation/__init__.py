@@ -1,0 +1,1 @@
+"""One consultation: its pure state machine and roster, and its state file."""

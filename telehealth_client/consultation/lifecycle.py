@@ -1,0 +1,584 @@
+"""The consultation's state machine: pure, in the style of PubNub's event engine.
+
+A ``Consultation`` is data. ``transition(consultation, event)`` returns the next consultation and
+the effects to run; whoever owns the I/O (the patient or provider side) runs them in order. The
+same function validates a side's own intentions: ``plan(consultation, message)`` checks that the
+message would be accepted and returns what to publish.
+
+Public API:
+
+- ``Consultation.new(consultation_id=..., user_id=..., role=..., appointment_id=..., department_id=...)``.
+- Events: ``Received(message, publisher, timetoken)`` for a lifecycle action or ``QUEUE_UPDATE``
+  from the bus (live or caught up from history, own echoes included); ``Published(message,
+  timetoken)`` when our own publish succeeded; ``PresenceChanged(event)``.
+- Effects: ``Publish(channel, message, store)``, ``Persist(consultation)`` (write the state file),
+  ``Emit(event)`` (to ``events.EventHub``), ``CloseSession(reason)`` (the consultation is over for
+  this endpoint: unsubscribe, drop the token, remove the state file), ``Ignored(code, text)``
+  (nothing changed; log at debug).
+- Errors: ``IllegalTransition`` (names the action and both states), ``Forbidden`` (this publisher
+  may not publish that), ``Refused`` (wrong consultation, roster rule). Each has a short ``code``
+  and a ``text`` that holds no IDs or PHI. Nothing changes when one is raised.
+- ``summary_duration(joined_at, ended_at)``: whole minutes, rounded up, at least 1.
+
+Exactly once, in order: a message is applied when its timetoken is above ``last_timetoken`` (the
+stream's high-water mark) and not one of ``own_timetokens`` (our own messages, applied when their
+publish succeeded, before the stream delivers their echo). After a restart, catching up from the
+saved ``last_timetoken`` re-delivers what was published meanwhile; what was applied is skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Final, NamedTuple, TypeAlias
+
+from telehealth_client import events
+from telehealth_client.consultation.roster import (
+    INVITED_ROLES,
+    MemberStatus,
+    Roster,
+    RosterChange,
+    RosterError,
+    RosterRole,
+    RosterUpdate,
+)
+from telehealth_client.protocol import channels
+from telehealth_client.protocol.channels import ConsultationChannels, validate_id
+from telehealth_client.protocol.messages import (
+    CancelReason,
+    ConsultationCancelled,
+    ConsultationEnded,
+    ConsultationInvite,
+    ConsultationStarted,
+    ConsultationState,
+    DeviceStatus,
+    LifecycleAction,
+    PatientCheckedIn,
+    PatientReady,
+    ProviderInvited,
+    ProviderJoined,
+    ProviderReady,
+    ProviderRemoved,
+    QueueUpdate,
+    SenderRole,
+    Summary,
+    WireModel,
+    WrapUpStarted,
+)
+from telehealth_client.pubsub.bus import PresenceEvent
+
+S = ConsultationState
+NON_TERMINAL: Final = frozenset(s for s in ConsultationState if not s.terminal)
+PROVIDER_PRESENT: Final = frozenset({S.CONNECTING, S.IN_PROGRESS, S.WRAPPING_UP})
+# Own timetokens kept for echo detection; older ones are also below the high-water mark in practice.
+MAX_OWN_TIMETOKENS: Final = 256
+
+PATIENT_CANCEL_REASONS: Final[frozenset[CancelReason]] = frozenset(
+    {"patient-left", "consent-revoked", "technical"}
+)
+PROVIDER_CANCEL_REASONS: Final[frozenset[CancelReason]] = frozenset(
+    {"provider-cancelled", "no-show", "technical"}
+)
+
+StateMessage: TypeAlias = LifecycleAction | QueueUpdate
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass(frozen=True)
+class Consultation:
+    consultation_id: str
+    provider_id: str
+    patient_id: str
+    user_id: str  # this endpoint's own user ID
+    role: SenderRole  # this endpoint's own role (an invited specialist is a provider)
+    roster: Roster
+    appointment_id: str | None = None
+    department_id: str | None = None
+    state: ConsultationState = S.SCHEDULED
+    last_timetoken: int = 0
+    own_timetokens: frozenset[int] = frozenset()
+    provider_joined_at: datetime | None = None
+    queue_position: int | None = None
+    estimated_wait_minutes: int | None = None
+    device_status: DeviceStatus | None = None
+    summary: Summary | None = None
+    cancel_reason: CancelReason | None = None
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        consultation_id: str,
+        user_id: str,
+        role: SenderRole,
+        appointment_id: str | None = None,
+        department_id: str | None = None,
+        state: ConsultationState = S.SCHEDULED,
+    ) -> Consultation:
+        """A new consultation; raises InvalidIdError naming a bad field.
+
+        ``state`` is ``scheduled`` for the patient and the consultation's provider. An invited
+        provider joins one already under way: it starts from the state its invitation came in
+        and catches up from the invitation's timetoken.
+        """
+        parsed = ConsultationChannels.parse(consultation_id)
+        return cls(
+            consultation_id=parsed.main,
+            provider_id=parsed.provider_id,
+            patient_id=parsed.patient_id,
+            user_id=validate_id(user_id, "userId"),
+            role=role,
+            roster=Roster.for_consultation(parsed.provider_id, parsed.patient_id),
+            appointment_id=None if appointment_id is None else validate_id(appointment_id, "appointmentId"),
+            department_id=None if department_id is None else validate_id(department_id, "departmentId"),
+            state=state,
+        )
+
+    def already_applied(self, timetoken: int) -> bool:
+        return timetoken <= self.last_timetoken or timetoken in self.own_timetokens
+
+
+# ---------------------------------------------------------------------------------------------
+# Events
+
+
+@dataclass(frozen=True)
+class Received:
+    """A message delivered by the bus (live or from history), possibly our own echo."""
+
+    message: StateMessage
+    publisher: str
+    timetoken: int
+
+
+@dataclass(frozen=True)
+class Published:
+    """Our own message, published successfully with ``timetoken``."""
+
+    message: StateMessage
+    timetoken: int
+
+
+@dataclass(frozen=True)
+class PresenceChanged:
+    event: PresenceEvent
+
+
+LifecycleEvent: TypeAlias = Received | Published | PresenceChanged
+
+
+# ---------------------------------------------------------------------------------------------
+# Effects
+
+
+@dataclass(frozen=True)
+class Publish:
+    channel: str
+    message: WireModel
+    store: bool = True
+
+
+@dataclass(frozen=True)
+class Persist:
+    consultation: Consultation
+
+
+@dataclass(frozen=True)
+class Emit:
+    event: events.Event
+
+
+@dataclass(frozen=True)
+class CloseSession:
+    reason: str  # "completed", "cancelled" or "removed"
+
+
+@dataclass(frozen=True)
+class Ignored:
+    code: str
+    text: str
+
+
+Effect: TypeAlias = Publish | Persist | Emit | CloseSession | Ignored
+
+
+class Transition(NamedTuple):
+    consultation: Consultation
+    effects: tuple[Effect, ...]
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+class TransitionError(Exception):
+    """A message refused by the state machine; nothing changed."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(f"{code}: {text}")
+        self.code = code
+        self.text = text
+
+
+class IllegalTransition(TransitionError):
+    def __init__(self, action: str, from_state: ConsultationState, to_state: ConsultationState) -> None:
+        super().__init__(
+            "illegal-transition", f"{action} cannot move a consultation from {from_state} to {to_state}"
+        )
+        self.action = action
+        self.from_state = from_state
+        self.to_state = to_state
+
+
+class Forbidden(TransitionError):
+    def __init__(self, action: str, publisher_role: str) -> None:
+        super().__init__("forbidden", f"{action} may not be published by the {publisher_role}")
+        self.action = action
+
+
+class Refused(TransitionError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def summary_duration(joined_at: datetime, ended_at: datetime) -> int:
+    """Whole minutes from PROVIDER_JOINED to CONSULTATION_ENDED, rounded up, at least 1."""
+    seconds = (ended_at - joined_at).total_seconds()
+    return max(1, math.ceil(seconds / 60))
+
+
+def action_of(message: StateMessage) -> str:
+    return message.type if isinstance(message, QueueUpdate) else message.action
+
+
+# ---------------------------------------------------------------------------------------------
+# The transition function
+
+
+def transition(consultation: Consultation, event: LifecycleEvent) -> Transition:
+    """The next consultation and the effects to run; raises TransitionError if refused."""
+    if isinstance(event, PresenceChanged):
+        return _presence(consultation, event.event)
+    if isinstance(event, Published):
+        if consultation.already_applied(event.timetoken):
+            return Transition(consultation, (Ignored("replay", "already applied"),))
+        return _apply(consultation, event.message, consultation.user_id, event.timetoken, own=True)
+    if consultation.already_applied(event.timetoken):
+        # The stream has reached this point: keep the high-water mark moving.
+        return Transition(_advanced(consultation, event.timetoken), (Ignored("replay", "already applied"),))
+    return _apply(consultation, event.message, event.publisher, event.timetoken, own=False)
+
+
+def _advanced(consultation: Consultation, timetoken: int) -> Consultation:
+    last = max(consultation.last_timetoken, timetoken)
+    own = frozenset(t for t in consultation.own_timetokens if t > last)
+    if last == consultation.last_timetoken and own == consultation.own_timetokens:
+        return consultation
+    return replace(consultation, last_timetoken=last, own_timetokens=own)
+
+
+def _with_own(consultation: Consultation, timetoken: int) -> Consultation:
+    own = sorted((*consultation.own_timetokens, timetoken))[-MAX_OWN_TIMETOKENS:]
+    return replace(consultation, own_timetokens=frozenset(own))
+
+
+def _presence(consultation: Consultation, presence: PresenceEvent) -> Transition:
+    if presence.channel != consultation.consultation_id:
+        return Transition(consultation, (Ignored("other-channel", "presence of another channel"),))
+    update = consultation.roster.apply_presence(presence)
+    if not update.changes:
+        return Transition(consultation, ())
+    after = replace(consultation, roster=update.roster)
+    return Transition(
+        after, (Persist(after), Emit(events.RosterChanged(after.consultation_id, update.changes)))
+    )
+
+
+def _publisher_role(consultation: Consultation, publisher: str) -> RosterRole | None:
+    """The publisher's role, or None when its messages are to be ignored."""
+    member = consultation.roster.member(publisher)
+    if member is None or member.status is MemberStatus.REMOVED:
+        return None
+    return member.role
+
+
+def _check_permission(
+    consultation: Consultation, message: StateMessage, role: RosterRole, publisher: str
+) -> None:
+    action = action_of(message)
+    # Decode checks the identity field against the publisher; a Published event has no decode
+    # step, and the state machine must not depend on the caller having decoded.
+    claimed = _claimed_identity(message)
+    if claimed is not None and claimed != publisher:
+        raise Refused("forged-sender", f"{action} names a sender other than its publisher")
+    patient_only = (PatientCheckedIn, DeviceStatus)
+    provider_only = (
+        QueueUpdate,
+        ConsultationStarted,
+        WrapUpStarted,
+        ConsultationEnded,
+        ProviderInvited,
+        ProviderRemoved,
+    )
+    if isinstance(message, patient_only):
+        allowed = role is RosterRole.PATIENT
+    elif isinstance(message, provider_only):
+        allowed = role is RosterRole.PROVIDER
+    elif isinstance(message, ProviderJoined):
+        allowed = role is RosterRole.PROVIDER or role in INVITED_ROLES
+    elif isinstance(message, ConsultationCancelled):
+        reasons = {RosterRole.PATIENT: PATIENT_CANCEL_REASONS, RosterRole.PROVIDER: PROVIDER_CANCEL_REASONS}
+        allowed = message.reason in reasons.get(role, frozenset())
+        if not allowed and role in reasons:
+            raise Refused("forbidden-reason", f"{action} with this reason may not come from the {role}")
+    else:
+        allowed = False
+    if not allowed:
+        raise Forbidden(action, str(role))
+
+
+def _claimed_identity(message: StateMessage) -> str | None:
+    if isinstance(message, PatientCheckedIn):
+        return message.patient_id
+    if isinstance(message, ProviderJoined | ConsultationStarted | WrapUpStarted | ConsultationEnded):
+        return message.provider_id
+    if isinstance(message, ProviderInvited):
+        return message.invited_by
+    if isinstance(message, ProviderRemoved):
+        return message.removed_by
+    if isinstance(message, ConsultationCancelled):
+        return message.cancelled_by
+    return None
+
+
+def _target(consultation: Consultation, message: StateMessage, role: RosterRole) -> ConsultationState:
+    """The state ``message`` leads to from the current state, or IllegalTransition."""
+    current = consultation.state
+    allowed: frozenset[ConsultationState]
+    target = current
+    if isinstance(message, PatientCheckedIn):
+        allowed, target = frozenset({S.SCHEDULED}), S.CHECKED_IN
+    elif isinstance(message, QueueUpdate):
+        allowed, target = frozenset({S.CHECKED_IN, S.WAITING}), S.WAITING
+    elif isinstance(message, ProviderJoined) and role is RosterRole.PROVIDER:
+        allowed, target = frozenset({S.CHECKED_IN, S.WAITING}), S.CONNECTING
+    elif isinstance(message, ProviderJoined | ProviderInvited | ProviderRemoved):
+        allowed = PROVIDER_PRESENT  # roster only, while the consultation's provider is there
+    elif isinstance(message, ConsultationStarted):
+        allowed, target = frozenset({S.CONNECTING}), S.IN_PROGRESS
+    elif isinstance(message, WrapUpStarted):
+        allowed, target = frozenset({S.CONNECTING, S.IN_PROGRESS}), S.WRAPPING_UP
+    elif isinstance(message, ConsultationEnded):
+        allowed, target = NON_TERMINAL, S.COMPLETED
+    elif isinstance(message, ConsultationCancelled):
+        allowed, target = NON_TERMINAL, S.CANCELLED
+    else:  # DEVICE_STATUS
+        allowed = NON_TERMINAL
+    if current not in allowed:
+        raise IllegalTransition(action_of(message), current, target)
+    return target
+
+
+def _is_duplicate_end(consultation: Consultation, message: StateMessage) -> bool:
+    """The same ending seen twice (the patient's cancel goes on two channels)."""
+    return (consultation.state is S.COMPLETED and isinstance(message, ConsultationEnded)) or (
+        consultation.state is S.CANCELLED and isinstance(message, ConsultationCancelled)
+    )
+
+
+def _roster_step(update: RosterUpdate, changes: list[RosterChange]) -> Roster:
+    changes.extend(update.changes)
+    return update.roster
+
+
+def _apply(
+    consultation: Consultation, message: StateMessage, publisher: str, timetoken: int, *, own: bool
+) -> Transition:
+    role = _publisher_role(consultation, publisher)
+    if role is None:
+        ignored = Ignored("unknown-publisher", "publisher is not an active member of this consultation")
+        return Transition(_advanced(consultation, timetoken) if not own else consultation, (ignored,))
+    if _is_duplicate_end(consultation, message):
+        ignored = Ignored("duplicate-end", "the consultation has already ended this way")
+        return Transition(_advanced(consultation, timetoken) if not own else consultation, (ignored,))
+    if (
+        isinstance(message, QueueUpdate | PatientCheckedIn)
+        and message.consultation_id != consultation.consultation_id
+    ):
+        raise Refused("wrong-consultation", f"{action_of(message)} names another consultation")
+    _check_permission(consultation, message, role, publisher)
+    target = _target(consultation, message, role)
+
+    changes: list[RosterChange] = []
+    roster = consultation.roster
+    after = replace(consultation, state=target)
+    extra: list[Effect] = []
+    close: str | None = None
+    try:
+        if isinstance(message, PatientCheckedIn):
+            if consultation.appointment_id not in (None, message.appointment_id):
+                raise Refused("wrong-appointment", "PATIENT_CHECKED_IN names another appointment")
+            roster = _roster_step(roster.join(publisher), changes)
+            after = replace(after, appointment_id=message.appointment_id)
+        elif isinstance(message, QueueUpdate):
+            after = replace(
+                after,
+                queue_position=message.position,
+                estimated_wait_minutes=message.estimated_wait_minutes,
+            )
+            extra.append(
+                Emit(
+                    events.QueueUpdated(
+                        consultation.consultation_id, message.position, message.estimated_wait_minutes
+                    )
+                )
+            )
+        elif isinstance(message, ProviderJoined):
+            roster = _roster_step(roster.join(publisher), changes)
+            if role is RosterRole.PROVIDER:
+                after = replace(after, provider_joined_at=message.timestamp)
+        elif isinstance(message, ProviderInvited):
+            invited_role = RosterRole(message.role)
+            roster = _roster_step(roster.invite(message.invited_provider_id, invited_role), changes)
+        elif isinstance(message, ProviderRemoved):
+            roster = _roster_step(roster.remove(message.provider_id), changes)
+            if message.provider_id == consultation.user_id and changes:
+                close = "removed"
+        elif isinstance(message, ConsultationEnded):
+            after = replace(after, summary=message.summary)
+        elif isinstance(message, ConsultationCancelled):
+            after = replace(after, cancel_reason=message.reason)
+            if message.reason == "patient-left":
+                roster = _roster_step(roster.leave(publisher), changes)
+        elif isinstance(message, DeviceStatus):
+            after = replace(after, device_status=message)
+            extra.append(
+                Emit(
+                    events.DeviceStatusReported(
+                        consultation.consultation_id,
+                        message.camera,
+                        message.microphone,
+                        message.speaker,
+                        message.network,
+                    )
+                )
+            )
+    except RosterError as exc:
+        raise Refused(exc.code, f"{action_of(message)}: {exc.text}") from None
+
+    after = replace(after, roster=roster)
+    after = _with_own(after, timetoken) if own else _advanced(after, timetoken)
+    effects: list[Effect] = [Persist(after)]
+    if target is not consultation.state:
+        effects.append(
+            Emit(
+                events.StateChanged(
+                    consultation.consultation_id,
+                    consultation.state,
+                    target,
+                    timetoken,
+                    summary=after.summary if target is S.COMPLETED else None,
+                    cancel_reason=after.cancel_reason if target is S.CANCELLED else None,
+                )
+            )
+        )
+    if changes:
+        effects.append(Emit(events.RosterChanged(consultation.consultation_id, tuple(changes))))
+    effects.extend(extra)
+    if target.terminal:
+        close = str(target)
+    if close is not None:
+        effects.append(CloseSession(close))
+    return Transition(after, tuple(effects))
+
+
+# ---------------------------------------------------------------------------------------------
+# Own intentions
+
+
+def plan(consultation: Consultation, message: StateMessage) -> tuple[Publish, ...]:
+    """What to publish for our own ``message``; raises TransitionError if it would be refused.
+
+    The first Publish carries ``message`` itself: once it succeeds, feed
+    ``Published(message, timetoken)`` to ``transition``, then publish the rest (notifications,
+    the waiting-room copy of an early cancel).
+    """
+    probe = max(consultation.last_timetoken, *consultation.own_timetokens, 0) + 1
+    transition(consultation, Published(message, probe))  # raises if refused; result discarded
+
+    main = consultation.consultation_id
+    if isinstance(message, PatientCheckedIn):
+        ready = PatientReady(
+            title="Patient Checked In",
+            body="Patient is ready for consultation",
+            priority="high",
+            timestamp=message.timestamp,
+            appointment_id=message.appointment_id,
+            consultation_id=main,
+        )
+        return (
+            Publish(channels.waiting_room(consultation.provider_id), message),
+            Publish(channels.notification(consultation.provider_id), ready),
+        )
+    if isinstance(message, QueueUpdate):
+        return (Publish(channels.notification(consultation.patient_id), message),)
+    first = Publish(main, message)
+    if isinstance(message, ProviderJoined) and message.provider_id == consultation.provider_id:
+        ready_patient = ProviderReady(
+            title="Your Provider is Ready",
+            body="Your consultation is about to begin.",
+            priority="high",
+            timestamp=message.timestamp,
+            consultation_id=main,
+        )
+        return (first, Publish(channels.notification(consultation.patient_id), ready_patient))
+    if isinstance(message, ProviderInvited):
+        invite = ConsultationInvite(
+            title="Consultation Invitation",
+            body=f"You have been invited to join a consultation as {message.role}.",
+            priority="high",
+            timestamp=message.timestamp,
+            consultation_id=main,
+            invited_by=message.invited_by,
+            role=message.role,
+        )
+        return (first, Publish(channels.notification(message.invited_provider_id), invite))
+    if (
+        isinstance(message, ConsultationCancelled)
+        and message.cancelled_by == consultation.patient_id
+        and consultation.state in (S.SCHEDULED, S.CHECKED_IN, S.WAITING)
+    ):
+        # Before a provider joined, the provider's queue learns of it from the waiting room.
+        return (first, Publish(channels.waiting_room(consultation.provider_id), message))
+    return (first,)
+
+
+__all__ = [
+    "CloseSession",
+    "Consultation",
+    "Effect",
+    "Emit",
+    "Forbidden",
+    "Ignored",
+    "IllegalTransition",
+    "LifecycleEvent",
+    "Persist",
+    "PresenceChanged",
+    "Publish",
+    "Published",
+    "Received",
+    "Refused",
+    "Transition",
+    "TransitionError",
+    "action_of",
+    "plan",
+    "summary_duration",
+    "transition",
+]

@@ -1,0 +1,216 @@
+"""The in-process event hub: every state change, roster change, token warning and bus status.
+
+Public API:
+
+- Event dataclasses (frozen; ``kind`` names each for the local API's live stream):
+  ``StateChanged``, ``RosterChanged``, ``QueueUpdated``, ``DeviceStatusReported``,
+  ``TokenExpiring``, ``AccessDenied``, ``BusStatusChanged``, and ``Missed`` (delivered only to a
+  subscriber that fell behind).
+- ``EventHub.emit(event)``: synchronous, never blocks and never raises into the emitter. Call it
+  from the event loop's thread (every emitter in the agent runs there).
+- ``EventHub.subscribe(max_pending=...)``: an async iterator of events with its own bounded
+  buffer. A slow subscriber loses its oldest events and then receives ``Missed(count)`` in their
+  place; it never holds up the emitter or the other subscribers. Use it as an async context
+  manager or call ``close()`` to unsubscribe.
+- ``EventHub.close()``: ends every subscription (each drains what it already holds, then stops);
+  later emits are ignored and later subscriptions end at once.
+
+Events carry IDs, states and codes only: never PHI, tokens or message text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import ClassVar, Final, TypeAlias
+
+from telehealth_client.consultation.roster import RosterChange
+from telehealth_client.protocol.messages import (
+    CheckVerdict,
+    ConsultationState,
+    NetworkVerdict,
+    Summary,
+)
+from telehealth_client.pubsub.bus import ConnectionStatus
+
+DEFAULT_MAX_PENDING: Final = 256
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    kind: ClassVar[str] = "state-changed"
+    consultation_id: str
+    previous: ConsultationState
+    state: ConsultationState
+    timetoken: int
+    # Set on the way into completed / cancelled respectively.
+    summary: Summary | None = None
+    cancel_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RosterChanged:
+    kind: ClassVar[str] = "roster-changed"
+    consultation_id: str
+    changes: tuple[RosterChange, ...]
+
+
+@dataclass(frozen=True)
+class QueueUpdated:
+    kind: ClassVar[str] = "queue-updated"
+    consultation_id: str
+    position: int
+    estimated_wait_minutes: int
+
+
+@dataclass(frozen=True)
+class DeviceStatusReported:
+    kind: ClassVar[str] = "device-status"
+    consultation_id: str
+    camera: CheckVerdict
+    microphone: CheckVerdict
+    speaker: CheckVerdict
+    network: NetworkVerdict
+
+
+@dataclass(frozen=True)
+class TokenExpiring:
+    kind: ClassVar[str] = "token-expiring"
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class AccessDenied:
+    kind: ClassVar[str] = "access-denied"
+    operation: str  # what was refused, e.g. "publish" or "subscribe"; never the token
+
+
+@dataclass(frozen=True)
+class BusStatusChanged:
+    kind: ClassVar[str] = "bus-status"
+    status: ConnectionStatus
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Missed:
+    """This subscriber fell behind: ``count`` older events were dropped before the next one."""
+
+    kind: ClassVar[str] = "missed"
+    count: int
+
+
+Event: TypeAlias = (
+    StateChanged
+    | RosterChanged
+    | QueueUpdated
+    | DeviceStatusReported
+    | TokenExpiring
+    | AccessDenied
+    | BusStatusChanged
+    | Missed
+)
+
+
+class EventSubscription:
+    """One subscriber's view of the hub: an async iterator with a bounded buffer."""
+
+    def __init__(self, hub: EventHub, max_pending: int) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending: must be at least 1, got {max_pending}")
+        self._hub = hub
+        self._pending: deque[Event] = deque()
+        self._max_pending = max_pending
+        self._missed = 0
+        self._closed = False
+        self._wakeup = asyncio.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _deliver(self, event: Event) -> None:
+        if self._closed:
+            return
+        if len(self._pending) >= self._max_pending:
+            self._pending.popleft()  # the oldest goes: a live view wants the newest
+            self._missed += 1
+        self._pending.append(event)
+        self._wakeup.set()
+
+    def _end(self) -> None:
+        self._closed = True
+        self._wakeup.set()
+
+    def close(self) -> None:
+        """Unsubscribe; what is already buffered is discarded."""
+        self._pending.clear()
+        self._missed = 0
+        self._hub._forget(self)
+        self._end()
+
+    def __aiter__(self) -> EventSubscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            if self._missed:
+                count, self._missed = self._missed, 0
+                return Missed(count)
+            if self._pending:
+                return self._pending.popleft()
+            if self._closed:
+                raise StopAsyncIteration
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def __aenter__(self) -> EventSubscription:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class EventHub:
+    """Fans every event out to every subscriber, each at its own pace."""
+
+    def __init__(self) -> None:
+        self._subscriptions: list[EventSubscription] = []
+        self._closed = False
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscriptions)
+
+    def subscribe(self, max_pending: int = DEFAULT_MAX_PENDING) -> EventSubscription:
+        subscription = EventSubscription(self, max_pending)
+        if self._closed:
+            subscription._end()
+        else:
+            self._subscriptions.append(subscription)
+        return subscription
+
+    def emit(self, event: Event) -> None:
+        """Hand ``event`` to every subscriber; returns at once whatever the subscribers do."""
+        if self._closed:
+            return
+        for subscription in tuple(self._subscriptions):
+            subscription._deliver(event)
+
+    def close(self) -> None:
+        self._closed = True
+        subscriptions, self._subscriptions = self._subscriptions, []
+        for subscription in subscriptions:
+            subscription._end()
+
+    def _forget(self, subscription: EventSubscription) -> None:
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
