@@ -1,0 +1,205 @@
+"""The current consultation on disk, so a restarted agent resumes where it was.
+
+Public API (synchronous: call from the event loop with ``asyncio.to_thread``):
+
+- ``save(state_dir, consultation)``: atomic (temporary file in the same directory, fsync,
+  rename, fsync of the directory), mode 0600, JSON with a ``version`` field.
+- ``load(state_dir) -> Consultation | None``: None when there is no consultation; a file that is
+  unreadable, corrupt or of an unknown version raises ``StateFileError`` saying so (the caller
+  decides what to do; it never silently starts over).
+- ``remove(state_dir)``: at the end of the consultation.
+
+The file holds IDs, states, codes and numbers only: no chat text, no names, no free text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from telehealth_client.consultation.lifecycle import Consultation
+from telehealth_client.consultation.roster import Member, MemberStatus, Roster, RosterRole
+from telehealth_client.protocol.channels import ConsultationChannels, InvalidIdError
+from telehealth_client.protocol.messages import (
+    CancelReason,
+    ConsultationState,
+    DeviceStatus,
+    Id,
+    SenderRole,
+    Summary,
+    UtcTime,
+    encode,
+    format_time,
+)
+
+FILE_NAME: Final = "consultation.json"
+VERSION: Final = 1
+
+
+class StateFileError(Exception):
+    """The state file exists but cannot be used; the message names the file and the reason."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"consultation state file {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class _Stored(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class _StoredMember(_Stored):
+    userId: Id
+    role: RosterRole
+    status: MemberStatus
+    present: bool
+
+
+class _StoredConsultation(_Stored):
+    version: Literal[1]
+    consultationId: str
+    userId: Id
+    role: SenderRole
+    appointmentId: Id | None
+    departmentId: Id | None
+    state: ConsultationState
+    roster: tuple[_StoredMember, ...]
+    lastTimetoken: int = Field(ge=0)
+    ownTimetokens: tuple[int, ...]
+    providerJoinedAt: UtcTime | None
+    queuePosition: int | None = Field(ge=1)
+    estimatedWaitMinutes: int | None = Field(ge=0)
+    deviceStatus: dict[str, Any] | None
+    summary: dict[str, Any] | None
+    cancelReason: CancelReason | None
+
+
+def path_of(state_dir: Path) -> Path:
+    return Path(state_dir) / FILE_NAME
+
+
+def _to_json(consultation: Consultation) -> dict[str, Any]:
+    joined: datetime | None = consultation.provider_joined_at
+    return {
+        "version": VERSION,
+        "consultationId": consultation.consultation_id,
+        "userId": consultation.user_id,
+        "role": consultation.role,
+        "appointmentId": consultation.appointment_id,
+        "departmentId": consultation.department_id,
+        "state": str(consultation.state),
+        "roster": [
+            {"userId": m.user_id, "role": str(m.role), "status": str(m.status), "present": m.present}
+            for m in consultation.roster.members
+        ],
+        "lastTimetoken": consultation.last_timetoken,
+        "ownTimetokens": sorted(consultation.own_timetokens),
+        "providerJoinedAt": None if joined is None else format_time(joined),
+        "queuePosition": consultation.queue_position,
+        "estimatedWaitMinutes": consultation.estimated_wait_minutes,
+        "deviceStatus": None if consultation.device_status is None else encode(consultation.device_status),
+        "summary": None if consultation.summary is None else encode(consultation.summary),
+        "cancelReason": consultation.cancel_reason,
+    }
+
+
+def _from_json(raw: bytes, data: object, path: Path) -> Consultation:
+    if not isinstance(data, dict):
+        raise StateFileError(path, "is not a JSON object")
+    version = data.get("version")
+    if version != VERSION:
+        shown = version if isinstance(version, int) and not isinstance(version, bool) else "missing/invalid"
+        raise StateFileError(path, f"has unknown version {shown} (this agent reads version {VERSION})")
+    try:
+        # JSON mode: strict types, and enums from their string values.
+        stored = _StoredConsultation.model_validate_json(raw)
+        channels = ConsultationChannels.parse(stored.consultationId)
+        device = None if stored.deviceStatus is None else DeviceStatus.model_validate(stored.deviceStatus)
+        summary = None if stored.summary is None else Summary.model_validate(stored.summary)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "file"
+        raise StateFileError(path, f"is corrupt ({where}: {first['type']})") from None
+    except InvalidIdError as exc:
+        raise StateFileError(path, f"is corrupt ({exc.field}: invalid)") from None
+    roster = Roster(tuple(Member(m.userId, m.role, m.status, m.present) for m in stored.roster))
+    return Consultation(
+        consultation_id=channels.main,
+        provider_id=channels.provider_id,
+        patient_id=channels.patient_id,
+        user_id=stored.userId,
+        role=stored.role,
+        roster=roster,
+        appointment_id=stored.appointmentId,
+        department_id=stored.departmentId,
+        state=stored.state,
+        last_timetoken=stored.lastTimetoken,
+        own_timetokens=frozenset(stored.ownTimetokens),
+        provider_joined_at=stored.providerJoinedAt,
+        queue_position=stored.queuePosition,
+        estimated_wait_minutes=stored.estimatedWaitMinutes,
+        device_status=device,
+        summary=summary,
+        cancel_reason=stored.cancelReason,
+    )
+
+
+def save(state_dir: Path, consultation: Consultation) -> None:
+    """Write the consultation atomically: the file is the old one or the new one, never half."""
+    directory = Path(state_dir)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    body = json.dumps(_to_json(consultation), separators=(",", ":"), sort_keys=True).encode()
+    # mkstemp creates the file 0600 and unique, in the same directory so the rename is atomic.
+    fd, temporary = tempfile.mkstemp(prefix=f".{FILE_NAME}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(body)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path_of(directory))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(directory)
+
+
+def load(state_dir: Path) -> Consultation | None:
+    """The saved consultation, None if there is none, or StateFileError if it cannot be used."""
+    path = path_of(Path(state_dir))
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateFileError(path, f"cannot be read ({type(exc).__name__})") from None
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise StateFileError(path, "is corrupt (not valid JSON)") from None
+    return _from_json(raw, data, path)
+
+
+def remove(state_dir: Path) -> None:
+    """Forget the consultation; no file is not an error."""
+    directory = Path(state_dir)
+    with contextlib.suppress(FileNotFoundError):
+        path_of(directory).unlink()
+        _fsync_directory(directory)
+
+
+def _fsync_directory(directory: Path) -> None:
+    # The rename (or unlink) is durable only once the directory entry itself is on disk.
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
