@@ -35,6 +35,9 @@ def validate_id(value: object, field: str = "id") -> str:
         bad = sorted({ch for ch in value if not re.fullmatch(r"[A-Za-z0-9_-]", ch)})
         shown = " ".join(repr(ch) for ch in bad)
         raise InvalidIdError(field, f"may contain only letters, digits, '_' and '-' (found {shown})")
+    if value.endswith(PRESENCE_SUFFIX):
+        # consultation.dr.x-pnpres would be the presence channel of patient x's consultation.
+        raise InvalidIdError(field, f"must not end with '{PRESENCE_SUFFIX}' (a presence channel's suffix)")
     return value
 
 

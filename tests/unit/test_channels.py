@@ -72,3 +72,11 @@ def test_consultation_id_round_trips() -> None:
     for bad in ["consultation.dr-smith", "waiting-room.a.b", "consultation.a.b.c", "consultation.a.*"]:
         with pytest.raises(InvalidIdError):
             ConsultationChannels.parse(bad)
+
+
+@pytest.mark.parametrize("user_id", ["x-pnpres", "pat-1-pnpres"])
+def test_an_id_ending_like_a_presence_channel_is_refused(user_id: str) -> None:
+    # Otherwise consultation.dr.x-pnpres is both a consultation and patient x's presence channel.
+    with pytest.raises(InvalidIdError, match="patientId: must not end with '-pnpres'"):
+        channels.consultation("dr", user_id)
+    assert channels.validate_id("pnpres-first") == "pnpres-first"
