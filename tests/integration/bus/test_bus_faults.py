@@ -71,11 +71,12 @@ async def test_a_stopped_relay_is_connection_refused_once_then_its_end_with_a_du
     kiosk = make_bus("patient-abc123", token=TOKEN, reconnect_min_seconds=0.01, reconnect_max_seconds=0.05)
     statuses = await subscribed(kiosk, CHANNEL, Inbox())
     await relay.stop()
+    mark = len(statuses.changes)
     await watch.wait_for(failures_at_least(6))
     refused = [line for line in watch.faults() if "error=connection refused" in line]
     assert refused == [f"bus connection fault started origin={relay.origin} error=connection refused"]
     await relay.start()
-    await statuses.wait_for(ConnectionStatus.CONNECTED)
+    await statuses.wait_for(ConnectionStatus.CONNECTED, after=mark)
     ended = await watch.wait_for(lambda line: line.startswith("bus connection fault ended"))
     assert re.fullmatch(
         rf"bus connection fault ended origin={relay.origin} error=connection refused"
@@ -89,11 +90,12 @@ async def test_an_http_error_status_is_named(make_bus: BusFactory, relay: Relay,
     kiosk = make_bus("patient-abc123")
     statuses = await subscribed(kiosk, CHANNEL, Inbox())
     await asyncio.wait_for(relay.wait_for_subscribers(1), 10)
+    mark = len(statuses.changes)
     relay.fail_next(5, status=502)
     relay.drop_subscribers()
     await watch.wait_for(lambda line: "fault started" in line)
     assert watch.faults()[0] == f"bus connection fault started origin={relay.origin} error=HTTP 502"
-    await statuses.wait_for(ConnectionStatus.CONNECTED, after=len(statuses.changes))
+    await statuses.wait_for(ConnectionStatus.CONNECTED, after=mark + 1)  # after the RECONNECTING
 
 
 async def test_a_name_that_does_not_resolve_is_a_dns_failure(make_bus: BusFactory, watch: LogWatch) -> None:

@@ -81,9 +81,9 @@ async def test_connected_within_2_s_of_the_relays_return_on_a_quiet_channel_with
     statuses = await subscribed(kiosk, CHANNEL, Inbox())
     await relay.stop()
     await statuses.wait_for(ConnectionStatus.RECONNECTING)
-    heartbeats_before = tap.heartbeats
+    heartbeats_before, mark = tap.heartbeats, len(statuses.changes)
     await relay.start()
-    await statuses.wait_for(ConnectionStatus.CONNECTED, within=2.0)
+    await statuses.wait_for(ConnectionStatus.CONNECTED, within=2.0, after=mark)
     await asyncio.wait_for(tap.wait_for_heartbeats(heartbeats_before + 1), 2.0)
 
 
@@ -94,22 +94,25 @@ async def test_a_new_token_reconnects_at_once_on_a_quiet_channel(make_bus: BusFa
     relay.enforce_access = True
     relay.drop_subscribers()
     await statuses.wait_for(ConnectionStatus.ACCESS_DENIED)
-    kiosk.set_token(await grant(relay, "patient-abc123", CHANNEL))
-    await statuses.wait_for(ConnectionStatus.CONNECTED, within=2.0)
+    token, mark = await grant(relay, "patient-abc123", CHANNEL), len(statuses.changes)
+    kiosk.set_token(token)
+    await statuses.wait_for(ConnectionStatus.CONNECTED, within=2.0, after=mark)
 
 
 async def test_the_back_off_starts_again_after_a_reconnection(make_bus: BusFactory, relay: Relay) -> None:
     kiosk = make_bus("patient-abc123")
     statuses = await subscribed(kiosk, CHANNEL, Inbox())
+    await asyncio.wait_for(relay.wait_for_subscribers(1), 10)
     relay.fail_next(3, status=503)
     relay.drop_subscribers()
-    await statuses.wait_for(ConnectionStatus.RECONNECTING)
-    await statuses.wait_for(ConnectionStatus.CONNECTED)
+    first_outage = await statuses.wait_for(ConnectionStatus.RECONNECTING)
+    await statuses.wait_for(ConnectionStatus.CONNECTED, after=statuses.changes.index(first_outage))
     await asyncio.wait_for(relay.wait_for_subscribers(1), 10)  # the resumed long-poll, to be cut
     # aiohttp retries a cut request once by itself, and a heartbeat may come first: fail those too.
     relay.fail_next(5, status=503)
+    mark = len(statuses.changes)
     relay.drop_subscribers()
-    second_outage = await statuses.wait_for(ConnectionStatus.RECONNECTING, after=len(statuses.changes))
+    second_outage = await statuses.wait_for(ConnectionStatus.RECONNECTING, after=mark)
     assert second_outage.failures == 1
 
 
