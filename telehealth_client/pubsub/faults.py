@@ -67,6 +67,10 @@ def classify(envelope: Any) -> str:
     kind = classify_exception(exc if isinstance(exc, BaseException) else None)
     if kind is not None:
         return kind
+    if isinstance(exc, ValueError | RecursionError):
+        # The SDK's own json.loads failed on the answer (JSON nested ~1000 deep raises
+        # RecursionError there): the origin answered, but with something unreadable.
+        return f"undecodable answer ({type(exc).__name__})"
     return f"{type(exc).__name__}" if isinstance(exc, BaseException) else "no answer"
 
 

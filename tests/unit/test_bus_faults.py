@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import logging
 import ssl
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
+from pubnub.enums import PNStatusCategory
+from pubnub.models.consumer.common import PNStatus
+from pubnub.models.consumer.pn_error_data import PNErrorData
+from pubnub.pubnub_asyncio import PubNubAsyncioException
 
-from telehealth_client.pubsub.faults import FaultReporter, classify_exception
+from telehealth_client.pubsub.faults import FaultReporter, classify, classify_exception
 
 KEY = ConnectionKey("origin.example", 443, True, True, None, None, None)
 
@@ -76,3 +81,30 @@ def test_a_fault_is_logged_at_start_at_the_interval_and_at_the_end(caplog: pytes
         "bus connection fault ended origin=ps.example.com error=HTTP 503 after_seconds=90.5 failures=13"
     ]
     assert faults.kind is None
+
+
+def sdk_error(exc: Exception | None = None, code: int | None = None, category: Any = None) -> Any:
+    """An error envelope as the SDK builds it when a request fails."""
+    status = PNStatus()
+    status.error = True
+    status.status_code = code
+    status.category = category or PNStatusCategory.PNUnknownCategory
+    if exc is not None:
+        status.error_data = PNErrorData(str(exc), exc)
+    return PubNubAsyncioException(result=None, status=status)
+
+
+@pytest.mark.parametrize(
+    ("envelope", "kind"),
+    [
+        (sdk_error(code=503), "HTTP 503"),
+        (sdk_error(code=414), "HTTP 414"),
+        (sdk_error(category=PNStatusCategory.PNTimeoutCategory), "timeout"),
+        (sdk_error(wrapped(ConnectionRefusedError(111, "refused"))), "connection refused"),
+        (sdk_error(RecursionError()), "undecodable answer (RecursionError)"),
+        (sdk_error(KeyError("t")), "KeyError"),
+        (sdk_error(), "no answer"),
+    ],
+)
+def test_sdk_error_envelopes_are_classified(envelope: Any, kind: str) -> None:
+    assert classify(envelope) == kind
