@@ -23,9 +23,12 @@ from telehealth_client.devstack.clinic import Clinic, DeviceIdentity, StaffMembe
 from telehealth_client.devstack.clinic.directory import StaffRole
 from telehealth_client.devstack.relay import Relay
 from telehealth_client.devstack.turn import TurnServer
+from telehealth_client.protocol.channels import InvalidIdError, validate_id
 
 # The department of every provider and nurse not given one: the README's examples use it.
 DEFAULT_DEPARTMENT = "er"
+# The organization the development clinic serves: it names the audit channel.
+DEFAULT_ORGANIZATION = "org-dev"
 AUDITOR_USER_ID = "dev-auditor"
 
 
@@ -118,6 +121,9 @@ class DevStack:
     state is bound to them. None keeps everything in memory.
 
     ``token_ttl_minutes``: the clinic's token TTL per role where it differs from the grant rules'.
+
+    ``organization_id``: the organization the clinic serves (the audit channel in every token);
+    ``agent_environment`` gives agents the same as ``TELEHEALTH_ORGANIZATION_ID``.
     """
 
     def __init__(
@@ -132,6 +138,7 @@ class DevStack:
         nurses: Sequence[str] = (),
         departments: Mapping[str, str] | None = None,
         token_ttl_minutes: Mapping[str, int] | None = None,
+        organization_id: str = DEFAULT_ORGANIZATION,
     ) -> None:
         if state_dir is not None and keys is None:
             raise ValueError("state_dir needs the keys kept with it: keys=DevStackKeys.load_or_create(...)")
@@ -166,6 +173,10 @@ class DevStack:
         self.turn = TurnServer()
         self._on_call = on_call or {}
         self._token_ttl_minutes = dict(token_ttl_minutes or {})
+        try:
+            self.organization_id = validate_id(organization_id, "organization_id")
+        except InvalidIdError as exc:
+            raise ValueError(f"organization_id {exc.reason}") from None
         self.clinic: Clinic | None = None
         self._stack = AsyncExitStack()
 
@@ -189,6 +200,7 @@ class DevStack:
                     user.user_id: StaffMember(user.role, user.department_id) for user in self.users.values()
                 },
                 token_ttl_minutes=self._token_ttl_minutes,
+                organization_id=self.organization_id,
             )
             await self._stack.enter_async_context(self.clinic)
         except BaseException:
@@ -220,8 +232,8 @@ class DevStack:
         """The ``TELEHEALTH_*`` settings an agent needs to use this stack.
 
         None: the patient kiosk's (its user ID is the agent's own to choose). A provider's or
-        nurse's user ID (one of ``users``): that user's, with its own device credential, user ID
-        and role.
+        nurse's user ID (one of ``users``): that user's, with its own device credential, user ID,
+        role and department (which its standing token request names).
         """
         if self.clinic is None:
             raise RuntimeError("the development stack is not started")
@@ -235,10 +247,12 @@ class DevStack:
             "TELEHEALTH_CIPHER_KEY": self.keys.cipher_key,
             "TELEHEALTH_CLINIC_URL": self.clinic.url,
             "TELEHEALTH_DEVICE_CREDENTIAL": self.keys.kiosk_credential,
+            "TELEHEALTH_ORGANIZATION_ID": self.organization_id,
         }
         if user_id is not None:
             user = self.users[user_id]
             environment["TELEHEALTH_USER_ID"] = user.user_id
             environment["TELEHEALTH_ROLE"] = user.role
             environment["TELEHEALTH_DEVICE_CREDENTIAL"] = user.credential
+            environment["TELEHEALTH_DEPARTMENT_ID"] = user.department_id
         return environment

@@ -6,10 +6,12 @@ the credential and the tokens it returns are never logged.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+TOKEN_CONTEXT_FIELDS = frozenset({"appointmentId", "consultationChannel", "providerId", "departmentId"})
 
 
 class ClinicError(Exception):
@@ -27,6 +29,24 @@ class TokenGrant(BaseModel):
     token: str = Field(min_length=1)
     ttl_minutes: int = Field(alias="ttlMinutes", gt=0)
     channel_config: dict[str, Any] = Field(default_factory=dict, alias="channelConfig")
+
+
+class Invitation(BaseModel):
+    """The clinic's record of an invitation: ``invited_provider_id`` may now ask for a token naming it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    consultation_channel: str = Field(alias="consultationChannel", min_length=1)
+    invited_provider_id: str = Field(alias="invitedProviderId", min_length=1)
+    role: Literal["specialist", "second-opinion", "observer"]
+    invited_by: str = Field(alias="invitedBy", min_length=1)
+
+
+class Consent(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    granted: bool = Field(strict=True)
+    expires_at: str | None = Field(alias="expiresAt")
 
 
 class Revocation(BaseModel):
@@ -80,10 +100,21 @@ class ClinicClient:
         except TimeoutError:
             raise ClinicError(operation, "clinic backend timed out") from None
 
-    async def request_token(self, user_id: str, role: str, **context: str) -> TokenGrant:
-        data = await self._post(
-            "token", "/api/telemedicine/token", {"userId": user_id, "role": role, **context}
-        )
+    async def request_token(self, user_id: str, role: str, **context: str | None) -> TokenGrant:
+        """A token for ``user_id`` in ``role``; ``context`` is the request's other fields, camelCase.
+
+        A provider's or nurse's standing token: ``departmentId`` only. A token naming a consultation
+        (an invited provider's, a nurse's): ``departmentId`` and ``consultationChannel``. A patient's:
+        ``providerId`` or ``consultationChannel`` (and ``appointmentId``). None values are left out.
+        """
+        unknown = sorted(set(context) - TOKEN_CONTEXT_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"{unknown[0]}: is not a token request field ({', '.join(sorted(TOKEN_CONTEXT_FIELDS))})"
+            )
+        body = {"userId": user_id, "role": role}
+        body.update({name: value for name, value in context.items() if value is not None})
+        data = await self._post("token", "/api/telemedicine/token", body)
         try:
             return TokenGrant.model_validate(data)
         except ValidationError as exc:
@@ -98,10 +129,44 @@ class ClinicClient:
                 "turn-credentials", f"malformed answer: {exc.error_count()} problem(s)"
             ) from None
 
+    async def record_consent(self, patient_id: str, granted: bool, expires_at: str | None) -> Consent:
+        """Record the patient's telehealth consent (``expires_at`` ISO-8601 UTC or None) as the clinic
+        stored it. Only the patient kiosk's credential may; a patient token needs it granted.
+        """
+        data = await self._post(
+            "consent",
+            "/api/telemedicine/consent",
+            {"patientId": patient_id, "granted": granted, "expiresAt": expires_at},
+        )
+        try:
+            return Consent.model_validate(data.get("consent") if isinstance(data, dict) else None)
+        except ValidationError as exc:
+            raise ClinicError("consent", f"malformed answer: {exc.error_count()} problem(s)") from None
+
+    async def invite(self, consultation_channel: str, invited_provider_id: str, role: str) -> Invitation:
+        """Invite another provider to this provider's consultation (``specialist``, ``second-opinion``
+        or ``observer``). Only the consultation's provider's device credential may; revoke_access
+        for the invited provider ends the invitation.
+        """
+        data = await self._post(
+            "invite",
+            "/api/telemedicine/invite",
+            {
+                "consultationChannel": consultation_channel,
+                "invitedProviderId": invited_provider_id,
+                "role": role,
+            },
+        )
+        try:
+            return Invitation.model_validate(data)
+        except ValidationError as exc:
+            raise ClinicError("invite", f"malformed answer: {exc.error_count()} problem(s)") from None
+
     async def revoke_access(self, user_id: str, consultation_channel: str) -> int:
         """Revoke every token granted to ``user_id`` for the consultation; how many were revoked.
 
-        Only the consultation's provider's device credential may.
+        Only the consultation's provider's device credential may. An invitation of ``user_id`` to
+        the consultation ends too.
         """
         data = await self._post(
             "revoke-access",

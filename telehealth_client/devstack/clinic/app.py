@@ -8,17 +8,28 @@ The caller is whoever the credential says, never what the request claims. An unk
 gets 401; a credential that may not do what is asked gets 403 naming the field and the reason.
 
 - ``POST /api/telemedicine/token`` ``{userId, role, appointmentId?, consultationChannel?, providerId?,
-  departmentId?}`` -> ``{token, ttlMinutes, channelConfig}``. A patient needs ``providerId`` or
-  ``consultationChannel``; a provider or nurse needs ``consultationChannel`` and ``departmentId``.
-  ``role`` must be the credential's role and ``userId`` its user (any patient for a kiosk). A
-  provider or nurse must be in the clinic's directory, ``departmentId`` must be its own department,
-  and a nurse's consultation must be one of a provider in that department.
+  departmentId?}`` -> ``{token, ttlMinutes, channelConfig}`` with the permissions of PROTOCOL.md's
+  "Token permissions by role" (``devstack.grants``). ``role`` must be the credential's role and
+  ``userId`` its user (any patient for a kiosk).
+
+  - patient: ``providerId`` or ``consultationChannel``; refused 403 ``consent: missing | not
+    granted | expired`` unless the clinic's consent record is granted and unexpired.
+  - provider or nurse: ``departmentId``, which must be its own in the clinic's directory. Without
+    ``consultationChannel``: the standing token. With one: a provider's own consultation gives
+    the standing token naming it; another provider's needs a standing invitation (403
+    ``consultationChannel`` otherwise) and adds that consultation; a nurse's must be one of a
+    provider in its department and adds that consultation and the provider's waiting room.
 - ``POST /api/telemedicine/turn-credentials`` ``{userId}`` -> ``{urls, username, credential, ttlSeconds}``;
   ``userId`` must be one the credential may act for.
 - ``POST /api/telemedicine/revoke-access`` ``{userId, consultationChannel}`` -> 200 ``{revoked: N}``,
-  the number of tokens revoked. The credential must be the consultation's provider's (the provider
-  ID in the channel name). An ``X-User-Id`` header, if sent, must name that same provider (it
-  identifies no one by itself).
+  the number of tokens revoked; ``userId``'s invitation to the consultation, if any, ends too.
+  The credential must be the consultation's provider's (the provider ID in the channel name).
+  An ``X-User-Id`` header, if sent, must name that same provider (it identifies no one by itself).
+- ``POST /api/telemedicine/invite`` ``{consultationChannel, invitedProviderId, role}`` (``role``
+  ``specialist``, ``second-opinion`` or ``observer``) -> 201 ``{consultationChannel,
+  invitedProviderId, role, invitedBy}``. The credential must be the consultation's provider's
+  (``X-User-Id``, if sent, must name it); ``invitedProviderId`` a provider in the directory, not
+  the consultation's own. Inviting again replaces the role.
 - ``POST /api/telemedicine/consent`` ``{patientId, granted, expiresAt}`` (``expiresAt`` ISO-8601 UTC
   or null) -> 200 ``{patientId, consent}``; writes App Context ``custom.consent_telehealth`` and the
   clinic's own record. Only the patient kiosk's credential may.
@@ -27,14 +38,21 @@ gets 401; a credential that may not do what is asked gets 403 naming the field a
   Its ``actor`` must be the credential's own identity (role and user; any patient for a kiosk).
 - ``GET /api/audit-events`` -> ``{events: [...]}`` in the order first received; auditors only.
 
+Every answer carries CORS headers and an ``OPTIONS`` preflight is answered without a credential,
+as the relay does, so a provider page on another origin can fetch its token and TURN credentials.
+
+``organization_id``: the one organization this clinic serves; it names the audit channel
+(``audit.{organizationId}``) in every token and in ``channelConfig.auditChannel``. Agents are
+configured with the same ID (``TELEHEALTH_ORGANIZATION_ID``).
+
 ``token_ttl_minutes``: a TTL per role instead of the grant rules' (tests use PubNub's minimum,
 1 minute, to watch tokens being refreshed); roles not named keep theirs.
 
 ``clock`` (seconds since the epoch): the time grant requests are signed with and issued tokens
 expire by; tests give it the relay's manual clock.
 
-``state_dir``: the issued-token ledger and consent (``clinic.sqlite3``) and the audit sink
-(``audit.sqlite3``) live there, so a restart on the same directory revokes what was issued
+``state_dir``: the issued-token ledger, invitations and consent (``clinic.sqlite3``) and the audit
+sink (``audit.sqlite3``) live there, so a restart on the same directory revokes what was issued
 before it. None keeps everything in memory.
 
 Bad input gets 400 naming the field; a PubNub failure gets 502. Nothing logged holds a token,
@@ -48,6 +66,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -56,15 +75,31 @@ from aiohttp import web
 
 from telehealth_client.protocol.channels import ConsultationChannels, InvalidIdError, validate_id
 
-from ..grants import ROLES, GrantRequestError, build_grant
+from ..grants import ROLES, GrantRequestError, RoleGrant, build_grant, parse_consultation
 from ..turn import turn_rest_credentials
 from .audit_store import AuditStore
-from .consent_store import CONSENT_SCHEMA, ConsentStore
+from .consent_store import CONSENT_SCHEMA, ConsentStore, consent_refusal
 from .directory import Directory, StaffMember
-from .http import FieldError, device_auth_middleware, device_identity, parse_body, read_object, validate
-from .identity import DeviceIdentity
+from .http import (
+    FieldError,
+    cors_middleware,
+    device_auth_middleware,
+    device_identity,
+    parse_body,
+    read_object,
+    validate,
+)
+from .identity import DeviceIdentity, NotAllowed
+from .invitations import INVITATION_SCHEMA, Invitation, InvitationStore
 from .ledger import LEDGER_SCHEMA, TokenLedger
-from .models import AuditEvent, ConsentRequest, RevokeAccessRequest, TokenRequest, TurnCredentialsRequest
+from .models import (
+    AuditEvent,
+    ConsentRequest,
+    InviteRequest,
+    RevokeAccessRequest,
+    TokenRequest,
+    TurnCredentialsRequest,
+)
 from .pubnub_admin import PubNubAdmin, UpstreamError
 from .sqlite_worker import SqliteWorker
 
@@ -74,6 +109,7 @@ T = TypeVar("T")
 CALLER_HEADER = "X-User-Id"
 MAX_BODY_BYTES = 64 * 1024
 MAX_TOKEN_TTL_MINUTES = 43_200  # PubNub's limit: 30 days
+DEFAULT_ORGANIZATION = "org-dev"
 
 
 def _roster(on_call: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
@@ -132,6 +168,7 @@ class Clinic:
         turn_ttl_seconds: int = 3600,
         token_ttl_minutes: Mapping[str, int] | None = None,
         clock: Callable[[], float] = time.time,
+        organization_id: str = DEFAULT_ORGANIZATION,
     ) -> None:
         if not device_credentials:
             raise ValueError("device_credentials must hold at least one credential")
@@ -148,6 +185,10 @@ class Clinic:
         self._turn_urls = list(turn_urls)
         self._turn_ttl = turn_ttl_seconds
         self._token_ttls = _token_ttls(token_ttl_minutes or {})
+        try:
+            self._organization_id = validate_id(organization_id, "organization_id")
+        except InvalidIdError as exc:
+            raise ValueError(f"organization_id {exc.reason}") from None
         self._on_call = _roster(on_call)
         self._host = host
         self._requested_port = port
@@ -162,11 +203,15 @@ class Clinic:
         self._audit = AuditStore(None if state_dir is None else state_dir / "audit.sqlite3")
         self._records = SqliteWorker(
             None if state_dir is None else state_dir / "clinic.sqlite3",
-            LEDGER_SCHEMA + CONSENT_SCHEMA,
+            LEDGER_SCHEMA + CONSENT_SCHEMA + INVITATION_SCHEMA,
             "clinic",
         )
         self.ledger = TokenLedger(self._records, clock)
         self._consents = ConsentStore(self._records)
+        self._invitations = InvitationStore(self._records)
+        self._clock = clock
+        # Granting and revoking take turns: a token granted while a revoke runs would escape it.
+        self._grants_lock = asyncio.Lock()
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
@@ -241,6 +286,10 @@ class Clinic:
         """The clinic's own consent record of ``patient_id`` (None if never recorded)."""
         return await self._consents.get(patient_id)
 
+    async def invitation_stands(self, consultation_channel: str, provider_id: str) -> bool:
+        """True while ``provider_id``'s invitation to the consultation stands."""
+        return await self._invitations.get(consultation_channel, provider_id) is not None
+
     def set_on_call(self, department_id: str, provider_ids: Sequence[str]) -> None:
         self._on_call.update(_roster({department_id: provider_ids}))
 
@@ -248,13 +297,15 @@ class Clinic:
 
     def _app(self) -> web.Application:
         app = web.Application(
-            middlewares=[device_auth_middleware(self._device_credentials)], client_max_size=MAX_BODY_BYTES
+            middlewares=[cors_middleware, device_auth_middleware(self._device_credentials)],
+            client_max_size=MAX_BODY_BYTES,
         )
         app.add_routes(
             [
                 web.post("/api/telemedicine/token", self._token),
                 web.post("/api/telemedicine/turn-credentials", self._turn_credentials),
                 web.post("/api/telemedicine/revoke-access", self._revoke_access),
+                web.post("/api/telemedicine/invite", self._invite),
                 web.post("/api/telemedicine/consent", self._consent),
                 web.get("/api/on-call/{departmentId}", self._on_call_roster),
                 web.post("/api/audit-events", self._add_audit_event),
@@ -270,6 +321,7 @@ class Clinic:
             grant = build_grant(
                 user_id=body.userId,
                 role=body.role,
+                organization_id=self._organization_id,
                 consultation_channel=body.consultationChannel,
                 provider_id=body.providerId,
                 department_id=body.departmentId,
@@ -278,21 +330,47 @@ class Clinic:
             raise FieldError(exc.field, exc.reason) from None
         if grant.role in self._token_ttls:
             grant = dataclasses.replace(grant, ttl_minutes=self._token_ttls[grant.role])
-        if grant.role != "patient" and body.departmentId is not None:
-            self._directory.check_staff_token(
-                body.userId,
-                grant.role,
-                body.departmentId,
-                ConsultationChannels.parse(grant.consultation_channel),
+        async with self._grants_lock:
+            await self._check_may_have(grant, body.departmentId)
+            token = await self._upstream(self._admin.grant(grant))
+            await self.ledger.record(
+                token, grant.authorized_uuid, grant.role, grant.consultation_channel, grant.ttl_minutes
             )
-        token = await self._upstream(self._admin.grant(grant))
-        await self.ledger.record(
-            token, grant.authorized_uuid, grant.role, grant.consultation_channel, grant.ttl_minutes
+        logger.info(
+            "clinic_token_granted role=%s ttl_minutes=%d names_consultation=%s",
+            grant.role,
+            grant.ttl_minutes,
+            grant.consultation_channel is not None,
         )
-        logger.info("clinic_token_granted role=%s ttl_minutes=%d", grant.role, grant.ttl_minutes)
         return web.json_response(
             {"token": token, "ttlMinutes": grant.ttl_minutes, "channelConfig": grant.channel_config}
         )
+
+    async def _check_may_have(self, grant: RoleGrant, department_id: str | None) -> None:
+        """NotAllowed unless the caller may have ``grant``: consent, department, invitation."""
+        if grant.role == "patient":
+            now = datetime.fromtimestamp(self._clock(), UTC)
+            refusal = consent_refusal(await self._consents.get(grant.authorized_uuid), now)
+            if refusal is not None:
+                raise NotAllowed("consent", refusal)
+            return
+        if department_id is None:  # build_grant requires it for staff
+            raise FieldError("departmentId", f"is required for role {grant.role}")
+        consultation = (
+            None
+            if grant.consultation_channel is None
+            else ConsultationChannels.parse(grant.consultation_channel)
+        )
+        self._directory.check_staff_token(grant.authorized_uuid, grant.role, department_id, consultation)
+        if (
+            grant.role == "provider"
+            and consultation is not None
+            and consultation.provider_id != grant.authorized_uuid
+            and await self._invitations.get(consultation.main, grant.authorized_uuid) is None
+        ):
+            raise NotAllowed(
+                "consultationChannel", "has no standing invitation for this provider from its provider"
+            )
 
     async def _turn_credentials(self, request: web.Request) -> web.Response:
         body = await parse_body(request, TurnCredentialsRequest)
@@ -309,21 +387,52 @@ class Clinic:
 
     async def _revoke_access(self, request: web.Request) -> web.Response:
         body = await parse_body(request, RevokeAccessRequest)
+        consultation = self._consultation_of_caller(request, body.consultationChannel, "revoke access")
+        async with self._grants_lock:
+            # The invitation ends first: no new token can be issued while the old ones go.
+            ended = await self._invitations.remove(consultation.main, body.userId)
+            tokens = self.ledger.live_tokens(body.userId, consultation.main)
+            for entry in tokens:
+                await self._upstream(self._admin.revoke(entry.token))
+                await self.ledger.forget([entry])
+        logger.info("clinic_access_revoked tokens=%d invitation_ended=%s", len(tokens), ended)
+        return web.json_response({"revoked": len(tokens)})
+
+    async def _invite(self, request: web.Request) -> web.Response:
+        body = await parse_body(request, InviteRequest)
+        consultation = self._consultation_of_caller(request, body.consultationChannel, "invite")
+        if body.invitedProviderId == consultation.provider_id:
+            raise FieldError("invitedProviderId", "is the consultation's own provider")
+        if not self._directory.is_provider(body.invitedProviderId):
+            raise FieldError("invitedProviderId", "is not a provider in the clinic's directory")
+        invitation = Invitation(
+            consultation.main, body.invitedProviderId, body.role, consultation.provider_id
+        )
+        await self._invitations.save(invitation)
+        logger.info("clinic_provider_invited role=%s", invitation.role)
+        return web.json_response(
+            {
+                "consultationChannel": invitation.consultation_channel,
+                "invitedProviderId": invitation.provider_id,
+                "role": invitation.role,
+                "invitedBy": invitation.invited_by,
+            },
+            status=201,
+        )
+
+    @staticmethod
+    def _consultation_of_caller(request: web.Request, channel: str, doing: str) -> ConsultationChannels:
+        """The consultation ``channel`` names, if the caller's credential is its provider's (else 403)."""
         try:
-            consultation = ConsultationChannels.parse(body.consultationChannel)
-        except InvalidIdError as exc:
-            raise FieldError("consultationChannel", exc.reason) from None
+            consultation = parse_consultation(channel)
+        except GrantRequestError as exc:
+            raise FieldError(exc.field, exc.reason) from None
         caller = device_identity(request)
         claimed = request.headers.get(CALLER_HEADER)
         if claimed is not None and (caller.user_id is None or claimed != caller.user_id):
             raise FieldError(CALLER_HEADER, "does not name the device credential's user", status=403)
-        caller.check_provider_of(consultation.provider_id)
-        tokens = self.ledger.live_tokens(body.userId, consultation.main)
-        for entry in tokens:
-            await self._upstream(self._admin.revoke(entry.token))
-            await self.ledger.forget([entry])
-        logger.info("clinic_access_revoked tokens=%d", len(tokens))
-        return web.json_response({"revoked": len(tokens)})
+        caller.check_provider_of(consultation.provider_id, doing)
+        return consultation
 
     async def _consent(self, request: web.Request) -> web.Response:
         device_identity(request).check_records_consent()

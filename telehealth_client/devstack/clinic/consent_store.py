@@ -7,6 +7,7 @@ restart of the clinic and of the relay alike.
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime
 from typing import Any
 
 from .sqlite_worker import SqliteWorker
@@ -45,3 +46,15 @@ class ConsentStore:
             return None
         granted, expires_at = row
         return {"granted": bool(granted), "expiresAt": expires_at}
+
+
+def consent_refusal(record: dict[str, Any] | None, now: datetime) -> str | None:
+    """Why ``record`` allows no patient token (``missing``, ``not granted``, ``expired``), else None."""
+    if record is None:
+        return "missing"
+    if not record["granted"]:
+        return "not granted"
+    expires_at = record["expiresAt"]
+    if expires_at is not None and datetime.fromisoformat(expires_at) <= now:
+        return "expired"
+    return None

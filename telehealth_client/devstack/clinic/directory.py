@@ -45,16 +45,24 @@ class Directory:
     def member(self, user_id: str) -> StaffMember | None:
         return self._members.get(user_id)
 
+    def is_provider(self, user_id: str) -> bool:
+        member = self._members.get(user_id)
+        return member is not None and member.role == "provider"
+
     def check_staff_token(
-        self, user_id: str, role: StaffRole, department_id: str, consultation: ConsultationChannels
+        self, user_id: str, role: StaffRole, department_id: str, consultation: ConsultationChannels | None
     ) -> None:
-        """NotAllowed unless ``user_id`` may have a ``role`` token for this department and consultation."""
+        """NotAllowed unless ``user_id`` may have a ``role`` token for this department (and consultation).
+
+        A nurse's consultation must be one of a provider in its department. Another provider's
+        consultation needs an invitation, which the clinic checks, not the directory.
+        """
         member = self._members.get(user_id)
         if member is None or member.role != role:
             raise NotAllowed("userId", f"is not a {role} in the clinic's directory")
         if department_id != member.department_id:
             raise NotAllowed("departmentId", f"is not this {role}'s department")
-        if role == "nurse":
+        if role == "nurse" and consultation is not None:
             provider = self._members.get(consultation.provider_id)
             if provider is None or provider.role != "provider" or provider.department_id != department_id:
                 raise NotAllowed(

@@ -92,6 +92,36 @@ class _InvalidBody(Exception):
         self.problems = problems
 
 
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Max-Age": "86400",
+}
+# What a provider page sends: its device credential and a JSON body (and X-User-Id, see revoke).
+CORS_ALLOWED_HEADERS = "Authorization, Content-Type, X-User-Id"
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """CORS headers on every answer, errors included, and the preflight answered without a credential.
+
+    Like the relay: a provider page on another origin (PubNub JS SDK and browser WebRTC) fetches
+    its token and TURN credentials here. ``*`` is safe: the credential travels in a header the
+    page sets itself, never in a cookie a browser would add on its own.
+    """
+    if request.method == "OPTIONS":
+        return web.Response(
+            status=204, headers={**CORS_HEADERS, "Access-Control-Allow-Headers": CORS_ALLOWED_HEADERS}
+        )
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # anything the next layer did not turn into JSON (redirects)
+        exc.headers.update(CORS_HEADERS)
+        raise
+    response.headers.update(CORS_HEADERS)
+    return response
+
+
 IDENTITY_KEY: web.RequestKey[DeviceIdentity] = web.RequestKey("device_identity", DeviceIdentity)
 
 

@@ -87,10 +87,10 @@ class DeviceIdentity:
         if not self.acts_for(user_id):
             raise NotAllowed(field, "this device credential may only act for its own user")
 
-    def check_provider_of(self, provider_id: str) -> None:
+    def check_provider_of(self, provider_id: str, doing: str = "revoke access") -> None:
         """NotAllowed unless this is the device of the provider ``provider_id``."""
         if self.role != "provider":
-            raise NotAllowed("Authorization", "only a provider's device credential may revoke access")
+            raise NotAllowed("Authorization", f"only a provider's device credential may {doing}")
         if self.user_id != provider_id:
             raise NotAllowed(
                 "consultationChannel", "is not a consultation of this device credential's provider"

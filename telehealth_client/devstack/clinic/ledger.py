@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS issued_tokens (
 
 @dataclass(frozen=True)
 class IssuedToken:
+    """``consultation_channel`` is "" for a standing token (it names no consultation)."""
+
     token: str
     user_id: str
     role: Role
@@ -61,10 +63,10 @@ class TokenLedger:
         ]
 
     async def record(
-        self, token: str, user_id: str, role: Role, consultation_channel: str, ttl_minutes: int
+        self, token: str, user_id: str, role: Role, consultation_channel: str | None, ttl_minutes: int
     ) -> None:
         now = self._clock()
-        entry = IssuedToken(token, user_id, role, consultation_channel, now + ttl_minutes * 60)
+        entry = IssuedToken(token, user_id, role, consultation_channel or "", now + ttl_minutes * 60)
 
         def write(db: sqlite3.Connection) -> None:
             with db:  # one transaction: the connection is in autocommit mode otherwise

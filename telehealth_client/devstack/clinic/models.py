@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from telehealth_client.protocol.channels import InvalidIdError, validate_id
 
-from ..grants import Role
+from ..grants import InvitedRole, Role
 
 
 def _id(value: str) -> str:
@@ -89,6 +89,14 @@ class TurnCredentialsRequest(Body):
 class RevokeAccessRequest(Body):
     userId: Id
     consultationChannel: Annotated[str, Field(strict=True)]
+
+
+class InviteRequest(Body):
+    """``POST /api/telemedicine/invite``: the consultation's provider invites another provider."""
+
+    consultationChannel: Annotated[str, Field(strict=True)]
+    invitedProviderId: Id
+    role: InvitedRole
 
 
 class ConsentRequest(Body):

@@ -10,11 +10,12 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from pubnub.exceptions import PubNubException
 from pubnub.models.consumer.v3.channel import Channel
+from pubnub.models.consumer.v3.uuid import UUID
 from pubnub.pnconfiguration import PNConfiguration
 from pubnub.pubnub_asyncio import PubNubAsyncio
 
@@ -23,6 +24,7 @@ from ..grants import Permissions, RoleGrant
 logger = logging.getLogger(__name__)
 
 CONSENT_FIELD = "consent_telehealth"
+R = TypeVar("R", Channel, UUID)
 
 
 class UpstreamError(RuntimeError):
@@ -48,6 +50,10 @@ def _channel(resource: Channel, permissions: Permissions) -> Channel:
         resource.read()
     if permissions.write:
         resource.write()
+    return _app_context(resource, permissions)
+
+
+def _app_context(resource: R, permissions: Permissions) -> R:
     if permissions.get:
         resource.get()
     if permissions.update:
@@ -60,6 +66,11 @@ def sdk_channels(grant: RoleGrant) -> list[Channel]:
     exact = [_channel(Channel.id(name), perms) for name, perms in grant.channels.items()]
     patterns = [_channel(Channel.pattern(regex), perms) for regex, perms in grant.patterns.items()]
     return exact + patterns
+
+
+def sdk_uuids(grant: RoleGrant) -> list[UUID]:
+    """The grant's App Context users as the SDK's resource objects."""
+    return [_app_context(UUID.id(user), perms) for user, perms in grant.uuids.items()]
 
 
 class PubNubAdmin:
@@ -125,7 +136,10 @@ class PubNubAdmin:
 
     async def grant(self, grant: RoleGrant) -> str:
         endpoint = self._client.grant_token(
-            channels=sdk_channels(grant), ttl=grant.ttl_minutes, authorized_user_id=grant.authorized_uuid
+            channels=sdk_channels(grant),
+            users=sdk_uuids(grant),
+            ttl=grant.ttl_minutes,
+            authorized_user_id=grant.authorized_uuid,
         )
         result = await self._call("grant_token", endpoint)
         token: str = result.token

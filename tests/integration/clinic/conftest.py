@@ -42,6 +42,8 @@ DIRECTORY = {
     "dr-nowak": StaffMember("provider", "er"),
     "nurse-1": StaffMember("nurse", "cardiology"),
 }
+# The one organization the clinic serves: it names the audit channel in every token.
+ORGANIZATION = "org-test"
 # Nothing listens here: a clinic pointed at it sees PubNub as down.
 UNREACHABLE_ORIGIN = "127.0.0.1:9"
 
@@ -78,6 +80,7 @@ async def make_clinic(tmp_path: Path) -> AsyncIterator[ClinicFactory]:
             "on_call": ON_CALL,
             "state_dir": tmp_path / "clinic",
             "directory": DIRECTORY,
+            "organization_id": ORGANIZATION,
         }
         settings.update(overrides)
         clinic = Clinic(**settings)
@@ -156,3 +159,10 @@ def credential_for(body: dict[str, Any]) -> str:
     if body.get("role") in ("provider", "nurse") and body.get("userId") in CART_CREDENTIALS:
         return CART_CREDENTIALS[body["userId"]]
     return KIOSK_CREDENTIAL
+
+
+async def grant_consent(api: ClinicApi, patient_id: str, expires_at: str | None = None) -> None:
+    """The kiosk records the patient's granted telehealth consent (the token server needs it)."""
+    body = {"patientId": patient_id, "granted": True, "expiresAt": expires_at}
+    status, answer = await api.post("/api/telemedicine/consent", body, credential=KIOSK_CREDENTIAL)
+    assert status == 200, answer

@@ -14,7 +14,10 @@ from .conftest import CART_CREDENTIALS, KIOSK_CREDENTIAL
 
 @pytest.fixture
 async def kiosk_client(clinic: Clinic) -> AsyncIterator[ClinicClient]:
+    """The kiosk's client; patient-1 has granted telehealth consent (a patient token needs it)."""
     client = ClinicClient(clinic.url, KIOSK_CREDENTIAL)
+    consent = await client.record_consent("patient-1", True, None)
+    assert (consent.granted, consent.expires_at) == (True, None)
     yield client
     await client.aclose()
 
@@ -24,6 +27,36 @@ async def test_a_kiosk_gets_a_patient_token_with_its_channel_config(kiosk_client
     assert grant.token
     assert grant.ttl_minutes == 15
     assert grant.channel_config["consultationChannel"] == "consultation.dr-lee.patient-1"
+
+
+async def test_a_provider_gets_its_standing_token_with_a_department_only(clinic: Clinic) -> None:
+    cart = ClinicClient(clinic.url, CART_CREDENTIALS["dr-lee"])
+    try:
+        grant = await cart.request_token(
+            "dr-lee", "provider", departmentId="cardiology", consultationChannel=None
+        )
+    finally:
+        await cart.aclose()
+    assert grant.ttl_minutes == 60
+    assert grant.channel_config["waitingRoom"] == "waiting-room.dr-lee"
+    assert "consultationChannel" not in grant.channel_config
+
+
+async def test_an_unknown_token_request_field_is_refused_before_asking(kiosk_client: ClinicClient) -> None:
+    with pytest.raises(ValueError, match="departmentID: is not a token request field"):
+        await kiosk_client.request_token("dr-lee", "provider", departmentID="cardiology")
+
+
+async def test_consent_is_recorded_as_the_clinic_stored_it(
+    clinic: Clinic, kiosk_client: ClinicClient
+) -> None:
+    consent = await kiosk_client.record_consent("patient-2", True, "2027-01-31T23:59:59+00:00")
+    assert (consent.granted, consent.expires_at) == (True, "2027-01-31T23:59:59.000Z")
+    assert await clinic.consent("patient-2") == {"granted": True, "expiresAt": "2027-01-31T23:59:59.000Z"}
+    with pytest.raises(ClinicError) as refused:
+        await kiosk_client.record_consent("patient.2", True, None)
+    assert refused.value.status == 400
+    assert "refused: patientId:" in str(refused.value)
 
 
 async def test_turn_credentials_are_read(kiosk_client: ClinicClient) -> None:

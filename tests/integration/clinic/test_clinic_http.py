@@ -90,11 +90,8 @@ async def test_the_right_secret_in_another_scheme_is_refused(offline_clinic: Cli
         ({"userId": "x" * 65, "role": "patient", "providerId": "dr-lee"}, "userId", "at most 64"),
         ({"userId": "", "role": "patient", "providerId": "dr-lee"}, "userId", "empty"),
         ({"userId": "pat-1", "role": "patient"}, "providerId", "is required"),
-        (
-            {"userId": "dr-lee", "role": "provider", "departmentId": "er"},
-            "consultationChannel",
-            "is required",
-        ),
+        ({"userId": "dr-lee", "role": "provider"}, "departmentId", "is required"),
+        ({"userId": "nurse-1", "role": "nurse"}, "departmentId", "is required"),
         (
             {
                 "userId": "dr-lee",
@@ -273,21 +270,23 @@ async def test_a_device_credential_mints_only_its_own_identitys_tokens(
 
 
 @pytest.mark.parametrize(
-    ("credential", "body"),
+    ("credential", "body", "field"),
     [
-        (KIOSK_CREDENTIAL, PATIENT_1),
-        (KIOSK_CREDENTIAL, {**PATIENT_1, "userId": "pat-2"}),  # a kiosk serves many patients
-        (CART_CREDENTIALS["dr-lee"], PROVIDER_DR_LEE),
-        (CART_CREDENTIALS["nurse-1"], NURSE_1),
+        # Allowed; then the patient's consent (none recorded here) decides.
+        (KIOSK_CREDENTIAL, PATIENT_1, "consent"),
+        (KIOSK_CREDENTIAL, {**PATIENT_1, "userId": "pat-2"}, "consent"),  # a kiosk serves many patients
+        # Allowed; then PubNub is down.
+        (CART_CREDENTIALS["dr-lee"], PROVIDER_DR_LEE, "upstream"),
+        (CART_CREDENTIALS["nurse-1"], NURSE_1, "upstream"),
     ],
 )
 async def test_a_device_credential_may_request_its_own_identitys_tokens(
-    offline_clinic: Clinic, http: ClinicApi, credential: str, body: dict[str, Any]
+    offline_clinic: Clinic, http: ClinicApi, credential: str, body: dict[str, Any], field: str
 ) -> None:
     status, answer = await http.at(offline_clinic).post(
         "/api/telemedicine/token", body, credential=credential
     )
-    assert (status, answer["field"]) == (502, "upstream")  # allowed, then PubNub is down
+    assert (status, answer["field"]) == ({"consent": 403, "upstream": 502}[field], field)
 
 
 async def test_turn_credentials_only_for_users_the_device_acts_for(
@@ -376,12 +375,13 @@ async def test_consent_refuses_bad_bodies(
 async def test_pubnub_down_gives_502_without_leaking_the_token_request(
     offline_clinic: Clinic, http: ClinicApi
 ) -> None:
-    body = {"userId": "pat-1", "role": "patient", "providerId": "dr-lee"}
-    status, answer = await http.at(offline_clinic).post("/api/telemedicine/token", body)
+    status, answer = await http.at(offline_clinic).post(
+        "/api/telemedicine/token", PROVIDER_DR_LEE, credential=CART_CREDENTIALS["dr-lee"]
+    )
     assert status == 502
     assert answer["field"] == "upstream"
     assert "grant_token" in answer["reason"]
-    assert offline_clinic.ledger.live_tokens("pat-1", "consultation.dr-lee.pat-1") == []
+    assert offline_clinic.ledger.live_tokens("dr-lee", DR_LEE_CONSULTATION) == []
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import pytest
 
 from telehealth_client.devstack.clinic import DeviceIdentity
 from telehealth_client.devstack.stack import DEFAULT_DEPARTMENT, DevStack, DevStackKeys
+from telehealth_client.security.clinic_client import ClinicClient
 
 pytestmark = pytest.mark.integration
 
@@ -45,18 +46,39 @@ def test_bad_staff_lists_are_refused_at_construction(options: dict[str, Any], er
         DevStack(**options)
 
 
+async def test_the_organization_names_the_audit_channel_of_every_token() -> None:
+    async with DevStack(providers=("dr-a",), organization_id="org-north") as stack:
+        assert stack.clinic is not None
+        environment = stack.agent_environment("dr-a")
+        assert environment["TELEHEALTH_ORGANIZATION_ID"] == "org-north"
+        client = ClinicClient(stack.clinic.url, environment["TELEHEALTH_DEVICE_CREDENTIAL"])
+        try:
+            department = environment["TELEHEALTH_DEPARTMENT_ID"]
+            grant = await client.request_token("dr-a", "provider", departmentId=department)
+        finally:
+            await client.aclose()
+    assert grant.channel_config["auditChannel"] == "audit.org-north"
+
+
+def test_a_bad_organization_is_refused_at_construction() -> None:
+    with pytest.raises(ValueError, match="organization_id may contain only"):
+        DevStack(organization_id="org.north")
+
+
 async def test_agent_environment_per_user_and_what_each_credential_may_do() -> None:
     async with DevStack(providers=("dr-a", "dr-b")) as stack:
         assert stack.clinic is not None
         kiosk = stack.agent_environment()
         provider = stack.agent_environment("dr-a")
         assert kiosk["TELEHEALTH_DEVICE_CREDENTIAL"] == stack.keys.kiosk_credential
+        assert kiosk["TELEHEALTH_ORGANIZATION_ID"] == stack.organization_id == "org-dev"
         assert "TELEHEALTH_USER_ID" not in kiosk
         assert provider == {
             **kiosk,
             "TELEHEALTH_USER_ID": "dr-a",
             "TELEHEALTH_ROLE": "provider",
             "TELEHEALTH_DEVICE_CREDENTIAL": stack.users["dr-a"].credential,
+            "TELEHEALTH_DEPARTMENT_ID": "er",
         }
         with pytest.raises(ValueError, match="dr-z"):
             stack.agent_environment("dr-z")
@@ -80,6 +102,8 @@ async def test_agent_environment_per_user_and_what_each_credential_may_do() -> N
             "departmentId": "er",
         }
         patient = {"userId": "pat-1", "role": "patient", "providerId": "dr-a"}
+        consent = {"patientId": "pat-1", "granted": True, "expiresAt": None}
+        assert await post(kiosk, "/api/telemedicine/consent", consent) == 200
         assert await post(provider, token, as_dr_a) == 200
         assert await post(kiosk, token, as_dr_a) == 403
         assert await post(stack.agent_environment("dr-b"), token, as_dr_a) == 403

@@ -1,0 +1,539 @@
+"""Each role's token, as PROTOCOL.md's "Token permissions by role" table says, shown two ways.
+
+1. ``parse_token`` (the SDK's) of the token the clinic stand-in answered: exact resources,
+   patterns, App Context users, authorized user and TTL.
+2. The real SDK against the enforcing relay, with that token, trying every channel of the table
+   (and its neighbours that must stay shut): publish for write, history for read, get/set UUID
+   metadata for App Context. Allowed ones succeed, every other one gets 403.
+
+Expected permissions are written out by hand from the table, never derived from
+``devstack.grants``, so a mistake there cannot hide itself.
+
+The world: dr-lee (cardiology) and dr-okafor (er) are providers, nurse-1 is a cardiology
+nurse, pat-1 is dr-lee's patient; the clinic's organization is ``ORGANIZATION``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import pytest
+from pubnub.pubnub_asyncio import PubNubAsyncio
+
+from telehealth_client.devstack.clinic import Clinic
+from telehealth_client.devstack.relay import Relay
+from telehealth_client.devstack.relay.client import sdk_client
+
+from .conftest import CART_CREDENTIALS, KIOSK_CREDENTIAL, ORGANIZATION, ClinicApi, grant_consent
+
+pytestmark = pytest.mark.integration
+
+ClientFactory = Callable[..., PubNubAsyncio]
+
+NONE = {
+    "read": False,
+    "write": False,
+    "manage": False,
+    "delete": False,
+    "get": False,
+    "update": False,
+    "join": False,
+}
+R = {**NONE, "read": True}
+W = {**NONE, "write": True}
+RW = {**NONE, "read": True, "write": True}
+RWGU = {**RW, "get": True, "update": True}
+G = {**NONE, "get": True}
+GU = {**G, "update": True}
+
+CONSULTATION = "consultation.dr-lee.pat-1"
+AUDIT = f"audit.{ORGANIZATION}"
+NOTIFY_ANYONE = r"^notification\.[A-Za-z0-9_-]+$"
+
+# Every channel tried with every token: the table's channels for these users, and neighbours
+# that only a too-wide grant (an unanchored pattern, another department) would open.
+PROBES = [
+    CONSULTATION,
+    f"{CONSULTATION}.video",
+    f"{CONSULTATION}.files",
+    f"{CONSULTATION}-pnpres",
+    f"{CONSULTATION}.video-pnpres",
+    f"{CONSULTATION}.files-pnpres",
+    "consultation.dr-lee.pat-2",
+    "consultation.dr-lee.pat-2-pnpres",
+    "consultation.dr-okafor.pat-3",
+    "consultation.dr-leex.pat-1",
+    "waiting-room.dr-lee",
+    "waiting-room.dr-lee-pnpres",
+    "waiting-room.dr-okafor",
+    "waiting-room.dr-okafor-pnpres",
+    "queue.cardiology",
+    "queue.cardiology.urgent",
+    "queue.cardiologyx",
+    "queue.er",
+    "queue.er.urgent",
+    "notification.pat-1",
+    "notification.pat-1-pnpres",
+    "notification.pat-2",
+    "notification.dr-lee",
+    "notification.dr-lee-pnpres",
+    "notification.dr-okafor",
+    "notification.dr-okafor-pnpres",
+    "notification.nurse-1",
+    "notification.nurse-1-pnpres",
+    "notification.pat-1.x",
+    "presence.providers.cardiology",
+    "presence.providers.cardiology-pnpres",
+    "presence.providers.er",
+    "presence.providers.er-pnpres",
+    "emergency.cardiology",
+    "emergency.er",
+    AUDIT,
+    "audit.another-org",
+]
+USERS = ["pat-1", "pat-2", "dr-lee", "dr-okafor", "nurse-1"]
+
+# -- the table, by hand ------------------------------------------------------------------------
+
+PATIENT_ACCESS = {
+    CONSULTATION: "rw",
+    f"{CONSULTATION}.video": "rw",
+    f"{CONSULTATION}.files": "rw",
+    f"{CONSULTATION}-pnpres": "r",
+    f"{CONSULTATION}.video-pnpres": "r",
+    f"{CONSULTATION}.files-pnpres": "r",
+    "waiting-room.dr-lee": "w",
+    "notification.pat-1": "r",
+    "notification.pat-1-pnpres": "r",
+    "notification.dr-lee": "w",
+    AUDIT: "w",
+}
+PATIENT_APP_CONTEXT = {"pat-1": "get"}
+
+STANDING_PROVIDER_ACCESS = {
+    # its own consultations, by pattern (presence channels included)
+    CONSULTATION: "rw",
+    f"{CONSULTATION}.video": "rw",
+    f"{CONSULTATION}.files": "rw",
+    f"{CONSULTATION}-pnpres": "r",
+    f"{CONSULTATION}.video-pnpres": "r",
+    f"{CONSULTATION}.files-pnpres": "r",
+    "consultation.dr-lee.pat-2": "rw",
+    "consultation.dr-lee.pat-2-pnpres": "r",
+    "waiting-room.dr-lee": "rw",
+    "waiting-room.dr-lee-pnpres": "r",
+    "queue.cardiology": "rw",
+    "queue.cardiology.urgent": "rw",
+    "notification.dr-lee": "r",
+    "notification.dr-lee-pnpres": "r",
+    "notification.pat-1": "w",
+    "notification.pat-2": "w",
+    "notification.dr-okafor": "w",
+    "notification.nurse-1": "w",
+    "presence.providers.cardiology": "rw",
+    "presence.providers.cardiology-pnpres": "r",
+    "emergency.cardiology": "rw",
+    AUDIT: "w",
+}
+STANDING_PROVIDER_APP_CONTEXT = {"dr-lee": "get update"}
+
+INVITED_PROVIDER_ACCESS = {
+    # dr-okafor's own standing grants (er) ...
+    "consultation.dr-okafor.pat-3": "rw",
+    "waiting-room.dr-okafor": "rw",
+    "waiting-room.dr-okafor-pnpres": "r",
+    "queue.er": "rw",
+    "queue.er.urgent": "rw",
+    "notification.dr-okafor": "r",
+    "notification.dr-okafor-pnpres": "r",
+    "notification.pat-1": "w",
+    "notification.pat-2": "w",
+    "notification.dr-lee": "w",
+    "notification.nurse-1": "w",
+    "presence.providers.er": "rw",
+    "presence.providers.er-pnpres": "r",
+    "emergency.er": "rw",
+    AUDIT: "w",
+    # ... plus the one consultation it was invited to, and nothing else of dr-lee's.
+    CONSULTATION: "rw",
+    f"{CONSULTATION}.video": "rw",
+    f"{CONSULTATION}.files": "rw",
+    f"{CONSULTATION}-pnpres": "r",
+    f"{CONSULTATION}.video-pnpres": "r",
+    f"{CONSULTATION}.files-pnpres": "r",
+}
+INVITED_PROVIDER_APP_CONTEXT = {"dr-okafor": "get update"}
+
+STANDING_NURSE_ACCESS = {
+    "queue.cardiology": "rw",
+    "queue.cardiology.urgent": "rw",
+    "notification.nurse-1": "r",
+    "notification.nurse-1-pnpres": "r",
+    "notification.pat-1": "w",
+    "notification.pat-2": "w",
+    "notification.dr-lee": "w",
+    "notification.dr-okafor": "w",
+    "presence.providers.cardiology": "r",
+    "presence.providers.cardiology-pnpres": "r",
+    "emergency.cardiology": "rw",
+    AUDIT: "w",
+}
+NURSE_APP_CONTEXT = {"nurse-1": "get"}
+
+NURSE_WITH_CONSULTATION_ACCESS = {
+    **STANDING_NURSE_ACCESS,
+    CONSULTATION: "rw",
+    f"{CONSULTATION}.video": "rw",
+    f"{CONSULTATION}.files": "rw",
+    f"{CONSULTATION}-pnpres": "r",
+    f"{CONSULTATION}.video-pnpres": "r",
+    f"{CONSULTATION}.files-pnpres": "r",
+    "waiting-room.dr-lee": "rw",
+    "waiting-room.dr-lee-pnpres": "r",
+}
+
+
+# -- fixtures and probes -----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def make_client(clinic_relay: Relay) -> AsyncIterator[ClientFactory]:
+    clients: list[PubNubAsyncio] = []
+
+    def make(user_id: str, **options: Any) -> PubNubAsyncio:
+        client = sdk_client(clinic_relay, user_id=user_id, enable_subscribe=False, **options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.stop()
+
+
+@pytest.fixture
+async def world(clinic_relay: Relay, clinic: Clinic, make_client: ClientFactory) -> AsyncIterator[Relay]:
+    """Everyone has App Context metadata (so a permitted get answers 200); Access Manager on."""
+    admin = make_client("clinic-admin", with_secret_key=True)
+    for user in USERS:
+        await admin.set_uuid_metadata(uuid=user, name=user).result()
+    clinic_relay.enforce_access = True
+    yield clinic_relay
+    clinic_relay.enforce_access = False
+
+
+def parse(client: PubNubAsyncio, token: str) -> dict[str, Any]:
+    # SDK 10.8's parse_token does not restore base64 padding.
+    parsed: dict[str, Any] = client.parse_token(token + "=" * (-len(token) % 4))
+    return parsed
+
+
+async def token_for(api: ClinicApi, credential: str, **body: str) -> dict[str, Any]:
+    status, answer = await api.post("/api/telemedicine/token", body, credential=credential)
+    assert status == 200, answer
+    return dict(answer)
+
+
+def status_of(envelope: Any) -> int:
+    return int(envelope.status.status_code) if envelope.status.is_error() else 200
+
+
+async def can_write(client: PubNubAsyncio, channel: str) -> bool:
+    status = status_of(await client.publish().channel(channel).message({"type": "probe"}).future())
+    assert status in (200, 403), (channel, status)
+    return status == 200
+
+
+async def can_read(client: PubNubAsyncio, channel: str) -> bool:
+    status = status_of(await client.fetch_messages().channels([channel]).future())
+    assert status in (200, 403), (channel, status)
+    return status == 200
+
+
+async def app_context(client: PubNubAsyncio, user: str) -> str:
+    """Which of ``get`` and ``update`` the client may do on ``user``'s App Context metadata."""
+    allowed = []
+    got = status_of(await client.get_uuid_metadata(uuid=user).future())
+    assert got in (200, 403), (user, got)
+    if got == 200:
+        allowed.append("get")
+    updated = status_of(await client.set_uuid_metadata(uuid=user, name=user).future())
+    assert updated in (200, 403), (user, updated)
+    if updated == 200:
+        allowed.append("update")
+    return " ".join(allowed)
+
+
+async def observed_access(client: PubNubAsyncio) -> dict[str, str]:
+    """Every probe channel this client could use, as ``r``, ``w`` or ``rw``."""
+    observed: dict[str, str] = {}
+    for channel in PROBES:
+        # Nobody publishes on a presence channel (the relay refuses it with 400 for any token).
+        write = not channel.endswith("-pnpres") and await can_write(client, channel)
+        access = ("r" if await can_read(client, channel) else "") + ("w" if write else "")
+        if access:
+            observed[channel] = access
+    return observed
+
+
+async def observed_app_context(client: PubNubAsyncio) -> dict[str, str]:
+    observed = {user: await app_context(client, user) for user in USERS}
+    return {user: allowed for user, allowed in observed.items() if allowed}
+
+
+async def assert_works_exactly_as_the_table(
+    client: PubNubAsyncio, access: Mapping[str, str], app: Mapping[str, str]
+) -> None:
+    assert await observed_access(client) == dict(access)
+    assert await observed_app_context(client) == dict(app)
+
+
+async def assert_bound_to(
+    make_client: ClientFactory, token: str, owner: str, someone_else: str, channel: str
+) -> None:
+    """The token works for its own user ID only (``authorizedUUID``)."""
+    assert await can_read(make_client(owner, token=token), channel)
+    assert not await can_read(make_client(someone_else, token=token), channel)
+
+
+# -- the roles ---------------------------------------------------------------------------------
+
+
+async def test_patient_token(
+    world: Relay, clinic: Clinic, http: ClinicApi, make_client: ClientFactory
+) -> None:
+    api = http.at(clinic)
+    await grant_consent(api, "pat-1")
+    answer = await token_for(api, KIOSK_CREDENTIAL, userId="pat-1", role="patient", providerId="dr-lee")
+    token = parse(make_client("inspector"), answer["token"])
+
+    assert (answer["ttlMinutes"], token["ttl"], token["authorized_uuid"]) == (15, 15, "pat-1")
+    assert token["resources"]["channels"] == {
+        CONSULTATION: RW,
+        f"{CONSULTATION}.video": RW,
+        f"{CONSULTATION}.files": RW,
+        f"{CONSULTATION}-pnpres": R,
+        f"{CONSULTATION}.video-pnpres": R,
+        f"{CONSULTATION}.files-pnpres": R,
+        "waiting-room.dr-lee": W,
+        "notification.pat-1": R,
+        "notification.pat-1-pnpres": R,
+        "notification.dr-lee": W,
+        AUDIT: W,
+    }
+    assert token["resources"]["uuids"] == {"pat-1": G}
+    assert token["patterns"]["channels"] == {}
+    assert token["patterns"]["uuids"] == {}
+    assert answer["channelConfig"] == {
+        "consultationChannel": CONSULTATION,
+        "videoChannel": f"{CONSULTATION}.video",
+        "filesChannel": f"{CONSULTATION}.files",
+        "waitingRoom": "waiting-room.dr-lee",
+        "notificationChannel": "notification.pat-1",
+        "providerNotificationChannel": "notification.dr-lee",
+        "auditChannel": AUDIT,
+    }
+
+    patient = make_client("pat-1", token=answer["token"])
+    await assert_works_exactly_as_the_table(patient, PATIENT_ACCESS, PATIENT_APP_CONTEXT)
+    await assert_bound_to(make_client, answer["token"], "pat-1", "pat-2", CONSULTATION)
+
+
+async def test_standing_provider_token(
+    world: Relay, clinic: Clinic, http: ClinicApi, make_client: ClientFactory
+) -> None:
+    answer = await token_for(
+        http.at(clinic),
+        CART_CREDENTIALS["dr-lee"],
+        userId="dr-lee",
+        role="provider",
+        departmentId="cardiology",
+    )
+    token = parse(make_client("inspector"), answer["token"])
+
+    assert (answer["ttlMinutes"], token["ttl"], token["authorized_uuid"]) == (60, 60, "dr-lee")
+    assert token["resources"]["channels"] == {
+        "notification.dr-lee": R,
+        "notification.dr-lee-pnpres": R,
+        "waiting-room.dr-lee": RW,
+        "waiting-room.dr-lee-pnpres": R,
+        "queue.cardiology": RW,
+        "presence.providers.cardiology": RW,
+        "presence.providers.cardiology-pnpres": R,
+        "emergency.cardiology": RW,
+        AUDIT: W,
+    }
+    assert token["patterns"]["channels"] == {
+        NOTIFY_ANYONE: W,
+        r"^queue\.cardiology\..*$": RW,
+        r"^consultation\.dr-lee\..*$": RW,
+        r"^consultation\.dr-lee\..*-pnpres$": R,
+    }
+    assert token["resources"]["uuids"] == {"dr-lee": GU}
+    assert token["patterns"]["uuids"] == {}
+    assert answer["channelConfig"] == {
+        "notificationChannel": "notification.dr-lee",
+        "waitingRoom": "waiting-room.dr-lee",
+        "queueChannel": "queue.cardiology",
+        "providerPresenceChannel": "presence.providers.cardiology",
+        "emergencyChannel": "emergency.cardiology",
+        "auditChannel": AUDIT,
+    }
+
+    provider = make_client("dr-lee", token=answer["token"])
+    await assert_works_exactly_as_the_table(provider, STANDING_PROVIDER_ACCESS, STANDING_PROVIDER_APP_CONTEXT)
+    await assert_bound_to(make_client, answer["token"], "dr-lee", "dr-okafor", "waiting-room.dr-lee")
+
+
+async def test_a_provider_naming_its_own_consultation_gets_its_standing_grant_and_the_channel_names(
+    world: Relay, clinic: Clinic, http: ClinicApi, make_client: ClientFactory
+) -> None:
+    api = http.at(clinic)
+    cart = CART_CREDENTIALS["dr-lee"]
+    standing = await token_for(api, cart, userId="dr-lee", role="provider", departmentId="cardiology")
+    named = await token_for(
+        api,
+        cart,
+        userId="dr-lee",
+        role="provider",
+        departmentId="cardiology",
+        consultationChannel=CONSULTATION,
+    )
+    inspector = make_client("inspector")
+    parsed_standing, parsed_named = parse(inspector, standing["token"]), parse(inspector, named["token"])
+    for part in ("resources", "patterns"):
+        assert parsed_named[part] == parsed_standing[part]
+    assert named["channelConfig"] == {
+        **standing["channelConfig"],
+        "consultationChannel": CONSULTATION,
+        "videoChannel": f"{CONSULTATION}.video",
+        "filesChannel": f"{CONSULTATION}.files",
+    }
+
+
+async def test_invited_provider_token(
+    world: Relay, clinic: Clinic, http: ClinicApi, make_client: ClientFactory
+) -> None:
+    api = http.at(clinic)
+    invitation = {"consultationChannel": CONSULTATION, "invitedProviderId": "dr-okafor", "role": "specialist"}
+    status, _ = await api.post("/api/telemedicine/invite", invitation, credential=CART_CREDENTIALS["dr-lee"])
+    assert status == 201
+    answer = await token_for(
+        api,
+        CART_CREDENTIALS["dr-okafor"],
+        userId="dr-okafor",
+        role="provider",
+        departmentId="er",
+        consultationChannel=CONSULTATION,
+    )
+    token = parse(make_client("inspector"), answer["token"])
+
+    assert (answer["ttlMinutes"], token["ttl"], token["authorized_uuid"]) == (60, 60, "dr-okafor")
+    assert token["resources"]["channels"] == {
+        "notification.dr-okafor": R,
+        "notification.dr-okafor-pnpres": R,
+        "waiting-room.dr-okafor": RW,
+        "waiting-room.dr-okafor-pnpres": R,
+        "queue.er": RW,
+        "presence.providers.er": RW,
+        "presence.providers.er-pnpres": R,
+        "emergency.er": RW,
+        AUDIT: W,
+        CONSULTATION: RW,
+        f"{CONSULTATION}.video": RW,
+        f"{CONSULTATION}.files": RW,
+        f"{CONSULTATION}-pnpres": R,
+        f"{CONSULTATION}.video-pnpres": R,
+        f"{CONSULTATION}.files-pnpres": R,
+    }
+    assert token["patterns"]["channels"] == {
+        NOTIFY_ANYONE: W,
+        r"^queue\.er\..*$": RW,
+        r"^consultation\.dr-okafor\..*$": RW,
+        r"^consultation\.dr-okafor\..*-pnpres$": R,
+    }
+    assert token["resources"]["uuids"] == {"dr-okafor": GU}
+    assert answer["channelConfig"]["consultationChannel"] == CONSULTATION
+    assert answer["channelConfig"]["videoChannel"] == f"{CONSULTATION}.video"
+    assert answer["channelConfig"]["emergencyChannel"] == "emergency.er"
+
+    specialist = make_client("dr-okafor", token=answer["token"])
+    await assert_works_exactly_as_the_table(specialist, INVITED_PROVIDER_ACCESS, INVITED_PROVIDER_APP_CONTEXT)
+    await assert_bound_to(make_client, answer["token"], "dr-okafor", "dr-lee", CONSULTATION)
+
+
+async def test_standing_nurse_token(
+    world: Relay, clinic: Clinic, http: ClinicApi, make_client: ClientFactory
+) -> None:
+    answer = await token_for(
+        http.at(clinic),
+        CART_CREDENTIALS["nurse-1"],
+        userId="nurse-1",
+        role="nurse",
+        departmentId="cardiology",
+    )
+    token = parse(make_client("inspector"), answer["token"])
+
+    assert (answer["ttlMinutes"], token["ttl"], token["authorized_uuid"]) == (60, 60, "nurse-1")
+    assert token["resources"]["channels"] == {
+        "notification.nurse-1": R,
+        "notification.nurse-1-pnpres": R,
+        "queue.cardiology": RWGU,
+        "presence.providers.cardiology": R,
+        "presence.providers.cardiology-pnpres": R,
+        "emergency.cardiology": RW,
+        AUDIT: W,
+    }
+    assert token["patterns"]["channels"] == {NOTIFY_ANYONE: W, r"^queue\.cardiology\..*$": RWGU}
+    assert token["resources"]["uuids"] == {"nurse-1": G}
+    assert answer["channelConfig"] == {
+        "notificationChannel": "notification.nurse-1",
+        "queueChannel": "queue.cardiology",
+        "providerPresenceChannel": "presence.providers.cardiology",
+        "emergencyChannel": "emergency.cardiology",
+        "auditChannel": AUDIT,
+    }
+
+    nurse = make_client("nurse-1", token=answer["token"])
+    await assert_works_exactly_as_the_table(nurse, STANDING_NURSE_ACCESS, NURSE_APP_CONTEXT)
+    await assert_bound_to(make_client, answer["token"], "nurse-1", "dr-lee", "queue.cardiology")
+
+
+async def test_nurse_token_with_an_assigned_consultation(
+    world: Relay, clinic: Clinic, http: ClinicApi, make_client: ClientFactory
+) -> None:
+    answer = await token_for(
+        http.at(clinic),
+        CART_CREDENTIALS["nurse-1"],
+        userId="nurse-1",
+        role="nurse",
+        departmentId="cardiology",
+        consultationChannel=CONSULTATION,
+    )
+    token = parse(make_client("inspector"), answer["token"])
+
+    assert (answer["ttlMinutes"], token["ttl"], token["authorized_uuid"]) == (60, 60, "nurse-1")
+    assert token["resources"]["channels"] == {
+        "notification.nurse-1": R,
+        "notification.nurse-1-pnpres": R,
+        "queue.cardiology": RWGU,
+        "presence.providers.cardiology": R,
+        "presence.providers.cardiology-pnpres": R,
+        "emergency.cardiology": RW,
+        AUDIT: W,
+        CONSULTATION: RW,
+        f"{CONSULTATION}.video": RW,
+        f"{CONSULTATION}.files": RW,
+        f"{CONSULTATION}-pnpres": R,
+        f"{CONSULTATION}.video-pnpres": R,
+        f"{CONSULTATION}.files-pnpres": R,
+        "waiting-room.dr-lee": RW,
+        "waiting-room.dr-lee-pnpres": R,
+    }
+    assert token["patterns"]["channels"] == {NOTIFY_ANYONE: W, r"^queue\.cardiology\..*$": RWGU}
+    assert token["resources"]["uuids"] == {"nurse-1": G}
+    assert answer["channelConfig"]["consultationChannel"] == CONSULTATION
+    assert answer["channelConfig"]["waitingRoom"] == "waiting-room.dr-lee"
+
+    nurse = make_client("nurse-1", token=answer["token"])
+    await assert_works_exactly_as_the_table(nurse, NURSE_WITH_CONSULTATION_ACCESS, NURSE_APP_CONTEXT)
