@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 from telehealth_client.devstack.clinic import Clinic
@@ -28,6 +29,7 @@ from tests.integration.clinic.conftest import (  # noqa: F401 (make_clinic is a 
     PUBLISH_KEY,
     SECRET_KEY,
     SUBSCRIBE_KEY,
+    ClinicApi,
     ClinicFactory,
     make_clinic,
 )
@@ -86,10 +88,19 @@ async def relay(clock: SharedClock) -> AsyncIterator[Relay]:
 
 @pytest.fixture
 async def clinic(make_clinic: ClinicFactory, relay: Relay, clock: SharedClock) -> Clinic:  # noqa: F811
-    """The clinic stand-in on the relay and its clock, granting patients 1-minute tokens."""
-    return await make_clinic(
+    """The clinic stand-in on the relay and its clock, granting patients 1-minute tokens; PATIENT has
+    given telehealth consent (recorded by the kiosk, as at a check-in)."""
+    started = await make_clinic(
         relay_origin=relay.origin, token_ttl_minutes={"patient": PATIENT_TTL_MINUTES}, clock=clock
     )
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        status, answer = (
+            await ClinicApi(session)
+            .at(started)
+            .post("/api/telemedicine/consent", {"patientId": PATIENT, "granted": True, "expiresAt": None})
+        )
+    assert status == 200, answer
+    return started
 
 
 BusFactory = Callable[..., PubNubBus]
