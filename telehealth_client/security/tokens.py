@@ -25,7 +25,6 @@ in an event; logs name the user ID, the role, the TTL and outcomes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
@@ -308,8 +307,8 @@ class TokenKeeper:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # wait(), not await task: a cancellation of aclose() itself must still propagate.
+            await asyncio.wait({task})
         self._settle_denial_waiters(False)
 
     # -- 403 --------------------------------------------------------------------------------------
