@@ -437,6 +437,10 @@ class Clinic:
     async def _consent(self, request: web.Request) -> web.Response:
         device_identity(request).check_records_consent()
         body = await parse_body(request, ConsentRequest)
+        # Two copies, written here only (a patient token has ``get`` on its App Context user, not
+        # ``update``): App Context, which the agent reads, then the clinic's own record, which the
+        # token server reads. If the second write fails, App Context holds the newer answer: a
+        # withdrawal there already stops the agent's own check, and a grant there alone gets no token.
         record = await self._upstream(self._admin.set_consent(body.patientId, body.granted, body.expiresAt))
         await self._consents.save(body.patientId, body.granted, body.expiresAt)
         return web.json_response({"patientId": body.patientId, "consent": record})

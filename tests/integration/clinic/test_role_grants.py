@@ -3,8 +3,8 @@
 1. ``parse_token`` (the SDK's) of the token the clinic stand-in answered: exact resources,
    patterns, App Context users, authorized user and TTL.
 2. The real SDK against the enforcing relay, with that token, trying every channel of the table
-   (and its neighbours that must stay shut): publish for write, history for read, get/set UUID
-   metadata for App Context. Allowed ones succeed, every other one gets 403.
+   (and its neighbours that must stay shut): publish for write, history and the SDK's subscribe
+   request for read, get/set UUID metadata for App Context. Allowed ones succeed, every other one gets 403.
 
 Expected permissions are written out by hand from the table, never derived from
 ``devstack.grants``, so a mistake there cannot hide itself.
@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import pytest
+from pubnub.endpoints.pubsub.subscribe import Subscribe
 from pubnub.pubnub_asyncio import PubNubAsyncio
 
 from telehealth_client.devstack.clinic import Clinic
@@ -202,7 +203,7 @@ async def make_client(clinic_relay: Relay) -> AsyncIterator[ClientFactory]:
     clients: list[PubNubAsyncio] = []
 
     def make(user_id: str, **options: Any) -> PubNubAsyncio:
-        client = sdk_client(clinic_relay, user_id=user_id, enable_subscribe=False, **options)
+        client = sdk_client(clinic_relay, user_id=user_id, **options)
         clients.append(client)
         return client
 
@@ -250,6 +251,13 @@ async def can_read(client: PubNubAsyncio, channel: str) -> bool:
     return status == 200
 
 
+async def can_subscribe(client: PubNubAsyncio, channel: str) -> bool:
+    # The SDK's own subscribe request (a handshake: it answers at once).
+    status = status_of(await Subscribe(client).channels([channel]).timetoken(0).future())
+    assert status in (200, 403), (channel, status)
+    return status == 200
+
+
 async def app_context(client: PubNubAsyncio, user: str) -> str:
     """Which of ``get`` and ``update`` the client may do on ``user``'s App Context metadata."""
     allowed = []
@@ -270,7 +278,9 @@ async def observed_access(client: PubNubAsyncio) -> dict[str, str]:
     for channel in PROBES:
         # Nobody publishes on a presence channel (the relay refuses it with 400 for any token).
         write = not channel.endswith("-pnpres") and await can_write(client, channel)
-        access = ("r" if await can_read(client, channel) else "") + ("w" if write else "")
+        read = await can_read(client, channel)
+        assert await can_subscribe(client, channel) == read, f"subscribe and history disagree on {channel}"
+        access = ("r" if read else "") + ("w" if write else "")
         if access:
             observed[channel] = access
     return observed
