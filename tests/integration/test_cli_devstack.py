@@ -20,6 +20,8 @@ pytestmark = pytest.mark.integration
 
 AGENT = [sys.executable, "-m", "telehealth_client"]
 CONSULTATION = "consultation.dr-demo.pat-1"
+# The token server grants a patient token only with granted, unexpired consent.
+CONSENT = {"patientId": "pat-1", "granted": True, "expiresAt": None}
 
 
 class Devstack:
@@ -174,6 +176,7 @@ async def test_a_state_dir_keeps_keys_and_the_token_ledger_across_a_restart(
     first = await running(started, "--state-dir", str(state))
     assert first.lines[-1] == f"# state directory: {state} (kept across restarts)\n"
     kiosk = first.kiosk_settings()
+    assert (await post(kiosk, "/api/telemedicine/consent", CONSENT))[0] == 200
     status, grant = await post(
         kiosk, "/api/telemedicine/token", {"userId": "pat-1", "role": "patient", "providerId": "dr-demo"}
     )
@@ -236,6 +239,7 @@ async def test_a_token_revoked_before_a_restart_stays_refused_after_it(
     first = await running(started, "--state-dir", str(state))
     kiosk = first.kiosk_settings()
     patient = {"userId": "pat-1", "role": "patient", "providerId": "dr-demo"}
+    assert (await post(kiosk, "/api/telemedicine/consent", CONSENT))[0] == 200
     status, grant = await post(kiosk, "/api/telemedicine/token", patient)
     assert status == 200
     revoke = {"userId": "pat-1", "consultationChannel": CONSULTATION}
