@@ -49,12 +49,24 @@ def configure(level: str = "INFO", fmt: str = "kv") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # The SDK and HTTP clients log request URLs, which carry auth tokens and, for GET
-    # publishes, message bodies, even in error lines: silence them whatever our own level
-    # is. The bus logs every failure itself, without URLs.
-    for noisy in ("pubnub", "httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    quiet_url_loggers()
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+# Loggers of the SDK and HTTP clients, which write request URLs: those carry auth tokens, keys
+# and, for GET publishes and token revokes, message bodies and the token itself.
+URL_LOGGERS = ("pubnub", "httpx", "httpcore")
+
+
+def quiet_url_loggers() -> None:
+    """Silence the loggers that write request URLs, whatever the root level is.
+
+    Called by ``configure`` and by every module that makes such requests when it is imported,
+    so a process (or test) that never calls ``configure`` leaks no token either. Our own code
+    logs every failure itself, without URLs.
+    """
+    for noisy in URL_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 
 def describe_exception(exc: BaseException) -> str:

@@ -35,7 +35,7 @@ from pubnub.pnconfiguration import PNConfiguration
 from pubnub.pubnub_asyncio import PubNubAsyncio
 from pubnub.request_handlers.async_aiohttp import AsyncAiohttpRequestHandler
 
-from telehealth_client.logs import describe_exception
+from telehealth_client.logs import describe_exception, quiet_url_loggers
 from telehealth_client.protocol.channels import presence as presence_channel
 from telehealth_client.pubsub import bounded_json
 from telehealth_client.pubsub.bus import (
@@ -62,6 +62,7 @@ from telehealth_client.pubsub.wire import (
 )
 
 log = logging.getLogger(__name__)
+quiet_url_loggers()  # the SDK and httpx log URLs holding tokens
 
 # How many recent (channel, timetoken) pairs to remember, so a redelivery is handled once.
 _SEEN_LIMIT = 2048

@@ -19,9 +19,11 @@ from pubnub.models.consumer.v3.uuid import UUID
 from pubnub.pnconfiguration import PNConfiguration
 from pubnub.pubnub_asyncio import PubNubAsyncio
 
+from ...logs import quiet_url_loggers
 from ..grants import Permissions, RoleGrant
 
 logger = logging.getLogger(__name__)
+quiet_url_loggers()  # the SDK and httpx log URLs holding tokens
 
 CONSENT_FIELD = "consent_telehealth"
 R = TypeVar("R", Channel, UUID)

@@ -222,3 +222,22 @@ async def test_the_clinic_client_invites_and_the_invited_provider_asks_for_its_t
     finally:
         await host.aclose()
         await guest.aclose()
+
+
+async def test_no_log_record_holds_a_token_even_without_the_agents_log_setup(
+    enforcing_relay: Relay, clinic: Clinic, http: ClinicApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    # httpx logs every request URL at INFO, and a revoke's URL ends with the token itself. A
+    # process that never calls logs.configure() (a test, an embedding) must not leak it either.
+    caplog.set_level("DEBUG")
+    api = http.at(clinic)
+    assert (await invite(api))[0] == 201
+    status, grant = await okafor_token(api)
+    assert status == 200
+    credential = CART_CREDENTIALS["dr-lee"]
+    assert await api.post("/api/telemedicine/revoke-access", REVOKE_OKAFOR, credential=credential) == (
+        200,
+        {"revoked": 1},
+    )
+    assert caplog.records, "the capture saw nothing: the test would prove nothing"
+    assert not [r.name for r in caplog.records if grant["token"] in r.getMessage()]
