@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -142,6 +143,10 @@ class PubNubAdmin:
             users=sdk_uuids(grant),
             ttl=grant.ttl_minutes,
             authorized_user_id=grant.authorized_uuid,
+            # Tokens are signed data: identical grants in the same second would be one token, so a
+            # specialist re-invited right after removal would get a token revoked before it was
+            # issued. A random grant ID makes every token its own.
+            meta={"grantId": secrets.token_hex(8)},
         )
         result = await self._call("grant_token", endpoint)
         token: str = result.token

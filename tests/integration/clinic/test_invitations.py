@@ -16,9 +16,19 @@ from pubnub.pubnub_asyncio import PubNubAsyncio
 from telehealth_client.devstack.clinic import Clinic
 from telehealth_client.devstack.relay import Relay
 from telehealth_client.devstack.relay.client import sdk_client
+from telehealth_client.devstack.relay.clock import ManualClock
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
 
-from .conftest import AUDITOR_CREDENTIAL, CART_CREDENTIALS, KIOSK_CREDENTIAL, ClinicApi, ClinicFactory
+from .conftest import (
+    AUDITOR_CREDENTIAL,
+    CART_CREDENTIALS,
+    KIOSK_CREDENTIAL,
+    PUBLISH_KEY,
+    SECRET_KEY,
+    SUBSCRIBE_KEY,
+    ClinicApi,
+    ClinicFactory,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -241,3 +251,36 @@ async def test_no_log_record_holds_a_token_even_without_the_agents_log_setup(
     )
     assert caplog.records, "the capture saw nothing: the test would prove nothing"
     assert not [r.name for r in caplog.records if grant["token"] in r.getMessage()]
+
+
+async def test_a_provider_invited_again_in_the_same_second_gets_a_token_that_works(
+    make_clinic: ClinicFactory, http: ClinicApi
+) -> None:
+    # A removed specialist re-invited at once: identical grants in the same second would give a
+    # byte-identical token, revoked before it was issued. Both clocks stand still to make sure.
+    clock = ManualClock()
+    relay = Relay(
+        publish_key=PUBLISH_KEY,
+        subscribe_key=SUBSCRIBE_KEY,
+        secret_key=SECRET_KEY,
+        enforce_access=True,
+        clock=clock,
+    )
+    async with relay:
+        api = http.at(await make_clinic(relay_origin=relay.origin, clock=clock))
+        assert (await invite(api))[0] == 201
+        status, first = await okafor_token(api)
+        assert status == 200
+        credential = CART_CREDENTIALS["dr-lee"]
+        assert (await api.post("/api/telemedicine/revoke-access", REVOKE_OKAFOR, credential=credential))[
+            0
+        ] == 200
+        assert (await invite(api))[0] == 201
+        status, second = await okafor_token(api)
+        assert status == 200
+        assert second["token"] != first["token"]
+        specialist = sdk_client(relay, user_id="dr-okafor", enable_subscribe=False, token=second["token"])
+        try:
+            assert await publish(specialist, CONSULTATION) == 200
+        finally:
+            await specialist.stop()
