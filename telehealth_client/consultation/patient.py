@@ -1,0 +1,287 @@
+"""The patient endpoint (a kiosk or an exam-room cart): check-in, waiting, leave, resume.
+
+Idle, it holds no token, no bus and no subscription. ``check_in`` asks the clinic for a patient
+token (refused without consent), reads the consent itself from App Context, opens a bus under the
+patient's user ID, subscribes (consultation, ``.video`` and the patient's notification channel,
+with presence) and publishes ``PATIENT_CHECKED_IN`` and ``PATIENT_READY``. From there the
+provider drives the consultation; when it completes or is cancelled the session closes (presence
+leave, bus closed, token dropped, state file removed) and the endpoint is idle again.
+
+Public API:
+
+- ``PatientEndpoint(connect, hub, state_dir=..., kiosk_id=..., policy=None)``: ``connect`` builds a bus
+  for a user ID and holds the kiosk's clinic client (``connector.Connector``).
+- ``await check_in(appointment_id=..., patient_id=..., provider_id=..., department_id=...)`` ->
+  the ``ConsultationSession``; ``CheckInRefused`` (``field`` and ``reason``) when the consent or
+  the clinic refuses, ``InvalidIdError`` naming a bad ID, ``SessionError("busy", ...)`` while a
+  consultation is under way. Nothing is published when it is refused.
+- ``await leave()``: ``CONSULTATION_CANCELLED`` ``patient-left``.
+- ``await report_devices(report)``: remember the last device check; published as
+  ``DEVICE_STATUS`` now (during a consultation) and whenever the verdict changes.
+- ``await resume() -> ConsultationSession | None``: the consultation saved in the state
+  directory, with a fresh token, the same subscriptions and a catch-up from its last timetoken.
+- ``session``, ``idle``, ``await aclose()`` (stops; a consultation under way stays on disk).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from telehealth_client import events
+from telehealth_client.consultation import state_file
+from telehealth_client.consultation.connector import Connector
+from telehealth_client.consultation.lifecycle import Consultation
+from telehealth_client.consultation.session import ConsultationSession, SessionError, now
+from telehealth_client.protocol import channels
+from telehealth_client.protocol.channels import validate_id
+from telehealth_client.protocol.messages import (
+    CheckVerdict,
+    ConsultationCancelled,
+    ConsultationState,
+    DeviceStatus,
+    Drop,
+    NetworkVerdict,
+    PatientCheckedIn,
+    consent_refusal,
+    decode_consent,
+)
+from telehealth_client.pubsub.bus import Bus, BusError
+from telehealth_client.security import tokens
+from telehealth_client.security.clinic_client import ClinicError
+
+log = logging.getLogger(__name__)
+
+
+class CheckInRefused(Exception):
+    """Check-in refused; ``field`` and ``reason`` say why (no PHI)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"check-in refused: {field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class DeviceReport:
+    """The verdicts of the kiosk's last device and network check."""
+
+    camera: CheckVerdict
+    microphone: CheckVerdict
+    speaker: CheckVerdict
+    network: NetworkVerdict
+
+
+class PatientEndpoint:
+    def __init__(
+        self,
+        connect: Connector,
+        hub: events.EventHub,
+        *,
+        state_dir: Path,
+        kiosk_id: str,
+        policy: tokens.RefreshPolicy | None = None,
+    ) -> None:
+        self._connect = connect
+        self._hub = hub
+        self._state_dir = Path(state_dir)
+        self._kiosk_id = validate_id(kiosk_id, "userId")
+        self._policy = policy
+        self._session: ConsultationSession | None = None
+        self._busy = asyncio.Lock()  # one check-in or resume at a time
+        self._devices: DeviceReport | None = None
+        self._published_devices: DeviceReport | None = None
+
+    @property
+    def session(self) -> ConsultationSession | None:
+        return self._session
+
+    @property
+    def idle(self) -> bool:
+        return self._session is None
+
+    @property
+    def state(self) -> ConsultationState | None:
+        return None if self._session is None else self._session.consultation.state
+
+    # -- check-in -----------------------------------------------------------------------------------
+
+    async def check_in(
+        self, *, appointment_id: str, patient_id: str, provider_id: str, department_id: str
+    ) -> ConsultationSession:
+        appointment_id = validate_id(appointment_id, "appointmentId")
+        patient_id = validate_id(patient_id, "patientId")
+        provider_id = validate_id(provider_id, "providerId")
+        department_id = validate_id(department_id, "departmentId")
+        async with self._busy:
+            if self._session is not None:
+                raise SessionError("busy", "a consultation is already under way on this endpoint")
+            consultation = Consultation.new(
+                consultation_id=channels.consultation(provider_id, patient_id),
+                user_id=patient_id,
+                role="patient",
+                appointment_id=appointment_id,
+                department_id=department_id,
+            )
+            session = await self._open(consultation, catch_up=False, check_consent=True)
+            try:
+                checked_in = PatientCheckedIn(
+                    appointment_id=appointment_id,
+                    patient_id=patient_id,
+                    consultation_id=consultation.consultation_id,
+                    timestamp=now(),
+                )
+                await session.act(checked_in)
+                if self._devices is not None:
+                    await self._publish_devices(session, self._devices)
+            except BaseException:
+                await session.aclose("check-in-failed")
+                raise
+            log.info("patient checked in consultation=%s", consultation.consultation_id)
+            return session
+
+    async def _open(
+        self, consultation: Consultation, *, catch_up: bool, check_consent: bool
+    ) -> ConsultationSession:
+        patient_id = consultation.patient_id
+        bus = self._connect.bus(patient_id)
+        session: ConsultationSession | None = None
+        keeper: tokens.TokenKeeper | None = None
+        try:
+            request = tokens.TokenRequest(
+                patient_id,
+                "patient",
+                {"providerId": consultation.provider_id, **_appointment(consultation)},
+            )
+            holder: list[ConsultationSession] = []
+            keeper = tokens.TokenKeeper(
+                self._connect.clinic,
+                bus,
+                request,
+                lambda event: holder[0].token_event(event) if holder else None,
+                policy=self._policy,
+            )
+            try:
+                await keeper.start()
+            except ClinicError as exc:
+                raise _refusal(exc) from None
+            session = ConsultationSession(
+                consultation,
+                bus,
+                self._hub,
+                state_dir=self._state_dir,
+                channels=[channels.notification(patient_id)],
+                keeper=keeper,
+                owns_bus=True,
+                on_closed=self._closed,
+            )
+            holder.append(session)
+            if check_consent:
+                await self._check_consent(bus, patient_id)
+            await session.start(catch_up=catch_up)
+        except BaseException:
+            if session is not None:
+                await session.aclose("check-in-failed")
+            else:
+                if keeper is not None:
+                    await keeper.aclose()
+                await bus.aclose()
+            raise
+        self._session = session
+        return session
+
+    async def _check_consent(self, bus: Bus, patient_id: str) -> None:
+        """Consent read by the agent itself (the token server may be wrong): before any publish."""
+        try:
+            custom = await bus.get_user_metadata(patient_id)
+        except BusError as exc:
+            raise CheckInRefused("consent", f"could not be read ({exc.reason})") from None
+        consent = decode_consent(custom.get("consent_telehealth"))
+        if isinstance(consent, Drop):
+            refusal = "missing" if consent.reason == "is missing" else "unreadable"
+        else:
+            refusal = consent_refusal(consent, now()) or ""
+        if refusal:
+            log.warning("check-in refused field=consent reason=%s", refusal)
+            raise CheckInRefused("consent", refusal)
+
+    # -- during the consultation --------------------------------------------------------------------
+
+    async def leave(self) -> None:
+        session = self._require()
+        patient_id = session.consultation.patient_id
+        await session.act(
+            ConsultationCancelled(cancelled_by=patient_id, reason="patient-left", timestamp=now())
+        )
+
+    async def report_devices(self, report: DeviceReport) -> None:
+        self._devices = report
+        session = self._session
+        if session is not None and not session.closed and report != self._published_devices:
+            await self._publish_devices(session, report)
+
+    async def _publish_devices(self, session: ConsultationSession, report: DeviceReport) -> None:
+        status = DeviceStatus(
+            camera=report.camera,
+            microphone=report.microphone,
+            speaker=report.speaker,
+            network=report.network,
+            timestamp=now(),
+        )
+        await session.act(status)
+        self._published_devices = report
+
+    # -- restart ------------------------------------------------------------------------------------
+
+    async def resume(self) -> ConsultationSession | None:
+        """The saved consultation, resumed; None when there is none. StateFileError if unusable."""
+        async with self._busy:
+            if self._session is not None:
+                return self._session
+            consultation = await asyncio.to_thread(state_file.load, self._state_dir)
+            if consultation is None:
+                return None
+            if consultation.state.terminal:
+                await asyncio.to_thread(state_file.remove, self._state_dir)
+                return None
+            session = await self._open(consultation, catch_up=True, check_consent=False)
+            log.info(
+                "consultation resumed consultation=%s state=%s",
+                consultation.consultation_id,
+                consultation.state,
+            )
+            return session
+
+    # -- end ----------------------------------------------------------------------------------------
+
+    async def _closed(self, session: ConsultationSession, reason: str) -> None:
+        if self._session is session and reason != "stopped":
+            self._session = None
+            self._published_devices = None
+            log.info("patient endpoint idle kiosk=%s reason=%s", self._kiosk_id, reason)
+            self._hub.emit(events.EndpointIdle(self._kiosk_id, reason))
+
+    def _require(self) -> ConsultationSession:
+        if self._session is None or self._session.closed:
+            raise SessionError("idle", "no consultation is under way on this endpoint")
+        return self._session
+
+    async def aclose(self) -> None:
+        session = self._session
+        if session is not None:
+            await session.aclose("stopped")
+
+
+def _appointment(consultation: Consultation) -> dict[str, str]:
+    return {} if consultation.appointment_id is None else {"appointmentId": consultation.appointment_id}
+
+
+def _refusal(error: ClinicError) -> CheckInRefused | ClinicError:
+    """The clinic's refusal as the check-in's: 403 ``consent: ...`` names the consent's reason."""
+    text = str(error)
+    if error.status == 403 and "consent:" in text:
+        reason = text.split("consent:", 1)[1].split("(HTTP", 1)[0].strip()
+        return CheckInRefused("consent", reason)
+    return error

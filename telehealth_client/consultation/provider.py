@@ -1,0 +1,432 @@
+"""The provider endpoint (a provider's cart, the tests' and the demo's remote peer).
+
+It holds a standing token for its own user ID and one bus. It reads its waiting room (live, and
+its history at start, with presence): each ``PATIENT_CHECKED_IN`` opens a ``ConsultationSession``
+for that consultation, caught up from the check-in's timetoken, so a consultation that has ended
+since leaves the queue at once. It drives its own consultations (queue updates, join, start,
+wrap-up, end, no-show, invite, remove), and joins another provider's when invited.
+
+Public API:
+
+- ``ProviderEndpoint(connect, hub, user_id=..., department_id=..., state_dir=..., policy=None)``;
+  ``await start()``, ``await aclose()``; ``bus``.
+- ``queue`` -> ``list[WaitingPatient]`` (checked-in or waiting, in check-in order);
+  ``sessions`` (consultation ID -> ``ConsultationSession``); ``session(consultation_id)``.
+- ``await send_queue_updates(minutes_per_patient=10)``: ``QUEUE_UPDATE`` (position, estimated
+  wait) to each waiting patient's own notification channel.
+- ``await join(consultation_id)`` (``PROVIDER_JOINED`` + ``PROVIDER_READY``), ``await
+  start_consultation(...)``, ``await wrap_up(...)``, ``await end(..., follow_up_required=...)``
+  (summary duration from ``lifecycle.summary_duration``), ``await cancel(..., reason="no-show")``.
+- ``await invite(consultation_id, provider_id, role)``: the clinic's invitation, then
+  ``PROVIDER_INVITED`` (and ``CONSULTATION_INVITE`` to the invited provider).
+- ``await remove(consultation_id, provider_id)``: ``PROVIDER_REMOVED`` first, then the clinic's
+  revoke-access (the removed provider reads its removal before it loses access).
+- Invited side: ``invitations`` (consultation ID -> ``ConsultationInvite``, from the
+  notification channel; each also emits ``events.InvitationReceived``), ``await
+  accept(consultation_id)``: a token naming the consultation, the consultation rebuilt from its
+  history, ``PROVIDER_JOINED`` (roster only). When that session ends the standing token returns.
+- ``notification_listeners``: callables given every envelope on the notification channel.
+- Errors: ``SessionError`` (``unknown-consultation``, ``not-invited``...), ``TransitionError``
+  (an action the lifecycle refuses: nothing is published), ``ClinicError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from telehealth_client import events
+from telehealth_client.consultation import state_file
+from telehealth_client.consultation.connector import Connector
+from telehealth_client.consultation.lifecycle import Consultation, Received, plan, summary_duration
+from telehealth_client.consultation.session import (
+    CONNECT_TIMEOUT_SECONDS,
+    ConnectedWaiter,
+    ConsultationSession,
+    SessionError,
+    now,
+)
+from telehealth_client.logs import describe_exception
+from telehealth_client.protocol import channels
+from telehealth_client.protocol.channels import validate_id
+from telehealth_client.protocol.messages import (
+    CancelReason,
+    ConsultationCancelled,
+    ConsultationEnded,
+    ConsultationInvite,
+    ConsultationStarted,
+    ConsultationState,
+    Drop,
+    InvitedRole,
+    PatientCheckedIn,
+    ProviderInvited,
+    ProviderJoined,
+    ProviderRemoved,
+    QueueUpdate,
+    Summary,
+    WrapUpStarted,
+    decode,
+)
+from telehealth_client.pubsub.bus import AccessDeniedError, Envelope, PresenceEvent, Subscription
+from telehealth_client.security import tokens
+
+log = logging.getLogger(__name__)
+
+WAITING_STATES = (ConsultationState.CHECKED_IN, ConsultationState.WAITING)
+WAITING_ROOM_HISTORY = 100
+CONSULTATIONS_DIR = "consultations"
+
+NotificationListener = Callable[[Envelope], Awaitable[None] | None]
+
+
+@dataclass(frozen=True)
+class WaitingPatient:
+    consultation_id: str
+    patient_id: str
+    appointment_id: str | None
+    state: ConsultationState
+    present: bool  # on the waiting room now (presence)
+
+
+class ProviderEndpoint:
+    def __init__(
+        self,
+        connect: Connector,
+        hub: events.EventHub,
+        *,
+        user_id: str,
+        department_id: str,
+        state_dir: Path,
+        policy: tokens.RefreshPolicy | None = None,
+    ) -> None:
+        self._connect = connect
+        self._hub = hub
+        self.user_id = validate_id(user_id, "userId")
+        self.department_id = validate_id(department_id, "departmentId")
+        self._state_dir = Path(state_dir) / CONSULTATIONS_DIR
+        self._policy = policy
+        self.bus = connect.bus(self.user_id)
+        self._keeper: tokens.TokenKeeper | None = None
+        self._subscriptions: list[Subscription] = []
+        self._sessions: dict[str, ConsultationSession] = {}
+        self._order: dict[str, int] = {}  # consultation ID -> check-in timetoken
+        self._present: set[str] = set()
+        self.invitations: dict[str, ConsultationInvite] = {}
+        self.notification_listeners: list[NotificationListener] = []
+        self._room_lock = asyncio.Lock()
+        self._closing = False
+
+    # -- start and stop -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._connect.has_clinic:
+            await self._use_token({"departmentId": self.department_id})
+        connected = ConnectedWaiter(self.bus)
+        self._subscriptions.append(
+            await self.bus.subscribe([channels.notification(self.user_id)], self._on_notification)
+        )
+        room = channels.waiting_room(self.user_id)
+        async with self._room_lock:
+            self._subscriptions.append(
+                await self.bus.subscribe([room], self._on_room_message, on_presence=self._on_room_presence)
+            )
+            if not self._connect.has_clinic:
+                connected.close()
+                return  # no token, no history: the development relay without Access Manager only
+            try:
+                await connected.wait(CONNECT_TIMEOUT_SECONDS)
+            finally:
+                connected.close()
+            await self._resume_saved()
+            for envelope in await self.bus.history(room, limit=WAITING_ROOM_HISTORY):
+                await self._room_message_locked(envelope)
+
+    async def _use_token(self, context: dict[str, str]) -> None:
+        """Replace the keeper: one token at a time (an invited one carries the standing grants)."""
+        if self._keeper is not None:
+            await self._keeper.aclose()
+        request = tokens.TokenRequest(self.user_id, "provider", context)
+        self._keeper = tokens.TokenKeeper(
+            self._connect.clinic, self.bus, request, self._on_token_event, policy=self._policy
+        )
+        await self._keeper.start()
+
+    async def _resume_saved(self) -> None:
+        directory = self._state_dir
+        names = await asyncio.to_thread(
+            lambda: sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+        )
+        for name in names:
+            try:
+                consultation = await asyncio.to_thread(state_file.load, directory / name)
+            except state_file.StateFileError as exc:
+                log.error("saved consultation unusable reason=%s", exc.reason)
+                continue
+            if consultation is None or consultation.state.terminal or consultation.user_id != self.user_id:
+                continue
+            if consultation.provider_id != self.user_id:
+                continue  # an invitation: the invited token does not outlive the agent
+            session = self._new_session(consultation)
+            await session.start(catch_up=True)
+
+    async def aclose(self) -> None:
+        self._closing = True
+        for session in list(self._sessions.values()):
+            await session.aclose("stopped")
+        for subscription in self._subscriptions:
+            with contextlib.suppress(Exception):
+                await subscription.close()
+        self._subscriptions.clear()
+        if self._keeper is not None:
+            await self._keeper.aclose()
+        await self.bus.aclose()
+
+    # -- the waiting room ---------------------------------------------------------------------------
+
+    @property
+    def sessions(self) -> dict[str, ConsultationSession]:
+        return dict(self._sessions)
+
+    def session(self, consultation_id: str) -> ConsultationSession:
+        session = self._sessions.get(consultation_id)
+        if session is None or session.closed:
+            raise SessionError("unknown-consultation", "no open consultation with that ID on this endpoint")
+        return session
+
+    @property
+    def queue(self) -> list[WaitingPatient]:
+        waiting = [
+            s.consultation
+            for s in self._sessions.values()
+            if not s.closed
+            and s.consultation.state in WAITING_STATES
+            and s.consultation.provider_id == self.user_id
+        ]
+        waiting.sort(key=lambda c: self._order.get(c.consultation_id, 0))
+        return [
+            WaitingPatient(
+                c.consultation_id, c.patient_id, c.appointment_id, c.state, c.patient_id in self._present
+            )
+            for c in waiting
+        ]
+
+    async def _on_room_message(self, envelope: Envelope) -> None:
+        async with self._room_lock:
+            await self._room_message_locked(envelope)
+
+    async def _room_message_locked(self, envelope: Envelope) -> None:
+        decoded = decode(envelope.channel, envelope.message, envelope.publisher)
+        if isinstance(decoded, Drop):
+            log.warning(
+                "waiting room message dropped channel=%s field=%s reason=%s",
+                envelope.channel,
+                decoded.field,
+                decoded.reason,
+            )
+            return
+        assert envelope.publisher is not None
+        if isinstance(decoded, PatientCheckedIn):
+            await self._checked_in(decoded, envelope)
+        elif isinstance(decoded, ConsultationCancelled):
+            # An early cancel names no consultation: it is the publisher's (a patient's) own.
+            cid = channels.consultation(self.user_id, envelope.publisher)
+            session = self._sessions.get(cid)
+            if session is not None:
+                await session.apply(
+                    Received(decoded, envelope.publisher, envelope.timetoken), envelope.channel
+                )
+
+    async def _checked_in(self, message: PatientCheckedIn, envelope: Envelope) -> None:
+        cid = message.consultation_id
+        session = self._sessions.get(cid)
+        if session is not None and not session.closed:
+            await session.apply(
+                Received(message, envelope.publisher or "", envelope.timetoken), envelope.channel
+            )
+            return
+        consultation = Consultation.new(
+            consultation_id=cid, user_id=self.user_id, role="provider", department_id=self.department_id
+        )
+        session = self._new_session(consultation)
+        self._order[cid] = envelope.timetoken
+        await session.apply(Received(message, envelope.publisher or "", envelope.timetoken), envelope.channel)
+        if session.consultation.state is not ConsultationState.CHECKED_IN:
+            await session.aclose("stopped")  # refused (logged): nothing to follow
+            self._sessions.pop(cid, None)
+            return
+        await session.start(catch_up=True)
+
+    def _new_session(self, consultation: Consultation) -> ConsultationSession:
+        session = ConsultationSession(
+            consultation,
+            self.bus,
+            self._hub,
+            state_dir=self._state_dir / consultation.consultation_id,
+            on_closed=self._session_closed,
+            denials=self._denied,
+        )
+        self._sessions[consultation.consultation_id] = session
+        return session
+
+    async def _on_room_presence(self, presence: PresenceEvent) -> None:
+        if presence.user_id is None:
+            return
+        if presence.action == "join":
+            self._present.add(presence.user_id)
+        elif presence.action in ("leave", "timeout"):
+            self._present.discard(presence.user_id)
+
+    async def _session_closed(self, session: ConsultationSession, reason: str) -> None:
+        if self._sessions.get(session.consultation_id) is session:
+            del self._sessions[session.consultation_id]
+        if session.consultation.provider_id != self.user_id and not self._closing:
+            # An invited consultation is over for us: back to the standing token.
+            self.invitations.pop(session.consultation_id, None)
+            try:
+                await self._use_token({"departmentId": self.department_id})
+            except Exception as exc:
+                log.error("standing token not restored error=%s", describe_exception(exc))
+
+    async def _denied(self, error: AccessDeniedError) -> bool:
+        return False if self._keeper is None else await self._keeper.handle_access_denied(error)
+
+    def _on_token_event(self, event: tokens.TokenEvent) -> None:
+        if isinstance(event, tokens.TokenExpiring):
+            expires = now().timestamp() + event.seconds_left
+            self._hub.emit(events.TokenExpiring(datetime.fromtimestamp(expires, UTC)))
+        elif isinstance(event, tokens.TokenAccessDenied):
+            self._hub.emit(events.AccessDenied(event.source))
+            for session in list(self._sessions.values()):
+                if session.consultation.provider_id != self.user_id:
+                    session.close_soon("access-denied")
+
+    # -- the provider's own consultations -----------------------------------------------------------
+
+    async def send_queue_updates(self, minutes_per_patient: int = 10) -> int:
+        """One ``QUEUE_UPDATE`` to each waiting patient; how many were sent."""
+        sent = 0
+        for position, patient in enumerate(self.queue, start=1):
+            update = QueueUpdate(
+                title="Queue Update",
+                body=f"You are number {position} in the queue.",
+                priority="normal",
+                timestamp=now(),
+                consultation_id=patient.consultation_id,
+                position=position,
+                estimated_wait_minutes=(position - 1) * minutes_per_patient,
+            )
+            await self.session(patient.consultation_id).act(update)
+            sent += 1
+        return sent
+
+    async def join(self, consultation_id: str) -> ConsultationSession:
+        session = self.session(consultation_id)
+        await session.act(ProviderJoined(provider_id=self.user_id, timestamp=now()))
+        return session
+
+    async def start_consultation(self, consultation_id: str) -> None:
+        await self.session(consultation_id).act(
+            ConsultationStarted(provider_id=self.user_id, timestamp=now())
+        )
+
+    async def wrap_up(self, consultation_id: str) -> None:
+        await self.session(consultation_id).act(WrapUpStarted(provider_id=self.user_id, timestamp=now()))
+
+    async def end(self, consultation_id: str, *, follow_up_required: bool) -> Summary:
+        session = self.session(consultation_id)
+        ended_at = now()
+        joined_at = session.consultation.provider_joined_at or ended_at
+        summary = Summary(
+            duration=summary_duration(joined_at, ended_at), follow_up_required=follow_up_required
+        )
+        await session.act(ConsultationEnded(provider_id=self.user_id, summary=summary, timestamp=ended_at))
+        return summary
+
+    async def cancel(self, consultation_id: str, reason: CancelReason = "no-show") -> None:
+        await self.session(consultation_id).act(
+            ConsultationCancelled(cancelled_by=self.user_id, reason=reason, timestamp=now())
+        )
+
+    async def invite(self, consultation_id: str, provider_id: str, role: InvitedRole) -> None:
+        session = self.session(consultation_id)
+        provider_id = validate_id(provider_id, "invitedProviderId")
+        message = ProviderInvited(
+            invited_provider_id=provider_id, invited_by=self.user_id, role=role, timestamp=now()
+        )
+        # Checked before the clinic is asked, so a refused invitation leaves no standing one behind.
+        plan(session.consultation, message)
+        await self._connect.clinic.invite(consultation_id, provider_id, role)
+        await session.act(message)
+
+    async def remove(self, consultation_id: str, provider_id: str) -> int:
+        """``PROVIDER_REMOVED`` first (the removed provider reads it), then revoke; tokens revoked."""
+        session = self.session(consultation_id)
+        provider_id = validate_id(provider_id, "providerId")
+        await session.act(ProviderRemoved(provider_id=provider_id, removed_by=self.user_id, timestamp=now()))
+        return await self._connect.clinic.revoke_access(provider_id, consultation_id)
+
+    # -- invited ------------------------------------------------------------------------------------
+
+    async def _on_notification(self, envelope: Envelope) -> None:
+        decoded = decode(envelope.channel, envelope.message, envelope.publisher)
+        if isinstance(decoded, Drop):
+            log.warning(
+                "notification dropped channel=%s field=%s reason=%s",
+                envelope.channel,
+                decoded.field,
+                decoded.reason,
+            )
+        elif isinstance(decoded, ConsultationInvite):
+            self.invitations[decoded.consultation_id] = decoded
+            self._hub.emit(
+                events.InvitationReceived(decoded.consultation_id, decoded.invited_by, decoded.role)
+            )
+        for listener in list(self.notification_listeners):
+            try:
+                result = listener(envelope)
+                if result is not None:
+                    await result
+            except Exception as exc:
+                log.error("notification listener failed error=%s", describe_exception(exc))
+
+    async def accept(self, consultation_id: str) -> ConsultationSession:
+        """Join a consultation we were invited to: its token, its state from history, PROVIDER_JOINED."""
+        invitation = self.invitations.get(consultation_id)
+        if invitation is None:
+            raise SessionError("not-invited", "no invitation to that consultation was received")
+        await self._use_token({"departmentId": self.department_id, "consultationChannel": consultation_id})
+        try:
+            consultation = await self._rebuild(consultation_id)
+            session = self._new_session(consultation)
+            await session.start(catch_up=True)
+            if session.closed:
+                raise SessionError("ended", "the consultation ended before the invitation was accepted")
+            await session.act(ProviderJoined(provider_id=self.user_id, timestamp=now()))
+        except BaseException:
+            self._sessions.pop(consultation_id, None)
+            await self._use_token({"departmentId": self.department_id})
+            raise
+        return session
+
+    async def _rebuild(self, consultation_id: str) -> Consultation:
+        """Where to replay an invited consultation from: its provider's latest PROVIDER_JOINED."""
+        base = Consultation.new(
+            consultation_id=consultation_id,
+            user_id=self.user_id,
+            role="provider",
+            department_id=self.department_id,
+            state=ConsultationState.CHECKED_IN,
+        )
+        joined = 0
+        for envelope in await self.bus.history(consultation_id, limit=WAITING_ROOM_HISTORY):
+            decoded = decode(envelope.channel, envelope.message, envelope.publisher)
+            if isinstance(decoded, ProviderJoined) and decoded.provider_id == base.provider_id:
+                joined = envelope.timetoken
+        if not joined:
+            raise SessionError("not-started", "the consultation's provider has not joined it")
+        return replace(base, last_timetoken=joined - 1)

@@ -1,0 +1,436 @@
+"""One consultation at run time: the pure lifecycle plus the bus, the token and the state file.
+
+A ``ConsultationSession`` owns, for one consultation and one endpoint (patient, provider or an
+invited provider): the current ``Consultation``, its subscriptions, and (when given) the bus and
+the ``TokenKeeper`` it runs on. It runs the lifecycle's effects: ``Publish`` on the bus, then
+``Published`` with the publish timetoken; ``Persist`` (the state file, in a thread); ``Emit`` to
+the ``EventHub``; ``CloseSession`` (the session closes itself in a task it owns).
+
+Public API:
+
+- ``ConsultationSession(consultation, bus, hub, state_dir=..., channels=..., keeper=None,
+  owns_bus=False, on_closed=None, denials=None)``; ``channels`` are subscribed besides the
+  consultation and its ``.video`` channel (the patient's own notification channel, for queue
+  updates); ``keeper`` (closed with the session) answers a publish's 403 unless ``denials`` does;
+  ``owns_bus``: the session closes the bus; ``on_closed(session, reason)`` runs after closing.
+- ``await start(catch_up=...)``: subscribe (with presence), wait until the bus is connected, then,
+  if ``catch_up``, apply what history holds since the consultation's last timetoken, in order.
+- ``await act(message) -> timetoken``: publish one of our own lifecycle messages (checked by
+  ``lifecycle.plan`` first: a refused one raises ``TransitionError`` and publishes nothing).
+- ``await apply(event)``: a lifecycle event from elsewhere (the provider's waiting room feeds
+  ``PATIENT_CHECKED_IN`` and early cancellations in); refusals are logged and change nothing.
+- ``consultation``, ``closed``, ``close_reason``, ``await wait_closed()``, ``close_soon(reason)``,
+  ``await aclose(reason="stopped")`` (only ``stopped`` keeps the state file: the agent resumes it).
+- ``ConnectedWaiter(bus)``: ``await wait(within)`` until the bus says connected.
+- ``SessionError``: an operation the session cannot do (closed, publish refused); ``code``
+  is short, the text names no PHI.
+
+Incoming messages are decoded (``protocol.messages.decode``) and applied one at a time, in
+order, under one lock that ``act`` also takes: a transition never interleaves with another.
+Every drop or refusal is logged with the field or code and the reason, never a payload value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+from telehealth_client import events
+from telehealth_client.consultation import lifecycle, state_file
+from telehealth_client.consultation.lifecycle import (
+    CloseSession,
+    Consultation,
+    Effect,
+    Emit,
+    Ignored,
+    LifecycleEvent,
+    Persist,
+    PresenceChanged,
+    Publish,
+    Published,
+    Received,
+    StateMessage,
+    TransitionError,
+)
+from telehealth_client.logs import describe_exception
+from telehealth_client.protocol import messages
+from telehealth_client.protocol.channels import ConsultationChannels
+from telehealth_client.protocol.messages import Drop, LifecycleAction, QueueUpdate, encode
+from telehealth_client.pubsub.bus import (
+    AccessDeniedError,
+    Bus,
+    ConnectionStatus,
+    Envelope,
+    PresenceEvent,
+    StatusChange,
+    Subscription,
+)
+from telehealth_client.security import tokens
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_SECONDS: Final = 15.0
+HISTORY_LIMIT: Final = 500
+
+ClosedHandler = Callable[["ConsultationSession", str], Awaitable[None] | None]
+# A 403 on a publish: True when a new token is on the bus and the publish may be tried once more.
+DenialHandler = Callable[[AccessDeniedError], Awaitable[bool]]
+
+
+class SessionError(Exception):
+    """What the session cannot do; ``code`` is machine-readable, the text holds no PHI."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(f"{code}: {text}")
+        self.code = code
+        self.text = text
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def catch_up_floor(consultation: Consultation) -> int:
+    """The timetoken history is read after. Before anything was received, our first own message
+    (the patient's check-in) bounds it: older messages on the channel belong to earlier visits."""
+    if consultation.last_timetoken or not consultation.own_timetokens:
+        return consultation.last_timetoken
+    return min(consultation.own_timetokens) - 1
+
+
+class ConsultationSession:
+    def __init__(
+        self,
+        consultation: Consultation,
+        bus: Bus,
+        hub: events.EventHub,
+        *,
+        state_dir: Path,
+        channels: Iterable[str] = (),
+        keeper: tokens.TokenKeeper | None = None,
+        owns_bus: bool = False,
+        on_closed: ClosedHandler | None = None,
+        denials: DenialHandler | None = None,
+    ) -> None:
+        self._consultation = consultation
+        self._bus = bus
+        self._hub = hub
+        self._state_dir = Path(state_dir)
+        ids = ConsultationChannels.parse(consultation.consultation_id)
+        self._channels = frozenset({ids.main, ids.video, *channels})
+        self._keeper = keeper
+        self._denials = denials or (keeper.handle_access_denied if keeper is not None else None)
+        self._owns_bus = owns_bus
+        self._on_closed = on_closed
+        self._lock = asyncio.Lock()
+        self._subscription: Subscription | None = None
+        self._remove_status: Callable[[], None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing: asyncio.Task[None] | None = None
+        self._closed = asyncio.Event()
+        self._close_reason: str | None = None
+
+    # -- state --------------------------------------------------------------------------------------
+
+    @property
+    def consultation(self) -> Consultation:
+        return self._consultation
+
+    @property
+    def consultation_id(self) -> str:
+        return self._consultation.consultation_id
+
+    @property
+    def bus(self) -> Bus:
+        return self._bus
+
+    @property
+    def keeper(self) -> tokens.TokenKeeper | None:
+        return self._keeper
+
+    @property
+    def closed(self) -> bool:
+        return self._closing is not None or self._closed.is_set()
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._close_reason
+
+    async def wait_closed(self) -> str:
+        await self._closed.wait()
+        return self._close_reason or "closed"
+
+    # -- start --------------------------------------------------------------------------------------
+
+    async def start(self, *, catch_up: bool) -> None:
+        """Subscribe and, with ``catch_up``, apply what was published since the last timetoken.
+
+        The lock is held from before the subscription until the catch-up is applied: a live
+        message newer than a missed one must not be applied first (it would move the high-water
+        mark past the missed one).
+        """
+        async with self._lock:
+            self._remove_status = self._bus.add_status_listener(self._on_status)
+            connected = ConnectedWaiter(self._bus)
+            try:
+                self._subscription = await self._bus.subscribe(
+                    sorted(self._channels),
+                    self._on_message,
+                    on_presence=self._on_presence,
+                    with_presence=True,
+                )
+                await connected.wait(CONNECT_TIMEOUT_SECONDS)
+            finally:
+                connected.close()
+            if catch_up:
+                await self._catch_up_locked()
+
+    async def _catch_up_locked(self) -> None:
+        since = catch_up_floor(self._consultation)
+        readable = [c for c in sorted(self._channels) if not c.endswith(".video")]  # .video is not stored
+        found: list[Envelope] = []
+        for channel in readable:
+            found.extend(await self._bus.history(channel, since=since, limit=HISTORY_LIMIT))
+        found.sort(key=lambda envelope: envelope.timetoken)
+        log.info(
+            "consultation catch-up consultation=%s since=%d messages=%d",
+            self.consultation_id,
+            since,
+            len(found),
+        )
+        for envelope in found:
+            if self.closed:
+                return
+            await self._receive_locked(envelope)
+
+    # -- incoming -----------------------------------------------------------------------------------
+
+    async def _on_message(self, envelope: Envelope) -> None:
+        async with self._lock:
+            if not self.closed:
+                await self._receive_locked(envelope)
+
+    async def _receive_locked(self, envelope: Envelope) -> None:
+        decoded = messages.decode(envelope.channel, envelope.message, envelope.publisher)
+        if isinstance(decoded, Drop):
+            log.warning(
+                "consultation message dropped consultation=%s channel=%s field=%s reason=%s",
+                self.consultation_id,
+                envelope.channel,
+                decoded.field,
+                decoded.reason,
+            )
+            return
+        if not isinstance(decoded, LifecycleAction | QueueUpdate):
+            # Chat, signaling and other notifications are other modules' business.
+            log.debug("consultation message not a lifecycle one channel=%s", envelope.channel)
+            return
+        assert envelope.publisher is not None  # decode refuses an unknown publisher of these
+        await self._apply_locked(Received(decoded, envelope.publisher, envelope.timetoken), envelope.channel)
+
+    async def _on_presence(self, presence: PresenceEvent) -> None:
+        async with self._lock:
+            if not self.closed:
+                await self._apply_locked(PresenceChanged(presence), presence.channel)
+
+    async def apply(self, event: LifecycleEvent, channel: str = "") -> None:
+        """Apply an event that reached this endpoint by other means (the provider's waiting room)."""
+        async with self._lock:
+            if not self.closed:
+                await self._apply_locked(event, channel)
+
+    async def _apply_locked(self, event: LifecycleEvent, channel: str) -> None:
+        try:
+            step = lifecycle.transition(self._consultation, event)
+        except TransitionError as exc:
+            action = (
+                lifecycle.action_of(event.message) if not isinstance(event, PresenceChanged) else "presence"
+            )
+            log.warning(
+                "consultation message refused consultation=%s channel=%s action=%s code=%s reason=%s",
+                self.consultation_id,
+                channel,
+                action,
+                exc.code,
+                exc.text,
+            )
+            return
+        self._consultation = step.consultation
+        await self._run_effects(step.effects)
+
+    async def _run_effects(self, effects: Iterable[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Persist):
+                await asyncio.to_thread(state_file.save, self._state_dir, effect.consultation)
+            elif isinstance(effect, Emit):
+                self._hub.emit(effect.event)
+            elif isinstance(effect, CloseSession):
+                self.close_soon(effect.reason)
+            elif isinstance(effect, Ignored):
+                log.debug(
+                    "consultation event ignored consultation=%s code=%s", self.consultation_id, effect.code
+                )
+            elif isinstance(effect, Publish):
+                # The lifecycle never asks for a publish of its own on receipt; plan() does, in act().
+                log.error("unexpected publish effect consultation=%s", self.consultation_id)
+
+    # -- outgoing -----------------------------------------------------------------------------------
+
+    async def act(self, message: StateMessage) -> int:
+        """Publish our own ``message`` and apply it; its timetoken. TransitionError if refused."""
+        async with self._lock:
+            if self.closed:
+                raise SessionError("closed", "the consultation session is closed")
+            publishes = lifecycle.plan(self._consultation, message)
+            first, *rest = publishes
+            timetoken = await self._publish(first)
+            await self._apply_locked(Published(message, timetoken), first.channel)
+            for publish in rest:
+                await self._publish(publish)
+            return timetoken
+
+    async def _publish(self, publish: Publish) -> int:
+        payload = encode(publish.message)
+        try:
+            return (await self._bus.publish(publish.channel, payload, store=publish.store)).timetoken
+        except AccessDeniedError as exc:
+            if self._denials is not None and await self._denials(exc):
+                try:
+                    return (await self._bus.publish(publish.channel, payload, store=publish.store)).timetoken
+                except AccessDeniedError:
+                    pass
+            log.warning(
+                "consultation publish refused consultation=%s channel=%s",
+                self.consultation_id,
+                publish.channel,
+            )
+            self._hub.emit(events.AccessDenied("publish"))
+            self.close_soon("access-denied")
+            raise SessionError(
+                "access-denied", "the publish was refused by Access Manager (HTTP 403)"
+            ) from None
+
+    # -- status -------------------------------------------------------------------------------------
+
+    def _on_status(self, change: StatusChange) -> None:
+        self._hub.emit(events.BusStatusChanged(change.status, change.reason))
+        if (
+            change.status is ConnectionStatus.CONNECTED
+            and change.caught_up_from is not None
+            and not self.closed
+        ):
+            self._spawn(self._catch_up_after_reconnect(), "consultation-catch-up")
+
+    async def _catch_up_after_reconnect(self) -> None:
+        try:
+            async with self._lock:
+                if not self.closed:
+                    await self._catch_up_locked()
+        except Exception as exc:  # the live stream resumes from its cursor anyway; log and go on
+            log.warning(
+                "consultation catch-up failed consultation=%s error=%s",
+                self.consultation_id,
+                describe_exception(exc),
+            )
+
+    def token_event(self, event: tokens.TokenEvent) -> None:
+        """The keeper's events: warnings to the hub; a final denial ends the session."""
+        if isinstance(event, tokens.TokenExpiring):
+            expires = datetime.fromtimestamp(now().timestamp() + event.seconds_left, UTC)
+            self._hub.emit(events.TokenExpiring(expires))
+        elif isinstance(event, tokens.TokenAccessDenied):
+            self._hub.emit(events.AccessDenied(event.source))
+            self.close_soon("access-denied")
+
+    # -- closing ------------------------------------------------------------------------------------
+
+    def _spawn(self, coroutine: Awaitable[None], name: str) -> None:
+        task = asyncio.ensure_future(coroutine)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def close_soon(self, reason: str) -> None:
+        """Close in the session's own task (await ``wait_closed`` for the end); idempotent."""
+        # Not inline: a handler runs on the bus's dispatch task, which closing the bus cancels.
+        if self._closing is None:
+            self._close_reason = reason
+            self._closing = asyncio.ensure_future(self._close(reason))
+
+    async def aclose(self, reason: str = "stopped") -> None:
+        """Stop: unsubscribe (a presence leave), stop the keeper, close an owned bus. Idempotent.
+
+        The state file stays unless the consultation ended: a stopped agent resumes it.
+        """
+        self.close_soon(reason)
+        assert self._closing is not None
+        await asyncio.shield(self._closing)
+
+    async def _close(self, reason: str) -> None:
+        try:
+            pending = list(self._tasks)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+            if self._remove_status is not None:
+                self._remove_status()
+                self._remove_status = None
+            if self._subscription is not None:
+                try:
+                    await self._subscription.close()
+                except Exception as exc:
+                    log.info("consultation leave failed error=%s", describe_exception(exc))
+                self._subscription = None
+            if self._keeper is not None:
+                await self._keeper.aclose()
+            if self._owns_bus:
+                await self._bus.aclose()
+            if reason != "stopped":
+                # Over for this endpoint: the consultation's state leaves the disk.
+                await asyncio.to_thread(state_file.remove, self._state_dir)
+            log.info("consultation session closed consultation=%s reason=%s", self.consultation_id, reason)
+            self._hub.emit(events.SessionClosed(self.consultation_id, reason))
+        finally:
+            self._closed.set()
+        if self._on_closed is not None:
+            try:
+                result = self._on_closed(self, reason)
+                if result is not None:
+                    await result
+            except Exception as exc:
+                log.error("consultation closed handler failed error=%s", describe_exception(exc))
+
+
+class ConnectedWaiter:
+    """Resolves when the bus says connected (or already is); access denied fails at once."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self._future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._remove = bus.add_status_listener(self._changed)
+
+    def _changed(self, change: StatusChange) -> None:
+        if self._future.done():
+            return
+        if change.status is ConnectionStatus.CONNECTED:
+            self._future.set_result(None)
+        elif change.status in (ConnectionStatus.ACCESS_DENIED, ConnectionStatus.FAILED):
+            self._future.set_exception(SessionError(str(change.status), "the subscription was refused"))
+
+    async def wait(self, within: float) -> None:
+        if self._bus.status is ConnectionStatus.CONNECTED:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._future), within)
+        except TimeoutError:
+            raise SessionError("not-connected", f"the bus did not connect within {within:.0f} s") from None
+
+    def close(self) -> None:
+        self._remove()
+        if not self._future.done():
+            self._future.cancel()

@@ -1,0 +1,222 @@
+"""Fixtures for whole consultations: the real development stack (relay enforcing Access Manager,
+coturn, the clinic stand-in) through ``DevStack``, real ``PubNubBus`` clients and real endpoints.
+
+Events are recorded by an ``EventHub`` that also keeps every event it emits, so a test waits for
+the event it needs with a timeout, never a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from telehealth_client import events
+from telehealth_client.consultation.connector import Connector
+from telehealth_client.consultation.patient import PatientEndpoint
+from telehealth_client.consultation.provider import ProviderEndpoint
+from telehealth_client.devstack.stack import DevStack
+from telehealth_client.protocol.messages import ConsultationState
+from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
+from telehealth_client.security.clinic_client import ClinicClient, TokenGrant
+from telehealth_client.security.tokens import RefreshPolicy
+
+PROVIDER = "dr-lee"
+SPECIALIST = "dr-okafor"
+DEPARTMENT = "er"
+PATIENT = "pat-1"
+KIOSK = "kiosk-1"
+APPOINTMENT = "appt-1"
+CONSULTATION = f"consultation.{PROVIDER}.{PATIENT}"
+WAIT = 15.0
+
+
+class RecordingHub(events.EventHub):
+    """The real hub, keeping what it emitted for the test to wait on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: list[events.Event] = []
+        self._changed = asyncio.Event()
+
+    def emit(self, event: events.Event) -> None:
+        self.items.append(event)
+        self._changed.set()
+        super().emit(event)
+
+    async def wait_for(
+        self, matches: Callable[[Any], bool], count: int = 1, within: float = WAIT
+    ) -> list[Any]:
+        async def enough() -> list[Any]:
+            while True:
+                found = [item for item in self.items if matches(item)]
+                if len(found) >= count:
+                    return found
+                self._changed.clear()
+                await self._changed.wait()
+
+        return await asyncio.wait_for(enough(), within)
+
+    async def wait_state(self, state: ConsultationState, within: float = WAIT) -> events.StateChanged:
+        found = await self.wait_for(
+            lambda e: isinstance(e, events.StateChanged) and e.state is state, within=within
+        )
+        return found[0]  # type: ignore[no-any-return]
+
+    def states(self, consultation_id: str = CONSULTATION) -> list[str]:
+        return [
+            str(e.state)
+            for e in self.items
+            if isinstance(e, events.StateChanged) and e.consultation_id == consultation_id
+        ]
+
+
+class RecordingClinic(ClinicClient):
+    """The real clinic client, remembering the tokens it was given (a test reuses a revoked one)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tokens: list[tuple[str | None, str]] = []  # (consultationChannel asked for, token)
+
+    async def request_token(self, user_id: str, role: str, **context: str | None) -> TokenGrant:
+        grant = await super().request_token(user_id, role, **context)
+        self.tokens.append((context.get("consultationChannel"), grant.token))
+        return grant
+
+    def token_for(self, consultation_id: str) -> str:
+        return next(token for channel, token in self.tokens if channel == consultation_id)
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[DevStack]:
+    async with DevStack(providers=(PROVIDER, SPECIALIST)) as running:
+        yield running
+
+
+def bus_template(stack: DevStack, user_id: str) -> BusConfig:
+    env = stack.agent_environment()
+    return BusConfig(
+        user_id=user_id,
+        subscribe_key=env["TELEHEALTH_SUBSCRIBE_KEY"],
+        publish_key=env["TELEHEALTH_PUBLISH_KEY"],
+        origin=env["TELEHEALTH_ORIGIN"],
+        ssl=False,
+        cipher_key=env["TELEHEALTH_CIPHER_KEY"],
+        reconnect_min_seconds=0.05,
+        reconnect_max_seconds=0.5,
+        request_timeout_seconds=5.0,
+    )
+
+
+class Parts:
+    """Builds endpoints on the stack; closes everything it built."""
+
+    def __init__(self, stack: DevStack, tmp_path: Path) -> None:
+        self.stack = stack
+        self.tmp_path = tmp_path
+        self._closers: list[Callable[[], Any]] = []
+        self.clinics: dict[str | None, RecordingClinic] = {}  # the last one built per user
+
+    def clinic(self, user_id: str | None = None) -> RecordingClinic:
+        assert self.stack.clinic is not None
+        credential = (
+            self.stack.keys.kiosk_credential if user_id is None else self.stack.users[user_id].credential
+        )
+        client = RecordingClinic(self.stack.clinic.url, credential)
+        self._closers.append(client.aclose)
+        self.clinics[user_id] = client
+        return client
+
+    def connector(self, user_id: str | None = None) -> Connector:
+        return Connector(bus_template(self.stack, user_id or KIOSK), self.clinic(user_id))
+
+    async def record_consent(
+        self, granted: bool = True, expires_at: str | None = None, patient: str = PATIENT
+    ) -> None:
+        await self.clinic().record_consent(patient, granted, expires_at)
+
+    def patient(
+        self, hub: events.EventHub, *, state_dir: Path | None = None, policy: RefreshPolicy | None = None
+    ) -> PatientEndpoint:
+        endpoint = PatientEndpoint(
+            self.connector(),
+            hub,
+            state_dir=state_dir or self.tmp_path / "kiosk",
+            kiosk_id=KIOSK,
+            policy=policy,
+        )
+        self._closers.append(endpoint.aclose)
+        return endpoint
+
+    async def provider(
+        self, hub: events.EventHub, user_id: str = PROVIDER, policy: RefreshPolicy | None = None
+    ) -> ProviderEndpoint:
+        endpoint = ProviderEndpoint(
+            self.connector(user_id),
+            hub,
+            user_id=user_id,
+            department_id=DEPARTMENT,
+            state_dir=self.tmp_path / user_id,
+            policy=policy,
+        )
+        self._closers.append(endpoint.aclose)
+        await endpoint.start()
+        return endpoint
+
+    def raw_bus(self, user_id: str, token: str | None) -> PubNubBus:
+        from dataclasses import replace
+
+        bus = PubNubBus(replace(bus_template(self.stack, user_id), token=token))
+        self._closers.append(bus.aclose)
+        return bus
+
+    async def aclose(self) -> None:
+        for closer in reversed(self._closers):
+            await closer()
+
+
+@pytest.fixture
+async def parts(stack: DevStack, tmp_path: Path) -> AsyncIterator[Parts]:
+    built = Parts(stack, tmp_path)
+    yield built
+    await built.aclose()
+
+
+class LogLines(logging.Handler):
+    """Log records of the consultation modules, to wait for a logged drop or refusal."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self._changed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+        self._changed.set()
+
+    async def wait_line(self, *parts: str, within: float = WAIT) -> str:
+        async def found() -> str:
+            while True:
+                for line in self.lines:
+                    if all(part in line for part in parts):
+                        return line
+                self._changed.clear()
+                await self._changed.wait()
+
+        return await asyncio.wait_for(found(), within)
+
+
+@pytest.fixture
+def log_lines() -> Iterator[LogLines]:
+    handler = LogLines()
+    logger = logging.getLogger("telehealth_client")
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(previous)
