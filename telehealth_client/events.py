@@ -4,8 +4,8 @@ Public API:
 
 - Event dataclasses (frozen; ``kind`` names each for the local API's live stream):
   ``StateChanged``, ``RosterChanged``, ``QueueUpdated``, ``DeviceStatusReported``,
-  ``TokenExpiring``, ``AccessDenied``, ``BusStatusChanged``, and ``Missed`` (delivered only to a
-  subscriber that fell behind).
+  ``TokenExpiring``, ``AccessDenied``, ``BusStatusChanged``, ``SessionClosed``, ``EndpointIdle``,
+  ``InvitationReceived``, and ``Missed`` (delivered only to a subscriber that fell behind).
 - ``EventHub.emit(event)``: synchronous, never blocks and never raises into the emitter. Call it
   from the event loop's thread (every emitter in the agent runs there).
 - ``EventHub.subscribe(max_pending=...)``: an async iterator of events with its own bounded
@@ -96,6 +96,34 @@ class BusStatusChanged:
 
 
 @dataclass(frozen=True)
+class EndpointIdle:
+    """A patient endpoint's consultation is over (``reason``): it is idle under its own ID again."""
+
+    kind: ClassVar[str] = "idle"
+    user_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SessionClosed:
+    """This endpoint left a consultation: ``reason`` completed, cancelled, removed, access-denied..."""
+
+    kind: ClassVar[str] = "session-closed"
+    consultation_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class InvitationReceived:
+    """A provider was invited to another provider's consultation (``CONSULTATION_INVITE``)."""
+
+    kind: ClassVar[str] = "invitation"
+    consultation_id: str
+    invited_by: str
+    role: str
+
+
+@dataclass(frozen=True)
 class Missed:
     """This subscriber fell behind: ``count`` older events were dropped before the next one."""
 
@@ -111,6 +139,9 @@ Event: TypeAlias = (
     | TokenExpiring
     | AccessDenied
     | BusStatusChanged
+    | EndpointIdle
+    | SessionClosed
+    | InvitationReceived
     | Missed
 )
 
