@@ -11,6 +11,12 @@ from typing import Any
 
 from telehealth_client import systemd
 from telehealth_client.config import Role, Settings
+from telehealth_client.consultation.connector import Connector
+from telehealth_client.consultation.patient import PatientEndpoint
+from telehealth_client.consultation.provider import ProviderEndpoint
+from telehealth_client.consultation.session import SessionError
+from telehealth_client.consultation.state_file import StateFileError
+from telehealth_client.events import EventHub
 from telehealth_client.logs import describe_exception
 from telehealth_client.protocol import channels
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange, Subscription
@@ -71,8 +77,17 @@ async def initial_token(settings: Settings) -> str | None:
 NotificationHandler = Callable[[Envelope], Awaitable[None] | None]
 
 
+CONSULTATION_STATE_DIR = "consultation"
+
+
 class Agent:
-    """One kiosk or cart agent. ``start`` then ``aclose``; or ``run`` until a signal."""
+    """One kiosk or cart agent. ``start`` then ``aclose``; or ``run`` until a signal.
+
+    It composes the event hub (``hub``) and the role's endpoint: ``patient`` (a
+    ``PatientEndpoint``: ``check_in``, ``leave``, ``report_devices``) or ``provider`` (a
+    ``ProviderEndpoint``, which owns the provider's bus). A consultation saved in
+    ``state_dir/consultation`` is resumed on start.
+    """
 
     def __init__(self, settings: Settings, *, token: str | None = None) -> None:
         self.settings = settings
@@ -82,6 +97,10 @@ class Agent:
         # Set while the bus is connected; tests and the API wait on it.
         self.connected = asyncio.Event()
         self.notification_listeners: list[NotificationHandler] = []
+        self.hub = EventHub()
+        self.patient: PatientEndpoint | None = None
+        self.provider: ProviderEndpoint | None = None
+        self._connector: Connector | None = None
 
     @property
     def idle(self) -> bool:
@@ -90,17 +109,77 @@ class Agent:
         The clinic grants patient tokens per consultation, so asking for one now could only be
         refused, and subscribing without one only denied and retried forever.
         """
-        return self.settings.role is Role.PATIENT and self._token is None
+        if self.settings.role is not Role.PATIENT:
+            return False
+        return self.patient.idle if self.patient is not None else self._token is None
+
+    def _build_connector(self) -> Connector:
+        credential = self.settings.device_credential
+        clinic = (
+            None
+            if credential is None
+            else ClinicClient(
+                self.settings.clinic_url,
+                credential.get_secret_value(),
+                timeout_seconds=self.settings.request_timeout_seconds,
+            )
+        )
+        return Connector(bus_config(self.settings), clinic)
 
     @property
     def status(self) -> str:
         """One line for systemd's STATUS and the logs: idle, or the pub/sub connection's state."""
         if self.idle:
             return "idle"
+        session = self.patient.session if self.patient is not None else None
+        if session is not None:
+            return f"consultation {session.consultation.state}, pub/sub {session.bus.status}"
         return f"pub/sub {self.bus.status if self.bus is not None else ConnectionStatus.STOPPED}"
 
     async def start(self) -> str:
         """Build and start the parts; returns the status line (systemd's READY carries it)."""
+        if self.settings.role is Role.PROVIDER:
+            await self._start_provider()
+        elif self.settings.role is Role.PATIENT:
+            await self._start_patient()
+        else:
+            await self._start_bus()
+        log.info(
+            "agent started role=%s user=%s status=%s", self.settings.role, self.settings.user_id, self.status
+        )
+        return self.status
+
+    async def _start_provider(self) -> None:
+        self._connector = self._build_connector()
+        self.provider = ProviderEndpoint(
+            self._connector,
+            self.hub,
+            user_id=self.settings.user_id,
+            department_id=self.settings.department_id,
+            state_dir=self.settings.state_dir / CONSULTATION_STATE_DIR,
+        )
+        self.provider.notification_listeners.append(self._on_notification)
+        self.bus = self.provider.bus
+        self.bus.add_status_listener(self._on_bus_status)
+        await self.provider.start()
+
+    async def _start_patient(self) -> None:
+        await self._start_bus()
+        self._connector = self._build_connector()
+        self.patient = PatientEndpoint(
+            self._connector,
+            self.hub,
+            state_dir=self.settings.state_dir / CONSULTATION_STATE_DIR,
+            kiosk_id=self.settings.user_id,
+        )
+        if self._connector.has_clinic:
+            try:
+                await self.patient.resume()
+            except (ClinicError, SessionError, StateFileError) as exc:
+                # Kept on disk: the next start tries again; the kiosk stays usable meanwhile.
+                log.error("saved consultation not resumed error=%s", type(exc).__name__)
+
+    async def _start_bus(self) -> None:
         if self._token is None and not self.idle:
             self._token = await initial_token(self.settings)
         self.bus = PubNubBus(bus_config(self.settings, token=self._token))
@@ -109,10 +188,6 @@ class Agent:
             self._notifications = await self.bus.subscribe(
                 [channels.notification(self.settings.user_id)], self._on_notification
             )
-        log.info(
-            "agent started role=%s user=%s status=%s", self.settings.role, self.settings.user_id, self.status
-        )
-        return self.status
 
     def _on_bus_status(self, change: StatusChange) -> None:
         if change.status == ConnectionStatus.CONNECTED:
@@ -131,6 +206,17 @@ class Agent:
 
     async def aclose(self) -> None:
         """Stop in reverse order of start. Safe to call twice or after a failed start."""
+        if self.patient is not None:
+            await self.patient.aclose()
+            self.patient = None
+        if self.provider is not None:
+            await self.provider.aclose()
+            self.provider = None
+            self.bus = None
+        if self._connector is not None:
+            await self._connector.aclose()
+            self._connector = None
+        self.hub.close()
         if self._notifications is not None:
             await self._notifications.close()
             self._notifications = None

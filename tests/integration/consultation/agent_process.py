@@ -1,0 +1,89 @@
+"""A real Agent in its own process, for tests that SIGKILL it: settings from ``TELEHEALTH_*``,
+JSON-line commands on stdin, JSON-line events on stdout.
+
+Commands: ``{"cmd": "check-in", "appointmentId", "patientId", "providerId", "departmentId"}``,
+``{"cmd": "leave"}``, ``{"cmd": "devices", "camera", "microphone", "speaker", "network"}``,
+``{"cmd": "status"}``. Each is answered with ``{"reply": cmd, "ok": bool, ...}``. Every hub event
+is printed as ``{"event": kind, ...}``; ``{"event": "started", "status": ...}`` once started.
+Logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import sys
+from typing import Any
+
+from telehealth_client.agent import Agent
+from telehealth_client.config import load_settings
+from telehealth_client.consultation.patient import DeviceReport
+from telehealth_client.events import Event
+
+
+def emit(line: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(line, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def describe(event: Event) -> dict[str, Any]:
+    fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}  # type: ignore[arg-type]
+    return {"event": event.kind, **fields}
+
+
+async def forward(agent: Agent) -> None:
+    async with agent.hub.subscribe(max_pending=10_000) as stream:
+        async for event in stream:
+            emit(describe(event))
+
+
+async def command(agent: Agent, request: dict[str, Any]) -> dict[str, Any]:
+    patient = agent.patient
+    assert patient is not None
+    cmd = request.get("cmd")
+    if cmd == "check-in":
+        await patient.check_in(
+            appointment_id=request["appointmentId"],
+            patient_id=request["patientId"],
+            provider_id=request["providerId"],
+            department_id=request["departmentId"],
+        )
+    elif cmd == "leave":
+        await patient.leave()
+    elif cmd == "devices":
+        fields = ("camera", "microphone", "speaker", "network")
+        await patient.report_devices(DeviceReport(**{name: request[name] for name in fields}))
+    elif cmd != "status":
+        raise ValueError(f"cmd: unknown command {cmd!r}")
+    session = patient.session
+    consultation = session.consultation if session is not None else None
+    return {
+        "state": None if consultation is None else str(consultation.state),
+        "queuePosition": None if consultation is None else consultation.queue_position,
+        "lastTimetoken": None if consultation is None else consultation.last_timetoken,
+        "idle": patient.idle,
+    }
+
+
+async def main() -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+    agent = Agent(load_settings())
+    forwarder = asyncio.create_task(forward(agent))
+    try:
+        emit({"event": "started", "status": await agent.start()})
+        while line := await asyncio.to_thread(sys.stdin.readline):
+            request = json.loads(line)
+            try:
+                emit({"reply": request.get("cmd"), "ok": True, **await command(agent, request)})
+            except Exception as exc:
+                emit({"reply": request.get("cmd"), "ok": False, "error": str(exc)})
+    finally:
+        await agent.aclose()
+        forwarder.cancel()
+        await asyncio.gather(forwarder, return_exceptions=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
