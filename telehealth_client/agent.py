@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from telehealth_client import systemd
@@ -16,11 +17,12 @@ from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.consultation.session import SessionError
 from telehealth_client.consultation.state_file import StateFileError
-from telehealth_client.events import EventHub
+from telehealth_client.events import AccessDenied, EventHub, TokenExpiring
 from telehealth_client.logs import describe_exception
 from telehealth_client.protocol import channels
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange, Subscription
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
+from telehealth_client.security import tokens
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
 
 log = logging.getLogger(__name__)
@@ -50,30 +52,6 @@ def bus_config(settings: Settings, *, token: str | None = None) -> BusConfig:
     )
 
 
-async def initial_token(settings: Settings) -> str | None:
-    """An Access Manager token from the clinic backend when a device credential is configured.
-
-    Without one the agent still starts: the bus reports access-denied and retries. Not for an
-    idle patient kiosk: the clinic grants patient tokens per consultation, at check-in.
-    """
-    if settings.device_credential is None:
-        return None
-    client = ClinicClient(
-        settings.clinic_url,
-        settings.device_credential.get_secret_value(),
-        timeout_seconds=settings.request_timeout_seconds,
-    )
-    try:
-        grant = await client.request_token(settings.user_id, str(settings.role))
-    except ClinicError as exc:
-        log.warning("no access token yet: %s", exc)
-        return None
-    finally:
-        await client.aclose()
-    log.info("access token granted ttl_minutes=%d", grant.ttl_minutes)
-    return grant.token
-
-
 NotificationHandler = Callable[[Envelope], Awaitable[None] | None]
 
 
@@ -85,7 +63,8 @@ class Agent:
 
     It composes the event hub (``hub``) and the role's endpoint: ``patient`` (a
     ``PatientEndpoint``: ``check_in``, ``leave``, ``report_devices``) or ``provider`` (a
-    ``ProviderEndpoint``, which owns the provider's bus). A consultation saved in
+    ``ProviderEndpoint``, which owns the provider's bus) or ``nurse`` (its standing token, kept
+    fresh, and its notification channel). A consultation saved in
     ``state_dir/consultation`` is resumed on start.
     """
 
@@ -101,6 +80,7 @@ class Agent:
         self.patient: PatientEndpoint | None = None
         self.provider: ProviderEndpoint | None = None
         self._connector: Connector | None = None
+        self._keeper: tokens.TokenKeeper | None = None
 
     @property
     def idle(self) -> bool:
@@ -143,7 +123,7 @@ class Agent:
         elif self.settings.role is Role.PATIENT:
             await self._start_patient()
         else:
-            await self._start_bus()
+            await self._start_nurse()
         log.info(
             "agent started role=%s user=%s status=%s", self.settings.role, self.settings.user_id, self.status
         )
@@ -179,9 +159,32 @@ class Agent:
                 # Kept on disk: the next start tries again; the kiosk stays usable meanwhile.
                 log.error("saved consultation not resumed error=%s", type(exc).__name__)
 
+    async def _start_nurse(self) -> None:
+        """A nurse's cart: its standing token (for its department), kept fresh like a provider's."""
+        self._connector = self._build_connector()
+        if self._token is not None or not self._connector.has_clinic:
+            await self._start_bus()  # a token given, or a relay without Access Manager
+            return
+        user_id = self.settings.user_id
+        self.bus = self._connector.bus(user_id)
+        self.bus.add_status_listener(self._on_bus_status)
+        request = tokens.TokenRequest(user_id, "nurse", {"departmentId": self.settings.department_id})
+        self._keeper = tokens.TokenKeeper(self._connector.clinic, self.bus, request, self._on_token_event)
+        # Refused or unreachable: start fails naming the clinic's reason (systemd restarts the
+        # service later) instead of subscribing without a token and being denied forever.
+        await self._keeper.start()
+        self._notifications = await self.bus.subscribe(
+            [channels.notification(user_id)], self._on_notification
+        )
+
+    def _on_token_event(self, event: tokens.TokenEvent) -> None:
+        if isinstance(event, tokens.TokenExpiring):
+            expires = datetime.now(UTC).timestamp() + event.seconds_left
+            self.hub.emit(TokenExpiring(datetime.fromtimestamp(expires, UTC)))
+        elif isinstance(event, tokens.TokenAccessDenied):
+            self.hub.emit(AccessDenied(event.source))
+
     async def _start_bus(self) -> None:
-        if self._token is None and not self.idle:
-            self._token = await initial_token(self.settings)
         self.bus = PubNubBus(bus_config(self.settings, token=self._token))
         self.bus.add_status_listener(self._on_bus_status)
         if not self.idle:
@@ -213,6 +216,9 @@ class Agent:
             await self.provider.aclose()
             self.provider = None
             self.bus = None
+        if self._keeper is not None:
+            await self._keeper.aclose()
+            self._keeper = None
         if self._connector is not None:
             await self._connector.aclose()
             self._connector = None
