@@ -44,6 +44,27 @@ def build_parser() -> argparse.ArgumentParser:
         "across restarts (default: a fresh temporary directory, removed at exit)",
     )
 
+    demo = commands.add_parser(
+        "demo",
+        help="run a whole consultation on the development stack and print each step (exit 0 passed, "
+        "1 a step failed)",
+    )
+    demo.add_argument("--verbose", action="store_true", help="show the agents' logs (INFO); default WARNING")
+    demo.add_argument("--json", action="store_true", help="one JSON object per step on stdout")
+    demo.add_argument(
+        "--step-timeout",
+        type=_step_timeout,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long one step may take before the demo fails naming it (default 10)",
+    )
+    demo.add_argument(
+        "--skip-consent",
+        action="store_true",
+        help="record no consent for the patient: the clinic refuses check-in (consent: missing) and the "
+        "demo exits 1 naming the check-in step; shows how a failed step is reported",
+    )
+
     from devices.cli import add_check_devices_arguments
 
     check = commands.add_parser(
@@ -56,6 +77,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="TOML settings: default devices and thresholds (default: $TELEHEALTH_CONFIG)",
     )
     return parser
+
+
+MAX_STEP_TIMEOUT_SECONDS = 300.0
+
+
+def _step_timeout(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not 0 < seconds <= MAX_STEP_TIMEOUT_SECONDS:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(
+            f"must be above 0 and at most {MAX_STEP_TIMEOUT_SECONDS:g} seconds, got {text!r}"
+        )
+    return seconds
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from telehealth_client.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        step_timeout_seconds=args.step_timeout, json_lines=args.json, skip_consent=args.skip_consent
+    )
+    try:
+        return run_demo(options, verbose=args.verbose)
+    except KeyboardInterrupt:
+        print("telehealth-agent: demo: interrupted", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def _run_agent(config: Path | None) -> int:
@@ -203,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_agent(args.config)
     if args.command == "devstack":
         return _run_devstack(args.env_file, args.open_access, args.state_dir)
+    if args.command == "demo":
+        return _run_demo(args)
     if args.command == "check-devices":
         return _check_devices(args)
     return EXIT_USAGE

@@ -1,0 +1,45 @@
+"""``telehealth-agent demo``: a whole consultation on the development stack, in one process.
+
+The relay (Access Manager enforced), coturn and the clinic stand-in start in-process; a patient
+kiosk, a provider and a specialist, each a real endpoint on its own encrypted ``PubNubBus`` with
+real clinic tokens, then run a consultation step by step (``steps.STEPS``): consent, check-in,
+two queue updates, join, start, a specialist invited, joining and removed (its revoked token
+refused), wrap-up and end with the summary. Each step prints one line: the time since start and
+what each agent saw, taken from that agent's own ``EventHub``.
+
+FOR DEVELOPMENT AND NEWCOMERS: nothing here runs in production.
+
+Public API:
+
+- ``DemoOptions`` (``runner``); ``run_demo(options, verbose=False) -> int``: configures logging
+  (WARNING unless ``verbose``; on stderr with JSON lines, so stdout stays machine-readable), runs
+  the steps with a fresh temporary state directory (removed at exit) and returns the exit code:
+  0 passed, 1 a step failed (named on stderr).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from telehealth_client import logs
+from telehealth_client.demo.runner import DemoOptions, run_steps
+
+__all__ = ["DemoOptions", "run_demo"]
+
+
+def run_demo(options: DemoOptions, *, verbose: bool = False) -> int:
+    logs.configure("INFO" if verbose else "WARNING", "kv")
+    if options.json_lines:
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(sys.stderr)
+    state_dir = Path(tempfile.mkdtemp(prefix="telehealth-demo-"))
+    try:
+        return asyncio.run(run_steps(options, state_dir))
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)

@@ -1,0 +1,196 @@
+"""The demo's cast: the development stack and three agents on it, built and closed in order.
+
+The stack (relay enforcing Access Manager, coturn, the clinic stand-in) runs in this process with
+two providers of one department. Each agent is the real endpoint with its own ``EventHub``, its
+own ``PubNubBus`` (encrypted with the stack's cipher key) and its own clinic client holding its
+own device credential: the kiosk (patient endpoint, idle until check-in), the consultation's
+provider and a specialist. Each agent's hub is watched by a ``Witness``.
+
+Public API:
+
+- ``Cast(state_dir)``: ``await start_stack()``, ``await start_agents()``, ``await aclose()``
+  (agents, then the stack; safe after a failed start).
+- ``stack``, ``patient``, ``provider``, ``specialist``, ``witnesses`` (by agent name),
+  ``kiosk_clinic`` (the kiosk's credential: records consent), ``specialist_clinic`` (remembers
+  the tokens it was given for a consultation, in memory only).
+- ``bus(user_id, token)``: a further bus on the stack, closed with the cast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Final
+
+from telehealth_client import events
+from telehealth_client.consultation.connector import Connector
+from telehealth_client.consultation.patient import PatientEndpoint
+from telehealth_client.consultation.provider import ProviderEndpoint
+from telehealth_client.demo.witness import Witness
+from telehealth_client.devstack.stack import DevStack
+from telehealth_client.protocol import channels
+from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
+from telehealth_client.security.clinic_client import ClinicClient, TokenGrant
+
+PROVIDER: Final = "dr-demo"
+SPECIALIST: Final = "dr-specialist"
+DEPARTMENT: Final = "er"
+KIOSK: Final = "kiosk-demo"
+PATIENT: Final = "pat-demo"
+APPOINTMENT: Final = "appt-demo"
+CONSULTATION: Final = channels.consultation(PROVIDER, PATIENT)
+
+
+class RememberingClinic(ClinicClient):
+    """The clinic client, keeping the tokens granted for a consultation (to show one revoked).
+
+    Kept in memory only; never printed or logged.
+    """
+
+    def __init__(self, base_url: str, device_credential: str) -> None:
+        super().__init__(base_url, device_credential)
+        self._consultation_tokens: dict[str, str] = {}
+
+    async def request_token(self, user_id: str, role: str, **context: str | None) -> TokenGrant:
+        grant = await super().request_token(user_id, role, **context)
+        consultation = context.get("consultationChannel")
+        if consultation is not None:
+            self._consultation_tokens[consultation] = grant.token
+        return grant
+
+    def consultation_token(self, consultation_id: str) -> str | None:
+        return self._consultation_tokens.get(consultation_id)
+
+
+class Cast:
+    def __init__(self, state_dir: Path) -> None:
+        self._state_dir = state_dir
+        self.stack = DevStack(providers=(PROVIDER, SPECIALIST))
+        self._stack_started = False
+        self.witnesses: dict[str, Witness] = {}
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._patient: PatientEndpoint | None = None
+        self._provider: ProviderEndpoint | None = None
+        self._specialist: ProviderEndpoint | None = None
+        self._kiosk_clinic: ClinicClient | None = None
+        self._specialist_clinic: RememberingClinic | None = None
+
+    # -- the parts, once started ---------------------------------------------------------------------
+
+    @property
+    def patient(self) -> PatientEndpoint:
+        assert self._patient is not None, "agents not started"
+        return self._patient
+
+    @property
+    def provider(self) -> ProviderEndpoint:
+        assert self._provider is not None, "agents not started"
+        return self._provider
+
+    @property
+    def specialist(self) -> ProviderEndpoint:
+        assert self._specialist is not None, "agents not started"
+        return self._specialist
+
+    @property
+    def kiosk_clinic(self) -> ClinicClient:
+        assert self._kiosk_clinic is not None, "agents not started"
+        return self._kiosk_clinic
+
+    @property
+    def specialist_clinic(self) -> RememberingClinic:
+        assert self._specialist_clinic is not None, "agents not started"
+        return self._specialist_clinic
+
+    # -- start and stop -----------------------------------------------------------------------------
+
+    async def start_stack(self) -> None:
+        await self.stack.start()
+        self._stack_started = True
+
+    async def start_agents(self) -> None:
+        """The kiosk (idle: no token, no bus), then the provider and the specialist (standing
+        tokens, subscribed and connected when this returns)."""
+        self._kiosk_clinic = self._clinic(self.stack.keys.kiosk_credential)
+        self._patient = PatientEndpoint(
+            Connector(self._template(KIOSK), self._kiosk_clinic),
+            self._hub("patient"),
+            state_dir=self._state_dir / KIOSK,
+            kiosk_id=KIOSK,
+        )
+        self._closers.append(self._patient.aclose)
+        self._provider = await self._start_provider(
+            "provider", PROVIDER, self._clinic(self.stack.users[PROVIDER].credential)
+        )
+        self._specialist_clinic = RememberingClinic(self._clinic_url, self.stack.users[SPECIALIST].credential)
+        self._closers.append(self._specialist_clinic.aclose)
+        self._specialist = await self._start_provider("specialist", SPECIALIST, self._specialist_clinic)
+
+    async def _start_provider(self, name: str, user_id: str, clinic: ClinicClient) -> ProviderEndpoint:
+        endpoint = ProviderEndpoint(
+            Connector(self._template(user_id), clinic),
+            self._hub(name),
+            user_id=user_id,
+            department_id=self.stack.users[user_id].department_id,
+            state_dir=self._state_dir / user_id,
+        )
+        self._closers.append(endpoint.aclose)
+        await endpoint.start()
+        return endpoint
+
+    def bus(self, user_id: str, token: str | None) -> PubNubBus:
+        bus = PubNubBus(replace(self._template(user_id), token=token))
+        self._closers.append(bus.aclose)
+        return bus
+
+    async def aclose(self) -> None:
+        """Everything built, newest first, then the stack; every closer runs even if one fails."""
+        failure: BaseException | None = None
+        for closer in reversed(self._closers):
+            try:
+                await closer()
+            except Exception as exc:
+                failure = failure or exc
+        self._closers.clear()
+        if self._stack_started:
+            self._stack_started = False
+            await self.stack.stop()
+        if failure is not None:
+            raise failure
+
+    # -- building -----------------------------------------------------------------------------------
+
+    @property
+    def _clinic_url(self) -> str:
+        assert self.stack.clinic is not None, "stack not started"
+        return self.stack.clinic.url
+
+    def _clinic(self, credential: str) -> ClinicClient:
+        client = ClinicClient(self._clinic_url, credential)
+        self._closers.append(client.aclose)
+        return client
+
+    def _hub(self, name: str) -> events.EventHub:
+        hub = events.EventHub()
+        witness = Witness(name, hub)
+        self.witnesses[name] = witness
+
+        async def close() -> None:
+            await witness.aclose()
+            hub.close()
+
+        self._closers.append(close)
+        return hub
+
+    def _template(self, user_id: str) -> BusConfig:
+        env = self.stack.agent_environment()
+        return BusConfig(
+            user_id=user_id,
+            subscribe_key=env["TELEHEALTH_SUBSCRIBE_KEY"],
+            publish_key=env["TELEHEALTH_PUBLISH_KEY"],
+            origin=env["TELEHEALTH_ORIGIN"],
+            ssl=False,
+            cipher_key=env["TELEHEALTH_CIPHER_KEY"],
+            request_timeout_seconds=5.0,
+        )

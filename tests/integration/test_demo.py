@@ -1,0 +1,158 @@
+"""``telehealth-agent demo`` as a newcomer runs it: a real process, the real stack inside it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+AGENT = [sys.executable, "-m", "telehealth_client"]
+WITHIN = 60.0  # the whole demo takes about a second; this only stops a hung one
+
+# Each step, in order, with what each agent must have said it saw.
+EXPECTED: list[tuple[str, list[str]]] = [
+    ("stack", ["stack: relay 127.0.0.1:"]),
+    (
+        "agents",
+        [
+            "provider: dr-demo connected, standing token",
+            "specialist: dr-specialist connected, standing token",
+            "patient: kiosk-demo idle (no token, no subscription)",
+        ],
+    ),
+    ("consent", ["clinic: telehealth consent of pat-demo granted"]),
+    ("check-in", ["patient: checked-in", "provider: patient pat-demo in queue (position 1)"]),
+    ("queue update 1", ["patient: position 1, ~0 min wait", "provider: sent position 1"]),
+    ("queue update 2", ["patient: position 1, ~0 min wait", "provider: sent position 1"]),
+    ("join", ["patient: connecting", "provider: connecting"]),
+    ("start", ["patient: in-progress", "provider: in-progress"]),
+    (
+        "invite specialist",
+        [
+            "specialist: invited by dr-demo as specialist",
+            "patient: dr-specialist invited as specialist",
+            "provider: dr-specialist invited as specialist",
+        ],
+    ),
+    (
+        "specialist joins",
+        [
+            "specialist: joined, consultation in-progress",
+            "patient: dr-specialist joined as specialist",
+            "provider: dr-specialist joined as specialist",
+        ],
+    ),
+    (
+        "remove specialist",
+        [
+            "patient: dr-specialist removed as specialist",
+            "provider: dr-specialist removed as specialist, 1 token(s) revoked",
+            "specialist: left the consultation (removed)",
+        ],
+    ),
+    ("revoked token", ["specialist: PROVIDER_JOINED with its consultation token refused (HTTP 403)"]),
+    ("wrap-up", ["patient: wrapping-up", "provider: wrapping-up"]),
+    (
+        "end",
+        [
+            "patient: completed, 1 min, follow-up required",
+            "provider: completed",
+            "patient: kiosk-demo idle again",
+        ],
+    ),
+]
+STEP_LINE = re.compile(r"^  \+(?P<elapsed>\d+\.\d{3})s  (?P<name>.{20})(?P<seen>.*)$")
+
+# What must never be printed: the development keyset's keys and credentials, Access Manager
+# tokens and the cipher key (random per run, so caught by shape: long opaque strings).
+SECRET_PREFIXES = ("sec-c-", "pub-c-", "sub-c-", "dev-kiosk-", "dev-provider-", "dev-auditor-")
+OPAQUE = re.compile(r"[A-Za-z0-9_+/=-]{32,}")
+
+
+async def demo(*args: str) -> tuple[int, str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
+    proc = await asyncio.create_subprocess_exec(
+        *AGENT,
+        "demo",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), WITHIN)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+def step_lines(out: str) -> list[tuple[float, str, str]]:
+    found = []
+    for line in out.splitlines():
+        if (match := STEP_LINE.match(line)) is not None:
+            found.append((float(match["elapsed"]), match["name"].strip(), match["seen"]))
+    return found
+
+
+def assert_no_secret(text: str) -> None:
+    for prefix in SECRET_PREFIXES:
+        assert prefix not in text
+    assert OPAQUE.findall(text) == []
+
+
+async def test_demo_runs_the_consultation_step_by_step_with_who_saw_each_step() -> None:
+    code, out, err = await demo()
+    assert code == 0, out + err
+    steps = step_lines(out)
+    assert [name for _, name, _ in steps] == [name for name, _ in EXPECTED]
+    for (_, name, seen), (_, expected) in zip(steps, EXPECTED, strict=True):
+        for fragment in expected:
+            assert fragment in seen, f"step {name}: {fragment!r} not in {seen!r}"
+    elapsed = [at for at, _, _ in steps]
+    assert elapsed == sorted(elapsed)
+    assert out.splitlines()[-1].startswith(f"demo passed: {len(EXPECTED)} steps in ")
+    assert_no_secret(out + err)
+
+
+async def test_json_lines_with_the_agents_logs_hold_every_step_and_no_secret() -> None:
+    code, out, err = await demo("--json", "--verbose")
+    assert code == 0, out + err
+    records = [json.loads(line) for line in out.splitlines()]  # stdout is JSON lines only
+    *steps, result = records
+    assert [record["step"] for record in steps] == [name for name, _ in EXPECTED]
+    assert all(record["ok"] is True and record["seen"] for record in steps)
+    check_in = next(record for record in steps if record["step"] == "check-in")
+    assert ["patient", "checked-in"] in check_in["seen"]
+    assert result["result"] == "passed" and result["steps"] == len(EXPECTED)
+    assert "level=info" in err  # --verbose: the agents' logs, on stderr
+    assert_no_secret(out + err)
+
+
+async def test_a_failed_step_is_named_and_exits_1() -> None:
+    # --skip-consent records no consent: the clinic refuses the patient's token at check-in.
+    code, out, err = await demo("--skip-consent")
+    assert code == 1
+    assert err.strip().splitlines()[-1] == (
+        "telehealth-agent: demo: step check-in failed: check-in refused: consent: missing"
+    )
+    steps = step_lines(out)
+    assert [name for _, name, _ in steps] == ["stack", "agents", "consent", "check-in"]
+    assert steps[-1][2] == "FAILED: check-in refused: consent: missing"
+    assert "demo passed" not in out
+    assert_no_secret(out + err)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "soon", "301"])
+async def test_a_bad_step_timeout_is_a_usage_error_naming_the_option(value: str) -> None:
+    code, out, err = await demo("--step-timeout", value)
+    assert code == 2
+    assert "argument --step-timeout: must be" in err
+    assert out == ""
