@@ -213,6 +213,7 @@ class PubNubBus:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._heartbeat_now = asyncio.Event()
         self._faults = FaultReporter(config.origin, repeat_seconds=config.fault_log_interval_seconds)
+        self._token_changed = False
         self._closed = False
 
     # -- state ---------------------------------------------------------------------------------
@@ -238,9 +239,10 @@ class PubNubBus:
         self._status_listeners.append(listener)
         return lambda: self._status_listeners.remove(listener)
 
-    def _announce(self, change: StatusChange) -> None:
-        # Announced only when the status itself changes, like aiortc's connection states.
-        if change.status == self._status:
+    def _announce(self, change: StatusChange, *, again: bool = False) -> None:
+        # Announced only when the status itself changes, like aiortc's connection states;
+        # ``again``: the same status is news (a new token refused like the old one).
+        if change.status == self._status and not again:
             return
         if self._status == ConnectionStatus.FAILED and change.status != ConnectionStatus.STOPPED:
             return  # a loop has ended: whatever the others see, nothing is delivered any more
@@ -254,6 +256,9 @@ class PubNubBus:
 
     def set_token(self, token: str | None) -> None:
         self._pubnub.set_token(token)
+        # The next poll's refusal, if any, is about this token: it is announced even when the
+        # status already says access-denied (the token keeper waits for that verdict).
+        self._token_changed = True
         # A new token may unlock a subscribe that was refused: try again now, not after back-off.
         self._changed.set()
 
@@ -464,6 +469,8 @@ class PubNubBus:
         """One request of the subscribe loop; returns the consecutive failure count after it."""
         channels = sorted(self._subscribed_channels(presence=True))
         self._changed.clear()
+        # Taken with the clear: a token set after this point interrupts this poll (or its back-off).
+        new_token, self._token_changed = self._token_changed, False
         if not channels:
             # A later subscribe starts from now, as the SDKs do: resuming an old cursor
             # would replay stale messages (an old offer or end-call) as new.
@@ -484,7 +491,8 @@ class PubNubBus:
         if envelope is None:
             return failures  # the channel set changed: ask again with the same cursor
         if envelope.is_error():
-            return await self._failed(failures + 1, _failure("subscribe", envelope), classify(envelope))
+            error = _failure("subscribe", envelope)
+            return await self._failed(failures + 1, error, classify(envelope), new_token=new_token)
         answer = None
         if not handshake:
             try:
@@ -503,7 +511,9 @@ class PubNubBus:
             self._timetoken, self._region = answer.timetoken, answer.region
         return 0
 
-    async def _failed(self, failures: int, error: BusError | None, kind: str) -> int:
+    async def _failed(
+        self, failures: int, error: BusError | None, kind: str, *, new_token: bool = False
+    ) -> int:
         denied = isinstance(error, AccessDeniedError)
         if denied:
             self._faults.succeeded()  # the origin answered: a token problem, not a connection fault
@@ -512,7 +522,7 @@ class PubNubBus:
         status = ConnectionStatus.ACCESS_DENIED if denied else ConnectionStatus.RECONNECTING
         reason = error.reason if error is not None else kind
         log.debug("bus subscribe failed failures=%d error=%s", failures, kind)
-        self._announce(StatusChange(status, reason=reason, failures=failures))
+        self._announce(StatusChange(status, reason=reason, failures=failures), again=denied and new_token)
         await self._back_off(failures)
         return failures
 

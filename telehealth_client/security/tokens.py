@@ -151,6 +151,8 @@ class RefreshPolicy:
     retry_min_seconds: float = 1.0
     retry_max_seconds: float = 60.0
     # After the one refresh a refused subscription gets: how long the bus has to connect with it.
+    # A backstop: the bus announces access-denied again when the new token is refused too, and
+    # that announcement brings the verdict at once.
     denial_grace_seconds: float = 30.0
 
     def __post_init__(self) -> None:
