@@ -3,6 +3,11 @@ SDK in Node (``tests/js/peer.mjs``) as the provider's browser app.
 
 The Node peer is a subprocess spoken to in JSON lines (see ``peer.mjs``). Tests wait for its events
 with a timeout, never a sleep, and the fixture always ends the process.
+
+``stack``, ``parts`` and ``js_provider``: the whole development column (``DevStack``: the relay
+enforcing Access Manager, coturn, the clinic stand-in), Python patient endpoints built on it as in
+``tests/integration/consultation``, and ``tests/js/provider.mjs``, a provider app written from
+PROTOCOL.md on the JS SDK that fetches its own standing token from the clinic.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ from pubnub.models.consumer.v3.channel import Channel
 
 from telehealth_client.devstack.relay import Relay
 from telehealth_client.devstack.relay.client import sdk_client
+from telehealth_client.devstack.stack import DevStack
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, PresenceEvent, StatusChange
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
+
+from ..consultation.conftest import Parts
 
 PUBLISH_KEY = "pub-c-interop-test"
 SUBSCRIBE_KEY = "sub-c-interop-test"
@@ -35,6 +43,7 @@ WAIT = 4.0  # seconds; the bound on anything that should happen at once (a busy 
 
 JS_DIR = Path(__file__).resolve().parents[2] / "js"
 PEER_SCRIPT = JS_DIR / "peer.mjs"
+PROVIDER_SCRIPT = JS_DIR / "provider.mjs"
 # PubNub JavaScript SDK 12 declares Node >= 22 (it sends through undici 7 and AbortSignal.any).
 MIN_NODE = (22, 0, 0)
 
@@ -265,6 +274,21 @@ def node() -> str:
     return node
 
 
+async def start_node(node: str, script: Path, env: dict[str, str]) -> JsPeer:
+    """``script`` in Node with only ``env`` (and PATH): configuration never goes on the command line."""
+    process = await asyncio.create_subprocess_exec(
+        node,
+        str(script),
+        cwd=JS_DIR,
+        env={"PATH": os.environ.get("PATH", ""), **env},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        limit=1024 * 1024,  # one event per line; a fetch answer with offers in it is long
+    )
+    return JsPeer(process)
+
+
 @pytest.fixture
 async def js_peer(relay: Relay, node: str) -> AsyncIterator[PeerFactory]:
     """``await js_peer(user_id, token=...)``: a started Node peer on the relay; killed after the test."""
@@ -272,7 +296,6 @@ async def js_peer(relay: Relay, node: str) -> AsyncIterator[PeerFactory]:
 
     async def start(user_id: str, *, token: str | None = None) -> JsPeer:
         env = {
-            "PATH": os.environ.get("PATH", ""),
             "PEER_ORIGIN": relay.origin,
             "PEER_PUBLISH_KEY": PUBLISH_KEY,
             "PEER_SUBSCRIBE_KEY": SUBSCRIBE_KEY,
@@ -281,17 +304,7 @@ async def js_peer(relay: Relay, node: str) -> AsyncIterator[PeerFactory]:
         }
         if token is not None:
             env["PEER_TOKEN"] = token
-        process = await asyncio.create_subprocess_exec(
-            node,
-            str(PEER_SCRIPT),
-            cwd=JS_DIR,
-            env=env,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            limit=1024 * 1024,  # one event per line; a fetch answer with offers in it is long
-        )
-        peer = JsPeer(process)
+        peer = await start_node(node, PEER_SCRIPT, env)
         peers.append(peer)
         await peer.event(lambda e: e["event"] == "ready", within=2 * WAIT)  # Node starts in ~0.4 s
         return peer
@@ -300,3 +313,55 @@ async def js_peer(relay: Relay, node: str) -> AsyncIterator[PeerFactory]:
         yield start
     finally:
         await asyncio.gather(*(peer.close() for peer in peers))
+
+
+# -- the whole development column: a JS provider app and Python patients ---------------------------
+
+JS_PROVIDER = "dr-rivera"  # the provider app on the JS SDK; a provider in the stack's directory
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[DevStack]:
+    async with DevStack(providers=(JS_PROVIDER,)) as running:
+        yield running
+
+
+@pytest.fixture
+async def parts(stack: DevStack, tmp_path: Path) -> AsyncIterator[Parts]:
+    """Python patient endpoints on the stack (``parts.patient(hub)``), closed after the test."""
+    built = Parts(stack, tmp_path)
+    yield built
+    await built.aclose()
+
+
+@pytest.fixture
+async def js_provider(stack: DevStack, node: str) -> AsyncIterator[PeerFactory]:
+    """``await js_provider(user_id)``: ``provider.mjs`` for one of the stack's providers, returned once
+    it holds its standing token, is subscribed and has read its waiting room; ended after the test."""
+    providers: list[JsPeer] = []
+
+    async def start(user_id: str = JS_PROVIDER) -> JsPeer:
+        settings = stack.agent_environment(user_id)  # the provider cart's own credential and department
+        provider = await start_node(
+            node,
+            PROVIDER_SCRIPT,
+            {
+                "PEER_ORIGIN": settings["TELEHEALTH_ORIGIN"],
+                "PEER_PUBLISH_KEY": settings["TELEHEALTH_PUBLISH_KEY"],
+                "PEER_SUBSCRIBE_KEY": settings["TELEHEALTH_SUBSCRIBE_KEY"],
+                "PEER_CIPHER_KEY": settings["TELEHEALTH_CIPHER_KEY"],
+                "PEER_USER_ID": user_id,
+                "PEER_DEPARTMENT_ID": settings["TELEHEALTH_DEPARTMENT_ID"],
+                "PEER_CLINIC_URL": settings["TELEHEALTH_CLINIC_URL"],
+                "PEER_CLINIC_CREDENTIAL": settings["TELEHEALTH_DEVICE_CREDENTIAL"],
+            },
+        )
+        providers.append(provider)
+        started = await provider.event(lambda e: e["event"] in ("ready", "fatal"), within=3 * WAIT)
+        assert started["event"] == "ready", started
+        return provider
+
+    try:
+        yield start
+    finally:
+        await asyncio.gather(*(provider.close() for provider in providers))
