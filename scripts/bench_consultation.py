@@ -1,0 +1,249 @@
+"""Consultation benchmark on the development stack, next to the bare bus in the same run.
+
+Prints JSON:
+- ``check_in_to_provider_ms``: the patient's ``check_in`` call (clinic token, consent read,
+  subscribe, publish) until the provider's hub reports the consultation checked in;
+- ``join_to_patient_connecting_ms``: the provider's ``join`` call until the patient's hub reports
+  ``connecting``;
+- ``device_status_publish_to_applied_ms``: a ``DEVICE_STATUS`` report from the patient (legal in
+  any open state, so it repeats) until the provider's hub reports it applied (decoded, checked,
+  transitioned, state file written, emitted);
+- ``bare_bus_publish_to_handler_ms``: the same payload between two plain ``PubNubBus`` clients
+  (a patient token and the provider's standing token) on the same relay, as the baseline.
+
+Everything is real: the relay enforcing Access Manager, clinic tokens, encryption, the endpoints
+of ``telehealth_client.demo.cast``. Lifecycle and bare samples alternate one by one, so both see
+the same machine load; each is one message in flight at a time. A lifecycle sample ends when the
+provider's hub subscriber holds the event (what the local API's live stream would see); a bare
+one when the receiving bus calls its handler. Every applied message writes the state file with
+fsync, so ``--state-dir`` (for instance on tmpfs, ``/dev/shm``) shows what the disk costs.
+
+    .venv/bin/python scripts/bench_consultation.py [--rounds 5] [--messages 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from telehealth_client import events, logs
+from telehealth_client.consultation.patient import DeviceReport
+from telehealth_client.consultation.session import now
+from telehealth_client.demo.cast import DEPARTMENT, PROVIDER, Cast
+from telehealth_client.demo.witness import Witness
+from telehealth_client.protocol import channels
+from telehealth_client.protocol.messages import ConsultationState, DeviceStatus, encode
+from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
+from telehealth_client.pubsub.pubnub_bus import PubNubBus
+from telehealth_client.security.clinic_client import ClinicClient
+
+WAIT_SECONDS = 10.0
+WARM_UP = 10  # samples of each kind dropped before measuring (first requests open connections)
+BARE_PATIENT = "pat-bare"
+
+
+def stats(samples_ms: list[float]) -> dict[str, float | int]:
+    ordered = sorted(samples_ms)
+    return {
+        "p50": round(statistics.median(ordered), 3),
+        "p95": round(ordered[int(0.95 * (len(ordered) - 1))], 3),
+        "min": round(ordered[0], 3),
+        "max": round(ordered[-1], 3),
+        "n": len(ordered),
+    }
+
+
+def device_report(n: int) -> DeviceReport:
+    # The verdict changes every time: the kiosk publishes DEVICE_STATUS only when it changes.
+    return DeviceReport(
+        camera="pass" if n % 2 else "warn", microphone="pass", speaker="pass", network="video"
+    )
+
+
+async def seen_after(witness: Witness, mark: int, matches: Any) -> float:
+    sighting = await asyncio.wait_for(witness.seen(matches, after=mark), WAIT_SECONDS)
+    return sighting.at
+
+
+class BarePair:
+    """Two plain buses on the stack: a patient publishing, the provider's standing token receiving."""
+
+    def __init__(self, sender: PubNubBus, receiver: PubNubBus, channel: str) -> None:
+        self.sender = sender
+        self.receiver = receiver
+        self.channel = channel
+        self._arrived: asyncio.Future[float] | None = None
+
+    @classmethod
+    async def open(cls, cast: Cast) -> BarePair:
+        assert cast.stack.clinic is not None
+        await cast.kiosk_clinic.record_consent(BARE_PATIENT, True, None)
+        patient = await cast.kiosk_clinic.request_token(BARE_PATIENT, "patient", providerId=PROVIDER)
+        provider_clinic = ClinicClient(cast.stack.clinic.url, cast.stack.users[PROVIDER].credential)
+        try:
+            provider = await provider_clinic.request_token(PROVIDER, "provider", departmentId=DEPARTMENT)
+        finally:
+            await provider_clinic.aclose()
+        pair = cls(
+            cast.bus(BARE_PATIENT, patient.token),
+            cast.bus(PROVIDER, provider.token),
+            channels.consultation(PROVIDER, BARE_PATIENT),
+        )
+        connected = asyncio.Event()
+
+        def on_status(change: StatusChange) -> None:
+            if change.status is ConnectionStatus.CONNECTED:
+                connected.set()
+
+        remove = pair.receiver.add_status_listener(on_status)
+        await pair.receiver.subscribe([pair.channel], pair._on_message)
+        if pair.receiver.status is not ConnectionStatus.CONNECTED:
+            await asyncio.wait_for(connected.wait(), WAIT_SECONDS)
+        remove()
+        return pair
+
+    def _on_message(self, envelope: Envelope) -> None:
+        if self._arrived is not None and not self._arrived.done():
+            self._arrived.set_result(time.perf_counter())
+
+    async def sample(self, payload: dict[str, Any]) -> float:
+        self._arrived = asyncio.get_running_loop().create_future()
+        started = time.perf_counter()
+        await self.sender.publish(self.channel, payload)
+        arrived = await asyncio.wait_for(self._arrived, WAIT_SECONDS)
+        return (arrived - started) * 1000
+
+
+async def consultation_round(cast: Cast, n: int) -> tuple[float, float, str]:
+    """Check-in then join of one patient: (check-in ms, join ms, consultation ID)."""
+    patient_id = f"pat-bench-{n}"
+    cid = channels.consultation(PROVIDER, patient_id)
+    await cast.kiosk_clinic.record_consent(patient_id, True, None)
+    provider, patient = cast.witnesses["provider"], cast.witnesses["patient"]
+
+    def state(target: ConsultationState) -> Any:
+        return lambda e: isinstance(e, events.StateChanged) and e.consultation_id == cid and e.state is target
+
+    mark = provider.mark()
+    started = time.perf_counter()
+    await cast.patient.check_in(
+        appointment_id=f"appt-bench-{n}",
+        patient_id=patient_id,
+        provider_id=PROVIDER,
+        department_id=DEPARTMENT,
+    )
+    check_in_ms = (await seen_after(provider, mark, state(ConsultationState.CHECKED_IN)) - started) * 1000
+
+    mark = patient.mark()
+    started = time.perf_counter()
+    await cast.provider.join(cid)
+    join_ms = (await seen_after(patient, mark, state(ConsultationState.CONNECTING)) - started) * 1000
+    return check_in_ms, join_ms, cid
+
+
+async def end_round(cast: Cast, cid: str) -> None:
+    patient = cast.witnesses["patient"]
+    mark = patient.mark()
+    await cast.provider.end(cid, follow_up_required=False)
+    await seen_after(patient, mark, lambda e: isinstance(e, events.EndpointIdle))
+
+
+async def lifecycle_latency(
+    cast: Cast, bare: BarePair, cid: str, messages: int
+) -> tuple[list[float], list[float]]:
+    provider = cast.witnesses["provider"]
+
+    def applied(e: Any) -> bool:
+        return isinstance(e, events.DeviceStatusReported) and e.consultation_id == cid
+
+    lifecycle_ms: list[float] = []
+    bare_ms: list[float] = []
+    for n in range(messages + WARM_UP):
+        report = device_report(n)
+        payload = encode(
+            DeviceStatus(
+                camera=report.camera,
+                microphone=report.microphone,
+                speaker=report.speaker,
+                network=report.network,
+                timestamp=now(),
+            )
+        )
+        bare_sample = await bare.sample(payload)
+
+        mark = provider.mark()
+        started = time.perf_counter()
+        publishing = asyncio.ensure_future(cast.patient.report_devices(report))
+        try:
+            seen = await seen_after(provider, mark, applied)
+        finally:
+            await publishing
+        if n >= WARM_UP:
+            bare_ms.append(bare_sample)
+            lifecycle_ms.append((seen - started) * 1000)
+    return lifecycle_ms, bare_ms
+
+
+async def bench(rounds: int, messages: int, state_dir: Path) -> dict[str, Any]:
+    cast = Cast(state_dir)
+    try:
+        await cast.start_stack()
+        await cast.start_agents()
+        bare = await BarePair.open(cast)
+        check_ins: list[float] = []
+        joins: list[float] = []
+        lifecycle_ms: list[float] = []
+        bare_ms: list[float] = []
+        for n in range(rounds):
+            check_in_ms, join_ms, cid = await consultation_round(cast, n)
+            check_ins.append(check_in_ms)
+            joins.append(join_ms)
+            if n == rounds - 1:
+                lifecycle_ms, bare_ms = await lifecycle_latency(cast, bare, cid, messages)
+            await end_round(cast, cid)
+    finally:
+        await cast.aclose()
+    added = statistics.median(lifecycle_ms) - statistics.median(bare_ms)
+    return {
+        "rounds": rounds,
+        "check_in_to_provider_ms": stats(check_ins),
+        "join_to_patient_connecting_ms": stats(joins),
+        "device_status_publish_to_applied_ms": stats(lifecycle_ms),
+        "bare_bus_publish_to_handler_ms": stats(bare_ms),
+        "consultation_layer_adds_p50_ms": round(added, 3),
+        "target": "the consultation layer adds under 2 ms p50 over the bare bus",
+        "target_met": added < 2.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="consultations checked in and joined")
+    parser.add_argument("--messages", type=int, default=200, help="DEVICE_STATUS (and bare) samples")
+    parser.add_argument(
+        "--state-dir", type=Path, help="where the agents write their state files (default: a temporary one)"
+    )
+    args = parser.parse_args()
+    if args.rounds < 1 or args.messages < 1:
+        parser.error("--rounds and --messages must be at least 1")
+    # Logs on stderr, so stdout is the JSON alone.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logs.quiet_url_loggers()
+    with tempfile.TemporaryDirectory(prefix="telehealth-bench-", dir=args.state_dir) as directory:
+        results = asyncio.run(bench(args.rounds, args.messages, Path(directory)))
+    # Each applied message writes the state file (fsync of file and directory): the disk under
+    # the state directory is part of the result, so name it.
+    results["state_dir_parent"] = str(args.state_dir or tempfile.gettempdir())
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
