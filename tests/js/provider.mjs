@@ -15,6 +15,7 @@
 //   PEER_DEPARTMENT_ID         its department (the standing token request names it)
 //   PEER_CLINIC_URL            the clinic backend, e.g. http://127.0.0.1:PORT
 //   PEER_CLINIC_CREDENTIAL     the provider cart's device credential (Authorization: Bearer ...)
+//   PEER_PAGE_ORIGIN           optional: the origin the page is served from (CORS, as a browser checks it)
 //
 // Commands arrive on stdin, one JSON object per line; "id" is echoed back on the answer:
 //   {"op":"queueUpdate","minutesPerPatient":n?}  QUEUE_UPDATE to each waiting patient -> {sent}
@@ -25,8 +26,8 @@
 //   {"op":"queue"}                               -> {queue: [{consultationId, patientId, state}]}
 //   {"op":"quit"}
 // Events go to stdout, one JSON object per line:
-//   {"event":"ready","sdkVersion","userId","ttlMinutes","channels"}   token fetched, subscribed, history read
-//   {"event":"fatal","stage","statusCode"?,"message"}                 then the process exits 1
+//   {"event":"ready","sdkVersion","userId","ttlMinutes","channels","pageOrigin"}  subscribed, history read
+//   {"event":"fatal","stage","statusCode"?,"message"}    stage token, cors, subscribe or start; then exit 1
 //   {"event":"status","category","operation","statusCode"?,"error"?,"channels"}
 //   {"event":"message","channel","message","publisher","timetoken","error"?,"fromHistory"}  every one
 //   {"event":"presence","channel","action","uuid","occupancy","timetoken"}
@@ -51,6 +52,7 @@ const userId = required("PEER_USER_ID");
 const departmentId = required("PEER_DEPARTMENT_ID");
 const clinicUrl = required("PEER_CLINIC_URL");
 const clinicCredential = required("PEER_CLINIC_CREDENTIAL");
+const pageOrigin = env.PEER_PAGE_ORIGIN || "http://127.0.0.1:8765"; // where the provider page is served
 
 const pubnub = new PubNub({
   origin: required("PEER_ORIGIN"),
@@ -386,9 +388,43 @@ function fatal(stage, message, statusCode) {
   process.exit(1);
 }
 
+// Node's fetch ignores CORS; a browser does not. The page calls the clinic from another origin with
+// an Authorization header and a JSON body, so the browser sends a preflight first and lets the page
+// read an answer (a refusal included) only if it names the page's origin: do as the browser does.
+const allowsPage = (answer) => ["*", pageOrigin].includes(answer.headers.get("access-control-allow-origin"));
+const listed = (answer, header) =>
+  (answer.headers.get(header) ?? "").split(",").map((item) => item.trim().toLowerCase());
+
+async function browserFetch(url, { method, headers, body }) {
+  const wanted = Object.keys(headers).map((name) => name.toLowerCase());
+  const preflight = await fetch(url, {
+    method: "OPTIONS",
+    headers: {
+      Origin: pageOrigin,
+      "Access-Control-Request-Method": method,
+      "Access-Control-Request-Headers": wanted.join(","),
+    },
+  });
+  const headersAllowed = listed(preflight, "access-control-allow-headers");
+  // A "*" never covers Authorization (Fetch standard): it must be named.
+  const allowed = (name) =>
+    headersAllowed.includes(name) || (headersAllowed.includes("*") && name !== "authorization");
+  if (
+    !preflight.ok ||
+    !allowsPage(preflight) ||
+    !listed(preflight, "access-control-allow-methods").includes(method.toLowerCase()) ||
+    !wanted.every(allowed)
+  ) {
+    fatal("cors", "the browser would refuse the preflight");
+  }
+  const answer = await fetch(url, { method, headers: { ...headers, Origin: pageOrigin }, body });
+  if (!allowsPage(answer)) fatal("cors", "the browser would hide the answer from the page");
+  return answer;
+}
+
 async function standingToken() {
   // No consultation named: the provider's standing token (PROTOCOL.md, "Who calls what").
-  const answer = await fetch(new URL("/api/telemedicine/token", clinicUrl), {
+  const answer = await browserFetch(new URL("/api/telemedicine/token", clinicUrl), {
     method: "POST",
     headers: { Authorization: `Bearer ${clinicCredential}`, "Content-Type": "application/json" },
     body: JSON.stringify({ userId, role: "provider", departmentId }),
@@ -430,7 +466,8 @@ async function start() {
   for (const item of await history(channelConfig.waitingRoom)) {
     receive(channelConfig.waitingRoom, item.message, item.uuid, item.timetoken, item.error, true);
   }
-  emit({ event: "ready", sdkVersion: pubnub.getVersion(), userId, ttlMinutes: grant.ttlMinutes, channels });
+  const { ttlMinutes } = grant;
+  emit({ event: "ready", sdkVersion: pubnub.getVersion(), userId, ttlMinutes, channels, pageOrigin });
 }
 
 // The test owns this process: when its end of stdin closes, leave at once.

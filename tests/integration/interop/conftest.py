@@ -318,6 +318,7 @@ async def js_peer(relay: Relay, node: str) -> AsyncIterator[PeerFactory]:
 # -- the whole development column: a JS provider app and Python patients ---------------------------
 
 JS_PROVIDER = "dr-rivera"  # the provider app on the JS SDK; a provider in the stack's directory
+PAGE_ORIGIN = "http://127.0.0.1:8765"  # where the provider page would be served: not the clinic's origin
 
 
 @pytest.fixture
@@ -337,10 +338,16 @@ async def parts(stack: DevStack, tmp_path: Path) -> AsyncIterator[Parts]:
 @pytest.fixture
 async def js_provider(stack: DevStack, node: str) -> AsyncIterator[PeerFactory]:
     """``await js_provider(user_id)``: ``provider.mjs`` for one of the stack's providers, returned once
-    it holds its standing token, is subscribed and has read its waiting room; ended after the test."""
+    it holds its standing token, is subscribed and has read its waiting room; ended after the test.
+
+    ``credential`` replaces the cart's own; with ``ready=False`` the peer is returned after its first
+    ``ready`` or ``fatal`` event, whichever it was.
+    """
     providers: list[JsPeer] = []
 
-    async def start(user_id: str = JS_PROVIDER) -> JsPeer:
+    async def start(
+        user_id: str = JS_PROVIDER, *, credential: str | None = None, ready: bool = True
+    ) -> JsPeer:
         settings = stack.agent_environment(user_id)  # the provider cart's own credential and department
         provider = await start_node(
             node,
@@ -353,12 +360,13 @@ async def js_provider(stack: DevStack, node: str) -> AsyncIterator[PeerFactory]:
                 "PEER_USER_ID": user_id,
                 "PEER_DEPARTMENT_ID": settings["TELEHEALTH_DEPARTMENT_ID"],
                 "PEER_CLINIC_URL": settings["TELEHEALTH_CLINIC_URL"],
-                "PEER_CLINIC_CREDENTIAL": settings["TELEHEALTH_DEVICE_CREDENTIAL"],
+                "PEER_CLINIC_CREDENTIAL": credential or settings["TELEHEALTH_DEVICE_CREDENTIAL"],
+                "PEER_PAGE_ORIGIN": PAGE_ORIGIN,
             },
         )
         providers.append(provider)
         started = await provider.event(lambda e: e["event"] in ("ready", "fatal"), within=3 * WAIT)
-        assert started["event"] == "ready", started
+        assert started["event"] == "ready" or not ready, started
         return provider
 
     try:

@@ -24,7 +24,7 @@ from telehealth_client.protocol.messages import Summary
 from telehealth_client.pubsub.bus import ConnectionStatus
 
 from ..consultation.conftest import Parts, RecordingHub
-from .conftest import JS_PROVIDER, Event, JsPeer, PeerFactory
+from .conftest import JS_PROVIDER, PAGE_ORIGIN, Event, JsPeer, PeerFactory
 
 pytestmark = pytest.mark.integration
 
@@ -97,6 +97,29 @@ def assert_stored_encrypted(stack: DevStack, secret: str, *channels: str) -> Non
     held = relay.dump_text()
     assert secret not in held
     assert [word for word in CLEAR_TEXT if word in held] == []
+
+
+async def test_the_js_provider_app_gets_its_standing_token_as_a_page_on_another_origin(
+    stack: DevStack, js_provider: PeerFactory
+) -> None:
+    provider = await js_provider()
+
+    ready = await provider.event(app_event("ready"))
+    # Through a browser's CORS checks (preflight, then the answer's allowed origin): the token
+    # the clinic gave the page let it subscribe to its waiting room and notifications with presence.
+    assert ready["pageOrigin"] == PAGE_ORIGIN
+    assert ready["ttlMinutes"] == 60
+    assert ready["channels"] == [WAITING_ROOM, PROVIDER_NOTIFICATIONS]
+    assert sorted(stack.relay.occupants(WAITING_ROOM)) == [JS_PROVIDER]
+
+
+async def test_a_refused_token_is_a_status_the_page_can_read(js_provider: PeerFactory) -> None:
+    provider = await js_provider(credential="dev-provider-not-a-known-credential", ready=False)
+
+    # The refusal carries CORS headers too: the page sees 401, not an opaque network failure.
+    refused = await provider.event(app_event("fatal"))
+    assert (refused["stage"], refused.get("statusCode")) == ("token", 401), refused
+    await provider.event(app_event("exited"))
 
 
 async def test_a_js_provider_app_runs_a_whole_consultation_with_a_python_patient(
