@@ -43,7 +43,13 @@ from pathlib import Path
 from telehealth_client import events
 from telehealth_client.consultation import state_file
 from telehealth_client.consultation.connector import Connector
-from telehealth_client.consultation.lifecycle import Consultation, Received, plan, summary_duration
+from telehealth_client.consultation.lifecycle import (
+    Consultation,
+    PresenceChanged,
+    Received,
+    plan,
+    summary_duration,
+)
 from telehealth_client.consultation.session import (
     CONNECT_TIMEOUT_SECONDS,
     ConnectedWaiter,
@@ -90,7 +96,10 @@ class WaitingPatient:
     patient_id: str
     appointment_id: str | None
     state: ConsultationState
-    present: bool  # on the waiting room now (presence)
+    # Here now: subscribed to its consultation (presence there; a patient may not read, so is
+    # never present on, the waiting room). A live check-in counts as a join: the patient
+    # publishes it only once subscribed, before this endpoint listens to the consultation.
+    present: bool
 
 
 class ProviderEndpoint:
@@ -115,7 +124,6 @@ class ProviderEndpoint:
         self._subscriptions: list[Subscription] = []
         self._sessions: dict[str, ConsultationSession] = {}
         self._order: dict[str, int] = {}  # consultation ID -> check-in timetoken
-        self._present: set[str] = set()
         self.invitations: dict[str, ConsultationInvite] = {}
         self.notification_listeners: list[NotificationListener] = []
         self._room_lock = asyncio.Lock()
@@ -132,9 +140,7 @@ class ProviderEndpoint:
         )
         room = channels.waiting_room(self.user_id)
         async with self._room_lock:
-            self._subscriptions.append(
-                await self.bus.subscribe([room], self._on_room_message, on_presence=self._on_room_presence)
-            )
+            self._subscriptions.append(await self.bus.subscribe([room], self._on_room_message))
             if not self._connect.has_clinic:
                 connected.close()
                 return  # no token, no history: the development relay without Access Manager only
@@ -144,7 +150,7 @@ class ProviderEndpoint:
                 connected.close()
             await self._resume_saved()
             for envelope in await self.bus.history(room, limit=WAITING_ROOM_HISTORY):
-                await self._room_message_locked(envelope)
+                await self._room_message_locked(envelope, live=False)
 
     async def _use_token(self, context: dict[str, str]) -> None:
         """Replace the keeper: one token at a time (an invited one carries the standing grants)."""
@@ -210,16 +216,16 @@ class ProviderEndpoint:
         waiting.sort(key=lambda c: self._order.get(c.consultation_id, 0))
         return [
             WaitingPatient(
-                c.consultation_id, c.patient_id, c.appointment_id, c.state, c.patient_id in self._present
+                c.consultation_id, c.patient_id, c.appointment_id, c.state, _present(c, c.patient_id)
             )
             for c in waiting
         ]
 
     async def _on_room_message(self, envelope: Envelope) -> None:
         async with self._room_lock:
-            await self._room_message_locked(envelope)
+            await self._room_message_locked(envelope, live=True)
 
-    async def _room_message_locked(self, envelope: Envelope) -> None:
+    async def _room_message_locked(self, envelope: Envelope, *, live: bool) -> None:
         decoded = decode(envelope.channel, envelope.message, envelope.publisher)
         if isinstance(decoded, Drop):
             log.warning(
@@ -231,7 +237,7 @@ class ProviderEndpoint:
             return
         assert envelope.publisher is not None
         if isinstance(decoded, PatientCheckedIn):
-            await self._checked_in(decoded, envelope)
+            await self._checked_in(decoded, envelope, live=live)
         elif isinstance(decoded, ConsultationCancelled):
             # An early cancel names no consultation: it is the publisher's (a patient's) own.
             cid = channels.consultation(self.user_id, envelope.publisher)
@@ -241,7 +247,7 @@ class ProviderEndpoint:
                     Received(decoded, envelope.publisher, envelope.timetoken), envelope.channel
                 )
 
-    async def _checked_in(self, message: PatientCheckedIn, envelope: Envelope) -> None:
+    async def _checked_in(self, message: PatientCheckedIn, envelope: Envelope, *, live: bool) -> None:
         cid = message.consultation_id
         session = self._sessions.get(cid)
         if session is not None and not session.closed:
@@ -259,6 +265,10 @@ class ProviderEndpoint:
             await session.aclose("stopped")  # refused (logged): nothing to follow
             self._sessions.pop(cid, None)
             return
+        if live:
+            # Its join on the consultation came before we listened there: the check-in stands for it.
+            joined = PresenceEvent(cid, "join", envelope.publisher, None, envelope.timetoken)
+            await session.apply(PresenceChanged(joined), envelope.channel)
         await session.start(catch_up=True)
 
     def _new_session(self, consultation: Consultation) -> ConsultationSession:
@@ -272,14 +282,6 @@ class ProviderEndpoint:
         )
         self._sessions[consultation.consultation_id] = session
         return session
-
-    async def _on_room_presence(self, presence: PresenceEvent) -> None:
-        if presence.user_id is None:
-            return
-        if presence.action == "join":
-            self._present.add(presence.user_id)
-        elif presence.action in ("leave", "timeout"):
-            self._present.discard(presence.user_id)
 
     async def _session_closed(self, session: ConsultationSession, reason: str) -> None:
         if self._sessions.get(session.consultation_id) is session:
@@ -430,3 +432,8 @@ class ProviderEndpoint:
         if not joined:
             raise SessionError("not-started", "the consultation's provider has not joined it")
         return replace(base, last_timetoken=joined - 1)
+
+
+def _present(consultation: Consultation, user_id: str) -> bool:
+    member = consultation.roster.member(user_id)
+    return member is not None and member.present

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -131,8 +132,10 @@ class Parts:
         self.clinics[user_id] = client
         return client
 
-    def connector(self, user_id: str | None = None) -> Connector:
-        return Connector(bus_template(self.stack, user_id or KIOSK), self.clinic(user_id))
+    def connector(self, user_id: str | None = None, **bus: Any) -> Connector:
+        """``bus``: ``BusConfig`` fields to change (an ``origin`` through a ``CuttableLink``)."""
+        template = replace(bus_template(self.stack, user_id or KIOSK), **bus)
+        return Connector(template, self.clinic(user_id))
 
     async def record_consent(
         self, granted: bool = True, expires_at: str | None = None, patient: str = PATIENT
@@ -140,10 +143,15 @@ class Parts:
         await self.clinic().record_consent(patient, granted, expires_at)
 
     def patient(
-        self, hub: events.EventHub, *, state_dir: Path | None = None, policy: RefreshPolicy | None = None
+        self,
+        hub: events.EventHub,
+        *,
+        state_dir: Path | None = None,
+        policy: RefreshPolicy | None = None,
+        **bus: Any,
     ) -> PatientEndpoint:
         endpoint = PatientEndpoint(
-            self.connector(),
+            self.connector(None, **bus),
             hub,
             state_dir=state_dir or self.tmp_path / "kiosk",
             kiosk_id=KIOSK,
@@ -153,10 +161,14 @@ class Parts:
         return endpoint
 
     async def provider(
-        self, hub: events.EventHub, user_id: str = PROVIDER, policy: RefreshPolicy | None = None
+        self,
+        hub: events.EventHub,
+        user_id: str = PROVIDER,
+        policy: RefreshPolicy | None = None,
+        **bus: Any,
     ) -> ProviderEndpoint:
         endpoint = ProviderEndpoint(
-            self.connector(user_id),
+            self.connector(user_id, **bus),
             hub,
             user_id=user_id,
             department_id=DEPARTMENT,
@@ -168,8 +180,6 @@ class Parts:
         return endpoint
 
     def raw_bus(self, user_id: str, token: str | None) -> PubNubBus:
-        from dataclasses import replace
-
         bus = PubNubBus(replace(bus_template(self.stack, user_id), token=token))
         self._closers.append(bus.aclose)
         return bus
