@@ -1,11 +1,13 @@
 """A real Agent in its own process, for tests that SIGKILL it: settings from ``TELEHEALTH_*``,
 JSON-line commands on stdin, JSON-line events on stdout.
 
-Commands: ``{"cmd": "check-in", "appointmentId", "patientId", "providerId", "departmentId"}``,
-``{"cmd": "leave"}``, ``{"cmd": "devices", "camera", "microphone", "speaker", "network"}``,
-``{"cmd": "status"}``. Each is answered with ``{"reply": cmd, "ok": bool, ...}``. Every hub event
-is printed as ``{"event": kind, ...}``; ``{"event": "started", "status": ...}`` once started.
-Logs go to stderr.
+Patient agent commands: ``{"cmd": "check-in", "appointmentId", "patientId", "providerId",
+"departmentId"}``, ``{"cmd": "leave"}``, ``{"cmd": "devices", "camera", "microphone", "speaker",
+"network"}``, ``{"cmd": "status"}``. Provider agent commands: ``{"cmd": "queue-updates"}``, ``{"cmd":
+"join" | "start" | "wrap-up", "consultationId"}``, ``{"cmd": "end", "consultationId",
+"followUpRequired"}``, ``{"cmd": "status"}``. Each is answered with ``{"reply": cmd, "ok": bool,
+...}``. Every hub event is printed as ``{"event": kind, ...}``; ``{"event": "started", "status":
+...}`` once started. Logs go to stderr.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from telehealth_client.agent import Agent
 from telehealth_client.config import load_settings
 from telehealth_client.consultation.patient import DeviceReport
+from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.events import Event
 
 
@@ -29,7 +32,7 @@ def emit(line: dict[str, Any]) -> None:
 
 
 def describe(event: Event) -> dict[str, Any]:
-    fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}  # type: ignore[arg-type]
+    fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
     return {"event": event.kind, **fields}
 
 
@@ -40,6 +43,8 @@ async def forward(agent: Agent) -> None:
 
 
 async def command(agent: Agent, request: dict[str, Any]) -> dict[str, Any]:
+    if agent.provider is not None:
+        return await provider_command(agent.provider, request)
     patient = agent.patient
     assert patient is not None
     cmd = request.get("cmd")
@@ -64,6 +69,31 @@ async def command(agent: Agent, request: dict[str, Any]) -> dict[str, Any]:
         "queuePosition": None if consultation is None else consultation.queue_position,
         "lastTimetoken": None if consultation is None else consultation.last_timetoken,
         "idle": patient.idle,
+    }
+
+
+async def provider_command(provider: ProviderEndpoint, request: dict[str, Any]) -> dict[str, Any]:
+    cmd = request.get("cmd")
+    cid = request.get("consultationId", "")
+    if cmd == "queue-updates":
+        await provider.send_queue_updates()
+    elif cmd == "join":
+        await provider.join(cid)
+    elif cmd == "start":
+        await provider.start_consultation(cid)
+    elif cmd == "wrap-up":
+        await provider.wrap_up(cid)
+    elif cmd == "end":
+        summary = await provider.end(cid, follow_up_required=request["followUpRequired"])
+        return {"duration": summary.duration, "followUpRequired": summary.follow_up_required}
+    elif cmd != "status":
+        raise ValueError(f"cmd: unknown command {cmd!r}")
+    return {
+        "consultations": {
+            cid: {"state": str(s.consultation.state), "lastTimetoken": s.consultation.last_timetoken}
+            for cid, s in provider.sessions.items()
+        },
+        "queue": [w.consultation_id for w in provider.queue],
     }
 
 
