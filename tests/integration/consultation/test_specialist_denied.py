@@ -1,11 +1,13 @@
-"""An invited specialist removed while its network was down never reads PROVIDER_REMOVED: when it
-comes back its consultation token is refused (revoked), the clinic will not issue another (the
+"""An invited specialist whose access is revoked without it reading PROVIDER_REMOVED (removed while
+its network was down, or revoked by the clinic alone): its consultation token is refused (on its
+subscribe when it comes back, or on its next publish), the clinic will not issue another (the
 invitation ended), and its agent leaves the consultation cleanly: session closed, state file gone,
 back on its standing token, connected and reachable, with no access-denied loop."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 
@@ -13,7 +15,9 @@ from telehealth_client import events
 from telehealth_client.consultation import state_file
 from telehealth_client.consultation.provider import CONSULTATIONS_DIR
 from telehealth_client.consultation.roster import ChangeKind
+from telehealth_client.consultation.session import SessionError
 from telehealth_client.protocol.messages import ConsultationState as S
+from telehealth_client.protocol.messages import ProviderJoined
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
 
 from .conftest import (
@@ -92,3 +96,37 @@ async def test_a_specialist_removed_while_offline_leaves_when_its_token_is_refus
         # The consultation goes on without it.
         await provider.wrap_up(CONSULTATION)
         await patient_hub.wait_state(S.WRAPPING_UP)
+
+
+async def test_a_specialist_whose_access_is_revoked_leaves_on_its_next_publish(parts: Parts) -> None:
+    provider_hub, specialist_hub = RecordingHub(), RecordingHub()
+    provider = await parts.provider(provider_hub)
+    specialist = await parts.provider(specialist_hub, SPECIALIST)
+    await parts.record_consent()
+    patient = parts.patient(RecordingHub())
+    await patient.check_in(
+        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
+    )
+    await provider_hub.wait_state(S.CHECKED_IN)
+    await provider.join(CONSULTATION)
+    await provider.invite(CONSULTATION, SPECIALIST, "specialist")
+    await specialist_hub.wait_for(lambda e: isinstance(e, events.InvitationReceived))
+    invited = await specialist.accept(CONSULTATION)
+
+    # Revoked with no PROVIDER_REMOVED to read (the clinic ended the invitation): nothing wakes
+    # the specialist's long-poll, so its next publish is the first to hear of it.
+    assert await parts.clinics[PROVIDER].revoke_access(SPECIALIST, CONSULTATION) >= 1
+    with pytest.raises(SessionError) as refused:
+        await invited.act(ProviderJoined(provider_id=SPECIALIST, timestamp=datetime.now(UTC)))
+    assert refused.value.code == "access-denied"
+    assert await asyncio.wait_for(invited.wait_closed(), WAIT) == "access-denied"
+    await specialist_hub.wait_for(lambda e: e == events.AccessDenied("publish"))
+    assert CONSULTATION not in specialist.sessions
+    assert state_file.load(parts.tmp_path / SPECIALIST / CONSULTATIONS_DIR / CONSULTATION) is None
+
+    # Back on its standing token: reachable on its notification channel.
+    received: asyncio.Queue[Envelope] = asyncio.Queue()
+    specialist.notification_listeners.append(received.put)
+    await provider.bus.publish(f"notification.{SPECIALIST}", {"type": "PATIENT_READY", "title": "t"})
+    assert (await asyncio.wait_for(received.get(), WAIT)).publisher == PROVIDER
+    assert specialist.bus.status is ConnectionStatus.CONNECTED
