@@ -1,7 +1,7 @@
 """The provider endpoint (a provider's cart, the tests' and the demo's remote peer).
 
 It holds a standing token for its own user ID and one bus. It reads its waiting room (live, and
-its history at start, with presence): each ``PATIENT_CHECKED_IN`` opens a ``ConsultationSession``
+its history at start): each ``PATIENT_CHECKED_IN`` opens a ``ConsultationSession``
 for that consultation, caught up from the check-in's timetoken, so a consultation that has ended
 since leaves the queue at once. It drives its own consultations (queue updates, join, start,
 wrap-up, end, no-show, invite, remove), and joins another provider's when invited.
@@ -10,7 +10,8 @@ Public API:
 
 - ``ProviderEndpoint(connect, hub, user_id=..., department_id=..., state_dir=..., policy=None)``;
   ``await start()``, ``await aclose()``; ``bus``.
-- ``queue`` -> ``list[WaitingPatient]`` (checked-in or waiting, in check-in order);
+- ``queue`` -> ``list[WaitingPatient]`` (checked-in or waiting, in check-in order; ``present``
+  from the patient's presence on its consultation channel);
   ``sessions`` (consultation ID -> ``ConsultationSession``); ``session(consultation_id)``.
 - ``await send_queue_updates(minutes_per_patient=10)``: ``QUEUE_UPDATE`` (position, estimated
   wait) to each waiting patient's own notification channel.
