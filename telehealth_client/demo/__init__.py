@@ -14,7 +14,9 @@ Public API:
 - ``DemoOptions`` (``runner``); ``run_demo(options, verbose=False) -> int``: configures logging
   (WARNING unless ``verbose``; on stderr with JSON lines, so stdout stays machine-readable), runs
   the steps with a fresh temporary state directory (removed at exit) and returns the exit code:
-  0 passed, 1 a step failed (named on stderr).
+  0 passed, 1 a step failed (named on stderr) or SIGTERM stopped it. SIGTERM, like Ctrl-C
+  (KeyboardInterrupt, for the caller), first stops everything the demo started: coturn is a
+  child process and would otherwise outlive it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -40,6 +43,21 @@ def run_demo(options: DemoOptions, *, verbose: bool = False) -> int:
                 handler.setStream(sys.stderr)
     state_dir = Path(tempfile.mkdtemp(prefix="telehealth-demo-"))
     try:
-        return asyncio.run(run_steps(options, state_dir))
+        return asyncio.run(_until_terminated(options, state_dir))
+    except asyncio.CancelledError:
+        print("telehealth-agent: demo: stopped by SIGTERM", file=sys.stderr)
+        return 1
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+async def _until_terminated(options: DemoOptions, state_dir: Path) -> int:
+    """The steps; SIGTERM cancels them, so their cleanup runs (asyncio.run raises CancelledError)."""
+    loop = asyncio.get_running_loop()
+    steps = asyncio.current_task()
+    assert steps is not None
+    loop.add_signal_handler(signal.SIGTERM, steps.cancel)
+    try:
+        return await run_steps(options, state_dir)
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import sys
 
 import pytest
@@ -156,3 +157,50 @@ async def test_a_bad_step_timeout_is_a_usage_error_naming_the_option(value: str)
     assert code == 2
     assert "argument --step-timeout: must be" in err
     assert out == ""
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc/*/stat: field 4 is the parent's pid)."""
+    found: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as file:
+                fields = file.read().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_sigterm_mid_demo_stops_everything_it_started_and_exits_1() -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
+    proc = await asyncio.create_subprocess_exec(
+        *AGENT, "demo", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
+    assert proc.stdout is not None
+    try:
+        # The stack step's line: coturn (a child process) is running from here on.
+        while not step_lines((await asyncio.wait_for(proc.stdout.readline(), WITHIN)).decode()):
+            pass
+        started = children(proc.pid)
+        assert started, "coturn should be a child of the demo"
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), WITHIN)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 1
+    assert "telehealth-agent: demo: stopped by SIGTERM" in err.decode()
+    assert [child for child in started if alive(child)] == []
