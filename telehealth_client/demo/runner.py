@@ -29,6 +29,7 @@ from telehealth_client.consultation.patient import CheckInRefused
 from telehealth_client.consultation.session import SessionError
 from telehealth_client.demo.cast import Cast
 from telehealth_client.demo.steps import STEPS, DemoFailure, Scene, Step
+from telehealth_client.devstack.turn import TurnServerError
 from telehealth_client.logs import describe_exception
 from telehealth_client.pubsub.bus import BusError
 from telehealth_client.security.clinic_client import ClinicError
@@ -57,6 +58,9 @@ def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, BusError):
         status = f" (HTTP {exc.status_code})" if exc.status_code else ""
         return f"pub/sub {exc.operation}: {exc.reason}{status}"
+    if isinstance(exc, TurnServerError):
+        # Our own text (a missing binary, a port, a timeout), without the tail of coturn's log.
+        return str(exc).split("; coturn log:", 1)[0]
     return describe_exception(exc)
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from telehealth_client import events
-from telehealth_client.consultation.roster import ChangeKind
+from telehealth_client.consultation.roster import ChangeKind, RosterRole
 from telehealth_client.consultation.session import now
 from telehealth_client.demo.cast import (
     APPOINTMENT,
@@ -212,7 +212,7 @@ async def specialist_joins(scene: Scene) -> None:
     await scene.saw("provider", f"{SPECIALIST} joined", joined, describe_roster(SPECIALIST))
     patient_session = scene.cast.patient.session
     member = None if patient_session is None else patient_session.consultation.roster.member(SPECIALIST)
-    if member is None or str(member.role) != "specialist":
+    if member is None or member.role is not RosterRole.SPECIALIST:
         raise DemoFailure(f"patient: {SPECIALIST} is not in the roster as specialist")
 
 

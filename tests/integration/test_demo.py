@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -76,8 +77,10 @@ SECRET_PREFIXES = ("sec-c-", "pub-c-", "sub-c-", "dev-kiosk-", "dev-provider-", 
 OPAQUE = re.compile(r"[A-Za-z0-9_+/=-]{32,}")
 
 
-async def demo(*args: str) -> tuple[int, str, str]:
+async def demo(*args: str, path: str | None = None) -> tuple[int, str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
+    if path is not None:
+        env["PATH"] = path
     proc = await asyncio.create_subprocess_exec(
         *AGENT,
         "demo",
@@ -149,6 +152,15 @@ async def test_a_failed_step_is_named_and_exits_1() -> None:
     assert steps[-1][2] == "FAILED: check-in refused: consent: missing"
     assert "demo passed" not in out
     assert_no_secret(out + err)
+
+
+async def test_without_coturn_the_stack_step_fails_saying_how_to_install_it(tmp_path: Path) -> None:
+    # A PATH without coturn's turnserver: what a clone without the system packages sees.
+    code, out, err = await demo(path=str(tmp_path))
+    assert code == 1
+    reason = "coturn's 'turnserver' was not found on PATH; run scripts/install-system-deps.sh"
+    assert err.strip().splitlines()[-1] == f"telehealth-agent: demo: step stack failed: {reason}"
+    assert [name for _, name, _ in step_lines(out)] == ["stack"]
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "soon", "301"])
