@@ -18,9 +18,9 @@ import pytest
 from aiohttp import web
 
 from telehealth_client.devstack.clinic import Clinic
-from telehealth_client.security.clinic_client import ClinicClient, ClinicError
+from telehealth_client.security.clinic_client import ClinicClient, ClinicError, Invitation
 
-from .conftest import KIOSK_CREDENTIAL
+from .conftest import CART_CREDENTIALS, KIOSK_CREDENTIAL
 
 Answer = tuple[int, str, str]  # status, content type, body
 BrokenBackend = Callable[[Answer], Awaitable[str]]
@@ -70,22 +70,30 @@ async def silent_backend() -> AsyncIterator[str]:
     await server.wait_closed()
 
 
+CONSULTATION = "consultation.dr-lee.patient-1"
+# One call per clinic operation, named as its ClinicError names it.
+CALLS: dict[str, Callable[[ClinicClient], Awaitable[object]]] = {
+    "token": lambda client: client.request_token("patient-1", "patient", providerId="dr-lee"),
+    "turn-credentials": lambda client: client.turn_credentials("patient-1"),
+    "consent": lambda client: client.record_consent("patient-1", True, None),
+    "invite": lambda client: client.invite(CONSULTATION, "dr-okafor", "specialist"),
+    "revoke-access": lambda client: client.revoke_access("patient-1", CONSULTATION),
+}
+
+
 async def failure(base_url: str, call: str, credential: str = KIOSK_CREDENTIAL, **kwargs: Any) -> ClinicError:
     client = ClinicClient(base_url, credential, timeout_seconds=kwargs.pop("timeout_seconds", 10.0))
     try:
         # A bound well above the client's own timeout: a client that never gives up fails here.
         async with asyncio.timeout(10):
             with pytest.raises(ClinicError) as caught:
-                if call == "token":
-                    await client.request_token("patient-1", "patient", providerId="dr-lee")
-                else:
-                    await client.turn_credentials("patient-1")
+                await CALLS[call](client)
     finally:
         await client.aclose()
     return caught.value
 
 
-@pytest.mark.parametrize("call", ["token", "turn-credentials"])
+@pytest.mark.parametrize("call", sorted(CALLS))
 async def test_a_refusal_names_the_operation_the_reason_and_the_status(
     offline_clinic: Clinic, call: str
 ) -> None:
@@ -137,6 +145,25 @@ async def test_what_a_refusal_passes_on(broken_backend: BrokenBackend, answer: A
         ("token", (204, "application/json", ""), 1),
         ("turn-credentials", (200, "application/json", "{}"), 4),
         ("turn-credentials", (200, "application/json", '{"urls": [], "ttlSeconds": 60}'), 3),
+        # Consent: the record is the answer's "consent" object.
+        ("consent", (200, "application/json", '{"granted": true, "expiresAt": null}'), 1),
+        ("consent", (200, "application/json", '[{"consent": {"granted": true, "expiresAt": null}}]'), 1),
+        ("consent", (200, "application/json", '{"consent": {"granted": 1}}'), 2),
+        ("consent", (204, "application/json", ""), 1),
+        ("invite", (200, "application/json", "{}"), 4),
+        (
+            "invite",
+            (
+                200,
+                "application/json",
+                '{"consultationChannel": "", "invitedProviderId": "", "role": "boss", "invitedBy": ""}',
+            ),
+            4,
+        ),
+        ("revoke-access", (200, "application/json", '{"revoked": -1}'), 1),
+        ("revoke-access", (200, "application/json", '{"revoked": "2"}'), 1),
+        ("revoke-access", (200, "application/json", '{"revoked": 1.0}'), 1),
+        ("revoke-access", (204, "application/json", ""), 1),
     ],
 )
 async def test_a_malformed_answer_is_refused_with_the_number_of_problems(
@@ -166,3 +193,69 @@ async def test_aclose_closes_the_connections_and_the_client_can_be_used_again(of
         assert (await client.turn_credentials("patient-2")).username.endswith(":patient-2")
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("answer", "revoked"),
+    [('{"revoked": 0}', 0), ('{"revoked": 3, "extra": true}', 3)],
+)
+async def test_revoke_access_reads_the_count_the_backend_answers(
+    broken_backend: BrokenBackend, answer: str, revoked: int
+) -> None:
+    client = ClinicClient(await broken_backend((200, "application/json", answer)), KIOSK_CREDENTIAL)
+    try:
+        assert await client.revoke_access("patient-1", CONSULTATION) == revoked
+    finally:
+        await client.aclose()
+
+
+async def test_an_invitation_is_the_clinics_record_of_it(offline_clinic: Clinic) -> None:
+    provider = ClinicClient(offline_clinic.url, CART_CREDENTIALS["dr-lee"])
+    try:
+        invitation = await provider.invite(CONSULTATION, "dr-okafor", "second-opinion")
+    finally:
+        await provider.aclose()
+    assert invitation == Invitation(
+        consultationChannel=CONSULTATION,
+        invitedProviderId="dr-okafor",
+        role="second-opinion",
+        invitedBy="dr-lee",
+    )
+
+
+async def test_consent_is_read_from_the_answers_consent_record(clinic: Clinic) -> None:
+    kiosk = ClinicClient(clinic.url, KIOSK_CREDENTIAL)
+    try:
+        consent = await kiosk.record_consent("patient-3", False, None)
+    finally:
+        await kiosk.aclose()
+    assert (consent.granted, consent.expires_at) == (False, None)
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        (
+            {"userId": "x"},
+            "userId: is not a token request field "
+            "(appointmentId, consultationChannel, departmentId, providerId)",
+        ),
+        # Several: the first in sorted order is named.
+        ({"zone": "x", "Role": "y", "providerId": "dr-lee"}, "Role: is not a token request field"),
+    ],
+)
+async def test_an_unknown_token_request_field_is_named_before_anything_is_sent(
+    silent_backend: str, context: dict[str, str], message: str
+) -> None:
+    client = ClinicClient(silent_backend, KIOSK_CREDENTIAL, timeout_seconds=0.5)
+    try:
+        with pytest.raises(ValueError) as caught:
+            await client.request_token("patient-1", "patient", **context)
+    finally:
+        await client.aclose()
+    assert str(caught.value).startswith(message)
+
+
+def test_a_clinic_error_without_a_status_says_no_status() -> None:
+    error = ClinicError("token", "clinic backend timed out")
+    assert (str(error), error.operation, error.status) == ("token: clinic backend timed out", "token", None)
