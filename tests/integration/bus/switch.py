@@ -1,0 +1,57 @@
+"""A Tap that can be unplugged: one agent's network drops while the relay and everyone else go on.
+
+Unplugged, it cuts every connection it is carrying and every new one, as a pulled cable would
+(the client sees the connection closed, never an answer); plugged in again, it forwards as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from telehealth_client.devstack.relay import Relay
+
+from .tap import Tap
+
+
+class Switch(Tap):
+    def __init__(self, relay: Relay) -> None:
+        super().__init__(relay)
+        self._plugged = True
+        self._carrying: set[asyncio.BaseTransport] = set()
+        self._refused = 0
+        self._refused_seen = asyncio.Condition()
+
+    def unplug(self) -> None:
+        self._plugged = False
+        for transport in list(self._carrying):
+            transport.close()
+
+    def plug(self) -> None:
+        self._plugged = True
+
+    @property
+    def refused(self) -> int:
+        """Requests cut because the switch was unplugged."""
+        return self._refused
+
+    async def wait_for_refused(self, count: int) -> None:
+        """Return once ``count`` requests were cut while unplugged (use with ``asyncio.wait_for``)."""
+        async with self._refused_seen:
+            await self._refused_seen.wait_for(lambda: self._refused >= count)
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        transport = request.transport
+        if not self._plugged or transport is None:
+            if transport is not None:
+                transport.close()
+            async with self._refused_seen:
+                self._refused += 1
+                self._refused_seen.notify_all()
+            raise web.HTTPBadGateway()
+        self._carrying.add(transport)
+        try:
+            return await super()._forward(request)
+        finally:
+            self._carrying.discard(transport)
