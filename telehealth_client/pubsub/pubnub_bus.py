@@ -179,6 +179,17 @@ async def _sdk_call(request: Any) -> Any:
         raise
 
 
+async def _wait_at_most(event: asyncio.Event, seconds: float) -> None:
+    """Until ``event`` is set or ``seconds`` pass, whichever is first.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that arrives just as the
+    event is set, and the loop it belongs to would outlive the bus's close.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+
+
 def _failure(operation: str, envelope: Any) -> BusError:
     status = getattr(envelope, "status", None)
     code = getattr(status, "status_code", None)
@@ -549,9 +560,8 @@ class PubNubBus:
     async def _back_off(self, failures: int) -> None:
         config = self._config
         delay = back_off_delay(failures, config.reconnect_min_seconds, config.reconnect_max_seconds)
-        with contextlib.suppress(TimeoutError):
-            # A new token or channel set cuts the wait short.
-            await asyncio.wait_for(self._changed.wait(), delay)
+        # A new token or channel set cuts the wait short.
+        await _wait_at_most(self._changed, delay)
 
     async def _accept(self, entries: list[Envelope | PresenceEvent | Dropped]) -> None:
         for entry in entries:
@@ -608,8 +618,7 @@ class PubNubBus:
         # They are sent whatever the status says: the origin may answer them before the long-poll.
         interval = max(5.0, self._config.presence_timeout_seconds / 2 - 1)
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._heartbeat_now.wait(), interval)
+            await _wait_at_most(self._heartbeat_now, interval)
             self._heartbeat_now.clear()
             channels = sorted(self._subscribed_channels(presence=False))
             if not channels:
