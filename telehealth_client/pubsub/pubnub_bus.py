@@ -107,6 +107,11 @@ def back_off_delay(
     return draw(low, ceiling)
 
 
+def heartbeat_interval(presence_timeout_seconds: int) -> float:
+    """Seconds between heartbeats: two within every presence timeout, a second to spare, never under 5 s."""
+    return max(5.0, presence_timeout_seconds / 2 - 1)
+
+
 def publish_size(channel: str, message: Any, *, encrypted: bool) -> int:
     """Bytes PubNub counts for a POST publish: the body the SDK sends plus the channel name.
 
@@ -616,7 +621,7 @@ class PubNubBus:
     async def _heartbeat_loop(self) -> None:
         # The long-poll alone can outlast the presence timeout; heartbeats keep us present.
         # They are sent whatever the status says: the origin may answer them before the long-poll.
-        interval = max(5.0, self._config.presence_timeout_seconds / 2 - 1)
+        interval = heartbeat_interval(self._config.presence_timeout_seconds)
         while True:
             await _wait_at_most(self._heartbeat_now, interval)
             self._heartbeat_now.clear()
