@@ -5,11 +5,13 @@ nothing noticed). A receiver logs these Drops; an integrator reads them to fix a
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from pydantic import TypeAdapter, ValidationError
 
 from telehealth_client.protocol import messages as m
 from telehealth_client.protocol.messages import Drop, decode
@@ -299,3 +301,47 @@ def test_every_severity_makes_push_meta() -> None:
     for severity in ("urgent", "critical", "life-threatening"):
         meta = m.emergency_push_meta(severity, UUID_A)
         assert json.dumps(meta).count(severity.upper()) == 2
+
+
+def test_format_time_writes_utc_whatever_the_machines_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        sent = datetime(2026, 7, 1, 12, 0, 0, 5000, tzinfo=timezone(timedelta(hours=2)))
+        assert m.format_time(sent) == "2026-07-01T10:00:00.005Z"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_format_time_refuses_a_naive_time_naming_it() -> None:
+    with pytest.raises(ValueError) as caught:
+        m.format_time(datetime(2026, 1, 1))
+    assert str(caught.value) == "time: must be timezone-aware"
+
+
+# --- helpers the models are built with at import ----------------------------------------------
+
+
+def test_text_bounds_a_string_at_both_ends() -> None:
+    bounded = TypeAdapter(Annotated[str, m._text(3, min_chars=2)])
+    assert bounded.validate_python("ab") == "ab" and bounded.validate_python("abc") == "abc"
+    for bad in ("a", "abcd"):
+        with pytest.raises(ValidationError):
+            bounded.validate_python(bad)
+    required = TypeAdapter(Annotated[str, m._text(3)])
+    assert required.validate_python("a") == "a"
+    with pytest.raises(ValidationError):
+        required.validate_python("")
+
+
+def test_schema_names_are_the_wire_field_names_and_the_message_tags() -> None:
+    # The only names a Drop's field may repeat: every alias (camelCase) and every action or type.
+    fields, tags = m._schema_names()
+    assert {"senderId", "sdpMLineIndex", "followUpRequired", "eventType", "ipAddress", "expiresAt"} <= fields
+    assert {"upToId", "estimatedWaitMinutes", "invitedProviderId", "candidate", "metadata"} <= fields
+    assert "sender_id" not in fields and "follow_up_required" not in fields
+    assert {"PATIENT_CHECKED_IN", "CONSULTATION_ENDED", "chat-read", "ice-candidate", "end-call"} <= tags
+    assert {"QUEUE_UPDATE", "EMERGENCY_ESCALATION", "EMERGENCY_RESOLVED", "offer"} <= tags
+    # Defaults of other fields (a state, a status) are values, not tags.
+    assert not {"connecting", "completed", "active", "resolved"} & tags
