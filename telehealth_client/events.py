@@ -5,7 +5,7 @@ Public API:
 - Event dataclasses (frozen; ``kind`` names each for the local API's live stream):
   ``StateChanged``, ``RosterChanged``, ``QueueUpdated``, ``DeviceStatusReported``,
   ``TokenExpiring``, ``AccessDenied``, ``BusStatusChanged``, ``SessionClosed``, ``EndpointIdle``,
-  ``InvitationReceived``, and ``Missed`` (delivered only to a subscriber that fell behind).
+  ``InvitationReceived``, ``StateSaved``, and ``Missed`` (delivered only to a subscriber that fell behind).
 - ``EventHub.emit(event)``: synchronous, never blocks and never raises into the emitter. Call it
   from the event loop's thread (every emitter in the agent runs there).
 - ``EventHub.subscribe(max_pending=...)``: an async iterator of events with its own bounded
@@ -124,6 +124,16 @@ class InvitationReceived:
 
 
 @dataclass(frozen=True)
+class StateSaved:
+    """The consultation is on disk as of ``timetoken``: a restart resumes from here."""
+
+    kind: ClassVar[str] = "state-saved"
+    consultation_id: str
+    state: ConsultationState
+    timetoken: int
+
+
+@dataclass(frozen=True)
 class Missed:
     """This subscriber fell behind: ``count`` older events were dropped before the next one."""
 
@@ -142,6 +152,7 @@ Event: TypeAlias = (
     | EndpointIdle
     | SessionClosed
     | InvitationReceived
+    | StateSaved
     | Missed
 )
 

@@ -3,7 +3,8 @@
 A ``ConsultationSession`` owns, for one consultation and one endpoint (patient, provider or an
 invited provider): the current ``Consultation``, its subscriptions, and (when given) the bus and
 the ``TokenKeeper`` it runs on. It runs the lifecycle's effects: ``Publish`` on the bus, then
-``Published`` with the publish timetoken; ``Persist`` (the state file, in a thread); ``Emit`` to
+``Published`` with the publish timetoken; ``Persist`` (the state file, written behind by a
+``Checkpointer``: ``act`` returns once its own action is on disk); ``Emit`` to
 the ``EventHub``; ``CloseSession`` (the session closes itself in a task it owns).
 
 Public API:
@@ -19,6 +20,8 @@ Public API:
   ``lifecycle.plan`` first: a refused one raises ``TransitionError`` and publishes nothing).
 - ``await apply(event)``: a lifecycle event from elsewhere (the provider's waiting room feeds
   ``PATIENT_CHECKED_IN`` and early cancellations in); refusals are logged and change nothing.
+- ``await flush()``: until the state file holds the consultation as it is now (it is written
+  behind the transitions).
 - ``consultation``, ``closed``, ``close_reason``, ``await wait_closed()``, ``close_soon(reason)``,
   ``await aclose(reason="stopped")`` (only ``stopped`` keeps the state file: the agent resumes it).
 - ``ConnectedWaiter(bus)``: ``await wait(within)`` until the bus says connected.
@@ -41,6 +44,7 @@ from typing import Final
 
 from telehealth_client import events
 from telehealth_client.consultation import lifecycle, state_file
+from telehealth_client.consultation.checkpoint import Checkpointer
 from telehealth_client.consultation.lifecycle import (
     CloseSession,
     Consultation,
@@ -133,6 +137,7 @@ class ConsultationSession:
         self._closing: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self._close_reason: str | None = None
+        self._checkpoint = Checkpointer(self._state_dir, on_saved=self._saved)
 
     # -- state --------------------------------------------------------------------------------------
 
@@ -265,7 +270,8 @@ class ConsultationSession:
     async def _run_effects(self, effects: Iterable[Effect]) -> None:
         for effect in effects:
             if isinstance(effect, Persist):
-                await asyncio.to_thread(state_file.save, self._state_dir, effect.consultation)
+                # Written behind: the transition is announced now, the checkpoint follows.
+                self._checkpoint.request(effect.consultation)
             elif isinstance(effect, Emit):
                 self._hub.emit(effect.event)
             elif isinstance(effect, CloseSession):
@@ -291,7 +297,18 @@ class ConsultationSession:
             await self._apply_locked(Published(message, timetoken), first.channel)
             for publish in rest:
                 await self._publish(publish)
+            # Our own action returns once it is durable: a restart never forgets what we did.
+            await self._checkpoint.flush()
             return timetoken
+
+    async def flush(self) -> bool:
+        """Wait until the state file holds the consultation as it is now; False if that write failed."""
+        return await self._checkpoint.flush()
+
+    def _saved(self, consultation: Consultation) -> None:
+        self._hub.emit(
+            events.StateSaved(consultation.consultation_id, consultation.state, consultation.last_timetoken)
+        )
 
     async def _publish(self, publish: Publish) -> int:
         payload = encode(publish.message)
@@ -390,6 +407,8 @@ class ConsultationSession:
                 await self._keeper.aclose()
             if self._owns_bus:
                 await self._bus.aclose()
+            # The last checkpoint lands before the file may be removed, never after.
+            await self._checkpoint.aclose()
             if reason != "stopped":
                 # Over for this endpoint: the consultation's state leaves the disk.
                 await asyncio.to_thread(state_file.remove, self._state_dir)

@@ -84,6 +84,16 @@ class AgentProcess:
             lambda line: line.get("event") == "state-changed" and line["state"] == state
         )
 
+    async def wait_saved(self, changed: dict[str, Any]) -> None:
+        """Until the state file covers a ``state-changed`` line: the point a restart resumes from.
+
+        The checkpoint is written just behind the transition it follows (consultation/checkpoint.py);
+        a kill before it lands resumes from the one before and applies that message again.
+        """
+        await self.wait_line(
+            lambda line: line.get("event") == "state-saved" and line["timetoken"] >= changed["timetoken"]
+        )
+
     async def command(self, cmd: str, **fields: Any) -> dict[str, Any]:
         assert self.process.stdin is not None
 
@@ -166,7 +176,7 @@ async def test_a_killed_patient_agent_resumes_and_applies_what_it_missed_once(
     await provider_hub.wait_state(S.CHECKED_IN)
     session = provider.session(CONSULTATION)
     await session.act(queue_update(4, 30))
-    await first.wait_state(S.WAITING)
+    await first.wait_saved(await first.wait_state(S.WAITING))
 
     # Killed while waiting: two queue updates and the join are published while it is down.
     await first.kill()
@@ -187,7 +197,7 @@ async def test_a_killed_patient_agent_resumes_and_applies_what_it_missed_once(
 
     # Killed while in progress: wrap-up is published while it is down.
     await provider.start_consultation(CONSULTATION)
-    await second.wait_state(S.IN_PROGRESS)
+    await second.wait_saved(await second.wait_state(S.IN_PROGRESS))
     await second.kill()
     await provider.wrap_up(CONSULTATION)
 
