@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -11,9 +12,18 @@ from telehealth_client.devstack.relay import Relay
 from telehealth_client.pubsub.bus import BusError, ConnectionStatus
 
 from .conftest import BusFactory, Inbox, StatusLog, subscribed
+from .switch import Switch
+from .test_bus import grant
 
 CHANNEL = "consultation.dr-smith.patient-abc123"
 FILES = CHANNEL + ".files"
+
+
+@pytest.fixture
+async def switch(relay: Relay) -> AsyncIterator[Switch]:
+    # Requested before make_bus: the buses are closed before the switch goes away.
+    async with Switch(relay) as running:
+        yield running
 
 
 async def test_subscribing_to_nothing_or_on_a_closed_bus_is_refused(make_bus: BusFactory) -> None:
@@ -57,13 +67,13 @@ async def test_closing_the_last_subscription_goes_idle(make_bus: BusFactory, rel
 
 
 async def test_a_leave_that_cannot_be_sent_is_logged_with_the_channel_count(
-    make_bus: BusFactory, relay: Relay, caplog: pytest.LogCaptureFixture
+    switch: Switch, make_bus: BusFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="telehealth_client.pubsub.pubnub_bus")
-    kiosk = make_bus("patient-abc123")
+    kiosk = make_bus("patient-abc123", origin=switch.origin)
     subscription = await kiosk.subscribe([CHANNEL, FILES], Inbox())
     await StatusLog(kiosk).wait_for(ConnectionStatus.CONNECTED)
-    await relay.stop()
+    switch.unplug()
     await subscription.close()
     assert "leave not delivered channels=2" in [r.getMessage() for r in caplog.records]
 
@@ -103,13 +113,50 @@ async def test_closing_right_after_connecting_stops_every_loop(
 
 
 async def test_closing_while_a_new_token_cuts_the_back_off_short_stops_every_loop(
-    make_bus: BusFactory, relay: Relay, caplog: pytest.LogCaptureFixture
+    switch: Switch, make_bus: BusFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    kiosk = make_bus("patient-abc123")
+    kiosk = make_bus("patient-abc123", origin=switch.origin)
     statuses = await subscribed(kiosk, CHANNEL, Inbox())
-    await relay.stop()
+    switch.unplug()
     await statuses.wait_for(ConnectionStatus.RECONNECTING)
     kiosk.set_token("p0F2AkF0")  # wakes the subscribe loop from its back-off
     await kiosk.aclose()
     assert running_bus_loops() == []
     assert "did not stop in time" not in caplog.text
+
+
+async def test_a_new_token_refused_like_the_old_one_is_announced_again(
+    make_bus: BusFactory, relay: Relay
+) -> None:
+    # The token keeper waits for the verdict on each token it sets: an unchanged status is still news.
+    relay.enforce_access = True
+    kiosk = make_bus("patient-abc123")
+    statuses = StatusLog(kiosk)
+    await kiosk.subscribe([CHANNEL], Inbox())
+    first = await statuses.wait_for(ConnectionStatus.ACCESS_DENIED)
+    assert (first.reason, first.failures) == ("access denied by Access Manager", 1)
+    mark = len(statuses.changes)
+    kiosk.set_token(await grant(relay, "patient-abc123", "another.channel"))
+    again = await statuses.wait_for(ConnectionStatus.ACCESS_DENIED, within=5, after=mark)
+    assert again.reason == "access denied by Access Manager"
+    assert again.failures > first.failures
+    assert statuses.statuses()[:2] == [ConnectionStatus.CONNECTING, ConnectionStatus.ACCESS_DENIED]
+
+
+async def test_a_failed_bus_says_stopped_when_it_is_closed(make_bus: BusFactory) -> None:
+    class Fatal(BaseException):
+        """Not an Exception: nothing in the bus catches it, so the dispatch loop ends."""
+
+    kiosk, provider = make_bus("patient-abc123"), make_bus("dr-smith")
+
+    def fatal(envelope: object) -> None:
+        raise Fatal
+
+    statuses = StatusLog(kiosk)
+    await kiosk.subscribe([CHANNEL], fatal)
+    await statuses.wait_for(ConnectionStatus.CONNECTED)
+    await provider.publish(CHANNEL, {"n": 1})
+    await statuses.wait_for(ConnectionStatus.FAILED)
+    await kiosk.aclose()
+    assert statuses.statuses()[-2:] == [ConnectionStatus.FAILED, ConnectionStatus.STOPPED]
+    assert kiosk.status == ConnectionStatus.STOPPED

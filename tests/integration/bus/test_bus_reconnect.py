@@ -8,6 +8,7 @@ the kiosk is away, and can only reach it through the catch-up from its cursor.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -29,8 +30,9 @@ async def switch(relay: Relay) -> AsyncIterator[Switch]:
 
 
 async def test_a_dropped_network_catches_up_from_the_cursor_exactly_once(
-    switch: Switch, make_bus: BusFactory
+    switch: Switch, make_bus: BusFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="telehealth_client.pubsub.pubnub_bus")
     kiosk = make_bus(
         "patient-abc123", origin=switch.origin, reconnect_min_seconds=0.05, reconnect_max_seconds=0.2
     )
@@ -46,7 +48,7 @@ async def test_a_dropped_network_catches_up_from_the_cursor_exactly_once(
 
     switch.unplug()
     outage = await statuses.wait_for(ConnectionStatus.RECONNECTING)
-    assert outage.failures == 1
+    assert (outage.failures, outage.reason) == (1, "network or server error")
     for n in range(1, 6):
         await provider.publish(CHANNEL, {"n": n})
     refused = switch.refused
@@ -67,6 +69,13 @@ async def test_a_dropped_network_catches_up_from_the_cursor_exactly_once(
     assert [env.message["n"] for env in received] == list(range(11))
     assert statuses.statuses()[-2:] == [ConnectionStatus.RECONNECTING, ConnectionStatus.CONNECTED]
     assert statuses.statuses().count(ConnectionStatus.CONNECTED) == 2
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("bus status=")]
+    assert said == [
+        "bus status=connecting reason=None failures=0",
+        "bus status=connected reason=None failures=0",
+        "bus status=reconnecting reason=network or server error failures=1",
+        "bus status=connected reason=None failures=0",
+    ]
 
 
 async def test_a_status_listener_that_fails_is_logged_and_the_others_still_hear(
