@@ -1,0 +1,224 @@
+"""What the token keeper tells its operator and its caller, exactly: one log line per outcome (user,
+role, TTL, status, retry delay; never the token), the access-denied reasons, a listener that raises,
+and calls out of order. Mutants that survived test_token_keeper.py changed these and nothing noticed.
+
+Real relay (Access Manager enforced), real clinic stand-in, real PubNubBus, the shared manual clock.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+import pytest
+
+from telehealth_client.devstack.clinic import Clinic
+from telehealth_client.pubsub.bus import AccessDeniedError
+from telehealth_client.pubsub.pubnub_bus import PubNubBus
+from telehealth_client.security.clinic_client import TokenGrant
+from telehealth_client.security.tokens import (
+    RefreshPolicy,
+    TokenAccessDenied,
+    TokenEvent,
+    TokenKeeper,
+    TokenRefreshed,
+    TokenRequest,
+)
+from tests.integration.clinic.conftest import ClinicApi
+
+from .conftest import (
+    CONSULTATION,
+    OTHER_CONSULTATION,
+    PATIENT,
+    PROVIDER,
+    BusFactory,
+    KeeperFactory,
+    NoJitter,
+    RecordingSource,
+    SharedClock,
+    TokenLog,
+)
+
+WHO = f"user={PATIENT} role=patient"
+RETRY = "retry_in_seconds"
+
+
+def lines(token_log: TokenLog) -> list[str]:
+    return [line for _, line in token_log.lines]
+
+
+async def refused_publish(bus: PubNubBus) -> AccessDeniedError:
+    with pytest.raises(AccessDeniedError) as refused:
+        await bus.publish(OTHER_CONSULTATION, {"n": 1})  # another patient's: outside the grant
+    return refused.value
+
+
+async def set_consent(clinic: Clinic, granted: bool) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        status, answer = (
+            await ClinicApi(session)
+            .at(clinic)
+            .post("/api/telemedicine/consent", {"patientId": PATIENT, "granted": granted, "expiresAt": None})
+        )
+    assert status == 200, answer
+
+
+async def test_each_outcome_is_one_exact_log_line(
+    make_bus: BusFactory,
+    make_keeper: KeeperFactory,
+    kiosk: RecordingSource,
+    clinic: Clinic,
+    clock: SharedClock,
+    token_log: TokenLog,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="telehealth_client.security.tokens")
+    bus = make_bus(PATIENT)
+    keeper, events = make_keeper(bus)
+    await keeper.start()
+    await clock.advance(48)  # 80 % of the 60 s TTL
+    await events.wait_kind("refreshed")
+    assert await keeper.handle_access_denied(await refused_publish(bus)) is True
+    assert await keeper.handle_access_denied(await refused_publish(bus)) is False
+    # The clinic now refuses this patient (consent withdrawn): the next refresh fails with its 403.
+    await set_consent(clinic, False)
+    await clock.advance(48)  # 96 s: the refresh planned after the 403's token (granted at 48 s),
+    await events.wait_kind("expiring")  # which is also 12 s (20 % of the TTL) before its expiry
+    await clock.advance(12)  # 108 s: the retry due at 97 s fails, and the token has expired
+    await events.wait_kind("expired")
+    assert lines(token_log) == [
+        f"token granted {WHO} ttl_minutes=1",
+        f"token refreshed {WHO} ttl_minutes=1",
+        f"token denied by the bus user={PATIENT} operation=publish",
+        f"token refreshed after a 403 {WHO} ttl_minutes=1",
+        f"token denied by the bus user={PATIENT} operation=publish",
+        f"token access denied {WHO} source=publish reason=still refused after a refresh",
+        f"token refresh failed {WHO} when=scheduled status=403 error=ClinicError failures=1 {RETRY}=1.000",
+        f"token expiring {WHO} seconds_left=12 failures=1",
+        f"token refresh failed {WHO} when=scheduled status=403 error=ClinicError failures=2 {RETRY}=2.000",
+        f"token expired {WHO} failures=2",
+    ]
+    keeper_records = [
+        record for record in caplog.records if record.name == "telehealth_client.security.tokens"
+    ]
+    assert [record.getMessage() for record in keeper_records] == lines(token_log)
+    assert [record.levelno for record in keeper_records] == [
+        logging.INFO,
+        logging.INFO,
+        logging.INFO,
+        logging.INFO,
+        logging.INFO,
+        logging.WARNING,
+        logging.WARNING,
+        logging.WARNING,
+        logging.WARNING,
+        logging.WARNING,
+    ]
+    for token in kiosk.tokens:
+        assert not any(token in line for line in lines(token_log))
+
+
+async def test_a_failed_refresh_after_a_403_is_reported_at_once_with_its_own_reason(
+    make_bus: BusFactory, make_keeper: KeeperFactory, clinic: Clinic, token_log: TokenLog
+) -> None:
+    bus = make_bus(PATIENT)
+    keeper, events = make_keeper(bus)
+    await keeper.start()
+    await clinic.stop()
+    assert await keeper.handle_access_denied(await refused_publish(bus)) is False
+    assert events.items[1:] == [
+        TokenAccessDenied(PATIENT, "patient", "publish", "the refresh after a 403 failed")
+    ]
+    assert lines(token_log)[1:] == [
+        f"token denied by the bus user={PATIENT} operation=publish",
+        f"token refresh failed {WHO} when=after a 403 status=None error=ClinicError failures=0 "
+        "retry_in_seconds=none",
+        f"token access denied {WHO} source=publish reason=the refresh after a 403 failed",
+    ]
+
+
+class BrokenSource:
+    """The real clinic client until told to break, then an error that is not a ClinicError (a bug in
+    the source): the keeper must log its type and place, never its message."""
+
+    def __init__(self, inner: RecordingSource) -> None:
+        self.inner = inner
+        self.broken = False
+
+    async def request_token(self, user_id: str, role: str, **context: str) -> TokenGrant:
+        if self.broken:
+            raise KeyError("secret-detail")
+        return await self.inner.request_token(user_id, role, **context)
+
+
+async def test_a_refresh_failing_with_a_bug_logs_its_type_and_place_and_is_retried(
+    make_bus: BusFactory,
+    make_keeper: KeeperFactory,
+    kiosk: RecordingSource,
+    clock: SharedClock,
+    token_log: TokenLog,
+) -> None:
+    source = BrokenSource(kiosk)
+    keeper, events = make_keeper(make_bus(PATIENT), source=source)
+    await keeper.start()
+    source.broken = True
+    await clock.advance(48)
+    (failed,) = await token_log.wait_count("token refresh failed", 1)
+    assert failed[1].startswith(f"token refresh failed {WHO} when=scheduled status=None error=KeyError at ")
+    assert failed[1].endswith(" failures=1 retry_in_seconds=1.000")
+    assert "secret-detail" not in failed[1]
+    source.broken = False
+    await clock.advance(1)
+    (refreshed,) = await events.wait_kind("refreshed")
+    assert refreshed == TokenRefreshed(PATIENT, "patient", 1, "scheduled")
+
+
+async def test_a_listener_that_raises_stops_neither_start_nor_the_refreshes(
+    make_bus: BusFactory, kiosk: RecordingSource, clock: SharedClock, token_log: TokenLog
+) -> None:
+    bus = make_bus(PATIENT)
+    seen: list[str] = []
+
+    def listener(event: TokenEvent) -> None:
+        seen.append(event.kind)
+        raise RuntimeError("listener bug")
+
+    request = TokenRequest(PATIENT, "patient", {"providerId": PROVIDER})
+    policy = RefreshPolicy(jitter_ratio=0.0)
+    keeper = TokenKeeper(kiosk, bus, request, listener, policy=policy, clock=clock, rng=NoJitter())
+    try:
+        await keeper.start()
+        await bus.publish(CONSULTATION, {"n": 1})  # the token is on the bus all the same
+        await clock.advance(48)
+        await token_log.wait_count("token event listener failed", 2)
+    finally:
+        await keeper.aclose()
+    assert seen == ["granted", "refreshed"]
+    failures = token_log.matching("token event listener failed")
+    assert [line.split(" error=")[0] for _, line in failures] == [
+        "token event listener failed kind=granted",
+        "token event listener failed kind=refreshed",
+    ]
+    assert all(line.split(" error=")[1].startswith("RuntimeError at ") for _, line in failures)
+
+
+async def test_calls_out_of_order_are_refused_or_answered_no(
+    make_bus: BusFactory, make_keeper: KeeperFactory, kiosk: RecordingSource
+) -> None:
+    keeper, events = make_keeper(make_bus(PATIENT))
+    # Before start: no token to refresh, so a 403 cannot be cured.
+    assert await keeper.handle_access_denied(AccessDeniedError("publish")) is False
+    assert kiosk.requests == 0
+    await keeper.aclose()
+    with pytest.raises(RuntimeError, match=r"start\(\) may be called once, before aclose\(\)"):
+        await keeper.start()
+    assert kiosk.requests == 0 and events.items == []
+
+
+async def test_channel_config_is_a_copy(make_bus: BusFactory, make_keeper: KeeperFactory) -> None:
+    keeper, _ = make_keeper(make_bus(PATIENT))
+    await keeper.start()
+    config = keeper.channel_config
+    assert isinstance(config, dict)
+    config["consultationChannel"] = "changed"
+    assert keeper.channel_config["consultationChannel"] == CONSULTATION
