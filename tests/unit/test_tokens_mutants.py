@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from telehealth_client.protocol.channels import InvalidIdError
-from telehealth_client.security.tokens import RefreshPolicy, TokenRequest, plan
+from telehealth_client.security.tokens import LoopClock, RefreshPolicy, TokenRequest, plan
 
 FIELDS = "(appointmentId, consultationChannel, providerId, departmentId)"
 
@@ -119,3 +120,14 @@ def test_every_token_role_and_context_field_is_accepted(role: str) -> None:
     }
     request = TokenRequest("user-1", role, context)
     assert (request.user_id, request.role, request.context) == ("user-1", role, context)
+
+
+async def test_the_loop_clock_waits_for_a_future_deadline_and_not_for_a_past_one() -> None:
+    clock = LoopClock()
+    loop = asyncio.get_running_loop()
+    assert loop.time() <= clock.now() <= loop.time()
+    # A past deadline: at once (a bound far above any scheduling delay, far below the mutants' 1 s).
+    await asyncio.wait_for(clock.sleep_until(clock.now() - 60.0), timeout=0.9)
+    # A deadline a minute away: still sleeping when a short timeout ends it.
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(clock.sleep_until(clock.now() + 60.0), timeout=0.05)
