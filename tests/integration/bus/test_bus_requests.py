@@ -90,3 +90,11 @@ async def test_the_meta_and_the_store_flag_reach_the_receiver_and_history(make_b
     [stored] = await provider.history(CHANNEL)
     assert (stored.message, stored.meta, stored.publisher) == ({"n": 1}, {"kind": "chat"}, "dr-smith")
     assert kiosk.status == ConnectionStatus.CONNECTED
+
+
+async def test_a_user_with_metadata_but_no_custom_fields_has_none(make_bus: BusFactory) -> None:
+    bus = make_bus("dr-smith")
+    # Written by another App Context client: a name, no custom fields.
+    envelope = await bus.pubnub.set_uuid_metadata(uuid="patient-abc123", name="Kiosk 4").future()
+    assert not envelope.is_error()
+    assert await bus.get_user_metadata("patient-abc123") == {}
