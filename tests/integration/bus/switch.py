@@ -2,6 +2,8 @@
 
 Unplugged, it cuts every connection it is carrying and every new one, as a pulled cable would
 (the client sees the connection closed, never an answer); plugged in again, it forwards as before.
+It can also answer the next resumed long-poll with a body of the test's choosing, as a broken
+proxy or origin might (the only answer here the relay did not write).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class Switch(Tap):
         self._carrying: set[asyncio.BaseTransport] = set()
         self._refused = 0
         self._refused_seen = asyncio.Condition()
+        self._next_poll_answer: bytes | None = None
 
     def unplug(self) -> None:
         self._plugged = False
@@ -30,6 +33,10 @@ class Switch(Tap):
 
     def plug(self) -> None:
         self._plugged = True
+
+    def answer_next_poll(self, body: bytes) -> None:
+        """Answer the next resumed long-poll (not a handshake) with ``body``, HTTP 200."""
+        self._next_poll_answer = body
 
     @property
     def refused(self) -> int:
@@ -50,6 +57,10 @@ class Switch(Tap):
                 self._refused += 1
                 self._refused_seen.notify_all()
             raise web.HTTPBadGateway()
+        answer, resumed = self._next_poll_answer, request.query.get("tt", "0") != "0"
+        if answer is not None and resumed and request.path.startswith("/v2/subscribe/"):
+            self._next_poll_answer = None
+            return web.Response(body=answer, content_type="application/json")
         self._carrying.add(transport)
         try:
             return await super()._forward(request)

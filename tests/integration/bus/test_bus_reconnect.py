@@ -78,6 +78,28 @@ async def test_a_dropped_network_catches_up_from_the_cursor_exactly_once(
     ]
 
 
+async def test_an_answer_without_a_cursor_is_a_failed_poll_and_nothing_is_lost(
+    switch: Switch, make_bus: BusFactory, relay: Relay
+) -> None:
+    kiosk = make_bus("patient-abc123", origin=switch.origin)
+    provider = make_bus("dr-smith")
+    inbox = Inbox()
+    statuses = await subscribed(kiosk, CHANNEL, inbox)
+    await asyncio.wait_for(relay.wait_for_subscribers(1), 5)  # the long-poll that n=1 answers
+    switch.answer_next_poll(b'{"t": {"r": 1}, "m": []}')
+    await provider.publish(CHANNEL, {"n": 1})  # answers the pending poll: the next one gets the bad answer
+    await inbox.wait_for(1)
+    cursor = kiosk.timetoken
+    broken = await statuses.wait_for(ConnectionStatus.RECONNECTING)
+    assert (broken.reason, broken.failures) == ("subscribe answer has no timetoken 't.t'", 1)
+    assert kiosk.timetoken == cursor
+    await provider.publish(CHANNEL, {"n": 2})
+    back = await statuses.wait_for(ConnectionStatus.CONNECTED, after=statuses.changes.index(broken))
+    assert back.caught_up_from == cursor
+    received = await inbox.wait_for(2)
+    assert [env.message["n"] for env in received] == [1, 2]
+
+
 async def test_a_status_listener_that_fails_is_logged_and_the_others_still_hear(
     make_bus: BusFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
