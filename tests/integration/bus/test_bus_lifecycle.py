@@ -107,6 +107,7 @@ async def test_closing_right_after_connecting_stops_every_loop(
     # wait_for swallows a cancellation that arrives as its wait completes).
     kiosk = make_bus("patient-abc123")
     await subscribed(kiosk, CHANNEL, Inbox())
+    assert running_bus_loops() == ["bus-dispatch", "bus-heartbeat", "bus-subscribe"]
     await kiosk.aclose()
     assert running_bus_loops() == []
     assert "did not stop in time" not in caplog.text
