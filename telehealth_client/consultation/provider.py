@@ -279,10 +279,17 @@ class ProviderEndpoint:
             self._hub,
             state_dir=self._state_dir / consultation.consultation_id,
             on_closed=self._session_closed,
+            on_closing=self._session_closing,
             denials=self._denied,
         )
         self._sessions[consultation.consultation_id] = session
         return session
+
+    def _session_closing(self, session: ConsultationSession, reason: str) -> None:
+        if session.consultation.provider_id != self.user_id and self._keeper is not None:
+            # Our invitation is over and its token about to be revoked: the 403s that follow until
+            # the standing token is back are expected, not something to refresh or warn about.
+            self._keeper.retire()
 
     async def _session_closed(self, session: ConsultationSession, reason: str) -> None:
         if self._sessions.get(session.consultation_id) is session:

@@ -10,10 +10,11 @@ the ``EventHub``; ``CloseSession`` (the session closes itself in a task it owns)
 Public API:
 
 - ``ConsultationSession(consultation, bus, hub, state_dir=..., channels=..., keeper=None,
-  owns_bus=False, on_closed=None, denials=None)``; ``channels`` are subscribed besides the
+  owns_bus=False, on_closed=None, on_closing=None, denials=None)``; ``channels`` are subscribed besides the
   consultation and its ``.video`` channel (the patient's own notification channel, for queue
   updates); ``keeper`` (closed with the session) answers a publish's 403 unless ``denials`` does;
-  ``owns_bus``: the session closes the bus; ``on_closed(session, reason)`` runs after closing.
+  ``owns_bus``: the session closes the bus; ``on_closing(session, reason)`` runs synchronously as
+  closing starts, ``on_closed(session, reason)`` after it.
 - ``await start(catch_up=...)``: subscribe (with presence), wait until the bus is connected, then,
   if ``catch_up``, apply what history holds since the consultation's last timetoken, in order.
 - ``await act(message) -> timetoken``: publish one of our own lifecycle messages (checked by
@@ -81,6 +82,8 @@ CONNECT_TIMEOUT_SECONDS: Final = 15.0
 HISTORY_LIMIT: Final = 500
 
 ClosedHandler = Callable[["ConsultationSession", str], Awaitable[None] | None]
+# Told synchronously when the session starts closing, before anything of it is torn down.
+ClosingHandler = Callable[["ConsultationSession", str], None]
 # A 403 on a publish: True when a new token is on the bus and the publish may be tried once more.
 DenialHandler = Callable[[AccessDeniedError], Awaitable[bool]]
 
@@ -118,6 +121,7 @@ class ConsultationSession:
         keeper: tokens.TokenKeeper | None = None,
         owns_bus: bool = False,
         on_closed: ClosedHandler | None = None,
+        on_closing: ClosingHandler | None = None,
         denials: DenialHandler | None = None,
     ) -> None:
         self._consultation = consultation
@@ -130,6 +134,7 @@ class ConsultationSession:
         self._denials = denials or (keeper.handle_access_denied if keeper is not None else None)
         self._owns_bus = owns_bus
         self._on_closed = on_closed
+        self._on_closing = on_closing
         self._lock = asyncio.Lock()
         self._subscription: Subscription | None = None
         self._remove_status: Callable[[], None] | None = None
@@ -377,6 +382,11 @@ class ConsultationSession:
         if self._closing is None:
             self._close_reason = reason
             self._closing = asyncio.ensure_future(self._close(reason))
+            if self._on_closing is not None:
+                try:
+                    self._on_closing(self, reason)
+                except Exception as exc:
+                    log.error("consultation closing handler failed error=%s", describe_exception(exc))
 
     async def aclose(self, reason: str = "stopped") -> None:
         """Stop: unsubscribe (a presence leave), stop the keeper, close an owned bus. Idempotent.

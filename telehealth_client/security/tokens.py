@@ -300,12 +300,20 @@ class TokenKeeper:
         )
         self._emit(TokenGranted(self._request.user_id, self._request.role, grant.ttl_minutes))
 
-    async def aclose(self) -> None:
-        """Stop refreshing; the bus keeps the last token until its owner closes it. Idempotent."""
+    def retire(self) -> None:
+        """Stop reacting at once, from synchronous code: the token is known to be going away (an
+        invited provider just read its own removal, and the revoke follows). No refresh, no 403
+        handling, no events from now on; ``aclose()`` still has to be awaited."""
         self._closed = True
         if self._remove_listener is not None:
             self._remove_listener()
             self._remove_listener = None
+        if self._task is not None:
+            self._task.cancel()
+
+    async def aclose(self) -> None:
+        """Stop refreshing; the bus keeps the last token until its owner closes it. Idempotent."""
+        self.retire()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

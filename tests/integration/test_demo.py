@@ -124,6 +124,11 @@ async def test_demo_runs_the_consultation_step_by_step_with_who_saw_each_step() 
     assert elapsed == sorted(elapsed)
     assert out.splitlines()[-1].startswith(f"demo passed: {len(EXPECTED)} steps in ")
     assert_no_secret(out + err)
+    # A consultation that goes as planned warns about nothing: the removed specialist's revoked
+    # token is expected, not a refresh to attempt and complain about.
+    assert [
+        line for line in (out + err).splitlines() if "level=warning" in line or "level=error" in line
+    ] == []
 
 
 async def test_json_lines_with_the_agents_logs_hold_every_step_and_no_secret() -> None:
