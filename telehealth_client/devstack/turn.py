@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ctypes
 import hashlib
 import hmac
 import logging
@@ -32,6 +33,19 @@ STUN_MAGIC_COOKIE = 0x2112A442
 _BINDING_REQUEST = 0x0001
 _BINDING_SUCCESS = 0x0101
 _RELAY_WINDOW = 200  # relay ports per server: enough for tests, small enough to share the machine
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started coturn dies, even by SIGKILL.
+
+    coturn runs in its own session (a terminal's Ctrl-C must reach us first), so nothing else
+    would end it; a killed test run or demo left orphaned coturn processes behind.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class TurnServerError(RuntimeError):
@@ -237,6 +251,7 @@ class TurnServer:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C in the terminal reaches us, not coturn
+            preexec_fn=_die_with_parent,
         )
         self._port = port
         await self._wait_ready()
@@ -309,6 +324,11 @@ class TurnServer:
                 self._workdir = None
             if process is not None:
                 logger.info("turn_stopped port=%s", self._port)
+
+    @property
+    def pid(self) -> int | None:
+        """coturn's process ID while it runs."""
+        return self._process.pid if self.running and self._process is not None else None
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 
 import pytest
@@ -124,3 +126,34 @@ async def test_clinic_turn_credentials_allocate_on_coturn(
         assert transport.get_extra_info("sockname")[0] == "127.0.0.1"
     finally:
         transport.close()
+
+
+async def test_coturn_ends_when_the_process_that_started_it_is_killed() -> None:
+    # A test run or demo killed with SIGKILL stops nothing itself: coturn must not outlive it.
+    owner = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import asyncio\n"
+        "from telehealth_client.devstack.turn import TurnServer\n"
+        "async def main():\n"
+        "    server = TurnServer()\n"
+        "    await server.start()\n"
+        "    print(server.pid, flush=True)\n"
+        "    await asyncio.Event().wait()\n"
+        "asyncio.run(main())\n",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert owner.stdout is not None
+    coturn = int(await asyncio.wait_for(owner.stdout.readline(), 30))
+    # coturn is not our child: a pidfd becomes readable when it exits.
+    pidfd = os.pidfd_open(coturn)
+    exited = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+    try:
+        assert not exited.done()
+        owner.kill()
+        await owner.wait()
+        await asyncio.wait_for(exited, 10)
+    finally:
+        asyncio.get_running_loop().remove_reader(pidfd)
+        os.close(pidfd)
