@@ -33,6 +33,11 @@ CHANNEL = "consultation.prov1.pat1"
 OTHER = "consultation.prov2.pat9"
 NON_CAPTURING = "Only non-capturing groups are allowed. Try replacing `(` with `(?:`."
 
+# pattern_problem scans a pattern in a loop (grants with patterns call it): a scan that stops
+# advancing must fail a test at once, not hang it. Every test here takes milliseconds; the limit
+# only catches a loop that never ends.
+pytestmark = pytest.mark.timeout(10)
+
 
 def authority(clock: ManualClock | None = None) -> TokenAuthority:
     return TokenAuthority(secret_key=SECRET, clock=clock or ManualClock(NOW))
