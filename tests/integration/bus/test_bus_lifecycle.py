@@ -71,7 +71,8 @@ async def test_a_leave_that_cannot_be_sent_is_logged_with_the_channel_count(
 ) -> None:
     caplog.set_level(logging.INFO, logger="telehealth_client.pubsub.pubnub_bus")
     kiosk = make_bus("patient-abc123", origin=switch.origin)
-    subscription = await kiosk.subscribe([CHANNEL, FILES], Inbox())
+    # With presence: its `-pnpres` channels are listened to, never joined, so never left.
+    subscription = await kiosk.subscribe([CHANNEL, FILES], Inbox(), with_presence=True)
     await StatusLog(kiosk).wait_for(ConnectionStatus.CONNECTED)
     switch.unplug()
     await subscription.close()

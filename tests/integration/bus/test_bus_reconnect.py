@@ -79,8 +79,9 @@ async def test_a_dropped_network_catches_up_from_the_cursor_exactly_once(
 
 
 async def test_an_answer_without_a_cursor_is_a_failed_poll_and_nothing_is_lost(
-    switch: Switch, make_bus: BusFactory, relay: Relay
+    switch: Switch, make_bus: BusFactory, relay: Relay, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="telehealth_client.pubsub.pubnub_bus")
     kiosk = make_bus("patient-abc123", origin=switch.origin)
     provider = make_bus("dr-smith")
     inbox = Inbox()
@@ -98,6 +99,9 @@ async def test_an_answer_without_a_cursor_is_a_failed_poll_and_nothing_is_lost(
     assert back.caught_up_from == cursor
     received = await inbox.wait_for(2)
     assert [env.message["n"] for env in received] == [1, 2]
+    assert "bus subscribe failed failures=1 error=malformed answer" in [
+        r.getMessage() for r in caplog.records
+    ]
 
 
 async def test_a_status_listener_that_fails_is_logged_and_the_others_still_hear(

@@ -88,7 +88,8 @@ async def test_the_meta_and_the_store_flag_reach_the_receiver_and_history(make_b
     received = await inbox.wait_for(2)
     assert [(env.message, env.meta) for env in received] == [({"n": 1}, {"kind": "chat"}), ({"n": 2}, None)]
     [stored] = await provider.history(CHANNEL)
-    assert (stored.message, stored.meta, stored.publisher) == ({"n": 1}, {"kind": "chat"}, "dr-smith")
+    assert (stored.channel, stored.message, stored.meta) == (CHANNEL, {"n": 1}, {"kind": "chat"})
+    assert stored.publisher == "dr-smith"
     assert kiosk.status == ConnectionStatus.CONNECTED
 
 
@@ -98,3 +99,25 @@ async def test_a_user_with_metadata_but_no_custom_fields_has_none(make_bus: BusF
     envelope = await bus.pubnub.set_uuid_metadata(uuid="patient-abc123", name="Kiosk 4").future()
     assert not envelope.is_error()
     assert await bus.get_user_metadata("patient-abc123") == {}
+
+
+async def test_history_since_includes_the_message_right_after_it(make_bus: BusFactory) -> None:
+    provider = make_bus("dr-smith")
+    sent = [await provider.publish(CHANNEL, {"n": n}) for n in range(3)]
+    since = await provider.history(CHANNEL, since=sent[1].timetoken - 1)
+    assert [env.message["n"] for env in since] == [1, 2]
+    assert await provider.history(CHANNEL, since=sent[2].timetoken) == []
+
+
+async def test_history_gives_the_newest_100_by_default(make_bus: BusFactory) -> None:
+    provider = make_bus("dr-smith")
+    for n in range(101):
+        await provider.publish(CHANNEL, {"n": n})
+    assert [env.message["n"] for env in await provider.history(CHANNEL)] == list(range(1, 101))
+
+
+async def test_a_full_page_of_unreadable_messages_is_an_empty_history(make_bus: BusFactory) -> None:
+    intruder, provider = make_bus("intruder", cipher_key=None), make_bus("dr-smith")
+    for n in range(2):
+        await intruder.publish(CHANNEL, {"n": n})
+    assert await provider.history(CHANNEL, limit=2) == []
