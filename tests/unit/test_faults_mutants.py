@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import ssl
+from itertools import islice
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -93,6 +95,10 @@ def test_a_cause_chain_that_loops_ends() -> None:
     third = RuntimeError("c")
     third.__cause__ = third
     assert classify_exception(third) is None
+    # Each exception of a loop is looked at once: taken from the walk itself, so that a walk that
+    # never ends fails here instead of hanging.
+    assert list(islice(faults._causes(first), 5)) == [first, second]
+    assert list(islice(faults._causes(third), 5)) == [third]
 
 
 def sdk_error(exc: object = None, code: object = None, category: Any = None) -> Any:
@@ -103,6 +109,13 @@ def sdk_error(exc: object = None, code: object = None, category: Any = None) -> 
     if exc is not None:
         status.error_data = PNErrorData("error", exc)
     return PubNubAsyncioException(result=None, status=status)
+
+
+def test_an_envelope_of_another_shape_is_no_answer() -> None:
+    # classify reads whatever the SDK hands over: an "exception" that is not one is no answer.
+    odd = SimpleNamespace(status=SimpleNamespace(error_data=SimpleNamespace(exception="refused")))
+    assert classify(odd) == "no answer"
+    assert classify(SimpleNamespace(status=None)) == "no answer"
 
 
 @pytest.mark.parametrize(
