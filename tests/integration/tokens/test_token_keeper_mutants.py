@@ -7,6 +7,7 @@ Real relay (Access Manager enforced), real clinic stand-in, real PubNubBus, the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import aiohttp
@@ -53,6 +54,11 @@ async def refused_publish(bus: PubNubBus) -> AccessDeniedError:
     return refused.value
 
 
+async def verdict(keeper: TokenKeeper, error: AccessDeniedError) -> bool:
+    """The keeper's answer to a refused publish, within a bound: a keeper that never answers fails."""
+    return await asyncio.wait_for(keeper.handle_access_denied(error), 5.0)
+
+
 async def set_consent(clinic: Clinic, granted: bool) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         status, answer = (
@@ -78,8 +84,8 @@ async def test_each_outcome_is_one_exact_log_line(
     await keeper.start()
     await clock.advance(48)  # 80 % of the 60 s TTL
     await events.wait_kind("refreshed")
-    assert await keeper.handle_access_denied(await refused_publish(bus)) is True
-    assert await keeper.handle_access_denied(await refused_publish(bus)) is False
+    assert await verdict(keeper, await refused_publish(bus)) is True
+    assert await verdict(keeper, await refused_publish(bus)) is False
     # The clinic now refuses this patient (consent withdrawn): the next refresh fails with its 403.
     await set_consent(clinic, False)
     await clock.advance(48)  # 96 s: the refresh planned after the 403's token (granted at 48 s),
@@ -125,7 +131,7 @@ async def test_a_failed_refresh_after_a_403_is_reported_at_once_with_its_own_rea
     keeper, events = make_keeper(bus)
     await keeper.start()
     await clinic.stop()
-    assert await keeper.handle_access_denied(await refused_publish(bus)) is False
+    assert await verdict(keeper, await refused_publish(bus)) is False
     assert events.items[1:] == [
         TokenAccessDenied(PATIENT, "patient", "publish", "the refresh after a 403 failed")
     ]
@@ -207,7 +213,7 @@ async def test_calls_out_of_order_are_refused_or_answered_no(
 ) -> None:
     keeper, events = make_keeper(make_bus(PATIENT))
     # Before start: no token to refresh, so a 403 cannot be cured.
-    assert await keeper.handle_access_denied(AccessDeniedError("publish")) is False
+    assert await verdict(keeper, AccessDeniedError("publish")) is False
     assert kiosk.requests == 0
     await keeper.aclose()
     with pytest.raises(RuntimeError, match=r"start\(\) may be called once, before aclose\(\)"):
