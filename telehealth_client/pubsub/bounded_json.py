@@ -16,8 +16,10 @@ from typing import Any
 # the interpreter's recursion limit however the value is walked later (pydantic, json.dumps).
 MAX_JSON_DEPTH = 64
 
-# A JSON string literal, escapes included: its brackets are text, not structure.
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# A JSON string literal, escapes included: its brackets are text, not structure. An unterminated
+# one runs to the end (JSON fails there anyway): were it left unmatched, the scan would restart at
+# every later quote, quadratic in a hostile message (seconds for 32 KB, on the event loop).
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 

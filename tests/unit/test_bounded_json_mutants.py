@@ -5,6 +5,7 @@ depth or changed a refusal and nothing noticed)."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -126,3 +127,27 @@ def test_check_value_walks_every_child_of_every_container() -> None:
         check_value({"a": [[1], {"b": None}, 3, float("nan")], "c": "text"})
     with pytest.raises(JsonLimitError):
         check_value([{"x": 1}, {"y": [float("inf")]}, {"z": 2}])
+
+
+@pytest.mark.parametrize("text", ['"' + '\\"' * 16_383, '"\\' * 16_384])
+def test_a_hostile_message_is_measured_in_linear_time(text: str) -> None:
+    # Quotes that open no complete string used to be rescanned from each later quote: a 32 KB
+    # message took seconds of CPU on the event loop. CPU time of this thread, so a busy machine
+    # does not count; the fix takes milliseconds, the quadratic scan over five seconds here.
+    started = time.thread_time()
+    assert text_depth(text) <= 1
+    assert time.thread_time() - started < 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        ('["abc[', 1),  # an unterminated string runs to the end: its brackets are text
+        ('[{"a": "b\\[[', 2),
+        ('"[[[', 0),
+    ],
+)
+def test_brackets_after_an_unterminated_string_are_text(text: str, depth: int) -> None:
+    assert text_depth(text) == depth
+    with pytest.raises(json.JSONDecodeError):
+        loads(text)
