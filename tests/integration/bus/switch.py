@@ -25,6 +25,7 @@ class Switch(Tap):
         self._refused = 0
         self._refused_seen = asyncio.Condition()
         self._next_poll_answer: bytes | None = None
+        self.refuse_heartbeats = False  # answer heartbeats with HTTP 503 (polls still go through)
 
     def unplug(self) -> None:
         self._plugged = False
@@ -61,6 +62,10 @@ class Switch(Tap):
         if answer is not None and resumed and request.path.startswith("/v2/subscribe/"):
             self._next_poll_answer = None
             return web.Response(body=answer, content_type="application/json")
+        if self.refuse_heartbeats and request.path.endswith("/heartbeat"):
+            return web.json_response(
+                {"status": 503, "error": True, "message": "Service Unavailable"}, status=503
+            )
         self._carrying.add(transport)
         try:
             return await super()._forward(request)

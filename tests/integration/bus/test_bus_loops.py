@@ -1,0 +1,77 @@
+"""The bus's own loops: a failed heartbeat is only logged, and a loop that is cancelled from outside
+is reported as failed, a status that nothing but closing the bus replaces."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from telehealth_client.devstack.relay import Relay
+from telehealth_client.pubsub.bus import ConnectionStatus
+
+from .conftest import BusFactory, Inbox, subscribed
+from .switch import Switch
+from .test_bus_faults import LogWatch
+
+CHANNEL = "consultation.dr-smith.patient-abc123"
+LOGGER = "telehealth_client.pubsub.pubnub_bus"
+
+
+@pytest.fixture
+async def switch(relay: Relay) -> AsyncIterator[Switch]:
+    # Requested before make_bus: the buses are closed before the switch goes away.
+    async with Switch(relay) as running:
+        yield running
+
+
+@pytest.fixture
+def bus_log() -> Iterator[LogWatch]:
+    handler = LogWatch()
+    logger = logging.getLogger(LOGGER)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def bus_loop(name: str) -> asyncio.Task[object]:
+    [task] = [t for t in asyncio.all_tasks() if t.get_name() == name]
+    return task
+
+
+async def test_a_refused_heartbeat_is_logged_and_changes_nothing(
+    switch: Switch, make_bus: BusFactory, bus_log: LogWatch
+) -> None:
+    switch.refuse_heartbeats = True
+    kiosk, provider = make_bus("patient-abc123", origin=switch.origin), make_bus("dr-smith")
+    inbox = Inbox()
+    await subscribed(kiosk, CHANNEL, inbox)  # connecting sends a heartbeat at once
+    logged = await bus_log.wait_for(lambda line: line.startswith("heartbeat "), within=5)
+    assert logged == "heartbeat failed error=HTTP 503"
+    await provider.publish(CHANNEL, {"n": 1})
+    await inbox.wait_for(1)
+    assert kiosk.status == ConnectionStatus.CONNECTED
+
+
+@pytest.mark.parametrize("loop", ["bus-heartbeat", "bus-dispatch", "bus-subscribe"])
+async def test_a_loop_cancelled_from_outside_fails_the_bus_until_it_is_closed(
+    switch: Switch, make_bus: BusFactory, caplog: pytest.LogCaptureFixture, loop: str
+) -> None:
+    caplog.set_level(logging.ERROR, logger=LOGGER)
+    kiosk = make_bus("patient-abc123", origin=switch.origin)
+    statuses = await subscribed(kiosk, CHANNEL, Inbox())
+    bus_loop(loop).cancel()
+    failed = await statuses.wait_for(ConnectionStatus.FAILED)
+    assert failed.reason == f"{loop} ended: cancelled"
+    assert f"bus loop ended loop={loop} reason=cancelled" in [r.getMessage() for r in caplog.records]
+    if loop != "bus-subscribe":
+        switch.unplug()  # the subscribe loop goes on, but the outage it sees does not replace "failed"
+        await asyncio.wait_for(switch.wait_for_refused(1), 5)
+        assert kiosk.status == ConnectionStatus.FAILED
+    await kiosk.aclose()
+    assert statuses.statuses()[-2:] == [ConnectionStatus.FAILED, ConnectionStatus.STOPPED]
