@@ -13,7 +13,8 @@ gets 401; a credential that may not do what is asked gets 403 naming the field a
   ``userId`` its user (any patient for a kiosk).
 
   - patient: ``providerId`` or ``consultationChannel``; refused 403 ``consent: missing | not
-    granted | expired`` unless the clinic's consent record is granted and unexpired.
+    granted | expired`` unless the clinic's consent record is granted and unexpired, and 403
+    ``userId`` for a provider's or nurse's ID (a kiosk acts for patients only).
   - provider or nurse: ``departmentId``, which must be its own in the clinic's directory. Without
     ``consultationChannel``: the standing token. With one: a provider's own consultation gives
     the standing token naming it; another provider's needs a standing invitation (403
@@ -32,7 +33,7 @@ gets 401; a credential that may not do what is asked gets 403 naming the field a
   the consultation's own. Inviting again replaces the role.
 - ``POST /api/telemedicine/consent`` ``{patientId, granted, expiresAt}`` (``expiresAt`` ISO-8601 UTC
   or null) -> 200 ``{patientId, consent}``; writes App Context ``custom.consent_telehealth`` and the
-  clinic's own record. Only the patient kiosk's credential may.
+  clinic's own record. Only the patient kiosk's credential may, and not for a staff member's ID.
 - ``GET /api/on-call/{departmentId}`` -> ``{providers: [{id}]}`` (empty for an unknown department).
 - ``POST /api/audit-events`` one audit event -> 201 ``{id, stored}`` (``stored`` false for a repeat id).
   Its ``actor`` must be the credential's own identity (role and user; any patient for a kiosk).
@@ -349,6 +350,7 @@ class Clinic:
     async def _check_may_have(self, grant: RoleGrant, department_id: str | None) -> None:
         """NotAllowed unless the caller may have ``grant``: consent, department, invitation."""
         if grant.role == "patient":
+            self._check_not_staff(grant.authorized_uuid, "userId")
             now = datetime.fromtimestamp(self._clock(), UTC)
             refusal = consent_refusal(await self._consents.get(grant.authorized_uuid), now)
             if refusal is not None:
@@ -371,6 +373,12 @@ class Clinic:
             raise NotAllowed(
                 "consultationChannel", "has no standing invitation for this provider from its provider"
             )
+
+    def _check_not_staff(self, user_id: str, field: str) -> None:
+        """A kiosk acts for any patient, never as a provider or nurse: a patient token under a staff
+        member's ID would read that member's notifications and publish as them."""
+        if self._directory.member(user_id) is not None:
+            raise NotAllowed(field, "is a staff member's user ID, not a patient's")
 
     async def _turn_credentials(self, request: web.Request) -> web.Response:
         body = await parse_body(request, TurnCredentialsRequest)
@@ -437,6 +445,7 @@ class Clinic:
     async def _consent(self, request: web.Request) -> web.Response:
         device_identity(request).check_records_consent()
         body = await parse_body(request, ConsentRequest)
+        self._check_not_staff(body.patientId, "patientId")
         # Two copies, written here only (a patient token has ``get`` on its App Context user, not
         # ``update``): App Context, which the agent reads, then the clinic's own record, which the
         # token server reads. If the second write fails, App Context holds the newer answer: a

@@ -7,7 +7,6 @@ so that a client (or a person reading a log) learns which field was wrong and wh
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -15,6 +14,8 @@ from typing import Any, TypeVar
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from pydantic import BaseModel, ValidationError
+
+from telehealth_client.pubsub import bounded_json
 
 from .identity import DeviceIdentity, NotAllowed
 
@@ -64,10 +65,20 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
 
 
 async def read_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object; FieldError("body", ...) otherwise."""
+    """The request body as a JSON object; FieldError("body", ...) otherwise.
+
+    Bounded: deep nesting would raise RecursionError (a 500), and NaN or an infinity stored in
+    the audit sink would make its every read invalid JSON for a strict parser.
+    """
     try:
-        data: Any = json.loads(await request.read())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        text = (await request.read()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise FieldError("body", "must be UTF-8 JSON") from None
+    try:
+        data: Any = bounded_json.loads(text)
+    except bounded_json.JsonLimitError as exc:
+        raise FieldError("body", str(exc)) from None
+    except ValueError:  # not JSON, or an integer longer than Python converts
         raise FieldError("body", "must be a JSON object") from None
     if not isinstance(data, dict):
         raise FieldError("body", "must be a JSON object")
