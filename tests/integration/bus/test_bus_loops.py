@@ -33,7 +33,7 @@ def bus_log() -> Iterator[LogWatch]:
     logger = logging.getLogger(LOGGER)
     level = logger.level
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.DEBUG)
     yield handler
     logger.removeHandler(handler)
     logger.setLevel(level)
@@ -75,3 +75,21 @@ async def test_a_loop_cancelled_from_outside_fails_the_bus_until_it_is_closed(
         assert kiosk.status == ConnectionStatus.FAILED
     await kiosk.aclose()
     assert statuses.statuses()[-2:] == [ConnectionStatus.FAILED, ConnectionStatus.STOPPED]
+
+
+async def test_a_new_token_during_an_outage_is_not_a_new_status(
+    switch: Switch, make_bus: BusFactory, bus_log: LogWatch
+) -> None:
+    # Only a refusal of the new token is news (the token keeper waits for it); another failed
+    # poll of the same outage is not.
+    kiosk = make_bus("patient-abc123", origin=switch.origin, reconnect_min_seconds=60.0)
+    statuses = await subscribed(kiosk, CHANNEL, Inbox())
+    switch.unplug()
+    await statuses.wait_for(ConnectionStatus.RECONNECTING)
+    kiosk.set_token("p0F2AkF0")  # cuts the minute's back-off short: the bus polls again at once
+    await bus_log.wait_for(lambda line: line.startswith("bus subscribe failed failures=2 "), within=5)
+    assert statuses.statuses() == [
+        ConnectionStatus.CONNECTING,
+        ConnectionStatus.CONNECTED,
+        ConnectionStatus.RECONNECTING,
+    ]
