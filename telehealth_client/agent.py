@@ -155,8 +155,16 @@ class Agent:
         if self._connector.has_clinic:
             try:
                 await self.patient.resume()
-            except (ClinicError, SessionError, StateFileError) as exc:
-                # Kept on disk: the next start tries again; the kiosk stays usable meanwhile.
+            except StateFileError as exc:
+                # Kept on disk: the next start tries again; the kiosk stays usable meanwhile. The
+                # path and the reason (never the file's content) tell whoever is on call what to fix.
+                log.error(
+                    "saved consultation not resumed error=%s file=%s reason=%s",
+                    type(exc).__name__,
+                    exc.path,
+                    exc.reason,
+                )
+            except (ClinicError, SessionError) as exc:
                 log.error("saved consultation not resumed error=%s", type(exc).__name__)
 
     async def _start_nurse(self) -> None:
