@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime, timedelta, timezone
+from types import MappingProxyType
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -345,3 +346,23 @@ def test_schema_names_are_the_wire_field_names_and_the_message_tags() -> None:
     assert {"QUEUE_UPDATE", "EMERGENCY_ESCALATION", "EMERGENCY_RESOLVED", "offer"} <= tags
     # Defaults of other fields (a state, a status) are values, not tags.
     assert not {"connecting", "completed", "active", "resolved"} & tags
+
+
+@pytest.mark.parametrize("name", ["PROVIDER_JOINED", "chat", "audit"])
+def test_a_mapping_that_is_not_a_plain_object_is_dropped_as_the_whole_payload(name: str) -> None:
+    channel, payload, publisher = SAMPLES[name]
+    assert decode(channel, MappingProxyType(payload), publisher) == Drop("payload", "must be an object")
+
+
+def test_a_naive_datetime_in_a_payload_is_dropped_as_not_utc() -> None:
+    # A Python caller may hand decode a dict it built itself, datetimes included.
+    channel, payload, publisher = SAMPLES["PROVIDER_JOINED"]
+    result = decode(channel, {**payload, "timestamp": datetime(2026, 1, 1)}, publisher)
+    assert result == Drop("timestamp", "must be a UTC time")
+
+
+def test_a_python_sender_reads_exactly_why_its_datetime_is_refused() -> None:
+    with pytest.raises(ValidationError) as caught:
+        m.EndCall(sender_id="pt-1", timestamp=datetime(2026, 1, 1))
+    (error,) = caught.value.errors()
+    assert (error["type"], error["msg"], error["loc"]) == ("th_time", "must be a UTC time", ("timestamp",))
