@@ -77,11 +77,13 @@ from aiohttp import web
 from telehealth_client.protocol.channels import ConsultationChannels, InvalidIdError, validate_id
 
 from ..grants import ROLES, GrantRequestError, RoleGrant, build_grant, parse_consultation
+from ..http_guard import GuardedAppRunner
 from ..turn import turn_rest_credentials
 from .audit_store import AuditStore
 from .consent_store import CONSENT_SCHEMA, ConsentStore, consent_refusal
 from .directory import Directory, StaffMember
 from .http import (
+    GUARD,
     FieldError,
     cors_middleware,
     device_auth_middleware,
@@ -213,7 +215,7 @@ class Clinic:
         self._clock = clock
         # Granting and revoking take turns: a token granted while a revoke runs would escape it.
         self._grants_lock = asyncio.Lock()
-        self._runner: web.AppRunner | None = None
+        self._runner: GuardedAppRunner | None = None
         self._port: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -238,8 +240,9 @@ class Clinic:
             await self._records.open()
             await self.ledger.load()
             await self._admin.start()
-            # No access log: request lines are harmless today, but nothing here should log by default.
-            runner = web.AppRunner(self._app(), access_log=None)
+            # No access log (paths and queries can hold IDs and tokens); what aiohttp refuses
+            # itself is answered in JSON with CORS headers and logged by type only.
+            runner = GuardedAppRunner(self._app(), guard=GUARD)
             self._runner = runner
             await runner.setup()
             site = web.TCPSite(runner, self._host, self._requested_port)

@@ -15,8 +15,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from pydantic import BaseModel, ValidationError
 
+from telehealth_client.logs import describe_exception
 from telehealth_client.pubsub import bounded_json
 
+from ..http_guard import Guard
 from .identity import DeviceIdentity, NotAllowed
 
 logger = logging.getLogger(__name__)
@@ -133,6 +135,21 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
+def _refusal(status: int, reason: str) -> web.Response:
+    return error_response(status, [("request", reason.lower())])
+
+
+# What aiohttp refuses before any handler runs (a request line over the limit, a malformed
+# header): answered like every other error, with CORS headers, and logged by type only.
+GUARD = Guard(name="clinic", logger=logger, answer=_refusal, cors=CORS_HEADERS)
+
+
+def _route_of(request: web.Request) -> str:
+    """The matched route's pattern (``/api/on-call/{departmentId}``), never the path as sent."""
+    resource = request.match_info.route.resource
+    return "unmatched" if resource is None else resource.canonical
+
+
 IDENTITY_KEY: web.RequestKey[DeviceIdentity] = web.RequestKey("device_identity", DeviceIdentity)
 
 
@@ -178,8 +195,14 @@ def device_auth_middleware(credentials: Mapping[str, DeviceIdentity]) -> Middlew
                 raise
             # aiohttp's own refusals (404, 405, 413) answer in JSON like everything else.
             return error_response(exc.status, [(_HTTP_FIELDS.get(exc.status, "request"), exc.reason.lower())])
-        except Exception:
-            logger.exception("clinic_internal_error path=%s", request.path)
+        except Exception as exc:
+            # Type and place only: a message can quote the request, and the path can hold an ID.
+            logger.error(
+                "clinic_internal_error method=%s route=%s error=%s",
+                request.method,
+                _route_of(request),
+                describe_exception(exc),
+            )
             return error_response(500, [("server", "internal error")])
 
     return middleware

@@ -6,7 +6,7 @@ computed over the path exactly as sent.
 
 Nothing here logs a path or a query: paths carry messages and keys, queries carry tokens. The
 requests aiohttp itself refuses (a request line over the limit, a malformed header) are
-answered by ``RelayRequestHandler`` as JSON with CORS headers, logged by type only.
+answered through ``http_guard`` as JSON with CORS headers, logged by type only.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
-from aiohttp.http_exceptions import LineTooLong
-from aiohttp.web_protocol import RequestHandler
 
 from ...logs import describe_exception
+from ..http_guard import Guard, RequestCallable
 from .access import Need, verify_signature
 from .errors import RelayError, access_denied, service_error
 from .state import RelayState
@@ -97,9 +96,6 @@ def parse_query(raw_query: str) -> dict[str, str]:
     return query
 
 
-RequestCallable = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-
-
 def build_handler(state: RelayState, route: Router) -> RequestCallable:
     """The low-level request handler: CORS, faults, logging, then ``route``'s handler."""
 
@@ -148,59 +144,13 @@ async def _read_body(request: web.BaseRequest) -> bytes:
     return b"".join(chunks)
 
 
-class RelayRequestHandler(RequestHandler):
-    """aiohttp's connection handler, answering what aiohttp refuses itself as the relay answers.
-
-    aiohttp's own answer to a bad request is plain text without CORS headers (a browser SDK
-    could not read it), and it logs the exception, whose message holds the start of the
-    request line: the keys, and for a GET publish the message.
-    """
-
-    def handle_error(
-        self,
-        request: web.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if isinstance(exc, LineTooLong):
-            status, reason = 414, "Request-URI Too Long"
-        else:
-            reason = "Bad Request" if status == 400 else "Internal Server Error"
-        where = describe_exception(exc) if exc is not None else "no exception"
-        log.warning("relay refused a request status=%d error=%s", status, where)
-        if request.writer.output_size > 0:
-            raise ConnectionError("an answer was already on its way")
-        response = json_response(
-            {"status": status, "error": True, "service": "Balancer", "message": reason}, status
-        )
-        response.headers.update(_CORS)
-        response.force_close()
-        return response
-
-    def log_exception(self, *args: Any, **kw: Any) -> None:
-        # aiohttp's own messages and tracebacks may quote the request: log the type and place only.
-        exc = kw.get("exc_info")
-        where = describe_exception(exc) if isinstance(exc, BaseException) else "unknown"
-        log.warning("relay connection error=%s", where)
+def _refusal(status: int, reason: str) -> web.Response:
+    return json_response({"status": status, "error": True, "service": "Balancer", "message": reason}, status)
 
 
-class RelayServer(web.Server):
-    """aiohttp's low-level server with ``RelayRequestHandler`` for each connection."""
-
-    def __init__(self, handler: RequestCallable, *, max_line_size: int) -> None:
-        super().__init__(handler, handler_cancellation=True)
-        self._max_line_size = max_line_size
-
-    def __call__(self) -> RequestHandler:
-        return RelayRequestHandler(
-            self,
-            loop=asyncio.get_running_loop(),
-            # No access log: it would print paths (messages) and queries (tokens). aiohttp takes
-            # None for "off" although its annotation says Logger.
-            access_log=None,  # type: ignore[arg-type]
-            max_line_size=self._max_line_size,
-        )
+# What aiohttp refuses itself (a request line over the limit, a malformed header), answered as
+# the relay answers and logged by type only: the request line holds keys and messages.
+GUARD = Guard(name="relay", logger=log, answer=_refusal, cors=_CORS)
 
 
 async def _serve(

@@ -12,8 +12,9 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from ..http_guard import GuardedServer
 from .clock import Clock
-from .http import RelayServer, build_handler
+from .http import GUARD, build_handler
 from .persistence import StateFiles
 from .routes import route
 from .state import Keys, Limits, RelayState
@@ -93,7 +94,12 @@ class Relay:
         # The server cancels a handler whose client went away (``handler_cancellation``): an
         # abandoned long-poll would otherwise stay pending (and its user present) for up to
         # ``subscribe_timeout``. Cancelled, it leaves through ``_wait``'s clean-up at once.
-        server = RelayServer(build_handler(self._state, route), max_line_size=MAX_REQUEST_LINE)
+        server = GuardedServer(
+            build_handler(self._state, route),
+            guard=GUARD,
+            max_line_size=MAX_REQUEST_LINE,
+            handler_cancellation=True,
+        )
         runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port, reuse_address=True)

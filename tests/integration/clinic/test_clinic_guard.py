@@ -1,0 +1,114 @@
+"""What the clinic answers and logs when a request fails before or inside a handler.
+
+Paths and queries can hold keys and tokens, and exception messages can hold request data: the
+clinic answers such failures in JSON with CORS headers, as the relay does, and logs only the
+exception's type and place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+import uuid
+from pathlib import Path
+
+import pytest
+
+from telehealth_client.devstack.clinic import Clinic
+
+from .conftest import ORGANIZATION, ClinicApi
+
+pytestmark = pytest.mark.integration
+
+WAIT = 10.0
+MARKER = "SECRETMARKER"
+
+
+async def raw_exchange(clinic: Clinic, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` as bytes (aiohttp's client would not send a malformed one) and read to EOF."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", clinic.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), WAIT)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+def logged_text(caplog: pytest.LogCaptureFixture) -> str:
+    """Everything logged: formatted lines (tracebacks included) and each record's raw arguments."""
+    return "\n".join([caplog.text] + [f"{r.msg} {r.args}" for r in caplog.records])
+
+
+async def test_an_over_long_path_gets_json_with_cors_and_logs_no_path(
+    offline_clinic: Clinic, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    target = f"/api/on-call/{MARKER * 1_700}?token=tok-{MARKER}"  # a 20 KB path
+    request = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+
+    status, headers, body = await raw_exchange(offline_clinic, request)
+
+    assert status == 414
+    assert headers["access-control-allow-origin"] == "*"
+    assert headers["content-type"].startswith("application/json")
+    answer = json.loads(body)
+    assert answer["field"] == "request"
+    assert MARKER not in answer["reason"]
+    assert MARKER not in logged_text(caplog)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "a client's mistake"
+
+
+async def test_a_malformed_request_gets_json_with_cors_and_logs_no_path(
+    offline_clinic: Clinic, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    request = f"GET /api/on-call/{MARKER} HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n".encode()
+
+    status, headers, body = await raw_exchange(offline_clinic, request)
+
+    assert status == 400
+    assert headers["access-control-allow-origin"] == "*"
+    assert json.loads(body)["field"] == "request"
+    assert MARKER not in logged_text(caplog)
+
+
+async def test_an_internal_error_is_logged_by_type_and_place_without_its_message(
+    offline_clinic: Clinic, http: ClinicApi, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    # A real SQLite failure whose message carries a marker, as a driver's message can quote data.
+    with sqlite3.connect(tmp_path / "clinic" / "audit.sqlite3") as db:
+        db.execute(
+            "CREATE TRIGGER refuse_inserts BEFORE INSERT ON audit_events "
+            f"BEGIN SELECT RAISE(ABORT, 'disk says {MARKER}'); END"
+        )
+    caplog.set_level(logging.DEBUG)
+    event = {
+        "id": str(uuid.uuid4()),
+        "timestamp": "2026-11-22T14:03:07.123Z",
+        "eventType": "CONSULTATION_SESSION_START",
+        "severity": "info",
+        "organizationId": ORGANIZATION,
+        "actor": {"userId": "pat-1", "role": "patient"},
+        "resource": {"type": "consultation", "id": "consultation.dr-lee.pat-1"},
+        "action": "join",
+        "outcome": "success",
+        "metadata": {},
+    }
+
+    status, answer = await http.at(offline_clinic).post("/api/audit-events", event)
+
+    assert (status, answer["field"], answer["reason"]) == (500, "server", "internal error")
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "IntegrityError at " in record.getMessage()
+    assert record.exc_info is None
+    assert MARKER not in logged_text(caplog)
