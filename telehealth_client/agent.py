@@ -6,8 +6,10 @@ import asyncio
 import logging
 import os
 import signal
+import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from telehealth_client import systemd
@@ -26,6 +28,25 @@ from telehealth_client.security import tokens
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
 
 log = logging.getLogger(__name__)
+
+
+class StartError(Exception):
+    """Why the agent cannot start, in words written for the person on call: no PHI, no secret,
+    so the message itself is logged (other exceptions are logged by type and place only)."""
+
+
+class StateDirError(StartError):
+    """The state directory cannot hold the consultation's state: names the path and the reason."""
+
+
+def ensure_writable_directory(directory: Path) -> None:
+    """Create ``directory`` (owner-only) if needed and prove a file can be written there."""
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-")  # noqa: SIM115
+        probe.close()
+    except OSError as exc:
+        raise StateDirError(f"state_dir: {directory}: cannot be written ({type(exc).__name__})") from None
 
 
 def bus_config(settings: Settings, *, token: str | None = None) -> BusConfig:
@@ -118,6 +139,8 @@ class Agent:
 
     async def start(self) -> str:
         """Build and start the parts; returns the status line (systemd's READY carries it)."""
+        # An unusable state directory would only show at check-in, with a patient at the kiosk.
+        await asyncio.to_thread(ensure_writable_directory, self.settings.state_dir / CONSULTATION_STATE_DIR)
         if self.settings.role is Role.PROVIDER:
             await self._start_provider()
         elif self.settings.role is Role.PATIENT:
@@ -263,6 +286,9 @@ async def run_until_signalled(start: Callable[[], Awaitable[Any]], stop: Callabl
     try:
         try:
             started = await start()
+        except StartError as exc:
+            log.error("start failed reason=%s", exc)
+            return 1
         except Exception as exc:
             log.error("start failed error=%s", describe_exception(exc))
             return 1

@@ -9,6 +9,7 @@ import signal
 import socket
 import stat
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -64,10 +65,14 @@ async def start(*args: str, env: dict[str, str] | None = None) -> Process:
     return Process(proc)
 
 
+# Agents write their state here, never to the default /var/lib/telehealth-agent of the machine.
+STATE_ROOT = tempfile.TemporaryDirectory(prefix="telehealth-cli-tests-")
+
+
 def clean_environment(extra: dict[str, str]) -> dict[str, str]:
     base = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
     base.pop("NOTIFY_SOCKET", None)
-    return {**base, **extra}
+    return {**base, "TELEHEALTH_STATE_DIR": tempfile.mkdtemp(dir=STATE_ROOT.name), **extra}
 
 
 async def test_version() -> None:
@@ -406,3 +411,14 @@ async def test_a_failing_start_exits_1_and_still_stops_without_logging_messages(
     assert "start failed error=RuntimeError at " in out
     assert "stop failed error=ValueError at " in out
     assert "MARKER-PHI" not in out + err
+
+
+async def test_run_with_a_state_dir_it_cannot_write_exits_1_naming_it(
+    open_relay: Relay, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    process = await start("run", env=agent_env(open_relay, TELEHEALTH_STATE_DIR=str(blocker)))
+    code, out, _ = await process.finish()
+    assert code == 1
+    assert f"start failed reason=state_dir: {blocker}/consultation: cannot be written" in out

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.agent import Agent, bus_config
+from telehealth_client.agent import Agent, StateDirError, bus_config
 from telehealth_client.config import Settings, load_settings
 from telehealth_client.devstack.relay import Relay
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope
@@ -27,9 +27,10 @@ async def relay() -> AsyncIterator[Relay]:
         yield running
 
 
-def settings_for(relay: Relay, user_id: str, role: str) -> Settings:
+def settings_for(relay: Relay, user_id: str, role: str, state_dir: Path) -> Settings:
     return load_settings(
         environ={
+            "TELEHEALTH_STATE_DIR": str(state_dir),
             "TELEHEALTH_USER_ID": user_id,
             "TELEHEALTH_ROLE": role,
             "TELEHEALTH_ORIGIN": relay.origin,
@@ -64,9 +65,9 @@ async def notified(sock: socket.socket, field: bytes, within: float = 10.0) -> N
 
 
 async def test_notification_listeners_are_called_and_systemd_hears_the_status(
-    relay: Relay, notify: socket.socket
+    relay: Relay, notify: socket.socket, tmp_path: Path
 ) -> None:
-    settings = settings_for(relay, "dr-agent", "provider")
+    settings = settings_for(relay, "dr-agent", "provider", tmp_path)
     agent = Agent(settings)
     called_plain: list[Envelope] = []
     called_async: list[Envelope] = []
@@ -77,7 +78,7 @@ async def test_notification_listeners_are_called_and_systemd_hears_the_status(
         delivered.set()
 
     agent.notification_listeners += [called_plain.append, async_listener]
-    sender = PubNubBus(bus_config(settings_for(relay, "dr-sender", "provider")))
+    sender = PubNubBus(bus_config(settings_for(relay, "dr-sender", "provider", tmp_path)))
     try:
         await agent.start()
         await asyncio.wait_for(agent.connected.wait(), 10)
@@ -96,12 +97,26 @@ async def test_notification_listeners_are_called_and_systemd_hears_the_status(
         notify.close()
 
 
-async def test_an_idle_kiosk_is_idle_and_subscribes_to_nothing(relay: Relay) -> None:
-    agent = Agent(settings_for(relay, "kiosk-agent", "patient"))
+async def test_an_idle_kiosk_is_idle_and_subscribes_to_nothing(relay: Relay, tmp_path: Path) -> None:
+    agent = Agent(settings_for(relay, "kiosk-agent", "patient", tmp_path))
     try:
         assert await agent.start() == "idle"
         assert agent.status == "idle"
         assert agent.bus is not None and agent.bus.status == ConnectionStatus.IDLE
         assert relay.occupants("notification.kiosk-agent") == []
+    finally:
+        await agent.aclose()
+
+
+async def test_a_state_directory_that_cannot_be_written_stops_the_start_naming_it(
+    relay: Relay, tmp_path: Path
+) -> None:
+    # Found at start, not at check-in with a patient at the kiosk.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    agent = Agent(settings_for(relay, "kiosk-agent", "patient", blocker / "state"))
+    try:
+        with pytest.raises(StateDirError, match=r"state_dir: .*a-file/state/consultation: cannot be written"):
+            await agent.start()
     finally:
         await agent.aclose()
