@@ -36,7 +36,8 @@ gets 401; a credential that may not do what is asked gets 403 naming the field a
   clinic's own record. Only the patient kiosk's credential may, and not for a staff member's ID.
 - ``GET /api/on-call/{departmentId}`` -> ``{providers: [{id}]}`` (empty for an unknown department).
 - ``POST /api/audit-events`` one audit event -> 201 ``{id, stored}`` (``stored`` false for a repeat id).
-  Its ``actor`` must be the credential's own identity (role and user; any patient for a kiosk).
+  Its ``actor`` must be the credential's own identity (role and user; any patient for a kiosk),
+  and its ``organizationId`` the clinic's own (403 naming the field otherwise).
 - ``GET /api/audit-events`` -> ``{events: [...]}`` in the order first received; auditors only.
 
 Every answer carries CORS headers and an ``OPTIONS`` preflight is answered without a credential,
@@ -470,6 +471,11 @@ class Clinic:
         raw = await read_object(request)
         event = validate(AuditEvent, raw)
         device_identity(request).check_audit_actor(event.actor.userId, event.actor.role)
+        if event.organizationId != self._organization_id:
+            # The sink is this organization's audit trail: another's events do not belong in it.
+            raise NotAllowed(
+                "organizationId", f"must be this clinic's organization ({self._organization_id})"
+            )
         # Stored as received (unknown fields included) but with the id in canonical form,
         # so one event in two spellings is still stored once.
         raw["id"] = event.id

@@ -11,7 +11,14 @@ import pytest
 
 from telehealth_client.devstack.clinic import Clinic
 
-from .conftest import AUDITOR_CREDENTIAL, CART_CREDENTIALS, KIOSK_CREDENTIAL, ClinicApi, ClinicFactory
+from .conftest import (
+    AUDITOR_CREDENTIAL,
+    CART_CREDENTIALS,
+    KIOSK_CREDENTIAL,
+    ORGANIZATION,
+    ClinicApi,
+    ClinicFactory,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +29,7 @@ def audit_event(**overrides: Any) -> dict[str, Any]:
         "timestamp": "2026-11-22T14:03:07.123Z",
         "eventType": "CONSULTATION_SESSION_START",
         "severity": "info",
-        "organizationId": "org-1",
+        "organizationId": ORGANIZATION,  # the one organization the clinic serves
         "actor": {"userId": "pat-1", "role": "patient", "ipAddress": "10.0.0.7"},
         "resource": {
             "type": "consultation",
@@ -217,3 +224,21 @@ async def test_an_event_posted_as_the_credentials_own_identity_is_stored(
     status, _ = await http.at(offline_clinic).post("/api/audit-events", event, credential=credential)
     assert status == 201
     assert await offline_clinic.audit_events() == [event]
+
+
+@pytest.mark.parametrize(
+    ("credential", "actor"),
+    [
+        (KIOSK_CREDENTIAL, {"userId": "pat-1", "role": "patient"}),
+        (CART_CREDENTIALS["dr-lee"], PROVIDER_ACTOR),
+    ],
+)
+async def test_an_event_for_another_organization_gets_403_naming_it_and_is_not_stored(
+    offline_clinic: Clinic, http: ClinicApi, credential: str, actor: dict[str, str]
+) -> None:
+    # The sink is this one organization's: another's events would mix into its audit trail.
+    event = audit_event(organizationId="org-other", actor=actor)
+    status, answer = await http.at(offline_clinic).post("/api/audit-events", event, credential=credential)
+    assert (status, answer["field"]) == (403, "organizationId")
+    assert ORGANIZATION in answer["reason"]
+    assert await offline_clinic.audit_events() == []
