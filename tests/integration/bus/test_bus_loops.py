@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
 from telehealth_client.devstack.relay import Relay
+from telehealth_client.pubsub import pubnub_bus
 from telehealth_client.pubsub.bus import ConnectionStatus
+from telehealth_client.pubsub.wire import parse_subscribe_answer
 
 from .conftest import BusFactory, Inbox, subscribed
 from .switch import Switch
@@ -93,3 +96,34 @@ async def test_a_new_token_during_an_outage_is_not_a_new_status(
         ConnectionStatus.CONNECTED,
         ConnectionStatus.RECONNECTING,
     ]
+
+
+async def test_a_bug_in_one_subscribe_step_is_logged_reported_and_retried(
+    make_bus: BusFactory, bus_log: LogWatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fault injection, as no real part can make the bus's own code fail: the answer parser raises
+    # on its first call (the answer is the relay's own).
+    calls: list[object] = []
+
+    def buggy(raw: Any, decryptor: Any) -> Any:
+        calls.append(raw)
+        if len(calls) == 1:
+            raise RuntimeError("bug while reading patient-abc123")
+        return parse_subscribe_answer(raw, decryptor)
+
+    monkeypatch.setattr(pubnub_bus, "parse_subscribe_answer", buggy)
+    kiosk, provider = make_bus("patient-abc123"), make_bus("dr-smith")
+    inbox = Inbox()
+    statuses = await subscribed(kiosk, CHANNEL, inbox)
+    assert statuses.statuses() == [
+        ConnectionStatus.CONNECTING,
+        ConnectionStatus.RECONNECTING,
+        ConnectionStatus.CONNECTED,
+    ]
+    bug = statuses.changes[1]
+    assert (bug.reason, bug.failures) == ("internal error", 1)
+    assert statuses.changes[2].failures == 0
+    [line] = [line for line in bus_log.lines if line.startswith("bus subscribe step failed")]
+    assert line.startswith("bus subscribe step failed error=RuntimeError at test_bus_loops.py:")
+    await provider.publish(CHANNEL, {"n": 1})
+    assert [env.message for env in await inbox.wait_for(1)] == [{"n": 1}]
