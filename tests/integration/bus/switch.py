@@ -25,6 +25,7 @@ class Switch(Tap):
         self._refused = 0
         self._refused_seen = asyncio.Condition()
         self._next_poll_answer: bytes | None = None
+        self.subscribe_queries: list[dict[str, str]] = []  # of each long-poll or handshake forwarded
         self.refuse_heartbeats = False  # answer heartbeats with HTTP 503 (polls still go through)
 
     def unplug(self) -> None:
@@ -66,6 +67,8 @@ class Switch(Tap):
             return web.json_response(
                 {"status": 503, "error": True, "message": "Service Unavailable"}, status=503
             )
+        if request.path.startswith("/v2/subscribe/"):
+            self.subscribe_queries.append(dict(request.query))
         self._carrying.add(transport)
         try:
             return await super()._forward(request)

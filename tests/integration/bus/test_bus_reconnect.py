@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from telehealth_client.devstack.relay import Relay
+from telehealth_client.devstack.relay.pubsub import REGION
 from telehealth_client.pubsub.bus import ConnectionStatus, StatusChange
 
 from .conftest import BusFactory, Inbox, StatusLog, subscribed
@@ -57,7 +58,7 @@ async def test_a_dropped_network_catches_up_from_the_cursor_exactly_once(
     assert len(inbox.items) == 1
     assert kiosk.timetoken == cursor  # the cursor waits for the catch-up
 
-    mark = len(statuses.changes)
+    mark, polls = len(statuses.changes), len(switch.subscribe_queries)
     heartbeats = switch.heartbeats
     switch.plug()
     back = await statuses.wait_for(ConnectionStatus.CONNECTED, within=5, after=mark)
@@ -69,6 +70,10 @@ async def test_a_dropped_network_catches_up_from_the_cursor_exactly_once(
     assert [env.message["n"] for env in received] == list(range(11))
     assert statuses.statuses()[-2:] == [ConnectionStatus.RECONNECTING, ConnectionStatus.CONNECTED]
     assert statuses.statuses().count(ConnectionStatus.CONNECTED) == 2
+    # Back, a handshake (tt=0, no region) first; then the long-poll from the cursor, in its region.
+    handshake, resumed = switch.subscribe_queries[polls : polls + 2]
+    assert (handshake["tt"], "tr" in handshake) == ("0", False)
+    assert (resumed["tt"], resumed["tr"]) == (str(cursor), str(REGION))
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("bus status=")]
     assert said == [
         "bus status=connecting reason=None failures=0",
