@@ -70,6 +70,7 @@ async def test_a_dropped_network_catches_up_from_the_cursor_exactly_once(
     assert [env.message["n"] for env in received] == list(range(11))
     assert statuses.statuses()[-2:] == [ConnectionStatus.RECONNECTING, ConnectionStatus.CONNECTED]
     assert statuses.statuses().count(ConnectionStatus.CONNECTED) == 2
+    assert switch.heartbeats == heartbeats + 1  # one on reconnecting, the next not for a minute
     # Back, a handshake (tt=0, no region) first; then the long-poll from the cursor, in its region.
     handshake, resumed = switch.subscribe_queries[polls : polls + 2]
     assert (handshake["tt"], "tr" in handshake) == ("0", False)
