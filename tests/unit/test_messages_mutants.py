@@ -366,3 +366,15 @@ def test_a_python_sender_reads_exactly_why_its_datetime_is_refused() -> None:
         m.EndCall(sender_id="pt-1", timestamp=datetime(2026, 1, 1))
     (error,) = caught.value.errors()
     assert (error["type"], error["msg"], error["loc"]) == ("th_time", "must be a UTC time", ("timestamp",))
+
+
+class HostileMapping(dict[str, Any]):
+    """A caller's mapping that fails while being read: decode's last resort, not an exception."""
+
+    def __contains__(self, key: object) -> bool:
+        raise TypeError("unreadable")
+
+
+def test_a_payload_that_fails_while_being_read_is_dropped_not_raised() -> None:
+    channel, payload, publisher = SAMPLES["chat"]
+    assert decode(channel, HostileMapping(payload), publisher) == Drop("payload", "could not be validated")
