@@ -243,10 +243,20 @@ class ProviderEndpoint:
             # An early cancel names no consultation: it is the publisher's (a patient's) own.
             cid = channels.consultation(self.user_id, envelope.publisher)
             session = self._sessions.get(cid)
-            if session is not None:
-                await session.apply(
-                    Received(decoded, envelope.publisher, envelope.timetoken), envelope.channel
+            if session is None:
+                return
+            state = session.consultation.state
+            if state not in WAITING_STATES:
+                # The waiting-room copy is for a patient who leaves before a provider joined; the
+                # patient's side never reads it, so applying it later would split the two sides.
+                log.info(
+                    "waiting room cancel ignored consultation=%s state=%s reason=%s",
+                    cid,
+                    state,
+                    "counts only before a provider joined",
                 )
+                return
+            await session.apply(Received(decoded, envelope.publisher, envelope.timetoken), envelope.channel)
 
     async def _checked_in(self, message: PatientCheckedIn, envelope: Envelope, *, live: bool) -> None:
         cid = message.consultation_id
