@@ -517,6 +517,14 @@ def _acl_entries(path: Path) -> list[tuple[int, int, int]] | None:
         if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
             return None
         raise ValueError(f"cannot read the permissions of {path}: {exc.strerror or exc}") from None
+    return parse_acl(path, raw)
+
+
+def parse_acl(path: Path, raw: bytes) -> list[tuple[int, int, int]]:
+    """The (tag, permissions, ID) entries of ``path``'s ACL attribute ``raw``.
+
+    ValueError for a layout this agent does not know, rather than judging a file by a guess.
+    """
     if len(raw) < 4 or (len(raw) - 4) % 8 or struct.unpack_from("<I", raw)[0] != _ACL_VERSION:
         raise ValueError(f"{path} has an access control list this agent cannot read")
     return [struct.unpack_from("<HHI", raw, offset) for offset in range(4, len(raw), 8)]

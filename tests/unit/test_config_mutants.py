@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from telehealth_client.config import (
     clean_secret_lines,
     clean_secret_list,
     load_settings,
+    parse_acl,
     read_secret_file,
 )
 
@@ -174,6 +176,21 @@ def test_an_origin_with_a_scheme_path_or_credentials_is_refused(origin: str) -> 
     assert problems_of({"TELEHEALTH_ORIGIN": origin}) == [
         "origin (TELEHEALTH_ORIGIN): must be host or host:port, without scheme or path"
     ]
+
+
+@pytest.mark.parametrize(
+    ("origin", "problem"),
+    [
+        ("[::1]:0", "port must be a number from 1 to 65535 (found '0')"),
+        ("[::1]:", "port must be a number from 1 to 65535 (found '')"),
+        ("[::1]:99999", "port must be a number from 1 to 65535 (found '99999')"),
+        ("[]:8080", "has no host"),
+        ("[::1]]:8080", "must be host or host:port, without scheme or path"),
+        ("fe80::1", "an IPv6 address must be in brackets: [address]:port"),
+    ],
+)
+def test_a_bracketed_or_bare_ipv6_origin_is_judged_whole(origin: str, problem: str) -> None:
+    assert problems_of({"TELEHEALTH_ORIGIN": origin}) == [f"origin (TELEHEALTH_ORIGIN): {problem}"]
 
 
 def test_the_clinic_url_must_be_http_and_loses_its_trailing_slash() -> None:
@@ -395,6 +412,14 @@ def test_problems_with_several_secret_files_are_all_reported(tmp_path: Path) -> 
     ]
 
 
+def test_an_empty_file_variable_does_not_stop_the_other_secrets_being_read(tmp_path: Path) -> None:
+    absent = tmp_path / "absent"
+    assert problems_of({"TELEHEALTH_PUBLISH_KEY_FILE": "", "TELEHEALTH_API_TOKEN_FILE": str(absent)}) == [
+        "publish_key (TELEHEALTH_PUBLISH_KEY_FILE): is empty; give the secret file's path or unset it",
+        f"api_token (TELEHEALTH_API_TOKEN_FILE={absent}): cannot read {absent}: No such file or directory",
+    ]
+
+
 def test_a_dangling_link_in_the_credentials_directory_is_refused_not_skipped(tmp_path: Path) -> None:
     (tmp_path / "api_token").symlink_to(tmp_path / "gone")
     assert problems_of({"CREDENTIALS_DIRECTORY": str(tmp_path)}) == [
@@ -464,6 +489,53 @@ def test_exposure_through_the_mode_names_what_others_can_do(tmp_path: Path, mode
 def test_the_owner_may_execute_and_others_may_traverse(tmp_path: Path) -> None:
     # Only read and write bits expose a secret: execute bits are not a leak.
     path = secret_file(tmp_path / "key", KEY, 0o711)
+    assert read_secret_file(path) == KEY
+
+
+# POSIX ACL in its extended-attribute form (linux/posix_acl_xattr.h).
+USER_OBJ, USER, GROUP_OBJ, GROUP, MASK, OTHER = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+NO_ID = 0xFFFFFFFF
+
+
+def acl_bytes(*entries: tuple[int, int, int], version: int = 2) -> bytes:
+    return struct.pack("<I", version) + b"".join(struct.pack("<HHI", *entry) for entry in entries)
+
+
+def test_an_acl_attribute_is_read_entry_by_entry() -> None:
+    entries = [(USER_OBJ, 6, NO_ID), (USER, 4, 3_000_000_000), (GROUP_OBJ, 0, NO_ID), (MASK, 4, NO_ID)]
+    assert parse_acl(Path("key"), acl_bytes(*entries)) == entries
+    assert parse_acl(Path("key"), acl_bytes()) == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"\x02\x00\x00",  # shorter than its header
+        acl_bytes((USER_OBJ, 6, NO_ID))[:-1],  # a cut entry
+        acl_bytes((USER_OBJ, 6, NO_ID)) + b"\x00",
+        acl_bytes((USER_OBJ, 6, NO_ID), version=1),
+        acl_bytes((USER_OBJ, 6, NO_ID), version=3),
+    ],
+    ids=["empty", "short-header", "cut-entry", "extra-byte", "version-1", "version-3"],
+)
+def test_an_acl_attribute_of_an_unknown_layout_is_refused(raw: bytes) -> None:
+    assert reason(parse_acl, Path("/run/credentials/key"), raw) == (
+        "/run/credentials/key has an access control list this agent cannot read"
+    )
+
+
+def test_a_group_whose_read_the_acl_mask_switches_off_cannot_read(tmp_path: Path) -> None:
+    # setfacl -m g:4343:r,m::- : the named group's entry stays, but the mask grants it nothing.
+    path = secret_file(tmp_path / "key", KEY, 0o600)
+    entries = [
+        (USER_OBJ, 6, NO_ID),
+        (GROUP_OBJ, 0, NO_ID),
+        (GROUP, 4, 4343),
+        (MASK, 0, NO_ID),
+        (OTHER, 0, NO_ID),
+    ]
+    os.setxattr(path, "system.posix_acl_access", acl_bytes(*entries))
     assert read_secret_file(path) == KEY
 
 
