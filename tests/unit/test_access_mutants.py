@@ -472,6 +472,9 @@ def test_a_listed_resource_is_not_widened_by_a_pattern() -> None:
         r"\++",
         r"[+]+",
         r"(?:ab)+",
+        r"[a(b]",  # "(" anywhere in a class is a literal
+        r"[a]b[c]+",
+        r"^X+$",
     ],
 )
 def test_patterns_pubnub_accepts(pattern: str) -> None:
@@ -499,6 +502,9 @@ def test_patterns_pubnub_accepts(pattern: str) -> None:
         ("a)", "Syntax error: unbalanced parenthesis."),
         ("*a", "Syntax error: nothing to repeat."),
         ("a\\", "Syntax error: bad escape (end of pattern)."),
+        ("+a", "Syntax error: nothing to repeat."),
+        (r"^\(?+$", "Syntax error: multiple repeat."),  # an escaped "(" opens no group: "?+" is possessive
+        (r"[(]?+", "Syntax error: multiple repeat."),
     ],
 )
 def test_patterns_pubnub_refuses_with_its_reason(pattern: str, problem: str) -> None:

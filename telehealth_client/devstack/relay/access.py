@@ -296,8 +296,12 @@ def pattern_problem(pattern: str) -> str | None:
         counted = _COUNTED_REPEAT.match(pattern, index) if char == "{" else None
         if char == "+" and after_repeat:
             return "Syntax error: multiple repeat."
-        if char == "(" and not pattern.startswith(_GROUP_OPENERS, index):
-            return _NON_CAPTURING
+        if char == "(":
+            if not pattern.startswith(_GROUP_OPENERS, index):
+                return _NON_CAPTURING
+            # Step over "(?": that "?" is no quantifier (an escaped "(" never gets here).
+            index, after_repeat = index + 2, False
+            continue
         if char == "[":
             # A "]" first in a class (after an optional "^") is a literal, not its end.
             index += 2 if pattern.startswith("^", index + 1) else 1
@@ -307,7 +311,7 @@ def pattern_problem(pattern: str) -> str | None:
         if counted is not None:
             index, after_repeat = counted.end(), True
             continue
-        after_repeat = char in "*+?" and not (char == "?" and pattern[index - 1 : index] == "(")
+        after_repeat = char in "*+?"
         index += 1
     try:
         _pattern(pattern)
