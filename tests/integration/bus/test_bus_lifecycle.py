@@ -162,3 +162,15 @@ async def test_a_failed_bus_says_stopped_when_it_is_closed(make_bus: BusFactory)
     await kiosk.aclose()
     assert statuses.statuses()[-2:] == [ConnectionStatus.FAILED, ConnectionStatus.STOPPED]
     assert kiosk.status == ConnectionStatus.STOPPED
+
+
+async def test_too_many_channels_is_a_final_subscribe_error_naming_the_count(make_bus: BusFactory) -> None:
+    bus = make_bus("dr-smith")
+    with pytest.raises(BusError) as refused:
+        await bus.subscribe([f"queue.dept-{n}" for n in range(51)], Inbox(), with_presence=True)
+    assert str(refused.value) == (
+        "subscribe: channels: 102 channels (presence channels included) exceed PubNub's"
+        " limit of 100 in one subscribe request"
+    )
+    assert (refused.value.operation, refused.value.retryable) == ("subscribe", False)
+    assert bus.status == ConnectionStatus.IDLE
