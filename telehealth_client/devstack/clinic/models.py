@@ -15,6 +15,7 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from telehealth_client.protocol.channels import InvalidIdError, validate_id
+from telehealth_client.protocol.messages import AuditEventType  # one list for the sink and the agent
 
 from ..grants import InvitedRole, Role
 
@@ -105,26 +106,6 @@ class ConsentRequest(Body):
     patientId: Id
     granted: Annotated[bool, Field(strict=True)]
     expiresAt: IsoTime | None
-
-
-AuditEventType = Literal[
-    "CONSULTATION_SESSION_START",
-    "CONSULTATION_SESSION_END",
-    "PHI_MESSAGE_SENT",
-    "PHI_MESSAGE_READ",
-    "PHI_FILE_SHARED",
-    "PHI_FILE_ACCESSED",
-    "ACCESS_TOKEN_GRANTED",
-    "ACCESS_TOKEN_REVOKED",
-    "PATIENT_CONSENT_GIVEN",
-    "PATIENT_CONSENT_REVOKED",
-    "VIDEO_SESSION_STARTED",
-    "VIDEO_SESSION_ENDED",
-    "EMERGENCY_ESCALATION_TRIGGERED",
-    "PROVIDER_ADDED_TO_CONSULTATION",
-    "DEVICE_CHECK_COMPLETED",
-    "ACCESS_DENIED",
-]
 
 
 class AuditActor(Body):
