@@ -23,35 +23,7 @@ from telehealth_client.config import load_settings
 from telehealth_client.devstack.relay import Relay
 from telehealth_client.devstack.stack import DevStack
 
-AGENT = [sys.executable, "-m", "telehealth_client"]
-
-
-class Process:
-    """A child process whose stdout lines can be awaited one pattern at a time."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-
-    async def wait_for_line(self, fragment: str, within: float = 20.0) -> str:
-        async def read() -> str:
-            assert self.proc.stdout is not None
-            while True:
-                raw = await self.proc.stdout.readline()
-                if not raw:
-                    raise AssertionError(
-                        f"process ended before {fragment!r}; output:\n" + "".join(self.lines)
-                    )
-                line = raw.decode()
-                self.lines.append(line)
-                if fragment in line:
-                    return line
-
-        return await asyncio.wait_for(read(), within)
-
-    async def finish(self, within: float = 20.0) -> tuple[int, str, str]:
-        out, err = await asyncio.wait_for(self.proc.communicate(), within)
-        return self.proc.returncode or 0, "".join(self.lines) + out.decode(), err.decode()
+from .cli_process import AGENT, Process
 
 
 async def start(*args: str, env: dict[str, str] | None = None) -> Process:

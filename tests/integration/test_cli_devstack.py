@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import stat
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,40 +15,20 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
+from .cli_process import AGENT, Process
+
 pytestmark = pytest.mark.integration
 
-AGENT = [sys.executable, "-m", "telehealth_client"]
 CONSULTATION = "consultation.dr-demo.pat-1"
 # The token server grants a patient token only with granted, unexpired consent.
 CONSENT = {"patientId": "pat-1", "granted": True, "expiresAt": None}
 
 
-class Devstack:
-    """A ``devstack`` child process whose stdout lines can be awaited."""
+class Devstack(Process):
+    """A ``devstack`` child process: its printed settings, and a clean stop."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-
-    async def wait_for_line(self, fragment: str, within: float = 60.0) -> str:
-        async def read() -> str:
-            assert self.proc.stdout is not None
-            while True:
-                raw = await self.proc.stdout.readline()
-                if not raw:
-                    raise AssertionError(
-                        f"devstack ended before {fragment!r}; output:\n" + "".join(self.lines)
-                    )
-                line = raw.decode()
-                self.lines.append(line)
-                if fragment in line:
-                    return line
-
-        return await asyncio.wait_for(read(), within)
-
-    async def finish(self, within: float = 30.0) -> tuple[int, str, str]:
-        out, err = await asyncio.wait_for(self.proc.communicate(), within)
-        return self.proc.returncode or 0, "".join(self.lines) + out.decode(), err.decode()
+    line_timeout = 60.0
+    finish_timeout = 30.0
 
     async def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
