@@ -29,6 +29,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from telehealth_client import events
 from telehealth_client.consultation import state_file
@@ -52,6 +53,10 @@ from telehealth_client.pubsub.bus import Bus, BusError
 from telehealth_client.security import tokens
 from telehealth_client.security.clinic_client import ClinicError
 
+if TYPE_CHECKING:  # the devices package loads numpy: not for an agent that only reads its report
+    from devices.report import CameraResult, MicrophoneResult, SpeakerResult, Status
+    from devices.report import DeviceReport as CheckReport
+
 log = logging.getLogger(__name__)
 
 
@@ -72,6 +77,18 @@ class DeviceReport:
     microphone: CheckVerdict
     speaker: CheckVerdict
     network: NetworkVerdict
+
+    @classmethod
+    def from_check(cls, report: CheckReport, network: NetworkVerdict = "unknown") -> DeviceReport:
+        """The wire verdicts of a device check (``devices``): a device not checked is ``skipped``."""
+
+        def verdict(step: CameraResult | MicrophoneResult | SpeakerResult | None) -> CheckVerdict:
+            return "skipped" if step is None else _VERDICTS[step.status]
+
+        return cls(verdict(report.camera), verdict(report.microphone), verdict(report.speaker), network)
+
+
+_VERDICTS: dict[Status, CheckVerdict] = {"ok": "pass", "warn": "warn", "fail": "fail"}
 
 
 class PatientEndpoint:
