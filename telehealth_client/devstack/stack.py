@@ -122,6 +122,8 @@ class DevStack:
 
     ``token_ttl_minutes``: the clinic's token TTL per role where it differs from the grant rules'.
 
+    ``on_call``: the on-call roster by department; default: every provider, for its department.
+
     ``organization_id``: the organization the clinic serves (the audit channel in every token);
     ``agent_environment`` gives agents the same as ``TELEHEALTH_ORGANIZATION_ID``.
     """
@@ -171,7 +173,13 @@ class DevStack:
             state_dir=None if state_dir is None else state_dir / "relay",
         )
         self.turn = TurnServer()
-        self._on_call = on_call or {}
+        if on_call is None:
+            # Every provider is on call for its department: an escalation reaches someone.
+            on_call = {}
+            for user in self.users.values():
+                if user.role == "provider":
+                    on_call.setdefault(user.department_id, []).append(user.user_id)
+        self._on_call = on_call
         self._token_ttl_minutes = dict(token_ttl_minutes or {})
         try:
             self.organization_id = validate_id(organization_id, "organization_id")

@@ -190,3 +190,24 @@ def test_a_bad_keyset_file_is_refused_naming_it(tmp_path: Path, content: bytes, 
 def test_a_state_dir_without_its_keys_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="state_dir needs the keys"):
         DevStack(state_dir=tmp_path)
+
+
+async def test_every_provider_is_on_call_for_its_department_unless_a_roster_is_given() -> None:
+    departments = {"dr-a": "er", "dr-b": "cardio", "nurse-x": "er"}
+    async with DevStack(providers=("dr-a", "dr-b"), nurses=("nurse-x",), departments=departments) as stack:
+        assert stack.clinic is not None
+        credential = stack.users["dr-a"].credential
+        headers = {"Authorization": f"Bearer {credential}"}
+        async with aiohttp.ClientSession(headers=headers) as http:
+            for department, expected in (("er", ["dr-a"]), ("cardio", ["dr-b"]), ("icu", [])):
+                async with http.get(f"{stack.clinic.url}/api/on-call/{department}") as answer:
+                    assert answer.status == 200
+                    assert [p["id"] for p in (await answer.json())["providers"]] == expected
+    async with DevStack(providers=("dr-a",), on_call={"er": []}) as stack:
+        assert stack.clinic is not None
+        headers = {"Authorization": f"Bearer {stack.users['dr-a'].credential}"}
+        async with (
+            aiohttp.ClientSession(headers=headers) as http,
+            http.get(f"{stack.clinic.url}/api/on-call/er") as answer,
+        ):
+            assert (await answer.json())["providers"] == []
