@@ -7,8 +7,6 @@ exception's type and place.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import sqlite3
@@ -18,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from telehealth_client.devstack.clinic import Clinic
+from tests.integration import raw_http
 
 from .conftest import ORGANIZATION, ClinicApi
 
@@ -28,20 +27,7 @@ MARKER = "SECRETMARKER"
 
 
 async def raw_exchange(clinic: Clinic, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send ``request`` as bytes (aiohttp's client would not send a malformed one) and read to EOF."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", clinic.port)
-    try:
-        writer.write(request)
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(), WAIT)
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    return int(lines[0].split()[1]), headers, body
+    return await raw_http.raw_exchange("127.0.0.1", clinic.port, request)
 
 
 def logged_text(caplog: pytest.LogCaptureFixture) -> str:

@@ -8,7 +8,6 @@ the Python SDK's recorded responses).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -24,6 +23,7 @@ from pubnub.pubnub_asyncio import PubNubAsyncio
 from yarl import URL
 
 from telehealth_client.devstack.relay import ManualClock, Relay
+from tests.integration import raw_http
 
 from .conftest import WAIT, ClientFactory, subscribed
 from .test_access_manager import grant
@@ -404,19 +404,7 @@ async def test_a_user_whose_heartbeats_stop_times_out_while_its_long_poll_is_ope
 
 
 async def raw_exchange(relay: Relay, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    reader, writer = await asyncio.open_connection(relay.host, relay.port)
-    try:
-        writer.write(request)
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(), WAIT)
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    return int(lines[0].split()[1]), headers, body
+    return await raw_http.raw_exchange(relay.host, relay.port, request)
 
 
 async def test_a_request_line_over_the_limit_gets_cors_and_logs_no_path(
