@@ -101,6 +101,9 @@ class Consultation:
     state: ConsultationState = S.SCHEDULED
     last_timetoken: int = 0
     own_timetokens: frozenset[int] = frozenset()
+    # The check-in's timetoken (an invited provider: its provider's join): where this visit's
+    # messages begin on a channel that earlier visits of the same patient also used.
+    opened_timetoken: int = 0
     provider_joined_at: datetime | None = None
     queue_position: int | None = None
     estimated_wait_minutes: int | None = None
@@ -301,7 +304,7 @@ def _presence(consultation: Consultation, presence: PresenceEvent) -> Transition
     )
 
 
-def _publisher_role(consultation: Consultation, publisher: str) -> RosterRole | None:
+def publisher_role(consultation: Consultation, publisher: str) -> RosterRole | None:
     """The publisher's role, or None when its messages are to be ignored."""
     member = consultation.roster.member(publisher)
     if member is None or member.status is MemberStatus.REMOVED:
@@ -401,7 +404,7 @@ def _roster_step(update: RosterUpdate, changes: list[RosterChange]) -> Roster:
 def _apply(
     consultation: Consultation, message: StateMessage, publisher: str, timetoken: int, *, own: bool
 ) -> Transition:
-    role = _publisher_role(consultation, publisher)
+    role = publisher_role(consultation, publisher)
     if role is None:
         ignored = Ignored("unknown-publisher", "publisher is not an active member of this consultation")
         return Transition(_advanced(consultation, timetoken) if not own else consultation, (ignored,))
@@ -426,7 +429,11 @@ def _apply(
             if consultation.appointment_id not in (None, message.appointment_id):
                 raise Refused("wrong-appointment", "PATIENT_CHECKED_IN names another appointment")
             roster = _roster_step(roster.join(publisher), changes)
-            after = replace(after, appointment_id=message.appointment_id)
+            after = replace(
+                after,
+                appointment_id=message.appointment_id,
+                opened_timetoken=consultation.opened_timetoken or timetoken,
+            )
         elif isinstance(message, QueueUpdate):
             after = replace(
                 after,

@@ -449,7 +449,7 @@ class ProviderEndpoint:
                 joined = envelope.timetoken
         if not joined:
             raise SessionError("not-started", "the consultation's provider has not joined it")
-        return replace(base, last_timetoken=joined - 1)
+        return replace(base, last_timetoken=joined - 1, opened_timetoken=joined)
 
 
 def _present(consultation: Consultation, user_id: str) -> bool:

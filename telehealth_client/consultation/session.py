@@ -82,6 +82,9 @@ CONNECT_TIMEOUT_SECONDS: Final = 15.0
 HISTORY_LIMIT: Final = 500
 
 ClosedHandler = Callable[["ConsultationSession", str], Awaitable[None] | None]
+# Told every decoded message that is not a lifecycle one (chat, chat-read, signaling), in order,
+# under the session's lock, live and from catch-ups alike (the handler de-duplicates).
+MessageHandler = Callable[[messages.Message, Envelope], Awaitable[None] | None]
 # Told synchronously when the session starts closing, before anything of it is torn down.
 ClosingHandler = Callable[["ConsultationSession", str], None]
 # A 403 on a publish: True when a new token is on the bus and the publish may be tried once more.
@@ -107,6 +110,14 @@ def catch_up_floor(consultation: Consultation) -> int:
     if consultation.last_timetoken or not consultation.own_timetokens:
         return consultation.last_timetoken
     return min(consultation.own_timetokens) - 1
+
+
+def visit_floor(consultation: Consultation) -> int:
+    """The timetoken this visit's messages come after: a (re)started endpoint reads the whole visit
+    (the chat is rebuilt from it; lifecycle messages already applied are skipped as replays)."""
+    if consultation.opened_timetoken:
+        return consultation.opened_timetoken - 1
+    return catch_up_floor(consultation)
 
 
 class ConsultationSession:
@@ -143,6 +154,10 @@ class ConsultationSession:
         self._closed = asyncio.Event()
         self._close_reason: str | None = None
         self._checkpoint = Checkpointer(self._state_dir, on_saved=self._saved)
+        self._handlers: list[MessageHandler] = []
+        # The newest timetoken read on the consultation's channels (live or from history): a
+        # reconnect's catch-up starts there, so chat that moves no lifecycle state is not missed.
+        self._stream_mark = 0
 
     # -- state --------------------------------------------------------------------------------------
 
@@ -197,14 +212,15 @@ class ConsultationSession:
             finally:
                 connected.close()
             if catch_up:
-                await self._catch_up_locked()
+                await self._catch_up_locked(visit_floor(self._consultation))
 
-    async def _catch_up_locked(self) -> None:
-        since = catch_up_floor(self._consultation)
+    async def _catch_up_locked(self, since: int | None = None) -> None:
+        if since is None:
+            since = max(self._stream_mark, catch_up_floor(self._consultation))
         readable = [c for c in sorted(self._channels) if not c.endswith(".video")]  # .video is not stored
         found: list[Envelope] = []
         for channel in readable:
-            found.extend(await self._bus.history(channel, since=since, limit=HISTORY_LIMIT))
+            found.extend(await self._read_all_since(channel, since))
         found.sort(key=lambda envelope: envelope.timetoken)
         log.info(
             "consultation catch-up consultation=%s since=%d messages=%d",
@@ -224,7 +240,25 @@ class ConsultationSession:
             if not self.closed:
                 await self._receive_locked(envelope)
 
+    async def _read_all_since(self, channel: str, since: int) -> list[Envelope]:
+        """Everything stored on ``channel`` after ``since``, page by page (a long chat is more
+        than one page)."""
+        found: list[Envelope] = []
+        while True:
+            page = await self._bus.history(channel, since=since, limit=HISTORY_LIMIT)
+            found.extend(page)
+            if len(page) < HISTORY_LIMIT:
+                return found
+            since = page[-1].timetoken
+
+    def add_message_handler(self, handler: MessageHandler) -> Callable[[], None]:
+        """Be told the non-lifecycle messages (see ``MessageHandler``); returns the remover."""
+        self._handlers.append(handler)
+        return lambda: self._handlers.remove(handler) if handler in self._handlers else None
+
     async def _receive_locked(self, envelope: Envelope) -> None:
+        if not envelope.channel.endswith(".video"):
+            self._stream_mark = max(self._stream_mark, envelope.timetoken)
         decoded = messages.decode(envelope.channel, envelope.message, envelope.publisher)
         if isinstance(decoded, Drop):
             log.warning(
@@ -237,7 +271,17 @@ class ConsultationSession:
             return
         if not isinstance(decoded, LifecycleAction | QueueUpdate):
             # Chat, signaling and other notifications are other modules' business.
-            log.debug("consultation message not a lifecycle one channel=%s", envelope.channel)
+            for handler in list(self._handlers):
+                try:
+                    result = handler(decoded, envelope)
+                    if result is not None:
+                        await result
+                except Exception as exc:  # one handler's bug must not stop the consultation
+                    log.error(
+                        "consultation message handler failed consultation=%s error=%s",
+                        self.consultation_id,
+                        describe_exception(exc),
+                    )
             return
         assert envelope.publisher is not None  # decode refuses an unknown publisher of these
         await self._apply_locked(Received(decoded, envelope.publisher, envelope.timetoken), envelope.channel)

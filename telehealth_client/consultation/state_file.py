@@ -74,6 +74,7 @@ class _StoredConsultation(_Stored):
     roster: tuple[_StoredMember, ...]
     lastTimetoken: int = Field(ge=0)
     ownTimetokens: tuple[int, ...]
+    openedTimetoken: int = Field(default=0, ge=0)  # absent in files of agents before it existed
     providerJoinedAt: UtcTime | None
     queuePosition: int | None = Field(ge=1)
     estimatedWaitMinutes: int | None = Field(ge=0)
@@ -102,6 +103,7 @@ def _to_json(consultation: Consultation) -> dict[str, Any]:
         ],
         "lastTimetoken": consultation.last_timetoken,
         "ownTimetokens": sorted(consultation.own_timetokens),
+        "openedTimetoken": consultation.opened_timetoken,
         "providerJoinedAt": None if joined is None else format_time(joined),
         "queuePosition": consultation.queue_position,
         "estimatedWaitMinutes": consultation.estimated_wait_minutes,
@@ -143,6 +145,7 @@ def _from_json(raw: bytes, data: object, path: Path) -> Consultation:
         state=stored.state,
         last_timetoken=stored.lastTimetoken,
         own_timetokens=frozenset(stored.ownTimetokens),
+        opened_timetoken=stored.openedTimetoken,
         provider_joined_at=stored.providerJoinedAt,
         queue_position=stored.queuePosition,
         estimated_wait_minutes=stored.estimatedWaitMinutes,

@@ -550,3 +550,16 @@ def test_new_consultation_validates_its_ids() -> None:
         Consultation.new(consultation_id=CID, user_id="a.b", role="patient")
     with pytest.raises(ValueError, match="consultationId"):
         Consultation.new(consultation_id="consultation.x", user_id="a", role="patient")
+
+
+def test_the_check_in_marks_where_the_visit_opens_and_keeps_it() -> None:
+    opened, _ = transition(patient_side(), Published(checked_in(), 7000))
+    assert opened.opened_timetoken == 7000
+    later = Feed(opened)
+    later.timetoken = 7000
+    later.receive(joined(), PROVIDER)
+    later.receive(started(), PROVIDER)
+    assert later.consultation.opened_timetoken == 7000
+    provider = Consultation.new(consultation_id=CID, user_id=PROVIDER, role="provider")
+    seen, _ = transition(provider, Received(checked_in(), PATIENT, 6990))
+    assert seen.opened_timetoken == 6990

@@ -97,7 +97,8 @@ def test_the_file_holds_ids_and_states_only(tmp_path: Path) -> None:
     data = json.loads((tmp_path / state_file.FILE_NAME).read_text())
     assert set(data) == {
         "version", "consultationId", "userId", "role", "appointmentId", "departmentId", "state", "roster",
-        "lastTimetoken", "ownTimetokens", "providerJoinedAt", "queuePosition", "estimatedWaitMinutes",
+        "lastTimetoken", "ownTimetokens", "openedTimetoken", "providerJoinedAt", "queuePosition",
+        "estimatedWaitMinutes",
         "deviceStatus", "summary", "cancelReason",
     }  # fmt: skip
     assert "text" not in json.dumps(data)
@@ -164,3 +165,18 @@ def test_a_file_with_an_invalid_field_names_the_field_not_the_value(
         state_file.load(tmp_path)
     assert "is corrupt" in str(caught.value) and where in str(caught.value)
     assert "teleporting" not in str(caught.value) and "pt.1" not in str(caught.value)
+
+
+def test_a_file_written_before_opened_timetoken_existed_loads_with_zero(tmp_path: Path) -> None:
+    state_file.save(tmp_path, replace(rich(), opened_timetoken=0))
+    path = tmp_path / state_file.FILE_NAME
+    data = json.loads(path.read_text())
+    del data["openedTimetoken"]
+    path.write_text(json.dumps(data))
+    assert state_file.load(tmp_path) == replace(rich(), opened_timetoken=0)
+
+
+def test_the_opened_timetoken_round_trips(tmp_path: Path) -> None:
+    state_file.save(tmp_path, replace(rich(), opened_timetoken=17_000_000_000_000_000))
+    loaded = state_file.load(tmp_path)
+    assert loaded is not None and loaded.opened_timetoken == 17_000_000_000_000_000
