@@ -1,0 +1,278 @@
+"""The audit trail's store: hash chain, tamper detection by position, group commit, durability.
+
+Real SQLite files in a temporary directory; tampering goes through a raw connection that drops
+the append-only triggers first, as someone with the file would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from telehealth_client.protocol import messages
+from telehealth_client.security.audit import (
+    AuditStatus,
+    AuditStoreError,
+    AuditTrail,
+    audit_event,
+    read_status,
+    store_path,
+    verify_chain,
+)
+from telehealth_client.security.audit_store import GENESIS_HASH, chain_hash
+
+ORG = "org-test"
+
+
+def event(number: int = 0, **overrides: Any) -> messages.AuditEvent:
+    fields: dict[str, Any] = {
+        "organization_id": ORG,
+        "actor_id": "kiosk-1",
+        "actor_role": "patient",
+        "resource_type": "consultation",
+        "resource_id": "consultation.dr-lee.pat-1",
+        "channel": "consultation.dr-lee.pat-1",
+        "action": "join",
+        "metadata": {"sessionId": "consultation.dr-lee.pat-1", "sequence": number},
+    }
+    fields.update(overrides)
+    return audit_event("CONSULTATION_SESSION_START", **fields)
+
+
+@pytest.fixture
+async def trail(tmp_path: Path) -> AsyncIterator[AuditTrail]:
+    opened = AuditTrail(tmp_path, organization_id=ORG, sink=None)
+    await opened.open()
+    yield opened
+    await opened.aclose()
+
+
+async def record_many(trail: AuditTrail, count: int) -> list[messages.AuditEvent]:
+    events = [event(number) for number in range(count)]
+    for item in events:
+        await trail.record(item)
+    return events
+
+
+def raw(tmp_path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(store_path(tmp_path), isolation_level=None)
+
+
+def tamper(tmp_path: Path, *statements: str) -> None:
+    db = raw(tmp_path)
+    try:
+        db.execute("DROP TRIGGER records_no_update")
+        db.execute("DROP TRIGGER records_no_delete")
+        for statement in statements:
+            db.execute(statement)
+    finally:
+        db.close()
+
+
+# -- the chain ---------------------------------------------------------------------------------------
+
+
+async def test_records_form_a_hash_chain_that_verifies(trail: AuditTrail, tmp_path: Path) -> None:
+    events = await record_many(trail, 5)
+    report = verify_chain(tmp_path)
+    assert (report.ok, report.records, report.first_broken, report.reason) == (True, 5, None, None)
+
+    rows = raw(tmp_path).execute("SELECT position, id, event, prev_hash, hash FROM records").fetchall()
+    assert [row[1] for row in rows] == [item.id for item in events]
+    previous = GENESIS_HASH
+    for position, _, text, prev_hash, stored in rows:
+        assert prev_hash == previous
+        assert stored == hashlib.sha256(f"{prev_hash}\n{position}\n{text}".encode()).hexdigest()
+        previous = stored
+    # Stored as the canonical wire form: camelCase, sorted keys, compact.
+    first = json.loads(rows[0][2])
+    assert first == messages.encode(events[0])
+    assert rows[0][2] == json.dumps(first, sort_keys=True, separators=(",", ":"))
+
+
+async def test_the_store_is_its_owners_only(trail: AuditTrail, tmp_path: Path) -> None:
+    await record_many(trail, 1)
+    assert stat.S_IMODE(store_path(tmp_path).parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(store_path(tmp_path).stat().st_mode) == 0o600
+
+
+async def test_records_cannot_be_updated_or_deleted_through_sqlite(trail: AuditTrail, tmp_path: Path) -> None:
+    await record_many(trail, 2)
+    db = raw(tmp_path)
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("UPDATE records SET event = '{}' WHERE position = 1")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("DELETE FROM records WHERE position = 2")
+    db.close()
+    assert verify_chain(tmp_path).ok
+
+
+async def test_an_edited_record_is_reported_with_its_position(trail: AuditTrail, tmp_path: Path) -> None:
+    await record_many(trail, 5)
+    await trail.aclose()
+    tamper(tmp_path, """UPDATE records SET event = replace(event, '"join"', '"left"') WHERE position = 3""")
+    report = verify_chain(tmp_path)
+    assert (report.ok, report.first_broken) == (False, 3)
+    assert report.reason == "record 3: content does not match its hash"
+
+
+async def test_an_edited_and_rehashed_record_breaks_the_next_link(trail: AuditTrail, tmp_path: Path) -> None:
+    await record_many(trail, 5)
+    await trail.aclose()
+    db = raw(tmp_path)
+    prev_hash, text = db.execute("SELECT prev_hash, event FROM records WHERE position = 3").fetchone()
+    db.close()
+    edited = text.replace('"join"', '"left"')
+    tamper(
+        tmp_path,
+        f"UPDATE records SET event = '{edited}', hash = '{chain_hash(prev_hash, 3, edited)}'"
+        " WHERE position = 3",
+    )
+    report = verify_chain(tmp_path)
+    assert (report.ok, report.first_broken) == (False, 4)
+    assert report.reason == "record 4: previous record missing or altered"
+
+
+async def test_a_deleted_middle_record_is_reported_with_its_position(
+    trail: AuditTrail, tmp_path: Path
+) -> None:
+    await record_many(trail, 5)
+    await trail.aclose()
+    tamper(tmp_path, "DELETE FROM records WHERE position = 3")
+    report = verify_chain(tmp_path)
+    assert (report.ok, report.first_broken) == (False, 3)
+    assert report.reason == "record 3: missing (the chain goes from record 2 to record 4)"
+
+
+async def test_a_deleted_last_record_is_reported_with_its_position(trail: AuditTrail, tmp_path: Path) -> None:
+    await record_many(trail, 5)
+    await trail.aclose()
+    tamper(tmp_path, "DELETE FROM records WHERE position = 5")
+    report = verify_chain(tmp_path)
+    assert (report.ok, report.first_broken) == (False, 5)
+    assert report.reason == "record 5: the last record(s) were removed (1 missing)"
+
+
+async def test_a_missing_store_is_an_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(AuditStoreError, match="no audit store"):
+        verify_chain(tmp_path)
+    with pytest.raises(AuditStoreError, match="no audit store"):
+        read_status(tmp_path)
+    assert not store_path(tmp_path).exists()  # reading created nothing
+
+
+async def test_a_file_that_is_not_an_audit_store_is_an_error(tmp_path: Path) -> None:
+    store_path(tmp_path).parent.mkdir()
+    store_path(tmp_path).write_bytes(b"not a database at all" * 100)
+    with pytest.raises(AuditStoreError, match="not a readable audit store"):
+        verify_chain(tmp_path)
+
+
+# -- durability and group commit ---------------------------------------------------------------------
+
+
+async def test_a_record_that_returned_is_on_disk(trail: AuditTrail, tmp_path: Path) -> None:
+    item = event(1)
+    position = await trail.record(item)
+    # A fresh connection, while the trail still holds its own: the record is committed.
+    fresh = raw(tmp_path)
+    try:
+        row = fresh.execute("SELECT position, event FROM records WHERE id = ?", (item.id,)).fetchone()
+    finally:
+        fresh.close()
+    assert row is not None and row[0] == position == 1
+    assert json.loads(row[1])["id"] == item.id
+    db_mode = sqlite3.connect(store_path(tmp_path))
+    assert db_mode.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    db_mode.close()
+
+
+async def test_concurrent_records_are_committed_together_in_call_order(
+    trail: AuditTrail, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await trail.record(event(0))  # position 1
+    transactions: list[int] = []
+    store = trail._db
+    real_append = store.append
+
+    async def counted(batch: Any) -> Any:
+        transactions.append(len(batch))
+        return await real_append(batch)
+
+    monkeypatch.setattr(store, "append", counted)
+    events = [event(number) for number in range(1, 41)]
+    positions = await asyncio.gather(*(trail.record(item) for item in events))
+    assert positions == list(range(2, 42))
+    assert sum(transactions) == 40 and len(transactions) < 40  # grouped, not one by one
+    rows = raw(tmp_path).execute("SELECT id FROM records ORDER BY position").fetchall()
+    assert [row[0] for row in rows[1:]] == [item.id for item in events]
+    assert verify_chain(tmp_path).ok
+
+
+async def test_positions_continue_after_reopening(tmp_path: Path) -> None:
+    first = AuditTrail(tmp_path, organization_id=ORG, sink=None)
+    await first.open()
+    await record_many(first, 3)
+    await first.aclose()
+    second = AuditTrail(tmp_path, organization_id=ORG, sink=None)
+    await second.open()
+    try:
+        assert await second.record(event(9)) == 4
+        assert second.status() == AuditStatus(records=4, awaiting_sink=4, awaiting_channel=4)
+    finally:
+        await second.aclose()
+    assert verify_chain(tmp_path).ok
+    assert read_status(tmp_path) == AuditStatus(records=4, awaiting_sink=4, awaiting_channel=4)
+
+
+# -- bad input changes nothing -----------------------------------------------------------------------
+
+
+async def test_a_repeated_id_is_refused_and_not_stored_twice(trail: AuditTrail, tmp_path: Path) -> None:
+    item = event(1)
+    assert await trail.record(item) == 1
+    with pytest.raises(ValueError, match=r"^id: already recorded \(record 1\)$"):
+        await trail.record(item)
+    # In one group commit too: the second copy fails, the others are stored.
+    other, third = event(2), event(3)
+    results = await asyncio.gather(
+        trail.record(other), trail.record(other), trail.record(third), return_exceptions=True
+    )
+    assert results[0] == 2 and isinstance(results[1], ValueError) and results[2] == 3
+    assert trail.status().records == 3
+    assert verify_chain(tmp_path).ok
+
+
+async def test_another_organizations_event_is_refused(trail: AuditTrail) -> None:
+    with pytest.raises(ValueError, match=r"^organizationId: must be this trail's organization$"):
+        await trail.record(event(1, organization_id="org-other"))
+    assert trail.status().records == 0
+
+
+async def test_an_event_with_free_text_built_by_hand_is_refused(trail: AuditTrail, tmp_path: Path) -> None:
+    good = event(1)
+    forged = good.model_copy(update={"metadata": {"reason": "Chest pain since Tuesday"}})
+    with pytest.raises(ValueError, match=r"^metadata\.reason: must be an ID or code") as refused:
+        await trail.record(forged)
+    assert "Chest" not in str(refused.value)
+    assert trail.status().records == 0
+    assert b"Chest" not in store_path(tmp_path).read_bytes()
+
+
+async def test_record_before_open_and_after_close_is_refused(tmp_path: Path) -> None:
+    trail = AuditTrail(tmp_path, organization_id=ORG, sink=None)
+    with pytest.raises(RuntimeError, match="not open"):
+        await trail.record(event(1))
+    await trail.open()
+    await trail.aclose()
+    await trail.aclose()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        await trail.record(event(1))
