@@ -1,0 +1,582 @@
+"""The durable encrypted outbox: what this agent must publish, kept until it is delivered.
+
+Chat messages, read receipts and emergency publishes are put here first. ``put`` returns once the
+item is sealed (``security.at_rest``) and fsync'ed in a SQLite file in the state directory; the
+sender then publishes items one at a time in order, with the same ``id`` on every retry, and
+removes each from disk once it is delivered or has finally failed.
+
+Exactly once when possible: a publish whose outcome is unknown (timed out, connection lost after
+the request went out) may have landed, and so may any item found on disk at start (the process
+may have died between the publish and the deletion). Before such an item is published again, the
+channel's history is read once for all of them; an item that is there, published by this user,
+is done. Items published with ``store=False`` cannot be looked up: they are sent at least once.
+
+On disk only IDs are in clear (id, consultation_id, kind); channel, message and meta are one
+sealed blob whose associated data is those IDs, so a blob moved to another row does not open.
+Deleted rows are zeroed (``secure_delete``) and ``wipe`` truncates the write-ahead log, so a
+wiped consultation's blobs are gone from the file, not just unlinked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from telehealth_client.logs import describe_exception
+from telehealth_client.pubsub.bus import AccessDeniedError, Bus, BusError, ConnectionStatus, StatusChange
+from telehealth_client.pubsub.pubnub_bus import back_off_delay
+from telehealth_client.security.at_rest import Sealer, SealError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The local clock may run ahead of PubNub's: history is read from this much before an item was queued.
+_CLOCK_SKEW_TIMETOKENS: Final = 300 * 10_000_000
+_HISTORY_PAGE: Final = 100
+# A history check reads at most this many pages; past them the items are published again.
+_HISTORY_PAGES_MAX: Final = 50
+# Ids delivered or failed recently: put() of one of them again is a no-op, as for a pending id.
+_RECENT_IDS: Final = 4096
+_ID_MAX_CHARS: Final = 128
+
+_SCHEMA: Final = """
+PRAGMA secure_delete=ON;
+CREATE TABLE IF NOT EXISTS pending (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    consultation_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    sealed BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS set_aside (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    consultation_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    sealed BLOB NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One publish to make. ``message`` is the wire payload: it holds PHI and is only stored sealed."""
+
+    id: str  # the message's own id (uuid4), chosen before the first attempt
+    consultation_id: str  # what it belongs to (wiped with it); "" for none
+    channel: str
+    message: dict[str, Any]
+    meta: dict[str, Any] | None = None
+    store: bool = True
+    kind: str = "chat"  # chat, chat-read, emergency, notification...: for the owner's routing
+
+
+SentCallback = Callable[[Outgoing, int], None]
+FailedCallback = Callable[[Outgoing, str], None]
+DenialHandler = Callable[[AccessDeniedError], Awaitable[bool]]
+
+
+def _text_field(value: object, name: str, *, empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{name}: must be a string, got {type(value).__name__}")
+    if not value and not empty:
+        raise ValueError(f"{name}: must not be empty")
+    if len(value) > _ID_MAX_CHARS:
+        raise ValueError(f"{name}: must be at most {_ID_MAX_CHARS} characters, got {len(value)}")
+    if not value.isascii() or not value.isprintable():
+        raise ValueError(f"{name}: must be printable ASCII")
+    return value
+
+
+def _json_field(value: object, name: str) -> str:
+    try:
+        return json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError):
+        raise ValueError(f"{name}: must be JSON-serialisable (no NaN or infinity)") from None
+
+
+def _payload(item: Outgoing, queued_at: int) -> bytes:
+    """The sealed part of a row; ValueError naming the field when the item cannot be stored."""
+    _text_field(item.id, "id")
+    _text_field(item.consultation_id, "consultation_id", empty=True)
+    _text_field(item.kind, "kind")
+    _text_field(item.channel, "channel")
+    if not isinstance(item.message, dict):
+        raise ValueError(f"message: must be a dict, got {type(item.message).__name__}")
+    if item.meta is not None and not isinstance(item.meta, dict):
+        raise ValueError(f"meta: must be a dict or None, got {type(item.meta).__name__}")
+    if not isinstance(item.store, bool):
+        raise ValueError(f"store: must be a bool, got {type(item.store).__name__}")
+    message, meta = _json_field(item.message, "message"), _json_field(item.meta, "meta")
+    record = (
+        f'{{"channel":{json.dumps(item.channel)},"message":{message},"meta":{meta},'
+        f'"store":{json.dumps(item.store)},"queuedAt":{queued_at}}}'
+    )
+    return record.encode("utf-8")
+
+
+def _associated(item_id: str, consultation_id: str, kind: str) -> bytes:
+    return json.dumps(["outbox", item_id, consultation_id, kind]).encode("utf-8")
+
+
+def _canonical(message: Any) -> str | None:
+    """The payload as comparable text: a history message equal to an item's is that item."""
+    try:
+        return json.dumps(message, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
+def _may_have_landed(exc: BusError) -> bool:
+    # No answer (timeout, connection lost) or a server error: the origin may have stored it.
+    return exc.status_code is None or exc.status_code >= 500
+
+
+def _reason_code(exc: BusError) -> str:
+    if isinstance(exc, AccessDeniedError):
+        return "access-denied"
+    if exc.status_code is not None:
+        return f"http-{exc.status_code}"
+    return "not-publishable"  # refused before sending: too large, or not JSON the bus can send
+
+
+@dataclass
+class _Entry:
+    item: Outgoing
+    queued_at: int  # timetoken (100 ns units) of the local clock when it was first put
+    unsure: bool = False  # an attempt's outcome is unknown: it may have landed
+    denials: int = 0
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    entries: list[_Entry] = field(default_factory=list)
+    set_aside: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
+
+
+class _Store:
+    """The SQLite file. Every method runs on the outbox's one worker thread, never on the loop."""
+
+    def __init__(self, path: Path, sealer: Sealer) -> None:
+        self._path = path
+        self._sealer = sealer
+        self._db: sqlite3.Connection | None = None
+
+    def connect(self) -> None:
+        # Created owner-only before SQLite opens it: sealed or not, it is the consultation's.
+        os.close(os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600))
+        self._path.chmod(0o600)
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a put() that returned is on disk even if power is lost next.
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("the outbox is not open")
+        return self._db
+
+    def load(self) -> _Loaded:
+        db = self._conn()
+        loaded = _Loaded()
+        rows = db.execute(
+            "SELECT seq, id, consultation_id, kind, sealed FROM pending ORDER BY seq"
+        ).fetchall()
+        for seq, item_id, consultation_id, kind, sealed in rows:
+            try:
+                plain = self._sealer.open(sealed, associated=_associated(item_id, consultation_id, kind))
+                entry = self._entry(item_id, consultation_id, kind, plain)
+            except (SealError, ValueError, KeyError, TypeError) as exc:
+                reason = str(exc) if isinstance(exc, SealError) else "not a valid outbox record"
+                self._set_aside(db, seq, reason)
+                loaded.set_aside.append((str(item_id), reason))
+                continue
+            loaded.entries.append(entry)
+        return loaded
+
+    @staticmethod
+    def _entry(item_id: str, consultation_id: str, kind: str, plain: bytes) -> _Entry:
+        record = json.loads(plain)
+        item = Outgoing(
+            id=item_id,
+            consultation_id=consultation_id,
+            channel=record["channel"],
+            message=record["message"],
+            meta=record["meta"],
+            store=record["store"],
+            kind=kind,
+        )
+        _payload(item, 0)  # the same checks as put(): a record that passes them is sendable
+        queued_at = record["queuedAt"]
+        if not isinstance(queued_at, int):
+            raise ValueError("queuedAt")
+        return _Entry(item, queued_at, unsure=True)
+
+    @staticmethod
+    def _set_aside(db: sqlite3.Connection, seq: int, reason: str) -> None:
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "INSERT OR REPLACE INTO set_aside (seq, id, consultation_id, kind, reason, sealed)"
+                " SELECT seq, id, consultation_id, kind, ?, sealed FROM pending WHERE seq = ?",
+                (reason, seq),
+            )
+            db.execute("DELETE FROM pending WHERE seq = ?", (seq,))
+
+    def insert(self, item: Outgoing, payload: bytes) -> bool:
+        """Seal and store; False when the id is already stored."""
+        sealed = self._sealer.seal(payload, associated=_associated(item.id, item.consultation_id, item.kind))
+        cursor = self._conn().execute(
+            "INSERT OR IGNORE INTO pending (id, consultation_id, kind, sealed) VALUES (?, ?, ?, ?)",
+            (item.id, item.consultation_id, item.kind, sealed),
+        )
+        return cursor.rowcount == 1
+
+    def remove(self, item_id: str) -> None:
+        # Not fsync'ed: a lost deletion only costs a history check after a restart.
+        db = self._conn()
+        db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            db.execute("DELETE FROM pending WHERE id = ?", (item_id,))
+        finally:
+            db.execute("PRAGMA synchronous=FULL")
+
+    def wipe(self, consultation_id: str) -> None:
+        db = self._conn()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM pending WHERE consultation_id = ?", (consultation_id,))
+            db.execute("DELETE FROM set_aside WHERE consultation_id = ?", (consultation_id,))
+        # The log still holds the rows' old pages until it is checkpointed and truncated.
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+class Outbox:
+    """Keeps outgoing publishes on disk, sealed, and sends them in order while attached to a bus."""
+
+    def __init__(
+        self,
+        path: Path,
+        sealer: Sealer,
+        *,
+        on_sent: SentCallback | None = None,
+        on_failed: FailedCallback | None = None,
+        backoff_min_seconds: float = 0.2,
+        backoff_max_seconds: float = 5.0,
+    ) -> None:
+        if not backoff_min_seconds > 0:
+            raise ValueError("backoff_min_seconds: must be greater than 0")
+        if not backoff_max_seconds >= backoff_min_seconds:
+            raise ValueError("backoff_max_seconds: must be at least backoff_min_seconds")
+        self._path = path
+        self._store = _Store(path, sealer)
+        self._on_sent = on_sent
+        self._on_failed = on_failed
+        self._backoff = (backoff_min_seconds, backoff_max_seconds)
+        self._executor: ThreadPoolExecutor | None = None
+        self._entries: dict[str, _Entry] = {}  # in put order: the sending order
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._bus: Bus | None = None
+        self._denials: DenialHandler | None = None
+        self._stop_listening: Callable[[], None] | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._work = asyncio.Event()  # an item was put
+        self._retry_now = asyncio.Event()  # the bus is connected again: cut a back-off short
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    # -- disk ----------------------------------------------------------------------------------
+
+    async def _run(self, job: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise RuntimeError("the outbox is not open: call open() first")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, job)
+
+    async def open(self) -> list[Outgoing]:
+        """Open the file and return the items still pending in it, in order."""
+        if self._executor is not None:
+            raise RuntimeError("the outbox is already open")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-sqlite")
+        try:
+            await self._run(self._store.connect)
+            loaded = await self._run(self._store.load)
+        except BaseException:
+            await self._close_store()
+            raise
+        for item_id, reason in loaded.set_aside:
+            log.error("outbox item set aside id=%s reason=%s", item_id, reason)
+        for entry in loaded.entries:
+            self._entries[entry.item.id] = entry
+        self._update_drained()
+        if loaded.entries:
+            log.info("outbox opened pending=%d", len(loaded.entries))
+        return [entry.item for entry in loaded.entries]
+
+    async def put(self, item: Outgoing) -> None:
+        """Store ``item`` (sealed, fsync'ed) before returning; a repeated id is a no-op.
+
+        ValueError names the field and the reason when ``item`` cannot be stored; nothing changes then.
+        """
+        if not isinstance(item, Outgoing):
+            raise ValueError(f"item: must be an Outgoing, got {type(item).__name__}")
+        queued_at = time.time_ns() // 100
+        payload = _payload(item, queued_at)
+        if item.id in self._entries or item.id in self._recent:
+            return
+        if not await self._run(lambda: self._store.insert(item, payload)):
+            return
+        if item.id in self._entries or item.id in self._recent:
+            return  # a concurrent put() of the same id got there first
+        self._entries[item.id] = _Entry(item, queued_at)
+        self._drained.clear()
+        self._work.set()
+
+    def pending(self, consultation_id: str | None = None) -> list[Outgoing]:
+        return [
+            entry.item
+            for entry in self._entries.values()
+            if consultation_id is None or entry.item.consultation_id == consultation_id
+        ]
+
+    async def wait_drained(self, within: float) -> bool:
+        """True once nothing is pending (sent or failed), False if items remain after ``within`` s."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await self._drained.wait()
+        return self._drained.is_set()
+
+    async def wipe(self, consultation_id: str) -> list[Outgoing]:
+        """Delete the consultation's unsent items from memory and disk (zeroed); returns them.
+
+        An item whose publish is in flight is among them and may still arrive; it is not reported
+        sent.
+        """
+        _text_field(consultation_id, "consultation_id")
+        removed = [
+            self._entries.pop(entry.item.id).item
+            for entry in list(self._entries.values())
+            if entry.item.consultation_id == consultation_id
+        ]
+        self._update_drained()
+        await self._run(lambda: self._store.wipe(consultation_id))
+        if removed:
+            log.info("outbox wiped consultation items=%d", len(removed))
+        return removed
+
+    def _update_drained(self) -> None:
+        if self._entries:
+            self._drained.clear()
+        else:
+            self._drained.set()
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def attach(self, bus: Bus, *, denials: DenialHandler | None = None) -> None:
+        """Start sending pending items on ``bus``, in order, one at a time."""
+        if self._executor is None:
+            raise RuntimeError("the outbox is not open: call open() first")
+        if self._sender is not None:
+            raise RuntimeError("the outbox is already attached to a bus")
+        self._bus, self._denials, self._stopping = bus, denials, False
+        self._retry_now.clear()
+        self._stop_listening = bus.add_status_listener(self._on_status)
+        self._sender = asyncio.create_task(self._send_loop(bus), name="outbox-sender")
+
+    async def detach(self, within: float = 2.0) -> None:
+        """Stop sending: the publish in flight gets ``within`` seconds to finish, then is cancelled."""
+        task = self._sender
+        if task is None:
+            return
+        self._stopping = True
+        self._work.set()
+        self._retry_now.set()
+        done, _ = await asyncio.wait({task}, timeout=within)
+        if not done:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self._stop_listening is not None:
+            self._stop_listening()
+        self._sender = self._bus = self._denials = self._stop_listening = None
+
+    async def aclose(self) -> None:
+        await self.detach()
+        await self._close_store()
+
+    async def _close_store(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._store.close)
+        finally:
+            executor.shutdown(wait=True)
+
+    def _on_status(self, change: StatusChange) -> None:
+        if change.status is ConnectionStatus.CONNECTED:
+            self._retry_now.set()
+
+    def _head(self) -> _Entry | None:
+        return next(iter(self._entries.values()), None)
+
+    async def _send_loop(self, bus: Bus) -> None:
+        failures = 0
+        while not self._stopping:
+            entry = self._head()
+            if entry is None:
+                self._work.clear()
+                await self._work.wait()
+                continue
+            try:
+                if entry.unsure and entry.item.store:
+                    progressed = await self._reconcile(bus, entry.item.channel)
+                else:
+                    progressed = await self._attempt(bus, entry)
+            except Exception as exc:  # our own bug or the disk's: never the end of sending
+                log.error("outbox send step failed id=%s error=%s", entry.item.id, describe_exception(exc))
+                progressed = False
+            if progressed:
+                failures = 0
+                continue
+            failures += 1
+            delay = back_off_delay(failures, *self._backoff)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._retry_now.wait()
+            self._retry_now.clear()
+
+    async def _attempt(self, bus: Bus, entry: _Entry) -> bool:
+        """Publish the head once; False when it should be tried again after a back-off."""
+        item = entry.item
+        try:
+            result = await bus.publish(item.channel, item.message, store=item.store, meta=item.meta)
+        except AccessDeniedError as exc:
+            entry.denials += 1
+            if entry.denials == 1 and self._denials is not None and await self._ask_denials(exc):
+                return True  # the token was refreshed: try again at once
+            await self._finish(entry, failed="access-denied")
+            return True
+        except BusError as exc:
+            if not exc.retryable:
+                await self._finish(entry, failed=_reason_code(exc))
+                return True
+            entry.unsure = entry.unsure or _may_have_landed(exc)
+            log.info("outbox publish failed id=%s status=%s will_retry=yes", item.id, exc.status_code)
+            return False
+        except asyncio.CancelledError:
+            entry.unsure = True  # the request may already be on its way
+            raise
+        except Exception:
+            entry.unsure = True
+            raise
+        await self._finish(entry, timetoken=result.timetoken)
+        return True
+
+    async def _ask_denials(self, exc: AccessDeniedError) -> bool:
+        assert self._denials is not None
+        try:
+            return bool(await self._denials(exc))
+        except Exception as exc2:
+            log.error("outbox denial handler failed error=%s", describe_exception(exc2))
+            return False
+
+    async def _reconcile(self, bus: Bus, channel: str) -> bool:
+        """Look for every unsure item of ``channel`` in its history; False to retry after a back-off."""
+        unsure = [
+            e for e in self._entries.values() if e.unsure and e.item.store and e.item.channel == channel
+        ]
+        waiting: dict[str, list[_Entry]] = {}
+        for entry in unsure:
+            waiting.setdefault(_canonical(entry.item.message) or "", []).append(entry)  # put() checked it
+        since = min(entry.queued_at for entry in unsure) - _CLOCK_SKEW_TIMETOKENS
+        found: list[tuple[_Entry, int]] = []
+        pages = 0
+        try:
+            while len(found) < len(unsure) and pages < _HISTORY_PAGES_MAX:
+                page = await bus.history(channel, since=since, limit=_HISTORY_PAGE)
+                pages += 1
+                for envelope in page:
+                    if envelope.publisher != bus.user_id:
+                        continue
+                    matches = waiting.get(_canonical(envelope.message) or "")
+                    if matches:
+                        found.append((matches.pop(0), envelope.timetoken))
+                if len(page) < _HISTORY_PAGE:
+                    break
+                since = page[-1].timetoken
+        except BusError as exc:
+            if exc.retryable:
+                log.info("outbox history check failed items=%d will_retry=yes", len(unsure))
+                return False
+            # Not readable here (a write-only channel): publish again; receivers de-duplicate by id.
+            log.warning(
+                "outbox history check refused items=%d reason=%s: publishing again",
+                len(unsure),
+                _reason_code(exc),
+            )
+            found = []
+        landed = {id(entry) for entry, _ in found}
+        for entry in unsure:
+            if id(entry) not in landed:
+                entry.unsure = False
+        for entry, timetoken in found:
+            log.info("outbox item found already sent id=%s", entry.item.id)
+            await self._finish(entry, timetoken=timetoken)
+        log.info("outbox history check items=%d found=%d pages=%d", len(unsure), len(found), pages)
+        return True
+
+    async def _finish(
+        self, entry: _Entry, *, timetoken: int | None = None, failed: str | None = None
+    ) -> None:
+        """Sent or failed: off the queue and off disk, then the owner is told."""
+        item = entry.item
+        if self._entries.get(item.id) is not entry:
+            return  # wiped while its publish was in flight
+        del self._entries[item.id]
+        self._recent[item.id] = None
+        if len(self._recent) > _RECENT_IDS:
+            self._recent.popitem(last=False)
+        try:
+            await self._run(lambda: self._store.remove(item.id))
+        except Exception as exc:  # it was sent all the same: a restart finds it in history
+            log.error("outbox removal failed id=%s error=%s", item.id, describe_exception(exc))
+        if failed is not None:
+            log.warning("outbox item failed id=%s kind=%s reason=%s", item.id, item.kind, failed)
+            self._notify(self._on_failed, item, failed)
+        else:
+            assert timetoken is not None
+            self._notify(self._on_sent, item, timetoken)
+        self._update_drained()  # after the owner was told: a drained outbox has reported everything
+
+    @staticmethod
+    def _notify(callback: Callable[[Outgoing, Any], None] | None, item: Outgoing, value: Any) -> None:
+        if callback is None:
+            return
+        try:
+            callback(item, value)
+        except Exception as exc:
+            log.error("outbox callback failed id=%s error=%s", item.id, describe_exception(exc))
