@@ -6,10 +6,13 @@ the credential and the tokens it returns are never logged.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from telehealth_client.protocol.channels import InvalidIdError, validate_id
 
 TOKEN_CONTEXT_FIELDS = frozenset({"appointmentId", "consultationChannel", "providerId", "departmentId"})
 
@@ -87,11 +90,27 @@ class ClinicClient:
             self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
         return self._session
 
-    async def _post(self, operation: str, path: str, body: dict[str, Any]) -> Any:
+    async def _post(
+        self, operation: str, path: str, body: Mapping[str, Any], *, expect: int | None = None
+    ) -> Any:
+        return await self._request("POST", operation, path, body, expect=expect)
+
+    async def _request(
+        self,
+        method: str,
+        operation: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        expect: int | None = None,
+    ) -> Any:
+        """The answer's JSON (None for 204); ``expect``: the one success status accepted."""
         try:
-            async with self._client().post(self._base_url + path, json=body) as response:
+            async with self._client().request(method, self._base_url + path, json=body) as response:
                 if response.status >= 400:
                     raise ClinicError(operation, await _refusal(response), response.status)
+                if expect is not None and response.status != expect:
+                    raise ClinicError(operation, f"unexpected answer, not {expect}", response.status)
                 if response.status == 204:
                     return None
                 return await response.json()
@@ -177,6 +196,34 @@ class ClinicClient:
             return Revocation.model_validate(data).revoked
         except ValidationError as exc:
             raise ClinicError("revoke-access", f"malformed answer: {exc.error_count()} problem(s)") from None
+
+    async def post_audit_event(self, event: Mapping[str, Any]) -> None:
+        """Hand one audit event (the wire form) to the audit sink; returns once it is stored (201).
+
+        The sink keeps one copy per ``id``, so posting an event again is safe. Its ``actor`` must
+        be this device credential's own identity and its ``organizationId`` the clinic's.
+        """
+        data = await self._post("audit-event", "/api/audit-events", event, expect=201)
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+            raise ClinicError("audit-event", "malformed answer: id: is missing")
+        if data["id"].lower() != str(event.get("id", "")).lower():
+            raise ClinicError("audit-event", "malformed answer: id: is not the posted event's")
+
+    async def on_call(self, department_id: str) -> list[str]:
+        """The user IDs of the providers on call for ``department_id``, as the clinic lists them."""
+        validate_id(department_id, "departmentId")
+        data = await self._request("GET", "on-call", f"/api/on-call/{department_id}")
+        providers = data.get("providers") if isinstance(data, dict) else None
+        if not isinstance(providers, list):
+            raise ClinicError("on-call", "malformed answer: providers: must be a list")
+        ids: list[str] = []
+        for index, provider in enumerate(providers):
+            field = f"providers[{index}].id"
+            try:
+                ids.append(validate_id(provider.get("id") if isinstance(provider, dict) else None, field))
+            except InvalidIdError as exc:
+                raise ClinicError("on-call", f"malformed answer: {exc}") from None
+        return ids
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -1,0 +1,117 @@
+"""Fixtures for the audit trail on the real development stack: the clinic stand-in's audit sink
+(reached through a real TCP hop that a test can cut) and the relay's ``audit.{org}`` channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from telehealth_client.devstack.stack import DevStack
+from telehealth_client.protocol import messages
+from telehealth_client.security.audit import AuditSink, AuditTrail, audit_event
+from telehealth_client.security.clinic_client import ClinicClient
+
+from ..consultation.conftest import KIOSK, PROVIDER, stack
+
+__all__ = ["KIOSK", "PROVIDER", "stack"]
+
+BACKOFF = {"backoff_min_seconds": 0.02, "backoff_max_seconds": 0.2}
+
+
+class CountingClinic(ClinicClient):
+    """The real clinic client, counting its audit posts: acknowledged per id, and failures."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.acknowledged: Counter[str] = Counter()
+        self.failures = 0
+        self._changed = asyncio.Event()
+
+    async def post_audit_event(self, event: Mapping[str, Any]) -> None:
+        try:
+            await super().post_audit_event(event)
+        except Exception:
+            self.failures += 1
+            self._changed.set()
+            raise
+        self.acknowledged[str(event["id"])] += 1
+        self._changed.set()
+
+    async def wait_failures(self, count: int, within: float = 15.0) -> None:
+        async def enough() -> None:
+            while self.failures < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(enough(), within)
+
+
+def kiosk_event(number: int, organization_id: str, **overrides: Any) -> messages.AuditEvent:
+    """An event the kiosk's credential may post: its actor is a patient-side ID."""
+    fields: dict[str, Any] = {
+        "organization_id": organization_id,
+        "actor_id": KIOSK,
+        "actor_role": "patient",
+        "resource_type": "device",
+        "resource_id": KIOSK,
+        "action": "check",
+        "metadata": {"sequence": number},
+    }
+    fields.update(overrides)
+    return audit_event("DEVICE_CHECK_COMPLETED", **fields)
+
+
+async def sink_events(stack: DevStack) -> list[dict[str, Any]]:
+    """What the audit sink holds, read as an auditor does: GET /api/audit-events."""
+    assert stack.clinic is not None
+    headers = {"Authorization": f"Bearer {stack.keys.auditor_credential}"}
+    async with (
+        aiohttp.ClientSession(headers=headers) as session,
+        session.get(f"{stack.clinic.url}/api/audit-events") as response,
+    ):
+        assert response.status == 200
+        body = await response.json()
+    events: list[dict[str, Any]] = body["events"]
+    return events
+
+
+class Trails:
+    """Builds audit trails; closes every one it built."""
+
+    def __init__(self, stack: DevStack, tmp_path: Path) -> None:
+        self.stack = stack
+        self.state_dir = tmp_path / "state"
+        self._closers: list[Any] = []
+
+    def clinic(self, url: str | None = None, user_id: str | None = None) -> CountingClinic:
+        assert self.stack.clinic is not None
+        credential = (
+            self.stack.keys.kiosk_credential if user_id is None else self.stack.users[user_id].credential
+        )
+        client = CountingClinic(url or self.stack.clinic.url, credential, timeout_seconds=5.0)
+        self._closers.append(client.aclose)
+        return client
+
+    async def trail(self, sink: AuditSink | None) -> AuditTrail:
+        trail = AuditTrail(self.state_dir, organization_id=self.stack.organization_id, sink=sink, **BACKOFF)
+        self._closers.append(trail.aclose)
+        await trail.open()
+        return trail
+
+    async def aclose(self) -> None:
+        for closer in reversed(self._closers):
+            await closer()
+
+
+@pytest.fixture
+async def trails(stack: DevStack, tmp_path: Path) -> AsyncIterator[Trails]:
+    built = Trails(stack, tmp_path)
+    yield built
+    await built.aclose()

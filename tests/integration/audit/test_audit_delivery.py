@@ -1,0 +1,147 @@
+"""Audit events reach the clinic's audit sink and ``audit.{org}`` on the relay: exactly once at the
+sink after an outage, across a restart, in order on the channel, and a refusal is kept, not dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from telehealth_client.devstack.stack import DevStack
+from telehealth_client.protocol import channels, messages
+from telehealth_client.pubsub.pubnub_bus import PubNubBus
+from telehealth_client.security.audit import AuditStatus, read_status, verify_chain
+
+from ..bus.conftest import Inbox, subscribed
+from ..consultation.conftest import DEPARTMENT, PROVIDER, bus_template
+from ..consultation.network import CuttableLink
+from .conftest import Trails, kiosk_event, sink_events
+
+pytestmark = pytest.mark.integration
+
+WAIT = 15.0
+
+
+async def test_events_recorded_while_the_clinic_is_unreachable_reach_the_sink_once_when_it_returns(
+    stack: DevStack, trails: Trails
+) -> None:
+    assert stack.clinic is not None
+    async with CuttableLink(f"127.0.0.1:{stack.clinic.port}") as link:
+        link.cut()
+        sink = trails.clinic(f"http://{link.origin}")
+        trail = await trails.trail(sink)
+        events = [kiosk_event(number, stack.organization_id) for number in range(5)]
+        for event in events:
+            await trail.record(event)
+        await sink.wait_failures(3)  # retried, not given up
+        assert trail.status() == AuditStatus(records=5, awaiting_sink=5, awaiting_channel=5)
+        assert await sink_events(stack) == []
+
+        link.restore()
+        assert await trail.wait_delivered(WAIT)
+
+    stored = await sink_events(stack)
+    assert [event["id"] for event in stored] == [event.id for event in events]
+    assert stored == [messages.encode(event) for event in events]
+    assert dict(sink.acknowledged) == {event.id: 1 for event in events}
+    assert trail.status() == AuditStatus(records=5, awaiting_sink=0, awaiting_channel=5)
+
+
+async def test_what_was_not_acknowledged_before_a_restart_is_delivered_after_it(
+    stack: DevStack, trails: Trails
+) -> None:
+    offline = await trails.trail(sink=None)
+    events = [kiosk_event(number, stack.organization_id) for number in range(3)]
+    for event in events:
+        await offline.record(event)
+    await offline.aclose()
+    assert read_status(trails.state_dir) == AuditStatus(records=3, awaiting_sink=3, awaiting_channel=3)
+
+    sink = trails.clinic()
+    trail = await trails.trail(sink)
+    later = kiosk_event(3, stack.organization_id)
+    assert await trail.record(later) == 4
+    assert await trail.wait_delivered(WAIT)
+    assert [event["id"] for event in await sink_events(stack)] == [e.id for e in [*events, later]]
+    await trail.aclose()
+    assert read_status(trails.state_dir).awaiting_sink == 0
+    assert verify_chain(trails.state_dir).ok
+
+
+async def test_a_permanent_refusal_is_kept_as_refused_and_delivery_goes_on(
+    stack: DevStack, trails: Trails
+) -> None:
+    sink = trails.clinic()  # the kiosk's credential: it may not post a provider's events (403)
+    trail = await trails.trail(sink)
+    refused = kiosk_event(0, stack.organization_id, actor_id=PROVIDER, actor_role="provider")
+    accepted = kiosk_event(1, stack.organization_id)
+    await trail.record(refused)
+    await trail.record(accepted)
+    assert await trail.wait_delivered(WAIT)
+    assert [event["id"] for event in await sink_events(stack)] == [accepted.id]
+    assert trail.status() == AuditStatus(records=2, awaiting_sink=0, awaiting_channel=2, refused_sink=1)
+    await trail.aclose()
+    assert read_status(trails.state_dir).refused_sink == 1
+
+
+async def provider_bus(stack: DevStack, trails: Trails) -> PubNubBus:
+    """The provider's bus with its standing token: ``audit.{org}`` is write-only for it."""
+    grant = await trails.clinic(user_id=PROVIDER).request_token(PROVIDER, "provider", departmentId=DEPARTMENT)
+    bus = PubNubBus(replace(bus_template(stack, PROVIDER), token=grant.token))
+    trails._closers.append(bus.aclose)
+    return bus
+
+
+async def test_events_are_published_on_the_audit_channel_in_order(stack: DevStack, trails: Trails) -> None:
+    # Nobody's token may read audit.{org}: the reader signs with the stack's secret key, as an admin.
+    reader = PubNubBus(replace(bus_template(stack, "audit-reader"), secret_key=stack.keys.secret_key))
+    trails._closers.append(reader.aclose)
+    inbox = Inbox()
+    await subscribed(reader, channels.audit(stack.organization_id), inbox)
+
+    sink = trails.clinic(user_id=PROVIDER)
+    trail = await trails.trail(sink)
+    trail.attach_bus(await provider_bus(stack, trails))
+    events = [
+        kiosk_event(number, stack.organization_id, actor_id=PROVIDER, actor_role="provider")
+        for number in range(4)
+    ]
+    for event in events:
+        await trail.record(event)
+    received = await inbox.wait_for(4, within=WAIT)
+    assert [envelope.message for envelope in received] == [messages.encode(event) for event in events]
+    assert {envelope.publisher for envelope in received} == {PROVIDER}
+    assert await trail.wait_delivered(WAIT)
+    assert trail.status() == AuditStatus(records=4, awaiting_sink=0, awaiting_channel=0)
+
+
+async def test_after_the_bus_is_detached_events_wait_for_the_next_bus(
+    stack: DevStack, trails: Trails
+) -> None:
+    reader = PubNubBus(replace(bus_template(stack, "audit-reader"), secret_key=stack.keys.secret_key))
+    trails._closers.append(reader.aclose)
+    inbox = Inbox()
+    await subscribed(reader, channels.audit(stack.organization_id), inbox)
+
+    sink = trails.clinic(user_id=PROVIDER)
+    trail = await trails.trail(sink)
+    first_bus = await provider_bus(stack, trails)
+    trail.attach_bus(first_bus)
+    first = kiosk_event(0, stack.organization_id, actor_id=PROVIDER, actor_role="provider")
+    await trail.record(first)
+    await trail.detach_bus(within=WAIT)  # publishes what is pending before letting go
+    assert trail.status().awaiting_channel == 0
+    await trail.detach_bus()  # idempotent
+    await first_bus.aclose()
+
+    between = kiosk_event(1, stack.organization_id, actor_id=PROVIDER, actor_role="provider")
+    await trail.record(between)
+    assert await trail.wait_delivered(WAIT)  # the sink; no bus attached, so the channel waits
+    assert trail.status().awaiting_channel == 1
+
+    trail.attach_bus(await provider_bus(stack, trails))
+    received = await inbox.wait_for(2, within=WAIT)
+    assert [envelope.message["id"] for envelope in received] == [first.id, between.id]
+    assert await trail.wait_delivered(WAIT)
+    assert trail.status().awaiting_channel == 0

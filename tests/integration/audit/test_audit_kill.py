@@ -1,0 +1,123 @@
+"""Audit events survive SIGKILL at random points and reach the sink exactly once.
+
+A child process (``audit_child.py``, the real trail and clinic client) records events and prints
+each position once record() returned. The test kills it with SIGKILL after a random number of
+those lines (never after a random sleep) while more events are queued on its stdin, so the kill
+lands in the middle of recording or delivering; then starts it again on the same state directory.
+At the end a run drains: every event any run reported is in the chain at the position reported
+and at the sink exactly once, the sink holds nothing else, and the chain verifies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+from telehealth_client.devstack.stack import DevStack
+from telehealth_client.security.audit import read_status, store_path, verify_chain
+
+from ..cli_process import Process
+from .conftest import sink_events
+
+pytestmark = pytest.mark.integration
+
+CHILD = Path(__file__).with_name("audit_child.py")
+SEED = 20261122
+KILLS = 21
+
+
+def child_environment(stack: DevStack) -> dict[str, str]:
+    base = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
+    return {**base, **stack.agent_environment()}
+
+
+async def start(state_dir: Path, run: int, env: dict[str, str]) -> Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(CHILD),
+        str(state_dir),
+        str(run),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    return Process(proc)
+
+
+def reported(lines: list[str]) -> dict[int, str]:
+    """``recorded POSITION ID`` lines: what the child said was on disk."""
+    found: dict[int, str] = {}
+    for line in lines:
+        if line.startswith("recorded "):
+            _, position, event_id = line.split()
+            found[int(position)] = event_id
+    return found
+
+
+def stored_ids(state_dir: Path) -> dict[int, str]:
+    db = sqlite3.connect(f"{store_path(state_dir).as_uri()}?mode=ro", uri=True)
+    try:
+        return {
+            int(position): str(event_id)
+            for position, event_id in db.execute("SELECT position, id FROM records")
+        }
+    finally:
+        db.close()
+
+
+def merge(into: dict[int, str], found: dict[int, str]) -> None:
+    for position, event_id in found.items():
+        assert into.setdefault(position, event_id) == event_id, f"record {position} reported twice"
+
+
+async def test_events_survive_sigkill_at_random_points_and_reach_the_sink_exactly_once(
+    stack: DevStack, tmp_path: Path
+) -> None:
+    rng = random.Random(SEED)
+    env = child_environment(stack)
+    state_dir = tmp_path / "state"
+    said: dict[int, str] = {}
+
+    for run in range(KILLS):
+        child = await start(state_dir, run, env)
+        try:
+            await child.wait_for_line("open")
+            queued = rng.randint(1, 8)
+            assert child.proc.stdin is not None
+            child.proc.stdin.write(b"go\n" * queued)
+            await child.proc.stdin.drain()
+            for _ in range(rng.randint(0, queued)):
+                await child.wait_for_line("recorded ")
+        finally:
+            child.proc.kill()  # SIGKILL
+            await child.proc.wait()
+        assert child.proc.stdout is not None
+        rest = (await child.proc.stdout.read()).decode().splitlines()
+        merge(said, reported(child.lines + rest))
+
+    last = await start(state_dir, KILLS, env)
+    await last.wait_for_line("open")
+    assert last.proc.stdin is not None
+    last.proc.stdin.write(b"go\ngo\n")
+    last.proc.stdin.close()
+    code, out, err = await last.finish(within=40.0)
+    assert (code, out.splitlines()[-1]) == (0, "drained"), err
+    merge(said, reported(out.splitlines()))
+
+    chain = stored_ids(state_dir)
+    assert len(said) >= KILLS  # the loop did record something in most runs
+    for position, event_id in said.items():
+        assert chain[position] == event_id
+    at_sink = [event["id"] for event in await sink_events(stack)]
+    assert len(at_sink) == len(set(at_sink))  # each once
+    assert sorted(at_sink) == sorted(chain.values())  # every record, nothing else
+    report = verify_chain(state_dir)
+    assert (report.ok, report.records) == (True, len(chain))
+    assert read_status(state_dir).awaiting_sink == 0
