@@ -76,6 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="TOML settings: default devices and thresholds (default: $TELEHEALTH_CONFIG)",
     )
+
+    audit = commands.add_parser("audit", help="check the audit trail or show what waits for delivery")
+    audit_actions = audit.add_subparsers(dest="audit_action", required=True, metavar="ACTION")
+    for name, text in (
+        ("verify", "check the hash chain (exit 0 intact, 1 broken: the first broken record is named)"),
+        ("status", "how many records, and how many wait for the audit sink and the channel"),
+    ):
+        action = audit_actions.add_parser(name, help=text)
+        action.add_argument(
+            "--state-dir", type=Path, help="the agent's state directory (default: state_dir of the settings)"
+        )
+        action.add_argument("--config", type=Path, help="TOML settings file (default: $TELEHEALTH_CONFIG)")
     return parser
 
 
@@ -142,6 +154,42 @@ def _check_devices(args: argparse.Namespace) -> int:
     args.microphone = args.microphone if args.microphone is not None else settings.microphone
     args.speaker = args.speaker if args.speaker is not None else settings.speaker
     return run_check_devices(args, settings.device_thresholds)
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    """verify or status of the audit store; counts and positions only, never an event's content."""
+    from telehealth_client.security.audit import AuditStoreError, read_status, verify_chain
+
+    state_dir: Path | None = args.state_dir
+    if state_dir is None:
+        from telehealth_client.config import ConfigError, load_settings
+
+        try:
+            state_dir = load_settings(args.config).state_dir
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(f"telehealth-agent: config: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+    try:
+        if args.audit_action == "verify":
+            report = verify_chain(state_dir)
+        else:
+            status = read_status(state_dir)
+    except AuditStoreError as exc:
+        print(f"telehealth-agent: audit: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.audit_action == "status":
+        print(f"records: {status.records}")
+        print(f"waiting for the audit sink: {status.awaiting_sink}")
+        print(f"waiting for the audit channel: {status.awaiting_channel}")
+        print(f"refused by the audit sink: {status.refused_sink}")
+        print(f"refused by the audit channel: {status.refused_channel}")
+        return EXIT_OK
+    if report.ok:
+        print(f"audit chain ok: {report.records} records")
+        return EXIT_OK
+    print(f"audit chain broken: {report.reason}")
+    return EXIT_FAILURE
 
 
 def _write_env_file(path: Path, lines: list[str]) -> None:
@@ -256,6 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_demo(args)
     if args.command == "check-devices":
         return _check_devices(args)
+    if args.command == "audit":
+        return _run_audit(args)
     return EXIT_USAGE
 
 
