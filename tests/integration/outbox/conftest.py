@@ -4,6 +4,7 @@ real SQLite files in the test's directory, and outboxes closed at the end of eve
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,13 @@ class Results:
                 await self._changed.wait()
 
         await asyncio.wait_for(enough(), within)
+
+
+def chat(text: str, channel: str = CHANNEL, consultation_id: str = CHANNEL, **fields: Any) -> Outgoing:
+    """A chat message as the chat module puts it: the outbox id is the message's own id."""
+    item_id = str(uuid.uuid4())
+    message = {"type": "chat", "id": item_id, "senderId": SENDER, "senderRole": "patient", "text": text}
+    return Outgoing(item_id, consultation_id, channel, message, **fields)
 
 
 OutboxFactory = Callable[..., Outbox]

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-from telehealth_client.consultation.outbox import Outgoing
 from telehealth_client.devstack.relay import Relay
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope
 from tests.integration.bus.conftest import BusFactory, Inbox, StatusLog, subscribed
 from tests.integration.consultation.conftest import LogLines
 from tests.integration.consultation.network import CuttableLink
-from tests.integration.outbox.conftest import CHANNEL, SENDER, WAIT, OutboxFactory, Results
+from tests.integration.outbox.conftest import CHANNEL, SENDER, WAIT, OutboxFactory, Results, chat
 from tests.integration.outbox.lossy_answers import LossyAnswers
-
-
-def chat(text: str, channel: str = CHANNEL, consultation_id: str = CHANNEL, **fields: Any) -> Outgoing:
-    item_id = str(uuid.uuid4())
-    message = {"type": "chat", "id": item_id, "senderId": SENDER, "senderRole": "patient", "text": text}
-    return Outgoing(item_id, consultation_id, channel, message, **fields)
 
 
 async def everything_after(sentinel_bus: Any, inbox: Inbox, already: int) -> list[Envelope]:
@@ -215,3 +207,30 @@ async def test_an_unpublishable_item_fails_at_once_and_the_next_one_is_sent(
     await outbox.aclose()
     reopened = make_outbox()
     assert await reopened.open() == []  # failed and sent items are off disk
+
+
+async def test_after_detach_items_wait_for_the_next_bus_and_are_sent_once_on_it(
+    relay: Relay, make_bus: BusFactory, make_outbox: OutboxFactory, log_lines: LogLines
+) -> None:
+    watcher, inbox = make_bus("dr-lee"), Inbox()
+    await subscribed(watcher, CHANNEL, inbox)
+    results = Results()
+    outbox = make_outbox(results, backoff_min_seconds=0.05, backoff_max_seconds=0.2)
+    await outbox.open()
+    async with CuttableLink(relay.origin) as link:
+        link.cut()
+        outbox.attach(make_bus(SENDER, origin=link.origin))
+        item = chat("across buses")
+        await outbox.put(item)
+        await log_lines.wait_line("outbox publish failed", item.id)
+        await outbox.detach()
+    assert outbox.pending() == [item]
+    later = chat("put while detached")
+    await outbox.put(later)
+    assert not await outbox.wait_drained(0.0)
+
+    outbox.attach(make_bus(SENDER))
+    assert await outbox.wait_drained(WAIT)
+    received = await everything_after(watcher, inbox, 2)
+    assert ids(received) == [item.id, later.id]
+    assert [sent for sent, _ in results.sent] == [item, later]

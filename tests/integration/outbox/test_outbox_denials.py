@@ -1,0 +1,83 @@
+"""Access Manager refusals: the token keeper gets one chance to refresh; a second 403 fails the item."""
+
+from __future__ import annotations
+
+from telehealth_client.devstack.relay import Relay
+from telehealth_client.pubsub.bus import AccessDeniedError
+from tests.integration.bus.conftest import BusFactory, Inbox, subscribed
+from tests.integration.bus.test_bus import grant
+from tests.integration.outbox.conftest import CHANNEL, SENDER, WAIT, OutboxFactory, Results, chat
+
+ELSEWHERE = f"notification.{SENDER}"
+
+
+async def test_a_403_is_refreshed_once_and_then_the_item_is_sent(
+    relay: Relay, make_bus: BusFactory, make_outbox: OutboxFactory
+) -> None:
+    relay.enforce_access = True
+    watcher, inbox = make_bus("dr-lee", token=await grant(relay, "dr-lee", CHANNEL)), Inbox()
+    await subscribed(watcher, CHANNEL, inbox)
+    sender = make_bus(SENDER, token=await grant(relay, SENDER, ELSEWHERE))  # not this channel yet
+    fresh = await grant(relay, SENDER, CHANNEL)
+    refusals: list[AccessDeniedError] = []
+
+    async def refresh(exc: AccessDeniedError) -> bool:
+        refusals.append(exc)
+        sender.set_token(fresh)
+        return True
+
+    results = Results()
+    outbox = make_outbox(results)
+    await outbox.open()
+    item = chat("after a refresh")
+    await outbox.put(item)
+    outbox.attach(sender, denials=refresh)
+    assert await outbox.wait_drained(WAIT)
+    [envelope] = await inbox.wait_for(1)
+    assert envelope.message["id"] == item.id
+    assert results.sent == [(item, envelope.timetoken)]
+    assert len(refusals) == 1 and refusals[0].operation == "publish"
+    assert results.failed == []
+
+
+async def test_a_second_403_fails_the_item_and_sending_goes_on(
+    relay: Relay, make_bus: BusFactory, make_outbox: OutboxFactory
+) -> None:
+    relay.enforce_access = True
+    watcher, inbox = make_bus(SENDER, token=await grant(relay, SENDER, ELSEWHERE)), Inbox()
+    await subscribed(watcher, ELSEWHERE, inbox)
+    sender = make_bus(SENDER, token=await grant(relay, SENDER, ELSEWHERE))
+    refusals: list[AccessDeniedError] = []
+
+    async def refresh_in_vain(exc: AccessDeniedError) -> bool:
+        refusals.append(exc)
+        return True  # "refreshed", yet the new token does not cover the channel either
+
+    results = Results()
+    outbox = make_outbox(results)
+    await outbox.open()
+    refused, allowed = chat("refused"), chat("allowed", channel=ELSEWHERE)
+    await outbox.put(refused)
+    await outbox.put(allowed)
+    outbox.attach(sender, denials=refresh_in_vain)
+    assert await outbox.wait_drained(WAIT)
+    assert results.failed == [(refused, "access-denied")]
+    assert len(refusals) == 1
+    [envelope] = await inbox.wait_for(1)
+    assert results.sent == [(allowed, envelope.timetoken)]
+    await outbox.aclose()
+    assert await make_outbox().open() == []  # the failed item is off disk
+
+
+async def test_without_a_denial_handler_the_first_403_fails_the_item(
+    relay: Relay, make_bus: BusFactory, make_outbox: OutboxFactory
+) -> None:
+    relay.enforce_access = True
+    results = Results()
+    outbox = make_outbox(results)
+    await outbox.open()
+    item = chat("no token")
+    await outbox.put(item)
+    outbox.attach(make_bus(SENDER))
+    await results.wait_for(1)
+    assert results.failed == [(item, "access-denied")]

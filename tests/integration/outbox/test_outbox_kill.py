@@ -1,0 +1,140 @@
+"""SIGKILL: what ``put()`` returned for is on disk, and a new process sends it exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from telehealth_client.devstack.relay import Relay
+from tests.integration.bus.conftest import (
+    CIPHER_KEY,
+    PUBLISH_KEY,
+    SUBSCRIBE_KEY,
+    BusFactory,
+    Inbox,
+    subscribed,
+)
+from tests.integration.cli_process import Process
+from tests.integration.consultation.network import CuttableLink
+from tests.integration.outbox.conftest import CHANNEL, SENDER, WAIT
+from tests.integration.outbox.lossy_answers import LossyAnswers
+
+ROOT = Path(__file__).resolve().parents[3]
+Spawn = Callable[..., Awaitable[Process]]
+
+
+@pytest.fixture
+async def spawn(tmp_path: Path) -> AsyncIterator[Spawn]:
+    """Starts ``outbox_child`` processes on ``tmp_path/outbox.sqlite3``; kills any left at the end."""
+    started: list[Process] = []
+
+    async def start(mode: str, origin: str, *args: str) -> Process:
+        bus = {
+            "user_id": SENDER,
+            "subscribe_key": SUBSCRIBE_KEY,
+            "publish_key": PUBLISH_KEY,
+            "origin": origin,
+            "ssl": False,
+            "cipher_key": CIPHER_KEY,
+            "reconnect_min_seconds": 0.05,
+            "reconnect_max_seconds": 0.5,
+            "request_timeout_seconds": 5.0,
+        }
+        env = {**os.environ, "OUTBOX_CHILD_BUS": json.dumps(bus), "OUTBOX_CHILD_SECRET": CIPHER_KEY}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.integration.outbox.outbox_child",
+            mode,
+            str(tmp_path / "outbox.sqlite3"),
+            *args,
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        process = Process(proc)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.proc.returncode is None:
+            process.proc.kill()
+            await process.proc.wait()
+
+
+async def kill(process: Process) -> None:
+    process.proc.send_signal(signal.SIGKILL)
+    assert await asyncio.wait_for(process.proc.wait(), WAIT) == -signal.SIGKILL
+
+
+async def read_ids(process: Process, prefix: str, count: int) -> list[str]:
+    return [(await process.wait_for_line(prefix)).split()[1] for _ in range(count)]
+
+
+async def test_items_put_before_a_sigkill_are_sent_once_by_the_next_process(
+    relay: Relay, make_bus: BusFactory, spawn: Spawn
+) -> None:
+    watcher, inbox = make_bus("dr-lee"), Inbox()
+    await subscribed(watcher, CHANNEL, inbox)
+    async with CuttableLink(relay.origin) as link:
+        link.cut()  # the relay is unreachable for the first process
+        putter = await spawn("put", link.origin, "60", CHANNEL)
+        await putter.wait_for_line("pending 0")
+        printed = await read_ids(putter, "put ", 20)
+        await kill(putter)  # in the middle of putting
+
+    sender = await spawn("send", relay.origin)
+    pending = int((await sender.wait_for_line("pending ")).split()[1])
+    assert pending >= len(printed)
+    rc, out, err = await sender.finish(within=60)
+    assert rc == 0, err
+    assert "drained" in out
+
+    await watcher.publish(CHANNEL, {"type": "sentinel"})  # the channel is ordered: duplicates come first
+    received = await inbox.wait_for(pending + 1, within=WAIT)
+    assert received[-1].message == {"type": "sentinel"}
+    delivered = [envelope.message["id"] for envelope in received[:-1]]
+    assert len(delivered) == len(set(delivered)) == pending
+    assert delivered[: len(printed)] == printed  # every printed id, once, in the order put
+
+
+async def test_a_sigkill_after_a_publish_landed_unanswered_does_not_send_it_twice(
+    relay: Relay, make_bus: BusFactory, spawn: Spawn
+) -> None:
+    watcher, inbox = make_bus("dr-lee"), Inbox()
+    await subscribed(watcher, CHANNEL, inbox)
+    async with CuttableLink(relay.origin) as link:
+        link.cut()
+        putter = await spawn("put", link.origin, "40", CHANNEL)
+        await putter.wait_for_line("pending 0")
+        printed = await read_ids(putter, "put ", 40)
+        await kill(putter)
+
+    async with LossyAnswers(relay) as lossy:
+        # The sixth publish reaches the relay and is stored; its answer never comes back.
+        lossy.lose_next_publish_answers(1, mode="hold", after=5)
+        first = await spawn("send", lossy.origin)
+        await first.wait_for_line("pending 40")
+        await asyncio.wait_for(lossy.wait_lost(1), WAIT)
+        await kill(first)  # the sixth item is still on disk, and in the channel's history
+
+    second = await spawn("send", relay.origin)
+    pending = int((await second.wait_for_line("pending ")).split()[1])
+    assert pending >= len(printed) - 5
+    rc, out, err = await second.finish(within=60)
+    assert rc == 0, err
+
+    await watcher.publish(CHANNEL, {"type": "sentinel"})
+    received = await inbox.wait_for(len(printed) + 1, within=WAIT)
+    assert received[-1].message == {"type": "sentinel"}
+    assert [envelope.message["id"] for envelope in received[:-1]] == printed
+    assert f"sent {printed[5]}" in out  # found in history by the second process, not published again
