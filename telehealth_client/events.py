@@ -5,7 +5,9 @@ Public API:
 - Event dataclasses (frozen; ``kind`` names each for the local API's live stream):
   ``StateChanged``, ``RosterChanged``, ``QueueUpdated``, ``DeviceStatusReported``,
   ``TokenExpiring``, ``AccessDenied``, ``BusStatusChanged``, ``SessionClosed``, ``EndpointIdle``,
-  ``InvitationReceived``, ``StateSaved``, and ``Missed`` (delivered only to a subscriber that fell behind).
+  ``InvitationReceived``, ``StateSaved``, ``ChatMessageAdded``, ``ChatStatusChanged``,
+  ``ChatReadUpdated``, ``ChatWiped``, ``EmergencyUpdated``, ``EmergencyAlert``, and ``Missed``
+  (delivered only to a subscriber that fell behind).
 - ``EventHub.emit(event)``: synchronous, never blocks and never raises into the emitter. Call it
   from the event loop's thread (every emitter in the agent runs there).
 - ``EventHub.subscribe(max_pending=...)``: an async iterator of events with its own bounded
@@ -134,6 +136,68 @@ class StateSaved:
 
 
 @dataclass(frozen=True)
+class ChatMessageAdded:
+    """A chat message appeared in the log (ours queued, or another's received); no text."""
+
+    kind: ClassVar[str] = "chat-message"
+    consultation_id: str
+    message_id: str
+    sender_id: str
+    status: str  # pending, sent or failed
+
+
+@dataclass(frozen=True)
+class ChatStatusChanged:
+    """One of our chat messages was sent (it has a timetoken) or failed (``reason``)."""
+
+    kind: ClassVar[str] = "chat-status"
+    consultation_id: str
+    message_id: str
+    status: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ChatReadUpdated:
+    """``reader_id`` has read every chat message up to ``up_to_id``."""
+
+    kind: ClassVar[str] = "chat-read"
+    consultation_id: str
+    reader_id: str
+    up_to_id: str
+
+
+@dataclass(frozen=True)
+class ChatWiped:
+    """The consultation is over: its chat left memory and disk."""
+
+    kind: ClassVar[str] = "chat-wiped"
+    consultation_id: str
+
+
+@dataclass(frozen=True)
+class EmergencyUpdated:
+    """An escalation raised, delivered, notified or resolved; IDs, severity and status only."""
+
+    kind: ClassVar[str] = "emergency"
+    escalation_id: str
+    consultation_id: str
+    severity: str
+    status: str  # active or resolved
+    delivered: bool  # on the emergency channel (False: queued, retried until PubNub takes it)
+    notified: int | None  # on-call providers notified; None until the clinic said who is on call
+
+
+@dataclass(frozen=True)
+class EmergencyAlert:
+    """This provider was notified of an escalation (``EMERGENCY_ESCALATION`` on its channel)."""
+
+    kind: ClassVar[str] = "emergency-alert"
+    escalation_id: str
+    priority: str
+
+
+@dataclass(frozen=True)
 class Missed:
     """This subscriber fell behind: ``count`` older events were dropped before the next one."""
 
@@ -153,6 +217,12 @@ Event: TypeAlias = (
     | SessionClosed
     | InvitationReceived
     | StateSaved
+    | ChatMessageAdded
+    | ChatStatusChanged
+    | ChatReadUpdated
+    | ChatWiped
+    | EmergencyUpdated
+    | EmergencyAlert
     | Missed
 )
 

@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from telehealth_client import events
 from telehealth_client.consultation import state_file
+from telehealth_client.consultation.auditing import Auditor, audit_token_event
+from telehealth_client.consultation.chat import ConsultationChat
 from telehealth_client.consultation.connector import Connector
 from telehealth_client.consultation.lifecycle import Consultation
 from telehealth_client.consultation.session import ConsultationSession, SessionError, now
@@ -56,6 +59,7 @@ from telehealth_client.security.clinic_client import ClinicError
 if TYPE_CHECKING:  # the devices package loads numpy: not for an agent that only reads its report
     from devices.report import CameraResult, MicrophoneResult, SpeakerResult, Status
     from devices.report import DeviceReport as CheckReport
+    from telehealth_client.durable import Durable
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +104,11 @@ class PatientEndpoint:
         state_dir: Path,
         kiosk_id: str,
         policy: tokens.RefreshPolicy | None = None,
+        durable: Durable | None = None,
     ) -> None:
         self._connect = connect
+        self._durable = durable
+        self._chat: ConsultationChat | None = None
         self._hub = hub
         self._state_dir = Path(state_dir)
         self._kiosk_id = validate_id(kiosk_id, "userId")
@@ -118,6 +125,15 @@ class PatientEndpoint:
     @property
     def idle(self) -> bool:
         return self._session is None
+
+    @property
+    def chat(self) -> ConsultationChat | None:
+        """The consultation's chat (None when idle or without durable storage)."""
+        session = self._session
+        return self._chat if session is not None and not session.closed else None
+
+    def _auditor(self, actor_id: str) -> Auditor | None:
+        return None if self._durable is None else self._durable.auditor(actor_id, "patient")
 
     @property
     def state(self) -> ConsultationState | None:
@@ -151,6 +167,9 @@ class PatientEndpoint:
                     timestamp=now(),
                 )
                 await session.act(checked_in)
+                auditor = self._auditor(patient_id)
+                if auditor is not None:
+                    await auditor.session_started(consultation.consultation_id)
                 if self._devices is not None:
                     await self._publish_devices(session, self._devices)
             except BaseException:
@@ -173,17 +192,23 @@ class PatientEndpoint:
                 {"providerId": consultation.provider_id, **_appointment(consultation)},
             )
             holder: list[ConsultationSession] = []
-            keeper = tokens.TokenKeeper(
-                self._connect.clinic,
-                bus,
-                request,
-                lambda event: holder[0].token_event(event) if holder else None,
-                policy=self._policy,
-            )
+            auditor = self._auditor(patient_id)
+            scope = consultation.consultation_id
+
+            def token_event(event: tokens.TokenEvent) -> None:
+                if auditor is not None:
+                    audit_token_event(auditor, event, scope)
+                if holder:
+                    holder[0].token_event(event)
+
+            keeper = tokens.TokenKeeper(self._connect.clinic, bus, request, token_event, policy=self._policy)
             try:
                 await keeper.start()
             except ClinicError as exc:
-                raise _refusal(exc) from None
+                refusal = _refusal(exc)
+                if auditor is not None and isinstance(refusal, CheckInRefused):
+                    await auditor.consent_checked(patient_id, refusal.reason)
+                raise refusal from None
             session = ConsultationSession(
                 consultation,
                 bus,
@@ -196,7 +221,15 @@ class PatientEndpoint:
             )
             holder.append(session)
             if check_consent:
-                await self._check_consent(bus, patient_id)
+                await self._check_consent(bus, patient_id, auditor)
+            if self._durable is not None and auditor is not None:
+                chat = ConsultationChat(
+                    session, self._durable.outbox, self._durable.router, self._hub, auditor=auditor
+                )
+                await chat.start()  # before the session's catch-up, which feeds it
+                self._durable.attach(bus, denials=keeper.handle_access_denied)
+                session.add_close_hook(self._closing_hook(chat, auditor))
+                self._chat = chat
             await session.start(catch_up=catch_up)
         except BaseException:
             if session is not None:
@@ -209,7 +242,20 @@ class PatientEndpoint:
         self._session = session
         return session
 
-    async def _check_consent(self, bus: Bus, patient_id: str) -> None:
+    def _closing_hook(self, chat: ConsultationChat, auditor: Auditor) -> Callable[[str], Awaitable[None]]:
+        async def closing(reason: str) -> None:
+            over = reason != "stopped"
+            if over:
+                await auditor.safely("session_ended", chat.consultation_id, reason)
+            await chat.aclose(wipe=over)  # the consultation is over: its chat leaves memory and disk
+            await auditor.settle()
+            if self._durable is not None:
+                # What waits (audit events) gets a moment on this bus; the rest goes on the next.
+                await self._durable.detach()
+
+        return closing
+
+    async def _check_consent(self, bus: Bus, patient_id: str, auditor: Auditor | None) -> None:
         """Consent read by the agent itself (the token server may be wrong): before any publish."""
         try:
             custom = await bus.get_user_metadata(patient_id)
@@ -220,6 +266,8 @@ class PatientEndpoint:
             refusal = "missing" if consent.reason == "is missing" else "unreadable"
         else:
             refusal = consent_refusal(consent, now()) or ""
+        if auditor is not None:
+            await auditor.consent_checked(patient_id, refusal or None)
         if refusal:
             log.warning("check-in refused field=consent reason=%s", refusal)
             raise CheckInRefused("consent", refusal)
@@ -235,6 +283,17 @@ class PatientEndpoint:
 
     async def report_devices(self, report: DeviceReport) -> None:
         self._devices = report
+        auditor = self._auditor(self._kiosk_id)
+        if auditor is not None:
+            await auditor.device_check_completed(
+                self._kiosk_id,
+                {
+                    "camera": report.camera,
+                    "microphone": report.microphone,
+                    "speaker": report.speaker,
+                    "network": report.network,
+                },
+            )
         session = self._session
         if session is not None and not session.closed and report != self._published_devices:
             await self._publish_devices(session, report)
@@ -258,10 +317,11 @@ class PatientEndpoint:
             if self._session is not None:
                 return self._session
             consultation = await asyncio.to_thread(state_file.load, self._state_dir)
-            if consultation is None:
-                return None
-            if consultation.state.terminal:
+            if consultation is not None and consultation.state.terminal:
                 await asyncio.to_thread(state_file.remove, self._state_dir)
+                consultation = None
+            await self._wipe_leftovers(None if consultation is None else consultation.consultation_id)
+            if consultation is None:
                 return None
             session = await self._open(consultation, catch_up=True, check_consent=False)
             log.info(
@@ -271,11 +331,21 @@ class PatientEndpoint:
             )
             return session
 
+    async def _wipe_leftovers(self, keep: str | None) -> None:
+        """Chat left in the outbox by a consultation that ended while the agent was down: its
+        content must not outlive it (and could only be refused on another patient's bus)."""
+        if self._durable is None:
+            return
+        for consultation_id in {item.consultation_id for item in self._durable.outbox.pending()}:
+            if consultation_id and consultation_id != keep:
+                await self._durable.outbox.wipe(consultation_id)
+
     # -- end ----------------------------------------------------------------------------------------
 
     async def _closed(self, session: ConsultationSession, reason: str) -> None:
         if self._session is session and reason != "stopped":
             self._session = None
+            self._chat = None
             self._published_devices = None
             log.info("patient endpoint idle kiosk=%s reason=%s", self._kiosk_id, reason)
             self._hub.emit(events.EndpointIdle(self._kiosk_id, reason))

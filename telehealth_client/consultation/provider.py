@@ -40,10 +40,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from telehealth_client import events
 from telehealth_client.consultation import state_file
+from telehealth_client.consultation.auditing import Auditor, audit_token_event
+from telehealth_client.consultation.chat import ConsultationChat
 from telehealth_client.consultation.connector import Connector
+from telehealth_client.consultation.emergency import EmergencyDesk
 from telehealth_client.consultation.lifecycle import (
     Consultation,
     PresenceChanged,
@@ -69,6 +73,7 @@ from telehealth_client.protocol.messages import (
     ConsultationStarted,
     ConsultationState,
     Drop,
+    EmergencyNotification,
     InvitedRole,
     PatientCheckedIn,
     ProviderInvited,
@@ -81,6 +86,9 @@ from telehealth_client.protocol.messages import (
 )
 from telehealth_client.pubsub.bus import AccessDeniedError, Envelope, PresenceEvent, Subscription
 from telehealth_client.security import tokens
+
+if TYPE_CHECKING:
+    from telehealth_client.durable import Durable
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +121,15 @@ class ProviderEndpoint:
         department_id: str,
         state_dir: Path,
         policy: tokens.RefreshPolicy | None = None,
+        durable: Durable | None = None,
     ) -> None:
         self._connect = connect
         self._hub = hub
+        self._durable = durable
+        self._auditor: Auditor | None = None if durable is None else durable.auditor(user_id, "provider")
+        self._chats: dict[str, ConsultationChat] = {}
+        self._scope = "standing"  # what the current token names, for the audit trail
+        self.emergency: EmergencyDesk | None = None
         self.user_id = validate_id(user_id, "userId")
         self.department_id = validate_id(department_id, "departmentId")
         self._state_dir = Path(state_dir) / CONSULTATIONS_DIR
@@ -135,6 +149,8 @@ class ProviderEndpoint:
     async def start(self) -> None:
         if self._connect.has_clinic:
             await self._use_token({"departmentId": self.department_id})
+        if self._durable is not None:
+            self._durable.attach(self.bus, denials=self._denied)
         connected = ConnectedWaiter(self.bus)
         self._subscriptions.append(
             await self.bus.subscribe([channels.notification(self.user_id)], self._on_notification)
@@ -152,12 +168,27 @@ class ProviderEndpoint:
             await self._resume_saved()
             for envelope in await self.bus.history(room, limit=WAITING_ROOM_HISTORY):
                 await self._room_message_locked(envelope, live=False)
+        if self._durable is not None:
+            self.emergency = EmergencyDesk(
+                self.bus,
+                self._connect.clinic,
+                self._durable.outbox,
+                self._durable.router,
+                self._hub,
+                user_id=self.user_id,
+                department_id=self.department_id,
+                state_dir=self._state_dir.parent,
+                sealer=self._durable.sealer,
+                auditor=self._auditor,
+            )
+            await self.emergency.start()
 
     async def _use_token(self, context: dict[str, str]) -> None:
         """Replace the keeper: one token at a time (an invited one carries the standing grants)."""
         if self._keeper is not None:
             await self._keeper.aclose()
         request = tokens.TokenRequest(self.user_id, "provider", context)
+        self._scope = context.get("consultationChannel", "standing")
         self._keeper = tokens.TokenKeeper(
             self._connect.clinic, self.bus, request, self._on_token_event, policy=self._policy
         )
@@ -178,13 +209,19 @@ class ProviderEndpoint:
                 continue
             if consultation.provider_id != self.user_id:
                 continue  # an invitation: the invited token does not outlive the agent
-            session = self._new_session(consultation)
+            session = await self._new_session(consultation)
             await session.start(catch_up=True)
 
     async def aclose(self) -> None:
         self._closing = True
+        if self.emergency is not None:
+            await self.emergency.aclose()
         for session in list(self._sessions.values()):
             await session.aclose("stopped")
+        if self._durable is not None:
+            await self._durable.detach()
+        if self._auditor is not None:
+            await self._auditor.settle()
         for subscription in self._subscriptions:
             with contextlib.suppress(Exception):
                 await subscription.close()
@@ -269,7 +306,7 @@ class ProviderEndpoint:
         consultation = Consultation.new(
             consultation_id=cid, user_id=self.user_id, role="provider", department_id=self.department_id
         )
-        session = self._new_session(consultation)
+        session = await self._new_session(consultation)
         self._order[cid] = envelope.timetoken
         await session.apply(Received(message, envelope.publisher or "", envelope.timetoken), envelope.channel)
         if session.consultation.state is not ConsultationState.CHECKED_IN:
@@ -282,7 +319,7 @@ class ProviderEndpoint:
             await session.apply(PresenceChanged(joined), envelope.channel)
         await session.start(catch_up=True)
 
-    def _new_session(self, consultation: Consultation) -> ConsultationSession:
+    async def _new_session(self, consultation: Consultation) -> ConsultationSession:
         session = ConsultationSession(
             consultation,
             self.bus,
@@ -293,7 +330,35 @@ class ProviderEndpoint:
             denials=self._denied,
         )
         self._sessions[consultation.consultation_id] = session
+        if self._durable is not None:
+            chat = ConsultationChat(
+                session, self._durable.outbox, self._durable.router, self._hub, auditor=self._auditor
+            )
+            await chat.start()  # before the session's catch-up, which feeds it
+            self._chats[consultation.consultation_id] = chat
+            session.add_close_hook(self._closing_hook(session, chat))
         return session
+
+    def chat(self, consultation_id: str) -> ConsultationChat:
+        """The chat of an open consultation; SessionError when there is none (or no storage)."""
+        self.session(consultation_id)
+        chat = self._chats.get(consultation_id)
+        if chat is None:
+            raise SessionError("no-chat", "this endpoint keeps no chat (no durable storage)")
+        return chat
+
+    def _closing_hook(
+        self, session: ConsultationSession, chat: ConsultationChat
+    ) -> Callable[[str], Awaitable[None]]:
+        async def closing(reason: str) -> None:
+            over = reason != "stopped"
+            if over and self._auditor is not None and session.consultation.provider_joined_at is not None:
+                await self._auditor.safely("session_ended", session.consultation_id, reason)
+            await chat.aclose(wipe=over)
+            if self._chats.get(session.consultation_id) is chat:
+                del self._chats[session.consultation_id]
+
+        return closing
 
     def _session_closing(self, session: ConsultationSession, reason: str) -> None:
         if session.consultation.provider_id != self.user_id and self._keeper is not None:
@@ -316,6 +381,8 @@ class ProviderEndpoint:
         return False if self._keeper is None else await self._keeper.handle_access_denied(error)
 
     def _on_token_event(self, event: tokens.TokenEvent) -> None:
+        if self._auditor is not None:
+            audit_token_event(self._auditor, event, self._scope)
         if isinstance(event, tokens.TokenExpiring):
             expires = now().timestamp() + event.seconds_left
             self._hub.emit(events.TokenExpiring(datetime.fromtimestamp(expires, UTC)))
@@ -347,6 +414,8 @@ class ProviderEndpoint:
     async def join(self, consultation_id: str) -> ConsultationSession:
         session = self.session(consultation_id)
         await session.act(ProviderJoined(provider_id=self.user_id, timestamp=now()))
+        if self._auditor is not None:
+            await self._auditor.session_started(consultation_id)
         return session
 
     async def start_consultation(self, consultation_id: str) -> None:
@@ -382,13 +451,18 @@ class ProviderEndpoint:
         plan(session.consultation, message)
         await self._connect.clinic.invite(consultation_id, provider_id, role)
         await session.act(message)
+        if self._auditor is not None:
+            await self._auditor.provider_added(consultation_id, provider_id, role)
 
     async def remove(self, consultation_id: str, provider_id: str) -> int:
         """``PROVIDER_REMOVED`` first (the removed provider reads it), then revoke; tokens revoked."""
         session = self.session(consultation_id)
         provider_id = validate_id(provider_id, "providerId")
         await session.act(ProviderRemoved(provider_id=provider_id, removed_by=self.user_id, timestamp=now()))
-        return await self._connect.clinic.revoke_access(provider_id, consultation_id)
+        revoked = await self._connect.clinic.revoke_access(provider_id, consultation_id)
+        if self._auditor is not None:
+            await self._auditor.token_revoked(consultation_id, provider_id, revoked)
+        return revoked
 
     # -- invited ------------------------------------------------------------------------------------
 
@@ -406,6 +480,11 @@ class ProviderEndpoint:
             self._hub.emit(
                 events.InvitationReceived(decoded.consultation_id, decoded.invited_by, decoded.role)
             )
+        elif isinstance(decoded, EmergencyNotification):
+            log.warning(
+                "emergency alert received escalation=%s priority=%s", decoded.escalation_id, decoded.priority
+            )
+            self._hub.emit(events.EmergencyAlert(decoded.escalation_id, decoded.priority))
         for listener in list(self.notification_listeners):
             try:
                 result = listener(envelope)
@@ -422,11 +501,13 @@ class ProviderEndpoint:
         await self._use_token({"departmentId": self.department_id, "consultationChannel": consultation_id})
         try:
             consultation = await self._rebuild(consultation_id)
-            session = self._new_session(consultation)
+            session = await self._new_session(consultation)
             await session.start(catch_up=True)
             if session.closed:
                 raise SessionError("ended", "the consultation ended before the invitation was accepted")
             await session.act(ProviderJoined(provider_id=self.user_id, timestamp=now()))
+            if self._auditor is not None:
+                await self._auditor.session_started(consultation_id)
         except BaseException:
             self._sessions.pop(consultation_id, None)
             await self._use_token({"departmentId": self.department_id})

@@ -9,6 +9,8 @@ the ``EventHub``; ``CloseSession`` (the session closes itself in a task it owns)
 
 Public API:
 
+- ``add_message_handler(handler)`` (chat, chat-read, signaling: see ``MessageHandler``) and
+  ``add_close_hook(hook)`` (awaited as closing starts, while the bus still works).
 - ``ConsultationSession(consultation, bus, hub, state_dir=..., channels=..., keeper=None,
   owns_bus=False, on_closed=None, on_closing=None, denials=None)``; ``channels`` are subscribed besides the
   consultation and its ``.video`` channel (the patient's own notification channel, for queue
@@ -87,6 +89,8 @@ ClosedHandler = Callable[["ConsultationSession", str], Awaitable[None] | None]
 MessageHandler = Callable[[messages.Message, Envelope], Awaitable[None] | None]
 # Told synchronously when the session starts closing, before anything of it is torn down.
 ClosingHandler = Callable[["ConsultationSession", str], None]
+# Awaited as closing starts, before the session unsubscribes or closes its bus (``reason`` given).
+CloseHook = Callable[[str], Awaitable[None]]
 # A 403 on a publish: True when a new token is on the bus and the publish may be tried once more.
 DenialHandler = Callable[[AccessDeniedError], Awaitable[bool]]
 
@@ -155,6 +159,7 @@ class ConsultationSession:
         self._close_reason: str | None = None
         self._checkpoint = Checkpointer(self._state_dir, on_saved=self._saved)
         self._handlers: list[MessageHandler] = []
+        self._close_hooks: list[CloseHook] = []
         # The newest timetoken read on the consultation's channels (live or from history): a
         # reconnect's catch-up starts there, so chat that moves no lifecycle state is not missed.
         self._stream_mark = 0
@@ -250,6 +255,11 @@ class ConsultationSession:
             if len(page) < HISTORY_LIMIT:
                 return found
             since = page[-1].timetoken
+
+    def add_close_hook(self, hook: CloseHook) -> None:
+        """Run ``hook(reason)`` as closing starts, while the bus still works (the chat's wipe, the
+        outbox's last sends); hooks run in the order they were added, each failure logged."""
+        self._close_hooks.append(hook)
 
     def add_message_handler(self, handler: MessageHandler) -> Callable[[], None]:
         """Be told the non-lifecycle messages (see ``MessageHandler``); returns the remover."""
@@ -448,6 +458,11 @@ class ConsultationSession:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+            for hook in self._close_hooks:
+                try:
+                    await hook(reason)
+                except Exception as exc:
+                    log.error("consultation close hook failed error=%s", describe_exception(exc))
             if self._remove_status is not None:
                 self._remove_status()
                 self._remove_status = None

@@ -21,6 +21,7 @@ from telehealth_client.consultation.connector import Connector
 from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.devstack.stack import DevStack
+from telehealth_client.durable import Durable
 from telehealth_client.protocol.messages import ConsultationState
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient, TokenGrant
@@ -137,6 +138,19 @@ class Parts:
         template = replace(bus_template(self.stack, user_id or KIOSK), **bus)
         return Connector(template, self.clinic(user_id))
 
+    async def durable(self, name: str, user_id: str | None = None, **options: Any) -> Durable:
+        """The outbox and audit trail of one agent, in ``tmp_path/name``: sealed with the stack's
+        cipher key, the audit sink reached with ``user_id``'s credential (None: the kiosk's)."""
+        opened = await Durable.open(
+            self.tmp_path / name,
+            secret=self.stack.keys.cipher_key,
+            organization_id=self.stack.organization_id,
+            sink=self.clinic(user_id),
+            **options,
+        )
+        self._closers.append(opened.aclose)
+        return opened
+
     async def record_consent(
         self, granted: bool = True, expires_at: str | None = None, patient: str = PATIENT
     ) -> None:
@@ -148,6 +162,7 @@ class Parts:
         *,
         state_dir: Path | None = None,
         policy: RefreshPolicy | None = None,
+        durable: Durable | None = None,
         **bus: Any,
     ) -> PatientEndpoint:
         endpoint = PatientEndpoint(
@@ -156,6 +171,7 @@ class Parts:
             state_dir=state_dir or self.tmp_path / "kiosk",
             kiosk_id=KIOSK,
             policy=policy,
+            durable=durable,
         )
         self._closers.append(endpoint.aclose)
         return endpoint
@@ -165,6 +181,7 @@ class Parts:
         hub: events.EventHub,
         user_id: str = PROVIDER,
         policy: RefreshPolicy | None = None,
+        durable: Durable | None = None,
         **bus: Any,
     ) -> ProviderEndpoint:
         endpoint = ProviderEndpoint(
@@ -174,6 +191,7 @@ class Parts:
             department_id=DEPARTMENT,
             state_dir=self.tmp_path / user_id,
             policy=policy,
+            durable=durable,
         )
         self._closers.append(endpoint.aclose)
         await endpoint.start()

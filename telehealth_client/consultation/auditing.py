@@ -1,0 +1,252 @@
+"""What this endpoint writes to the audit trail, one method per thing it observed or caused.
+
+``Auditor`` builds each audit event of PROTOCOL.md ("Audit events") from IDs, codes and numbers
+only (``security.audit.audit_event`` refuses anything else) and appends it to the trail; each
+method returns once the event is on disk. The actor is this endpoint's user (a kiosk acts as the
+patient during a consultation). Free text (chat, a reason, a resolution) never reaches here: the
+methods take no parameter that could carry it.
+
+Public API: ``Auditor(trail, organization_id=..., actor_id=..., actor_role=...)``, ``as_actor``,
+the event methods below, ``safely(name, *args)`` (logs a failure instead of raising),
+``later(name, *args)`` (in a task) and ``await settle()`` (until those are recorded).
+``AuditRecorder``: what the trail must offer (``record``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from telehealth_client.logs import describe_exception
+from telehealth_client.protocol import channels
+from telehealth_client.protocol.messages import (
+    AuditEvent,
+    AuditEventType,
+    AuditOutcome,
+    AuditSeverity,
+    EmergencySeverity,
+    SenderRole,
+)
+from telehealth_client.security import tokens
+from telehealth_client.security.audit import audit_event
+
+log = logging.getLogger(__name__)
+
+Metadata = dict[str, str | int | bool]
+
+
+class AuditRecorder(Protocol):
+    async def record(self, event: AuditEvent) -> int: ...
+
+
+class Auditor:
+    def __init__(
+        self, trail: AuditRecorder, *, organization_id: str, actor_id: str, actor_role: SenderRole
+    ) -> None:
+        self._trail = trail
+        self.organization_id = organization_id
+        self.actor_id = actor_id
+        self.actor_role = actor_role
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def as_actor(self, actor_id: str, actor_role: SenderRole | None = None) -> Auditor:
+        """The same trail, another actor (a kiosk acting as the patient it checked in)."""
+        return Auditor(
+            self._trail,
+            organization_id=self.organization_id,
+            actor_id=actor_id,
+            actor_role=actor_role or self.actor_role,
+        )
+
+    async def _record(
+        self,
+        event_type: AuditEventType,
+        *,
+        resource_type: str,
+        resource_id: str,
+        action: str,
+        channel: str | None = None,
+        outcome: AuditOutcome = "success",
+        severity: AuditSeverity = "info",
+        metadata: Metadata | None = None,
+    ) -> None:
+        event = audit_event(
+            event_type,
+            organization_id=self.organization_id,
+            actor_id=self.actor_id,
+            actor_role=self.actor_role,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            channel=channel,
+            action=action,
+            outcome=outcome,
+            severity=severity,
+            metadata=metadata,
+        )
+        await self._trail.record(event)
+
+    async def safely(self, name: str, *args: object) -> None:
+        """Call one of the methods below, logging (never raising) a failure: for callers that must
+        go on whatever the trail does (a consultation ending)."""
+        try:
+            await getattr(self, name)(*args)
+        except Exception as exc:
+            log.error("audit event not recorded event=%s error=%s", name, describe_exception(exc))
+
+    def later(self, name: str, *args: object) -> None:
+        """``safely(name, *args)`` in a task this auditor owns, for a caller that cannot await
+        (a token keeper's event); ``settle()`` awaits them."""
+        task = asyncio.ensure_future(self.safely(name, *args))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settle(self) -> None:
+        """Wait for the records started by ``later`` (never cancelled: an event is not abandoned)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- the consultation -----------------------------------------------------------------------------
+
+    async def session_started(self, consultation_id: str) -> None:
+        await self._record(
+            "CONSULTATION_SESSION_START",
+            resource_type="consultation",
+            resource_id=consultation_id,
+            channel=consultation_id,
+            action="join",
+            metadata={"sessionId": consultation_id},
+        )
+
+    async def session_ended(self, consultation_id: str, reason: str) -> None:
+        """``reason``: the session's close code (completed, cancelled, removed, access-denied...)."""
+        await self._record(
+            "CONSULTATION_SESSION_END",
+            resource_type="consultation",
+            resource_id=consultation_id,
+            channel=consultation_id,
+            action="leave",
+            metadata={"sessionId": consultation_id, "endReason": reason},
+        )
+
+    async def message_sent(self, consultation_id: str, message_id: str) -> None:
+        await self._record(
+            "PHI_MESSAGE_SENT",
+            resource_type="chat-message",
+            resource_id=message_id,
+            channel=consultation_id,
+            action="send",
+            metadata={"sessionId": consultation_id},
+        )
+
+    async def message_read(self, consultation_id: str, up_to_id: str) -> None:
+        await self._record(
+            "PHI_MESSAGE_READ",
+            resource_type="chat-message",
+            resource_id=up_to_id,
+            channel=consultation_id,
+            action="read",
+            metadata={"sessionId": consultation_id},
+        )
+
+    async def provider_added(self, consultation_id: str, provider_id: str, role: str) -> None:
+        await self._record(
+            "PROVIDER_ADDED_TO_CONSULTATION",
+            resource_type="consultation",
+            resource_id=consultation_id,
+            channel=consultation_id,
+            action="invite",
+            metadata={"sessionId": consultation_id, "providerId": provider_id, "invitedRole": role},
+        )
+
+    async def consent_checked(self, patient_id: str, refusal: str | None) -> None:
+        """The agent's own consent check at check-in: given, or refused with its code."""
+        metadata: Metadata = {"consentRef": f"app-context:{patient_id}"}
+        if refusal is not None:
+            metadata["refusal"] = refusal.replace(" ", "-")
+        await self._record(
+            "PATIENT_CONSENT_GIVEN",
+            resource_type="consent",
+            resource_id=patient_id,
+            action="verify",
+            outcome="success" if refusal is None else "failure",
+            severity="info" if refusal is None else "warning",
+            metadata=metadata,
+        )
+
+    # -- access ---------------------------------------------------------------------------------------
+
+    async def token_granted(self, scope: str, ttl_minutes: int) -> None:
+        """``scope``: the consultation channel the token names, or ``standing``."""
+        await self._record(
+            "ACCESS_TOKEN_GRANTED",
+            resource_type="access-token",
+            resource_id=scope,
+            channel=scope if scope != "standing" else None,
+            action="grant",
+            metadata={"ttlMinutes": ttl_minutes},
+        )
+
+    async def token_revoked(self, consultation_id: str, user_id: str, revoked: int) -> None:
+        await self._record(
+            "ACCESS_TOKEN_REVOKED",
+            resource_type="access-token",
+            resource_id=consultation_id,
+            channel=consultation_id,
+            action="revoke",
+            metadata={"sessionId": consultation_id, "userId": user_id, "revoked": revoked},
+        )
+
+    async def access_denied(self, operation: str, scope: str) -> None:
+        await self._record(
+            "ACCESS_DENIED",
+            resource_type="access-token",
+            resource_id=scope,
+            channel=scope if scope.startswith("consultation.") else None,
+            action=operation,
+            outcome="failure",
+            severity="warning",
+        )
+
+    # -- devices and emergencies ----------------------------------------------------------------------
+
+    async def device_check_completed(self, device_id: str, verdicts: Metadata) -> None:
+        """``verdicts``: camera/microphone/speaker/network codes (pass, warn, fail, skipped...)."""
+        await self._record(
+            "DEVICE_CHECK_COMPLETED",
+            resource_type="device",
+            resource_id=device_id,
+            action="check",
+            metadata=verdicts,
+        )
+
+    async def emergency_escalated(
+        self, escalation_id: str, consultation_id: str, department_id: str, severity: EmergencySeverity
+    ) -> None:
+        await self._record(
+            "EMERGENCY_ESCALATION_TRIGGERED",
+            resource_type="escalation",
+            resource_id=escalation_id,
+            channel=channels.emergency(department_id),
+            action="escalate",
+            severity="critical",
+            metadata={"sessionId": consultation_id, "severity": severity, "departmentId": department_id},
+        )
+
+    async def emergency_resolved(self, escalation_id: str, department_id: str) -> None:
+        await self._record(
+            "EMERGENCY_ESCALATION_TRIGGERED",
+            resource_type="escalation",
+            resource_id=escalation_id,
+            channel=channels.emergency(department_id),
+            action="resolve",
+            metadata={"departmentId": department_id},
+        )
+
+
+def audit_token_event(auditor: Auditor, event: tokens.TokenEvent, scope: str) -> None:
+    """The keeper's grants and final denials, in the audit trail (its events cannot await)."""
+    if isinstance(event, tokens.TokenGranted | tokens.TokenRefreshed):
+        auditor.later("token_granted", scope, event.ttl_minutes)
+    elif isinstance(event, tokens.TokenAccessDenied):
+        auditor.later("access_denied", event.source, scope)

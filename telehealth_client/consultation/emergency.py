@@ -1,0 +1,522 @@
+"""Emergency escalation and resolution, for staff endpoints (a provider's or a nurse's cart).
+
+``EmergencyDesk.escalate`` is the one call the seeds advise: it publishes ``EMERGENCY_ESCALATION``
+on ``emergency.{departmentId}`` (the department of the appointment or of this endpoint's
+settings, never parsed from the consultation ID), notifies every provider the clinic backend
+lists as on call (``EMERGENCY_ESCALATION`` on ``notification.{id}``, with ``pn_apns`` / ``pn_gcm``
+push payloads in the unencrypted publish ``meta``: severity and escalation ID only), and audits it
+(IDs and severity: the reason stays out of the audit trail). Every publish goes through the
+agent's durable outbox, so an escalation that cannot reach PubNub is retried and reported as not
+yet ``delivered``. When the clinic cannot say who is on call, the lookup is retried in the
+background until it can.
+
+An escalation stays open, across restarts (kept sealed in ``state_dir/emergency``: its reason is
+PHI), until ``resolve`` records a resolution (``EMERGENCY_RESOLVED``, audited). The desk also
+follows the department's emergency channel: escalations by others are shown, a resolution of an
+escalation nobody raised is dropped with its reason.
+
+Public API:
+
+- ``EmergencyError(field, reason)``: a refused escalation or resolution; nothing was sent.
+- ``Escalation`` (frozen): ``id``, ``consultation_id``, ``department_id``, ``escalated_by``,
+  ``severity``, ``reason``, ``timestamp``, ``status`` (active, resolved), ``delivered``,
+  ``notified`` (on-call providers notified, or None until the clinic answered),
+  ``resolved_by``, ``resolution``.
+- ``EmergencyDesk(bus, clinic, outbox, router, hub, user_id=..., department_id=...,
+  state_dir=..., sealer=..., auditor=None)``: ``await start()``, ``open``, ``get(id)``,
+  ``await escalate(consultation_id, severity, reason, department_id=None)``,
+  ``await resolve(escalation_id, resolution)``, ``await aclose()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import tempfile
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, get_args
+
+from telehealth_client import events
+from telehealth_client.consultation.auditing import Auditor
+from telehealth_client.consultation.deliveries import DeliveryRouter
+from telehealth_client.consultation.session import now
+from telehealth_client.logs import describe_exception
+from telehealth_client.protocol import channels
+from telehealth_client.protocol.channels import InvalidIdError, validate_id
+from telehealth_client.protocol.messages import (
+    Drop,
+    EmergencyEscalation,
+    EmergencyNotification,
+    EmergencyResolved,
+    EmergencySeverity,
+    Priority,
+    decode,
+    emergency_push_meta,
+    encode,
+    format_time,
+    parse_time,
+)
+from telehealth_client.pubsub.bus import Bus, BusError, Envelope, Subscription
+from telehealth_client.security.at_rest import Sealer, SealError
+
+if TYPE_CHECKING:
+    from telehealth_client.consultation.outbox import Outbox, Outgoing
+
+log = logging.getLogger(__name__)
+
+ESCALATION_KIND: Final = "emergency"
+NOTIFY_KIND: Final = "emergency-notify"
+RESOLUTION_KIND: Final = "emergency-resolved"
+STORE_NAME: Final = "escalations.sealed"
+HISTORY_LIMIT: Final = 100
+MAX_TEXT_CHARS: Final = 1000
+ON_CALL_RETRY_MIN_SECONDS: Final = 0.5
+ON_CALL_RETRY_MAX_SECONDS: Final = 30.0
+_SEVERITIES: Final = get_args(EmergencySeverity)
+_PRIORITY: Final[dict[str, Priority]] = {
+    "urgent": "high",
+    "critical": "critical",
+    "life-threatening": "critical",
+}
+
+
+class EmergencyError(Exception):
+    """An escalation or resolution refused; ``field`` and ``reason`` say why (never the text)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class OnCallDirectory(Protocol):
+    async def on_call(self, department_id: str) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class Escalation:
+    id: str
+    consultation_id: str
+    department_id: str
+    escalated_by: str
+    severity: EmergencySeverity
+    reason: str  # PHI: shown to staff, kept sealed on disk, never audited or logged
+    timestamp: datetime
+    status: Literal["active", "resolved"] = "active"
+    delivered: bool = False  # the escalation is on the emergency channel
+    notified: int | None = None  # on-call providers notified; None until the clinic said who
+    resolved_by: str | None = None
+    resolution: str | None = None
+    own: bool = True
+    resolution_delivered: bool = False  # the resolution is on the emergency channel
+
+
+def _text(value: object, field: str) -> str:
+    if not isinstance(value, str):
+        raise EmergencyError(field, "must be a string")
+    if not 1 <= len(value) <= MAX_TEXT_CHARS or not value.strip():
+        raise EmergencyError(field, f"must be 1-{MAX_TEXT_CHARS} characters and not blank")
+    return value
+
+
+def _resolution_item_id(escalation_id: str) -> str:
+    """The outbox id of a resolution's publish (the escalation's own id names its escalation)."""
+    return str(uuid.uuid5(uuid.UUID(escalation_id), "resolved"))
+
+
+class EscalationStore:
+    """The open escalations this endpoint raised or resolved, sealed, rewritten atomically."""
+
+    def __init__(self, directory: Path, sealer: Sealer) -> None:
+        self._path = Path(directory) / STORE_NAME
+        self._sealer = sealer
+
+    def load(self) -> list[Escalation]:
+        try:
+            sealed = self._path.read_bytes()
+        except FileNotFoundError:
+            return []
+        try:
+            items = json.loads(self._sealer.open(sealed, associated=STORE_NAME.encode()))
+            return [_from_json(item) for item in items]
+        except (SealError, ValueError, TypeError, KeyError) as exc:
+            # Kept on disk for whoever is on call; the desk starts with what the channel shows.
+            log.error("open escalations unreadable file=%s error=%s", self._path, type(exc).__name__)
+            return []
+
+    def save(self, escalations: Sequence[Escalation]) -> None:
+        directory = self._path.parent
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not escalations:
+            self._path.unlink(missing_ok=True)
+            return
+        body = json.dumps([_to_json(e) for e in escalations]).encode()
+        sealed = self._sealer.seal(body, associated=STORE_NAME.encode())
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".escalations-")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(sealed)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, self._path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def _to_json(escalation: Escalation) -> dict[str, Any]:
+    data = asdict(escalation)
+    data["timestamp"] = format_time(escalation.timestamp)
+    return data
+
+
+def _from_json(data: dict[str, Any]) -> Escalation:
+    data = dict(data)
+    data["timestamp"] = parse_time(data["timestamp"])
+    if data["severity"] not in _SEVERITIES or data["status"] not in ("active", "resolved"):
+        raise ValueError("severity or status")
+    return Escalation(**data)
+
+
+class EmergencyDesk:
+    def __init__(
+        self,
+        bus: Bus,
+        clinic: OnCallDirectory,
+        outbox: Outbox,
+        router: DeliveryRouter,
+        hub: events.EventHub,
+        *,
+        user_id: str,
+        department_id: str,
+        state_dir: Path,
+        sealer: Sealer,
+        auditor: Auditor | None = None,
+        retry_min_seconds: float = ON_CALL_RETRY_MIN_SECONDS,
+        retry_max_seconds: float = ON_CALL_RETRY_MAX_SECONDS,
+    ) -> None:
+        self._bus = bus
+        self._clinic = clinic
+        self._outbox = outbox
+        self._router = router
+        self._hub = hub
+        self.user_id = validate_id(user_id, "userId")
+        self.department_id = validate_id(department_id, "departmentId")
+        self._store = EscalationStore(Path(state_dir) / "emergency", sealer)
+        self._auditor = auditor
+        self._retry = (retry_min_seconds, retry_max_seconds)
+        self._escalations: dict[str, Escalation] = {}
+        self._lock = asyncio.Lock()
+        self._subscription: Subscription | None = None
+        self._removers: list[Callable[[], None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- state --------------------------------------------------------------------------------------
+
+    @property
+    def open(self) -> list[Escalation]:
+        """Active escalations, oldest first (own and others' on this department's channel)."""
+        active = [e for e in self._escalations.values() if e.status == "active"]
+        return sorted(active, key=lambda e: e.timestamp)
+
+    def get(self, escalation_id: str) -> Escalation | None:
+        return self._escalations.get(escalation_id)
+
+    # -- start and stop -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Restore own open escalations, follow the department's channel, read its recent history."""
+        for kind in (ESCALATION_KIND, NOTIFY_KIND, RESOLUTION_KIND):
+            self._removers.append(self._router.register("", kind, self))
+        for escalation in await asyncio.to_thread(self._store.load):
+            self._escalations[escalation.id] = escalation
+            if escalation.notified is None and escalation.status == "active":
+                self._spawn(self._notify_on_call(escalation), "emergency-on-call")
+        channel = channels.emergency(self.department_id)
+        self._subscription = await self._bus.subscribe([channel], self._on_message)
+        try:
+            history = await self._bus.history(channel, limit=HISTORY_LIMIT)
+        except BusError as exc:
+            log.warning("emergency history not read channel=%s reason=%s", channel, exc.reason)
+            history = []
+        async with self._lock:
+            for envelope in history:
+                await self._receive_locked(envelope, live=False)
+
+    async def aclose(self) -> None:
+        for remove in self._removers:
+            remove()
+        self._removers.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._subscription is not None:
+            try:
+                await self._subscription.close()
+            except Exception as exc:
+                log.info("emergency unsubscribe failed error=%s", describe_exception(exc))
+            self._subscription = None
+
+    def _spawn(self, coroutine: Any, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- escalate -----------------------------------------------------------------------------------
+
+    async def escalate(
+        self,
+        consultation_id: str,
+        severity: str,
+        reason: str,
+        *,
+        department_id: str | None = None,
+    ) -> Escalation:
+        """Escalate now: durable (on disk, audited, queued) when this returns."""
+        try:
+            parsed = channels.ConsultationChannels.parse(consultation_id)
+            department = validate_id(department_id or self.department_id, "departmentId")
+        except InvalidIdError as exc:
+            raise EmergencyError(exc.field, exc.reason) from None
+        if severity not in _SEVERITIES:
+            raise EmergencyError("severity", "must be urgent, critical or life-threatening")
+        reason = _text(reason, "reason")
+        message = EmergencyEscalation(
+            id=str(uuid.uuid4()),
+            consultation_id=parsed.main,
+            escalated_by=self.user_id,
+            severity=severity,  # type: ignore[arg-type]  # checked against the literal above
+            reason=reason,
+            timestamp=now(),
+        )
+        escalation = Escalation(
+            message.id,
+            message.consultation_id,
+            department,
+            self.user_id,
+            message.severity,
+            reason,
+            message.timestamp,
+        )
+        async with self._lock:
+            self._escalations[escalation.id] = escalation
+            await self._save_locked()
+        if self._auditor is not None:
+            await self._auditor.emergency_escalated(
+                escalation.id, escalation.consultation_id, department, escalation.severity
+            )
+        await self._outbox.put(
+            self._outgoing(escalation.id, channels.emergency(department), encode(message), ESCALATION_KIND)
+        )
+        log.warning(
+            "emergency escalated id=%s consultation=%s department=%s severity=%s",
+            escalation.id,
+            escalation.consultation_id,
+            department,
+            escalation.severity,
+        )
+        self._emit(escalation)
+        await self._notify_once(escalation)
+        return self._escalations[escalation.id]
+
+    async def _notify_once(self, escalation: Escalation) -> bool:
+        """Queue a notification to each on-call provider; False when the clinic did not answer."""
+        try:
+            providers = await self._clinic.on_call(escalation.department_id)
+        except Exception as exc:
+            log.warning(
+                "on-call list unavailable department=%s error=%s",
+                escalation.department_id,
+                describe_exception(exc),
+            )
+            return False
+        meta = emergency_push_meta(escalation.severity, escalation.id)
+        for provider_id in providers:
+            notification = EmergencyNotification(
+                title="Emergency escalation",
+                body=f"{escalation.severity} escalation in department {escalation.department_id}",
+                priority=_PRIORITY[escalation.severity],
+                timestamp=now(),
+                escalation_id=escalation.id,
+            )
+            # One id per recipient (the escalation's id names the escalation, not the publish).
+            item_id = str(uuid.uuid5(uuid.UUID(escalation.id), provider_id))
+            await self._outbox.put(
+                self._outgoing(
+                    item_id, channels.notification(provider_id), encode(notification), NOTIFY_KIND, meta
+                )
+            )
+        async with self._lock:
+            current = self._escalations.get(escalation.id, escalation)
+            self._escalations[escalation.id] = replace(current, notified=len(providers))
+            await self._save_locked()
+        log.info("emergency on-call notified id=%s providers=%d", escalation.id, len(providers))
+        self._emit(self._escalations[escalation.id])
+        return True
+
+    async def _notify_on_call(self, escalation: Escalation) -> None:
+        """Retry the on-call lookup with capped back-off until the clinic answers."""
+        low, high = self._retry
+        delay = low
+        while not await self._notify_once(escalation):
+            await asyncio.sleep(delay)  # back-off between attempts, not synchronisation
+            delay = min(high, delay * 2)
+
+    # -- resolve ------------------------------------------------------------------------------------
+
+    async def resolve(self, escalation_id: str, resolution: str) -> Escalation:
+        """Record a resolution; EmergencyError when no open escalation has that id."""
+        resolution = _text(resolution, "resolution")
+        async with self._lock:
+            escalation = self._escalations.get(escalation_id) if isinstance(escalation_id, str) else None
+            if escalation is None or escalation.status != "active":
+                raise EmergencyError("id", "names no open escalation")
+            message = EmergencyResolved(
+                id=escalation.id, resolved_by=self.user_id, resolution=resolution, timestamp=now()
+            )
+            resolved = replace(escalation, status="resolved", resolved_by=self.user_id, resolution=resolution)
+            self._escalations[escalation.id] = resolved
+            await self._save_locked()
+        if self._auditor is not None:
+            await self._auditor.emergency_resolved(escalation.id, escalation.department_id)
+        # Its own outbox id: the escalation's publish may still be queued under the escalation's.
+        item_id = _resolution_item_id(escalation.id)
+        await self._outbox.put(
+            self._outgoing(
+                item_id, channels.emergency(escalation.department_id), encode(message), RESOLUTION_KIND
+            )
+        )
+        log.info("emergency resolved id=%s", escalation.id)
+        self._emit(resolved)
+        return resolved
+
+    # -- persistence and outcomes -------------------------------------------------------------------
+
+    async def _save_locked(self) -> None:
+        # Kept until finished: ours and active, or resolved here with the resolution undelivered.
+        keep = [
+            e
+            for e in self._escalations.values()
+            if (e.own and e.status == "active") or (e.status == "resolved" and not e.resolution_delivered)
+        ]
+        await asyncio.to_thread(self._store.save, keep)
+
+    def _outgoing(
+        self,
+        item_id: str,
+        channel: str,
+        payload: dict[str, Any],
+        kind: str,
+        meta: dict[str, Any] | None = None,
+    ) -> Outgoing:
+        from telehealth_client.consultation.outbox import Outgoing
+
+        return Outgoing(
+            id=item_id, consultation_id="", channel=channel, message=payload, meta=meta, kind=kind
+        )
+
+    def delivered(self, item: Outgoing, timetoken: int) -> None:
+        if item.kind == ESCALATION_KIND:
+            escalation = self._escalations.get(item.id)
+            if escalation is not None and not escalation.delivered:
+                self._escalations[item.id] = replace(escalation, delivered=True)
+                self._emit(self._escalations[item.id])
+                self._spawn(self._save(), "emergency-save")
+        elif item.kind == RESOLUTION_KIND:
+            for escalation in list(self._escalations.values()):
+                if _resolution_item_id(escalation.id) == item.id:
+                    self._escalations[escalation.id] = replace(escalation, resolution_delivered=True)
+                    self._spawn(self._save(), "emergency-save")
+
+    def undeliverable(self, item: Outgoing, reason: str) -> None:
+        log.error("emergency publish failed id=%s kind=%s reason=%s", item.id, item.kind, reason)
+
+    async def _save(self) -> None:
+        async with self._lock:
+            await self._save_locked()
+
+    def _emit(self, escalation: Escalation) -> None:
+        self._hub.emit(
+            events.EmergencyUpdated(
+                escalation.id,
+                escalation.consultation_id,
+                escalation.severity,
+                escalation.status,
+                escalation.delivered,
+                escalation.notified,
+            )
+        )
+
+    # -- the department's channel -------------------------------------------------------------------
+
+    async def _on_message(self, envelope: Envelope) -> None:
+        async with self._lock:
+            await self._receive_locked(envelope, live=True)
+
+    async def _receive_locked(self, envelope: Envelope, *, live: bool) -> None:
+        decoded = decode(envelope.channel, envelope.message, envelope.publisher)
+        if isinstance(decoded, Drop):
+            log.warning(
+                "emergency message dropped channel=%s field=%s reason=%s",
+                envelope.channel,
+                decoded.field,
+                decoded.reason,
+            )
+            return
+        if isinstance(decoded, EmergencyEscalation):
+            known = self._escalations.get(decoded.id)
+            if known is not None:
+                if known.own and not known.delivered:
+                    self._escalations[decoded.id] = replace(known, delivered=True)
+                    self._emit(self._escalations[decoded.id])
+                return
+            escalation = Escalation(
+                decoded.id,
+                decoded.consultation_id,
+                self.department_id,
+                decoded.escalated_by,
+                decoded.severity,
+                decoded.reason,
+                decoded.timestamp,
+                delivered=True,
+                own=decoded.escalated_by == self.user_id,
+            )
+            self._escalations[decoded.id] = escalation
+            self._emit(escalation)
+        elif isinstance(decoded, EmergencyResolved):
+            known = self._escalations.get(decoded.id)
+            if known is None:
+                log.warning(
+                    "emergency message dropped channel=%s field=id reason=%s",
+                    envelope.channel,
+                    "names no escalation on this channel",
+                )
+                return
+            if known.status == "resolved" and known.resolved_by == decoded.resolved_by:
+                return  # our own resolution's echo, or a replay
+            resolved = replace(
+                known,
+                status="resolved",
+                resolved_by=decoded.resolved_by,
+                resolution=decoded.resolution,
+                # Resolved by someone else: nothing of ours is left to deliver.
+                resolution_delivered=True,
+            )
+            self._escalations[decoded.id] = resolved
+            self._emit(resolved)
+            if known.own:
+                await self._save_locked()

@@ -1,0 +1,107 @@
+"""What must survive a network loss and a restart, opened once per agent: the outbox and the audit trail.
+
+``Durable`` holds the agent's one encrypted ``Outbox`` (chat, read receipts, emergencies), the
+``DeliveryRouter`` that tells each sender how its items fared, and the ``AuditTrail``. Endpoints
+attach their bus to both while they have one (``attach`` / ``detach``): a kiosk has a bus only
+during a consultation, a provider's cart for its whole run. What could not be sent waits on disk
+for the next bus.
+
+Public API: ``await Durable.open(state_dir, secret=..., previous_secrets=(), organization_id=...,
+sink=None)``; ``state_dir``, ``outbox``, ``router``, ``trail``, ``sealer``, ``organization_id``;
+``auditor(actor_id, role)``; ``attach(bus, denials=None)``; ``await detach(within=...)``;
+``await aclose()``.
+Files: ``state_dir/outbox.sqlite3`` (sealed with a key derived from ``secret``, the agent's cipher
+key) and ``state_dir/audit/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+from telehealth_client.consultation.auditing import Auditor
+from telehealth_client.consultation.deliveries import DeliveryRouter
+from telehealth_client.consultation.outbox import Outbox
+from telehealth_client.protocol.channels import validate_id
+from telehealth_client.protocol.messages import SenderRole
+from telehealth_client.pubsub.bus import AccessDeniedError, Bus
+from telehealth_client.security.at_rest import Sealer
+from telehealth_client.security.audit import AuditSink, AuditTrail
+
+OUTBOX_FILE: Final = "outbox.sqlite3"
+OUTBOX_PURPOSE: Final = "outbox v1"
+STATE_PURPOSE: Final = "state v1"
+
+DenialHandler = Callable[[AccessDeniedError], Awaitable[bool]]
+
+
+class Durable:
+    def __init__(
+        self,
+        state_dir: Path,
+        outbox: Outbox,
+        router: DeliveryRouter,
+        trail: AuditTrail,
+        sealer: Sealer,
+        organization_id: str,
+    ) -> None:
+        self.state_dir = state_dir
+        self.outbox = outbox
+        self.router = router
+        self.trail = trail
+        # For other sealed state (open escalations): same secret, its own derived key.
+        self.sealer = sealer
+        self.organization_id = organization_id
+
+    @classmethod
+    async def open(
+        cls,
+        state_dir: Path,
+        *,
+        secret: str,
+        previous_secrets: Sequence[str] = (),
+        organization_id: str,
+        sink: AuditSink | None = None,
+        outbox_backoff: tuple[float, float] = (0.2, 5.0),
+    ) -> Durable:
+        organization_id = validate_id(organization_id, "organizationId")
+        state_dir = Path(state_dir)
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        router = DeliveryRouter()
+        outbox = Outbox(
+            state_dir / OUTBOX_FILE,
+            Sealer(secret, previous_secrets, purpose=OUTBOX_PURPOSE),
+            on_sent=router.sent,
+            on_failed=router.failed,
+            backoff_min_seconds=outbox_backoff[0],
+            backoff_max_seconds=outbox_backoff[1],
+        )
+        trail = AuditTrail(state_dir, organization_id=organization_id, sink=sink)
+        await outbox.open()
+        try:
+            await trail.open()
+        except BaseException:
+            await outbox.aclose()
+            raise
+        sealer = Sealer(secret, previous_secrets, purpose=STATE_PURPOSE)
+        return cls(state_dir, outbox, router, trail, sealer, organization_id)
+
+    def auditor(self, actor_id: str, role: SenderRole) -> Auditor:
+        return Auditor(self.trail, organization_id=self.organization_id, actor_id=actor_id, actor_role=role)
+
+    def attach(self, bus: Bus, *, denials: DenialHandler | None = None) -> None:
+        """Send what waits (and what comes) on ``bus``."""
+        self.outbox.attach(bus, denials=denials)
+        self.trail.attach_bus(bus)
+
+    async def detach(self, within: float = 2.0) -> None:
+        """Give what waits ``within`` seconds to go out on the current bus, then stop using it."""
+        await self.outbox.wait_drained(within)
+        await self.outbox.detach(within)
+        await self.trail.detach_bus(within)
+
+    async def aclose(self) -> None:
+        await self.detach(within=1.0)
+        await self.outbox.aclose()
+        await self.trail.aclose()

@@ -1,0 +1,194 @@
+"""Chat between a patient agent and a provider agent on the real relay and clinic stand-in: both
+ways, once per id, with delivery status and read receipts; wiped when the consultation is over;
+bad chat input dropped with its reason."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from contextlib import closing
+from datetime import UTC, datetime
+
+import pytest
+
+from telehealth_client import events
+from telehealth_client.consultation.chat import ChatError, ConsultationChat
+from telehealth_client.consultation.patient import PatientEndpoint
+from telehealth_client.consultation.provider import ProviderEndpoint
+from telehealth_client.consultation.session import ConsultationSession
+from telehealth_client.durable import Durable
+from telehealth_client.protocol.messages import ConsultationState as S
+from telehealth_client.security.audit import store_path
+
+from .conftest import APPOINTMENT, CONSULTATION, DEPARTMENT, PATIENT, PROVIDER, LogLines, Parts, RecordingHub
+
+pytestmark = pytest.mark.integration
+
+
+class Pair:
+    def __init__(
+        self,
+        patient: PatientEndpoint,
+        provider: ProviderEndpoint,
+        session: ConsultationSession,
+        patient_hub: RecordingHub,
+        provider_hub: RecordingHub,
+        kiosk_store: Durable,
+        provider_store: Durable,
+    ) -> None:
+        self.patient, self.provider, self.session = patient, provider, session
+        self.patient_hub, self.provider_hub = patient_hub, provider_hub
+        self.kiosk_store, self.provider_store = kiosk_store, provider_store
+
+    @property
+    def patient_chat(self) -> ConsultationChat:
+        chat = self.patient.chat
+        assert chat is not None
+        return chat
+
+    @property
+    def provider_chat(self) -> ConsultationChat:
+        return self.provider.chat(CONSULTATION)
+
+
+async def joined_pair(parts: Parts) -> Pair:
+    patient_hub, provider_hub = RecordingHub(), RecordingHub()
+    provider_store = await parts.durable("provider-state", PROVIDER)
+    kiosk_store = await parts.durable("kiosk-state")
+    provider = await parts.provider(provider_hub, durable=provider_store)
+    await parts.record_consent()
+    patient = parts.patient(patient_hub, durable=kiosk_store)
+    session = await patient.check_in(
+        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
+    )
+    await provider_hub.wait_state(S.CHECKED_IN)
+    await provider.join(CONSULTATION)
+    await patient_hub.wait_state(S.CONNECTING)
+    return Pair(patient, provider, session, patient_hub, provider_hub, kiosk_store, provider_store)
+
+
+def added(sender: str) -> object:
+    return lambda e: isinstance(e, events.ChatMessageAdded) and e.sender_id == sender
+
+
+def sent(message_id: str) -> object:
+    return lambda e: (
+        isinstance(e, events.ChatStatusChanged) and e.message_id == message_id and e.status == "sent"
+    )
+
+
+def read(reader: str, up_to: str) -> object:
+    return lambda e: isinstance(e, events.ChatReadUpdated) and e.reader_id == reader and e.up_to_id == up_to
+
+
+async def test_chat_both_ways_in_order_with_read_receipts(parts: Parts) -> None:
+    pair = await joined_pair(parts)
+    question = await pair.patient_chat.send("I have had a headache since Tuesday")
+    assert question.status == "pending" and question.own
+    await pair.patient_hub.wait_for(sent(question.id))
+    await pair.provider_hub.wait_for(added(PATIENT))
+    [seen] = pair.provider_chat.entries
+    assert (seen.id, seen.text, seen.sender_role, seen.status) == (
+        question.id,
+        "I have had a headache since Tuesday",
+        "patient",
+        "sent",
+    )
+
+    answer = await pair.provider_chat.send("Any fever?")
+    follow_up = await pair.provider_chat.send("And did you take anything for it?")
+    await pair.patient_hub.wait_for(added(PROVIDER), count=2)
+    patient_view = [(e.id, e.text) for e in pair.patient_chat.entries]
+    provider_view = [(e.id, e.text) for e in pair.provider_chat.entries]
+    assert (
+        patient_view
+        == provider_view
+        == [
+            (question.id, "I have had a headache since Tuesday"),
+            (answer.id, "Any fever?"),
+            (follow_up.id, "And did you take anything for it?"),
+        ]
+    )
+    timetokens = [e.timetoken for e in pair.patient_chat.entries]
+    assert all(t is not None for t in timetokens) and timetokens == sorted(timetokens)  # type: ignore[type-var]
+
+    # The patient read up to the provider's first message only: that one and everything before it.
+    receipt = await pair.patient_chat.mark_read(answer.id)
+    assert receipt is not None
+    await pair.provider_hub.wait_for(read(PATIENT, answer.id))
+    assert pair.provider_chat.read_by(answer.id) == {PATIENT}
+    assert pair.provider_chat.read_by(follow_up.id) == frozenset()
+    # The provider read everything (the newest by default).
+    assert await pair.provider_chat.mark_read() is not None
+    await pair.patient_hub.wait_for(read(PROVIDER, follow_up.id))
+    assert pair.patient_chat.read_by(question.id) == {PROVIDER}
+    assert await pair.provider_chat.mark_read() is None  # nothing newer to acknowledge
+
+    # Each side audited what it sent and read (IDs only), in its own trail.
+    await pair.kiosk_store.trail.wait_delivered(15.0)
+    await pair.provider_store.trail.wait_delivered(15.0)
+    kiosk_types = _event_types(pair.kiosk_store)
+    provider_types = _event_types(pair.provider_store)
+    assert {"CONSULTATION_SESSION_START", "PHI_MESSAGE_SENT", "PHI_MESSAGE_READ"} <= kiosk_types
+    assert {"CONSULTATION_SESSION_START", "PHI_MESSAGE_SENT", "PHI_MESSAGE_READ"} <= provider_types
+
+
+def _event_types(store: Durable) -> set[str]:
+    with closing(sqlite3.connect(store_path(store.state_dir))) as db:
+        return {json.loads(row[0])["eventType"] for row in db.execute("SELECT event FROM records")}
+
+
+async def test_the_chat_is_wiped_from_both_sides_when_the_consultation_ends(parts: Parts) -> None:
+    pair = await joined_pair(parts)
+    mine = await pair.patient_chat.send("see you")
+    await pair.provider_hub.wait_for(added(PATIENT))
+    await pair.patient_hub.wait_for(sent(mine.id))
+    provider_chat = pair.provider_chat
+    patient_chat = pair.patient_chat
+    await pair.provider.end(CONSULTATION, follow_up_required=False)
+    await pair.patient_hub.wait_for(lambda e: isinstance(e, events.ChatWiped))
+    await pair.provider_hub.wait_for(lambda e: isinstance(e, events.ChatWiped))
+    assert patient_chat.entries == [] and provider_chat.entries == []
+    assert pair.patient.chat is None
+    with pytest.raises(ChatError) as refused:
+        await patient_chat.send("too late")
+    assert refused.value.field == "consultation"
+    assert pair.kiosk_store.outbox.pending() == []
+
+
+async def test_bad_chat_input_is_refused_or_dropped_with_its_reason(
+    parts: Parts, log_lines: LogLines
+) -> None:
+    pair = await joined_pair(parts)
+    with pytest.raises(ChatError) as refused:
+        await pair.patient_chat.send("x" * 4001)
+    assert (refused.value.field, refused.value.reason) == ("text", "must be 1-4000 characters, got 4001")
+    with pytest.raises(ChatError) as unknown:
+        await pair.patient_chat.mark_read(str(uuid.uuid4()))
+    assert unknown.value.field == "upToId"
+    assert pair.kiosk_store.outbox.pending() == []
+
+    now = datetime.now(UTC).isoformat()
+    # Published with the patient's own token and user ID: the relay lets it through, the
+    # provider's chat must not.
+    bus = pair.session.bus
+    forged = {"type": "chat", "id": str(uuid.uuid4()), "senderId": PROVIDER, "senderRole": "provider",
+              "text": "forged", "sentAt": now}  # fmt: skip
+    await bus.publish(CONSULTATION, forged)
+    await log_lines.wait_line("dropped", "field=senderId", "reason=must equal the publisher")
+    wrong_role = {**forged, "id": str(uuid.uuid4()), "senderId": PATIENT}
+    await bus.publish(CONSULTATION, wrong_role)
+    await log_lines.wait_line("chat message dropped", "field=senderRole")
+    too_long = {**wrong_role, "id": str(uuid.uuid4()), "senderRole": "patient", "text": "y" * 4001}
+    await bus.publish(CONSULTATION, too_long)
+    await log_lines.wait_line("dropped", "field=text")
+    unknown_read = {"type": "chat-read", "id": str(uuid.uuid4()), "readerId": PATIENT,
+                    "upToId": str(uuid.uuid4()), "readAt": now}  # fmt: skip
+    await bus.publish(CONSULTATION, unknown_read)
+    await log_lines.wait_line("chat message dropped", "field=upToId")
+    # A good message after all of them arrives, and it is the only one shown.
+    good = await pair.patient_chat.send("a real question")
+    await pair.provider_hub.wait_for(added(PATIENT))
+    assert [e.id for e in pair.provider_chat.entries] == [good.id]
+    assert all("forged" not in line and "yyyy" not in line for line in log_lines.lines)
