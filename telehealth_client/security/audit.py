@@ -313,10 +313,13 @@ class AuditTrail:
         """
         if self._bus is None:
             return
-        if self._channel_task is not None:
+        task = self._channel_task
+        if task is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._until(lambda: self._db.status.awaiting_channel == 0), within)
-        task, self._channel_task, self._bus = self._channel_task, None, None
+            if self._channel_task is not task:
+                return  # another bus was attached meanwhile: it is the one in use now
+        self._channel_task, self._bus = None, None
         if task is not None:
             task.cancel()
             await asyncio.wait({task})
@@ -356,7 +359,14 @@ class AuditTrail:
                 await wake.wait()
                 continue
             for position, text in pending:
-                await self._deliver_one(target, position, json.loads(text), send)
+                try:
+                    event = json.loads(text)
+                except ValueError:
+                    # Altered on disk (``audit verify`` names it); sending it would fail forever.
+                    log.error("audit record unreadable target=%s position=%d", target, position)
+                    await self._settle(target, position, 0)
+                else:
+                    await self._deliver_one(target, position, event, send)
                 after = position
 
     async def _deliver_one(

@@ -81,7 +81,10 @@ class AuditStatus:
 
 @dataclass(frozen=True)
 class ChainReport:
-    """``ok``, or the first broken link: its position (1-based) and why (never the record's content)."""
+    """``ok``, or the first broken link: its position (1-based) and why (never the record's content).
+
+    ``records``: how many records were verified intact, from the first (all of them when ``ok``).
+    """
 
     ok: bool
     records: int

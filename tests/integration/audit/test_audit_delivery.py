@@ -4,6 +4,7 @@ sink after an outage, across a restart, in order on the channel, and a refusal i
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from telehealth_client.devstack.stack import DevStack
 from telehealth_client.protocol import channels, messages
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
-from telehealth_client.security.audit import AuditStatus, read_status, verify_chain
+from telehealth_client.security.audit import AuditStatus, read_status, store_path, verify_chain
 
 from ..bus.conftest import Inbox, subscribed
 from ..consultation.conftest import DEPARTMENT, PROVIDER, bus_template
@@ -145,3 +146,23 @@ async def test_after_the_bus_is_detached_events_wait_for_the_next_bus(
     assert [envelope.message["id"] for envelope in received] == [first.id, between.id]
     assert await trail.wait_delivered(WAIT)
     assert trail.status().awaiting_channel == 0
+
+
+async def test_a_record_altered_into_unreadable_text_is_marked_refused_and_the_rest_delivered(
+    stack: DevStack, trails: Trails
+) -> None:
+    offline = await trails.trail(sink=None)
+    events = [kiosk_event(number, stack.organization_id) for number in range(3)]
+    for event in events:
+        await offline.record(event)
+    await offline.aclose()
+    db = sqlite3.connect(store_path(trails.state_dir), isolation_level=None)
+    db.execute("DROP TRIGGER records_no_update")
+    db.execute("UPDATE records SET event = 'not json' WHERE position = 2")
+    db.close()
+
+    trail = await trails.trail(trails.clinic())
+    assert await trail.wait_delivered(WAIT)
+    assert [event["id"] for event in await sink_events(stack)] == [events[0].id, events[2].id]
+    assert trail.status() == AuditStatus(records=3, awaiting_sink=0, awaiting_channel=3, refused_sink=1)
+    assert verify_chain(trails.state_dir).first_broken == 2
