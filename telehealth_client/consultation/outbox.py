@@ -500,8 +500,8 @@ class Outbox:
         assert self._denials is not None
         try:
             return bool(await self._denials(exc))
-        except Exception as exc2:
-            log.error("outbox denial handler failed error=%s", describe_exception(exc2))
+        except Exception as handler_error:
+            log.error("outbox denial handler failed error=%s", describe_exception(handler_error))
             return False
 
     async def _reconcile(self, bus: Bus, channel: str) -> bool:
@@ -526,7 +526,7 @@ class Outbox:
                     if matches:
                         found.append((matches.pop(0), envelope.timetoken))
                 if len(page) < _HISTORY_PAGE:
-                    break
+                    break  # (a page short only of undecryptable messages ends the read early too)
                 since = page[-1].timetoken
         except BusError as exc:
             if exc.retryable:
