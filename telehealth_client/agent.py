@@ -15,10 +15,12 @@ from typing import Any
 from telehealth_client import systemd
 from telehealth_client.config import Role, Settings
 from telehealth_client.consultation.connector import Connector
+from telehealth_client.consultation.emergency import EmergencyDesk
 from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.consultation.session import SessionError
 from telehealth_client.consultation.state_file import StateFileError
+from telehealth_client.durable import Durable
 from telehealth_client.events import AccessDenied, EventHub, TokenExpiring
 from telehealth_client.logs import describe_exception
 from telehealth_client.protocol import channels
@@ -102,6 +104,10 @@ class Agent:
         self.provider: ProviderEndpoint | None = None
         self._connector: Connector | None = None
         self._keeper: tokens.TokenKeeper | None = None
+        # The outbox and the audit trail (state_dir): opened first, closed after the endpoints.
+        self.durable: Durable | None = None
+        # A nurse's cart escalates emergencies itself; a provider's desk is its endpoint's.
+        self._nurse_desk: EmergencyDesk | None = None
 
     @property
     def idle(self) -> bool:
@@ -141,6 +147,8 @@ class Agent:
         """Build and start the parts; returns the status line (systemd's READY carries it)."""
         # An unusable state directory would only show at check-in, with a patient at the kiosk.
         await asyncio.to_thread(ensure_writable_directory, self.settings.state_dir / CONSULTATION_STATE_DIR)
+        self._connector = self._build_connector()
+        self.durable = await self._open_durable(self._connector)
         if self.settings.role is Role.PROVIDER:
             await self._start_provider()
         elif self.settings.role is Role.PATIENT:
@@ -152,14 +160,30 @@ class Agent:
         )
         return self.status
 
+    async def _open_durable(self, connector: Connector) -> Durable:
+        settings = self.settings
+        return await Durable.open(
+            settings.state_dir,
+            secret=settings.require_secret("cipher_key").get_secret_value(),
+            previous_secrets=[key.get_secret_value() for key in settings.previous_cipher_keys],
+            organization_id=settings.organization_id,
+            sink=connector.clinic if connector.has_clinic else None,
+        )
+
+    @property
+    def emergency(self) -> EmergencyDesk | None:
+        """The emergency desk of a provider's or nurse's cart (None on a kiosk)."""
+        return self.provider.emergency if self.provider is not None else self._nurse_desk
+
     async def _start_provider(self) -> None:
-        self._connector = self._build_connector()
+        assert self._connector is not None
         self.provider = ProviderEndpoint(
             self._connector,
             self.hub,
             user_id=self.settings.user_id,
             department_id=self.settings.department_id,
             state_dir=self.settings.state_dir / CONSULTATION_STATE_DIR,
+            durable=self.durable,
         )
         self.provider.notification_listeners.append(self._on_notification)
         self.bus = self.provider.bus
@@ -168,12 +192,13 @@ class Agent:
 
     async def _start_patient(self) -> None:
         await self._start_bus()
-        self._connector = self._build_connector()
+        assert self._connector is not None
         self.patient = PatientEndpoint(
             self._connector,
             self.hub,
             state_dir=self.settings.state_dir / CONSULTATION_STATE_DIR,
             kiosk_id=self.settings.user_id,
+            durable=self.durable,
         )
         if self._connector.has_clinic:
             try:
@@ -192,7 +217,7 @@ class Agent:
 
     async def _start_nurse(self) -> None:
         """A nurse's cart: its standing token (for its department), kept fresh like a provider's."""
-        self._connector = self._build_connector()
+        assert self._connector is not None
         if self._token is not None or not self._connector.has_clinic:
             await self._start_bus()  # a token given, or a relay without Access Manager
             return
@@ -207,6 +232,21 @@ class Agent:
         self._notifications = await self.bus.subscribe(
             [channels.notification(user_id)], self._on_notification
         )
+        assert self.durable is not None
+        self.durable.attach(self.bus, denials=self._keeper.handle_access_denied)
+        self._nurse_desk = EmergencyDesk(
+            self.bus,
+            self._connector.clinic,
+            self.durable.outbox,
+            self.durable.router,
+            self.hub,
+            user_id=user_id,
+            department_id=self.settings.department_id,
+            state_dir=self.settings.state_dir,
+            sealer=self.durable.sealer,
+            auditor=self.durable.auditor(user_id, "nurse"),
+        )
+        await self._nurse_desk.start()
 
     def _on_token_event(self, event: tokens.TokenEvent) -> None:
         if isinstance(event, tokens.TokenExpiring):
@@ -247,6 +287,13 @@ class Agent:
             await self.provider.aclose()
             self.provider = None
             self.bus = None
+        if self._nurse_desk is not None:
+            await self._nurse_desk.aclose()
+            self._nurse_desk = None
+        if self.durable is not None:
+            # Before the clinic client closes: the audit sink is reached through it.
+            await self.durable.aclose()
+            self.durable = None
         if self._keeper is not None:
             await self._keeper.aclose()
             self._keeper = None
