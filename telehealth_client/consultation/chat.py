@@ -25,7 +25,6 @@ Public API:
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import itertools
 import logging
@@ -266,7 +265,6 @@ class ConsultationChat:
         self._user_id = consultation.user_id
         self._log = ChatLog(consultation.user_id)
         self._removers: list[Callable[[], None]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
@@ -307,9 +305,6 @@ class ConsultationChat:
             for remove in self._removers:
                 remove()
             self._removers.clear()
-        if self._tasks:
-            # Audit records under way finish: an audit event is never abandoned half-written.
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if wipe:
             self._log.clear()
             unsent = await self._outbox.wipe(self._cid)
@@ -328,6 +323,10 @@ class ConsultationChat:
         message = ChatMessage(
             id=str(uuid.uuid4()), sender_id=self._user_id, sender_role=sender_role, text=text, sent_at=now()
         )
+        if self._auditor is not None:
+            # Audited before it is queued: a kill between the two leaves a record of a message
+            # that was never sent (its send() failed), never a message sent without a record.
+            await self._auditor.message_sent(self._cid, message.id)
         await self._outbox.put(self._outgoing(message.id, encode(message), CHAT_KIND))
         entry = self._log.add_pending(message)
         log.info("chat queued consultation=%s id=%s", self._cid, message.id)
@@ -347,9 +346,9 @@ class ConsultationChat:
         if outcome is False:
             return None
         receipt = ChatRead(id=str(uuid.uuid4()), reader_id=self._user_id, up_to_id=target, read_at=now())
-        await self._outbox.put(self._outgoing(receipt.id, encode(receipt), READ_KIND))
         if self._auditor is not None:
             await self._auditor.message_read(self._cid, target)
+        await self._outbox.put(self._outgoing(receipt.id, encode(receipt), READ_KIND))
         self._hub.emit(events.ChatReadUpdated(self._cid, self._user_id, target))
         return receipt.id
 
@@ -370,10 +369,7 @@ class ConsultationChat:
         entry = self._log.mark_sent(item.id, timetoken)
         if entry is not None:
             self._hub.emit(events.ChatStatusChanged(self._cid, entry.id, entry.status, None))
-        if self._auditor is not None:
-            task = asyncio.ensure_future(self._auditor.message_sent(self._cid, item.id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+
 
     def undeliverable(self, item: Outgoing, reason: str) -> None:
         log.warning(
