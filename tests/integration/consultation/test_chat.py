@@ -21,7 +21,17 @@ from telehealth_client.durable import Durable
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.security.audit import store_path
 
-from .conftest import APPOINTMENT, CONSULTATION, DEPARTMENT, PATIENT, PROVIDER, LogLines, Parts, RecordingHub
+from .conftest import (
+    APPOINTMENT,
+    CONSULTATION,
+    DEPARTMENT,
+    PATIENT,
+    PROVIDER,
+    SPECIALIST,
+    LogLines,
+    Parts,
+    RecordingHub,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -192,3 +202,60 @@ async def test_bad_chat_input_is_refused_or_dropped_with_its_reason(
     await pair.provider_hub.wait_for(added(PATIENT))
     assert [e.id for e in pair.provider_chat.entries] == [good.id]
     assert all("forged" not in line and "yyyy" not in line for line in log_lines.lines)
+
+
+async def test_a_restarted_patient_endpoint_rebuilds_the_chat_from_history_once(parts: Parts) -> None:
+    pair = await joined_pair(parts)
+    first = await pair.patient_chat.send("first")
+    second = await pair.provider_chat.send("second")
+    third = await pair.patient_chat.send("third")
+    await pair.provider_hub.wait_for(added(PATIENT), count=2)
+    await pair.patient_hub.wait_for(added(PROVIDER))
+    await pair.patient_hub.wait_for(sent(third.id))
+    await pair.provider_chat.mark_read(first.id)
+    await pair.patient_hub.wait_for(read(PROVIDER, first.id))
+    # A lifecycle message after the chat: the restart's catch-up must still reach back before it.
+    await pair.provider.start_consultation(CONSULTATION)
+    await pair.patient_hub.wait_state(S.IN_PROGRESS)
+    await pair.patient.session.flush()  # type: ignore[union-attr]
+    # The kiosk stops (the agent restarts): the consultation stays on disk, the chat only in history.
+    await pair.patient.aclose()
+    await pair.kiosk_store.aclose()
+    assert pair.patient.chat is None
+
+    hub = RecordingHub()
+    store = await parts.durable("kiosk-state")
+    restarted = parts.patient(hub, durable=store)
+    session = await restarted.resume()
+    assert session is not None and session.consultation.state is S.IN_PROGRESS
+    chat = restarted.chat
+    assert chat is not None
+    assert [(e.id, e.text, e.status) for e in chat.entries] == [
+        (first.id, "first", "sent"),
+        (second.id, "second", "sent"),
+        (third.id, "third", "sent"),
+    ]
+    assert chat.read_by(first.id) == {PROVIDER}  # the receipt is history too
+    fourth = await chat.send("fourth")
+    await pair.provider_hub.wait_for(added(PATIENT), count=3)
+    assert [e.id for e in pair.provider_chat.entries] == [first.id, second.id, third.id, fourth.id]
+
+
+async def test_an_invited_specialist_reads_the_chat_from_the_providers_join(parts: Parts) -> None:
+    pair = await joined_pair(parts)
+    hello = await pair.patient_chat.send("hello")
+    await pair.provider_hub.wait_for(added(PATIENT))
+    specialist_hub = RecordingHub()
+    specialist = await parts.provider(
+        specialist_hub, SPECIALIST, durable=await parts.durable("specialist-state", SPECIALIST)
+    )
+    await pair.provider.invite(CONSULTATION, SPECIALIST, "specialist")
+    await specialist_hub.wait_for(lambda e: isinstance(e, events.InvitationReceived))
+    await specialist.accept(CONSULTATION)
+    chat = specialist.chat(CONSULTATION)
+    assert [(e.id, e.sender_id) for e in chat.entries] == [(hello.id, PATIENT)]
+    question = await chat.send("A specialist's question")
+    assert question.sender_role == "provider"  # an invited specialist writes as a provider
+    await pair.patient_hub.wait_for(added(SPECIALIST))
+    [entry] = [e for e in pair.patient_chat.entries if e.sender_id == SPECIALIST]
+    assert (entry.id, entry.sender_role) == (question.id, "provider")
