@@ -140,6 +140,7 @@ class ProviderEndpoint:
         self._sessions: dict[str, ConsultationSession] = {}
         self._order: dict[str, int] = {}  # consultation ID -> check-in timetoken
         self.invitations: dict[str, ConsultationInvite] = {}
+        self._alerts: set[str] = set()  # escalation IDs this provider was alerted to
         self.notification_listeners: list[NotificationListener] = []
         self._room_lock = asyncio.Lock()
         self._closing = False
@@ -480,7 +481,10 @@ class ProviderEndpoint:
             self._hub.emit(
                 events.InvitationReceived(decoded.consultation_id, decoded.invited_by, decoded.role)
             )
-        elif isinstance(decoded, EmergencyNotification):
+        elif isinstance(decoded, EmergencyNotification) and decoded.escalation_id not in self._alerts:
+            # Once per escalation: the sender's outbox may publish a notification twice (it cannot
+            # read this channel's history to see that a lost answer's publish had landed).
+            self._alerts.add(decoded.escalation_id)
             log.warning(
                 "emergency alert received escalation=%s priority=%s", decoded.escalation_id, decoded.priority
             )
