@@ -5,9 +5,12 @@ Patient agent commands: ``{"cmd": "check-in", "appointmentId", "patientId", "pro
 "departmentId"}``, ``{"cmd": "leave"}``, ``{"cmd": "devices", "camera", "microphone", "speaker",
 "network"}``, ``{"cmd": "status"}``. Provider agent commands: ``{"cmd": "queue-updates"}``, ``{"cmd":
 "join" | "start" | "wrap-up", "consultationId"}``, ``{"cmd": "end", "consultationId",
-"followUpRequired"}``, ``{"cmd": "status"}``. Each is answered with ``{"reply": cmd, "ok": bool,
-...}``. Every hub event is printed as ``{"event": kind, ...}``; ``{"event": "started", "status":
-...}`` once started. Logs go to stderr.
+"followUpRequired"}``, ``{"cmd": "status"}``. Chat, for both (a provider names the
+``consultationId``): ``{"cmd": "chat", "text"}`` -> ``id``, ``status``; ``{"cmd": "read", "upToId"?}``
+-> ``receipt`` (None when nothing newer was read); ``{"cmd": "chat-log"}`` -> ``entries`` (``id``,
+``senderId``, ``senderRole``, ``text``, ``status``, ``timetoken``, ``readBy``). Each is answered with
+``{"reply": cmd, "ok": bool, ...}``. Every hub event is printed as ``{"event": kind, ...}``;
+``{"event": "started", "status": ...}`` once started. Logs go to stderr.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 from telehealth_client.agent import Agent
 from telehealth_client.config import load_settings
+from telehealth_client.consultation.chat import ConsultationChat
 from telehealth_client.consultation.patient import DeviceReport
 from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.events import Event
@@ -42,12 +46,43 @@ async def forward(agent: Agent) -> None:
             emit(describe(event))
 
 
+CHAT_COMMANDS = ("chat", "read", "chat-log")
+
+
+async def chat_command(chat: ConsultationChat, request: dict[str, Any]) -> dict[str, Any]:
+    cmd = request["cmd"]
+    if cmd == "chat":
+        entry = await chat.send(request["text"])
+        return {"id": entry.id, "status": entry.status}
+    if cmd == "read":
+        return {"receipt": await chat.mark_read(request.get("upToId"))}
+    return {
+        "entries": [
+            {
+                "id": e.id,
+                "senderId": e.sender_id,
+                "senderRole": e.sender_role,
+                "text": e.text,
+                "status": e.status,
+                "timetoken": e.timetoken,
+                "readBy": sorted(chat.read_by(e.id)),
+            }
+            for e in chat.entries
+        ]
+    }
+
+
 async def command(agent: Agent, request: dict[str, Any]) -> dict[str, Any]:
     if agent.provider is not None:
         return await provider_command(agent.provider, request)
     patient = agent.patient
     assert patient is not None
     cmd = request.get("cmd")
+    if cmd in CHAT_COMMANDS:
+        chat = patient.chat
+        if chat is None:
+            raise ValueError("chat: no consultation is under way")
+        return await chat_command(chat, request)
     if cmd == "check-in":
         await patient.check_in(
             appointment_id=request["appointmentId"],
@@ -75,6 +110,8 @@ async def command(agent: Agent, request: dict[str, Any]) -> dict[str, Any]:
 async def provider_command(provider: ProviderEndpoint, request: dict[str, Any]) -> dict[str, Any]:
     cmd = request.get("cmd")
     cid = request.get("consultationId", "")
+    if cmd in CHAT_COMMANDS:
+        return await chat_command(provider.chat(cid), request)
     if cmd == "queue-updates":
         await provider.send_queue_updates()
     elif cmd == "join":

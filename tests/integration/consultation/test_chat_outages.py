@@ -1,0 +1,309 @@
+"""Chat through outages and kills, on the real relay and clinic stand-in: what was sent while the
+relay was unreachable arrives once, in order, when it returns; what a patient agent process queued
+before a SIGKILL is sent by the restarted process once; and a publish that landed just before the
+kill is found in history, not published again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import closing
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from aiohttp import web
+
+from telehealth_client import events
+from telehealth_client.devstack.stack import DevStack
+from telehealth_client.durable import OUTBOX_FILE
+from telehealth_client.protocol.messages import ConsultationState as S
+from telehealth_client.pubsub.bus import ConnectionStatus
+from telehealth_client.pubsub.crypto import RotatingCryptoModule
+from tests.integration.bus.tap import Tap
+
+from .conftest import (
+    APPOINTMENT,
+    CONSULTATION,
+    DEPARTMENT,
+    KIOSK,
+    PATIENT,
+    PROVIDER,
+    LogLines,
+    Parts,
+    RecordingHub,
+)
+from .network import CuttableLink
+from .test_restart import ROOT, AgentProcess
+
+pytestmark = pytest.mark.integration
+
+
+def added(sender: str) -> Callable[[Any], bool]:
+    return lambda e: isinstance(e, events.ChatMessageAdded) and e.sender_id == sender
+
+
+def added_ids(hub: RecordingHub, sender: str) -> list[str]:
+    """The ids of the messages from ``sender`` that appeared in this side's chat, in order."""
+    return [
+        e.message_id for e in hub.items if isinstance(e, events.ChatMessageAdded) and e.sender_id == sender
+    ]
+
+
+def sent(message_id: str) -> Callable[[Any], bool]:
+    return lambda e: (
+        isinstance(e, events.ChatStatusChanged) and e.message_id == message_id and e.status == "sent"
+    )
+
+
+def reconnecting(e: Any) -> bool:
+    return isinstance(e, events.BusStatusChanged) and e.status is ConnectionStatus.RECONNECTING
+
+
+def stored_chat_ids(stack: DevStack) -> list[str]:
+    """The ids of the chat messages the relay stored on the consultation, decrypted, in order."""
+    crypto = RotatingCryptoModule(stack.keys.cipher_key)
+    found = []
+    for stored in stack.relay.stored_messages(CONSULTATION):
+        message = crypto.decrypt(stored.payload)
+        if message.get("type") == "chat":
+            found.append(message["id"])
+    return found
+
+
+def outbox_ids(state_dir: Path) -> list[str]:
+    """The ids waiting in an agent's outbox file (ids are stored in clear; the rest is sealed)."""
+    with closing(sqlite3.connect(f"file:{state_dir / OUTBOX_FILE}?mode=ro", uri=True)) as db:
+        return [row[0] for row in db.execute("SELECT id FROM pending ORDER BY seq")]
+
+
+async def test_chat_sent_while_the_relay_is_unreachable_arrives_once_in_order_both_ways(
+    parts: Parts, log_lines: LogLines
+) -> None:
+    patient_hub, provider_hub = RecordingHub(), RecordingHub()
+    relay = parts.stack.relay.origin
+    async with CuttableLink(relay) as patient_link, CuttableLink(relay) as provider_link:
+        provider_store = await parts.durable("provider-state", PROVIDER)
+        kiosk_store = await parts.durable("kiosk-state")
+        provider = await parts.provider(provider_hub, durable=provider_store, origin=provider_link.origin)
+        await parts.record_consent()
+        patient = parts.patient(patient_hub, durable=kiosk_store, origin=patient_link.origin)
+        await patient.check_in(
+            appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
+        )
+        await provider_hub.wait_state(S.CHECKED_IN)
+        await provider.join(CONSULTATION)
+        await patient_hub.wait_state(S.CONNECTING)
+        patient_chat, provider_chat = patient.chat, provider.chat(CONSULTATION)
+        assert patient_chat is not None
+
+        # The relay is unreachable from both sides: each writes while it is away.
+        patient_link.cut()
+        provider_link.cut()
+        await patient_hub.wait_for(reconnecting)
+        await provider_hub.wait_for(reconnecting)
+        questions = [await patient_chat.send(f"question {n}") for n in range(3)]
+        answers = [await provider_chat.send(f"answer {n}") for n in range(3)]
+        assert {e.status for e in questions + answers} == {"pending"}
+        # Each side tried its first message and failed: they wait in the outbox, not in a request.
+        for entry in (questions[0], answers[0]):
+            await log_lines.wait_line("outbox publish failed", f"id={entry.id}", "will_retry=yes")
+        assert stored_chat_ids(parts.stack) == []
+        assert [e.status for e in patient_chat.entries] == ["pending"] * 3
+
+        patient_link.restore()
+        provider_link.restore()
+        for entry in questions:
+            await patient_hub.wait_for(sent(entry.id))
+        for entry in answers:
+            await provider_hub.wait_for(sent(entry.id))
+        await provider_hub.wait_for(added(PATIENT), count=3)
+        await patient_hub.wait_for(added(PROVIDER), count=3)
+
+        # A message after the outage: anything sent twice would have reached the channel before it.
+        last = await patient_chat.send("anything else?")
+        await provider_hub.wait_for(added(PATIENT), count=4)
+        await patient_hub.wait_for(sent(last.id))
+
+    patient_view = [(e.id, e.text, e.status) for e in patient_chat.entries]
+    provider_view = [(e.id, e.text, e.status) for e in provider_chat.entries]
+    assert patient_view == provider_view  # one order, PubNub's, on both sides
+    assert {status for _, _, status in patient_view} == {"sent"}
+    shown = [message_id for message_id, _, _ in patient_view]
+    assert len(shown) == len(set(shown)) == 7
+    # Each sender's messages in the order written, the last one last.
+    assert [i for i in shown if i in {e.id for e in questions}] == [e.id for e in questions]
+    assert [i for i in shown if i in {e.id for e in answers}] == [e.id for e in answers]
+    assert shown[-1] == last.id
+    timetokens = [e.timetoken or 0 for e in patient_chat.entries]
+    assert timetokens == sorted(timetokens) and 0 not in timetokens
+    # Shown once at each far end, and published once: the relay stored each id once.
+    provider_added = added_ids(provider_hub, PATIENT)
+    patient_added = added_ids(patient_hub, PROVIDER)
+    assert provider_added == [e.id for e in [*questions, last]]
+    assert patient_added == [e.id for e in answers]
+    assert sorted(stored_chat_ids(parts.stack)) == sorted(shown)
+
+
+# -- a patient agent process, SIGKILLed with chat in its outbox -------------------------------------
+
+
+class HeldChatPublish(Tap):
+    """A real HTTP hop to the relay that, once armed, lets the next publish on one channel reach the
+    relay (stored and delivered) and never answers it, as a process killed right after its publish
+    landed never learns the outcome. Everything else is forwarded and answered as the relay answered.
+    """
+
+    def __init__(self, stack: DevStack, channel: str) -> None:
+        super().__init__(stack.relay)
+        self._channel = channel
+        self._armed = False
+        self.held = asyncio.Event()
+        self._never = asyncio.Event()
+
+    def arm(self) -> None:
+        self._armed = True
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        answer = await super()._forward(request)
+        segments = request.path.split("/")  # /publish/{pub}/{sub}/0/{channel}/0[/{message}]
+        if not (self._armed and request.path.startswith("/publish/") and segments[5] == self._channel):
+            return answer
+        self._armed = False
+        self.held.set()
+        await self._never.wait()  # cancelled when the client's connection goes
+        raise AssertionError("unreachable")
+
+
+Launch = Callable[..., Any]
+
+
+@pytest.fixture
+async def launch(parts: Parts, tmp_path: Path) -> AsyncIterator[Launch]:
+    """``await launch(origin, log_name)``: a patient agent process on ``tmp_path/kiosk-state``
+    reaching the relay at ``origin``, its stderr (logs) in ``tmp_path/log_name``; stopped after."""
+    base = {
+        **parts.stack.agent_environment(),
+        "TELEHEALTH_USER_ID": KIOSK,
+        "TELEHEALTH_ROLE": "patient",
+        "TELEHEALTH_STATE_DIR": str(tmp_path / "kiosk-state"),
+        "TELEHEALTH_RECONNECT_MAX_SECONDS": "1",
+    }
+    started: list[AgentProcess] = []
+    logs: list[IO[bytes]] = []
+
+    async def start(origin: str, log_name: str) -> AgentProcess:
+        log_file = (tmp_path / log_name).open("wb")
+        logs.append(log_file)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.integration.consultation.agent_process",
+            cwd=ROOT,
+            env={**os.environ, **base, "TELEHEALTH_ORIGIN": origin},
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log_file,
+        )
+        agent = AgentProcess(process)
+        started.append(agent)
+        await agent.wait_line(lambda line: line.get("event") == "started")
+        return agent
+
+    yield start
+    for agent in started:
+        await agent.stop()
+    for log_file in logs:
+        log_file.close()
+
+
+async def checked_in_and_joined(parts: Parts, agent: AgentProcess, provider_hub: RecordingHub) -> Any:
+    """The provider (in this process, with its own outbox) and the agent's patient, joined."""
+    provider = await parts.provider(provider_hub, durable=await parts.durable("provider-state", PROVIDER))
+    reply = await agent.command(
+        "check-in", appointmentId=APPOINTMENT, patientId=PATIENT, providerId=PROVIDER, departmentId=DEPARTMENT
+    )
+    assert reply["ok"], reply
+    await provider_hub.wait_state(S.CHECKED_IN)
+    await provider.join(CONSULTATION)
+    await agent.wait_state(S.CONNECTING)
+    return provider
+
+
+async def test_chat_queued_before_a_sigkill_is_sent_once_by_the_restarted_agent(
+    parts: Parts, launch: Launch, tmp_path: Path
+) -> None:
+    provider_hub = RecordingHub()
+    await parts.record_consent()
+    async with CuttableLink(parts.stack.relay.origin) as link:
+        first: AgentProcess = await launch(link.origin, "first.log")
+        provider = await checked_in_and_joined(parts, first, provider_hub)
+
+        link.cut()
+        await first.wait_line(
+            lambda line: line.get("event") == "bus-status" and line["status"] == "reconnecting"
+        )
+        queued = await first.command("chat", text="my chest hurts when I breathe")
+        assert (queued["ok"], queued["status"]) == (True, "pending"), queued
+        log = await first.command("chat-log")
+        assert [(e["id"], e["status"]) for e in log["entries"]] == [(queued["id"], "pending")]
+        await first.kill()
+    assert outbox_ids(tmp_path / "kiosk-state") == [queued["id"]]  # on disk, sealed, through the kill
+    assert stored_chat_ids(parts.stack) == []
+
+    second = await launch(parts.stack.relay.origin, "second.log")
+    [shown] = await provider_hub.wait_for(added(PATIENT))
+    assert shown.message_id == queued["id"]
+    await second.wait_line(
+        lambda line: line.get("event") == "chat-status" and line["message_id"] == queued["id"]
+        and line["status"] == "sent"
+    )  # fmt: skip
+    # A message after it: had the queued one been sent twice, the copy would have come first.
+    after = await second.command("chat", text="and I feel dizzy")
+    await provider_hub.wait_for(added(PATIENT), count=2)
+    log = await second.command("chat-log")
+    assert [(e["id"], e["status"]) for e in log["entries"]] == [(queued["id"], "sent"), (after["id"], "sent")]
+    assert [e.id for e in provider.chat(CONSULTATION).entries] == [queued["id"], after["id"]]
+    assert added_ids(provider_hub, PATIENT) == [queued["id"], after["id"]]
+    assert stored_chat_ids(parts.stack) == [queued["id"], after["id"]]
+    await second.stop()
+    restarted_log = (tmp_path / "second.log").read_text()
+    assert "chest hurts" not in restarted_log and "dizzy" not in restarted_log  # no chat text in logs
+
+
+async def test_a_chat_publish_that_landed_just_before_the_sigkill_is_not_sent_again(
+    parts: Parts, launch: Launch, tmp_path: Path
+) -> None:
+    provider_hub = RecordingHub()
+    await parts.record_consent()
+    async with HeldChatPublish(parts.stack, CONSULTATION) as hop:
+        first: AgentProcess = await launch(hop.origin, "first.log")
+        provider = await checked_in_and_joined(parts, first, provider_hub)
+
+        hop.arm()
+        queued = await first.command("chat", text="I took two aspirin")
+        assert queued["ok"], queued
+        await asyncio.wait_for(hop.held.wait(), 15)  # stored by the relay; the agent has no answer
+        await first.kill()
+    assert outbox_ids(tmp_path / "kiosk-state") == [queued["id"]]  # its outcome was unknown at the kill
+    assert stored_chat_ids(parts.stack) == [queued["id"]]
+
+    second = await launch(parts.stack.relay.origin, "second.log")
+    await second.wait_line(
+        lambda line: line.get("event") == "chat-status" and line["message_id"] == queued["id"]
+        and line["status"] == "sent"
+    )  # fmt: skip
+    after = await second.command("chat", text="is that all right?")
+    await provider_hub.wait_for(added(PATIENT), count=2)
+    log = await second.command("chat-log")
+    assert [(e["id"], e["status"]) for e in log["entries"]] == [(queued["id"], "sent"), (after["id"], "sent")]
+    assert [e.id for e in provider.chat(CONSULTATION).entries] == [queued["id"], after["id"]]
+    assert added_ids(provider_hub, PATIENT) == [queued["id"], after["id"]]
+    assert stored_chat_ids(parts.stack) == [queued["id"], after["id"]]  # found in history, not sent again
+    await second.stop()
+    restarted_log = (tmp_path / "second.log").read_text()
+    assert f"outbox item found already sent id={queued['id']}" in restarted_log
+    assert "aspirin" not in restarted_log
