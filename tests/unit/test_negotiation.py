@@ -1,0 +1,197 @@
+"""The call's negotiation, pure: who offers and answers, which signals belong to the current call."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from telehealth_client.media import negotiation as n
+from telehealth_client.media.negotiation import Negotiation, step
+from telehealth_client.protocol.messages import Answer, EndCall, IceCandidate, IceCandidateMessage, Offer
+
+PATIENT = "pat-1"
+PROVIDER = "dr-lee"
+STRANGER = "dr-mallory"
+MEMBERS = {PATIENT, PROVIDER}
+
+
+def sdp(ufrag: str) -> str:
+    return f"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=ice-ufrag:{ufrag}\r\na=ice-pwd:x\r\n"
+
+
+def offer(ufrag: str = "u1", sender: str = PROVIDER) -> Offer:
+    return Offer(sender_id=sender, timestamp=datetime.now(UTC), sdp=sdp(ufrag))
+
+
+def answer(ufrag: str = "a1", sender: str = PATIENT) -> Answer:
+    return Answer(sender_id=sender, timestamp=datetime.now(UTC), sdp=sdp(ufrag))
+
+
+def candidate(text: str, ufrag: str | None = "u1", sender: str = PROVIDER) -> IceCandidateMessage:
+    return IceCandidateMessage(
+        sender_id=sender,
+        timestamp=datetime.now(UTC),
+        candidate=IceCandidate(candidate=text, sdp_mid="0", sdp_m_line_index=0, username_fragment=ufrag),
+    )
+
+
+def end(sender: str = PROVIDER) -> EndCall:
+    return EndCall(sender_id=sender, timestamp=datetime.now(UTC))
+
+
+class Side:
+    """Feeds events to one side's negotiation and keeps the effects of each."""
+
+    def __init__(self, user_id: str, *, polite: bool) -> None:
+        self.state = Negotiation.new(user_id, polite=polite)
+
+    def feed(self, event: n.Event) -> tuple[n.Effect, ...]:
+        self.state, effects = step(self.state, event, is_participant=lambda user: user in MEMBERS)
+        return effects
+
+    def receive(self, signal: n.Signal, publisher: str, timetoken: int) -> tuple[n.Effect, ...]:
+        return self.feed(n.Received(signal, publisher, timetoken))
+
+
+def codes(effects: tuple[n.Effect, ...]) -> list[str]:
+    return [e.code for e in effects if isinstance(e, n.Ignored)]
+
+
+def test_the_caller_offers_and_connects_on_the_answer() -> None:
+    provider = Side(PROVIDER, polite=False)
+    assert provider.feed(n.Call(PATIENT)) == (n.CreateOffer(PATIENT),)
+    assert provider.state.phase == "offering"
+    assert provider.feed(n.LocalDescription("offer", 100)) == ()
+    reply = answer()
+    assert provider.receive(reply, PATIENT, 110) == (n.AcceptAnswer(reply.sdp),)
+    assert provider.state.phase == "connected" and provider.state.remote_ufrag == "a1"
+
+
+def test_the_callee_answers_and_connects_once_its_answer_is_out() -> None:
+    patient = Side(PATIENT, polite=True)
+    incoming = offer()
+    assert patient.receive(incoming, PROVIDER, 100) == (n.AcceptOffer(incoming.sdp, PROVIDER, False),)
+    assert patient.state.phase == "answering" and patient.state.call_timetoken == 100
+    assert patient.feed(n.LocalDescription("answer", 105)) == ()
+    assert patient.state.phase == "connected"
+
+
+def test_own_and_third_party_signals_change_nothing() -> None:
+    patient = Side(PATIENT, polite=True)
+    before = patient.state
+    assert codes(patient.receive(offer(sender=PATIENT), PATIENT, 100)) == ["own"]
+    assert codes(patient.receive(offer(sender=STRANGER), STRANGER, 101)) == ["not-a-participant"]
+    assert codes(patient.receive(candidate("c", sender=STRANGER), STRANGER, 102)) == ["not-a-participant"]
+    assert patient.state == before
+
+
+def test_candidates_before_the_offer_are_buffered_and_only_the_offers_own_are_used() -> None:
+    patient = Side(PATIENT, polite=True)
+    early = [
+        candidate("candidate:1 1 udp 1 127.0.0.1 5000 typ relay"),
+        candidate("2 1 udp 1 127.0.0.1 5001 typ relay"),
+    ]
+    old = candidate("candidate:9 1 udp 1 127.0.0.1 5009 typ relay", ufrag="old")
+    for index, message in enumerate([early[0], old, early[1]]):
+        assert patient.receive(message, PROVIDER, 90 + index) == ()
+    incoming = offer("u1")
+    effects = patient.receive(incoming, PROVIDER, 100)
+    assert effects == (
+        n.AcceptOffer(incoming.sdp, PROVIDER, False),
+        n.AddCandidates((early[0].candidate, early[1].candidate)),
+    )
+    later = candidate("candidate:3 1 udp 1 127.0.0.1 5003 typ relay")
+    assert patient.receive(later, PROVIDER, 101) == (n.AddCandidates((later.candidate,)),)
+    assert codes(patient.receive(old, PROVIDER, 102)) == ["other-call"]
+    no_fragment = candidate("candidate:4 1 udp 1 127.0.0.1 5004 typ relay", ufrag=None)
+    assert patient.receive(no_fragment, PROVIDER, 103) == (n.AddCandidates((no_fragment.candidate,)),)
+
+
+def test_the_buffer_before_an_offer_is_bounded() -> None:
+    patient = Side(PATIENT, polite=True)
+    for index in range(n.MAX_BUFFERED_CANDIDATES):
+        assert patient.receive(candidate(f"c{index}"), PROVIDER, index + 1) == ()
+    assert codes(patient.receive(candidate("one too many"), PROVIDER, 1000)) == ["too-many-candidates"]
+    assert len(patient.state.buffered) == n.MAX_BUFFERED_CANDIDATES
+
+
+def test_glare_the_impolite_side_keeps_its_offer_and_the_polite_side_answers() -> None:
+    provider, patient = Side(PROVIDER, polite=False), Side(PATIENT, polite=True)
+    provider.feed(n.Call(PATIENT))
+    provider.feed(n.LocalDescription("offer", 100))
+    patient.feed(n.Call(PROVIDER))
+    patient.feed(n.LocalDescription("offer", 101))
+    assert codes(provider.receive(offer("p1", sender=PATIENT), PATIENT, 101)) == ["glare"]
+    assert provider.state.phase == "offering"
+    theirs = offer("u1")
+    assert patient.receive(theirs, PROVIDER, 100) == (n.AcceptOffer(theirs.sdp, PROVIDER, True),)
+    assert patient.state.phase == "answering"
+
+
+def test_an_end_call_ends_the_call_once_and_is_never_answered() -> None:
+    patient = Side(PATIENT, polite=True)
+    patient.receive(offer(), PROVIDER, 100)
+    patient.feed(n.LocalDescription("answer", 105))
+    assert patient.receive(end(), PROVIDER, 200) == (n.CloseMedia("remote-hangup"),)
+    assert patient.state.phase == "ended" and patient.state.floor == 200
+    assert codes(patient.receive(end(), PROVIDER, 201)) == ["no-call"]
+    # A candidate or an answer of the call that ended, arriving late, is stale.
+    assert codes(patient.receive(candidate("c"), PROVIDER, 150)) == ["stale"]
+    assert patient.state.buffered == ()
+
+
+def test_our_hangup_publishes_end_call_and_what_was_sent_before_it_is_stale() -> None:
+    provider = Side(PROVIDER, polite=False)
+    provider.feed(n.Call(PATIENT))
+    provider.feed(n.LocalDescription("offer", 100))
+    provider.receive(answer(), PATIENT, 110)
+    assert provider.feed(n.Hangup()) == (n.PublishEnd(), n.CloseMedia("hangup"))
+    assert provider.feed(n.EndPublished(300)) == ()
+    assert codes(provider.receive(answer(), PATIENT, 290)) == ["stale"]
+    assert codes(provider.feed(n.Hangup())) == ["no-call"]
+    # A new call after it.
+    assert provider.feed(n.Call(PATIENT)) == (n.CreateOffer(PATIENT),)
+
+
+def test_answers_that_fit_no_offer_of_ours_are_ignored() -> None:
+    provider = Side(PROVIDER, polite=False)
+    assert codes(provider.receive(answer(), PATIENT, 50)) == ["unexpected-answer"]
+    provider.feed(n.Call(PATIENT))
+    provider.feed(n.LocalDescription("offer", 100))
+    assert codes(provider.receive(answer(), PATIENT, 99)) == ["stale"]
+    provider.receive(answer(), PATIENT, 110)
+    assert codes(provider.receive(answer("a2"), PATIENT, 120)) == ["unexpected-answer"]
+
+
+def test_a_new_offer_during_a_call_restarts_the_media_and_one_from_someone_else_is_ignored() -> None:
+    patient = Side(PATIENT, polite=True)
+    patient.receive(offer("u1"), PROVIDER, 100)
+    patient.feed(n.LocalDescription("answer", 105))
+    rebuilt = offer("u2")
+    assert patient.receive(rebuilt, PROVIDER, 300) == (n.AcceptOffer(rebuilt.sdp, PROVIDER, True),)
+    assert patient.state.remote_ufrag == "u2"
+    MEMBERS.add("dr-okafor")
+    try:
+        assert codes(patient.receive(offer("s1", sender="dr-okafor"), "dr-okafor", 310)) == ["other-peer"]
+    finally:
+        MEMBERS.discard("dr-okafor")
+
+
+def test_a_second_call_while_one_is_under_way_is_refused() -> None:
+    provider = Side(PROVIDER, polite=False)
+    provider.feed(n.Call(PATIENT))
+    assert codes(provider.feed(n.Call(PATIENT))) == ["busy"]
+    assert codes(provider.feed(n.LocalDescription("answer", 5))) == ["late-description"]
+
+
+def test_a_media_failure_ends_the_call_and_tells_the_other_side() -> None:
+    patient = Side(PATIENT, polite=True)
+    patient.receive(offer(), PROVIDER, 100)
+    assert patient.feed(n.MediaFailed("TURN server unreachable")) == (
+        n.PublishEnd(),
+        n.CloseMedia("TURN server unreachable"),
+    )
+
+
+def test_ice_ufrag_reads_the_first_one() -> None:
+    assert n.ice_ufrag(sdp("abc") + "a=ice-ufrag:second\r\n") == "abc"
+    assert n.ice_ufrag("v=0\r\n") is None
