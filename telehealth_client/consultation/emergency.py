@@ -113,6 +113,7 @@ class Escalation:
     notified: int | None = None  # on-call providers notified; None until the clinic said who
     resolved_by: str | None = None
     resolution: str | None = None
+    resolved_at: datetime | None = None
     own: bool = True
     resolution_delivered: bool = False  # the resolution is on the emergency channel
 
@@ -178,12 +179,15 @@ class EscalationStore:
 def _to_json(escalation: Escalation) -> dict[str, Any]:
     data = asdict(escalation)
     data["timestamp"] = format_time(escalation.timestamp)
+    data["resolved_at"] = None if escalation.resolved_at is None else format_time(escalation.resolved_at)
     return data
 
 
 def _from_json(data: dict[str, Any]) -> Escalation:
     data = dict(data)
     data["timestamp"] = parse_time(data["timestamp"])
+    if data.get("resolved_at") is not None:
+        data["resolved_at"] = parse_time(data["resolved_at"])
     if data["severity"] not in _SEVERITIES or data["status"] not in ("active", "resolved"):
         raise ValueError("severity or status")
     return Escalation(**data)
@@ -239,10 +243,10 @@ class EmergencyDesk:
         """Restore own open escalations, follow the department's channel, read its recent history."""
         for kind in (ESCALATION_KIND, NOTIFY_KIND, RESOLUTION_KIND):
             self._removers.append(self._router.register("", kind, self))
+        # Open before anything is read from the channel: the relay may be out of reach.
         for escalation in await asyncio.to_thread(self._store.load):
             self._escalations[escalation.id] = escalation
-            if escalation.notified is None and escalation.status == "active":
-                self._spawn(self._notify_on_call(escalation), "emergency-on-call")
+            self._emit(escalation)
         channel = channels.emergency(self.department_id)
         self._subscription = await self._bus.subscribe([channel], self._on_message)
         try:
@@ -253,6 +257,24 @@ class EmergencyDesk:
         async with self._lock:
             for envelope in history:
                 await self._receive_locked(envelope, live=False)
+            await self._requeue_locked()
+        for escalation in list(self._escalations.values()):
+            if escalation.own and escalation.status == "active" and escalation.notified is None:
+                self._spawn(self._notify_on_call(escalation), "emergency-on-call")
+
+    async def _requeue_locked(self) -> None:
+        """Queue again what this desk published and the channel has not shown.
+
+        A stopped process may have saved an escalation (or a resolution) and died before the
+        outbox took it, or the outbox may have sent it before this desk was there to hear. The
+        same outbox id makes a repeat a no-op while the outbox still holds it; one sent before
+        may go out twice, and every desk keeps an escalation once by its id.
+        """
+        for escalation in list(self._escalations.values()):
+            if escalation.own and escalation.status == "active" and not escalation.delivered:
+                await self._outbox.put(self._escalation_item(escalation))
+            elif escalation.status == "resolved" and not escalation.resolution_delivered:
+                await self._outbox.put(self._resolution_item(escalation))
 
     async def aclose(self) -> None:
         for remove in self._removers:
@@ -289,10 +311,16 @@ class EmergencyDesk:
         """Escalate now: durable (on disk, audited, queued) when this returns."""
         try:
             parsed = channels.ConsultationChannels.parse(consultation_id)
-            department = validate_id(department_id or self.department_id, "departmentId")
+        except InvalidIdError as exc:
+            reason = exc.reason if exc.field == "consultationId" else f"{exc.field} {exc.reason}"
+            raise EmergencyError("consultationId", reason) from None
+        try:
+            department = validate_id(
+                self.department_id if department_id is None else department_id, "departmentId"
+            )
         except InvalidIdError as exc:
             raise EmergencyError(exc.field, exc.reason) from None
-        if severity not in _SEVERITIES:
+        if not isinstance(severity, str) or severity not in _SEVERITIES:
             raise EmergencyError("severity", "must be urgent, critical or life-threatening")
         reason = _text(reason, "reason")
         message = EmergencyEscalation(
@@ -319,9 +347,7 @@ class EmergencyDesk:
             await self._auditor.emergency_escalated(
                 escalation.id, escalation.consultation_id, department, escalation.severity
             )
-        await self._outbox.put(
-            self._outgoing(escalation.id, channels.emergency(department), encode(message), ESCALATION_KIND)
-        )
+        await self._outbox.put(self._escalation_item(escalation))
         log.warning(
             "emergency escalated id=%s consultation=%s department=%s severity=%s",
             escalation.id,
@@ -330,7 +356,8 @@ class EmergencyDesk:
             escalation.severity,
         )
         self._emit(escalation)
-        await self._notify_once(escalation)
+        # In the background: a clinic that is slow or away must not hold the escalation up.
+        self._spawn(self._notify_on_call(escalation), "emergency-on-call")
         return self._escalations[escalation.id]
 
     async def _notify_once(self, escalation: Escalation) -> bool:
@@ -345,7 +372,9 @@ class EmergencyDesk:
             )
             return False
         meta = emergency_push_meta(escalation.severity, escalation.id)
-        for provider_id in providers:
+        # Not the one escalating: it knows, and its token may not write its own channel.
+        recipients = [provider_id for provider_id in providers if provider_id != self.user_id]
+        for provider_id in recipients:
             notification = EmergencyNotification(
                 title="Emergency escalation",
                 body=f"{escalation.severity} escalation in department {escalation.department_id}",
@@ -362,9 +391,9 @@ class EmergencyDesk:
             )
         async with self._lock:
             current = self._escalations.get(escalation.id, escalation)
-            self._escalations[escalation.id] = replace(current, notified=len(providers))
+            self._escalations[escalation.id] = replace(current, notified=len(recipients))
             await self._save_locked()
-        log.info("emergency on-call notified id=%s providers=%d", escalation.id, len(providers))
+        log.info("emergency on-call notified id=%s providers=%d", escalation.id, len(recipients))
         self._emit(self._escalations[escalation.id])
         return True
 
@@ -385,21 +414,19 @@ class EmergencyDesk:
             escalation = self._escalations.get(escalation_id) if isinstance(escalation_id, str) else None
             if escalation is None or escalation.status != "active":
                 raise EmergencyError("id", "names no open escalation")
-            message = EmergencyResolved(
-                id=escalation.id, resolved_by=self.user_id, resolution=resolution, timestamp=now()
+            resolved = replace(
+                escalation,
+                status="resolved",
+                resolved_by=self.user_id,
+                resolution=resolution,
+                resolved_at=now(),
+                resolution_delivered=False,
             )
-            resolved = replace(escalation, status="resolved", resolved_by=self.user_id, resolution=resolution)
             self._escalations[escalation.id] = resolved
             await self._save_locked()
         if self._auditor is not None:
             await self._auditor.emergency_resolved(escalation.id, escalation.department_id)
-        # Its own outbox id: the escalation's publish may still be queued under the escalation's.
-        item_id = _resolution_item_id(escalation.id)
-        await self._outbox.put(
-            self._outgoing(
-                item_id, channels.emergency(escalation.department_id), encode(message), RESOLUTION_KIND
-            )
-        )
+        await self._outbox.put(self._resolution_item(resolved))
         log.info("emergency resolved id=%s", escalation.id)
         self._emit(resolved)
         return resolved
@@ -414,6 +441,31 @@ class EmergencyDesk:
             if (e.own and e.status == "active") or (e.status == "resolved" and not e.resolution_delivered)
         ]
         await asyncio.to_thread(self._store.save, keep)
+
+    def _escalation_item(self, escalation: Escalation) -> Outgoing:
+        message = EmergencyEscalation(
+            id=escalation.id,
+            consultation_id=escalation.consultation_id,
+            escalated_by=escalation.escalated_by,
+            severity=escalation.severity,
+            reason=escalation.reason,
+            timestamp=escalation.timestamp,
+        )
+        channel = channels.emergency(escalation.department_id)
+        return self._outgoing(escalation.id, channel, encode(message), ESCALATION_KIND)
+
+    def _resolution_item(self, escalation: Escalation) -> Outgoing:
+        assert escalation.resolved_by is not None and escalation.resolution is not None
+        message = EmergencyResolved(
+            id=escalation.id,
+            resolved_by=escalation.resolved_by,
+            resolution=escalation.resolution,
+            timestamp=escalation.resolved_at or now(),
+        )
+        # Its own outbox id: the escalation's publish may still be queued under the escalation's.
+        item_id = _resolution_item_id(escalation.id)
+        channel = channels.emergency(escalation.department_id)
+        return self._outgoing(item_id, channel, encode(message), RESOLUTION_KIND)
 
     def _outgoing(
         self,
@@ -483,6 +535,7 @@ class EmergencyDesk:
                 if known.own and not known.delivered:
                     self._escalations[decoded.id] = replace(known, delivered=True)
                     self._emit(self._escalations[decoded.id])
+                    await self._save_locked()
                 return
             escalation = Escalation(
                 decoded.id,
@@ -507,12 +560,17 @@ class EmergencyDesk:
                 )
                 return
             if known.status == "resolved" and known.resolved_by == decoded.resolved_by:
-                return  # our own resolution's echo, or a replay
+                # Our own resolution's echo (it is on the channel: nothing left to send), or a replay.
+                if not known.resolution_delivered:
+                    self._escalations[decoded.id] = replace(known, resolution_delivered=True)
+                    await self._save_locked()
+                return
             resolved = replace(
                 known,
                 status="resolved",
                 resolved_by=decoded.resolved_by,
                 resolution=decoded.resolution,
+                resolved_at=decoded.timestamp,
                 # Resolved by someone else: nothing of ours is left to deliver.
                 resolution_delivered=True,
             )

@@ -1,0 +1,112 @@
+"""An escalation raised while this cart cannot reach PubNub is reported not yet delivered and goes
+out exactly once when the link returns; while the clinic cannot say who is on call, the lookup is
+retried until it answers, then the on-call providers are notified."""
+
+from __future__ import annotations
+
+import pytest
+
+from telehealth_client.consultation.provider import ProviderEndpoint
+from telehealth_client.protocol import channels
+from telehealth_client.pubsub.bus import Bus
+
+from ..consultation.network import CuttableLink
+from .conftest import (
+    CANARY,
+    CONSULTATION,
+    DEPARTMENT,
+    EMERGENCY_CHANNEL,
+    OTHER,
+    PROVIDER,
+    SPECIALIST,
+    WAIT,
+    EmergencyParts,
+    LogLines,
+    RecordingHub,
+    alert,
+    envelopes_of,
+    escalation_update,
+    notification_reader,
+    staff,
+)
+
+pytestmark = pytest.mark.integration
+
+
+async def copies_in_history(bus: Bus, channel: str, field: str, value: str) -> int:
+    """How many messages the relay stored on ``channel`` with ``field`` equal to ``value``."""
+    stored = await bus.history(channel, limit=100)
+    return sum(1 for e in stored if isinstance(e.message, dict) and e.message.get(field) == value)
+
+
+async def test_an_escalation_while_the_relay_is_unreachable_is_delivered_once_when_it_returns(
+    parts: EmergencyParts,
+) -> None:
+    okafor = await staff(parts, SPECIALIST)
+    reader = await notification_reader(parts, OTHER)
+    async with CuttableLink(parts.stack.agent_environment()["TELEHEALTH_ORIGIN"]) as link:
+        lee = await staff(parts, PROVIDER, origin=link.origin)
+        link.cut()
+        escalation = await lee.desk.escalate(CONSULTATION, "critical", CANARY)
+        assert not escalation.delivered
+        [first] = await lee.hub.wait_for(escalation_update(escalation.id))
+        assert (first.status, first.delivered) == ("active", False)
+        # The clinic answered (it is reachable): the notifications wait in the outbox too.
+        await lee.hub.wait_for(escalation_update(escalation.id, notified=2))
+        assert lee.desk.get(escalation.id).delivered is False  # type: ignore[union-attr]
+        assert escalation.id in {item.id for item in lee.durable.outbox.pending()}
+
+        link.restore()
+        await lee.hub.wait_for(escalation_update(escalation.id, delivered=True))
+        await okafor.hub.wait_for(escalation_update(escalation.id, status="active"))
+        await okafor.hub.wait_for(alert(escalation.id))
+        await reader.wait_for(1)
+        assert await lee.durable.outbox.wait_drained(WAIT)
+
+    # Exactly once: on the department's channel and on each on-call provider's channel.
+    bus = okafor.endpoint.bus
+    assert await copies_in_history(bus, EMERGENCY_CHANNEL, "id", escalation.id) == 1
+    assert len(envelopes_of(reader, escalation.id)) == 1
+    assert [e.id for e in okafor.desk.open] == [escalation.id]
+    delivered = [e for e in lee.hub.items if escalation_update(escalation.id, delivered=True)(e)]
+    assert delivered and all(e.notified == 2 for e in delivered)
+
+
+async def test_the_on_call_lookup_is_retried_until_the_clinic_answers(
+    parts: EmergencyParts, log_lines: LogLines
+) -> None:
+    assert parts.stack.clinic is not None
+    clinic_origin = parts.stack.clinic.url.removeprefix("http://")
+    reader = await notification_reader(parts, SPECIALIST)
+    async with CuttableLink(clinic_origin) as link:
+        hub = RecordingHub()
+        durable = await parts.durable("lee-durable", PROVIDER, outbox_backoff=(0.05, 0.5))
+        endpoint = ProviderEndpoint(
+            parts.connector_via(PROVIDER, link.origin),
+            hub,
+            user_id=PROVIDER,
+            department_id=DEPARTMENT,
+            state_dir=parts.tmp_path / PROVIDER,
+            durable=durable,
+        )
+        try:
+            await endpoint.start()  # the clinic is reachable for the standing token
+            desk = endpoint.emergency
+            assert desk is not None
+            link.cut()
+            escalation = await desk.escalate(CONSULTATION, "urgent", CANARY)
+            await hub.wait_for(escalation_update(escalation.id, delivered=True))
+            await log_lines.wait_line("on-call list unavailable", "department=er")
+            assert desk.get(escalation.id).notified is None  # type: ignore[union-attr]
+            assert not [
+                e for e in hub.items if escalation_update(escalation.id)(e) and e.notified is not None
+            ]
+
+            link.restore()
+            [notified] = await hub.wait_for(escalation_update(escalation.id, notified=2))
+            assert notified.delivered
+            envelopes = await reader.wait_for(1)
+            assert [e.message["escalationId"] for e in envelopes] == [escalation.id]
+            assert envelopes[0].channel == channels.notification(SPECIALIST)
+        finally:
+            await endpoint.aclose()
