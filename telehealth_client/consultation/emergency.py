@@ -224,7 +224,8 @@ class EmergencyDesk:
         self._lock = asyncio.Lock()
         self._subscription: Subscription | None = None
         self._removers: list[Callable[[], None]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # on-call lookups: cancelled at close
+        self._saves: set[asyncio.Task[None]] = set()  # short and needed: finished at close
 
     # -- state --------------------------------------------------------------------------------------
 
@@ -285,6 +286,9 @@ class EmergencyDesk:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        # A delivery just reported must reach the file, or the next start would send it again.
+        if self._saves:
+            await asyncio.gather(*list(self._saves), return_exceptions=True)
         if self._subscription is not None:
             try:
                 await self._subscription.close()
@@ -293,10 +297,14 @@ class EmergencyDesk:
             self._subscription = None
 
     def _spawn(self, coroutine: Any, name: str) -> None:
+        self._track(coroutine, name, self._tasks)
+
+    @staticmethod
+    def _track(coroutine: Any, name: str, owner: set[asyncio.Task[None]]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
         task.set_name(name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        owner.add(task)
+        task.add_done_callback(owner.discard)
 
     # -- escalate -----------------------------------------------------------------------------------
 
@@ -487,19 +495,23 @@ class EmergencyDesk:
             if escalation is not None and not escalation.delivered:
                 self._escalations[item.id] = replace(escalation, delivered=True)
                 self._emit(self._escalations[item.id])
-                self._spawn(self._save(), "emergency-save")
+                self._track(self._save(), "emergency-save", self._saves)
         elif item.kind == RESOLUTION_KIND:
             for escalation in list(self._escalations.values()):
                 if _resolution_item_id(escalation.id) == item.id:
                     self._escalations[escalation.id] = replace(escalation, resolution_delivered=True)
-                    self._spawn(self._save(), "emergency-save")
+                    self._track(self._save(), "emergency-save", self._saves)
 
     def undeliverable(self, item: Outgoing, reason: str) -> None:
         log.error("emergency publish failed id=%s kind=%s reason=%s", item.id, item.kind, reason)
 
     async def _save(self) -> None:
-        async with self._lock:
-            await self._save_locked()
+        try:
+            async with self._lock:
+                await self._save_locked()
+        except OSError as exc:
+            # Kept in memory; the next change or start writes it again.
+            log.error("open escalations not saved error=%s", describe_exception(exc))
 
     def _emit(self, escalation: Escalation) -> None:
         self._hub.emit(
