@@ -1,18 +1,22 @@
 """The demo's cast: the development stack and three agents on it, built and closed in order.
 
 The stack (relay enforcing Access Manager, coturn, the clinic stand-in) runs in this process with
-two providers of one department. Each agent is the real endpoint with its own ``EventHub``, its
-own ``PubNubBus`` (encrypted with the stack's cipher key) and its own clinic client holding its
-own device credential: the kiosk (patient endpoint, idle until check-in), the consultation's
-provider and a specialist. Each agent's hub is watched by a ``Witness``.
+two providers of one department, both on call for it. Each agent is the real endpoint with its
+own ``EventHub``, its own ``PubNubBus`` (encrypted with the stack's cipher key), its own clinic
+client holding its own device credential and its own ``Durable`` storage (outbox and audit
+trail in ``state_dir/<user>``, sealed with the stack's cipher key, audit events posted to the
+clinic's sink with that agent's credential): the kiosk (patient endpoint, idle until check-in),
+the consultation's provider and a specialist. Each agent's hub is watched by a ``Witness``.
 
 Public API:
 
-- ``Cast(state_dir)``: ``await start_stack()``, ``await start_agents()``, ``await aclose()``
-  (agents, then the stack; safe after a failed start).
-- ``stack``, ``patient``, ``provider``, ``specialist``, ``witnesses`` (by agent name),
-  ``kiosk_clinic`` (the kiosk's credential: records consent), ``specialist_clinic`` (remembers
-  the tokens it was given for a consultation, in memory only).
+- ``Cast(state_dir)``: ``await start_stack()``, ``await start_agents(patient_origin=None)``
+  (``patient_origin``: the kiosk's way to the relay, for a hop that can be cut; default the
+  relay itself), ``await aclose()`` (agents, then the stack; safe after a failed start).
+- ``stack``, ``patient``, ``provider``, ``specialist``, ``witnesses`` and ``durables`` (by agent
+  name), ``kiosk_clinic`` (the kiosk's credential: records consent), ``specialist_clinic``
+  (remembers the tokens it was given for a consultation, in memory only), ``agent_ids`` (the
+  user IDs each agent acts as, for telling their audit events apart).
 - ``bus(user_id, token)``: a further bus on the stack, closed with the cast.
 """
 
@@ -29,6 +33,7 @@ from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.demo.witness import Witness
 from telehealth_client.devstack.stack import DevStack
+from telehealth_client.durable import Durable
 from telehealth_client.protocol import channels
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient, TokenGrant
@@ -40,6 +45,8 @@ KIOSK: Final = "kiosk-demo"
 PATIENT: Final = "pat-demo"
 APPOINTMENT: Final = "appt-demo"
 CONSULTATION: Final = channels.consultation(PROVIDER, PATIENT)
+# Where each agent keeps its consultation state, beside its outbox and audit trail (as an Agent).
+CONSULTATION_STATE: Final = "consultation"
 
 
 class RememberingClinic(ClinicClient):
@@ -69,6 +76,13 @@ class Cast:
         self.stack = DevStack(providers=(PROVIDER, SPECIALIST))
         self._stack_started = False
         self.witnesses: dict[str, Witness] = {}
+        self.durables: dict[str, Durable] = {}
+        # Agent name -> the user IDs it acts as (a kiosk acts as the patient it checked in).
+        self.agent_ids: dict[str, frozenset[str]] = {
+            "patient": frozenset({KIOSK, PATIENT}),
+            "provider": frozenset({PROVIDER}),
+            "specialist": frozenset({SPECIALIST}),
+        }
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._patient: PatientEndpoint | None = None
         self._provider: ProviderEndpoint | None = None
@@ -109,15 +123,19 @@ class Cast:
         await self.stack.start()
         self._stack_started = True
 
-    async def start_agents(self) -> None:
+    async def start_agents(self, *, patient_origin: str | None = None) -> None:
         """The kiosk (idle: no token, no bus), then the provider and the specialist (standing
         tokens, subscribed and connected when this returns)."""
         self._kiosk_clinic = self._clinic(self.stack.keys.kiosk_credential)
+        kiosk = self._template(KIOSK)
+        if patient_origin is not None:
+            kiosk = replace(kiosk, origin=patient_origin)
         self._patient = PatientEndpoint(
-            Connector(self._template(KIOSK), self._kiosk_clinic),
+            Connector(kiosk, self._kiosk_clinic),
             self._hub("patient"),
-            state_dir=self._state_dir / KIOSK,
+            state_dir=self._state_dir / KIOSK / CONSULTATION_STATE,
             kiosk_id=KIOSK,
+            durable=await self._durable("patient", KIOSK, self._kiosk_clinic),
         )
         self._closers.append(self._patient.aclose)
         self._provider = await self._start_provider(
@@ -127,13 +145,28 @@ class Cast:
         self._closers.append(self._specialist_clinic.aclose)
         self._specialist = await self._start_provider("specialist", SPECIALIST, self._specialist_clinic)
 
+    async def _durable(self, name: str, user_id: str, clinic: ClinicClient) -> Durable:
+        """The agent's outbox and audit trail; closed after its endpoint, before its clinic client
+        (the audit sink is reached through it)."""
+        durable = await Durable.open(
+            self._state_dir / user_id,
+            secret=self.stack.keys.cipher_key,
+            organization_id=self.stack.organization_id,
+            sink=clinic,
+        )
+        self._closers.append(durable.aclose)
+        self.durables[name] = durable
+        return durable
+
     async def _start_provider(self, name: str, user_id: str, clinic: ClinicClient) -> ProviderEndpoint:
+        durable = await self._durable(name, user_id, clinic)
         endpoint = ProviderEndpoint(
             Connector(self._template(user_id), clinic),
             self._hub(name),
             user_id=user_id,
             department_id=self.stack.users[user_id].department_id,
-            state_dir=self._state_dir / user_id,
+            state_dir=self._state_dir / user_id / CONSULTATION_STATE,
+            durable=durable,
         )
         self._closers.append(endpoint.aclose)
         await endpoint.start()

@@ -1,14 +1,17 @@
 """The demo's consultation as a list of steps: each acts, then waits for who saw the result.
 
-A step does one thing (check-in, a queue update, join...) and then waits for each agent that
-should see the resulting state or roster change to report it through its own ``EventHub``
+A step does one thing (check-in, a queue update, join, a chat message, an escalation...) and
+then waits for each agent that should see the result to report it through its own ``EventHub``
 (``Scene.saw``); what it returns is what those agents saw, described from the events they got.
-IDs, states and codes only: never a token, a key or PHI.
+IDs (chat messages and escalations by the first 8 characters of theirs), states, codes and
+counts only: never a token, a key or PHI (the chat texts, the escalation's reason and its
+resolution are the demo's own samples, ``SAMPLE_PHI``, and are never printed).
 
 Public API:
 
-- ``Step(name, run)``; ``STEPS``: the consultation, in order (chat, audit and the call join
-  this list as they land).
+- ``Step(name, run)``; ``STEPS``: the consultation, in order (the call joins this list when it
+  lands). The last step checks each agent's audit chain (``verify_chain``) and that every event
+  each agent recorded is at the clinic's audit sink, once.
 - ``Scene(cast, skip_consent=False)``: what the steps share; ``saw(agent, matches, describe)``,
   ``observations``, ``waiting_for`` (what a step was waiting for when its time ran out).
 - ``DemoFailure``: a step's result is not what the protocol promises (its text names what).
@@ -16,11 +19,16 @@ Public API:
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from telehealth_client import events
+from telehealth_client.consultation.chat import ConsultationChat
+from telehealth_client.consultation.emergency import EmergencyDesk
 from telehealth_client.consultation.roster import ChangeKind, RosterRole
 from telehealth_client.consultation.session import now
 from telehealth_client.demo.cast import (
@@ -35,8 +43,21 @@ from telehealth_client.demo.cast import (
 )
 from telehealth_client.protocol.messages import ConsultationState, ProviderJoined, encode
 from telehealth_client.pubsub.bus import AccessDeniedError, ConnectionStatus
+from telehealth_client.security.audit import verify_chain
 
 S = ConsultationState
+
+# The demo's sample PHI: sent and stored (encrypted) like real PHI, printed and logged never.
+QUESTION: Final = "Demo question: my left arm has felt numb since this morning. Is that a concern?"
+ANSWER: Final = "Demo answer: please stay seated; I am getting the emergency team to you now."
+REASON: Final = "Demo reason: numbness of the left arm, possible stroke or cardiac event."
+RESOLUTION: Final = "Demo resolution: the emergency team took over the patient's care in room 4."
+SAMPLE_PHI: Final = (QUESTION, ANSWER, REASON, RESOLUTION)
+SEVERITY: Final = "critical"
+# What the steps pass on to the next ones: the chat's message IDs, the escalation's.
+QUESTION_ID: Final = "question"
+ANSWER_ID: Final = "answer"
+ESCALATION_ID: Final = "escalation"
 
 
 class DemoFailure(Exception):
@@ -49,6 +70,7 @@ class Scene:
     skip_consent: bool = False
     observations: list[tuple[str, str]] = field(default_factory=list)
     waiting_for: str | None = None
+    ids: dict[str, str] = field(default_factory=dict)  # what a later step needs (a message's ID)
     _marks: dict[str, int] = field(default_factory=dict)
 
     def begin(self) -> None:
@@ -120,6 +142,71 @@ async def both_see(scene: Scene, state: ConsultationState) -> None:
     await scene.saw("provider", str(state), state_is(state), describe_state)
 
 
+def short(identifier: str) -> str:
+    """A message's or an escalation's ID as printed: enough to tell them apart in one run."""
+    return identifier[:8]
+
+
+def chat_of(scene: Scene, agent: str) -> ConsultationChat:
+    if agent == "patient":
+        chat = scene.cast.patient.chat
+        if chat is None:
+            raise DemoFailure("patient: no chat in the consultation")
+        return chat
+    return scene.cast.provider.chat(CONSULTATION)
+
+
+def desk_of(scene: Scene, agent: str) -> EmergencyDesk:
+    endpoint = scene.cast.provider if agent == "provider" else scene.cast.specialist
+    if endpoint.emergency is None:
+        raise DemoFailure(f"{agent}: no emergency desk")
+    return endpoint.emergency
+
+
+def message_sent(message_id: str) -> Callable[[Any], bool]:
+    return lambda e: (
+        isinstance(e, events.ChatStatusChanged) and e.message_id == message_id and e.status == "sent"
+    )
+
+
+def message_added(message_id: str) -> Callable[[Any], bool]:
+    return lambda e: isinstance(e, events.ChatMessageAdded) and e.message_id == message_id
+
+
+def read_up_to(reader_id: str, message_id: str) -> Callable[[Any], bool]:
+    return lambda e: (
+        isinstance(e, events.ChatReadUpdated) and e.reader_id == reader_id and e.up_to_id == message_id
+    )
+
+
+def escalation_is(
+    escalation_id: str, matches: Callable[[events.EmergencyUpdated], bool]
+) -> Callable[[Any], bool]:
+    return lambda e: (
+        isinstance(e, events.EmergencyUpdated) and e.escalation_id == escalation_id and matches(e)
+    )
+
+
+async def chat_message(scene: Scene, sender: str, receiver: str, text: str) -> str:
+    """``sender`` writes ``text``; it sees its message sent, ``receiver`` sees it arrive."""
+    entry = await chat_of(scene, sender).send(text)
+    await scene.saw(
+        sender,
+        "its message sent",
+        message_sent(entry.id),
+        lambda _: f"message {short(entry.id)} sent ({len(text)} chars)",
+    )
+
+    def arrived(event: events.ChatMessageAdded) -> str:
+        shown = chat_of(scene, receiver).get(entry.id)
+        if shown is None or shown.text != text or shown.status != "sent":
+            raise DemoFailure(f"{receiver}: message {short(entry.id)} is not in its chat as sent")
+        return f"message {short(entry.id)} from {event.sender_id}"
+
+    await scene.saw(receiver, f"message {short(entry.id)}", message_added(entry.id), arrived)
+    return entry.id
+
+
 # -- the steps ----------------------------------------------------------------------------------------
 
 
@@ -187,6 +274,128 @@ async def join(scene: Scene) -> None:
 async def start(scene: Scene) -> None:
     await scene.cast.provider.start_consultation(CONSULTATION)
     await both_see(scene, S.IN_PROGRESS)
+
+
+async def patient_asks(scene: Scene) -> None:
+    scene.ids[QUESTION_ID] = await chat_message(scene, "patient", "provider", QUESTION)
+
+
+async def provider_answers(scene: Scene) -> None:
+    scene.ids[ANSWER_ID] = await chat_message(scene, "provider", "patient", ANSWER)
+
+
+async def read_receipts(scene: Scene) -> None:
+    """Each reads the other's message; the other sees the receipt and counts it as read."""
+    question, answer = scene.ids[QUESTION_ID], scene.ids[ANSWER_ID]
+    for reader, reader_id, writer, message_id in (
+        ("patient", PATIENT, "provider", answer),
+        ("provider", PROVIDER, "patient", question),
+    ):
+        await chat_of(scene, reader).mark_read(message_id)
+
+        def receipt(event: events.ChatReadUpdated, writer: str = writer, reader_id: str = reader_id) -> str:
+            readers = chat_of(scene, writer).read_by(event.up_to_id)
+            if reader_id not in readers:
+                raise DemoFailure(
+                    f"{writer}: message {short(event.up_to_id)} not shown as read by {reader_id}"
+                )
+            return f"{reader_id} read up to {short(event.up_to_id)}"
+
+        await scene.saw(writer, f"{reader_id}'s receipt", read_up_to(reader_id, message_id), receipt)
+
+
+async def emergency(scene: Scene) -> None:
+    """The provider escalates; it sees the escalation delivered and the other on-call providers
+    notified (not itself: it knows); each of them sees the alert on its notification channel."""
+    desk = desk_of(scene, "provider")
+    escalation = await desk.escalate(CONSULTATION, SEVERITY, REASON)
+    scene.ids[ESCALATION_ID] = escalation.id
+    on_call = await scene.cast.specialist_clinic.on_call(DEPARTMENT)
+    recipients = [user_id for user_id in on_call if user_id != PROVIDER]
+    agents = {SPECIALIST: "specialist"}
+    if not recipients or any(user_id not in agents for user_id in recipients):
+        raise DemoFailure(
+            f"clinic: on call for {DEPARTMENT}: {sorted(on_call)}, expected the demo's providers"
+        )
+    done = escalation_is(escalation.id, lambda e: e.delivered and e.notified is not None)
+
+    def delivered(event: events.EmergencyUpdated) -> str:
+        if event.notified != len(recipients):
+            raise DemoFailure(
+                f"provider: {event.notified} on-call providers notified, expected {len(recipients)}"
+            )
+        notified = f"{event.notified} on-call notified"
+        return f"escalation {short(event.escalation_id)} {event.severity}, delivered, {notified}"
+
+    await scene.saw("provider", "the escalation delivered", done, delivered)
+    for user_id in recipients:
+        await scene.saw(
+            agents[user_id],
+            "the on-call alert",
+            lambda e: isinstance(e, events.EmergencyAlert) and e.escalation_id == escalation.id,
+            lambda e: f"on-call alert {short(e.escalation_id)} ({e.priority})",
+        )
+
+
+async def emergency_resolved(scene: Scene) -> None:
+    escalation_id = scene.ids[ESCALATION_ID]
+    await desk_of(scene, "provider").resolve(escalation_id, RESOLUTION)
+    resolved = escalation_is(escalation_id, lambda e: e.status == "resolved")
+    for agent in ("provider", "specialist"):
+        await scene.saw(
+            agent, "the resolution", resolved, lambda e: f"escalation {short(e.escalation_id)} resolved"
+        )
+        if any(open_one.id == escalation_id for open_one in desk_of(scene, agent).open):
+            raise DemoFailure(f"{agent}: escalation {short(escalation_id)} still open")
+
+
+def actor_of(event: dict[str, Any]) -> str:
+    actor = event.get("actor")
+    return str(actor.get("userId")) if isinstance(actor, dict) else "?"
+
+
+async def audit(scene: Scene) -> None:
+    """Each agent's chain intact; every event each recorded at the sink, once, and nothing else."""
+    cast = scene.cast
+    durables = cast.durables
+
+    def recorded_now() -> dict[str, int]:
+        return {name: durable.trail.status().records for name, durable in durables.items()}
+
+    while True:
+        recorded = recorded_now()
+        for name, durable in durables.items():
+            scene.waiting_for = f"{name}: its audit events acknowledged by the sink"
+            await durable.trail.wait_delivered(within=3600.0)  # the step's timeout bounds it
+        scene.waiting_for = None
+        at_sink = await sink_events(cast)
+        chains = {name: await asyncio.to_thread(verify_chain, d.state_dir) for name, d in durables.items()}
+        # An event recorded meanwhile (a token renewed) is counted on the next pass.
+        if recorded_now() == recorded:
+            break
+    if len({event.get("id") for event in at_sink}) != len(at_sink):
+        raise DemoFailure("clinic: an audit event is at the sink more than once")
+    if any(text in json.dumps(at_sink) for text in SAMPLE_PHI):
+        raise DemoFailure("clinic: an audit event carries chat text or an escalation's reason")
+    by_actor = Counter(actor_of(event) for event in at_sink)
+    for name, chain in chains.items():
+        if not chain.ok:
+            raise DemoFailure(f"{name}: audit chain broken: {chain.reason}")
+        if chain.records != recorded[name]:
+            raise DemoFailure(f"{name}: {chain.records} records verified, {recorded[name]} recorded")
+        delivered = sum(by_actor.pop(user_id, 0) for user_id in cast.agent_ids[name])
+        if delivered != recorded[name]:
+            raise DemoFailure(f"{name}: {recorded[name]} audit events recorded, {delivered} at the sink")
+        scene.note(name, f"chain of {chain.records} intact, {delivered} at the sink")
+    if by_actor:
+        raise DemoFailure(f"clinic: audit events of {sorted(by_actor)} that no agent recorded")
+    scene.note("clinic", f"{len(at_sink)} audit events at the sink, each once")
+
+
+async def sink_events(cast: Cast) -> list[dict[str, Any]]:
+    """What the clinic stand-in's audit sink holds (read in-process, as the auditor would)."""
+    assert cast.stack.clinic is not None, "stack not started"
+    return await cast.stack.clinic.audit_events()
 
 
 async def invite(scene: Scene) -> None:
@@ -283,10 +492,16 @@ STEPS: tuple[Step, ...] = (
     Step("queue update 2", queue_update),
     Step("join", join),
     Step("start", start),
+    Step("patient asks", patient_asks),
+    Step("provider answers", provider_answers),
+    Step("read receipts", read_receipts),
+    Step("emergency", emergency),
+    Step("emergency resolved", emergency_resolved),
     Step("invite specialist", invite),
     Step("specialist joins", specialist_joins),
     Step("remove specialist", specialist_removed),
     Step("revoked token", revoked_token_refused),
     Step("wrap-up", wrap_up),
     Step("end", end),
+    Step("audit", audit),
 )

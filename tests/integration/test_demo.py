@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from telehealth_client.demo.steps import SAMPLE_PHI
+
 pytestmark = pytest.mark.integration
 
 AGENT = [sys.executable, "-m", "telehealth_client"]
@@ -34,6 +36,18 @@ EXPECTED: list[tuple[str, list[str]]] = [
     ("queue update 2", ["patient: position 1, ~0 min wait", "provider: sent position 1"]),
     ("join", ["patient: connecting", "provider: connecting"]),
     ("start", ["patient: in-progress", "provider: in-progress"]),
+    ("patient asks", ["patient: message {id} sent ({n} chars)", "provider: message {id} from pat-demo"]),
+    ("provider answers", ["provider: message {id} sent ({n} chars)", "patient: message {id} from dr-demo"]),
+    ("read receipts", ["provider: pat-demo read up to {id}", "patient: dr-demo read up to {id}"]),
+    (
+        "emergency",
+        [
+            # Both providers are on call; the one escalating is not notified (it knows).
+            "provider: escalation {id} critical, delivered, 1 on-call notified",
+            "specialist: on-call alert {id} (critical)",
+        ],
+    ),
+    ("emergency resolved", ["provider: escalation {id} resolved", "specialist: escalation {id} resolved"]),
     (
         "invite specialist",
         [
@@ -68,13 +82,28 @@ EXPECTED: list[tuple[str, list[str]]] = [
             "patient: kiosk-demo idle again",
         ],
     ),
+    (
+        "audit",
+        [
+            "patient: chain of {n} intact, {n} at the sink",
+            "provider: chain of {n} intact, {n} at the sink",
+            "specialist: chain of {n} intact, {n} at the sink",
+            "clinic: {n} audit events at the sink, each once",
+        ],
+    ),
 ]
+# The only warnings of a demo that goes as planned: its emergency, escalated and alerted.
+EXPECTED_WARNINGS = ('msg="emergency escalated id=', 'msg="emergency alert received escalation=')
+# In a fragment, {id} stands for a message's or an escalation's short id, {n} for a number.
+PLACEHOLDERS = {re.escape("{id}"): "([0-9a-f]{8})", re.escape("{n}"): "([0-9]+)"}
 STEP_LINE = re.compile(r"^  \+(?P<elapsed>\d+\.\d{3})s  (?P<name>.{20})(?P<seen>.*)$")
 
 # What must never be printed: the development keyset's keys and credentials, Access Manager
 # tokens and the cipher key (random per run, so caught by shape: long opaque strings).
 SECRET_PREFIXES = ("sec-c-", "pub-c-", "sub-c-", "dev-kiosk-", "dev-provider-", "dev-auditor-")
 OPAQUE = re.compile(r"[A-Za-z0-9_+/=-]{32,}")
+# Message, escalation and audit event IDs (UUIDs) are long too, but they are IDs, not secrets.
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 async def demo(*args: str, path: str | None = None) -> tuple[int, str, str]:
@@ -106,10 +135,45 @@ def step_lines(out: str) -> list[tuple[float, str, str]]:
     return found
 
 
+def fragment_pattern(fragment: str) -> re.Pattern[str]:
+    pattern = re.escape(fragment)
+    for placeholder, group in PLACEHOLDERS.items():
+        pattern = pattern.replace(placeholder, group)
+    return re.compile(pattern)
+
+
+def seen_values(steps: list[tuple[float, str, str]]) -> dict[str, list[tuple[str, ...]]]:
+    """Each step's fragments, in order, with the values found for their placeholders."""
+    values: dict[str, list[tuple[str, ...]]] = {}
+    for (_, name, seen), (_, expected) in zip(steps, EXPECTED, strict=True):
+        found = []
+        for fragment in expected:
+            match = fragment_pattern(fragment).search(seen)
+            assert match is not None, f"step {name}: {fragment!r} not in {seen!r}"
+            found.append(match.groups())
+        values[name] = found
+    return values
+
+
+def assert_chat_emergency_and_audit_agree(values: dict[str, list[tuple[str, ...]]]) -> None:
+    """Both sides name the same message and escalation; receipts name the other's message; each
+    agent's chain is wholly at the sink and the sink holds nothing else."""
+    [(question, _), (question_seen,)] = values["patient asks"]
+    [(answer, _), (answer_seen,)] = values["provider answers"]
+    assert question == question_seen and answer == answer_seen and question != answer
+    assert values["read receipts"] == [(answer,), (question,)]
+    [(escalation,), (alert,)] = values["emergency"]
+    assert escalation == alert
+    assert values["emergency resolved"] == [(escalation,), (escalation,)]
+    *chains, (total,) = values["audit"]
+    assert all(int(chain) == int(at_sink) > 0 for chain, at_sink in chains)
+    assert sum(int(chain) for chain, _ in chains) == int(total)
+
+
 def assert_no_secret(text: str) -> None:
     for prefix in SECRET_PREFIXES:
         assert prefix not in text
-    assert OPAQUE.findall(text) == []
+    assert OPAQUE.findall(UUID.sub("<uuid>", text)) == []
 
 
 async def test_demo_runs_the_consultation_step_by_step_with_who_saw_each_step() -> None:
@@ -117,18 +181,17 @@ async def test_demo_runs_the_consultation_step_by_step_with_who_saw_each_step() 
     assert code == 0, out + err
     steps = step_lines(out)
     assert [name for _, name, _ in steps] == [name for name, _ in EXPECTED]
-    for (_, name, seen), (_, expected) in zip(steps, EXPECTED, strict=True):
-        for fragment in expected:
-            assert fragment in seen, f"step {name}: {fragment!r} not in {seen!r}"
+    assert_chat_emergency_and_audit_agree(seen_values(steps))
     elapsed = [at for at, _, _ in steps]
     assert elapsed == sorted(elapsed)
     assert out.splitlines()[-1].startswith(f"demo passed: {len(EXPECTED)} steps in ")
     assert_no_secret(out + err)
-    # A consultation that goes as planned warns about nothing: the removed specialist's revoked
-    # token is expected, not a refresh to attempt and complain about.
-    assert [
-        line for line in (out + err).splitlines() if "level=warning" in line or "level=error" in line
-    ] == []
+    # A consultation that goes as planned warns about nothing but its emergency (the escalation,
+    # and the on-call specialist's alert): the removed specialist's revoked token is expected,
+    # not a refresh to attempt and complain about.
+    warnings = [line for line in (out + err).splitlines() if "level=warning" in line or "level=error" in line]
+    assert [line for line in warnings if not any(expected in line for expected in EXPECTED_WARNINGS)] == []
+    assert len(warnings) == len(EXPECTED_WARNINGS)
 
 
 async def test_json_lines_with_the_agents_logs_hold_every_step_and_no_secret() -> None:
@@ -143,6 +206,10 @@ async def test_json_lines_with_the_agents_logs_hold_every_step_and_no_secret() -
     assert result["result"] == "passed" and result["steps"] == len(EXPECTED)
     assert "level=info" in err  # --verbose: the agents' logs, on stderr
     assert_no_secret(out + err)
+    # The chat texts, the escalation's reason and its resolution: in no step and no log line.
+    assert len(SAMPLE_PHI) == 4
+    for text in SAMPLE_PHI:
+        assert text not in out + err
 
 
 async def test_a_failed_step_is_named_and_exits_1() -> None:
