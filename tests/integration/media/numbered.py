@@ -1,0 +1,58 @@
+"""A video track whose frames carry their own number in the pixels, and the reader of it.
+
+The number is drawn as 16 large black or white blocks (one per bit), big enough to survive VP8 at
+any bitrate aiortc picks: the receiving side reads back exactly what was sent, so a test can tell a
+right frame from a corrupt, repeated or foreign one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from aiortc import VideoStreamTrack
+from av import VideoFrame
+
+BITS = 16
+BLOCK = 40
+WIDTH, HEIGHT = 640, 480
+
+
+def draw(number: int) -> np.ndarray[Any, Any]:
+    image = np.full((HEIGHT, WIDTH, 3), 128, np.uint8)
+    for bit in range(BITS):
+        row, column = divmod(bit, 8)
+        value = 255 if number >> bit & 1 else 0
+        y, x = 40 + row * (BLOCK + 20), 40 + column * (BLOCK + 20)
+        image[y : y + BLOCK, x : x + BLOCK] = value
+    return image
+
+
+def read(frame: VideoFrame) -> int:
+    """The number drawn into ``frame`` (any size: it is scaled to the drawn one first)."""
+    image = frame.to_ndarray(format="gray")
+    if image.shape != (HEIGHT, WIDTH):
+        image = np.asarray(frame.reformat(width=WIDTH, height=HEIGHT).to_ndarray(format="gray"))
+    number = 0
+    for bit in range(BITS):
+        row, column = divmod(bit, 8)
+        y, x = 40 + row * (BLOCK + 20), 40 + column * (BLOCK + 20)
+        centre = image[y + 10 : y + BLOCK - 10, x + 10 : x + BLOCK - 10]
+        if float(centre.mean()) > 128:
+            number |= 1 << bit
+    return number
+
+
+class NumberedVideoTrack(VideoStreamTrack):
+    """640x480 at aiortc's default 30 fps, frame n showing n."""
+
+    def __init__(self, first: int = 1) -> None:
+        super().__init__()
+        self.sent = first - 1
+
+    async def recv(self) -> VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        self.sent += 1
+        frame = VideoFrame.from_ndarray(draw(self.sent), format="bgr24")
+        frame.pts, frame.time_base = pts, time_base
+        return frame

@@ -1,0 +1,128 @@
+"""Two MediaCalls on loopback, relay-only through real coturn: the right video both ways, audio
+frames, only relay candidates; TURN refusals and outages named; bad SDP and candidates refused."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from aiortc import AudioStreamTrack
+from av import VideoFrame
+
+from telehealth_client.devstack.turn import TurnServer
+from telehealth_client.media.call import CallError, MediaCall, TurnConfig, probe_turn, relay_candidates
+from telehealth_client.protocol.messages import IceCandidate
+
+from .conftest import turn_config
+from .numbered import NumberedVideoTrack, read
+
+pytestmark = pytest.mark.integration
+
+WAIT = 20.0
+
+
+class Receiver:
+    """The numbers read from remote video frames, and how many audio frames came."""
+
+    def __init__(self, enough: int) -> None:
+        self.numbers: list[int] = []
+        self.audio = 0
+        self._enough = enough
+        self.done = asyncio.Event()
+
+    def __call__(self, kind: str, frame: object) -> None:
+        if kind == "video":
+            assert isinstance(frame, VideoFrame)
+            self.numbers.append(read(frame))
+        else:
+            self.audio += 1
+        if len(self.numbers) >= self._enough and self.audio >= self._enough:
+            self.done.set()
+
+
+def only_relay(sdp: str) -> bool:
+    candidates = [line for line in sdp.splitlines() if line.startswith("a=candidate:")]
+    return bool(candidates) and all(" typ relay" in line for line in candidates)
+
+
+async def test_a_relay_only_call_carries_the_right_video_and_audio_both_ways(turn: TurnServer) -> None:
+    at_provider, at_patient = Receiver(30), Receiver(30)
+    provider = MediaCall(
+        turn_config(turn, "dr-lee"),
+        tracks=[NumberedVideoTrack(1000), AudioStreamTrack()],
+        on_frame=at_provider,
+    )
+    patient = MediaCall(
+        turn_config(turn, "pat-1"), tracks=[NumberedVideoTrack(1), AudioStreamTrack()], on_frame=at_patient
+    )
+    try:
+        offer = await provider.offer()
+        answer = await patient.answer(offer)
+        await provider.accept_answer(answer)
+        assert only_relay(offer) and only_relay(answer)
+        assert relay_candidates(offer) >= 1
+        await asyncio.wait_for(asyncio.gather(at_provider.done.wait(), at_patient.done.wait()), WAIT)
+    finally:
+        await provider.aclose()
+        await patient.aclose()
+    # Every frame shown is one that was sent, in order: nothing corrupt, nothing from the other side.
+    assert at_patient.numbers == sorted(at_patient.numbers) and at_patient.numbers[0] >= 1000
+    assert at_provider.numbers == sorted(at_provider.numbers) and at_provider.numbers[0] >= 1
+    assert all(n < 1000 for n in at_provider.numbers)
+    assert provider.received["video"] >= 30 and patient.received["audio"] >= 30
+    assert provider.first_frame_at is not None and patient.first_frame_at is not None
+
+
+async def test_refused_and_expired_credentials_are_named_at_once(turn: TurnServer) -> None:
+    good = turn_config(turn)
+    for config in (TurnConfig(good.urls, good.username, "wrong"), turn_config(turn, expired=True)):
+        started = time.monotonic()
+        with pytest.raises(CallError) as refused:
+            await MediaCall(config).offer()
+        assert (refused.value.code, refused.value.reason) == ("turn-refused", "TURN credentials refused")
+        assert time.monotonic() - started < 2.0
+    await probe_turn(good)  # the right ones are taken
+
+
+async def test_a_turn_server_that_is_not_running_is_named_within_the_probe_time(turn: TurnServer) -> None:
+    config = turn_config(turn)
+    await turn.__aexit__(None, None, None)  # coturn stopped: its port answers nothing
+    started = time.monotonic()
+    with pytest.raises(CallError) as unreachable:
+        await MediaCall(config, probe_timeout=2.0).offer()
+    assert (unreachable.value.code, unreachable.value.reason) == (
+        "turn-unreachable",
+        "TURN server unreachable",
+    )
+    assert time.monotonic() - started < 5.0
+
+
+async def test_bad_sdp_and_candidates_are_refused_and_the_call_goes_on(turn: TurnServer) -> None:
+    at_patient = Receiver(5)
+    provider = MediaCall(turn_config(turn, "dr-lee"), tracks=[NumberedVideoTrack(), AudioStreamTrack()])
+    patient = MediaCall(
+        turn_config(turn), tracks=[NumberedVideoTrack(), AudioStreamTrack()], on_frame=at_patient
+    )
+    try:
+        with pytest.raises(CallError) as early:
+            await provider.accept_answer("v=0")
+        assert early.value.code == "sdp"
+        with pytest.raises(CallError) as garbage:
+            await patient.answer("this is not SDP at all")
+        assert garbage.value.code == "sdp"
+        offer = await provider.offer()
+        answer = await patient.answer(offer)
+        for text in ("candidate:not a candidate", "1 1 udp", "candidate:1 1 udp x 127.0.0.1 9 typ relay"):
+            with pytest.raises(CallError) as refused:
+                await patient.add_candidate(IceCandidate(candidate=text, sdp_mid="0", sdp_m_line_index=0))
+            assert refused.value.code == "candidate"
+        # A browser's relay candidate, with and without the prefix, and end-of-candidates: taken.
+        line = "3496624121 1 udp 58466303 127.0.0.1 49772 typ relay raddr 0.0.0.0 rport 0 generation 0"
+        for text in (f"candidate:{line}", line, ""):
+            await patient.add_candidate(IceCandidate(candidate=text, sdp_mid="0", sdp_m_line_index=0))
+        await provider.accept_answer(answer)
+        await asyncio.wait_for(at_patient.done.wait(), WAIT)
+    finally:
+        await provider.aclose()
+        await patient.aclose()
