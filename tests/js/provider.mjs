@@ -23,6 +23,9 @@
 //   {"op":"start","consultationId"}              CONSULTATION_STARTED
 //   {"op":"wrapUp","consultationId"}             WRAP_UP_STARTED
 //   {"op":"end","consultationId","followUpRequired":bool}  CONSULTATION_ENDED with its summary
+//   {"op":"chat","consultationId","text"}        a chat message to the patient -> {messageId, timetoken}
+//   {"op":"chatRead","consultationId","upToId"?} chat-read up to a shown message (default: the newest)
+//                                                -> {receiptId, upToId, timetoken}
 //   {"op":"queue"}                               -> {queue: [{consultationId, patientId, state}]}
 //   {"op":"quit"}
 // Events go to stdout, one JSON object per line:
@@ -34,6 +37,8 @@
 //   {"event":"checkedIn","consultationId","patientId","appointmentId","publisher","timetoken"}
 //   {"event":"deviceStatus","consultationId","camera","microphone","speaker","network"}
 //   {"event":"cancelled","consultationId","cancelledBy","reason","channel"}
+//   {"event":"chat","consultationId","id","senderId","senderRole","text","sentAt","timetoken"}  once per id
+//   {"event":"chatRead","consultationId","id","readerId","upToId","readAt","timetoken"}
 //   {"event":"dropped","channel","field","reason"}  an incoming message the app refused (no values)
 //   {"event":"result","id","op",...}   {"event":"error","id","op","field"?,"reason"?,"statusCode"?,"message"}
 // Nothing here prints the token, keys, the credential, or anything but events for the test to read.
@@ -75,6 +80,9 @@ const VERDICTS = ["pass", "warn", "fail", "skipped"];
 const NETWORK = ["video", "audio-only", "cannot-connect", "unknown"];
 const CANCEL_REASONS = ["patient-left", "no-show", "provider-cancelled", "consent-revoked", "technical"];
 const WAITING = ["checked-in", "waiting"];
+const OPEN = [...WAITING, "connecting", "in-progress", "wrapping-up"]; // where chat goes both ways
+const UUID4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+const MAX_CHAT_CHARS = 4000;
 
 // Senders write times as YYYY-MM-DDTHH:MM:SS.mmmZ: exactly what toISOString gives.
 const now = () => new Date().toISOString();
@@ -89,13 +97,10 @@ class Refused extends Error {
   }
 }
 
-/** The first problem with a received lifecycle message, as [field, reason], or null. */
-function problem(message, checks) {
+/** The first problem with a received message, as [field, reason], or null. */
+function fieldProblem(message, checks) {
   if (typeof message !== "object" || message === null || Array.isArray(message)) {
     return ["payload", "must be a JSON object"];
-  }
-  if (typeof message.timestamp !== "string" || !UTC_TIME.test(message.timestamp)) {
-    return ["timestamp", "must be an ISO-8601 UTC time"];
   }
   for (const [field, valid, reason] of checks) {
     if (!valid(message[field])) return [field, reason];
@@ -103,13 +108,30 @@ function problem(message, checks) {
   return null;
 }
 
+/** The first problem with a received lifecycle message (they all carry a timestamp), or null. */
+function problem(message, checks) {
+  return fieldProblem(message, [["timestamp", isUtcTime, "must be an ISO-8601 UTC time"], ...checks]);
+}
+
 const isId = (value) => typeof value === "string" && ID.test(value);
+const isUuid = (value) => typeof value === "string" && UUID4.test(value);
+const isUtcTime = (value) => typeof value === "string" && UTC_TIME.test(value);
 const oneOf = (values) => (value) => values.includes(value);
+// PROTOCOL.md counts characters (code points), not JavaScript's UTF-16 units.
+const chatTextProblem = (text) => {
+  if (typeof text !== "string") return "must be a string";
+  const length = [...text].length;
+  if (length < 1 || length > MAX_CHAT_CHARS) return `must be 1-${MAX_CHAT_CHARS} characters, got ${length}`;
+  if (!text.trim()) return "must not be blank";
+  return null;
+};
 
 // -- the app's state -------------------------------------------------------------------------------
 
 let channelConfig = null; // from the token answer: waitingRoom, notificationChannel, ...
-// consultationId -> {consultationId, patientId, appointmentId, state, since (check-in timetoken), joinedAt}
+// consultationId -> {consultationId, patientId, appointmentId, state, since (check-in timetoken), joinedAt,
+//                   chat: Map chat id -> timetoken (BigInt) of every chat message shown, ours included,
+//                   receipts: Set of chat-read ids handled}
 const queue = new Map();
 const seen = new Set(); // `${channel}/${timetoken}`: a message from history and live is handled once
 
@@ -170,7 +192,49 @@ function consultationMessage(patient, channel, message, publisher, timetoken) {
   }
   if (message?.action === "CONSULTATION_CANCELLED") {
     cancelled(patient, channel, message, publisher, timetoken);
+    return;
   }
+  if (message?.type === "chat") return chatMessage(patient, channel, message, publisher, timetoken);
+  if (message?.type === "chat-read") return chatRead(patient, channel, message, publisher, timetoken);
+}
+
+// Chat (PROTOCOL.md "Chat"): each message once by its id (a retried publish keeps it), from a member
+// of the consultation in its own role. This page is one to one with its patient.
+const NOT_A_MEMBER = ["publisher", "is not a member of this consultation"];
+
+function chatMessage(patient, channel, message, publisher, timetoken) {
+  const wrong = fieldProblem(message, [
+    ["id", isUuid, "must be a version-4 UUID"],
+    ["senderId", (v) => v === publisher, "must equal the publisher"],
+    ["text", (v) => chatTextProblem(v) === null, "must be 1-4000 characters, not blank"],
+    ["sentAt", isUtcTime, "must be an ISO-8601 UTC time"],
+  ]);
+  if (wrong) return drop(channel, wrong);
+  if (publisher !== patient.patientId) return drop(channel, NOT_A_MEMBER);
+  if (message.senderRole !== "patient") {
+    return drop(channel, ["senderRole", "does not match the sender's role in this consultation"]);
+  }
+  const { id, senderId, senderRole, text, sentAt } = message;
+  if (patient.chat.has(id)) return;
+  patient.chat.set(id, BigInt(timetoken));
+  const { consultationId } = patient;
+  emit({ event: "chat", consultationId, id, senderId, senderRole, text, sentAt, timetoken });
+}
+
+function chatRead(patient, channel, message, publisher, timetoken) {
+  const wrong = fieldProblem(message, [
+    ["id", isUuid, "must be a version-4 UUID"],
+    ["readerId", (v) => v === publisher, "must equal the publisher"],
+    ["upToId", (v) => patient.chat.has(v), "names no chat message of this consultation"],
+    ["readAt", isUtcTime, "must be an ISO-8601 UTC time"],
+  ]);
+  if (wrong) return drop(channel, wrong);
+  if (publisher !== patient.patientId) return drop(channel, NOT_A_MEMBER);
+  const { id, readerId, upToId, readAt } = message;
+  if (patient.receipts.has(id)) return;
+  patient.receipts.add(id);
+  const { consultationId } = patient;
+  emit({ event: "chatRead", consultationId, id, readerId, upToId, readAt, timetoken });
 }
 
 function cancelled(patient, channel, message, publisher, timetoken) {
@@ -192,7 +256,16 @@ function cancelled(patient, channel, message, publisher, timetoken) {
 function checkedIn(message, publisher, timetoken) {
   const { consultationId, patientId, appointmentId } = message;
   if (queue.has(consultationId)) return;
-  const patient = { consultationId, patientId, appointmentId, state: "checked-in", since: BigInt(timetoken) };
+  const since = BigInt(timetoken);
+  const patient = {
+    consultationId,
+    patientId,
+    appointmentId,
+    state: "checked-in",
+    since,
+    chat: new Map(),
+    receipts: new Set(),
+  };
   queue.set(consultationId, patient);
   emit({ event: "checkedIn", consultationId, patientId, appointmentId, publisher, timetoken });
   // Its consultation from now on (device status, an early cancel); what was published before
@@ -333,6 +406,45 @@ const commands = {
     queue.delete(consultationId);
     pubnub.unsubscribe({ channels: [consultationId] });
     return { timetoken, summary };
+  },
+  chat: async ({ consultationId, text }) => {
+    const patient = patientIn(consultationId, OPEN);
+    const wrong = chatTextProblem(text);
+    if (wrong) throw new Refused("text", wrong);
+    // The id is chosen before the publish and kept: a retried publish is shown once.
+    const message = {
+      type: "chat",
+      id: crypto.randomUUID(),
+      senderId: userId,
+      senderRole: "provider",
+      text,
+      sentAt: now(),
+    };
+    const timetoken = await publish(consultationId, message);
+    patient.chat.set(message.id, BigInt(timetoken));
+    return { messageId: message.id, timetoken }; // "id" is the command's
+  },
+  chatRead: async ({ consultationId, upToId }) => {
+    const patient = patientIn(consultationId, OPEN);
+    let target = upToId;
+    if (target === undefined) {
+      // The newest message shown, from anyone: every one up to it in timetoken order is read.
+      for (const [id, stamp] of patient.chat) {
+        if (target === undefined || stamp > patient.chat.get(target)) target = id;
+      }
+      if (target === undefined) throw new Refused("upToId", "there is no chat message to acknowledge");
+    } else if (!patient.chat.has(target)) {
+      throw new Refused("upToId", "names no chat message of this consultation");
+    }
+    const message = {
+      type: "chat-read",
+      id: crypto.randomUUID(),
+      readerId: userId,
+      upToId: target,
+      readAt: now(),
+    };
+    const timetoken = await publish(consultationId, message);
+    return { receiptId: message.id, upToId: target, timetoken };
   },
   queue: () => ({
     queue: [...queue.values()].map(({ consultationId, patientId, state }) => ({
