@@ -3,12 +3,12 @@
 ``EmergencyDesk.escalate`` is the one call the seeds advise: it publishes ``EMERGENCY_ESCALATION``
 on ``emergency.{departmentId}`` (the department of the appointment or of this endpoint's
 settings, never parsed from the consultation ID), notifies every provider the clinic backend
-lists as on call (``EMERGENCY_ESCALATION`` on ``notification.{id}``, with ``pn_apns`` / ``pn_gcm``
-push payloads in the unencrypted publish ``meta``: severity and escalation ID only), and audits it
-(IDs and severity: the reason stays out of the audit trail). Every publish goes through the
-agent's durable outbox, so an escalation that cannot reach PubNub is retried and reported as not
-yet ``delivered``. When the clinic cannot say who is on call, the lookup is retried in the
-background until it can.
+lists as on call but the one escalating (``EMERGENCY_ESCALATION`` on ``notification.{id}``, with
+``pn_apns`` / ``pn_gcm`` push payloads in the unencrypted publish ``meta``: severity and
+escalation ID only), and audits it (IDs and severity: the reason stays out of the audit trail).
+Every publish goes through the agent's durable outbox, so an escalation that cannot reach PubNub
+is retried and reported as not yet ``delivered``. The on-call lookup runs in the background and
+is retried with capped back-off until the clinic answers (``notified`` is None until then).
 
 An escalation stays open, across restarts (kept sealed in ``state_dir/emergency``: its reason is
 PHI), until ``resolve`` records a resolution (``EMERGENCY_RESOLVED``, audited). The desk also
@@ -21,7 +21,7 @@ Public API:
 - ``Escalation`` (frozen): ``id``, ``consultation_id``, ``department_id``, ``escalated_by``,
   ``severity``, ``reason``, ``timestamp``, ``status`` (active, resolved), ``delivered``,
   ``notified`` (on-call providers notified, or None until the clinic answered),
-  ``resolved_by``, ``resolution``.
+  ``resolved_by``, ``resolution``, ``resolved_at``.
 - ``EmergencyDesk(bus, clinic, outbox, router, hub, user_id=..., department_id=...,
   state_dir=..., sealer=..., auditor=None)``: ``await start()``, ``open``, ``get(id)``,
   ``await escalate(consultation_id, severity, reason, department_id=None)``,
