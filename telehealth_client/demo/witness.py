@@ -7,6 +7,7 @@ Public API:
 
 - ``Witness(name, hub)``: subscribes at once; ``mark()`` -> the position of the next event;
   ``await seen(matches, after=mark)`` -> the first ``Sighting`` after ``mark`` that ``matches``;
+  ``sightings(after=mark)`` -> every ``Sighting`` so far from ``mark`` on;
   ``await aclose()`` unsubscribes and awaits its recorder task.
 - ``Sighting(event, at)``: ``at`` is ``time.perf_counter()`` when the recorder got the event.
 """
@@ -55,6 +56,9 @@ class Witness:
                     return sighting
             self._changed.clear()
             await self._changed.wait()
+
+    def sightings(self, *, after: int = 0) -> list[Sighting]:
+        return self._seen[after:]
 
     async def aclose(self) -> None:
         self._subscription.close()

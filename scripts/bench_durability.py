@@ -1,0 +1,402 @@
+"""Durability benchmark on the development stack, next to the bare bus in the same run.
+
+Prints JSON:
+- ``chat_send_to_display_ms``: the patient's ``chat.send`` (sealed, fsync'ed into the outbox,
+  then published) until the provider's hub reports ``ChatMessageAdded`` for that message, one
+  message in flight at a time; beside it ``bare_bus_publish_to_handler_ms``, the same payload
+  between two plain ``PubNubBus`` clients, samples alternating one by one;
+- ``outbox_drain``: ``--queued`` chat messages sent while the kiosk's link to the relay is cut
+  (a TCP hop in front of the relay, reset and refusing while cut, as a dead network looks to
+  the SDK), then the link restored: the time from the restore until the provider's hub has
+  shown every one of them (the bus's reconnect back-off included: it is part of what a
+  patient waits for), how many arrived and how many more than once;
+- ``audit_appends``: ``AuditTrail.record`` on its own store (every record on disk before it
+  returns), awaited one after another and all at once (group commit), in records per second;
+- ``bare_bus_publishes_per_second`` beside the drain and the audit rates: sequential awaited
+  publishes on the bare bus, measured just before each.
+
+Everything is real: the relay enforcing Access Manager, clinic tokens, encryption, the agents
+of ``telehealth_client.demo.cast`` with their durable outbox and audit trail.
+
+    .venv/bin/python scripts/bench_durability.py [--messages 300] [--queued 500] [--appends 500]
+        [--state-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from telehealth_client import events, logs
+from telehealth_client.consultation.chat import ConsultationChat
+from telehealth_client.consultation.session import now
+from telehealth_client.demo.cast import APPOINTMENT, CONSULTATION, DEPARTMENT, PATIENT, PROVIDER, Cast
+from telehealth_client.demo.witness import Witness
+from telehealth_client.protocol import channels
+from telehealth_client.protocol.messages import ChatMessage, ConsultationState, encode
+from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
+from telehealth_client.pubsub.pubnub_bus import PubNubBus
+from telehealth_client.security.audit import AuditTrail, audit_event
+from telehealth_client.security.clinic_client import ClinicClient
+
+WAIT_SECONDS = 30.0
+WARM_UP = 10  # samples of each kind dropped before measuring (first requests open connections)
+BARE_PATIENT = "pat-bare"
+RATE_PUBLISHES = 200  # sequential bare publishes per rate measurement
+TEXT = "Benchmark message: a chat line of ordinary length, about as long as a patient writes."
+TARGETS = {
+    "chat_send_to_display_p50_ms": 10.0,
+    "outbox_drain_seconds": 5.0,
+    "audit_appends_per_second": 200.0,
+}
+
+
+def stats(samples_ms: list[float]) -> dict[str, float | int]:
+    ordered = sorted(samples_ms)
+    return {
+        "p50": round(statistics.median(ordered), 3),
+        "p95": round(ordered[int(0.95 * (len(ordered) - 1))], 3),
+        "min": round(ordered[0], 3),
+        "max": round(ordered[-1], 3),
+        "n": len(ordered),
+    }
+
+
+class CuttableHop:
+    """A TCP hop on loopback in front of the relay, for one client's link only.
+
+    While cut, open connections are reset and new ones refused at once: the client's SDK sees
+    real connection failures while the relay stays up for everyone else.
+    """
+
+    def __init__(self, target_origin: str) -> None:
+        host, _, port = target_origin.rpartition(":")
+        self._target = (host, int(port))
+        self._server: asyncio.Server | None = None
+        self._up = True
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def origin(self) -> str:
+        assert self._server is not None, "hop not started"
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return f"{host}:{port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self.cut()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def cut(self) -> None:
+        self._up = False
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    def restore(self) -> None:
+        self._up = True
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._up:
+            writer.transport.abort()
+            return
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.transport.abort()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers |= {writer, upstream_writer}
+        try:
+            await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer))
+        finally:
+            self._tasks.discard(task)
+            for end in (writer, upstream_writer):
+                self._writers.discard(end)
+                end.transport.abort()
+
+    @staticmethod
+    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        sink.transport.abort()  # one side ended: end the other, or a half-open pair holds the link
+
+
+class BarePair:
+    """Two plain buses on the stack: a patient publishing, the provider's standing token receiving."""
+
+    def __init__(self, sender: PubNubBus, receiver: PubNubBus, channel: str) -> None:
+        self.sender = sender
+        self.receiver = receiver
+        self.channel = channel
+        self._arrived: asyncio.Future[float] | None = None
+
+    @classmethod
+    async def open(cls, cast: Cast) -> BarePair:
+        assert cast.stack.clinic is not None
+        await cast.kiosk_clinic.record_consent(BARE_PATIENT, True, None)
+        patient = await cast.kiosk_clinic.request_token(BARE_PATIENT, "patient", providerId=PROVIDER)
+        provider_clinic = ClinicClient(cast.stack.clinic.url, cast.stack.users[PROVIDER].credential)
+        try:
+            provider = await provider_clinic.request_token(PROVIDER, "provider", departmentId=DEPARTMENT)
+        finally:
+            await provider_clinic.aclose()
+        pair = cls(
+            cast.bus(BARE_PATIENT, patient.token),
+            cast.bus(PROVIDER, provider.token),
+            channels.consultation(PROVIDER, BARE_PATIENT),
+        )
+        connected = asyncio.Event()
+
+        def on_status(change: StatusChange) -> None:
+            if change.status is ConnectionStatus.CONNECTED:
+                connected.set()
+
+        remove = pair.receiver.add_status_listener(on_status)
+        await pair.receiver.subscribe([pair.channel], pair._on_message)
+        if pair.receiver.status is not ConnectionStatus.CONNECTED:
+            await asyncio.wait_for(connected.wait(), WAIT_SECONDS)
+        remove()
+        return pair
+
+    def _on_message(self, envelope: Envelope) -> None:
+        if self._arrived is not None and not self._arrived.done():
+            self._arrived.set_result(time.perf_counter())
+
+    async def sample(self, payload: dict[str, Any]) -> float:
+        """Publish to handler, in ms."""
+        self._arrived = asyncio.get_running_loop().create_future()
+        started = time.perf_counter()
+        await self.sender.publish(self.channel, payload)
+        arrived = await asyncio.wait_for(self._arrived, WAIT_SECONDS)
+        return (arrived - started) * 1000
+
+    async def publishes_per_second(self, count: int = RATE_PUBLISHES) -> float:
+        """Sequential awaited publishes (each answered by the relay), per second."""
+        started = time.perf_counter()
+        for _ in range(count):
+            await self.sender.publish(self.channel, chat_payload())
+        return count / (time.perf_counter() - started)
+
+
+def chat_payload() -> dict[str, Any]:
+    message = ChatMessage(
+        id=str(uuid.uuid4()), sender_id=BARE_PATIENT, sender_role="patient", text=TEXT, sent_at=now()
+    )
+    return encode(message)
+
+
+def added(message_id: str) -> Any:
+    return lambda e: isinstance(e, events.ChatMessageAdded) and e.message_id == message_id
+
+
+async def consultation_in_progress(cast: Cast) -> ConsultationChat:
+    """The demo's consultation, checked in, joined and started: the patient's chat."""
+    provider, patient = cast.witnesses["provider"], cast.witnesses["patient"]
+
+    def state(target: ConsultationState) -> Any:
+        return lambda e: (
+            isinstance(e, events.StateChanged) and e.consultation_id == CONSULTATION and e.state is target
+        )
+
+    await cast.kiosk_clinic.record_consent(PATIENT, True, None)
+    await cast.patient.check_in(
+        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
+    )
+    await asyncio.wait_for(provider.seen(state(ConsultationState.CHECKED_IN)), WAIT_SECONDS)
+    await cast.provider.join(CONSULTATION)
+    await asyncio.wait_for(patient.seen(state(ConsultationState.CONNECTING)), WAIT_SECONDS)
+    await cast.provider.start_consultation(CONSULTATION)
+    await asyncio.wait_for(patient.seen(state(ConsultationState.IN_PROGRESS)), WAIT_SECONDS)
+    chat = cast.patient.chat
+    assert chat is not None, "the patient endpoint keeps no chat"
+    return chat
+
+
+async def chat_latency(
+    chat: ConsultationChat, provider: Witness, bare: BarePair, messages: int
+) -> tuple[list[float], list[float]]:
+    chat_ms: list[float] = []
+    bare_ms: list[float] = []
+    for n in range(messages + WARM_UP):
+        bare_sample = await bare.sample(chat_payload())
+        mark = provider.mark()
+        started = time.perf_counter()
+        entry = await chat.send(TEXT)
+        sighting = await asyncio.wait_for(provider.seen(added(entry.id), after=mark), WAIT_SECONDS)
+        if n >= WARM_UP:
+            bare_ms.append(bare_sample)
+            chat_ms.append((sighting.at - started) * 1000)
+    return chat_ms, bare_ms
+
+
+async def outbox_drain(
+    chat: ConsultationChat, provider: Witness, hop: CuttableHop, queued: int
+) -> dict[str, Any]:
+    """Queue ``queued`` messages with the kiosk's link cut; restore it; time the far end's view."""
+    mark = provider.mark()
+    hop.cut()
+    started = time.perf_counter()
+    ids = [(await chat.send(TEXT)).id for _ in range(queued)]
+    queue_seconds = time.perf_counter() - started
+    restored = time.perf_counter()
+    hop.restore()
+    last = restored
+    for message_id in ids:
+        sighting = await asyncio.wait_for(provider.seen(added(message_id), after=mark), WAIT_SECONDS * 4)
+        last = max(last, sighting.at)
+    wanted = set(ids)
+    shown = [
+        sighting.event.message_id
+        for sighting in provider.sightings(after=mark)
+        if isinstance(sighting.event, events.ChatMessageAdded) and sighting.event.message_id in wanted
+    ]
+    drain = last - restored
+    return {
+        "queued": queued,
+        "queue_seconds": round(queue_seconds, 3),
+        "drain_seconds": round(drain, 3),
+        "messages_per_second": round(queued / drain, 1) if drain > 0 else None,
+        "arrived": len(set(shown)),
+        "shown_more_than_once": len(shown) - len(set(shown)),
+    }
+
+
+async def audit_appends(state_dir: Path, organization_id: str, appends: int) -> dict[str, float]:
+    """Records per second on a trail of its own (no sink, no bus: the append alone)."""
+    trail = AuditTrail(state_dir, organization_id=organization_id, sink=None)
+    await trail.open()
+
+    def event() -> Any:
+        return audit_event(
+            "PHI_MESSAGE_SENT",
+            organization_id=organization_id,
+            actor_id=PATIENT,
+            actor_role="patient",
+            resource_type="chat-message",
+            resource_id=str(uuid.uuid4()),
+            channel=CONSULTATION,
+            action="send",
+            metadata={"sessionId": CONSULTATION},
+        )
+
+    try:
+        for _ in range(WARM_UP):
+            await trail.record(event())
+        started = time.perf_counter()
+        for _ in range(appends):
+            await trail.record(event())
+        sequential = appends / (time.perf_counter() - started)
+        batch = [event() for _ in range(appends)]
+        started = time.perf_counter()
+        await asyncio.gather(*(trail.record(e) for e in batch))
+        concurrent = appends / (time.perf_counter() - started)
+        records = trail.status().records
+    finally:
+        await trail.aclose()
+    if records != WARM_UP + 2 * appends:
+        raise RuntimeError(f"audit trail holds {records} records, expected {WARM_UP + 2 * appends}")
+    return {
+        "sequential_per_second": round(sequential, 1),
+        "concurrent_per_second": round(concurrent, 1),
+        "n": appends,
+    }
+
+
+async def bench(messages: int, queued: int, appends: int, state_dir: Path) -> dict[str, Any]:
+    cast = Cast(state_dir / "agents")
+    hop: CuttableHop | None = None
+    try:
+        await cast.start_stack()
+        hop = CuttableHop(cast.stack.relay.origin)
+        await hop.start()
+        await cast.start_agents(patient_origin=hop.origin)
+        bare = await BarePair.open(cast)
+        chat = await consultation_in_progress(cast)
+        provider = cast.witnesses["provider"]
+        chat_ms, bare_ms = await chat_latency(chat, provider, bare, messages)
+        drain_bare_rate = await bare.publishes_per_second()
+        drain = await outbox_drain(chat, provider, hop, queued)
+        audit_bare_rate = await bare.publishes_per_second()
+        audit = await audit_appends(state_dir / "audit-bench", cast.stack.organization_id, appends)
+    finally:
+        await cast.aclose()
+        if hop is not None:
+            await hop.aclose()
+    chat_p50 = statistics.median(chat_ms)
+    return {
+        "chat_send_to_display_ms": stats(chat_ms),
+        "bare_bus_publish_to_handler_ms": stats(bare_ms),
+        "outbox_drain": {**drain, "bare_bus_publishes_per_second": round(drain_bare_rate, 1)},
+        "audit_appends": {**audit, "bare_bus_publishes_per_second": round(audit_bare_rate, 1)},
+        "targets": {
+            "chat_send_to_display_p50_ms": {
+                "target": f"< {TARGETS['chat_send_to_display_p50_ms']:g}",
+                "measured": round(chat_p50, 3),
+                "met": chat_p50 < TARGETS["chat_send_to_display_p50_ms"],
+            },
+            "outbox_drain_seconds": {
+                "target": f"< {TARGETS['outbox_drain_seconds']:g} for {queued}",
+                "measured": drain["drain_seconds"],
+                "met": drain["drain_seconds"] < TARGETS["outbox_drain_seconds"]
+                and drain["arrived"] == queued
+                and drain["shown_more_than_once"] == 0,
+            },
+            "audit_appends_per_second": {
+                "target": f">= {TARGETS['audit_appends_per_second']:g}, every record flushed",
+                "measured": audit["sequential_per_second"],
+                "met": audit["sequential_per_second"] >= TARGETS["audit_appends_per_second"],
+            },
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--messages", type=int, default=300, help="chat (and bare) latency samples")
+    parser.add_argument("--queued", type=int, default=500, help="chat messages queued during the outage")
+    parser.add_argument("--appends", type=int, default=500, help="audit records per rate measurement")
+    parser.add_argument(
+        "--state-dir", type=Path, help="where the outboxes and audit trails live (default: a temporary one)"
+    )
+    args = parser.parse_args()
+    if args.messages < 1 or args.queued < 1 or args.appends < 1:
+        parser.error("--messages, --queued and --appends must be at least 1")
+    # Logs on stderr, so stdout is the JSON alone.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logs.quiet_url_loggers()
+    with tempfile.TemporaryDirectory(prefix="telehealth-bench-", dir=args.state_dir) as directory:
+        results = asyncio.run(bench(args.messages, args.queued, args.appends, Path(directory)))
+    # Every outbox put and audit record is fsync'ed: the disk under the state directory is part
+    # of the result, so name it.
+    results["state_dir_parent"] = str(args.state_dir or tempfile.gettempdir())
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
