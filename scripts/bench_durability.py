@@ -4,7 +4,9 @@ Prints JSON:
 - ``chat_send_to_display_ms``: the patient's ``chat.send`` (sealed, fsync'ed into the outbox,
   then published) until the provider's hub reports ``ChatMessageAdded`` for that message, one
   message in flight at a time; beside it ``bare_bus_publish_to_handler_ms``, the same payload
-  between two plain ``PubNubBus`` clients, samples alternating one by one;
+  between two plain ``PubNubBus`` clients, samples alternating one by one; and
+  ``chat_send_returns_ms``, the part spent before ``chat.send`` returns (the message's audit
+  record and its outbox entry, each on disk before it returns);
 - ``outbox_drain``: ``--queued`` chat messages sent while the kiosk's link to the relay is cut
   (a TCP hop in front of the relay, reset and refusing while cut, as a dead network looks to
   the SDK), then the link restored: the time from the restore until the provider's hub has
@@ -240,19 +242,23 @@ async def consultation_in_progress(cast: Cast) -> ConsultationChat:
 
 async def chat_latency(
     chat: ConsultationChat, provider: Witness, bare: BarePair, messages: int
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float]]:
+    """(send to display, send returned, bare publish to handler), in ms."""
     chat_ms: list[float] = []
+    returns_ms: list[float] = []
     bare_ms: list[float] = []
     for n in range(messages + WARM_UP):
         bare_sample = await bare.sample(chat_payload())
         mark = provider.mark()
         started = time.perf_counter()
         entry = await chat.send(TEXT)
+        returned = time.perf_counter()
         sighting = await asyncio.wait_for(provider.seen(added(entry.id), after=mark), WAIT_SECONDS)
         if n >= WARM_UP:
             bare_ms.append(bare_sample)
             chat_ms.append((sighting.at - started) * 1000)
-    return chat_ms, bare_ms
+            returns_ms.append((returned - started) * 1000)
+    return chat_ms, returns_ms, bare_ms
 
 
 async def outbox_drain(
@@ -339,7 +345,7 @@ async def bench(messages: int, queued: int, appends: int, state_dir: Path) -> di
         bare = await BarePair.open(cast)
         chat = await consultation_in_progress(cast)
         provider = cast.witnesses["provider"]
-        chat_ms, bare_ms = await chat_latency(chat, provider, bare, messages)
+        chat_ms, returns_ms, bare_ms = await chat_latency(chat, provider, bare, messages)
         drain_bare_rate = await bare.publishes_per_second()
         drain = await outbox_drain(chat, provider, hop, queued)
         audit_bare_rate = await bare.publishes_per_second()
@@ -351,6 +357,7 @@ async def bench(messages: int, queued: int, appends: int, state_dir: Path) -> di
     chat_p50 = statistics.median(chat_ms)
     return {
         "chat_send_to_display_ms": stats(chat_ms),
+        "chat_send_returns_ms": stats(returns_ms),
         "bare_bus_publish_to_handler_ms": stats(bare_ms),
         "outbox_drain": {**drain, "bare_bus_publishes_per_second": round(drain_bare_rate, 1)},
         "audit_appends": {**audit, "bare_bus_publishes_per_second": round(audit_bare_rate, 1)},
