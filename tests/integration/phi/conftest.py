@@ -64,16 +64,26 @@ def every_file(root: Path) -> list[Path]:
     """Every regular file under ``root`` (SQLite ``-wal`` and ``-shm`` files and hidden ones too)."""
     found: list[Path] = []
     for directory, _, names in os.walk(root):
-        found.extend(Path(directory, name) for name in names if Path(directory, name).is_file())
-    return sorted(found)
+        found.extend(Path(directory, name) for name in names)
+    return sorted(path for path in found if path.is_file())
+
+
+def file_contents(root: Path) -> Iterator[tuple[Path, bytes]]:
+    """Each file under ``root`` with its raw bytes (blocking). A file gone between the listing and
+    the read is skipped: agents replace files atomically while running, and the content lives on
+    under the name it was renamed to."""
+    for path in every_file(root):
+        try:
+            yield path, path.read_bytes()
+        except FileNotFoundError:
+            continue
 
 
 def files_holding(root: Path, canaries: Iterable[Canary]) -> list[str]:
     """``path: marker`` for each file under ``root`` whose raw bytes hold a canary (blocking)."""
     markers = list(canaries)
     leaks: list[str] = []
-    for path in every_file(root):
-        data = path.read_bytes()
+    for path, data in file_contents(root):
         leaks.extend(f"{path}: {c.marker}" for c in markers if c.in_bytes(data))
     return leaks
 
@@ -81,7 +91,7 @@ def files_holding(root: Path, canaries: Iterable[Canary]) -> list[str]:
 def files_holding_bytes(root: Path, needles: Iterable[bytes]) -> list[str]:
     """``path`` for each file under ``root`` holding any of ``needles`` (blocking)."""
     wanted = list(needles)
-    return [str(path) for path in every_file(root) if any(n in path.read_bytes() for n in wanted)]
+    return [str(path) for path, data in file_contents(root) if any(n in data for n in wanted)]
 
 
 def audit_store_events(state_dir: Path) -> list[str]:
