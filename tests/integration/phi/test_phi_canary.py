@@ -184,13 +184,14 @@ async def test_marker_phi_stays_out_of_logs_audit_files_and_what_the_relay_store
         e["eventType"] for e in at_sink
     }
     assert [c.marker for c in canaries if c.in_text(dumps(at_sink))] == []
+    audit_channel = channels.audit(stack.organization_id)
+    published = len(stack.relay.stored_messages(audit_channel))
     reader = PubNubBus(replace(bus_template(stack, "audit-reader"), secret_key=stack.keys.secret_key))
     try:
-        audit_channel = channels.audit(stack.organization_id)
         on_channel = await reader.history(audit_channel, limit=100)
     finally:
         await reader.aclose()
-    assert len(on_channel) == len(stack.relay.stored_messages(audit_channel)) > 0
+    assert len(on_channel) >= published > 0  # every one read (a late one may have joined them)
     assert [c.marker for c in canaries if c.in_text(dumps([e.message for e in on_channel]))] == []
 
     # Logs: every record of the run at DEBUG, with its extra fields and exception text.
