@@ -74,6 +74,17 @@ def stored_chat_ids(stack: DevStack) -> list[str]:
     return found
 
 
+def status_is(event: str, message_id: str, status: str) -> Callable[[dict[str, Any]], bool]:
+    """An agent process's line for one chat message: ``chat-message`` or ``chat-status``."""
+    return lambda line: (
+        line.get("event") == event and line["message_id"] == message_id and line["status"] == status
+    )
+
+
+def bus_reconnecting(line: dict[str, Any]) -> bool:
+    return line.get("event") == "bus-status" and line["status"] == "reconnecting"
+
+
 def outbox_ids(state_dir: Path) -> list[str]:
     """The ids waiting in an agent's outbox file (ids are stored in clear; the rest is sealed)."""
     with closing(sqlite3.connect(f"file:{state_dir / OUTBOX_FILE}?mode=ro", uri=True)) as db:
@@ -183,19 +194,24 @@ Launch = Callable[..., Any]
 
 @pytest.fixture
 async def launch(parts: Parts, tmp_path: Path) -> AsyncIterator[Launch]:
-    """``await launch(origin, log_name)``: a patient agent process on ``tmp_path/kiosk-state``
+    """``await launch(origin, log_name, provider=False)``: a patient agent process on
+    ``tmp_path/kiosk-state`` (or with ``provider`` the provider's, on ``tmp_path/provider-state``)
     reaching the relay at ``origin``, its stderr (logs) in ``tmp_path/log_name``; stopped after."""
-    base = {
+    patient_environment = {
         **parts.stack.agent_environment(),
         "TELEHEALTH_USER_ID": KIOSK,
         "TELEHEALTH_ROLE": "patient",
         "TELEHEALTH_STATE_DIR": str(tmp_path / "kiosk-state"),
-        "TELEHEALTH_RECONNECT_MAX_SECONDS": "1",
+    }
+    provider_environment = {
+        **parts.stack.agent_environment(PROVIDER),
+        "TELEHEALTH_STATE_DIR": str(tmp_path / "provider-state"),
     }
     started: list[AgentProcess] = []
     logs: list[IO[bytes]] = []
 
-    async def start(origin: str, log_name: str) -> AgentProcess:
+    async def start(origin: str, log_name: str, *, provider: bool = False) -> AgentProcess:
+        base = provider_environment if provider else patient_environment
         log_file = (tmp_path / log_name).open("wb")
         logs.append(log_file)
         process = await asyncio.create_subprocess_exec(
@@ -203,7 +219,7 @@ async def launch(parts: Parts, tmp_path: Path) -> AsyncIterator[Launch]:
             "-m",
             "tests.integration.consultation.agent_process",
             cwd=ROOT,
-            env={**os.environ, **base, "TELEHEALTH_ORIGIN": origin},
+            env={**os.environ, **base, "TELEHEALTH_ORIGIN": origin, "TELEHEALTH_RECONNECT_MAX_SECONDS": "1"},
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=log_file,
@@ -243,9 +259,7 @@ async def test_chat_queued_before_a_sigkill_is_sent_once_by_the_restarted_agent(
         provider = await checked_in_and_joined(parts, first, provider_hub)
 
         link.cut()
-        await first.wait_line(
-            lambda line: line.get("event") == "bus-status" and line["status"] == "reconnecting"
-        )
+        await first.wait_line(bus_reconnecting)
         queued = await first.command("chat", text="my chest hurts when I breathe")
         assert (queued["ok"], queued["status"]) == (True, "pending"), queued
         log = await first.command("chat-log")
@@ -257,10 +271,7 @@ async def test_chat_queued_before_a_sigkill_is_sent_once_by_the_restarted_agent(
     second = await launch(parts.stack.relay.origin, "second.log")
     [shown] = await provider_hub.wait_for(added(PATIENT))
     assert shown.message_id == queued["id"]
-    await second.wait_line(
-        lambda line: line.get("event") == "chat-status" and line["message_id"] == queued["id"]
-        and line["status"] == "sent"
-    )  # fmt: skip
+    await second.wait_line(status_is("chat-status", queued["id"], "sent"))
     # A message after it: had the queued one been sent twice, the copy would have come first.
     after = await second.command("chat", text="and I feel dizzy")
     await provider_hub.wait_for(added(PATIENT), count=2)
@@ -292,10 +303,7 @@ async def test_a_chat_publish_that_landed_just_before_the_sigkill_is_not_sent_ag
     assert stored_chat_ids(parts.stack) == [queued["id"]]
 
     second = await launch(parts.stack.relay.origin, "second.log")
-    await second.wait_line(
-        lambda line: line.get("event") == "chat-status" and line["message_id"] == queued["id"]
-        and line["status"] == "sent"
-    )  # fmt: skip
+    await second.wait_line(status_is("chat-status", queued["id"], "sent"))
     after = await second.command("chat", text="is that all right?")
     await provider_hub.wait_for(added(PATIENT), count=2)
     log = await second.command("chat-log")
@@ -307,3 +315,50 @@ async def test_a_chat_publish_that_landed_just_before_the_sigkill_is_not_sent_ag
     restarted_log = (tmp_path / "second.log").read_text()
     assert f"outbox item found already sent id={queued['id']}" in restarted_log
     assert "aspirin" not in restarted_log
+
+
+async def test_chat_a_provider_agent_queued_before_a_sigkill_reaches_the_patient_once_after_restart(
+    parts: Parts, launch: Launch, tmp_path: Path
+) -> None:
+    patient_hub = RecordingHub()
+    await parts.record_consent()
+    async with CuttableLink(parts.stack.relay.origin) as link:
+        first: AgentProcess = await launch(link.origin, "first.log", provider=True)
+        patient = parts.patient(patient_hub, durable=await parts.durable("kiosk-state"))
+        await patient.check_in(
+            appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
+        )
+        await first.wait_state(S.CHECKED_IN)
+        assert (await first.command("join", consultationId=CONSULTATION))["ok"]
+        await patient_hub.wait_state(S.CONNECTING)
+        chat = patient.chat
+        assert chat is not None
+        question = await chat.send("can I drive home?")
+        await first.wait_line(status_is("chat-message", question.id, "sent"))
+        read = await first.command("read", consultationId=CONSULTATION)
+        await patient_hub.wait_for(
+            lambda e: isinstance(e, events.ChatReadUpdated) and e.reader_id == PROVIDER
+        )
+        assert chat.read_by(question.id) == {PROVIDER} and read["receipt"] is not None
+
+        link.cut()
+        await first.wait_line(bus_reconnecting)
+        queued = await first.command("chat", consultationId=CONSULTATION, text="better not today")
+        assert (queued["ok"], queued["status"]) == (True, "pending"), queued
+        await first.kill()
+    assert outbox_ids(tmp_path / "provider-state") == [queued["id"]]
+
+    second = await launch(parts.stack.relay.origin, "second.log", provider=True)
+    await patient_hub.wait_for(added(PROVIDER))
+    await second.wait_line(status_is("chat-status", queued["id"], "sent"))
+    after = await second.command("chat", consultationId=CONSULTATION, text="someone should pick you up")
+    await patient_hub.wait_for(added(PROVIDER), count=2)
+    assert added_ids(patient_hub, PROVIDER) == [queued["id"], after["id"]]
+    assert [e.id for e in chat.entries] == [question.id, queued["id"], after["id"]]
+    log = await second.command("chat-log", consultationId=CONSULTATION)
+    assert [(e["id"], e["senderId"], e["status"]) for e in log["entries"]] == [
+        (question.id, PATIENT, "sent"),
+        (queued["id"], PROVIDER, "sent"),
+        (after["id"], PROVIDER, "sent"),
+    ]
+    assert stored_chat_ids(parts.stack) == [question.id, queued["id"], after["id"]]
