@@ -6,7 +6,8 @@ Public API:
   ``StateChanged``, ``RosterChanged``, ``QueueUpdated``, ``DeviceStatusReported``,
   ``TokenExpiring``, ``AccessDenied``, ``BusStatusChanged``, ``SessionClosed``, ``EndpointIdle``,
   ``InvitationReceived``, ``StateSaved``, ``ChatMessageAdded``, ``ChatStatusChanged``,
-  ``ChatReadUpdated``, ``ChatWiped``, ``EmergencyUpdated``, ``EmergencyAlert``, and ``Missed``
+  ``ChatReadUpdated``, ``ChatWiped``, ``EmergencyUpdated``, ``EmergencyAlert``,
+  ``CallStateChanged``, and ``Missed``
   (delivered only to a subscriber that fell behind).
 - ``EventHub.emit(event)``: synchronous, never blocks and never raises into the emitter. Call it
   from the event loop's thread (every emitter in the agent runs there).
@@ -198,6 +199,15 @@ class EmergencyAlert:
 
 
 @dataclass(frozen=True)
+class CallStateChanged:
+    """The call's negotiation moved: idle, offering, answering, connected or ended."""
+
+    kind: ClassVar[str] = "call-state"
+    consultation_id: str
+    phase: str
+
+
+@dataclass(frozen=True)
 class Missed:
     """This subscriber fell behind: ``count`` older events were dropped before the next one."""
 
@@ -223,6 +233,7 @@ Event: TypeAlias = (
     | ChatWiped
     | EmergencyUpdated
     | EmergencyAlert
+    | CallStateChanged
     | Missed
 )
 

@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 Metadata = dict[str, str | int | bool]
 
 
+def _code(text: str) -> str:
+    """A reason as a metadata code: lower case, words joined by dashes (IDs-only metadata)."""
+    return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split())[:64] or "unknown"
+
+
 class AuditRecorder(Protocol):
     async def record(self, event: AuditEvent) -> int: ...
 
@@ -172,6 +177,27 @@ class Auditor:
             outcome="success" if refusal is None else "failure",
             severity="info" if refusal is None else "warning",
             metadata=metadata,
+        )
+
+    async def video_session_started(self, consultation_id: str) -> None:
+        await self._record(
+            "VIDEO_SESSION_STARTED",
+            resource_type="video-session",
+            resource_id=consultation_id,
+            channel=f"{consultation_id}.video",
+            action="connect",
+            metadata={"sessionId": consultation_id},
+        )
+
+    async def video_session_ended(self, consultation_id: str, reason: str) -> None:
+        """``reason``: a code (hangup, remote-hangup, closed) or a media failure's reason."""
+        await self._record(
+            "VIDEO_SESSION_ENDED",
+            resource_type="video-session",
+            resource_id=consultation_id,
+            channel=f"{consultation_id}.video",
+            action="disconnect",
+            metadata={"sessionId": consultation_id, "endReason": _code(reason)},
         )
 
     # -- access ---------------------------------------------------------------------------------------

@@ -150,8 +150,6 @@ class ProviderEndpoint:
     async def start(self) -> None:
         if self._connect.has_clinic:
             await self._use_token({"departmentId": self.department_id})
-        if self._durable is not None:
-            self._durable.attach(self.bus, denials=self._denied)
         connected = ConnectedWaiter(self.bus)
         self._subscriptions.append(
             await self.bus.subscribe([channels.notification(self.user_id)], self._on_notification)
@@ -178,11 +176,14 @@ class ProviderEndpoint:
                 self._hub,
                 user_id=self.user_id,
                 department_id=self.department_id,
-                state_dir=self._state_dir.parent,
+                state_dir=self._durable.state_dir,
                 sealer=self._durable.sealer,
                 auditor=self._auditor,
             )
             await self.emergency.start()
+            # Last: every recipient of the outbox's outcomes (chats, the desk) is registered now,
+            # so what was left queued before a restart is reported to its owner when it goes out.
+            self._durable.attach(self.bus, denials=self._denied)
 
     async def _use_token(self, context: dict[str, str]) -> None:
         """Replace the keeper: one token at a time (an invited one carries the standing grants)."""

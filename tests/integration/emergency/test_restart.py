@@ -94,7 +94,7 @@ async def test_an_open_escalation_is_open_again_after_a_restart_before_the_chann
             hub,
             user_id=PROVIDER,
             department_id=DEPARTMENT,
-            state_dir=state_dir,
+            state_dir=durable_dir,  # the desk keeps its escalations beside the outbox
             sealer=durable.sealer,
             auditor=durable.auditor(PROVIDER, "provider"),
         )
@@ -138,12 +138,12 @@ async def test_an_escalation_saved_but_never_queued_is_sent_once_after_a_restart
         escalation = await lee.desk.escalate(CONSULTATION, "urgent", CANARY)
         assert not lee.desk.get(escalation.id).delivered  # type: ignore[union-attr]
         await lee.endpoint.aclose()
-        await lee.durable.outbox.aclose()
+        await lee.durable.aclose()
     (parts.tmp_path / "first-durable" / "outbox.sqlite3").unlink()
 
     # Same state directory for the desk, a fresh outbox: the escalation is queued from the desk's file.
     hub = RecordingHub()
-    durable = await parts.durable("second-durable", PROVIDER, outbox_backoff=(0.05, 0.5))
+    durable = await parts.durable("first-durable", PROVIDER, outbox_backoff=(0.05, 0.5))
     endpoint = await parts.provider(hub, PROVIDER, durable=durable)
     desk = endpoint.emergency
     assert desk is not None and [e.id for e in desk.open] == [escalation.id]

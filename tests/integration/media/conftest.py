@@ -10,6 +10,8 @@ import pytest
 from telehealth_client.devstack.turn import TurnServer, turn_rest_credentials
 from telehealth_client.media.call import TurnConfig
 
+from ..consultation.conftest import log_lines, parts, stack  # noqa: F401 (fixtures for the call tests)
+
 
 @pytest.fixture
 async def turn() -> AsyncIterator[TurnServer]:

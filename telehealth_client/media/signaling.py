@@ -1,0 +1,267 @@
+"""The call's signaling on the agent's side: the ``.video`` channel, the negotiation, the media.
+
+``CallSignaling`` follows one ``ConsultationSession``: the session hands it every decoded signal
+of the ``.video`` channel (in order, with publisher and timetoken); it steps the pure
+``negotiation`` and runs the effects: it asks the media (a ``MediaCall``, or its handle in a child
+process) for an offer or an answer, publishes them with ``store=0``, adds the other side's
+candidates, publishes ``end-call`` for a hangup of our own, and closes the media.
+
+TURN credentials come from ``turn_source`` (the clinic backend); when TURN refuses them the
+source is asked once more (they may have expired on the way), then the call fails with the reason.
+A bad SDP or candidate is dropped with a warning and the call goes on; signals from anyone but the
+consultation's current participants are ignored.
+
+Public API:
+
+- ``CallSignaling(session, polite=..., turn_source=..., media_factory=..., hub=..., auditor=None,
+  accepting=lambda: True)``; ``await start()``, ``await call(remote_id)``, ``await hangup()``,
+  ``phase``, ``media``, ``await aclose()``.
+- ``MediaBackend``: what the media must offer (``MediaCall`` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from telehealth_client import events
+from telehealth_client.consultation.auditing import Auditor
+from telehealth_client.consultation.lifecycle import publisher_role
+from telehealth_client.consultation.session import ConsultationSession, now
+from telehealth_client.logs import describe_exception
+from telehealth_client.media import negotiation as n
+from telehealth_client.media.call import CallError, TurnConfig, check_sdp
+from telehealth_client.protocol import messages
+from telehealth_client.protocol.channels import ConsultationChannels
+from telehealth_client.protocol.messages import Answer, EndCall, IceCandidate, Offer, Signal, encode
+from telehealth_client.pubsub.bus import BusError, Envelope
+
+log = logging.getLogger(__name__)
+
+
+class MediaBackend(Protocol):
+    async def offer(self) -> str: ...
+
+    async def answer(self, remote_offer: str) -> str: ...
+
+    async def accept_answer(self, sdp: str) -> None: ...
+
+    async def add_candidate(self, candidate: IceCandidate) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+TurnSource = Callable[[], Awaitable[TurnConfig]]
+MediaFactory = Callable[[TurnConfig], MediaBackend]
+
+
+class CallSignaling:
+    def __init__(
+        self,
+        session: ConsultationSession,
+        *,
+        polite: bool,
+        turn_source: TurnSource,
+        media_factory: MediaFactory,
+        hub: events.EventHub,
+        auditor: Auditor | None = None,
+        accepting: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self._session = session
+        consultation = session.consultation
+        self._cid = consultation.consultation_id
+        self._video = ConsultationChannels.parse(self._cid).video
+        self._user_id = consultation.user_id
+        self._negotiation = n.Negotiation.new(self._user_id, polite=polite)
+        self._turn_source = turn_source
+        self._media_factory = media_factory
+        self._hub = hub
+        self._auditor = auditor
+        self._accepting = accepting
+        self._media: MediaBackend | None = None
+        self._lock = asyncio.Lock()  # one step (and its effects) at a time
+        self._remove_handler: Callable[[], None] | None = None
+
+    @property
+    def phase(self) -> n.Phase:
+        return self._negotiation.phase
+
+    @property
+    def media(self) -> MediaBackend | None:
+        return self._media
+
+    async def start(self) -> None:
+        self._remove_handler = self._session.add_message_handler(self._on_message)
+
+    async def call(self, remote_id: str) -> None:
+        """Call ``remote_id`` (the provider calls the patient); returns once the offer is out."""
+        async with self._lock:
+            await self._step(n.Call(remote_id))
+
+    async def hangup(self) -> None:
+        async with self._lock:
+            await self._step(n.Hangup())
+
+    async def aclose(self) -> None:
+        if self._remove_handler is not None:
+            self._remove_handler()
+            self._remove_handler = None
+        async with self._lock:
+            if self._negotiation.active:
+                await self._step(n.Hangup("closed"))
+            await self._close_media()
+
+    # -- incoming -----------------------------------------------------------------------------------
+
+    def _is_participant(self, user_id: str) -> bool:
+        return publisher_role(self._session.consultation, user_id) is not None
+
+    async def _on_message(self, message: messages.Message, envelope: Envelope) -> None:
+        if envelope.channel != self._video or not isinstance(
+            message, Offer | Answer | messages.IceCandidateMessage | EndCall
+        ):
+            return
+        publisher = envelope.publisher or ""
+        if isinstance(message, Offer | Answer):
+            try:
+                check_sdp(message.sdp, message.type)
+            except CallError as exc:
+                self._dropped(envelope, "sdp", exc.reason)
+                return
+        if isinstance(message, Offer) and publisher != self._user_id and not self._accepting():
+            self._dropped(envelope, "type", "an offer before the consultation is connecting")
+            return
+        async with self._lock:
+            await self._step(n.Received(message, publisher, envelope.timetoken))
+
+    def _dropped(self, envelope: Envelope, field: str, reason: str) -> None:
+        log.warning(
+            "signal dropped consultation=%s timetoken=%d field=%s reason=%s",
+            self._cid,
+            envelope.timetoken,
+            field,
+            reason,
+        )
+
+    # -- effects ------------------------------------------------------------------------------------
+
+    async def _step(self, event: n.Event) -> None:
+        before = self._negotiation.phase
+        self._negotiation, effects = n.step(self._negotiation, event, is_participant=self._is_participant)
+        for effect in effects:
+            follow_up = await self._run(effect)
+            if follow_up is not None:
+                await self._step(follow_up)
+        if self._negotiation.phase != before:
+            self._hub.emit(events.CallStateChanged(self._cid, self._negotiation.phase))
+
+    async def _run(self, effect: n.Effect) -> n.Event | None:
+        """Run one effect; the event it leads to (our description published, a failure), if any."""
+        if isinstance(effect, n.Ignored):
+            log.info(
+                "signal ignored consultation=%s code=%s reason=%s", self._cid, effect.code, effect.reason
+            )
+            return None
+        if isinstance(effect, n.CreateOffer):
+            return await self._describe("offer", lambda media: media.offer())
+        if isinstance(effect, n.AcceptOffer):
+            return await self._describe("answer", lambda media: media.answer(effect.sdp))
+        if isinstance(effect, n.AcceptAnswer):
+            failure = await self._media_call(lambda media: media.accept_answer(effect.sdp))
+            if failure is None and self._auditor is not None:
+                await self._auditor.safely("video_session_started", self._cid)
+            return failure
+        if isinstance(effect, n.AddCandidates):
+            for candidate in effect.candidates:
+                failure = await self._media_call(_adding(candidate))
+                if failure is not None:
+                    return failure
+            return None
+        if isinstance(effect, n.PublishEnd):
+            timetoken = await self._publish(EndCall(sender_id=self._user_id, timestamp=now()))
+            return None if timetoken is None else n.EndPublished(timetoken)
+        assert isinstance(effect, n.CloseMedia)
+        await self._close_media()
+        log.info("call ended consultation=%s reason=%s", self._cid, effect.reason)
+        if self._auditor is not None:
+            await self._auditor.safely("video_session_ended", self._cid, effect.reason)
+        return None
+
+    async def _describe(self, kind: str, make: Callable[[MediaBackend], Awaitable[str]]) -> n.Event | None:
+        """A new media, our offer or answer from it (with fresh TURN credentials once if TURN
+        refused the first), published; or MediaFailed."""
+        await self._close_media()
+        sdp: str | None = None
+        for attempt in (1, 2):
+            try:
+                turn = await self._turn_source()
+            except Exception as exc:
+                log.warning(
+                    "turn credentials unavailable consultation=%s error=%s",
+                    self._cid,
+                    describe_exception(exc),
+                )
+                return n.MediaFailed("TURN credentials unavailable")
+            media = self._media_factory(turn)
+            self._media = media
+            try:
+                sdp = await make(media)
+                break
+            except CallError as exc:
+                await self._close_media()
+                if exc.code == "turn-refused" and attempt == 1:
+                    log.info("turn credentials refused consultation=%s: fetching fresh ones", self._cid)
+                    continue
+                log.warning("call failed consultation=%s code=%s reason=%s", self._cid, exc.code, exc.reason)
+                return n.MediaFailed(exc.reason)
+        assert sdp is not None
+        signal: Signal = (
+            Offer(sender_id=self._user_id, timestamp=now(), sdp=sdp)
+            if kind == "offer"
+            else Answer(sender_id=self._user_id, timestamp=now(), sdp=sdp)
+        )
+        timetoken = await self._publish(signal)
+        if timetoken is None:
+            return n.MediaFailed("the signaling channel refused our description")
+        if self._auditor is not None and kind == "answer":
+            await self._auditor.safely("video_session_started", self._cid)
+        return n.LocalDescription("offer" if kind == "offer" else "answer", timetoken)
+
+    async def _media_call(self, operation: Callable[[MediaBackend], Awaitable[None]]) -> n.Event | None:
+        media = self._media
+        if media is None:
+            return None
+        try:
+            await operation(media)
+        except CallError as exc:
+            if exc.code in ("candidate", "sdp"):
+                log.warning(
+                    "signal dropped consultation=%s field=%s reason=%s", self._cid, exc.code, exc.reason
+                )
+                return None
+            return n.MediaFailed(exc.reason)
+        return None
+
+    async def _publish(self, signal: Signal) -> int | None:
+        try:
+            result = await self._session.bus.publish(self._video, encode(signal), store=False)
+        except BusError as exc:
+            log.warning(
+                "signal not published consultation=%s type=%s reason=%s", self._cid, signal.type, exc.reason
+            )
+            return None
+        return result.timetoken
+
+    async def _close_media(self) -> None:
+        media, self._media = self._media, None
+        if media is not None:
+            try:
+                await media.aclose()
+            except Exception as exc:
+                log.error("media close failed consultation=%s error=%s", self._cid, describe_exception(exc))
+
+
+def _adding(candidate: IceCandidate) -> Callable[[MediaBackend], Awaitable[None]]:
+    return lambda media: media.add_candidate(candidate)

@@ -1,0 +1,155 @@
+"""A call between a patient endpoint and a provider endpoint over PubNub signaling (the real relay,
+clinic stand-in and coturn): the provider calls, the patient answers, the right video flows both
+ways relay-only; signals from a third user, malformed SDP and candidates change nothing; end-call
+ends both sides once."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+from aiortc import AudioStreamTrack
+
+from telehealth_client import events
+from telehealth_client.consultation.session import ConsultationSession
+from telehealth_client.media.call import MediaCall, TurnConfig
+from telehealth_client.media.signaling import CallSignaling
+from telehealth_client.protocol.messages import ConsultationState as S
+from telehealth_client.pubsub.pubnub_bus import PubNubBus
+
+from ..consultation.conftest import (
+    APPOINTMENT,
+    CONSULTATION,
+    DEPARTMENT,
+    PATIENT,
+    PROVIDER,
+    LogLines,
+    Parts,
+    RecordingHub,
+    bus_template,
+)
+from .numbered import NumberedVideoTrack
+from .test_call import Receiver
+
+pytestmark = pytest.mark.integration
+
+VIDEO = f"{CONSULTATION}.video"
+WAIT = 20.0
+
+
+class Side:
+    def __init__(self, parts: Parts, user_id: str, session: ConsultationSession, hub: RecordingHub) -> None:
+        self.hub = hub
+        self.frames = Receiver(20)
+        self.calls: list[MediaCall] = []
+        clinic = parts.clinic(None if user_id == PATIENT else user_id)
+
+        async def turn() -> TurnConfig:
+            grant = await clinic.turn_credentials(user_id)
+            return TurnConfig(tuple(grant.urls), grant.username, grant.credential)
+
+        def media(config: TurnConfig) -> MediaCall:
+            first = 1 if user_id == PATIENT else 1000
+            call = MediaCall(
+                config, tracks=[NumberedVideoTrack(first), AudioStreamTrack()], on_frame=self.frames
+            )
+            self.calls.append(call)
+            return call
+
+        self.signaling = CallSignaling(
+            session,
+            polite=user_id == PATIENT,
+            turn_source=turn,
+            media_factory=media,
+            hub=hub,
+            accepting=lambda: session.consultation.state in (S.CONNECTING, S.IN_PROGRESS),
+        )
+
+
+async def connected_sides(parts: Parts) -> tuple[Side, Side]:
+    patient_hub, provider_hub = RecordingHub(), RecordingHub()
+    provider = await parts.provider(provider_hub)
+    await parts.record_consent()
+    patient = parts.patient(patient_hub)
+    session = await patient.check_in(
+        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
+    )
+    await provider_hub.wait_state(S.CHECKED_IN)
+    patient_side = Side(parts, PATIENT, session, patient_hub)
+    provider_side = Side(parts, PROVIDER, provider.session(CONSULTATION), provider_hub)
+    await patient_side.signaling.start()
+    await provider_side.signaling.start()
+    await provider.join(CONSULTATION)
+    await patient_hub.wait_state(S.CONNECTING)
+    return patient_side, provider_side
+
+
+def phase(name: str) -> object:
+    return lambda e: isinstance(e, events.CallStateChanged) and e.phase == name
+
+
+async def test_the_provider_calls_and_video_flows_both_ways_relay_only(parts: Parts) -> None:
+    patient, provider = await connected_sides(parts)
+    try:
+        await provider.signaling.call(PATIENT)
+        await asyncio.wait_for(asyncio.gather(patient.frames.done.wait(), provider.frames.done.wait()), WAIT)
+        assert patient.signaling.phase == "connected" and provider.signaling.phase == "connected"
+        assert all(n >= 1000 for n in patient.frames.numbers)
+        assert all(n < 1000 for n in provider.frames.numbers)
+        assert patient.frames.numbers == sorted(patient.frames.numbers)
+
+        await provider.signaling.hangup()
+        await patient.hub.wait_for(phase("ended"))
+        assert provider.signaling.phase == "ended" and patient.signaling.media is None
+    finally:
+        await patient.signaling.aclose()
+        await provider.signaling.aclose()
+
+
+async def test_forged_malformed_and_early_signals_change_nothing(parts: Parts, log_lines: LogLines) -> None:
+    patient, provider = await connected_sides(parts)
+    # A third user with the keys' own authority (signed with the secret key, so Access Manager lets
+    # it publish): the patient's agent must still refuse to answer it.
+    forger = PubNubBus(
+        replace(bus_template(parts.stack, "dr-mallory"), secret_key=parts.stack.keys.secret_key)
+    )
+    now = datetime.now(UTC).isoformat()
+    try:
+        offer = {"type": "offer", "senderId": "dr-mallory", "timestamp": now, "sdp": "v=0\r\nm=video 9\r\n"}
+        await forger.publish(VIDEO, offer, store=False)
+        await log_lines.wait_line("signal ignored", "code=not-a-participant")
+        for bad in (
+            {"type": "offer", "senderId": PROVIDER, "timestamp": now, "sdp": "not sdp"},
+            {"type": "offer", "senderId": PROVIDER, "timestamp": now, "sdp": 42},
+            {"type": "ice-candidate", "senderId": PROVIDER, "timestamp": now, "candidate": "x" * 5000},
+            {"type": "nonsense", "senderId": PROVIDER, "timestamp": now, "payload": list(range(1000))},
+        ):
+            await provider.signaling._session.bus.publish(VIDEO, bad, store=False)
+        await log_lines.wait_line("signal dropped", "field=sdp")
+        await log_lines.wait_line("dropped", "field=candidate")
+        await log_lines.wait_line("dropped", "field=type")
+        assert patient.signaling.phase == "idle" and patient.signaling.media is None
+        # The call still works afterwards.
+        await provider.signaling.call(PATIENT)
+        await asyncio.wait_for(patient.frames.done.wait(), WAIT)
+    finally:
+        await forger.aclose()
+        await patient.signaling.aclose()
+        await provider.signaling.aclose()
+
+
+async def test_an_end_call_from_the_patient_ends_both_sides_and_is_not_echoed(parts: Parts) -> None:
+    patient, provider = await connected_sides(parts)
+    try:
+        await provider.signaling.call(PATIENT)
+        await asyncio.wait_for(patient.frames.done.wait(), WAIT)
+        await patient.signaling.hangup()
+        await provider.hub.wait_for(phase("ended"))
+        assert provider.signaling.media is None
+        # The provider never published an end-call of its own: the patient saw none come back.
+        assert patient.signaling.phase == "ended"
+    finally:
+        await patient.signaling.aclose()
+        await provider.signaling.aclose()
