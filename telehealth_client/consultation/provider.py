@@ -143,6 +143,7 @@ class ProviderEndpoint:
         self._alerts: set[str] = set()  # escalation IDs this provider was alerted to
         self.notification_listeners: list[NotificationListener] = []
         self._room_lock = asyncio.Lock()
+        self._token_lock = asyncio.Lock()  # the keeper is replaced or closed by one task at a time
         self._closing = False
 
     # -- start and stop -----------------------------------------------------------------------------
@@ -187,14 +188,18 @@ class ProviderEndpoint:
 
     async def _use_token(self, context: dict[str, str]) -> None:
         """Replace the keeper: one token at a time (an invited one carries the standing grants)."""
-        if self._keeper is not None:
-            await self._keeper.aclose()
-        request = tokens.TokenRequest(self.user_id, "provider", context)
-        self._scope = context.get("consultationChannel", "standing")
-        self._keeper = tokens.TokenKeeper(
-            self._connect.clinic, self.bus, request, self._on_token_event, policy=self._policy
-        )
-        await self._keeper.start()
+        async with self._token_lock:
+            if self._keeper is not None:
+                await self._keeper.aclose()
+                self._keeper = None
+            if self._closing:
+                return  # stopping: a keeper started now would outlive the endpoint
+            request = tokens.TokenRequest(self.user_id, "provider", context)
+            self._scope = context.get("consultationChannel", "standing")
+            self._keeper = tokens.TokenKeeper(
+                self._connect.clinic, self.bus, request, self._on_token_event, policy=self._policy
+            )
+            await self._keeper.start()
 
     async def _resume_saved(self) -> None:
         directory = self._state_dir
@@ -228,8 +233,10 @@ class ProviderEndpoint:
             with contextlib.suppress(Exception):
                 await subscription.close()
         self._subscriptions.clear()
-        if self._keeper is not None:
-            await self._keeper.aclose()
+        async with self._token_lock:  # after a replacement under way (a removed specialist's)
+            if self._keeper is not None:
+                await self._keeper.aclose()
+                self._keeper = None
         await self.bus.aclose()
 
     # -- the waiting room ---------------------------------------------------------------------------

@@ -71,6 +71,9 @@ _MAX_METADATA_ITEMS: Final = 32
 # Answers that say "not now" rather than "never": the sink may take the event later.
 _RETRYABLE_CLIENT_STATUSES: Final = frozenset({401, 408, 429})
 _DELIVERY_BATCH: Final = 64
+# Failures in a row after which a delivery problem is worth a warning (about 2 s at the default
+# back-off): a token swap or a blip is over by then.
+_PERSISTENT_FAILURES: Final = 5
 
 
 class AuditSink(Protocol):
@@ -393,8 +396,11 @@ class AuditTrail:
                     await self._settle(target, position, refusal)
                     return
                 failures += 1
-                if failures == 1 or failures % 20 == 0:
-                    log.warning(
+                if failures in (1, _PERSISTENT_FAILURES) or failures % 20 == 0:
+                    # A first failure is routine (a token being replaced, a network blip): info.
+                    # Still failing after a few tries is for the person on call: a warning.
+                    log.log(
+                        logging.INFO if failures < _PERSISTENT_FAILURES else logging.WARNING,
                         "audit delivery failed target=%s id=%s position=%d failures=%d error=%s",
                         target,
                         event.get("id"),
