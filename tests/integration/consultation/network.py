@@ -65,6 +65,11 @@ class CuttableLink:
         except OSError:
             writer.transport.abort()
             return
+        if not self._up:
+            # Cut while this connection was being made: it must not outlive the cut.
+            writer.transport.abort()
+            upstream_writer.transport.abort()
+            return
         self._writers |= {writer, upstream_writer}
         task = asyncio.current_task()
         assert task is not None
