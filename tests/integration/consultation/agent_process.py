@@ -145,7 +145,14 @@ async def main() -> None:
             try:
                 emit({"reply": request.get("cmd"), "ok": True, **await command(agent, request)})
             except Exception as exc:
-                emit({"reply": request.get("cmd"), "ok": False, "error": str(exc)})
+                emit(
+                    {
+                        "reply": request.get("cmd"),
+                        "ok": False,
+                        "error": type(exc).__name__,
+                        "code": getattr(exc, "code", None) or getattr(exc, "field", None),
+                    }
+                )
     finally:
         await agent.aclose()
         forwarder.cancel()

@@ -275,6 +275,8 @@ async def test_chat_queued_before_a_sigkill_is_sent_once_by_the_restarted_agent(
     # A message after it: had the queued one been sent twice, the copy would have come first.
     after = await second.command("chat", text="and I feel dizzy")
     await provider_hub.wait_for(added(PATIENT), count=2)
+    # The far end may show it before the publish's answer reached the sender: wait for that too.
+    await second.wait_line(status_is("chat-status", after["id"], "sent"))
     log = await second.command("chat-log")
     assert [(e["id"], e["status"]) for e in log["entries"]] == [(queued["id"], "sent"), (after["id"], "sent")]
     assert [e.id for e in provider.chat(CONSULTATION).entries] == [queued["id"], after["id"]]
@@ -306,6 +308,8 @@ async def test_a_chat_publish_that_landed_just_before_the_sigkill_is_not_sent_ag
     await second.wait_line(status_is("chat-status", queued["id"], "sent"))
     after = await second.command("chat", text="is that all right?")
     await provider_hub.wait_for(added(PATIENT), count=2)
+    # The far end may show it before the publish's answer reached the sender: wait for that too.
+    await second.wait_line(status_is("chat-status", after["id"], "sent"))
     log = await second.command("chat-log")
     assert [(e["id"], e["status"]) for e in log["entries"]] == [(queued["id"], "sent"), (after["id"], "sent")]
     assert [e.id for e in provider.chat(CONSULTATION).entries] == [queued["id"], after["id"]]
@@ -353,6 +357,8 @@ async def test_chat_a_provider_agent_queued_before_a_sigkill_reaches_the_patient
     await second.wait_line(status_is("chat-status", queued["id"], "sent"))
     after = await second.command("chat", consultationId=CONSULTATION, text="someone should pick you up")
     await patient_hub.wait_for(added(PROVIDER), count=2)
+    # The far end may show it before the publish's answer reached the sender: wait for that too.
+    await second.wait_line(status_is("chat-status", after["id"], "sent"))
     assert added_ids(patient_hub, PROVIDER) == [queued["id"], after["id"]]
     assert [e.id for e in chat.entries] == [question.id, queued["id"], after["id"]]
     log = await second.command("chat-log", consultationId=CONSULTATION)
