@@ -7,8 +7,10 @@ right frame from a corrupt, repeated or foreign one.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from aiortc import VideoStreamTrack
 from av import VideoFrame
@@ -56,3 +58,15 @@ class NumberedVideoTrack(VideoStreamTrack):
         frame = VideoFrame.from_ndarray(draw(self.sent), format="bgr24")
         frame.pts, frame.time_base = pts, time_base
         return frame
+
+
+def write_numbered_video(path: Path, frames: int, first: int = 1, fps: float = 30.0) -> Path:
+    """A lossless FFV1 video whose frame i shows ``first + i``: a camera source for CameraTrack."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"FFV1"), fps, (WIDTH, HEIGHT))
+    assert writer.isOpened(), f"OpenCV cannot write FFV1 video to {path}"
+    try:
+        for index in range(frames):
+            writer.write(draw(first + index))
+    finally:
+        writer.release()
+    return path

@@ -1,0 +1,317 @@
+"""The call's own media and what it does with the other side's: camera, microphone, speaker, previews.
+
+- ``CameraTrack``: OpenCV reads the camera (the device check's source setting: ``/dev/videoN``, an
+  index, a file or a URL) in its own thread and keeps only the newest frame; ``recv`` hands out the
+  newest frame it has not handed out yet. When the encoder falls behind, the frames it had no time
+  for are skipped, never queued (aiortc queues: measured 2 s of backlog on a busy machine). A file
+  is paced at its frame rate and loops (a test pattern); a device paces itself.
+- ``MicrophoneTrack``: sounddevice blocking reads (no callback streams: the service runs with
+  MemoryDenyWriteExecute) of 20 ms at 48 kHz mono in its own thread, paced to real time (the ALSA
+  ``file`` plugin replays with no pacing), into a short queue whose oldest frames go first.
+- ``Playback``: the other side's audio, resampled to 48 kHz mono, written to the output device by a
+  thread through a short queue (late audio is dropped, not delayed).
+- ``PreviewFrames``: the newest local and remote video frames as JPEG, a few per second.
+
+A device that fails mid-call ends its track (``MediaStreamError`` to the sender: the call goes on
+with the other) and is reported through ``on_failure(kind, reason)``, called on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import fractions
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import numpy as np
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+from av import AudioFrame, AudioResampler, VideoFrame
+
+from telehealth_client.logs import describe_exception
+
+log = logging.getLogger(__name__)
+
+VIDEO_CLOCK: Final = 90_000
+SAMPLE_RATE: Final = 48_000
+AUDIO_FRAME_SAMPLES: Final = 960  # 20 ms
+AUDIO_QUEUE_FRAMES: Final = 10  # 200 ms: beyond that, audio is late and the oldest goes
+FILE_FPS_FALLBACK: Final = 30.0
+FailureHandler = Callable[[str, str], None]
+
+
+class _Latest:
+    """One slot shared by a producer thread and the event loop: the newest item wins."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._item: Any = None
+        self._sequence = 0
+        self._ready = asyncio.Event()
+
+    def put(self, item: Any) -> None:  # from the producer thread
+        with self._lock:
+            self._item = item
+            self._sequence += 1
+        self.loop.call_soon_threadsafe(self._ready.set)
+
+    async def newer_than(self, sequence: int) -> tuple[int, Any]:
+        while True:
+            with self._lock:
+                if self._sequence > sequence:
+                    return self._sequence, self._item
+            self._ready.clear()
+            with self._lock:
+                if self._sequence > sequence:
+                    continue
+            await self._ready.wait()
+
+
+class CameraTrack(MediaStreamTrack):
+    kind = "video"
+
+    def __init__(
+        self,
+        source: str | int,
+        *,
+        is_file: bool = False,
+        on_failure: FailureHandler | None = None,
+    ) -> None:
+        super().__init__()
+        self._source = source
+        self._is_file = is_file
+        self._on_failure = on_failure
+        self._slot = _Latest(asyncio.get_running_loop())
+        self._stopping = threading.Event()
+        self._failed: str | None = None
+        self._delivered = 0
+        self._started_at: float | None = None
+        self.captured = 0  # frames read from the camera
+        self.sent = 0  # frames handed to the encoder (captured - sent were skipped)
+        self._thread = threading.Thread(target=self._capture, name="camera-capture", daemon=True)
+        self._thread.start()
+
+    def _capture(self) -> None:
+        import cv2
+
+        capture = cv2.VideoCapture(self._source)
+        try:
+            if not capture.isOpened():
+                self._fail("the camera could not be opened")
+                return
+            fps = capture.get(cv2.CAP_PROP_FPS) or FILE_FPS_FALLBACK
+            period = 1.0 / fps if self._is_file and fps > 0 else 0.0
+            next_at = time.monotonic()
+            while not self._stopping.is_set():
+                ok, image = capture.read()
+                if not ok:
+                    if self._is_file and self.captured:
+                        capture.set(cv2.CAP_PROP_POS_FRAMES, 0)  # a test pattern loops
+                        continue
+                    self._fail("the camera stopped delivering frames")
+                    return
+                self.captured += 1
+                self._slot.put(image)
+                if period:
+                    next_at += period
+                    delay = next_at - time.monotonic()
+                    if delay > 0:
+                        self._stopping.wait(delay)  # pacing a file to its frame rate
+                    else:
+                        next_at = time.monotonic()
+        except Exception as exc:
+            self._fail(f"the camera failed ({type(exc).__name__})")
+            log.error("camera capture failed error=%s", describe_exception(exc))
+        finally:
+            capture.release()
+
+    def _fail(self, reason: str) -> None:  # in the capture thread
+        self._failed = reason
+        if self._on_failure is not None and not self._stopping.is_set():
+            # On the loop, and before the track's end wakes the sender: reported first.
+            self._slot.loop.call_soon_threadsafe(self._on_failure, "video", reason)
+        self._slot.put(None)
+
+    async def wait_captured(self, count: int) -> None:
+        """Until at least ``count`` frames were read from the camera (or it failed)."""
+        await self._slot.newer_than(count - 1)
+
+    async def recv(self) -> VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        self._delivered, image = await self._slot.newer_than(self._delivered)
+        if image is None:
+            self.stop()
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._started_at is None:
+            self._started_at = now
+        frame = VideoFrame.from_ndarray(image, format="bgr24")
+        frame.pts = int((now - self._started_at) * VIDEO_CLOCK)
+        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        self.sent += 1
+        return frame
+
+    def stop(self) -> None:
+        self._stopping.set()
+        super().stop()
+
+    async def aclose(self) -> None:
+        self.stop()
+        await asyncio.to_thread(self._thread.join, 5.0)
+
+
+class MicrophoneTrack(MediaStreamTrack):
+    kind = "audio"
+
+    def __init__(self, device: int | str | None, *, on_failure: FailureHandler | None = None) -> None:
+        super().__init__()
+        self._device = device
+        self._on_failure = on_failure
+        self._event_loop = asyncio.get_running_loop()
+        self._frames: collections.deque[np.ndarray[Any, Any] | None] = collections.deque(
+            maxlen=AUDIO_QUEUE_FRAMES
+        )
+        self._ready = asyncio.Event()
+        self._stopping = threading.Event()
+        self._pts = 0
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._capture, name="microphone-capture", daemon=True)
+        self._thread.start()
+
+    def _push(self, samples: np.ndarray[Any, Any] | None) -> None:
+        if len(self._frames) == self._frames.maxlen:
+            self.dropped += 1
+        self._frames.append(samples)
+        self._event_loop.call_soon_threadsafe(self._ready.set)
+
+    def _capture(self) -> None:
+        try:
+            import sounddevice as sd
+
+            with sd.InputStream(
+                device=self._device,
+                samplerate=SAMPLE_RATE,
+                channels=1,
+                dtype="int16",
+                blocksize=AUDIO_FRAME_SAMPLES,
+            ) as stream:
+                started = time.monotonic()
+                count = 0
+                while not self._stopping.is_set():
+                    samples, _overflowed = stream.read(AUDIO_FRAME_SAMPLES)
+                    self._push(np.ascontiguousarray(samples.reshape(1, -1)))
+                    count += 1
+                    ahead = started + count * AUDIO_FRAME_SAMPLES / SAMPLE_RATE - time.monotonic()
+                    if ahead > 0:
+                        self._stopping.wait(ahead)  # a file device replays faster than real time
+        except Exception as exc:
+            if not self._stopping.is_set():
+                log.error("microphone capture failed error=%s", describe_exception(exc))
+                if self._on_failure is not None:
+                    reason = f"the microphone failed ({type(exc).__name__})"
+                    self._event_loop.call_soon_threadsafe(self._on_failure, "audio", reason)
+            self._push(None)
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        while not self._frames:
+            self._ready.clear()
+            if self._frames:
+                break
+            await self._ready.wait()
+        samples = self._frames.popleft()
+        if samples is None:
+            self.stop()
+            raise MediaStreamError
+        frame = AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
+        self._pts += AUDIO_FRAME_SAMPLES
+        return frame
+
+    def stop(self) -> None:
+        self._stopping.set()
+        super().stop()
+
+    async def aclose(self) -> None:
+        self.stop()
+        await asyncio.to_thread(self._thread.join, 5.0)
+
+
+class Playback:
+    """The other side's audio on the output device; frames that would play late are dropped."""
+
+    def __init__(self, device: int | str | None, *, on_failure: FailureHandler | None = None) -> None:
+        self._device = device
+        self._on_failure = on_failure
+        self._event_loop = asyncio.get_running_loop()
+        self._resampler = AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        self._queue: collections.deque[np.ndarray[Any, Any]] = collections.deque(maxlen=AUDIO_QUEUE_FRAMES)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self.played = 0
+        self._thread = threading.Thread(target=self._play, name="speaker-playback", daemon=True)
+        self._thread.start()
+
+    def feed(self, frame: AudioFrame) -> None:
+        for resampled in self._resampler.resample(frame):
+            self._queue.append(resampled.to_ndarray().reshape(-1, 1))
+        self._wake.set()
+
+    def _play(self) -> None:
+        try:
+            import sounddevice as sd
+
+            with sd.OutputStream(
+                device=self._device, samplerate=SAMPLE_RATE, channels=1, dtype="int16"
+            ) as out:
+                while not self._stopping.is_set():
+                    self._wake.wait(0.1)
+                    self._wake.clear()
+                    while self._queue and not self._stopping.is_set():
+                        out.write(self._queue.popleft())
+                        self.played += 1
+        except Exception as exc:
+            if not self._stopping.is_set():
+                log.error("playback failed error=%s", describe_exception(exc))
+                if self._on_failure is not None:
+                    reason = f"the speaker failed ({type(exc).__name__})"
+                    self._event_loop.call_soon_threadsafe(self._on_failure, "speaker", reason)
+
+    async def aclose(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        await asyncio.to_thread(self._thread.join, 5.0)
+
+
+class PreviewFrames:
+    """The newest local and remote frame as JPEG, encoded at most ``per_second`` times a second."""
+
+    def __init__(self, per_second: float = 2.0, width: int = 320) -> None:
+        self._interval = 1.0 / per_second
+        self._width = width
+        self._last: dict[str, float] = {}
+        self.jpeg: dict[str, bytes] = {}
+
+    def offer(self, side: str, frame: VideoFrame) -> bool:
+        """Keep ``frame`` as ``side``'s preview if it is time for a new one; True if kept."""
+        now = time.monotonic()
+        if now - self._last.get(side, -1e9) < self._interval:
+            return False
+        import cv2
+
+        self._last[side] = now
+        height = max(2, int(frame.height * self._width / max(frame.width, 1)) // 2 * 2)
+        image = frame.reformat(width=self._width, height=height).to_ndarray(format="bgr24")
+        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 70])
+        if ok:
+            self.jpeg[side] = encoded.tobytes()
+        return bool(ok)

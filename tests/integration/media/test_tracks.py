@@ -1,0 +1,70 @@
+"""The camera track on real OpenCV reading a generated video: the right frames in order, the newest
+one after a stall (never a backlog), and a camera that cannot be opened reported and ended."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from aiortc.mediastreams import MediaStreamError
+
+from telehealth_client.media.tracks import CameraTrack, PreviewFrames
+
+from .numbered import read, write_numbered_video
+
+pytestmark = pytest.mark.integration
+
+
+async def test_the_camera_track_delivers_the_files_frames_in_order(tmp_path: Path) -> None:
+    video = write_numbered_video(tmp_path / "numbered.mkv", frames=100)
+    track = CameraTrack(str(video), is_file=True)
+    try:
+        numbers = [read(await asyncio.wait_for(track.recv(), 5.0)) for _ in range(20)]
+    finally:
+        await track.aclose()
+    assert numbers == sorted(numbers) and len(set(numbers)) == 20
+    assert 1 <= numbers[0] <= 100
+
+
+async def test_a_slow_consumer_gets_the_newest_frame_not_a_backlog(tmp_path: Path) -> None:
+    video = write_numbered_video(tmp_path / "numbered.mkv", frames=200)
+    track = CameraTrack(str(video), is_file=True)
+    try:
+        before = read(await asyncio.wait_for(track.recv(), 5.0))
+        captured_before = track.captured
+        # The encoder is busy: the capture goes on meanwhile (wait for it by its own count).
+        await asyncio.wait_for(track.wait_captured(captured_before + 15), 5.0)
+        after = read(await asyncio.wait_for(track.recv(), 5.0))
+    finally:
+        await track.aclose()
+    assert after - before >= 15  # the frames in between were skipped, not queued
+    assert track.sent == 2
+
+
+async def test_a_camera_that_cannot_be_opened_is_reported_and_ends_the_track(tmp_path: Path) -> None:
+    failures: list[tuple[str, str]] = []
+    track = CameraTrack(
+        str(tmp_path / "missing.mkv"), is_file=True, on_failure=lambda k, r: failures.append((k, r))
+    )
+    try:
+        with pytest.raises(MediaStreamError):
+            await asyncio.wait_for(track.recv(), 5.0)
+    finally:
+        await track.aclose()
+    assert failures == [("video", "the camera could not be opened")]
+    assert track.readyState == "ended"
+
+
+async def test_previews_are_jpeg_and_rate_limited(tmp_path: Path) -> None:
+    video = write_numbered_video(tmp_path / "numbered.mkv", frames=60)
+    track = CameraTrack(str(video), is_file=True)
+    previews = PreviewFrames(per_second=2.0)
+    try:
+        frame = await asyncio.wait_for(track.recv(), 5.0)
+        assert previews.offer("local", frame) is True
+        assert previews.offer("local", await asyncio.wait_for(track.recv(), 5.0)) is False
+        assert previews.offer("remote", frame) is True
+    finally:
+        await track.aclose()
+    assert previews.jpeg["local"].startswith(b"\xff\xd8") and previews.jpeg["remote"].startswith(b"\xff\xd8")
