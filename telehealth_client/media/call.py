@@ -179,6 +179,11 @@ class MediaCall:
 
     async def offer(self) -> str:
         pc = await self._connection()
+        sending = {track.kind for track in self._tracks}
+        for kind in ("audio", "video"):
+            if kind not in sending:
+                # No camera or microphone here: still receive the other side's (a one-way call).
+                pc.addTransceiver(kind, direction="recvonly")
         await pc.setLocalDescription(await pc.createOffer())
         return await self._described(pc)
 

@@ -126,3 +126,18 @@ async def test_bad_sdp_and_candidates_are_refused_and_the_call_goes_on(turn: Tur
     finally:
         await provider.aclose()
         await patient.aclose()
+
+
+async def test_a_side_without_camera_or_microphone_still_receives(turn: TurnServer) -> None:
+    at_provider = Receiver(10)
+    provider = MediaCall(turn_config(turn, "dr-lee"), on_frame=at_provider)  # no devices at all
+    patient = MediaCall(turn_config(turn), tracks=[NumberedVideoTrack(), AudioStreamTrack()])
+    try:
+        offer = await provider.offer()
+        assert "a=recvonly" in offer and offer.count("\nm=") == 2
+        await provider.accept_answer(await patient.answer(offer))
+        await asyncio.wait_for(at_provider.done.wait(), WAIT)
+    finally:
+        await provider.aclose()
+        await patient.aclose()
+    assert patient.received == {"audio": 0, "video": 0}  # nothing came the other way

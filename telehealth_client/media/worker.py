@@ -1,0 +1,338 @@
+"""The call's media in a child process, and the agent's handle on it.
+
+aiortc and PyAV hold native memory that grows over a kiosk's months of uptime, and a codec can
+crash. So each call's media runs in a child process (``python -m telehealth_client.media.worker``)
+that exits when the call ends, taking its native memory with it; if it dies, the agent reports it
+and builds the call again in a fresh child while the consultation, chat and audit go on. The child
+is started warm (it imports aiortc before it is needed) while the patient waits.
+
+The agent and the child talk over the child's stdin and stdout, one JSON object per line. Secrets
+(TURN credentials) travel there, never in argv or the environment. Requests carry an ``id`` and
+are answered ``{"id", "ok": true, ...}`` or ``{"id", "ok": false, "code", "reason"}``:
+``start`` (TURN, policy, devices), ``offer``, ``answer`` (``sdp``), ``accept-answer`` (``sdp``),
+``candidate`` (the browser's ``toJSON()``), ``stats``, ``preview``, ``close``. Events:
+``{"event": "ready"}`` once aiortc is loaded, ``{"event": "first-frame", "kind"}``,
+``{"event": "device-failed", "kind", "reason"}``. The child logs to stderr (the agent's journal).
+
+Public API: ``await MediaWorker.spawn(on_event=None, env=None)``; the ``MediaBackend`` methods
+(``offer``, ``answer``, ``accept_answer``, ``add_candidate``, ``aclose``) after ``await
+start(turn, devices)``; ``stats()``, ``preview()``, ``pid``, ``exited``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Final
+
+from telehealth_client.logs import describe_exception
+from telehealth_client.media.call import CallError, TurnConfig
+from telehealth_client.protocol.messages import IceCandidate, encode
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_SECONDS: Final = 30.0
+REQUEST_TIMEOUT_SECONDS: Final = 20.0
+CLOSE_TIMEOUT_SECONDS: Final = 5.0
+MAX_LINE_BYTES: Final = 1 << 20
+EventHandler = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Devices:
+    """What the child opens: the camera source (or None), whether it is a file (a test pattern,
+    paced and looped), the microphone and speaker device (name or index, or None for none)."""
+
+    camera: str | None = None
+    camera_is_file: bool = False
+    microphone: str | None = None
+    speaker: str | None = None
+    relay_only: bool = True
+
+
+class MediaWorker:
+    """The agent's handle on one media child process (one call)."""
+
+    def __init__(self, process: asyncio.subprocess.Process, on_event: EventHandler | None) -> None:
+        self._process = process
+        self._on_event = on_event
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.ensure_future(self._read())
+        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @classmethod
+    async def spawn(
+        cls, *, on_event: EventHandler | None = None, env: Mapping[str, str] | None = None
+    ) -> MediaWorker:
+        """Start a child and wait until it has loaded aiortc (a warm start)."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "telehealth_client.media.worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=dict(env) if env is not None else None,
+            limit=MAX_LINE_BYTES,
+        )
+        worker = cls(process, on_event)
+        try:
+            await asyncio.wait_for(asyncio.shield(worker._ready), READY_TIMEOUT_SECONDS)
+        except BaseException:
+            await worker.aclose()
+            raise
+        return worker
+
+    async def _read(self) -> None:
+        assert self._process.stdout is not None
+        try:
+            while line := await self._process.stdout.readline():
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    log.warning("media child wrote a line that is not JSON pid=%d", self.pid)
+                    continue
+                self._dispatch(message)
+        except (ValueError, asyncio.LimitOverrunError):
+            log.error("media child wrote an over-long line pid=%d", self.pid)
+        finally:
+            code = await self._process.wait()
+            failure = CallError("media-process", f"the media process exited ({_describe_exit(code)})")
+            for future in self._waiting.values():
+                if not future.done():
+                    future.set_exception(failure)
+            self._waiting.clear()
+            if not self._ready.done():
+                self._ready.set_exception(failure)
+            if not self.exited.done():
+                self.exited.set_result(code)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if "id" in message:
+            future = self._waiting.pop(message["id"], None)
+            if future is not None and not future.done():
+                future.set_result(message)
+            return
+        if message.get("event") == "ready" and not self._ready.done():
+            self._ready.set_result(None)
+        if self._on_event is not None:
+            try:
+                self._on_event(message)
+            except Exception as exc:
+                log.error("media event handler failed error=%s", describe_exception(exc))
+
+    async def _request(
+        self, op: str, within: float = REQUEST_TIMEOUT_SECONDS, **fields: Any
+    ) -> dict[str, Any]:
+        if self.exited.done() or self._process.stdin is None:
+            raise CallError("media-process", "the media process has exited")
+        request_id = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        line = json.dumps({"id": request_id, "op": op, **fields}) + "\n"
+        try:
+            self._process.stdin.write(line.encode())
+            await self._process.stdin.drain()
+            answer = await asyncio.wait_for(future, within)
+        except (ConnectionError, BrokenPipeError):
+            raise CallError("media-process", "the media process has exited") from None
+        except TimeoutError:
+            raise CallError(
+                "media-process", f"the media process did not answer {op} in {within:.0f} s"
+            ) from None
+        finally:
+            self._waiting.pop(request_id, None)
+        if not answer.get("ok"):
+            raise CallError(str(answer.get("code", "media")), str(answer.get("reason", "failed")))
+        return answer
+
+    async def start(self, turn: TurnConfig, devices: Devices) -> None:
+        await self._request(
+            "start",
+            turn={"urls": list(turn.urls), "username": turn.username, "credential": turn.credential},
+            devices=asdict(devices),
+        )
+
+    async def offer(self) -> str:
+        return str((await self._request("offer"))["sdp"])
+
+    async def answer(self, remote_offer: str) -> str:
+        return str((await self._request("answer", sdp=remote_offer))["sdp"])
+
+    async def accept_answer(self, sdp: str) -> None:
+        await self._request("accept-answer", sdp=sdp)
+
+    async def add_candidate(self, candidate: IceCandidate) -> None:
+        await self._request("candidate", candidate=encode(candidate))
+
+    async def stats(self) -> dict[str, Any]:
+        return await self._request("stats")
+
+    async def preview(self) -> dict[str, bytes]:
+        answer = await self._request("preview")
+        return {side: base64.b64decode(data) for side, data in answer.get("jpeg", {}).items()}
+
+    async def aclose(self) -> None:
+        """Ask the child to close the call and exit; kill it if it does not within a few seconds."""
+        if not self.exited.done():
+            with contextlib.suppress(CallError):
+                await self._request("close", within=CLOSE_TIMEOUT_SECONDS)
+            try:
+                await asyncio.wait_for(asyncio.shield(self.exited), CLOSE_TIMEOUT_SECONDS)
+            except TimeoutError:
+                log.warning("media child did not exit: killing it pid=%d", self.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    self._process.kill()
+        await asyncio.gather(self._reader, return_exceptions=True)
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+
+
+def _describe_exit(code: int) -> str:
+    return f"signal {-code}" if code < 0 else f"exit code {code}"
+
+
+# -- the child ---------------------------------------------------------------------------------------
+
+
+class _Child:
+    """The child's side: one MediaCall and its devices, driven by requests on stdin."""
+
+    def __init__(self) -> None:
+        self._call: Any = None
+        self._closers: list[Callable[[], Any]] = []
+        self._playback: Any = None
+        self._previews: Any = None
+        self._first: set[str] = set()
+
+    @staticmethod
+    def emit(message: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
+
+    def _device_failed(self, kind: str, reason: str) -> None:
+        self.emit({"event": "device-failed", "kind": kind, "reason": reason})
+
+    def _on_frame(self, kind: str, frame: Any) -> None:
+        if kind not in self._first:
+            self._first.add(kind)
+            self.emit({"event": "first-frame", "kind": kind})
+        if kind == "audio" and self._playback is not None:
+            self._playback.feed(frame)
+        elif kind == "video" and self._previews is not None:
+            self._previews.offer("remote", frame)
+
+    async def start(self, turn: dict[str, Any], devices: dict[str, Any]) -> dict[str, Any]:
+        from telehealth_client.media.call import MediaCall
+        from telehealth_client.media.tracks import CameraTrack, MicrophoneTrack, Playback, PreviewFrames
+
+        config = Devices(**devices)
+        tracks: list[Any] = []
+        if config.camera is not None:
+            camera = CameraTrack(config.camera, is_file=config.camera_is_file, on_failure=self._device_failed)
+            tracks.append(camera)
+            self._closers.append(camera.aclose)
+        if config.microphone is not None:
+            microphone = MicrophoneTrack(_device(config.microphone), on_failure=self._device_failed)
+            tracks.append(microphone)
+            self._closers.append(microphone.aclose)
+        if config.speaker is not None:
+            self._playback = Playback(_device(config.speaker), on_failure=self._device_failed)
+            self._closers.append(self._playback.aclose)
+        self._previews = PreviewFrames()
+        self._call = MediaCall(
+            TurnConfig(tuple(turn["urls"]), turn["username"], turn["credential"]),
+            relay_only=config.relay_only,
+            tracks=tracks,
+            on_frame=self._on_frame,
+        )
+        return {}
+
+    async def handle(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
+        if op == "start":
+            return await self.start(request["turn"], request["devices"])
+        call = self._call
+        if call is None:
+            raise CallError("not-started", "start the call first")
+        if op == "offer":
+            return {"sdp": await call.offer()}
+        if op == "answer":
+            return {"sdp": await call.answer(str(request["sdp"]))}
+        if op == "accept-answer":
+            await call.accept_answer(str(request["sdp"]))
+            return {}
+        if op == "candidate":
+            await call.add_candidate(IceCandidate.model_validate(request["candidate"]))
+            return {}
+        if op == "stats":
+            return {"received": dict(call.received), "state": call.connection_state}
+        if op == "preview":
+            jpeg = {} if self._previews is None else self._previews.jpeg
+            return {"jpeg": {side: base64.b64encode(data).decode() for side, data in jpeg.items()}}
+        raise CallError("unknown-op", "no such request")
+
+    async def aclose(self) -> None:
+        if self._call is not None:
+            await self._call.aclose()
+        for closer in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                await closer()
+
+
+def _device(name: str) -> int | str:
+    return int(name) if name.isdigit() else name
+
+
+async def _serve() -> int:
+    import aiortc  # noqa: F401 (loaded now: the warm start the agent waits for)
+
+    child = _Child()
+    child.emit({"event": "ready", "pid": os.getpid()})
+    reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        while line := await reader.readline():
+            try:
+                request = json.loads(line)
+                request_id, op = request["id"], str(request["op"])
+            except (ValueError, KeyError, TypeError):
+                log.warning("media child: a request that is not one was ignored")
+                continue
+            if op == "close":
+                await child.aclose()
+                child.emit({"id": request_id, "ok": True})
+                return 0
+            try:
+                answer = await child.handle(op, request)
+                child.emit({"id": request_id, "ok": True, **answer})
+            except CallError as exc:
+                child.emit({"id": request_id, "ok": False, "code": exc.code, "reason": exc.reason})
+            except Exception as exc:
+                log.error("media child request failed op=%s error=%s", op, describe_exception(exc))
+                child.emit({"id": request_id, "ok": False, "code": "media", "reason": type(exc).__name__})
+    finally:
+        await child.aclose()
+    return 0  # the agent closed our stdin: it is gone, and so is the call
+
+
+def main() -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="media-child %(levelname)s %(message)s")
+    sys.exit(asyncio.run(_serve()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""The call's media in child processes (the real worker module, real aiortc, coturn, OpenCV on a
+numbered video, PortAudio on ALSA file devices): a relay-only call between two children, the
+child's death reported, a clean exit on close, no secret in the child's command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devices import synthetic
+from telehealth_client.devstack.turn import TurnServer
+from telehealth_client.media.call import CallError
+from telehealth_client.media.worker import Devices, MediaWorker
+
+from .conftest import turn_config
+from .numbered import write_numbered_video
+
+pytestmark = pytest.mark.integration
+
+WAIT = 30.0
+
+
+class Events:
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.items.append(event)
+        self._changed.set()
+
+    async def wait(self, **fields: Any) -> dict[str, Any]:
+        async def found() -> dict[str, Any]:
+            while True:
+                for item in self.items:
+                    if all(item.get(k) == v for k, v in fields.items()):
+                        return item
+                self._changed.clear()
+                await self._changed.wait()
+
+        return await asyncio.wait_for(found(), WAIT)
+
+
+def child_env(tmp_path: Path, name: str) -> tuple[dict[str, str], Devices]:
+    """ALSA file devices for one child: a tone as its microphone, a speaker writing to a file."""
+    tone = synthetic.write_pcm(tmp_path / f"{name}-tone.raw", "tone", seconds=30.0)
+    alsa = synthetic.write_alsa_config(tmp_path / f"{name}-alsa", tone, loopback=False)
+    first = 1 if name == "patient" else 1000
+    video = write_numbered_video(tmp_path / f"{name}.mkv", frames=60, first=first)
+    env = {**os.environ, **alsa.env}
+    devices = Devices(
+        camera=str(video), camera_is_file=True, microphone=alsa.microphone, speaker=alsa.speaker
+    )
+    return env, devices
+
+
+async def test_two_media_children_hold_a_relay_only_call(turn: TurnServer, tmp_path: Path) -> None:
+    patient_events, provider_events = Events(), Events()
+    patient_env, patient_devices = child_env(tmp_path, "patient")
+    provider_env, provider_devices = child_env(tmp_path, "provider")
+    patient = await MediaWorker.spawn(on_event=patient_events, env=patient_env)
+    provider = await MediaWorker.spawn(on_event=provider_events, env=provider_env)
+    try:
+        patient_turn, provider_turn = turn_config(turn, "pat-1"), turn_config(turn, "dr-lee")
+        await patient.start(patient_turn, patient_devices)
+        await provider.start(provider_turn, provider_devices)
+        # The credentials went over the pipe, not the command line.
+        for worker, config in ((patient, patient_turn), (provider, provider_turn)):
+            cmdline = await asyncio.to_thread(Path(f"/proc/{worker.pid}/cmdline").read_bytes)
+            assert config.credential.encode() not in cmdline
+        offer = await provider.offer()
+        answer = await patient.answer(offer)
+        await provider.accept_answer(answer)
+        for events in (patient_events, provider_events):
+            await events.wait(event="first-frame", kind="video")
+            await events.wait(event="first-frame", kind="audio")
+        stats = await patient.stats()
+        assert stats["received"]["video"] >= 1 and stats["received"]["audio"] >= 1
+        previews = await patient.preview()
+        assert previews["remote"].startswith(b"\xff\xd8")
+    finally:
+        await patient.aclose()
+        await provider.aclose()
+    assert await patient.exited == 0 and await provider.exited == 0
+
+
+async def test_a_killed_child_fails_its_requests_with_the_reason(turn: TurnServer, tmp_path: Path) -> None:
+    worker = await MediaWorker.spawn()
+    try:
+        await worker.start(turn_config(turn), Devices())
+        os.kill(worker.pid, signal.SIGKILL)
+        assert await asyncio.wait_for(worker.exited, WAIT) == -signal.SIGKILL
+        with pytest.raises(CallError) as failed:
+            await worker.offer()
+        assert failed.value.code == "media-process"
+    finally:
+        await worker.aclose()
+
+
+async def test_requests_before_start_and_bad_requests_are_refused(turn: TurnServer) -> None:
+    worker = await MediaWorker.spawn()
+    try:
+        with pytest.raises(CallError) as early:
+            await worker.offer()
+        assert early.value.code == "not-started"
+        await worker.start(turn_config(turn), Devices())
+        with pytest.raises(CallError) as bad:
+            await worker.answer("not sdp")
+        assert bad.value.code == "sdp"
+        assert (await worker.offer()).startswith("v=0")  # the child goes on after a refusal
+    finally:
+        await worker.aclose()
+    assert await worker.exited == 0
