@@ -22,8 +22,8 @@ Rules (each refusal is an ``Ignored`` effect with a code, never an exception):
   and waits for the answer to its own.
 
 Public API: ``Negotiation.new(user_id, polite=...)``; events ``Call``, ``LocalDescription``,
-``Received``, ``Hangup``, ``EndPublished``, ``MediaFailed``; effects ``CreateOffer``, ``AcceptOffer``,
-``AcceptAnswer``, ``AddCandidates``, ``PublishSignal``, ``CloseMedia``, ``Ignored``;
+``Received``, ``Hangup``, ``EndPublished``, ``Rebuild``, ``MediaFailed``; effects ``CreateOffer``,
+``AcceptOffer``, ``AcceptAnswer``, ``AddCandidates``, ``PublishEnd``, ``CloseMedia``, ``Ignored``;
 ``step(negotiation, event) -> (Negotiation, tuple[Effect, ...])``.
 """
 
@@ -86,13 +86,21 @@ class EndPublished:
 
 
 @dataclass(frozen=True)
+class Rebuild:
+    """The media of the call under way is gone (its process died, it stalled): offer afresh on a
+    new connection. The other side takes the new offer as a restart of the same call."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class MediaFailed:
     """The media could not go on (no relay candidate, the child died): the call ends here."""
 
     reason: str
 
 
-Event: TypeAlias = Call | LocalDescription | Received | Hangup | EndPublished | MediaFailed
+Event: TypeAlias = Call | LocalDescription | Received | Hangup | EndPublished | Rebuild | MediaFailed
 
 
 # -- effects ---------------------------------------------------------------------------------------
@@ -184,6 +192,8 @@ def step(negotiation: Negotiation, event: Event, *, is_participant: Callable[[st
         return _end(negotiation, event.reason, publish=True)
     if isinstance(event, EndPublished):
         return replace(negotiation, floor=max(negotiation.floor, event.timetoken)), ()
+    if isinstance(event, Rebuild):
+        return _rebuild(negotiation)
     return _received(negotiation, event, is_participant)
 
 
@@ -204,6 +214,21 @@ def _call(negotiation: Negotiation, event: Call) -> Step:
         buffered=tuple(item for item in negotiation.buffered if item[0] == event.remote_id),
     )
     return started, (CreateOffer(event.remote_id),)
+
+
+def _rebuild(negotiation: Negotiation) -> Step:
+    if not negotiation.active or negotiation.remote_id is None:
+        return _ignored(negotiation, "no-call", "no call is under way")
+    # What the other side sent for the old connection is told apart by its ufrag from now on.
+    rebuilt = replace(
+        negotiation,
+        phase="offering",
+        call_timetoken=0,
+        remote_description=False,
+        remote_ufrag=None,
+        buffered=(),
+    )
+    return rebuilt, (CreateOffer(negotiation.remote_id),)
 
 
 def _local_description(negotiation: Negotiation, event: LocalDescription) -> Step:

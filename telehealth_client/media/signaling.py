@@ -15,7 +15,8 @@ Public API:
 
 - ``CallSignaling(session, polite=..., turn_source=..., media_factory=..., hub=..., auditor=None,
   accepting=lambda: True)``; ``await start()``, ``await call(remote_id)``, ``await hangup()``,
-  ``phase``, ``media``, ``await aclose()``.
+  ``await rebuild(reason, media=None)`` (a new connection for the call under way), ``phase``,
+  ``media``, ``await aclose()``.
 - ``MediaBackend``: what the media must offer (``MediaCall`` does).
 """
 
@@ -54,7 +55,8 @@ class MediaBackend(Protocol):
 
 
 TurnSource = Callable[[], Awaitable[TurnConfig]]
-MediaFactory = Callable[[TurnConfig], MediaBackend]
+# A media for a new connection (a MediaCall, or a child process's handle started with ``turn``).
+MediaFactory = Callable[[TurnConfig], Awaitable[MediaBackend]]
 
 
 class CallSignaling:
@@ -103,6 +105,16 @@ class CallSignaling:
     async def hangup(self) -> None:
         async with self._lock:
             await self._step(n.Hangup())
+
+    async def rebuild(self, reason: str, media: MediaBackend | None = None) -> None:
+        """The call's media is gone (``media``: the one that went; ignored if already replaced):
+        offer again on a new one, unless the call ended meanwhile."""
+        async with self._lock:
+            if media is not None and media is not self._media:
+                return  # a newer connection is already up
+            log.warning("call rebuilt consultation=%s reason=%s", self._cid, reason)
+            await self._close_media()
+            await self._step(n.Rebuild(reason))
 
     async def aclose(self) -> None:
         if self._remove_handler is not None:
@@ -204,9 +216,9 @@ class CallSignaling:
                     describe_exception(exc),
                 )
                 return n.MediaFailed("TURN credentials unavailable")
-            media = self._media_factory(turn)
-            self._media = media
             try:
+                media = await self._media_factory(turn)
+                self._media = media
                 sdp = await make(media)
                 break
             except CallError as exc:

@@ -195,3 +195,24 @@ def test_a_media_failure_ends_the_call_and_tells_the_other_side() -> None:
 def test_ice_ufrag_reads_the_first_one() -> None:
     assert n.ice_ufrag(sdp("abc") + "a=ice-ufrag:second\r\n") == "abc"
     assert n.ice_ufrag("v=0\r\n") is None
+
+
+def test_a_rebuild_offers_afresh_and_the_other_side_restarts_on_it() -> None:
+    provider, patient = Side(PROVIDER, polite=False), Side(PATIENT, polite=True)
+    provider.feed(n.Call(PATIENT))
+    provider.feed(n.LocalDescription("offer", 100))
+    patient.receive(offer("u1"), PROVIDER, 100)
+    patient.feed(n.LocalDescription("answer", 105))
+    provider.receive(answer("a1"), PATIENT, 105)
+    # The patient's media process died: it offers on a new connection.
+    assert patient.feed(n.Rebuild("media process died")) == (n.CreateOffer(PROVIDER),)
+    assert patient.state.phase == "offering" and not patient.state.remote_description
+    patient.feed(n.LocalDescription("offer", 200))
+    fresh = offer("p2", sender=PATIENT)
+    assert provider.receive(fresh, PATIENT, 200) == (n.AcceptOffer(fresh.sdp, PATIENT, True),)
+    # A late candidate of the patient's old connection is not used on the new one.
+    assert codes(provider.receive(candidate("old", ufrag="a1", sender=PATIENT), PATIENT, 201)) == [
+        "other-call"
+    ]
+    idle = Side(PATIENT, polite=True)
+    assert codes(idle.feed(n.Rebuild("stall"))) == ["no-call"]

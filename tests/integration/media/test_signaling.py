@@ -50,7 +50,7 @@ class Side:
             grant = await clinic.turn_credentials(user_id)
             return TurnConfig(tuple(grant.urls), grant.username, grant.credential)
 
-        def media(config: TurnConfig) -> MediaCall:
+        async def media(config: TurnConfig) -> MediaCall:
             first = 1 if user_id == PATIENT else 1000
             call = MediaCall(
                 config, tracks=[NumberedVideoTrack(first), AudioStreamTrack()], on_frame=self.frames
