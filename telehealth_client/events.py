@@ -7,7 +7,7 @@ Public API:
   ``TokenExpiring``, ``AccessDenied``, ``BusStatusChanged``, ``SessionClosed``, ``EndpointIdle``,
   ``InvitationReceived``, ``StateSaved``, ``ChatMessageAdded``, ``ChatStatusChanged``,
   ``ChatReadUpdated``, ``ChatWiped``, ``EmergencyUpdated``, ``EmergencyAlert``,
-  ``CallStateChanged``, and ``Missed``
+  ``CallStateChanged``, ``MediaFlowing``, ``MediaFailed``, and ``Missed``
   (delivered only to a subscriber that fell behind).
 - ``EventHub.emit(event)``: synchronous, never blocks and never raises into the emitter. Call it
   from the event loop's thread (every emitter in the agent runs there).
@@ -208,6 +208,26 @@ class CallStateChanged:
 
 
 @dataclass(frozen=True)
+class MediaFlowing:
+    """The other side's ``kind`` (audio or video) reached this endpoint: the call carries it."""
+
+    kind: ClassVar[str] = "media-flowing"
+    consultation_id: str
+    media: str
+
+
+@dataclass(frozen=True)
+class MediaFailed:
+    """Part of the call failed: ``source`` is ``media-process`` (rebuilt in a fresh child) or a
+    device (``video``, ``audio``, ``speaker``: the call goes on without it)."""
+
+    kind: ClassVar[str] = "media-failed"
+    consultation_id: str
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Missed:
     """This subscriber fell behind: ``count`` older events were dropped before the next one."""
 
@@ -234,6 +254,8 @@ Event: TypeAlias = (
     | EmergencyUpdated
     | EmergencyAlert
     | CallStateChanged
+    | MediaFlowing
+    | MediaFailed
     | Missed
 )
 

@@ -60,6 +60,7 @@ if TYPE_CHECKING:  # the devices package loads numpy: not for an agent that only
     from devices.report import CameraResult, MicrophoneResult, SpeakerResult, Status
     from devices.report import DeviceReport as CheckReport
     from telehealth_client.durable import Durable
+    from telehealth_client.media.consultation_call import ConsultationCall, MediaOptions
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +106,13 @@ class PatientEndpoint:
         kiosk_id: str,
         policy: tokens.RefreshPolicy | None = None,
         durable: Durable | None = None,
+        media: MediaOptions | None = None,
     ) -> None:
         self._connect = connect
         self._durable = durable
+        self._media = media
         self._chat: ConsultationChat | None = None
+        self._call: ConsultationCall | None = None
         self._hub = hub
         self._state_dir = Path(state_dir)
         self._kiosk_id = validate_id(kiosk_id, "userId")
@@ -131,6 +135,12 @@ class PatientEndpoint:
         """The consultation's chat (None when idle or without durable storage)."""
         session = self._session
         return self._chat if session is not None and not session.closed else None
+
+    @property
+    def call(self) -> ConsultationCall | None:
+        """The consultation's call (None when idle or without media): it answers by itself."""
+        session = self._session
+        return self._call if session is not None and not session.closed else None
 
     def _auditor(self, actor_id: str) -> Auditor | None:
         return None if self._durable is None else self._durable.auditor(actor_id, "patient")
@@ -230,6 +240,15 @@ class PatientEndpoint:
                 self._durable.attach(bus, denials=keeper.handle_access_denied)
                 session.add_close_hook(self._closing_hook(chat, auditor))
                 self._chat = chat
+            if self._media is not None:
+                from telehealth_client.media.consultation_call import ConsultationCall
+
+                call = ConsultationCall(
+                    session, self._connect.clinic, self._hub, options=self._media, auditor=auditor
+                )
+                await call.start()  # a warm media child while the patient waits
+                session.add_close_hook(lambda _reason: call.aclose())
+                self._call = call
             await session.start(catch_up=catch_up)
         except BaseException:
             if session is not None:
@@ -346,6 +365,7 @@ class PatientEndpoint:
         if self._session is session and reason != "stopped":
             self._session = None
             self._chat = None
+            self._call = None
             self._published_devices = None
             log.info("patient endpoint idle kiosk=%s reason=%s", self._kiosk_id, reason)
             self._hub.emit(events.EndpointIdle(self._kiosk_id, reason))

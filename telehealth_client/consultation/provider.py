@@ -89,6 +89,7 @@ from telehealth_client.security import tokens
 
 if TYPE_CHECKING:
     from telehealth_client.durable import Durable
+    from telehealth_client.media.consultation_call import ConsultationCall, MediaOptions
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +123,13 @@ class ProviderEndpoint:
         state_dir: Path,
         policy: tokens.RefreshPolicy | None = None,
         durable: Durable | None = None,
+        media: MediaOptions | None = None,
     ) -> None:
         self._connect = connect
         self._hub = hub
         self._durable = durable
+        self._media = media
+        self._calls: dict[str, ConsultationCall] = {}
         self._auditor: Auditor | None = None if durable is None else durable.auditor(user_id, "provider")
         self._chats: dict[str, ConsultationChat] = {}
         self._scope = "standing"  # what the current token names, for the audit trail
@@ -425,7 +429,61 @@ class ProviderEndpoint:
         await session.act(ProviderJoined(provider_id=self.user_id, timestamp=now()))
         if self._auditor is not None:
             await self._auditor.session_started(consultation_id)
+        if self._media is not None:
+            await self._call_for(session)  # warm: the call does not wait for aiortc's import
         return session
+
+    async def call(self, consultation_id: str) -> ConsultationCall:
+        """Call the consultation's patient: returns once the offer is out; the consultation moves
+        to in-progress when the patient's video arrives."""
+        session = self.session(consultation_id)
+        if self._media is None:
+            raise SessionError("no-media", "this endpoint has no media configured")
+        call = await self._call_for(session)
+        await call.call()
+        return call
+
+    async def _call_for(self, session: ConsultationSession) -> ConsultationCall:
+        from telehealth_client.media.consultation_call import ConsultationCall
+
+        cid = session.consultation_id
+        call = self._calls.get(cid)
+        if call is None:
+            assert self._media is not None
+            call = ConsultationCall(
+                session,
+                self._connect.clinic,
+                self._hub,
+                options=self._media,
+                auditor=self._auditor,
+                on_media_flowing=lambda _kind: self._media_flowing(cid),
+            )
+            self._calls[cid] = call
+            await call.start()
+
+            async def closing(_reason: str) -> None:
+                self._calls.pop(cid, None)
+                await call.aclose()
+
+            session.add_close_hook(closing)
+        return call
+
+    async def _media_flowing(self, consultation_id: str) -> None:
+        """The patient's video is here: the consultation is in progress."""
+        session = self._sessions.get(consultation_id)
+        if (
+            session is not None
+            and not session.closed
+            and session.consultation.state is ConsultationState.CONNECTING
+        ):
+            try:
+                await self.start_consultation(consultation_id)
+            except Exception as exc:
+                log.warning(
+                    "consultation not started on media consultation=%s error=%s",
+                    consultation_id,
+                    describe_exception(exc),
+                )
 
     async def start_consultation(self, consultation_id: str) -> None:
         await self.session(consultation_id).act(

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 from aioice.stun import TransactionFailed
@@ -42,42 +41,15 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.sdp import candidate_from_sdp
 
 from telehealth_client.logs import describe_exception
+from telehealth_client.media.common import CallError, TurnConfig, check_sdp
 from telehealth_client.protocol.messages import IceCandidate
+
+__all__ = ["CallError", "MediaCall", "TurnConfig", "check_sdp", "probe_turn", "relay_candidates"]
 
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_SECONDS: Final = 3.0
 FrameHandler = Callable[[str, Any], None]
-
-
-class CallError(Exception):
-    """The call cannot go on; ``code`` is machine-readable, ``reason`` is for the person on call."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class TurnConfig:
-    urls: tuple[str, ...]
-    username: str
-    credential: str
-
-    def __repr__(self) -> str:  # the credential is a secret
-        return f"TurnConfig(urls={self.urls!r})"
-
-    @property
-    def first_turn(self) -> tuple[str, int, str]:
-        """(host, port, transport) of the first ``turn:`` URL (the only one aiortc uses)."""
-        for url in self.urls:
-            if url.startswith("turn:"):
-                rest, _, query = url[len("turn:") :].partition("?")
-                host, _, port = rest.rpartition(":")
-                transport = "tcp" if "transport=tcp" in query else "udp"
-                return host.strip("[]"), int(port or 3478), transport
-        raise CallError("turn-unreachable", "no turn: URL among the TURN server's URLs")
 
 
 class _Sink(asyncio.DatagramProtocol):
@@ -101,12 +73,6 @@ async def probe_turn(config: TurnConfig, *, within: float = PROBE_TIMEOUT_SECOND
         log.warning("turn probe failed error=%s", type(exc).__name__)
         raise CallError("turn-unreachable", "TURN server unreachable") from None
     endpoint.close()
-
-
-def check_sdp(sdp: str, kind: str) -> None:
-    """The shape every usable description has (aiortc's parser takes almost anything)."""
-    if not sdp.startswith("v=0") or "\nm=" not in sdp:
-        raise CallError("sdp", f"the remote {kind} is not a session description with media")
 
 
 def relay_candidates(sdp: str) -> int:

@@ -33,7 +33,7 @@ from telehealth_client.consultation.lifecycle import publisher_role
 from telehealth_client.consultation.session import ConsultationSession, now
 from telehealth_client.logs import describe_exception
 from telehealth_client.media import negotiation as n
-from telehealth_client.media.call import CallError, TurnConfig, check_sdp
+from telehealth_client.media.common import CallError, TurnConfig, check_sdp
 from telehealth_client.protocol import messages
 from telehealth_client.protocol.channels import ConsultationChannels
 from telehealth_client.protocol.messages import Answer, EndCall, IceCandidate, Offer, Signal, encode

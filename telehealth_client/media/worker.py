@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 from telehealth_client.logs import describe_exception
-from telehealth_client.media.call import CallError, TurnConfig
+from telehealth_client.media.common import CallError, TurnConfig
 from telehealth_client.protocol.messages import IceCandidate, encode
 
 log = logging.getLogger(__name__)

@@ -22,6 +22,7 @@ from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.devstack.stack import DevStack
 from telehealth_client.durable import Durable
+from telehealth_client.media.consultation_call import MediaOptions
 from telehealth_client.protocol.messages import ConsultationState
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient, TokenGrant
@@ -163,6 +164,7 @@ class Parts:
         state_dir: Path | None = None,
         policy: RefreshPolicy | None = None,
         durable: Durable | None = None,
+        media: MediaOptions | None = None,
         **bus: Any,
     ) -> PatientEndpoint:
         endpoint = PatientEndpoint(
@@ -172,6 +174,7 @@ class Parts:
             kiosk_id=KIOSK,
             policy=policy,
             durable=durable,
+            media=media,
         )
         self._closers.append(endpoint.aclose)
         return endpoint
@@ -182,6 +185,7 @@ class Parts:
         user_id: str = PROVIDER,
         policy: RefreshPolicy | None = None,
         durable: Durable | None = None,
+        media: MediaOptions | None = None,
         **bus: Any,
     ) -> ProviderEndpoint:
         endpoint = ProviderEndpoint(
@@ -192,6 +196,7 @@ class Parts:
             state_dir=self.tmp_path / user_id,
             policy=policy,
             durable=durable,
+            media=media,
         )
         self._closers.append(endpoint.aclose)
         await endpoint.start()

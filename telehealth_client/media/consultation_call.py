@@ -1,0 +1,184 @@
+"""A consultation's call: its signaling, its media child process, and what the consultation learns.
+
+``ConsultationCall`` puts together, for one ``ConsultationSession``: ``CallSignaling`` on the
+``.video`` channel; a media child (``MediaWorker``) started warm as soon as the call is built, so
+the call does not wait for aiortc's import; TURN credentials from the clinic backend; and the
+consequences for the consultation. The patient side answers by itself once the consultation is
+connecting (the provider calls). When remote video first arrives the provider's side moves the
+consultation to in-progress (``CONSULTATION_STARTED``). When the media child dies, the call is
+rebuilt in a fresh child (a new offer; the consultation, chat and audit go on untouched) and the
+death is reported.
+
+Public API: ``MediaOptions(devices, env=None)``; ``ConsultationCall(session, clinic, hub,
+options=..., auditor=None, on_media_flowing=None)``; ``await start()``, ``await call()`` (to the
+consultation's patient), ``await hangup()``, ``phase``, ``worker``, ``await aclose()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from telehealth_client import events
+from telehealth_client.consultation.auditing import Auditor
+from telehealth_client.consultation.session import ConsultationSession
+from telehealth_client.logs import describe_exception
+from telehealth_client.media.common import TurnConfig
+from telehealth_client.media.negotiation import Phase
+from telehealth_client.media.signaling import CallSignaling, MediaBackend
+from telehealth_client.media.worker import Devices, MediaWorker
+from telehealth_client.protocol.messages import ConsultationState
+from telehealth_client.security.clinic_client import ClinicClient
+
+log = logging.getLogger(__name__)
+
+ANSWERING_STATES = (
+    ConsultationState.CONNECTING,
+    ConsultationState.IN_PROGRESS,
+    ConsultationState.WRAPPING_UP,
+)
+FlowingHandler = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class MediaOptions:
+    """The devices the media child opens and its environment (e.g. ``ALSA_CONFIG_PATH``)."""
+
+    devices: Devices
+    env: Mapping[str, str] | None = None
+
+
+class ConsultationCall:
+    def __init__(
+        self,
+        session: ConsultationSession,
+        clinic: ClinicClient,
+        hub: events.EventHub,
+        *,
+        options: MediaOptions,
+        auditor: Auditor | None = None,
+        on_media_flowing: FlowingHandler | None = None,
+    ) -> None:
+        self._session = session
+        self._clinic = clinic
+        self._hub = hub
+        self._options = options
+        self._on_media_flowing = on_media_flowing
+        consultation = session.consultation
+        self._cid = consultation.consultation_id
+        self._user_id = consultation.user_id
+        self._patient_id = consultation.patient_id
+        self._warm: asyncio.Task[MediaWorker] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        self._flowing: set[str] = set()
+        self.signaling = CallSignaling(
+            session,
+            polite=consultation.role == "patient",
+            turn_source=self._turn,
+            media_factory=self._media,
+            hub=hub,
+            auditor=auditor,
+            accepting=lambda: session.consultation.state in ANSWERING_STATES,
+        )
+
+    @property
+    def phase(self) -> Phase:
+        return self.signaling.phase
+
+    @property
+    def worker(self) -> MediaWorker | None:
+        media = self.signaling.media
+        return media if isinstance(media, MediaWorker) else None
+
+    async def start(self) -> None:
+        await self.signaling.start()
+        self._warm_up()
+
+    async def call(self) -> None:
+        """Call the consultation's patient (the provider calls by default)."""
+        await self.signaling.call(self._patient_id)
+
+    async def hangup(self) -> None:
+        await self.signaling.hangup()
+
+    async def aclose(self) -> None:
+        self._closing = True
+        await self.signaling.aclose()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        warm, self._warm = self._warm, None
+        if warm is not None:
+            warm.cancel()
+            worker = (await asyncio.gather(warm, return_exceptions=True))[0]
+            if isinstance(worker, MediaWorker):
+                await worker.aclose()
+
+    # -- the media child ----------------------------------------------------------------------------
+
+    def _spawn(self, coroutine: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coroutine)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _warm_up(self) -> None:
+        if self._warm is None and not self._closing:
+            self._warm = asyncio.ensure_future(
+                MediaWorker.spawn(on_event=self._on_worker_event, env=self._options.env)
+            )
+
+    async def _turn(self) -> TurnConfig:
+        grant = await self._clinic.turn_credentials(self._user_id)
+        return TurnConfig(tuple(grant.urls), grant.username, grant.credential)
+
+    async def _media(self, turn: TurnConfig) -> MediaBackend:
+        self._warm_up()
+        warm, self._warm = self._warm, None
+        assert warm is not None
+        try:
+            worker = await warm
+        except Exception:
+            # The warm child did not come up: one more try, cold.
+            worker = await MediaWorker.spawn(on_event=self._on_worker_event, env=self._options.env)
+        self._flowing.clear()
+        await worker.start(turn, self._options.devices)
+        self._spawn(self._watch(worker), "media-child-watch")
+        return worker
+
+    async def _watch(self, worker: MediaWorker) -> None:
+        code = await worker.exited
+        if self._closing or self.signaling.media is not worker:
+            return  # closed on purpose, or already replaced
+        reason = (
+            f"the media process exited ({'signal ' + str(-code) if code < 0 else 'exit code ' + str(code)})"
+        )
+        log.error("media child died consultation=%s pid=%d reason=%s", self._cid, worker.pid, reason)
+        self._hub.emit(events.MediaFailed(self._cid, "media-process", reason))
+        try:
+            await self.signaling.rebuild(reason, worker)
+        except Exception as exc:
+            log.error("call rebuild failed consultation=%s error=%s", self._cid, describe_exception(exc))
+
+    def _on_worker_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "first-frame":
+            media = str(event.get("kind"))
+            if media not in self._flowing:
+                self._flowing.add(media)
+                self._hub.emit(events.MediaFlowing(self._cid, media))
+                if media == "video" and self._on_media_flowing is not None:
+                    self._spawn(self._on_media_flowing(media), "media-flowing")
+        elif kind == "device-failed":
+            device, reason = str(event.get("kind")), str(event.get("reason"))
+            log.warning(
+                "device failed mid-call consultation=%s device=%s reason=%s", self._cid, device, reason
+            )
+            self._hub.emit(events.MediaFailed(self._cid, device, reason))

@@ -1,0 +1,80 @@
+"""A consultation's call between a patient endpoint and a provider endpoint, each with its media in
+child processes: the provider calls on join, the patient answers by itself, video and audio flow
+both ways relay-only and the consultation moves to in-progress; a media child killed with SIGKILL is
+reported and the call is rebuilt in a fresh child while the consultation goes on."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from telehealth_client import events
+from telehealth_client.media.consultation_call import MediaOptions
+from telehealth_client.protocol.messages import ConsultationState as S
+
+from ..consultation.conftest import (
+    APPOINTMENT,
+    CONSULTATION,
+    DEPARTMENT,
+    PATIENT,
+    PROVIDER,
+    Parts,
+    RecordingHub,
+)
+from .test_worker import child_env
+
+pytestmark = pytest.mark.integration
+
+WAIT = 30.0
+
+
+def media_options(tmp_path: Path, name: str) -> MediaOptions:
+    env, devices = child_env(tmp_path, name)
+    return MediaOptions(devices, env)
+
+
+def flowing(kind: str) -> object:
+    return lambda e: isinstance(e, events.MediaFlowing) and e.media == kind
+
+
+async def test_a_call_moves_the_consultation_to_in_progress_and_survives_a_killed_media_child(
+    parts: Parts, tmp_path: Path
+) -> None:
+    patient_hub, provider_hub = RecordingHub(), RecordingHub()
+    provider = await parts.provider(provider_hub, media=media_options(tmp_path, "provider"))
+    await parts.record_consent()
+    patient = parts.patient(patient_hub, media=media_options(tmp_path, "patient"))
+    await patient.check_in(
+        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
+    )
+    await provider_hub.wait_state(S.CHECKED_IN)
+    await provider.join(CONSULTATION)
+    await patient_hub.wait_state(S.CONNECTING)
+
+    await provider.call(CONSULTATION)
+    for hub in (patient_hub, provider_hub):
+        await hub.wait_for(flowing("video"), within=WAIT)
+        await hub.wait_for(flowing("audio"), within=WAIT)
+    # The provider's side saw the patient's video: the consultation is in progress on both sides.
+    await patient_hub.wait_state(S.IN_PROGRESS)
+    await provider_hub.wait_state(S.IN_PROGRESS)
+
+    call = patient.call
+    assert call is not None and call.worker is not None
+    killed = call.worker.pid
+    os.kill(killed, signal.SIGKILL)
+    [failure] = await patient_hub.wait_for(lambda e: isinstance(e, events.MediaFailed), within=WAIT)
+    assert (failure.source, failure.reason) == ("media-process", "the media process exited (signal 9)")
+    # Rebuilt in a fresh child: video flows again on both sides, the consultation never left in-progress.
+    await patient_hub.wait_for(flowing("video"), count=2, within=WAIT)
+    await provider_hub.wait_for(flowing("video"), count=2, within=WAIT)
+    assert call.worker is not None and call.worker.pid != killed
+    assert patient.state is S.IN_PROGRESS
+    assert [e.state for e in patient_hub.items if isinstance(e, events.StateChanged)][-1] is S.IN_PROGRESS
+
+    await provider.end(CONSULTATION, follow_up_required=False)
+    await patient_hub.wait_for(lambda e: isinstance(e, events.EndpointIdle))
+    assert patient.call is None
