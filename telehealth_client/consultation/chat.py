@@ -370,7 +370,6 @@ class ConsultationChat:
         if entry is not None:
             self._hub.emit(events.ChatStatusChanged(self._cid, entry.id, entry.status, None))
 
-
     def undeliverable(self, item: Outgoing, reason: str) -> None:
         log.warning(
             "chat not delivered consultation=%s id=%s kind=%s reason=%s",
