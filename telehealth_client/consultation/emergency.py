@@ -226,6 +226,8 @@ class EmergencyDesk:
         self._removers: list[Callable[[], None]] = []
         self._tasks: set[asyncio.Task[None]] = set()  # on-call lookups: cancelled at close
         self._saves: set[asyncio.Task[None]] = set()  # short and needed: finished at close
+        # Told every escalation as it changes (the provider endpoint confirms alerts with it).
+        self.listeners: list[Callable[[Escalation], None]] = []
 
     # -- state --------------------------------------------------------------------------------------
 
@@ -328,6 +330,10 @@ class EmergencyDesk:
             )
         except InvalidIdError as exc:
             raise EmergencyError(exc.field, exc.reason) from None
+        if department != self.department_id:
+            # This cart's token writes only its own department's emergency channel: an escalation
+            # elsewhere could never be delivered, and must not look raised.
+            raise EmergencyError("departmentId", f"must be this cart's department ({self.department_id})")
         if not isinstance(severity, str) or severity not in _SEVERITIES:
             raise EmergencyError("severity", "must be urgent, critical or life-threatening")
         reason = _text(reason, "reason")
@@ -514,6 +520,11 @@ class EmergencyDesk:
             log.error("open escalations not saved error=%s", describe_exception(exc))
 
     def _emit(self, escalation: Escalation) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(escalation)
+            except Exception as exc:
+                log.error("emergency listener failed error=%s", describe_exception(exc))
         self._hub.emit(
             events.EmergencyUpdated(
                 escalation.id,
@@ -576,6 +587,14 @@ class EmergencyDesk:
                 if not known.resolution_delivered:
                     self._escalations[decoded.id] = replace(known, resolution_delivered=True)
                     await self._save_locked()
+                return
+            if known.status == "resolved":
+                # The first resolution is the record: a later one (from anyone) changes nothing.
+                log.warning(
+                    "emergency message dropped channel=%s field=id reason=%s",
+                    envelope.channel,
+                    "the escalation is already resolved",
+                )
                 return
             resolved = replace(
                 known,

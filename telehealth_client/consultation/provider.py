@@ -47,7 +47,7 @@ from telehealth_client.consultation import state_file
 from telehealth_client.consultation.auditing import Auditor, audit_token_event
 from telehealth_client.consultation.chat import ConsultationChat
 from telehealth_client.consultation.connector import Connector
-from telehealth_client.consultation.emergency import EmergencyDesk
+from telehealth_client.consultation.emergency import EmergencyDesk, Escalation
 from telehealth_client.consultation.lifecycle import (
     Consultation,
     PresenceChanged,
@@ -96,6 +96,7 @@ log = logging.getLogger(__name__)
 WAITING_STATES = (ConsultationState.CHECKED_IN, ConsultationState.WAITING)
 WAITING_ROOM_HISTORY = 100
 CONSULTATIONS_DIR = "consultations"
+MAX_UNCONFIRMED_ALERTS = 64
 
 NotificationListener = Callable[[Envelope], Awaitable[None] | None]
 
@@ -145,6 +146,8 @@ class ProviderEndpoint:
         self._order: dict[str, int] = {}  # consultation ID -> check-in timetoken
         self.invitations: dict[str, ConsultationInvite] = {}
         self._alerts: set[str] = set()  # escalation IDs this provider was alerted to
+        # Notifications whose escalation the emergency channel has not shown yet (bounded).
+        self._unconfirmed: dict[str, str] = {}
         self.notification_listeners: list[NotificationListener] = []
         self._room_lock = asyncio.Lock()
         self._token_lock = asyncio.Lock()  # the keeper is replaced or closed by one task at a time
@@ -185,6 +188,7 @@ class ProviderEndpoint:
                 sealer=self._durable.sealer,
                 auditor=self._auditor,
             )
+            self.emergency.listeners.append(self._escalation_seen)
             await self.emergency.start()
             # Last: every recipient of the outbox's outcomes (chats, the desk) is registered now,
             # so what was left queued before a restart is reported to its owner when it goes out.
@@ -547,14 +551,8 @@ class ProviderEndpoint:
             self._hub.emit(
                 events.InvitationReceived(decoded.consultation_id, decoded.invited_by, decoded.role)
             )
-        elif isinstance(decoded, EmergencyNotification) and decoded.escalation_id not in self._alerts:
-            # Once per escalation: the sender's outbox may publish a notification twice (it cannot
-            # read this channel's history to see that a lost answer's publish had landed).
-            self._alerts.add(decoded.escalation_id)
-            log.warning(
-                "emergency alert received escalation=%s priority=%s", decoded.escalation_id, decoded.priority
-            )
-            self._hub.emit(events.EmergencyAlert(decoded.escalation_id, decoded.priority))
+        elif isinstance(decoded, EmergencyNotification):
+            self._emergency_notified(decoded)
         for listener in list(self.notification_listeners):
             try:
                 result = listener(envelope)
@@ -562,6 +560,31 @@ class ProviderEndpoint:
                     await result
             except Exception as exc:
                 log.error("notification listener failed error=%s", describe_exception(exc))
+
+    def _emergency_notified(self, notification: EmergencyNotification) -> None:
+        """Alert once the escalation is confirmed on the department's emergency channel, which only
+        staff may write: anyone who may write this notification channel (a patient may) could
+        otherwise raise an alarm on this cart."""
+        escalation_id = notification.escalation_id
+        if escalation_id in self._alerts:
+            return  # the sender's outbox may publish a notification twice
+        desk = self.emergency
+        if desk is None or desk.get(escalation_id) is not None:
+            self._alert(escalation_id, notification.priority)
+        else:
+            self._unconfirmed[escalation_id] = notification.priority
+            while len(self._unconfirmed) > MAX_UNCONFIRMED_ALERTS:
+                del self._unconfirmed[next(iter(self._unconfirmed))]
+
+    def _escalation_seen(self, escalation: Escalation) -> None:
+        priority = self._unconfirmed.pop(escalation.id, None)
+        if priority is not None and escalation.status == "active":
+            self._alert(escalation.id, priority)
+
+    def _alert(self, escalation_id: str, priority: str) -> None:
+        self._alerts.add(escalation_id)
+        log.warning("emergency alert received escalation=%s priority=%s", escalation_id, priority)
+        self._hub.emit(events.EmergencyAlert(escalation_id, priority))
 
     async def accept(self, consultation_id: str) -> ConsultationSession:
         """Join a consultation we were invited to: its token, its state from history, PROVIDER_JOINED."""
