@@ -76,6 +76,8 @@ RESOLUTION_KIND: Final = "emergency-resolved"
 STORE_NAME: Final = "escalations.sealed"
 HISTORY_LIMIT: Final = 100
 MAX_TEXT_CHARS: Final = 1000
+# Resolved escalations kept in memory (for ``get`` and late replays): a cart runs for months.
+MAX_RESOLVED_KEPT: Final = 200
 ON_CALL_RETRY_MIN_SECONDS: Final = 0.5
 ON_CALL_RETRY_MAX_SECONDS: Final = 30.0
 _SEVERITIES: Final = get_args(EmergencySeverity)
@@ -519,6 +521,16 @@ class EmergencyDesk:
             # Kept in memory; the next change or start writes it again.
             log.error("open escalations not saved error=%s", describe_exception(exc))
 
+    def _forget_old_resolved(self) -> None:
+        """Keep the newest ``MAX_RESOLVED_KEPT`` finished escalations; the oldest go."""
+        finished = [
+            e for e in self._escalations.values() if e.status == "resolved" and e.resolution_delivered
+        ]
+        for escalation in sorted(finished, key=lambda e: e.timestamp)[
+            : max(0, len(finished) - MAX_RESOLVED_KEPT)
+        ]:
+            del self._escalations[escalation.id]
+
     def _emit(self, escalation: Escalation) -> None:
         for listener in list(self.listeners):
             try:
@@ -587,6 +599,7 @@ class EmergencyDesk:
                 if not known.resolution_delivered:
                     self._escalations[decoded.id] = replace(known, resolution_delivered=True)
                     await self._save_locked()
+                    self._forget_old_resolved()
                 return
             if known.status == "resolved":
                 # The first resolution is the record: a later one (from anyone) changes nothing.
@@ -609,3 +622,4 @@ class EmergencyDesk:
             self._emit(resolved)
             if known.own:
                 await self._save_locked()
+            self._forget_old_resolved()

@@ -107,3 +107,25 @@ async def test_an_escalation_to_a_department_this_cart_cannot_reach_is_not_silen
         f"must be this cart's department ({DEPARTMENT})",
     )
     assert lee.desk.open == [] and lee.durable.outbox.pending() == []
+
+
+async def test_a_desk_keeps_only_the_newest_resolved_escalations(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cart runs for months: resolved escalations do not pile up in its memory."""
+    monkeypatch.setattr("telehealth_client.consultation.emergency.MAX_RESOLVED_KEPT", 2)
+    lee = await staff(parts, PROVIDER)
+    okafor = await staff(parts, SPECIALIST)
+    raised = [await lee.desk.escalate(CONSULTATION, "urgent", f"reason {n}") for n in range(3)]
+    for escalation in raised:
+        await lee.desk.resolve(escalation.id, "handled")
+    for desk_hub in (lee.hub, okafor.hub):
+        for escalation in raised:
+            await desk_hub.wait_for(escalation_update(escalation.id, status="resolved"))
+    assert await lee.durable.outbox.wait_drained(15.0)
+    marker = await lee.desk.escalate(CONSULTATION, "urgent", "marker")  # after the resolutions' echoes
+    await okafor.hub.wait_for(escalation_update(marker.id))
+    await lee.hub.wait_for(escalation_update(marker.id, delivered=True))
+    for desk in (lee.desk, okafor.desk):
+        assert desk.get(raised[0].id) is None
+        assert desk.get(raised[1].id) is not None and desk.get(raised[2].id) is not None
