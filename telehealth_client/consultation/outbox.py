@@ -15,6 +15,11 @@ On disk only IDs are in clear (id, consultation_id, kind); channel, message and 
 sealed blob whose associated data is those IDs, so a blob moved to another row does not open.
 Deleted rows are zeroed (``secure_delete``) and ``wipe`` truncates the write-ahead log, so a
 wiped consultation's blobs are gone from the file, not just unlinked.
+
+A row that cannot be opened (a mistyped cipher key, a damaged blob) is skipped, logged by id at
+every open, and left in the file: a later start with the right key (or with it among the previous
+ones) sends it. ``wipe`` deletes such rows of its consultation too. A file that is not a usable
+outbox at all makes ``open`` raise ``OutboxFileError`` (path and reason) and is left unchanged.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import os
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +55,18 @@ _HISTORY_PAGES_MAX: Final = 50
 # Ids delivered or failed recently: put() of one of them again is a no-op, as for a pending id.
 _RECENT_IDS: Final = 4096
 _ID_MAX_CHARS: Final = 128
+_PENDING_COLUMNS: Final = frozenset({"seq", "id", "consultation_id", "kind", "sealed"})
+# Why SQLite cannot use the file, by primary result code: words for the person on call.
+_SQLITE_REASONS: Final = {
+    "SQLITE_NOTADB": "not an SQLite database (damaged, or another kind of file)",
+    "SQLITE_CORRUPT": "the SQLite database is damaged",
+    "SQLITE_CANTOPEN": "cannot be opened",
+    "SQLITE_PERM": "cannot be opened (permission denied)",
+    "SQLITE_READONLY": "cannot be written (read-only)",
+    "SQLITE_FULL": "the disk is full",
+    "SQLITE_IOERR": "the disk could not be read or written",
+    "SQLITE_BUSY": "another process holds it locked",
+}
 
 _SCHEMA: Final = """
 PRAGMA secure_delete=ON;
@@ -60,6 +77,7 @@ CREATE TABLE IF NOT EXISTS pending (
     kind TEXT NOT NULL,
     sealed BLOB NOT NULL
 );
+-- Rows an earlier version moved here when it could not open them; moved back at every open.
 CREATE TABLE IF NOT EXISTS set_aside (
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL,
@@ -69,6 +87,18 @@ CREATE TABLE IF NOT EXISTS set_aside (
     sealed BLOB NOT NULL
 );
 """
+
+
+class OutboxFileError(Exception):
+    """The outbox file cannot be used (damaged, not an outbox, not openable): names the path and why.
+
+    Never the file's content, so the message can be shown to the person on call as it is.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -106,6 +136,21 @@ def _json_field(value: object, name: str) -> str:
         return json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError):
         raise ValueError(f"{name}: must be JSON-serialisable (no NaN or infinity)") from None
+
+
+def _valid_id(value: object) -> str | None:
+    try:
+        return _text_field(value, "id")
+    except ValueError:
+        return None
+
+
+def _file_reason(exc: OSError | sqlite3.Error) -> str:
+    if isinstance(exc, OSError):
+        return f"cannot be opened ({type(exc).__name__})"
+    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    primary = "_".join(name.split("_")[:2])  # SQLITE_IOERR_SHORT_READ -> SQLITE_IOERR
+    return _SQLITE_REASONS.get(primary, f"SQLite cannot use it ({name})")
 
 
 def _payload(item: Outgoing, queued_at: int) -> bytes:
@@ -162,9 +207,18 @@ class _Entry:
 
 
 @dataclass(frozen=True)
+class _Unreadable:
+    """A row no key opens or that holds no valid item: left in the file for a later start."""
+
+    id: str | None  # None when the row's id itself is not a valid id
+    consultation_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class _Loaded:
     entries: list[_Entry] = field(default_factory=list)
-    set_aside: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
+    unreadable: list[_Unreadable] = field(default_factory=list)
 
 
 class _Store:
@@ -175,20 +229,61 @@ class _Store:
         self._sealer = sealer
         self._db: sqlite3.Connection | None = None
 
-    def connect(self) -> None:
-        # Created owner-only before SQLite opens it: sealed or not, it is the consultation's.
-        os.close(os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600))
-        self._path.chmod(0o600)
-        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
+    @contextlib.contextmanager
+    def _file_errors(self) -> Iterator[None]:
+        """What goes wrong opening or reading the file, as an OutboxFileError naming it."""
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a put() that returned is on disk even if power is lost next.
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-        except BaseException:
-            db.close()
-            raise
+            yield
+        except (OSError, sqlite3.Error) as exc:
+            raise OutboxFileError(self._path, _file_reason(exc)) from exc
+
+    def connect(self) -> None:
+        with self._file_errors():
+            # Created owner-only before SQLite opens it: sealed or not, it is the consultation's.
+            os.close(os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600))
+            self._path.chmod(0o600)
+            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
+            try:
+                self._prepare(db)
+            except BaseException:
+                db.close()
+                raise
         self._db = db
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        # Checked before anything is written: a damaged file, or another program's, is left as it is.
+        # The whole file is read, which an outbox (a few sealed messages) keeps cheap.
+        if db.execute("PRAGMA quick_check").fetchone() != ("ok",):
+            raise OutboxFileError(self._path, "the SQLite database is damaged")
+        if not self._holds_an_outbox_or_nothing(db):
+            raise OutboxFileError(self._path, "an SQLite database without the outbox's tables")
+        db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a put() that returned is on disk even if power is lost next.
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)
+        self._queue_set_aside_again(db)
+
+    @staticmethod
+    def _holds_an_outbox_or_nothing(db: sqlite3.Connection) -> bool:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return True
+        columns = {row[1] for row in db.execute("PRAGMA table_info(pending)")}
+        return columns >= _PENDING_COLUMNS
+
+    @staticmethod
+    def _queue_set_aside_again(db: sqlite3.Connection) -> None:
+        """Rows an earlier version set aside back in the queue, in their old places."""
+        if db.execute("SELECT 1 FROM set_aside LIMIT 1").fetchone() is None:
+            return
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            # An id put again since it was set aside is pending already: that copy is kept.
+            db.execute(
+                "INSERT OR IGNORE INTO pending (seq, id, consultation_id, kind, sealed)"
+                " SELECT seq, id, consultation_id, kind, sealed FROM set_aside ORDER BY seq"
+            )
+            db.execute("DELETE FROM set_aside")
 
     def close(self) -> None:
         if self._db is not None:
@@ -201,21 +296,28 @@ class _Store:
         return self._db
 
     def load(self) -> _Loaded:
-        db = self._conn()
+        """Every row in order; one that cannot be opened stays in the file for a later start
+        (the right key may come back) and never holds up the rows after it."""
+        with self._file_errors():
+            rows = (
+                self._conn()
+                .execute("SELECT id, consultation_id, kind, sealed FROM pending ORDER BY seq")
+                .fetchall()
+            )
         loaded = _Loaded()
-        rows = db.execute(
-            "SELECT seq, id, consultation_id, kind, sealed FROM pending ORDER BY seq"
-        ).fetchall()
-        for seq, item_id, consultation_id, kind, sealed in rows:
+        for item_id, consultation_id, kind, sealed in rows:
             try:
                 plain = self._sealer.open(sealed, associated=_associated(item_id, consultation_id, kind))
                 entry = self._entry(item_id, consultation_id, kind, plain)
-            except (SealError, ValueError, KeyError, TypeError) as exc:
-                reason = str(exc) if isinstance(exc, SealError) else "not a valid outbox record"
-                self._set_aside(db, seq, reason)
-                loaded.set_aside.append((str(item_id), reason))
+            except SealError as exc:
+                reason = str(exc)
+            except (ValueError, KeyError, TypeError, RecursionError):
+                reason = "not a valid outbox record"
+            else:
+                loaded.entries.append(entry)
                 continue
-            loaded.entries.append(entry)
+            owner = consultation_id if isinstance(consultation_id, str) else ""
+            loaded.unreadable.append(_Unreadable(_valid_id(item_id), owner, reason))
         return loaded
 
     @staticmethod
@@ -236,23 +338,20 @@ class _Store:
             raise ValueError("queuedAt")
         return _Entry(item, queued_at, unsure=True)
 
-    @staticmethod
-    def _set_aside(db: sqlite3.Connection, seq: int, reason: str) -> None:
-        with db:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute(
-                "INSERT OR REPLACE INTO set_aside (seq, id, consultation_id, kind, reason, sealed)"
-                " SELECT seq, id, consultation_id, kind, ?, sealed FROM pending WHERE seq = ?",
-                (reason, seq),
-            )
-            db.execute("DELETE FROM pending WHERE seq = ?", (seq,))
-
-    def insert(self, item: Outgoing, payload: bytes) -> bool:
-        """Seal and store; False when the id is already stored."""
+    def insert(self, item: Outgoing, payload: bytes, *, replace: bool = False) -> bool:
+        """Seal and store; False when the id is already stored, unless ``replace`` (the stored
+        row could not be opened): then the new copy takes its place in the queue."""
         sealed = self._sealer.seal(payload, associated=_associated(item.id, item.consultation_id, item.kind))
-        cursor = self._conn().execute(
+        db = self._conn()
+        cursor = db.execute(
             "INSERT OR IGNORE INTO pending (id, consultation_id, kind, sealed) VALUES (?, ?, ?, ?)",
             (item.id, item.consultation_id, item.kind, sealed),
+        )
+        if cursor.rowcount == 1 or not replace:
+            return cursor.rowcount == 1
+        cursor = db.execute(
+            "UPDATE pending SET consultation_id = ?, kind = ?, sealed = ? WHERE id = ?",
+            (item.consultation_id, item.kind, sealed, item.id),
         )
         return cursor.rowcount == 1
 
@@ -299,6 +398,8 @@ class Outbox:
         self._backoff = (backoff_min_seconds, backoff_max_seconds)
         self._executor: ThreadPoolExecutor | None = None
         self._entries: dict[str, _Entry] = {}  # in put order: the sending order
+        # Rows left in the file that open() could not read: id -> consultation_id.
+        self._unreadable: dict[str, str] = {}
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._bus: Bus | None = None
         self._denials: DenialHandler | None = None
@@ -318,7 +419,10 @@ class Outbox:
         return await asyncio.get_running_loop().run_in_executor(self._executor, job)
 
     async def open(self) -> list[Outgoing]:
-        """Open the file and return the items still pending in it, in order."""
+        """Open the file and return the items still pending in it, in order (not those no key opens).
+
+        OutboxFileError when the file cannot be used (damaged, another program's, not openable).
+        """
         if self._executor is not None:
             raise RuntimeError("the outbox is already open")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-sqlite")
@@ -328,13 +432,16 @@ class Outbox:
         except BaseException:
             await self._close_store()
             raise
-        for item_id, reason in loaded.set_aside:
-            log.error("outbox item set aside id=%s reason=%s", item_id, reason)
+        for row in loaded.unreadable:
+            shown = row.id if row.id is not None else "(not a valid id)"
+            log.error("outbox item unreadable, kept for a later start id=%s reason=%s", shown, row.reason)
+            if row.id is not None:
+                self._unreadable[row.id] = row.consultation_id
         for entry in loaded.entries:
             self._entries[entry.item.id] = entry
         self._update_drained()
-        if loaded.entries:
-            log.info("outbox opened pending=%d", len(loaded.entries))
+        if loaded.entries or loaded.unreadable:
+            log.info("outbox opened pending=%d unreadable=%d", len(loaded.entries), len(loaded.unreadable))
         return [entry.item for entry in loaded.entries]
 
     async def put(self, item: Outgoing) -> None:
@@ -348,10 +455,12 @@ class Outbox:
         payload = _payload(item, queued_at)
         if item.id in self._entries or item.id in self._recent:
             return
-        if not await self._run(lambda: self._store.insert(item, payload)):
+        replace = item.id in self._unreadable
+        if not await self._run(lambda: self._store.insert(item, payload, replace=replace)):
             return
         if item.id in self._entries or item.id in self._recent:
             return  # a concurrent put() of the same id got there first
+        self._unreadable.pop(item.id, None)
         self._entries[item.id] = _Entry(item, queued_at)
         self._drained.clear()
         self._work.set()
@@ -383,6 +492,8 @@ class Outbox:
             if entry.item.consultation_id == consultation_id
         ]
         self._update_drained()
+        for item_id in [i for i, owner in self._unreadable.items() if owner == consultation_id]:
+            del self._unreadable[item_id]
         await self._run(lambda: self._store.wipe(consultation_id))
         if removed:
             log.info("outbox wiped consultation items=%d", len(removed))

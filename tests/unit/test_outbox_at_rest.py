@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import stat
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.consultation.outbox import Outbox, Outgoing
+from telehealth_client.consultation.outbox import Outbox, OutboxFileError, Outgoing
 from telehealth_client.security.at_rest import Sealer
 
 MARKER = "PHI-CANARY-b41c severe chest pain"
@@ -120,38 +121,174 @@ async def test_wipe_removes_the_consultations_items_and_zeroes_them_on_disk(
     assert MARKER.encode() not in data
 
 
-async def test_a_blob_no_key_opens_is_set_aside_and_logged_by_id(
+def unreadable_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "outbox item unreadable" in r.getMessage()]
+
+
+async def test_a_restart_with_a_wrong_key_keeps_the_items_for_the_next_start_with_the_right_one(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "outbox.sqlite3"
     writer = Outbox(path, sealer("key-one"))
     await writer.open()
-    lost, moved = chat(), chat()
-    await writer.put(lost)
-    await writer.put(moved)
+    items = [chat("first"), chat("second")]
+    for item in items:
+        await writer.put(item)
+    await writer.aclose()
+
+    caplog.set_level(logging.INFO, logger="telehealth_client")
+    mistyped = Outbox(path, sealer("key-two"))
+    try:
+        assert await mistyped.open() == []  # nothing it can read, so nothing to send
+        assert mistyped.pending() == []
+    finally:
+        await mistyped.aclose()
+    lines = unreadable_lines(caplog)
+    assert len(lines) == 2 and items[0].id in lines[0] and items[1].id in lines[1]
+    assert all("no key opens" in line for line in lines)
+    assert all("key-one" not in line and "key-two" not in line and "first" not in line for line in lines)
+
+    # Left where they were: the right key, current or rotated out, sends them after all.
+    rightly = Outbox(path, sealer("key-one"))
+    try:
+        assert await rightly.open() == items
+    finally:
+        await rightly.aclose()
+    rotated = Outbox(path, Sealer("key-three", ["key-two", "key-one"], purpose="outbox"))
+    try:
+        assert await rotated.open() == items
+    finally:
+        await rotated.aclose()
+
+
+async def test_unreadable_rows_are_skipped_logged_at_every_open_and_never_block_the_queue(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    writer = Outbox(path, sealer())
+    await writer.open()
+    moved, garbled, kept = chat(), chat(), chat()
+    for item in (moved, garbled, kept):
+        await writer.put(item)
     await writer.aclose()
     with sqlite3.connect(path) as db:  # a blob moved to another consultation's row no longer opens
         db.execute("UPDATE pending SET consultation_id = 'consultation.dr-x.pat-9' WHERE id = ?", (moved.id,))
+        db.execute("UPDATE pending SET sealed = x'0102' WHERE id = ?", (garbled.id,))
 
     caplog.set_level(logging.INFO, logger="telehealth_client")
+    for _ in range(2):
+        caplog.clear()
+        reader = Outbox(path, sealer())
+        try:
+            assert await reader.open() == [kept]
+        finally:
+            await reader.aclose()
+        lines = unreadable_lines(caplog)
+        assert len(lines) == 2  # once per open, each with its id and reason
+        assert moved.id in lines[0] and "no key opens" in lines[0]
+        assert garbled.id in lines[1] and "too short (2 bytes)" in lines[1]
+    with sqlite3.connect(path) as db:
+        assert {row[0] for row in db.execute("SELECT id FROM pending")} == {moved.id, garbled.id, kept.id}
+
+
+async def test_a_record_that_opens_but_is_not_an_outbox_item_is_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    writer = Outbox(path, sealer())
+    await writer.open()
+    bad, good = chat(), chat()
+    await writer.put(bad)
+    await writer.put(good)
+    await writer.aclose()
+    associated = json.dumps(["outbox", bad.id, bad.consultation_id, bad.kind]).encode()
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "UPDATE pending SET sealed = ? WHERE id = ?",
+            (sealer().seal(b'{"channel": 7}', associated=associated), bad.id),
+        )
+    caplog.set_level(logging.INFO, logger="telehealth_client")
+    reader = Outbox(path, sealer())
+    try:
+        assert await reader.open() == [good]
+    finally:
+        await reader.aclose()
+    assert unreadable_lines(caplog) == [
+        f"outbox item unreadable, kept for a later start id={bad.id} reason=not a valid outbox record"
+    ]
+
+
+async def test_putting_an_unreadable_items_id_again_stores_the_new_copy_in_its_place(tmp_path: Path) -> None:
+    """An emergency desk queues its undelivered escalation again with the same id at every start."""
+    path = tmp_path / "outbox.sqlite3"
+    writer = Outbox(path, sealer("key-one"))
+    await writer.open()
+    first, second = chat("first"), chat("second")
+    await writer.put(first)
+    await writer.put(second)
+    await writer.aclose()
+
     reader = Outbox(path, sealer("key-two"))
     try:
         assert await reader.open() == []
-        assert reader.pending() == []
+        await reader.put(second)
+        assert reader.pending() == [second]
     finally:
         await reader.aclose()
-    lines = [r.getMessage() for r in caplog.records if "set aside" in r.getMessage()]
-    assert len(lines) == 2 and lost.id in lines[0] and moved.id in lines[1]
-    assert all("key-one" not in line and "key-two" not in line and MARKER not in line for line in lines)
+    again = Outbox(path, sealer("key-two"))
+    try:
+        assert await again.open() == [second]
+    finally:
+        await again.aclose()
 
-    # Kept aside, not deleted: the right key can still be brought to it.
-    with sqlite3.connect(path) as db:
-        assert {row[0] for row in db.execute("SELECT id FROM set_aside")} == {lost.id, moved.id}
+
+async def test_wipe_deletes_the_consultations_unreadable_rows_too(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    writer = Outbox(path, sealer("key-one"))
+    await writer.open()
+    wiped, kept = chat(), chat(consultation_id="consultation.dr-lee.pat-2")
+    await writer.put(wiped)
+    await writer.put(kept)
+    await writer.aclose()
+    blob = stored_blobs(path)[0]
+
+    reader = Outbox(path, sealer("key-two"))
+    try:
+        assert await reader.open() == []
+        assert await reader.wipe(CONSULTATION) == []  # nothing it could read: nothing to report
+    finally:
+        await reader.aclose()
+    assert blob not in raw_bytes(path) and wiped.id.encode() not in raw_bytes(path)
     rightly = Outbox(path, sealer("key-one"))
     try:
-        assert await rightly.open() == []  # set aside stays aside
+        assert await rightly.open() == [kept]
     finally:
         await rightly.aclose()
+
+
+async def test_rows_an_earlier_version_set_aside_are_queued_again_in_their_place(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    writer = Outbox(path, sealer())
+    await writer.open()
+    items = [chat("first"), chat("second"), chat("third")]
+    for item in items:
+        await writer.put(item)
+    await writer.aclose()
+    with sqlite3.connect(path) as db:  # what the earlier version did to a row it could not open
+        db.execute(
+            "INSERT INTO set_aside (seq, id, consultation_id, kind, reason, sealed)"
+            " SELECT seq, id, consultation_id, kind, 'no key opens', sealed FROM pending WHERE id = ?",
+            (items[1].id,),
+        )
+        db.execute("DELETE FROM pending WHERE id = ?", (items[1].id,))
+
+    reader = Outbox(path, sealer())
+    try:
+        assert await reader.open() == items
+    finally:
+        await reader.aclose()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM set_aside").fetchone() == (0,)
 
 
 async def test_a_wrong_key_does_not_stop_the_items_it_opens(tmp_path: Path) -> None:
@@ -225,3 +362,53 @@ async def test_use_before_open_says_so(tmp_path: Path) -> None:
 def test_bad_back_off_is_refused(tmp_path: Path, low: float, high: float, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Outbox(tmp_path / "o.sqlite3", sealer(), backoff_min_seconds=low, backoff_max_seconds=high)
+
+
+def damage(path: Path, how: str) -> None:
+    """``path`` made into a file the outbox cannot use, as ``how`` says (blocking: test set-up)."""
+    if how == "garbage":
+        path.write_bytes(b"this is not an SQLite database, it was damaged " * 100)
+    elif how == "directory":
+        path.mkdir()
+    elif how == "another-database":
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE pending (seq INTEGER PRIMARY KEY, note TEXT)")
+    else:  # a real outbox cut short, as a full disk or a lost write leaves it
+        size = path.stat().st_size
+        with path.open("r+b") as file:
+            file.truncate(50 if how == "truncated-header" else size // 2)
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("garbage", "not an SQLite database (damaged, or another kind of file)"),
+        ("truncated-header", "the SQLite database is damaged"),
+        ("truncated", "the SQLite database is damaged"),
+        ("another-database", "an SQLite database without the outbox's tables"),
+        ("directory", "cannot be opened (IsADirectoryError)"),
+    ],
+)
+async def test_a_file_that_is_not_a_usable_outbox_is_named_with_the_reason_and_left_as_it_is(
+    tmp_path: Path, how: str, reason: str
+) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    if how.startswith("truncated"):
+        writer = Outbox(path, sealer())
+        await writer.open()
+        for n in range(100):
+            await writer.put(chat(f"message {n} " + "x" * 300))
+        await writer.aclose()
+    damage(path, how)
+    before = raw_bytes(path) if path.is_file() else b""
+    box = Outbox(path, sealer())
+    with pytest.raises(OutboxFileError) as caught:
+        await box.open()
+    assert caught.value.path == path
+    assert caught.value.reason == reason
+    assert str(caught.value) == f"{path}: {reason}"
+    assert "damaged " not in str(caught.value)  # none of the file's content
+    assert (raw_bytes(path) if path.is_file() else b"") == before
+    with pytest.raises(RuntimeError, match="not open"):  # nothing half-open is left behind
+        await box.put(chat())
+    await box.aclose()
