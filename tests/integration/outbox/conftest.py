@@ -70,13 +70,19 @@ OutboxFactory = Callable[..., Outbox]
 
 @pytest.fixture
 async def make_outbox(tmp_path: Path) -> AsyncIterator[OutboxFactory]:
-    """Builds outboxes (default file: ``tmp_path/outbox.sqlite3``); every one is closed at the end."""
+    """Builds outboxes (default file: ``tmp_path/outbox.sqlite3``, default key: the bus tests' cipher
+    key); every one is closed at the end."""
     built: list[Outbox] = []
 
-    def build(results: Results | None = None, path: Path | None = None, **options: Any) -> Outbox:
+    def build(
+        results: Results | None = None,
+        path: Path | None = None,
+        sealer: Sealer | None = None,
+        **options: Any,
+    ) -> Outbox:
         outbox = Outbox(
             path or tmp_path / "outbox.sqlite3",
-            Sealer(CIPHER_KEY, purpose="outbox"),
+            sealer or Sealer(CIPHER_KEY, purpose="outbox"),
             on_sent=results.on_sent if results else None,
             on_failed=results.on_failed if results else None,
             **options,
