@@ -17,6 +17,7 @@ Public API:
   ``await answer(remote_offer) -> sdp``, ``await accept_answer(sdp)``, ``await
   add_candidate(candidate)`` (the browser's ``toJSON()`` shape, with or without ``candidate:``),
   ``received`` (frames per kind), ``first_frame_at`` (loop time of the first remote video frame),
+  ``stalls``; ``on_stall()`` is called when media that flowed stops for ``stall_after`` seconds,
   ``await aclose()``. ``on_frame(kind, frame)`` sees every decoded remote frame.
 """
 
@@ -49,6 +50,7 @@ __all__ = ["CallError", "MediaCall", "TurnConfig", "check_sdp", "probe_turn", "r
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_SECONDS: Final = 3.0
+STALL_SECONDS: Final = 2.0
 FrameHandler = Callable[[str, Any], None]
 
 
@@ -102,6 +104,8 @@ class MediaCall:
         tracks: Sequence[MediaStreamTrack] = (),
         on_frame: FrameHandler | None = None,
         probe_timeout: float = PROBE_TIMEOUT_SECONDS,
+        stall_after: float = STALL_SECONDS,
+        on_stall: Callable[[], None] | None = None,
     ) -> None:
         self._turn = turn
         self._relay_only = relay_only
@@ -113,6 +117,12 @@ class MediaCall:
         self._closed = False
         self.received: dict[str, int] = {"audio": 0, "video": 0}
         self.first_frame_at: float | None = None
+        # aiortc notices a dead path only after ~30 s, and never after a TURN restart: once media
+        # has flowed, no remote frame of any kind for ``stall_after`` seconds is a stall.
+        self._stall_after = stall_after
+        self._on_stall = on_stall
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self.stalls = 0
 
     @property
     def connection_state(self) -> str:
@@ -213,14 +223,34 @@ class MediaCall:
             self.received[kind] = self.received.get(kind, 0) + 1
             if kind == "video" and self.first_frame_at is None:
                 self.first_frame_at = asyncio.get_running_loop().time()
+            self._rearm_watchdog()
             if self._on_frame is not None:
                 try:
                     self._on_frame(kind, frame)
                 except Exception as exc:
                     log.error("frame handler failed error=%s", describe_exception(exc))
 
+    def _rearm_watchdog(self) -> None:
+        if self._on_stall is None or self._closed:
+            return
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+        self._stall_timer = asyncio.get_running_loop().call_later(self._stall_after, self._stalled)
+
+    def _stalled(self) -> None:
+        self._stall_timer = None
+        if self._closed:
+            return
+        self.stalls += 1
+        log.warning("media stalled seconds=%.1f received=%s", self._stall_after, self.received)
+        assert self._on_stall is not None
+        self._on_stall()
+
     async def aclose(self) -> None:
         self._closed = True
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
         readers = list(self._readers)
         for task in readers:
             task.cancel()

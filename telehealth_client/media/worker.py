@@ -12,6 +12,7 @@ are answered ``{"id", "ok": true, ...}`` or ``{"id", "ok": false, "code", "reaso
 ``start`` (TURN, policy, devices), ``offer``, ``answer`` (``sdp``), ``accept-answer`` (``sdp``),
 ``candidate`` (the browser's ``toJSON()``), ``stats``, ``preview``, ``close``. Events:
 ``{"event": "ready"}`` once aiortc is loaded, ``{"event": "first-frame", "kind"}``,
+``{"event": "stall"}`` (media that flowed stopped for 2 s: the agent rebuilds the call),
 ``{"event": "device-failed", "kind", "reason"}``. The child logs to stderr (the agent's journal).
 
 Public API: ``await MediaWorker.spawn(on_event=None, env=None)``; the ``MediaBackend`` methods
@@ -258,6 +259,7 @@ class _Child:
             relay_only=config.relay_only,
             tracks=tracks,
             on_frame=self._on_frame,
+            on_stall=lambda: self.emit({"event": "stall"}),
         )
         return {}
 
