@@ -77,6 +77,16 @@ class RecordingClock(SharedClock):
 
         return await asyncio.wait_for(enough(), 10.0)
 
+    async def wait_deadline(self, deadline: float) -> int:
+        """Until the keeper sleeps until ``deadline``; the position of that sleep among all."""
+
+        async def slept() -> int:
+            async with self._slept:
+                await self._slept.wait_for(lambda: deadline in self.deadlines)
+                return self.deadlines.index(deadline)
+
+        return await asyncio.wait_for(slept(), 10.0)
+
 
 @pytest.fixture
 def clock() -> RecordingClock:
@@ -186,17 +196,19 @@ async def test_a_refused_subscription_whose_new_refusal_is_not_in_yet_is_reporte
     source.hooks[2] = gate.close  # the refresh after the 403: the bus's next request goes unanswered
     keeper, events = make_keeper(bus, source=source)
     await keeper.start()
-    started = clock.now()
+    await clock.advance(1)  # the refresh's token differs (the same grant in the same second does not)
+    refreshed_at = clock.now()
     await bus.subscribe([OTHER_CONSULTATION], Messages())  # another patient's consultation
     await statuses.wait_status(ConnectionStatus.ACCESS_DENIED)
     await events.wait_kind("refreshed")
-    await gate.wait_held(kiosk.tokens[-1])  # asked with the new token: no answer yet
+    assert kiosk.tokens[0] != kiosk.tokens[1]
+    await gate.wait_held(kiosk.tokens[1])  # asked with the new token: no answer yet
     await clock.advance(GRACE)  # exactly the end of the grace period: the verdict is due now
     (denied,) = await events.wait_kind("access-denied", within=5.0)
     assert denied == STILL_REFUSED
     assert token_log.matching("token access denied") == [
         (
-            started + GRACE,
+            refreshed_at + GRACE,
             f"token access denied {WHO} source=subscribe reason=still refused after a refresh",
         )
     ]
@@ -213,7 +225,7 @@ async def test_a_grace_period_ending_while_the_bus_is_not_refused_reports_nothin
     make_keeper: KeeperFactory,
     kiosk: RecordingSource,
     gate: Gate,
-    clock: SharedClock,
+    clock: RecordingClock,
 ) -> None:
     bus = make_bus(PATIENT, origin=gate.origin)
     statuses = Statuses(bus)
@@ -221,14 +233,19 @@ async def test_a_grace_period_ending_while_the_bus_is_not_refused_reports_nothin
     source.hooks[2] = gate.close
     keeper, events = make_keeper(bus, source=source)
     await keeper.start()
+    await clock.advance(1)  # the refresh's token differs from the first
+    refreshed_at = clock.now()
     subscription = await bus.subscribe([OTHER_CONSULTATION], Messages())
     await statuses.wait_status(ConnectionStatus.ACCESS_DENIED)
     await events.wait_kind("refreshed")
-    await gate.wait_held(kiosk.tokens[-1])
+    await gate.wait_held(kiosk.tokens[1])
     await subscription.close()  # nothing left to subscribe to: the bus is idle, not refused
     await statuses.wait_status(ConnectionStatus.IDLE)
+    verdict = await clock.wait_deadline(refreshed_at + GRACE)  # it sleeps until the grace ends
     await clock.advance(GRACE)
-    await clock.advance(48 - GRACE)  # the refresh planned for the 403's token
+    # Its verdict (none: the bus is not refused) given, it sleeps until the planned refresh.
+    assert (await clock.wait_deadlines(verdict + 2))[verdict + 1] == refreshed_at + 48
+    await clock.advance(48 - GRACE)
     await events.wait_kind("refreshed", 2)
     await clock.advance(48)  # and the next: the keeper is still keeping the token
     await events.wait_kind("refreshed", 3)
@@ -340,7 +357,7 @@ async def test_an_error_inside_the_keepers_loop_is_logged_and_retried_after_the_
     make_bus: BusFactory,
     make_keeper: KeeperFactory,
     kiosk: RecordingSource,
-    clock: SharedClock,
+    clock: RecordingClock,
     token_log: TokenLog,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -356,7 +373,9 @@ async def test_an_error_inside_the_keepers_loop_is_logged_and_retried_after_the_
     assert re.fullmatch(r"token keeper step failed error=OverflowError at tokens\.py:\d+", failed), failed
     (record,) = [r for r in caplog.records if r.getMessage() == failed]
     assert record.levelno == logging.ERROR
-    await clock.advance(1)  # not at once, and not never: after retry_min_seconds
+    # Not at once, and not never: it pauses for retry_min_seconds.
+    assert await clock.wait_deadlines(2) == [started + 48, started + 49]
+    await clock.advance(1)
     (refreshed,) = await events.wait_kind("refreshed")
     assert refreshed == TokenRefreshed(PATIENT, "patient", 1, "scheduled")
     assert source.asked_at == [started, started + 48, started + 49]
