@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_SECONDS: Final = 3.0
 STALL_SECONDS: Final = 2.0
+CONNECT_SECONDS: Final = 10.0
 FrameHandler = Callable[[str, Any], None]
 
 
@@ -105,6 +106,7 @@ class MediaCall:
         on_frame: FrameHandler | None = None,
         probe_timeout: float = PROBE_TIMEOUT_SECONDS,
         stall_after: float = STALL_SECONDS,
+        connect_within: float = CONNECT_SECONDS,
         on_stall: Callable[[], None] | None = None,
     ) -> None:
         self._turn = turn
@@ -120,6 +122,7 @@ class MediaCall:
         # aiortc notices a dead path only after ~30 s, and never after a TURN restart: once media
         # has flowed, no remote frame of any kind for ``stall_after`` seconds is a stall.
         self._stall_after = stall_after
+        self._connect_within = connect_within  # no media at all this long after setup: a stall too
         self._on_stall = on_stall
         self._stall_timer: asyncio.TimerHandle | None = None
         self.stalls = 0
@@ -177,7 +180,9 @@ class MediaCall:
             # connection is unusable now, the next offer gets a fresh one.
             await self._discard(pc)
             raise CallError("sdp", f"the remote offer could not be answered ({type(exc).__name__})") from None
-        return await self._described(pc)
+        described = await self._described(pc)
+        self._arm_watchdog(self._connect_within)
+        return described
 
     async def _discard(self, pc: RTCPeerConnection) -> None:
         if self._pc is pc:
@@ -189,6 +194,7 @@ class MediaCall:
         if self._pc is None:
             raise CallError("sdp", "an answer came before our offer")
         await self._set_remote(self._pc, RTCSessionDescription(sdp=sdp, type="answer"))
+        self._arm_watchdog(self._connect_within)
 
     async def _set_remote(self, pc: RTCPeerConnection, description: RTCSessionDescription) -> None:
         try:
@@ -231,11 +237,14 @@ class MediaCall:
                     log.error("frame handler failed error=%s", describe_exception(exc))
 
     def _rearm_watchdog(self) -> None:
+        self._arm_watchdog(self._stall_after)
+
+    def _arm_watchdog(self, seconds: float) -> None:
         if self._on_stall is None or self._closed:
             return
         if self._stall_timer is not None:
             self._stall_timer.cancel()
-        self._stall_timer = asyncio.get_running_loop().call_later(self._stall_after, self._stalled)
+        self._stall_timer = asyncio.get_running_loop().call_later(seconds, self._stalled)
 
     def _stalled(self) -> None:
         self._stall_timer = None

@@ -5,9 +5,10 @@
 the call does not wait for aiortc's import; TURN credentials from the clinic backend; and the
 consequences for the consultation. The patient side answers by itself once the consultation is
 connecting (the provider calls). When remote video first arrives the provider's side moves the
-consultation to in-progress (``CONSULTATION_STARTED``). When the media child dies, the call is
-rebuilt in a fresh child (a new offer; the consultation, chat and audit go on untouched) and the
-death is reported.
+consultation to in-progress (``CONSULTATION_STARTED``). When the media child dies, or the media
+stalls (the child's watchdog: no frame for 2 s), the call is rebuilt on a new connection in a fresh
+child (a spare is kept warm), with back-off while rebuilds do not bring media back, until the
+consultation ends; the consultation, chat and audit go on untouched, and the failure is reported.
 
 Public API: ``MediaOptions(devices, env=None)``; ``ConsultationCall(session, clinic, hub,
 options=..., auditor=None, on_media_flowing=None)``; ``await start()``, ``await call()`` (to the
@@ -25,7 +26,6 @@ from typing import Any
 from telehealth_client import events
 from telehealth_client.consultation.auditing import Auditor
 from telehealth_client.consultation.session import ConsultationSession
-from telehealth_client.logs import describe_exception
 from telehealth_client.media.common import TurnConfig
 from telehealth_client.media.negotiation import Phase
 from telehealth_client.media.signaling import CallSignaling, MediaBackend
@@ -41,6 +41,8 @@ ANSWERING_STATES = (
     ConsultationState.WRAPPING_UP,
 )
 FlowingHandler = Callable[[str], Awaitable[None]]
+RECOVERY_MIN_SECONDS = 1.0
+RECOVERY_MAX_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class ConsultationCall:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._flowing: set[str] = set()
+        self._recovery: asyncio.Task[Any] | None = None
+        self._attempts = 0  # rebuilds since media last flowed
         self.signaling = CallSignaling(
             session,
             polite=consultation.role == "patient",
@@ -148,10 +152,34 @@ class ConsultationCall:
         except Exception:
             # The warm child did not come up: one more try, cold.
             worker = await MediaWorker.spawn(on_event=self._on_worker_event, env=self._options.env)
+        self._warm_up()  # a spare for the next rebuild: recovery must not wait for aiortc's import
         self._flowing.clear()
         await worker.start(turn, self._options.devices)
         self._spawn(self._watch(worker), "media-child-watch")
         return worker
+
+    def _recover_soon(self, reason: str, media: MediaBackend | None) -> None:
+        """Rebuild the call (once at a time), with back-off while rebuilds do not bring media back."""
+        if self._closing or (self._recovery is not None and not self._recovery.done()):
+            return
+        self._recovery = self._spawn(self._recover(reason, media), "call-recovery")
+
+    async def _recover(self, reason: str, media: MediaBackend | None) -> None:
+        self._attempts += 1
+        delay = (
+            0.0
+            if self._attempts == 1
+            else min(RECOVERY_MAX_SECONDS, RECOVERY_MIN_SECONDS * 2 ** (self._attempts - 2))
+        )
+        while not self._closing:
+            if delay:
+                await asyncio.sleep(delay)  # back-off between rebuilds, not synchronisation
+                if self.signaling.media is not None and self.signaling.media is not media:
+                    return  # the other side rebuilt the connection meanwhile
+            if await self.signaling.rebuild(reason, media):
+                return
+            media = None
+            delay = min(RECOVERY_MAX_SECONDS, max(RECOVERY_MIN_SECONDS, delay * 2))
 
     async def _watch(self, worker: MediaWorker) -> None:
         code = await worker.exited
@@ -162,15 +190,18 @@ class ConsultationCall:
         )
         log.error("media child died consultation=%s pid=%d reason=%s", self._cid, worker.pid, reason)
         self._hub.emit(events.MediaFailed(self._cid, "media-process", reason))
-        try:
-            await self.signaling.rebuild(reason, worker)
-        except Exception as exc:
-            log.error("call rebuild failed consultation=%s error=%s", self._cid, describe_exception(exc))
+        self._recover_soon(reason, worker)
 
     def _on_worker_event(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
-        if kind == "first-frame":
+        if kind == "stall":
+            log.warning("call stalled consultation=%s: rebuilding it", self._cid)
+            self._hub.emit(events.MediaFailed(self._cid, "network", "media stalled"))
+            self._recover_soon("media stalled", self.signaling.media)
+        elif kind == "first-frame":
             media = str(event.get("kind"))
+            if media == "video":
+                self._attempts = 0  # media is back: the next trouble starts the back-off afresh
             if media not in self._flowing:
                 self._flowing.add(media)
                 self._hub.emit(events.MediaFlowing(self._cid, media))

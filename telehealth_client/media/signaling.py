@@ -106,15 +106,30 @@ class CallSignaling:
         async with self._lock:
             await self._step(n.Hangup())
 
-    async def rebuild(self, reason: str, media: MediaBackend | None = None) -> None:
-        """The call's media is gone (``media``: the one that went; ignored if already replaced):
-        offer again on a new one, unless the call ended meanwhile."""
+    async def rebuild(self, reason: str, media: MediaBackend | None = None) -> bool:
+        """The call's media is gone (``media``: the one that went; nothing to do if it was already
+        replaced or the call ended): offer again on a new connection. False when no offer could
+        be made (TURN out of reach, no media process): the call stays on, the caller tries again."""
         async with self._lock:
             if media is not None and media is not self._media:
-                return  # a newer connection is already up
-            log.warning("call rebuilt consultation=%s reason=%s", self._cid, reason)
+                return True  # a newer connection is already up
             await self._close_media()
-            await self._step(n.Rebuild(reason))
+            before = self._negotiation.phase
+            self._negotiation, effects = n.step(
+                self._negotiation, n.Rebuild(reason), is_participant=self._is_participant
+            )
+            if not any(isinstance(effect, n.CreateOffer) for effect in effects):
+                return True  # the call is over: nothing to rebuild
+            log.warning("call rebuilt consultation=%s reason=%s", self._cid, reason)
+            if self._negotiation.phase != before:
+                self._hub.emit(events.CallStateChanged(self._cid, self._negotiation.phase))
+            outcome = await self._describe("offer", lambda media: media.offer())
+            if isinstance(outcome, n.MediaFailed):
+                log.warning("call rebuild failed consultation=%s reason=%s", self._cid, outcome.reason)
+                return False
+            if outcome is not None:
+                await self._step(outcome)
+            return True
 
     async def aclose(self) -> None:
         if self._remove_handler is not None:
