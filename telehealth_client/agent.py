@@ -27,6 +27,7 @@ from telehealth_client.protocol import channels
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange, Subscription
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_client.security import tokens
+from telehealth_client.security.audit import AuditStoreError, DamagedStoreError
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
 
 log = logging.getLogger(__name__)
@@ -162,13 +163,19 @@ class Agent:
 
     async def _open_durable(self, connector: Connector) -> Durable:
         settings = self.settings
-        return await Durable.open(
-            settings.state_dir,
-            secret=settings.require_secret("cipher_key").get_secret_value(),
-            previous_secrets=[key.get_secret_value() for key in settings.previous_cipher_keys],
-            organization_id=settings.organization_id,
-            sink=connector.clinic if connector.has_clinic else None,
-        )
+        try:
+            return await Durable.open(
+                settings.state_dir,
+                secret=settings.require_secret("cipher_key").get_secret_value(),
+                previous_secrets=[key.get_secret_value() for key in settings.previous_cipher_keys],
+                organization_id=settings.organization_id,
+                sink=connector.clinic if connector.has_clinic else None,
+            )
+        except DamagedStoreError as exc:
+            # Names the file and the fix; the problem is a type or a count, never a record's content.
+            raise StartError(f"{exc.path}: {exc.problem}: {exc.advice}") from None
+        except AuditStoreError as exc:
+            raise StartError(str(exc)) from None
 
     @property
     def emergency(self) -> EmergencyDesk | None:

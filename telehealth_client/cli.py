@@ -80,8 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="check the audit trail or show what waits for delivery")
     audit_actions = audit.add_subparsers(dest="audit_action", required=True, metavar="ACTION")
     for name, text in (
-        ("verify", "check the hash chain (exit 0 intact, 1 broken: the first broken record is named)"),
-        ("status", "how many records, and how many wait for the audit sink and the channel"),
+        (
+            "verify",
+            "check the keyed hash chain with the cipher key of the settings (exit 0 intact, 1 broken: "
+            "the first broken record is named)",
+        ),
+        (
+            "status",
+            "how many records, the last one's position and time, and how many wait for the audit sink "
+            "and the channel",
+        ),
     ):
         action = audit_actions.add_parser(name, help=text)
         action.add_argument(
@@ -157,29 +165,59 @@ def _check_devices(args: argparse.Namespace) -> int:
 
 
 def _run_audit(args: argparse.Namespace) -> int:
-    """verify or status of the audit store; counts and positions only, never an event's content."""
-    from telehealth_client.security.audit import AuditStoreError, read_status, verify_chain
+    """verify or status of the audit store; counts, positions and times only, never an event's content.
+
+    Exit 2: bad settings, no cipher key (verify), or no store file at the path. A file that is
+    there but is not a readable store is a broken trail: exit 1.
+    """
+    from telehealth_client.config import ConfigError, load_settings
+    from telehealth_client.security.audit import (
+        AuditStoreError,
+        ChainKeys,
+        DamagedStoreError,
+        read_last,
+        read_status,
+        verify_chain,
+    )
 
     state_dir: Path | None = args.state_dir
-    if state_dir is None:
-        from telehealth_client.config import ConfigError, load_settings
-
+    keys: ChainKeys | None = None
+    if state_dir is None or args.audit_action == "verify":
         try:
-            state_dir = load_settings(args.config).state_dir
+            settings = load_settings(args.config)
+            if args.audit_action == "verify":
+                # The chain is keyed with the agent's cipher key (and those it replaced).
+                keys = ChainKeys(
+                    settings.require_secret("cipher_key").get_secret_value(),
+                    [key.get_secret_value() for key in settings.previous_cipher_keys],
+                )
         except ConfigError as exc:
             for problem in exc.problems:
                 print(f"telehealth-agent: config: {problem}", file=sys.stderr)
             return EXIT_USAGE
+        except ValueError as exc:
+            print(f"telehealth-agent: config: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        state_dir = state_dir or settings.state_dir
     try:
-        if args.audit_action == "verify":
-            report = verify_chain(state_dir)
+        if keys is not None:
+            report = verify_chain(state_dir, keys)
         else:
             status = read_status(state_dir)
+            last = read_last(state_dir)
+    except DamagedStoreError as exc:
+        print(f"telehealth-agent: audit: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except AuditStoreError as exc:
         print(f"telehealth-agent: audit: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if args.audit_action == "status":
+    if keys is None:
         print(f"records: {status.records}")
+        print(
+            "last record: none"
+            if last is None
+            else f"last record: position {last.position}, recorded at {last.timestamp or 'unknown'}"
+        )
         print(f"waiting for the audit sink: {status.awaiting_sink}")
         print(f"waiting for the audit channel: {status.awaiting_channel}")
         print(f"refused by the audit sink: {status.refused_sink}")

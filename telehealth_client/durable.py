@@ -27,7 +27,7 @@ from telehealth_client.protocol.channels import validate_id
 from telehealth_client.protocol.messages import SenderRole
 from telehealth_client.pubsub.bus import AccessDeniedError, Bus
 from telehealth_client.security.at_rest import Sealer
-from telehealth_client.security.audit import AuditSink, AuditTrail
+from telehealth_client.security.audit import AuditSink, AuditTrail, ChainKeys
 
 OUTBOX_FILE: Final = "outbox.sqlite3"
 OUTBOX_PURPOSE: Final = "outbox v1"
@@ -77,7 +77,12 @@ class Durable:
             backoff_min_seconds=outbox_backoff[0],
             backoff_max_seconds=outbox_backoff[1],
         )
-        trail = AuditTrail(state_dir, organization_id=organization_id, sink=sink)
+        trail = AuditTrail(
+            state_dir,
+            keys=ChainKeys(secret, previous_secrets),
+            organization_id=organization_id,
+            sink=sink,
+        )
         await outbox.open()
         try:
             await trail.open()

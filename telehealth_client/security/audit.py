@@ -3,15 +3,16 @@
 - ``audit_event(...)`` builds an event (PROTOCOL.md, "Audit events") with a new id and the time
   now. IDs only: ``resource_id``, ``channel`` and every metadata value must be an ID-like string
   (``[A-Za-z0-9_.:-]``), an int or a bool, so no free text, and no PHI, can get in.
-- ``AuditTrail.record(event)`` appends it to the hash chain in ``state_dir/audit/audit.sqlite3``
-  (``audit_store``) and returns once it is on disk. Calls made while a write is under way are
-  committed together by the store's one thread (one transaction, one fsync for all of them).
+- ``AuditTrail.record(event)`` appends it to the keyed hash chain in
+  ``state_dir/audit/audit.sqlite3`` (``audit_store``; ``ChainKeys`` derived from the agent's cipher
+  key) and returns once it is on disk. Calls made while a write is under way are committed
+  together by the store's one thread (one transaction, one fsync for all of them).
 - Then, in the background, each record is POSTed to the audit sink and published on
   ``audit.{organizationId}`` on the attached bus, in order, each retried with capped full-jitter
   back-off until acknowledged. What is not acknowledged stays pending in the store, so it is
   delivered after a restart. A sink's permanent refusal (4xx other than 401, 408, 429) is kept
   as ``refused`` (``audit status`` shows it), logged by event id and status; never dropped.
-- ``verify_chain`` / ``read_status``: read-only, for ``telehealth-agent audit``.
+- ``verify_chain`` / ``read_status`` / ``read_last``: read-only, for ``telehealth-agent audit``.
 
 Logs name event ids, positions and statuses only, never an event's content.
 """
@@ -40,9 +41,13 @@ from telehealth_client.security.audit_store import (
     AuditDatabase,
     AuditStatus,
     AuditStoreError,
+    ChainKeys,
     ChainReport,
+    DamagedStoreError,
     DuplicateIdError,
+    LastRecord,
     Target,
+    read_last_record,
     read_store_status,
     store_path,
     verify_store,
@@ -54,9 +59,13 @@ __all__ = [
     "AuditStatus",
     "AuditStoreError",
     "AuditTrail",
+    "ChainKeys",
     "ChainReport",
+    "DamagedStoreError",
+    "LastRecord",
     "audit_event",
     "check_ids_only",
+    "read_last",
     "read_status",
     "store_path",
     "verify_chain",
@@ -176,6 +185,7 @@ def retry_delay(
 class AuditTrail:
     """The durable trail of one organization, in ``state_dir/audit/`` (created 0700).
 
+    ``keys``: the chain's HMAC keys (``ChainKeys(cipher_key, previous_cipher_keys)``).
     ``sink`` None: records wait for a sink (a later run with one delivers them).
     """
 
@@ -183,6 +193,7 @@ class AuditTrail:
         self,
         state_dir: Path,
         *,
+        keys: ChainKeys,
         organization_id: str,
         sink: AuditSink | None,
         backoff_min_seconds: float = 0.5,
@@ -194,7 +205,8 @@ class AuditTrail:
         self._channel = channels.audit(organization_id)
         self._sink = sink
         self._backoff = (backoff_min_seconds, backoff_max_seconds)
-        self._db = AuditDatabase(store_path(state_dir), on_change=self._store_changed)
+        self._keys = keys
+        self._db = AuditDatabase(store_path(state_dir), keys, on_change=self._store_changed)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
         self._wake: dict[Target, asyncio.Event] = {"sink": asyncio.Event(), "channel": asyncio.Event()}
@@ -209,7 +221,11 @@ class AuditTrail:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open (or create) the store and start delivering what is pending."""
+        """Open (or create) the store and start delivering what is pending.
+
+        DamagedStoreError (its ``path``, ``problem`` and ``advice``) if the file there is not an
+        audit store this agent can append to; AuditStoreError if it cannot be opened at all.
+        """
         if self._state != "new":
             raise RuntimeError(f"the audit trail is {self._state}")
         self._loop = asyncio.get_running_loop()
@@ -440,6 +456,10 @@ class AuditTrail:
     def status(self) -> AuditStatus:
         return self._db.status
 
+    async def verify(self) -> ChainReport:
+        """The chain on disk checked under this trail's keys (read-only, in a thread)."""
+        return await asyncio.to_thread(verify_store, self._db.path, self._keys)
+
     async def wait_delivered(self, within: float) -> bool:
         """True once everything recorded is acknowledged by the sink and (with a bus) the channel."""
 
@@ -482,10 +502,16 @@ def _permanent_refusal(exc: Exception) -> int | None:
 # -- read-only, for the command line --------------------------------------------------------------
 
 
-def verify_chain(state_dir: Path) -> ChainReport:
-    """Check the hash chain; AuditStoreError if there is no store."""
-    return verify_store(store_path(state_dir))
+def verify_chain(state_dir: Path, keys: ChainKeys) -> ChainReport:
+    """Check the keyed hash chain; AuditStoreError only if there is no store file at all."""
+    return verify_store(store_path(state_dir), keys)
 
 
 def read_status(state_dir: Path) -> AuditStatus:
+    """AuditStoreError if there is no store; DamagedStoreError if the file is not a readable one."""
     return read_store_status(store_path(state_dir))
+
+
+def read_last(state_dir: Path) -> LastRecord | None:
+    """The last record's position and time, to compare with the sink (a rolled-back file is shorter)."""
+    return read_last_record(store_path(state_dir))

@@ -1,4 +1,4 @@
-"""The audit trail's store: hash chain, tamper detection by position, group commit, durability.
+"""The audit trail's store: keyed hash chain, tamper detection by position, group commit, durability.
 
 Real SQLite files in a temporary directory; tampering goes through a raw connection that drops
 the append-only triggers first, as someone with the file would.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import sqlite3
 import stat
@@ -22,14 +23,18 @@ from telehealth_client.security.audit import (
     AuditStatus,
     AuditStoreError,
     AuditTrail,
+    ChainKeys,
+    DamagedStoreError,
     audit_event,
     read_status,
     store_path,
     verify_chain,
 )
-from telehealth_client.security.audit_store import GENESIS_HASH, chain_hash
+from telehealth_client.security.audit_store import GENESIS_HASH, SCHEMA_VERSION
 
 ORG = "org-test"
+SECRET = "audit-unit-cipher-key-0123456789"
+KEYS = ChainKeys(SECRET)
 
 
 def event(number: int = 0, **overrides: Any) -> messages.AuditEvent:
@@ -49,7 +54,7 @@ def event(number: int = 0, **overrides: Any) -> messages.AuditEvent:
 
 @pytest.fixture
 async def trail(tmp_path: Path) -> AsyncIterator[AuditTrail]:
-    opened = AuditTrail(tmp_path, organization_id=ORG, sink=None)
+    opened = AuditTrail(tmp_path, keys=KEYS, organization_id=ORG, sink=None)
     await opened.open()
     yield opened
     await opened.aclose()
@@ -82,7 +87,7 @@ def tamper(tmp_path: Path, *statements: str) -> None:
 
 async def test_records_form_a_hash_chain_that_verifies(trail: AuditTrail, tmp_path: Path) -> None:
     events = await record_many(trail, 5)
-    report = verify_chain(tmp_path)
+    report = verify_chain(tmp_path, KEYS)
     assert (report.ok, report.records, report.first_broken, report.reason) == (True, 5, None, None)
 
     rows = raw(tmp_path).execute("SELECT position, id, event, prev_hash, hash FROM records").fetchall()
@@ -90,7 +95,12 @@ async def test_records_form_a_hash_chain_that_verifies(trail: AuditTrail, tmp_pa
     previous = GENESIS_HASH
     for position, _, text, prev_hash, stored in rows:
         assert prev_hash == previous
-        assert stored == hashlib.sha256(f"{prev_hash}\n{position}\n{text}".encode()).hexdigest()
+        assert stored == KEYS.link(prev_hash, position, text)
+        # An HMAC under a key derived from the secret: the plain hash of the same text differs.
+        assert stored != hashlib.sha256(f"{prev_hash}\n{position}\n{text}".encode()).hexdigest()
+        assert not hmac.compare_digest(
+            stored, ChainKeys("another-secret-0123456789").link(prev_hash, position, text)
+        )
         previous = stored
     # Stored as the canonical wire form: camelCase, sorted keys, compact.
     first = json.loads(rows[0][2])
@@ -112,14 +122,14 @@ async def test_records_cannot_be_updated_or_deleted_through_sqlite(trail: AuditT
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         db.execute("DELETE FROM records WHERE position = 2")
     db.close()
-    assert verify_chain(tmp_path).ok
+    assert verify_chain(tmp_path, KEYS).ok
 
 
 async def test_an_edited_record_is_reported_with_its_position(trail: AuditTrail, tmp_path: Path) -> None:
     await record_many(trail, 5)
     await trail.aclose()
     tamper(tmp_path, """UPDATE records SET event = replace(event, '"join"', '"left"') WHERE position = 3""")
-    report = verify_chain(tmp_path)
+    report = verify_chain(tmp_path, KEYS)
     assert (report.ok, report.first_broken) == (False, 3)
     assert report.reason == "record 3: content does not match its hash"
 
@@ -133,10 +143,10 @@ async def test_an_edited_and_rehashed_record_breaks_the_next_link(trail: AuditTr
     edited = text.replace('"join"', '"left"')
     tamper(
         tmp_path,
-        f"UPDATE records SET event = '{edited}', hash = '{chain_hash(prev_hash, 3, edited)}'"
+        f"UPDATE records SET event = '{edited}', hash = '{KEYS.link(prev_hash, 3, edited)}'"
         " WHERE position = 3",
     )
-    report = verify_chain(tmp_path)
+    report = verify_chain(tmp_path, KEYS)
     assert (report.ok, report.first_broken) == (False, 4)
     assert report.reason == "record 4: previous record missing or altered"
 
@@ -147,7 +157,7 @@ async def test_a_deleted_middle_record_is_reported_with_its_position(
     await record_many(trail, 5)
     await trail.aclose()
     tamper(tmp_path, "DELETE FROM records WHERE position = 3")
-    report = verify_chain(tmp_path)
+    report = verify_chain(tmp_path, KEYS)
     assert (report.ok, report.first_broken) == (False, 3)
     assert report.reason == "record 3: missing (the chain goes from record 2 to record 4)"
 
@@ -156,14 +166,14 @@ async def test_a_deleted_last_record_is_reported_with_its_position(trail: AuditT
     await record_many(trail, 5)
     await trail.aclose()
     tamper(tmp_path, "DELETE FROM records WHERE position = 5")
-    report = verify_chain(tmp_path)
+    report = verify_chain(tmp_path, KEYS)
     assert (report.ok, report.first_broken) == (False, 5)
     assert report.reason == "record 5: the last record(s) were removed (1 missing)"
 
 
 async def test_a_missing_store_is_an_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(AuditStoreError, match="no audit store"):
-        verify_chain(tmp_path)
+        verify_chain(tmp_path, KEYS)
     with pytest.raises(AuditStoreError, match="no audit store"):
         read_status(tmp_path)
     assert not store_path(tmp_path).exists()  # reading created nothing
@@ -172,8 +182,15 @@ async def test_a_missing_store_is_an_error_naming_it(tmp_path: Path) -> None:
 async def test_a_file_that_is_not_an_audit_store_is_an_error(tmp_path: Path) -> None:
     store_path(tmp_path).parent.mkdir()
     store_path(tmp_path).write_bytes(b"not a database at all" * 100)
-    with pytest.raises(AuditStoreError, match="not a readable audit store"):
-        verify_chain(tmp_path)
+    # There but not a store: a broken trail (the command line's exit 1), not a wrong path.
+    report = verify_chain(tmp_path, KEYS)
+    assert (report.ok, report.records, report.reason) == (
+        False,
+        0,
+        "not a readable audit store (DatabaseError)",
+    )
+    with pytest.raises(DamagedStoreError, match="not a readable audit store"):
+        read_status(tmp_path)
 
 
 # -- durability and group commit ---------------------------------------------------------------------
@@ -214,22 +231,22 @@ async def test_concurrent_records_are_committed_together_in_call_order(
     assert sum(transactions) == 40 and len(transactions) < 40  # grouped, not one by one
     rows = raw(tmp_path).execute("SELECT id FROM records ORDER BY position").fetchall()
     assert [row[0] for row in rows[1:]] == [item.id for item in events]
-    assert verify_chain(tmp_path).ok
+    assert verify_chain(tmp_path, KEYS).ok
 
 
 async def test_positions_continue_after_reopening(tmp_path: Path) -> None:
-    first = AuditTrail(tmp_path, organization_id=ORG, sink=None)
+    first = AuditTrail(tmp_path, keys=KEYS, organization_id=ORG, sink=None)
     await first.open()
     await record_many(first, 3)
     await first.aclose()
-    second = AuditTrail(tmp_path, organization_id=ORG, sink=None)
+    second = AuditTrail(tmp_path, keys=KEYS, organization_id=ORG, sink=None)
     await second.open()
     try:
         assert await second.record(event(9)) == 4
         assert second.status() == AuditStatus(records=4, awaiting_sink=4, awaiting_channel=4)
     finally:
         await second.aclose()
-    assert verify_chain(tmp_path).ok
+    assert verify_chain(tmp_path, KEYS).ok
     assert read_status(tmp_path) == AuditStatus(records=4, awaiting_sink=4, awaiting_channel=4)
 
 
@@ -248,7 +265,7 @@ async def test_a_repeated_id_is_refused_and_not_stored_twice(trail: AuditTrail, 
     )
     assert results[0] == 2 and isinstance(results[1], ValueError) and results[2] == 3
     assert trail.status().records == 3
-    assert verify_chain(tmp_path).ok
+    assert verify_chain(tmp_path, KEYS).ok
 
 
 async def test_another_organizations_event_is_refused(trail: AuditTrail) -> None:
@@ -268,7 +285,7 @@ async def test_an_event_with_free_text_built_by_hand_is_refused(trail: AuditTrai
 
 
 async def test_record_before_open_and_after_close_is_refused(tmp_path: Path) -> None:
-    trail = AuditTrail(tmp_path, organization_id=ORG, sink=None)
+    trail = AuditTrail(tmp_path, keys=KEYS, organization_id=ORG, sink=None)
     with pytest.raises(RuntimeError, match="not open"):
         await trail.record(event(1))
     await trail.open()
@@ -276,3 +293,169 @@ async def test_record_before_open_and_after_close_is_refused(tmp_path: Path) -> 
     await trail.aclose()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         await trail.record(event(1))
+
+
+# -- the key -----------------------------------------------------------------------------------------
+
+
+def rewrite_from(tmp_path: Path, position: int, link: Any) -> None:
+    """Edit record ``position`` and recompute every later hash and the head with ``link``: all
+    that someone with the file (but not the key) can do."""
+    db = raw(tmp_path)
+    try:
+        db.execute("DROP TRIGGER records_no_update")
+        rows = db.execute("SELECT position, event, hash FROM records ORDER BY position").fetchall()
+        prev = rows[position - 2][2]
+        for number, text, _ in rows[position - 1 :]:
+            if number == position:
+                text = text.replace('"join"', '"left"')
+            digest = link(prev, number, text)
+            db.execute(
+                "UPDATE records SET event = ?, prev_hash = ?, hash = ? WHERE position = ?",
+                (text, prev, digest, number),
+            )
+            prev = digest
+        db.execute("UPDATE head SET hash = ?", (prev,))
+    finally:
+        db.close()
+
+
+def plain_sha256(prev_hash: str, position: int, text: str) -> str:
+    return hashlib.sha256(f"{prev_hash}\n{position}\n{text}".encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "link", [plain_sha256, ChainKeys("a-key-someone-made-up-0123").link], ids=["unkeyed", "another-key"]
+)
+async def test_an_edited_chain_rehashed_to_the_end_without_the_key_is_reported(
+    trail: AuditTrail, tmp_path: Path, link: Any
+) -> None:
+    await record_many(trail, 6)
+    await trail.aclose()
+    rewrite_from(tmp_path, 3, link)
+    report = verify_chain(tmp_path, KEYS)
+    assert (report.ok, report.first_broken, report.records) == (False, 3, 2)
+    assert report.reason == "record 3: content does not match its hash"
+
+
+async def test_a_whole_chain_written_under_another_key_is_reported_at_its_first_record(
+    tmp_path: Path,
+) -> None:
+    forger = AuditTrail(
+        tmp_path, keys=ChainKeys("a-key-someone-made-up-0123"), organization_id=ORG, sink=None
+    )
+    await forger.open()
+    await record_many(forger, 2)
+    await forger.aclose()
+    assert verify_chain(tmp_path, ChainKeys("a-key-someone-made-up-0123")).ok
+    report = verify_chain(tmp_path, KEYS)
+    assert (report.ok, report.first_broken) == (False, 1)
+    # And the agent does not append to it: its chain would hide the problem.
+    trail = AuditTrail(tmp_path, keys=KEYS, organization_id=ORG, sink=None)
+    with pytest.raises(
+        DamagedStoreError, match="does not match the chain's head under this agent's cipher key"
+    ) as refused:
+        await trail.open()
+    assert "previous_cipher_keys" in refused.value.advice
+    assert verify_chain(tmp_path, ChainKeys("a-key-someone-made-up-0123")).records == 2  # unchanged
+
+
+async def test_after_a_key_rotation_the_old_key_still_verifies_what_it_signed(tmp_path: Path) -> None:
+    old = AuditTrail(tmp_path, keys=KEYS, organization_id=ORG, sink=None)
+    await old.open()
+    await record_many(old, 2)
+    await old.aclose()
+    rotated = ChainKeys("the-new-cipher-key-0123456789", [SECRET])
+    trail = AuditTrail(tmp_path, keys=rotated, organization_id=ORG, sink=None)
+    await trail.open()
+    await record_many(trail, 2)
+    await trail.aclose()
+    assert verify_chain(tmp_path, rotated) == verify_chain(tmp_path, rotated)
+    assert verify_chain(tmp_path, rotated).ok and verify_chain(tmp_path, rotated).records == 4
+    # Records 3 and 4 were signed with the new key only.
+    assert verify_chain(tmp_path, KEYS).first_broken == 3
+    assert verify_chain(tmp_path, ChainKeys("the-new-cipher-key-0123456789")).first_broken == 1
+
+
+# -- the store's version and its delivery state ------------------------------------------------------
+
+
+async def test_a_store_of_another_version_is_refused_clearly(trail: AuditTrail, tmp_path: Path) -> None:
+    await record_many(trail, 2)
+    await trail.aclose()
+    db = raw(tmp_path)
+    db.execute("PRAGMA user_version = 1")
+    db.close()
+    expected = (
+        f"audit store version 1, this agent reads version {SCHEMA_VERSION} "
+        "(written by another version of the agent, or altered)"
+    )
+    report = verify_chain(tmp_path, KEYS)
+    assert (report.ok, report.reason) == (False, expected)
+    with pytest.raises(DamagedStoreError) as refused:
+        read_status(tmp_path)
+    assert str(refused.value) == f"{store_path(tmp_path)}: {expected}"
+    again = AuditTrail(tmp_path, keys=KEYS, organization_id=ORG, sink=None)
+    with pytest.raises(DamagedStoreError) as refused:
+        await again.open()
+    assert refused.value.problem == expected
+    assert raw(tmp_path).execute("PRAGMA user_version").fetchone() == (1,)  # left as it was
+
+
+async def test_a_file_that_is_not_an_audit_store_is_refused_at_open_and_left_alone(tmp_path: Path) -> None:
+    path = store_path(tmp_path)
+    path.parent.mkdir()
+    path.write_bytes(b"not a database at all" * 100)
+    trail = AuditTrail(tmp_path, keys=KEYS, organization_id=ORG, sink=None)
+    with pytest.raises(DamagedStoreError) as refused:
+        await trail.open()
+    assert (refused.value.path, refused.value.problem) == (path, "not a readable audit store (DatabaseError)")
+    assert path.read_bytes() == b"not a database at all" * 100
+
+
+async def test_status_counts_waiting_records_from_the_records_themselves(
+    trail: AuditTrail, tmp_path: Path
+) -> None:
+    await record_many(trail, 3)
+    await trail._db.acknowledge("sink", 1)
+    await trail._db.refuse("sink", 2, 403)
+    await trail._db.acknowledge("sink", 1)  # a second time changes nothing
+    assert trail.status() == AuditStatus(records=3, awaiting_sink=1, awaiting_channel=3, refused_sink=1)
+    assert read_status(tmp_path) == trail.status()
+    await trail.aclose()
+    db = raw(tmp_path)
+    db.execute("DELETE FROM settled WHERE position = 1")
+    db.close()
+    # A lost acknowledgement: the record waits again (the sink keeps one copy per id).
+    assert read_status(tmp_path) == AuditStatus(
+        records=3, awaiting_sink=2, awaiting_channel=3, refused_sink=1
+    )
+    assert verify_chain(tmp_path, KEYS).ok
+
+
+async def test_a_forged_acknowledgement_is_reported_by_verify(trail: AuditTrail, tmp_path: Path) -> None:
+    await record_many(trail, 3)
+    await trail._db.acknowledge("sink", 1)
+    await trail.aclose()
+    db = raw(tmp_path)
+    mac = db.execute("SELECT mac FROM settled WHERE position = 1").fetchone()[0]
+    db.execute(
+        "INSERT INTO settled (position, target, refused_status, mac) VALUES (2, 'sink', NULL, ?)", (mac,)
+    )
+    db.close()
+    assert read_status(tmp_path).awaiting_sink == 1  # it would hide record 2 from the sink...
+    report = verify_chain(tmp_path, KEYS)  # ...so verify names it
+    assert (report.ok, report.first_broken) == (False, 2)
+    assert report.reason == "record 2: its delivery state (sink) was altered"
+
+
+async def test_an_acknowledgement_for_a_record_that_does_not_exist_is_reported(
+    trail: AuditTrail, tmp_path: Path
+) -> None:
+    await record_many(trail, 2)
+    await trail.aclose()
+    db = raw(tmp_path)
+    db.execute("INSERT INTO settled (position, target, refused_status, mac) VALUES (9, 'sink', NULL, 'x')")
+    db.close()
+    report = verify_chain(tmp_path, KEYS)
+    assert (report.ok, report.reason) == (False, "delivery state for record 9, which does not exist")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from telehealth_client.protocol import messages
-from telehealth_client.security.audit import AuditTrail, audit_event, retry_delay
+from telehealth_client.security.audit import AuditTrail, ChainKeys, audit_event, retry_delay
 
 MARKER = "Jane Doe 1970-01-01"
 
@@ -81,13 +81,35 @@ def test_ids_with_dots_and_colons_are_accepted() -> None:
 
 
 def test_the_trail_refuses_bad_settings_naming_them(tmp_path: Any) -> None:
+    keys = ChainKeys("audit-unit-cipher-key-0123456789")
     with pytest.raises(ValueError, match="organizationId"):
-        AuditTrail(tmp_path, organization_id="org x", sink=None)
+        AuditTrail(tmp_path, keys=keys, organization_id="org x", sink=None)
     with pytest.raises(ValueError, match="backoff_min_seconds"):
-        AuditTrail(tmp_path, organization_id="org", sink=None, backoff_min_seconds=0)
+        AuditTrail(tmp_path, keys=keys, organization_id="org", sink=None, backoff_min_seconds=0)
     with pytest.raises(ValueError, match="backoff_min_seconds"):
-        AuditTrail(tmp_path, organization_id="org", sink=None, backoff_min_seconds=5, backoff_max_seconds=1)
+        AuditTrail(
+            tmp_path,
+            keys=keys,
+            organization_id="org",
+            sink=None,
+            backoff_min_seconds=5,
+            backoff_max_seconds=1,
+        )
     assert not any(tmp_path.iterdir())
+
+
+def test_chain_keys_refuse_bad_secrets_naming_them_and_never_show_one() -> None:
+    with pytest.raises(ValueError, match=r"^secret: must not be empty$"):
+        ChainKeys("")
+    with pytest.raises(ValueError, match=r"^secret: must be a string, got bytes$"):
+        ChainKeys(b"key-bytes-0123456789")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^previous\[1\]: must not be empty$"):
+        ChainKeys("audit-unit-cipher-key-0123456789", ["old-key-0123456789", ""])
+    with pytest.raises(ValueError, match=r"^previous: must be a sequence of secrets, not one string$"):
+        ChainKeys("audit-unit-cipher-key-0123456789", "old-key-0123456789")
+    keys = ChainKeys("audit-unit-cipher-key-0123456789", ["old-key-0123456789"])
+    assert repr(keys) == "ChainKeys(previous_keys=1)"
+    assert "0123456789" not in repr(vars(keys))  # derived keys only, not the secret
 
 
 def test_retry_delay_is_full_jitter_doubling_up_to_the_cap() -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from telehealth_client.devstack.stack import DevStack
 from telehealth_client.protocol import messages
-from telehealth_client.security.audit import AuditSink, AuditTrail, audit_event
+from telehealth_client.security.audit import AuditSink, AuditTrail, ChainKeys, audit_event
 from telehealth_client.security.clinic_client import ClinicClient
 
 from ..consultation.conftest import KIOSK, PROVIDER, stack
@@ -88,6 +88,8 @@ class Trails:
     def __init__(self, stack: DevStack, tmp_path: Path) -> None:
         self.stack = stack
         self.state_dir = tmp_path / "state"
+        # The chain's keys come from the agent's cipher key, as Durable.open derives them.
+        self.keys = ChainKeys(stack.keys.cipher_key)
         self._closers: list[Any] = []
 
     def clinic(self, url: str | None = None, user_id: str | None = None) -> CountingClinic:
@@ -100,7 +102,9 @@ class Trails:
         return client
 
     async def trail(self, sink: AuditSink | None) -> AuditTrail:
-        trail = AuditTrail(self.state_dir, organization_id=self.stack.organization_id, sink=sink, **BACKOFF)
+        trail = AuditTrail(
+            self.state_dir, keys=self.keys, organization_id=self.stack.organization_id, sink=sink, **BACKOFF
+        )
         self._closers.append(trail.aclose)
         await trail.open()
         return trail

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
+import shutil
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from telehealth_client.devstack.stack import DevStack
 from telehealth_client.protocol import messages
-from telehealth_client.security.audit import AuditTrail, store_path
+from telehealth_client.security.audit import AuditTrail, ChainKeys, store_path
 
 from ..cli_process import AGENT, Process
 from ..consultation.conftest import PROVIDER
@@ -22,7 +26,14 @@ pytestmark = pytest.mark.integration
 ORG = "org-cli"
 
 
+SECRET = "audit-cli-cipher-key-0123456789"
+KEYED = {"TELEHEALTH_CIPHER_KEY": SECRET}
+
+
 async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """``telehealth-agent audit ARGS``; verify gets the cipher key of the settings unless ``env`` is given."""
+    if env is None:
+        env = KEYED if args[0] == "verify" else {}
     base = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
     proc = await asyncio.create_subprocess_exec(
         *AGENT,
@@ -35,8 +46,8 @@ async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, 
     return await Process(proc).finish()
 
 
-async def recorded_store(state_dir: Path, count: int) -> list[messages.AuditEvent]:
-    trail = AuditTrail(state_dir, organization_id=ORG, sink=None)
+async def recorded_store(state_dir: Path, count: int, secret: str = SECRET) -> list[messages.AuditEvent]:
+    trail = AuditTrail(state_dir, keys=ChainKeys(secret), organization_id=ORG, sink=None)
     await trail.open()
     events = [
         kiosk_event(number, ORG, metadata={"sessionId": f"session-{number}"}) for number in range(count)
@@ -105,10 +116,10 @@ async def test_a_missing_store_is_a_usage_error_naming_it(tmp_path: Path) -> Non
 
 async def test_the_state_directory_defaults_to_the_settings(tmp_path: Path) -> None:
     await recorded_store(tmp_path, 2)
-    code, out, _ = await run("verify", env={"TELEHEALTH_STATE_DIR": str(tmp_path)})
+    code, out, _ = await run("verify", env={**KEYED, "TELEHEALTH_STATE_DIR": str(tmp_path)})
     assert (code, out) == (0, "audit chain ok: 2 records\n")
     code, _, err = await run(
-        "verify", env={"TELEHEALTH_STATE_DIR": str(tmp_path), "TELEHEALTH_ROLE": "surgeon"}
+        "verify", env={**KEYED, "TELEHEALTH_STATE_DIR": str(tmp_path), "TELEHEALTH_ROLE": "surgeon"}
     )
     assert code == 2 and err.startswith("telehealth-agent: config: role")
 
@@ -125,6 +136,7 @@ async def test_status_counts_what_waits_and_what_was_refused(stack: DevStack, tr
     assert (code, err) == (0, "")
     assert out.splitlines() == [
         "records: 3",
+        f"last record: position 3, recorded at {messages.encode(events[-1])['timestamp']}",
         "waiting for the audit sink: 0",
         "waiting for the audit channel: 3",
         "refused by the audit sink: 1",
@@ -132,3 +144,129 @@ async def test_status_counts_what_waits_and_what_was_refused(stack: DevStack, tr
     ]
     for event in events:
         assert event.id not in out
+
+
+def checkpoint(state_dir: Path) -> None:
+    db = sqlite3.connect(store_path(state_dir), isolation_level=None)
+    try:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()
+
+
+def truncate_half(state_dir: Path) -> None:
+    checkpoint(state_dir)
+    path = store_path(state_dir)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def drop_table(name: str) -> Callable[[Path], None]:
+    def drop(state_dir: Path) -> None:
+        db = sqlite3.connect(store_path(state_dir), isolation_level=None)
+        try:
+            db.execute(f"DROP TABLE {name}")
+        finally:
+            db.close()
+
+    drop.__name__ = f"drop_{name}"
+    return drop
+
+
+@pytest.mark.parametrize(
+    "damage", [truncate_half, drop_table("head"), drop_table("records")], ids=lambda f: f.__name__
+)
+async def test_a_damaged_store_is_a_broken_chain_not_a_usage_error(
+    tmp_path: Path, damage: Callable[[Path], None]
+) -> None:
+    """A file that is there but no longer a whole store is a broken trail (exit 1), not a wrong
+    path (exit 2)."""
+    await recorded_store(tmp_path, 40)
+    damage(tmp_path)
+    code, out, err = await run("verify", "--state-dir", str(tmp_path))
+    assert (code, err) == (1, "")
+    assert out.startswith("audit chain broken: ")
+    code, out, err = await run("status", "--state-dir", str(tmp_path))
+    assert (code, out) == (1, "")
+    assert err.startswith(f"telehealth-agent: audit: {store_path(tmp_path)}: not a readable audit store")
+
+
+# -- the key -------------------------------------------------------------------------------------------
+
+
+def rewrite_from_record_3(state_dir: Path, link: Callable[[str, int, str], str]) -> None:
+    """Edit record 3 (another actor) and recompute every later hash and the head with ``link``:
+    all that someone with the file but without the cipher key can do."""
+    db = sqlite3.connect(store_path(state_dir), isolation_level=None)
+    try:
+        db.execute("DROP TRIGGER records_no_update")
+        rows = db.execute("SELECT position, event, hash FROM records ORDER BY position").fetchall()
+        prev = rows[1][2]
+        for position, body, _ in rows[2:]:
+            if position == 3:
+                data = json.loads(body)
+                data["actor"]["userId"] = "dr-someone-else"
+                body = json.dumps(data, separators=(",", ":"), sort_keys=True)
+            digest = link(prev, position, body)
+            db.execute(
+                "UPDATE records SET event = ?, prev_hash = ?, hash = ? WHERE position = ?",
+                (body, prev, digest, position),
+            )
+            prev = digest
+        db.execute("UPDATE head SET hash = ?", (prev,))
+    finally:
+        db.close()
+
+
+def unkeyed(prev_hash: str, position: int, body: str) -> str:
+    return hashlib.sha256(f"{prev_hash}\n{position}\n{body}".encode()).hexdigest()
+
+
+def swap_store(source: Path, path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    shutil.copy(source, path)
+
+
+@pytest.mark.parametrize(
+    "link", [unkeyed, ChainKeys("a-key-someone-made-up-0123").link], ids=["unkeyed", "another-key"]
+)
+async def test_an_edit_rehashed_to_the_head_without_the_key_is_reported(
+    tmp_path: Path, link: Callable[[str, int, str], str]
+) -> None:
+    await recorded_store(tmp_path, 6)
+    rewrite_from_record_3(tmp_path, link)
+    code, out, err = await run("verify", "--state-dir", str(tmp_path))
+    assert (code, out, err) == (1, "audit chain broken: record 3: content does not match its hash\n", "")
+
+
+async def test_a_store_replaced_by_a_fresh_chain_under_another_key_is_reported(tmp_path: Path) -> None:
+    await recorded_store(tmp_path / "agent", 6)
+    await recorded_store(tmp_path / "elsewhere", 2, secret="a-key-someone-made-up-0123")
+    checkpoint(tmp_path / "elsewhere")
+    swap_store(store_path(tmp_path / "elsewhere"), store_path(tmp_path / "agent"))
+    code, out, err = await run("verify", "--state-dir", str(tmp_path / "agent"))
+    assert (code, out, err) == (1, "audit chain broken: record 1: content does not match its hash\n", "")
+
+
+async def test_verify_after_a_key_rotation_takes_the_previous_keys_of_the_settings(tmp_path: Path) -> None:
+    await recorded_store(tmp_path, 2)
+    new_key = {"TELEHEALTH_CIPHER_KEY": "the-new-cipher-key-0123456789"}
+    code, out, _ = await run("verify", "--state-dir", str(tmp_path), env=new_key)
+    assert (code, out) == (1, "audit chain broken: record 1: content does not match its hash\n")
+    code, out, _ = await run(
+        "verify", "--state-dir", str(tmp_path), env={**new_key, "TELEHEALTH_PREVIOUS_CIPHER_KEYS": SECRET}
+    )
+    assert (code, out) == (0, "audit chain ok: 2 records\n")
+
+
+async def test_verify_without_the_cipher_key_is_a_usage_error_naming_the_setting(tmp_path: Path) -> None:
+    await recorded_store(tmp_path, 2)
+    code, out, err = await run(
+        "verify", "--state-dir", str(tmp_path), env={"CREDENTIALS_DIRECTORY": str(tmp_path / "none")}
+    )
+    assert (code, out) == (2, "")
+    assert err == (
+        "telehealth-agent: config: cipher_key: not set; looked in TELEHEALTH_CIPHER_KEY, "
+        f"TELEHEALTH_CIPHER_KEY_FILE and the systemd credential {tmp_path / 'none' / 'cipher_key'}\n"
+    )

@@ -67,7 +67,7 @@ async def test_what_was_not_acknowledged_before_a_restart_is_delivered_after_it(
     assert [event["id"] for event in await sink_events(stack)] == [e.id for e in [*events, later]]
     await trail.aclose()
     assert read_status(trails.state_dir).awaiting_sink == 0
-    assert verify_chain(trails.state_dir).ok
+    assert verify_chain(trails.state_dir, trails.keys).ok
 
 
 async def test_a_permanent_refusal_is_kept_as_refused_and_delivery_goes_on(
@@ -165,4 +165,4 @@ async def test_a_record_altered_into_unreadable_text_is_marked_refused_and_the_r
     assert await trail.wait_delivered(WAIT)
     assert [event["id"] for event in await sink_events(stack)] == [events[0].id, events[2].id]
     assert trail.status() == AuditStatus(records=3, awaiting_sink=0, awaiting_channel=3, refused_sink=1)
-    assert verify_chain(trails.state_dir).first_broken == 2
+    assert verify_chain(trails.state_dir, trails.keys).first_broken == 2

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from telehealth_client.devstack.stack import DevStack
-from telehealth_client.security.audit import read_status, store_path, verify_chain
+from telehealth_client.security.audit import ChainKeys, read_status, store_path, verify_chain
 
 from ..cli_process import Process
 from .conftest import sink_events
@@ -118,6 +118,6 @@ async def test_events_survive_sigkill_at_random_points_and_reach_the_sink_exactl
     at_sink = [event["id"] for event in await sink_events(stack)]
     assert len(at_sink) == len(set(at_sink))  # each once
     assert sorted(at_sink) == sorted(chain.values())  # every record, nothing else
-    report = verify_chain(state_dir)
+    report = verify_chain(state_dir, ChainKeys(stack.keys.cipher_key))
     assert (report.ok, report.records) == (True, len(chain))
     assert read_status(state_dir).awaiting_sink == 0

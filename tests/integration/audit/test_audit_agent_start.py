@@ -1,0 +1,87 @@
+"""An agent whose audit store is damaged refuses to start and says which file and what to do
+(the real ``telehealth-agent run`` in a child process; it fails before it needs any network)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from telehealth_client.security.audit import AuditTrail, ChainKeys, audit_event, store_path
+
+from ..cli_process import AGENT, Process
+
+pytestmark = pytest.mark.integration
+
+
+async def run_agent(state_dir: Path) -> tuple[int, str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
+    env.update(
+        TELEHEALTH_USER_ID="kiosk-1",
+        TELEHEALTH_STATE_DIR=str(state_dir),
+        TELEHEALTH_SUBSCRIBE_KEY="sub-c-start",
+        TELEHEALTH_PUBLISH_KEY="pub-c-start",
+        TELEHEALTH_CIPHER_KEY="start-cipher-key-0123456789",
+        TELEHEALTH_DEVICE_CREDENTIAL="dev-kiosk-start",
+        TELEHEALTH_ORIGIN="127.0.0.1:9",  # nothing listens: the start fails before it is needed
+        TELEHEALTH_SSL="false",
+        TELEHEALTH_API_PORT="0",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *AGENT, "run", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
+    return await Process(proc).finish()
+
+
+async def test_a_damaged_audit_store_stops_the_start_naming_the_file_and_the_fix(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    damaged = store_path(state_dir)
+    damaged.parent.mkdir(parents=True, mode=0o700)
+    damaged.write_bytes(b"this is not an SQLite database, it was damaged" * 100)
+    damaged.chmod(0o600)
+    code, out, err = await run_agent(state_dir)
+    assert code == 1
+    failure = [line for line in (out + err).splitlines() if "start failed" in line]
+    assert len(failure) == 1, out + err
+    assert (
+        f"{damaged}: not a readable audit store (DatabaseError): move it aside to start a new one; "
+        "`telehealth-agent audit verify` tells what is wrong"
+    ) in failure[0]
+    assert damaged.read_bytes().startswith(b"this is not an SQLite database")  # left as it was
+
+
+async def test_a_store_keyed_with_another_cipher_key_stops_the_start_naming_the_setting(
+    tmp_path: Path,
+) -> None:
+    """Appending under a key that does not verify the chain so far would hide the mistake until
+    the next ``audit verify``: the agent says at once which setting is missing."""
+    state_dir = tmp_path / "state"
+    trail = AuditTrail(
+        state_dir, keys=ChainKeys("an-earlier-cipher-key-0123"), organization_id="org", sink=None
+    )
+    await trail.open()
+    try:
+        await trail.record(
+            audit_event(
+                "DEVICE_CHECK_COMPLETED",
+                organization_id="org",
+                actor_id="kiosk-1",
+                actor_role="patient",
+                resource_type="device",
+                resource_id="kiosk-1",
+                action="check",
+            )
+        )
+    finally:
+        await trail.aclose()
+    code, out, err = await run_agent(state_dir)
+    assert code == 1
+    failure = [line for line in (out + err).splitlines() if "start failed" in line]
+    assert len(failure) == 1, out + err
+    assert (
+        f"{store_path(state_dir)}: its last record does not match the chain's head under this agent's "
+        "cipher key: after a cipher key rotation, list the old key in previous_cipher_keys"
+    ) in failure[0]
+    assert "an-earlier-cipher-key" not in out + err
