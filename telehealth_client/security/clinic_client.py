@@ -26,11 +26,15 @@ class ClinicError(Exception):
         self.status = status
 
 
+MAX_TOKEN_TTL_MINUTES = 43_200
+
+
 class TokenGrant(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     token: str = Field(min_length=1)
-    ttl_minutes: int = Field(alias="ttlMinutes", gt=0)
+    # PubNub grants last at most 30 days; a bigger number is a broken backend, not a long token.
+    ttl_minutes: int = Field(alias="ttlMinutes", gt=0, le=MAX_TOKEN_TTL_MINUTES)
     channel_config: dict[str, Any] = Field(default_factory=dict, alias="channelConfig")
 
 

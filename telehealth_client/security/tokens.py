@@ -410,6 +410,9 @@ class TokenKeeper:
             return
         self._apply(grant, requested_at)
         self._episode = "refreshed"
+        # Refusals reported while this refresh was under way were of the old token: their waiters
+        # are told to try again below; a new token still refused is reported afresh by the bus.
+        self._pending_denial = None
         if source == "subscribe":
             self._verdict_at = self._clock.now() + self._policy.denial_grace_seconds
         log.info(

@@ -143,6 +143,8 @@ async def test_what_a_refusal_passes_on(broken_backend: BrokenBackend, answer: A
     [
         ("token", (200, "application/json", '{"token": "", "ttlMinutes": 0}'), 2),
         ("token", (204, "application/json", ""), 1),
+        ("token", (200, "application/json", '{"token": "t", "ttlMinutes": 43201}'), 1),
+        ("token", (200, "application/json", '{"token": "t", "ttlMinutes": ' + "9" * 400 + "}"), 1),
         ("turn-credentials", (200, "application/json", "{}"), 4),
         ("turn-credentials", (200, "application/json", '{"urls": [], "ttlSeconds": 60}'), 3),
         # Consent: the record is the answer's "consent" object.
@@ -172,6 +174,15 @@ async def test_a_malformed_answer_is_refused_with_the_number_of_problems(
     error = await failure(await broken_backend(answer), call)
     assert (error.operation, error.status) == (call, None)
     assert str(error) == f"{call}: malformed answer: {problems} problem(s)"
+
+
+async def test_the_longest_ttl_pubnub_grants_is_accepted(broken_backend: BrokenBackend) -> None:
+    url = await broken_backend((200, "application/json", '{"token": "t", "ttlMinutes": 43200}'))
+    client = ClinicClient(url, KIOSK_CREDENTIAL)
+    try:
+        assert (await client.request_token("patient-1", "patient")).ttl_minutes == 43_200
+    finally:
+        await client.aclose()
 
 
 async def test_a_base_url_with_a_trailing_slash_works(offline_clinic: Clinic) -> None:
