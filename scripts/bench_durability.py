@@ -48,7 +48,7 @@ from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import ChatMessage, ConsultationState, encode
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
-from telehealth_client.security.audit import AuditTrail, audit_event
+from telehealth_client.security.audit import AuditTrail, ChainKeys, audit_event
 from telehealth_client.security.clinic_client import ClinicClient
 
 WAIT_SECONDS = 30.0
@@ -295,7 +295,9 @@ async def outbox_drain(
 
 async def audit_appends(state_dir: Path, organization_id: str, appends: int) -> dict[str, float]:
     """Records per second on a trail of its own (no sink, no bus: the append alone)."""
-    trail = AuditTrail(state_dir, organization_id=organization_id, sink=None)
+    trail = AuditTrail(
+        state_dir, keys=ChainKeys("bench-durability-chain-key"), organization_id=organization_id, sink=None
+    )
     await trail.open()
 
     def event() -> Any:

@@ -19,7 +19,6 @@ Public API:
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -43,7 +42,6 @@ from telehealth_client.demo.cast import (
 )
 from telehealth_client.protocol.messages import ConsultationState, ProviderJoined, encode
 from telehealth_client.pubsub.bus import AccessDeniedError, ConnectionStatus
-from telehealth_client.security.audit import verify_chain
 
 S = ConsultationState
 
@@ -369,7 +367,7 @@ async def audit(scene: Scene) -> None:
             await durable.trail.wait_delivered(within=3600.0)  # the step's timeout bounds it
         scene.waiting_for = None
         at_sink = await sink_events(cast)
-        chains = {name: await asyncio.to_thread(verify_chain, d.state_dir) for name, d in durables.items()}
+        chains = {name: await d.trail.verify() for name, d in durables.items()}
         # An event recorded meanwhile (a token renewed) is counted on the next pass.
         if recorded_now() == recorded:
             break
