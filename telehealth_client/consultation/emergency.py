@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -139,25 +140,47 @@ class EscalationStore:
     def __init__(self, directory: Path, sealer: Sealer) -> None:
         self._path = Path(directory) / STORE_NAME
         self._sealer = sealer
+        self._merged: list[Path] = []  # set-aside files read back by load(): gone after the next save
+
+    def _read(self, path: Path) -> list[Escalation] | None:
+        """The escalations in ``path``; None when it cannot be read (a wrong key, damage)."""
+        try:
+            items = json.loads(self._sealer.open(path.read_bytes(), associated=STORE_NAME.encode()))
+            return [_from_json(item) for item in items]
+        except (SealError, ValueError, TypeError, KeyError, OSError) as exc:
+            log.error("open escalations unreadable file=%s error=%s", path, type(exc).__name__)
+            return None
 
     def load(self) -> list[Escalation]:
-        try:
-            sealed = self._path.read_bytes()
-        except FileNotFoundError:
-            return []
-        try:
-            items = json.loads(self._sealer.open(sealed, associated=STORE_NAME.encode()))
-            return [_from_json(item) for item in items]
-        except (SealError, ValueError, TypeError, KeyError) as exc:
-            # Kept on disk for whoever is on call; the desk starts with what the channel shows.
-            log.error("open escalations unreadable file=%s error=%s", self._path, type(exc).__name__)
-            return []
+        """What the store holds, and what earlier unreadable copies hold if they open now.
+
+        A file that cannot be read (started once with a mistyped cipher key) is set aside, never
+        overwritten, and read again at every load: a later start with the right key gets it back.
+        """
+        found: dict[str, Escalation] = {}
+        if self._path.exists():
+            current = self._read(self._path)
+            if current is None:
+                aside = self._path.with_name(f"{STORE_NAME}.unreadable-{time.time_ns()}")
+                self._path.rename(aside)
+                log.error("open escalations set aside file=%s", aside)
+            else:
+                found.update((e.id, e) for e in current)
+        self._merged = []
+        for aside in sorted(self._path.parent.glob(f"{STORE_NAME}.unreadable-*")):
+            recovered = self._read(aside)
+            if recovered is not None:
+                for escalation in recovered:
+                    found.setdefault(escalation.id, escalation)
+                self._merged.append(aside)
+        return list(found.values())
 
     def save(self, escalations: Sequence[Escalation]) -> None:
         directory = self._path.parent
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not escalations:
             self._path.unlink(missing_ok=True)
+            self._forget_merged()
             return
         body = json.dumps([_to_json(e) for e in escalations]).encode()
         sealed = self._sealer.seal(body, associated=STORE_NAME.encode())
@@ -176,6 +199,13 @@ class EscalationStore:
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
+        self._forget_merged()
+
+    def _forget_merged(self) -> None:
+        """Set-aside copies whose escalations the store now holds (or finished) are not needed."""
+        for path in self._merged:
+            path.unlink(missing_ok=True)
+        self._merged = []
 
 
 def _to_json(escalation: Escalation) -> dict[str, Any]:
@@ -509,6 +539,8 @@ class EmergencyDesk:
                 if _resolution_item_id(escalation.id) == item.id:
                     self._escalations[escalation.id] = replace(escalation, resolution_delivered=True)
                     self._track(self._save(), "emergency-save", self._saves)
+                    self._forget_old_resolved()
+                    break
 
     def undeliverable(self, item: Outgoing, reason: str) -> None:
         log.error("emergency publish failed id=%s kind=%s reason=%s", item.id, item.kind, reason)

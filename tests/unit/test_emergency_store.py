@@ -62,4 +62,23 @@ def test_a_file_sealed_with_another_key_is_logged_and_kept_not_raised(
     with caplog.at_level(logging.ERROR, logger="telehealth_client.consultation.emergency"):
         assert EscalationStore(tmp_path, Sealer(SECRET, purpose="state v1")).load() == []
     assert "open escalations unreadable" in caplog.text and "SealError" in caplog.text
-    assert (tmp_path / STORE_NAME).exists()  # kept for whoever is on call
+    assert len(list(tmp_path.glob(f"{STORE_NAME}.unreadable-*"))) == 1  # set aside, never overwritten
+    assert not (tmp_path / STORE_NAME).exists()
+
+
+def test_a_run_with_a_wrong_key_loses_no_open_escalation(tmp_path: Path) -> None:
+    """Started once with a mistyped cipher key: that run's saves must not destroy what the file held;
+    the next start with the right key (or it as a previous key) gets every escalation back."""
+    right = Sealer(SECRET, purpose="state v1")
+    EscalationStore(tmp_path, right).save([escalation()])
+    mistyped = EscalationStore(tmp_path, Sealer("mistyped-cipher-key", purpose="state v1"))
+    assert mistyped.load() == []
+    newer = escalation(id="7e2a1b3c-4d5e-4f60-8a91-b2c3d4e5f607", reason="a later one")
+    mistyped.save([newer])  # that run raised one of its own
+    mistyped.save([])  # and finished it
+    rotated = EscalationStore(tmp_path, Sealer("new-cipher-key", [SECRET], purpose="state v1"))
+    assert rotated.load() == [escalation()]
+    rotated.save([escalation()])
+    assert list(tmp_path.glob(f"{STORE_NAME}.unreadable-*")) == []  # merged: the copy is not needed
+    assert EscalationStore(tmp_path, right).load() == []  # sealed with the new key now
+    assert rotated.load() == [escalation()]

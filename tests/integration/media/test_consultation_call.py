@@ -78,3 +78,38 @@ async def test_a_call_moves_the_consultation_to_in_progress_and_survives_a_kille
     await provider.end(CONSULTATION, follow_up_required=False)
     await patient_hub.wait_for(lambda e: isinstance(e, events.EndpointIdle))
     assert patient.call is None
+
+
+async def test_a_call_frozen_by_its_turn_server_is_rebuilt_once_turn_answers_again(
+    parts: Parts, tmp_path: Path
+) -> None:
+    """coturn frozen (SIGSTOP): aiortc would say nothing for ~30 s; the watchdog notices the stall,
+    rebuilds are retried with back-off while TURN is out of reach, and media comes back after it."""
+    patient_hub, provider_hub = RecordingHub(), RecordingHub()
+    provider = await parts.provider(provider_hub, media=media_options(tmp_path, "provider"))
+    await parts.record_consent()
+    patient = parts.patient(patient_hub, media=media_options(tmp_path, "patient"))
+    await patient.check_in(
+        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
+    )
+    await provider_hub.wait_state(S.CHECKED_IN)
+    await provider.join(CONSULTATION)
+    await patient_hub.wait_state(S.CONNECTING)
+    await provider.call(CONSULTATION)
+    for hub in (patient_hub, provider_hub):
+        await hub.wait_for(flowing("video"), within=WAIT)
+
+    turn = parts.stack.turn
+    assert turn is not None and turn.pid is not None
+    os.kill(turn.pid, signal.SIGSTOP)
+    try:
+        for hub in (patient_hub, provider_hub):
+            [stall] = await hub.wait_for(
+                lambda e: isinstance(e, events.MediaFailed) and e.source == "network", within=WAIT
+            )
+            assert stall.reason == "media stalled"
+    finally:
+        os.kill(turn.pid, signal.SIGCONT)
+    for hub in (patient_hub, provider_hub):
+        await hub.wait_for(flowing("video"), count=2, within=WAIT)
+    assert patient.state is S.IN_PROGRESS
