@@ -16,6 +16,7 @@ from telehealth_client import systemd
 from telehealth_client.config import Role, Settings
 from telehealth_client.consultation.connector import Connector
 from telehealth_client.consultation.emergency import EmergencyDesk
+from telehealth_client.consultation.outbox import OutboxFileError
 from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.consultation.session import SessionError
@@ -45,6 +46,10 @@ class StateDirError(StartError):
 def ensure_writable_directory(directory: Path) -> None:
     """Create ``directory`` (owner-only) if needed and prove a file can be written there."""
     try:
+        # Each missing level owner-only too: mkdir(parents=True) gives the parents default modes.
+        for level in reversed([directory, *directory.parents]):
+            if not level.exists():
+                level.mkdir(mode=0o700, exist_ok=True)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-")  # noqa: SIM115
         probe.close()
@@ -176,6 +181,12 @@ class Agent:
             raise StartError(f"{exc.path}: {exc.problem}: {exc.advice}") from None
         except AuditStoreError as exc:
             raise StartError(str(exc)) from None
+        except OutboxFileError as exc:
+            # Path and reason only: the file's content is sealed PHI.
+            raise StartError(
+                f"{exc.path}: {exc.reason}: move it aside to start with an empty outbox "
+                "(what it held can no longer be sent)"
+            ) from None
 
     @property
     def emergency(self) -> EmergencyDesk | None:

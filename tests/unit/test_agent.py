@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.agent import Agent, StateDirError, bus_config
+from telehealth_client.agent import Agent, StateDirError, bus_config, ensure_writable_directory
 from telehealth_client.config import Settings, load_settings
 from telehealth_client.devstack.relay import Relay
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope
@@ -120,3 +120,12 @@ async def test_a_state_directory_that_cannot_be_written_stops_the_start_naming_i
             await agent.start()
     finally:
         await agent.aclose()
+
+
+def test_every_level_of_a_new_state_directory_is_owner_only(tmp_path: Path) -> None:
+    """mkdir(parents=True) gives the levels it adds the default mode: a state directory is PHI's home."""
+    state_dir = tmp_path / "var" / "telehealth"
+    ensure_writable_directory(state_dir / "consultation")
+    for level in (tmp_path / "var", state_dir, state_dir / "consultation"):
+        assert level.stat().st_mode & 0o777 == 0o700, level
+    assert list((state_dir / "consultation").iterdir()) == []  # the write probe is gone

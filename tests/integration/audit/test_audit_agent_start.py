@@ -85,3 +85,19 @@ async def test_a_store_keyed_with_another_cipher_key_stops_the_start_naming_the_
         "cipher key: after a cipher key rotation, list the old key in previous_cipher_keys"
     ) in failure[0]
     assert "an-earlier-cipher-key" not in out + err
+
+
+async def test_a_damaged_outbox_stops_the_start_naming_the_file_and_the_fix(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    damaged = state_dir / "outbox.sqlite3"
+    damaged.parent.mkdir(parents=True, mode=0o700)
+    damaged.write_bytes(b"this is not an SQLite database, it was damaged" * 100)
+    damaged.chmod(0o600)
+    code, out, err = await run_agent(state_dir)
+    assert code == 1
+    failure = [line for line in (out + err).splitlines() if "start failed" in line]
+    assert len(failure) == 1, out + err
+    assert (
+        f"{damaged}: not an SQLite database (damaged, or another kind of file): move it aside" in failure[0]
+    )
+
