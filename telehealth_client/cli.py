@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         action = audit_actions.add_parser(name, help=text)
         action.add_argument(
-            "--state-dir", type=Path, help="the agent's state directory (default: state_dir of the settings)"
+            "--state-dir",
+            type=_non_empty_path,
+            help="the agent's state directory (default: state_dir of the settings)",
         )
         action.add_argument("--config", type=Path, help="TOML settings file (default: $TELEHEALTH_CONFIG)")
     return parser
@@ -256,6 +258,13 @@ def _unwritable_env_file(path: Path) -> str | None:
     except OSError as exc:
         return exc.strerror or type(exc).__name__
     return None
+
+
+def _non_empty_path(text: str) -> Path:
+    """A path argument; an empty one would quietly mean the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return Path(text)
 
 
 def _prepare_state_dir(path: Path) -> str | None:

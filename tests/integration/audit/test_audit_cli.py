@@ -114,6 +114,13 @@ async def test_a_missing_store_is_a_usage_error_naming_it(tmp_path: Path) -> Non
     assert await asyncio.to_thread(os.listdir, tmp_path) == []  # reading created nothing
 
 
+async def test_an_empty_state_directory_is_a_usage_error_not_the_current_directory(tmp_path: Path) -> None:
+    for action in ("verify", "status"):
+        code, out, err = await run(action, "--state-dir", "")
+        assert (code, out) == (2, "")
+        assert "argument --state-dir: must not be empty" in err
+
+
 async def test_the_state_directory_defaults_to_the_settings(tmp_path: Path) -> None:
     await recorded_store(tmp_path, 2)
     code, out, _ = await run("verify", env={**KEYED, "TELEHEALTH_STATE_DIR": str(tmp_path)})
