@@ -100,4 +100,3 @@ async def test_a_damaged_outbox_stops_the_start_naming_the_file_and_the_fix(tmp_
     assert (
         f"{damaged}: not an SQLite database (damaged, or another kind of file): move it aside" in failure[0]
     )
-
