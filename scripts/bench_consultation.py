@@ -208,7 +208,7 @@ async def state_file_writes(cast: Cast, cid: str, directory: Path, writes: int) 
 
 
 async def bench(rounds: int, messages: int, state_dir: Path) -> dict[str, Any]:
-    cast = Cast(state_dir)
+    cast = Cast(state_dir, media=False)
     try:
         await cast.start_stack()
         await cast.start_agents()

@@ -337,7 +337,7 @@ async def audit_appends(state_dir: Path, organization_id: str, appends: int) -> 
 
 
 async def bench(messages: int, queued: int, appends: int, state_dir: Path) -> dict[str, Any]:
-    cast = Cast(state_dir / "agents")
+    cast = Cast(state_dir / "agents", media=False)
     hop: CuttableHop | None = None
     try:
         await cast.start_stack()

@@ -10,7 +10,8 @@ the consultation's provider and a specialist. Each agent's hub is watched by a `
 
 Public API:
 
-- ``Cast(state_dir)``: ``await start_stack()``, ``await start_agents(patient_origin=None)``
+- ``Cast(state_dir, media=True)``: ``await start_stack()``,
+  ``await start_agents(patient_origin=None)``
   (``patient_origin``: the kiosk's way to the relay, for a hop that can be cut; default the
   relay itself), ``await aclose()`` (agents, then the stack; safe after a failed start).
 - ``stack``, ``patient``, ``provider``, ``specialist``, ``witnesses`` and ``durables`` (by agent
@@ -22,6 +23,8 @@ Public API:
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +37,8 @@ from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.demo.witness import Witness
 from telehealth_client.devstack.stack import DevStack
 from telehealth_client.durable import Durable
+from telehealth_client.media.consultation_call import MediaOptions
+from telehealth_client.media.worker import Devices
 from telehealth_client.protocol import channels
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient, TokenGrant
@@ -70,9 +75,27 @@ class RememberingClinic(ClinicClient):
         return self._consultation_tokens.get(consultation_id)
 
 
+def media_options(directory: Path) -> MediaOptions:
+    """Synthetic devices for one demo agent's media child: a generated video as its camera (a test
+    pattern, looped), a tone as its microphone and a speaker writing to a file, on ALSA file devices
+    (no camera or sound card needed)."""
+    from devices import synthetic  # numpy and OpenCV: only when the demo has a call
+
+    directory.mkdir(parents=True, exist_ok=True)
+    # Small and short (it loops; the ALSA file plugin replays its end): made in a fraction of a second.
+    video = synthetic.write_video(directory / "camera.mkv", "normal", frames=30, width=320, height=240)
+    tone = synthetic.write_pcm(directory / "microphone.raw", "tone", seconds=10.0)
+    alsa = synthetic.write_alsa_config(directory / "alsa", tone, loopback=False)
+    devices = Devices(
+        camera=str(video), camera_is_file=True, microphone=alsa.microphone, speaker=alsa.speaker
+    )
+    return MediaOptions(devices, {**os.environ, **alsa.env})
+
+
 class Cast:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, media: bool = True) -> None:
         self._state_dir = state_dir
+        self._media = media  # the video call (a media child per agent); benchmarks may leave it out
         self.stack = DevStack(providers=(PROVIDER, SPECIALIST))
         self._stack_started = False
         self.witnesses: dict[str, Witness] = {}
@@ -136,6 +159,7 @@ class Cast:
             state_dir=self._state_dir / KIOSK / CONSULTATION_STATE,
             kiosk_id=KIOSK,
             durable=await self._durable("patient", KIOSK, self._kiosk_clinic),
+            media=await self._media_options("patient"),
         )
         self._closers.append(self._patient.aclose)
         self._provider = await self._start_provider(
@@ -158,6 +182,11 @@ class Cast:
         self.durables[name] = durable
         return durable
 
+    async def _media_options(self, name: str) -> MediaOptions | None:
+        if not self._media or name == "specialist":
+            return None
+        return await asyncio.to_thread(media_options, self._state_dir / "media" / name)
+
     async def _start_provider(self, name: str, user_id: str, clinic: ClinicClient) -> ProviderEndpoint:
         durable = await self._durable(name, user_id, clinic)
         endpoint = ProviderEndpoint(
@@ -167,6 +196,7 @@ class Cast:
             department_id=self.stack.users[user_id].department_id,
             state_dir=self._state_dir / user_id / CONSULTATION_STATE,
             durable=durable,
+            media=await self._media_options(name),
         )
         self._closers.append(endpoint.aclose)
         await endpoint.start()

@@ -20,6 +20,7 @@ Public API:
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -270,8 +271,40 @@ async def join(scene: Scene) -> None:
 
 
 async def start(scene: Scene) -> None:
+    """Without media (a benchmark's cast): the provider starts the consultation itself."""
     await scene.cast.provider.start_consultation(CONSULTATION)
     await both_see(scene, S.IN_PROGRESS)
+
+
+def media_flowing(kind: str) -> Callable[[Any], bool]:
+    return lambda e: (
+        isinstance(e, events.MediaFlowing) and e.consultation_id == CONSULTATION and e.media == kind
+    )
+
+
+async def call(scene: Scene) -> None:
+    """The provider calls; the kiosk answers by itself; relay-only media both ways, each agent's
+    media in its own child process; the patient's video moves the consultation to in-progress."""
+    started = time.monotonic()
+    placed = await scene.cast.provider.call(CONSULTATION)
+    for agent in ("patient", "provider"):
+        for kind in ("video", "audio"):
+            await scene.saw(
+                agent, f"{kind} from the other side", media_flowing(kind), lambda e: f"{e.media} flowing"
+            )
+    connected_ms = (time.monotonic() - started) * 1000
+    await both_see(scene, S.IN_PROGRESS)
+    patient_call = scene.cast.patient.call
+    workers = {"patient": None if patient_call is None else patient_call.worker, "provider": placed.worker}
+    for agent, worker in workers.items():
+        if worker is None:
+            raise DemoFailure(f"{agent}: no media process for the call")
+        stats = await worker.stats()
+        received = stats.get("received", {})
+        scene.note(
+            agent, f"received {received.get('video', 0)} video and {received.get('audio', 0)} audio frames"
+        )
+    scene.note("provider", f"offer to media both ways in {connected_ms:.0f} ms, relay-only")
 
 
 async def patient_asks(scene: Scene) -> None:
@@ -489,7 +522,7 @@ STEPS: tuple[Step, ...] = (
     Step("queue update 1", queue_update),
     Step("queue update 2", queue_update),
     Step("join", join),
-    Step("start", start),
+    Step("call", call),
     Step("patient asks", patient_asks),
     Step("provider answers", provider_answers),
     Step("read receipts", read_receipts),

@@ -333,6 +333,9 @@ async def _serve() -> int:
 
 def main() -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="media-child %(levelname)s %(message)s")
+    # aioice and aiortc narrate every ICE check at INFO: only their warnings reach the journal.
+    for chatty in ("aioice", "aiortc"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     sys.exit(asyncio.run(_serve()))
 
 
