@@ -325,6 +325,17 @@ class TurnServer:
             if process is not None:
                 logger.info("turn_stopped port=%s", self._port)
 
+    async def restart(self) -> None:
+        """Stop coturn and start it again on the same port with the same secret (its allocations
+        are gone: what a TURN server's restart does to the calls through it)."""
+        port = self.port
+        await self.stop()
+        requested, self._requested_port = self._requested_port, port
+        try:
+            await self.start()
+        finally:
+            self._requested_port = requested
+
     @property
     def pid(self) -> int | None:
         """coturn's process ID while it runs."""

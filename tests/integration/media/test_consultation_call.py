@@ -113,3 +113,31 @@ async def test_a_call_frozen_by_its_turn_server_is_rebuilt_once_turn_answers_aga
     for hub in (patient_hub, provider_hub):
         await hub.wait_for(flowing("video"), count=2, within=WAIT)
     assert patient.state is S.IN_PROGRESS
+
+
+async def test_a_call_through_a_restarted_turn_server_comes_back(parts: Parts, tmp_path: Path) -> None:
+    """coturn killed and started again on its port: aiortc alone never recovers (its allocations are
+    gone); the stall watchdog rebuilds the call on new allocations."""
+    patient_hub, provider_hub = RecordingHub(), RecordingHub()
+    provider = await parts.provider(provider_hub, media=media_options(tmp_path, "provider"))
+    await parts.record_consent()
+    patient = parts.patient(patient_hub, media=media_options(tmp_path, "patient"))
+    await patient.check_in(
+        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
+    )
+    await provider_hub.wait_state(S.CHECKED_IN)
+    await provider.join(CONSULTATION)
+    await patient_hub.wait_state(S.CONNECTING)
+    await provider.call(CONSULTATION)
+    for hub in (patient_hub, provider_hub):
+        await hub.wait_for(flowing("video"), within=WAIT)
+
+    turn = parts.stack.turn
+    assert turn is not None
+    old_pid = turn.pid
+    await turn.restart()
+    assert turn.pid is not None and turn.pid != old_pid
+    for hub in (patient_hub, provider_hub):
+        await hub.wait_for(lambda e: isinstance(e, events.MediaFailed) and e.source == "network", within=WAIT)
+        await hub.wait_for(flowing("video"), count=2, within=WAIT)
+    assert patient.state is S.IN_PROGRESS
