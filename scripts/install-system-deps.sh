@@ -5,9 +5,10 @@
 #   alsa-utils     aplay/arecord, handy for checking ALSA devices by hand
 #   coturn         the TURN server of the development stack and the tests
 #   systemd        systemd-analyze, which verifies kiosk.service
+#   chromium       headless browser for the tests: a provider call page calls the kiosk (tests/js)
 set -euo pipefail
 
-packages=(libportaudio2 alsa-utils coturn systemd)
+packages=(libportaudio2 alsa-utils coturn systemd chromium)
 missing=()
 for pkg in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
