@@ -7,14 +7,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from telehealth_client import __version__, logs
+
+if TYPE_CHECKING:
+    from telehealth_client.config import Settings
+    from telehealth_client.preflight import PreflightReport
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -75,6 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         type=Path,
         help="TOML settings: default devices and thresholds (default: $TELEHEALTH_CONFIG)",
+    )
+
+    preflight = commands.add_parser(
+        "preflight",
+        help="check the devices and the network (PubNub origin, TURN, a short media test through TURN) "
+        "and say whether a video call can be held (exit 0 video and no device fails, 1 otherwise)",
+    )
+    preflight.add_argument("--config", type=Path, help="TOML settings file (default: $TELEHEALTH_CONFIG)")
+    preflight.add_argument("--json", action="store_true", help="print the report as JSON, nothing else")
+    preflight.add_argument(
+        "--skip",
+        action="append",
+        choices=("camera", "microphone", "speaker", "devices"),
+        default=[],
+        help="leave a device out, or every device ('devices': the network only); repeatable",
     )
 
     audit = commands.add_parser("audit", help="check the audit trail or show what waits for delivery")
@@ -164,6 +185,47 @@ def _check_devices(args: argparse.Namespace) -> int:
     args.microphone = args.microphone if args.microphone is not None else settings.microphone
     args.speaker = args.speaker if args.speaker is not None else settings.speaker
     return run_check_devices(args, settings.device_thresholds)
+
+
+def _run_preflight(args: argparse.Namespace) -> int:
+    """The device checks of the settings' devices, then the network; one report, one verdict."""
+    from telehealth_client.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(args.config)
+        settings.require_secret("device_credential")  # the clinic hands out the TURN credentials
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"telehealth-agent: config: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:
+        print(f"telehealth-agent: config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    logs.configure("WARNING", settings.log_format)
+    try:
+        report = asyncio.run(_preflight(settings, set(args.skip)))
+    except KeyboardInterrupt:
+        print("telehealth-agent: preflight: interrupted", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print("\n".join(report.lines()))
+    return EXIT_OK if report.passed else EXIT_FAILURE
+
+
+async def _preflight(settings: Settings, skip: set[str]) -> PreflightReport:
+    from devices.check import run_device_check
+    from telehealth_client.preflight import PreflightReport, run_network_preflight
+
+    devices = None
+    skipped = tuple(kind for kind in ("camera", "microphone", "speaker") if kind in skip)
+    if "devices" not in skip and len(skipped) < 3:
+        devices = await run_device_check(
+            settings.camera, settings.microphone, settings.speaker, settings.device_thresholds, skip=skipped
+        )
+    # After the devices: the media test's numbers must not carry the device checks' CPU load.
+    return PreflightReport(await run_network_preflight(settings), devices)
 
 
 def _run_audit(args: argparse.Namespace) -> int:
@@ -351,6 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_demo(args)
     if args.command == "check-devices":
         return _check_devices(args)
+    if args.command == "preflight":
+        return _run_preflight(args)
     if args.command == "audit":
         return _run_audit(args)
     return EXIT_USAGE

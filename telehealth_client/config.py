@@ -247,6 +247,23 @@ class Settings(BaseSettings):
     # Media.
     relay_only: bool = Field(default=True, description="media only through TURN (ICE policy 'relay')")
 
+    # Network preflight (`telehealth-agent preflight`): where "good" ends and "poor" begins.
+    preflight_good_jitter_ms: float = Field(
+        default=30.0, gt=0, le=1000, description="jitter under this is good for video (ms)"
+    )
+    preflight_good_loss_percent: float = Field(
+        default=1.0, gt=0, le=100, description="packet loss under this is good for video (%)"
+    )
+    preflight_poor_loss_percent: float = Field(
+        default=5.0, gt=0, le=100, description="packet loss over this allows audio only (%)"
+    )
+    preflight_poor_rtt_ms: float = Field(
+        default=300.0, gt=0, le=10_000, description="round-trip time over this allows audio only (ms)"
+    )
+    preflight_media_seconds: float = Field(
+        default=4.0, ge=1, le=30, description="how long the media test through TURN measures (s)"
+    )
+
     # Local HTTP API.
     api_host: str = Field(default="127.0.0.1", description="local API address (loopback only)")
     api_port: int = Field(default=8470, ge=0, le=65535, description="local API port; 0 picks a free one")
@@ -340,6 +357,13 @@ class Settings(BaseSettings):
     def _backoff_ordered(self) -> Settings:
         if self.reconnect_max_seconds < self.reconnect_min_seconds:
             raise ValueError("reconnect_max_seconds must not be below reconnect_min_seconds")
+        return self
+
+    @model_validator(mode="after")
+    def _preflight_loss_ordered(self) -> Settings:
+        # "Good" loss above "poor" loss would call a path both at once.
+        if self.preflight_poor_loss_percent < self.preflight_good_loss_percent:
+            raise ValueError("preflight_poor_loss_percent must not be below preflight_good_loss_percent")
         return self
 
     @classmethod
