@@ -6,9 +6,10 @@
 #   coturn         the TURN server of the development stack and the tests
 #   systemd        systemd-analyze, which verifies kiosk.service
 #   chromium       headless browser for the tests: a provider call page calls the kiosk (tests/js)
+#   iptables       the tests impair loopback with it (packet loss on coturn's relay ports, dropped UDP)
 set -euo pipefail
 
-packages=(libportaudio2 alsa-utils coturn systemd chromium)
+packages=(libportaudio2 alsa-utils coturn systemd chromium iptables)
 missing=()
 for pkg in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
