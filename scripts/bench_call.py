@@ -1,0 +1,825 @@
+"""The call measured against raw aiortc in the same run, on the same media, through one coturn.
+
+Prints JSON. Every measurement has two processes (caller and callee) relay-only through the
+development stack's coturn on loopback, each sending the same numbered video file (a 12-bit frame
+number and its complement drawn as blocks: scripts/bench_call_tap/frame_tap.py):
+
+- ``agent``: the agent's media children (``MediaWorker.spawn``, ``start(turn, Devices(camera=file))``),
+  offer and answer handed between them by this script (no PubNub);
+- ``raw``: two bare ``RTCPeerConnection`` processes (scripts/bench_call_peer.py) with aiortc's
+  defaults and the same camera track class on the same file.
+
+Both kinds of process log each frame they hand to the encoder and each remote frame they show
+(the agent's: what ``MediaCall`` passes to ``on_frame``) with ``time.monotonic()``, one clock for
+all processes: the bench puts scripts/bench_call_tap on their PYTHONPATH, whose sitecustomize
+installs the log (the media child has no per-frame output of its own). From the logs:
+
+- ``offer_to_first_frame_ms``: the caller asked for its offer until the remote video's first frame
+  shown, on each side (``both``: the later of the two);
+- ``fps``, ``latency_ms`` (a shown frame's number read back, minus when the other side sent it),
+  ``cpu_percent`` (of one core, from /proc/<pid>/stat) over ``--seconds`` after ``--warmup``, and
+  ``peak_rss_mib`` (VmHWM) per side, at each resolution;
+- recovery at 640x480: coturn frozen with SIGSTOP for ``--freeze`` seconds (from SIGCONT to the
+  next remote frame, and to the next clean one), then coturn killed and started again on the same
+  port (from the restart; a wait capped at ``--cap`` seconds, null if no frame came), and the
+  corrupt frames shown (unreadable, or older than one shown before) from the outage's start until
+  ``--settle`` seconds after media came back. The agent's recovery needs its rebuild (stall ->
+  new connection, new offer, fresh TURN credentials), which needs signaling: it is measured with
+  the real endpoints (a provider calling a patient kiosk) over the development stack (relay,
+  clinic, coturn), the frames logged the same way.
+
+    .venv/bin/python scripts/bench_call.py [--seconds 10] [--setups 3] [--freeze 10] [--cap 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from bench_call_tap import frame_tap
+
+from telehealth_client import events, logs
+from telehealth_client.consultation.connector import Connector
+from telehealth_client.consultation.patient import PatientEndpoint
+from telehealth_client.consultation.provider import ProviderEndpoint
+from telehealth_client.demo.witness import Witness
+from telehealth_client.devstack.stack import DevStack
+from telehealth_client.devstack.turn import TurnServer, turn_rest_credentials
+from telehealth_client.media.common import TurnConfig
+from telehealth_client.media.consultation_call import MediaOptions
+from telehealth_client.media.worker import Devices, MediaWorker
+from telehealth_client.protocol import channels
+from telehealth_client.protocol.messages import ConsultationState
+from telehealth_client.pubsub.pubnub_bus import BusConfig
+from telehealth_client.security.clinic_client import ClinicClient
+
+SCRIPTS = Path(__file__).resolve().parent
+TAP_PATH = SCRIPTS / "bench_call_tap"
+RAW_PEER = SCRIPTS / "bench_call_peer.py"
+WAIT_SECONDS = 30.0
+VIDEO_FRAMES = 600  # 20 s at 30 fps: longer than any outage, so a stale frame is never taken for a new one
+VIDEO_FPS = 30.0
+SIDES = ("caller", "callee")
+PROVIDER = "dr-bench"
+PATIENT = "pat-bench"
+KIOSK = "kiosk-bench"
+DEPARTMENT = "er"
+
+
+def stats(samples: list[float]) -> dict[str, float | int] | None:
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    return {
+        "p50": round(statistics.median(ordered), 1),
+        "p95": round(ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)], 1),  # nearest rank
+        "min": round(ordered[0], 1),
+        "max": round(ordered[-1], 1),
+        "n": len(ordered),
+    }
+
+
+def other(side: str) -> str:
+    return "callee" if side == "caller" else "caller"
+
+
+def tap_env(directory: Path, side: str) -> dict[str, str]:
+    """The environment of a measured process: frame_tap loaded (sitecustomize), its log's place."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TAP_PATH), env.get("PYTHONPATH", "")) if p)
+    env["BENCH_CALL_TAP_DIR"] = str(directory)
+    env["BENCH_CALL_TAP_SIDE"] = side
+    return env
+
+
+def write_video(path: Path, width: int, height: int) -> Path:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"FFV1"), VIDEO_FPS, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write FFV1 video to {path}")
+    try:
+        for number in range(VIDEO_FRAMES):
+            writer.write(frame_tap.draw(number, width, height))
+    finally:
+        writer.release()
+    return path
+
+
+# -- the processes measured ------------------------------------------------------------------------
+
+
+class Peer(Protocol):
+    pid: int
+    first_frame: asyncio.Event
+
+    async def offer(self) -> str: ...
+    async def answer(self, sdp: str) -> str: ...
+    async def accept_answer(self, sdp: str) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+class AgentPeer:
+    """The agent's media child, as the agent drives it."""
+
+    def __init__(self) -> None:
+        self.first_frame = asyncio.Event()
+        self.worker: MediaWorker | None = None
+        self.pid = 0
+
+    @classmethod
+    async def spawn(cls, turn: TurnConfig, video: Path, env: dict[str, str]) -> AgentPeer:
+        peer = cls()
+        peer.worker = await MediaWorker.spawn(on_event=peer._on_event, env=env)
+        peer.pid = peer.worker.pid
+        await peer.worker.start(turn, Devices(camera=str(video), camera_is_file=True))
+        return peer
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "first-frame" and event.get("kind") == "video":
+            self.first_frame.set()
+
+    @property
+    def _worker(self) -> MediaWorker:
+        assert self.worker is not None
+        return self.worker
+
+    async def offer(self) -> str:
+        return await self._worker.offer()
+
+    async def answer(self, sdp: str) -> str:
+        return await self._worker.answer(sdp)
+
+    async def accept_answer(self, sdp: str) -> None:
+        await self._worker.accept_answer(sdp)
+
+    async def aclose(self) -> None:
+        if self.worker is not None:
+            await self.worker.aclose()
+
+
+class RawPeer:
+    """scripts/bench_call_peer.py: a bare RTCPeerConnection in its own process."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.pid = process.pid
+        self.first_frame = asyncio.Event()
+        self.resumed = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = 0
+        self._reader = asyncio.ensure_future(self._read())
+
+    @classmethod
+    async def spawn(cls, turn: TurnConfig, video: Path, env: dict[str, str]) -> RawPeer:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(RAW_PEER),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+            limit=1 << 20,
+        )
+        peer = cls(process)
+        try:
+            await asyncio.wait_for(peer._ready.wait(), WAIT_SECONDS)
+            credentials = {"urls": list(turn.urls), "username": turn.username, "credential": turn.credential}
+            await peer._request("start", turn=credentials, camera=str(video))
+        except BaseException:
+            await peer.aclose()
+            raise
+        return peer
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            message = json.loads(line)
+            if "id" in message:
+                future = self._waiting.pop(message["id"], None)
+                if future is not None and not future.done():
+                    future.set_result(message)
+            elif message.get("event") == "ready":
+                self._ready.set()
+            elif message.get("event") == "first-frame":
+                self.first_frame.set()
+            elif message.get("event") == "resumed":
+                self.resumed.set()
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(RuntimeError("the raw peer exited"))
+
+    async def _request(self, op: str, **fields: Any) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self._ids += 1
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[self._ids] = future
+        self.process.stdin.write((json.dumps({"id": self._ids, "op": op, **fields}) + "\n").encode())
+        await self.process.stdin.drain()
+        answer = await asyncio.wait_for(future, WAIT_SECONDS)
+        if not answer.get("ok"):
+            raise RuntimeError(f"the raw peer refused {op}: {answer.get('reason')}")
+        return answer
+
+    async def offer(self) -> str:
+        return str((await self._request("offer"))["sdp"])
+
+    async def answer(self, sdp: str) -> str:
+        return str((await self._request("answer", sdp=sdp))["sdp"])
+
+    async def accept_answer(self, sdp: str) -> None:
+        await self._request("accept-answer", sdp=sdp)
+
+    async def aclose(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(RuntimeError, TimeoutError, ConnectionError):
+                await self._request("close")
+            try:
+                await asyncio.wait_for(self.process.wait(), 10.0)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        await asyncio.gather(self._reader, return_exceptions=True)
+
+
+Spawner = Callable[[TurnConfig, Path, dict[str, str]], Awaitable[Peer]]
+SPAWNERS: dict[str, Spawner] = {"agent": AgentPeer.spawn, "raw": RawPeer.spawn}
+
+
+class Turn:
+    """The one coturn everything goes through (the development stack's)."""
+
+    def __init__(self, server: TurnServer) -> None:
+        self.server = server
+
+    def config(self, user_id: str) -> TurnConfig:
+        username, credential = turn_rest_credentials(self.server.secret, user_id, 600)
+        return TurnConfig(tuple(self.server.urls), username, credential)
+
+    async def freeze(self, seconds: float) -> float:
+        """SIGSTOP for ``seconds`` (the outage itself, not a wait for something); the SIGCONT time."""
+        pid = self.server.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        return time.monotonic()
+
+    async def restart(self) -> float:
+        """Killed and started again on the same port and secret (credentials stay valid, allocations
+        are gone); when it answers again."""
+        await self.server.restart()
+        return time.monotonic()
+
+
+# -- reading the frame logs --------------------------------------------------------------------------
+
+
+@dataclass
+class Shown:
+    at: float
+    sent_at: float | None  # None: unreadable, or no such frame was sent
+    corrupt: bool
+
+
+@dataclass
+class SideFrames:
+    sent: list[tuple[int, float]] = field(default_factory=list)
+    received: list[tuple[int, float]] = field(default_factory=list)
+
+
+def load_frames(directory: Path) -> dict[str, SideFrames]:
+    frames = {side: SideFrames() for side in SIDES}
+    for path in directory.glob("*.tap"):
+        side = path.name.split("-", 1)[0]
+        sent, received = frame_tap.load(path)
+        frames[side].sent.extend(sent)
+        frames[side].received.extend(received)
+    for side_frames in frames.values():
+        side_frames.sent.sort(key=lambda item: item[1])
+        side_frames.received.sort(key=lambda item: item[1])
+    return frames
+
+
+def shown(received: list[tuple[int, float]], sent: list[tuple[int, float]]) -> list[Shown]:
+    """Each shown frame matched to the latest sending of its number before it was shown; corrupt if
+    unreadable, unmatched, or sent before a frame already shown (gone backwards)."""
+    times: dict[int, list[float]] = {}
+    for number, at in sent:
+        times.setdefault(number, []).append(at)
+    result: list[Shown] = []
+    newest = float("-inf")
+    for number, at in received:
+        candidates = times.get(number, []) if number != frame_tap.UNREADABLE else []
+        index = bisect.bisect_right(candidates, at) - 1
+        sent_at = candidates[index] if index >= 0 else None
+        corrupt = sent_at is None or sent_at < newest
+        if sent_at is not None:
+            newest = max(newest, sent_at)
+        result.append(Shown(at, sent_at, corrupt))
+    return result
+
+
+def side_shown(frames: dict[str, SideFrames]) -> dict[str, list[Shown]]:
+    return {side: shown(frames[side].received, frames[other(side)].sent) for side in SIDES}
+
+
+def first_after(items: list[Shown], moment: float, *, clean: bool) -> float | None:
+    for item in items:
+        if item.at >= moment and not (clean and item.corrupt):
+            return item.at - moment
+    return None
+
+
+# -- the processes' own counters ---------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+# -- the measurements --------------------------------------------------------------------------------
+
+
+@dataclass
+class Pair:
+    caller: Peer
+    callee: Peer
+    offered_at: float
+
+    @property
+    def peers(self) -> dict[str, Peer]:
+        return {"caller": self.caller, "callee": self.callee}
+
+    async def aclose(self) -> None:
+        await asyncio.gather(self.caller.aclose(), self.callee.aclose())
+
+
+async def connect(kind: str, turn: Turn, video: Path, taps: Path) -> Pair:
+    await asyncio.to_thread(taps.mkdir, parents=True)
+    spawn = SPAWNERS[kind]
+    caller, callee = await asyncio.gather(
+        spawn(turn.config("bench-caller"), video, tap_env(taps, "caller")),
+        spawn(turn.config("bench-callee"), video, tap_env(taps, "callee")),
+    )
+    pair = Pair(caller, callee, time.monotonic())
+    try:
+        offer = await caller.offer()
+        await caller.accept_answer(await callee.answer(offer))
+        await asyncio.wait_for(
+            asyncio.gather(caller.first_frame.wait(), callee.first_frame.wait()), WAIT_SECONDS
+        )
+    except BaseException:
+        await pair.aclose()
+        raise
+    return pair
+
+
+def setup_ms(frames: dict[str, SideFrames], offered_at: float) -> dict[str, float | None]:
+    firsts = {side: next((at for _, at in frames[side].received if at >= offered_at), None) for side in SIDES}
+    result = {side: None if at is None else round((at - offered_at) * 1000, 1) for side, at in firsts.items()}
+    known = [value for value in result.values() if value is not None]
+    result["both"] = max(known) if len(known) == len(SIDES) else None
+    return result
+
+
+async def setup_round(kind: str, turn: Turn, video: Path, taps: Path) -> float | None:
+    pair = await connect(kind, turn, video, taps)
+    await pair.aclose()
+    return setup_ms(await asyncio.to_thread(load_frames, taps), pair.offered_at)["both"]
+
+
+async def steady(
+    kind: str, turn: Turn, video: Path, taps: Path, seconds: float, warmup: float
+) -> dict[str, Any]:
+    pair = await connect(kind, turn, video, taps)
+    try:
+        await asyncio.sleep(warmup)  # the measurement window starts after the encoders settle
+        pids = {side: peer.pid for side, peer in pair.peers.items()}
+        cpu_before = {side: await asyncio.to_thread(cpu_seconds, pid) for side, pid in pids.items()}
+        window_start = time.monotonic()
+        await asyncio.sleep(seconds)  # the window measured
+        window_end = time.monotonic()
+        cpu_after = {side: await asyncio.to_thread(cpu_seconds, pid) for side, pid in pids.items()}
+        rss = {side: await asyncio.to_thread(peak_rss_mib, pid) for side, pid in pids.items()}
+    finally:
+        await pair.aclose()
+    frames = await asyncio.to_thread(load_frames, taps)
+    elapsed = window_end - window_start
+    result: dict[str, Any] = {
+        "offer_to_first_frame_ms": setup_ms(frames, pair.offered_at),
+        "fps": {},
+        "latency_ms": {},
+        "corrupt_frames_shown": 0,
+        "cpu_percent": {
+            side: round((cpu_after[side] - cpu_before[side]) / elapsed * 100, 1) for side in SIDES
+        },
+        "peak_rss_mib": rss,
+    }
+    for side, items in side_shown(frames).items():
+        window = [item for item in items if window_start <= item.at < window_end]
+        result["fps"][side] = round(len(window) / elapsed, 1)
+        result["latency_ms"][side] = stats(
+            [
+                (item.at - item.sent_at) * 1000
+                for item in window
+                if item.sent_at is not None and not item.corrupt
+            ]
+        )
+        result["corrupt_frames_shown"] += sum(item.corrupt for item in window)
+    return result
+
+
+def outage(frames: dict[str, SideFrames], started: float, back: float, settle: float) -> dict[str, Any]:
+    """After an outage from ``started`` that ended at ``back``: per side, the next frame and the next
+    clean one (seconds from ``back``), and the corrupt frames shown until ``settle`` s after media came."""
+    result: dict[str, Any] = {"media_back_s": {}, "clean_back_s": {}, "corrupt_frames_shown": {}}
+    for side, items in side_shown(frames).items():
+        media = first_after(items, back, clean=False)
+        clean = first_after(items, back, clean=True)
+        until = back + (media if media is not None else 0.0) + settle
+        result["media_back_s"][side] = None if media is None else round(media, 3)
+        result["clean_back_s"][side] = None if clean is None else round(clean, 3)
+        result["corrupt_frames_shown"][side] = sum(
+            item.corrupt for item in items if started <= item.at < until
+        )
+    cleans = list(result["clean_back_s"].values())
+    result["both_clean_back_s"] = None if None in cleans else max(cleans)
+    return result
+
+
+async def wait_all(waits: Iterable[Awaitable[Any]], cap: float) -> None:
+    """Each wait, within ``cap`` seconds in all; a wait that does not end is left to the analysis."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*waits), cap)
+
+
+@dataclass
+class Settings:
+    seconds: float
+    warmup: float
+    setups: int
+    freeze: float
+    cap: float
+    settle: float
+    resolutions: list[tuple[int, int]]
+    recovery: bool
+
+
+async def raw_recovery(turn: Turn, video: Path, taps: Path, settings: Settings) -> dict[str, Any]:
+    """Raw aiortc through a freeze and then a restart: nothing rebuilds, so it resumes or it does not."""
+    pair = await connect("raw", turn, video, taps)
+    peers = [peer for peer in (pair.caller, pair.callee) if isinstance(peer, RawPeer)]
+    try:
+        await asyncio.sleep(settings.warmup)
+        frozen_at = time.monotonic()
+        back = await turn.freeze(settings.freeze)
+        await wait_all((peer.resumed.wait() for peer in peers), settings.cap)
+        await asyncio.sleep(settings.settle)  # the frames shown after media came back are counted
+        for peer in peers:
+            peer.resumed.clear()
+        killed_at = time.monotonic()
+        restarted = await turn.restart()
+        await wait_all((peer.resumed.wait() for peer in peers), settings.cap)
+        await asyncio.sleep(settings.settle)
+    finally:
+        await pair.aclose()
+    frames = await asyncio.to_thread(load_frames, taps)
+    return {
+        "freeze": outage(frames, frozen_at, back, settings.settle),
+        "restart": outage(frames, killed_at, restarted, settings.settle),
+    }
+
+
+class Agents:
+    """A provider calling a patient kiosk over the development stack, each with its media children."""
+
+    def __init__(self, stack: DevStack, state_dir: Path, video: Path, taps: Path) -> None:
+        self.stack = stack
+        self.state_dir = state_dir
+        self.video = video
+        self.taps = taps
+        self.closers: list[Callable[[], Awaitable[None]]] = []
+        self.witnesses: dict[str, Witness] = {}
+        self.consultation = channels.consultation(PROVIDER, PATIENT)
+
+    def _template(self, user_id: str) -> BusConfig:
+        env = self.stack.agent_environment()
+        return BusConfig(
+            user_id=user_id,
+            subscribe_key=env["TELEHEALTH_SUBSCRIBE_KEY"],
+            publish_key=env["TELEHEALTH_PUBLISH_KEY"],
+            origin=env["TELEHEALTH_ORIGIN"],
+            ssl=False,
+            cipher_key=env["TELEHEALTH_CIPHER_KEY"],
+            request_timeout_seconds=5.0,
+        )
+
+    def _clinic(self, credential: str) -> ClinicClient:
+        assert self.stack.clinic is not None
+        client = ClinicClient(self.stack.clinic.url, credential)
+        self.closers.append(client.aclose)
+        return client
+
+    def _hub(self, name: str) -> events.EventHub:
+        hub = events.EventHub()
+        witness = self.witnesses[name] = Witness(name, hub)
+
+        async def close() -> None:
+            await witness.aclose()
+            hub.close()
+
+        self.closers.append(close)
+        return hub
+
+    def _media(self, side: str) -> MediaOptions:
+        self.taps.mkdir(parents=True, exist_ok=True)
+        return MediaOptions(Devices(camera=str(self.video), camera_is_file=True), tap_env(self.taps, side))
+
+    async def _seen(self, name: str, matches: Callable[[Any], bool], after: int = 0) -> None:
+        await asyncio.wait_for(self.witnesses[name].seen(matches, after=after), WAIT_SECONDS)
+
+    async def start_call(self) -> None:
+        kiosk_clinic = self._clinic(self.stack.keys.kiosk_credential)
+        provider = ProviderEndpoint(
+            Connector(self._template(PROVIDER), self._clinic(self.stack.users[PROVIDER].credential)),
+            self._hub("caller"),
+            user_id=PROVIDER,
+            department_id=DEPARTMENT,
+            state_dir=self.state_dir / PROVIDER,
+            media=self._media("caller"),
+        )
+        self.closers.append(provider.aclose)
+        await provider.start()
+        patient = PatientEndpoint(
+            Connector(self._template(KIOSK), kiosk_clinic),
+            self._hub("callee"),
+            state_dir=self.state_dir / KIOSK,
+            kiosk_id=KIOSK,
+            media=self._media("callee"),
+        )
+        self.closers.append(patient.aclose)
+        await kiosk_clinic.record_consent(PATIENT, True, None)
+        await patient.check_in(
+            appointment_id="appt-bench", patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
+        )
+        await self._seen("caller", state_is(ConsultationState.CHECKED_IN))
+        await provider.join(self.consultation)
+        await self._seen("callee", state_is(ConsultationState.CONNECTING))
+        await provider.call(self.consultation)
+        await asyncio.gather(*(self._seen(side, video_flowing) for side in SIDES))
+
+    def marks(self) -> dict[str, int]:
+        return {side: self.witnesses[side].mark() for side in SIDES}
+
+    async def video_again(self, marks: dict[str, int], cap: float) -> None:
+        """Until both sides report video flowing again (a rebuilt call's first frame)."""
+        await wait_all((self._seen(side, video_flowing, marks[side]) for side in SIDES), cap)
+
+    async def aclose(self) -> None:
+        for closer in reversed(self.closers):
+            with contextlib.suppress(Exception):
+                await closer()
+
+
+def state_is(state: ConsultationState) -> Callable[[Any], bool]:
+    return lambda e: isinstance(e, events.StateChanged) and e.state is state
+
+
+def video_flowing(event: Any) -> bool:
+    return isinstance(event, events.MediaFlowing) and event.media == "video"
+
+
+async def agent_recovery(
+    stack: DevStack, turn: Turn, video: Path, taps: Path, state_dir: Path, settings: Settings
+) -> dict[str, Any]:
+    agents = Agents(stack, state_dir, video, taps)
+    try:
+        await agents.start_call()
+        await asyncio.sleep(settings.warmup)
+        marks = agents.marks()
+        frozen_at = time.monotonic()
+        back = await turn.freeze(settings.freeze)
+        await agents.video_again(marks, settings.cap)
+        await asyncio.sleep(settings.settle)  # the frames shown after media came back are counted
+        marks = agents.marks()
+        killed_at = time.monotonic()
+        restarted = await turn.restart()
+        await agents.video_again(marks, settings.cap)
+        await asyncio.sleep(settings.settle)
+    finally:
+        await agents.aclose()
+    frames = await asyncio.to_thread(load_frames, taps)
+    return {
+        "freeze": outage(frames, frozen_at, back, settings.settle),
+        "restart": outage(frames, killed_at, restarted, settings.settle),
+    }
+
+
+def label(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+async def bench(settings: Settings, directory: Path) -> dict[str, Any]:
+    videos = {
+        size: await asyncio.to_thread(write_video, directory / f"numbered-{label(size)}.mkv", *size)
+        for size in settings.resolutions
+    }
+    first = settings.resolutions[0]
+    results: dict[str, Any] = {
+        "machine": {"cores": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
+        "settings": {
+            "seconds": settings.seconds,
+            "warmup": settings.warmup,
+            "setups": settings.setups,
+            "freeze": settings.freeze,
+            "cap": settings.cap,
+            "settle": settings.settle,
+        },
+        "agent_recovery_measured_with": "the real endpoints (provider calls, patient kiosk answers) over "
+        "the development stack: relay, clinic stand-in, coturn",
+    }
+    samples: dict[str, list[float]] = {"agent": [], "raw": []}
+    round_number = 0
+
+    def taps_for(name: str) -> Path:
+        nonlocal round_number
+        round_number += 1
+        return directory / "taps" / f"{round_number:02d}-{name}"
+
+    async with DevStack(providers=(PROVIDER,)) as stack:
+        turn = Turn(stack.turn)
+        for _ in range(settings.setups):
+            for kind in ("raw", "agent"):  # alternated: both see the same machine load
+                setup = await setup_round(kind, turn, videos[first], taps_for(f"setup-{kind}"))
+                if setup is not None:
+                    samples[kind].append(setup)
+        results["steady"] = {}
+        for size in settings.resolutions:
+            at_size: dict[str, Any] = {}
+            results["steady"][label(size)] = at_size
+            for kind in ("raw", "agent"):
+                taps = taps_for(f"steady-{kind}-{label(size)}")
+                at_size[kind] = await steady(
+                    kind, turn, videos[size], taps, settings.seconds, settings.warmup
+                )
+                both = at_size[kind]["offer_to_first_frame_ms"]["both"]
+                if both is not None and size == first:
+                    samples[kind].append(both)
+        results["offer_to_first_frame_ms"] = {kind: stats(values) for kind, values in samples.items()}
+        if settings.recovery:
+            results["recovery"] = {
+                "raw": await raw_recovery(turn, videos[first], taps_for("recovery-raw"), settings),
+                "agent": await agent_recovery(
+                    stack, turn, videos[first], taps_for("recovery-agent"), directory / "agents", settings
+                ),
+            }
+    results["targets"] = targets(results, label(first))
+    return results
+
+
+def target(description: str, measured: Any, met: bool | None) -> dict[str, Any]:
+    return {"target": description, "measured": measured, "met": met}
+
+
+def ratio(agent: float | None, raw: float | None) -> float | None:
+    return None if agent is None or raw is None or raw == 0 else round(agent / raw, 3)
+
+
+def targets(results: dict[str, Any], size: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    setup = results["offer_to_first_frame_ms"]["agent"]
+    p50 = None if setup is None else setup["p50"]
+    found["offer_to_first_frame"] = target(
+        "agent p50 under 500 ms (aim 300), both sides showing remote video",
+        {"agent_p50_ms": p50, "raw_p50_ms": (results["offer_to_first_frame_ms"]["raw"] or {}).get("p50")},
+        None if p50 is None else p50 < 500,
+    )
+    steady = results["steady"].get(size)
+    if steady is not None:
+        agent, raw = steady["agent"], steady["raw"]
+        fps = min(agent["fps"].values())
+        found[f"fps_{size}"] = target("agent shows 30 fps on both sides (at least 29)", fps, fps >= 29.0)
+
+        def mean_latency(kind: dict[str, Any]) -> float | None:
+            values = [side["p50"] for side in kind["latency_ms"].values() if side is not None]
+            return round(statistics.fmean(values), 1) if len(values) == len(SIDES) else None
+
+        latency = ratio(mean_latency(agent), mean_latency(raw))
+        found[f"latency_p50_{size}"] = target(
+            "agent within 10 % of raw aiortc (agent/raw, mean of the sides' p50)",
+            {"agent_ms": mean_latency(agent), "raw_ms": mean_latency(raw), "ratio": latency},
+            None if latency is None else latency <= 1.10,
+        )
+        cpu = ratio(
+            statistics.fmean(agent["cpu_percent"].values()), statistics.fmean(raw["cpu_percent"].values())
+        )
+        found[f"cpu_{size}"] = target(
+            "agent within 10 % of raw aiortc (agent/raw, mean % of a core per side)",
+            {"agent": agent["cpu_percent"], "raw": raw["cpu_percent"], "ratio": cpu},
+            None if cpu is None else cpu <= 1.10,
+        )
+    recovery = results.get("recovery")
+    if recovery is not None:
+        agent_freeze, agent_restart = recovery["agent"]["freeze"], recovery["agent"]["restart"]
+        freeze_back = agent_freeze["both_clean_back_s"]
+        found["back_after_freeze"] = target(
+            "agent: clean video on both sides within 2 s after a 10 s TURN freeze ends",
+            {"agent_s": freeze_back, "raw_s": recovery["raw"]["freeze"]["both_clean_back_s"]},
+            freeze_back is not None and freeze_back <= 2.0,
+        )
+        restart_back = agent_restart["both_clean_back_s"]
+        found["back_after_turn_restart"] = target(
+            "agent: clean video on both sides within 3 s after TURN restarts (raw aiortc: never)",
+            {"agent_s": restart_back, "raw_s": recovery["raw"]["restart"]["both_clean_back_s"]},
+            restart_back is not None and restart_back <= 3.0,
+        )
+        corrupt = {
+            name: sum(outcome["corrupt_frames_shown"].values()) for name, outcome in recovery["agent"].items()
+        }
+        raw_corrupt = {
+            name: sum(outcome["corrupt_frames_shown"].values()) for name, outcome in recovery["raw"].items()
+        }
+        found["corrupt_frames_shown"] = target(
+            "agent: 0 corrupt frames shown (unreadable or gone backwards), both sides, both outages",
+            {"agent": corrupt, "raw": raw_corrupt},
+            sum(corrupt.values()) == 0,
+        )
+    return found
+
+
+def resolution(text: str) -> tuple[int, int]:
+    width, _, height = text.partition("x")
+    if not (width.isdigit() and height.isdigit()) or int(width) < 320 or int(height) < 240:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT of at least 320x240")
+    if int(width) % 16 or int(height) % 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: the width must be a multiple of 16, the height even")
+    return int(width), int(height)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="sustained window per measurement")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of media before a window starts")
+    parser.add_argument("--setups", type=int, default=3, help="extra call setups per kind at the first size")
+    parser.add_argument("--freeze", type=float, default=10.0, help="seconds coturn is frozen (SIGSTOP)")
+    parser.add_argument("--cap", type=float, default=40.0, help="longest wait for media after an outage")
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds watched after media is back")
+    parser.add_argument(
+        "--resolutions",
+        type=lambda text: [resolution(item) for item in text.split(",")],
+        default=[(640, 480), (1280, 720)],
+        help="comma-separated WIDTHxHEIGHT; the first is also used for setups and recovery",
+    )
+    parser.add_argument("--no-recovery", dest="recovery", action="store_false", help="skip the outages")
+    args = parser.parse_args()
+    for name in ("seconds", "freeze", "cap", "settle"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name} must be positive")
+    if args.warmup < 0 or args.setups < 0:
+        parser.error("--warmup and --setups must not be negative")
+    settings = Settings(
+        args.seconds,
+        args.warmup,
+        args.setups,
+        args.freeze,
+        args.cap,
+        args.settle,
+        args.resolutions,
+        args.recovery,
+    )
+    # Logs on stderr, so stdout is the JSON alone.
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    logs.quiet_url_loggers()
+    with tempfile.TemporaryDirectory(prefix="telehealth-bench-call-") as directory:
+        results = asyncio.run(bench(settings, Path(directory)))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
