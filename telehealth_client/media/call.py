@@ -18,13 +18,27 @@ Public API:
   add_candidate(candidate)`` (the browser's ``toJSON()`` shape, with or without ``candidate:``),
   ``received`` (frames per kind), ``first_frame_at`` (loop time of the first remote video frame),
   ``stalls``; ``on_stall()`` is called when media that flowed stops for ``stall_after`` seconds,
-  ``await aclose()``. ``on_frame(kind, frame)`` sees every decoded remote frame.
+  ``await aclose()``. ``on_frame(kind, frame)`` sees every decoded remote video frame that is
+  clean (see below) and every audio frame.
+- Quality: once negotiated, the call samples its stats every ``quality_every`` seconds (a
+  ``QualitySample`` in ``quality``, ``on_quality(sample)`` when the level or the remote
+  picture size changes) and holds the
+  video encoder under the loss-based ceiling of ``media/quality.py``.
+
+Clean frames after a loss: aiortc's VP8 decoder decodes frames whose reference frames were lost
+(60-80 of them after TURN froze for 10 s, DESIGN.md) and hands them on as if whole. A
+``KeyframeGate`` stands in front of the video jitter buffer: from the start of the call and
+whenever the buffer skips packets (it says so by asking for a PLI), encoded frames are dropped
+before decoding until a key frame arrives, and a key frame is requested (PLI) again every
+``PLI_SECONDS`` until it does. A key frame references nothing, so what follows it decodes cleanly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -40,9 +54,20 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.sdp import candidate_from_sdp
+from av import VideoFrame
 
 from telehealth_client.logs import describe_exception
 from telehealth_client.media.common import CallError, TurnConfig, check_sdp
+from telehealth_client.media.quality import (
+    BitrateCeiling,
+    JitterAdd,
+    QualitySample,
+    StatsMeter,
+    cap_video_encoder,
+    encoder_bitrate_range,
+    gate_video_receiver,
+    internals_usable,
+)
 from telehealth_client.protocol.messages import IceCandidate
 
 __all__ = ["CallError", "MediaCall", "TurnConfig", "check_sdp", "probe_turn", "relay_candidates"]
@@ -52,7 +77,10 @@ log = logging.getLogger(__name__)
 PROBE_TIMEOUT_SECONDS: Final = 3.0
 STALL_SECONDS: Final = 2.0
 CONNECT_SECONDS: Final = 10.0
+QUALITY_SECONDS: Final = 1.0
+PLI_SECONDS: Final = 0.3  # a PLI lost on the way is asked again this soon
 FrameHandler = Callable[[str, Any], None]
+QualityHandler = Callable[[QualitySample], None]
 
 
 class _Sink(asyncio.DatagramProtocol):
@@ -96,6 +124,44 @@ def to_aiortc_candidate(candidate: IceCandidate) -> Any:
     return parsed
 
 
+def is_key_frame(data: bytes) -> bool:
+    """Whether an encoded video frame (as aiortc's depayloader assembles it) is a key frame."""
+    if data.startswith((b"\x00\x00\x00\x01", b"\x00\x00\x01")):
+        # H.264 Annex B: an IDR slice (NAL type 5) anywhere in the access unit.
+        return any(unit and unit[0] & 0x1F == 5 for unit in data.split(b"\x00\x00\x01")[1:])
+    # VP8 (RFC 6386 9.1): frame tag bit 0 clear, then the key frame start code 9d 01 2a.
+    return len(data) >= 10 and data[0] & 1 == 0 and data[3:6] == b"\x9d\x01\x2a"
+
+
+class KeyframeGate:
+    """In front of a video receiver's jitter buffer: after a loss, no frame is decoded until a
+    key frame arrives, so no frame decoded against missing references reaches anyone."""
+
+    def __init__(self, add: JitterAdd, *, pli_every: float = PLI_SECONDS) -> None:
+        self._add = add
+        self._pli_every = pli_every
+        self.waiting = True  # for the first key frame: the stream may start mid-way
+        self.dropped = 0
+        self._last_pli: float | None = None
+
+    def __call__(self, packet: Any) -> tuple[bool, Any]:
+        pli, frame = self._add(packet)
+        if pli:
+            self.waiting = True  # the buffer skipped packets: references are lost
+        if frame is not None:
+            if is_key_frame(frame.data):
+                self.waiting = False
+            elif self.waiting:
+                self.dropped += 1
+                frame = None
+        now = time.monotonic()
+        if self.waiting and (self._last_pli is None or now - self._last_pli >= self._pli_every):
+            pli = True
+        if pli:
+            self._last_pli = now
+        return pli, frame  # a true pli makes the receiver send the PLI itself
+
+
 class MediaCall:
     def __init__(
         self,
@@ -108,6 +174,9 @@ class MediaCall:
         stall_after: float = STALL_SECONDS,
         connect_within: float = CONNECT_SECONDS,
         on_stall: Callable[[], None] | None = None,
+        on_quality: QualityHandler | None = None,
+        quality_every: float = QUALITY_SECONDS,
+        adapt_bitrate: bool = True,
     ) -> None:
         self._turn = turn
         self._relay_only = relay_only
@@ -126,6 +195,19 @@ class MediaCall:
         self._on_stall = on_stall
         self._stall_timer: asyncio.TimerHandle | None = None
         self.stalls = 0
+        self._on_quality = on_quality
+        self._quality_every = quality_every
+        self._adapt_bitrate = adapt_bitrate
+        self._quality_task: asyncio.Task[None] | None = None
+        self._gates: list[KeyframeGate] = []
+        self._video_size: tuple[int, int] | None = None
+        self.quality: QualitySample | None = None
+        self.bitrate: BitrateCeiling | None = None
+
+    @property
+    def dropped_frames(self) -> int:
+        """Encoded video frames not decoded because their references were lost."""
+        return sum(gate.dropped for gate in self._gates)
 
     @property
     def connection_state(self) -> str:
@@ -182,6 +264,7 @@ class MediaCall:
             raise CallError("sdp", f"the remote offer could not be answered ({type(exc).__name__})") from None
         described = await self._described(pc)
         self._arm_watchdog(self._connect_within)
+        self._start_quality()
         return described
 
     async def _discard(self, pc: RTCPeerConnection) -> None:
@@ -195,6 +278,7 @@ class MediaCall:
             raise CallError("sdp", "an answer came before our offer")
         await self._set_remote(self._pc, RTCSessionDescription(sdp=sdp, type="answer"))
         self._arm_watchdog(self._connect_within)
+        self._start_quality()
 
     async def _set_remote(self, pc: RTCPeerConnection, description: RTCSessionDescription) -> None:
         try:
@@ -215,6 +299,19 @@ class MediaCall:
             raise CallError("candidate", f"was refused ({type(exc).__name__})") from None
 
     def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "video" and self._pc is not None and internals_usable():
+            # aiortc emits "track" before any RTP arrives: the gate sees the stream from its start.
+            for receiver in self._pc.getReceivers():
+                if receiver.track is track:
+                    gate: KeyframeGate | None = None
+
+                    def install(add: JitterAdd) -> JitterAdd:
+                        nonlocal gate
+                        gate = KeyframeGate(add)
+                        return gate
+
+                    if gate_video_receiver(receiver, install) and gate is not None:
+                        self._gates.append(gate)
         task = asyncio.ensure_future(self._read(track))
         self._readers.add(task)
         task.add_done_callback(self._readers.discard)
@@ -227,8 +324,10 @@ class MediaCall:
             except MediaStreamError:
                 return
             self.received[kind] = self.received.get(kind, 0) + 1
-            if kind == "video" and self.first_frame_at is None:
-                self.first_frame_at = asyncio.get_running_loop().time()
+            if isinstance(frame, VideoFrame):
+                self._video_size = (frame.width, frame.height)
+                if self.first_frame_at is None:
+                    self.first_frame_at = asyncio.get_running_loop().time()
             self._rearm_watchdog()
             if self._on_frame is not None:
                 try:
@@ -255,8 +354,69 @@ class MediaCall:
         assert self._on_stall is not None
         self._on_stall()
 
+    def _start_quality(self) -> None:
+        if self._quality_task is None and not self._closed:
+            self._quality_task = asyncio.ensure_future(self._sample_quality())
+
+    async def _sample_quality(self) -> None:
+        meter = StatsMeter()
+        loop = asyncio.get_running_loop()
+        while True:
+            pc = self._pc
+            if pc is not None:
+                try:
+                    report = await pc.getStats()
+                except Exception as exc:  # a connection closing under us: try again next tick
+                    log.warning("call stats failed error=%s", describe_exception(exc))
+                else:
+                    sample = meter.sample(
+                        report.values(),
+                        now=loop.time(),
+                        video_frames=self.received.get("video", 0),
+                        size=self._video_size,
+                        ceiling=self._adapt(pc, meter),
+                    )
+                    if sample is not None:
+                        self._report_quality(sample)
+            await asyncio.sleep(self._quality_every)  # the sampling period, not a wait for anything
+
+    def _adapt(self, pc: RTCPeerConnection, meter: StatsMeter) -> int | None:
+        """Apply the loss-based ceiling (decided from the previous sample) to the video encoder."""
+        if not self._adapt_bitrate or not internals_usable():
+            return None
+        for sender in pc.getSenders():
+            if sender.track is None or sender.track.kind != "video":
+                continue
+            if self.bitrate is None:
+                bounds = encoder_bitrate_range(sender)
+                if bounds is None:
+                    return None  # nothing encoded yet
+                self.bitrate = BitrateCeiling(*bounds)
+            if self.quality is not None:
+                self.bitrate.update(self.quality.sent_loss_pct)
+            cap_video_encoder(sender, self.bitrate.ceiling)
+            return self.bitrate.ceiling
+        return None
+
+    def _report_quality(self, sample: QualitySample) -> None:
+        previous, self.quality = self.quality, sample
+        shape = (sample.level, sample.width, sample.height)
+        if previous is not None and (previous.level, previous.width, previous.height) == shape:
+            return  # told when the level or the picture size changes, not every second
+        log.info("call quality level=%d fps=%.1f loss_pct=%.1f", sample.level, sample.fps, sample.loss_pct)
+        if self._on_quality is not None:
+            try:
+                self._on_quality(sample)
+            except Exception as exc:
+                log.error("quality handler failed error=%s", describe_exception(exc))
+
     async def aclose(self) -> None:
         self._closed = True
+        if self._quality_task is not None:
+            self._quality_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._quality_task
+            self._quality_task = None
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None

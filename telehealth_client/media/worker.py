@@ -13,7 +13,9 @@ are answered ``{"id", "ok": true, ...}`` or ``{"id", "ok": false, "code", "reaso
 ``candidate`` (the browser's ``toJSON()``), ``stats``, ``preview``, ``close``. Events:
 ``{"event": "ready"}`` once aiortc is loaded, ``{"event": "first-frame", "kind"}``,
 ``{"event": "stall"}`` (media that flowed stopped for 2 s: the agent rebuilds the call),
-``{"event": "device-failed", "kind", "reason"}``. The child logs to stderr (the agent's journal).
+``{"event": "device-failed", "kind", "reason"}``, ``{"event": "quality", "level", ...}`` (the
+call's QualitySample, sent when its 0-5 level or the remote picture size changes; ``stats``
+answers the latest as ``quality``). The child logs to stderr (the agent's journal).
 
 Public API: ``await MediaWorker.spawn(on_event=None, env=None)``; the ``MediaBackend`` methods
 (``offer``, ``answer``, ``accept_answer``, ``add_candidate``, ``aclose``) after ``await
@@ -260,6 +262,7 @@ class _Child:
             tracks=tracks,
             on_frame=self._on_frame,
             on_stall=lambda: self.emit({"event": "stall"}),
+            on_quality=lambda sample: self.emit({"event": "quality", **asdict(sample)}),
         )
         return {}
 
@@ -280,7 +283,8 @@ class _Child:
             await call.add_candidate(IceCandidate.model_validate(request["candidate"]))
             return {}
         if op == "stats":
-            return {"received": dict(call.received), "state": call.connection_state}
+            quality = None if call.quality is None else asdict(call.quality)
+            return {"received": dict(call.received), "state": call.connection_state, "quality": quality}
         if op == "preview":
             jpeg = {} if self._previews is None else self._previews.jpeg
             return {"jpeg": {side: base64.b64encode(data).decode() for side, data in jpeg.items()}}

@@ -1,0 +1,121 @@
+"""After a stall no corrupt frame reaches the receiving side: TURN frozen with SIGSTOP (real coturn,
+real aiortc both ends, relay-only) while numbered frames flow; every frame handed to ``on_frame``
+afterwards must read as a clean number, later than the one before it.
+
+Without the key-frame gate aiortc's VP8 decoder hands over dozens of frames decoded against
+references lost in the freeze (DESIGN.md: 60-80 after 10 s): blocks half-drawn, numbers from
+the past.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from typing import Any
+
+import numpy as np
+import pytest
+from aiortc import AudioStreamTrack
+from av import VideoFrame
+
+from telehealth_client.devstack.turn import TurnServer
+from telehealth_client.media.call import MediaCall
+
+from .conftest import turn_config
+from .numbered import BITS, BLOCK, HEIGHT, WIDTH, NumberedVideoTrack
+
+pytestmark = pytest.mark.integration
+
+WAIT = 30.0
+FREEZE_SECONDS = 10.0
+UNREADABLE = -1
+
+
+def strict_read(frame: VideoFrame) -> int:
+    """The drawn number, or UNREADABLE when any block is not clearly black or white (a frame
+    decoded against missing references smears blocks into grey)."""
+    image: Any = frame.to_ndarray(format="gray")
+    if image.shape != (HEIGHT, WIDTH):
+        image = np.asarray(frame.reformat(width=WIDTH, height=HEIGHT).to_ndarray(format="gray"))
+    number = 0
+    for bit in range(BITS):
+        row, column = divmod(bit, 8)
+        y, x = 40 + row * (BLOCK + 20), 40 + column * (BLOCK + 20)
+        centre = float(image[y + 10 : y + BLOCK - 10, x + 10 : x + BLOCK - 10].mean())
+        if 60.0 < centre < 196.0:
+            return UNREADABLE
+        if centre >= 196.0:
+            number |= 1 << bit
+    return number
+
+
+class Shown:
+    """Every remote video frame handed to on_frame, as read back."""
+
+    def __init__(self) -> None:
+        self.numbers: list[int] = []
+        self._wanted = 0
+        self._reached = asyncio.Event()
+
+    def __call__(self, kind: str, frame: object) -> None:
+        if kind != "video":
+            return
+        assert isinstance(frame, VideoFrame)
+        self.numbers.append(strict_read(frame))
+        if self.numbers[-1] >= self._wanted:
+            self._reached.set()
+
+    async def until(self, number: int) -> None:
+        """Until a frame numbered ``number`` or later has been shown."""
+        self._wanted = number
+        self._reached.clear()
+        if not self.numbers or max(self.numbers) < number:
+            await asyncio.wait_for(self._reached.wait(), WAIT)
+
+
+async def test_no_corrupt_or_stale_frame_is_shown_after_turn_was_frozen(turn: TurnServer) -> None:
+    shown = Shown()
+    sent = CountedTrack()
+    provider = MediaCall(turn_config(turn, "dr-lee"), tracks=[sent, AudioStreamTrack()])
+    # No watchdog: the call must come back on the same connection, as aiortc does by itself.
+    patient = MediaCall(turn_config(turn), on_frame=shown)
+    assert turn.pid is not None
+    try:
+        await provider.accept_answer(await patient.answer(await provider.offer()))
+        await shown.until(30)
+        thaw_at = sent.sent + int(FREEZE_SECONDS * 30)
+        thawed = sent.passed(thaw_at)
+        os.kill(turn.pid, signal.SIGSTOP)
+        try:
+            # Frames keep being encoded and sent into the frozen relay meanwhile.
+            await asyncio.wait_for(thawed.wait(), WAIT)
+        finally:
+            os.kill(turn.pid, signal.SIGCONT)
+        await shown.until(thaw_at + 60)  # media is back: 2 s of frames sent after the freeze shown
+    finally:
+        await provider.aclose()
+        await patient.aclose()
+    unreadable = shown.numbers.count(UNREADABLE)
+    backwards = sum(1 for a, b in zip(shown.numbers, shown.numbers[1:], strict=False) if b <= a)
+    assert (unreadable, backwards) == (0, 0), f"{unreadable} unreadable, {backwards} out of order"
+    assert max(shown.numbers) <= sent.sent
+
+
+class CountedTrack(NumberedVideoTrack):
+    """Numbered frames; ``passed(n)`` is set once frame n has been handed to the encoder (the
+    freeze is measured in frames sent, not slept for)."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self._marks: dict[int, asyncio.Event] = {}
+
+    def passed(self, number: int) -> asyncio.Event:
+        return self._marks.setdefault(number, asyncio.Event())
+
+    async def recv(self) -> VideoFrame:
+        frame = await super().recv()
+        mark = self._marks.get(self.sent)
+        if mark is not None:
+            mark.set()
+        return frame
