@@ -210,6 +210,7 @@ async def test_the_browser_calls_the_kiosk_relay_only_and_media_flows_both_ways(
 
     # Signaling went through the relay encrypted, never stored: the offer and trickled candidates
     # from the page, the answer (candidates in its SDP) from the kiosk.
+    await page.event("candidateSent")
     wire = signals_on_the_wire(stack)
     assert (JS_PROVIDER, "offer") in wire and (PATIENT, "answer") in wire, wire
     assert (JS_PROVIDER, "ice-candidate") in wire, wire
@@ -235,6 +236,7 @@ async def test_the_kiosk_calls_a_browser_already_on_the_video_channel(
     frames = await page.run("frameNumbers", within=MEDIA, frames=5)
     assert all(number in KIOSK_FRAMES for number in frames["numbers"]), frames
 
+    await page.event("candidateSent")
     wire = signals_on_the_wire(stack)
     assert wire[0] == (PATIENT, "offer"), wire
     assert (JS_PROVIDER, "answer") in wire and (JS_PROVIDER, "ice-candidate") in wire, wire

@@ -18,8 +18,15 @@
 // - the provider is the impolite side of perfect negotiation: when both offer at once it keeps its
 //   own offer and ignores the patient's (the patient yields and answers).
 //
-// The driver calls window.providerCall.<method>(args) and hears events through window.reportEvent
-// (one object each; see emit). Nothing here reports a key, token, credential or SDP body.
+// The driver calls window.providerCall.<method>(args): start, join, call, hangup, stats,
+// mediaFlowing, frameNumbers (each documented below). It hears events through window.reportEvent:
+//   {"event":"call","phase","reason"?}       idle | offering | answering | connected | ended
+//   {"event":"signal","type","publisher","timetoken"}   a signal from the patient this page acted on
+//   {"event":"candidateSent","timetoken"}    one trickled candidate published
+//   {"event":"track","kind"}  {"event":"connection","state"}  {"event":"status","category","operation"}
+//   {"event":"dropped","field","reason"}     an incoming signal refused (no values)
+//   {"event":"error","where","message"}      an exception's name only
+// Nothing here reports a key, token, credential or SDP body.
 
 "use strict";
 
@@ -203,8 +210,9 @@
       if (call.pc !== pc || !candidate) return;
       const json = candidate.toJSON(); // sent unchanged: the agent handles the "candidate:" prefix
       sentCandidates.push(json.candidate);
-      publishSignal("ice-candidate", { candidate: json }).catch((error) =>
-        emit({ event: "error", where: "ice-candidate", message: String(error?.name ?? "Error") }),
+      publishSignal("ice-candidate", { candidate: json }).then(
+        (timetoken) => emit({ event: "candidateSent", timetoken: String(timetoken) }),
+        (error) => emit({ event: "error", where: "ice-candidate", message: String(error?.name ?? "Error") }),
       );
     };
     pc.ontrack = ({ track, streams }) => {
