@@ -21,8 +21,8 @@ Public API:
   ``await aclose()``. ``on_frame(kind, frame)`` sees every decoded remote video frame that is
   clean (see below) and every audio frame.
 - Quality: once negotiated, the call samples its stats every ``quality_every`` seconds (a
-  ``QualitySample`` in ``quality``, ``on_quality(sample)`` when the level or the remote
-  picture size changes) and holds the
+  ``QualitySample`` in ``quality``, ``on_quality(sample)`` when the level, the remote
+  picture size or the video bitrate ceiling changes) and holds the
   video encoder under the loss-based ceiling of ``media/quality.py``.
 
 Clean frames after a loss: aiortc's VP8 decoder decodes frames whose reference frames were lost
@@ -160,6 +160,10 @@ class KeyframeGate:
         if pli:
             self._last_pli = now
         return pli, frame  # a true pli makes the receiver send the PLI itself
+
+
+def _shape(sample: QualitySample) -> tuple[int, int | None, int | None, int | None]:
+    return sample.level, sample.width, sample.height, sample.video_kbps_ceiling
 
 
 class MediaCall:
@@ -400,9 +404,8 @@ class MediaCall:
 
     def _report_quality(self, sample: QualitySample) -> None:
         previous, self.quality = self.quality, sample
-        shape = (sample.level, sample.width, sample.height)
-        if previous is not None and (previous.level, previous.width, previous.height) == shape:
-            return  # told when the level or the picture size changes, not every second
+        if previous is not None and _shape(previous) == _shape(sample):
+            return  # told when the level, picture size or bitrate ceiling changes, not every second
         log.info("call quality level=%d fps=%.1f loss_pct=%.1f", sample.level, sample.fps, sample.loss_pct)
         if self._on_quality is not None:
             try:

@@ -14,7 +14,7 @@ are answered ``{"id", "ok": true, ...}`` or ``{"id", "ok": false, "code", "reaso
 ``{"event": "ready"}`` once aiortc is loaded, ``{"event": "first-frame", "kind"}``,
 ``{"event": "stall"}`` (media that flowed stopped for 2 s: the agent rebuilds the call),
 ``{"event": "device-failed", "kind", "reason"}``, ``{"event": "quality", "level", ...}`` (the
-call's QualitySample, sent when its 0-5 level or the remote picture size changes; ``stats``
+call's QualitySample, sent when its 0-5 level, the remote picture size or the ceiling changes; ``stats``
 answers the latest as ``quality``). The child logs to stderr (the agent's journal).
 
 Public API: ``await MediaWorker.spawn(on_event=None, env=None)``; the ``MediaBackend`` methods
