@@ -205,6 +205,9 @@ class CallStateChanged:
     kind: ClassVar[str] = "call-state"
     consultation_id: str
     phase: str
+    # Why the call ended (phase "ended"): hangup, remote-hangup, closed, or a failure such as
+    # "TURN server unreachable" / "TURN credentials refused".
+    reason: str | None = None
 
 
 @dataclass(frozen=True)

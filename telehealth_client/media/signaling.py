@@ -85,6 +85,8 @@ class CallSignaling:
         self._media: MediaBackend | None = None
         self._lock = asyncio.Lock()  # one step (and its effects) at a time
         self._remove_handler: Callable[[], None] | None = None
+        self._end_reason: str | None = None  # why the last call ended
+        self._announced: n.Phase = self._negotiation.phase
 
     @property
     def phase(self) -> n.Phase:
@@ -114,15 +116,13 @@ class CallSignaling:
             if media is not None and media is not self._media:
                 return True  # a newer connection is already up
             await self._close_media()
-            before = self._negotiation.phase
             self._negotiation, effects = n.step(
                 self._negotiation, n.Rebuild(reason), is_participant=self._is_participant
             )
             if not any(isinstance(effect, n.CreateOffer) for effect in effects):
                 return True  # the call is over: nothing to rebuild
             log.warning("call rebuilt consultation=%s reason=%s", self._cid, reason)
-            if self._negotiation.phase != before:
-                self._hub.emit(events.CallStateChanged(self._cid, self._negotiation.phase))
+            self._announce()
             outcome = await self._describe("offer", lambda media: media.offer())
             if isinstance(outcome, n.MediaFailed):
                 log.warning("call rebuild failed consultation=%s reason=%s", self._cid, outcome.reason)
@@ -175,14 +175,23 @@ class CallSignaling:
     # -- effects ------------------------------------------------------------------------------------
 
     async def _step(self, event: n.Event) -> None:
-        before = self._negotiation.phase
         self._negotiation, effects = n.step(self._negotiation, event, is_participant=self._is_participant)
+        for effect in effects:
+            if isinstance(effect, n.CloseMedia):
+                self._end_reason = effect.reason  # known before any nested step announces "ended"
         for effect in effects:
             follow_up = await self._run(effect)
             if follow_up is not None:
                 await self._step(follow_up)
-        if self._negotiation.phase != before:
-            self._hub.emit(events.CallStateChanged(self._cid, self._negotiation.phase))
+        self._announce()
+
+    def _announce(self) -> None:
+        """The phase on the hub when it changed since last told (steps nest: tell it once)."""
+        phase = self._negotiation.phase
+        if phase != self._announced:
+            self._announced = phase
+            reason = self._end_reason if phase == "ended" else None
+            self._hub.emit(events.CallStateChanged(self._cid, phase, reason))
 
     async def _run(self, effect: n.Effect) -> n.Event | None:
         """Run one effect; the event it leads to (our description published, a failure), if any."""

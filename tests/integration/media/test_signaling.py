@@ -30,6 +30,7 @@ from ..consultation.conftest import (
     RecordingHub,
     bus_template,
 )
+from .conftest import turn_config
 from .numbered import NumberedVideoTrack
 from .test_call import Receiver
 
@@ -46,7 +47,14 @@ class Side:
         self.calls: list[MediaCall] = []
         clinic = parts.clinic(None if user_id == PATIENT else user_id)
 
+        self.turn_requests = 0
+        # The first credentials handed out, expired or refused, when a test says so.
+        self.first_turn: TurnConfig | None = None
+
         async def turn() -> TurnConfig:
+            self.turn_requests += 1
+            if self.turn_requests == 1 and self.first_turn is not None:
+                return self.first_turn
             grant = await clinic.turn_credentials(user_id)
             return TurnConfig(tuple(grant.urls), grant.username, grant.credential)
 
@@ -150,6 +158,41 @@ async def test_an_end_call_from_the_patient_ends_both_sides_and_is_not_echoed(pa
         assert provider.signaling.media is None
         # The provider never published an end-call of its own: the patient saw none come back.
         assert patient.signaling.phase == "ended"
+    finally:
+        await patient.signaling.aclose()
+        await provider.signaling.aclose()
+
+
+async def test_credentials_expired_on_the_first_try_are_fetched_afresh_and_the_call_connects(
+    parts: Parts,
+) -> None:
+    patient, provider = await connected_sides(parts)
+    turn = parts.stack.turn
+    assert turn is not None
+    expired = turn_config(turn, PROVIDER, expired=True)
+    provider.first_turn = expired
+    patient.first_turn = TurnConfig(expired.urls, expired.username, "wrong")
+    try:
+        await provider.signaling.call(PATIENT)
+        await asyncio.wait_for(asyncio.gather(patient.frames.done.wait(), provider.frames.done.wait()), WAIT)
+        assert provider.turn_requests == 2 and patient.turn_requests == 2
+    finally:
+        await patient.signaling.aclose()
+        await provider.signaling.aclose()
+
+
+async def test_a_turn_server_that_is_down_fails_the_call_with_its_reason(parts: Parts) -> None:
+    patient, provider = await connected_sides(parts)
+    turn = parts.stack.turn
+    assert turn is not None
+    await turn.stop()
+    try:
+        await asyncio.wait_for(provider.signaling.call(PATIENT), 10.0)  # no hang: within 10 s
+        [ended] = await provider.hub.wait_for(phase("ended"))
+        assert ended.reason == "TURN server unreachable"
+        assert provider.signaling.phase == "ended" and provider.signaling.media is None
+        # Its end-call told the patient's side, which never had a call to end: nothing changed there.
+        assert patient.signaling.phase == "idle"
     finally:
         await patient.signaling.aclose()
         await provider.signaling.aclose()
