@@ -48,6 +48,7 @@ WIDTH: Final = 320
 HEIGHT: Final = 240
 BLOCK: Final = 8
 SAMPLE_SECONDS: Final = 0.25
+RTT_GRACE_SECONDS: Final = 3.0
 # Every stats field the agent's judgement reads (aiortc's stats are dataclasses with more).
 _STATS_FIELDS: Final = ("packetsReceived", "packetsLost", "jitter", "roundTripTime", "bytesReceived")
 
@@ -99,6 +100,10 @@ async def snapshot(pc: RTCPeerConnection) -> dict[str, Any]:
         entry.update({name: getattr(item, name) for name in _STATS_FIELDS if hasattr(item, name)})
         stats.append(entry)
     return {"at": time.monotonic(), "stats": stats}
+
+
+def _has_round_trip(sample: dict[str, Any]) -> bool:
+    return any(stat.get("roundTripTime") is not None for stat in sample["stats"])
 
 
 class EchoTest:
@@ -181,6 +186,13 @@ async def media_test(
         # A measurement window, not synchronisation: the path is sampled for ``seconds``, often
         # enough to see each receiver report's round trip (aiortc sends one every 0.5-1.5 s).
         for _ in range(max(1, round(seconds / SAMPLE_SECONDS))):
+            await asyncio.sleep(SAMPLE_SECONDS)
+            samples.append(await snapshot(test.kiosk))
+        # A round trip needs our sender report and the echo side's receiver report on it; in a
+        # short window on a busy machine that pair may not have happened yet: sample a little longer.
+        for _ in range(round(RTT_GRACE_SECONDS / SAMPLE_SECONDS)):
+            if any(_has_round_trip(sample) for sample in samples):
+                break
             await asyncio.sleep(SAMPLE_SECONDS)
             samples.append(await snapshot(test.kiosk))
         return {

@@ -41,7 +41,7 @@ def relay_ports(turn: TurnServer) -> tuple[int, int]:
 
 def _iptables_usable() -> str | None:
     if shutil.which("iptables") is None:
-        return "iptables is not installed (scripts/install-system-deps.sh --test installs it)"
+        return "iptables is not installed (scripts/install-system-deps.sh installs it)"
     if os.geteuid() != 0:
         return "iptables needs root"
     return None

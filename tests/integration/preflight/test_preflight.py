@@ -40,11 +40,11 @@ async def test_good_conditions_give_video_with_the_numbers(stack: DevStack) -> N
     ]
     metrics = report.metrics
     assert metrics is not None
-    assert metrics.audio_back and metrics.video_back
-    assert metrics.loss_percent < 1.0
-    assert metrics.rtt_ms is not None and 0 < metrics.rtt_ms < 300
-    assert 0 < metrics.jitter_ms < 1000  # converted from RTP clock units: tens of thousands otherwise
-    assert metrics.bitrate_kbps > 50  # audio and video came back through TURN
+    assert metrics.audio_back and metrics.video_back, metrics
+    assert metrics.loss_percent < 1.0, metrics
+    assert metrics.rtt_ms is not None and 0 < metrics.rtt_ms < 300, metrics
+    assert 0 < metrics.jitter_ms < 1000, metrics  # converted from RTP clock units: thousands otherwise
+    assert metrics.bitrate_kbps > 50, metrics  # audio and video came back through TURN
 
 
 async def test_turn_down_gives_cannot_connect_naming_turn_without_a_hang(stack: DevStack) -> None:

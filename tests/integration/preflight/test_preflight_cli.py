@@ -6,7 +6,9 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
 
+from devices import synthetic
 from telehealth_client.devstack.stack import DevStack
 
 from .conftest import kiosk_environment
@@ -77,3 +79,26 @@ async def test_bad_threshold_or_missing_credential_is_a_usage_error_naming_it(st
     code, out, err = await preflight(environment, "--skip", "devices")
     assert (code, out) == (2, "")
     assert "device_credential: not set" in err
+
+
+async def test_devices_and_network_in_one_report_a_failing_camera_fails_it(
+    stack: DevStack, tmp_path: Path
+) -> None:
+    dark = synthetic.write_video(tmp_path / "dark.mkv", "dark", 40, 320, 240)
+    environment = kiosk_environment(
+        stack, TELEHEALTH_CAMERA=str(dark), TELEHEALTH_PREFLIGHT_MEDIA_SECONDS="1"
+    )
+
+    code, out, err = await preflight(environment, "--json", "--skip", "microphone", "--skip", "speaker")
+
+    assert code == 1, err
+    report = json.loads(out)
+    assert report["passed"] is False
+    assert report["devices"]["camera"]["status"] == "fail"
+    assert report["network"]["verdict"] == "video"
+    assert report["deviceStatus"] == {
+        "camera": "fail",
+        "microphone": "skipped",
+        "speaker": "skipped",
+        "network": "video",
+    }
