@@ -7,7 +7,7 @@ Public API:
   ``TokenExpiring``, ``AccessDenied``, ``BusStatusChanged``, ``SessionClosed``, ``EndpointIdle``,
   ``InvitationReceived``, ``StateSaved``, ``ChatMessageAdded``, ``ChatStatusChanged``,
   ``ChatReadUpdated``, ``ChatWiped``, ``EmergencyUpdated``, ``EmergencyAlert``,
-  ``CallStateChanged``, ``MediaFlowing``, ``MediaFailed``, and ``Missed``
+  ``CallStateChanged``, ``MediaFlowing``, ``MediaFailed``, ``CallQualityChanged``, and ``Missed``
   (delivered only to a subscriber that fell behind).
 - ``EventHub.emit(event)``: synchronous, never blocks and never raises into the emitter. Call it
   from the event loop's thread (every emitter in the agent runs there).
@@ -231,6 +231,25 @@ class MediaFailed:
 
 
 @dataclass(frozen=True)
+class CallQualityChanged:
+    """The call's quality as this end measures it, told when its level, picture size or video
+    bitrate ceiling changes (``media.quality``): 5 good, 1 poor, 0 nothing arriving."""
+
+    kind: ClassVar[str] = "call-quality"
+    consultation_id: str
+    level: int
+    rtt_ms: float | None
+    jitter_ms: float | None
+    loss_pct: float
+    fps: float
+    width: int | None
+    height: int | None
+    inbound_kbps: float
+    outbound_kbps: float
+    video_kbps_ceiling: int | None
+
+
+@dataclass(frozen=True)
 class Missed:
     """This subscriber fell behind: ``count`` older events were dropped before the next one."""
 
@@ -259,6 +278,7 @@ Event: TypeAlias = (
     | CallStateChanged
     | MediaFlowing
     | MediaFailed
+    | CallQualityChanged
     | Missed
 )
 

@@ -89,7 +89,8 @@ def media_options(directory: Path) -> MediaOptions:
     devices = Devices(
         camera=str(video), camera_is_file=True, microphone=alsa.microphone, speaker=alsa.speaker
     )
-    return MediaOptions(devices, {**os.environ, **alsa.env})
+    # The demo prints its own lines: the media children say only what goes wrong.
+    return MediaOptions(devices, {**os.environ, **alsa.env, "TELEHEALTH_LOG_LEVEL": "WARNING"})
 
 
 class Cast:

@@ -282,6 +282,15 @@ def media_flowing(kind: str) -> Callable[[Any], bool]:
     )
 
 
+def measured_quality(e: Any) -> bool:
+    return isinstance(e, events.CallQualityChanged) and e.consultation_id == CONSULTATION and e.fps > 0
+
+
+def describe_quality(event: events.CallQualityChanged) -> str:
+    rtt = "?" if event.rtt_ms is None else f"{event.rtt_ms:.0f} ms"
+    return f"quality {event.level}/5, {event.fps:.0f} fps {event.width}x{event.height}, round trip {rtt}"
+
+
 async def call(scene: Scene) -> None:
     """The provider calls; the kiosk answers by itself; relay-only media both ways, each agent's
     media in its own child process; the patient's video moves the consultation to in-progress."""
@@ -305,6 +314,8 @@ async def call(scene: Scene) -> None:
             agent, f"received {received.get('video', 0)} video and {received.get('audio', 0)} audio frames"
         )
     scene.note("provider", f"offer to media both ways in {connected_ms:.0f} ms, relay-only")
+    for agent in ("patient", "provider"):
+        await scene.saw(agent, "the call's quality measured", measured_quality, describe_quality)
 
 
 async def patient_asks(scene: Scene) -> None:

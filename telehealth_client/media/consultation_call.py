@@ -207,9 +207,37 @@ class ConsultationCall:
                 self._hub.emit(events.MediaFlowing(self._cid, media))
                 if media == "video" and self._on_media_flowing is not None:
                     self._spawn(self._on_media_flowing(media), "media-flowing")
+        elif kind == "quality":
+            self._hub.emit(quality_event(self._cid, event))
         elif kind == "device-failed":
             device, reason = str(event.get("kind")), str(event.get("reason"))
             log.warning(
                 "device failed mid-call consultation=%s device=%s reason=%s", self._cid, device, reason
             )
             self._hub.emit(events.MediaFailed(self._cid, device, reason))
+
+
+def quality_event(consultation_id: str, sample: dict[str, Any]) -> events.CallQualityChanged:
+    """The media child's quality sample (numbers only) as the hub's event."""
+
+    def number(name: str) -> float | None:
+        value = sample.get(name)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    def whole(name: str) -> int | None:
+        value = number(name)
+        return None if value is None else int(value)
+
+    return events.CallQualityChanged(
+        consultation_id,
+        level=whole("level") or 0,
+        rtt_ms=number("rtt_ms"),
+        jitter_ms=number("jitter_ms"),
+        loss_pct=number("loss_pct") or 0.0,
+        fps=number("fps") or 0.0,
+        width=whole("width"),
+        height=whole("height"),
+        inbound_kbps=number("inbound_kbps") or 0.0,
+        outbound_kbps=number("outbound_kbps") or 0.0,
+        video_kbps_ceiling=whole("video_kbps_ceiling"),
+    )

@@ -336,7 +336,13 @@ async def _serve() -> int:
 
 
 def main() -> None:
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="media-child %(levelname)s %(message)s")
+    # The agent's level (its environment is the child's): the journal gets what the agent's would.
+    level = os.environ.get("TELEHEALTH_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO",
+        format="media-child %(levelname)s %(message)s",
+    )
     # aioice and aiortc narrate every ICE check at INFO: only their warnings reach the journal.
     for chatty in ("aioice", "aiortc"):
         logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -47,6 +47,8 @@ EXPECTED: list[tuple[str, list[str]]] = [
             "patient: received {n} video and {n} audio frames",
             "provider: received {n} video and {n} audio frames",
             "provider: offer to media both ways in {n} ms, relay-only",
+            "patient: quality {n}/5, {n} fps {n}x{n}, round trip",
+            "provider: quality {n}/5, {n} fps {n}x{n}, round trip",
         ],
     ),
     ("patient asks", ["patient: message {id} sent ({n} chars)", "provider: message {id} from pat-demo"]),

@@ -61,6 +61,13 @@ async def test_a_call_moves_the_consultation_to_in_progress_and_survives_a_kille
     # The provider's side saw the patient's video: the consultation is in progress on both sides.
     await patient_hub.wait_state(S.IN_PROGRESS)
     await provider_hub.wait_state(S.IN_PROGRESS)
+    # Each side measures the call and tells its hub (numbers only).
+    for hub in (patient_hub, provider_hub):
+        [quality] = await hub.wait_for(
+            lambda e: isinstance(e, events.CallQualityChanged) and e.level >= 1 and e.width is not None,
+            within=WAIT,
+        )
+        assert quality.consultation_id == CONSULTATION and quality.fps > 0 and quality.inbound_kbps > 0
 
     call = patient.call
     assert call is not None and call.worker is not None
