@@ -313,6 +313,10 @@ def load_frames(directory: Path) -> dict[str, SideFrames]:
         sent, received = frame_tap.load(path)
         frames[side].sent.extend(sent)
         frames[side].received.extend(received)
+    missing = [side for side, side_frames in frames.items() if not side_frames.sent]
+    if missing:
+        # The children log through scripts/bench_call_tap/sitecustomize.py: it did not load.
+        raise RuntimeError(f"no frame log from the {' and '.join(missing)} in {directory}")
     for side_frames in frames.values():
         side_frames.sent.sort(key=lambda item: item[1])
         side_frames.received.sort(key=lambda item: item[1])
