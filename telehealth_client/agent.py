@@ -24,6 +24,7 @@ from telehealth_client.consultation.state_file import StateFileError
 from telehealth_client.durable import Durable
 from telehealth_client.events import AccessDenied, EventHub, TokenExpiring
 from telehealth_client.logs import describe_exception
+from telehealth_client.media.options import media_options
 from telehealth_client.protocol import channels
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange, Subscription
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
@@ -202,6 +203,7 @@ class Agent:
             department_id=self.settings.department_id,
             state_dir=self.settings.state_dir / CONSULTATION_STATE_DIR,
             durable=self.durable,
+            media=media_options(self.settings),
         )
         self.provider.notification_listeners.append(self._on_notification)
         self.bus = self.provider.bus
@@ -217,6 +219,7 @@ class Agent:
             state_dir=self.settings.state_dir / CONSULTATION_STATE_DIR,
             kiosk_id=self.settings.user_id,
             durable=self.durable,
+            media=media_options(self.settings),
         )
         if self._connector.has_clinic:
             try:

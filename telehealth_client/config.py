@@ -245,6 +245,9 @@ class Settings(BaseSettings):
     )
 
     # Media.
+    media: bool = Field(
+        default=True, description="hold video calls (each call's media in a child process); off: chat only"
+    )
     relay_only: bool = Field(default=True, description="media only through TURN (ICE policy 'relay')")
 
     # Network preflight (`telehealth-agent preflight`): where "good" ends and "poor" begins.

@@ -4,7 +4,7 @@ JSON-line commands on stdin, JSON-line events on stdout.
 Patient agent commands: ``{"cmd": "check-in", "appointmentId", "patientId", "providerId",
 "departmentId"}``, ``{"cmd": "leave"}``, ``{"cmd": "devices", "camera", "microphone", "speaker",
 "network"}``, ``{"cmd": "status"}``. Provider agent commands: ``{"cmd": "queue-updates"}``, ``{"cmd":
-"join" | "start" | "wrap-up", "consultationId"}``, ``{"cmd": "end", "consultationId",
+"join" | "start" | "call" | "wrap-up", "consultationId"}``, ``{"cmd": "end", "consultationId",
 "followUpRequired"}``, ``{"cmd": "status"}``. Chat, for both (a provider names the
 ``consultationId``): ``{"cmd": "chat", "text"}`` -> ``id``, ``status``; ``{"cmd": "read", "upToId"?}``
 -> ``receipt`` (None when nothing newer was read); ``{"cmd": "chat-log"}`` -> ``entries`` (``id``,
@@ -118,6 +118,8 @@ async def provider_command(provider: ProviderEndpoint, request: dict[str, Any]) 
         await provider.join(cid)
     elif cmd == "start":
         await provider.start_consultation(cid)
+    elif cmd == "call":
+        await provider.call(cid)
     elif cmd == "wrap-up":
         await provider.wrap_up(cid)
     elif cmd == "end":
