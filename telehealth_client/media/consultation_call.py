@@ -43,6 +43,9 @@ ANSWERING_STATES = (
 FlowingHandler = Callable[[str], Awaitable[None]]
 RECOVERY_MIN_SECONDS = 1.0
 RECOVERY_MAX_SECONDS = 10.0
+RETRY_SECONDS = 0.5  # between tries of one rebuild while TURN is out of reach
+STALL_YIELD_SECONDS = 1.0  # how long the polite side waits for the other side's rebuild
+STALL_REASON = "media stalled"
 
 
 @dataclass(frozen=True)
@@ -165,12 +168,22 @@ class ConsultationCall:
         self._recovery = self._spawn(self._recover(reason, media), "call-recovery")
 
     async def _recover(self, reason: str, media: MediaBackend | None) -> None:
+        """Rebuild until a connection is up again or the consultation ends.
+
+        A stall is seen by both sides at once: the polite side (the patient's) first gives the
+        other side's new offer a moment, so that one rebuild is made, not two racing ones. While
+        TURN is out of reach each try fails fast (its probe) and the next follows shortly, so the
+        call is back soon after TURN is; when rebuilds succeed but bring no media, the pause before
+        the next grows (1, 2, 4... 10 s) until media flows again.
+        """
         self._attempts += 1
         delay = (
             0.0
             if self._attempts == 1
             else min(RECOVERY_MAX_SECONDS, RECOVERY_MIN_SECONDS * 2 ** (self._attempts - 2))
         )
+        if self.signaling.polite and reason == STALL_REASON:
+            delay = max(delay, STALL_YIELD_SECONDS)
         while not self._closing:
             if delay:
                 await asyncio.sleep(delay)  # back-off between rebuilds, not synchronisation
@@ -179,7 +192,7 @@ class ConsultationCall:
             if await self.signaling.rebuild(reason, media):
                 return
             media = None
-            delay = min(RECOVERY_MAX_SECONDS, max(RECOVERY_MIN_SECONDS, delay * 2))
+            delay = RETRY_SECONDS  # TURN (or the media child) not there yet: try again soon
 
     async def _watch(self, worker: MediaWorker) -> None:
         code = await worker.exited
@@ -197,7 +210,7 @@ class ConsultationCall:
         if kind == "stall":
             log.warning("call stalled consultation=%s: rebuilding it", self._cid)
             self._hub.emit(events.MediaFailed(self._cid, "network", "media stalled"))
-            self._recover_soon("media stalled", self.signaling.media)
+            self._recover_soon(STALL_REASON, self.signaling.media)
         elif kind == "first-frame":
             media = str(event.get("kind"))
             if media == "video":

@@ -89,6 +89,10 @@ class CallSignaling:
         self._announced: n.Phase = self._negotiation.phase
 
     @property
+    def polite(self) -> bool:
+        return self._negotiation.polite
+
+    @property
     def phase(self) -> n.Phase:
         return self._negotiation.phase
 
