@@ -24,6 +24,7 @@ from ..consultation.conftest import (
     Parts,
     RecordingHub,
 )
+from ..preflight.conftest import packet_loss
 from .test_worker import child_env
 
 pytestmark = pytest.mark.integration
@@ -146,5 +147,40 @@ async def test_a_call_through_a_restarted_turn_server_comes_back(parts: Parts, t
     assert turn.pid is not None and turn.pid != old_pid
     for hub in (patient_hub, provider_hub):
         await hub.wait_for(lambda e: isinstance(e, events.MediaFailed) and e.source == "network", within=WAIT)
+        await hub.wait_for(flowing("video"), count=2, within=WAIT)
+    assert patient.state is S.IN_PROGRESS
+
+
+async def test_a_call_whose_udp_is_dropped_for_a_while_comes_back(parts: Parts, tmp_path: Path) -> None:
+    """Every datagram between coturn's relay ports dropped on lo (iptables, removed afterwards):
+    the watchdog sees the stall, rebuilds are retried while nothing gets through, and media comes
+    back once the path does."""
+    patient_hub, provider_hub = RecordingHub(), RecordingHub()
+    provider = await parts.provider(provider_hub, media=media_options(tmp_path, "provider"))
+    await parts.record_consent()
+    patient = parts.patient(patient_hub, media=media_options(tmp_path, "patient"))
+    await patient.check_in(
+        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
+    )
+    await provider_hub.wait_state(S.CHECKED_IN)
+    await provider.join(CONSULTATION)
+    await patient_hub.wait_state(S.CONNECTING)
+    await provider.call(CONSULTATION)
+    for hub in (patient_hub, provider_hub):
+        await hub.wait_for(flowing("video"), within=WAIT)
+
+    turn = parts.stack.turn
+    assert turn is not None
+    with packet_loss(turn, 1.0):
+        for hub in (patient_hub, provider_hub):
+            await hub.wait_for(
+                lambda e: isinstance(e, events.MediaFailed) and e.source == "network", within=WAIT
+            )
+        # A rebuild tried while the path is cut connects nothing: no media flows meanwhile.
+        assert (
+            len([e for e in patient_hub.items if isinstance(e, events.MediaFlowing) and e.media == "video"])
+            == 1
+        )
+    for hub in (patient_hub, provider_hub):
         await hub.wait_for(flowing("video"), count=2, within=WAIT)
     assert patient.state is S.IN_PROGRESS
