@@ -305,6 +305,10 @@ def _device(name: str) -> int | str:
 async def _serve() -> int:
     import aiortc  # noqa: F401 (loaded now: the warm start the agent waits for)
 
+    from telehealth_client.media.ice import tune_stun_retransmission
+
+    tune_stun_retransmission()
+
     child = _Child()
     child.emit({"event": "ready", "pid": os.getpid()})
     reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
