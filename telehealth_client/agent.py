@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from telehealth_client import systemd
 from telehealth_client.config import Role, Settings
@@ -31,6 +31,9 @@ from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_client.security import tokens
 from telehealth_client.security.audit import AuditStoreError, DamagedStoreError
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
+
+if TYPE_CHECKING:  # the preflight loads the device checks (numpy) when it runs, not before
+    from telehealth_client.preflight import PreflightReport
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +191,17 @@ class Agent:
                 f"{exc.path}: {exc.reason}: move it aside to start with an empty outbox "
                 "(what it held can no longer be sent)"
             ) from None
+
+    async def preflight(self, *, skip: set[str] | frozenset[str] = frozenset()) -> PreflightReport:
+        """Check the devices and the network now (``telehealth-agent preflight``'s report). On a
+        kiosk the verdicts go to the provider as ``DEVICE_STATUS``: at once during a consultation,
+        else with the next check-in."""
+        from telehealth_client.preflight import run_preflight
+
+        report = await run_preflight(self.settings, skip=skip)
+        if self.patient is not None:
+            await self.patient.report_devices(report.device_status())
+        return report
 
     @property
     def emergency(self) -> EmergencyDesk | None:

@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING
 from telehealth_client import __version__, logs
 
 if TYPE_CHECKING:
-    from telehealth_client.config import Settings
-    from telehealth_client.preflight import PreflightReport
+    pass
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -203,7 +202,9 @@ def _run_preflight(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     logs.configure("WARNING", settings.log_format)
     try:
-        report = asyncio.run(_preflight(settings, set(args.skip)))
+        from telehealth_client.preflight import run_preflight
+
+        report = asyncio.run(run_preflight(settings, skip=set(args.skip)))
     except KeyboardInterrupt:
         print("telehealth-agent: preflight: interrupted", file=sys.stderr)
         return EXIT_FAILURE
@@ -212,20 +213,6 @@ def _run_preflight(args: argparse.Namespace) -> int:
     else:
         print("\n".join(report.lines()))
     return EXIT_OK if report.passed else EXIT_FAILURE
-
-
-async def _preflight(settings: Settings, skip: set[str]) -> PreflightReport:
-    from devices.check import run_device_check
-    from telehealth_client.preflight import PreflightReport, run_network_preflight
-
-    devices = None
-    skipped = tuple(kind for kind in ("camera", "microphone", "speaker") if kind in skip)
-    if "devices" not in skip and len(skipped) < 3:
-        devices = await run_device_check(
-            settings.camera, settings.microphone, settings.speaker, settings.device_thresholds, skip=skipped
-        )
-    # After the devices: the media test's numbers must not carry the device checks' CPU load.
-    return PreflightReport(await run_network_preflight(settings), devices)
 
 
 def _run_audit(args: argparse.Namespace) -> int:

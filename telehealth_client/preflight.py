@@ -300,6 +300,25 @@ async def run_network_preflight(settings: Settings) -> NetworkReport:
     return NetworkReport(tuple(checks), metrics, verdict, reasons)
 
 
+async def run_preflight(
+    settings: Settings, *, skip: set[str] | frozenset[str] = frozenset()
+) -> PreflightReport:
+    """The settings' devices checked, then the network; ``skip``: camera, microphone, speaker or
+    devices (all three)."""
+    from devices.check import run_device_check  # numpy and OpenCV: only when a preflight runs
+    from devices.report import DeviceKind
+
+    devices = None
+    kinds: tuple[DeviceKind, ...] = ("camera", "microphone", "speaker")
+    skipped = tuple(kind for kind in kinds if kind in skip)
+    if "devices" not in skip and len(skipped) < 3:
+        devices = await run_device_check(
+            settings.camera, settings.microphone, settings.speaker, settings.device_thresholds, skip=skipped
+        )
+    # After the devices: the media test's numbers must not carry the device checks' CPU load.
+    return PreflightReport(await run_network_preflight(settings), devices)
+
+
 # -- the whole report ----------------------------------------------------------------------------
 
 
