@@ -13,6 +13,7 @@ are answered ``{"id", "ok": true, ...}`` or ``{"id", "ok": false, "code", "reaso
 ``candidate`` (the browser's ``toJSON()``), ``stats``, ``preview``, ``close``. Events:
 ``{"event": "ready"}`` once aiortc is loaded, ``{"event": "first-frame", "kind"}``,
 ``{"event": "stall"}`` (media that flowed stopped for 2 s: the agent rebuilds the call),
+``{"event": "heartbeat"}`` every second (a child silent for 5 s hangs: ``silent`` resolves),
 ``{"event": "device-failed", "kind", "reason"}``, ``{"event": "quality", "level", ...}`` (the
 call's QualitySample, sent when its 0-5 level, the remote picture size or the ceiling changes; ``stats``
 answers the latest as ``quality``). The child logs to stderr (the agent's journal).
@@ -46,6 +47,9 @@ READY_TIMEOUT_SECONDS: Final = 30.0
 REQUEST_TIMEOUT_SECONDS: Final = 20.0
 CLOSE_TIMEOUT_SECONDS: Final = 5.0
 MAX_LINE_BYTES: Final = 1 << 20
+HEARTBEAT_SECONDS: Final = 1.0
+# No line at all from the child for this long: it hangs (a stuck codec, a stopped process).
+SILENT_SECONDS: Final = 5.0
 EventHandler = Callable[[dict[str, Any]], None]
 
 
@@ -72,6 +76,10 @@ class MediaWorker:
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._reader = asyncio.ensure_future(self._read())
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        # Resolved when the child has said nothing (not even its heartbeat) for SILENT_SECONDS.
+        self.silent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._silence: asyncio.TimerHandle | None = None
+        self._heard()
 
     @property
     def pid(self) -> int:
@@ -103,6 +111,7 @@ class MediaWorker:
         assert self._process.stdout is not None
         try:
             while line := await self._process.stdout.readline():
+                self._heard()
                 try:
                     message = json.loads(line)
                 except ValueError:
@@ -120,8 +129,26 @@ class MediaWorker:
             self._waiting.clear()
             if not self._ready.done():
                 self._ready.set_exception(failure)
+            if self._silence is not None:
+                self._silence.cancel()
             if not self.exited.done():
                 self.exited.set_result(code)
+
+    def _heard(self) -> None:
+        if self._silence is not None:
+            self._silence.cancel()
+        if not self.silent.done():
+            self._silence = asyncio.get_running_loop().call_later(SILENT_SECONDS, self._fell_silent)
+
+    def _fell_silent(self) -> None:
+        if not self.silent.done() and not self.exited.done():
+            log.error("media child silent seconds=%.0f pid=%d", SILENT_SECONDS, self.pid)
+            self.silent.set_result(None)
+
+    def kill(self) -> None:
+        """Kill the child at once (it hangs); ``exited`` resolves when it is gone."""
+        with contextlib.suppress(ProcessLookupError):
+            self._process.kill()
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         if "id" in message:
@@ -311,6 +338,7 @@ async def _serve() -> int:
 
     child = _Child()
     child.emit({"event": "ready", "pid": os.getpid()})
+    heartbeat = asyncio.ensure_future(_heartbeat(child))
     reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
     loop = asyncio.get_running_loop()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -335,8 +363,17 @@ async def _serve() -> int:
                 log.error("media child request failed op=%s error=%s", op, describe_exception(exc))
                 child.emit({"id": request_id, "ok": False, "code": "media", "reason": type(exc).__name__})
     finally:
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
         await child.aclose()
     return 0  # the agent closed our stdin: it is gone, and so is the call
+
+
+async def _heartbeat(child: _Child) -> None:
+    """A line every second while the child's loop runs: the agent tells a hung child by its silence."""
+    while True:
+        child.emit({"event": "heartbeat"})
+        await asyncio.sleep(HEARTBEAT_SECONDS)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ reported and the call is rebuilt in a fresh child while the consultation goes on
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
@@ -183,4 +184,34 @@ async def test_a_call_whose_udp_is_dropped_for_a_while_comes_back(parts: Parts, 
         )
     for hub in (patient_hub, provider_hub):
         await hub.wait_for(flowing("video"), count=2, within=WAIT)
+    assert patient.state is S.IN_PROGRESS
+
+
+async def test_a_hung_media_child_is_replaced_and_the_call_comes_back(parts: Parts, tmp_path: Path) -> None:
+    """A media child that stops answering (SIGSTOP: a stuck codec looks the same from outside) is
+    killed and the call rebuilt in a fresh child (MediaWorker's silence watch is tested on its own
+    in test_worker.py: here the provider's stall rebuild may get there first)."""
+    patient_hub, provider_hub = RecordingHub(), RecordingHub()
+    provider = await parts.provider(provider_hub, media=media_options(tmp_path, "provider"))
+    await parts.record_consent()
+    patient = parts.patient(patient_hub, media=media_options(tmp_path, "patient"))
+    await patient.check_in(
+        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
+    )
+    await provider_hub.wait_state(S.CHECKED_IN)
+    await provider.join(CONSULTATION)
+    await patient_hub.wait_state(S.CONNECTING)
+    await provider.call(CONSULTATION)
+    for hub in (patient_hub, provider_hub):
+        await hub.wait_for(flowing("video"), within=WAIT)
+
+    call = patient.call
+    assert call is not None and call.worker is not None
+    hung = call.worker
+    os.kill(hung.pid, signal.SIGSTOP)
+    # Killed either way: found silent, or (when the provider's rebuild came first) not closing.
+    assert await asyncio.wait_for(hung.exited, WAIT) == -signal.SIGKILL
+    for hub in (patient_hub, provider_hub):
+        await hub.wait_for(flowing("video"), count=2, within=WAIT)
+    assert call.worker is not None and call.worker is not hung
     assert patient.state is S.IN_PROGRESS

@@ -116,3 +116,18 @@ async def test_requests_before_start_and_bad_requests_are_refused(turn: TurnServ
     finally:
         await worker.aclose()
     assert await worker.exited == 0
+
+
+async def test_a_child_that_stops_answering_falls_silent(turn: TurnServer) -> None:
+    """Its heartbeat stops with it: ``silent`` resolves (the call's owner then kills and replaces it)."""
+    worker = await MediaWorker.spawn()
+    try:
+        await worker.start(turn_config(turn), Devices())
+        assert not worker.silent.done()
+        os.kill(worker.pid, signal.SIGSTOP)
+        await asyncio.wait_for(asyncio.shield(worker.silent), WAIT)
+        assert not worker.exited.done()
+        worker.kill()
+        assert await asyncio.wait_for(worker.exited, WAIT) == -signal.SIGKILL
+    finally:
+        await worker.aclose()
