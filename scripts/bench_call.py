@@ -19,16 +19,21 @@ installs the log (the media child has no per-frame output of its own). From the 
 - ``fps``, ``latency_ms`` (a shown frame's number read back, minus when the other side sent it),
   ``cpu_percent`` (of one core, from /proc/<pid>/stat) over ``--seconds`` after ``--warmup``, and
   ``peak_rss_mib`` (VmHWM) per side, at each resolution;
-- recovery at 640x480: coturn frozen with SIGSTOP for ``--freeze`` seconds (from SIGCONT to the
-  next remote frame, and to the next clean one), then coturn killed and started again on the same
-  port (from the restart; a wait capped at ``--cap`` seconds, null if no frame came), and the
-  corrupt frames shown (unreadable, or older than one shown before) from the outage's start until
-  ``--settle`` seconds after media came back. The agent's recovery needs its rebuild (stall ->
-  new connection, new offer, fresh TURN credentials), which needs signaling: it is measured with
-  the real endpoints (a provider calling a patient kiosk) over the development stack (relay,
-  clinic, coturn), the frames logged the same way.
+- recovery at 640x480, one outage after the other: coturn frozen with SIGSTOP for ``--freeze``
+  seconds (from SIGCONT to the next remote frame, and to the next clean one); every UDP datagram
+  between coturn's relay ports dropped on ``lo`` for ``--drop`` seconds (an iptables rule on
+  ``lo`` only, removed in a ``finally``; from its removal; root and iptables needed, else the
+  reason is printed instead); coturn killed and started again on the same port (from the
+  restart); for the agent only (raw aiortc has no child), the kiosk's media child killed with
+  SIGKILL (from the kill: the agent rebuilds in a fresh warm child). Each wait is capped at
+  ``--cap`` seconds (null if no frame came), and the corrupt frames shown (unreadable, or older
+  than one shown before) are counted from the outage's start until ``--settle`` seconds after
+  media came back. The agent's recovery needs its rebuild (stall -> new connection, new offer,
+  fresh TURN credentials), which needs signaling: it is measured with the real endpoints (a
+  provider calling a patient kiosk) over the development stack (relay, clinic, coturn), the
+  frames logged the same way.
 
-    .venv/bin/python scripts/bench_call.py [--seconds 10] [--setups 3] [--freeze 10] [--cap 40]
+    .venv/bin/python scripts/bench_call.py [--seconds 10] [--setups 3] [--freeze 10] [--drop 10] [--cap 40]
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -289,6 +295,55 @@ class Turn:
         await self.server.restart()
         return time.monotonic()
 
+    def relay_ports(self) -> tuple[int, int]:
+        """coturn's relay port range, read from its command line (TurnServer picks it at random)."""
+        pid = self.server.pid
+        assert pid is not None
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        ports = dict(
+            a.removeprefix("--").split("=", 1)
+            for a in arguments
+            if a.startswith(("--min-port=", "--max-port="))
+        )
+        return int(ports["min-port"]), int(ports["max-port"])
+
+    async def drop_udp(self, seconds: float) -> float:
+        """Every datagram from a relay port to a relay port of this coturn dropped on ``lo`` for
+        ``seconds`` (the media path between the two peers, nothing else on the machine); the time
+        the rule was removed."""
+        low, high = await asyncio.to_thread(self.relay_ports)
+        rule = [
+            "INPUT", "-i", "lo", "-p", "udp",
+            "--sport", f"{low}:{high}", "--dport", f"{low}:{high}", "-j", "DROP",
+        ]  # fmt: skip
+        await iptables("-A", rule)
+        try:
+            await asyncio.sleep(seconds)  # the outage itself, not a wait for something
+        finally:
+            await iptables("-D", rule)
+        return time.monotonic()
+
+
+def iptables_unusable() -> str | None:
+    """Why the UDP drop cannot be measured here, or None."""
+    if shutil.which("iptables") is None:
+        return "iptables is not installed (scripts/install-system-deps.sh installs it)"
+    if os.geteuid() != 0:
+        return "iptables needs root"
+    return None
+
+
+async def iptables(action: str, rule: list[str]) -> None:
+    process = await asyncio.create_subprocess_exec(
+        "iptables", action, *rule, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, error = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(
+            f"iptables {action} {' '.join(rule)} failed (exit code {process.returncode}): "
+            f"{error.decode(errors='replace').strip()}"
+        )
+
 
 # -- reading the frame logs --------------------------------------------------------------------------
 
@@ -504,35 +559,49 @@ class Settings:
     warmup: float
     setups: int
     freeze: float
+    drop: float
     cap: float
     settle: float
     resolutions: list[tuple[int, int]]
     recovery: bool
+    udp_drop_unusable: str | None = None
 
 
 async def raw_recovery(turn: Turn, video: Path, taps: Path, settings: Settings) -> dict[str, Any]:
-    """Raw aiortc through a freeze and then a restart: nothing rebuilds, so it resumes or it does not."""
+    """Raw aiortc through a freeze, a UDP drop and then a restart (last: it never comes back from
+    that one): nothing rebuilds, so it resumes or it does not."""
     pair = await connect("raw", turn, video, taps)
     peers = [peer for peer in (pair.caller, pair.callee) if isinstance(peer, RawPeer)]
-    try:
-        await asyncio.sleep(settings.warmup)
-        frozen_at = time.monotonic()
-        back = await turn.freeze(settings.freeze)
-        await wait_all((peer.resumed.wait() for peer in peers), settings.cap)
-        await asyncio.sleep(settings.settle)  # the frames shown after media came back are counted
+    moments: dict[str, tuple[float, float]] = {}
+
+    async def through(name: str, cause: Callable[[], Awaitable[float]]) -> None:
         for peer in peers:
             peer.resumed.clear()
-        killed_at = time.monotonic()
-        restarted = await turn.restart()
+        started = time.monotonic()
+        back = await cause()
+        moments[name] = started, back
         await wait_all((peer.resumed.wait() for peer in peers), settings.cap)
-        await asyncio.sleep(settings.settle)
+        await asyncio.sleep(settings.settle)  # the frames shown after media came back are counted
+
+    try:
+        await asyncio.sleep(settings.warmup)
+        await through("freeze", lambda: turn.freeze(settings.freeze))
+        if settings.udp_drop_unusable is None:
+            await through("udp_drop", lambda: turn.drop_udp(settings.drop))
+        await through("restart", turn.restart)
     finally:
         await pair.aclose()
     frames = await asyncio.to_thread(load_frames, taps)
-    return {
-        "freeze": outage(frames, frozen_at, back, settings.settle),
-        "restart": outage(frames, killed_at, restarted, settings.settle),
-    }
+    results = {name: outage(frames, *moment, settings.settle) for name, moment in moments.items()}
+    return with_skipped(results, settings)
+
+
+def with_skipped(results: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The outages in the order they were made, the UDP drop's reason if it could not be."""
+    if settings.udp_drop_unusable is not None:
+        results["udp_drop"] = {"skipped": settings.udp_drop_unusable}
+    order = ("freeze", "udp_drop", "restart", "child_kill")
+    return {name: results[name] for name in order if name in results}
 
 
 class Agents:
@@ -546,6 +615,7 @@ class Agents:
         self.closers: list[Callable[[], Awaitable[None]]] = []
         self.witnesses: dict[str, Witness] = {}
         self.consultation = channels.consultation(PROVIDER, PATIENT)
+        self.patient: PatientEndpoint | None = None
 
     def _template(self, user_id: str) -> BusConfig:
         env = self.stack.agent_environment()
@@ -603,6 +673,7 @@ class Agents:
             media=self._media("callee"),
         )
         self.closers.append(patient.aclose)
+        self.patient = patient
         await kiosk_clinic.record_consent(PATIENT, True, None)
         await patient.check_in(
             appointment_id="appt-bench", patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
@@ -634,6 +705,15 @@ class Agents:
                 lines.append((sighting.at - back, f"{sighting.at - back:+.3f} s {side}: {what}"))
         return [text for _, text in sorted(lines)]
 
+    def kill_kiosk_child(self) -> float:
+        """SIGKILL to the kiosk's media child (as a codec crash would end it); the time of the kill."""
+        call = None if self.patient is None else self.patient.call
+        worker = None if call is None else call.worker
+        if worker is None:
+            raise RuntimeError("the kiosk has no media child to kill")
+        os.kill(worker.pid, signal.SIGKILL)
+        return time.monotonic()
+
     async def video_again(self, marks: dict[str, int], cap: float) -> None:
         """Until both sides report video flowing again (a rebuilt call's first frame)."""
         await wait_all((self._seen(side, video_flowing, marks[side]) for side in SIDES), cap)
@@ -656,30 +736,37 @@ async def agent_recovery(
     stack: DevStack, turn: Turn, video: Path, taps: Path, state_dir: Path, settings: Settings
 ) -> dict[str, Any]:
     agents = Agents(stack, state_dir, video, taps)
+    moments: dict[str, tuple[float, float]] = {}
+    timelines: dict[str, list[str]] = {}
+
+    async def through(name: str, cause: Callable[[], Awaitable[float]]) -> None:
+        marks = agents.marks()
+        started = time.monotonic()
+        back = await cause()
+        moments[name] = started, back
+        await agents.video_again(marks, settings.cap)
+        await asyncio.sleep(settings.settle)  # the frames shown after media came back are counted
+        timelines[name] = agents.timeline(marks, agents.marks(), back)
+
+    async def kill() -> float:
+        return agents.kill_kiosk_child()  # the outage starts and "ends" at the kill
+
     try:
         await agents.start_call()
         await asyncio.sleep(settings.warmup)
-        freeze_marks = agents.marks()
-        frozen_at = time.monotonic()
-        back = await turn.freeze(settings.freeze)
-        await agents.video_again(freeze_marks, settings.cap)
-        await asyncio.sleep(settings.settle)  # the frames shown after media came back are counted
-        restart_marks = agents.marks()
-        killed_at = time.monotonic()
-        restarted = await turn.restart()
-        await agents.video_again(restart_marks, settings.cap)
-        await asyncio.sleep(settings.settle)
-        timelines = {
-            "freeze": agents.timeline(freeze_marks, restart_marks, back),
-            "restart": agents.timeline(restart_marks, agents.marks(), restarted),
-        }
+        await through("freeze", lambda: turn.freeze(settings.freeze))
+        if settings.udp_drop_unusable is None:
+            await through("udp_drop", lambda: turn.drop_udp(settings.drop))
+        await through("restart", turn.restart)
+        await through("child_kill", kill)
     finally:
         await agents.aclose()
     frames = await asyncio.to_thread(load_frames, taps)
-    return {
-        "freeze": outage(frames, frozen_at, back, settings.settle) | {"events": timelines["freeze"]},
-        "restart": outage(frames, killed_at, restarted, settings.settle) | {"events": timelines["restart"]},
+    results = {
+        name: outage(frames, *moment, settings.settle) | {"events": timelines[name]}
+        for name, moment in moments.items()
     }
+    return with_skipped(results, settings)
 
 
 def label(size: tuple[int, int]) -> str:
@@ -699,6 +786,7 @@ async def bench(settings: Settings, directory: Path, taps_root: Path) -> dict[st
             "warmup": settings.warmup,
             "setups": settings.setups,
             "freeze": settings.freeze,
+            "drop": settings.drop,
             "cap": settings.cap,
             "settle": settings.settle,
         },
@@ -787,28 +875,59 @@ def targets(results: dict[str, Any], size: str) -> dict[str, Any]:
         )
     recovery = results.get("recovery")
     if recovery is not None:
-        agent_freeze, agent_restart = recovery["agent"]["freeze"], recovery["agent"]["restart"]
-        freeze_back = agent_freeze["both_live_back_s"]
+        agent, raw = recovery["agent"], recovery["raw"]
+        freeze, drop = results["settings"]["freeze"], results["settings"]["drop"]
+
+        def back(kind: dict[str, Any], name: str) -> float | None:
+            value = kind.get(name, {}).get("both_live_back_s")
+            return None if value is None else float(value)
+
+        freeze_back = back(agent, "freeze")
         found["back_after_freeze"] = target(
-            "agent: live video (clean, sent under 0.5 s before) on both sides within 2 s after a 10 s "
-            "TURN freeze ends",
-            {"agent_s": freeze_back, "raw_s": recovery["raw"]["freeze"]["both_live_back_s"]},
+            "agent: live video (clean, sent under 0.5 s before) on both sides within 2 s after a "
+            f"{freeze:g} s TURN freeze ends",
+            {"agent_s": freeze_back, "raw_s": back(raw, "freeze")},
             freeze_back is not None and freeze_back <= 2.0,
         )
-        restart_back = agent_restart["both_live_back_s"]
+        if "skipped" in agent["udp_drop"]:
+            found["back_after_udp_drop"] = target(
+                f"agent: live video on both sides within 2 s after UDP on lo is dropped for {drop:g} s",
+                agent["udp_drop"],
+                None,
+            )
+        else:
+            drop_back = back(agent, "udp_drop")
+            found["back_after_udp_drop"] = target(
+                f"agent: live video on both sides within 2 s after a {drop:g} s drop of UDP between "
+                "coturn's relay ports on lo ends (the rule removed), like the freeze",
+                {"agent_s": drop_back, "raw_s": back(raw, "udp_drop")},
+                drop_back is not None and drop_back <= 2.0,
+            )
+        restart_back = back(agent, "restart")
         found["back_after_turn_restart"] = target(
             "agent: live video on both sides within 3 s after TURN restarts (raw aiortc: never)",
-            {"agent_s": restart_back, "raw_s": recovery["raw"]["restart"]["both_live_back_s"]},
+            {"agent_s": restart_back, "raw_s": back(raw, "restart")},
             restart_back is not None and restart_back <= 3.0,
         )
+        kill_back = back(agent, "child_kill")
+        found["back_after_media_child_kill"] = target(
+            "agent: live video on both sides within 2 s of the kiosk's media child killed with SIGKILL "
+            "(our own target: the issue sets none; raw aiortc has no child)",
+            {"agent_s": kill_back},
+            kill_back is not None and kill_back <= 2.0,
+        )
         corrupt = {
-            name: sum(outcome["corrupt_frames_shown"].values()) for name, outcome in recovery["agent"].items()
+            name: sum(outcome["corrupt_frames_shown"].values())
+            for name, outcome in agent.items()
+            if "corrupt_frames_shown" in outcome
         }
         raw_corrupt = {
-            name: sum(outcome["corrupt_frames_shown"].values()) for name, outcome in recovery["raw"].items()
+            name: sum(outcome["corrupt_frames_shown"].values())
+            for name, outcome in raw.items()
+            if "corrupt_frames_shown" in outcome
         }
         found["corrupt_frames_shown"] = target(
-            "agent: 0 corrupt frames shown (unreadable or gone backwards), both sides, both outages",
+            "agent: 0 corrupt frames shown (unreadable or gone backwards), both sides, every outage",
             {"agent": corrupt, "raw": raw_corrupt},
             sum(corrupt.values()) == 0,
         )
@@ -830,6 +949,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of media before a window starts")
     parser.add_argument("--setups", type=int, default=3, help="extra call setups per kind at the first size")
     parser.add_argument("--freeze", type=float, default=10.0, help="seconds coturn is frozen (SIGSTOP)")
+    parser.add_argument(
+        "--drop", type=float, default=10.0, help="seconds UDP between coturn's relay ports is dropped on lo"
+    )
     parser.add_argument("--cap", type=float, default=40.0, help="longest wait for media after an outage")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds watched after media is back")
     parser.add_argument(
@@ -843,7 +965,7 @@ def main() -> None:
         "--keep-logs", type=Path, help="an empty or new directory to keep the frame logs in (one per process)"
     )
     args = parser.parse_args()
-    for name in ("seconds", "freeze", "cap", "settle"):
+    for name in ("seconds", "freeze", "drop", "cap", "settle"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be positive")
     if args.warmup < 0 or args.setups < 0:
@@ -853,10 +975,12 @@ def main() -> None:
         args.warmup,
         args.setups,
         args.freeze,
+        args.drop,
         args.cap,
         args.settle,
         args.resolutions,
         args.recovery,
+        iptables_unusable() if args.recovery else None,
     )
     # Logs on stderr, so stdout is the JSON alone.
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
