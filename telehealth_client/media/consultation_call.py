@@ -223,8 +223,9 @@ class ConsultationCall:
             self._recover_soon(STALL_REASON, self.signaling.media)
         elif kind == "first-frame":
             media = str(event.get("kind"))
-            if media == "video":
-                self._attempts = 0  # media is back: the next trouble starts the back-off afresh
+            # Media is back (of any kind: a far camera may be gone for good): the next trouble
+            # starts the back-off afresh.
+            self._attempts = 0
             if media not in self._flowing:
                 self._flowing.add(media)
                 self._hub.emit(events.MediaFlowing(self._cid, media))
