@@ -28,10 +28,11 @@ installs the log (the media child has no per-frame output of its own). From the 
   SIGKILL (from the kill: the agent rebuilds in a fresh warm child). Each wait is capped at
   ``--cap`` seconds (null if no frame came), and the corrupt frames shown (unreadable, or older
   than one shown before) are counted from the outage's start until ``--settle`` seconds after
-  media came back. The agent's recovery needs its rebuild (stall -> new connection, new offer,
-  fresh TURN credentials), which needs signaling: it is measured with the real endpoints (a
-  provider calling a patient kiosk) over the development stack (relay, clinic, coturn), the
-  frames logged the same way.
+  media came back, never past the next outage's start (``watched_until_s``, from the outage's
+  end: a side not live again by then is null, and nothing is counted twice). The agent's
+  recovery needs its rebuild (stall -> new connection, new offer, fresh TURN credentials),
+  which needs signaling: it is measured with the real endpoints (a provider calling a patient
+  kiosk) over the development stack (relay, clinic, coturn), the frames logged the same way.
 
     .venv/bin/python scripts/bench_call.py [--seconds 10] [--setups 3] [--freeze 10] [--drop 10] [--cap 40]
 """
@@ -520,18 +521,23 @@ async def steady(
     return result
 
 
-def outage(frames: dict[str, SideFrames], started: float, back: float, settle: float) -> dict[str, Any]:
+def outage(
+    frames: dict[str, SideFrames], started: float, back: float, settle: float, limit: float = math.inf
+) -> dict[str, Any]:
     """After an outage from ``started`` that ended at ``back``, per side (seconds from ``back``): the
     next frame shown, the next clean one, the next live one (clean and fresh); and from ``started``
-    until ``settle`` s after the first live frame, the corrupt and the stale frames shown."""
+    until ``settle`` s after the first live frame, the corrupt and the stale frames shown. Nothing
+    shown from ``limit`` on (the next outage's start) is this outage's: none is counted twice."""
     result: dict[str, Any] = {
+        "watched_until_s": None if math.isinf(limit) else round(limit - back, 3),
         "media_back_s": {},
         "clean_back_s": {},
         "live_back_s": {},
         "corrupt_frames_shown": {},
         "stale_frames_shown": {},
     }
-    for side, items in side_shown(frames).items():
+    for side, all_items in side_shown(frames).items():
+        items = [item for item in all_items if item.at < limit]
         media = first_after(items, back, lambda item: True)
         clean = first_after(items, back, lambda item: not item.corrupt)
         live = first_after(items, back, is_live)
@@ -592,8 +598,17 @@ async def raw_recovery(turn: Turn, video: Path, taps: Path, settings: Settings) 
     finally:
         await pair.aclose()
     frames = await asyncio.to_thread(load_frames, taps)
-    results = {name: outage(frames, *moment, settings.settle) for name, moment in moments.items()}
+    results = {
+        name: outage(frames, *moment, settings.settle, limit) for name, moment, limit in bounded(moments)
+    }
     return with_skipped(results, settings)
+
+
+def bounded(moments: dict[str, tuple[float, float]]) -> list[tuple[str, tuple[float, float], float]]:
+    """Each outage (in the order made) with the start of the next one, where its watch ends."""
+    ordered = list(moments.items())
+    limits = [started for _, (started, _) in ordered[1:]] + [math.inf]
+    return [(name, moment, limit) for (name, moment), limit in zip(ordered, limits, strict=True)]
 
 
 def with_skipped(results: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -763,8 +778,8 @@ async def agent_recovery(
         await agents.aclose()
     frames = await asyncio.to_thread(load_frames, taps)
     results = {
-        name: outage(frames, *moment, settings.settle) | {"events": timelines[name]}
-        for name, moment in moments.items()
+        name: outage(frames, *moment, settings.settle, limit) | {"events": timelines[name]}
+        for name, moment, limit in bounded(moments)
     }
     return with_skipped(results, settings)
 
