@@ -26,7 +26,7 @@ from typing import Any
 from telehealth_client import events
 from telehealth_client.consultation.auditing import Auditor
 from telehealth_client.consultation.session import ConsultationSession
-from telehealth_client.media.common import TurnConfig
+from telehealth_client.media.common import CallError, TurnConfig
 from telehealth_client.media.negotiation import Phase
 from telehealth_client.media.signaling import CallSignaling, MediaBackend
 from telehealth_client.media.worker import Devices, MediaWorker
@@ -138,9 +138,20 @@ class ConsultationCall:
 
     def _warm_up(self) -> None:
         if self._warm is None and not self._closing:
-            self._warm = asyncio.ensure_future(
-                MediaWorker.spawn(on_event=self._on_worker_event, env=self._options.env)
-            )
+            self._warm = asyncio.ensure_future(self._spawn_watched())
+
+    async def _spawn_watched(self) -> MediaWorker:
+        """A fresh child, watched from its first moment: one that hangs while it waits is killed."""
+        worker = await MediaWorker.spawn(on_event=self._on_worker_event, env=self._options.env)
+        self._spawn(self._kill_if_silent(worker), "media-child-silence")
+        return worker
+
+    async def _kill_if_silent(self, worker: MediaWorker) -> None:
+        watched: set[asyncio.Future[Any]] = {worker.exited, worker.silent}
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        if not worker.exited.done():
+            log.error("media child hangs consultation=%s pid=%d: killing it", self._cid, worker.pid)
+            worker.kill()
 
     async def _turn(self) -> TurnConfig:
         grant = await self._clinic.turn_credentials(self._user_id)
@@ -154,10 +165,21 @@ class ConsultationCall:
             worker = await warm
         except Exception:
             # The warm child did not come up: one more try, cold.
-            worker = await MediaWorker.spawn(on_event=self._on_worker_event, env=self._options.env)
+            worker = await self._spawn_watched()
         self._warm_up()  # a spare for the next rebuild: recovery must not wait for aiortc's import
         self._flowing.clear()
-        await worker.start(turn, self._options.devices)
+        try:
+            await worker.start(turn, self._options.devices)
+        except CallError as exc:
+            if exc.code != "media-process":
+                raise
+            # The spare died or hung while it waited (it was killed): the call takes a fresh one.
+            log.warning(
+                "media child unusable consultation=%s reason=%s: taking a fresh one", self._cid, exc.reason
+            )
+            await worker.aclose()
+            worker = await self._spawn_watched()
+            await worker.start(turn, self._options.devices)
         self._spawn(self._watch(worker), "media-child-watch")
         return worker
 

@@ -23,6 +23,7 @@ Public API:
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -40,6 +41,8 @@ from telehealth_client.protocol.messages import Answer, EndCall, IceCandidate, O
 from telehealth_client.pubsub.bus import BusError, Envelope
 
 log = logging.getLogger(__name__)
+
+INBOX_LIMIT = 256  # signals waiting to be applied; beyond, the oldest go (a flood, not a call)
 
 
 class MediaBackend(Protocol):
@@ -85,6 +88,9 @@ class CallSignaling:
         self._media: MediaBackend | None = None
         self._lock = asyncio.Lock()  # one step (and its effects) at a time
         self._remove_handler: Callable[[], None] | None = None
+        self._inbox: collections.deque[n.Received] = collections.deque(maxlen=INBOX_LIMIT)
+        self._arrived = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None  # applies the inbox; cancelled at close
         self._end_reason: str | None = None  # why the last call ended
         self._announced: n.Phase = self._negotiation.phase
 
@@ -139,6 +145,11 @@ class CallSignaling:
         if self._remove_handler is not None:
             self._remove_handler()
             self._remove_handler = None
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+        self._inbox.clear()
         async with self._lock:
             if self._negotiation.active:
                 await self._step(n.Hangup("closed"))
@@ -164,8 +175,38 @@ class CallSignaling:
         if isinstance(message, Offer) and publisher != self._user_id and not self._accepting():
             self._dropped(envelope, "type", "an offer before the consultation is connecting")
             return
-        async with self._lock:
-            await self._step(n.Received(message, publisher, envelope.timetoken))
+        # Queued, not handled here: answering takes a media process and TURN credentials (most of a
+        # second), and the session's other messages (chat, lifecycle) must not wait behind it.
+        if len(self._inbox) == self._inbox.maxlen:
+            self._dropped(envelope, "type", "the signaling queue is full")
+        self._inbox.append(n.Received(message, publisher, envelope.timetoken))
+        self._arrived.set()
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.ensure_future(self._work())
+
+    async def _work(self) -> None:
+        """Apply queued signals in order; an offer superseded by a later one from the same sender
+        still in the queue is skipped (a burst of offers is answered once, the newest)."""
+        while True:
+            while not self._inbox:
+                self._arrived.clear()
+                await self._arrived.wait()
+            received = self._inbox.popleft()
+            if isinstance(received.signal, Offer) and any(
+                isinstance(later.signal, Offer) and later.publisher == received.publisher
+                for later in self._inbox
+            ):
+                log.info(
+                    "signal ignored consultation=%s code=superseded reason=a newer offer follows", self._cid
+                )
+                continue
+            try:
+                async with self._lock:
+                    await self._step(received)
+            except Exception as exc:  # one signal's failure must not stop the ones after it
+                log.error(
+                    "signal handling failed consultation=%s error=%s", self._cid, describe_exception(exc)
+                )
 
     def _dropped(self, envelope: Envelope, field: str, reason: str) -> None:
         log.warning(

@@ -120,6 +120,11 @@ class MediaWorker:
                 self._dispatch(message)
         except (ValueError, asyncio.LimitOverrunError):
             log.error("media child wrote an over-long line pid=%d", self.pid)
+        except asyncio.CancelledError:
+            # Its owner is gone without closing it (the agent stops): the child goes too, never
+            # left running on its own, and the wait below ends.
+            self.kill()
+            raise
         finally:
             code = await self._process.wait()
             failure = CallError("media-process", f"the media process exited ({_describe_exit(code)})")
@@ -133,6 +138,8 @@ class MediaWorker:
                 self._silence.cancel()
             if not self.exited.done():
                 self.exited.set_result(code)
+            if self._process.stdin is not None:
+                self._process.stdin.close()
 
     def _heard(self) -> None:
         if self._silence is not None:

@@ -1,0 +1,118 @@
+"""Call defects found by a review from outside: a warm spare media child that hung before it was used
+held up the consultation's chat for 20 s and then failed the call (it is now watched from its start and
+replaced); a burst of offers held up the chat while each was answered (signals are now applied off the
+session's receive path, and a burst is answered once, the newest)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from aiortc import RTCPeerConnection
+
+from telehealth_client import events
+from telehealth_client.media.worker import MediaWorker
+from telehealth_client.protocol.messages import ConsultationState as S
+
+from ..consultation.conftest import (
+    APPOINTMENT,
+    CONSULTATION,
+    DEPARTMENT,
+    PATIENT,
+    PROVIDER,
+    Parts,
+    RecordingHub,
+)
+from .test_consultation_call import flowing, media_options
+
+pytestmark = pytest.mark.integration
+
+VIDEO = f"{CONSULTATION}.video"
+
+
+async def test_a_hung_warm_spare_does_not_block_the_call_or_the_chat(parts: Parts, tmp_path: Path) -> None:
+    patient_hub, provider_hub = RecordingHub(), RecordingHub()
+    provider_store = await parts.durable("provider-state", PROVIDER)
+    kiosk_store = await parts.durable("kiosk-state")
+    provider = await parts.provider(
+        provider_hub, durable=provider_store, media=media_options(tmp_path, "provider")
+    )
+    await parts.record_consent()
+    patient = parts.patient(patient_hub, durable=kiosk_store, media=media_options(tmp_path, "patient"))
+    await patient.check_in(
+        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
+    )
+    await provider_hub.wait_state(S.CHECKED_IN)
+    await provider.join(CONSULTATION)
+    await patient_hub.wait_state(S.CONNECTING)
+
+    call = patient.call
+    assert call is not None and call._warm is not None
+    spare = await asyncio.wait_for(asyncio.shield(call._warm), 30)
+    assert isinstance(spare, MediaWorker)
+    os.kill(spare.pid, signal.SIGSTOP)
+    try:
+        await provider.call(CONSULTATION)
+        # The chat goes on while the patient's side builds its answer (before: held for 20 s).
+        entry = await provider.chat(CONSULTATION).send("while the call is set up")
+        await patient_hub.wait_for(
+            lambda e: isinstance(e, events.ChatMessageAdded) and e.message_id == entry.id, within=10.0
+        )
+        # The hung spare is killed and the call connects in a fresh child (before: the call failed).
+        assert await asyncio.wait_for(spare.exited, 30.0) == -signal.SIGKILL
+        await patient_hub.wait_for(flowing("video"), within=30.0)
+        assert not [
+            e for e in patient_hub.items if isinstance(e, events.CallStateChanged) and e.phase == "ended"
+        ]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(spare.pid, signal.SIGCONT)
+
+
+async def an_offer_sdp() -> str:
+    pc = RTCPeerConnection()
+    pc.addTransceiver("video")
+    pc.addTransceiver("audio")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
+async def test_an_offer_burst_does_not_hold_up_the_chat(parts: Parts, tmp_path: Path) -> None:
+    patient_hub, provider_hub = RecordingHub(), RecordingHub()
+    provider_store = await parts.durable("provider-state", PROVIDER)
+    kiosk_store = await parts.durable("kiosk-state")
+    provider = await parts.provider(provider_hub, durable=provider_store)
+    await parts.record_consent()
+    patient = parts.patient(patient_hub, durable=kiosk_store, media=media_options(tmp_path, "patient"))
+    await patient.check_in(
+        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
+    )
+    await provider_hub.wait_state(S.CHECKED_IN)
+    await provider.join(CONSULTATION)
+    await patient_hub.wait_state(S.CONNECTING)
+    call = patient.call
+    assert call is not None and call._warm is not None
+    await asyncio.wait_for(asyncio.shield(call._warm), 30)
+
+    sdp = await an_offer_sdp()
+    bus = provider.session(CONSULTATION).bus
+    now = datetime.now(UTC).isoformat()
+    for _ in range(16):  # answered one by one, the chat behind them waited about 12 s
+        await bus.publish(
+            VIDEO, {"type": "offer", "senderId": PROVIDER, "timestamp": now, "sdp": sdp}, store=False
+        )
+    started = time.monotonic()
+    entry = await provider.chat(CONSULTATION).send("after the burst")
+    await patient_hub.wait_for(
+        lambda e: isinstance(e, events.ChatMessageAdded) and e.message_id == entry.id, within=60.0
+    )
+    took = time.monotonic() - started
+    assert took < 5.0, f"the chat waited {took:.1f} s behind 16 offers"
