@@ -33,8 +33,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -47,6 +45,7 @@ from telehealth_client import events
 from telehealth_client.consultation.auditing import Auditor
 from telehealth_client.consultation.deliveries import DeliveryRouter
 from telehealth_client.consultation.session import now
+from telehealth_client.consultation.state_file import write_atomically
 from telehealth_client.logs import describe_exception
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.channels import InvalidIdError, validate_id
@@ -183,22 +182,7 @@ class EscalationStore:
             self._forget_merged()
             return
         body = json.dumps([_to_json(e) for e in escalations]).encode()
-        sealed = self._sealer.seal(body, associated=STORE_NAME.encode())
-        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".escalations-")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(sealed)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, self._path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        descriptor = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        write_atomically(self._path, self._sealer.seal(body, associated=STORE_NAME.encode()))
         self._forget_merged()
 
     def _forget_merged(self) -> None:

@@ -160,14 +160,21 @@ def save(state_dir: Path, consultation: Consultation) -> None:
     directory = Path(state_dir)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     body = json.dumps(_to_json(consultation), separators=(",", ":"), sort_keys=True).encode()
+    write_atomically(path_of(directory), body)
+
+
+def write_atomically(path: Path, body: bytes) -> None:
+    """``path`` holds ``body`` or what it held before, never half of it, also after a power loss:
+    written beside it (mode 0600), flushed, renamed over it, the directory flushed."""
+    directory = path.parent
     # mkstemp creates the file 0600 and unique, in the same directory so the rename is atomic.
-    fd, temporary = tempfile.mkstemp(prefix=f".{FILE_NAME}.", suffix=".tmp", dir=directory)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(body)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, path_of(directory))
+        os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)

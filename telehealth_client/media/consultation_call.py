@@ -147,10 +147,16 @@ class ConsultationCall:
         return worker
 
     async def _kill_if_silent(self, worker: MediaWorker) -> None:
+        """A child that hangs (a stuck codec, a stopped process) will not answer: make it a dead one
+        (``_watch`` then treats it as any child that died)."""
         watched: set[asyncio.Future[Any]] = {worker.exited, worker.silent}
         await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         if not worker.exited.done():
             log.error("media child hangs consultation=%s pid=%d: killing it", self._cid, worker.pid)
+            if not self._closing and self.signaling.media is worker:
+                self._hub.emit(
+                    events.MediaFailed(self._cid, "media-process", "the media process stopped answering")
+                )
             worker.kill()
 
     async def _turn(self) -> TurnConfig:
@@ -217,16 +223,7 @@ class ConsultationCall:
             delay = RETRY_SECONDS  # TURN (or the media child) not there yet: try again soon
 
     async def _watch(self, worker: MediaWorker) -> None:
-        watched: set[asyncio.Future[Any]] = {worker.exited, worker.silent}
-        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-        if not worker.exited.done():
-            # Hung (a stuck codec, a stopped process): it will not answer; make it a dead one.
-            log.error("media child hangs consultation=%s pid=%d: killing it", self._cid, worker.pid)
-            if not self._closing and self.signaling.media is worker:
-                self._hub.emit(
-                    events.MediaFailed(self._cid, "media-process", "the media process stopped answering")
-                )
-            worker.kill()
+        # A hung child is killed by its silence watch (``_kill_if_silent``): here it is one that died.
         code = await worker.exited
         if self._closing or self.signaling.media is not worker:
             return  # closed on purpose, or already replaced
