@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from telehealth_client import events
+from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.media.consultation_call import MediaOptions
 from telehealth_client.protocol.messages import ConsultationState as S
 
@@ -40,6 +41,24 @@ def media_options(tmp_path: Path, name: str) -> MediaOptions:
 
 def flowing(kind: str) -> object:
     return lambda e: isinstance(e, events.MediaFlowing) and e.media == kind
+
+
+async def call_under_way(parts: Parts, tmp_path: Path) -> tuple[PatientEndpoint, RecordingHub, RecordingHub]:
+    """A kiosk checked in, its provider joined and called: video flowing both ways."""
+    patient_hub, provider_hub = RecordingHub(), RecordingHub()
+    provider = await parts.provider(provider_hub, media=media_options(tmp_path, "provider"))
+    await parts.record_consent()
+    patient = parts.patient(patient_hub, media=media_options(tmp_path, "patient"))
+    await patient.check_in(
+        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
+    )
+    await provider_hub.wait_state(S.CHECKED_IN)
+    await provider.join(CONSULTATION)
+    await patient_hub.wait_state(S.CONNECTING)
+    await provider.call(CONSULTATION)
+    for hub in (patient_hub, provider_hub):
+        await hub.wait_for(flowing("video"), within=WAIT)
+    return patient, patient_hub, provider_hub
 
 
 async def test_a_call_moves_the_consultation_to_in_progress_and_survives_a_killed_media_child(
@@ -94,19 +113,7 @@ async def test_a_call_frozen_by_its_turn_server_is_rebuilt_once_turn_answers_aga
 ) -> None:
     """coturn frozen (SIGSTOP): aiortc would say nothing for ~30 s; the watchdog notices the stall,
     rebuilds are retried with back-off while TURN is out of reach, and media comes back after it."""
-    patient_hub, provider_hub = RecordingHub(), RecordingHub()
-    provider = await parts.provider(provider_hub, media=media_options(tmp_path, "provider"))
-    await parts.record_consent()
-    patient = parts.patient(patient_hub, media=media_options(tmp_path, "patient"))
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
-    await provider_hub.wait_state(S.CHECKED_IN)
-    await provider.join(CONSULTATION)
-    await patient_hub.wait_state(S.CONNECTING)
-    await provider.call(CONSULTATION)
-    for hub in (patient_hub, provider_hub):
-        await hub.wait_for(flowing("video"), within=WAIT)
+    patient, patient_hub, provider_hub = await call_under_way(parts, tmp_path)
 
     turn = parts.stack.turn
     assert turn is not None and turn.pid is not None
@@ -127,19 +134,7 @@ async def test_a_call_frozen_by_its_turn_server_is_rebuilt_once_turn_answers_aga
 async def test_a_call_through_a_restarted_turn_server_comes_back(parts: Parts, tmp_path: Path) -> None:
     """coturn killed and started again on its port: aiortc alone never recovers (its allocations are
     gone); the stall watchdog rebuilds the call on new allocations."""
-    patient_hub, provider_hub = RecordingHub(), RecordingHub()
-    provider = await parts.provider(provider_hub, media=media_options(tmp_path, "provider"))
-    await parts.record_consent()
-    patient = parts.patient(patient_hub, media=media_options(tmp_path, "patient"))
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
-    await provider_hub.wait_state(S.CHECKED_IN)
-    await provider.join(CONSULTATION)
-    await patient_hub.wait_state(S.CONNECTING)
-    await provider.call(CONSULTATION)
-    for hub in (patient_hub, provider_hub):
-        await hub.wait_for(flowing("video"), within=WAIT)
+    patient, patient_hub, provider_hub = await call_under_way(parts, tmp_path)
 
     turn = parts.stack.turn
     assert turn is not None
@@ -156,19 +151,7 @@ async def test_a_call_whose_udp_is_dropped_for_a_while_comes_back(parts: Parts, 
     """Every datagram between coturn's relay ports dropped on lo (iptables, removed afterwards):
     the watchdog sees the stall, rebuilds are retried while nothing gets through, and media comes
     back once the path does."""
-    patient_hub, provider_hub = RecordingHub(), RecordingHub()
-    provider = await parts.provider(provider_hub, media=media_options(tmp_path, "provider"))
-    await parts.record_consent()
-    patient = parts.patient(patient_hub, media=media_options(tmp_path, "patient"))
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
-    await provider_hub.wait_state(S.CHECKED_IN)
-    await provider.join(CONSULTATION)
-    await patient_hub.wait_state(S.CONNECTING)
-    await provider.call(CONSULTATION)
-    for hub in (patient_hub, provider_hub):
-        await hub.wait_for(flowing("video"), within=WAIT)
+    patient, patient_hub, provider_hub = await call_under_way(parts, tmp_path)
 
     turn = parts.stack.turn
     assert turn is not None
@@ -191,19 +174,7 @@ async def test_a_hung_media_child_is_replaced_and_the_call_comes_back(parts: Par
     """A media child that stops answering (SIGSTOP: a stuck codec looks the same from outside) is
     killed and the call rebuilt in a fresh child (MediaWorker's silence watch is tested on its own
     in test_worker.py: here the provider's stall rebuild may get there first)."""
-    patient_hub, provider_hub = RecordingHub(), RecordingHub()
-    provider = await parts.provider(provider_hub, media=media_options(tmp_path, "provider"))
-    await parts.record_consent()
-    patient = parts.patient(patient_hub, media=media_options(tmp_path, "patient"))
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
-    await provider_hub.wait_state(S.CHECKED_IN)
-    await provider.join(CONSULTATION)
-    await patient_hub.wait_state(S.CONNECTING)
-    await provider.call(CONSULTATION)
-    for hub in (patient_hub, provider_hub):
-        await hub.wait_for(flowing("video"), within=WAIT)
+    patient, patient_hub, provider_hub = await call_under_way(parts, tmp_path)
 
     call = patient.call
     assert call is not None and call.worker is not None
