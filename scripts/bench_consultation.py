@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from telehealth_client import events, logs
 from telehealth_client.consultation import state_file
@@ -79,14 +79,18 @@ async def seen_after(witness: Witness, mark: int, matches: Any) -> float:
 class BarePair:
     """Two plain buses on the stack: a patient publishing, the provider's standing token receiving."""
 
-    def __init__(self, sender: PubNubBus, receiver: PubNubBus, channel: str) -> None:
+    def __init__(
+        self, sender: PubNubBus, receiver: PubNubBus, channel: str, wait_seconds: float = WAIT_SECONDS
+    ) -> None:
         self.sender = sender
         self.receiver = receiver
         self.channel = channel
+        self.wait_seconds = wait_seconds
         self._arrived: asyncio.Future[float] | None = None
 
     @classmethod
-    async def open(cls, cast: Cast) -> BarePair:
+    async def open(cls, cast: Cast, wait_seconds: float = WAIT_SECONDS) -> Self:
+        """Also used by scripts/bench_durability.py (its waits are longer)."""
         assert cast.stack.clinic is not None
         await cast.kiosk_clinic.record_consent(BARE_PATIENT, True, None)
         patient = await cast.kiosk_clinic.request_token(BARE_PATIENT, "patient", providerId=PROVIDER)
@@ -99,6 +103,7 @@ class BarePair:
             cast.bus(BARE_PATIENT, patient.token),
             cast.bus(PROVIDER, provider.token),
             channels.consultation(PROVIDER, BARE_PATIENT),
+            wait_seconds,
         )
         connected = asyncio.Event()
 
@@ -109,7 +114,7 @@ class BarePair:
         remove = pair.receiver.add_status_listener(on_status)
         await pair.receiver.subscribe([pair.channel], pair._on_message)
         if pair.receiver.status is not ConnectionStatus.CONNECTED:
-            await asyncio.wait_for(connected.wait(), WAIT_SECONDS)
+            await asyncio.wait_for(connected.wait(), wait_seconds)
         remove()
         return pair
 
@@ -121,7 +126,7 @@ class BarePair:
         self._arrived = asyncio.get_running_loop().create_future()
         started = time.perf_counter()
         await self.sender.publish(self.channel, payload)
-        arrived = await asyncio.wait_for(self._arrived, WAIT_SECONDS)
+        arrived = await asyncio.wait_for(self._arrived, self.wait_seconds)
         return (arrived - started) * 1000
 
 

@@ -39,17 +39,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench_consultation import BarePair as LatencyPair  # scripts/ is on the path when a script runs
+
 from telehealth_client import events, logs
 from telehealth_client.consultation.chat import ConsultationChat
 from telehealth_client.consultation.session import now
 from telehealth_client.demo.cast import APPOINTMENT, CONSULTATION, DEPARTMENT, PATIENT, PROVIDER, Cast
 from telehealth_client.demo.witness import Witness
-from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import ChatMessage, ConsultationState, encode
-from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
-from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.audit import AuditTrail, ChainKeys, audit_event
-from telehealth_client.security.clinic_client import ClinicClient
 
 WAIT_SECONDS = 30.0
 WARM_UP = 10  # samples of each kind dropped before measuring (first requests open connections)
@@ -149,54 +147,8 @@ class CuttableHop:
         sink.transport.abort()  # one side ended: end the other, or a half-open pair holds the link
 
 
-class BarePair:
-    """Two plain buses on the stack: a patient publishing, the provider's standing token receiving."""
-
-    def __init__(self, sender: PubNubBus, receiver: PubNubBus, channel: str) -> None:
-        self.sender = sender
-        self.receiver = receiver
-        self.channel = channel
-        self._arrived: asyncio.Future[float] | None = None
-
-    @classmethod
-    async def open(cls, cast: Cast) -> BarePair:
-        assert cast.stack.clinic is not None
-        await cast.kiosk_clinic.record_consent(BARE_PATIENT, True, None)
-        patient = await cast.kiosk_clinic.request_token(BARE_PATIENT, "patient", providerId=PROVIDER)
-        provider_clinic = ClinicClient(cast.stack.clinic.url, cast.stack.users[PROVIDER].credential)
-        try:
-            provider = await provider_clinic.request_token(PROVIDER, "provider", departmentId=DEPARTMENT)
-        finally:
-            await provider_clinic.aclose()
-        pair = cls(
-            cast.bus(BARE_PATIENT, patient.token),
-            cast.bus(PROVIDER, provider.token),
-            channels.consultation(PROVIDER, BARE_PATIENT),
-        )
-        connected = asyncio.Event()
-
-        def on_status(change: StatusChange) -> None:
-            if change.status is ConnectionStatus.CONNECTED:
-                connected.set()
-
-        remove = pair.receiver.add_status_listener(on_status)
-        await pair.receiver.subscribe([pair.channel], pair._on_message)
-        if pair.receiver.status is not ConnectionStatus.CONNECTED:
-            await asyncio.wait_for(connected.wait(), WAIT_SECONDS)
-        remove()
-        return pair
-
-    def _on_message(self, envelope: Envelope) -> None:
-        if self._arrived is not None and not self._arrived.done():
-            self._arrived.set_result(time.perf_counter())
-
-    async def sample(self, payload: dict[str, Any]) -> float:
-        """Publish to handler, in ms."""
-        self._arrived = asyncio.get_running_loop().create_future()
-        started = time.perf_counter()
-        await self.sender.publish(self.channel, payload)
-        arrived = await asyncio.wait_for(self._arrived, WAIT_SECONDS)
-        return (arrived - started) * 1000
+class BarePair(LatencyPair):
+    """bench_consultation's bare pair (publish-to-handler latency), and the bare bus's publish rate."""
 
     async def publishes_per_second(self, count: int = RATE_PUBLISHES) -> float:
         """Sequential awaited publishes (each answered by the relay), per second."""
@@ -344,7 +296,7 @@ async def bench(messages: int, queued: int, appends: int, state_dir: Path) -> di
         hop = CuttableHop(cast.stack.relay.origin)
         await hop.start()
         await cast.start_agents(patient_origin=hop.origin)
-        bare = await BarePair.open(cast)
+        bare = await BarePair.open(cast, WAIT_SECONDS)
         chat = await consultation_in_progress(cast)
         provider = cast.witnesses["provider"]
         chat_ms, returns_ms, bare_ms = await chat_latency(chat, provider, bare, messages)
