@@ -439,7 +439,7 @@ class ProviderEndpoint:
 
     async def call(self, consultation_id: str) -> ConsultationCall:
         """Call the consultation's patient: returns once the offer is out; the consultation moves
-        to in-progress when the patient's video arrives."""
+        to in-progress when the patient's media arrives (video, or audio alone)."""
         session = self.session(consultation_id)
         if self._media is None:
             raise SessionError("no-media", "this endpoint has no media configured")
@@ -473,7 +473,7 @@ class ProviderEndpoint:
         return call
 
     async def _media_flowing(self, consultation_id: str) -> None:
-        """The patient's video is here: the consultation is in progress."""
+        """The patient's media is here: the consultation is in progress."""
         session = self._sessions.get(consultation_id)
         if (
             session is not None

@@ -293,7 +293,7 @@ def describe_quality(event: events.CallQualityChanged) -> str:
 
 async def call(scene: Scene) -> None:
     """The provider calls; the kiosk answers by itself; relay-only media both ways, each agent's
-    media in its own child process; the patient's video moves the consultation to in-progress."""
+    media in its own child process; the patient's media moves the consultation to in-progress."""
     started = time.monotonic()
     placed = await scene.cast.provider.call(CONSULTATION)
     for agent in ("patient", "provider"):

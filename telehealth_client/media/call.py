@@ -17,7 +17,9 @@ Public API:
   ``await answer(remote_offer) -> sdp``, ``await accept_answer(sdp)``, ``await
   add_candidate(candidate)`` (the browser's ``toJSON()`` shape, with or without ``candidate:``),
   ``received`` (frames per kind), ``first_frame_at`` (loop time of the first remote video frame),
-  ``stalls``; ``on_stall()`` is called when media that flowed stops for ``stall_after`` seconds,
+  ``stalls``; ``on_stall()`` is called when media that flowed stops for ``stall_after`` seconds
+  (or none came ``connect_within`` seconds after the descriptions were exchanged) and no packet
+  of any kind arrived meanwhile either,
   ``await aclose()``. ``on_frame(kind, frame)`` sees every decoded remote video frame that is
   clean (see below) and every audio frame.
 - Quality: once negotiated, the call samples its stats every ``quality_every`` seconds (a
@@ -66,6 +68,7 @@ from telehealth_client.media.quality import (
     cap_video_encoder,
     encoder_bitrate_range,
     gate_video_receiver,
+    inbound_packets,
     internals_usable,
 )
 from telehealth_client.protocol.messages import IceCandidate
@@ -198,6 +201,7 @@ class MediaCall:
         self._connect_within = connect_within  # no media at all this long after setup: a stall too
         self._on_stall = on_stall
         self._stall_timer: asyncio.TimerHandle | None = None
+        self._packets_when_armed: int | None = None
         self.stalls = 0
         self._on_quality = on_quality
         self._quality_every = quality_every
@@ -348,10 +352,20 @@ class MediaCall:
         if self._stall_timer is not None:
             self._stall_timer.cancel()
         self._stall_timer = asyncio.get_running_loop().call_later(seconds, self._stalled)
+        self._packets_when_armed = None if self._pc is None else inbound_packets(self._pc)
 
     def _stalled(self) -> None:
         self._stall_timer = None
         if self._closed:
+            return
+        before = self._packets_when_armed
+        now = None if self._pc is None else inbound_packets(self._pc)
+        if before is not None and now is not None and now > before:
+            # No frame, but packets still arrive (at least the far end's receiver reports): the
+            # path is alive and the far end sends no media (a one-way call, or its camera and
+            # microphone gone). A rebuild would not change that, and would cut what we send.
+            log.debug("no remote media but the path is alive packets=%d", now - before)
+            self._arm_watchdog(self._stall_after)
             return
         self.stalls += 1
         log.warning("media stalled seconds=%.1f received=%s", self._stall_after, self.received)

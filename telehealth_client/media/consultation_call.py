@@ -4,8 +4,9 @@
 ``.video`` channel; a media child (``MediaWorker``) started warm as soon as the call is built, so
 the call does not wait for aiortc's import; TURN credentials from the clinic backend; and the
 consequences for the consultation. The patient side answers by itself once the consultation is
-connecting (the provider calls). When remote video first arrives the provider's side moves the
-consultation to in-progress (``CONSULTATION_STARTED``). When the media child dies, or the media
+connecting (the provider calls). When the far side's media (video, or audio alone from a kiosk
+without a camera) first arrives the provider's side moves the consultation to in-progress
+(``CONSULTATION_STARTED``). When the media child dies, or the media
 stalls (the child's watchdog: no frame for 2 s), the call is rebuilt on a new connection in a fresh
 child (a spare is kept warm), with back-off while rebuilds do not bring media back, until the
 consultation ends; the consultation, chat and audit go on untouched, and the failure is reported.
@@ -246,9 +247,11 @@ class ConsultationCall:
             # starts the back-off afresh.
             self._attempts = 0
             if media not in self._flowing:
+                first = not self._flowing
                 self._flowing.add(media)
                 self._hub.emit(events.MediaFlowing(self._cid, media))
-                if media == "video" and self._on_media_flowing is not None:
+                if first and self._on_media_flowing is not None:
+                    # Video, or audio from a kiosk whose camera is gone: the call is on either way.
                     self._spawn(self._on_media_flowing(media), "media-flowing")
         elif kind == "quality":
             self._hub.emit(quality_event(self._cid, event))

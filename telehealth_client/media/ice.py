@@ -1,29 +1,48 @@
 """STUN retransmission pacing for the media child: the one place that reaches into aioice.
 
-Measured here: in a relay-only call the callee's first connectivity check reaches the caller's
-TURN allocation before the caller has the answer and a permission for the callee, so coturn drops
-it; with aioice's 500 ms first retransmission the call then waits half a second (offer to first
-frame 0.56-0.59 s, of which 0.48 s is that wait). A 100 ms first retransmission brings the call up
-in about 0.1 s. The number of retransmissions grows so that a transaction still gives up after
-about 25 s (aioice: 0.5 s x 63 = 31.5 s), not after 6 s.
+Measured here, two waits that aioice's RFC pacing (500 ms, doubling) puts into a call:
+- Setup: in a relay-only call the callee's first connectivity check reaches the caller's TURN
+  allocation before the caller has the answer and a permission for the callee, so coturn drops it;
+  the call then waits for the first retransmission (offer to first frame 0.56-0.59 s, of which
+  0.48 s is that wait). A 100 ms first retransmission brings the call up in about 0.1 s.
+- Recovery: a call rebuilt while the path is cut (a 10 s UDP outage) keeps checking with doubling
+  intervals, 3.2 s and 6.4 s apart by the time the path is back, so media returned 4.7-5.2 s after
+  the outage ended. Checks at most 250 ms apart bring it back within about half a second, for
+  four small datagrams a second while nothing gets through.
+The number of retransmissions is chosen so that a transaction still gives up after about 25 s
+(aioice: 0.5 s x 63 = 31.5 s), not after 6 s.
 
-aioice has no API for this: its module constants are set, pinned to the aioice versions this was
-measured with; any other version leaves aioice as it is and says so once.
+aioice has no API for this: its module constants and the transaction's retransmission step are
+set, pinned to the aioice versions this was measured with; any other version leaves aioice as it
+is and says so once.
 
 Public API: ``tune_stun_retransmission() -> bool`` (True when applied); ``FIRST_RETRANSMISSION``,
-``RETRANSMISSIONS``, ``PINNED_VERSIONS``.
+``LONGEST_INTERVAL``, ``RETRANSMISSIONS``, ``give_up_after()``, ``PINNED_VERSIONS``.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
 log = logging.getLogger(__name__)
 
 PINNED_VERSIONS: Final = ("0.13.",)  # version prefixes (pyproject allows aioice <0.14)
-FIRST_RETRANSMISSION: Final = 0.1  # seconds; doubling after each
-RETRANSMISSIONS: Final = 8  # 0.1 s x (2**8 - 1) = 25.5 s before a transaction gives up
+FIRST_RETRANSMISSION: Final = 0.1  # seconds; doubling after each ...
+LONGEST_INTERVAL: Final = 0.25  # ... up to this
+RETRANSMISSIONS: Final = 100
+_STEP = "_Transaction__retry"  # aioice's private retransmission step (name-mangled)
+_DELAY = "_Transaction__timeout_delay"  # the interval before the next retransmission
+
+
+def give_up_after() -> float:
+    """Seconds from a transaction's first send until it gives up (about 25 s)."""
+    total, interval = 0.0, FIRST_RETRANSMISSION
+    for _ in range(RETRANSMISSIONS + 1):
+        total += interval
+        interval = min(interval * 2, LONGEST_INTERVAL)
+    return total
 
 
 def tune_stun_retransmission() -> bool:
@@ -31,9 +50,30 @@ def tune_stun_retransmission() -> bool:
     import aioice.stun
 
     version = getattr(aioice, "__version__", "unknown")
-    if not version.startswith(PINNED_VERSIONS) or not hasattr(aioice.stun, "RETRY_RTO"):
+    transaction = getattr(aioice.stun, "Transaction", None)
+    step = getattr(transaction, _STEP, None)
+    if (
+        not version.startswith(PINNED_VERSIONS)
+        or not hasattr(aioice.stun, "RETRY_RTO")
+        or not hasattr(aioice.stun, "RETRY_MAX")
+        or step is None
+    ):
         log.warning("stun retransmission left as it is aioice=%s (pinned to %s)", version, PINNED_VERSIONS)
         return False
     aioice.stun.RETRY_RTO = FIRST_RETRANSMISSION
     aioice.stun.RETRY_MAX = RETRANSMISSIONS
+    if not getattr(step, "paced", False):
+        setattr(transaction, _STEP, _paced(step))
     return True
+
+
+def _paced(step: Callable[[Any], None]) -> Callable[[Any], None]:
+    """aioice's step (send, schedule the next, double the interval), the interval then capped."""
+
+    def paced_step(transaction: Any) -> None:
+        step(transaction)
+        if getattr(transaction, _DELAY, 0.0) > LONGEST_INTERVAL:
+            setattr(transaction, _DELAY, LONGEST_INTERVAL)
+
+    paced_step.paced = True  # type: ignore[attr-defined]
+    return paced_step

@@ -230,6 +230,7 @@ def _round(value: float | None) -> float | None:
 PINNED_AIORTC: Final = "1.16.0"
 _SENDER_ENCODER: Final = "_RTCRtpSender__encoder"  # set lazily by the sender's first encode
 _RECEIVER_JITTER_BUFFER: Final = "_RTCRtpReceiver__jitter_buffer"  # .add(packet) -> (pli, frame)
+_DTLS_RX_PACKETS: Final = "_RTCDtlsTransport__rx_packets"  # every datagram: DTLS, RTP and RTCP
 _warned = False
 
 
@@ -320,3 +321,18 @@ def gate_video_receiver(receiver: Any, wrap: Callable[[JitterAdd], JitterAdd]) -
         return False
     buffer.add = wrap(buffer.add)
     return True
+
+
+def inbound_packets(pc: Any) -> int | None:
+    """Datagrams received so far on ``pc``'s transports (media, RTCP and DTLS alike); None if it
+    cannot be read. getStats() has the same number, but not synchronously, per frame."""
+    if not internals_usable():
+        return None
+    transports = {id(t.receiver.transport): t.receiver.transport for t in pc.getTransceivers()}
+    counts: list[int] = []
+    for transport in transports.values():
+        count = getattr(transport, _DTLS_RX_PACKETS, None)
+        if not isinstance(count, int):
+            return None
+        counts.append(count)
+    return sum(counts) if counts else None

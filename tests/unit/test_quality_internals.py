@@ -22,6 +22,7 @@ from telehealth_client.media.quality import (
     cap_video_encoder,
     encoder_bitrate_range,
     gate_video_receiver,
+    inbound_packets,
     internals_usable,
 )
 
@@ -93,5 +94,20 @@ async def test_the_receivers_jitter_buffer_is_where_it_is_read() -> None:
         assert "pli_flag, encoded_frame = self.__jitter_buffer.add(packet)" in source
         assert "await self._send_rtcp_pli(packet.ssrc)" in source
         assert gate_video_receiver(object(), wrap) is False
+    finally:
+        await pc.close()
+
+
+async def test_the_transports_packet_counter_is_where_it_is_read() -> None:
+    """The stall watchdog tells a dead path from a far end that sends no media by this counter."""
+    pc = RTCPeerConnection()
+    try:
+        pc.addTrack(VideoStreamTrack())
+        pc.addTransceiver("audio", direction="recvonly")
+        transport = pc.getTransceivers()[0].receiver.transport
+        assert getattr(transport, "_RTCDtlsTransport__rx_packets", None) == 0, "aiortc moved the counter"
+        assert inbound_packets(pc) == 0
+        transport._RTCDtlsTransport__rx_packets = 7  # type: ignore[attr-defined]
+        assert inbound_packets(pc) == 7
     finally:
         await pc.close()

@@ -172,3 +172,29 @@ async def test_media_that_stops_is_declared_stalled_within_the_watchdog_time(tur
     finally:
         await provider.aclose()
         await patient.aclose()
+
+
+async def test_a_one_way_call_is_not_taken_for_a_stall_while_the_far_end_is_there(turn: TurnServer) -> None:
+    """The provider sends, the kiosk has no devices: the provider never receives a frame, but the
+    kiosk's receiver reports keep arriving, so no stall (it would rebuild the call every few
+    seconds, cutting the video it sends); once the kiosk is gone, nothing arrives: a stall."""
+    at_patient = Receiver(150)  # 5 s of video: the watchdog's windows pass over and over
+    stalled = asyncio.Event()
+    provider = MediaCall(
+        turn_config(turn, "dr-lee"),
+        tracks=[NumberedVideoTrack(), AudioStreamTrack()],
+        connect_within=1.0,
+        on_stall=stalled.set,
+    )
+    patient = MediaCall(turn_config(turn), on_frame=at_patient)  # no camera, no microphone
+    try:
+        await provider.accept_answer(await patient.answer(await provider.offer()))
+        await asyncio.wait_for(at_patient.done.wait(), WAIT)
+        assert provider.received == {"audio": 0, "video": 0}
+        assert provider.stalls == 0 and not stalled.is_set()
+        await patient.aclose()
+        await asyncio.wait_for(stalled.wait(), WAIT)
+        assert provider.stalls == 1
+    finally:
+        await provider.aclose()
+        await patient.aclose()

@@ -6,6 +6,7 @@ reported and the call is rebuilt in a fresh child while the consultation goes on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 from pathlib import Path
@@ -186,3 +187,29 @@ async def test_a_hung_media_child_is_replaced_and_the_call_comes_back(parts: Par
         await hub.wait_for(flowing("video"), count=2, within=WAIT)
     assert call.worker is not None and call.worker is not hung
     assert patient.state is S.IN_PROGRESS
+
+
+async def test_a_kiosk_without_a_camera_still_starts_the_consultation_on_its_audio(
+    parts: Parts, tmp_path: Path
+) -> None:
+    """The kiosk's camera is gone (its microphone works): the provider hears the patient, and
+    the consultation moves to in-progress on that audio."""
+    patient_hub, provider_hub = RecordingHub(), RecordingHub()
+    provider = await parts.provider(provider_hub, media=media_options(tmp_path, "provider"))
+    await parts.record_consent()
+    env, devices = child_env(tmp_path, "patient")
+    without_camera = MediaOptions(dataclasses.replace(devices, camera=None, camera_is_file=False), env)
+    patient = parts.patient(patient_hub, media=without_camera)
+    await patient.check_in(
+        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
+    )
+    await provider_hub.wait_state(S.CHECKED_IN)
+    await provider.join(CONSULTATION)
+    await patient_hub.wait_state(S.CONNECTING)
+    await provider.call(CONSULTATION)
+    await provider_hub.wait_for(flowing("audio"), within=WAIT)
+    await patient_hub.wait_for(flowing("video"), within=WAIT)
+    await provider_hub.wait_state(S.IN_PROGRESS)
+    await patient_hub.wait_state(S.IN_PROGRESS)
+    assert not [e for e in provider_hub.items if isinstance(e, events.MediaFlowing) and e.media == "video"]
+    assert not [e for e in provider_hub.items + patient_hub.items if isinstance(e, events.MediaFailed)]
