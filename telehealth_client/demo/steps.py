@@ -283,12 +283,20 @@ def media_flowing(kind: str) -> Callable[[Any], bool]:
 
 
 def measured_quality(e: Any) -> bool:
-    return isinstance(e, events.CallQualityChanged) and e.consultation_id == CONSULTATION and e.fps > 0
+    """A sample with frames counted and the round trip known (from the far end's first report)."""
+    return (
+        isinstance(e, events.CallQualityChanged)
+        and e.consultation_id == CONSULTATION
+        and e.fps > 0
+        and e.rtt_ms is not None
+    )
 
 
 def describe_quality(event: events.CallQualityChanged) -> str:
-    rtt = "?" if event.rtt_ms is None else f"{event.rtt_ms:.0f} ms"
-    return f"quality {event.level}/5, {event.fps:.0f} fps {event.width}x{event.height}, round trip {rtt}"
+    return (
+        f"quality {event.level}/5, {event.fps:.0f} fps {event.width}x{event.height}, "
+        f"round trip {event.rtt_ms:.0f} ms"
+    )
 
 
 async def call(scene: Scene) -> None:

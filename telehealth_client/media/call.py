@@ -24,7 +24,7 @@ Public API:
   clean (see below) and every audio frame.
 - Quality: once negotiated, the call samples its stats every ``quality_every`` seconds (a
   ``QualitySample`` in ``quality``, ``on_quality(sample)`` when the level, the remote
-  picture size or the video bitrate ceiling changes) and holds the
+  picture size or the video bitrate ceiling changes, or the round trip becomes known) and holds the
   video encoder under the loss-based ceiling of ``media/quality.py``.
 
 Clean frames after a loss: aiortc's VP8 decoder decodes frames whose reference frames were lost
@@ -165,8 +165,10 @@ class KeyframeGate:
         return pli, frame  # a true pli makes the receiver send the PLI itself
 
 
-def _shape(sample: QualitySample) -> tuple[int, int | None, int | None, int | None]:
-    return sample.level, sample.width, sample.height, sample.video_kbps_ceiling
+def _shape(sample: QualitySample) -> tuple[int, int | None, int | None, int | None, bool]:
+    """What a quality event is sent for when it changes (the round trip once, when first known:
+    it needs a receiver report from the far end, which the first samples often lack)."""
+    return sample.level, sample.width, sample.height, sample.video_kbps_ceiling, sample.rtt_ms is not None
 
 
 class MediaCall:

@@ -15,7 +15,8 @@ are answered ``{"id", "ok": true, ...}`` or ``{"id", "ok": false, "code", "reaso
 ``{"event": "stall"}`` (media that flowed stopped for 2 s: the agent rebuilds the call),
 ``{"event": "heartbeat"}`` every second (a child silent for 5 s hangs: ``silent`` resolves),
 ``{"event": "device-failed", "kind", "reason"}``, ``{"event": "quality", "level", ...}`` (the
-call's QualitySample, sent when its 0-5 level, the remote picture size or the ceiling changes; ``stats``
+call's QualitySample, sent when its 0-5 level, the remote picture size or the ceiling changes
+(or the round trip becomes known); ``stats``
 answers the latest as ``quality``). The child logs to stderr (the agent's journal).
 
 Public API: ``await MediaWorker.spawn(on_event=None, env=None)``; the ``MediaBackend`` methods
