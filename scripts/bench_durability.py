@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import statistics
@@ -46,6 +45,7 @@ from telehealth_client.consultation.chat import ConsultationChat
 from telehealth_client.consultation.session import now
 from telehealth_client.demo.cast import APPOINTMENT, CONSULTATION, DEPARTMENT, PATIENT, PROVIDER, Cast
 from telehealth_client.demo.witness import Witness
+from telehealth_client.devstack.network import CuttableLink
 from telehealth_client.protocol.messages import ChatMessage, ConsultationState, encode
 from telehealth_client.security.audit import AuditTrail, ChainKeys, audit_event
 
@@ -70,81 +70,6 @@ def stats(samples_ms: list[float]) -> dict[str, float | int]:
         "max": round(ordered[-1], 3),
         "n": len(ordered),
     }
-
-
-class CuttableHop:
-    """A TCP hop on loopback in front of the relay, for one client's link only.
-
-    While cut, open connections are reset and new ones refused at once: the client's SDK sees
-    real connection failures while the relay stays up for everyone else.
-    """
-
-    def __init__(self, target_origin: str) -> None:
-        host, _, port = target_origin.rpartition(":")
-        self._target = (host, int(port))
-        self._server: asyncio.Server | None = None
-        self._up = True
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def origin(self) -> str:
-        assert self._server is not None, "hop not started"
-        host, port = self._server.sockets[0].getsockname()[:2]
-        return f"{host}:{port}"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-
-    async def aclose(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        self.cut()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-        if self._server is not None:
-            await self._server.wait_closed()
-
-    def cut(self) -> None:
-        self._up = False
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-
-    def restore(self) -> None:
-        self._up = True
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self._up:
-            writer.transport.abort()
-            return
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
-        except OSError:
-            writer.transport.abort()
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers |= {writer, upstream_writer}
-        try:
-            await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer))
-        finally:
-            self._tasks.discard(task)
-            for end in (writer, upstream_writer):
-                self._writers.discard(end)
-                end.transport.abort()
-
-    @staticmethod
-    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await source.read(65536):
-                sink.write(data)
-                await sink.drain()
-        sink.transport.abort()  # one side ended: end the other, or a half-open pair holds the link
 
 
 class BarePair(LatencyPair):
@@ -214,7 +139,7 @@ async def chat_latency(
 
 
 async def outbox_drain(
-    chat: ConsultationChat, provider: Witness, hop: CuttableHop, queued: int
+    chat: ConsultationChat, provider: Witness, hop: CuttableLink, queued: int
 ) -> dict[str, Any]:
     """Queue ``queued`` messages with the kiosk's link cut; restore it; time the far end's view."""
     mark = provider.mark()
@@ -290,10 +215,10 @@ async def audit_appends(state_dir: Path, organization_id: str, appends: int) -> 
 
 async def bench(messages: int, queued: int, appends: int, state_dir: Path) -> dict[str, Any]:
     cast = Cast(state_dir / "agents", media=False)
-    hop: CuttableHop | None = None
+    hop: CuttableLink | None = None
     try:
         await cast.start_stack()
-        hop = CuttableHop(cast.stack.relay.origin)
+        hop = CuttableLink(cast.stack.relay.origin)
         await hop.start()
         await cast.start_agents(patient_origin=hop.origin)
         bare = await BarePair.open(cast, WAIT_SECONDS)

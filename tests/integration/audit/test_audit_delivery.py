@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 
+from telehealth_client.devstack.network import CuttableLink
 from telehealth_client.devstack.stack import DevStack
 from telehealth_client.protocol import channels, messages
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
@@ -16,7 +17,6 @@ from telehealth_client.security.audit import AuditStatus, read_status, store_pat
 
 from ..bus.conftest import Inbox, subscribed
 from ..consultation.conftest import DEPARTMENT, PROVIDER, bus_template
-from ..consultation.network import CuttableLink
 from .conftest import Trails, kiosk_event, sink_events
 
 pytestmark = pytest.mark.integration

@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 
 from telehealth_client import events
+from telehealth_client.devstack.network import CuttableLink
 from telehealth_client.devstack.stack import DevStack
 from telehealth_client.durable import OUTBOX_FILE
 from telehealth_client.protocol.messages import ConsultationState as S
@@ -36,7 +37,6 @@ from .conftest import (
     Parts,
     RecordingHub,
 )
-from .network import CuttableLink
 from .test_restart import ROOT, AgentProcess
 
 pytestmark = pytest.mark.integration

@@ -11,6 +11,7 @@ import pytest
 from telehealth_client import events
 from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.consultation.roster import ChangeKind, RosterRole
+from telehealth_client.devstack.network import CuttableLink
 from telehealth_client.protocol.messages import ConsultationState as S
 
 from .conftest import (
@@ -23,7 +24,6 @@ from .conftest import (
     Parts,
     RecordingHub,
 )
-from .network import CuttableLink
 
 pytestmark = pytest.mark.integration
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from telehealth_client import events
+from telehealth_client.devstack.network import CuttableLink
 from telehealth_client.devstack.relay import Relay
 from telehealth_client.devstack.stack import DevStack, DevStackKeys
 from telehealth_client.protocol.messages import ConsultationState as S
@@ -27,7 +28,6 @@ from .conftest import (
     Parts,
     RecordingHub,
 )
-from .network import CuttableLink
 from .test_restart import queue_update
 
 pytestmark = pytest.mark.integration

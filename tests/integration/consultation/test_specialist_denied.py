@@ -16,6 +16,7 @@ from telehealth_client.consultation import state_file
 from telehealth_client.consultation.provider import CONSULTATIONS_DIR
 from telehealth_client.consultation.roster import ChangeKind
 from telehealth_client.consultation.session import SessionError
+from telehealth_client.devstack.network import CuttableLink
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.protocol.messages import ProviderJoined
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
@@ -31,7 +32,6 @@ from .conftest import (
     Parts,
     RecordingHub,
 )
-from .network import CuttableLink
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from telehealth_client.consultation.provider import ProviderEndpoint
+from telehealth_client.devstack.network import CuttableLink
 from telehealth_client.protocol import channels
 from telehealth_client.pubsub.bus import Bus
 
-from ..consultation.network import CuttableLink
 from .conftest import (
     CANARY,
     CONSULTATION,

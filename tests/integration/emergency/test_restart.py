@@ -12,11 +12,11 @@ import pytest
 
 from telehealth_client.consultation.emergency import STORE_NAME, EmergencyDesk
 from telehealth_client.consultation.provider import ProviderEndpoint
+from telehealth_client.devstack.network import CuttableLink
 from telehealth_client.durable import Durable
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 
 from ..consultation.conftest import bus_template
-from ..consultation.network import CuttableLink
 from .conftest import (
     CANARY,
     CONSULTATION,

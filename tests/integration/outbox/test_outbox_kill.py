@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from telehealth_client.devstack.network import CuttableLink
 from telehealth_client.devstack.relay import Relay
 from tests.integration.bus.conftest import (
     CIPHER_KEY,
@@ -22,7 +23,6 @@ from tests.integration.bus.conftest import (
     subscribed,
 )
 from tests.integration.cli_process import Process
-from tests.integration.consultation.network import CuttableLink
 from tests.integration.outbox.conftest import CHANNEL, SENDER, WAIT
 from tests.integration.outbox.lossy_answers import LossyAnswers
 

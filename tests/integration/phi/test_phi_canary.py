@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from telehealth_client import events
+from telehealth_client.devstack.network import CuttableLink
 from telehealth_client.devstack.stack import DevStack
 from telehealth_client.durable import OUTBOX_FILE
 from telehealth_client.protocol import channels
@@ -37,7 +38,6 @@ from ..consultation.conftest import (
     RecordingHub,
     bus_template,
 )
-from ..consultation.network import CuttableLink
 from .conftest import (
     Canary,
     CapturedLogs,

@@ -2,7 +2,11 @@
 
 The relay stays up for everyone else (a kiosk's own network drops, not PubNub). While cut, open
 connections are reset and new ones are refused at once, as a dead link looks to the SDK. This is
-a real TCP path, not a fake: the bus, the SDK and the relay see real connection failures.
+a real TCP path, not a fake: the bus, the SDK and the relay see real connection failures. Used by
+the tests and the benchmarks that take a client's network away.
+
+Public API: ``CuttableLink(target_origin)``: ``await start()`` / ``await aclose()`` or ``async
+with``; ``origin`` (for the client's ``BusConfig.origin``), ``cut()``, ``restore()``.
 """
 
 from __future__ import annotations
@@ -28,13 +32,19 @@ class CuttableLink:
         host, port = self._server.sockets[0].getsockname()[:2]
         return f"{host}:{port}"
 
-    async def __aenter__(self) -> CuttableLink:
+    async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+
+    async def __aenter__(self) -> CuttableLink:
+        await self.start()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
         if self._server is not None:
             self._server.close()
         self.cut()
