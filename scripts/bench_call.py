@@ -32,9 +32,17 @@ installs the log (the media child has no per-frame output of its own). From the 
   end: a side not live again by then is null, and nothing is counted twice). The agent's
   recovery needs its rebuild (stall -> new connection, new offer, fresh TURN credentials),
   which needs signaling: it is measured with the real endpoints (a provider calling a patient
-  kiosk) over the development stack (relay, clinic, coturn), the frames logged the same way.
+  kiosk) over the development stack (relay, clinic, coturn), the frames logged the same way;
+- end-call, for the agent only (raw aiortc has no end-call signaling: "n/a"), with the same real
+  endpoints in a consultation of their own: ``--end-calls`` fresh calls (the provider calls again
+  each time) ended by the provider and as many ended by the patient, each after ``--warmup``
+  seconds of video both ways; from the hanging-up side's ``ConsultationCall.hangup()`` until the
+  other side's call has ended (its ``CallStateChanged`` "ended") and until both media children in
+  the call have exited (the warm spare each side keeps for its next call stays), p50 and max per
+  direction. ``--only end-call`` measures this alone (about 30 s).
 
     .venv/bin/python scripts/bench_call.py [--seconds 10] [--setups 3] [--freeze 10] [--drop 10] [--cap 40]
+        [--end-calls 3] [--only end-call]
 """
 
 from __future__ import annotations
@@ -64,11 +72,11 @@ from telehealth_client import events, logs
 from telehealth_client.consultation.connector import Connector
 from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.consultation.provider import ProviderEndpoint
-from telehealth_client.demo.witness import Witness
+from telehealth_client.demo.witness import Sighting, Witness
 from telehealth_client.devstack.stack import DevStack
 from telehealth_client.devstack.turn import TurnServer, turn_rest_credentials
 from telehealth_client.media.common import TurnConfig
-from telehealth_client.media.consultation_call import MediaOptions
+from telehealth_client.media.consultation_call import ConsultationCall, MediaOptions
 from telehealth_client.media.worker import Devices, MediaWorker
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import ConsultationState
@@ -571,6 +579,8 @@ class Settings:
     resolutions: list[tuple[int, int]]
     recovery: bool
     udp_drop_unusable: str | None = None
+    end_calls: int = 3  # fresh calls ended per direction
+    only_end_call: bool = False  # no setups, no steady measurements, no outages
 
 
 async def raw_recovery(turn: Turn, video: Path, taps: Path, settings: Settings) -> dict[str, Any]:
@@ -622,15 +632,21 @@ def with_skipped(results: dict[str, Any], settings: Settings) -> dict[str, Any]:
 class Agents:
     """A provider calling a patient kiosk over the development stack, each with its media children."""
 
-    def __init__(self, stack: DevStack, state_dir: Path, video: Path, taps: Path) -> None:
+    def __init__(self, stack: DevStack, state_dir: Path, video: Path, taps: Path, suffix: str = "") -> None:
         self.stack = stack
         self.state_dir = state_dir
         self.video = video
         self.taps = taps
+        # A consultation of their own in a stack (another patient at another kiosk).
+        self.patient_id = PATIENT + suffix
+        self.kiosk_id = KIOSK + suffix
+        self.appointment_id = "appt-bench" + suffix
         self.closers: list[Callable[[], Awaitable[None]]] = []
         self.witnesses: dict[str, Witness] = {}
-        self.consultation = channels.consultation(PROVIDER, PATIENT)
+        self.consultation = channels.consultation(PROVIDER, self.patient_id)
+        self.provider: ProviderEndpoint | None = None
         self.patient: PatientEndpoint | None = None
+        self.calls: dict[str, ConsultationCall] = {}  # each side's, once the provider has called
 
     def _template(self, user_id: str) -> BusConfig:
         env = self.stack.agent_environment()
@@ -679,25 +695,48 @@ class Agents:
             media=self._media("caller"),
         )
         self.closers.append(provider.aclose)
+        self.provider = provider
         await provider.start()
         patient = PatientEndpoint(
-            Connector(self._template(KIOSK), kiosk_clinic),
+            Connector(self._template(self.kiosk_id), kiosk_clinic),
             self._hub("callee"),
-            state_dir=self.state_dir / KIOSK,
-            kiosk_id=KIOSK,
+            state_dir=self.state_dir / self.kiosk_id,
+            kiosk_id=self.kiosk_id,
             media=self._media("callee"),
         )
         self.closers.append(patient.aclose)
         self.patient = patient
-        await kiosk_clinic.record_consent(PATIENT, True, None)
+        await kiosk_clinic.record_consent(self.patient_id, True, None)
         await patient.check_in(
-            appointment_id="appt-bench", patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
+            appointment_id=self.appointment_id,
+            patient_id=self.patient_id,
+            provider_id=PROVIDER,
+            department_id=DEPARTMENT,
         )
         await self._seen("caller", state_is(ConsultationState.CHECKED_IN))
         await provider.join(self.consultation)
         await self._seen("callee", state_is(ConsultationState.CONNECTING))
-        await provider.call(self.consultation)
-        await asyncio.gather(*(self._seen(side, video_flowing) for side in SIDES))
+        await self.place_call()
+
+    async def place_call(self) -> None:
+        """The provider calls (again, once a call has ended), until both sides report video flowing."""
+        assert self.provider is not None and self.patient is not None
+        marks = self.marks()
+        caller = await self.provider.call(self.consultation)
+        callee = self.patient.call
+        if callee is None:
+            raise RuntimeError("the kiosk has no call to answer with")
+        self.calls = {"caller": caller, "callee": callee}
+        await asyncio.gather(*(self._seen(side, video_flowing, marks[side]) for side in SIDES))
+
+    async def sighting(
+        self, name: str, matches: Callable[[Any], bool], after: int, cap: float
+    ) -> Sighting | None:
+        """The first matching event ``name`` saw from ``after`` on, within ``cap`` seconds (or None)."""
+        try:
+            return await asyncio.wait_for(self.witnesses[name].seen(matches, after=after), cap)
+        except TimeoutError:
+            return None
 
     def marks(self) -> dict[str, int]:
         return {side: self.witnesses[side].mark() for side in SIDES}
@@ -784,16 +823,141 @@ async def agent_recovery(
     return with_skipped(results, settings)
 
 
+HANGING_UP = {"caller": "provider_hangs_up", "callee": "patient_hangs_up"}
+RAW_END_CALL = "n/a: raw aiortc has no end-call signaling (each side can only close its own connection)"
+
+
+def call_ended(event: Any) -> bool:
+    return isinstance(event, events.CallStateChanged) and event.phase == "ended"
+
+
+def milliseconds(moment: float | None, since: float) -> float | None:
+    return None if moment is None else round((moment - since) * 1000, 1)
+
+
+async def exited_at(worker: MediaWorker) -> float:
+    """When the media child has exited (the agent saw its process end)."""
+    await asyncio.shield(worker.exited)
+    return time.monotonic()
+
+
+async def end_one_call(agents: Agents, side: str, cap: float) -> dict[str, Any]:
+    """``side`` ends a call under way with its ConsultationCall.hangup(): from that call until the
+    other side's call has ended (its CallStateChanged "ended"), until both media children in the
+    call have exited, and until both (``ended_on_both_ms``). The warm spare each side keeps for its
+    next call is not in the call and stays."""
+    far = other(side)
+    workers = {name: call.worker for name, call in agents.calls.items()}
+    exits: dict[str, asyncio.Task[float]] = {}
+    for name, worker in workers.items():
+        if worker is None:
+            raise RuntimeError(f"the {name} has no media child in the call")
+        exits[name] = asyncio.ensure_future(exited_at(worker))  # watched before the hangup: no delay
+    marks = agents.marks()
+    try:
+        started = time.monotonic()
+        await agents.calls[side].hangup()
+        returned = time.monotonic()
+        ended = await agents.sighting(far, call_ended, marks[far], cap)
+        await wait_all(exits.values(), cap)
+    finally:
+        for task in exits.values():
+            task.cancel()
+        await asyncio.gather(*exits.values(), return_exceptions=True)
+    # Witness times are perf_counter: CLOCK_MONOTONIC on Linux, as time.monotonic().
+    far_ended = None if ended is None else ended.at
+    exit_times = [task.result() for task in exits.values() if not task.cancelled()]
+    children = max(exit_times) if len(exit_times) == len(exits) else None
+    both = None if far_ended is None or children is None else max(far_ended, children)
+    return {
+        "hangup_returned_ms": milliseconds(returned, started),
+        "other_side_ended_ms": milliseconds(far_ended, started),
+        "children_exited_ms": milliseconds(children, started),
+        "ended_on_both_ms": milliseconds(both, started),
+        "other_side_reason": None if ended is None else getattr(ended.event, "reason", None),
+    }
+
+
+async def agent_end_calls(
+    stack: DevStack, video: Path, taps: Path, state_dir: Path, settings: Settings
+) -> dict[str, Any]:
+    """Each side in turn ends ``settings.end_calls`` fresh calls (the provider calls again each time,
+    in one consultation of its own), each after ``--warmup`` seconds of media both ways."""
+    agents = Agents(stack, state_dir, video, taps, suffix="-end")
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in HANGING_UP.values()}
+    try:
+        await agents.start_call()
+        first = True
+        for side, name in HANGING_UP.items():
+            for _ in range(settings.end_calls):
+                if not first:
+                    await agents.place_call()
+                first = False
+                await asyncio.sleep(settings.warmup)  # a call under way, not a wait for something
+                samples[name].append(await end_one_call(agents, side, settings.cap))
+    finally:
+        await agents.aclose()
+    results: dict[str, Any] = {}
+    for name, outcomes in samples.items():
+        summary: dict[str, Any] = {}
+        for key in ("ended_on_both_ms", "other_side_ended_ms", "children_exited_ms", "hangup_returned_ms"):
+            summary[key] = stats([outcome[key] for outcome in outcomes if outcome[key] is not None])
+        # Not within --cap: the other side's call never ended, or a media child was still running.
+        summary["not_ended"] = sum(outcome["ended_on_both_ms"] is None for outcome in outcomes)
+        summary["other_side_reasons"] = sorted({str(outcome["other_side_reason"]) for outcome in outcomes})
+        summary["samples"] = outcomes
+        results[name] = summary
+    return results
+
+
 def label(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
 
 
+async def against_raw(
+    stack: DevStack,
+    settings: Settings,
+    videos: dict[tuple[int, int], Path],
+    taps_for: Callable[[str], Path],
+    state_dir: Path,
+) -> dict[str, Any]:
+    """Setups, steady measurements and outages, the agent and raw aiortc alternated."""
+    samples: dict[str, list[float]] = {"agent": [], "raw": []}
+    first = settings.resolutions[0]
+    results: dict[str, Any] = {}
+    turn = Turn(stack.turn)
+    for _ in range(settings.setups):
+        for kind in ("raw", "agent"):  # alternated: both see the same machine load
+            setup = await setup_round(kind, turn, videos[first], taps_for(f"setup-{kind}"))
+            if setup is not None:
+                samples[kind].append(setup)
+    results["steady"] = {}
+    for size in settings.resolutions:
+        at_size: dict[str, Any] = {}
+        results["steady"][label(size)] = at_size
+        for kind in ("raw", "agent"):
+            taps = taps_for(f"steady-{kind}-{label(size)}")
+            at_size[kind] = await steady(kind, turn, videos[size], taps, settings.seconds, settings.warmup)
+            both = at_size[kind]["offer_to_first_frame_ms"]["both"]
+            if both is not None and size == first:
+                samples[kind].append(both)
+    results["offer_to_first_frame_ms"] = {kind: stats(values) for kind, values in samples.items()}
+    if settings.recovery:
+        results["recovery"] = {
+            "raw": await raw_recovery(turn, videos[first], taps_for("recovery-raw"), settings),
+            "agent": await agent_recovery(
+                stack, turn, videos[first], taps_for("recovery-agent"), state_dir, settings
+            ),
+        }
+    return results
+
+
 async def bench(settings: Settings, directory: Path, taps_root: Path) -> dict[str, Any]:
+    first = settings.resolutions[0]
     videos = {
         size: await asyncio.to_thread(write_video, directory / f"numbered-{label(size)}.mkv", *size)
-        for size in settings.resolutions
+        for size in ([first] if settings.only_end_call else settings.resolutions)
     }
-    first = settings.resolutions[0]
     results: dict[str, Any] = {
         "machine": {"cores": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
         "settings": {
@@ -804,11 +968,11 @@ async def bench(settings: Settings, directory: Path, taps_root: Path) -> dict[st
             "drop": settings.drop,
             "cap": settings.cap,
             "settle": settings.settle,
+            "end_calls": settings.end_calls,
         },
         "agent_recovery_measured_with": "the real endpoints (provider calls, patient kiosk answers) over "
         "the development stack: relay, clinic stand-in, coturn",
     }
-    samples: dict[str, list[float]] = {"agent": [], "raw": []}
     round_number = 0
 
     def taps_for(name: str) -> Path:
@@ -817,30 +981,13 @@ async def bench(settings: Settings, directory: Path, taps_root: Path) -> dict[st
         return taps_root / f"{round_number:02d}-{name}"
 
     async with DevStack(providers=(PROVIDER,)) as stack:
-        turn = Turn(stack.turn)
-        for _ in range(settings.setups):
-            for kind in ("raw", "agent"):  # alternated: both see the same machine load
-                setup = await setup_round(kind, turn, videos[first], taps_for(f"setup-{kind}"))
-                if setup is not None:
-                    samples[kind].append(setup)
-        results["steady"] = {}
-        for size in settings.resolutions:
-            at_size: dict[str, Any] = {}
-            results["steady"][label(size)] = at_size
-            for kind in ("raw", "agent"):
-                taps = taps_for(f"steady-{kind}-{label(size)}")
-                at_size[kind] = await steady(
-                    kind, turn, videos[size], taps, settings.seconds, settings.warmup
-                )
-                both = at_size[kind]["offer_to_first_frame_ms"]["both"]
-                if both is not None and size == first:
-                    samples[kind].append(both)
-        results["offer_to_first_frame_ms"] = {kind: stats(values) for kind, values in samples.items()}
-        if settings.recovery:
-            results["recovery"] = {
-                "raw": await raw_recovery(turn, videos[first], taps_for("recovery-raw"), settings),
-                "agent": await agent_recovery(
-                    stack, turn, videos[first], taps_for("recovery-agent"), directory / "agents", settings
+        if not settings.only_end_call:
+            results |= await against_raw(stack, settings, videos, taps_for, directory / "agents")
+        if settings.end_calls:
+            results["end_call"] = {
+                "raw": RAW_END_CALL,
+                "agent": await agent_end_calls(
+                    stack, videos[first], taps_for("end-call-agent"), directory / "agents-end", settings
                 ),
             }
     results["targets"] = targets(results, label(first))
@@ -857,14 +1004,15 @@ def ratio(agent: float | None, raw: float | None) -> float | None:
 
 def targets(results: dict[str, Any], size: str) -> dict[str, Any]:
     found: dict[str, Any] = {}
-    setup = results["offer_to_first_frame_ms"]["agent"]
-    p50 = None if setup is None else setup["p50"]
-    found["offer_to_first_frame"] = target(
-        "agent p50 under 500 ms (aim 300), both sides showing remote video",
-        {"agent_p50_ms": p50, "raw_p50_ms": (results["offer_to_first_frame_ms"]["raw"] or {}).get("p50")},
-        None if p50 is None else p50 < 500,
-    )
-    steady = results["steady"].get(size)
+    setups = results.get("offer_to_first_frame_ms")
+    if setups is not None:
+        p50 = None if setups["agent"] is None else setups["agent"]["p50"]
+        found["offer_to_first_frame"] = target(
+            "agent p50 under 500 ms (aim 300), both sides showing remote video",
+            {"agent_p50_ms": p50, "raw_p50_ms": (setups["raw"] or {}).get("p50")},
+            None if p50 is None else p50 < 500,
+        )
+    steady = results.get("steady", {}).get(size)
     if steady is not None:
         agent, raw = steady["agent"], steady["raw"]
         fps = min(agent["fps"].values())
@@ -946,6 +1094,20 @@ def targets(results: dict[str, Any], size: str) -> dict[str, Any]:
             {"agent": corrupt, "raw": raw_corrupt},
             sum(corrupt.values()) == 0,
         )
+    end_call = results.get("end_call")
+    if end_call is not None:
+        worst = {
+            name: None
+            if outcome["not_ended"] or outcome["ended_on_both_ms"] is None
+            else outcome["ended_on_both_ms"]["max"]
+            for name, outcome in end_call["agent"].items()
+        }
+        found["end_call_within_1s"] = target(
+            "agent: from one side's hangup() the call ended on both (the other side's call ended, "
+            "both media children exited) within 1 s, max of each direction (raw aiortc: n/a)",
+            {"agent_max_ms": worst, "raw": "n/a"},
+            all(value is not None and value < 1000 for value in worst.values()),
+        )
     return found
 
 
@@ -976,6 +1138,12 @@ def main() -> None:
         help="comma-separated WIDTHxHEIGHT; the first is also used for setups and recovery",
     )
     parser.add_argument("--no-recovery", dest="recovery", action="store_false", help="skip the outages")
+    parser.add_argument("--end-calls", type=int, default=3, help="fresh calls ended from each side (0: none)")
+    parser.add_argument(
+        "--only",
+        choices=("end-call",),
+        help="measure this alone (end-call: no setups, no steady measurements, no outages)",
+    )
     parser.add_argument(
         "--keep-logs", type=Path, help="an empty or new directory to keep the frame logs in (one per process)"
     )
@@ -983,8 +1151,10 @@ def main() -> None:
     for name in ("seconds", "freeze", "drop", "cap", "settle"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be positive")
-    if args.warmup < 0 or args.setups < 0:
-        parser.error("--warmup and --setups must not be negative")
+    if args.warmup < 0 or args.setups < 0 or args.end_calls < 0:
+        parser.error("--warmup, --setups and --end-calls must not be negative")
+    if args.only == "end-call" and args.end_calls == 0:
+        parser.error("--only end-call needs --end-calls of at least 1")
     settings = Settings(
         args.seconds,
         args.warmup,
@@ -995,7 +1165,9 @@ def main() -> None:
         args.settle,
         args.resolutions,
         args.recovery,
-        iptables_unusable() if args.recovery else None,
+        iptables_unusable() if args.recovery and args.only is None else None,
+        args.end_calls,
+        args.only == "end-call",
     )
     # Logs on stderr, so stdout is the JSON alone.
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
