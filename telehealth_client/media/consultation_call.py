@@ -79,6 +79,7 @@ class ConsultationCall:
         self._patient_id = consultation.patient_id
         self._warm: asyncio.Task[MediaWorker] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closes: set[asyncio.Future[None]] = set()  # children being closed: awaited, never cancelled
         self._closing = False
         self._flowing: set[str] = set()
         self._recovery: asyncio.Task[Any] | None = None
@@ -111,10 +112,15 @@ class ConsultationCall:
         await self.signaling.call(self._patient_id)
 
     async def hangup(self) -> None:
+        """End the call now: a rebuild under way is abandoned (it would hold the end-call back
+        for as long as TURN is out of reach), then ``end-call`` goes out."""
+        await self._stop_recovery()
+        self._attempts = 0
         await self.signaling.hangup()
 
     async def aclose(self) -> None:
         self._closing = True
+        await self._stop_recovery()
         await self.signaling.aclose()
         tasks = list(self._tasks)
         for task in tasks:
@@ -127,6 +133,8 @@ class ConsultationCall:
             worker = (await asyncio.gather(warm, return_exceptions=True))[0]
             if isinstance(worker, MediaWorker):
                 await worker.aclose()
+        if self._closes:
+            await asyncio.gather(*self._closes, return_exceptions=True)
 
     # -- the media child ----------------------------------------------------------------------------
 
@@ -176,19 +184,35 @@ class ConsultationCall:
         self._warm_up()  # a spare for the next rebuild: recovery must not wait for aiortc's import
         self._flowing.clear()
         try:
-            await worker.start(turn, self._options.devices)
-        except CallError as exc:
-            if exc.code != "media-process":
-                raise
-            # The spare died or hung while it waited (it was killed): the call takes a fresh one.
-            log.warning(
-                "media child unusable consultation=%s reason=%s: taking a fresh one", self._cid, exc.reason
-            )
-            await worker.aclose()
-            worker = await self._spawn_watched()
-            await worker.start(turn, self._options.devices)
+            try:
+                await worker.start(turn, self._options.devices)
+            except CallError as exc:
+                if exc.code != "media-process":
+                    raise
+                # The spare died or hung while it waited (it was killed): the call takes a fresh one.
+                log.warning(
+                    "media child unusable consultation=%s reason=%s: taking a fresh one",
+                    self._cid,
+                    exc.reason,
+                )
+                await worker.aclose()
+                worker = await self._spawn_watched()
+                await worker.start(turn, self._options.devices)
+        except BaseException:
+            # Not handed over (a failed start, or the rebuild abandoned by a hangup): ours to close.
+            closing = asyncio.ensure_future(worker.aclose())
+            self._closes.add(closing)
+            closing.add_done_callback(self._closes.discard)
+            await asyncio.shield(closing)
+            raise
         self._spawn(self._watch(worker), "media-child-watch")
         return worker
+
+    async def _stop_recovery(self) -> None:
+        recovery, self._recovery = self._recovery, None
+        if recovery is not None and not recovery.done():
+            recovery.cancel()
+            await asyncio.gather(recovery, return_exceptions=True)
 
     def _recover_soon(self, reason: str, media: MediaBackend | None) -> None:
         """Rebuild the call (once at a time), with back-off while rebuilds do not bring media back."""

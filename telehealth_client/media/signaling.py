@@ -91,6 +91,7 @@ class CallSignaling:
         self._inbox: collections.deque[n.Received] = collections.deque(maxlen=INBOX_LIMIT)
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None  # applies the inbox; cancelled at close
+        self._closings: set[asyncio.Task[None]] = set()  # media closes that outlived a cancelled step
         self._end_reason: str | None = None  # why the last call ended
         self._announced: n.Phase = self._negotiation.phase
 
@@ -154,6 +155,8 @@ class CallSignaling:
             if self._negotiation.active:
                 await self._step(n.Hangup("closed"))
             await self._close_media()
+        if self._closings:
+            await asyncio.gather(*self._closings, return_exceptions=True)
 
     # -- incoming -----------------------------------------------------------------------------------
 
@@ -336,12 +339,22 @@ class CallSignaling:
         return result.timetoken
 
     async def _close_media(self) -> None:
+        """Close the current media and wait for it: the next call's media needs its devices. A
+        step cancelled meanwhile (a hangup overtaking a rebuild) returns at once; the close goes
+        on, owned here, and ``aclose`` waits for it."""
         media, self._media = self._media, None
-        if media is not None:
-            try:
-                await media.aclose()
-            except Exception as exc:
-                log.error("media close failed consultation=%s error=%s", self._cid, describe_exception(exc))
+        if media is None:
+            return
+        closing = asyncio.ensure_future(self._closed(media))
+        self._closings.add(closing)
+        closing.add_done_callback(self._closings.discard)
+        await asyncio.shield(closing)
+
+    async def _closed(self, media: MediaBackend) -> None:
+        try:
+            await media.aclose()
+        except Exception as exc:
+            log.error("media close failed consultation=%s error=%s", self._cid, describe_exception(exc))
 
 
 def _adding(candidate: IceCandidate) -> Callable[[MediaBackend], Awaitable[None]]:

@@ -46,9 +46,13 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_SECONDS: Final = 30.0
 REQUEST_TIMEOUT_SECONDS: Final = 20.0
-CLOSE_TIMEOUT_SECONDS: Final = 5.0
+CLOSE_TIMEOUT_SECONDS: Final = 2.0  # the child closes in ~0.1 s, at most CALL_CLOSE_SECONDS
 MAX_LINE_BYTES: Final = 1 << 20
 HEARTBEAT_SECONDS: Final = 1.0
+# The child's connection gets this long to close: aiortc releases its TURN allocation on the way
+# and waits for TURN's answer, which never comes while TURN is frozen or out of reach. Exiting
+# frees the connection anyway (TURN lets the allocation expire); a hangup must not wait for it.
+CALL_CLOSE_SECONDS: Final = 0.5
 # No line at all from the child for this long: it hangs (a stuck codec, a stopped process).
 SILENT_SECONDS: Final = 5.0
 EventHandler = Callable[[dict[str, Any]], None]
@@ -326,11 +330,17 @@ class _Child:
         raise CallError("unknown-op", "no such request")
 
     async def aclose(self) -> None:
-        if self._call is not None:
-            await self._call.aclose()
-        for closer in reversed(self._closers):
+        # The devices first: they are free for the next call's child whatever the network does.
+        closers, self._closers = self._closers, []
+        for closer in reversed(closers):
             with contextlib.suppress(Exception):
                 await closer()
+        call, self._call = self._call, None
+        if call is not None:
+            try:
+                await asyncio.wait_for(call.aclose(), CALL_CLOSE_SECONDS)
+            except TimeoutError:
+                log.warning("media child: the connection did not close in time (TURN out of reach)")
 
 
 def _device(name: str) -> int | str:

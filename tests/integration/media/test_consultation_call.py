@@ -15,7 +15,7 @@ import pytest
 
 from telehealth_client import events
 from telehealth_client.consultation.patient import PatientEndpoint
-from telehealth_client.media.consultation_call import MediaOptions
+from telehealth_client.media.consultation_call import ConsultationCall, MediaOptions
 from telehealth_client.protocol.messages import ConsultationState as S
 
 from ..consultation.conftest import (
@@ -44,7 +44,15 @@ def flowing(kind: str) -> object:
     return lambda e: isinstance(e, events.MediaFlowing) and e.media == kind
 
 
-async def call_under_way(parts: Parts, tmp_path: Path) -> tuple[PatientEndpoint, RecordingHub, RecordingHub]:
+@dataclasses.dataclass
+class UnderWay:
+    patient: PatientEndpoint
+    patient_hub: RecordingHub
+    provider_hub: RecordingHub
+    provider_call: ConsultationCall
+
+
+async def call_under_way(parts: Parts, tmp_path: Path) -> UnderWay:
     """A kiosk checked in, its provider joined and called: video flowing both ways."""
     patient_hub, provider_hub = RecordingHub(), RecordingHub()
     provider = await parts.provider(provider_hub, media=media_options(tmp_path, "provider"))
@@ -56,10 +64,10 @@ async def call_under_way(parts: Parts, tmp_path: Path) -> tuple[PatientEndpoint,
     await provider_hub.wait_state(S.CHECKED_IN)
     await provider.join(CONSULTATION)
     await patient_hub.wait_state(S.CONNECTING)
-    await provider.call(CONSULTATION)
+    provider_call = await provider.call(CONSULTATION)
     for hub in (patient_hub, provider_hub):
         await hub.wait_for(flowing("video"), within=WAIT)
-    return patient, patient_hub, provider_hub
+    return UnderWay(patient, patient_hub, provider_hub, provider_call)
 
 
 async def test_a_call_moves_the_consultation_to_in_progress_and_survives_a_killed_media_child(
@@ -114,7 +122,8 @@ async def test_a_call_frozen_by_its_turn_server_is_rebuilt_once_turn_answers_aga
 ) -> None:
     """coturn frozen (SIGSTOP): aiortc would say nothing for ~30 s; the watchdog notices the stall,
     rebuilds are retried with back-off while TURN is out of reach, and media comes back after it."""
-    patient, patient_hub, provider_hub = await call_under_way(parts, tmp_path)
+    under_way = await call_under_way(parts, tmp_path)
+    patient, patient_hub, provider_hub = under_way.patient, under_way.patient_hub, under_way.provider_hub
 
     turn = parts.stack.turn
     assert turn is not None and turn.pid is not None
@@ -135,7 +144,8 @@ async def test_a_call_frozen_by_its_turn_server_is_rebuilt_once_turn_answers_aga
 async def test_a_call_through_a_restarted_turn_server_comes_back(parts: Parts, tmp_path: Path) -> None:
     """coturn killed and started again on its port: aiortc alone never recovers (its allocations are
     gone); the stall watchdog rebuilds the call on new allocations."""
-    patient, patient_hub, provider_hub = await call_under_way(parts, tmp_path)
+    under_way = await call_under_way(parts, tmp_path)
+    patient, patient_hub, provider_hub = under_way.patient, under_way.patient_hub, under_way.provider_hub
 
     turn = parts.stack.turn
     assert turn is not None
@@ -152,7 +162,8 @@ async def test_a_call_whose_udp_is_dropped_for_a_while_comes_back(parts: Parts, 
     """Every datagram between coturn's relay ports dropped on lo (iptables, removed afterwards):
     the watchdog sees the stall, rebuilds are retried while nothing gets through, and media comes
     back once the path does."""
-    patient, patient_hub, provider_hub = await call_under_way(parts, tmp_path)
+    under_way = await call_under_way(parts, tmp_path)
+    patient, patient_hub, provider_hub = under_way.patient, under_way.patient_hub, under_way.provider_hub
 
     turn = parts.stack.turn
     assert turn is not None
@@ -175,7 +186,8 @@ async def test_a_hung_media_child_is_replaced_and_the_call_comes_back(parts: Par
     """A media child that stops answering (SIGSTOP: a stuck codec looks the same from outside) is
     killed and the call rebuilt in a fresh child (MediaWorker's silence watch is tested on its own
     in test_worker.py: here the provider's stall rebuild may get there first)."""
-    patient, patient_hub, provider_hub = await call_under_way(parts, tmp_path)
+    under_way = await call_under_way(parts, tmp_path)
+    patient, patient_hub, provider_hub = under_way.patient, under_way.patient_hub, under_way.provider_hub
 
     call = patient.call
     assert call is not None and call.worker is not None
@@ -213,3 +225,34 @@ async def test_a_kiosk_without_a_camera_still_starts_the_consultation_on_its_aud
     await patient_hub.wait_state(S.IN_PROGRESS)
     assert not [e for e in provider_hub.items if isinstance(e, events.MediaFlowing) and e.media == "video"]
     assert not [e for e in provider_hub.items + patient_hub.items if isinstance(e, events.MediaFailed)]
+
+
+def ended(e: object) -> bool:
+    return isinstance(e, events.CallStateChanged) and e.phase == "ended"
+
+
+async def test_a_hangup_overtakes_a_rebuild_that_waits_for_turn(parts: Parts, tmp_path: Path) -> None:
+    """coturn frozen: the provider's side rebuilds and waits for TURN. Its hangup abandons the
+    rebuild and the end-call goes out: both sides end while TURN is still frozen, and the
+    provider's call holds no media child. (A review measured ~12 s here when the hangup waited
+    behind the rebuild's close of the stalled child; that close is bounded now, see test_worker.)"""
+    under_way = await call_under_way(parts, tmp_path)
+    patient_hub, provider_hub, provider_call = (
+        under_way.patient_hub,
+        under_way.provider_hub,
+        under_way.provider_call,
+    )
+    turn = parts.stack.turn
+    assert turn is not None and turn.pid is not None
+    os.kill(turn.pid, signal.SIGSTOP)
+    try:
+        await provider_hub.wait_for(
+            lambda e: isinstance(e, events.MediaFailed) and e.source == "network", within=WAIT
+        )
+        await provider_call.hangup()
+        # Far under the ~12 s it took; a second is the target (scripts/bench_call.py measures it).
+        await patient_hub.wait_for(ended, within=5.0)
+        await provider_hub.wait_for(ended, within=5.0)
+        assert provider_call.worker is None and provider_call.phase == "ended"
+    finally:
+        os.kill(turn.pid, signal.SIGCONT)

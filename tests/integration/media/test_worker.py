@@ -89,6 +89,34 @@ async def test_two_media_children_hold_a_relay_only_call(turn: TurnServer, tmp_p
     assert await patient.exited == 0 and await provider.exited == 0
 
 
+async def test_a_child_closes_and_exits_by_itself_while_turn_does_not_answer(
+    turn: TurnServer, tmp_path: Path
+) -> None:
+    """Closing a connection releases its TURN allocation and waits for TURN's answer: with coturn
+    frozen that never comes. The child bounds that wait and exits cleanly (before, it hung in the
+    close until it was killed, and every hangup or rebuild waited for that)."""
+    patient_events = Events()
+    patient_env, patient_devices = child_env(tmp_path, "patient")
+    provider_env, provider_devices = child_env(tmp_path, "provider")
+    patient = await MediaWorker.spawn(on_event=patient_events, env=patient_env)
+    provider = await MediaWorker.spawn(env=provider_env)
+    assert turn.pid is not None
+    try:
+        await patient.start(turn_config(turn, "pat-1"), patient_devices)
+        await provider.start(turn_config(turn, "dr-lee"), provider_devices)
+        await provider.accept_answer(await patient.answer(await provider.offer()))
+        await patient_events.wait(event="first-frame", kind="video")
+        os.kill(turn.pid, signal.SIGSTOP)
+        try:
+            await patient.aclose()
+            assert await patient.exited == 0  # not killed (-9)
+        finally:
+            os.kill(turn.pid, signal.SIGCONT)
+    finally:
+        await patient.aclose()
+        await provider.aclose()
+
+
 async def test_a_killed_child_fails_its_requests_with_the_reason(turn: TurnServer, tmp_path: Path) -> None:
     worker = await MediaWorker.spawn()
     try:
