@@ -40,7 +40,24 @@ class TurnConfig:
         raise CallError("turn-unreachable", "no turn: URL among the TURN server's URLs")
 
 
+MEDIA_KINDS = ("audio", "video")
+ICE_AND_DTLS = ("a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:")
+
+
 def check_sdp(sdp: str, kind: str) -> None:
-    """The shape every usable description has (aiortc's parser takes almost anything)."""
+    """The shape every usable description has, checked before the call's media is touched:
+    aiortc's parser takes almost anything and fails only while answering, when the working call
+    has already been given up for the new one."""
     if not sdp.startswith("v=0") or "\nm=" not in sdp:
         raise CallError("sdp", f"the remote {kind} is not a session description with media")
+    lines = [line.strip() for line in sdp.splitlines()]
+    usable = [
+        fields
+        for fields in (line[2:].split() for line in lines if line.startswith("m="))
+        if len(fields) >= 3 and fields[0] in MEDIA_KINDS and fields[1] != "0" and "RTP" in fields[2]
+    ]
+    if not usable:
+        raise CallError("sdp", f"the remote {kind} has no audio or video section that is not rejected")
+    for attribute in ICE_AND_DTLS:
+        if not any(line.startswith(attribute) for line in lines):
+            raise CallError("sdp", f"the remote {kind} has no {attribute[2:-1]}")

@@ -15,6 +15,7 @@ import pytest
 
 from telehealth_client import events
 from telehealth_client.consultation.patient import PatientEndpoint
+from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.media.consultation_call import ConsultationCall, MediaOptions
 from telehealth_client.protocol.messages import ConsultationState as S
 
@@ -47,6 +48,7 @@ def flowing(kind: str) -> object:
 @dataclasses.dataclass
 class UnderWay:
     patient: PatientEndpoint
+    provider: ProviderEndpoint
     patient_hub: RecordingHub
     provider_hub: RecordingHub
     provider_call: ConsultationCall
@@ -67,7 +69,7 @@ async def call_under_way(parts: Parts, tmp_path: Path) -> UnderWay:
     provider_call = await provider.call(CONSULTATION)
     for hub in (patient_hub, provider_hub):
         await hub.wait_for(flowing("video"), within=WAIT)
-    return UnderWay(patient, patient_hub, provider_hub, provider_call)
+    return UnderWay(patient, provider, patient_hub, provider_hub, provider_call)
 
 
 async def test_a_call_moves_the_consultation_to_in_progress_and_survives_a_killed_media_child(

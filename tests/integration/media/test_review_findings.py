@@ -1,13 +1,16 @@
-"""Call defects found by a review from outside: a warm spare media child that hung before it was used
+"""Call defects found by reviews from outside: a warm spare media child that hung before it was used
 held up the consultation's chat for 20 s and then failed the call (it is now watched from its start and
 replaced); a burst of offers held up the chat while each was answered (signals are now applied off the
-session's receive path, and a burst is answered once, the newest)."""
+session's receive path, and a burst is answered once, the newest); an offer whose every media section
+was rejected ended a working call (the kiosk gave up the call for it before aiortc refused it; such
+an offer is now dropped before anything is touched)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import time
 from datetime import UTC, datetime
@@ -26,10 +29,11 @@ from ..consultation.conftest import (
     DEPARTMENT,
     PATIENT,
     PROVIDER,
+    LogLines,
     Parts,
     RecordingHub,
 )
-from .test_consultation_call import flowing, media_options
+from .test_consultation_call import call_under_way, flowing, media_options
 
 pytestmark = pytest.mark.integration
 
@@ -116,3 +120,26 @@ async def test_an_offer_burst_does_not_hold_up_the_chat(parts: Parts, tmp_path: 
     )
     took = time.monotonic() - started
     assert took < 5.0, f"the chat waited {took:.1f} s behind 16 offers"
+
+
+async def test_an_offer_with_every_media_section_rejected_is_dropped_and_the_call_goes_on(
+    parts: Parts, tmp_path: Path, log_lines: LogLines
+) -> None:
+    under_way = await call_under_way(parts, tmp_path)
+    call = under_way.patient.call
+    assert call is not None and call.worker is not None
+    child = call.worker.pid
+    rejected = re.sub(r"^m=(audio|video) \d+ ", r"m=\1 0 ", await an_offer_sdp(), flags=re.MULTILINE)
+    assert rejected.count(" 0 UDP/TLS/RTP/SAVPF") == 2
+    bus = under_way.provider.session(CONSULTATION).bus
+    now = datetime.now(UTC).isoformat()
+    await bus.publish(
+        VIDEO, {"type": "offer", "senderId": PROVIDER, "timestamp": now, "sdp": rejected}, store=False
+    )
+    await log_lines.wait_line("signal dropped", "field=sdp", "no audio or video section that is not rejected")
+    assert call.phase == "connected" and call.worker is not None and call.worker.pid == child
+    assert not [
+        e
+        for e in under_way.patient_hub.items
+        if isinstance(e, events.CallStateChanged) and e.phase == "ended"
+    ]

@@ -125,7 +125,11 @@ async def test_forged_malformed_and_early_signals_change_nothing(parts: Parts, l
     )
     now = datetime.now(UTC).isoformat()
     try:
-        offer = {"type": "offer", "senderId": "dr-mallory", "timestamp": now, "sdp": "v=0\r\nm=video 9\r\n"}
+        # Shaped like a real offer, so that who sent it is what refuses it.
+        fingerprint = "a=fingerprint:sha-256 " + ":".join(["AB"] * 32)
+        lines = ["v=0", "m=video 9 UDP/TLS/RTP/SAVPF 96", "a=ice-ufrag:abcd", "a=ice-pwd:" + "p" * 24]
+        sdp = "\r\n".join([*lines, fingerprint, ""])
+        offer = {"type": "offer", "senderId": "dr-mallory", "timestamp": now, "sdp": sdp}
         await forger.publish(VIDEO, offer, store=False)
         await log_lines.wait_line("signal ignored", "code=not-a-participant")
         for bad in (

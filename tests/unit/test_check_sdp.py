@@ -1,0 +1,77 @@
+"""check_sdp: what a remote description must have before the call's media is touched for it (the
+working call is given up for a new offer, so one aiortc cannot use must be refused first)."""
+
+from __future__ import annotations
+
+import pytest
+
+from telehealth_client.media.common import CallError, check_sdp
+
+FINGERPRINT = "a=fingerprint:sha-256 " + ":".join(["AB"] * 32)
+# The shape Chromium offers: port 9 placeholders, ICE and DTLS attributes per media section.
+BROWSER_OFFER = "\r\n".join(
+    [
+        "v=0",
+        "o=- 4611731400430051336 2 IN IP4 127.0.0.1",
+        "s=-",
+        "t=0 0",
+        "a=group:BUNDLE 0 1",
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+        "c=IN IP4 0.0.0.0",
+        "a=ice-ufrag:Ab12",
+        "a=ice-pwd:abcdefghijklmnopqrstuvwx",
+        FINGERPRINT,
+        "a=setup:actpass",
+        "a=mid:0",
+        "a=sendrecv",
+        "a=rtpmap:111 opus/48000/2",
+        "m=video 9 UDP/TLS/RTP/SAVPF 96",
+        "c=IN IP4 0.0.0.0",
+        "a=ice-ufrag:Ab12",
+        "a=ice-pwd:abcdefghijklmnopqrstuvwx",
+        FINGERPRINT,
+        "a=setup:actpass",
+        "a=mid:1",
+        "a=sendrecv",
+        "a=rtpmap:96 VP8/90000",
+        "",
+    ]
+)
+
+
+def refused(sdp: str) -> str:
+    with pytest.raises(CallError) as caught:
+        check_sdp(sdp, "offer")
+    assert caught.value.code == "sdp"
+    return caught.value.reason
+
+
+def test_a_browsers_offer_passes() -> None:
+    check_sdp(BROWSER_OFFER, "offer")
+    # One section rejected, the other usable: still a call (audio only).
+    check_sdp(BROWSER_OFFER.replace("m=video 9 ", "m=video 0 "), "offer")
+
+
+def test_every_media_section_rejected_is_refused() -> None:
+    sdp = BROWSER_OFFER.replace("m=audio 9 ", "m=audio 0 ").replace("m=video 9 ", "m=video 0 ")
+    assert refused(sdp) == "the remote offer has no audio or video section that is not rejected"
+
+
+def test_only_a_data_channel_is_refused() -> None:
+    sdp = BROWSER_OFFER.split("m=audio")[0] + "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"
+    sdp += f"a=ice-ufrag:Ab12\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n{FINGERPRINT}\r\n"
+    assert refused(sdp) == "the remote offer has no audio or video section that is not rejected"
+
+
+@pytest.mark.parametrize(
+    ("attribute", "name"),
+    [("a=ice-ufrag:", "ice-ufrag"), ("a=ice-pwd:", "ice-pwd"), ("a=fingerprint:", "fingerprint")],
+)
+def test_a_description_without_ice_or_dtls_credentials_is_refused(attribute: str, name: str) -> None:
+    sdp = "\r\n".join(line for line in BROWSER_OFFER.split("\r\n") if not line.startswith(attribute))
+    assert refused(sdp) == f"the remote offer has no {name}"
+
+
+@pytest.mark.parametrize("sdp", ["", "hello", "v=0\r\ns=-\r\n", "m=audio 9 RTP/AVP 0\r\n"])
+def test_what_is_not_a_description_with_media_is_refused(sdp: str) -> None:
+    assert refused(sdp) == "the remote offer is not a session description with media"
