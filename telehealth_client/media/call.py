@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
@@ -92,17 +93,26 @@ class _Sink(asyncio.DatagramProtocol):
 
 async def probe_turn(config: TurnConfig, *, within: float = PROBE_TIMEOUT_SECONDS) -> None:
     """An allocation with these credentials, released at once; CallError saying why it failed."""
-    host, port, transport = config.first_turn
+    server = config.first_turn
     try:
         endpoint, _ = await asyncio.wait_for(
             create_turn_endpoint(
-                _Sink, (host, port), config.username, config.credential, lifetime=60, transport=transport
+                _Sink,
+                (server.host, server.port),
+                config.username,
+                config.credential,
+                lifetime=60,
+                ssl=server.tls,
+                transport=server.transport,
             ),
             within,
         )
     except TransactionFailed as exc:
         log.warning("turn probe refused error=%s", type(exc).__name__)
         raise CallError("turn-refused", "TURN credentials refused") from None
+    except ssl.SSLError as exc:  # turns: the server's certificate is not trusted, or no TLS there
+        log.warning("turn probe failed error=%s", type(exc).__name__)
+        raise CallError("turn-unreachable", "TURN server's TLS handshake failed") from None
     except (TimeoutError, OSError) as exc:
         log.warning("turn probe failed error=%s", type(exc).__name__)
         raise CallError("turn-unreachable", "TURN server unreachable") from None

@@ -29,15 +29,45 @@ class TurnConfig:
         return f"TurnConfig(urls={self.urls!r})"
 
     @property
-    def first_turn(self) -> tuple[str, int, str]:
-        """(host, port, transport) of the first ``turn:`` URL (the only one aiortc uses)."""
+    def first_turn(self) -> TurnAddress:
+        """The TURN server aiortc will use: the first ``turn:`` (UDP or TCP) or ``turns:`` (TLS
+        over TCP) URL it supports (it uses only one)."""
         for url in self.urls:
-            if url.startswith("turn:"):
-                rest, _, query = url[len("turn:") :].partition("?")
-                host, _, port = rest.rpartition(":")
-                transport = "tcp" if "transport=tcp" in query else "udp"
-                return host.strip("[]"), int(port or 3478), transport
-        raise CallError("turn-unreachable", "no turn: URL among the TURN server's URLs")
+            address = TurnAddress.parse(url)
+            if address is not None:
+                return address
+        raise CallError("turn-unreachable", "no turn: or turns: URL among the TURN server's URLs")
+
+
+@dataclass(frozen=True)
+class TurnAddress:
+    host: str
+    port: int
+    transport: str  # "udp" or "tcp"
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> TurnAddress | None:
+        """``turn:host[:port][?transport=udp|tcp]`` or ``turns:host[:port][?transport=tcp]`` (RFC
+        7065); None for any other URL or a transport aiortc cannot use, as aiortc skips them."""
+        scheme, _, rest = url.partition(":")
+        if scheme not in ("turn", "turns") or not rest:
+            return None
+        rest, _, query = rest.partition("?")
+        transport = query.removeprefix("transport=") if query else ("tcp" if scheme == "turns" else "udp")
+        if transport not in (("tcp",) if scheme == "turns" else ("udp", "tcp")):
+            return None
+        host, colon, port = rest.rpartition(":")
+        if not colon or "]" in port:  # no port given (an IPv6 address's colons are not one)
+            host, port = rest, ""
+        if not port:
+            number = 5349 if scheme == "turns" else 3478
+        elif port.isdigit() and 0 < int(port) < 65536:
+            number = int(port)
+        else:
+            return None
+        host = host.strip("[]")
+        return cls(host, number, transport, scheme == "turns") if host else None
 
 
 MEDIA_KINDS = ("audio", "video")
