@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_step_timeout,
         default=10.0,
         metavar="SECONDS",
-        help="how long one step may take before the demo fails naming it (default 10)",
+        help="how long one step may take before the demo fails naming it (default 10; the call step "
+        "three times that: it starts the media processes)",
     )
     demo.add_argument(
         "--skip-consent",

@@ -144,11 +144,12 @@ async def run_steps(
 async def _run(steps: Sequence[Step], scene: Scene, options: DemoOptions, report: Report) -> int:
     for step in steps:
         scene.begin()
+        timeout = options.step_timeout_seconds * step.budget
         try:
-            await asyncio.wait_for(step.run(scene), options.step_timeout_seconds)
+            await asyncio.wait_for(step.run(scene), timeout)
         except TimeoutError:
             waiting = f" waiting for {scene.waiting_for}" if scene.waiting_for else ""
-            reason = f"timed out after {options.step_timeout_seconds:g} s{waiting}"
+            reason = f"timed out after {timeout:g} s{waiting}"
             report.failed(step, reason, scene.observations)
             return 1
         except Exception as exc:

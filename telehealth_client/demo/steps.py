@@ -97,6 +97,9 @@ class Scene:
 class Step:
     name: str
     run: Callable[[Scene], Awaitable[None]]
+    # Times the step timeout this step may take: the call starts two media processes (aiortc's
+    # import alone takes seconds on a busy machine) and waits for the far end's first report.
+    budget: float = 1.0
 
 
 # -- matching events ----------------------------------------------------------------------------------
@@ -541,7 +544,7 @@ STEPS: tuple[Step, ...] = (
     Step("queue update 1", queue_update),
     Step("queue update 2", queue_update),
     Step("join", join),
-    Step("call", call),
+    Step("call", call, budget=3.0),
     Step("patient asks", patient_asks),
     Step("provider answers", provider_answers),
     Step("read receipts", read_receipts),
