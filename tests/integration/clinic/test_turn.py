@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import ssl
+import stat
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from aioice import stun
@@ -157,3 +161,77 @@ async def test_coturn_ends_when_the_process_that_started_it_is_killed() -> None:
     finally:
         asyncio.get_running_loop().remove_reader(pidfd)
         os.close(pidfd)
+
+
+def _exposure(server: TurnServer) -> tuple[bytes, str, int]:
+    """coturn's command line as every local user sees it, its configuration file and that file's mode."""
+    assert server.pid is not None and server.config_path is not None
+    cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes()
+    return cmdline, server.config_path.read_text(), stat.S_IMODE(server.config_path.stat().st_mode)
+
+
+async def test_the_secret_is_not_on_coturns_command_line(turn_server: TurnServer) -> None:
+    # Any local user reads /proc/<pid>/cmdline; with the secret they could mint TURN credentials.
+    cmdline, config, mode = await asyncio.to_thread(_exposure, turn_server)
+    assert turn_server.secret.encode() not in cmdline
+    assert f"static-auth-secret={turn_server.secret}\n" in config
+    assert mode == 0o600
+    # and coturn reads it: credentials made with that secret allocate, on a relay port in its range.
+    username, credential = turn_rest_credentials(turn_server.secret, "kiosk-1", 600)
+    host, port = await _allocate(turn_server, username, credential)
+    low, high = turn_server.relay_ports
+    assert host == "127.0.0.1" and low <= port <= high
+
+
+def _tls_handshake(server: TurnServer, cafile: Path) -> dict[str, object]:
+    """A TLS handshake with the TURN server's TLS listener, verified against ``cafile``; its certificate."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    with (
+        socket.create_connection((server.host, server.tls_port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        certificate = tls.getpeercert()
+    assert certificate is not None
+    return dict(certificate)
+
+
+def _key_file_modes(directory: Path) -> list[int]:
+    return [stat.S_IMODE(path.stat().st_mode) for path in directory.iterdir() if path.suffix == ".key"]
+
+
+async def test_the_tls_listener_is_verified_against_its_ca_and_survives_a_restart() -> None:
+    async with TurnServer(tls=True) as server:
+        assert server.urls == [f"turn:127.0.0.1:{server.port}?transport=udp"]  # as without TLS
+        assert server.tls_urls == [f"turns:127.0.0.1:{server.tls_port}?transport=tcp"]
+        assert server.tls_port != server.port
+        certificate = await asyncio.to_thread(_tls_handshake, server, server.ca_file)
+        assert ("IP Address", "127.0.0.1") in certificate["subjectAltName"]  # type: ignore[operator]
+        assert await asyncio.to_thread(_key_file_modes, server.ca_file.parent) == [0o600]
+        ca, tls_port = server.ca_file, server.tls_port
+        await server.restart()
+        # Clients that trust the CA go on trusting the restarted server, on the same port.
+        assert (server.ca_file, server.tls_port) == (ca, tls_port)
+        await asyncio.to_thread(_tls_handshake, server, ca)
+    assert not ca.exists()  # stopped: the CA and the key are gone
+
+
+async def test_a_tls_listener_with_another_ca_is_refused() -> None:
+    async with TurnServer(tls=True) as server, TurnServer(tls=True) as other:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await asyncio.to_thread(_tls_handshake, server, other.ca_file)
+
+
+def test_without_tls_there_is_no_turns_url() -> None:
+    with pytest.raises(RuntimeError, match="tls=True"):
+        _ = TurnServer().tls_urls
+    with pytest.raises(ValueError, match="tls_port"):
+        TurnServer(tls_port=5349)
+    with pytest.raises(ValueError, match="tls_port"):
+        TurnServer(tls=True, port=5349, tls_port=5349)
+
+
+@pytest.mark.parametrize("secret", ["", "two words", "line\nno-auth", "x#y"])
+def test_a_secret_the_configuration_file_cannot_hold_is_refused(secret: str) -> None:
+    # A line break would add options of its own to coturn's configuration (no-auth, say).
+    with pytest.raises(ValueError, match=r"^secret: "):
+        TurnServer(secret=secret)

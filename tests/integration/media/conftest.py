@@ -19,7 +19,17 @@ async def turn() -> AsyncIterator[TurnServer]:
         yield running
 
 
-def turn_config(turn: TurnServer, user_id: str = "pat-1", *, expired: bool = False) -> TurnConfig:
+@pytest.fixture
+async def tls_turn() -> AsyncIterator[TurnServer]:
+    """coturn with a TLS listener too: ``tls_urls``, and ``ca_file`` for the clients to trust."""
+    async with TurnServer(tls=True) as running:
+        yield running
+
+
+def turn_config(
+    turn: TurnServer, user_id: str = "pat-1", *, expired: bool = False, tls: bool = False
+) -> TurnConfig:
+    """Credentials for ``turn``; with ``tls`` its ``turns:`` URL only, as a clinic on 443 hands out."""
     now = time.time() - 3600 if expired else None
     username, credential = turn_rest_credentials(turn.secret, user_id, 600, now=now)
-    return TurnConfig(tuple(turn.urls), username, credential)
+    return TurnConfig(tuple(turn.tls_urls if tls else turn.urls), username, credential)
