@@ -7,10 +7,16 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiortc import AudioStreamTrack
+from aiortc import (
+    AudioStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCIceTransportPolicy,
+    RTCPeerConnection,
+)
 
 from telehealth_client.devstack.turn import TurnServer
-from telehealth_client.media.call import CallError, MediaCall, probe_turn, relay_candidates
+from telehealth_client.media.call import CallError, MediaCall, TurnConfig, probe_turn, relay_candidates
 
 from .conftest import turn_config
 from .numbered import NumberedVideoTrack
@@ -68,3 +74,27 @@ async def test_an_untrusted_turn_certificate_is_named(
     # The same server, its CA trusted: the probe's allocation is made.
     monkeypatch.setenv("SSL_CERT_FILE", str(tls_turn.ca_file))
     await probe_turn(config)
+
+
+async def _relay_candidates_gathered(config: TurnConfig) -> int:
+    """What aiortc itself gathers through ``config``'s TURN server, relay-only, without our probe."""
+    server = RTCIceServer(list(config.urls), config.username, config.credential)
+    connection = RTCPeerConnection(RTCConfiguration([server], RTCIceTransportPolicy.RELAY))
+    try:
+        connection.addTransceiver("video")
+        await connection.setLocalDescription(await connection.createOffer())
+        return relay_candidates(connection.localDescription.sdp)
+    finally:
+        await connection.close()
+
+
+async def test_aiortc_verifies_the_turn_certificate_and_fails_silently(
+    tls_turn: TurnServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Why the probe names an untrusted certificate: aiortc verifies it (a default context,
+    # SSL_CERT_FILE honoured) but then just gathers no relay candidate and says nothing.
+    config = turn_config(tls_turn, tls=True)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    assert await _relay_candidates_gathered(config) == 0
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_turn.ca_file))
+    assert await _relay_candidates_gathered(config) >= 1
