@@ -304,23 +304,11 @@ class Turn:
         await self.server.restart()
         return time.monotonic()
 
-    def relay_ports(self) -> tuple[int, int]:
-        """coturn's relay port range, read from its command line (TurnServer picks it at random)."""
-        pid = self.server.pid
-        assert pid is not None
-        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-        ports = dict(
-            a.removeprefix("--").split("=", 1)
-            for a in arguments
-            if a.startswith(("--min-port=", "--max-port="))
-        )
-        return int(ports["min-port"]), int(ports["max-port"])
-
     async def drop_udp(self, seconds: float) -> float:
         """Every datagram from a relay port to a relay port of this coturn dropped on ``lo`` for
         ``seconds`` (the media path between the two peers, nothing else on the machine); the time
         the rule was removed."""
-        low, high = await asyncio.to_thread(self.relay_ports)
+        low, high = self.server.relay_ports
         rule = [
             "INPUT", "-i", "lo", "-p", "udp",
             "--sport", f"{low}:{high}", "--dport", f"{low}:{high}", "-j", "DROP",

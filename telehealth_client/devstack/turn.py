@@ -386,8 +386,7 @@ class TurnServer:
             executable,
             "-c",
             str(config),
-            # Not secret, and the preflight tests and bench_call still read the relay range from
-            # coturn's command line (relay_ports is the way to it now).
+            # Not secret: on the command line, ps shows which relay range each coturn owns.
             f"--min-port={self._relay_ports[0]}",
             f"--max-port={self._relay_ports[1]}",
         ]

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
@@ -27,16 +26,6 @@ def kiosk_environment(devstack: DevStack, **extra: str) -> dict[str, str]:
 
 def kiosk_settings(devstack: DevStack, **extra: str) -> Settings:
     return load_settings(environ=kiosk_environment(devstack, **extra))
-
-
-def relay_ports(turn: TurnServer) -> tuple[int, int]:
-    """coturn's relay port range, read from its command line (TurnServer picks it at random)."""
-    assert turn.pid is not None
-    arguments = Path(f"/proc/{turn.pid}/cmdline").read_bytes().decode().split("\0")
-    ports = dict(
-        a.removeprefix("--").split("=", 1) for a in arguments if a.startswith(("--min-port=", "--max-port="))
-    )
-    return int(ports["min-port"]), int(ports["max-port"])
 
 
 def _iptables_usable() -> str | None:
@@ -57,7 +46,7 @@ def packet_loss(turn: TurnServer, probability: float) -> Iterator[None]:
     reason = _iptables_usable()
     if reason is not None:
         pytest.skip(reason)
-    low, high = relay_ports(turn)
+    low, high = turn.relay_ports
     rule = [
         "INPUT", "-i", "lo", "-p", "udp", "--sport", f"{low}:{high}", "--dport", f"{low}:{high}",
         "-m", "statistic", "--mode", "random", "--probability", f"{probability}", "-j", "DROP",
