@@ -324,7 +324,7 @@ class Turn:
 def iptables_unusable() -> str | None:
     """Why the UDP drop cannot be measured here, or None."""
     if shutil.which("iptables") is None:
-        return "iptables is not installed (scripts/install-system-deps.sh installs it)"
+        return "iptables is not installed (scripts/install-system-deps.sh --test installs it)"
     if os.geteuid() != 0:
         return "iptables needs root"
     return None

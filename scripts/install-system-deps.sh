@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the agent and its tests need. Idempotent: does nothing
-# (not even `apt-get update`) when every package is already present.
+# Installs the Debian packages the agent (and, with --test, its tests) need. Idempotent: does
+# nothing (not even `apt-get update`) when every package is already present.
 #   libportaudio2  PortAudio, loaded by sounddevice
 #   alsa-utils     aplay/arecord, handy for checking ALSA devices by hand
 #   coturn         the TURN server of the development stack and the tests
 #   systemd        systemd-analyze, which verifies kiosk.service
+# With --test, also:
 #   chromium       headless browser for the tests: a provider call page calls the kiosk (tests/js)
-#   iptables       the tests impair loopback with it (packet loss on coturn's relay ports, dropped UDP)
+#   iptables       the tests and bench_call impair loopback with it (packet loss, dropped UDP)
 set -euo pipefail
 
-packages=(libportaudio2 alsa-utils coturn systemd chromium iptables)
+packages=(libportaudio2 alsa-utils coturn systemd)
+if [ "${1:-}" = "--test" ]; then
+    packages+=(chromium iptables)
+fi
 missing=()
 for pkg in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then

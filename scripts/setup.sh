@@ -12,7 +12,7 @@ if [ "${1:-}" = "--test" ]; then
     extra="[test]"
 fi
 
-scripts/install-system-deps.sh
+scripts/install-system-deps.sh ${extra:+--test}
 
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

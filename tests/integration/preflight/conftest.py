@@ -30,7 +30,7 @@ def kiosk_settings(devstack: DevStack, **extra: str) -> Settings:
 
 def _iptables_usable() -> str | None:
     if shutil.which("iptables") is None:
-        return "iptables is not installed (scripts/install-system-deps.sh installs it)"
+        return "iptables is not installed (scripts/install-system-deps.sh --test installs it)"
     if os.geteuid() != 0:
         return "iptables needs root"
     return None
