@@ -81,6 +81,9 @@ log = logging.getLogger(__name__)
 PROBE_TIMEOUT_SECONDS: Final = 1.5  # two STUN tries: loopback answers in ms, a WAN in well under 1 s
 STALL_SECONDS: Final = 2.0
 CONNECT_SECONDS: Final = 10.0
+# No frame but packets (the far end's receiver reports, every 0.5-1.5 s from aiortc, about 1 s from
+# browsers): the path is watched over this window instead, so that a lost report or two is not a stall.
+FEEDBACK_SECONDS: Final = 5.0
 QUALITY_SECONDS: Final = 1.0
 PLI_SECONDS: Final = 0.3  # a PLI lost on the way is asked again this soon
 FrameHandler = Callable[[str, Any], None]
@@ -377,7 +380,7 @@ class MediaCall:
             # path is alive and the far end sends no media (a one-way call, or its camera and
             # microphone gone). A rebuild would not change that, and would cut what we send.
             log.debug("no remote media but the path is alive packets=%d", now - before)
-            self._arm_watchdog(self._stall_after)
+            self._arm_watchdog(max(self._stall_after, FEEDBACK_SECONDS))
             return
         self.stalls += 1
         log.warning("media stalled seconds=%.1f received=%s", self._stall_after, self.received)
