@@ -81,10 +81,12 @@ def check_sdp(sdp: str, kind: str) -> None:
     if not sdp.startswith("v=0") or "\nm=" not in sdp:
         raise CallError("sdp", f"the remote {kind} is not a session description with media")
     lines = [line.strip() for line in sdp.splitlines()]
+    sections = [line[2:].split() for line in lines if line.startswith("m=")]
+    # aiortc reads every m= line as "kind port proto format...", a rejected one too.
+    if any(len(fields) < 4 for fields in sections):
+        raise CallError("sdp", f"the remote {kind} has a media section without a format")
     usable = [
-        fields
-        for fields in (line[2:].split() for line in lines if line.startswith("m="))
-        if len(fields) >= 3 and fields[0] in MEDIA_KINDS and fields[1] != "0" and "RTP" in fields[2]
+        fields for fields in sections if fields[0] in MEDIA_KINDS and fields[1] != "0" and "RTP" in fields[2]
     ]
     if not usable:
         raise CallError("sdp", f"the remote {kind} has no audio or video section that is not rejected")

@@ -43,6 +43,7 @@ def refused(sdp: str) -> str:
     with pytest.raises(CallError) as caught:
         check_sdp(sdp, "offer")
     assert caught.value.code == "sdp"
+    assert str(caught.value) == f"sdp: {caught.value.reason}"  # what a traceback shows
     return caught.value.reason
 
 
@@ -75,3 +76,18 @@ def test_a_description_without_ice_or_dtls_credentials_is_refused(attribute: str
 @pytest.mark.parametrize("sdp", ["", "hello", "v=0\r\ns=-\r\n", "m=audio 9 RTP/AVP 0\r\n"])
 def test_what_is_not_a_description_with_media_is_refused(sdp: str) -> None:
     assert refused(sdp) == "the remote offer is not a session description with media"
+
+
+@pytest.mark.parametrize(
+    "sdp",
+    [
+        # The only usable section lists no payload format.
+        BROWSER_OFFER.replace("m=audio 9 ", "m=audio 0 ").replace("SAVPF 96", "SAVPF"),
+        # A usable audio section, and a video section without a format beside it.
+        BROWSER_OFFER.replace("SAVPF 96", "SAVPF"),
+        BROWSER_OFFER.replace("m=video 9 UDP/TLS/RTP/SAVPF 96", "m=video 0 UDP/TLS/RTP/SAVPF"),
+    ],
+)
+def test_a_media_section_without_a_format_is_refused(sdp: str) -> None:
+    # aiortc's parser fails on any m= line without "kind port proto format...", while answering.
+    assert refused(sdp) == "the remote offer has a media section without a format"
