@@ -18,6 +18,9 @@ from telehealth_client.media.common import CallError, TurnAddress, TurnConfig
         ("turns:turn.example.org:443?transport=tcp", TurnAddress("turn.example.org", 443, "tcp", True)),
         ("turn:[::1]:3478", TurnAddress("::1", 3478, "udp", False)),
         ("turn:[::1]", TurnAddress("::1", 3478, "udp", False)),
+        # The ends of the port range, and a host name only brackets are taken off.
+        ("turn:X.example.org:1", TurnAddress("X.example.org", 1, "udp", False)),
+        ("turn:turn.example.org:65535", TurnAddress("turn.example.org", 65535, "udp", False)),
     ],
 )
 def test_turn_and_turns_urls_are_read_like_aiortc(url: str, expected: TurnAddress) -> None:
@@ -33,6 +36,10 @@ def test_turn_and_turns_urls_are_read_like_aiortc(url: str, expected: TurnAddres
         "turn:",
         "turn:host:notaport",
         "turn:host:70000",
+        "turn:host:65536",
+        "turn:host:0",
+        "turn::3478",  # no host
+        "turn:[]:3478",
         "http://turn.example.org",
     ],
 )
