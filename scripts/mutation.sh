@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Mutation testing with mutmut 3 over pubsub/, protocol/, security/, devstack/relay/access.py and
-# config.py ([tool.mutmut] in pyproject.toml says what is mutated and which tests run). Slow: not in CI.
+# Mutation testing with mutmut 3 over pubsub/, protocol/, security/, devstack/relay/access.py,
+# config.py and the call's pure modules media/negotiation.py and media/common.py ([tool.mutmut] in
+# pyproject.toml says what is mutated and which tests run). Slow: not in CI.
 #
 #   scripts/mutation.sh              fresh run of every mutant, then the killed share per module
 #   scripts/mutation.sh --keep       reuse mutants/ from the last run: only changed functions and new

@@ -28,6 +28,8 @@ GROUPS = (
     "telehealth_client/security/",
     "telehealth_client/devstack/relay/access.py",
     "telehealth_client/config.py",
+    "telehealth_client/media/negotiation.py",
+    "telehealth_client/media/common.py",
 )
 
 

@@ -7,6 +7,7 @@ handle on the child can use them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -74,6 +75,17 @@ MEDIA_KINDS = ("audio", "video")
 ICE_AND_DTLS = ("a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:")
 
 
+M_LINE_PROTO = re.compile(r"[A-Z/]+")
+DTLS_SETUP = ("active", "passive", "actpass")
+# RTP payload types are 0-127 on the wire (RFC 3550); aiortc accepts 0-255 but refuses 72-76,
+# which would make RTP look like RTCP (RFC 5761).
+RTCP_CONFLICT = range(72, 77)
+
+
+def _payload_type(text: str) -> bool:
+    return text.isascii() and text.isdigit() and int(text) < 256 and int(text) not in RTCP_CONFLICT
+
+
 def check_sdp(sdp: str, kind: str) -> None:
     """The shape every usable description has, checked before the call's media is touched:
     aiortc's parser takes almost anything and fails only while answering, when the working call
@@ -82,9 +94,23 @@ def check_sdp(sdp: str, kind: str) -> None:
         raise CallError("sdp", f"the remote {kind} is not a session description with media")
     lines = [line.strip() for line in sdp.splitlines()]
     sections = [line[2:].split() for line in lines if line.startswith("m=")]
-    # aiortc reads every m= line as "kind port proto format...", a rejected one too.
+    # aiortc reads every m= line as "kind port PROTO format...", a rejected one too, and an audio
+    # or video section's formats as RTP payload types.
     if any(len(fields) < 4 for fields in sections):
         raise CallError("sdp", f"the remote {kind} has a media section without a format")
+    for fields in sections:
+        port, proto = fields[1], fields[2]
+        if not (port.isascii() and port.isdigit()) or not M_LINE_PROTO.fullmatch(proto):
+            raise CallError(
+                "sdp", f"the remote {kind} has a media section whose port or protocol is unreadable"
+            )
+        if fields[0] in MEDIA_KINDS and not all(_payload_type(fmt) for fmt in fields[3:]):
+            raise CallError("sdp", f"the remote {kind} has a media format that is not an RTP payload type")
+    for line in lines:
+        if line.startswith("a=setup:") and line[len("a=setup:") :].strip() not in DTLS_SETUP:
+            raise CallError(
+                "sdp", f"the remote {kind} has a DTLS setup that is not active, passive or actpass"
+            )
     usable = [
         fields for fields in sections if fields[0] in MEDIA_KINDS and fields[1] != "0" and "RTP" in fields[2]
     ]

@@ -91,3 +91,40 @@ def test_what_is_not_a_description_with_media_is_refused(sdp: str) -> None:
 def test_a_media_section_without_a_format_is_refused(sdp: str) -> None:
     # aiortc's parser fails on any m= line without "kind port proto format...", while answering.
     assert refused(sdp) == "the remote offer has a media section without a format"
+
+
+def aiortc_parses(sdp: str) -> bool:
+    """Whether aiortc's own parser (what answering runs) takes the description."""
+    from aiortc.sdp import SessionDescription
+
+    try:
+        SessionDescription.parse(sdp)
+    except Exception:
+        return False
+    return True
+
+
+UNREADABLE_BY_AIORTC = [
+    (BROWSER_OFFER.replace("SAVPF 96", "SAVPF vp8"), "a media format that is not an RTP payload type"),
+    (BROWSER_OFFER.replace("SAVPF 96", "SAVPF 300"), "a media format that is not an RTP payload type"),
+    (BROWSER_OFFER.replace("SAVPF 96", "SAVPF 72"), "a media format that is not an RTP payload type"),
+    (BROWSER_OFFER.replace("SAVPF 96", "SAVPF ²"), "a media format that is not an RTP payload type"),
+    (
+        BROWSER_OFFER.replace("m=video 9 ", "m=video x "),
+        "a media section whose port or protocol is unreadable",
+    ),
+    (
+        BROWSER_OFFER.replace("m=video 9 UDP/TLS/RTP/SAVPF", "m=video 9 udp/tls/rtp/savpf"),
+        "a media section whose port or protocol is unreadable",
+    ),
+    (
+        BROWSER_OFFER.replace("a=setup:actpass", "a=setup:sideways", 1),
+        "a DTLS setup that is not active, passive or actpass",
+    ),
+]
+
+
+@pytest.mark.parametrize(("sdp", "reason"), UNREADABLE_BY_AIORTC)
+def test_what_aiortcs_parser_would_fail_on_is_refused_first(sdp: str, reason: str) -> None:
+    assert aiortc_parses(BROWSER_OFFER) and not aiortc_parses(sdp)
+    assert refused(sdp) == f"the remote offer has {reason}"
