@@ -637,16 +637,7 @@ class Agents:
         self.calls: dict[str, ConsultationCall] = {}  # each side's, once the provider has called
 
     def _template(self, user_id: str) -> BusConfig:
-        env = self.stack.agent_environment()
-        return BusConfig(
-            user_id=user_id,
-            subscribe_key=env["TELEHEALTH_SUBSCRIBE_KEY"],
-            publish_key=env["TELEHEALTH_PUBLISH_KEY"],
-            origin=env["TELEHEALTH_ORIGIN"],
-            ssl=False,
-            cipher_key=env["TELEHEALTH_CIPHER_KEY"],
-            request_timeout_seconds=5.0,
-        )
+        return self.stack.bus_config(user_id, request_timeout_seconds=5.0)
 
     def _clinic(self, credential: str) -> ClinicClient:
         assert self.stack.clinic is not None

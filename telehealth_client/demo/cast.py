@@ -248,13 +248,4 @@ class Cast:
         return hub
 
     def _template(self, user_id: str) -> BusConfig:
-        env = self.stack.agent_environment()
-        return BusConfig(
-            user_id=user_id,
-            subscribe_key=env["TELEHEALTH_SUBSCRIBE_KEY"],
-            publish_key=env["TELEHEALTH_PUBLISH_KEY"],
-            origin=env["TELEHEALTH_ORIGIN"],
-            ssl=False,
-            cipher_key=env["TELEHEALTH_CIPHER_KEY"],
-            request_timeout_seconds=5.0,
-        )
+        return self.stack.bus_config(user_id, request_timeout_seconds=5.0)

@@ -18,12 +18,16 @@ from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from telehealth_client.devstack.clinic import Clinic, DeviceIdentity, StaffMember
 from telehealth_client.devstack.clinic.directory import StaffRole
 from telehealth_client.devstack.relay import Relay
 from telehealth_client.devstack.turn import TurnServer
 from telehealth_client.protocol.channels import InvalidIdError, validate_id
+
+if TYPE_CHECKING:
+    from telehealth_client.pubsub.pubnub_bus import BusConfig
 
 # The department of every provider and nurse not given one: the README's examples use it.
 DEFAULT_DEPARTMENT = "er"
@@ -113,7 +117,8 @@ class DevStack:
     one for the auditor (``keys.auditor_credential``) and one for each of ``providers`` and
     ``nurses`` (``users[user_id].credential``), each bound to that user and role. Each provider
     and nurse belongs to ``departments[user_id]`` (default ``DEFAULT_DEPARTMENT``) in the
-    clinic's directory. ``agent_environment(user_id)`` gives an agent its settings.
+    clinic's directory. ``agent_environment(user_id)`` gives an agent its settings;
+    ``bus_config(user_id, **options)`` an in-process bus on this stack.
 
     ``state_dir``: the relay's (``relay/``) and the clinic's (``clinic/``) durable state, so a
     stack restarted on the same directory still refuses the tokens it revoked. It needs the
@@ -235,6 +240,22 @@ class DevStack:
         }
         credentials.update({user.credential: user.identity for user in self.users.values()})
         return credentials
+
+    def bus_config(self, user_id: str, **options: Any) -> BusConfig:
+        """A bus on this stack as ``user_id``: its keys and origin, no TLS; ``options`` set the
+        rest of ``BusConfig`` (a token, shorter timeouts for tests and benchmarks)."""
+        from telehealth_client.pubsub.pubnub_bus import BusConfig
+
+        env = self.agent_environment()
+        return BusConfig(
+            user_id=user_id,
+            subscribe_key=env["TELEHEALTH_SUBSCRIBE_KEY"],
+            publish_key=env["TELEHEALTH_PUBLISH_KEY"],
+            origin=env["TELEHEALTH_ORIGIN"],
+            ssl=False,
+            cipher_key=env["TELEHEALTH_CIPHER_KEY"],
+            **options,
+        )
 
     def agent_environment(self, user_id: str | None = None) -> dict[str, str]:
         """The ``TELEHEALTH_*`` settings an agent needs to use this stack.

@@ -101,17 +101,8 @@ async def stack() -> AsyncIterator[DevStack]:
 
 
 def bus_template(stack: DevStack, user_id: str) -> BusConfig:
-    env = stack.agent_environment()
-    return BusConfig(
-        user_id=user_id,
-        subscribe_key=env["TELEHEALTH_SUBSCRIBE_KEY"],
-        publish_key=env["TELEHEALTH_PUBLISH_KEY"],
-        origin=env["TELEHEALTH_ORIGIN"],
-        ssl=False,
-        cipher_key=env["TELEHEALTH_CIPHER_KEY"],
-        reconnect_min_seconds=0.05,
-        reconnect_max_seconds=0.5,
-        request_timeout_seconds=5.0,
+    return stack.bus_config(
+        user_id, reconnect_min_seconds=0.05, reconnect_max_seconds=0.5, request_timeout_seconds=5.0
     )
 
 
