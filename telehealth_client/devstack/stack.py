@@ -11,7 +11,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import secrets
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from telehealth_client.devstack.clinic import Clinic, DeviceIdentity, StaffMember
 from telehealth_client.devstack.clinic.directory import StaffRole
+from telehealth_client.devstack.private_file import write_private
 from telehealth_client.devstack.relay import Relay
 from telehealth_client.devstack.turn import TurnServer
 from telehealth_client.protocol.channels import InvalidIdError, validate_id
@@ -75,9 +75,7 @@ class DevStackKeys:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             keys = cls()
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-                json.dump(asdict(keys), file)
+            write_private(path, json.dumps(asdict(keys)).encode())
             return keys
         except UnicodeDecodeError:
             raise ValueError(f"{path}: is not UTF-8 text") from None

@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-import os
 import random
 import secrets
 import shutil
@@ -39,6 +38,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from telehealth_client.devstack.private_file import write_private
 
 logger = logging.getLogger(__name__)
 
@@ -103,13 +104,6 @@ def _free_port(*, besides: int | None = None) -> int:
         if port != besides and _port_is_free(port):
             return port
     raise TurnServerError("no free UDP+TCP port on 127.0.0.1")
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """``path`` created for its owner only (0600) before anything is written into it."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(data)
 
 
 @dataclass(frozen=True)
@@ -184,7 +178,7 @@ def _make_tls_files(directory: Path) -> _TlsFiles:
     files = _TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key")
     files.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     files.cert_file.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(
+    write_private(
         files.key_file,
         server_key.private_bytes(
             serialization.Encoding.PEM,
@@ -429,7 +423,7 @@ class TurnServer:
             self._tls_files = await asyncio.to_thread(_make_tls_files, Path(self._tls_dir.name))
         config = workdir / "turnserver.conf"
         text = "\n".join(self._options(port, workdir)) + "\n"
-        await asyncio.to_thread(_write_private, config, text.encode())
+        await asyncio.to_thread(write_private, config, text.encode())
         self._process = await asyncio.create_subprocess_exec(
             *self._command(executable, config),
             stdin=asyncio.subprocess.DEVNULL,
