@@ -54,18 +54,27 @@ class UnderWay:
     provider_call: ConsultationCall
 
 
-async def call_under_way(parts: Parts, tmp_path: Path) -> UnderWay:
-    """A kiosk checked in, its provider joined and called: video flowing both ways."""
+async def connecting(
+    parts: Parts, tmp_path: Path, patient_media: MediaOptions | None = None
+) -> tuple[PatientEndpoint, ProviderEndpoint, RecordingHub, RecordingHub]:
+    """A kiosk checked in (with ``patient_media``, or a camera and microphone) and its provider
+    joined: the consultation is connecting, nobody has called yet."""
     patient_hub, provider_hub = RecordingHub(), RecordingHub()
     provider = await parts.provider(provider_hub, media=media_options(tmp_path, "provider"))
     await parts.record_consent()
-    patient = parts.patient(patient_hub, media=media_options(tmp_path, "patient"))
+    patient = parts.patient(patient_hub, media=patient_media or media_options(tmp_path, "patient"))
     await patient.check_in(
         appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
     )
     await provider_hub.wait_state(S.CHECKED_IN)
     await provider.join(CONSULTATION)
     await patient_hub.wait_state(S.CONNECTING)
+    return patient, provider, patient_hub, provider_hub
+
+
+async def call_under_way(parts: Parts, tmp_path: Path) -> UnderWay:
+    """A kiosk checked in, its provider joined and called: video flowing both ways."""
+    patient, provider, patient_hub, provider_hub = await connecting(parts, tmp_path)
     provider_call = await provider.call(CONSULTATION)
     for hub in (patient_hub, provider_hub):
         await hub.wait_for(flowing("video"), within=WAIT)
@@ -75,16 +84,7 @@ async def call_under_way(parts: Parts, tmp_path: Path) -> UnderWay:
 async def test_a_call_moves_the_consultation_to_in_progress_and_survives_a_killed_media_child(
     parts: Parts, tmp_path: Path
 ) -> None:
-    patient_hub, provider_hub = RecordingHub(), RecordingHub()
-    provider = await parts.provider(provider_hub, media=media_options(tmp_path, "provider"))
-    await parts.record_consent()
-    patient = parts.patient(patient_hub, media=media_options(tmp_path, "patient"))
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
-    await provider_hub.wait_state(S.CHECKED_IN)
-    await provider.join(CONSULTATION)
-    await patient_hub.wait_state(S.CONNECTING)
+    patient, provider, patient_hub, provider_hub = await connecting(parts, tmp_path)
 
     await provider.call(CONSULTATION)
     for hub in (patient_hub, provider_hub):
@@ -208,18 +208,9 @@ async def test_a_kiosk_without_a_camera_still_starts_the_consultation_on_its_aud
 ) -> None:
     """The kiosk's camera is gone (its microphone works): the provider hears the patient, and
     the consultation moves to in-progress on that audio."""
-    patient_hub, provider_hub = RecordingHub(), RecordingHub()
-    provider = await parts.provider(provider_hub, media=media_options(tmp_path, "provider"))
-    await parts.record_consent()
     env, devices = child_env(tmp_path, "patient")
     without_camera = MediaOptions(dataclasses.replace(devices, camera=None, camera_is_file=False), env)
-    patient = parts.patient(patient_hub, media=without_camera)
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
-    await provider_hub.wait_state(S.CHECKED_IN)
-    await provider.join(CONSULTATION)
-    await patient_hub.wait_state(S.CONNECTING)
+    _patient, provider, patient_hub, provider_hub = await connecting(parts, tmp_path, without_camera)
     await provider.call(CONSULTATION)
     await provider_hub.wait_for(flowing("audio"), within=WAIT)
     await patient_hub.wait_for(flowing("video"), within=WAIT)
