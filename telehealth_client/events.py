@@ -3,7 +3,7 @@
 Public API:
 
 - Event dataclasses (frozen; ``kind`` names each for the local API's live stream):
-  ``StateChanged``, ``RosterChanged``, ``QueueUpdated``, ``DeviceStatusReported``,
+  ``StateChanged``, ``RosterChanged``, ``QueueUpdated``, ``ProviderReady``, ``DeviceStatusReported``,
   ``TokenExpiring``, ``AccessDenied``, ``BusStatusChanged``, ``SessionClosed``, ``EndpointIdle``,
   ``InvitationReceived``, ``StateSaved``, ``ChatMessageAdded``, ``ChatStatusChanged``,
   ``ChatReadUpdated``, ``ChatWiped``, ``EmergencyUpdated``, ``EmergencyAlert``,
@@ -67,6 +67,14 @@ class QueueUpdated:
     consultation_id: str
     position: int
     estimated_wait_minutes: int
+
+
+@dataclass(frozen=True)
+class ProviderReady:
+    """The consultation's provider told the patient it is about to begin (``PROVIDER_READY``)."""
+
+    kind: ClassVar[str] = "provider-ready"
+    consultation_id: str
 
 
 @dataclass(frozen=True)
@@ -261,6 +269,7 @@ Event: TypeAlias = (
     StateChanged
     | RosterChanged
     | QueueUpdated
+    | ProviderReady
     | DeviceStatusReported
     | TokenExpiring
     | AccessDenied

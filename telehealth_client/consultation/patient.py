@@ -47,12 +47,14 @@ from telehealth_client.protocol.messages import (
     ConsultationState,
     DeviceStatus,
     Drop,
+    Message,
     NetworkVerdict,
     PatientCheckedIn,
+    ProviderReady,
     consent_refusal,
     decode_consent,
 )
-from telehealth_client.pubsub.bus import Bus, BusError
+from telehealth_client.pubsub.bus import Bus, BusError, Envelope
 from telehealth_client.security import tokens
 from telehealth_client.security.clinic_client import ClinicError
 
@@ -230,6 +232,7 @@ class PatientEndpoint:
                 on_closed=self._closed,
             )
             holder.append(session)
+            session.add_message_handler(_provider_ready_announcer(session, self._hub))
             if check_consent:
                 await self._check_consent(bus, patient_id, auditor)
             if self._durable is not None and auditor is not None:
@@ -379,6 +382,27 @@ class PatientEndpoint:
         session = self._session
         if session is not None:
             await session.aclose("stopped")
+
+
+def _provider_ready_announcer(
+    session: ConsultationSession, hub: events.EventHub
+) -> Callable[[Message, Envelope], None]:
+    """Emit ``events.ProviderReady`` for each new ``PROVIDER_READY`` from the consultation's own
+    provider about this consultation (live or from a catch-up, each once)."""
+    newest = 0
+
+    def announce(message: Message, envelope: Envelope) -> None:
+        nonlocal newest
+        if (
+            isinstance(message, ProviderReady)
+            and message.consultation_id == session.consultation_id
+            and envelope.publisher == session.consultation.provider_id
+            and envelope.timetoken > newest
+        ):
+            newest = envelope.timetoken
+            hub.emit(events.ProviderReady(session.consultation_id))
+
+    return announce
 
 
 def _appointment(consultation: Consultation) -> dict[str, str]:

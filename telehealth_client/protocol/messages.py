@@ -324,7 +324,9 @@ class _NotificationBase(WireModel):
     title: Annotated[str, _text(200)]
     body: Annotated[str, _text(1000, min_chars=0)]
     priority: Priority
-    timestamp: UtcTime
+    # Our senders always write it; the seeds' provider app writes none, and a missing timestamp
+    # must never cost a patient its queue position or "provider ready" (PROTOCOL.md).
+    timestamp: UtcTime | None = None
 
 
 class PatientReady(_NotificationBase):

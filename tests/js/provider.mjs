@@ -359,7 +359,7 @@ const commands = {
           consultationId: patient.consultationId,
           position,
           estimatedWaitMinutes: (position - 1) * minutesPerPatient,
-          timestamp: now(),
+          // No timestamp, as the seeds' provider app: PROTOCOL.md has receivers accept that.
         }),
       );
       patient.state = "waiting";
@@ -375,8 +375,7 @@ const commands = {
       title: "Your Provider is Ready",
       body: "Your consultation is about to begin.",
       priority: "high",
-      consultationId,
-      timestamp: joined.message.timestamp,
+      consultationId, // no timestamp, as the seeds' provider app sends it
     });
     return { timetoken: joined.timetoken, readyTimetoken: ready };
   },

@@ -370,6 +370,8 @@ def _summary(duration: object, follow_up: object = True) -> dict[str, Any]:
         ("QUEUE_UPDATE", {"position": True}, "position", "integer"),
         ("QUEUE_UPDATE", {"estimatedWaitMinutes": -1}, "estimatedWaitMinutes", "at least 0"),
         ("QUEUE_UPDATE", {"priority": "urgent"}, "priority", "must be one of"),
+        ("QUEUE_UPDATE", {"timestamp": "2026-11-22T14:03:07"}, "timestamp", "UTC"),  # optional, still checked
+        ("PROVIDER_READY", {"timestamp": 1}, "timestamp", "UTC"),
         (
             "ice-candidate",
             {"candidate": {"candidate": "c", "sdpMLineIndex": "0"}},
@@ -399,9 +401,25 @@ def test_each_required_field_is_required(name: str) -> None:
     for key in payload:
         if key in ("state", "status", "metadata"):
             continue  # defaults: a sender may leave the constant out
+        if key == "timestamp" and channel.startswith("notification."):
+            continue  # optional on notifications (the seeds' provider app sends none)
         dropped = decode(channel, {k: v for k, v in payload.items() if k != key}, publisher)
         assert isinstance(dropped, Drop), key
         assert dropped.field in (key, "action", "type", "eventType"), (key, dropped)
+
+
+@pytest.mark.parametrize(
+    "name", sorted(n for n, (channel, _, _) in SAMPLES.items() if channel.startswith("notification."))
+)
+def test_a_notification_without_timestamp_is_accepted(name: str) -> None:
+    """PROTOCOL.md: a missing notification timestamp never drops a queue update or provider-ready."""
+    channel, payload, publisher = SAMPLES[name]
+    bare = decode(channel, {k: v for k, v in payload.items() if k != "timestamp"}, publisher)
+    stamped = decode(channel, payload, publisher)
+    assert isinstance(bare, m.Notification), bare
+    assert isinstance(stamped, m.Notification), stamped
+    assert bare == decode(channel, {**payload, "timestamp": None}, publisher)
+    assert (bare.timestamp, stamped.timestamp) == (None, datetime(2026, 11, 22, 14, 3, 7, 123000, UTC))
 
 
 def test_a_free_form_key_is_not_repeated_in_the_reason() -> None:
