@@ -23,7 +23,19 @@ class ClinicError(Exception):
     def __init__(self, operation: str, reason: str, status: int | None = None) -> None:
         super().__init__(f"{operation}: {reason}" + (f" (HTTP {status})" if status else ""))
         self.operation = operation
+        self.reason = reason
         self.status = status
+
+    @property
+    def refused(self) -> bool:
+        """The clinic's own verdict (HTTP 403): asking again will not change it. Anything else (no
+        answer, a time-out, 5xx, a 401 during a credential swap) may pass."""
+        return self.status == 403
+
+    @property
+    def consent_refused(self) -> bool:
+        """Refused for the patient's telehealth consent (PROTOCOL.md: 403 ``consent: ...``)."""
+        return self.refused and self.reason.startswith("refused: consent:")
 
 
 MAX_TOKEN_TTL_MINUTES = 43_200

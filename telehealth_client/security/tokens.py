@@ -15,7 +15,14 @@ A PubNub client holds one token at a time (PROTOCOL.md, "Token permissions by ro
 - on a 403 from the bus (its status turning access-denied, or a publish reported through
   ``handle_access_denied``) it refreshes once, at once. If the bus is still refused with the new
   token, it says ``access-denied`` and refreshes no more for it: a revoked consultation or a
-  channel outside the grant is not cured by asking again.
+  channel outside the grant is not cured by asking again;
+- only a verdict ends anything: the clinic's own refusal (HTTP 403 from the token server, on a
+  scheduled refresh or after a 403) or the bus refusing a token issued in answer to its 403. A
+  clinic that cannot be reached (no answer, a time-out, 5xx) is not a verdict, however long it
+  lasts: each failed attempt says ``refresh-failed`` (the user is told access is being renewed),
+  the refresh is retried with back-off, and a publish refused meanwhile waits in
+  ``handle_access_denied`` for the next token. A 403 on a token that has merely expired (its life
+  is over by this side's clock) is a reason to refresh, never a verdict on its own.
 
 Expiry is counted from when the request was sent, so this side never believes a token lives
 longer than the server made it. The token and the device credential are never logged, nor put
@@ -44,7 +51,8 @@ TOKEN_ROLES = ("patient", "provider", "nurse")
 # What the clinic's token endpoint reads besides userId and role (PROTOCOL.md, "Clinic backend").
 CONTEXT_FIELDS = ("appointmentId", "consultationChannel", "providerId", "departmentId")
 
-DenialSource = Literal["subscribe", "publish"]
+# What was refused: the bus's subscribe or a publish (PubNub's 403), or a refresh (the clinic's).
+DenialSource = Literal["subscribe", "publish", "refresh"]
 
 
 # -- events ----------------------------------------------------------------------------------------
@@ -83,6 +91,20 @@ class TokenExpiring:
 
 
 @dataclass(frozen=True)
+class TokenRefreshFailed:
+    """The first of a streak of refreshes that could not reach the clinic (or failed without a
+    verdict): retried in ``retry_in_seconds`` and on; ``expired``: the current token's life is
+    already over. The streak ends with ``TokenRefreshed`` or a verdict."""
+
+    user_id: str
+    role: str
+    failures: int
+    retry_in_seconds: float
+    expired: bool
+    kind: Literal["refresh-failed"] = field(default="refresh-failed", init=False)
+
+
+@dataclass(frozen=True)
 class TokenExpired:
     """The token has expired and no new one could be had: the bus is refused until one is."""
 
@@ -94,16 +116,20 @@ class TokenExpired:
 
 @dataclass(frozen=True)
 class TokenAccessDenied:
-    """The bus is refused even after a refresh (or the refresh itself failed): not retried."""
+    """A verdict: the bus is refused even after a refresh, or the clinic refused a new token
+    (``source`` ``refresh``; ``consent_withdrawn`` when it refused for the patient's consent)."""
 
     user_id: str
     role: str
     source: DenialSource
     reason: str
+    consent_withdrawn: bool = False
     kind: Literal["access-denied"] = field(default="access-denied", init=False)
 
 
-TokenEvent = TokenGranted | TokenRefreshed | TokenExpiring | TokenExpired | TokenAccessDenied
+TokenEvent = (
+    TokenGranted | TokenRefreshed | TokenExpiring | TokenRefreshFailed | TokenExpired | TokenAccessDenied
+)
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -200,6 +226,11 @@ def plan(
 # -- the keeper ------------------------------------------------------------------------------------
 
 
+def _clinic_verdict(exc: Exception) -> bool:
+    """The clinic refused (its 403), as opposed to not answering or failing (retried)."""
+    return isinstance(exc, ClinicError) and exc.refused
+
+
 class TokenSource(Protocol):
     """Where tokens come from: ``ClinicClient`` in the agent."""
 
@@ -260,6 +291,8 @@ class TokenKeeper:
         self._episode: _Episode = "none"
         self._verdict_at: float | None = None  # when a refused subscription's grace after the refresh ends
         self._pending_denial: DenialSource | None = None
+        # A 403 whose refresh could not reach the clinic: it waits for the next token fetched.
+        self._awaiting_token: DenialSource | None = None
         self._denial_waiters: list[asyncio.Future[bool]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -399,15 +432,20 @@ class TokenKeeper:
         if self._episode == "reported":
             self._settle_denial_waiters(False)
             return
-        if self._episode == "refreshed":
+        if self._episode == "refreshed" and not self._token_expired():
             self._report_denied(source, "still refused after a refresh")
             return
+        if self._awaiting_token is not None:
+            return  # a refresh for an earlier 403 is being retried: this one waits for its token
         try:
             grant, requested_at = await self._fetch()
         except Exception as exc:
-            self._log_failure("after a 403", exc)
-            self._report_denied(source, "the refresh after a 403 failed")
+            self._awaiting_token = source  # a verdict below settles it; else the next token does
+            self._refresh_failed("after a 403", exc)
             return
+        self._refreshed_after_denial(grant, requested_at, source)
+
+    def _refreshed_after_denial(self, grant: TokenGrant, requested_at: float, source: DenialSource) -> None:
         self._apply(grant, requested_at)
         self._episode = "refreshed"
         # Refusals reported while this refresh was under way were of the old token: their waiters
@@ -430,15 +468,11 @@ class TokenKeeper:
         try:
             grant, requested_at = await self._fetch()
         except Exception as exc:
-            self._failures += 1
-            delay = back_off_delay(
-                self._failures,
-                self._policy.retry_min_seconds,
-                self._policy.retry_max_seconds,
-                self._rng.uniform,
-            )
-            self._next_attempt = self._clock.now() + delay
-            self._log_failure("scheduled", exc, retry_in=delay)
+            self._refresh_failed("scheduled", exc)
+            return
+        awaiting, self._awaiting_token = self._awaiting_token, None
+        if awaiting is not None:
+            self._refreshed_after_denial(grant, requested_at, awaiting)
             return
         self._apply(grant, requested_at)
         self._episode, self._verdict_at = "none", None  # a new token: a later 403 gets its own refresh
@@ -449,6 +483,33 @@ class TokenKeeper:
             grant.ttl_minutes,
         )
         self._emit(TokenRefreshed(self._request.user_id, self._request.role, grant.ttl_minutes, "scheduled"))
+
+    def _refresh_failed(self, when: str, exc: Exception) -> None:
+        """Retry after a back-off. The clinic's refusal is a verdict, said at once (while the current
+        token may still let the far end be told); anything else is said to be retried. Retried
+        either way: a standing token the clinic grants again later is taken."""
+        self._failures += 1
+        delay = back_off_delay(
+            self._failures,
+            self._policy.retry_min_seconds,
+            self._policy.retry_max_seconds,
+            self._rng.uniform,
+        )
+        self._next_attempt = self._clock.now() + delay
+        self._log_failure(when, exc, retry_in=delay)
+        if self._episode == "reported":
+            return
+        if _clinic_verdict(exc):
+            self._report_denied(self._awaiting_token or "refresh", "the clinic refused a new token", exc)
+        elif self._failures == 1:  # once a streak: the user is told until a token arrives
+            self._emit(
+                TokenRefreshFailed(
+                    self._request.user_id, self._request.role, self._failures, delay, self._token_expired()
+                )
+            )
+
+    def _token_expired(self) -> bool:
+        return self._schedule is not None and self._clock.now() >= self._schedule.expires_at
 
     def _check_expiry(self) -> None:
         assert self._schedule is not None
@@ -500,17 +561,19 @@ class TokenKeeper:
         self._warned = False
         self._expired = False
 
-    def _report_denied(self, source: DenialSource, reason: str) -> None:
+    def _report_denied(self, source: DenialSource, reason: str, refusal: Exception | None = None) -> None:
         self._episode = "reported"
         self._verdict_at = None
+        self._awaiting_token = None
+        consent = isinstance(refusal, ClinicError) and refusal.consent_refused
         log.warning(
             "token access denied user=%s role=%s source=%s reason=%s",
             self._request.user_id,
             self._request.role,
             source,
-            reason,
+            reason + (" (consent)" if consent else ""),
         )
-        self._emit(TokenAccessDenied(self._request.user_id, self._request.role, source, reason))
+        self._emit(TokenAccessDenied(self._request.user_id, self._request.role, source, reason, consent))
         self._settle_denial_waiters(False)
 
     def _settle_denial_waiters(self, refreshed: bool) -> None:

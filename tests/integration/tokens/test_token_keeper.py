@@ -22,6 +22,7 @@ from telehealth_client.security.tokens import (
     TokenExpiring,
     TokenGranted,
     TokenRefreshed,
+    TokenRefreshFailed,
     TokenRequest,
 )
 from tests.integration.clinic.conftest import CART_CREDENTIALS, ClinicFactory
@@ -147,7 +148,9 @@ async def test_a_failing_refresh_backs_off_warns_expires_then_recovers(
         "4.000",
     ]
     assert all("status=None error=ClinicError" in line for line in retries)
-    assert events.kinds() == ["granted"]  # not yet: 12 s (20 % of the TTL) before expiry is 48 s
+    # The user is told once that access is being renewed; no warning yet: 12 s (20 % of the TTL)
+    # before expiry is 48 s.
+    assert events.items[1:] == [TokenRefreshFailed(PATIENT, "patient", 1, 1.0, expired=False)]
 
     await clock.advance(48 - elapsed)
     (expiring,) = await events.wait_kind("expiring")
@@ -171,7 +174,7 @@ async def test_a_failing_refresh_backs_off_warns_expires_then_recovers(
     (refreshed,) = await events.wait_kind("refreshed")
     assert refreshed == TokenRefreshed(PATIENT, "patient", 1, "scheduled")
     await bus.publish(CONSULTATION, {"n": 3})
-    assert events.kinds() == ["granted", "expiring", "expired", "refreshed"]
+    assert events.kinds() == ["granted", "refresh-failed", "expiring", "expired", "refreshed"]
 
 
 async def test_a_403_on_the_subscription_gets_one_refresh_and_the_subscription_resumes(

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from telehealth_client.devstack.clinic import Clinic
+from telehealth_client.devstack.relay import Relay
 from telehealth_client.pubsub.bus import AccessDeniedError
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.clinic_client import TokenGrant
@@ -23,9 +24,10 @@ from telehealth_client.security.tokens import (
     TokenEvent,
     TokenKeeper,
     TokenRefreshed,
+    TokenRefreshFailed,
     TokenRequest,
 )
-from tests.integration.clinic.conftest import ClinicApi
+from tests.integration.clinic.conftest import ClinicApi, ClinicFactory
 
 from .conftest import (
     CONSULTATION,
@@ -124,23 +126,85 @@ async def test_each_outcome_is_one_exact_log_line(
         assert not any(token in line for line in lines(token_log))
 
 
-async def test_a_failed_refresh_after_a_403_is_reported_at_once_with_its_own_reason(
+async def test_a_refresh_after_a_403_that_cannot_reach_the_clinic_is_retried_and_the_publish_waits(
+    make_bus: BusFactory,
+    make_keeper: KeeperFactory,
+    make_clinic: ClinicFactory,
+    clinic: Clinic,
+    relay: Relay,
+    clock: SharedClock,
+    token_log: TokenLog,
+) -> None:
+    """No answer from the clinic is no verdict (issue 19): the refused publish waits for the token
+    the retries bring once the clinic is back, and is then told to try again."""
+    bus = make_bus(PATIENT)
+    keeper, events = make_keeper(bus)
+    await keeper.start()
+    port = clinic.port
+    await clinic.stop()
+    waiting = asyncio.ensure_future(keeper.handle_access_denied(await refused_publish(bus)))
+    await token_log.wait_count("token refresh failed", 1)
+    await clock.advance(1)  # the retry, 1 s later, fails too
+    await token_log.wait_count("token refresh failed", 2)
+    assert not waiting.done()
+    assert events.items[1:] == [TokenRefreshFailed(PATIENT, "patient", 1, 1.0, expired=False)]
+    await make_clinic(relay_origin=relay.origin, port=port, token_ttl_minutes={"patient": 1}, clock=clock)
+    await clock.advance(2)  # the next retry
+    assert await asyncio.wait_for(waiting, 5.0) is True
+    assert events.items[2:] == [TokenRefreshed(PATIENT, "patient", 1, "access-denied")]
+    assert lines(token_log)[1:] == [
+        f"token denied by the bus user={PATIENT} operation=publish",
+        f"token refresh failed {WHO} when=after a 403 status=None error=ClinicError failures=1 {RETRY}=1.000",
+        f"token refresh failed {WHO} when=scheduled status=None error=ClinicError failures=2 {RETRY}=2.000",
+        f"token refreshed after a 403 {WHO} ttl_minutes=1",
+    ]
+    # That token was issued for the 403: the same refusal again is the verdict.
+    assert await verdict(keeper, await refused_publish(bus)) is False
+    assert events.items[-1] == TokenAccessDenied(
+        PATIENT, "patient", "publish", "still refused after a refresh"
+    )
+
+
+async def test_a_refresh_after_a_403_that_the_clinic_refuses_is_reported_at_once_with_its_own_reason(
     make_bus: BusFactory, make_keeper: KeeperFactory, clinic: Clinic, token_log: TokenLog
 ) -> None:
     bus = make_bus(PATIENT)
     keeper, events = make_keeper(bus)
     await keeper.start()
-    await clinic.stop()
+    await set_consent(clinic, False)
     assert await verdict(keeper, await refused_publish(bus)) is False
     assert events.items[1:] == [
-        TokenAccessDenied(PATIENT, "patient", "publish", "the refresh after a 403 failed")
+        TokenAccessDenied(
+            PATIENT, "patient", "publish", "the clinic refused a new token", consent_withdrawn=True
+        )
     ]
     assert lines(token_log)[1:] == [
         f"token denied by the bus user={PATIENT} operation=publish",
-        f"token refresh failed {WHO} when=after a 403 status=None error=ClinicError failures=0 "
-        "retry_in_seconds=none",
-        f"token access denied {WHO} source=publish reason=the refresh after a 403 failed",
+        f"token refresh failed {WHO} when=after a 403 status=403 error=ClinicError failures=1 {RETRY}=1.000",
+        f"token access denied {WHO} source=publish reason=the clinic refused a new token (consent)",
     ]
+
+
+async def test_a_scheduled_refresh_the_clinic_refuses_is_a_verdict_at_once(
+    make_bus: BusFactory, make_keeper: KeeperFactory, clinic: Clinic, clock: SharedClock
+) -> None:
+    """The clinic's 403 on a scheduled refresh is said while the token still works (the far end can
+    still be told); a refresh that merely fails is not (the other tests)."""
+    bus = make_bus(PATIENT)
+    keeper, events = make_keeper(bus)
+    await keeper.start()
+    await set_consent(clinic, False)
+    await clock.advance(48)
+    (denied,) = await events.wait_kind("access-denied")
+    assert denied == TokenAccessDenied(
+        PATIENT, "patient", "refresh", "the clinic refused a new token", consent_withdrawn=True
+    )
+    await bus.publish(CONSULTATION, {"n": 1})  # the old token still works: the far end can be told
+    await set_consent(clinic, True)
+    await clock.advance(1)  # still retried: a token granted again is taken, and nothing more is said
+    (refreshed,) = await events.wait_kind("refreshed")
+    assert refreshed == TokenRefreshed(PATIENT, "patient", 1, "scheduled")
+    assert events.kinds() == ["granted", "access-denied", "expiring", "refreshed"]  # 48 s: 12 s left
 
 
 class BrokenSource:
@@ -228,3 +292,32 @@ async def test_channel_config_is_a_copy(make_bus: BusFactory, make_keeper: Keepe
     assert isinstance(config, dict)
     config["consultationChannel"] = "changed"
     assert keeper.channel_config["consultationChannel"] == CONSULTATION
+
+
+async def test_a_403_on_a_token_that_merely_expired_is_refreshed_even_after_an_earlier_403(
+    make_bus: BusFactory,
+    make_keeper: KeeperFactory,
+    make_clinic: ClinicFactory,
+    clinic: Clinic,
+    relay: Relay,
+    clock: SharedClock,
+) -> None:
+    """An earlier 403 was answered with a refresh (the episode stays open while the bus stays
+    connected); the clinic then goes away and the token runs out. The 403 that follows is the
+    token's age, not a verdict: the issue's kiosk ended the visit here."""
+    bus = make_bus(PATIENT)
+    keeper, events = make_keeper(bus)
+    await keeper.start()
+    assert await verdict(keeper, await refused_publish(bus)) is True
+    port = clinic.port
+    await clinic.stop()
+    await clock.advance(61)  # past the refreshed token's life; every scheduled refresh failed
+    await events.wait_kind("expired")
+    with pytest.raises(AccessDeniedError) as expired:
+        await bus.publish(CONSULTATION, {"n": 1})  # the consultation's own channel: only the age
+    waiting = asyncio.ensure_future(keeper.handle_access_denied(expired.value))
+    await make_clinic(relay_origin=relay.origin, port=port, token_ttl_minutes={"patient": 1}, clock=clock)
+    await clock.advance(4)  # the next retry (at most 4 s away)
+    assert await asyncio.wait_for(waiting, 5.0) is True
+    await bus.publish(CONSULTATION, {"n": 2})
+    assert "access-denied" not in events.kinds()

@@ -30,6 +30,7 @@ from telehealth_client.security.tokens import (
     TokenExpired,
     TokenExpiring,
     TokenRefreshed,
+    TokenRefreshFailed,
     TokenRequest,
 )
 from tests.integration.bus.tap import Tap
@@ -411,6 +412,7 @@ async def test_a_warning_that_comes_after_expiry_says_zero_seconds_left(
     await clock.advance(70)  # one jump (a suspended machine): the refresh fails 10 s after expiry
     await events.wait_kind("expired")
     assert events.items[1:] == [
+        TokenRefreshFailed(PATIENT, "patient", 1, 1.0, expired=True),
         TokenExpiring(PATIENT, "patient", seconds_left=0.0, failures=1),
         TokenExpired(PATIENT, "patient", failures=1),
     ]
