@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -163,6 +164,18 @@ def save(state_dir: Path, consultation: Consultation) -> None:
     write_atomically(path_of(directory), body)
 
 
+class DiskCalls:
+    """The calls that make a write durable, in one place: a test puts a recorder in front of them
+    (each still made) to prove a file is flushed before its rename and its directory after. Only
+    the durability tests replace it; production uses the operating system's calls as they are."""
+
+    fsync: Callable[[int], None] = staticmethod(os.fsync)
+    replace: Callable[[str, Path], None] = staticmethod(os.replace)
+
+
+disk = DiskCalls()
+
+
 def write_atomically(path: Path, body: bytes) -> None:
     """``path`` holds ``body`` or what it held before, never half of it, also after a power loss:
     written beside it (mode 0600), flushed, renamed over it, the directory flushed."""
@@ -173,8 +186,8 @@ def write_atomically(path: Path, body: bytes) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(body)
             handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+            disk.fsync(handle.fileno())
+        disk.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
@@ -210,6 +223,6 @@ def _fsync_directory(directory: Path) -> None:
     # The rename (or unlink) is durable only once the directory entry itself is on disk.
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(fd)
+        disk.fsync(fd)
     finally:
         os.close(fd)

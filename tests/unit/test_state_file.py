@@ -113,7 +113,7 @@ def test_a_failed_write_leaves_the_previous_file_intact(
     def broken_replace(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(state_file.os, "replace", broken_replace)
+    monkeypatch.setattr(state_file.disk, "replace", broken_replace)
     with pytest.raises(OSError):
         state_file.save(tmp_path, replace(before, last_timetoken=999))
     monkeypatch.undo()
@@ -180,3 +180,42 @@ def test_the_opened_timetoken_round_trips(tmp_path: Path) -> None:
     state_file.save(tmp_path, replace(rich(), opened_timetoken=17_000_000_000_000_000))
     loaded = state_file.load(tmp_path)
     assert loaded is not None and loaded.opened_timetoken == 17_000_000_000_000_000
+
+
+class DiskLog:
+    """Makes each real fsync and rename, and records it with the path it touched (a real file
+    system underneath: only the order of the calls is looked at)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+        self.calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+
+    def replace(self, source: str, target: Path) -> None:
+        os.replace(source, target)
+        self.calls.append(("rename", f"{Path(source).name} -> {Path(target).name}"))
+
+
+def test_a_save_is_flushed_to_disk_before_its_rename_and_the_directory_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A power cut right after save() returns loses nothing: the new file's bytes reach the disk
+    before it replaces the old one, and the directory entry after (issue 19: without this every
+    other test stays green)."""
+    log = DiskLog()
+    monkeypatch.setattr(state_file.disk, "fsync", log.fsync)
+    monkeypatch.setattr(state_file.disk, "replace", log.replace)
+    state_file.save(tmp_path, rich())
+    (flushed, file_synced), (renamed, names), (dir_flushed, directory) = log.calls
+    temporary, _, final = names.partition(" -> ")
+    assert (flushed, renamed, dir_flushed) == ("fsync", "rename", "fsync")
+    assert Path(file_synced).name == temporary and temporary.startswith(f".{final}.")
+    assert final == state_file.path_of(tmp_path).name
+    assert Path(directory) == tmp_path.resolve()
+    assert state_file.load(tmp_path) == rich()
+
+    log.calls.clear()
+    state_file.remove(tmp_path)  # the unlink too is made durable by flushing the directory
+    assert log.calls == [("fsync", str(tmp_path.resolve()))]
