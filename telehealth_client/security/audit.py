@@ -53,6 +53,7 @@ from telehealth_client.security.audit_store import (
     verify_store,
 )
 from telehealth_client.security.clinic_client import ClinicError
+from telehealth_client.sqlite_durability import SqliteDurability
 
 __all__ = [
     "AuditSink",
@@ -455,6 +456,10 @@ class AuditTrail:
 
     def status(self) -> AuditStatus:
         return self._db.status
+
+    async def durability(self) -> SqliteDurability:
+        """How the store's writes reach the disk (FULL: a recorded event survives a power cut)."""
+        return await self._db.durability()
 
     async def verify(self) -> ChainReport:
         """The chain on disk checked under this trail's keys (read-only, in a thread)."""

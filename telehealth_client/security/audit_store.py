@@ -31,6 +31,8 @@ from typing import Final, Literal, TypeVar
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from telehealth_client.sqlite_durability import SqliteDurability, read_durability
+
 T = TypeVar("T")
 
 Target = Literal["sink", "channel"]
@@ -274,6 +276,10 @@ class AuditDatabase:
 
     async def refuse(self, target: Target, position: int, status: int) -> None:
         await self._run(lambda: self._settle(target, position, status))
+
+    async def durability(self) -> SqliteDurability:
+        """The journal mode and ``synchronous`` level of the connection that writes the records."""
+        return await self._run(lambda: read_durability(self._connection()))
 
     async def _run(self, job: Callable[[], T]) -> T:
         if self._executor is None:

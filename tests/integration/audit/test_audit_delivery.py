@@ -5,7 +5,9 @@ sink after an outage, across a restart, in order on the channel, and a refusal i
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -14,10 +16,11 @@ from telehealth_client.devstack.stack import DevStack
 from telehealth_client.protocol import channels, messages
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.audit import AuditStatus, read_status, store_path, verify_chain
+from telehealth_client.security.clinic_client import ClinicError
 
 from ..bus.conftest import Inbox, subscribed
 from ..consultation.conftest import DEPARTMENT, PROVIDER, bus_template
-from .conftest import Trails, kiosk_event, sink_events
+from .conftest import CountingClinic, Trails, kiosk_event, sink_events
 
 pytestmark = pytest.mark.integration
 
@@ -166,3 +169,51 @@ async def test_a_record_altered_into_unreadable_text_is_marked_refused_and_the_r
     assert [event["id"] for event in await sink_events(stack)] == [events[0].id, events[2].id]
     assert trail.status() == AuditStatus(records=3, awaiting_sink=0, awaiting_channel=3, refused_sink=1)
     assert verify_chain(trails.state_dir, trails.keys).first_broken == 2
+
+
+class SwappedCredential:
+    """A kiosk whose device credential is being replaced: the clinic answers 401 to the old one
+    (a real answer of the real clinic) until the new one is in place."""
+
+    def __init__(self, old: CountingClinic, new: CountingClinic) -> None:
+        self.current = old
+        self._new = new
+
+    def swap(self) -> None:
+        self.current = self._new
+
+    async def post_audit_event(self, event: Mapping[str, Any]) -> None:
+        await self.current.post_audit_event(event)
+
+
+async def test_a_401_from_the_sink_during_a_credential_swap_is_retried_not_refused(
+    stack: DevStack, trails: Trails
+) -> None:
+    assert stack.clinic is not None
+    old = CountingClinic(stack.clinic.url, "credential-being-replaced", timeout_seconds=5.0)
+    trails._closers.append(old.aclose)
+    sink = SwappedCredential(old, trails.clinic())
+    trail = await trails.trail(sink)
+    events = [kiosk_event(number, stack.organization_id) for number in range(3)]
+    for event in events:
+        await trail.record(event)
+    await old.wait_failures(3)  # 401 each time: retried, not settled as refused
+    with pytest.raises(ClinicError) as answered:
+        await old.post_audit_event(messages.encode(events[0]))
+    assert answered.value.status == 401
+    assert trail.status() == AuditStatus(records=3, awaiting_sink=3, awaiting_channel=3)
+
+    sink.swap()
+    assert await trail.wait_delivered(WAIT)
+    assert [event["id"] for event in await sink_events(stack)] == [event.id for event in events]
+    assert trail.status() == AuditStatus(records=3, awaiting_sink=0, awaiting_channel=3, refused_sink=0)
+
+
+async def test_the_store_writes_each_record_power_safe(stack: DevStack, trails: Trails) -> None:
+    """A record the trail reported as stored survives a power cut: WAL with synchronous=FULL on the
+    connection that writes (NORMAL would pass every other test and lose the last records)."""
+    trail = await trails.trail(sink=None)
+    await trail.record(kiosk_event(0, stack.organization_id))
+    durability = await trail.durability()
+    assert (durability.journal_mode, durability.synchronous) == ("wal", "FULL")
+    assert durability.power_safe
