@@ -238,6 +238,7 @@ class EmergencyDesk:
         self._retry = (retry_min_seconds, retry_max_seconds)
         self._escalations: dict[str, Escalation] = {}
         self._lock = asyncio.Lock()
+        self._announced: dict[str, Escalation] = {}  # the state last announced, by escalation id
         self._subscription: Subscription | None = None
         self._removers: list[Callable[[], None]] = []
         self._tasks: set[asyncio.Task[None]] = set()  # on-call lookups: cancelled at close
@@ -546,8 +547,14 @@ class EmergencyDesk:
             : max(0, len(finished) - MAX_RESOLVED_KEPT)
         ]:
             del self._escalations[escalation.id]
+            self._announced.pop(escalation.id, None)
 
     def _emit(self, escalation: Escalation) -> None:
+        # Only a change is announced: a delivery reported while _notify_once saves announces the
+        # state that _notify_once announces once saved.
+        if self._announced.get(escalation.id) == escalation:
+            return
+        self._announced[escalation.id] = escalation
         for listener in list(self.listeners):
             try:
                 listener(escalation)

@@ -2,8 +2,36 @@
 
 Chat messages, read receipts and emergency publishes are put here first. ``put`` returns once the
 item is sealed (``security.at_rest``) and fsync'ed in a SQLite file in the state directory; the
-sender then publishes items one at a time in order, with the same ``id`` on every retry, and
-removes each from disk once it is delivered or has finally failed.
+sender then publishes them, with the same ``id`` on every retry, and removes each from disk once
+it is delivered or has finally failed.
+
+Order, and what limits throughput. Receivers order a channel's messages by timetoken, which
+PubNub assigns when a publish *reaches* it. Two publishes in flight at once on one channel may
+reach it in either order (separate HTTP connections, served by any of the origin's servers, with
+nothing to keep them in sequence), and once published a message cannot be moved. So each channel
+is a **lane**: at most one of its items in flight, the next published only once the previous one
+is sent (its timetoken known) or has finally failed. Lanes are independent: different
+consultations, the emergency channel and each notification channel are in flight at once, up to
+``max_in_flight`` publishes in all (the default, 10, drains at least 20 a second behind a 300 ms
+round trip once seven or more channels have items). An item keeps its place among its channel's
+items, on disk and across restarts.
+
+The limit that follows, and that no sender can lift without changing the wire contract: one
+channel delivers at most one item per round trip (about 3 a second behind 300 ms), so a burst of
+chat in ONE consultation (chat and read receipts share its channel) drains at that rate. Sending
+the next item before the previous one's answer (pipelining) would gain only by hoping it reaches
+PubNub second: nothing orders requests on separate connections, and even where they arrive in
+order a retry breaks it (the first publish fails with a 5xx or times out unlanded, the second
+lands, the first's retry lands after it). The development relay cannot show the first kind of
+race (one process on loopback, no jitter: 10 publishes at once on one channel landed in order in
+20 of 20 rounds, with and without a 300 ms delay), which makes it no evidence for PubNub.
+Batching several chat messages into one publish would change what a receiver shows (PROTOCOL.md:
+each chat message is a message with its own id). Between channels there is no order: an on-call
+notification may arrive before the escalation it names, which receivers allow for (a provider
+alerts only once the escalation is on the emergency channel).
+
+A lane that fails backs off on its own; the others go on. When the bus reports ``connected``
+again every lane's back-off is cut short.
 
 Exactly once when possible: a publish whose outcome is unknown (timed out, connection lost after
 the request went out) may have landed, and so may any item found on disk at start (the process
@@ -52,6 +80,8 @@ _CLOCK_SKEW_TIMETOKENS: Final = 300 * 10_000_000
 _HISTORY_PAGE: Final = 100
 # A history check reads at most this many pages; past them the items are published again.
 _HISTORY_PAGES_MAX: Final = 50
+# Publishes (or history checks) in flight at once, over all channels (one per channel at most).
+DEFAULT_MAX_IN_FLIGHT: Final = 10
 # Ids delivered or failed recently: put() of one of them again is a no-op, as for a pending id.
 _RECENT_IDS: Final = 4096
 _ID_MAX_CHARS: Final = 128
@@ -375,7 +405,8 @@ class _Store:
 
 
 class Outbox:
-    """Keeps outgoing publishes on disk, sealed, and sends them in order while attached to a bus."""
+    """Keeps outgoing publishes on disk, sealed, and sends them while attached to a bus: in order
+    per channel, one at a time per channel, up to ``max_in_flight`` channels at once."""
 
     def __init__(
         self,
@@ -386,28 +417,37 @@ class Outbox:
         on_failed: FailedCallback | None = None,
         backoff_min_seconds: float = 0.2,
         backoff_max_seconds: float = 5.0,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         if not backoff_min_seconds > 0:
             raise ValueError("backoff_min_seconds: must be greater than 0")
         if not backoff_max_seconds >= backoff_min_seconds:
             raise ValueError("backoff_max_seconds: must be at least backoff_min_seconds")
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
+            raise ValueError("max_in_flight: must be a whole number of at least 1")
         self._path = path
         self._store = _Store(path, sealer)
         self._on_sent = on_sent
         self._on_failed = on_failed
         self._backoff = (backoff_min_seconds, backoff_max_seconds)
         self._executor: ThreadPoolExecutor | None = None
-        self._entries: dict[str, _Entry] = {}  # in put order: the sending order
+        self._entries: dict[str, _Entry] = {}  # in put order (the order on disk)
+        # The same entries by channel, each in put order: a lane's sending order.
+        self._by_channel: dict[str, dict[str, _Entry]] = {}
         # Rows left in the file that open() could not read: id -> consultation_id.
         self._unreadable: dict[str, str] = {}
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._bus: Bus | None = None
         self._denials: DenialHandler | None = None
         self._stop_listening: Callable[[], None] | None = None
-        self._sender: asyncio.Task[None] | None = None
+        # One sending task per channel that has items, while attached; each ends when its
+        # channel is empty, and detach() cancels and awaits those still running.
+        self._lanes: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(max_in_flight)
         self._stopping = False
-        self._work = asyncio.Event()  # an item was put
-        self._retry_now = asyncio.Event()  # the bus is connected again: cut a back-off short
+        # Set (and replaced) when the bus is connected again: cuts every lane's back-off short.
+        self._retry_now = asyncio.Event()
+        self._settling = 0  # items off the queue whose outcome the owner has not been told yet
         self._drained = asyncio.Event()
         self._drained.set()
 
@@ -438,7 +478,7 @@ class Outbox:
             if row.id is not None:
                 self._unreadable[row.id] = row.consultation_id
         for entry in loaded.entries:
-            self._entries[entry.item.id] = entry
+            self._add(entry)
         self._update_drained()
         if loaded.entries or loaded.unreadable:
             log.info("outbox opened pending=%d unreadable=%d", len(loaded.entries), len(loaded.unreadable))
@@ -461,9 +501,9 @@ class Outbox:
         if item.id in self._entries or item.id in self._recent:
             return  # a concurrent put() of the same id got there first
         self._unreadable.pop(item.id, None)
-        self._entries[item.id] = _Entry(item, queued_at)
+        self._add(_Entry(item, queued_at))
         self._drained.clear()
-        self._work.set()
+        self._start_lane(item.channel)
 
     def pending(self, consultation_id: str | None = None) -> list[Outgoing]:
         return [
@@ -487,7 +527,7 @@ class Outbox:
         """
         _text_field(consultation_id, "consultation_id")
         removed = [
-            self._entries.pop(entry.item.id).item
+            self._drop(entry).item
             for entry in list(self._entries.values())
             if entry.item.consultation_id == consultation_id
         ]
@@ -499,8 +539,20 @@ class Outbox:
             log.info("outbox wiped consultation items=%d", len(removed))
         return removed
 
+    def _add(self, entry: _Entry) -> None:
+        self._entries[entry.item.id] = entry
+        self._by_channel.setdefault(entry.item.channel, {})[entry.item.id] = entry
+
+    def _drop(self, entry: _Entry) -> _Entry:
+        del self._entries[entry.item.id]
+        lane = self._by_channel[entry.item.channel]
+        del lane[entry.item.id]
+        if not lane:
+            del self._by_channel[entry.item.channel]
+        return entry
+
     def _update_drained(self) -> None:
-        if self._entries:
+        if self._entries or self._settling:
             self._drained.clear()
         else:
             self._drained.set()
@@ -508,31 +560,33 @@ class Outbox:
     # -- sending -------------------------------------------------------------------------------
 
     def attach(self, bus: Bus, *, denials: DenialHandler | None = None) -> None:
-        """Start sending pending items on ``bus``, in order, one at a time."""
+        """Start sending pending items on ``bus``: in order per channel, channels side by side."""
         if self._executor is None:
             raise RuntimeError("the outbox is not open: call open() first")
-        if self._sender is not None:
+        if self._bus is not None:
             raise RuntimeError("the outbox is already attached to a bus")
         self._bus, self._denials, self._stopping = bus, denials, False
-        self._retry_now.clear()
+        self._retry_now = asyncio.Event()
         self._stop_listening = bus.add_status_listener(self._on_status)
-        self._sender = asyncio.create_task(self._send_loop(bus), name="outbox-sender")
+        for channel in list(self._by_channel):
+            self._start_lane(channel)
 
     async def detach(self, within: float = 2.0) -> None:
-        """Stop sending: the publish in flight gets ``within`` seconds to finish, then is cancelled."""
-        task = self._sender
-        if task is None:
+        """Stop sending: publishes in flight get ``within`` seconds to finish, then are cancelled."""
+        if self._bus is None:
             return
         self._stopping = True
-        self._work.set()
         self._retry_now.set()
-        done, _ = await asyncio.wait({task}, timeout=within)
-        if not done:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        lanes = list(self._lanes.values())
+        if lanes:
+            _, unfinished = await asyncio.wait(lanes, timeout=within)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
+        self._lanes.clear()
         if self._stop_listening is not None:
             self._stop_listening()
-        self._sender = self._bus = self._denials = self._stop_listening = None
+        self._bus = self._denials = self._stop_listening = None
 
     async def aclose(self) -> None:
         await self.detach()
@@ -549,39 +603,58 @@ class Outbox:
 
     def _on_status(self, change: StatusChange) -> None:
         if change.status is ConnectionStatus.CONNECTED:
+            # Every lane waiting on this event wakes; later back-offs wait on a fresh one.
             self._retry_now.set()
+            self._retry_now = asyncio.Event()
 
-    def _head(self) -> _Entry | None:
-        return next(iter(self._entries.values()), None)
+    def _start_lane(self, channel: str) -> None:
+        """A sending task for ``channel`` unless it has one (or the outbox is not sending)."""
+        bus = self._bus
+        if bus is None or self._stopping or channel in self._lanes:
+            return
+        self._lanes[channel] = asyncio.create_task(self._lane(bus, channel), name="outbox-lane")
 
-    async def _send_loop(self, bus: Bus) -> None:
+    def _lane_head(self, channel: str) -> _Entry | None:
+        return next(iter(self._by_channel.get(channel, {}).values()), None)
+
+    async def _lane(self, bus: Bus, channel: str) -> None:
+        """Send ``channel``'s items one at a time, in order; end when it has none left."""
         failures = 0
-        while not self._stopping:
-            entry = self._head()
-            if entry is None:
-                self._work.clear()
-                await self._work.wait()
-                continue
-            try:
-                if entry.unsure and entry.item.store:
-                    progressed = await self._reconcile(bus, entry.item.channel)
-                else:
-                    progressed = await self._attempt(bus, entry)
-            except Exception as exc:  # our own bug or the disk's: never the end of sending
-                log.error("outbox send step failed id=%s error=%s", entry.item.id, describe_exception(exc))
-                progressed = False
-            if progressed:
-                failures = 0
-                continue
-            failures += 1
-            delay = back_off_delay(failures, *self._backoff)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._retry_now.wait()
-            self._retry_now.clear()
+        try:
+            while not self._stopping:
+                entry = self._lane_head(channel)
+                if entry is None:
+                    return  # put() starts a new lane; no await between this check and the removal below
+                # Taken before the step: a `connected` that comes during it cuts the back-off short.
+                wake = self._retry_now
+                async with self._slots:
+                    if self._stopping:
+                        return
+                    progressed = await self._step(bus, entry)
+                if progressed:
+                    failures = 0
+                    continue
+                failures += 1
+                delay = back_off_delay(failures, *self._backoff)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await wake.wait()
+        finally:
+            if self._lanes.get(channel) is asyncio.current_task():
+                del self._lanes[channel]
+
+    async def _step(self, bus: Bus, entry: _Entry) -> bool:
+        """Publish the lane's head, or first settle the unsure ones in history; False to back off."""
+        try:
+            if entry.unsure and entry.item.store:
+                return await self._reconcile(bus, entry.item.channel)
+            return await self._attempt(bus, entry)
+        except Exception as exc:  # our own bug or the disk's: never the end of sending
+            log.error("outbox send step failed id=%s error=%s", entry.item.id, describe_exception(exc))
+            return False
 
     async def _attempt(self, bus: Bus, entry: _Entry) -> bool:
-        """Publish the head once; False when it should be tried again after a back-off."""
+        """Publish a lane's head once; False when it should be tried again after a back-off."""
         item = entry.item
         try:
             result = await bus.publish(item.channel, item.message, store=item.store, meta=item.meta)
@@ -617,9 +690,7 @@ class Outbox:
 
     async def _reconcile(self, bus: Bus, channel: str) -> bool:
         """Look for every unsure item of ``channel`` in its history; False to retry after a back-off."""
-        unsure = [
-            e for e in self._entries.values() if e.unsure and e.item.store and e.item.channel == channel
-        ]
+        unsure = [e for e in self._by_channel.get(channel, {}).values() if e.unsure and e.item.store]
         waiting: dict[str, list[_Entry]] = {}
         for entry in unsure:
             waiting.setdefault(_canonical(entry.item.message) or "", []).append(entry)  # put() checked it
@@ -667,21 +738,26 @@ class Outbox:
         item = entry.item
         if self._entries.get(item.id) is not entry:
             return  # wiped while its publish was in flight
-        del self._entries[item.id]
+        self._drop(entry)
         self._recent[item.id] = None
         if len(self._recent) > _RECENT_IDS:
             self._recent.popitem(last=False)
+        # Until the owner is told: another lane finishing meanwhile must not report the outbox drained.
+        self._settling += 1
         try:
-            await self._run(lambda: self._store.remove(item.id))
-        except Exception as exc:  # it was sent all the same: a restart finds it in history
-            log.error("outbox removal failed id=%s error=%s", item.id, describe_exception(exc))
-        if failed is not None:
-            log.warning("outbox item failed id=%s kind=%s reason=%s", item.id, item.kind, failed)
-            self._notify(self._on_failed, item, failed)
-        else:
-            assert timetoken is not None
-            self._notify(self._on_sent, item, timetoken)
-        self._update_drained()  # after the owner was told: a drained outbox has reported everything
+            try:
+                await self._run(lambda: self._store.remove(item.id))
+            except Exception as exc:  # it was sent all the same: a restart finds it in history
+                log.error("outbox removal failed id=%s error=%s", item.id, describe_exception(exc))
+            if failed is not None:
+                log.warning("outbox item failed id=%s kind=%s reason=%s", item.id, item.kind, failed)
+                self._notify(self._on_failed, item, failed)
+            else:
+                assert timetoken is not None
+                self._notify(self._on_sent, item, timetoken)
+        finally:
+            self._settling -= 1
+            self._update_drained()  # after the owner was told: a drained outbox has reported everything
 
     @staticmethod
     def _notify(callback: Callable[[Outgoing, Any], None] | None, item: Outgoing, value: Any) -> None:
