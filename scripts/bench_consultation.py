@@ -9,7 +9,11 @@ Prints JSON:
   any open state, so it repeats) until the provider's hub reports it applied (decoded, checked,
   transitioned, state file written, emitted);
 - ``bare_bus_publish_to_handler_ms``: the same payload between two plain ``PubNubBus`` clients
-  (a patient token and the provider's standing token) on the same relay, as the baseline.
+  (a patient token and the provider's standing token) on the same relay, as the baseline;
+- ``queue_scale``: with 1, 50 and 150 consultations waiting on the one provider (the others
+  checked in with real patient tokens through the SDK), ``join_to_patient_connecting_ms`` and
+  ``chat_publish_to_provider_handler_ms`` (a patient's chat message on its waiting consultation,
+  from its publish until the provider's session hands it to its message handler).
 
 Everything is real: the relay enforcing Access Manager, clinic tokens, encryption, the endpoints
 of ``telehealth_client.demo.cast``. Lifecycle and bare samples alternate one by one, so both see
@@ -33,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Self
 
@@ -43,7 +48,13 @@ from telehealth_client.consultation.session import now
 from telehealth_client.demo.cast import DEPARTMENT, PROVIDER, Cast
 from telehealth_client.demo.witness import Witness
 from telehealth_client.protocol import channels
-from telehealth_client.protocol.messages import ConsultationState, DeviceStatus, encode
+from telehealth_client.protocol.messages import (
+    ChatMessage,
+    ConsultationState,
+    DeviceStatus,
+    PatientCheckedIn,
+    encode,
+)
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient
@@ -212,6 +223,91 @@ async def state_file_writes(cast: Cast, cid: str, directory: Path, writes: int) 
     return samples
 
 
+QUEUE_SIZES = (1, 50, 150)
+CHAT_SAMPLES = 50
+
+
+async def waiting_patients(cast: Cast, first: int, count: int) -> list[tuple[PubNubBus, str]]:
+    """``count`` more patients checked in on the provider's waiting room (consent, a patient token,
+    the SDK's publish), waited for until the provider follows each; (bus, consultation ID)."""
+    provider = cast.witnesses["provider"]
+    mark = provider.mark()
+    added: list[tuple[PubNubBus, str]] = []
+    for n in range(first, first + count):
+        patient_id = f"pat-wait-{n}"
+        cid = channels.consultation(PROVIDER, patient_id)
+        await cast.kiosk_clinic.record_consent(patient_id, True, None)
+        grant = await cast.kiosk_clinic.request_token(patient_id, "patient", providerId=PROVIDER)
+        bus = cast.bus(patient_id, grant.token)
+        checked_in = PatientCheckedIn(
+            appointment_id=f"appt-{patient_id}", patient_id=patient_id, consultation_id=cid, timestamp=now()
+        )
+        await bus.publish(channels.waiting_room(PROVIDER), encode(checked_in))
+        added.append((bus, cid))
+    for _, cid in added:
+        await asyncio.wait_for(provider.seen(checked_in_as(cid), after=mark), WAIT_SECONDS * 3)
+    return added
+
+
+def checked_in_as(cid: str) -> Any:
+    return lambda e: (
+        isinstance(e, events.StateChanged)
+        and e.consultation_id == cid
+        and e.state is ConsultationState.CHECKED_IN
+    )
+
+
+async def chat_latency(cast: Cast, bus: PubNubBus, cid: str, samples: int) -> list[float]:
+    """A waiting patient's chat message, publish to the provider's message handler."""
+    arrived: dict[str, float] = {}
+    waiting: dict[str, asyncio.Future[None]] = {}
+
+    def handler(message: Any, _envelope: Envelope) -> None:
+        if isinstance(message, ChatMessage) and message.id in waiting:
+            arrived[message.id] = time.perf_counter()
+            waiting[message.id].set_result(None)
+
+    remove = cast.provider.session(cid).add_message_handler(handler)
+    out: list[float] = []
+    try:
+        for n in range(samples + WARM_UP):
+            message_id = str(uuid.uuid4())
+            waiting[message_id] = asyncio.get_running_loop().create_future()
+            chat = ChatMessage(
+                id=message_id, sender_id=bus.user_id, sender_role="patient", text="ping", sent_at=now()
+            )
+            started = time.perf_counter()
+            await bus.publish(cid, encode(chat))
+            await asyncio.wait_for(waiting[message_id], WAIT_SECONDS)
+            if n >= WARM_UP:
+                out.append((arrived[message_id] - started) * 1000)
+    finally:
+        remove()
+    return out
+
+
+async def queue_scale(cast: Cast, rounds: int) -> dict[str, Any]:
+    """Join and chat latency with 1, 50 and 150 consultations waiting on the one provider."""
+    results: dict[str, Any] = {}
+    waiting: list[tuple[PubNubBus, str]] = []
+    for size in QUEUE_SIZES:
+        waiting += await waiting_patients(cast, len(waiting), size - len(waiting))
+        assert len(cast.provider.queue) == size
+        chat_bus, chat_cid = waiting[-1]
+        chat_ms = await chat_latency(cast, chat_bus, chat_cid, CHAT_SAMPLES)
+        joins: list[float] = []
+        for n in range(rounds):  # one more checks in, is joined (the measure) and ended
+            _, join_ms, cid = await consultation_round(cast, 1000 * size + n)
+            joins.append(join_ms)
+            await end_round(cast, cid)
+        results[str(size)] = {
+            "waiting": size,
+            "join_to_patient_connecting_ms": stats(joins),
+            "chat_publish_to_provider_handler_ms": stats(chat_ms),
+        }
+    return results
+
+
 async def bench(rounds: int, messages: int, state_dir: Path) -> dict[str, Any]:
     cast = Cast(state_dir, media=False)
     try:
@@ -223,6 +319,7 @@ async def bench(rounds: int, messages: int, state_dir: Path) -> dict[str, Any]:
         lifecycle_ms: list[float] = []
         bare_ms: list[float] = []
         writes_ms: list[float] = []
+        scale = await queue_scale(cast, rounds)
         for n in range(rounds):
             check_in_ms, join_ms, cid = await consultation_round(cast, n)
             check_ins.append(check_in_ms)
@@ -241,6 +338,8 @@ async def bench(rounds: int, messages: int, state_dir: Path) -> dict[str, Any]:
         "device_status_publish_to_applied_ms": stats(lifecycle_ms),
         "bare_bus_publish_to_handler_ms": stats(bare_ms),
         "consultation_layer_adds_p50_ms": round(added, 3),
+        "queue_scale": scale,
+        "queue_scale_note": "each size: that many waiting; joins of one more patient (--rounds)",
         # Part of what the layer adds: each applied message is persisted before it is announced.
         "state_file_write_ms": stats(writes_ms),
         "target": "the consultation layer adds under 2 ms p50 over the bare bus",

@@ -7,7 +7,8 @@ Public API:
   ``TokenExpiring``, ``AccessDenied``, ``BusStatusChanged``, ``SessionClosed``, ``EndpointIdle``,
   ``InvitationReceived``, ``StateSaved``, ``ChatMessageAdded``, ``ChatStatusChanged``,
   ``ChatReadUpdated``, ``ChatWiped``, ``EmergencyUpdated``, ``EmergencyAlert``,
-  ``CallStateChanged``, ``MediaFlowing``, ``MediaFailed``, ``CallQualityChanged``, and ``Missed``
+  ``CallStateChanged``, ``MediaFlowing``, ``MediaFailed``, ``CallQualityChanged``,
+  ``ConsultationNotFollowed``, and ``Missed``
   (delivered only to a subscriber that fell behind).
 - ``EventHub.emit(event)``: synchronous, never blocks and never raises into the emitter. Call it
   from the event loop's thread (every emitter in the agent runs there).
@@ -258,6 +259,16 @@ class CallQualityChanged:
 
 
 @dataclass(frozen=True)
+class ConsultationNotFollowed:
+    """This endpoint cannot follow ``consultation_id`` (or not all of its channels): ``reason``
+    says why (a limit reached, a subscription refused), in words that name no PHI."""
+
+    kind: ClassVar[str] = "consultation-not-followed"
+    consultation_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Missed:
     """This subscriber fell behind: ``count`` older events were dropped before the next one."""
 
@@ -288,6 +299,7 @@ Event: TypeAlias = (
     | MediaFlowing
     | MediaFailed
     | CallQualityChanged
+    | ConsultationNotFollowed
     | Missed
 )
 

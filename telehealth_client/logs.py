@@ -78,3 +78,17 @@ def describe_exception(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
     return f"{type(exc).__name__}{where}"
+
+
+def exception_reason(exc: BaseException) -> str:
+    """The reason text of one of our own exceptions (``BusError.reason``, a ``code: text`` pair),
+    which is written to name no PHI; ``-`` for anyone else's, whose message may repeat its input."""
+    if not type(exc).__module__.startswith("telehealth_client."):
+        return "-"
+    reason, operation = getattr(exc, "reason", None), getattr(exc, "operation", None)
+    if isinstance(reason, str) and reason:
+        return f"{operation}: {reason}" if isinstance(operation, str) else reason
+    code, text = getattr(exc, "code", None), getattr(exc, "text", None)
+    if isinstance(code, str) and isinstance(text, str):
+        return f"{code}: {text}"
+    return "-"

@@ -6,6 +6,15 @@ for that consultation, caught up from the check-in's timetoken, so a consultatio
 since leaves the queue at once. It drives its own consultations (queue updates, join, start,
 wrap-up, end, no-show, invite, remove), and joins another provider's when invited.
 
+How many it follows: every consultation of its own is brought by one wildcard subscription,
+``consultation.{providerId}.*`` (with presence), so a waiting consultation costs none of PubNub's
+100 channels per subscribe request; a joined one lists its channel and ``.video`` (wildcards stop at
+three segments) with their presence, 4 channels. The stated bound: ``MAX_FOLLOWED_CONSULTATIONS``
+(500) open consultations, of which ``MAX_JOINED_CONSULTATIONS`` (20) joined at once. Past the first,
+a check-in is not followed: an error log line ``consultation not followed`` and
+``events.ConsultationNotFollowed`` (IDs and the reason only); past the second, ``join`` raises
+``SessionError("too-many-joined")`` before anything is published.
+
 Public API:
 
 - ``ProviderEndpoint(connect, hub, user_id=..., department_id=..., state_dir=..., policy=None)``;
@@ -57,14 +66,15 @@ from telehealth_client.consultation.lifecycle import (
 )
 from telehealth_client.consultation.session import (
     CONNECT_TIMEOUT_SECONDS,
+    WILDCARD_STATES,
     ConnectedWaiter,
     ConsultationSession,
     SessionError,
     now,
 )
-from telehealth_client.logs import describe_exception
+from telehealth_client.logs import describe_exception, exception_reason
 from telehealth_client.protocol import channels
-from telehealth_client.protocol.channels import validate_id
+from telehealth_client.protocol.channels import ConsultationChannels, validate_id
 from telehealth_client.protocol.messages import (
     CancelReason,
     ConsultationCancelled,
@@ -94,7 +104,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WAITING_STATES = (ConsultationState.CHECKED_IN, ConsultationState.WAITING)
-WAITING_ROOM_HISTORY = 100
+# The waiting room's messages replayed at start (check-ins and early cancels): every check-in of
+# a full queue, however it was reached.
+WAITING_ROOM_HISTORY = 1000
+# The stated bound: consultations one endpoint follows at once. Waiting ones cost no channel of
+# the subscribe request (its own wildcard brings them); each costs a session, a chat, a state file
+# and a history read after every reconnect, so the bound is set by those.
+MAX_FOLLOWED_CONSULTATIONS = 500
+# Joined ones list 4 channels each (the consultation, its .video, their presence) in PubNub's
+# 100-channel subscribe request, beside the endpoint's own few.
+MAX_JOINED_CONSULTATIONS = 20
+# History reads at once while the waiting room is replayed at start.
+REPLAY_CONCURRENCY = 8
 CONSULTATIONS_DIR = "consultations"
 MAX_UNCONFIRMED_ALERTS = 64
 
@@ -125,7 +146,11 @@ class ProviderEndpoint:
         policy: tokens.RefreshPolicy | None = None,
         durable: Durable | None = None,
         media: MediaOptions | None = None,
+        max_consultations: int = MAX_FOLLOWED_CONSULTATIONS,
     ) -> None:
+        if max_consultations < 1:
+            raise ValueError(f"max_consultations: must be at least 1, got {max_consultations}")
+        self._max_consultations = max_consultations
         self._connect = connect
         self._hub = hub
         self._durable = durable
@@ -136,6 +161,9 @@ class ProviderEndpoint:
         self._scope = "standing"  # what the current token names, for the audit trail
         self.emergency: EmergencyDesk | None = None
         self.user_id = validate_id(user_id, "userId")
+        # All of this provider's consultations in one subscribe entry (PubNub wildcard subscribe;
+        # the standing token's pattern ^consultation\.{p}\..*$ covers it and its presence).
+        self.wildcard = f"consultation.{self.user_id}.*"
         self.department_id = validate_id(department_id, "departmentId")
         self._state_dir = Path(state_dir) / CONSULTATIONS_DIR
         self._policy = policy
@@ -164,6 +192,8 @@ class ProviderEndpoint:
         )
         room = channels.waiting_room(self.user_id)
         async with self._room_lock:
+            # Before any session: a waiting consultation's session is a covered subscription.
+            self._subscriptions.append(await self.bus.subscribe([self.wildcard], with_presence=True))
             self._subscriptions.append(await self.bus.subscribe([room], self._on_room_message))
             if not self._connect.has_clinic:
                 connected.close()
@@ -173,8 +203,7 @@ class ProviderEndpoint:
             finally:
                 connected.close()
             await self._resume_saved()
-            for envelope in await self.bus.history(room, limit=WAITING_ROOM_HISTORY):
-                await self._room_message_locked(envelope, live=False)
+            await self._replay_room(room)
         if self._durable is not None:
             self.emergency = EmergencyDesk(
                 self.bus,
@@ -193,6 +222,67 @@ class ProviderEndpoint:
             # Last: every recipient of the outbox's outcomes (chats, the desk) is registered now,
             # so what was left queued before a restart is reported to its owner when it goes out.
             self._durable.attach(self.bus, denials=self._denied)
+
+    async def _replay_room(self, room: str) -> None:
+        """Open a session for each check-in in the waiting room's history that still waits.
+
+        A check-in superseded by a newer one of the same consultation, cancelled on the waiting
+        room, or followed on its consultation channel by its end or cancellation is dropped
+        without a session (a restarted cart would otherwise show it in the queue and subscribe
+        to it).
+        """
+        history = await self.bus.history(room, limit=WAITING_ROOM_HISTORY)
+        latest: dict[str, tuple[PatientCheckedIn, Envelope]] = {}
+        for envelope in history:
+            decoded = decode(envelope.channel, envelope.message, envelope.publisher)
+            if isinstance(decoded, PatientCheckedIn):
+                latest[decoded.consultation_id] = (decoded, envelope)
+            elif isinstance(decoded, ConsultationCancelled) and envelope.publisher is not None:
+                cid = channels.consultation(self.user_id, envelope.publisher)
+                found = latest.get(cid)
+                if found is not None and found[1].timetoken < envelope.timetoken:
+                    del latest[cid]  # the patient left before anyone joined
+                    log.info("waiting room replay dropped consultation=%s reason=cancelled", cid)
+            elif isinstance(decoded, Drop):
+                await self._room_message_locked(envelope, live=False)  # logged as a drop
+        for message, envelope in latest.values():
+            if message.consultation_id in self._sessions:  # resumed from its state file: a replay
+                await self._checked_in(message, envelope, live=False)
+        waiting = [item for item in latest.values() if item[0].consultation_id not in self._sessions]
+        gate = asyncio.Semaphore(REPLAY_CONCURRENCY)
+
+        async def over(item: tuple[PatientCheckedIn, Envelope]) -> str | None:
+            async with gate:
+                return await self._ended_since(item[0].consultation_id, item[1].timetoken)
+
+        endings = await asyncio.gather(*(over(item) for item in waiting))
+        for (message, envelope), ending in zip(waiting, endings, strict=True):
+            if ending is not None:
+                log.info(
+                    "waiting room replay dropped consultation=%s reason=%s", message.consultation_id, ending
+                )
+                continue
+            await self._checked_in(message, envelope, live=False)
+
+    async def _ended_since(self, consultation_id: str, timetoken: int) -> str | None:
+        """``ended`` or ``cancelled`` when the consultation channel says so after ``timetoken``."""
+        try:
+            stored = await self.bus.history(consultation_id, since=timetoken, limit=WAITING_ROOM_HISTORY)
+        except Exception as exc:  # unknown: follow it, its catch-up decides
+            log.warning(
+                "waiting room replay could not read consultation=%s error=%s",
+                consultation_id,
+                describe_exception(exc),
+            )
+            return None
+        patient = ConsultationChannels.parse(consultation_id).patient_id
+        for envelope in stored:
+            decoded = decode(envelope.channel, envelope.message, envelope.publisher)
+            if isinstance(decoded, ConsultationEnded) and envelope.publisher == self.user_id:
+                return "ended"
+            if isinstance(decoded, ConsultationCancelled) and envelope.publisher in (self.user_id, patient):
+                return "cancelled"
+        return None
 
     async def _use_token(self, context: dict[str, str]) -> None:
         """Replace the keeper: one token at a time (an invited one carries the standing grants)."""
@@ -320,6 +410,27 @@ class ProviderEndpoint:
                 Received(message, envelope.publisher or "", envelope.timetoken), envelope.channel
             )
             return
+        followed = sum(1 for s in self._sessions.values() if not s.closed)
+        if followed >= self._max_consultations:
+            self._not_followed(
+                cid, f"limit: this endpoint follows at most {self._max_consultations} consultations"
+            )
+            return
+        try:
+            await self._open_checked_in(message, envelope, live=live)
+        except Exception as exc:
+            # The patient would wait in a queue nobody reads: say so, and leave nothing half-open.
+            self._not_followed(cid, _reason(exc))
+            stale = self._sessions.pop(cid, None)
+            if stale is not None:
+                await stale.aclose("not-followed")  # its state file goes too
+
+    def _not_followed(self, consultation_id: str, reason: str) -> None:
+        log.error("consultation not followed consultation=%s reason=%s", consultation_id, reason)
+        self._hub.emit(events.ConsultationNotFollowed(consultation_id, reason))
+
+    async def _open_checked_in(self, message: PatientCheckedIn, envelope: Envelope, *, live: bool) -> None:
+        cid = message.consultation_id
         consultation = Consultation.new(
             consultation_id=cid, user_id=self.user_id, role="provider", department_id=self.department_id
         )
@@ -337,6 +448,7 @@ class ProviderEndpoint:
         await session.start(catch_up=True)
 
     async def _new_session(self, consultation: Consultation) -> ConsultationSession:
+        own = consultation.provider_id == self.user_id
         session = ConsultationSession(
             consultation,
             self.bus,
@@ -345,6 +457,7 @@ class ProviderEndpoint:
             on_closed=self._session_closed,
             on_closing=self._session_closing,
             denials=self._denied,
+            wildcard=self.wildcard if own else None,
         )
         self._sessions[consultation.consultation_id] = session
         if self._durable is not None:
@@ -430,6 +543,15 @@ class ProviderEndpoint:
 
     async def join(self, consultation_id: str) -> ConsultationSession:
         session = self.session(consultation_id)
+        joined = sum(
+            1 for s in self._sessions.values() if not s.closed and s.consultation.state not in WILDCARD_STATES
+        )
+        if joined >= MAX_JOINED_CONSULTATIONS and session.consultation.state in WILDCARD_STATES:
+            # Refused before anything is published: the join would have no signaling channel.
+            raise SessionError(
+                "too-many-joined",
+                f"this endpoint holds at most {MAX_JOINED_CONSULTATIONS} joined consultations at once",
+            )
         await session.act(ProviderJoined(provider_id=self.user_id, timestamp=now()))
         if self._auditor is not None:
             await self._auditor.session_started(consultation_id)
@@ -624,6 +746,12 @@ class ProviderEndpoint:
         if not joined:
             raise SessionError("not-started", "the consultation's provider has not joined it")
         return replace(base, last_timetoken=joined - 1, opened_timetoken=joined)
+
+
+def _reason(exc: Exception) -> str:
+    """Why a consultation could not be followed, in words that name no PHI."""
+    text = exception_reason(exc)
+    return text if text != "-" else describe_exception(exc)
 
 
 def _present(consultation: Consultation, user_id: str) -> bool:

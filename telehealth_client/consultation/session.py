@@ -12,9 +12,13 @@ Public API:
 - ``add_message_handler(handler)`` (chat, chat-read, signaling: see ``MessageHandler``) and
   ``add_close_hook(hook)`` (awaited as closing starts, while the bus still works).
 - ``ConsultationSession(consultation, bus, hub, state_dir=..., channels=..., keeper=None,
-  owns_bus=False, on_closed=None, on_closing=None, denials=None)``; ``channels`` are subscribed besides the
-  consultation and its ``.video`` channel (the patient's own notification channel, for queue
-  updates); ``keeper`` (closed with the session) answers a publish's 403 unless ``denials`` does;
+  owns_bus=False, on_closed=None, on_closing=None, denials=None, wildcard=None)``; ``channels`` are
+  subscribed besides the consultation and its ``.video`` channel (the patient's own notification
+  channel, for queue updates); ``wildcard``: an open wildcard subscription of the endpoint (a
+  provider's ``consultation.{providerId}.*``) that brings the consultation while it waits, so a
+  waiting consultation lists no channel of its own (``ConsultationNotFollowed`` when the listed
+  ones cannot be added after the join); ``keeper`` (closed with the session) answers a publish's
+  403 unless ``denials`` does;
   ``owns_bus``: the session closes the bus; ``on_closing(session, reason)`` runs synchronously as
   closing starts, ``on_closed(session, reason)`` after it.
 - ``await start(catch_up=...)``: subscribe (with presence), wait until the bus is connected, then,
@@ -70,6 +74,7 @@ from telehealth_client.protocol.messages import Drop, LifecycleAction, QueueUpda
 from telehealth_client.pubsub.bus import (
     AccessDeniedError,
     Bus,
+    BusError,
     ConnectionStatus,
     Envelope,
     PresenceEvent,
@@ -81,6 +86,14 @@ from telehealth_client.security import tokens
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS: Final = 15.0
+# States in which a consultation with a ``wildcard`` is followed through it (nobody has joined).
+WILDCARD_STATES: Final = frozenset(
+    {
+        messages.ConsultationState.SCHEDULED,
+        messages.ConsultationState.CHECKED_IN,
+        messages.ConsultationState.WAITING,
+    }
+)
 HISTORY_LIMIT: Final = 500
 
 ClosedHandler = Callable[["ConsultationSession", str], Awaitable[None] | None]
@@ -138,13 +151,18 @@ class ConsultationSession:
         on_closed: ClosedHandler | None = None,
         on_closing: ClosingHandler | None = None,
         denials: DenialHandler | None = None,
+        wildcard: str | None = None,
     ) -> None:
         self._consultation = consultation
         self._bus = bus
         self._hub = hub
         self._state_dir = Path(state_dir)
         ids = ConsultationChannels.parse(consultation.consultation_id)
+        self._main = ids.main
         self._channels = frozenset({ids.main, ids.video, *channels})
+        # The endpoint's open wildcard subscription that brings the main channel while the
+        # consultation waits (see ``_follow_locked``); None: always list the channels.
+        self._wildcard = wildcard
         self._keeper = keeper
         self._denials = denials or (keeper.handle_access_denied if keeper is not None else None)
         self._owns_bus = owns_bus
@@ -207,17 +225,38 @@ class ConsultationSession:
             self._remove_status = self._bus.add_status_listener(self._on_status)
             connected = ConnectedWaiter(self._bus)
             try:
-                self._subscription = await self._bus.subscribe(
-                    sorted(self._channels),
-                    self._on_message,
-                    on_presence=self._on_presence,
-                    with_presence=True,
-                )
+                await self._follow_locked()
                 await connected.wait(CONNECT_TIMEOUT_SECONDS)
             finally:
                 connected.close()
             if catch_up:
                 await self._catch_up_locked(visit_floor(self._consultation))
+
+    async def _follow_locked(self) -> None:
+        """Subscribe to what the consultation needs in its state.
+
+        With a ``wildcard``, a waiting consultation is followed through it: its main channel
+        (lifecycle, chat, the patient's presence) costs none of the subscribe request's 100
+        channels, and it needs no ``.video`` (signaling starts with its provider's join; PubNub's
+        wildcards never reach the four-segment ``.video``). From its provider's join on, the
+        channels are listed, which also makes the provider present there.
+        """
+        if self.closed or self._consultation.state.terminal:
+            return
+        covered = self._wildcard is not None and self._consultation.state in WILDCARD_STATES
+        current = self._subscription
+        if current is not None and current.covered == covered:
+            return
+        subscription = await self._bus.subscribe(
+            [self._main] if covered else sorted(self._channels),
+            self._on_message,
+            on_presence=self._on_presence,
+            with_presence=True,
+            covered=covered,
+        )
+        self._subscription = subscription
+        if current is not None:
+            await current.close()  # the main channel stays in the new one: no presence leave
 
     async def _catch_up_locked(self, since: int | None = None) -> None:
         if since is None:
@@ -325,6 +364,17 @@ class ConsultationSession:
             return
         self._consultation = step.consultation
         await self._run_effects(step.effects)
+        if self._subscription is not None:  # started: move to the channels the new state needs
+            try:
+                await self._follow_locked()
+            except BusError as exc:
+                # Chat and lifecycle still arrive through the wildcard; signaling does not.
+                log.error(
+                    "consultation channels not subscribed consultation=%s reason=%s",
+                    self.consultation_id,
+                    exc.reason,
+                )
+                self._hub.emit(events.ConsultationNotFollowed(self.consultation_id, exc.reason))
 
     async def _run_effects(self, effects: Iterable[Effect]) -> None:
         for effect in effects:

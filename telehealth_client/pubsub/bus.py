@@ -90,13 +90,18 @@ StatusHandler = Callable[[StatusChange], None]
 
 @dataclass(eq=False)
 class Subscription:
-    """A set of channels and the handlers for what arrives on them. Close it to unsubscribe."""
+    """A set of channels and the handlers for what arrives on them. Close it to unsubscribe.
+
+    ``covered``: the channels come through a wildcard subscription already open on the same bus
+    and are not listed in the subscribe request themselves (they cost none of its channels).
+    """
 
     channels: frozenset[str]
     on_message: MessageHandler | None
     on_presence: PresenceHandler | None
     with_presence: bool
     _closer: Callable[[Subscription], Awaitable[None]] = field(repr=False)
+    covered: bool = False
 
     async def close(self) -> None:
         await self._closer(self)
@@ -122,6 +127,7 @@ class Bus(Protocol):
         *,
         on_presence: PresenceHandler | None = None,
         with_presence: bool = False,
+        covered: bool = False,
     ) -> Subscription: ...
 
     async def history(

@@ -35,7 +35,7 @@ from pubnub.pnconfiguration import PNConfiguration
 from pubnub.pubnub_asyncio import PubNubAsyncio
 from pubnub.request_handlers.async_aiohttp import AsyncAiohttpRequestHandler
 
-from telehealth_client.logs import describe_exception, quiet_url_loggers
+from telehealth_client.logs import describe_exception, exception_reason, quiet_url_loggers
 from telehealth_client.protocol.channels import presence as presence_channel
 from telehealth_client.pubsub import bounded_json
 from telehealth_client.pubsub.bus import (
@@ -54,6 +54,7 @@ from telehealth_client.pubsub.bus import (
 )
 from telehealth_client.pubsub.crypto import RotatingCryptoModule, encrypted_size
 from telehealth_client.pubsub.faults import FaultReporter, classify, classify_exception
+from telehealth_client.pubsub.wildcard import is_wildcard, matches
 from telehealth_client.pubsub.wire import (
     Dropped,
     MalformedAnswerError,
@@ -205,6 +206,13 @@ def _failure(operation: str, envelope: Any) -> BusError:
         return BusError(operation, "request refused", status_code=code, retryable=False)
     reason = "timed out" if category == PNStatusCategory.PNTimeoutCategory else "network or server error"
     return BusError(operation, reason, status_code=code, retryable=True)
+
+
+def _brings(subscription: Subscription, channel: str) -> bool:
+    """Whether what arrives on ``channel`` (a concrete name, from the answer's ``c``) is for it."""
+    if channel in subscription.channels:
+        return True
+    return any(matches(name, channel) for name in subscription.channels if is_wildcard(name))
 
 
 class PubNubBus:
@@ -393,34 +401,57 @@ class PubNubBus:
         *,
         on_presence: PresenceHandler | None = None,
         with_presence: bool = False,
+        covered: bool = False,
     ) -> Subscription:
         if self._closed:
             raise BusError("subscribe", "the bus is closed", retryable=False)
         wanted = frozenset(channels)
         if not wanted:
             raise ValueError("channels: at least one channel is required")
-        listed = self._subscribed_channels(presence=True) | wanted
-        if with_presence or on_presence is not None:
-            listed |= {presence_channel(channel) for channel in wanted}
-        if len(listed) > MAX_CHANNELS_PER_SUBSCRIBE:
-            # PubNub would refuse every long-poll: the bus would only ever say "reconnecting".
-            raise BusError(
-                "subscribe",
-                f"channels: {len(listed)} channels (presence channels included) exceed PubNub's"
-                f" limit of {MAX_CHANNELS_PER_SUBSCRIBE} in one subscribe request",
-                retryable=False,
-            )
+        presence = with_presence or on_presence is not None
+        if covered:
+            self._check_covered(wanted, presence=presence)
+        else:
+            listed = self._subscribed_channels(presence=True) | wanted
+            if presence:
+                listed |= {presence_channel(channel) for channel in wanted}
+            if len(listed) > MAX_CHANNELS_PER_SUBSCRIBE:
+                # PubNub would refuse every long-poll: the bus would only ever say "reconnecting".
+                raise BusError(
+                    "subscribe",
+                    f"channels: {len(listed)} channels (presence channels included) exceed PubNub's"
+                    f" limit of {MAX_CHANNELS_PER_SUBSCRIBE} in one subscribe request",
+                    retryable=False,
+                )
         subscription = Subscription(
             channels=wanted,
             on_message=on_message,
             on_presence=on_presence,
-            with_presence=with_presence or on_presence is not None,
+            with_presence=presence,
             _closer=self._unsubscribe,
+            covered=covered,
         )
         self._subscriptions.append(subscription)
         self._ensure_tasks()
-        self._changed.set()
+        if not covered:
+            self._changed.set()  # a covered subscription changes nothing in the request
         return subscription
+
+    def _check_covered(self, wanted: frozenset[str], *, presence: bool) -> None:
+        """BusError unless an open wildcard subscription brings every channel (and its presence):
+        a covered subscription that nothing brings would wait forever without a word."""
+        wildcards = [name for name in self._subscribed_channels(presence=True) if is_wildcard(name)]
+        names = set(wanted)
+        if presence:
+            names |= {presence_channel(channel) for channel in wanted}
+        missing = [name for name in names if not any(matches(w, name) for w in wildcards)]
+        if missing:
+            raise BusError(
+                "subscribe",
+                f"channels: {len(missing)} of the channels (presence channels included) are not"
+                " brought by an open wildcard subscription",
+                retryable=False,
+            )
 
     async def _unsubscribe(self, subscription: Subscription) -> None:
         if subscription not in self._subscriptions:
@@ -435,8 +466,11 @@ class PubNubBus:
                 log.info("leave not delivered channels=%d", len(gone))
 
     def _subscribed_channels(self, *, presence: bool) -> set[str]:
+        """The channels listed in the subscribe request (covered subscriptions list none)."""
         names: set[str] = set()
         for sub in self._subscriptions:
+            if sub.covered:
+                continue
             names |= sub.channels
             if presence and sub.with_presence:
                 names |= {presence_channel(channel) for channel in sub.channels}
@@ -588,7 +622,7 @@ class PubNubBus:
         self._seen[key] = None
         if len(self._seen) > _SEEN_LIMIT:
             self._seen.popitem(last=False)
-        targets = [sub for sub in self._subscriptions if entry.channel in sub.channels]
+        targets = [sub for sub in self._subscriptions if _brings(sub, entry.channel)]
         if targets:
             await self._deliveries.put((entry, targets))
 
@@ -615,8 +649,14 @@ class PubNubBus:
             # A handler awaited something cancelled elsewhere: that must not stop delivery.
             log.error("bus handler cancelled channel=%s error=%s", entry.channel, describe_exception(exc))
         except Exception as exc:
-            # Type and place only: the message may repeat what the handler was reading.
-            log.error("bus handler failed channel=%s error=%s", entry.channel, describe_exception(exc))
+            # Type, place and our own reason text only: a foreign message may repeat what the
+            # handler was reading.
+            log.error(
+                "bus handler failed channel=%s error=%s reason=%s",
+                entry.channel,
+                describe_exception(exc),
+                exception_reason(exc),
+            )
 
     async def _heartbeat_loop(self) -> None:
         # The long-poll alone can outlast the presence timeout; heartbeats keep us present.

@@ -9,8 +9,8 @@ from aiohttp import web
 from .access import Need, Permission
 from .errors import service_error
 from .http import Call, json_response
-from .presence import PRESENCE_SUFFIX
 from .pubsub import presence_timeout, state_param
+from .wildcard import presence_members
 
 _OK = {"status": 200, "message": "OK", "service": "Presence"}
 
@@ -23,7 +23,7 @@ def _channels(call: Call) -> list[str]:
         raise service_error(400, "Channel groups are not supported by the development relay", "Presence")
     channels = [c for c in call.segments[5].split(",") if c] if len(call.segments) > 5 else []
     call.authorize([Need("chan", c, Permission.READ) for c in channels])
-    return [c for c in channels if not c.endswith(PRESENCE_SUFFIX)]
+    return presence_members(channels)
 
 
 async def heartbeat(call: Call) -> web.StreamResponse:

@@ -16,6 +16,7 @@ from .jsonin import JsonInputError, loads
 from .presence import PRESENCE_SUFFIX
 from .state import Poll
 from .store import MESSAGE, SIGNAL, StoredMessage
+from .wildcard import is_wildcard, presence_members, subscription_for
 
 REGION = 1
 MAX_PRESENCE_TIMEOUT = 320.0  # PubNub's largest presence timeout (seconds); larger asks are capped
@@ -54,6 +55,9 @@ def _publish(call: Call, raw: str, message_type: int, *, raw_is_body: bool = Fal
         raise publish_error(
             400, "Invalid Channel: presence channels cannot be published to", state.timetokens.next()
         )
+    if is_wildcard(channel):
+        # A wildcard is a subscription, never a destination (PubNub's Subscriptions guide).
+        raise publish_error(400, "Invalid Channel: cannot publish to a wildcard", state.timetokens.next())
     call.authorize([Need("chan", channel, Permission.WRITE)])
     # PubNub counts the message as sent (escaped in the URL) plus the channel name.
     if len(raw.encode()) + len(channel.encode()) > state.limits.max_message_bytes:
@@ -100,7 +104,7 @@ async def subscribe(call: Call) -> web.StreamResponse:
     except ValueError:
         raise service_error(400, "Invalid timetoken", "Balancer") from None
     heartbeat = presence_timeout(call)
-    members = [c for c in channels if not c.endswith(PRESENCE_SUFFIX)]
+    members = presence_members(channels)
     uuid = call.uuid
     # The handshake (tt=0) only learns where "now" is; a join it causes comes after that point,
     # so the subscriber sees its own join on its next poll, as with PubNub.
@@ -108,13 +112,13 @@ async def subscribe(call: Call) -> web.StreamResponse:
     if uuid is not None:
         state.presence.heartbeat(members, uuid, heartbeat, state_param(call))
     if handshake is not None:
-        return _envelope(call, handshake, [])
+        return _envelope(call, handshake, [], channels)
     limit = state.limits.max_messages_per_poll
     messages = state.store.since(channels, since, limit)
     if not messages:
         messages = await _wait(call, channels, members, since, heartbeat)
     last = messages[-1].timetoken if messages else state.timetokens.next()
-    return _envelope(call, last, messages)
+    return _envelope(call, last, messages, channels)
 
 
 def _invalid(reason: str, error: JsonInputError) -> str:
@@ -168,22 +172,31 @@ def state_param(call: Call) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _envelope(call: Call, timetoken: int, messages: list[StoredMessage]) -> web.StreamResponse:
+def _envelope(
+    call: Call, timetoken: int, messages: list[StoredMessage], channels: list[str]
+) -> web.StreamResponse:
     subscribe_key = call.state.keys.subscribe_key
-    return json_response(
-        {"t": {"t": str(timetoken), "r": REGION}, "m": [wire_message(m, subscribe_key) for m in messages]}
-    )
+    wire = [
+        wire_message(m, subscribe_key, subscription_for(m.channel, channels) or m.channel) for m in messages
+    ]
+    return json_response({"t": {"t": str(timetoken), "r": REGION}, "m": wire})
 
 
-def wire_message(message: StoredMessage, subscribe_key: str) -> dict[str, Any]:
-    """A message as the subscribe answer carries it (the SDKs need ``f``, ``k``, ``p.t`` and ``p.r``)."""
+def wire_message(
+    message: StoredMessage, subscribe_key: str, subscription: str | None = None
+) -> dict[str, Any]:
+    """A message as the subscribe answer carries it (the SDKs need ``f``, ``k``, ``p.t`` and ``p.r``).
+
+    ``b`` is the subscription that brought it (a wildcard, or the channel itself): the JavaScript
+    SDK drops an entry whose ``b`` it did not subscribe to.
+    """
     wire: dict[str, Any] = {
         "a": "1",
         "f": 0,
         "p": {"t": str(message.timetoken), "r": REGION},
         "k": subscribe_key,
         "c": message.channel,
-        "b": message.channel,
+        "b": subscription or message.channel,
         "d": message.payload,
     }
     if message.publisher is not None:

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .wildcard import is_wildcard, matches
+
 MESSAGE = 0
 SIGNAL = 1
 OBJECTS_EVENT = 2
@@ -57,6 +59,7 @@ class MessageStore:
     history_log: HistoryLog | None = None
     _logs: OrderedDict[str, _ChannelLog] = field(default_factory=OrderedDict)
     _waiters: dict[str, set[asyncio.Future[None]]] = field(default_factory=dict)
+    _wildcard_waiters: dict[str, set[asyncio.Future[None]]] = field(default_factory=dict)
 
     def add(self, message: StoredMessage) -> None:
         log = self._log(message.channel)
@@ -67,14 +70,19 @@ class MessageStore:
             log.history.append(message)
             if self.history_log is not None:
                 self.history_log.add_message(message, evicted)
-        for waiter in self._waiters.get(message.channel, ()):
+        woken = set(self._waiters.get(message.channel, ()))
+        for wildcard, waiters in self._wildcard_waiters.items():
+            if matches(wildcard, message.channel):
+                woken |= waiters
+        for waiter in woken:
             if not waiter.done():
                 waiter.set_result(None)
 
     def since(self, channels: Iterable[str], timetoken: int, limit: int) -> list[StoredMessage]:
-        """Messages on ``channels`` newer than ``timetoken``, oldest first, at most ``limit``."""
+        """Messages on ``channels`` (wildcards bring what they match) newer than ``timetoken``,
+        oldest first, at most ``limit``."""
         found: list[StoredMessage] = []
-        for channel in channels:
+        for channel in self._brought(channels):
             log = self._logs.get(channel)
             if log is None:
                 continue
@@ -84,6 +92,18 @@ class MessageStore:
                 found.append(message)
         found.sort(key=lambda m: m.timetoken)
         return found[:limit]
+
+    def _brought(self, names: Iterable[str]) -> list[str]:
+        """The concrete channels ``names`` bring, each once (a channel both listed and matched by
+        a wildcard is still one channel)."""
+        listed = list(names)
+        wildcards = [name for name in listed if is_wildcard(name)]
+        brought = dict.fromkeys(name for name in listed if not is_wildcard(name))
+        if wildcards:
+            for channel in self._logs:
+                if channel not in brought and any(matches(w, channel) for w in wildcards):
+                    brought[channel] = None
+        return list(brought)
 
     def history(self, channel: str) -> list[StoredMessage]:
         log = self._logs.get(channel)
@@ -120,17 +140,21 @@ class MessageStore:
         """A future resolved by the next message on any of ``channels``; pass it to ``unwatch``."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for channel in channels:
-            self._waiters.setdefault(channel, set()).add(waiter)
+            self._watchers(channel).setdefault(channel, set()).add(waiter)
         return waiter
 
     def unwatch(self, channels: Iterable[str], waiter: asyncio.Future[None]) -> None:
         for channel in channels:
-            waiters = self._waiters.get(channel)
+            watchers = self._watchers(channel)
+            waiters = watchers.get(channel)
             if waiters is None:
                 continue
             waiters.discard(waiter)
             if not waiters:
-                del self._waiters[channel]
+                del watchers[channel]
+
+    def _watchers(self, name: str) -> dict[str, set[asyncio.Future[None]]]:
+        return self._wildcard_waiters if is_wildcard(name) else self._waiters
 
     def _log(self, channel: str) -> _ChannelLog:
         log = self._logs.get(channel)

@@ -19,7 +19,7 @@ import pytest
 from telehealth_client import events
 from telehealth_client.consultation.connector import Connector
 from telehealth_client.consultation.patient import PatientEndpoint
-from telehealth_client.consultation.provider import ProviderEndpoint
+from telehealth_client.consultation.provider import MAX_FOLLOWED_CONSULTATIONS, ProviderEndpoint
 from telehealth_client.devstack.stack import DevStack
 from telehealth_client.durable import Durable
 from telehealth_client.media.consultation_call import MediaOptions
@@ -177,6 +177,8 @@ class Parts:
         policy: RefreshPolicy | None = None,
         durable: Durable | None = None,
         media: MediaOptions | None = None,
+        state_dir: Path | None = None,
+        max_consultations: int = MAX_FOLLOWED_CONSULTATIONS,
         **bus: Any,
     ) -> ProviderEndpoint:
         endpoint = ProviderEndpoint(
@@ -184,10 +186,11 @@ class Parts:
             hub,
             user_id=user_id,
             department_id=DEPARTMENT,
-            state_dir=self.tmp_path / user_id,
+            state_dir=state_dir or self.tmp_path / user_id,
             policy=policy,
             durable=durable,
             media=media,
+            max_consultations=max_consultations,
         )
         self._closers.append(endpoint.aclose)
         await endpoint.start()
