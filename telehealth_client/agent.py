@@ -8,7 +8,6 @@ import os
 import signal
 import tempfile
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,7 @@ from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.consultation.session import SessionError
 from telehealth_client.consultation.state_file import StateFileError
 from telehealth_client.durable import Durable
-from telehealth_client.events import AccessDenied, EventHub, TokenExpiring
+from telehealth_client.events import EventHub
 from telehealth_client.logs import describe_exception
 from telehealth_client.media.options import media_options
 from telehealth_client.protocol import channels
@@ -31,6 +30,7 @@ from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_client.security import tokens
 from telehealth_client.security.audit import AuditStoreError, DamagedStoreError
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
+from telehealth_client.security.token_announcer import TokenAnnouncer
 
 if TYPE_CHECKING:  # the preflight loads the device checks (numpy) when it runs, not before
     from telehealth_client.preflight import PreflightReport
@@ -260,7 +260,7 @@ class Agent:
         self.bus = self._connector.bus(user_id)
         self.bus.add_status_listener(self._on_bus_status)
         request = tokens.TokenRequest(user_id, "nurse", {"departmentId": self.settings.department_id})
-        self._keeper = tokens.TokenKeeper(self._connector.clinic, self.bus, request, self._on_token_event)
+        self._keeper = tokens.TokenKeeper(self._connector.clinic, self.bus, request, TokenAnnouncer(self.hub))
         # Refused or unreachable: start fails naming the clinic's reason (systemd restarts the
         # service later) instead of subscribing without a token and being denied forever.
         await self._keeper.start()
@@ -282,13 +282,6 @@ class Agent:
             auditor=self.durable.auditor(user_id, "nurse"),
         )
         await self._nurse_desk.start()
-
-    def _on_token_event(self, event: tokens.TokenEvent) -> None:
-        if isinstance(event, tokens.TokenExpiring):
-            expires = datetime.now(UTC).timestamp() + event.seconds_left
-            self.hub.emit(TokenExpiring(datetime.fromtimestamp(expires, UTC)))
-        elif isinstance(event, tokens.TokenAccessDenied):
-            self.hub.emit(AccessDenied(event.source))
 
     async def _start_bus(self) -> None:
         self.bus = PubNubBus(bus_config(self.settings, token=self._token))

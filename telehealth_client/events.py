@@ -4,9 +4,9 @@ Public API:
 
 - Event dataclasses (frozen; ``kind`` names each for the local API's live stream):
   ``StateChanged``, ``RosterChanged``, ``QueueUpdated``, ``ProviderReady``, ``DeviceStatusReported``,
-  ``TokenExpiring``, ``AccessDenied``, ``BusStatusChanged``, ``SessionClosed``, ``EndpointIdle``,
-  ``InvitationReceived``, ``StateSaved``, ``ChatMessageAdded``, ``ChatStatusChanged``,
-  ``ChatReadUpdated``, ``ChatWiped``, ``EmergencyUpdated``, ``EmergencyAlert``,
+  ``TokenExpiring``, ``AccessDenied``, ``AccessRenewing``, ``AccessRenewed``, ``BusStatusChanged``,
+  ``SessionClosed``, ``EndpointIdle``, ``InvitationReceived``, ``StateSaved``, ``ChatMessageAdded``,
+  ``ChatStatusChanged``, ``ChatReadUpdated``, ``ChatWiped``, ``EmergencyUpdated``, ``EmergencyAlert``,
   ``CallStateChanged``, ``MediaFlowing``, ``MediaFailed``, ``CallQualityChanged``,
   ``ConsultationNotFollowed``, and ``Missed``
   (delivered only to a subscriber that fell behind).
@@ -98,6 +98,24 @@ class TokenExpiring:
 class AccessDenied:
     kind: ClassVar[str] = "access-denied"
     operation: str  # what was refused, e.g. "publish" or "subscribe"; never the token
+
+
+@dataclass(frozen=True)
+class AccessRenewing:
+    """The clinic cannot be reached to renew access: the consultation, its media and the queued
+    chat go on; retried in ``retry_in_seconds`` and on. ``token_expired``: publishing waits (and
+    queues) until a new token arrives. Ends with ``AccessRenewed`` or ``AccessDenied``."""
+
+    kind: ClassVar[str] = "access-renewing"
+    retry_in_seconds: float
+    token_expired: bool
+
+
+@dataclass(frozen=True)
+class AccessRenewed:
+    """A new token arrived after ``AccessRenewing``: what was queued goes out."""
+
+    kind: ClassVar[str] = "access-renewed"
 
 
 @dataclass(frozen=True)
@@ -284,6 +302,8 @@ Event: TypeAlias = (
     | DeviceStatusReported
     | TokenExpiring
     | AccessDenied
+    | AccessRenewing
+    | AccessRenewed
     | BusStatusChanged
     | EndpointIdle
     | SessionClosed

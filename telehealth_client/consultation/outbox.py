@@ -70,6 +70,7 @@ from telehealth_client.logs import describe_exception
 from telehealth_client.pubsub.bus import AccessDeniedError, Bus, BusError, ConnectionStatus, StatusChange
 from telehealth_client.pubsub.pubnub_bus import back_off_delay
 from telehealth_client.security.at_rest import Sealer, SealError
+from telehealth_client.sqlite_durability import SqliteDurability, read_durability
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ _HISTORY_PAGES_MAX: Final = 50
 DEFAULT_MAX_IN_FLIGHT: Final = 10
 # Ids delivered or failed recently: put() of one of them again is a no-op, as for a pending id.
 _RECENT_IDS: Final = 4096
+# Refusals (403) of one item for which the denial handler is asked for a new token.
+_DENIALS_ASKED: Final = 16
 _ID_MAX_CHARS: Final = 128
 _PENDING_COLUMNS: Final = frozenset({"seq", "id", "consultation_id", "kind", "sealed"})
 # Why SQLite cannot use the file, by primary result code: words for the person on call.
@@ -320,6 +323,11 @@ class _Store:
             self._db.close()
             self._db = None
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The one connection, for the worker thread's jobs only."""
+        return self._conn()
+
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             raise RuntimeError("the outbox is not open")
@@ -452,6 +460,10 @@ class Outbox:
         self._drained.set()
 
     # -- disk ----------------------------------------------------------------------------------
+
+    async def durability(self) -> SqliteDurability:
+        """The journal mode and ``synchronous`` level of the connection that stores the items."""
+        return await self._run(lambda: read_durability(self._store.connection))
 
     async def _run(self, job: Callable[[], T]) -> T:
         if self._executor is None:
@@ -660,7 +672,10 @@ class Outbox:
             result = await bus.publish(item.channel, item.message, store=item.store, meta=item.meta)
         except AccessDeniedError as exc:
             entry.denials += 1
-            if entry.denials == 1 and self._denials is not None and await self._ask_denials(exc):
+            # Asked every time: a token that merely expired again (a long clinic outage) is renewed
+            # again; the keeper answers False for a fresh token still refused (the verdict). The
+            # bound only stops a handler that always says yes.
+            if entry.denials <= _DENIALS_ASKED and self._denials is not None and await self._ask_denials(exc):
                 return True  # the token was refreshed: try again at once
             await self._finish(entry, failed="access-denied")
             return True

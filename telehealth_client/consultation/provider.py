@@ -47,12 +47,12 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from telehealth_client import events
 from telehealth_client.consultation import state_file
+from telehealth_client.consultation.alert_ledger import AlertLedger
 from telehealth_client.consultation.auditing import Auditor, audit_token_event
 from telehealth_client.consultation.chat import ConsultationChat
 from telehealth_client.consultation.connector import Connector
@@ -96,6 +96,7 @@ from telehealth_client.protocol.messages import (
 )
 from telehealth_client.pubsub.bus import AccessDeniedError, Envelope, PresenceEvent, Subscription
 from telehealth_client.security import tokens
+from telehealth_client.security.token_announcer import TokenAnnouncer
 
 if TYPE_CHECKING:
     from telehealth_client.durable import Durable
@@ -118,6 +119,7 @@ MAX_JOINED_CONSULTATIONS = 20
 REPLAY_CONCURRENCY = 8
 CONSULTATIONS_DIR = "consultations"
 MAX_UNCONFIRMED_ALERTS = 64
+MISSED_NOTIFICATION_PAGES = 10  # at start: at most this many pages of unread notifications
 
 NotificationListener = Callable[[Envelope], Awaitable[None] | None]
 
@@ -174,16 +176,22 @@ class ProviderEndpoint:
         self._order: dict[str, int] = {}  # consultation ID -> check-in timetoken
         self.invitations: dict[str, ConsultationInvite] = {}
         self._alerts: set[str] = set()  # escalation IDs this provider was alerted to
+        self._ledger: AlertLedger | None = None  # the same, and the notifications read, on disk
         # Notifications whose escalation the emergency channel has not shown yet (bounded).
         self._unconfirmed: dict[str, str] = {}
         self.notification_listeners: list[NotificationListener] = []
         self._room_lock = asyncio.Lock()
+        self._announce = TokenAnnouncer(hub)
         self._token_lock = asyncio.Lock()  # the keeper is replaced or closed by one task at a time
         self._closing = False
 
     # -- start and stop -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self._durable is not None:
+            self._ledger = AlertLedger(self._durable.state_dir)
+            await self._ledger.load()
+            self._alerts.update(self._ledger.alerted_ids)
         if self._connect.has_clinic:
             await self._use_token({"departmentId": self.department_id})
         connected = ConnectedWaiter(self.bus)
@@ -219,6 +227,7 @@ class ProviderEndpoint:
             )
             self.emergency.listeners.append(self._escalation_seen)
             await self.emergency.start()
+            await self._alert_missed_escalations()
             # Last: every recipient of the outbox's outcomes (chats, the desk) is registered now,
             # so what was left queued before a restart is reported to its owner when it goes out.
             self._durable.attach(self.bus, denials=self._denied)
@@ -321,6 +330,8 @@ class ProviderEndpoint:
         self._closing = True
         if self.emergency is not None:
             await self.emergency.aclose()
+        if self._ledger is not None:
+            await self._ledger.aclose()
         for session in list(self._sessions.values()):
             await session.aclose("stopped")
         if self._durable is not None:
@@ -513,11 +524,8 @@ class ProviderEndpoint:
     def _on_token_event(self, event: tokens.TokenEvent) -> None:
         if self._auditor is not None:
             audit_token_event(self._auditor, event, self._scope)
-        if isinstance(event, tokens.TokenExpiring):
-            expires = now().timestamp() + event.seconds_left
-            self._hub.emit(events.TokenExpiring(datetime.fromtimestamp(expires, UTC)))
-        elif isinstance(event, tokens.TokenAccessDenied):
-            self._hub.emit(events.AccessDenied(event.source))
+        self._announce(event)
+        if isinstance(event, tokens.TokenAccessDenied):
             for session in list(self._sessions.values()):
                 if session.consultation.provider_id != self.user_id:
                     session.close_soon("access-denied")
@@ -675,6 +683,8 @@ class ProviderEndpoint:
             )
         elif isinstance(decoded, EmergencyNotification):
             self._emergency_notified(decoded)
+        if self._ledger is not None and self.emergency is not None:
+            self._ledger.advance(envelope.timetoken)  # read: a restart starts after it
         for listener in list(self.notification_listeners):
             try:
                 result = listener(envelope)
@@ -703,8 +713,34 @@ class ProviderEndpoint:
         if priority is not None and escalation.status == "active":
             self._alert(escalation.id, priority)
 
+    async def _alert_missed_escalations(self) -> None:
+        """Escalations notified while this cart was off (or before it read them) and still open:
+        alerted now, each once (PROTOCOL.md, "Emergency"). The desk has read the department's
+        channel by now, so it knows which are open."""
+        desk, ledger = self.emergency, self._ledger
+        assert desk is not None and ledger is not None
+        channel = channels.notification(self.user_id)
+        since: int | None = ledger.last_read or None
+        newest = ledger.last_read
+        for _ in range(MISSED_NOTIFICATION_PAGES):
+            page = await self.bus.history(channel, since=since, limit=WAITING_ROOM_HISTORY)
+            for envelope in page:
+                newest = max(newest, envelope.timetoken)
+                decoded = decode(envelope.channel, envelope.message, envelope.publisher)
+                if not isinstance(decoded, EmergencyNotification) or decoded.escalation_id in self._alerts:
+                    continue
+                escalation = desk.get(decoded.escalation_id)
+                if escalation is not None and escalation.status == "active":
+                    self._alert(decoded.escalation_id, decoded.priority)
+            if len(page) < WAITING_ROOM_HISTORY:
+                break
+            since = page[-1].timetoken
+        ledger.advance(newest)
+
     def _alert(self, escalation_id: str, priority: str) -> None:
         self._alerts.add(escalation_id)
+        if self._ledger is not None:
+            self._ledger.record_alert(escalation_id)
         log.warning("emergency alert received escalation=%s priority=%s", escalation_id, priority)
         self._hub.emit(events.EmergencyAlert(escalation_id, priority))
 

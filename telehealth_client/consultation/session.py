@@ -70,7 +70,14 @@ from telehealth_client.consultation.lifecycle import (
 from telehealth_client.logs import describe_exception
 from telehealth_client.protocol import messages
 from telehealth_client.protocol.channels import ConsultationChannels
-from telehealth_client.protocol.messages import Drop, LifecycleAction, QueueUpdate, encode
+from telehealth_client.protocol.messages import (
+    CancelReason,
+    ConsultationCancelled,
+    Drop,
+    LifecycleAction,
+    QueueUpdate,
+    encode,
+)
 from telehealth_client.pubsub.bus import (
     AccessDeniedError,
     Bus,
@@ -82,10 +89,15 @@ from telehealth_client.pubsub.bus import (
     Subscription,
 )
 from telehealth_client.security import tokens
+from telehealth_client.security.token_announcer import TokenAnnouncer
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS: Final = 15.0
+# How long our own action waits for a token the keeper is renewing before it is refused for now.
+RENEWAL_WAIT_SECONDS: Final = 10.0
+# How long a patient whose access ended for good tries to tell the provider before it closes.
+FAREWELL_SECONDS: Final = 5.0
 # States in which a consultation with a ``wildcard`` is followed through it (nobody has joined).
 WILDCARD_STATES: Final = frozenset(
     {
@@ -102,6 +114,8 @@ ClosedHandler = Callable[["ConsultationSession", str], Awaitable[None] | None]
 MessageHandler = Callable[[messages.Message, Envelope], Awaitable[None] | None]
 # Told synchronously when the session starts closing, before anything of it is torn down.
 ClosingHandler = Callable[["ConsultationSession", str], None]
+# Told synchronously, under the session's lock, each time the consultation's state changes.
+StateListener = Callable[[Consultation], None]
 # Awaited as closing starts, before the session unsubscribes or closes its bus (``reason`` given).
 CloseHook = Callable[[str], Awaitable[None]]
 # A 403 on a publish: True when a new token is on the bus and the publish may be tried once more.
@@ -176,7 +190,9 @@ class ConsultationSession:
         self._closed = asyncio.Event()
         self._close_reason: str | None = None
         self._checkpoint = Checkpointer(self._state_dir, on_saved=self._saved)
+        self._announce = TokenAnnouncer(hub)
         self._handlers: list[MessageHandler] = []
+        self._state_listeners: list[StateListener] = []
         self._close_hooks: list[CloseHook] = []
         # The newest timetoken read on the consultation's channels (live or from history): a
         # reconnect's catch-up starts there, so chat that moves no lifecycle state is not missed.
@@ -305,6 +321,12 @@ class ConsultationSession:
         self._handlers.append(handler)
         return lambda: self._handlers.remove(handler) if handler in self._handlers else None
 
+    def add_state_listener(self, listener: StateListener) -> Callable[[], None]:
+        """Be told (synchronously, under the session's lock) each time the state changes; returns
+        the remover."""
+        self._state_listeners.append(listener)
+        return lambda: self._state_listeners.remove(listener) if listener in self._state_listeners else None
+
     async def _receive_locked(self, envelope: Envelope) -> None:
         if not envelope.channel.endswith(".video"):
             self._stream_mark = max(self._stream_mark, envelope.timetoken)
@@ -362,7 +384,13 @@ class ConsultationSession:
                 exc.text,
             )
             return
-        self._consultation = step.consultation
+        before, self._consultation = self._consultation.state, step.consultation
+        if step.consultation.state is not before:
+            for listener in list(self._state_listeners):
+                try:
+                    listener(step.consultation)
+                except Exception as exc:
+                    log.error("consultation state listener failed error=%s", describe_exception(exc))
         await self._run_effects(step.effects)
         if self._subscription is not None:  # started: move to the channels the new state needs
             try:
@@ -424,7 +452,7 @@ class ConsultationSession:
         try:
             return (await self._bus.publish(publish.channel, payload, store=publish.store)).timetoken
         except AccessDeniedError as exc:
-            if self._denials is not None and await self._denials(exc):
+            if self._denials is not None and await self._renewed_in_time(exc):
                 try:
                     return (await self._bus.publish(publish.channel, payload, store=publish.store)).timetoken
                 except AccessDeniedError:
@@ -438,6 +466,24 @@ class ConsultationSession:
             self.close_soon("access-denied")
             raise SessionError(
                 "access-denied", "the publish was refused by Access Manager (HTTP 403)"
+            ) from None
+
+    async def _renewed_in_time(self, exc: AccessDeniedError) -> bool:
+        """The keeper's answer to a refused publish. While the clinic cannot be reached it has none:
+        our own action is then refused for now (the caller may try again), never the consultation."""
+        assert self._denials is not None
+        try:
+            async with asyncio.timeout(RENEWAL_WAIT_SECONDS):
+                return await self._denials(exc)
+        except TimeoutError:
+            log.warning(
+                "consultation publish waits for access consultation=%s reason=%s",
+                self.consultation_id,
+                "the token is being renewed",
+            )
+            raise SessionError(
+                "renewing-access",
+                "access is being renewed (the clinic cannot be reached yet): nothing was published",
             ) from None
 
     # -- status -------------------------------------------------------------------------------------
@@ -464,13 +510,30 @@ class ConsultationSession:
             )
 
     def token_event(self, event: tokens.TokenEvent) -> None:
-        """The keeper's events: warnings to the hub; a final denial ends the session."""
-        if isinstance(event, tokens.TokenExpiring):
-            expires = datetime.fromtimestamp(now().timestamp() + event.seconds_left, UTC)
-            self._hub.emit(events.TokenExpiring(expires))
-        elif isinstance(event, tokens.TokenAccessDenied):
-            self._hub.emit(events.AccessDenied(event.source))
-            self.close_soon("access-denied")
+        """The keeper's events: told to the user through the hub; a verdict ends the session (a
+        patient first tells the far end, while its token may still allow it)."""
+        self._announce(event)
+        if isinstance(event, tokens.TokenAccessDenied) and not self.closed:
+            if self._consultation.role == "patient" and not self._consultation.state.terminal:
+                reason: CancelReason = "consent-revoked" if event.consent_withdrawn else "technical"
+                self._spawn(self._cancel_then_close(reason), "consultation-denied")
+            else:
+                self.close_soon("access-denied")
+
+    async def _cancel_then_close(self, reason: CancelReason) -> None:
+        """Access is over for good: say so on the consultation if we still can (the provider hears
+        of it), then close. A cancel that lands closes the session through the lifecycle."""
+        patient_id = self._consultation.patient_id
+        try:
+            async with asyncio.timeout(FAREWELL_SECONDS):
+                await self.act(ConsultationCancelled(cancelled_by=patient_id, reason=reason, timestamp=now()))
+        except (SessionError, TransitionError, BusError, TimeoutError) as exc:
+            log.warning(
+                "consultation end not announced consultation=%s error=%s",
+                self.consultation_id,
+                describe_exception(exc),
+            )
+        self.close_soon("access-denied")  # no-op once the cancel closed it
 
     # -- closing ------------------------------------------------------------------------------------
 

@@ -115,20 +115,21 @@ class Parts:
         self._closers: list[Callable[[], Any]] = []
         self.clinics: dict[str | None, RecordingClinic] = {}  # the last one built per user
 
-    def clinic(self, user_id: str | None = None) -> RecordingClinic:
+    def clinic(self, user_id: str | None = None, url: str | None = None) -> RecordingClinic:
+        """``url``: the clinic through another route (a ``CuttableLink``)."""
         assert self.stack.clinic is not None
         credential = (
             self.stack.keys.kiosk_credential if user_id is None else self.stack.users[user_id].credential
         )
-        client = RecordingClinic(self.stack.clinic.url, credential)
+        client = RecordingClinic(url or self.stack.clinic.url, credential)
         self._closers.append(client.aclose)
         self.clinics[user_id] = client
         return client
 
-    def connector(self, user_id: str | None = None, **bus: Any) -> Connector:
+    def connector(self, user_id: str | None = None, clinic_url: str | None = None, **bus: Any) -> Connector:
         """``bus``: ``BusConfig`` fields to change (an ``origin`` through a ``CuttableLink``)."""
         template = replace(bus_template(self.stack, user_id or KIOSK), **bus)
-        return Connector(template, self.clinic(user_id))
+        return Connector(template, self.clinic(user_id, clinic_url))
 
     async def durable(self, name: str, user_id: str | None = None, **options: Any) -> Durable:
         """The outbox and audit trail of one agent, in ``tmp_path/name``: sealed with the stack's
@@ -156,10 +157,11 @@ class Parts:
         policy: RefreshPolicy | None = None,
         durable: Durable | None = None,
         media: MediaOptions | None = None,
+        clinic_url: str | None = None,
         **bus: Any,
     ) -> PatientEndpoint:
         endpoint = PatientEndpoint(
-            self.connector(None, **bus),
+            self.connector(None, clinic_url, **bus),
             hub,
             state_dir=state_dir or self.tmp_path / "kiosk",
             kiosk_id=KIOSK,

@@ -234,3 +234,19 @@ async def test_after_detach_items_wait_for_the_next_bus_and_are_sent_once_on_it(
     received = await everything_after(watcher, inbox, 2)
     assert ids(received) == [item.id, later.id]
     assert [sent for sent, _ in results.sent] == [item, later]
+
+
+async def test_the_outbox_stores_power_safe_before_and_after_a_delivery(
+    make_bus: BusFactory, make_outbox: OutboxFactory
+) -> None:
+    """An item put() returned for survives a power cut: WAL with synchronous=FULL on the outbox's
+    connection, also after a delivery's deletion (which alone may skip the flush)."""
+    outbox = make_outbox(Results())
+    await outbox.open()
+    await outbox.put(chat("first"))
+    assert (await outbox.durability()).synchronous == "FULL"
+    outbox.attach(make_bus(SENDER))
+    assert await outbox.wait_drained(WAIT)  # delivered and deleted
+    await outbox.put(chat("second"))
+    durability = await outbox.durability()
+    assert (durability.journal_mode, durability.synchronous, durability.power_safe) == ("wal", "FULL", True)

@@ -1,4 +1,6 @@
-"""Access Manager refusals: the token keeper gets one chance to refresh; a second 403 fails the item."""
+"""Access Manager refusals: the denial handler (the token keeper) is asked at each 403 and is the judge:
+True (a new token) tries again at once, however often a token merely expired; False (a fresh token
+still refused) fails the item. A handler that never stops saying True is cut off after a bound."""
 
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ async def test_a_403_is_refreshed_once_and_then_the_item_is_sent(
     assert results.failed == []
 
 
-async def test_a_second_403_fails_the_item_and_sending_goes_on(
+async def test_the_handlers_verdict_fails_the_item_and_sending_goes_on(
     relay: Relay, make_bus: BusFactory, make_outbox: OutboxFactory
 ) -> None:
     relay.enforce_access = True
@@ -49,9 +51,11 @@ async def test_a_second_403_fails_the_item_and_sending_goes_on(
     sender = make_bus(SENDER, token=await grant(relay, SENDER, ELSEWHERE))
     refusals: list[AccessDeniedError] = []
 
-    async def refresh_in_vain(exc: AccessDeniedError) -> bool:
+    async def refresh_then_verdict(exc: AccessDeniedError) -> bool:
         refusals.append(exc)
-        return True  # "refreshed", yet the new token does not cover the channel either
+        # "Refreshed" first, yet the new token does not cover the channel either: the keeper's
+        # answer to that fresh token's refusal is its verdict.
+        return len(refusals) == 1
 
     results = Results()
     outbox = make_outbox(results)
@@ -59,14 +63,65 @@ async def test_a_second_403_fails_the_item_and_sending_goes_on(
     refused, allowed = chat("refused"), chat("allowed", channel=ELSEWHERE)
     await outbox.put(refused)
     await outbox.put(allowed)
-    outbox.attach(sender, denials=refresh_in_vain)
+    outbox.attach(sender, denials=refresh_then_verdict)
     assert await outbox.wait_drained(WAIT)
     assert results.failed == [(refused, "access-denied")]
-    assert len(refusals) == 1
+    assert len(refusals) == 2
     [envelope] = await inbox.wait_for(1)
     assert results.sent == [(allowed, envelope.timetoken)]
     await outbox.aclose()
     assert await make_outbox().open() == []  # the failed item is off disk
+
+
+async def test_an_item_refused_again_after_a_refresh_is_sent_once_a_working_token_comes(
+    relay: Relay, make_bus: BusFactory, make_outbox: OutboxFactory
+) -> None:
+    """A long clinic outage: the token renewed for the first 403 has expired too by the next try.
+    Each 403 is the keeper's to answer; the chat is not failed for being refused twice."""
+    relay.enforce_access = True
+    watcher, inbox = make_bus("dr-lee", token=await grant(relay, "dr-lee", CHANNEL)), Inbox()
+    await subscribed(watcher, CHANNEL, inbox)
+    sender = make_bus(SENDER, token=await grant(relay, SENDER, ELSEWHERE))
+    tokens = [await grant(relay, SENDER, ELSEWHERE), await grant(relay, SENDER, CHANNEL)]
+    refusals: list[AccessDeniedError] = []
+
+    async def renew(exc: AccessDeniedError) -> bool:
+        refusals.append(exc)
+        sender.set_token(tokens.pop(0))
+        return True
+
+    results = Results()
+    outbox = make_outbox(results)
+    await outbox.open()
+    item = chat("refused twice, then sent")
+    await outbox.put(item)
+    outbox.attach(sender, denials=renew)
+    assert await outbox.wait_drained(WAIT)
+    [envelope] = await inbox.wait_for(1)
+    assert results.sent == [(item, envelope.timetoken)] and results.failed == []
+    assert len(refusals) == 2
+
+
+async def test_a_handler_that_always_says_refreshed_is_cut_off_and_the_item_failed(
+    relay: Relay, make_bus: BusFactory, make_outbox: OutboxFactory
+) -> None:
+    relay.enforce_access = True
+    sender = make_bus(SENDER, token=await grant(relay, SENDER, ELSEWHERE))
+    refusals: list[AccessDeniedError] = []
+
+    async def always(exc: AccessDeniedError) -> bool:
+        refusals.append(exc)
+        return True
+
+    results = Results()
+    outbox = make_outbox(results)
+    await outbox.open()
+    item = chat("never allowed")
+    await outbox.put(item)
+    outbox.attach(sender, denials=always)
+    await results.wait_for(1)
+    assert results.failed == [(item, "access-denied")]
+    assert len(refusals) == 16  # the bound: no endless loop of publish, 403, "refreshed"
 
 
 async def test_without_a_denial_handler_the_first_403_fails_the_item(
