@@ -9,7 +9,9 @@ candidates, publishes ``end-call`` for a hangup of our own, and closes the media
 TURN credentials come from ``turn_source`` (the clinic backend); when TURN refuses them the
 source is asked once more (they may have expired on the way), then the call fails with the reason.
 A bad SDP or candidate is dropped with a warning and the call goes on; signals from anyone but the
-consultation's current participants are ignored.
+consultation's current participants are ignored. Before the consultation is connecting, an offer
+from its own provider (and what that provider signals after it) is held for up to
+``EARLY_OFFER_HOLD_SECONDS`` and answered once its join arrives; an offer from anyone else is dropped.
 
 Public API:
 
@@ -43,6 +45,9 @@ from telehealth_client.pubsub.bus import BusError, Envelope
 log = logging.getLogger(__name__)
 
 INBOX_LIMIT = 256  # signals waiting to be applied; beyond, the oldest go (a flood, not a call)
+# PROTOCOL.md: the consultation's own provider's offer can overtake its PROVIDER_JOINED (another
+# channel): it is held this long for the join, then dropped. No media flows before connecting.
+EARLY_OFFER_HOLD_SECONDS = 5.0
 
 
 class MediaBackend(Protocol):
@@ -89,6 +94,10 @@ class CallSignaling:
         self._lock = asyncio.Lock()  # one step (and its effects) at a time
         self._remove_handler: Callable[[], None] | None = None
         self._inbox: collections.deque[n.Received] = collections.deque(maxlen=INBOX_LIMIT)
+        # The provider's signals that came before its join, and when they are given up.
+        self._held: collections.deque[n.Received] = collections.deque(maxlen=INBOX_LIMIT)
+        self._held_expiry: asyncio.TimerHandle | None = None
+        self._remove_state_listener: Callable[[], None] | None = None
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None  # applies the inbox; cancelled at close
         self._closings: set[asyncio.Task[None]] = set()  # media closes that outlived a cancelled step
@@ -109,6 +118,7 @@ class CallSignaling:
 
     async def start(self) -> None:
         self._remove_handler = self._session.add_message_handler(self._on_message)
+        self._remove_state_listener = self._session.add_state_listener(self._state_changed)
 
     async def call(self, remote_id: str) -> None:
         """Call ``remote_id`` (the provider calls the patient); returns once the offer is out."""
@@ -146,6 +156,10 @@ class CallSignaling:
         if self._remove_handler is not None:
             self._remove_handler()
             self._remove_handler = None
+        if self._remove_state_listener is not None:
+            self._remove_state_listener()
+            self._remove_state_listener = None
+        self._drop_held(None)
         worker, self._worker = self._worker, None
         if worker is not None:
             worker.cancel()
@@ -175,17 +189,59 @@ class CallSignaling:
             except CallError as exc:
                 self._dropped(envelope, "sdp", exc.reason)
                 return
-        if isinstance(message, Offer) and publisher != self._user_id and not self._accepting():
-            self._dropped(envelope, "type", "an offer before the consultation is connecting")
-            return
+        received = n.Received(message, publisher, envelope.timetoken)
+        if publisher != self._user_id and not self._accepting():
+            own_provider = publisher == self._session.consultation.provider_id
+            if own_provider and (isinstance(message, Offer) or self._held):
+                self._hold(received)
+                return
+            if isinstance(message, Offer):
+                self._dropped(envelope, "type", "an offer before the consultation is connecting")
+                return
         # Queued, not handled here: answering takes a media process and TURN credentials (most of a
         # second), and the session's other messages (chat, lifecycle) must not wait behind it.
         if len(self._inbox) == self._inbox.maxlen:
             self._dropped(envelope, "type", "the signaling queue is full")
-        self._inbox.append(n.Received(message, publisher, envelope.timetoken))
+        self._enqueue(received)
+
+    def _enqueue(self, received: n.Received) -> None:
+        self._inbox.append(received)
         self._arrived.set()
         if self._worker is None or self._worker.done():
             self._worker = asyncio.ensure_future(self._work())
+
+    def _hold(self, received: n.Received) -> None:
+        """Keep the provider's early signal until its join arrives, at most the hold's time."""
+        self._held.append(received)
+        if self._held_expiry is None:
+            log.info("offer held for the provider's join consultation=%s", self._cid)
+            loop = asyncio.get_running_loop()
+            self._held_expiry = loop.call_later(EARLY_OFFER_HOLD_SECONDS, self._drop_held, "no join in time")
+
+    def _drop_held(self, reason: str | None) -> None:
+        if self._held_expiry is not None:
+            self._held_expiry.cancel()
+            self._held_expiry = None
+        if reason is not None:
+            for received in self._held:
+                log.warning(
+                    "signal dropped consultation=%s timetoken=%d field=type reason=%s",
+                    self._cid,
+                    received.timetoken,
+                    f"held for the provider's join: {reason}",
+                )
+        self._held.clear()
+
+    def _state_changed(self, _consultation: object) -> None:
+        """The join arrived (the consultation is connecting): what was held is answered now."""
+        if self._held and self._accepting():
+            held = list(self._held)
+            self._drop_held(None)
+            log.info("held offer released consultation=%s signals=%d", self._cid, len(held))
+            for received in held:
+                self._enqueue(received)
+        elif self._held and self._session.consultation.state.terminal:
+            self._drop_held("the consultation ended")
 
     async def _work(self) -> None:
         """Apply queued signals in order; an offer superseded by a later one from the same sender

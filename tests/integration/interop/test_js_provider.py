@@ -292,8 +292,6 @@ async def test_a_patient_who_leaves_the_queue_is_dropped_from_the_js_providers_q
     assert [m.publisher for m in stack.relay.stored_messages(CONSULTATION)] == [PATIENT]
     assert [
         update["type"] for update in sent_by(stack, JS_PROVIDER, PATIENT_NOTIFICATIONS, timestamped=False)
-    ] == [
-        "QUEUE_UPDATE"
-    ]
+    ] == ["QUEUE_UPDATE"]
     assert_stored_encrypted(stack, appointment_id, WAITING_ROOM, CONSULTATION, PATIENT_NOTIFICATIONS)
     assert dropped(provider) == []

@@ -13,6 +13,7 @@ import pytest
 from aiortc import AudioStreamTrack
 
 from telehealth_client import events
+from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.consultation.session import ConsultationSession
 from telehealth_client.media.call import MediaCall, TurnConfig
 from telehealth_client.media.signaling import CallSignaling
@@ -76,7 +77,8 @@ class Side:
         )
 
 
-async def connected_sides(parts: Parts) -> tuple[Side, Side]:
+async def waiting_sides(parts: Parts) -> tuple[Side, Side, ProviderEndpoint]:
+    """Both sides' signaling started on a checked-in consultation the provider has not joined."""
     patient_hub, provider_hub = RecordingHub(), RecordingHub()
     provider = await parts.provider(provider_hub)
     await parts.record_consent()
@@ -89,8 +91,13 @@ async def connected_sides(parts: Parts) -> tuple[Side, Side]:
     provider_side = Side(parts, PROVIDER, provider.session(CONSULTATION), provider_hub)
     await patient_side.signaling.start()
     await provider_side.signaling.start()
+    return patient_side, provider_side, provider
+
+
+async def connected_sides(parts: Parts) -> tuple[Side, Side]:
+    patient_side, provider_side, provider = await waiting_sides(parts)
     await provider.join(CONSULTATION)
-    await patient_hub.wait_state(S.CONNECTING)
+    await patient_side.hub.wait_state(S.CONNECTING)
     return patient_side, provider_side
 
 
@@ -198,5 +205,51 @@ async def test_a_turn_server_that_is_down_fails_the_call_with_its_reason(parts: 
         # Its end-call told the patient's side, which never had a call to end: nothing changed there.
         assert patient.signaling.phase == "idle"
     finally:
+        await patient.signaling.aclose()
+        await provider.signaling.aclose()
+
+
+# -- an offer before the join (PROTOCOL.md: held up to 5 s for the provider's join) -----------------
+
+
+async def test_the_providers_offer_that_overtakes_its_join_is_held_and_answered_once_it_joins(
+    parts: Parts, log_lines: LogLines
+) -> None:
+    patient, provider, endpoint = await waiting_sides(parts)
+    try:
+        await provider.signaling.call(PATIENT)  # the offer is out before PROVIDER_JOINED
+        await log_lines.wait_line("offer held for the provider's join", f"consultation={CONSULTATION}")
+        # Held, not answered: no camera goes to someone who has not joined.
+        assert patient.signaling.phase == "idle" and patient.signaling.media is None
+        assert patient.calls == [] and patient.turn_requests == 0
+        await endpoint.join(CONSULTATION)
+        await asyncio.wait_for(asyncio.gather(patient.frames.done.wait(), provider.frames.done.wait()), WAIT)
+        assert patient.signaling.phase == "connected" and provider.signaling.phase == "connected"
+        assert len(patient.calls) == 1  # answered once
+    finally:
+        await patient.signaling.aclose()
+        await provider.signaling.aclose()
+
+
+async def test_an_early_offer_without_a_join_in_time_or_from_another_user_is_never_answered(
+    parts: Parts, log_lines: LogLines
+) -> None:
+    patient, provider, _ = await waiting_sides(parts)
+    forger = PubNubBus(
+        replace(bus_template(parts.stack, "dr-mallory"), secret_key=parts.stack.keys.secret_key)
+    )
+    try:
+        fingerprint = "a=fingerprint:sha-256 " + ":".join(["AB"] * 32)
+        lines = ["v=0", "m=video 9 UDP/TLS/RTP/SAVPF 96", "a=ice-ufrag:abcd", "a=ice-pwd:" + "p" * 24]
+        sdp = "\r\n".join([*lines, fingerprint, ""])
+        now = datetime.now(UTC).isoformat()
+        await forger.publish(VIDEO, {"type": "offer", "senderId": "dr-mallory", "timestamp": now, "sdp": sdp})
+        await log_lines.wait_line("signal dropped", "reason=an offer before the consultation is connecting")
+        await provider.signaling.call(PATIENT)  # the provider's own, but it never joins
+        await log_lines.wait_line("held for the provider's join: no join in time", within=WAIT)
+        assert patient.signaling.phase == "idle" and patient.signaling.media is None
+        assert patient.calls == [] and patient.turn_requests == 0
+    finally:
+        await forger.aclose()
         await patient.signaling.aclose()
         await provider.signaling.aclose()
