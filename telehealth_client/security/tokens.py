@@ -176,6 +176,9 @@ class RefreshPolicy:
     warning_lead_ratio: float = 0.2
     retry_min_seconds: float = 1.0
     retry_max_seconds: float = 60.0
+    # Once the token has run out nothing can be published until a new one comes: retries are at
+    # most this far apart, so access returns within seconds of the clinic.
+    retry_max_expired_seconds: float = 10.0
     # After the one refresh a refused subscription gets: how long the bus has to connect with it.
     # A backstop: the bus announces access-denied again when the new token is refused too, and
     # that announcement brings the verdict at once.
@@ -189,6 +192,7 @@ class RefreshPolicy:
             "warning_lead_seconds",
             "retry_min_seconds",
             "retry_max_seconds",
+            "retry_max_expired_seconds",
             "denial_grace_seconds",
         ):
             _check(name, getattr(self, name), lambda v: 0 < v < math.inf, "a positive number of seconds")
@@ -489,11 +493,11 @@ class TokenKeeper:
         token may still let the far end be told); anything else is said to be retried. Retried
         either way: a standing token the clinic grants again later is taken."""
         self._failures += 1
+        ceiling = self._policy.retry_max_seconds
+        if self._token_expired():
+            ceiling = min(ceiling, self._policy.retry_max_expired_seconds)
         delay = back_off_delay(
-            self._failures,
-            self._policy.retry_min_seconds,
-            self._policy.retry_max_seconds,
-            self._rng.uniform,
+            self._failures, min(self._policy.retry_min_seconds, ceiling), ceiling, self._rng.uniform
         )
         self._next_attempt = self._clock.now() + delay
         self._log_failure(when, exc, retry_in=delay)
@@ -527,6 +531,8 @@ class TokenKeeper:
             self._emit(TokenExpiring(self._request.user_id, self._request.role, left, self._failures))
         if not self._expired and now >= self._schedule.expires_at:
             self._expired = True
+            # A retry planned far off while the token still worked comes sooner now.
+            self._next_attempt = min(self._next_attempt, now + self._policy.retry_max_expired_seconds)
             log.warning(
                 "token expired user=%s role=%s failures=%d",
                 self._request.user_id,

@@ -33,6 +33,7 @@ from .conftest import (
     Parts,
     RecordingHub,
 )
+from .test_chat_outages import added, sent
 
 pytestmark = pytest.mark.integration
 
@@ -46,20 +47,10 @@ async def stack() -> AsyncIterator[DevStack]:
         yield running
 
 
-def added(sender: str) -> Callable[[Any], bool]:
-    return lambda e: isinstance(e, events.ChatMessageAdded) and e.sender_id == sender
-
-
 def absent(user_id: str) -> Callable[[Any], bool]:
     return lambda e: (
         isinstance(e, events.RosterChanged)
         and any(change.user_id == user_id and change.kind is ChangeKind.ABSENT for change in e.changes)
-    )
-
-
-def sent(message_id: str) -> Callable[[Any], bool]:
-    return lambda e: (
-        isinstance(e, events.ChatStatusChanged) and e.message_id == message_id and e.status == "sent"
     )
 
 

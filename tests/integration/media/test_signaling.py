@@ -101,6 +101,13 @@ async def connected_sides(parts: Parts) -> tuple[Side, Side]:
     return patient_side, provider_side
 
 
+def offer_shaped_sdp() -> str:
+    """Shaped like a real offer (it passes the SDP gate), so that who sent it is what refuses it."""
+    fingerprint = "a=fingerprint:sha-256 " + ":".join(["AB"] * 32)
+    lines = ["v=0", "m=video 9 UDP/TLS/RTP/SAVPF 96", "a=ice-ufrag:abcd", "a=ice-pwd:" + "p" * 24]
+    return "\r\n".join([*lines, fingerprint, ""])
+
+
 def phase(name: str) -> object:
     return lambda e: isinstance(e, events.CallStateChanged) and e.phase == name
 
@@ -132,11 +139,7 @@ async def test_forged_malformed_and_early_signals_change_nothing(parts: Parts, l
     )
     now = datetime.now(UTC).isoformat()
     try:
-        # Shaped like a real offer, so that who sent it is what refuses it.
-        fingerprint = "a=fingerprint:sha-256 " + ":".join(["AB"] * 32)
-        lines = ["v=0", "m=video 9 UDP/TLS/RTP/SAVPF 96", "a=ice-ufrag:abcd", "a=ice-pwd:" + "p" * 24]
-        sdp = "\r\n".join([*lines, fingerprint, ""])
-        offer = {"type": "offer", "senderId": "dr-mallory", "timestamp": now, "sdp": sdp}
+        offer = {"type": "offer", "senderId": "dr-mallory", "timestamp": now, "sdp": offer_shaped_sdp()}
         await forger.publish(VIDEO, offer, store=False)
         await log_lines.wait_line("signal ignored", "code=not-a-participant")
         for bad in (
@@ -239,11 +242,9 @@ async def test_an_early_offer_without_a_join_in_time_or_from_another_user_is_nev
         replace(bus_template(parts.stack, "dr-mallory"), secret_key=parts.stack.keys.secret_key)
     )
     try:
-        fingerprint = "a=fingerprint:sha-256 " + ":".join(["AB"] * 32)
-        lines = ["v=0", "m=video 9 UDP/TLS/RTP/SAVPF 96", "a=ice-ufrag:abcd", "a=ice-pwd:" + "p" * 24]
-        sdp = "\r\n".join([*lines, fingerprint, ""])
         now = datetime.now(UTC).isoformat()
-        await forger.publish(VIDEO, {"type": "offer", "senderId": "dr-mallory", "timestamp": now, "sdp": sdp})
+        offer = {"type": "offer", "senderId": "dr-mallory", "timestamp": now, "sdp": offer_shaped_sdp()}
+        await forger.publish(VIDEO, offer)
         await log_lines.wait_line("signal dropped", "reason=an offer before the consultation is connecting")
         await provider.signaling.call(PATIENT)  # the provider's own, but it never joins
         await log_lines.wait_line("held for the provider's join: no join in time", within=WAIT)

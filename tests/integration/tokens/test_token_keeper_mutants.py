@@ -321,3 +321,47 @@ async def test_a_403_on_a_token_that_merely_expired_is_refreshed_even_after_an_e
     assert await asyncio.wait_for(waiting, 5.0) is True
     await bus.publish(CONSULTATION, {"n": 2})
     assert "access-denied" not in events.kinds()
+
+
+async def test_once_the_token_has_run_out_refreshes_are_retried_within_the_expired_ceiling(
+    make_bus: BusFactory,
+    make_keeper: KeeperFactory,
+    make_clinic: ClinicFactory,
+    clinic: Clinic,
+    relay: Relay,
+    clock: SharedClock,
+    token_log: TokenLog,
+) -> None:
+    """While the token works the back-off may grow to a minute; once it has run out nothing can be
+    published, so the retry planned far off is brought in and later ones stay close: access is
+    back within seconds of the clinic (the real-process run waited 52 s with the plain back-off)."""
+    policy = RefreshPolicy(
+        refresh_ratio=0.05,
+        jitter_ratio=0.0,
+        retry_min_seconds=1.0,
+        retry_max_seconds=60.0,
+        retry_max_expired_seconds=2.0,
+    )
+    keeper, events = make_keeper(make_bus(PATIENT), policy=policy)
+    await keeper.start()
+    port = clinic.port
+    await clinic.stop()
+    elapsed = 0.0
+    for number, at in enumerate([3, 4, 6, 10, 18, 34], start=1):  # back-off 1, 2, 4, 8, 16, 32 s
+        await clock.advance(at - elapsed)
+        elapsed = at
+        await token_log.wait_count("token refresh failed", number)
+    await clock.advance(60 - elapsed)  # expired: the retry planned for 66 s moves to 62 s
+    await events.wait_kind("expired")
+    await clock.advance(2)
+    await token_log.wait_count("token refresh failed", 7)
+    retries = [line.split("retry_in_seconds=")[1] for _, line in token_log.matching("token refresh failed")]
+    assert retries == ["1.000", "2.000", "4.000", "8.000", "16.000", "32.000", "2.000"]
+    await make_clinic(relay_origin=relay.origin, port=port, token_ttl_minutes={"patient": 1}, clock=clock)
+    await clock.advance(2)
+    await events.wait_kind("refreshed")
+
+
+def test_the_expired_ceiling_is_checked_like_the_other_delays() -> None:
+    with pytest.raises(ValueError, match="retry_max_expired_seconds: must be a positive number"):
+        RefreshPolicy(retry_max_expired_seconds=0)
