@@ -319,7 +319,6 @@ async def bench(rounds: int, messages: int, state_dir: Path) -> dict[str, Any]:
         lifecycle_ms: list[float] = []
         bare_ms: list[float] = []
         writes_ms: list[float] = []
-        scale = await queue_scale(cast, rounds)
         for n in range(rounds):
             check_in_ms, join_ms, cid = await consultation_round(cast, n)
             check_ins.append(check_in_ms)
@@ -328,6 +327,9 @@ async def bench(rounds: int, messages: int, state_dir: Path) -> dict[str, Any]:
                 lifecycle_ms, bare_ms = await lifecycle_latency(cast, bare, cid, messages)
                 writes_ms = await state_file_writes(cast, cid, state_dir / "bench-writes", 50)
             await end_round(cast, cid)
+        # Last: the waiting patients' buses (150 in this process) stay until the end, and would
+        # load the samples above.
+        scale = await queue_scale(cast, rounds)
     finally:
         await cast.aclose()
     added = statistics.median(lifecycle_ms) - statistics.median(bare_ms)

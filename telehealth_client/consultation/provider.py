@@ -192,6 +192,7 @@ class ProviderEndpoint:
             self._ledger = AlertLedger(self._durable.state_dir)
             await self._ledger.load()
             self._alerts.update(self._ledger.alerted_ids)
+            self._unconfirmed.update(self._ledger.held)
         if self._connect.has_clinic:
             await self._use_token({"departmentId": self.department_id})
         connected = ConnectedWaiter(self.bus)
@@ -694,31 +695,53 @@ class ProviderEndpoint:
                 log.error("notification listener failed error=%s", describe_exception(exc))
 
     def _emergency_notified(self, notification: EmergencyNotification) -> None:
-        """Alert once the escalation is confirmed on the department's emergency channel, which only
-        staff may write: anyone who may write this notification channel (a patient may) could
-        otherwise raise an alarm on this cart."""
+        """Alert once the escalation is confirmed open on the department's emergency channel, which
+        only staff may write: anyone who may write this notification channel (a patient may) could
+        otherwise raise an alarm on this cart. Not confirmed yet (the notification overtook the
+        escalation, or the desk is still starting): held, and alerted when the desk sees it."""
         escalation_id = notification.escalation_id
         if escalation_id in self._alerts:
             return  # the sender's outbox may publish a notification twice
-        desk = self.emergency
-        if desk is None or desk.get(escalation_id) is not None:
+        if self._durable is None:
+            # No desk will ever confirm it on this endpoint (no storage): alert on the notification.
             self._alert(escalation_id, notification.priority)
-        else:
-            self._unconfirmed[escalation_id] = notification.priority
-            while len(self._unconfirmed) > MAX_UNCONFIRMED_ALERTS:
-                del self._unconfirmed[next(iter(self._unconfirmed))]
+            return
+        escalation = None if self.emergency is None else self.emergency.get(escalation_id)
+        if escalation is None:
+            self._hold_unconfirmed(escalation_id, notification.priority)
+        elif escalation.status == "active":
+            self._alert(escalation_id, notification.priority)
+        else:  # a late or repeated notification
+            log.info("emergency notification ignored escalation=%s reason=resolved already", escalation_id)
+
+    def _hold_unconfirmed(self, escalation_id: str, priority: str) -> None:
+        log.info("emergency alert held escalation=%s reason=not on the emergency channel yet", escalation_id)
+        self._unconfirmed[escalation_id] = priority
+        while len(self._unconfirmed) > MAX_UNCONFIRMED_ALERTS:
+            del self._unconfirmed[next(iter(self._unconfirmed))]
+        if self._ledger is not None:
+            self._ledger.hold(dict(self._unconfirmed))  # a restart still waits for them
 
     def _escalation_seen(self, escalation: Escalation) -> None:
         priority = self._unconfirmed.pop(escalation.id, None)
-        if priority is not None and escalation.status == "active":
+        if priority is None:
+            return
+        if self._ledger is not None:
+            self._ledger.hold(dict(self._unconfirmed))
+        if escalation.status == "active" and escalation.id not in self._alerts:
             self._alert(escalation.id, priority)
 
     async def _alert_missed_escalations(self) -> None:
         """Escalations notified while this cart was off (or before it read them) and still open:
         alerted now, each once (PROTOCOL.md, "Emergency"). The desk has read the department's
-        channel by now, so it knows which are open."""
+        channel by now, so it knows which are open; one it does not know yet is held for it, as a
+        live notification is."""
         desk, ledger = self.emergency, self._ledger
         assert desk is not None and ledger is not None
+        for escalation_id in list(self._unconfirmed):  # held before a restart
+            escalation = desk.get(escalation_id)
+            if escalation is not None:
+                self._escalation_seen(escalation)
         channel = channels.notification(self.user_id)
         since: int | None = ledger.last_read or None
         newest = ledger.last_read
@@ -727,11 +750,8 @@ class ProviderEndpoint:
             for envelope in page:
                 newest = max(newest, envelope.timetoken)
                 decoded = decode(envelope.channel, envelope.message, envelope.publisher)
-                if not isinstance(decoded, EmergencyNotification) or decoded.escalation_id in self._alerts:
-                    continue
-                escalation = desk.get(decoded.escalation_id)
-                if escalation is not None and escalation.status == "active":
-                    self._alert(decoded.escalation_id, decoded.priority)
+                if isinstance(decoded, EmergencyNotification):
+                    self._emergency_notified(decoded)
             if len(page) < WAITING_ROOM_HISTORY:
                 break
             since = page[-1].timetoken

@@ -3,16 +3,24 @@ outbox may publish it twice: it cannot read another user's notification history)
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
 
 from telehealth_client import events
+from telehealth_client.consultation.emergency import EmergencyDesk
 from telehealth_client.consultation.session import now
 from telehealth_client.protocol import channels
-from telehealth_client.protocol.messages import EmergencyNotification, emergency_push_meta, encode
+from telehealth_client.protocol.messages import (
+    EmergencyEscalation,
+    EmergencyNotification,
+    EmergencyResolved,
+    emergency_push_meta,
+    encode,
+)
 
-from .conftest import CONSULTATION, PROVIDER, SPECIALIST, WAIT, Parts, RecordingHub
+from .conftest import CONSULTATION, DEPARTMENT, PROVIDER, SPECIALIST, WAIT, LogLines, Parts, RecordingHub
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +103,104 @@ async def test_a_provider_whose_cart_was_off_is_alerted_once_at_start_and_not_ag
     newer = await sender.emergency.escalate(CONSULTATION, "life-threatening", "another one")
     await again.wait_for(lambda e: isinstance(e, events.EmergencyAlert))
     assert alerts_in(again) == [newer.id]
+
+
+# -- a notification that overtakes its escalation, a forged one, a late one (an outside review) ------
+
+
+def escalation_message(escalation_id: str) -> dict[str, object]:
+    """An escalation by SPECIALIST on the department's channel, published as its desk would."""
+    return encode(
+        EmergencyEscalation(
+            id=escalation_id,
+            consultation_id=CONSULTATION,
+            escalated_by=SPECIALIST,
+            severity="critical",
+            reason="on the way",
+            timestamp=now(),
+        )
+    )
+
+
+async def test_a_notification_read_at_start_before_its_escalation_alerts_when_the_escalation_comes(
+    parts: Parts, log_lines: LogLines
+) -> None:
+    """The outbox sends channels side by side, so the notification may land before the escalation;
+    read at start, it is held (not skipped), and alerts once the escalation is on the channel."""
+    sender = await parts.provider(RecordingHub(), SPECIALIST)
+    escalation_id = str(uuid.uuid4())
+    await sender.bus.publish(channels.notification(PROVIDER), notification(escalation_id))
+    hub = RecordingHub()
+    await parts.provider(hub, durable=await parts.durable("cart", PROVIDER))
+    await log_lines.wait_line("emergency alert held", f"escalation={escalation_id}")
+    assert alerts_in(hub) == []  # not confirmed: nobody has raised it on the staff-only channel
+    await sender.bus.publish(channels.emergency(DEPARTMENT), escalation_message(escalation_id))
+    await hub.wait_for(lambda e: isinstance(e, events.EmergencyAlert))
+    assert alerts_in(hub) == [escalation_id]
+
+
+async def test_a_held_notification_survives_a_restart_and_alerts_when_its_escalation_comes(
+    parts: Parts, log_lines: LogLines
+) -> None:
+    sender = await parts.provider(RecordingHub(), SPECIALIST)
+    store = await parts.durable("cart", PROVIDER)
+    cart = await parts.provider(RecordingHub(), durable=store)
+    escalation_id = str(uuid.uuid4())
+    await sender.bus.publish(channels.notification(PROVIDER), notification(escalation_id))
+    await log_lines.wait_line("emergency alert held", f"escalation={escalation_id}")
+    await cart.aclose()
+    await store.aclose()
+
+    hub = RecordingHub()
+    await parts.provider(hub, durable=await parts.durable("cart", PROVIDER))
+    await sender.bus.publish(channels.emergency(DEPARTMENT), escalation_message(escalation_id))
+    await hub.wait_for(lambda e: isinstance(e, events.EmergencyAlert))
+    assert alerts_in(hub) == [escalation_id]
+
+
+async def test_a_patients_notification_while_the_cart_starts_raises_no_alert(
+    parts: Parts, log_lines: LogLines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A patient may write its provider's notification channel. While the cart starts (subscribed,
+    its desk not yet reading the emergency channel) a forged notification must not alert."""
+    await parts.record_consent(patient="pat-forger")
+    grant = await parts.clinic().request_token("pat-forger", "patient", providerId=PROVIDER)
+    forger = parts.raw_bus("pat-forger", grant.token)
+    desk_start = EmergencyDesk.start
+    forged = str(uuid.uuid4())
+
+    async def start_after_the_forgery(desk: EmergencyDesk) -> None:
+        # A seam for the race, not a pause: the desk starts once the forged notification was read.
+        await forger.publish(channels.notification(PROVIDER), notification(forged))
+        await log_lines.wait_line("emergency alert held", f"escalation={forged}")
+        await desk_start(desk)
+
+    monkeypatch.setattr(EmergencyDesk, "start", start_after_the_forgery)
+    hub = RecordingHub()
+    await parts.provider(hub, durable=await parts.durable("cart", PROVIDER))
+    assert alerts_in(hub) == []
+    ledger = json.loads((parts.tmp_path / "cart" / "alerts.json").read_text())
+    assert forged not in ledger["alerted"] and forged in ledger["held"]  # waits, never alerts
+
+
+async def test_a_late_notification_of_a_resolved_escalation_raises_no_alert(
+    parts: Parts, log_lines: LogLines
+) -> None:
+    sender = await parts.provider(RecordingHub(), SPECIALIST)
+    hub = RecordingHub()
+    cart = await parts.provider(hub, durable=await parts.durable("cart", PROVIDER))
+    escalation_id = str(uuid.uuid4())
+    await sender.bus.publish(channels.emergency(DEPARTMENT), escalation_message(escalation_id))
+    resolved = EmergencyResolved(id=escalation_id, resolved_by=SPECIALIST, resolution="done", timestamp=now())
+    await sender.bus.publish(channels.emergency(DEPARTMENT), encode(resolved))
+    await hub.wait_for(
+        lambda e: (
+            isinstance(e, events.EmergencyUpdated)
+            and e.escalation_id == escalation_id
+            and e.status == "resolved"
+        )
+    )
+    assert cart.emergency is not None
+    await sender.bus.publish(channels.notification(PROVIDER), notification(escalation_id))  # a late retry
+    await log_lines.wait_line("emergency notification ignored", f"escalation={escalation_id}")
+    assert alerts_in(hub) == []
