@@ -48,6 +48,7 @@ from telehealth_client.consultation.session import now
 from telehealth_client.demo.cast import DEPARTMENT, PROVIDER, Cast
 from telehealth_client.demo.witness import Witness
 from telehealth_client.protocol import channels
+from telehealth_client.protocol.channels import ConsultationChannels
 from telehealth_client.protocol.messages import (
     ChatMessage,
     ConsultationState,
@@ -113,7 +114,9 @@ class BarePair:
         pair = cls(
             cast.bus(BARE_PATIENT, patient.token),
             cast.bus(PROVIDER, provider.token),
-            channels.consultation(PROVIDER, BARE_PATIENT),
+            # Its .video channel: the provider agent's wildcard (consultation.{p}.*) brings the
+            # consultation's own channel, and the agent would share each bare sample's work.
+            ConsultationChannels.parse(channels.consultation(PROVIDER, BARE_PATIENT)).video,
             wait_seconds,
         )
         connected = asyncio.Event()

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .wildcard import is_wildcard, matches
+from .wildcard import is_wildcard, wildcards_bringing
 
 MESSAGE = 0
 SIGNAL = 1
@@ -60,6 +60,8 @@ class MessageStore:
     _logs: OrderedDict[str, _ChannelLog] = field(default_factory=OrderedDict)
     _waiters: dict[str, set[asyncio.Future[None]]] = field(default_factory=dict)
     _wildcard_waiters: dict[str, set[asyncio.Future[None]]] = field(default_factory=dict)
+    # Wildcard -> the channels with a log that it brings: a wildcard poll reads these, not every log.
+    _brought_by: dict[str, set[str]] = field(default_factory=dict)
 
     def add(self, message: StoredMessage) -> None:
         log = self._log(message.channel)
@@ -71,9 +73,8 @@ class MessageStore:
             if self.history_log is not None:
                 self.history_log.add_message(message, evicted)
         woken = set(self._waiters.get(message.channel, ()))
-        for wildcard, waiters in self._wildcard_waiters.items():
-            if matches(wildcard, message.channel):
-                woken |= waiters
+        for wildcard in wildcards_bringing(message.channel):
+            woken |= self._wildcard_waiters.get(wildcard, set())
         for waiter in woken:
             if not waiter.done():
                 waiter.set_result(None)
@@ -97,12 +98,9 @@ class MessageStore:
         """The concrete channels ``names`` bring, each once (a channel both listed and matched by
         a wildcard is still one channel)."""
         listed = list(names)
-        wildcards = [name for name in listed if is_wildcard(name)]
         brought = dict.fromkeys(name for name in listed if not is_wildcard(name))
-        if wildcards:
-            for channel in self._logs:
-                if channel not in brought and any(matches(w, channel) for w in wildcards):
-                    brought[channel] = None
+        for wildcard in (name for name in listed if is_wildcard(name)):
+            brought.update(dict.fromkeys(self._brought_by.get(wildcard, ())))
         return list(brought)
 
     def history(self, channel: str) -> list[StoredMessage]:
@@ -162,8 +160,14 @@ class MessageStore:
             bound = self.max_messages_per_channel
             log = _ChannelLog(deque(maxlen=bound), deque(maxlen=bound))
             self._logs[channel] = log
+            for wildcard in wildcards_bringing(channel):
+                self._brought_by.setdefault(wildcard, set()).add(channel)
             while len(self._logs) > self.max_channels:
                 dropped, _ = self._logs.popitem(last=False)
+                for wildcard in wildcards_bringing(dropped):
+                    self._brought_by[wildcard].discard(dropped)
+                    if not self._brought_by[wildcard]:
+                        del self._brought_by[wildcard]
                 if self.history_log is not None:
                     self.history_log.drop_channel(dropped)
         else:

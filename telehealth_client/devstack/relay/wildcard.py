@@ -36,6 +36,17 @@ def matches(wildcard: str, channel: str) -> bool:
     return base.startswith(prefix) and bool(rest) and "*" not in rest and base.count(".") < MAX_SEGMENTS
 
 
+def wildcards_bringing(channel: str) -> list[str]:
+    """Every wildcard a subscription to which brings ``channel`` (for an index: a poll then finds
+    what a wildcard brings without scanning every channel)."""
+    suffix = PRESENCE_SUFFIX if channel.endswith(PRESENCE_SUFFIX) else ""
+    base = channel.removesuffix(PRESENCE_SUFFIX)
+    segments = base.split(".")
+    if len(segments) > MAX_SEGMENTS or "*" in base or not all(segments):
+        return []
+    return [".".join(segments[:depth]) + ".*" + suffix for depth in range(1, len(segments))]
+
+
 def subscription_for(channel: str, names: Iterable[str]) -> str | None:
     """Which of a request's ``names`` brings ``channel``: itself if listed, else a wildcard."""
     listed = list(names)
