@@ -218,6 +218,7 @@ class Agent:
             state_dir=self.settings.state_dir / CONSULTATION_STATE_DIR,
             durable=self.durable,
             media=media_options(self.settings),
+            wildcard_subscribe=self.settings.wildcard_subscribe,
         )
         self.provider.notification_listeners.append(self._on_notification)
         self.bus = self.provider.bus

@@ -249,6 +249,11 @@ class Settings(BaseSettings):
         default=True, description="hold video calls (each call's media in a child process); off: chat only"
     )
     relay_only: bool = Field(default=True, description="media only through TURN (ICE policy 'relay')")
+    wildcard_subscribe: bool = Field(
+        default=True,
+        description="provider carts: follow waiting consultations through one PubNub wildcard"
+        " subscribe (the keyset must have it); off: each lists its channels, at most 24 at once",
+    )
 
     # Network preflight (`telehealth-agent preflight`): where "good" ends and "poor" begins.
     preflight_good_jitter_ms: float = Field(

@@ -13,11 +13,15 @@ three segments) with their presence, 4 channels. The stated bound: ``MAX_FOLLOWE
 (500) open consultations, of which ``MAX_JOINED_CONSULTATIONS`` (20) joined at once. Past the first,
 a check-in is not followed: an error log line ``consultation not followed`` and
 ``events.ConsultationNotFollowed`` (IDs and the reason only); past the second, ``join`` raises
-``SessionError("too-many-joined")`` before anything is published.
+``SessionError("too-many-joined")`` before anything is published. With ``wildcard_subscribe=False``
+(a keyset without wildcard subscribe, or one that refuses publishes to the four-segment ``.video``
+channels once it is on: PubNub's support article on wildcard segments) every followed consultation
+lists its 4 channels and the bound is ``LISTED_CONSULTATIONS_MAX`` (24).
 
 Public API:
 
-- ``ProviderEndpoint(connect, hub, user_id=..., department_id=..., state_dir=..., policy=None)``;
+- ``ProviderEndpoint(connect, hub, user_id=..., department_id=..., state_dir=..., policy=None,
+  max_consultations=500, wildcard_subscribe=True)``;
   ``await start()``, ``await aclose()``; ``bus``.
 - ``queue`` -> ``list[WaitingPatient]`` (checked-in or waiting, in check-in order; ``present``
   from the patient's presence on its consultation channel);
@@ -112,6 +116,9 @@ WAITING_ROOM_HISTORY = 1000
 # the subscribe request (its own wildcard brings them); each costs a session, a chat, a state file
 # and a history read after every reconnect, so the bound is set by those.
 MAX_FOLLOWED_CONSULTATIONS = 500
+# Without wildcard subscribe: the cart's own channels (notification, waiting room, emergency) and
+# 4 per consultation (its channel, .video and their presence) within PubNub's 100 per request.
+LISTED_CONSULTATIONS_MAX = (100 - 3) // 4
 # Joined ones list 4 channels each (the consultation, its .video, their presence) in PubNub's
 # 100-channel subscribe request, beside the endpoint's own few.
 MAX_JOINED_CONSULTATIONS = 20
@@ -149,10 +156,14 @@ class ProviderEndpoint:
         durable: Durable | None = None,
         media: MediaOptions | None = None,
         max_consultations: int = MAX_FOLLOWED_CONSULTATIONS,
+        wildcard_subscribe: bool = True,
     ) -> None:
         if max_consultations < 1:
             raise ValueError(f"max_consultations: must be at least 1, got {max_consultations}")
-        self._max_consultations = max_consultations
+        # Without wildcard subscribe every followed consultation lists its 4 channels.
+        self._max_consultations = (
+            max_consultations if wildcard_subscribe else min(max_consultations, LISTED_CONSULTATIONS_MAX)
+        )
         self._connect = connect
         self._hub = hub
         self._durable = durable
@@ -165,7 +176,8 @@ class ProviderEndpoint:
         self.user_id = validate_id(user_id, "userId")
         # All of this provider's consultations in one subscribe entry (PubNub wildcard subscribe;
         # the standing token's pattern ^consultation\.{p}\..*$ covers it and its presence).
-        self.wildcard = f"consultation.{self.user_id}.*"
+        # Off (a keyset without wildcard subscribe): each consultation lists its channels instead.
+        self.wildcard: str | None = f"consultation.{self.user_id}.*" if wildcard_subscribe else None
         self.department_id = validate_id(department_id, "departmentId")
         self._state_dir = Path(state_dir) / CONSULTATIONS_DIR
         self._policy = policy
@@ -202,7 +214,8 @@ class ProviderEndpoint:
         room = channels.waiting_room(self.user_id)
         async with self._room_lock:
             # Before any session: a waiting consultation's session is a covered subscription.
-            self._subscriptions.append(await self.bus.subscribe([self.wildcard], with_presence=True))
+            if self.wildcard is not None:
+                self._subscriptions.append(await self.bus.subscribe([self.wildcard], with_presence=True))
             self._subscriptions.append(await self.bus.subscribe([room], self._on_room_message))
             if not self._connect.has_clinic:
                 connected.close()
@@ -555,7 +568,11 @@ class ProviderEndpoint:
         joined = sum(
             1 for s in self._sessions.values() if not s.closed and s.consultation.state not in WILDCARD_STATES
         )
-        if joined >= MAX_JOINED_CONSULTATIONS and session.consultation.state in WILDCARD_STATES:
+        if (
+            self.wildcard is not None
+            and joined >= MAX_JOINED_CONSULTATIONS
+            and session.consultation.state in WILDCARD_STATES
+        ):
             # Refused before anything is published: the join would have no signaling channel.
             raise SessionError(
                 "too-many-joined",

@@ -625,6 +625,7 @@ def test_redacted_shows_every_setting_printable_and_no_secret(tmp_path: Path) ->
         "device_thresholds": DeviceThresholds().model_dump(),
         "media": True,
         "relay_only": True,
+        "wildcard_subscribe": True,
         "preflight_good_jitter_ms": 30.0,
         "preflight_good_loss_percent": 1.0,
         "preflight_poor_loss_percent": 5.0,

@@ -181,6 +181,7 @@ class Parts:
         media: MediaOptions | None = None,
         state_dir: Path | None = None,
         max_consultations: int = MAX_FOLLOWED_CONSULTATIONS,
+        wildcard_subscribe: bool = True,
         **bus: Any,
     ) -> ProviderEndpoint:
         endpoint = ProviderEndpoint(
@@ -193,6 +194,7 @@ class Parts:
             durable=durable,
             media=media,
             max_consultations=max_consultations,
+            wildcard_subscribe=wildcard_subscribe,
         )
         self._closers.append(endpoint.aclose)
         await endpoint.start()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from telehealth_client import events
-from telehealth_client.consultation.provider import ProviderEndpoint
+from telehealth_client.consultation.provider import LISTED_CONSULTATIONS_MAX, ProviderEndpoint
 from telehealth_client.consultation.session import now
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import (
@@ -202,3 +202,31 @@ async def test_a_restarted_cart_replays_only_the_consultations_still_waiting(
     await log_lines.wait_line(
         "waiting room replay dropped", f"consultation={cancelled.consultation}", "reason=cancelled"
     )
+
+
+async def test_without_wildcard_subscribe_each_consultation_is_listed_up_to_its_own_bound(
+    parts: Parts,
+) -> None:
+    """A keyset without wildcard subscribe (or one that refuses publishes to the four-segment
+    .video channel once it is on): chat and leave still reach the cart, each consultation on its
+    own listed channels, and past 24 (PubNub's 100 channels per request) a clear refusal."""
+    hub = RecordingHub()
+    provider = await parts.provider(hub, wildcard_subscribe=False)
+    assert provider.wildcard is None
+    queue = await patients(parts, LISTED_CONSULTATIONS_MAX + 1, prefix="listed")
+    await each(queue[:-1], Patient.check_in)
+    await hub.wait_for(is_state(S.CHECKED_IN), count=LISTED_CONSULTATIONS_MAX, within=60.0)
+    await queue[-1].check_in()
+    [event] = await hub.wait_for(lambda e: isinstance(e, events.ConsultationNotFollowed))
+    assert event.consultation_id == queue[-1].consultation
+    assert event.reason == f"limit: this endpoint follows at most {LISTED_CONSULTATIONS_MAX} consultations"
+
+    first = queue[0]
+    got: list[str] = []
+    provider.session(first.consultation).add_message_handler(
+        lambda message, _envelope: got.append(message.id) if isinstance(message, ChatMessage) else None
+    )
+    message_id = await first.chat()
+    await first.leave()
+    await hub.wait_for(state_of(first.consultation, S.CANCELLED))
+    assert got == [message_id]  # arrived before the leave: one channel, timetoken order
