@@ -177,8 +177,9 @@ async def test_a_patients_notification_while_the_cart_starts_raises_no_alert(
 
     monkeypatch.setattr(EmergencyDesk, "start", start_after_the_forgery)
     hub = RecordingHub()
-    await parts.provider(hub, durable=await parts.durable("cart", PROVIDER))
+    cart = await parts.provider(hub, durable=await parts.durable("cart", PROVIDER))
     assert alerts_in(hub) == []
+    await cart.aclose()  # the ledger is saved behind: closed, it is on disk
     ledger = json.loads((parts.tmp_path / "cart" / "alerts.json").read_text())
     assert forged not in ledger["alerted"] and forged in ledger["held"]  # waits, never alerts
 
