@@ -428,6 +428,8 @@ _ENVIRON: ContextVar[Mapping[str, str]] = ContextVar("telehealth_environ", defau
 # Problems the sources found; a source leaves out what it cannot read, so validation still
 # runs and every problem of one load is reported together.
 _SOURCE_PROBLEMS: ContextVar[list[str] | None] = ContextVar("telehealth_source_problems", default=None)
+# The keys the config file gave: a value error names the file, not an environment variable.
+_FILE_KEYS: ContextVar[frozenset[str]] = ContextVar("telehealth_file_keys", default=frozenset())
 
 
 def _report(problems: list[str]) -> None:
@@ -664,9 +666,29 @@ class _TomlSource(PydanticBaseSettingsSource):
             for key in data
             if key not in self.settings_cls.model_fields
         ]
+        # A TOML boolean is true or false: "no", "off" or 0 would otherwise pass as false.
+        problems += [
+            f"{key} (config file): must be true or false (a TOML boolean, not {_toml_type(value)})"
+            for key, value in data.items()
+            if key in self.settings_cls.model_fields
+            and self.settings_cls.model_fields[key].annotation is bool
+            and not isinstance(value, bool)
+        ]
         if problems:
             raise ConfigError(problems)
+        _FILE_KEYS.set(frozenset(data))
         return data
+
+
+def _toml_type(value: object) -> str:
+    kinds = (
+        (str, "a string"),
+        (int, "an integer"),
+        (float, "a float"),
+        (dict, "a table"),
+        (list, "an array"),
+    )
+    return next((kind for python, kind in kinds if isinstance(value, python)), "a date or time")
 
 
 def _suggestion(name: str, valid: Iterable[str]) -> str:
@@ -691,7 +713,13 @@ def _unknown_environment(environ: Mapping[str, str]) -> list[str]:
 def _describe(error: Mapping[str, Any]) -> str:
     location = ".".join(str(part) for part in error.get("loc", ())) or "settings"
     field = location.split(".")[0]
-    where = f"{location} ({_env_name(field)})" if field in Settings.model_fields else location
+    where = location
+    if field in Settings.model_fields:
+        # Where the value came from: the environment wins over the file (and names itself).
+        env_name = _env_name(field)
+        environ = _ENVIRON.get()
+        from_file = field in _FILE_KEYS.get() and env_name not in environ
+        where = f"{location} (config file)" if from_file else f"{location} ({env_name})"
     message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
     return f"{where}: {message}"
 
@@ -717,6 +745,7 @@ def load_settings(
     file_token = _CONFIG_FILE.set(config_file)
     env_token = _ENVIRON.set(env)
     problems_token = _SOURCE_PROBLEMS.set(source_problems)
+    file_keys_token = _FILE_KEYS.set(frozenset())
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
@@ -727,6 +756,7 @@ def load_settings(
         _CONFIG_FILE.reset(file_token)
         _ENVIRON.reset(env_token)
         _SOURCE_PROBLEMS.reset(problems_token)
+        _FILE_KEYS.reset(file_keys_token)
     problems += source_problems + invalid
     if problems:
         raise ConfigError(problems)

@@ -64,8 +64,9 @@ async def test_invalid_settings_stop_start_up_with_one_line_each_and_exit_2(tmp_
     lines = err.strip().splitlines()
     assert len(lines) == 3
     assert all(line.startswith("telehealth-agent: config: ") for line in lines)
-    assert any("user_id (TELEHEALTH_USER_ID)" in line for line in lines)
-    assert any("api_port (TELEHEALTH_API_PORT)" in line for line in lines)
+    # Each names where its value came from: the file's two, the environment's one.
+    assert any("user_id (config file)" in line for line in lines)
+    assert any("api_port (config file)" in line for line in lines)
     assert any("role (TELEHEALTH_ROLE)" in line for line in lines)
     assert "never-print-me-0001" not in err
 

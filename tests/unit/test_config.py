@@ -85,7 +85,14 @@ def test_every_problem_is_reported_on_its_own_line_naming_the_setting() -> None:
         ("user_id = ", "not valid TOML"),
         ('nonsense = "x"\n', "nonsense (config file): unknown setting"),
         ('user_idd = "x"\n', "user_idd (config file): unknown setting; did you mean user_id?"),
-        ('clinic_url = "ftp://x"\n', "clinic_url (TELEHEALTH_CLINIC_URL): must start with http"),
+        # A value from the file names the file, not an environment variable nobody set.
+        ('clinic_url = "ftp://x"\n', "clinic_url (config file): must start with http"),
+        ('ssl = "no"\n', "ssl (config file): must be true or false (a TOML boolean, not a string)"),
+        ('media = "off"\n', "media (config file): must be true or false (a TOML boolean, not a string)"),
+        (
+            "relay_only = 0\n",
+            "relay_only (config file): must be true or false (a TOML boolean, not an integer)",
+        ),
         ('log_level = "LOUD"\n', "log_level"),
         ("reconnect_min_seconds = 10\nreconnect_max_seconds = 1\n", "reconnect_max_seconds"),
     ],
@@ -177,3 +184,17 @@ def test_bad_origins_are_refused(origin: str, reason: str) -> None:
 @pytest.mark.parametrize("origin", ["ps.pndsn.com", "127.0.0.1:1", "127.0.0.1:65535", "[::1]:8080", "[::1]"])
 def test_good_origins_are_kept(origin: str) -> None:
     assert load_settings(environ={"TELEHEALTH_ORIGIN": origin}).origin == origin
+
+
+def test_a_toml_boolean_is_read_and_a_value_from_the_environment_names_the_environment(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('ssl = false\nclinic_url = "ftp://from-the-file"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, environ={"TELEHEALTH_CLINIC_URL": "gopher://from-the-environment"})
+    assert caught.value.problems == [
+        "clinic_url (TELEHEALTH_CLINIC_URL): must start with http:// or https://"
+    ]  # the environment's value was the one read, and it is the one named
+    assert load_settings(config, environ={"TELEHEALTH_CLINIC_URL": "http://clinic"}).ssl is False
+    assert load_settings(environ={"TELEHEALTH_SSL": "no"}).ssl is False  # the environment's words stand
