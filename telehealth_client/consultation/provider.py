@@ -126,7 +126,8 @@ MAX_JOINED_CONSULTATIONS = 20
 REPLAY_CONCURRENCY = 8
 CONSULTATIONS_DIR = "consultations"
 MAX_UNCONFIRMED_ALERTS = 64
-MISSED_NOTIFICATION_PAGES = 10  # at start: at most this many pages of unread notifications
+# At start: at most this many unread notifications are read (the bus pages history itself).
+MISSED_NOTIFICATIONS_READ = 1000
 
 NotificationListener = Callable[[Envelope], Awaitable[None] | None]
 
@@ -759,20 +760,17 @@ class ProviderEndpoint:
             escalation = desk.get(escalation_id)
             if escalation is not None:
                 self._escalation_seen(escalation)
-        channel = channels.notification(self.user_id)
-        since: int | None = ledger.last_read or None
-        newest = ledger.last_read
-        for _ in range(MISSED_NOTIFICATION_PAGES):
-            page = await self.bus.history(channel, since=since, limit=WAITING_ROOM_HISTORY)
-            for envelope in page:
-                newest = max(newest, envelope.timetoken)
-                decoded = decode(envelope.channel, envelope.message, envelope.publisher)
-                if isinstance(decoded, EmergencyNotification):
-                    self._emergency_notified(decoded)
-            if len(page) < WAITING_ROOM_HISTORY:
-                break
-            since = page[-1].timetoken
-        ledger.advance(newest)
+        unread = await self.bus.history(
+            channels.notification(self.user_id),
+            since=ledger.last_read or None,
+            limit=MISSED_NOTIFICATIONS_READ,
+        )
+        for envelope in unread:
+            decoded = decode(envelope.channel, envelope.message, envelope.publisher)
+            if isinstance(decoded, EmergencyNotification):
+                self._emergency_notified(decoded)
+        if unread:
+            ledger.advance(unread[-1].timetoken)  # oldest first
 
     def _alert(self, escalation_id: str, priority: str) -> None:
         self._alerts.add(escalation_id)

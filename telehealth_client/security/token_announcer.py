@@ -30,7 +30,7 @@ class TokenAnnouncer:
         elif isinstance(event, tokens.TokenRefreshFailed):
             self._renewing = True
             self._hub.emit(events.AccessRenewing(event.retry_in_seconds, event.expired))
-        elif isinstance(event, tokens.TokenRefreshed | tokens.TokenGranted):
+        elif isinstance(event, tokens.TokenRefreshed):
             if self._renewing:
                 self._renewing = False
                 self._hub.emit(events.AccessRenewed())
