@@ -269,6 +269,22 @@ class Auditor:
             metadata={"departmentId": department_id},
         )
 
+    async def emergency_resolution_refused(
+        self, escalation_id: str, department_id: str, resolver_id: str, refusal: str
+    ) -> None:
+        """A resolution seen on the channel and ignored: ``resolver_id`` (its publisher) may not
+        resolve. The actor is this endpoint, which refused it; ``refusal`` is a code."""
+        await self._record(
+            "ACCESS_DENIED",
+            resource_type="escalation",
+            resource_id=escalation_id,
+            channel=channels.emergency(department_id),
+            action="resolve",
+            outcome="failure",
+            severity="warning",
+            metadata={"departmentId": department_id, "userId": resolver_id, "refusal": _code(refusal)},
+        )
+
 
 def audit_token_event(auditor: Auditor, event: tokens.TokenEvent, scope: str) -> None:
     """The keeper's grants and final denials, in the audit trail (its events cannot await)."""

@@ -15,6 +15,18 @@ PHI), until ``resolve`` records a resolution (``EMERGENCY_RESOLVED``, audited). 
 follows the department's emergency channel: escalations by others are shown, a resolution of an
 escalation nobody raised is dropped with its reason.
 
+Who may resolve (``emergency_authority``): the escalation's own escalator, or a provider on the
+department's on-call list. ``resolve`` refuses anyone else up front (publishing nothing). From the
+channel, a resolution by the escalator is taken at once; any other is decided on the clinic's
+list: one fetched within ``ON_CALL_FRESH_SECONDS`` accepts, a refusal needs one fetched within
+``REFUSAL_RECHECK_SECONDS`` (a provider may just have come on call). Without such a list the
+resolution is held, in channel order (later resolutions of the same escalation wait behind it), and
+the lookup is retried with capped back-off until the clinic answers: a clinic outage delays a
+rightful resolution, never loses it. A refused resolution (also one whose ``resolvedBy`` is not
+its publisher) changes nothing, so the rightful resolver can still resolve; it is audited once as
+``ACCESS_DENIED`` (IDs only), also when the channel's history is read again after a restart.
+Held resolutions are in memory only: after a restart they come back from the channel's history.
+
 Public API:
 
 - ``EmergencyError(field, reason)``: a refused escalation or resolution; nothing was sent.
@@ -39,11 +51,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
+
+from pydantic import ValidationError
 
 from telehealth_client import events
 from telehealth_client.consultation.auditing import Auditor
 from telehealth_client.consultation.deliveries import DeliveryRouter
+from telehealth_client.consultation.emergency_authority import (
+    OnCallDirectory,
+    OnCallRoster,
+    RefusalLedger,
+    may_resolve,
+)
 from telehealth_client.consultation.session import now
 from telehealth_client.consultation.state_file import write_atomically
 from telehealth_client.logs import describe_exception
@@ -80,6 +100,11 @@ MAX_TEXT_CHARS: Final = 1000
 MAX_RESOLVED_KEPT: Final = 200
 ON_CALL_RETRY_MIN_SECONDS: Final = 0.5
 ON_CALL_RETRY_MAX_SECONDS: Final = 30.0
+# How old an on-call list may be to accept a resolution, and to refuse one.
+ON_CALL_FRESH_SECONDS: Final = 60.0
+REFUSAL_RECHECK_SECONDS: Final = 5.0
+# Resolutions waiting for the on-call list (one per escalation and resolver): a flood is bounded.
+MAX_HELD_RESOLUTIONS: Final = 200
 _SEVERITIES: Final = get_args(EmergencySeverity)
 _PRIORITY: Final[dict[str, Priority]] = {
     "urgent": "high",
@@ -95,10 +120,6 @@ class EmergencyError(Exception):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
-
-
-class OnCallDirectory(Protocol):
-    async def on_call(self, department_id: str) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -118,6 +139,14 @@ class Escalation:
     resolved_at: datetime | None = None
     own: bool = True
     resolution_delivered: bool = False  # the resolution is on the emergency channel
+
+
+@dataclass(frozen=True)
+class _HeldResolution:
+    """A resolution from the channel waiting for the on-call list to be decided."""
+
+    message: EmergencyResolved
+    timetoken: int
 
 
 def _text(value: object, field: str) -> str:
@@ -234,6 +263,11 @@ class EmergencyDesk:
         self.user_id = validate_id(user_id, "userId")
         self.department_id = validate_id(department_id, "departmentId")
         self._store = EscalationStore(Path(state_dir) / "emergency", sealer)
+        self._roster = OnCallRoster(clinic, self.department_id)
+        self._refusals = RefusalLedger(Path(state_dir) / "emergency")
+        # By escalation ID, in channel order; decided by one task once the clinic lists who is on call.
+        self._held: dict[str, list[_HeldResolution]] = {}
+        self._deciding = False
         self._auditor = auditor
         self._retry = (retry_min_seconds, retry_max_seconds)
         self._escalations: dict[str, Escalation] = {}
@@ -264,6 +298,7 @@ class EmergencyDesk:
         for kind in (ESCALATION_KIND, NOTIFY_KIND, RESOLUTION_KIND):
             self._removers.append(self._router.register("", kind, self))
         # Open before anything is read from the channel: the relay may be out of reach.
+        await asyncio.to_thread(self._refusals.load)
         for escalation in await asyncio.to_thread(self._store.load):
             self._escalations[escalation.id] = escalation
             self._emit(escalation)
@@ -305,6 +340,7 @@ class EmergencyDesk:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        await self._roster.aclose()
         # A delivery just reported must reach the file, or the next start would send it again.
         if self._saves:
             await asyncio.gather(*list(self._saves), return_exceptions=True)
@@ -394,7 +430,10 @@ class EmergencyDesk:
     async def _notify_once(self, escalation: Escalation) -> bool:
         """Queue a notification to each on-call provider; False when the clinic did not answer."""
         try:
-            providers = await self._clinic.on_call(escalation.department_id)
+            if escalation.department_id == self._roster.department_id:
+                providers = list(await self._roster.fetch())  # kept: it decides resolutions too
+            else:
+                providers = await self._clinic.on_call(escalation.department_id)
         except Exception as exc:
             log.warning(
                 "on-call list unavailable department=%s error=%s",
@@ -439,12 +478,12 @@ class EmergencyDesk:
     # -- resolve ------------------------------------------------------------------------------------
 
     async def resolve(self, escalation_id: str, resolution: str) -> Escalation:
-        """Record a resolution; EmergencyError when no open escalation has that id."""
+        """Record a resolution; EmergencyError when no open escalation has that id, or when this
+        endpoint's user may not resolve it (neither its escalator nor on call): nothing is sent."""
         resolution = _text(resolution, "resolution")
+        await self._check_may_resolve(self._open_escalation(escalation_id))
         async with self._lock:
-            escalation = self._escalations.get(escalation_id) if isinstance(escalation_id, str) else None
-            if escalation is None or escalation.status != "active":
-                raise EmergencyError("id", "names no open escalation")
+            escalation = self._open_escalation(escalation_id)  # still open after the lookup
             resolved = replace(
                 escalation,
                 status="resolved",
@@ -461,6 +500,35 @@ class EmergencyDesk:
         log.info("emergency resolved id=%s", escalation.id)
         self._emit(resolved)
         return resolved
+
+    def _open_escalation(self, escalation_id: object) -> Escalation:
+        escalation = self._escalations.get(escalation_id) if isinstance(escalation_id, str) else None
+        if escalation is None or escalation.status != "active":
+            raise EmergencyError("id", "names no open escalation")
+        return escalation
+
+    async def _check_may_resolve(self, escalation: Escalation) -> None:
+        """EmergencyError unless this user escalated it or is on the department's on-call list."""
+        on_call = self._roster.known(ON_CALL_FRESH_SECONDS)
+        if may_resolve(self.user_id, escalation.escalated_by, on_call) is True:
+            return
+        try:
+            on_call = frozenset(await self._roster.fetch())
+        except Exception as exc:
+            log.warning(
+                "on-call list unavailable department=%s error=%s",
+                self.department_id,
+                describe_exception(exc),
+            )
+            raise EmergencyError(
+                "resolvedBy", "cannot be checked now: the clinic did not say who is on call (try again)"
+            ) from None
+        if not may_resolve(self.user_id, escalation.escalated_by, on_call):
+            raise EmergencyError(
+                "resolvedBy",
+                f"{self.user_id} may not resolve it: only its escalator or a provider on call "
+                f"in department {escalation.department_id}",
+            )
 
     # -- persistence and outcomes -------------------------------------------------------------------
 
@@ -586,6 +654,8 @@ class EmergencyDesk:
                 decoded.field,
                 decoded.reason,
             )
+            if decoded == Drop("resolvedBy", "must equal the publisher"):
+                await self._refuse_impostor_locked(envelope)
             return
         if isinstance(decoded, EmergencyEscalation):
             known = self._escalations.get(decoded.id)
@@ -609,40 +679,153 @@ class EmergencyDesk:
             self._escalations[decoded.id] = escalation
             self._emit(escalation)
         elif isinstance(decoded, EmergencyResolved):
-            known = self._escalations.get(decoded.id)
-            if known is None:
-                log.warning(
-                    "emergency message dropped channel=%s field=id reason=%s",
-                    envelope.channel,
-                    "names no escalation on this channel",
-                )
-                return
-            if known.status == "resolved" and known.resolved_by == decoded.resolved_by:
-                # Our own resolution's echo (it is on the channel: nothing left to send), or a replay.
-                if not known.resolution_delivered:
-                    self._escalations[decoded.id] = replace(known, resolution_delivered=True)
-                    await self._save_locked()
-                    self._forget_old_resolved()
-                return
-            if known.status == "resolved":
-                # The first resolution is the record: a later one (from anyone) changes nothing.
-                log.warning(
-                    "emergency message dropped channel=%s field=id reason=%s",
-                    envelope.channel,
-                    "the escalation is already resolved",
-                )
-                return
+            await self._take_resolution_locked(decoded, envelope.timetoken)
+
+    async def _take_resolution_locked(
+        self, message: EmergencyResolved, timetoken: int, on_call: frozenset[str] | None = None
+    ) -> None:
+        """Record, refuse, hold or drop a resolution from the channel. ``on_call``: the list just
+        fetched, deciding a held one; None decides on the list kept, or holds it."""
+        known = self._escalations.get(message.id)
+        if known is None:
+            log.warning(
+                "emergency message dropped channel=%s field=id reason=%s",
+                channels.emergency(self.department_id),
+                "names no escalation on this channel",
+            )
+            return
+        if known.status == "resolved" and known.resolved_by == message.resolved_by:
+            # Our own resolution's echo (it is on the channel: nothing left to send), or a replay.
+            if not known.resolution_delivered:
+                self._escalations[message.id] = replace(known, resolution_delivered=True)
+                await self._save_locked()
+                self._forget_old_resolved()
+            return
+        if on_call is not None:
+            verdict = may_resolve(message.resolved_by, known.escalated_by, on_call)
+        elif message.id in self._held:
+            verdict = None  # behind an earlier resolution of it: the channel's order decides
+        else:
+            verdict = self._verdict(message.resolved_by, known.escalated_by)
+        if verdict is None:
+            self._hold_locked(message, timetoken)
+        elif not verdict:
+            await self._refuse_locked(known, message.resolved_by, timetoken, "not-escalator-or-on-call")
+        elif known.status == "resolved":
+            # The first resolution is the record: a later one (from anyone) changes nothing.
+            log.warning(
+                "emergency message dropped channel=%s field=id reason=%s",
+                channels.emergency(known.department_id),
+                "the escalation is already resolved",
+            )
+        else:
             resolved = replace(
                 known,
                 status="resolved",
-                resolved_by=decoded.resolved_by,
-                resolution=decoded.resolution,
-                resolved_at=decoded.timestamp,
+                resolved_by=message.resolved_by,
+                resolution=message.resolution,
+                resolved_at=message.timestamp,
                 # Resolved by someone else: nothing of ours is left to deliver.
                 resolution_delivered=True,
             )
-            self._escalations[decoded.id] = resolved
+            self._escalations[message.id] = resolved
             self._emit(resolved)
             if known.own:
                 await self._save_locked()
             self._forget_old_resolved()
+
+    def _verdict(self, resolver_id: str, escalated_by: str) -> bool | None:
+        """May resolve, may not, or None: it takes a newer on-call list than the one kept."""
+        verdict = may_resolve(resolver_id, escalated_by, self._roster.known(ON_CALL_FRESH_SECONDS))
+        if verdict is False and self._roster.known(REFUSAL_RECHECK_SECONDS) is None:
+            return None  # refused only on a list just fetched: a provider may have come on call
+        return verdict
+
+    def _hold_locked(self, message: EmergencyResolved, timetoken: int) -> None:
+        queue = self._held.get(message.id, [])
+        if any(held.message.resolved_by == message.resolved_by for held in queue):
+            # Its first resolution of this escalation is the one that counts, or is refused.
+            log.info("emergency resolution repeat dropped id=%s resolver=%s", message.id, message.resolved_by)
+            return
+        if sum(len(waiting) for waiting in self._held.values()) >= MAX_HELD_RESOLUTIONS:
+            log.warning(
+                "emergency resolution dropped id=%s resolver=%s reason=too many wait for the on-call list",
+                message.id,
+                message.resolved_by,
+            )
+            return
+        self._held[message.id] = [*queue, _HeldResolution(message, timetoken)]
+        log.info(
+            "emergency resolution held id=%s resolver=%s desk=%s reason=waiting for the on-call list",
+            message.id,
+            message.resolved_by,
+            self.user_id,
+        )
+        if not self._deciding:
+            self._deciding = True
+            self._spawn(self._decide_held(), "emergency-resolutions")
+
+    async def _decide_held(self) -> None:
+        """Fetch the on-call list (retried with capped back-off), then decide what is held."""
+        low, high = self._retry
+        delay = low
+        try:
+            while self._held:
+                try:
+                    on_call = frozenset(await self._roster.fetch())
+                except Exception as exc:
+                    log.warning(
+                        "on-call list unavailable department=%s held=%d error=%s",
+                        self.department_id,
+                        sum(len(waiting) for waiting in self._held.values()),
+                        describe_exception(exc),
+                    )
+                    await asyncio.sleep(delay)  # back-off between attempts, not synchronisation
+                    delay = min(high, delay * 2)
+                    continue
+                delay = low
+                async with self._lock:
+                    held, self._held = self._held, {}
+                    for waiting in held.values():
+                        for item in waiting:
+                            await self._take_resolution_locked(item.message, item.timetoken, on_call)
+        finally:
+            self._deciding = False
+
+    async def _refuse_impostor_locked(self, envelope: Envelope) -> None:
+        """A resolution whose ``resolvedBy`` is not its publisher, of an escalation on this channel."""
+        try:
+            claimed = EmergencyResolved.model_validate(envelope.message)
+        except ValidationError:
+            return
+        known = self._escalations.get(claimed.id)
+        if known is not None and envelope.publisher is not None:
+            await self._refuse_locked(known, envelope.publisher, envelope.timetoken, "not-the-publisher")
+
+    async def _refuse_locked(
+        self, escalation: Escalation, resolver_id: str, timetoken: int, refusal: str
+    ) -> None:
+        """Ignored (the escalation is unchanged) and audited once: not again when read again."""
+        key = f"{escalation.id}:{timetoken}"
+        first = not self._refusals.seen(key)
+        if first:
+            if self._auditor is not None:
+                await self._auditor.safely(
+                    "emergency_resolution_refused",
+                    escalation.id,
+                    escalation.department_id,
+                    resolver_id,
+                    refusal,
+                )
+            try:
+                await asyncio.to_thread(self._refusals.record, key)
+            except OSError as exc:
+                log.error("refused resolutions ledger not saved error=%s", describe_exception(exc))
+        log.warning(
+            "emergency resolution refused id=%s resolver=%s reason=%s desk=%s audited=%s",
+            escalation.id,
+            resolver_id,
+            refusal,
+            self.user_id,
+            "now" if first else "before",
+        )

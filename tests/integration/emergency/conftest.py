@@ -7,7 +7,10 @@ notification channel with that provider's own standing token.
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 from collections.abc import AsyncIterator, Callable
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from telehealth_client.devstack.stack import DevStack
 from telehealth_client.durable import Durable
 from telehealth_client.protocol import channels
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
+from telehealth_client.security.audit import store_path
 
 from ..bus.conftest import Inbox
 from ..consultation.conftest import (
@@ -134,3 +138,9 @@ def envelopes_of(inbox: Inbox, escalation_id: str) -> list[Envelope]:
         for e in inbox.items
         if isinstance(e.message, dict) and e.message.get("escalationId") == escalation_id
     ]
+
+
+def stored_events(durable: Durable) -> list[dict[str, Any]]:
+    """The audit events in ``durable``'s own store, oldest first."""
+    with closing(sqlite3.connect(store_path(durable.state_dir))) as db:
+        return [json.loads(row[0]) for row in db.execute("SELECT event FROM records ORDER BY rowid")]

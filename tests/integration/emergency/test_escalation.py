@@ -6,15 +6,10 @@ published, audited and closes the escalation on every desk following the channel
 from __future__ import annotations
 
 import json
-import sqlite3
-from contextlib import closing
-from typing import Any
 
 import pytest
 
-from telehealth_client.durable import Durable
 from telehealth_client.protocol import channels
-from telehealth_client.security.audit import store_path
 
 from ..audit.conftest import sink_events
 from ..consultation.conftest import Parts
@@ -34,14 +29,10 @@ from .conftest import (
     escalation_update,
     notification_reader,
     staff,
+    stored_events,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def stored_events(durable: Durable) -> list[dict[str, Any]]:
-    with closing(sqlite3.connect(store_path(durable.state_dir))) as db:
-        return [json.loads(row[0]) for row in db.execute("SELECT event FROM records ORDER BY rowid")]
 
 
 async def test_an_escalation_reaches_the_channel_every_on_call_provider_and_the_audit_trail(

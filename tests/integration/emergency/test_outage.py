@@ -1,11 +1,13 @@
 """An escalation raised while this cart cannot reach PubNub is reported not yet delivered and goes
 out exactly once when the link returns; while the clinic cannot say who is on call, the lookup is
-retried until it answers, then the on-call providers are notified."""
+retried until it answers, then the on-call providers are notified, and a resolution that turns on
+the on-call list waits for it."""
 
 from __future__ import annotations
 
 import pytest
 
+from telehealth_client.consultation.emergency import EmergencyError
 from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.devstack.network import CuttableLink
 from telehealth_client.protocol import channels
@@ -108,5 +110,61 @@ async def test_the_on_call_lookup_is_retried_until_the_clinic_answers(
             envelopes = await reader.wait_for(1)
             assert [e.message["escalationId"] for e in envelopes] == [escalation.id]
             assert envelopes[0].channel == channels.notification(SPECIALIST)
+        finally:
+            await endpoint.aclose()
+
+
+async def test_while_the_clinic_cannot_say_who_is_on_call_a_resolution_waits_and_is_not_lost(
+    parts: EmergencyParts, log_lines: LogLines
+) -> None:
+    """Lee's cart loses the clinic: an on-call provider's resolution of Okafor's escalation is held
+    (the escalation stays open there) and recorded once the clinic answers; Okafor's resolution of
+    his own escalation needs no list and is taken at once; Lee's own resolve of an escalation he did
+    not raise cannot be checked and is refused, publishing nothing."""
+    assert parts.stack.clinic is not None
+    clinic_origin = parts.stack.clinic.url.removeprefix("http://")
+    okafor = await staff(parts, SPECIALIST)
+    park = await staff(parts, OTHER)
+    async with CuttableLink(clinic_origin) as link:
+        hub = RecordingHub()
+        durable = await parts.durable("lee-durable", PROVIDER, outbox_backoff=(0.05, 0.5))
+        endpoint = ProviderEndpoint(
+            parts.connector_via(PROVIDER, link.origin),
+            hub,
+            user_id=PROVIDER,
+            department_id=DEPARTMENT,
+            state_dir=parts.tmp_path / PROVIDER,
+            durable=durable,
+        )
+        try:
+            await endpoint.start()  # the clinic is reachable for the standing token
+            desk = endpoint.emergency
+            assert desk is not None
+            park_resolves = await okafor.desk.escalate(CONSULTATION, "critical", CANARY)
+            okafor_resolves = await okafor.desk.escalate(CONSULTATION, "urgent", CANARY)
+            for escalation in (park_resolves, okafor_resolves):
+                await hub.wait_for(escalation_update(escalation.id, status="active"))
+                await park.hub.wait_for(escalation_update(escalation.id, status="active"))
+            link.cut()
+
+            with pytest.raises(EmergencyError) as refused:
+                await desk.resolve(park_resolves.id, "handled by lee")
+            assert (
+                refused.value.field == "resolvedBy" and "did not say who is on call" in refused.value.reason
+            )
+            assert durable.outbox.pending() == []
+
+            await park.desk.resolve(park_resolves.id, "handled by park")
+            await log_lines.wait_line(
+                "emergency resolution held", f"id={park_resolves.id}", f"desk={PROVIDER}"
+            )
+            await okafor.desk.resolve(okafor_resolves.id, "handled by okafor")
+            await hub.wait_for(escalation_update(okafor_resolves.id, status="resolved"))
+            assert [e.id for e in desk.open] == [park_resolves.id]  # held, not lost, not taken
+
+            link.restore()
+            await hub.wait_for(escalation_update(park_resolves.id, status="resolved"))
+            kept = desk.get(park_resolves.id)
+            assert kept is not None and (kept.resolved_by, kept.resolution) == (OTHER, "handled by park")
         finally:
             await endpoint.aclose()
