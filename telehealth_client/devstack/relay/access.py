@@ -151,8 +151,9 @@ class TokenAuthority:
         """Revocations kept from an earlier run (see ``persistence``)."""
         self._revoked.update(signatures)
 
-    def check(self, token: str | None, uuid: str | None, needs: list[Need]) -> None:
-        """Raise PubNub's 403 unless ``token`` is valid, current, held by ``uuid`` and covers ``needs``."""
+    def check(self, token: str | None, uuid: str | None, needs: list[Need]) -> Grant:
+        """Raise PubNub's 403 unless ``token`` is valid, current, held by ``uuid`` and covers ``needs``;
+        returns its grant."""
         if not token:
             raise access_denied(payload=_denied_payload(needs))
         grant = self.read(token)
@@ -165,6 +166,7 @@ class TokenAuthority:
         denied = [need for need in needs if not grant.allows(need)]
         if denied:
             raise access_denied(payload=_denied_payload(denied))
+        return grant
 
     def _sign(self, body: dict[bytes, Any]) -> bytes:
         return hmac.new(self.secret_key.encode(), cbor2.dumps(body), hashlib.sha256).digest()

@@ -46,9 +46,23 @@ def sdk_config(
     return config
 
 
-def sdk_client(relay: Relay, *, user_id: str, token: str | None = None, **options: Any) -> PubNubAsyncio:
-    """A PubNubAsyncio for ``relay`` (create it inside the running loop; ``await client.stop()`` after)."""
-    client = PubNubAsyncio(sdk_config(relay, user_id=user_id, **options))
+def sdk_client(
+    relay: Relay,
+    *,
+    user_id: str,
+    token: str | None = None,
+    subscription_manager: type[Any] | None = None,
+    **options: Any,
+) -> PubNubAsyncio:
+    """A PubNubAsyncio for ``relay`` (create it inside the running loop; ``await client.stop()`` after).
+
+    ``subscription_manager``: the SDK's default (None) is its event engine, which reports every
+    failed long-poll as a disconnect; its ``AsyncioSubscriptionManager`` reports the failure's own
+    status (a 403 as access denied).
+    """
+    client = PubNubAsyncio(
+        sdk_config(relay, user_id=user_id, **options), subscription_manager=subscription_manager
+    )
     if token is not None:
         client.set_token(token)
     return client

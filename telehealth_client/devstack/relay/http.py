@@ -24,7 +24,7 @@ from aiohttp import web
 
 from ...logs import describe_exception
 from ..http_guard import Guard, RequestCallable
-from .access import Need, verify_signature
+from .access import Grant, Need, verify_signature
 from .errors import RelayError, access_denied, service_error
 from .state import RelayState
 
@@ -56,11 +56,14 @@ class Call:
     def uuid(self) -> str | None:
         return self.query.get("uuid") or None
 
-    def authorize(self, needs: list[Need]) -> None:
-        """Check the request's token against ``needs`` when enforcement is on; signed requests pass."""
+    def authorize(self, needs: list[Need]) -> Grant | None:
+        """Check the request's token against ``needs`` when enforcement is on; signed requests pass.
+
+        Returns the token's grant, or None when no token was checked.
+        """
         if self.signed or not self.state.enforce_access:
-            return
-        self.state.tokens.check(self.query.get("auth"), self.uuid, needs)
+            return None
+        return self.state.tokens.check(self.query.get("auth"), self.uuid, needs)
 
     def require_signature_when_enforced(self) -> None:
         """With enforcement on, refuse with Access Manager's 403 unless signed with the secret key."""

@@ -48,10 +48,18 @@ class Presence:
                 member.state = state[channel]
 
     def leave(self, channels: Iterable[str], uuid: str) -> None:
+        """The user said it leaves (an unsubscribe): ``leave`` events."""
+        self._remove(channels, uuid, "leave")
+
+    def time_out(self, channels: Iterable[str], uuid: str) -> None:
+        """The user is gone without saying so (its access ended): ``timeout`` events, now."""
+        self._remove(channels, uuid, "timeout")
+
+    def _remove(self, channels: Iterable[str], uuid: str, action: str) -> None:
         for channel in channels:
             members = self._channels.get(channel)
             if members is not None and members.pop(uuid, None) is not None:
-                self._event(channel, "leave", uuid)
+                self._event(channel, action, uuid)
                 self._drop_if_empty(channel)
 
     def expire(self) -> None:

@@ -9,12 +9,12 @@ from typing import Any
 
 from aiohttp import web
 
-from .access import Need, Permission
+from .access import Grant, Need, Permission
 from .errors import publish_error, service_error
+from .held_polls import Poll
 from .http import Call, json_response
 from .jsonin import JsonInputError, loads
 from .presence import PRESENCE_SUFFIX
-from .state import Poll
 from .store import MESSAGE, SIGNAL, StoredMessage
 from .wildcard import is_wildcard, presence_members, subscription_for
 
@@ -98,7 +98,7 @@ async def subscribe(call: Call) -> web.StreamResponse:
     channels = [c for c in call.segments[3].split(",") if c]
     if not channels:
         raise service_error(400, "No channels to subscribe to", "Balancer")
-    call.authorize([Need("chan", c, Permission.READ) for c in channels])
+    grant = call.authorize([Need("chan", c, Permission.READ) for c in channels])
     try:
         since = int(call.query.get("tt") or 0)
     except ValueError:
@@ -116,7 +116,7 @@ async def subscribe(call: Call) -> web.StreamResponse:
     limit = state.limits.max_messages_per_poll
     messages = state.store.since(channels, since, limit)
     if not messages:
-        messages = await _wait(call, channels, members, since, heartbeat)
+        messages = await _wait(call, channels, members, since, heartbeat, grant)
     last = messages[-1].timetoken if messages else state.timetokens.next()
     return _envelope(call, last, messages, channels)
 
@@ -138,13 +138,13 @@ def presence_timeout(call: Call) -> float:
 
 
 async def _wait(
-    call: Call, channels: list[str], members: list[str], since: int, heartbeat: float
+    call: Call, channels: list[str], members: list[str], since: int, heartbeat: float, grant: Grant | None
 ) -> list[StoredMessage]:
     state = call.state
     wake = state.store.watch(channels)
-    poll = Poll(call.request.transport, wake)
-    state.add_poll(poll)
     uuid = call.uuid
+    poll = Poll(call.request.transport, wake, uuid, tuple(members))
+    state.add_poll(poll, grant)
     try:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(wake), state.limits.subscribe_timeout)
@@ -156,6 +156,9 @@ async def _wait(
     if poll.dropped:
         # The connection is already gone; nothing reaches the client.
         raise asyncio.CancelledError
+    if poll.refusal is not None:
+        # Its token was revoked or expired while it waited: whatever came since is not for it.
+        raise poll.refusal
     return state.store.since(channels, since, state.limits.max_messages_per_poll)
 
 

@@ -128,6 +128,7 @@ class Relay:
         if runner is None:
             return
         self._state.drop_polls()
+        self._state.held.close()  # token expiry alarms: nothing is held any more
         # Stalled requests would otherwise hold shutdown until aiohttp's timeout.
         self._state.faults.resume()
         try:

@@ -10,6 +10,7 @@ from typing import Any
 from .access import Grant, TokenAuthority
 from .clock import Clock, Timetokens
 from .faults import Faults
+from .held_polls import Poll, PollsByToken
 from .objects import UuidMetadata
 from .persistence import Snapshot, StateFiles
 from .presence import Presence
@@ -33,15 +34,6 @@ class Keys:
     secret_key: str
 
 
-@dataclass(eq=False, slots=True)
-class Poll:
-    """One pending long-poll, so that ``drop_subscribers`` can cut it."""
-
-    transport: asyncio.Transport | None
-    wake: asyncio.Future[None]
-    dropped: bool = False
-
-
 @dataclass(slots=True)
 class RelayState:
     keys: Keys
@@ -55,6 +47,7 @@ class RelayState:
     store: MessageStore = field(init=False)
     presence: Presence = field(init=False)
     tokens: TokenAuthority = field(init=False)
+    held: PollsByToken = field(init=False)
     uuid_metadata: UuidMetadata = field(init=False)
     files: StateFiles | None = None
 
@@ -62,6 +55,7 @@ class RelayState:
         self.store = MessageStore(self.limits.max_messages_per_channel, self.limits.max_channels)
         self.presence = Presence(self.clock, self._emit_presence)
         self.tokens = TokenAuthority(self.keys.secret_key, self.clock)
+        self.held = PollsByToken(self.clock, self.presence)
         self.uuid_metadata = UuidMetadata(self.limits.max_channels)
 
     def attach(self, files: StateFiles, snapshot: Snapshot | None) -> None:
@@ -85,9 +79,11 @@ class RelayState:
         return files
 
     def revoke(self, token: str) -> Grant:
+        """Revoke ``token``; its held long-polls are refused before this returns."""
         grant = self.tokens.revoke(token)
         if self.files is not None:
             self.files.add_revoked(grant.signature, grant.expires_at())
+        self.held.revoked(grant.signature)
         return grant
 
     def deliver(
@@ -116,12 +112,16 @@ class RelayState:
         self.store.add(message)
         return timetoken
 
-    def add_poll(self, poll: Poll) -> None:
+    def add_poll(self, poll: Poll, grant: Grant | None) -> None:
+        """``grant``: the token that let the poll in (None when no token was checked)."""
         self.polls.add(poll)
+        if grant is not None:
+            self.held.hold(poll, grant)
         self._notify_poll_watchers()
 
     def remove_poll(self, poll: Poll) -> None:
         self.polls.discard(poll)
+        self.held.release(poll)
         self._notify_poll_watchers()
 
     async def wait_polls(self, condition: Callable[[int], bool]) -> None:
