@@ -35,7 +35,8 @@ class Relay:
     (least recently used first out; also bounds UUID metadata), ``presence_timeout`` (seconds, for
     clients that send no ``heartbeat``), ``subscribe_timeout`` (an idle long-poll's answer).
     ``clock`` drives token expiry and presence timeouts (pass a ManualClock in tests); timetokens
-    always use the real clock.
+    always use the real clock. A held long-poll ends with 403 the moment its token is revoked or
+    expires, and its user leaves presence then (``held_polls``).
 
     ``state_dir``: where revoked tokens, stored messages (history) and App Context live, in SQLite
     files, so that a new Relay on the same directory (a restart) still refuses a revoked token and
