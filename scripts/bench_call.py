@@ -94,6 +94,7 @@ SIDES = ("caller", "callee")
 PROVIDER = "dr-bench"
 PATIENT = "pat-bench"
 KIOSK = "kiosk-bench"
+END_SUFFIX = "-end"  # the end-call rounds' IDs
 DEPARTMENT = "er"
 
 
@@ -664,7 +665,7 @@ class Agents:
         await asyncio.wait_for(self.witnesses[name].seen(matches, after=after), WAIT_SECONDS)
 
     async def start_call(self) -> None:
-        kiosk_clinic = self._clinic(self.stack.keys.kiosk_credential)
+        kiosk_clinic = self._clinic(self.stack.kiosk_credential(self.kiosk_id))
         provider = ProviderEndpoint(
             Connector(self._template(PROVIDER), self._clinic(self.stack.users[PROVIDER].credential)),
             self._hub("caller"),
@@ -862,7 +863,7 @@ async def agent_end_calls(
 ) -> dict[str, Any]:
     """Each side in turn ends ``settings.end_calls`` fresh calls (the provider calls again each time,
     in one consultation of its own), each after ``--warmup`` seconds of media both ways."""
-    agents = Agents(stack, state_dir, video, taps, suffix="-end")
+    agents = Agents(stack, state_dir, video, taps, suffix=END_SUFFIX)
     samples: dict[str, list[dict[str, Any]]] = {name: [] for name in HANGING_UP.values()}
     try:
         await agents.start_call()
@@ -959,7 +960,8 @@ async def bench(settings: Settings, directory: Path, taps_root: Path) -> dict[st
         round_number += 1
         return taps_root / f"{round_number:02d}-{name}"
 
-    async with DevStack(providers=(PROVIDER,)) as stack:
+    # Each round's kiosk has its own device credential (Agents' suffixes).
+    async with DevStack(providers=(PROVIDER,), kiosks=(KIOSK, KIOSK + END_SUFFIX)) as stack:
         if not settings.only_end_call:
             results |= await against_raw(stack, settings, videos, taps_for, directory / "agents")
         if settings.end_calls:

@@ -47,6 +47,7 @@ from telehealth_client.consultation.patient import DeviceReport
 from telehealth_client.consultation.session import now
 from telehealth_client.demo.cast import DEPARTMENT, PROVIDER, Cast
 from telehealth_client.demo.witness import Witness
+from telehealth_client.devstack.clinic import RateLimit
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.channels import ConsultationChannels
 from telehealth_client.protocol.messages import (
@@ -312,7 +313,9 @@ async def queue_scale(cast: Cast, rounds: int) -> dict[str, Any]:
 
 
 async def bench(rounds: int, messages: int, state_dir: Path) -> dict[str, Any]:
-    cast = Cast(state_dir, media=False)
+    # queue_scale checks in 150 patients with the one kiosk's credential: far past the clinic's
+    # default limit on patient token minting, which would answer 429.
+    cast = Cast(state_dir, media=False, patient_token_limit=RateLimit(per_minute=100_000, burst=1_000))
     try:
         await cast.start_stack()
         await cast.start_agents()

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from devices import synthetic  # noqa: E402
+from telehealth_client.devstack.clinic import RateLimit  # noqa: E402
 from telehealth_client.devstack.network import CuttableLink  # noqa: E402
 from telehealth_client.devstack.stack import DevStack  # noqa: E402
 from telehealth_client.security.clinic_client import ClinicClient  # noqa: E402
@@ -78,9 +79,14 @@ async def chat_ids(agent: AgentProcess, consultation: bool) -> list[str]:
 async def run(outage: float, work: Path) -> dict[str, Any]:
     report: dict[str, Any] = {"outage_seconds": outage, "timeline": {}}
     timeline = report["timeline"]
-    async with DevStack(providers=(PROVIDER,), token_ttl_minutes={"patient": 1}) as stack:
+    # The kiosk's patient token is renewed every minute and asked for again after the outage: a
+    # limit well above that pace, so the scenario measures the outage and never a 429.
+    limit = RateLimit(per_minute=600, burst=100)
+    async with DevStack(
+        providers=(PROVIDER,), kiosks=(KIOSK,), token_ttl_minutes={"patient": 1}, patient_token_limit=limit
+    ) as stack:
         assert stack.clinic is not None
-        kiosk_clinic = ClinicClient(stack.clinic.url, stack.keys.kiosk_credential)
+        kiosk_clinic = ClinicClient(stack.clinic.url, stack.kiosk_credential(KIOSK))
         await kiosk_clinic.record_consent(PATIENT, True, None)
         async with CuttableLink(f"127.0.0.1:{stack.clinic.port}") as link:
             provider_env = {

@@ -10,10 +10,12 @@ the consultation's provider and a specialist. Each agent's hub is watched by a `
 
 Public API:
 
-- ``Cast(state_dir, media=True)``: ``await start_stack()``,
+- ``Cast(state_dir, media=True, patient_token_limit=...)``: ``await start_stack()``,
   ``await start_agents(patient_origin=None)``
   (``patient_origin``: the kiosk's way to the relay, for a hop that can be cut; default the
   relay itself), ``await aclose()`` (agents, then the stack; safe after a failed start).
+  ``patient_token_limit``: the clinic's limit on the kiosk's patient token minting (a benchmark
+  checking in many patients raises it).
 - ``stack``, ``patient``, ``provider``, ``specialist``, ``witnesses`` and ``durables`` (by agent
   name), ``kiosk_clinic`` (the kiosk's credential: records consent), ``specialist_clinic``
   (remembers the tokens it was given for a consultation, in memory only), ``agent_ids`` (the
@@ -35,6 +37,7 @@ from telehealth_client.consultation.connector import Connector
 from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.demo.witness import Witness
+from telehealth_client.devstack.clinic import DEFAULT_PATIENT_TOKEN_LIMIT, RateLimit
 from telehealth_client.devstack.stack import DevStack
 from telehealth_client.durable import Durable
 from telehealth_client.media.consultation_call import MediaOptions
@@ -94,10 +97,18 @@ def media_options(directory: Path) -> MediaOptions:
 
 
 class Cast:
-    def __init__(self, state_dir: Path, *, media: bool = True) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        media: bool = True,
+        patient_token_limit: RateLimit = DEFAULT_PATIENT_TOKEN_LIMIT,
+    ) -> None:
         self._state_dir = state_dir
         self._media = media  # the video call (a media child per agent); benchmarks may leave it out
-        self.stack = DevStack(providers=(PROVIDER, SPECIALIST))
+        self.stack = DevStack(
+            providers=(PROVIDER, SPECIALIST), kiosks=(KIOSK,), patient_token_limit=patient_token_limit
+        )
         self._stack_started = False
         self.witnesses: dict[str, Witness] = {}
         self.durables: dict[str, Durable] = {}
@@ -150,7 +161,7 @@ class Cast:
     async def start_agents(self, *, patient_origin: str | None = None) -> None:
         """The kiosk (idle: no token, no bus), then the provider and the specialist (standing
         tokens, subscribed and connected when this returns)."""
-        self._kiosk_clinic = self._clinic(self.stack.keys.kiosk_credential)
+        self._kiosk_clinic = self._clinic(self.stack.kiosk_credential(KIOSK))
         kiosk = self._template(KIOSK)
         if patient_origin is not None:
             kiosk = replace(kiosk, origin=patient_origin)

@@ -19,7 +19,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from telehealth_client.devstack.clinic import Clinic, DeviceIdentity, StaffMember
+from telehealth_client.devstack.clinic import (
+    DEFAULT_PATIENT_TOKEN_LIMIT,
+    Clinic,
+    DeviceIdentity,
+    RateLimit,
+    StaffMember,
+)
 from telehealth_client.devstack.clinic.directory import StaffRole
 from telehealth_client.devstack.private_file import write_private
 from telehealth_client.devstack.relay import Relay
@@ -34,6 +40,8 @@ DEFAULT_DEPARTMENT = "er"
 # The organization the development clinic serves: it names the audit channel.
 DEFAULT_ORGANIZATION = "org-dev"
 AUDITOR_USER_ID = "dev-auditor"
+# The check-in kiosk's device ID unless a stack is given others: the tests' kiosk.
+DEFAULT_KIOSK = "kiosk-1"
 
 
 def _device_credential(kind: str) -> str:
@@ -45,16 +53,15 @@ class DevStackKeys:
     """Keys of the development keyset. Random per run unless kept in a state directory
     (``load_or_create``): nothing here is worth stealing.
 
-    ``kiosk_credential`` is the patient check-in kiosk's device credential: patient tokens for
-    any patient, nothing else. ``auditor_credential`` (user ``AUDITOR_USER_ID``) reads the audit
-    sink and does nothing else. Providers and nurses get their own (``staff_credential``).
+    ``auditor_credential`` (user ``AUDITOR_USER_ID``) reads the audit sink and does nothing else.
+    Each check-in kiosk (``kiosk_credential``), provider and nurse (``staff_credential``) gets its
+    own, derived from ``staff_secret``.
     """
 
     publish_key: str = field(default_factory=lambda: "pub-c-dev-" + secrets.token_hex(8))
     subscribe_key: str = field(default_factory=lambda: "sub-c-dev-" + secrets.token_hex(8))
     secret_key: str = field(default_factory=lambda: "sec-c-dev-" + secrets.token_hex(16))
     cipher_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    kiosk_credential: str = field(default_factory=lambda: _device_credential("kiosk"))
     auditor_credential: str = field(default_factory=lambda: _device_credential("auditor"))
     staff_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
@@ -62,6 +69,11 @@ class DevStackKeys:
         """A provider's or nurse's cart credential: derived, so a kept keyset keeps these too."""
         digest = hmac.new(self.staff_secret.encode(), f"{role}:{user_id}".encode(), hashlib.sha256).digest()
         return f"dev-{role}-" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def kiosk_credential(self, device_id: str) -> str:
+        """The credential of the check-in kiosk with device ID ``device_id`` (derived like a cart's):
+        patient tokens, and TURN credentials and audit events for patients and that device."""
+        return self.staff_credential("kiosk", device_id)
 
     @classmethod
     def load_or_create(cls, path: Path) -> DevStackKeys:
@@ -111,9 +123,12 @@ class DevUser:
 class DevStack:
     """Starts the relay, then coturn, then the clinic; stops them in reverse.
 
-    The clinic knows one device credential for the patient kiosk (``keys.kiosk_credential``),
-    one for the auditor (``keys.auditor_credential``) and one for each of ``providers`` and
-    ``nurses`` (``users[user_id].credential``), each bound to that user and role. Each provider
+    The clinic knows one device credential for each check-in kiosk of ``kiosks`` (their device
+    IDs; ``kiosk_credential(device_id)``), bound to that device ID: patient tokens, and TURN
+    credentials and audit events for patients and that device. One for the auditor
+    (``keys.auditor_credential``), and one for each of ``providers`` and ``nurses``
+    (``users[user_id].credential``), each bound to that user and role. A kiosk agent run under a
+    device ID the stack does not list is refused what it asks for itself. Each provider
     and nurse belongs to ``departments[user_id]`` (default ``DEFAULT_DEPARTMENT``) in the
     clinic's directory. ``agent_environment(user_id)`` gives an agent its settings;
     ``bus_config(user_id, **options)`` an in-process bus on this stack.
@@ -129,6 +144,9 @@ class DevStack:
 
     ``organization_id``: the organization the clinic serves (the audit channel in every token);
     ``agent_environment`` gives agents the same as ``TELEHEALTH_ORGANIZATION_ID``.
+
+    ``patient_token_limit``: how fast each kiosk's credential may mint patient tokens (beyond it
+    the clinic answers 429); tests and benchmarks that check in many patients raise it.
     """
 
     def __init__(
@@ -141,9 +159,11 @@ class DevStack:
         relay_port: int = 0,
         providers: Sequence[str] = ("dr-demo",),
         nurses: Sequence[str] = (),
+        kiosks: Sequence[str] = (DEFAULT_KIOSK,),
         departments: Mapping[str, str] | None = None,
         token_ttl_minutes: Mapping[str, int] | None = None,
         organization_id: str = DEFAULT_ORGANIZATION,
+        patient_token_limit: RateLimit = DEFAULT_PATIENT_TOKEN_LIMIT,
     ) -> None:
         if state_dir is not None and keys is None:
             raise ValueError("state_dir needs the keys kept with it: keys=DevStackKeys.load_or_create(...)")
@@ -166,6 +186,17 @@ class DevStack:
             raise ValueError(
                 f"departments names users that are not providers or nurses: {sorted(departments)}"
             )
+        if isinstance(kiosks, str):
+            raise TypeError("kiosks must be a sequence of device IDs, not one string")
+        if not kiosks:
+            raise ValueError("kiosks must name at least one kiosk device ID")
+        self.kiosks: dict[str, str] = {}
+        for device_id in kiosks:
+            if device_id in self.users or device_id in self.kiosks:
+                raise ValueError(f"user ID {device_id!r} is listed twice")
+            DeviceIdentity.patient_kiosk(device_id)  # a bad device ID fails here
+            self.kiosks[device_id] = self.keys.kiosk_credential(device_id)
+        self._patient_token_limit = patient_token_limit
         self.state_dir = state_dir
         self.relay = Relay(
             port=relay_port,
@@ -212,6 +243,7 @@ class DevStack:
                 },
                 token_ttl_minutes=self._token_ttl_minutes,
                 organization_id=self.organization_id,
+                patient_token_limit=self._patient_token_limit,
             )
             await self._stack.enter_async_context(self.clinic)
         except BaseException:
@@ -233,11 +265,23 @@ class DevStack:
     def device_credentials(self) -> dict[str, DeviceIdentity]:
         """Every device credential the clinic accepts, with the identity it is bound to."""
         credentials = {
-            self.keys.kiosk_credential: DeviceIdentity.patient_kiosk(),
-            self.keys.auditor_credential: DeviceIdentity.auditor(AUDITOR_USER_ID),
+            credential: DeviceIdentity.patient_kiosk(kiosk) for kiosk, credential in self.kiosks.items()
         }
+        credentials[self.keys.auditor_credential] = DeviceIdentity.auditor(AUDITOR_USER_ID)
         credentials.update({user.credential: user.identity for user in self.users.values()})
         return credentials
+
+    @property
+    def default_kiosk(self) -> str:
+        """The first kiosk's device ID: the one ``agent_environment(None)`` is for."""
+        return next(iter(self.kiosks))
+
+    def kiosk_credential(self, device_id: str | None = None) -> str:
+        """The device credential of the kiosk ``device_id`` (None: the first kiosk)."""
+        device_id = self.default_kiosk if device_id is None else device_id
+        if device_id not in self.kiosks:
+            raise ValueError(f"no kiosk {device_id!r} on this stack (kiosks: {', '.join(self.kiosks)})")
+        return self.kiosks[device_id]
 
     def bus_config(self, user_id: str, **options: Any) -> BusConfig:
         """A bus on this stack as ``user_id``: its keys and origin, no TLS; ``options`` set the
@@ -258,13 +302,14 @@ class DevStack:
     def agent_environment(self, user_id: str | None = None) -> dict[str, str]:
         """The ``TELEHEALTH_*`` settings an agent needs to use this stack.
 
-        None: the patient kiosk's (its user ID is the agent's own to choose). A provider's or
-        nurse's user ID (one of ``users``): that user's, with its own device credential, user ID,
-        role and department (which its standing token request names).
+        None: the first kiosk's; a kiosk's device ID (one of ``kiosks``): that kiosk's, with its own
+        device credential and its device ID as the user ID. A provider's or nurse's user ID (one
+        of ``users``): that user's, with its own device credential, user ID, role and department
+        (which its standing token request names).
         """
         if self.clinic is None:
             raise RuntimeError("the development stack is not started")
-        if user_id is not None and user_id not in self.users:
+        if user_id is not None and user_id not in self.users and user_id not in self.kiosks:
             raise ValueError(f"no device credential for user {user_id!r}: not one of the stack's users")
         environment = {
             "TELEHEALTH_ORIGIN": self.relay.origin,
@@ -273,13 +318,17 @@ class DevStack:
             "TELEHEALTH_SUBSCRIBE_KEY": self.keys.subscribe_key,
             "TELEHEALTH_CIPHER_KEY": self.keys.cipher_key,
             "TELEHEALTH_CLINIC_URL": self.clinic.url,
-            "TELEHEALTH_DEVICE_CREDENTIAL": self.keys.kiosk_credential,
             "TELEHEALTH_ORGANIZATION_ID": self.organization_id,
         }
-        if user_id is not None:
-            user = self.users[user_id]
-            environment["TELEHEALTH_USER_ID"] = user.user_id
-            environment["TELEHEALTH_ROLE"] = user.role
-            environment["TELEHEALTH_DEVICE_CREDENTIAL"] = user.credential
-            environment["TELEHEALTH_DEPARTMENT_ID"] = user.department_id
+        user = None if user_id is None else self.users.get(user_id)
+        if user is None:
+            # A kiosk: its device ID is the user ID it works under when idle.
+            device_id = self.default_kiosk if user_id is None else user_id
+            environment["TELEHEALTH_USER_ID"] = device_id
+            environment["TELEHEALTH_DEVICE_CREDENTIAL"] = self.kiosks[device_id]
+            return environment
+        environment["TELEHEALTH_USER_ID"] = user.user_id
+        environment["TELEHEALTH_ROLE"] = user.role
+        environment["TELEHEALTH_DEVICE_CREDENTIAL"] = user.credential
+        environment["TELEHEALTH_DEPARTMENT_ID"] = user.department_id
         return environment

@@ -17,14 +17,25 @@ from telehealth_client.protocol.channels import InvalidIdError, validate_id
 TOKEN_CONTEXT_FIELDS = frozenset({"appointmentId", "consultationChannel", "providerId", "departmentId"})
 
 
-class ClinicError(Exception):
-    """The clinic backend refused or could not answer; ``status`` is the HTTP status if any."""
+# The longest Retry-After honoured: a longer wait is the caller's back-off to decide, not the server's.
+MAX_RETRY_AFTER_SECONDS = 300
 
-    def __init__(self, operation: str, reason: str, status: int | None = None) -> None:
+
+class ClinicError(Exception):
+    """The clinic backend refused or could not answer; ``status`` is the HTTP status if any.
+
+    ``retry_after``: the seconds the backend asked to wait before asking again (``Retry-After`` on
+    a 429 or 503, at most ``MAX_RETRY_AFTER_SECONDS``), None if it named none.
+    """
+
+    def __init__(
+        self, operation: str, reason: str, status: int | None = None, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{operation}: {reason}" + (f" (HTTP {status})" if status else ""))
         self.operation = operation
         self.reason = reason
         self.status = status
+        self.retry_after = retry_after
 
     @property
     def refused(self) -> bool:
@@ -74,6 +85,25 @@ class Revocation(BaseModel):
     revoked: int = Field(ge=0, strict=True)
 
 
+class Assignment(BaseModel):
+    """The clinic's record of a nurse's assignment: ``nurse_id`` may now ask for a token naming it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    consultation_channel: str = Field(alias="consultationChannel", min_length=1)
+    nurse_id: str = Field(alias="nurseId", min_length=1)
+    assigned_by: str = Field(alias="assignedBy", min_length=1)
+
+
+class SinkAcknowledgement(BaseModel):
+    """The audit sink's answer: the highest sequence it holds for ``device_id`` with no gap below."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    device_id: str = Field(alias="deviceId", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    highest_sequence: int = Field(alias="highestSequence", ge=0, strict=True)
+
+
 class TurnCredentials(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -81,6 +111,16 @@ class TurnCredentials(BaseModel):
     username: str
     credential: str
     ttl_seconds: int = Field(alias="ttlSeconds", gt=0)
+
+
+def _retry_after(response: aiohttp.ClientResponse) -> float | None:
+    """``Retry-After`` in seconds (the delta form; an HTTP date is not used by the clinic), capped."""
+    if response.status not in (429, 503):
+        return None
+    value = response.headers.get("Retry-After", "").strip()
+    if not value.isascii() or not value.isdigit():
+        return None
+    return float(min(int(value), MAX_RETRY_AFTER_SECONDS))
 
 
 async def _refusal(response: aiohttp.ClientResponse) -> str:
@@ -124,7 +164,12 @@ class ClinicClient:
         try:
             async with self._client().request(method, self._base_url + path, json=body) as response:
                 if response.status >= 400:
-                    raise ClinicError(operation, await _refusal(response), response.status)
+                    raise ClinicError(
+                        operation,
+                        await _refusal(response),
+                        response.status,
+                        retry_after=_retry_after(response),
+                    )
                 if expect is not None and response.status != expect:
                     raise ClinicError(operation, f"unexpected answer, not {expect}", response.status)
                 if response.status == 204:
@@ -213,17 +258,68 @@ class ClinicClient:
         except ValidationError as exc:
             raise ClinicError("revoke-access", f"malformed answer: {exc.error_count()} problem(s)") from None
 
-    async def post_audit_event(self, event: Mapping[str, Any]) -> None:
+    async def assign_nurse(self, consultation_channel: str, nurse_id: str) -> Assignment:
+        """Assign a nurse (of the consultation's provider's department) to this provider's
+        consultation: the nurse may then ask for a token naming it. Only the consultation's
+        provider's device credential may; revoke_access for the nurse ends the assignment.
+        """
+        data = await self._post(
+            "assign",
+            "/api/telemedicine/assign",
+            {"consultationChannel": consultation_channel, "nurseId": nurse_id},
+        )
+        try:
+            return Assignment.model_validate(data)
+        except ValidationError as exc:
+            raise ClinicError("assign", f"malformed answer: {exc.error_count()} problem(s)") from None
+
+    # Returns SinkAcknowledgement | None. Annotated Any only while security/audit.py's AuditSink
+    # protocol still declares None (a ClinicClient is passed as one); narrow it when that changes.
+    async def post_audit_event(self, event: Mapping[str, Any]) -> Any:
         """Hand one audit event (the wire form) to the audit sink; returns once it is stored (201).
 
-        The sink keeps one copy per ``id``, so posting an event again is safe. Its ``actor`` must
-        be this device credential's own identity and its ``organizationId`` the clinic's.
+        The answer is the sink's acknowledgement for the event's device (its highest sequence with
+        no gap below), or None from a sink that answered without one (then it must name the
+        event's ``id``). The sink keeps one copy per ``id``, so posting an event again is safe. Its
+        ``actor`` must be this device credential's own identity and its ``organizationId`` the
+        clinic's; a 409 says another event already holds its ``sequence``.
         """
         data = await self._post("audit-event", "/api/audit-events", event, expect=201)
-        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
-            raise ClinicError("audit-event", "malformed answer: id: is missing")
-        if data["id"].lower() != str(event.get("id", "")).lower():
+        if not isinstance(data, dict):
+            raise ClinicError("audit-event", "malformed answer: must be a JSON object")
+        answered_id = data.get("id")
+        if answered_id is not None and (
+            not isinstance(answered_id, str) or answered_id.lower() != str(event.get("id", "")).lower()
+        ):
             raise ClinicError("audit-event", "malformed answer: id: is not the posted event's")
+        if "deviceId" not in data and "highestSequence" not in data:
+            if answered_id is None:
+                raise ClinicError("audit-event", "malformed answer: id: is missing")
+            return None
+        acknowledgement: SinkAcknowledgement = self._acknowledgement("audit-event", data)
+        device_id = event.get("deviceId")
+        if device_id is not None and acknowledgement.device_id != device_id:
+            raise ClinicError("audit-event", "malformed answer: deviceId: is not the posted event's")
+        return acknowledgement
+
+    async def audit_head(self, device_id: str) -> SinkAcknowledgement:
+        """The highest sequence the sink holds for ``device_id`` with no gap below it (0 if none).
+        Only the device's own credential, or an auditor's, may ask."""
+        validate_id(device_id, "deviceId")
+        data = await self._request("GET", "audit-head", f"/api/audit-events/head?deviceId={device_id}")
+        acknowledgement = self._acknowledgement("audit-head", data)
+        if acknowledgement.device_id != device_id:
+            raise ClinicError("audit-head", "malformed answer: deviceId: is not the one asked for")
+        return acknowledgement
+
+    @staticmethod
+    def _acknowledgement(operation: str, data: Any) -> SinkAcknowledgement:
+        try:
+            return SinkAcknowledgement.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            field = ".".join(str(part) for part in first["loc"]) or "body"
+            raise ClinicError(operation, f"malformed answer: {field}: {first['msg']}") from None
 
     async def on_call(self, department_id: str) -> list[str]:
         """The user IDs of the providers on call for ``department_id``, as the clinic lists them."""

@@ -188,7 +188,8 @@ async def recording_proxy(target: str) -> AsyncIterator[tuple[str, list[str]]]:
 
 @pytest.fixture
 async def dev_stack() -> AsyncIterator[DevStack]:
-    async with DevStack() as stack:  # enforces Access Manager, like production
+    # Enforces Access Manager, like production; its kiosk's credential is bound to "kiosk-idle".
+    async with DevStack(kiosks=("kiosk-idle",)) as stack:
         yield stack
 
 
@@ -199,8 +200,7 @@ async def test_an_idle_kiosk_asks_for_no_token_logs_no_warning_and_is_idle(
     async with recording_proxy(dev_stack.clinic.url) as (clinic_url, seen):
         with notify_socket(tmp_path / "notify.sock") as notify:
             environment = {
-                **dev_stack.agent_environment(),
-                "TELEHEALTH_USER_ID": "kiosk-idle",
+                **dev_stack.agent_environment("kiosk-idle"),
                 "TELEHEALTH_CLINIC_URL": clinic_url,
                 "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
             }

@@ -313,6 +313,7 @@ def examples(doc: Doc) -> list[Example]:
 CLINIC_REQUESTS: dict[str, type[BaseModel]] = {
     "token": clinic_models.TokenRequest,
     "invite": clinic_models.InviteRequest,
+    "assign": clinic_models.AssignRequest,
     "revoke-access": clinic_models.RevokeAccessRequest,
     "turn-credentials": clinic_models.TurnCredentialsRequest,
 }
@@ -320,6 +321,8 @@ CLINIC_ANSWERS: dict[str, type[BaseModel]] = {
     "token": clinic_client.TokenGrant,
     "revoke-access": clinic_client.Revocation,
     "turn-credentials": clinic_client.TurnCredentials,
+    "assign": clinic_client.Assignment,
+    "audit-events": clinic_client.SinkAcknowledgement,
 }
 
 

@@ -3,27 +3,33 @@
 FOR DEVELOPMENT AND TESTS ONLY. Endpoints (all need ``Authorization: Bearer <device credential>``).
 
 Each device credential is bound to a ``DeviceIdentity``: a provider's or a nurse's cart acts only
-as its one user in its role; a patient check-in kiosk acts as any patient, and only as a patient.
-The caller is whoever the credential says, never what the request claims. An unknown credential
-gets 401; a credential that may not do what is asked gets 403 naming the field and the reason.
+as its one user in its role; a patient check-in kiosk's credential is bound to the kiosk's device ID
+and acts for patients (user IDs the clinic knows neither as staff nor as a device) and for that
+device ID. The caller is whoever the credential says, never what the request claims. An unknown
+credential gets 401; a credential that may not do what is asked gets 403 naming the field and the
+reason.
 
 - ``POST /api/telemedicine/token`` ``{userId, role, appointmentId?, consultationChannel?, providerId?,
   departmentId?}`` -> ``{token, ttlMinutes, channelConfig}`` with the permissions of PROTOCOL.md's
   "Token permissions by role" (``devstack.grants``). ``role`` must be the credential's role and
-  ``userId`` its user (any patient for a kiosk).
+  ``userId`` its user (a patient for a kiosk).
 
-  - patient: ``providerId`` or ``consultationChannel``; refused 403 ``consent: missing | not
-    granted | expired`` unless the clinic's consent record is granted and unexpired, and 403
-    ``userId`` for a provider's or nurse's ID (a kiosk acts for patients only).
+  - patient: ``providerId`` or ``consultationChannel``, whose provider must be a provider of the
+    directory (403 naming that field otherwise); 403 ``userId`` for a staff member's or a device's
+    ID (the kiosk's own included); refused 403 ``consent: missing | not granted | expired`` unless
+    the clinic's consent record is granted and unexpired. Each kiosk's credential mints at most
+    ``patient_token_limit``; beyond it 429 ``rateLimit`` with ``Retry-After`` (whole seconds).
   - provider or nurse: ``departmentId``, which must be its own in the clinic's directory. Without
     ``consultationChannel``: the standing token. With one: a provider's own consultation gives
     the standing token naming it; another provider's needs a standing invitation (403
     ``consultationChannel`` otherwise) and adds that consultation; a nurse's must be one of a
-    provider in its department and adds that consultation and the provider's waiting room.
+    provider in its department assigned to that nurse (403 ``consultationChannel`` otherwise) and
+    adds that consultation and the provider's waiting room.
 - ``POST /api/telemedicine/turn-credentials`` ``{userId}`` -> ``{urls, username, credential, ttlSeconds}``;
-  ``userId`` must be one the credential may act for.
+  ``userId`` must be one the credential may act for (a kiosk: a patient or its own device ID).
 - ``POST /api/telemedicine/revoke-access`` ``{userId, consultationChannel}`` -> 200 ``{revoked: N}``,
-  the number of tokens revoked; ``userId``'s invitation to the consultation, if any, ends too.
+  the number of tokens revoked; ``userId``'s invitation or assignment to the consultation, if any,
+  ends too. The clinic keeps no consultation state: it works the same after the consultation ended.
   The credential must be the consultation's provider's (the provider ID in the channel name).
   An ``X-User-Id`` header, if sent, must name that same provider (it identifies no one by itself).
 - ``POST /api/telemedicine/invite`` ``{consultationChannel, invitedProviderId, role}`` (``role``
@@ -31,14 +37,16 @@ gets 401; a credential that may not do what is asked gets 403 naming the field a
   invitedProviderId, role, invitedBy}``. The credential must be the consultation's provider's
   (``X-User-Id``, if sent, must name it); ``invitedProviderId`` a provider in the directory, not
   the consultation's own. Inviting again replaces the role.
+- ``POST /api/telemedicine/assign`` ``{consultationChannel, nurseId}`` -> 201 ``{consultationChannel,
+  nurseId, assignedBy}``. The credential must be the consultation's provider's (``X-User-Id``, if
+  sent, must name it); ``nurseId`` a nurse of the directory (400 otherwise) in that provider's
+  department (403 otherwise).
 - ``POST /api/telemedicine/consent`` ``{patientId, granted, expiresAt}`` (``expiresAt`` ISO-8601 UTC
   or null) -> 200 ``{patientId, consent}``; writes App Context ``custom.consent_telehealth`` and the
-  clinic's own record. Only the patient kiosk's credential may, and not for a staff member's ID.
+  clinic's own record. Only a patient kiosk's credential may, and only for a patient's ID.
 - ``GET /api/on-call/{departmentId}`` -> ``{providers: [{id}]}`` (empty for an unknown department).
-- ``POST /api/audit-events`` one audit event -> 201 ``{id, stored}`` (``stored`` false for a repeat id).
-  Its ``actor`` must be the credential's own identity (role and user; any patient for a kiosk),
-  and its ``organizationId`` the clinic's own (403 naming the field otherwise).
-- ``GET /api/audit-events`` -> ``{events: [...]}`` in the order first received; auditors only.
+- ``POST /api/audit-events``, ``GET /api/audit-events/head?deviceId=`` and the auditors'
+  ``GET /api/audit-events``: see ``audit_sink``.
 
 Every answer carries CORS headers and an ``OPTIONS`` preflight is answered without a credential,
 as the relay does, so a provider page on another origin can fetch its token and TURN credentials.
@@ -50,11 +58,14 @@ configured with the same ID (``TELEHEALTH_ORGANIZATION_ID``).
 ``token_ttl_minutes``: a TTL per role instead of the grant rules' (tests use PubNub's minimum,
 1 minute, to watch tokens being refreshed); roles not named keep theirs.
 
-``clock`` (seconds since the epoch): the time grant requests are signed with and issued tokens
-expire by; tests give it the relay's manual clock.
+``clock`` (seconds since the epoch): the time grant requests are signed with, issued tokens
+expire by and the patient token limit refills by; tests give it the relay's manual clock.
 
-``state_dir``: the issued-token ledger, invitations and consent (``clinic.sqlite3``) and the audit
-sink (``audit.sqlite3``) live there, so a restart on the same directory revokes what was issued
+``patient_token_limit``: how many patient tokens each kiosk's credential may mint (a minute's rate
+and a burst); tests and benchmarks that check in many patients at once raise it.
+
+``state_dir``: the issued-token ledger, invitations, assignments and consent (``clinic.sqlite3``)
+and the audit sink (``audit.sqlite3``) live there, so a restart on the same directory revokes what was issued
 before it. None keeps everything in memory.
 
 Bad input gets 400 naming the field; a PubNub failure gets 502. Nothing logged holds a token,
@@ -80,7 +91,8 @@ from telehealth_client.protocol.channels import ConsultationChannels, InvalidIdE
 from ..grants import ROLES, GrantRequestError, RoleGrant, build_grant, parse_consultation
 from ..http_guard import GuardedAppRunner
 from ..turn import turn_rest_credentials
-from .audit_store import AuditStore
+from .assignments import ASSIGNMENT_SCHEMA, Assignment, AssignmentStore
+from .audit_sink import AuditSink
 from .consent_store import CONSENT_SCHEMA, ConsentStore, consent_refusal
 from .directory import Directory, StaffMember
 from .http import (
@@ -89,15 +101,14 @@ from .http import (
     cors_middleware,
     device_auth_middleware,
     device_identity,
+    error_response,
     parse_body,
-    read_object,
-    validate,
 )
-from .identity import DeviceIdentity, NotAllowed
+from .identity import DeviceIdentity, KnownIds, NotAllowed
 from .invitations import INVITATION_SCHEMA, Invitation, InvitationStore
 from .ledger import LEDGER_SCHEMA, TokenLedger
 from .models import (
-    AuditEvent,
+    AssignRequest,
     ConsentRequest,
     InviteRequest,
     RevokeAccessRequest,
@@ -105,6 +116,7 @@ from .models import (
     TurnCredentialsRequest,
 )
 from .pubnub_admin import PubNubAdmin, UpstreamError
+from .rate_limit import DEFAULT_PATIENT_TOKEN_LIMIT, RateLimit, RateLimited, RateLimiter
 from .sqlite_worker import SqliteWorker
 
 logger = logging.getLogger(__name__)
@@ -173,6 +185,7 @@ class Clinic:
         token_ttl_minutes: Mapping[str, int] | None = None,
         clock: Callable[[], float] = time.time,
         organization_id: str = DEFAULT_ORGANIZATION,
+        patient_token_limit: RateLimit = DEFAULT_PATIENT_TOKEN_LIMIT,
     ) -> None:
         if not device_credentials:
             raise ValueError("device_credentials must hold at least one credential")
@@ -204,15 +217,21 @@ class Clinic:
             clock=clock,
         )
         self._state_dir = state_dir
-        self._audit = AuditStore(None if state_dir is None else state_dir / "audit.sqlite3")
+        self._known = KnownIds.of(self._directory.user_ids(), self._device_credentials.values())
+        self._audit = AuditSink(
+            None if state_dir is None else state_dir / "audit.sqlite3", self._organization_id, self._known
+        )
         self._records = SqliteWorker(
             None if state_dir is None else state_dir / "clinic.sqlite3",
-            LEDGER_SCHEMA + CONSENT_SCHEMA + INVITATION_SCHEMA,
+            LEDGER_SCHEMA + CONSENT_SCHEMA + INVITATION_SCHEMA + ASSIGNMENT_SCHEMA,
             "clinic",
         )
         self.ledger = TokenLedger(self._records, clock)
         self._consents = ConsentStore(self._records)
         self._invitations = InvitationStore(self._records)
+        self._assignments = AssignmentStore(self._records)
+        self._patient_token_limit = patient_token_limit
+        self._patient_tokens = RateLimiter(patient_token_limit, clock)
         self._clock = clock
         # Granting and revoking take turns: a token granted while a revoke runs would escape it.
         self._grants_lock = asyncio.Lock()
@@ -285,7 +304,7 @@ class Clinic:
 
     async def audit_events(self) -> list[dict[str, Any]]:
         """Every audit event the sink stored, oldest first, as received."""
-        return await self._audit.events()
+        return await self._audit.store.events()
 
     async def consent(self, patient_id: str) -> dict[str, Any] | None:
         """The clinic's own consent record of ``patient_id`` (None if never recorded)."""
@@ -294,6 +313,10 @@ class Clinic:
     async def invitation_stands(self, consultation_channel: str, provider_id: str) -> bool:
         """True while ``provider_id``'s invitation to the consultation stands."""
         return await self._invitations.get(consultation_channel, provider_id) is not None
+
+    async def assignment_stands(self, consultation_channel: str, nurse_id: str) -> bool:
+        """True while ``nurse_id`` is assigned to the consultation."""
+        return await self._assignments.get(consultation_channel, nurse_id) is not None
 
     def set_on_call(self, department_id: str, provider_ids: Sequence[str]) -> None:
         self._on_call.update(_roster({department_id: provider_ids}))
@@ -311,17 +334,23 @@ class Clinic:
                 web.post("/api/telemedicine/turn-credentials", self._turn_credentials),
                 web.post("/api/telemedicine/revoke-access", self._revoke_access),
                 web.post("/api/telemedicine/invite", self._invite),
+                web.post("/api/telemedicine/assign", self._assign),
                 web.post("/api/telemedicine/consent", self._consent),
                 web.get("/api/on-call/{departmentId}", self._on_call_roster),
-                web.post("/api/audit-events", self._add_audit_event),
-                web.get("/api/audit-events", self._list_audit_events),
+                *self._audit.routes(),
             ]
         )
         return app
 
     async def _token(self, request: web.Request) -> web.Response:
         body = await parse_body(request, TokenRequest)
-        device_identity(request).check_token_request(body.userId, body.role)
+        caller = device_identity(request)
+        caller.check_token_request(body.userId, body.role, self._known)
+        if caller.is_patient_kiosk:
+            try:
+                self._patient_tokens.take(caller.user_id)
+            except RateLimited as exc:
+                return self._too_many_patient_tokens(exc.retry_after)
         try:
             grant = build_grant(
                 user_id=body.userId,
@@ -335,8 +364,9 @@ class Clinic:
             raise FieldError(exc.field, exc.reason) from None
         if grant.role in self._token_ttls:
             grant = dataclasses.replace(grant, ttl_minutes=self._token_ttls[grant.role])
+        provider_field = "providerId" if body.providerId is not None else "consultationChannel"
         async with self._grants_lock:
-            await self._check_may_have(grant, body.departmentId)
+            await self._check_may_have(grant, body.departmentId, provider_field)
             token = await self._upstream(self._admin.grant(grant))
             await self.ledger.record(
                 token, grant.authorized_uuid, grant.role, grant.consultation_channel, grant.ttl_minutes
@@ -351,10 +381,26 @@ class Clinic:
             {"token": token, "ttlMinutes": grant.ttl_minutes, "channelConfig": grant.channel_config}
         )
 
-    async def _check_may_have(self, grant: RoleGrant, department_id: str | None) -> None:
-        """NotAllowed unless the caller may have ``grant``: consent, department, invitation."""
+    def _too_many_patient_tokens(self, retry_after: int) -> web.Response:
+        limit = self._patient_token_limit
+        logger.warning("clinic_patient_tokens_rate_limited retry_after=%d", retry_after)
+        reason = (
+            f"this kiosk's credential asked for more than {limit.per_minute:g} patient tokens a minute"
+            f" (at most {limit.burst} at once); retry after {retry_after} s"
+        )
+        return error_response(429, [("rateLimit", reason)], headers={"Retry-After": str(retry_after)})
+
+    async def _check_may_have(self, grant: RoleGrant, department_id: str | None, provider_field: str) -> None:
+        """NotAllowed unless the caller may have ``grant``: provider, consent, department, invitation,
+        assignment. ``provider_field``: the request field a patient token's provider came from."""
         if grant.role == "patient":
-            self._check_not_staff(grant.authorized_uuid, "userId")
+            if grant.consultation_channel is None:  # a patient token always names its consultation
+                raise FieldError("consultationChannel", "is required for role patient")
+            provider_id = ConsultationChannels.parse(grant.consultation_channel).provider_id
+            if not self._directory.is_provider(provider_id):
+                # Not another patient, not a nurse: the token writes that user's notification
+                # channel and waiting room, which only a provider's patients may.
+                raise NotAllowed(provider_field, "is not a provider in the clinic's directory")
             now = datetime.fromtimestamp(self._clock(), UTC)
             refusal = consent_refusal(await self._consents.get(grant.authorized_uuid), now)
             if refusal is not None:
@@ -377,16 +423,25 @@ class Clinic:
             raise NotAllowed(
                 "consultationChannel", "has no standing invitation for this provider from its provider"
             )
+        if (
+            grant.role == "nurse"
+            and consultation is not None
+            and await self._assignments.get(consultation.main, grant.authorized_uuid) is None
+        ):
+            raise NotAllowed(
+                "consultationChannel", "is not assigned to this nurse by its provider (or no longer)"
+            )
 
-    def _check_not_staff(self, user_id: str, field: str) -> None:
-        """A kiosk acts for any patient, never as a provider or nurse: a patient token under a staff
+    def _check_is_patient(self, user_id: str, field: str) -> None:
+        """A kiosk acts for patients, never as staff or a device: a patient token under a staff
         member's ID would read that member's notifications and publish as them."""
-        if self._directory.member(user_id) is not None:
-            raise NotAllowed(field, "is a staff member's user ID, not a patient's")
+        reason = self._known.why_not_a_patient(user_id)
+        if reason is not None:
+            raise NotAllowed(field, reason)
 
     async def _turn_credentials(self, request: web.Request) -> web.Response:
         body = await parse_body(request, TurnCredentialsRequest)
-        device_identity(request).check_acts_for(body.userId)
+        device_identity(request).check_acts_for(body.userId, self._known)
         username, credential = turn_rest_credentials(self._turn_secret, body.userId, self._turn_ttl)
         return web.json_response(
             {
@@ -401,13 +456,16 @@ class Clinic:
         body = await parse_body(request, RevokeAccessRequest)
         consultation = self._consultation_of_caller(request, body.consultationChannel, "revoke access")
         async with self._grants_lock:
-            # The invitation ends first: no new token can be issued while the old ones go.
+            # The invitation or assignment ends first: no new token can be issued while the old
+            # ones go. Nothing here depends on the consultation still running: the provider
+            # revokes everyone as it ends the consultation, or after.
             ended = await self._invitations.remove(consultation.main, body.userId)
+            ended = await self._assignments.remove(consultation.main, body.userId) or ended
             tokens = self.ledger.live_tokens(body.userId, consultation.main)
             for entry in tokens:
                 await self._upstream(self._admin.revoke(entry.token))
                 await self.ledger.forget([entry])
-        logger.info("clinic_access_revoked tokens=%d invitation_ended=%s", len(tokens), ended)
+        logger.info("clinic_access_revoked tokens=%d access_ended=%s", len(tokens), ended)
         return web.json_response({"revoked": len(tokens)})
 
     async def _invite(self, request: web.Request) -> web.Response:
@@ -432,6 +490,27 @@ class Clinic:
             status=201,
         )
 
+    async def _assign(self, request: web.Request) -> web.Response:
+        body = await parse_body(request, AssignRequest)
+        consultation = self._consultation_of_caller(request, body.consultationChannel, "assign a nurse")
+        nurse = self._directory.member(body.nurseId)
+        if nurse is None or nurse.role != "nurse":
+            raise FieldError("nurseId", "is not a nurse in the clinic's directory")
+        provider = self._directory.member(consultation.provider_id)
+        if provider is None or nurse.department_id != provider.department_id:
+            raise NotAllowed("nurseId", "is not a nurse of this consultation's provider's department")
+        assignment = Assignment(consultation.main, body.nurseId, consultation.provider_id)
+        await self._assignments.save(assignment)
+        logger.info("clinic_nurse_assigned")
+        return web.json_response(
+            {
+                "consultationChannel": assignment.consultation_channel,
+                "nurseId": assignment.nurse_id,
+                "assignedBy": assignment.assigned_by,
+            },
+            status=201,
+        )
+
     @staticmethod
     def _consultation_of_caller(request: web.Request, channel: str, doing: str) -> ConsultationChannels:
         """The consultation ``channel`` names, if the caller's credential is its provider's (else 403)."""
@@ -449,7 +528,7 @@ class Clinic:
     async def _consent(self, request: web.Request) -> web.Response:
         device_identity(request).check_records_consent()
         body = await parse_body(request, ConsentRequest)
-        self._check_not_staff(body.patientId, "patientId")
+        self._check_is_patient(body.patientId, "patientId")
         # Two copies, written here only (a patient token has ``get`` on its App Context user, not
         # ``update``): App Context, which the agent reads, then the clinic's own record, which the
         # token server reads. If the second write fails, App Context holds the newer answer: a
@@ -466,25 +545,6 @@ class Clinic:
             raise FieldError(exc.field, exc.reason) from None
         providers = self._on_call.get(department, [])
         return web.json_response({"providers": [{"id": provider} for provider in providers]})
-
-    async def _add_audit_event(self, request: web.Request) -> web.Response:
-        raw = await read_object(request)
-        event = validate(AuditEvent, raw)
-        device_identity(request).check_audit_actor(event.actor.userId, event.actor.role)
-        if event.organizationId != self._organization_id:
-            # The sink is this organization's audit trail: another's events do not belong in it.
-            raise NotAllowed(
-                "organizationId", f"must be this clinic's organization ({self._organization_id})"
-            )
-        # Stored as received (unknown fields included) but with the id in canonical form,
-        # so one event in two spellings is still stored once.
-        raw["id"] = event.id
-        stored = await self._audit.append(event.id, raw)
-        return web.json_response({"id": event.id, "stored": stored}, status=201)
-
-    async def _list_audit_events(self, request: web.Request) -> web.Response:
-        device_identity(request).check_reads_audit()
-        return web.json_response({"events": await self._audit.events()})
 
     @staticmethod
     async def _upstream(operation: Awaitable[T]) -> T:

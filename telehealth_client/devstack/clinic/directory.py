@@ -42,6 +42,9 @@ class Directory:
                 raise TypeError("each directory entry must be a StaffMember")
         self._members = dict(members)
 
+    def user_ids(self) -> frozenset[str]:
+        return frozenset(self._members)
+
     def member(self, user_id: str) -> StaffMember | None:
         return self._members.get(user_id)
 

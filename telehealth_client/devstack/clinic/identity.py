@@ -1,14 +1,16 @@
 """Who is calling the clinic: each device credential is bound to one identity.
 
-A provider's or a nurse's cart holds a credential for that one user in that one role. A
-patient check-in kiosk serves many patients, so its credential is the ``patient`` role with
-no user ID: it may act for any patient, and only as a patient. An auditor's credential reads
-the audit sink and does nothing else. Everything a caller may do is decided from its
-credential's identity, never from what the request claims.
+A provider's or a nurse's cart holds a credential for that one user in that one role. A patient
+check-in kiosk's credential is the ``patient`` role bound to the kiosk's own device ID: it acts
+for patients (any user ID the clinic does not know as staff or as a device) and for its own
+device, which preflight and idle device checks use. An auditor's credential reads the audit sink
+and does nothing else. Everything a caller may do is decided from its credential's identity,
+never from what the request claims.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,31 +32,54 @@ class NotAllowed(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class DeviceIdentity:
-    """The identity a device credential is bound to.
+class KnownIds:
+    """The user IDs the clinic knows as someone other than a patient: its staff and its devices.
 
-    ``user_id`` None means "any user of ``role``", which only a patient kiosk may be.
+    A kiosk may act for any other user ID: a patient's is not known in advance.
+    """
+
+    staff: frozenset[str]
+    devices: frozenset[str]
+
+    @classmethod
+    def of(cls, staff: Iterable[str], identities: Iterable[DeviceIdentity]) -> KnownIds:
+        return cls(frozenset(staff), frozenset(identity.user_id for identity in identities))
+
+    def why_not_a_patient(self, user_id: str) -> str | None:
+        """Why ``user_id`` is not a patient's, or None if it may be one."""
+        if user_id in self.staff:
+            return "is a staff member's user ID, not a patient's"
+        if user_id in self.devices:
+            return "is a device's ID, not a patient's"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceIdentity:
+    """The identity a device credential is bound to: ``role`` and one ``user_id``.
+
+    For a patient kiosk (role ``patient``) ``user_id`` is the kiosk's own device ID; for a
+    provider or nurse its user; for an auditor the auditor's.
     """
 
     role: DeviceRole
-    user_id: str | None = None
+    user_id: str
 
     def __post_init__(self) -> None:
         if self.role not in DEVICE_ROLES:
             raise ValueError(f"role must be one of {', '.join(DEVICE_ROLES)}")
-        if self.user_id is None:
-            if self.role != "patient":
-                raise ValueError(f"a {self.role} device credential must be bound to one user ID")
-            return
+        if self.user_id is None:  # typed str, but called from untyped code too
+            bound_to = "its device ID" if self.role == "patient" else "one user ID"
+            raise ValueError(f"a {self.role} device credential must be bound to {bound_to}")
         try:
             validate_id(self.user_id, "user_id")
         except InvalidIdError as exc:
             raise ValueError(f"user_id {exc.reason}") from None
 
     @classmethod
-    def patient_kiosk(cls) -> DeviceIdentity:
-        """A check-in kiosk: patient tokens for any patient."""
-        return cls("patient")
+    def patient_kiosk(cls, device_id: str) -> DeviceIdentity:
+        """A check-in kiosk with device ID ``device_id``: patient tokens, its own device checks."""
+        return cls("patient", device_id)
 
     @classmethod
     def auditor(cls, user_id: str) -> DeviceIdentity:
@@ -63,29 +88,56 @@ class DeviceIdentity:
 
     @property
     def is_patient_kiosk(self) -> bool:
-        return self.role == "patient" and self.user_id is None
+        return self.role == "patient"
 
-    def acts_for(self, user_id: str) -> bool:
-        """True if this device may act as ``user_id`` (in its own role)."""
-        return self.user_id is None or self.user_id == user_id
+    @property
+    def device_id(self) -> str | None:
+        """The device ID its audit events are recorded under: a cart's user, a kiosk's own ID.
+        None for an auditor, which records nothing."""
+        return None if self.role == "auditor" else self.user_id
 
     def _check_not_auditor(self) -> None:
         if self.role == "auditor":
             raise NotAllowed("Authorization", "an auditor's device credential may only read the audit sink")
 
-    def check_token_request(self, user_id: str, role: Role) -> None:
-        """NotAllowed unless this device may mint a ``role`` token for ``user_id``."""
+    def check_token_request(self, user_id: str, role: Role, known: KnownIds) -> None:
+        """NotAllowed unless this device may mint a ``role`` token for ``user_id``.
+
+        A kiosk: patient tokens for patients only (not for staff, not for any device, its own
+        included: an idle kiosk holds no token). A cart: its own user's only.
+        """
         self._check_not_auditor()
         if role != self.role:
             raise NotAllowed("role", f"this device credential may only request {self.role} tokens")
-        if not self.acts_for(user_id):
+        if self.is_patient_kiosk:
+            reason = known.why_not_a_patient(user_id)
+            if reason is not None:
+                raise NotAllowed("userId", reason)
+        elif user_id != self.user_id:
             raise NotAllowed("userId", "this device credential may only act for its own user")
 
-    def check_acts_for(self, user_id: str, field: str = "userId") -> None:
-        """NotAllowed unless this device may act for ``user_id``."""
+    def check_acts_for(self, user_id: str, known: KnownIds, field: str = "userId") -> None:
+        """NotAllowed unless this device may act for ``user_id``: a cart for its own user, a kiosk
+        for a patient or its own device ID."""
         self._check_not_auditor()
-        if not self.acts_for(user_id):
+        if user_id == self.user_id:
+            return
+        if not self.is_patient_kiosk:
             raise NotAllowed(field, "this device credential may only act for its own user")
+        reason = known.why_not_a_patient(user_id)
+        if reason is not None:
+            raise NotAllowed(field, f"{reason} (a kiosk acts only for patients and its own device ID)")
+
+    def check_device_id(self, device_id: str) -> None:
+        """NotAllowed unless ``device_id`` is this credential's own device ID (an audit event's)."""
+        self._check_not_auditor()
+        if device_id != self.device_id:
+            raise NotAllowed("deviceId", "must be this device credential's own device ID")
+
+    def check_reads_head(self, device_id: str) -> None:
+        """NotAllowed unless this is ``device_id``'s own credential or an auditor's."""
+        if self.role != "auditor" and device_id != self.device_id:
+            raise NotAllowed("deviceId", "only the device's own credential or an auditor's may read its head")
 
     def check_provider_of(self, provider_id: str, doing: str = "revoke access") -> None:
         """NotAllowed unless this is the device of the provider ``provider_id``."""
@@ -97,17 +149,16 @@ class DeviceIdentity:
             )
 
     def check_records_consent(self) -> None:
-        """NotAllowed unless this device may record a patient's consent: the check-in kiosk only."""
+        """NotAllowed unless this device may record a patient's consent: a check-in kiosk only."""
         if not self.is_patient_kiosk:
             raise NotAllowed("Authorization", "only the patient kiosk's device credential may record consent")
 
-    def check_audit_actor(self, user_id: str, role: str) -> None:
-        """NotAllowed unless an audit event's ``actor`` is this device's own identity."""
+    def check_audit_actor(self, user_id: str, role: str, known: KnownIds) -> None:
+        """NotAllowed unless an audit event's ``actor`` is one this device acts for, in its role."""
         self._check_not_auditor()
         if role != self.role:
             raise NotAllowed("actor.role", f"must be this device credential's role ({self.role})")
-        if not self.acts_for(user_id):
-            raise NotAllowed("actor.userId", "must be this device credential's own user")
+        self.check_acts_for(user_id, known, "actor.userId")
 
     def check_reads_audit(self) -> None:
         """NotAllowed unless this is an auditor's device."""

@@ -92,6 +92,13 @@ class RevokeAccessRequest(Body):
     consultationChannel: Annotated[str, Field(strict=True)]
 
 
+class AssignRequest(Body):
+    """``POST /api/telemedicine/assign``: the consultation's provider assigns a nurse to it."""
+
+    consultationChannel: Annotated[str, Field(strict=True)]
+    nurseId: Id
+
+
 class InviteRequest(Body):
     """``POST /api/telemedicine/invite``: the consultation's provider invites another provider."""
 
@@ -133,3 +140,7 @@ class AuditEvent(Body):
     action: ShortText
     outcome: Literal["success", "failure"]
     metadata: dict[str, Any]
+    # The recording device and its gapless counter (from 1). Optional for now: agents that do
+    # not send them yet are still heard; without deviceId the event is the credential's device's.
+    deviceId: Id | None = None
+    sequence: Annotated[int, Field(strict=True, ge=1, le=2**62)] | None = None

@@ -95,7 +95,7 @@ class Trails:
     def clinic(self, url: str | None = None, user_id: str | None = None) -> CountingClinic:
         assert self.stack.clinic is not None
         credential = (
-            self.stack.keys.kiosk_credential if user_id is None else self.stack.users[user_id].credential
+            self.stack.kiosk_credential() if user_id is None else self.stack.users[user_id].credential
         )
         client = CountingClinic(url or self.stack.clinic.url, credential, timeout_seconds=5.0)
         self._closers.append(client.aclose)

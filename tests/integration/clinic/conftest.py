@@ -9,15 +9,22 @@ from typing import Any
 
 import aiohttp
 import pytest
+from pubnub.pubnub_asyncio import PubNubAsyncio
 
 from telehealth_client.devstack.clinic import CALLER_HEADER, Clinic, DeviceIdentity, StaffMember
 from telehealth_client.devstack.relay import Relay
+from telehealth_client.devstack.relay.client import sdk_client
 from telehealth_client.devstack.turn import TurnServer
 
 PUBLISH_KEY = "pub-c-clinic-test"
 SUBSCRIBE_KEY = "sub-c-clinic-test"
 SECRET_KEY = "sec-c-clinic-test"
-KIOSK_CREDENTIAL = "kiosk-device-credential-for-tests"  # patient tokens for any patient
+# Each check-in kiosk's credential is bound to its device ID: patient tokens for patients, and TURN
+# credentials and audit events for patients and that device.
+KIOSK_ID = "kiosk-1"
+KIOSK_CREDENTIAL = "kiosk-device-credential-for-tests"
+OTHER_KIOSK_ID = "kiosk-2"
+OTHER_KIOSK_CREDENTIAL = "kiosk-2-device-credential-for-tests"
 # Each provider's and nurse's cart: tokens for that one user in that one role.
 CART_CREDENTIALS = {
     "dr-lee": "dr-lee-cart-credential-for-tests",
@@ -26,7 +33,8 @@ CART_CREDENTIALS = {
 }
 AUDITOR_CREDENTIAL = "auditor-credential-for-tests"  # reads the audit sink, nothing else
 DEVICE_CREDENTIALS = {
-    KIOSK_CREDENTIAL: DeviceIdentity("patient"),
+    KIOSK_CREDENTIAL: DeviceIdentity.patient_kiosk(KIOSK_ID),
+    OTHER_KIOSK_CREDENTIAL: DeviceIdentity.patient_kiosk(OTHER_KIOSK_ID),
     AUDITOR_CREDENTIAL: DeviceIdentity("auditor", "auditor-1"),
     CART_CREDENTIALS["dr-lee"]: DeviceIdentity("provider", "dr-lee"),
     CART_CREDENTIALS["dr-okafor"]: DeviceIdentity("provider", "dr-okafor"),
@@ -48,6 +56,7 @@ ORGANIZATION = "org-test"
 UNREACHABLE_ORIGIN = "127.0.0.1:9"
 
 ClinicFactory = Callable[..., Awaitable[Clinic]]
+ClientFactory = Callable[..., PubNubAsyncio]
 
 
 @pytest.fixture
@@ -93,6 +102,41 @@ async def make_clinic(tmp_path: Path) -> AsyncIterator[ClinicFactory]:
 
 
 @pytest.fixture
+async def enforcing_relay(clinic_relay: Relay) -> AsyncIterator[Relay]:
+    """``clinic_relay`` with Access Manager enforced: a token's power is what the test sees."""
+    clinic_relay.enforce_access = True
+    yield clinic_relay
+    clinic_relay.enforce_access = False
+
+
+@pytest.fixture
+async def make_client(clinic_relay: Relay) -> AsyncIterator[ClientFactory]:
+    """Real PubNub SDK clients on the relay (no subscribe loop); all stopped afterwards."""
+    clients: list[PubNubAsyncio] = []
+
+    def make(user_id: str, **options: Any) -> PubNubAsyncio:
+        client = sdk_client(clinic_relay, user_id=user_id, enable_subscribe=False, **options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.stop()
+
+
+async def publish(client: PubNubAsyncio, channel: str) -> int:
+    """The status of publishing a probe on ``channel`` (200, or the refusal's)."""
+    envelope = await client.publish().channel(channel).message({"type": "probe"}).future()
+    return int(envelope.status.status_code) if envelope.status.is_error() else 200
+
+
+async def read_history(client: PubNubAsyncio, channel: str) -> int:
+    """The status of reading ``channel``'s history (200, or the refusal's)."""
+    envelope = await client.fetch_messages().channels([channel]).future()
+    return int(envelope.status.status_code) if envelope.status.is_error() else 200
+
+
+@pytest.fixture
 async def clinic(make_clinic: ClinicFactory, clinic_relay: Relay) -> Clinic:
     """The clinic stand-in minting tokens on a running relay."""
     return await make_clinic(relay_origin=clinic_relay.origin)
@@ -110,6 +154,7 @@ class ClinicApi:
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
         self.base_url = ""
+        self.last_headers: dict[str, str] = {}  # the headers of the last answer
 
     def at(self, clinic: Clinic) -> ClinicApi:
         self.base_url = clinic.url
@@ -137,6 +182,7 @@ class ClinicApi:
         elif body is not None:
             kwargs["json"] = body
         async with self._session.request(method, self.base_url + path, **kwargs) as response:
+            self.last_headers = dict(response.headers)
             text = await response.text()
             return response.status, (await response.json() if text else None)
 

@@ -15,7 +15,10 @@ from .conftest import (
     AUDITOR_CREDENTIAL,
     CART_CREDENTIALS,
     KIOSK_CREDENTIAL,
+    KIOSK_ID,
     ORGANIZATION,
+    OTHER_KIOSK_CREDENTIAL,
+    OTHER_KIOSK_ID,
     ClinicApi,
     ClinicFactory,
 )
@@ -47,12 +50,13 @@ def audit_event(**overrides: Any) -> dict[str, Any]:
 async def test_an_event_is_stored_once_per_id(offline_clinic: Clinic, http: ClinicApi) -> None:
     api = http.at(offline_clinic)
     first, second = audit_event(), audit_event(eventType="CONSULTATION_SESSION_END")
-    assert await api.post("/api/audit-events", first) == (201, {"id": first["id"], "stored": True})
-    assert await api.post("/api/audit-events", first) == (201, {"id": first["id"], "stored": False})
+    head = {"deviceId": KIOSK_ID, "highestSequence": 0}  # these events carry no sequence
+    assert await api.post("/api/audit-events", first) == (201, {"id": first["id"], "stored": True, **head})
+    assert await api.post("/api/audit-events", first) == (201, {"id": first["id"], "stored": False, **head})
     # The same id spelt in upper case is the same event.
     assert await api.post("/api/audit-events", {**first, "id": first["id"].upper()}) == (
         201,
-        {"id": first["id"], "stored": False},
+        {"id": first["id"], "stored": False, **head},
     )
     assert (await api.post("/api/audit-events", second))[0] == 201
     assert await offline_clinic.audit_events() == [first, second]
@@ -86,7 +90,7 @@ async def test_events_survive_a_clinic_restart(
     assert await second.audit_events() == [event]
     assert await http.at(second).post("/api/audit-events", event) == (
         201,
-        {"id": event["id"], "stored": False},
+        {"id": event["id"], "stored": False, "deviceId": KIOSK_ID, "highestSequence": 0},
     )
     assert await second.audit_events() == [event]
 
@@ -242,3 +246,154 @@ async def test_an_event_for_another_organization_gets_403_naming_it_and_is_not_s
     assert (status, answer["field"]) == (403, "organizationId")
     assert ORGANIZATION in answer["reason"]
     assert await offline_clinic.audit_events() == []
+
+
+# -- deviceId, sequence and the sink's acknowledgement (PROTOCOL.md, "Audit events") ---------------
+
+
+def kiosk_sequence_event(sequence: int, **overrides: Any) -> dict[str, Any]:
+    """An event of the kiosk's own device, numbered by its gapless counter."""
+    return audit_event(**{"deviceId": KIOSK_ID, "sequence": sequence, **overrides})
+
+
+async def test_the_answer_is_the_highest_sequence_held_with_no_gap_below(
+    offline_clinic: Clinic, http: ClinicApi
+) -> None:
+    api = http.at(offline_clinic)
+
+    async def post(sequence: int) -> int:
+        status, answer = await api.post("/api/audit-events", kiosk_sequence_event(sequence))
+        assert status == 201, answer
+        assert answer["deviceId"] == KIOSK_ID
+        return int(answer["highestSequence"])
+
+    assert await post(1) == 1
+    assert await post(2) == 2
+    # 3 has not arrived: 4 and 5 are held, but the head stays below the gap.
+    assert await post(4) == 2
+    assert await post(5) == 2
+    assert await api.get(f"/api/audit-events/head?deviceId={KIOSK_ID}") == (
+        200,
+        {"deviceId": KIOSK_ID, "highestSequence": 2},
+    )
+    # The gap closes: the head moves over everything held above it.
+    assert await post(3) == 5
+    assert await post(6) == 6
+
+
+async def test_an_event_without_device_id_answers_for_the_credentials_own_device(
+    offline_clinic: Clinic, http: ClinicApi
+) -> None:
+    api = http.at(offline_clinic)
+    status, answer = await api.post("/api/audit-events", audit_event(sequence=1))
+    assert (status, answer["deviceId"], answer["highestSequence"]) == (201, KIOSK_ID, 1)
+    provider = audit_event(actor=PROVIDER_ACTOR)
+    status, answer = await api.post("/api/audit-events", provider, credential=CART_CREDENTIALS["dr-lee"])
+    assert (status, answer["deviceId"], answer["highestSequence"]) == (201, "dr-lee", 0)
+
+
+@pytest.mark.parametrize(
+    ("credential", "event"),
+    [
+        # The kiosk naming another kiosk, or a staff member's cart.
+        (KIOSK_CREDENTIAL, kiosk_sequence_event(1, deviceId=OTHER_KIOSK_ID)),
+        (KIOSK_CREDENTIAL, kiosk_sequence_event(1, deviceId="dr-lee")),
+        # A provider's cart naming a kiosk or another cart.
+        (CART_CREDENTIALS["dr-lee"], audit_event(actor=PROVIDER_ACTOR, deviceId=KIOSK_ID, sequence=1)),
+        (CART_CREDENTIALS["dr-lee"], audit_event(actor=PROVIDER_ACTOR, deviceId="dr-okafor")),
+    ],
+)
+async def test_an_event_of_another_device_gets_403_naming_device_id_and_is_not_stored(
+    offline_clinic: Clinic, http: ClinicApi, credential: str, event: dict[str, Any]
+) -> None:
+    api = http.at(offline_clinic)
+    status, answer = await api.post("/api/audit-events", event, credential=credential)
+    assert (status, answer["field"]) == (403, "deviceId")
+    assert await offline_clinic.audit_events() == []
+    # Nothing was counted for the device named either.
+    head = await api.get(
+        f"/api/audit-events/head?deviceId={event['deviceId']}", credential=AUDITOR_CREDENTIAL
+    )
+    assert head == (200, {"deviceId": event["deviceId"], "highestSequence": 0})
+
+
+async def test_a_sequence_reused_under_another_id_gets_409_and_a_repeat_is_stored_once(
+    offline_clinic: Clinic, http: ClinicApi
+) -> None:
+    api = http.at(offline_clinic)
+    first = kiosk_sequence_event(1)
+    assert (await api.post("/api/audit-events", first))[1]["highestSequence"] == 1
+    # The same event again (a retry after a lost answer): stored once, acknowledged again.
+    assert await api.post("/api/audit-events", first) == (
+        201,
+        {"id": first["id"], "stored": False, "deviceId": KIOSK_ID, "highestSequence": 1},
+    )
+    # A device rolled back re-uses number 1 for another event: refused, not merged.
+    status, answer = await api.post("/api/audit-events", kiosk_sequence_event(1))
+    assert (status, answer["field"]) == (409, "sequence")
+    assert await offline_clinic.audit_events() == [first]
+    # Another device may use the same number: each device counts for itself.
+    other = kiosk_sequence_event(1, deviceId=OTHER_KIOSK_ID)
+    status, answer = await api.post("/api/audit-events", other, credential=OTHER_KIOSK_CREDENTIAL)
+    assert (status, answer["deviceId"], answer["highestSequence"]) == (201, OTHER_KIOSK_ID, 1)
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        (kiosk_sequence_event(0), "sequence"),
+        (kiosk_sequence_event(-3), "sequence"),
+        (audit_event(deviceId=KIOSK_ID, sequence="1"), "sequence"),
+        (audit_event(deviceId=KIOSK_ID, sequence=1.5), "sequence"),
+        (audit_event(deviceId="kiosk.1", sequence=1), "deviceId"),
+    ],
+)
+async def test_a_bad_device_id_or_sequence_gets_400_naming_it(
+    offline_clinic: Clinic, http: ClinicApi, event: dict[str, Any], field: str
+) -> None:
+    status, answer = await http.at(offline_clinic).post("/api/audit-events", event)
+    assert (status, answer["field"]) == (400, field)
+    assert await offline_clinic.audit_events() == []
+
+
+async def test_the_head_is_for_the_devices_own_credential_or_an_auditor(
+    offline_clinic: Clinic, http: ClinicApi
+) -> None:
+    api = http.at(offline_clinic)
+    for sequence in (1, 2):
+        assert (await api.post("/api/audit-events", kiosk_sequence_event(sequence)))[0] == 201
+    path = f"/api/audit-events/head?deviceId={KIOSK_ID}"
+    expected = (200, {"deviceId": KIOSK_ID, "highestSequence": 2})
+    assert await api.get(path, credential=KIOSK_CREDENTIAL) == expected
+    assert await api.get(path, credential=AUDITOR_CREDENTIAL) == expected
+    for credential in (OTHER_KIOSK_CREDENTIAL, CART_CREDENTIALS["dr-lee"], CART_CREDENTIALS["nurse-1"]):
+        status, answer = await api.get(path, credential=credential)
+        assert (status, answer["field"]) == (403, "deviceId")
+        assert "highestSequence" not in answer
+    # A device nothing was heard from: 0.
+    assert await api.get("/api/audit-events/head?deviceId=dr-lee", credential=CART_CREDENTIALS["dr-lee"]) == (
+        200,
+        {"deviceId": "dr-lee", "highestSequence": 0},
+    )
+    for query, field in (("", "deviceId"), ("?deviceId=kiosk.1", "deviceId")):
+        status, answer = await api.get(f"/api/audit-events/head{query}", credential=AUDITOR_CREDENTIAL)
+        assert (status, answer["field"]) == (400, field)
+
+
+async def test_sequences_and_heads_survive_a_clinic_restart(
+    make_clinic: ClinicFactory, http: ClinicApi, tmp_path: Path
+) -> None:
+    state = tmp_path / "durable"
+    first = await make_clinic(state_dir=state)
+    for sequence in (1, 2, 4):
+        assert (await http.at(first).post("/api/audit-events", kiosk_sequence_event(sequence)))[0] == 201
+    await first.stop()
+
+    second = http.at(await make_clinic(state_dir=state))
+    assert await second.get(f"/api/audit-events/head?deviceId={KIOSK_ID}") == (
+        200,
+        {"deviceId": KIOSK_ID, "highestSequence": 2},
+    )
+    status, answer = await second.post("/api/audit-events", kiosk_sequence_event(2))
+    assert (status, answer["field"]) == (409, "sequence")
+    assert (await second.post("/api/audit-events", kiosk_sequence_event(3)))[1]["highestSequence"] == 4

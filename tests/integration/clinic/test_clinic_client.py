@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
-from telehealth_client.devstack.clinic import Clinic
-from telehealth_client.security.clinic_client import ClinicClient, ClinicError
+from telehealth_client.devstack.clinic import Clinic, RateLimit
+from telehealth_client.devstack.relay import Relay
+from telehealth_client.devstack.relay.clock import ManualClock
+from telehealth_client.security.clinic_client import ClinicClient, ClinicError, SinkAcknowledgement
 
-from .conftest import CART_CREDENTIALS, KIOSK_CREDENTIAL
+from .conftest import CART_CREDENTIALS, KIOSK_CREDENTIAL, KIOSK_ID, ORGANIZATION, ClinicFactory
 
 
 @pytest.fixture
@@ -108,3 +112,89 @@ async def test_revoke_access_returns_how_many_tokens_were_revoked(
         await kiosk_client.revoke_access("patient-1", "consultation.dr-lee.patient-1")
     assert refused.value.status == 403
     assert "refused: Authorization:" in str(refused.value)
+
+
+def sequenced_event(sequence: int, device_id: str = KIOSK_ID) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "timestamp": "2026-11-22T14:03:07.123Z",
+        "eventType": "DEVICE_CHECK_COMPLETED",
+        "severity": "info",
+        "organizationId": ORGANIZATION,
+        "actor": {"userId": KIOSK_ID, "role": "patient"},
+        "resource": {"type": "device", "id": KIOSK_ID},
+        "action": "check",
+        "outcome": "success",
+        "metadata": {},
+        "deviceId": device_id,
+        "sequence": sequence,
+    }
+
+
+async def test_the_sinks_acknowledgement_and_head_are_returned_parsed(
+    clinic: Clinic, kiosk_client: ClinicClient
+) -> None:
+    assert await kiosk_client.post_audit_event(sequenced_event(1)) == SinkAcknowledgement(
+        deviceId=KIOSK_ID, highestSequence=1
+    )
+    acknowledged = await kiosk_client.post_audit_event(sequenced_event(3))
+    assert (acknowledged.device_id, acknowledged.highest_sequence) == (KIOSK_ID, 1)
+    head = await kiosk_client.audit_head(KIOSK_ID)
+    assert (head.device_id, head.highest_sequence) == (KIOSK_ID, 1)
+
+    with pytest.raises(ClinicError) as reused:
+        await kiosk_client.post_audit_event(sequenced_event(1))
+    assert (reused.value.status, reused.value.reason.startswith("refused: sequence:")) == (409, True)
+    with pytest.raises(ClinicError) as not_its_own:
+        await kiosk_client.audit_head("dr-lee")
+    assert not_its_own.value.status == 403
+
+
+async def test_a_provider_assigns_a_nurse_who_may_then_ask_for_the_consultation(clinic: Clinic) -> None:
+    provider = ClinicClient(clinic.url, CART_CREDENTIALS["dr-lee"])
+    nurse = ClinicClient(clinic.url, CART_CREDENTIALS["nurse-1"])
+    consultation = "consultation.dr-lee.patient-1"
+    try:
+        with pytest.raises(ClinicError) as refused:
+            await nurse.request_token(
+                "nurse-1", "nurse", departmentId="cardiology", consultationChannel=consultation
+            )
+        assert refused.value.status == 403
+        assignment = await provider.assign_nurse(consultation, "nurse-1")
+        assert (assignment.consultation_channel, assignment.nurse_id, assignment.assigned_by) == (
+            consultation,
+            "nurse-1",
+            "dr-lee",
+        )
+        grant = await nurse.request_token(
+            "nurse-1", "nurse", departmentId="cardiology", consultationChannel=consultation
+        )
+        assert grant.channel_config["consultationChannel"] == consultation
+        with pytest.raises(ClinicError) as not_the_provider:
+            await nurse.assign_nurse(consultation, "nurse-1")
+        assert not_the_provider.value.status == 403
+    finally:
+        await provider.aclose()
+        await nurse.aclose()
+
+
+async def test_a_rate_limited_answer_carries_its_retry_after(
+    make_clinic: ClinicFactory, clinic_relay: Relay
+) -> None:
+    # The clinic's clock stands still: the answer's Retry-After is exactly a minute, whatever the pace.
+    limited = await make_clinic(
+        relay_origin=clinic_relay.origin,
+        patient_token_limit=RateLimit(per_minute=1, burst=1),
+        clock=ManualClock(),
+    )
+    client = ClinicClient(limited.url, KIOSK_CREDENTIAL)
+    try:
+        await client.record_consent("patient-1", True, None)
+        await client.request_token("patient-1", "patient", providerId="dr-lee")
+        with pytest.raises(ClinicError) as limited_answer:
+            await client.request_token("patient-1", "patient", providerId="dr-lee")
+    finally:
+        await client.aclose()
+    assert limited_answer.value.status == 429
+    assert limited_answer.value.retry_after == 60
+    assert not limited_answer.value.refused  # not a verdict: asking later may pass

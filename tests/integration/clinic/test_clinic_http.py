@@ -178,14 +178,23 @@ async def test_on_call_refuses_a_bad_department_id(
 
 async def test_roster_with_a_bad_id_is_refused_at_construction() -> None:
     with pytest.raises(ValueError, match="on_call"):
-        Clinic("127.0.0.1:9", "p", "s", "k", {"cred": DeviceIdentity("patient")}, "t", [], {"er": ["dr.x"]})
+        Clinic(
+            "127.0.0.1:9",
+            "p",
+            "s",
+            "k",
+            {"cred": DeviceIdentity.patient_kiosk("kiosk-1")},
+            "t",
+            [],
+            {"er": ["dr.x"]},
+        )
 
 
 @pytest.mark.parametrize(
     ("credentials", "message"),
     [
         ({}, "at least one"),
-        ({"": DeviceIdentity("patient")}, "must not be empty"),
+        ({"": DeviceIdentity.patient_kiosk("kiosk-1")}, "must not be empty"),
         # A staff credential whose user has no department (or another role) could never get a token.
         ({"c": DeviceIdentity("provider", "dr-x")}, "directory has no provider 'dr-x'"),
         ({"c": DeviceIdentity("provider", "nurse-1")}, "directory has no provider 'nurse-1'"),
@@ -208,16 +217,20 @@ async def test_device_credentials_are_checked_at_construction(
         ("provider", "dr-*", "'*'"),
         ("admin", "x", "role must be one of"),
         ("auditor", None, "bound to one user ID"),
+        # A kiosk acts for patients and for its own device ID: it must have one.
+        ("patient", None, "bound to its device ID"),
+        ("patient", "kiosk.1", "'.'"),
     ],
 )
-def test_a_device_identity_is_one_user_unless_a_patient_kiosk(
+def test_a_device_identity_is_bound_to_one_user_or_device(
     role: Any, user_id: str | None, message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
         DeviceIdentity(role, user_id)
-    assert DeviceIdentity("patient").user_id is None
-    assert DeviceIdentity("patient", "pat-1").acts_for("pat-1")
-    assert not DeviceIdentity("patient", "pat-1").acts_for("pat-2")
+    kiosk = DeviceIdentity.patient_kiosk("kiosk-1")
+    assert (kiosk.role, kiosk.user_id, kiosk.device_id) == ("patient", "kiosk-1", "kiosk-1")
+    assert DeviceIdentity("nurse", "nurse-1").device_id == "nurse-1"
+    assert DeviceIdentity.auditor("auditor-1").device_id is None
 
 
 DR_LEE_CONSULTATION = "consultation.dr-lee.pat-1"
@@ -283,9 +296,13 @@ async def test_a_device_credential_mints_only_its_own_identitys_tokens(
 async def test_a_device_credential_may_request_its_own_identitys_tokens(
     offline_clinic: Clinic, http: ClinicApi, credential: str, body: dict[str, Any], field: str
 ) -> None:
-    status, answer = await http.at(offline_clinic).post(
-        "/api/telemedicine/token", body, credential=credential
-    )
+    api = http.at(offline_clinic)
+    # A nurse's token naming a consultation needs its provider's assignment (no PubNub needed).
+    assign = {"consultationChannel": DR_LEE_CONSULTATION, "nurseId": "nurse-1"}
+    assert (await api.post("/api/telemedicine/assign", assign, credential=CART_CREDENTIALS["dr-lee"]))[
+        0
+    ] == 201
+    status, answer = await api.post("/api/telemedicine/token", body, credential=credential)
     assert (status, answer["field"]) == ({"consent": 403, "upstream": 502}[field], field)
 
 

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from telehealth_client.devstack.clinic import DeviceIdentity
-from telehealth_client.devstack.stack import DEFAULT_DEPARTMENT, DevStack, DevStackKeys
+from telehealth_client.devstack.stack import DEFAULT_DEPARTMENT, DEFAULT_KIOSK, DevStack, DevStackKeys
 from telehealth_client.security.clinic_client import ClinicClient
 
 pytestmark = pytest.mark.integration
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 def test_each_provider_and_nurse_gets_its_own_credential() -> None:
     stack = DevStack(providers=("dr-a", "dr-b"), nurses=("nurse-x",))
     credentials = stack.device_credentials()
-    assert credentials[stack.keys.kiosk_credential] == DeviceIdentity("patient")
+    assert credentials[stack.kiosk_credential()] == DeviceIdentity.patient_kiosk(DEFAULT_KIOSK)
     assert credentials[stack.keys.auditor_credential] == DeviceIdentity("auditor", "dev-auditor")
     assert {user_id: credentials[user.credential] for user_id, user in stack.users.items()} == {
         "dr-a": DeviceIdentity("provider", "dr-a"),
@@ -30,6 +30,17 @@ def test_each_provider_and_nurse_gets_its_own_credential() -> None:
     assert set(DevStack().users) == {"dr-demo"}
 
 
+def test_each_kiosk_gets_its_own_credential_bound_to_its_device_id() -> None:
+    stack = DevStack(providers=("dr-a",), kiosks=("kiosk-a", "kiosk-b"))
+    credentials = stack.device_credentials()
+    assert stack.kiosk_credential() == stack.kiosk_credential("kiosk-a") == stack.kiosks["kiosk-a"]
+    assert credentials[stack.kiosk_credential("kiosk-a")] == DeviceIdentity.patient_kiosk("kiosk-a")
+    assert credentials[stack.kiosk_credential("kiosk-b")] == DeviceIdentity.patient_kiosk("kiosk-b")
+    assert stack.kiosk_credential("kiosk-a") != stack.kiosk_credential("kiosk-b")
+    with pytest.raises(ValueError, match="no kiosk 'kiosk-c'"):
+        stack.kiosk_credential("kiosk-c")
+
+
 @pytest.mark.parametrize(
     ("options", "error"),
     [
@@ -37,6 +48,11 @@ def test_each_provider_and_nurse_gets_its_own_credential() -> None:
         ({"providers": ("dr-a",), "nurses": ("dr-a",)}, ValueError),
         ({"providers": ("dr.a",)}, ValueError),
         ({"nurses": "nurse-x"}, TypeError),
+        ({"kiosks": "kiosk-1"}, TypeError),
+        ({"kiosks": ()}, ValueError),
+        ({"kiosks": ("kiosk.1",)}, ValueError),
+        ({"providers": ("dr-a",), "kiosks": ("dr-a",)}, ValueError),
+        ({"kiosks": ("kiosk-1", "kiosk-1")}, ValueError),
         ({"providers": ("dr-a",), "departments": {"dr-a": "card.iology"}}, ValueError),
         ({"providers": ("dr-a",), "departments": {"dr-b": "cardiology"}}, ValueError),
     ],
@@ -70,9 +86,11 @@ async def test_agent_environment_per_user_and_what_each_credential_may_do() -> N
         assert stack.clinic is not None
         kiosk = stack.agent_environment()
         provider = stack.agent_environment("dr-a")
-        assert kiosk["TELEHEALTH_DEVICE_CREDENTIAL"] == stack.keys.kiosk_credential
+        assert kiosk["TELEHEALTH_DEVICE_CREDENTIAL"] == stack.kiosk_credential(DEFAULT_KIOSK)
         assert kiosk["TELEHEALTH_ORGANIZATION_ID"] == stack.organization_id == "org-dev"
-        assert "TELEHEALTH_USER_ID" not in kiosk
+        # The kiosk's device ID: the user ID it works under when idle (preflight, device checks).
+        assert kiosk["TELEHEALTH_USER_ID"] == DEFAULT_KIOSK
+        assert stack.agent_environment(DEFAULT_KIOSK) == kiosk
         assert provider == {
             **kiosk,
             "TELEHEALTH_USER_ID": "dr-a",
@@ -151,11 +169,13 @@ async def test_the_stacks_directory_decides_departments_and_the_auditor_reads_th
 
         nurse = stack.users["nurse-x"].credential
         token = "/api/telemedicine/token"
+        assign = {"consultationChannel": "consultation.dr-a.pat-1", "nurseId": "nurse-x"}
+        assert await call("POST", stack.users["dr-a"].credential, "/api/telemedicine/assign", assign) == 201
         assert await call("POST", nurse, token, nurse_request("consultation.dr-a.pat-1")) == 200
         assert await call("POST", nurse, token, nurse_request("consultation.dr-b.pat-1")) == 403
         as_dr_b = {**nurse_request("consultation.dr-b.pat-1"), "userId": "dr-b", "role": "provider"}
         assert await call("POST", stack.users["dr-b"].credential, token, as_dr_b) == 403
-        assert await call("GET", stack.keys.kiosk_credential, "/api/audit-events") == 403
+        assert await call("GET", stack.kiosk_credential(), "/api/audit-events") == 403
         assert await call("GET", stack.keys.auditor_credential, "/api/audit-events") == 200
 
 

@@ -7,11 +7,9 @@ enforcing relay.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from pubnub.pubnub_asyncio import PubNubAsyncio
 
 from telehealth_client.devstack.clinic import Clinic
 from telehealth_client.devstack.relay import Relay
@@ -26,13 +24,14 @@ from .conftest import (
     PUBLISH_KEY,
     SECRET_KEY,
     SUBSCRIBE_KEY,
+    ClientFactory,
     ClinicApi,
     ClinicFactory,
+    publish,
 )
 
 pytestmark = pytest.mark.integration
 
-ClientFactory = Callable[..., PubNubAsyncio]
 CONSULTATION = "consultation.dr-lee.pat-1"
 INVITE = {"consultationChannel": CONSULTATION, "invitedProviderId": "dr-okafor", "role": "specialist"}
 OKAFOR_TOKEN = {
@@ -42,32 +41,6 @@ OKAFOR_TOKEN = {
     "consultationChannel": CONSULTATION,
 }
 REVOKE_OKAFOR = {"userId": "dr-okafor", "consultationChannel": CONSULTATION}
-
-
-@pytest.fixture
-async def make_client(clinic_relay: Relay) -> AsyncIterator[ClientFactory]:
-    clients: list[PubNubAsyncio] = []
-
-    def make(user_id: str, **options: Any) -> PubNubAsyncio:
-        client = sdk_client(clinic_relay, user_id=user_id, enable_subscribe=False, **options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.stop()
-
-
-@pytest.fixture
-async def enforcing_relay(clinic_relay: Relay) -> AsyncIterator[Relay]:
-    clinic_relay.enforce_access = True
-    yield clinic_relay
-    clinic_relay.enforce_access = False
-
-
-async def publish(client: PubNubAsyncio, channel: str) -> int:
-    envelope = await client.publish().channel(channel).message({"type": "probe"}).future()
-    return int(envelope.status.status_code) if envelope.status.is_error() else 200
 
 
 async def invite(

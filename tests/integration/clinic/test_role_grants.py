@@ -512,6 +512,11 @@ async def test_standing_nurse_token(
 async def test_nurse_token_with_an_assigned_consultation(
     world: Relay, clinic: Clinic, http: ClinicApi, make_client: ClientFactory
 ) -> None:
+    assign = {"consultationChannel": CONSULTATION, "nurseId": "nurse-1"}
+    status, _ = await http.at(clinic).post(
+        "/api/telemedicine/assign", assign, credential=CART_CREDENTIALS["dr-lee"]
+    )
+    assert status == 201
     answer = await token_for(
         http.at(clinic),
         CART_CREDENTIALS["nurse-1"],

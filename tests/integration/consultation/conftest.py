@@ -119,7 +119,7 @@ class Parts:
         """``url``: the clinic through another route (a ``CuttableLink``)."""
         assert self.stack.clinic is not None
         credential = (
-            self.stack.keys.kiosk_credential if user_id is None else self.stack.users[user_id].credential
+            self.stack.kiosk_credential() if user_id is None else self.stack.users[user_id].credential
         )
         client = RecordingClinic(url or self.stack.clinic.url, credential)
         self._closers.append(client.aclose)

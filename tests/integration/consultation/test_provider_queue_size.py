@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -15,6 +15,8 @@ import pytest
 from telehealth_client import events
 from telehealth_client.consultation.provider import LISTED_CONSULTATIONS_MAX, ProviderEndpoint
 from telehealth_client.consultation.session import now
+from telehealth_client.devstack.clinic import RateLimit
+from telehealth_client.devstack.stack import DevStack
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import (
     ChatMessage,
@@ -25,13 +27,22 @@ from telehealth_client.protocol.messages import (
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 
-from .conftest import PROVIDER, LogLines, Parts, RecordingHub
+from .conftest import PROVIDER, SPECIALIST, LogLines, Parts, RecordingHub
 
 pytestmark = pytest.mark.integration
 
 WAITING = 150
 # Check-ins made at once: each is a consent write, a token mint and a publish.
 CONCURRENCY = 25
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[DevStack]:
+    """The consultation stack, its kiosk allowed the hundreds of patient tokens these tests mint at
+    once (the clinic's default limit would answer 429 after a few)."""
+    limit = RateLimit(per_minute=100_000, burst=1_000)
+    async with DevStack(providers=(PROVIDER, SPECIALIST), patient_token_limit=limit) as running:
+        yield running
 
 
 class Patient:
