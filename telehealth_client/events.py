@@ -8,7 +8,7 @@ Public API:
   ``SessionClosed``, ``EndpointIdle``, ``InvitationReceived``, ``StateSaved``, ``ChatMessageAdded``,
   ``ChatStatusChanged``, ``ChatReadUpdated``, ``ChatWiped``, ``EmergencyUpdated``, ``EmergencyAlert``,
   ``CallStateChanged``, ``MediaFlowing``, ``MediaFailed``, ``CallQualityChanged``,
-  ``ConsultationNotFollowed``, and ``Missed``
+  ``ConsultationNotFollowed``, ``GuestAccessRevoked``, and ``Missed``
   (delivered only to a subscriber that fell behind).
 - ``EventHub.emit(event)``: synchronous, never blocks and never raises into the emitter. Call it
   from the event loop's thread (every emitter in the agent runs there).
@@ -287,6 +287,17 @@ class ConsultationNotFollowed:
 
 
 @dataclass(frozen=True)
+class GuestAccessRevoked:
+    """A guest of one of this provider's consultations (an invited provider, an assigned nurse) lost
+    its access to it: removed, or the consultation is over. ``tokens``: how many the clinic revoked."""
+
+    kind: ClassVar[str] = "guest-access-revoked"
+    consultation_id: str
+    user_id: str
+    tokens: int
+
+
+@dataclass(frozen=True)
 class Missed:
     """This subscriber fell behind: ``count`` older events were dropped before the next one."""
 
@@ -320,6 +331,7 @@ Event: TypeAlias = (
     | MediaFailed
     | CallQualityChanged
     | ConsultationNotFollowed
+    | GuestAccessRevoked
     | Missed
 )
 

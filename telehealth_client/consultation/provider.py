@@ -35,6 +35,11 @@ Public API:
   ``PROVIDER_INVITED`` (and ``CONSULTATION_INVITE`` to the invited provider).
 - ``await remove(consultation_id, provider_id)``: ``PROVIDER_REMOVED`` first, then the clinic's
   revoke-access (the removed provider reads its removal before it loses access).
+- ``await assign_nurse(consultation_id, nurse_id)``: the clinic records the consultation as assigned
+  to that nurse, who may then ask for a token naming it.
+- ``guests`` (``GuestAccess``): every invited provider and assigned nurse is revoked when the
+  consultation ends or is cancelled (``events.GuestAccessRevoked`` for each), since the channel is
+  reused by the same pair's next consultation; also at start for consultations no longer run.
 - Invited side: ``invitations`` (consultation ID -> ``ConsultationInvite``, from the
   notification channel; each also emits ``events.InvitationReceived``), ``await
   accept(consultation_id)``: a token naming the consultation, the consultation rebuilt from its
@@ -61,6 +66,7 @@ from telehealth_client.consultation.auditing import Auditor, audit_token_event
 from telehealth_client.consultation.chat import ConsultationChat
 from telehealth_client.consultation.connector import Connector
 from telehealth_client.consultation.emergency import EmergencyDesk, Escalation
+from telehealth_client.consultation.guest_access import GuestAccess
 from telehealth_client.consultation.lifecycle import (
     Consultation,
     PresenceChanged,
@@ -181,6 +187,9 @@ class ProviderEndpoint:
         self.wildcard: str | None = f"consultation.{self.user_id}.*" if wildcard_subscribe else None
         self.department_id = validate_id(department_id, "departmentId")
         self._state_dir = Path(state_dir) / CONSULTATIONS_DIR
+        self.guests: GuestAccess | None = (
+            GuestAccess(Path(state_dir), connect.clinic, self._guest_revoked) if connect.has_clinic else None
+        )
         self._policy = policy
         self.bus = connect.bus(self.user_id)
         self._keeper: tokens.TokenKeeper | None = None
@@ -225,8 +234,14 @@ class ProviderEndpoint:
                 await connected.wait(CONNECT_TIMEOUT_SECONDS)
             finally:
                 connected.close()
+            if self.guests is not None:
+                await self.guests.load()
             await self._resume_saved()
             await self._replay_room(room)
+            if self.guests is not None:
+                # Guests of a consultation that ended while this endpoint was off (or before its
+                # revocations were done) lose their access now.
+                self.guests.end_all_except(self._sessions)
         if self._durable is not None:
             self.emergency = EmergencyDesk(
                 self.bus,
@@ -349,6 +364,8 @@ class ProviderEndpoint:
             await self._ledger.aclose()
         for session in list(self._sessions.values()):
             await session.aclose("stopped")
+        if self.guests is not None:
+            await self.guests.aclose()  # what is not revoked yet is revoked at the next start
         if self._durable is not None:
             await self._durable.detach()
         if self._auditor is not None:
@@ -525,6 +542,9 @@ class ProviderEndpoint:
     async def _session_closed(self, session: ConsultationSession, reason: str) -> None:
         if self._sessions.get(session.consultation_id) is session:
             del self._sessions[session.consultation_id]
+        own = session.consultation.provider_id == self.user_id
+        if own and session.consultation.state.terminal and self.guests is not None:
+            self.guests.end(session.consultation_id)
         if session.consultation.provider_id != self.user_id and not self._closing:
             # An invited consultation is over for us: back to the standing token.
             self.invitations.pop(session.consultation_id, None)
@@ -669,6 +689,7 @@ class ProviderEndpoint:
         )
         # Checked before the clinic is asked, so a refused invitation leaves no standing one behind.
         plan(session.consultation, message)
+        await self._admit(consultation_id, provider_id)
         await self._connect.clinic.invite(consultation_id, provider_id, role)
         await session.act(message)
         if self._auditor is not None:
@@ -679,10 +700,32 @@ class ProviderEndpoint:
         session = self.session(consultation_id)
         provider_id = validate_id(provider_id, "providerId")
         await session.act(ProviderRemoved(provider_id=provider_id, removed_by=self.user_id, timestamp=now()))
-        revoked = await self._connect.clinic.revoke_access(provider_id, consultation_id)
+        assert self.guests is not None  # the session needed the clinic's token
+        return await self.guests.revoke(consultation_id, provider_id)
+
+    async def assign_nurse(self, consultation_id: str, nurse_id: str) -> None:
+        """The clinic records the consultation as assigned to ``nurse_id`` (a nurse of this
+        department), who may then ask for a token naming it, until the consultation ends."""
+        session = self.session(consultation_id)
+        nurse_id = validate_id(nurse_id, "nurseId")
+        if session.consultation.provider_id != self.user_id:
+            raise SessionError("not-own-consultation", "only the consultation's provider assigns a nurse")
+        if session.consultation.state.terminal:
+            raise SessionError("ended", "the consultation is over")
+        await self._admit(consultation_id, nurse_id)
+        await self._connect.clinic.assign_nurse(consultation_id, nurse_id)
         if self._auditor is not None:
-            await self._auditor.token_revoked(consultation_id, provider_id, revoked)
-        return revoked
+            await self._auditor.provider_added(consultation_id, nurse_id, "nurse")
+
+    async def _admit(self, consultation_id: str, user_id: str) -> None:
+        """On disk before the clinic lets ``user_id`` in: a crash in between still revokes it."""
+        assert self.guests is not None  # a session of our own needed the clinic's token
+        await self.guests.admit(consultation_id, user_id)
+
+    async def _guest_revoked(self, consultation_id: str, user_id: str, revoked: int) -> None:
+        if self._auditor is not None:
+            await self._auditor.safely("token_revoked", consultation_id, user_id, revoked)
+        self._hub.emit(events.GuestAccessRevoked(consultation_id, user_id, revoked))
 
     # -- invited ------------------------------------------------------------------------------------
 
