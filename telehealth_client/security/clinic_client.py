@@ -6,7 +6,8 @@ the credential and the tokens it returns are never logged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 import aiohttp
@@ -135,10 +136,24 @@ async def _refusal(response: aiohttp.ClientResponse) -> str:
 
 
 class ClinicClient:
-    def __init__(self, base_url: str, device_credential: str, *, timeout_seconds: float = 10.0) -> None:
+    """``retry_after_wait_seconds``: a 429 whose ``Retry-After`` is at most this long is waited out
+    (with ``sleep``) and the request made once more; a longer one is the caller's ClinicError
+    (``retry_after`` set), to retry on its own schedule."""
+
+    def __init__(
+        self,
+        base_url: str,
+        device_credential: str,
+        *,
+        timeout_seconds: float = 10.0,
+        retry_after_wait_seconds: float = 5.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {device_credential}"}
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._retry_after_wait = retry_after_wait_seconds
+        self._sleep = sleep
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -161,6 +176,18 @@ class ClinicClient:
         expect: int | None = None,
     ) -> Any:
         """The answer's JSON (None for 204); ``expect``: the one success status accepted."""
+        try:
+            return await self._request_once(method, operation, path, body, expect=expect)
+        except ClinicError as exc:
+            # Asked to come back shortly (a rate limit): once, after the wait the server named.
+            if exc.retry_after is None or exc.status != 429 or exc.retry_after > self._retry_after_wait:
+                raise
+            await self._sleep(exc.retry_after)
+        return await self._request_once(method, operation, path, body, expect=expect)
+
+    async def _request_once(
+        self, method: str, operation: str, path: str, body: Mapping[str, Any] | None, *, expect: int | None
+    ) -> Any:
         try:
             async with self._client().request(method, self._base_url + path, json=body) as response:
                 if response.status >= 400:

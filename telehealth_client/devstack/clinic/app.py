@@ -153,14 +153,16 @@ def _token_ttls(overrides: Mapping[str, int]) -> dict[str, int]:
 
 
 def _check_staff_in_directory(identities: Iterable[DeviceIdentity], directory: Directory) -> None:
-    """A provider's or nurse's credential without a directory entry could never get a token."""
+    """A provider's or nurse's credential without a directory entry could never get a token; a kiosk
+    whose device ID is a staff member's would act for that member as "its own device"."""
     for identity in identities:
-        if identity.role in ("provider", "nurse") and identity.user_id is not None:
-            member = directory.member(identity.user_id)
-            if member is None or member.role != identity.role:
-                raise ValueError(
-                    f"directory has no {identity.role} {identity.user_id!r} (its device credential needs one)"
-                )
+        member = directory.member(identity.user_id)
+        if identity.role in ("provider", "nurse") and (member is None or member.role != identity.role):
+            raise ValueError(
+                f"directory has no {identity.role} {identity.user_id!r} (its device credential needs one)"
+            )
+        if identity.is_patient_kiosk and member is not None:
+            raise ValueError(f"kiosk device ID {identity.user_id!r} is a staff member's user ID")
 
 
 class Clinic:

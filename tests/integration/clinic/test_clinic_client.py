@@ -198,3 +198,27 @@ async def test_a_rate_limited_answer_carries_its_retry_after(
     assert limited_answer.value.status == 429
     assert limited_answer.value.retry_after == 60
     assert not limited_answer.value.refused  # not a verdict: asking later may pass
+
+
+async def test_a_short_retry_after_is_waited_out_and_the_request_made_once_more(
+    make_clinic: ClinicFactory, clinic_relay: Relay
+) -> None:
+    clock = ManualClock()
+    limited = await make_clinic(
+        relay_origin=clinic_relay.origin, patient_token_limit=RateLimit(per_minute=60, burst=1), clock=clock
+    )
+    waited: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # the clinic's time passes; the test's does not
+        waited.append(seconds)
+        clock.advance(seconds)
+
+    client = ClinicClient(limited.url, KIOSK_CREDENTIAL, sleep=sleep)
+    try:
+        await client.record_consent("patient-1", True, None)
+        await client.request_token("patient-1", "patient", providerId="dr-lee")
+        grant = await client.request_token("patient-1", "patient", providerId="dr-lee")
+    finally:
+        await client.aclose()
+    assert grant.token
+    assert waited == [1.0]  # the server's Retry-After, once

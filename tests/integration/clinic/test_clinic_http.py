@@ -198,6 +198,8 @@ async def test_roster_with_a_bad_id_is_refused_at_construction() -> None:
         # A staff credential whose user has no department (or another role) could never get a token.
         ({"c": DeviceIdentity("provider", "dr-x")}, "directory has no provider 'dr-x'"),
         ({"c": DeviceIdentity("provider", "nurse-1")}, "directory has no provider 'nurse-1'"),
+        # A kiosk under a staff member's ID would act for that member as "its own device".
+        ({"c": DeviceIdentity.patient_kiosk("nurse-1")}, "kiosk device ID 'nurse-1' is a staff member's"),
     ],
 )
 async def test_device_credentials_are_checked_at_construction(
