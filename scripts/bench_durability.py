@@ -193,7 +193,11 @@ async def outbox_drain(
 async def audit_appends(state_dir: Path, organization_id: str, appends: int) -> dict[str, float]:
     """Records per second on a trail of its own (no sink, no bus: the append alone)."""
     trail = AuditTrail(
-        state_dir, keys=ChainKeys("bench-durability-chain-key"), organization_id=organization_id, sink=None
+        state_dir,
+        keys=ChainKeys("bench-durability-device-credential"),
+        device_id=PATIENT,
+        organization_id=organization_id,
+        sink=None,
     )
     await trail.open()
 

@@ -29,6 +29,7 @@ from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChang
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_client.security import tokens
 from telehealth_client.security.audit import AuditStoreError, DamagedStoreError
+from telehealth_client.security.audit_identity import trail_identity
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
 from telehealth_client.security.token_announcer import TokenAnnouncer
 
@@ -172,12 +173,21 @@ class Agent:
 
     async def _open_durable(self, connector: Connector) -> Durable:
         settings = self.settings
+        secret = settings.require_secret("cipher_key").get_secret_value()
+        audit = trail_identity(settings)
+        if not audit.device_keyed:
+            log.warning(
+                "audit trail keyed by the organization's cipher key: no device_credential is set, so "
+                "another device holding that key could rewrite it"
+            )
         try:
             return await Durable.open(
                 settings.state_dir,
-                secret=settings.require_secret("cipher_key").get_secret_value(),
+                secret=secret,
                 previous_secrets=[key.get_secret_value() for key in settings.previous_cipher_keys],
                 organization_id=settings.organization_id,
+                device_id=audit.device_id,
+                audit_keys=audit.keys,
                 sink=connector.clinic if connector.has_clinic else None,
             )
         except DamagedStoreError as exc:

@@ -103,13 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         (
             "verify",
-            "check the keyed hash chain with the cipher key of the settings (exit 0 intact, 1 broken: "
-            "the first broken record is named)",
+            "check the device's audit trail with the device credential of the settings: the keyed hash "
+            "chain, its authenticated head and the sink's acknowledgements kept beside it (exit 0 intact, "
+            "1 something wrong, named; 2 bad settings or no store; 3 --against-sink found no sink)",
         ),
         (
             "status",
-            "how many records, the last one's position and time, and how many wait for the audit sink "
-            "and the channel",
+            "check the trail as verify does, then how many records, the last one's position and time, and "
+            "how many wait for the audit sink and the channel (exit 1 if the check fails)",
         ),
     ):
         action = audit_actions.add_parser(name, help=text)
@@ -119,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
             help="the agent's state directory (default: state_dir of the settings)",
         )
         action.add_argument("--config", type=Path, help="TOML settings file (default: $TELEHEALTH_CONFIG)")
+        if name == "verify":
+            action.add_argument(
+                "--against-sink",
+                action="store_true",
+                help="also ask the audit sink for the highest sequence it holds for this device: a trail "
+                "behind it (a whole state directory put back to an older copy) is reported",
+            )
     return parser
 
 
@@ -217,69 +225,9 @@ def _run_preflight(args: argparse.Namespace) -> int:
 
 
 def _run_audit(args: argparse.Namespace) -> int:
-    """verify or status of the audit store; counts, positions and times only, never an event's content.
+    from telehealth_client.audit_cli import run_audit
 
-    Exit 2: bad settings, no cipher key (verify), or no store file at the path. A file that is
-    there but is not a readable store is a broken trail: exit 1.
-    """
-    from telehealth_client.config import ConfigError, load_settings
-    from telehealth_client.security.audit import (
-        AuditStoreError,
-        ChainKeys,
-        DamagedStoreError,
-        read_last,
-        read_status,
-        verify_chain,
-    )
-
-    state_dir: Path | None = args.state_dir
-    keys: ChainKeys | None = None
-    if state_dir is None or args.audit_action == "verify":
-        try:
-            settings = load_settings(args.config)
-            if args.audit_action == "verify":
-                # The chain is keyed with the agent's cipher key (and those it replaced).
-                keys = ChainKeys(
-                    settings.require_secret("cipher_key").get_secret_value(),
-                    [key.get_secret_value() for key in settings.previous_cipher_keys],
-                )
-        except ConfigError as exc:
-            for problem in exc.problems:
-                print(f"telehealth-agent: config: {problem}", file=sys.stderr)
-            return EXIT_USAGE
-        except ValueError as exc:
-            print(f"telehealth-agent: config: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        state_dir = state_dir or settings.state_dir
-    try:
-        if keys is not None:
-            report = verify_chain(state_dir, keys)
-        else:
-            status = read_status(state_dir)
-            last = read_last(state_dir)
-    except DamagedStoreError as exc:
-        print(f"telehealth-agent: audit: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except AuditStoreError as exc:
-        print(f"telehealth-agent: audit: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if keys is None:
-        print(f"records: {status.records}")
-        print(
-            "last record: none"
-            if last is None
-            else f"last record: position {last.position}, recorded at {last.timestamp or 'unknown'}"
-        )
-        print(f"waiting for the audit sink: {status.awaiting_sink}")
-        print(f"waiting for the audit channel: {status.awaiting_channel}")
-        print(f"refused by the audit sink: {status.refused_sink}")
-        print(f"refused by the audit channel: {status.refused_channel}")
-        return EXIT_OK
-    if report.ok:
-        print(f"audit chain ok: {report.records} records")
-        return EXIT_OK
-    print(f"audit chain broken: {report.reason}")
-    return EXIT_FAILURE
+    return run_audit(args)
 
 
 def _write_env_file(path: Path, lines: list[str]) -> None:

@@ -58,8 +58,11 @@ SECRET_FIELDS = (
     "cipher_key",
     "previous_cipher_keys",
     "device_credential",
+    "previous_device_credentials",
     "api_token",
 )
+# Secrets that hold several values (one a line in a file or variable, or a JSON list).
+LIST_SECRET_FIELDS = ("previous_cipher_keys", "previous_device_credentials")
 # Shorter than this is a passphrase, not a key: PubNub derives the AES key from it.
 MIN_CIPHER_KEY_LENGTH = 16
 # Far more than any key or token: a bigger "secret file" is the wrong file.
@@ -157,7 +160,8 @@ def clean_secret(name: str, text: str) -> str:
 
 
 def clean_secret_lines(name: str, text: str) -> list[str]:
-    """One secret per line (``previous_cipher_keys``); a blank line among them is a mistake."""
+    """One secret per line (``previous_cipher_keys``, ``previous_device_credentials``); a blank
+    line among them is a mistake."""
     _check_characters(text)
     trimmed = text.strip()
     if not trimmed:
@@ -230,7 +234,12 @@ class Settings(BaseSettings):
     # The clinic backend (token server, TURN credentials, audit sink).
     clinic_url: str = Field(default="http://127.0.0.1:8480", description="base URL of the clinic backend")
     device_credential: SecretStr | None = Field(
-        default=None, description="this kiosk's bearer credential for the clinic backend (secret)"
+        default=None,
+        description="this agent's bearer credential for the clinic backend; keys its audit trail (secret)",
+    )
+    previous_device_credentials: list[SecretStr] = Field(
+        default_factory=list,
+        description="device credentials rotated out: the audit records they signed still verify",
     )
 
     # Devices (check-devices and the pre-consultation check).
@@ -295,7 +304,7 @@ class Settings(BaseSettings):
         _split_origin(value)
         return value
 
-    @field_validator(*(name for name in SECRET_FIELDS if name != "previous_cipher_keys"), mode="before")
+    @field_validator(*(name for name in SECRET_FIELDS if name not in LIST_SECRET_FIELDS), mode="before")
     @classmethod
     def _secret_usable(cls, value: Any, info: ValidationInfo) -> Any:
         # The sources have cleaned what they read; this covers values passed in code. An empty
@@ -350,15 +359,15 @@ class Settings(BaseSettings):
             raise ValueError("must be 'kv' or 'json'")
         return value
 
-    @field_validator("previous_cipher_keys", mode="before")
+    @field_validator(*LIST_SECRET_FIELDS, mode="before")
     @classmethod
-    def _split_key_lines(cls, value: Any) -> Any:
+    def _split_key_lines(cls, value: Any, info: ValidationInfo) -> Any:
         # A file or variable holds one key per line; JSON lists come through as lists.
         if isinstance(value, str):
-            return clean_secret_lines("previous_cipher_keys", value)
+            return clean_secret_lines(str(info.field_name), value)
         if isinstance(value, list):
             plain = [item.get_secret_value() if isinstance(item, SecretStr) else item for item in value]
-            return clean_secret_list("previous_cipher_keys", plain)
+            return clean_secret_list(str(info.field_name), plain)
         return value
 
     @model_validator(mode="after")
@@ -474,7 +483,7 @@ class _EnvironSource(PydanticBaseSettingsSource):
 
 
 def _environment_value(name: str, raw: str) -> Any:
-    if name == "previous_cipher_keys":
+    if name in LIST_SECRET_FIELDS:
         if not raw.lstrip().startswith("["):
             return clean_secret_lines(name, raw)
         items = _json(raw)
@@ -525,9 +534,7 @@ class _SecretFileSource(PydanticBaseSettingsSource):
             try:
                 text = read_secret_file(path)
                 values[name] = (
-                    clean_secret_lines(name, text)
-                    if name == "previous_cipher_keys"
-                    else clean_secret(name, text)
+                    clean_secret_lines(name, text) if name in LIST_SECRET_FIELDS else clean_secret(name, text)
                 )
             except ValueError as exc:
                 problems.append(f"{name} ({origin}): {exc}")

@@ -7,11 +7,13 @@ during a consultation, a provider's cart for its whole run. What could not be se
 for the next bus.
 
 Public API: ``await Durable.open(state_dir, secret=..., previous_secrets=(), organization_id=...,
-sink=None)``; ``state_dir``, ``outbox``, ``router``, ``trail``, ``sealer``, ``organization_id``;
-``auditor(actor_id, role)``; ``attach(bus, denials=None)``; ``await detach(within=...)``;
-``await aclose()``.
+device_id=..., audit_keys=..., sink=None)``; ``state_dir``, ``outbox``, ``router``, ``trail``,
+``sealer``, ``organization_id``; ``auditor(actor_id, role)``; ``attach(bus, denials=None)``;
+``await detach(within=...)``; ``await aclose()``.
 Files: ``state_dir/outbox.sqlite3`` (sealed with a key derived from ``secret``, the agent's cipher
-key) and ``state_dir/audit/``.
+key), ``state_dir/audit/`` (the device's trail, keyed with ``audit_keys``, from its device
+credential; a version 2 trail left by an earlier agent is delivered under ``secret``) and
+``state_dir/audit-acknowledged.json``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from telehealth_client.protocol.channels import validate_id
 from telehealth_client.protocol.messages import SenderRole
 from telehealth_client.pubsub.bus import AccessDeniedError, Bus
 from telehealth_client.security.at_rest import Sealer
-from telehealth_client.security.audit import AuditSink, AuditTrail, ChainKeys
+from telehealth_client.security.audit import AuditSink, AuditTrail, ChainKeys, LegacyChainKeys
 
 OUTBOX_FILE: Final = "outbox.sqlite3"
 OUTBOX_PURPOSE: Final = "outbox v1"
@@ -62,6 +64,8 @@ class Durable:
         secret: str,
         previous_secrets: Sequence[str] = (),
         organization_id: str,
+        device_id: str,
+        audit_keys: ChainKeys,
         sink: AuditSink | None = None,
         outbox_backoff: tuple[float, float] = (0.2, 5.0),
     ) -> Durable:
@@ -79,9 +83,11 @@ class Durable:
         )
         trail = AuditTrail(
             state_dir,
-            keys=ChainKeys(secret, previous_secrets),
+            keys=audit_keys,
+            device_id=device_id,
             organization_id=organization_id,
             sink=sink,
+            legacy_keys=LegacyChainKeys(secret, previous_secrets),
         )
         await outbox.open()
         try:

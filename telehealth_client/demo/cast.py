@@ -44,6 +44,7 @@ from telehealth_client.media.consultation_call import MediaOptions
 from telehealth_client.media.worker import Devices
 from telehealth_client.protocol import channels
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
+from telehealth_client.security.audit import ChainKeys
 from telehealth_client.security.clinic_client import ClinicClient, TokenGrant
 
 PROVIDER: Final = "dr-demo"
@@ -188,6 +189,13 @@ class Cast:
             self._state_dir / user_id,
             secret=self.stack.keys.cipher_key,
             organization_id=self.stack.organization_id,
+            device_id=user_id,
+            # The trail is keyed with the device's own credential, as an agent's is.
+            audit_keys=ChainKeys(
+                self.stack.kiosk_credential(KIOSK)
+                if user_id == KIOSK
+                else self.stack.users[user_id].credential
+            ),
             sink=clinic,
         )
         self._closers.append(durable.aclose)

@@ -108,6 +108,8 @@ MAX_SDP_CHARS: Final = 32 * 1024
 # Bounds that no real consultation reaches; they keep absurd numbers out of the state.
 MAX_MINUTES: Final = 24 * 60
 MAX_QUEUE_POSITION: Final = 10_000
+# An audit sequence fits a signed 64-bit integer (SQLite's, and most sinks').
+MAX_AUDIT_SEQUENCE: Final = 2**63 - 1
 
 _TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|z|\+00:00)")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", re.IGNORECASE)
@@ -457,6 +459,10 @@ class AuditEvent(WireModel):
     action: Code
     outcome: AuditOutcome
     metadata: dict[str, Any] = Field(default_factory=dict)  # sessionId, consentRef, ...
+    # The recording endpoint's device ID and that device's gapless counter (from 1). This agent's
+    # audit trail sets both when it records the event; others' events may lack them.
+    device_id: Id | None = None
+    sequence: Annotated[int, Field(ge=1, le=MAX_AUDIT_SEQUENCE)] | None = None
 
 
 # ---------------------------------------------------------------------------------------------

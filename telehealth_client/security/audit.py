@@ -3,18 +3,24 @@
 - ``audit_event(...)`` builds an event (PROTOCOL.md, "Audit events") with a new id and the time
   now. IDs only: ``resource_id``, ``channel`` and every metadata value must be an ID-like string
   (``[A-Za-z0-9_.:-]``), an int or a bool, so no free text, and no PHI, can get in.
-- ``AuditTrail.record(event)`` appends it to the keyed hash chain in
-  ``state_dir/audit/audit.sqlite3`` (``audit_store``; ``ChainKeys`` derived from the agent's cipher
-  key) and returns once it is on disk. Calls made while a write is under way are committed
-  together by the store's one thread (one transaction, one fsync for all of them).
+- ``AuditTrail.record(event)`` appends it to the device's keyed hash chain in
+  ``state_dir/audit/audit.sqlite3`` (``audit_store``; ``ChainKeys`` derived from the device
+  credential), stamped with this device's ``deviceId`` and its next ``sequence``, and returns once
+  it is on disk. Calls made while a write is under way are committed together by the store's one
+  thread (one transaction, one fsync for all of them).
 - Then, in the background, each record is POSTed to the audit sink and published on
   ``audit.{organizationId}`` on the attached bus, in order, each retried with capped full-jitter
   back-off until acknowledged. What is not acknowledged stays pending in the store, so it is
   delivered after a restart. A sink's permanent refusal (4xx other than 401, 408, 429) is kept
   as ``refused`` (``audit status`` shows it), logged by event id and status; never dropped.
+- The sink's answer (the highest sequence it holds for this device with no gap below it) is kept,
+  MACed, in the store and in ``audit_acks``' file beside it, so a store put back to an older copy
+  is detected (``audit verify``). A new store (the first, or after a damaged one was moved aside)
+  continues from the sink's head, so no sequence is used twice.
+- A version 2 store left by an earlier agent is set aside and delivered first (``audit_legacy``).
 - ``verify_chain`` / ``read_status`` / ``read_last``: read-only, for ``telehealth-agent audit``.
 
-Logs name event ids, positions and statuses only, never an event's content.
+Logs name event ids, positions, sequences and statuses only, never an event's content.
 """
 
 from __future__ import annotations
@@ -37,19 +43,33 @@ from telehealth_client.logs import describe_exception
 from telehealth_client.protocol import channels, messages
 from telehealth_client.protocol.messages import AuditEventType, AuditOutcome, AuditSeverity, SenderRole
 from telehealth_client.pubsub.bus import AccessDeniedError, Bus, BusError
+from telehealth_client.security.audit_acks import (
+    AcknowledgementFileError,
+    acknowledgement_path,
+    read_acknowledged,
+    write_acknowledged,
+)
+from telehealth_client.security.audit_keys import ChainKeys, LegacyChainKeys
+from telehealth_client.security.audit_legacy import (
+    LegacyDatabase,
+    legacy_store_path,
+    set_aside_legacy_store,
+)
 from telehealth_client.security.audit_store import (
     AuditDatabase,
     AuditStatus,
     AuditStoreError,
-    ChainKeys,
-    ChainReport,
     DamagedStoreError,
     DuplicateIdError,
     LastRecord,
     Target,
+    store_path,
+)
+from telehealth_client.security.audit_verify import (
+    ChainReport,
     read_last_record,
     read_store_status,
-    store_path,
+    verify_legacy_store,
     verify_store,
 )
 from telehealth_client.security.clinic_client import ClinicError
@@ -64,12 +84,17 @@ __all__ = [
     "ChainReport",
     "DamagedStoreError",
     "LastRecord",
+    "LegacyChainKeys",
+    "SinkHead",
+    "acknowledgement_path",
     "audit_event",
     "check_ids_only",
+    "legacy_store_path",
     "read_last",
     "read_status",
     "store_path",
     "verify_chain",
+    "verify_legacy_chain",
 ]
 
 log = logging.getLogger(__name__)
@@ -84,11 +109,30 @@ _DELIVERY_BATCH: Final = 64
 # Failures in a row after which a delivery problem is worth a warning (about 2 s at the default
 # back-off): a token swap or a blip is over by then.
 _PERSISTENT_FAILURES: Final = 5
+# How long opening the trail waits for the sink's head: a clinic out of reach must not hold up
+# the start (the trail then continues from what the state directory keeps).
+SINK_HEAD_TIMEOUT_SECONDS: Final = 5.0
+
+
+class SinkHead(Protocol):
+    """What the sink holds for a device: the highest sequence with no gap below it."""
+
+    @property
+    def device_id(self) -> str: ...
+
+    @property
+    def highest_sequence(self) -> int: ...
 
 
 class AuditSink(Protocol):
-    async def post_audit_event(self, event: dict[str, Any]) -> None:
-        """Acknowledge ``event`` (the wire form) or raise; a ClinicError with a status says why."""
+    async def post_audit_event(self, event: dict[str, Any]) -> SinkHead | None:
+        """Acknowledge ``event`` (the wire form) or raise; a ClinicError with a status says why.
+
+        The sink's head for the posting device, when it answers one."""
+        ...
+
+    async def audit_head(self, device_id: str) -> SinkHead:
+        """What the sink holds for ``device_id``, or raise."""
         ...
 
 
@@ -168,11 +212,6 @@ def _describe_validation(exc: ValidationError) -> str:
     return f"{field}: {error['msg']}"
 
 
-def canonical(event: messages.AuditEvent) -> str:
-    """The wire form as stored and hashed: sorted keys, compact."""
-    return json.dumps(messages.encode(event), sort_keys=True, separators=(",", ":"))
-
-
 def retry_delay(
     failures: int, low: float, high: float, draw: Callable[[float, float], float] = random.uniform
 ) -> float:
@@ -183,10 +222,16 @@ def retry_delay(
 # -- the trail ------------------------------------------------------------------------------------
 
 
-class AuditTrail:
-    """The durable trail of one organization, in ``state_dir/audit/`` (created 0700).
+Store = AuditDatabase | LegacyDatabase
 
-    ``keys``: the chain's HMAC keys (``ChainKeys(cipher_key, previous_cipher_keys)``).
+
+class AuditTrail:
+    """The durable trail of one device, in ``state_dir/audit/`` (created 0700).
+
+    ``keys``: the chain's keys (``ChainKeys(device_credential, previous_device_credentials)``);
+    ``device_id``: the agent's own ID (its ``user_id``), stamped on every event and bound into
+    the head. ``legacy_keys``: the cipher keys a version 2 store left by an earlier agent was
+    keyed with (``LegacyChainKeys(cipher_key, previous_cipher_keys)``); needed only if there is one.
     ``sink`` None: records wait for a sink (a later run with one delivers them).
     """
 
@@ -195,23 +240,32 @@ class AuditTrail:
         state_dir: Path,
         *,
         keys: ChainKeys,
+        device_id: str,
         organization_id: str,
         sink: AuditSink | None,
+        legacy_keys: LegacyChainKeys | None = None,
         backoff_min_seconds: float = 0.5,
         backoff_max_seconds: float = 30.0,
     ) -> None:
         if not 0 < backoff_min_seconds <= backoff_max_seconds:
             raise ValueError("backoff_min_seconds: must be above 0 and at most backoff_max_seconds")
         self.organization_id = channels.validate_id(organization_id, "organizationId")
+        self.device_id = channels.validate_id(device_id, "deviceId")
+        self._state_dir = Path(state_dir)
         self._channel = channels.audit(organization_id)
         self._sink = sink
         self._backoff = (backoff_min_seconds, backoff_max_seconds)
         self._keys = keys
-        self._db = AuditDatabase(store_path(state_dir), keys, on_change=self._store_changed)
+        self._legacy_keys = legacy_keys
+        self._db = AuditDatabase(store_path(state_dir), keys, self.device_id, on_change=self._store_changed)
+        self._legacy: LegacyDatabase | None = None
+        self._acknowledgements = acknowledgement_path(state_dir)
+        self._acknowledged_saved = 0
+        self._acknowledged_writer: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
         self._wake: dict[Target, asyncio.Event] = {"sink": asyncio.Event(), "channel": asyncio.Event()}
-        self._waiting: list[tuple[str, str, asyncio.Future[int]]] = []
+        self._waiting: list[tuple[str, dict[str, Any], asyncio.Future[int]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._sink_task: asyncio.Task[None] | None = None
         self._bus: Bus | None = None
@@ -225,19 +279,59 @@ class AuditTrail:
         """Open (or create) the store and start delivering what is pending.
 
         DamagedStoreError (its ``path``, ``problem`` and ``advice``) if the file there is not an
-        audit store this agent can append to; AuditStoreError if it cannot be opened at all.
+        audit store this device can append to, or the sink's acknowledgements kept beside it say
+        it was rolled back; AuditStoreError if it cannot be opened at all.
         """
         if self._state != "new":
             raise RuntimeError(f"the audit trail is {self._state}")
         self._loop = asyncio.get_running_loop()
-        status = await self._db.open()
+        await self._open_legacy()
+        try:
+            kept_in_file = await asyncio.to_thread(
+                read_acknowledged, self._acknowledgements, self._keys, self.device_id
+            )
+        except AcknowledgementFileError as exc:
+            await self._close_stores()
+            raise DamagedStoreError(
+                exc.path,
+                exc.problem,
+                "if the device credential was rotated, list the old one in previous_device_credentials; "
+                "otherwise `telehealth-agent audit verify --against-sink` tells whether the trail is whole, "
+                "then move the file aside (the agent writes it again)",
+            ) from None
+        try:
+            held = await self._ask_sink_head()
+            # A new store (the first, or one begun after a damaged one was moved aside) continues
+            # after the last sequence anyone acknowledged: none is used twice.
+            status = await self._db.open(
+                base_if_new=max(kept_in_file, held or 0),
+                acknowledged_elsewhere=kept_in_file,
+                file_name=self._acknowledgements.name,
+            )
+            if held is not None:
+                self._check_against_sink(held, status)
+                await self._db.keep_acknowledged(held)
+        except BaseException:
+            await self._close_stores()
+            raise
+        status = self._db.status
+        self._acknowledged_saved = kept_in_file
         self._state = "open"
+        if status.acknowledged > kept_in_file:
+            self._save_acknowledged()  # the file fell behind (a crash between the two writes)
+        legacy = self._legacy.status if self._legacy is not None else None
         log.info(
-            "audit trail open records=%d awaiting_sink=%d awaiting_channel=%d refused=%d",
+            "audit trail open device=%s records=%d next_sequence=%d acknowledged=%d awaiting_sink=%d "
+            "awaiting_channel=%d refused=%d legacy_awaiting_sink=%d legacy_awaiting_channel=%d",
+            self.device_id,
             status.records,
+            status.base + status.records + 1,
+            status.acknowledged,
             status.awaiting_sink,
             status.awaiting_channel,
             status.refused_sink + status.refused_channel,
+            0 if legacy is None else legacy.awaiting_sink,
+            0 if legacy is None else legacy.awaiting_channel,
         )
         if self._sink is not None:
             self._sink_task = asyncio.create_task(
@@ -245,6 +339,54 @@ class AuditTrail:
             )
         if self._bus is not None:
             self._start_channel(self._bus)
+
+    async def _ask_sink_head(self) -> int | None:
+        """The highest sequence the sink holds for this device; None without a sink or an answer."""
+        if self._sink is None:
+            return None
+        try:
+            head = await asyncio.wait_for(self._sink.audit_head(self.device_id), SINK_HEAD_TIMEOUT_SECONDS)
+        except Exception as exc:
+            log.warning(
+                "audit sink head not read (the trail goes on from the state directory) error=%s",
+                describe_exception(exc),
+            )
+            return None
+        if head.device_id != self.device_id:
+            log.warning("audit sink head answered for another device device=%s", head.device_id)
+            return None
+        return head.highest_sequence
+
+    def _check_against_sink(self, held: int, status: AuditStatus) -> None:
+        end = status.base + status.records
+        if held > end:
+            # Appending would re-use sequences the sink holds (it refuses them, 409): say why now.
+            raise DamagedStoreError(
+                self._db.path,
+                f"the sink already holds sequence {held} of this device but the trail ends at {end}: "
+                "the state directory was put back to an older copy, or records were removed",
+            )
+
+    async def _open_legacy(self) -> None:
+        """Set a version 2 store aside and open it for delivery (it is never appended to)."""
+        await asyncio.to_thread(set_aside_legacy_store, self._state_dir)
+        path = legacy_store_path(self._state_dir)
+        if not await asyncio.to_thread(path.exists):
+            return
+        if self._legacy_keys is None:
+            raise DamagedStoreError(
+                path,
+                "a version 2 store (keyed by the cipher key) is there and no cipher key was given",
+                "give the agent its cipher_key so that what waits in it is delivered",
+            )
+        legacy = LegacyDatabase(path, self._legacy_keys, on_change=self._store_changed)
+        await legacy.open()
+        self._legacy = legacy
+
+    async def _close_stores(self) -> None:
+        await self._db.close()
+        if self._legacy is not None:
+            await self._legacy.close()
 
     async def aclose(self) -> None:
         """Finish the records being written, stop delivering, close the store. Idempotent."""
@@ -262,24 +404,32 @@ class AuditTrail:
         if tasks:
             # wait(), not gather: a cancellation of aclose() itself must still propagate.
             await asyncio.wait(tasks)
+        if self._acknowledged_writer is not None:
+            await asyncio.wait({self._acknowledged_writer})  # the file is not left behind the store
         if opened:
-            await self._db.close()
+            await self._close_stores()
 
     # -- recording -----------------------------------------------------------------------------
 
     async def record(self, event: messages.AuditEvent) -> int:
         """Append ``event`` to the chain; its position (1-based) once it is on disk.
 
-        ValueError naming the field, and nothing stored, for an event of another organization,
-        one that is not IDs only, or an id already recorded. AuditStoreError if the disk refused.
+        The trail sets ``deviceId`` (this device) and ``sequence`` (the next one). ValueError
+        naming the field, and nothing stored, for an event of another organization or device, one
+        that already has a sequence, one that is not IDs only, or an id already recorded.
+        AuditStoreError if the disk refused.
         """
         if self._state != "open":
             raise RuntimeError(f"the audit trail is {self._state if self._state != 'new' else 'not open'}")
         if event.organization_id != self.organization_id:
             raise ValueError("organizationId: must be this trail's organization")
+        if event.device_id is not None and event.device_id != self.device_id:
+            raise ValueError("deviceId: must be this trail's device")
+        if event.sequence is not None:
+            raise ValueError("sequence: is given by the trail when it records the event")
         check_ids_only(event)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiting.append((event.id, canonical(event), future))
+        self._waiting.append((event.id, messages.encode(event), future))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_waiting(), name="audit-writer")
         return await future
@@ -290,7 +440,7 @@ class AuditTrail:
             while self._waiting:
                 batch, self._waiting = self._waiting, []
                 try:
-                    results = await self._db.append([(event_id, text) for event_id, text, _ in batch])
+                    results = await self._db.append([(event_id, wire) for event_id, wire, _ in batch])
                 except Exception as exc:
                     where = describe_exception(exc)
                     log.error("audit append failed records=%d error=%s", len(batch), where)
@@ -336,14 +486,14 @@ class AuditTrail:
         task = self._channel_task
         if task is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._until(lambda: self._db.status.awaiting_channel == 0), within)
+                await asyncio.wait_for(self._until(lambda: self._awaiting("channel") == 0), within)
             if self._channel_task is not task:
                 return  # another bus was attached meanwhile: it is the one in use now
         self._channel_task, self._bus = None, None
         if task is not None:
             task.cancel()
             await asyncio.wait({task})
-            log.info("audit channel detached awaiting_channel=%d", self._db.status.awaiting_channel)
+            log.info("audit channel detached awaiting_channel=%d", self._awaiting("channel"))
 
     def _start_channel(self, bus: Bus, after: asyncio.Task[None] | None = None) -> None:
         async def publish(event: dict[str, Any]) -> None:
@@ -358,17 +508,32 @@ class AuditTrail:
 
     # -- delivery ------------------------------------------------------------------------------
 
-    async def _post_to_sink(self, event: dict[str, Any]) -> None:
+    async def _post_to_sink(self, event: dict[str, Any]) -> SinkHead | None:
         assert self._sink is not None
-        await self._sink.post_audit_event(event)
+        return await self._sink.post_audit_event(event)
 
-    async def _deliver(self, target: Target, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
-        """Send each pending record to ``target`` in order, each until acknowledged or refused."""
+    async def _deliver(
+        self, target: Target, send: Callable[[dict[str, Any]], Awaitable[SinkHead | None]]
+    ) -> None:
+        """Send each pending record to ``target`` in order, each until acknowledged or refused:
+        a set-aside version 2 store's first (it gets nothing new), then this device's."""
+        if self._legacy is not None:
+            await self._drain(self._legacy, target, send, forever=False)
+        await self._drain(self._db, target, send, forever=True)
+
+    async def _drain(
+        self,
+        store: Store,
+        target: Target,
+        send: Callable[[dict[str, Any]], Awaitable[SinkHead | None]],
+        *,
+        forever: bool,
+    ) -> None:
         wake, after, failures = self._wake[target], 0, 0
         while True:
             wake.clear()
             try:
-                pending = await self._db.pending(target, after, _DELIVERY_BATCH)
+                pending = await store.pending(target, after, _DELIVERY_BATCH)
             except Exception as exc:
                 failures += 1
                 log.error("audit store read failed target=%s error=%s", target, describe_exception(exc))
@@ -376,6 +541,8 @@ class AuditTrail:
                 continue
             failures = 0
             if not pending:
+                if not forever:
+                    return
                 await wake.wait()
                 continue
             for position, text in pending:
@@ -384,33 +551,40 @@ class AuditTrail:
                 except ValueError:
                     # Altered on disk (``audit verify`` names it); sending it would fail forever.
                     log.error("audit record unreadable target=%s position=%d", target, position)
-                    await self._settle(target, position, 0)
+                    await self._settle(store, target, position, 0, None)
                 else:
-                    await self._deliver_one(target, position, event, send)
+                    await self._deliver_one(store, target, position, event, send)
                 after = position
 
     async def _deliver_one(
         self,
+        store: Store,
         target: Target,
         position: int,
         event: dict[str, Any],
-        send: Callable[[dict[str, Any]], Awaitable[None]],
+        send: Callable[[dict[str, Any]], Awaitable[SinkHead | None]],
     ) -> None:
         failures = 0
         while True:
             try:
-                await send(event)
+                answer = await send(event)
             except Exception as exc:
                 refusal = _permanent_refusal(exc)
                 if refusal is not None:
                     log.error(
-                        "audit event refused target=%s id=%s position=%d status=%d",
+                        "audit event refused target=%s id=%s position=%d sequence=%s status=%d%s",
                         target,
                         event.get("id"),
                         position,
+                        event.get("sequence"),
                         refusal,
+                        # 409: the sink holds this device's sequence under another event.
+                        " (the sink holds this sequence under another event: was the trail rolled "
+                        "back? run telehealth-agent audit verify --against-sink)"
+                        if refusal == 409
+                        else "",
                     )
-                    await self._settle(target, position, refusal)
+                    await self._settle(store, target, position, refusal, None)
                     return
                 failures += 1
                 if failures in (1, _PERSISTENT_FAILURES) or failures % 20 == 0:
@@ -427,7 +601,8 @@ class AuditTrail:
                     )
                 await asyncio.sleep(retry_delay(failures, *self._backoff))
                 continue
-            await self._settle(target, position, None)
+            highest = self._highest_acknowledged(answer, event) if target == "sink" else None
+            await self._settle(store, target, position, None, highest)
             if failures:
                 log.info(
                     "audit event delivered target=%s position=%d after_failures=%d",
@@ -437,14 +612,50 @@ class AuditTrail:
                 )
             return
 
-    async def _settle(self, target: Target, position: int, refused_status: int | None) -> None:
+    def _highest_acknowledged(self, answer: SinkHead | None, event: dict[str, Any]) -> int | None:
+        """The highest sequence of this device the sink is now known to hold: its answer (the
+        highest with no gap below) or the event it just stored, whichever is higher. The event's
+        own counts too: a refused event leaves a gap the sink's answer never passes."""
+        own = event.get("sequence") if event.get("deviceId") == self.device_id else None
+        highest = own if isinstance(own, int) and not isinstance(own, bool) else None
+        if answer is not None:
+            if answer.device_id != self.device_id:
+                log.warning("audit sink answered for another device device=%s", answer.device_id)
+            else:
+                highest = max(highest or 0, answer.highest_sequence)
+        if highest is None:
+            return None
+        status = self._db.status
+        if highest > status.base + status.records:
+            # Kept all the same: it is the sink's word, and `audit verify` reports the difference.
+            log.error(
+                "audit sink holds sequence %d of this device, beyond this trail's last (%d)",
+                highest,
+                status.base + status.records,
+            )
+        return highest
+
+    async def _settle(
+        self, store: Store, target: Target, position: int, refused_status: int | None, highest: int | None
+    ) -> None:
         failures = 0
         while True:
             try:
-                if refused_status is None:
-                    await self._db.acknowledge(target, position)
+                raised: int | None = None
+                if isinstance(store, AuditDatabase):
+                    if refused_status is None:
+                        raised = await store.acknowledge(target, position, highest)
+                    else:
+                        await store.refuse(target, position, refused_status)
                 else:
-                    await self._db.refuse(target, position, refused_status)
+                    if refused_status is None:
+                        await store.acknowledge(target, position)
+                    else:
+                        await store.refuse(target, position, refused_status)
+                    if highest is not None:
+                        raised = await self._db.keep_acknowledged(highest)
+                if raised is not None:
+                    self._save_acknowledged()
                 return
             except Exception as exc:
                 # Not written: it would be delivered again after a restart (the sink keeps one copy).
@@ -452,26 +663,62 @@ class AuditTrail:
                 log.error("audit store update failed target=%s error=%s", target, describe_exception(exc))
                 await asyncio.sleep(retry_delay(failures, *self._backoff))
 
+    def _save_acknowledged(self) -> None:
+        """Bring the file beside the store up to the store's value, behind (coalesced) and in order."""
+        if self._acknowledged_writer is None:
+            self._acknowledged_writer = asyncio.create_task(
+                self._write_acknowledged(), name="audit-acknowledged-writer"
+            )
+
+    async def _write_acknowledged(self) -> None:
+        try:
+            while self._db.status.acknowledged > self._acknowledged_saved:
+                value = self._db.status.acknowledged
+                try:
+                    await asyncio.to_thread(
+                        write_acknowledged, self._acknowledgements, self._keys, self.device_id, value
+                    )
+                except OSError as exc:
+                    # The store holds the value; the file is written again at the next one or start.
+                    log.error(
+                        "audit acknowledgement file not written file=%s error=%s",
+                        self._acknowledgements,
+                        describe_exception(exc),
+                    )
+                    return
+                self._acknowledged_saved = value
+        finally:
+            self._acknowledged_writer = None
+
     # -- status --------------------------------------------------------------------------------
 
     def status(self) -> AuditStatus:
+        """This device's store (a set-aside version 2 store's are ``legacy_status``)."""
         return self._db.status
+
+    def legacy_status(self) -> AuditStatus | None:
+        return None if self._legacy is None else self._legacy.status
+
+    def _awaiting(self, target: Target) -> int:
+        stores = [self._db.status] + ([] if self._legacy is None else [self._legacy.status])
+        return sum(s.awaiting_sink if target == "sink" else s.awaiting_channel for s in stores)
 
     async def durability(self) -> SqliteDurability:
         """How the store's writes reach the disk (FULL: a recorded event survives a power cut)."""
         return await self._db.durability()
 
     async def verify(self) -> ChainReport:
-        """The chain on disk checked under this trail's keys (read-only, in a thread)."""
-        return await asyncio.to_thread(verify_store, self._db.path, self._keys)
+        """The chain on disk checked as this device (read-only, in a thread)."""
+        return await asyncio.to_thread(
+            verify_store, self._db.path, self._keys, self.device_id, self._acknowledgements
+        )
 
     async def wait_delivered(self, within: float) -> bool:
         """True once everything recorded is acknowledged by the sink and (with a bus) the channel."""
 
         def delivered() -> bool:
-            status = self._db.status
-            channel_done = self._bus is None or status.awaiting_channel == 0
-            return not self._waiting and self._writer is None and status.awaiting_sink == 0 and channel_done
+            channel_done = self._bus is None or self._awaiting("channel") == 0
+            return not self._waiting and self._writer is None and self._awaiting("sink") == 0 and channel_done
 
         try:
             await asyncio.wait_for(self._until(delivered), within)
@@ -507,16 +754,23 @@ def _permanent_refusal(exc: Exception) -> int | None:
 # -- read-only, for the command line --------------------------------------------------------------
 
 
-def verify_chain(state_dir: Path, keys: ChainKeys) -> ChainReport:
-    """Check the keyed hash chain; AuditStoreError only if there is no store file at all."""
-    return verify_store(store_path(state_dir), keys)
+def verify_chain(state_dir: Path, keys: ChainKeys, device_id: str) -> ChainReport:
+    """Check the device's store and the acknowledgements kept beside it; AuditStoreError only if
+    there is no store file at all."""
+    return verify_store(store_path(state_dir), keys, device_id, acknowledgement_path(state_dir))
+
+
+def verify_legacy_chain(path: Path, keys: LegacyChainKeys) -> ChainReport:
+    """Check a version 2 store (set aside, or not yet upgraded) under the cipher keys."""
+    return verify_legacy_store(path, keys)
 
 
 def read_status(state_dir: Path) -> AuditStatus:
-    """AuditStoreError if there is no store; DamagedStoreError if the file is not a readable one."""
+    """The counts (check the chain first: they are not verified); AuditStoreError if there is no
+    store; DamagedStoreError if the file is not a readable one."""
     return read_store_status(store_path(state_dir))
 
 
 def read_last(state_dir: Path) -> LastRecord | None:
-    """The last record's position and time, to compare with the sink (a rolled-back file is shorter)."""
+    """The last record's position and time, to compare with the sink."""
     return read_last_record(store_path(state_dir))

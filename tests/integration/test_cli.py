@@ -216,18 +216,21 @@ async def test_an_idle_kiosk_asks_for_no_token_logs_no_warning_and_is_idle(
         assert [
             line for line in out.splitlines() if "bus status=" in line and "status=stopped" not in line
         ] == []
-        assert seen == []  # the clinic was never asked
+        # The clinic was asked for no token: only its audit sink's head, which the trail checks at start.
+        assert seen == ["GET /api/audit-events/head"]
 
         # The proxy does see a cart's agent ask (a provider's standing token: the next issue).
+        seen.clear()
         provider = {**dev_stack.agent_environment("dr-demo"), "TELEHEALTH_CLINIC_URL": clinic_url}
         cart = await start("run", env=clean_environment(provider))
         await cart.wait_for_line("agent started role=provider user=dr-demo")
         cart.proc.send_signal(signal.SIGTERM)
         code, _, err = await cart.finish()
         assert code == 0, err
-        # Its token first; then the audit trail's record of that grant (ACCESS_TOKEN_GRANTED).
-        assert seen[0] == "POST /api/telemedicine/token"
-        assert set(seen[1:]) <= {"POST /api/audit-events"}
+        # The audit sink's head as its trail opens, its token; then the trail's record of that
+        # grant (ACCESS_TOKEN_GRANTED).
+        assert seen[:2] == ["GET /api/audit-events/head", "POST /api/telemedicine/token"]
+        assert set(seen[2:]) <= {"POST /api/audit-events"}
 
 
 async def test_devstack_prints_working_settings_and_writes_the_env_file(tmp_path: Path) -> None:

@@ -33,7 +33,9 @@ from telehealth_client.security.audit import (
 from telehealth_client.security.audit_store import GENESIS_HASH, SCHEMA_VERSION
 
 ORG = "org-test"
-SECRET = "audit-unit-cipher-key-0123456789"
+DEVICE = "kiosk-1"
+EDITED = "content does not match its hash (edited, or written without this device's key)"
+SECRET = "audit-unit-device-credential-0123"
 KEYS = ChainKeys(SECRET)
 
 
@@ -54,7 +56,7 @@ def event(number: int = 0, **overrides: Any) -> messages.AuditEvent:
 
 @pytest.fixture
 async def trail(tmp_path: Path) -> AsyncIterator[AuditTrail]:
-    opened = AuditTrail(tmp_path, keys=KEYS, organization_id=ORG, sink=None)
+    opened = AuditTrail(tmp_path, keys=KEYS, device_id=DEVICE, organization_id=ORG, sink=None)
     await opened.open()
     yield opened
     await opened.aclose()
@@ -87,7 +89,7 @@ def tamper(tmp_path: Path, *statements: str) -> None:
 
 async def test_records_form_a_hash_chain_that_verifies(trail: AuditTrail, tmp_path: Path) -> None:
     events = await record_many(trail, 5)
-    report = verify_chain(tmp_path, KEYS)
+    report = verify_chain(tmp_path, KEYS, DEVICE)
     assert (report.ok, report.records, report.first_broken, report.reason) == (True, 5, None, None)
 
     rows = raw(tmp_path).execute("SELECT position, id, event, prev_hash, hash FROM records").fetchall()
@@ -102,10 +104,12 @@ async def test_records_form_a_hash_chain_that_verifies(trail: AuditTrail, tmp_pa
             stored, ChainKeys("another-secret-0123456789").link(prev_hash, position, text)
         )
         previous = stored
-    # Stored as the canonical wire form: camelCase, sorted keys, compact.
+    # Stored as the canonical wire form, stamped with this device and its sequence: camelCase,
+    # sorted keys, compact.
     first = json.loads(rows[0][2])
-    assert first == messages.encode(events[0])
+    assert first == {**messages.encode(events[0]), "deviceId": DEVICE, "sequence": 1}
     assert rows[0][2] == json.dumps(first, sort_keys=True, separators=(",", ":"))
+    assert [json.loads(row[2])["sequence"] for row in rows] == [1, 2, 3, 4, 5]
 
 
 async def test_the_store_is_its_owners_only(trail: AuditTrail, tmp_path: Path) -> None:
@@ -122,16 +126,16 @@ async def test_records_cannot_be_updated_or_deleted_through_sqlite(trail: AuditT
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         db.execute("DELETE FROM records WHERE position = 2")
     db.close()
-    assert verify_chain(tmp_path, KEYS).ok
+    assert verify_chain(tmp_path, KEYS, DEVICE).ok
 
 
 async def test_an_edited_record_is_reported_with_its_position(trail: AuditTrail, tmp_path: Path) -> None:
     await record_many(trail, 5)
     await trail.aclose()
     tamper(tmp_path, """UPDATE records SET event = replace(event, '"join"', '"left"') WHERE position = 3""")
-    report = verify_chain(tmp_path, KEYS)
+    report = verify_chain(tmp_path, KEYS, DEVICE)
     assert (report.ok, report.first_broken) == (False, 3)
-    assert report.reason == "record 3: content does not match its hash"
+    assert report.reason == f"record 3: {EDITED}"
 
 
 async def test_an_edited_and_rehashed_record_breaks_the_next_link(trail: AuditTrail, tmp_path: Path) -> None:
@@ -146,7 +150,7 @@ async def test_an_edited_and_rehashed_record_breaks_the_next_link(trail: AuditTr
         f"UPDATE records SET event = '{edited}', hash = '{KEYS.link(prev_hash, 3, edited)}'"
         " WHERE position = 3",
     )
-    report = verify_chain(tmp_path, KEYS)
+    report = verify_chain(tmp_path, KEYS, DEVICE)
     assert (report.ok, report.first_broken) == (False, 4)
     assert report.reason == "record 4: previous record missing or altered"
 
@@ -157,7 +161,7 @@ async def test_a_deleted_middle_record_is_reported_with_its_position(
     await record_many(trail, 5)
     await trail.aclose()
     tamper(tmp_path, "DELETE FROM records WHERE position = 3")
-    report = verify_chain(tmp_path, KEYS)
+    report = verify_chain(tmp_path, KEYS, DEVICE)
     assert (report.ok, report.first_broken) == (False, 3)
     assert report.reason == "record 3: missing (the chain goes from record 2 to record 4)"
 
@@ -166,14 +170,14 @@ async def test_a_deleted_last_record_is_reported_with_its_position(trail: AuditT
     await record_many(trail, 5)
     await trail.aclose()
     tamper(tmp_path, "DELETE FROM records WHERE position = 5")
-    report = verify_chain(tmp_path, KEYS)
+    report = verify_chain(tmp_path, KEYS, DEVICE)
     assert (report.ok, report.first_broken) == (False, 5)
     assert report.reason == "record 5: the last record(s) were removed (1 missing)"
 
 
 async def test_a_missing_store_is_an_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(AuditStoreError, match="no audit store"):
-        verify_chain(tmp_path, KEYS)
+        verify_chain(tmp_path, KEYS, DEVICE)
     with pytest.raises(AuditStoreError, match="no audit store"):
         read_status(tmp_path)
     assert not store_path(tmp_path).exists()  # reading created nothing
@@ -183,7 +187,7 @@ async def test_a_file_that_is_not_an_audit_store_is_an_error(tmp_path: Path) -> 
     store_path(tmp_path).parent.mkdir()
     store_path(tmp_path).write_bytes(b"not a database at all" * 100)
     # There but not a store: a broken trail (the command line's exit 1), not a wrong path.
-    report = verify_chain(tmp_path, KEYS)
+    report = verify_chain(tmp_path, KEYS, DEVICE)
     assert (report.ok, report.records, report.reason) == (
         False,
         0,
@@ -231,22 +235,22 @@ async def test_concurrent_records_are_committed_together_in_call_order(
     assert sum(transactions) == 40 and len(transactions) < 40  # grouped, not one by one
     rows = raw(tmp_path).execute("SELECT id FROM records ORDER BY position").fetchall()
     assert [row[0] for row in rows[1:]] == [item.id for item in events]
-    assert verify_chain(tmp_path, KEYS).ok
+    assert verify_chain(tmp_path, KEYS, DEVICE).ok
 
 
 async def test_positions_continue_after_reopening(tmp_path: Path) -> None:
-    first = AuditTrail(tmp_path, keys=KEYS, organization_id=ORG, sink=None)
+    first = AuditTrail(tmp_path, keys=KEYS, device_id=DEVICE, organization_id=ORG, sink=None)
     await first.open()
     await record_many(first, 3)
     await first.aclose()
-    second = AuditTrail(tmp_path, keys=KEYS, organization_id=ORG, sink=None)
+    second = AuditTrail(tmp_path, keys=KEYS, device_id=DEVICE, organization_id=ORG, sink=None)
     await second.open()
     try:
         assert await second.record(event(9)) == 4
         assert second.status() == AuditStatus(records=4, awaiting_sink=4, awaiting_channel=4)
     finally:
         await second.aclose()
-    assert verify_chain(tmp_path, KEYS).ok
+    assert verify_chain(tmp_path, KEYS, DEVICE).ok
     assert read_status(tmp_path) == AuditStatus(records=4, awaiting_sink=4, awaiting_channel=4)
 
 
@@ -265,7 +269,7 @@ async def test_a_repeated_id_is_refused_and_not_stored_twice(trail: AuditTrail, 
     )
     assert results[0] == 2 and isinstance(results[1], ValueError) and results[2] == 3
     assert trail.status().records == 3
-    assert verify_chain(tmp_path, KEYS).ok
+    assert verify_chain(tmp_path, KEYS, DEVICE).ok
 
 
 async def test_another_organizations_event_is_refused(trail: AuditTrail) -> None:
@@ -285,7 +289,7 @@ async def test_an_event_with_free_text_built_by_hand_is_refused(trail: AuditTrai
 
 
 async def test_record_before_open_and_after_close_is_refused(tmp_path: Path) -> None:
-    trail = AuditTrail(tmp_path, keys=KEYS, organization_id=ORG, sink=None)
+    trail = AuditTrail(tmp_path, keys=KEYS, device_id=DEVICE, organization_id=ORG, sink=None)
     with pytest.raises(RuntimeError, match="not open"):
         await trail.record(event(1))
     await trail.open()
@@ -333,48 +337,45 @@ async def test_an_edited_chain_rehashed_to_the_end_without_the_key_is_reported(
     await record_many(trail, 6)
     await trail.aclose()
     rewrite_from(tmp_path, 3, link)
-    report = verify_chain(tmp_path, KEYS)
+    report = verify_chain(tmp_path, KEYS, DEVICE)
     assert (report.ok, report.first_broken, report.records) == (False, 3, 2)
-    assert report.reason == "record 3: content does not match its hash"
+    assert report.reason == f"record 3: {EDITED}"
 
 
 async def test_a_whole_chain_written_under_another_key_is_reported_at_its_first_record(
     tmp_path: Path,
 ) -> None:
-    forger = AuditTrail(
-        tmp_path, keys=ChainKeys("a-key-someone-made-up-0123"), organization_id=ORG, sink=None
-    )
+    forged = ChainKeys("a-key-someone-made-up-0123")
+    forger = AuditTrail(tmp_path, keys=forged, device_id=DEVICE, organization_id=ORG, sink=None)
     await forger.open()
     await record_many(forger, 2)
     await forger.aclose()
-    assert verify_chain(tmp_path, ChainKeys("a-key-someone-made-up-0123")).ok
-    report = verify_chain(tmp_path, KEYS)
+    assert verify_chain(tmp_path, ChainKeys("a-key-someone-made-up-0123"), DEVICE).ok
+    report = verify_chain(tmp_path, KEYS, DEVICE)
     assert (report.ok, report.first_broken) == (False, 1)
     # And the agent does not append to it: its chain would hide the problem.
-    trail = AuditTrail(tmp_path, keys=KEYS, organization_id=ORG, sink=None)
-    with pytest.raises(
-        DamagedStoreError, match="does not match the chain's head under this agent's cipher key"
-    ) as refused:
+    trail = AuditTrail(tmp_path, keys=KEYS, device_id=DEVICE, organization_id=ORG, sink=None)
+    with pytest.raises(DamagedStoreError, match="does not verify under this device's credential") as refused:
         await trail.open()
-    assert "previous_cipher_keys" in refused.value.advice
-    assert verify_chain(tmp_path, ChainKeys("a-key-someone-made-up-0123")).records == 2  # unchanged
+    assert "previous_device_credentials" in refused.value.advice
+    assert verify_chain(tmp_path, ChainKeys("a-key-someone-made-up-0123"), DEVICE).records == 2  # unchanged
 
 
 async def test_after_a_key_rotation_the_old_key_still_verifies_what_it_signed(tmp_path: Path) -> None:
-    old = AuditTrail(tmp_path, keys=KEYS, organization_id=ORG, sink=None)
+    old = AuditTrail(tmp_path, keys=KEYS, device_id=DEVICE, organization_id=ORG, sink=None)
     await old.open()
     await record_many(old, 2)
     await old.aclose()
     rotated = ChainKeys("the-new-cipher-key-0123456789", [SECRET])
-    trail = AuditTrail(tmp_path, keys=rotated, organization_id=ORG, sink=None)
+    trail = AuditTrail(tmp_path, keys=rotated, device_id=DEVICE, organization_id=ORG, sink=None)
     await trail.open()
     await record_many(trail, 2)
     await trail.aclose()
-    assert verify_chain(tmp_path, rotated) == verify_chain(tmp_path, rotated)
-    assert verify_chain(tmp_path, rotated).ok and verify_chain(tmp_path, rotated).records == 4
+    assert verify_chain(tmp_path, rotated, DEVICE) == verify_chain(tmp_path, rotated, DEVICE)
+    assert verify_chain(tmp_path, rotated, DEVICE).ok and verify_chain(tmp_path, rotated, DEVICE).records == 4
     # Records 3 and 4 were signed with the new key only.
-    assert verify_chain(tmp_path, KEYS).first_broken == 3
-    assert verify_chain(tmp_path, ChainKeys("the-new-cipher-key-0123456789")).first_broken == 1
+    assert verify_chain(tmp_path, KEYS, DEVICE).first_broken == 3
+    assert verify_chain(tmp_path, ChainKeys("the-new-cipher-key-0123456789"), DEVICE).first_broken == 1
 
 
 # -- the store's version and its delivery state ------------------------------------------------------
@@ -390,12 +391,12 @@ async def test_a_store_of_another_version_is_refused_clearly(trail: AuditTrail, 
         f"audit store version 1, this agent reads version {SCHEMA_VERSION} "
         "(written by another version of the agent, or altered)"
     )
-    report = verify_chain(tmp_path, KEYS)
+    report = verify_chain(tmp_path, KEYS, DEVICE)
     assert (report.ok, report.reason) == (False, expected)
     with pytest.raises(DamagedStoreError) as refused:
         read_status(tmp_path)
     assert str(refused.value) == f"{store_path(tmp_path)}: {expected}"
-    again = AuditTrail(tmp_path, keys=KEYS, organization_id=ORG, sink=None)
+    again = AuditTrail(tmp_path, keys=KEYS, device_id=DEVICE, organization_id=ORG, sink=None)
     with pytest.raises(DamagedStoreError) as refused:
         await again.open()
     assert refused.value.problem == expected
@@ -406,7 +407,7 @@ async def test_a_file_that_is_not_an_audit_store_is_refused_at_open_and_left_alo
     path = store_path(tmp_path)
     path.parent.mkdir()
     path.write_bytes(b"not a database at all" * 100)
-    trail = AuditTrail(tmp_path, keys=KEYS, organization_id=ORG, sink=None)
+    trail = AuditTrail(tmp_path, keys=KEYS, device_id=DEVICE, organization_id=ORG, sink=None)
     with pytest.raises(DamagedStoreError) as refused:
         await trail.open()
     assert (refused.value.path, refused.value.problem) == (path, "not a readable audit store (DatabaseError)")
@@ -430,7 +431,7 @@ async def test_status_counts_waiting_records_from_the_records_themselves(
     assert read_status(tmp_path) == AuditStatus(
         records=3, awaiting_sink=2, awaiting_channel=3, refused_sink=1
     )
-    assert verify_chain(tmp_path, KEYS).ok
+    assert verify_chain(tmp_path, KEYS, DEVICE).ok
 
 
 async def test_a_forged_acknowledgement_is_reported_by_verify(trail: AuditTrail, tmp_path: Path) -> None:
@@ -444,7 +445,7 @@ async def test_a_forged_acknowledgement_is_reported_by_verify(trail: AuditTrail,
     )
     db.close()
     assert read_status(tmp_path).awaiting_sink == 1  # it would hide record 2 from the sink...
-    report = verify_chain(tmp_path, KEYS)  # ...so verify names it
+    report = verify_chain(tmp_path, KEYS, DEVICE)  # ...so verify names it
     assert (report.ok, report.first_broken) == (False, 2)
     assert report.reason == "record 2: its delivery state (sink) was altered"
 
@@ -457,5 +458,5 @@ async def test_an_acknowledgement_for_a_record_that_does_not_exist_is_reported(
     db = raw(tmp_path)
     db.execute("INSERT INTO settled (position, target, refused_status, mac) VALUES (9, 'sink', NULL, 'x')")
     db.close()
-    report = verify_chain(tmp_path, KEYS)
+    report = verify_chain(tmp_path, KEYS, DEVICE)
     assert (report.ok, report.reason) == (False, "delivery state for record 9, which does not exist")

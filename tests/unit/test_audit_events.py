@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from telehealth_client.protocol import messages
-from telehealth_client.security.audit import AuditTrail, ChainKeys, audit_event, retry_delay
+from telehealth_client.security.audit import AuditTrail, ChainKeys, LegacyChainKeys, audit_event, retry_delay
 
 MARKER = "Jane Doe 1970-01-01"
 
@@ -81,15 +81,20 @@ def test_ids_with_dots_and_colons_are_accepted() -> None:
 
 
 def test_the_trail_refuses_bad_settings_naming_them(tmp_path: Any) -> None:
-    keys = ChainKeys("audit-unit-cipher-key-0123456789")
+    keys = ChainKeys("audit-unit-device-credential-0123")
     with pytest.raises(ValueError, match="organizationId"):
-        AuditTrail(tmp_path, keys=keys, organization_id="org x", sink=None)
+        AuditTrail(tmp_path, keys=keys, device_id="kiosk-1", organization_id="org x", sink=None)
+    with pytest.raises(ValueError, match="deviceId"):
+        AuditTrail(tmp_path, keys=keys, device_id="kiosk 1", organization_id="org", sink=None)
     with pytest.raises(ValueError, match="backoff_min_seconds"):
-        AuditTrail(tmp_path, keys=keys, organization_id="org", sink=None, backoff_min_seconds=0)
+        AuditTrail(
+            tmp_path, keys=keys, device_id="kiosk-1", organization_id="org", sink=None, backoff_min_seconds=0
+        )
     with pytest.raises(ValueError, match="backoff_min_seconds"):
         AuditTrail(
             tmp_path,
             keys=keys,
+            device_id="kiosk-1",
             organization_id="org",
             sink=None,
             backoff_min_seconds=5,
@@ -110,6 +115,26 @@ def test_chain_keys_refuse_bad_secrets_naming_them_and_never_show_one() -> None:
     keys = ChainKeys("audit-unit-cipher-key-0123456789", ["old-key-0123456789"])
     assert repr(keys) == "ChainKeys(previous_keys=1)"
     assert "0123456789" not in repr(vars(keys))  # derived keys only, not the secret
+    with pytest.raises(ValueError, match=r"^previous\[0\]: must not be empty$"):
+        LegacyChainKeys("a-cipher-key-0123456789", [""])
+    assert repr(LegacyChainKeys("a-cipher-key-0123456789")) == "LegacyChainKeys(previous_keys=0)"
+
+
+def test_each_purpose_has_its_own_key_so_no_mac_passes_for_another() -> None:
+    """A link, a head, a settlement and an acknowledgement of the same text never share a MAC:
+    a forger cannot lift one into another's place."""
+    keys = ChainKeys("audit-unit-device-credential-0123")
+    text_parts = ("kiosk-1", 3, 4, "f" * 64)
+    macs = {
+        keys.link("kiosk-1", 3, "4"),
+        keys.head(*text_parts),
+        keys.settlement("kiosk-1", "3", 4),
+        keys.acknowledgement("kiosk-1", 3),
+    }
+    assert len(macs) == 4
+    # The same derivation as another device's credential, or as the version 2 chain, gives another MAC.
+    assert keys.link("p", 1, "e") != ChainKeys("audit-unit-device-credential-0124").link("p", 1, "e")
+    assert keys.link("p", 1, "e") != LegacyChainKeys("audit-unit-device-credential-0123").link("p", 1, "e")
 
 
 def test_retry_delay_is_full_jitter_doubling_up_to_the_cap() -> None:

@@ -619,6 +619,7 @@ def test_redacted_shows_every_setting_printable_and_no_secret(tmp_path: Path) ->
         "request_timeout_seconds": 10.0,
         "clinic_url": "http://127.0.0.1:8480",
         "device_credential": "<unset>",
+        "previous_device_credentials": "<unset>",
         "camera": None,
         "microphone": "USB",
         "speaker": None,

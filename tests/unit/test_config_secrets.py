@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import struct
@@ -25,6 +26,7 @@ ALL_SECRETS = (
     "cipher_key",
     "previous_cipher_keys",
     "device_credential",
+    "previous_device_credentials",
     "api_token",
 )
 
@@ -53,7 +55,7 @@ def test_every_secret_str_setting_is_a_secret_and_the_list_is_complete() -> None
 @pytest.mark.parametrize("name", ALL_SECRETS)
 def test_every_secret_in_the_config_file_is_refused(tmp_path: Path, name: str) -> None:
     config = tmp_path / "agent.toml"
-    value = '["an-old-cipher-key-0001"]' if name == "previous_cipher_keys" else '"a-secret-value-0001"'
+    value = '["an-old-cipher-key-0001"]' if name.startswith("previous_") else '"a-secret-value-0001"'
     config.write_text(f"{name} = {value}\n")
     assert problems_of({}, config) == [
         f"{name} (config file): secrets are not read from the config file; "
@@ -312,6 +314,28 @@ def test_secrets_from_the_credentials_directory_and_file_variables(tmp_path: Pat
         "old-cipher-key-0002",
     ]
     assert settings.api_token is not None and settings.api_token.get_secret_value() == "api-secret"
+
+
+def test_previous_device_credentials_are_read_like_previous_cipher_keys(tmp_path: Path) -> None:
+    """Credentials rotated out still verify the audit records they signed: one a line, or JSON,
+    from a variable, a file or the systemd credentials directory; a blank one is refused."""
+    old = ["kiosk-1-credential-2025", "kiosk-1-credential-2026"]
+    credentials = tmp_path / "creds"
+    credentials.mkdir()
+    secret_file(credentials / "previous_device_credentials", f"{old[0]}\n{old[1]}\n")
+    lines = secret_file(tmp_path / "old", f" {old[0]} \r\n{old[1]}\n")
+    for environ in (
+        {"TELEHEALTH_PREVIOUS_DEVICE_CREDENTIALS": f"{old[0]}\n {old[1]} "},
+        {"TELEHEALTH_PREVIOUS_DEVICE_CREDENTIALS": json.dumps(old)},
+        {"TELEHEALTH_PREVIOUS_DEVICE_CREDENTIALS_FILE": str(lines)},
+        {"CREDENTIALS_DIRECTORY": str(credentials)},
+    ):
+        settings = load_settings(environ=environ)
+        assert [value.get_secret_value() for value in settings.previous_device_credentials] == old
+    assert load_settings(environ={}).previous_device_credentials == []
+    assert problems_of({"TELEHEALTH_PREVIOUS_DEVICE_CREDENTIALS": f"{old[0]}\n\n{old[1]}"}) == [
+        "previous_device_credentials (TELEHEALTH_PREVIOUS_DEVICE_CREDENTIALS): line 2 is blank"
+    ]
 
 
 def test_a_secret_never_appears_in_a_refusal(tmp_path: Path) -> None:

@@ -227,6 +227,8 @@ AUDIT_SAMPLE: dict[str, Any] = {
     "action": "START",
     "outcome": "success",
     "metadata": {"sessionId": "s-1", "consentRef": "c-1"},
+    "deviceId": "dr-lee",
+    "sequence": 1,
 }
 SAMPLES["audit"] = ("audit.clinic-north", AUDIT_SAMPLE, "dr-lee")
 
@@ -382,6 +384,8 @@ def _summary(duration: object, follow_up: object = True) -> dict[str, Any]:
         ("EMERGENCY_ESCALATION", {"status": "resolved"}, "status", "must be one of"),
         ("audit", {"eventType": "HACKED"}, "eventType", "must be one of"),
         ("audit", {"actor": {"userId": "dr-lee", "role": "root"}}, "actor.role", "must be one of"),
+        ("audit", {"sequence": 0}, "sequence", "must be at least 1"),
+        ("audit", {"deviceId": "kiosk 1"}, "deviceId", ""),
     ],
 )
 def test_invalid_fields_are_dropped_naming_the_field_and_reason(
@@ -401,6 +405,8 @@ def test_each_required_field_is_required(name: str) -> None:
     for key in payload:
         if key in ("state", "status", "metadata"):
             continue  # defaults: a sender may leave the constant out
+        if key in ("deviceId", "sequence") and channel.startswith("audit."):
+            continue  # optional: an agent of an earlier version sends neither
         if key == "timestamp" and channel.startswith("notification."):
             continue  # optional on notifications (the seeds' provider app sends none)
         dropped = decode(channel, {k: v for k, v in payload.items() if k != key}, publisher)

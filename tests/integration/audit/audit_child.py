@@ -1,8 +1,8 @@
 """A process that records audit events, for the SIGKILL test: run with the venv's python.
 
 ``audit_child.py STATE_DIR RUN``: opens the trail (its sink: the clinic at
-``TELEHEALTH_CLINIC_URL`` with ``TELEHEALTH_DEVICE_CREDENTIAL``; its chain keyed with
-``TELEHEALTH_CIPHER_KEY``), prints ``open``, then for
+``TELEHEALTH_CLINIC_URL`` with ``TELEHEALTH_DEVICE_CREDENTIAL``; its chain that device's, keyed
+with the same credential, as ``TELEHEALTH_USER_ID``), prints ``open``, then for
 each line read on stdin records one event and prints ``recorded POSITION ID`` once record()
 has returned. At the end of stdin it waits until everything is delivered to the sink, prints
 ``drained`` (or ``not drained``) and exits.
@@ -26,7 +26,8 @@ async def main(state_dir: Path, run: int) -> int:
     )
     trail = AuditTrail(
         state_dir,
-        keys=ChainKeys(os.environ["TELEHEALTH_CIPHER_KEY"]),
+        keys=ChainKeys(os.environ["TELEHEALTH_DEVICE_CREDENTIAL"]),
+        device_id=os.environ["TELEHEALTH_USER_ID"],
         organization_id=organization,
         sink=clinic,
         backoff_min_seconds=0.02,

@@ -34,15 +34,16 @@ class CountingClinic(ClinicClient):
         self.failures = 0
         self._changed = asyncio.Event()
 
-    async def post_audit_event(self, event: Mapping[str, Any]) -> None:
+    async def post_audit_event(self, event: Mapping[str, Any]) -> Any:
         try:
-            await super().post_audit_event(event)
+            answer = await super().post_audit_event(event)
         except Exception:
             self.failures += 1
             self._changed.set()
             raise
         self.acknowledged[str(event["id"])] += 1
         self._changed.set()
+        return answer
 
     async def wait_failures(self, count: int, within: float = 15.0) -> None:
         async def enough() -> None:
@@ -68,6 +69,11 @@ def kiosk_event(number: int, organization_id: str, **overrides: Any) -> messages
     return audit_event("DEVICE_CHECK_COMPLETED", **fields)
 
 
+def as_recorded(event: messages.AuditEvent, sequence: int, device_id: str = KIOSK) -> dict[str, Any]:
+    """``event``'s wire form as a trail records and delivers it: stamped with its device and sequence."""
+    return {**messages.encode(event), "deviceId": device_id, "sequence": sequence}
+
+
 async def sink_events(stack: DevStack) -> list[dict[str, Any]]:
     """What the audit sink holds, read as an auditor does: GET /api/audit-events."""
     assert stack.clinic is not None
@@ -83,14 +89,19 @@ async def sink_events(stack: DevStack) -> list[dict[str, Any]]:
 
 
 class Trails:
-    """Builds audit trails; closes every one it built."""
+    """Builds the kiosk's audit trails; closes every one it built."""
 
     def __init__(self, stack: DevStack, tmp_path: Path) -> None:
         self.stack = stack
         self.state_dir = tmp_path / "state"
-        # The chain's keys come from the agent's cipher key, as Durable.open derives them.
-        self.keys = ChainKeys(stack.keys.cipher_key)
+        # The kiosk's own: its device ID, and the chain keyed with its device credential, as the agent's.
+        self.device_id = KIOSK
+        self.keys = ChainKeys(stack.kiosk_credential(KIOSK))
         self._closers: list[Any] = []
+
+    def environment(self) -> dict[str, str]:
+        """The settings ``telehealth-agent audit`` needs to check these trails as the kiosk."""
+        return self.stack.agent_environment(KIOSK)
 
     def clinic(self, url: str | None = None, user_id: str | None = None) -> CountingClinic:
         assert self.stack.clinic is not None
@@ -101,11 +112,23 @@ class Trails:
         self._closers.append(client.aclose)
         return client
 
-    async def trail(self, sink: AuditSink | None) -> AuditTrail:
+    def unopened(self, sink: AuditSink | None, user_id: str | None = None) -> AuditTrail:
+        """The kiosk's trail, or (``user_id``) a provider's cart's: its own device ID and key."""
+        keys = self.keys if user_id is None else ChainKeys(self.stack.users[user_id].credential)
         trail = AuditTrail(
-            self.state_dir, keys=self.keys, organization_id=self.stack.organization_id, sink=sink, **BACKOFF
+            self.state_dir,
+            keys=keys,
+            device_id=self.device_id if user_id is None else user_id,
+            organization_id=self.stack.organization_id,
+            sink=sink,
+            **BACKOFF,
         )
         self._closers.append(trail.aclose)
+        return trail
+
+    async def trail(self, sink: AuditSink | None, user_id: str | None = None) -> AuditTrail:
+        """``unopened``, opened."""
+        trail = self.unopened(sink, user_id)
         await trail.open()
         return trail
 

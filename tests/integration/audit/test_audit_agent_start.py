@@ -26,6 +26,7 @@ async def run_agent(state_dir: Path) -> tuple[int, str, str]:
         TELEHEALTH_CIPHER_KEY="start-cipher-key-0123456789",
         TELEHEALTH_DEVICE_CREDENTIAL="dev-kiosk-start",
         TELEHEALTH_ORIGIN="127.0.0.1:9",  # nothing listens: the start fails before it is needed
+        TELEHEALTH_CLINIC_URL="http://127.0.0.1:9",
         TELEHEALTH_SSL="false",
         TELEHEALTH_API_PORT="0",
     )
@@ -46,20 +47,24 @@ async def test_a_damaged_audit_store_stops_the_start_naming_the_file_and_the_fix
     failure = [line for line in (out + err).splitlines() if "start failed" in line]
     assert len(failure) == 1, out + err
     assert (
-        f"{damaged}: not a readable audit store (DatabaseError): move it aside to start a new one; "
-        "`telehealth-agent audit verify` tells what is wrong"
+        f"{damaged}: not a readable audit store (DatabaseError): move it aside to start a new one (it "
+        "continues from the sink's head); `telehealth-agent audit verify` tells what is wrong"
     ) in failure[0]
     assert damaged.read_bytes().startswith(b"this is not an SQLite database")  # left as it was
 
 
-async def test_a_store_keyed_with_another_cipher_key_stops_the_start_naming_the_setting(
+async def test_a_store_keyed_with_another_device_credential_stops_the_start_naming_the_setting(
     tmp_path: Path,
 ) -> None:
     """Appending under a key that does not verify the chain so far would hide the mistake until
     the next ``audit verify``: the agent says at once which setting is missing."""
     state_dir = tmp_path / "state"
     trail = AuditTrail(
-        state_dir, keys=ChainKeys("an-earlier-cipher-key-0123"), organization_id="org", sink=None
+        state_dir,
+        keys=ChainKeys("an-earlier-device-credential-0123"),
+        device_id="kiosk-1",
+        organization_id="org",
+        sink=None,
     )
     await trail.open()
     try:
@@ -81,10 +86,11 @@ async def test_a_store_keyed_with_another_cipher_key_stops_the_start_naming_the_
     failure = [line for line in (out + err).splitlines() if "start failed" in line]
     assert len(failure) == 1, out + err
     assert (
-        f"{store_path(state_dir)}: its last record does not match the chain's head under this agent's "
-        "cipher key: after a cipher key rotation, list the old key in previous_cipher_keys"
+        f"{store_path(state_dir)}: the chain's head (it says 1 records) does not verify under this device's "
+        "credential: it was moved back, reset or rewritten by someone without the key: after a device "
+        "credential rotation, list the old credential in previous_device_credentials"
     ) in failure[0]
-    assert "an-earlier-cipher-key" not in out + err
+    assert "an-earlier-device-credential" not in out + err
 
 
 async def test_a_damaged_outbox_stops_the_start_naming_the_file_and_the_fix(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from telehealth_client.security.clinic_client import ClinicError
 
 from ..bus.conftest import Inbox, subscribed
 from ..consultation.conftest import DEPARTMENT, PROVIDER, bus_template
-from .conftest import CountingClinic, Trails, kiosk_event, sink_events
+from .conftest import CountingClinic, Trails, as_recorded, kiosk_event, sink_events
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,9 @@ async def test_events_recorded_while_the_clinic_is_unreachable_reach_the_sink_on
         for event in events:
             await trail.record(event)
         await sink.wait_failures(3)  # retried, not given up
-        assert trail.status() == AuditStatus(records=5, awaiting_sink=5, awaiting_channel=5)
+        assert trail.status() == AuditStatus(
+            records=5, awaiting_sink=5, awaiting_channel=5
+        )  # none acknowledged
         assert await sink_events(stack) == []
 
         link.restore()
@@ -47,9 +49,9 @@ async def test_events_recorded_while_the_clinic_is_unreachable_reach_the_sink_on
 
     stored = await sink_events(stack)
     assert [event["id"] for event in stored] == [event.id for event in events]
-    assert stored == [messages.encode(event) for event in events]
+    assert stored == [as_recorded(event, number) for number, event in enumerate(events, start=1)]
     assert dict(sink.acknowledged) == {event.id: 1 for event in events}
-    assert trail.status() == AuditStatus(records=5, awaiting_sink=0, awaiting_channel=5)
+    assert trail.status() == AuditStatus(records=5, awaiting_sink=0, awaiting_channel=5, acknowledged=5)
 
 
 async def test_what_was_not_acknowledged_before_a_restart_is_delivered_after_it(
@@ -70,7 +72,7 @@ async def test_what_was_not_acknowledged_before_a_restart_is_delivered_after_it(
     assert [event["id"] for event in await sink_events(stack)] == [e.id for e in [*events, later]]
     await trail.aclose()
     assert read_status(trails.state_dir).awaiting_sink == 0
-    assert verify_chain(trails.state_dir, trails.keys).ok
+    assert verify_chain(trails.state_dir, trails.keys, trails.device_id).ok
 
 
 async def test_a_permanent_refusal_is_kept_as_refused_and_delivery_goes_on(
@@ -84,7 +86,10 @@ async def test_a_permanent_refusal_is_kept_as_refused_and_delivery_goes_on(
     await trail.record(accepted)
     assert await trail.wait_delivered(WAIT)
     assert [event["id"] for event in await sink_events(stack)] == [accepted.id]
-    assert trail.status() == AuditStatus(records=2, awaiting_sink=0, awaiting_channel=2, refused_sink=1)
+    # Sequence 1 was refused: the sink holds 2 above a gap, and it said so by storing it.
+    assert trail.status() == AuditStatus(
+        records=2, awaiting_sink=0, awaiting_channel=2, refused_sink=1, acknowledged=2
+    )
     await trail.aclose()
     assert read_status(trails.state_dir).refused_sink == 1
 
@@ -105,7 +110,7 @@ async def test_events_are_published_on_the_audit_channel_in_order(stack: DevStac
     await subscribed(reader, channels.audit(stack.organization_id), inbox)
 
     sink = trails.clinic(user_id=PROVIDER)
-    trail = await trails.trail(sink)
+    trail = await trails.trail(sink, user_id=PROVIDER)
     trail.attach_bus(await provider_bus(stack, trails))
     events = [
         kiosk_event(number, stack.organization_id, actor_id=PROVIDER, actor_role="provider")
@@ -114,10 +119,12 @@ async def test_events_are_published_on_the_audit_channel_in_order(stack: DevStac
     for event in events:
         await trail.record(event)
     received = await inbox.wait_for(4, within=WAIT)
-    assert [envelope.message for envelope in received] == [messages.encode(event) for event in events]
+    assert [envelope.message for envelope in received] == [
+        as_recorded(event, number, PROVIDER) for number, event in enumerate(events, start=1)
+    ]
     assert {envelope.publisher for envelope in received} == {PROVIDER}
     assert await trail.wait_delivered(WAIT)
-    assert trail.status() == AuditStatus(records=4, awaiting_sink=0, awaiting_channel=0)
+    assert trail.status() == AuditStatus(records=4, awaiting_sink=0, awaiting_channel=0, acknowledged=4)
 
 
 async def test_after_the_bus_is_detached_events_wait_for_the_next_bus(
@@ -129,7 +136,7 @@ async def test_after_the_bus_is_detached_events_wait_for_the_next_bus(
     await subscribed(reader, channels.audit(stack.organization_id), inbox)
 
     sink = trails.clinic(user_id=PROVIDER)
-    trail = await trails.trail(sink)
+    trail = await trails.trail(sink, user_id=PROVIDER)
     first_bus = await provider_bus(stack, trails)
     trail.attach_bus(first_bus)
     first = kiosk_event(0, stack.organization_id, actor_id=PROVIDER, actor_role="provider")
@@ -167,8 +174,10 @@ async def test_a_record_altered_into_unreadable_text_is_marked_refused_and_the_r
     trail = await trails.trail(trails.clinic())
     assert await trail.wait_delivered(WAIT)
     assert [event["id"] for event in await sink_events(stack)] == [events[0].id, events[2].id]
-    assert trail.status() == AuditStatus(records=3, awaiting_sink=0, awaiting_channel=3, refused_sink=1)
-    assert verify_chain(trails.state_dir, trails.keys).first_broken == 2
+    assert trail.status() == AuditStatus(
+        records=3, awaiting_sink=0, awaiting_channel=3, refused_sink=1, acknowledged=3
+    )
+    assert verify_chain(trails.state_dir, trails.keys, trails.device_id).first_broken == 2
 
 
 class SwappedCredential:
@@ -182,8 +191,11 @@ class SwappedCredential:
     def swap(self) -> None:
         self.current = self._new
 
-    async def post_audit_event(self, event: Mapping[str, Any]) -> None:
-        await self.current.post_audit_event(event)
+    async def post_audit_event(self, event: Mapping[str, Any]) -> Any:
+        return await self.current.post_audit_event(event)
+
+    async def audit_head(self, device_id: str) -> Any:
+        return await self.current.audit_head(device_id)
 
 
 async def test_a_401_from_the_sink_during_a_credential_swap_is_retried_not_refused(
@@ -206,7 +218,9 @@ async def test_a_401_from_the_sink_during_a_credential_swap_is_retried_not_refus
     sink.swap()
     assert await trail.wait_delivered(WAIT)
     assert [event["id"] for event in await sink_events(stack)] == [event.id for event in events]
-    assert trail.status() == AuditStatus(records=3, awaiting_sink=0, awaiting_channel=3, refused_sink=0)
+    assert trail.status() == AuditStatus(
+        records=3, awaiting_sink=0, awaiting_channel=3, refused_sink=0, acknowledged=3
+    )
 
 
 async def test_the_store_writes_each_record_power_safe(stack: DevStack, trails: Trails) -> None:

@@ -118,6 +118,7 @@ async def test_events_survive_sigkill_at_random_points_and_reach_the_sink_exactl
     at_sink = [event["id"] for event in await sink_events(stack)]
     assert len(at_sink) == len(set(at_sink))  # each once
     assert sorted(at_sink) == sorted(chain.values())  # every record, nothing else
-    report = verify_chain(state_dir, ChainKeys(stack.keys.cipher_key))
+    kiosk = env["TELEHEALTH_USER_ID"]
+    report = verify_chain(state_dir, ChainKeys(env["TELEHEALTH_DEVICE_CREDENTIAL"]), kiosk)
     assert (report.ok, report.records) == (True, len(chain))
     assert read_status(state_dir).awaiting_sink == 0

@@ -25,6 +25,7 @@ from telehealth_client.durable import Durable
 from telehealth_client.media.consultation_call import MediaOptions
 from telehealth_client.protocol.messages import ConsultationState
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
+from telehealth_client.security.audit import ChainKeys
 from telehealth_client.security.clinic_client import ClinicClient, TokenGrant
 from telehealth_client.security.tokens import RefreshPolicy
 
@@ -118,13 +119,14 @@ class Parts:
     def clinic(self, user_id: str | None = None, url: str | None = None) -> RecordingClinic:
         """``url``: the clinic through another route (a ``CuttableLink``)."""
         assert self.stack.clinic is not None
-        credential = (
-            self.stack.kiosk_credential() if user_id is None else self.stack.users[user_id].credential
-        )
-        client = RecordingClinic(url or self.stack.clinic.url, credential)
+        client = RecordingClinic(url or self.stack.clinic.url, self.device_credential(user_id))
         self._closers.append(client.aclose)
         self.clinics[user_id] = client
         return client
+
+    def device_credential(self, user_id: str | None = None) -> str:
+        """``user_id``'s device credential (None: the kiosk's)."""
+        return self.stack.kiosk_credential() if user_id is None else self.stack.users[user_id].credential
 
     def connector(self, user_id: str | None = None, clinic_url: str | None = None, **bus: Any) -> Connector:
         """``bus``: ``BusConfig`` fields to change (an ``origin`` through a ``CuttableLink``)."""
@@ -138,6 +140,8 @@ class Parts:
             self.tmp_path / name,
             secret=self.stack.keys.cipher_key,
             organization_id=self.stack.organization_id,
+            device_id=user_id or KIOSK,
+            audit_keys=ChainKeys(self.device_credential(user_id)),
             sink=self.clinic(user_id),
             **options,
         )

@@ -15,6 +15,7 @@ from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.devstack.network import CuttableLink
 from telehealth_client.durable import Durable
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
+from telehealth_client.security.audit import ChainKeys
 
 from ..consultation.conftest import bus_template
 from .conftest import (
@@ -48,7 +49,10 @@ async def test_an_open_escalation_is_open_again_after_a_restart_before_the_chann
     secret = parts.stack.keys.cipher_key
 
     # First run: a provider endpoint escalates; delivered and notified; then it stops.
-    durable = await Durable.open(durable_dir, secret=secret, organization_id=parts.stack.organization_id)
+    audit = {"device_id": PROVIDER, "audit_keys": ChainKeys(parts.device_credential(PROVIDER))}
+    durable = await Durable.open(
+        durable_dir, secret=secret, organization_id=parts.stack.organization_id, **audit
+    )
     hub = RecordingHub()
     endpoint = ProviderEndpoint(
         parts.connector(PROVIDER),
@@ -80,6 +84,7 @@ async def test_an_open_escalation_is_open_again_after_a_restart_before_the_chann
             secret=secret,
             organization_id=parts.stack.organization_id,
             outbox_backoff=(0.05, 0.5),
+            **audit,
         )
         token = (
             await parts.clinic(PROVIDER).request_token(PROVIDER, "provider", departmentId=DEPARTMENT)

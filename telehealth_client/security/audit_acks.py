@@ -1,0 +1,90 @@
+"""The sink's acknowledgements, kept beside the audit store: ``state_dir/audit-acknowledged.json``.
+
+The audit sink answers each event with the highest sequence it holds for this device with no gap
+below it (PROTOCOL.md, "Audit events"). The highest answer seen is kept twice, each MACed with
+the device's own key (``ChainKeys.acknowledgement``): in the audit store, and in this small file
+outside it. The store is written first, so this file is never ahead of an untouched store: a file
+ahead of the store means the store was put back to an older copy, which is detected without
+asking the sink. A missing file counts as nothing acknowledged (the agent writes it again).
+
+Public API (synchronous: call from the event loop with ``asyncio.to_thread``):
+``acknowledgement_path(state_dir)``, ``read_acknowledged(path, keys, device_id) -> int``,
+``write_acknowledged(path, keys, device_id, highest_sequence)``; ``AcknowledgementFileError``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Final
+
+from telehealth_client.consultation.state_file import write_atomically
+from telehealth_client.security.audit_keys import ChainKeys
+
+FILE_NAME: Final = "audit-acknowledged.json"
+VERSION: Final = 1
+_MAX_BYTES: Final = 4096
+_FIELDS: Final = frozenset({"version", "deviceId", "highestSequence", "mac"})
+
+
+class AcknowledgementFileError(Exception):
+    """The file is there but cannot be trusted: ``problem`` says why (never a key)."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def acknowledgement_path(state_dir: Path) -> Path:
+    return Path(state_dir) / FILE_NAME
+
+
+def read_acknowledged(path: Path, keys: ChainKeys, device_id: str) -> int:
+    """The highest sequence the sink acknowledged as this file keeps it; 0 when there is no file.
+
+    AcknowledgementFileError if it is unreadable, of another shape or device, or its MAC fails.
+    """
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        raise AcknowledgementFileError(path, f"cannot be read ({type(exc).__name__})") from None
+    if len(raw) > _MAX_BYTES:
+        raise AcknowledgementFileError(path, f"larger than {_MAX_BYTES} bytes: not this agent's file")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise AcknowledgementFileError(path, "not valid JSON (damaged or altered)") from None
+    if not isinstance(data, dict) or set(data) != _FIELDS:
+        raise AcknowledgementFileError(path, f"must be an object of exactly {', '.join(sorted(_FIELDS))}")
+    if data["version"] != VERSION:
+        raise AcknowledgementFileError(path, f"version: must be {VERSION}")
+    owner, highest, mac = data["deviceId"], data["highestSequence"], data["mac"]
+    if not isinstance(owner, str) or not isinstance(mac, str):
+        raise AcknowledgementFileError(path, "deviceId and mac: must be strings")
+    if not isinstance(highest, int) or isinstance(highest, bool) or highest < 0:
+        raise AcknowledgementFileError(path, "highestSequence: must be a whole number, 0 or more")
+    if owner != device_id:
+        raise AcknowledgementFileError(
+            path, f"kept for device {owner}, not this device ({device_id}): another agent's file was put here"
+        )
+    if not keys.verifies_acknowledgement(device_id, highest, mac):
+        raise AcknowledgementFileError(
+            path,
+            "its MAC does not verify under this device's credential: altered, or written without the key",
+        )
+    return highest
+
+
+def write_acknowledged(path: Path, keys: ChainKeys, device_id: str, highest_sequence: int) -> None:
+    """Replace the file atomically (0600): the old value or the new one, never half."""
+    body = {
+        "version": VERSION,
+        "deviceId": device_id,
+        "highestSequence": highest_sequence,
+        "mac": keys.acknowledgement(device_id, highest_sequence),
+    }
+    write_atomically(path, json.dumps(body, sort_keys=True, separators=(",", ":")).encode())

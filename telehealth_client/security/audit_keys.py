@@ -1,0 +1,154 @@
+"""The audit trail's MAC keys.
+
+``ChainKeys`` (audit store version 3) are the device's own: derived by HKDF from the agent's
+device credential, one key per purpose (chain links, the chain's head, delivery outcomes, the
+sink's acknowledgements), so a MAC made for one purpose never passes for another. The current
+credential signs; credentials rotated out (``previous``) still verify what they signed, so a
+rotated credential keeps verifying the old chain.
+
+``LegacyChainKeys`` verify and settle a version 2 store, whose chain was keyed by the
+organization-wide cipher key (every kiosk and cart holds it): such a store is only delivered
+and verified after an upgrade, never appended to.
+
+Only derived keys are kept; ``repr`` shows how many, never a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from typing import Final
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+_SALT: Final = b"telehealth-client audit v3"
+_LINK: Final = b"audit chain link v3"
+_HEAD: Final = b"audit chain head v3"
+_SETTLEMENT: Final = b"audit delivery settlement v3"
+_ACKNOWLEDGEMENT: Final = b"audit sink acknowledgement v3"
+
+_LEGACY_SALT: Final = b"telehealth-client audit chain"
+_LEGACY_PURPOSE: Final = b"audit chain hmac v2"
+
+
+def _derive(secret: str, salt: bytes, purpose: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=purpose).derive(secret.encode("utf-8"))
+
+
+def _check_secrets(secret: object, previous: Sequence[str]) -> list[str]:
+    if isinstance(previous, str):
+        raise ValueError("previous: must be a sequence of secrets, not one string")
+    secrets = [secret, *previous]
+    for index, value in enumerate(secrets):
+        field = "secret" if index == 0 else f"previous[{index - 1}]"
+        if not isinstance(value, str):
+            raise ValueError(f"{field}: must be a string, got {type(value).__name__}")
+        if not value:
+            raise ValueError(f"{field}: must not be empty")
+    return [str(value) for value in secrets]
+
+
+def _mac(key: bytes, text: str) -> str:
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def link_text(prev_hash: str, position: int, event: str) -> str:
+    return f"{prev_hash}\n{position}\n{event}"
+
+
+def settlement_text(record_hash: str, target: str, refused_status: int | None) -> str:
+    return f"settled\n{record_hash}\n{target}\n{'' if refused_status is None else refused_status}"
+
+
+def head_text(device_id: str, base: int, records: int, last_hash: str) -> str:
+    return f"head\n{device_id}\n{base}\n{records}\n{last_hash}"
+
+
+def acknowledgement_text(device_id: str, highest_sequence: int) -> str:
+    return f"acknowledged\n{device_id}\n{highest_sequence}"
+
+
+class _Purpose:
+    """One purpose's keys: the current one MACs, every one (current first) verifies."""
+
+    def __init__(self, secrets: Sequence[str], salt: bytes, purpose: bytes) -> None:
+        self._keys = tuple(_derive(secret, salt, purpose) for secret in secrets)
+
+    def mac(self, text: str) -> str:
+        return _mac(self._keys[0], text)
+
+    def verifies(self, text: str, stored: str) -> bool:
+        return any(hmac.compare_digest(_mac(key, text), stored) for key in self._keys)
+
+
+class ChainKeys:
+    """The keys of a version 3 store, from the device credential (and those it replaced)."""
+
+    def __init__(self, secret: str, previous: Sequence[str] = ()) -> None:
+        secrets = _check_secrets(secret, previous)
+        self._previous = len(secrets) - 1
+        self._link = _Purpose(secrets, _SALT, _LINK)
+        self._head = _Purpose(secrets, _SALT, _HEAD)
+        self._settlement = _Purpose(secrets, _SALT, _SETTLEMENT)
+        self._acknowledgement = _Purpose(secrets, _SALT, _ACKNOWLEDGEMENT)
+
+    def __repr__(self) -> str:
+        return f"ChainKeys(previous_keys={self._previous})"
+
+    def link(self, prev_hash: str, position: int, event: str) -> str:
+        """A record's hash under the current key."""
+        return self._link.mac(link_text(prev_hash, position, event))
+
+    def verifies_link(self, prev_hash: str, position: int, event: str, stored: str) -> bool:
+        return self._link.verifies(link_text(prev_hash, position, event), stored)
+
+    def settlement(self, record_hash: str, target: str, refused_status: int | None) -> str:
+        """The MAC binding a delivery outcome to its record."""
+        return self._settlement.mac(settlement_text(record_hash, target, refused_status))
+
+    def verifies_settlement(
+        self, record_hash: str, target: str, refused_status: int | None, stored: str
+    ) -> bool:
+        return self._settlement.verifies(settlement_text(record_hash, target, refused_status), stored)
+
+    def head(self, device_id: str, base: int, records: int, last_hash: str) -> str:
+        """The MAC over everything the head states: whose chain, where it starts, its length and end."""
+        return self._head.mac(head_text(device_id, base, records, last_hash))
+
+    def verifies_head(self, device_id: str, base: int, records: int, last_hash: str, stored: str) -> bool:
+        return self._head.verifies(head_text(device_id, base, records, last_hash), stored)
+
+    def acknowledgement(self, device_id: str, highest_sequence: int) -> str:
+        """The MAC over the highest sequence the sink acknowledged for this device."""
+        return self._acknowledgement.mac(acknowledgement_text(device_id, highest_sequence))
+
+    def verifies_acknowledgement(self, device_id: str, highest_sequence: int, stored: str) -> bool:
+        return self._acknowledgement.verifies(acknowledgement_text(device_id, highest_sequence), stored)
+
+
+class LegacyChainKeys:
+    """The keys of a version 2 store, from the organization's cipher key (and those it replaced)."""
+
+    def __init__(self, secret: str, previous: Sequence[str] = ()) -> None:
+        secrets = _check_secrets(secret, previous)
+        self._previous = len(secrets) - 1
+        self._chain = _Purpose(secrets, _LEGACY_SALT, _LEGACY_PURPOSE)
+
+    def __repr__(self) -> str:
+        return f"LegacyChainKeys(previous_keys={self._previous})"
+
+    def link(self, prev_hash: str, position: int, event: str) -> str:
+        return self._chain.mac(link_text(prev_hash, position, event))
+
+    def verifies_link(self, prev_hash: str, position: int, event: str, stored: str) -> bool:
+        return self._chain.verifies(link_text(prev_hash, position, event), stored)
+
+    def settlement(self, record_hash: str, target: str, refused_status: int | None) -> str:
+        return self._chain.mac(settlement_text(record_hash, target, refused_status))
+
+    def verifies_settlement(
+        self, record_hash: str, target: str, refused_status: int | None, stored: str
+    ) -> bool:
+        return self._chain.verifies(settlement_text(record_hash, target, refused_status), stored)

@@ -1,0 +1,273 @@
+"""Reading an audit store read-only, for ``telehealth-agent audit verify | status``.
+
+``verify_store`` checks a version 3 store as this device: the head names this device and its MAC
+verifies, every record links to the one before under the device's key, carries this device's
+``deviceId`` and the sequence its position gives, every delivery outcome's MAC verifies, the
+chain's end is the head's, and the sink's acknowledgements (kept in the store and in the file
+beside it) are not beyond the trail's end nor ahead in the file. ``verify_legacy_store`` checks a
+version 2 store as version 2 did. Reports name positions, sequences, device IDs and counts,
+never a record's content.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from telehealth_client.security.audit_acks import AcknowledgementFileError, read_acknowledged
+from telehealth_client.security.audit_keys import ChainKeys, LegacyChainKeys
+from telehealth_client.security.audit_legacy import LEGACY_GENESIS_HASH, LEGACY_TABLES
+from telehealth_client.security.audit_store import (
+    GENESIS_HASH,
+    LEGACY_SCHEMA_VERSION,
+    SCHEMA_VERSION,
+    TABLES,
+    AuditStatus,
+    AuditStoreError,
+    DamagedStoreError,
+    LastRecord,
+    acknowledgement_problem,
+    delivery_counts,
+    event_field,
+    head_problem,
+    read_head,
+    read_kept_acknowledgement,
+    rollback_problem,
+    store_problem,
+)
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """``ok``, or what is wrong: the first broken record's position (1-based) when it is a record.
+
+    ``records``: how many records were verified intact, from the first (all of them when ``ok``).
+    ``device_id``, ``base`` (the sequence before the first record's) and ``acknowledged`` (the
+    highest sequence the sink acknowledged, as kept here) are the head's, once it verified.
+    """
+
+    ok: bool
+    records: int
+    first_broken: int | None = None
+    reason: str | None = None
+    device_id: str | None = None
+    base: int = 0
+    acknowledged: int = 0
+
+    @property
+    def last_sequence(self) -> int:
+        return self.base + self.records
+
+
+class _LinkKeys(Protocol):
+    def verifies_link(self, prev_hash: str, position: int, event: str, stored: str) -> bool: ...
+
+    def verifies_settlement(
+        self, record_hash: str, target: str, refused_status: int | None, stored: str
+    ) -> bool: ...
+
+
+def open_read_only(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise AuditStoreError(f"{path}: no audit store there")
+    if not path.is_file():
+        raise AuditStoreError(f"{path}: not a file")
+    try:
+        return sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise AuditStoreError(f"{path}: cannot be opened ({type(exc).__name__})") from None
+
+
+def _unreadable(exc: sqlite3.DatabaseError) -> ChainReport:
+    return ChainReport(ok=False, records=0, reason=f"not a readable audit store ({type(exc).__name__})")
+
+
+def verify_store(path: Path, keys: ChainKeys, device_id: str, acknowledgement_file: Path) -> ChainReport:
+    """The version 3 store at ``path`` checked as device ``device_id``; AuditStoreError only if
+    there is no file to check. A file that is there but unreadable, of another version or
+    missing a table is a broken trail."""
+    db = open_read_only(path)
+    try:
+        problem = store_problem(db, SCHEMA_VERSION, TABLES)
+        if problem is not None:
+            return ChainReport(ok=False, records=0, reason=problem)
+        return _verify(db, keys, device_id, acknowledgement_file)
+    except sqlite3.DatabaseError as exc:
+        return _unreadable(exc)
+    finally:
+        db.close()
+
+
+def verify_legacy_store(path: Path, keys: LegacyChainKeys) -> ChainReport:
+    """A version 2 store checked under the cipher keys, as version 2 did."""
+    db = open_read_only(path)
+    try:
+        problem = store_problem(db, LEGACY_SCHEMA_VERSION, LEGACY_TABLES)
+        if problem is not None:
+            return ChainReport(ok=False, records=0, reason=problem)
+        broken, count, last_hash = _walk(db, keys, LEGACY_GENESIS_HASH, lambda position, event: None)
+        if broken is not None:
+            return broken
+        head = db.execute("SELECT records, hash FROM head").fetchone()
+        if head is None:
+            return _broken(count + 1, "the chain's head is missing")
+        return _end_problem(db, count, last_hash, int(head[0]), str(head[1])) or ChainReport(
+            ok=True, records=count
+        )
+    except sqlite3.DatabaseError as exc:
+        return _unreadable(exc)
+    finally:
+        db.close()
+
+
+def _verify(
+    db: sqlite3.Connection, keys: ChainKeys, device_id: str, acknowledgement_file: Path
+) -> ChainReport:
+    head = read_head(db)
+    if head is None or head.device_id != device_id:
+        # Another device's store, or none: its records cannot be judged under this device's key.
+        return ChainReport(ok=False, records=0, reason=head_problem(head, keys, device_id))
+
+    def event_problem(position: int, event: str) -> str | None:
+        owner = event_field(event, "deviceId")
+        if owner != device_id:
+            return f"an event of device {owner}, not this device's ({device_id})"
+        sequence = event_field(event, "sequence")
+        if sequence != head.base + position:
+            return f"its sequence is {sequence}, the chain's position gives {head.base + position}"
+        return None
+
+    broken, count, last_hash = _walk(db, keys, GENESIS_HASH, event_problem)
+    if broken is not None:
+        return broken
+    problem = head_problem(head, keys, device_id)
+    if problem is not None:
+        return ChainReport(ok=False, records=count, reason=problem)
+    end = _end_problem(db, count, last_hash, head.records, head.hash)
+    if end is not None:
+        return end
+    kept = read_kept_acknowledgement(db)
+    problem = acknowledgement_problem(kept, keys, device_id)
+    if problem is not None or kept is None:
+        return ChainReport(ok=False, records=count, reason=problem)
+    try:
+        in_file = read_acknowledged(acknowledgement_file, keys, device_id)
+    except AcknowledgementFileError as exc:
+        return ChainReport(ok=False, records=count, reason=str(exc))
+    problem = rollback_problem(head.base + count, kept[0], in_file, acknowledgement_file.name)
+    if problem is not None:
+        return ChainReport(ok=False, records=count, reason=problem)
+    return ChainReport(
+        ok=True, records=count, device_id=device_id, base=head.base, acknowledged=max(kept[0], in_file)
+    )
+
+
+def _walk(
+    db: sqlite3.Connection, keys: _LinkKeys, genesis: str, event_problem: Callable[[int, str], str | None]
+) -> tuple[ChainReport | None, int, str]:
+    """Every record in order: (the first broken one's report or None, records intact, last hash)."""
+    settled: dict[int, list[tuple[str, int | None, str]]] = {}
+    for position, target, refused_status, mac in db.execute(
+        "SELECT position, target, refused_status, mac FROM settled"
+    ):
+        settled.setdefault(int(position), []).append((str(target), refused_status, str(mac)))
+    expected, prev = 1, genesis
+    rows = db.execute("SELECT position, id, event, prev_hash, hash FROM records ORDER BY position")
+    try:
+        for position, event_id, event, prev_hash, stored_hash in rows:
+            if position != expected:
+                why = f"missing (the chain goes from record {expected - 1} to record {position})"
+                return _broken(expected, why), expected - 1, prev
+            if not keys.verifies_link(prev_hash, position, event, stored_hash) or (
+                event_field(event, "id") != event_id
+            ):
+                why = "content does not match its hash (edited, or written without this device's key)"
+                return _broken(position, why), expected - 1, prev
+            if prev_hash != prev:
+                return _broken(position, "previous record missing or altered"), expected - 1, prev
+            problem = event_problem(position, event)
+            if problem is not None:
+                return _broken(position, problem), expected - 1, prev
+            for target, refused_status, mac in settled.pop(position, []):
+                if not keys.verifies_settlement(stored_hash, target, refused_status, mac):
+                    return _broken(position, f"its delivery state ({target}) was altered"), expected - 1, prev
+            expected, prev = expected + 1, stored_hash
+    except sqlite3.DatabaseError as exc:
+        return _broken(expected, f"unreadable ({type(exc).__name__})"), expected - 1, prev
+    if settled:
+        report = ChainReport(
+            ok=False,
+            records=expected - 1,
+            reason=f"delivery state for record {min(settled)}, which does not exist",
+        )
+        return report, expected - 1, prev
+    return None, expected - 1, prev
+
+
+def _end_problem(
+    db: sqlite3.Connection, count: int, last_hash: str, head_records: int, head_hash: str
+) -> ChainReport | None:
+    if head_records > count:
+        return _broken(count + 1, f"the last record(s) were removed ({head_records - count} missing)")
+    if head_records < count or head_hash != last_hash:
+        return _broken(count, "does not match the chain's head")
+    return None
+
+
+def _broken(position: int, why: str) -> ChainReport:
+    return ChainReport(
+        ok=False, records=position - 1, first_broken=position, reason=f"record {position}: {why}"
+    )
+
+
+# -- counts ---------------------------------------------------------------------------------------------
+
+
+def read_store_status(path: Path, version: int = SCHEMA_VERSION) -> AuditStatus:
+    """The counts of a store of ``version`` (not verified: ``verify_store`` first);
+    AuditStoreError if there is no store, DamagedStoreError if it is not one."""
+    db = open_read_only(path)
+    try:
+        problem = store_problem(db, version, TABLES if version == SCHEMA_VERSION else LEGACY_TABLES)
+        if problem is not None:
+            raise DamagedStoreError(path, problem)
+        (records,) = db.execute("SELECT count(*) FROM records").fetchone()
+        status = AuditStatus(records=int(records), **delivery_counts(db))
+        if version != SCHEMA_VERSION:
+            return status
+        head, kept = read_head(db), read_kept_acknowledgement(db)
+        return AuditStatus(
+            records=status.records,
+            awaiting_sink=status.awaiting_sink,
+            awaiting_channel=status.awaiting_channel,
+            refused_sink=status.refused_sink,
+            refused_channel=status.refused_channel,
+            base=0 if head is None else head.base,
+            acknowledged=0 if kept is None else kept[0],
+        )
+    except sqlite3.DatabaseError as exc:
+        raise DamagedStoreError(path, f"not a readable audit store ({type(exc).__name__})") from None
+    finally:
+        db.close()
+
+
+def read_last_record(path: Path) -> LastRecord | None:
+    """The last record's position and timestamp (None for an empty chain)."""
+    db = open_read_only(path)
+    try:
+        row = db.execute("SELECT position, event FROM records ORDER BY position DESC LIMIT 1").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise DamagedStoreError(path, f"not a readable audit store ({type(exc).__name__})") from None
+    finally:
+        db.close()
+    if row is None:
+        return None
+    try:
+        timestamp = json.loads(str(row[1])).get("timestamp")
+    except (ValueError, AttributeError):
+        timestamp = None
+    return LastRecord(int(row[0]), timestamp if isinstance(timestamp, str) else None)
