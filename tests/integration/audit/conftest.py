@@ -15,7 +15,7 @@ import pytest
 
 from telehealth_client.devstack.stack import DevStack
 from telehealth_client.protocol import messages
-from telehealth_client.security.audit import AuditSink, AuditTrail, ChainKeys, audit_event
+from telehealth_client.security.audit import AuditSink, AuditTrail, ChainKeys, LegacyChainKeys, audit_event
 from telehealth_client.security.clinic_client import ClinicClient
 
 from ..consultation.conftest import KIOSK, PROVIDER, stack
@@ -112,8 +112,11 @@ class Trails:
         self._closers.append(client.aclose)
         return client
 
-    def unopened(self, sink: AuditSink | None, user_id: str | None = None) -> AuditTrail:
-        """The kiosk's trail, or (``user_id``) a provider's cart's: its own device ID and key."""
+    def unopened(
+        self, sink: AuditSink | None, user_id: str | None = None, legacy_keys: LegacyChainKeys | None = None
+    ) -> AuditTrail:
+        """The kiosk's trail, or (``user_id``) a provider's cart's: its own device ID and key;
+        ``legacy_keys`` for a version 2 store left there."""
         keys = self.keys if user_id is None else ChainKeys(self.stack.users[user_id].credential)
         trail = AuditTrail(
             self.state_dir,
@@ -121,6 +124,7 @@ class Trails:
             device_id=self.device_id if user_id is None else user_id,
             organization_id=self.stack.organization_id,
             sink=sink,
+            legacy_keys=legacy_keys,
             **BACKOFF,
         )
         self._closers.append(trail.aclose)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from telehealth_client.devstack.network import CuttableLink
 from telehealth_client.devstack.stack import DevStack
 from telehealth_client.security.audit import (
     DamagedStoreError,
@@ -126,3 +127,37 @@ async def test_verify_against_a_sink_out_of_reach_says_only_the_local_checks_wer
         "the audit sink could not be asked (audit-head: clinic backend unreachable"
     )
     assert out.splitlines()[-1].endswith("): only the local checks were made")
+
+
+async def test_a_sequence_re_used_after_a_rollback_the_agent_could_not_see_is_refused_and_kept(
+    stack: DevStack, trails: Trails, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The clinic out of reach at start: the put-back trail goes on from sequence 3, which the sink
+    already holds under another event. The sink refuses it (409); the event is kept as refused, the
+    log says what it means, and ``--against-sink`` still reports the rollback."""
+    await delivered(trails, stack, 2)
+    older = trails.state_dir.parent / "older"
+    shutil.copytree(trails.state_dir, older)
+    await delivered(trails, stack, 3, start=2)
+    put_back(older, trails.state_dir)
+    assert stack.clinic is not None
+    async with CuttableLink(f"127.0.0.1:{stack.clinic.port}") as link:
+        link.cut()
+        sink = trails.clinic(f"http://{link.origin}")
+        trail = await trails.trail(sink)
+        again = kiosk_event(7, stack.organization_id)
+        assert await trail.record(again) == 3
+        await sink.wait_failures(1)
+        link.restore()
+        assert await trail.wait_delivered(WAIT)
+    assert trail.status().refused_sink == 1
+    assert again.id not in [event["id"] for event in await sink_events(stack)]
+    assert any(
+        "run telehealth-agent audit verify --against-sink" in record.message for record in caplog.records
+    )
+    await trail.aclose()
+
+    code, out, _ = await run(
+        "verify", "--against-sink", "--state-dir", str(trails.state_dir), env=trails.environment()
+    )
+    assert (code, out.splitlines()[-1].split(":")[0]) == (1, "audit trail behind the sink")
