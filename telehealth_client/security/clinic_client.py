@@ -300,9 +300,7 @@ class ClinicClient:
         except ValidationError as exc:
             raise ClinicError("assign", f"malformed answer: {exc.error_count()} problem(s)") from None
 
-    # Returns SinkAcknowledgement | None. Annotated Any only while security/audit.py's AuditSink
-    # protocol still declares None (a ClinicClient is passed as one); narrow it when that changes.
-    async def post_audit_event(self, event: Mapping[str, Any]) -> Any:
+    async def post_audit_event(self, event: Mapping[str, Any]) -> SinkAcknowledgement | None:
         """Hand one audit event (the wire form) to the audit sink; returns once it is stored (201).
 
         The answer is the sink's acknowledgement for the event's device (its highest sequence with
