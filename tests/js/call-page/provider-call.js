@@ -1,6 +1,7 @@
 // The provider's side of a video call with a patient kiosk, as an integrator would write it: the
 // PubNub JavaScript SDK (browser build, global `PubNub`) for signaling and the browser's own
-// RTCPeerConnection for media. Written from PROTOCOL.md, "Video signaling", and docs/protocol.md 5.4.
+// RTCPeerConnection for media. Written from PROTOCOL.md, "Video signaling" and its "Recovery"
+// section, and docs/protocol.md 5.4.
 //
 // What the contract asks of this page, and where it is done:
 // - a standing provider token and TURN credentials from the clinic backend, over HTTP with the
@@ -10,20 +11,35 @@
 //   PROVIDER_JOINED on the consultation channel (join);
 // - signals on `consultation.{providerId}.{patientId}.video`, published with storeInHistory: false,
 //   each {type, senderId, timestamp, ...} (publishSignal);
-// - relay-only media: iceTransportPolicy "relay" with the clinic's TURN server (newConnection);
-// - trickled candidates sent as RTCIceCandidate.toJSON(), unchanged (newConnection);
+// - relay-only media: iceTransportPolicy "relay" with the clinic's TURN server (Connection);
+// - trickled candidates sent as RTCIceCandidate.toJSON(), unchanged (Connection);
 // - receiving: ignore our own signals and anyone's but this consultation's patient, ignore signals
-//   from calls that are over, buffer candidates until the remote description is set, and never
-//   answer an end-call with another one (onSignal);
-// - the provider is the impolite side of perfect negotiation: when both offer at once it keeps its
-//   own offer and ignores the patient's (the patient yields and answers).
+//   from calls that are over, buffer candidates until the remote description they belong to is
+//   set, and never answer an end-call with another one (onSignal);
+// - recovery: an offer during a call is a rebuild, answered on a NEW connection while the old one
+//   stays on screen; the new one replaces it at its first decoded video frame, or is abandoned 20 s
+//   after its answer without one (answerRebuild). Connections are told apart by the ICE
+//   usernameFragment trickled candidates carry; an answer applies to our newest offer; an offer
+//   without an answer is sent again after 5, 6 and 7 s, then the call has failed (end-call);
+// - glare: the provider's offer wins (our unanswered offer, or our rebuild not yet carrying media,
+//   stands and the patient's offer is ignored: the patient side answers ours).
 //
-// The driver calls window.providerCall.<method>(args): start, join, call, hangup, stats,
-// mediaFlowing, frameNumbers (each documented below). It hears events through window.reportEvent:
+// The driver calls window.providerCall.<method>(args): start, join, call, rebuild, hangup, stats,
+// state, mediaFlowing, frameNumbers, watchFrames, frameLog (each documented below). start's
+// `ignoreOffersDuringCall: true` makes this an older provider app that never answers a rebuild;
+// `camera: "numbered"` sends a drawn picture whose number is the time (see numberedCamera).
+// It hears events through window.reportEvent:
 //   {"event":"call","phase","reason"?}       idle | offering | answering | connected | ended
 //   {"event":"signal","type","publisher","timetoken"}   a signal from the patient this page acted on
+//   {"event":"offer","during","outcome"}     an offer received (during: a call was under way):
+//                                            answered | rebuild | glare | ignored
+//   {"event":"connection","id","role","state"}  a connection's state (first "new"; role: offerer |
+//                                            answerer), ids counting from 1 in this page
+//   {"event":"media","id"}                   the connection's first decoded video frame
+//   {"event":"current","id","previous"}      the picture moved to connection `id` (previous closed)
+//   {"event":"abandoned","id","reason"}      a rebuild given up; the connection on screen stays
 //   {"event":"candidateSent","timetoken"}    one trickled candidate published
-//   {"event":"track","kind"}  {"event":"connection","state"}  {"event":"status","category","operation"}
+//   {"event":"track","id","kind"}  {"event":"status","category","operation"}
 //   {"event":"dropped","field","reason"}     an incoming signal refused (no values)
 //   {"event":"error","where","message"}      an exception's name only
 // Nothing here reports a key, token, credential or SDP body.
@@ -39,9 +55,15 @@
   const SIGNAL_TYPES = ["offer", "answer", "ice-candidate", "end-call"];
   const MAX_SDP_CHARS = 32768;
   const NUMBER_BITS = 16; // tests/integration/media/numbered.py: the frame number's pixel blocks
+  // PROTOCOL.md, Recovery: an offer without an answer this long is sent again; after the last, the
+  // call has failed. (MEDIA_DEADLINE_MS, for a rebuild's media, is with answerRebuild below.)
+  const ANSWER_TIMEOUTS_MS = [5000, 6000, 7000];
+  const MEDIA_POLL_MS = 50; // getStats while a connection waits for its first frame
+  const MAX_WAITING_CANDIDATES = 64;
 
   // Senders write times as YYYY-MM-DDTHH:MM:SS.mmmZ: exactly what toISOString gives.
   const now = () => new Date().toISOString();
+  const epochMs = () => performance.timeOrigin + performance.now();
 
   class Refused extends Error {
     constructor(field, reason) {
@@ -56,17 +78,31 @@
   let iceServers = null; // the clinic's TURN server with its time-limited credentials
   let consultation = null; // {id, video, patientId} once joined
   let localStream = null;
+  let ignoreOffersDuringCall = false; // an older provider app: a rebuild offer is never answered
 
   // The call: `phase` idle | offering | answering | connected | ended. `floor`: timetokens at or
-  // below it belong to calls that are over. `callTimetoken`: our offer's or theirs (0 while none).
+  // below it belong to calls that are over. `callTimetoken`: the call's first offer (a rebuild
+  // belongs to the same call). `current`: the connection on screen; `next`: a rebuild (ours or the
+  // patient's) that does not carry media yet. `waiting`: candidates no connection can take yet.
   const call = {
     phase: "idle",
-    pc: null,
     floor: 0n,
     callTimetoken: 0n,
-    remoteSet: false,
-    pending: [], // candidates that came before the remote description
+    current: null,
+    next: null,
+    waiting: [],
+    retry: null, // {timer, tries} while an offer of ours waits for its answer
   };
+  const counts = {
+    offersReceived: 0,
+    offersAnswered: 0,
+    offersIgnored: 0,
+    offersSent: 0,
+    answersApplied: 0,
+    rebuilds: 0,
+    abandoned: 0,
+  };
+  const connections = new Map(); // id -> Connection, closed ones too (their last counts)
   const sentCandidates = []; // the candidate lines we trickled (their type is checked by tests)
   const received = []; // every signal handled: {type, publisher, timetoken, outcome}
 
@@ -116,6 +152,8 @@
     emit({ event: "dropped", field, reason });
   }
 
+  const validSdp = (sdp) => typeof sdp === "string" && sdp.length > 0 && sdp.length <= MAX_SDP_CHARS;
+
   async function onSignal(message, publisher, timetoken) {
     if (typeof message !== "object" || message === null) return drop("payload", "must be a JSON object");
     if (!SIGNAL_TYPES.includes(message.type)) return drop("type", "is not a signal type");
@@ -128,122 +166,435 @@
     emit({ event: "signal", type: message.type, publisher, timetoken: String(timetoken) });
 
     if (message.type === "offer") {
-      if (typeof message.sdp !== "string" || !message.sdp || message.sdp.length > MAX_SDP_CHARS) {
-        return drop("sdp", `must be 1-${MAX_SDP_CHARS} characters`);
-      }
-      if (call.phase === "offering" && !call.remoteSet) {
-        return note("glare"); // impolite: our offer stands, the patient answers it
-      }
-      note("answered");
-      return answer(message.sdp, timetoken);
+      if (!validSdp(message.sdp)) return drop("sdp", `must be 1-${MAX_SDP_CHARS} characters`);
+      counts.offersReceived += 1;
+      const during = active();
+      const outcome = await onOffer(message.sdp, timetoken);
+      emit({ event: "offer", during, outcome });
+      return note(outcome);
     }
     if (message.type === "answer") {
-      if (call.phase !== "offering" || call.remoteSet) return note("unexpected-answer");
-      if (typeof message.sdp !== "string" || !message.sdp || message.sdp.length > MAX_SDP_CHARS) {
-        return drop("sdp", `must be 1-${MAX_SDP_CHARS} characters`);
-      }
-      if (call.callTimetoken && timetoken < call.callTimetoken) return note("stale");
-      await call.pc.setRemoteDescription({ type: "answer", sdp: message.sdp });
-      await remoteDescriptionSet();
-      setPhase("connected");
-      return note("accepted");
+      if (!validSdp(message.sdp)) return drop("sdp", `must be 1-${MAX_SDP_CHARS} characters`);
+      return note(await onAnswer(message.sdp, timetoken));
     }
     if (message.type === "ice-candidate") {
       const candidate = message.candidate;
       if (typeof candidate !== "object" || candidate === null || typeof candidate.candidate !== "string") {
         return drop("candidate", "must be an RTCIceCandidate.toJSON() object");
       }
-      if (!call.remoteSet) {
-        call.pending.push(candidate); // it overtook its description: keep it for later
-        return note("buffered");
-      }
-      await addCandidate(candidate);
-      return note("added");
+      return note(await routeCandidate(candidate));
     }
-    // end-call: end ours, never answer it with another one (two such peers would loop).
+    // end-call: the whole call ends (never one connection); never answered with another end-call.
     if (!active()) return note("no-call");
     if (call.callTimetoken && timetoken < call.callTimetoken) return note("stale");
     call.floor = timetoken;
-    closeConnection();
+    closeCall();
     setPhase("ended", "remote-hangup");
     return note("ended");
   }
 
-  async function addCandidate(candidate) {
-    if (!candidate.candidate) return; // end of candidates
-    try {
-      await call.pc.addIceCandidate(candidate);
-    } catch (error) {
-      drop("candidate", `was refused (${error?.name ?? "Error"})`);
+  // An offer: a new call, or during a call a rebuild (PROTOCOL.md, Recovery).
+  async function onOffer(sdp, timetoken) {
+    if (!active()) {
+      call.callTimetoken = timetoken;
+      setPhase("answering");
+      const connection = (call.current = new Connection("answerer"));
+      await connection.pc.setRemoteDescription({ type: "offer", sdp });
+      await takeCandidates(connection);
+      await connection.pc.setLocalDescription(await connection.pc.createAnswer());
+      await publishSignal("answer", { sdp: connection.pc.localDescription.sdp });
+      counts.offersAnswered += 1;
+      setPhase("connected");
+      watchMedia(connection, Infinity);
+      return "answered";
     }
+    if (ourOfferStands()) {
+      counts.offersIgnored += 1;
+      return "glare"; // the provider's offer wins: the patient side answers ours
+    }
+    if (ignoreOffersDuringCall) {
+      counts.offersIgnored += 1;
+      return "ignored"; // an older provider app: only a path that comes back by itself helps
+    }
+    await answerRebuild(sdp);
+    counts.offersAnswered += 1;
+    counts.rebuilds += 1;
+    return "rebuild";
   }
 
-  async function remoteDescriptionSet() {
-    call.remoteSet = true;
-    const waiting = call.pending;
-    call.pending = [];
-    for (const candidate of waiting) await addCandidate(candidate);
+  // Ours wins a glare: an offer of ours without its answer, or our rebuild not yet carrying media.
+  function ourOfferStands() {
+    const pending = call.next ?? call.current;
+    if (pending?.role !== "offerer") return false;
+    return pending === call.next ? !pending.carries : !pending.remoteSet;
+  }
+
+  // -- sketch: docs/protocol.md 5.4, "An offer during a call" (the same text there) ---------------
+  const MEDIA_DEADLINE_MS = 20000; // a rebuild without media this long after its answer is dropped
+
+  async function answerRebuild(offerSdp) {
+    call.next?.close(); // an older rebuild that never carried media
+    const next = (call.next = new Connection("answerer")); // a NEW RTCPeerConnection, relay only
+    await next.pc.setRemoteDescription({ type: "offer", sdp: offerSdp });
+    await takeCandidates(next); // trickled ones that came first, by usernameFragment
+    await next.pc.setLocalDescription(await next.pc.createAnswer());
+    await publishSignal("answer", { sdp: next.pc.localDescription.sdp });
+    // The old connection stays on screen. At the new one's first decoded video frame the picture
+    // moves to it and the old one is closed; without one in time, the new one is closed instead.
+    firstFrame(next, MEDIA_DEADLINE_MS).then((carries) => (carries ? promote(next) : abandon(next)));
+  }
+  // -- end of sketch -------------------------------------------------------------------------------
+
+  function promote(connection) {
+    if (connection.closed || call.next !== connection) return;
+    const previous = call.current;
+    call.current = connection;
+    call.next = null;
+    connection.show();
+    emit({ event: "current", id: connection.id, previous: previous?.id ?? null });
+    previous?.close();
+  }
+
+  function abandon(connection) {
+    if (connection.closed) return;
+    if (call.next === connection) call.next = null;
+    connection.close();
+    counts.abandoned += 1;
+    emit({ event: "abandoned", id: connection.id, reason: "no media in time" });
+  }
+
+  // Until the connection's first decoded video frame (true), or false once `deadlineMs` passed or
+  // it closed. An audio-only call (the far side sends no video) counts its first audio packet.
+  async function firstFrame(connection, deadlineMs) {
+    const until = performance.now() + deadlineMs;
+    while (!connection.closed && performance.now() < until) {
+      const { video, audio, sendsVideo } = await connection.counters();
+      if (video.framesDecoded > 0 || (!sendsVideo && audio.packetsReceived > 0)) {
+        if (!connection.carries) {
+          connection.carries = true;
+          emit({ event: "media", id: connection.id });
+        }
+        return true;
+      }
+      await new Promise((resolve) => setTimeout(resolve, MEDIA_POLL_MS));
+    }
+    return false;
+  }
+
+  // The call's first connection is on screen from the start: its first frame is only reported.
+  // A rebuild of ours takes over as the patient's does (answerRebuild).
+  function watchMedia(connection, deadlineMs) {
+    firstFrame(connection, deadlineMs).then(
+      (carries) => {
+        if (connection !== call.next) return;
+        if (carries) promote(connection);
+        else abandon(connection);
+      },
+      (error) => emit({ event: "error", where: "media", message: String(error?.name ?? "Error") }),
+    );
+  }
+
+  // -- our offers ----------------------------------------------------------------------------------
+
+  // A call (`current`) or a rebuild of ours (`next`): a new connection and its offer; sent again on
+  // a new connection when unanswered (5, 6, 7 s), then the call has failed.
+  async function offer(kind, tries = 0) {
+    const connection = new Connection("offerer");
+    if (kind === "call") {
+      call.current?.close();
+      call.current = connection;
+    } else {
+      call.next?.close();
+      call.next = connection;
+    }
+    await connection.pc.setLocalDescription(await connection.pc.createOffer());
+    if (connection.closed) return 0n;
+    const timetoken = await publishSignal("offer", { sdp: connection.pc.localDescription.sdp });
+    counts.offersSent += 1;
+    connection.offerTimetoken = timetoken;
+    if (kind === "call" && tries === 0 && call.current === connection) call.callTimetoken = timetoken;
+    clearTimeout(call.retry?.timer);
+    call.retry = {
+      tries,
+      timer: setTimeout(() => void unanswered(connection, kind, tries), ANSWER_TIMEOUTS_MS[tries]),
+    };
+    return timetoken;
+  }
+
+  async function unanswered(connection, kind, tries) {
+    if (connection.closed || connection.remoteSet || !active()) return;
+    if (tries + 1 < ANSWER_TIMEOUTS_MS.length) {
+      await offer(kind, tries + 1).catch((error) =>
+        emit({ event: "error", where: "offer", message: String(error?.name ?? "Error") }),
+      );
+      return;
+    }
+    // Nobody answered: the call is over (the consultation goes on; either side may call again).
+    const timetoken = await publishSignal("end-call").catch(() => 0n);
+    if (timetoken > call.floor) call.floor = timetoken;
+    closeCall();
+    setPhase("ended", "no-answer");
+  }
+
+  // An answer applies to our newest offer (older ones were closed when it was made).
+  async function onAnswer(sdp, timetoken) {
+    const connection = [call.next, call.current].find((c) => c?.role === "offerer" && !c.remoteSet);
+    if (!connection || connection.closed) return "unexpected-answer";
+    if (connection.offerTimetoken && timetoken < connection.offerTimetoken) return "stale";
+    await connection.pc.setRemoteDescription({ type: "answer", sdp });
+    await takeCandidates(connection);
+    clearTimeout(call.retry?.timer);
+    call.retry = null;
+    counts.answersApplied += 1;
+    if (connection === call.current) {
+      setPhase("connected");
+      watchMedia(connection, Infinity);
+    } else {
+      watchMedia(connection, MEDIA_DEADLINE_MS);
+    }
+    return "accepted";
+  }
+
+  // -- candidates: told apart by the ICE usernameFragment of the description they belong to ---------
+
+  function ufragOfCandidate(candidate) {
+    if (typeof candidate.usernameFragment === "string" && candidate.usernameFragment) {
+      return candidate.usernameFragment;
+    }
+    const found = / ufrag (\S+)/.exec(candidate.candidate);
+    return found ? found[1] : null;
+  }
+
+  function ufragOfSdp(sdp) {
+    const found = /^a=ice-ufrag:(\S+)/m.exec(sdp ?? "");
+    return found ? found[1] : null;
+  }
+
+  async function routeCandidate(candidate) {
+    const ufrag = ufragOfCandidate(candidate);
+    const target = [call.next, call.current].find(
+      (c) => c && !c.closed && c.remoteSet && (ufrag === null || c.remoteUfrag === ufrag),
+    );
+    if (!target) {
+      // Its description is not set yet (candidates overtake it): kept until it is.
+      call.waiting.push(candidate);
+      if (call.waiting.length > MAX_WAITING_CANDIDATES) call.waiting.shift();
+      return "buffered";
+    }
+    await target.addCandidate(candidate);
+    return "added";
+  }
+
+  async function takeCandidates(connection) {
+    connection.remoteSet = true;
+    connection.remoteUfrag = ufragOfSdp(connection.pc.remoteDescription?.sdp);
+    const mine = (c) => {
+      const ufrag = ufragOfCandidate(c);
+      return ufrag === null || ufrag === connection.remoteUfrag;
+    };
+    const taken = call.waiting.filter(mine);
+    call.waiting = call.waiting.filter((c) => !mine(c));
+    for (const candidate of taken) await connection.addCandidate(candidate);
   }
 
   // -- media ---------------------------------------------------------------------------------------
 
   async function camera() {
     if (!localStream) {
-      localStream = await navigator.mediaDevices.getUserMedia({
-        video: { width: 640, height: 480 },
-        audio: true,
-      });
+      if (config.camera === "numbered") {
+        const microphone = await navigator.mediaDevices.getUserMedia({ audio: true });
+        localStream = new MediaStream([numberedCamera(), ...microphone.getAudioTracks()]);
+      } else {
+        localStream = await navigator.mediaDevices.getUserMedia({
+          video: { width: 640, height: 480 },
+          audio: true,
+        });
+      }
       document.getElementById("local").srcObject = localStream;
     }
     return localStream;
   }
 
-  async function newConnection() {
-    closeConnection();
-    const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: "relay" }); // TURN only
-    call.pc = pc;
-    call.remoteSet = false;
-    call.pending = [];
-    const stream = await camera();
-    for (const track of stream.getTracks()) pc.addTrack(track, stream); // both sides send
-    pc.onicecandidate = ({ candidate }) => {
-      if (call.pc !== pc || !candidate) return;
-      const json = candidate.toJSON(); // sent unchanged: the agent handles the "candidate:" prefix
-      sentCandidates.push(json.candidate);
-      publishSignal("ice-candidate", { candidate: json }).then(
-        (timetoken) => emit({ event: "candidateSent", timetoken: String(timetoken) }),
-        (error) => emit({ event: "error", where: "ice-candidate", message: String(error?.name ?? "Error") }),
-      );
-    };
-    pc.ontrack = ({ track, streams }) => {
-      if (call.pc !== pc) return;
-      if (track.kind === "video") document.getElementById("remote").srcObject = streams[0];
-      emit({ event: "track", kind: track.kind });
-    };
-    pc.onconnectionstatechange = () => {
-      if (call.pc === pc) emit({ event: "connection", state: pc.connectionState });
-    };
-    return pc;
+  // One peer connection of the call: ours to offer or theirs to answer, relay only.
+  class Connection {
+    constructor(role) {
+      this.id = connections.size + 1;
+      this.role = role; // "offerer" | "answerer"
+      this.pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: "relay" }); // TURN only
+      this.offerTimetoken = 0n;
+      this.remoteSet = false;
+      this.remoteUfrag = null;
+      this.stream = null;
+      this.carries = false;
+      this.closed = false;
+      this.last = { video: { framesDecoded: 0, packetsReceived: 0 }, audio: { packetsReceived: 0 } };
+      connections.set(this.id, this);
+      emit({ event: "connection", id: this.id, role, state: "new" });
+      for (const track of localStream.getTracks()) this.pc.addTrack(track, localStream); // both send
+      this.pc.onicecandidate = ({ candidate }) => {
+        if (this.closed || !candidate) return;
+        const json = candidate.toJSON(); // sent unchanged: usernameFragment tells our connections apart
+        sentCandidates.push(json.candidate);
+        publishSignal("ice-candidate", { candidate: json }).then(
+          (timetoken) => emit({ event: "candidateSent", timetoken: String(timetoken) }),
+          (error) => emit({ event: "error", where: "ice-candidate", message: String(error?.name ?? "Error") }),
+        );
+      };
+      this.pc.ontrack = ({ track, streams }) => {
+        // Each connection's own tracks: the picture moves to them when this connection takes over.
+        if (track.kind === "video") this.stream = streams[0] ?? new MediaStream([track]);
+        if (track.kind === "video" && call.current === this) this.show();
+        emit({ event: "track", id: this.id, kind: track.kind });
+      };
+      this.pc.onconnectionstatechange = () =>
+        emit({ event: "connection", id: this.id, role, state: this.pc.connectionState });
+    }
+
+    show() {
+      const remote = document.getElementById("remote");
+      if (this.stream && remote.srcObject !== this.stream) remote.srcObject = this.stream;
+    }
+
+    async addCandidate(candidate) {
+      if (!candidate.candidate) return; // end of candidates
+      try {
+        await this.pc.addIceCandidate(candidate);
+      } catch (error) {
+        drop("candidate", `was refused (${error?.name ?? "Error"})`);
+      }
+    }
+
+    // Inbound counters (kept after close: the last ones read) and whether the far side sends video.
+    async counters() {
+      if (this.closed) return { ...this.last, sendsVideo: true };
+      const report = await this.pc.getStats();
+      const found = { video: { framesDecoded: 0, packetsReceived: 0 }, audio: { packetsReceived: 0 } };
+      report.forEach((entry) => {
+        if (entry.type !== "inbound-rtp") return;
+        if (entry.kind === "video") {
+          found.video = { framesDecoded: entry.framesDecoded ?? 0, packetsReceived: entry.packetsReceived ?? 0 };
+        } else if (entry.kind === "audio") {
+          found.audio = { packetsReceived: entry.packetsReceived ?? 0 };
+        }
+      });
+      const description = this.pc.remoteDescription?.sdp ?? "";
+      const video = description.split(/\r?\n(?=m=)/).find((section) => section.startsWith("m=video"));
+      const sendsVideo = Boolean(video) && !/^a=(recvonly|inactive)/m.test(video);
+      this.last = found;
+      return { ...found, sendsVideo };
+    }
+
+    close() {
+      if (this.closed) return;
+      this.closed = true;
+      this.pc.close();
+      emit({ event: "connection", id: this.id, role: this.role, state: "closed" });
+    }
   }
 
-  function closeConnection() {
-    const pc = call.pc;
-    call.pc = null;
-    call.remoteSet = false;
-    call.pending = [];
-    if (pc) pc.close();
+  function closeCall() {
+    clearTimeout(call.retry?.timer);
+    call.retry = null;
+    call.next?.close();
+    call.current?.close();
+    call.next = null;
+    call.current = null;
+    call.waiting = [];
   }
 
-  async function answer(sdp, timetoken) {
-    // A new offer while a call is under way: the patient rebuilt its connection; follow it.
-    setPhase("answering");
-    call.callTimetoken = timetoken;
-    const pc = await newConnection();
-    await pc.setRemoteDescription({ type: "offer", sdp });
-    await remoteDescriptionSet();
-    await pc.setLocalDescription(await pc.createAnswer());
-    await publishSignal("answer", { sdp: pc.localDescription.sdp });
-    setPhase("connected");
+  // -- a camera whose pictures carry the time they were drawn --------------------------------------
+
+  // scripts/bench_call_tap/frame_tap.py's layout: a 12-bit number, then its complement, as 24
+  // black or white blocks on grey (block size width/16, 1.5 blocks apart, from one block in).
+  const TAP_BITS = 12;
+  const tapBlocks = (width) => {
+    const size = Math.floor(width / 16);
+    const step = Math.floor((size * 3) / 2);
+    const blocks = [];
+    for (let row = 0; row < 3; row++) {
+      for (let column = 0; column < 8; column++) blocks.push([size + column * step, size + row * step, size]);
+    }
+    return blocks;
+  };
+  const FRAME_MS = 1000 / 30;
+  const sentFrames = []; // [number, epoch ms] of each picture drawn
+  const shownFrames = []; // [number, epoch ms, connection id] of each remote picture read (-1: unreadable)
+  const LOG_LIMIT = 20000;
+
+  // 640x480 at 30 fps; picture k shows k mod 4096 where k = floor(epoch ms / 33.3): whoever reads
+  // it knows when it was drawn, so a frame shown late (a backlog after an outage) is told from a
+  // live one without this page's help.
+  function numberedCamera() {
+    const canvas = document.createElement("canvas");
+    canvas.width = 640;
+    canvas.height = 480;
+    canvas.id = "camera";
+    document.body.appendChild(canvas); // on the page: a canvas off the page is not always captured
+    const context = canvas.getContext("2d");
+    const blocks = tapBlocks(canvas.width);
+    let drawn = -1;
+    const draw = () => {
+      const at = epochMs();
+      const tick = Math.floor(at / FRAME_MS);
+      if (tick !== drawn) {
+        drawn = tick;
+        const number = tick % 4096;
+        context.fillStyle = "rgb(128,128,128)";
+        context.fillRect(0, 0, canvas.width, canvas.height);
+        blocks.forEach(([x, y, size], index) => {
+          const bit = index < TAP_BITS ? (number >> index) & 1 : 1 - ((number >> (index - TAP_BITS)) & 1);
+          context.fillStyle = bit ? "#fff" : "#000";
+          context.fillRect(x, y, size, size);
+        });
+        sentFrames.push([number, at]);
+        if (sentFrames.length > LOG_LIMIT) sentFrames.splice(0, sentFrames.length - LOG_LIMIT);
+      }
+      requestAnimationFrame(draw);
+    };
+    requestAnimationFrame(draw);
+    return canvas.captureStream().getVideoTracks()[0];
+  }
+
+  // frame_tap.read: each block's centre clearly white (> 170) or black (< 85) and the two halves
+  // complementary, else the picture is unreadable (-1): what a decoder shows from lost references.
+  function tapNumber(pixels, width) {
+    const bits = [];
+    for (const [x, y, size] of tapBlocks(width)) {
+      const quarter = Math.floor(size / 4);
+      let sum = 0;
+      let count = 0;
+      for (let row = y + quarter; row < y + size - quarter; row++) {
+        for (let column = x + quarter; column < x + size - quarter; column++) {
+          const i = (row * width + column) * 4;
+          sum += (pixels[i] + pixels[i + 1] + pixels[i + 2]) / 3;
+          count += 1;
+        }
+      }
+      const centre = sum / count;
+      if (centre > 170) bits.push(1);
+      else if (centre < 85) bits.push(0);
+      else return -1;
+    }
+    for (let bit = 0; bit < TAP_BITS; bit++) if (bits[bit] === bits[TAP_BITS + bit]) return -1;
+    return bits.slice(0, TAP_BITS).reduce((number, bit, index) => number | (bit << index), 0);
+  }
+
+  let watching = false;
+  function watchRemoteFrames() {
+    if (watching) return;
+    watching = true;
+    const video = document.getElementById("remote");
+    const canvas = new OffscreenCanvas(320, 240); // half size: the blocks stay 20 px wide
+    const context = canvas.getContext("2d", { willReadFrequently: true });
+    const onFrame = () => {
+      const at = epochMs();
+      context.drawImage(video, 0, 0, 320, 240);
+      const number = tapNumber(context.getImageData(0, 0, 320, 240).data, 320);
+      shownFrames.push([number, at, call.current?.id ?? 0]);
+      if (shownFrames.length > LOG_LIMIT) shownFrames.splice(0, shownFrames.length - LOG_LIMIT);
+      video.requestVideoFrameCallback(onFrame);
+    };
+    video.requestVideoFrameCallback(onFrame);
   }
 
   // -- the frame numbers drawn by the kiosk's test camera ------------------------------------------
@@ -278,7 +629,11 @@
       for (const field of ["userId", "departmentId"]) {
         if (!ID.test(settings?.[field] ?? "")) throw new Refused(field, "must be an ID");
       }
+      if (!["fake", "numbered", undefined].includes(settings.camera)) {
+        throw new Refused("camera", 'must be "fake" or "numbered"');
+      }
       config = settings;
+      ignoreOffersDuringCall = settings.ignoreOffersDuringCall === true;
       // No consultation named: the provider's standing token (PROTOCOL.md, "Who calls what").
       const grant = await clinic("/api/telemedicine/token", {
         userId: config.userId,
@@ -304,6 +659,7 @@
         },
         status: (s) => emit({ event: "status", category: s.category, operation: s.operation }),
       });
+      await camera(); // before any offer: an offer must not wait for the devices
       return { sdkVersion: pubnub.getVersion(), ttlMinutes: grant.ttlMinutes, turnUrls: turn.urls };
     },
 
@@ -352,27 +708,40 @@
       if (active()) throw new Refused("call", `a call is already ${call.phase}`);
       setPhase("offering");
       call.callTimetoken = 0n;
-      const pc = await newConnection();
-      await pc.setLocalDescription(await pc.createOffer());
-      const timetoken = await publishSignal("offer", { sdp: pc.localDescription.sdp });
-      if (call.pc === pc && call.phase === "offering") call.callTimetoken = timetoken;
-      return { timetoken: String(timetoken) };
+      const timetoken = await offer("call");
+      return { timetoken: String(timetoken), id: call.current?.id ?? null };
     },
 
-    /** End the call: one end-call, then the connection closes. */
+    /** Rebuild the call under way: a new connection and its offer; the old one stays on screen
+     * until the new one carries media. */
+    async rebuild() {
+      if (call.phase !== "connected" || !call.current) throw new Refused("call", "no call is connected");
+      counts.rebuilds += 1;
+      const timetoken = await offer("rebuild");
+      return { timetoken: String(timetoken), id: call.next?.id ?? null };
+    },
+
+    /** End the call: one end-call, then every connection of the call closes. */
     async hangup() {
       if (!active()) throw new Refused("call", "no call is under way");
       const timetoken = await publishSignal("end-call");
       call.floor = timetoken;
-      closeConnection();
+      closeCall();
       setPhase("ended", "hangup");
       return { timetoken: String(timetoken) };
     },
 
-    /** What the connection says: inbound video and audio, the pair in use, what we trickled. */
+    /** What the connection on screen says: inbound video and audio, the pair in use, what we
+     * trickled, every signal handled. */
     async stats() {
-      const found = { phase: call.phase, sentCandidates: [...sentCandidates], received: [...received] };
-      const pc = call.pc;
+      const found = {
+        phase: call.phase,
+        currentId: call.current?.id ?? null,
+        nextId: call.next?.id ?? null,
+        sentCandidates: [...sentCandidates],
+        received: [...received],
+      };
+      const pc = call.current?.pc;
       if (!pc) return found;
       found.connectionState = pc.connectionState;
       const report = await pc.getStats();
@@ -404,6 +773,31 @@
       return found;
     },
 
+    /** The recovery's view: the call, which connection is on screen and which is coming, each
+     * connection's decoded frames (the last read for a closed one), and the offer counts. */
+    async state() {
+      const list = [];
+      for (const connection of connections.values()) {
+        const { video, audio } = await connection.counters();
+        list.push({
+          id: connection.id,
+          role: connection.role,
+          place: connection === call.current ? "current" : connection === call.next ? "next" : "closed",
+          carries: connection.carries,
+          connectionState: connection.pc.connectionState,
+          framesDecoded: video.framesDecoded,
+          audioPackets: audio.packetsReceived,
+        });
+      }
+      return {
+        phase: call.phase,
+        currentId: call.current?.id ?? null,
+        nextId: call.next?.id ?? null,
+        counts: { ...counts },
+        connections: list,
+      };
+    },
+
     /** The stats once remote video frames are decoded and audio packets arrived (read per frame). */
     async mediaFlowing() {
       const video = document.getElementById("remote");
@@ -426,6 +820,24 @@
         numbers.push(frameNumber(context));
       }
       return { numbers, width: video.videoWidth, height: video.videoHeight };
+    },
+
+    /** From now on every remote frame shown is read (frame_tap's layout) and logged with its time. */
+    async watchFrames() {
+      watchRemoteFrames();
+      return { at: epochMs() };
+    },
+
+    /** The logs from the given positions on: `sent` [number, epoch ms] of our numbered camera,
+     * `shown` [number (-1 unreadable), epoch ms, connection on screen]; and the page's clock now. */
+    async frameLog({ sentFrom = 0, shownFrom = 0 } = {}) {
+      return {
+        sent: sentFrames.slice(sentFrom),
+        shown: shownFrames.slice(shownFrom),
+        sentEnd: sentFrames.length,
+        shownEnd: shownFrames.length,
+        now: epochMs(),
+      };
     },
   };
 })();
