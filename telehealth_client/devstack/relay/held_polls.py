@@ -1,9 +1,11 @@
-"""Held subscribe long-polls, by the token that let each in: a revoked or expired token ends them.
+"""Held subscribe long-polls and heartbeats, by the token that let each in: a revoked or expired
+token ends them.
 
 PROTOCOL (Who calls what): a revoked or expired token stops working at once, including on a
 subscribe long-poll already waiting; the server ends such a poll with 403. A token's polls are
 refused synchronously, inside the revoke request or the expiry alarm, so a message published
-after that never reaches them, and their user leaves ``here_now`` at once.
+after that never reaches them, and their user leaves ``here_now`` at once: on the channels its
+polls held and those its heartbeats (with that token) kept it present on.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class Poll:
 class _TokenPolls:
     polls: set[Poll]
     cancel_expiry: Cancel
+    # User ID -> channels a heartbeat with this token made it present on (kept until the token ends).
+    heartbeats: dict[str, set[str]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -50,13 +54,21 @@ class PollsByToken:
 
     def hold(self, poll: Poll, grant: Grant) -> None:
         """Track ``poll``, let in by ``grant``, until ``release``; one expiry alarm per token."""
+        held = self._held(grant)
+        held.polls.add(poll)
+        self._token_of[poll] = grant.signature
+
+    def heartbeat(self, grant: Grant, uuid: str, channels: list[str]) -> None:
+        """A heartbeat with ``grant`` keeps ``uuid`` present on ``channels``: they go when it ends."""
+        self._held(grant).heartbeats.setdefault(uuid, set()).update(channels)
+
+    def _held(self, grant: Grant) -> _TokenPolls:
         token = grant.signature
         held = self._by_token.get(token)
         if held is None:
             cancel = alarm(self.clock, grant.expires_at(), lambda: self._end(token, "Token is expired."))
             held = self._by_token[token] = _TokenPolls(set(), cancel)
-        held.polls.add(poll)
-        self._token_of[poll] = token
+        return held
 
     def release(self, poll: Poll) -> None:
         token = self._token_of.pop(poll, None)
@@ -64,7 +76,7 @@ class PollsByToken:
         if token is None or held is None:
             return
         held.polls.discard(poll)
-        if not held.polls:
+        if not held.polls and not held.heartbeats:
             held.cancel_expiry()
             del self._by_token[token]
 
@@ -88,15 +100,19 @@ class PollsByToken:
             del self._token_of[poll]
             # The same 403 as a subscribe refused at its start (the SDKs report access denied).
             poll.refuse(access_denied(reason))
+        present: dict[str, set[str]] = {uuid: set(channels) for uuid, channels in held.heartbeats.items()}
         for poll in held.polls:
-            self._leave_presence(poll)
+            if poll.uuid is not None:
+                present.setdefault(poll.uuid, set()).update(poll.members)
+        for uuid, channels in present.items():
+            self._leave_presence(uuid, channels)
 
-    def _leave_presence(self, poll: Poll) -> None:
-        if poll.uuid is None:
-            return
-        # Channels another poll of the same user still holds with a good token stay occupied.
-        still_held = {c for other in self._token_of if other.uuid == poll.uuid for c in other.members}
+    def _leave_presence(self, uuid: str, channels: set[str]) -> None:
+        # Channels the same user still holds with another, good token (a poll or a heartbeat) stay.
+        still_held = {c for other in self._token_of if other.uuid == uuid for c in other.members}
+        for other in self._by_token.values():
+            still_held.update(other.heartbeats.get(uuid, ()))
         # A "timeout", not a "leave": PubNub sends "leave" only when the client itself leaves
         # (unsubscribe); a user whose access ended stops being heard from, which PubNub reports
         # as a timeout once the presence interval lapses. The relay reports it at once.
-        self.presence.time_out([c for c in poll.members if c not in still_held], poll.uuid)
+        self.presence.time_out(sorted(channels - still_held), uuid)

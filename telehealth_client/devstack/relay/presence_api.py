@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .access import Need, Permission
+from .access import Grant, Need, Permission
 from .errors import service_error
 from .http import Call, json_response
 from .pubsub import presence_timeout, state_param
@@ -15,27 +15,31 @@ from .wildcard import presence_members
 _OK = {"status": 200, "message": "OK", "service": "Presence"}
 
 
-def _channels(call: Call) -> list[str]:
+def _channels(call: Call) -> tuple[list[str], Grant | None]:
+    """The channels the request names (with their presence members) and the token that let it in."""
     # /v2/presence/sub-key/{sub}/channel/{channels}[/heartbeat|/leave]
     if call.segments[3] != call.state.keys.subscribe_key:
         raise service_error(400, "Invalid Subscribe Key", "Presence")
     if call.query.get("channel-group"):
         raise service_error(400, "Channel groups are not supported by the development relay", "Presence")
     channels = [c for c in call.segments[5].split(",") if c] if len(call.segments) > 5 else []
-    call.authorize([Need("chan", c, Permission.READ) for c in channels])
-    return presence_members(channels)
+    grant = call.authorize([Need("chan", c, Permission.READ) for c in channels])
+    return presence_members(channels), grant
 
 
 async def heartbeat(call: Call) -> web.StreamResponse:
-    channels = _channels(call)
+    channels, grant = _channels(call)
     if call.uuid is None:
         raise service_error(400, "Missing uuid", "Presence")
     call.state.presence.heartbeat(channels, call.uuid, presence_timeout(call), state_param(call))
+    if grant is not None:
+        # Its presence ends with the token (revoked or expired), not at the presence timeout.
+        call.state.held.heartbeat(grant, call.uuid, channels)
     return json_response(_OK)
 
 
 async def leave(call: Call) -> web.StreamResponse:
-    channels = _channels(call)
+    channels, _ = _channels(call)
     if call.uuid is not None:
         call.state.presence.leave(channels, call.uuid)
     return json_response({**_OK, "action": "leave"})
@@ -44,7 +48,7 @@ async def leave(call: Call) -> web.StreamResponse:
 async def here_now(call: Call) -> web.StreamResponse:
     presence = call.state.presence
     if len(call.segments) > 5:
-        channels = _channels(call)
+        channels, _ = _channels(call)
     else:
         _channels(call)  # global here_now: the key check
         # PubNub's global here_now checks no permission at all (and is off on new keysets):

@@ -150,3 +150,29 @@ async def test_a_user_still_holding_a_poll_with_a_good_token_stays_present(
     assert_access_denied(denied, "Token is revoked.")
     assert not (await patient.publish().channel(CHANNEL).message("still here").future()).status.is_error()
     assert (await asyncio.wait_for(still_good_sees.messages.get(), WAIT)).message == "still here"
+
+
+async def test_presence_kept_by_heartbeats_alone_ends_with_the_token(
+    make_client: ClientFactory, relay: Relay, relay_clock: ManualClock
+) -> None:
+    # A user present by heartbeats only (no long-poll held): revoked, it leaves here_now at once
+    # instead of at its presence timeout; the same user's heartbeat with another, good token
+    # keeps it present on that token's channels.
+    relay.enforce_access = True
+    admin = make_client("clinic", with_secret_key=True)
+    revoked, revoked_token = await reader(make_client, admin, REMOVED)
+    staying, _ = await reader(make_client, admin, STAYING)
+    staying_sees = await holding(relay, staying, 1, with_presence=True)
+    assert not (await Heartbeat(revoked).channels([CHANNEL]).future()).status.is_error()
+    await staying_sees.next_presence("join", REMOVED)
+    expiring, _ = await reader(make_client, admin, "dr-expiring", ttl=1)
+    assert not (await Heartbeat(expiring).channels([CHANNEL]).future()).status.is_error()
+    await staying_sees.next_presence("join", "dr-expiring")
+
+    assert (await admin.revoke_token(revoked_token).result()).status == 200
+
+    assert REMOVED not in relay.occupants(CHANNEL)
+    await staying_sees.next_presence("timeout", REMOVED)
+    relay_clock.advance(60)  # the other token's life, far short of any presence timeout
+    assert relay.occupants(CHANNEL) == [STAYING]
+    await staying_sees.next_presence("timeout", "dr-expiring")
