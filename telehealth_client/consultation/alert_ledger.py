@@ -30,7 +30,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Final
 
-from telehealth_client.consultation.state_file import write_atomically
+from telehealth_client.consultation.state_file import read_if_present, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,8 @@ class AlertLedger:
         return escalation_id in self._alerted
 
     async def load(self) -> None:
-        try:
-            raw = await asyncio.to_thread(self._path.read_bytes)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            log.error("alert ledger unreadable file=%s reason=%s", self._path, type(exc).__name__)
+        raw = await asyncio.to_thread(read_if_present, self._path, "alert ledger")
+        if raw is None:
             return
         try:
             last_read, alerted, held = _parse(raw)

@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Final, Protocol
 
-from telehealth_client.consultation.state_file import write_atomically
+from telehealth_client.consultation.state_file import read_if_present, write_atomically
 from telehealth_client.protocol.channels import ConsultationChannels, InvalidIdError, validate_id
 from telehealth_client.pubsub.pubnub_bus import back_off_delay
 from telehealth_client.security.clinic_client import ClinicError
@@ -83,12 +83,8 @@ class GuestAccess:
     # -- the ledger ---------------------------------------------------------------------------------
 
     async def load(self) -> None:
-        try:
-            raw = await asyncio.to_thread(self._path.read_bytes)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            log.error("guest access ledger unreadable file=%s reason=%s", self._path, type(exc).__name__)
+        raw = await asyncio.to_thread(read_if_present, self._path, "guest access ledger")
+        if raw is None:
             return
         try:
             self._guests = _parse(raw)

@@ -8,6 +8,8 @@ Public API (synchronous: call from the event loop with ``asyncio.to_thread``):
   unreadable, corrupt or of an unknown version raises ``StateFileError`` saying so (the caller
   decides what to do; it never silently starts over).
 - ``remove(state_dir)``: at the end of the consultation.
+- ``read_if_present(path, what)``: a small state file's bytes, None when there is none or it
+  cannot be read (logged by path and reason, ``what`` naming it); ``write_atomically(path, body)``.
 
 The file holds IDs, states, codes and numbers only: no chat text, no names, no free text.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -39,6 +42,8 @@ from telehealth_client.protocol.messages import (
     encode,
     format_time,
 )
+
+log = logging.getLogger(__name__)
 
 FILE_NAME: Final = "consultation.json"
 VERSION: Final = 1
@@ -193,6 +198,16 @@ def write_atomically(path: Path, body: bytes) -> None:
             os.unlink(temporary)
         raise
     _fsync_directory(directory)
+
+
+def read_if_present(path: Path, what: str) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.error("%s unreadable file=%s reason=%s", what, path, type(exc).__name__)
+        return None
 
 
 def load(state_dir: Path) -> Consultation | None:
