@@ -43,6 +43,13 @@ installs the log (the media child has no per-frame output of its own). From the 
 
     .venv/bin/python scripts/bench_call.py [--seconds 10] [--setups 3] [--freeze 10] [--drop 10] [--cap 40]
         [--end-calls 3] [--only end-call]
+
+``--browser`` measures the call with a real browser on the provider's end instead (headless Chromium
+running tests/js/call-page/ against the kiosk agent and, in the same run, against bare aiortc: offer
+to answer, offer to first frame both ways, recovery after a freeze, a UDP drop and a restart, end-call
+from both sides); ``--load`` runs one busy process per core beside it. See scripts/bench_call_browser.py.
+
+    .venv/bin/python scripts/bench_call.py --browser [--load] [--end-calls 5] [--warmup 2] [--cap 20]
 """
 
 from __future__ import annotations
@@ -261,6 +268,11 @@ class RawPeer:
 
     async def accept_answer(self, sdp: str) -> None:
         await self._request("accept-answer", sdp=sdp)
+
+    async def add_candidate(self, candidate: dict[str, Any]) -> None:
+        """A browser's trickled candidate (its ``RTCIceCandidate.toJSON()``)."""
+        fields = {name: candidate.get(name) for name in ("candidate", "sdpMid", "sdpMLineIndex")}
+        await self._request("add-candidate", **fields)
 
     async def aclose(self) -> None:
         if self.process.returncode is None:
@@ -1128,6 +1140,15 @@ def main() -> None:
     parser.add_argument(
         "--keep-logs", type=Path, help="an empty or new directory to keep the frame logs in (one per process)"
     )
+    parser.add_argument(
+        "--browser",
+        action="store_true",
+        help="the provider page in headless Chromium against the kiosk agent and bare aiortc "
+        "(uses --warmup, --end-calls, --freeze, --drop, --cap, --settle)",
+    )
+    parser.add_argument(
+        "--load", action="store_true", help="with --browser: one busy process per core beside the whole run"
+    )
     args = parser.parse_args()
     for name in ("seconds", "freeze", "drop", "cap", "settle"):
         if getattr(args, name) <= 0:
@@ -1136,6 +1157,10 @@ def main() -> None:
         parser.error("--warmup, --setups and --end-calls must not be negative")
     if args.only == "end-call" and args.end_calls == 0:
         parser.error("--only end-call needs --end-calls of at least 1")
+    if args.load and not args.browser:
+        parser.error("--load needs --browser")
+    if args.browser and (args.only is not None or args.end_calls == 0):
+        parser.error("--browser measures its own set (no --only) and needs --end-calls of at least 1")
     settings = Settings(
         args.seconds,
         args.warmup,
@@ -1146,7 +1171,7 @@ def main() -> None:
         args.settle,
         args.resolutions,
         args.recovery,
-        iptables_unusable() if args.recovery and args.only is None else None,
+        iptables_unusable() if (args.recovery or args.browser) and args.only is None else None,
         args.end_calls,
         args.only == "end-call",
     )
@@ -1157,7 +1182,12 @@ def main() -> None:
         parser.error(f"--keep-logs: {args.keep_logs} is not empty")
     with tempfile.TemporaryDirectory(prefix="telehealth-bench-call-") as directory:
         taps = args.keep_logs or Path(directory) / "taps"
-        results = asyncio.run(bench(settings, Path(directory), taps))
+        if args.browser:
+            import bench_call_browser  # its own module: it drives Node and Chromium
+
+            results = asyncio.run(bench_call_browser.run(settings, Path(directory), taps, args.load))
+        else:
+            results = asyncio.run(bench(settings, Path(directory), taps))
     print(json.dumps(results, indent=2))
 
 

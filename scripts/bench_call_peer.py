@@ -4,7 +4,9 @@ aiortc's defaults, nothing of the agent's call machinery (no TURN probe, no watc
 relay-only through the TURN server it is given, sending the same camera track as the agent's media
 child (the agent's CameraTrack on the same numbered file), counting the remote video frames it
 decodes. Driven like the agent's media child, one JSON object per line on stdin/stdout:
-``start`` (turn, camera), ``offer``, ``answer`` (sdp), ``accept-answer`` (sdp), ``close``; events
+``start`` (turn, camera), ``offer``, ``answer`` (sdp), ``accept-answer`` (sdp), ``add-candidate``
+(a browser's trickled ``RTCIceCandidate.toJSON()``: ``candidate``, ``sdpMid``, ``sdpMLineIndex``),
+``close``; events
 ``ready``, ``first-frame`` and ``resumed`` (a remote frame after at least ``GAP_SECONDS`` without
 one). Frames are logged by frame_tap (its directory on PYTHONPATH, ``BENCH_CALL_TAP_DIR`` set).
 """
@@ -21,6 +23,7 @@ import frame_tap
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
+from aiortc.sdp import candidate_from_sdp
 
 from telehealth_client.media.tracks import CameraTrack
 
@@ -83,6 +86,14 @@ class RawPeer:
             return {"sdp": self.pc.localDescription.sdp}
         if op == "accept-answer":
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=request["sdp"], type="answer"))
+            return {}
+        if op == "add-candidate":
+            line = str(request["candidate"]).removeprefix("candidate:")
+            if line:  # "": the end of the browser's candidates
+                candidate = candidate_from_sdp(line)
+                candidate.sdpMid = request.get("sdpMid")
+                candidate.sdpMLineIndex = request.get("sdpMLineIndex")
+                await self.pc.addIceCandidate(candidate)
             return {}
         raise ValueError(f"no such request: {op}")
 
