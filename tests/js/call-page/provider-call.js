@@ -28,7 +28,7 @@
 // state, mediaFlowing, frameNumbers, watchFrames, frameLog (each documented below). start's
 // `ignoreOffersDuringCall: true` makes this an older provider app that never answers a rebuild;
 // `camera: "numbered"` sends a drawn picture whose number is the time (see numberedCamera).
-// It hears events through window.reportEvent:
+// It hears events through window.reportEvent, each with `at` (the page's wall clock, ms):
 //   {"event":"call","phase","reason"?}       idle | offering | answering | connected | ended
 //   {"event":"signal","type","publisher","timetoken"}   a signal from the patient this page acted on
 //   {"event":"offer","during","outcome"}     an offer received (during: a call was under way):
@@ -47,8 +47,9 @@
 "use strict";
 
 (() => {
+  // Every event carries `at`, the page's wall clock in ms (a driver measures from it).
   const emit = (event) => {
-    if (typeof window.reportEvent === "function") void window.reportEvent(event);
+    if (typeof window.reportEvent === "function") void window.reportEvent({ ...event, at: epochMs() });
   };
 
   const ID = /^[A-Za-z0-9_-]{1,64}$/;
