@@ -4,9 +4,15 @@ Both read the settings: the device ID is ``user_id``, the keys come from ``devic
 ``previous_device_credentials``), or from ``cipher_key`` when no device credential is set. Output
 holds counts, positions, sequences and device IDs only, never an event's content.
 
-Exit codes: 0 intact; 1 something is wrong with the trail, named on stdout (``verify``) or stderr
-(``status``); 2 bad settings, a missing secret or no store at the path; 3 (``verify
---against-sink``) the local checks passed but the sink could not be asked.
+Every file of the trail is checked together (``audit_check``): a store gone while the
+acknowledgement file shows acknowledged sequences, a version 2 store where the device-keyed one
+was, or a version 2 store the device-keyed one never set aside is a broken trail. Notes (a store
+begun after a removed one, a set-aside store no longer there) are printed on every run.
+
+Exit codes: 0 intact (notes allowed); 1 something is wrong with the trail, named on stdout
+(``verify``) or stderr (``status``); 2 bad settings, a missing secret or no trail at the path (no
+store, nothing set aside, no acknowledgement file); 3 (``verify --against-sink``) the local checks
+passed but the sink could not be asked.
 """
 
 from __future__ import annotations
@@ -22,18 +28,16 @@ from telehealth_client.config import ConfigError, Settings, load_settings
 from telehealth_client.security.audit import (
     AuditStatus,
     AuditStoreError,
-    ChainReport,
     DamagedStoreError,
     LegacyChainKeys,
     legacy_store_path,
     read_last,
     read_status,
     store_path,
-    verify_chain,
-    verify_legacy_chain,
 )
+from telehealth_client.security.audit_check import TrailCheck, check_trail, sequences, set_aside_label
 from telehealth_client.security.audit_identity import TrailIdentity, trail_identity
-from telehealth_client.security.audit_legacy import stored_version
+from telehealth_client.security.audit_layout import store_gone_behind_sink, version_2_behind_sink
 from telehealth_client.security.audit_store import LEGACY_SCHEMA_VERSION
 from telehealth_client.security.audit_verify import read_store_status
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
@@ -90,95 +94,80 @@ def _load(config: Path | None, state_dir: Path | None) -> Trail:
     settings = load_settings(config)
     directory = state_dir or settings.state_dir
     current = store_path(directory)
-    if not current.exists() and not legacy_store_path(directory).exists():
-        raise AuditStoreError(f"{current}: no audit store there")
     if current.exists() and not current.is_file():
         raise AuditStoreError(f"{current}: not a file")
     return Trail(directory, settings, trail_identity(settings))
 
 
-def _is_legacy(path: Path) -> bool:
-    return stored_version(path) == LEGACY_SCHEMA_VERSION
+def _check(trail: Trail) -> TrailCheck:
+    """Every file of the trail checked as this device; AuditStoreError if there is none at all."""
+    identity = trail.identity
+    return check_trail(trail.state_dir, identity.keys, identity.device_id, trail.legacy_keys)
 
 
 # -- verify -----------------------------------------------------------------------------------------
 
 
 def _verify(trail: Trail, *, against_sink: bool) -> int:
-    current, aside = store_path(trail.state_dir), legacy_store_path(trail.state_dir)
-    code = EXIT_OK
-    if aside.exists():
-        report = verify_legacy_chain(aside, trail.legacy_keys(aside))
-        if report.ok:
-            print(f"version 2 store set aside ({aside.name}) ok: {report.records} records")
-        else:
-            print(f"version 2 store set aside ({aside.name}) broken: {report.reason}")
-            code = EXIT_BROKEN
-    if not current.exists():
-        return code
-    if _is_legacy(current):
-        report = verify_legacy_chain(current, trail.legacy_keys(current))
-        if not report.ok:
-            print(f"audit chain broken: {report.reason}")
-            return EXIT_BROKEN
-        print(
-            f"audit chain ok: {report.records} records (a version 2 store, keyed by the organization's "
-            "cipher key; the agent sets it aside and begins a device-keyed one at its next start)"
-        )
-        return code
-    report = verify_chain(trail.state_dir, trail.identity.keys, trail.identity.device_id)
-    if not trail.identity.device_keyed:
+    check = _check(trail)
+    if check.kind == "store" and not trail.identity.device_keyed:
         print(_CIPHER_KEYED_NOTE)
-    if not report.ok:
-        print(f"audit chain broken: {report.reason}")
+    for finding in check.findings:
+        if finding.problem is None:
+            print(f"{finding.label} ok: {finding.summary}")
+        else:
+            print(f"{finding.label} broken: {finding.problem}")
+    for note in check.notes:
+        print(f"note: {note}")
+    if not check.ok:
         return EXIT_BROKEN
-    print(f"audit chain ok: {_describe(report)}")
     if against_sink:
-        return max(code, _compare_with_sink(trail, report))
-    return code
+        return _compare_with_sink(trail, check)
+    return EXIT_OK
 
 
-def _describe(report: ChainReport) -> str:
-    acknowledged = (
-        f"the highest sequence the sink acknowledged is {report.acknowledged}"
-        if report.acknowledged
-        else "nothing acknowledged by the sink yet"
-    )
-    records = f"{report.records} record{'' if report.records == 1 else 's'}"
-    return (
-        f"{records}, {_sequences(report.records, report.base)} of device {report.device_id}; {acknowledged}"
-    )
-
-
-def _sequences(count: int, base: int) -> str:
-    """``sequences 1-3``, ``sequence 4``, or ``the next is sequence 1`` for an empty chain."""
-    if count == 0:
-        return f"the next is sequence {base + 1}"
-    if count == 1:
-        return f"sequence {base + 1}"
-    return f"sequences {base + 1}-{base + count}"
-
-
-def _compare_with_sink(trail: Trail, report: ChainReport) -> int:
-    """The sink's head against the trail: a whole state directory put back shows only here."""
+def _ask_sink(trail: Trail) -> int:
+    """The highest sequence the sink holds for this device (ClinicError, OSError if not asked)."""
     credential = trail.settings.require_secret("device_credential").get_secret_value()
-    device_id = trail.identity.device_id
 
     async def ask() -> int:
         clinic = ClinicClient(
             trail.settings.clinic_url, credential, timeout_seconds=trail.settings.request_timeout_seconds
         )
         try:
-            head = await clinic.audit_head(device_id)
+            head = await clinic.audit_head(trail.identity.device_id)
         finally:
             await clinic.aclose()
         return head.highest_sequence
 
+    return asyncio.run(ask())
+
+
+def _compare_with_sink(trail: Trail, check: TrailCheck) -> int:
+    """The sink's head against the trail: a whole state directory put back shows only here."""
+    device_id = trail.identity.device_id
     try:
-        held = asyncio.run(ask())
+        held = _ask_sink(trail)
     except (ClinicError, OSError) as exc:
         print(f"the audit sink could not be asked ({exc}): only the local checks were made")
         return EXIT_SINK_UNREACHABLE
+    report = check.report
+    if report is None:
+        # No device-keyed store: the sink must hold nothing of one either.
+        if held > 0:
+            current = store_path(trail.state_dir)
+            problem = (
+                f"{current.name}: {version_2_behind_sink(held, device_id)}"
+                if check.kind == "version 2"
+                else store_gone_behind_sink(current.name, held, device_id)
+            )
+            print(f"audit trail behind the sink: {problem}")
+            return EXIT_BROKEN
+        print(
+            f"audit sink agrees: it holds nothing of device {device_id}'s device-keyed trail, as for a "
+            "device that has not run this version yet"
+        )
+        return EXIT_OK
     if held > report.last_sequence:
         print(
             f"audit trail behind the sink: the sink holds sequence {held} of device {device_id}, the trail "
@@ -186,9 +175,24 @@ def _compare_with_sink(trail: Trail, report: ChainReport) -> int:
             "copy, or records were removed"
         )
         return EXIT_BROKEN
+    follows_removed = report.origin is not None and report.origin.follows_removed
+    if follows_removed and held < report.base:
+        print(
+            f"audit sink short of where this store began: the sink holds device {device_id}'s sequences "
+            f"with no gap only up to {held}, and this store began after sequence {report.base} (it follows "
+            f"a removed store): sequence {held + 1} is not at the sink (refused by the sink, or lost with "
+            "the removed store)"
+        )
+        return EXIT_BROKEN
     print(
         f"audit sink agrees: it holds device {device_id}'s sequences up to {held} with no gap below, "
         f"and the trail ends at {report.last_sequence}"
+        + (
+            f"; it holds every sequence up to {report.base}, where this store began after a removed one "
+            "(only what that store never delivered is missing)"
+            if follows_removed
+            else ""
+        )
     )
     return EXIT_OK
 
@@ -197,43 +201,38 @@ def _compare_with_sink(trail: Trail, report: ChainReport) -> int:
 
 
 def _status(trail: Trail) -> int:
-    current, aside = store_path(trail.state_dir), legacy_store_path(trail.state_dir)
-    lines: list[str] = []
-    if current.exists():
-        if _is_legacy(current):
-            _checked(current, verify_legacy_chain(current, trail.legacy_keys(current)))
-            lines += _counts(read_store_status(current, LEGACY_SCHEMA_VERSION))
-            lines.append("(a version 2 store: the agent sets it aside at its next start)")
-        else:
-            report = verify_chain(trail.state_dir, trail.identity.keys, trail.identity.device_id)
-            _checked(current, report)
-            status, last = read_status(trail.state_dir), read_last(trail.state_dir)
-            lines.append(f"device: {trail.identity.device_id}")
-            lines += _counts(status)
-            lines[1] = f"records: {status.records}, {_sequences(status.records, status.base)}"
-            lines.insert(
-                2,
-                "last record: none"
-                if last is None
-                else f"last record: position {last.position}, recorded at {last.timestamp or 'unknown'}",
-            )
-            lines.append(f"highest sequence acknowledged by the sink: {report.acknowledged or 'none yet'}")
-    if aside.exists():
-        _checked(aside, verify_legacy_chain(aside, trail.legacy_keys(aside)))
-        legacy = read_store_status(aside, LEGACY_SCHEMA_VERSION)
-        lines += [f"version 2 store set aside ({aside.name}): {line}" for line in _counts(legacy)]
-    print("\n".join(lines))
-    return EXIT_OK
-
-
-def _checked(path: Path, report: ChainReport) -> None:
-    """Counts of a trail that fails its check could hide what was erased: say so instead."""
-    if not report.ok:
+    check = _check(trail)
+    problem = check.first_problem
+    if problem is not None:
+        # Counts of a trail that fails its check could hide what was erased: say so instead.
         raise DamagedStoreError(
-            path,
-            f"{report.reason}; what waits for delivery cannot be told from it "
+            problem.path,
+            f"{problem.problem}; what waits for delivery cannot be told from it "
             "(`telehealth-agent audit verify` names the problem)",
         )
+    current, aside = store_path(trail.state_dir), legacy_store_path(trail.state_dir)
+    lines: list[str] = []
+    if check.kind == "version 2":
+        lines += _counts(read_store_status(current, LEGACY_SCHEMA_VERSION))
+        lines.append("(a version 2 store: the agent sets it aside at its next start)")
+    elif check.report is not None:
+        status, last = read_status(trail.state_dir), read_last(trail.state_dir)
+        lines.append(f"device: {trail.identity.device_id}")
+        lines += _counts(status)
+        lines[1] = f"records: {status.records}, {sequences(status.records, status.base)}"
+        lines.insert(
+            2,
+            "last record: none"
+            if last is None
+            else f"last record: position {last.position}, recorded at {last.timestamp or 'unknown'}",
+        )
+        lines.append(f"highest sequence acknowledged by the sink: {check.report.acknowledged or 'none yet'}")
+    if any(finding.path == aside for finding in check.findings):
+        legacy = read_store_status(aside, LEGACY_SCHEMA_VERSION)
+        lines += [f"{set_aside_label(aside)}: {line}" for line in _counts(legacy)]
+    lines += [f"note: {note}" for note in check.notes]
+    print("\n".join(lines))
+    return EXIT_OK
 
 
 def _counts(status: AuditStatus) -> list[str]:

@@ -17,7 +17,11 @@
   MACed, in the store and in ``audit_acks``' file beside it, so a store put back to an older copy
   is detected (``audit verify``). A new store (the first, or after a damaged one was moved aside)
   continues from the sink's head, so no sequence is used twice.
-- A version 2 store left by an earlier agent is set aside and delivered first (``audit_legacy``).
+- A version 2 store left by an earlier agent is set aside and delivered first (``audit_legacy``),
+  only on a device that never ran the device-keyed trail; afterwards a version 2 store is a
+  rollback or a plant, refused at start (``audit_layout``). A store gone while the acknowledgement
+  file or the sink shows acknowledged sequences is followed by one that records it (an error log,
+  and a note in every ``audit verify``).
 - ``verify_chain`` / ``read_status`` / ``read_last``: read-only, for ``telehealth-agent audit``.
 
 Logs name event ids, positions, sequences and statuses only, never an event's content.
@@ -50,11 +54,18 @@ from telehealth_client.security.audit_acks import (
     write_acknowledged,
 )
 from telehealth_client.security.audit_keys import ChainKeys, LegacyChainKeys
+from telehealth_client.security.audit_layout import (
+    follows_removed_note,
+    plan_start,
+    set_aside_missing_note,
+    set_aside_present,
+)
 from telehealth_client.security.audit_legacy import (
     LegacyDatabase,
     legacy_store_path,
     set_aside_legacy_store,
 )
+from telehealth_client.security.audit_origin import SetAside, StoreOrigin
 from telehealth_client.security.audit_store import (
     AuditDatabase,
     AuditStatus,
@@ -63,6 +74,7 @@ from telehealth_client.security.audit_store import (
     DuplicateIdError,
     LastRecord,
     Target,
+    store_kind,
     store_path,
 )
 from telehealth_client.security.audit_verify import (
@@ -285,13 +297,11 @@ class AuditTrail:
         if self._state != "new":
             raise RuntimeError(f"the audit trail is {self._state}")
         self._loop = asyncio.get_running_loop()
-        await self._open_legacy()
         try:
             kept_in_file = await asyncio.to_thread(
                 read_acknowledged, self._acknowledgements, self._keys, self.device_id
             )
         except AcknowledgementFileError as exc:
-            await self._close_stores()
             raise DamagedStoreError(
                 exc.path,
                 exc.problem,
@@ -299,15 +309,9 @@ class AuditTrail:
                 "otherwise `telehealth-agent audit verify --against-sink` tells whether the trail is whole, "
                 "then move the file aside (the agent writes it again)",
             ) from None
+        held = await self._ask_sink_head()
         try:
-            held = await self._ask_sink_head()
-            # A new store (the first, or one begun after a damaged one was moved aside) continues
-            # after the last sequence anyone acknowledged: none is used twice.
-            status = await self._db.open(
-                base_if_new=max(kept_in_file, held or 0),
-                acknowledged_elsewhere=kept_in_file,
-                file_name=self._acknowledgements.name,
-            )
+            status = await self._open_stores(kept_in_file, held)
             if held is not None:
                 self._check_against_sink(held, status)
                 await self._db.keep_acknowledged(held)
@@ -367,21 +371,62 @@ class AuditTrail:
                 "the state directory was put back to an older copy, or records were removed",
             )
 
-    async def _open_legacy(self) -> None:
-        """Set a version 2 store aside and open it for delivery (it is never appended to)."""
-        await asyncio.to_thread(set_aside_legacy_store, self._state_dir)
-        path = legacy_store_path(self._state_dir)
-        if not await asyncio.to_thread(path.exists):
-            return
+    async def _open_stores(self, kept_in_file: int, held: int | None) -> AuditStatus:
+        """The device-keyed store, opened or begun, and the version 2 store it set aside (if any)."""
+        current, aside = self._db.path, legacy_store_path(self._state_dir)
+        kind = await asyncio.to_thread(store_kind, current)
+        plan = await asyncio.to_thread(
+            plan_start,
+            current,
+            kind,
+            aside,
+            kept_in_file,
+            self._acknowledgements.name,
+            held,
+            self.device_id,
+        )
+        set_aside: SetAside | None = None
+        if plan.adopt_set_aside:
+            keys = self._legacy_keys_for(current if plan.set_aside else aside)
+            if plan.set_aside:
+                await asyncio.to_thread(set_aside_legacy_store, self._state_dir)
+            set_aside = await self._open_legacy(aside, keys, None)
+        # A new store (the first, or one begun after a damaged one was moved aside) continues
+        # after the last sequence anyone acknowledged: none is used twice.
+        base = max(kept_in_file, held or 0)
+        status = await self._db.open(
+            base_if_new=base,
+            acknowledged_elsewhere=kept_in_file,
+            file_name=self._acknowledgements.name,
+            origin_if_new=StoreOrigin(follows_removed=plan.follows_removed, set_aside=set_aside),
+        )
+        if plan.follows_removed:
+            log.error("audit store %s was not there: %s", current, follows_removed_note(base))
+        if kind == "store":
+            recorded = self._db.origin.set_aside
+            present = await asyncio.to_thread(set_aside_present, aside, recorded)
+            if recorded is not None and present:
+                await self._open_legacy(aside, self._legacy_keys_for(aside), recorded)
+            elif recorded is not None:
+                log.error("audit store %s: %s", current, set_aside_missing_note(recorded))
+        return status
+
+    def _legacy_keys_for(self, path: Path) -> LegacyChainKeys:
         if self._legacy_keys is None:
             raise DamagedStoreError(
                 path,
                 "a version 2 store (keyed by the cipher key) is there and no cipher key was given",
                 "give the agent its cipher_key so that what waits in it is delivered",
             )
-        legacy = LegacyDatabase(path, self._legacy_keys, on_change=self._store_changed)
-        await legacy.open()
+        return self._legacy_keys
+
+    async def _open_legacy(self, path: Path, keys: LegacyChainKeys, expected: SetAside | None) -> SetAside:
+        """Open a set-aside version 2 store for delivery (it is never appended to); ``expected``:
+        what the device-keyed store recorded setting aside."""
+        legacy = LegacyDatabase(path, keys, on_change=self._store_changed)
+        await legacy.open(expected)
         self._legacy = legacy
+        return legacy.set_aside
 
     async def _close_stores(self) -> None:
         await self._db.close()

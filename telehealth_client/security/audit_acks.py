@@ -69,7 +69,9 @@ def read_acknowledged(path: Path, keys: ChainKeys, device_id: str) -> int:
         raise AcknowledgementFileError(path, "highestSequence: must be a whole number, 0 or more")
     if owner != device_id:
         raise AcknowledgementFileError(
-            path, f"kept for device {owner}, not this device ({device_id}): another agent's file was put here"
+            path,
+            f"kept for device {owner}, not this device ({device_id}): either another device's file was put "
+            "here, or user_id is not this device's ID",
         )
     if not keys.verifies_acknowledgement(device_id, highest, mac):
         raise AcknowledgementFileError(

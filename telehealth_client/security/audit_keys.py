@@ -2,9 +2,10 @@
 
 ``ChainKeys`` (audit store version 3) are the device's own: derived by HKDF from the agent's
 device credential, one key per purpose (chain links, the chain's head, delivery outcomes, the
-sink's acknowledgements), so a MAC made for one purpose never passes for another. The current
-credential signs; credentials rotated out (``previous``) still verify what they signed, so a
-rotated credential keeps verifying the old chain.
+sink's acknowledgements), so a MAC made for one purpose never passes for another. The head's MAC
+also covers how the store began (``audit_origin``). The current credential signs; credentials
+rotated out (``previous``) still verify what they signed, so a rotated credential keeps
+verifying the old chain.
 
 ``LegacyChainKeys`` verify and settle a version 2 store, whose chain was keyed by the
 organization-wide cipher key (every kiosk and cart holds it): such a store is only delivered
@@ -22,6 +23,8 @@ from typing import Final
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from telehealth_client.security.audit_origin import NO_ORIGIN, StoreOrigin, origin_text
 
 _SALT: Final = b"telehealth-client audit v3"
 _LINK: Final = b"audit chain link v3"
@@ -62,8 +65,8 @@ def settlement_text(record_hash: str, target: str, refused_status: int | None) -
     return f"settled\n{record_hash}\n{target}\n{'' if refused_status is None else refused_status}"
 
 
-def head_text(device_id: str, base: int, records: int, last_hash: str) -> str:
-    return f"head\n{device_id}\n{base}\n{records}\n{last_hash}"
+def head_text(device_id: str, base: int, records: int, last_hash: str, origin: StoreOrigin) -> str:
+    return f"head\n{device_id}\n{base}\n{records}\n{last_hash}\n{origin_text(origin)}"
 
 
 def acknowledgement_text(device_id: str, highest_sequence: int) -> str:
@@ -113,12 +116,23 @@ class ChainKeys:
     ) -> bool:
         return self._settlement.verifies(settlement_text(record_hash, target, refused_status), stored)
 
-    def head(self, device_id: str, base: int, records: int, last_hash: str) -> str:
-        """The MAC over everything the head states: whose chain, where it starts, its length and end."""
-        return self._head.mac(head_text(device_id, base, records, last_hash))
+    def head(
+        self, device_id: str, base: int, records: int, last_hash: str, origin: StoreOrigin = NO_ORIGIN
+    ) -> str:
+        """The MAC over everything the head states: whose chain, where it starts, its length and
+        end, and how the store began."""
+        return self._head.mac(head_text(device_id, base, records, last_hash, origin))
 
-    def verifies_head(self, device_id: str, base: int, records: int, last_hash: str, stored: str) -> bool:
-        return self._head.verifies(head_text(device_id, base, records, last_hash), stored)
+    def verifies_head(
+        self,
+        device_id: str,
+        base: int,
+        records: int,
+        last_hash: str,
+        stored: str,
+        origin: StoreOrigin = NO_ORIGIN,
+    ) -> bool:
+        return self._head.verifies(head_text(device_id, base, records, last_hash, origin), stored)
 
     def acknowledgement(self, device_id: str, highest_sequence: int) -> str:
         """The MAC over the highest sequence the sink acknowledged for this device."""

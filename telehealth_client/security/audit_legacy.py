@@ -1,13 +1,16 @@
 """A version 2 audit store, left by an agent before the upgrade: delivered, never appended to.
 
 Version 2 keyed its chain with the organization's cipher key (``LegacyChainKeys``) and had no
-device ID, no sequence and no authenticated head. On the first start after the upgrade the file
-is set aside as ``audit/audit-v2.sqlite3`` (``set_aside_legacy_store``: out of WAL mode, renamed,
-the directory flushed) and a version 3 store begins beside it. What waited in it is still
+device ID, no sequence and no authenticated head. On the first start after the upgrade (and only
+then: no version 3 store, no acknowledgement file, nothing of this device at the sink) the file is
+set aside as ``audit/audit-v2.sqlite3`` (``set_aside_legacy_store``: out of WAL mode, renamed, the
+directory flushed) and a version 3 store begins beside it, recording in its authenticated head the
+file's name, record count and last hash (``audit_origin.SetAside``). What waited in it is still
 delivered, as it was recorded (without ``deviceId`` or ``sequence``: the sink holds those
 sequences for version 3 events only, so they stay gapless), before the new store's events; the
-file stays as the record of what was there. It is checked as version 2 checked: its head against
-its last record under the cipher key.
+file stays as the record of what was there. It is checked as version 2 checked (its head against
+its last record under the cipher key) and against what the version 3 store recorded: a file
+planted or swapped in later (anyone with the cipher key can write one) is never delivered.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Final
 
 from telehealth_client.security.audit_keys import LegacyChainKeys
+from telehealth_client.security.audit_origin import SetAside
 from telehealth_client.security.audit_store import (
     LEGACY_SCHEMA_VERSION,
     AuditStatus,
@@ -32,7 +36,6 @@ from telehealth_client.security.audit_store import (
     settled_status,
     store_path,
     store_problem,
-    store_version,
     use_durable_settings,
 )
 
@@ -40,8 +43,13 @@ LEGACY_FILE: Final = "audit-v2.sqlite3"
 LEGACY_GENESIS_HASH: Final = hashlib.sha256(b"telehealth-client audit chain v2").hexdigest()
 LEGACY_TABLES: Final = ("records", "head", "settled")
 LEGACY_KEY_ADVICE: Final = (
-    "after a cipher key rotation, list the old key in previous_cipher_keys; otherwise move it aside "
-    "(what waits in it is then not delivered); `telehealth-agent audit verify` tells what is wrong"
+    "after a cipher key rotation, list the old key in previous_cipher_keys; otherwise move it out of "
+    "audit/ (what waits in it is then not delivered, and `telehealth-agent audit verify` notes it); "
+    "`telehealth-agent audit verify` tells what is wrong"
+)
+SWAPPED_ADVICE: Final = (
+    "put back the version 2 store this agent set aside, or move this file out of audit/ (keep it for "
+    "investigation; what waited in the one set aside is then not delivered)"
 )
 
 
@@ -49,37 +57,27 @@ def legacy_store_path(state_dir: Path) -> Path:
     return store_path(state_dir).with_name(LEGACY_FILE)
 
 
-def stored_version(path: Path) -> int | None:
-    """The file's schema version, read without changing it; None when there is no file."""
-    if not path.is_file():
+def set_aside_problem(expected: SetAside, records: int, last_hash: str) -> str | None:
+    """Why a version 2 file whose head says ``records`` and ``last_hash`` is not the one set aside."""
+    if (records, last_hash) == (expected.records, expected.last_hash):
         return None
-    try:
-        db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return None
-    try:
-        return store_version(db)
-    except sqlite3.DatabaseError:
-        return None  # not a database: the version 3 store's open names the problem
-    finally:
-        db.close()
+    found = f"this one has {records}" + (" and another last record" if records == expected.records else "")
+    return (
+        f"not the version 2 store this agent set aside (that one had {expected.records} records; {found}): "
+        "swapped, planted or altered (anyone with the organization's cipher key can write one); "
+        "it is not delivered"
+    )
 
 
-def set_aside_legacy_store(state_dir: Path) -> bool:
-    """If ``audit.sqlite3`` is a version 2 store, move it to ``audit-v2.sqlite3``; True if it did.
+def set_aside_legacy_store(state_dir: Path) -> None:
+    """Move the version 2 store at ``audit.sqlite3`` to ``audit-v2.sqlite3`` (the caller checked
+    that it is one and that nothing was set aside before).
 
     Its WAL is folded into the file first (journal mode DELETE), so the rename moves everything.
-    DamagedStoreError if a version 2 store was set aside already: two would be ambiguous.
     """
     current, legacy = store_path(state_dir), legacy_store_path(state_dir)
-    if stored_version(current) != LEGACY_SCHEMA_VERSION:
-        return False
     if legacy.exists():
-        raise DamagedStoreError(
-            current,
-            f"a version 2 store, and {legacy.name} (set aside earlier) is there too",
-            f"deliver or archive {legacy.name} first, then start again",
-        )
+        raise FileExistsError(f"{legacy}: a version 2 store was set aside already")
     db = sqlite3.connect(str(current), isolation_level=None)
     try:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -95,7 +93,6 @@ def set_aside_legacy_store(state_dir: Path) -> bool:
         os.fsync(fd)
     finally:
         os.close(fd)
-    return True
 
 
 class LegacyDatabase(StoreWorker):
@@ -106,11 +103,17 @@ class LegacyDatabase(StoreWorker):
     ) -> None:
         super().__init__(path, on_change)
         self._keys = keys
+        self._set_aside = SetAside(path.name, 0, LEGACY_GENESIS_HASH)
 
-    async def open(self) -> AuditStatus:
+    @property
+    def set_aside(self) -> SetAside:
+        """What the open file holds, as the version 3 store records it."""
+        return self._set_aside
+
+    async def open(self, expected: SetAside | None = None) -> AuditStatus:
         """DamagedStoreError naming the file unless it is a version 2 store whose head matches its
-        last record under the cipher keys."""
-        return await self._start(self._prepare)
+        last record under the cipher keys, and (``expected``) the one the version 3 store recorded."""
+        return await self._start(lambda db: self._prepare(db, expected))
 
     async def acknowledge(self, target: Target, position: int) -> None:
         await self._run(lambda: self._settle(target, position, None))
@@ -118,7 +121,7 @@ class LegacyDatabase(StoreWorker):
     async def refuse(self, target: Target, position: int, status: int) -> None:
         await self._run(lambda: self._settle(target, position, status))
 
-    def _prepare(self, db: sqlite3.Connection) -> None:
+    def _prepare(self, db: sqlite3.Connection, expected: SetAside | None) -> None:
         problem = store_problem(db, LEGACY_SCHEMA_VERSION, LEGACY_TABLES)
         if problem is not None:
             raise DamagedStoreError(self.path, problem)
@@ -141,6 +144,11 @@ class LegacyDatabase(StoreWorker):
                     "its last record does not match the chain's head under this agent's cipher key",
                     LEGACY_KEY_ADVICE,
                 )
+        if expected is not None:
+            problem = set_aside_problem(expected, count, last_hash)
+            if problem is not None:
+                raise DamagedStoreError(self.path, problem, SWAPPED_ADVICE)
+        self._set_aside = SetAside(self.path.name, count, last_hash)
         self._status = AuditStatus(records=count, **delivery_counts(db))
 
     def _settle(self, target: Target, position: int, refused_status: int | None) -> None:

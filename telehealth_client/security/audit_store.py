@@ -8,14 +8,16 @@
 head, so no sequence is used twice). Triggers refuse UPDATE and DELETE there.
 
 ``head`` states whose chain it is, its base, its length and its last hash, under a MAC
-(``ChainKeys.head``): moving it back, resetting it to an empty chain or putting another device's
-store in place is detected without the sink. ``acknowledged`` keeps the highest sequence the
-sink acknowledged (MACed); ``audit_acks`` keeps the same beside the store. ``settled`` (separate,
-so ``records`` stays append-only) has one row per record and target once the target acknowledged
-or refused it, with a MAC binding it to that record: a record with no such row is waiting, so
-losing rows means sending again, never losing an event. The keys (``audit_keys.ChainKeys``) come
-from the device credential. The schema's version is the file's ``user_version``; version 2 (keyed
-by the cipher key) is ``audit_legacy``'s, any other is refused.
+(``ChainKeys.head``) that also covers ``origin`` (``audit_origin``: the version 2 store set aside
+when this one began, and whether it follows a removed store): moving it back, resetting it to an
+empty chain or putting another device's store in place is detected without the sink.
+``acknowledged`` keeps the highest sequence the sink acknowledged (MACed); ``audit_acks`` keeps
+the same beside the store. ``settled`` (separate, so ``records`` stays append-only) has one row
+per record and target once the target acknowledged or refused it, with a MAC binding it to that
+record: a record with no such row is waiting, so losing rows means sending again, never losing an
+event. The keys (``audit_keys.ChainKeys``) come from the device credential. The schema's version
+is the file's ``user_version``; version 2 (keyed by the cipher key) is ``audit_legacy``'s, any
+other is refused.
 
 All writes run on one thread (``AuditDatabase``) with ``synchronous=FULL``: a committed record
 is on disk. ``audit_verify`` reads the file read-only, for the command line.
@@ -35,6 +37,13 @@ from pathlib import Path
 from typing import Any, Final, Literal, Protocol, TypeVar
 
 from telehealth_client.security.audit_keys import ChainKeys
+from telehealth_client.security.audit_origin import (
+    NO_ORIGIN,
+    ORIGIN_SCHEMA,
+    StoreOrigin,
+    insert_origin,
+    read_origin,
+)
 from telehealth_client.sqlite_durability import SqliteDurability, read_durability
 
 T = TypeVar("T")
@@ -44,7 +53,7 @@ TARGETS: Final[tuple[Target, ...]] = ("sink", "channel")
 SCHEMA_VERSION: Final = 3
 LEGACY_SCHEMA_VERSION: Final = 2
 GENESIS_HASH: Final = hashlib.sha256(b"telehealth-client audit chain v3").hexdigest()
-TABLES: Final = ("records", "head", "settled", "acknowledged")
+TABLES: Final = ("records", "head", "settled", "acknowledged", "origin")
 DAMAGED_ADVICE: Final = (
     "move it aside to start a new one (it continues from the sink's head); "
     "`telehealth-agent audit verify` tells what is wrong"
@@ -87,8 +96,9 @@ CREATE TABLE acknowledged (
     highest_sequence INTEGER NOT NULL,
     mac TEXT NOT NULL
 );
+{origin}
 PRAGMA user_version = {version};
-""".replace("{version}", str(SCHEMA_VERSION))
+""".replace("{version}", str(SCHEMA_VERSION)).replace("{origin}", ORIGIN_SCHEMA)
 
 
 def store_path(state_dir: Path) -> Path:
@@ -374,6 +384,31 @@ def is_fresh(db: sqlite3.Connection) -> bool:
     return db.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,) and store_version(db) == 0
 
 
+StoreKind = Literal["none", "version 2", "store"]
+
+
+def store_kind(path: Path) -> StoreKind:
+    """What is at ``path``, read without changing it: ``none`` (no file, or an empty one the agent
+    would create its store in), a ``version 2`` store, or a ``store`` (anything else: opening it
+    tells whether it is a whole version 3 store)."""
+    if not path.exists():
+        return "none"
+    if not path.is_file():
+        return "store"
+    try:
+        db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return "store"
+    try:
+        if is_fresh(db):
+            return "none"
+        return "version 2" if store_version(db) == LEGACY_SCHEMA_VERSION else "store"
+    except sqlite3.DatabaseError:
+        return "store"
+    finally:
+        db.close()
+
+
 # -- the writer (version 3) --------------------------------------------------------------------------------
 
 
@@ -384,13 +419,14 @@ class StoreHead:
     records: int
     hash: str
     mac: str
+    origin: StoreOrigin | None  # None: its row is missing
 
 
 def read_head(db: sqlite3.Connection) -> StoreHead | None:
     row = db.execute("SELECT device_id, base, records, hash, mac FROM head").fetchone()
     if row is None:
         return None
-    return StoreHead(str(row[0]), int(row[1]), int(row[2]), str(row[3]), str(row[4]))
+    return StoreHead(str(row[0]), int(row[1]), int(row[2]), str(row[3]), str(row[4]), read_origin(db))
 
 
 def read_kept_acknowledgement(db: sqlite3.Connection) -> tuple[int, str] | None:
@@ -398,21 +434,48 @@ def read_kept_acknowledgement(db: sqlite3.Connection) -> tuple[int, str] | None:
     return None if row is None else (int(row[0]), str(row[1]))
 
 
-def head_problem(head: StoreHead | None, keys: ChainKeys, device_id: str) -> str | None:
+def head_problem(
+    db: sqlite3.Connection, head: StoreHead | None, keys: ChainKeys, device_id: str
+) -> str | None:
     """Why the head cannot be trusted for ``device_id`` (None when its MAC verifies)."""
     if head is None:
         return "not a readable audit store (the chain's head is missing)"
     if head.device_id != device_id:
         return (
-            f"the store is device {head.device_id}'s, not this device's ({device_id}): "
-            "another agent's store was put here"
+            f"the store is device {head.device_id}'s, not this device's ({device_id}): either another "
+            "device's store was put here, or user_id is not this device's ID"
         )
-    if not keys.verifies_head(head.device_id, head.base, head.records, head.hash, head.mac):
+    if head.origin is None:
+        return "not a readable audit store (its record of how it began is missing)"
+    if not keys.verifies_head(head.device_id, head.base, head.records, head.hash, head.mac, head.origin):
+        if written_with_other_keys(db, head, keys):
+            return (
+                f"the chain's head (it says {_records(head.records)}) does not verify under this device's "
+                "credential, and neither do its first record nor its record of the sink's "
+                "acknowledgements: device_credential is not the credential that wrote this store "
+                "(a wrong one, or rotated without listing the old one in previous_device_credentials), "
+                "or the whole store was rewritten without it"
+            )
         return (
-            f"the chain's head (it says {head.records} records) does not verify under this device's "
+            f"the chain's head (it says {_records(head.records)}) does not verify under this device's "
             "credential: it was moved back, reset or rewritten by someone without the key"
         )
     return None
+
+
+def _records(count: int) -> str:
+    return f"{count} record{'' if count == 1 else 's'}"
+
+
+def written_with_other_keys(db: sqlite3.Connection, head: StoreHead, keys: ChainKeys) -> bool:
+    """Neither the first record nor the kept acknowledgement verifies under ``keys``: the keys are
+    likely not the ones that wrote the store (a head moved back by someone without the key leaves
+    both verifying)."""
+    kept = read_kept_acknowledgement(db)
+    if kept is not None and keys.verifies_acknowledgement(head.device_id, kept[0], kept[1]):
+        return False
+    first = db.execute("SELECT prev_hash, event, hash FROM records WHERE position = 1").fetchone()
+    return first is None or not keys.verifies_link(str(first[0]), 1, str(first[1]), str(first[2]))
 
 
 def acknowledgement_problem(kept: tuple[int, str] | None, keys: ChainKeys, device_id: str) -> str | None:
@@ -437,11 +500,22 @@ class AuditDatabase(StoreWorker):
         self._count = 0
         self._last_hash = GENESIS_HASH
         self._acknowledged = 0
+        self._origin = NO_ORIGIN
+
+    @property
+    def origin(self) -> StoreOrigin:
+        """How the open store began (as its authenticated head says)."""
+        return self._origin
 
     async def open(
-        self, *, base_if_new: int = 0, acknowledged_elsewhere: int = 0, file_name: str = ""
+        self,
+        *,
+        base_if_new: int = 0,
+        acknowledged_elsewhere: int = 0,
+        file_name: str = "",
+        origin_if_new: StoreOrigin = NO_ORIGIN,
     ) -> AuditStatus:
-        """Open the store, or create it continuing from sequence ``base_if_new``.
+        """Open the store, or create it continuing from sequence ``base_if_new`` with ``origin_if_new``.
 
         DamagedStoreError naming the file if it is not a store this device can append to
         (unreadable, a table missing, another version, another device's, a head or a last
@@ -449,7 +523,9 @@ class AuditDatabase(StoreWorker):
         back: ``acknowledged_elsewhere`` is what the file beside it, ``file_name``, keeps);
         AuditStoreError if it cannot be opened.
         """
-        return await self._start(lambda db: self._prepare(db, base_if_new, acknowledged_elsewhere, file_name))
+        return await self._start(
+            lambda db: self._prepare(db, base_if_new, acknowledged_elsewhere, file_name, origin_if_new)
+        )
 
     async def append(self, batch: Sequence[tuple[str, dict[str, Any]]]) -> list[Appended | DuplicateIdError]:
         """Append ``(id, wire event)`` pairs in order, in one transaction (one fsync); each event
@@ -472,20 +548,22 @@ class AuditDatabase(StoreWorker):
 
     # Everything below runs on the worker's thread.
 
-    def _prepare(self, db: sqlite3.Connection, base_if_new: int, elsewhere: int, file_name: str) -> None:
+    def _prepare(
+        self, db: sqlite3.Connection, base_if_new: int, elsewhere: int, file_name: str, origin: StoreOrigin
+    ) -> None:
         if is_fresh(db):
             db.execute("PRAGMA journal_mode=WAL")
-            self._create(db, base_if_new)
+            self._create(db, base_if_new, origin)
         problem = store_problem(db, SCHEMA_VERSION, TABLES)
         if problem is not None:
             raise DamagedStoreError(self.path, problem)
         use_durable_settings(db)
         head = read_head(db)
-        problem = head_problem(head, self._keys, self.device_id)
+        problem = head_problem(db, head, self._keys, self.device_id)
         if problem is not None:
             ours = head is not None and head.device_id == self.device_id
             raise DamagedStoreError(self.path, problem, KEY_ADVICE if ours else DAMAGED_ADVICE)
-        assert head is not None
+        assert head is not None and head.origin is not None
         if head.records:
             last = db.execute(
                 "SELECT prev_hash, event, hash FROM records WHERE position = ?", (head.records,)
@@ -508,22 +586,29 @@ class AuditDatabase(StoreWorker):
         if problem is not None:
             raise DamagedStoreError(self.path, problem)
         assert kept is not None
-        self._base, self._count, self._last_hash, self._acknowledged = (
+        self._base, self._count, self._last_hash, self._acknowledged, self._origin = (
             head.base,
             head.records,
             head.hash,
             kept[0],
+            head.origin,
         )
         self._status = AuditStatus(
             records=head.records, base=head.base, acknowledged=kept[0], **delivery_counts(db)
         )
 
-    def _create(self, db: sqlite3.Connection, base: int) -> None:
-        db.executescript(SCHEMA)  # opens the transaction the two rows below join
+    def _create(self, db: sqlite3.Connection, base: int, origin: StoreOrigin) -> None:
+        db.executescript(SCHEMA)  # opens the transaction the rows below join
         try:
+            insert_origin(db, origin)
             db.execute(
                 "INSERT INTO head (singleton, device_id, base, records, hash, mac) VALUES (1, ?, ?, 0, ?, ?)",
-                (self.device_id, base, GENESIS_HASH, self._keys.head(self.device_id, base, 0, GENESIS_HASH)),
+                (
+                    self.device_id,
+                    base,
+                    GENESIS_HASH,
+                    self._keys.head(self.device_id, base, 0, GENESIS_HASH, origin),
+                ),
             )
             db.execute(
                 "INSERT INTO acknowledged (singleton, highest_sequence, mac) VALUES (1, ?, ?)",
@@ -565,7 +650,7 @@ class AuditDatabase(StoreWorker):
                 )
                 taken[event_id] = count
                 results.append(Appended(count, sequence, last_hash))
-            mac = self._keys.head(self.device_id, self._base, count, last_hash)
+            mac = self._keys.head(self.device_id, self._base, count, last_hash, self._origin)
             db.execute("UPDATE head SET records = ?, hash = ?, mac = ?", (count, last_hash, mac))
 
         self._transaction(write)

@@ -6,7 +6,8 @@ verifies, every record links to the one before under the device's key, carries t
 chain's end is the head's, and the sink's acknowledgements (kept in the store and in the file
 beside it) are not beyond the trail's end nor ahead in the file. ``verify_legacy_store`` checks a
 version 2 store as version 2 did. Reports name positions, sequences, device IDs and counts,
-never a record's content.
+never a record's content. Where the keys themselves look wrong (nothing in the store verifies, or
+only a first run of records does not), the report says which setting to check.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Protocol
 from telehealth_client.security.audit_acks import AcknowledgementFileError, read_acknowledged
 from telehealth_client.security.audit_keys import ChainKeys, LegacyChainKeys
 from telehealth_client.security.audit_legacy import LEGACY_GENESIS_HASH, LEGACY_TABLES
+from telehealth_client.security.audit_origin import StoreOrigin
 from telehealth_client.security.audit_store import (
     GENESIS_HASH,
     LEGACY_SCHEMA_VERSION,
@@ -38,6 +40,7 @@ from telehealth_client.security.audit_store import (
     read_kept_acknowledgement,
     rollback_problem,
     store_problem,
+    written_with_other_keys,
 )
 
 
@@ -46,8 +49,9 @@ class ChainReport:
     """``ok``, or what is wrong: the first broken record's position (1-based) when it is a record.
 
     ``records``: how many records were verified intact, from the first (all of them when ``ok``).
-    ``device_id``, ``base`` (the sequence before the first record's) and ``acknowledged`` (the
-    highest sequence the sink acknowledged, as kept here) are the head's, once it verified.
+    ``device_id``, ``base`` (the sequence before the first record's), ``acknowledged`` (the
+    highest sequence the sink acknowledged, as kept here) and ``origin`` (how the store began) are
+    the head's, once it verified. ``last_hash``: the last record's hash, when ``ok``.
     """
 
     ok: bool
@@ -57,6 +61,8 @@ class ChainReport:
     device_id: str | None = None
     base: int = 0
     acknowledged: int = 0
+    origin: StoreOrigin | None = None
+    last_hash: str | None = None
 
     @property
     def last_sequence(self) -> int:
@@ -116,7 +122,7 @@ def verify_legacy_store(path: Path, keys: LegacyChainKeys) -> ChainReport:
         if head is None:
             return _broken(count + 1, "the chain's head is missing")
         return _end_problem(db, count, last_hash, int(head[0]), str(head[1])) or ChainReport(
-            ok=True, records=count
+            ok=True, records=count, last_hash=last_hash
         )
     except sqlite3.DatabaseError as exc:
         return _unreadable(exc)
@@ -128,9 +134,14 @@ def _verify(
     db: sqlite3.Connection, keys: ChainKeys, device_id: str, acknowledgement_file: Path
 ) -> ChainReport:
     head = read_head(db)
-    if head is None or head.device_id != device_id:
+    head_unverified = head_problem(db, head, keys, device_id)
+    if head is None or head.device_id != device_id or head.origin is None:
         # Another device's store, or none: its records cannot be judged under this device's key.
-        return ChainReport(ok=False, records=0, reason=head_problem(head, keys, device_id))
+        return ChainReport(ok=False, records=0, reason=head_unverified)
+    if head_unverified is not None and written_with_other_keys(db, head, keys):
+        # Nothing verifies: the keys, not a record, are what to look at first.
+        first = 1 if head.records else None
+        return ChainReport(ok=False, records=0, first_broken=first, reason=head_unverified)
 
     def event_problem(position: int, event: str) -> str | None:
         owner = event_field(event, "deviceId")
@@ -141,12 +152,11 @@ def _verify(
             return f"its sequence is {sequence}, the chain's position gives {head.base + position}"
         return None
 
-    broken, count, last_hash = _walk(db, keys, GENESIS_HASH, event_problem)
+    broken, count, last_hash = _walk(db, keys, GENESIS_HASH, event_problem, device_keyed=True)
     if broken is not None:
         return broken
-    problem = head_problem(head, keys, device_id)
-    if problem is not None:
-        return ChainReport(ok=False, records=count, reason=problem)
+    if head_unverified is not None:
+        return ChainReport(ok=False, records=count, reason=head_unverified)
     end = _end_problem(db, count, last_hash, head.records, head.hash)
     if end is not None:
         return end
@@ -162,14 +172,27 @@ def _verify(
     if problem is not None:
         return ChainReport(ok=False, records=count, reason=problem)
     return ChainReport(
-        ok=True, records=count, device_id=device_id, base=head.base, acknowledged=max(kept[0], in_file)
+        ok=True,
+        records=count,
+        device_id=device_id,
+        base=head.base,
+        acknowledged=max(kept[0], in_file),
+        origin=head.origin,
+        last_hash=last_hash,
     )
 
 
 def _walk(
-    db: sqlite3.Connection, keys: _LinkKeys, genesis: str, event_problem: Callable[[int, str], str | None]
+    db: sqlite3.Connection,
+    keys: _LinkKeys,
+    genesis: str,
+    event_problem: Callable[[int, str], str | None],
+    *,
+    device_keyed: bool = False,
 ) -> tuple[ChainReport | None, int, str]:
-    """Every record in order: (the first broken one's report or None, records intact, last hash)."""
+    """Every record in order: (the first broken one's report or None, records intact, last hash).
+
+    ``device_keyed``: a first record that does not verify may mean a credential not configured."""
     settled: dict[int, list[tuple[str, int | None, str]]] = {}
     for position, target, refused_status, mac in db.execute(
         "SELECT position, target, refused_status, mac FROM settled"
@@ -185,6 +208,11 @@ def _walk(
             if not keys.verifies_link(prev_hash, position, event, stored_hash) or (
                 event_field(event, "id") != event_id
             ):
+                unverified = (
+                    _unverified_first_records(db, keys, genesis) if device_keyed and position == 1 else None
+                )
+                if unverified is not None:
+                    return _unverified_report(unverified), 0, prev
                 why = "content does not match its hash (edited, or written without this device's key)"
                 return _broken(position, why), expected - 1, prev
             if prev_hash != prev:
@@ -206,6 +234,40 @@ def _walk(
         )
         return report, expected - 1, prev
     return None, expected - 1, prev
+
+
+def _unverified_first_records(
+    db: sqlite3.Connection, keys: _LinkKeys, genesis: str
+) -> tuple[int, int] | None:
+    """``(k, n)`` when records 1 to k of n do not verify under ``keys`` but still link to each other
+    and every later one verifies: what a rotated-out credential that is not configured leaves
+    (an edit breaks records here and there, and never makes the chain verify again after it)."""
+    unverified, expected, prev = 0, 1, genesis
+    for position, event, prev_hash, stored_hash in db.execute(
+        "SELECT position, event, prev_hash, hash FROM records ORDER BY position"
+    ):
+        if position != expected or prev_hash != prev:
+            return None
+        if not keys.verifies_link(prev_hash, position, event, stored_hash):
+            if unverified != position - 1:
+                return None  # a record that does not verify after one that does
+            unverified = position
+        expected, prev = expected + 1, stored_hash
+    return (unverified, expected - 1) if unverified else None
+
+
+def _unverified_report(unverified: tuple[int, int]) -> ChainReport:
+    first_run, total = unverified
+    credential = (
+        "written under a device credential that is not configured (device_credential is wrong, or it "
+        "was rotated: list the old one in previous_device_credentials), or edited"
+    )
+    if first_run == total:
+        reason = f"no record verifies under the configured device credentials: {credential}"
+    else:
+        run = "record 1 does" if first_run == 1 else f"records 1-{first_run} do"
+        reason = f"{run} not verify under the configured device credentials, the later ones do: {credential}"
+    return ChainReport(ok=False, records=0, first_broken=1, reason=reason)
 
 
 def _end_problem(

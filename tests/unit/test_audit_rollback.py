@@ -30,6 +30,7 @@ from telehealth_client.security.audit import (
     verify_chain,
 )
 from telehealth_client.security.audit_acks import write_acknowledged
+from telehealth_client.security.audit_origin import NO_ORIGIN, StoreOrigin
 
 ORG = "org-test"
 DEVICE = "kiosk-1"
@@ -267,7 +268,8 @@ async def test_an_altered_or_foreign_acknowledgement_file_is_reported(state_dir:
 
     write_acknowledged(path, ChainKeys("kiosk-2-device-credential-0123"), "kiosk-2", 2)
     assert reason(state_dir) == (
-        f"{path}: kept for device kiosk-2, not this device ({DEVICE}): another agent's file was put here"
+        f"{path}: kept for device kiosk-2, not this device ({DEVICE}): either another device's file was put "
+        "here, or user_id is not this device's ID"
     )
 
 
@@ -310,7 +312,8 @@ async def test_another_devices_store_swapped_in_is_reported_and_refused(state_di
     shutil.rmtree(store_path(state_dir).parent)
     shutil.copytree(store_path(other).parent, store_path(state_dir).parent)
     expected = (
-        "the store is device kiosk-2's, not this device's (kiosk-1): another agent's store was put here"
+        "the store is device kiosk-2's, not this device's (kiosk-1): either another device's store was put "
+        "here, or user_id is not this device's ID"
     )
     assert reason(state_dir) == expected
     assert (await refused_at_open(state_dir)).problem == expected
@@ -395,3 +398,29 @@ async def test_a_store_begun_after_a_damaged_one_was_moved_aside_continues_the_s
     assert stored == [4, 5]  # never 1-3 again: the sink holds those under other events
     report = verify_chain(state_dir, KEYS, DEVICE)
     assert (report.ok, report.records, report.base, report.acknowledged) == (True, 2, 3, 3)
+    # The acknowledgement file showed an earlier store: the new one says, under its MAC, that it follows it.
+    assert report.origin == StoreOrigin(follows_removed=True)
+
+
+async def test_a_first_store_follows_nothing(state_dir: Path) -> None:
+    await recorded(state_dir, 1)
+    assert verify_chain(state_dir, KEYS, DEVICE).origin == NO_ORIGIN
+
+
+async def test_that_a_store_follows_a_removed_one_cannot_be_erased(state_dir: Path) -> None:
+    await recorded(state_dir, 2)
+    await acknowledged_by_sink(state_dir, range(1, 3), highest=2)
+    shutil.rmtree(store_path(state_dir).parent)
+    await recorded(state_dir, 1)
+    db = raw(state_dir)
+    db.execute("DROP TRIGGER origin_no_update")
+    db.execute("UPDATE origin SET follows_removed = 0")
+    db.close()
+    assert reason(state_dir) == (
+        "the chain's head (it says 1 record) does not verify under this device's credential: it was moved "
+        "back, reset or rewritten by someone without the key"
+    )
+    db = raw(state_dir)
+    db.execute("DROP TABLE origin")
+    db.close()
+    assert reason(state_dir) == "not a readable audit store (table origin missing)"

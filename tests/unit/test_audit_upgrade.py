@@ -1,7 +1,9 @@
 """An agent upgraded over a version 2 audit store (keyed by the cipher key) loses nothing that waits
 in it: the store is set aside whole (its WAL folded in), kept for delivery, and a device-keyed
-version 3 store begins beside it at sequence 1. The version 2 store is written as the earlier agent
-wrote it (``tests/audit_v2_store.py``), WAL and all, as a killed agent leaves it."""
+version 3 store begins beside it at sequence 1, recording under its authenticated head what it set
+aside. Only a device that never ran the device-keyed trail upgrades: afterwards a version 2 store is
+refused. The version 2 store is written as the earlier agent wrote it (``tests/audit_v2_store.py``),
+WAL and all, as a killed agent leaves it."""
 
 from __future__ import annotations
 
@@ -18,12 +20,16 @@ from telehealth_client.security.audit import (
     ChainKeys,
     DamagedStoreError,
     LegacyChainKeys,
+    acknowledgement_path,
     audit_event,
     legacy_store_path,
     store_path,
     verify_chain,
     verify_legacy_chain,
 )
+from telehealth_client.security.audit_acks import write_acknowledged
+from telehealth_client.security.audit_legacy import set_aside_legacy_store
+from telehealth_client.security.audit_origin import SetAside, StoreOrigin
 
 from ..audit_v2_store import version_2_text, write_version_2_store
 
@@ -139,3 +145,100 @@ async def test_without_the_cipher_key_a_version_2_store_is_not_silently_left_beh
 ) -> None:
     with pytest.raises(DamagedStoreError, match=r"a version 2 store .* no cipher key was given"):
         await upgraded(tmp_path, None).open()
+
+
+# -- the upgrade is trusted once, and what it set aside is recorded -----------------------------------------
+
+
+def version_2_head(path: Path) -> tuple[int, str]:
+    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        records, last_hash = db.execute("SELECT records, hash FROM head").fetchone()
+    finally:
+        db.close()
+    return int(records), str(last_hash)
+
+
+async def test_the_new_store_records_what_it_set_aside_under_its_authenticated_head(
+    tmp_path: Path, version_2: list[messages.AuditEvent]
+) -> None:
+    trail = upgraded(tmp_path)
+    await trail.open()
+    await trail.aclose()
+    records, last_hash = version_2_head(legacy_store_path(tmp_path))
+    assert records == 4
+    report = verify_chain(tmp_path, KEYS, DEVICE)
+    assert report.origin == StoreOrigin(set_aside=SetAside("audit-v2.sqlite3", 4, last_hash))
+
+    # Erasing that record (the origin row is bound into the head's MAC) is reported.
+    db = sqlite3.connect(store_path(tmp_path), isolation_level=None)
+    db.execute("DROP TRIGGER origin_no_update")
+    db.execute("UPDATE origin SET legacy_file = NULL, legacy_records = NULL, legacy_hash = NULL")
+    db.close()
+    reason = verify_chain(tmp_path, KEYS, DEVICE).reason or ""
+    assert "the chain's head (it says 0 records) does not verify under this device's credential" in reason
+
+
+async def test_an_upgrade_cut_short_after_setting_aside_is_finished_at_the_next_start(
+    tmp_path: Path, version_2: list[messages.AuditEvent]
+) -> None:
+    """Set aside, then stopped before the new store was written: nothing says this device ever ran
+    the device-keyed trail, so the set-aside store is taken as this upgrade's."""
+    set_aside_legacy_store(tmp_path)
+    assert not store_path(tmp_path).exists()
+    trail = upgraded(tmp_path)
+    await trail.open()
+    try:
+        assert trail.legacy_status() == AuditStatus(records=4, awaiting_sink=2, awaiting_channel=3)
+    finally:
+        await trail.aclose()
+    origin = verify_chain(tmp_path, KEYS, DEVICE).origin
+    assert origin is not None and origin.set_aside is not None and origin.set_aside.records == 4
+
+
+async def test_a_version_2_store_where_the_device_keyed_one_was_is_refused_and_left_in_place(
+    tmp_path: Path, version_2: list[messages.AuditEvent]
+) -> None:
+    write_acknowledged(acknowledgement_path(tmp_path), KEYS, DEVICE, 3)
+    with pytest.raises(DamagedStoreError) as refused:
+        await upgraded(tmp_path).open()
+    assert refused.value.path == store_path(tmp_path)
+    assert refused.value.problem == (
+        "a version 2 store, but audit-acknowledged.json shows this device's device-keyed trail had "
+        "sequences up to 3 acknowledged by the sink: the device-keyed store was replaced by an older copy "
+        "or by a forged version 2 store (a rollback)"
+    )
+    assert not legacy_store_path(tmp_path).exists()  # not set aside, not delivered
+
+
+async def test_a_version_2_store_beside_one_set_aside_is_refused(
+    tmp_path: Path, version_2: list[messages.AuditEvent]
+) -> None:
+    set_aside_legacy_store(tmp_path)
+    write_version_2_store(store_path(tmp_path), CIPHER_KEY, [event(7)], {})
+    with pytest.raises(DamagedStoreError, match=r"^.*: a version 2 store, and audit-v2\.sqlite3 \(set aside"):
+        await upgraded(tmp_path).open()
+
+
+async def test_a_set_aside_store_no_longer_there_is_logged_and_the_trail_goes_on(
+    tmp_path: Path, version_2: list[messages.AuditEvent], caplog: pytest.LogCaptureFixture
+) -> None:
+    trail = upgraded(tmp_path)
+    await trail.open()
+    await trail.aclose()
+    legacy_store_path(tmp_path).rename(tmp_path / "archived-v2.sqlite3")
+    again = upgraded(tmp_path)
+    await again.open()
+    try:
+        assert again.legacy_status() is None
+        assert await again.record(event(8)) == 1
+    finally:
+        await again.aclose()
+    assert any(
+        record.levelname == "ERROR"
+        and "audit-v2.sqlite3, the version 2 store set aside when this store began (4 records), is no longer "
+        "there"
+        in record.getMessage()
+        for record in caplog.records
+    )
+    assert verify_chain(tmp_path, KEYS, DEVICE).ok

@@ -16,7 +16,9 @@ from ..cli_process import AGENT, Process
 pytestmark = pytest.mark.integration
 
 
-async def run_agent(state_dir: Path) -> tuple[int, str, str]:
+async def run_agent(state_dir: Path, settings: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """``telehealth-agent run`` on ``state_dir``; ``settings`` (a development stack's) replace the
+    unreachable defaults."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
     env.update(
         TELEHEALTH_USER_ID="kiosk-1",
@@ -30,6 +32,7 @@ async def run_agent(state_dir: Path) -> tuple[int, str, str]:
         TELEHEALTH_SSL="false",
         TELEHEALTH_API_PORT="0",
     )
+    env.update(settings or {})
     proc = await asyncio.create_subprocess_exec(
         *AGENT, "run", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
     )
@@ -86,9 +89,11 @@ async def test_a_store_keyed_with_another_device_credential_stops_the_start_nami
     failure = [line for line in (out + err).splitlines() if "start failed" in line]
     assert len(failure) == 1, out + err
     assert (
-        f"{store_path(state_dir)}: the chain's head (it says 1 records) does not verify under this device's "
-        "credential: it was moved back, reset or rewritten by someone without the key: after a device "
-        "credential rotation, list the old credential in previous_device_credentials"
+        f"{store_path(state_dir)}: the chain's head (it says 1 record) does not verify under this device's "
+        "credential, and neither do its first record nor its record of the sink's acknowledgements: "
+        "device_credential is not the credential that wrote this store (a wrong one, or rotated without "
+        "listing the old one in previous_device_credentials), or the whole store was rewritten without it: "
+        "after a device credential rotation, list the old credential in previous_device_credentials"
     ) in failure[0]
     assert "an-earlier-device-credential" not in out + err
 

@@ -265,8 +265,8 @@ async def test_d_another_agents_store_swapped_in(tmp_path: Path) -> None:
     code, out, err = await run("verify", "--state-dir", str(tmp_path / "agent"))
     assert (code, out, err) == (
         1,
-        "audit chain broken: the store is device kiosk-2's, not this device's (kiosk-1): another agent's "
-        "store was put here\n",
+        "audit chain broken: the store is device kiosk-2's, not this device's (kiosk-1): either another "
+        "device's store was put here, or user_id is not this device's ID\n",
         "",
     )
 
@@ -326,7 +326,13 @@ async def test_a_rotated_device_credential_keeps_verifying_the_old_chain(tmp_pat
     await recorded_store(tmp_path, 2, credential="audit-cli-new-device-credential", previous=(CREDENTIAL,))
     rotated = {**KEYED, "TELEHEALTH_DEVICE_CREDENTIAL": "audit-cli-new-device-credential"}
     code, out, _ = await run("verify", "--state-dir", str(tmp_path), env=rotated)
-    assert (code, out) == (1, f"audit chain broken: record 1: {EDITED}\n")
+    # Not "record 1 edited": the first records fail, the later ones verify, so the setting is named.
+    assert (code, out) == (
+        1,
+        "audit chain broken: records 1-2 do not verify under the configured device credentials, the later "
+        "ones do: written under a device credential that is not configured (device_credential is wrong, "
+        "or it was rotated: list the old one in previous_device_credentials), or edited\n",
+    )
     code, out, _ = await run(
         "verify",
         "--state-dir",
@@ -337,6 +343,24 @@ async def test_a_rotated_device_credential_keeps_verifying_the_old_chain(tmp_pat
         0,
         "audit chain ok: 4 records, sequences 1-4 of device kiosk-1; nothing acknowledged by the sink yet\n",
     )
+
+
+async def test_a_wrong_device_credential_is_named_as_such_not_as_an_edited_record(tmp_path: Path) -> None:
+    """Nothing in the store verifies (its head, its first record, its kept acknowledgement): the
+    setting is the first thing to check, and the message says so."""
+    await recorded_store(tmp_path, 3)
+    wrong = {**KEYED, "TELEHEALTH_DEVICE_CREDENTIAL": "audit-cli-some-other-credential"}
+    code, out, _ = await run("verify", "--state-dir", str(tmp_path), env=wrong)
+    assert (code, out) == (
+        1,
+        "audit chain broken: the chain's head (it says 3 records) does not verify under this device's "
+        "credential, and neither do its first record nor its record of the sink's acknowledgements: "
+        "device_credential is not the credential that wrote this store (a wrong one, or rotated without "
+        "listing the old one in previous_device_credentials), or the whole store was rewritten without it\n",
+    )
+    code, _, err = await run("status", "--state-dir", str(tmp_path), env=wrong)
+    assert code == 1 and "device_credential is not the credential that wrote this store" in err
+    assert "audit-cli-some-other-credential" not in out + err
 
 
 async def test_verify_without_a_device_credential_or_cipher_key_is_a_usage_error_naming_it(
@@ -358,14 +382,15 @@ async def test_verify_without_a_device_credential_or_cipher_key_is_a_usage_error
 
 
 async def test_another_device_id_in_the_settings_is_not_this_trails_device(tmp_path: Path) -> None:
+    """A user_id typo is not called tampering only: the message names the setting too."""
     await recorded_store(tmp_path, 2)
     code, out, _ = await run(
         "verify", "--state-dir", str(tmp_path), env={**KEYED, "TELEHEALTH_USER_ID": "kiosk-9"}
     )
     assert (code, out) == (
         1,
-        "audit chain broken: the store is device kiosk-1's, not this device's (kiosk-9): another agent's "
-        "store was put here\n",
+        "audit chain broken: the store is device kiosk-1's, not this device's (kiosk-9): either another "
+        "device's store was put here, or user_id is not this device's ID\n",
     )
 
 

@@ -20,14 +20,14 @@ WAIT = 15.0
 
 
 def clear_delivery_bookkeeping(state_dir: Path) -> None:
-    """Empty every table of the store but the chain itself (records and head) and the sink's
-    acknowledgements kept beside it (evidence, whose removal ``audit verify`` reports), as someone
-    with the file could."""
+    """Empty every table of the store but the chain itself (records, head and the origin its MAC
+    covers) and the sink's acknowledgements kept beside it (evidence, whose removal ``audit verify``
+    reports), as someone with the file could."""
     with closing(sqlite3.connect(store_path(state_dir), isolation_level=None)) as db:
         tables = [
             str(name)
             for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            if name not in ("records", "head", "acknowledged")
+            if name not in ("records", "head", "origin", "acknowledged")
         ]
         assert tables, "the store keeps its delivery state in a table of its own"
         for table in tables:
