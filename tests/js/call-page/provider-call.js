@@ -468,7 +468,12 @@
     // Inbound counters (kept after close: the last ones read) and whether the far side sends video.
     async counters() {
       if (this.closed) return { ...this.last, sendsVideo: true };
-      const report = await this.pc.getStats();
+      let report;
+      try {
+        report = await this.pc.getStats();
+      } catch {
+        return { ...this.last, sendsVideo: true }; // closed while asked: its last counters
+      }
       const found = { video: { framesDecoded: 0, packetsReceived: 0 }, audio: { packetsReceived: 0 } };
       report.forEach((entry) => {
         if (entry.type !== "inbound-rtp") return;
