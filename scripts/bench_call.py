@@ -369,6 +369,9 @@ class Shown:
 class SideFrames:
     sent: list[tuple[int, float]] = field(default_factory=list)
     received: list[tuple[int, float]] = field(default_factory=list)
+    # The same frames, each process's apart: "gone backwards" is judged within one process (during
+    # a rebuild two media children of one side both show the other side's video, each in order).
+    received_by_process: list[list[tuple[int, float]]] = field(default_factory=list)
 
 
 def load_frames(directory: Path) -> dict[str, SideFrames]:
@@ -378,6 +381,7 @@ def load_frames(directory: Path) -> dict[str, SideFrames]:
         sent, received = frame_tap.load(path)
         frames[side].sent.extend(sent)
         frames[side].received.extend(received)
+        frames[side].received_by_process.append(sorted(received, key=lambda item: item[1]))
     missing = [side for side, side_frames in frames.items() if not side_frames.sent]
     if missing:
         # The children log through scripts/bench_call_tap/sitecustomize.py: it did not load.
@@ -408,7 +412,13 @@ def shown(received: list[tuple[int, float]], sent: list[tuple[int, float]]) -> l
 
 
 def side_shown(frames: dict[str, SideFrames]) -> dict[str, list[Shown]]:
-    return {side: shown(frames[side].received, frames[other(side)].sent) for side in SIDES}
+    """Each side's shown frames in time order, each process's judged on its own."""
+    found: dict[str, list[Shown]] = {}
+    for side in SIDES:
+        streams = frames[side].received_by_process or [frames[side].received]
+        items = [item for stream in streams for item in shown(stream, frames[other(side)].sent)]
+        found[side] = sorted(items, key=lambda item: item.at)
+    return found
 
 
 def is_live(item: Shown) -> bool:

@@ -234,6 +234,7 @@ class Pictures:
         self.frames = {side: bench.SideFrames() for side in bench.SIDES}
         self._positions = {"sentFrom": 0, "shownFrom": 0}
         self._files: dict[Path, int] = {}
+        self._shown_by_file: dict[Path, list[tuple[int, float]]] = {}  # each media process's apart
 
     async def refresh(self) -> None:
         log = await self.page.run("frameLog", **self._positions)
@@ -252,14 +253,20 @@ class Pictures:
                 data = file.read()
             complete = data[: data.rfind(b"\n") + 1]  # a line being written is read next time
             self._files[path] = self._files.get(path, 0) + len(complete)
+            own = self._shown_by_file.setdefault(path, [])
             for line in complete.decode().splitlines():
                 kind, number, at = line.split()
-                (callee.sent if kind == "s" else callee.received).append((int(number), float(at)))
+                if kind == "s":
+                    callee.sent.append((int(number), float(at)))
+                else:
+                    callee.received.append((int(number), float(at)))
+                    own.append((int(number), float(at)))
 
     def sorted_frames(self) -> dict[str, bench.SideFrames]:
         for side in self.frames.values():
             side.sent.sort(key=lambda item: item[1])
             side.received.sort(key=lambda item: item[1])
+        self.frames["callee"].received_by_process = list(self._shown_by_file.values())
         return self.frames
 
     async def until(self, reached: Callable[[], bool], cap: float) -> bool:

@@ -13,8 +13,10 @@ side logs what it sent and what it showed:
 
 A shown picture is matched to the latest sending of its number before it was shown. It is corrupt
 when unreadable (a decoder's output from lost references), unmatched, or sent more than
-``BACKWARDS_SLACK`` before a picture already shown (gone backwards); live when clean and sent less
-than ``LIVE_SECONDS`` before it was shown (not the backlog a frozen TURN server releases).
+``BACKWARDS_SLACK`` before a picture the same process showed before it (gone backwards: judged per
+kiosk media child, since during a rebuild two of them show the page's video at once); live when
+clean and sent less than ``LIVE_SECONDS`` before it was shown (not the backlog a frozen TURN
+server releases).
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ def matched(shown: list[tuple[int, float]], sent: list[tuple[int, float]]) -> li
 @dataclass
 class Logs:
     sent: list[tuple[int, float]] = field(default_factory=list)
-    shown: list[tuple[int, float]] = field(default_factory=list)
+    shown: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # per process
 
 
 class LiveVideo:
@@ -128,7 +130,8 @@ class LiveVideo:
         log = await self._page_log(**self._page_positions)
         offset = wall_to_monotonic()
         self._page.sent.extend((int(n), at / 1000 + offset) for n, at in log["sent"])
-        self._page.shown.extend((int(n), at / 1000 + offset) for n, at, _connection in log["shown"])
+        page_shown = self._page.shown.setdefault("page", [])
+        page_shown.extend((int(n), at / 1000 + offset) for n, at, _connection in log["shown"])
         self._page_positions = {"sentFrom": log["sentEnd"], "shownFrom": log["shownEnd"]}
         await asyncio.to_thread(self._read_taps)
 
@@ -139,16 +142,19 @@ class LiveVideo:
                 data = file.read()
             complete = data[: data.rfind(b"\n") + 1]  # a line being written is read next time
             self._file_positions[path] = self._file_positions.get(path, 0) + len(complete)
+            shown = self._kiosk.shown.setdefault(path.name, [])
             for line in complete.decode().splitlines():
                 kind, number, at = line.split()
-                (self._kiosk.sent if kind == "s" else self._kiosk.shown).append((int(number), float(at)))
+                (self._kiosk.sent if kind == "s" else shown).append((int(number), float(at)))
 
     def sides(self) -> dict[str, list[Shown]]:
-        """What each side showed, matched to what the other sent."""
-        return {
-            "browser": matched(self._page.shown, self._kiosk.sent),
-            "kiosk": matched(self._kiosk.shown, self._page.sent),
-        }
+        """What each side showed (each process apart), matched to what the other sent."""
+
+        def side(shown: Logs, sent: Logs) -> list[Shown]:
+            items = [item for stream in shown.shown.values() for item in matched(stream, sent.sent)]
+            return sorted(items, key=lambda item: item.at)
+
+        return {"browser": side(self._page, self._kiosk), "kiosk": side(self._kiosk, self._page)}
 
     def first_live(self, after: float) -> dict[str, float | None]:
         """Per side, seconds from ``after`` to the first live picture shown since, or None."""

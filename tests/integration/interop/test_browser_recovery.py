@@ -195,8 +195,24 @@ async def call_under_way(
         log.info("call set up: live video both ways %.3f s after the call", setup)
         yield CallUnderWay(page, patient, hub, video, consultation, patient_id)
     finally:
+        log.info("the page's call: %s", trail(page))
         await page.close()
     assert page.events("pageError") == []
+
+
+TRAIL_EVENTS = ("call", "signal", "offer", "connection", "media", "current", "abandoned", "dropped", "error")
+TRAIL_FIELDS = ("phase", "reason", "type", "outcome", "id", "role", "state", "previous", "field", "where")
+
+
+def trail(page: ProviderPage) -> str:
+    """The page's call as it saw it (event names and codes only), for a failure's log."""
+    first = next((e["at"] for e in page.driver.events if e.get("page") == page.number and "at" in e), 0)
+    return "; ".join(
+        f"{(e['at'] - first) / 1000:+.3f} {e['event']} "
+        + " ".join(f"{k}={e[k]}" for k in TRAIL_FIELDS if k in e)
+        for e in page.driver.events
+        if e.get("page") == page.number and e["event"] in TRAIL_EVENTS
+    )
 
 
 def report(name: str, seconds: float, since: str) -> None:
