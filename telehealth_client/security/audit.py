@@ -562,8 +562,8 @@ class AuditTrail:
     ) -> None:
         """Send each pending record to ``target`` in order, each until acknowledged or refused:
         a set-aside version 2 store's first (it gets nothing new), then this device's."""
-        if self._legacy is not None:
-            await self._drain(self._legacy, target, send, forever=False)
+        if self._legacy is not None and not await self._drain(self._legacy, target, send, forever=False):
+            return
         await self._drain(self._db, target, send, forever=True)
 
     async def _drain(
@@ -573,7 +573,8 @@ class AuditTrail:
         send: Callable[[dict[str, Any]], Awaitable[SinkHead | None]],
         *,
         forever: bool,
-    ) -> None:
+    ) -> bool:
+        """False once a record that does not verify stopped delivery to ``target``."""
         wake, after, failures = self._wake[target], 0, 0
         while True:
             wake.clear()
@@ -587,19 +588,30 @@ class AuditTrail:
             failures = 0
             if not pending:
                 if not forever:
-                    return
+                    return True
                 await wake.wait()
                 continue
-            for position, text in pending:
+            for record in pending:
+                if not record.verified:
+                    # Changed on disk since the chain verified at start: never sent, and nothing
+                    # after it either (it would go out in another order, or hide the gap).
+                    log.error(
+                        "audit record does not verify: delivery stopped target=%s file=%s position=%d "
+                        "(`telehealth-agent audit verify` names the problem)",
+                        target,
+                        store.path,
+                        record.position,
+                    )
+                    return False
                 try:
-                    event = json.loads(text)
+                    event = json.loads(record.event)
                 except ValueError:
                     # Altered on disk (``audit verify`` names it); sending it would fail forever.
-                    log.error("audit record unreadable target=%s position=%d", target, position)
-                    await self._settle(store, target, position, 0, None)
+                    log.error("audit record unreadable target=%s position=%d", target, record.position)
+                    await self._settle(store, target, record.position, 0, None)
                 else:
-                    await self._deliver_one(store, target, position, event, send)
-                after = position
+                    await self._deliver_one(store, target, record.position, event, send)
+                after = record.position
 
     async def _deliver_one(
         self,

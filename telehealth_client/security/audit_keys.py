@@ -16,7 +16,6 @@ Only derived keys are kept; ``repr`` shows how many, never a key.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Sequence
 from typing import Final
@@ -54,7 +53,8 @@ def _check_secrets(secret: object, previous: Sequence[str]) -> list[str]:
 
 
 def _mac(key: bytes, text: str) -> str:
-    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    # The one-shot form: several times faster than hmac.new, and the agent checks every link at start.
+    return hmac.digest(key, text.encode(), "sha256").hex()
 
 
 def link_text(prev_hash: str, position: int, event: str) -> str:

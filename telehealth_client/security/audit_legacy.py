@@ -36,6 +36,7 @@ from telehealth_client.security.audit_store import (
     settled_status,
     store_path,
     store_problem,
+    unsettled_hashes,
     use_durable_settings,
 )
 
@@ -101,7 +102,7 @@ class LegacyDatabase(StoreWorker):
     def __init__(
         self, path: Path, keys: LegacyChainKeys, on_change: Callable[[], None] | None = None
     ) -> None:
-        super().__init__(path, on_change)
+        super().__init__(path, keys, on_change)
         self._keys = keys
         self._set_aside = SetAside(path.name, 0, LEGACY_GENESIS_HASH)
 
@@ -148,12 +149,25 @@ class LegacyDatabase(StoreWorker):
             problem = set_aside_problem(expected, count, last_hash)
             if problem is not None:
                 raise DamagedStoreError(self.path, problem, SWAPPED_ADVICE)
+        # Every record, each linked to the one before, up to the last hash checked above (and
+        # recorded in the device-keyed store's authenticated origin): together they pin every record.
+        from telehealth_client.security.audit_verify import legacy_records_problem  # it imports this module
+
+        unsettled = unsettled_hashes(db)
+        report = legacy_records_problem(db, self._keys, fields_at=unsettled)
+        if not report.ok:
+            raise DamagedStoreError(self.path, report.reason or "the chain does not verify", SWAPPED_ADVICE)
+        self._trusted = unsettled
         self._set_aside = SetAside(self.path.name, count, last_hash)
         self._status = AuditStatus(records=count, **delivery_counts(db))
 
     def _settle(self, target: Target, position: int, refused_status: int | None) -> None:
-        settled = self._transaction(
-            lambda db: insert_settlement(db, self._keys, target, position, refused_status)
-        )
+        def write(db: sqlite3.Connection) -> bool:
+            settled = insert_settlement(db, self._keys, target, position, refused_status)
+            if settled:
+                self._settled(db, position)
+            return settled
+
+        settled = self._transaction(write)
         if settled:
             self._changed(settled_status(self._status, target, refused_status is not None))

@@ -213,14 +213,48 @@ class SettlementKeys(Protocol):
     def settlement(self, record_hash: str, target: str, refused_status: int | None) -> str: ...
 
 
-def pending_rows(db: sqlite3.Connection, target: Target, after: int, limit: int) -> list[tuple[int, str]]:
+class StoreKeys(SettlementKeys, Protocol):
+    def verifies_link(self, prev_hash: str, position: int, event: str, stored: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class PendingRecord:
+    """A record waiting for a target, as read just now; ``verified``: its content is what the chain
+    verified at start (or this agent appended) under the store's keys. One that is not must never
+    be sent."""
+
+    position: int
+    event: str
+    verified: bool
+
+
+def pending_rows(
+    db: sqlite3.Connection, target: Target, after: int, limit: int
+) -> list[tuple[int, str, str, str]]:
+    """``(position, event, prev_hash, hash)`` of up to ``limit`` records after ``after`` not settled
+    with ``target``, in order."""
     rows = db.execute(
-        "SELECT r.position, r.event FROM records AS r WHERE r.position > ? AND NOT EXISTS"
-        " (SELECT 1 FROM settled AS s WHERE s.position = r.position AND s.target = ?)"
+        "SELECT r.position, r.event, r.prev_hash, r.hash FROM records AS r WHERE r.position > ? AND NOT"
+        " EXISTS (SELECT 1 FROM settled AS s WHERE s.position = r.position AND s.target = ?)"
         " ORDER BY r.position LIMIT ?",
         (after, target, limit),
     ).fetchall()
-    return [(int(position), str(event)) for position, event in rows]
+    return [(int(position), str(event), str(prev), str(stored)) for position, event, prev, stored in rows]
+
+
+def unsettled_hashes(db: sqlite3.Connection) -> dict[int, str]:
+    """The hash of every record some target has not settled (read once the chain verified)."""
+    rows = db.execute(
+        "SELECT r.position, r.hash FROM records AS r"
+        " WHERE (SELECT count(*) FROM settled AS s WHERE s.position = r.position) < ?",
+        (len(TARGETS),),
+    )
+    return {int(position): str(stored) for position, stored in rows}
+
+
+def settled_everywhere(db: sqlite3.Connection, position: int) -> bool:
+    (count,) = db.execute("SELECT count(*) FROM settled WHERE position = ?", (position,)).fetchone()
+    return int(count) >= len(TARGETS)
 
 
 def insert_settlement(
@@ -273,9 +307,14 @@ class StoreWorker:
     ``on_change`` is called on the worker's thread after each commit that changed the status.
     """
 
-    def __init__(self, path: Path, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(self, path: Path, keys: StoreKeys, on_change: Callable[[], None] | None = None) -> None:
         self.path = path
+        self._store_keys = keys
         self._on_change = on_change
+        # The hash each record not yet settled everywhere had when the whole chain verified at
+        # start (set by the subclass) or when this agent appended it; worker thread only.
+        # Delivery sends a record only if its content, read right before, still links to it.
+        self._trusted: dict[int, str] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
         # As committed: written on the worker thread only, replaced whole (readers see one or the other).
@@ -305,9 +344,10 @@ class StoreWorker:
         finally:
             executor.shutdown(wait=True)  # idle now: returns at once
 
-    async def pending(self, target: Target, after: int, limit: int) -> list[tuple[int, str]]:
-        """Up to ``limit`` ``(position, event)`` after ``after`` not yet settled with ``target``."""
-        return await self._run(lambda: pending_rows(self._connection(), target, after, limit))
+    async def pending(self, target: Target, after: int, limit: int) -> list[PendingRecord]:
+        """Up to ``limit`` records after ``after`` not yet settled with ``target``, each checked
+        against the chain as it verified at start."""
+        return await self._run(lambda: self._pending(target, after, limit))
 
     async def durability(self) -> SqliteDurability:
         """The journal mode and ``synchronous`` level of the connection that writes the records."""
@@ -319,6 +359,25 @@ class StoreWorker:
         return await asyncio.get_running_loop().run_in_executor(self._executor, job)
 
     # Everything below runs on the worker's thread.
+
+    def _pending(self, target: Target, after: int, limit: int) -> list[PendingRecord]:
+        rows = pending_rows(self._connection(), target, after, limit)
+        return [
+            PendingRecord(position, event, self._verifies(position, event, prev_hash, stored))
+            for position, event, prev_hash, stored in rows
+        ]
+
+    def _verifies(self, position: int, event: str, prev_hash: str, stored: str) -> bool:
+        trusted = self._trusted.get(position)
+        return (
+            trusted is not None
+            and stored == trusted
+            and self._store_keys.verifies_link(prev_hash, position, event, trusted)
+        )
+
+    def _settled(self, db: sqlite3.Connection, position: int) -> None:
+        if settled_everywhere(db, position):
+            self._trusted.pop(position, None)
 
     def _open(self, prepare: Callable[[sqlite3.Connection], None]) -> AuditStatus:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -492,7 +551,7 @@ class AuditDatabase(StoreWorker):
     def __init__(
         self, path: Path, keys: ChainKeys, device_id: str, on_change: Callable[[], None] | None = None
     ) -> None:
-        super().__init__(path, on_change)
+        super().__init__(path, keys, on_change)
         self._keys = keys
         self.device_id = device_id
         # The chain's head as committed; read and written on the worker thread only.
@@ -586,6 +645,17 @@ class AuditDatabase(StoreWorker):
         if problem is not None:
             raise DamagedStoreError(self.path, problem)
         assert kept is not None
+        # Every record, not only the last: a record added, removed or edited without the key
+        # anywhere in the chain stops the start, so nothing that does not verify is delivered.
+        from telehealth_client.security.audit_verify import records_problem  # it imports this module
+
+        unsettled = unsettled_hashes(db)
+        broken = records_problem(
+            db, self._keys, self.device_id, head, fields_at=unsettled, at_sink=kept[0] - head.base
+        )
+        if broken is not None:
+            raise DamagedStoreError(self.path, broken.reason or "the chain does not verify")
+        self._trusted = unsettled
         self._base, self._count, self._last_hash, self._acknowledged, self._origin = (
             head.base,
             head.records,
@@ -650,6 +720,7 @@ class AuditDatabase(StoreWorker):
                 )
                 taken[event_id] = count
                 results.append(Appended(count, sequence, last_hash))
+                self._trusted[count] = last_hash
             mac = self._keys.head(self.device_id, self._base, count, last_hash, self._origin)
             db.execute("UPDATE head SET records = ?, hash = ?, mac = ?", (count, last_hash, mac))
 
@@ -683,6 +754,8 @@ class AuditDatabase(StoreWorker):
             settled = target is not None and insert_settlement(
                 db, self._keys, target, position, refused_status
             )
+            if settled:
+                self._settled(db, position)
             if raised is not None:
                 db.execute(
                     "UPDATE acknowledged SET highest_sequence = ?, mac = ?",

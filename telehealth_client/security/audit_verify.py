@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -32,6 +32,7 @@ from telehealth_client.security.audit_store import (
     AuditStoreError,
     DamagedStoreError,
     LastRecord,
+    StoreHead,
     acknowledgement_problem,
     delivery_counts,
     event_field,
@@ -115,15 +116,7 @@ def verify_legacy_store(path: Path, keys: LegacyChainKeys) -> ChainReport:
         problem = store_problem(db, LEGACY_SCHEMA_VERSION, LEGACY_TABLES)
         if problem is not None:
             return ChainReport(ok=False, records=0, reason=problem)
-        broken, count, last_hash = _walk(db, keys, LEGACY_GENESIS_HASH, lambda position, event: None)
-        if broken is not None:
-            return broken
-        head = db.execute("SELECT records, hash FROM head").fetchone()
-        if head is None:
-            return _broken(count + 1, "the chain's head is missing")
-        return _end_problem(db, count, last_hash, int(head[0]), str(head[1])) or ChainReport(
-            ok=True, records=count, last_hash=last_hash
-        )
+        return legacy_records_problem(db, keys)
     except sqlite3.DatabaseError as exc:
         return _unreadable(exc)
     finally:
@@ -143,23 +136,10 @@ def _verify(
         first = 1 if head.records else None
         return ChainReport(ok=False, records=0, first_broken=first, reason=head_unverified)
 
-    def event_problem(position: int, event: str) -> str | None:
-        owner = event_field(event, "deviceId")
-        if owner != device_id:
-            return f"an event of device {owner}, not this device's ({device_id})"
-        sequence = event_field(event, "sequence")
-        if sequence != head.base + position:
-            return f"its sequence is {sequence}, the chain's position gives {head.base + position}"
-        return None
-
-    broken, count, last_hash = _walk(db, keys, GENESIS_HASH, event_problem, device_keyed=True)
+    broken = records_problem(db, keys, device_id, head, head_unverified)
     if broken is not None:
         return broken
-    if head_unverified is not None:
-        return ChainReport(ok=False, records=count, reason=head_unverified)
-    end = _end_problem(db, count, last_hash, head.records, head.hash)
-    if end is not None:
-        return end
+    count, last_hash = head.records, head.hash
     kept = read_kept_acknowledgement(db)
     problem = acknowledgement_problem(kept, keys, device_id)
     if problem is not None or kept is None:
@@ -182,6 +162,63 @@ def _verify(
     )
 
 
+def records_problem(
+    db: sqlite3.Connection,
+    keys: ChainKeys,
+    device_id: str,
+    head: StoreHead,
+    head_unverified: str | None = None,
+    fields_at: Container[int] | None = None,
+    at_sink: int = 0,
+) -> ChainReport | None:
+    """Every record of a version 3 store checked against the one before it, this device's key and
+    the head (``head_unverified``: why its MAC does not verify, as the caller found); None when
+    all of them verify.
+
+    ``fields_at``: the positions whose event fields (id, deviceId, sequence) are read too (None:
+    every one). The agent runs it at start (``AuditDatabase``) with the records not yet delivered:
+    parsing every event takes seconds on a long chain, its MAC and link a fraction of that.
+    ``at_sink``: the records up to this position are held by the sink with no gap (its MACed
+    acknowledgement): their delivery outcomes' MACs are not checked (a forged one hides nothing)."""
+
+    def event_problem(position: int, event: str) -> str | None:
+        owner = event_field(event, "deviceId")
+        if owner != device_id:
+            return f"an event of device {owner}, not this device's ({device_id})"
+        sequence = event_field(event, "sequence")
+        if sequence != head.base + position:
+            return f"its sequence is {sequence}, the chain's position gives {head.base + position}"
+        return None
+
+    broken, count, last_hash = _walk(
+        db, keys, GENESIS_HASH, event_problem, device_keyed=True, fields_at=fields_at, at_sink=at_sink
+    )
+    if broken is not None:
+        return broken
+    if head_unverified is not None:
+        return ChainReport(ok=False, records=count, reason=head_unverified)
+    return _end_problem(db, count, last_hash, head.records, head.hash)
+
+
+def legacy_records_problem(
+    db: sqlite3.Connection, keys: LegacyChainKeys, fields_at: Container[int] | None = None
+) -> ChainReport:
+    """A version 2 store's records checked in order under the cipher keys and against its head:
+    a report, ``ok`` with the count and last hash when every record verifies (``fields_at``: as
+    for ``records_problem``)."""
+    broken, count, last_hash = _walk(
+        db, keys, LEGACY_GENESIS_HASH, lambda position, event: None, fields_at=fields_at
+    )
+    if broken is not None:
+        return broken
+    head = db.execute("SELECT records, hash FROM head").fetchone()
+    if head is None:
+        return _broken(count + 1, "the chain's head is missing")
+    return _end_problem(db, count, last_hash, int(head[0]), str(head[1])) or ChainReport(
+        ok=True, records=count, last_hash=last_hash
+    )
+
+
 def _walk(
     db: sqlite3.Connection,
     keys: _LinkKeys,
@@ -189,10 +226,14 @@ def _walk(
     event_problem: Callable[[int, str], str | None],
     *,
     device_keyed: bool = False,
+    fields_at: Container[int] | None = None,
+    at_sink: int = 0,
 ) -> tuple[ChainReport | None, int, str]:
     """Every record in order: (the first broken one's report or None, records intact, last hash).
 
-    ``device_keyed``: a first record that does not verify may mean a credential not configured."""
+    ``device_keyed``: a first record that does not verify may mean a credential not configured;
+    ``fields_at``: where the event's id and ``event_problem`` are checked (None: everywhere);
+    ``at_sink``: up to where delivery outcomes' MACs are not checked."""
     settled: dict[int, list[tuple[str, int | None, str]]] = {}
     for position, target, refused_status, mac in db.execute(
         "SELECT position, target, refused_status, mac FROM settled"
@@ -205,8 +246,9 @@ def _walk(
             if position != expected:
                 why = f"missing (the chain goes from record {expected - 1} to record {position})"
                 return _broken(expected, why), expected - 1, prev
+            fields = fields_at is None or position in fields_at
             if not keys.verifies_link(prev_hash, position, event, stored_hash) or (
-                event_field(event, "id") != event_id
+                fields and event_field(event, "id") != event_id
             ):
                 unverified = (
                     _unverified_first_records(db, keys, genesis) if device_keyed and position == 1 else None
@@ -217,10 +259,11 @@ def _walk(
                 return _broken(position, why), expected - 1, prev
             if prev_hash != prev:
                 return _broken(position, "previous record missing or altered"), expected - 1, prev
-            problem = event_problem(position, event)
+            problem = event_problem(position, event) if fields else None
             if problem is not None:
                 return _broken(position, problem), expected - 1, prev
-            for target, refused_status, mac in settled.pop(position, []):
+            outcomes = settled.pop(position, [])
+            for target, refused_status, mac in outcomes if position > at_sink else ():
                 if not keys.verifies_settlement(stored_hash, target, refused_status, mac):
                     return _broken(position, f"its delivery state ({target}) was altered"), expected - 1, prev
             expected, prev = expected + 1, stored_hash

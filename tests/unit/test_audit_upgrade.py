@@ -89,7 +89,10 @@ async def test_a_version_2_store_is_set_aside_whole_and_what_waits_in_it_is_kept
         # What waits is delivered from the set-aside store, as it was recorded.
         assert trail._legacy is not None
         pending = await trail._legacy.pending("sink", 0, 10)
-        assert pending == [(3, version_2_text(version_2[2])), (4, version_2_text(version_2[3]))]
+        assert [(record.position, record.event, record.verified) for record in pending] == [
+            (3, version_2_text(version_2[2]), True),
+            (4, version_2_text(version_2[3]), True),
+        ]
         assert await trail.record(event(9)) == 1
     finally:
         await trail.aclose()

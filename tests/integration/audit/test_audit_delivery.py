@@ -15,7 +15,13 @@ from telehealth_client.devstack.network import CuttableLink
 from telehealth_client.devstack.stack import DevStack
 from telehealth_client.protocol import channels, messages
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
-from telehealth_client.security.audit import AuditStatus, read_status, store_path, verify_chain
+from telehealth_client.security.audit import (
+    AuditStatus,
+    DamagedStoreError,
+    read_status,
+    store_path,
+    verify_chain,
+)
 from telehealth_client.security.clinic_client import ClinicError
 
 from ..bus.conftest import Inbox, subscribed
@@ -158,7 +164,7 @@ async def test_after_the_bus_is_detached_events_wait_for_the_next_bus(
     assert trail.status().awaiting_channel == 0
 
 
-async def test_a_record_altered_into_unreadable_text_is_marked_refused_and_the_rest_delivered(
+async def test_a_record_altered_into_unreadable_text_stops_the_start_and_nothing_is_delivered(
     stack: DevStack, trails: Trails
 ) -> None:
     offline = await trails.trail(sink=None)
@@ -171,12 +177,13 @@ async def test_a_record_altered_into_unreadable_text_is_marked_refused_and_the_r
     db.execute("UPDATE records SET event = 'not json' WHERE position = 2")
     db.close()
 
-    trail = await trails.trail(trails.clinic())
-    assert await trail.wait_delivered(WAIT)
-    assert [event["id"] for event in await sink_events(stack)] == [events[0].id, events[2].id]
-    assert trail.status() == AuditStatus(
-        records=3, awaiting_sink=0, awaiting_channel=3, refused_sink=1, acknowledged=3
+    trail = trails.unopened(trails.clinic())
+    with pytest.raises(DamagedStoreError) as refused:
+        await trail.open()
+    assert refused.value.problem == (
+        "record 2: content does not match its hash (edited, or written without this device's key)"
     )
+    assert await sink_events(stack) == []
     assert verify_chain(trails.state_dir, trails.keys, trails.device_id).first_broken == 2
 
 
