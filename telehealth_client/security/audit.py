@@ -11,8 +11,11 @@
 - Then, in the background, each record is POSTed to the audit sink and published on
   ``audit.{organizationId}`` on the attached bus, in order, each retried with capped full-jitter
   back-off until acknowledged. What is not acknowledged stays pending in the store, so it is
-  delivered after a restart. A sink's permanent refusal (4xx other than 401, 408, 429) is kept
-  as ``refused`` (``audit status`` shows it), logged by event id and status; never dropped.
+  delivered after a restart. The whole chain is verified at start (a record that does not verify
+  stops it), and each record again right before it is sent: one changed since is not sent, and
+  delivery to that target stops there with an error naming its position. A sink's permanent
+  refusal (4xx other than 401, 408, 429) is kept as ``refused`` (``audit status`` shows it),
+  logged by event id and status; never dropped.
 - The sink's answer (the highest sequence it holds for this device with no gap below it) is kept,
   MACed, in the store and in ``audit_acks``' file beside it, so a store put back to an older copy
   is detected (``audit verify``). A new store (the first, or after a damaged one was moved aside)
@@ -50,7 +53,7 @@ from telehealth_client.pubsub.bus import AccessDeniedError, Bus, BusError
 from telehealth_client.security.audit_acks import (
     AcknowledgementFileError,
     acknowledgement_path,
-    read_acknowledged,
+    read_acknowledged_if_present,
     write_acknowledged,
 )
 from telehealth_client.security.audit_keys import ChainKeys, LegacyChainKeys
@@ -298,8 +301,8 @@ class AuditTrail:
             raise RuntimeError(f"the audit trail is {self._state}")
         self._loop = asyncio.get_running_loop()
         try:
-            kept_in_file = await asyncio.to_thread(
-                read_acknowledged, self._acknowledgements, self._keys, self.device_id
+            file_kept = await asyncio.to_thread(
+                read_acknowledged_if_present, self._acknowledgements, self._keys, self.device_id
             )
         except AcknowledgementFileError as exc:
             raise DamagedStoreError(
@@ -309,9 +312,10 @@ class AuditTrail:
                 "otherwise `telehealth-agent audit verify --against-sink` tells whether the trail is whole, "
                 "then move the file aside (the agent writes it again)",
             ) from None
+        kept_in_file = file_kept or 0
         held = await self._ask_sink_head()
         try:
-            status = await self._open_stores(kept_in_file, held)
+            status = await self._open_stores(file_kept, held)
             if held is not None:
                 self._check_against_sink(held, status)
                 await self._db.keep_acknowledged(held)
@@ -319,6 +323,25 @@ class AuditTrail:
             await self._close_stores()
             raise
         status = self._db.status
+        if file_kept is None:
+            # Written as soon as the device-keyed store exists (not only at the first
+            # acknowledgement): its presence proves this device ran it, so a version 2 store put
+            # in its place later is a rollback even if nothing ever reached the sink.
+            try:
+                await asyncio.to_thread(
+                    write_acknowledged,
+                    self._acknowledgements,
+                    self._keys,
+                    self.device_id,
+                    status.acknowledged,
+                )
+                kept_in_file = status.acknowledged
+            except OSError as exc:
+                log.error(
+                    "audit acknowledgement file not written file=%s error=%s",
+                    self._acknowledgements,
+                    describe_exception(exc),
+                )
         self._acknowledged_saved = kept_in_file
         self._state = "open"
         if status.acknowledged > kept_in_file:
@@ -371,8 +394,10 @@ class AuditTrail:
                 "the state directory was put back to an older copy, or records were removed",
             )
 
-    async def _open_stores(self, kept_in_file: int, held: int | None) -> AuditStatus:
-        """The device-keyed store, opened or begun, and the version 2 store it set aside (if any)."""
+    async def _open_stores(self, file_kept: int | None, held: int | None) -> AuditStatus:
+        """The device-keyed store, opened or begun, and the version 2 store it set aside (if any);
+        ``file_kept``: what the acknowledgement file keeps (None: no file)."""
+        kept_in_file = file_kept or 0
         current, aside = self._db.path, legacy_store_path(self._state_dir)
         kind = await asyncio.to_thread(store_kind, current)
         plan = await asyncio.to_thread(
@@ -380,7 +405,7 @@ class AuditTrail:
             current,
             kind,
             aside,
-            kept_in_file,
+            file_kept,
             self._acknowledgements.name,
             held,
             self.device_id,

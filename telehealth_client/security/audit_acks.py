@@ -5,7 +5,10 @@ below it (PROTOCOL.md, "Audit events"). The highest answer seen is kept twice, e
 the device's own key (``ChainKeys.acknowledgement``): in the audit store, and in this small file
 outside it. The store is written first, so this file is never ahead of an untouched store: a file
 ahead of the store means the store was put back to an older copy, which is detected without
-asking the sink. A missing file counts as nothing acknowledged (the agent writes it again).
+asking the sink. The agent writes it (0) as soon as the device-keyed store exists, so a file that
+verifies also proves this device ran the device-keyed trail: a version 2 store found afterwards is
+a rollback (``audit_layout``). A missing file counts as nothing acknowledged (the agent writes it
+again).
 
 Public API (synchronous: call from the event loop with ``asyncio.to_thread``):
 ``acknowledgement_path(state_dir)``, ``read_acknowledged(path, keys, device_id) -> int``,
@@ -15,6 +18,8 @@ Public API (synchronous: call from the event loop with ``asyncio.to_thread``):
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Final
 
@@ -45,11 +50,25 @@ def read_acknowledged(path: Path, keys: ChainKeys, device_id: str) -> int:
 
     AcknowledgementFileError if it is unreadable, of another shape or device, or its MAC fails.
     """
+    kept = read_acknowledged_if_present(path, keys, device_id)
+    return 0 if kept is None else kept
+
+
+def read_acknowledged_if_present(path: Path, keys: ChainKeys, device_id: str) -> int | None:
+    """As ``read_acknowledged``, None when there is no file. The agent writes the file (0) when
+    it begins the device-keyed store, so a file that verifies proves this device ran it."""
     try:
-        with path.open("rb") as handle:
+        # Judged by stat first and opened non-blocking: a FIFO or a device there never blocks the
+        # start or ``audit verify`` (as config.read_secret_file does for secret files).
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise AcknowledgementFileError(path, "not a regular file (replaced by something else)")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise AcknowledgementFileError(path, "not a regular file (replaced by something else)")
             raw = handle.read(_MAX_BYTES + 1)
     except FileNotFoundError:
-        return 0
+        return None
     except OSError as exc:
         raise AcknowledgementFileError(path, f"cannot be read ({type(exc).__name__})") from None
     if len(raw) > _MAX_BYTES:

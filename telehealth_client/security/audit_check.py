@@ -17,7 +17,7 @@ from pathlib import Path
 from telehealth_client.security.audit_acks import (
     AcknowledgementFileError,
     acknowledgement_path,
-    read_acknowledged,
+    read_acknowledged_if_present,
 )
 from telehealth_client.security.audit_keys import ChainKeys, LegacyChainKeys
 from telehealth_client.security.audit_layout import (
@@ -80,10 +80,11 @@ def check_trail(state_dir: Path, keys: ChainKeys, device_id: str, legacy_keys: L
         # An empty file too ("none" to the agent, which would begin a store in it): no trail to pass.
         return _check_device_keyed(state_dir, keys, device_id, legacy_keys)
     acknowledgements = acknowledgement_path(state_dir)
+    acknowledged: int | None
     try:
-        acknowledged, file_problem = read_acknowledged(acknowledgements, keys, device_id), None
+        acknowledged, file_problem = read_acknowledged_if_present(acknowledgements, keys, device_id), None
     except AcknowledgementFileError as exc:
-        acknowledged, file_problem = 0, str(exc)
+        acknowledged, file_problem = None, str(exc)
     if kind == "version 2":
         return _check_version_2(state_dir, acknowledged, file_problem, legacy_keys)
     aside = legacy_store_path(state_dir)
@@ -91,7 +92,7 @@ def check_trail(state_dir: Path, keys: ChainKeys, device_id: str, legacy_keys: L
         return TrailCheck(
             kind, [Finding(CHAIN, current, f"the store {current.name} is gone; {file_problem}")]
         )
-    if acknowledged > 0:
+    if acknowledged is not None:
         gone = store_gone(current.name, acknowledged, acknowledgements.name)
         return TrailCheck(kind, [Finding(CHAIN, current, gone)])
     if not aside.exists():
@@ -136,12 +137,12 @@ def _check_device_keyed(
 
 
 def _check_version_2(
-    state_dir: Path, acknowledged: int, file_problem: str | None, legacy_keys: LegacyKeys
+    state_dir: Path, acknowledged: int | None, file_problem: str | None, legacy_keys: LegacyKeys
 ) -> TrailCheck:
     current, aside = store_path(state_dir), legacy_store_path(state_dir)
     legacy = verify_legacy_store(current, legacy_keys(current))
     problem = legacy.reason if not legacy.ok else file_problem
-    if problem is None and acknowledged > 0:
+    if problem is None and acknowledged is not None:
         problem = version_2_after_acknowledged(acknowledged, acknowledgement_path(state_dir).name)
     if problem is None and aside.exists():
         problem = version_2_beside_set_aside(aside.name)

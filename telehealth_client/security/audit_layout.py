@@ -36,11 +36,17 @@ UNRECORDED_ADVICE: Final = (
 )
 
 
+def _ran(file_name: str, acknowledged: int) -> str:
+    if acknowledged:
+        return (
+            f"{file_name} shows this device's device-keyed trail had sequences up to {acknowledged} "
+            "acknowledged by the sink"
+        )
+    return f"{file_name} shows this device ran the device-keyed trail (nothing acknowledged by the sink yet)"
+
+
 def version_2_after_acknowledged(acknowledged: int, file_name: str) -> str:
-    return (
-        f"a version 2 store, but {file_name} shows this device's device-keyed trail had sequences up "
-        f"to {acknowledged} acknowledged by the sink: {_ROLLED_BACK}"
-    )
+    return f"a version 2 store, but {_ran(file_name, acknowledged)}: {_ROLLED_BACK}"
 
 
 def version_2_beside_set_aside(aside_name: str) -> str:
@@ -58,9 +64,14 @@ def version_2_behind_sink(held: int, device_id: str) -> str:
 
 
 def store_gone(store_name: str, acknowledged: int, file_name: str) -> str:
+    shows = (
+        f"shows sequences up to {acknowledged} were acknowledged"
+        if acknowledged
+        else "shows this device ran the device-keyed trail"
+    )
     return (
-        f"the store {store_name} is gone but {file_name} shows sequences up to {acknowledged} were "
-        "acknowledged: it was deleted or moved (what it had not delivered is lost unless it is put back)"
+        f"the store {store_name} is gone but {file_name} {shows}: it was deleted or moved (what it had "
+        "not delivered is lost unless it is put back)"
     )
 
 
@@ -80,9 +91,14 @@ def unrecorded_set_aside(why: str) -> str:
 
 
 def follows_removed_note(base: int) -> str:
+    showed = (
+        f"the acknowledgement file or the sink showed sequences up to {base}"
+        if base
+        else "the acknowledgement file showed this device ran the device-keyed trail"
+    )
     return (
         f"this store was begun at sequence {base + 1} after an earlier store of this device was "
-        f"deleted or moved aside (the acknowledgement file or the sink showed sequences up to {base}): "
+        f"deleted or moved aside ({showed}): "
         f"what that store recorded after sequence {base} and had not delivered is lost unless it is "
         f"found; `telehealth-agent audit verify --against-sink` tells whether the sink holds every "
         f"sequence up to {base}"
@@ -116,18 +132,19 @@ def plan_start(
     current: Path,
     kind: StoreKind,
     aside: Path,
-    acknowledged: int,
+    acknowledged: int | None,
     acknowledgement_file: str,
     held: int | None,
     device_id: str,
 ) -> StartPlan:
     """The plan for the files found: ``kind`` of ``current``, whether ``aside`` exists, the
-    ``acknowledged`` sequence the file keeps (0 without one) and what the sink ``held`` (None: not
-    asked or no answer). DamagedStoreError naming the file where starting would bury a rollback or
-    deliver a version 2 store that is not the device's."""
-    ran_device_keyed = acknowledged > 0 or (held or 0) > 0
+    ``acknowledged`` sequence the file keeps (None without one: the agent writes it, 0, as soon
+    as the device-keyed store exists, so its presence proves this device ran it) and what the
+    sink ``held`` (None: not asked or no answer). DamagedStoreError naming the file where
+    starting would bury a rollback or deliver a version 2 store that is not the device's."""
+    ran_device_keyed = acknowledged is not None or (held or 0) > 0
     if kind == "version 2":
-        if acknowledged > 0:
+        if acknowledged is not None:
             raise DamagedStoreError(
                 current, version_2_after_acknowledged(acknowledged, acknowledgement_file), ROLLBACK_ADVICE
             )

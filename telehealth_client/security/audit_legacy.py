@@ -8,9 +8,10 @@ directory flushed) and a version 3 store begins beside it, recording in its auth
 file's name, record count and last hash (``audit_origin.SetAside``). What waited in it is still
 delivered, as it was recorded (without ``deviceId`` or ``sequence``: the sink holds those
 sequences for version 3 events only, so they stay gapless), before the new store's events; the
-file stays as the record of what was there. It is checked as version 2 checked (its head against
-its last record under the cipher key) and against what the version 3 store recorded: a file
-planted or swapped in later (anyone with the cipher key can write one) is never delivered.
+file stays as the record of what was there. At every start each of its records must verify under
+the cipher key and link to the next up to its head, and the head must be what the version 3 store
+recorded: a file planted, swapped or altered later (anyone with the cipher key can write one) stops
+the start, and a record changed after it is never sent (``StoreWorker.pending``).
 """
 
 from __future__ import annotations

@@ -29,7 +29,9 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import sqlite3
+import stat
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -382,6 +384,10 @@ class StoreWorker:
     def _open(self, prepare: Callable[[sqlite3.Connection], None]) -> AuditStatus:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path.parent.chmod(0o700)
+        with contextlib.suppress(FileNotFoundError):
+            # A FIFO or a device would block SQLite's first read forever.
+            if not stat.S_ISREG(os.stat(self.path).st_mode):
+                raise AuditStoreError(f"{self.path}: not a regular file (replaced by something else)")
         try:
             db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=True)
         except sqlite3.Error as exc:

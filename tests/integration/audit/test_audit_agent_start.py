@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.security.audit import AuditTrail, ChainKeys, audit_event, store_path
+from telehealth_client.security.audit import (
+    AuditTrail,
+    ChainKeys,
+    acknowledgement_path,
+    audit_event,
+    store_path,
+)
 
 from ..cli_process import AGENT, Process
 
@@ -84,6 +90,9 @@ async def test_a_store_keyed_with_another_device_credential_stops_the_start_nami
         )
     finally:
         await trail.aclose()
+    # The acknowledgement file the trail wrote under that credential is refused first (its advice
+    # names previous_device_credentials too); the store's own diagnosis is what this is about.
+    acknowledgement_path(state_dir).unlink()
     code, out, err = await run_agent(state_dir)
     assert code == 1
     failure = [line for line in (out + err).splitlines() if "start failed" in line]
