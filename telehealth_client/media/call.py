@@ -33,10 +33,6 @@ Clean frames after a loss: aiortc's VP8 decoder decodes frames whose reference f
 whenever the buffer skips packets (it says so by asking for a PLI), encoded frames are dropped
 before decoding until a key frame arrives, and a key frame is requested (PLI) again every
 ``PLI_SECONDS`` until it does. A key frame references nothing, so what follows it decodes cleanly.
-The same after ``GAP_SECONDS`` without a video packet: a relay that was frozen releases the packets
-it buffered (seconds of pictures) when it resumes, clean but stale; the key frame asked for then is
-the first live picture. (Kept connections make this matter: the call goes on on the connection
-that stalled, PROTOCOL.md, Recovery.)
 """
 
 from __future__ import annotations
@@ -90,8 +86,6 @@ CONNECT_SECONDS: Final = 10.0
 FEEDBACK_SECONDS: Final = 5.0
 QUALITY_SECONDS: Final = 1.0
 PLI_SECONDS: Final = 0.3  # a PLI lost on the way is asked again this soon
-# No video packet for this long, then some: a backlog (a frozen relay's), not live pictures.
-GAP_SECONDS: Final = 1.0
 FrameHandler = Callable[[str, Any], None]
 QualityHandler = Callable[[QualitySample], None]
 
@@ -157,24 +151,16 @@ def is_key_frame(data: bytes) -> bool:
 
 class KeyframeGate:
     """In front of a video receiver's jitter buffer: after a loss, no frame is decoded until a
-    key frame arrives, so no frame decoded against missing references reaches anyone. A gap in
-    arrival counts as a loss: what comes first after it is what the path held meanwhile (a frozen
-    relay releases the seconds it buffered), and would be shown late."""
+    key frame arrives, so no frame decoded against missing references reaches anyone."""
 
-    def __init__(self, add: JitterAdd, *, pli_every: float = PLI_SECONDS, gap: float = GAP_SECONDS) -> None:
+    def __init__(self, add: JitterAdd, *, pli_every: float = PLI_SECONDS) -> None:
         self._add = add
         self._pli_every = pli_every
-        self._gap = gap
         self.waiting = True  # for the first key frame: the stream may start mid-way
         self.dropped = 0
         self._last_pli: float | None = None
-        self._last_packet: float | None = None
 
     def __call__(self, packet: Any) -> tuple[bool, Any]:
-        now = time.monotonic()
-        if self._last_packet is not None and now - self._last_packet >= self._gap:
-            self.waiting = True  # a key frame asked for now is the first live picture
-        self._last_packet = now
         pli, frame = self._add(packet)
         if pli:
             self.waiting = True  # the buffer skipped packets: references are lost
@@ -184,6 +170,7 @@ class KeyframeGate:
             elif self.waiting:
                 self.dropped += 1
                 frame = None
+        now = time.monotonic()
         if self.waiting and (self._last_pli is None or now - self._last_pli >= self._pli_every):
             pli = True
         if pli:

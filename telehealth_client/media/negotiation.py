@@ -585,8 +585,8 @@ def _expired(negotiation: Negotiation, timer: Timer) -> Step:
         assert negotiation.remote_id is not None
         timeout = ANSWER_TIMEOUTS_SECONDS[link.tries - 1]
         return replace(negotiation, links=building), (
-            Arm(Timer("answer", link.round, link.tries), timeout),  # before the offer is made
             CreateOffer(link.id, negotiation.remote_id),
+            Arm(Timer("answer", link.round, link.tries), timeout),
         )
     if pending.id != timer.link:
         return negotiation, ()
@@ -669,9 +669,7 @@ def _offer(negotiation: Negotiation, signal: Offer, publisher: str, timetoken: i
     ufrag = ice_ufrag(signal.sdp)
     links = negotiation.links
     if negotiation.active and ufrag is not None and links.by_ufrag(ufrag) is not None:
-        # Its ICE credentials are a connection's we have: a renegotiation (which aiortc cannot do:
-        # PROTOCOL asks for a new connection) or the same offer again. Not answered, and said so.
-        return negotiation, (Refused("duplicate", "an offer for a connection we already have"),)
+        return _ignored(negotiation, "duplicate", "an offer for a connection we already have")
     ours = links.pending
     if negotiation.active and ours is not None and ours.offered and not negotiation.polite:
         if ours.remote_description:

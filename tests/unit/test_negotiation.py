@@ -381,16 +381,16 @@ def test_an_unanswered_offer_is_offered_three_times_then_the_call_has_failed() -
     # Each retry's time runs from when it is decided: the last ends 5 + 6 + 7 s after the first
     # offer, however long the new connections take to make.
     assert patient.feed(n.Expired(n.Timer("answer", 2, 1))) == (
-        n.Arm(n.Timer("answer", 2, 2), 6.0),
         n.CreateOffer(3, PROVIDER),
+        n.Arm(n.Timer("answer", 2, 2), 6.0),
     )
     assert patient.pending == 2  # the older offer is closed once the newer one is out
     assert patient.feed(n.LocalDescription(3, "offer", 300)) == (
         n.CloseLink(2, "superseded by a newer offer"),
     )
     assert patient.feed(n.Expired(n.Timer("answer", 2, 2))) == (
-        n.Arm(n.Timer("answer", 2, 3), 7.0),
         n.CreateOffer(4, PROVIDER),
+        n.Arm(n.Timer("answer", 2, 3), 7.0),
     )
     patient.feed(n.LocalDescription(4, "offer", 400))
     assert sum(n.ANSWER_TIMEOUTS_SECONDS) == 18.0
@@ -435,12 +435,12 @@ def test_a_retry_that_cannot_be_offered_still_counts() -> None:
     provider.feed(n.Call(PATIENT))
     provider.feed(n.LocalDescription(1, "offer", 100))
     assert provider.feed(n.Expired(n.Timer("answer", 1, 1))) == (
-        n.Arm(n.Timer("answer", 1, 2), 6.0),
         n.CreateOffer(2, PATIENT),
+        n.Arm(n.Timer("answer", 1, 2), 6.0),
     )
     assert provider.feed(n.LinkFailed(2, "turn-unreachable", "TURN server unreachable")) == ()
     assert provider.pending == 1 and provider.state.phase == "offering"
-    assert provider.feed(n.Expired(n.Timer("answer", 1, 2)))[1] == n.CreateOffer(3, PATIENT)
+    assert provider.feed(n.Expired(n.Timer("answer", 1, 2)))[0] == n.CreateOffer(3, PATIENT)
     provider.feed(n.LinkFailed(3, "turn-unreachable", "TURN server unreachable"))
     assert provider.feed(n.Expired(n.Timer("answer", 1, 3))) == (n.PublishEnd(), n.CloseMedia(n.NO_ANSWER))
     assert provider.state.phase == "failed"
@@ -454,11 +454,7 @@ def test_an_offer_during_a_call_is_a_rebuild_answered_on_a_new_connection() -> N
     assert patient.receive(rebuilt, PROVIDER, 300) == (n.AcceptOffer(2, rebuilt.sdp, PROVIDER, True),)
     assert patient.current == 1 and patient.state.phase == "connected"
     assert codes(patient.receive(offer("s1", sender=COLLEAGUE), COLLEAGUE, 310)) == ["other-peer"]
-    before = patient.state
-    assert patient.receive(offer("u1"), PROVIDER, 320) == (
-        n.Refused("duplicate", "an offer for a connection we already have"),
-    )
-    assert patient.state == before
+    assert codes(patient.receive(offer("u1"), PROVIDER, 320)) == ["duplicate"]
 
 
 def test_an_offer_no_connection_can_be_built_for_is_refused_and_changes_nothing() -> None:
@@ -643,6 +639,11 @@ REFUSALS: list[tuple[Callable[[], Side], n.Event, n.Ignored]] = [
         calling,
         n.Received(offer(sender=PATIENT), PATIENT, 101),
         n.Ignored("glare", "both offered: the polite side answers ours"),
+    ),
+    (
+        in_call,
+        n.Received(offer("u1"), PROVIDER, 300),
+        n.Ignored("duplicate", "an offer for a connection we already have"),
     ),
     (
         lambda: Side(PROVIDER, polite=False),
