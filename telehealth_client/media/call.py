@@ -263,20 +263,13 @@ class MediaCall:
 
     async def offer(self) -> str:
         pc = await self._connection()
-        try:
-            sending = {track.kind for track in self._tracks}
-            for kind in ("audio", "video"):
-                if kind not in sending:
-                    # No camera or microphone here: still receive the other side's (a one-way call).
-                    pc.addTransceiver(kind, direction="recvonly")
-            await pc.setLocalDescription(await pc.createOffer())
-            return await self._described(pc)
-        except CallError:
-            await self._discard(pc)
-            raise
-        except Exception as exc:
-            await self._discard(pc)
-            raise CallError("media", f"no offer could be made ({type(exc).__name__})") from None
+        sending = {track.kind for track in self._tracks}
+        for kind in ("audio", "video"):
+            if kind not in sending:
+                # No camera or microphone here: still receive the other side's (a one-way call).
+                pc.addTransceiver(kind, direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        return await self._described(pc)
 
     async def answer(self, remote_offer: str) -> str:
         check_sdp(remote_offer, "offer")
@@ -284,15 +277,15 @@ class MediaCall:
         try:
             await self._set_remote(pc, RTCSessionDescription(sdp=remote_offer, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
-            described = await self._described(pc)
         except CallError:
             await self._discard(pc)
             raise
-        except Exception as exc:
-            # aiortc takes some broken offers and fails only while answering them, with
-            # exceptions of every kind: that connection is unusable, the next offer gets a fresh one.
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            # aiortc takes some broken offers and only fails while answering them: that
+            # connection is unusable now, the next offer gets a fresh one.
             await self._discard(pc)
             raise CallError("sdp", f"the remote offer could not be answered ({type(exc).__name__})") from None
+        described = await self._described(pc)
         self._arm_watchdog(self._connect_within)
         self._start_quality()
         return described
@@ -300,10 +293,7 @@ class MediaCall:
     async def _discard(self, pc: RTCPeerConnection) -> None:
         if self._pc is pc:
             self._pc = None
-        try:
-            await pc.close()
-        except Exception as exc:  # a connection that broke while it was set up may fail to close
-            log.warning("discarded connection did not close cleanly error=%s", type(exc).__name__)
+        await pc.close()
 
     async def accept_answer(self, sdp: str) -> None:
         check_sdp(sdp, "answer")
@@ -316,7 +306,7 @@ class MediaCall:
     async def _set_remote(self, pc: RTCPeerConnection, description: RTCSessionDescription) -> None:
         try:
             await pc.setRemoteDescription(description)
-        except Exception as exc:  # aiortc fails on broken descriptions with exceptions of every kind
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise CallError(
                 "sdp", f"the remote {description.type} could not be used ({type(exc).__name__})"
             ) from None
@@ -328,9 +318,7 @@ class MediaCall:
             raise CallError("candidate", "no connection to add it to")
         try:
             await self._pc.addIceCandidate(to_aiortc_candidate(candidate))
-        except CallError:
-            raise
-        except Exception as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             raise CallError("candidate", f"was refused ({type(exc).__name__})") from None
 
     def _on_track(self, track: MediaStreamTrack) -> None:
