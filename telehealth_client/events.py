@@ -7,7 +7,7 @@ Public API:
   ``TokenExpiring``, ``AccessDenied``, ``AccessRenewing``, ``AccessRenewed``, ``BusStatusChanged``,
   ``SessionClosed``, ``EndpointIdle``, ``InvitationReceived``, ``StateSaved``, ``ChatMessageAdded``,
   ``ChatStatusChanged``, ``ChatReadUpdated``, ``ChatWiped``, ``EmergencyUpdated``, ``EmergencyAlert``,
-  ``CallStateChanged``, ``MediaFlowing``, ``MediaFailed``, ``CallQualityChanged``,
+  ``CallStateChanged``, ``MediaFlowing``, ``MediaFailed``, ``OfferRefused``, ``CallQualityChanged``,
   ``ConsultationNotFollowed``, ``GuestAccessRevoked``, and ``Missed``
   (delivered only to a subscriber that fell behind).
 - ``EventHub.emit(event)``: synchronous, never blocks and never raises into the emitter. Call it
@@ -227,7 +227,9 @@ class EmergencyAlert:
 
 @dataclass(frozen=True)
 class CallStateChanged:
-    """The call's negotiation moved: idle, offering, answering, connected or ended."""
+    """The call's negotiation moved: idle, offering, answering, connected, ended, or failed (our
+    offers went unanswered: the call is over, the consultation goes on and a new call may start).
+    A connection rebuilt during a call does not change it (``MediaFailed`` / ``MediaFlowing`` do)."""
 
     kind: ClassVar[str] = "call-state"
     consultation_id: str
@@ -254,6 +256,17 @@ class MediaFailed:
     kind: ClassVar[str] = "media-failed"
     consultation_id: str
     source: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class OfferRefused:
+    """An offer on the call's channel was not answered: its SDP cannot be used, or no connection
+    could be built for it (``code``, ``reason``: never the SDP itself). A call under way goes on."""
+
+    kind: ClassVar[str] = "offer-refused"
+    consultation_id: str
+    code: str
     reason: str
 
 
@@ -329,6 +342,7 @@ Event: TypeAlias = (
     | CallStateChanged
     | MediaFlowing
     | MediaFailed
+    | OfferRefused
     | CallQualityChanged
     | ConsultationNotFollowed
     | GuestAccessRevoked

@@ -33,6 +33,11 @@ Clean frames after a loss: aiortc's VP8 decoder decodes frames whose reference f
 whenever the buffer skips packets (it says so by asking for a PLI), encoded frames are dropped
 before decoding until a key frame arrives, and a key frame is requested (PLI) again every
 ``PLI_SECONDS`` until it does. A key frame references nothing, so what follows it decodes cleanly.
+The same when packets arrive ``STALE_SECONDS`` later than their RTP timestamps say: a relay that was
+frozen releases the packets it buffered (seconds of pictures) when it resumes, clean but stale; the
+key frame asked for then is the first live picture (a live stream at a low frame rate is on time:
+its timestamps advance as it arrives). Kept connections make this matter: the call goes on on the
+connection that stalled (PROTOCOL.md, Recovery).
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ from telehealth_client.media.common import CallError, TurnConfig, check_sdp
 from telehealth_client.media.quality import (
     BitrateCeiling,
     JitterAdd,
+    JitterControls,
     QualitySample,
     StatsMeter,
     cap_video_encoder,
@@ -86,6 +92,13 @@ CONNECT_SECONDS: Final = 10.0
 FEEDBACK_SECONDS: Final = 5.0
 QUALITY_SECONDS: Final = 1.0
 PLI_SECONDS: Final = 0.3  # a PLI lost on the way is asked again this soon
+# Video packets this much later than their RTP timestamps say: a backlog (a frozen relay releases
+# what it held when it resumes), not live pictures. Jitter is tens of milliseconds.
+STALE_SECONDS: Final = 1.0
+# A jitter buffer held back this long by a missing packet gives it up (see ``skip_jitter_hole``):
+# a NACK's repair takes one round trip, well under this on any network a call can run on.
+HOLE_SECONDS: Final = 0.5
+VIDEO_CLOCK_RATE: Final = 90_000  # RTP video clock (RFC 3551; VP8 and H.264 alike)
 FrameHandler = Callable[[str, Any], None]
 QualityHandler = Callable[[QualitySample], None]
 
@@ -151,17 +164,56 @@ def is_key_frame(data: bytes) -> bool:
 
 class KeyframeGate:
     """In front of a video receiver's jitter buffer: after a loss, no frame is decoded until a
-    key frame arrives, so no frame decoded against missing references reaches anyone."""
+    key frame arrives, so no frame decoded against missing references reaches anyone. Packets that
+    arrive much later than their RTP timestamps say (a frozen relay releasing what it held) count
+    as a loss too: clean pictures, but seconds old."""
 
-    def __init__(self, add: JitterAdd, *, pli_every: float = PLI_SECONDS) -> None:
-        self._add = add
+    def __init__(
+        self,
+        jitter: JitterControls | JitterAdd,
+        *,
+        pli_every: float = PLI_SECONDS,
+        stale_after: float = STALE_SECONDS,
+        hole_after: float = HOLE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._jitter = jitter if isinstance(jitter, JitterControls) else JitterControls(jitter)
         self._pli_every = pli_every
+        self._stale_after = stale_after
+        self._hole_after = hole_after
+        self._clock = clock
         self.waiting = True  # for the first key frame: the stream may start mid-way
         self.dropped = 0
+        self.holes_skipped = 0
+        self.backlogs_dropped = 0
         self._last_pli: float | None = None
+        self._last: tuple[float, int] | None = None  # (arrival, RTP timestamp) of the last packet
+        self._blocked_since: float | None = None  # packets went in and no frame came out since
 
     def __call__(self, packet: Any) -> tuple[bool, Any]:
-        pli, frame = self._add(packet)
+        now = self._clock()
+        if self._late(now, packet.timestamp) >= self._stale_after:
+            self.waiting = True  # the key frame asked for now is the first live picture
+        self._last = (now, packet.timestamp)
+        pli, frame = self._jitter.add(packet)
+        if frame is not None:
+            self._blocked_since = None
+            behind = getattr(frame, "timestamp", None)
+            if isinstance(behind, int) and _media_seconds(behind, packet.timestamp) >= self._stale_after:
+                # Frames piled up in the buffer (behind a hole, or released by a frozen relay): it
+                # hands out one per packet, so they would stay this late for good. Dropped, the key
+                # frame asked for is live.
+                self._jitter.drop_before(packet.timestamp)
+                self.backlogs_dropped += 1
+                frame, pli = None, True
+        elif self._blocked_since is None:
+            self._blocked_since = now
+        elif now - self._blocked_since >= self._hole_after and self._jitter.skip_hole():
+            # A packet not repaired by now will not be (NACK answers take a round trip): what
+            # follows it comes out, and the key frame asked for makes it decodable again.
+            self.holes_skipped += 1
+            self._blocked_since = now
+            pli = True
         if pli:
             self.waiting = True  # the buffer skipped packets: references are lost
         if frame is not None:
@@ -170,12 +222,24 @@ class KeyframeGate:
             elif self.waiting:
                 self.dropped += 1
                 frame = None
-        now = time.monotonic()
         if self.waiting and (self._last_pli is None or now - self._last_pli >= self._pli_every):
             pli = True
         if pli:
             self._last_pli = now
         return pli, frame  # a true pli makes the receiver send the PLI itself
+
+    def _late(self, now: float, timestamp: int) -> float:
+        """How much longer than its media time the wait for this packet was (0 when on time)."""
+        if self._last is None:
+            return 0.0
+        arrived, previous = self._last
+        return (now - arrived) - _media_seconds(previous, timestamp)
+
+
+def _media_seconds(earlier: int, later: int) -> float:
+    """Media time from RTP timestamp ``earlier`` to ``later`` (negative if it went back; wraps)."""
+    advance = (later - earlier) & 0xFFFFFFFF
+    return (advance if advance < 0x80000000 else advance - 0x100000000) / VIDEO_CLOCK_RATE
 
 
 def _shape(sample: QualitySample) -> tuple[int, int | None, int | None, int | None, bool]:
@@ -263,13 +327,20 @@ class MediaCall:
 
     async def offer(self) -> str:
         pc = await self._connection()
-        sending = {track.kind for track in self._tracks}
-        for kind in ("audio", "video"):
-            if kind not in sending:
-                # No camera or microphone here: still receive the other side's (a one-way call).
-                pc.addTransceiver(kind, direction="recvonly")
-        await pc.setLocalDescription(await pc.createOffer())
-        return await self._described(pc)
+        try:
+            sending = {track.kind for track in self._tracks}
+            for kind in ("audio", "video"):
+                if kind not in sending:
+                    # No camera or microphone here: still receive the other side's (a one-way call).
+                    pc.addTransceiver(kind, direction="recvonly")
+            await pc.setLocalDescription(await pc.createOffer())
+            return await self._described(pc)
+        except CallError:
+            await self._discard(pc)
+            raise
+        except Exception as exc:
+            await self._discard(pc)
+            raise CallError("media", f"no offer could be made ({type(exc).__name__})") from None
 
     async def answer(self, remote_offer: str) -> str:
         check_sdp(remote_offer, "offer")
@@ -277,15 +348,15 @@ class MediaCall:
         try:
             await self._set_remote(pc, RTCSessionDescription(sdp=remote_offer, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
+            described = await self._described(pc)
         except CallError:
             await self._discard(pc)
             raise
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            # aiortc takes some broken offers and only fails while answering them: that
-            # connection is unusable now, the next offer gets a fresh one.
+        except Exception as exc:
+            # aiortc takes some broken offers and fails only while answering them, with
+            # exceptions of every kind: that connection is unusable, the next offer gets a fresh one.
             await self._discard(pc)
             raise CallError("sdp", f"the remote offer could not be answered ({type(exc).__name__})") from None
-        described = await self._described(pc)
         self._arm_watchdog(self._connect_within)
         self._start_quality()
         return described
@@ -293,7 +364,10 @@ class MediaCall:
     async def _discard(self, pc: RTCPeerConnection) -> None:
         if self._pc is pc:
             self._pc = None
-        await pc.close()
+        try:
+            await pc.close()
+        except Exception as exc:  # a connection that broke while it was set up may fail to close
+            log.warning("discarded connection did not close cleanly error=%s", type(exc).__name__)
 
     async def accept_answer(self, sdp: str) -> None:
         check_sdp(sdp, "answer")
@@ -306,7 +380,7 @@ class MediaCall:
     async def _set_remote(self, pc: RTCPeerConnection, description: RTCSessionDescription) -> None:
         try:
             await pc.setRemoteDescription(description)
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        except Exception as exc:  # aiortc fails on broken descriptions with exceptions of every kind
             raise CallError(
                 "sdp", f"the remote {description.type} could not be used ({type(exc).__name__})"
             ) from None
@@ -318,7 +392,9 @@ class MediaCall:
             raise CallError("candidate", "no connection to add it to")
         try:
             await self._pc.addIceCandidate(to_aiortc_candidate(candidate))
-        except (ValueError, KeyError, TypeError) as exc:
+        except CallError:
+            raise
+        except Exception as exc:
             raise CallError("candidate", f"was refused ({type(exc).__name__})") from None
 
     def _on_track(self, track: MediaStreamTrack) -> None:
@@ -328,9 +404,9 @@ class MediaCall:
                 if receiver.track is track:
                     gate: KeyframeGate | None = None
 
-                    def install(add: JitterAdd) -> JitterAdd:
+                    def install(jitter: JitterControls) -> JitterAdd:
                         nonlocal gate
-                        gate = KeyframeGate(add)
+                        gate = KeyframeGate(jitter)
                         return gate
 
                     if gate_video_receiver(receiver, install) and gate is not None:

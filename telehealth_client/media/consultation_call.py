@@ -1,15 +1,19 @@
-"""A consultation's call: its signaling, its media child process, and what the consultation learns.
+"""A consultation's call: its signaling, its media child processes, and what the consultation learns.
 
 ``ConsultationCall`` puts together, for one ``ConsultationSession``: ``CallSignaling`` on the
-``.video`` channel; a media child (``MediaWorker``) started warm as soon as the call is built, so
-the call does not wait for aiortc's import; TURN credentials from the clinic backend; and the
-consequences for the consultation. The patient side answers by itself once the consultation is
-connecting (the provider calls). When the far side's media (video, or audio alone from a kiosk
-without a camera) first arrives the provider's side moves the consultation to in-progress
-(``CONSULTATION_STARTED``). When the media child dies, or the media
-stalls (the child's watchdog: no frame for 2 s), the call is rebuilt on a new connection in a fresh
-child (a spare is kept warm), with back-off while rebuilds do not bring media back, until the
-consultation ends; the consultation, chat and audit go on untouched, and the failure is reported.
+``.video`` channel; media children (``MediaWorker``), one per connection of the call, with a spare
+started warm as soon as the call is built, so that a connection never waits for aiortc's import;
+TURN credentials from the clinic backend; and the consequences for the consultation. The patient
+side answers by itself once the consultation is connecting (the provider calls). When the far
+side's media (video, or audio alone from a kiosk without a camera) first arrives the provider's
+side moves the consultation to in-progress (``CONSULTATION_STARTED``).
+
+What each child reports goes to the signaling, whose negotiation decides: a stall (no frame for
+2 s) or a child that died starts a new connection in the spare while the old one stays open (make
+before break); a child that hangs is killed (then it died). A child whose connection never carried
+media (its offer or answer failed, or it was superseded or given up) is idle again, or reset, and
+serves the next connection instead of a fresh spawn. The consultation, chat and
+audit go on untouched, and the failure is reported.
 
 Public API: ``MediaOptions(devices, env=None)``; ``ConsultationCall(session, clinic, hub,
 options=..., auditor=None, on_media_flowing=None)``; ``await start()``, ``await call()`` (to the
@@ -42,11 +46,7 @@ ANSWERING_STATES = (
     ConsultationState.WRAPPING_UP,
 )
 FlowingHandler = Callable[[str], Awaitable[None]]
-RECOVERY_MIN_SECONDS = 1.0
-RECOVERY_MAX_SECONDS = 10.0
-RETRY_SECONDS = 0.5  # between tries of one rebuild while TURN is out of reach
-STALL_YIELD_SECONDS = 1.0  # how long the polite side waits for the other side's rebuild
-STALL_REASON = "media stalled"
+HUNG = "the media process stopped answering"
 
 
 @dataclass(frozen=True)
@@ -78,12 +78,11 @@ class ConsultationCall:
         self._user_id = consultation.user_id
         self._patient_id = consultation.patient_id
         self._warm: asyncio.Task[MediaWorker] | None = None
+        self._idle: MediaWorker | None = None  # started once, never connected: the next to use
+        self._hung: set[MediaWorker] = set()  # killed for their silence
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closes: set[asyncio.Future[None]] = set()  # children being closed: awaited, never cancelled
         self._closing = False
-        self._flowing: set[str] = set()
-        self._recovery: asyncio.Task[Any] | None = None
-        self._attempts = 0  # rebuilds since media last flowed
         self.signaling = CallSignaling(
             session,
             polite=consultation.role == "patient",
@@ -92,6 +91,8 @@ class ConsultationCall:
             hub=hub,
             auditor=auditor,
             accepting=lambda: session.consultation.state in ANSWERING_STATES,
+            media_reuse=self._reuse,
+            on_media_flowing=self._media_flowing,
         )
 
     @property
@@ -100,6 +101,7 @@ class ConsultationCall:
 
     @property
     def worker(self) -> MediaWorker | None:
+        """The media child of the connection that carries the call (or, before one does, the newest)."""
         media = self.signaling.media
         return media if isinstance(media, MediaWorker) else None
 
@@ -112,15 +114,12 @@ class ConsultationCall:
         await self.signaling.call(self._patient_id)
 
     async def hangup(self) -> None:
-        """End the call now: a rebuild under way is abandoned (it would hold the end-call back
-        for as long as TURN is out of reach), then ``end-call`` goes out."""
-        await self._stop_recovery()
-        self._attempts = 0
+        """End the call now: ``end-call`` goes out and the call is reported ended; the media
+        children close behind (a connection being made, waiting for TURN, is abandoned first)."""
         await self.signaling.hangup()
 
     async def aclose(self) -> None:
         self._closing = True
-        await self._stop_recovery()
         await self.signaling.aclose()
         tasks = list(self._tasks)
         for task in tasks:
@@ -132,11 +131,14 @@ class ConsultationCall:
             warm.cancel()
             worker = (await asyncio.gather(warm, return_exceptions=True))[0]
             if isinstance(worker, MediaWorker):
-                await worker.aclose()
-        if self._closes:
+                self._close_later(worker)
+        idle, self._idle = self._idle, None
+        if idle is not None:
+            self._close_later(idle)
+        while self._closes:
             await asyncio.gather(*self._closes, return_exceptions=True)
 
-    # -- the media child ----------------------------------------------------------------------------
+    # -- the media children -------------------------------------------------------------------------
 
     def _spawn(self, coroutine: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coroutine)
@@ -145,14 +147,26 @@ class ConsultationCall:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def _close_later(self, worker: MediaWorker) -> None:
+        closing = asyncio.ensure_future(worker.aclose())
+        self._closes.add(closing)
+        closing.add_done_callback(self._closes.discard)
+
     def _warm_up(self) -> None:
         if self._warm is None and not self._closing:
             self._warm = asyncio.ensure_future(self._spawn_watched())
 
     async def _spawn_watched(self) -> MediaWorker:
-        """A fresh child, watched from its first moment: one that hangs while it waits is killed."""
-        worker = await MediaWorker.spawn(on_event=self._on_worker_event, env=self._options.env)
+        """A fresh child, watched from its first moment: one that hangs is killed, one that dies
+        is reported if it was in the call."""
+        spawned: list[MediaWorker] = []
+        worker = await MediaWorker.spawn(
+            on_event=lambda event: self._on_worker_event(spawned[0] if spawned else None, event),
+            env=self._options.env,
+        )
+        spawned.append(worker)
         self._spawn(self._kill_if_silent(worker), "media-child-silence")
+        self._spawn(self._watch(worker), "media-child-watch")
         return worker
 
     async def _kill_if_silent(self, worker: MediaWorker) -> None:
@@ -162,129 +176,110 @@ class ConsultationCall:
         await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         if not worker.exited.done():
             log.error("media child hangs consultation=%s pid=%d: killing it", self._cid, worker.pid)
-            if not self._closing and self.signaling.media is worker:
-                self._hub.emit(
-                    events.MediaFailed(self._cid, "media-process", "the media process stopped answering")
-                )
+            self._hung.add(worker)
             worker.kill()
+
+    async def _watch(self, worker: MediaWorker) -> None:
+        # Shielded: this task is cancelled at close, and must not cancel the future with it
+        # (``aclose`` would then take the child for exited and wait for it for ever).
+        code = await asyncio.shield(worker.exited)
+        hung = worker in self._hung
+        self._hung.discard(worker)
+        if self._idle is worker:
+            self._idle = None
+        if self._closing or not self.signaling.holds(worker):
+            return  # closed on purpose, or not (or no longer) in the call
+        reason = HUNG if hung else f"the media process exited ({_describe_exit(code)})"
+        log.error("media child died consultation=%s pid=%d reason=%s", self._cid, worker.pid, reason)
+        self.signaling.media_lost(worker, reason)
 
     async def _turn(self) -> TurnConfig:
         grant = await self._clinic.turn_credentials(self._user_id)
         return TurnConfig(tuple(grant.urls), grant.username, grant.credential)
 
     async def _media(self, turn: TurnConfig) -> MediaBackend:
-        self._warm_up()
-        warm, self._warm = self._warm, None
-        assert warm is not None
-        try:
-            worker = await warm
-        except Exception:
-            # The warm child did not come up: one more try, cold.
-            worker = await self._spawn_watched()
-        self._warm_up()  # a spare for the next rebuild: recovery must not wait for aiortc's import
-        self._flowing.clear()
+        """A started child for a new connection: the idle one, else the warm spare (a fresh one if
+        that did not come up), and a new spare warms up behind it."""
+        worker, self._idle = self._idle, None
+        if worker is None or worker.exited.done():
+            worker = await self._take_warm()
         try:
             try:
                 await worker.start(turn, self._options.devices)
             except CallError as exc:
                 if exc.code != "media-process":
                     raise
-                # The spare died or hung while it waited (it was killed): the call takes a fresh one.
+                # The spare died or hung while it waited (it was killed): take a fresh one.
                 log.warning(
                     "media child unusable consultation=%s reason=%s: taking a fresh one",
                     self._cid,
                     exc.reason,
                 )
-                await worker.aclose()
+                self._close_later(worker)
                 worker = await self._spawn_watched()
                 await worker.start(turn, self._options.devices)
         except BaseException:
-            # Not handed over (a failed start, or the rebuild abandoned by a hangup): ours to close.
-            closing = asyncio.ensure_future(worker.aclose())
-            self._closes.add(closing)
-            closing.add_done_callback(self._closes.discard)
-            await asyncio.shield(closing)
+            # Not handed over (a failed start, or the connection abandoned by a hangup): ours to close.
+            self._close_later(worker)
             raise
-        self._spawn(self._watch(worker), "media-child-watch")
         return worker
 
-    async def _stop_recovery(self) -> None:
-        recovery, self._recovery = self._recovery, None
-        if recovery is not None and not recovery.done():
-            recovery.cancel()
-            await asyncio.gather(recovery, return_exceptions=True)
+    async def _take_warm(self) -> MediaWorker:
+        self._warm_up()
+        warm, self._warm = self._warm, None
+        assert warm is not None
+        try:
+            worker = await warm
+        except Exception:
+            worker = await self._spawn_watched()  # the warm child did not come up: one more try, cold
+        self._warm_up()  # a spare for the next connection: a rebuild must not wait for aiortc's import
+        return worker
 
-    def _recover_soon(self, reason: str, media: MediaBackend | None) -> None:
-        """Rebuild the call (once at a time), with back-off while rebuilds do not bring media back."""
-        if self._closing or (self._recovery is not None and not self._recovery.done()):
+    async def _reuse(self, media: MediaBackend, connected: bool) -> bool:
+        """A child whose connection never carried media (its offer or answer failed: it is idle
+        already; or superseded, given up: ``connected``, reset first) serves the next connection
+        instead of a fresh spawn."""
+        if self._closing or not isinstance(media, MediaWorker) or media.exited.done():
+            return False
+        if connected:
+            try:
+                await media.reset()
+            except CallError as exc:
+                log.warning("media child not reused consultation=%s reason=%s", self._cid, exc.reason)
+                return False
+        if self._closing or media.exited.done():
+            return False
+        previous, self._idle = self._idle, media
+        if previous is not None:
+            self._close_later(previous)
+        return True
+
+    def _media_flowing(self, kind: str) -> None:
+        if self._on_media_flowing is not None and not self._closing:
+            # Video, or audio from a kiosk whose camera is gone: the call is on either way.
+            self._spawn(self._on_media_flowing(kind), "media-flowing")
+
+    def _on_worker_event(self, worker: MediaWorker | None, event: dict[str, Any]) -> None:
+        if worker is None or self._closing:
             return
-        self._recovery = self._spawn(self._recover(reason, media), "call-recovery")
-
-    async def _recover(self, reason: str, media: MediaBackend | None) -> None:
-        """Rebuild until a connection is up again or the consultation ends.
-
-        A stall is seen by both sides at once: the polite side (the patient's) first gives the
-        other side's new offer a moment, so that one rebuild is made, not two racing ones. While
-        TURN is out of reach each try fails fast (its probe) and the next follows shortly, so the
-        call is back soon after TURN is; when rebuilds succeed but bring no media, the pause before
-        the next grows (1, 2, 4... 10 s) until media flows again.
-        """
-        self._attempts += 1
-        delay = (
-            0.0
-            if self._attempts == 1
-            else min(RECOVERY_MAX_SECONDS, RECOVERY_MIN_SECONDS * 2 ** (self._attempts - 2))
-        )
-        if self.signaling.polite and reason == STALL_REASON:
-            delay = max(delay, STALL_YIELD_SECONDS)
-        while not self._closing:
-            if delay:
-                await asyncio.sleep(delay)  # back-off between rebuilds, not synchronisation
-                if self.signaling.media is not None and self.signaling.media is not media:
-                    return  # the other side rebuilt the connection meanwhile
-            if await self.signaling.rebuild(reason, media):
-                return
-            media = None
-            delay = RETRY_SECONDS  # TURN (or the media child) not there yet: try again soon
-
-    async def _watch(self, worker: MediaWorker) -> None:
-        # A hung child is killed by its silence watch (``_kill_if_silent``): here it is one that died.
-        code = await worker.exited
-        if self._closing or self.signaling.media is not worker:
-            return  # closed on purpose, or already replaced
-        reason = (
-            f"the media process exited ({'signal ' + str(-code) if code < 0 else 'exit code ' + str(code)})"
-        )
-        log.error("media child died consultation=%s pid=%d reason=%s", self._cid, worker.pid, reason)
-        self._hub.emit(events.MediaFailed(self._cid, "media-process", reason))
-        self._recover_soon(reason, worker)
-
-    def _on_worker_event(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
         if kind == "stall":
-            log.warning("call stalled consultation=%s: rebuilding it", self._cid)
-            self._hub.emit(events.MediaFailed(self._cid, "network", "media stalled"))
-            self._recover_soon(STALL_REASON, self.signaling.media)
-        elif kind == "first-frame":
-            media = str(event.get("kind"))
-            # Media is back (of any kind: a far camera may be gone for good): the next trouble
-            # starts the back-off afresh.
-            self._attempts = 0
-            if media not in self._flowing:
-                first = not self._flowing
-                self._flowing.add(media)
-                self._hub.emit(events.MediaFlowing(self._cid, media))
-                if first and self._on_media_flowing is not None:
-                    # Video, or audio from a kiosk whose camera is gone: the call is on either way.
-                    self._spawn(self._on_media_flowing(media), "media-flowing")
+            self.signaling.media_stalled(worker)
+        elif kind in ("first-frame", "resumed"):
+            self.signaling.media_flowing(worker, str(event.get("kind")))
         elif kind == "quality":
-            self._hub.emit(quality_event(self._cid, event))
-        elif kind == "device-failed":
+            if self.signaling.is_current(worker):  # a new connection's samples are not the call's yet
+                self._hub.emit(quality_event(self._cid, event))
+        elif kind == "device-failed" and self.signaling.holds(worker):
             device, reason = str(event.get("kind")), str(event.get("reason"))
             log.warning(
                 "device failed mid-call consultation=%s device=%s reason=%s", self._cid, device, reason
             )
             self._hub.emit(events.MediaFailed(self._cid, device, reason))
+
+
+def _describe_exit(code: int) -> str:
+    return f"signal {-code}" if code < 0 else f"exit code {code}"
 
 
 def quality_event(consultation_id: str, sample: dict[str, Any]) -> events.CallQualityChanged:

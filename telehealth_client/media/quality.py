@@ -313,14 +313,79 @@ def cap_video_encoder(sender: Any, ceiling: int) -> CappedEncoder | None:
 JitterAdd = Callable[[Any], tuple[bool, Any]]
 
 
-def gate_video_receiver(receiver: Any, wrap: Callable[[JitterAdd], JitterAdd]) -> bool:
-    """Put ``wrap(add)`` in front of the receiver's jitter buffer: every RTP packet goes through
-    it, and an encoded frame it does not return is never decoded. False if it could not be."""
+@dataclass(frozen=True)
+class JitterControls:
+    """A video receiver's jitter buffer, as the key-frame gate works it: ``add(packet) -> (pli,
+    frame)`` is aiortc's own; ``skip_hole()`` and ``drop_before(timestamp)`` drop packets that
+    hold live pictures back (see ``skip_jitter_hole`` and ``drop_jitter_backlog``), each returning
+    how many slots it dropped."""
+
+    add: JitterAdd
+    skip_hole: Callable[[], int] = lambda: 0
+    drop_before: Callable[[int], int] = lambda timestamp: 0
+
+
+def gate_video_receiver(receiver: Any, wrap: Callable[[JitterControls], JitterAdd]) -> bool:
+    """Put ``wrap(controls)`` in front of the receiver's jitter buffer: every RTP packet goes
+    through it, and an encoded frame it does not return is never decoded. False if it could not be."""
     buffer = getattr(receiver, _RECEIVER_JITTER_BUFFER, None)
     if buffer is None or not callable(getattr(buffer, "add", None)):
         return False
-    buffer.add = wrap(buffer.add)
+    buffer.add = wrap(jitter_controls(buffer))
     return True
+
+
+def jitter_controls(buffer: Any) -> JitterControls:
+    """The controls of one aiortc ``JitterBuffer`` (its own ``add``, before any wrapping)."""
+    return JitterControls(
+        buffer.add, lambda: skip_jitter_hole(buffer), lambda timestamp: drop_jitter_backlog(buffer, timestamp)
+    )
+
+
+def _waiting_packets(buffer: Any) -> list[Any | None] | None:
+    """The buffer's slots in sequence order from its origin (None: missing), or None if unreadable."""
+    origin, slots = getattr(buffer, "_origin", None), getattr(buffer, "_packets", None)
+    if not isinstance(origin, int) or not isinstance(slots, list) or not slots:
+        return None
+    ordered: list[Any | None] = []
+    for offset in range(len(slots)):
+        sequence = (origin + offset) & 0xFFFF
+        packet = slots[sequence % len(slots)]
+        ordered.append(packet if packet is not None and packet.sequence_number == sequence else None)
+    return ordered
+
+
+def skip_jitter_hole(buffer: Any) -> int:
+    """Drop the packets in front of the first packet that follows a missing one in aiortc's
+    jitter buffer, so that what follows the hole can come out; how many slots were dropped (0 when
+    no packet waits behind a hole).
+
+    The buffer hands out a frame only when every packet from its origin on is there: a packet that
+    is never repaired (lost while a relay was frozen: too old for the sender to send again) holds
+    back everything behind it until 512 more packets have come, many seconds at a low bitrate."""
+    missing = False
+    for offset, packet in enumerate(_waiting_packets(buffer) or ()):
+        if packet is None:
+            missing = True
+        elif missing:
+            buffer.remove(offset)
+            return offset
+    return 0
+
+
+def drop_jitter_backlog(buffer: Any, timestamp: int) -> int:
+    """Drop every packet in front of the first one of the frame with RTP ``timestamp``; how many
+    slots were dropped (0 when no such packet waits).
+
+    aiortc's buffer hands out one frame per packet that arrives: frames that piled up (behind a
+    hole, or released by a frozen relay) then come out one per packet for good, seconds late at a
+    steady rate. Dropped, the next key frame is live."""
+    for offset, packet in enumerate(_waiting_packets(buffer) or ()):
+        if packet is not None and packet.timestamp == timestamp:
+            if offset:
+                buffer.remove(offset)
+            return offset
+    return 0
 
 
 def inbound_packets(pc: Any) -> int | None:

@@ -2,23 +2,30 @@
 
 ``CallSignaling`` follows one ``ConsultationSession``: the session hands it every decoded signal
 of the ``.video`` channel (in order, with publisher and timetoken); it steps the pure
-``negotiation`` and runs the effects: it asks the media (a ``MediaCall``, or its handle in a child
-process) for an offer or an answer, publishes them with ``store=0``, adds the other side's
-candidates, publishes ``end-call`` for a hangup of our own, and closes the media.
+``negotiation`` and runs the effects: it asks a new media (a ``MediaCall``, or a child process's
+handle) for each connection's offer or answer and publishes them with ``store=0``, adds the other
+side's candidates to the connection they belong to, publishes ``end-call`` for a hangup of our own,
+arms the negotiation's timers, and closes connections (``LinkMedia``: off the caller's path).
+What the media reports (``media_flowing``, ``media_stalled``, ``media_lost``) is stepped too: that
+is how a rebuilt connection replaces the old one only once it carries media (PROTOCOL.md,
+"Recovery").
 
 TURN credentials come from ``turn_source`` (the clinic backend); when TURN refuses them the
-source is asked once more (they may have expired on the way), then the call fails with the reason.
-A bad SDP or candidate is dropped with a warning and the call goes on; signals from anyone but the
-consultation's current participants are ignored. Before the consultation is connecting, an offer
-from its own provider (and what that provider signals after it) is held for up to
-``EARLY_OFFER_HOLD_SECONDS`` and answered once its join arrives; an offer from anyone else is dropped.
+source is asked once more (they may have expired on the way). A bad SDP or candidate is dropped
+with a warning, an offer no connection can be built for is refused (``events.OfferRefused``), and
+the call goes on; signals from anyone but the consultation's current participants are ignored.
+Before the consultation is connecting, an offer from its own provider (and what that provider
+signals after it) is held for up to ``EARLY_OFFER_HOLD_SECONDS`` and answered once its join
+arrives; an offer from anyone else is dropped. A hangup goes out, and the call is reported ended,
+before any media is torn down.
 
 Public API:
 
 - ``CallSignaling(session, polite=..., turn_source=..., media_factory=..., hub=..., auditor=None,
-  accepting=lambda: True)``; ``await start()``, ``await call(remote_id)``, ``await hangup()``,
-  ``await rebuild(reason, media=None)`` (a new connection for the call under way), ``phase``,
-  ``media``, ``await aclose()``.
+  accepting=lambda: True, media_reuse=None, on_media_flowing=None)``; ``await start()``,
+  ``await call(remote_id)``, ``await hangup()``, ``media_flowing(media, kind)``,
+  ``media_stalled(media)``, ``media_lost(media, reason)``, ``phase``, ``media`` (the connection
+  carrying the call, or the newest), ``holds(media)``, ``is_current(media)``, ``await aclose()``.
 - ``MediaBackend``: what the media must offer (``MediaCall`` does).
 """
 
@@ -28,7 +35,6 @@ import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 from telehealth_client import events
 from telehealth_client.consultation.auditing import Auditor
@@ -36,11 +42,14 @@ from telehealth_client.consultation.lifecycle import publisher_role
 from telehealth_client.consultation.session import ConsultationSession, now
 from telehealth_client.logs import describe_exception
 from telehealth_client.media import negotiation as n
-from telehealth_client.media.common import CallError, TurnConfig, check_sdp
+from telehealth_client.media.common import CallError, TurnConfig, as_dtls_client_offer, check_sdp
+from telehealth_client.media.link_media import LinkMedia, MediaBackend, Reuse
 from telehealth_client.protocol import messages
 from telehealth_client.protocol.channels import ConsultationChannels
-from telehealth_client.protocol.messages import Answer, EndCall, IceCandidate, Offer, Signal, encode
+from telehealth_client.protocol.messages import Answer, EndCall, Offer, Signal, encode
 from telehealth_client.pubsub.bus import BusError, Envelope
+
+__all__ = ["EARLY_OFFER_HOLD_SECONDS", "CallSignaling", "MediaBackend", "MediaFactory", "TurnSource"]
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +57,16 @@ INBOX_LIMIT = 256  # signals waiting to be applied; beyond, the oldest go (a flo
 # PROTOCOL.md: the consultation's own provider's offer can overtake its PROVIDER_JOINED (another
 # channel): it is held this long for the join, then dropped. No media flows before connecting.
 EARLY_OFFER_HOLD_SECONDS = 5.0
-
-
-class MediaBackend(Protocol):
-    async def offer(self) -> str: ...
-
-    async def answer(self, remote_offer: str) -> str: ...
-
-    async def accept_answer(self, sdp: str) -> None: ...
-
-    async def add_candidate(self, candidate: IceCandidate) -> None: ...
-
-    async def aclose(self) -> None: ...
-
+# A new call's media opens the devices the last call's children may still hold while they close.
+DEVICES_RELEASE_SECONDS = 3.0
+# A media process being reset for reuse (its connection dropped) takes well under a second: waited
+# for rather than a new one started (seconds of CPU on a busy kiosk).
+REUSE_WAIT_SECONDS = 2.0
 
 TurnSource = Callable[[], Awaitable[TurnConfig]]
 # A media for a new connection (a MediaCall, or a child process's handle started with ``turn``).
 MediaFactory = Callable[[TurnConfig], Awaitable[MediaBackend]]
+MediaHandler = Callable[[str], None]
 
 
 class CallSignaling:
@@ -78,6 +80,8 @@ class CallSignaling:
         hub: events.EventHub,
         auditor: Auditor | None = None,
         accepting: Callable[[], bool] = lambda: True,
+        media_reuse: Reuse | None = None,
+        on_media_flowing: MediaHandler | None = None,
     ) -> None:
         self._session = session
         consultation = session.consultation
@@ -90,19 +94,23 @@ class CallSignaling:
         self._hub = hub
         self._auditor = auditor
         self._accepting = accepting
-        self._media: MediaBackend | None = None
+        self._on_media_flowing = on_media_flowing
+        self._media = LinkMedia(self._cid, reuse=media_reuse)
         self._lock = asyncio.Lock()  # one step (and its effects) at a time
         self._remove_handler: Callable[[], None] | None = None
-        self._inbox: collections.deque[n.Received] = collections.deque(maxlen=INBOX_LIMIT)
+        self._inbox: collections.deque[n.Event] = collections.deque(maxlen=INBOX_LIMIT)
         # The provider's signals that came before its join, and when they are given up.
         self._held: collections.deque[n.Received] = collections.deque(maxlen=INBOX_LIMIT)
         self._held_expiry: asyncio.TimerHandle | None = None
         self._remove_state_listener: Callable[[], None] | None = None
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None  # applies the inbox; cancelled at close
-        self._closings: set[asyncio.Task[None]] = set()  # media closes that outlived a cancelled step
+        self._building = False  # the worker is making a connection's offer or answer
+        self._timers: dict[n.Timer, asyncio.TimerHandle] = {}
+        self._closed = False
         self._end_reason: str | None = None  # why the last call ended
         self._announced: n.Phase = self._negotiation.phase
+        self._session_audited = False  # video_session_started told for the call under way
 
     @property
     def polite(self) -> bool:
@@ -114,7 +122,20 @@ class CallSignaling:
 
     @property
     def media(self) -> MediaBackend | None:
-        return self._media
+        """The media of the connection that carries the call (or, before one does, the newest)."""
+        links = self._negotiation.links
+        for link in (links.current, links.pending, links.building):
+            media = None if link is None else self._media.get(link.id)
+            if media is not None:
+                return media
+        return None
+
+    def holds(self, media: object) -> bool:
+        """Whether ``media`` is one of the call's connections (the current one, or a new one)."""
+        return self._media.link_of(media) is not None
+
+    def is_current(self, media: object) -> bool:
+        return self.media is media
 
     async def start(self) -> None:
         self._remove_handler = self._session.add_message_handler(self._on_message)
@@ -126,33 +147,31 @@ class CallSignaling:
             await self._step(n.Call(remote_id))
 
     async def hangup(self) -> None:
+        """End the call now: a connection being made (waiting for TURN, say) is abandoned first,
+        then ``end-call`` goes out and the call is reported ended; the media closes behind."""
+        await self._interrupt_build()
         async with self._lock:
             await self._step(n.Hangup())
+        self._resume_work()
 
-    async def rebuild(self, reason: str, media: MediaBackend | None = None) -> bool:
-        """The call's media is gone (``media``: the one that went; nothing to do if it was already
-        replaced or the call ended): offer again on a new connection. False when no offer could
-        be made (TURN out of reach, no media process): the call stays on, the caller tries again."""
-        async with self._lock:
-            if media is not None and media is not self._media:
-                return True  # a newer connection is already up
-            await self._close_media()
-            self._negotiation, effects = n.step(
-                self._negotiation, n.Rebuild(reason), is_participant=self._is_participant
-            )
-            if not any(isinstance(effect, n.CreateOffer) for effect in effects):
-                return True  # the call is over: nothing to rebuild
-            log.warning("call rebuilt consultation=%s reason=%s", self._cid, reason)
-            self._announce()
-            outcome = await self._describe("offer", lambda media: media.offer())
-            if isinstance(outcome, n.MediaFailed):
-                log.warning("call rebuild failed consultation=%s reason=%s", self._cid, outcome.reason)
-                return False
-            if outcome is not None:
-                await self._step(outcome)
-            return True
+    def media_flowing(self, media: object, kind: str) -> None:
+        """``media`` shows ``kind`` (its first frame, or its first after a stall)."""
+        self._from_media(media, lambda link: n.Flowing(link, kind))
+
+    def media_stalled(self, media: object) -> None:
+        self._from_media(media, n.Stalled)
+
+    def media_lost(self, media: object, reason: str) -> None:
+        """``media``'s process is gone (``reason``: how it ended)."""
+        self._from_media(media, lambda link: n.Lost(link, reason))
+
+    def _from_media(self, media: object, event: Callable[[int], n.Event]) -> None:
+        link = self._media.link_of(media)
+        if link is not None:
+            self._enqueue(event(link))
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._remove_handler is not None:
             self._remove_handler()
             self._remove_handler = None
@@ -166,11 +185,10 @@ class CallSignaling:
             await asyncio.gather(worker, return_exceptions=True)
         self._inbox.clear()
         async with self._lock:
-            if self._negotiation.active:
+            if self._negotiation.active or self._negotiation.phase == "answering":
                 await self._step(n.Hangup("closed"))
-            await self._close_media()
-        if self._closings:
-            await asyncio.gather(*self._closings, return_exceptions=True)
+            self._cancel_timers()
+        await self._media.aclose()
 
     # -- incoming -----------------------------------------------------------------------------------
 
@@ -188,6 +206,8 @@ class CallSignaling:
                 check_sdp(message.sdp, message.type)
             except CallError as exc:
                 self._dropped(envelope, "sdp", exc.reason)
+                if isinstance(message, Offer) and publisher != self._user_id:
+                    self._hub.emit(events.OfferRefused(self._cid, "sdp", exc.reason))
                 return
         received = n.Received(message, publisher, envelope.timetoken)
         if publisher != self._user_id and not self._accepting():
@@ -198,17 +218,31 @@ class CallSignaling:
             if isinstance(message, Offer):
                 self._dropped(envelope, "type", "an offer before the consultation is connecting")
                 return
-        # Queued, not handled here: answering takes a media process and TURN credentials (most of a
-        # second), and the session's other messages (chat, lifecycle) must not wait behind it.
+        # Queued, not handled here: answering takes a media process and TURN credentials, and the
+        # session's other messages (chat, lifecycle) must not wait behind it.
         if len(self._inbox) == self._inbox.maxlen:
             self._dropped(envelope, "type", "the signaling queue is full")
         self._enqueue(received)
 
-    def _enqueue(self, received: n.Received) -> None:
-        self._inbox.append(received)
+    def _enqueue(self, event: n.Event) -> None:
+        if self._closed:
+            return
+        self._inbox.append(event)
         self._arrived.set()
         if self._worker is None or self._worker.done():
             self._worker = asyncio.ensure_future(self._work())
+
+    def _resume_work(self) -> None:
+        if self._inbox and not self._closed and (self._worker is None or self._worker.done()):
+            self._worker = asyncio.ensure_future(self._work())
+
+    async def _interrupt_build(self) -> None:
+        """Stop the worker if it is making a connection (it may wait seconds for TURN); what it
+        took is closed by the step that follows, and the worker resumes after it."""
+        worker = self._worker
+        if worker is not None and self._building and not worker.done():
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
 
     def _hold(self, received: n.Received) -> None:
         """Keep the provider's early signal until its join arrives, at most the hold's time."""
@@ -244,16 +278,22 @@ class CallSignaling:
             self._drop_held("the consultation ended")
 
     async def _work(self) -> None:
-        """Apply queued signals in order; an offer superseded by a later one from the same sender
+        """Apply queued events in order; an offer superseded by a later one from the same sender
         still in the queue is skipped (a burst of offers is answered once, the newest)."""
         while True:
             while not self._inbox:
                 self._arrived.clear()
                 await self._arrived.wait()
-            received = self._inbox.popleft()
-            if isinstance(received.signal, Offer) and any(
-                isinstance(later.signal, Offer) and later.publisher == received.publisher
-                for later in self._inbox
+            event = self._inbox.popleft()
+            if (
+                isinstance(event, n.Received)
+                and isinstance(event.signal, Offer)
+                and any(
+                    isinstance(later, n.Received)
+                    and isinstance(later.signal, Offer)
+                    and later.publisher == event.publisher
+                    for later in self._inbox
+                )
             ):
                 log.info(
                     "signal ignored consultation=%s code=superseded reason=a newer offer follows", self._cid
@@ -261,8 +301,8 @@ class CallSignaling:
                 continue
             try:
                 async with self._lock:
-                    await self._step(received)
-            except Exception as exc:  # one signal's failure must not stop the ones after it
+                    await self._step(event)
+            except Exception as exc:  # one event's failure must not stop the ones after it
                 log.error(
                     "signal handling failed consultation=%s error=%s", self._cid, describe_exception(exc)
                 )
@@ -280,6 +320,13 @@ class CallSignaling:
 
     async def _step(self, event: n.Event) -> None:
         self._negotiation, effects = n.step(self._negotiation, event, is_participant=self._is_participant)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "call step consultation=%s event=%s effects=%s",
+                self._cid,
+                _named(event),
+                ",".join(_named(effect) for effect in effects),
+            )
         for effect in effects:
             if isinstance(effect, n.CloseMedia):
                 self._end_reason = effect.reason  # known before any nested step announces "ended"
@@ -287,15 +334,19 @@ class CallSignaling:
             follow_up = await self._run(effect)
             if follow_up is not None:
                 await self._step(follow_up)
-        self._announce()
+        await self._announce()
 
-    def _announce(self) -> None:
+    async def _announce(self) -> None:
         """The phase on the hub when it changed since last told (steps nest: tell it once)."""
         phase = self._negotiation.phase
-        if phase != self._announced:
-            self._announced = phase
-            reason = self._end_reason if phase == "ended" else None
-            self._hub.emit(events.CallStateChanged(self._cid, phase, reason))
+        if phase == self._announced:
+            return
+        self._announced = phase
+        reason = self._end_reason if phase in ("ended", "failed") else None
+        self._hub.emit(events.CallStateChanged(self._cid, phase, reason))
+        if phase == "connected" and not self._session_audited and self._auditor is not None:
+            self._session_audited = True  # once a call: its rebuilds are the same video session
+            await self._auditor.safely("video_session_started", self._cid)
 
     async def _run(self, effect: n.Effect) -> n.Event | None:
         """Run one effect; the event it leads to (our description published, a failure), if any."""
@@ -303,86 +354,153 @@ class CallSignaling:
             log.info(
                 "signal ignored consultation=%s code=%s reason=%s", self._cid, effect.code, effect.reason
             )
-            return None
-        if isinstance(effect, n.CreateOffer):
-            return await self._describe("offer", lambda media: media.offer())
-        if isinstance(effect, n.AcceptOffer):
-            return await self._describe("answer", lambda media: media.answer(effect.sdp))
-        if isinstance(effect, n.AcceptAnswer):
-            failure = await self._media_call(lambda media: media.accept_answer(effect.sdp))
-            if failure is None and self._auditor is not None:
-                await self._auditor.safely("video_session_started", self._cid)
-            return failure
-        if isinstance(effect, n.AddCandidates):
-            for candidate in effect.candidates:
-                failure = await self._media_call(_adding(candidate))
-                if failure is not None:
-                    return failure
-            return None
-        if isinstance(effect, n.PublishEnd):
+        elif isinstance(effect, n.Refused):
+            log.warning(
+                "offer refused consultation=%s code=%s reason=%s", self._cid, effect.code, effect.reason
+            )
+            self._hub.emit(events.OfferRefused(self._cid, effect.code, effect.reason))
+        elif isinstance(effect, n.CreateOffer):
+            return await self._describe(effect.link, "offer", lambda media: media.offer())
+        elif isinstance(effect, n.AcceptOffer):
+            offer = as_dtls_client_offer(effect.sdp) if effect.dtls_client else effect.sdp
+            return await self._describe(effect.link, "answer", lambda media: media.answer(offer))
+        elif isinstance(effect, n.AcceptAnswer):
+            return await self._accept_answer(effect)
+        elif isinstance(effect, n.AddCandidates):
+            await self._add_candidates(effect)
+        elif isinstance(effect, n.CloseLink):
+            log.info(
+                "connection closed consultation=%s link=%d reason=%s", self._cid, effect.link, effect.reason
+            )
+            if effect.reuse:
+                self._media.recycle(effect.link)  # its media process may serve the next one
+            else:
+                self._media.close(effect.link)
+        elif isinstance(effect, n.PublishEnd):
             timetoken = await self._publish(EndCall(sender_id=self._user_id, timestamp=now()))
             return None if timetoken is None else n.EndPublished(timetoken)
-        assert isinstance(effect, n.CloseMedia)
-        await self._close_media()
-        log.info("call ended consultation=%s reason=%s", self._cid, effect.reason)
-        if self._auditor is not None:
-            await self._auditor.safely("video_session_ended", self._cid, effect.reason)
+        elif isinstance(effect, n.CloseMedia):
+            await self._call_over(effect.reason)
+        elif isinstance(effect, n.Arm):
+            self._arm(effect.timer, effect.seconds)
+        elif isinstance(effect, n.MediaUp):
+            self._hub.emit(events.MediaFlowing(self._cid, effect.kind))
+            if self._on_media_flowing is not None:
+                self._on_media_flowing(effect.kind)
+        else:
+            assert isinstance(effect, n.MediaDown)
+            log.warning(
+                "call media down consultation=%s source=%s reason=%s", self._cid, effect.source, effect.reason
+            )
+            self._hub.emit(events.MediaFailed(self._cid, effect.source, effect.reason))
         return None
 
-    async def _describe(self, kind: str, make: Callable[[MediaBackend], Awaitable[str]]) -> n.Event | None:
-        """A new media, our offer or answer from it (with fresh TURN credentials once if TURN
-        refused the first), published; or MediaFailed."""
-        await self._close_media()
-        sdp: str | None = None
-        for attempt in (1, 2):
-            try:
-                turn = await self._turn_source()
-            except Exception as exc:
-                log.warning(
-                    "turn credentials unavailable consultation=%s error=%s",
-                    self._cid,
-                    describe_exception(exc),
-                )
-                return n.MediaFailed("TURN credentials unavailable")
-            try:
-                media = await self._media_factory(turn)
-                self._media = media
-                sdp = await make(media)
-                break
-            except CallError as exc:
-                await self._close_media()
-                if exc.code == "turn-refused" and attempt == 1:
-                    log.info("turn credentials refused consultation=%s: fetching fresh ones", self._cid)
-                    continue
-                log.warning("call failed consultation=%s code=%s reason=%s", self._cid, exc.code, exc.reason)
-                return n.MediaFailed(exc.reason)
-        assert sdp is not None
-        signal: Signal = (
-            Offer(sender_id=self._user_id, timestamp=now(), sdp=sdp)
-            if kind == "offer"
-            else Answer(sender_id=self._user_id, timestamp=now(), sdp=sdp)
-        )
-        timetoken = await self._publish(signal)
-        if timetoken is None:
-            return n.MediaFailed("the signaling channel refused our description")
-        if self._auditor is not None and kind == "answer":
-            await self._auditor.safely("video_session_started", self._cid)
-        return n.LocalDescription("offer" if kind == "offer" else "answer", timetoken)
+    async def _call_over(self, reason: str) -> None:
+        """Told first, torn down after: the call is reported ended, then its media closes in
+        tasks of ``LinkMedia`` (awaited at ``aclose``), never on the caller's path."""
+        await self._announce()
+        self._cancel_timers()
+        self._media.close_all()
+        self._session_audited = False
+        log.info("call ended consultation=%s reason=%s", self._cid, reason)
+        if self._auditor is not None:
+            await self._auditor.safely("video_session_ended", self._cid, reason)
 
-    async def _media_call(self, operation: Callable[[MediaBackend], Awaitable[None]]) -> n.Event | None:
-        media = self._media
+    async def _describe(
+        self, link: int, kind: str, make: Callable[[MediaBackend], Awaitable[str]]
+    ) -> n.Event:
+        """A new media for ``link``, our offer or answer from it (with fresh TURN credentials once
+        if TURN refused the first), published; or LinkFailed with the reason."""
+        if not self._media.links:
+            await self._media.closed(DEVICES_RELEASE_SECONDS)  # a new call: the last one's devices
+        self._building = True
+        try:
+            await self._media.returned(REUSE_WAIT_SECONDS)  # a media process coming back serves this
+            for attempt in (1, 2):
+                try:
+                    turn = await self._turn_source()
+                except Exception as exc:
+                    log.warning(
+                        "turn credentials unavailable consultation=%s error=%s",
+                        self._cid,
+                        describe_exception(exc),
+                    )
+                    return n.LinkFailed(link, "turn-unreachable", "TURN credentials unavailable")
+                try:
+                    media = await self._media_factory(turn)
+                except CallError as exc:
+                    return self._failed(link, exc.code, exc.reason)
+                except Exception as exc:
+                    return self._failed(link, "media-process", describe_exception(exc))
+                self._media.put(link, media)
+                try:
+                    sdp = await make(media)
+                except CallError as exc:
+                    self._media.give_back(link)
+                    if exc.code == "turn-refused" and attempt == 1:
+                        log.info("turn credentials refused consultation=%s: fetching fresh ones", self._cid)
+                        continue
+                    return self._failed(link, exc.code, exc.reason)
+                break
+            signal: Signal = (
+                Offer(sender_id=self._user_id, timestamp=now(), sdp=sdp)
+                if kind == "offer"
+                else Answer(sender_id=self._user_id, timestamp=now(), sdp=sdp)
+            )
+            timetoken = await self._publish(signal)
+        finally:
+            self._building = False
+        if timetoken is None:
+            self._media.close(link)
+            return self._failed(link, "publish", "the signaling channel refused our description")
+        return n.LocalDescription(link, "offer" if kind == "offer" else "answer", timetoken)
+
+    def _failed(self, link: int, code: str, reason: str) -> n.LinkFailed:
+        log.warning(
+            "connection failed consultation=%s link=%d code=%s reason=%s", self._cid, link, code, reason
+        )
+        return n.LinkFailed(link, code, reason)
+
+    async def _accept_answer(self, effect: n.AcceptAnswer) -> n.Event | None:
+        media = self._media.get(effect.link)
         if media is None:
             return None
         try:
-            await operation(media)
+            await media.accept_answer(effect.sdp)
         except CallError as exc:
-            if exc.code in ("candidate", "sdp"):
+            if exc.code == "media-process":
+                return None  # its process is gone: media_lost tells
+            return self._failed(effect.link, exc.code, exc.reason)
+        return None
+
+    async def _add_candidates(self, effect: n.AddCandidates) -> None:
+        media = self._media.get(effect.link)
+        if media is None:
+            return  # the connection is gone (its answer failed, say)
+        for candidate in effect.candidates:
+            try:
+                await media.add_candidate(candidate)
+            except CallError as exc:
                 log.warning(
                     "signal dropped consultation=%s field=%s reason=%s", self._cid, exc.code, exc.reason
                 )
-                return None
-            return n.MediaFailed(exc.reason)
-        return None
+                if exc.code == "media-process":
+                    return
+
+    def _arm(self, timer: n.Timer, seconds: float) -> None:
+        previous = self._timers.pop(timer, None)
+        if previous is not None:
+            previous.cancel()
+        self._timers[timer] = asyncio.get_running_loop().call_later(seconds, self._expired, timer)
+
+    def _expired(self, timer: n.Timer) -> None:
+        self._timers.pop(timer, None)
+        self._enqueue(n.Expired(timer))
+
+    def _cancel_timers(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
 
     async def _publish(self, signal: Signal) -> int | None:
         try:
@@ -394,24 +512,10 @@ class CallSignaling:
             return None
         return result.timetoken
 
-    async def _close_media(self) -> None:
-        """Close the current media and wait for it: the next call's media needs its devices. A
-        step cancelled meanwhile (a hangup overtaking a rebuild) returns at once; the close goes
-        on, owned here, and ``aclose`` waits for it."""
-        media, self._media = self._media, None
-        if media is None:
-            return
-        closing = asyncio.ensure_future(self._closed(media))
-        self._closings.add(closing)
-        closing.add_done_callback(self._closings.discard)
-        await asyncio.shield(closing)
 
-    async def _closed(self, media: MediaBackend) -> None:
-        try:
-            await media.aclose()
-        except Exception as exc:
-            log.error("media close failed consultation=%s error=%s", self._cid, describe_exception(exc))
-
-
-def _adding(candidate: IceCandidate) -> Callable[[MediaBackend], Awaitable[None]]:
-    return lambda media: media.add_candidate(candidate)
+def _named(item: n.Event | n.Effect) -> str:
+    """An event or effect for the log: its kind and connection, never an SDP."""
+    if isinstance(item, n.Received):
+        return f"Received({item.signal.type})"
+    link = getattr(item, "link", None)
+    return type(item).__name__ if link is None else f"{type(item).__name__}({link})"

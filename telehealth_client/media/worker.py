@@ -9,10 +9,15 @@ is started warm (it imports aiortc before it is needed) while the patient waits.
 The agent and the child talk over the child's stdin and stdout, one JSON object per line. Secrets
 (TURN credentials) travel there, never in argv or the environment. Requests carry an ``id`` and
 are answered ``{"id", "ok": true, ...}`` or ``{"id", "ok": false, "code", "reason"}``:
-``start`` (TURN, policy, devices), ``offer``, ``answer`` (``sdp``), ``accept-answer`` (``sdp``),
-``candidate`` (the browser's ``toJSON()``), ``stats``, ``preview``, ``close``. Events:
+``start`` (TURN, policy, devices: opened with the offer or answer), ``offer``, ``answer``
+(``sdp``: any failure is answered ``ok: false``, and the child is idle again, reusable for another
+``start``), ``accept-answer`` (``sdp``),
+``candidate`` (the browser's ``toJSON()``), ``stats``, ``preview``, ``reset`` (the connection
+dropped, the devices closed: idle again), ``close``. Events:
 ``{"event": "ready"}`` once aiortc is loaded, ``{"event": "first-frame", "kind"}``,
-``{"event": "stall"}`` (media that flowed stopped for 2 s: the agent rebuilds the call),
+``{"event": "stall"}`` (media that flowed stopped for 2 s: the agent rebuilds the call, keeping
+this connection until the new one carries media), ``{"event": "resumed", "kind"}`` (the first
+frame of ``kind`` after a stall),
 ``{"event": "heartbeat"}`` every second (a child silent for 5 s hangs: ``silent`` resolves),
 ``{"event": "device-failed", "kind", "reason"}``, ``{"event": "quality", "level", ...}`` (the
 call's QualitySample, sent when its 0-5 level, the remote picture size or the ceiling changes
@@ -21,7 +26,7 @@ answers the latest as ``quality``). The child logs to stderr (the agent's journa
 
 Public API: ``await MediaWorker.spawn(on_event=None, env=None)``; the ``MediaBackend`` methods
 (``offer``, ``answer``, ``accept_answer``, ``add_candidate``, ``aclose``) after ``await
-start(turn, devices)``; ``stats()``, ``preview()``, ``pid``, ``exited``.
+start(turn, devices)``; ``reset()``, ``stats()``, ``preview()``, ``pid``, ``exited``.
 """
 
 from __future__ import annotations
@@ -83,8 +88,9 @@ class MediaWorker:
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         # Resolved when the child has said nothing (not even its heartbeat) for SILENT_SECONDS.
         self.silent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Watched from its first line ("ready"): loading aiortc takes seconds on a busy machine and
+        # is bounded by READY_TIMEOUT_SECONDS, not taken for a hang.
         self._silence: asyncio.TimerHandle | None = None
-        self._heard()
 
     @property
     def pid(self) -> int:
@@ -220,6 +226,10 @@ class MediaWorker:
     async def add_candidate(self, candidate: IceCandidate) -> None:
         await self._request("candidate", candidate=encode(candidate))
 
+    async def reset(self) -> None:
+        """Drop the child's connection and close its devices: it is idle, ready for ``start``."""
+        await self._request("reset")
+
     async def stats(self) -> dict[str, Any]:
         return await self._request("stats")
 
@@ -229,7 +239,7 @@ class MediaWorker:
 
     async def aclose(self) -> None:
         """Ask the child to close the call and exit; kill it if it does not within a few seconds."""
-        if not self.exited.done():
+        if not self._reader.done():  # its reader ends when the process has
             with contextlib.suppress(CallError):
                 await self._request("close", within=CLOSE_TIMEOUT_SECONDS)
             try:
@@ -255,10 +265,13 @@ class _Child:
 
     def __init__(self) -> None:
         self._call: Any = None
+        self._turn: TurnConfig | None = None
+        self._devices: Devices | None = None
         self._closers: list[Callable[[], Any]] = []
         self._playback: Any = None
         self._previews: Any = None
         self._first: set[str] = set()
+        self._flowing: set[str] = set()  # the kinds arriving since the connection began or last stalled
 
     @staticmethod
     def emit(message: dict[str, Any]) -> None:
@@ -269,19 +282,35 @@ class _Child:
         self.emit({"event": "device-failed", "kind": kind, "reason": reason})
 
     def _on_frame(self, kind: str, frame: Any) -> None:
-        if kind not in self._first:
+        if kind not in self._flowing:
+            self._flowing.add(kind)
+            self.emit({"event": "resumed" if kind in self._first else "first-frame", "kind": kind})
             self._first.add(kind)
-            self.emit({"event": "first-frame", "kind": kind})
         if kind == "audio" and self._playback is not None:
             self._playback.feed(frame)
         elif kind == "video" and self._previews is not None:
             self._previews.offer("remote", frame)
 
+    def _on_stall(self) -> None:
+        self._flowing.clear()
+        self.emit({"event": "stall"})
+
     async def start(self, turn: dict[str, Any], devices: dict[str, Any]) -> dict[str, Any]:
+        """Keep what the connection will use; the devices open with its offer or answer (a child
+        whose offer or answer failed is idle again, and may be started afresh for another)."""
+        if self._call is not None:
+            raise CallError("busy", "this media process holds a connection already")
+        self._turn = TurnConfig(tuple(turn["urls"]), turn["username"], turn["credential"])
+        self._devices = Devices(**devices)
+        return {}
+
+    async def _open(self) -> Any:
         from telehealth_client.media.call import MediaCall
         from telehealth_client.media.tracks import CameraTrack, MicrophoneTrack, Playback, PreviewFrames
 
-        config = Devices(**devices)
+        config, turn = self._devices, self._turn
+        if config is None or turn is None:
+            raise CallError("not-started", "start the call first")
         tracks: list[Any] = []
         if config.camera is not None:
             camera = CameraTrack(config.camera, is_file=config.camera_is_file, on_failure=self._device_failed)
@@ -296,51 +325,78 @@ class _Child:
             self._closers.append(self._playback.aclose)
         self._previews = PreviewFrames()
         self._call = MediaCall(
-            TurnConfig(tuple(turn["urls"]), turn["username"], turn["credential"]),
+            turn,
             relay_only=config.relay_only,
             tracks=tracks,
             on_frame=self._on_frame,
-            on_stall=lambda: self.emit({"event": "stall"}),
+            on_stall=self._on_stall,
             on_quality=lambda sample: self.emit({"event": "quality", **asdict(sample)}),
         )
-        return {}
+        return self._call
+
+    async def _describe(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Our offer or answer on a connection of this child's own. Whatever goes wrong (TURN, an
+        offer aiortc cannot take, its exception of any kind) is answered as a refusal, and the
+        child is idle again: nothing connected, its devices closed."""
+        if self._call is not None:
+            raise CallError("busy", "this media process holds a connection already")
+        try:
+            call = await self._open()
+            sdp = await call.offer() if op == "offer" else await call.answer(str(request["sdp"]))
+        except Exception as exc:
+            await self._close()
+            if isinstance(exc, CallError):
+                raise
+            log.warning("media child %s failed error=%s", op, describe_exception(exc))
+            what = "the remote offer could not be answered" if op == "answer" else "no offer could be made"
+            raise CallError("sdp" if op == "answer" else "media", f"{what} ({type(exc).__name__})") from None
+        return {"sdp": sdp}
 
     async def handle(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
         if op == "start":
             return await self.start(request["turn"], request["devices"])
+        if op in ("offer", "answer"):
+            return await self._describe(op, request)
+        if op == "reset":
+            await self._close()  # idle again: started afresh for another connection
+            return {}
+        if op == "preview":
+            jpeg = {} if self._previews is None else self._previews.jpeg
+            return {"jpeg": {side: base64.b64encode(data).decode() for side, data in jpeg.items()}}
         call = self._call
+        if op == "stats":
+            if call is None:
+                return {"received": {"audio": 0, "video": 0}, "state": "closed", "quality": None}
+            quality = None if call.quality is None else asdict(call.quality)
+            return {"received": dict(call.received), "state": call.connection_state, "quality": quality}
         if call is None:
-            raise CallError("not-started", "start the call first")
-        if op == "offer":
-            return {"sdp": await call.offer()}
-        if op == "answer":
-            return {"sdp": await call.answer(str(request["sdp"]))}
+            raise CallError("not-started", "no connection: offer or answer first")
         if op == "accept-answer":
             await call.accept_answer(str(request["sdp"]))
             return {}
         if op == "candidate":
             await call.add_candidate(IceCandidate.model_validate(request["candidate"]))
             return {}
-        if op == "stats":
-            quality = None if call.quality is None else asdict(call.quality)
-            return {"received": dict(call.received), "state": call.connection_state, "quality": quality}
-        if op == "preview":
-            jpeg = {} if self._previews is None else self._previews.jpeg
-            return {"jpeg": {side: base64.b64encode(data).decode() for side, data in jpeg.items()}}
         raise CallError("unknown-op", "no such request")
 
-    async def aclose(self) -> None:
+    async def _close(self) -> None:
         # The devices first: they are free for the next call's child whatever the network does.
         closers, self._closers = self._closers, []
         for closer in reversed(closers):
             with contextlib.suppress(Exception):
                 await closer()
+        self._playback = None
+        self._first.clear()
+        self._flowing.clear()
         call, self._call = self._call, None
         if call is not None:
             try:
                 await asyncio.wait_for(call.aclose(), CALL_CLOSE_SECONDS)
             except TimeoutError:
                 log.warning("media child: the connection did not close in time (TURN out of reach)")
+
+    async def aclose(self) -> None:
+        await self._close()
 
 
 def _device(name: str) -> int | str:

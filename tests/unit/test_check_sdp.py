@@ -1,11 +1,12 @@
-"""check_sdp: what a remote description must have before the call's media is touched for it (the
-working call is given up for a new offer, so one aiortc cannot use must be refused first)."""
+"""check_sdp: what a remote description must have before any media child is asked to use it (one
+that fails the check is refused at once, with its reason); and the offer the kiosk answers as the
+DTLS client."""
 
 from __future__ import annotations
 
 import pytest
 
-from telehealth_client.media.common import CallError, check_sdp
+from telehealth_client.media.common import CallError, as_dtls_client_offer, check_sdp
 
 FINGERPRINT = "a=fingerprint:sha-256 " + ":".join(["AB"] * 32)
 # The shape Chromium offers: port 9 placeholders, ICE and DTLS attributes per media section.
@@ -128,3 +129,14 @@ UNREADABLE_BY_AIORTC = [
 def test_what_aiortcs_parser_would_fail_on_is_refused_first(sdp: str, reason: str) -> None:
     assert aiortc_parses(BROWSER_OFFER) and not aiortc_parses(sdp)
     assert refused(sdp) == f"the remote offer has {reason}"
+
+
+def test_an_offer_saying_setup_active_is_answered_as_the_dtls_client() -> None:
+    """PROTOCOL.md, Recovery: the answer to an offer that restarts ICE on a browser's live
+    connection says ``a=setup:active``; aiortc answers ``active`` to ``actpass`` (and ``passive``)."""
+    restarted = BROWSER_OFFER.replace("a=setup:actpass", "a=setup:active")
+    assert restarted.count("a=setup:active\r\n") == 2
+    assert as_dtls_client_offer(restarted) == BROWSER_OFFER
+    assert as_dtls_client_offer(BROWSER_OFFER) == BROWSER_OFFER
+    passive = BROWSER_OFFER.replace("a=setup:actpass", "a=setup:passive")
+    assert as_dtls_client_offer(passive) == passive

@@ -193,7 +193,7 @@ def test_the_gate_drops_frames_until_a_key_frame_after_the_start_and_after_a_ski
         ]
     )
     gate = KeyframeGate(buffer.add, pli_every=3600.0)
-    decisions = [gate(object()) for _ in range(7)]
+    decisions = [gate(Packet(index * 3000)) for index in range(7)]
     assert [frame is not None for _, frame in decisions] == [False, True, True, False, False, True, True]
     # A PLI at the first packet and at the skip; not again within pli_every.
     assert [pli for pli, _ in decisions] == [True, False, False, True, False, False, False]
@@ -203,4 +203,51 @@ def test_the_gate_drops_frames_until_a_key_frame_after_the_start_and_after_a_ski
 def test_the_gate_asks_again_for_a_key_frame_while_it_waits() -> None:
     delta = Encoded(encoded_frames(2, keyframes=set())[1])
     gate = KeyframeGate(Buffer([(False, delta)] * 3).add, pli_every=0.0)
-    assert [gate(object())[0] for _ in range(3)] == [True, True, True]
+    assert [gate(Packet(index * 3000))[0] for index in range(3)] == [True, True, True]
+
+
+@dataclass
+class Packet:
+    timestamp: int  # RTP, 90 kHz
+
+
+def test_the_gate_takes_packets_far_later_than_their_timestamps_for_a_backlog() -> None:
+    """A relay frozen for 10 s releases what it held: frames 33 ms apart in media time, arriving
+    10 s late. Clean but stale: the gate waits for the key frame it asks for then. A live stream at
+    one frame a second is on time (its timestamps advance as it arrives)."""
+    key, delta, _, _ = (Encoded(data) for data in encoded_frames(4, keyframes=set()))
+    now = [0.0]
+    buffer = Buffer(
+        [(False, key), (False, delta), (False, delta), (False, delta), (False, key), (False, delta)]
+    )
+    gate = KeyframeGate(buffer.add, pli_every=3600.0, clock=lambda: now[0])
+    shown = []
+    for at, timestamp in (
+        (0.0, 0),
+        (0.033, 3000),
+        (10.1, 6000),
+        (10.11, 9000),
+        (10.2, 900_000),
+        (10.23, 903_000),
+    ):
+        now[0] = at
+        pli, frame = gate(Packet(timestamp))
+        shown.append((frame is not None, pli))
+    # The first frame after the freeze arrives 10 s after the one before, 33 ms later in media
+    # time: a PLI, and the backlog's frames dropped until the key frame made after it.
+    assert shown == [
+        (True, False),
+        (True, False),
+        (False, True),
+        (False, False),
+        (True, False),
+        (True, False),
+    ]
+    slow = KeyframeGate(
+        Buffer([(False, key), (False, delta), (False, delta)]).add, pli_every=3600.0, clock=lambda: now[0]
+    )
+    decided = []
+    for at, timestamp in ((0.0, 0), (1.0, 90_000), (2.01, 180_000)):
+        now[0] = at
+        decided.append(slow(Packet(timestamp))[1] is not None)
+    assert decided == [True, True, True]

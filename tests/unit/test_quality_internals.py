@@ -82,8 +82,8 @@ async def test_the_receivers_jitter_buffer_is_where_it_is_read() -> None:
         assert (buffer.capacity, buffer._is_video) == (512, True)
         original = buffer.add
 
-        def wrap(add: quality.JitterAdd) -> quality.JitterAdd:
-            assert add == original
+        def wrap(controls: quality.JitterControls) -> quality.JitterAdd:
+            assert controls.add == original
             return lambda packet: (True, None)
 
         assert gate_video_receiver(receiver, wrap)

@@ -198,6 +198,11 @@ class LiveVideo:
     def summary(self) -> str:
         return ", ".join(
             f"{side}: {len(items)} shown, {sum(i.live for i in items)} live, "
-            f"{sum(i.corrupt for i in items)} corrupt"
+            f"{sum(i.corrupt for i in items)} corrupt, last shown {lags(items[-5:])} s after sending"
             for side, items in self.sides().items()
         )
+
+
+def lags(items: list[Shown]) -> str:
+    """How late the given pictures were shown (what a failure needs: stale or gone)."""
+    return "/".join("?" if i.sent_at is None else f"{i.at - i.sent_at:.2f}" for i in items) or "none"

@@ -284,6 +284,21 @@ async def test_udp_between_the_relay_ports_dropped_for_10_s_comes_back_with_live
     assert end_calls_on_the_wire(stack, call_under_way.consultation) == []
 
 
+@pytest.mark.parametrize("page_options", [{"ignoreOffersDuringCall": True}], ids=["older-app"], indirect=True)
+async def test_a_page_that_ignores_offers_during_a_call_still_gets_its_call_back_after_a_freeze(
+    call_under_way: CallUnderWay, faults: TurnFaults, stack: DevStack
+) -> None:
+    # An older provider app: it never answers a rebuild. The kiosk must keep its connection while
+    # it rebuilds (make before break), so the path that comes back by itself carries the call.
+    started = time.monotonic()
+    resumed = await faults.freeze(OUTAGE)
+    await back_after(call_under_way, "freeze, page ignoring offers", started, resumed)
+    state = await call_under_way.state()
+    assert state["currentId"] == 1 and state["counts"]["offersAnswered"] == 0, state
+    assert state["counts"]["offersIgnored"] == state["counts"]["offersReceived"], state
+    assert end_calls_on_the_wire(stack, call_under_way.consultation) == []
+
+
 async def test_the_page_rebuilds_its_connection_mid_call_and_the_kiosk_follows(
     call_under_way: CallUnderWay, stack: DevStack
 ) -> None:

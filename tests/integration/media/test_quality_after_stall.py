@@ -1,6 +1,7 @@
-"""After a stall no corrupt frame reaches the receiving side: TURN frozen with SIGSTOP (real coturn,
-real aiortc both ends, relay-only) while numbered frames flow; every frame handed to ``on_frame``
-afterwards must read as a clean number, later than the one before it.
+"""After a stall no corrupt or stale frame reaches the receiving side: TURN frozen with SIGSTOP (real
+coturn, real aiortc both ends, relay-only) while numbered frames flow; every frame handed to
+``on_frame`` afterwards must read as a clean number, later than the one before it, and made after
+the freeze (not one of those the frozen relay held and releases when it resumes).
 
 Without the key-frame gate aiortc's VP8 decoder hands over dozens of frames decoded against
 references lost in the freeze (DESIGN.md: 60-80 after 10 s): blocks half-drawn, numbers from
@@ -84,6 +85,7 @@ async def test_no_corrupt_or_stale_frame_is_shown_after_turn_was_frozen(turn: Tu
     try:
         await provider.accept_answer(await patient.answer(await provider.offer()))
         await shown.until(30)
+        last_before = max(shown.numbers)
         thaw_at = sent.sent + int(FREEZE_SECONDS * 30)
         thawed = sent.passed(thaw_at)
         os.kill(turn.pid, signal.SIGSTOP)
@@ -100,6 +102,10 @@ async def test_no_corrupt_or_stale_frame_is_shown_after_turn_was_frozen(turn: Tu
     backwards = sum(1 for a, b in zip(shown.numbers, shown.numbers[1:], strict=False) if b <= a)
     assert (unreadable, backwards) == (0, 0), f"{unreadable} unreadable, {backwards} out of order"
     assert max(shown.numbers) <= sent.sent
+    # Nor the seconds of frames the frozen relay held and released when it resumed: the first
+    # frame shown after the freeze was made after it (before, ~2 s of 10 s old pictures came first).
+    stale = [number for number in shown.numbers if last_before < number < thaw_at]
+    assert stale == [], f"{len(stale)} frames sent during the freeze shown after it"
 
 
 class CountedTrack(NumberedVideoTrack):

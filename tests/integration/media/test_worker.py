@@ -159,3 +159,22 @@ async def test_a_child_that_stops_answering_falls_silent(turn: TurnServer) -> No
         assert await asyncio.wait_for(worker.exited, WAIT) == -signal.SIGKILL
     finally:
         await worker.aclose()
+
+
+async def test_a_reset_child_drops_its_connection_and_serves_another(turn: TurnServer) -> None:
+    """A connection that never carried media is dropped and the child is started afresh for the
+    next one (a rebuild then needs no new child); while it holds one, it takes no other."""
+    worker = await MediaWorker.spawn()
+    try:
+        await worker.start(turn_config(turn), Devices())
+        first = await worker.offer()
+        with pytest.raises(CallError) as busy:
+            await worker.start(turn_config(turn), Devices())
+        assert busy.value.code == "busy"
+        await worker.reset()
+        await worker.start(turn_config(turn), Devices())
+        second = await worker.offer()
+        assert second.startswith("v=0") and second != first  # a new connection: new ICE and DTLS
+    finally:
+        await worker.aclose()
+    assert await worker.exited == 0
