@@ -1187,6 +1187,7 @@ def main() -> None:
     )
     # Logs on stderr, so stdout is the JSON alone.
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    logging.getLogger("telehealth_client.media.signaling").setLevel(logging.WARNING)
     logs.quiet_url_loggers()
     if args.keep_logs is not None and args.keep_logs.exists() and any(args.keep_logs.iterdir()):
         parser.error(f"--keep-logs: {args.keep_logs} is not empty")

@@ -85,6 +85,9 @@ __all__ = ["CallError", "MediaCall", "TurnConfig", "check_sdp", "probe_turn", "r
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_SECONDS: Final = 1.5  # two STUN tries: loopback answers in ms, a WAN in well under 1 s
+# A probe made ahead (the media prepared while the consultation connects) stands for this long;
+# an older one is made again, so that TURN gone meanwhile is told as such, not as no candidates.
+PROBE_FRESH_SECONDS: Final = 30.0
 STALL_SECONDS: Final = 2.0
 CONNECT_SECONDS: Final = 10.0
 # No frame but packets (the far end's receiver reports, every 0.5-1.5 s from aiortc, about 1 s from
@@ -282,6 +285,7 @@ class MediaCall:
         self._stall_timer: asyncio.TimerHandle | None = None
         self._packets_when_armed: int | None = None
         self.stalls = 0
+        self._probe: asyncio.Task[float] | None = None  # a probe made ahead (check_turn_ahead)
         self._on_quality = on_quality
         self._quality_every = quality_every
         self._adapt_bitrate = adapt_bitrate
@@ -304,7 +308,7 @@ class MediaCall:
         if self._closed:
             raise CallError("closed", "the call has ended")
         if self._pc is None:
-            await probe_turn(self._turn, within=self._probe_timeout)
+            await self._turn_checked()
             server = RTCIceServer(
                 urls=list(self._turn.urls), username=self._turn.username, credential=self._turn.credential
             )
@@ -316,6 +320,28 @@ class MediaCall:
                 pc.addTrack(track)
             self._pc = pc
         return self._pc
+
+    def check_turn_ahead(self) -> None:
+        """Probe TURN now, in the background: the offer or answer made within
+        ``PROBE_FRESH_SECONDS`` of a probe that worked does not probe again."""
+        if self._probe is None and not self._closed:
+            self._probe = asyncio.ensure_future(self._probed())
+            # A failure is raised to the offer or answer that awaits it; read here in any case.
+            self._probe.add_done_callback(lambda task: task.cancelled() or task.exception())
+
+    async def _probed(self) -> float:
+        await probe_turn(self._turn, within=self._probe_timeout)
+        return time.monotonic()
+
+    async def _turn_checked(self) -> None:
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            try:
+                if time.monotonic() - await probe < PROBE_FRESH_SECONDS:
+                    return
+            except CallError:
+                pass  # probed again below: this time, the failure is the answer's
+        await probe_turn(self._turn, within=self._probe_timeout)
 
     async def _described(self, pc: RTCPeerConnection) -> str:
         description = pc.localDescription
@@ -520,6 +546,10 @@ class MediaCall:
 
     async def aclose(self) -> None:
         self._closed = True
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
         if self._quality_task is not None:
             self._quality_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -3,7 +3,8 @@
 ``ConsultationCall`` puts together, for one ``ConsultationSession``: ``CallSignaling`` on the
 ``.video`` channel; media children (``MediaWorker``), one per connection of the call, with a spare
 started warm as soon as the call is built, so that a connection never waits for aiortc's import;
-TURN credentials from the clinic backend; and the consequences for the consultation. The patient
+TURN credentials from the clinic backend, fetched when the call is built and held while they are
+fresh (``TurnCredentialCache``); and the consequences for the consultation. The patient
 side answers by itself once the consultation is connecting (the provider calls). When the far
 side's media (video, or audio alone from a kiosk without a camera) first arrives the provider's
 side moves the consultation to in-progress (``CONSULTATION_STARTED``).
@@ -17,7 +18,8 @@ audit go on untouched, and the failure is reported.
 
 Public API: ``MediaOptions(devices, env=None)``; ``ConsultationCall(session, clinic, hub,
 options=..., auditor=None, on_media_flowing=None)``; ``await start()``, ``await call()`` (to the
-consultation's patient), ``await hangup()``, ``phase``, ``worker``, ``await aclose()``.
+consultation's patient), ``await hangup()``, ``await prepared()``, ``phase``, ``worker``,
+``await aclose()``.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ from typing import Any
 from telehealth_client import events
 from telehealth_client.consultation.auditing import Auditor
 from telehealth_client.consultation.session import ConsultationSession
+from telehealth_client.logs import describe_exception
 from telehealth_client.media.common import CallError, TurnConfig
 from telehealth_client.media.negotiation import Phase
 from telehealth_client.media.signaling import CallSignaling, MediaBackend
+from telehealth_client.media.turn_credentials import TurnCredentialCache, TurnGrant
 from telehealth_client.media.worker import Devices, MediaWorker
 from telehealth_client.protocol.messages import ConsultationState
 from telehealth_client.security.clinic_client import ClinicClient
@@ -83,10 +87,15 @@ class ConsultationCall:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closes: set[asyncio.Future[None]] = set()  # children being closed: awaited, never cancelled
         self._closing = False
+        self._credentials = TurnCredentialCache(self._fetch_turn)
+        # The first connection's child, its devices open and TURN checked once the consultation is
+        # connecting (a call is imminent): the offer or answer waits for neither.
+        self._prepared: asyncio.Task[MediaWorker] | None = None
+        self._remove_state_listener: Callable[[], None] | None = None
         self.signaling = CallSignaling(
             session,
             polite=consultation.role == "patient",
-            turn_source=self._turn,
+            turn_source=self._credentials.get,
             media_factory=self._media,
             hub=hub,
             auditor=auditor,
@@ -105,9 +114,21 @@ class ConsultationCall:
         media = self.signaling.media
         return media if isinstance(media, MediaWorker) else None
 
+    async def prepared(self) -> MediaWorker | None:
+        """The child being prepared for the first connection, once it is (None if none is, or its
+        preparation failed)."""
+        task = self._prepared
+        if task is None:
+            return None
+        result = (await asyncio.gather(asyncio.shield(task), return_exceptions=True))[0]
+        return result if isinstance(result, MediaWorker) else None
+
     async def start(self) -> None:
         await self.signaling.start()
         self._warm_up()
+        self._credentials.prefetch()  # an offer is answered without waiting for the clinic
+        self._remove_state_listener = self._session.add_state_listener(lambda _c: self._prepare())
+        self._prepare()
 
     async def call(self) -> None:
         """Call the consultation's patient (the provider calls by default)."""
@@ -120,7 +141,17 @@ class ConsultationCall:
 
     async def aclose(self) -> None:
         self._closing = True
+        if self._remove_state_listener is not None:
+            self._remove_state_listener()
+            self._remove_state_listener = None
         await self.signaling.aclose()
+        await self._credentials.aclose()
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None:
+            prepared.cancel()
+            worker = (await asyncio.gather(prepared, return_exceptions=True))[0]
+            if isinstance(worker, MediaWorker):
+                self._close_later(worker)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -193,13 +224,61 @@ class ConsultationCall:
         log.error("media child died consultation=%s pid=%d reason=%s", self._cid, worker.pid, reason)
         self.signaling.media_lost(worker, reason)
 
-    async def _turn(self) -> TurnConfig:
+    async def _fetch_turn(self) -> TurnGrant:
         grant = await self._clinic.turn_credentials(self._user_id)
-        return TurnConfig(tuple(grant.urls), grant.username, grant.credential)
+        return TurnGrant(TurnConfig(tuple(grant.urls), grant.username, grant.credential), grant.ttl_seconds)
+
+    def _prepare(self) -> None:
+        if (
+            self._prepared is not None
+            or self._closing
+            or self._session.consultation.state not in ANSWERING_STATES
+            or self.signaling.phase != "idle"
+        ):
+            return
+        self._prepared = self._spawn(self._prepared_child(), "media-child-prepare")
+
+    async def _prepared_child(self) -> MediaWorker:
+        turn = await self._credentials.get()
+        worker = await self._take_warm()
+        try:
+            await worker.start(turn, self._options.devices)
+            await worker.prepare()
+        except BaseException:
+            self._close_later(worker)
+            raise
+        log.info("media prepared consultation=%s pid=%d", self._cid, worker.pid)
+        return worker
+
+    async def _take_prepared(self, turn: TurnConfig) -> MediaWorker | None:
+        """The prepared child, if it was prepared with these credentials (else it serves as an
+        idle one); None if there is none or its preparation failed."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is None:
+            return None
+        try:
+            worker = await asyncio.shield(prepared)
+        except Exception as exc:
+            log.warning("media not prepared consultation=%s error=%s", self._cid, describe_exception(exc))
+            return None
+        if worker.exited.done():
+            return None
+        if worker.turn != turn:
+            try:
+                await worker.reset()  # fresh credentials since: started afresh with them
+            except CallError:
+                self._close_later(worker)  # gone meanwhile: the watch reports nothing (not in the call)
+                return None
+            self._idle = worker
+            return None
+        return worker
 
     async def _media(self, turn: TurnConfig) -> MediaBackend:
-        """A started child for a new connection: the idle one, else the warm spare (a fresh one if
-        that did not come up), and a new spare warms up behind it."""
+        """A started child for a new connection: the prepared one, else the idle one, else the warm
+        spare (a fresh one if that did not come up), and a new spare warms up behind it."""
+        prepared = await self._take_prepared(turn)
+        if prepared is not None:
+            return prepared
         worker, self._idle = self._idle, None
         if worker is None or worker.exited.done():
             worker = await self._take_warm()

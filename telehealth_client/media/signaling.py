@@ -10,10 +10,12 @@ What the media reports (``media_flowing``, ``media_stalled``, ``media_lost``) is
 is how a rebuilt connection replaces the old one only once it carries media (PROTOCOL.md,
 "Recovery").
 
-TURN credentials come from ``turn_source`` (the clinic backend); when TURN refuses them the
-source is asked once more (they may have expired on the way). A bad SDP or candidate is dropped
-with a warning, an offer no connection can be built for is refused (``events.OfferRefused``), and
-the call goes on; signals from anyone but the consultation's current participants are ignored.
+TURN credentials come from ``turn_source`` (held ahead by ``TurnCredentialCache``); when TURN
+refuses them the source is asked once more for fresh ones (they may have expired on the way), and
+a media process lost while making a description is replaced once. A
+bad SDP or candidate is dropped with a warning, an offer no connection can be built for is refused
+(``events.OfferRefused``), and the call goes on; signals from anyone but the consultation's
+current participants are ignored.
 Before the consultation is connecting, an offer from its own provider (and what that provider
 signals after it) is held for up to ``EARLY_OFFER_HOLD_SECONDS`` and answered once its join
 arrives; an offer from anyone else is dropped. A hangup goes out, and the call is reported ended,
@@ -35,6 +37,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from telehealth_client import events
 from telehealth_client.consultation.auditing import Auditor
@@ -63,7 +66,13 @@ DEVICES_RELEASE_SECONDS = 3.0
 # for rather than a new one started (seconds of CPU on a busy kiosk).
 REUSE_WAIT_SECONDS = 2.0
 
-TurnSource = Callable[[], Awaitable[TurnConfig]]
+
+class TurnSource(Protocol):
+    """TURN credentials for a new connection; ``fresh`` when TURN refused the last ones."""
+
+    def __call__(self, *, fresh: bool = False) -> Awaitable[TurnConfig]: ...
+
+
 # A media for a new connection (a MediaCall, or a child process's handle started with ``turn``).
 MediaFactory = Callable[[TurnConfig], Awaitable[MediaBackend]]
 MediaHandler = Callable[[str], None]
@@ -106,6 +115,7 @@ class CallSignaling:
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None  # applies the inbox; cancelled at close
         self._building = False  # the worker is making a connection's offer or answer
+        self._interrupting = False  # a hangup stops the worker (set while it waits for it)
         self._timers: dict[n.Timer, asyncio.TimerHandle] = {}
         self._closed = False
         self._end_reason: str | None = None  # why the last call ended
@@ -241,8 +251,14 @@ class CallSignaling:
         took is closed by the step that follows, and the worker resumes after it."""
         worker = self._worker
         if worker is not None and self._building and not worker.done():
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
+            # The flag too: a cancellation can be lost inside a library await (3.11's wait_for),
+            # and the worker would go on building connections while we wait for it.
+            self._interrupting = True
+            try:
+                worker.cancel()
+                await asyncio.gather(worker, return_exceptions=True)
+            finally:
+                self._interrupting = False
 
     def _hold(self, received: n.Received) -> None:
         """Keep the provider's early signal until its join arrives, at most the hold's time."""
@@ -280,7 +296,7 @@ class CallSignaling:
     async def _work(self) -> None:
         """Apply queued events in order; an offer superseded by a later one from the same sender
         still in the queue is skipped (a burst of offers is answered once, the newest)."""
-        while True:
+        while not self._interrupting:
             while not self._inbox:
                 self._arrived.clear()
                 await self._arrived.wait()
@@ -416,9 +432,10 @@ class CallSignaling:
         self._building = True
         try:
             await self._media.returned(REUSE_WAIT_SECONDS)  # a media process coming back serves this
+            fresh = False
             for attempt in (1, 2):
                 try:
-                    turn = await self._turn_source()
+                    turn = await self._turn_source(fresh=fresh)
                 except Exception as exc:
                     log.warning(
                         "turn credentials unavailable consultation=%s error=%s",
@@ -439,6 +456,11 @@ class CallSignaling:
                     self._media.give_back(link)
                     if exc.code == "turn-refused" and attempt == 1:
                         log.info("turn credentials refused consultation=%s: fetching fresh ones", self._cid)
+                        fresh = True
+                        continue
+                    if exc.code == "media-process" and attempt == 1:
+                        # Its process died or hung (and was killed) on the way: another one makes it.
+                        log.warning("media process lost consultation=%s: trying another", self._cid)
                         continue
                     return self._failed(link, exc.code, exc.reason)
                 break

@@ -72,6 +72,29 @@ class _Latest:
             await self._ready.wait()
 
 
+class DeviceThread:
+    """The thread that works one device: started by ``open()`` (at once unless the owner asks
+    otherwise: a media child opens its devices only after its offer or answer is out, so that their
+    start does not hold up the answer), joined by ``join()`` if it ever ran."""
+
+    def __init__(self, target: Callable[[], None], name: str, *, open_now: bool) -> None:
+        self._thread = threading.Thread(target=target, name=name, daemon=True)
+        if open_now:
+            self.open()
+
+    def open(self) -> None:
+        if self._thread.ident is None:
+            self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    async def join(self) -> None:
+        if self._thread.ident is not None:
+            await asyncio.to_thread(self._thread.join, 5.0)
+
+
 class CameraTrack(MediaStreamTrack):
     kind = "video"
 
@@ -81,6 +104,7 @@ class CameraTrack(MediaStreamTrack):
         *,
         is_file: bool = False,
         on_failure: FailureHandler | None = None,
+        open_now: bool = True,
     ) -> None:
         super().__init__()
         self._source = source
@@ -93,8 +117,7 @@ class CameraTrack(MediaStreamTrack):
         self._started_at: float | None = None
         self.captured = 0  # frames read from the camera
         self.sent = 0  # frames handed to the encoder (captured - sent were skipped)
-        self._thread = threading.Thread(target=self._capture, name="camera-capture", daemon=True)
-        self._thread.start()
+        self.device = DeviceThread(self._capture, "camera-capture", open_now=open_now)
 
     def _capture(self) -> None:
         import cv2
@@ -163,13 +186,15 @@ class CameraTrack(MediaStreamTrack):
 
     async def aclose(self) -> None:
         self.stop()
-        await asyncio.to_thread(self._thread.join, 5.0)
+        await self.device.join()
 
 
 class MicrophoneTrack(MediaStreamTrack):
     kind = "audio"
 
-    def __init__(self, device: int | str | None, *, on_failure: FailureHandler | None = None) -> None:
+    def __init__(
+        self, device: int | str | None, *, on_failure: FailureHandler | None = None, open_now: bool = True
+    ) -> None:
         super().__init__()
         self._device = device
         self._on_failure = on_failure
@@ -181,8 +206,7 @@ class MicrophoneTrack(MediaStreamTrack):
         self._stopping = threading.Event()
         self._pts = 0
         self.dropped = 0
-        self._thread = threading.Thread(target=self._capture, name="microphone-capture", daemon=True)
-        self._thread.start()
+        self.device = DeviceThread(self._capture, "microphone-capture", open_now=open_now)
 
     def _push(self, samples: np.ndarray[Any, Any] | None) -> None:
         if len(self._frames) == self._frames.maxlen:
@@ -243,13 +267,15 @@ class MicrophoneTrack(MediaStreamTrack):
 
     async def aclose(self) -> None:
         self.stop()
-        await asyncio.to_thread(self._thread.join, 5.0)
+        await self.device.join()
 
 
 class Playback:
     """The other side's audio on the output device; frames that would play late are dropped."""
 
-    def __init__(self, device: int | str | None, *, on_failure: FailureHandler | None = None) -> None:
+    def __init__(
+        self, device: int | str | None, *, on_failure: FailureHandler | None = None, open_now: bool = True
+    ) -> None:
         self._device = device
         self._on_failure = on_failure
         self._event_loop = asyncio.get_running_loop()
@@ -258,8 +284,7 @@ class Playback:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self.played = 0
-        self._thread = threading.Thread(target=self._play, name="speaker-playback", daemon=True)
-        self._thread.start()
+        self.device = DeviceThread(self._play, "speaker-playback", open_now=open_now)
 
     def feed(self, frame: AudioFrame) -> None:
         for resampled in self._resampler.resample(frame):
@@ -289,7 +314,7 @@ class Playback:
     async def aclose(self) -> None:
         self._stopping.set()
         self._wake.set()
-        await asyncio.to_thread(self._thread.join, 5.0)
+        await self.device.join()
 
 
 class PreviewFrames:

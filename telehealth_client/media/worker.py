@@ -9,7 +9,8 @@ is started warm (it imports aiortc before it is needed) while the patient waits.
 The agent and the child talk over the child's stdin and stdout, one JSON object per line. Secrets
 (TURN credentials) travel there, never in argv or the environment. Requests carry an ``id`` and
 are answered ``{"id", "ok": true, ...}`` or ``{"id", "ok": false, "code", "reason"}``:
-``start`` (TURN, policy, devices: opened with the offer or answer), ``offer``, ``answer``
+``start`` (TURN, policy, devices: opened with the offer or answer), ``prepare`` (open the devices
+and check TURN now, for the offer or answer to come), ``offer``, ``answer``
 (``sdp``: any failure is answered ``ok: false``, and the child is idle again, reusable for another
 ``start``), ``accept-answer`` (``sdp``),
 ``candidate`` (the browser's ``toJSON()``), ``stats``, ``preview``, ``reset`` (the connection
@@ -26,7 +27,8 @@ answers the latest as ``quality``). The child logs to stderr (the agent's journa
 
 Public API: ``await MediaWorker.spawn(on_event=None, env=None)``; the ``MediaBackend`` methods
 (``offer``, ``answer``, ``accept_answer``, ``add_candidate``, ``aclose``) after ``await
-start(turn, devices)``; ``reset()``, ``stats()``, ``preview()``, ``pid``, ``exited``.
+start(turn, devices)`` (and ``prepare()``); ``reset()``, ``stats()``, ``preview()``, ``pid``,
+``turn``, ``exited``.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ class MediaWorker:
         # Watched from its first line ("ready"): loading aiortc takes seconds on a busy machine and
         # is bounded by READY_TIMEOUT_SECONDS, not taken for a hang.
         self._silence: asyncio.TimerHandle | None = None
+        self.turn: TurnConfig | None = None  # the credentials it was last started with
 
     @property
     def pid(self) -> int:
@@ -112,7 +115,9 @@ class MediaWorker:
         )
         worker = cls(process, on_event)
         try:
-            await asyncio.wait_for(asyncio.shield(worker._ready), READY_TIMEOUT_SECONDS)
+            # Not wait_for: on 3.11 it swallows a cancellation that arrives as the child is ready.
+            async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+                await asyncio.shield(worker._ready)
         except BaseException:
             await worker.aclose()
             raise
@@ -194,7 +199,10 @@ class MediaWorker:
         try:
             self._process.stdin.write(line.encode())
             await self._process.stdin.drain()
-            answer = await asyncio.wait_for(future, within)
+            # Not wait_for: on 3.11 it swallows a cancellation that arrives with the reply, and a
+            # hangup that cancels a connection being made would wait for it for ever.
+            async with asyncio.timeout(within):
+                answer = await future
         except (ConnectionError, BrokenPipeError):
             raise CallError("media-process", "the media process has exited") from None
         except TimeoutError:
@@ -213,6 +221,12 @@ class MediaWorker:
             turn={"urls": list(turn.urls), "username": turn.username, "credential": turn.credential},
             devices=asdict(devices),
         )
+        self.turn = turn
+
+    async def prepare(self) -> None:
+        """After ``start``: open the devices and check TURN now, ahead of the offer or answer (the
+        call is imminent: the consultation is connecting). The next offer or answer uses them."""
+        await self._request("prepare")
 
     async def offer(self) -> str:
         return str((await self._request("offer"))["sdp"])
@@ -229,6 +243,7 @@ class MediaWorker:
     async def reset(self) -> None:
         """Drop the child's connection and close its devices: it is idle, ready for ``start``."""
         await self._request("reset")
+        self.turn = None
 
     async def stats(self) -> dict[str, Any]:
         return await self._request("stats")
@@ -268,6 +283,9 @@ class _Child:
         self._turn: TurnConfig | None = None
         self._devices: Devices | None = None
         self._closers: list[Callable[[], Any]] = []
+        self._devices_to_open: list[Any] = []  # DeviceThreads waiting for our offer or answer to be out
+        self._prepared = False  # a connection's devices are open and no offer or answer made yet
+        self._camera: Any = None
         self._playback: Any = None
         self._previews: Any = None
         self._first: set[str] = set()
@@ -277,6 +295,14 @@ class _Child:
     def emit(message: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(message) + "\n")
         sys.stdout.flush()
+
+    def open_devices(self) -> None:
+        """The devices of the connection whose offer or answer just went out start now, not before:
+        their threads' start (OpenCV opening the camera, PortAudio its streams) would hold up this
+        process while it makes the answer. They have the far end's reply and ICE to get ready in."""
+        devices, self._devices_to_open = self._devices_to_open, []
+        for device in devices:
+            device.open()
 
     def _device_failed(self, kind: str, reason: str) -> None:
         self.emit({"event": "device-failed", "kind": kind, "reason": reason})
@@ -297,7 +323,8 @@ class _Child:
 
     async def start(self, turn: dict[str, Any], devices: dict[str, Any]) -> dict[str, Any]:
         """Keep what the connection will use; the devices open with its offer or answer (a child
-        whose offer or answer failed is idle again, and may be started afresh for another)."""
+        whose offer or answer failed is idle again, and may be started afresh for another), or
+        with ``prepare``."""
         if self._call is not None:
             raise CallError("busy", "this media process holds a connection already")
         self._turn = TurnConfig(tuple(turn["urls"]), turn["username"], turn["credential"])
@@ -313,15 +340,23 @@ class _Child:
             raise CallError("not-started", "start the call first")
         tracks: list[Any] = []
         if config.camera is not None:
-            camera = CameraTrack(config.camera, is_file=config.camera_is_file, on_failure=self._device_failed)
+            camera = CameraTrack(
+                config.camera, is_file=config.camera_is_file, on_failure=self._device_failed, open_now=False
+            )
             tracks.append(camera)
+            self._camera = camera
+            self._devices_to_open.append(camera.device)
             self._closers.append(camera.aclose)
         if config.microphone is not None:
-            microphone = MicrophoneTrack(_device(config.microphone), on_failure=self._device_failed)
+            microphone = MicrophoneTrack(
+                _device(config.microphone), on_failure=self._device_failed, open_now=False
+            )
             tracks.append(microphone)
+            self._devices_to_open.append(microphone.device)
             self._closers.append(microphone.aclose)
         if config.speaker is not None:
-            self._playback = Playback(_device(config.speaker), on_failure=self._device_failed)
+            self._playback = Playback(_device(config.speaker), on_failure=self._device_failed, open_now=False)
+            self._devices_to_open.append(self._playback.device)
             self._closers.append(self._playback.aclose)
         self._previews = PreviewFrames()
         self._call = MediaCall(
@@ -334,14 +369,25 @@ class _Child:
         )
         return self._call
 
-    async def _describe(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
-        """Our offer or answer on a connection of this child's own. Whatever goes wrong (TURN, an
-        offer aiortc cannot take, its exception of any kind) is answered as a refusal, and the
-        child is idle again: nothing connected, its devices closed."""
+    async def prepare(self) -> dict[str, Any]:
+        """The devices open now and TURN is checked in the background: the offer or answer that
+        follows has neither to wait for."""
         if self._call is not None:
             raise CallError("busy", "this media process holds a connection already")
+        call = await self._open()
+        self._prepared = True
+        call.check_turn_ahead()
+        return {}
+
+    async def _describe(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Our offer or answer on a connection of this child's own (prepared, or made now).
+        Whatever goes wrong (TURN, an offer aiortc cannot take, its exception of any kind) is
+        answered as a refusal, and the child is idle again: nothing connected, its devices closed."""
+        if self._call is not None and not self._prepared:
+            raise CallError("busy", "this media process holds a connection already")
         try:
-            call = await self._open()
+            call = self._call if self._prepared else await self._open()
+            self._prepared = False
             sdp = await call.offer() if op == "offer" else await call.answer(str(request["sdp"]))
         except Exception as exc:
             await self._close()
@@ -357,6 +403,8 @@ class _Child:
             return await self.start(request["turn"], request["devices"])
         if op in ("offer", "answer"):
             return await self._describe(op, request)
+        if op == "prepare":
+            return await self.prepare()
         if op == "reset":
             await self._close()  # idle again: started afresh for another connection
             return {}
@@ -365,10 +413,16 @@ class _Child:
             return {"jpeg": {side: base64.b64encode(data).decode() for side, data in jpeg.items()}}
         call = self._call
         if op == "stats":
+            camera_frames = None if self._camera is None else self._camera.captured
             if call is None:
                 return {"received": {"audio": 0, "video": 0}, "state": "closed", "quality": None}
             quality = None if call.quality is None else asdict(call.quality)
-            return {"received": dict(call.received), "state": call.connection_state, "quality": quality}
+            return {
+                "received": dict(call.received),
+                "state": call.connection_state,
+                "quality": quality,
+                "camera_frames": camera_frames,
+            }
         if call is None:
             raise CallError("not-started", "no connection: offer or answer first")
         if op == "accept-answer":
@@ -382,6 +436,9 @@ class _Child:
     async def _close(self) -> None:
         # The devices first: they are free for the next call's child whatever the network does.
         closers, self._closers = self._closers, []
+        self._devices_to_open = []
+        self._prepared = False
+        self._camera = None
         for closer in reversed(closers):
             with contextlib.suppress(Exception):
                 await closer()
@@ -404,11 +461,18 @@ def _device(name: str) -> int | str:
 
 
 async def _serve() -> int:
-    import aiortc  # noqa: F401 (loaded now: the warm start the agent waits for)
+    # Loaded now, before "ready" (the warm start the agent waits for), not when an offer comes: the
+    # first import of OpenCV and PortAudio holds this process for a few hundred ms on a busy kiosk.
+    import aiortc  # noqa: F401
+    import cv2  # noqa: F401
+    import sounddevice  # noqa: F401
 
+    import telehealth_client.media.call
+    import telehealth_client.media.tracks  # noqa: F401
     from telehealth_client.media.ice import tune_stun_retransmission
 
     tune_stun_retransmission()
+    await _warm_aiortc()
 
     child = _Child()
     child.emit({"event": "ready", "pid": os.getpid()})
@@ -431,6 +495,7 @@ async def _serve() -> int:
             try:
                 answer = await child.handle(op, request)
                 child.emit({"id": request_id, "ok": True, **answer})
+                child.open_devices()
             except CallError as exc:
                 child.emit({"id": request_id, "ok": False, "code": exc.code, "reason": exc.reason})
             except Exception as exc:
@@ -441,6 +506,28 @@ async def _serve() -> int:
         await asyncio.gather(heartbeat, return_exceptions=True)
         await child.aclose()
     return 0  # the agent closed our stdin: it is gone, and so is the call
+
+
+async def _warm_aiortc() -> None:
+    """A connection made and dropped before "ready": the first one in a process pays for loading
+    what aiortc loads lazily (its certificate's crypto, SDP and codec paths), and that must not be
+    the answer to a real offer."""
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    # No ICE server at all (aiortc's default is a public STUN server): host candidates only, never
+    # a packet off this machine.
+    offerer, answerer = (RTCPeerConnection(RTCConfiguration(iceServers=[])) for _ in range(2))
+    try:
+        offerer.addTransceiver("audio")
+        offerer.addTransceiver("video")
+        await offerer.setLocalDescription(await offerer.createOffer())
+        await answerer.setRemoteDescription(
+            RTCSessionDescription(sdp=offerer.localDescription.sdp, type="offer")
+        )
+        await answerer.setLocalDescription(await answerer.createAnswer())
+    finally:
+        await offerer.close()
+        await answerer.close()
 
 
 async def _heartbeat(child: _Child) -> None:

@@ -26,7 +26,7 @@ from telehealth_client.media.consultation_call import MediaOptions
 from telehealth_client.protocol.messages import ConsultationState
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_client.security.audit import ChainKeys
-from telehealth_client.security.clinic_client import ClinicClient, TokenGrant
+from telehealth_client.security.clinic_client import ClinicClient, TokenGrant, TurnCredentials
 from telehealth_client.security.tokens import RefreshPolicy
 
 PROVIDER = "dr-lee"
@@ -85,6 +85,14 @@ class RecordingClinic(ClinicClient):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tokens: list[tuple[str | None, str]] = []  # (consultationChannel asked for, token)
+        self.turn_grants = 0
+        self.turn_granted = asyncio.Event()
+
+    async def turn_credentials(self, user_id: str) -> TurnCredentials:
+        grant = await super().turn_credentials(user_id)
+        self.turn_grants += 1
+        self.turn_granted.set()
+        return grant
 
     async def request_token(self, user_id: str, role: str, **context: str | None) -> TokenGrant:
         grant = await super().request_token(user_id, role, **context)

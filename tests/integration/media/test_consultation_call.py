@@ -81,6 +81,29 @@ async def call_under_way(parts: Parts, tmp_path: Path) -> UnderWay:
     return UnderWay(patient, provider, patient_hub, provider_hub, provider_call)
 
 
+async def test_the_kiosk_is_ready_to_answer_before_the_offer_comes(parts: Parts, tmp_path: Path) -> None:
+    # PROTOCOL.md: an offer is answered within 150 ms. The kiosk holds TURN credentials from its
+    # check-in, and once the consultation is connecting a media child has its camera open and TURN
+    # checked: the provider's offer is answered by that child, asking the clinic for nothing.
+    patient, provider, patient_hub, provider_hub = await connecting(parts, tmp_path)
+    kiosk_clinic = parts.clinics[None]
+    await asyncio.wait_for(kiosk_clinic.turn_granted.wait(), WAIT)
+    assert kiosk_clinic.turn_grants == 1
+    call = patient.call
+    assert call is not None
+    prepared = await asyncio.wait_for(call.prepared(), WAIT)
+    assert prepared is not None
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while not (await prepared.stats()).get("camera_frames"):
+        assert asyncio.get_running_loop().time() < deadline, "the camera did not open while connecting"
+        await asyncio.sleep(0.1)  # the child's camera count, read again (nothing to wait on)
+    await provider.call(CONSULTATION)
+    for hub in (patient_hub, provider_hub):
+        await hub.wait_for(flowing("video"), within=WAIT)
+    assert call.worker is prepared
+    assert kiosk_clinic.turn_grants == 1
+
+
 async def test_a_call_moves_the_consultation_to_in_progress_and_survives_a_killed_media_child(
     parts: Parts, tmp_path: Path
 ) -> None:

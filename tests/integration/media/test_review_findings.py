@@ -57,8 +57,9 @@ async def test_a_hung_warm_spare_does_not_block_the_call_or_the_chat(parts: Part
     await patient_hub.wait_state(S.CONNECTING)
 
     call = patient.call
-    assert call is not None and call._warm is not None
-    spare = await asyncio.wait_for(asyncio.shield(call._warm), 30)
+    assert call is not None
+    # The child that will answer: prepared while connecting (its devices open, TURN checked).
+    spare = await asyncio.wait_for(call.prepared(), 30)
     assert isinstance(spare, MediaWorker)
     os.kill(spare.pid, signal.SIGSTOP)
     try:
@@ -103,8 +104,8 @@ async def test_an_offer_burst_does_not_hold_up_the_chat(parts: Parts, tmp_path: 
     await provider.join(CONSULTATION)
     await patient_hub.wait_state(S.CONNECTING)
     call = patient.call
-    assert call is not None and call._warm is not None
-    await asyncio.wait_for(asyncio.shield(call._warm), 30)
+    assert call is not None
+    assert await asyncio.wait_for(call.prepared(), 30) is not None  # the child that will answer
 
     sdp = await an_offer_sdp()
     bus = provider.session(CONSULTATION).bus

@@ -52,7 +52,7 @@ class Side:
         # The first credentials handed out, expired or refused, when a test says so.
         self.first_turn: TurnConfig | None = None
 
-        async def turn() -> TurnConfig:
+        async def turn(*, fresh: bool = False) -> TurnConfig:
             self.turn_requests += 1
             if self.turn_requests == 1 and self.first_turn is not None:
                 return self.first_turn

@@ -27,6 +27,28 @@ async def test_the_camera_track_delivers_the_files_frames_in_order(tmp_path: Pat
     assert 1 <= numbers[0] <= 100
 
 
+async def test_a_camera_track_made_unopened_reads_nothing_until_opened_and_closes_either_way(
+    tmp_path: Path,
+) -> None:
+    # A media child makes its tracks with the connection and opens the devices once its answer is
+    # out: until then the camera is not touched (its light stays off, OpenCV holds no CPU).
+    video = write_numbered_video(tmp_path / "numbered.mkv", frames=100)
+    never = CameraTrack(str(video), is_file=True, open_now=False)
+    await never.aclose()  # never opened: closes without a thread to wait for
+    assert never.captured == 0
+    track = CameraTrack(str(video), is_file=True, open_now=False)
+    try:
+        assert track.captured == 0 and not track.device.running
+        track.device.open()
+        track.device.open()  # twice is once
+        assert track.device.running
+        first = read(await asyncio.wait_for(track.recv(), 5.0))
+    finally:
+        await track.aclose()
+    assert 1 <= first <= 100 and track.captured >= 1
+    assert not track.device.running
+
+
 async def test_a_slow_consumer_gets_the_newest_frame_not_a_backlog(tmp_path: Path) -> None:
     video = write_numbered_video(tmp_path / "numbered.mkv", frames=200)
     track = CameraTrack(str(video), is_file=True)

@@ -178,3 +178,25 @@ async def test_a_reset_child_drops_its_connection_and_serves_another(turn: TurnS
     finally:
         await worker.aclose()
     assert await worker.exited == 0
+
+
+async def test_a_request_cancelled_as_its_reply_arrives_is_cancelled(turn: TurnServer) -> None:
+    """A hangup cancels a connection being made; if the child's reply lands in the same loop turn,
+    the cancellation must still win (3.11's wait_for returned the reply instead, and the
+    signaling worker it ran in went on building connections while the hangup waited for it)."""
+    worker = await MediaWorker.spawn()
+    try:
+        await worker.start(turn_config(turn), Devices())
+        os.kill(worker.pid, signal.SIGSTOP)  # the child answers nothing itself: the test does
+        request = asyncio.ensure_future(worker.stats())
+        async with asyncio.timeout(WAIT):
+            while not worker._waiting:  # noqa: ASYNC110 - nothing to wait on: a few loop turns
+                await asyncio.sleep(0)
+        reply = next(iter(worker._waiting.values()))
+        reply.set_result({"ok": True})
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+    finally:
+        worker.kill()
+        await worker.aclose()
