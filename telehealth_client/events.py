@@ -8,7 +8,7 @@ Public API:
   ``SessionClosed``, ``EndpointIdle``, ``InvitationReceived``, ``StateSaved``, ``ChatMessageAdded``,
   ``ChatStatusChanged``, ``ChatReadUpdated``, ``ChatWiped``, ``EmergencyUpdated``, ``EmergencyAlert``,
   ``CallStateChanged``, ``MediaFlowing``, ``MediaFailed``, ``OfferRefused``, ``CallQualityChanged``,
-  ``ConsultationNotFollowed``, ``GuestAccessRevoked``, and ``Missed``
+  ``CallVideoModeChanged``, ``ConsultationNotFollowed``, ``GuestAccessRevoked``, and ``Missed``
   (delivered only to a subscriber that fell behind).
 - ``EventHub.emit(event)``: synchronous, never blocks and never raises into the emitter. Call it
   from the event loop's thread (every emitter in the agent runs there).
@@ -271,6 +271,18 @@ class OfferRefused:
 
 
 @dataclass(frozen=True)
+class CallVideoModeChanged:
+    """The call goes on with audio alone (``mode`` ``audio-only``: the path could not carry video)
+    or with video again. ``source``: ``network`` (this end measured it: the patient side) or
+    ``far-end`` (the patient's ``DEVICE_STATUS`` said so)."""
+
+    kind: ClassVar[str] = "call-video-mode"
+    consultation_id: str
+    mode: str
+    source: str
+
+
+@dataclass(frozen=True)
 class CallQualityChanged:
     """The call's quality as this end measures it, told when its level, picture size or video
     bitrate ceiling changes (``media.quality``): 5 good, 1 poor, 0 nothing arriving."""
@@ -344,6 +356,7 @@ Event: TypeAlias = (
     | MediaFailed
     | OfferRefused
     | CallQualityChanged
+    | CallVideoModeChanged
     | ConsultationNotFollowed
     | GuestAccessRevoked
     | Missed

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -247,7 +247,12 @@ class PatientEndpoint:
                 from telehealth_client.media.consultation_call import ConsultationCall
 
                 call = ConsultationCall(
-                    session, self._connect.clinic, self._hub, options=self._media, auditor=auditor
+                    session,
+                    self._connect.clinic,
+                    self._hub,
+                    options=self._media,
+                    auditor=auditor,
+                    on_video_mode=self._report_call_network,
                 )
                 await call.start()  # a warm media child while the patient waits
                 session.add_close_hook(lambda _reason: call.aclose())
@@ -319,6 +324,15 @@ class PatientEndpoint:
         session = self._session
         if session is not None and not session.closed and report != self._published_devices:
             await self._publish_devices(session, report)
+
+    async def _report_call_network(self, mode: NetworkVerdict) -> None:
+        """The call fell back to audio only, or has video again: the provider is told by the
+        network verdict of ``DEVICE_STATUS`` (the devices' verdicts stay what the check found)."""
+        base = self._devices or DeviceReport("skipped", "skipped", "skipped", "unknown")
+        self._devices = replace(base, network=mode)
+        session = self._session
+        if session is not None and not session.closed and self._devices != self._published_devices:
+            await self._publish_devices(session, self._devices)
 
     async def _publish_devices(self, session: ConsultationSession, report: DeviceReport) -> None:
         status = DeviceStatus(

@@ -26,6 +26,10 @@ Public API:
   ``QualitySample`` in ``quality``, ``on_quality(sample)`` when the level, the remote
   picture size or the video bitrate ceiling changes, or the round trip becomes known) and holds the
   video encoder under the loss-based ceiling of ``media/quality.py``.
+- Audio only: ``set_video_mode("audio-only")`` stops encoding and sending our video (the frame
+  rate no longer counts in the quality level), ``"video"`` resumes it with a key frame. With a
+  ``fallback`` (``media/fallback.py``; the patient side's) the call decides this itself from its
+  samples and tells ``on_video_mode(mode)``.
 
 Clean frames after a loss: aiortc's VP8 decoder decodes frames whose reference frames were lost
 (60-80 of them after TURN froze for 10 s, DESIGN.md) and hands them on as if whole. A
@@ -66,6 +70,7 @@ from av import VideoFrame
 
 from telehealth_client.logs import describe_exception
 from telehealth_client.media.common import CallError, TurnConfig, check_sdp
+from telehealth_client.media.fallback import VideoFallback, VideoMode
 from telehealth_client.media.quality import (
     BitrateCeiling,
     JitterAdd,
@@ -77,6 +82,7 @@ from telehealth_client.media.quality import (
     gate_video_receiver,
     inbound_packets,
     internals_usable,
+    pause_video_sender,
 )
 from telehealth_client.protocol.messages import IceCandidate
 
@@ -266,6 +272,9 @@ class MediaCall:
         on_quality: QualityHandler | None = None,
         quality_every: float = QUALITY_SECONDS,
         adapt_bitrate: bool = True,
+        video_mode: VideoMode = "video",
+        fallback: VideoFallback | None = None,
+        on_video_mode: Callable[[VideoMode], None] | None = None,
     ) -> None:
         self._turn = turn
         self._relay_only = relay_only
@@ -294,6 +303,13 @@ class MediaCall:
         self._video_size: tuple[int, int] | None = None
         self.quality: QualitySample | None = None
         self.bitrate: BitrateCeiling | None = None
+        self.video_mode: VideoMode = video_mode
+        self._meter = StatsMeter()
+        self._meter.expect_video = video_mode == "video"
+        self._fallback = fallback
+        if fallback is not None:
+            fallback.mode = video_mode
+        self._on_video_mode = on_video_mode
 
     @property
     def dropped_frames(self) -> int:
@@ -319,7 +335,40 @@ class MediaCall:
             for track in self._tracks:
                 pc.addTrack(track)
             self._pc = pc
+            self._pause_video(self.video_mode == "audio-only")
         return self._pc
+
+    def set_video_mode(self, mode: VideoMode) -> None:
+        """Send our video, or not (audio only); the quality level judges frame rate only with video."""
+        if mode == self.video_mode:
+            return
+        self.video_mode = mode
+        self._meter.expect_video = mode == "video"
+        if self._fallback is not None:
+            self._fallback.mode = mode
+        self._pause_video(mode == "audio-only")
+        log.info("call video mode=%s", mode)
+
+    def _pause_video(self, paused: bool) -> None:
+        if self._pc is None:
+            return
+        for sender in self._pc.getSenders():
+            if sender.track is not None and sender.track.kind == "video":
+                pause_video_sender(sender, paused)
+
+    def _decide_video_mode(self, sample: QualitySample) -> None:
+        if self._fallback is None:
+            return
+        floor = self.bitrate is None or self.bitrate.ceiling <= self.bitrate.minimum
+        mode = self._fallback.observe(sample, bitrate_at_floor=floor)
+        if mode is None:
+            return
+        self.set_video_mode(mode)
+        if self._on_video_mode is not None:
+            try:
+                self._on_video_mode(mode)
+            except Exception as exc:
+                log.error("video mode handler failed error=%s", describe_exception(exc))
 
     def check_turn_ahead(self) -> None:
         """Probe TURN now, in the background: the offer or answer made within
@@ -494,7 +543,7 @@ class MediaCall:
             self._quality_task = asyncio.ensure_future(self._sample_quality())
 
     async def _sample_quality(self) -> None:
-        meter = StatsMeter()
+        meter = self._meter
         loop = asyncio.get_running_loop()
         while True:
             pc = self._pc
@@ -513,6 +562,7 @@ class MediaCall:
                     )
                     if sample is not None:
                         self._report_quality(sample)
+                        self._decide_video_mode(sample)
             await asyncio.sleep(self._quality_every)  # the sampling period, not a wait for anything
 
     def _adapt(self, pc: RTCPeerConnection, meter: StatsMeter) -> int | None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from telehealth_client import events
@@ -35,6 +35,7 @@ from telehealth_client.consultation.auditing import Auditor
 from telehealth_client.consultation.session import ConsultationSession
 from telehealth_client.logs import describe_exception
 from telehealth_client.media.common import CallError, TurnConfig
+from telehealth_client.media.fallback import FallbackSettings, VideoMode
 from telehealth_client.media.negotiation import Phase
 from telehealth_client.media.signaling import CallSignaling, MediaBackend
 from telehealth_client.media.turn_credentials import TurnCredentialCache, TurnGrant
@@ -50,15 +51,18 @@ ANSWERING_STATES = (
     ConsultationState.WRAPPING_UP,
 )
 FlowingHandler = Callable[[str], Awaitable[None]]
+VideoModeHandler = Callable[[VideoMode], Awaitable[None]]
 HUNG = "the media process stopped answering"
 
 
 @dataclass(frozen=True)
 class MediaOptions:
-    """The devices the media child opens and its environment (e.g. ``ALSA_CONFIG_PATH``)."""
+    """The devices the media child opens, its environment (e.g. ``ALSA_CONFIG_PATH``), and when
+    the patient side's call falls back to audio only."""
 
     devices: Devices
     env: Mapping[str, str] | None = None
+    fallback: FallbackSettings = field(default_factory=FallbackSettings)  # when to go audio only
 
 
 class ConsultationCall:
@@ -71,12 +75,14 @@ class ConsultationCall:
         options: MediaOptions,
         auditor: Auditor | None = None,
         on_media_flowing: FlowingHandler | None = None,
+        on_video_mode: VideoModeHandler | None = None,
     ) -> None:
         self._session = session
         self._clinic = clinic
         self._hub = hub
         self._options = options
         self._on_media_flowing = on_media_flowing
+        self._on_video_mode = on_video_mode  # the patient side tells the far end (DEVICE_STATUS)
         consultation = session.consultation
         self._cid = consultation.consultation_id
         self._user_id = consultation.user_id
@@ -92,6 +98,10 @@ class ConsultationCall:
         # connecting (a call is imminent): the offer or answer waits for neither.
         self._prepared: asyncio.Task[MediaWorker] | None = None
         self._remove_state_listener: Callable[[], None] | None = None
+        # Audio only while the path cannot carry video: the patient side's child decides, the
+        # provider's follows the patient's DEVICE_STATUS; new connections start in it.
+        self.video_mode: VideoMode = "video"
+        self._decides_video = consultation.role == "patient"
         self.signaling = CallSignaling(
             session,
             polite=consultation.role == "patient",
@@ -129,6 +139,8 @@ class ConsultationCall:
         self._credentials.prefetch()  # an offer is answered without waiting for the clinic
         self._remove_state_listener = self._session.add_state_listener(lambda _c: self._prepare())
         self._prepare()
+        if not self._decides_video:
+            self._spawn(self._follow_far_video_mode(self._hub.subscribe()), "video-mode-follower")
 
     async def call(self) -> None:
         """Call the consultation's patient (the provider calls by default)."""
@@ -238,11 +250,15 @@ class ConsultationCall:
             return
         self._prepared = self._spawn(self._prepared_child(), "media-child-prepare")
 
+    async def _start(self, worker: MediaWorker, turn: TurnConfig) -> None:
+        fallback = self._options.fallback if self._decides_video else None
+        await worker.start(turn, self._options.devices, video_mode=self.video_mode, fallback=fallback)
+
     async def _prepared_child(self) -> MediaWorker:
         turn = await self._credentials.get()
         worker = await self._take_warm()
         try:
-            await worker.start(turn, self._options.devices)
+            await self._start(worker, turn)
             await worker.prepare()
         except BaseException:
             self._close_later(worker)
@@ -284,7 +300,7 @@ class ConsultationCall:
             worker = await self._take_warm()
         try:
             try:
-                await worker.start(turn, self._options.devices)
+                await self._start(worker, turn)
             except CallError as exc:
                 if exc.code != "media-process":
                     raise
@@ -296,7 +312,7 @@ class ConsultationCall:
                 )
                 self._close_later(worker)
                 worker = await self._spawn_watched()
-                await worker.start(turn, self._options.devices)
+                await self._start(worker, turn)
         except BaseException:
             # Not handed over (a failed start, or the connection abandoned by a hangup): ours to close.
             self._close_later(worker)
@@ -349,12 +365,55 @@ class ConsultationCall:
         elif kind == "quality":
             if self.signaling.is_current(worker):  # a new connection's samples are not the call's yet
                 self._hub.emit(quality_event(self._cid, event))
+        elif kind == "video-mode" and self.signaling.is_current(worker):
+            mode = event.get("mode")
+            if mode in ("video", "audio-only") and mode != self.video_mode:
+                self._spawn(
+                    self._video_mode_changed("audio-only" if mode == "audio-only" else "video", "network"),
+                    "video-mode",
+                )
         elif kind == "device-failed" and self.signaling.holds(worker):
             device, reason = str(event.get("kind")), str(event.get("reason"))
             log.warning(
                 "device failed mid-call consultation=%s device=%s reason=%s", self._cid, device, reason
             )
             self._hub.emit(events.MediaFailed(self._cid, device, reason))
+
+    # -- audio only --------------------------------------------------------------------------------
+
+    async def _video_mode_changed(self, mode: VideoMode, source: str) -> None:
+        """The call goes on in ``mode``: every child of the call is told (the one that decided knows),
+        the negotiation learns whether audio alone carries the call, and so do the user and, from the
+        patient side, the far end."""
+        if mode == self.video_mode or self._closing:
+            return
+        self.video_mode = mode
+        log.warning("call video mode consultation=%s mode=%s source=%s", self._cid, mode, source)
+        self.signaling.set_audio_only(mode == "audio-only")
+        for worker in self.signaling.children():
+            if isinstance(worker, MediaWorker) and not worker.exited.done():
+                try:
+                    await worker.set_video_mode(mode)
+                except CallError as exc:
+                    log.warning("video mode not set consultation=%s reason=%s", self._cid, exc.reason)
+        self._hub.emit(events.CallVideoModeChanged(self._cid, mode, source))
+        if self._on_video_mode is not None:
+            await self._on_video_mode(mode)
+
+    async def _follow_far_video_mode(self, subscription: events.EventSubscription) -> None:
+        """The provider's side: the patient's DEVICE_STATUS during a call says whether it goes on
+        with video (its check-in verdict, before any call, is not the call's)."""
+        async with subscription:
+            async for event in subscription:
+                if (
+                    isinstance(event, events.DeviceStatusReported)
+                    and event.consultation_id == self._cid
+                    and event.network in ("video", "audio-only")
+                    and self.signaling.phase != "idle"
+                ):
+                    await self._video_mode_changed(
+                        "audio-only" if event.network == "audio-only" else "video", "far-end"
+                    )
 
 
 def _describe_exit(code: int) -> str:

@@ -57,6 +57,10 @@ class LinkMedia:
     def links(self) -> tuple[int, ...]:
         return tuple(self._media)
 
+    @property
+    def held(self) -> tuple[MediaBackend, ...]:
+        return tuple(self._media.values())
+
     def put(self, link: int, media: MediaBackend) -> None:
         self._media[link] = media
 

@@ -153,6 +153,14 @@ class Flowing:
 
 
 @dataclass(frozen=True)
+class AudioOnly:
+    """The call goes on without video (``on``; media/fallback.py) or with it again: a connection
+    then carries the call with its audio, and one whose audio came back is back."""
+
+    on: bool
+
+
+@dataclass(frozen=True)
 class Timer:
     """What an ``Arm`` effect asks to be told of after its seconds: the answer to our offers
     whose first try was ``link`` (try ``serial``), the media on ``link``, or the next rebuild
@@ -179,6 +187,7 @@ Event: TypeAlias = (
     | Stalled
     | Lost
     | Flowing
+    | AudioOnly
     | Expired
 )
 
@@ -311,6 +320,7 @@ class Negotiation:
     attempts: int = 0  # rebuild offers published since media last flowed (their back-off)
     rebuild_armed: int = 0  # the serial of the rebuild timer armed, 0 while none
     serials: int = 0  # timers' serials handed out
+    audio_only: bool = False  # video is not expected (the audio-only fallback): audio carries a call
 
     @classmethod
     def new(cls, user_id: str, *, polite: bool) -> Negotiation:
@@ -369,6 +379,8 @@ def step(negotiation: Negotiation, event: Event, *, is_participant: Callable[[st
         return _lost(negotiation, event)
     if isinstance(event, Flowing):
         return _flowing(negotiation, event)
+    if isinstance(event, AudioOnly):
+        return replace(negotiation, audio_only=event.on), ()
     if isinstance(event, Expired):
         return _expired(negotiation, event.timer)
     return _received(negotiation, event, is_participant)
@@ -545,7 +557,7 @@ def _flowing(negotiation: Negotiation, event: Flowing) -> Step:
         if kind in current.media:
             return negotiation, ()
         effects: tuple[Effect, ...] = (MediaUp(kind),)
-        if current.stalled and kind != "video" and "video" in current.ever:
+        if current.stalled and kind != "video" and _wants_video(negotiation, current):
             # Its audio is back, its video not yet: still stalled (a call with video is back with
             # its first video frame, as a new connection carries the call with its first).
             partly = replace(current, media=current.media | {kind})
@@ -560,7 +572,7 @@ def _flowing(negotiation: Negotiation, event: Flowing) -> Step:
     if pending is not None and pending.id == event.link:
         carrying = pending.flowing(kind)
         waiting = replace(negotiation, links=links.updated(carrying))
-        if current is not None and kind != "video" and "video" in current.ever:
+        if current is not None and kind != "video" and _wants_video(negotiation, current):
             return waiting, ()  # a call with video: replaced once the new connection shows video
         promoted, old = waiting.links.promote()
         after = _media_back(replace(waiting, links=promoted))
@@ -569,6 +581,11 @@ def _flowing(negotiation: Negotiation, event: Flowing) -> Step:
             effects = (CloseLink(old.id, "replaced by a new connection that carries media"), *effects)
         return after, effects
     return _ignored(negotiation, "other-call", "media on a connection that is gone")
+
+
+def _wants_video(negotiation: Negotiation, link: Link) -> bool:
+    """Whether ``link``'s call is carried only by video: it had video, and is not audio only."""
+    return "video" in link.ever and not negotiation.audio_only
 
 
 def _media_back(negotiation: Negotiation) -> Negotiation:

@@ -49,6 +49,11 @@ class QualitySample:
     video_kbps_ceiling: int | None  # the encoder's loss-based ceiling; None when not adapting
 
 
+# A receiver report about one of our streams counts this long after it came (they come every
+# 0.5-1.5 s while the stream is sent); an older one is about a stream we no longer send (paused
+# video), and its round trip and loss would stand for ever.
+REPORT_FRESH_SECONDS: Final = 5.0
+
 # Bands per metric: (limit, level) in order; the first limit the value is under gives the level.
 LOSS_BANDS: Final = ((1.0, 5), (2.0, 4), (5.0, 3), (10.0, 2))
 RTT_BANDS: Final = ((150.0, 5), (300.0, 4), (500.0, 3), (1000.0, 2))
@@ -57,7 +62,8 @@ JITTER_BANDS: Final = ((30.0, 5), (50.0, 4), (100.0, 3), (200.0, 2))
 FPS_FLOORS: Final = ((24.0, 5), (15.0, 4), (10.0, 3), (5.0, 2))
 
 
-def _band(value: float, bands: Iterable[tuple[float, int]]) -> int:
+def band(value: float, bands: Iterable[tuple[float, int]]) -> int:
+    """The level ``value`` earns in ``bands``; 1 when it is past all of them."""
     for limit, level in bands:
         if value < limit:
             return level
@@ -79,11 +85,11 @@ def quality_level(
     quality problem (a one-way or audio-only call is not judged on fps)."""
     if packets <= 0:
         return 0
-    levels = [_band(loss_pct, LOSS_BANDS)]
+    levels = [band(loss_pct, LOSS_BANDS)]
     if rtt_ms is not None:
-        levels.append(_band(rtt_ms, RTT_BANDS))
+        levels.append(band(rtt_ms, RTT_BANDS))
     if jitter_ms is not None:
-        levels.append(_band(jitter_ms, JITTER_BANDS))
+        levels.append(band(jitter_ms, JITTER_BANDS))
     if video_expected:
         levels.append(next((level for floor, level in FPS_FLOORS if fps >= floor), 1))
     return min(levels)
@@ -145,10 +151,13 @@ class StatsMeter:
 
     def __init__(self) -> None:
         self._packets: dict[tuple[str, int], tuple[int, int]] = {}  # (kind, ssrc) -> received, lost
+        # (kind, ssrc) of our streams -> the far end's last report's timestamp, when we first saw it
+        self._reports: dict[tuple[str, int], tuple[object, float]] = {}
         self._bytes: tuple[int, int] | None = None  # transport bytes received, sent
         self._frames: int | None = None
         self._at: float | None = None
         self.video_seen = False
+        self.expect_video = True  # False while the call is audio only (media/fallback.py)
 
     def sample(
         self,
@@ -175,9 +184,12 @@ class StatsMeter:
                 self._packets[key] = (stats.packetsReceived, stats.packetsLost)
                 received += max(0, stats.packetsReceived - before[0])
                 lost += max(0, stats.packetsLost - before[1])
-                clock = VIDEO_CLOCK_KHZ if stats.kind == "video" else AUDIO_CLOCK_KHZ
-                jitters.append(stats.jitter / clock)
+                if stats.packetsReceived > before[0]:  # a stream that stopped keeps its last jitter
+                    clock = VIDEO_CLOCK_KHZ if stats.kind == "video" else AUDIO_CLOCK_KHZ
+                    jitters.append(stats.jitter / clock)
             elif kind == "remote-inbound-rtp":
+                if not self._fresh_report(stats, now):
+                    continue
                 if stats.roundTripTime is not None:
                     rtts.append(stats.roundTripTime * 1000.0)
                 if stats.kind == "video":
@@ -202,7 +214,7 @@ class StatsMeter:
             rtt_ms=rtt,
             jitter_ms=jitter,
             fps=fps,
-            video_expected=self.video_seen,
+            video_expected=self.video_seen and self.expect_video,
         )
         return QualitySample(
             level=level,
@@ -218,6 +230,13 @@ class StatsMeter:
             video_kbps_ceiling=None if ceiling is None else ceiling // 1000,
         )
 
+    def _fresh_report(self, stats: Any, now: float) -> bool:
+        key = (stats.kind, stats.ssrc)
+        known = self._reports.get(key)
+        if known is None or known[0] != stats.timestamp:
+            self._reports[key] = known = (stats.timestamp, now)
+        return now - known[1] <= REPORT_FRESH_SECONDS
+
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
@@ -229,6 +248,7 @@ def _round(value: float | None) -> float | None:
 
 PINNED_AIORTC: Final = "1.16.0"
 _SENDER_ENCODER: Final = "_RTCRtpSender__encoder"  # set lazily by the sender's first encode
+_SENDER_ENABLED: Final = "_enabled"  # False: frames are read from the track and dropped
 _RECEIVER_JITTER_BUFFER: Final = "_RTCRtpReceiver__jitter_buffer"  # .add(packet) -> (pli, frame)
 _DTLS_RX_PACKETS: Final = "_RTCDtlsTransport__rx_packets"  # every datagram: DTLS, RTP and RTCP
 _warned = False
@@ -249,6 +269,20 @@ def internals_usable() -> bool:
             PINNED_AIORTC,
         )
     return False
+
+
+def pause_video_sender(sender: Any, paused: bool) -> None:
+    """Stop or resume encoding and sending ``sender``'s video; its track is still read (frames
+    do not pile up), and the first frame after a pause is a key frame (the far end's decoder
+    lost its references). With another aiortc nothing changes: video goes on."""
+    if not internals_usable():
+        return
+    enabled = not paused
+    if getattr(sender, _SENDER_ENABLED) == enabled:
+        return
+    setattr(sender, _SENDER_ENABLED, enabled)
+    if enabled:
+        sender._send_keyframe()
 
 
 def encoder_bitrate_range(sender: Any) -> tuple[int, int] | None:

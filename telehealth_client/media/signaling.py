@@ -147,6 +147,14 @@ class CallSignaling:
     def is_current(self, media: object) -> bool:
         return self.media is media
 
+    def children(self) -> tuple[MediaBackend, ...]:
+        """The media of every connection of the call (the current one, new ones)."""
+        return self._media.held
+
+    def set_audio_only(self, on: bool) -> None:
+        """The call goes on with audio alone (``on``), or with video again: what carries it."""
+        self._enqueue(n.AudioOnly(on))
+
     async def start(self) -> None:
         self._remove_handler = self._session.add_message_handler(self._on_message)
         self._remove_state_listener = self._session.add_state_listener(self._state_changed)

@@ -47,6 +47,7 @@ from typing import Any, Final
 
 from telehealth_client.logs import describe_exception
 from telehealth_client.media.common import CallError, TurnConfig
+from telehealth_client.media.fallback import FallbackSettings, VideoFallback, VideoMode
 from telehealth_client.protocol.messages import IceCandidate, encode
 
 log = logging.getLogger(__name__)
@@ -215,13 +216,28 @@ class MediaWorker:
             raise CallError(str(answer.get("code", "media")), str(answer.get("reason", "failed")))
         return answer
 
-    async def start(self, turn: TurnConfig, devices: Devices) -> None:
+    async def start(
+        self,
+        turn: TurnConfig,
+        devices: Devices,
+        *,
+        video_mode: VideoMode = "video",
+        fallback: FallbackSettings | None = None,
+    ) -> None:
+        """Keep what the next connection uses: TURN, devices, whether it sends video (``video_mode``)
+        and, with ``fallback`` (the patient side), when it falls back to audio only by itself."""
         await self._request(
             "start",
             turn={"urls": list(turn.urls), "username": turn.username, "credential": turn.credential},
             devices=asdict(devices),
+            video_mode=video_mode,
+            fallback=None if fallback is None else asdict(fallback),
         )
         self.turn = turn
+
+    async def set_video_mode(self, mode: VideoMode) -> None:
+        """Send our video, or not (``audio-only``), from now on."""
+        await self._request("video-mode", mode=mode)
 
     async def prepare(self) -> None:
         """After ``start``: open the devices and check TURN now, ahead of the offer or answer (the
@@ -290,6 +306,8 @@ class _Child:
         self._previews: Any = None
         self._first: set[str] = set()
         self._flowing: set[str] = set()  # the kinds arriving since the connection began or last stalled
+        self._video_mode: VideoMode = "video"
+        self._fallback: FallbackSettings | None = None  # the patient side: it decides audio only
 
     @staticmethod
     def emit(message: dict[str, Any]) -> None:
@@ -321,7 +339,13 @@ class _Child:
         self._flowing.clear()
         self.emit({"event": "stall"})
 
-    async def start(self, turn: dict[str, Any], devices: dict[str, Any]) -> dict[str, Any]:
+    async def start(
+        self,
+        turn: dict[str, Any],
+        devices: dict[str, Any],
+        video_mode: object = "video",
+        fallback: object = None,
+    ) -> dict[str, Any]:
         """Keep what the connection will use; the devices open with its offer or answer (a child
         whose offer or answer failed is idle again, and may be started afresh for another), or
         with ``prepare``."""
@@ -329,7 +353,19 @@ class _Child:
             raise CallError("busy", "this media process holds a connection already")
         self._turn = TurnConfig(tuple(turn["urls"]), turn["username"], turn["credential"])
         self._devices = Devices(**devices)
+        self._video_mode = _video_mode(video_mode)
+        self._fallback = _fallback_settings(fallback)
         return {}
+
+    def set_video_mode(self, mode: object) -> dict[str, Any]:
+        self._video_mode = _video_mode(mode)
+        if self._call is not None:
+            self._call.set_video_mode(self._video_mode)
+        return {}
+
+    def _video_mode_decided(self, mode: VideoMode) -> None:
+        self._video_mode = mode
+        self.emit({"event": "video-mode", "mode": mode})
 
     async def _open(self) -> Any:
         from telehealth_client.media.call import MediaCall
@@ -366,6 +402,9 @@ class _Child:
             on_frame=self._on_frame,
             on_stall=self._on_stall,
             on_quality=lambda sample: self.emit({"event": "quality", **asdict(sample)}),
+            video_mode=self._video_mode,
+            fallback=None if self._fallback is None else VideoFallback(self._fallback),
+            on_video_mode=self._video_mode_decided,
         )
         return self._call
 
@@ -400,7 +439,14 @@ class _Child:
 
     async def handle(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
         if op == "start":
-            return await self.start(request["turn"], request["devices"])
+            return await self.start(
+                request["turn"],
+                request["devices"],
+                request.get("video_mode", "video"),
+                request.get("fallback"),
+            )
+        if op == "video-mode":
+            return self.set_video_mode(request.get("mode"))
         if op in ("offer", "answer"):
             return await self._describe(op, request)
         if op == "prepare":
@@ -454,6 +500,23 @@ class _Child:
 
     async def aclose(self) -> None:
         await self._close()
+
+
+def _video_mode(value: object) -> VideoMode:
+    if value == "video" or value == "audio-only":
+        return value
+    raise CallError("video-mode", "video_mode must be 'video' or 'audio-only'")
+
+
+def _fallback_settings(value: object) -> FallbackSettings | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise CallError("fallback", "fallback settings must be an object")
+    try:
+        return FallbackSettings(**value)
+    except (TypeError, ValueError) as exc:
+        raise CallError("fallback", f"fallback settings: {exc}") from None
 
 
 def _device(name: str) -> int | str:

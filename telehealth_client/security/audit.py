@@ -474,6 +474,9 @@ class AuditTrail:
         if tasks:
             # wait(), not gather: a cancellation of aclose() itself must still propagate.
             await asyncio.wait(tasks)
+        if opened and self._db.status.acknowledged > self._acknowledged_saved:
+            # A delivery cancelled between the store's acknowledgement and its file update.
+            self._save_acknowledged()
         if self._acknowledged_writer is not None:
             await asyncio.wait({self._acknowledged_writer})  # the file is not left behind the store
         if opened:

@@ -289,9 +289,12 @@ async def test_a_file_behind_the_store_is_brought_up_to_it_at_open(state_dir: Pa
     await recorded(state_dir, 3)
     trail = trail_at(state_dir)
     await trail.open()
-    await trail._db.acknowledge("sink", 1, 3)
+    await trail._db.acknowledge("sink", 1, 3)  # the store's write, the file's not yet made
     await trail.aclose()
-    # Written (0) when the store began, not since: behind the store.
+    # A close brings the file up to the store (a delivery cancelled between the two writes).
+    assert json.loads(acknowledgement_path(state_dir).read_text())["highestSequence"] == 3
+    # A crash instead: the file as written when the store began (0), behind the store.
+    write_acknowledged(acknowledgement_path(state_dir), KEYS, DEVICE, 0)
     assert json.loads(acknowledgement_path(state_dir).read_text())["highestSequence"] == 0
     assert verify_chain(state_dir, KEYS, DEVICE).ok
 

@@ -314,6 +314,27 @@ def test_the_old_connection_is_kept_when_its_media_comes_back_first() -> None:
     assert provider.feed(n.Expired(n.Timer("answer", 2, 1))) == ()
 
 
+def test_an_audio_only_call_is_carried_and_comes_back_with_its_audio() -> None:
+    """The call fell back to audio only (media/fallback.py): no video is coming, so a rebuilt
+    connection replaces the old one with its first audio, and a stalled one is back with its audio;
+    with video again, video is what counts."""
+    provider = provider_in_call()
+    assert provider.feed(n.AudioOnly(True)) == ()
+    provider.feed(n.Stalled(1))
+    provider.feed(n.LocalDescription(2, "offer", 200))
+    provider.receive(answer("a2"), PATIENT, 210)
+    assert closed(provider.feed(n.Flowing(2, "audio"))) == [1]
+    assert provider.current == 2 and not provider.state.media_down
+    provider.feed(n.Stalled(2))
+    assert provider.feed(n.Flowing(2, "audio")) == (n.MediaUp("audio"),)
+    assert not provider.state.media_down
+    provider.feed(n.AudioOnly(False))
+    provider.feed(n.Flowing(2, "video"))
+    provider.feed(n.Stalled(2))
+    provider.feed(n.Flowing(2, "audio"))
+    assert provider.state.media_down  # with video again, its audio alone is not the call back
+
+
 def test_the_polite_side_gives_the_other_sides_rebuild_a_moment_before_its_own() -> None:
     patient = patient_in_call()
     effects = patient.feed(n.Stalled(1))

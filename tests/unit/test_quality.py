@@ -110,6 +110,7 @@ class Stat:
     fractionLost: int = 0
     bytesReceived: int = 0
     bytesSent: int = 0
+    timestamp: float = 0.0  # when the far end's report came (remote-inbound)
 
 
 def test_stats_become_a_sample_per_interval_with_jitter_in_milliseconds() -> None:
@@ -142,6 +143,32 @@ def test_a_second_with_no_packets_is_level_zero() -> None:
     meter.sample(stats, now=0.0, video_frames=30, size=(640, 480), ceiling=None)
     sample = meter.sample(stats, now=1.0, video_frames=30, size=(640, 480), ceiling=None)
     assert sample is not None and (sample.level, sample.fps, sample.video_kbps_ceiling) == (0, 0.0, None)
+
+
+def test_a_stream_that_stopped_no_longer_counts_its_last_jitter_round_trip_or_loss() -> None:
+    """Paused video (the audio-only fallback): its receive stats keep their last jitter and the far
+    end's last report about it keeps its round trip and loss; none of that is about now."""
+    meter = StatsMeter()
+
+    def second(at: float, video_packets: int, report_at: float) -> list[Stat]:
+        return [
+            Stat("inbound-rtp", "video", 1, packetsReceived=video_packets, jitter=18_000),  # 200 ms
+            Stat("inbound-rtp", "audio", 2, packetsReceived=int(at * 50), jitter=96),
+            Stat("remote-inbound-rtp", "video", 3, roundTripTime=0.9, fractionLost=64, timestamp=report_at),
+            Stat("transport"),
+        ]
+
+    meter.sample(second(1.0, 100, 1.0), now=1.0, video_frames=0, size=None, ceiling=None)
+    lossy = meter.sample(second(2.0, 200, 2.0), now=2.0, video_frames=0, size=None, ceiling=None)
+    assert lossy is not None and (lossy.jitter_ms, lossy.rtt_ms, lossy.sent_loss_pct) == (200.0, 900.0, 25.0)
+    # The video stops: no more video packets, no new report about ours.
+    quiet = meter.sample(second(3.0, 200, 2.0), now=3.0, video_frames=0, size=None, ceiling=None)
+    assert quiet is not None and quiet.jitter_ms == 2.0  # audio's own
+    assert quiet.rtt_ms == 900.0  # a report a second old still stands
+    for at in (4.0, 5.0, 6.0, 7.0, 8.0):
+        later = meter.sample(second(at, 200, 2.0), now=at, video_frames=0, size=None, ceiling=None)
+    assert later is not None and (later.rtt_ms, later.sent_loss_pct) == (None, None)
+    assert later.level == 5  # audio alone, clean
 
 
 def encoded_frames(count: int, keyframes: set[int]) -> list[bytes]:

@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 from aiortc import RTCPeerConnection, VideoStreamTrack
 from aiortc.codecs import vpx
+from aiortc.codecs.vpx import VpxPayloadDescriptor
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from av import VideoFrame
 
 from telehealth_client.media import quality
+from telehealth_client.media.call import is_key_frame
 from telehealth_client.media.quality import (
     PINNED_AIORTC,
     CappedEncoder,
@@ -24,6 +27,7 @@ from telehealth_client.media.quality import (
     gate_video_receiver,
     inbound_packets,
     internals_usable,
+    pause_video_sender,
 )
 
 
@@ -109,5 +113,32 @@ async def test_the_transports_packet_counter_is_where_it_is_read() -> None:
         assert inbound_packets(pc) == 0
         transport._RTCDtlsTransport__rx_packets = 7  # type: ignore[attr-defined]
         assert inbound_packets(pc) == 7
+    finally:
+        await pc.close()
+
+
+async def test_a_paused_video_sender_sends_nothing_and_resumes_with_a_key_frame() -> None:
+    """Audio-only fallback: a paused sender still reads its track (nothing piles up) but encodes
+    nothing; the first frame after it resumes is a key frame (the far end lost its references)."""
+    pc = RTCPeerConnection()
+    try:
+        sender = pc.addTrack(VideoStreamTrack())
+        codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+
+        async def next_frame_is_key() -> bool | None:
+            encoded = await sender._next_encoded_frame(codec)
+            if encoded is None:
+                return None
+            _, data = VpxPayloadDescriptor.parse(encoded.payloads[0])
+            return is_key_frame(data)
+
+        assert await next_frame_is_key() is True  # a new encoder starts with one
+        assert await next_frame_is_key() is False
+        pause_video_sender(sender, True)
+        assert [await next_frame_is_key() for _ in range(3)] == [None, None, None]
+        pause_video_sender(sender, True)  # again: no change
+        pause_video_sender(sender, False)
+        assert await next_frame_is_key() is True
+        assert await next_frame_is_key() is False
     finally:
         await pc.close()
