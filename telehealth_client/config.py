@@ -258,6 +258,12 @@ class Settings(BaseSettings):
         default=True, description="hold video calls (each call's media in a child process); off: chat only"
     )
     relay_only: bool = Field(default=True, description="media only through TURN (ICE policy 'relay')")
+    media_memory_ceiling_mb: int = Field(
+        default=600,
+        ge=100,
+        le=16384,
+        description="a media child over this many MB resident (~150 in a call) is replaced between calls",
+    )
     wildcard_subscribe: bool = Field(
         default=True,
         description="provider carts: follow waiting consultations through one PubNub wildcard"

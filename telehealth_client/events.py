@@ -8,7 +8,8 @@ Public API:
   ``SessionClosed``, ``EndpointIdle``, ``InvitationReceived``, ``StateSaved``, ``ChatMessageAdded``,
   ``ChatStatusChanged``, ``ChatReadUpdated``, ``ChatWiped``, ``EmergencyUpdated``, ``EmergencyAlert``,
   ``CallStateChanged``, ``MediaFlowing``, ``MediaFailed``, ``OfferRefused``, ``CallQualityChanged``,
-  ``CallVideoModeChanged``, ``ConsultationNotFollowed``, ``GuestAccessRevoked``, and ``Missed``
+  ``CallVideoModeChanged``, ``MediaChildOverMemory``, ``ConsultationNotFollowed``, ``GuestAccessRevoked``,
+  and ``Missed``
   (delivered only to a subscriber that fell behind).
 - ``EventHub.emit(event)``: synchronous, never blocks and never raises into the emitter. Call it
   from the event loop's thread (every emitter in the agent runs there).
@@ -283,6 +284,18 @@ class CallVideoModeChanged:
 
 
 @dataclass(frozen=True)
+class MediaChildOverMemory:
+    """A media child (``pid``) grew over the memory ceiling: it is not reused, and is replaced
+    between connections (the call is not interrupted for it)."""
+
+    kind: ClassVar[str] = "media-child-over-memory"
+    consultation_id: str
+    pid: int
+    rss_mb: int
+    ceiling_mb: int
+
+
+@dataclass(frozen=True)
 class CallQualityChanged:
     """The call's quality as this end measures it, told when its level, picture size or video
     bitrate ceiling changes (``media.quality``): 5 good, 1 poor, 0 nothing arriving."""
@@ -357,6 +370,7 @@ Event: TypeAlias = (
     | OfferRefused
     | CallQualityChanged
     | CallVideoModeChanged
+    | MediaChildOverMemory
     | ConsultationNotFollowed
     | GuestAccessRevoked
     | Missed

@@ -1,30 +1,30 @@
 """A consultation's call: its signaling, its media child processes, and what the consultation learns.
 
 ``ConsultationCall`` puts together, for one ``ConsultationSession``: ``CallSignaling`` on the
-``.video`` channel; media children (``MediaWorker``), one per connection of the call, with a spare
-started warm as soon as the call is built, so that a connection never waits for aiortc's import;
-TURN credentials from the clinic backend, fetched when the call is built and held while they are
-fresh (``TurnCredentialCache``); and the consequences for the consultation. The patient
-side answers by itself once the consultation is connecting (the provider calls). When the far
-side's media (video, or audio alone from a kiosk without a camera) first arrives the provider's
-side moves the consultation to in-progress (``CONSULTATION_STARTED``).
+``.video`` channel; the ``MediaSupervisor`` that alone owns the call's media children (one per
+connection, a spare started warm as soon as the call is built, the first connection's child
+prepared once the consultation is connecting); TURN credentials from the clinic backend, fetched
+when the call is built and held while they are fresh (``TurnCredentialCache``); and the
+consequences for the consultation. The patient side answers by itself once the consultation is
+connecting (the provider calls). When the far side's media (video, or audio alone from a kiosk
+without a camera) first arrives the provider's side moves the consultation to in-progress
+(``CONSULTATION_STARTED``).
 
 What each child reports goes to the signaling, whose negotiation decides: a stall (no frame for
 2 s) or a child that died starts a new connection in the spare while the old one stays open (make
-before break); a child that hangs is killed (then it died). A child whose connection never carried
-media (its offer or answer failed, or it was superseded or given up) is idle again, or reset, and
-serves the next connection instead of a fresh spawn. The consultation, chat and
-audit go on untouched, and the failure is reported.
+before break); a child that hangs is killed (then it died). The consultation, chat and audit go on
+untouched, and the failure is reported. A call whose path cannot carry video goes on with audio
+alone (media/fallback.py): the patient side's child decides and the far end is told
+(``DEVICE_STATUS`` ``network``); the provider side follows it.
 
-Public API: ``MediaOptions(devices, env=None)``; ``ConsultationCall(session, clinic, hub,
-options=..., auditor=None, on_media_flowing=None)``; ``await start()``, ``await call()`` (to the
-consultation's patient), ``await hangup()``, ``await prepared()``, ``phase``, ``worker``,
-``await aclose()``.
+Public API: ``MediaOptions(devices, env=None, fallback=..., memory_ceiling_mb=None)``;
+``ConsultationCall(session, clinic, hub, options=..., auditor=None, on_media_flowing=None,
+on_video_mode=None)``; ``await start()``, ``await call()`` (to the consultation's patient),
+``await hangup()``, ``await prepared()``, ``phase``, ``worker``, ``video_mode``, ``await aclose()``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,11 +33,11 @@ from typing import Any
 from telehealth_client import events
 from telehealth_client.consultation.auditing import Auditor
 from telehealth_client.consultation.session import ConsultationSession
-from telehealth_client.logs import describe_exception
 from telehealth_client.media.common import CallError, TurnConfig
 from telehealth_client.media.fallback import FallbackSettings, VideoMode
 from telehealth_client.media.negotiation import Phase
-from telehealth_client.media.signaling import CallSignaling, MediaBackend
+from telehealth_client.media.signaling import CallSignaling
+from telehealth_client.media.supervisor import MediaSupervisor
 from telehealth_client.media.turn_credentials import TurnCredentialCache, TurnGrant
 from telehealth_client.media.worker import Devices, MediaWorker
 from telehealth_client.protocol.messages import ConsultationState
@@ -52,7 +52,6 @@ ANSWERING_STATES = (
 )
 FlowingHandler = Callable[[str], Awaitable[None]]
 VideoModeHandler = Callable[[VideoMode], Awaitable[None]]
-HUNG = "the media process stopped answering"
 
 
 @dataclass(frozen=True)
@@ -63,6 +62,7 @@ class MediaOptions:
     devices: Devices
     env: Mapping[str, str] | None = None
     fallback: FallbackSettings = field(default_factory=FallbackSettings)  # when to go audio only
+    memory_ceiling_mb: float | None = None  # a child grown over this is replaced between connections
 
 
 class ConsultationCall:
@@ -87,16 +87,18 @@ class ConsultationCall:
         self._cid = consultation.consultation_id
         self._user_id = consultation.user_id
         self._patient_id = consultation.patient_id
-        self._warm: asyncio.Task[MediaWorker] | None = None
-        self._idle: MediaWorker | None = None  # started once, never connected: the next to use
-        self._hung: set[MediaWorker] = set()  # killed for their silence
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._closes: set[asyncio.Future[None]] = set()  # children being closed: awaited, never cancelled
         self._closing = False
         self._credentials = TurnCredentialCache(self._fetch_turn)
-        # The first connection's child, its devices open and TURN checked once the consultation is
-        # connecting (a call is imminent): the offer or answer waits for neither.
-        self._prepared: asyncio.Task[MediaWorker] | None = None
+        self._children = MediaSupervisor(
+            self._cid,
+            start=self._start,
+            in_call=lambda worker: self.signaling.holds(worker),
+            env=options.env,
+            on_event=self._on_worker_event,
+            on_died=self._child_died,
+            memory_ceiling_mb=options.memory_ceiling_mb,
+            on_over_memory=self._child_over_memory,
+        )
         self._remove_state_listener: Callable[[], None] | None = None
         # Audio only while the path cannot carry video: the patient side's child decides, the
         # provider's follows the patient's DEVICE_STATUS; new connections start in it.
@@ -106,11 +108,11 @@ class ConsultationCall:
             session,
             polite=consultation.role == "patient",
             turn_source=self._credentials.get,
-            media_factory=self._media,
+            media_factory=self._children.child_for,
             hub=hub,
             auditor=auditor,
             accepting=lambda: session.consultation.state in ANSWERING_STATES,
-            media_reuse=self._reuse,
+            media_reuse=self._children.reuse,
             on_media_flowing=self._media_flowing,
         )
 
@@ -127,20 +129,16 @@ class ConsultationCall:
     async def prepared(self) -> MediaWorker | None:
         """The child being prepared for the first connection, once it is (None if none is, or its
         preparation failed)."""
-        task = self._prepared
-        if task is None:
-            return None
-        result = (await asyncio.gather(asyncio.shield(task), return_exceptions=True))[0]
-        return result if isinstance(result, MediaWorker) else None
+        return await self._children.prepared()
 
     async def start(self) -> None:
         await self.signaling.start()
-        self._warm_up()
+        self._children.warm_up()
         self._credentials.prefetch()  # an offer is answered without waiting for the clinic
         self._remove_state_listener = self._session.add_state_listener(lambda _c: self._prepare())
         self._prepare()
         if not self._decides_video:
-            self._spawn(self._follow_far_video_mode(self._hub.subscribe()), "video-mode-follower")
+            self._children.spawn(self._follow_far_video_mode(self._hub.subscribe()), "video-mode-follower")
 
     async def call(self) -> None:
         """Call the consultation's patient (the provider calls by default)."""
@@ -158,83 +156,9 @@ class ConsultationCall:
             self._remove_state_listener = None
         await self.signaling.aclose()
         await self._credentials.aclose()
-        prepared, self._prepared = self._prepared, None
-        if prepared is not None:
-            prepared.cancel()
-            worker = (await asyncio.gather(prepared, return_exceptions=True))[0]
-            if isinstance(worker, MediaWorker):
-                self._close_later(worker)
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        warm, self._warm = self._warm, None
-        if warm is not None:
-            warm.cancel()
-            worker = (await asyncio.gather(warm, return_exceptions=True))[0]
-            if isinstance(worker, MediaWorker):
-                self._close_later(worker)
-        idle, self._idle = self._idle, None
-        if idle is not None:
-            self._close_later(idle)
-        while self._closes:
-            await asyncio.gather(*self._closes, return_exceptions=True)
+        await self._children.aclose()
 
     # -- the media children -------------------------------------------------------------------------
-
-    def _spawn(self, coroutine: Awaitable[Any], name: str) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coroutine)
-        task.set_name(name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    def _close_later(self, worker: MediaWorker) -> None:
-        closing = asyncio.ensure_future(worker.aclose())
-        self._closes.add(closing)
-        closing.add_done_callback(self._closes.discard)
-
-    def _warm_up(self) -> None:
-        if self._warm is None and not self._closing:
-            self._warm = asyncio.ensure_future(self._spawn_watched())
-
-    async def _spawn_watched(self) -> MediaWorker:
-        """A fresh child, watched from its first moment: one that hangs is killed, one that dies
-        is reported if it was in the call."""
-        spawned: list[MediaWorker] = []
-        worker = await MediaWorker.spawn(
-            on_event=lambda event: self._on_worker_event(spawned[0] if spawned else None, event),
-            env=self._options.env,
-        )
-        spawned.append(worker)
-        self._spawn(self._kill_if_silent(worker), "media-child-silence")
-        self._spawn(self._watch(worker), "media-child-watch")
-        return worker
-
-    async def _kill_if_silent(self, worker: MediaWorker) -> None:
-        """A child that hangs (a stuck codec, a stopped process) will not answer: make it a dead one
-        (``_watch`` then treats it as any child that died)."""
-        watched: set[asyncio.Future[Any]] = {worker.exited, worker.silent}
-        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-        if not worker.exited.done():
-            log.error("media child hangs consultation=%s pid=%d: killing it", self._cid, worker.pid)
-            self._hung.add(worker)
-            worker.kill()
-
-    async def _watch(self, worker: MediaWorker) -> None:
-        # Shielded: this task is cancelled at close, and must not cancel the future with it
-        # (``aclose`` would then take the child for exited and wait for it for ever).
-        code = await asyncio.shield(worker.exited)
-        hung = worker in self._hung
-        self._hung.discard(worker)
-        if self._idle is worker:
-            self._idle = None
-        if self._closing or not self.signaling.holds(worker):
-            return  # closed on purpose, or not (or no longer) in the call
-        reason = HUNG if hung else f"the media process exited ({_describe_exit(code)})"
-        log.error("media child died consultation=%s pid=%d reason=%s", self._cid, worker.pid, reason)
-        self.signaling.media_lost(worker, reason)
 
     async def _fetch_turn(self) -> TurnGrant:
         grant = await self._clinic.turn_credentials(self._user_id)
@@ -242,121 +166,29 @@ class ConsultationCall:
 
     def _prepare(self) -> None:
         if (
-            self._prepared is not None
-            or self._closing
-            or self._session.consultation.state not in ANSWERING_STATES
-            or self.signaling.phase != "idle"
+            not self._closing
+            and self._session.consultation.state in ANSWERING_STATES
+            and self.signaling.phase == "idle"
         ):
-            return
-        self._prepared = self._spawn(self._prepared_child(), "media-child-prepare")
+            self._children.prepare(self._credentials.get)
 
     async def _start(self, worker: MediaWorker, turn: TurnConfig) -> None:
         fallback = self._options.fallback if self._decides_video else None
         await worker.start(turn, self._options.devices, video_mode=self.video_mode, fallback=fallback)
 
-    async def _prepared_child(self) -> MediaWorker:
-        turn = await self._credentials.get()
-        worker = await self._take_warm()
-        try:
-            await self._start(worker, turn)
-            await worker.prepare()
-        except BaseException:
-            self._close_later(worker)
-            raise
-        log.info("media prepared consultation=%s pid=%d", self._cid, worker.pid)
-        return worker
+    def _child_died(self, worker: MediaWorker, reason: str) -> None:
+        self.signaling.media_lost(worker, reason)
 
-    async def _take_prepared(self, turn: TurnConfig) -> MediaWorker | None:
-        """The prepared child, if it was prepared with these credentials (else it serves as an
-        idle one); None if there is none or its preparation failed."""
-        prepared, self._prepared = self._prepared, None
-        if prepared is None:
-            return None
-        try:
-            worker = await asyncio.shield(prepared)
-        except Exception as exc:
-            log.warning("media not prepared consultation=%s error=%s", self._cid, describe_exception(exc))
-            return None
-        if worker.exited.done():
-            return None
-        if worker.turn != turn:
-            try:
-                await worker.reset()  # fresh credentials since: started afresh with them
-            except CallError:
-                self._close_later(worker)  # gone meanwhile: the watch reports nothing (not in the call)
-                return None
-            self._idle = worker
-            return None
-        return worker
-
-    async def _media(self, turn: TurnConfig) -> MediaBackend:
-        """A started child for a new connection: the prepared one, else the idle one, else the warm
-        spare (a fresh one if that did not come up), and a new spare warms up behind it."""
-        prepared = await self._take_prepared(turn)
-        if prepared is not None:
-            return prepared
-        worker, self._idle = self._idle, None
-        if worker is None or worker.exited.done():
-            worker = await self._take_warm()
-        try:
-            try:
-                await self._start(worker, turn)
-            except CallError as exc:
-                if exc.code != "media-process":
-                    raise
-                # The spare died or hung while it waited (it was killed): take a fresh one.
-                log.warning(
-                    "media child unusable consultation=%s reason=%s: taking a fresh one",
-                    self._cid,
-                    exc.reason,
-                )
-                self._close_later(worker)
-                worker = await self._spawn_watched()
-                await self._start(worker, turn)
-        except BaseException:
-            # Not handed over (a failed start, or the connection abandoned by a hangup): ours to close.
-            self._close_later(worker)
-            raise
-        return worker
-
-    async def _take_warm(self) -> MediaWorker:
-        self._warm_up()
-        warm, self._warm = self._warm, None
-        assert warm is not None
-        try:
-            worker = await warm
-        except Exception:
-            worker = await self._spawn_watched()  # the warm child did not come up: one more try, cold
-        self._warm_up()  # a spare for the next connection: a rebuild must not wait for aiortc's import
-        return worker
-
-    async def _reuse(self, media: MediaBackend, connected: bool) -> bool:
-        """A child whose connection never carried media (its offer or answer failed: it is idle
-        already; or superseded, given up: ``connected``, reset first) serves the next connection
-        instead of a fresh spawn."""
-        if self._closing or not isinstance(media, MediaWorker) or media.exited.done():
-            return False
-        if connected:
-            try:
-                await media.reset()
-            except CallError as exc:
-                log.warning("media child not reused consultation=%s reason=%s", self._cid, exc.reason)
-                return False
-        if self._closing or media.exited.done():
-            return False
-        previous, self._idle = self._idle, media
-        if previous is not None:
-            self._close_later(previous)
-        return True
+    def _child_over_memory(self, worker: MediaWorker, rss_mb: float) -> None:
+        ceiling = self._options.memory_ceiling_mb or 0.0
+        self._hub.emit(events.MediaChildOverMemory(self._cid, worker.pid, round(rss_mb), round(ceiling)))
 
     def _media_flowing(self, kind: str) -> None:
         if self._on_media_flowing is not None and not self._closing:
             # Video, or audio from a kiosk whose camera is gone: the call is on either way.
-            self._spawn(self._on_media_flowing(kind), "media-flowing")
+            self._children.spawn(self._on_media_flowing(kind), "media-flowing")
 
-    def _on_worker_event(self, worker: MediaWorker | None, event: dict[str, Any]) -> None:
-        if worker is None or self._closing:
-            return
+    def _on_worker_event(self, worker: MediaWorker, event: dict[str, Any]) -> None:
         kind = event.get("event")
         if kind == "stall":
             self.signaling.media_stalled(worker)
@@ -368,7 +200,7 @@ class ConsultationCall:
         elif kind == "video-mode" and self.signaling.is_current(worker):
             mode = event.get("mode")
             if mode in ("video", "audio-only") and mode != self.video_mode:
-                self._spawn(
+                self._children.spawn(
                     self._video_mode_changed("audio-only" if mode == "audio-only" else "video", "network"),
                     "video-mode",
                 )
@@ -414,10 +246,6 @@ class ConsultationCall:
                     await self._video_mode_changed(
                         "audio-only" if event.network == "audio-only" else "video", "far-end"
                     )
-
-
-def _describe_exit(code: int) -> str:
-    return f"signal {-code}" if code < 0 else f"exit code {code}"
 
 
 def quality_event(consultation_id: str, sample: dict[str, Any]) -> events.CallQualityChanged:

@@ -62,9 +62,10 @@ MAX_BUFFERED_CANDIDATES: Final = 64  # a browser trickles a handful per network 
 # reported 18 s after the first offer).
 ANSWER_TIMEOUTS_SECONDS: Final = (5.0, 6.0, 7.0)
 MEDIA_TIMEOUT_SECONDS: Final = 20.0  # a new connection with no media this long after its answer is given up
-STALL_YIELD_SECONDS: Final = (
-    1.0  # both sides see a stall at once: the polite side gives the other's offer a moment
-)
+# Both sides see a stall at once: the polite side gives the other's offer a moment to arrive (a
+# PubNub hop, ~100-250 ms) before it offers itself. Not longer: a far end that does not rebuild (a
+# browser app that only answers) would wait for it on every outage, and a glare costs one offer.
+STALL_YIELD_SECONDS: Final = 0.3
 RETRY_SECONDS: Final = 0.5  # a rebuild that could not be offered (TURN out of reach) is tried again this soon
 REBUILD_MIN_SECONDS: Final = 1.0  # rebuilds that bring no media back are spaced 1, 2, 4... seconds
 REBUILD_MAX_SECONDS: Final = 10.0

@@ -42,4 +42,4 @@ def media_options(settings: Settings) -> MediaOptions | None:
         speaker=settings.speaker or DEFAULT_AUDIO_DEVICE,
         relay_only=settings.relay_only,
     )
-    return MediaOptions(devices)
+    return MediaOptions(devices, memory_ceiling_mb=settings.media_memory_ceiling_mb)

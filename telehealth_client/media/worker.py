@@ -95,6 +95,7 @@ class MediaWorker:
         # is bounded by READY_TIMEOUT_SECONDS, not taken for a hang.
         self._silence: asyncio.TimerHandle | None = None
         self.turn: TurnConfig | None = None  # the credentials it was last started with
+        self.rss_mb: float | None = None  # its resident memory, as its last heartbeat said
 
     @property
     def pid(self) -> int:
@@ -144,7 +145,7 @@ class MediaWorker:
             raise
         finally:
             code = await self._process.wait()
-            failure = CallError("media-process", f"the media process exited ({_describe_exit(code)})")
+            failure = CallError("media-process", f"the media process exited ({describe_exit(code)})")
             for future in self._waiting.values():
                 if not future.done():
                     future.set_exception(failure)
@@ -182,6 +183,10 @@ class MediaWorker:
             return
         if message.get("event") == "ready" and not self._ready.done():
             self._ready.set_result(None)
+        if message.get("event") == "heartbeat":
+            rss_kb = message.get("rss_kb")
+            if isinstance(rss_kb, int) and not isinstance(rss_kb, bool) and rss_kb >= 0:
+                self.rss_mb = rss_kb / 1024
         if self._on_event is not None:
             try:
                 self._on_event(message)
@@ -284,7 +289,7 @@ class MediaWorker:
             self._process.stdin.close()
 
 
-def _describe_exit(code: int) -> str:
+def describe_exit(code: int) -> str:
     return f"signal {-code}" if code < 0 else f"exit code {code}"
 
 
@@ -554,7 +559,11 @@ async def _serve() -> int:
             if op == "close":
                 await child.aclose()
                 child.emit({"id": request_id, "ok": True})
-                return 0
+                # Devices and connection are closed and the agent is told: nothing is left to
+                # finish. The interpreter's own teardown (aiortc, PyAV, OpenCV, PortAudio) took
+                # another ~230 ms, which a hangup's "ended on both sides" waited for.
+                sys.stderr.flush()
+                os._exit(0)
             try:
                 answer = await child.handle(op, request)
                 child.emit({"id": request_id, "ok": True, **answer})
@@ -594,10 +603,21 @@ async def _warm_aiortc() -> None:
 
 
 async def _heartbeat(child: _Child) -> None:
-    """A line every second while the child's loop runs: the agent tells a hung child by its silence."""
+    """A line every second while the child's loop runs: the agent tells a hung child by its
+    silence, and one that grew too big by the resident memory it carries."""
     while True:
-        child.emit({"event": "heartbeat"})
+        child.emit({"event": "heartbeat", "rss_kb": _resident_kb()})
         await asyncio.sleep(HEARTBEAT_SECONDS)
+
+
+def _resident_kb() -> int | None:
+    """This process's resident memory (Linux ``/proc``; None elsewhere)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            resident_pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 def main() -> None:

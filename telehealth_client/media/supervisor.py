@@ -1,0 +1,303 @@
+"""The one owner of a call's media child processes (``MediaWorker``).
+
+Each connection of a call runs in a child of its own. The supervisor hands a started child to each
+new connection: the one prepared for the first connection (devices open, TURN checked), else an
+idle one (its connection never carried media), else the warm spare (aiortc, OpenCV and PortAudio
+already loaded), else a fresh one; and warms the next spare behind it. It takes back a child whose
+connection never carried media (``reuse``), kills one that falls silent (no heartbeat: a stuck codec,
+a stopped process) and tells which child of the call died and why (``on_died``). A child whose
+memory grew over the ceiling is not reused: it is closed and replaced between connections (never
+in the middle of one), and reported (``on_over_memory``). Closing happens in tasks of its own,
+never on the caller's path, and ``aclose`` waits for every child to be gone.
+
+Public API: ``MediaSupervisor(label, env=None, start=..., on_event=None, on_died=None,
+in_call=..., memory_ceiling_mb=None, on_over_memory=None)``; ``warm_up()``, ``prepare()``,
+``await prepared()``, ``await child_for(turn)``, ``await reuse(child, connected)``,
+``spawn(coroutine, name)`` (a task it owns), ``await aclose()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from telehealth_client.logs import describe_exception
+from telehealth_client.media.common import CallError, TurnConfig
+from telehealth_client.media.worker import MediaWorker, describe_exit
+
+log = logging.getLogger(__name__)
+
+HUNG = "the media process stopped answering"
+
+StartChild = Callable[[MediaWorker, TurnConfig], Awaitable[None]]
+ChildEvent = Callable[[MediaWorker, dict[str, Any]], None]
+ChildDied = Callable[[MediaWorker, str], None]
+OverMemory = Callable[[MediaWorker, float], None]
+
+
+class MediaSupervisor:
+    def __init__(
+        self,
+        label: str,
+        *,
+        start: StartChild,
+        in_call: Callable[[MediaWorker], bool],
+        env: Mapping[str, str] | None = None,
+        on_event: ChildEvent | None = None,
+        on_died: ChildDied | None = None,
+        memory_ceiling_mb: float | None = None,
+        on_over_memory: OverMemory | None = None,
+    ) -> None:
+        self._label = label  # the consultation ID, for the log
+        self._start = start  # (child, turn): started for a connection
+        self._in_call = in_call
+        self._env = env
+        self._on_event = on_event
+        self._on_died = on_died
+        self._memory_ceiling_mb = memory_ceiling_mb
+        self._on_over_memory = on_over_memory
+        self._warm: asyncio.Task[MediaWorker] | None = None
+        self._idle: MediaWorker | None = None  # started once, never connected: the next to use
+        # The first connection's child, its devices open and TURN checked (a call is imminent).
+        self._prepared: asyncio.Task[MediaWorker] | None = None
+        self._hung: set[MediaWorker] = set()  # killed for their silence
+        self._reported: set[MediaWorker] = set()  # told over the ceiling already
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closes: set[asyncio.Future[None]] = set()  # children being closed: awaited, never cancelled
+        self._closing = False
+
+    # -- tasks and closes ---------------------------------------------------------------------------
+
+    def spawn(self, coroutine: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        """A task owned here: cancelled and awaited at ``aclose``."""
+        task = asyncio.ensure_future(coroutine)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def close_later(self, worker: MediaWorker) -> None:
+        closing = asyncio.ensure_future(worker.aclose())
+        self._closes.add(closing)
+        closing.add_done_callback(self._closes.discard)
+
+    async def aclose(self) -> None:
+        self._closing = True
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None:
+            prepared.cancel()
+            worker = (await asyncio.gather(prepared, return_exceptions=True))[0]
+            if isinstance(worker, MediaWorker):
+                self.close_later(worker)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        warm, self._warm = self._warm, None
+        if warm is not None:
+            warm.cancel()
+            worker = (await asyncio.gather(warm, return_exceptions=True))[0]
+            if isinstance(worker, MediaWorker):
+                self.close_later(worker)
+        idle, self._idle = self._idle, None
+        if idle is not None:
+            self.close_later(idle)
+        while self._closes:
+            await asyncio.gather(*self._closes, return_exceptions=True)
+
+    # -- spawning and watching ----------------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        if self._warm is None and not self._closing:
+            self._warm = asyncio.ensure_future(self._spawn_watched())
+
+    async def _spawn_watched(self) -> MediaWorker:
+        """A fresh child, watched from its first moment: one that hangs is killed, one that dies
+        is reported if it was in the call."""
+        spawned: list[MediaWorker] = []
+        worker = await MediaWorker.spawn(
+            on_event=lambda event: self._heard(spawned[0] if spawned else None, event),
+            env=self._env,
+        )
+        spawned.append(worker)
+        self.spawn(self._kill_if_silent(worker), "media-child-silence")
+        self.spawn(self._watch(worker), "media-child-watch")
+        return worker
+
+    def _heard(self, worker: MediaWorker | None, event: dict[str, Any]) -> None:
+        if worker is None or self._closing:
+            return
+        if event.get("event") == "heartbeat":
+            self._check_memory(worker)
+            return
+        if self._on_event is not None:
+            self._on_event(worker, event)
+
+    async def _kill_if_silent(self, worker: MediaWorker) -> None:
+        """A child that hangs (a stuck codec, a stopped process) will not answer: make it a dead one
+        (``_watch`` then treats it as any child that died)."""
+        watched: set[asyncio.Future[Any]] = {worker.exited, worker.silent}
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        if not worker.exited.done():
+            log.error("media child hangs consultation=%s pid=%d: killing it", self._label, worker.pid)
+            self._hung.add(worker)
+            worker.kill()
+
+    async def _watch(self, worker: MediaWorker) -> None:
+        # Shielded: this task is cancelled at close, and must not cancel the future with it
+        # (``aclose`` would then take the child for exited and wait for it for ever).
+        code = await asyncio.shield(worker.exited)
+        hung = worker in self._hung
+        self._hung.discard(worker)
+        self._reported.discard(worker)
+        if self._idle is worker:
+            self._idle = None
+        if self._closing or not self._in_call(worker):
+            return  # closed on purpose, or not (or no longer) in the call
+        reason = HUNG if hung else f"the media process exited ({describe_exit(code)})"
+        log.error("media child died consultation=%s pid=%d reason=%s", self._label, worker.pid, reason)
+        if self._on_died is not None:
+            self._on_died(worker, reason)
+
+    # -- memory -------------------------------------------------------------------------------------
+
+    def _over_memory(self, worker: MediaWorker) -> bool:
+        ceiling, rss = self._memory_ceiling_mb, worker.rss_mb
+        return ceiling is not None and rss is not None and rss > ceiling
+
+    def _check_memory(self, worker: MediaWorker) -> None:
+        """Told once per child as it crosses the ceiling; it is replaced at its next hand-over."""
+        if worker in self._reported or not self._over_memory(worker):
+            return
+        self._reported.add(worker)
+        rss = worker.rss_mb or 0.0
+        log.warning(
+            "media child over its memory ceiling consultation=%s pid=%d rss_mb=%.0f ceiling_mb=%.0f: "
+            "replaced between connections",
+            self._label,
+            worker.pid,
+            rss,
+            self._memory_ceiling_mb or 0.0,
+        )
+        if self._on_over_memory is not None:
+            self._on_over_memory(worker, rss)
+
+    # -- handing children out -----------------------------------------------------------------------
+
+    def prepare(self, turn: Callable[[], Awaitable[TurnConfig]]) -> None:
+        """Start preparing the first connection's child (no-op if one is prepared or preparing)."""
+        if self._prepared is None and not self._closing:
+            self._prepared = self.spawn(self._prepared_child(turn), "media-child-prepare")
+
+    async def _prepared_child(self, turn: Callable[[], Awaitable[TurnConfig]]) -> MediaWorker:
+        config = await turn()
+        worker = await self._take_warm()
+        try:
+            await self._start(worker, config)
+            await worker.prepare()
+        except BaseException:
+            self.close_later(worker)
+            raise
+        log.info("media prepared consultation=%s pid=%d", self._label, worker.pid)
+        return worker
+
+    async def prepared(self) -> MediaWorker | None:
+        """The child being prepared for the first connection, once it is (None if none is, or its
+        preparation failed)."""
+        task = self._prepared
+        if task is None:
+            return None
+        result = (await asyncio.gather(asyncio.shield(task), return_exceptions=True))[0]
+        return result if isinstance(result, MediaWorker) else None
+
+    async def _take_prepared(self, turn: TurnConfig) -> MediaWorker | None:
+        """The prepared child, if it was prepared with these credentials (else it serves as an
+        idle one); None if there is none or its preparation failed."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is None:
+            return None
+        try:
+            worker = await asyncio.shield(prepared)
+        except Exception as exc:
+            log.warning("media not prepared consultation=%s error=%s", self._label, describe_exception(exc))
+            return None
+        if worker.exited.done():
+            return None
+        if worker.turn != turn:
+            try:
+                await worker.reset()  # fresh credentials since: started afresh with them
+            except CallError:
+                self.close_later(worker)  # gone meanwhile: the watch reports nothing (not in the call)
+                return None
+            self._idle = worker
+            return None
+        return worker
+
+    async def child_for(self, turn: TurnConfig) -> MediaWorker:
+        """A started child for a new connection: the prepared one, else the idle one, else the warm
+        spare (a fresh one if that did not come up), and a new spare warms up behind it."""
+        prepared = await self._take_prepared(turn)
+        if prepared is not None:
+            return prepared
+        worker, self._idle = self._idle, None
+        if worker is not None and self._over_memory(worker):
+            self.close_later(worker)  # grown over the ceiling: a fresh one instead
+            worker = None
+        if worker is None or worker.exited.done():
+            worker = await self._take_warm()
+        try:
+            try:
+                await self._start(worker, turn)
+            except CallError as exc:
+                if exc.code != "media-process":
+                    raise
+                # The spare died or hung while it waited (it was killed): take a fresh one.
+                log.warning(
+                    "media child unusable consultation=%s reason=%s: taking a fresh one",
+                    self._label,
+                    exc.reason,
+                )
+                self.close_later(worker)
+                worker = await self._spawn_watched()
+                await self._start(worker, turn)
+        except BaseException:
+            # Not handed over (a failed start, or the connection abandoned by a hangup): ours to close.
+            self.close_later(worker)
+            raise
+        return worker
+
+    async def _take_warm(self) -> MediaWorker:
+        self.warm_up()
+        warm, self._warm = self._warm, None
+        assert warm is not None
+        try:
+            worker = await warm
+        except Exception:
+            worker = await self._spawn_watched()  # the warm child did not come up: one more try, cold
+        self.warm_up()  # a spare for the next connection: a rebuild must not wait for aiortc's import
+        return worker
+
+    async def reuse(self, worker: object, connected: bool) -> bool:
+        """A child whose connection never carried media (its offer or answer failed: it is idle
+        already; or superseded, given up: ``connected``, reset first) serves the next connection
+        instead of a fresh spawn; one over the memory ceiling does not."""
+        if self._closing or not isinstance(worker, MediaWorker) or worker.exited.done():
+            return False
+        if self._over_memory(worker):
+            self._check_memory(worker)
+            return False
+        if connected:
+            try:
+                await worker.reset()
+            except CallError as exc:
+                log.warning("media child not reused consultation=%s reason=%s", self._label, exc.reason)
+                return False
+        if self._closing or worker.exited.done():
+            return False
+        previous, self._idle = self._idle, worker
+        if previous is not None:
+            self.close_later(previous)
+        return True
