@@ -82,6 +82,7 @@ from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.demo.witness import Sighting, Witness
 from telehealth_client.devstack.stack import DevStack
 from telehealth_client.devstack.turn import TurnServer, turn_rest_credentials
+from telehealth_client.media.child_messages import ChildEvent, FirstFrame
 from telehealth_client.media.common import TurnConfig
 from telehealth_client.media.consultation_call import ConsultationCall, MediaOptions
 from telehealth_client.media.worker import Devices, MediaWorker
@@ -174,8 +175,8 @@ class AgentPeer:
         await peer.worker.start(turn, Devices(camera=str(video), camera_is_file=True))
         return peer
 
-    def _on_event(self, event: dict[str, Any]) -> None:
-        if event.get("event") == "first-frame" and event.get("kind") == "video":
+    def _on_event(self, event: ChildEvent) -> None:
+        if isinstance(event, FirstFrame) and event.kind == "video":
             self.first_frame.set()
 
     @property

@@ -28,11 +28,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from telehealth_client import events
 from telehealth_client.consultation.auditing import Auditor
 from telehealth_client.consultation.session import ConsultationSession
+from telehealth_client.media.child_messages import (
+    ChildEvent,
+    DeviceFailed,
+    FirstFrame,
+    Quality,
+    Resumed,
+    Stalled,
+    VideoModeDecided,
+)
 from telehealth_client.media.common import CallError, TurnConfig
 from telehealth_client.media.fallback import FallbackSettings, VideoMode
 from telehealth_client.media.negotiation import Phase
@@ -188,28 +196,25 @@ class ConsultationCall:
             # Video, or audio from a kiosk whose camera is gone: the call is on either way.
             self._children.spawn(self._on_media_flowing(kind), "media-flowing")
 
-    def _on_worker_event(self, worker: MediaWorker, event: dict[str, Any]) -> None:
-        kind = event.get("event")
-        if kind == "stall":
+    def _on_worker_event(self, worker: MediaWorker, event: ChildEvent) -> None:
+        if isinstance(event, Stalled):
             self.signaling.media_stalled(worker)
-        elif kind in ("first-frame", "resumed"):
-            self.signaling.media_flowing(worker, str(event.get("kind")))
-        elif kind == "quality":
+        elif isinstance(event, FirstFrame | Resumed):
+            self.signaling.media_flowing(worker, event.kind)
+        elif isinstance(event, Quality):
             if self.signaling.is_current(worker):  # a new connection's samples are not the call's yet
                 self._hub.emit(quality_event(self._cid, event))
-        elif kind == "video-mode" and self.signaling.is_current(worker):
-            mode = event.get("mode")
-            if mode in ("video", "audio-only") and mode != self.video_mode:
-                self._children.spawn(
-                    self._video_mode_changed("audio-only" if mode == "audio-only" else "video", "network"),
-                    "video-mode",
-                )
-        elif kind == "device-failed" and self.signaling.holds(worker):
-            device, reason = str(event.get("kind")), str(event.get("reason"))
+        elif isinstance(event, VideoModeDecided):
+            if self.signaling.is_current(worker) and event.mode != self.video_mode:
+                self._children.spawn(self._video_mode_changed(event.mode, "network"), "video-mode")
+        elif isinstance(event, DeviceFailed) and self.signaling.holds(worker):
             log.warning(
-                "device failed mid-call consultation=%s device=%s reason=%s", self._cid, device, reason
+                "device failed mid-call consultation=%s device=%s reason=%s",
+                self._cid,
+                event.kind,
+                event.reason,
             )
-            self._hub.emit(events.MediaFailed(self._cid, device, reason))
+            self._hub.emit(events.MediaFailed(self._cid, event.kind, event.reason))
 
     # -- audio only --------------------------------------------------------------------------------
 
@@ -248,27 +253,18 @@ class ConsultationCall:
                     )
 
 
-def quality_event(consultation_id: str, sample: dict[str, Any]) -> events.CallQualityChanged:
+def quality_event(consultation_id: str, sample: Quality) -> events.CallQualityChanged:
     """The media child's quality sample (numbers only) as the hub's event."""
-
-    def number(name: str) -> float | None:
-        value = sample.get(name)
-        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-    def whole(name: str) -> int | None:
-        value = number(name)
-        return None if value is None else int(value)
-
     return events.CallQualityChanged(
         consultation_id,
-        level=whole("level") or 0,
-        rtt_ms=number("rtt_ms"),
-        jitter_ms=number("jitter_ms"),
-        loss_pct=number("loss_pct") or 0.0,
-        fps=number("fps") or 0.0,
-        width=whole("width"),
-        height=whole("height"),
-        inbound_kbps=number("inbound_kbps") or 0.0,
-        outbound_kbps=number("outbound_kbps") or 0.0,
-        video_kbps_ceiling=whole("video_kbps_ceiling"),
+        level=sample.level,
+        rtt_ms=sample.rtt_ms,
+        jitter_ms=sample.jitter_ms,
+        loss_pct=sample.loss_pct,
+        fps=sample.fps,
+        width=sample.width,
+        height=sample.height,
+        inbound_kbps=sample.inbound_kbps,
+        outbound_kbps=sample.outbound_kbps,
+        video_kbps_ceiling=sample.video_kbps_ceiling,
     )

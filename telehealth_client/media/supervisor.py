@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from telehealth_client.logs import describe_exception
+from telehealth_client.media.child_messages import ChildEvent, Heartbeat
 from telehealth_client.media.common import CallError, TurnConfig
 from telehealth_client.media.worker import MediaWorker, describe_exit
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 HUNG = "the media process stopped answering"
 
 StartChild = Callable[[MediaWorker, TurnConfig], Awaitable[None]]
-ChildEvent = Callable[[MediaWorker, dict[str, Any]], None]
+EventHandler = Callable[[MediaWorker, ChildEvent], None]
 ChildDied = Callable[[MediaWorker, str], None]
 OverMemory = Callable[[MediaWorker, float], None]
 
@@ -45,7 +46,7 @@ class MediaSupervisor:
         start: StartChild,
         in_call: Callable[[MediaWorker], bool],
         env: Mapping[str, str] | None = None,
-        on_event: ChildEvent | None = None,
+        on_event: EventHandler | None = None,
         on_died: ChildDied | None = None,
         memory_ceiling_mb: float | None = None,
         on_over_memory: OverMemory | None = None,
@@ -127,10 +128,10 @@ class MediaSupervisor:
         self.spawn(self._watch(worker), "media-child-watch")
         return worker
 
-    def _heard(self, worker: MediaWorker | None, event: dict[str, Any]) -> None:
+    def _heard(self, worker: MediaWorker | None, event: ChildEvent) -> None:
         if worker is None or self._closing:
             return
-        if event.get("event") == "heartbeat":
+        if isinstance(event, Heartbeat):
             self._check_memory(worker)
             return
         if self._on_event is not None:

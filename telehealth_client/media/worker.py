@@ -6,24 +6,17 @@ that exits when the call ends, taking its native memory with it; if it dies, the
 and builds the call again in a fresh child while the consultation, chat and audit go on. The child
 is started warm (it imports aiortc before it is needed) while the patient waits.
 
-The agent and the child talk over the child's stdin and stdout, one JSON object per line. Secrets
-(TURN credentials) travel there, never in argv or the environment. Requests carry an ``id`` and
-are answered ``{"id", "ok": true, ...}`` or ``{"id", "ok": false, "code", "reason"}``:
-``start`` (TURN, policy, devices: opened with the offer or answer), ``prepare`` (open the devices
-and check TURN now, for the offer or answer to come), ``offer``, ``answer``
-(``sdp``: any failure is answered ``ok: false``, and the child is idle again, reusable for another
-``start``), ``accept-answer`` (``sdp``),
-``candidate`` (the browser's ``toJSON()``), ``stats``, ``preview``, ``reset`` (the connection
-dropped, the devices closed: idle again), ``close``. Events:
-``{"event": "ready"}`` once aiortc is loaded, ``{"event": "first-frame", "kind"}``,
-``{"event": "stall"}`` (media that flowed stopped for 2 s: the agent rebuilds the call, keeping
-this connection until the new one carries media), ``{"event": "resumed", "kind"}`` (the first
-frame of ``kind`` after a stall),
-``{"event": "heartbeat"}`` every second (a child silent for 5 s hangs: ``silent`` resolves),
-``{"event": "device-failed", "kind", "reason"}``, ``{"event": "quality", "level", ...}`` (the
-call's QualitySample, sent when its 0-5 level, the remote picture size or the ceiling changes
-(or the round trip becomes known); ``stats``
-answers the latest as ``quality``). The child logs to stderr (the agent's journal).
+The agent and the child talk over the child's stdin and stdout, one JSON object per line, every
+one a model of media/child_messages.py (requests with an ``id``, answered by a ``Reply``; events).
+Secrets (TURN credentials) travel there, never in argv or the environment. ``Start`` keeps what the
+next connection uses (its devices open with the offer or answer, or with ``Prepare``); an offer or
+answer that fails is refused and the child is idle again, reusable for another ``Start``;
+``Reset`` drops the connection; ``Close`` closes it, answers and exits at once. Events: ``Ready``
+once aiortc is loaded, ``Heartbeat`` every second (with the resident memory; a child silent for
+5 s hangs: ``silent`` resolves), ``FirstFrame``, ``Stalled`` (media that flowed stopped for 2 s:
+the agent rebuilds the call, keeping this connection until the new one carries media),
+``Resumed``, ``Quality`` (the call's QualitySample when its shape changes), ``DeviceFailed``,
+``VideoModeDecided``. The child logs to stderr (the agent's journal).
 
 Public API: ``await MediaWorker.spawn(on_event=None, env=None)``; the ``MediaBackend`` methods
 (``offer``, ``answer``, ``accept_answer``, ``add_candidate``, ``aclose``) after ``await
@@ -45,10 +38,43 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
+from pydantic import BaseModel, ValidationError
+
 from telehealth_client.logs import describe_exception
+from telehealth_client.media.child_messages import (
+    AcceptAnswer,
+    AddCandidate,
+    ChildEvent,
+    Close,
+    DeviceChoice,
+    DeviceFailed,
+    Fallback,
+    FirstFrame,
+    GetPreview,
+    GetStats,
+    Heartbeat,
+    MakeAnswer,
+    MakeOffer,
+    MediaKind,
+    Prepare,
+    Quality,
+    Ready,
+    Reply,
+    Request,
+    RequestError,
+    Reset,
+    Resumed,
+    SetVideoMode,
+    Stalled,
+    Start,
+    TurnServers,
+    VideoModeDecided,
+    parse_event,
+    parse_request,
+)
 from telehealth_client.media.common import CallError, TurnConfig
 from telehealth_client.media.fallback import FallbackSettings, VideoFallback, VideoMode
-from telehealth_client.protocol.messages import IceCandidate, encode
+from telehealth_client.protocol.messages import IceCandidate
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +89,7 @@ HEARTBEAT_SECONDS: Final = 1.0
 CALL_CLOSE_SECONDS: Final = 0.5
 # No line at all from the child for this long: it hangs (a stuck codec, a stopped process).
 SILENT_SECONDS: Final = 5.0
-EventHandler = Callable[[dict[str, Any]], None]
+EventHandler = Callable[[ChildEvent], None]
 
 
 @dataclass(frozen=True)
@@ -85,7 +111,7 @@ class MediaWorker:
         self._process = process
         self._on_event = on_event
         self._ids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._waiting: dict[int, asyncio.Future[Reply]] = {}
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._reader = asyncio.ensure_future(self._read())
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -175,33 +201,43 @@ class MediaWorker:
         with contextlib.suppress(ProcessLookupError):
             self._process.kill()
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        if "id" in message:
-            future = self._waiting.pop(message["id"], None)
-            if future is not None and not future.done():
-                future.set_result(message)
+    def _dispatch(self, message: Any) -> None:
+        if isinstance(message, dict) and "id" in message:
+            self._replied(message)
             return
-        if message.get("event") == "ready" and not self._ready.done():
+        try:
+            event = parse_event(message)
+        except ValidationError as exc:
+            log.warning("media child event dropped pid=%d reason=%s", self.pid, describe_exception(exc))
+            return
+        if isinstance(event, Ready) and not self._ready.done():
             self._ready.set_result(None)
-        if message.get("event") == "heartbeat":
-            rss_kb = message.get("rss_kb")
-            if isinstance(rss_kb, int) and not isinstance(rss_kb, bool) and rss_kb >= 0:
-                self.rss_mb = rss_kb / 1024
+        elif isinstance(event, Heartbeat) and event.rss_kb is not None:
+            self.rss_mb = event.rss_kb / 1024
         if self._on_event is not None:
             try:
-                self._on_event(message)
+                self._on_event(event)
             except Exception as exc:
                 log.error("media event handler failed error=%s", describe_exception(exc))
 
-    async def _request(
-        self, op: str, within: float = REQUEST_TIMEOUT_SECONDS, **fields: Any
-    ) -> dict[str, Any]:
+    def _replied(self, message: dict[str, Any]) -> None:
+        future = self._waiting.pop(message["id"], None) if isinstance(message["id"], int) else None
+        if future is None or future.done():
+            return
+        try:
+            future.set_result(Reply.model_validate(message))
+        except ValidationError as exc:
+            wrong = f"the media process answered wrongly ({exc.error_count()} errors)"
+            future.set_exception(CallError("media", wrong))
+
+    async def _request(self, request: Request, within: float = REQUEST_TIMEOUT_SECONDS) -> Reply:
         if self.exited.done() or self._process.stdin is None:
             raise CallError("media-process", "the media process has exited")
         request_id = next(self._ids)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
-        line = json.dumps({"id": request_id, "op": op, **fields}) + "\n"
+        sent = request.model_copy(update={"id": request_id})
+        line = json.dumps(sent.model_dump(mode="json", by_alias=True)) + "\n"
         try:
             self._process.stdin.write(line.encode())
             await self._process.stdin.drain()
@@ -213,12 +249,12 @@ class MediaWorker:
             raise CallError("media-process", "the media process has exited") from None
         except TimeoutError:
             raise CallError(
-                "media-process", f"the media process did not answer {op} in {within:.0f} s"
+                "media-process", f"the media process did not answer {request.op} in {within:.0f} s"
             ) from None
         finally:
             self._waiting.pop(request_id, None)
-        if not answer.get("ok"):
-            raise CallError(str(answer.get("code", "media")), str(answer.get("reason", "failed")))
+        if not answer.ok:
+            raise CallError(answer.code or "media", answer.reason or "failed")
         return answer
 
     async def start(
@@ -232,52 +268,54 @@ class MediaWorker:
         """Keep what the next connection uses: TURN, devices, whether it sends video (``video_mode``)
         and, with ``fallback`` (the patient side), when it falls back to audio only by itself."""
         await self._request(
-            "start",
-            turn={"urls": list(turn.urls), "username": turn.username, "credential": turn.credential},
-            devices=asdict(devices),
-            video_mode=video_mode,
-            fallback=None if fallback is None else asdict(fallback),
+            Start(
+                turn=TurnServers.of(turn),
+                devices=DeviceChoice(**asdict(devices)),
+                video_mode=video_mode,
+                fallback=None if fallback is None else Fallback.of(fallback),
+            )
         )
         self.turn = turn
 
     async def set_video_mode(self, mode: VideoMode) -> None:
         """Send our video, or not (``audio-only``), from now on."""
-        await self._request("video-mode", mode=mode)
+        await self._request(SetVideoMode(mode=mode))
 
     async def prepare(self) -> None:
         """After ``start``: open the devices and check TURN now, ahead of the offer or answer (the
         call is imminent: the consultation is connecting). The next offer or answer uses them."""
-        await self._request("prepare")
+        await self._request(Prepare())
 
     async def offer(self) -> str:
-        return str((await self._request("offer"))["sdp"])
+        return str((await self._request(MakeOffer())).field("sdp"))
 
     async def answer(self, remote_offer: str) -> str:
-        return str((await self._request("answer", sdp=remote_offer))["sdp"])
+        return str((await self._request(MakeAnswer(sdp=remote_offer))).field("sdp"))
 
     async def accept_answer(self, sdp: str) -> None:
-        await self._request("accept-answer", sdp=sdp)
+        await self._request(AcceptAnswer(sdp=sdp))
 
     async def add_candidate(self, candidate: IceCandidate) -> None:
-        await self._request("candidate", candidate=encode(candidate))
+        await self._request(AddCandidate(candidate=candidate))
 
     async def reset(self) -> None:
         """Drop the child's connection and close its devices: it is idle, ready for ``start``."""
-        await self._request("reset")
+        await self._request(Reset())
         self.turn = None
 
     async def stats(self) -> dict[str, Any]:
-        return await self._request("stats")
+        """``received`` (frames per kind), ``state``, ``quality`` (the last sample), ``camera_frames``."""
+        return dict((await self._request(GetStats())).model_extra or {})
 
     async def preview(self) -> dict[str, bytes]:
-        answer = await self._request("preview")
-        return {side: base64.b64decode(data) for side, data in answer.get("jpeg", {}).items()}
+        jpeg = (await self._request(GetPreview())).field("jpeg") or {}
+        return {side: base64.b64decode(data) for side, data in jpeg.items()}
 
     async def aclose(self) -> None:
         """Ask the child to close the call and exit; kill it if it does not within a few seconds."""
         if not self._reader.done():  # its reader ends when the process has
             with contextlib.suppress(CallError):
-                await self._request("close", within=CLOSE_TIMEOUT_SECONDS)
+                await self._request(Close(), within=CLOSE_TIMEOUT_SECONDS)
             try:
                 await asyncio.wait_for(asyncio.shield(self.exited), CLOSE_TIMEOUT_SECONDS)
             except TimeoutError:
@@ -315,8 +353,8 @@ class _Child:
         self._fallback: FallbackSettings | None = None  # the patient side: it decides audio only
 
     @staticmethod
-    def emit(message: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(message) + "\n")
+    def emit(message: BaseModel) -> None:
+        sys.stdout.write(json.dumps(message.model_dump(mode="json")) + "\n")
         sys.stdout.flush()
 
     def open_devices(self) -> None:
@@ -328,12 +366,13 @@ class _Child:
             device.open()
 
     def _device_failed(self, kind: str, reason: str) -> None:
-        self.emit({"event": "device-failed", "kind": kind, "reason": reason})
+        self.emit(DeviceFailed(kind=kind, reason=reason))
 
     def _on_frame(self, kind: str, frame: Any) -> None:
         if kind not in self._flowing:
             self._flowing.add(kind)
-            self.emit({"event": "resumed" if kind in self._first else "first-frame", "kind": kind})
+            media: MediaKind = "video" if kind == "video" else "audio"
+            self.emit(Resumed(kind=media) if kind in self._first else FirstFrame(kind=media))
             self._first.add(kind)
         if kind == "audio" and self._playback is not None:
             self._playback.feed(frame)
@@ -342,35 +381,33 @@ class _Child:
 
     def _on_stall(self) -> None:
         self._flowing.clear()
-        self.emit({"event": "stall"})
+        self.emit(Stalled())
 
-    async def start(
-        self,
-        turn: dict[str, Any],
-        devices: dict[str, Any],
-        video_mode: object = "video",
-        fallback: object = None,
-    ) -> dict[str, Any]:
+    async def start(self, request: Start) -> dict[str, Any]:
         """Keep what the connection will use; the devices open with its offer or answer (a child
         whose offer or answer failed is idle again, and may be started afresh for another), or
         with ``prepare``."""
         if self._call is not None:
             raise CallError("busy", "this media process holds a connection already")
-        self._turn = TurnConfig(tuple(turn["urls"]), turn["username"], turn["credential"])
-        self._devices = Devices(**devices)
-        self._video_mode = _video_mode(video_mode)
-        self._fallback = _fallback_settings(fallback)
+        try:
+            fallback = None if request.fallback is None else request.fallback.settings()
+        except ValueError as exc:
+            raise CallError("fallback", str(exc)) from None
+        self._turn = request.turn.config()
+        self._devices = Devices(**request.devices.model_dump())
+        self._video_mode = request.video_mode
+        self._fallback = fallback
         return {}
 
-    def set_video_mode(self, mode: object) -> dict[str, Any]:
-        self._video_mode = _video_mode(mode)
+    def set_video_mode(self, mode: VideoMode) -> dict[str, Any]:
+        self._video_mode = mode
         if self._call is not None:
-            self._call.set_video_mode(self._video_mode)
+            self._call.set_video_mode(mode)
         return {}
 
     def _video_mode_decided(self, mode: VideoMode) -> None:
         self._video_mode = mode
-        self.emit({"event": "video-mode", "mode": mode})
+        self.emit(VideoModeDecided(mode=mode))
 
     async def _open(self) -> Any:
         from telehealth_client.media.call import MediaCall
@@ -406,7 +443,7 @@ class _Child:
             tracks=tracks,
             on_frame=self._on_frame,
             on_stall=self._on_stall,
-            on_quality=lambda sample: self.emit({"event": "quality", **asdict(sample)}),
+            on_quality=lambda sample: self.emit(Quality(**asdict(sample))),
             video_mode=self._video_mode,
             fallback=None if self._fallback is None else VideoFallback(self._fallback),
             on_video_mode=self._video_mode_decided,
@@ -423,7 +460,7 @@ class _Child:
         call.check_turn_ahead()
         return {}
 
-    async def _describe(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
+    async def _describe(self, request: MakeOffer | MakeAnswer) -> dict[str, Any]:
         """Our offer or answer on a connection of this child's own (prepared, or made now).
         Whatever goes wrong (TURN, an offer aiortc cannot take, its exception of any kind) is
         answered as a refusal, and the child is idle again: nothing connected, its devices closed."""
@@ -432,38 +469,36 @@ class _Child:
         try:
             call = self._call if self._prepared else await self._open()
             self._prepared = False
-            sdp = await call.offer() if op == "offer" else await call.answer(str(request["sdp"]))
+            sdp = await call.answer(request.sdp) if isinstance(request, MakeAnswer) else await call.offer()
         except Exception as exc:
             await self._close()
             if isinstance(exc, CallError):
                 raise
-            log.warning("media child %s failed error=%s", op, describe_exception(exc))
-            what = "the remote offer could not be answered" if op == "answer" else "no offer could be made"
-            raise CallError("sdp" if op == "answer" else "media", f"{what} ({type(exc).__name__})") from None
+            log.warning("media child %s failed error=%s", request.op, describe_exception(exc))
+            failure = type(exc).__name__
+            if isinstance(request, MakeAnswer):
+                raise CallError("sdp", f"the remote offer could not be answered ({failure})") from None
+            raise CallError("media", f"no offer could be made ({failure})") from None
         return {"sdp": sdp}
 
-    async def handle(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
-        if op == "start":
-            return await self.start(
-                request["turn"],
-                request["devices"],
-                request.get("video_mode", "video"),
-                request.get("fallback"),
-            )
-        if op == "video-mode":
-            return self.set_video_mode(request.get("mode"))
-        if op in ("offer", "answer"):
-            return await self._describe(op, request)
-        if op == "prepare":
+    async def handle(self, request: Request) -> dict[str, Any]:
+        """The request's answer fields; CallError for a refusal (``Close`` is the caller's)."""
+        if isinstance(request, Start):
+            return await self.start(request)
+        if isinstance(request, SetVideoMode):
+            return self.set_video_mode(request.mode)
+        if isinstance(request, MakeOffer | MakeAnswer):
+            return await self._describe(request)
+        if isinstance(request, Prepare):
             return await self.prepare()
-        if op == "reset":
+        if isinstance(request, Reset):
             await self._close()  # idle again: started afresh for another connection
             return {}
-        if op == "preview":
+        if isinstance(request, GetPreview):
             jpeg = {} if self._previews is None else self._previews.jpeg
             return {"jpeg": {side: base64.b64encode(data).decode() for side, data in jpeg.items()}}
         call = self._call
-        if op == "stats":
+        if isinstance(request, GetStats):
             camera_frames = None if self._camera is None else self._camera.captured
             if call is None:
                 return {"received": {"audio": 0, "video": 0}, "state": "closed", "quality": None}
@@ -476,13 +511,13 @@ class _Child:
             }
         if call is None:
             raise CallError("not-started", "no connection: offer or answer first")
-        if op == "accept-answer":
-            await call.accept_answer(str(request["sdp"]))
+        if isinstance(request, AcceptAnswer):
+            await call.accept_answer(request.sdp)
             return {}
-        if op == "candidate":
-            await call.add_candidate(IceCandidate.model_validate(request["candidate"]))
+        if isinstance(request, AddCandidate):
+            await call.add_candidate(request.candidate)
             return {}
-        raise CallError("unknown-op", "no such request")
+        raise CallError("unknown-op", f"{request.op} is not handled here")
 
     async def _close(self) -> None:
         # The devices first: they are free for the next call's child whatever the network does.
@@ -507,23 +542,6 @@ class _Child:
         await self._close()
 
 
-def _video_mode(value: object) -> VideoMode:
-    if value == "video" or value == "audio-only":
-        return value
-    raise CallError("video-mode", "video_mode must be 'video' or 'audio-only'")
-
-
-def _fallback_settings(value: object) -> FallbackSettings | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise CallError("fallback", "fallback settings must be an object")
-    try:
-        return FallbackSettings(**value)
-    except (TypeError, ValueError) as exc:
-        raise CallError("fallback", f"fallback settings: {exc}") from None
-
-
 def _device(name: str) -> int | str:
     return int(name) if name.isdigit() else name
 
@@ -543,7 +561,7 @@ async def _serve() -> int:
     await _warm_aiortc()
 
     child = _Child()
-    child.emit({"event": "ready", "pid": os.getpid()})
+    child.emit(Ready(pid=os.getpid()))
     heartbeat = asyncio.ensure_future(_heartbeat(child))
     reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
     loop = asyncio.get_running_loop()
@@ -551,28 +569,32 @@ async def _serve() -> int:
     try:
         while line := await reader.readline():
             try:
-                request = json.loads(line)
-                request_id, op = request["id"], str(request["op"])
-            except (ValueError, KeyError, TypeError):
-                log.warning("media child: a request that is not one was ignored")
+                request = parse_request(json.loads(line))
+            except ValueError:
+                log.warning("media child: a line that is not JSON was ignored")
                 continue
-            if op == "close":
+            except RequestError as exc:
+                log.warning("media child: request refused field=%s reason=%s", exc.field, exc.reason)
+                if exc.request_id is not None:
+                    child.emit(Reply(id=exc.request_id, ok=False, code="request", reason=str(exc)))
+                continue
+            if isinstance(request, Close):
                 await child.aclose()
-                child.emit({"id": request_id, "ok": True})
+                child.emit(Reply(id=request.id, ok=True))
                 # Devices and connection are closed and the agent is told: nothing is left to
                 # finish. The interpreter's own teardown (aiortc, PyAV, OpenCV, PortAudio) took
                 # another ~230 ms, which a hangup's "ended on both sides" waited for.
                 sys.stderr.flush()
                 os._exit(0)
             try:
-                answer = await child.handle(op, request)
-                child.emit({"id": request_id, "ok": True, **answer})
+                answer = await child.handle(request)
+                child.emit(Reply(id=request.id, ok=True, **answer))
                 child.open_devices()
             except CallError as exc:
-                child.emit({"id": request_id, "ok": False, "code": exc.code, "reason": exc.reason})
+                child.emit(Reply(id=request.id, ok=False, code=exc.code, reason=exc.reason))
             except Exception as exc:
-                log.error("media child request failed op=%s error=%s", op, describe_exception(exc))
-                child.emit({"id": request_id, "ok": False, "code": "media", "reason": type(exc).__name__})
+                log.error("media child request failed op=%s error=%s", request.op, describe_exception(exc))
+                child.emit(Reply(id=request.id, ok=False, code="media", reason=type(exc).__name__))
     finally:
         heartbeat.cancel()
         await asyncio.gather(heartbeat, return_exceptions=True)
@@ -606,7 +628,7 @@ async def _heartbeat(child: _Child) -> None:
     """A line every second while the child's loop runs: the agent tells a hung child by its
     silence, and one that grew too big by the resident memory it carries."""
     while True:
-        child.emit({"event": "heartbeat", "rss_kb": _resident_kb()})
+        child.emit(Heartbeat(rss_kb=_resident_kb()))
         await asyncio.sleep(HEARTBEAT_SECONDS)
 
 

@@ -626,6 +626,7 @@ def test_redacted_shows_every_setting_printable_and_no_secret(tmp_path: Path) ->
         "device_thresholds": DeviceThresholds().model_dump(),
         "media": True,
         "relay_only": True,
+        "media_memory_ceiling_mb": 600,
         "wildcard_subscribe": True,
         "preflight_good_jitter_ms": 30.0,
         "preflight_good_loss_percent": 1.0,
@@ -642,3 +643,9 @@ def test_redacted_shows_every_setting_printable_and_no_secret(tmp_path: Path) ->
     }
     assert type(data["role"]) is str and type(data["state_dir"]) is str
     assert settings.role is Role.NURSE
+
+
+@pytest.mark.parametrize("value", ["99", "16385", "a lot"])
+def test_a_media_memory_ceiling_out_of_range_is_refused_naming_it(value: str) -> None:
+    with pytest.raises(ConfigError, match="media_memory_ceiling_mb"):
+        load_settings(environ={"TELEHEALTH_MEDIA_MEMORY_CEILING_MB": value})

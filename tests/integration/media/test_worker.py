@@ -5,8 +5,10 @@ child's death reported, a clean exit on close, no secret in the child's command 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 from devices import synthetic
 from telehealth_client.devstack.turn import TurnServer
 from telehealth_client.media.call import CallError
+from telehealth_client.media.child_messages import ChildEvent
 from telehealth_client.media.worker import Devices, MediaWorker
 
 from .conftest import turn_config
@@ -26,12 +29,14 @@ WAIT = 30.0
 
 
 class Events:
+    """The child's events (typed, media/child_messages.py), kept as their wire fields."""
+
     def __init__(self) -> None:
         self.items: list[dict[str, Any]] = []
         self._changed = asyncio.Event()
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        self.items.append(event)
+    def __call__(self, event: ChildEvent) -> None:
+        self.items.append(event.model_dump())
         self._changed.set()
 
     async def wait(self, **fields: Any) -> dict[str, Any]:
@@ -200,3 +205,48 @@ async def test_a_request_cancelled_as_its_reply_arrives_is_cancelled(turn: TurnS
     finally:
         worker.kill()
         await worker.aclose()
+
+
+async def test_the_child_refuses_what_is_no_request_naming_the_field_and_goes_on() -> None:
+    """The child's side of media/child_messages.py, talked to as a process: a line that is not JSON
+    is ignored, a request that is not one is refused with its field, and the next good one works."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "telehealth_client.media.worker",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdin is not None and process.stdout is not None
+
+    async def reply_to(request_id: int) -> dict[str, Any]:
+        while True:
+            line = await asyncio.wait_for(process.stdout.readline(), WAIT)  # type: ignore[union-attr]
+            assert line, "the child exited"
+            message = json.loads(line)
+            if message.get("id") == request_id:
+                return message  # type: ignore[no-any-return]
+
+    try:
+        for line in (b"not json\n", b'{"id": 1, "op": "answer"}\n', b'{"id": 2, "op": "launch"}\n'):
+            process.stdin.write(line)
+        process.stdin.write(b'{"id": 3, "op": "stats"}\n')
+        await process.stdin.drain()
+        assert await reply_to(1) == {
+            "id": 1,
+            "ok": False,
+            "code": "request",
+            "reason": "answer.sdp: Field required",
+        }
+        refused = await reply_to(2)
+        assert (refused["ok"], refused["code"]) == (False, "request") and refused["reason"].startswith("op: ")
+        stats = await reply_to(3)
+        assert stats["ok"] is True and stats["state"] == "closed"
+        process.stdin.write(b'{"id": 4, "op": "close"}\n')
+        await process.stdin.drain()
+        assert (await reply_to(4))["ok"] is True
+        assert await asyncio.wait_for(process.wait(), WAIT) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

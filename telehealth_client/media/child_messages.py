@@ -1,0 +1,282 @@
+"""The messages between the agent and a media child (media/worker.py), one JSON object per line.
+
+Requests (agent to child) carry an ``id`` and an ``op``; each is a model here, and the child
+answers ``Reply`` (``ok``, or ``code`` and ``reason``, plus the op's own fields). Events (child to
+agent) carry an ``event`` and no ``id``. Both sides validate what they read against these models:
+a request that is not one is answered with the field and the reason (``code`` ``request``), an
+event that is not one is dropped with a warning. TURN credentials travel in ``Start``, never in
+argv or the environment.
+
+Public API: the request models (``Start``, ``Prepare``, ``MakeOffer``, ``MakeAnswer``,
+``AcceptAnswer``, ``AddCandidate``, ``Reset``, ``GetStats``, ``GetPreview``, ``SetVideoMode``,
+``Close``) and ``Request``, ``parse_request(line)``; ``Reply``; the event models (``Ready``,
+``Heartbeat``, ``FirstFrame``, ``Resumed``, ``Stalled``, ``Quality``, ``DeviceFailed``,
+``VideoModeDecided``) and ``ChildEvent``, ``parse_event(data)``; ``RequestError``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from telehealth_client.media.common import TurnConfig
+from telehealth_client.media.fallback import FallbackSettings, VideoMode
+from telehealth_client.protocol.messages import IceCandidate
+
+MediaKind: TypeAlias = Literal["audio", "video"]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- requests ---------------------------------------------------------------------------------------
+
+
+class _Request(_Message):
+    id: int = 0  # given by the agent's handle as it sends
+
+
+class DeviceChoice(_Message):
+    """What the child opens (media/worker.py ``Devices``, on the wire)."""
+
+    camera: str | None = None
+    camera_is_file: bool = False
+    microphone: str | None = None
+    speaker: str | None = None
+    relay_only: bool = True
+
+
+class TurnServers(_Message):
+    urls: tuple[str, ...] = Field(min_length=1)
+    username: str
+    credential: str
+
+    @classmethod
+    def of(cls, turn: TurnConfig) -> TurnServers:
+        return cls(urls=tuple(turn.urls), username=turn.username, credential=turn.credential)
+
+    def config(self) -> TurnConfig:
+        return TurnConfig(self.urls, self.username, self.credential)
+
+
+class Fallback(_Message):
+    """``FallbackSettings`` on the wire (checked again as such when the child builds it)."""
+
+    poor_level: int
+    good_level: int
+    poor_samples: int
+    good_samples: int
+
+    @classmethod
+    def of(cls, settings: FallbackSettings) -> Fallback:
+        return cls(
+            poor_level=settings.poor_level,
+            good_level=settings.good_level,
+            poor_samples=settings.poor_samples,
+            good_samples=settings.good_samples,
+        )
+
+    def settings(self) -> FallbackSettings:
+        return FallbackSettings(self.poor_level, self.good_level, self.poor_samples, self.good_samples)
+
+
+class Start(_Request):
+    """Keep what the next connection uses; with ``fallback`` (the patient side) the call goes audio
+    only by itself when video cannot be sustained."""
+
+    op: Literal["start"] = "start"
+    turn: TurnServers
+    devices: DeviceChoice
+    video_mode: VideoMode = "video"
+    fallback: Fallback | None = None
+
+
+class Prepare(_Request):
+    """Open the devices and check TURN now, for the offer or answer to come."""
+
+    op: Literal["prepare"] = "prepare"
+
+
+class MakeOffer(_Request):
+    op: Literal["offer"] = "offer"
+
+
+class MakeAnswer(_Request):
+    op: Literal["answer"] = "answer"
+    sdp: str
+
+
+class AcceptAnswer(_Request):
+    op: Literal["accept-answer"] = "accept-answer"
+    sdp: str
+
+
+class AddCandidate(_Request):
+    op: Literal["candidate"] = "candidate"
+    candidate: IceCandidate
+
+
+class Reset(_Request):
+    """Drop the connection and close the devices: idle again, ready for ``Start``."""
+
+    op: Literal["reset"] = "reset"
+
+
+class GetStats(_Request):
+    op: Literal["stats"] = "stats"
+
+
+class GetPreview(_Request):
+    op: Literal["preview"] = "preview"
+
+
+class SetVideoMode(_Request):
+    op: Literal["video-mode"] = "video-mode"
+    mode: VideoMode
+
+
+class Close(_Request):
+    """Close the connection and the devices, answer, and exit."""
+
+    op: Literal["close"] = "close"
+
+
+Request: TypeAlias = Annotated[
+    Start
+    | Prepare
+    | MakeOffer
+    | MakeAnswer
+    | AcceptAnswer
+    | AddCandidate
+    | Reset
+    | GetStats
+    | GetPreview
+    | SetVideoMode
+    | Close,
+    Field(discriminator="op"),
+]
+_REQUESTS: TypeAdapter[Request] = TypeAdapter(Request)
+
+
+class RequestError(Exception):
+    """A line that is no valid request: ``request_id`` if it had one, the field and the reason."""
+
+    def __init__(self, request_id: int | None, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.request_id = request_id
+        self.field = field
+        self.reason = reason
+
+
+def parse_request(data: Any) -> Request:
+    """The request in ``data`` (a decoded JSON line); RequestError naming the field if it is none."""
+    request_id = data.get("id") if isinstance(data, dict) else None
+    try:
+        return _REQUESTS.validate_python(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            field = "op"  # no request of that name, or none named
+        else:
+            field = ".".join(str(part) for part in error["loc"]) or "request"
+        raise RequestError(
+            request_id if isinstance(request_id, int) and not isinstance(request_id, bool) else None,
+            field,
+            error["msg"],
+        ) from None
+
+
+class Reply(BaseModel):
+    """The child's answer to request ``id``: ``ok``, or ``code`` and ``reason``; the op's own
+    fields (``sdp``, the stats, the previews) beside them."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: int
+    ok: bool
+    code: str | None = None
+    reason: str | None = None
+
+    def field(self, name: str) -> Any:
+        return (self.model_extra or {}).get(name)
+
+
+# -- events -----------------------------------------------------------------------------------------
+
+
+class Ready(_Message):
+    """aiortc, OpenCV and PortAudio are loaded and a throwaway connection made: a warm child."""
+
+    event: Literal["ready"] = "ready"
+    pid: int
+
+
+class Heartbeat(_Message):
+    """Every second while the child's loop runs; its resident memory when known."""
+
+    event: Literal["heartbeat"] = "heartbeat"
+    rss_kb: int | None = Field(default=None, ge=0)
+
+
+class FirstFrame(_Message):
+    event: Literal["first-frame"] = "first-frame"
+    kind: MediaKind
+
+
+class Resumed(_Message):
+    """The first frame of ``kind`` after a stall."""
+
+    event: Literal["resumed"] = "resumed"
+    kind: MediaKind
+
+
+class Stalled(_Message):
+    """Media that flowed stopped for 2 s (media/call.py ``STALL_SECONDS``)."""
+
+    event: Literal["stall"] = "stall"
+
+
+class Quality(_Message):
+    """The call's ``QualitySample`` (media/quality.py), told when it changes shape."""
+
+    event: Literal["quality"] = "quality"
+    level: int = Field(ge=0, le=5)
+    rtt_ms: float | None
+    jitter_ms: float | None
+    loss_pct: float
+    sent_loss_pct: float | None
+    fps: float
+    width: int | None
+    height: int | None
+    inbound_kbps: float
+    outbound_kbps: float
+    video_kbps_ceiling: int | None
+
+
+class DeviceFailed(_Message):
+    """A device failed mid-call (``kind``: ``video``, ``audio`` or ``speaker``); the call goes on."""
+
+    event: Literal["device-failed"] = "device-failed"
+    kind: str
+    reason: str
+
+
+class VideoModeDecided(_Message):
+    """The child's fallback decided the call goes on in ``mode`` (media/fallback.py)."""
+
+    event: Literal["video-mode"] = "video-mode"
+    mode: VideoMode
+
+
+ChildEvent: TypeAlias = Annotated[
+    Ready | Heartbeat | FirstFrame | Resumed | Stalled | Quality | DeviceFailed | VideoModeDecided,
+    Field(discriminator="event"),
+]
+_EVENTS: TypeAdapter[ChildEvent] = TypeAdapter(ChildEvent)
+
+
+def parse_event(data: Any) -> ChildEvent:
+    """The event in ``data``; pydantic's ValidationError if it is none."""
+    return _EVENTS.validate_python(data)
