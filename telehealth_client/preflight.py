@@ -7,7 +7,8 @@ Three network checks, in order, each stopping the ones after it when it fails:
    and goes through the same origin, TLS and HTTP client as every publish.
 2. TURN: credentials from the clinic backend, then an allocation with them (``probe_turn``).
 3. Media: a few seconds of audio and video to an echo peer, relay-only through that TURN server,
-   in a child process (``preflight_media``: the agent never loads aiortc). From the kiosk side's
+   in a media child (media/echo_test.py, started and watched by a ``MediaSupervisor`` as a call's
+   are: the agent never loads aiortc). From the kiosk side's
    ``getStats()``: round-trip time (``remote-inbound-rtp``, the lowest seen), jitter (aiortc reports RTP clock
    units: converted to ms with each codec's clock rate), loss (the worst stream, either way) and
    the achieved bitrate (bytes received over the window).
@@ -21,17 +22,14 @@ what ``DEVICE_STATUS`` carries as ``network`` (``PreflightReport.device_status()
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from telehealth_client.logs import describe_exception
-from telehealth_client.media.common import TurnConfig
+from telehealth_client.media.common import CallError, TurnConfig
 from telehealth_client.protocol.messages import NetworkVerdict
 from telehealth_client.pubsub.pubnub_bus import BusConfig, build_pubnub
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
@@ -40,6 +38,7 @@ if TYPE_CHECKING:  # the devices package loads numpy: only the command needs it
     from devices.report import DeviceReport as CheckReport
     from telehealth_client.config import Settings
     from telehealth_client.consultation.patient import DeviceReport
+    from telehealth_client.media.worker import MediaWorker
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +109,7 @@ def _streams(snapshot: Mapping[str, Any], kind_of: str) -> dict[str, Mapping[str
 def metrics_from_stats(
     samples: Sequence[Mapping[str, Any]], clock_rates: Mapping[str, int], frames: Mapping[str, int]
 ) -> MediaMetrics:
-    """The path's numbers from ``getStats()`` snapshots of the kiosk side (``preflight_media``).
+    """The path's numbers from ``getStats()`` snapshots of the kiosk side (media/echo_test.py).
 
     Loss is the worst stream's over the whole call: ``inbound-rtp`` (what came back) and
     ``remote-inbound-rtp`` (what the echo side reported losing). Jitter is the worst stream's
@@ -225,37 +224,33 @@ async def turn_credentials(settings: Settings) -> tuple[Check, TurnConfig | None
 async def media_through_turn(
     turn: TurnConfig, *, relay_only: bool, seconds: float, connect_within: float = CONNECT_SECONDS
 ) -> tuple[list[Check], MediaMetrics | None]:
-    """The TURN allocation and the media test, in a child process; its checks and numbers."""
-    request = {
-        "turn": {"urls": list(turn.urls), "username": turn.username, "credential": turn.credential},
-        "relay_only": relay_only,
-        "seconds": seconds,
-        "connect_within": connect_within,
-    }
+    """The TURN allocation and the media test, in a media child (media/echo_test.py) started and
+    watched by a ``MediaSupervisor`` like a call's; its checks and numbers."""
+    from telehealth_client.media.supervisor import MediaSupervisor
+
     started = time.monotonic()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "telehealth_client.preflight_media",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    within = CHILD_START_SECONDS + connect_within + seconds
+    children = MediaSupervisor("preflight", start=_no_connection, in_call=lambda _child: False)
     try:
-        out, _ = await asyncio.wait_for(process.communicate(json.dumps(request).encode() + b"\n"), within)
-        outcome = json.loads(out)
-    except TimeoutError:
-        return [Check("media", False, reason=f"the media test did not finish within {within:.0f} s")], None
-    except ValueError:
-        return [
-            Check("media", False, reason=f"the media test ended without a result (exit {process.returncode})")
-        ], None
+        try:
+            child = await children.fresh_child()
+        except Exception as exc:
+            reason = f"the media test could not start ({describe_exception(exc)})"
+            return [Check("media", False, reason=reason)], None
+        try:
+            outcome = await child.echo_test(
+                turn, relay_only=relay_only, seconds=seconds, connect_within=connect_within
+            )
+        except CallError as exc:
+            return [Check("media", False, reason=f"the media test failed ({exc.reason})")], None
+        finally:
+            children.close_later(child)
     finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+        await children.aclose()
     return _child_outcome(outcome, started)
+
+
+async def _no_connection(_child: MediaWorker, _turn: TurnConfig) -> None:
+    raise CallError("preflight", "the preflight's media children hold no connection")
 
 
 def _child_outcome(outcome: Any, started: float) -> tuple[list[Check], MediaMetrics | None]:

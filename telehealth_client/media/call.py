@@ -107,6 +107,9 @@ STALE_SECONDS: Final = 1.0
 # A jitter buffer held back this long by a missing packet gives it up (see ``skip_jitter_hole``):
 # a NACK's repair takes one round trip, well under this on any network a call can run on.
 HOLE_SECONDS: Final = 0.5
+# Video packets late without a break for this long: the path's delay has changed for good (a
+# frozen relay's backlog comes out in a burst, well within this), and they are on time again.
+REANCHOR_SECONDS: Final = 2.0
 VIDEO_CLOCK_RATE: Final = 90_000  # RTP video clock (RFC 3551; VP8 and H.264 alike)
 FrameHandler = Callable[[str, Any], None]
 QualityHandler = Callable[[QualitySample], None]
@@ -196,14 +199,18 @@ class KeyframeGate:
         self.holes_skipped = 0
         self.backlogs_dropped = 0
         self._last_pli: float | None = None
-        self._last: tuple[float, int] | None = None  # (arrival, RTP timestamp) of the last packet
+        # Lateness is measured against the most punctual packet so far, not the previous one: a
+        # frozen relay releases seconds of old packets at once, on time relative to each other.
+        self._last_timestamp: int | None = None
+        self._media = 0.0  # the last packet's media time, seconds from the first (unwrapped)
+        self._anchor: float | None = None  # the least (arrival - media time) seen: a packet on time
+        self._late_since: float | None = None  # packets late without a break since
         self._blocked_since: float | None = None  # packets went in and no frame came out since
 
     def __call__(self, packet: Any) -> tuple[bool, Any]:
         now = self._clock()
         if self._late(now, packet.timestamp) >= self._stale_after:
             self.waiting = True  # the key frame asked for now is the first live picture
-        self._last = (now, packet.timestamp)
         pli, frame = self._jitter.add(packet)
         if frame is not None:
             self._blocked_since = None
@@ -214,6 +221,10 @@ class KeyframeGate:
                 # frame asked for is live.
                 self._jitter.drop_before(packet.timestamp)
                 self.backlogs_dropped += 1
+                frame, pli = None, True
+            elif isinstance(behind, int) and self._frame_late(now, packet.timestamp, behind):
+                # A stale picture, key frame or not (a relay's backlog holds the key frames asked
+                # for before it froze): never shown, and no end to the wait for a live key frame.
                 frame, pli = None, True
         elif self._blocked_since is None:
             self._blocked_since = now
@@ -238,11 +249,31 @@ class KeyframeGate:
         return pli, frame  # a true pli makes the receiver send the PLI itself
 
     def _late(self, now: float, timestamp: int) -> float:
-        """How much longer than its media time the wait for this packet was (0 when on time)."""
-        if self._last is None:
+        """How much later than the most punctual packet so far this one arrived, in media terms
+        (0 when on time). Late without a break for ``REANCHOR_SECONDS``: the path's delay has
+        changed for good, and this is on time from now on."""
+        if self._last_timestamp is not None:
+            self._media += _media_seconds(self._last_timestamp, timestamp)
+        self._last_timestamp = timestamp
+        offset = now - self._media
+        if self._anchor is None or offset < self._anchor:
+            self._anchor = offset
+        late = offset - self._anchor
+        if late < self._stale_after:
+            self._late_since = None
+        elif self._late_since is None:
+            self._late_since = now
+        elif now - self._late_since >= REANCHOR_SECONDS:
+            self._anchor, self._late_since = offset, None
             return 0.0
-        arrived, previous = self._last
-        return (now - arrived) - _media_seconds(previous, timestamp)
+        return late
+
+    def _frame_late(self, now: float, newest: int, timestamp: int) -> bool:
+        """Whether the frame of RTP ``timestamp`` is stale by the punctual packets' measure."""
+        if self._anchor is None:
+            return False
+        media = self._media + _media_seconds(newest, timestamp)
+        return now - self._anchor - media >= self._stale_after
 
 
 def _media_seconds(earlier: int, later: int) -> float:

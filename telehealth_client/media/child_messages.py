@@ -9,7 +9,7 @@ argv or the environment.
 
 Public API: the request models (``Start``, ``Prepare``, ``MakeOffer``, ``MakeAnswer``,
 ``AcceptAnswer``, ``AddCandidate``, ``Reset``, ``GetStats``, ``GetPreview``, ``SetVideoMode``,
-``Close``) and ``Request``, ``parse_request(line)``; ``Reply``; the event models (``Ready``,
+``RunEchoTest``, ``Close``) and ``Request``, ``parse_request(line)``; ``Reply``; the event models (``Ready``,
 ``Heartbeat``, ``FirstFrame``, ``Resumed``, ``Stalled``, ``Quality``, ``DeviceFailed``,
 ``VideoModeDecided``) and ``ChildEvent``, ``parse_event(data)``; ``RequestError``.
 """
@@ -137,6 +137,17 @@ class SetVideoMode(_Request):
     mode: VideoMode
 
 
+class RunEchoTest(_Request):
+    """The preflight's media test (media/echo_test.py): TURN allocated, then two connections of
+    this child call each other through it for ``seconds``; answered with its ``outcome``."""
+
+    op: Literal["echo-test"] = "echo-test"
+    turn: TurnServers
+    relay_only: bool = True
+    seconds: float = Field(gt=0, le=60)
+    connect_within: float = Field(gt=0, le=120)
+
+
 class Close(_Request):
     """Close the connection and the devices, answer, and exit."""
 
@@ -154,6 +165,7 @@ Request: TypeAlias = Annotated[
     | GetStats
     | GetPreview
     | SetVideoMode
+    | RunEchoTest
     | Close,
     Field(discriminator="op"),
 ]

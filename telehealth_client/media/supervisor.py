@@ -13,6 +13,7 @@ never on the caller's path, and ``aclose`` waits for every child to be gone.
 Public API: ``MediaSupervisor(label, env=None, start=..., on_event=None, on_died=None,
 in_call=..., memory_ceiling_mb=None, on_over_memory=None)``; ``warm_up()``, ``prepare()``,
 ``await prepared()``, ``await child_for(turn)``, ``await reuse(child, connected)``,
+``await fresh_child()``, ``close_later(child)``,
 ``spawn(coroutine, name)`` (a task it owns), ``await aclose()``.
 """
 
@@ -110,6 +111,11 @@ class MediaSupervisor:
             await asyncio.gather(*self._closes, return_exceptions=True)
 
     # -- spawning and watching ----------------------------------------------------------------------
+
+    async def fresh_child(self) -> MediaWorker:
+        """A new child, watched like the call's (killed if it falls silent), not started for a
+        connection: the preflight's echo test runs in it. The caller hands it to ``close_later``."""
+        return await self._spawn_watched()
 
     def warm_up(self) -> None:
         if self._warm is None and not self._closing:

@@ -64,6 +64,7 @@ from telehealth_client.media.child_messages import (
     RequestError,
     Reset,
     Resumed,
+    RunEchoTest,
     SetVideoMode,
     Stalled,
     Start,
@@ -89,6 +90,7 @@ HEARTBEAT_SECONDS: Final = 1.0
 CALL_CLOSE_SECONDS: Final = 0.5
 # No line at all from the child for this long: it hangs (a stuck codec, a stopped process).
 SILENT_SECONDS: Final = 5.0
+ECHO_TEST_MARGIN_SECONDS: Final = 10.0  # the TURN probe and the round-trip grace, on a busy kiosk
 EventHandler = Callable[[ChildEvent], None]
 
 
@@ -311,6 +313,18 @@ class MediaWorker:
         jpeg = (await self._request(GetPreview())).field("jpeg") or {}
         return {side: base64.b64decode(data) for side, data in jpeg.items()}
 
+    async def echo_test(
+        self, turn: TurnConfig, *, relay_only: bool, seconds: float, connect_within: float
+    ) -> dict[str, Any]:
+        """The preflight's media test in this child (media/echo_test.py): its outcome."""
+        request = RunEchoTest(
+            turn=TurnServers.of(turn), relay_only=relay_only, seconds=seconds, connect_within=connect_within
+        )
+        # The test's own bounds, and the probe and the round-trip grace beside them.
+        within = connect_within + seconds + ECHO_TEST_MARGIN_SECONDS
+        outcome = (await self._request(request, within=within)).field("outcome")
+        return outcome if isinstance(outcome, dict) else {}
+
     async def aclose(self) -> None:
         """Ask the child to close the call and exit; kill it if it does not within a few seconds."""
         if not self._reader.done():  # its reader ends when the process has
@@ -491,6 +505,16 @@ class _Child:
             return await self._describe(request)
         if isinstance(request, Prepare):
             return await self.prepare()
+        if isinstance(request, RunEchoTest):
+            from telehealth_client.media.echo_test import run_echo_test
+
+            outcome = await run_echo_test(
+                request.turn.config(),
+                relay_only=request.relay_only,
+                seconds=request.seconds,
+                connect_within=request.connect_within,
+            )
+            return {"outcome": outcome}
         if isinstance(request, Reset):
             await self._close()  # idle again: started afresh for another connection
             return {}

@@ -50,6 +50,11 @@ class Sender:
         self.index += 1
         return packets
 
+    def live_at(self, seconds: float) -> None:
+        """The next frame is the one made ``seconds`` into the stream: a live sender's timestamps
+        move on while a frozen relay drops what it cannot hold."""
+        self.index = round(seconds * 30)
+
 
 def arrivals(frames: list[list[RtpPacket]], start: float) -> Iterator[tuple[float, RtpPacket]]:
     """Each frame's packets when a live 30 fps stream sends them."""
@@ -123,6 +128,7 @@ def test_frames_piled_up_behind_a_hole_are_dropped_for_a_live_key_frame() -> Non
     for packet in (packet for packets in released for packet in packets):
         feed(10.0, packet)  # all at once, when the relay resumes
     before = len(shown)
+    sender.live_at(10.0 + 1 / 30)
     for at, packet in arrivals([sender.frame(flat=True) for _ in range(30)], 10.0 + 1 / 30):
         feed(at, packet)
     assert gate.holes_skipped == 1 and gate.backlogs_dropped == 1
@@ -149,3 +155,40 @@ def test_the_buffer_helpers_leave_a_buffer_without_a_hole_or_pile_alone() -> Non
     waiting = [p for p in packets if p.timestamp == FRAME_TICKS]
     assert drop_jitter_backlog(buffer, FRAME_TICKS) == 0  # the frame at the front is that one
     assert buffer._origin == waiting[0].sequence_number  # type: ignore[attr-defined]
+
+
+def test_a_frozen_relays_backlog_is_never_shown_even_its_key_frames() -> None:
+    """A relay frozen 10 s releases what it held at once: clean frames, a key frame among them (the
+    sender answered a PLI just before the freeze), all 10 s old. Measured only against the packet
+    before, they looked on time to each other and the key frame let 30 stale pictures through
+    (seen from two agents under load: the patient showed 1012..1056 of the provider's, 10 s old).
+    None is shown; the first picture is the live key frame asked for."""
+    sender = Sender()
+    buffer = JitterBuffer(capacity=512, is_video=True)
+    now = [0.0]
+    gate = KeyframeGate(jitter_controls(buffer), pli_every=3600.0, clock=lambda: now[0])
+    shown: list[int] = []
+
+    def feed(at: float, packet: RtpPacket) -> None:
+        now[0] = at
+        _, frame = gate(packet)
+        if frame is not None:
+            shown.append(frame.timestamp)
+
+    for at, packet in arrivals([sender.frame(key=True)] + [sender.frame(flat=True) for _ in range(5)], 0.0):
+        feed(at, packet)
+    live_before = len(shown)
+    held = [sender.frame(flat=True) for _ in range(4)] + [sender.frame(key=True, flat=True)]
+    held += [sender.frame(flat=True) for _ in range(30)]
+    for packet in (packet for packets in held for packet in packets):
+        feed(10.0, packet)  # all at once, when the relay resumes
+    assert len(shown) == live_before and gate.waiting
+    sender.live_at(10.0 + 1 / 30)
+    for at, packet in arrivals([sender.frame(flat=True) for _ in range(5)], 10.0 + 1 / 30):
+        feed(at, packet)
+    assert len(shown) == live_before and gate.waiting  # live, but no key frame yet
+    key = sender.frame(key=True, flat=True)
+    for at, packet in arrivals([key, sender.frame(flat=True), sender.frame(flat=True)], 10.2):
+        feed(at, packet)
+    assert shown[live_before:] == [key[0].timestamp, key[0].timestamp + FRAME_TICKS]
+    assert not gate.waiting

@@ -10,6 +10,8 @@ def test_the_agent_and_its_call_handle_load_no_aiortc() -> None:
         "import telehealth_client.agent, telehealth_client.cli\n"
         "import telehealth_client.media.consultation_call, telehealth_client.media.signaling\n"
         "import telehealth_client.consultation.patient, telehealth_client.consultation.provider\n"
+        "import telehealth_client.preflight, telehealth_client.media.supervisor\n"
+        "import telehealth_client.media.child_messages, telehealth_client.media.options\n"
         "loaded = sorted(m for m in ('aiortc', 'av', 'aioice') if m in sys.modules)\n"
         "print(','.join(loaded))\n"
     )

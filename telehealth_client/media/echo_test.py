@@ -1,25 +1,22 @@
-"""The preflight's media test, run in a child process: ``python -m telehealth_client.preflight_media``.
+"""The preflight's media test, run in a media child (``RunEchoTest``, media/child_messages.py).
 
 The agent never loads aiortc (tests/unit/test_media_imports.py), so the TURN allocation and the
-media test run here. Two relay-only peer connections in this process call each other through the
-TURN server: the kiosk side sends audio and changing video, the echo side sends back what it
-receives. Everything crosses TURN twice, as a real call's media would cross it once each way.
+media test run in a media child, started, watched and closed by the same ``MediaSupervisor`` as a
+call's. Two relay-only peer connections in that process call each other through the TURN server:
+the kiosk side sends audio and changing video, the echo side sends back what it receives.
+Everything crosses TURN twice, as a real call's media would cross it once each way.
 
-stdin: one JSON line ``{"turn": {"urls", "username", "credential"}, "relay_only", "seconds",
-"connect_within"}`` (the TURN credential travels here, never in argv or the environment).
-stdout: one JSON line ``{"turn": {"ok", "ms" | "code", "reason"}, "media": {...}}``; ``media``
-holds the kiosk side's ``getStats()`` at the first echoed frame and ``seconds`` later, the
-negotiated clock rates and the echoed frame counts. The agent judges them (``preflight.py``).
-Logs go to stderr, by type and place only.
+``run_echo_test(turn, relay_only, seconds, connect_within)`` returns ``{"turn": {"ok", "ms" |
+"code", "reason"}, "media": {...}}``; ``media`` holds the kiosk side's ``getStats()`` at the first
+echoed frame and ``seconds`` later, the negotiated clock rates and the echoed frame counts. The
+agent judges them (``preflight.py``). Logs go to stderr, by type and place only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fractions
-import json
 import logging
-import sys
 import time
 from typing import Any, Final
 
@@ -37,7 +34,6 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.sdp import SessionDescription
 from av import VideoFrame
 
-from telehealth_client.logs import describe_exception
 from telehealth_client.media.call import probe_turn, relay_candidates
 from telehealth_client.media.common import CallError, TurnConfig
 
@@ -212,10 +208,9 @@ async def media_test(
         await test.aclose()
 
 
-async def run(request: dict[str, Any]) -> dict[str, Any]:
-    turn = TurnConfig(
-        tuple(request["turn"]["urls"]), str(request["turn"]["username"]), str(request["turn"]["credential"])
-    )
+async def run_echo_test(
+    turn: TurnConfig, *, relay_only: bool, seconds: float, connect_within: float
+) -> dict[str, Any]:
     started = time.monotonic()
     try:
         await probe_turn(turn)
@@ -223,27 +218,7 @@ async def run(request: dict[str, Any]) -> dict[str, Any]:
         return {"turn": {"ok": False, "code": exc.code, "reason": exc.reason}, "media": None}
     outcome: dict[str, Any] = {"turn": {"ok": True, "ms": (time.monotonic() - started) * 1000}}
     try:
-        outcome["media"] = await media_test(
-            turn, bool(request["relay_only"]), float(request["seconds"]), float(request["connect_within"])
-        )
+        outcome["media"] = await media_test(turn, relay_only, seconds, connect_within)
     except CallError as exc:
         outcome["media"] = {"ok": False, "code": exc.code, "reason": exc.reason}
     return outcome
-
-
-def main() -> None:
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.WARNING, format="preflight-media %(levelname)s %(message)s"
-    )
-    try:
-        request = json.loads(sys.stdin.readline())
-        outcome = asyncio.run(run(request))
-    except Exception as exc:
-        log.error("preflight media test failed error=%s", describe_exception(exc))
-        outcome = {"error": type(exc).__name__}
-    sys.stdout.write(json.dumps(outcome) + "\n")
-    sys.stdout.flush()
-
-
-if __name__ == "__main__":
-    main()
