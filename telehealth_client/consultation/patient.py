@@ -327,12 +327,13 @@ class PatientEndpoint:
 
     async def _report_call_network(self, mode: NetworkVerdict) -> None:
         """The call fell back to audio only, or has video again: the provider is told by the
-        network verdict of ``DEVICE_STATUS`` (the devices' verdicts stay what the check found)."""
+        network verdict of ``DEVICE_STATUS`` (the devices' verdicts stay what the check found). The
+        call's mode is the call's: the check's own verdict stays what the next check-in sends, and
+        every change is told, even when it matches what was published last."""
         base = self._devices or DeviceReport("skipped", "skipped", "skipped", "unknown")
-        self._devices = replace(base, network=mode)
         session = self._session
-        if session is not None and not session.closed and self._devices != self._published_devices:
-            await self._publish_devices(session, self._devices)
+        if session is not None and not session.closed:
+            await self._publish_devices(session, replace(base, network=mode))
 
     async def _publish_devices(self, session: ConsultationSession, report: DeviceReport) -> None:
         status = DeviceStatus(

@@ -224,8 +224,10 @@ class KeyframeGate:
                 frame, pli = None, True
             elif isinstance(behind, int) and self._frame_late(now, packet.timestamp, behind):
                 # A stale picture, key frame or not (a relay's backlog holds the key frames asked
-                # for before it froze): never shown, and no end to the wait for a live key frame.
-                frame, pli = None, True
+                # for before it froze): never shown, and no end to the wait for a live key frame
+                # (asked for below, at most every ``pli_every``).
+                frame = None
+                self.waiting = True
         elif self._blocked_since is None:
             self._blocked_since = now
         elif now - self._blocked_since >= self._hole_after and self._jitter.skip_hole():
@@ -259,8 +261,8 @@ class KeyframeGate:
         if self._anchor is None or offset < self._anchor:
             self._anchor = offset
         late = offset - self._anchor
-        if late < self._stale_after:
-            self._late_since = None
+        if late < self._stale_after / 2:
+            self._late_since = None  # on time again (half the limit: jitter around it is no break)
         elif self._late_since is None:
             self._late_since = now
         elif now - self._late_since >= REANCHOR_SECONDS:

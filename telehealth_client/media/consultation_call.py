@@ -26,6 +26,7 @@ on_video_mode=None)``; ``await start()``, ``await call()`` (to the consultation'
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -112,16 +113,22 @@ class ConsultationCall:
         # provider's follows the patient's DEVICE_STATUS; new connections start in it.
         self.video_mode: VideoMode = "video"
         self._decides_video = consultation.role == "patient"
+        # A device that failed in a child before it was the call's (opened while it was prepared):
+        # told when the child is handed to a connection.
+        self._early_failures: weakref.WeakKeyDictionary[MediaWorker, list[DeviceFailed]] = (
+            weakref.WeakKeyDictionary()
+        )
         self.signaling = CallSignaling(
             session,
             polite=consultation.role == "patient",
             turn_source=self._credentials.get,
-            media_factory=self._children.child_for,
+            media_factory=self._child_for,
             hub=hub,
             auditor=auditor,
             accepting=lambda: session.consultation.state in ANSWERING_STATES,
             media_reuse=self._children.reuse,
             on_media_flowing=self._media_flowing,
+            on_call_over=self._call_over,
         )
 
     @property
@@ -184,6 +191,24 @@ class ConsultationCall:
         fallback = self._options.fallback if self._decides_video else None
         await worker.start(turn, self._options.devices, video_mode=self.video_mode, fallback=fallback)
 
+    async def _child_for(self, turn: TurnConfig) -> MediaWorker:
+        worker = await self._children.child_for(turn)
+        for failure in self._early_failures.pop(worker, []):
+            self._device_failed(failure)
+        return worker
+
+    def _call_over(self) -> None:
+        self.video_mode = "video"  # every call begins with video (PROTOCOL: DEVICE_STATUS network)
+
+    def _device_failed(self, failure: DeviceFailed) -> None:
+        log.warning(
+            "device failed mid-call consultation=%s device=%s reason=%s",
+            self._cid,
+            failure.kind,
+            failure.reason,
+        )
+        self._hub.emit(events.MediaFailed(self._cid, failure.kind, failure.reason))
+
     def _child_died(self, worker: MediaWorker, reason: str) -> None:
         self.signaling.media_lost(worker, reason)
 
@@ -205,16 +230,17 @@ class ConsultationCall:
             if self.signaling.is_current(worker):  # a new connection's samples are not the call's yet
                 self._hub.emit(quality_event(self._cid, event))
         elif isinstance(event, VideoModeDecided):
-            if self.signaling.is_current(worker) and event.mode != self.video_mode:
-                self._children.spawn(self._video_mode_changed(event.mode, "network"), "video-mode")
-        elif isinstance(event, DeviceFailed) and self.signaling.holds(worker):
-            log.warning(
-                "device failed mid-call consultation=%s device=%s reason=%s",
-                self._cid,
-                event.kind,
-                event.reason,
-            )
-            self._hub.emit(events.MediaFailed(self._cid, event.kind, event.reason))
+            if self.signaling.is_current(worker):
+                if event.mode != self.video_mode:
+                    self._children.spawn(self._video_mode_changed(event.mode, "network"), "video-mode")
+            elif event.mode != self.video_mode:
+                # Only the connection that carries the call decides: a new one goes the call's way.
+                self._children.spawn(self._tell_video_mode(worker, self.video_mode), "video-mode")
+        elif isinstance(event, DeviceFailed):
+            if self.signaling.holds(worker):
+                self._device_failed(event)
+            else:
+                self._early_failures.setdefault(worker, []).append(event)
 
     # -- audio only --------------------------------------------------------------------------------
 
@@ -228,14 +254,19 @@ class ConsultationCall:
         log.warning("call video mode consultation=%s mode=%s source=%s", self._cid, mode, source)
         self.signaling.set_audio_only(mode == "audio-only")
         for worker in self.signaling.children():
-            if isinstance(worker, MediaWorker) and not worker.exited.done():
-                try:
-                    await worker.set_video_mode(mode)
-                except CallError as exc:
-                    log.warning("video mode not set consultation=%s reason=%s", self._cid, exc.reason)
+            if isinstance(worker, MediaWorker):
+                await self._tell_video_mode(worker, mode)
         self._hub.emit(events.CallVideoModeChanged(self._cid, mode, source))
         if self._on_video_mode is not None:
             await self._on_video_mode(mode)
+
+    async def _tell_video_mode(self, worker: MediaWorker, mode: VideoMode) -> None:
+        if worker.exited.done():
+            return
+        try:
+            await worker.set_video_mode(mode)
+        except CallError as exc:
+            log.warning("video mode not set consultation=%s reason=%s", self._cid, exc.reason)
 
     async def _follow_far_video_mode(self, subscription: events.EventSubscription) -> None:
         """The provider's side: the patient's DEVICE_STATUS during a call says whether it goes on
@@ -246,7 +277,7 @@ class ConsultationCall:
                     isinstance(event, events.DeviceStatusReported)
                     and event.consultation_id == self._cid
                     and event.network in ("video", "audio-only")
-                    and self.signaling.phase != "idle"
+                    and self.signaling.phase not in ("idle", "ended", "failed")
                 ):
                     await self._video_mode_changed(
                         "audio-only" if event.network == "audio-only" else "video", "far-end"

@@ -466,6 +466,7 @@ def _end(negotiation: Negotiation, reason: str, *, publish: bool, at: int = 0, f
         links=negotiation.links.ended(),
         buffered=(),
         rebuild_armed=0,
+        audio_only=False,  # every call begins with video
     )
     effects: tuple[Effect, ...] = (CloseMedia(reason),)
     return ended, ((PublishEnd(), *effects) if publish else effects)

@@ -91,6 +91,7 @@ class CallSignaling:
         accepting: Callable[[], bool] = lambda: True,
         media_reuse: Reuse | None = None,
         on_media_flowing: MediaHandler | None = None,
+        on_call_over: Callable[[], None] | None = None,
     ) -> None:
         self._session = session
         consultation = session.consultation
@@ -104,6 +105,7 @@ class CallSignaling:
         self._auditor = auditor
         self._accepting = accepting
         self._on_media_flowing = on_media_flowing
+        self._on_call_over = on_call_over
         self._media = LinkMedia(self._cid, reuse=media_reuse)
         self._lock = asyncio.Lock()  # one step (and its effects) at a time
         self._remove_handler: Callable[[], None] | None = None
@@ -426,6 +428,8 @@ class CallSignaling:
         self._cancel_timers()
         self._media.close_all()
         self._session_audited = False
+        if self._on_call_over is not None:
+            self._on_call_over()
         log.info("call ended consultation=%s reason=%s", self._cid, reason)
         if self._auditor is not None:
             await self._auditor.safely("video_session_ended", self._cid, reason)
@@ -461,7 +465,10 @@ class CallSignaling:
                 try:
                     sdp = await make(media)
                 except CallError as exc:
-                    self._media.give_back(link)
+                    if exc.code == "media-process":
+                        self._media.close(link)  # it died or did not answer: never reused
+                    else:
+                        self._media.give_back(link)
                     if exc.code == "turn-refused" and attempt == 1:
                         log.info("turn credentials refused consultation=%s: fetching fresh ones", self._cid)
                         fresh = True

@@ -228,6 +228,11 @@ class MediaSupervisor:
             return None
         try:
             worker = await asyncio.shield(prepared)
+        except asyncio.CancelledError:
+            # The connection it was for is abandoned (a hangup): the child, when it is ready, is
+            # closed, never left holding the camera with nobody owning it.
+            prepared.add_done_callback(self._close_result)
+            raise
         except Exception as exc:
             log.warning("media not prepared consultation=%s error=%s", self._label, describe_exception(exc))
             return None
@@ -239,9 +244,21 @@ class MediaSupervisor:
             except CallError:
                 self.close_later(worker)  # gone meanwhile: the watch reports nothing (not in the call)
                 return None
-            self._idle = worker
+            except asyncio.CancelledError:
+                self.close_later(worker)  # abandoned on the way: not left open with nobody owning it
+                raise
+            self._keep_idle(worker)
             return None
         return worker
+
+    def _close_result(self, task: asyncio.Task[MediaWorker]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self.close_later(task.result())
+
+    def _keep_idle(self, worker: MediaWorker) -> None:
+        previous, self._idle = self._idle, worker
+        if previous is not None and previous is not worker:
+            self.close_later(previous)
 
     async def child_for(self, turn: TurnConfig) -> MediaWorker:
         """A started child for a new connection: the prepared one, else the idle one, else the warm
@@ -304,7 +321,5 @@ class MediaSupervisor:
                 return False
         if self._closing or worker.exited.done():
             return False
-        previous, self._idle = self._idle, worker
-        if previous is not None:
-            self.close_later(previous)
+        self._keep_idle(worker)
         return True

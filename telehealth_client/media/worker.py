@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import importlib
 import itertools
 import json
 import logging
@@ -571,18 +572,12 @@ def _device(name: str) -> int | str:
 
 
 async def _serve() -> int:
-    # Loaded now, before "ready" (the warm start the agent waits for), not when an offer comes: the
-    # first import of OpenCV and PortAudio holds this process for a few hundred ms on a busy kiosk.
-    import aiortc  # noqa: F401
-    import cv2  # noqa: F401
-    import sounddevice  # noqa: F401
+    import aiortc  # noqa: F401 (loaded now: the warm start the agent waits for)
 
-    import telehealth_client.media.call
-    import telehealth_client.media.tracks  # noqa: F401
     from telehealth_client.media.ice import tune_stun_retransmission
 
     tune_stun_retransmission()
-    await _warm_aiortc()
+    await _preload()
 
     child = _Child()
     child.emit(Ready(pid=os.getpid()))
@@ -624,6 +619,22 @@ async def _serve() -> int:
         await asyncio.gather(heartbeat, return_exceptions=True)
         await child.aclose()
     return 0  # the agent closed our stdin: it is gone, and so is the call
+
+
+async def _preload() -> None:
+    """What the first offer or answer would otherwise wait for, done before "ready": the first
+    import of OpenCV and PortAudio (a few hundred ms on a busy kiosk) and aiortc's first connection.
+    None of it is needed to run: a machine without PortAudio still makes calls (its audio device
+    fails when opened, and the call goes on without it)."""
+    for module in ("cv2", "sounddevice", "telehealth_client.media.call", "telehealth_client.media.tracks"):
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # OSError: no libportaudio; ImportError: no OpenCV
+            log.warning("media child: %s not preloaded error=%s", module, describe_exception(exc))
+    try:
+        await _warm_aiortc()
+    except Exception as exc:
+        log.warning("media child: aiortc not warmed up error=%s", describe_exception(exc))
 
 
 async def _warm_aiortc() -> None:

@@ -192,3 +192,27 @@ def test_a_frozen_relays_backlog_is_never_shown_even_its_key_frames() -> None:
         feed(at, packet)
     assert shown[live_before:] == [key[0].timestamp, key[0].timestamp + FRAME_TICKS]
     assert not gate.waiting
+
+
+def test_a_path_whose_delay_grows_for_good_gets_its_picture_back() -> None:
+    """The path's delay grows by a second for good, with jitter either side of the stale limit:
+    the gate must re-anchor (jitter below the limit is no break in the lateness), not drop most
+    frames for ever."""
+    sender = Sender()
+    buffer = JitterBuffer(capacity=512, is_video=True)
+    now = [0.0]
+    gate = KeyframeGate(jitter_controls(buffer), pli_every=0.3, clock=lambda: now[0])
+    shown: list[float] = []
+    packets: list[tuple[float, RtpPacket]] = []
+    for index in range(300):  # 10 s at 30 fps, a key frame every half second (PLIs answered)
+        media = index / 30
+        delay = 0.0 if media < 1.0 else 1.0 + (0.15 if index % 2 else -0.15)
+        for packet in sender.frame(key=index % 15 == 0, flat=True):
+            packets.append((media + delay, packet))
+    for at, packet in sorted(packets, key=lambda item: item[0]):
+        now[0] = at
+        _, frame = gate(packet)
+        if frame is not None:
+            shown.append(at)
+    late_seconds = [at for at in shown if at >= 5.0]
+    assert len(late_seconds) > 100  # 30 fps again well before the end (150 frames from 5 s on)

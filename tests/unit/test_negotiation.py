@@ -333,6 +333,9 @@ def test_an_audio_only_call_is_carried_and_comes_back_with_its_audio() -> None:
     provider.feed(n.Stalled(2))
     provider.feed(n.Flowing(2, "audio"))
     assert provider.state.media_down  # with video again, its audio alone is not the call back
+    provider.feed(n.AudioOnly(True))
+    provider.feed(n.Hangup())
+    assert not provider.state.audio_only  # every call begins with video
 
 
 def test_the_polite_side_gives_the_other_sides_rebuild_a_moment_before_its_own() -> None:

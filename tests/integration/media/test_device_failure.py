@@ -260,3 +260,33 @@ async def test_a_microphone_failing_mid_call_is_reported_and_the_call_goes_on_wi
         assert patient.state is S.IN_PROGRESS
     finally:
         microphone.unplug()
+
+
+async def test_a_camera_that_cannot_open_while_the_call_is_prepared_is_reported_when_it_starts(
+    parts: Parts, tmp_path: Path
+) -> None:
+    """The kiosk opens its devices as soon as the provider has joined (the call is prepared): a
+    camera that fails then belongs to no call yet. Its failure is told when that child takes the
+    call, not dropped, and the call goes on with audio."""
+    patient_hub, provider_hub = RecordingHub(), RecordingHub()
+    env, devices = child_env(tmp_path, "provider")
+    provider = await parts.provider(provider_hub, media=MediaOptions(devices, env))
+    await parts.record_consent()
+    media = patient_media(tmp_path, str(tmp_path / "no-such-camera.mkv"), camera_is_file=True)
+    patient = parts.patient(patient_hub, media=media)
+    await patient.check_in(
+        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
+    )
+    await provider_hub.wait_state(S.CHECKED_IN)
+    await provider.join(CONSULTATION)
+    await patient_hub.wait_state(S.CONNECTING)
+    call = patient.call
+    assert call is not None
+    prepared = await asyncio.wait_for(call.prepared(), WAIT)
+    assert prepared is not None  # prepared, its camera failed on the way
+    assert not [e for e in patient_hub.items if failed("video")(e)]  # no call yet: nothing told
+    await provider.call(CONSULTATION)
+    [failure] = await patient_hub.wait_for(failed("video"), within=WAIT)
+    assert call.worker is prepared
+    await provider_hub.wait_for(flowing("audio"), within=WAIT)
+    assert isinstance(failure, events.MediaFailed)

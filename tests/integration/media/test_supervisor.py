@@ -116,3 +116,39 @@ async def test_a_child_of_the_call_that_dies_is_told_with_its_exit(turn: TurnSer
         assert [pid for pid, _ in told.died] == [held.pid]
     finally:
         await children.aclose()
+
+
+async def test_a_prepared_child_whose_connection_is_abandoned_is_closed_not_orphaned(
+    turn: TurnServer,
+) -> None:
+    """A hangup cancels the connection waiting for the prepared child: the child, once prepared,
+    is closed (it holds the camera and microphone), not left running with nobody owning it."""
+    told = Told()
+    started: list[MediaWorker] = []
+    credentials = asyncio.Event()
+
+    async def start_recorded(worker: MediaWorker, config: TurnConfig) -> None:
+        started.append(worker)
+        await start_bare(worker, config)
+
+    children = MediaSupervisor("consultation.test", start=start_recorded, in_call=lambda _worker: False)
+
+    async def turn_when_told() -> TurnConfig:
+        await credentials.wait()
+        return turn_config(turn)
+
+    try:
+        children.prepare(turn_when_told)
+        waiting = asyncio.ensure_future(children.child_for(turn_config(turn)))
+        await asyncio.sleep(0)  # it waits for the prepared child (nothing else to wait on)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        credentials.set()
+        async with asyncio.timeout(WAIT):
+            while not started:  # noqa: ASYNC110 - the prepare task's start, nothing to wait on
+                await asyncio.sleep(0.05)
+        assert await asyncio.wait_for(asyncio.shield(started[0].exited), WAIT) == 0
+        assert told.died == []
+    finally:
+        await children.aclose()
