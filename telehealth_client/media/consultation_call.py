@@ -180,9 +180,11 @@ class ConsultationCall:
         return TurnGrant(TurnConfig(tuple(grant.urls), grant.username, grant.credential), grant.ttl_seconds)
 
     def _prepare(self) -> None:
+        # Only while the provider has joined and not yet called: the camera is not opened for a
+        # consultation resumed in progress or in wrap-up with no call under way (its light is on).
         if (
             not self._closing
-            and self._session.consultation.state in ANSWERING_STATES
+            and self._session.consultation.state is ConsultationState.CONNECTING
             and self.signaling.phase == "idle"
         ):
             self._children.prepare(self._credentials.get)

@@ -272,3 +272,24 @@ async def test_a_hangup_overtakes_a_rebuild_that_waits_for_turn(parts: Parts, tm
         assert provider_call.worker is None and provider_call.phase == "ended"
     finally:
         os.kill(turn.pid, signal.SIGCONT)
+
+
+async def test_a_kiosk_resumed_in_progress_opens_no_camera_until_it_is_called(
+    parts: Parts, tmp_path: Path
+) -> None:
+    """The agent restarts mid-consultation: the call is gone, and its camera stays closed (no
+    prepared child: that is only for a provider who has joined and not called yet) until the
+    provider calls again, which the kiosk answers."""
+    under_way = await call_under_way(parts, tmp_path)
+    await under_way.patient_hub.wait_state(S.IN_PROGRESS)
+    await under_way.patient.aclose()  # the kiosk's agent stops; the consultation stays on disk
+
+    hub = RecordingHub()
+    restarted = parts.patient(hub, media=media_options(tmp_path, "patient-again"))
+    session = await restarted.resume()
+    assert session is not None and session.consultation.state is S.IN_PROGRESS
+    call = restarted.call
+    assert call is not None
+    assert await call.prepared() is None
+    await under_way.provider.call(CONSULTATION)
+    await hub.wait_for(flowing("video"), within=WAIT)
