@@ -288,16 +288,5 @@ class ConsultationCall:
 
 def quality_event(consultation_id: str, sample: Quality) -> events.CallQualityChanged:
     """The media child's quality sample (numbers only) as the hub's event."""
-    return events.CallQualityChanged(
-        consultation_id,
-        level=sample.level,
-        rtt_ms=sample.rtt_ms,
-        jitter_ms=sample.jitter_ms,
-        loss_pct=sample.loss_pct,
-        fps=sample.fps,
-        width=sample.width,
-        height=sample.height,
-        inbound_kbps=sample.inbound_kbps,
-        outbound_kbps=sample.outbound_kbps,
-        video_kbps_ceiling=sample.video_kbps_ceiling,
-    )
+    # The far end's loss of our video stays in the child (it steers the bitrate ceiling).
+    return events.CallQualityChanged(consultation_id, **sample.model_dump(exclude={"event", "sent_loss_pct"}))

@@ -43,6 +43,7 @@ from ..consultation.conftest import (
     RecordingHub,
 )
 from .numbered import HEIGHT, WIDTH, draw, write_numbered_video
+from .test_consultation_call import connecting
 from .test_worker import child_env
 
 pytestmark = pytest.mark.integration
@@ -268,18 +269,8 @@ async def test_a_camera_that_cannot_open_while_the_call_is_prepared_is_reported_
     """The kiosk opens its devices as soon as the provider has joined (the call is prepared): a
     camera that fails then belongs to no call yet. Its failure is told when that child takes the
     call, not dropped, and the call goes on with audio."""
-    patient_hub, provider_hub = RecordingHub(), RecordingHub()
-    env, devices = child_env(tmp_path, "provider")
-    provider = await parts.provider(provider_hub, media=MediaOptions(devices, env))
-    await parts.record_consent()
     media = patient_media(tmp_path, str(tmp_path / "no-such-camera.mkv"), camera_is_file=True)
-    patient = parts.patient(patient_hub, media=media)
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
-    await provider_hub.wait_state(S.CHECKED_IN)
-    await provider.join(CONSULTATION)
-    await patient_hub.wait_state(S.CONNECTING)
+    patient, provider, patient_hub, provider_hub = await connecting(parts, tmp_path, media)
     call = patient.call
     assert call is not None
     prepared = await asyncio.wait_for(call.prepared(), WAIT)
