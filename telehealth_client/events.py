@@ -7,10 +7,12 @@ Public API:
   ``TokenExpiring``, ``AccessDenied``, ``AccessRenewing``, ``AccessRenewed``, ``BusStatusChanged``,
   ``SessionClosed``, ``EndpointIdle``, ``InvitationReceived``, ``StateSaved``, ``ChatMessageAdded``,
   ``ChatStatusChanged``, ``ChatReadUpdated``, ``ChatWiped``, ``EmergencyUpdated``, ``EmergencyAlert``,
-  ``CallStateChanged``, ``MediaFlowing``, ``MediaFailed``, ``OfferRefused``, ``CallQualityChanged``,
+  ``CallStatusChanged`` (the one to watch for a call), ``CallStateChanged``, ``MediaFlowing``,
+  ``MediaFailed``, ``OfferRefused``, ``CallQualityChanged``,
   ``CallVideoModeChanged``, ``MediaChildOverMemory``, ``ConsultationNotFollowed``, ``GuestAccessRevoked``,
   and ``Missed``
   (delivered only to a subscriber that fell behind).
+- ``EventSink``: anything with ``emit(event)`` (the hub, or a part's way to it).
 - ``EventHub.emit(event)``: synchronous, never blocks and never raises into the emitter. Call it
   from the event loop's thread (every emitter in the agent runs there).
 - ``EventHub.subscribe(max_pending=...)``: an async iterator of events with its own bounded
@@ -30,7 +32,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import ClassVar, Final, TypeAlias
+from typing import ClassVar, Final, Literal, Protocol, TypeAlias
 
 from telehealth_client.consultation.roster import RosterChange
 from telehealth_client.protocol.messages import (
@@ -240,6 +242,24 @@ class CallStateChanged:
     reason: str | None = None
 
 
+CallStatus: TypeAlias = Literal["idle", "connecting", "live", "audio-only", "recovering", "ended", "failed"]
+
+
+@dataclass(frozen=True)
+class CallStatusChanged:
+    """The call's one status (media/call_status.py derives it from the events below and tells it
+    only when it changed): idle, connecting, live, audio-only, recovering, ended or failed.
+    ``media``: the far end's media arriving now; ``lost_devices``: devices that failed during the
+    call (it goes on without them); ``reason``: why it ended or failed."""
+
+    kind: ClassVar[str] = "call-status"
+    consultation_id: str
+    status: CallStatus
+    media: tuple[str, ...] = ()
+    lost_devices: tuple[str, ...] = ()
+    reason: str | None = None
+
+
 @dataclass(frozen=True)
 class MediaFlowing:
     """The other side's ``kind`` (audio or video) reached this endpoint: the call carries it."""
@@ -365,6 +385,7 @@ Event: TypeAlias = (
     | EmergencyUpdated
     | EmergencyAlert
     | CallStateChanged
+    | CallStatusChanged
     | MediaFlowing
     | MediaFailed
     | OfferRefused
@@ -375,6 +396,10 @@ Event: TypeAlias = (
     | GuestAccessRevoked
     | Missed
 )
+
+
+class EventSink(Protocol):
+    def emit(self, event: Event) -> None: ...
 
 
 class EventSubscription:

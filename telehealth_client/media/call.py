@@ -19,9 +19,10 @@ Public API:
   ``received`` (frames per kind), ``first_frame_at`` (loop time of the first remote video frame),
   ``stalls``; ``on_stall()`` is called when media that flowed stops for ``stall_after`` seconds
   (or none came ``connect_within`` seconds after the descriptions were exchanged) and no packet
-  of any kind arrived meanwhile either,
-  ``await aclose()``. ``on_frame(kind, frame)`` sees every decoded remote video frame that is
-  clean (see below) and every audio frame.
+  of any kind arrived meanwhile either, or at once when the TURN server says the call's
+  allocation is gone (asked after ``SUSPECT_SECONDS`` without a frame: a restarted server);
+  ``ice_transport``, ``await aclose()``. ``on_frame(kind, frame)`` sees every decoded remote
+  video frame that is clean (see below) and every audio frame.
 - Quality: once negotiated, the call samples its stats every ``quality_every`` seconds (a
   ``QualitySample`` in ``quality``, ``on_quality(sample)`` when the level, the remote
   picture size or the video bitrate ceiling changes, or the round trip becomes known) and holds the
@@ -60,6 +61,7 @@ from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
     RTCIceServer,
+    RTCIceTransport,
     RTCPeerConnection,
     RTCSessionDescription,
 )
@@ -71,6 +73,7 @@ from av import VideoFrame
 from telehealth_client.logs import describe_exception
 from telehealth_client.media.common import CallError, TurnConfig, check_sdp
 from telehealth_client.media.fallback import VideoFallback, VideoMode
+from telehealth_client.media.ice import relay_allocation_lost
 from telehealth_client.media.quality import (
     BitrateCeiling,
     JitterAdd,
@@ -95,6 +98,11 @@ PROBE_TIMEOUT_SECONDS: Final = 1.5  # two STUN tries: loopback answers in ms, a 
 # an older one is made again, so that TURN gone meanwhile is told as such, not as no candidates.
 PROBE_FRESH_SECONDS: Final = 30.0
 STALL_SECONDS: Final = 2.0
+# No remote frame for this long: the TURN allocation the call relays through is asked whether it is
+# still there (every ALLOCATION_CHECK_SECONDS, until a frame or the stall). A restarted TURN server
+# has forgotten it; its media never comes back, and the stall is declared then, not 2 s after.
+SUSPECT_SECONDS: Final = 0.5
+ALLOCATION_CHECK_SECONDS: Final = 0.5
 CONNECT_SECONDS: Final = 10.0
 # No frame but packets (the far end's receiver reports, every 0.5-1.5 s from aiortc, about 1 s from
 # browsers): the path is watched over this window instead, so that a lost report or two is not a stall.
@@ -327,6 +335,8 @@ class MediaCall:
         self._stall_timer: asyncio.TimerHandle | None = None
         self._packets_when_armed: int | None = None
         self.stalls = 0
+        self._last_frame_at: float | None = None
+        self._allocation_watch: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[float] | None = None  # a probe made ahead (check_turn_ahead)
         self._on_quality = on_quality
         self._quality_every = quality_every
@@ -531,6 +541,9 @@ class MediaCall:
             except MediaStreamError:
                 return
             self.received[kind] = self.received.get(kind, 0) + 1
+            self._last_frame_at = asyncio.get_running_loop().time()
+            if self._allocation_watch is None and self._on_stall is not None and not self._closed:
+                self._allocation_watch = asyncio.ensure_future(self._watch_allocation())
             if isinstance(frame, VideoFrame):
                 self._video_size = (frame.width, frame.height)
                 if self.first_frame_at is None:
@@ -553,6 +566,33 @@ class MediaCall:
         self._stall_timer = asyncio.get_running_loop().call_later(seconds, self._stalled)
         self._packets_when_armed = None if self._pc is None else inbound_packets(self._pc)
 
+    async def _watch_allocation(self) -> None:
+        """While frames are missing and the stall not yet declared, ask TURN whether the call's
+        allocation is still there; gone (a TURN restart), the stall is declared at once."""
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            await asyncio.sleep(ALLOCATION_CHECK_SECONDS)  # the checking period, not a wait for anything
+            last_frame_at = self._last_frame_at
+            ice = self.ice_transport
+            if last_frame_at is None or ice is None or self._stall_timer is None:
+                continue  # no media yet, or the stall already declared
+            if not SUSPECT_SECONDS <= loop.time() - last_frame_at < self._stall_after:
+                continue
+            lost = await relay_allocation_lost(ice, within=ALLOCATION_CHECK_SECONDS)
+            if lost and self._last_frame_at == last_frame_at and self._stall_timer is not None:
+                self._stall_timer.cancel()
+                self._declare_stall("the TURN allocation is gone")
+
+    @property
+    def ice_transport(self) -> RTCIceTransport | None:
+        """The ICE transport every track of the call is bundled on."""
+        pc = self._pc
+        if pc is None:
+            return None
+        return next(
+            (t.receiver.transport.transport for t in pc.getTransceivers() if t.receiver.transport), None
+        )
+
     def _stalled(self) -> None:
         self._stall_timer = None
         if self._closed:
@@ -566,8 +606,12 @@ class MediaCall:
             log.debug("no remote media but the path is alive packets=%d", now - before)
             self._arm_watchdog(max(self._stall_after, FEEDBACK_SECONDS))
             return
+        self._declare_stall(f"no media for {self._stall_after:.1f} s")
+
+    def _declare_stall(self, why: str) -> None:
+        self._stall_timer = None
         self.stalls += 1
-        log.warning("media stalled seconds=%.1f received=%s", self._stall_after, self.received)
+        log.warning("media stalled why=%s received=%s", why, self.received)
         assert self._on_stall is not None
         self._on_stall()
 
@@ -641,6 +685,11 @@ class MediaCall:
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
+        watch, self._allocation_watch = self._allocation_watch, None
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
         readers = list(self._readers)
         for task in readers:
             task.cancel()

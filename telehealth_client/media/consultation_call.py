@@ -20,7 +20,8 @@ alone (media/fallback.py): the patient side's child decides and the far end is t
 Public API: ``MediaOptions(devices, env=None, fallback=..., memory_ceiling_mb=None)``;
 ``ConsultationCall(session, clinic, hub, options=..., auditor=None, on_media_flowing=None,
 on_video_mode=None)``; ``await start()``, ``await call()`` (to the consultation's patient),
-``await hangup()``, ``await prepared()``, ``phase``, ``worker``, ``video_mode``, ``await aclose()``.
+``await hangup()``, ``await prepared()``, ``phase``, ``status`` (the call's one status),
+``worker``, ``video_mode``, ``await aclose()``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from telehealth_client import events
 from telehealth_client.consultation.auditing import Auditor
 from telehealth_client.consultation.session import ConsultationSession
+from telehealth_client.media.call_status import CallStatusTracker
 from telehealth_client.media.child_messages import (
     ChildEvent,
     DeviceFailed,
@@ -94,6 +96,8 @@ class ConsultationCall:
         self._on_video_mode = on_video_mode  # the patient side tells the far end (DEVICE_STATUS)
         consultation = session.consultation
         self._cid = consultation.consultation_id
+        # Every event of the call goes through it: the call's one status follows them (call-status).
+        self._events = CallStatusTracker(hub, self._cid)
         self._user_id = consultation.user_id
         self._patient_id = consultation.patient_id
         self._closing = False
@@ -123,7 +127,7 @@ class ConsultationCall:
             polite=consultation.role == "patient",
             turn_source=self._credentials.get,
             media_factory=self._child_for,
-            hub=hub,
+            hub=self._events,
             auditor=auditor,
             accepting=lambda: session.consultation.state in ANSWERING_STATES,
             media_reuse=self._children.reuse,
@@ -134,6 +138,11 @@ class ConsultationCall:
     @property
     def phase(self) -> Phase:
         return self.signaling.phase
+
+    @property
+    def status(self) -> events.CallStatusChanged:
+        """The call's one status (media/call_status.py), as last told on the hub."""
+        return self._events.status
 
     @property
     def worker(self) -> MediaWorker | None:
@@ -209,14 +218,14 @@ class ConsultationCall:
             failure.kind,
             failure.reason,
         )
-        self._hub.emit(events.MediaFailed(self._cid, failure.kind, failure.reason))
+        self._events.emit(events.MediaFailed(self._cid, failure.kind, failure.reason))
 
     def _child_died(self, worker: MediaWorker, reason: str) -> None:
         self.signaling.media_lost(worker, reason)
 
     def _child_over_memory(self, worker: MediaWorker, rss_mb: float) -> None:
         ceiling = self._options.memory_ceiling_mb or 0.0
-        self._hub.emit(events.MediaChildOverMemory(self._cid, worker.pid, round(rss_mb), round(ceiling)))
+        self._events.emit(events.MediaChildOverMemory(self._cid, worker.pid, round(rss_mb), round(ceiling)))
 
     def _media_flowing(self, kind: str) -> None:
         if self._on_media_flowing is not None and not self._closing:
@@ -230,7 +239,7 @@ class ConsultationCall:
             self.signaling.media_flowing(worker, event.kind)
         elif isinstance(event, Quality):
             if self.signaling.is_current(worker):  # a new connection's samples are not the call's yet
-                self._hub.emit(quality_event(self._cid, event))
+                self._events.emit(quality_event(self._cid, event))
         elif isinstance(event, VideoModeDecided):
             if self.signaling.is_current(worker):
                 if event.mode != self.video_mode:
@@ -258,7 +267,7 @@ class ConsultationCall:
         for worker in self.signaling.children():
             if isinstance(worker, MediaWorker):
                 await self._tell_video_mode(worker, mode)
-        self._hub.emit(events.CallVideoModeChanged(self._cid, mode, source))
+        self._events.emit(events.CallVideoModeChanged(self._cid, mode, source))
         if self._on_video_mode is not None:
             await self._on_video_mode(mode)
 

@@ -16,12 +16,20 @@ aioice has no API for this: its module constants and the transaction's retransmi
 set, pinned to the aioice versions this was measured with; any other version leaves aioice as it
 is and says so once.
 
+And one question aioice does not ask: is the TURN allocation a connection relays through still
+there? A restarted TURN server has forgotten every allocation, so media through it never comes
+back, yet the client only learns it at its next refresh (minutes away). A Refresh request answers
+at once: 437 (Allocation Mismatch) when it is gone (measured with coturn here: 2 ms after its
+restart), success when it is there; a frozen or unreachable server does not answer.
+
 Public API: ``tune_stun_retransmission() -> bool`` (True when applied); ``FIRST_RETRANSMISSION``,
-``LONGEST_INTERVAL``, ``RETRANSMISSIONS``, ``give_up_after()``, ``PINNED_VERSIONS``.
+``LONGEST_INTERVAL``, ``RETRANSMISSIONS``, ``give_up_after()``, ``PINNED_VERSIONS``;
+``await relay_allocation_lost(ice_transport, within=...) -> bool``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any, Final
@@ -34,6 +42,8 @@ LONGEST_INTERVAL: Final = 0.25  # ... up to this
 RETRANSMISSIONS: Final = 100
 _STEP = "_Transaction__retry"  # aioice's private retransmission step (name-mangled)
 _DELAY = "_Transaction__timeout_delay"  # the interval before the next retransmission
+_INNER = "_TurnTransport__inner_protocol"  # aioice's TURN client behind a relayed transport
+ALLOCATION_MISMATCH: Final = 437  # RFC 8656: no allocation for this client's 5-tuple
 
 
 def give_up_after() -> float:
@@ -77,3 +87,42 @@ def _paced(step: Callable[[Any], None]) -> Callable[[Any], None]:
 
     paced_step.paced = True  # type: ignore[attr-defined]
     return paced_step
+
+
+async def relay_allocation_lost(ice_transport: Any, *, within: float) -> bool:
+    """Whether the TURN server no longer holds the allocation that ``ice_transport``'s (aiortc's
+    ``RTCIceTransport``) selected pair relays through: it answered a Refresh with 437. False when
+    the allocation is there, when no answer came within ``within`` seconds (a frozen or unreachable
+    server: nothing is known yet), or when the pair cannot be found (not relayed, aioice not pinned)."""
+    client = _selected_turn_client(ice_transport)
+    if client is None:
+        return False
+    import aioice.stun as stun
+
+    request = stun.Message(message_method=stun.Method.REFRESH, message_class=stun.Class.REQUEST)
+    request.attributes["LIFETIME"] = client.lifetime  # a refresh like aioice's own, if it is there
+    try:
+        async with asyncio.timeout(within):
+            await client.request_with_retry(request)
+    except stun.TransactionFailed as exc:
+        return bool(exc.response.error_code == ALLOCATION_MISMATCH)
+    except (TimeoutError, stun.TransactionTimeout, ConnectionError):
+        return False
+    return False
+
+
+def _selected_turn_client(ice_transport: Any) -> Any | None:
+    import aioice
+
+    if not str(getattr(aioice, "__version__", "")).startswith(PINNED_VERSIONS):
+        return None
+    gatherer = getattr(ice_transport, "iceGatherer", None)
+    connection = getattr(gatherer, "_connection", None)
+    nominated = getattr(connection, "_nominated", None)
+    if not isinstance(nominated, dict) or not nominated:
+        return None
+    pair = next(iter(nominated.values()))
+    client = getattr(getattr(pair.protocol, "transport", None), _INNER, None)
+    if client is None or not hasattr(client, "request_with_retry"):
+        return None  # not relayed
+    return client

@@ -86,7 +86,7 @@ class CallSignaling:
         polite: bool,
         turn_source: TurnSource,
         media_factory: MediaFactory,
-        hub: events.EventHub,
+        hub: events.EventSink,
         auditor: Auditor | None = None,
         accepting: Callable[[], bool] = lambda: True,
         media_reuse: Reuse | None = None,

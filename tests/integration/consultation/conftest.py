@@ -71,6 +71,16 @@ class RecordingHub(events.EventHub):
         )
         return found[0]  # type: ignore[no-any-return]
 
+    def call_statuses(self, consultation_id: str = CONSULTATION) -> list[str]:
+        """The call's one status at each change of it (media/call_status.py; the status is told
+        again when only its media changed: audio arrived before video)."""
+        told = [
+            e.status
+            for e in self.items
+            if isinstance(e, events.CallStatusChanged) and e.consultation_id == consultation_id
+        ]
+        return [status for i, status in enumerate(told) if i == 0 or told[i - 1] != status]
+
     def states(self, consultation_id: str = CONSULTATION) -> list[str]:
         return [
             str(e.state)

@@ -94,3 +94,9 @@ async def test_a_call_that_cannot_carry_video_goes_on_with_audio_and_gets_video_
     # The device verdicts the provider sees are the kiosk's own throughout; only the network moved.
     reported = [e for e in provider_hub.items if isinstance(e, events.DeviceStatusReported)]
     assert [e.network for e in reported][-2:] == ["audio-only", "video"]
+    # Each side's one call status went audio-only and back to live (a stall on the lossy path may
+    # come between), never ended.
+    for hub in (patient_hub, provider_hub):
+        statuses = hub.call_statuses()
+        assert statuses[:2] == ["connecting", "live"] and statuses[-1] == "live"
+        assert "audio-only" in statuses and not {"ended", "failed"} & set(statuses)

@@ -14,6 +14,7 @@ from av import VideoFrame
 
 from telehealth_client.devstack.turn import TurnServer
 from telehealth_client.media.call import CallError, MediaCall, TurnConfig, probe_turn, relay_candidates
+from telehealth_client.media.ice import relay_allocation_lost
 from telehealth_client.protocol.messages import IceCandidate
 
 from .conftest import turn_config
@@ -195,6 +196,49 @@ async def test_a_one_way_call_is_not_taken_for_a_stall_while_the_far_end_is_ther
         await patient.aclose()
         await asyncio.wait_for(stalled.wait(), WAIT)
         assert provider.stalls == 1
+    finally:
+        await provider.aclose()
+        await patient.aclose()
+
+
+async def test_a_restarted_turn_server_is_a_stall_at_once_not_after_the_watchdog(turn: TurnServer) -> None:
+    """coturn restarted: the call's allocation is gone, so its media never comes back. The stall is
+    declared when TURN says so (a Refresh answered 437), not when the watchdog's time runs out:
+    here the watchdog would wait 60 s, three times this test's patience."""
+    at_patient = Receiver(10)
+    stalled = asyncio.Event()
+    provider = MediaCall(turn_config(turn, "dr-lee"), tracks=[NumberedVideoTrack(), AudioStreamTrack()])
+    patient = MediaCall(turn_config(turn), on_frame=at_patient, stall_after=3 * WAIT, on_stall=stalled.set)
+    try:
+        await provider.accept_answer(await patient.answer(await provider.offer()))
+        await asyncio.wait_for(at_patient.done.wait(), WAIT)
+        await turn.restart()
+        await asyncio.wait_for(stalled.wait(), WAIT)
+        assert patient.stalls == 1
+    finally:
+        await provider.aclose()
+        await patient.aclose()
+
+
+async def test_the_allocation_check_tells_gone_from_frozen_and_from_there(turn: TurnServer) -> None:
+    """What the stall is declared on: only a TURN server that answers "no such allocation"."""
+    at_patient = Receiver(10)
+    provider = MediaCall(turn_config(turn, "dr-lee"), tracks=[NumberedVideoTrack(), AudioStreamTrack()])
+    patient = MediaCall(turn_config(turn), on_frame=at_patient)
+    try:
+        await provider.accept_answer(await patient.answer(await provider.offer()))
+        await asyncio.wait_for(at_patient.done.wait(), WAIT)
+        ice = patient.ice_transport
+        assert ice is not None
+        assert not await relay_allocation_lost(ice, within=1.0)  # there
+        assert turn.pid is not None
+        os.kill(turn.pid, signal.SIGSTOP)
+        try:
+            assert not await relay_allocation_lost(ice, within=0.3)  # no answer: nothing known
+        finally:
+            os.kill(turn.pid, signal.SIGCONT)
+        await turn.restart()
+        assert await relay_allocation_lost(ice, within=WAIT)  # forgotten
     finally:
         await provider.aclose()
         await patient.aclose()

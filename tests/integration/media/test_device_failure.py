@@ -235,6 +235,10 @@ async def test_a_camera_unplugged_mid_call_is_reported_and_the_call_goes_on_with
         assert failure == events.MediaFailed(CONSULTATION, "video", "the camera stopped delivering frames")
         await the_call_goes_on_without("video", provider_call, patient_call)
         assert_nothing_rebuilt(patient_hub, provider_hub, failure)
+        # The call is live without it, and says which device it lost.
+        assert patient_call.status == events.CallStatusChanged(
+            CONSULTATION, "live", media=("audio", "video"), lost_devices=("video",)
+        )
         assert patient.state is S.IN_PROGRESS
     finally:
         await camera.aclose()
@@ -258,6 +262,10 @@ async def test_a_microphone_failing_mid_call_is_reported_and_the_call_goes_on_wi
         assert failure == events.MediaFailed(CONSULTATION, "audio", "the microphone failed (PortAudioError)")
         await the_call_goes_on_without("audio", provider_call, patient_call)
         assert_nothing_rebuilt(patient_hub, provider_hub, failure)
+        # The call is live without it, and says which device it lost.
+        assert patient_call.status == events.CallStatusChanged(
+            CONSULTATION, "live", media=("audio", "video"), lost_devices=("audio",)
+        )
         assert patient.state is S.IN_PROGRESS
     finally:
         microphone.unplug()

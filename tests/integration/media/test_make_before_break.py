@@ -170,6 +170,9 @@ async def test_a_turn_freeze_keeps_both_connections_and_the_call_comes_back_clea
     assert not [e for e in patient_hub.items + provider_hub.items if call_over(e)]
     assert end_calls_from(parts.stack, PATIENT) == end_calls_from(parts.stack, PROVIDER) == 0
     assert patient.state is S.IN_PROGRESS
+    # The call's one status told each change once: it recovered and is live again on both sides.
+    for hub in (patient_hub, provider_hub):
+        assert hub.call_statuses() == ["connecting", "live", "recovering", "live"]
     # The call over and its children gone, their frame logs are complete.
     in_the_call = call_workers(patient_call) + call_workers(provider_call)
     await provider_call.hangup()
@@ -209,6 +212,8 @@ async def test_a_hangup_is_told_and_reported_before_any_media_child_closes(
     on_ended("provider", provider_hub)
     await provider_call.hangup()
     await patient_hub.wait_for(call_over, within=WAIT)
+    assert provider_call.status == events.CallStatusChanged(CONSULTATION, "ended", reason="hangup")
+    assert patient_call.status.status == "ended"
     # Both sides reported the call ended while their media children still ran, and the
     # provider's end-call was out by then (before, each child was closed first: 0.4-1.9 s).
     assert seen == {"provider": (True, 1), "patient": (True, 1)}
@@ -436,12 +441,15 @@ async def test_an_offer_nobody_answers_is_tried_three_times_then_the_call_is_rep
     [ended_at] = peer.signalled("end-call", PATIENT)
     assert ended_at - offers[0] < 20.0
     assert call.phase == "failed" and call.worker is None
+    assert call.status == events.CallStatusChanged(CONSULTATION, "failed", reason=n.NO_ANSWER)
+    assert patient_hub.call_statuses() == ["connecting", "live", "recovering", "failed"]
     # The consultation goes on without media, and a new call works.
     assert patient.state is S.IN_PROGRESS and patient.call is call
     await peer.call()
     await patient_hub.wait_for(flowing("video"), count=2, within=WAIT)
     assert call.signaling.phase == "connected"
     assert end_calls_from(parts.stack, PATIENT) == 1
+    assert patient_hub.call_statuses()[-3:] == ["failed", "connecting", "live"]
 
 
 async def test_an_offer_during_a_call_is_answered_on_a_new_connection_and_the_old_one_kept_until_it_carries(
