@@ -32,9 +32,9 @@ from pubnub.callbacks import SubscribeCallback
 from pubnub.enums import PNStatusCategory
 from pubnub.pubnub_asyncio import AsyncioSubscriptionManager
 
-from telehealth_client.devstack.relay.client import sdk_client
-from telehealth_client.devstack.stack import DEFAULT_KIOSK, DevStack
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
+from telehealth_devstack.relay.client import sdk_client
+from telehealth_devstack.stack import DEFAULT_KIOSK, DevStack
 
 PROVIDER = "dr-bench"
 SPECIALIST = "dr-bench-specialist"

@@ -79,9 +79,6 @@ from telehealth_client import events, logs
 from telehealth_client.consultation.connector import Connector
 from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.consultation.provider import ProviderEndpoint
-from telehealth_client.demo.witness import Sighting, Witness
-from telehealth_client.devstack.stack import DevStack
-from telehealth_client.devstack.turn import TurnServer, turn_rest_credentials
 from telehealth_client.media.child_messages import ChildEvent, FirstFrame
 from telehealth_client.media.common import TurnConfig
 from telehealth_client.media.consultation_call import ConsultationCall, MediaOptions
@@ -90,6 +87,9 @@ from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import ConsultationState
 from telehealth_client.pubsub.pubnub_bus import BusConfig
 from telehealth_client.security.clinic_client import ClinicClient
+from telehealth_devstack.demo.witness import Sighting, Witness
+from telehealth_devstack.stack import DevStack
+from telehealth_devstack.turn import TurnServer, turn_rest_credentials
 
 SCRIPTS = Path(__file__).resolve().parent
 TAP_PATH = SCRIPTS / "bench_call_tap"

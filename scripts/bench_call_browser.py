@@ -47,8 +47,6 @@ import bench_call as bench
 from telehealth_client import events
 from telehealth_client.consultation.connector import Connector
 from telehealth_client.consultation.patient import PatientEndpoint
-from telehealth_client.demo.witness import Witness
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.media.consultation_call import MediaOptions
 from telehealth_client.media.worker import Devices
 from telehealth_client.protocol import channels
@@ -56,6 +54,8 @@ from telehealth_client.protocol.messages import ConsultationState
 from telehealth_client.pubsub.bus import Envelope
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient
+from telehealth_devstack.demo.witness import Witness
+from telehealth_devstack.stack import DevStack
 
 JS_DIR = Path(__file__).resolve().parents[1] / "tests" / "js"
 CHROMIUM = "/usr/bin/chromium"

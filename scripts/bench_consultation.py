@@ -16,7 +16,7 @@ Prints JSON:
   from its publish until the provider's session hands it to its message handler).
 
 Everything is real: the relay enforcing Access Manager, clinic tokens, encryption, the endpoints
-of ``telehealth_client.demo.cast``. Lifecycle and bare samples alternate one by one, so both see
+of ``telehealth_devstack.demo.cast``. Lifecycle and bare samples alternate one by one, so both see
 the same machine load; each is one message in flight at a time. A lifecycle sample ends when the
 provider's hub subscriber holds the event (what the local API's live stream would see); a bare
 one when the receiving bus calls its handler. Every applied message writes the state file with
@@ -45,9 +45,6 @@ from telehealth_client import events, logs
 from telehealth_client.consultation import state_file
 from telehealth_client.consultation.patient import DeviceReport
 from telehealth_client.consultation.session import now
-from telehealth_client.demo.cast import DEPARTMENT, PROVIDER, Cast
-from telehealth_client.demo.witness import Witness
-from telehealth_client.devstack.clinic import RateLimit
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.channels import ConsultationChannels
 from telehealth_client.protocol.messages import (
@@ -60,6 +57,9 @@ from telehealth_client.protocol.messages import (
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient
+from telehealth_devstack.clinic import RateLimit
+from telehealth_devstack.demo.cast import DEPARTMENT, PROVIDER, Cast
+from telehealth_devstack.demo.witness import Witness
 
 WAIT_SECONDS = 10.0
 WARM_UP = 10  # samples of each kind dropped before measuring (first requests open connections)

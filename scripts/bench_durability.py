@@ -27,7 +27,7 @@ Prints JSON:
   each consultation's items were shown in the order they were queued (timetoken order).
 
 Everything is real: the relay enforcing Access Manager, clinic tokens, encryption, the agents
-of ``telehealth_client.demo.cast`` with their durable outbox and audit trail.
+of ``telehealth_devstack.demo.cast`` with their durable outbox and audit trail.
 
     .venv/bin/python scripts/bench_durability.py [--messages 300] [--queued 500] [--appends 500]
         [--burst 60] [--consultations 10] [--delay-ms 300] [--in-flight 1 --in-flight default]
@@ -54,15 +54,15 @@ from telehealth_client import events, logs
 from telehealth_client.consultation.chat import ConsultationChat
 from telehealth_client.consultation.outbox import DEFAULT_MAX_IN_FLIGHT, Outbox, Outgoing
 from telehealth_client.consultation.session import now
-from telehealth_client.demo.cast import APPOINTMENT, CONSULTATION, DEPARTMENT, PATIENT, PROVIDER, Cast
-from telehealth_client.demo.witness import Witness
-from telehealth_client.devstack.network import CuttableLink
-from telehealth_client.devstack.relay import Relay
 from telehealth_client.protocol.messages import ChatMessage, ConsultationState, encode
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_client.security.at_rest import Sealer
 from telehealth_client.security.audit import AuditTrail, ChainKeys, audit_event
+from telehealth_devstack.demo.cast import APPOINTMENT, CONSULTATION, DEPARTMENT, PATIENT, PROVIDER, Cast
+from telehealth_devstack.demo.witness import Witness
+from telehealth_devstack.network import CuttableLink
+from telehealth_devstack.relay import Relay
 
 WAIT_SECONDS = 30.0
 WARM_UP = 10  # samples of each kind dropped before measuring (first requests open connections)

@@ -21,9 +21,9 @@ from pubnub.callbacks import SubscribeCallback
 from pubnub.pnconfiguration import PNConfiguration
 from pubnub.pubnub_asyncio import PubNubAsyncio
 
-from telehealth_client.devstack.relay import Relay
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
+from telehealth_devstack.relay import Relay
 
 KEYS = {"publish_key": "pub-c-bench", "subscribe_key": "sub-c-bench", "secret_key": "sec-c-bench"}
 CHANNEL = "consultation.dr-bench.patient-bench"

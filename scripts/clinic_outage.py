@@ -37,10 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from devices import synthetic  # noqa: E402
-from telehealth_client.devstack.clinic import RateLimit  # noqa: E402
-from telehealth_client.devstack.network import CuttableLink  # noqa: E402
-from telehealth_client.devstack.stack import DevStack  # noqa: E402
 from telehealth_client.security.clinic_client import ClinicClient  # noqa: E402
+from telehealth_devstack.clinic import RateLimit  # noqa: E402
+from telehealth_devstack.network import CuttableLink  # noqa: E402
+from telehealth_devstack.stack import DevStack  # noqa: E402
 from tests.integration.consultation.test_restart import AgentProcess  # noqa: E402
 
 PROVIDER, PATIENT, KIOSK, DEPARTMENT = "dr-lee", "pat-outage", "kiosk-outage", "er"

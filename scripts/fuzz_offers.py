@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection  # noqa: E402
 from aiortc.rtcconfiguration import RTCIceTransportPolicy  # noqa: E402
 
-from telehealth_client.devstack.turn import TurnServer, turn_rest_credentials  # noqa: E402
 from telehealth_client.media.common import CallError, TurnConfig, check_sdp  # noqa: E402
 from telehealth_client.media.worker import Devices, MediaWorker  # noqa: E402
+from telehealth_devstack.turn import TurnServer, turn_rest_credentials  # noqa: E402
 from tests.integration.media.offer_mutations import mutations, truncations  # noqa: E402
 
 

@@ -26,7 +26,7 @@ GROUPS = (
     "telehealth_client/pubsub/",
     "telehealth_client/protocol/",
     "telehealth_client/security/",
-    "telehealth_client/devstack/relay/access.py",
+    "devstack/telehealth_devstack/relay/access.py",
     "telehealth_client/config.py",
     "telehealth_client/media/negotiation.py",
     "telehealth_client/media/common.py",

@@ -20,8 +20,8 @@ from aiohttp import web
 
 from telehealth_client import __version__
 from telehealth_client.config import load_settings
-from telehealth_client.devstack.relay import Relay
-from telehealth_client.devstack.stack import DevStack
+from telehealth_devstack.relay import Relay
+from telehealth_devstack.stack import DevStack
 
 from .cli_process import AGENT, Process
 
@@ -91,7 +91,7 @@ async def open_relay() -> AsyncIterator[Relay]:
         yield relay
 
 
-async def notified(sock: socket.socket, field: bytes) -> list[bytes]:
+async def notified(sock: socket.socket, field: bytes, within: float = 10.0) -> list[bytes]:
     """Wait for a datagram on the notify socket that carries ``field``; return all its fields."""
 
     async def receive() -> list[bytes]:
@@ -99,7 +99,7 @@ async def notified(sock: socket.socket, field: bytes) -> list[bytes]:
             pass
         return fields
 
-    return await asyncio.wait_for(receive(), 10)
+    return await asyncio.wait_for(receive(), within)
 
 
 PROVIDER = {"TELEHEALTH_ROLE": "provider", "TELEHEALTH_USER_ID": "dr-cli"}

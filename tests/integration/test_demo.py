@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.demo.steps import SAMPLE_PHI
+from telehealth_devstack.demo.steps import SAMPLE_PHI
 
 pytestmark = pytest.mark.integration
 

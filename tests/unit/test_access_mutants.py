@@ -16,8 +16,8 @@ import cbor2
 import pytest
 from pubnub import utils
 
-from telehealth_client.devstack.relay import ManualClock
-from telehealth_client.devstack.relay.access import (
+from telehealth_devstack.relay import ManualClock
+from telehealth_devstack.relay.access import (
     Grant,
     Need,
     Permission,
@@ -25,7 +25,7 @@ from telehealth_client.devstack.relay.access import (
     pattern_problem,
     verify_signature,
 )
-from telehealth_client.devstack.relay.errors import RelayError
+from telehealth_devstack.relay.errors import RelayError
 
 SECRET = "sec-c-unit-test"
 NOW = 1_700_000_000.75  # a fractional clock: tokens carry whole seconds

@@ -11,9 +11,9 @@ import pytest
 
 from telehealth_client.agent import Agent, StateDirError, bus_config, ensure_writable_directory
 from telehealth_client.config import Settings, load_settings
-from telehealth_client.devstack.relay import Relay
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
+from telehealth_devstack.relay import Relay
 
 PUBLISH_KEY = "pub-c-agent-test"
 SUBSCRIBE_KEY = "sub-c-agent-test"

@@ -7,8 +7,8 @@ import asyncio
 import io
 from pathlib import Path
 
-from telehealth_client.demo.runner import DemoOptions, run_steps
-from telehealth_client.demo.steps import STEPS, Scene, Step
+from telehealth_devstack.demo.runner import DemoOptions, run_steps
+from telehealth_devstack.demo.steps import STEPS, Scene, Step
 
 
 async def never_done(scene: Scene) -> None:

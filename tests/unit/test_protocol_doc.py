@@ -24,9 +24,9 @@ import pytest
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from telehealth_client.devstack.clinic import models as clinic_models
 from telehealth_client.protocol import messages as m
 from telehealth_client.security import clinic_client
+from telehealth_devstack.clinic import models as clinic_models
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telehealth_client.devstack.relay.store import MessageStore, StoredMessage
-from telehealth_client.devstack.relay.wildcard import is_wildcard, matches, wildcards_bringing
+from telehealth_devstack.relay.store import MessageStore, StoredMessage
+from telehealth_devstack.relay.wildcard import is_wildcard, matches, wildcards_bringing
 
 SEGMENT = st.sampled_from(["a", "b", "dr-lee", "pat-1", "video", "*", ""])
 NAME = st.builds(

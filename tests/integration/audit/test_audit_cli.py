@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.protocol import messages
 from telehealth_client.security.audit import (
     AuditTrail,
@@ -30,6 +29,7 @@ from telehealth_client.security.audit import (
     legacy_store_path,
     store_path,
 )
+from telehealth_devstack.stack import DevStack
 
 from ...audit_v2_store import write_version_2_store
 from ..cli_process import AGENT, Process

@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.devstack.network import CuttableLink
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.protocol import channels, messages
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.audit import (
@@ -23,6 +21,8 @@ from telehealth_client.security.audit import (
     verify_chain,
 )
 from telehealth_client.security.clinic_client import ClinicError
+from telehealth_devstack.network import CuttableLink
+from telehealth_devstack.stack import DevStack
 
 from ..bus.conftest import Inbox, subscribed
 from ..consultation.conftest import DEPARTMENT, PROVIDER, bus_template

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.security.audit import AuditStatus, read_status, store_path
+from telehealth_devstack.stack import DevStack
 
 from .conftest import Trails, kiosk_event, sink_events
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.security.audit import ChainKeys, read_status, store_path, verify_chain
+from telehealth_devstack.stack import DevStack
 
 from ..cli_process import Process
 from .conftest import sink_events

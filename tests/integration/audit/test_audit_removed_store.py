@@ -16,8 +16,8 @@ import shutil
 
 import pytest
 
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.security.audit import acknowledgement_path, store_path
+from telehealth_devstack.stack import DevStack
 
 from .conftest import PROVIDER, Trails, kiosk_event, sink_events
 from .test_audit_cli import run

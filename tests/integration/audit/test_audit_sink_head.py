@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.devstack.network import CuttableLink
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.security.audit import (
     DamagedStoreError,
     acknowledgement_path,
     store_path,
     verify_chain,
 )
+from telehealth_devstack.network import CuttableLink
+from telehealth_devstack.stack import DevStack
 
 from .conftest import Trails, kiosk_event, sink_events
 from .test_audit_cli import run

@@ -8,7 +8,6 @@ import os
 
 import pytest
 
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.security.audit import (
     AuditStoreError,
     DamagedStoreError,
@@ -16,6 +15,7 @@ from telehealth_client.security.audit import (
     acknowledgement_path,
     store_path,
 )
+from telehealth_devstack.stack import DevStack
 
 from ...audit_v2_store import write_version_2_store
 from .conftest import Trails, kiosk_event

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.protocol import messages
 from telehealth_client.security.audit import LegacyChainKeys, legacy_store_path, store_path
 from telehealth_client.security.audit_store import AuditDatabase
+from telehealth_devstack.stack import DevStack
 
 from ...audit_v2_store import version_2_text, write_version_2_store
 from .conftest import KIOSK, Trails, kiosk_event

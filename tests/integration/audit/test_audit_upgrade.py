@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.security.audit import AuditStatus, LegacyChainKeys, store_path
+from telehealth_devstack.stack import DevStack
 
 from ...audit_v2_store import write_version_2_store
 from .conftest import Trails, as_recorded, kiosk_event, sink_events

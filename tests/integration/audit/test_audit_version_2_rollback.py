@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.protocol import messages
 from telehealth_client.security.audit import (
     DamagedStoreError,
@@ -27,6 +26,7 @@ from telehealth_client.security.audit import (
     legacy_store_path,
     store_path,
 )
+from telehealth_devstack.stack import DevStack
 
 from ...audit_v2_store import write_version_2_store
 from .conftest import PROVIDER, Trails, kiosk_event, sink_events

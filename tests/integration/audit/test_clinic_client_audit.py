@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.protocol import messages
 from telehealth_client.protocol.channels import InvalidIdError
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
+from telehealth_devstack.stack import DevStack
 
 from ..consultation.conftest import DEPARTMENT, PROVIDER, SPECIALIST
 from .conftest import Trails, kiosk_event, sink_events

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.devstack.relay import Relay
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
+from telehealth_devstack.relay import Relay
 
 PUBLISH_KEY = "pub-c-bus-test"
 SUBSCRIBE_KEY = "sub-c-bus-test"

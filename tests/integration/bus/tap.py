@@ -15,7 +15,7 @@ from typing import Self
 import aiohttp
 from aiohttp import web
 
-from telehealth_client.devstack.relay import Relay
+from telehealth_devstack.relay import Relay
 
 
 class Tap:

@@ -8,7 +8,6 @@ import logging
 import pytest
 from pubnub.models.consumer.v3.channel import Channel
 
-from telehealth_client.devstack.relay import Relay
 from telehealth_client.pubsub.bus import (
     AccessDeniedError,
     BusError,
@@ -18,6 +17,7 @@ from telehealth_client.pubsub.bus import (
 )
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
 from telehealth_client.pubsub.pubnub_bus import BusConfig, build_pubnub
+from telehealth_devstack.relay import Relay
 
 from .conftest import PUBLISH_KEY, SECRET_KEY, SUBSCRIBE_KEY, BusFactory, Inbox, StatusLog, subscribed
 

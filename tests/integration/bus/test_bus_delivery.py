@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from telehealth_client.devstack.relay import Relay
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, PresenceEvent
+from telehealth_devstack.relay import Relay
 
 from .conftest import BusFactory, Inbox, StatusLog, subscribed
 

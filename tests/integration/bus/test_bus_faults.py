@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from telehealth_client.devstack.relay import Relay
 from telehealth_client.pubsub.bus import ConnectionStatus
+from telehealth_devstack.relay import Relay
 
 from .conftest import BusFactory, Inbox, StatusLog, subscribed
 

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from telehealth_client.devstack.relay import Relay
 from telehealth_client.pubsub.bus import BusError, ConnectionStatus, Envelope, PresenceEvent
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
 from telehealth_client.pubsub.pubnub_bus import MAX_CHANNELS_PER_SUBSCRIBE
+from telehealth_devstack.relay import Relay
 
 from .conftest import CIPHER_KEY, BusFactory, Inbox, StatusLog, subscribed
 from .tap import Tap

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from telehealth_client.devstack.relay import Relay
 from telehealth_client.pubsub.bus import BusError, ConnectionStatus
+from telehealth_devstack.relay import Relay
 
 from .conftest import BusFactory, Inbox, StatusLog, subscribed
 from .switch import Switch

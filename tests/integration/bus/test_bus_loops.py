@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.devstack.relay import Relay
 from telehealth_client.pubsub import pubnub_bus
 from telehealth_client.pubsub.bus import ConnectionStatus
 from telehealth_client.pubsub.wire import parse_subscribe_answer
+from telehealth_devstack.relay import Relay
 
 from .conftest import BusFactory, Inbox, subscribed
 from .switch import Switch

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from telehealth_client.devstack.relay import Relay
-from telehealth_client.devstack.relay.pubsub import REGION
 from telehealth_client.pubsub.bus import ConnectionStatus, StatusChange
+from telehealth_devstack.relay import Relay
+from telehealth_devstack.relay.pubsub import REGION
 
 from .conftest import BusFactory, Inbox, StatusLog, subscribed
 from .switch import Switch

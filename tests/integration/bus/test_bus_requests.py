@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from telehealth_client.devstack.relay import Relay
 from telehealth_client.pubsub.bus import AccessDeniedError, BusError, ConnectionStatus
 from telehealth_client.pubsub.pubnub_bus import publish_size
+from telehealth_devstack.relay import Relay
 
 from .conftest import BusFactory, Inbox, subscribed
 

@@ -8,9 +8,9 @@ import logging
 import pytest
 from pydantic import BaseModel
 
-from telehealth_client.devstack.relay import Relay
-from telehealth_client.devstack.relay.client import sdk_client
 from telehealth_client.pubsub.bus import BusError, ConnectionStatus, Envelope
+from telehealth_devstack.relay import Relay
+from telehealth_devstack.relay.client import sdk_client
 
 from .conftest import BusFactory, Inbox, StatusLog, subscribed
 

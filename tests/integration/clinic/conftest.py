@@ -11,10 +11,10 @@ import aiohttp
 import pytest
 from pubnub.pubnub_asyncio import PubNubAsyncio
 
-from telehealth_client.devstack.clinic import CALLER_HEADER, Clinic, DeviceIdentity, StaffMember
-from telehealth_client.devstack.relay import Relay
-from telehealth_client.devstack.relay.client import sdk_client
-from telehealth_client.devstack.turn import TurnServer
+from telehealth_devstack.clinic import CALLER_HEADER, Clinic, DeviceIdentity, StaffMember
+from telehealth_devstack.relay import Relay
+from telehealth_devstack.relay.client import sdk_client
+from telehealth_devstack.turn import TurnServer
 
 PUBLISH_KEY = "pub-c-clinic-test"
 SUBSCRIBE_KEY = "sub-c-clinic-test"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.devstack.clinic import Clinic
+from telehealth_devstack.clinic import Clinic
 
 from .conftest import (
     AUDITOR_CREDENTIAL,

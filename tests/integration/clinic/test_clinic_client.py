@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.devstack.clinic import Clinic, RateLimit
-from telehealth_client.devstack.relay import Relay
-from telehealth_client.devstack.relay.clock import ManualClock
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError, SinkAcknowledgement
+from telehealth_devstack.clinic import Clinic, RateLimit
+from telehealth_devstack.relay import Relay
+from telehealth_devstack.relay.clock import ManualClock
 
 from .conftest import CART_CREDENTIALS, KIOSK_CREDENTIAL, KIOSK_ID, ORGANIZATION, ClinicFactory
 

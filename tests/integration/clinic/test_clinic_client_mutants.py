@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from telehealth_client.devstack.clinic import Clinic
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError, Invitation
+from telehealth_devstack.clinic import Clinic
 
 from .conftest import CART_CREDENTIALS, KIOSK_CREDENTIAL
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from telehealth_client.devstack.clinic import Clinic
+from telehealth_devstack.clinic import Clinic
 
 from .conftest import CART_CREDENTIALS
 

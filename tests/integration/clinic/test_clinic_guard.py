@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.devstack.clinic import Clinic
+from telehealth_devstack.clinic import Clinic
 from tests.integration import raw_http
 
 from .conftest import ORGANIZATION, ClinicApi

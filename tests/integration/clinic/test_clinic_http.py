@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.devstack.clinic import Clinic, DeviceIdentity, StaffMember
-from telehealth_client.devstack.turn import turn_rest_credentials
+from telehealth_devstack.clinic import Clinic, DeviceIdentity, StaffMember
+from telehealth_devstack.turn import turn_rest_credentials
 
 from .conftest import (
     AUDITOR_CREDENTIAL,

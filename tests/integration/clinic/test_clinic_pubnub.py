@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from pubnub.pubnub_asyncio import PubNubAsyncio
 
-from telehealth_client.devstack.clinic import CONSENT_FIELD, Clinic
-from telehealth_client.devstack.relay import Relay
-from telehealth_client.devstack.relay.client import sdk_client
+from telehealth_devstack.clinic import CONSENT_FIELD, Clinic
+from telehealth_devstack.relay import Relay
+from telehealth_devstack.relay.client import sdk_client
 
 from .conftest import (
     CART_CREDENTIALS,

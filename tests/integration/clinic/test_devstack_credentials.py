@@ -9,9 +9,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from telehealth_client.devstack.clinic import DeviceIdentity
-from telehealth_client.devstack.stack import DEFAULT_DEPARTMENT, DEFAULT_KIOSK, DevStack, DevStackKeys
 from telehealth_client.security.clinic_client import ClinicClient
+from telehealth_devstack.clinic import DeviceIdentity
+from telehealth_devstack.stack import DEFAULT_DEPARTMENT, DEFAULT_KIOSK, DevStack, DevStackKeys
 
 pytestmark = pytest.mark.integration
 

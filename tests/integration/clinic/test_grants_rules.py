@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.devstack.grants import (
+from telehealth_devstack.grants import (
     READ_WRITE,
     GrantRequestError,
     build_grant,

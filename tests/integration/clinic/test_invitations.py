@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.devstack.clinic import Clinic
-from telehealth_client.devstack.relay import Relay
-from telehealth_client.devstack.relay.client import sdk_client
-from telehealth_client.devstack.relay.clock import ManualClock
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
+from telehealth_devstack.clinic import Clinic
+from telehealth_devstack.relay import Relay
+from telehealth_devstack.relay.client import sdk_client
+from telehealth_devstack.relay.clock import ManualClock
 
 from .conftest import (
     AUDITOR_CREDENTIAL,

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.devstack.clinic import Clinic, RateLimit
-from telehealth_client.devstack.relay import Relay
-from telehealth_client.devstack.relay.clock import ManualClock
+from telehealth_devstack.clinic import Clinic, RateLimit
+from telehealth_devstack.relay import Relay
+from telehealth_devstack.relay.clock import ManualClock
 
 from .conftest import (
     CART_CREDENTIALS,

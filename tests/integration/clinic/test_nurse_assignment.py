@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.devstack.clinic import Clinic, StaffMember
-from telehealth_client.devstack.relay import Relay
+from telehealth_devstack.clinic import Clinic, StaffMember
+from telehealth_devstack.relay import Relay
 
 from .conftest import (
     AUDITOR_CREDENTIAL,

@@ -22,9 +22,9 @@ import pytest
 from pubnub.endpoints.pubsub.subscribe import Subscribe
 from pubnub.pubnub_asyncio import PubNubAsyncio
 
-from telehealth_client.devstack.clinic import Clinic
-from telehealth_client.devstack.relay import Relay
-from telehealth_client.devstack.relay.client import sdk_client
+from telehealth_devstack.clinic import Clinic
+from telehealth_devstack.relay import Relay
+from telehealth_devstack.relay.client import sdk_client
 
 from .conftest import CART_CREDENTIALS, KIOSK_CREDENTIAL, ORGANIZATION, ClinicApi, grant_consent
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.devstack.clinic import Clinic
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
+from telehealth_devstack.clinic import Clinic
 
 from .conftest import KIOSK_CREDENTIAL, ClinicApi
 

@@ -15,7 +15,7 @@ import pytest
 from aioice import stun
 from aioice.turn import create_turn_endpoint
 
-from telehealth_client.devstack.turn import (
+from telehealth_devstack.turn import (
     TurnServer,
     TurnServerError,
     stun_binding_ok,
@@ -138,7 +138,7 @@ async def test_coturn_ends_when_the_process_that_started_it_is_killed() -> None:
         sys.executable,
         "-c",
         "import asyncio\n"
-        "from telehealth_client.devstack.turn import TurnServer\n"
+        "from telehealth_devstack.turn import TurnServer\n"
         "async def main():\n"
         "    server = TurnServer()\n"
         "    await server.start()\n"

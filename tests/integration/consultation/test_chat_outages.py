@@ -18,12 +18,12 @@ import pytest
 from aiohttp import web
 
 from telehealth_client import events
-from telehealth_client.devstack.network import CuttableLink
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.durable import OUTBOX_FILE
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.bus import ConnectionStatus
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
+from telehealth_devstack.network import CuttableLink
+from telehealth_devstack.stack import DevStack
 from tests.integration.bus.tap import Tap
 
 from .conftest import (

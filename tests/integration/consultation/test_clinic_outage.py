@@ -18,10 +18,10 @@ import pytest
 
 from telehealth_client import events
 from telehealth_client.consultation.roster import ChangeKind
-from telehealth_client.devstack.network import CuttableLink
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.security.tokens import RefreshPolicy
+from telehealth_devstack.network import CuttableLink
+from telehealth_devstack.stack import DevStack
 
 from .conftest import (
     APPOINTMENT,

@@ -16,11 +16,11 @@ import pytest
 from telehealth_client import events
 from telehealth_client.consultation.guest_access import LEDGER_FILE
 from telehealth_client.consultation.provider import ProviderEndpoint
-from telehealth_client.devstack.network import CuttableLink
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.bus import AccessDeniedError, Envelope
 from telehealth_client.security.clinic_client import ClinicError
+from telehealth_devstack.network import CuttableLink
+from telehealth_devstack.stack import DevStack
 
 from .conftest import (
     APPOINTMENT,

@@ -12,8 +12,8 @@ import pytest
 
 from telehealth_client.agent import Agent
 from telehealth_client.config import load_settings
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope
+from telehealth_devstack.stack import DevStack
 
 from .conftest import DEPARTMENT, PROVIDER, WAIT, LogLines, Parts
 

@@ -11,8 +11,8 @@ import pytest
 from telehealth_client import events
 from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.consultation.roster import ChangeKind, RosterRole
-from telehealth_client.devstack.network import CuttableLink
 from telehealth_client.protocol.messages import ConsultationState as S
+from telehealth_devstack.network import CuttableLink
 
 from .conftest import (
     APPOINTMENT,

@@ -15,8 +15,6 @@ import pytest
 from telehealth_client import events
 from telehealth_client.consultation.provider import LISTED_CONSULTATIONS_MAX, ProviderEndpoint
 from telehealth_client.consultation.session import now
-from telehealth_client.devstack.clinic import RateLimit
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import (
     ChatMessage,
@@ -26,6 +24,8 @@ from telehealth_client.protocol.messages import (
 )
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
+from telehealth_devstack.clinic import RateLimit
+from telehealth_devstack.stack import DevStack
 
 from .conftest import PROVIDER, SPECIALIST, LogLines, Parts, RecordingHub
 

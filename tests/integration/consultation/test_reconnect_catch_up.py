@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from telehealth_client import events
-from telehealth_client.devstack.network import CuttableLink
-from telehealth_client.devstack.relay import Relay
-from telehealth_client.devstack.stack import DevStack, DevStackKeys
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.bus import ConnectionStatus
+from telehealth_devstack.network import CuttableLink
+from telehealth_devstack.relay import Relay
+from telehealth_devstack.stack import DevStack, DevStackKeys
 
 from .conftest import (
     APPOINTMENT,

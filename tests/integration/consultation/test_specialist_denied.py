@@ -16,10 +16,10 @@ from telehealth_client.consultation import state_file
 from telehealth_client.consultation.provider import CONSULTATIONS_DIR
 from telehealth_client.consultation.roster import ChangeKind
 from telehealth_client.consultation.session import SessionError
-from telehealth_client.devstack.network import CuttableLink
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.protocol.messages import ProviderJoined
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
+from telehealth_devstack.network import CuttableLink
 
 from .conftest import (
     APPOINTMENT,

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from telehealth_client.consultation.patient import DeviceReport
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.bus import AccessDeniedError
 from telehealth_client.security.tokens import RefreshPolicy
+from telehealth_devstack.stack import DevStack
 
 from .conftest import (
     APPOINTMENT,

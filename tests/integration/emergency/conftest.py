@@ -21,11 +21,11 @@ from telehealth_client import events
 from telehealth_client.consultation.connector import Connector
 from telehealth_client.consultation.emergency import EmergencyDesk
 from telehealth_client.consultation.provider import ProviderEndpoint
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.durable import Durable
 from telehealth_client.protocol import channels
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
 from telehealth_client.security.audit import store_path
+from telehealth_devstack.stack import DevStack
 
 from ..bus.conftest import Inbox
 from ..consultation.conftest import (

@@ -14,8 +14,8 @@ import pytest
 
 from telehealth_client.agent import Agent
 from telehealth_client.config import load_settings
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.security.audit import store_path
+from telehealth_devstack.stack import DevStack
 
 from .conftest import (
     CANARY,

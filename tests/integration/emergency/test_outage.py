@@ -9,9 +9,9 @@ import pytest
 
 from telehealth_client.consultation.emergency import EmergencyError
 from telehealth_client.consultation.provider import ProviderEndpoint
-from telehealth_client.devstack.network import CuttableLink
 from telehealth_client.protocol import channels
 from telehealth_client.pubsub.bus import Bus
+from telehealth_devstack.network import CuttableLink
 
 from .conftest import (
     CANARY,

@@ -12,10 +12,10 @@ import pytest
 
 from telehealth_client.consultation.emergency import STORE_NAME, EmergencyDesk
 from telehealth_client.consultation.provider import ProviderEndpoint
-from telehealth_client.devstack.network import CuttableLink
 from telehealth_client.durable import Durable
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.audit import ChainKeys
+from telehealth_devstack.network import CuttableLink
 
 from ..consultation.conftest import bus_template
 from .conftest import (

@@ -14,8 +14,8 @@ import pytest
 
 from telehealth_client.consultation.emergency import EmergencyError
 from telehealth_client.consultation.session import now
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.protocol.messages import EmergencyResolved, encode
+from telehealth_devstack.stack import DevStack
 
 from .conftest import (
     CANARY,

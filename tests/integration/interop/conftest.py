@@ -26,11 +26,11 @@ from typing import Any, TypeVar
 import pytest
 from pubnub.models.consumer.v3.channel import Channel
 
-from telehealth_client.devstack.relay import Relay
-from telehealth_client.devstack.relay.client import sdk_client
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, PresenceEvent, StatusChange
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
+from telehealth_devstack.relay import Relay
+from telehealth_devstack.relay.client import sdk_client
+from telehealth_devstack.stack import DevStack
 
 from ..consultation.conftest import Parts
 

@@ -31,11 +31,11 @@ import pytest_asyncio
 
 from telehealth_client import events
 from telehealth_client.consultation.patient import PatientEndpoint
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.media.consultation_call import MediaOptions
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
+from telehealth_devstack.stack import DevStack
 
 from ..consultation.conftest import Parts, RecordingHub
 from ..media.test_worker import child_env

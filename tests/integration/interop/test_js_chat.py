@@ -14,9 +14,9 @@ import pytest
 from telehealth_client import events
 from telehealth_client.consultation.chat import ConsultationChat
 from telehealth_client.consultation.session import ConsultationSession
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
+from telehealth_devstack.stack import DevStack
 
 from ..consultation.conftest import Parts, RecordingHub
 from .conftest import JS_PROVIDER, JsPeer, PeerFactory

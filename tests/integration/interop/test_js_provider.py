@@ -19,11 +19,11 @@ import pytest
 from telehealth_client import events
 from telehealth_client.consultation import state_file
 from telehealth_client.consultation.patient import DeviceReport
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.protocol.messages import Summary
 from telehealth_client.pubsub.bus import ConnectionStatus
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
+from telehealth_devstack.stack import DevStack
 
 from ..consultation.conftest import Parts, RecordingHub
 from .conftest import JS_PROVIDER, PAGE_ORIGIN, Event, JsPeer, PeerFactory

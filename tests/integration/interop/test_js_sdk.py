@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.devstack.relay import Relay
+from telehealth_devstack.relay import Relay
 
 from .conftest import BusFactory, Event, Inbox, PeerFactory, connected, grant_token
 

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 
-from telehealth_client.devstack.turn import TurnServer
+from telehealth_devstack.turn import TurnServer
 
 
 def iptables_unusable() -> str | None:

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from telehealth_client.devstack.turn import TurnServer, turn_rest_credentials
 from telehealth_client.media.call import TurnConfig
+from telehealth_devstack.turn import TurnServer, turn_rest_credentials
 
 from ..consultation.conftest import log_lines, parts, stack  # noqa: F401 (fixtures for the call tests)
 

@@ -12,10 +12,10 @@ import pytest
 from aiortc import AudioStreamTrack
 from av import VideoFrame
 
-from telehealth_client.devstack.turn import TurnServer
 from telehealth_client.media.call import CallError, MediaCall, TurnConfig, probe_turn, relay_candidates
 from telehealth_client.media.ice import relay_allocation_lost
 from telehealth_client.protocol.messages import IceCandidate
+from telehealth_devstack.turn import TurnServer
 
 from .conftest import turn_config
 from .numbered import NumberedVideoTrack, read

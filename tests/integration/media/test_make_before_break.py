@@ -36,7 +36,6 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from telehealth_client import events
 from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.consultation.provider import ProviderEndpoint
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.media import negotiation as n
 from telehealth_client.media.common import CallError, check_sdp
 from telehealth_client.media.consultation_call import ConsultationCall, MediaOptions
@@ -47,6 +46,7 @@ from telehealth_client.protocol.messages import Answer, Message
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.bus import Envelope
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
+from telehealth_devstack.stack import DevStack
 
 from ..consultation.conftest import (
     APPOINTMENT,

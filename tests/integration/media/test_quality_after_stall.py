@@ -20,8 +20,8 @@ import pytest
 from aiortc import AudioStreamTrack
 from av import VideoFrame
 
-from telehealth_client.devstack.turn import TurnServer
 from telehealth_client.media.call import MediaCall
+from telehealth_devstack.turn import TurnServer
 
 from .conftest import turn_config
 from .numbered import BITS, BLOCK, HEIGHT, WIDTH, NumberedVideoTrack

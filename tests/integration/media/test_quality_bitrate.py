@@ -14,9 +14,9 @@ from collections.abc import Callable
 import pytest
 from aiortc import AudioStreamTrack
 
-from telehealth_client.devstack.turn import TurnServer
 from telehealth_client.media.call import MediaCall
 from telehealth_client.media.quality import QualitySample
+from telehealth_devstack.turn import TurnServer
 
 from .conftest import turn_config
 from .numbered import NumberedVideoTrack

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.devstack.turn import TurnServer
 from telehealth_client.media.worker import MediaWorker
+from telehealth_devstack.turn import TurnServer
 
 from .conftest import turn_config
 from .test_worker import Events, child_env

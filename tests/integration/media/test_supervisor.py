@@ -11,10 +11,10 @@ import signal
 
 import pytest
 
-from telehealth_client.devstack.turn import TurnServer
 from telehealth_client.media.common import TurnConfig
 from telehealth_client.media.supervisor import MediaSupervisor
 from telehealth_client.media.worker import Devices, MediaWorker
+from telehealth_devstack.turn import TurnServer
 
 from .conftest import turn_config
 

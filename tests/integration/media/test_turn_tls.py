@@ -15,8 +15,8 @@ from aiortc import (
     RTCPeerConnection,
 )
 
-from telehealth_client.devstack.turn import TurnServer
 from telehealth_client.media.call import CallError, MediaCall, TurnConfig, probe_turn, relay_candidates
+from telehealth_devstack.turn import TurnServer
 
 from .conftest import turn_config
 from .numbered import NumberedVideoTrack

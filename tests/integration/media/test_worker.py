@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from devices import synthetic
-from telehealth_client.devstack.turn import TurnServer
 from telehealth_client.media.call import CallError
 from telehealth_client.media.child_messages import ChildEvent
 from telehealth_client.media.worker import Devices, MediaWorker
+from telehealth_devstack.turn import TurnServer
 
 from .conftest import turn_config
 from .numbered import write_numbered_video

@@ -13,7 +13,7 @@ from collections import Counter
 
 from aiohttp import web
 
-from telehealth_client.devstack.relay import Relay
+from telehealth_devstack.relay import Relay
 from tests.integration.outbox.lossy_answers import LossyAnswers
 
 # /publish/{pub_key}/{sub_key}/0/{channel}/{callback}/{message}

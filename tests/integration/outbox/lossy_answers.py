@@ -13,7 +13,7 @@ import asyncio
 
 from aiohttp import web
 
-from telehealth_client.devstack.relay import Relay
+from telehealth_devstack.relay import Relay
 from tests.integration.bus.tap import Tap
 
 

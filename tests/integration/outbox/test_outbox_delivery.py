@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from telehealth_client.devstack.network import CuttableLink
-from telehealth_client.devstack.relay import Relay
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope
+from telehealth_devstack.network import CuttableLink
+from telehealth_devstack.relay import Relay
 from tests.integration.bus.conftest import BusFactory, Inbox, StatusLog, subscribed
 from tests.integration.consultation.conftest import LogLines
 from tests.integration.outbox.conftest import CHANNEL, SENDER, WAIT, OutboxFactory, Results, chat

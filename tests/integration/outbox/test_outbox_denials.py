@@ -4,8 +4,8 @@ still refused) fails the item. A handler that never stops saying True is cut off
 
 from __future__ import annotations
 
-from telehealth_client.devstack.relay import Relay
 from telehealth_client.pubsub.bus import AccessDeniedError
+from telehealth_devstack.relay import Relay
 from tests.integration.bus.conftest import BusFactory, Inbox, subscribed
 from tests.integration.bus.test_bus import grant
 from tests.integration.outbox.conftest import CHANNEL, SENDER, WAIT, OutboxFactory, Results, chat

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.devstack.network import CuttableLink
-from telehealth_client.devstack.relay import Relay
+from telehealth_devstack.network import CuttableLink
+from telehealth_devstack.relay import Relay
 from tests.integration.bus.conftest import (
     CIPHER_KEY,
     PUBLISH_KEY,

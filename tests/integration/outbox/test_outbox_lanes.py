@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from telehealth_client.consultation.outbox import Outbox, Outgoing
-from telehealth_client.devstack.network import CuttableLink
-from telehealth_client.devstack.relay import Relay
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.at_rest import Sealer
+from telehealth_devstack.network import CuttableLink
+from telehealth_devstack.relay import Relay
 from tests.integration.bus.conftest import CIPHER_KEY, BusFactory, Inbox, StatusLog
 from tests.integration.consultation.conftest import LogLines
 from tests.integration.outbox.conftest import SENDER, WAIT, OutboxFactory, Results, chat

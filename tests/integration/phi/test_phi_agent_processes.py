@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.devstack.stack import DevStack
+from telehealth_devstack.stack import DevStack
 
 from ..audit.conftest import sink_events
 from ..consultation.conftest import (

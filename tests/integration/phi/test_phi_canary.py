@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 
 from telehealth_client import events
-from telehealth_client.devstack.network import CuttableLink
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.durable import OUTBOX_FILE
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
+from telehealth_devstack.network import CuttableLink
+from telehealth_devstack.stack import DevStack
 
 from ..audit.conftest import sink_events
 from ..consultation.conftest import (

@@ -17,12 +17,12 @@ import pytest
 
 from telehealth_client import events
 from telehealth_client.consultation.patient import DeviceReport
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.protocol.messages import Offer, encode
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
+from telehealth_devstack.stack import DevStack
 
 from ..bus.conftest import Inbox, StatusLog
 from ..consultation.conftest import (

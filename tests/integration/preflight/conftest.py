@@ -13,8 +13,8 @@ from contextlib import contextmanager
 import pytest
 
 from telehealth_client.config import Settings, load_settings
-from telehealth_client.devstack.stack import DevStack
-from telehealth_client.devstack.turn import TurnServer
+from telehealth_devstack.stack import DevStack
+from telehealth_devstack.turn import TurnServer
 
 from ..consultation.conftest import KIOSK, log_lines, parts, stack  # noqa: F401 (fixtures)
 

@@ -9,7 +9,7 @@ import pytest
 
 from telehealth_client import events
 from telehealth_client.agent import Agent
-from telehealth_client.devstack.stack import DevStack
+from telehealth_devstack.stack import DevStack
 
 from ..consultation.conftest import (
     APPOINTMENT,

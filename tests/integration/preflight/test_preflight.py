@@ -8,8 +8,8 @@ import time
 
 from telehealth_client import events
 from telehealth_client.consultation.patient import DeviceReport
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.preflight import PreflightReport, run_network_preflight
+from telehealth_devstack.stack import DevStack
 
 from ..consultation.conftest import (
     APPOINTMENT,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from devices import synthetic
-from telehealth_client.devstack.stack import DevStack
+from telehealth_devstack.stack import DevStack
 
 from .conftest import kiosk_environment
 

@@ -13,8 +13,8 @@ import pytest
 from pubnub.callbacks import SubscribeCallback
 from pubnub.pubnub_asyncio import PubNubAsyncio
 
-from telehealth_client.devstack.relay import ManualClock, Relay
-from telehealth_client.devstack.relay.client import sdk_client
+from telehealth_devstack.relay import ManualClock, Relay
+from telehealth_devstack.relay.client import sdk_client
 
 ClientFactory = Callable[..., PubNubAsyncio]
 WAIT = 5.0  # seconds; the upper bound on waiting for something that should happen at once

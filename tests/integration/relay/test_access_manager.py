@@ -12,8 +12,8 @@ from pubnub.models.consumer.v3.channel import Channel
 from pubnub.models.consumer.v3.uuid import UUID
 from pubnub.pubnub_asyncio import PubNubAsyncio
 
-from telehealth_client.devstack.relay import ManualClock, Relay
-from telehealth_client.devstack.relay.client import sdk_config
+from telehealth_devstack.relay import ManualClock, Relay
+from telehealth_devstack.relay.client import sdk_config
 
 from .conftest import ClientFactory
 

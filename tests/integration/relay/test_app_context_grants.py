@@ -11,7 +11,7 @@ from typing import Any
 from pubnub.models.consumer.v3.channel import Channel
 from pubnub.models.consumer.v3.uuid import UUID
 
-from telehealth_client.devstack.relay import Relay
+from telehealth_devstack.relay import Relay
 
 from .conftest import ClientFactory
 

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from telehealth_client.devstack.relay import FILE_EVENT, OBJECTS_EVENT, Relay
+from telehealth_devstack.relay import FILE_EVENT, OBJECTS_EVENT, Relay
 
 from .conftest import WAIT, ClientFactory, raw_get, subscribed
 

@@ -17,7 +17,7 @@ from pubnub.enums import PNStatusCategory
 from pubnub.models.consumer.v3.channel import Channel
 from pubnub.pubnub_asyncio import AsyncioSubscriptionManager, PubNubAsyncio
 
-from telehealth_client.devstack.relay import ManualClock, Relay
+from telehealth_devstack.relay import ManualClock, Relay
 
 from .conftest import WAIT, ClientFactory, Collector, subscribed
 from .test_access_manager import assert_denied, grant

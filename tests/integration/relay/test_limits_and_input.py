@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 from pubnub.models.consumer.v3.channel import Channel
 
-from telehealth_client.devstack.relay import Relay
-from telehealth_client.devstack.relay.client import sdk_client
+from telehealth_devstack.relay import Relay
+from telehealth_devstack.relay.client import sdk_client
 
 from .conftest import ClientFactory
 
@@ -138,7 +138,7 @@ async def test_ciphertext_is_all_the_relay_keeps_and_its_logs_hold_no_payload_to
     relay_logs = [
         r.getMessage()
         for r in caplog.records
-        if r.name.startswith("telehealth_client.devstack.relay") or r.name.startswith("aiohttp")
+        if r.name.startswith("telehealth_devstack.relay") or r.name.startswith("aiohttp")
     ]
     assert relay_logs, "the relay logs request summaries at DEBUG"
     for line in relay_logs:

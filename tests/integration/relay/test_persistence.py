@@ -13,9 +13,9 @@ from pubnub.models.consumer.v3.channel import Channel
 from pubnub.models.consumer.v3.uuid import UUID
 from pubnub.pubnub_asyncio import PubNubAsyncio
 
-from telehealth_client.devstack.relay import ManualClock, Relay
-from telehealth_client.devstack.relay.client import sdk_client
-from telehealth_client.devstack.relay.persistence import DATABASE_NAME
+from telehealth_devstack.relay import ManualClock, Relay
+from telehealth_devstack.relay.client import sdk_client
+from telehealth_devstack.relay.persistence import DATABASE_NAME
 
 from .test_access_manager import grant
 

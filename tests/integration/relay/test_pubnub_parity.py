@@ -22,7 +22,7 @@ from pubnub.models.consumer.v3.uuid import UUID
 from pubnub.pubnub_asyncio import PubNubAsyncio
 from yarl import URL
 
-from telehealth_client.devstack.relay import ManualClock, Relay
+from telehealth_devstack.relay import ManualClock, Relay
 from tests.integration import raw_http
 
 from .conftest import WAIT, ClientFactory, subscribed
@@ -251,7 +251,7 @@ async def test_a_pattern_never_widens_an_explicitly_listed_resource(
 
 
 def _admin_config(relay: Relay) -> Any:
-    from telehealth_client.devstack.relay.client import sdk_config
+    from telehealth_devstack.relay.client import sdk_config
 
     return sdk_config(relay, user_id="clinic", with_secret_key=True)
 
@@ -309,7 +309,7 @@ async def test_deep_json_is_400_on_every_endpoint_and_nothing_is_stored(
 
 
 async def test_json_as_deep_as_allowed_is_accepted(relay: Relay, http: aiohttp.ClientSession) -> None:
-    from telehealth_client.devstack.relay.jsonin import MAX_DEPTH
+    from telehealth_devstack.relay.jsonin import MAX_DEPTH
 
     async with http.get(_publish_url(relay, nested(MAX_DEPTH))) as answer:
         assert answer.status == 200

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from pubnub.exceptions import PubNubException
 
-from telehealth_client.devstack.relay import ManualClock, Relay
+from telehealth_devstack.relay import ManualClock, Relay
 
 from .conftest import WAIT, ClientFactory, subscribed
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from telehealth_client.devstack.relay import Relay
+from telehealth_devstack.relay import Relay
 
 from .conftest import ClientFactory, subscribed
 

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from pubnub.models.consumer.v3.channel import Channel
 
-from telehealth_client.devstack.relay import Relay
+from telehealth_devstack.relay import Relay
 
 from .conftest import WAIT, ClientFactory
 from .test_access_manager import grant

@@ -14,7 +14,7 @@ import pytest
 from telehealth_client.agent import CONSULTATION_STATE_DIR, Agent
 from telehealth_client.config import load_settings
 from telehealth_client.consultation.state_file import FILE_NAME
-from telehealth_client.devstack.stack import DevStack
+from telehealth_devstack.stack import DevStack
 
 pytestmark = pytest.mark.integration
 

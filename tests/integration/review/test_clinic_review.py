@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.devstack.clinic import Clinic
+from telehealth_devstack.clinic import Clinic
 
 from ..clinic.conftest import (
     AUDITOR_CREDENTIAL,

@@ -17,12 +17,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from telehealth_client.devstack.clinic import Clinic
-from telehealth_client.devstack.relay import Relay
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient, TokenGrant
 from telehealth_client.security.tokens import RefreshPolicy, TokenEvent, TokenKeeper, TokenRequest
+from telehealth_devstack.clinic import Clinic
+from telehealth_devstack.relay import Relay
 from tests.integration.clinic.conftest import (  # noqa: F401 (make_clinic is a fixture used here)
     CART_CREDENTIALS,
     KIOSK_CREDENTIAL,

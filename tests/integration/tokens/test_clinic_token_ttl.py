@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.devstack.clinic import Clinic
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.security.clinic_client import ClinicClient
+from telehealth_devstack.clinic import Clinic
+from telehealth_devstack.stack import DevStack
 from tests.integration.clinic.conftest import (
     CART_CREDENTIALS,
     DEVICE_CREDENTIALS,

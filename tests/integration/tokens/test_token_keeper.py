@@ -10,8 +10,6 @@ import logging
 
 import pytest
 
-from telehealth_client.devstack.clinic import Clinic
-from telehealth_client.devstack.relay import Relay
 from telehealth_client.pubsub.bus import AccessDeniedError, ConnectionStatus
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
@@ -25,6 +23,8 @@ from telehealth_client.security.tokens import (
     TokenRefreshFailed,
     TokenRequest,
 )
+from telehealth_devstack.clinic import Clinic
+from telehealth_devstack.relay import Relay
 from tests.integration.clinic.conftest import CART_CREDENTIALS, ClinicFactory
 
 from .conftest import (

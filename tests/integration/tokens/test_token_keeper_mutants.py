@@ -13,8 +13,6 @@ import logging
 import aiohttp
 import pytest
 
-from telehealth_client.devstack.clinic import Clinic
-from telehealth_client.devstack.relay import Relay
 from telehealth_client.pubsub.bus import AccessDeniedError
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.clinic_client import TokenGrant
@@ -27,6 +25,8 @@ from telehealth_client.security.tokens import (
     TokenRefreshFailed,
     TokenRequest,
 )
+from telehealth_devstack.clinic import Clinic
+from telehealth_devstack.relay import Relay
 from tests.integration.clinic.conftest import ClinicApi, ClinicFactory
 
 from .conftest import (

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from telehealth_client.devstack.clinic import Clinic
 from telehealth_client.pubsub.bus import AccessDeniedError, ConnectionStatus
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient
+from telehealth_devstack.clinic import Clinic
 from tests.integration.clinic.conftest import CART_CREDENTIALS
 
 from .conftest import (

@@ -19,8 +19,6 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from aiohttp import web
 
-from telehealth_client.devstack.clinic import Clinic
-from telehealth_client.devstack.relay import Relay
 from telehealth_client.pubsub.bus import AccessDeniedError, ConnectionStatus
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError, TokenGrant
@@ -33,6 +31,8 @@ from telehealth_client.security.tokens import (
     TokenRefreshFailed,
     TokenRequest,
 )
+from telehealth_devstack.clinic import Clinic
+from telehealth_devstack.relay import Relay
 from tests.integration.bus.tap import Tap
 from tests.integration.clinic.conftest import CART_CREDENTIALS
 

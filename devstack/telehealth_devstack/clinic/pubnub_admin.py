@@ -20,7 +20,8 @@ from pubnub.models.consumer.v3.uuid import UUID
 from pubnub.pnconfiguration import PNConfiguration
 from pubnub.pubnub_asyncio import PubNubAsyncio
 
-from ...logs import quiet_url_loggers
+from telehealth_client.logs import quiet_url_loggers
+
 from ..grants import Permissions, RoleGrant
 
 logger = logging.getLogger(__name__)

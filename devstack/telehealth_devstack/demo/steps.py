@@ -31,7 +31,9 @@ from telehealth_client.consultation.chat import ConsultationChat
 from telehealth_client.consultation.emergency import EmergencyDesk
 from telehealth_client.consultation.roster import ChangeKind, RosterRole
 from telehealth_client.consultation.session import now
-from telehealth_client.demo.cast import (
+from telehealth_client.protocol.messages import ConsultationState, ProviderJoined, encode
+from telehealth_client.pubsub.bus import AccessDeniedError, ConnectionStatus
+from telehealth_devstack.demo.cast import (
     APPOINTMENT,
     CONSULTATION,
     DEPARTMENT,
@@ -41,8 +43,6 @@ from telehealth_client.demo.cast import (
     SPECIALIST,
     Cast,
 )
-from telehealth_client.protocol.messages import ConsultationState, ProviderJoined, encode
-from telehealth_client.pubsub.bus import AccessDeniedError, ConnectionStatus
 
 S = ConsultationState
 

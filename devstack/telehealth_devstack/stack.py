@@ -19,18 +19,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from telehealth_client.devstack.clinic import (
+from telehealth_client.protocol.channels import InvalidIdError, validate_id
+from telehealth_devstack.clinic import (
     DEFAULT_PATIENT_TOKEN_LIMIT,
     Clinic,
     DeviceIdentity,
     RateLimit,
     StaffMember,
 )
-from telehealth_client.devstack.clinic.directory import StaffRole
-from telehealth_client.devstack.private_file import write_private
-from telehealth_client.devstack.relay import Relay
-from telehealth_client.devstack.turn import TurnServer
-from telehealth_client.protocol.channels import InvalidIdError, validate_id
+from telehealth_devstack.clinic.directory import StaffRole
+from telehealth_devstack.private_file import write_private
+from telehealth_devstack.relay import Relay
+from telehealth_devstack.turn import TurnServer
 
 if TYPE_CHECKING:
     from telehealth_client.pubsub.pubnub_bus import BusConfig

@@ -27,12 +27,12 @@ from typing import TextIO
 from telehealth_client.consultation.lifecycle import TransitionError
 from telehealth_client.consultation.patient import CheckInRefused
 from telehealth_client.consultation.session import SessionError
-from telehealth_client.demo.cast import Cast
-from telehealth_client.demo.steps import STEPS, DemoFailure, Scene, Step
-from telehealth_client.devstack.turn import TurnServerError
 from telehealth_client.logs import describe_exception
 from telehealth_client.pubsub.bus import BusError
 from telehealth_client.security.clinic_client import ClinicError
+from telehealth_devstack.demo.cast import Cast
+from telehealth_devstack.demo.steps import STEPS, DemoFailure, Scene, Step
+from telehealth_devstack.turn import TurnServerError
 
 NAME_WIDTH = 20
 

@@ -22,13 +22,14 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from ...logs import describe_exception
+from telehealth_client.logs import describe_exception
+
 from ..http_guard import Guard, RequestCallable
 from .access import Grant, Need, verify_signature
 from .errors import RelayError, access_denied, service_error
 from .state import RelayState
 
-log = logging.getLogger("telehealth_client.devstack.relay")
+log = logging.getLogger("telehealth_devstack.relay")
 
 MAX_BODY_BYTES = 64 * 1024  # a publish is at most 32 KiB; grants and metadata are smaller still
 

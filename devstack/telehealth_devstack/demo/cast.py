@@ -36,9 +36,6 @@ from telehealth_client import events
 from telehealth_client.consultation.connector import Connector
 from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.consultation.provider import ProviderEndpoint
-from telehealth_client.demo.witness import Witness
-from telehealth_client.devstack.clinic import DEFAULT_PATIENT_TOKEN_LIMIT, RateLimit
-from telehealth_client.devstack.stack import DevStack
 from telehealth_client.durable import Durable
 from telehealth_client.media.consultation_call import MediaOptions
 from telehealth_client.media.worker import Devices
@@ -46,6 +43,9 @@ from telehealth_client.protocol import channels
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_client.security.audit import ChainKeys
 from telehealth_client.security.clinic_client import ClinicClient, TokenGrant
+from telehealth_devstack.clinic import DEFAULT_PATIENT_TOKEN_LIMIT, RateLimit
+from telehealth_devstack.demo.witness import Witness
+from telehealth_devstack.stack import DevStack
 
 PROVIDER: Final = "dr-demo"
 SPECIALIST: Final = "dr-specialist"

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from telehealth_client.devstack.private_file import write_private
+from telehealth_devstack.private_file import write_private
 
 logger = logging.getLogger(__name__)
 

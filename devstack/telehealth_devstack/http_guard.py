@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
-from ..logs import describe_exception
+from telehealth_client.logs import describe_exception
 
 # aiohttp's own default: a request line or header line longer than this is refused.
 DEFAULT_MAX_LINE_SIZE = 8190

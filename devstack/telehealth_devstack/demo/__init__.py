@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 from telehealth_client import logs
-from telehealth_client.demo.runner import DemoOptions, run_steps
+from telehealth_devstack.demo.runner import DemoOptions, run_steps
 
 __all__ = ["DemoOptions", "run_demo"]
 
