@@ -76,7 +76,7 @@ from typing import Any, Protocol
 from bench_call_tap import frame_tap
 
 from telehealth_client import events, logs
-from telehealth_client.consultation.connector import Connector
+from telehealth_client.connector import Connector
 from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.media.child_messages import ChildEvent, FirstFrame

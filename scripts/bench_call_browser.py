@@ -45,7 +45,7 @@ from typing import Any
 import bench_call as bench
 
 from telehealth_client import events
-from telehealth_client.consultation.connector import Connector
+from telehealth_client.connector import Connector
 from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.media.consultation_call import MediaOptions
 from telehealth_client.media.worker import Devices

@@ -51,14 +51,14 @@ from typing import Any
 from bench_consultation import BarePair as LatencyPair  # scripts/ is on the path when a script runs
 
 from telehealth_client import events, logs
+from telehealth_client.audit.trail import AuditTrail, ChainKeys, audit_event
 from telehealth_client.consultation.chat import ConsultationChat
-from telehealth_client.consultation.outbox import DEFAULT_MAX_IN_FLIGHT, Outbox, Outgoing
 from telehealth_client.consultation.session import now
+from telehealth_client.durable.at_rest import Sealer
+from telehealth_client.durable.outbox import DEFAULT_MAX_IN_FLIGHT, Outbox, Outgoing
 from telehealth_client.protocol.messages import ChatMessage, ConsultationState, encode
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
-from telehealth_client.security.at_rest import Sealer
-from telehealth_client.security.audit import AuditTrail, ChainKeys, audit_event
 from telehealth_devstack.demo.cast import APPOINTMENT, CONSULTATION, DEPARTMENT, PATIENT, PROVIDER, Cast
 from telehealth_devstack.demo.witness import Witness
 from telehealth_devstack.network import CuttableLink

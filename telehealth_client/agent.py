@@ -12,15 +12,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from telehealth_client import systemd
+from telehealth_client.audit.identity import trail_identity
+from telehealth_client.audit.trail import AuditStoreError, DamagedStoreError
 from telehealth_client.config import Role, Settings
-from telehealth_client.consultation.connector import Connector
-from telehealth_client.consultation.emergency import EmergencyDesk
-from telehealth_client.consultation.outbox import OutboxFileError
+from telehealth_client.connector import Connector
 from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.consultation.session import SessionError
 from telehealth_client.consultation.state_file import StateFileError
-from telehealth_client.durable import Durable
+from telehealth_client.durability import Durable
+from telehealth_client.durable.outbox import OutboxFileError
+from telehealth_client.emergency.desk import EmergencyDesk
 from telehealth_client.events import EventHub
 from telehealth_client.logs import describe_exception
 from telehealth_client.media.options import media_options
@@ -28,8 +30,6 @@ from telehealth_client.protocol import channels
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange, Subscription
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_client.security import tokens
-from telehealth_client.security.audit import AuditStoreError, DamagedStoreError
-from telehealth_client.security.audit_identity import trail_identity
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
 from telehealth_client.security.token_announcer import TokenAnnouncer
 

@@ -10,7 +10,9 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Protocol
 
 from telehealth_client import __version__, logs
 
@@ -29,40 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the agent until SIGINT/SIGTERM")
     run.add_argument("--config", type=Path, help="TOML settings file (default: $TELEHEALTH_CONFIG)")
 
-    devstack = commands.add_parser(
-        "devstack",
-        help="run the development relay, clinic stand-in and coturn on loopback (not for production)",
-    )
-    devstack.add_argument("--env-file", type=Path, help="also write the agent's settings to this file")
-    devstack.add_argument("--open-access", action="store_true", help="do not enforce Access Manager tokens")
-    devstack.add_argument(
-        "--state-dir",
-        type=Path,
-        help="keep keys, issued and revoked tokens, history, App Context, consent and audit events here "
-        "across restarts (default: a fresh temporary directory, removed at exit)",
-    )
-
-    demo = commands.add_parser(
-        "demo",
-        help="run a whole consultation on the development stack and print each step (exit 0 passed, "
-        "1 a step failed)",
-    )
-    demo.add_argument("--verbose", action="store_true", help="show the agents' logs (INFO); default WARNING")
-    demo.add_argument("--json", action="store_true", help="one JSON object per step on stdout")
-    demo.add_argument(
-        "--step-timeout",
-        type=_step_timeout,
-        default=10.0,
-        metavar="SECONDS",
-        help="how long one step may take before the demo fails naming it (default 10; the call step "
-        "three times that: it starts the media processes)",
-    )
-    demo.add_argument(
-        "--skip-consent",
-        action="store_true",
-        help="record no consent for the patient: the clinic refuses check-in (consent: missing) and the "
-        "demo exits 1 naming the check-in step; shows how a failed step is reported",
-    )
+    for name, command in sorted(_added_commands().items()):
+        if isinstance(command, str):
+            # Any arguments taken (main): the answer is how to install it, whatever was asked of it.
+            missing = commands.add_parser(name, help=f"(not installed) {DEVSTACK_COMMANDS.get(name, '')}")
+            missing.set_defaults(missing_reason=command)
+        else:
+            added = commands.add_parser(name, help=command.help)
+            command.add_arguments(added)
+            added.set_defaults(added_command=command)
 
     from devices.cli import add_check_devices_arguments
 
@@ -123,47 +100,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-MAX_STEP_TIMEOUT_SECONDS = 300.0
+class AddedCommand(Protocol):
+    """A command another distribution adds (entry point group ``telehealth_agent.commands``)."""
+
+    help: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
 
 
-def _step_timeout(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
-    if not 0 < seconds <= MAX_STEP_TIMEOUT_SECONDS:  # also refuses nan and inf
-        raise argparse.ArgumentTypeError(
-            f"must be above 0 and at most {MAX_STEP_TIMEOUT_SECONDS:g} seconds, got {text!r}"
-        )
-    return seconds
+COMMAND_GROUP = "telehealth_agent.commands"
+# The development stack's commands: named here only so that an install without it (a kiosk's)
+# says how to get them instead of "invalid choice".
+DEVSTACK_COMMANDS = {
+    "demo": "run a whole consultation on the development stack and print each step",
+    "devstack": "run the development relay, clinic stand-in and coturn on loopback (not for production)",
+}
 
 
-def _devstack_missing(command: str) -> int:
+def _added_commands() -> dict[str, AddedCommand | str]:
+    """The commands other installed distributions add; for one that cannot be loaded (or a
+    development stack command without the stack), why."""
+    found: dict[str, AddedCommand | str] = dict.fromkeys(DEVSTACK_COMMANDS, "not installed")
+    for entry in entry_points(group=COMMAND_GROUP):
+        try:
+            found[entry.name] = entry.load()
+        except ImportError as exc:  # its distribution's metadata is there, its code is not
+            found[entry.name] = f"cannot be loaded ({type(exc).__name__}: {exc})"
+    return found
+
+
+def _not_installed(command: str, reason: str) -> int:
     print(
-        f"telehealth-agent: {command}: the development stack is not installed (it is not part of a "
-        "kiosk or cart install). From a clone of the repository: scripts/setup.sh, or "
+        f"telehealth-agent: {command}: the development stack is not installed ({reason}; it is not "
+        "part of a kiosk or cart install). From a clone of the repository: scripts/setup.sh, or "
         ".venv/bin/pip install -e devstack/",
         file=sys.stderr,
     )
     return EXIT_USAGE
-
-
-def _run_demo(args: argparse.Namespace) -> int:
-    try:
-        from telehealth_devstack.demo import DemoOptions, run_demo
-    except ModuleNotFoundError as exc:
-        if exc.name != "telehealth_devstack":
-            raise
-        return _devstack_missing("demo")
-
-    options = DemoOptions(
-        step_timeout_seconds=args.step_timeout, json_lines=args.json, skip_consent=args.skip_consent
-    )
-    try:
-        return run_demo(options, verbose=args.verbose)
-    except KeyboardInterrupt:
-        print("telehealth-agent: demo: interrupted", file=sys.stderr)
-        return EXIT_FAILURE
 
 
 def _run_agent(config: Path | None) -> int:
@@ -233,7 +208,7 @@ def _run_preflight(args: argparse.Namespace) -> int:
 
 
 def _run_audit(args: argparse.Namespace) -> int:
-    from telehealth_client.audit_cli import run_audit
+    from telehealth_client.audit.cli import run_audit
 
     return run_audit(args)
 
@@ -245,27 +220,21 @@ def _non_empty_path(text: str) -> Path:
     return Path(text)
 
 
-def _run_devstack(args: argparse.Namespace) -> int:
-    try:
-        from telehealth_devstack.serve import run_devstack
-    except ModuleNotFoundError as exc:
-        if exc.name != "telehealth_devstack":
-            raise
-        return _devstack_missing("devstack")
-    return run_devstack(args.env_file, args.open_access, args.state_dir)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if getattr(args, "missing_reason", None) is not None:
+        return _not_installed(args.command, args.missing_reason)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "version":
         print(f"telehealth-agent {__version__}")
         return EXIT_OK
     if args.command == "run":
         return _run_agent(args.config)
-    if args.command == "devstack":
-        return _run_devstack(args)
-    if args.command == "demo":
-        return _run_demo(args)
+    added: AddedCommand | None = getattr(args, "added_command", None)
+    if added is not None:
+        return added.run(args)
     if args.command == "check-devices":
         return _check_devices(args)
     if args.command == "preflight":

@@ -3,7 +3,8 @@
 Public API:
 
 - Event dataclasses (frozen; ``kind`` names each for the local API's live stream):
-  ``StateChanged``, ``RosterChanged``, ``QueueUpdated``, ``ProviderReady``, ``DeviceStatusReported``,
+  ``StateChanged``, ``RosterChanged`` (of ``RosterChange``), ``QueueUpdated``, ``ProviderReady``,
+  ``DeviceStatusReported``,
   ``TokenExpiring``, ``AccessDenied``, ``AccessRenewing``, ``AccessRenewed``, ``BusStatusChanged``,
   ``SessionClosed``, ``EndpointIdle``, ``InvitationReceived``, ``StateSaved``, ``ChatMessageAdded``,
   ``ChatStatusChanged``, ``ChatReadUpdated``, ``ChatWiped``, ``EmergencyUpdated``, ``EmergencyAlert``,
@@ -34,7 +35,6 @@ from datetime import datetime
 from types import TracebackType
 from typing import ClassVar, Final, Literal, Protocol, TypeAlias
 
-from telehealth_client.consultation.roster import RosterChange
 from telehealth_client.protocol.messages import (
     CheckVerdict,
     ConsultationState,
@@ -56,6 +56,17 @@ class StateChanged:
     # Set on the way into completed / cancelled respectively.
     summary: Summary | None = None
     cancel_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RosterChange:
+    """One member's change in a consultation's roster (``consultation.roster`` makes them): ``kind``
+    added, invited, joined, removed or left; ``role`` patient, provider, specialist, second-opinion,
+    observer or nurse (that module's string enums)."""
+
+    user_id: str
+    role: str
+    kind: str
 
 
 @dataclass(frozen=True)

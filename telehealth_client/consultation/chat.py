@@ -35,10 +35,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 from telehealth_client import events
-from telehealth_client.consultation.deliveries import DeliveryRouter
 from telehealth_client.consultation.lifecycle import publisher_role
 from telehealth_client.consultation.roster import RosterRole
 from telehealth_client.consultation.session import ConsultationSession, now
+from telehealth_client.durable.deliveries import DeliveryRouter
 from telehealth_client.protocol import messages
 from telehealth_client.protocol.messages import (
     MAX_CHAT_CHARS,
@@ -52,7 +52,7 @@ from telehealth_client.pubsub.bus import MAX_MESSAGE_BYTES, BusError, Envelope
 from telehealth_client.pubsub.pubnub_bus import publish_size
 
 if TYPE_CHECKING:
-    from telehealth_client.consultation.outbox import Outbox, Outgoing
+    from telehealth_client.durable.outbox import Outbox, Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +353,7 @@ class ConsultationChat:
         return receipt.id
 
     def _outgoing(self, item_id: str, payload: dict[str, object], kind: str) -> Outgoing:
-        from telehealth_client.consultation.outbox import Outgoing
+        from telehealth_client.durable.outbox import Outgoing
 
         return Outgoing(id=item_id, consultation_id=self._cid, channel=self._cid, message=payload, kind=kind)
 

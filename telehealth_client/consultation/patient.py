@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from telehealth_client import events
+from telehealth_client.audit.auditor import Auditor, audit_token_event
+from telehealth_client.connector import Connector
 from telehealth_client.consultation import state_file
-from telehealth_client.consultation.auditing import Auditor, audit_token_event
 from telehealth_client.consultation.chat import ConsultationChat
-from telehealth_client.consultation.connector import Connector
 from telehealth_client.consultation.lifecycle import Consultation
 from telehealth_client.consultation.session import ConsultationSession, SessionError, now
 from telehealth_client.protocol import channels
@@ -61,7 +61,7 @@ from telehealth_client.security.clinic_client import ClinicError
 if TYPE_CHECKING:  # the devices package loads numpy: not for an agent that only reads its report
     from devices.report import CameraResult, MicrophoneResult, SpeakerResult, Status
     from devices.report import DeviceReport as CheckReport
-    from telehealth_client.durable import Durable
+    from telehealth_client.durability import Durable
     from telehealth_client.media.consultation_call import ConsultationCall, MediaOptions
 
 log = logging.getLogger(__name__)

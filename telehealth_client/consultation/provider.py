@@ -60,12 +60,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from telehealth_client import events
+from telehealth_client.audit.auditor import Auditor, audit_token_event
+from telehealth_client.connector import Connector
 from telehealth_client.consultation import state_file
-from telehealth_client.consultation.alert_ledger import AlertLedger
-from telehealth_client.consultation.auditing import Auditor, audit_token_event
 from telehealth_client.consultation.chat import ConsultationChat
-from telehealth_client.consultation.connector import Connector
-from telehealth_client.consultation.emergency import EmergencyDesk, Escalation
 from telehealth_client.consultation.guest_access import GuestAccess
 from telehealth_client.consultation.lifecycle import (
     Consultation,
@@ -82,6 +80,8 @@ from telehealth_client.consultation.session import (
     SessionError,
     now,
 )
+from telehealth_client.emergency.alert_ledger import AlertLedger
+from telehealth_client.emergency.desk import EmergencyDesk, Escalation
 from telehealth_client.logs import describe_exception, exception_reason
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.channels import ConsultationChannels, validate_id
@@ -109,7 +109,7 @@ from telehealth_client.security import tokens
 from telehealth_client.security.token_announcer import TokenAnnouncer
 
 if TYPE_CHECKING:
-    from telehealth_client.durable import Durable
+    from telehealth_client.durability import Durable
     from telehealth_client.media.consultation_call import ConsultationCall, MediaOptions
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,20 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import NamedTuple
 
+from telehealth_client.events import RosterChange  # the event's value type: made here
 from telehealth_client.pubsub.bus import PresenceEvent
+
+__all__ = [
+    "INVITED_ROLES",
+    "ChangeKind",
+    "Member",
+    "MemberStatus",
+    "Roster",
+    "RosterChange",
+    "RosterError",
+    "RosterRole",
+    "RosterUpdate",
+]
 
 
 class RosterRole(StrEnum):
@@ -67,13 +80,6 @@ class Member:
     role: RosterRole
     status: MemberStatus
     present: bool = False
-
-
-@dataclass(frozen=True)
-class RosterChange:
-    user_id: str
-    role: RosterRole
-    kind: ChangeKind
 
 
 class RosterError(ValueError):

@@ -8,8 +8,8 @@ Public API (synchronous: call from the event loop with ``asyncio.to_thread``):
   unreadable, corrupt or of an unknown version raises ``StateFileError`` saying so (the caller
   decides what to do; it never silently starts over).
 - ``remove(state_dir)``: at the end of the consultation.
-- ``read_if_present(path, what)``: a small state file's bytes, None when there is none or it
-  cannot be read (logged by path and reason, ``what`` naming it); ``write_atomically(path, body)``.
+- ``read_if_present`` and ``write_atomically`` (with ``disk``, the calls they make) are
+  ``durable.files``', here for this module's tests.
 
 The file holds IDs, states, codes and numbers only: no chat text, no names, no free text.
 """
@@ -18,10 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import os
-import tempfile
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -30,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from telehealth_client.consultation.lifecycle import Consultation
 from telehealth_client.consultation.roster import Member, MemberStatus, Roster, RosterRole
+from telehealth_client.durable.files import disk, fsync_directory, read_if_present, write_atomically
 from telehealth_client.protocol.channels import ConsultationChannels, InvalidIdError
 from telehealth_client.protocol.messages import (
     CancelReason,
@@ -43,7 +40,16 @@ from telehealth_client.protocol.messages import (
     format_time,
 )
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "StateFileError",
+    "disk",
+    "load",
+    "path_of",
+    "read_if_present",
+    "remove",
+    "save",
+    "write_atomically",
+]
 
 FILE_NAME: Final = "consultation.json"
 VERSION: Final = 1
@@ -169,47 +175,6 @@ def save(state_dir: Path, consultation: Consultation) -> None:
     write_atomically(path_of(directory), body)
 
 
-class DiskCalls:
-    """The calls that make a write durable, in one place: a test puts a recorder in front of them
-    (each still made) to prove a file is flushed before its rename and its directory after. Only
-    the durability tests replace it; production uses the operating system's calls as they are."""
-
-    fsync: Callable[[int], None] = staticmethod(os.fsync)
-    replace: Callable[[str, Path], None] = staticmethod(os.replace)
-
-
-disk = DiskCalls()
-
-
-def write_atomically(path: Path, body: bytes) -> None:
-    """``path`` holds ``body`` or what it held before, never half of it, also after a power loss:
-    written beside it (mode 0600), flushed, renamed over it, the directory flushed."""
-    directory = path.parent
-    # mkstemp creates the file 0600 and unique, in the same directory so the rename is atomic.
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(body)
-            handle.flush()
-            disk.fsync(handle.fileno())
-        disk.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(directory)
-
-
-def read_if_present(path: Path, what: str) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        log.error("%s unreadable file=%s reason=%s", what, path, type(exc).__name__)
-        return None
-
-
 def load(state_dir: Path) -> Consultation | None:
     """The saved consultation, None if there is none, or StateFileError if it cannot be used."""
     path = path_of(Path(state_dir))
@@ -231,13 +196,4 @@ def remove(state_dir: Path) -> None:
     directory = Path(state_dir)
     with contextlib.suppress(FileNotFoundError):
         path_of(directory).unlink()
-        _fsync_directory(directory)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # The rename (or unlink) is durable only once the directory entry itself is on disk.
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        disk.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_directory(directory)

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from telehealth_client import events
-from telehealth_client.consultation.auditing import Auditor
+from telehealth_client.audit.auditor import Auditor
 from telehealth_client.consultation.session import ConsultationSession
 from telehealth_client.media.call_status import CallStatusTracker
 from telehealth_client.media.child_messages import (

@@ -40,7 +40,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from telehealth_client import events
-from telehealth_client.consultation.auditing import Auditor
+from telehealth_client.audit.auditor import Auditor
 from telehealth_client.consultation.lifecycle import publisher_role
 from telehealth_client.consultation.session import ConsultationSession, now
 from telehealth_client.logs import describe_exception

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.consultation.alert_ledger import LEDGER_FILE, MAX_HELD, AlertLedger
+from telehealth_client.emergency.alert_ledger import LEDGER_FILE, MAX_HELD, AlertLedger
 
 ESCALATION = "6ad9e664-0b1a-4c55-9d7e-3b7f3f1c2a10"
 NOW_TIMETOKEN = int(time.time() * 10_000_000)
@@ -63,7 +63,7 @@ async def test_a_file_it_cannot_trust_is_logged_and_the_ledger_starts_empty(
     silently skip every missed escalation, and one that raises would stop the cart starting."""
     (tmp_path / LEDGER_FILE).write_bytes(content)
     ledger = AlertLedger(tmp_path)
-    with caplog.at_level(logging.ERROR, logger="telehealth_client.consultation.alert_ledger"):
+    with caplog.at_level(logging.ERROR, logger="telehealth_client.emergency.alert_ledger"):
         await ledger.load()
     assert (ledger.last_read, ledger.alerted_ids, ledger.held) == (0, [], {})
     [record] = caplog.records

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from telehealth_client.security.at_rest import VERSION, Sealer, SealError
+from telehealth_client.durable.at_rest import VERSION, Sealer, SealError
 
 SECRET = "configured-cipher-key-1"
 OTHER = "configured-cipher-key-2"

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.protocol import messages
-from telehealth_client.security.audit import (
+from telehealth_client.audit.store import GENESIS_HASH, SCHEMA_VERSION
+from telehealth_client.audit.trail import (
     AuditStatus,
     AuditStoreError,
     AuditTrail,
@@ -30,7 +30,7 @@ from telehealth_client.security.audit import (
     store_path,
     verify_chain,
 )
-from telehealth_client.security.audit_store import GENESIS_HASH, SCHEMA_VERSION
+from telehealth_client.protocol import messages
 
 ORG = "org-test"
 DEVICE = "kiosk-1"

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from telehealth_client.audit.trail import AuditTrail, ChainKeys, LegacyChainKeys, audit_event, retry_delay
 from telehealth_client.protocol import messages
-from telehealth_client.security.audit import AuditTrail, ChainKeys, LegacyChainKeys, audit_event, retry_delay
 
 MARKER = "Jane Doe 1970-01-01"
 

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.protocol import messages
-from telehealth_client.security.audit import (
+from telehealth_client.audit.acks import write_acknowledged
+from telehealth_client.audit.origin import NO_ORIGIN, StoreOrigin
+from telehealth_client.audit.trail import (
     AuditTrail,
     ChainKeys,
     DamagedStoreError,
@@ -29,8 +30,7 @@ from telehealth_client.security.audit import (
     store_path,
     verify_chain,
 )
-from telehealth_client.security.audit_acks import write_acknowledged
-from telehealth_client.security.audit_origin import NO_ORIGIN, StoreOrigin
+from telehealth_client.protocol import messages
 
 ORG = "org-test"
 DEVICE = "kiosk-1"

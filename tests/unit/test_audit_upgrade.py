@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.protocol import messages
-from telehealth_client.security.audit import (
+from telehealth_client.audit.acks import write_acknowledged
+from telehealth_client.audit.legacy import set_aside_legacy_store
+from telehealth_client.audit.origin import SetAside, StoreOrigin
+from telehealth_client.audit.trail import (
     AuditStatus,
     AuditTrail,
     ChainKeys,
@@ -27,9 +29,7 @@ from telehealth_client.security.audit import (
     verify_chain,
     verify_legacy_chain,
 )
-from telehealth_client.security.audit_acks import write_acknowledged
-from telehealth_client.security.audit_legacy import set_aside_legacy_store
-from telehealth_client.security.audit_origin import SetAside, StoreOrigin
+from telehealth_client.protocol import messages
 
 from ..audit_v2_store import version_2_text, write_version_2_store
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.consultation.emergency import STORE_NAME, Escalation, EscalationStore
-from telehealth_client.security.at_rest import Sealer
+from telehealth_client.durable.at_rest import Sealer
+from telehealth_client.emergency.desk import STORE_NAME, Escalation, EscalationStore
 
 SECRET = "configured-cipher-key-1"
 CANARY = "CANARY-4c1d collapsed in the waiting area"
@@ -59,7 +59,7 @@ def test_a_file_sealed_with_another_key_is_logged_and_kept_not_raised(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     EscalationStore(tmp_path, Sealer("another-cipher-key-9", purpose="state v1")).save([escalation()])
-    with caplog.at_level(logging.ERROR, logger="telehealth_client.consultation.emergency"):
+    with caplog.at_level(logging.ERROR, logger="telehealth_client.emergency.desk"):
         assert EscalationStore(tmp_path, Sealer(SECRET, purpose="state v1")).load() == []
     assert "open escalations unreadable" in caplog.text and "SealError" in caplog.text
     assert len(list(tmp_path.glob(f"{STORE_NAME}.unreadable-*"))) == 1  # set aside, never overwritten

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.consultation.outbox import Outbox, OutboxFileError, Outgoing
-from telehealth_client.security.at_rest import Sealer
+from telehealth_client.durable.at_rest import Sealer
+from telehealth_client.durable.outbox import Outbox, OutboxFileError, Outgoing
 
 MARKER = "PHI-CANARY-b41c severe chest pain"
 CONSULTATION = "consultation.dr-lee.pat-1"

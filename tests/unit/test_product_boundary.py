@@ -70,3 +70,8 @@ def test_demo_and_devstack_say_how_to_install_the_stack_when_it_is_absent() -> N
         assert f"telehealth-agent: {command}: the development stack is not installed" in result.stderr
         assert "pip install -e devstack/" in result.stderr
         assert "Traceback" not in result.stderr
+        # Whatever options were given.
+        with_options = run_without_the_stack(
+            f"from telehealth_client.cli import main\nraise SystemExit(main([{command!r}, '--json', 'x']))"
+        )
+        assert with_options.returncode == 2 and "not installed" in with_options.stderr

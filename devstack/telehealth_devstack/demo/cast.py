@@ -33,15 +33,15 @@ from pathlib import Path
 from typing import Final
 
 from telehealth_client import events
-from telehealth_client.consultation.connector import Connector
+from telehealth_client.audit.trail import ChainKeys
+from telehealth_client.connector import Connector
 from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.consultation.provider import ProviderEndpoint
-from telehealth_client.durable import Durable
+from telehealth_client.durability import Durable
 from telehealth_client.media.consultation_call import MediaOptions
 from telehealth_client.media.worker import Devices
 from telehealth_client.protocol import channels
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
-from telehealth_client.security.audit import ChainKeys
 from telehealth_client.security.clinic_client import ClinicClient, TokenGrant
 from telehealth_devstack.clinic import DEFAULT_PATIENT_TOKEN_LIMIT, RateLimit
 from telehealth_devstack.demo.witness import Witness

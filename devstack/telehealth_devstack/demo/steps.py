@@ -28,9 +28,9 @@ from typing import Any, Final
 
 from telehealth_client import events
 from telehealth_client.consultation.chat import ConsultationChat
-from telehealth_client.consultation.emergency import EmergencyDesk
 from telehealth_client.consultation.roster import ChangeKind, RosterRole
 from telehealth_client.consultation.session import now
+from telehealth_client.emergency.desk import EmergencyDesk
 from telehealth_client.protocol.messages import ConsultationState, ProviderJoined, encode
 from telehealth_client.pubsub.bus import AccessDeniedError, ConnectionStatus
 from telehealth_devstack.demo.cast import (

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from telehealth_client.security.audit import AuditTrail, ChainKeys, audit_event
+from telehealth_client.audit.trail import AuditTrail, ChainKeys, audit_event
 from telehealth_client.security.clinic_client import ClinicClient
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from telehealth_client.audit.trail import AuditSink, AuditTrail, ChainKeys, LegacyChainKeys, audit_event
 from telehealth_client.protocol import messages
-from telehealth_client.security.audit import AuditSink, AuditTrail, ChainKeys, LegacyChainKeys, audit_event
 from telehealth_client.security.clinic_client import ClinicClient
 from telehealth_devstack.stack import DevStack
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.security.audit import (
+from telehealth_client.audit.trail import (
     AuditTrail,
     ChainKeys,
     acknowledgement_path,

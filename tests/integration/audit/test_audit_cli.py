@@ -21,14 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.protocol import messages
-from telehealth_client.security.audit import (
+from telehealth_client.audit.trail import (
     AuditTrail,
     ChainKeys,
     LegacyChainKeys,
     legacy_store_path,
     store_path,
 )
+from telehealth_client.protocol import messages
 from telehealth_devstack.stack import DevStack
 
 from ...audit_v2_store import write_version_2_store

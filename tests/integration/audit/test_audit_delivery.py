@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.protocol import channels, messages
-from telehealth_client.pubsub.pubnub_bus import PubNubBus
-from telehealth_client.security.audit import (
+from telehealth_client.audit.trail import (
     AuditStatus,
     DamagedStoreError,
     read_status,
     store_path,
     verify_chain,
 )
+from telehealth_client.protocol import channels, messages
+from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.clinic_client import ClinicError
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack

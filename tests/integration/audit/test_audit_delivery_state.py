@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.security.audit import AuditStatus, read_status, store_path
+from telehealth_client.audit.trail import AuditStatus, read_status, store_path
 from telehealth_devstack.stack import DevStack
 
 from .conftest import Trails, kiosk_event, sink_events

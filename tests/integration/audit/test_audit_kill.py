@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.security.audit import ChainKeys, read_status, store_path, verify_chain
+from telehealth_client.audit.trail import ChainKeys, read_status, store_path, verify_chain
 from telehealth_devstack.stack import DevStack
 
 from ..cli_process import Process

@@ -16,7 +16,7 @@ import shutil
 
 import pytest
 
-from telehealth_client.security.audit import acknowledgement_path, store_path
+from telehealth_client.audit.trail import acknowledgement_path, store_path
 from telehealth_devstack.stack import DevStack
 
 from .conftest import PROVIDER, Trails, kiosk_event, sink_events
@@ -78,7 +78,7 @@ async def test_3_after_the_restart_every_verify_says_the_store_follows_a_removed
     await four_delivered_three_waiting(trails, stack)
     remove_audit_directory(trails)
 
-    caplog.set_level(logging.ERROR, logger="telehealth_client.security.audit")
+    caplog.set_level(logging.ERROR, logger="telehealth_client.audit.trail")
     trail = await trails.trail(trails.clinic())
     errors = [record.getMessage() for record in caplog.records if record.levelno == logging.ERROR]
     assert errors == [

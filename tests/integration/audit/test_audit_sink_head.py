@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.security.audit import (
+from telehealth_client.audit.trail import (
     DamagedStoreError,
     acknowledgement_path,
     store_path,

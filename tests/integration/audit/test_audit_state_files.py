@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from telehealth_client.security.audit import (
+from telehealth_client.audit.trail import (
     AuditStoreError,
     DamagedStoreError,
     LegacyChainKeys,

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from telehealth_client.audit.store import AuditDatabase
+from telehealth_client.audit.trail import LegacyChainKeys, legacy_store_path, store_path
 from telehealth_client.protocol import messages
-from telehealth_client.security.audit import LegacyChainKeys, legacy_store_path, store_path
-from telehealth_client.security.audit_store import AuditDatabase
 from telehealth_devstack.stack import DevStack
 
 from ...audit_v2_store import version_2_text, write_version_2_store

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from telehealth_client.security.audit import AuditStatus, LegacyChainKeys, store_path
+from telehealth_client.audit.trail import AuditStatus, LegacyChainKeys, store_path
 from telehealth_devstack.stack import DevStack
 
 from ...audit_v2_store import write_version_2_store

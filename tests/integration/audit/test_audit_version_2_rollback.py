@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.protocol import messages
-from telehealth_client.security.audit import (
+from telehealth_client.audit.trail import (
     DamagedStoreError,
     LegacyChainKeys,
     acknowledgement_path,
@@ -26,6 +25,7 @@ from telehealth_client.security.audit import (
     legacy_store_path,
     store_path,
 )
+from telehealth_client.protocol import messages
 from telehealth_devstack.stack import DevStack
 
 from ...audit_v2_store import write_version_2_store

@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 
 from telehealth_client import events
-from telehealth_client.consultation.connector import Connector
+from telehealth_client.audit.trail import ChainKeys
+from telehealth_client.connector import Connector
 from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.consultation.provider import MAX_FOLLOWED_CONSULTATIONS, ProviderEndpoint
-from telehealth_client.durable import Durable
+from telehealth_client.durability import Durable
 from telehealth_client.media.consultation_call import MediaOptions
 from telehealth_client.protocol.messages import ConsultationState
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
-from telehealth_client.security.audit import ChainKeys
 from telehealth_client.security.clinic_client import ClinicClient, TokenGrant, TurnCredentials
 from telehealth_client.security.tokens import RefreshPolicy
 from telehealth_devstack.stack import DevStack

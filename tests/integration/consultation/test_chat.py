@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 import pytest
 
 from telehealth_client import events
+from telehealth_client.audit.trail import store_path
 from telehealth_client.consultation.chat import ChatError, ConsultationChat
 from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.consultation.session import ConsultationSession
-from telehealth_client.durable import Durable
+from telehealth_client.durability import Durable
 from telehealth_client.protocol.messages import ConsultationState as S
-from telehealth_client.security.audit import store_path
 
 from .conftest import (
     APPOINTMENT,

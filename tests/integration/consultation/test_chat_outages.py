@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from telehealth_client import events
-from telehealth_client.durable import OUTBOX_FILE
+from telehealth_client.durability import OUTBOX_FILE
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.bus import ConnectionStatus
 from telehealth_client.pubsub.crypto import RotatingCryptoModule

@@ -9,8 +9,8 @@ import uuid
 import pytest
 
 from telehealth_client import events
-from telehealth_client.consultation.emergency import EmergencyDesk
 from telehealth_client.consultation.session import now
+from telehealth_client.emergency.desk import EmergencyDesk
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import (
     EmergencyEscalation,

@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 
 from telehealth_client import events
-from telehealth_client.consultation.connector import Connector
-from telehealth_client.consultation.emergency import EmergencyDesk
+from telehealth_client.audit.trail import store_path
+from telehealth_client.connector import Connector
 from telehealth_client.consultation.provider import ProviderEndpoint
-from telehealth_client.durable import Durable
+from telehealth_client.durability import Durable
+from telehealth_client.emergency.desk import EmergencyDesk
 from telehealth_client.protocol import channels
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
-from telehealth_client.security.audit import store_path
 from telehealth_devstack.stack import DevStack
 
 from ..bus.conftest import Inbox

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.consultation.emergency import STORE_NAME, EmergencyError
 from telehealth_client.consultation.session import now
+from telehealth_client.emergency.desk import STORE_NAME, EmergencyError
 from telehealth_client.protocol.messages import EmergencyEscalation, EmergencyResolved, encode
 
 from ..consultation.conftest import Parts

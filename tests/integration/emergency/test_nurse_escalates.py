@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from telehealth_client.agent import Agent
+from telehealth_client.audit.trail import store_path
 from telehealth_client.config import load_settings
-from telehealth_client.security.audit import store_path
 from telehealth_devstack.stack import DevStack
 
 from .conftest import (

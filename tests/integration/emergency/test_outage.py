@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from telehealth_client.consultation.emergency import EmergencyError
 from telehealth_client.consultation.provider import ProviderEndpoint
+from telehealth_client.emergency.desk import EmergencyError
 from telehealth_client.protocol import channels
 from telehealth_client.pubsub.bus import Bus
 from telehealth_devstack.network import CuttableLink

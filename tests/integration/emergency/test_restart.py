@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.consultation.emergency import STORE_NAME, EmergencyDesk
+from telehealth_client.audit.trail import ChainKeys
 from telehealth_client.consultation.provider import ProviderEndpoint
-from telehealth_client.durable import Durable
+from telehealth_client.durability import Durable
+from telehealth_client.emergency.desk import STORE_NAME, EmergencyDesk
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
-from telehealth_client.security.audit import ChainKeys
 from telehealth_devstack.network import CuttableLink
 
 from ..consultation.conftest import bus_template

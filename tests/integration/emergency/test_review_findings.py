@@ -9,8 +9,8 @@ import uuid
 import pytest
 
 from telehealth_client import events
-from telehealth_client.consultation.emergency import EmergencyError
 from telehealth_client.consultation.session import now
+from telehealth_client.emergency.desk import EmergencyError
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import (
     EmergencyNotification,
@@ -113,7 +113,7 @@ async def test_a_desk_keeps_only_the_newest_resolved_escalations(
     parts: Parts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A cart runs for months: resolved escalations do not pile up in its memory."""
-    monkeypatch.setattr("telehealth_client.consultation.emergency.MAX_RESOLVED_KEPT", 2)
+    monkeypatch.setattr("telehealth_client.emergency.desk.MAX_RESOLVED_KEPT", 2)
     lee = await staff(parts, PROVIDER)
     okafor = await staff(parts, SPECIALIST)
     raised = [await lee.desk.escalate(CONSULTATION, "urgent", f"reason {n}") for n in range(3)]

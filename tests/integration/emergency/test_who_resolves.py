@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.consultation.emergency import EmergencyError
 from telehealth_client.consultation.session import now
+from telehealth_client.emergency.desk import EmergencyError
 from telehealth_client.protocol.messages import EmergencyResolved, encode
 from telehealth_devstack.stack import DevStack
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from telehealth_client.consultation.outbox import Outbox, Outgoing
-from telehealth_client.security.at_rest import Sealer
+from telehealth_client.durable.at_rest import Sealer
+from telehealth_client.durable.outbox import Outbox, Outgoing
 from tests.integration.bus.conftest import (  # noqa: F401 (fixtures used by the tests here)
     CIPHER_KEY,
     PUBLISH_KEY,

@@ -18,9 +18,9 @@ import sys
 import uuid
 from pathlib import Path
 
-from telehealth_client.consultation.outbox import Outbox, Outgoing
+from telehealth_client.durable.at_rest import Sealer
+from telehealth_client.durable.outbox import Outbox, Outgoing
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
-from telehealth_client.security.at_rest import Sealer
 
 
 def say(line: str) -> None:

@@ -3,7 +3,7 @@ for a start with the right key, and what it can read is not held up by it."""
 
 from __future__ import annotations
 
-from telehealth_client.security.at_rest import Sealer
+from telehealth_client.durable.at_rest import Sealer
 from tests.integration.bus.conftest import BusFactory, Inbox, subscribed
 from tests.integration.consultation.conftest import LogLines
 from tests.integration.outbox.conftest import CHANNEL, SENDER, WAIT, OutboxFactory, Results, chat

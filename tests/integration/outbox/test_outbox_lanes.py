@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from telehealth_client.consultation.outbox import Outbox, Outgoing
+from telehealth_client.durable.at_rest import Sealer
+from telehealth_client.durable.outbox import Outbox, Outgoing
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
-from telehealth_client.security.at_rest import Sealer
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.relay import Relay
 from tests.integration.bus.conftest import CIPHER_KEY, BusFactory, Inbox, StatusLog

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
+from telehealth_client.audit.trail import store_path
 from telehealth_client.logs import JsonFormatter
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
-from telehealth_client.security.audit import store_path
 from telehealth_devstack.stack import DevStack, DevStackKeys
 
 from ..consultation.conftest import PROVIDER, SPECIALIST, Parts

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from telehealth_client import events
-from telehealth_client.durable import OUTBOX_FILE
+from telehealth_client.durability import OUTBOX_FILE
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.pubnub_bus import PubNubBus

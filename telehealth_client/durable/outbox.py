@@ -1,7 +1,7 @@
 """The durable encrypted outbox: what this agent must publish, kept until it is delivered.
 
 Chat messages, read receipts and emergency publishes are put here first. ``put`` returns once the
-item is sealed (``security.at_rest``) and fsync'ed in a SQLite file in the state directory; the
+item is sealed (``durable.at_rest``) and fsync'ed in a SQLite file in the state directory; the
 sender then publishes them, with the same ``id`` on every retry, and removes each from disk once
 it is delivered or has finally failed.
 
@@ -66,11 +66,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from telehealth_client.durable.at_rest import Sealer, SealError
+from telehealth_client.durable.sqlite import SqliteDurability, read_durability
 from telehealth_client.logs import describe_exception
 from telehealth_client.pubsub.bus import AccessDeniedError, Bus, BusError, ConnectionStatus, StatusChange
 from telehealth_client.pubsub.pubnub_bus import back_off_delay
-from telehealth_client.security.at_rest import Sealer, SealError
-from telehealth_client.sqlite_durability import SqliteDurability, read_durability
 
 log = logging.getLogger(__name__)
 

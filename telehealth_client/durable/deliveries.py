@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from telehealth_client.logs import describe_exception
 
 if TYPE_CHECKING:
-    from telehealth_client.consultation.outbox import Outgoing
+    from telehealth_client.durable.outbox import Outgoing
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """What this endpoint writes to the audit trail, one method per thing it observed or caused.
 
 ``Auditor`` builds each audit event of PROTOCOL.md ("Audit events") from IDs, codes and numbers
-only (``security.audit.audit_event`` refuses anything else) and appends it to the trail; each
+only (``audit.trail.audit_event`` refuses anything else) and appends it to the trail; each
 method returns once the event is on disk. The actor is this endpoint's user (a kiosk acts as the
 patient during a consultation). Free text (chat, a reason, a resolution) never reaches here: the
 methods take no parameter that could carry it.
@@ -18,6 +18,7 @@ import asyncio
 import logging
 from typing import Protocol
 
+from telehealth_client.audit.trail import audit_event
 from telehealth_client.logs import describe_exception
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import (
@@ -29,7 +30,6 @@ from telehealth_client.protocol.messages import (
     SenderRole,
 )
 from telehealth_client.security import tokens
-from telehealth_client.security.audit import audit_event
 
 log = logging.getLogger(__name__)
 

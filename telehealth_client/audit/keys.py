@@ -23,7 +23,7 @@ from typing import Final
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from telehealth_client.security.audit_origin import NO_ORIGIN, StoreOrigin, origin_text
+from telehealth_client.audit.origin import NO_ORIGIN, StoreOrigin, origin_text
 
 _SALT: Final = b"telehealth-client audit v3"
 _LINK: Final = b"audit chain link v3"

@@ -30,7 +30,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Final
 
-from telehealth_client.consultation.state_file import read_if_present, write_atomically
+from telehealth_client.durable.files import read_if_present, write_atomically
 
 log = logging.getLogger(__name__)
 

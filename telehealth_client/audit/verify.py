@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from telehealth_client.security.audit_acks import AcknowledgementFileError, read_acknowledged
-from telehealth_client.security.audit_keys import ChainKeys, LegacyChainKeys
-from telehealth_client.security.audit_legacy import LEGACY_GENESIS_HASH, LEGACY_TABLES
-from telehealth_client.security.audit_origin import StoreOrigin
-from telehealth_client.security.audit_store import (
+from telehealth_client.audit.acks import AcknowledgementFileError, read_acknowledged
+from telehealth_client.audit.keys import ChainKeys, LegacyChainKeys
+from telehealth_client.audit.legacy import LEGACY_GENESIS_HASH, LEGACY_TABLES
+from telehealth_client.audit.origin import StoreOrigin
+from telehealth_client.audit.store import (
     GENESIS_HASH,
     LEGACY_SCHEMA_VERSION,
     SCHEMA_VERSION,

@@ -38,15 +38,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol, TypeVar
 
-from telehealth_client.security.audit_keys import ChainKeys
-from telehealth_client.security.audit_origin import (
+from telehealth_client.audit.keys import ChainKeys
+from telehealth_client.audit.origin import (
     NO_ORIGIN,
     ORIGIN_SCHEMA,
     StoreOrigin,
     insert_origin,
     read_origin,
 )
-from telehealth_client.sqlite_durability import SqliteDurability, read_durability
+from telehealth_client.durable.sqlite import SqliteDurability, read_durability
 
 T = TypeVar("T")
 
@@ -653,7 +653,7 @@ class AuditDatabase(StoreWorker):
         assert kept is not None
         # Every record, not only the last: a record added, removed or edited without the key
         # anywhere in the chain stops the start, so nothing that does not verify is delivered.
-        from telehealth_client.security.audit_verify import records_problem  # it imports this module
+        from telehealth_client.audit.verify import records_problem  # it imports this module
 
         unsettled = unsettled_hashes(db)
         broken = records_problem(

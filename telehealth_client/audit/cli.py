@@ -24,8 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from telehealth_client.config import ConfigError, Settings, load_settings
-from telehealth_client.security.audit import (
+from telehealth_client.audit.check import TrailCheck, check_trail, sequences, set_aside_label
+from telehealth_client.audit.identity import TrailIdentity, trail_identity
+from telehealth_client.audit.layout import store_gone_behind_sink, version_2_behind_sink
+from telehealth_client.audit.store import LEGACY_SCHEMA_VERSION
+from telehealth_client.audit.trail import (
     AuditStatus,
     AuditStoreError,
     DamagedStoreError,
@@ -35,11 +38,8 @@ from telehealth_client.security.audit import (
     read_status,
     store_path,
 )
-from telehealth_client.security.audit_check import TrailCheck, check_trail, sequences, set_aside_label
-from telehealth_client.security.audit_identity import TrailIdentity, trail_identity
-from telehealth_client.security.audit_layout import store_gone_behind_sink, version_2_behind_sink
-from telehealth_client.security.audit_store import LEGACY_SCHEMA_VERSION
-from telehealth_client.security.audit_verify import read_store_status
+from telehealth_client.audit.verify import read_store_status
+from telehealth_client.config import ConfigError, Settings, load_settings
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
 
 EXIT_OK: Final = 0

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from telehealth_client.security.audit_keys import LegacyChainKeys
-from telehealth_client.security.audit_origin import SetAside
-from telehealth_client.security.audit_store import (
+from telehealth_client.audit.keys import LegacyChainKeys
+from telehealth_client.audit.origin import SetAside
+from telehealth_client.audit.store import (
     LEGACY_SCHEMA_VERSION,
     AuditStatus,
     DamagedStoreError,
@@ -152,7 +152,7 @@ class LegacyDatabase(StoreWorker):
                 raise DamagedStoreError(self.path, problem, SWAPPED_ADVICE)
         # Every record, each linked to the one before, up to the last hash checked above (and
         # recorded in the device-keyed store's authenticated origin): together they pin every record.
-        from telehealth_client.security.audit_verify import legacy_records_problem  # it imports this module
+        from telehealth_client.audit.verify import legacy_records_problem  # it imports this module
 
         unsettled = unsettled_hashes(db)
         report = legacy_records_problem(db, self._keys, fields_at=unsettled)

@@ -46,30 +46,26 @@ from typing import Any, Final, Protocol
 
 from pydantic import ValidationError
 
-from telehealth_client.logs import describe_exception
-from telehealth_client.protocol import channels, messages
-from telehealth_client.protocol.messages import AuditEventType, AuditOutcome, AuditSeverity, SenderRole
-from telehealth_client.pubsub.bus import AccessDeniedError, Bus, BusError
-from telehealth_client.security.audit_acks import (
+from telehealth_client.audit.acks import (
     AcknowledgementFileError,
     acknowledgement_path,
     read_acknowledged_if_present,
     write_acknowledged,
 )
-from telehealth_client.security.audit_keys import ChainKeys, LegacyChainKeys
-from telehealth_client.security.audit_layout import (
+from telehealth_client.audit.keys import ChainKeys, LegacyChainKeys
+from telehealth_client.audit.layout import (
     follows_removed_note,
     plan_start,
     set_aside_missing_note,
     set_aside_present,
 )
-from telehealth_client.security.audit_legacy import (
+from telehealth_client.audit.legacy import (
     LegacyDatabase,
     legacy_store_path,
     set_aside_legacy_store,
 )
-from telehealth_client.security.audit_origin import SetAside, StoreOrigin
-from telehealth_client.security.audit_store import (
+from telehealth_client.audit.origin import SetAside, StoreOrigin
+from telehealth_client.audit.store import (
     AuditDatabase,
     AuditStatus,
     AuditStoreError,
@@ -80,15 +76,19 @@ from telehealth_client.security.audit_store import (
     store_kind,
     store_path,
 )
-from telehealth_client.security.audit_verify import (
+from telehealth_client.audit.verify import (
     ChainReport,
     read_last_record,
     read_store_status,
     verify_legacy_store,
     verify_store,
 )
+from telehealth_client.durable.sqlite import SqliteDurability
+from telehealth_client.logs import describe_exception
+from telehealth_client.protocol import channels, messages
+from telehealth_client.protocol.messages import AuditEventType, AuditOutcome, AuditSeverity, SenderRole
+from telehealth_client.pubsub.bus import AccessDeniedError, Bus, BusError
 from telehealth_client.security.clinic_client import ClinicError
-from telehealth_client.sqlite_durability import SqliteDurability
 
 __all__ = [
     "AuditSink",

@@ -23,8 +23,8 @@ import stat
 from pathlib import Path
 from typing import Final
 
-from telehealth_client.consultation.state_file import write_atomically
-from telehealth_client.security.audit_keys import ChainKeys
+from telehealth_client.audit.keys import ChainKeys
+from telehealth_client.durable.files import write_atomically
 
 FILE_NAME: Final = "audit-acknowledged.json"
 VERSION: Final = 1

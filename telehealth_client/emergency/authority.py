@@ -28,7 +28,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Final, Protocol
 
-from telehealth_client.consultation.state_file import write_atomically
+from telehealth_client.durable.files import write_atomically
 
 log = logging.getLogger(__name__)
 

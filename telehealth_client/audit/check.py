@@ -5,7 +5,7 @@ store and the version 2 store it recorded setting aside, a version 2 store not y
 acknowledgement file, or their absence. It returns what ``verify`` prints, one ``Finding`` per
 file checked (a problem, or a summary of what verified) and notes that hold however often it is
 run (a store that follows a removed one, a set-aside store no longer there). The sink is not
-asked here (``audit_cli`` does, for ``--against-sink``). Nothing printed holds a record's content.
+asked here (``audit.cli`` does, for ``--against-sink``). Nothing printed holds a record's content.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from telehealth_client.security.audit_acks import (
+from telehealth_client.audit.acks import (
     AcknowledgementFileError,
     acknowledgement_path,
     read_acknowledged_if_present,
 )
-from telehealth_client.security.audit_keys import ChainKeys, LegacyChainKeys
-from telehealth_client.security.audit_layout import (
+from telehealth_client.audit.keys import ChainKeys, LegacyChainKeys
+from telehealth_client.audit.layout import (
     follows_removed_note,
     set_aside_missing_note,
     store_gone,
@@ -28,9 +28,9 @@ from telehealth_client.security.audit_layout import (
     version_2_after_acknowledged,
     version_2_beside_set_aside,
 )
-from telehealth_client.security.audit_legacy import legacy_store_path, set_aside_problem
-from telehealth_client.security.audit_store import AuditStoreError, StoreKind, store_kind, store_path
-from telehealth_client.security.audit_verify import ChainReport, verify_legacy_store, verify_store
+from telehealth_client.audit.legacy import legacy_store_path, set_aside_problem
+from telehealth_client.audit.store import AuditStoreError, StoreKind, store_kind, store_path
+from telehealth_client.audit.verify import ChainReport, verify_legacy_store, verify_store
 
 CHAIN = "audit chain"
 

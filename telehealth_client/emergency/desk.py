@@ -49,23 +49,23 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 from pydantic import ValidationError
 
 from telehealth_client import events
-from telehealth_client.consultation.auditing import Auditor
-from telehealth_client.consultation.deliveries import DeliveryRouter
-from telehealth_client.consultation.emergency_authority import (
+from telehealth_client.audit.auditor import Auditor
+from telehealth_client.durable.at_rest import Sealer, SealError
+from telehealth_client.durable.deliveries import DeliveryRouter
+from telehealth_client.durable.files import write_atomically
+from telehealth_client.emergency.authority import (
     OnCallDirectory,
     OnCallRoster,
     RefusalLedger,
     may_resolve,
 )
-from telehealth_client.consultation.session import now
-from telehealth_client.consultation.state_file import write_atomically
 from telehealth_client.logs import describe_exception
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.channels import InvalidIdError, validate_id
@@ -83,12 +83,16 @@ from telehealth_client.protocol.messages import (
     parse_time,
 )
 from telehealth_client.pubsub.bus import Bus, BusError, Envelope, Subscription
-from telehealth_client.security.at_rest import Sealer, SealError
 
 if TYPE_CHECKING:
-    from telehealth_client.consultation.outbox import Outbox, Outgoing
+    from telehealth_client.durable.outbox import Outbox, Outgoing
 
 log = logging.getLogger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
 
 ESCALATION_KIND: Final = "emergency"
 NOTIFY_KIND: Final = "emergency-notify"
@@ -396,7 +400,7 @@ class EmergencyDesk:
             escalated_by=self.user_id,
             severity=severity,  # type: ignore[arg-type]  # checked against the literal above
             reason=reason,
-            timestamp=now(),
+            timestamp=_now(),
         )
         escalation = Escalation(
             message.id,
@@ -449,7 +453,7 @@ class EmergencyDesk:
                 title="Emergency escalation",
                 body=f"{escalation.severity} escalation in department {escalation.department_id}",
                 priority=_PRIORITY[escalation.severity],
-                timestamp=now(),
+                timestamp=_now(),
                 escalation_id=escalation.id,
             )
             # One id per recipient (the escalation's id names the escalation, not the publish).
@@ -489,7 +493,7 @@ class EmergencyDesk:
                 status="resolved",
                 resolved_by=self.user_id,
                 resolution=resolution,
-                resolved_at=now(),
+                resolved_at=_now(),
                 resolution_delivered=False,
             )
             self._escalations[escalation.id] = resolved
@@ -559,7 +563,7 @@ class EmergencyDesk:
             id=escalation.id,
             resolved_by=escalation.resolved_by,
             resolution=escalation.resolution,
-            timestamp=escalation.resolved_at or now(),
+            timestamp=escalation.resolved_at or _now(),
         )
         # Its own outbox id: the escalation's publish may still be queued under the escalation's.
         item_id = _resolution_item_id(escalation.id)
@@ -574,7 +578,7 @@ class EmergencyDesk:
         kind: str,
         meta: dict[str, Any] | None = None,
     ) -> Outgoing:
-        from telehealth_client.consultation.outbox import Outgoing
+        from telehealth_client.durable.outbox import Outgoing
 
         return Outgoing(
             id=item_id, consultation_id="", channel=channel, message=payload, meta=meta, kind=kind

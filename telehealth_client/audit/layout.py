@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from telehealth_client.security.audit_origin import SetAside
-from telehealth_client.security.audit_store import DamagedStoreError, StoreKind
+from telehealth_client.audit.origin import SetAside
+from telehealth_client.audit.store import DamagedStoreError, StoreKind
 
 _ROLLED_BACK: Final = (
     "the device-keyed store was replaced by an older copy or by a forged version 2 store (a rollback)"

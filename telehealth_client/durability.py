@@ -22,14 +22,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Final
 
-from telehealth_client.consultation.auditing import Auditor
-from telehealth_client.consultation.deliveries import DeliveryRouter
-from telehealth_client.consultation.outbox import Outbox
+from telehealth_client.audit.auditor import Auditor
+from telehealth_client.audit.trail import AuditSink, AuditTrail, ChainKeys, LegacyChainKeys
+from telehealth_client.durable.at_rest import Sealer
+from telehealth_client.durable.deliveries import DeliveryRouter
+from telehealth_client.durable.outbox import Outbox
 from telehealth_client.protocol.channels import validate_id
 from telehealth_client.protocol.messages import SenderRole
 from telehealth_client.pubsub.bus import AccessDeniedError, Bus
-from telehealth_client.security.at_rest import Sealer
-from telehealth_client.security.audit import AuditSink, AuditTrail, ChainKeys, LegacyChainKeys
 
 OUTBOX_FILE: Final = "outbox.sqlite3"
 OUTBOX_PURPOSE: Final = "outbox v1"

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from telehealth_client.audit.keys import ChainKeys, LegacyChainKeys
 from telehealth_client.config import Settings
-from telehealth_client.security.audit_keys import ChainKeys, LegacyChainKeys
 
 
 @dataclass(frozen=True)
