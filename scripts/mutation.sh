@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Mutation testing with mutmut 3 over pubsub/, protocol/, security/, devstack/relay/access.py,
+# Mutation testing with mutmut 3 over pubsub/, protocol/, security/, audit/, durable/at_rest.py,
+# the development stack's relay/access.py,
 # config.py and the call's pure modules media/negotiation.py and media/common.py ([tool.mutmut] in
 # pyproject.toml says what is mutated and which tests run). Slow: not in CI.
 #
