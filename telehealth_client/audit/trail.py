@@ -83,6 +83,7 @@ from telehealth_client.audit.verify import (
     verify_legacy_store,
     verify_store,
 )
+from telehealth_client.backoff import back_off_delay
 from telehealth_client.durable.sqlite import SqliteDurability
 from telehealth_client.logs import describe_exception
 from telehealth_client.protocol import channels, messages
@@ -230,8 +231,8 @@ def _describe_validation(exc: ValidationError) -> str:
 def retry_delay(
     failures: int, low: float, high: float, draw: Callable[[float, float], float] = random.uniform
 ) -> float:
-    """Full jitter: anywhere up to ``low * 2**(failures-1)``, capped at ``high``."""
-    return draw(0.0, min(high, low * (2 ** min(max(failures, 1) - 1, 16))))
+    """Full jitter: anywhere up to the back-off's ceiling (``backoff.ceiling``)."""
+    return back_off_delay(failures, low, high, draw, floor=0.0)
 
 
 # -- the trail ------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from telehealth_client import events
 from telehealth_client.consultation.lifecycle import publisher_role
@@ -49,7 +49,6 @@ from telehealth_client.protocol.messages import (
     encode,
 )
 from telehealth_client.pubsub.bus import MAX_MESSAGE_BYTES, BusError, Envelope
-from telehealth_client.pubsub.pubnub_bus import publish_size
 
 if TYPE_CHECKING:
     from telehealth_client.durable.outbox import Outbox, Outgoing
@@ -222,8 +221,9 @@ def _wire_role(role: RosterRole) -> SenderRole:
     return "provider"  # the consultation's provider and every invited one
 
 
-def check_text(text: object, channel: str, sender_id: str) -> str:
-    """The text if it can be sent as a chat message; ChatError naming why not."""
+def check_text(text: object, channel: str, sender_id: str, size_of: Callable[[str, Any], int]) -> str:
+    """The text if it can be sent as a chat message; ChatError naming why not. ``size_of``: the
+    bus's ``publish_size`` (what PubNub would count)."""
     if not isinstance(text, str):
         raise ChatError("text", "must be a string")
     if not 1 <= len(text) <= MAX_CHAT_CHARS:
@@ -235,7 +235,7 @@ def check_text(text: object, channel: str, sender_id: str) -> str:
         id=str(uuid.uuid4()), sender_id=sender_id, sender_role="provider", text=text, sent_at=now()
     )
     try:
-        size = publish_size(channel, encode(probe), encrypted=True)
+        size = size_of(channel, encode(probe))
     except BusError as exc:
         raise ChatError("text", exc.reason) from None
     if size > MAX_MESSAGE_BYTES:
@@ -319,7 +319,7 @@ class ConsultationChat:
         consultation = self._session.consultation
         role = publisher_role(consultation, self._user_id)
         sender_role: SenderRole = consultation.role if role is None else _wire_role(role)
-        text = check_text(text, self._cid, self._user_id)
+        text = check_text(text, self._cid, self._user_id, self._session.bus.publish_size)
         message = ChatMessage(
             id=str(uuid.uuid4()), sender_id=self._user_id, sender_role=sender_role, text=text, sent_at=now()
         )

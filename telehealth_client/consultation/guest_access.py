@@ -36,9 +36,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Final, Protocol
 
+from telehealth_client.backoff import back_off_delay
 from telehealth_client.durable.files import read_if_present, write_atomically
 from telehealth_client.protocol.channels import ConsultationChannels, InvalidIdError, validate_id
-from telehealth_client.pubsub.pubnub_bus import back_off_delay
 from telehealth_client.security.clinic_client import ClinicError
 
 log = logging.getLogger(__name__)

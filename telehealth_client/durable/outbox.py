@@ -66,11 +66,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from telehealth_client.backoff import back_off_delay
 from telehealth_client.durable.at_rest import Sealer, SealError
 from telehealth_client.durable.sqlite import SqliteDurability, read_durability
 from telehealth_client.logs import describe_exception
 from telehealth_client.pubsub.bus import AccessDeniedError, Bus, BusError, ConnectionStatus, StatusChange
-from telehealth_client.pubsub.pubnub_bus import back_off_delay
 
 log = logging.getLogger(__name__)
 

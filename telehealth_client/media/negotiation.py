@@ -45,6 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal, TypeAlias
 
+from telehealth_client.backoff import ceiling
 from telehealth_client.media.connections import Link, Links
 from telehealth_client.protocol.messages import (
     Answer,
@@ -646,7 +647,7 @@ def _want_rebuild(negotiation: Negotiation, cause: Literal["stall", "lost", "ret
     elif negotiation.attempts == 0:
         delay = STALL_YIELD_SECONDS if negotiation.polite and cause == "stall" else 0.0
     else:
-        delay = min(REBUILD_MAX_SECONDS, REBUILD_MIN_SECONDS * 2 ** (negotiation.attempts - 1))
+        delay = ceiling(negotiation.attempts, REBUILD_MIN_SECONDS, REBUILD_MAX_SECONDS)
     if delay == 0.0:
         return _rebuild_now(negotiation)
     serial = negotiation.serials + 1

@@ -120,6 +120,11 @@ class Bus(Protocol):
         self, channel: str, message: Any, *, store: bool = True, meta: Mapping[str, Any] | None = None
     ) -> PublishResult: ...
 
+    def publish_size(self, channel: str, message: Any) -> int:
+        """The bytes PubNub counts against its limit for ``message`` on ``channel`` as this bus
+        would publish it (encrypted when it encrypts); ``BusError`` if it cannot be sent at all."""
+        ...
+
     async def subscribe(
         self,
         channels: Iterable[str],

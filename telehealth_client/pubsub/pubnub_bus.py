@@ -21,7 +21,6 @@ import inspect
 import json
 import logging
 import math
-import random
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from pubnub.pnconfiguration import PNConfiguration
 from pubnub.pubnub_asyncio import PubNubAsyncio
 from pubnub.request_handlers.async_aiohttp import AsyncAiohttpRequestHandler
 
+from telehealth_client.backoff import back_off_delay
 from telehealth_client.logs import describe_exception, exception_reason, quiet_url_loggers
 from telehealth_client.protocol.channels import presence as presence_channel
 from telehealth_client.pubsub import bounded_json
@@ -95,17 +95,6 @@ class BusConfig:
     subscribe_timeout_seconds: float = 310.0
     # While a connection fault lasts, it is logged again at this interval (its start and end always).
     fault_log_interval_seconds: float = 60.0
-
-
-def back_off_delay(
-    failures: int, low: float, high: float, draw: Callable[[float, float], float] = random.uniform
-) -> float:
-    """Seconds to wait after ``failures`` consecutive failures: exponential from ``low``, capped at ``high``.
-
-    Full jitter (``draw`` between ``low`` and the ceiling) spreads kiosks reconnecting together.
-    """
-    ceiling = min(high, low * (2 ** min(max(failures, 1) - 1, 16)))
-    return draw(low, ceiling)
 
 
 def heartbeat_interval(presence_timeout_seconds: int) -> float:
@@ -249,6 +238,9 @@ class PubNubBus:
     @property
     def status(self) -> ConnectionStatus:
         return self._status
+
+    def publish_size(self, channel: str, message: Any) -> int:
+        return publish_size(channel, message, encrypted=self._crypto is not None)
 
     @property
     def timetoken(self) -> int:

@@ -39,10 +39,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from telehealth_client.backoff import back_off_delay
 from telehealth_client.logs import describe_exception
 from telehealth_client.protocol.channels import ConsultationChannels, InvalidIdError, validate_id
 from telehealth_client.pubsub.bus import AccessDeniedError, Bus, ConnectionStatus, StatusChange
-from telehealth_client.pubsub.pubnub_bus import back_off_delay
 from telehealth_client.security.clinic_client import ClinicError, TokenGrant
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from telehealth_client.pubsub.pubnub_bus import back_off_delay
+from telehealth_client.backoff import back_off_delay
 
 
 def highest(low: float, high: float) -> float:

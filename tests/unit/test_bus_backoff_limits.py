@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from telehealth_client.pubsub.pubnub_bus import back_off_delay
+from telehealth_client.backoff import back_off_delay
 
 
 def highest(low: float, high: float) -> float:

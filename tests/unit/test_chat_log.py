@@ -7,9 +7,16 @@ import pytest
 
 from telehealth_client.consultation.chat import ChatError, ChatLog, check_text
 from telehealth_client.protocol.messages import ChatMessage, Drop, SenderRole
+from telehealth_client.pubsub.pubnub_bus import publish_size
 
 CID = "consultation.dr-lee.pat-1"
 PATIENT = "pat-1"
+
+
+def ENCRYPTED(channel: str, message: object) -> int:
+    return publish_size(channel, message, encrypted=True)
+
+
 PROVIDER = "dr-lee"
 SPECIALIST = "dr-okafor"
 
@@ -139,17 +146,17 @@ def test_newest_id_skips_unsent_messages_and_clear_forgets_everything() -> None:
 )
 def test_text_out_of_bounds_is_refused_naming_the_field(text: object, reason: str) -> None:
     with pytest.raises(ChatError) as refused:
-        check_text(text, CID, PATIENT)
+        check_text(text, CID, PATIENT, ENCRYPTED)
     assert refused.value.field == "text" and refused.value.reason == reason
 
 
 def test_text_at_the_limits_is_accepted() -> None:
-    assert check_text("x", CID, PATIENT) == "x"
-    assert check_text("é" * 4000, CID, PATIENT) == "é" * 4000
+    assert check_text("x", CID, PATIENT, ENCRYPTED) == "x"
+    assert check_text("é" * 4000, CID, PATIENT, ENCRYPTED) == "é" * 4000
 
 
 def test_text_too_big_once_encrypted_is_refused_with_its_size() -> None:
     # 4000 characters, but each an emoji: JSON escapes it to 12 bytes, far over 32 KiB encrypted.
     with pytest.raises(ChatError) as refused:
-        check_text("\U0001f600" * 4000, CID, PATIENT)
+        check_text("\U0001f600" * 4000, CID, PATIENT, ENCRYPTED)
     assert refused.value.field == "text" and "bytes once encrypted" in refused.value.reason
