@@ -25,7 +25,6 @@ is on disk. ``audit_verify`` reads the file read-only, for the command line.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -33,7 +32,6 @@ import os
 import sqlite3
 import stat
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol, TypeVar
@@ -46,6 +44,7 @@ from telehealth_client.audit.origin import (
     insert_origin,
     read_origin,
 )
+from telehealth_client.durable.one_thread import OneThread
 from telehealth_client.durable.sqlite import SqliteDurability, read_durability
 
 T = TypeVar("T")
@@ -317,7 +316,7 @@ class StoreWorker:
         # start (set by the subclass) or when this agent appended it; worker thread only.
         # Delivery sends a record only if its content, read right before, still links to it.
         self._trusted: dict[int, str] = {}
-        self._executor: ThreadPoolExecutor | None = None
+        self._thread = OneThread("audit store")
         self._db: sqlite3.Connection | None = None
         # As committed: written on the worker thread only, replaced whole (readers see one or the other).
         self._status = AuditStatus(0, 0, 0)
@@ -327,24 +326,15 @@ class StoreWorker:
         return self._status
 
     async def _start(self, prepare: Callable[[sqlite3.Connection], None]) -> AuditStatus:
-        if self._executor is not None:
-            raise RuntimeError("the audit store is already open")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-sqlite")
+        self._thread.start()
         try:
             return await self._run(lambda: self._open(prepare))
         except BaseException:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+            await self._thread.stop()
             raise
 
     async def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        try:
-            await asyncio.get_running_loop().run_in_executor(executor, self._close)
-        finally:
-            executor.shutdown(wait=True)  # idle now: returns at once
+        await self._thread.stop(self._close)
 
     async def pending(self, target: Target, after: int, limit: int) -> list[PendingRecord]:
         """Up to ``limit`` records after ``after`` not yet settled with ``target``, each checked
@@ -356,9 +346,7 @@ class StoreWorker:
         return await self._run(lambda: read_durability(self._connection()))
 
     async def _run(self, job: Callable[[], T]) -> T:
-        if self._executor is None:
-            raise RuntimeError("the audit store is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, job)
+        return await self._thread.run(job)
 
     # Everything below runs on the worker's thread.
 

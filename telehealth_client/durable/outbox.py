@@ -61,13 +61,13 @@ import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from telehealth_client.backoff import back_off_delay
 from telehealth_client.durable.at_rest import Sealer, SealError
+from telehealth_client.durable.one_thread import OneThread
 from telehealth_client.durable.sqlite import SqliteDurability, read_durability
 from telehealth_client.logs import describe_exception
 from telehealth_client.pubsub.bus import AccessDeniedError, Bus, BusError, ConnectionStatus, StatusChange
@@ -330,7 +330,7 @@ class _Store:
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
-            raise RuntimeError("the outbox is not open")
+            raise RuntimeError("the outbox is not open: call open() first")
         return self._db
 
     def load(self) -> _Loaded:
@@ -438,7 +438,7 @@ class Outbox:
         self._on_sent = on_sent
         self._on_failed = on_failed
         self._backoff = (backoff_min_seconds, backoff_max_seconds)
-        self._executor: ThreadPoolExecutor | None = None
+        self._thread = OneThread("outbox")
         self._entries: dict[str, _Entry] = {}  # in put order (the order on disk)
         # The same entries by channel, each in put order: a lane's sending order.
         self._by_channel: dict[str, dict[str, _Entry]] = {}
@@ -466,18 +466,14 @@ class Outbox:
         return await self._run(lambda: read_durability(self._store.connection))
 
     async def _run(self, job: Callable[[], T]) -> T:
-        if self._executor is None:
-            raise RuntimeError("the outbox is not open: call open() first")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, job)
+        return await self._thread.run(job)
 
     async def open(self) -> list[Outgoing]:
         """Open the file and return the items still pending in it, in order (not those no key opens).
 
         OutboxFileError when the file cannot be used (damaged, another program's, not openable).
         """
-        if self._executor is not None:
-            raise RuntimeError("the outbox is already open")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-sqlite")
+        self._thread.start()
         try:
             await self._run(self._store.connect)
             loaded = await self._run(self._store.load)
@@ -573,7 +569,7 @@ class Outbox:
 
     def attach(self, bus: Bus, *, denials: DenialHandler | None = None) -> None:
         """Start sending pending items on ``bus``: in order per channel, channels side by side."""
-        if self._executor is None:
+        if not self._thread.running:
             raise RuntimeError("the outbox is not open: call open() first")
         if self._bus is not None:
             raise RuntimeError("the outbox is already attached to a bus")
@@ -605,13 +601,7 @@ class Outbox:
         await self._close_store()
 
     async def _close_store(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        try:
-            await asyncio.get_running_loop().run_in_executor(executor, self._store.close)
-        finally:
-            executor.shutdown(wait=True)
+        await self._thread.stop(self._store.close)
 
     def _on_status(self, change: StatusChange) -> None:
         if change.status is ConnectionStatus.CONNECTED:

@@ -1,17 +1,17 @@
 """One SQLite connection owned by one thread: the clinic stand-in's durable state.
 
-All SQLite work for a file runs on its own single-thread executor, so the event loop never
-blocks on disk and writes are serialised without locks.
+All SQLite work for a file runs on its own thread (the product's ``OneThread``, as the agent's
+stores do), so the event loop never blocks on disk and writes are serialised without locks.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
+
+from telehealth_client.durable.one_thread import OneThread
 
 T = TypeVar("T")
 
@@ -23,38 +23,23 @@ class SqliteWorker:
         self.path = path
         self._schema = schema
         self._name = name
-        self._executor: ThreadPoolExecutor | None = None
+        self._thread = OneThread(name)
         self._db: sqlite3.Connection | None = None
 
     async def open(self) -> None:
-        if self._executor is not None:
-            raise RuntimeError(f"{self._name} is already open")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self._name}-sqlite")
+        self._thread.start()
         try:
-            await self._submit(self._open)
+            await self._thread.run(self._open)
         except BaseException:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+            await self._thread.stop()
             raise
 
     async def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        try:
-            await asyncio.get_running_loop().run_in_executor(executor, self._close)
-        finally:
-            # The worker is idle now, so this returns at once.
-            executor.shutdown(wait=True)
+        await self._thread.stop(self._close)
 
     async def run(self, job: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``job`` with the connection on the worker's thread."""
-        return await self._submit(lambda: job(self._connection()))
-
-    async def _submit(self, job: Callable[[], T]) -> T:
-        if self._executor is None:
-            raise RuntimeError(f"{self._name} is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, job)
+        return await self._thread.run(lambda: job(self._connection()))
 
     # Everything below runs on the worker's own thread.
 
