@@ -14,7 +14,6 @@ the event methods below, ``safely(name, *args)`` (logs a failure instead of rais
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Protocol
 
@@ -30,6 +29,7 @@ from telehealth_client.protocol.messages import (
     SenderRole,
 )
 from telehealth_client.security import tokens
+from telehealth_client.tasks import OwnedTasks
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Auditor:
         self.organization_id = organization_id
         self.actor_id = actor_id
         self.actor_role = actor_role
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = OwnedTasks()
 
     def as_actor(self, actor_id: str, actor_role: SenderRole | None = None) -> Auditor:
         """The same trail, another actor (a kiosk acting as the patient it checked in)."""
@@ -102,14 +102,11 @@ class Auditor:
     def later(self, name: str, *args: object) -> None:
         """``safely(name, *args)`` in a task this auditor owns, for a caller that cannot await
         (a token keeper's event); ``settle()`` awaits them."""
-        task = asyncio.ensure_future(self.safely(name, *args))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self.safely(name, *args), f"audit-{name}")
 
     async def settle(self) -> None:
         """Wait for the records started by ``later`` (never cancelled: an event is not abandoned)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.finish()
 
     # -- the consultation -----------------------------------------------------------------------------
 

@@ -90,6 +90,7 @@ from telehealth_client.pubsub.bus import (
 )
 from telehealth_client.security import tokens
 from telehealth_client.security.token_announcer import TokenAnnouncer
+from telehealth_client.tasks import OwnedTasks
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ class ConsultationSession:
         self._lock = asyncio.Lock()
         self._subscription: Subscription | None = None
         self._remove_status: Callable[[], None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = OwnedTasks()
         self._closing: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self._close_reason: str | None = None
@@ -538,10 +539,7 @@ class ConsultationSession:
     # -- closing ------------------------------------------------------------------------------------
 
     def _spawn(self, coroutine: Awaitable[None], name: str) -> None:
-        task = asyncio.ensure_future(coroutine)
-        task.set_name(name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coroutine, name)
 
     def close_soon(self, reason: str) -> None:
         """Close in the session's own task (await ``wait_closed`` for the end); idempotent."""
@@ -566,11 +564,7 @@ class ConsultationSession:
 
     async def _close(self, reason: str) -> None:
         try:
-            pending = list(self._tasks)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+            await self._tasks.cancel_all()
             for hook in self._close_hooks:
                 try:
                     await hook(reason)

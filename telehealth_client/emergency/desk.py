@@ -83,6 +83,7 @@ from telehealth_client.protocol.messages import (
     parse_time,
 )
 from telehealth_client.pubsub.bus import Bus, BusError, Envelope, Subscription
+from telehealth_client.tasks import OwnedTasks
 
 if TYPE_CHECKING:
     from telehealth_client.durable.outbox import Outbox, Outgoing
@@ -279,8 +280,8 @@ class EmergencyDesk:
         self._announced: dict[str, Escalation] = {}  # the state last announced, by escalation id
         self._subscription: Subscription | None = None
         self._removers: list[Callable[[], None]] = []
-        self._tasks: set[asyncio.Task[None]] = set()  # on-call lookups: cancelled at close
-        self._saves: set[asyncio.Task[None]] = set()  # short and needed: finished at close
+        self._tasks = OwnedTasks()  # on-call lookups: cancelled at close
+        self._saves = OwnedTasks()  # short and needed: finished at close
         # Told every escalation as it changes (the provider endpoint confirms alerts with it).
         self.listeners: list[Callable[[Escalation], None]] = []
 
@@ -339,15 +340,10 @@ class EmergencyDesk:
         for remove in self._removers:
             remove()
         self._removers.clear()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         await self._roster.aclose()
         # A delivery just reported must reach the file, or the next start would send it again.
-        if self._saves:
-            await asyncio.gather(*list(self._saves), return_exceptions=True)
+        await self._saves.finish()
         if self._subscription is not None:
             try:
                 await self._subscription.close()
@@ -356,14 +352,7 @@ class EmergencyDesk:
             self._subscription = None
 
     def _spawn(self, coroutine: Any, name: str) -> None:
-        self._track(coroutine, name, self._tasks)
-
-    @staticmethod
-    def _track(coroutine: Any, name: str, owner: set[asyncio.Task[None]]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
-        task.set_name(name)
-        owner.add(task)
-        task.add_done_callback(owner.discard)
+        self._tasks.spawn(coroutine, name)
 
     # -- escalate -----------------------------------------------------------------------------------
 
@@ -590,12 +579,12 @@ class EmergencyDesk:
             if escalation is not None and not escalation.delivered:
                 self._escalations[item.id] = replace(escalation, delivered=True)
                 self._emit(self._escalations[item.id])
-                self._track(self._save(), "emergency-save", self._saves)
+                self._saves.spawn(self._save(), "emergency-save")
         elif item.kind == RESOLUTION_KIND:
             for escalation in list(self._escalations.values()):
                 if _resolution_item_id(escalation.id) == item.id:
                     self._escalations[escalation.id] = replace(escalation, resolution_delivered=True)
-                    self._track(self._save(), "emergency-save", self._saves)
+                    self._saves.spawn(self._save(), "emergency-save")
                     self._forget_old_resolved()
                     break
 

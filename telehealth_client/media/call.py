@@ -88,6 +88,7 @@ from telehealth_client.media.quality import (
     pause_video_sender,
 )
 from telehealth_client.protocol.messages import IceCandidate
+from telehealth_client.tasks import OwnedTasks
 
 __all__ = ["CallError", "MediaCall", "TurnConfig", "check_sdp", "probe_turn", "relay_candidates"]
 
@@ -323,7 +324,7 @@ class MediaCall:
         self._on_frame = on_frame
         self._probe_timeout = probe_timeout
         self._pc: RTCPeerConnection | None = None
-        self._readers: set[asyncio.Task[None]] = set()
+        self._readers = OwnedTasks()
         self._closed = False
         self.received: dict[str, int] = {"audio": 0, "video": 0}
         self.first_frame_at: float | None = None
@@ -529,9 +530,7 @@ class MediaCall:
 
                     if gate_video_receiver(receiver, install) and gate is not None:
                         self._gates.append(gate)
-        task = asyncio.ensure_future(self._read(track))
-        self._readers.add(task)
-        task.add_done_callback(self._readers.discard)
+        self._readers.spawn(self._read(track), f"read-{track.kind}")
 
     async def _read(self, track: MediaStreamTrack) -> None:
         kind = str(track.kind)
@@ -690,11 +689,7 @@ class MediaCall:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
-        readers = list(self._readers)
-        for task in readers:
-            task.cancel()
-        if readers:
-            await asyncio.gather(*readers, return_exceptions=True)
+        await self._readers.cancel_all()
         if self._pc is not None:
             pc, self._pc = self._pc, None
             await pc.close()

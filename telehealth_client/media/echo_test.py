@@ -36,6 +36,7 @@ from av import VideoFrame
 
 from telehealth_client.media.call import probe_turn, relay_candidates
 from telehealth_client.media.common import CallError, TurnConfig
+from telehealth_client.tasks import OwnedTasks
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +112,13 @@ class EchoTest:
         self._relay_only = relay_only
         self.frames: dict[str, int] = {"audio": 0, "video": 0}
         self._back: dict[str, asyncio.Event] = {"audio": asyncio.Event(), "video": asyncio.Event()}
-        self._readers: set[asyncio.Task[None]] = set()
+        self._readers = OwnedTasks()
         self.kiosk.on("track", self._returned)
         # The echo side sends each track it receives straight back.
         self.echo.on("track", self.echo.addTrack)
 
     def _returned(self, track: MediaStreamTrack) -> None:
-        task = asyncio.ensure_future(self._count(track))
-        self._readers.add(task)
-        task.add_done_callback(self._readers.discard)
+        self._readers.spawn(self._count(track), f"echo-{track.kind}")
 
     async def _count(self, track: MediaStreamTrack) -> None:
         kind = str(track.kind)
@@ -157,9 +156,7 @@ class EchoTest:
         return bool(done)
 
     async def aclose(self) -> None:
-        for task in list(self._readers):
-            task.cancel()
-        await asyncio.gather(*self._readers, return_exceptions=True)
+        await self._readers.cancel_all()
         await self.kiosk.close()
         await self.echo.close()
 

@@ -17,13 +17,13 @@ connected), ``recycle(link)`` (connected, never carried media), ``close(link)``,
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from telehealth_client.logs import describe_exception
 from telehealth_client.protocol.messages import IceCandidate
+from telehealth_client.tasks import OwnedTasks
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ class LinkMedia:
         self._label = label  # the consultation ID, for the log
         self._reuse = reuse
         self._media: dict[int, MediaBackend] = {}
-        self._closings: set[asyncio.Task[None]] = set()
-        self._returns: set[asyncio.Task[None]] = set()  # media on their way back to their source
+        self._closings = OwnedTasks()
+        self._returns = OwnedTasks()  # media on their way back to their source
 
     @property
     def links(self) -> tuple[int, ...]:
@@ -86,9 +86,7 @@ class LinkMedia:
         if self._reuse is None:
             self._close(media)
             return
-        returning = asyncio.ensure_future(self._returned(media, connected))
-        self._returns.add(returning)
-        returning.add_done_callback(self._returns.discard)
+        self._returns.spawn(self._returned(media, connected), "media-return")
 
     async def _returned(self, media: MediaBackend, connected: bool) -> None:
         assert self._reuse is not None
@@ -103,8 +101,7 @@ class LinkMedia:
     async def returned(self, within: float) -> None:
         """Until every media on its way back is back (a new connection may take it), at most
         ``within`` seconds."""
-        if self._returns:
-            await asyncio.wait(set(self._returns), timeout=within)
+        await self._returns.wait(within)
 
     def close(self, link: int) -> None:
         media = self._media.pop(link, None)
@@ -116,9 +113,7 @@ class LinkMedia:
             self.close(link)
 
     def _close(self, media: MediaBackend) -> None:
-        closing = asyncio.ensure_future(self._closed(media))
-        self._closings.add(closing)
-        closing.add_done_callback(self._closings.discard)
+        self._closings.spawn(self._closed(media), "media-close")
 
     async def _closed(self, media: MediaBackend) -> None:
         try:
@@ -129,11 +124,11 @@ class LinkMedia:
     async def closed(self, within: float) -> None:
         """Until every close so far is done (a new call's media needs the devices), at most
         ``within`` seconds: the closes go on, owned here."""
-        if self._closings:
-            await asyncio.wait(set(self._closings), timeout=within)
+        await self._closings.wait(within)
 
     async def aclose(self) -> None:
         """Close every media still held and wait for every close (and every return)."""
         self.close_all()
         while self._returns or self._closings:
-            await asyncio.gather(*self._returns, *self._closings, return_exceptions=True)
+            await self._returns.finish()
+            await self._closings.finish()

@@ -22,14 +22,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from telehealth_client.logs import describe_exception
 from telehealth_client.media.child_messages import ChildEvent, Heartbeat
 from telehealth_client.media.common import CallError, TurnConfig
 from telehealth_client.media.worker import MediaWorker, describe_exit
+from telehealth_client.tasks import OwnedTasks
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HUNG = "the media process stopped answering"
 
@@ -66,24 +68,18 @@ class MediaSupervisor:
         self._prepared: asyncio.Task[MediaWorker] | None = None
         self._hung: set[MediaWorker] = set()  # killed for their silence
         self._reported: set[MediaWorker] = set()  # told over the ceiling already
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._closes: set[asyncio.Future[None]] = set()  # children being closed: awaited, never cancelled
+        self._tasks = OwnedTasks()
+        self._closes = OwnedTasks()  # children being closed: awaited, never cancelled
         self._closing = False
 
     # -- tasks and closes ---------------------------------------------------------------------------
 
-    def spawn(self, coroutine: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+    def spawn(self, coroutine: Awaitable[T], name: str) -> asyncio.Task[T]:
         """A task owned here: cancelled and awaited at ``aclose``."""
-        task = asyncio.ensure_future(coroutine)
-        task.set_name(name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._tasks.spawn(coroutine, name)
 
     def close_later(self, worker: MediaWorker) -> None:
-        closing = asyncio.ensure_future(worker.aclose())
-        self._closes.add(closing)
-        closing.add_done_callback(self._closes.discard)
+        self._closes.spawn(worker.aclose(), "media-child-close")
 
     async def aclose(self) -> None:
         self._closing = True
@@ -93,11 +89,7 @@ class MediaSupervisor:
             worker = (await asyncio.gather(prepared, return_exceptions=True))[0]
             if isinstance(worker, MediaWorker):
                 self.close_later(worker)
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         warm, self._warm = self._warm, None
         if warm is not None:
             warm.cancel()
@@ -107,8 +99,7 @@ class MediaSupervisor:
         idle, self._idle = self._idle, None
         if idle is not None:
             self.close_later(idle)
-        while self._closes:
-            await asyncio.gather(*self._closes, return_exceptions=True)
+        await self._closes.finish()
 
     # -- spawning and watching ----------------------------------------------------------------------
 
