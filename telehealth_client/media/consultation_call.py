@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from telehealth_client import events
 from telehealth_client.audit.auditor import Auditor
+from telehealth_client.consultation.lifecycle import PROVIDER_PRESENT
 from telehealth_client.consultation.session import ConsultationSession
 from telehealth_client.media.call_status import CallStatusTracker
 from telehealth_client.media.child_messages import (
@@ -56,11 +57,6 @@ from telehealth_client.security.clinic_client import ClinicClient
 
 log = logging.getLogger(__name__)
 
-ANSWERING_STATES = (
-    ConsultationState.CONNECTING,
-    ConsultationState.IN_PROGRESS,
-    ConsultationState.WRAPPING_UP,
-)
 FlowingHandler = Callable[[str], Awaitable[None]]
 VideoModeHandler = Callable[[VideoMode], Awaitable[None]]
 
@@ -129,7 +125,8 @@ class ConsultationCall:
             media_factory=self._child_for,
             hub=self._events,
             auditor=auditor,
-            accepting=lambda: session.consultation.state in ANSWERING_STATES,
+            # Offers are taken while the provider is there (the lifecycle says when that is).
+            accepting=lambda: session.consultation.state in PROVIDER_PRESENT,
             media_reuse=self._children.reuse,
             on_media_flowing=self._media_flowing,
             on_call_over=self._call_over,
