@@ -317,6 +317,15 @@ class ConsultationSession:
         outbox's last sends); hooks run in the order they were added, each failure logged."""
         self._close_hooks.append(hook)
 
+    @property
+    def provider_present(self) -> bool:
+        """The consultation's provider has joined and not yet ended it (a call's offers are taken)."""
+        return self.consultation.state in lifecycle.PROVIDER_PRESENT
+
+    def is_participant(self, user_id: str) -> bool:
+        """Whether ``user_id``'s messages belong to the consultation (a removed guest's do not)."""
+        return lifecycle.publisher_role(self.consultation, user_id) is not None
+
     def add_message_handler(self, handler: MessageHandler) -> Callable[[], None]:
         """Be told the non-lifecycle messages (see ``MessageHandler``); returns the remover."""
         self._handlers.append(handler)

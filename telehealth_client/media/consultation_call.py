@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 
 from telehealth_client import events
 from telehealth_client.audit.auditor import Auditor
-from telehealth_client.consultation.lifecycle import PROVIDER_PRESENT
-from telehealth_client.consultation.session import ConsultationSession
+from telehealth_client.media.call_session import CallSession
 from telehealth_client.media.call_status import CallStatusTracker
 from telehealth_client.media.child_messages import (
     ChildEvent,
@@ -75,7 +74,7 @@ class MediaOptions:
 class ConsultationCall:
     def __init__(
         self,
-        session: ConsultationSession,
+        session: CallSession,
         clinic: ClinicClient,
         hub: events.EventHub,
         *,
@@ -125,8 +124,7 @@ class ConsultationCall:
             media_factory=self._child_for,
             hub=self._events,
             auditor=auditor,
-            # Offers are taken while the provider is there (the lifecycle says when that is).
-            accepting=lambda: session.consultation.state in PROVIDER_PRESENT,
+            accepting=lambda: session.provider_present,  # offers taken while the provider is there
             media_reuse=self._children.reuse,
             on_media_flowing=self._media_flowing,
             on_call_over=self._call_over,

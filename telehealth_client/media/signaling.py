@@ -1,14 +1,14 @@
 """The call's signaling on the agent's side: the ``.video`` channel, the negotiation, the media.
 
-``CallSignaling`` follows one ``ConsultationSession``: the session hands it every decoded signal
-of the ``.video`` channel (in order, with publisher and timetoken); it steps the pure
-``negotiation`` and runs the effects: it asks a new media (a ``MediaCall``, or a child process's
-handle) for each connection's offer or answer and publishes them with ``store=0``, adds the other
-side's candidates to the connection they belong to, publishes ``end-call`` for a hangup of our own,
-arms the negotiation's timers, and closes connections (``LinkMedia``: off the caller's path).
-What the media reports (``media_flowing``, ``media_stalled``, ``media_lost``) is stepped too: that
-is how a rebuilt connection replaces the old one only once it carries media (PROTOCOL.md,
-"Recovery").
+``CallSignaling`` follows one consultation's session (``media.call_session.CallSession``): the
+session hands it every decoded signal of the ``.video`` channel (in order, with publisher and
+timetoken); it steps the pure ``negotiation`` and runs the effects: it asks a new media (a
+``MediaCall``, or a child process's handle) for each connection's offer or answer and publishes them
+with ``store=0``, adds the other side's candidates to the connection they belong to, publishes
+``end-call`` for a hangup of our own, arms the negotiation's timers, and closes connections
+(``LinkMedia``: off the caller's path). What the media reports (``media_flowing``,
+``media_stalled``, ``media_lost``) is stepped too: that is how a rebuilt connection replaces the old
+one only once it carries media (PROTOCOL.md, "Recovery").
 
 TURN credentials come from ``turn_source`` (held ahead by ``TurnCredentialCache``); when TURN
 refuses them the source is asked once more for fresh ones (they may have expired on the way), and
@@ -37,14 +37,14 @@ import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Protocol
 
 from telehealth_client import events
 from telehealth_client.audit.auditor import Auditor
-from telehealth_client.consultation.lifecycle import publisher_role
-from telehealth_client.consultation.session import ConsultationSession, now
 from telehealth_client.logs import describe_exception
 from telehealth_client.media import negotiation as n
+from telehealth_client.media.call_session import CallSession
 from telehealth_client.media.common import CallError, TurnConfig, as_dtls_client_offer, check_sdp
 from telehealth_client.media.link_media import LinkMedia, MediaBackend, Reuse
 from telehealth_client.protocol import messages
@@ -81,7 +81,7 @@ MediaHandler = Callable[[str], None]
 class CallSignaling:
     def __init__(
         self,
-        session: ConsultationSession,
+        session: CallSession,
         *,
         polite: bool,
         turn_source: TurnSource,
@@ -213,7 +213,7 @@ class CallSignaling:
     # -- incoming -----------------------------------------------------------------------------------
 
     def _is_participant(self, user_id: str) -> bool:
-        return publisher_role(self._session.consultation, user_id) is not None
+        return self._session.is_participant(user_id)
 
     async def _on_message(self, message: messages.Message, envelope: Envelope) -> None:
         if envelope.channel != self._video or not isinstance(
@@ -403,7 +403,7 @@ class CallSignaling:
             else:
                 self._media.close(effect.link)
         elif isinstance(effect, n.PublishEnd):
-            timetoken = await self._publish(EndCall(sender_id=self._user_id, timestamp=now()))
+            timetoken = await self._publish(EndCall(sender_id=self._user_id, timestamp=datetime.now(UTC)))
             return None if timetoken is None else n.EndPublished(timetoken)
         elif isinstance(effect, n.CloseMedia):
             await self._call_over(effect.reason)
@@ -480,9 +480,9 @@ class CallSignaling:
                     return self._failed(link, exc.code, exc.reason)
                 break
             signal: Signal = (
-                Offer(sender_id=self._user_id, timestamp=now(), sdp=sdp)
+                Offer(sender_id=self._user_id, timestamp=datetime.now(UTC), sdp=sdp)
                 if kind == "offer"
-                else Answer(sender_id=self._user_id, timestamp=now(), sdp=sdp)
+                else Answer(sender_id=self._user_id, timestamp=datetime.now(UTC), sdp=sdp)
             )
             timetoken = await self._publish(signal)
         finally:
