@@ -29,9 +29,10 @@ saved ``last_timetoken`` re-delivers what was published meanwhile; what was appl
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Final, NamedTuple, TypeAlias
+from typing import Any, Final, NamedTuple, TypeAlias
 
 from telehealth_client import events
 from telehealth_client.consultation.roster import (
@@ -312,80 +313,73 @@ def publisher_role(consultation: Consultation, publisher: str) -> RosterRole | N
     return member.role
 
 
-def _check_permission(
+@dataclass(frozen=True)
+class Rule:
+    """One message kind's place in the lifecycle: who may send it (``senders``), the field naming
+    its sender, which must be the publisher (``identity``; None: it names none), the states it
+    applies in (``from_states``) and the state it leads to (``to_state``; None: the state stays, the
+    message changes the roster or the device status only). Its effects are ``_apply``'s."""
+
+    senders: frozenset[RosterRole]
+    identity: Callable[[Any], str] | None
+    from_states: frozenset[ConsultationState]
+    to_state: ConsultationState | None
+
+
+_PATIENT: Final = frozenset({RosterRole.PATIENT})
+_PROVIDER: Final = frozenset({RosterRole.PROVIDER})
+WAITING_ROOM: Final = frozenset({S.CHECKED_IN, S.WAITING})  # checked in, no provider yet
+
+
+def _provider_id(message: Any) -> str:
+    return str(message.provider_id)
+
+
+# PROTOCOL.md's lifecycle, one row per message kind (docs/protocol.md, "States and transitions").
+RULES: Final[Mapping[type, Rule]] = {
+    PatientCheckedIn: Rule(_PATIENT, lambda m: m.patient_id, frozenset({S.SCHEDULED}), S.CHECKED_IN),
+    QueueUpdate: Rule(_PROVIDER, None, WAITING_ROOM, S.WAITING),
+    ProviderJoined: Rule(_PROVIDER, _provider_id, WAITING_ROOM, S.CONNECTING),
+    ConsultationStarted: Rule(_PROVIDER, _provider_id, frozenset({S.CONNECTING}), S.IN_PROGRESS),
+    WrapUpStarted: Rule(_PROVIDER, _provider_id, frozenset({S.CONNECTING, S.IN_PROGRESS}), S.WRAPPING_UP),
+    ConsultationEnded: Rule(_PROVIDER, _provider_id, NON_TERMINAL, S.COMPLETED),
+    ConsultationCancelled: Rule(_PATIENT | _PROVIDER, lambda m: m.cancelled_by, NON_TERMINAL, S.CANCELLED),
+    ProviderInvited: Rule(_PROVIDER, lambda m: m.invited_by, PROVIDER_PRESENT, None),
+    ProviderRemoved: Rule(_PROVIDER, lambda m: m.removed_by, PROVIDER_PRESENT, None),
+    DeviceStatus: Rule(_PATIENT, None, NON_TERMINAL, None),
+}
+# An invited provider's own PROVIDER_JOINED: the roster only, while the consultation's provider is there.
+GUEST_JOIN: Final = Rule(INVITED_ROLES, _provider_id, PROVIDER_PRESENT, None)
+CANCEL_REASONS: Final[Mapping[RosterRole, frozenset[CancelReason]]] = {
+    RosterRole.PATIENT: PATIENT_CANCEL_REASONS,
+    RosterRole.PROVIDER: PROVIDER_CANCEL_REASONS,
+}
+
+
+def rule_for(message: StateMessage, role: RosterRole) -> Rule:
+    if isinstance(message, ProviderJoined) and role in INVITED_ROLES:
+        return GUEST_JOIN
+    return RULES[type(message)]
+
+
+def _target(
     consultation: Consultation, message: StateMessage, role: RosterRole, publisher: str
-) -> None:
+) -> ConsultationState:
+    """The state ``message`` from ``publisher`` (in ``role``) leads to, or why it may not."""
     action = action_of(message)
+    rule = rule_for(message, role)
     # Decode checks the identity field against the publisher; a Published event has no decode
     # step, and the state machine must not depend on the caller having decoded.
-    claimed = _claimed_identity(message)
-    if claimed is not None and claimed != publisher:
+    if rule.identity is not None and rule.identity(message) != publisher:
         raise Refused("forged-sender", f"{action} names a sender other than its publisher")
-    patient_only = (PatientCheckedIn, DeviceStatus)
-    provider_only = (
-        QueueUpdate,
-        ConsultationStarted,
-        WrapUpStarted,
-        ConsultationEnded,
-        ProviderInvited,
-        ProviderRemoved,
-    )
-    if isinstance(message, patient_only):
-        allowed = role is RosterRole.PATIENT
-    elif isinstance(message, provider_only):
-        allowed = role is RosterRole.PROVIDER
-    elif isinstance(message, ProviderJoined):
-        allowed = role is RosterRole.PROVIDER or role in INVITED_ROLES
-    elif isinstance(message, ConsultationCancelled):
-        reasons = {RosterRole.PATIENT: PATIENT_CANCEL_REASONS, RosterRole.PROVIDER: PROVIDER_CANCEL_REASONS}
-        allowed = message.reason in reasons.get(role, frozenset())
-        if not allowed and role in reasons:
-            raise Refused("forbidden-reason", f"{action} with this reason may not come from the {role}")
-    else:
-        allowed = False
-    if not allowed:
+    if role not in rule.senders:
         raise Forbidden(action, str(role))
-
-
-def _claimed_identity(message: StateMessage) -> str | None:
-    if isinstance(message, PatientCheckedIn):
-        return message.patient_id
-    if isinstance(message, ProviderJoined | ConsultationStarted | WrapUpStarted | ConsultationEnded):
-        return message.provider_id
-    if isinstance(message, ProviderInvited):
-        return message.invited_by
-    if isinstance(message, ProviderRemoved):
-        return message.removed_by
-    if isinstance(message, ConsultationCancelled):
-        return message.cancelled_by
-    return None
-
-
-def _target(consultation: Consultation, message: StateMessage, role: RosterRole) -> ConsultationState:
-    """The state ``message`` leads to from the current state, or IllegalTransition."""
+    if isinstance(message, ConsultationCancelled) and message.reason not in CANCEL_REASONS[role]:
+        raise Refused("forbidden-reason", f"{action} with this reason may not come from the {role}")
     current = consultation.state
-    allowed: frozenset[ConsultationState]
-    target = current
-    if isinstance(message, PatientCheckedIn):
-        allowed, target = frozenset({S.SCHEDULED}), S.CHECKED_IN
-    elif isinstance(message, QueueUpdate):
-        allowed, target = frozenset({S.CHECKED_IN, S.WAITING}), S.WAITING
-    elif isinstance(message, ProviderJoined) and role is RosterRole.PROVIDER:
-        allowed, target = frozenset({S.CHECKED_IN, S.WAITING}), S.CONNECTING
-    elif isinstance(message, ProviderJoined | ProviderInvited | ProviderRemoved):
-        allowed = PROVIDER_PRESENT  # roster only, while the consultation's provider is there
-    elif isinstance(message, ConsultationStarted):
-        allowed, target = frozenset({S.CONNECTING}), S.IN_PROGRESS
-    elif isinstance(message, WrapUpStarted):
-        allowed, target = frozenset({S.CONNECTING, S.IN_PROGRESS}), S.WRAPPING_UP
-    elif isinstance(message, ConsultationEnded):
-        allowed, target = NON_TERMINAL, S.COMPLETED
-    elif isinstance(message, ConsultationCancelled):
-        allowed, target = NON_TERMINAL, S.CANCELLED
-    else:  # DEVICE_STATUS
-        allowed = NON_TERMINAL
-    if current not in allowed:
-        raise IllegalTransition(action_of(message), current, target)
+    target = current if rule.to_state is None else rule.to_state
+    if current not in rule.from_states:
+        raise IllegalTransition(action, current, target)
     return target
 
 
@@ -416,8 +410,7 @@ def _apply(
         and message.consultation_id != consultation.consultation_id
     ):
         raise Refused("wrong-consultation", f"{action_of(message)} names another consultation")
-    _check_permission(consultation, message, role, publisher)
-    target = _target(consultation, message, role)
+    target = _target(consultation, message, role, publisher)
 
     changes: list[RosterChange] = []
     roster = consultation.roster

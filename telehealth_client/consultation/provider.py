@@ -66,6 +66,7 @@ from telehealth_client.consultation import state_file
 from telehealth_client.consultation.chat import ConsultationChat
 from telehealth_client.consultation.guest_access import GuestAccess
 from telehealth_client.consultation.lifecycle import (
+    WAITING_ROOM,
     Consultation,
     PresenceChanged,
     Received,
@@ -114,7 +115,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WAITING_STATES = (ConsultationState.CHECKED_IN, ConsultationState.WAITING)
+WAITING_STATES = WAITING_ROOM  # the lifecycle's: checked in, no provider yet
 # The waiting room's messages replayed at start (check-ins and early cancels): every check-in of
 # a full queue, however it was reached.
 WAITING_ROOM_HISTORY = 1000
