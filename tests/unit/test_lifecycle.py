@@ -563,3 +563,19 @@ def test_the_check_in_marks_where_the_visit_opens_and_keeps_it() -> None:
     provider = Consultation.new(consultation_id=CID, user_id=PROVIDER, role="provider")
     seen, _ = transition(provider, Received(checked_in(), PATIENT, 6990))
     assert seen.opened_timetoken == 6990
+
+
+def test_every_state_message_kind_has_its_row_in_the_rules_table() -> None:
+    """A new lifecycle action without a row would be refused with a KeyError, not a reason."""
+    import typing
+
+    from telehealth_client.consultation import lifecycle
+    from telehealth_client.protocol.messages import LifecycleAction, QueueUpdate
+
+    kinds = {*typing.get_args(LifecycleAction), QueueUpdate}
+    assert set(lifecycle.RULES) == kinds
+    # Only the consultation's own provider moves it out of the waiting room; a guest's join does not.
+    assert (
+        lifecycle.GUEST_JOIN.to_state is None
+        and lifecycle.GUEST_JOIN.from_states == lifecycle.PROVIDER_PRESENT
+    )
