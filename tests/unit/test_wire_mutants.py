@@ -190,6 +190,7 @@ def test_a_payload_64_deep_is_delivered() -> None:
             "decrypted JSON refused: JSON constant NaN is not a number this agent accepts",
         ),
     ],
+    ids=["none", "not-a-string", "not-base64", "nan-inside"],  # a ciphertext differs at every run
 )
 def test_unreadable_ciphertext_is_dropped_with_the_decryption_reason(payload: object, reason: str) -> None:
     expected = Dropped(CHANNEL, f"message is not readable ciphertext: {reason}")

@@ -54,7 +54,9 @@ async def test_a_patient_token_needs_granted_unexpired_consent(
     assert clinic.ledger.live_tokens("pat-1", CONSULTATION) == []
 
 
-@pytest.mark.parametrize("expires_at", [None, iso(datetime.now(UTC) + timedelta(days=1))])
+@pytest.mark.parametrize(
+    "expires_at", [None, iso(datetime.now(UTC) + timedelta(days=1))], ids=["no-expiry", "expires-tomorrow"]
+)
 async def test_granted_consent_without_expiry_or_expiring_later_gets_the_token(
     clinic: Clinic, http: ClinicApi, expires_at: str | None
 ) -> None:
