@@ -578,9 +578,13 @@ class MediaCall:
             if not SUSPECT_SECONDS <= loop.time() - last_frame_at < self._stall_after:
                 continue
             lost = await relay_allocation_lost(ice, within=ALLOCATION_CHECK_SECONDS)
-            if lost and self._last_frame_at == last_frame_at and self._stall_timer is not None:
-                self._stall_timer.cancel()
+            if self._closed or not lost or self._last_frame_at != last_frame_at or self._stall_timer is None:
+                continue  # closing, still there, a frame came meanwhile, or the stall already told
+            self._stall_timer.cancel()
+            try:
                 self._declare_stall("the TURN allocation is gone")
+            except Exception as exc:  # the handler's failure is not the watch's: it goes on
+                log.error("stall handler failed error=%s", describe_exception(exc))
 
     @property
     def ice_transport(self) -> RTCIceTransport | None:
@@ -687,8 +691,7 @@ class MediaCall:
         watch, self._allocation_watch = self._allocation_watch, None
         if watch is not None:
             watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+            await asyncio.gather(watch, return_exceptions=True)  # whatever it ended with, close goes on
         await self._readers.cancel_all()
         if self._pc is not None:
             pc, self._pc = self._pc, None

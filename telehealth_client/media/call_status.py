@@ -7,10 +7,14 @@ child whether the path carries video (``call-video-mode``). A user interface wan
 into a ``CallView`` (pure: ``fold``) and emits ``CallStatusChanged`` when ``derive`` of it changed.
 
 Statuses: ``idle`` (no call), ``connecting`` (offered or answered, no media yet), ``live`` (the
-far end's media arrives: video, or audio in a call that never had video), ``audio-only`` (the
-path cannot carry video: audio alone), ``recovering`` (the media stopped; a rebuild is under way
-while the old connection stays up), ``ended`` and ``failed`` (with the reason). A device that
-failed during the call is listed in ``lost_devices``: the call goes on without it.
+far end's media arrives: its first media, often audio a moment before video, then after a stall
+its video again, or its audio in a call that has had no video), ``audio-only`` (the path cannot
+carry video: audio alone, until video arrives again), ``recovering`` (the media stopped; a rebuild
+is under way while the old connection stays up), ``ended`` and ``failed`` (with the reason).
+``media``: the far end's kinds that have arrived since the call (re)connected (a stall empties it;
+the call's children tell when media stops, not when one kind of it pauses). A device of this end
+that failed is listed in ``lost_devices`` for the rest of the call (one that failed while the call
+was being prepared, for the call it was prepared for): the call goes on without it.
 
 Public API: ``CallView``, ``fold(view, event)``, ``derive(view, consultation_id)``, ``CallStatusTracker(hub,
 consultation_id)`` with ``emit(event)`` and ``status``.
@@ -29,14 +33,15 @@ OVER_PHASES: Final = frozenset({"idle", "ended", "failed"})
 
 @dataclass(frozen=True)
 class CallView:
-    """What the call's events said so far: the negotiation's phase, the far end's media flowing
-    now and ever in this call, whether it stopped, the video mode, lost devices, why it ended."""
+    """What the call's events said so far: the negotiation's phase, the far end's media arrived
+    since the call (re)connected and ever in this call, the video mode (``resuming``: video again,
+    its first frame not yet here), this end's lost devices, why it ended."""
 
     phase: str = "idle"
     media: frozenset[str] = frozenset()
     ever: frozenset[str] = frozenset()
-    down: bool = False
     video_mode: str = "video"
+    resuming: bool = False
     lost_devices: frozenset[str] = frozenset()
     reason: str | None = None
 
@@ -46,19 +51,28 @@ def fold(view: CallView, event: events.Event) -> CallView:
     if isinstance(event, events.CallStateChanged):
         if event.phase not in OVER_PHASES and view.phase in OVER_PHASES:
             # A new call (its phase told once per step: an answer's may be "connected" at once):
-            # nothing of the last one carries over.
-            return CallView(phase=event.phase)
+            # nothing of the last one carries over but the devices that failed since it ended
+            # (its child opens them before the call's phase is told).
+            return CallView(phase=event.phase, lost_devices=view.lost_devices)
         if event.phase in OVER_PHASES:
-            return replace(view, phase=event.phase, media=frozenset(), down=False, reason=event.reason)
+            # Devices lost from now on belong to the next call.
+            return replace(
+                view, phase=event.phase, media=frozenset(), lost_devices=frozenset(), reason=event.reason
+            )
         return replace(view, phase=event.phase)
     if isinstance(event, events.MediaFlowing):
-        return replace(view, media=view.media | {event.media}, ever=view.ever | {event.media})
+        resuming = view.resuming and event.media != "video"
+        return replace(
+            view, media=view.media | {event.media}, ever=view.ever | {event.media}, resuming=resuming
+        )
     if isinstance(event, events.MediaFailed):
         if event.source in DEVICE_SOURCES:
             return replace(view, lost_devices=view.lost_devices | {event.source})
-        return replace(view, media=frozenset(), down=True)
+        return replace(view, media=frozenset(), resuming=False)
     if isinstance(event, events.CallVideoModeChanged):
-        return replace(view, video_mode=event.mode)
+        if event.mode == "audio-only":
+            return replace(view, video_mode=event.mode, media=view.media - {"video"}, resuming=False)
+        return replace(view, video_mode=event.mode, resuming=view.video_mode == "audio-only")
     return view
 
 
@@ -77,6 +91,8 @@ def derive(view: CallView, consultation_id: str) -> events.CallStatusChanged:
         status = cast(events.CallStatus, view.phase)
     elif not view.ever:
         status = "connecting"
+    elif view.resuming and "audio" in view.media:
+        status = "audio-only"  # video is on its way back; until its first frame, audio carries it
     elif not _carried(view):
         status = "recovering"
     elif view.video_mode == "audio-only":
@@ -87,7 +103,8 @@ def derive(view: CallView, consultation_id: str) -> events.CallStatusChanged:
         consultation_id=consultation_id,
         status=status,
         media=tuple(sorted(view.media)),
-        lost_devices=tuple(sorted(view.lost_devices)),
+        # Shown during a call: one lost between calls is the next call's.
+        lost_devices=() if view.phase in OVER_PHASES else tuple(sorted(view.lost_devices)),
         reason=view.reason if status in ("ended", "failed") else None,
     )
 
@@ -108,6 +125,8 @@ class CallStatusTracker:
 
     def emit(self, event: events.Event) -> None:
         self._hub.emit(event)
+        if getattr(event, "consultation_id", self._cid) != self._cid:
+            return  # another consultation's (none passes here today): not this call's
         self._view = fold(self._view, event)
         status = derive(self._view, self._cid)
         if status != self._status:

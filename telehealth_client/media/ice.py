@@ -24,7 +24,9 @@ restart), success when it is there; a frozen or unreachable server does not answ
 
 Public API: ``tune_stun_retransmission() -> bool`` (True when applied); ``FIRST_RETRANSMISSION``,
 ``LONGEST_INTERVAL``, ``RETRANSMISSIONS``, ``give_up_after()``, ``PINNED_VERSIONS``;
-``await relay_allocation_lost(ice_transport, within=...) -> bool``.
+``await relay_allocation_lost(ice_transport, within=...) -> bool``, ``selected_turn_client``.
+Over TURN/TCP or TLS a restarted server drops the connection itself: aioice then has no selected
+pair left to ask, and the stall watchdog (2 s) tells the stall.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ _STEP = "_Transaction__retry"  # aioice's private retransmission step (name-mang
 _DELAY = "_Transaction__timeout_delay"  # the interval before the next retransmission
 _INNER = "_TurnTransport__inner_protocol"  # aioice's TURN client behind a relayed transport
 ALLOCATION_MISMATCH: Final = 437  # RFC 8656: no allocation for this client's 5-tuple
+_allocation_check_warned = False
 
 
 def give_up_after() -> float:
@@ -94,7 +97,7 @@ async def relay_allocation_lost(ice_transport: Any, *, within: float) -> bool:
     ``RTCIceTransport``) selected pair relays through: it answered a Refresh with 437. False when
     the allocation is there, when no answer came within ``within`` seconds (a frozen or unreachable
     server: nothing is known yet), or when the pair cannot be found (not relayed, aioice not pinned)."""
-    client = _selected_turn_client(ice_transport)
+    client = selected_turn_client(ice_transport)
     if client is None:
         return False
     import aioice.stun as stun
@@ -111,10 +114,17 @@ async def relay_allocation_lost(ice_transport: Any, *, within: float) -> bool:
     return False
 
 
-def _selected_turn_client(ice_transport: Any) -> Any | None:
+def selected_turn_client(ice_transport: Any) -> Any | None:
+    """aioice's TURN client of the pair ``ice_transport`` selected, None when there is none (not
+    relayed, not connected, or aioice not the version this was written against: said once)."""
     import aioice
 
-    if not str(getattr(aioice, "__version__", "")).startswith(PINNED_VERSIONS):
+    version = str(getattr(aioice, "__version__", ""))
+    if not version.startswith(PINNED_VERSIONS):
+        global _allocation_check_warned
+        if not _allocation_check_warned:
+            _allocation_check_warned = True
+            log.warning("turn allocation check off aioice=%s (pinned to %s)", version, PINNED_VERSIONS)
         return None
     gatherer = getattr(ice_transport, "iceGatherer", None)
     connection = getattr(gatherer, "_connection", None)

@@ -68,26 +68,16 @@ def test_a_call_without_video_is_live_on_its_audio() -> None:
 def test_audio_only_is_its_own_status_and_audio_alone_carries_it() -> None:
     video_off = events.CallVideoModeChanged(CID, "audio-only", "network")
     video_on = events.CallVideoModeChanged(CID, "video", "network")
-    sequence = [
-        phase("offering"),
-        flowing("video"),
-        flowing("audio"),
-        video_off,
-        STALL,
-        flowing("audio"),
-        video_on,
-    ]
-    # Video on again before any frame came back: the call waits for its video, as a stall does.
-    assert statuses(sequence) == [
-        "connecting",
-        "live",
-        "live",
-        "audio-only",
-        "recovering",
-        "audio-only",
-        "recovering",
-    ]
-    assert statuses([*sequence, flowing("video")])[-1] == "live"
+    sequence = [phase("offering"), flowing("video"), flowing("audio"), video_off, STALL, flowing("audio")]
+    assert statuses(sequence) == ["connecting", "live", "live", "audio-only", "recovering", "audio-only"]
+    # Video on again: audio-only until its first frame arrives, then live (never "live" on audio
+    # alone in a call that has video, never "recovering" while audio flows).
+    assert statuses([*sequence, video_on])[-1] == "audio-only"
+    assert statuses([*sequence, video_on, flowing("video")])[-1] == "live"
+    view = CallView()
+    for event in (phase("offering"), flowing("video"), flowing("audio"), video_off):
+        view = fold(view, event)
+    assert derive(view, CID).media == ("audio",)  # no video arrives in an audio-only call
 
 
 def test_a_lost_device_is_listed_and_the_call_stays_live() -> None:
@@ -114,8 +104,9 @@ def test_a_failed_call_says_why_and_a_new_call_starts_afresh() -> None:
     view = CallView()
     for event in sequence:
         view = fold(view, event)
+    # Over: the call's lost devices go with it.
     assert derive(view, CID) == events.CallStatusChanged(
-        CID, "failed", lost_devices=("audio",), reason="the other side did not answer our offers"
+        CID, "failed", reason="the other side did not answer our offers"
     )
     again = fold(view, phase("answering"))
     assert again == CallView(phase="answering")
@@ -123,6 +114,36 @@ def test_a_failed_call_says_why_and_a_new_call_starts_afresh() -> None:
     assert statuses([*sequence, phase("answering"), flowing("video")])[-2:] == ["connecting", "live"]
     # An answer's step may go on to "connected" before its phase is told: a new call all the same.
     assert fold(view, phase("connected")) == CallView(phase="connected")
+
+
+def test_a_device_lost_while_the_call_was_prepared_is_the_call_s_from_its_start() -> None:
+    """The prepared child opens the camera before the call's phase is told: its failure is told
+    first, and must not be forgotten when the call begins (nor shown as a status while idle)."""
+    camera_gone = events.MediaFailed(CID, "video", "the camera cannot be opened")
+    assert statuses([camera_gone]) == []
+    told: list[events.CallStatusChanged] = []
+
+    class Sink:
+        def emit(self, event: events.Event) -> None:
+            if isinstance(event, events.CallStatusChanged):
+                told.append(event)
+
+    tracker = CallStatusTracker(Sink(), CID)
+    for event in (camera_gone, phase("connected"), flowing("audio"), flowing("video")):
+        tracker.emit(event)
+    assert [(e.status, e.lost_devices) for e in told] == [
+        ("connecting", ("video",)),
+        ("live", ("video",)),
+        ("live", ("video",)),
+    ]
+
+
+def test_events_of_another_consultation_are_not_this_call_s() -> None:
+    other = "c-2"
+    assert statuses([phase("offering"), flowing("video"), events.MediaFailed(other, "network", "stall")]) == [
+        "connecting",
+        "live",
+    ]
 
 
 def test_events_of_other_consultation_parts_change_nothing() -> None:

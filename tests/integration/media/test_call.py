@@ -13,7 +13,7 @@ from aiortc import AudioStreamTrack
 from av import VideoFrame
 
 from telehealth_client.media.call import CallError, MediaCall, TurnConfig, probe_turn, relay_candidates
-from telehealth_client.media.ice import relay_allocation_lost
+from telehealth_client.media.ice import relay_allocation_lost, selected_turn_client
 from telehealth_client.protocol.messages import IceCandidate
 from telehealth_devstack.turn import TurnServer
 
@@ -229,7 +229,7 @@ async def test_the_allocation_check_tells_gone_from_frozen_and_from_there(turn: 
         await provider.accept_answer(await patient.answer(await provider.offer()))
         await asyncio.wait_for(at_patient.done.wait(), WAIT)
         ice = patient.ice_transport
-        assert ice is not None
+        assert ice is not None and selected_turn_client(ice) is not None  # the checks below ask it
         assert not await relay_allocation_lost(ice, within=1.0)  # there
         assert turn.pid is not None
         os.kill(turn.pid, signal.SIGSTOP)

@@ -289,3 +289,8 @@ async def test_a_camera_that_cannot_open_while_the_call_is_prepared_is_reported_
     assert call.worker is prepared
     await provider_hub.wait_for(flowing("audio"), within=WAIT)
     assert isinstance(failure, events.MediaFailed)
+    # The call's status says so from its start (the failure was told before the call's phase).
+    await patient_hub.wait_for(flowing("video"), within=WAIT)  # the provider's video reaches the kiosk
+    assert call.status.status == "live" and call.status.lost_devices == ("video",)
+    told = [e for e in patient_hub.items if isinstance(e, events.CallStatusChanged)]
+    assert told and all(e.lost_devices == ("video",) for e in told)
