@@ -45,6 +45,8 @@ Public API:
   accept(consultation_id)``: a token naming the consultation, the consultation rebuilt from its
   history, ``PROVIDER_JOINED`` (roster only). When that session ends the standing token returns.
 - ``notification_listeners``: callables given every envelope on the notification channel.
+- ``emergency`` (``EmergencyDesk``, with storage) and ``alerts`` (``emergency.alerts.EmergencyAlerts``:
+  the escalations this cart alerts to, each once, when confirmed open).
 - Errors: ``SessionError`` (``unknown-consultation``, ``not-invited``...), ``TransitionError``
   (an action the lifecycle refuses: nothing is published), ``ClinicError``.
 """
@@ -81,8 +83,8 @@ from telehealth_client.consultation.session import (
     SessionError,
     now,
 )
-from telehealth_client.emergency.alert_ledger import AlertLedger
-from telehealth_client.emergency.desk import EmergencyDesk, Escalation
+from telehealth_client.emergency.alerts import EmergencyAlerts
+from telehealth_client.emergency.desk import EmergencyDesk
 from telehealth_client.logs import describe_exception, exception_reason
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.channels import ConsultationChannels, validate_id
@@ -132,9 +134,6 @@ MAX_JOINED_CONSULTATIONS = 20
 # History reads at once while the waiting room is replayed at start.
 REPLAY_CONCURRENCY = 8
 CONSULTATIONS_DIR = "consultations"
-MAX_UNCONFIRMED_ALERTS = 64
-# At start: at most this many unread notifications are read (the bus pages history itself).
-MISSED_NOTIFICATIONS_READ = 1000
 
 NotificationListener = Callable[[Envelope], Awaitable[None] | None]
 
@@ -198,10 +197,7 @@ class ProviderEndpoint:
         self._sessions: dict[str, ConsultationSession] = {}
         self._order: dict[str, int] = {}  # consultation ID -> check-in timetoken
         self.invitations: dict[str, ConsultationInvite] = {}
-        self._alerts: set[str] = set()  # escalation IDs this provider was alerted to
-        self._ledger: AlertLedger | None = None  # the same, and the notifications read, on disk
-        # Notifications whose escalation the emergency channel has not shown yet (bounded).
-        self._unconfirmed: dict[str, str] = {}
+        self.alerts = EmergencyAlerts(hub)  # which escalations this cart alerts to, once each
         self.notification_listeners: list[NotificationListener] = []
         self._room_lock = asyncio.Lock()
         self._announce = TokenAnnouncer(hub)
@@ -212,10 +208,7 @@ class ProviderEndpoint:
 
     async def start(self) -> None:
         if self._durable is not None:
-            self._ledger = AlertLedger(self._durable.state_dir)
-            await self._ledger.load()
-            self._alerts.update(self._ledger.alerted_ids)
-            self._unconfirmed.update(self._ledger.held)
+            await self.alerts.load(self._durable.state_dir)
         if self._connect.has_clinic:
             await self._use_token({"departmentId": self.department_id})
         connected = ConnectedWaiter(self.bus)
@@ -256,9 +249,9 @@ class ProviderEndpoint:
                 sealer=self._durable.sealer,
                 auditor=self._auditor,
             )
-            self.emergency.listeners.append(self._escalation_seen)
+            self.emergency.listeners.append(self.alerts.escalation_seen)
             await self.emergency.start()
-            await self._alert_missed_escalations()
+            await self.alerts.catch_up(self.emergency, self.bus, channels.notification(self.user_id))
             # Last: every recipient of the outbox's outcomes (chats, the desk) is registered now,
             # so what was left queued before a restart is reported to its owner when it goes out.
             self._durable.attach(self.bus, denials=self._denied)
@@ -361,8 +354,7 @@ class ProviderEndpoint:
         self._closing = True
         if self.emergency is not None:
             await self.emergency.aclose()
-        if self._ledger is not None:
-            await self._ledger.aclose()
+        await self.alerts.aclose()
         for session in list(self._sessions.values()):
             await session.aclose("stopped")
         if self.guests is not None:
@@ -745,9 +737,9 @@ class ProviderEndpoint:
                 events.InvitationReceived(decoded.consultation_id, decoded.invited_by, decoded.role)
             )
         elif isinstance(decoded, EmergencyNotification):
-            self._emergency_notified(decoded)
-        if self._ledger is not None and self.emergency is not None:
-            self._ledger.advance(envelope.timetoken)  # read: a restart starts after it
+            self.alerts.notified(decoded, self.emergency)
+        if self.emergency is not None:
+            self.alerts.read(envelope.timetoken)  # read: a restart starts after it
         for listener in list(self.notification_listeners):
             try:
                 result = listener(envelope)
@@ -755,73 +747,6 @@ class ProviderEndpoint:
                     await result
             except Exception as exc:
                 log.error("notification listener failed error=%s", describe_exception(exc))
-
-    def _emergency_notified(self, notification: EmergencyNotification) -> None:
-        """Alert once the escalation is confirmed open on the department's emergency channel, which
-        only staff may write: anyone who may write this notification channel (a patient may) could
-        otherwise raise an alarm on this cart. Not confirmed yet (the notification overtook the
-        escalation, or the desk is still starting): held, and alerted when the desk sees it."""
-        escalation_id = notification.escalation_id
-        if escalation_id in self._alerts:
-            return  # the sender's outbox may publish a notification twice
-        if self._durable is None:
-            # No desk will ever confirm it on this endpoint (no storage): alert on the notification.
-            self._alert(escalation_id, notification.priority)
-            return
-        escalation = None if self.emergency is None else self.emergency.get(escalation_id)
-        if escalation is None:
-            self._hold_unconfirmed(escalation_id, notification.priority)
-        elif escalation.status == "active":
-            self._alert(escalation_id, notification.priority)
-        else:  # a late or repeated notification
-            log.info("emergency notification ignored escalation=%s reason=resolved already", escalation_id)
-
-    def _hold_unconfirmed(self, escalation_id: str, priority: str) -> None:
-        log.info("emergency alert held escalation=%s reason=not on the emergency channel yet", escalation_id)
-        self._unconfirmed[escalation_id] = priority
-        while len(self._unconfirmed) > MAX_UNCONFIRMED_ALERTS:
-            del self._unconfirmed[next(iter(self._unconfirmed))]
-        if self._ledger is not None:
-            self._ledger.hold(dict(self._unconfirmed))  # a restart still waits for them
-
-    def _escalation_seen(self, escalation: Escalation) -> None:
-        priority = self._unconfirmed.pop(escalation.id, None)
-        if priority is None:
-            return
-        if self._ledger is not None:
-            self._ledger.hold(dict(self._unconfirmed))
-        if escalation.status == "active" and escalation.id not in self._alerts:
-            self._alert(escalation.id, priority)
-
-    async def _alert_missed_escalations(self) -> None:
-        """Escalations notified while this cart was off (or before it read them) and still open:
-        alerted now, each once (PROTOCOL.md, "Emergency"). The desk has read the department's
-        channel by now, so it knows which are open; one it does not know yet is held for it, as a
-        live notification is."""
-        desk, ledger = self.emergency, self._ledger
-        assert desk is not None and ledger is not None
-        for escalation_id in list(self._unconfirmed):  # held before a restart
-            escalation = desk.get(escalation_id)
-            if escalation is not None:
-                self._escalation_seen(escalation)
-        unread = await self.bus.history(
-            channels.notification(self.user_id),
-            since=ledger.last_read or None,
-            limit=MISSED_NOTIFICATIONS_READ,
-        )
-        for envelope in unread:
-            decoded = decode(envelope.channel, envelope.message, envelope.publisher)
-            if isinstance(decoded, EmergencyNotification):
-                self._emergency_notified(decoded)
-        if unread:
-            ledger.advance(unread[-1].timetoken)  # oldest first
-
-    def _alert(self, escalation_id: str, priority: str) -> None:
-        self._alerts.add(escalation_id)
-        if self._ledger is not None:
-            self._ledger.record_alert(escalation_id)
-        log.warning("emergency alert received escalation=%s priority=%s", escalation_id, priority)
-        self._hub.emit(events.EmergencyAlert(escalation_id, priority))
 
     async def accept(self, consultation_id: str) -> ConsultationSession:
         """Join a consultation we were invited to: its token, its state from history, PROVIDER_JOINED."""
