@@ -6,15 +6,16 @@ child whether the path carries video (``call-video-mode``). A user interface wan
 ``CallStatusTracker`` sits between the call and the hub, passes every event on, folds the call's
 into a ``CallView`` (pure: ``fold``) and emits ``CallStatusChanged`` when ``derive`` of it changed.
 
-Statuses: ``idle`` (no call), ``connecting`` (offered or answered, no media yet), ``live`` (the
-far end's media arrives: its first media, often audio a moment before video, then after a stall
-its video again, or its audio in a call that has had no video), ``audio-only`` (the path cannot
-carry video: audio alone, until video arrives again), ``recovering`` (the media stopped; a rebuild
-is under way while the old connection stays up), ``ended`` and ``failed`` (with the reason).
-``media``: the far end's kinds that have arrived since the call (re)connected (a stall empties it;
-the call's children tell when media stops, not when one kind of it pauses). A device of this end
-that failed is listed in ``lost_devices`` for the rest of the call (one that failed while the call
-was being prepared, for the call it was prepared for): the call goes on without it.
+Statuses: ``idle`` (no call), ``connecting`` (offered or answered, no media yet), ``live`` (the far
+end's media arrives: its first media, often audio a moment before video, then after a stall its
+video again, or its audio in a call that has had no video), ``audio-only`` (the path cannot carry
+video: audio alone; back to ``live`` when both ends turn video on again), ``recovering`` (the media
+stopped; a rebuild is under way while the old connection stays up), ``ended`` and ``failed`` (with
+the reason). ``media``: the far end's kinds that have arrived since the call (re)connected (a stall
+empties it, audio only takes video out of it until video is turned on again; the call's children
+tell when media stops, not when one kind of it pauses). A device of this end that failed is listed
+in ``lost_devices`` for the rest of the call (one that failed while the call was being prepared, for
+the call it was prepared for): the call goes on without it.
 
 Public API: ``CallView``, ``fold(view, event)``, ``derive(view, consultation_id)``, ``CallStatusTracker(hub,
 consultation_id)`` with ``emit(event)`` and ``status``.
@@ -34,14 +35,13 @@ OVER_PHASES: Final = frozenset({"idle", "ended", "failed"})
 @dataclass(frozen=True)
 class CallView:
     """What the call's events said so far: the negotiation's phase, the far end's media arrived
-    since the call (re)connected and ever in this call, the video mode (``resuming``: video again,
-    its first frame not yet here), this end's lost devices, why it ended."""
+    since the call (re)connected and ever in this call, the video mode, this end's lost devices,
+    why it ended."""
 
     phase: str = "idle"
     media: frozenset[str] = frozenset()
     ever: frozenset[str] = frozenset()
     video_mode: str = "video"
-    resuming: bool = False
     lost_devices: frozenset[str] = frozenset()
     reason: str | None = None
 
@@ -61,18 +61,18 @@ def fold(view: CallView, event: events.Event) -> CallView:
             )
         return replace(view, phase=event.phase)
     if isinstance(event, events.MediaFlowing):
-        resuming = view.resuming and event.media != "video"
-        return replace(
-            view, media=view.media | {event.media}, ever=view.ever | {event.media}, resuming=resuming
-        )
+        return replace(view, media=view.media | {event.media}, ever=view.ever | {event.media})
     if isinstance(event, events.MediaFailed):
         if event.source in DEVICE_SOURCES:
             return replace(view, lost_devices=view.lost_devices | {event.source})
-        return replace(view, media=frozenset(), resuming=False)
+        return replace(view, media=frozenset())
     if isinstance(event, events.CallVideoModeChanged):
         if event.mode == "audio-only":
-            return replace(view, video_mode=event.mode, media=view.media - {"video"}, resuming=False)
-        return replace(view, video_mode=event.mode, resuming=view.video_mode == "audio-only")
+            return replace(view, video_mode=event.mode, media=view.media - {"video"})
+        # Video on again on both ends: the connection that carried it before carries it again (the
+        # children tell no new "first frame" for it; a stall would, and empties ``media``).
+        back = view.media | ({"video"} if "video" in view.ever and view.media else set())
+        return replace(view, video_mode=event.mode, media=back)
     return view
 
 
@@ -91,8 +91,6 @@ def derive(view: CallView, consultation_id: str) -> events.CallStatusChanged:
         status = cast(events.CallStatus, view.phase)
     elif not view.ever:
         status = "connecting"
-    elif view.resuming and "audio" in view.media:
-        status = "audio-only"  # video is on its way back; until its first frame, audio carries it
     elif not _carried(view):
         status = "recovering"
     elif view.video_mode == "audio-only":

@@ -70,10 +70,16 @@ def test_audio_only_is_its_own_status_and_audio_alone_carries_it() -> None:
     video_on = events.CallVideoModeChanged(CID, "video", "network")
     sequence = [phase("offering"), flowing("video"), flowing("audio"), video_off, STALL, flowing("audio")]
     assert statuses(sequence) == ["connecting", "live", "live", "audio-only", "recovering", "audio-only"]
-    # Video on again: audio-only until its first frame arrives, then live (never "live" on audio
-    # alone in a call that has video, never "recovering" while audio flows).
-    assert statuses([*sequence, video_on])[-1] == "audio-only"
-    assert statuses([*sequence, video_on, flowing("video")])[-1] == "live"
+    # Video on again (both ends): live, on the connection that carried video before (the children
+    # tell no new first frame for it); never "recovering" while audio flows.
+    assert statuses([*sequence, video_on])[-1] == "live"
+    assert statuses([phase("offering"), flowing("video"), flowing("audio"), video_off, video_on]) == [
+        "connecting",
+        "live",
+        "live",
+        "audio-only",
+        "live",
+    ]
     view = CallView()
     for event in (phase("offering"), flowing("video"), flowing("audio"), video_off):
         view = fold(view, event)
