@@ -83,11 +83,12 @@ from telehealth_client.consultation.session import (
     SessionError,
     now,
 )
+from telehealth_client.consultation.waiting_room import WAITING_ROOM_HISTORY, still_waiting, waiting_check_ins
 from telehealth_client.emergency.alerts import EmergencyAlerts
 from telehealth_client.emergency.desk import EmergencyDesk
 from telehealth_client.logs import describe_exception, exception_reason
 from telehealth_client.protocol import channels
-from telehealth_client.protocol.channels import ConsultationChannels, validate_id
+from telehealth_client.protocol.channels import validate_id
 from telehealth_client.protocol.messages import (
     CancelReason,
     ConsultationCancelled,
@@ -118,9 +119,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WAITING_STATES = WAITING_ROOM  # the lifecycle's: checked in, no provider yet
-# The waiting room's messages replayed at start (check-ins and early cancels): every check-in of
-# a full queue, however it was reached.
-WAITING_ROOM_HISTORY = 1000
 # The stated bound: consultations one endpoint follows at once. Waiting ones cost no channel of
 # the subscribe request (its own wildcard brings them); each costs a session, a chat, a state file
 # and a history read after every reconnect, so the bound is set by those.
@@ -131,8 +129,6 @@ LISTED_CONSULTATIONS_MAX = (100 - 3) // 4
 # Joined ones list 4 channels each (the consultation, its .video, their presence) in PubNub's
 # 100-channel subscribe request, beside the endpoint's own few.
 MAX_JOINED_CONSULTATIONS = 20
-# History reads at once while the waiting room is replayed at start.
-REPLAY_CONCURRENCY = 8
 CONSULTATIONS_DIR = "consultations"
 
 NotificationListener = Callable[[Envelope], Awaitable[None] | None]
@@ -257,65 +253,17 @@ class ProviderEndpoint:
             self._durable.attach(self.bus, denials=self._denied)
 
     async def _replay_room(self, room: str) -> None:
-        """Open a session for each check-in in the waiting room's history that still waits.
-
-        A check-in superseded by a newer one of the same consultation, cancelled on the waiting
-        room, or followed on its consultation channel by its end or cancellation is dropped
-        without a session (a restarted cart would otherwise show it in the queue and subscribe
-        to it).
-        """
-        history = await self.bus.history(room, limit=WAITING_ROOM_HISTORY)
-        latest: dict[str, tuple[PatientCheckedIn, Envelope]] = {}
-        for envelope in history:
-            decoded = decode(envelope.channel, envelope.message, envelope.publisher)
-            if isinstance(decoded, PatientCheckedIn):
-                latest[decoded.consultation_id] = (decoded, envelope)
-            elif isinstance(decoded, ConsultationCancelled) and envelope.publisher is not None:
-                cid = channels.consultation(self.user_id, envelope.publisher)
-                found = latest.get(cid)
-                if found is not None and found[1].timetoken < envelope.timetoken:
-                    del latest[cid]  # the patient left before anyone joined
-                    log.info("waiting room replay dropped consultation=%s reason=cancelled", cid)
-            elif isinstance(decoded, Drop):
-                await self._room_message_locked(envelope, live=False)  # logged as a drop
-        for message, envelope in latest.values():
+        """Open a session for each check-in in the waiting room's history that still waits
+        (``waiting_room``: superseded, cancelled or ended ones are dropped)."""
+        replay = await waiting_check_ins(self.bus, self.user_id, room)
+        for envelope in replay.undecodable:
+            await self._room_message_locked(envelope, live=False)  # logged as a drop
+        for message, envelope in replay.check_ins:
             if message.consultation_id in self._sessions:  # resumed from its state file: a replay
                 await self._checked_in(message, envelope, live=False)
-        waiting = [item for item in latest.values() if item[0].consultation_id not in self._sessions]
-        gate = asyncio.Semaphore(REPLAY_CONCURRENCY)
-
-        async def over(item: tuple[PatientCheckedIn, Envelope]) -> str | None:
-            async with gate:
-                return await self._ended_since(item[0].consultation_id, item[1].timetoken)
-
-        endings = await asyncio.gather(*(over(item) for item in waiting))
-        for (message, envelope), ending in zip(waiting, endings, strict=True):
-            if ending is not None:
-                log.info(
-                    "waiting room replay dropped consultation=%s reason=%s", message.consultation_id, ending
-                )
-                continue
+        unknown = [item for item in replay.check_ins if item[0].consultation_id not in self._sessions]
+        for message, envelope in await still_waiting(self.bus, self.user_id, unknown):
             await self._checked_in(message, envelope, live=False)
-
-    async def _ended_since(self, consultation_id: str, timetoken: int) -> str | None:
-        """``ended`` or ``cancelled`` when the consultation channel says so after ``timetoken``."""
-        try:
-            stored = await self.bus.history(consultation_id, since=timetoken, limit=WAITING_ROOM_HISTORY)
-        except Exception as exc:  # unknown: follow it, its catch-up decides
-            log.warning(
-                "waiting room replay could not read consultation=%s error=%s",
-                consultation_id,
-                describe_exception(exc),
-            )
-            return None
-        patient = ConsultationChannels.parse(consultation_id).patient_id
-        for envelope in stored:
-            decoded = decode(envelope.channel, envelope.message, envelope.publisher)
-            if isinstance(decoded, ConsultationEnded) and envelope.publisher == self.user_id:
-                return "ended"
-            if isinstance(decoded, ConsultationCancelled) and envelope.publisher in (self.user_id, patient):
-                return "cancelled"
-        return None
 
     async def _use_token(self, context: dict[str, str]) -> None:
         """Replace the keeper: one token at a time (an invited one carries the standing grants)."""
