@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -17,6 +16,7 @@ from telehealth_client.audit.trail import AuditSink, AuditTrail, ChainKeys, Lega
 from telehealth_client.protocol import messages
 from telehealth_client.security.clinic_client import ClinicClient
 from telehealth_devstack.stack import DevStack
+from tests.support.recorder import Recorder
 
 from ..consultation.conftest import KIOSK, PROVIDER, stack
 
@@ -32,26 +32,21 @@ class CountingClinic(ClinicClient):
         super().__init__(*args, **kwargs)
         self.acknowledged: Counter[str] = Counter()
         self.failures = 0
-        self._changed = asyncio.Event()
+        self._recorder = Recorder()
 
     async def post_audit_event(self, event: Mapping[str, Any]) -> Any:
         try:
             answer = await super().post_audit_event(event)
         except Exception:
             self.failures += 1
-            self._changed.set()
+            self._recorder.changed()
             raise
         self.acknowledged[str(event["id"])] += 1
-        self._changed.set()
+        self._recorder.changed()
         return answer
 
     async def wait_failures(self, count: int, within: float = 15.0) -> None:
-        async def enough() -> None:
-            while self.failures < count:
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(enough(), within)
+        await self._recorder.until(lambda: self.failures >= count, within)
 
 
 def kiosk_event(number: int, organization_id: str, **overrides: Any) -> messages.AuditEvent:

@@ -12,6 +12,7 @@ import pytest
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_devstack.relay import Relay
+from tests.support.recorder import Recorder
 
 PUBLISH_KEY = "pub-c-bus-test"
 SUBSCRIBE_KEY = "sub-c-bus-test"
@@ -54,50 +55,32 @@ async def make_bus(relay: Relay) -> AsyncIterator[BusFactory]:
 
 
 class Inbox:
-    """Collects envelopes and lets a test wait for a count, with a timeout, never a sleep."""
+    """Collects envelopes (an async handler for the bus) and lets a test wait for a count."""
 
     def __init__(self) -> None:
-        self.items: list[Envelope] = []
-        self._changed = asyncio.Condition()
+        self._recorder = Recorder()
+        self.items: list[Envelope] = self._recorder.items
 
     async def __call__(self, envelope: Envelope) -> None:
-        async with self._changed:
-            self.items.append(envelope)
-            self._changed.notify_all()
+        self._recorder.add(envelope)
 
     async def wait_for(self, count: int, within: float = 10.0) -> list[Envelope]:
-        async def enough() -> None:
-            async with self._changed:
-                await self._changed.wait_for(lambda: len(self.items) >= count)
-
-        await asyncio.wait_for(enough(), within)
+        await self._recorder.until(lambda: len(self.items) >= count, within)
         return list(self.items)
 
 
 class StatusLog:
     def __init__(self, bus: PubNubBus) -> None:
-        self.changes: list[StatusChange] = []
-        self._event = asyncio.Event()
-        bus.add_status_listener(self._record)
-
-    def _record(self, change: StatusChange) -> None:
-        self.changes.append(change)
-        self._event.set()
+        self._recorder = Recorder()
+        self.changes: list[StatusChange] = self._recorder.items
+        bus.add_status_listener(self._recorder.add)
 
     async def wait_for(
         self, status: ConnectionStatus, within: float = 10.0, *, after: int = 0
     ) -> StatusChange:
         """The latest change to ``status`` (among changes from index ``after`` on), waiting for one."""
-
-        async def seen() -> StatusChange:
-            while True:
-                for change in reversed(self.changes[after:]):
-                    if change.status == status:
-                        return change
-                self._event.clear()
-                await self._event.wait()
-
-        return await asyncio.wait_for(seen(), within)
+        await self._recorder.until(lambda: any(c.status == status for c in self.changes[after:]), within)
+        return next(c for c in reversed(self.changes[after:]) if c.status == status)
 
     def statuses(self) -> list[ConnectionStatus]:
         return [change.status for change in self.changes]

@@ -11,6 +11,7 @@ import pytest
 
 from telehealth_client.pubsub.bus import ConnectionStatus
 from telehealth_devstack.relay import Relay
+from tests.support.recorder import Recorder
 
 from .conftest import BusFactory, Inbox, StatusLog, subscribed
 
@@ -23,23 +24,14 @@ class LogWatch(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-        self._changed = asyncio.Event()
+        self._recorder = Recorder()
+        self.lines: list[str] = self._recorder.items
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-        self._changed.set()
+        self._recorder.add(record.getMessage())
 
     async def wait_for(self, matches: Callable[[str], bool], within: float = 10.0) -> str:
-        async def seen() -> str:
-            while True:
-                for line in self.lines:
-                    if matches(line):
-                        return line
-                self._changed.clear()
-                await self._changed.wait()
-
-        return await asyncio.wait_for(seen(), within)
+        return str((await self._recorder.wait_for(matches, within=within))[0])
 
     def faults(self) -> list[str]:
         return [line for line in self.lines if line.startswith("bus connection fault")]

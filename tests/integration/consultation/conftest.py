@@ -28,6 +28,7 @@ from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient, TokenGrant, TurnCredentials
 from telehealth_client.security.tokens import RefreshPolicy
 from telehealth_devstack.stack import DevStack
+from tests.support.recorder import Recorder
 
 PROVIDER = "dr-lee"
 SPECIALIST = "dr-okafor"
@@ -39,31 +40,21 @@ CONSULTATION = f"consultation.{PROVIDER}.{PATIENT}"
 WAIT = 15.0
 
 
-class RecordingHub(events.EventHub):
-    """The real hub, keeping what it emitted for the test to wait on."""
+class RecordingHub(Recorder, events.EventHub):
+    """The real hub, keeping what it emitted for the test to wait on (``tests.support.recorder``)."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.items: list[events.Event] = []
-        self._changed = asyncio.Event()
+        Recorder.__init__(self)
+        events.EventHub.__init__(self)
 
     def emit(self, event: events.Event) -> None:
-        self.items.append(event)
-        self._changed.set()
-        super().emit(event)
+        self.add(event)
+        events.EventHub.emit(self, event)
 
     async def wait_for(
         self, matches: Callable[[Any], bool], count: int = 1, within: float = WAIT
     ) -> list[Any]:
-        async def enough() -> list[Any]:
-            while True:
-                found = [item for item in self.items if matches(item)]
-                if len(found) >= count:
-                    return found
-                self._changed.clear()
-                await self._changed.wait()
-
-        return await asyncio.wait_for(enough(), within)
+        return await Recorder.wait_for(self, matches, count, within)
 
     async def wait_state(self, state: ConsultationState, within: float = WAIT) -> events.StateChanged:
         found = await self.wait_for(

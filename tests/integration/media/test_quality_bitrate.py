@@ -17,6 +17,7 @@ from aiortc import AudioStreamTrack
 from telehealth_client.media.call import MediaCall
 from telehealth_client.media.quality import QualitySample
 from telehealth_devstack.turn import TurnServer
+from tests.support.recorder import Recorder
 
 from .conftest import turn_config
 from .numbered import NumberedVideoTrack
@@ -37,20 +38,15 @@ class Ceilings:
 
     def __init__(self) -> None:
         self.seen: list[int] = []
-        self._changed = asyncio.Event()
+        self._recorder = Recorder()
 
     def __call__(self, sample: QualitySample) -> None:
         if sample.video_kbps_ceiling is not None:
             self.seen.append(sample.video_kbps_ceiling)
-            self._changed.set()
+            self._recorder.changed()
 
     async def until(self, reached: Callable[[list[int]], bool]) -> None:
-        async def found() -> None:
-            while not reached(self.seen):
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(found(), WAIT)
+        await self._recorder.until(lambda: reached(self.seen), WAIT)
 
 
 def iptables(action: str, port: int) -> None:

@@ -3,7 +3,6 @@ real SQLite files in the test's directory, and outboxes closed at the end of eve
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from tests.integration.bus.conftest import (  # noqa: F401 (fixtures used by the
     subscribed,
 )
 from tests.integration.consultation.conftest import LogLines, log_lines  # noqa: F401
+from tests.support.recorder import Recorder
 
 WAIT = 15.0
 CHANNEL = "consultation.dr-lee.pat-1"
@@ -37,25 +37,19 @@ class Results:
     def __init__(self) -> None:
         self.sent: list[tuple[Outgoing, int]] = []
         self.failed: list[tuple[Outgoing, str]] = []
-        self._changed = asyncio.Event()
+        self._recorder = Recorder()
 
     def on_sent(self, item: Outgoing, timetoken: int) -> None:
         self.sent.append((item, timetoken))
-        self._changed.set()
+        self._recorder.changed()
 
     def on_failed(self, item: Outgoing, reason: str) -> None:
         self.failed.append((item, reason))
-        self._changed.set()
+        self._recorder.changed()
 
     async def wait_for(self, count: int, within: float = WAIT) -> None:
         """Until ``count`` items were reported, sent or failed."""
-
-        async def enough() -> None:
-            while len(self.sent) + len(self.failed) < count:
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(enough(), within)
+        await self._recorder.until(lambda: len(self.sent) + len(self.failed) >= count, within)
 
 
 def chat(text: str, channel: str = CHANNEL, consultation_id: str = CHANNEL, **fields: Any) -> Outgoing:

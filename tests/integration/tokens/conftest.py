@@ -33,6 +33,7 @@ from tests.integration.clinic.conftest import (  # noqa: F401 (make_clinic is a 
     ClinicFactory,
     make_clinic,
 )
+from tests.support.recorder import Recorder
 
 CIPHER_KEY = "tokens-test-cipher-key"
 PATIENT_TTL_MINUTES = 1  # PubNub's minimum
@@ -130,32 +131,6 @@ async def make_bus(relay: Relay) -> AsyncIterator[BusFactory]:
 
     yield build
     await asyncio.gather(*(bus.aclose() for bus in buses))
-
-
-class Recorder:
-    """Collects what arrives (token events, envelopes, status changes); a test waits for one with a
-    timeout, never a sleep."""
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, item: Any) -> None:
-        self.items.append(item)
-        self._changed.set()
-
-    async def wait_for(
-        self, matches: Callable[[Any], bool], count: int = 1, within: float = 10.0
-    ) -> list[Any]:
-        async def enough() -> list[Any]:
-            while True:
-                found = [item for item in self.items if matches(item)]
-                if len(found) >= count:
-                    return found
-                self._changed.clear()
-                await self._changed.wait()
-
-        return await asyncio.wait_for(enough(), within)
 
 
 class TokenEvents(Recorder):

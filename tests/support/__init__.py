@@ -1,0 +1,1 @@
+"""What the tests share: the one recorder a test waits on (``recorder.py``)."""
