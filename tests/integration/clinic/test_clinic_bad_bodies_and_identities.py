@@ -1,4 +1,6 @@
-"""Defects found by trying the clinic stand-in from outside (review of issues 11 and 12).
+"""The clinic stand-in's answers to bodies it cannot read (deep JSON, huge integers, NaN, bytes that
+are not UTF-8: a 400 naming the body, never a 500) and to a kiosk asking under a staff member's ID.
+Found by trying it from outside.
 
 Each test documents one defect, reproduced over real HTTP against the real clinic stand-in (and
 the real relay where a token is minted); each failed before its fix.
@@ -15,7 +17,7 @@ import pytest
 
 from telehealth_devstack.clinic import Clinic
 
-from ..clinic.conftest import (
+from .conftest import (
     AUDITOR_CREDENTIAL,
     CART_CREDENTIALS,
     KIOSK_CREDENTIAL,

@@ -1,6 +1,6 @@
-"""Defects found by starting the agent from outside (review of issues 11 and 12).
-
-Each failed before its fix; the real development stack (relay, clinic stand-in, coturn) runs.
+"""The agent started on a consultation state file that is corrupt: it says which file and why (never
+what it holds), and does not start on it. Found by starting the agent from outside; the real
+development stack (relay, clinic stand-in, coturn) runs.
 """
 
 from __future__ import annotations
