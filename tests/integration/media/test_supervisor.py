@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Callable
 
 import pytest
 
@@ -15,6 +16,7 @@ from telehealth_client.media.common import TurnConfig
 from telehealth_client.media.supervisor import MediaSupervisor
 from telehealth_client.media.worker import Devices, MediaWorker
 from telehealth_devstack.turn import TurnServer
+from tests.support.recorder import Recorder
 
 from .conftest import turn_config
 
@@ -29,23 +31,18 @@ class Told:
     def __init__(self) -> None:
         self.over_memory: list[tuple[int, float]] = []
         self.died: list[tuple[int, str]] = []
-        self._changed = asyncio.Event()
+        self._recorder = Recorder()
 
     def memory(self, worker: MediaWorker, rss_mb: float) -> None:
         self.over_memory.append((worker.pid, rss_mb))
-        self._changed.set()
+        self._recorder.changed()
 
     def death(self, worker: MediaWorker, reason: str) -> None:
         self.died.append((worker.pid, reason))
-        self._changed.set()
+        self._recorder.changed()
 
-    async def until(self, condition: object) -> None:
-        async def found() -> None:
-            while not condition():  # type: ignore[operator]
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(found(), WAIT)
+    async def until(self, condition: Callable[[], bool]) -> None:
+        await self._recorder.until(condition, WAIT)
 
 
 async def start_bare(worker: MediaWorker, turn: TurnConfig) -> None:

@@ -19,6 +19,7 @@ from telehealth_client.media.call import CallError
 from telehealth_client.media.child_messages import ChildEvent
 from telehealth_client.media.worker import Devices, MediaWorker
 from telehealth_devstack.turn import TurnServer
+from tests.support.recorder import Recorder
 
 from .conftest import turn_config
 from .numbered import write_numbered_video
@@ -32,23 +33,17 @@ class Events:
     """The child's events (typed, media/child_messages.py), kept as their wire fields."""
 
     def __init__(self) -> None:
-        self.items: list[dict[str, Any]] = []
-        self._changed = asyncio.Event()
+        self._recorder = Recorder()
+        self.items: list[dict[str, Any]] = self._recorder.items
 
     def __call__(self, event: ChildEvent) -> None:
-        self.items.append(event.model_dump())
-        self._changed.set()
+        self._recorder.add(event.model_dump())
 
     async def wait(self, **fields: Any) -> dict[str, Any]:
-        async def found() -> dict[str, Any]:
-            while True:
-                for item in self.items:
-                    if all(item.get(k) == v for k, v in fields.items()):
-                        return item
-                self._changed.clear()
-                await self._changed.wait()
-
-        return await asyncio.wait_for(found(), WAIT)
+        found = await self._recorder.wait_for(
+            lambda item: all(item.get(k) == v for k, v in fields.items()), within=WAIT
+        )
+        return found[0]  # type: ignore[no-any-return]
 
 
 def child_env(tmp_path: Path, name: str) -> tuple[dict[str, str], Devices]:
