@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-.venv/bin/python -m pytest -p no:cacheprovider "$@"
+# The twenty slowest tests are listed at the end: where the suite's time goes.
+.venv/bin/python -m pytest -p no:cacheprovider --durations=20 "$@"
