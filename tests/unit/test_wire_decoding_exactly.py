@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -254,5 +255,5 @@ def test_an_entry_that_breaks_the_decoder_is_dropped_with_its_channel_and_the_er
     dropped = decode_entry(FailingLookups(entry("x")), None)
     assert isinstance(dropped, Dropped)
     assert dropped.channel == CHANNEL
-    assert dropped.reason.startswith("entry could not be decoded: LookupError at test_wire_mutants.py:")
+    assert dropped.reason.startswith(f"entry could not be decoded: LookupError at {Path(__file__).name}:")
     assert not dropped.ignorable
