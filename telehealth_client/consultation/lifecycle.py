@@ -19,6 +19,10 @@ Public API:
   may not publish that), ``Refused`` (wrong consultation, roster rule). Each has a short ``code``
   and a ``text`` that holds no IDs or PHI. Nothing changes when one is raised.
 - ``summary_duration(joined_at, ended_at)``: whole minutes, rounded up, at least 1.
+- ``RULES`` (message kind -> ``Rule``) and ``GUEST_JOIN``: the lifecycle as one table. Each row
+  says who may send the kind, the states it applies in and leads to, its effect and where our own
+  goes; ``transition`` and ``plan`` only read it. The named state sets (``WAITING_ROOM``,
+  ``PROVIDER_PRESENT``, ``BEFORE_PROVIDER``) are the ones other modules use.
 
 Exactly once, in order: a message is applied when its timetoken is above ``last_timetoken`` (the
 stream's high-water mark) and not one of ``own_timetokens`` (our own messages, applied when their
@@ -314,67 +318,285 @@ def publisher_role(consultation: Consultation, publisher: str) -> RosterRole | N
 
 
 @dataclass(frozen=True)
+class Applied:
+    """What one accepted message changes: the consultation after it (its roster included), the
+    roster's changes, the events it emits beside the state and roster ones, and whether it closes
+    this endpoint's session (``close``: the reason; a terminal state closes it anyway)."""
+
+    consultation: Consultation
+    changes: tuple[RosterChange, ...] = ()
+    emits: tuple[events.Event, ...] = ()
+    close: str | None = None
+
+
+# A message kind's effect: the consultation already in its target state, the message, its
+# publisher, its timetoken. Raises RosterError or Refused.
+EffectFn: TypeAlias = Callable[[Consultation, Any, str, int], Applied]
+# Where our own message goes, with its companions: the consultation before it, the message.
+PublishFn: TypeAlias = Callable[[Consultation, Any], tuple[Publish, ...]]
+
+
+def _state_only(consultation: Consultation, message: Any, publisher: str, timetoken: int) -> Applied:
+    return Applied(consultation)
+
+
+def _on_consultation(consultation: Consultation, message: Any) -> tuple[Publish, ...]:
+    return (Publish(consultation.consultation_id, message),)
+
+
+@dataclass(frozen=True)
 class Rule:
     """One message kind's place in the lifecycle: who may send it (``senders``), the field naming
     its sender, which must be the publisher (``identity``; None: it names none), the states it
     applies in (``from_states``) and the state it leads to (``to_state``; None: the state stays, the
-    message changes the roster or the device status only). Its effects are ``_apply``'s."""
+    message changes the roster or the device status only).
+
+    Then the rest of its row: the field naming its consultation, which must be this one
+    (``consultation``; None: it names none), the reasons each sender may give (``reasons``; None:
+    it gives none), what it changes and emits once accepted (``effect``) and where our own goes
+    with its companions (``publish``)."""
 
     senders: frozenset[RosterRole]
     identity: Callable[[Any], str] | None
     from_states: frozenset[ConsultationState]
     to_state: ConsultationState | None
+    consultation: Callable[[Any], str] | None = None
+    reasons: Mapping[RosterRole, frozenset[CancelReason]] | None = None
+    effect: EffectFn = _state_only
+    publish: PublishFn = _on_consultation
 
 
 _PATIENT: Final = frozenset({RosterRole.PATIENT})
 _PROVIDER: Final = frozenset({RosterRole.PROVIDER})
 WAITING_ROOM: Final = frozenset({S.CHECKED_IN, S.WAITING})  # checked in, no provider yet
-
-
-def _provider_id(message: Any) -> str:
-    return str(message.provider_id)
-
-
-# PROTOCOL.md's lifecycle, one row per message kind (docs/protocol.md, "States and transitions").
-RULES: Final[Mapping[type, Rule]] = {
-    PatientCheckedIn: Rule(_PATIENT, lambda m: m.patient_id, frozenset({S.SCHEDULED}), S.CHECKED_IN),
-    QueueUpdate: Rule(_PROVIDER, None, WAITING_ROOM, S.WAITING),
-    ProviderJoined: Rule(_PROVIDER, _provider_id, WAITING_ROOM, S.CONNECTING),
-    ConsultationStarted: Rule(_PROVIDER, _provider_id, frozenset({S.CONNECTING}), S.IN_PROGRESS),
-    WrapUpStarted: Rule(_PROVIDER, _provider_id, frozenset({S.CONNECTING, S.IN_PROGRESS}), S.WRAPPING_UP),
-    ConsultationEnded: Rule(_PROVIDER, _provider_id, NON_TERMINAL, S.COMPLETED),
-    ConsultationCancelled: Rule(_PATIENT | _PROVIDER, lambda m: m.cancelled_by, NON_TERMINAL, S.CANCELLED),
-    ProviderInvited: Rule(_PROVIDER, lambda m: m.invited_by, PROVIDER_PRESENT, None),
-    ProviderRemoved: Rule(_PROVIDER, lambda m: m.removed_by, PROVIDER_PRESENT, None),
-    DeviceStatus: Rule(_PATIENT, None, NON_TERMINAL, None),
-}
-# An invited provider's own PROVIDER_JOINED: the roster only, while the consultation's provider is there.
-GUEST_JOIN: Final = Rule(INVITED_ROLES, _provider_id, PROVIDER_PRESENT, None)
 CANCEL_REASONS: Final[Mapping[RosterRole, frozenset[CancelReason]]] = {
     RosterRole.PATIENT: PATIENT_CANCEL_REASONS,
     RosterRole.PROVIDER: PROVIDER_CANCEL_REASONS,
 }
 
 
-def rule_for(message: StateMessage, role: RosterRole) -> Rule:
+def _provider_id(message: Any) -> str:
+    return str(message.provider_id)
+
+
+def _consultation_id(message: Any) -> str:
+    return str(message.consultation_id)
+
+
+def _roster(consultation: Consultation, update: RosterUpdate, **fields: Any) -> Applied:
+    return Applied(replace(consultation, roster=update.roster, **fields), update.changes)
+
+
+# -- effects, one per message kind ------------------------------------------------------------
+
+
+def _checked_in(
+    consultation: Consultation, message: PatientCheckedIn, publisher: str, timetoken: int
+) -> Applied:
+    if consultation.appointment_id not in (None, message.appointment_id):
+        raise Refused("wrong-appointment", "PATIENT_CHECKED_IN names another appointment")
+    return _roster(
+        consultation,
+        consultation.roster.join(publisher),
+        appointment_id=message.appointment_id,
+        opened_timetoken=consultation.opened_timetoken or timetoken,
+    )
+
+
+def _queue_updated(
+    consultation: Consultation, message: QueueUpdate, publisher: str, timetoken: int
+) -> Applied:
+    after = replace(
+        consultation, queue_position=message.position, estimated_wait_minutes=message.estimated_wait_minutes
+    )
+    updated = events.QueueUpdated(
+        consultation.consultation_id, message.position, message.estimated_wait_minutes
+    )
+    return Applied(after, emits=(updated,))
+
+
+def _provider_joined(
+    consultation: Consultation, message: ProviderJoined, publisher: str, timetoken: int
+) -> Applied:
+    """The consultation's own provider: its join starts the summary's duration."""
+    return _roster(consultation, consultation.roster.join(publisher), provider_joined_at=message.timestamp)
+
+
+def _guest_joined(
+    consultation: Consultation, message: ProviderJoined, publisher: str, timetoken: int
+) -> Applied:
+    return _roster(consultation, consultation.roster.join(publisher))
+
+
+def _invited(consultation: Consultation, message: ProviderInvited, publisher: str, timetoken: int) -> Applied:
+    return _roster(
+        consultation, consultation.roster.invite(message.invited_provider_id, RosterRole(message.role))
+    )
+
+
+def _removed(consultation: Consultation, message: ProviderRemoved, publisher: str, timetoken: int) -> Applied:
+    applied = _roster(consultation, consultation.roster.remove(message.provider_id))
+    if message.provider_id == consultation.user_id and applied.changes:
+        return replace(applied, close="removed")
+    return applied
+
+
+def _ended(consultation: Consultation, message: ConsultationEnded, publisher: str, timetoken: int) -> Applied:
+    return Applied(replace(consultation, summary=message.summary))
+
+
+def _cancelled(
+    consultation: Consultation,
+    message: ConsultationCancelled,
+    publisher: str,
+    timetoken: int,
+) -> Applied:
+    after = replace(consultation, cancel_reason=message.reason)
+    if message.reason == "patient-left":
+        return _roster(after, after.roster.leave(publisher))
+    return Applied(after)
+
+
+def _device_status(
+    consultation: Consultation, message: DeviceStatus, publisher: str, timetoken: int
+) -> Applied:
+    reported = events.DeviceStatusReported(
+        consultation.consultation_id, message.camera, message.microphone, message.speaker, message.network
+    )
+    return Applied(replace(consultation, device_status=message), emits=(reported,))
+
+
+# -- where our own messages go, one per message kind that goes beyond its consultation's channel --
+
+
+def _publish_check_in(consultation: Consultation, message: PatientCheckedIn) -> tuple[Publish, ...]:
+    """On the provider's waiting room (the patient may not read it), and the provider is told."""
+    ready = PatientReady(
+        title="Patient Checked In",
+        body="Patient is ready for consultation",
+        priority="high",
+        timestamp=message.timestamp,
+        appointment_id=message.appointment_id,
+        consultation_id=consultation.consultation_id,
+    )
+    return (
+        Publish(channels.waiting_room(consultation.provider_id), message),
+        Publish(channels.notification(consultation.provider_id), ready),
+    )
+
+
+def _publish_queue_update(consultation: Consultation, message: QueueUpdate) -> tuple[Publish, ...]:
+    return (Publish(channels.notification(consultation.patient_id), message),)
+
+
+def _publish_join(consultation: Consultation, message: ProviderJoined) -> tuple[Publish, ...]:
+    first = Publish(consultation.consultation_id, message)
+    if message.provider_id != consultation.provider_id:
+        return (first,)
+    ready = ProviderReady(
+        title="Your Provider is Ready",
+        body="Your consultation is about to begin.",
+        priority="high",
+        timestamp=message.timestamp,
+        consultation_id=consultation.consultation_id,
+    )
+    return (first, Publish(channels.notification(consultation.patient_id), ready))
+
+
+def _publish_invitation(consultation: Consultation, message: ProviderInvited) -> tuple[Publish, ...]:
+    invite = ConsultationInvite(
+        title="Consultation Invitation",
+        body=f"You have been invited to join a consultation as {message.role}.",
+        priority="high",
+        timestamp=message.timestamp,
+        consultation_id=consultation.consultation_id,
+        invited_by=message.invited_by,
+        role=message.role,
+    )
+    return (
+        Publish(consultation.consultation_id, message),
+        Publish(channels.notification(message.invited_provider_id), invite),
+    )
+
+
+def _publish_cancel(consultation: Consultation, message: ConsultationCancelled) -> tuple[Publish, ...]:
+    first = Publish(consultation.consultation_id, message)
+    if message.cancelled_by == consultation.patient_id and consultation.state in BEFORE_PROVIDER:
+        # Before a provider joined, the provider's queue learns of it from the waiting room.
+        return (first, Publish(channels.waiting_room(consultation.provider_id), message))
+    return (first,)
+
+
+# PROTOCOL.md's lifecycle, one row per message kind (docs/protocol.md, "States and transitions").
+RULES: Final[Mapping[type, Rule]] = {
+    PatientCheckedIn: Rule(
+        _PATIENT,
+        lambda m: m.patient_id,
+        frozenset({S.SCHEDULED}),
+        S.CHECKED_IN,
+        consultation=_consultation_id,
+        effect=_checked_in,
+        publish=_publish_check_in,
+    ),
+    QueueUpdate: Rule(
+        _PROVIDER,
+        None,
+        WAITING_ROOM,
+        S.WAITING,
+        consultation=_consultation_id,
+        effect=_queue_updated,
+        publish=_publish_queue_update,
+    ),
+    ProviderJoined: Rule(
+        _PROVIDER, _provider_id, WAITING_ROOM, S.CONNECTING, effect=_provider_joined, publish=_publish_join
+    ),
+    ConsultationStarted: Rule(_PROVIDER, _provider_id, frozenset({S.CONNECTING}), S.IN_PROGRESS),
+    WrapUpStarted: Rule(_PROVIDER, _provider_id, frozenset({S.CONNECTING, S.IN_PROGRESS}), S.WRAPPING_UP),
+    ConsultationEnded: Rule(_PROVIDER, _provider_id, NON_TERMINAL, S.COMPLETED, effect=_ended),
+    ConsultationCancelled: Rule(
+        _PATIENT | _PROVIDER,
+        lambda m: m.cancelled_by,
+        NON_TERMINAL,
+        S.CANCELLED,
+        reasons=CANCEL_REASONS,
+        effect=_cancelled,
+        publish=_publish_cancel,
+    ),
+    ProviderInvited: Rule(
+        _PROVIDER,
+        lambda m: m.invited_by,
+        PROVIDER_PRESENT,
+        None,
+        effect=_invited,
+        publish=_publish_invitation,
+    ),
+    ProviderRemoved: Rule(_PROVIDER, lambda m: m.removed_by, PROVIDER_PRESENT, None, effect=_removed),
+    DeviceStatus: Rule(_PATIENT, None, NON_TERMINAL, None, effect=_device_status),
+}
+# An invited provider's own PROVIDER_JOINED: the roster only, while the consultation's provider is there.
+GUEST_JOIN: Final = Rule(INVITED_ROLES, _provider_id, PROVIDER_PRESENT, None, effect=_guest_joined)
+# Before the consultation's provider joined: what may be checked in, or may join from the waiting room.
+BEFORE_PROVIDER: Final = RULES[PatientCheckedIn].from_states | RULES[ProviderJoined].from_states
+
+
+def rule_for(message: StateMessage, role: RosterRole | None) -> Rule:
     if isinstance(message, ProviderJoined) and role in INVITED_ROLES:
         return GUEST_JOIN
     return RULES[type(message)]
 
 
 def _target(
-    consultation: Consultation, message: StateMessage, role: RosterRole, publisher: str
+    consultation: Consultation, message: StateMessage, rule: Rule, role: RosterRole, publisher: str
 ) -> ConsultationState:
     """The state ``message`` from ``publisher`` (in ``role``) leads to, or why it may not."""
     action = action_of(message)
-    rule = rule_for(message, role)
     # Decode checks the identity field against the publisher; a Published event has no decode
     # step, and the state machine must not depend on the caller having decoded.
     if rule.identity is not None and rule.identity(message) != publisher:
         raise Refused("forged-sender", f"{action} names a sender other than its publisher")
     if role not in rule.senders:
         raise Forbidden(action, str(role))
-    if isinstance(message, ConsultationCancelled) and message.reason not in CANCEL_REASONS[role]:
+    if rule.reasons is not None and getattr(message, "reason", None) not in rule.reasons[role]:
         raise Refused("forbidden-reason", f"{action} with this reason may not come from the {role}")
     current = consultation.state
     target = current if rule.to_state is None else rule.to_state
@@ -383,16 +605,9 @@ def _target(
     return target
 
 
-def _is_duplicate_end(consultation: Consultation, message: StateMessage) -> bool:
+def _is_duplicate_end(consultation: Consultation, rule: Rule) -> bool:
     """The same ending seen twice (the patient's cancel goes on two channels)."""
-    return (consultation.state is S.COMPLETED and isinstance(message, ConsultationEnded)) or (
-        consultation.state is S.CANCELLED and isinstance(message, ConsultationCancelled)
-    )
-
-
-def _roster_step(update: RosterUpdate, changes: list[RosterChange]) -> Roster:
-    changes.extend(update.changes)
-    return update.roster
+    return rule.to_state is not None and rule.to_state.terminal and consultation.state is rule.to_state
 
 
 def _apply(
@@ -402,78 +617,19 @@ def _apply(
     if role is None:
         ignored = Ignored("unknown-publisher", "publisher is not an active member of this consultation")
         return Transition(_advanced(consultation, timetoken) if not own else consultation, (ignored,))
-    if _is_duplicate_end(consultation, message):
+    rule = rule_for(message, role)
+    if _is_duplicate_end(consultation, rule):
         ignored = Ignored("duplicate-end", "the consultation has already ended this way")
         return Transition(_advanced(consultation, timetoken) if not own else consultation, (ignored,))
-    if (
-        isinstance(message, QueueUpdate | PatientCheckedIn)
-        and message.consultation_id != consultation.consultation_id
-    ):
+    if rule.consultation is not None and rule.consultation(message) != consultation.consultation_id:
         raise Refused("wrong-consultation", f"{action_of(message)} names another consultation")
-    target = _target(consultation, message, role, publisher)
-
-    changes: list[RosterChange] = []
-    roster = consultation.roster
-    after = replace(consultation, state=target)
-    extra: list[Effect] = []
-    close: str | None = None
+    target = _target(consultation, message, rule, role, publisher)
     try:
-        if isinstance(message, PatientCheckedIn):
-            if consultation.appointment_id not in (None, message.appointment_id):
-                raise Refused("wrong-appointment", "PATIENT_CHECKED_IN names another appointment")
-            roster = _roster_step(roster.join(publisher), changes)
-            after = replace(
-                after,
-                appointment_id=message.appointment_id,
-                opened_timetoken=consultation.opened_timetoken or timetoken,
-            )
-        elif isinstance(message, QueueUpdate):
-            after = replace(
-                after,
-                queue_position=message.position,
-                estimated_wait_minutes=message.estimated_wait_minutes,
-            )
-            extra.append(
-                Emit(
-                    events.QueueUpdated(
-                        consultation.consultation_id, message.position, message.estimated_wait_minutes
-                    )
-                )
-            )
-        elif isinstance(message, ProviderJoined):
-            roster = _roster_step(roster.join(publisher), changes)
-            if role is RosterRole.PROVIDER:
-                after = replace(after, provider_joined_at=message.timestamp)
-        elif isinstance(message, ProviderInvited):
-            invited_role = RosterRole(message.role)
-            roster = _roster_step(roster.invite(message.invited_provider_id, invited_role), changes)
-        elif isinstance(message, ProviderRemoved):
-            roster = _roster_step(roster.remove(message.provider_id), changes)
-            if message.provider_id == consultation.user_id and changes:
-                close = "removed"
-        elif isinstance(message, ConsultationEnded):
-            after = replace(after, summary=message.summary)
-        elif isinstance(message, ConsultationCancelled):
-            after = replace(after, cancel_reason=message.reason)
-            if message.reason == "patient-left":
-                roster = _roster_step(roster.leave(publisher), changes)
-        elif isinstance(message, DeviceStatus):
-            after = replace(after, device_status=message)
-            extra.append(
-                Emit(
-                    events.DeviceStatusReported(
-                        consultation.consultation_id,
-                        message.camera,
-                        message.microphone,
-                        message.speaker,
-                        message.network,
-                    )
-                )
-            )
+        applied = rule.effect(replace(consultation, state=target), message, publisher, timetoken)
     except RosterError as exc:
         raise Refused(exc.code, f"{action_of(message)}: {exc.text}") from None
 
-    after = replace(after, roster=roster)
+    after = applied.consultation
     after = _with_own(after, timetoken) if own else _advanced(after, timetoken)
     effects: list[Effect] = [Persist(after)]
     if target is not consultation.state:
@@ -489,11 +645,10 @@ def _apply(
                 )
             )
         )
-    if changes:
-        effects.append(Emit(events.RosterChanged(consultation.consultation_id, tuple(changes))))
-    effects.extend(extra)
-    if target.terminal:
-        close = str(target)
+    if applied.changes:
+        effects.append(Emit(events.RosterChanged(consultation.consultation_id, applied.changes)))
+    effects.extend(Emit(event) for event in applied.emits)
+    close = str(target) if target.terminal else applied.close
     if close is not None:
         effects.append(CloseSession(close))
     return Transition(after, tuple(effects))
@@ -512,52 +667,8 @@ def plan(consultation: Consultation, message: StateMessage) -> tuple[Publish, ..
     """
     probe = max(consultation.last_timetoken, *consultation.own_timetokens, 0) + 1
     transition(consultation, Published(message, probe))  # raises if refused; result discarded
-
-    main = consultation.consultation_id
-    if isinstance(message, PatientCheckedIn):
-        ready = PatientReady(
-            title="Patient Checked In",
-            body="Patient is ready for consultation",
-            priority="high",
-            timestamp=message.timestamp,
-            appointment_id=message.appointment_id,
-            consultation_id=main,
-        )
-        return (
-            Publish(channels.waiting_room(consultation.provider_id), message),
-            Publish(channels.notification(consultation.provider_id), ready),
-        )
-    if isinstance(message, QueueUpdate):
-        return (Publish(channels.notification(consultation.patient_id), message),)
-    first = Publish(main, message)
-    if isinstance(message, ProviderJoined) and message.provider_id == consultation.provider_id:
-        ready_patient = ProviderReady(
-            title="Your Provider is Ready",
-            body="Your consultation is about to begin.",
-            priority="high",
-            timestamp=message.timestamp,
-            consultation_id=main,
-        )
-        return (first, Publish(channels.notification(consultation.patient_id), ready_patient))
-    if isinstance(message, ProviderInvited):
-        invite = ConsultationInvite(
-            title="Consultation Invitation",
-            body=f"You have been invited to join a consultation as {message.role}.",
-            priority="high",
-            timestamp=message.timestamp,
-            consultation_id=main,
-            invited_by=message.invited_by,
-            role=message.role,
-        )
-        return (first, Publish(channels.notification(message.invited_provider_id), invite))
-    if (
-        isinstance(message, ConsultationCancelled)
-        and message.cancelled_by == consultation.patient_id
-        and consultation.state in (S.SCHEDULED, S.CHECKED_IN, S.WAITING)
-    ):
-        # Before a provider joined, the provider's queue learns of it from the waiting room.
-        return (first, Publish(channels.waiting_room(consultation.provider_id), message))
-    return (first,)
+    role = publisher_role(consultation, consultation.user_id)
+    return rule_for(message, role).publish(consultation, message)
 
 
 __all__ = [

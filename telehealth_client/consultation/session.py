@@ -100,7 +100,7 @@ RENEWAL_WAIT_SECONDS: Final = 10.0
 # How long a patient whose access ended for good tries to tell the provider before it closes.
 FAREWELL_SECONDS: Final = 5.0
 # States in which a consultation with a ``wildcard`` is followed through it (nobody has joined).
-WILDCARD_STATES: Final = lifecycle.WAITING_ROOM | {messages.ConsultationState.SCHEDULED}
+WILDCARD_STATES: Final = lifecycle.BEFORE_PROVIDER
 HISTORY_LIMIT: Final = 500
 
 ClosedHandler = Callable[["ConsultationSession", str], Awaitable[None] | None]
