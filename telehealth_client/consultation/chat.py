@@ -90,6 +90,19 @@ class ChatEntry:
     failure: str | None = None  # a reason code once failed
 
 
+def _entry(message: ChatMessage, timetoken: int | None, status: ChatStatus, *, own: bool) -> ChatEntry:
+    return ChatEntry(
+        message.id,
+        message.sender_id,
+        message.sender_role,
+        message.text,
+        message.sent_at,
+        timetoken,
+        status,
+        own,
+    )
+
+
 def _sort_key(entry: ChatEntry, sequence: int) -> tuple[int, int]:
     # Unsent messages follow every published one, in the order they were written.
     return (entry.timetoken if entry.timetoken is not None else 1 << 64, sequence)
@@ -122,16 +135,7 @@ class ChatLog:
         bisect.insort(self._order, (_sort_key(entry, sequence), entry.id))
 
     def add_pending(self, message: ChatMessage) -> ChatEntry:
-        entry = ChatEntry(
-            message.id,
-            message.sender_id,
-            message.sender_role,
-            message.text,
-            message.sent_at,
-            None,
-            "pending",
-            own=True,
-        )
+        entry = _entry(message, None, "pending", own=True)
         self._place(entry)
         return entry
 
@@ -148,16 +152,7 @@ class ChatLog:
             updated = replace(known, timetoken=timetoken, status="sent", failure=None)
             self._place(updated)
             return updated, True
-        entry = ChatEntry(
-            message.id,
-            message.sender_id,
-            message.sender_role,
-            message.text,
-            message.sent_at,
-            timetoken,
-            "sent",
-            own=message.sender_id == self._own,
-        )
+        entry = _entry(message, timetoken, "sent", own=message.sender_id == self._own)
         self._place(entry)
         return entry, True
 
