@@ -352,9 +352,9 @@ class Rule:
     message changes the roster or the device status only).
 
     Then the rest of its row: the field naming its consultation, which must be this one
-    (``consultation``; None: it names none), the reasons each sender may give (``reasons``; None:
-    it gives none), what it changes and emits once accepted (``effect``) and where our own goes
-    with its companions (``publish``)."""
+    (``consultation``; None: it names none), the reasons each sender may give in its ``reason``
+    field (``reasons``; None: it gives none), what it changes and emits once accepted
+    (``effect``) and where our own goes with its companions (``publish``)."""
 
     senders: frozenset[RosterRole]
     identity: Callable[[Any], str] | None
