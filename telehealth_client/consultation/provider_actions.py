@@ -78,6 +78,9 @@ class OwnConsultations:
         self._auditor = auditor
         self._guests = guests
         self._calls: dict[str, ConsultationCall] = {}
+        # Consultations being started by their media: video and audio each report theirs, as two
+        # tasks, and the second must not try the same start (the lifecycle would refuse it).
+        self._starting: set[str] = set()
 
     async def send_queue_updates(self, minutes_per_patient: int = 10) -> int:
         """One ``QUEUE_UPDATE`` to each waiting patient; how many were sent."""
@@ -145,18 +148,23 @@ class OwnConsultations:
         """The patient's media is here: the consultation is in progress."""
         session = self._sessions.get(consultation_id)
         if (
-            session is not None
-            and not session.closed
-            and session.consultation.state in RULES[ConsultationStarted].from_states
+            session is None
+            or session.closed
+            or consultation_id in self._starting
+            or session.consultation.state not in RULES[ConsultationStarted].from_states
         ):
-            try:
-                await self.start_consultation(consultation_id)
-            except Exception as exc:
-                log.warning(
-                    "consultation not started on media consultation=%s error=%s",
-                    consultation_id,
-                    describe_exception(exc),
-                )
+            return
+        self._starting.add(consultation_id)
+        try:
+            await self.start_consultation(consultation_id)
+        except Exception as exc:
+            log.warning(
+                "consultation not started on media consultation=%s error=%s",
+                consultation_id,
+                describe_exception(exc),
+            )
+        finally:
+            self._starting.discard(consultation_id)
 
     async def start_consultation(self, consultation_id: str) -> None:
         await self._sessions.session(consultation_id).act(
