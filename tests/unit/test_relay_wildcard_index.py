@@ -40,3 +40,11 @@ def test_what_a_poll_reads_is_what_the_rule_brings_also_after_eviction(
     if not is_wildcard(wildcard):
         expected = {wildcard} & set(kept)  # a name with no wildcard meaning is a channel
     assert found == expected
+
+
+def test_a_channel_with_an_empty_segment_is_brought_by_no_wildcard() -> None:
+    # Found by the property above: the rule said "a.*" brings "a.a." while the index held nothing.
+    for channel in ("a.a.", "a..b", "a."):
+        assert not matches("a.*", channel)
+        assert wildcards_bringing(channel) == []
+    assert matches("a.*", "a.b") and wildcards_bringing("a.b") == ["a.*"]

@@ -33,7 +33,13 @@ def matches(wildcard: str, channel: str) -> bool:
     prefix = wildcard.removesuffix(PRESENCE_SUFFIX)[:-1]  # "a.b."
     base = channel.removesuffix(PRESENCE_SUFFIX)
     rest = base[len(prefix) :]
-    return base.startswith(prefix) and bool(rest) and "*" not in rest and base.count(".") < MAX_SEGMENTS
+    # Every segment named (no "a.b." or "a..b"): the index, ``wildcards_bringing``, holds no other.
+    return (
+        base.startswith(prefix)
+        and all(base.split("."))
+        and "*" not in rest
+        and base.count(".") < MAX_SEGMENTS
+    )
 
 
 def wildcards_bringing(channel: str) -> list[str]:
