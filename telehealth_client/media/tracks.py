@@ -95,7 +95,22 @@ class DeviceThread:
             await asyncio.to_thread(self._thread.join, 5.0)
 
 
-class CameraTrack(MediaStreamTrack):
+class _DeviceTrack(MediaStreamTrack):
+    """A track fed by one device thread: stopping the track stops the thread; ``aclose`` waits for it."""
+
+    _stopping: threading.Event
+    device: DeviceThread
+
+    def stop(self) -> None:
+        self._stopping.set()
+        super().stop()
+
+    async def aclose(self) -> None:
+        self.stop()
+        await self.device.join()
+
+
+class CameraTrack(_DeviceTrack):
     kind = "video"
 
     def __init__(
@@ -180,16 +195,8 @@ class CameraTrack(MediaStreamTrack):
         self.sent += 1
         return frame
 
-    def stop(self) -> None:
-        self._stopping.set()
-        super().stop()
 
-    async def aclose(self) -> None:
-        self.stop()
-        await self.device.join()
-
-
-class MicrophoneTrack(MediaStreamTrack):
+class MicrophoneTrack(_DeviceTrack):
     kind = "audio"
 
     def __init__(
@@ -260,14 +267,6 @@ class MicrophoneTrack(MediaStreamTrack):
         frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
         self._pts += AUDIO_FRAME_SAMPLES
         return frame
-
-    def stop(self) -> None:
-        self._stopping.set()
-        super().stop()
-
-    async def aclose(self) -> None:
-        self.stop()
-        await self.device.join()
 
 
 class Playback:
