@@ -9,7 +9,7 @@ import signal
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from telehealth_client import systemd
 from telehealth_client.audit.identity import trail_identity
@@ -319,34 +319,36 @@ class Agent:
 
     async def aclose(self) -> None:
         """Stop in reverse order of start. Safe to call twice or after a failed start."""
-        if self.patient is not None:
-            await self.patient.aclose()
-            self.patient = None
+        # A part is let go only once its close has returned.
+        self.patient = await _closed(self.patient)
         if self.provider is not None:
-            await self.provider.aclose()
-            self.provider = None
+            self.provider = await _closed(self.provider)
             self.bus = None
-        if self._nurse_desk is not None:
-            await self._nurse_desk.aclose()
-            self._nurse_desk = None
-        if self.durable is not None:
-            # Before the clinic client closes: the audit sink is reached through it.
-            await self.durable.aclose()
-            self.durable = None
-        if self._keeper is not None:
-            await self._keeper.aclose()
-            self._keeper = None
-        if self._connector is not None:
-            await self._connector.aclose()
-            self._connector = None
+        self._nurse_desk = await _closed(self._nurse_desk)
+        # Before the clinic client closes: the audit sink is reached through it.
+        self.durable = await _closed(self.durable)
+        self._keeper = await _closed(self._keeper)
+        self._connector = await _closed(self._connector)
         self.hub.close()
         if self._notifications is not None:
             await self._notifications.close()
             self._notifications = None
-        if self.bus is not None:
-            await self.bus.aclose()
-            self.bus = None
+        self.bus = await _closed(self.bus)
         log.info("agent stopped")
+
+
+class _Closes(Protocol):
+    async def aclose(self) -> None: ...
+
+
+_Part = TypeVar("_Part", bound=_Closes)
+
+
+async def _closed(part: _Part | None) -> _Part | None:
+    """Close ``part`` if there is one; always None, for the attribute that held it."""
+    if part is not None:
+        await part.aclose()
+    return None
 
 
 async def run_until_signalled(start: Callable[[], Awaitable[Any]], stop: Callable[[], Awaitable[Any]]) -> int:

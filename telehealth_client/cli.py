@@ -141,6 +141,16 @@ def _not_installed(command: str, reason: str) -> int:
     return EXIT_USAGE
 
 
+def _config_refused(exc: Exception) -> int:
+    """Print what is wrong with the settings (each problem of a ConfigError on its own line)."""
+    from telehealth_client.config import ConfigError
+
+    problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+    for problem in problems:
+        print(f"telehealth-agent: config: {problem}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def _run_agent(config: Path | None) -> int:
     from telehealth_client.agent import Agent, bus_config, run_until_signalled
     from telehealth_client.config import ConfigError, load_settings
@@ -148,13 +158,8 @@ def _run_agent(config: Path | None) -> int:
     try:
         settings = load_settings(config)
         bus_config(settings)  # refuses to start without the keys it needs
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"telehealth-agent: config: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValueError as exc:
-        print(f"telehealth-agent: config: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except (ConfigError, ValueError) as exc:
+        return _config_refused(exc)
     logs.configure(settings.log_level, settings.log_format)
 
     agent = Agent(settings)
@@ -169,9 +174,7 @@ def _check_devices(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"telehealth-agent: config: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        return _config_refused(exc)
     args.camera = args.camera if args.camera is not None else settings.camera
     args.microphone = args.microphone if args.microphone is not None else settings.microphone
     args.speaker = args.speaker if args.speaker is not None else settings.speaker
@@ -185,13 +188,8 @@ def _run_preflight(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
         settings.require_secret("device_credential")  # the clinic hands out the TURN credentials
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"telehealth-agent: config: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValueError as exc:
-        print(f"telehealth-agent: config: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except (ConfigError, ValueError) as exc:
+        return _config_refused(exc)
     logs.configure("WARNING", settings.log_format)
     try:
         from telehealth_client.preflight import run_preflight

@@ -22,11 +22,11 @@ import os
 import stat
 import struct
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -45,6 +45,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from devices.sources import DeviceUsageError, parse_audio_device, parse_camera_source
 from devices.thresholds import DeviceThresholds
 from telehealth_client.protocol.channels import InvalidIdError, validate_id
+
+T = TypeVar("T")
 
 ENV_PREFIX = "TELEHEALTH_"
 CONFIG_ENV = f"{ENV_PREFIX}CONFIG"
@@ -166,27 +168,34 @@ def clean_secret_lines(name: str, text: str) -> list[str]:
     trimmed = text.strip()
     if not trimmed:
         raise ValueError("must not be empty (unset it for none)")
-    keys = []
-    for number, line in enumerate(trimmed.splitlines(), start=1):
+
+    def clean_line(line: str) -> str:
         if not line.strip():
-            raise ValueError(f"line {number} is blank")
-        try:
-            keys.append(_clean_key(name, line))
-        except ValueError as exc:
-            raise ValueError(f"line {number} {exc}") from None
-    return keys
+            raise ValueError("is blank")
+        return _clean_key(name, line)
+
+    return _clean_each("line", trimmed.splitlines(), clean_line)
 
 
 def clean_secret_list(name: str, items: list[Any]) -> list[str]:
     """A JSON list of secrets: each a non-blank string."""
+
+    def clean_item(item: object) -> str:
+        if not isinstance(item, str):
+            raise ValueError("must be a string")
+        return clean_secret(name, item)
+
+    return _clean_each("item", items, clean_item)
+
+
+def _clean_each(unit: str, items: Sequence[T], clean: Callable[[T], str]) -> list[str]:
+    """Each of ``items`` cleaned; a problem names its ``unit`` and number (``line 2 is blank``)."""
     keys = []
     for number, item in enumerate(items, start=1):
-        if not isinstance(item, str):
-            raise ValueError(f"item {number} must be a string")
         try:
-            keys.append(clean_secret(name, item))
+            keys.append(clean(item))
         except ValueError as exc:
-            raise ValueError(f"item {number} {exc}") from None
+            raise ValueError(f"{unit} {number} {exc}") from None
     return keys
 
 

@@ -19,6 +19,7 @@ credential; a version 2 trail left by an earlier agent is delivered under ``secr
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -38,23 +39,15 @@ STATE_PURPOSE: Final = "state v1"
 DenialHandler = Callable[[AccessDeniedError], Awaitable[bool]]
 
 
+@dataclass(eq=False, repr=False)  # one per agent: compared by identity, and nothing of it printed
 class Durable:
-    def __init__(
-        self,
-        state_dir: Path,
-        outbox: Outbox,
-        router: DeliveryRouter,
-        trail: AuditTrail,
-        sealer: Sealer,
-        organization_id: str,
-    ) -> None:
-        self.state_dir = state_dir
-        self.outbox = outbox
-        self.router = router
-        self.trail = trail
-        # For other sealed state (open escalations): same secret, its own derived key.
-        self.sealer = sealer
-        self.organization_id = organization_id
+    state_dir: Path
+    outbox: Outbox
+    router: DeliveryRouter
+    trail: AuditTrail
+    # For other sealed state (open escalations): same secret, its own derived key.
+    sealer: Sealer
+    organization_id: str
 
     @classmethod
     async def open(

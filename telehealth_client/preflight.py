@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, Final
 
 from telehealth_client.logs import describe_exception
@@ -58,12 +58,8 @@ class Thresholds:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Thresholds:
-        return cls(
-            good_jitter_ms=settings.preflight_good_jitter_ms,
-            good_loss_percent=settings.preflight_good_loss_percent,
-            poor_loss_percent=settings.preflight_poor_loss_percent,
-            poor_rtt_ms=settings.preflight_poor_rtt_ms,
-        )
+        """Each threshold from the setting of its name with ``preflight_`` before it."""
+        return cls(**{each.name: getattr(settings, f"preflight_{each.name}") for each in fields(cls)})
 
 
 @dataclass(frozen=True)

@@ -110,55 +110,52 @@ class Auditor:
 
     # -- the consultation -----------------------------------------------------------------------------
 
-    async def session_started(self, consultation_id: str) -> None:
+    async def _in_consultation(
+        self,
+        event_type: AuditEventType,
+        consultation_id: str,
+        action: str,
+        *,
+        resource_type: str = "consultation",
+        resource_id: str | None = None,
+        channel: str | None = None,
+        **metadata: str | int | bool,
+    ) -> None:
+        """An event of consultation ``consultation_id``: the consultation is its resource and its
+        channel unless others are named, and its ``sessionId`` comes first in the metadata."""
         await self._record(
-            "CONSULTATION_SESSION_START",
-            resource_type="consultation",
-            resource_id=consultation_id,
-            channel=consultation_id,
-            action="join",
-            metadata={"sessionId": consultation_id},
+            event_type,
+            resource_type=resource_type,
+            resource_id=consultation_id if resource_id is None else resource_id,
+            channel=consultation_id if channel is None else channel,
+            action=action,
+            metadata={"sessionId": consultation_id, **metadata},
         )
+
+    async def session_started(self, consultation_id: str) -> None:
+        await self._in_consultation("CONSULTATION_SESSION_START", consultation_id, "join")
 
     async def session_ended(self, consultation_id: str, reason: str) -> None:
         """``reason``: the session's close code (completed, cancelled, removed, access-denied...)."""
-        await self._record(
-            "CONSULTATION_SESSION_END",
-            resource_type="consultation",
-            resource_id=consultation_id,
-            channel=consultation_id,
-            action="leave",
-            metadata={"sessionId": consultation_id, "endReason": reason},
-        )
+        await self._in_consultation("CONSULTATION_SESSION_END", consultation_id, "leave", endReason=reason)
 
     async def message_sent(self, consultation_id: str, message_id: str) -> None:
-        await self._record(
-            "PHI_MESSAGE_SENT",
-            resource_type="chat-message",
-            resource_id=message_id,
-            channel=consultation_id,
-            action="send",
-            metadata={"sessionId": consultation_id},
+        await self._in_consultation(
+            "PHI_MESSAGE_SENT", consultation_id, "send", resource_type="chat-message", resource_id=message_id
         )
 
     async def message_read(self, consultation_id: str, up_to_id: str) -> None:
-        await self._record(
-            "PHI_MESSAGE_READ",
-            resource_type="chat-message",
-            resource_id=up_to_id,
-            channel=consultation_id,
-            action="read",
-            metadata={"sessionId": consultation_id},
+        await self._in_consultation(
+            "PHI_MESSAGE_READ", consultation_id, "read", resource_type="chat-message", resource_id=up_to_id
         )
 
     async def provider_added(self, consultation_id: str, provider_id: str, role: str) -> None:
-        await self._record(
+        await self._in_consultation(
             "PROVIDER_ADDED_TO_CONSULTATION",
-            resource_type="consultation",
-            resource_id=consultation_id,
-            channel=consultation_id,
-            action="invite",
-            metadata={"sessionId": consultation_id, "providerId": provider_id, "invitedRole": role},
+            consultation_id,
+            "invite",
+            providerId=provider_id,
+            invitedRole=role,
         )
 
     async def consent_checked(self, patient_id: str, refusal: str | None) -> None:
@@ -177,24 +174,23 @@ class Auditor:
         )
 
     async def video_session_started(self, consultation_id: str) -> None:
-        await self._record(
+        await self._in_consultation(
             "VIDEO_SESSION_STARTED",
+            consultation_id,
+            "connect",
             resource_type="video-session",
-            resource_id=consultation_id,
             channel=f"{consultation_id}.video",
-            action="connect",
-            metadata={"sessionId": consultation_id},
         )
 
     async def video_session_ended(self, consultation_id: str, reason: str) -> None:
         """``reason``: a code (hangup, remote-hangup, closed) or a media failure's reason."""
-        await self._record(
+        await self._in_consultation(
             "VIDEO_SESSION_ENDED",
+            consultation_id,
+            "disconnect",
             resource_type="video-session",
-            resource_id=consultation_id,
             channel=f"{consultation_id}.video",
-            action="disconnect",
-            metadata={"sessionId": consultation_id, "endReason": _code(reason)},
+            endReason=_code(reason),
         )
 
     # -- access ---------------------------------------------------------------------------------------
@@ -211,13 +207,13 @@ class Auditor:
         )
 
     async def token_revoked(self, consultation_id: str, user_id: str, revoked: int) -> None:
-        await self._record(
+        await self._in_consultation(
             "ACCESS_TOKEN_REVOKED",
+            consultation_id,
+            "revoke",
             resource_type="access-token",
-            resource_id=consultation_id,
-            channel=consultation_id,
-            action="revoke",
-            metadata={"sessionId": consultation_id, "userId": user_id, "revoked": revoked},
+            userId=user_id,
+            revoked=revoked,
         )
 
     async def access_denied(self, operation: str, scope: str) -> None:
@@ -243,43 +239,55 @@ class Auditor:
             metadata=verdicts,
         )
 
+    async def _of_escalation(
+        self,
+        escalation_id: str,
+        department_id: str,
+        action: str,
+        metadata: Metadata,
+        event_type: AuditEventType = "EMERGENCY_ESCALATION_TRIGGERED",
+        outcome: AuditOutcome = "success",
+        severity: AuditSeverity = "info",
+    ) -> None:
+        """An event of escalation ``escalation_id``, on its department's emergency channel."""
+        await self._record(
+            event_type,
+            resource_type="escalation",
+            resource_id=escalation_id,
+            channel=channels.emergency(department_id),
+            action=action,
+            outcome=outcome,
+            severity=severity,
+            metadata=metadata,
+        )
+
     async def emergency_escalated(
         self, escalation_id: str, consultation_id: str, department_id: str, severity: EmergencySeverity
     ) -> None:
-        await self._record(
-            "EMERGENCY_ESCALATION_TRIGGERED",
-            resource_type="escalation",
-            resource_id=escalation_id,
-            channel=channels.emergency(department_id),
-            action="escalate",
-            severity="critical",
-            metadata={"sessionId": consultation_id, "severity": severity, "departmentId": department_id},
-        )
+        metadata: Metadata = {
+            "sessionId": consultation_id,
+            "severity": severity,
+            "departmentId": department_id,
+        }
+        await self._of_escalation(escalation_id, department_id, "escalate", metadata, severity="critical")
 
     async def emergency_resolved(self, escalation_id: str, department_id: str) -> None:
-        await self._record(
-            "EMERGENCY_ESCALATION_TRIGGERED",
-            resource_type="escalation",
-            resource_id=escalation_id,
-            channel=channels.emergency(department_id),
-            action="resolve",
-            metadata={"departmentId": department_id},
-        )
+        await self._of_escalation(escalation_id, department_id, "resolve", {"departmentId": department_id})
 
     async def emergency_resolution_refused(
         self, escalation_id: str, department_id: str, resolver_id: str, refusal: str
     ) -> None:
         """A resolution seen on the channel and ignored: ``resolver_id`` (its publisher) may not
         resolve. The actor is this endpoint, which refused it; ``refusal`` is a code."""
-        await self._record(
+        metadata: Metadata = {"departmentId": department_id, "userId": resolver_id, "refusal": _code(refusal)}
+        await self._of_escalation(
+            escalation_id,
+            department_id,
+            "resolve",
+            metadata,
             "ACCESS_DENIED",
-            resource_type="escalation",
-            resource_id=escalation_id,
-            channel=channels.emergency(department_id),
-            action="resolve",
             outcome="failure",
             severity="warning",
-            metadata={"departmentId": department_id, "userId": resolver_id, "refusal": _code(refusal)},
         )
 
 

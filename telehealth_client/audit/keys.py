@@ -86,19 +86,16 @@ class _Purpose:
         return any(hmac.compare_digest(_mac(key, text), stored) for key in self._keys)
 
 
-class ChainKeys:
-    """The keys of a version 3 store, from the device credential (and those it replaced)."""
+class _RecordKeys:
+    """What every store version MACs: the chain's links and the delivery outcomes (settlements)."""
 
-    def __init__(self, secret: str, previous: Sequence[str] = ()) -> None:
-        secrets = _check_secrets(secret, previous)
+    def __init__(self, secrets: Sequence[str], link: _Purpose, settlement: _Purpose) -> None:
         self._previous = len(secrets) - 1
-        self._link = _Purpose(secrets, _SALT, _LINK)
-        self._head = _Purpose(secrets, _SALT, _HEAD)
-        self._settlement = _Purpose(secrets, _SALT, _SETTLEMENT)
-        self._acknowledgement = _Purpose(secrets, _SALT, _ACKNOWLEDGEMENT)
+        self._link = link
+        self._settlement = settlement
 
     def __repr__(self) -> str:
-        return f"ChainKeys(previous_keys={self._previous})"
+        return f"{type(self).__name__}(previous_keys={self._previous})"
 
     def link(self, prev_hash: str, position: int, event: str) -> str:
         """A record's hash under the current key."""
@@ -115,6 +112,16 @@ class ChainKeys:
         self, record_hash: str, target: str, refused_status: int | None, stored: str
     ) -> bool:
         return self._settlement.verifies(settlement_text(record_hash, target, refused_status), stored)
+
+
+class ChainKeys(_RecordKeys):
+    """The keys of a version 3 store, from the device credential (and those it replaced)."""
+
+    def __init__(self, secret: str, previous: Sequence[str] = ()) -> None:
+        secrets = _check_secrets(secret, previous)
+        super().__init__(secrets, _Purpose(secrets, _SALT, _LINK), _Purpose(secrets, _SALT, _SETTLEMENT))
+        self._head = _Purpose(secrets, _SALT, _HEAD)
+        self._acknowledgement = _Purpose(secrets, _SALT, _ACKNOWLEDGEMENT)
 
     def head(
         self, device_id: str, base: int, records: int, last_hash: str, origin: StoreOrigin = NO_ORIGIN
@@ -142,27 +149,11 @@ class ChainKeys:
         return self._acknowledgement.verifies(acknowledgement_text(device_id, highest_sequence), stored)
 
 
-class LegacyChainKeys:
-    """The keys of a version 2 store, from the organization's cipher key (and those it replaced)."""
+class LegacyChainKeys(_RecordKeys):
+    """The keys of a version 2 store, from the organization's cipher key (and those it replaced):
+    one key for links and settlements alike."""
 
     def __init__(self, secret: str, previous: Sequence[str] = ()) -> None:
         secrets = _check_secrets(secret, previous)
-        self._previous = len(secrets) - 1
-        self._chain = _Purpose(secrets, _LEGACY_SALT, _LEGACY_PURPOSE)
-
-    def __repr__(self) -> str:
-        return f"LegacyChainKeys(previous_keys={self._previous})"
-
-    def link(self, prev_hash: str, position: int, event: str) -> str:
-        return self._chain.mac(link_text(prev_hash, position, event))
-
-    def verifies_link(self, prev_hash: str, position: int, event: str, stored: str) -> bool:
-        return self._chain.verifies(link_text(prev_hash, position, event), stored)
-
-    def settlement(self, record_hash: str, target: str, refused_status: int | None) -> str:
-        return self._chain.mac(settlement_text(record_hash, target, refused_status))
-
-    def verifies_settlement(
-        self, record_hash: str, target: str, refused_status: int | None, stored: str
-    ) -> bool:
-        return self._chain.verifies(settlement_text(record_hash, target, refused_status), stored)
+        chain = _Purpose(secrets, _LEGACY_SALT, _LEGACY_PURPOSE)
+        super().__init__(secrets, chain, chain)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Container
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -345,12 +345,8 @@ def read_store_status(path: Path, version: int = SCHEMA_VERSION) -> AuditStatus:
         if version != SCHEMA_VERSION:
             return status
         head, kept = read_head(db), read_kept_acknowledgement(db)
-        return AuditStatus(
-            records=status.records,
-            awaiting_sink=status.awaiting_sink,
-            awaiting_channel=status.awaiting_channel,
-            refused_sink=status.refused_sink,
-            refused_channel=status.refused_channel,
+        return replace(
+            status,
             base=0 if head is None else head.base,
             acknowledged=0 if kept is None else kept[0],
         )

@@ -52,7 +52,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final
 
 from aioice.stun import TransactionFailed
@@ -446,7 +446,7 @@ class MediaCall:
 
     async def offer(self) -> str:
         pc = await self._connection()
-        try:
+        async with self._discarded_on_failure(pc, "media", "no offer could be made"):
             sending = {track.kind for track in self._tracks}
             for kind in ("audio", "video"):
                 if kind not in sending:
@@ -454,31 +454,34 @@ class MediaCall:
                     pc.addTransceiver(kind, direction="recvonly")
             await pc.setLocalDescription(await pc.createOffer())
             return await self._described(pc)
-        except CallError:
-            await self._discard(pc)
-            raise
-        except Exception as exc:
-            await self._discard(pc)
-            raise CallError("media", f"no offer could be made ({type(exc).__name__})") from None
 
     async def answer(self, remote_offer: str) -> str:
         check_sdp(remote_offer, "offer")
         pc = await self._connection()
-        try:
+        # aiortc takes some broken offers and fails only while answering them, with exceptions of
+        # every kind: that connection is unusable, the next offer gets a fresh one.
+        async with self._discarded_on_failure(pc, "sdp", "the remote offer could not be answered"):
             await self._set_remote(pc, RTCSessionDescription(sdp=remote_offer, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
             described = await self._described(pc)
+        self._arm_watchdog(self._connect_within)
+        self._start_quality()
+        return described
+
+    @contextlib.asynccontextmanager
+    async def _discarded_on_failure(
+        self, pc: RTCPeerConnection, code: str, failure: str
+    ) -> AsyncIterator[None]:
+        """A connection whose offer or answer fails is discarded; aiortc's own exceptions become a
+        ``CallError`` with ``code`` (``failure``, and the exception's type)."""
+        try:
+            yield
         except CallError:
             await self._discard(pc)
             raise
         except Exception as exc:
-            # aiortc takes some broken offers and fails only while answering them, with
-            # exceptions of every kind: that connection is unusable, the next offer gets a fresh one.
             await self._discard(pc)
-            raise CallError("sdp", f"the remote offer could not be answered ({type(exc).__name__})") from None
-        self._arm_watchdog(self._connect_within)
-        self._start_quality()
-        return described
+            raise CallError(code, f"{failure} ({type(exc).__name__})") from None
 
     async def _discard(self, pc: RTCPeerConnection) -> None:
         if self._pc is pc:

@@ -16,6 +16,7 @@ Public API: the request models (``Start``, ``Prepare``, ``MakeOffer``, ``MakeAns
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -71,15 +72,10 @@ class Fallback(_Message):
 
     @classmethod
     def of(cls, settings: FallbackSettings) -> Fallback:
-        return cls(
-            poor_level=settings.poor_level,
-            good_level=settings.good_level,
-            poor_samples=settings.poor_samples,
-            good_samples=settings.good_samples,
-        )
+        return cls(**dataclasses.asdict(settings))
 
     def settings(self) -> FallbackSettings:
-        return FallbackSettings(self.poor_level, self.good_level, self.poor_samples, self.good_samples)
+        return FallbackSettings(**self.model_dump())
 
 
 class Start(_Request):

@@ -21,15 +21,8 @@ import time
 from typing import Any, Final
 
 import numpy as np
-from aiortc import (
-    AudioStreamTrack,
-    MediaStreamTrack,
-    RTCConfiguration,
-    RTCIceServer,
-    RTCPeerConnection,
-    VideoStreamTrack,
-)
-from aiortc.mediastreams import MediaStreamError
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack, VideoStreamTrack
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.sdp import SessionDescription
 from av import VideoFrame

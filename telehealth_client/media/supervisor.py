@@ -84,22 +84,23 @@ class MediaSupervisor:
     async def aclose(self) -> None:
         self._closing = True
         prepared, self._prepared = self._prepared, None
-        if prepared is not None:
-            prepared.cancel()
-            worker = (await asyncio.gather(prepared, return_exceptions=True))[0]
-            if isinstance(worker, MediaWorker):
-                self.close_later(worker)
+        await self._abandon(prepared)
         await self._tasks.cancel_all()
         warm, self._warm = self._warm, None
-        if warm is not None:
-            warm.cancel()
-            worker = (await asyncio.gather(warm, return_exceptions=True))[0]
-            if isinstance(worker, MediaWorker):
-                self.close_later(worker)
+        await self._abandon(warm)
         idle, self._idle = self._idle, None
         if idle is not None:
             self.close_later(idle)
         await self._closes.finish()
+
+    async def _abandon(self, starting: asyncio.Task[MediaWorker] | None) -> None:
+        """Cancel a child still starting; one that started anyway is closed like the others."""
+        if starting is None:
+            return
+        starting.cancel()
+        worker = (await asyncio.gather(starting, return_exceptions=True))[0]
+        if isinstance(worker, MediaWorker):
+            self.close_later(worker)
 
     # -- spawning and watching ----------------------------------------------------------------------
 

@@ -44,6 +44,25 @@ FILE_FPS_FALLBACK: Final = 30.0
 FailureHandler = Callable[[str, str], None]
 
 
+def _tell(loop: asyncio.AbstractEventLoop, on_failure: FailureHandler | None, kind: str, reason: str) -> None:
+    """From a device thread: ``on_failure(kind, reason)`` on the event loop, when someone listens."""
+    if on_failure is not None:
+        loop.call_soon_threadsafe(on_failure, kind, reason)
+
+
+def _report(
+    loop: asyncio.AbstractEventLoop,
+    on_failure: FailureHandler | None,
+    kind: str,
+    device: str,
+    work: str,
+    exc: Exception,
+) -> None:
+    """From a device thread whose ``work`` raised: logged, and told as ``the {device} failed``."""
+    log.error("%s failed error=%s", work, describe_exception(exc))
+    _tell(loop, on_failure, kind, f"the {device} failed ({type(exc).__name__})")
+
+
 class _Latest:
     """One slot shared by a producer thread and the event loop: the newest item wins."""
 
@@ -95,7 +114,22 @@ class DeviceThread:
             await asyncio.to_thread(self._thread.join, 5.0)
 
 
-class CameraTrack(MediaStreamTrack):
+class _DeviceTrack(MediaStreamTrack):
+    """A track fed by one device thread: stopping the track stops the thread; ``aclose`` waits for it."""
+
+    _stopping: threading.Event
+    device: DeviceThread
+
+    def stop(self) -> None:
+        self._stopping.set()
+        super().stop()
+
+    async def aclose(self) -> None:
+        self.stop()
+        await self.device.join()
+
+
+class CameraTrack(_DeviceTrack):
     kind = "video"
 
     def __init__(
@@ -155,9 +189,9 @@ class CameraTrack(MediaStreamTrack):
 
     def _fail(self, reason: str) -> None:  # in the capture thread
         self._failed = reason
-        if self._on_failure is not None and not self._stopping.is_set():
-            # On the loop, and before the track's end wakes the sender: reported first.
-            self._slot.loop.call_soon_threadsafe(self._on_failure, "video", reason)
+        if not self._stopping.is_set():
+            # Before the track's end wakes the sender: reported first.
+            _tell(self._slot.loop, self._on_failure, "video", reason)
         self._slot.put(None)
 
     async def wait_captured(self, count: int) -> None:
@@ -180,16 +214,8 @@ class CameraTrack(MediaStreamTrack):
         self.sent += 1
         return frame
 
-    def stop(self) -> None:
-        self._stopping.set()
-        super().stop()
 
-    async def aclose(self) -> None:
-        self.stop()
-        await self.device.join()
-
-
-class MicrophoneTrack(MediaStreamTrack):
+class MicrophoneTrack(_DeviceTrack):
     kind = "audio"
 
     def __init__(
@@ -236,10 +262,7 @@ class MicrophoneTrack(MediaStreamTrack):
                         self._stopping.wait(ahead)  # a file device replays faster than real time
         except Exception as exc:
             if not self._stopping.is_set():
-                log.error("microphone capture failed error=%s", describe_exception(exc))
-                if self._on_failure is not None:
-                    reason = f"the microphone failed ({type(exc).__name__})"
-                    self._event_loop.call_soon_threadsafe(self._on_failure, "audio", reason)
+                _report(self._event_loop, self._on_failure, "audio", "microphone", "microphone capture", exc)
             self._push(None)
 
     async def recv(self) -> AudioFrame:
@@ -260,14 +283,6 @@ class MicrophoneTrack(MediaStreamTrack):
         frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
         self._pts += AUDIO_FRAME_SAMPLES
         return frame
-
-    def stop(self) -> None:
-        self._stopping.set()
-        super().stop()
-
-    async def aclose(self) -> None:
-        self.stop()
-        await self.device.join()
 
 
 class Playback:
@@ -306,10 +321,7 @@ class Playback:
                         self.played += 1
         except Exception as exc:
             if not self._stopping.is_set():
-                log.error("playback failed error=%s", describe_exception(exc))
-                if self._on_failure is not None:
-                    reason = f"the speaker failed ({type(exc).__name__})"
-                    self._event_loop.call_soon_threadsafe(self._on_failure, "speaker", reason)
+                _report(self._event_loop, self._on_failure, "speaker", "speaker", "playback", exc)
 
     async def aclose(self) -> None:
         self._stopping.set()

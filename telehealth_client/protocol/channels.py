@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Final
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PRESENCE_SUFFIX = "-pnpres"
@@ -53,28 +54,23 @@ def files(consultation_channel: str) -> str:
     return f"{consultation_channel}.files"
 
 
-def waiting_room(provider_id: str) -> str:
-    return f"waiting-room.{validate_id(provider_id, 'providerId')}"
+@dataclass(frozen=True)
+class ScopedChannel:
+    """A channel named after one ID: ``{prefix}.{id}``, the ID checked under its wire field's name."""
+
+    prefix: str
+    field: str
+
+    def __call__(self, scope_id: str) -> str:
+        return f"{self.prefix}.{validate_id(scope_id, self.field)}"
 
 
-def queue(department_id: str) -> str:
-    return f"queue.{validate_id(department_id, 'departmentId')}"
-
-
-def notification(user_id: str) -> str:
-    return f"notification.{validate_id(user_id, 'userId')}"
-
-
-def provider_presence(department_id: str) -> str:
-    return f"presence.providers.{validate_id(department_id, 'departmentId')}"
-
-
-def audit(organization_id: str) -> str:
-    return f"audit.{validate_id(organization_id, 'organizationId')}"
-
-
-def emergency(department_id: str) -> str:
-    return f"emergency.{validate_id(department_id, 'departmentId')}"
+waiting_room: Final = ScopedChannel("waiting-room", "providerId")
+queue: Final = ScopedChannel("queue", "departmentId")
+notification: Final = ScopedChannel("notification", "userId")
+provider_presence: Final = ScopedChannel("presence.providers", "departmentId")
+audit: Final = ScopedChannel("audit", "organizationId")
+emergency: Final = ScopedChannel("emergency", "departmentId")
 
 
 def presence(channel: str) -> str:
