@@ -30,11 +30,11 @@ from telehealth_client.audit.trail import (
 )
 from telehealth_client.protocol import messages
 from telehealth_devstack.stack import DevStack
+from tests.support.audit import Trails, kiosk_event
+from tests.support.consultation import KIOSK, PROVIDER
 
 from ...audit_v2_store import write_version_2_store
 from ..cli_process import AGENT, Process
-from ..consultation.conftest import KIOSK, PROVIDER
-from .conftest import Trails, kiosk_event
 
 pytestmark = pytest.mark.integration
 

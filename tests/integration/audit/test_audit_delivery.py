@@ -23,10 +23,9 @@ from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.clinic_client import ClinicError
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack
-
-from ..bus.conftest import Inbox, subscribed
-from ..consultation.conftest import DEPARTMENT, PROVIDER, bus_template
-from .conftest import CountingClinic, Trails, as_recorded, kiosk_event, sink_events
+from tests.support.audit import CountingClinic, Trails, as_recorded, kiosk_event, sink_events
+from tests.support.bus import Inbox, subscribed
+from tests.support.consultation import DEPARTMENT, PROVIDER, bus_template
 
 pytestmark = pytest.mark.integration
 

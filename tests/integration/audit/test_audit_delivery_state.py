@@ -11,8 +11,7 @@ import pytest
 
 from telehealth_client.audit.trail import AuditStatus, read_status, store_path
 from telehealth_devstack.stack import DevStack
-
-from .conftest import Trails, kiosk_event, sink_events
+from tests.support.audit import Trails, kiosk_event, sink_events
 
 pytestmark = pytest.mark.integration
 

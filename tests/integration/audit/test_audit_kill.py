@@ -21,9 +21,9 @@ import pytest
 
 from telehealth_client.audit.trail import ChainKeys, read_status, store_path, verify_chain
 from telehealth_devstack.stack import DevStack
+from tests.support.audit import sink_events
 
 from ..cli_process import Process
-from .conftest import sink_events
 
 pytestmark = pytest.mark.integration
 

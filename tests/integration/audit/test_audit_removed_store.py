@@ -18,8 +18,8 @@ import pytest
 
 from telehealth_client.audit.trail import acknowledgement_path, store_path
 from telehealth_devstack.stack import DevStack
+from tests.support.audit import PROVIDER, Trails, kiosk_event, sink_events
 
-from .conftest import PROVIDER, Trails, kiosk_event, sink_events
 from .test_audit_cli import run
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,8 @@ from telehealth_client.audit.trail import (
 )
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack
+from tests.support.audit import Trails, kiosk_event, sink_events
 
-from .conftest import Trails, kiosk_event, sink_events
 from .test_audit_cli import run
 
 pytestmark = pytest.mark.integration

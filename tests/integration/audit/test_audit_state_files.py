@@ -16,9 +16,9 @@ from telehealth_client.audit.trail import (
     store_path,
 )
 from telehealth_devstack.stack import DevStack
+from tests.support.audit import Trails, kiosk_event
 
 from ...audit_v2_store import write_version_2_store
-from .conftest import Trails, kiosk_event
 from .test_audit_cli import run
 from .test_audit_version_2_rollback import held_by_sink, remove_store, restart_refused
 

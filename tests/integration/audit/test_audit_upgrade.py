@@ -9,9 +9,9 @@ import pytest
 
 from telehealth_client.audit.trail import AuditStatus, LegacyChainKeys, store_path
 from telehealth_devstack.stack import DevStack
+from tests.support.audit import Trails, as_recorded, kiosk_event, sink_events
 
 from ...audit_v2_store import write_version_2_store
-from .conftest import Trails, as_recorded, kiosk_event, sink_events
 from .test_audit_cli import run
 
 pytestmark = pytest.mark.integration

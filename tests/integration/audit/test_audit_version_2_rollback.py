@@ -27,9 +27,9 @@ from telehealth_client.audit.trail import (
 )
 from telehealth_client.protocol import messages
 from telehealth_devstack.stack import DevStack
+from tests.support.audit import PROVIDER, Trails, kiosk_event, sink_events
 
 from ...audit_v2_store import write_version_2_store
-from .conftest import PROVIDER, Trails, kiosk_event, sink_events
 from .test_audit_agent_start import run_agent
 from .test_audit_cli import run
 

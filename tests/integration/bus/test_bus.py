@@ -18,8 +18,7 @@ from telehealth_client.pubsub.bus import (
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
 from telehealth_client.pubsub.pubnub_bus import BusConfig, build_pubnub
 from telehealth_devstack.relay import Relay
-
-from .conftest import PUBLISH_KEY, SECRET_KEY, SUBSCRIBE_KEY, BusFactory, Inbox, StatusLog, subscribed
+from tests.support.bus import PUBLISH_KEY, SECRET_KEY, SUBSCRIBE_KEY, BusFactory, Inbox, StatusLog, subscribed
 
 CHANNEL = "consultation.dr-smith.patient-abc123"
 MARKER = "MARKER-PHI-Jane-Doe-1961-04-12"

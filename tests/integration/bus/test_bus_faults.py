@@ -11,9 +11,8 @@ import pytest
 
 from telehealth_client.pubsub.bus import ConnectionStatus
 from telehealth_devstack.relay import Relay
+from tests.support.bus import BusFactory, Inbox, StatusLog, subscribed
 from tests.support.recorder import Recorder
-
-from .conftest import BusFactory, Inbox, StatusLog, subscribed
 
 CHANNEL = "consultation.dr-smith.patient-abc123"
 TOKEN = "TOKEN-MARKER-p0Tq"

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from telehealth_client.pubsub.bus import Envelope
+from tests.support.bus import BusFactory, Inbox, subscribed
 
-from .conftest import BusFactory, Inbox, subscribed
 from .test_bus_faults import LogWatch
 
 CHANNEL = "consultation.dr-smith.patient-abc123"

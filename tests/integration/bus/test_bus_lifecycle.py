@@ -10,8 +10,8 @@ import pytest
 
 from telehealth_client.pubsub.bus import BusError, ConnectionStatus
 from telehealth_devstack.relay import Relay
+from tests.support.bus import BusFactory, Inbox, StatusLog, subscribed
 
-from .conftest import BusFactory, Inbox, StatusLog, subscribed
 from .switch import Switch
 from .test_bus import grant
 

@@ -14,8 +14,8 @@ from telehealth_client.pubsub import pubnub_bus
 from telehealth_client.pubsub.bus import ConnectionStatus
 from telehealth_client.pubsub.wire import parse_subscribe_answer
 from telehealth_devstack.relay import Relay
+from tests.support.bus import BusFactory, Inbox, subscribed
 
-from .conftest import BusFactory, Inbox, subscribed
 from .switch import Switch
 from .test_bus_faults import LogWatch
 

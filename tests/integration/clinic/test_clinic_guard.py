@@ -17,8 +17,7 @@ import pytest
 
 from telehealth_devstack.clinic import Clinic
 from tests.integration import raw_http
-
-from .conftest import ORGANIZATION, ClinicApi
+from tests.support.clinic import ORGANIZATION, ClinicApi
 
 pytestmark = pytest.mark.integration
 

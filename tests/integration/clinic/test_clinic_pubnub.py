@@ -15,8 +15,7 @@ from pubnub.pubnub_asyncio import PubNubAsyncio
 from telehealth_devstack.clinic import CONSENT_FIELD, Clinic
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.relay.client import sdk_client
-
-from .conftest import (
+from tests.support.clinic import (
     CART_CREDENTIALS,
     KIOSK_CREDENTIAL,
     ClinicApi,

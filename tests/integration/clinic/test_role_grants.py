@@ -25,8 +25,7 @@ from pubnub.pubnub_asyncio import PubNubAsyncio
 from telehealth_devstack.clinic import Clinic
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.relay.client import sdk_client
-
-from .conftest import CART_CREDENTIALS, KIOSK_CREDENTIAL, ORGANIZATION, ClinicApi, grant_consent
+from tests.support.clinic import CART_CREDENTIALS, KIOSK_CREDENTIAL, ORGANIZATION, ClinicApi, grant_consent
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,7 @@ import pytest
 from telehealth_client import events
 from telehealth_client.consultation import state_file
 from telehealth_client.protocol.messages import ConsultationState as S
-
-from .conftest import (
+from tests.support.consultation import (
     APPOINTMENT,
     CONSULTATION,
     DEPARTMENT,

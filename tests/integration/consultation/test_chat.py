@@ -20,8 +20,7 @@ from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.consultation.session import ConsultationSession
 from telehealth_client.durability import Durable
 from telehealth_client.protocol.messages import ConsultationState as S
-
-from .conftest import (
+from tests.support.consultation import (
     APPOINTMENT,
     CONSULTATION,
     DEPARTMENT,

@@ -22,8 +22,7 @@ from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.security.tokens import RefreshPolicy
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack
-
-from .conftest import (
+from tests.support.consultation import (
     APPOINTMENT,
     CONSULTATION,
     DEPARTMENT,
@@ -33,6 +32,7 @@ from .conftest import (
     Parts,
     RecordingHub,
 )
+
 from .test_chat_outages import added, sent
 
 pytestmark = pytest.mark.integration

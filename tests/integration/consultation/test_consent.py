@@ -12,8 +12,15 @@ from telehealth_client import events
 from telehealth_client.consultation.patient import CheckInRefused
 from telehealth_client.protocol import channels
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
-
-from .conftest import APPOINTMENT, DEPARTMENT, PATIENT, PROVIDER, Parts, RecordingHub, bus_template
+from tests.support.consultation import (
+    APPOINTMENT,
+    DEPARTMENT,
+    PATIENT,
+    PROVIDER,
+    Parts,
+    RecordingHub,
+    bus_template,
+)
 
 pytestmark = pytest.mark.integration
 

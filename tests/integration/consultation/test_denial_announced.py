@@ -11,8 +11,7 @@ import pytest
 from telehealth_client.pubsub.bus import ConnectionStatus, StatusChange
 from telehealth_client.security import tokens
 from telehealth_client.security.tokens import RefreshPolicy, TokenKeeper, TokenRequest
-
-from .conftest import APPOINTMENT, PATIENT, PROVIDER, WAIT, LogLines, Parts
+from tests.support.consultation import APPOINTMENT, PATIENT, PROVIDER, WAIT, LogLines, Parts
 
 pytestmark = pytest.mark.integration
 

@@ -21,8 +21,7 @@ from telehealth_client.pubsub.bus import AccessDeniedError, Envelope
 from telehealth_client.security.clinic_client import ClinicError
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack
-
-from .conftest import (
+from tests.support.consultation import (
     APPOINTMENT,
     CONSULTATION,
     DEPARTMENT,

@@ -13,8 +13,7 @@ from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.consultation.roster import ChangeKind, RosterRole
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_devstack.network import CuttableLink
-
-from .conftest import (
+from tests.support.consultation import (
     APPOINTMENT,
     CONSULTATION,
     DEPARTMENT,

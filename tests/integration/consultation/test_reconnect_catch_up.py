@@ -17,8 +17,7 @@ from telehealth_client.pubsub.bus import ConnectionStatus
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.stack import DevStack, DevStackKeys
-
-from .conftest import (
+from tests.support.consultation import (
     APPOINTMENT,
     CONSULTATION,
     DEPARTMENT,
@@ -28,6 +27,7 @@ from .conftest import (
     Parts,
     RecordingHub,
 )
+
 from .test_restart import queue_update
 
 pytestmark = pytest.mark.integration

@@ -20,8 +20,7 @@ from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.protocol.messages import ProviderJoined
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
 from telehealth_devstack.network import CuttableLink
-
-from .conftest import (
+from tests.support.consultation import (
     APPOINTMENT,
     CONSULTATION,
     DEPARTMENT,

@@ -13,8 +13,7 @@ from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.bus import AccessDeniedError
 from telehealth_client.security.tokens import RefreshPolicy
 from telehealth_devstack.stack import DevStack
-
-from .conftest import (
+from tests.support.consultation import (
     APPOINTMENT,
     CONSULTATION,
     DEPARTMENT,

@@ -15,8 +15,7 @@ import pytest
 
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import ConsultationState as S
-
-from .conftest import (
+from tests.support.consultation import (
     APPOINTMENT,
     CONSULTATION,
     DEPARTMENT,

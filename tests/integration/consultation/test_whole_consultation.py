@@ -11,8 +11,7 @@ from telehealth_client.consultation.roster import ChangeKind, RosterRole
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.protocol.messages import Summary
 from telehealth_client.pubsub.bus import AccessDeniedError, ConnectionStatus
-
-from .conftest import (
+from tests.support.consultation import (
     APPOINTMENT,
     CONSULTATION,
     DEPARTMENT,

@@ -10,10 +10,9 @@ import json
 import pytest
 
 from telehealth_client.protocol import channels
-
-from ..audit.conftest import sink_events
-from ..consultation.conftest import Parts
-from .conftest import (
+from tests.support.audit import sink_events
+from tests.support.consultation import Parts
+from tests.support.emergency import (
     CANARY,
     CONSULTATION,
     DEPARTMENT,

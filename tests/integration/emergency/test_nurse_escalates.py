@@ -16,8 +16,7 @@ from telehealth_client.agent import Agent
 from telehealth_client.audit.trail import store_path
 from telehealth_client.config import load_settings
 from telehealth_devstack.stack import DevStack
-
-from .conftest import (
+from tests.support.emergency import (
     CANARY,
     CONSULTATION,
     DEPARTMENT,

@@ -12,8 +12,7 @@ from telehealth_client.emergency.desk import EmergencyError
 from telehealth_client.protocol import channels
 from telehealth_client.pubsub.bus import Bus
 from telehealth_devstack.network import CuttableLink
-
-from .conftest import (
+from tests.support.emergency import (
     CANARY,
     CONSULTATION,
     DEPARTMENT,

@@ -16,8 +16,7 @@ from telehealth_client.consultation.session import now
 from telehealth_client.emergency.desk import EmergencyError
 from telehealth_client.protocol.messages import EmergencyResolved, encode
 from telehealth_devstack.stack import DevStack
-
-from .conftest import (
+from tests.support.emergency import (
     CANARY,
     CONSULTATION,
     DEPARTMENT,

@@ -26,10 +26,10 @@ from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
 from telehealth_devstack.stack import DevStack
+from tests.support.consultation import Parts, RecordingHub
+from tests.support.interop import JS_DIR, JS_PROVIDER, Event, JsPeer, start_node
 
-from ..consultation.conftest import Parts, RecordingHub
 from ..media.test_consultation_call import media_options
-from .conftest import JS_DIR, JS_PROVIDER, Event, JsPeer, start_node
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

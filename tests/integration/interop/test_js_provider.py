@@ -24,9 +24,8 @@ from telehealth_client.protocol.messages import Summary
 from telehealth_client.pubsub.bus import ConnectionStatus
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
 from telehealth_devstack.stack import DevStack
-
-from ..consultation.conftest import Parts, RecordingHub
-from .conftest import JS_PROVIDER, PAGE_ORIGIN, Event, JsPeer, PeerFactory
+from tests.support.consultation import Parts, RecordingHub
+from tests.support.interop import JS_PROVIDER, PAGE_ORIGIN, Event, JsPeer, PeerFactory
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from telehealth_client.media.call import CallError, MediaCall, TurnConfig, probe
 from telehealth_client.media.ice import relay_allocation_lost, selected_turn_client
 from telehealth_client.protocol.messages import IceCandidate
 from telehealth_devstack.turn import TurnServer
+from tests.support.media import turn_config
 
-from .conftest import turn_config
 from .numbered import NumberedVideoTrack, read
 
 pytestmark = pytest.mark.integration

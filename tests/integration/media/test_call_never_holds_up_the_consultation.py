@@ -22,8 +22,7 @@ from aiortc import RTCPeerConnection
 from telehealth_client import events
 from telehealth_client.media.worker import MediaWorker
 from telehealth_client.protocol.messages import ConsultationState as S
-
-from ..consultation.conftest import (
+from tests.support.consultation import (
     APPOINTMENT,
     CONSULTATION,
     DEPARTMENT,
@@ -33,6 +32,7 @@ from ..consultation.conftest import (
     Parts,
     RecordingHub,
 )
+
 from .test_consultation_call import call_under_way, flowing, media_options
 
 pytestmark = pytest.mark.integration

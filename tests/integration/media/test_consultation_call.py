@@ -18,8 +18,7 @@ from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.media.consultation_call import ConsultationCall, MediaOptions
 from telehealth_client.protocol.messages import ConsultationState as S
-
-from ..consultation.conftest import (
+from tests.support.consultation import (
     APPOINTMENT,
     CONSULTATION,
     DEPARTMENT,
@@ -28,7 +27,8 @@ from ..consultation.conftest import (
     Parts,
     RecordingHub,
 )
-from ..preflight.conftest import packet_loss
+from tests.support.preflight import packet_loss
+
 from .test_worker import child_env
 
 pytestmark = pytest.mark.integration

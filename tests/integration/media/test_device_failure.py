@@ -32,8 +32,7 @@ from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.media.consultation_call import ConsultationCall, MediaOptions
 from telehealth_client.media.worker import Devices, MediaWorker
 from telehealth_client.protocol.messages import ConsultationState as S
-
-from ..consultation.conftest import (
+from tests.support.consultation import (
     APPOINTMENT,
     CONSULTATION,
     DEPARTMENT,
@@ -42,6 +41,7 @@ from ..consultation.conftest import (
     Parts,
     RecordingHub,
 )
+
 from .numbered import HEIGHT, WIDTH, draw, write_numbered_video
 from .test_consultation_call import connecting
 from .test_worker import child_env

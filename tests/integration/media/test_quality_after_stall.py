@@ -22,8 +22,8 @@ from av import VideoFrame
 
 from telehealth_client.media.call import MediaCall
 from telehealth_devstack.turn import TurnServer
+from tests.support.media import turn_config
 
-from .conftest import turn_config
 from .numbered import BITS, BLOCK, HEIGHT, WIDTH, NumberedVideoTrack
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ import pytest
 
 from telehealth_client.media.worker import MediaWorker
 from telehealth_devstack.turn import TurnServer
+from tests.support.media import turn_config
 
-from .conftest import turn_config
 from .test_worker import Events, child_env
 
 pytestmark = pytest.mark.integration

@@ -19,8 +19,7 @@ from telehealth_client.media.call import MediaCall, TurnConfig
 from telehealth_client.media.signaling import CallSignaling
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
-
-from ..consultation.conftest import (
+from tests.support.consultation import (
     APPOINTMENT,
     CONSULTATION,
     DEPARTMENT,
@@ -31,7 +30,8 @@ from ..consultation.conftest import (
     RecordingHub,
     bus_template,
 )
-from .conftest import turn_config
+from tests.support.media import turn_config
+
 from .numbered import NumberedVideoTrack
 from .test_call import Receiver
 

@@ -19,9 +19,9 @@ from telehealth_client.media.call import CallError
 from telehealth_client.media.child_messages import ChildEvent
 from telehealth_client.media.worker import Devices, MediaWorker
 from telehealth_devstack.turn import TurnServer
+from tests.support.media import turn_config
 from tests.support.recorder import Recorder
 
-from .conftest import turn_config
 from .numbered import write_numbered_video
 
 pytestmark = pytest.mark.integration

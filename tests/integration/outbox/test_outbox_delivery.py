@@ -7,10 +7,10 @@ from typing import Any
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.relay import Relay
-from tests.integration.bus.conftest import BusFactory, Inbox, StatusLog, subscribed
-from tests.integration.consultation.conftest import LogLines
-from tests.integration.outbox.conftest import CHANNEL, SENDER, WAIT, OutboxFactory, Results, chat
 from tests.integration.outbox.lossy_answers import LossyAnswers
+from tests.support.bus import BusFactory, Inbox, StatusLog, subscribed
+from tests.support.consultation import LogLines
+from tests.support.outbox import CHANNEL, SENDER, WAIT, OutboxFactory, Results, chat
 
 
 async def everything_after(sentinel_bus: Any, inbox: Inbox, already: int) -> list[Envelope]:

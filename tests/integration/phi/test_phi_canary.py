@@ -25,9 +25,8 @@ from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack
-
-from ..audit.conftest import sink_events
-from ..consultation.conftest import (
+from tests.support.audit import sink_events
+from tests.support.consultation import (
     APPOINTMENT,
     CONSULTATION,
     DEPARTMENT,
@@ -38,7 +37,7 @@ from ..consultation.conftest import (
     RecordingHub,
     bus_template,
 )
-from .conftest import (
+from tests.support.phi import (
     Canary,
     CapturedLogs,
     audit_store_events,

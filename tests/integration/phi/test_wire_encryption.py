@@ -23,9 +23,8 @@ from telehealth_client.protocol.messages import Offer, encode
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_devstack.stack import DevStack
-
-from ..bus.conftest import Inbox, StatusLog
-from ..consultation.conftest import (
+from tests.support.bus import Inbox, StatusLog
+from tests.support.consultation import (
     APPOINTMENT,
     CONSULTATION,
     DEPARTMENT,
@@ -37,7 +36,7 @@ from ..consultation.conftest import (
     RecordingHub,
     bus_template,
 )
-from .conftest import decrypt, is_cryptomodule_ciphertext
+from tests.support.phi import decrypt, is_cryptomodule_ciphertext
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,7 @@ import pytest
 from telehealth_client import events
 from telehealth_client.agent import Agent
 from telehealth_devstack.stack import DevStack
-
-from ..consultation.conftest import (
+from tests.support.consultation import (
     APPOINTMENT,
     CONSULTATION,
     DEPARTMENT,
@@ -20,7 +19,7 @@ from ..consultation.conftest import (
     Parts,
     RecordingHub,
 )
-from .conftest import kiosk_settings
+from tests.support.preflight import kiosk_settings
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,7 @@ from telehealth_client import events
 from telehealth_client.consultation.patient import DeviceReport
 from telehealth_client.preflight import PreflightReport, run_network_preflight
 from telehealth_devstack.stack import DevStack
-
-from ..consultation.conftest import (
+from tests.support.consultation import (
     APPOINTMENT,
     CONSULTATION,
     DEPARTMENT,
@@ -20,7 +19,7 @@ from ..consultation.conftest import (
     Parts,
     RecordingHub,
 )
-from .conftest import kiosk_settings, packet_loss
+from tests.support.preflight import kiosk_settings, packet_loss
 
 # The child's aiortc import, the connection and the measuring window, on a busy machine.
 PREFLIGHT_WITHIN = 40.0

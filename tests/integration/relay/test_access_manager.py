@@ -14,8 +14,7 @@ from pubnub.pubnub_asyncio import PubNubAsyncio
 
 from telehealth_devstack.relay import ManualClock, Relay
 from telehealth_devstack.relay.client import sdk_config
-
-from .conftest import ClientFactory
+from tests.support.relay import ClientFactory
 
 CHANNEL = "consultation.prov1.pat1"
 OTHER = "consultation.prov2.pat9"

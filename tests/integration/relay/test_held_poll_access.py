@@ -18,8 +18,8 @@ from pubnub.models.consumer.v3.channel import Channel
 from pubnub.pubnub_asyncio import AsyncioSubscriptionManager, PubNubAsyncio
 
 from telehealth_devstack.relay import ManualClock, Relay
+from tests.support.relay import WAIT, ClientFactory, Collector, subscribed
 
-from .conftest import WAIT, ClientFactory, Collector, subscribed
 from .test_access_manager import assert_denied, grant
 
 pytestmark = pytest.mark.integration

@@ -24,8 +24,8 @@ from yarl import URL
 
 from telehealth_devstack.relay import ManualClock, Relay
 from tests.integration import raw_http
+from tests.support.relay import WAIT, ClientFactory, subscribed
 
-from .conftest import WAIT, ClientFactory, subscribed
 from .test_access_manager import grant
 
 CHANNEL = "consultation.prov1.pat1"

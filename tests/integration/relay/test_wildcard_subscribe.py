@@ -15,8 +15,8 @@ import pytest
 from pubnub.models.consumer.v3.channel import Channel
 
 from telehealth_devstack.relay import Relay
+from tests.support.relay import WAIT, ClientFactory
 
-from .conftest import WAIT, ClientFactory
 from .test_access_manager import grant
 
 pytestmark = pytest.mark.integration

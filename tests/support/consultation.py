@@ -1,20 +1,20 @@
-"""Fixtures for whole consultations: the real development stack (relay enforcing Access Manager,
-coturn, the clinic stand-in) through ``DevStack``, real ``PubNubBus`` clients and real endpoints.
+"""Whole consultations on the real development stack (relay enforcing Access Manager, coturn, the
+clinic stand-in, through ``DevStack``), with real ``PubNubBus`` clients and real endpoints: ``Parts``
+builds them and closes what it built (the ``parts`` fixture, ``tests/integration/conftest.py``).
 
-Events are recorded by an ``EventHub`` that also keeps every event it emits, so a test waits for
-the event it needs with a timeout, never a sleep.
+Events are recorded by an ``EventHub`` that also keeps every event it emits (``RecordingHub``), so a
+test waits for the event it needs with a timeout, never a sleep; ``LogLines`` does the same for log
+records.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from telehealth_client import events
 from telehealth_client.audit.trail import ChainKeys
@@ -102,12 +102,6 @@ class RecordingClinic(ClinicClient):
 
     def token_for(self, consultation_id: str) -> str:
         return next(token for channel, token in self.tokens if channel == consultation_id)
-
-
-@pytest.fixture
-async def stack() -> AsyncIterator[DevStack]:
-    async with DevStack(providers=(PROVIDER, SPECIALIST)) as running:
-        yield running
 
 
 def bus_template(stack: DevStack, user_id: str) -> BusConfig:
@@ -223,13 +217,6 @@ class Parts:
             await closer()
 
 
-@pytest.fixture
-async def parts(stack: DevStack, tmp_path: Path) -> AsyncIterator[Parts]:
-    built = Parts(stack, tmp_path)
-    yield built
-    await built.aclose()
-
-
 class LogLines(logging.Handler):
     """Log records of the consultation modules, to wait for a logged drop or refusal."""
 
@@ -254,13 +241,17 @@ class LogLines(logging.Handler):
         return await asyncio.wait_for(found(), within)
 
 
-@pytest.fixture
-def log_lines() -> Iterator[LogLines]:
-    handler = LogLines()
-    logger = logging.getLogger("telehealth_client")
-    previous = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(previous)
+def patient_agent_environment(stack: DevStack, state_dir: Path, **extra: str) -> dict[str, str]:
+    """The settings of the kiosk's patient agent on ``stack`` (``TELEHEALTH_*``), plus ``extra``."""
+    return {
+        **stack.agent_environment(),
+        "TELEHEALTH_USER_ID": KIOSK,
+        "TELEHEALTH_ROLE": "patient",
+        "TELEHEALTH_STATE_DIR": str(state_dir),
+        **extra,
+    }
+
+
+def provider_agent_environment(stack: DevStack, state_dir: Path, **extra: str) -> dict[str, str]:
+    """The settings of the provider's cart agent on ``stack`` (``TELEHEALTH_*``), plus ``extra``."""
+    return {**stack.agent_environment(PROVIDER), "TELEHEALTH_STATE_DIR": str(state_dir), **extra}

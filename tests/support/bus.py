@@ -1,0 +1,64 @@
+"""The bus tests' helpers: what a real PubNubBus received (Inbox), its status changes
+(StatusLog), and a subscription that is known to be live."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
+from telehealth_client.pubsub.pubnub_bus import PubNubBus
+from tests.support.recorder import Recorder
+
+PUBLISH_KEY = "pub-c-bus-test"
+
+
+SUBSCRIBE_KEY = "sub-c-bus-test"
+
+
+SECRET_KEY = "sec-c-bus-test"
+
+
+CIPHER_KEY = "bus-test-cipher-key"
+
+
+BusFactory = Callable[..., PubNubBus]
+
+
+class Inbox:
+    """Collects envelopes (an async handler for the bus) and lets a test wait for a count."""
+
+    def __init__(self) -> None:
+        self._recorder = Recorder()
+        self.items: list[Envelope] = self._recorder.items
+
+    async def __call__(self, envelope: Envelope) -> None:
+        self._recorder.add(envelope)
+
+    async def wait_for(self, count: int, within: float = 10.0) -> list[Envelope]:
+        await self._recorder.until(lambda: len(self.items) >= count, within)
+        return list(self.items)
+
+
+class StatusLog:
+    def __init__(self, bus: PubNubBus) -> None:
+        self._recorder = Recorder()
+        self.changes: list[StatusChange] = self._recorder.items
+        bus.add_status_listener(self._recorder.add)
+
+    async def wait_for(
+        self, status: ConnectionStatus, within: float = 10.0, *, after: int = 0
+    ) -> StatusChange:
+        """The latest change to ``status`` (among changes from index ``after`` on), waiting for one."""
+        await self._recorder.until(lambda: any(c.status == status for c in self.changes[after:]), within)
+        return next(c for c in reversed(self.changes[after:]) if c.status == status)
+
+    def statuses(self) -> list[ConnectionStatus]:
+        return [change.status for change in self.changes]
+
+
+async def subscribed(bus: PubNubBus, channel: str, inbox: Inbox) -> StatusLog:
+    """Subscribe and wait until the bus is connected, so later publishes are not missed."""
+    log = StatusLog(bus)
+    await bus.subscribe([channel], inbox)
+    await log.wait_for(ConnectionStatus.CONNECTED)
+    return log
