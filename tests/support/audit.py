@@ -3,17 +3,29 @@ audit posts, kiosk audit events, what the sink holds, and trails opened and clos
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
-from telehealth_client.audit.trail import AuditSink, AuditTrail, ChainKeys, LegacyChainKeys, audit_event
+from telehealth_client.audit.trail import (
+    AuditSink,
+    AuditTrail,
+    ChainKeys,
+    DamagedStoreError,
+    LegacyChainKeys,
+    audit_event,
+    store_path,
+)
 from telehealth_client.protocol import messages
 from telehealth_client.security.clinic_client import ClinicClient
 from telehealth_devstack.stack import DevStack
+from tests.support.cli import AGENT, Process
 from tests.support.consultation import KIOSK, PROVIDER
 from tests.support.recorder import Recorder
 
@@ -132,3 +144,103 @@ class Trails:
     async def aclose(self) -> None:
         for closer in reversed(self._closers):
             await closer()
+
+
+async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """``telehealth-agent audit ARGS`` with this device's settings unless ``env`` is given."""
+    base = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
+    proc = await asyncio.create_subprocess_exec(
+        *AGENT,
+        "audit",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**base, **(KEYED if env is None else env)},
+    )
+    return await Process(proc).finish()
+
+
+async def run_agent(state_dir: Path, settings: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """``telehealth-agent run`` on ``state_dir``; ``settings`` (a development stack's) replace the
+    unreachable defaults."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
+    env.update(
+        TELEHEALTH_USER_ID="kiosk-1",
+        TELEHEALTH_STATE_DIR=str(state_dir),
+        TELEHEALTH_SUBSCRIBE_KEY="sub-c-start",
+        TELEHEALTH_PUBLISH_KEY="pub-c-start",
+        TELEHEALTH_CIPHER_KEY="start-cipher-key-0123456789",
+        TELEHEALTH_DEVICE_CREDENTIAL="dev-kiosk-start",
+        TELEHEALTH_ORIGIN="127.0.0.1:9",  # nothing listens: the start fails before it is needed
+        TELEHEALTH_CLINIC_URL="http://127.0.0.1:9",
+        TELEHEALTH_SSL="false",
+        TELEHEALTH_API_PORT="0",
+    )
+    env.update(settings or {})
+    proc = await asyncio.create_subprocess_exec(
+        *AGENT, "run", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
+    return await Process(proc).finish()
+
+
+async def four_delivered_two_waiting(trails: Trails, stack: DevStack, user_id: str | None = None) -> None:
+    online = await trails.trail(trails.clinic(user_id=user_id), user_id)
+    for number in range(4):
+        await online.record(event_of(stack, user_id, number))
+    assert await online.wait_delivered(WAIT)
+    await online.aclose()
+    offline = await trails.trail(None, user_id)  # the clinic out of reach: these wait
+    for number in range(4, 6):
+        await offline.record(event_of(stack, user_id, number))
+    await offline.aclose()
+
+
+def remove_store(state_dir: Path) -> None:
+    """audit.sqlite3 and its WAL and shared memory, as someone with the directory removes them."""
+    remove_sqlite_file(store_path(state_dir))
+
+
+async def held_by_sink(stack: DevStack) -> list[tuple[str, object]]:
+    return [(event["id"], event.get("sequence")) for event in await sink_events(stack)]
+
+
+async def restart_refused(trails: Trails, stack: DevStack, user_id: str | None = None) -> DamagedStoreError:
+    """The agent's start on the state directory, its clinic reachable: refused, nothing delivered."""
+    trail = trails.unopened(
+        trails.clinic(user_id=user_id), user_id, legacy_keys=LegacyChainKeys(stack.keys.cipher_key)
+    )
+    with pytest.raises(DamagedStoreError) as refused:
+        await trail.open()
+    return refused.value
+
+
+DEVICE = "kiosk-1"
+
+
+CREDENTIAL = "audit-cli-device-credential-0123"
+
+
+KEYED = {"TELEHEALTH_USER_ID": DEVICE, "TELEHEALTH_DEVICE_CREDENTIAL": CREDENTIAL}
+
+
+WAIT = 15.0
+
+
+def event_of(stack: DevStack, user_id: str | None, number: int) -> messages.AuditEvent:
+    if user_id is None:
+        return kiosk_event(number, stack.organization_id)
+    return audit_event(
+        "DEVICE_CHECK_COMPLETED",
+        organization_id=stack.organization_id,
+        actor_id=user_id,
+        actor_role="provider",
+        resource_type="device",
+        resource_id=user_id,
+        action="check",
+        metadata={"number": number},
+    )
+
+
+def remove_sqlite_file(path: Path) -> None:
+    for name in (path.name, path.name + "-wal", path.name + "-shm"):
+        path.with_name(name).unlink(missing_ok=True)

@@ -3,10 +3,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
-from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
-from telehealth_client.pubsub.pubnub_bus import PubNubBus
+from pubnub.models.consumer.v3.channel import Channel
+
+from telehealth_client.pubsub.bus import (
+    ConnectionStatus,
+    Envelope,
+    StatusChange,
+)
+from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus, build_pubnub
+from telehealth_devstack.relay import Relay
 from tests.support.recorder import Recorder
 
 PUBLISH_KEY = "pub-c-bus-test"
@@ -62,3 +70,41 @@ async def subscribed(bus: PubNubBus, channel: str, inbox: Inbox) -> StatusLog:
     await bus.subscribe([channel], inbox)
     await log.wait_for(ConnectionStatus.CONNECTED)
     return log
+
+
+async def grant(relay: Relay, user_id: str, channel: str) -> str:
+    admin = build_pubnub(
+        BusConfig(
+            user_id="token-server",
+            subscribe_key=SUBSCRIBE_KEY,
+            publish_key=PUBLISH_KEY,
+            secret_key=SECRET_KEY,
+            origin=relay.origin,
+            ssl=False,
+        )
+    )
+    try:
+        permissions = [Channel.id(channel).read().write(), Channel.id(channel + "-pnpres").read()]
+        envelope = await admin.grant_token(channels=permissions, ttl=15, authorized_user_id=user_id).future()
+        assert not envelope.is_error()
+        return str(envelope.result.token)
+    finally:
+        await admin.stop()
+
+
+class LogWatch(logging.Handler):
+    """The bus's log lines as they come, and a way to wait for one (no sleeps)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self._recorder = Recorder()
+        self.lines: list[str] = self._recorder.items
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._recorder.add(record.getMessage())
+
+    async def wait_for(self, matches: Callable[[str], bool], within: float = 10.0) -> str:
+        return str((await self._recorder.wait_for(matches, within=within))[0])
+
+    def faults(self) -> list[str]:
+        return [line for line in self.lines if line.startswith("bus connection fault")]

@@ -3,6 +3,7 @@ HTTP API as a client sees it, device credentials and recorded consent."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -151,3 +152,24 @@ async def grant_consent(api: ClinicApi, patient_id: str, expires_at: str | None 
     body = {"patientId": patient_id, "granted": True, "expiresAt": expires_at}
     status, answer = await api.post("/api/telemedicine/consent", body, credential=KIOSK_CREDENTIAL)
     assert status == 200, answer
+
+
+def audit_event(**overrides: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "timestamp": "2026-11-22T14:03:07.123Z",
+        "eventType": "CONSULTATION_SESSION_START",
+        "severity": "info",
+        "organizationId": ORGANIZATION,  # the one organization the clinic serves
+        "actor": {"userId": "pat-1", "role": "patient", "ipAddress": "10.0.0.7"},
+        "resource": {
+            "type": "consultation",
+            "id": "consultation.dr-lee.pat-1",
+            "channel": "consultation.dr-lee.pat-1",
+        },
+        "action": "join",
+        "outcome": "success",
+        "metadata": {"sessionId": "s-1", "consentRef": "c-1"},
+    }
+    event.update(overrides)
+    return event

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.consultation.provider import MAX_FOLLOWED_CONSULTATIONS, ProviderEndpoint
 from telehealth_client.durability import Durable
 from telehealth_client.media.consultation_call import MediaOptions
-from telehealth_client.protocol.messages import ConsultationState
+from telehealth_client.protocol.messages import ConsultationState, QueueUpdate
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient, TokenGrant, TurnCredentials
 from telehealth_client.security.tokens import RefreshPolicy
@@ -255,3 +256,25 @@ def patient_agent_environment(stack: DevStack, state_dir: Path, **extra: str) ->
 def provider_agent_environment(stack: DevStack, state_dir: Path, **extra: str) -> dict[str, str]:
     """The settings of the provider's cart agent on ``stack`` (``TELEHEALTH_*``), plus ``extra``."""
     return {**stack.agent_environment(PROVIDER), "TELEHEALTH_STATE_DIR": str(state_dir), **extra}
+
+
+def queue_update(position: int, minutes: int) -> QueueUpdate:
+    return QueueUpdate(
+        title="Queue Update",
+        body="",
+        priority="normal",
+        timestamp=datetime.now(UTC),
+        consultation_id=CONSULTATION,
+        position=position,
+        estimated_wait_minutes=minutes,
+    )
+
+
+def added(sender: str) -> Callable[[Any], bool]:
+    return lambda e: isinstance(e, events.ChatMessageAdded) and e.sender_id == sender
+
+
+def sent(message_id: str) -> Callable[[Any], bool]:
+    return lambda e: (
+        isinstance(e, events.ChatStatusChanged) and e.message_id == message_id and e.status == "sent"
+    )

@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import json
 import os
+import re
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +32,7 @@ SECRET_KEY = "sec-c-interop-test"
 CIPHER_KEY = "interop-test-cipher-key"
 
 
+STEP = 15.0  # seconds; the bound on one step of the consultation on a busy machine
 WAIT = 4.0  # seconds; the bound on anything that should happen at once (a busy 2-core machine)
 
 
@@ -228,3 +231,59 @@ JS_PROVIDER = "dr-rivera"  # the provider app on the JS SDK; a provider in the s
 
 
 PAGE_ORIGIN = "http://127.0.0.1:8765"  # where the provider page would be served: not the clinic's origin
+
+
+class ProviderPage:
+    """One provider call page in the module's browser."""
+
+    def __init__(self, driver: JsPeer, number: int) -> None:
+        self.driver = driver
+        self.number = number
+
+    async def run(self, method: str, within: float = STEP, **args: Any) -> Any:
+        answer = await self.driver.call("run", within=within, page=self.number, method=method, args=args)
+        assert answer["event"] == "result", answer
+        return answer["value"]
+
+    async def event(self, name: str, within: float = STEP, **fields: Any) -> Event:
+        return await self.driver.event(
+            lambda e: (
+                e.get("page") == self.number
+                and e["event"] == name
+                and all(e.get(k) == v for k, v in fields.items())
+            ),
+            within,
+        )
+
+    def events(self, name: str) -> list[Event]:
+        return [e for e in self.driver.events if e.get("page") == self.number and e["event"] == name]
+
+    async def close(self) -> None:
+        await self.driver.call("close", page=self.number)
+
+
+PATIENT = "pat-js-1"
+
+
+DEPARTMENT = "er"
+
+
+CONSULTATION = f"consultation.{JS_PROVIDER}.{PATIENT}"
+
+
+SENDER_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")  # what senders write
+
+
+def appointment() -> str:
+    """A recognisable appointment ID: it travels only inside encrypted messages."""
+    return f"appt-{uuid.uuid4().hex[:20]}"
+
+
+def app_event(name: str, **fields: Any) -> Any:
+    return lambda e: e["event"] == name and all(e.get(k) == v for k, v in fields.items())
+
+
+async def click(provider: JsPeer, op: str, **fields: Any) -> Event:
+    answer = await provider.call(op, within=STEP, **fields)
+    assert answer["event"] == "result", answer
+    return answer

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from telehealth_client.durable.outbox import Outbox, Outgoing
+from telehealth_client.pubsub.bus import Envelope
+from tests.support.bus import Inbox
 from tests.support.recorder import Recorder
 
 WAIT = 15.0
@@ -47,3 +49,18 @@ def chat(text: str, channel: str = CHANNEL, consultation_id: str = CHANNEL, **fi
 
 
 OutboxFactory = Callable[..., Outbox]
+
+
+async def everything_after(sentinel_bus: Any, inbox: Inbox, already: int) -> list[Envelope]:
+    """What ``inbox`` got once a sentinel published after the outbox drained has arrived too.
+
+    The channel is ordered: any second copy the outbox published would have arrived before it.
+    """
+    await sentinel_bus.publish(CHANNEL, {"type": "sentinel"})
+    received = await inbox.wait_for(already + 1, within=WAIT)
+    assert received[-1].message == {"type": "sentinel"}
+    return received[:-1]
+
+
+def ids(envelopes: list[Envelope]) -> list[str]:
+    return [envelope.message["id"] for envelope in envelopes]

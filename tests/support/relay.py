@@ -9,6 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 from pubnub.callbacks import SubscribeCallback
+from pubnub.enums import PNStatusCategory
+from pubnub.models.consumer.v3.channel import Channel
+from pubnub.models.consumer.v3.uuid import UUID
 from pubnub.pubnub_asyncio import PubNubAsyncio
 
 from telehealth_devstack.relay import Relay
@@ -92,3 +95,24 @@ async def subscribed(client: PubNubAsyncio, channels: list[str], *, with_presenc
     builder.execute()
     await collector.next_status(PNStatusCategory.PNConnectedCategory)
     return collector
+
+
+async def grant(
+    admin: PubNubAsyncio, resources: list[Any], *, ttl: int = 15, user: str | None = None, **kw: Any
+) -> str:
+    channels = [r for r in resources if isinstance(r, Channel)]
+    uuids = [r for r in resources if isinstance(r, UUID)]
+    result = await admin.grant_token(
+        channels=channels, users=uuids, ttl=ttl, authorized_user_id=user, **kw
+    ).result()
+    token: str = result.token
+    return token
+
+
+def assert_denied(envelope: Any, message: str = "Forbidden") -> None:
+    assert envelope.status.is_error()
+    assert envelope.status.status_code == 403
+    assert envelope.status.category == PNStatusCategory.PNAccessDeniedCategory
+    body = envelope.status.error_data.exception._errormsg
+    assert body["service"] == "Access Manager"
+    assert body["message"] == message

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 from pathlib import Path
 
 import pytest
@@ -16,33 +14,9 @@ from telehealth_client.audit.trail import (
     audit_event,
     store_path,
 )
-
-from ..cli_process import AGENT, Process
+from tests.support.audit import run_agent
 
 pytestmark = pytest.mark.integration
-
-
-async def run_agent(state_dir: Path, settings: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """``telehealth-agent run`` on ``state_dir``; ``settings`` (a development stack's) replace the
-    unreachable defaults."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
-    env.update(
-        TELEHEALTH_USER_ID="kiosk-1",
-        TELEHEALTH_STATE_DIR=str(state_dir),
-        TELEHEALTH_SUBSCRIBE_KEY="sub-c-start",
-        TELEHEALTH_PUBLISH_KEY="pub-c-start",
-        TELEHEALTH_CIPHER_KEY="start-cipher-key-0123456789",
-        TELEHEALTH_DEVICE_CREDENTIAL="dev-kiosk-start",
-        TELEHEALTH_ORIGIN="127.0.0.1:9",  # nothing listens: the start fails before it is needed
-        TELEHEALTH_CLINIC_URL="http://127.0.0.1:9",
-        TELEHEALTH_SSL="false",
-        TELEHEALTH_API_PORT="0",
-    )
-    env.update(settings or {})
-    proc = await asyncio.create_subprocess_exec(
-        *AGENT, "run", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
-    )
-    return await Process(proc).finish()
 
 
 async def test_a_damaged_audit_store_stops_the_start_naming_the_file_and_the_fix(tmp_path: Path) -> None:

@@ -30,38 +30,19 @@ from telehealth_client.audit.trail import (
 )
 from telehealth_client.protocol import messages
 from telehealth_devstack.stack import DevStack
-from tests.support.audit import Trails, kiosk_event
+from tests.support.audit import CREDENTIAL, DEVICE, KEYED, Trails, kiosk_event, run
+from tests.support.audit_v2_store import write_version_2_store
 from tests.support.consultation import KIOSK, PROVIDER
-
-from ...audit_v2_store import write_version_2_store
-from ..cli_process import AGENT, Process
 
 pytestmark = pytest.mark.integration
 
 ORG = "org-cli"
-DEVICE = "kiosk-1"
-CREDENTIAL = "audit-cli-device-credential-0123"
 CIPHER_KEY = "audit-cli-organization-cipher-key"
-KEYED = {"TELEHEALTH_USER_ID": DEVICE, "TELEHEALTH_DEVICE_CREDENTIAL": CREDENTIAL}
 EDITED = "content does not match its hash (edited, or written without this device's key)"
 HEAD_MOVED = (
     "does not verify under this device's credential: it was moved back, reset or rewritten by someone "
     "without the key"
 )
-
-
-async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """``telehealth-agent audit ARGS`` with this device's settings unless ``env`` is given."""
-    base = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
-    proc = await asyncio.create_subprocess_exec(
-        *AGENT,
-        "audit",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**base, **(KEYED if env is None else env)},
-    )
-    return await Process(proc).finish()
 
 
 async def recorded_store(

@@ -22,8 +22,7 @@ import pytest
 from telehealth_client.audit.trail import ChainKeys, read_status, store_path, verify_chain
 from telehealth_devstack.stack import DevStack
 from tests.support.audit import sink_events
-
-from ..cli_process import Process
+from tests.support.cli import Process
 
 pytestmark = pytest.mark.integration
 

@@ -11,29 +11,10 @@ import pytest
 
 from telehealth_client.pubsub.bus import ConnectionStatus
 from telehealth_devstack.relay import Relay
-from tests.support.bus import BusFactory, Inbox, StatusLog, subscribed
-from tests.support.recorder import Recorder
+from tests.support.bus import BusFactory, Inbox, LogWatch, StatusLog, subscribed
 
 CHANNEL = "consultation.dr-smith.patient-abc123"
 TOKEN = "TOKEN-MARKER-p0Tq"
-
-
-class LogWatch(logging.Handler):
-    """The bus's log lines as they come, and a way to wait for one (no sleeps)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self._recorder = Recorder()
-        self.lines: list[str] = self._recorder.items
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._recorder.add(record.getMessage())
-
-    async def wait_for(self, matches: Callable[[str], bool], within: float = 10.0) -> str:
-        return str((await self._recorder.wait_for(matches, within=within))[0])
-
-    def faults(self) -> list[str]:
-        return [line for line in self.lines if line.startswith("bus connection fault")]
 
 
 @pytest.fixture

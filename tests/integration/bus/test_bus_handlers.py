@@ -10,9 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from telehealth_client.pubsub.bus import Envelope
-from tests.support.bus import BusFactory, Inbox, subscribed
-
-from .test_bus_faults import LogWatch
+from tests.support.bus import BusFactory, Inbox, LogWatch, subscribed
 
 CHANNEL = "consultation.dr-smith.patient-abc123"
 

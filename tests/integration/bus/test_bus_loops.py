@@ -14,10 +14,9 @@ from telehealth_client.pubsub import pubnub_bus
 from telehealth_client.pubsub.bus import ConnectionStatus
 from telehealth_client.pubsub.wire import parse_subscribe_answer
 from telehealth_devstack.relay import Relay
-from tests.support.bus import BusFactory, Inbox, subscribed
+from tests.support.bus import BusFactory, Inbox, LogWatch, subscribed
 
 from .switch import Switch
-from .test_bus_faults import LogWatch
 
 CHANNEL = "consultation.dr-smith.patient-abc123"
 LOGGER = "telehealth_client.pubsub.pubnub_bus"

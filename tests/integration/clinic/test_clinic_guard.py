@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from telehealth_devstack.clinic import Clinic
-from tests.integration import raw_http
+from tests.support import raw_http
 from tests.support.clinic import ORGANIZATION, ClinicApi
 
 pytestmark = pytest.mark.integration

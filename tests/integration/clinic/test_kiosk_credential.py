@@ -24,11 +24,10 @@ from tests.support.clinic import (
     ClientFactory,
     ClinicApi,
     ClinicFactory,
+    audit_event,
     grant_consent,
     publish,
 )
-
-from .test_audit_sink import audit_event
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,6 @@ from telehealth_client.pubsub.bus import ConnectionStatus
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack
-from tests.integration.bus.tap import Tap
 from tests.support.agent_child import AgentChild, AgentChildren
 from tests.support.consultation import (
     APPOINTMENT,
@@ -33,15 +32,14 @@ from tests.support.consultation import (
     LogLines,
     Parts,
     RecordingHub,
+    added,
     patient_agent_environment,
     provider_agent_environment,
+    sent,
 )
+from tests.support.tap import Tap
 
 pytestmark = pytest.mark.integration
-
-
-def added(sender: str) -> Callable[[Any], bool]:
-    return lambda e: isinstance(e, events.ChatMessageAdded) and e.sender_id == sender
 
 
 def added_ids(hub: RecordingHub, sender: str) -> list[str]:
@@ -49,12 +47,6 @@ def added_ids(hub: RecordingHub, sender: str) -> list[str]:
     return [
         e.message_id for e in hub.items if isinstance(e, events.ChatMessageAdded) and e.sender_id == sender
     ]
-
-
-def sent(message_id: str) -> Callable[[Any], bool]:
-    return lambda e: (
-        isinstance(e, events.ChatStatusChanged) and e.message_id == message_id and e.status == "sent"
-    )
 
 
 def reconnecting(e: Any) -> bool:

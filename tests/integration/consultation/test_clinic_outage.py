@@ -31,9 +31,9 @@ from tests.support.consultation import (
     LogLines,
     Parts,
     RecordingHub,
+    added,
+    sent,
 )
-
-from .test_chat_outages import added, sent
 
 pytestmark = pytest.mark.integration
 

@@ -26,9 +26,8 @@ from tests.support.consultation import (
     SPECIALIST,
     Parts,
     RecordingHub,
+    queue_update,
 )
-
-from .test_restart import queue_update
 
 pytestmark = pytest.mark.integration
 

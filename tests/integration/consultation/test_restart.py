@@ -5,7 +5,6 @@ catch-up from the saved timetoken) and applies every message published meanwhile
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,6 @@ import pytest
 
 from telehealth_client.consultation import state_file
 from telehealth_client.protocol.messages import ConsultationState as S
-from telehealth_client.protocol.messages import QueueUpdate
 from tests.support.agent_child import AgentChild, AgentChildren
 from tests.support.consultation import (
     APPOINTMENT,
@@ -24,6 +22,7 @@ from tests.support.consultation import (
     Parts,
     RecordingHub,
     patient_agent_environment,
+    queue_update,
 )
 
 pytestmark = pytest.mark.integration
@@ -39,18 +38,6 @@ async def launch(parts: Parts, tmp_path: Path, agent_children: AgentChildren) ->
         return await agent_children.start(environment)
 
     return start
-
-
-def queue_update(position: int, minutes: int) -> QueueUpdate:
-    return QueueUpdate(
-        title="Queue Update",
-        body="",
-        priority="normal",
-        timestamp=datetime.now(UTC),
-        consultation_id=CONSULTATION,
-        position=position,
-        estimated_wait_minutes=minutes,
-    )
 
 
 async def test_a_killed_patient_agent_resumes_and_applies_what_it_missed_once(

@@ -18,14 +18,15 @@ from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
 from telehealth_devstack.stack import DevStack
 from tests.support.consultation import Parts, RecordingHub
-from tests.support.interop import JS_PROVIDER, JsPeer, PeerFactory
-
-from .test_js_provider import (
+from tests.support.interop import (
     CONSULTATION,
     DEPARTMENT,
+    JS_PROVIDER,
     PATIENT,
     SENDER_TIME,
     STEP,
+    JsPeer,
+    PeerFactory,
     app_event,
     appointment,
     click,

@@ -31,9 +31,9 @@ from telehealth_client.media.common import TurnConfig
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import Answer, EndCall, Message, Offer, Signal, encode
 from telehealth_client.pubsub.bus import Envelope
+from tests.support.media import strict_read
 
 from .numbered import NumberedVideoTrack
-from .test_quality_after_stall import strict_read
 
 WAIT = 30.0
 

@@ -20,9 +20,8 @@ from telehealth_client import events
 from telehealth_client.media.fallback import FallbackSettings
 from telehealth_client.media.worker import MediaWorker
 from tests.support.consultation import CONSULTATION, Parts, RecordingHub
+from tests.support.media import connecting, flowing, media_options
 from tests.support.preflight import packet_loss
-
-from .test_consultation_call import connecting, flowing, media_options
 
 pytestmark = pytest.mark.integration
 

@@ -32,8 +32,7 @@ from tests.support.consultation import (
     Parts,
     RecordingHub,
 )
-
-from .test_consultation_call import call_under_way, flowing, media_options
+from tests.support.media import call_under_way, flowing, media_options
 
 pytestmark = pytest.mark.integration
 

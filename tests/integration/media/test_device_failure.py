@@ -41,10 +41,9 @@ from tests.support.consultation import (
     Parts,
     RecordingHub,
 )
+from tests.support.media import child_env, connecting
 
 from .numbered import HEIGHT, WIDTH, draw, write_numbered_video
-from .test_consultation_call import connecting
-from .test_worker import child_env
 
 pytestmark = pytest.mark.integration
 

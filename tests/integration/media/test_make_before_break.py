@@ -56,12 +56,11 @@ from tests.support.consultation import (
     Parts,
     RecordingHub,
 )
-from tests.support.media import turn_config
+from tests.support.media import media_options, turn_config
 
 from .frame_taps import shown_frames, tapped_media
 from .offer_mutations import mutations, truncations
 from .raw_peer import RawPeer
-from .test_consultation_call import media_options
 
 pytestmark = pytest.mark.integration
 

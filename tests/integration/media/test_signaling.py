@@ -30,10 +30,9 @@ from tests.support.consultation import (
     RecordingHub,
     bus_template,
 )
-from tests.support.media import turn_config
+from tests.support.media import Receiver, turn_config
 
 from .numbered import NumberedVideoTrack
-from .test_call import Receiver
 
 pytestmark = pytest.mark.integration
 

@@ -4,28 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from telehealth_client.pubsub.bus import ConnectionStatus, Envelope
+from telehealth_client.pubsub.bus import ConnectionStatus
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.relay import Relay
 from tests.integration.outbox.lossy_answers import LossyAnswers
 from tests.support.bus import BusFactory, Inbox, StatusLog, subscribed
 from tests.support.consultation import LogLines
-from tests.support.outbox import CHANNEL, SENDER, WAIT, OutboxFactory, Results, chat
-
-
-async def everything_after(sentinel_bus: Any, inbox: Inbox, already: int) -> list[Envelope]:
-    """What ``inbox`` got once a sentinel published after the outbox drained has arrived too.
-
-    The channel is ordered: any second copy the outbox published would have arrived before it.
-    """
-    await sentinel_bus.publish(CHANNEL, {"type": "sentinel"})
-    received = await inbox.wait_for(already + 1, within=WAIT)
-    assert received[-1].message == {"type": "sentinel"}
-    return received[:-1]
-
-
-def ids(envelopes: list[Envelope]) -> list[str]:
-    return [envelope.message["id"] for envelope in envelopes]
+from tests.support.outbox import CHANNEL, SENDER, WAIT, OutboxFactory, Results, chat, everything_after, ids
 
 
 async def test_items_put_while_the_link_is_cut_arrive_once_in_order_as_soon_as_it_returns(

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from telehealth_client.pubsub.bus import AccessDeniedError
 from telehealth_devstack.relay import Relay
-from tests.integration.bus.test_bus import grant
-from tests.support.bus import BusFactory, Inbox, subscribed
+from tests.support.bus import BusFactory, Inbox, grant, subscribed
 from tests.support.outbox import CHANNEL, SENDER, WAIT, OutboxFactory, Results, chat
 
 ELSEWHERE = f"notification.{SENDER}"

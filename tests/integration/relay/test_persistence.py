@@ -16,8 +16,7 @@ from pubnub.pubnub_asyncio import PubNubAsyncio
 from telehealth_devstack.relay import ManualClock, Relay
 from telehealth_devstack.relay.client import sdk_client
 from telehealth_devstack.relay.persistence import DATABASE_NAME
-
-from .test_access_manager import grant
+from tests.support.relay import grant
 
 CHANNEL = "consultation.prov1.pat1"
 Clients = Callable[..., PubNubAsyncio]
