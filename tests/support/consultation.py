@@ -278,3 +278,19 @@ def sent(message_id: str) -> Callable[[Any], bool]:
     return lambda e: (
         isinstance(e, events.ChatStatusChanged) and e.message_id == message_id and e.status == "sent"
     )
+
+
+# The kiosk's check-in for the consultation: ``patient.check_in(**CHECK_IN)``, and as an agent
+# child's command, ``child.command("check-in", **AGENT_CHECK_IN)``.
+CHECK_IN = {
+    "appointment_id": APPOINTMENT,
+    "patient_id": PATIENT,
+    "provider_id": PROVIDER,
+    "department_id": DEPARTMENT,
+}
+AGENT_CHECK_IN = {
+    "appointmentId": APPOINTMENT,
+    "patientId": PATIENT,
+    "providerId": PROVIDER,
+    "departmentId": DEPARTMENT,
+}

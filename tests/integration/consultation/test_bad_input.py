@@ -12,9 +12,8 @@ from telehealth_client import events
 from telehealth_client.consultation import state_file
 from telehealth_client.protocol.messages import ConsultationState as S
 from tests.support.consultation import (
-    APPOINTMENT,
+    CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
     PATIENT,
     PROVIDER,
     LogLines,
@@ -88,9 +87,7 @@ async def test_bad_lifecycle_messages_are_dropped_with_a_reason_and_change_nothi
     provider = await parts.provider(provider_hub)
     await parts.record_consent()
     patient = parts.patient(patient_hub)
-    session = await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
+    session = await patient.check_in(**CHECK_IN)
     await provider_hub.wait_state(S.CHECKED_IN)
     await provider.send_queue_updates()
     await patient_hub.wait_state(S.WAITING)

@@ -21,9 +21,8 @@ from telehealth_client.consultation.session import ConsultationSession
 from telehealth_client.durability import Durable
 from telehealth_client.protocol.messages import ConsultationState as S
 from tests.support.consultation import (
-    APPOINTMENT,
+    CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
     PATIENT,
     PROVIDER,
     SPECIALIST,
@@ -68,9 +67,7 @@ async def joined_pair(parts: Parts) -> Pair:
     provider = await parts.provider(provider_hub, durable=provider_store)
     await parts.record_consent()
     patient = parts.patient(patient_hub, durable=kiosk_store)
-    session = await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
+    session = await patient.check_in(**CHECK_IN)
     await provider_hub.wait_state(S.CHECKED_IN)
     await provider.join(CONSULTATION)
     await patient_hub.wait_state(S.CONNECTING)

@@ -24,9 +24,9 @@ from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack
 from tests.support.agent_child import AgentChild, AgentChildren
 from tests.support.consultation import (
-    APPOINTMENT,
+    AGENT_CHECK_IN,
+    CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
     PATIENT,
     PROVIDER,
     LogLines,
@@ -92,9 +92,7 @@ async def test_chat_sent_while_the_relay_is_unreachable_arrives_once_in_order_bo
         provider = await parts.provider(provider_hub, durable=provider_store, origin=provider_link.origin)
         await parts.record_consent()
         patient = parts.patient(patient_hub, durable=kiosk_store, origin=patient_link.origin)
-        await patient.check_in(
-            appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-        )
+        await patient.check_in(**CHECK_IN)
         await provider_hub.wait_state(S.CHECKED_IN)
         await provider.join(CONSULTATION)
         await patient_hub.wait_state(S.CONNECTING)
@@ -207,9 +205,7 @@ async def launch(parts: Parts, tmp_path: Path, agent_children: AgentChildren) ->
 async def checked_in_and_joined(parts: Parts, agent: AgentChild, provider_hub: RecordingHub) -> Any:
     """The provider (in this process, with its own outbox) and the agent's patient, joined."""
     provider = await parts.provider(provider_hub, durable=await parts.durable("provider-state", PROVIDER))
-    reply = await agent.command(
-        "check-in", appointmentId=APPOINTMENT, patientId=PATIENT, providerId=PROVIDER, departmentId=DEPARTMENT
-    )
+    reply = await agent.command("check-in", **AGENT_CHECK_IN)
     assert reply["ok"], reply
     await provider_hub.wait_state(S.CHECKED_IN)
     await provider.join(CONSULTATION)
@@ -297,9 +293,7 @@ async def test_chat_a_provider_agent_queued_before_a_sigkill_reaches_the_patient
     async with CuttableLink(parts.stack.relay.origin) as link:
         first: AgentChild = await launch(link.origin, "first.log", provider=True)
         patient = parts.patient(patient_hub, durable=await parts.durable("kiosk-state"))
-        await patient.check_in(
-            appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-        )
+        await patient.check_in(**CHECK_IN)
         await first.wait_state(S.CHECKED_IN)
         assert (await first.command("join", consultationId=CONSULTATION))["ok"]
         await patient_hub.wait_state(S.CONNECTING)

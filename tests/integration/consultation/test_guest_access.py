@@ -22,10 +22,9 @@ from telehealth_client.security.clinic_client import ClinicError
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack
 from tests.support.consultation import (
-    APPOINTMENT,
+    CHECK_IN,
     CONSULTATION,
     DEPARTMENT,
-    PATIENT,
     PROVIDER,
     SPECIALIST,
     WAIT,
@@ -48,9 +47,7 @@ async def stack() -> AsyncIterator[DevStack]:
 async def _joined_consultation(parts: Parts, provider: ProviderEndpoint, provider_hub: RecordingHub) -> None:
     await parts.record_consent()
     patient = parts.patient(RecordingHub())
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
+    await patient.check_in(**CHECK_IN)
     await provider_hub.wait_state(S.CHECKED_IN)
     await provider.join(CONSULTATION)
 

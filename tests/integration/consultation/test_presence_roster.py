@@ -14,9 +14,8 @@ from telehealth_client.consultation.roster import ChangeKind, RosterRole
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_devstack.network import CuttableLink
 from tests.support.consultation import (
-    APPOINTMENT,
+    CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
     PATIENT,
     PROVIDER,
     SPECIALIST,
@@ -47,9 +46,7 @@ async def test_the_queue_shows_a_waiting_patients_join_timeout_and_leave(parts: 
     async with CuttableLink(parts.stack.relay.origin) as link:
         # The kiosk's presence expires 5 s after its network goes (the relay's sweep is 1 s).
         patient = parts.patient(patient_hub, origin=link.origin, presence_timeout_seconds=5)
-        await patient.check_in(
-            appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-        )
+        await patient.check_in(**CHECK_IN)
         await provider_hub.wait_state(S.CHECKED_IN)
         await provider_hub.wait_for(changed(PATIENT, ChangeKind.PRESENT))
         assert presence_of_patient(provider) is True
@@ -74,9 +71,7 @@ async def test_the_patient_is_told_who_joined_and_who_left_with_their_roles(part
     specialist = await parts.provider(specialist_hub, SPECIALIST)
     await parts.record_consent()
     patient = parts.patient(patient_hub)
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
+    await patient.check_in(**CHECK_IN)
     await provider_hub.wait_state(S.CHECKED_IN)
     await provider.join(CONSULTATION)
     await patient_hub.wait_state(S.CONNECTING)

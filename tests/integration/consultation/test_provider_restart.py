@@ -20,11 +20,8 @@ from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.protocol.messages import Summary
 from tests.support.agent_child import AgentChild, AgentChildren
 from tests.support.consultation import (
-    APPOINTMENT,
+    CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
-    PATIENT,
-    PROVIDER,
     Parts,
     RecordingHub,
     provider_agent_environment,
@@ -56,9 +53,7 @@ async def test_a_killed_provider_agent_resumes_its_consultation_and_applies_what
     await parts.record_consent()
     first: AgentChild = await launch_provider()
     patient = parts.patient(patient_hub)
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
+    await patient.check_in(**CHECK_IN)
     await first.wait_state(S.CHECKED_IN)
     assert (await first.command("queue-updates"))["ok"]
     await patient_hub.wait_state(S.WAITING)

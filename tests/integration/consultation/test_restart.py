@@ -14,11 +14,8 @@ from telehealth_client.consultation import state_file
 from telehealth_client.protocol.messages import ConsultationState as S
 from tests.support.agent_child import AgentChild, AgentChildren
 from tests.support.consultation import (
-    APPOINTMENT,
+    AGENT_CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
-    PATIENT,
-    PROVIDER,
     Parts,
     RecordingHub,
     patient_agent_environment,
@@ -49,9 +46,7 @@ async def test_a_killed_patient_agent_resumes_and_applies_what_it_missed_once(
 
     first: AgentChild = await launch()
     assert first.events("started")[0]["status"] == "idle"
-    reply = await first.command(
-        "check-in", appointmentId=APPOINTMENT, patientId=PATIENT, providerId=PROVIDER, departmentId=DEPARTMENT
-    )
+    reply = await first.command("check-in", **AGENT_CHECK_IN)
     assert reply["ok"], reply
     await provider_hub.wait_state(S.CHECKED_IN)
     session = provider.session(CONSULTATION)

@@ -16,9 +16,8 @@ import pytest
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import ConsultationState as S
 from tests.support.consultation import (
-    APPOINTMENT,
+    CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
     PATIENT,
     PROVIDER,
     LogLines,
@@ -51,9 +50,7 @@ async def test_a_waiting_room_cancel_after_the_provider_joined_is_ignored(
     provider = await parts.provider(provider_hub)
     await parts.record_consent()
     patient = parts.patient(patient_hub)
-    session = await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
+    session = await patient.check_in(**CHECK_IN)
     await provider_hub.wait_state(S.CHECKED_IN)
     await provider.join(CONSULTATION)
     await patient_hub.wait_state(S.CONNECTING)
@@ -86,9 +83,7 @@ async def test_a_waiting_room_cancel_before_the_provider_joined_cancels(parts: P
     provider = await parts.provider(provider_hub)
     await parts.record_consent()
     patient = parts.patient(patient_hub)
-    session = await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
+    session = await patient.check_in(**CHECK_IN)
     await provider_hub.wait_state(S.CHECKED_IN)
     await provider.send_queue_updates()
     await patient_hub.wait_state(S.WAITING)

@@ -14,11 +14,8 @@ from devices import synthetic
 from telehealth_client.protocol.messages import ConsultationState as S
 from tests.support.agent_child import AgentChild, AgentChildren
 from tests.support.consultation import (
-    APPOINTMENT,
+    AGENT_CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
-    PATIENT,
-    PROVIDER,
     Parts,
     patient_agent_environment,
     provider_agent_environment,
@@ -62,9 +59,7 @@ async def test_two_agents_hold_a_relay_only_call_from_their_settings(parts: Part
     await parts.record_consent()
     provider: AgentChild = await agents("provider")
     patient: AgentChild = await agents("patient")
-    checked_in = await patient.command(
-        "check-in", appointmentId=APPOINTMENT, patientId=PATIENT, providerId=PROVIDER, departmentId=DEPARTMENT
-    )
+    checked_in = await patient.command("check-in", **AGENT_CHECK_IN)
     assert checked_in["ok"], checked_in
     await provider.wait_state(S.CHECKED_IN)
     assert (await provider.command("join", consultationId=CONSULTATION))["ok"]

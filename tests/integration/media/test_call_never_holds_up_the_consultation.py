@@ -23,10 +23,8 @@ from telehealth_client import events
 from telehealth_client.media.worker import MediaWorker
 from telehealth_client.protocol.messages import ConsultationState as S
 from tests.support.consultation import (
-    APPOINTMENT,
+    CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
-    PATIENT,
     PROVIDER,
     LogLines,
     Parts,
@@ -48,9 +46,7 @@ async def test_a_hung_warm_spare_does_not_block_the_call_or_the_chat(parts: Part
     )
     await parts.record_consent()
     patient = parts.patient(patient_hub, durable=kiosk_store, media=media_options(tmp_path, "patient"))
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
+    await patient.check_in(**CHECK_IN)
     await provider_hub.wait_state(S.CHECKED_IN)
     await provider.join(CONSULTATION)
     await patient_hub.wait_state(S.CONNECTING)
@@ -96,9 +92,7 @@ async def test_an_offer_burst_does_not_hold_up_the_chat(parts: Parts, tmp_path: 
     provider = await parts.provider(provider_hub, durable=provider_store)
     await parts.record_consent()
     patient = parts.patient(patient_hub, durable=kiosk_store, media=media_options(tmp_path, "patient"))
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
+    await patient.check_in(**CHECK_IN)
     await provider_hub.wait_state(S.CHECKED_IN)
     await provider.join(CONSULTATION)
     await patient_hub.wait_state(S.CONNECTING)

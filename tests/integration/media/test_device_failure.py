@@ -33,11 +33,8 @@ from telehealth_client.media.consultation_call import ConsultationCall, MediaOpt
 from telehealth_client.media.worker import Devices, MediaWorker
 from telehealth_client.protocol.messages import ConsultationState as S
 from tests.support.consultation import (
-    APPOINTMENT,
+    CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
-    PATIENT,
-    PROVIDER,
     Parts,
     RecordingHub,
 )
@@ -172,9 +169,7 @@ async def call_in_progress(
     provider = await parts.provider(provider_hub, media=MediaOptions(devices, env))
     await parts.record_consent()
     patient = parts.patient(patient_hub, media=media)
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
+    await patient.check_in(**CHECK_IN)
     await provider_hub.wait_state(S.CHECKED_IN)
     await provider.join(CONSULTATION)
     await patient_hub.wait_state(S.CONNECTING)

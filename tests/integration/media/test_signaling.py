@@ -20,9 +20,8 @@ from telehealth_client.media.signaling import CallSignaling
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from tests.support.consultation import (
-    APPOINTMENT,
+    CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
     PATIENT,
     PROVIDER,
     LogLines,
@@ -82,9 +81,7 @@ async def waiting_sides(parts: Parts) -> tuple[Side, Side, ProviderEndpoint]:
     provider = await parts.provider(provider_hub)
     await parts.record_consent()
     patient = parts.patient(patient_hub)
-    session = await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
+    session = await patient.check_in(**CHECK_IN)
     await provider_hub.wait_state(S.CHECKED_IN)
     patient_side = Side(parts, PATIENT, session, patient_hub)
     provider_side = Side(parts, PROVIDER, provider.session(CONSULTATION), provider_hub)

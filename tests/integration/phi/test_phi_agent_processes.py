@@ -17,9 +17,8 @@ from telehealth_devstack.stack import DevStack
 from tests.support.agent_child import AgentChildren
 from tests.support.audit import sink_events
 from tests.support.consultation import (
-    APPOINTMENT,
+    AGENT_CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
     KIOSK,
     PATIENT,
     PROVIDER,
@@ -53,9 +52,7 @@ async def test_marker_phi_stays_out_of_what_agent_processes_write_and_keep(
         patient_agent_environment(stack, kiosk_dir, **common), logs=asyncio.subprocess.PIPE, debug=True
     )
 
-    await kiosk.command_ok(
-        "check-in", appointmentId=APPOINTMENT, patientId=PATIENT, providerId=PROVIDER, departmentId=DEPARTMENT
-    )
+    await kiosk.command_ok("check-in", **AGENT_CHECK_IN)
     await provider.wait_event("state-changed", consultation_id=CONSULTATION, state="checked-in")
     await provider.command_ok("join", consultationId=CONSULTATION)
     await kiosk.wait_event("state-changed", consultation_id=CONSULTATION, state="connecting")

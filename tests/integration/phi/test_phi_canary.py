@@ -27,7 +27,7 @@ from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack
 from tests.support.audit import sink_events
 from tests.support.consultation import (
-    APPOINTMENT,
+    CHECK_IN,
     CONSULTATION,
     DEPARTMENT,
     PATIENT,
@@ -103,9 +103,7 @@ async def test_marker_phi_stays_out_of_logs_audit_files_and_what_the_relay_store
         patient = parts.patient(
             patient_hub, state_dir=kiosk_dir / "consultation", durable=kiosk_store, origin=link.origin
         )
-        await patient.check_in(
-            appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-        )
+        await patient.check_in(**CHECK_IN)
         await provider_hub.wait_state(S.CHECKED_IN)
         await provider.join(CONSULTATION)
         await patient_hub.wait_state(S.CONNECTING)

@@ -25,7 +25,7 @@ from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_devstack.stack import DevStack
 from tests.support.bus import Inbox, StatusLog
 from tests.support.consultation import (
-    APPOINTMENT,
+    CHECK_IN,
     CONSULTATION,
     DEPARTMENT,
     PATIENT,
@@ -140,9 +140,7 @@ async def run_a_consultation(parts: Parts) -> None:
     provider = await parts.provider(provider_hub, durable=provider_store)
     await parts.record_consent()
     patient = parts.patient(patient_hub, durable=kiosk_store)
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
+    await patient.check_in(**CHECK_IN)
     await provider_hub.wait_state(S.CHECKED_IN)
     assert await provider.send_queue_updates() == 1
     await patient_hub.wait_state(S.WAITING)

@@ -11,11 +11,8 @@ from telehealth_client import events
 from telehealth_client.agent import Agent
 from telehealth_devstack.stack import DevStack
 from tests.support.consultation import (
-    APPOINTMENT,
+    CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
-    PATIENT,
-    PROVIDER,
     Parts,
     RecordingHub,
 )
@@ -42,9 +39,7 @@ async def test_a_kiosks_preflight_goes_to_the_provider_with_the_check_in(
         report = await asyncio.wait_for(agent.preflight(skip={"devices"}), 60.0)
         assert report.network.verdict == "video"
         assert agent.patient is not None
-        await agent.patient.check_in(
-            appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-        )
+        await agent.patient.check_in(**CHECK_IN)
         [reported] = await provider_hub.wait_for(lambda e: isinstance(e, events.DeviceStatusReported))
         assert reported == events.DeviceStatusReported(CONSULTATION, "skipped", "skipped", "skipped", "video")
     finally:

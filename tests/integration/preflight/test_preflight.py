@@ -11,11 +11,8 @@ from telehealth_client.consultation.patient import DeviceReport
 from telehealth_client.preflight import PreflightReport, run_network_preflight
 from telehealth_devstack.stack import DevStack
 from tests.support.consultation import (
-    APPOINTMENT,
+    CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
-    PATIENT,
-    PROVIDER,
     Parts,
     RecordingHub,
 )
@@ -90,9 +87,7 @@ async def test_the_verdict_reaches_the_provider_as_device_status(stack: DevStack
     await parts.record_consent()
     patient = parts.patient(RecordingHub())
 
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
+    await patient.check_in(**CHECK_IN)
     status = PreflightReport(network).device_status()
     await patient.report_devices(status)
 
