@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +17,8 @@ from telehealth_devstack.stack import DevStack
 from tests.support import bus as bus_support
 from tests.support import clinic as clinic_support
 from tests.support.agent_child import AgentChildren
-from tests.support.consultation import PROVIDER, SPECIALIST, LogLines, Parts
+from tests.support.consultation import PROVIDER, SPECIALIST, Parts
+from tests.support.logs import LogLines, attached
 
 
 @pytest.fixture
@@ -36,14 +36,8 @@ async def parts(stack: DevStack, tmp_path: Path) -> AsyncIterator[Parts]:
 
 @pytest.fixture
 def log_lines() -> Iterator[LogLines]:
-    handler = LogLines()
-    logger = logging.getLogger("telehealth_client")
-    previous = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(previous)
+    with attached(LogLines(), "telehealth_client") as handler:
+        yield handler
 
 
 @pytest.fixture

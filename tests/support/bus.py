@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from pubnub.models.consumer.v3.channel import Channel
@@ -90,21 +89,3 @@ async def grant(relay: Relay, user_id: str, channel: str) -> str:
         return str(envelope.result.token)
     finally:
         await admin.stop()
-
-
-class LogWatch(logging.Handler):
-    """The bus's log lines as they come, and a way to wait for one (no sleeps)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self._recorder = Recorder()
-        self.lines: list[str] = self._recorder.items
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._recorder.add(record.getMessage())
-
-    async def wait_for(self, matches: Callable[[str], bool], within: float = 10.0) -> str:
-        return str((await self._recorder.wait_for(matches, within=within))[0])
-
-    def faults(self) -> list[str]:
-        return [line for line in self.lines if line.startswith("bus connection fault")]

@@ -10,7 +10,6 @@ records.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -216,30 +215,6 @@ class Parts:
     async def aclose(self) -> None:
         for closer in reversed(self._closers):
             await closer()
-
-
-class LogLines(logging.Handler):
-    """Log records of the consultation modules, to wait for a logged drop or refusal."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-        self._changed = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-        self._changed.set()
-
-    async def wait_line(self, *parts: str, within: float = WAIT) -> str:
-        async def found() -> str:
-            while True:
-                for line in self.lines:
-                    if all(part in line for part in parts):
-                        return line
-                self._changed.clear()
-                await self._changed.wait()
-
-        return await asyncio.wait_for(found(), within)
 
 
 def patient_agent_environment(stack: DevStack, state_dir: Path, **extra: str) -> dict[str, str]:

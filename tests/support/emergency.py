@@ -28,14 +28,13 @@ from tests.support.consultation import (
     PROVIDER,
     SPECIALIST,
     WAIT,
-    LogLines,
     Parts,
     RecordingClinic,
     RecordingHub,
     bus_template,
 )
 
-__all__ = ["DEPARTMENT", "PATIENT", "PROVIDER", "SPECIALIST", "WAIT", "LogLines"]
+__all__ = ["DEPARTMENT", "PATIENT", "PROVIDER", "SPECIALIST", "WAIT"]
 
 
 OTHER = "dr-park"  # a third provider of the department, on call too

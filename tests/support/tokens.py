@@ -123,21 +123,15 @@ class TokenLog(logging.Handler):
     def __init__(self, clock: SharedClock) -> None:
         super().__init__(logging.DEBUG)
         self.clock = clock
-        self.lines: list[tuple[float, str]] = []
-        self._changed = asyncio.Event()
+        self.recorder = Recorder()
+        self.lines: list[tuple[float, str]] = self.recorder.items
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append((self.clock.now(), record.getMessage()))
-        self._changed.set()
+        self.recorder.add((self.clock.now(), record.getMessage()))
 
     def matching(self, prefix: str) -> list[tuple[float, str]]:
         return [line for line in self.lines if line[1].startswith(prefix)]
 
     async def wait_count(self, prefix: str, count: int, within: float = 10.0) -> list[tuple[float, str]]:
-        async def enough() -> list[tuple[float, str]]:
-            while len(self.matching(prefix)) < count:
-                self._changed.clear()
-                await self._changed.wait()
-            return self.matching(prefix)
-
-        return await asyncio.wait_for(enough(), within)
+        await self.recorder.until(lambda: len(self.matching(prefix)) >= count, within)
+        return self.matching(prefix)

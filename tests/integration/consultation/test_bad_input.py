@@ -11,15 +11,8 @@ import pytest
 from telehealth_client import events
 from telehealth_client.consultation import state_file
 from telehealth_client.protocol.messages import ConsultationState as S
-from tests.support.consultation import (
-    CHECK_IN,
-    CONSULTATION,
-    PATIENT,
-    PROVIDER,
-    LogLines,
-    Parts,
-    RecordingHub,
-)
+from tests.support.consultation import CHECK_IN, CONSULTATION, PATIENT, PROVIDER, Parts, RecordingHub
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 

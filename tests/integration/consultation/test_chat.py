@@ -26,10 +26,10 @@ from tests.support.consultation import (
     PATIENT,
     PROVIDER,
     SPECIALIST,
-    LogLines,
     Parts,
     RecordingHub,
 )
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 

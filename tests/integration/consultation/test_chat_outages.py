@@ -29,7 +29,6 @@ from tests.support.consultation import (
     CONSULTATION,
     PATIENT,
     PROVIDER,
-    LogLines,
     Parts,
     RecordingHub,
     added,
@@ -37,6 +36,7 @@ from tests.support.consultation import (
     provider_agent_environment,
     sent,
 )
+from tests.support.logs import LogLines
 from tests.support.tap import Tap
 
 pytestmark = pytest.mark.integration

@@ -28,12 +28,12 @@ from tests.support.consultation import (
     DEPARTMENT,
     PATIENT,
     PROVIDER,
-    LogLines,
     Parts,
     RecordingHub,
     added,
     sent,
 )
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 

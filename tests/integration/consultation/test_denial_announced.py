@@ -11,7 +11,8 @@ import pytest
 from telehealth_client.pubsub.bus import ConnectionStatus, StatusChange
 from telehealth_client.security import tokens
 from telehealth_client.security.tokens import RefreshPolicy, TokenKeeper, TokenRequest
-from tests.support.consultation import APPOINTMENT, PATIENT, PROVIDER, WAIT, LogLines, Parts
+from tests.support.consultation import APPOINTMENT, PATIENT, PROVIDER, WAIT, Parts
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 

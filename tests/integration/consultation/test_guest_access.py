@@ -28,10 +28,10 @@ from tests.support.consultation import (
     PROVIDER,
     SPECIALIST,
     WAIT,
-    LogLines,
     Parts,
     RecordingHub,
 )
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,8 @@ from telehealth_client.agent import Agent
 from telehealth_client.config import load_settings
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope
 from telehealth_devstack.stack import DevStack
-from tests.support.consultation import DEPARTMENT, PROVIDER, WAIT, LogLines, Parts
+from tests.support.consultation import DEPARTMENT, PROVIDER, WAIT, Parts
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 

@@ -20,10 +20,10 @@ from tests.support.emergency import (
     OTHER,
     PROVIDER,
     SPECIALIST,
-    LogLines,
     escalation_update,
     staff,
 )
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,6 @@ from tests.support.emergency import (
     PROVIDER,
     SPECIALIST,
     WAIT,
-    LogLines,
     alert,
     envelopes_of,
     escalation_update,
@@ -30,6 +29,7 @@ from tests.support.emergency import (
     staff,
     stored_events,
 )
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 

@@ -23,12 +23,12 @@ from tests.support.emergency import (
     PROVIDER,
     WAIT,
     EmergencyParts,
-    LogLines,
     RecordingHub,
     alert,
     escalation_update,
     staff,
 )
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,6 @@ from tests.support.emergency import (
     SPECIALIST,
     WAIT,
     EmergencyParts,
-    LogLines,
     RecordingHub,
     alert,
     envelopes_of,
@@ -30,6 +29,7 @@ from tests.support.emergency import (
     notification_reader,
     staff,
 )
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 

@@ -26,11 +26,11 @@ from tests.support.emergency import (
     SPECIALIST,
     WAIT,
     EmergencyParts,
-    LogLines,
     RecordingHub,
     escalation_update,
     staff,
 )
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 

@@ -26,12 +26,12 @@ from tests.support.emergency import (
     PROVIDER,
     SPECIALIST,
     EmergencyParts,
-    LogLines,
     Staff,
     escalation_update,
     staff,
     stored_events,
 )
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 

@@ -22,14 +22,8 @@ from aiortc import RTCPeerConnection
 from telehealth_client import events
 from telehealth_client.media.worker import MediaWorker
 from telehealth_client.protocol.messages import ConsultationState as S
-from tests.support.consultation import (
-    CHECK_IN,
-    CONSULTATION,
-    PROVIDER,
-    LogLines,
-    Parts,
-    RecordingHub,
-)
+from tests.support.consultation import CHECK_IN, CONSULTATION, PROVIDER, Parts, RecordingHub
+from tests.support.logs import LogLines
 from tests.support.media import call_under_way, flowing, media_options
 
 pytestmark = pytest.mark.integration

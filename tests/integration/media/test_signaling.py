@@ -24,11 +24,11 @@ from tests.support.consultation import (
     CONSULTATION,
     PATIENT,
     PROVIDER,
-    LogLines,
     Parts,
     RecordingHub,
     bus_template,
 )
+from tests.support.logs import LogLines
 from tests.support.media import Receiver, turn_config
 
 from .numbered import NumberedVideoTrack

@@ -9,7 +9,7 @@ from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.relay import Relay
 from tests.integration.outbox.lossy_answers import LossyAnswers
 from tests.support.bus import BusFactory, Inbox, StatusLog, subscribed
-from tests.support.consultation import LogLines
+from tests.support.logs import LogLines
 from tests.support.outbox import CHANNEL, SENDER, WAIT, OutboxFactory, Results, chat, everything_after, ids
 
 

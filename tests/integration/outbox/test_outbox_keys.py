@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from telehealth_client.durable.at_rest import Sealer
 from tests.support.bus import BusFactory, Inbox, subscribed
-from tests.support.consultation import LogLines
+from tests.support.logs import LogLines
 from tests.support.outbox import CHANNEL, SENDER, WAIT, OutboxFactory, Results, chat, everything_after, ids
 
 RIGHT = "the-right-outbox-key-0123456789"

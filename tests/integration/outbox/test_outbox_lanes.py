@@ -18,7 +18,7 @@ from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.relay import Relay
 from tests.integration.outbox.in_flight import InFlightTap
 from tests.support.bus import CIPHER_KEY, BusFactory, Inbox, StatusLog
-from tests.support.consultation import LogLines
+from tests.support.logs import LogLines
 from tests.support.outbox import SENDER, WAIT, OutboxFactory, Results, chat
 
 DELAY = 0.2  # seconds the relay holds every request: long enough for publishes to overlap

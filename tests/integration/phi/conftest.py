@@ -8,7 +8,6 @@ A marker is searched as raw bytes and in its base64 forms (all three alignments)
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 
 from telehealth_devstack.stack import DevStack, DevStackKeys
 from tests.support.consultation import PROVIDER, SPECIALIST, Parts
+from tests.support.logs import attached
 from tests.support.phi import (
     CapturedLogs,
 )
@@ -24,15 +24,8 @@ from tests.support.phi import (
 @pytest.fixture
 def captured_logs() -> Iterator[CapturedLogs]:
     """Our loggers at DEBUG, captured at the root (third-party records that reach it too)."""
-    handler = CapturedLogs()
-    root = logging.getLogger()
-    ours = logging.getLogger("telehealth_client")
-    previous = ours.level
-    root.addHandler(handler)
-    ours.setLevel(logging.DEBUG)
-    yield handler
-    root.removeHandler(handler)
-    ours.setLevel(previous)
+    with attached(CapturedLogs(), "telehealth_client", on="") as handler:
+        yield handler
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ time past a refresh point or an expiry by calling ``advance`` instead of waiting
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -29,6 +28,7 @@ from tests.support.clinic import (
     ClinicApi,
     ClinicFactory,
 )
+from tests.support.logs import attached
 from tests.support.tokens import (
     CIPHER_KEY,
     CONSULTATION,
@@ -150,11 +150,5 @@ async def make_keeper(kiosk: RecordingSource, clock: SharedClock) -> AsyncIterat
 
 @pytest.fixture
 def token_log(clock: SharedClock) -> Iterator[TokenLog]:
-    handler = TokenLog(clock)
-    logger = logging.getLogger("telehealth_client.security.tokens")
-    previous = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(previous)
+    with attached(TokenLog(clock), "telehealth_client.security.tokens") as handler:
+        yield handler
