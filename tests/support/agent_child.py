@@ -11,7 +11,7 @@ lists them so far; ``await command(cmd, **fields)`` sends one command and return
 its stdin (the harness closes its agent and exits) and kills it if it does not exit in time.
 
 ``AgentChildren``: the children a test started, each stopped at the end (``agent_children``
-fixture, ``tests/integration/conftest.py``).
+fixture, ``tests/integration/conftest.py``); ``launcher(environment)`` starts one more on each call.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
 from telehealth_client.protocol.messages import ConsultationState
+from tests.support.recorder import Recorder
 
 ROOT = Path(__file__).resolve().parents[2]
 HARNESS = "tests.support.agent_harness"
@@ -38,10 +39,11 @@ Line = dict[str, Any]
 class AgentChild:
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
-        self.lines: list[Line] = []
+        self.recorder = Recorder()
+        self.lines: list[Line] = self.recorder.items
         self.stdout: list[bytes] = []
         self.stderr: list[bytes] = []
-        self._changed = asyncio.Event()
+        self._ended = False
         self._readers = [asyncio.create_task(self._read_stdout())]
         if process.stderr is not None:
             self._readers.append(asyncio.create_task(self._read_stderr()))
@@ -78,10 +80,10 @@ class AgentChild:
         try:
             while raw := await self.process.stdout.readline():
                 self.stdout.append(raw)
-                self.lines.append(json.loads(raw))
-                self._changed.set()
+                self.recorder.add(json.loads(raw))
         finally:
-            self._changed.set()  # a waiter learns that no line will come
+            self._ended = True
+            self.recorder.changed()  # a waiter learns that no line will come
 
     async def _read_stderr(self) -> None:
         assert self.process.stderr is not None
@@ -89,17 +91,15 @@ class AgentChild:
             self.stderr.append(raw)
 
     async def wait_line(self, matches: Callable[[Line], bool], within: float = WAIT) -> Line:
-        async def found() -> Line:
-            while True:
-                for line in self.lines:
-                    if matches(line):
-                        return line
-                if self._readers[0].done():
-                    raise AssertionError(f"the agent's output ended; it wrote:\n{self.written().decode()}")
-                self._changed.clear()
-                await self._changed.wait()
+        def found() -> bool:
+            if any(matches(line) for line in self.lines):
+                return True
+            if self._ended:
+                raise AssertionError(f"the agent's output ended; it wrote:\n{self.written().decode()}")
+            return False
 
-        return await asyncio.wait_for(found(), within)
+        await self.recorder.until(found, within)
+        return next(line for line in self.lines if matches(line))
 
     async def wait_event(self, kind: str, **fields: Any) -> Line:
         return await self.wait_line(
@@ -142,7 +142,8 @@ class AgentChild:
         return reply
 
     async def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
         await self.process.wait()
         await asyncio.gather(*self._readers)
 
@@ -178,6 +179,10 @@ class AgentChildren:
         child = await AgentChild.start(environment, logs=logs, debug=debug)
         self.started.append(child)
         return child
+
+    def launcher(self, environment: dict[str, str]) -> Callable[[], Awaitable[AgentChild]]:
+        """Starts one more child with ``environment`` each time it is called (a restart)."""
+        return lambda: self.start(environment)
 
     async def aclose(self) -> None:
         for child in self.started:

@@ -5,7 +5,7 @@ timetoken) and applies what the patient published meanwhile once, in order."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +31,13 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def launch_provider(parts: Parts, tmp_path: Path, agent_children: AgentChildren) -> Callable[[], Any]:
+def launch_provider(
+    parts: Parts, tmp_path: Path, agent_children: AgentChildren
+) -> Callable[[], Awaitable[AgentChild]]:
     environment = provider_agent_environment(
         parts.stack, tmp_path / "provider-state", TELEHEALTH_RECONNECT_MAX_SECONDS="1"
     )
-
-    async def start() -> AgentChild:
-        return await agent_children.start(environment)
-
-    return start
+    return agent_children.launcher(environment)
 
 
 def device_verdicts(agent: AgentChild) -> list[tuple[str, str, str, str]]:

@@ -4,7 +4,7 @@ catch-up from the saved timetoken) and applies every message published meanwhile
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +26,13 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def launch(parts: Parts, tmp_path: Path, agent_children: AgentChildren) -> Callable[[], Any]:
+def launch(
+    parts: Parts, tmp_path: Path, agent_children: AgentChildren
+) -> Callable[[], Awaitable[AgentChild]]:
     environment = patient_agent_environment(
         parts.stack, tmp_path / "kiosk-state", TELEHEALTH_RECONNECT_MAX_SECONDS="1"
     )
-
-    async def start() -> AgentChild:
-        return await agent_children.start(environment)
-
-    return start
+    return agent_children.launcher(environment)
 
 
 async def test_a_killed_patient_agent_resumes_and_applies_what_it_missed_once(
