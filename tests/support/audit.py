@@ -117,6 +117,15 @@ class Trails:
         self._closers.append(client.aclose)
         return client
 
+    async def record_offline(self, count: int = 3) -> list[messages.AuditEvent]:
+        """``count`` kiosk events recorded by a trail with no sink, closed: all still waiting."""
+        offline = await self.trail(sink=None)
+        events = [kiosk_event(number, self.stack.organization_id) for number in range(count)]
+        for event in events:
+            await offline.record(event)
+        await offline.aclose()
+        return events
+
     def unopened(
         self, sink: AuditSink | None, user_id: str | None = None, legacy_keys: LegacyChainKeys | None = None
     ) -> AuditTrail:

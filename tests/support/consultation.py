@@ -269,3 +269,11 @@ AGENT_CHECK_IN = {
     "providerId": PROVIDER,
     "departmentId": DEPARTMENT,
 }
+
+
+NURSE = "nurse-kim"
+
+
+def nurse_stack() -> DevStack:
+    """A development stack with the provider and one nurse, ``NURSE``, of the department."""
+    return DevStack(providers=(PROVIDER,), nurses=(NURSE,))

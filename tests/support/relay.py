@@ -15,6 +15,7 @@ from pubnub.models.consumer.v3.uuid import UUID
 from pubnub.pubnub_asyncio import PubNubAsyncio
 
 from telehealth_devstack.relay import Relay
+from telehealth_devstack.relay.client import sdk_client
 
 ClientFactory = Callable[..., PubNubAsyncio]
 
@@ -116,3 +117,27 @@ def assert_denied(envelope: Any, message: str = "Forbidden") -> None:
     body = envelope.status.error_data.exception._errormsg
     assert body["service"] == "Access Manager"
     assert body["message"] == message
+
+
+class SdkClients:
+    """Real PubNub SDK clients (``sdk_client``), every one stopped by ``aclose``: ``clients(user_id,
+    **options)`` on the relay it was given (with ``defaults`` under ``options``), ``clients.on(relay,
+    user_id, **options)`` on any relay."""
+
+    def __init__(self, relay: Relay | None = None, **defaults: Any) -> None:
+        self.relay = relay
+        self.defaults = defaults
+        self.made: list[PubNubAsyncio] = []
+
+    def __call__(self, user_id: str, **options: Any) -> PubNubAsyncio:
+        assert self.relay is not None
+        return self.on(self.relay, user_id, **options)
+
+    def on(self, relay: Relay, user_id: str, **options: Any) -> PubNubAsyncio:
+        client = sdk_client(relay, user_id=user_id, **{**self.defaults, **options})
+        self.made.append(client)
+        return client
+
+    async def aclose(self) -> None:
+        for client in self.made:
+            await client.stop()

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import shutil
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from telehealth_client.audit.trail import (
 from telehealth_client.protocol import messages
 from telehealth_devstack.stack import DevStack
 from tests.support.audit import CREDENTIAL, DEVICE, KEYED, Trails, kiosk_event, run
+from tests.support.audit_store import database, tamper
 from tests.support.audit_v2_store import write_version_2_store
 from tests.support.consultation import KIOSK, PROVIDER
 
@@ -70,21 +70,6 @@ async def recorded_store(
     finally:
         await trail.aclose()
     return events
-
-
-def database(state_dir: Path) -> sqlite3.Connection:
-    return sqlite3.connect(store_path(state_dir), isolation_level=None)
-
-
-def tamper(state_dir: Path, *statements: str) -> None:
-    db = database(state_dir)
-    try:
-        db.execute("DROP TRIGGER records_no_update")
-        db.execute("DROP TRIGGER records_no_delete")
-        for statement in statements:
-            db.execute(statement)
-    finally:
-        db.close()
 
 
 def record_hash(state_dir: Path, position: int) -> str:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import pytest
-from pubnub.pubnub_asyncio import PubNubAsyncio
 
 from telehealth_devstack.clinic import Clinic
 from telehealth_devstack.relay import Relay
-from telehealth_devstack.relay.client import sdk_client
 from telehealth_devstack.turn import TurnServer
 from tests.support.clinic import (
     PUBLISH_KEY,
@@ -21,6 +18,7 @@ from tests.support.clinic import (
     ClinicApi,
     ClinicFactory,
 )
+from tests.support.relay import SdkClients
 
 
 @pytest.fixture
@@ -47,16 +45,9 @@ async def enforcing_relay(clinic_relay: Relay) -> AsyncIterator[Relay]:
 @pytest.fixture
 async def make_client(clinic_relay: Relay) -> AsyncIterator[ClientFactory]:
     """Real PubNub SDK clients on the relay (no subscribe loop); all stopped afterwards."""
-    clients: list[PubNubAsyncio] = []
-
-    def make(user_id: str, **options: Any) -> PubNubAsyncio:
-        client = sdk_client(clinic_relay, user_id=user_id, enable_subscribe=False, **options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.stop()
+    clients = SdkClients(clinic_relay, enable_subscribe=False)
+    yield clients
+    await clients.aclose()
 
 
 @pytest.fixture

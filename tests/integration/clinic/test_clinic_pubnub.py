@@ -14,7 +14,6 @@ from pubnub.pubnub_asyncio import PubNubAsyncio
 
 from telehealth_devstack.clinic import CONSENT_FIELD, Clinic
 from telehealth_devstack.relay import Relay
-from telehealth_devstack.relay.client import sdk_client
 from tests.support.clinic import (
     CART_CREDENTIALS,
     KIOSK_CREDENTIAL,
@@ -41,20 +40,6 @@ RW = {**NONE, "read": True, "write": True}
 RWGU = {**RW, "get": True, "update": True}
 
 ClientFactory = Callable[..., PubNubAsyncio]
-
-
-@pytest.fixture
-async def make_client(clinic_relay: Relay) -> AsyncIterator[ClientFactory]:
-    clients: list[PubNubAsyncio] = []
-
-    def make(user_id: str, **options: Any) -> PubNubAsyncio:
-        client = sdk_client(clinic_relay, user_id=user_id, enable_subscribe=False, **options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.stop()
 
 
 def parse(client: PubNubAsyncio, token: str) -> dict[str, Any]:

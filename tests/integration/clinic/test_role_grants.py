@@ -24,8 +24,8 @@ from pubnub.pubnub_asyncio import PubNubAsyncio
 
 from telehealth_devstack.clinic import Clinic
 from telehealth_devstack.relay import Relay
-from telehealth_devstack.relay.client import sdk_client
 from tests.support.clinic import CART_CREDENTIALS, KIOSK_CREDENTIAL, ORGANIZATION, ClinicApi, grant_consent
+from tests.support.relay import SdkClients
 
 pytestmark = pytest.mark.integration
 
@@ -199,16 +199,9 @@ NURSE_WITH_CONSULTATION_ACCESS = {
 
 @pytest.fixture
 async def make_client(clinic_relay: Relay) -> AsyncIterator[ClientFactory]:
-    clients: list[PubNubAsyncio] = []
-
-    def make(user_id: str, **options: Any) -> PubNubAsyncio:
-        client = sdk_client(clinic_relay, user_id=user_id, **options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.stop()
+    clients = SdkClients(clinic_relay)
+    yield clients
+    await clients.aclose()
 
 
 @pytest.fixture

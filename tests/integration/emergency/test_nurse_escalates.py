@@ -16,6 +16,7 @@ from telehealth_client.agent import Agent
 from telehealth_client.audit.trail import store_path
 from telehealth_client.config import load_settings
 from telehealth_devstack.stack import DevStack
+from tests.support.consultation import NURSE, nurse_stack
 from tests.support.emergency import (
     CANARY,
     CONSULTATION,
@@ -32,12 +33,10 @@ from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 
-NURSE = "nurse-kim"
-
 
 @pytest.fixture
 async def stack() -> AsyncIterator[DevStack]:
-    async with DevStack(providers=(PROVIDER,), nurses=(NURSE,)) as running:
+    async with nurse_stack() as running:
         yield running
 
 

@@ -24,7 +24,6 @@ import pytest
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.stack import DevStack
-from tests.support.consultation import Parts
 from tests.support.interop import (
     CIPHER_KEY,
     JS_DIR,
@@ -134,14 +133,6 @@ async def js_peer(relay: Relay, node: str) -> AsyncIterator[PeerFactory]:
 async def stack() -> AsyncIterator[DevStack]:
     async with DevStack(providers=(JS_PROVIDER,)) as running:
         yield running
-
-
-@pytest.fixture
-async def parts(stack: DevStack, tmp_path: Path) -> AsyncIterator[Parts]:
-    """Python patient endpoints on the stack (``parts.patient(hub)``), closed after the test."""
-    built = Parts(stack, tmp_path)
-    yield built
-    await built.aclose()
 
 
 @pytest.fixture

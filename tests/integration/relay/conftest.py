@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import pytest
-from pubnub.pubnub_asyncio import PubNubAsyncio
 
 from telehealth_devstack.relay import ManualClock, Relay
-from telehealth_devstack.relay.client import sdk_client
-from tests.support.relay import ClientFactory
+from tests.support.relay import ClientFactory, SdkClients
 
 
 @pytest.fixture
@@ -33,16 +30,9 @@ async def make_client(relay: Relay) -> AsyncIterator[ClientFactory]:
 
     Builds PubNubAsyncio clients pointed at the relay; all are stopped after the test.
     """
-    clients: list[PubNubAsyncio] = []
-
-    def make(user_id: str, **options: Any) -> PubNubAsyncio:
-        client = sdk_client(relay, user_id=user_id, **options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.stop()
+    clients = SdkClients(relay)
+    yield clients
+    await clients.aclose()
 
 
 @pytest.fixture
