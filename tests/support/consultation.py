@@ -21,6 +21,7 @@ from telehealth_client.audit.trail import ChainKeys
 from telehealth_client.connector import Connector
 from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.consultation.provider import MAX_FOLLOWED_CONSULTATIONS, ProviderEndpoint
+from telehealth_client.consultation.session import ConsultationSession
 from telehealth_client.durability import Durable
 from telehealth_client.media.consultation_call import MediaOptions
 from telehealth_client.protocol.messages import ConsultationState, QueueUpdate
@@ -277,3 +278,31 @@ NURSE = "nurse-kim"
 def nurse_stack() -> DevStack:
     """A development stack with the provider and one nurse, ``NURSE``, of the department."""
     return DevStack(providers=(PROVIDER,), nurses=(NURSE,))
+
+
+async def check_in_and_join(
+    patient: PatientEndpoint,
+    provider: ProviderEndpoint,
+    patient_hub: RecordingHub,
+    provider_hub: RecordingHub,
+) -> ConsultationSession:
+    """The patient checks in (``CHECK_IN``) and the provider joins: the consultation is connecting."""
+    session = await patient.check_in(**CHECK_IN)
+    await provider_hub.wait_state(ConsultationState.CHECKED_IN)
+    await provider.join(CONSULTATION)
+    await patient_hub.wait_state(ConsultationState.CONNECTING)
+    return session
+
+
+async def check_in_and_wait(
+    patient: PatientEndpoint,
+    provider: ProviderEndpoint,
+    patient_hub: RecordingHub,
+    provider_hub: RecordingHub,
+) -> ConsultationSession:
+    """The patient checks in (``CHECK_IN``) and is told its place in the queue: it is waiting."""
+    session = await patient.check_in(**CHECK_IN)
+    await provider_hub.wait_state(ConsultationState.CHECKED_IN)
+    await provider.send_queue_updates()
+    await patient_hub.wait_state(ConsultationState.WAITING)
+    return session

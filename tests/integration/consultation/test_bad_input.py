@@ -11,7 +11,14 @@ import pytest
 from telehealth_client import events
 from telehealth_client.consultation import state_file
 from telehealth_client.protocol.messages import ConsultationState as S
-from tests.support.consultation import CHECK_IN, CONSULTATION, PATIENT, PROVIDER, Parts, RecordingHub
+from tests.support.consultation import (
+    CONSULTATION,
+    PATIENT,
+    PROVIDER,
+    Parts,
+    RecordingHub,
+    check_in_and_wait,
+)
 from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
@@ -80,10 +87,7 @@ async def test_bad_lifecycle_messages_are_dropped_with_a_reason_and_change_nothi
     provider = await parts.provider(provider_hub)
     await parts.record_consent()
     patient = parts.patient(patient_hub)
-    session = await patient.check_in(**CHECK_IN)
-    await provider_hub.wait_state(S.CHECKED_IN)
-    await provider.send_queue_updates()
-    await patient_hub.wait_state(S.WAITING)
+    session = await check_in_and_wait(patient, provider, patient_hub, provider_hub)
     # A waiting consultation reaches the provider through its wildcard subscription: no presence
     # join of the provider comes before it joins.
     before = session.consultation

@@ -32,6 +32,7 @@ from tests.support.consultation import (
     Parts,
     RecordingHub,
     added,
+    check_in_and_join,
     patient_agent_environment,
     provider_agent_environment,
     sent,
@@ -92,10 +93,7 @@ async def test_chat_sent_while_the_relay_is_unreachable_arrives_once_in_order_bo
         provider = await parts.provider(provider_hub, durable=provider_store, origin=provider_link.origin)
         await parts.record_consent()
         patient = parts.patient(patient_hub, durable=kiosk_store, origin=patient_link.origin)
-        await patient.check_in(**CHECK_IN)
-        await provider_hub.wait_state(S.CHECKED_IN)
-        await provider.join(CONSULTATION)
-        await patient_hub.wait_state(S.CONNECTING)
+        await check_in_and_join(patient, provider, patient_hub, provider_hub)
         patient_chat, provider_chat = patient.chat, provider.chat(CONSULTATION)
         assert patient_chat is not None
 

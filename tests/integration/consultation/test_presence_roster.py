@@ -21,6 +21,7 @@ from tests.support.consultation import (
     SPECIALIST,
     Parts,
     RecordingHub,
+    check_in_and_join,
 )
 
 pytestmark = pytest.mark.integration
@@ -71,10 +72,7 @@ async def test_the_patient_is_told_who_joined_and_who_left_with_their_roles(part
     specialist = await parts.provider(specialist_hub, SPECIALIST)
     await parts.record_consent()
     patient = parts.patient(patient_hub)
-    await patient.check_in(**CHECK_IN)
-    await provider_hub.wait_state(S.CHECKED_IN)
-    await provider.join(CONSULTATION)
-    await patient_hub.wait_state(S.CONNECTING)
+    await check_in_and_join(patient, provider, patient_hub, provider_hub)
     await provider.invite(CONSULTATION, SPECIALIST, "specialist")
     await specialist_hub.wait_for(lambda e: isinstance(e, events.InvitationReceived))
     invited = await specialist.accept(CONSULTATION)

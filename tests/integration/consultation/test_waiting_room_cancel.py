@@ -15,7 +15,15 @@ import pytest
 
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import ConsultationState as S
-from tests.support.consultation import CHECK_IN, CONSULTATION, PATIENT, PROVIDER, Parts, RecordingHub
+from tests.support.consultation import (
+    CONSULTATION,
+    PATIENT,
+    PROVIDER,
+    Parts,
+    RecordingHub,
+    check_in_and_join,
+    check_in_and_wait,
+)
 from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
@@ -43,10 +51,7 @@ async def test_a_waiting_room_cancel_after_the_provider_joined_is_ignored(
     provider = await parts.provider(provider_hub)
     await parts.record_consent()
     patient = parts.patient(patient_hub)
-    session = await patient.check_in(**CHECK_IN)
-    await provider_hub.wait_state(S.CHECKED_IN)
-    await provider.join(CONSULTATION)
-    await patient_hub.wait_state(S.CONNECTING)
+    session = await check_in_and_join(patient, provider, patient_hub, provider_hub)
 
     cancel = {
         "action": "CONSULTATION_CANCELLED",
@@ -76,10 +81,7 @@ async def test_a_waiting_room_cancel_before_the_provider_joined_cancels(parts: P
     provider = await parts.provider(provider_hub)
     await parts.record_consent()
     patient = parts.patient(patient_hub)
-    session = await patient.check_in(**CHECK_IN)
-    await provider_hub.wait_state(S.CHECKED_IN)
-    await provider.send_queue_updates()
-    await patient_hub.wait_state(S.WAITING)
+    session = await check_in_and_wait(patient, provider, patient_hub, provider_hub)
 
     # Only the waiting-room copy: still what takes the patient out of the queue.
     cancel = {

@@ -33,10 +33,10 @@ from telehealth_client.media.consultation_call import ConsultationCall, MediaOpt
 from telehealth_client.media.worker import Devices, MediaWorker
 from telehealth_client.protocol.messages import ConsultationState as S
 from tests.support.consultation import (
-    CHECK_IN,
     CONSULTATION,
     Parts,
     RecordingHub,
+    check_in_and_join,
 )
 from tests.support.media import child_env, connecting
 
@@ -169,10 +169,7 @@ async def call_in_progress(
     provider = await parts.provider(provider_hub, media=MediaOptions(devices, env))
     await parts.record_consent()
     patient = parts.patient(patient_hub, media=media)
-    await patient.check_in(**CHECK_IN)
-    await provider_hub.wait_state(S.CHECKED_IN)
-    await provider.join(CONSULTATION)
-    await patient_hub.wait_state(S.CONNECTING)
+    await check_in_and_join(patient, provider, patient_hub, provider_hub)
     provider_call = await provider.call(CONSULTATION)
     for hub in (patient_hub, provider_hub):
         await hub.wait_for(flowing("video"), within=WAIT)

@@ -21,13 +21,11 @@ import pytest
 from telehealth_client import events
 from telehealth_client.durability import OUTBOX_FILE
 from telehealth_client.protocol import channels
-from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack
 from tests.support.audit import sink_events
 from tests.support.consultation import (
-    CHECK_IN,
     CONSULTATION,
     DEPARTMENT,
     PATIENT,
@@ -36,6 +34,7 @@ from tests.support.consultation import (
     Parts,
     RecordingHub,
     bus_template,
+    check_in_and_join,
 )
 from tests.support.phi import (
     Canary,
@@ -103,10 +102,7 @@ async def test_marker_phi_stays_out_of_logs_audit_files_and_what_the_relay_store
         patient = parts.patient(
             patient_hub, state_dir=kiosk_dir / "consultation", durable=kiosk_store, origin=link.origin
         )
-        await patient.check_in(**CHECK_IN)
-        await provider_hub.wait_state(S.CHECKED_IN)
-        await provider.join(CONSULTATION)
-        await patient_hub.wait_state(S.CONNECTING)
+        await check_in_and_join(patient, provider, patient_hub, provider_hub)
         patient_chat, provider_chat = patient.chat, provider.chat(CONSULTATION)
         assert patient_chat is not None
 
