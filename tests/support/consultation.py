@@ -208,6 +208,14 @@ class Parts:
         await endpoint.start()
         return endpoint
 
+    async def consented_pair(self) -> tuple[RecordingHub, RecordingHub, ProviderEndpoint, PatientEndpoint]:
+        """The provider started and the patient built, each on its own hub, the patient's consent
+        recorded in between: ``provider_hub, patient_hub, provider, patient``."""
+        provider_hub, patient_hub = RecordingHub(), RecordingHub()
+        provider = await self.provider(provider_hub)
+        await self.record_consent()
+        return provider_hub, patient_hub, provider, self.patient(patient_hub)
+
     def raw_bus(self, user_id: str, token: str | None) -> PubNubBus:
         bus = PubNubBus(replace(bus_template(self.stack, user_id), token=token))
         self._closers.append(bus.aclose)

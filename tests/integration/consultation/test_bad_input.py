@@ -16,7 +16,6 @@ from tests.support.consultation import (
     PATIENT,
     PROVIDER,
     Parts,
-    RecordingHub,
     check_in_and_wait,
 )
 from tests.support.logs import LogLines
@@ -83,10 +82,7 @@ async def test_bad_lifecycle_messages_are_dropped_with_a_reason_and_change_nothi
     payload: dict[str, Any],
     logged: tuple[str, ...],
 ) -> None:
-    provider_hub, patient_hub = RecordingHub(), RecordingHub()
-    provider = await parts.provider(provider_hub)
-    await parts.record_consent()
-    patient = parts.patient(patient_hub)
+    provider_hub, patient_hub, provider, patient = await parts.consented_pair()
     session = await check_in_and_wait(patient, provider, patient_hub, provider_hub)
     # A waiting consultation reaches the provider through its wildcard subscription: no presence
     # join of the provider comes before it joins.

@@ -77,10 +77,7 @@ class Side:
 
 async def waiting_sides(parts: Parts) -> tuple[Side, Side, ProviderEndpoint]:
     """Both sides' signaling started on a checked-in consultation the provider has not joined."""
-    patient_hub, provider_hub = RecordingHub(), RecordingHub()
-    provider = await parts.provider(provider_hub)
-    await parts.record_consent()
-    patient = parts.patient(patient_hub)
+    provider_hub, patient_hub, provider, patient = await parts.consented_pair()
     session = await patient.check_in(**CHECK_IN)
     await provider_hub.wait_state(S.CHECKED_IN)
     patient_side = Side(parts, PATIENT, session, patient_hub)
