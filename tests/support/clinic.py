@@ -173,3 +173,28 @@ def audit_event(**overrides: Any) -> dict[str, Any]:
     }
     event.update(overrides)
     return event
+
+
+# Permissions as a parsed token lists them: none, read, write, read-write, read-write-get-update,
+# get, get-update.
+NONE = {
+    "read": False,
+    "write": False,
+    "manage": False,
+    "delete": False,
+    "get": False,
+    "update": False,
+    "join": False,
+}
+R = {**NONE, "read": True}
+W = {**NONE, "write": True}
+RW = {**NONE, "read": True, "write": True}
+RWGU = {**RW, "get": True, "update": True}
+G = {**NONE, "get": True}
+GU = {**G, "update": True}
+
+
+def parse(client: PubNubAsyncio, token: str) -> dict[str, Any]:
+    # SDK 10.8's parse_token does not restore base64 padding.
+    parsed: dict[str, Any] = client.parse_token(token + "=" * (-len(token) % 4))
+    return parsed
