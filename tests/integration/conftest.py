@@ -42,7 +42,8 @@ def log_lines() -> Iterator[LogLines]:
 
 @pytest.fixture
 async def relay() -> AsyncIterator[Relay]:
-    """The plain relay of the bus and outbox tests (folders with their own relay override it)."""
+    """The plain relay of the bus and outbox tests, with the real PubNubBus clients of ``make_bus``
+    on it (folders with their own relay override it)."""
     async with Relay(
         publish_key=bus_support.PUBLISH_KEY,
         subscribe_key=bus_support.SUBSCRIBE_KEY,
