@@ -11,7 +11,7 @@ from typing import Any
 
 from devices import synthetic
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 
 VIDEO_SIZE = (320, 240)

@@ -36,7 +36,7 @@ STEP = 15.0  # seconds; the bound on one step of the consultation on a busy mach
 WAIT = 4.0  # seconds; the bound on anything that should happen at once (a busy 2-core machine)
 
 
-JS_DIR = Path(__file__).resolve().parents[2] / "js"
+JS_DIR = Path(__file__).resolve().parents[1] / "js"
 
 
 PEER_SCRIPT = JS_DIR / "peer.mjs"

@@ -40,7 +40,15 @@ class LogLines(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.recorder = Recorder()
-        self.lines: list[str] = self.recorder.items
+
+    @property
+    def lines(self) -> list[str]:
+        return self.recorder.items
+
+    @lines.setter
+    def lines(self, kept: list[str]) -> None:
+        """Keep only ``kept`` (a test forgets the lines it has seen)."""
+        self.recorder.items[:] = kept
 
     def emit(self, record: logging.LogRecord) -> None:
         self.recorder.add(record.getMessage())
