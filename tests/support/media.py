@@ -42,6 +42,9 @@ from tests.support.consultation import (
 from tests.support.recorder import Recorder
 
 
+CALL_WAIT = 30.0  # seconds; the bound on a step of a call between two media children
+
+
 def turn_config(
     turn: TurnServer, user_id: str = "pat-1", *, expired: bool = False, tls: bool = False
 ) -> TurnConfig:
@@ -105,7 +108,7 @@ async def call_under_way(parts: Parts, tmp_path: Path) -> UnderWay:
     patient, provider, patient_hub, provider_hub = await connecting(parts, tmp_path)
     provider_call = await provider.call(CONSULTATION)
     for hub in (patient_hub, provider_hub):
-        await hub.wait_for(flowing("video"), within=WAIT)
+        await hub.wait_for(flowing("video"), within=CALL_WAIT)
     return UnderWay(patient, provider, patient_hub, provider_hub, provider_call)
 
 
@@ -148,7 +151,7 @@ class Events:
 
     async def wait(self, **fields: Any) -> dict[str, Any]:
         found = await self._recorder.wait_for(
-            lambda item: all(item.get(k) == v for k, v in fields.items()), within=WAIT
+            lambda item: all(item.get(k) == v for k, v in fields.items()), within=CALL_WAIT
         )
         return found[0]  # type: ignore[no-any-return]
 
