@@ -1,4 +1,6 @@
-"""TURN credentials for the media tests' coturn."""
+"""The media tests' helpers: TURN credentials for their coturn, ALSA file devices and numbered
+video for a media child, a call under way between two endpoints, what a child reported
+(``Events``) or received (``Receiver``), and the frame numbers read back."""
 
 from __future__ import annotations
 
@@ -40,7 +42,6 @@ from tests.support.consultation import (
     RecordingHub,
 )
 from tests.support.recorder import Recorder
-
 
 CALL_WAIT = 30.0  # seconds; the bound on a step of a call between two media children
 
