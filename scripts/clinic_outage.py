@@ -1,7 +1,7 @@
 """Issue 19's clinic outage, in real processes: is a visit still there after the clinic comes back?
 
 A kiosk agent and a provider agent, each its own process (the JSON-line harness of
-``tests/integration/consultation/agent_process.py``, a real ``Agent`` from ``TELEHEALTH_*``
+``tests/support/agent_harness.py``, a real ``Agent`` from ``TELEHEALTH_*``
 settings), hold a relay-only call on the development stack (relay with Access Manager, clinic
 stand-in, coturn). The kiosk reaches the clinic through a ``CuttableLink``; patient tokens last
 1 minute (PubNub's shortest). Mid-call the link is cut for longer than the token has left to live.
@@ -41,7 +41,7 @@ from telehealth_client.security.clinic_client import ClinicClient  # noqa: E402
 from telehealth_devstack.clinic import RateLimit  # noqa: E402
 from telehealth_devstack.network import CuttableLink  # noqa: E402
 from telehealth_devstack.stack import DevStack  # noqa: E402
-from tests.integration.consultation.test_restart import AgentProcess  # noqa: E402
+from tests.support.agent_child import AgentChild  # noqa: E402
 
 PROVIDER, PATIENT, KIOSK, DEPARTMENT = "dr-lee", "pat-outage", "kiosk-outage", "er"
 CONSULTATION = f"consultation.{PROVIDER}.{PATIENT}"
@@ -66,11 +66,11 @@ def event(kind: str, **fields: Any) -> Callable[[dict[str, Any]], bool]:
     return lambda line: line.get("event") == kind and all(line.get(k) == v for k, v in fields.items())
 
 
-def count(agent: AgentProcess, kind: str, since: int = 0) -> int:
+def count(agent: AgentChild, kind: str, since: int = 0) -> int:
     return sum(1 for line in agent.lines[since:] if line.get("event") == kind)
 
 
-async def chat_ids(agent: AgentProcess, consultation: bool) -> list[str]:
+async def chat_ids(agent: AgentChild, consultation: bool) -> list[str]:
     fields = {"consultationId": CONSULTATION} if consultation else {}
     reply = await agent.command("chat-log", **fields)
     return [entry["id"] for entry in reply["entries"]]
@@ -102,8 +102,8 @@ async def run(outage: float, work: Path) -> dict[str, Any]:
                 "TELEHEALTH_STATE_DIR": str(work / "kiosk-state"),
                 **devices_environment(work / "kiosk-devices"),
             }
-            provider = await AgentProcess.start(provider_env)
-            kiosk = await AgentProcess.start(kiosk_env)
+            provider = await AgentChild.start(provider_env)
+            kiosk = await AgentChild.start(kiosk_env)
             try:
                 for agent in (provider, kiosk):
                     await agent.wait_line(event("started"))
@@ -215,7 +215,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.outage < TOKEN_LIFE + 5:
         parser.error(f"--outage: must outlast the token ({TOKEN_LIFE:.0f} s) by at least 5 s")
-    os.chdir(ROOT)  # the harness runs as ``python -m tests.integration.consultation.agent_process``
+    os.chdir(ROOT)  # the harness runs as ``python -m tests.support.agent_harness``
     with tempfile.TemporaryDirectory(prefix="clinic-outage-") as work:
         report = asyncio.run(run(args.outage, Path(work)))
     print(json.dumps(report, indent=2))

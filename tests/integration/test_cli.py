@@ -6,10 +6,8 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import stat
 import sys
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,8 +20,7 @@ from telehealth_client import __version__
 from telehealth_client.config import load_settings
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.stack import DevStack
-
-from .cli_process import AGENT, Process
+from tests.support.cli import AGENT, Process, clean_environment, notified, notify_socket
 
 
 async def start(*args: str, env: dict[str, str] | None = None) -> Process:
@@ -38,13 +35,6 @@ async def start(*args: str, env: dict[str, str] | None = None) -> Process:
 
 
 # Agents write their state here, never to the default /var/lib/telehealth-agent of the machine.
-STATE_ROOT = tempfile.TemporaryDirectory(prefix="telehealth-cli-tests-")
-
-
-def clean_environment(extra: dict[str, str]) -> dict[str, str]:
-    base = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
-    base.pop("NOTIFY_SOCKET", None)
-    return {**base, "TELEHEALTH_STATE_DIR": tempfile.mkdtemp(dir=STATE_ROOT.name), **extra}
 
 
 async def test_version() -> None:
@@ -91,17 +81,6 @@ async def open_relay() -> AsyncIterator[Relay]:
         yield relay
 
 
-async def notified(sock: socket.socket, field: bytes, within: float = 10.0) -> list[bytes]:
-    """Wait for a datagram on the notify socket that carries ``field``; return all its fields."""
-
-    async def receive() -> list[bytes]:
-        while field not in (fields := (await asyncio.get_running_loop().sock_recv(sock, 4096)).split(b"\n")):
-            pass
-        return fields
-
-    return await asyncio.wait_for(receive(), within)
-
-
 PROVIDER = {"TELEHEALTH_ROLE": "provider", "TELEHEALTH_USER_ID": "dr-cli"}
 
 
@@ -118,13 +97,6 @@ def agent_env(relay: Relay, **extra: str) -> dict[str, str]:
             **extra,
         }
     )
-
-
-def notify_socket(path: Path) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.setblocking(False)
-    return sock
 
 
 async def test_run_connects_notifies_systemd_and_stops_cleanly_on_sigterm(

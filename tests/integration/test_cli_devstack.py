@@ -15,7 +15,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from .cli_process import AGENT, Process
+from tests.support.cli import AGENT, Process
 
 pytestmark = pytest.mark.integration
 

@@ -28,9 +28,7 @@ import pytest
 from devices.synthetic import write_video
 from telehealth_client import __version__
 from telehealth_devstack.stack import DevStack
-
-from .cli_process import Process
-from .test_cli import clean_environment, notified, notify_socket
+from tests.support.cli import Process, clean_environment, notified, notify_socket
 
 pytestmark = pytest.mark.integration
 

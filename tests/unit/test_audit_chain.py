@@ -31,6 +31,7 @@ from telehealth_client.audit.trail import (
     verify_chain,
 )
 from telehealth_client.protocol import messages
+from tests.support.audit_store import database, tamper
 
 ORG = "org-test"
 DEVICE = "kiosk-1"
@@ -69,21 +70,6 @@ async def record_many(trail: AuditTrail, count: int) -> list[messages.AuditEvent
     return events
 
 
-def raw(tmp_path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(store_path(tmp_path), isolation_level=None)
-
-
-def tamper(tmp_path: Path, *statements: str) -> None:
-    db = raw(tmp_path)
-    try:
-        db.execute("DROP TRIGGER records_no_update")
-        db.execute("DROP TRIGGER records_no_delete")
-        for statement in statements:
-            db.execute(statement)
-    finally:
-        db.close()
-
-
 # -- the chain ---------------------------------------------------------------------------------------
 
 
@@ -92,7 +78,7 @@ async def test_records_form_a_hash_chain_that_verifies(trail: AuditTrail, tmp_pa
     report = verify_chain(tmp_path, KEYS, DEVICE)
     assert (report.ok, report.records, report.first_broken, report.reason) == (True, 5, None, None)
 
-    rows = raw(tmp_path).execute("SELECT position, id, event, prev_hash, hash FROM records").fetchall()
+    rows = database(tmp_path).execute("SELECT position, id, event, prev_hash, hash FROM records").fetchall()
     assert [row[1] for row in rows] == [item.id for item in events]
     previous = GENESIS_HASH
     for position, _, text, prev_hash, stored in rows:
@@ -120,7 +106,7 @@ async def test_the_store_is_its_owners_only(trail: AuditTrail, tmp_path: Path) -
 
 async def test_records_cannot_be_updated_or_deleted_through_sqlite(trail: AuditTrail, tmp_path: Path) -> None:
     await record_many(trail, 2)
-    db = raw(tmp_path)
+    db = database(tmp_path)
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         db.execute("UPDATE records SET event = '{}' WHERE position = 1")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
@@ -141,7 +127,7 @@ async def test_an_edited_record_is_reported_with_its_position(trail: AuditTrail,
 async def test_an_edited_and_rehashed_record_breaks_the_next_link(trail: AuditTrail, tmp_path: Path) -> None:
     await record_many(trail, 5)
     await trail.aclose()
-    db = raw(tmp_path)
+    db = database(tmp_path)
     prev_hash, text = db.execute("SELECT prev_hash, event FROM records WHERE position = 3").fetchone()
     db.close()
     edited = text.replace('"join"', '"left"')
@@ -204,7 +190,7 @@ async def test_a_record_that_returned_is_on_disk(trail: AuditTrail, tmp_path: Pa
     item = event(1)
     position = await trail.record(item)
     # A fresh connection, while the trail still holds its own: the record is committed.
-    fresh = raw(tmp_path)
+    fresh = database(tmp_path)
     try:
         row = fresh.execute("SELECT position, event FROM records WHERE id = ?", (item.id,)).fetchone()
     finally:
@@ -233,7 +219,7 @@ async def test_concurrent_records_are_committed_together_in_call_order(
     positions = await asyncio.gather(*(trail.record(item) for item in events))
     assert positions == list(range(2, 42))
     assert sum(transactions) == 40 and len(transactions) < 40  # grouped, not one by one
-    rows = raw(tmp_path).execute("SELECT id FROM records ORDER BY position").fetchall()
+    rows = database(tmp_path).execute("SELECT id FROM records ORDER BY position").fetchall()
     assert [row[0] for row in rows[1:]] == [item.id for item in events]
     assert verify_chain(tmp_path, KEYS, DEVICE).ok
 
@@ -305,7 +291,7 @@ async def test_record_before_open_and_after_close_is_refused(tmp_path: Path) -> 
 def rewrite_from(tmp_path: Path, position: int, link: Any) -> None:
     """Edit record ``position`` and recompute every later hash and the head with ``link``: all
     that someone with the file (but not the key) can do."""
-    db = raw(tmp_path)
+    db = database(tmp_path)
     try:
         db.execute("DROP TRIGGER records_no_update")
         rows = db.execute("SELECT position, event, hash FROM records ORDER BY position").fetchall()
@@ -385,7 +371,7 @@ async def test_after_a_key_rotation_the_old_key_still_verifies_what_it_signed(tm
 async def test_a_store_of_another_version_is_refused_clearly(trail: AuditTrail, tmp_path: Path) -> None:
     await record_many(trail, 2)
     await trail.aclose()
-    db = raw(tmp_path)
+    db = database(tmp_path)
     db.execute("PRAGMA user_version = 1")
     db.close()
     expected = (
@@ -401,7 +387,7 @@ async def test_a_store_of_another_version_is_refused_clearly(trail: AuditTrail, 
     with pytest.raises(DamagedStoreError) as refused:
         await again.open()
     assert refused.value.problem == expected
-    assert raw(tmp_path).execute("PRAGMA user_version").fetchone() == (1,)  # left as it was
+    assert database(tmp_path).execute("PRAGMA user_version").fetchone() == (1,)  # left as it was
 
 
 async def test_a_file_that_is_not_an_audit_store_is_refused_at_open_and_left_alone(tmp_path: Path) -> None:
@@ -425,7 +411,7 @@ async def test_status_counts_waiting_records_from_the_records_themselves(
     assert trail.status() == AuditStatus(records=3, awaiting_sink=1, awaiting_channel=3, refused_sink=1)
     assert read_status(tmp_path) == trail.status()
     await trail.aclose()
-    db = raw(tmp_path)
+    db = database(tmp_path)
     db.execute("DELETE FROM settled WHERE position = 1")
     db.close()
     # A lost acknowledgement: the record waits again (the sink keeps one copy per id).
@@ -439,7 +425,7 @@ async def test_a_forged_acknowledgement_is_reported_by_verify(trail: AuditTrail,
     await record_many(trail, 3)
     await trail._db.acknowledge("sink", 1)
     await trail.aclose()
-    db = raw(tmp_path)
+    db = database(tmp_path)
     mac = db.execute("SELECT mac FROM settled WHERE position = 1").fetchone()[0]
     db.execute(
         "INSERT INTO settled (position, target, refused_status, mac) VALUES (2, 'sink', NULL, ?)", (mac,)
@@ -456,7 +442,7 @@ async def test_an_acknowledgement_for_a_record_that_does_not_exist_is_reported(
 ) -> None:
     await record_many(trail, 2)
     await trail.aclose()
-    db = raw(tmp_path)
+    db = database(tmp_path)
     db.execute("INSERT INTO settled (position, target, refused_status, mac) VALUES (9, 'sink', NULL, 'x')")
     db.close()
     report = verify_chain(tmp_path, KEYS, DEVICE)

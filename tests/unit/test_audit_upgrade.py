@@ -30,8 +30,7 @@ from telehealth_client.audit.trail import (
     verify_legacy_chain,
 )
 from telehealth_client.protocol import messages
-
-from ..audit_v2_store import version_2_text, write_version_2_store
+from tests.support.audit_v2_store import version_2_text, write_version_2_store
 
 ORG = "org-test"
 DEVICE = "kiosk-1"

@@ -377,26 +377,22 @@ def test_an_explicit_secret_file_wins_over_the_credentials_directory(tmp_path: P
     assert settings.require_secret("cipher_key").get_secret_value() == KEY
 
 
+SECRET_SETTINGS = (
+    "publish_key",
+    "subscribe_key",
+    "secret_key",
+    "cipher_key",
+    "device_credential",
+    "api_token",
+)
+
+
 def test_every_secret_is_read_from_the_credentials_directory(tmp_path: Path) -> None:
-    for name in (
-        "publish_key",
-        "subscribe_key",
-        "secret_key",
-        "cipher_key",
-        "device_credential",
-        "api_token",
-    ):
+    for name in SECRET_SETTINGS:
         secret_file(tmp_path / name, f" {name}-value-0001 \n")
     secret_file(tmp_path / "previous_cipher_keys", f"{OLD}\n old-cipher-key-0002\n")
     settings = load_settings(environ={"CREDENTIALS_DIRECTORY": str(tmp_path)})
-    for name in (
-        "publish_key",
-        "subscribe_key",
-        "secret_key",
-        "cipher_key",
-        "device_credential",
-        "api_token",
-    ):
+    for name in SECRET_SETTINGS:
         assert settings.require_secret(name).get_secret_value() == f"{name}-value-0001"
     assert [key.get_secret_value() for key in settings.previous_cipher_keys] == [OLD, "old-cipher-key-0002"]
 

@@ -4,136 +4,13 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 
-from telehealth_client.audit.trail import AuditSink, AuditTrail, ChainKeys, LegacyChainKeys, audit_event
-from telehealth_client.protocol import messages
-from telehealth_client.security.clinic_client import ClinicClient
 from telehealth_devstack.stack import DevStack
-from tests.support.recorder import Recorder
-
-from ..consultation.conftest import KIOSK, PROVIDER, stack
-
-__all__ = ["KIOSK", "PROVIDER", "stack"]
-
-BACKOFF = {"backoff_min_seconds": 0.02, "backoff_max_seconds": 0.2}
-
-
-class CountingClinic(ClinicClient):
-    """The real clinic client, counting its audit posts: acknowledged per id, and failures."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.acknowledged: Counter[str] = Counter()
-        self.failures = 0
-        self._recorder = Recorder()
-
-    async def post_audit_event(self, event: Mapping[str, Any]) -> Any:
-        try:
-            answer = await super().post_audit_event(event)
-        except Exception:
-            self.failures += 1
-            self._recorder.changed()
-            raise
-        self.acknowledged[str(event["id"])] += 1
-        self._recorder.changed()
-        return answer
-
-    async def wait_failures(self, count: int, within: float = 15.0) -> None:
-        await self._recorder.until(lambda: self.failures >= count, within)
-
-
-def kiosk_event(number: int, organization_id: str, **overrides: Any) -> messages.AuditEvent:
-    """An event the kiosk's credential may post: its actor is a patient-side ID."""
-    fields: dict[str, Any] = {
-        "organization_id": organization_id,
-        "actor_id": KIOSK,
-        "actor_role": "patient",
-        "resource_type": "device",
-        "resource_id": KIOSK,
-        "action": "check",
-        "metadata": {"sequence": number},
-    }
-    fields.update(overrides)
-    return audit_event("DEVICE_CHECK_COMPLETED", **fields)
-
-
-def as_recorded(event: messages.AuditEvent, sequence: int, device_id: str = KIOSK) -> dict[str, Any]:
-    """``event``'s wire form as a trail records and delivers it: stamped with its device and sequence."""
-    return {**messages.encode(event), "deviceId": device_id, "sequence": sequence}
-
-
-async def sink_events(stack: DevStack) -> list[dict[str, Any]]:
-    """What the audit sink holds, read as an auditor does: GET /api/audit-events."""
-    assert stack.clinic is not None
-    headers = {"Authorization": f"Bearer {stack.keys.auditor_credential}"}
-    async with (
-        aiohttp.ClientSession(headers=headers) as session,
-        session.get(f"{stack.clinic.url}/api/audit-events") as response,
-    ):
-        assert response.status == 200
-        body = await response.json()
-    events: list[dict[str, Any]] = body["events"]
-    return events
-
-
-class Trails:
-    """Builds the kiosk's audit trails; closes every one it built."""
-
-    def __init__(self, stack: DevStack, tmp_path: Path) -> None:
-        self.stack = stack
-        self.state_dir = tmp_path / "state"
-        # The kiosk's own: its device ID, and the chain keyed with its device credential, as the agent's.
-        self.device_id = KIOSK
-        self.keys = ChainKeys(stack.kiosk_credential(KIOSK))
-        self._closers: list[Any] = []
-
-    def environment(self) -> dict[str, str]:
-        """The settings ``telehealth-agent audit`` needs to check these trails as the kiosk."""
-        return self.stack.agent_environment(KIOSK)
-
-    def clinic(self, url: str | None = None, user_id: str | None = None) -> CountingClinic:
-        assert self.stack.clinic is not None
-        credential = (
-            self.stack.kiosk_credential() if user_id is None else self.stack.users[user_id].credential
-        )
-        client = CountingClinic(url or self.stack.clinic.url, credential, timeout_seconds=5.0)
-        self._closers.append(client.aclose)
-        return client
-
-    def unopened(
-        self, sink: AuditSink | None, user_id: str | None = None, legacy_keys: LegacyChainKeys | None = None
-    ) -> AuditTrail:
-        """The kiosk's trail, or (``user_id``) a provider's cart's: its own device ID and key;
-        ``legacy_keys`` for a version 2 store left there."""
-        keys = self.keys if user_id is None else ChainKeys(self.stack.users[user_id].credential)
-        trail = AuditTrail(
-            self.state_dir,
-            keys=keys,
-            device_id=self.device_id if user_id is None else user_id,
-            organization_id=self.stack.organization_id,
-            sink=sink,
-            legacy_keys=legacy_keys,
-            **BACKOFF,
-        )
-        self._closers.append(trail.aclose)
-        return trail
-
-    async def trail(self, sink: AuditSink | None, user_id: str | None = None) -> AuditTrail:
-        """``unopened``, opened."""
-        trail = self.unopened(sink, user_id)
-        await trail.open()
-        return trail
-
-    async def aclose(self) -> None:
-        for closer in reversed(self._closers):
-            await closer()
+from tests.support.audit import Trails
 
 
 @pytest.fixture

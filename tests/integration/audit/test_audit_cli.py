@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import shutil
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,38 +29,20 @@ from telehealth_client.audit.trail import (
 )
 from telehealth_client.protocol import messages
 from telehealth_devstack.stack import DevStack
-
-from ...audit_v2_store import write_version_2_store
-from ..cli_process import AGENT, Process
-from ..consultation.conftest import KIOSK, PROVIDER
-from .conftest import Trails, kiosk_event
+from tests.support.audit import CREDENTIAL, DEVICE, KEYED, Trails, kiosk_event, run
+from tests.support.audit_store import database, tamper
+from tests.support.audit_v2_store import write_version_2_store
+from tests.support.consultation import KIOSK, PROVIDER
 
 pytestmark = pytest.mark.integration
 
 ORG = "org-cli"
-DEVICE = "kiosk-1"
-CREDENTIAL = "audit-cli-device-credential-0123"
 CIPHER_KEY = "audit-cli-organization-cipher-key"
-KEYED = {"TELEHEALTH_USER_ID": DEVICE, "TELEHEALTH_DEVICE_CREDENTIAL": CREDENTIAL}
 EDITED = "content does not match its hash (edited, or written without this device's key)"
 HEAD_MOVED = (
     "does not verify under this device's credential: it was moved back, reset or rewritten by someone "
     "without the key"
 )
-
-
-async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """``telehealth-agent audit ARGS`` with this device's settings unless ``env`` is given."""
-    base = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
-    proc = await asyncio.create_subprocess_exec(
-        *AGENT,
-        "audit",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**base, **(KEYED if env is None else env)},
-    )
-    return await Process(proc).finish()
 
 
 async def recorded_store(
@@ -89,21 +70,6 @@ async def recorded_store(
     finally:
         await trail.aclose()
     return events
-
-
-def database(state_dir: Path) -> sqlite3.Connection:
-    return sqlite3.connect(store_path(state_dir), isolation_level=None)
-
-
-def tamper(state_dir: Path, *statements: str) -> None:
-    db = database(state_dir)
-    try:
-        db.execute("DROP TRIGGER records_no_update")
-        db.execute("DROP TRIGGER records_no_delete")
-        for statement in statements:
-            db.execute(statement)
-    finally:
-        db.close()
 
 
 def record_hash(state_dir: Path, position: int) -> str:

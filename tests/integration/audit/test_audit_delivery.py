@@ -4,7 +4,6 @@ sink after an outage, across a restart, in order on the channel, and a refusal i
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -15,7 +14,6 @@ from telehealth_client.audit.trail import (
     AuditStatus,
     DamagedStoreError,
     read_status,
-    store_path,
     verify_chain,
 )
 from telehealth_client.protocol import channels, messages
@@ -23,10 +21,10 @@ from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.clinic_client import ClinicError
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack
-
-from ..bus.conftest import Inbox, subscribed
-from ..consultation.conftest import DEPARTMENT, PROVIDER, bus_template
-from .conftest import CountingClinic, Trails, as_recorded, kiosk_event, sink_events
+from tests.support.audit import CountingClinic, Trails, as_recorded, kiosk_event, sink_events
+from tests.support.audit_store import tamper
+from tests.support.bus import Inbox, subscribed
+from tests.support.consultation import DEPARTMENT, PROVIDER, bus_template
 
 pytestmark = pytest.mark.integration
 
@@ -63,11 +61,7 @@ async def test_events_recorded_while_the_clinic_is_unreachable_reach_the_sink_on
 async def test_what_was_not_acknowledged_before_a_restart_is_delivered_after_it(
     stack: DevStack, trails: Trails
 ) -> None:
-    offline = await trails.trail(sink=None)
-    events = [kiosk_event(number, stack.organization_id) for number in range(3)]
-    for event in events:
-        await offline.record(event)
-    await offline.aclose()
+    events = await trails.record_offline()
     assert read_status(trails.state_dir) == AuditStatus(records=3, awaiting_sink=3, awaiting_channel=3)
 
     sink = trails.clinic()
@@ -167,15 +161,8 @@ async def test_after_the_bus_is_detached_events_wait_for_the_next_bus(
 async def test_a_record_altered_into_unreadable_text_stops_the_start_and_nothing_is_delivered(
     stack: DevStack, trails: Trails
 ) -> None:
-    offline = await trails.trail(sink=None)
-    events = [kiosk_event(number, stack.organization_id) for number in range(3)]
-    for event in events:
-        await offline.record(event)
-    await offline.aclose()
-    db = sqlite3.connect(store_path(trails.state_dir), isolation_level=None)
-    db.execute("DROP TRIGGER records_no_update")
-    db.execute("UPDATE records SET event = 'not json' WHERE position = 2")
-    db.close()
+    await trails.record_offline()
+    tamper(trails.state_dir, "UPDATE records SET event = 'not json' WHERE position = 2")
 
     trail = trails.unopened(trails.clinic())
     with pytest.raises(DamagedStoreError) as refused:

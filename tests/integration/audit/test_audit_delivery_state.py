@@ -11,8 +11,7 @@ import pytest
 
 from telehealth_client.audit.trail import AuditStatus, read_status, store_path
 from telehealth_devstack.stack import DevStack
-
-from .conftest import Trails, kiosk_event, sink_events
+from tests.support.audit import Trails, kiosk_event, sink_events
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +36,7 @@ def clear_delivery_bookkeeping(state_dir: Path) -> None:
 async def test_records_still_waiting_are_delivered_whatever_happened_to_the_bookkeeping(
     stack: DevStack, trails: Trails
 ) -> None:
-    offline = await trails.trail(sink=None)
-    events = [kiosk_event(number, stack.organization_id) for number in range(3)]
-    for event in events:
-        await offline.record(event)
-    await offline.aclose()
+    events = await trails.record_offline()
     clear_delivery_bookkeeping(trails.state_dir)
     assert read_status(trails.state_dir) == AuditStatus(records=3, awaiting_sink=3, awaiting_channel=3)
 

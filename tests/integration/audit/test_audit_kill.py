@@ -21,9 +21,8 @@ import pytest
 
 from telehealth_client.audit.trail import ChainKeys, read_status, store_path, verify_chain
 from telehealth_devstack.stack import DevStack
-
-from ..cli_process import Process
-from .conftest import sink_events
+from tests.support.audit import sink_events
+from tests.support.cli import Process
 
 pytestmark = pytest.mark.integration
 

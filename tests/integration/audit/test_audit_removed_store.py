@@ -18,9 +18,7 @@ import pytest
 
 from telehealth_client.audit.trail import acknowledgement_path, store_path
 from telehealth_devstack.stack import DevStack
-
-from .conftest import PROVIDER, Trails, kiosk_event, sink_events
-from .test_audit_cli import run
+from tests.support.audit import PROVIDER, Trails, kiosk_event, run, sink_events
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,7 @@ from telehealth_client.audit.trail import (
 )
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack
-
-from .conftest import Trails, kiosk_event, sink_events
-from .test_audit_cli import run
+from tests.support.audit import Trails, kiosk_event, run, sink_events
 
 pytestmark = pytest.mark.integration
 

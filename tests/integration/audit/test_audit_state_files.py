@@ -16,11 +16,8 @@ from telehealth_client.audit.trail import (
     store_path,
 )
 from telehealth_devstack.stack import DevStack
-
-from ...audit_v2_store import write_version_2_store
-from .conftest import Trails, kiosk_event
-from .test_audit_cli import run
-from .test_audit_version_2_rollback import held_by_sink, remove_store, restart_refused
+from tests.support.audit import Trails, held_by_sink, kiosk_event, remove_store, restart_refused, run
+from tests.support.audit_v2_store import write_version_2_store
 
 pytestmark = pytest.mark.integration
 

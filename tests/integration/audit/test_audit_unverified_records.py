@@ -19,10 +19,15 @@ from telehealth_client.audit.store import AuditDatabase
 from telehealth_client.audit.trail import LegacyChainKeys, legacy_store_path, store_path
 from telehealth_client.protocol import messages
 from telehealth_devstack.stack import DevStack
-
-from ...audit_v2_store import version_2_text, write_version_2_store
-from .conftest import KIOSK, Trails, kiosk_event
-from .test_audit_version_2_rollback import four_delivered_two_waiting, held_by_sink, restart_refused
+from tests.support.audit import (
+    KIOSK,
+    Trails,
+    four_delivered_two_waiting,
+    held_by_sink,
+    kiosk_event,
+    restart_refused,
+)
+from tests.support.audit_v2_store import version_2_text, write_version_2_store
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,8 @@ import pytest
 
 from telehealth_client.audit.trail import AuditStatus, LegacyChainKeys, store_path
 from telehealth_devstack.stack import DevStack
-
-from ...audit_v2_store import write_version_2_store
-from .conftest import Trails, as_recorded, kiosk_event, sink_events
-from .test_audit_cli import run
+from tests.support.audit import Trails, as_recorded, kiosk_event, run, sink_events
+from tests.support.audit_v2_store import write_version_2_store
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from telehealth_client.audit.trail import (
-    DamagedStoreError,
     LegacyChainKeys,
     acknowledgement_path,
     audit_event,
@@ -27,45 +26,26 @@ from telehealth_client.audit.trail import (
 )
 from telehealth_client.protocol import messages
 from telehealth_devstack.stack import DevStack
-
-from ...audit_v2_store import write_version_2_store
-from .conftest import PROVIDER, Trails, kiosk_event, sink_events
-from .test_audit_agent_start import run_agent
-from .test_audit_cli import run
+from tests.support.audit import (
+    PROVIDER,
+    WAIT,
+    Trails,
+    four_delivered_two_waiting,
+    held_by_sink,
+    kiosk_event,
+    remove_sqlite_file,
+    remove_store,
+    restart_refused,
+    run,
+    run_agent,
+)
+from tests.support.audit_v2_store import write_version_2_store
 
 pytestmark = pytest.mark.integration
 
-WAIT = 15.0
 ROLLED_BACK = (
     "the device-keyed store was replaced by an older copy or by a forged version 2 store (a rollback)"
 )
-
-
-async def four_delivered_two_waiting(trails: Trails, stack: DevStack, user_id: str | None = None) -> None:
-    online = await trails.trail(trails.clinic(user_id=user_id), user_id)
-    for number in range(4):
-        await online.record(event_of(stack, user_id, number))
-    assert await online.wait_delivered(WAIT)
-    await online.aclose()
-    offline = await trails.trail(None, user_id)  # the clinic out of reach: these wait
-    for number in range(4, 6):
-        await offline.record(event_of(stack, user_id, number))
-    await offline.aclose()
-
-
-def event_of(stack: DevStack, user_id: str | None, number: int) -> messages.AuditEvent:
-    if user_id is None:
-        return kiosk_event(number, stack.organization_id)
-    return audit_event(
-        "DEVICE_CHECK_COMPLETED",
-        organization_id=stack.organization_id,
-        actor_id=user_id,
-        actor_role="provider",
-        resource_type="device",
-        resource_id=user_id,
-        action="check",
-        metadata={"number": number},
-    )
 
 
 def forged_phi_access(stack: DevStack) -> messages.AuditEvent:
@@ -81,33 +61,9 @@ def forged_phi_access(stack: DevStack) -> messages.AuditEvent:
     )
 
 
-def remove_store(state_dir: Path) -> None:
-    """audit.sqlite3 and its WAL and shared memory, as someone with the directory removes them."""
-    remove_sqlite_file(store_path(state_dir))
-
-
 def user_version(path: Path) -> int:
     with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
         return int(db.execute("PRAGMA user_version").fetchone()[0])
-
-
-def remove_sqlite_file(path: Path) -> None:
-    for name in (path.name, path.name + "-wal", path.name + "-shm"):
-        path.with_name(name).unlink(missing_ok=True)
-
-
-async def held_by_sink(stack: DevStack) -> list[tuple[str, object]]:
-    return [(event["id"], event.get("sequence")) for event in await sink_events(stack)]
-
-
-async def restart_refused(trails: Trails, stack: DevStack, user_id: str | None = None) -> DamagedStoreError:
-    """The agent's start on the state directory, its clinic reachable: refused, nothing delivered."""
-    trail = trails.unopened(
-        trails.clinic(user_id=user_id), user_id, legacy_keys=LegacyChainKeys(stack.keys.cipher_key)
-    )
-    with pytest.raises(DamagedStoreError) as refused:
-        await trail.open()
-    return refused.value
 
 
 # -- 1(a): the store deleted and an empty version 2 store dropped beside it, without any key ------------

@@ -15,9 +15,8 @@ from telehealth_client.protocol import messages
 from telehealth_client.protocol.channels import InvalidIdError
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
 from telehealth_devstack.stack import DevStack
-
-from ..consultation.conftest import DEPARTMENT, PROVIDER, SPECIALIST
-from .conftest import Trails, kiosk_event, sink_events
+from tests.support.audit import Trails, kiosk_event, sink_events
+from tests.support.consultation import DEPARTMENT, PROVIDER, SPECIALIST
 
 pytestmark = pytest.mark.integration
 

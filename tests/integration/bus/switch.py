@@ -13,8 +13,7 @@ import asyncio
 from aiohttp import web
 
 from telehealth_devstack.relay import Relay
-
-from .tap import Tap
+from tests.support.tap import Tap
 
 
 class Switch(Tap):

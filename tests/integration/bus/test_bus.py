@@ -6,7 +6,6 @@ import asyncio
 import logging
 
 import pytest
-from pubnub.models.consumer.v3.channel import Channel
 
 from telehealth_client.pubsub.bus import (
     AccessDeniedError,
@@ -16,10 +15,14 @@ from telehealth_client.pubsub.bus import (
     PresenceEvent,
 )
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
-from telehealth_client.pubsub.pubnub_bus import BusConfig, build_pubnub
 from telehealth_devstack.relay import Relay
-
-from .conftest import PUBLISH_KEY, SECRET_KEY, SUBSCRIBE_KEY, BusFactory, Inbox, StatusLog, subscribed
+from tests.support.bus import (
+    BusFactory,
+    Inbox,
+    StatusLog,
+    grant,
+    subscribed,
+)
 
 CHANNEL = "consultation.dr-smith.patient-abc123"
 MARKER = "MARKER-PHI-Jane-Doe-1961-04-12"
@@ -175,26 +178,6 @@ async def test_reconnects_after_the_relay_is_down_and_catches_up_exactly_once(
     caught_up = await statuses.wait_for(ConnectionStatus.CONNECTED, after=mark)
     assert caught_up.caught_up_from is not None
     assert statuses.statuses()[-2:] == [ConnectionStatus.RECONNECTING, ConnectionStatus.CONNECTED]
-
-
-async def grant(relay: Relay, user_id: str, channel: str) -> str:
-    admin = build_pubnub(
-        BusConfig(
-            user_id="token-server",
-            subscribe_key=SUBSCRIBE_KEY,
-            publish_key=PUBLISH_KEY,
-            secret_key=SECRET_KEY,
-            origin=relay.origin,
-            ssl=False,
-        )
-    )
-    try:
-        permissions = [Channel.id(channel).read().write(), Channel.id(channel + "-pnpres").read()]
-        envelope = await admin.grant_token(channels=permissions, ttl=15, authorized_user_id=user_id).future()
-        assert not envelope.is_error()
-        return str(envelope.result.token)
-    finally:
-        await admin.stop()
 
 
 async def test_access_denied_is_reported_and_a_new_token_reconnects(

@@ -10,8 +10,7 @@ import pytest
 
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, PresenceEvent
 from telehealth_devstack.relay import Relay
-
-from .conftest import BusFactory, Inbox, StatusLog, subscribed
+from tests.support.bus import BusFactory, Inbox, StatusLog, subscribed
 
 CHANNEL = "consultation.dr-smith.patient-abc123"
 LOGGER = "telehealth_client.pubsub.pubnub_bus"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections.abc import Callable, Iterator
 
@@ -11,42 +10,17 @@ import pytest
 
 from telehealth_client.pubsub.bus import ConnectionStatus
 from telehealth_devstack.relay import Relay
-from tests.support.recorder import Recorder
-
-from .conftest import BusFactory, Inbox, StatusLog, subscribed
+from tests.support.bus import BusFactory, Inbox, StatusLog, subscribed
+from tests.support.logs import LogLines, attached
 
 CHANNEL = "consultation.dr-smith.patient-abc123"
 TOKEN = "TOKEN-MARKER-p0Tq"
 
 
-class LogWatch(logging.Handler):
-    """The bus's log lines as they come, and a way to wait for one (no sleeps)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self._recorder = Recorder()
-        self.lines: list[str] = self._recorder.items
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._recorder.add(record.getMessage())
-
-    async def wait_for(self, matches: Callable[[str], bool], within: float = 10.0) -> str:
-        return str((await self._recorder.wait_for(matches, within=within))[0])
-
-    def faults(self) -> list[str]:
-        return [line for line in self.lines if line.startswith("bus connection fault")]
-
-
 @pytest.fixture
-def watch() -> Iterator[LogWatch]:
-    handler = LogWatch()
-    logger = logging.getLogger("telehealth_client.pubsub")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+def watch() -> Iterator[LogLines]:
+    with attached(LogLines(), "telehealth_client.pubsub") as handler:
+        yield handler
 
 
 def failures_at_least(count: int) -> Callable[[str], bool]:
@@ -58,7 +32,7 @@ def failures_at_least(count: int) -> Callable[[str], bool]:
 
 
 async def test_a_stopped_relay_is_connection_refused_once_then_its_end_with_a_duration(
-    make_bus: BusFactory, relay: Relay, watch: LogWatch
+    make_bus: BusFactory, relay: Relay, watch: LogLines
 ) -> None:
     kiosk = make_bus("patient-abc123", token=TOKEN, reconnect_min_seconds=0.01, reconnect_max_seconds=0.05)
     statuses = await subscribed(kiosk, CHANNEL, Inbox())
@@ -78,7 +52,7 @@ async def test_a_stopped_relay_is_connection_refused_once_then_its_end_with_a_du
     assert not any(TOKEN in line for line in watch.lines)
 
 
-async def test_an_http_error_status_is_named(make_bus: BusFactory, relay: Relay, watch: LogWatch) -> None:
+async def test_an_http_error_status_is_named(make_bus: BusFactory, relay: Relay, watch: LogLines) -> None:
     kiosk = make_bus("patient-abc123")
     statuses = await subscribed(kiosk, CHANNEL, Inbox())
     await asyncio.wait_for(relay.wait_for_subscribers(1), 10)
@@ -90,14 +64,14 @@ async def test_an_http_error_status_is_named(make_bus: BusFactory, relay: Relay,
     await statuses.wait_for(ConnectionStatus.CONNECTED, after=mark + 1)  # after the RECONNECTING
 
 
-async def test_a_name_that_does_not_resolve_is_a_dns_failure(make_bus: BusFactory, watch: LogWatch) -> None:
+async def test_a_name_that_does_not_resolve_is_a_dns_failure(make_bus: BusFactory, watch: LogLines) -> None:
     bus = make_bus("patient-abc123", origin="nonexistent.invalid")
     await bus.subscribe([CHANNEL], Inbox())
     line = await watch.wait_for(lambda line: "fault started" in line)
     assert line == "bus connection fault started origin=nonexistent.invalid error=DNS lookup failed"
 
 
-async def test_an_answer_too_slow_is_a_timeout(make_bus: BusFactory, relay: Relay, watch: LogWatch) -> None:
+async def test_an_answer_too_slow_is_a_timeout(make_bus: BusFactory, relay: Relay, watch: LogLines) -> None:
     relay.set_delay(3.0)
     try:
         bus = make_bus("patient-abc123", subscribe_timeout_seconds=1.0)

@@ -4,29 +4,21 @@ never able to stop delivery or the bus's close."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Iterator
 
 import pytest
 
 from telehealth_client.pubsub.bus import Envelope
-
-from .conftest import BusFactory, Inbox, subscribed
-from .test_bus_faults import LogWatch
+from tests.support.bus import BusFactory, Inbox, subscribed
+from tests.support.logs import LogLines, attached
 
 CHANNEL = "consultation.dr-smith.patient-abc123"
 
 
 @pytest.fixture
-def bus_log() -> Iterator[LogWatch]:
-    handler = LogWatch()
-    logger = logging.getLogger("telehealth_client.pubsub.pubnub_bus")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+def bus_log() -> Iterator[LogLines]:
+    with attached(LogLines(), "telehealth_client.pubsub.pubnub_bus") as handler:
+        yield handler
 
 
 def running_bus_loops() -> list[str]:
@@ -36,7 +28,7 @@ def running_bus_loops() -> list[str]:
 
 
 async def test_closing_while_a_handler_never_finishes_stops_every_loop(
-    make_bus: BusFactory, bus_log: LogWatch
+    make_bus: BusFactory, bus_log: LogLines
 ) -> None:
     kiosk, provider = make_bus("patient-abc123"), make_bus("dr-smith")
     entered = asyncio.Event()
@@ -57,7 +49,7 @@ async def test_closing_while_a_handler_never_finishes_stops_every_loop(
 
 
 async def test_handlers_that_fail_or_are_cancelled_elsewhere_are_logged_with_their_channel(
-    make_bus: BusFactory, bus_log: LogWatch
+    make_bus: BusFactory, bus_log: LogLines
 ) -> None:
     kiosk, provider = make_bus("patient-abc123"), make_bus("dr-smith")
     later = Inbox()

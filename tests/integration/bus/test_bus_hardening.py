@@ -14,10 +14,8 @@ from telehealth_client.pubsub.bus import BusError, ConnectionStatus, Envelope, P
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
 from telehealth_client.pubsub.pubnub_bus import MAX_CHANNELS_PER_SUBSCRIBE
 from telehealth_devstack.relay import Relay
-
-from .conftest import CIPHER_KEY, BusFactory, Inbox, StatusLog, subscribed
-from .tap import Tap
-from .test_bus import grant
+from tests.support.bus import CIPHER_KEY, BusFactory, Inbox, StatusLog, grant, subscribed
+from tests.support.tap import Tap
 
 CHANNEL = "consultation.dr-smith.patient-abc123"
 CRYPTO = RotatingCryptoModule(CIPHER_KEY)

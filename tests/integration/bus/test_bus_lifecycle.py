@@ -10,10 +10,9 @@ import pytest
 
 from telehealth_client.pubsub.bus import BusError, ConnectionStatus
 from telehealth_devstack.relay import Relay
+from tests.support.bus import BusFactory, Inbox, StatusLog, grant, subscribed
 
-from .conftest import BusFactory, Inbox, StatusLog, subscribed
 from .switch import Switch
-from .test_bus import grant
 
 CHANNEL = "consultation.dr-smith.patient-abc123"
 FILES = CHANNEL + ".files"

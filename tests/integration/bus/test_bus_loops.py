@@ -14,10 +14,10 @@ from telehealth_client.pubsub import pubnub_bus
 from telehealth_client.pubsub.bus import ConnectionStatus
 from telehealth_client.pubsub.wire import parse_subscribe_answer
 from telehealth_devstack.relay import Relay
+from tests.support.bus import BusFactory, Inbox, subscribed
+from tests.support.logs import LogLines, attached
 
-from .conftest import BusFactory, Inbox, subscribed
 from .switch import Switch
-from .test_bus_faults import LogWatch
 
 CHANNEL = "consultation.dr-smith.patient-abc123"
 LOGGER = "telehealth_client.pubsub.pubnub_bus"
@@ -31,15 +31,9 @@ async def switch(relay: Relay) -> AsyncIterator[Switch]:
 
 
 @pytest.fixture
-def bus_log() -> Iterator[LogWatch]:
-    handler = LogWatch()
-    logger = logging.getLogger(LOGGER)
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+def bus_log() -> Iterator[LogLines]:
+    with attached(LogLines(), LOGGER) as handler:
+        yield handler
 
 
 def bus_loop(name: str) -> asyncio.Task[object]:
@@ -48,7 +42,7 @@ def bus_loop(name: str) -> asyncio.Task[object]:
 
 
 async def test_a_refused_heartbeat_is_logged_and_changes_nothing(
-    switch: Switch, make_bus: BusFactory, bus_log: LogWatch
+    switch: Switch, make_bus: BusFactory, bus_log: LogLines
 ) -> None:
     switch.refuse_heartbeats = True
     kiosk, provider = make_bus("patient-abc123", origin=switch.origin), make_bus("dr-smith")
@@ -81,7 +75,7 @@ async def test_a_loop_cancelled_from_outside_fails_the_bus_until_it_is_closed(
 
 
 async def test_a_new_token_during_an_outage_is_not_a_new_status(
-    switch: Switch, make_bus: BusFactory, bus_log: LogWatch
+    switch: Switch, make_bus: BusFactory, bus_log: LogLines
 ) -> None:
     # Only a refusal of the new token is news (the token keeper waits for it); another failed
     # poll of the same outage is not.
@@ -99,7 +93,7 @@ async def test_a_new_token_during_an_outage_is_not_a_new_status(
 
 
 async def test_a_bug_in_one_subscribe_step_is_logged_reported_and_retried(
-    make_bus: BusFactory, bus_log: LogWatch, monkeypatch: pytest.MonkeyPatch
+    make_bus: BusFactory, bus_log: LogLines, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Fault injection, as no real part can make the bus's own code fail: the answer parser raises
     # on its first call (the answer is the relay's own).

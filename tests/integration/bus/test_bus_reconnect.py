@@ -16,8 +16,8 @@ import pytest
 from telehealth_client.pubsub.bus import ConnectionStatus, StatusChange
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.relay.pubsub import REGION
+from tests.support.bus import BusFactory, Inbox, StatusLog, subscribed
 
-from .conftest import BusFactory, Inbox, StatusLog, subscribed
 from .switch import Switch
 
 CHANNEL = "consultation.dr-smith.patient-abc123"

@@ -7,8 +7,7 @@ import pytest
 from telehealth_client.pubsub.bus import AccessDeniedError, BusError, ConnectionStatus
 from telehealth_client.pubsub.pubnub_bus import publish_size
 from telehealth_devstack.relay import Relay
-
-from .conftest import BusFactory, Inbox, subscribed
+from tests.support.bus import BusFactory, Inbox, subscribed
 
 CHANNEL = "consultation.dr-smith.patient-abc123"
 

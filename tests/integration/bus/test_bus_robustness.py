@@ -11,8 +11,7 @@ from pydantic import BaseModel
 from telehealth_client.pubsub.bus import BusError, ConnectionStatus, Envelope
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.relay.client import sdk_client
-
-from .conftest import BusFactory, Inbox, StatusLog, subscribed
+from tests.support.bus import BusFactory, Inbox, StatusLog, subscribed
 
 CHANNEL = "consultation.dr-smith.patient-abc123"
 MARKER = "MARKER-DOB-1961-04-12"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from telehealth_client.pubsub.bus import BusError
-from tests.integration.bus.conftest import BusFactory, Inbox, subscribed
+from tests.support.bus import BusFactory, Inbox, subscribed
 
 WILDCARD = "consultation.dr-lee.*"
 

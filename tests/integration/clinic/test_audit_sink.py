@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from telehealth_devstack.clinic import Clinic
-
-from .conftest import (
+from tests.support.clinic import (
     AUDITOR_CREDENTIAL,
     CART_CREDENTIALS,
     KIOSK_CREDENTIAL,
@@ -21,30 +19,10 @@ from .conftest import (
     OTHER_KIOSK_ID,
     ClinicApi,
     ClinicFactory,
+    audit_event,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def audit_event(**overrides: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "id": str(uuid.uuid4()),
-        "timestamp": "2026-11-22T14:03:07.123Z",
-        "eventType": "CONSULTATION_SESSION_START",
-        "severity": "info",
-        "organizationId": ORGANIZATION,  # the one organization the clinic serves
-        "actor": {"userId": "pat-1", "role": "patient", "ipAddress": "10.0.0.7"},
-        "resource": {
-            "type": "consultation",
-            "id": "consultation.dr-lee.pat-1",
-            "channel": "consultation.dr-lee.pat-1",
-        },
-        "action": "join",
-        "outcome": "success",
-        "metadata": {"sessionId": "s-1", "consentRef": "c-1"},
-    }
-    event.update(overrides)
-    return event
 
 
 async def test_an_event_is_stored_once_per_id(offline_clinic: Clinic, http: ClinicApi) -> None:

@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 
 from telehealth_devstack.clinic import Clinic
-
-from .conftest import (
+from tests.support.clinic import (
     AUDITOR_CREDENTIAL,
     CART_CREDENTIALS,
     KIOSK_CREDENTIAL,

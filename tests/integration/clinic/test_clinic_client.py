@@ -12,8 +12,7 @@ from telehealth_client.security.clinic_client import ClinicClient, ClinicError, 
 from telehealth_devstack.clinic import Clinic, RateLimit
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.relay.clock import ManualClock
-
-from .conftest import CART_CREDENTIALS, KIOSK_CREDENTIAL, KIOSK_ID, ORGANIZATION, ClinicFactory
+from tests.support.clinic import CART_CREDENTIALS, KIOSK_CREDENTIAL, KIOSK_ID, ORGANIZATION, ClinicFactory
 
 
 @pytest.fixture

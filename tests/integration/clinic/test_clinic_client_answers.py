@@ -19,8 +19,7 @@ from aiohttp import web
 
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError, Invitation
 from telehealth_devstack.clinic import Clinic
-
-from .conftest import CART_CREDENTIALS, KIOSK_CREDENTIAL
+from tests.support.clinic import CART_CREDENTIALS, KIOSK_CREDENTIAL
 
 Answer = tuple[int, str, str]  # status, content type, body
 BrokenBackend = Callable[[Answer], Awaitable[str]]

@@ -12,8 +12,7 @@ import aiohttp
 import pytest
 
 from telehealth_devstack.clinic import Clinic
-
-from .conftest import CART_CREDENTIALS
+from tests.support.clinic import CART_CREDENTIALS
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from telehealth_devstack.clinic import Clinic
-from tests.integration import raw_http
-
-from .conftest import ORGANIZATION, ClinicApi
+from tests.support import raw_http
+from tests.support.clinic import ORGANIZATION, ClinicApi
 
 pytestmark = pytest.mark.integration
 

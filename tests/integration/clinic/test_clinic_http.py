@@ -12,8 +12,7 @@ import pytest
 
 from telehealth_devstack.clinic import Clinic, DeviceIdentity, StaffMember
 from telehealth_devstack.turn import turn_rest_credentials
-
-from .conftest import (
+from tests.support.clinic import (
     AUDITOR_CREDENTIAL,
     CART_CREDENTIALS,
     DEVICE_CREDENTIALS,

@@ -6,7 +6,7 @@ What each role's token holds, channel by channel, is in ``test_role_grants.py``.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,54 +14,18 @@ from pubnub.pubnub_asyncio import PubNubAsyncio
 
 from telehealth_devstack.clinic import CONSENT_FIELD, Clinic
 from telehealth_devstack.relay import Relay
-from telehealth_devstack.relay.client import sdk_client
-
-from .conftest import (
+from tests.support.clinic import (
     CART_CREDENTIALS,
     KIOSK_CREDENTIAL,
+    ClientFactory,
     ClinicApi,
     ClinicFactory,
     credential_for,
     grant_consent,
+    parse,
 )
 
 pytestmark = pytest.mark.integration
-
-NONE = {
-    "read": False,
-    "write": False,
-    "manage": False,
-    "delete": False,
-    "get": False,
-    "update": False,
-    "join": False,
-}
-R = {**NONE, "read": True}
-W = {**NONE, "write": True}
-RW = {**NONE, "read": True, "write": True}
-RWGU = {**RW, "get": True, "update": True}
-
-ClientFactory = Callable[..., PubNubAsyncio]
-
-
-@pytest.fixture
-async def make_client(clinic_relay: Relay) -> AsyncIterator[ClientFactory]:
-    clients: list[PubNubAsyncio] = []
-
-    def make(user_id: str, **options: Any) -> PubNubAsyncio:
-        client = sdk_client(clinic_relay, user_id=user_id, enable_subscribe=False, **options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.stop()
-
-
-def parse(client: PubNubAsyncio, token: str) -> dict[str, Any]:
-    # SDK 10.8's parse_token does not restore base64 padding.
-    parsed: dict[str, Any] = client.parse_token(token + "=" * (-len(token) % 4))
-    return parsed
 
 
 async def request_token(api: ClinicApi, **body: str) -> dict[str, Any]:

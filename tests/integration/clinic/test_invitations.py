@@ -16,8 +16,7 @@ from telehealth_devstack.clinic import Clinic
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.relay.client import sdk_client
 from telehealth_devstack.relay.clock import ManualClock
-
-from .conftest import (
+from tests.support.clinic import (
     AUDITOR_CREDENTIAL,
     CART_CREDENTIALS,
     KIOSK_CREDENTIAL,

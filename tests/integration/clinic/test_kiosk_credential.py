@@ -15,8 +15,7 @@ import pytest
 from telehealth_devstack.clinic import Clinic, RateLimit
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.relay.clock import ManualClock
-
-from .conftest import (
+from tests.support.clinic import (
     CART_CREDENTIALS,
     KIOSK_CREDENTIAL,
     KIOSK_ID,
@@ -25,10 +24,10 @@ from .conftest import (
     ClientFactory,
     ClinicApi,
     ClinicFactory,
+    audit_event,
     grant_consent,
     publish,
 )
-from .test_audit_sink import audit_event
 
 pytestmark = pytest.mark.integration
 

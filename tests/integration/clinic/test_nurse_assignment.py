@@ -14,8 +14,7 @@ import pytest
 
 from telehealth_devstack.clinic import Clinic, StaffMember
 from telehealth_devstack.relay import Relay
-
-from .conftest import (
+from tests.support.clinic import (
     AUDITOR_CREDENTIAL,
     CART_CREDENTIALS,
     DIRECTORY,

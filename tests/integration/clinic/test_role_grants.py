@@ -15,7 +15,7 @@ nurse, pat-1 is dr-lee's patient; the clinic's organization is ``ORGANIZATION``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
@@ -24,29 +24,25 @@ from pubnub.pubnub_asyncio import PubNubAsyncio
 
 from telehealth_devstack.clinic import Clinic
 from telehealth_devstack.relay import Relay
-from telehealth_devstack.relay.client import sdk_client
-
-from .conftest import CART_CREDENTIALS, KIOSK_CREDENTIAL, ORGANIZATION, ClinicApi, grant_consent
+from tests.support.clinic import (
+    CART_CREDENTIALS,
+    GU,
+    KIOSK_CREDENTIAL,
+    ORGANIZATION,
+    RW,
+    RWGU,
+    ClientFactory,
+    ClinicApi,
+    G,
+    R,
+    W,
+    grant_consent,
+    parse,
+)
+from tests.support.relay import SdkClients
 
 pytestmark = pytest.mark.integration
 
-ClientFactory = Callable[..., PubNubAsyncio]
-
-NONE = {
-    "read": False,
-    "write": False,
-    "manage": False,
-    "delete": False,
-    "get": False,
-    "update": False,
-    "join": False,
-}
-R = {**NONE, "read": True}
-W = {**NONE, "write": True}
-RW = {**NONE, "read": True, "write": True}
-RWGU = {**RW, "get": True, "update": True}
-G = {**NONE, "get": True}
-GU = {**G, "update": True}
 
 CONSULTATION = "consultation.dr-lee.pat-1"
 AUDIT = f"audit.{ORGANIZATION}"
@@ -200,16 +196,9 @@ NURSE_WITH_CONSULTATION_ACCESS = {
 
 @pytest.fixture
 async def make_client(clinic_relay: Relay) -> AsyncIterator[ClientFactory]:
-    clients: list[PubNubAsyncio] = []
-
-    def make(user_id: str, **options: Any) -> PubNubAsyncio:
-        client = sdk_client(clinic_relay, user_id=user_id, **options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.stop()
+    clients = SdkClients(clinic_relay)
+    yield clients
+    await clients.aclose()
 
 
 @pytest.fixture
@@ -221,12 +210,6 @@ async def world(clinic_relay: Relay, clinic: Clinic, make_client: ClientFactory)
     clinic_relay.enforce_access = True
     yield clinic_relay
     clinic_relay.enforce_access = False
-
-
-def parse(client: PubNubAsyncio, token: str) -> dict[str, Any]:
-    # SDK 10.8's parse_token does not restore base64 padding.
-    parsed: dict[str, Any] = client.parse_token(token + "=" * (-len(token) % 4))
-    return parsed
 
 
 async def token_for(api: ClinicApi, credential: str, **body: str) -> dict[str, Any]:

@@ -14,8 +14,7 @@ import pytest
 
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
 from telehealth_devstack.clinic import Clinic
-
-from .conftest import KIOSK_CREDENTIAL, ClinicApi
+from tests.support.clinic import KIOSK_CREDENTIAL, ClinicApi
 
 pytestmark = pytest.mark.integration
 

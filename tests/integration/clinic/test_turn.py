@@ -21,8 +21,7 @@ from telehealth_devstack.turn import (
     stun_binding_ok,
     turn_rest_credentials,
 )
-
-from .conftest import ClinicApi, ClinicFactory
+from tests.support.clinic import ClinicApi, ClinicFactory
 
 pytestmark = pytest.mark.integration
 

@@ -20,18 +20,16 @@ from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.consultation.session import ConsultationSession
 from telehealth_client.durability import Durable
 from telehealth_client.protocol.messages import ConsultationState as S
-
-from .conftest import (
-    APPOINTMENT,
+from tests.support.consultation import (
     CONSULTATION,
-    DEPARTMENT,
     PATIENT,
     PROVIDER,
     SPECIALIST,
-    LogLines,
     Parts,
     RecordingHub,
+    check_in_and_join,
 )
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 
@@ -69,12 +67,7 @@ async def joined_pair(parts: Parts) -> Pair:
     provider = await parts.provider(provider_hub, durable=provider_store)
     await parts.record_consent()
     patient = parts.patient(patient_hub, durable=kiosk_store)
-    session = await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
-    await provider_hub.wait_state(S.CHECKED_IN)
-    await provider.join(CONSULTATION)
-    await patient_hub.wait_state(S.CONNECTING)
+    session = await check_in_and_join(patient, provider, patient_hub, provider_hub)
     return Pair(patient, provider, session, patient_hub, provider_hub, kiosk_store, provider_store)
 
 

@@ -6,9 +6,7 @@ kill is found in history, not published again."""
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import closing
 from pathlib import Path
@@ -24,26 +22,25 @@ from telehealth_client.pubsub.bus import ConnectionStatus
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack
-from tests.integration.bus.tap import Tap
-
-from .conftest import (
-    APPOINTMENT,
+from tests.support.agent_child import AgentChild, AgentChildren
+from tests.support.consultation import (
+    AGENT_CHECK_IN,
+    CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
-    KIOSK,
     PATIENT,
     PROVIDER,
-    LogLines,
     Parts,
     RecordingHub,
+    added,
+    check_in_and_join,
+    patient_agent_environment,
+    provider_agent_environment,
+    sent,
 )
-from .test_restart import ROOT, AgentProcess
+from tests.support.logs import LogLines
+from tests.support.tap import Tap
 
 pytestmark = pytest.mark.integration
-
-
-def added(sender: str) -> Callable[[Any], bool]:
-    return lambda e: isinstance(e, events.ChatMessageAdded) and e.sender_id == sender
 
 
 def added_ids(hub: RecordingHub, sender: str) -> list[str]:
@@ -51,12 +48,6 @@ def added_ids(hub: RecordingHub, sender: str) -> list[str]:
     return [
         e.message_id for e in hub.items if isinstance(e, events.ChatMessageAdded) and e.sender_id == sender
     ]
-
-
-def sent(message_id: str) -> Callable[[Any], bool]:
-    return lambda e: (
-        isinstance(e, events.ChatStatusChanged) and e.message_id == message_id and e.status == "sent"
-    )
 
 
 def reconnecting(e: Any) -> bool:
@@ -102,12 +93,7 @@ async def test_chat_sent_while_the_relay_is_unreachable_arrives_once_in_order_bo
         provider = await parts.provider(provider_hub, durable=provider_store, origin=provider_link.origin)
         await parts.record_consent()
         patient = parts.patient(patient_hub, durable=kiosk_store, origin=patient_link.origin)
-        await patient.check_in(
-            appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-        )
-        await provider_hub.wait_state(S.CHECKED_IN)
-        await provider.join(CONSULTATION)
-        await patient_hub.wait_state(S.CONNECTING)
+        await check_in_and_join(patient, provider, patient_hub, provider_hub)
         patient_chat, provider_chat = patient.chat, provider.chat(CONSULTATION)
         assert patient_chat is not None
 
@@ -193,55 +179,31 @@ Launch = Callable[..., Any]
 
 
 @pytest.fixture
-async def launch(parts: Parts, tmp_path: Path) -> AsyncIterator[Launch]:
+async def launch(parts: Parts, tmp_path: Path, agent_children: AgentChildren) -> AsyncIterator[Launch]:
     """``await launch(origin, log_name, provider=False)``: a patient agent process on
     ``tmp_path/kiosk-state`` (or with ``provider`` the provider's, on ``tmp_path/provider-state``)
     reaching the relay at ``origin``, its stderr (logs) in ``tmp_path/log_name``; stopped after."""
-    patient_environment = {
-        **parts.stack.agent_environment(),
-        "TELEHEALTH_USER_ID": KIOSK,
-        "TELEHEALTH_ROLE": "patient",
-        "TELEHEALTH_STATE_DIR": str(tmp_path / "kiosk-state"),
-    }
-    provider_environment = {
-        **parts.stack.agent_environment(PROVIDER),
-        "TELEHEALTH_STATE_DIR": str(tmp_path / "provider-state"),
-    }
-    started: list[AgentProcess] = []
+    patient_environment = patient_agent_environment(parts.stack, tmp_path / "kiosk-state")
+    provider_environment = provider_agent_environment(parts.stack, tmp_path / "provider-state")
     logs: list[IO[bytes]] = []
 
-    async def start(origin: str, log_name: str, *, provider: bool = False) -> AgentProcess:
+    async def start(origin: str, log_name: str, *, provider: bool = False) -> AgentChild:
         base = provider_environment if provider else patient_environment
         log_file = (tmp_path / log_name).open("wb")
         logs.append(log_file)
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.integration.consultation.agent_process",
-            cwd=ROOT,
-            env={**os.environ, **base, "TELEHEALTH_ORIGIN": origin, "TELEHEALTH_RECONNECT_MAX_SECONDS": "1"},
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=log_file,
-        )
-        agent = AgentProcess(process)
-        started.append(agent)
-        await agent.wait_line(lambda line: line.get("event") == "started")
-        return agent
+        environment = {**base, "TELEHEALTH_ORIGIN": origin, "TELEHEALTH_RECONNECT_MAX_SECONDS": "1"}
+        return await agent_children.start(environment, logs=log_file)
 
     yield start
-    for agent in started:
-        await agent.stop()
+    await agent_children.aclose()
     for log_file in logs:
         log_file.close()
 
 
-async def checked_in_and_joined(parts: Parts, agent: AgentProcess, provider_hub: RecordingHub) -> Any:
+async def checked_in_and_joined(parts: Parts, agent: AgentChild, provider_hub: RecordingHub) -> Any:
     """The provider (in this process, with its own outbox) and the agent's patient, joined."""
     provider = await parts.provider(provider_hub, durable=await parts.durable("provider-state", PROVIDER))
-    reply = await agent.command(
-        "check-in", appointmentId=APPOINTMENT, patientId=PATIENT, providerId=PROVIDER, departmentId=DEPARTMENT
-    )
+    reply = await agent.command("check-in", **AGENT_CHECK_IN)
     assert reply["ok"], reply
     await provider_hub.wait_state(S.CHECKED_IN)
     await provider.join(CONSULTATION)
@@ -255,7 +217,7 @@ async def test_chat_queued_before_a_sigkill_is_sent_once_by_the_restarted_agent(
     provider_hub = RecordingHub()
     await parts.record_consent()
     async with CuttableLink(parts.stack.relay.origin) as link:
-        first: AgentProcess = await launch(link.origin, "first.log")
+        first: AgentChild = await launch(link.origin, "first.log")
         provider = await checked_in_and_joined(parts, first, provider_hub)
 
         link.cut()
@@ -293,7 +255,7 @@ async def test_a_chat_publish_that_landed_just_before_the_sigkill_is_not_sent_ag
     provider_hub = RecordingHub()
     await parts.record_consent()
     async with HeldChatPublish(parts.stack, CONSULTATION) as hop:
-        first: AgentProcess = await launch(hop.origin, "first.log")
+        first: AgentChild = await launch(hop.origin, "first.log")
         provider = await checked_in_and_joined(parts, first, provider_hub)
 
         hop.arm()
@@ -327,11 +289,9 @@ async def test_chat_a_provider_agent_queued_before_a_sigkill_reaches_the_patient
     patient_hub = RecordingHub()
     await parts.record_consent()
     async with CuttableLink(parts.stack.relay.origin) as link:
-        first: AgentProcess = await launch(link.origin, "first.log", provider=True)
+        first: AgentChild = await launch(link.origin, "first.log", provider=True)
         patient = parts.patient(patient_hub, durable=await parts.durable("kiosk-state"))
-        await patient.check_in(
-            appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-        )
+        await patient.check_in(**CHECK_IN)
         await first.wait_state(S.CHECKED_IN)
         assert (await first.command("join", consultationId=CONSULTATION))["ok"]
         await patient_hub.wait_state(S.CONNECTING)

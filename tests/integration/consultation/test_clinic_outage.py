@@ -22,18 +22,18 @@ from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.security.tokens import RefreshPolicy
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack
-
-from .conftest import (
+from tests.support.consultation import (
     APPOINTMENT,
     CONSULTATION,
     DEPARTMENT,
     PATIENT,
     PROVIDER,
-    LogLines,
     Parts,
     RecordingHub,
+    added,
+    sent,
 )
-from .test_chat_outages import added, sent
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 

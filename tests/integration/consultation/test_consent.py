@@ -12,8 +12,14 @@ from telehealth_client import events
 from telehealth_client.consultation.patient import CheckInRefused
 from telehealth_client.protocol import channels
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
-
-from .conftest import APPOINTMENT, DEPARTMENT, PATIENT, PROVIDER, Parts, RecordingHub, bus_template
+from tests.support.consultation import (
+    CHECK_IN,
+    PATIENT,
+    PROVIDER,
+    Parts,
+    RecordingHub,
+    bus_template,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -21,9 +27,7 @@ pytestmark = pytest.mark.integration
 async def check_in(parts: Parts, hub: RecordingHub) -> None:
     patient = parts.patient(hub)
     with pytest.raises(CheckInRefused) as refused:
-        await patient.check_in(
-            appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-        )
+        await patient.check_in(**CHECK_IN)
     assert patient.idle
     raise refused.value
 

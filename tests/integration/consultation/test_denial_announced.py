@@ -11,8 +11,9 @@ import pytest
 from telehealth_client.pubsub.bus import ConnectionStatus, StatusChange
 from telehealth_client.security import tokens
 from telehealth_client.security.tokens import RefreshPolicy, TokenKeeper, TokenRequest
-
-from .conftest import APPOINTMENT, PATIENT, PROVIDER, WAIT, LogLines, Parts
+from tests.support.consultation import APPOINTMENT, PATIENT, PROVIDER, WAIT, Parts
+from tests.support.logs import LogLines
+from tests.support.recorder import Recorder
 
 pytestmark = pytest.mark.integration
 
@@ -20,22 +21,15 @@ pytestmark = pytest.mark.integration
 OTHER_CONSULTATION = f"consultation.{PROVIDER}.pat-2"
 
 
-class Statuses:
-    def __init__(self) -> None:
-        self.changes: list[StatusChange] = []
-        self._changed = asyncio.Event()
+class Statuses(Recorder):
+    """The bus's status changes (a status listener), to wait for a count of one status."""
 
-    def __call__(self, change: StatusChange) -> None:
-        self.changes.append(change)
-        self._changed.set()
+    @property
+    def changes(self) -> list[StatusChange]:
+        return self.items
 
     async def wait_count(self, status: ConnectionStatus, count: int) -> None:
-        async def enough() -> None:
-            while sum(c.status is status for c in self.changes) < count:
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(enough(), WAIT)
+        await self.wait_for(lambda change: change.status is status, count, WAIT)
 
 
 async def test_a_token_still_refused_is_announced_again(parts: Parts, log_lines: LogLines) -> None:

@@ -19,8 +19,16 @@ from telehealth_client.protocol.messages import (
     emergency_push_meta,
     encode,
 )
-
-from .conftest import CONSULTATION, DEPARTMENT, PROVIDER, SPECIALIST, WAIT, LogLines, Parts, RecordingHub
+from tests.support.consultation import (
+    CONSULTATION,
+    DEPARTMENT,
+    PROVIDER,
+    SPECIALIST,
+    WAIT,
+    Parts,
+    RecordingHub,
+)
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 

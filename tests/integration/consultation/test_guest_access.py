@@ -21,19 +21,17 @@ from telehealth_client.pubsub.bus import AccessDeniedError, Envelope
 from telehealth_client.security.clinic_client import ClinicError
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack
-
-from .conftest import (
-    APPOINTMENT,
+from tests.support.consultation import (
+    CHECK_IN,
     CONSULTATION,
     DEPARTMENT,
-    PATIENT,
     PROVIDER,
     SPECIALIST,
     WAIT,
-    LogLines,
     Parts,
     RecordingHub,
 )
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 
@@ -49,9 +47,7 @@ async def stack() -> AsyncIterator[DevStack]:
 async def _joined_consultation(parts: Parts, provider: ProviderEndpoint, provider_hub: RecordingHub) -> None:
     await parts.record_consent()
     patient = parts.patient(RecordingHub())
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
+    await patient.check_in(**CHECK_IN)
     await provider_hub.wait_state(S.CHECKED_IN)
     await provider.join(CONSULTATION)
 

@@ -14,17 +14,15 @@ from telehealth_client.agent import Agent
 from telehealth_client.config import load_settings
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope
 from telehealth_devstack.stack import DevStack
-
-from .conftest import DEPARTMENT, PROVIDER, WAIT, LogLines, Parts
+from tests.support.consultation import DEPARTMENT, NURSE, PROVIDER, WAIT, Parts, nurse_stack
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
-
-NURSE = "nurse-kim"
 
 
 @pytest.fixture
 async def stack() -> AsyncIterator[DevStack]:
-    async with DevStack(providers=(PROVIDER,), nurses=(NURSE,)) as running:
+    async with nurse_stack() as running:
         yield running
 
 

@@ -13,16 +13,15 @@ from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.consultation.roster import ChangeKind, RosterRole
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_devstack.network import CuttableLink
-
-from .conftest import (
-    APPOINTMENT,
+from tests.support.consultation import (
+    CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
     PATIENT,
     PROVIDER,
     SPECIALIST,
     Parts,
     RecordingHub,
+    check_in_and_join,
 )
 
 pytestmark = pytest.mark.integration
@@ -48,9 +47,7 @@ async def test_the_queue_shows_a_waiting_patients_join_timeout_and_leave(parts: 
     async with CuttableLink(parts.stack.relay.origin) as link:
         # The kiosk's presence expires 5 s after its network goes (the relay's sweep is 1 s).
         patient = parts.patient(patient_hub, origin=link.origin, presence_timeout_seconds=5)
-        await patient.check_in(
-            appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-        )
+        await patient.check_in(**CHECK_IN)
         await provider_hub.wait_state(S.CHECKED_IN)
         await provider_hub.wait_for(changed(PATIENT, ChangeKind.PRESENT))
         assert presence_of_patient(provider) is True
@@ -75,12 +72,7 @@ async def test_the_patient_is_told_who_joined_and_who_left_with_their_roles(part
     specialist = await parts.provider(specialist_hub, SPECIALIST)
     await parts.record_consent()
     patient = parts.patient(patient_hub)
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
-    await provider_hub.wait_state(S.CHECKED_IN)
-    await provider.join(CONSULTATION)
-    await patient_hub.wait_state(S.CONNECTING)
+    await check_in_and_join(patient, provider, patient_hub, provider_hub)
     await provider.invite(CONSULTATION, SPECIALIST, "specialist")
     await specialist_hub.wait_for(lambda e: isinstance(e, events.InvitationReceived))
     invited = await specialist.accept(CONSULTATION)

@@ -26,8 +26,8 @@ from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_devstack.clinic import RateLimit
 from telehealth_devstack.stack import DevStack
-
-from .conftest import PROVIDER, SPECIALIST, LogLines, Parts, RecordingHub
+from tests.support.consultation import PROVIDER, SPECIALIST, Parts, RecordingHub
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 

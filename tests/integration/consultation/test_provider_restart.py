@@ -5,7 +5,7 @@ timetoken) and applies what the patient published meanwhile once, in order."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,34 +18,29 @@ from telehealth_client.consultation.patient import DeviceReport
 from telehealth_client.consultation.provider import CONSULTATIONS_DIR
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.protocol.messages import Summary
-
-from .conftest import APPOINTMENT, CONSULTATION, DEPARTMENT, PATIENT, PROVIDER, Parts, RecordingHub
-from .test_restart import AgentProcess
+from tests.support.agent_child import AgentChild, AgentChildren
+from tests.support.consultation import (
+    CHECK_IN,
+    CONSULTATION,
+    Parts,
+    RecordingHub,
+    provider_agent_environment,
+)
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def launch_provider(parts: Parts, tmp_path: Path) -> AsyncIterator[Callable[[], Any]]:
-    environment = {
-        **parts.stack.agent_environment(PROVIDER),
-        "TELEHEALTH_STATE_DIR": str(tmp_path / "provider-state"),
-        "TELEHEALTH_RECONNECT_MAX_SECONDS": "1",
-    }
-    started: list[AgentProcess] = []
-
-    async def start() -> AgentProcess:
-        agent = await AgentProcess.start(environment)
-        started.append(agent)
-        await agent.wait_line(lambda line: line.get("event") == "started")
-        return agent
-
-    yield start
-    for agent in started:
-        await agent.stop()
+def launch_provider(
+    parts: Parts, tmp_path: Path, agent_children: AgentChildren
+) -> Callable[[], Awaitable[AgentChild]]:
+    environment = provider_agent_environment(
+        parts.stack, tmp_path / "provider-state", TELEHEALTH_RECONNECT_MAX_SECONDS="1"
+    )
+    return agent_children.launcher(environment)
 
 
-def device_verdicts(agent: AgentProcess) -> list[tuple[str, str, str, str]]:
+def device_verdicts(agent: AgentChild) -> list[tuple[str, str, str, str]]:
     return [(e["camera"], e["microphone"], e["speaker"], e["network"]) for e in agent.events("device-status")]
 
 
@@ -54,11 +49,9 @@ async def test_a_killed_provider_agent_resumes_its_consultation_and_applies_what
 ) -> None:
     patient_hub = RecordingHub()
     await parts.record_consent()
-    first: AgentProcess = await launch_provider()
+    first: AgentChild = await launch_provider()
     patient = parts.patient(patient_hub)
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
+    await patient.check_in(**CHECK_IN)
     await first.wait_state(S.CHECKED_IN)
     assert (await first.command("queue-updates"))["ok"]
     await patient_hub.wait_state(S.WAITING)
@@ -70,7 +63,7 @@ async def test_a_killed_provider_agent_resumes_its_consultation_and_applies_what
     await patient.report_devices(DeviceReport("pass", "pass", "pass", "video"))
     await patient.report_devices(DeviceReport("warn", "pass", "pass", "audio-only"))
 
-    second: AgentProcess = await launch_provider()
+    second: AgentChild = await launch_provider()
     status = await second.command("status")
     assert status["consultations"][CONSULTATION]["state"] == "connecting"
     assert status["queue"] == []  # joined: no longer waiting, and the check-in is not re-queued
@@ -89,7 +82,7 @@ async def test_a_killed_provider_agent_resumes_its_consultation_and_applies_what
     await second.kill()
     await patient.report_devices(DeviceReport("fail", "pass", "pass", "audio-only"))
 
-    third: AgentProcess = await launch_provider()
+    third: AgentChild = await launch_provider()
     await third.wait_line(lambda line: len(third.events("device-status")) == 1)
     assert device_verdicts(third) == [("fail", "pass", "pass", "audio-only")]
     assert (await third.command("status"))["consultations"][CONSULTATION]["state"] == "in-progress"

@@ -17,18 +17,15 @@ from telehealth_client.pubsub.bus import ConnectionStatus
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.stack import DevStack, DevStackKeys
-
-from .conftest import (
-    APPOINTMENT,
+from tests.support.consultation import (
+    CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
-    PATIENT,
     PROVIDER,
     SPECIALIST,
     Parts,
     RecordingHub,
+    queue_update,
 )
-from .test_restart import queue_update
 
 pytestmark = pytest.mark.integration
 
@@ -73,9 +70,7 @@ async def test_what_was_published_while_the_kiosk_was_offline_is_applied_once_in
     await parts.record_consent()
     async with CuttableLink(parts.stack.relay.origin) as link:
         patient = parts.patient(patient_hub, origin=link.origin)
-        session = await patient.check_in(
-            appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-        )
+        session = await patient.check_in(**CHECK_IN)
         await provider_hub.wait_state(S.CHECKED_IN)
         provider_session = provider.session(CONSULTATION)
         await provider_session.act(queue_update(4, 30))

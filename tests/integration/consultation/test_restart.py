@@ -4,13 +4,7 @@ catch-up from the saved timetoken) and applies every message published meanwhile
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import signal
-import sys
-from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,146 +12,27 @@ import pytest
 
 from telehealth_client.consultation import state_file
 from telehealth_client.protocol.messages import ConsultationState as S
-from telehealth_client.protocol.messages import QueueUpdate
-
-from .conftest import (
-    APPOINTMENT,
+from tests.support.agent_child import AgentChild, AgentChildren
+from tests.support.consultation import (
+    AGENT_CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
-    KIOSK,
-    PATIENT,
-    PROVIDER,
     Parts,
     RecordingHub,
+    patient_agent_environment,
+    queue_update,
 )
 
 pytestmark = pytest.mark.integration
 
-HARNESS = Path(__file__).with_name("agent_process.py")
-ROOT = Path(__file__).resolve().parents[3]
-
-
-class AgentProcess:
-    """The harness process: commands in, JSON lines out, read by a task this object owns."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.lines: list[dict[str, Any]] = []
-        self._changed = asyncio.Event()
-        self._reader = asyncio.create_task(self._read())
-
-    @classmethod
-    async def start(cls, environment: dict[str, str]) -> AgentProcess:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.integration.consultation.agent_process",
-            cwd=ROOT,
-            env={**os.environ, **environment},
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        return cls(process)
-
-    async def _read(self) -> None:
-        assert self.process.stdout is not None
-        while line := await self.process.stdout.readline():
-            self.lines.append(json.loads(line))
-            self._changed.set()
-
-    async def wait_line(
-        self, matches: Callable[[dict[str, Any]], bool], within: float = 30.0
-    ) -> dict[str, Any]:
-        async def found() -> dict[str, Any]:
-            while True:
-                for line in self.lines:
-                    if matches(line):
-                        return line
-                self._changed.clear()
-                await self._changed.wait()
-
-        return await asyncio.wait_for(found(), within)
-
-    async def wait_state(self, state: S) -> dict[str, Any]:
-        return await self.wait_line(
-            lambda line: line.get("event") == "state-changed" and line["state"] == state
-        )
-
-    async def wait_saved(self, changed: dict[str, Any]) -> None:
-        """Until the state file covers a ``state-changed`` line: the point a restart resumes from.
-
-        The checkpoint is written just behind the transition it follows (consultation/checkpoint.py);
-        a kill before it lands resumes from the one before and applies that message again.
-        """
-        await self.wait_line(
-            lambda line: line.get("event") == "state-saved" and line["timetoken"] >= changed["timetoken"]
-        )
-
-    async def command(self, cmd: str, **fields: Any) -> dict[str, Any]:
-        assert self.process.stdin is not None
-
-        def replies() -> list[dict[str, Any]]:
-            return [line for line in self.lines if line.get("reply") == cmd]
-
-        asked = len(replies())
-        self.process.stdin.write((json.dumps({"cmd": cmd, **fields}) + "\n").encode())
-        await self.process.stdin.drain()
-        await self.wait_line(lambda _: len(replies()) > asked)
-        return replies()[asked]
-
-    def events(self, kind: str) -> list[dict[str, Any]]:
-        return [line for line in self.lines if line.get("event") == kind]
-
-    async def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        await self.process.wait()
-        await self._reader
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            assert self.process.stdin is not None
-            self.process.stdin.close()
-            try:
-                await asyncio.wait_for(self.process.wait(), 15)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-        await self._reader
-
 
 @pytest.fixture
-async def launch(parts: Parts, tmp_path: Path) -> AsyncIterator[Callable[[], Any]]:
-    environment = {
-        **parts.stack.agent_environment(),
-        "TELEHEALTH_USER_ID": KIOSK,
-        "TELEHEALTH_ROLE": "patient",
-        "TELEHEALTH_STATE_DIR": str(tmp_path / "kiosk-state"),
-        "TELEHEALTH_RECONNECT_MAX_SECONDS": "1",
-    }
-    started: list[AgentProcess] = []
-
-    async def start() -> AgentProcess:
-        agent = await AgentProcess.start(environment)
-        started.append(agent)
-        await agent.wait_line(lambda line: line.get("event") == "started")
-        return agent
-
-    yield start
-    for agent in started:
-        await agent.stop()
-
-
-def queue_update(position: int, minutes: int) -> QueueUpdate:
-    return QueueUpdate(
-        title="Queue Update",
-        body="",
-        priority="normal",
-        timestamp=datetime.now(UTC),
-        consultation_id=CONSULTATION,
-        position=position,
-        estimated_wait_minutes=minutes,
+def launch(
+    parts: Parts, tmp_path: Path, agent_children: AgentChildren
+) -> Callable[[], Awaitable[AgentChild]]:
+    environment = patient_agent_environment(
+        parts.stack, tmp_path / "kiosk-state", TELEHEALTH_RECONNECT_MAX_SECONDS="1"
     )
+    return agent_children.launcher(environment)
 
 
 async def test_a_killed_patient_agent_resumes_and_applies_what_it_missed_once(
@@ -167,11 +42,9 @@ async def test_a_killed_patient_agent_resumes_and_applies_what_it_missed_once(
     provider = await parts.provider(provider_hub)
     await parts.record_consent()
 
-    first: AgentProcess = await launch()
+    first: AgentChild = await launch()
     assert first.events("started")[0]["status"] == "idle"
-    reply = await first.command(
-        "check-in", appointmentId=APPOINTMENT, patientId=PATIENT, providerId=PROVIDER, departmentId=DEPARTMENT
-    )
+    reply = await first.command("check-in", **AGENT_CHECK_IN)
     assert reply["ok"], reply
     await provider_hub.wait_state(S.CHECKED_IN)
     session = provider.session(CONSULTATION)
@@ -184,7 +57,7 @@ async def test_a_killed_patient_agent_resumes_and_applies_what_it_missed_once(
         await session.act(queue_update(position, minutes))
     await provider.join(CONSULTATION)
 
-    second: AgentProcess = await launch()
+    second: AgentChild = await launch()
     assert second.events("started")[0]["status"].startswith("consultation connecting")
     await second.wait_state(S.CONNECTING)  # events reach stdout after "started"
     queue = [(e["position"], e["estimated_wait_minutes"]) for e in second.events("queue-updated")]
@@ -201,7 +74,7 @@ async def test_a_killed_patient_agent_resumes_and_applies_what_it_missed_once(
     await second.kill()
     await provider.wrap_up(CONSULTATION)
 
-    third: AgentProcess = await launch()
+    third: AgentChild = await launch()
     await third.wait_state(S.WRAPPING_UP)
     assert [(e["previous"], e["state"]) for e in third.events("state-changed")] == [
         ("in-progress", "wrapping-up")

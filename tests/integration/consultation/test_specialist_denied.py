@@ -20,12 +20,9 @@ from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.protocol.messages import ProviderJoined
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
 from telehealth_devstack.network import CuttableLink
-
-from .conftest import (
-    APPOINTMENT,
+from tests.support.consultation import (
+    CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
-    PATIENT,
     PROVIDER,
     SPECIALIST,
     WAIT,
@@ -43,9 +40,7 @@ async def test_a_specialist_removed_while_offline_leaves_when_its_token_is_refus
         specialist = await parts.provider(specialist_hub, SPECIALIST, origin=link.origin)
         await parts.record_consent()
         patient = parts.patient(patient_hub)
-        await patient.check_in(
-            appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-        )
+        await patient.check_in(**CHECK_IN)
         await provider_hub.wait_state(S.CHECKED_IN)
         await provider.join(CONSULTATION)
         await provider.start_consultation(CONSULTATION)
@@ -104,9 +99,7 @@ async def test_a_specialist_whose_access_is_revoked_leaves_at_once(parts: Parts)
     specialist = await parts.provider(specialist_hub, SPECIALIST)
     await parts.record_consent()
     patient = parts.patient(RecordingHub())
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
+    await patient.check_in(**CHECK_IN)
     await provider_hub.wait_state(S.CHECKED_IN)
     await provider.join(CONSULTATION)
     await provider.invite(CONSULTATION, SPECIALIST, "specialist")

@@ -13,18 +13,16 @@ from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.bus import AccessDeniedError
 from telehealth_client.security.tokens import RefreshPolicy
 from telehealth_devstack.stack import DevStack
-
-from .conftest import (
-    APPOINTMENT,
+from tests.support.consultation import (
+    CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
     PATIENT,
     PROVIDER,
     SPECIALIST,
-    LogLines,
     Parts,
     RecordingHub,
 )
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +40,7 @@ async def test_the_consultation_goes_on_across_token_refreshes(parts: Parts, log
     provider = await parts.provider(provider_hub)
     await parts.record_consent()
     patient = parts.patient(patient_hub, policy=RefreshPolicy(refresh_ratio=0.05, jitter_ratio=0.0))
-    session = await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
+    session = await patient.check_in(**CHECK_IN)
     await provider_hub.wait_state(S.CHECKED_IN)
     steps = (
         (provider.send_queue_updates, S.WAITING),
@@ -68,9 +64,7 @@ async def test_a_patient_token_opens_no_other_patients_consultation(parts: Parts
     await parts.provider(RecordingHub())
     await parts.record_consent()
     patient = parts.patient(RecordingHub())
-    session = await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
+    session = await patient.check_in(**CHECK_IN)
     with pytest.raises(AccessDeniedError) as read:
         await session.bus.history(OTHER_CONSULTATION)
     assert str(read.value) == "history: access denied by Access Manager (HTTP 403)"

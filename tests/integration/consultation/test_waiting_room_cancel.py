@@ -15,21 +15,26 @@ import pytest
 
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import ConsultationState as S
-
-from .conftest import (
-    APPOINTMENT,
+from tests.support.consultation import (
     CONSULTATION,
-    DEPARTMENT,
     PATIENT,
     PROVIDER,
-    LogLines,
     Parts,
-    RecordingHub,
+    check_in_and_join,
+    check_in_and_wait,
 )
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 
 NOW = "2026-11-22T14:03:07.123Z"
+# The patient's cancel, as a waiting room carries it.
+CANCEL = {
+    "action": "CONSULTATION_CANCELLED",
+    "cancelledBy": PATIENT,
+    "reason": "patient-left",
+    "timestamp": NOW,
+}
 
 
 async def first_of(*waits: Awaitable[Any]) -> None:
@@ -48,24 +53,10 @@ async def first_of(*waits: Awaitable[Any]) -> None:
 async def test_a_waiting_room_cancel_after_the_provider_joined_is_ignored(
     parts: Parts, log_lines: LogLines
 ) -> None:
-    provider_hub, patient_hub = RecordingHub(), RecordingHub()
-    provider = await parts.provider(provider_hub)
-    await parts.record_consent()
-    patient = parts.patient(patient_hub)
-    session = await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
-    await provider_hub.wait_state(S.CHECKED_IN)
-    await provider.join(CONSULTATION)
-    await patient_hub.wait_state(S.CONNECTING)
+    provider_hub, patient_hub, provider, patient = await parts.consented_pair()
+    session = await check_in_and_join(patient, provider, patient_hub, provider_hub)
 
-    cancel = {
-        "action": "CONSULTATION_CANCELLED",
-        "cancelledBy": PATIENT,
-        "reason": "patient-left",
-        "timestamp": NOW,
-    }
-    await session.bus.publish(channels.waiting_room(PROVIDER), cancel)
+    await session.bus.publish(channels.waiting_room(PROVIDER), CANCEL)
 
     # Whichever comes first: the provider's verdict on it, or (the defect) its cancelled state.
     ignored = "waiting room cancel ignored"
@@ -83,25 +74,11 @@ async def test_a_waiting_room_cancel_after_the_provider_joined_is_ignored(
 
 
 async def test_a_waiting_room_cancel_before_the_provider_joined_cancels(parts: Parts) -> None:
-    provider_hub, patient_hub = RecordingHub(), RecordingHub()
-    provider = await parts.provider(provider_hub)
-    await parts.record_consent()
-    patient = parts.patient(patient_hub)
-    session = await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
-    await provider_hub.wait_state(S.CHECKED_IN)
-    await provider.send_queue_updates()
-    await patient_hub.wait_state(S.WAITING)
+    provider_hub, patient_hub, provider, patient = await parts.consented_pair()
+    session = await check_in_and_wait(patient, provider, patient_hub, provider_hub)
 
     # Only the waiting-room copy: still what takes the patient out of the queue.
-    cancel = {
-        "action": "CONSULTATION_CANCELLED",
-        "cancelledBy": PATIENT,
-        "reason": "patient-left",
-        "timestamp": NOW,
-    }
-    await session.bus.publish(channels.waiting_room(PROVIDER), cancel)
+    await session.bus.publish(channels.waiting_room(PROVIDER), CANCEL)
 
     await provider_hub.wait_state(S.CANCELLED)
     assert provider.queue == []

@@ -11,13 +11,10 @@ from telehealth_client.consultation.roster import ChangeKind, RosterRole
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.protocol.messages import Summary
 from telehealth_client.pubsub.bus import AccessDeniedError, ConnectionStatus
-
-from .conftest import (
-    APPOINTMENT,
+from tests.support.consultation import (
+    CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
     PATIENT,
-    PROVIDER,
     SPECIALIST,
     Parts,
     RecordingHub,
@@ -44,9 +41,7 @@ async def test_check_in_to_summary_with_a_specialist_invited_and_removed(parts: 
     patient = parts.patient(patient_hub)
     assert patient.idle
 
-    session = await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
+    session = await patient.check_in(**CHECK_IN)
     assert session.bus.user_id == PATIENT
     await provider_hub.wait_state(S.CHECKED_IN)
     assert [w.consultation_id for w in provider.queue] == [CONSULTATION]

@@ -6,22 +6,16 @@ once per process, so each configuration needs a fresh interpreter.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from devices import synthetic
-
-REPO = Path(__file__).resolve().parents[3]
-VIDEO_SIZE = (320, 240)
-VIDEO_FRAMES = 40
+from tests.support.devices import REPO, VIDEO_FRAMES, VIDEO_SIZE, CliRun, MakeAlsa, RunCli
 
 
 @pytest.fixture(scope="session")
@@ -33,20 +27,6 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         kind: synthetic.write_video(folder / f"{kind}.mkv", kind, VIDEO_FRAMES, width, height)
         for kind in synthetic.VIDEO_KINDS
     }
-
-
-@dataclass
-class CliRun:
-    code: int
-    stdout: str
-    stderr: str
-
-    def report(self) -> dict[str, Any]:
-        parsed: dict[str, Any] = json.loads(self.stdout)
-        return parsed
-
-
-RunCli = Callable[..., CliRun]
 
 
 @pytest.fixture
@@ -70,9 +50,6 @@ def run_cli() -> RunCli:
         return CliRun(done.returncode, done.stdout, done.stderr)
 
     return run
-
-
-MakeAlsa = Callable[..., synthetic.AlsaSetup]
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from devices import synthetic
-
-from .conftest import MakeAlsa, RunCli
+from tests.support.devices import MakeAlsa, RunCli
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,7 @@ import pytest
 
 from devices.camera import check_camera
 from devices.thresholds import CameraThresholds
-
-from .conftest import RunCli
+from tests.support.devices import RunCli
 
 pytestmark = pytest.mark.integration
 

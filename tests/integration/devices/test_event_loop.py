@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from devices import synthetic
-
-from .conftest import REPO, MakeAlsa
+from tests.support.devices import REPO, MakeAlsa
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,8 @@ import pytest
 from telehealth_client.consultation.session import now
 from telehealth_client.emergency.desk import STORE_NAME, EmergencyError
 from telehealth_client.protocol.messages import EmergencyEscalation, EmergencyResolved, encode
-
-from ..consultation.conftest import Parts
-from .conftest import (
+from tests.support.consultation import Parts
+from tests.support.emergency import (
     CANARY,
     CONSULTATION,
     DEPARTMENT,
@@ -21,10 +20,10 @@ from .conftest import (
     OTHER,
     PROVIDER,
     SPECIALIST,
-    LogLines,
     escalation_update,
     staff,
 )
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 

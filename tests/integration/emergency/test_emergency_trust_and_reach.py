@@ -18,9 +18,8 @@ from telehealth_client.protocol.messages import (
     emergency_push_meta,
     encode,
 )
-
-from ..consultation.conftest import APPOINTMENT, Parts
-from .conftest import (
+from tests.support.consultation import APPOINTMENT, Parts
+from tests.support.emergency import (
     CONSULTATION,
     DEPARTMENT,
     EMERGENCY_CHANNEL,

@@ -10,10 +10,9 @@ import json
 import pytest
 
 from telehealth_client.protocol import channels
-
-from ..audit.conftest import sink_events
-from ..consultation.conftest import Parts
-from .conftest import (
+from tests.support.audit import sink_events
+from tests.support.consultation import Parts
+from tests.support.emergency import (
     CANARY,
     CONSULTATION,
     DEPARTMENT,
@@ -23,7 +22,6 @@ from .conftest import (
     PROVIDER,
     SPECIALIST,
     WAIT,
-    LogLines,
     alert,
     envelopes_of,
     escalation_update,
@@ -31,6 +29,7 @@ from .conftest import (
     staff,
     stored_events,
 )
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 

@@ -16,29 +16,27 @@ from telehealth_client.agent import Agent
 from telehealth_client.audit.trail import store_path
 from telehealth_client.config import load_settings
 from telehealth_devstack.stack import DevStack
-
-from .conftest import (
+from tests.support.consultation import NURSE, nurse_stack
+from tests.support.emergency import (
     CANARY,
     CONSULTATION,
     DEPARTMENT,
     PROVIDER,
     WAIT,
     EmergencyParts,
-    LogLines,
     RecordingHub,
     alert,
     escalation_update,
     staff,
 )
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
-
-NURSE = "nurse-kim"
 
 
 @pytest.fixture
 async def stack() -> AsyncIterator[DevStack]:
-    async with DevStack(providers=(PROVIDER,), nurses=(NURSE,)) as running:
+    async with nurse_stack() as running:
         yield running
 
 

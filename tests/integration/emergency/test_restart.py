@@ -16,9 +16,8 @@ from telehealth_client.durability import Durable
 from telehealth_client.emergency.desk import STORE_NAME, EmergencyDesk
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_devstack.network import CuttableLink
-
-from ..consultation.conftest import bus_template
-from .conftest import (
+from tests.support.consultation import bus_template
+from tests.support.emergency import (
     CANARY,
     CONSULTATION,
     DEPARTMENT,
@@ -27,11 +26,11 @@ from .conftest import (
     SPECIALIST,
     WAIT,
     EmergencyParts,
-    LogLines,
     RecordingHub,
     escalation_update,
     staff,
 )
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,7 @@ from telehealth_client.consultation.session import now
 from telehealth_client.emergency.desk import EmergencyError
 from telehealth_client.protocol.messages import EmergencyResolved, encode
 from telehealth_devstack.stack import DevStack
-
-from .conftest import (
+from tests.support.emergency import (
     CANARY,
     CONSULTATION,
     DEPARTMENT,
@@ -27,12 +26,12 @@ from .conftest import (
     PROVIDER,
     SPECIALIST,
     EmergencyParts,
-    LogLines,
     Staff,
     escalation_update,
     staff,
     stored_events,
 )
+from tests.support.logs import LogLines
 
 pytestmark = pytest.mark.integration
 

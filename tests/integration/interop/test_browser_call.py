@@ -26,10 +26,9 @@ from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
 from telehealth_devstack.stack import DevStack
-
-from ..consultation.conftest import Parts, RecordingHub
-from ..media.test_consultation_call import media_options
-from .conftest import JS_DIR, JS_PROVIDER, Event, JsPeer, start_node
+from tests.support.consultation import Parts, RecordingHub
+from tests.support.interop import JS_DIR, JS_PROVIDER, JsPeer, ProviderPage, start_node
+from tests.support.media import media_options
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -78,35 +77,6 @@ async def parts(stack: DevStack, tmp_path: Path) -> AsyncIterator[Parts]:
     built = Parts(stack, tmp_path)
     yield built
     await built.aclose()
-
-
-class ProviderPage:
-    """One provider call page in the module's browser."""
-
-    def __init__(self, driver: JsPeer, number: int) -> None:
-        self.driver = driver
-        self.number = number
-
-    async def run(self, method: str, within: float = STEP, **args: Any) -> Any:
-        answer = await self.driver.call("run", within=within, page=self.number, method=method, args=args)
-        assert answer["event"] == "result", answer
-        return answer["value"]
-
-    async def event(self, name: str, within: float = STEP, **fields: Any) -> Event:
-        return await self.driver.event(
-            lambda e: (
-                e.get("page") == self.number
-                and e["event"] == name
-                and all(e.get(k) == v for k, v in fields.items())
-            ),
-            within,
-        )
-
-    def events(self, name: str) -> list[Event]:
-        return [e for e in self.driver.events if e.get("page") == self.number and e["event"] == name]
-
-    async def close(self) -> None:
-        await self.driver.call("close", page=self.number)
 
 
 @pytest_asyncio.fixture(loop_scope="module")

@@ -36,12 +36,11 @@ from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
 from telehealth_devstack.stack import DevStack
+from tests.support.consultation import Parts, RecordingHub
+from tests.support.interop import JS_DIR, JS_PROVIDER, JsPeer, ProviderPage, start_node
+from tests.support.media import child_env
 
-from ..consultation.conftest import Parts, RecordingHub
-from ..media.test_worker import child_env
-from .conftest import JS_DIR, JS_PROVIDER, JsPeer, start_node
 from .live_frames import LiveVideo, tap_env, write_numbered_video
-from .test_browser_call import ProviderPage
 from .turn_faults import TurnFaults, iptables_unusable
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]

@@ -17,15 +17,16 @@ from telehealth_client.consultation.session import ConsultationSession
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
 from telehealth_devstack.stack import DevStack
-
-from ..consultation.conftest import Parts, RecordingHub
-from .conftest import JS_PROVIDER, JsPeer, PeerFactory
-from .test_js_provider import (
+from tests.support.consultation import Parts, RecordingHub
+from tests.support.interop import (
     CONSULTATION,
     DEPARTMENT,
+    JS_PROVIDER,
     PATIENT,
     SENDER_TIME,
     STEP,
+    JsPeer,
+    PeerFactory,
     app_event,
     appointment,
     click,

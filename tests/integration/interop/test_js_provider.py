@@ -10,8 +10,6 @@ consent, and follows the consultation by decoding what the JS app sent.
 from __future__ import annotations
 
 import base64
-import re
-import uuid
 from typing import Any
 
 import pytest
@@ -24,20 +22,28 @@ from telehealth_client.protocol.messages import Summary
 from telehealth_client.pubsub.bus import ConnectionStatus
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
 from telehealth_devstack.stack import DevStack
-
-from ..consultation.conftest import Parts, RecordingHub
-from .conftest import JS_PROVIDER, PAGE_ORIGIN, Event, JsPeer, PeerFactory
+from tests.support.consultation import Parts, RecordingHub
+from tests.support.interop import (
+    CONSULTATION,
+    DEPARTMENT,
+    JS_PROVIDER,
+    PAGE_ORIGIN,
+    PATIENT,
+    SENDER_TIME,
+    STEP,
+    Event,
+    JsPeer,
+    PeerFactory,
+    app_event,
+    appointment,
+    click,
+)
 
 pytestmark = pytest.mark.integration
 
-PATIENT = "pat-js-1"
-DEPARTMENT = "er"
-CONSULTATION = f"consultation.{JS_PROVIDER}.{PATIENT}"
 WAITING_ROOM = f"waiting-room.{JS_PROVIDER}"
 PROVIDER_NOTIFICATIONS = f"notification.{JS_PROVIDER}"
 PATIENT_NOTIFICATIONS = f"notification.{PATIENT}"
-STEP = 15.0  # seconds; the bound on one step of the consultation on a busy machine
-SENDER_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")  # what senders write
 DEVICES = DeviceReport(camera="pass", microphone="warn", speaker="pass", network="audio-only")
 # Words only a decrypted lifecycle message or notification holds: never on the relay in clear.
 CLEAR_TEXT = (
@@ -55,18 +61,9 @@ CLEAR_TEXT = (
 )
 
 
-def appointment() -> str:
-    """A recognisable appointment ID: it travels only inside encrypted messages."""
-    return f"appt-{uuid.uuid4().hex[:20]}"
-
-
 def is_ciphertext(payload: Any) -> bool:
     """A CryptoModule payload as it travels: a base64 string of a ``PNED``-headed AES-CBC blob."""
     return isinstance(payload, str) and base64.b64decode(payload).startswith(b"PNED")
-
-
-def app_event(name: str, **fields: Any) -> Any:
-    return lambda e: e["event"] == name and all(e.get(k) == v for k, v in fields.items())
 
 
 def message(channel: str, action: str, publisher: str) -> Any:
@@ -81,12 +78,6 @@ def message(channel: str, action: str, publisher: str) -> Any:
 
 def dropped(provider: JsPeer) -> list[Event]:
     return [e for e in provider.events if e["event"] == "dropped"]
-
-
-async def click(provider: JsPeer, op: str, **fields: Any) -> Event:
-    answer = await provider.call(op, within=STEP, **fields)
-    assert answer["event"] == "result", answer
-    return answer
 
 
 def sent_by(

@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 
 from telehealth_devstack.relay import Relay
-
-from .conftest import BusFactory, Event, Inbox, PeerFactory, connected, grant_token
+from tests.support.interop import BusFactory, Event, Inbox, PeerFactory, connected, grant_token
 
 PROVIDER = "dr-smith"  # the JS SDK: the provider's browser app
 PATIENT = "patient-abc123"  # the Python bus: the kiosk agent

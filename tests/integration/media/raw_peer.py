@@ -31,9 +31,10 @@ from telehealth_client.media.common import TurnConfig
 from telehealth_client.protocol import channels
 from telehealth_client.protocol.messages import Answer, EndCall, Message, Offer, Signal, encode
 from telehealth_client.pubsub.bus import Envelope
+from tests.support.media import strict_read
+from tests.support.recorder import Recorder
 
 from .numbered import NumberedVideoTrack
-from .test_quality_after_stall import strict_read
 
 WAIT = 30.0
 
@@ -48,7 +49,7 @@ class RawPeer:
         self.frames: list[tuple[int, float]] = []  # (number read, loop time) of the kiosk's video
         self.connections: list[RTCPeerConnection] = []
         self._answer: asyncio.Future[str] | None = None
-        self._changed = asyncio.Event()
+        self._recorder = Recorder()  # wakes ``until`` at each signal or frame
         self._readers: set[asyncio.Task[None]] = set()
         self._remove = session.add_message_handler(self._on_message)
 
@@ -96,7 +97,7 @@ class RawPeer:
         self.signals.append((envelope.publisher or "", str(getattr(message, "type", "")), _now()))
         if isinstance(message, Answer) and self._answer is not None and not self._answer.done():
             self._answer.set_result(message.sdp)
-        self._changed.set()
+        self._recorder.changed()
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "video":
@@ -112,17 +113,11 @@ class RawPeer:
                 return
             assert isinstance(frame, VideoFrame)
             self.frames.append((strict_read(frame), _now()))
-            self._changed.set()
+            self._recorder.changed()
 
     async def until(self, condition: Callable[[], bool], within: float = WAIT) -> None:
         """Until ``condition()`` holds (checked at each signal or frame that arrives)."""
-
-        async def holds() -> None:
-            while not condition():
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(holds(), within)
+        await self._recorder.until(condition, within)
 
     def signalled(self, kind: str, publisher: str) -> list[float]:
         return [at for who, what, at in self.signals if who == publisher and what == kind]

@@ -4,7 +4,7 @@ through the development stack's coturn, and the consultation moves to in-progres
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,15 @@ import pytest
 
 from devices import synthetic
 from telehealth_client.protocol.messages import ConsultationState as S
+from tests.support.agent_child import AgentChild, AgentChildren
+from tests.support.consultation import (
+    AGENT_CHECK_IN,
+    CONSULTATION,
+    Parts,
+    patient_agent_environment,
+    provider_agent_environment,
+)
 
-from ..consultation.conftest import APPOINTMENT, CONSULTATION, DEPARTMENT, KIOSK, PATIENT, PROVIDER, Parts
-from ..consultation.test_restart import AgentProcess
 from .numbered import write_numbered_video
 
 pytestmark = pytest.mark.integration
@@ -36,28 +42,13 @@ def devices_environment(tmp_path: Path, name: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def agents(parts: Parts, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    started: list[AgentProcess] = []
+async def agents(parts: Parts, tmp_path: Path, agent_children: AgentChildren) -> Callable[..., Any]:
+    async def start(name: str) -> AgentChild:
+        environment_of = patient_agent_environment if name == "patient" else provider_agent_environment
+        environment = environment_of(parts.stack, tmp_path / f"{name}-state")
+        return await agent_children.start({**environment, **devices_environment(tmp_path, name)})
 
-    async def start(name: str) -> AgentProcess:
-        if name == "patient":
-            environment = {
-                **parts.stack.agent_environment(),
-                "TELEHEALTH_USER_ID": KIOSK,
-                "TELEHEALTH_ROLE": "patient",
-            }
-        else:
-            environment = dict(parts.stack.agent_environment(PROVIDER))
-        environment["TELEHEALTH_STATE_DIR"] = str(tmp_path / f"{name}-state")
-        environment.update(devices_environment(tmp_path, name))
-        agent = await AgentProcess.start(environment)
-        started.append(agent)
-        await agent.wait_line(lambda line: line.get("event") == "started")
-        return agent
-
-    yield start
-    for agent in started:
-        await agent.stop()
+    return start
 
 
 def flowing(kind: str) -> Callable[[dict[str, Any]], bool]:
@@ -66,11 +57,9 @@ def flowing(kind: str) -> Callable[[dict[str, Any]], bool]:
 
 async def test_two_agents_hold_a_relay_only_call_from_their_settings(parts: Parts, agents: Any) -> None:
     await parts.record_consent()
-    provider: AgentProcess = await agents("provider")
-    patient: AgentProcess = await agents("patient")
-    checked_in = await patient.command(
-        "check-in", appointmentId=APPOINTMENT, patientId=PATIENT, providerId=PROVIDER, departmentId=DEPARTMENT
-    )
+    provider: AgentChild = await agents("provider")
+    patient: AgentChild = await agents("patient")
+    checked_in = await patient.command("check-in", **AGENT_CHECK_IN)
     assert checked_in["ok"], checked_in
     await provider.wait_state(S.CHECKED_IN)
     assert (await provider.command("join", consultationId=CONSULTATION))["ok"]

@@ -19,10 +19,9 @@ import pytest
 from telehealth_client import events
 from telehealth_client.media.fallback import FallbackSettings
 from telehealth_client.media.worker import MediaWorker
-
-from ..consultation.conftest import CONSULTATION, Parts, RecordingHub
-from ..preflight.conftest import packet_loss
-from .test_consultation_call import connecting, flowing, media_options
+from tests.support.consultation import CONSULTATION, Parts, RecordingHub
+from tests.support.media import connecting, flowing, media_options
+from tests.support.preflight import packet_loss
 
 pytestmark = pytest.mark.integration
 

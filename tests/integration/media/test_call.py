@@ -10,43 +10,16 @@ import time
 
 import pytest
 from aiortc import AudioStreamTrack
-from av import VideoFrame
 
 from telehealth_client.media.call import CallError, MediaCall, TurnConfig, probe_turn, relay_candidates
 from telehealth_client.media.ice import relay_allocation_lost, selected_turn_client
 from telehealth_client.protocol.messages import IceCandidate
 from telehealth_devstack.turn import TurnServer
+from tests.support.media import WAIT, Receiver, only_relay, turn_config
 
-from .conftest import turn_config
-from .numbered import NumberedVideoTrack, read
+from .numbered import NumberedVideoTrack
 
 pytestmark = pytest.mark.integration
-
-WAIT = 20.0
-
-
-class Receiver:
-    """The numbers read from remote video frames, and how many audio frames came."""
-
-    def __init__(self, enough: int) -> None:
-        self.numbers: list[int] = []
-        self.audio = 0
-        self._enough = enough
-        self.done = asyncio.Event()
-
-    def __call__(self, kind: str, frame: object) -> None:
-        if kind == "video":
-            assert isinstance(frame, VideoFrame)
-            self.numbers.append(read(frame))
-        else:
-            self.audio += 1
-        if len(self.numbers) >= self._enough and self.audio >= self._enough:
-            self.done.set()
-
-
-def only_relay(sdp: str) -> bool:
-    candidates = [line for line in sdp.splitlines() if line.startswith("a=candidate:")]
-    return bool(candidates) and all(" typ relay" in line for line in candidates)
 
 
 async def test_a_relay_only_call_carries_the_right_video_and_audio_both_ways(turn: TurnServer) -> None:

@@ -21,19 +21,15 @@ from aiortc import RTCPeerConnection
 
 from telehealth_client import events
 from telehealth_client.media.worker import MediaWorker
-from telehealth_client.protocol.messages import ConsultationState as S
-
-from ..consultation.conftest import (
-    APPOINTMENT,
+from tests.support.consultation import (
     CONSULTATION,
-    DEPARTMENT,
-    PATIENT,
     PROVIDER,
-    LogLines,
     Parts,
     RecordingHub,
+    check_in_and_join,
 )
-from .test_consultation_call import call_under_way, flowing, media_options
+from tests.support.logs import LogLines
+from tests.support.media import call_under_way, flowing, media_options
 
 pytestmark = pytest.mark.integration
 
@@ -49,12 +45,7 @@ async def test_a_hung_warm_spare_does_not_block_the_call_or_the_chat(parts: Part
     )
     await parts.record_consent()
     patient = parts.patient(patient_hub, durable=kiosk_store, media=media_options(tmp_path, "patient"))
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
-    await provider_hub.wait_state(S.CHECKED_IN)
-    await provider.join(CONSULTATION)
-    await patient_hub.wait_state(S.CONNECTING)
+    await check_in_and_join(patient, provider, patient_hub, provider_hub)
 
     call = patient.call
     assert call is not None
@@ -97,12 +88,7 @@ async def test_an_offer_burst_does_not_hold_up_the_chat(parts: Parts, tmp_path: 
     provider = await parts.provider(provider_hub, durable=provider_store)
     await parts.record_consent()
     patient = parts.patient(patient_hub, durable=kiosk_store, media=media_options(tmp_path, "patient"))
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
-    await provider_hub.wait_state(S.CHECKED_IN)
-    await provider.join(CONSULTATION)
-    await patient_hub.wait_state(S.CONNECTING)
+    await check_in_and_join(patient, provider, patient_hub, provider_hub)
     call = patient.call
     assert call is not None
     assert await asyncio.wait_for(call.prepared(), 30) is not None  # the child that will answer

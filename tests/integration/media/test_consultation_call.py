@@ -14,71 +14,19 @@ from pathlib import Path
 import pytest
 
 from telehealth_client import events
-from telehealth_client.consultation.patient import PatientEndpoint
-from telehealth_client.consultation.provider import ProviderEndpoint
-from telehealth_client.media.consultation_call import ConsultationCall, MediaOptions
+from telehealth_client.media.consultation_call import MediaOptions
 from telehealth_client.protocol.messages import ConsultationState as S
-
-from ..consultation.conftest import (
-    APPOINTMENT,
+from tests.support.consultation import (
     CONSULTATION,
-    DEPARTMENT,
-    PATIENT,
-    PROVIDER,
     Parts,
     RecordingHub,
 )
-from ..preflight.conftest import packet_loss
-from .test_worker import child_env
+from tests.support.media import call_under_way, child_env, connecting, flowing, media_options
+from tests.support.preflight import packet_loss
 
 pytestmark = pytest.mark.integration
 
 WAIT = 30.0
-
-
-def media_options(tmp_path: Path, name: str) -> MediaOptions:
-    env, devices = child_env(tmp_path, name)
-    return MediaOptions(devices, env)
-
-
-def flowing(kind: str) -> object:
-    return lambda e: isinstance(e, events.MediaFlowing) and e.media == kind
-
-
-@dataclasses.dataclass
-class UnderWay:
-    patient: PatientEndpoint
-    provider: ProviderEndpoint
-    patient_hub: RecordingHub
-    provider_hub: RecordingHub
-    provider_call: ConsultationCall
-
-
-async def connecting(
-    parts: Parts, tmp_path: Path, patient_media: MediaOptions | None = None
-) -> tuple[PatientEndpoint, ProviderEndpoint, RecordingHub, RecordingHub]:
-    """A kiosk checked in (with ``patient_media``, or a camera and microphone) and its provider
-    joined: the consultation is connecting, nobody has called yet."""
-    patient_hub, provider_hub = RecordingHub(), RecordingHub()
-    provider = await parts.provider(provider_hub, media=media_options(tmp_path, "provider"))
-    await parts.record_consent()
-    patient = parts.patient(patient_hub, media=patient_media or media_options(tmp_path, "patient"))
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
-    await provider_hub.wait_state(S.CHECKED_IN)
-    await provider.join(CONSULTATION)
-    await patient_hub.wait_state(S.CONNECTING)
-    return patient, provider, patient_hub, provider_hub
-
-
-async def call_under_way(parts: Parts, tmp_path: Path) -> UnderWay:
-    """A kiosk checked in, its provider joined and called: video flowing both ways."""
-    patient, provider, patient_hub, provider_hub = await connecting(parts, tmp_path)
-    provider_call = await provider.call(CONSULTATION)
-    for hub in (patient_hub, provider_hub):
-        await hub.wait_for(flowing("video"), within=WAIT)
-    return UnderWay(patient, provider, patient_hub, provider_hub, provider_call)
 
 
 async def test_the_kiosk_is_ready_to_answer_before_the_offer_comes(parts: Parts, tmp_path: Path) -> None:

@@ -32,19 +32,15 @@ from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.media.consultation_call import ConsultationCall, MediaOptions
 from telehealth_client.media.worker import Devices, MediaWorker
 from telehealth_client.protocol.messages import ConsultationState as S
-
-from ..consultation.conftest import (
-    APPOINTMENT,
+from tests.support.consultation import (
     CONSULTATION,
-    DEPARTMENT,
-    PATIENT,
-    PROVIDER,
     Parts,
     RecordingHub,
+    check_in_and_join,
 )
+from tests.support.media import child_env, connecting
+
 from .numbered import HEIGHT, WIDTH, draw, write_numbered_video
-from .test_consultation_call import connecting
-from .test_worker import child_env
 
 pytestmark = pytest.mark.integration
 
@@ -173,12 +169,7 @@ async def call_in_progress(
     provider = await parts.provider(provider_hub, media=MediaOptions(devices, env))
     await parts.record_consent()
     patient = parts.patient(patient_hub, media=media)
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
-    await provider_hub.wait_state(S.CHECKED_IN)
-    await provider.join(CONSULTATION)
-    await patient_hub.wait_state(S.CONNECTING)
+    await check_in_and_join(patient, provider, patient_hub, provider_hub)
     provider_call = await provider.call(CONSULTATION)
     for hub in (patient_hub, provider_hub):
         await hub.wait_for(flowing("video"), within=WAIT)

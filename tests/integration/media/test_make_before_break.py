@@ -47,8 +47,7 @@ from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.bus import Envelope
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
 from telehealth_devstack.stack import DevStack
-
-from ..consultation.conftest import (
+from tests.support.consultation import (
     APPOINTMENT,
     CONSULTATION,
     DEPARTMENT,
@@ -57,11 +56,11 @@ from ..consultation.conftest import (
     Parts,
     RecordingHub,
 )
-from .conftest import turn_config
+from tests.support.media import media_options, turn_config
+
 from .frame_taps import shown_frames, tapped_media
 from .offer_mutations import mutations, truncations
 from .raw_peer import RawPeer
-from .test_consultation_call import media_options
 
 pytestmark = pytest.mark.integration
 

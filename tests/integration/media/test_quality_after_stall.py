@@ -13,42 +13,21 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from typing import Any
 
-import numpy as np
 import pytest
 from aiortc import AudioStreamTrack
 from av import VideoFrame
 
 from telehealth_client.media.call import MediaCall
 from telehealth_devstack.turn import TurnServer
+from tests.support.media import UNREADABLE, strict_read, turn_config
 
-from .conftest import turn_config
-from .numbered import BITS, BLOCK, HEIGHT, WIDTH, NumberedVideoTrack
+from .numbered import NumberedVideoTrack
 
 pytestmark = pytest.mark.integration
 
 WAIT = 30.0
 FREEZE_SECONDS = 10.0
-UNREADABLE = -1
-
-
-def strict_read(frame: VideoFrame) -> int:
-    """The drawn number, or UNREADABLE when any block is not clearly black or white (a frame
-    decoded against missing references smears blocks into grey)."""
-    image: Any = frame.to_ndarray(format="gray")
-    if image.shape != (HEIGHT, WIDTH):
-        image = np.asarray(frame.reformat(width=WIDTH, height=HEIGHT).to_ndarray(format="gray"))
-    number = 0
-    for bit in range(BITS):
-        row, column = divmod(bit, 8)
-        y, x = 40 + row * (BLOCK + 20), 40 + column * (BLOCK + 20)
-        centre = float(image[y + 10 : y + BLOCK - 10, x + 10 : x + BLOCK - 10].mean())
-        if 60.0 < centre < 196.0:
-            return UNREADABLE
-        if centre >= 196.0:
-            number |= 1 << bit
-    return number
 
 
 class Shown:

@@ -17,9 +17,9 @@ from aiortc import AudioStreamTrack
 from telehealth_client.media.call import MediaCall
 from telehealth_client.media.quality import QualitySample
 from telehealth_devstack.turn import TurnServer
+from tests.support.media import turn_config
 from tests.support.recorder import Recorder
 
-from .conftest import turn_config
 from .numbered import NumberedVideoTrack
 
 pytestmark = [

@@ -11,9 +11,7 @@ import pytest
 
 from telehealth_client.media.worker import MediaWorker
 from telehealth_devstack.turn import TurnServer
-
-from .conftest import turn_config
-from .test_worker import Events, child_env
+from tests.support.media import Events, child_env, turn_config
 
 pytestmark = pytest.mark.integration
 

@@ -19,21 +19,19 @@ from telehealth_client.media.call import MediaCall, TurnConfig
 from telehealth_client.media.signaling import CallSignaling
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
-
-from ..consultation.conftest import (
-    APPOINTMENT,
+from tests.support.consultation import (
+    CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
     PATIENT,
     PROVIDER,
-    LogLines,
     Parts,
     RecordingHub,
     bus_template,
 )
-from .conftest import turn_config
+from tests.support.logs import LogLines
+from tests.support.media import Receiver, turn_config
+
 from .numbered import NumberedVideoTrack
-from .test_call import Receiver
 
 pytestmark = pytest.mark.integration
 
@@ -79,13 +77,8 @@ class Side:
 
 async def waiting_sides(parts: Parts) -> tuple[Side, Side, ProviderEndpoint]:
     """Both sides' signaling started on a checked-in consultation the provider has not joined."""
-    patient_hub, provider_hub = RecordingHub(), RecordingHub()
-    provider = await parts.provider(provider_hub)
-    await parts.record_consent()
-    patient = parts.patient(patient_hub)
-    session = await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
+    provider_hub, patient_hub, provider, patient = await parts.consented_pair()
+    session = await patient.check_in(**CHECK_IN)
     await provider_hub.wait_state(S.CHECKED_IN)
     patient_side = Side(parts, PATIENT, session, patient_hub)
     provider_side = Side(parts, PROVIDER, provider.session(CONSULTATION), provider_hub)

@@ -16,9 +16,8 @@ from telehealth_client.media.common import TurnConfig
 from telehealth_client.media.supervisor import MediaSupervisor
 from telehealth_client.media.worker import Devices, MediaWorker
 from telehealth_devstack.turn import TurnServer
+from tests.support.media import turn_config
 from tests.support.recorder import Recorder
-
-from .conftest import turn_config
 
 pytestmark = pytest.mark.integration
 

@@ -17,10 +17,9 @@ from aiortc import (
 
 from telehealth_client.media.call import CallError, MediaCall, TurnConfig, probe_turn, relay_candidates
 from telehealth_devstack.turn import TurnServer
+from tests.support.media import WAIT, Receiver, only_relay, turn_config
 
-from .conftest import turn_config
 from .numbered import NumberedVideoTrack
-from .test_call import WAIT, Receiver, only_relay
 
 pytestmark = pytest.mark.integration
 

@@ -14,49 +14,14 @@ from typing import Any
 
 import pytest
 
-from devices import synthetic
 from telehealth_client.media.call import CallError
-from telehealth_client.media.child_messages import ChildEvent
 from telehealth_client.media.worker import Devices, MediaWorker
 from telehealth_devstack.turn import TurnServer
-from tests.support.recorder import Recorder
-
-from .conftest import turn_config
-from .numbered import write_numbered_video
+from tests.support.media import Events, child_env, turn_config
 
 pytestmark = pytest.mark.integration
 
 WAIT = 30.0
-
-
-class Events:
-    """The child's events (typed, media/child_messages.py), kept as their wire fields."""
-
-    def __init__(self) -> None:
-        self._recorder = Recorder()
-        self.items: list[dict[str, Any]] = self._recorder.items
-
-    def __call__(self, event: ChildEvent) -> None:
-        self._recorder.add(event.model_dump())
-
-    async def wait(self, **fields: Any) -> dict[str, Any]:
-        found = await self._recorder.wait_for(
-            lambda item: all(item.get(k) == v for k, v in fields.items()), within=WAIT
-        )
-        return found[0]  # type: ignore[no-any-return]
-
-
-def child_env(tmp_path: Path, name: str) -> tuple[dict[str, str], Devices]:
-    """ALSA file devices for one child: a tone as its microphone, a speaker writing to a file."""
-    tone = synthetic.write_pcm(tmp_path / f"{name}-tone.raw", "tone", seconds=30.0)
-    alsa = synthetic.write_alsa_config(tmp_path / f"{name}-alsa", tone, loopback=False)
-    first = 1 if name == "patient" else 1000
-    video = write_numbered_video(tmp_path / f"{name}.mkv", frames=60, first=first)
-    env = {**os.environ, **alsa.env}
-    devices = Devices(
-        camera=str(video), camera_is_file=True, microphone=alsa.microphone, speaker=alsa.speaker
-    )
-    return env, devices
 
 
 async def test_two_media_children_hold_a_relay_only_call(turn: TurnServer, tmp_path: Path) -> None:

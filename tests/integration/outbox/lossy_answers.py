@@ -14,7 +14,7 @@ import asyncio
 from aiohttp import web
 
 from telehealth_devstack.relay import Relay
-from tests.integration.bus.tap import Tap
+from tests.support.tap import Tap
 
 
 class LossyAnswers(Tap):

@@ -4,28 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from telehealth_client.durable.outbox import Outgoing
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.relay import Relay
-from tests.integration.bus.conftest import BusFactory, Inbox, StatusLog, subscribed
-from tests.integration.consultation.conftest import LogLines
-from tests.integration.outbox.conftest import CHANNEL, SENDER, WAIT, OutboxFactory, Results, chat
 from tests.integration.outbox.lossy_answers import LossyAnswers
-
-
-async def everything_after(sentinel_bus: Any, inbox: Inbox, already: int) -> list[Envelope]:
-    """What ``inbox`` got once a sentinel published after the outbox drained has arrived too.
-
-    The channel is ordered: any second copy the outbox published would have arrived before it.
-    """
-    await sentinel_bus.publish(CHANNEL, {"type": "sentinel"})
-    received = await inbox.wait_for(already + 1, within=WAIT)
-    assert received[-1].message == {"type": "sentinel"}
-    return received[:-1]
-
-
-def ids(envelopes: list[Envelope]) -> list[str]:
-    return [envelope.message["id"] for envelope in envelopes]
+from tests.support.bus import BusFactory, Inbox, StatusLog, subscribed
+from tests.support.logs import LogLines
+from tests.support.outbox import CHANNEL, SENDER, WAIT, OutboxFactory, Results, chat, everything_after, ids
 
 
 async def test_items_put_while_the_link_is_cut_arrive_once_in_order_as_soon_as_it_returns(
@@ -63,25 +49,37 @@ async def test_items_put_while_the_link_is_cut_arrive_once_in_order_as_soon_as_i
     assert "outbox history check items=1 found=0 pages=1" in log_lines.lines
 
 
-async def test_a_publish_whose_answer_was_lost_is_not_published_again(
-    relay: Relay, make_bus: BusFactory, make_outbox: OutboxFactory, log_lines: LogLines
-) -> None:
+async def first_answer_lost(
+    relay: Relay, make_bus: BusFactory, make_outbox: OutboxFactory, mode: str, text: str, **sender: Any
+) -> tuple[Results, Outgoing, Outgoing, list[Envelope]]:
+    """Two items put, the answer to the first one's publish lost (``mode``: dropped, or held until
+    the sender's request times out); once the outbox has drained: its results, the two items, and
+    what a watcher received (the two items, each once, in order)."""
     watcher, inbox = make_bus("dr-lee"), Inbox()
     await subscribed(watcher, CHANNEL, inbox)
     async with LossyAnswers(relay) as lossy:
-        sender = make_bus(SENDER, origin=lossy.origin)
+        bus = make_bus(SENDER, origin=lossy.origin, **sender)
         results = Results()
         outbox = make_outbox(results, backoff_min_seconds=0.05, backoff_max_seconds=0.2)
         await outbox.open()
-        lossy.lose_next_publish_answers(1, mode="drop")
-        landed, after = chat("answer lost"), chat("next")
+        lossy.lose_next_publish_answers(1, mode=mode)
+        landed, after = chat(text), chat("next")
         await outbox.put(landed)
         await outbox.put(after)
-        outbox.attach(sender)
+        outbox.attach(bus)
         assert await outbox.wait_drained(WAIT)
         received = await everything_after(watcher, inbox, 2)
     assert lossy.lost == 1
     assert ids(received) == [landed.id, after.id]
+    return results, landed, after, received
+
+
+async def test_a_publish_whose_answer_was_lost_is_not_published_again(
+    relay: Relay, make_bus: BusFactory, make_outbox: OutboxFactory, log_lines: LogLines
+) -> None:
+    results, landed, after, received = await first_answer_lost(
+        relay, make_bus, make_outbox, "drop", "answer lost"
+    )
     assert results.sent == [(landed, received[0].timetoken), (after, received[1].timetoken)]
     assert "outbox history check items=1 found=1 pages=1" in log_lines.lines
 
@@ -89,22 +87,9 @@ async def test_a_publish_whose_answer_was_lost_is_not_published_again(
 async def test_a_publish_that_timed_out_but_landed_is_not_published_again(
     relay: Relay, make_bus: BusFactory, make_outbox: OutboxFactory
 ) -> None:
-    watcher, inbox = make_bus("dr-lee"), Inbox()
-    await subscribed(watcher, CHANNEL, inbox)
-    async with LossyAnswers(relay) as lossy:
-        sender = make_bus(SENDER, origin=lossy.origin, request_timeout_seconds=1.0)
-        results = Results()
-        outbox = make_outbox(results, backoff_min_seconds=0.05, backoff_max_seconds=0.2)
-        await outbox.open()
-        lossy.lose_next_publish_answers(1, mode="hold")
-        landed, after = chat("timed out"), chat("next")
-        await outbox.put(landed)
-        await outbox.put(after)
-        outbox.attach(sender)
-        assert await outbox.wait_drained(WAIT)
-        received = await everything_after(watcher, inbox, 2)
-    assert lossy.lost == 1
-    assert ids(received) == [landed.id, after.id]
+    results, landed, after, _ = await first_answer_lost(
+        relay, make_bus, make_outbox, "hold", "timed out", request_timeout_seconds=1.0
+    )
     assert [item for item, _ in results.sent] == [landed, after]
 
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from telehealth_client.pubsub.bus import AccessDeniedError
 from telehealth_devstack.relay import Relay
-from tests.integration.bus.conftest import BusFactory, Inbox, subscribed
-from tests.integration.bus.test_bus import grant
-from tests.integration.outbox.conftest import CHANNEL, SENDER, WAIT, OutboxFactory, Results, chat
+from tests.support.bus import BusFactory, Inbox, grant, subscribed
+from tests.support.outbox import CHANNEL, SENDER, WAIT, OutboxFactory, Results, chat
 
 ELSEWHERE = f"notification.{SENDER}"
 

@@ -4,10 +4,9 @@ for a start with the right key, and what it can read is not held up by it."""
 from __future__ import annotations
 
 from telehealth_client.durable.at_rest import Sealer
-from tests.integration.bus.conftest import BusFactory, Inbox, subscribed
-from tests.integration.consultation.conftest import LogLines
-from tests.integration.outbox.conftest import CHANNEL, SENDER, WAIT, OutboxFactory, Results, chat
-from tests.integration.outbox.test_outbox_delivery import everything_after, ids
+from tests.support.bus import BusFactory, Inbox, subscribed
+from tests.support.logs import LogLines
+from tests.support.outbox import CHANNEL, SENDER, WAIT, OutboxFactory, Results, chat, everything_after, ids
 
 RIGHT = "the-right-outbox-key-0123456789"
 MISTYPED = "a-mistyped-outbox-key-98765432"

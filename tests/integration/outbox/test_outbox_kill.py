@@ -14,17 +14,10 @@ import pytest
 
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.relay import Relay
-from tests.integration.bus.conftest import (
-    CIPHER_KEY,
-    PUBLISH_KEY,
-    SUBSCRIBE_KEY,
-    BusFactory,
-    Inbox,
-    subscribed,
-)
-from tests.integration.cli_process import Process
-from tests.integration.outbox.conftest import CHANNEL, SENDER, WAIT
 from tests.integration.outbox.lossy_answers import LossyAnswers
+from tests.support.bus import CIPHER_KEY, PUBLISH_KEY, SUBSCRIBE_KEY, BusFactory, Inbox, subscribed
+from tests.support.cli import Process
+from tests.support.outbox import CHANNEL, SENDER, WAIT
 
 ROOT = Path(__file__).resolve().parents[3]
 Spawn = Callable[..., Awaitable[Process]]

@@ -16,10 +16,10 @@ from telehealth_client.pubsub.bus import ConnectionStatus, Envelope
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.relay import Relay
-from tests.integration.bus.conftest import CIPHER_KEY, BusFactory, Inbox, StatusLog
-from tests.integration.consultation.conftest import LogLines
-from tests.integration.outbox.conftest import SENDER, WAIT, OutboxFactory, Results, chat
 from tests.integration.outbox.in_flight import InFlightTap
+from tests.support.bus import CIPHER_KEY, BusFactory, Inbox, StatusLog
+from tests.support.logs import LogLines
+from tests.support.outbox import SENDER, WAIT, OutboxFactory, Results, chat
 
 DELAY = 0.2  # seconds the relay holds every request: long enough for publishes to overlap
 CONSULTATIONS = [f"consultation.dr-lee.pat-{n}" for n in range(1, 5)]

@@ -21,14 +21,11 @@ import pytest
 from telehealth_client import events
 from telehealth_client.durability import OUTBOX_FILE
 from telehealth_client.protocol import channels
-from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack
-
-from ..audit.conftest import sink_events
-from ..consultation.conftest import (
-    APPOINTMENT,
+from tests.support.audit import sink_events
+from tests.support.consultation import (
     CONSULTATION,
     DEPARTMENT,
     PATIENT,
@@ -37,8 +34,9 @@ from ..consultation.conftest import (
     Parts,
     RecordingHub,
     bus_template,
+    check_in_and_join,
 )
-from .conftest import (
+from tests.support.phi import (
     Canary,
     CapturedLogs,
     audit_store_events,
@@ -104,12 +102,7 @@ async def test_marker_phi_stays_out_of_logs_audit_files_and_what_the_relay_store
         patient = parts.patient(
             patient_hub, state_dir=kiosk_dir / "consultation", durable=kiosk_store, origin=link.origin
         )
-        await patient.check_in(
-            appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-        )
-        await provider_hub.wait_state(S.CHECKED_IN)
-        await provider.join(CONSULTATION)
-        await patient_hub.wait_state(S.CONNECTING)
+        await check_in_and_join(patient, provider, patient_hub, provider_hub)
         patient_chat, provider_chat = patient.chat, provider.chat(CONSULTATION)
         assert patient_chat is not None
 

@@ -23,10 +23,9 @@ from telehealth_client.protocol.messages import Offer, encode
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_devstack.stack import DevStack
-
-from ..bus.conftest import Inbox, StatusLog
-from ..consultation.conftest import (
-    APPOINTMENT,
+from tests.support.bus import Inbox, StatusLog
+from tests.support.consultation import (
+    CHECK_IN,
     CONSULTATION,
     DEPARTMENT,
     PATIENT,
@@ -37,7 +36,7 @@ from ..consultation.conftest import (
     RecordingHub,
     bus_template,
 )
-from .conftest import decrypt, is_cryptomodule_ciphertext
+from tests.support.phi import decrypt, is_cryptomodule_ciphertext
 
 pytestmark = pytest.mark.integration
 
@@ -141,9 +140,7 @@ async def run_a_consultation(parts: Parts) -> None:
     provider = await parts.provider(provider_hub, durable=provider_store)
     await parts.record_consent()
     patient = parts.patient(patient_hub, durable=kiosk_store)
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
+    await patient.check_in(**CHECK_IN)
     await provider_hub.wait_state(S.CHECKED_IN)
     assert await provider.send_queue_updates() == 1
     await patient_hub.wait_state(S.WAITING)

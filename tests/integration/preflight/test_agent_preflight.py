@@ -10,17 +10,13 @@ import pytest
 from telehealth_client import events
 from telehealth_client.agent import Agent
 from telehealth_devstack.stack import DevStack
-
-from ..consultation.conftest import (
-    APPOINTMENT,
+from tests.support.consultation import (
+    CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
-    PATIENT,
-    PROVIDER,
     Parts,
     RecordingHub,
 )
-from .conftest import kiosk_settings
+from tests.support.preflight import kiosk_settings
 
 pytestmark = pytest.mark.integration
 
@@ -43,9 +39,7 @@ async def test_a_kiosks_preflight_goes_to_the_provider_with_the_check_in(
         report = await asyncio.wait_for(agent.preflight(skip={"devices"}), 60.0)
         assert report.network.verdict == "video"
         assert agent.patient is not None
-        await agent.patient.check_in(
-            appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-        )
+        await agent.patient.check_in(**CHECK_IN)
         [reported] = await provider_hub.wait_for(lambda e: isinstance(e, events.DeviceStatusReported))
         assert reported == events.DeviceStatusReported(CONSULTATION, "skipped", "skipped", "skipped", "video")
     finally:

@@ -10,17 +10,13 @@ from telehealth_client import events
 from telehealth_client.consultation.patient import DeviceReport
 from telehealth_client.preflight import PreflightReport, run_network_preflight
 from telehealth_devstack.stack import DevStack
-
-from ..consultation.conftest import (
-    APPOINTMENT,
+from tests.support.consultation import (
+    CHECK_IN,
     CONSULTATION,
-    DEPARTMENT,
-    PATIENT,
-    PROVIDER,
     Parts,
     RecordingHub,
 )
-from .conftest import kiosk_settings, packet_loss
+from tests.support.preflight import kiosk_settings, packet_loss
 
 # The child's aiortc import, the connection and the measuring window, on a busy machine.
 PREFLIGHT_WITHIN = 40.0
@@ -91,9 +87,7 @@ async def test_the_verdict_reaches_the_provider_as_device_status(stack: DevStack
     await parts.record_consent()
     patient = parts.patient(RecordingHub())
 
-    await patient.check_in(
-        appointment_id=APPOINTMENT, patient_id=PATIENT, provider_id=PROVIDER, department_id=DEPARTMENT
-    )
+    await patient.check_in(**CHECK_IN)
     status = PreflightReport(network).device_status()
     await patient.report_devices(status)
 

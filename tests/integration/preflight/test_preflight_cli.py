@@ -10,8 +10,7 @@ from pathlib import Path
 
 from devices import synthetic
 from telehealth_devstack.stack import DevStack
-
-from .conftest import kiosk_environment
+from tests.support.preflight import kiosk_environment
 
 AGENT = [sys.executable, "-m", "telehealth_client"]
 WITHIN = 60.0

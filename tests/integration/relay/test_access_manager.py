@@ -2,44 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import aiohttp
 from pubnub.endpoints.presence.heartbeat import Heartbeat
 from pubnub.endpoints.pubsub.subscribe import Subscribe
-from pubnub.enums import PNStatusCategory
 from pubnub.models.consumer.v3.channel import Channel
 from pubnub.models.consumer.v3.uuid import UUID
 from pubnub.pubnub_asyncio import PubNubAsyncio
 
 from telehealth_devstack.relay import ManualClock, Relay
 from telehealth_devstack.relay.client import sdk_config
-
-from .conftest import ClientFactory
+from tests.support.relay import ClientFactory, assert_denied, grant
 
 CHANNEL = "consultation.prov1.pat1"
 OTHER = "consultation.prov2.pat9"
-
-
-async def grant(
-    admin: PubNubAsyncio, resources: list[Any], *, ttl: int = 15, user: str | None = None, **kw: Any
-) -> str:
-    channels = [r for r in resources if isinstance(r, Channel)]
-    uuids = [r for r in resources if isinstance(r, UUID)]
-    result = await admin.grant_token(
-        channels=channels, users=uuids, ttl=ttl, authorized_user_id=user, **kw
-    ).result()
-    token: str = result.token
-    return token
-
-
-def assert_denied(envelope: Any, message: str = "Forbidden") -> None:
-    assert envelope.status.is_error()
-    assert envelope.status.status_code == 403
-    assert envelope.status.category == PNStatusCategory.PNAccessDeniedCategory
-    body = envelope.status.error_data.exception._errormsg
-    assert body["service"] == "Access Manager"
-    assert body["message"] == message
 
 
 async def test_grant_and_parse_token_round_trip(make_client: ClientFactory, relay_clock: ManualClock) -> None:

@@ -12,8 +12,7 @@ from pubnub.models.consumer.v3.channel import Channel
 from pubnub.models.consumer.v3.uuid import UUID
 
 from telehealth_devstack.relay import Relay
-
-from .conftest import ClientFactory
+from tests.support.relay import ClientFactory
 
 
 def status_of(envelope: Any) -> int:

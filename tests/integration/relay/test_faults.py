@@ -10,8 +10,7 @@ import aiohttp
 import pytest
 
 from telehealth_devstack.relay import FILE_EVENT, OBJECTS_EVENT, Relay
-
-from .conftest import WAIT, ClientFactory, raw_get, subscribed
+from tests.support.relay import WAIT, ClientFactory, raw_get, subscribed
 
 CHANNEL = "consultation.prov1.pat1"
 

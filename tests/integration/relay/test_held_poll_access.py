@@ -18,9 +18,7 @@ from pubnub.models.consumer.v3.channel import Channel
 from pubnub.pubnub_asyncio import AsyncioSubscriptionManager, PubNubAsyncio
 
 from telehealth_devstack.relay import ManualClock, Relay
-
-from .conftest import WAIT, ClientFactory, Collector, subscribed
-from .test_access_manager import assert_denied, grant
+from tests.support.relay import WAIT, ClientFactory, Collector, assert_denied, grant, subscribed
 
 pytestmark = pytest.mark.integration
 

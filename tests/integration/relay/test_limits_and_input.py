@@ -12,8 +12,7 @@ from pubnub.models.consumer.v3.channel import Channel
 
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.relay.client import sdk_client
-
-from .conftest import ClientFactory
+from tests.support.relay import ClientFactory
 
 CHANNEL = "consultation.prov1.pat1"
 MARKER = "PHI-MARKER-Jane-Doe-1970-01-01"

@@ -14,10 +14,8 @@ from pubnub.models.consumer.v3.uuid import UUID
 from pubnub.pubnub_asyncio import PubNubAsyncio
 
 from telehealth_devstack.relay import ManualClock, Relay
-from telehealth_devstack.relay.client import sdk_client
 from telehealth_devstack.relay.persistence import DATABASE_NAME
-
-from .test_access_manager import grant
+from tests.support.relay import SdkClients, grant
 
 CHANNEL = "consultation.prov1.pat1"
 Clients = Callable[..., PubNubAsyncio]
@@ -26,16 +24,9 @@ Clients = Callable[..., PubNubAsyncio]
 @pytest.fixture
 async def clients() -> AsyncIterator[Callable[..., PubNubAsyncio]]:
     """``clients(relay, user_id, **options)``: SDK clients on any relay, all stopped after the test."""
-    made: list[PubNubAsyncio] = []
-
-    def make(relay: Relay, user_id: str, **options: Any) -> PubNubAsyncio:
-        client = sdk_client(relay, user_id=user_id, **options)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        await client.stop()
+    clients = SdkClients()
+    yield clients.on
+    await clients.aclose()
 
 
 def relay_on(state_dir: pathlib.Path, clock: ManualClock, **options: Any) -> Relay:

@@ -23,10 +23,8 @@ from pubnub.pubnub_asyncio import PubNubAsyncio
 from yarl import URL
 
 from telehealth_devstack.relay import ManualClock, Relay
-from tests.integration import raw_http
-
-from .conftest import WAIT, ClientFactory, subscribed
-from .test_access_manager import grant
+from tests.support import raw_http
+from tests.support.relay import WAIT, ClientFactory, grant, subscribed
 
 CHANNEL = "consultation.prov1.pat1"
 

@@ -10,8 +10,7 @@ import pytest
 from pubnub.exceptions import PubNubException
 
 from telehealth_devstack.relay import ManualClock, Relay
-
-from .conftest import WAIT, ClientFactory, subscribed
+from tests.support.relay import WAIT, ClientFactory, subscribed
 
 CHANNEL = "presence.providers.cardiology"
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from telehealth_devstack.relay import Relay
-
-from .conftest import ClientFactory, subscribed
+from tests.support.relay import ClientFactory, subscribed
 
 CHANNEL = "consultation.prov1.pat1"
 

@@ -15,9 +15,7 @@ import pytest
 from pubnub.models.consumer.v3.channel import Channel
 
 from telehealth_devstack.relay import Relay
-
-from .conftest import WAIT, ClientFactory
-from .test_access_manager import grant
+from tests.support.relay import WAIT, ClientFactory, grant
 
 pytestmark = pytest.mark.integration
 

@@ -8,22 +8,18 @@ time past a refresh point or an expiry by calling ``advance`` instead of waiting
 from __future__ import annotations
 
 import asyncio
-import logging
-import random
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
-from telehealth_client.security.clinic_client import ClinicClient, TokenGrant
-from telehealth_client.security.tokens import RefreshPolicy, TokenEvent, TokenKeeper, TokenRequest
+from telehealth_client.security.clinic_client import ClinicClient
+from telehealth_client.security.tokens import RefreshPolicy, TokenKeeper, TokenRequest
 from telehealth_devstack.clinic import Clinic
 from telehealth_devstack.relay import Relay
-from tests.integration.clinic.conftest import (  # noqa: F401 (make_clinic is a fixture used here)
+from tests.support.clinic import (
     CART_CREDENTIALS,
     KIOSK_CREDENTIAL,
     PUBLISH_KEY,
@@ -31,42 +27,22 @@ from tests.integration.clinic.conftest import (  # noqa: F401 (make_clinic is a 
     SUBSCRIBE_KEY,
     ClinicApi,
     ClinicFactory,
-    make_clinic,
 )
-from tests.support.recorder import Recorder
-
-CIPHER_KEY = "tokens-test-cipher-key"
-PATIENT_TTL_MINUTES = 1  # PubNub's minimum
-PATIENT = "patient-1"
-PROVIDER = "dr-lee"
-CONSULTATION = "consultation.dr-lee.patient-1"
-OTHER_CONSULTATION = "consultation.dr-lee.patient-2"  # another patient's: outside PATIENT's grant
-
-
-class SharedClock:
-    """Manual time, in seconds since the epoch, for the relay (``clock()``) and the keeper.
-
-    Nothing moves until ``advance``; ``sleep_until`` wakes as soon as time reaches its deadline.
-    """
-
-    def __init__(self) -> None:
-        self._now = float(int(time.time()))  # whole seconds: the relay stamps tokens in whole seconds
-        self._moved = asyncio.Condition()
-
-    def __call__(self) -> float:
-        return self._now
-
-    def now(self) -> float:
-        return self._now
-
-    async def sleep_until(self, deadline: float) -> None:
-        async with self._moved:
-            await self._moved.wait_for(lambda: self._now >= deadline)
-
-    async def advance(self, seconds: float) -> None:
-        async with self._moved:
-            self._now += seconds
-            self._moved.notify_all()
+from tests.support.logs import attached
+from tests.support.tokens import (
+    CIPHER_KEY,
+    CONSULTATION,
+    PATIENT,
+    PATIENT_TTL_MINUTES,
+    PROVIDER,
+    BusFactory,
+    KeeperFactory,
+    NoJitter,
+    RecordingSource,
+    SharedClock,
+    TokenEvents,
+    TokenLog,
+)
 
 
 @pytest.fixture
@@ -88,7 +64,7 @@ async def relay(clock: SharedClock) -> AsyncIterator[Relay]:
 
 
 @pytest.fixture
-async def clinic(make_clinic: ClinicFactory, relay: Relay, clock: SharedClock) -> Clinic:  # noqa: F811
+async def clinic(make_clinic: ClinicFactory, relay: Relay, clock: SharedClock) -> Clinic:
     """The clinic stand-in on the relay and its clock, granting patients 1-minute tokens; PATIENT has
     given telehealth consent (recorded by the kiosk, as at a check-in)."""
     started = await make_clinic(
@@ -102,9 +78,6 @@ async def clinic(make_clinic: ClinicFactory, relay: Relay, clock: SharedClock) -
         )
     assert status == 200, answer
     return started
-
-
-BusFactory = Callable[..., PubNubBus]
 
 
 @pytest.fixture
@@ -133,57 +106,6 @@ async def make_bus(relay: Relay) -> AsyncIterator[BusFactory]:
     await asyncio.gather(*(bus.aclose() for bus in buses))
 
 
-class TokenEvents(Recorder):
-    def kinds(self) -> list[str]:
-        return [event.kind for event in self.items]
-
-    async def wait_kind(self, kind: str, count: int = 1, within: float = 10.0) -> list[TokenEvent]:
-        return await self.wait_for(lambda event: event.kind == kind, count, within)
-
-
-class Messages(Recorder):
-    async def wait_count(self, count: int, within: float = 10.0) -> list[Envelope]:
-        return await self.wait_for(lambda item: True, count, within)
-
-
-class Statuses(Recorder):
-    def __init__(self, bus: PubNubBus) -> None:
-        super().__init__()
-        bus.add_status_listener(self)
-
-    async def wait_status(self, status: ConnectionStatus, count: int = 1, within: float = 10.0) -> None:
-        await self.wait_for(
-            lambda change: isinstance(change, StatusChange) and change.status == status, count, within
-        )
-
-
-class RecordingSource:
-    """The real ClinicClient, remembering the tokens it handed out (to look for them in logs)."""
-
-    def __init__(self, client: ClinicClient) -> None:
-        self.client = client
-        self.tokens: list[str] = []
-
-    @property
-    def requests(self) -> int:
-        return len(self.tokens)
-
-    async def request_token(self, user_id: str, role: str, **context: str) -> TokenGrant:
-        grant = await self.client.request_token(user_id, role, **context)
-        self.tokens.append(grant.token)
-        return grant
-
-
-class NoJitter(random.Random):
-    """Refresh exactly at the planned point and retry at the top of each back-off range."""
-
-    def random(self) -> float:
-        return 0.0
-
-    def uniform(self, a: float, b: float) -> float:
-        return b
-
-
 @pytest.fixture
 async def kiosk(clinic: Clinic) -> AsyncIterator[RecordingSource]:
     client = ClinicClient(clinic.url, KIOSK_CREDENTIAL)
@@ -202,9 +124,6 @@ async def provider_bus(clinic: Clinic, make_bus: BusFactory) -> PubNubBus:
     finally:
         await cart.aclose()
     return make_bus(PROVIDER, token=grant.token)
-
-
-KeeperFactory = Callable[..., tuple[TokenKeeper, TokenEvents]]
 
 
 @pytest.fixture
@@ -229,39 +148,7 @@ async def make_keeper(kiosk: RecordingSource, clock: SharedClock) -> AsyncIterat
     await asyncio.gather(*(keeper.aclose() for keeper in keepers))
 
 
-class TokenLog(logging.Handler):
-    """The keeper's log lines, with the shared clock's time when each was written."""
-
-    def __init__(self, clock: SharedClock) -> None:
-        super().__init__(logging.DEBUG)
-        self.clock = clock
-        self.lines: list[tuple[float, str]] = []
-        self._changed = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append((self.clock.now(), record.getMessage()))
-        self._changed.set()
-
-    def matching(self, prefix: str) -> list[tuple[float, str]]:
-        return [line for line in self.lines if line[1].startswith(prefix)]
-
-    async def wait_count(self, prefix: str, count: int, within: float = 10.0) -> list[tuple[float, str]]:
-        async def enough() -> list[tuple[float, str]]:
-            while len(self.matching(prefix)) < count:
-                self._changed.clear()
-                await self._changed.wait()
-            return self.matching(prefix)
-
-        return await asyncio.wait_for(enough(), within)
-
-
 @pytest.fixture
 def token_log(clock: SharedClock) -> Iterator[TokenLog]:
-    handler = TokenLog(clock)
-    logger = logging.getLogger("telehealth_client.security.tokens")
-    previous = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(previous)
+    with attached(TokenLog(clock), "telehealth_client.security.tokens") as handler:
+        yield handler

@@ -9,7 +9,7 @@ import pytest
 from telehealth_client.security.clinic_client import ClinicClient
 from telehealth_devstack.clinic import Clinic
 from telehealth_devstack.stack import DevStack
-from tests.integration.clinic.conftest import (
+from tests.support.clinic import (
     CART_CREDENTIALS,
     DEVICE_CREDENTIALS,
     DIRECTORY,
@@ -21,8 +21,7 @@ from tests.integration.clinic.conftest import (
     TURN_SECRET,
     TURN_URLS,
 )
-
-from .conftest import BusFactory, SharedClock
+from tests.support.tokens import BusFactory, SharedClock
 
 
 def parse(bus_factory: BusFactory, token: str) -> dict[str, Any]:

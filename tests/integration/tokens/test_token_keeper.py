@@ -25,9 +25,8 @@ from telehealth_client.security.tokens import (
 )
 from telehealth_devstack.clinic import Clinic
 from telehealth_devstack.relay import Relay
-from tests.integration.clinic.conftest import CART_CREDENTIALS, ClinicFactory
-
-from .conftest import (
+from tests.support.clinic import CART_CREDENTIALS, ClinicFactory
+from tests.support.tokens import (
     CONSULTATION,
     OTHER_CONSULTATION,
     PATIENT,

@@ -12,8 +12,7 @@ from typing import Any
 
 from telehealth_client.pubsub.bus import AccessDeniedError
 from telehealth_client.security.clinic_client import TokenGrant
-
-from .conftest import CONSULTATION, BusFactory, KeeperFactory, RecordingSource, SharedClock
+from tests.support.tokens import CONSULTATION, BusFactory, KeeperFactory, RecordingSource, SharedClock
 
 
 class HeldRefresh:

@@ -33,10 +33,9 @@ from telehealth_client.security.tokens import (
 )
 from telehealth_devstack.clinic import Clinic
 from telehealth_devstack.relay import Relay
-from tests.integration.bus.tap import Tap
-from tests.integration.clinic.conftest import CART_CREDENTIALS
-
-from .conftest import (
+from tests.support.clinic import CART_CREDENTIALS
+from tests.support.tap import Tap
+from tests.support.tokens import (
     CONSULTATION,
     OTHER_CONSULTATION,
     PATIENT,

@@ -13,8 +13,7 @@ import pytest
 from telehealth_client.pubsub.bus import ConnectionStatus
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.tokens import LoopClock, RefreshPolicy, TokenRefreshed
-
-from .conftest import CONSULTATION, PATIENT, BusFactory, KeeperFactory, Messages, Statuses
+from tests.support.tokens import CONSULTATION, PATIENT, BusFactory, KeeperFactory, Messages, Statuses
 
 
 class WallClock:

@@ -8,9 +8,8 @@ from telehealth_client.pubsub.bus import AccessDeniedError, ConnectionStatus
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient
 from telehealth_devstack.clinic import Clinic
-from tests.integration.clinic.conftest import CART_CREDENTIALS
-
-from .conftest import (
+from tests.support.clinic import CART_CREDENTIALS
+from tests.support.tokens import (
     CONSULTATION,
     PATIENT,
     PROVIDER,

@@ -1,6 +1,5 @@
-"""The development stack for the preflight tests, the kiosk's settings for it, and packet loss on
-coturn's relay ports (iptables ``statistic`` match on ``lo``, removed afterwards).
-"""
+"""The kiosk's settings on a development stack for the preflight tests, and packet loss on coturn's
+relay ports (iptables ``statistic`` match on ``lo``, removed afterwards)."""
 
 from __future__ import annotations
 
@@ -15,8 +14,7 @@ import pytest
 from telehealth_client.config import Settings, load_settings
 from telehealth_devstack.stack import DevStack
 from telehealth_devstack.turn import TurnServer
-
-from ..consultation.conftest import KIOSK, log_lines, parts, stack  # noqa: F401 (fixtures)
+from tests.support.consultation import KIOSK
 
 
 def kiosk_environment(devstack: DevStack, **extra: str) -> dict[str, str]:

@@ -1,57 +1,34 @@
-"""Fixtures for the bus tests: the real relay and real PubNubBus clients on the real SDK."""
+"""The bus tests' helpers: what a real PubNubBus received (Inbox), its status changes
+(StatusLog), and a subscription that is known to be live."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
-from typing import Any
+from collections.abc import Callable
 
-import pytest
+from pubnub.models.consumer.v3.channel import Channel
 
-from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
-from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
+from telehealth_client.pubsub.bus import (
+    ConnectionStatus,
+    Envelope,
+    StatusChange,
+)
+from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus, build_pubnub
 from telehealth_devstack.relay import Relay
 from tests.support.recorder import Recorder
 
 PUBLISH_KEY = "pub-c-bus-test"
+
+
 SUBSCRIBE_KEY = "sub-c-bus-test"
+
+
 SECRET_KEY = "sec-c-bus-test"
+
+
 CIPHER_KEY = "bus-test-cipher-key"
 
 
-@pytest.fixture
-async def relay() -> AsyncIterator[Relay]:
-    async with Relay(publish_key=PUBLISH_KEY, subscribe_key=SUBSCRIBE_KEY, secret_key=SECRET_KEY) as running:
-        yield running
-
-
 BusFactory = Callable[..., PubNubBus]
-
-
-@pytest.fixture
-async def make_bus(relay: Relay) -> AsyncIterator[BusFactory]:
-    """Builds buses on the relay; every bus built is closed at the end of the test."""
-    buses: list[PubNubBus] = []
-
-    def build(user_id: str, **overrides: Any) -> PubNubBus:
-        config = BusConfig(
-            user_id=user_id,
-            subscribe_key=SUBSCRIBE_KEY,
-            publish_key=PUBLISH_KEY,
-            origin=relay.origin,
-            ssl=False,
-            cipher_key=CIPHER_KEY,
-            reconnect_min_seconds=0.05,
-            reconnect_max_seconds=0.5,
-            request_timeout_seconds=5.0,
-        )
-        bus = PubNubBus(replace(config, **overrides))
-        buses.append(bus)
-        return bus
-
-    yield build
-    await asyncio.gather(*(bus.aclose() for bus in buses))
 
 
 class Inbox:
@@ -92,3 +69,23 @@ async def subscribed(bus: PubNubBus, channel: str, inbox: Inbox) -> StatusLog:
     await bus.subscribe([channel], inbox)
     await log.wait_for(ConnectionStatus.CONNECTED)
     return log
+
+
+async def grant(relay: Relay, user_id: str, channel: str) -> str:
+    admin = build_pubnub(
+        BusConfig(
+            user_id="token-server",
+            subscribe_key=SUBSCRIBE_KEY,
+            publish_key=PUBLISH_KEY,
+            secret_key=SECRET_KEY,
+            origin=relay.origin,
+            ssl=False,
+        )
+    )
+    try:
+        permissions = [Channel.id(channel).read().write(), Channel.id(channel + "-pnpres").read()]
+        envelope = await admin.grant_token(channels=permissions, ttl=15, authorized_user_id=user_id).future()
+        assert not envelope.is_error()
+        return str(envelope.result.token)
+    finally:
+        await admin.stop()

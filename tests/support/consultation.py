@@ -1,29 +1,30 @@
-"""Fixtures for whole consultations: the real development stack (relay enforcing Access Manager,
-coturn, the clinic stand-in) through ``DevStack``, real ``PubNubBus`` clients and real endpoints.
+"""Whole consultations on the real development stack (relay enforcing Access Manager, coturn, the
+clinic stand-in, through ``DevStack``), with real ``PubNubBus`` clients and real endpoints: ``Parts``
+builds them and closes what it built (the ``parts`` fixture, ``tests/integration/conftest.py``).
 
-Events are recorded by an ``EventHub`` that also keeps every event it emits, so a test waits for
-the event it needs with a timeout, never a sleep.
+Events are recorded by an ``EventHub`` that also keeps every event it emits (``RecordingHub``), so a
+test waits for the event it needs with a timeout, never a sleep; ``LogLines`` does the same for log
+records.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from telehealth_client import events
 from telehealth_client.audit.trail import ChainKeys
 from telehealth_client.connector import Connector
 from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.consultation.provider import MAX_FOLLOWED_CONSULTATIONS, ProviderEndpoint
+from telehealth_client.consultation.session import ConsultationSession
 from telehealth_client.durability import Durable
 from telehealth_client.media.consultation_call import MediaOptions
-from telehealth_client.protocol.messages import ConsultationState
+from telehealth_client.protocol.messages import ConsultationState, QueueUpdate
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient, TokenGrant, TurnCredentials
 from telehealth_client.security.tokens import RefreshPolicy
@@ -102,12 +103,6 @@ class RecordingClinic(ClinicClient):
 
     def token_for(self, consultation_id: str) -> str:
         return next(token for channel, token in self.tokens if channel == consultation_id)
-
-
-@pytest.fixture
-async def stack() -> AsyncIterator[DevStack]:
-    async with DevStack(providers=(PROVIDER, SPECIALIST)) as running:
-        yield running
 
 
 def bus_template(stack: DevStack, user_id: str) -> BusConfig:
@@ -213,6 +208,14 @@ class Parts:
         await endpoint.start()
         return endpoint
 
+    async def consented_pair(self) -> tuple[RecordingHub, RecordingHub, ProviderEndpoint, PatientEndpoint]:
+        """The provider started and the patient built, each on its own hub, the patient's consent
+        recorded in between: ``provider_hub, patient_hub, provider, patient``."""
+        provider_hub, patient_hub = RecordingHub(), RecordingHub()
+        provider = await self.provider(provider_hub)
+        await self.record_consent()
+        return provider_hub, patient_hub, provider, self.patient(patient_hub)
+
     def raw_bus(self, user_id: str, token: str | None) -> PubNubBus:
         bus = PubNubBus(replace(bus_template(self.stack, user_id), token=token))
         self._closers.append(bus.aclose)
@@ -223,44 +226,91 @@ class Parts:
             await closer()
 
 
-@pytest.fixture
-async def parts(stack: DevStack, tmp_path: Path) -> AsyncIterator[Parts]:
-    built = Parts(stack, tmp_path)
-    yield built
-    await built.aclose()
+def patient_agent_environment(stack: DevStack, state_dir: Path, **extra: str) -> dict[str, str]:
+    """The settings of the kiosk's patient agent on ``stack`` (``TELEHEALTH_*``), plus ``extra``."""
+    return {
+        **stack.agent_environment(),
+        "TELEHEALTH_USER_ID": KIOSK,
+        "TELEHEALTH_ROLE": "patient",
+        "TELEHEALTH_STATE_DIR": str(state_dir),
+        **extra,
+    }
 
 
-class LogLines(logging.Handler):
-    """Log records of the consultation modules, to wait for a logged drop or refusal."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-        self._changed = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-        self._changed.set()
-
-    async def wait_line(self, *parts: str, within: float = WAIT) -> str:
-        async def found() -> str:
-            while True:
-                for line in self.lines:
-                    if all(part in line for part in parts):
-                        return line
-                self._changed.clear()
-                await self._changed.wait()
-
-        return await asyncio.wait_for(found(), within)
+def provider_agent_environment(stack: DevStack, state_dir: Path, **extra: str) -> dict[str, str]:
+    """The settings of the provider's cart agent on ``stack`` (``TELEHEALTH_*``), plus ``extra``."""
+    return {**stack.agent_environment(PROVIDER), "TELEHEALTH_STATE_DIR": str(state_dir), **extra}
 
 
-@pytest.fixture
-def log_lines() -> Iterator[LogLines]:
-    handler = LogLines()
-    logger = logging.getLogger("telehealth_client")
-    previous = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(previous)
+def queue_update(position: int, minutes: int) -> QueueUpdate:
+    return QueueUpdate(
+        title="Queue Update",
+        body="",
+        priority="normal",
+        timestamp=datetime.now(UTC),
+        consultation_id=CONSULTATION,
+        position=position,
+        estimated_wait_minutes=minutes,
+    )
+
+
+def added(sender: str) -> Callable[[Any], bool]:
+    return lambda e: isinstance(e, events.ChatMessageAdded) and e.sender_id == sender
+
+
+def sent(message_id: str) -> Callable[[Any], bool]:
+    return lambda e: (
+        isinstance(e, events.ChatStatusChanged) and e.message_id == message_id and e.status == "sent"
+    )
+
+
+# The kiosk's check-in for the consultation: ``patient.check_in(**CHECK_IN)``, and as an agent
+# child's command, ``child.command("check-in", **AGENT_CHECK_IN)``.
+CHECK_IN = {
+    "appointment_id": APPOINTMENT,
+    "patient_id": PATIENT,
+    "provider_id": PROVIDER,
+    "department_id": DEPARTMENT,
+}
+AGENT_CHECK_IN = {
+    "appointmentId": APPOINTMENT,
+    "patientId": PATIENT,
+    "providerId": PROVIDER,
+    "departmentId": DEPARTMENT,
+}
+
+
+NURSE = "nurse-kim"
+
+
+def nurse_stack() -> DevStack:
+    """A development stack with the provider and one nurse, ``NURSE``, of the department."""
+    return DevStack(providers=(PROVIDER,), nurses=(NURSE,))
+
+
+async def check_in_and_join(
+    patient: PatientEndpoint,
+    provider: ProviderEndpoint,
+    patient_hub: RecordingHub,
+    provider_hub: RecordingHub,
+) -> ConsultationSession:
+    """The patient checks in (``CHECK_IN``) and the provider joins: the consultation is connecting."""
+    session = await patient.check_in(**CHECK_IN)
+    await provider_hub.wait_state(ConsultationState.CHECKED_IN)
+    await provider.join(CONSULTATION)
+    await patient_hub.wait_state(ConsultationState.CONNECTING)
+    return session
+
+
+async def check_in_and_wait(
+    patient: PatientEndpoint,
+    provider: ProviderEndpoint,
+    patient_hub: RecordingHub,
+    provider_hub: RecordingHub,
+) -> ConsultationSession:
+    """The patient checks in (``CHECK_IN``) and is told its place in the queue: it is waiting."""
+    session = await patient.check_in(**CHECK_IN)
+    await provider_hub.wait_state(ConsultationState.CHECKED_IN)
+    await provider.send_queue_updates()
+    await patient_hub.wait_state(ConsultationState.WAITING)
+    return session

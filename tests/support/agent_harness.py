@@ -1,5 +1,7 @@
-"""A real Agent in its own process, for tests that SIGKILL it: settings from ``TELEHEALTH_*``,
-JSON-line commands on stdin, JSON-line events on stdout.
+"""A real Agent in its own process (the child side of ``tests.support.agent_child.AgentChild``):
+settings from ``TELEHEALTH_*``, JSON-line commands on stdin, JSON-line events and replies on stdout,
+logs on stderr (``--debug``: every record at DEBUG in the production key=value format, so a test
+can search all the process wrote; otherwise INFO).
 
 Patient agent commands: ``{"cmd": "check-in", "appointmentId", "patientId", "providerId",
 "departmentId"}``, ``{"cmd": "leave"}``, ``{"cmd": "devices", "camera", "microphone", "speaker",
@@ -8,9 +10,14 @@ Patient agent commands: ``{"cmd": "check-in", "appointmentId", "patientId", "pro
 "followUpRequired"}``, ``{"cmd": "status"}``. Chat, for both (a provider names the
 ``consultationId``): ``{"cmd": "chat", "text"}`` -> ``id``, ``status``; ``{"cmd": "read", "upToId"?}``
 -> ``receipt`` (None when nothing newer was read); ``{"cmd": "chat-log"}`` -> ``entries`` (``id``,
-``senderId``, ``senderRole``, ``text``, ``status``, ``timetoken``, ``readBy``). Each is answered with
-``{"reply": cmd, "ok": bool, ...}``. Every hub event is printed as ``{"event": kind, ...}``;
-``{"event": "started", "status": ...}`` once started. Logs go to stderr.
+``senderId``, ``senderRole``, ``text``, ``status``, ``timetoken``, ``readBy``). Emergencies:
+``{"cmd": "escalate", "consultationId", "severity", "reason"}`` and ``{"cmd": "resolve", "id",
+"resolution"}`` -> the escalation's ``id``. ``{"cmd": "drained"}`` -> ``outbox`` and ``audit``:
+everything queued was sent, every audit event acknowledged.
+
+Each is answered with ``{"reply": cmd, "ok": bool, ...}``; a failed one with the exception's type
+(``error``), its ``code`` or ``field`` and its place (``where``), never its message. Every hub event
+is printed as ``{"event": kind, ...}``; ``{"event": "started", "status": ...}`` once started.
 """
 
 from __future__ import annotations
@@ -22,12 +29,15 @@ import logging
 import sys
 from typing import Any
 
+from telehealth_client import logs
 from telehealth_client.agent import Agent
 from telehealth_client.config import load_settings
 from telehealth_client.consultation.chat import ConsultationChat
 from telehealth_client.consultation.patient import DeviceReport
 from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.events import Event
+
+WAIT = 15.0
 
 
 def emit(line: dict[str, Any]) -> None:
@@ -73,11 +83,27 @@ async def chat_command(chat: ConsultationChat, request: dict[str, Any]) -> dict[
 
 
 async def command(agent: Agent, request: dict[str, Any]) -> dict[str, Any]:
+    cmd = request.get("cmd")
+    if cmd in ("escalate", "resolve"):
+        desk = agent.emergency
+        assert desk is not None
+        if cmd == "escalate":
+            escalation = await desk.escalate(
+                request["consultationId"], request["severity"], request["reason"]
+            )
+        else:
+            escalation = await desk.resolve(request["id"], request["resolution"])
+        return {"id": escalation.id}
+    if cmd == "drained":
+        assert agent.durable is not None
+        return {
+            "outbox": await agent.durable.outbox.wait_drained(WAIT),
+            "audit": await agent.durable.trail.wait_delivered(WAIT),
+        }
     if agent.provider is not None:
         return await provider_command(agent.provider, request)
     patient = agent.patient
     assert patient is not None
-    cmd = request.get("cmd")
     if cmd in CHAT_COMMANDS:
         chat = patient.chat
         if chat is None:
@@ -136,8 +162,20 @@ async def provider_command(provider: ProviderEndpoint, request: dict[str, Any]) 
     }
 
 
-async def main() -> None:
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+def configure_logs(debug: bool) -> None:
+    if not debug:
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logs.KeyValueFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG)
+    logs.quiet_url_loggers()  # as logs.configure does in production
+
+
+async def main(debug: bool) -> None:
+    configure_logs(debug)
     agent = Agent(load_settings())
     forwarder = asyncio.create_task(forward(agent))
     try:
@@ -153,6 +191,7 @@ async def main() -> None:
                         "ok": False,
                         "error": type(exc).__name__,
                         "code": getattr(exc, "code", None) or getattr(exc, "field", None),
+                        "where": logs.describe_exception(exc),
                     }
                 )
     finally:
@@ -162,4 +201,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main("--debug" in sys.argv[1:]))
