@@ -143,11 +143,18 @@ def _not_installed(command: str, reason: str) -> int:
 
 def _run_agent(config: Path | None) -> int:
     from telehealth_client.agent import Agent, bus_config, run_until_signalled
-    from telehealth_client.config import ConfigError, load_settings
+    from telehealth_client.config import ConfigError, MissingSecretError, load_settings
 
     try:
         settings = load_settings(config)
         bus_config(settings)  # refuses to start without the keys it needs
+        if settings.api_enabled:  # the local API is on by default: its token
+            try:
+                settings.require_secret("api_token")
+            except MissingSecretError as exc:
+                raise MissingSecretError(
+                    f"{exc} (the local API needs it; api_enabled = false turns it off)"
+                ) from None
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"telehealth-agent: config: {problem}", file=sys.stderr)
@@ -157,7 +164,7 @@ def _run_agent(config: Path | None) -> int:
         return EXIT_USAGE
     logs.configure(settings.log_level, settings.log_format)
 
-    agent = Agent(settings)
+    agent = Agent(settings, serve_api=True)
     return asyncio.run(run_until_signalled(agent.start, agent.aclose))
 
 
