@@ -189,12 +189,9 @@ async def _stream(request: web.Request, response: web.StreamResponse, ring: Even
             # Not an ID this run gave: a client from a run that ended, or a made-up one.
             await response.write(missed_frame(asked, ring.oldest_id, 0, "unknown-id"))
             after = ring.first_id - 1
-        lost, _ = ring.since(after)
-        if lost:
-            await response.write(missed_frame(after, ring.oldest_id, lost, "older-than-replay"))
     while not ring.closed or ring.last_id > after:
         lost, entries = ring.since(after)
-        if lost:  # the ring moved past this client while it was writing (a very slow client)
+        if lost:  # asked for an ID older than the ring's oldest, or a client slower than the ring
             await response.write(missed_frame(after, ring.oldest_id, lost, "older-than-replay"))
         for entry in entries:
             await response.write(_frame(entry))
