@@ -45,15 +45,15 @@ def consultation_view(session: ConsultationSession, call: Any = None) -> Consult
 
 
 def consultations(agent: AgentView, calls: dict[str, Any]) -> list[ConsultationView]:
+    """The consultations this agent holds now; forgets ``calls`` of those it no longer holds."""
     if agent.patient is not None:
         session = agent.patient.session
         return [] if session is None else [consultation_view(session, agent.patient.call)]
     if agent.provider is not None:
-        return [
-            consultation_view(session, calls.get(cid))
-            for cid, session in sorted(agent.provider.sessions.items())
-            if not session.closed
-        ]
+        held = {cid: session for cid, session in agent.provider.sessions.items() if not session.closed}
+        for ended in [cid for cid in calls if cid not in held]:
+            del calls[ended]  # the calls the API started, kept only while their consultation is
+        return [consultation_view(session, calls.get(cid)) for cid, session in sorted(held.items())]
     return []
 
 

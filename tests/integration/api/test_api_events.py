@@ -4,6 +4,7 @@ is older than what the agent still holds (or not one it gave)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +16,7 @@ import pytest
 from telehealth_client import events
 from telehealth_client.api.events_stream import DEFAULT_CAPACITY
 
-from .conftest import WAIT, RunningAgent
+from .conftest import PROVIDER, WAIT, Agents, RunningAgent
 
 pytestmark = pytest.mark.integration
 
@@ -119,3 +120,13 @@ async def test_an_id_this_run_never_gave_gets_a_missed_event_then_the_ring(provi
     assert held[0]["id"] == api.ring.oldest_id
     _, state = await provider.api.get("/v1/status")
     assert state["eventsLastId"] == api.ring.last_id
+
+
+async def test_stopping_the_agent_ends_the_open_streams(agents: Agents) -> None:
+    running = await agents.start(PROVIDER)
+    async with stream(running) as live:
+        await emit(running, 1)
+        await live.frame()
+        await asyncio.wait_for(running.agent.aclose(), WAIT)  # not held up by the open stream
+        rest = await asyncio.wait_for(live.response.content.read(), WAIT)
+    assert b"id:" not in rest  # the stream ended with nothing more
