@@ -7,14 +7,18 @@ import asyncio
 import os
 import re
 import signal
+import stat
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from telehealth_client.config import load_settings
 from telehealth_devstack.stack import DevStack
 
 from ..cli_process import AGENT, Process
+from ..test_cli_devstack import Devstack, devstack
 from .conftest import KIOSK
 
 pytestmark = pytest.mark.integration
@@ -91,3 +95,38 @@ async def test_a_taken_port_stops_the_start_naming_the_setting(stack: DevStack, 
         await server.wait_closed()
     assert code == 1
     assert f"start failed reason=api_port: 127.0.0.1:{port}: cannot listen" in out + err
+
+
+@pytest.fixture
+async def devstacks() -> AsyncIterator[list[Devstack]]:
+    processes: list[Devstack] = []
+    yield processes
+    for process in processes:
+        if process.proc.returncode is None:
+            process.proc.kill()
+            await process.proc.wait()
+
+
+def read(path: Path) -> str:
+    return path.read_text()
+
+
+async def test_devstack_writes_each_agents_api_token_to_a_credential_file(
+    devstacks: list[Devstack], tmp_path: Path
+) -> None:
+    env_file = tmp_path / "dev.env"
+    process = await devstack(devstacks, "--env-file", str(env_file), "--state-dir", str(tmp_path / "state"))
+    await process.wait_for_line("# written to")
+    kiosk = process.kiosk_settings()
+    assert "TELEHEALTH_API_TOKEN" not in kiosk  # the file's path, never the token itself
+    assert kiosk["TELEHEALTH_API_PORT"] == "8470"
+    token_file = Path(kiosk["TELEHEALTH_API_TOKEN_FILE"])
+    assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
+    token = read(token_file)
+    assert token not in "".join(process.lines) + read(env_file)
+    settings = load_settings(environ={**kiosk, "TELEHEALTH_STATE_DIR": str(tmp_path / "kiosk")})
+    assert settings.api_token is not None and settings.api_token.get_secret_value() == token
+    provider = process.provider_settings("dr-demo")
+    assert provider["TELEHEALTH_API_PORT"] == "8471"
+    assert read(Path(provider["TELEHEALTH_API_TOKEN_FILE"])) not in ("", token)
+    await process.stop()
