@@ -4,6 +4,7 @@ refused request."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -15,8 +16,11 @@ from telehealth_client.api import ROUTES
 from telehealth_client.api.models import MAX_BODY_BYTES
 from telehealth_client.api.routing import Route
 from telehealth_client.config import load_settings
+from telehealth_client.pubsub.bus import ConnectionStatus
+from telehealth_devstack.network import CuttableLink
+from tests.support.recorder import Recorder
 
-from .conftest import CHECK_IN, CONSULTATION, PROVIDER, Agents, RunningAgent
+from .conftest import CHECK_IN, CONSULTATION, PROVIDER, WAIT, Agents, RunningAgent
 
 pytestmark = pytest.mark.integration
 
@@ -163,3 +167,25 @@ async def test_the_api_serves_on_a_unix_socket(agents: Agents, tmp_path: Path) -
             assert (response.status, (await response.json())["pubsub"]) == (200, "idle")
         async with session.get("http://agent/v1/status") as response:
             assert response.status == 401
+
+
+async def test_health_is_503_naming_the_reason_while_pubsub_is_down(agents: Agents) -> None:
+    # A connected cart whose network to PubNub is then cut: it keeps reconnecting, and its health
+    # (without the token) says why it is not healthy; back when the network is.
+    async with CuttableLink(agents.stack.agent_environment()["TELEHEALTH_ORIGIN"]) as link:
+        running = await agents.start(PROVIDER, TELEHEALTH_ORIGIN=link.origin)
+        if not running.agent.connected.is_set():
+            await asyncio.wait_for(running.agent.connected.wait(), WAIT)
+        assert (await running.api.get("/v1/health", token=None))[0] == 200
+        changes = Recorder()
+        assert running.agent.bus is not None
+        running.agent.bus.add_status_listener(changes)
+        link.cut()
+        await changes.wait_for(lambda change: change.status is not ConnectionStatus.CONNECTED, within=WAIT)
+        status, health = await running.api.get("/v1/health", token=None)
+        assert status == 503, health
+        assert health["ok"] is False and health["pubsub"] in ("reconnecting", "connecting")
+        assert health["reason"] == f"pub/sub is {health['pubsub']}"
+        link.restore()
+        await asyncio.wait_for(running.agent.connected.wait(), WAIT)
+        assert (await running.api.get("/v1/health", token=None))[0] == 200
