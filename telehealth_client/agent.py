@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from telehealth_client import systemd
+from telehealth_client.api.app import ApiStartError, LocalApi
 from telehealth_client.audit.identity import trail_identity
 from telehealth_client.audit.trail import AuditStoreError, DamagedStoreError
-from telehealth_client.config import Role, Settings
+from telehealth_client.config import MissingSecretError, Role, Settings
 from telehealth_client.connector import Connector
 from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.consultation.provider import ProviderEndpoint
@@ -100,11 +101,18 @@ class Agent:
     ``ProviderEndpoint``, which owns the provider's bus) or ``nurse`` (its standing token, kept
     fresh, and its notification channel). A consultation saved in
     ``state_dir/consultation`` is resumed on start.
+
+    ``serve_api``: also serve the local HTTP API (``api``, ``telehealth_client.api``) when the
+    settings' ``api_enabled`` is on (``telehealth-agent run`` does); it then needs ``api_token``.
     """
 
-    def __init__(self, settings: Settings, *, token: str | None = None) -> None:
+    def __init__(self, settings: Settings, *, token: str | None = None, serve_api: bool = False) -> None:
         self.settings = settings
         self._token = token
+        self._serve_api = serve_api and settings.api_enabled
+        # The local API: made before the parts start (its event stream follows the hub from then),
+        # listening once they have, stopped before them.
+        self.api: LocalApi | None = None
         self.bus: PubNubBus | None = None
         self._notifications: Subscription | None = None
         # Set while the bus is connected; tests and the API wait on it.
@@ -156,6 +164,14 @@ class Agent:
 
     async def start(self) -> str:
         """Build and start the parts; returns the status line (systemd's READY carries it)."""
+        if self._serve_api:
+            try:
+                api_token = self.settings.require_secret("api_token")
+            except MissingSecretError as exc:
+                raise StartError(
+                    f"{exc} (the local API is on: give it a token, or set api_enabled = false)"
+                ) from None
+            self.api = LocalApi(self, api_token.get_secret_value())
         # An unusable state directory would only show at check-in, with a patient at the kiosk.
         await asyncio.to_thread(ensure_writable_directory, self.settings.state_dir / CONSULTATION_STATE_DIR)
         self._connector = self._build_connector()
@@ -166,6 +182,11 @@ class Agent:
             await self._start_patient()
         else:
             await self._start_nurse()
+        if self.api is not None:
+            try:
+                await self.api.start()
+            except ApiStartError as exc:
+                raise StartError(str(exc)) from None
         log.info(
             "agent started role=%s user=%s status=%s", self.settings.role, self.settings.user_id, self.status
         )
@@ -319,7 +340,9 @@ class Agent:
 
     async def aclose(self) -> None:
         """Stop in reverse order of start. Safe to call twice or after a failed start."""
-        # A part is let go only once its close has returned.
+        # First: nothing drives the parts while they stop. A part is let go only once its close
+        # has returned.
+        self.api = await _closed(self.api)
         self.patient = await _closed(self.patient)
         if self.provider is not None:
             self.provider = await _closed(self.provider)

@@ -153,16 +153,23 @@ def _config_refused(exc: Exception) -> int:
 
 def _run_agent(config: Path | None) -> int:
     from telehealth_client.agent import Agent, bus_config, run_until_signalled
-    from telehealth_client.config import ConfigError, load_settings
+    from telehealth_client.config import ConfigError, MissingSecretError, load_settings
 
     try:
         settings = load_settings(config)
         bus_config(settings)  # refuses to start without the keys it needs
+        if settings.api_enabled:  # the local API is on by default: its token
+            try:
+                settings.require_secret("api_token")
+            except MissingSecretError as exc:
+                raise MissingSecretError(
+                    f"{exc} (the local API needs it; api_enabled = false turns it off)"
+                ) from None
     except (ConfigError, ValueError) as exc:
         return _config_refused(exc)
     logs.configure(settings.log_level, settings.log_format)
 
-    agent = Agent(settings)
+    agent = Agent(settings, serve_api=True)
     return asyncio.run(run_until_signalled(agent.start, agent.aclose))
 
 

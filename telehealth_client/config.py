@@ -296,7 +296,9 @@ class Settings(BaseSettings):
         default=4.0, ge=1, le=30, description="how long the media test through TURN measures (s)"
     )
 
-    # Local HTTP API.
+    # Local HTTP API (``telehealth-agent run`` serves it unless api_enabled is false; it then needs
+    # api_token, a secret like the keys).
+    api_enabled: bool = Field(default=True, description="serve the local HTTP API (needs api_token)")
     api_host: str = Field(default="127.0.0.1", description="local API address (loopback only)")
     api_port: int = Field(default=8470, ge=0, le=65535, description="local API port; 0 picks a free one")
     api_socket: Path | None = Field(

@@ -17,7 +17,12 @@ from pathlib import Path
 
 from telehealth_client import logs
 from telehealth_client.agent import run_until_signalled
+from telehealth_devstack.private_file import write_private
 from telehealth_devstack.stack import AUDITOR_USER_ID, DevStack, DevStackKeys
+
+# The kiosk's local API on the documented default port; each cart's on the ports after it.
+KIOSK_API_PORT = 8470
+API_TOKENS_DIR = "api-tokens"
 
 EXIT_USAGE = 2
 
@@ -48,6 +53,29 @@ def _unwritable_env_file(path: Path) -> str | None:
     except OSError as exc:
         return exc.strerror or type(exc).__name__
     return None
+
+
+def _write_api_token(state_dir: Path, user_id: str, token: str) -> Path:
+    """``user_id``'s local API token as a credential file (mode 0600, like a systemd credential):
+    the env file names the file, never the token. Kept keys derive the same token again."""
+    directory = state_dir / API_TOKENS_DIR
+    directory.mkdir(mode=0o700, exist_ok=True)
+    path = directory / user_id
+    if path.exists() and path.read_text(encoding="utf-8") == token:
+        return path
+    path.unlink(missing_ok=True)
+    write_private(path, token.encode())
+    return path
+
+
+def _with_api(environment: dict[str, str], state_dir: Path, port: int) -> dict[str, str]:
+    """The settings with the local API token in a file and the API on ``port``."""
+    settings = dict(environment)
+    token = settings.pop("TELEHEALTH_API_TOKEN")
+    path = _write_api_token(state_dir, settings["TELEHEALTH_USER_ID"], token)
+    settings["TELEHEALTH_API_TOKEN_FILE"] = str(path)
+    settings["TELEHEALTH_API_PORT"] = str(port)
+    return settings
 
 
 def _prepare_state_dir(path: Path) -> str | None:
@@ -91,13 +119,16 @@ def _serve_devstack(env_file: Path | None, open_access: bool, state_dir: Path, t
 
     async def started() -> None:
         await stack.start()
-        kiosk = stack.agent_environment()
+        kiosk = await asyncio.to_thread(_with_api, stack.agent_environment(), state_dir, KIOSK_API_PORT)
         lines = [f"{name}={value}" for name, value in kiosk.items()]
         print("# development stack running; settings for a patient kiosk agent:", flush=True)
         print("\n".join(lines), flush=True)
         # Each provider's or nurse's own device credential: it mints tokens only for that user.
-        for user_id, user in stack.users.items():
-            extra = {k: v for k, v in stack.agent_environment(user_id).items() if kiosk.get(k) != v}
+        for number, (user_id, user) in enumerate(stack.users.items(), start=1):
+            own = await asyncio.to_thread(
+                _with_api, stack.agent_environment(user_id), state_dir, KIOSK_API_PORT + number
+            )
+            extra = {k: v for k, v in own.items() if kiosk.get(k) != v}
             settings = " ".join(f"{name}={value}" for name, value in extra.items())
             print(
                 f"# {user.role} {user_id}'s agent: the settings above with {settings} "

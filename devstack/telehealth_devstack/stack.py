@@ -70,6 +70,11 @@ class DevStackKeys:
         digest = hmac.new(self.staff_secret.encode(), f"{role}:{user_id}".encode(), hashlib.sha256).digest()
         return f"dev-{role}-" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
+    def api_token(self, user_id: str) -> str:
+        """The local API token of the agent of ``user_id`` (a kiosk's device ID or a cart's user):
+        derived like the credentials, so a kept keyset keeps these too."""
+        return self.staff_credential("local-api", user_id)
+
     def kiosk_credential(self, device_id: str) -> str:
         """The credential of the check-in kiosk with device ID ``device_id`` (derived like a cart's):
         patient tokens, and TURN credentials and audit events for patients and that device."""
@@ -305,7 +310,8 @@ class DevStack:
         None: the first kiosk's; a kiosk's device ID (one of ``kiosks``): that kiosk's, with its own
         device credential and its device ID as the user ID. A provider's or nurse's user ID (one
         of ``users``): that user's, with its own device credential, user ID, role and department
-        (which its standing token request names).
+        (which its standing token request names). Each with its own local API token
+        (``TELEHEALTH_API_TOKEN``) and ``TELEHEALTH_API_PORT=0`` (a free port).
         """
         if self.clinic is None:
             raise RuntimeError("the development stack is not started")
@@ -326,9 +332,16 @@ class DevStack:
             device_id = self.default_kiosk if user_id is None else user_id
             environment["TELEHEALTH_USER_ID"] = device_id
             environment["TELEHEALTH_DEVICE_CREDENTIAL"] = self.kiosks[device_id]
+            environment.update(self._api_environment(device_id))
             return environment
         environment["TELEHEALTH_USER_ID"] = user.user_id
         environment["TELEHEALTH_ROLE"] = user.role
         environment["TELEHEALTH_DEVICE_CREDENTIAL"] = user.credential
         environment["TELEHEALTH_DEPARTMENT_ID"] = user.department_id
+        environment.update(self._api_environment(user.user_id))
         return environment
+
+    def _api_environment(self, user_id: str) -> dict[str, str]:
+        """The local API's token, and a free port: agents on one machine (tests, several carts)
+        never contend for the default one; each logs where it listens."""
+        return {"TELEHEALTH_API_TOKEN": self.keys.api_token(user_id), "TELEHEALTH_API_PORT": "0"}

@@ -94,6 +94,9 @@ def agent_env(relay: Relay, **extra: str) -> dict[str, str]:
             "TELEHEALTH_SUBSCRIBE_KEY": "sub-c-cli",
             "TELEHEALTH_CIPHER_KEY": "cli-cipher-key-0001",
             "TELEHEALTH_RECONNECT_MAX_SECONDS": "1",
+            # The local API is on by default: its token, and a free port (never the default's).
+            "TELEHEALTH_API_TOKEN": "cli-api-token",
+            "TELEHEALTH_API_PORT": "0",
             **extra,
         }
     )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,7 +13,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from tests.support.cli import AGENT, Process
+from tests.support.devstack_cli import Devstack, devstack, started_devstacks
 
 pytestmark = pytest.mark.integration
 
@@ -24,57 +22,11 @@ CONSULTATION = "consultation.dr-demo.pat-1"
 CONSENT = {"patientId": "pat-1", "granted": True, "expiresAt": None}
 
 
-class Devstack(Process):
-    """A ``devstack`` child process: its printed settings, and a clean stop."""
-
-    line_timeout = 60.0
-    finish_timeout = 30.0
-
-    async def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        code, _, err = await self.finish()
-        assert code == 0, err
-
-    def kiosk_settings(self) -> dict[str, str]:
-        return dict(line.strip().split("=", 1) for line in self.lines if line.startswith("TELEHEALTH_"))
-
-    def provider_settings(self, user_id: str) -> dict[str, str]:
-        (comment,) = [line for line in self.lines if line.startswith(f"# provider {user_id}'s agent:")]
-        return {
-            **self.kiosk_settings(),
-            **dict(word.split("=", 1) for word in comment.split() if "=" in word),
-        }
-
-
-def _environment() -> dict[str, str]:
-    base = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
-    base.pop("NOTIFY_SOCKET", None)
-    return base
-
-
 @pytest.fixture
 async def started() -> AsyncIterator[list[Devstack]]:
     """Every devstack a test starts; any still running afterwards is killed."""
-    processes: list[Devstack] = []
-    yield processes
-    for process in processes:
-        if process.proc.returncode is None:
-            process.proc.kill()
-            await process.proc.wait()
-
-
-async def devstack(started: list[Devstack], *args: str) -> Devstack:
-    proc = await asyncio.create_subprocess_exec(
-        *AGENT,
-        "devstack",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=_environment(),
-    )
-    process = Devstack(proc)
-    started.append(process)
-    return process
+    async for processes in started_devstacks():
+        yield processes
 
 
 async def running(started: list[Devstack], *args: str) -> Devstack:

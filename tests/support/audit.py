@@ -184,6 +184,7 @@ async def run_agent(state_dir: Path, settings: dict[str, str] | None = None) -> 
         TELEHEALTH_CLINIC_URL="http://127.0.0.1:9",
         TELEHEALTH_SSL="false",
         TELEHEALTH_API_PORT="0",
+        TELEHEALTH_API_TOKEN="start-api-token",
     )
     env.update(settings or {})
     proc = await asyncio.create_subprocess_exec(

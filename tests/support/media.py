@@ -68,6 +68,21 @@ def child_env(tmp_path: Path, name: str) -> tuple[dict[str, str], Devices]:
     return env, devices
 
 
+def devices_environment(tmp_path: Path, name: str) -> dict[str, str]:
+    """The settings an agent's media child reads: a numbered video as the camera, a tone as the
+    microphone and a speaker writing to a file (ALSA file devices)."""
+    video = write_numbered_video(tmp_path / f"{name}.mkv", frames=60, first=1 if name == "patient" else 1000)
+    tone = synthetic.write_pcm(tmp_path / f"{name}-tone.raw", "tone", seconds=30.0)
+    alsa = synthetic.write_alsa_config(tmp_path / f"{name}-alsa", tone, loopback=False)
+    assert alsa.microphone is not None and alsa.speaker is not None
+    return {
+        "TELEHEALTH_CAMERA": str(video),
+        "TELEHEALTH_MICROPHONE": alsa.microphone,
+        "TELEHEALTH_SPEAKER": alsa.speaker,
+        **alsa.env,
+    }
+
+
 def media_options(tmp_path: Path, name: str) -> MediaOptions:
     env, devices = child_env(tmp_path, name)
     return MediaOptions(devices, env)

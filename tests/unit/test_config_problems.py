@@ -629,6 +629,7 @@ def test_redacted_shows_every_setting_printable_and_no_secret(tmp_path: Path) ->
         "preflight_poor_loss_percent": 5.0,
         "preflight_poor_rtt_ms": 300.0,
         "preflight_media_seconds": 4.0,
+        "api_enabled": True,
         "api_host": "127.0.0.1",
         "api_port": 8470,
         "api_socket": str(tmp_path / "api.sock"),

@@ -97,7 +97,14 @@ async def test_agent_environment_per_user_and_what_each_credential_may_do() -> N
             "TELEHEALTH_ROLE": "provider",
             "TELEHEALTH_DEVICE_CREDENTIAL": stack.users["dr-a"].credential,
             "TELEHEALTH_DEPARTMENT_ID": "er",
+            # Each agent's own local API token.
+            "TELEHEALTH_API_TOKEN": stack.keys.api_token("dr-a"),
         }
+        assert (
+            kiosk["TELEHEALTH_API_TOKEN"]
+            == stack.keys.api_token(DEFAULT_KIOSK)
+            != provider["TELEHEALTH_API_TOKEN"]
+        )
         with pytest.raises(ValueError, match="dr-z"):
             stack.agent_environment("dr-z")
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from devices import synthetic
 from telehealth_client.protocol.messages import ConsultationState as S
 from tests.support.agent_child import AgentChild, AgentChildren
 from tests.support.consultation import (
@@ -20,25 +19,9 @@ from tests.support.consultation import (
     patient_agent_environment,
     provider_agent_environment,
 )
-
-from .numbered import write_numbered_video
+from tests.support.media import devices_environment
 
 pytestmark = pytest.mark.integration
-
-
-def devices_environment(tmp_path: Path, name: str) -> dict[str, str]:
-    """The settings an agent's media child reads: a numbered video as the camera, a tone as the
-    microphone and a speaker writing to a file (ALSA file devices)."""
-    video = write_numbered_video(tmp_path / f"{name}.mkv", frames=60, first=1 if name == "patient" else 1000)
-    tone = synthetic.write_pcm(tmp_path / f"{name}-tone.raw", "tone", seconds=30.0)
-    alsa = synthetic.write_alsa_config(tmp_path / f"{name}-alsa", tone, loopback=False)
-    assert alsa.microphone is not None and alsa.speaker is not None
-    return {
-        "TELEHEALTH_CAMERA": str(video),
-        "TELEHEALTH_MICROPHONE": alsa.microphone,
-        "TELEHEALTH_SPEAKER": alsa.speaker,
-        **alsa.env,
-    }
 
 
 @pytest.fixture

@@ -1,0 +1,106 @@
+"""The aiohttp application and ``LocalApi``, which serves it inside the agent's process.
+
+``LocalApi`` is made before the agent's parts start (its event ring follows the hub from then),
+serves once they have (``start``: an ``AppRunner`` with a ``TCPSite`` on ``api_host:api_port``, or
+a ``UnixSite`` on ``api_socket``), and stops first (``aclose``), before the parts it drives.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from aiohttp import web
+
+from telehealth_client.api.agent_view import AgentView
+from telehealth_client.api.auth import auth_middleware
+from telehealth_client.api.errors import error_middleware
+from telehealth_client.api.events_stream import EventRing
+from telehealth_client.api.models import MAX_BODY_BYTES
+from telehealth_client.api.openapi import OPENAPI_KEY, openapi_document
+from telehealth_client.api.routing import AGENT_KEY, RING_KEY, STATE_KEY, ApiState, Route, add_routes
+from telehealth_client.api.table import ROUTES
+
+log = logging.getLogger(__name__)
+
+# Long enough for an answer in flight; the event streams end at once (their ring closes first).
+SHUTDOWN_SECONDS = 2.0
+
+
+class ApiStartError(Exception):
+    """The API cannot listen where the settings say: names the setting, the address and why."""
+
+
+def build_app(agent: AgentView, token: str, ring: EventRing, routes: list[Route] = ROUTES) -> web.Application:
+    public = {(route.method, route.path) for route in routes if route.public}
+    app = web.Application(
+        client_max_size=MAX_BODY_BYTES,
+        middlewares=[error_middleware, auth_middleware(token, public)],
+    )
+    app[AGENT_KEY] = agent
+    app[RING_KEY] = ring
+    app[STATE_KEY] = ApiState()
+    app[OPENAPI_KEY] = openapi_document(routes)
+    add_routes(app, routes)
+    return app
+
+
+class LocalApi:
+    def __init__(self, agent: AgentView, token: str) -> None:
+        self._agent = agent
+        self.ring = EventRing(agent.hub)
+        self.ring.start()
+        self.app = build_app(agent, token, self.ring)
+        self._runner: web.AppRunner | None = None
+        self.address: str | None = None  # where it listens, once started
+        self.port: int | None = None
+
+    async def start(self) -> str:
+        """Listen; returns the address (``http://127.0.0.1:PORT`` or ``unix:PATH``)."""
+        settings = self._agent.settings
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
+        await self._runner.setup()
+        try:
+            if settings.api_socket is not None:
+                path = Path(settings.api_socket)
+                site: web.BaseSite = web.UnixSite(self._runner, str(path))
+                await site.start()
+                os.chmod(path, 0o600)  # the token guards it too; only the service's user connects
+                self.address = f"unix:{path}"
+            else:
+                site = web.TCPSite(self._runner, settings.api_host, settings.api_port, reuse_address=False)
+                await site.start()
+                self.port = _bound_port(self._runner, settings.api_port)
+                host = f"[{settings.api_host}]" if ":" in settings.api_host else settings.api_host
+                self.address = f"http://{host}:{self.port}"
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            where = (
+                f"api_socket: {settings.api_socket}"
+                if settings.api_socket is not None
+                else f"api_port: {settings.api_host}:{settings.api_port}"
+            )
+            raise ApiStartError(f"{where}: cannot listen ({exc.strerror or type(exc).__name__})") from None
+        log.info("local api listening address=%s", self.address)
+        return self.address
+
+    async def aclose(self) -> None:
+        """Stop answering: the event streams end, answers in flight get ``SHUTDOWN_SECONDS``."""
+        self.app[STATE_KEY].closing = True  # type: ignore[attr-defined]
+        await self.ring.aclose()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+            log.info("local api stopped")
+
+
+def _bound_port(runner: web.AppRunner, asked: int) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return asked
+
+
+__all__ = ["ApiStartError", "LocalApi", "build_app"]

@@ -1,0 +1,248 @@
+"""The API's bodies as pydantic models: requests are validated by them (unknown fields refused,
+each failing field named in the 422), answers are written by them, and the OpenAPI document's
+schemas are generated from them. JSON names are camelCase, like the wire protocol's.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from telehealth_client.protocol.messages import EmergencySeverity, Id, InvitedRole
+
+# Far more than a chat message (PubNub's 32 KiB publish bounds it anyway): a bigger body is refused
+# (413) before it is read whole.
+MAX_BODY_BYTES = 64 * 1024
+
+
+class ApiModel(BaseModel):
+    """An answer (built by name in the code, written in camelCase)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class RequestModel(ApiModel):
+    """A request body: camelCase names only, unknown fields refused."""
+
+    model_config = ConfigDict(validate_by_name=False)
+
+
+# -- requests -------------------------------------------------------------------------------------
+
+
+class CheckInRequest(RequestModel):
+    """Check the patient in (kiosk): the appointment, the patient, the provider and the department."""
+
+    appointment_id: Id
+    patient_id: Id
+    provider_id: Id
+    department_id: Id
+
+
+class EndRequest(RequestModel):
+    follow_up_required: bool = Field(strict=True)
+
+
+class InviteRequest(RequestModel):
+    provider_id: Id
+    role: InvitedRole
+
+
+class RemoveRequest(RequestModel):
+    provider_id: Id
+
+
+class QueueUpdatesRequest(RequestModel):
+    minutes_per_patient: Annotated[int, Field(ge=1, le=240, strict=True)] = 10
+
+
+class ChatSendRequest(RequestModel):
+    text: Annotated[str, Field(min_length=1, max_length=MAX_BODY_BYTES)]
+
+
+class ChatReadRequest(RequestModel):
+    """Mark the chat read up to ``upToId`` (default: the newest message)."""
+
+    up_to_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+
+class EscalateRequest(RequestModel):
+    consultation_id: Annotated[str, Field(min_length=1, max_length=200)]
+    severity: EmergencySeverity
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class ResolveRequest(RequestModel):
+    resolution: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+# -- answers --------------------------------------------------------------------------------------
+
+
+class FieldProblem(ApiModel):
+    field: str
+    reason: str
+
+
+class ErrorAnswer(ApiModel):
+    """Every refusal: ``error`` a code, ``message`` for people, ``fields`` the failing fields (422);
+    a 409 adds ``state`` (the consultation's, or ``idle``), a wrong-role 404 ``role``."""
+
+    error: str
+    message: str
+    fields: list[FieldProblem] = []
+    state: str | None = None
+    role: str | None = None
+
+
+class HealthAnswer(ApiModel):
+    """``ok`` false (503) names the reason: the pub/sub connection is not up while it should be."""
+
+    ok: bool
+    pubsub: str
+    reason: str | None = None
+
+
+class ReadyAnswer(ApiModel):
+    ready: bool
+    role: str
+    reason: str | None = None
+
+
+class RosterMember(ApiModel):
+    user_id: str
+    role: str
+    status: str
+    present: bool
+
+
+class CallView(ApiModel):
+    phase: str
+    status: str
+    media: list[str] = []
+
+
+class ConsultationView(ApiModel):
+    consultation_id: str
+    state: str
+    provider_id: str
+    patient_id: str
+    roster: list[RosterMember]
+    queue_position: int | None = None
+    estimated_wait_minutes: int | None = None
+    call: CallView | None = None
+
+
+class StatusAnswer(ApiModel):
+    role: str
+    user_id: str
+    status: str
+    pubsub: str
+    consultations: list[ConsultationView]
+    outbox_backlog: int | None = None
+    token_expiring_at: datetime | None = None
+    events_last_id: int | None = None
+
+
+class CheckInAnswer(ApiModel):
+    consultation: ConsultationView
+
+
+class WaitingPatientView(ApiModel):
+    consultation_id: str
+    patient_id: str
+    appointment_id: str | None
+    state: str
+    present: bool
+
+
+class WaitingRoomAnswer(ApiModel):
+    waiting: list[WaitingPatientView]
+
+
+class QueueUpdatesAnswer(ApiModel):
+    sent: int
+
+
+class SummaryView(ApiModel):
+    duration: int
+    follow_up_required: bool
+
+
+class EndAnswer(ApiModel):
+    consultation: ConsultationView
+    summary: SummaryView
+
+
+class RemoveAnswer(ApiModel):
+    revoked: int
+
+
+class ChatEntryView(ApiModel):
+    id: str
+    sender_id: str
+    sender_role: str
+    text: str
+    sent_at: datetime
+    timetoken: int | None
+    status: str
+    own: bool
+    read_by: list[str]
+    failure: str | None = None
+
+
+class ChatAnswer(ApiModel):
+    consultation_id: str
+    messages: list[ChatEntryView]
+
+
+class ChatSentAnswer(ApiModel):
+    message: ChatEntryView
+
+
+class ChatReadAnswer(ApiModel):
+    """``receiptId`` None: nothing newer to acknowledge."""
+
+    receipt_id: str | None
+
+
+class EscalationView(ApiModel):
+    id: str
+    consultation_id: str
+    department_id: str
+    escalated_by: str
+    severity: str
+    reason: str
+    timestamp: datetime
+    status: Literal["active", "resolved"]
+    delivered: bool
+    notified: int | None
+    resolved_by: str | None = None
+    resolution: str | None = None
+    own: bool
+
+
+class EscalationsAnswer(ApiModel):
+    escalations: list[EscalationView]
+
+
+class EscalationAnswer(ApiModel):
+    escalation: EscalationView
+
+
+class Accepted(ApiModel):
+    consultation: ConsultationView
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True)
