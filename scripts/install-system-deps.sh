@@ -5,12 +5,13 @@
 #   alsa-utils     aplay/arecord, handy for checking ALSA devices by hand
 #   coturn         the TURN server of the development stack and the tests
 #   systemd        systemd-analyze, which verifies kiosk.service
+#   util-linux     setpriv: the development stack's coturn dies with the process that started it
 # With --test, also:
 #   chromium       headless browser for the tests: a provider call page calls the kiosk (tests/js)
 #   iptables       the tests and bench_call impair loopback with it (packet loss, dropped UDP)
 set -euo pipefail
 
-packages=(libportaudio2 alsa-utils coturn systemd)
+packages=(libportaudio2 alsa-utils coturn systemd util-linux)
 if [ "${1:-}" = "--test" ]; then
     packages+=(chromium iptables)
 fi

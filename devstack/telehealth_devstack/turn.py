@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ctypes
 import datetime
 import hashlib
 import hmac
@@ -49,17 +48,17 @@ _BINDING_SUCCESS = 0x0101
 _RELAY_WINDOW = 200  # relay ports per server: enough for tests, small enough to share the machine
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the process that started coturn dies, even by SIGKILL.
+def _dying_with_parent(command: list[str]) -> list[str]:
+    """``command`` that gets SIGTERM when the process that started it dies, even by SIGKILL.
 
     coturn runs in its own session (a terminal's Ctrl-C must reach us first), so nothing else
-    would end it; a killed test run or demo left orphaned coturn processes behind.
+    would end it; a killed test run or demo left orphaned coturn processes behind. util-linux's
+    ``setpriv`` sets the death signal and execs coturn: no Python runs in the forked child. (A
+    ``preexec_fn`` did, and in a process whose other threads hold locks at the fork, aiortc's
+    decoders or a thread pool, the child could hang before its exec, and the start with it.)
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+    setpriv = shutil.which("setpriv")
+    return command if setpriv is None else [setpriv, "--pdeathsig", "TERM", *command]
 
 
 class TurnServerError(RuntimeError):
@@ -425,12 +424,11 @@ class TurnServer:
         text = "\n".join(self._options(port, workdir)) + "\n"
         await asyncio.to_thread(write_private, config, text.encode())
         self._process = await asyncio.create_subprocess_exec(
-            *self._command(executable, config),
+            *_dying_with_parent(self._command(executable, config)),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C in the terminal reaches us, not coturn
-            preexec_fn=_die_with_parent,
         )
         self._port = port
         await self._wait_ready()
