@@ -347,6 +347,7 @@ def encode_preview(source: VideoFrame | np.ndarray[Any, Any], width: int) -> byt
     up) as JPEG; None if it cannot be encoded. Safe in a worker thread: it only reads ``source``."""
     import cv2
 
+    image: np.ndarray[Any, Any]
     if isinstance(source, VideoFrame):
         scaled = min(width, source.width)
         height = max(2, int(source.height * scaled / max(source.width, 1)) // 2 * 2)

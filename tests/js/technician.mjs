@@ -10,8 +10,9 @@
 //   {"op":"open"}                                   loads PAGE_URL + "/"  -> {}
 //   {"op":"fill","selector","value"}                types into a field     -> {}
 //   {"op":"click","selector"}                       -> {}
-//   {"op":"waitFor","selector","text"?,"timeout"}   until a visible element matches (containing text) -> {}
-//   {"op":"waitFunction","expression","timeout"}    until the page's expression is truthy -> {value}
+//   {"op":"waitFor","selector","text"?,"state"?,"timeout"}   until an element matching (containing text)
+//                                                   is in "state" (default "visible") -> {}
+// (No waits on evaluated expressions: the page's Content-Security-Policy forbids eval, as it should.)
 //   {"op":"text","selector"}                        -> {value: its textContent}
 //   {"op":"screenshot","selector"}                  -> {png: base64 of the element's screenshot}
 //   {"op":"quit"}
@@ -63,15 +64,11 @@ const commands = {
     await page.locator(selector).click();
     return {};
   },
-  waitFor: async ({ selector, text, timeout }) => {
+  waitFor: async ({ selector, text, state, timeout }) => {
     let locator = page.locator(selector);
     if (text !== undefined) locator = locator.filter({ hasText: text });
-    await locator.first().waitFor({ state: "visible", timeout });
+    await locator.first().waitFor({ state: state ?? "visible", timeout });
     return {};
-  },
-  waitFunction: async ({ expression, timeout }) => {
-    const handle = await page.waitForFunction(expression, undefined, { timeout });
-    return { value: await handle.jsonValue() };
   },
   text: async ({ selector }) => ({ value: await page.locator(selector).first().textContent() }),
   screenshot: async ({ selector }) => {

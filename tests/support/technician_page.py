@@ -58,16 +58,15 @@ class TechnicianPage:
         assert answer["event"] == "result", (answer, self.page_errors(), self.console_errors())
         return answer
 
-    async def wait_for(self, selector: str, text: str | None = None, within: float = STEP) -> None:
-        fields: dict[str, Any] = {"selector": selector, "timeout": within * 1000}
+    async def wait_for(
+        self, selector: str, text: str | None = None, *, state: str = "visible", within: float = STEP
+    ) -> None:
+        """Until an element matching ``selector`` (and containing ``text``) is in ``state``
+        (``visible``, ``hidden``, ``attached``, ``detached``)."""
+        fields: dict[str, Any] = {"selector": selector, "state": state, "timeout": within * 1000}
         if text is not None:
             fields["text"] = text
         await self.do("waitFor", within=within, **fields)
-
-    async def wait_until(self, expression: str, within: float = STEP) -> Any:
-        return (await self.do("waitFunction", within=within, expression=expression, timeout=within * 1000))[
-            "value"
-        ]
 
     async def text(self, selector: str) -> str:
         return str((await self.do("text", selector=selector))["value"])

@@ -67,12 +67,13 @@ async def test_the_page_shows_a_consultation_live(
     # A chat message sent through the provider's API shows up.
     text = "Please look at the camera"
     status, answer = await provider.api.post(f"/v1/consultations/{CONSULTATION}/chat", {"text": text})
-    assert status == 200, answer
+    assert status == 201, answer
     await page.wait_for('[data-testid="chat"] li', text)
 
     # The remote video: watched through the page, not blank, and shown as being watched.
     await page.do("click", selector='[data-testid="watch-remote"]')
-    await page.wait_until("Number(document.getElementById('preview-remote').dataset.frames || 0) >= 3")
+    # At least three pictures shown (the page counts them in data-frames).
+    await page.wait_for('#preview-remote[data-frames]:not([data-frames="1"]):not([data-frames="2"])')
     await page.wait_for('[data-testid="watched-remote"]', "being watched")
     await kiosk.wait_event(lambda e: isinstance(e, events.PreviewWatched) and e.watching)
     picture = await page.screenshot('[data-testid="preview-remote"]')
@@ -83,7 +84,7 @@ async def test_the_page_shows_a_consultation_live(
     # Stopping the preview ends the watch, and the page says so.
     await page.do("click", selector='[data-testid="watch-remote"]')
     await kiosk.wait_event(lambda e: isinstance(e, events.PreviewWatched) and not e.watching)
-    await page.wait_until("document.querySelector('[data-testid=\"watched-remote\"]').hidden")
+    await page.wait_for('[data-testid="watched-remote"]', state="hidden")
     assert page.page_errors() == []
 
 
