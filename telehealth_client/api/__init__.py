@@ -5,7 +5,9 @@ Modules: ``app`` (the application and ``LocalApi``, its runner), ``auth`` (the b
 ``errors`` (JSON error answers), ``models`` (request and answer bodies, pydantic), ``routing`` (the
 route table every route, the OpenAPI document and the role checks come from), ``routes_*`` (the
 routes, one module per concern), ``events_stream`` (the replay ring and Server-Sent Events),
-``openapi`` (the OpenAPI 3.1 document, generated from the route table and the models).
+``openapi`` (the OpenAPI 3.1 document, generated from the route table and the models),
+``routes_previews`` (the call's video previews as MJPEG), ``static_pages`` (the technician page at
+``/``, files in ``static/``, served without the token).
 
 Public API: ``LocalApi(agent, token, settings)``: ``await start()`` (binds; ``address`` says where),
 ``await aclose()``; ``build_app(agent, token, ring)``; ``ROUTES``.

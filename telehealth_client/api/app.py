@@ -19,7 +19,10 @@ from telehealth_client.api.errors import error_middleware
 from telehealth_client.api.events_stream import EventRing
 from telehealth_client.api.models import MAX_BODY_BYTES
 from telehealth_client.api.openapi import OPENAPI_KEY, openapi_document
+from telehealth_client.api.routes_previews import PREVIEWS_KEY, PreviewWatchers
 from telehealth_client.api.routing import AGENT_KEY, RING_KEY, STATE_KEY, ApiState, Route, add_routes
+from telehealth_client.api.static_pages import PUBLIC as PUBLIC_PAGES
+from telehealth_client.api.static_pages import add_static_pages
 from telehealth_client.api.table import ROUTES
 
 log = logging.getLogger(__name__)
@@ -33,7 +36,7 @@ class ApiStartError(Exception):
 
 
 def build_app(agent: AgentView, token: str, ring: EventRing, routes: list[Route] = ROUTES) -> web.Application:
-    public = {(route.method, route.path) for route in routes if route.public}
+    public = {(route.method, route.path) for route in routes if route.public} | PUBLIC_PAGES
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
         middlewares=[error_middleware, auth_middleware(token, public)],
@@ -42,7 +45,9 @@ def build_app(agent: AgentView, token: str, ring: EventRing, routes: list[Route]
     app[RING_KEY] = ring
     app[STATE_KEY] = ApiState()
     app[OPENAPI_KEY] = openapi_document(routes)
+    app[PREVIEWS_KEY] = PreviewWatchers(agent.hub)
     add_routes(app, routes)
+    add_static_pages(app)  # the technician page, open without the token (it asks for it)
     return app
 
 

@@ -26,7 +26,7 @@ _ERRORS = {
     413: "the body is too large",
     422: "the body is invalid: `fields` names each failing field",
     500: "failed inside the agent",
-    503: "the clinic backend or PubNub did not answer",
+    503: "the clinic backend, PubNub or the audit trail did not answer",
 }
 
 
@@ -69,7 +69,12 @@ def openapi_document(routes: list[Route]) -> dict[str, Any]:
                 "content": {"application/json": {"schema": refs[(route.body, "validation")]}},
             }
         responses: dict[str, Any] = {}
-        if route.stream:
+        if route.produces is not None:
+            responses[str(route.status)] = {
+                "description": route.summary,
+                "content": {route.produces: {"schema": {"type": "string"}}},
+            }
+        elif route.stream:
             responses[str(route.status)] = {
                 "description": "Server-Sent Events: `id`, `event` (the event's kind), `data` (JSON)",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}},

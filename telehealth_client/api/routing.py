@@ -82,6 +82,7 @@ class Route:
     public: bool = False  # open without the bearer token (health only)
     conflicts: bool = False  # may answer 409 (the lifecycle refused it)
     stream: bool = False  # text/event-stream
+    produces: str | None = None  # the media type of an answer that is not JSON (a JPEG stream)
     errors: tuple[int, ...] = ()  # further documented refusals (404, 503)
 
     @property

@@ -6,6 +6,7 @@ from telehealth_client.api import (
     routes_chat,
     routes_emergency,
     routes_patient,
+    routes_previews,
     routes_provider,
     routes_status,
 )
@@ -17,4 +18,5 @@ ROUTES: list[Route] = [
     *routes_provider.ROUTES,
     *routes_chat.ROUTES,
     *routes_emergency.ROUTES,
+    *routes_previews.ROUTES,
 ]

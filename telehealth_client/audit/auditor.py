@@ -193,6 +193,20 @@ class Auditor:
             endReason=_code(reason),
         )
 
+    async def preview_watched(self, consultation_id: str, preview: str) -> None:
+        """A video preview of the call (``preview``: ``local`` or ``remote``) watched through the
+        local API: access to the pictures of the consultation (PROTOCOL lists no event for video,
+        so the nearest, ``PHI_FILE_ACCESSED``, with the preview as its resource)."""
+        await self._in_consultation(
+            "PHI_FILE_ACCESSED",
+            consultation_id,
+            "watch-preview",
+            resource_type="video-preview",
+            resource_id=f"{consultation_id}.{preview}",
+            channel=f"{consultation_id}.video",
+            preview=preview,
+        )
+
     # -- access ---------------------------------------------------------------------------------------
 
     async def token_granted(self, scope: str, ttl_minutes: int) -> None:

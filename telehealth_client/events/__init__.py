@@ -8,8 +8,9 @@ The catalogue (``events/catalogue.py``): ``StateChanged``, ``RosterChanged`` (of
 ``ChatReadUpdated``, ``ChatWiped``, ``EmergencyUpdated``, ``EmergencyAlert``, ``CallStatusChanged``
 (the one to watch for a call), ``CallStateChanged``, ``MediaFlowing``, ``MediaFailed``,
 ``OfferRefused``, ``CallQualityChanged``, ``CallVideoModeChanged``, ``MediaChildOverMemory``,
-``ConsultationNotFollowed``, ``GuestAccessRevoked``, and ``Missed`` (delivered only to a subscriber
-that fell behind). The hub (``events/hub.py``): ``EventSink``, ``EventHub``, ``EventSubscription``.
+``ConsultationNotFollowed``, ``GuestAccessRevoked``, ``PreviewWatched``, and ``Missed`` (delivered
+only to a subscriber that fell behind). The hub (``events/hub.py``): ``EventSink``, ``EventHub``,
+``EventSubscription``.
 
 Events carry IDs, states and codes only: never PHI, tokens or message text.
 """
@@ -41,6 +42,7 @@ from telehealth_client.events.catalogue import (
     MediaFlowing,
     Missed,
     OfferRefused,
+    PreviewWatched,
     ProviderReady,
     QueueUpdated,
     RosterChange,
@@ -88,6 +90,7 @@ __all__ = [
     "MediaFlowing",
     "Missed",
     "OfferRefused",
+    "PreviewWatched",
     "ProviderReady",
     "QueueUpdated",
     "RosterChange",

@@ -340,6 +340,19 @@ class GuestAccessRevoked:
 
 
 @dataclass(frozen=True)
+class PreviewWatched:
+    """Someone started (``watching``) or stopped watching a video ``preview`` (``local`` or
+    ``remote``) of ``consultation_id``'s call through the local API; ``watchers``: how many watch
+    that preview now."""
+
+    kind: ClassVar[str] = "preview-watched"
+    consultation_id: str
+    preview: str
+    watching: bool
+    watchers: int
+
+
+@dataclass(frozen=True)
 class Missed:
     """This subscriber fell behind: ``count`` older events were dropped before the next one."""
 
@@ -378,5 +391,6 @@ Event: TypeAlias = (
     | MediaChildOverMemory
     | ConsultationNotFollowed
     | GuestAccessRevoked
+    | PreviewWatched
     | Missed
 )

@@ -8,10 +8,11 @@ event that is not one is dropped with a warning. TURN credentials travel in ``St
 argv or the environment.
 
 Public API: the request models (``Start``, ``Prepare``, ``MakeOffer``, ``MakeAnswer``,
-``AcceptAnswer``, ``AddCandidate``, ``Reset``, ``GetStats``, ``GetPreview``, ``SetVideoMode``,
-``RunEchoTest``, ``Close``) and ``Request``, ``parse_request(line)``; ``Reply``; the event models (``Ready``,
-``Heartbeat``, ``FirstFrame``, ``Resumed``, ``Stalled``, ``Quality``, ``DeviceFailed``,
-``VideoModeDecided``) and ``ChildEvent``, ``parse_event(data)``; ``RequestError``.
+``AcceptAnswer``, ``AddCandidate``, ``Reset``, ``GetStats``, ``GetPreview``, ``WatchPreviews``,
+``SetVideoMode``, ``RunEchoTest``, ``Close``) and ``Request``, ``parse_request(line)``; ``Reply``; the
+event models (``Ready``, ``Heartbeat``, ``FirstFrame``, ``Resumed``, ``Stalled``, ``Quality``,
+``DeviceFailed``, ``VideoModeDecided``, ``PreviewImage``) and ``ChildEvent``, ``parse_event(data)``;
+``RequestError``; ``PreviewSide``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ from telehealth_client.media.fallback import FallbackSettings, VideoMode
 from telehealth_client.protocol.messages import IceCandidate
 
 MediaKind: TypeAlias = Literal["audio", "video"]
+PreviewSide: TypeAlias = Literal["local", "remote"]
+# A preview is for a person watching (the technician page), not a second call: a few small JPEGs a
+# second at most, so that encoding them never takes from the call's own 30 fps.
+MAX_PREVIEW_FPS = 15.0
+MAX_PREVIEW_WIDTH = 1280
 
 
 class _Message(BaseModel):
@@ -128,6 +134,17 @@ class GetPreview(_Request):
     op: Literal["preview"] = "preview"
 
 
+class WatchPreviews(_Request):
+    """Encode the newest frame of each of ``sides`` as JPEG ``per_second`` times a second (``width``
+    pixels wide) and send each as a ``PreviewImage`` event, until told otherwise; no side: stop.
+    Nothing is encoded while nobody watches."""
+
+    op: Literal["watch-previews"] = "watch-previews"
+    sides: tuple[PreviewSide, ...] = ()
+    per_second: float = Field(default=8.0, gt=0, le=MAX_PREVIEW_FPS)
+    width: int = Field(default=320, ge=16, le=MAX_PREVIEW_WIDTH)
+
+
 class SetVideoMode(_Request):
     op: Literal["video-mode"] = "video-mode"
     mode: VideoMode
@@ -160,6 +177,7 @@ Request: TypeAlias = Annotated[
     | Reset
     | GetStats
     | GetPreview
+    | WatchPreviews
     | SetVideoMode
     | RunEchoTest
     | Close,
@@ -278,8 +296,26 @@ class VideoModeDecided(_Message):
     mode: VideoMode
 
 
+class PreviewImage(_Message):
+    """A watched side's newest frame as JPEG (base64), while ``WatchPreviews`` asks for it; ``seq``
+    grows by one per image of that side."""
+
+    event: Literal["preview"] = "preview"
+    side: PreviewSide
+    seq: int = Field(ge=1)
+    jpeg: str = Field(min_length=1)
+
+
 ChildEvent: TypeAlias = Annotated[
-    Ready | Heartbeat | FirstFrame | Resumed | Stalled | Quality | DeviceFailed | VideoModeDecided,
+    Ready
+    | Heartbeat
+    | FirstFrame
+    | Resumed
+    | Stalled
+    | Quality
+    | DeviceFailed
+    | VideoModeDecided
+    | PreviewImage,
     Field(discriminator="event"),
 ]
 _EVENTS: TypeAdapter[ChildEvent] = TypeAdapter(ChildEvent)

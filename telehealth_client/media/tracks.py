@@ -10,7 +10,9 @@
   ``file`` plugin replays with no pacing), into a short queue whose oldest frames go first.
 - ``Playback``: the other side's audio, resampled to 48 kHz mono, written to the output device by a
   thread through a short queue (late audio is dropped, not delayed).
-- ``PreviewFrames``: the newest local and remote video frames as JPEG, a few per second.
+- ``encode_preview(image, width)``: one frame (a camera image or a decoded ``VideoFrame``) as a
+  small JPEG, for a watched preview (media/previews.py; in a thread: it touches no track).
+  ``CameraTrack.newest()`` is the camera's newest image.
 
 A device that fails mid-call ends its track (``MediaStreamError`` to the sender: the call goes on
 with the other) and is reported through ``on_failure(kind, reason)``, called on the event loop.
@@ -78,6 +80,10 @@ class _Latest:
             self._item = item
             self._sequence += 1
         self.loop.call_soon_threadsafe(self._ready.set)
+
+    def peek(self) -> tuple[int, Any]:
+        with self._lock:
+            return self._sequence, self._item
 
     async def newer_than(self, sequence: int) -> tuple[int, Any]:
         while True:
@@ -193,6 +199,10 @@ class CameraTrack(_DeviceTrack):
             # Before the track's end wakes the sender: reported first.
             _tell(self._slot.loop, self._on_failure, "video", reason)
         self._slot.put(None)
+
+    def newest(self) -> tuple[int, Any]:
+        """(how many frames were read, the newest image or None): what a preview shows."""
+        return self._slot.peek()
 
     async def wait_captured(self, count: int) -> None:
         """Until at least ``count`` frames were read from the camera (or it failed)."""
@@ -329,26 +339,25 @@ class Playback:
         await self.device.join()
 
 
-class PreviewFrames:
-    """The newest local and remote frame as JPEG, encoded at most ``per_second`` times a second."""
+PREVIEW_JPEG_QUALITY: Final = 70
 
-    def __init__(self, per_second: float = 2.0, width: int = 320) -> None:
-        self._interval = 1.0 / per_second
-        self._width = width
-        self._last: dict[str, float] = {}
-        self.jpeg: dict[str, bytes] = {}
 
-    def offer(self, side: str, frame: VideoFrame) -> bool:
-        """Keep ``frame`` as ``side``'s preview if it is time for a new one; True if kept."""
-        now = time.monotonic()
-        if now - self._last.get(side, -1e9) < self._interval:
-            return False
-        import cv2
+def encode_preview(source: VideoFrame | np.ndarray[Any, Any], width: int) -> bytes | None:
+    """``source`` (a decoded frame, or a camera image in BGR) scaled to ``width`` pixels wide (never
+    up) as JPEG; None if it cannot be encoded. Safe in a worker thread: it only reads ``source``."""
+    import cv2
 
-        self._last[side] = now
-        height = max(2, int(frame.height * self._width / max(frame.width, 1)) // 2 * 2)
-        image = frame.reformat(width=self._width, height=height).to_ndarray(format="bgr24")
-        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 70])
-        if ok:
-            self.jpeg[side] = encoded.tobytes()
-        return bool(ok)
+    image: np.ndarray[Any, Any]
+    if isinstance(source, VideoFrame):
+        scaled = min(width, source.width)
+        height = max(2, int(source.height * scaled / max(source.width, 1)) // 2 * 2)
+        image = source.reformat(width=scaled, height=height, format="bgr24").to_ndarray()
+    else:
+        rows, columns = source.shape[:2]
+        if columns > width:
+            height = max(2, int(rows * width / max(columns, 1)) // 2 * 2)
+            image = cv2.resize(source, (width, height), interpolation=cv2.INTER_AREA)
+        else:
+            image = source
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, PREVIEW_JPEG_QUALITY])
+    return encoded.tobytes() if ok else None

@@ -16,12 +16,14 @@ once aiortc is loaded, ``Heartbeat`` every second (with the resident memory; a c
 5 s hangs: ``silent`` resolves), ``FirstFrame``, ``Stalled`` (media that flowed stopped for 2 s:
 the agent rebuilds the call, keeping this connection until the new one carries media),
 ``Resumed``, ``Quality`` (the call's QualitySample when its shape changes), ``DeviceFailed``,
-``VideoModeDecided``. The child logs to stderr (the agent's journal).
+``VideoModeDecided``, ``PreviewImage`` (only while the agent watches a preview: media/previews.py;
+kept in the handle's ``previews``, not passed on). The child logs to stderr (the agent's journal).
 
 Public API: ``await MediaWorker.spawn(on_event=None, env=None)``; the ``MediaBackend`` methods
 (``offer``, ``answer``, ``accept_answer``, ``add_candidate``, ``aclose``) after ``await
 start(turn, devices)`` (and ``prepare()``); ``reset()``, ``stats()``, ``preview()``, ``pid``,
-``turn``, ``exited``.
+``turn``, ``exited``; ``watch_preview(side)``, ``unwatch_preview(side)``, ``previews`` (a
+``PreviewFeed``: ``latest(side)``, ``await next_after(side, seq, within)``).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ from telehealth_client.media.child_messages import (
     MakeOffer,
     MediaKind,
     Prepare,
+    PreviewImage,
+    PreviewSide,
     Quality,
     Ready,
     Reply,
@@ -71,11 +75,13 @@ from telehealth_client.media.child_messages import (
     Start,
     TurnServers,
     VideoModeDecided,
+    WatchPreviews,
     parse_event,
     parse_request,
 )
 from telehealth_client.media.common import CallError, TurnConfig
 from telehealth_client.media.fallback import FallbackSettings, VideoFallback, VideoMode
+from telehealth_client.media.previews import PreviewFeed, PreviewPump
 from telehealth_client.protocol.messages import IceCandidate
 
 log = logging.getLogger(__name__)
@@ -92,6 +98,10 @@ CALL_CLOSE_SECONDS: Final = 0.5
 # No line at all from the child for this long: it hangs (a stuck codec, a stopped process).
 SILENT_SECONDS: Final = 5.0
 ECHO_TEST_MARGIN_SECONDS: Final = 10.0  # the TURN probe and the round-trip grace, on a busy kiosk
+# A watched preview: small JPEGs, a few a second (the technician page needs no more; the call's own
+# 30 fps must not pay for it).
+PREVIEW_FPS: Final = 8.0
+PREVIEW_WIDTH: Final = 320
 EventHandler = Callable[[ChildEvent], None]
 
 
@@ -125,6 +135,7 @@ class MediaWorker:
         self._silence: asyncio.TimerHandle | None = None
         self.turn: TurnConfig | None = None  # the credentials it was last started with
         self.rss_mb: float | None = None  # its resident memory, as its last heartbeat said
+        self.previews = PreviewFeed()  # the watched previews' newest images
 
     @property
     def pid(self) -> int:
@@ -183,6 +194,7 @@ class MediaWorker:
                 self._ready.set_exception(failure)
             if self._silence is not None:
                 self._silence.cancel()
+            self.previews.close()
             if not self.exited.done():
                 self.exited.set_result(code)
             if self._process.stdin is not None:
@@ -212,6 +224,9 @@ class MediaWorker:
             event = parse_event(message)
         except ValidationError as exc:
             log.warning("media child event dropped pid=%d reason=%s", self.pid, describe_exception(exc))
+            return
+        if isinstance(event, PreviewImage):
+            self.previews.received(event)  # many a second while watched: kept here, not passed on
             return
         if isinstance(event, Ready) and not self._ready.done():
             self._ready.set_result(None)
@@ -314,6 +329,20 @@ class MediaWorker:
         jpeg = (await self._request(GetPreview())).field("jpeg") or {}
         return {side: base64.b64decode(data) for side, data in jpeg.items()}
 
+    async def watch_preview(self, side: PreviewSide) -> None:
+        """One more watcher of ``side``'s preview: the child encodes it while anyone watches, and
+        its images arrive in ``previews``. Pair each with ``unwatch_preview`` (also on failure)."""
+        sides = self.previews.watch(side)
+        if sides is not None:
+            await self._request(WatchPreviews(sides=sides, per_second=PREVIEW_FPS, width=PREVIEW_WIDTH))
+
+    async def unwatch_preview(self, side: PreviewSide) -> None:
+        """One watcher less; the last one gone, the child stops encoding that side."""
+        sides = self.previews.unwatch(side)
+        if sides is not None and not self.exited.done():
+            with contextlib.suppress(CallError):
+                await self._request(WatchPreviews(sides=sides, per_second=PREVIEW_FPS, width=PREVIEW_WIDTH))
+
     async def echo_test(
         self, turn: TurnConfig, *, relay_only: bool, seconds: float, connect_within: float
     ) -> dict[str, Any]:
@@ -361,7 +390,10 @@ class _Child:
         self._prepared = False  # a connection's devices are open and no offer or answer made yet
         self._camera: Any = None
         self._playback: Any = None
-        self._previews: Any = None
+        # The newest remote frame (kept, not encoded: only a watched preview or GetPreview encodes).
+        self._remote_frame: Any = None
+        self._remote_frames = 0
+        self._pump = PreviewPump(self._preview_source, _encode_preview, self.emit)
         self._first: set[str] = set()
         self._flowing: set[str] = set()  # the kinds arriving since the connection began or last stalled
         self._video_mode: VideoMode = "video"
@@ -391,8 +423,26 @@ class _Child:
             self._first.add(kind)
         if kind == "audio" and self._playback is not None:
             self._playback.feed(frame)
-        elif kind == "video" and self._previews is not None:
-            self._previews.offer("remote", frame)
+        elif kind == "video":
+            self._remote_frame = frame
+            self._remote_frames += 1
+
+    def _preview_source(self, side: PreviewSide) -> tuple[int, Any]:
+        """(a number that grows with each new frame, the newest frame or None) of ``side``."""
+        if side == "remote":
+            return self._remote_frames, self._remote_frame
+        return (0, None) if self._camera is None else self._camera.newest()
+
+    async def _preview_now(self) -> dict[str, str]:
+        """Each side's newest frame as JPEG (base64), encoded now in a thread."""
+        jpeg: dict[str, str] = {}
+        for side in ("local", "remote"):
+            _number, frame = self._preview_source(side)
+            if frame is not None:
+                encoded = await asyncio.to_thread(_encode_preview, frame, PREVIEW_WIDTH)
+                if encoded is not None:
+                    jpeg[side] = base64.b64encode(encoded).decode()
+        return jpeg
 
     def _on_stall(self) -> None:
         self._flowing.clear()
@@ -426,7 +476,7 @@ class _Child:
 
     async def _open(self) -> Any:
         from telehealth_client.media.call import MediaCall
-        from telehealth_client.media.tracks import CameraTrack, MicrophoneTrack, Playback, PreviewFrames
+        from telehealth_client.media.tracks import CameraTrack, MicrophoneTrack, Playback
 
         config, turn = self._devices, self._turn
         if config is None or turn is None:
@@ -451,7 +501,6 @@ class _Child:
             self._playback = Playback(_device(config.speaker), on_failure=self._device_failed, open_now=False)
             self._devices_to_open.append(self._playback.device)
             self._closers.append(self._playback.aclose)
-        self._previews = PreviewFrames()
         self._call = MediaCall(
             turn,
             relay_only=config.relay_only,
@@ -520,8 +569,10 @@ class _Child:
             await self._close()  # idle again: started afresh for another connection
             return {}
         if isinstance(request, GetPreview):
-            jpeg = {} if self._previews is None else self._previews.jpeg
-            return {"jpeg": {side: base64.b64encode(data).decode() for side, data in jpeg.items()}}
+            return {"jpeg": await self._preview_now()}
+        if isinstance(request, WatchPreviews):
+            self._pump.watch(request.sides, request.per_second, request.width)
+            return {}
         call = self._call
         if isinstance(request, GetStats):
             camera_frames = None if self._camera is None else self._camera.captured
@@ -554,6 +605,7 @@ class _Child:
             with contextlib.suppress(Exception):
                 await closer()
         self._playback = None
+        self._remote_frame = None
         self._first.clear()
         self._flowing.clear()
         call, self._call = self._call, None
@@ -564,7 +616,14 @@ class _Child:
                 log.warning("media child: the connection did not close in time (TURN out of reach)")
 
     async def aclose(self) -> None:
+        await self._pump.aclose()
         await self._close()
+
+
+def _encode_preview(frame: Any, width: int) -> bytes | None:
+    from telehealth_client.media.tracks import encode_preview
+
+    return encode_preview(frame, width)
 
 
 def _device(name: str) -> int | str:

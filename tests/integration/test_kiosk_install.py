@@ -95,8 +95,13 @@ def kiosk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KioskInstall]:
 
 def test_the_kiosk_wheel_and_install_hold_no_development_stack(kiosk: KioskInstall) -> None:
     with zipfile.ZipFile(kiosk.wheel) as wheel:
-        top_levels = {name.split("/")[0] for name in wheel.namelist()}
+        names = wheel.namelist()
+        top_levels = {name.split("/")[0] for name in names}
     assert {"telehealth_client", "devices"} <= top_levels
+    # The technician page the local API serves travels with the product.
+    assert {
+        f"telehealth_client/api/static/{page}" for page in ("index.html", "technician.css", "technician.js")
+    } <= set(names)
     assert not [name for name in top_levels if "devstack" in name or name == "demo"]
     installed = sorted(p.name for p in kiosk.site_packages.iterdir())
     assert "telehealth_client" in installed

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+import re
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,43 @@ class Agents:
         await asyncio.gather(*self._followers, return_exceptions=True)
 
 
+MEDIA_WAIT = 45.0  # the media children start (aiortc's import) on a shared 2-core machine
+
+
+def video_flowing(event: object) -> bool:
+    return (
+        isinstance(event, events.MediaFlowing)
+        and event.consultation_id == CONSULTATION
+        and event.media == "video"
+    )
+
+
+async def call_under_way(
+    agents: Agents, devices: Callable[[str], dict[str, str]]
+) -> tuple[RunningAgent, RunningAgent]:
+    """(kiosk, provider), both with media (``devices(name)``: the settings of the devices each media
+    child opens), in a consultation whose call the provider started through its API: video flows
+    both ways and both sides are in progress."""
+    provider = await agents.start(PROVIDER, TELEHEALTH_MEDIA="true", **devices("provider"))
+    kiosk = await agents.start(KIOSK, TELEHEALTH_MEDIA="true", **devices("patient"))
+    await record_consent(agents.stack)
+    status, answer = await kiosk.api.post("/v1/check-in", CHECK_IN)
+    assert status == 201, answer
+    assert provider.agent.provider is not None
+    await provider.seen.until(
+        lambda: any(p.consultation_id == CONSULTATION for p in provider.agent.provider.queue)  # type: ignore[union-attr]
+    )
+    one = f"/v1/consultations/{CONSULTATION}"
+    assert (await provider.api.post(f"{one}/join"))[0] == 200
+    await kiosk.wait_state(ConsultationState.CONNECTING)
+    status, answer = await provider.api.post(f"{one}/call")
+    assert status == 200, answer
+    for running in (provider, kiosk):
+        await running.wait_event(video_flowing, within=MEDIA_WAIT)
+        await running.wait_state(ConsultationState.IN_PROGRESS)
+    return kiosk, provider
+
+
 async def record_consent(stack: DevStack, patient: str = PATIENT) -> None:
     assert stack.clinic is not None
     clinic = ClinicClient(stack.clinic.url, stack.kiosk_credential(KIOSK))
@@ -154,3 +192,27 @@ async def record_consent(stack: DevStack, patient: str = PATIENT) -> None:
         await clinic.record_consent(patient, True, None)
     finally:
         await clinic.aclose()
+
+
+async def mjpeg_parts(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """Each JPEG of a ``multipart/x-mixed-replace`` answer, as the parts arrive (read as a browser
+    would: ``--boundary``, headers with ``Content-Length``, a blank line, the image, CRLF)."""
+    boundary = response.headers["Content-Type"].split("boundary=", 1)[1].encode()
+    buffer = b""
+    while True:
+        head_end = buffer.find(b"\r\n\r\n")
+        if head_end >= 0:
+            head = buffer[:head_end]
+            assert head.startswith(b"--" + boundary + b"\r\n"), head[:80]
+            length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+            assert length is not None, head
+            end = head_end + 4 + int(length.group(1))
+            if len(buffer) >= end + 2:
+                assert buffer[end : end + 2] == b"\r\n"
+                yield buffer[head_end + 4 : end]
+                buffer = buffer[end + 2 :]
+                continue
+        chunk = await response.content.readany()
+        if not chunk:
+            return
+        buffer += chunk

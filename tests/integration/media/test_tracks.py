@@ -1,5 +1,6 @@
 """The camera track on real OpenCV reading a generated video: the right frames in order, the newest
-one after a stall (never a backlog), and a camera that cannot be opened reported and ended."""
+one after a stall (never a backlog), and a camera that cannot be opened reported and ended; a
+preview of a decoded frame or a camera image is a small JPEG."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from telehealth_client.media.tracks import CameraTrack, PreviewFrames
+from telehealth_client.media.tracks import CameraTrack, encode_preview
 
 from .numbered import read, write_numbered_video
 
@@ -78,15 +79,26 @@ async def test_a_camera_that_cannot_be_opened_is_reported_and_ends_the_track(tmp
     assert track.readyState == "ended"
 
 
-async def test_previews_are_jpeg_and_rate_limited(tmp_path: Path) -> None:
+async def test_a_preview_is_a_jpeg_scaled_down_to_its_width(tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
     video = write_numbered_video(tmp_path / "numbered.mkv", frames=60)
     track = CameraTrack(str(video), is_file=True)
-    previews = PreviewFrames(per_second=2.0)
     try:
         frame = await asyncio.wait_for(track.recv(), 5.0)
-        assert previews.offer("local", frame) is True
-        assert previews.offer("local", await asyncio.wait_for(track.recv(), 5.0)) is False
-        assert previews.offer("remote", frame) is True
+        await track.wait_captured(1)
+        number, image = track.newest()
     finally:
         await track.aclose()
-    assert previews.jpeg["local"].startswith(b"\xff\xd8") and previews.jpeg["remote"].startswith(b"\xff\xd8")
+    assert number >= 1 and image is not None
+    for source in (frame, image):
+        jpeg = encode_preview(source, 160)
+        assert jpeg is not None and jpeg.startswith(b"\xff\xd8")
+        decoded = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert decoded.shape[1] == 160 and decoded.shape[0] == frame.height * 160 // frame.width // 2 * 2
+    # Never scaled up.
+    assert (
+        cv2.imdecode(np.frombuffer(encode_preview(image, 4096) or b"", np.uint8), cv2.IMREAD_COLOR).shape[:2]
+        == image.shape[:2]
+    )
