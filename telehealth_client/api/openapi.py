@@ -74,6 +74,16 @@ def openapi_document(routes: list[Route]) -> dict[str, Any]:
                 "description": "Server-Sent Events: `id`, `event` (the event's kind), `data` (JSON)",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}},
             }
+        elif route.media_type is not None:
+            binary = not route.media_type.startswith("text/")
+            responses[str(route.status)] = {
+                "description": "done",
+                "content": {
+                    route.media_type: {
+                        "schema": {"type": "string", **({"format": "binary"} if binary else {})}
+                    }
+                },
+            }
         elif route.answer is not None:
             responses[str(route.status)] = {
                 "description": "done",

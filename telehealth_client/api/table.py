@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from telehealth_client.api import (
     routes_chat,
+    routes_devices,
     routes_emergency,
     routes_patient,
     routes_provider,
@@ -17,4 +18,5 @@ ROUTES: list[Route] = [
     *routes_provider.ROUTES,
     *routes_chat.ROUTES,
     *routes_emergency.ROUTES,
+    *routes_devices.ROUTES,
 ]

@@ -3,12 +3,13 @@
 ``from telehealth_client import events`` gives both: ``events.ChatMessageAdded``, ``events.EventHub``.
 The catalogue (``events/catalogue.py``): ``StateChanged``, ``RosterChanged`` (of ``RosterChange``),
 ``QueueUpdated``, ``ProviderReady``, ``DeviceStatusReported``, ``TokenExpiring``, ``AccessDenied``,
-``AccessRenewing``, ``AccessRenewed``, ``BusStatusChanged``, ``SessionClosed``, ``EndpointIdle``,
-``InvitationReceived``, ``StateSaved``, ``ChatMessageAdded``, ``ChatStatusChanged``,
+``AccessRenewing``, ``AccessRenewed``, ``TokenRefreshed``, ``BusStatusChanged``, ``SessionClosed``,
+``EndpointIdle``, ``InvitationReceived``, ``StateSaved``, ``ChatMessageAdded``, ``ChatStatusChanged``,
 ``ChatReadUpdated``, ``ChatWiped``, ``EmergencyUpdated``, ``EmergencyAlert``, ``CallStatusChanged``
 (the one to watch for a call), ``CallStateChanged``, ``MediaFlowing``, ``MediaFailed``,
 ``OfferRefused``, ``CallQualityChanged``, ``CallVideoModeChanged``, ``MediaChildOverMemory``,
-``ConsultationNotFollowed``, ``GuestAccessRevoked``, and ``Missed`` (delivered only to a subscriber
+``ConsultationNotFollowed``, ``GuestAccessRevoked``, ``DeviceChecked``, ``DeviceCheckFinished`` (the
+local API's device checks), and ``Missed`` (delivered only to a subscriber
 that fell behind). The hub (``events/hub.py``): ``EventSink``, ``EventHub``, ``EventSubscription``.
 
 Events carry IDs, states and codes only: never PHI, tokens or message text.
@@ -29,6 +30,8 @@ from telehealth_client.events.catalogue import (
     ChatStatusChanged,
     ChatWiped,
     ConsultationNotFollowed,
+    DeviceChecked,
+    DeviceCheckFinished,
     DeviceStatusReported,
     EmergencyAlert,
     EmergencyUpdated,
@@ -49,6 +52,7 @@ from telehealth_client.events.catalogue import (
     StateChanged,
     StateSaved,
     TokenExpiring,
+    TokenRefreshed,
 )
 from telehealth_client.events.hub import (
     DEFAULT_MAX_PENDING,
@@ -73,6 +77,8 @@ __all__ = [
     "ChatStatusChanged",
     "ChatWiped",
     "ConsultationNotFollowed",
+    "DeviceCheckFinished",
+    "DeviceChecked",
     "DeviceStatusReported",
     "EmergencyAlert",
     "EmergencyUpdated",
@@ -96,4 +102,5 @@ __all__ = [
     "StateChanged",
     "StateSaved",
     "TokenExpiring",
+    "TokenRefreshed",
 ]
