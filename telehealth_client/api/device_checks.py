@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 CheckKind = Literal["devices", "preflight"]
 CheckState = Literal["running", "done", "failed"]
-Verdict = Literal["ok", "warn", "fail", "skipped"]
+Verdict = Literal["ok", "warn", "fail", "skipped", "pending", "unknown"]
 DEVICES = ("camera", "microphone", "speaker")
 
 
@@ -71,10 +71,16 @@ class CheckRun:
         return None if camera is None else camera.snapshot_jpeg
 
     def verdict(self, device: str) -> Verdict:
+        """ok, warn or fail; skipped (left out), pending (not known yet) or unknown (it ended
+        without one: the check could not run)."""
+        if device in self.skip or "devices" in self.skip:
+            return "skipped"
         step = getattr(self.devices, device, None) if self.devices is not None else None
         if step is None:
             step = next((s for s in self.steps if s.kind == device), None)
-        return "skipped" if step is None else step.status
+        if step is not None:
+            return step.status
+        return "pending" if self.state == "running" else "unknown"
 
 
 class DeviceChecks:
@@ -158,8 +164,10 @@ class DeviceChecks:
             if self._running is run:
                 self._running = None
         network = run.preflight.network.verdict if run.preflight is not None else None
-        verdicts = [run.verdict(device) for device in DEVICES]
-        status: Verdict = "fail" if run.state == "failed" else _worst(verdicts)
+        verdicts = [_final(run.verdict(device)) for device in DEVICES]
+        status = "fail" if run.state == "failed" else _worst(verdicts)
+        if run.preflight is not None and not run.preflight.passed:
+            status = "fail"  # the network cannot hold a video call
         self._hub.emit(
             events.DeviceCheckFinished(
                 run.id, run.kind, status, verdicts[0], verdicts[1], verdicts[2], network, run.error
@@ -172,9 +180,13 @@ class DeviceChecks:
         self._running = None
 
 
-_RANK: dict[Verdict, int] = {"skipped": 0, "ok": 0, "warn": 1, "fail": 2}
+_RANK: dict[events.DeviceVerdict, int] = {"skipped": 0, "ok": 0, "warn": 1, "unknown": 2, "fail": 3}
 
 
-def _worst(verdicts: list[Verdict]) -> Verdict:
+def _final(verdict: Verdict) -> events.DeviceVerdict:
+    return "unknown" if verdict == "pending" else verdict
+
+
+def _worst(verdicts: list[events.DeviceVerdict]) -> events.DeviceVerdict:
     checked = [v for v in verdicts if v != "skipped"]
     return max(checked, key=_RANK.__getitem__, default="skipped")

@@ -9,8 +9,9 @@ Labels are codes only (statuses, devices, verdicts, reasons from a fixed set): n
 consultation or user ID, which would name the patient to whoever reads the metrics. The calls'
 numbers are the newest sample of any call this agent holds.
 
-Public API: ``AgentMetrics(agent)``: ``start()``, ``observe(event)``, ``render()`` (bytes, in
-``CONTENT_TYPE``), ``registry``, ``await aclose()``.
+Public API: ``AgentMetrics(agent)``: ``start()`` (follows the hub), ``observe(event)``, ``render()``
+(bytes, in ``CONTENT_TYPE``; it first counts what the hub told and was not counted yet, so a scrape
+after an event always shows it), ``registry``, ``await aclose()``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from telehealth_client import events
+from telehealth_client.api.views import pubsub_status
 from telehealth_client.tasks import OwnedTasks
 
 if TYPE_CHECKING:
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 CALL_STATUSES: Final = get_args(events.CallStatus)
 DEVICES: Final = ("camera", "microphone", "speaker")
-VERDICTS: Final = ("ok", "warn", "fail", "skipped")
+VERDICTS: Final = ("ok", "warn", "fail", "skipped", "unknown")
 # Recovering a call takes from a fraction of a second (a rebuild on a good path) to the better part
 # of a minute (a network gone and back).
 RECOVERY_BUCKETS: Final = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 60.0)
@@ -47,7 +49,8 @@ MEDIA_SOURCES: Final = frozenset({"media-process", "video", "audio", "speaker"})
 
 
 class _Backlogs(Collector):
-    """What waits, read when scraped: the outbox's items and the audit trail's events."""
+    """Read when scraped: what waits (the outbox's items, the audit trail's events) and the pub/sub
+    connection the agent depends on now (``idle`` on a kiosk between patients)."""
 
     def __init__(self, agent: AgentView) -> None:
         self._agent = agent
@@ -69,6 +72,45 @@ class _Backlogs(Collector):
             audit.add_metric(["channel"], status.awaiting_channel)
         yield outbox
         yield audit
+        pubsub = GaugeMetricFamily(
+            "telehealth_pubsub_status",
+            "The pub/sub connection this agent depends on now (1 for its status; idle: a kiosk between "
+            "patients)",
+            labels=["status"],
+        )
+        pubsub.add_metric([pubsub_status(self._agent)], 1)
+        yield pubsub
+
+
+class _Quality(Collector):
+    """The newest call quality sample, once there is one (no numbers before any call)."""
+
+    def __init__(self, metrics: AgentMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        sample = self._metrics.quality
+        if sample is None:
+            return
+        values: list[tuple[str, str, float | None]] = [
+            ("telehealth_call_quality_level",
+             "The newest call quality level: 5 good, 1 poor, 0 nothing arriving", sample.level),
+            ("telehealth_call_rtt_seconds", "The newest call round-trip time",
+             None if sample.rtt_ms is None else sample.rtt_ms / 1000),
+            ("telehealth_call_jitter_seconds", "The newest call jitter",
+             None if sample.jitter_ms is None else sample.jitter_ms / 1000),
+            ("telehealth_call_loss_ratio", "The newest call packet loss (0-1)", sample.loss_pct / 100),
+            ("telehealth_call_frames_per_second", "The newest call's received video frame rate", sample.fps),
+        ]  # fmt: skip
+        for name, documentation, value in values:
+            if value is not None:
+                yield GaugeMetricFamily(name, documentation, value=value)
+        bitrate = GaugeMetricFamily(
+            "telehealth_call_bits_per_second", "The newest call's bitrate", labels=["direction"]
+        )
+        bitrate.add_metric(["inbound"], sample.inbound_kbps * 1000)
+        bitrate.add_metric(["outbound"], sample.outbound_kbps * 1000)
+        yield bitrate
 
 
 class AgentMetrics:
@@ -83,6 +125,7 @@ class AgentMetrics:
         self._recovering_since: dict[str, float] = {}
         self._process_failed: set[str] = set()
         self._bus_status: str | None = None
+        self.quality: events.CallQualityChanged | None = None  # the newest sample, of any call
 
         self.calls = Gauge(
             "telehealth_calls", "Calls this agent holds, by their status", ["status"], registry=registry
@@ -91,23 +134,6 @@ class AgentMetrics:
             "telehealth_call_status_changes", "Changes of a call's status, by the new status", ["status"],
             registry=registry,
         )  # fmt: skip
-        self.quality_level = Gauge(
-            "telehealth_call_quality_level",
-            "The newest call quality level: 5 good, 1 poor, 0 nothing arriving",
-            registry=registry,
-        )  # fmt: skip
-        self.rtt = Gauge("telehealth_call_rtt_seconds", "The newest call round-trip time", registry=registry)
-        self.jitter = Gauge("telehealth_call_jitter_seconds", "The newest call jitter", registry=registry)
-        self.loss = Gauge(
-            "telehealth_call_loss_ratio", "The newest call packet loss (0-1)", registry=registry
-        )
-        self.fps = Gauge(
-            "telehealth_call_frames_per_second", "The newest call's received video frame rate",
-            registry=registry,
-        )  # fmt: skip
-        self.bitrate = Gauge(
-            "telehealth_call_bits_per_second", "The newest call's bitrate", ["direction"], registry=registry
-        )
         self.rebuilds = Counter(
             "telehealth_call_rebuilds",
             "Rebuilds of a call's connection begun (its media stopped or its media process died)",
@@ -158,9 +184,6 @@ class AgentMetrics:
             "telehealth_bus_reconnects", "Times the pub/sub connection was lost and reconnecting began",
             registry=registry,
         )  # fmt: skip
-        self.bus_connected = Gauge(
-            "telehealth_bus_connected", "1 while the pub/sub connection is up", registry=registry
-        )
         self.events_missed = Counter(
             "telehealth_metrics_events_missed", "Hub events these metrics fell too far behind to count",
             registry=registry,
@@ -168,6 +191,7 @@ class AgentMetrics:
         for status in CALL_STATUSES:
             self.calls.labels(status)
         registry.register(_Backlogs(agent))
+        registry.register(_Quality(self))
 
     def subscribe(self) -> None:
         """Follow the hub from now (before ``start``, so nothing told in between is missed)."""
@@ -184,6 +208,10 @@ class AgentMetrics:
             self.observe(event)
 
     def render(self) -> bytes:
+        """The metrics in Prometheus text, with every event emitted before this call counted."""
+        if self._subscription is not None:
+            for event in self._subscription.take_nowait():
+                self.observe(event)
         return generate_latest(self.registry)
 
     async def aclose(self) -> None:
@@ -197,15 +225,7 @@ class AgentMetrics:
         if isinstance(event, events.CallStatusChanged):
             self._call_status(event)
         elif isinstance(event, events.CallQualityChanged):
-            self.quality_level.set(event.level)
-            if event.rtt_ms is not None:
-                self.rtt.set(event.rtt_ms / 1000)
-            if event.jitter_ms is not None:
-                self.jitter.set(event.jitter_ms / 1000)
-            self.loss.set(event.loss_pct / 100)
-            self.fps.set(event.fps)
-            self.bitrate.labels("inbound").set(event.inbound_kbps * 1000)
-            self.bitrate.labels("outbound").set(event.outbound_kbps * 1000)
+            self.quality = event
         elif isinstance(event, events.MediaFailed):
             self.media_failures.labels(event.source if event.source in MEDIA_SOURCES else "other").inc()
             if event.source == "media-process":
@@ -265,4 +285,3 @@ class AgentMetrics:
         if status == "reconnecting" and self._bus_status != "reconnecting":
             self.bus_reconnects.inc()
         self._bus_status = status
-        self.bus_connected.set(1 if status == "connected" else 0)

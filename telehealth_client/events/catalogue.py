@@ -349,7 +349,8 @@ class GuestAccessRevoked:
     tokens: int
 
 
-DeviceVerdict: TypeAlias = Literal["ok", "warn", "fail", "skipped"]
+# ``unknown``: the check ended without this device's verdict (it could not run).
+DeviceVerdict: TypeAlias = Literal["ok", "warn", "fail", "skipped", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -367,7 +368,8 @@ class DeviceChecked:
 class DeviceCheckFinished:
     """A device check or preflight the local API ran is over (``check``: ``devices`` or
     ``preflight``): each device's verdict (``skipped`` when left out), the network verdict of a
-    preflight (``None`` for a device check), or ``error`` (a code) when it could not run."""
+    preflight (``None`` for a device check), or ``error`` (a code) when it could not run.
+    ``status``: the worst device verdict; ``fail`` too when a preflight did not pass."""
 
     kind: ClassVar[str] = "device-check-finished"
     check_id: str
