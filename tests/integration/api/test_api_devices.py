@@ -249,13 +249,21 @@ async def test_no_check_while_a_call_may_hold_the_devices(
 
 
 async def test_a_preflight_through_the_api_judges_the_network(agents: Agents) -> None:
-    kiosk = await agents.start(KIOSK, TELEHEALTH_PREFLIGHT_MEDIA_SECONDS="2")
+    # What the API carries is under test here, not the judgment (its rules are tested at their
+    # boundaries in tests/unit): loopback on a machine other tests load can see round trips and loss
+    # over the default "poor" limits, so these limits are the settings' widest.
+    kiosk = await agents.start(
+        KIOSK,
+        TELEHEALTH_PREFLIGHT_MEDIA_SECONDS="2",
+        TELEHEALTH_PREFLIGHT_POOR_RTT_MS="10000",
+        TELEHEALTH_PREFLIGHT_POOR_LOSS_PERCENT="100",
+    )
     check_id = await started(kiosk, "/v1/preflight", {"skip": ["devices"]})
     assert check_id.startswith("preflight-")
     end = await kiosk.wait_event(finished(check_id), within=90.0)
-    assert (end.check, end.network, end.camera, end.error) == ("preflight", "video", "skipped", None)
     status, answer = await kiosk.api.get(f"/v1/preflight/{check_id}")
     check = answer["check"]
+    assert (end.check, end.network, end.camera, end.error) == ("preflight", "video", "skipped", None), check
     assert (status, check["kind"], check["state"], check["passed"], check["report"]) == (
         200,
         "preflight",
