@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from telehealth_client.durability import Durable
     from telehealth_client.emergency.desk import EmergencyDesk
     from telehealth_client.events import EventHub
+    from telehealth_client.preflight import PreflightReport
     from telehealth_client.pubsub.pubnub_bus import PubNubBus
 
 
@@ -42,3 +43,5 @@ class AgentView(Protocol):
 
     @property
     def status(self) -> str: ...
+
+    async def preflight(self, *, skip: set[str] | frozenset[str] = ...) -> PreflightReport: ...

@@ -15,8 +15,10 @@ from aiohttp import web
 
 from telehealth_client.api.agent_view import AgentView
 from telehealth_client.api.auth import auth_middleware
+from telehealth_client.api.device_checks import DeviceChecks
 from telehealth_client.api.errors import error_middleware
 from telehealth_client.api.events_stream import EventRing
+from telehealth_client.api.metrics import AgentMetrics
 from telehealth_client.api.models import MAX_BODY_BYTES
 from telehealth_client.api.openapi import OPENAPI_KEY, openapi_document
 from telehealth_client.api.routes_previews import PREVIEWS_KEY, PreviewWatchers
@@ -35,7 +37,17 @@ class ApiStartError(Exception):
     """The API cannot listen where the settings say: names the setting, the address and why."""
 
 
-def build_app(agent: AgentView, token: str, ring: EventRing, routes: list[Route] = ROUTES) -> web.Application:
+def build_app(
+    agent: AgentView,
+    token: str,
+    ring: EventRing,
+    routes: list[Route] = ROUTES,
+    *,
+    checks: DeviceChecks | None = None,
+    metrics: AgentMetrics | None = None,
+) -> web.Application:
+    """The application; ``checks`` and ``metrics`` default to fresh ones (the metrics then count
+    no events: ``LocalApi`` passes ones that follow the hub)."""
     public = {(route.method, route.path) for route in routes if route.public} | PUBLIC_PAGES
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
@@ -43,7 +55,10 @@ def build_app(agent: AgentView, token: str, ring: EventRing, routes: list[Route]
     )
     app[AGENT_KEY] = agent
     app[RING_KEY] = ring
-    app[STATE_KEY] = ApiState()
+    app[STATE_KEY] = ApiState(
+        checks=checks if checks is not None else DeviceChecks(agent.hub),
+        metrics=metrics if metrics is not None else AgentMetrics(agent),
+    )
     app[OPENAPI_KEY] = openapi_document(routes)
     app[PREVIEWS_KEY] = PreviewWatchers(agent.hub)
     add_routes(app, routes)
@@ -56,7 +71,11 @@ class LocalApi:
         self._agent = agent
         self.ring = EventRing(agent.hub)
         self.ring.start()
-        self.app = build_app(agent, token, self.ring)
+        # Its own registry (never prometheus_client's global one), following the hub from now.
+        self.metrics = AgentMetrics(agent)
+        self.metrics.start()
+        self.checks = DeviceChecks(agent.hub)
+        self.app = build_app(agent, token, self.ring, checks=self.checks, metrics=self.metrics)
         self._runner: web.AppRunner | None = None
         self.address: str | None = None  # where it listens, once started
         self.port: int | None = None
@@ -95,6 +114,8 @@ class LocalApi:
         """Stop answering: the event streams end, answers in flight get ``SHUTDOWN_SECONDS``."""
         self.app[STATE_KEY].closing = True  # type: ignore[attr-defined]
         await self.ring.aclose()
+        await self.checks.aclose()
+        await self.metrics.aclose()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

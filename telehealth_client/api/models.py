@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from devices.report import DeviceReport
 from telehealth_client.protocol.messages import EmergencySeverity, Id, InvitedRole
 
 # Far more than a chat message (PubNub's 32 KiB publish bounds it anyway): a bigger body is refused
@@ -49,6 +50,15 @@ class CheckInRequest(RequestModel):
     department_id: Id
 
 
+class ConsentReadRequest(RequestModel):
+    """Whose consent, for a check-in with which provider (and appointment). In the body, not the
+    URL: a patient ID is PHI and stays out of addresses and their logs."""
+
+    patient_id: Id
+    provider_id: Id
+    appointment_id: Id | None = None
+
+
 class EndRequest(RequestModel):
     follow_up_required: bool = Field(strict=True)
 
@@ -84,6 +94,21 @@ class EscalateRequest(RequestModel):
 
 class ResolveRequest(RequestModel):
     resolution: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+DeviceName = Literal["camera", "microphone", "speaker"]
+
+
+class DeviceCheckRequest(RequestModel):
+    """Check the settings' camera, microphone and speaker; ``skip`` leaves some out (not all)."""
+
+    skip: Annotated[list[DeviceName], Field(max_length=2)] = []
+
+
+class PreflightRequest(RequestModel):
+    """The settings' devices, then the network; ``skip`` leaves devices out (``devices``: all)."""
+
+    skip: Annotated[list[Literal["camera", "microphone", "speaker", "devices"]], Field(max_length=4)] = []
 
 
 # -- answers --------------------------------------------------------------------------------------
@@ -143,6 +168,17 @@ class ConsultationView(ApiModel):
     call: CallView | None = None
 
 
+class DeviceVerdicts(ApiModel):
+    """The newest device check's (or preflight's) verdicts: ok, warn, fail or skipped."""
+
+    check_id: str
+    state: str
+    camera: str
+    microphone: str
+    speaker: str
+    network: str | None = None
+
+
 class StatusAnswer(ApiModel):
     role: str
     user_id: str
@@ -152,6 +188,7 @@ class StatusAnswer(ApiModel):
     outbox_backlog: int | None = None
     token_expiring_at: datetime | None = None
     events_last_id: int | None = None
+    devices: DeviceVerdicts | None = None
 
 
 class CheckInAnswer(ApiModel):
@@ -238,6 +275,52 @@ class EscalationsAnswer(ApiModel):
 
 class EscalationAnswer(ApiModel):
     escalation: EscalationView
+
+
+class DeviceStepView(ApiModel):
+    """One device's verdict, as soon as it is known: the device as checked (names only, no
+    credentials), ``status`` ok, warn or fail, and the reasons."""
+
+    kind: str
+    device: str | None
+    status: str
+    reasons: list[str]
+
+
+class DeviceCheckView(ApiModel):
+    """A device check or preflight: ``state`` running, done or failed (``error`` a code: it could
+    not run). ``steps``: each device's verdict so far; ``report``: the device check's report (every
+    measurement and verdict; the snapshot is its own route); ``network``: a preflight's network
+    report; ``passed``: a preflight's verdict (video possible and no device failed)."""
+
+    id: str
+    kind: Literal["devices", "preflight"]
+    state: Literal["running", "done", "failed"]
+    skip: list[str]
+    started_at: datetime
+    finished_at: datetime | None = None
+    steps: list[DeviceStepView]
+    snapshot: bool = False
+    report: DeviceReport | None = None
+    network: dict[str, Any] | None = None
+    passed: bool | None = None
+    error: str | None = None
+
+
+class DeviceCheckAnswer(ApiModel):
+    check: DeviceCheckView
+
+
+class ConsentAnswer(ApiModel):
+    """The clinic's word on the patient's telehealth consent for a check-in with ``providerId``:
+    ``granted`` (unexpired), else ``refusal`` (``missing``, ``not granted``, ``expired``), as the
+    clinic's token server and the consent record (App Context) say; ``expiresAt`` the record's."""
+
+    patient_id: str
+    provider_id: str
+    granted: bool
+    refusal: str | None = None
+    expires_at: datetime | None = None
 
 
 class Accepted(ApiModel):

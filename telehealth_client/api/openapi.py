@@ -69,15 +69,25 @@ def openapi_document(routes: list[Route]) -> dict[str, Any]:
                 "content": {"application/json": {"schema": refs[(route.body, "validation")]}},
             }
         responses: dict[str, Any] = {}
-        if route.produces is not None:
+        if route.media_type is not None and route.media_type.startswith("multipart/"):
             responses[str(route.status)] = {
                 "description": route.summary,
-                "content": {route.produces: {"schema": {"type": "string"}}},
+                "content": {route.media_type: {"schema": {"type": "string"}}},
             }
         elif route.stream:
             responses[str(route.status)] = {
                 "description": "Server-Sent Events: `id`, `event` (the event's kind), `data` (JSON)",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            }
+        elif route.media_type is not None:
+            binary = not route.media_type.startswith("text/")
+            responses[str(route.status)] = {
+                "description": "done",
+                "content": {
+                    route.media_type: {
+                        "schema": {"type": "string", **({"format": "binary"} if binary else {})}
+                    }
+                },
             }
         elif route.answer is not None:
             responses[str(route.status)] = {

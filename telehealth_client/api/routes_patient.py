@@ -1,12 +1,22 @@
-"""The kiosk's routes: check the patient in, leave."""
+"""The kiosk's routes: read the patient's consent, check the patient in, leave."""
 
 from __future__ import annotations
 
 from telehealth_client.api.errors import ApiError
-from telehealth_client.api.models import Accepted, CheckInAnswer, CheckInRequest
+from telehealth_client.api.models import (
+    Accepted,
+    CheckInAnswer,
+    CheckInRequest,
+    ConsentAnswer,
+    ConsentReadRequest,
+)
 from telehealth_client.api.routing import PATIENT, Call, Route
 from telehealth_client.api.views import consultation_view
 from telehealth_client.consultation.patient import PatientEndpoint
+from telehealth_client.security.clinic_client import ClinicError
+
+# The clinic's token request names the patient ``userId``; the API calls it ``patientId``.
+_CLINIC_FIELDS = {"userId": "patientId", "providerId": "providerId", "appointmentId": "appointmentId"}
 
 
 def patient_of(call: Call) -> PatientEndpoint:
@@ -32,6 +42,40 @@ async def check_in(call: Call) -> CheckInAnswer:
     return CheckInAnswer(consultation=consultation_view(session, patient.call))
 
 
+async def read_consent(call: Call) -> ConsentAnswer:
+    """What the clinic says of the patient's consent for such a check-in (a patient token asked
+    for and dropped, the consent record read with it): nothing is published or checked in."""
+    patient = patient_of(call)
+    if not patient.idle:
+        raise ApiError(
+            409,
+            "busy",
+            "a consultation is under way on this kiosk: its consent was checked at check-in",
+            state=str(patient.state),
+        )
+    body: ConsentReadRequest = call.body
+    try:
+        reading = await patient.read_consent(
+            patient_id=body.patient_id, provider_id=body.provider_id, appointment_id=body.appointment_id
+        )
+    except ClinicError as exc:
+        if not exc.refused:
+            raise
+        # The clinic's verdict on the request itself (a staff member's ID, a provider it does not know).
+        named, _, why = exc.reason.removeprefix("refused: ").partition(":")
+        field = _CLINIC_FIELDS.get(named.strip(), "body")
+        raise ApiError(
+            422, "invalid-body", "the clinic refused the request", [(field, why.strip() or "refused")]
+        ) from None
+    return ConsentAnswer(
+        patient_id=body.patient_id,
+        provider_id=body.provider_id,
+        granted=reading.granted,
+        refusal=reading.refusal,
+        expires_at=reading.expires_at,
+    )
+
+
 async def leave(call: Call) -> Accepted:
     patient = patient_of(call)
     session = patient.session
@@ -42,6 +86,12 @@ async def leave(call: Call) -> Accepted:
 
 
 ROUTES = [
+    Route(
+        "POST", "/v1/consent/read", read_consent,
+        "What the clinic says of the patient's telehealth consent for a check-in (nothing published)",
+        "patient", roles=PATIENT, body=ConsentReadRequest, answer=ConsentAnswer, conflicts=True,
+        errors=(503,),
+    ),
     Route(
         "POST", "/v1/check-in", check_in,
         "Check the patient in (consent is checked; 409 while a consultation runs)", "patient",

@@ -229,10 +229,10 @@ ROUTES = [
     ),
     Route(
         "GET", "/v1/previews/local", local_preview, f"This end's camera {_STREAM_NOTE}", "previews",
-        produces=MEDIA_TYPE, conflicts=True, errors=(503,),
+        media_type=MEDIA_TYPE, conflicts=True, errors=(503,),
     ),
     Route(
         "GET", "/v1/previews/remote", remote_preview, f"The far end's video {_STREAM_NOTE}", "previews",
-        produces=MEDIA_TYPE, conflicts=True, errors=(503,),
+        media_type=MEDIA_TYPE, conflicts=True, errors=(503,),
     ),
 ]  # fmt: skip

@@ -1,11 +1,12 @@
-"""Health, readiness, status, the event stream and the OpenAPI document."""
+"""Health, readiness, status, the event stream, the OpenAPI document and the Prometheus metrics."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from telehealth_client.api.errors import ApiError
 from telehealth_client.api.events_stream import stream_events
-from telehealth_client.api.models import HealthAnswer, ReadyAnswer, StatusAnswer
+from telehealth_client.api.models import DeviceVerdicts, HealthAnswer, ReadyAnswer, StatusAnswer
 from telehealth_client.api.routing import Call, Route
 from telehealth_client.api.views import consultations, pubsub_status
 from telehealth_client.events.catalogue import TokenExpiring
@@ -38,6 +39,25 @@ def _token_expiring_at(call: Call) -> object:
     return None if latest is None else latest.get("expires_at")
 
 
+def _device_verdicts(call: Call) -> DeviceVerdicts | None:
+    """The newest device check's or preflight's verdicts (the one that started last)."""
+    checks = call.state.checks
+    if checks is None:
+        return None
+    runs = [run for run in (checks.latest("devices"), checks.latest("preflight")) if run is not None]
+    if not runs:
+        return None
+    run = max(runs, key=lambda each: each.started_at)
+    return DeviceVerdicts(
+        check_id=run.id,
+        state=run.state,
+        camera=run.verdict("camera"),
+        microphone=run.verdict("microphone"),
+        speaker=run.verdict("speaker"),
+        network=None if run.preflight is None else run.preflight.network.verdict,
+    )
+
+
 async def status(call: Call) -> StatusAnswer:
     agent = call.agent
     outbox = agent.durable.outbox if agent.durable is not None else None
@@ -51,6 +71,7 @@ async def status(call: Call) -> StatusAnswer:
             "outboxBacklog": None if outbox is None else len(outbox.pending()),
             "tokenExpiringAt": _token_expiring_at(call),
             "eventsLastId": call.ring.last_id,
+            "devices": _device_verdicts(call),
         }
     )
 
@@ -65,6 +86,15 @@ async def openapi(call: Call) -> web.StreamResponse:
     return web.json_response(call.request.app[OPENAPI_KEY])
 
 
+async def metrics(call: Call) -> web.StreamResponse:
+    from telehealth_client.api.metrics import CONTENT_TYPE
+
+    collector = call.state.metrics
+    if collector is None:
+        raise ApiError(409, "not-started", "the metrics are not collected", state="none")
+    return web.Response(body=collector.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
 ROUTES = [
     Route(
         "GET", "/v1/health", health, "Is the agent healthy (200) or not (503, with the reason)?", "status",
@@ -76,7 +106,8 @@ ROUTES = [
     ),
     Route(
         "GET", "/v1/status", status,
-        "Role, consultations (state, roster, queue position, call), pub/sub, outbox backlog", "status",
+        "Role, consultations (state, roster, queue position, call), pub/sub, outbox backlog, the newest "
+        "device verdicts", "status",
         answer=StatusAnswer,
     ),
     Route(
@@ -85,4 +116,10 @@ ROUTES = [
         "gone)", "events", stream=True,
     ),
     Route("GET", "/v1/openapi.json", openapi, "This document (OpenAPI 3.1)", "status"),
+    Route(
+        "GET", "/metrics", metrics,
+        "Prometheus metrics (text format): calls, quality, rebuilds and recovery times, stalls, backlogs, "
+        "device verdicts, token refreshes, bus reconnects", "metrics",
+        media_type="text/plain",
+    ),
 ]  # fmt: skip

@@ -33,11 +33,15 @@ from telehealth_client.security.clinic_client import ClinicError
 
 if TYPE_CHECKING:
     from telehealth_client.api.agent_view import AgentView
+    from telehealth_client.api.device_checks import DeviceChecks
     from telehealth_client.api.events_stream import EventRing
+    from telehealth_client.api.metrics import AgentMetrics
 
 PATIENT = frozenset({"patient"})
 PROVIDER = frozenset({"provider"})
 STAFF = frozenset({"provider", "nurse"})
+# The agents that hold calls, and so devices and a media path to check.
+CALLERS = frozenset({"patient", "provider"})
 EVERY_ROLE = frozenset({"patient", "provider", "nurse"})
 
 AGENT_KEY = web.AppKey("agent", object)
@@ -47,10 +51,13 @@ STATE_KEY = web.AppKey("api_state", object)
 
 @dataclass
 class ApiState:
-    """What the API keeps between requests: the calls it started (to end them), whether it stops."""
+    """What the API keeps between requests: the calls it started (to end them), whether it stops,
+    its device checks and its metrics."""
 
     calls: dict[str, Any] = field(default_factory=dict)
     closing: bool = False
+    checks: DeviceChecks | None = None
+    metrics: AgentMetrics | None = None
 
 
 @dataclass
@@ -82,12 +89,12 @@ class Route:
     public: bool = False  # open without the bearer token (health only)
     conflicts: bool = False  # may answer 409 (the lifecycle refused it)
     stream: bool = False  # text/event-stream
-    produces: str | None = None  # the media type of an answer that is not JSON (a JPEG stream)
+    media_type: str | None = None  # an answer other than JSON (a JPEG or MJPEG stream, Prometheus text)
     errors: tuple[int, ...] = ()  # further documented refusals (404, 503)
 
     @property
     def operation_id(self) -> str:
-        words = re.sub(r"[{}]", "", self.path.removeprefix("/v1/")).replace("/", "-")
+        words = re.sub(r"[{}]", "", self.path.removeprefix("/v1/").removeprefix("/")).replace("/", "-")
         return f"{self.method.lower()}-{words}".replace("_", "-")
 
     @property

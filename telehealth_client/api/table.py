@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from telehealth_client.api import (
     routes_chat,
+    routes_devices,
     routes_emergency,
     routes_patient,
     routes_previews,
@@ -19,4 +20,5 @@ ROUTES: list[Route] = [
     *routes_chat.ROUTES,
     *routes_emergency.ROUTES,
     *routes_previews.ROUTES,
+    *routes_devices.ROUTES,
 ]

@@ -243,6 +243,17 @@ class Auditor:
 
     # -- devices and emergencies ----------------------------------------------------------------------
 
+    async def file_accessed(self, resource_type: str, resource_id: str, via: str) -> None:
+        """A PHI file was read (``resource_type`` e.g. ``camera-snapshot``, its ID; ``via`` a code:
+        where it was read, e.g. ``local-api``)."""
+        await self._record(
+            "PHI_FILE_ACCESSED",
+            resource_type=resource_type,
+            resource_id=resource_id,
+            action="read",
+            metadata={"via": via},
+        )
+
     async def device_check_completed(self, device_id: str, verdicts: Metadata) -> None:
         """``verdicts``: camera/microphone/speaker/network codes (pass, warn, fail, skipped...)."""
         await self._record(

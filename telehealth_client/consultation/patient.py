@@ -15,6 +15,8 @@ Public API:
   the ``ConsultationSession``; ``CheckInRefused`` (``field`` and ``reason``) when the consent or
   the clinic refuses, ``InvalidIdError`` naming a bad ID, ``SessionError("busy", ...)`` while a
   consultation is under way. Nothing is published when it is refused.
+- ``await read_consent(patient_id=..., provider_id=..., appointment_id=None)`` -> ``ConsentReading``:
+  what the clinic says of the patient's consent for such a check-in, without checking in.
 - ``await leave()``: ``CONSULTATION_CANCELLED`` ``patient-left``.
 - ``await report_devices(report)``: remember the last device check; published as
   ``DEVICE_STATUS`` now (during a consultation) and whenever the verdict changes.
@@ -29,6 +31,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,6 +77,15 @@ class CheckInRefused(Exception):
         super().__init__(f"check-in refused: {field}: {reason}")
         self.field = field
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class ConsentReading:
+    """``read_consent``'s answer: granted (and unexpired), or the refusal's reason."""
+
+    granted: bool
+    refusal: str | None = None
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -298,6 +310,52 @@ class PatientEndpoint:
         if refusal:
             log.warning("check-in refused field=consent reason=%s", refusal)
             raise CheckInRefused("consent", refusal)
+
+    async def read_consent(
+        self, *, patient_id: str, provider_id: str, appointment_id: str | None = None
+    ) -> ConsentReading:
+        """What the clinic says of ``patient_id``'s consent for a check-in with ``provider_id``,
+        read the way check-in reads it, without checking in: a patient token is asked for (the
+        clinic refuses it without consent: ``refusal`` its reason), then the consent record is read
+        from App Context with it, and the token dropped. Nothing is published.
+        ``InvalidIdError`` names a bad ID; ``ClinicError`` / ``BusError`` when they do not answer."""
+        patient_id = validate_id(patient_id, "patientId")
+        provider_id = validate_id(provider_id, "providerId")
+        if appointment_id is not None:
+            appointment_id = validate_id(appointment_id, "appointmentId")
+        bus = self._connect.bus(patient_id)
+        auditor = self._auditor(patient_id)
+        scope = channels.consultation(provider_id, patient_id)
+
+        def token_event(event: tokens.TokenEvent) -> None:
+            if auditor is not None:
+                audit_token_event(auditor, event, scope)  # a token reached the bus: recorded as always
+
+        context = {"providerId": provider_id, **({"appointmentId": appointment_id} if appointment_id else {})}
+        request = tokens.TokenRequest(patient_id, "patient", context)
+        keeper = tokens.TokenKeeper(self._connect.clinic, bus, request, token_event, policy=self._policy)
+        try:
+            try:
+                await keeper.start()
+            except ClinicError as exc:
+                refusal = _refusal(exc)
+                if isinstance(refusal, CheckInRefused):
+                    return ConsentReading(granted=False, refusal=refusal.reason)
+                raise refusal from None
+            consent = decode_consent((await bus.get_user_metadata(patient_id)).get("consent_telehealth"))
+            if isinstance(consent, Drop):
+                return ConsentReading(
+                    granted=False, refusal="missing" if consent.reason == "is missing" else "unreadable"
+                )
+            refusal_code = consent_refusal(consent, now())
+            return ConsentReading(
+                granted=refusal_code is None, refusal=refusal_code, expires_at=consent.expires_at
+            )
+        finally:
+            await keeper.aclose()
+            if auditor is not None:
+                await auditor.settle()
+            await bus.aclose()
 
     # -- during the consultation --------------------------------------------------------------------
 

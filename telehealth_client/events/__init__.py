@@ -3,13 +3,14 @@
 ``from telehealth_client import events`` gives both: ``events.ChatMessageAdded``, ``events.EventHub``.
 The catalogue (``events/catalogue.py``): ``StateChanged``, ``RosterChanged`` (of ``RosterChange``),
 ``QueueUpdated``, ``ProviderReady``, ``DeviceStatusReported``, ``TokenExpiring``, ``AccessDenied``,
-``AccessRenewing``, ``AccessRenewed``, ``BusStatusChanged``, ``SessionClosed``, ``EndpointIdle``,
-``InvitationReceived``, ``StateSaved``, ``ChatMessageAdded``, ``ChatStatusChanged``,
+``AccessRenewing``, ``AccessRenewed``, ``TokenRefreshed``, ``BusStatusChanged``, ``SessionClosed``,
+``EndpointIdle``, ``InvitationReceived``, ``StateSaved``, ``ChatMessageAdded``, ``ChatStatusChanged``,
 ``ChatReadUpdated``, ``ChatWiped``, ``EmergencyUpdated``, ``EmergencyAlert``, ``CallStatusChanged``
 (the one to watch for a call), ``CallStateChanged``, ``MediaFlowing``, ``MediaFailed``,
 ``OfferRefused``, ``CallQualityChanged``, ``CallVideoModeChanged``, ``MediaChildOverMemory``,
-``ConsultationNotFollowed``, ``GuestAccessRevoked``, ``PreviewWatched``, and ``Missed`` (delivered
-only to a subscriber that fell behind). The hub (``events/hub.py``): ``EventSink``, ``EventHub``,
+``ConsultationNotFollowed``, ``GuestAccessRevoked``, ``PreviewWatched``, ``DeviceChecked``,
+``DeviceCheckFinished`` (the local API's device checks), and ``Missed`` (delivered only to a
+subscriber that fell behind). The hub (``events/hub.py``): ``EventSink``, ``EventHub``,
 ``EventSubscription``.
 
 Events carry IDs, states and codes only: never PHI, tokens or message text.
@@ -30,7 +31,10 @@ from telehealth_client.events.catalogue import (
     ChatStatusChanged,
     ChatWiped,
     ConsultationNotFollowed,
+    DeviceChecked,
+    DeviceCheckFinished,
     DeviceStatusReported,
+    DeviceVerdict,
     EmergencyAlert,
     EmergencyUpdated,
     EndpointIdle,
@@ -51,6 +55,7 @@ from telehealth_client.events.catalogue import (
     StateChanged,
     StateSaved,
     TokenExpiring,
+    TokenRefreshed,
 )
 from telehealth_client.events.hub import (
     DEFAULT_MAX_PENDING,
@@ -75,7 +80,10 @@ __all__ = [
     "ChatStatusChanged",
     "ChatWiped",
     "ConsultationNotFollowed",
+    "DeviceCheckFinished",
+    "DeviceChecked",
     "DeviceStatusReported",
+    "DeviceVerdict",
     "EmergencyAlert",
     "EmergencyUpdated",
     "EndpointIdle",
@@ -99,4 +107,5 @@ __all__ = [
     "StateChanged",
     "StateSaved",
     "TokenExpiring",
+    "TokenRefreshed",
 ]

@@ -106,6 +106,16 @@ class AccessRenewed:
 
 
 @dataclass(frozen=True)
+class TokenRefreshed:
+    """A fresh token replaced the one on the bus: on schedule, or after a 403 (``reason``
+    ``scheduled`` or ``access-denied``); ``ttl_minutes`` is its life. Never the token itself."""
+
+    kind: ClassVar[str] = "token-refreshed"
+    ttl_minutes: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class BusStatusChanged:
     kind: ClassVar[str] = "bus-status"
     status: ConnectionStatus
@@ -339,6 +349,39 @@ class GuestAccessRevoked:
     tokens: int
 
 
+# ``unknown``: the check ended without this device's verdict (it could not run).
+DeviceVerdict: TypeAlias = Literal["ok", "warn", "fail", "skipped", "unknown"]
+
+
+@dataclass(frozen=True)
+class DeviceChecked:
+    """One device's verdict in a device check the local API runs (``check_id``): ``device`` camera,
+    microphone or speaker, ``status`` ok, warn or fail. Names and levels stay in the check's report."""
+
+    kind: ClassVar[str] = "device-checked"
+    check_id: str
+    device: str
+    status: DeviceVerdict
+
+
+@dataclass(frozen=True)
+class DeviceCheckFinished:
+    """A device check or preflight the local API ran is over (``check``: ``devices`` or
+    ``preflight``): each device's verdict (``skipped`` when left out), the network verdict of a
+    preflight (``None`` for a device check), or ``error`` (a code) when it could not run.
+    ``status``: the worst device verdict; ``fail`` too when a preflight did not pass."""
+
+    kind: ClassVar[str] = "device-check-finished"
+    check_id: str
+    check: str
+    status: DeviceVerdict
+    camera: DeviceVerdict
+    microphone: DeviceVerdict
+    speaker: DeviceVerdict
+    network: NetworkVerdict | None = None
+    error: str | None = None
+
+
 @dataclass(frozen=True)
 class PreviewWatched:
     """Someone started (``watching``) or stopped watching a video ``preview`` (``local`` or
@@ -370,6 +413,7 @@ Event: TypeAlias = (
     | AccessDenied
     | AccessRenewing
     | AccessRenewed
+    | TokenRefreshed
     | BusStatusChanged
     | EndpointIdle
     | SessionClosed
@@ -392,5 +436,7 @@ Event: TypeAlias = (
     | ConsultationNotFollowed
     | GuestAccessRevoked
     | PreviewWatched
+    | DeviceChecked
+    | DeviceCheckFinished
     | Missed
 )

@@ -6,7 +6,7 @@
 - ``EventHub.subscribe(max_pending=...)``: an async iterator of events with its own bounded
   buffer. A slow subscriber loses its oldest events and then receives ``Missed(count)`` in their
   place; it never holds up the emitter or the other subscribers. Use it as an async context
-  manager or call ``close()`` to unsubscribe.
+  manager or call ``close()`` to unsubscribe; ``take_nowait()`` takes what it holds at once.
 - ``EventHub.close()``: ends every subscription (each drains what it already holds, then stops);
   later emits are ignored and later subscriptions end at once.
 """
@@ -78,6 +78,18 @@ class EventSubscription:
                 raise StopAsyncIteration
             self._wakeup.clear()
             await self._wakeup.wait()
+
+    def take_nowait(self) -> list[Event]:
+        """Everything this subscriber holds now, in order (``Missed`` first if it fell behind),
+        taken without waiting: for a reader that must be current at a given moment (a metrics
+        scrape folds what was emitted before it)."""
+        taken: list[Event] = []
+        if self._missed:
+            taken.append(Missed(self._missed))
+            self._missed = 0
+        taken.extend(self._pending)
+        self._pending.clear()
+        return taken
 
     async def __aenter__(self) -> EventSubscription:
         return self

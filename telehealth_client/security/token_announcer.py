@@ -3,7 +3,8 @@
 - ``TokenExpiring`` -> ``events.TokenExpiring`` (when the token runs out);
 - ``TokenRefreshFailed`` (the first failure of a streak) -> ``events.AccessRenewing``: the clinic
   cannot be reached, access is being renewed; the consultation, media and queued chat go on;
-- the ``TokenRefreshed`` that ends such a streak -> ``events.AccessRenewed``;
+- each ``TokenRefreshed`` -> ``events.TokenRefreshed`` (its life and why), and the one that ends
+  such a streak also -> ``events.AccessRenewed``;
 - ``TokenAccessDenied`` (a verdict) -> ``events.AccessDenied``.
 
 Events carry no token: times, counts and the refused operation only.
@@ -31,6 +32,7 @@ class TokenAnnouncer:
             self._renewing = True
             self._hub.emit(events.AccessRenewing(event.retry_in_seconds, event.expired))
         elif isinstance(event, tokens.TokenRefreshed):
+            self._hub.emit(events.TokenRefreshed(event.ttl_minutes, event.reason))
             if self._renewing:
                 self._renewing = False
                 self._hub.emit(events.AccessRenewed())

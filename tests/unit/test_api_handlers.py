@@ -79,3 +79,24 @@ async def test_a_kiosk_before_start_refuses_lifecycle_routes_with_409(
     response = await client.post("/v1/leave", headers=AUTH)
     body = await response.json()
     assert (response.status, body["error"], body["state"]) == (409, "not-started", "none")
+
+
+async def test_metrics_are_prometheus_text_behind_the_token(client: TestClient[object, object]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert (await client.get("/metrics")).status == 401
+    response = await client.get("/metrics", headers=AUTH)
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=")
+    families = {family.name for family in text_string_to_metric_families(await response.text())}
+    assert {"telehealth_calls", "telehealth_pubsub_status", "telehealth_device_checks"} <= families
+
+
+async def test_device_routes_answer_json_refusals_on_an_unstarted_kiosk(
+    client: TestClient[object, object],
+) -> None:
+    response = await client.get("/v1/device-checks/devchk-0", headers=AUTH)
+    assert (response.status, (await response.json())["error"]) == (404, "unknown-check")
+    response = await client.post("/v1/device-checks", json={"skip": ["camera", "lens"]}, headers=AUTH)
+    assert response.status == 422
+    assert [problem["field"] for problem in (await response.json())["fields"]] == ["skip.1"]
