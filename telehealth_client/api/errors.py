@@ -1,7 +1,7 @@
 """JSON error answers: every refusal is ``{"error": code, "message": text, "fields": [...]}``.
 
 ``fields`` names each failing field (``{"field": "patientId", "reason": "..."}``) on a 422; a 409
-also carries ``state`` (the consultation's state, or ``idle``) and a wrong-role 404 ``role``. Texts
+also carries ``state`` (the consultation's state, or ``idle``) and a wrong-role 409 ``role``. Texts
 hold no PHI, token or key: they are written here or are the product's own codes and reasons.
 
 Public API: ``ApiError(status, code, message, fields=(), **extra)``; ``error_middleware``;

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -21,17 +20,11 @@ from telehealth_client.config import load_settings
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.stack import DevStack
 from tests.support.cli import AGENT, Process, clean_environment, notified, notify_socket
+from tests.support.devstack_cli import Devstack
 
 
 async def start(*args: str, env: dict[str, str] | None = None) -> Process:
-    proc = await asyncio.create_subprocess_exec(
-        *AGENT,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})} if env is not None else None,
-    )
-    return Process(proc)
+    return await Process.spawn(*AGENT, *args, env={**os.environ, **env} if env is not None else None)
 
 
 # Agents write their state here, never to the default /var/lib/telehealth-agent of the machine.
@@ -110,12 +103,12 @@ async def test_run_connects_notifies_systemd_and_stops_cleanly_on_sigterm(
     with notify_socket(notify_path) as notify:
         env = agent_env(open_relay, NOTIFY_SOCKET=str(notify_path), **PROVIDER)
         process = await start("run", env=env)
-        await process.wait_for_line("bus status=connected")
+        await process.next_line("bus status=connected")
         await notified(notify, b"READY=1")
         await notified(notify, b"STATUS=pub/sub connected")
         assert open_relay.occupants("notification.dr-cli") == ["dr-cli"]
 
-        process.proc.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGTERM)
         code, out, err = await process.finish()
         await notified(notify, b"STOPPING=1")
     assert code == 0, err
@@ -126,8 +119,8 @@ async def test_run_connects_notifies_systemd_and_stops_cleanly_on_sigterm(
 async def test_run_reports_access_denied_without_a_token(open_relay: Relay) -> None:
     open_relay.enforce_access = True
     process = await start("run", env=agent_env(open_relay, **PROVIDER))
-    await process.wait_for_line("bus status=access-denied")
-    process.proc.send_signal(signal.SIGINT)
+    await process.next_line("bus status=access-denied")
+    process.send_signal(signal.SIGINT)
     code, _, _ = await process.finish()
     assert code == 0
 
@@ -181,7 +174,7 @@ async def test_an_idle_kiosk_asks_for_no_token_logs_no_warning_and_is_idle(
             }
             kiosk = await start("run", env=clean_environment(environment))
             ready = await notified(notify, b"READY=1")
-            kiosk.proc.send_signal(signal.SIGTERM)
+            kiosk.send_signal(signal.SIGTERM)
             code, out, err = await kiosk.finish()
         assert code == 0, err
         assert b"STATUS=idle" in ready
@@ -198,8 +191,8 @@ async def test_an_idle_kiosk_asks_for_no_token_logs_no_warning_and_is_idle(
         seen.clear()
         provider = {**dev_stack.agent_environment("dr-demo"), "TELEHEALTH_CLINIC_URL": clinic_url}
         cart = await start("run", env=clean_environment(provider))
-        await cart.wait_for_line("agent started role=provider user=dr-demo")
-        cart.proc.send_signal(signal.SIGTERM)
+        await cart.next_line("agent started role=provider user=dr-demo")
+        cart.send_signal(signal.SIGTERM)
         code, _, err = await cart.finish()
         assert code == 0, err
         # The audit sink's head as its trail opens, its token; then the trail's record of that
@@ -210,9 +203,9 @@ async def test_an_idle_kiosk_asks_for_no_token_logs_no_warning_and_is_idle(
 
 async def test_devstack_prints_working_settings_and_writes_the_env_file(tmp_path: Path) -> None:
     env_file = tmp_path / "dev.env"
-    process = await start("devstack", "--env-file", str(env_file), env=clean_environment({}))
-    await process.wait_for_line(f"# written to {env_file}", within=60)
-    printed = dict(line.strip().split("=", 1) for line in process.lines if line.startswith("TELEHEALTH_"))
+    process = await Devstack.spawn(*AGENT, "devstack", "--env-file", str(env_file), env=clean_environment({}))
+    await process.next_line(f"# written to {env_file}", within=60)
+    printed = process.kiosk_settings()
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     from_file = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
     assert from_file == printed
@@ -222,8 +215,7 @@ async def test_devstack_prints_working_settings_and_writes_the_env_file(tmp_path
 
     # The default provider's own settings, printed as a comment: its credential mints its tokens;
     # the kiosk's may not.
-    (comment,) = [line for line in process.lines if line.startswith("# provider dr-demo's agent:")]
-    provider = {**printed, **dict(word.split("=", 1) for word in comment.split() if "=" in word)}
+    provider = process.provider_settings("dr-demo")
     assert (provider["TELEHEALTH_USER_ID"], provider["TELEHEALTH_ROLE"]) == ("dr-demo", "provider")
     assert provider["TELEHEALTH_DEVICE_CREDENTIAL"] != printed["TELEHEALTH_DEVICE_CREDENTIAL"]
     assert load_settings(environ=provider).user_id == "dr-demo"
@@ -244,9 +236,7 @@ async def test_devstack_prints_working_settings_and_writes_the_env_file(tmp_path
                 statuses.append(answer.status)
     assert statuses == [200, 403]
 
-    process.proc.send_signal(signal.SIGINT)
-    code, _, err = await process.finish(within=30)
-    assert code == 0, err
+    await process.stop()  # SIGINT: it exits 0
 
 
 async def test_check_devices_through_the_agent_command(tmp_path: Path) -> None:
@@ -326,14 +316,11 @@ sys.exit(asyncio.run(run_until_signalled(start, stop)))
 
 
 async def test_a_second_signal_exits_at_once_when_draining_hangs() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", DRAIN_FOREVER, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    process = Process(proc)
-    await process.wait_for_line("started")
-    proc.send_signal(signal.SIGTERM)
-    await process.wait_for_line("draining")
-    proc.send_signal(signal.SIGTERM)
+    process = await Process.spawn(sys.executable, "-c", DRAIN_FOREVER)
+    await process.next_line("started")
+    process.send_signal(signal.SIGTERM)
+    await process.next_line("draining")
+    process.send_signal(signal.SIGTERM)
     code, _, _ = await process.finish(within=10)
     assert code == 1
 
@@ -356,10 +343,7 @@ sys.exit(asyncio.run(run_until_signalled(start, stop)))
 
 
 async def test_a_failing_start_exits_1_and_still_stops_without_logging_messages() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", FAILING_PARTS, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    code, out, err = await Process(proc).finish()
+    code, out, err = await (await Process.spawn(sys.executable, "-c", FAILING_PARTS)).finish()
     assert code == 1
     assert "start failed error=RuntimeError at " in out
     assert "stop failed error=ValueError at " in out

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from tests.support.devstack_cli import Devstack, devstack, started_devstacks
+from tests.support.devstack_cli import Devstack, devstack, running, started_devstacks
 
 pytestmark = pytest.mark.integration
 
@@ -27,12 +27,6 @@ async def started() -> AsyncIterator[list[Devstack]]:
     """Every devstack a test starts; any still running afterwards is killed."""
     async for processes in started_devstacks():
         yield processes
-
-
-async def running(started: list[Devstack], *args: str) -> Devstack:
-    process = await devstack(started, *args)
-    await process.wait_for_line("# state directory:")
-    return process
 
 
 async def post(settings: dict[str, str], path: str, body: dict[str, Any]) -> tuple[int, Any]:
@@ -91,7 +85,7 @@ async def test_a_state_dir_that_is_a_file_exits_2_naming_it(started: list[Devsta
 
 async def test_the_default_state_dir_is_fresh_and_removed_at_exit(started: list[Devstack]) -> None:
     process = await running(started)
-    line = process.lines[-1]
+    line = await process.state_line()
     assert line.endswith("(temporary, removed at exit)\n")
     state = Path(line.removeprefix("# state directory: ").rsplit(" (", 1)[0])
     assert (state / "keys.json").is_file()
@@ -105,7 +99,7 @@ async def test_a_state_dir_keeps_keys_and_the_token_ledger_across_a_restart(
 ) -> None:
     state = tmp_path / "state"
     first = await running(started, "--state-dir", str(state))
-    assert first.lines[-1] == f"# state directory: {state} (kept across restarts)\n"
+    assert await first.state_line() == f"# state directory: {state} (kept across restarts)\n"
     kiosk = first.kiosk_settings()
     assert (await post(kiosk, "/api/telemedicine/consent", CONSENT))[0] == 200
     status, grant = await post(
@@ -144,7 +138,7 @@ async def test_the_printout_names_each_staff_department_and_the_auditor(
 ) -> None:
     env_file = tmp_path / "dev.env"
     process = await devstack(started, "--env-file", str(env_file))
-    await process.wait_for_line(f"# written to {env_file}")
+    await process.next_line(f"# written to {env_file}")
     # Written whole, owner-only, and nothing else left beside it.
     lines, mode, names = await asyncio.to_thread(_written, env_file)
     assert lines == [f"{k}={v}" for k, v in process.kiosk_settings().items()]

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 
 from telehealth_devstack.demo.steps import SAMPLE_PHI
+from tests.support.cli import AGENT, Process, unset_environment
 
 pytestmark = pytest.mark.integration
 
-AGENT = [sys.executable, "-m", "telehealth_client"]
 WITHIN = 60.0  # the whole demo takes about a second; this only stops a hung one
 
 # Each step, in order, with what each agent must have said it saw.
@@ -122,24 +120,10 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 
 
 async def demo(*args: str, path: str | None = None) -> tuple[int, str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
+    env = unset_environment()
     if path is not None:
         env["PATH"] = path
-    proc = await asyncio.create_subprocess_exec(
-        *AGENT,
-        "demo",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), WITHIN)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    return proc.returncode or 0, out.decode(), err.decode()
+    return await (await Process.spawn(*AGENT, "demo", *args, env=env)).finish(WITHIN)
 
 
 def step_lines(out: str) -> list[tuple[float, str, str]]:
@@ -283,23 +267,16 @@ def alive(pid: int) -> bool:
 
 
 async def test_sigterm_mid_demo_stops_everything_it_started_and_exits_1() -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
-    proc = await asyncio.create_subprocess_exec(
-        *AGENT, "demo", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
-    )
-    assert proc.stdout is not None
+    process = await Process.spawn(*AGENT, "demo", env=unset_environment())
     try:
         # The stack step's line: coturn (a child process) is running from here on.
-        while not step_lines((await asyncio.wait_for(proc.stdout.readline(), WITHIN)).decode()):
-            pass
-        started = children(proc.pid)
+        await process.wait_line(lambda line: bool(step_lines(line)), WITHIN)
+        started = children(process.process.pid)
         assert started, "coturn should be a child of the demo"
-        proc.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(proc.communicate(), WITHIN)
+        process.send_signal(signal.SIGTERM)
+        _, _, err = await process.finish(WITHIN)
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 1
-    assert "telehealth-agent: demo: stopped by SIGTERM" in err.decode()
+        await process.kill()  # if it is still running
+    assert process.process.returncode == 1
+    assert "telehealth-agent: demo: stopped by SIGTERM" in err
     assert [child for child in started if alive(child)] == []

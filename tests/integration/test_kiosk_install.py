@@ -12,7 +12,6 @@ test PyPI, not the product.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import signal
@@ -59,15 +58,8 @@ class KioskInstall:
         return env
 
     async def start(self, *args: str, env: dict[str, str]) -> Process:
-        proc = await asyncio.create_subprocess_exec(
-            str(self.venv / "bin" / "telehealth-agent"),
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-            cwd=self.venv,  # not the checkout: nothing of it on the path by accident
-        )
-        return Process(proc)
+        # Not in the checkout: nothing of it on the path by accident.
+        return await Process.spawn(self.venv / "bin" / "telehealth-agent", *args, env=env, cwd=self.venv)
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +147,7 @@ async def test_run_from_the_kiosk_install_is_ready_and_stops_cleanly(
         )
         agent = await kiosk.start("run", env=env)
         ready = await notified(notify, b"READY=1", within=60.0)
-        agent.proc.send_signal(signal.SIGTERM)
+        agent.send_signal(signal.SIGTERM)
         code, out, err = await agent.finish()
     assert code == 0, err
     assert b"STATUS=idle" in ready

@@ -3,8 +3,6 @@ audit posts, kiosk audit events, what the sink holds, and trails opened and clos
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +23,7 @@ from telehealth_client.audit.trail import (
 from telehealth_client.protocol import messages
 from telehealth_client.security.clinic_client import ClinicClient
 from telehealth_devstack.stack import DevStack
-from tests.support.cli import AGENT, Process
+from tests.support.cli import AGENT, Process, unset_environment
 from tests.support.consultation import KIOSK, PROVIDER
 from tests.support.recorder import Recorder
 
@@ -157,22 +155,16 @@ class Trails:
 
 async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """``telehealth-agent audit ARGS`` with this device's settings unless ``env`` is given."""
-    base = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
-    proc = await asyncio.create_subprocess_exec(
-        *AGENT,
-        "audit",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**base, **(KEYED if env is None else env)},
+    process = await Process.spawn(
+        *AGENT, "audit", *args, env={**unset_environment(), **(KEYED if env is None else env)}
     )
-    return await Process(proc).finish()
+    return await process.finish()
 
 
 async def run_agent(state_dir: Path, settings: dict[str, str] | None = None) -> tuple[int, str, str]:
     """``telehealth-agent run`` on ``state_dir``; ``settings`` (a development stack's) replace the
     unreachable defaults."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
+    env = unset_environment()
     env.update(
         TELEHEALTH_USER_ID="kiosk-1",
         TELEHEALTH_STATE_DIR=str(state_dir),
@@ -187,10 +179,7 @@ async def run_agent(state_dir: Path, settings: dict[str, str] | None = None) -> 
         TELEHEALTH_API_TOKEN="start-api-token",
     )
     env.update(settings or {})
-    proc = await asyncio.create_subprocess_exec(
-        *AGENT, "run", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
-    )
-    return await Process(proc).finish()
+    return await (await Process.spawn(*AGENT, "run", env=env)).finish()
 
 
 async def four_delivered_two_waiting(trails: Trails, stack: DevStack, user_id: str | None = None) -> None:

@@ -1,4 +1,7 @@
-"""The ``telehealth-agent`` command as a child process whose stdout lines can be awaited."""
+"""The ``telehealth-agent`` command (and the tests' other scripts) as a child process whose stdout
+lines can be awaited: ``Process``, a ``tests.support.child.Child`` of text lines; ``AGENT``, the
+command; ``clean_environment`` (no ``TELEHEALTH_*`` of ours, a fresh state directory); the systemd
+notify socket (``notify_socket``, ``notified``)."""
 
 from __future__ import annotations
 
@@ -9,44 +12,45 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.support.child import Child
+
 AGENT = [sys.executable, "-m", "telehealth_client"]
 
 
-class Process:
-    """A child process whose stdout lines can be awaited one fragment at a time."""
+class Process(Child[str]):
+    """A child whose stdout lines are text (each with its newline), read in order by ``next_line``."""
 
     line_timeout = 20.0
     finish_timeout = 20.0
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        super().__init__(process)
+        self._read = 0  # lines before this index were passed over by next_line
 
-    async def wait_for_line(self, fragment: str, within: float | None = None) -> str:
-        async def read() -> str:
-            assert self.proc.stdout is not None
-            while True:
-                raw = await self.proc.stdout.readline()
-                if not raw:
-                    raise AssertionError(
-                        f"process ended before {fragment!r}; output:\n" + "".join(self.lines)
-                    )
-                line = raw.decode()
-                self.lines.append(line)
-                if fragment in line:
-                    return line
+    def parse(self, raw: bytes) -> str:
+        return raw.decode()
 
-        return await asyncio.wait_for(read(), within or self.line_timeout)
+    async def next_line(self, fragment: str, within: float | None = None) -> str:
+        """The next line holding ``fragment`` after the one it returned last: a test reads
+        repeated lines (one per item put, one per event recorded) one at a time, in order."""
+        index = await self.wait_index(lambda line: fragment in line, within, start=self._read)
+        self._read = index + 1
+        return self.lines[index]
 
-    async def finish(self, within: float | None = None) -> tuple[int, str, str]:
-        out, err = await asyncio.wait_for(self.proc.communicate(), within or self.finish_timeout)
-        return self.proc.returncode or 0, "".join(self.lines) + out.decode(), err.decode()
+
+def unset_environment() -> dict[str, str]:
+    """This process's environment without a ``TELEHEALTH_*`` setting or systemd's notify socket:
+    what a child is given before the settings a test means it to have."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("TELEHEALTH_") and key != "NOTIFY_SOCKET"
+    }
 
 
 def clean_environment(extra: dict[str, str]) -> dict[str, str]:
-    base = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
-    base.pop("NOTIFY_SOCKET", None)
-    return {**base, "TELEHEALTH_STATE_DIR": tempfile.mkdtemp(dir=STATE_ROOT.name), **extra}
+    """``unset_environment()`` with a fresh state directory, then ``extra``."""
+    return {**unset_environment(), "TELEHEALTH_STATE_DIR": tempfile.mkdtemp(dir=STATE_ROOT.name), **extra}
 
 
 async def notified(sock: socket.socket, field: bytes, within: float = 10.0) -> list[bytes]:

@@ -264,6 +264,10 @@ def sent(message_id: str) -> Callable[[Any], bool]:
     )
 
 
+def read(reader: str, up_to: str) -> Callable[[Any], bool]:
+    return lambda e: isinstance(e, events.ChatReadUpdated) and e.reader_id == reader and e.up_to_id == up_to
+
+
 # The kiosk's check-in for the consultation: ``patient.check_in(**CHECK_IN)``, and as an agent
 # child's command, ``child.command("check-in", **AGENT_CHECK_IN)``.
 CHECK_IN = {
@@ -288,6 +292,13 @@ def nurse_stack() -> DevStack:
     return DevStack(providers=(PROVIDER,), nurses=(NURSE,))
 
 
+async def checked_in(patient: PatientEndpoint, provider_hub: RecordingHub) -> ConsultationSession:
+    """The patient checks in (``CHECK_IN``), and the provider has seen it."""
+    session = await patient.check_in(**CHECK_IN)
+    await provider_hub.wait_state(ConsultationState.CHECKED_IN)
+    return session
+
+
 async def check_in_and_join(
     patient: PatientEndpoint,
     provider: ProviderEndpoint,
@@ -295,8 +306,7 @@ async def check_in_and_join(
     provider_hub: RecordingHub,
 ) -> ConsultationSession:
     """The patient checks in (``CHECK_IN``) and the provider joins: the consultation is connecting."""
-    session = await patient.check_in(**CHECK_IN)
-    await provider_hub.wait_state(ConsultationState.CHECKED_IN)
+    session = await checked_in(patient, provider_hub)
     await provider.join(CONSULTATION)
     await patient_hub.wait_state(ConsultationState.CONNECTING)
     return session
@@ -309,8 +319,7 @@ async def check_in_and_wait(
     provider_hub: RecordingHub,
 ) -> ConsultationSession:
     """The patient checks in (``CHECK_IN``) and is told its place in the queue: it is waiting."""
-    session = await patient.check_in(**CHECK_IN)
-    await provider_hub.wait_state(ConsultationState.CHECKED_IN)
+    session = await checked_in(patient, provider_hub)
     await provider.send_queue_updates()
     await patient_hub.wait_state(ConsultationState.WAITING)
     return session

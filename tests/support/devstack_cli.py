@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import signal
 from collections.abc import AsyncIterator
 
-from tests.support.cli import AGENT, Process
+from tests.support.cli import AGENT, Process, unset_environment
+
+STATE_LINE = "# state directory: "
 
 
 class Devstack(Process):
@@ -17,10 +17,14 @@ class Devstack(Process):
     line_timeout = 60.0
     finish_timeout = 30.0
 
-    async def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        code, _, err = await self.finish()
+    async def stop(self, within: float | None = None) -> None:
+        self.send_signal(signal.SIGINT)
+        code, _, err = await self.finish(within)
         assert code == 0, err
+
+    async def state_line(self) -> str:
+        """The ``# state directory:`` line, printed once the stack is up."""
+        return await self.wait_line(lambda line: line.startswith(STATE_LINE))
 
     def kiosk_settings(self) -> dict[str, str]:
         return dict(line.strip().split("=", 1) for line in self.lines if line.startswith("TELEHEALTH_"))
@@ -33,29 +37,16 @@ class Devstack(Process):
         }
 
 
-def _environment() -> dict[str, str]:
-    base = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
-    base.pop("NOTIFY_SOCKET", None)
-    return base
-
-
 async def devstack(started: list[Devstack], *args: str) -> Devstack:
-    proc = await asyncio.create_subprocess_exec(
-        *AGENT,
-        "devstack",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=_environment(),
-    )
-    process = Devstack(proc)
+    process = await Devstack.spawn(*AGENT, "devstack", *args, env=unset_environment())
     started.append(process)
     return process
 
 
 async def running(started: list[Devstack], *args: str) -> Devstack:
+    """A devstack, once it is up (it printed its state directory)."""
     process = await devstack(started, *args)
-    await process.wait_for_line("# state directory:")
+    await process.state_line()
     return process
 
 
@@ -64,6 +55,4 @@ async def started_devstacks() -> AsyncIterator[list[Devstack]]:
     processes: list[Devstack] = []
     yield processes
     for process in processes:
-        if process.proc.returncode is None:
-            process.proc.kill()
-            await process.proc.wait()
+        await process.kill()

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from telehealth_client.durable.outbox import Outbox, Outgoing
+from telehealth_client.durable.outbox import DenialHandler, Outbox, Outgoing
 from telehealth_client.pubsub.bus import Envelope
 from tests.support.bus import Inbox
 from tests.support.recorder import Recorder
@@ -49,6 +49,25 @@ def chat(text: str, channel: str = CHANNEL, consultation_id: str = CHANNEL, **fi
 
 
 OutboxFactory = Callable[..., Outbox]
+
+
+async def sending(
+    make_outbox: OutboxFactory,
+    bus: Any,
+    *items: Outgoing,
+    denials: DenialHandler | None = None,
+    **options: Any,
+) -> tuple[Outbox, Results]:
+    """An outbox (``options``: ``make_outbox``'s) opened with ``items`` put in it, in order, then
+    sending them on ``bus`` (``denials``: its Access Manager denial handler); what it reports goes
+    to the ``Results``."""
+    results = Results()
+    outbox = make_outbox(results, **options)
+    await outbox.open()
+    for item in items:
+        await outbox.put(item)
+    outbox.attach(bus, denials=denials)
+    return outbox, results
 
 
 async def everything_after(sentinel_bus: Any, inbox: Inbox, already: int) -> list[Envelope]:

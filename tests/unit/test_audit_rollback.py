@@ -126,6 +126,18 @@ async def refused_at_open(state_dir: Path, keys: ChainKeys = KEYS) -> DamagedSto
     return refused.value
 
 
+def store_put_back(state_dir: Path, copy: Path) -> None:
+    """The audit store of ``copy`` in place of ``state_dir``'s (the store only, no other file)."""
+    shutil.rmtree(store_path(state_dir).parent)
+    shutil.copytree(store_path(copy).parent, store_path(state_dir).parent)
+
+
+async def reported_and_refused(state_dir: Path, expected: str) -> None:
+    """The check reports ``expected``, and the trail refuses to open saying the same."""
+    assert reason(state_dir) == expected
+    assert (await refused_at_open(state_dir)).problem == expected
+
+
 # -- what each event carries --------------------------------------------------------------------------
 
 
@@ -211,15 +223,13 @@ async def test_an_older_copy_shorter_than_what_the_sink_acknowledged_is_reported
     copy_state(state_dir, older)
     await recorded(state_dir, 2)
     await acknowledged_by_sink(state_dir, range(3, 6), highest=5)
-    shutil.rmtree(store_path(state_dir).parent)
-    shutil.copytree(store_path(older).parent, store_path(state_dir).parent)  # the store only
+    store_put_back(state_dir, older)  # the store only
 
     expected = (
         "the trail ends at sequence 3 but the sink already acknowledged sequence 5: its last records "
         "were removed, or an older copy of the store was put back"
     )
-    assert reason(state_dir) == expected
-    assert (await refused_at_open(state_dir)).problem == expected
+    await reported_and_refused(state_dir, expected)
 
 
 async def test_an_older_copy_as_long_as_what_the_sink_acknowledged_is_reported_by_the_file(
@@ -231,15 +241,13 @@ async def test_an_older_copy_as_long_as_what_the_sink_acknowledged_is_reported_b
     copy_state(state_dir, older)
     await recorded(state_dir, 1)  # record 6: never delivered, lost with the rollback
     await acknowledged_by_sink(state_dir, range(3, 5), highest=4)
-    shutil.rmtree(store_path(state_dir).parent)
-    shutil.copytree(store_path(older).parent, store_path(state_dir).parent)
+    store_put_back(state_dir, older)
 
     expected = (
         "the store says the sink acknowledged up to sequence 2, audit-acknowledged.json says 4: "
         "an older copy of the store was put back (records made since are lost)"
     )
-    assert reason(state_dir) == expected
-    assert (await refused_at_open(state_dir)).problem == expected
+    await reported_and_refused(state_dir, expected)
 
 
 async def test_a_whole_state_directory_put_back_is_not_detected_without_the_sink(state_dir: Path) -> None:
@@ -313,14 +321,12 @@ async def test_another_devices_store_swapped_in_is_reported_and_refused(state_di
     await recorded(state_dir, 3)
     other = state_dir.parent / "other"
     await recorded(other, 5, ChainKeys("kiosk-2-device-credential-0123"), "kiosk-2")
-    shutil.rmtree(store_path(state_dir).parent)
-    shutil.copytree(store_path(other).parent, store_path(state_dir).parent)
+    store_put_back(state_dir, other)
     expected = (
         "the store is device kiosk-2's, not this device's (kiosk-1): either another device's store was put "
         "here, or user_id is not this device's ID"
     )
-    assert reason(state_dir) == expected
-    assert (await refused_at_open(state_dir)).problem == expected
+    await reported_and_refused(state_dir, expected)
 
 
 async def test_another_devices_store_relabelled_as_this_one_fails_at_its_first_record(

@@ -16,8 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from telehealth_client.protocol import messages as m
 from telehealth_client.protocol.messages import Drop, decode
-
-from .test_messages import AUDIT_SAMPLE, SAMPLES, UUID_A
+from tests.support.messages import AUDIT_SAMPLE, SAMPLES, UUID_A
 
 ID_TEXT = "must be 1-64 characters of letters, digits, '_' and '-'"
 

@@ -17,23 +17,23 @@ import pytest
 from telehealth_client.config import load_settings
 from telehealth_devstack.stack import DevStack
 from tests.support.api import KIOSK
-from tests.support.cli import AGENT, Process
+from tests.support.cli import AGENT, Process, unset_environment
 from tests.support.devstack_cli import Devstack, devstack, started_devstacks
 
 pytestmark = pytest.mark.integration
 
 
 def environment(stack: DevStack, state_dir: Path, **extra: str) -> dict[str, str]:
-    base = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
-    base.pop("NOTIFY_SOCKET", None)
-    return {**base, **stack.agent_environment(KIOSK), "TELEHEALTH_STATE_DIR": str(state_dir), **extra}
+    return {
+        **unset_environment(),
+        **stack.agent_environment(KIOSK),
+        "TELEHEALTH_STATE_DIR": str(state_dir),
+        **extra,
+    }
 
 
 async def start(env: dict[str, str]) -> Process:
-    proc = await asyncio.create_subprocess_exec(
-        *AGENT, "run", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
-    )
-    return Process(proc)
+    return await Process.spawn(*AGENT, "run", env=env)
 
 
 async def test_run_serves_the_api_logs_its_address_and_never_the_token(
@@ -42,7 +42,7 @@ async def test_run_serves_the_api_logs_its_address_and_never_the_token(
     env = environment(stack, tmp_path / "kiosk")
     token = env["TELEHEALTH_API_TOKEN"]
     agent = await start(env)
-    line = await agent.wait_for_line("local api listening address=")
+    line = await agent.next_line("local api listening address=")
     match = re.search(r"address=(http://127\.0\.0\.1:\d+)", line)
     assert match, line
     base = match.group(1)
@@ -54,7 +54,7 @@ async def test_run_serves_the_api_logs_its_address_and_never_the_token(
             assert (await response.json())["status"] == "idle"
         async with session.get(f"{base}/v1/status") as response:
             assert response.status == 401
-    agent.proc.send_signal(signal.SIGTERM)
+    agent.send_signal(signal.SIGTERM)
     code, out, err = await agent.finish()
     assert code == 0, err
     assert "local api stopped" in out
@@ -76,8 +76,8 @@ async def test_run_with_the_api_off_needs_no_token_and_serves_nothing(
     env = environment(stack, tmp_path / "kiosk", TELEHEALTH_API_ENABLED="false")
     del env["TELEHEALTH_API_TOKEN"]
     agent = await start(env)
-    await agent.wait_for_line("agent started role=patient")
-    agent.proc.send_signal(signal.SIGTERM)
+    await agent.next_line("agent started role=patient")
+    agent.send_signal(signal.SIGTERM)
     code, out, err = await agent.finish()
     assert code == 0, err
     assert "local api" not in out
@@ -111,7 +111,7 @@ async def test_devstack_writes_each_agents_api_token_to_a_credential_file(
 ) -> None:
     env_file = tmp_path / "dev.env"
     process = await devstack(devstacks, "--env-file", str(env_file), "--state-dir", str(tmp_path / "state"))
-    await process.wait_for_line("# written to")
+    await process.next_line("# written to")
     kiosk = process.kiosk_settings()
     assert "TELEHEALTH_API_TOKEN" not in kiosk  # the file's path, never the token itself
     assert kiosk["TELEHEALTH_API_PORT"] == "8470"

@@ -102,12 +102,18 @@ async def provider_bus(stack: DevStack, trails: Trails) -> PubNubBus:
     return bus
 
 
-async def test_events_are_published_on_the_audit_channel_in_order(stack: DevStack, trails: Trails) -> None:
-    # Nobody's token may read audit.{org}: the reader signs with the stack's secret key, as an admin.
+async def audit_channel_reader(stack: DevStack, trails: Trails) -> Inbox:
+    """What the organization's audit channel carries from now on. Nobody's token may read
+    audit.{org}: the reader signs with the stack's secret key, as an admin."""
     reader = PubNubBus(replace(bus_template(stack, "audit-reader"), secret_key=stack.keys.secret_key))
     trails._closers.append(reader.aclose)
     inbox = Inbox()
     await subscribed(reader, channels.audit(stack.organization_id), inbox)
+    return inbox
+
+
+async def test_events_are_published_on_the_audit_channel_in_order(stack: DevStack, trails: Trails) -> None:
+    inbox = await audit_channel_reader(stack, trails)
 
     sink = trails.clinic(user_id=PROVIDER)
     trail = await trails.trail(sink, user_id=PROVIDER)
@@ -130,10 +136,7 @@ async def test_events_are_published_on_the_audit_channel_in_order(stack: DevStac
 async def test_after_the_bus_is_detached_events_wait_for_the_next_bus(
     stack: DevStack, trails: Trails
 ) -> None:
-    reader = PubNubBus(replace(bus_template(stack, "audit-reader"), secret_key=stack.keys.secret_key))
-    trails._closers.append(reader.aclose)
-    inbox = Inbox()
-    await subscribed(reader, channels.audit(stack.organization_id), inbox)
+    inbox = await audit_channel_reader(stack, trails)
 
     sink = trails.clinic(user_id=PROVIDER)
     trail = await trails.trail(sink, user_id=PROVIDER)

@@ -10,8 +10,6 @@ and at the sink exactly once, the sink holds nothing else, and the chain verifie
 
 from __future__ import annotations
 
-import asyncio
-import os
 import random
 import sqlite3
 import sys
@@ -22,7 +20,7 @@ import pytest
 from telehealth_client.audit.trail import ChainKeys, read_status, store_path, verify_chain
 from telehealth_devstack.stack import DevStack
 from tests.support.audit import sink_events
-from tests.support.cli import Process
+from tests.support.cli import Process, unset_environment
 
 pytestmark = pytest.mark.integration
 
@@ -32,22 +30,11 @@ KILLS = 21
 
 
 def child_environment(stack: DevStack) -> dict[str, str]:
-    base = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
-    return {**base, **stack.agent_environment()}
+    return {**unset_environment(), **stack.agent_environment()}
 
 
 async def start(state_dir: Path, run: int, env: dict[str, str]) -> Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(CHILD),
-        str(state_dir),
-        str(run),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    return Process(proc)
+    return await Process.spawn(sys.executable, CHILD, str(state_dir), str(run), env=env, stdin=True)
 
 
 def reported(lines: list[str]) -> dict[int, str]:
@@ -87,26 +74,19 @@ async def test_events_survive_sigkill_at_random_points_and_reach_the_sink_exactl
     for run in range(KILLS):
         child = await start(state_dir, run, env)
         try:
-            await child.wait_for_line("open")
+            await child.next_line("open")
             queued = rng.randint(1, 8)
-            assert child.proc.stdin is not None
-            child.proc.stdin.write(b"go\n" * queued)
-            await child.proc.stdin.drain()
+            await child.write(b"go\n" * queued)
             for _ in range(rng.randint(0, queued)):
-                await child.wait_for_line("recorded ")
+                await child.next_line("recorded ")
         finally:
-            child.proc.kill()  # SIGKILL
-            await child.proc.wait()
-        assert child.proc.stdout is not None
-        rest = (await child.proc.stdout.read()).decode().splitlines()
-        merge(said, reported(child.lines + rest))
+            await child.kill()  # SIGKILL; then every line it wrote is in child.lines
+        merge(said, reported(child.lines))
 
     last = await start(state_dir, KILLS, env)
-    await last.wait_for_line("open")
-    assert last.proc.stdin is not None
-    last.proc.stdin.write(b"go\ngo\n")
-    last.proc.stdin.close()
-    code, out, err = await last.finish(within=40.0)
+    await last.next_line("open")
+    await last.write(b"go\ngo\n")
+    code, out, err = await last.finish(within=40.0)  # its stdin closed: it drains and exits
     assert (code, out.splitlines()[-1]) == (0, "drained"), err
     merge(said, reported(out.splitlines()))
 

@@ -27,7 +27,10 @@ from tests.support.consultation import (
     SPECIALIST,
     Parts,
     RecordingHub,
+    added,
     check_in_and_join,
+    read,
+    sent,
 )
 from tests.support.logs import LogLines
 
@@ -69,20 +72,6 @@ async def joined_pair(parts: Parts) -> Pair:
     patient = parts.patient(patient_hub, durable=kiosk_store)
     session = await check_in_and_join(patient, provider, patient_hub, provider_hub)
     return Pair(patient, provider, session, patient_hub, provider_hub, kiosk_store, provider_store)
-
-
-def added(sender: str) -> object:
-    return lambda e: isinstance(e, events.ChatMessageAdded) and e.sender_id == sender
-
-
-def sent(message_id: str) -> object:
-    return lambda e: (
-        isinstance(e, events.ChatStatusChanged) and e.message_id == message_id and e.status == "sent"
-    )
-
-
-def read(reader: str, up_to: str) -> object:
-    return lambda e: isinstance(e, events.ChatReadUpdated) and e.reader_id == reader and e.up_to_id == up_to
 
 
 async def test_chat_both_ways_in_order_with_read_receipts(parts: Parts) -> None:

@@ -211,6 +211,27 @@ async def checked_in_and_joined(parts: Parts, agent: AgentChild, provider_hub: R
     return provider
 
 
+async def each_sent_once_after(
+    agent: AgentChild,
+    queued_id: str,
+    text: str,
+    provider: Any,
+    provider_hub: RecordingHub,
+    stack: DevStack,
+) -> None:
+    """The patient ``agent`` sends ``text`` after the chat ``queued_id`` it was restarted with: both
+    are sent, each once and in that order, in its log, the provider's chat and the channel's history."""
+    after = await agent.command("chat", text=text)
+    await provider_hub.wait_for(added(PATIENT), count=2)
+    # The far end may show it before the publish's answer reached the sender: wait for that too.
+    await agent.wait_line(status_is("chat-status", after["id"], "sent"))
+    log = await agent.command("chat-log")
+    assert [(e["id"], e["status"]) for e in log["entries"]] == [(queued_id, "sent"), (after["id"], "sent")]
+    assert [e.id for e in provider.chat(CONSULTATION).entries] == [queued_id, after["id"]]
+    assert added_ids(provider_hub, PATIENT) == [queued_id, after["id"]]
+    assert stored_chat_ids(stack) == [queued_id, after["id"]]
+
+
 async def test_chat_queued_before_a_sigkill_is_sent_once_by_the_restarted_agent(
     parts: Parts, launch: Launch, tmp_path: Path
 ) -> None:
@@ -235,15 +256,7 @@ async def test_chat_queued_before_a_sigkill_is_sent_once_by_the_restarted_agent(
     assert shown.message_id == queued["id"]
     await second.wait_line(status_is("chat-status", queued["id"], "sent"))
     # A message after it: had the queued one been sent twice, the copy would have come first.
-    after = await second.command("chat", text="and I feel dizzy")
-    await provider_hub.wait_for(added(PATIENT), count=2)
-    # The far end may show it before the publish's answer reached the sender: wait for that too.
-    await second.wait_line(status_is("chat-status", after["id"], "sent"))
-    log = await second.command("chat-log")
-    assert [(e["id"], e["status"]) for e in log["entries"]] == [(queued["id"], "sent"), (after["id"], "sent")]
-    assert [e.id for e in provider.chat(CONSULTATION).entries] == [queued["id"], after["id"]]
-    assert added_ids(provider_hub, PATIENT) == [queued["id"], after["id"]]
-    assert stored_chat_ids(parts.stack) == [queued["id"], after["id"]]
+    await each_sent_once_after(second, queued["id"], "and I feel dizzy", provider, provider_hub, parts.stack)
     await second.stop()
     restarted_log = (tmp_path / "second.log").read_text()
     assert "chest hurts" not in restarted_log and "dizzy" not in restarted_log  # no chat text in logs
@@ -268,15 +281,10 @@ async def test_a_chat_publish_that_landed_just_before_the_sigkill_is_not_sent_ag
 
     second = await launch(parts.stack.relay.origin, "second.log")
     await second.wait_line(status_is("chat-status", queued["id"], "sent"))
-    after = await second.command("chat", text="is that all right?")
-    await provider_hub.wait_for(added(PATIENT), count=2)
-    # The far end may show it before the publish's answer reached the sender: wait for that too.
-    await second.wait_line(status_is("chat-status", after["id"], "sent"))
-    log = await second.command("chat-log")
-    assert [(e["id"], e["status"]) for e in log["entries"]] == [(queued["id"], "sent"), (after["id"], "sent")]
-    assert [e.id for e in provider.chat(CONSULTATION).entries] == [queued["id"], after["id"]]
-    assert added_ids(provider_hub, PATIENT) == [queued["id"], after["id"]]
-    assert stored_chat_ids(parts.stack) == [queued["id"], after["id"]]  # found in history, not sent again
+    # Found in history, not sent again:
+    await each_sent_once_after(
+        second, queued["id"], "is that all right?", provider, provider_hub, parts.stack
+    )
     await second.stop()
     restarted_log = (tmp_path / "second.log").read_text()
     assert f"outbox item found already sent id={queued['id']}" in restarted_log

@@ -11,13 +11,12 @@ from typing import Any
 
 import pytest
 
-from telehealth_client import events
 from telehealth_client.consultation.chat import ConsultationChat
 from telehealth_client.consultation.session import ConsultationSession
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
 from telehealth_devstack.stack import DevStack
-from tests.support.consultation import Parts, RecordingHub
+from tests.support.consultation import Parts, RecordingHub, added, read, sent
 from tests.support.interop import (
     CONSULTATION,
     DEPARTMENT,
@@ -36,20 +35,6 @@ pytestmark = pytest.mark.integration
 
 CHAT_KEYS = {"type", "id", "senderId", "senderRole", "text", "sentAt"}
 READ_KEYS = {"type", "id", "readerId", "upToId", "readAt"}
-
-
-def added(sender: str) -> Any:
-    return lambda e: isinstance(e, events.ChatMessageAdded) and e.sender_id == sender
-
-
-def sent(message_id: str) -> Any:
-    return lambda e: (
-        isinstance(e, events.ChatStatusChanged) and e.message_id == message_id and e.status == "sent"
-    )
-
-
-def read(reader: str, up_to: str) -> Any:
-    return lambda e: isinstance(e, events.ChatReadUpdated) and e.reader_id == reader and e.up_to_id == up_to
 
 
 def page_chats(provider: JsPeer) -> list[dict[str, Any]]:

@@ -210,6 +210,27 @@ async def the_call_goes_on_without(
     await received_at_least(patient_call, "video", patient_before["video"] + VIDEO_PER_SECOND)
 
 
+async def lost_mid_call(
+    parts: Parts, tmp_path: Path, media: MediaOptions, unplug: Callable[[], object], kind: str, reason: str
+) -> None:
+    """A call in progress with the patient's ``media``; ``unplug`` takes its ``kind`` device away: it
+    is reported with ``reason`` and the call goes on live without it, rebuilding nothing."""
+    patient, provider_call, patient_hub, provider_hub = await call_in_progress(parts, tmp_path, media)
+    patient_call = patient.call
+    assert patient_call is not None
+
+    unplug()
+    [failure] = await patient_hub.wait_for(failed(kind), within=WAIT)
+    assert failure == events.MediaFailed(CONSULTATION, kind, reason)
+    await the_call_goes_on_without(kind, provider_call, patient_call)
+    assert_nothing_rebuilt(patient_hub, provider_hub, failure)
+    # The call is live without it, and says which device it lost.
+    assert patient_call.status == events.CallStatusChanged(
+        CONSULTATION, "live", media=("audio", "video"), lost_devices=(kind,)
+    )
+    assert patient.state is S.IN_PROGRESS
+
+
 async def test_a_camera_unplugged_mid_call_is_reported_and_the_call_goes_on_with_audio(
     parts: Parts, tmp_path: Path
 ) -> None:
@@ -217,20 +238,9 @@ async def test_a_camera_unplugged_mid_call_is_reported_and_the_call_goes_on_with
     try:
         # Not a file to the media child: a device, read unpaced and never looped.
         media = patient_media(tmp_path, str(camera.path), camera_is_file=False)
-        patient, provider_call, patient_hub, provider_hub = await call_in_progress(parts, tmp_path, media)
-        patient_call = patient.call
-        assert patient_call is not None
-
-        camera.unplug()
-        [failure] = await patient_hub.wait_for(failed("video"), within=WAIT)
-        assert failure == events.MediaFailed(CONSULTATION, "video", "the camera stopped delivering frames")
-        await the_call_goes_on_without("video", provider_call, patient_call)
-        assert_nothing_rebuilt(patient_hub, provider_hub, failure)
-        # The call is live without it, and says which device it lost.
-        assert patient_call.status == events.CallStatusChanged(
-            CONSULTATION, "live", media=("audio", "video"), lost_devices=("video",)
+        await lost_mid_call(
+            parts, tmp_path, media, camera.unplug, "video", "the camera stopped delivering frames"
         )
-        assert patient.state is S.IN_PROGRESS
     finally:
         await camera.aclose()
 
@@ -244,20 +254,9 @@ async def test_a_microphone_failing_mid_call_is_reported_and_the_call_goes_on_wi
         media = MediaOptions(
             Devices(str(video), True, PipeMicrophone.NAME, PipeMicrophone.SPEAKER), microphone.env
         )
-        patient, provider_call, patient_hub, provider_hub = await call_in_progress(parts, tmp_path, media)
-        patient_call = patient.call
-        assert patient_call is not None
-
-        microphone.unplug()
-        [failure] = await patient_hub.wait_for(failed("audio"), within=WAIT)
-        assert failure == events.MediaFailed(CONSULTATION, "audio", "the microphone failed (PortAudioError)")
-        await the_call_goes_on_without("audio", provider_call, patient_call)
-        assert_nothing_rebuilt(patient_hub, provider_hub, failure)
-        # The call is live without it, and says which device it lost.
-        assert patient_call.status == events.CallStatusChanged(
-            CONSULTATION, "live", media=("audio", "video"), lost_devices=("audio",)
+        await lost_mid_call(
+            parts, tmp_path, media, microphone.unplug, "audio", "the microphone failed (PortAudioError)"
         )
-        assert patient.state is S.IN_PROGRESS
     finally:
         microphone.unplug()
 

@@ -11,7 +11,17 @@ from telehealth_devstack.relay import Relay
 from tests.integration.outbox.lossy_answers import LossyAnswers
 from tests.support.bus import BusFactory, Inbox, StatusLog, subscribed
 from tests.support.logs import LogLines
-from tests.support.outbox import CHANNEL, SENDER, WAIT, OutboxFactory, Results, chat, everything_after, ids
+from tests.support.outbox import (
+    CHANNEL,
+    SENDER,
+    WAIT,
+    OutboxFactory,
+    Results,
+    chat,
+    everything_after,
+    ids,
+    sending,
+)
 
 
 async def test_items_put_while_the_link_is_cut_arrive_once_in_order_as_soon_as_it_returns(
@@ -59,14 +69,11 @@ async def first_answer_lost(
     await subscribed(watcher, CHANNEL, inbox)
     async with LossyAnswers(relay) as lossy:
         bus = make_bus(SENDER, origin=lossy.origin, **sender)
-        results = Results()
-        outbox = make_outbox(results, backoff_min_seconds=0.05, backoff_max_seconds=0.2)
-        await outbox.open()
         lossy.lose_next_publish_answers(1, mode=mode)
         landed, after = chat(text), chat("next")
-        await outbox.put(landed)
-        await outbox.put(after)
-        outbox.attach(bus)
+        outbox, results = await sending(
+            make_outbox, bus, landed, after, backoff_min_seconds=0.05, backoff_max_seconds=0.2
+        )
         assert await outbox.wait_drained(WAIT)
         received = await everything_after(watcher, inbox, 2)
     assert lossy.lost == 1
@@ -177,13 +184,8 @@ async def test_an_unpublishable_item_fails_at_once_and_the_next_one_is_sent(
 ) -> None:
     watcher, inbox = make_bus("dr-lee"), Inbox()
     await subscribed(watcher, CHANNEL, inbox)
-    results = Results()
-    outbox = make_outbox(results)
-    await outbox.open()
     too_big, fine = chat("x" * 40_000), chat("fine")
-    await outbox.put(too_big)
-    await outbox.put(fine)
-    outbox.attach(make_bus(SENDER))
+    outbox, results = await sending(make_outbox, make_bus(SENDER), too_big, fine)
     await results.wait_for(2)
     assert results.failed == [(too_big, "not-publishable")]
     assert [item for item, _ in results.sent] == [fine]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from telehealth_client.pubsub.bus import AccessDeniedError
 from telehealth_devstack.relay import Relay
 from tests.support.bus import BusFactory, Inbox, grant, subscribed
-from tests.support.outbox import CHANNEL, SENDER, WAIT, OutboxFactory, Results, chat
+from tests.support.outbox import CHANNEL, SENDER, WAIT, OutboxFactory, chat, sending
 
 ELSEWHERE = f"notification.{SENDER}"
 
@@ -27,12 +27,8 @@ async def test_a_403_is_refreshed_once_and_then_the_item_is_sent(
         sender.set_token(fresh)
         return True
 
-    results = Results()
-    outbox = make_outbox(results)
-    await outbox.open()
     item = chat("after a refresh")
-    await outbox.put(item)
-    outbox.attach(sender, denials=refresh)
+    outbox, results = await sending(make_outbox, sender, item, denials=refresh)
     assert await outbox.wait_drained(WAIT)
     [envelope] = await inbox.wait_for(1)
     assert envelope.message["id"] == item.id
@@ -56,13 +52,8 @@ async def test_the_handlers_verdict_fails_the_item_and_sending_goes_on(
         # answer to that fresh token's refusal is its verdict.
         return len(refusals) == 1
 
-    results = Results()
-    outbox = make_outbox(results)
-    await outbox.open()
     refused, allowed = chat("refused"), chat("allowed", channel=ELSEWHERE)
-    await outbox.put(refused)
-    await outbox.put(allowed)
-    outbox.attach(sender, denials=refresh_then_verdict)
+    outbox, results = await sending(make_outbox, sender, refused, allowed, denials=refresh_then_verdict)
     assert await outbox.wait_drained(WAIT)
     assert results.failed == [(refused, "access-denied")]
     assert len(refusals) == 2
@@ -89,12 +80,8 @@ async def test_an_item_refused_again_after_a_refresh_is_sent_once_a_working_toke
         sender.set_token(tokens.pop(0))
         return True
 
-    results = Results()
-    outbox = make_outbox(results)
-    await outbox.open()
     item = chat("refused twice, then sent")
-    await outbox.put(item)
-    outbox.attach(sender, denials=renew)
+    outbox, results = await sending(make_outbox, sender, item, denials=renew)
     assert await outbox.wait_drained(WAIT)
     [envelope] = await inbox.wait_for(1)
     assert results.sent == [(item, envelope.timetoken)] and results.failed == []
@@ -112,12 +99,8 @@ async def test_a_handler_that_always_says_refreshed_is_cut_off_and_the_item_fail
         refusals.append(exc)
         return True
 
-    results = Results()
-    outbox = make_outbox(results)
-    await outbox.open()
     item = chat("never allowed")
-    await outbox.put(item)
-    outbox.attach(sender, denials=always)
+    _, results = await sending(make_outbox, sender, item, denials=always)
     await results.wait_for(1)
     assert results.failed == [(item, "access-denied")]
     assert len(refusals) == 16  # the bound: no endless loop of publish, 403, "refreshed"
@@ -127,11 +110,7 @@ async def test_without_a_denial_handler_the_first_403_fails_the_item(
     relay: Relay, make_bus: BusFactory, make_outbox: OutboxFactory
 ) -> None:
     relay.enforce_access = True
-    results = Results()
-    outbox = make_outbox(results)
-    await outbox.open()
     item = chat("no token")
-    await outbox.put(item)
-    outbox.attach(make_bus(SENDER))
+    _, results = await sending(make_outbox, make_bus(SENDER), item)
     await results.wait_for(1)
     assert results.failed == [(item, "access-denied")]

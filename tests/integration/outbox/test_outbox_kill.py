@@ -17,7 +17,7 @@ from telehealth_devstack.relay import Relay
 from tests.integration.outbox.lossy_answers import LossyAnswers
 from tests.support.bus import CIPHER_KEY, PUBLISH_KEY, SUBSCRIBE_KEY, BusFactory, Inbox, subscribed
 from tests.support.cli import Process
-from tests.support.outbox import CHANNEL, SENDER, WAIT
+from tests.support.outbox import CHANNEL, SENDER, WAIT, everything_after, ids
 
 ROOT = Path(__file__).resolve().parents[3]
 Spawn = Callable[..., Awaitable[Process]]
@@ -41,36 +41,36 @@ async def spawn(tmp_path: Path) -> AsyncIterator[Spawn]:
             "request_timeout_seconds": 5.0,
         }
         env = {**os.environ, "OUTBOX_CHILD_BUS": json.dumps(bus), "OUTBOX_CHILD_SECRET": CIPHER_KEY}
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.integration.outbox.outbox_child",
-            mode,
-            str(tmp_path / "outbox.sqlite3"),
-            *args,
-            cwd=ROOT,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        process = Process(proc)
+        child = "tests.integration.outbox.outbox_child"
+        database = str(tmp_path / "outbox.sqlite3")
+        process = await Process.spawn(sys.executable, "-m", child, mode, database, *args, cwd=ROOT, env=env)
         started.append(process)
         return process
 
     yield start
     for process in started:
-        if process.proc.returncode is None:
-            process.proc.kill()
-            await process.proc.wait()
+        await process.kill()
 
 
 async def kill(process: Process) -> None:
-    process.proc.send_signal(signal.SIGKILL)
-    assert await asyncio.wait_for(process.proc.wait(), WAIT) == -signal.SIGKILL
+    process.send_signal(signal.SIGKILL)
+    assert await process.exited(WAIT) == -signal.SIGKILL
 
 
 async def read_ids(process: Process, prefix: str, count: int) -> list[str]:
-    return [(await process.wait_for_line(prefix)).split()[1] for _ in range(count)]
+    return [(await process.next_line(prefix)).split()[1] for _ in range(count)]
+
+
+async def killed_while_putting(relay: Relay, spawn: Spawn, total: int, read: int) -> list[str]:
+    """A process puts ``total`` items while the relay is unreachable and is SIGKILLed once it printed
+    ``read`` of their ids: those ids, in the order put."""
+    async with CuttableLink(relay.origin) as link:
+        link.cut()  # the relay is unreachable for this process
+        putter = await spawn("put", link.origin, str(total), CHANNEL)
+        await putter.next_line("pending 0")
+        printed = await read_ids(putter, "put ", read)
+        await kill(putter)  # in the middle of putting, or just after
+    return printed
 
 
 async def test_items_put_before_a_sigkill_are_sent_once_by_the_next_process(
@@ -78,24 +78,16 @@ async def test_items_put_before_a_sigkill_are_sent_once_by_the_next_process(
 ) -> None:
     watcher, inbox = make_bus("dr-lee"), Inbox()
     await subscribed(watcher, CHANNEL, inbox)
-    async with CuttableLink(relay.origin) as link:
-        link.cut()  # the relay is unreachable for the first process
-        putter = await spawn("put", link.origin, "60", CHANNEL)
-        await putter.wait_for_line("pending 0")
-        printed = await read_ids(putter, "put ", 20)
-        await kill(putter)  # in the middle of putting
+    printed = await killed_while_putting(relay, spawn, 60, 20)  # in the middle of putting
 
     sender = await spawn("send", relay.origin)
-    pending = int((await sender.wait_for_line("pending ")).split()[1])
+    pending = int((await sender.next_line("pending ")).split()[1])
     assert pending >= len(printed)
     rc, out, err = await sender.finish(within=60)
     assert rc == 0, err
     assert "drained" in out
 
-    await watcher.publish(CHANNEL, {"type": "sentinel"})  # the channel is ordered: duplicates come first
-    received = await inbox.wait_for(pending + 1, within=WAIT)
-    assert received[-1].message == {"type": "sentinel"}
-    delivered = [envelope.message["id"] for envelope in received[:-1]]
+    delivered = ids(await everything_after(watcher, inbox, pending))  # duplicates come before the sentinel
     assert len(delivered) == len(set(delivered)) == pending
     assert delivered[: len(printed)] == printed  # every printed id, once, in the order put
 
@@ -105,29 +97,21 @@ async def test_a_sigkill_after_a_publish_landed_unanswered_does_not_send_it_twic
 ) -> None:
     watcher, inbox = make_bus("dr-lee"), Inbox()
     await subscribed(watcher, CHANNEL, inbox)
-    async with CuttableLink(relay.origin) as link:
-        link.cut()
-        putter = await spawn("put", link.origin, "40", CHANNEL)
-        await putter.wait_for_line("pending 0")
-        printed = await read_ids(putter, "put ", 40)
-        await kill(putter)
+    printed = await killed_while_putting(relay, spawn, 40, 40)
 
     async with LossyAnswers(relay) as lossy:
         # The sixth publish reaches the relay and is stored; its answer never comes back.
         lossy.lose_next_publish_answers(1, mode="hold", after=5)
         first = await spawn("send", lossy.origin)
-        await first.wait_for_line("pending 40")
+        await first.next_line("pending 40")
         await asyncio.wait_for(lossy.wait_lost(1), WAIT)
         await kill(first)  # the sixth item is still on disk, and in the channel's history
 
     second = await spawn("send", relay.origin)
-    pending = int((await second.wait_for_line("pending ")).split()[1])
+    pending = int((await second.next_line("pending ")).split()[1])
     assert pending >= len(printed) - 5
     rc, out, err = await second.finish(within=60)
     assert rc == 0, err
 
-    await watcher.publish(CHANNEL, {"type": "sentinel"})
-    received = await inbox.wait_for(len(printed) + 1, within=WAIT)
-    assert received[-1].message == {"type": "sentinel"}
-    assert [envelope.message["id"] for envelope in received[:-1]] == printed
+    assert ids(await everything_after(watcher, inbox, len(printed))) == printed
     assert f"sent {printed[5]}" in out  # found in history by the second process, not published again

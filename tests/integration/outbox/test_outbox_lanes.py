@@ -19,7 +19,7 @@ from telehealth_devstack.relay import Relay
 from tests.integration.outbox.in_flight import InFlightTap
 from tests.support.bus import CIPHER_KEY, BusFactory, Inbox, StatusLog
 from tests.support.logs import LogLines
-from tests.support.outbox import SENDER, WAIT, OutboxFactory, Results, chat
+from tests.support.outbox import SENDER, WAIT, OutboxFactory, Results, chat, sending
 
 DELAY = 0.2  # seconds the relay holds every request: long enough for publishes to overlap
 CONSULTATIONS = [f"consultation.dr-lee.pat-{n}" for n in range(1, 5)]
@@ -92,14 +92,9 @@ async def test_channels_are_in_flight_at_once_one_item_each_and_every_channel_ke
 ) -> None:
     watcher, inbox = await watching(make_bus, CHANNELS)
     items = interleaved(CHANNELS, per_channel=4)
-    results = Results()
     async with InFlightTap(relay) as tap:
         relay.set_delay(DELAY)
-        outbox = make_outbox(results)
-        await outbox.open()
-        for item in items:
-            await outbox.put(item)
-        outbox.attach(make_bus(SENDER, origin=tap.origin))
+        outbox, results = await sending(make_outbox, make_bus(SENDER, origin=tap.origin), *items)
         assert await outbox.wait_drained(WAIT)
     assert tap.most_per_channel == dict.fromkeys(CHANNELS, 1), "two items of one channel in flight"
     assert tap.most_at_once == len(CHANNELS)
@@ -131,16 +126,14 @@ async def test_answers_lost_on_several_channels_at_once_are_settled_in_history_a
 ) -> None:
     watcher, inbox = await watching(make_bus, CHANNELS)
     items = interleaved(CHANNELS, per_channel=3)
-    results = Results()
     async with InFlightTap(relay) as tap:
         relay.set_delay(DELAY)
-        outbox = make_outbox(results, backoff_min_seconds=0.05, backoff_max_seconds=0.2)
-        await outbox.open()
-        for item in items:
-            await outbox.put(item)
         # The first publish of every channel reaches the relay, which stores it; its answer is lost.
         tap.lose_next_publish_answers(len(CHANNELS), mode="drop")
-        outbox.attach(make_bus(SENDER, origin=tap.origin))
+        bus = make_bus(SENDER, origin=tap.origin)
+        outbox, results = await sending(
+            make_outbox, bus, *items, backoff_min_seconds=0.05, backoff_max_seconds=0.2
+        )
         assert await outbox.wait_drained(WAIT)
     assert tap.lost == len(CHANNELS)
     assert tap.most_per_channel == dict.fromkeys(CHANNELS, 1)
@@ -154,14 +147,12 @@ async def test_a_link_cut_with_several_channels_in_flight_delivers_every_item_on
 ) -> None:
     watcher, inbox = await watching(make_bus, CHANNELS)
     items = interleaved(CHANNELS, per_channel=3)
-    results = Results()
     async with InFlightTap(relay) as tap, CuttableLink(tap.origin) as link:
         relay.set_delay(DELAY)
-        outbox = make_outbox(results, backoff_min_seconds=0.05, backoff_max_seconds=0.2)
-        await outbox.open()
-        for item in items:
-            await outbox.put(item)
-        outbox.attach(make_bus(SENDER, origin=link.origin))
+        bus = make_bus(SENDER, origin=link.origin)
+        outbox, results = await sending(
+            make_outbox, bus, *items, backoff_min_seconds=0.05, backoff_max_seconds=0.2
+        )
         await asyncio.wait_for(tap.wait_in_flight(len(CHANNELS)), WAIT)
         link.cut()  # every channel's first publish is on its way: whether it lands is unknown
         for item in items[: len(CHANNELS)]:

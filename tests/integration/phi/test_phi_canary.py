@@ -33,8 +33,10 @@ from tests.support.consultation import (
     WAIT,
     Parts,
     RecordingHub,
+    added,
     bus_template,
     check_in_and_join,
+    sent,
 )
 from tests.support.phi import (
     Canary,
@@ -47,16 +49,6 @@ from tests.support.phi import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-def added(sender: str) -> Callable[[object], bool]:
-    return lambda e: isinstance(e, events.ChatMessageAdded) and e.sender_id == sender
-
-
-def sent(message_id: str) -> Callable[[object], bool]:
-    return lambda e: (
-        isinstance(e, events.ChatStatusChanged) and e.message_id == message_id and e.status == "sent"
-    )
 
 
 def read_by(reader: str) -> Callable[[object], bool]:

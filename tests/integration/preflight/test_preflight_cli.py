@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
 from devices import synthetic
 from telehealth_devstack.stack import DevStack
+from tests.support.cli import AGENT, Process, unset_environment
 from tests.support.preflight import kiosk_environment
 
-AGENT = [sys.executable, "-m", "telehealth_client"]
 WITHIN = 60.0
 
 
 async def preflight(environment: dict[str, str], *arguments: str) -> tuple[int, str, str]:
-    base = {key: value for key, value in os.environ.items() if not key.startswith("TELEHEALTH_")}
-    process = await asyncio.create_subprocess_exec(
-        *AGENT,
-        "preflight",
-        *arguments,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**base, **environment},
-    )
-    out, err = await asyncio.wait_for(process.communicate(), WITHIN)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    process = await Process.spawn(*AGENT, "preflight", *arguments, env={**unset_environment(), **environment})
+    return await process.finish(WITHIN)
 
 
 async def test_json_report_with_video_exits_0(stack: DevStack) -> None:
