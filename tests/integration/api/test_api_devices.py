@@ -306,7 +306,7 @@ async def test_the_whole_check_on_alsa_file_devices_in_telehealth_agent_run(
     )
     agent = Process(proc)
     try:
-        line = await agent.wait_for_line("local api listening address=", within=30.0)
+        line = await agent.next_line("local api listening address=", within=30.0)
         match = re.search(r"address=(http://127\.0\.0\.1:\d+)", line)
         assert match, line
         base, headers = match.group(1), {"Authorization": f"Bearer {token}"}
