@@ -2,14 +2,43 @@
 
 Hypothesis draws new examples on every run while we develop; in CI (``CI=true``) it draws the same
 ones every time, so a run's verdict never depends on the examples a random seed happened to pick.
+
+Tests whose verdict depends on real-time pacing (a call at its frame rate, a device at its sample
+rate, Chromium, retransmission timers) are marked ``realtime``: ``scripts/test.sh`` runs them one
+at a time, after the others ran two at a time, so another test's load never decides their verdict.
 """
 
 from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import settings
 
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 if os.environ.get("CI") == "true":
     settings.load_profile("ci")
+
+# Node ID prefixes of the real-time tests: whole folders, then single files or tests.
+REALTIME = (
+    "tests/integration/media/",
+    "tests/integration/interop/",
+    "tests/integration/preflight/",
+    "tests/integration/devices/",
+    "tests/integration/console/",
+    "tests/integration/api/test_api_call.py",
+    "tests/integration/api/test_api_consultation.py",
+    "tests/integration/api/test_api_devices.py",
+    "tests/integration/api/test_api_previews.py",
+    "tests/integration/api/test_technician_page.py",
+    "tests/integration/consultation/test_started_by_media.py",
+    "tests/integration/test_demo.py",
+    "tests/integration/test_cli.py::test_check_devices",
+    "tests/unit/test_ice_tuning.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(REALTIME):
+            item.add_marker(pytest.mark.realtime)
