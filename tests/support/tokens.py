@@ -10,10 +10,14 @@ import random
 import time
 from collections.abc import Callable
 
+import aiohttp
+
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient, TokenGrant
 from telehealth_client.security.tokens import TokenEvent, TokenKeeper
+from telehealth_devstack.clinic import Clinic
+from tests.support.clinic import ClinicApi, record_consent
 from tests.support.recorder import Recorder
 
 CIPHER_KEY = "tokens-test-cipher-key"
@@ -32,6 +36,12 @@ CONSULTATION = "consultation.dr-lee.patient-1"
 
 
 OTHER_CONSULTATION = "consultation.dr-lee.patient-2"  # another patient's: outside PATIENT's grant
+
+
+async def set_consent(clinic: Clinic, granted: bool) -> None:
+    """The kiosk records PATIENT's telehealth consent at ``clinic``, given or withdrawn."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        await record_consent(ClinicApi(session).at(clinic), PATIENT, granted=granted)
 
 
 class SharedClock:

@@ -11,7 +11,6 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import aiohttp
 import pytest
 
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
@@ -25,7 +24,6 @@ from tests.support.clinic import (
     PUBLISH_KEY,
     SECRET_KEY,
     SUBSCRIBE_KEY,
-    ClinicApi,
     ClinicFactory,
 )
 from tests.support.logs import attached
@@ -42,6 +40,7 @@ from tests.support.tokens import (
     SharedClock,
     TokenEvents,
     TokenLog,
+    set_consent,
 )
 
 
@@ -70,13 +69,7 @@ async def clinic(make_clinic: ClinicFactory, relay: Relay, clock: SharedClock) -
     started = await make_clinic(
         relay_origin=relay.origin, token_ttl_minutes={"patient": PATIENT_TTL_MINUTES}, clock=clock
     )
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        status, answer = (
-            await ClinicApi(session)
-            .at(started)
-            .post("/api/telemedicine/consent", {"patientId": PATIENT, "granted": True, "expiresAt": None})
-        )
-    assert status == 200, answer
+    await set_consent(started, granted=True)
     return started
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aiohttp
 import pytest
 
 from telehealth_client.pubsub.bus import AccessDeniedError
@@ -27,7 +26,7 @@ from telehealth_client.security.tokens import (
 )
 from telehealth_devstack.clinic import Clinic
 from telehealth_devstack.relay import Relay
-from tests.support.clinic import ClinicApi, ClinicFactory
+from tests.support.clinic import ClinicFactory
 from tests.support.tokens import (
     CONSULTATION,
     OTHER_CONSULTATION,
@@ -39,6 +38,7 @@ from tests.support.tokens import (
     RecordingSource,
     SharedClock,
     TokenLog,
+    set_consent,
 )
 
 WHO = f"user={PATIENT} role=patient"
@@ -58,16 +58,6 @@ async def refused_publish(bus: PubNubBus) -> AccessDeniedError:
 async def verdict(keeper: TokenKeeper, error: AccessDeniedError) -> bool:
     """The keeper's answer to a refused publish, within a bound: a keeper that never answers fails."""
     return await asyncio.wait_for(keeper.handle_access_denied(error), 5.0)
-
-
-async def set_consent(clinic: Clinic, granted: bool) -> None:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        status, answer = (
-            await ClinicApi(session)
-            .at(clinic)
-            .post("/api/telemedicine/consent", {"patientId": PATIENT, "granted": granted, "expiresAt": None})
-        )
-    assert status == 200, answer
 
 
 async def test_each_outcome_is_one_exact_log_line(
