@@ -86,11 +86,13 @@ async def test_chat_sent_while_the_relay_is_unreachable_arrives_once_in_order_bo
     patient_hub, provider_hub = RecordingHub(), RecordingHub()
     relay = parts.stack.relay.origin
     async with CuttableLink(relay) as patient_link, CuttableLink(relay) as provider_link:
-        provider_store = await parts.durable("provider-state", PROVIDER)
-        kiosk_store = await parts.durable("kiosk-state")
-        provider = await parts.provider(provider_hub, durable=provider_store, origin=provider_link.origin)
-        await parts.record_consent()
-        patient = parts.patient(patient_hub, durable=kiosk_store, origin=patient_link.origin)
+        built = await parts.durable_pair(
+            patient_hub,
+            provider_hub,
+            patient={"origin": patient_link.origin},
+            provider={"origin": provider_link.origin},
+        )
+        patient, provider = built.patient, built.provider
         await check_in_and_join(patient, provider, patient_hub, provider_hub)
         patient_chat, provider_chat = patient.chat, provider.chat(CONSULTATION)
         assert patient_chat is not None
