@@ -18,6 +18,7 @@ from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, PresenceEve
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.relay.client import sdk_client
+from telehealth_devstack.stack import DevStack
 from tests.support.child import Child
 
 PUBLISH_KEY = "pub-c-interop-test"
@@ -43,6 +44,12 @@ PEER_SCRIPT = JS_DIR / "peer.mjs"
 
 
 PROVIDER_SCRIPT = JS_DIR / "provider.mjs"
+
+
+BROWSER_SCRIPT = JS_DIR / "browser.mjs"  # headless Chromium driven by Playwright, one page per call
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's
 
 
 MIN_NODE = (22, 0, 0)
@@ -194,6 +201,31 @@ class ProviderPage:
     def __init__(self, driver: JsPeer, number: int) -> None:
         self.driver = driver
         self.number = number
+
+    @classmethod
+    async def open(cls, browser: JsPeer) -> ProviderPage:
+        """A new page in the browser driver."""
+        opened = await browser.call("open", within=STEP)
+        assert opened["event"] == "result", opened
+        return cls(browser, opened["page"])
+
+    async def start(self, stack: DevStack, **options: Any) -> Any:
+        """Start the call page as ``JS_PROVIDER`` with the settings of its cart on ``stack`` (it
+        fetches its standing token and TURN credentials, then starts the SDK); ``options``: more
+        start options. Its answer."""
+        settings = stack.agent_environment(JS_PROVIDER)
+        return await self.run(
+            "start",
+            origin=settings["TELEHEALTH_ORIGIN"],
+            publishKey=settings["TELEHEALTH_PUBLISH_KEY"],
+            subscribeKey=settings["TELEHEALTH_SUBSCRIBE_KEY"],
+            cipherKey=settings["TELEHEALTH_CIPHER_KEY"],
+            userId=JS_PROVIDER,
+            departmentId=settings["TELEHEALTH_DEPARTMENT_ID"],
+            clinicUrl=settings["TELEHEALTH_CLINIC_URL"],
+            clinicCredential=settings["TELEHEALTH_DEVICE_CREDENTIAL"],
+            **options,
+        )
 
     async def run(self, method: str, within: float = STEP, **args: Any) -> Any:
         answer = await self.driver.call("run", within=within, page=self.number, method=method, args=args)

@@ -20,11 +20,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.stack import DevStack
 from tests.support.interop import (
+    BROWSER_SCRIPT,
+    CHROMIUM,
     CIPHER_KEY,
     JS_DIR,
     JS_PROVIDER,
@@ -34,6 +37,7 @@ from tests.support.interop import (
     PROVIDER_SCRIPT,
     PUBLISH_KEY,
     SECRET_KEY,
+    STEP,
     SUBSCRIBE_KEY,
     WAIT,
     BusFactory,
@@ -173,3 +177,18 @@ async def js_provider(stack: DevStack, node: str) -> AsyncIterator[PeerFactory]:
         yield start
     finally:
         await asyncio.gather(*(provider.close() for provider in providers))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser(node: str) -> AsyncIterator[JsPeer]:
+    """One headless Chromium for a module of browser tests (``tests/js/browser.mjs``), on the
+    module's event loop; a missing chromium fails the module loudly (never skips)."""
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail("the browser call tests need Debian's chromium: run scripts/setup.sh --test")
+    driver = await start_node(node, BROWSER_SCRIPT, {"BROWSER_EXECUTABLE": CHROMIUM})
+    try:
+        started = await driver.event(lambda e: e["event"] in ("ready", "fatal"), within=STEP)
+        assert started["event"] == "ready", started
+        yield driver
+    finally:
+        await driver.close()
