@@ -59,18 +59,25 @@ async def relay() -> AsyncIterator[Relay]:
 
 
 @pytest.fixture
-async def make_bus(relay: Relay) -> AsyncIterator[bus_support.BusFactory]:
-    """Builds buses on the relay; every bus built is closed at the end of the test."""
+def bus_keys() -> bus_support.BusKeys:
+    """The keys of ``make_bus``'s buses: the plain relay's (folders with their own relay override it)."""
+    return bus_support.KEYS
+
+
+@pytest.fixture
+async def make_bus(relay: Relay, bus_keys: bus_support.BusKeys) -> AsyncIterator[bus_support.BusFactory]:
+    """``make_bus(user_id, **BusConfig fields)``: real buses on the relay (no token unless given,
+    quick reconnects); every bus built is closed at the end of the test."""
     buses: list[PubNubBus] = []
 
     def build(user_id: str, **overrides: Any) -> PubNubBus:
         config = BusConfig(
             user_id=user_id,
-            subscribe_key=bus_support.SUBSCRIBE_KEY,
-            publish_key=bus_support.PUBLISH_KEY,
+            subscribe_key=bus_keys.subscribe_key,
+            publish_key=bus_keys.publish_key,
             origin=relay.origin,
             ssl=False,
-            cipher_key=bus_support.CIPHER_KEY,
+            cipher_key=bus_keys.cipher_key,
             reconnect_min_seconds=0.05,
             reconnect_max_seconds=0.5,
             request_timeout_seconds=5.0,

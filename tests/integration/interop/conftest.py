@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.stack import DevStack
+from tests.support.bus import BusKeys
 from tests.support.interop import (
     BROWSER_SCRIPT,
     CHROMIUM,
@@ -40,7 +40,6 @@ from tests.support.interop import (
     STEP,
     SUBSCRIBE_KEY,
     WAIT,
-    BusFactory,
     JsPeer,
     PeerFactory,
     start_node,
@@ -65,30 +64,10 @@ async def relay(enforce_access: bool) -> AsyncIterator[Relay]:
 
 
 @pytest.fixture
-async def make_bus(relay: Relay) -> AsyncIterator[BusFactory]:
-    """``make_bus(user_id, token=...)``: PubNubBus clients on the relay, all closed after the test."""
-    buses: list[PubNubBus] = []
-
-    def build(user_id: str, *, token: str | None = None) -> PubNubBus:
-        bus = PubNubBus(
-            BusConfig(
-                user_id=user_id,
-                subscribe_key=SUBSCRIBE_KEY,
-                publish_key=PUBLISH_KEY,
-                origin=relay.origin,
-                ssl=False,
-                cipher_key=CIPHER_KEY,
-                token=token,
-                reconnect_min_seconds=0.05,
-                reconnect_max_seconds=0.5,
-                request_timeout_seconds=5.0,
-            )
-        )
-        buses.append(bus)
-        return bus
-
-    yield build
-    await asyncio.gather(*(bus.aclose() for bus in buses))
+def bus_keys() -> BusKeys:
+    """``make_bus(user_id, token=...)`` (tests/integration/conftest.py) builds its buses on this
+    folder's relay."""
+    return BusKeys(PUBLISH_KEY, SUBSCRIBE_KEY, CIPHER_KEY)
 
 
 @pytest.fixture(scope="session")
