@@ -11,8 +11,9 @@ import time
 from collections.abc import Callable
 
 import aiohttp
+import pytest
 
-from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
+from telehealth_client.pubsub.bus import AccessDeniedError, ConnectionStatus, Envelope, StatusChange
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient, TokenGrant
 from telehealth_client.security.tokens import TokenEvent, TokenKeeper
@@ -42,6 +43,12 @@ async def set_consent(clinic: Clinic, granted: bool) -> None:
     """The kiosk records PATIENT's telehealth consent at ``clinic``, given or withdrawn."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         await record_consent(ClinicApi(session).at(clinic), PATIENT, granted=granted)
+
+
+async def refused_publish(bus: PubNubBus) -> AccessDeniedError:
+    with pytest.raises(AccessDeniedError) as refused:
+        await bus.publish(OTHER_CONSULTATION, {"n": 1})  # another patient's: outside the grant
+    return refused.value
 
 
 class SharedClock:

@@ -13,7 +13,6 @@ import logging
 import pytest
 
 from telehealth_client.pubsub.bus import AccessDeniedError
-from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.clinic_client import TokenGrant
 from telehealth_client.security.tokens import (
     RefreshPolicy,
@@ -29,7 +28,6 @@ from telehealth_devstack.relay import Relay
 from tests.support.clinic import ClinicFactory
 from tests.support.tokens import (
     CONSULTATION,
-    OTHER_CONSULTATION,
     PATIENT,
     PROVIDER,
     BusFactory,
@@ -38,6 +36,7 @@ from tests.support.tokens import (
     RecordingSource,
     SharedClock,
     TokenLog,
+    refused_publish,
     set_consent,
 )
 
@@ -47,12 +46,6 @@ RETRY = "retry_in_seconds"
 
 def lines(token_log: TokenLog) -> list[str]:
     return [line for _, line in token_log.lines]
-
-
-async def refused_publish(bus: PubNubBus) -> AccessDeniedError:
-    with pytest.raises(AccessDeniedError) as refused:
-        await bus.publish(OTHER_CONSULTATION, {"n": 1})  # another patient's: outside the grant
-    return refused.value
 
 
 async def verdict(keeper: TokenKeeper, error: AccessDeniedError) -> bool:
