@@ -38,6 +38,7 @@ from tests.support.tokens import (
     RecordingSource,
     SharedClock,
     Statuses,
+    TokenEvents,
     TokenLog,
 )
 
@@ -61,12 +62,21 @@ class Conversation:
         return [envelope.message["n"] for envelope in self.inbox.items]
 
 
-async def subscribe_patient(bus: PubNubBus, provider: PubNubBus) -> tuple[Conversation, Statuses]:
+async def talking_patient(
+    make_bus: BusFactory, make_keeper: KeeperFactory, provider: PubNubBus
+) -> tuple[TokenEvents, Conversation, Statuses]:
+    """PATIENT's bus with its keeper started, subscribed to its consultation (connected) and one
+    message from ``provider`` received: the keeper's events, the conversation, the bus's statuses."""
+    bus = make_bus(PATIENT)
+    keeper, events = make_keeper(bus)
+    await keeper.start()
     statuses = Statuses(bus)
     inbox = Messages()
     await bus.subscribe([CONSULTATION], inbox)
     await statuses.wait_status(ConnectionStatus.CONNECTED)
-    return Conversation(provider, inbox), statuses
+    talk = Conversation(provider, inbox)
+    await talk.exchange()
+    return events, talk, statuses
 
 
 async def test_start_puts_the_clinics_token_on_the_bus(
@@ -88,11 +98,7 @@ async def test_start_puts_the_clinics_token_on_the_bus(
 async def test_refreshes_at_80_percent_of_the_ttl_and_the_subscription_never_notices(
     make_bus: BusFactory, make_keeper: KeeperFactory, provider_bus: PubNubBus, clock: SharedClock
 ) -> None:
-    bus = make_bus(PATIENT)
-    keeper, events = make_keeper(bus)
-    await keeper.start()
-    talk, statuses = await subscribe_patient(bus, provider_bus)
-    await talk.exchange()
+    events, talk, statuses = await talking_patient(make_bus, make_keeper, provider_bus)
     started = clock.now()
     # Token k is granted at 48k s (80 % of the 60 s TTL after token k-1) and expires at 48k + 60 s.
     for k in range(1, 4):
@@ -184,11 +190,7 @@ async def test_a_403_on_the_subscription_gets_one_refresh_and_the_subscription_r
     kiosk: RecordingSource,
     clock: SharedClock,
 ) -> None:
-    bus = make_bus(PATIENT)
-    keeper, events = make_keeper(bus)
-    await keeper.start()
-    talk, statuses = await subscribe_patient(bus, provider_bus)
-    await talk.exchange()
+    events, talk, statuses = await talking_patient(make_bus, make_keeper, provider_bus)
     provider = ClinicClient(clinic.url, CART_CREDENTIALS[PROVIDER])
     try:
         assert await provider.revoke_access(PATIENT, CONSULTATION) == 1
