@@ -39,7 +39,7 @@ from tests.support.consultation import Parts, RecordingHub
 from tests.support.interop import JS_PROVIDER, JsPeer, ProviderPage
 from tests.support.media import child_env
 
-from .live_frames import LiveVideo, tap_env, write_numbered_video
+from .live_frames import LiveVideo, kiosk_tap_env, write_numbered_video
 from .turn_faults import TurnFaults, iptables_unusable
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -141,7 +141,7 @@ async def call_under_way(
         env, devices = child_env(tmp_path, "patient")
         media = MediaOptions(
             dataclasses.replace(devices, camera=str(kiosk_camera), camera_is_file=True),
-            {**env, **tap_env(taps)},
+            {**env, **kiosk_tap_env(taps)},
         )
         hub = RecordingHub()
         await parts.record_consent(patient=patient_id)
