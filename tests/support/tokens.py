@@ -9,6 +9,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -152,3 +153,14 @@ class TokenLog(logging.Handler):
     async def wait_count(self, prefix: str, count: int, within: float = 10.0) -> list[tuple[float, str]]:
         await self.recorder.until(lambda: len(self.matching(prefix)) >= count, within)
         return self.matching(prefix)
+
+
+async def started_keeper(
+    make_bus: BusFactory, make_keeper: KeeperFactory, **options: Any
+) -> tuple[PubNubBus, TokenKeeper, TokenEvents]:
+    """PATIENT's bus with no token of its own and a keeper of its token (``make_keeper``'s
+    ``options``), started: it holds its first token."""
+    bus = make_bus(PATIENT)
+    keeper, events = make_keeper(bus, **options)
+    await keeper.start()
+    return bus, keeper, events

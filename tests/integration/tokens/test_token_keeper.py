@@ -40,6 +40,7 @@ from tests.support.tokens import (
     Statuses,
     TokenEvents,
     TokenLog,
+    started_keeper,
 )
 
 GRACE = RefreshPolicy().denial_grace_seconds
@@ -67,9 +68,7 @@ async def talking_patient(
 ) -> tuple[TokenEvents, Conversation, Statuses]:
     """PATIENT's bus with its keeper started, subscribed to its consultation (connected) and one
     message from ``provider`` received: the keeper's events, the conversation, the bus's statuses."""
-    bus = make_bus(PATIENT)
-    keeper, events = make_keeper(bus)
-    await keeper.start()
+    bus, _, events = await started_keeper(make_bus, make_keeper)
     statuses = Statuses(bus)
     inbox = Messages()
     await bus.subscribe([CONSULTATION], inbox)
@@ -237,9 +236,7 @@ async def test_a_subscription_still_refused_after_the_refresh_is_reported_once_a
 async def test_a_refused_publish_gets_one_refresh_then_access_denied(
     make_bus: BusFactory, make_keeper: KeeperFactory, kiosk: RecordingSource
 ) -> None:
-    bus = make_bus(PATIENT)
-    keeper, events = make_keeper(bus)
-    await keeper.start()
+    bus, keeper, events = await started_keeper(make_bus, make_keeper)
     with pytest.raises(AccessDeniedError) as first:
         await bus.publish(OTHER_CONSULTATION, {"n": 1})
     assert str(first.value) == "publish: access denied by Access Manager (HTTP 403)"
@@ -269,9 +266,7 @@ async def test_no_token_appears_in_any_log_record(
     for noisy in ("pubnub", "httpx", "httpcore"):
         caplog.set_level(logging.CRITICAL, logger=noisy)
     caplog.set_level(logging.DEBUG)
-    bus = make_bus(PATIENT)
-    keeper, events = make_keeper(bus)
-    await keeper.start()
+    bus, keeper, events = await started_keeper(make_bus, make_keeper)
     await clock.advance(48)
     await events.wait_kind("refreshed")
     with pytest.raises(AccessDeniedError) as refused:
@@ -311,9 +306,7 @@ async def test_a_refused_first_request_raises_and_leaves_nothing_running(
 async def test_aclose_cancels_and_awaits_the_refresh_task(
     make_bus: BusFactory, make_keeper: KeeperFactory
 ) -> None:
-    bus = make_bus(PATIENT)
-    keeper, _ = make_keeper(bus)
-    await keeper.start()
+    _, keeper, _ = await started_keeper(make_bus, make_keeper)
     (task,) = [task for task in asyncio.all_tasks() if task.get_name() == f"token-keeper-{PATIENT}"]
     with pytest.raises(RuntimeError, match="start\\(\\) may be called once"):
         await keeper.start()

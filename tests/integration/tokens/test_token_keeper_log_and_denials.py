@@ -38,6 +38,7 @@ from tests.support.tokens import (
     TokenLog,
     refused_publish,
     set_consent,
+    started_keeper,
 )
 
 WHO = f"user={PATIENT} role=patient"
@@ -63,9 +64,7 @@ async def test_each_outcome_is_one_exact_log_line(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="telehealth_client.security.tokens")
-    bus = make_bus(PATIENT)
-    keeper, events = make_keeper(bus)
-    await keeper.start()
+    bus, keeper, events = await started_keeper(make_bus, make_keeper)
     await clock.advance(48)  # 80 % of the 60 s TTL
     await events.wait_kind("refreshed")
     assert await verdict(keeper, await refused_publish(bus)) is True
@@ -119,9 +118,7 @@ async def test_a_refresh_after_a_403_that_cannot_reach_the_clinic_is_retried_and
 ) -> None:
     """No answer from the clinic is no verdict (issue 19): the refused publish waits for the token
     the retries bring once the clinic is back, and is then told to try again."""
-    bus = make_bus(PATIENT)
-    keeper, events = make_keeper(bus)
-    await keeper.start()
+    bus, keeper, events = await started_keeper(make_bus, make_keeper)
     port = clinic.port
     await clinic.stop()
     waiting = asyncio.ensure_future(keeper.handle_access_denied(await refused_publish(bus)))
@@ -150,9 +147,7 @@ async def test_a_refresh_after_a_403_that_cannot_reach_the_clinic_is_retried_and
 async def test_a_refresh_after_a_403_that_the_clinic_refuses_is_reported_at_once_with_its_own_reason(
     make_bus: BusFactory, make_keeper: KeeperFactory, clinic: Clinic, token_log: TokenLog
 ) -> None:
-    bus = make_bus(PATIENT)
-    keeper, events = make_keeper(bus)
-    await keeper.start()
+    bus, keeper, events = await started_keeper(make_bus, make_keeper)
     await set_consent(clinic, False)
     assert await verdict(keeper, await refused_publish(bus)) is False
     assert events.items[1:] == [
@@ -172,9 +167,7 @@ async def test_a_scheduled_refresh_the_clinic_refuses_is_a_verdict_at_once(
 ) -> None:
     """The clinic's 403 on a scheduled refresh is said while the token still works (the far end can
     still be told); a refresh that merely fails is not (the other tests)."""
-    bus = make_bus(PATIENT)
-    keeper, events = make_keeper(bus)
-    await keeper.start()
+    bus, _, events = await started_keeper(make_bus, make_keeper)
     await set_consent(clinic, False)
     await clock.advance(48)
     (denied,) = await events.wait_kind("access-denied")
@@ -287,9 +280,7 @@ async def test_a_403_on_a_token_that_merely_expired_is_refreshed_even_after_an_e
     """An earlier 403 was answered with a refresh (the episode stays open while the bus stays
     connected); the clinic then goes away and the token runs out. The 403 that follows is the
     token's age, not a verdict: the issue's kiosk ended the visit here."""
-    bus = make_bus(PATIENT)
-    keeper, events = make_keeper(bus)
-    await keeper.start()
+    bus, keeper, events = await started_keeper(make_bus, make_keeper)
     assert await verdict(keeper, await refused_publish(bus)) is True
     port = clinic.port
     await clinic.stop()
