@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -16,8 +16,14 @@ from telehealth_devstack.relay import Relay
 from telehealth_devstack.stack import DevStack
 from tests.support import bus as bus_support
 from tests.support import clinic as clinic_support
-from tests.support.agent_child import AgentChildren
-from tests.support.consultation import PROVIDER, SPECIALIST, Parts
+from tests.support.agent_child import AgentChild, AgentChildren, Launch
+from tests.support.consultation import (
+    PROVIDER,
+    SPECIALIST,
+    Parts,
+    patient_agent_environment,
+    provider_agent_environment,
+)
 from tests.support.logs import LogLines, attached
 
 
@@ -53,18 +59,25 @@ async def relay() -> AsyncIterator[Relay]:
 
 
 @pytest.fixture
-async def make_bus(relay: Relay) -> AsyncIterator[bus_support.BusFactory]:
-    """Builds buses on the relay; every bus built is closed at the end of the test."""
+def bus_keys() -> bus_support.BusKeys:
+    """The keys of ``make_bus``'s buses: the plain relay's (folders with their own relay override it)."""
+    return bus_support.KEYS
+
+
+@pytest.fixture
+async def make_bus(relay: Relay, bus_keys: bus_support.BusKeys) -> AsyncIterator[bus_support.BusFactory]:
+    """``make_bus(user_id, **BusConfig fields)``: real buses on the relay (no token unless given,
+    quick reconnects); every bus built is closed at the end of the test."""
     buses: list[PubNubBus] = []
 
     def build(user_id: str, **overrides: Any) -> PubNubBus:
         config = BusConfig(
             user_id=user_id,
-            subscribe_key=bus_support.SUBSCRIBE_KEY,
-            publish_key=bus_support.PUBLISH_KEY,
+            subscribe_key=bus_keys.subscribe_key,
+            publish_key=bus_keys.publish_key,
             origin=relay.origin,
             ssl=False,
-            cipher_key=bus_support.CIPHER_KEY,
+            cipher_key=bus_keys.cipher_key,
             reconnect_min_seconds=0.05,
             reconnect_max_seconds=0.5,
             request_timeout_seconds=5.0,
@@ -112,3 +125,34 @@ async def agent_children() -> AsyncIterator[AgentChildren]:
     children = AgentChildren()
     yield children
     await children.aclose()
+
+
+@pytest.fixture
+async def launch(parts: Parts, tmp_path: Path, agent_children: AgentChildren) -> AsyncIterator[Launch]:
+    """``await launch(origin=None, log_name=None, provider=False)``: the kiosk's patient agent as a
+    process on ``tmp_path/kiosk-state`` (with ``provider``, the provider's cart agent on
+    ``tmp_path/provider-state``), so that one started again resumes where the last one stopped;
+    reconnecting within 1 s, reaching the relay at ``origin`` (default: the stack's), its stderr
+    (logs) in ``tmp_path/log_name`` (default: dropped); stopped after the test."""
+    logs: list[IO[bytes]] = []
+
+    async def start(
+        origin: str | None = None, log_name: str | None = None, *, provider: bool = False
+    ) -> AgentChild:
+        if provider:
+            environment = provider_agent_environment(parts.stack, tmp_path / "provider-state")
+        else:
+            environment = patient_agent_environment(parts.stack, tmp_path / "kiosk-state")
+        environment["TELEHEALTH_RECONNECT_MAX_SECONDS"] = "1"
+        if origin is not None:
+            environment["TELEHEALTH_ORIGIN"] = origin
+        if log_name is None:
+            return await agent_children.start(environment)
+        log_file = (tmp_path / log_name).open("wb")
+        logs.append(log_file)
+        return await agent_children.start(environment, logs=log_file)
+
+    yield start
+    await agent_children.aclose()  # before their log files close
+    for log_file in logs:
+        log_file.close()

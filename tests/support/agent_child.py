@@ -11,7 +11,8 @@ stop()`` closes its stdin (the harness closes its agent and exits) and kills it 
 in time.
 
 ``AgentChildren``: the children a test started, each stopped at the end (``agent_children``
-fixture, ``tests/integration/conftest.py``); ``launcher(environment)`` starts one more on each call.
+fixture, ``tests/integration/conftest.py``). ``Launch``: the ``launch`` fixture's type there, which
+starts the kiosk's or the provider's agent again on the same state directory (a restart).
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from telehealth_client.protocol.messages import ConsultationState
 from tests.support.child import Child
@@ -122,10 +123,14 @@ class AgentChildren:
         self.started.append(child)
         return child
 
-    def launcher(self, environment: dict[str, str]) -> Callable[[], Awaitable[AgentChild]]:
-        """Starts one more child with ``environment`` each time it is called (a restart)."""
-        return lambda: self.start(environment)
-
     async def aclose(self) -> None:
         for child in self.started:
             await child.stop()
+
+
+class Launch(Protocol):
+    """Starts the kiosk's patient agent (or, with ``provider``, the provider's) once more."""
+
+    def __call__(
+        self, origin: str | None = None, log_name: str | None = None, *, provider: bool = False
+    ) -> Awaitable[AgentChild]: ...

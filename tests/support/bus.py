@@ -1,9 +1,11 @@
 """The bus tests' helpers: what a real PubNubBus received (Inbox), its status changes
-(StatusLog), and a subscription that is known to be live."""
+(StatusLog), a subscription that is known to be live, and the keys ``make_bus`` gives the buses it
+builds (``BusKeys``: the bus tests' own, ``KEYS``; a folder with its own relay has its own)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from pubnub.models.consumer.v3.channel import Channel
 
@@ -29,6 +31,18 @@ CIPHER_KEY = "bus-test-cipher-key"
 
 
 BusFactory = Callable[..., PubNubBus]
+
+
+@dataclass(frozen=True)
+class BusKeys:
+    """The relay's publish and subscribe keys and the cipher key the buses encrypt with."""
+
+    publish_key: str
+    subscribe_key: str
+    cipher_key: str
+
+
+KEYS = BusKeys(PUBLISH_KEY, SUBSCRIBE_KEY, CIPHER_KEY)
 
 
 class Inbox:

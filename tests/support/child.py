@@ -1,5 +1,6 @@
 """A child process driven from a test: the one harness under ``AgentChild`` (``agent_child.py``, a
-real Agent) and ``Process`` (``cli.py``, the ``telehealth-agent`` command and other scripts).
+real Agent), ``Process`` (``cli.py``, the ``telehealth-agent`` command and other scripts) and
+``JsPeer`` (``interop.py``, the PubNub JavaScript SDK in Node).
 
 ``Child`` owns the process, a reader task per piped output and the ``Recorder`` its stdout lines
 go into as they come (``parse`` makes each line an item: text for ``Process``, JSON for
@@ -33,6 +34,7 @@ T = TypeVar("T")
 class Child(Generic[T]):
     line_timeout = 30.0  # seconds; a class may change its own
     finish_timeout = 30.0
+    line_limit = 2**16  # bytes in one stdout line at the most (asyncio's default); a class may raise it
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
@@ -56,7 +58,13 @@ class Child(Generic[T]):
     ) -> Self:
         """Start ``argv`` with its stdout piped (and stdin, when asked); ``env`` None: ours."""
         process = await asyncio.create_subprocess_exec(
-            *argv, cwd=cwd, env=env, stdin=PIPE if stdin else None, stdout=PIPE, stderr=stderr
+            *argv,
+            cwd=cwd,
+            env=env,
+            stdin=PIPE if stdin else None,
+            stdout=PIPE,
+            stderr=stderr,
+            limit=cls.line_limit,
         )
         return cls(process)
 

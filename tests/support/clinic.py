@@ -147,11 +147,19 @@ def credential_for(body: dict[str, Any]) -> str:
     return KIOSK_CREDENTIAL
 
 
-async def grant_consent(api: ClinicApi, patient_id: str, expires_at: str | None = None) -> None:
-    """The kiosk records the patient's granted telehealth consent (the token server needs it)."""
-    body = {"patientId": patient_id, "granted": True, "expiresAt": expires_at}
+async def record_consent(
+    api: ClinicApi, patient_id: str, *, granted: bool, expires_at: str | None = None
+) -> None:
+    """The kiosk records the patient's telehealth consent, given or withdrawn (the token server
+    reads it)."""
+    body = {"patientId": patient_id, "granted": granted, "expiresAt": expires_at}
     status, answer = await api.post("/api/telemedicine/consent", body, credential=KIOSK_CREDENTIAL)
     assert status == 200, answer
+
+
+async def grant_consent(api: ClinicApi, patient_id: str, expires_at: str | None = None) -> None:
+    """The kiosk records the patient's granted telehealth consent (the token server needs it)."""
+    await record_consent(api, patient_id, granted=True, expires_at=expires_at)
 
 
 def audit_event(**overrides: Any) -> dict[str, Any]:

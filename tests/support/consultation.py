@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,16 @@ def bus_template(stack: DevStack, user_id: str) -> BusConfig:
     return stack.bus_config(
         user_id, reconnect_min_seconds=0.05, reconnect_max_seconds=0.5, request_timeout_seconds=5.0
     )
+
+
+@dataclass
+class DurablePair:
+    """The kiosk's patient and a provider, each with its own outbox and audit trail."""
+
+    patient: PatientEndpoint
+    provider: ProviderEndpoint
+    kiosk_store: Durable
+    provider_store: Durable
 
 
 class Parts:
@@ -215,6 +225,24 @@ class Parts:
         provider = await self.provider(provider_hub)
         await self.record_consent()
         return provider_hub, patient_hub, provider, self.patient(patient_hub)
+
+    async def durable_pair(
+        self,
+        patient_hub: RecordingHub,
+        provider_hub: RecordingHub,
+        *,
+        patient: dict[str, Any] | None = None,
+        provider: dict[str, Any] | None = None,
+    ) -> DurablePair:
+        """``consented_pair`` with an outbox and audit trail each: the provider started with its own
+        in ``provider-state``, the patient's consent recorded, the patient built with the kiosk's in
+        ``kiosk-state``; ``patient``, ``provider``: more options for either (``origin``, ``media``)."""
+        provider_store = await self.durable("provider-state", PROVIDER)
+        kiosk_store = await self.durable("kiosk-state")
+        started = await self.provider(provider_hub, durable=provider_store, **(provider or {}))
+        await self.record_consent()
+        built = self.patient(patient_hub, durable=kiosk_store, **(patient or {}))
+        return DurablePair(built, started, kiosk_store, provider_store)
 
     def raw_bus(self, user_id: str, token: str | None) -> PubNubBus:
         bus = PubNubBus(replace(bus_template(self.stack, user_id), token=token))

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -19,6 +18,8 @@ from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, PresenceEve
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.relay.client import sdk_client
+from telehealth_devstack.stack import DevStack
+from tests.support.child import Child
 
 PUBLISH_KEY = "pub-c-interop-test"
 
@@ -43,6 +44,12 @@ PEER_SCRIPT = JS_DIR / "peer.mjs"
 
 
 PROVIDER_SCRIPT = JS_DIR / "provider.mjs"
+
+
+BROWSER_SCRIPT = JS_DIR / "browser.mjs"  # headless Chromium driven by Playwright, one page per call
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's
 
 
 MIN_NODE = (22, 0, 0)
@@ -125,68 +132,41 @@ async def grant_token(
         await admin.stop()
 
 
-class JsPeer:
-    """The PubNub JavaScript SDK in a Node subprocess, driven over JSON lines."""
+class JsPeer(Child[Event]):
+    """The PubNub JavaScript SDK (or the browser driver) in a Node child, driven over JSON lines:
+    each stdout line is an event; each command, a line on its stdin, is answered by a ``result`` or
+    an ``error`` event carrying the command's id."""
+
+    line_timeout = WAIT
+    finish_timeout = 2.0  # seconds for the peer to leave once its stdin closes, then it is killed
+    line_limit = 1024 * 1024  # one event per line; a fetch answer with offers in it is long
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self._process = process
-        self.events: list[Event] = []
-        self._changed = asyncio.Condition()
-        self._stderr = bytearray()
+        super().__init__(process)
         self._next_id = 0
-        self._readers = [
-            asyncio.create_task(self._read_stdout(), name="js-peer-stdout"),
-            asyncio.create_task(self._read_stderr(), name="js-peer-stderr"),
-        ]
 
-    async def _read_stdout(self) -> None:
-        assert self._process.stdout is not None
-        async for line in self._process.stdout:
-            event = json.loads(line)
-            async with self._changed:
-                self.events.append(event)
-                self._changed.notify_all()
-        async with self._changed:
-            self.events.append({"event": "exited"})
-            self._changed.notify_all()
+    def parse(self, raw: bytes) -> Event:
+        event: Event = json.loads(raw)
+        return event
 
-    async def _read_stderr(self) -> None:
-        assert self._process.stderr is not None
-        async for line in self._process.stderr:
-            self._stderr.extend(line)
-            del self._stderr[:-4000]  # the tail is enough to say why it failed
+    @property
+    def events(self) -> list[Event]:
+        """Every event it wrote so far, in order."""
+        return self.lines
 
     async def event(self, predicate: Callable[[Event], bool], within: float = WAIT) -> Event:
         """The first event (seen so far or still to come) for which ``predicate`` holds."""
-
-        def match() -> Event | None:
-            for event in self.events:
-                if predicate(event):
-                    return event
-                if event["event"] == "exited":
-                    raise AssertionError(f"the Node peer exited; stderr: {self._stderr.decode()[-2000:]}")
-            return None
-
-        async def found() -> Event:
-            async with self._changed:
-                await self._changed.wait_for(lambda: match() is not None)
-                event = match()
-                assert event is not None
-                return event
-
         try:
-            return await asyncio.wait_for(found(), within)
+            return await self.wait_line(predicate, within)
         except TimeoutError:
-            seen = [e.get("event") for e in self.events]
+            seen = [e.get("event") for e in self.lines]
             raise AssertionError(f"no such event from the Node peer within {within}s; saw {seen}") from None
 
     async def call(self, op: str, within: float = WAIT, **fields: Any) -> Event:
         """Send a command and wait for its answer: a ``result`` or an ``error`` event."""
-        assert self._process.stdin is not None
         self._next_id += 1
         request_id = self._next_id
-        self._process.stdin.write(json.dumps({"op": op, "id": request_id, **fields}).encode() + b"\n")
-        await self._process.stdin.drain()
+        await self.write(json.dumps({"op": op, "id": request_id, **fields}).encode() + b"\n")
         return await self.event(lambda e: e.get("id") == request_id, within)
 
     async def subscribe(self, channels: list[str], *, with_presence: bool = False) -> Event:
@@ -195,18 +175,8 @@ class JsPeer:
         return await self.event(lambda e: e["event"] == "status" and e["category"] == "PNConnectedCategory")
 
     async def close(self) -> None:
-        process = self._process
-        if process.returncode is None and process.stdin is not None:
-            with contextlib.suppress(ConnectionError):
-                process.stdin.close()  # the peer leaves when its stdin closes
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(process.wait(), 2.0)
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        for reader in self._readers:
-            reader.cancel()
-        await asyncio.gather(*self._readers, return_exceptions=True)
+        """End the peer: it leaves when its stdin closes (killed when it does not in time)."""
+        await self.stop()
 
 
 PeerFactory = Callable[..., Awaitable[JsPeer]]
@@ -214,17 +184,9 @@ PeerFactory = Callable[..., Awaitable[JsPeer]]
 
 async def start_node(node: str, script: Path, env: dict[str, str]) -> JsPeer:
     """``script`` in Node with only ``env`` (and PATH): configuration never goes on the command line."""
-    process = await asyncio.create_subprocess_exec(
-        node,
-        str(script),
-        cwd=JS_DIR,
-        env={"PATH": os.environ.get("PATH", ""), **env},
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        limit=1024 * 1024,  # one event per line; a fetch answer with offers in it is long
+    return await JsPeer.spawn(
+        node, script, cwd=JS_DIR, env={"PATH": os.environ.get("PATH", ""), **env}, stdin=True
     )
-    return JsPeer(process)
 
 
 JS_PROVIDER = "dr-rivera"  # the provider app on the JS SDK; a provider in the stack's directory
@@ -239,6 +201,31 @@ class ProviderPage:
     def __init__(self, driver: JsPeer, number: int) -> None:
         self.driver = driver
         self.number = number
+
+    @classmethod
+    async def open(cls, browser: JsPeer) -> ProviderPage:
+        """A new page in the browser driver."""
+        opened = await browser.call("open", within=STEP)
+        assert opened["event"] == "result", opened
+        return cls(browser, opened["page"])
+
+    async def start(self, stack: DevStack, **options: Any) -> Any:
+        """Start the call page as ``JS_PROVIDER`` with the settings of its cart on ``stack`` (it
+        fetches its standing token and TURN credentials, then starts the SDK); ``options``: more
+        start options. Its answer."""
+        settings = stack.agent_environment(JS_PROVIDER)
+        return await self.run(
+            "start",
+            origin=settings["TELEHEALTH_ORIGIN"],
+            publishKey=settings["TELEHEALTH_PUBLISH_KEY"],
+            subscribeKey=settings["TELEHEALTH_SUBSCRIBE_KEY"],
+            cipherKey=settings["TELEHEALTH_CIPHER_KEY"],
+            userId=JS_PROVIDER,
+            departmentId=settings["TELEHEALTH_DEPARTMENT_ID"],
+            clinicUrl=settings["TELEHEALTH_CLINIC_URL"],
+            clinicCredential=settings["TELEHEALTH_DEVICE_CREDENTIAL"],
+            **options,
+        )
 
     async def run(self, method: str, within: float = STEP, **args: Any) -> Any:
         answer = await self.driver.call("run", within=within, page=self.number, method=method, args=args)

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from av import VideoFrame
 
 from devices import synthetic
@@ -24,14 +23,7 @@ from telehealth_client.media.consultation_call import ConsultationCall, MediaOpt
 from telehealth_client.media.worker import Devices
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_devstack.turn import TurnServer, turn_rest_credentials
-from tests.integration.media.numbered import (
-    BITS,
-    BLOCK,
-    HEIGHT,
-    WIDTH,
-    read,
-    write_numbered_video,
-)
+from tests.integration.media.numbered import block_centres, read, write_numbered_video
 from tests.support.consultation import (
     APPOINTMENT,
     CONSULTATION,
@@ -175,14 +167,8 @@ class Events:
 def strict_read(frame: VideoFrame) -> int:
     """The drawn number, or UNREADABLE when any block is not clearly black or white (a frame
     decoded against missing references smears blocks into grey)."""
-    image: Any = frame.to_ndarray(format="gray")
-    if image.shape != (HEIGHT, WIDTH):
-        image = np.asarray(frame.reformat(width=WIDTH, height=HEIGHT).to_ndarray(format="gray"))
     number = 0
-    for bit in range(BITS):
-        row, column = divmod(bit, 8)
-        y, x = 40 + row * (BLOCK + 20), 40 + column * (BLOCK + 20)
-        centre = float(image[y + 10 : y + BLOCK - 10, x + 10 : x + BLOCK - 10].mean())
+    for bit, centre in enumerate(block_centres(frame)):
         if 60.0 < centre < 196.0:
             return UNREADABLE
         if centre >= 196.0:

@@ -9,11 +9,17 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
-from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
+import aiohttp
+import pytest
+
+from telehealth_client.pubsub.bus import AccessDeniedError, ConnectionStatus, Envelope, StatusChange
 from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient, TokenGrant
 from telehealth_client.security.tokens import TokenEvent, TokenKeeper
+from telehealth_devstack.clinic import Clinic
+from tests.support.clinic import ClinicApi, record_consent
 from tests.support.recorder import Recorder
 
 CIPHER_KEY = "tokens-test-cipher-key"
@@ -32,6 +38,18 @@ CONSULTATION = "consultation.dr-lee.patient-1"
 
 
 OTHER_CONSULTATION = "consultation.dr-lee.patient-2"  # another patient's: outside PATIENT's grant
+
+
+async def set_consent(clinic: Clinic, granted: bool) -> None:
+    """The kiosk records PATIENT's telehealth consent at ``clinic``, given or withdrawn."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        await record_consent(ClinicApi(session).at(clinic), PATIENT, granted=granted)
+
+
+async def refused_publish(bus: PubNubBus) -> AccessDeniedError:
+    with pytest.raises(AccessDeniedError) as refused:
+        await bus.publish(OTHER_CONSULTATION, {"n": 1})  # another patient's: outside the grant
+    return refused.value
 
 
 class SharedClock:
@@ -135,3 +153,14 @@ class TokenLog(logging.Handler):
     async def wait_count(self, prefix: str, count: int, within: float = 10.0) -> list[tuple[float, str]]:
         await self.recorder.until(lambda: len(self.matching(prefix)) >= count, within)
         return self.matching(prefix)
+
+
+async def started_keeper(
+    make_bus: BusFactory, make_keeper: KeeperFactory, **options: Any
+) -> tuple[PubNubBus, TokenKeeper, TokenEvents]:
+    """PATIENT's bus with no token of its own and a keeper of its token (``make_keeper``'s
+    ``options``), started: it holds its first token."""
+    bus = make_bus(PATIENT)
+    keeper, events = make_keeper(bus, **options)
+    await keeper.start()
+    return bus, keeper, events

@@ -14,7 +14,6 @@ import json
 import shutil
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,11 +25,10 @@ from telehealth_client.audit.trail import (
     DamagedStoreError,
     LegacyChainKeys,
     acknowledgement_path,
-    audit_event,
     store_path,
     verify_chain,
 )
-from telehealth_client.protocol import messages
+from tests.support.audit import kiosk_event
 
 ORG = "org-test"
 DEVICE = "kiosk-1"
@@ -42,20 +40,6 @@ CIPHER_KEY = "organization-cipher-key-0123456789"
 HEAD_NOT_AUTHENTICATED = "does not verify under this device's credential"
 
 
-def event(number: int = 0, **overrides: Any) -> messages.AuditEvent:
-    fields: dict[str, Any] = {
-        "organization_id": ORG,
-        "actor_id": "pat-1",
-        "actor_role": "patient",
-        "resource_type": "device",
-        "resource_id": DEVICE,
-        "action": "check",
-        "metadata": {"number": number},
-    }
-    fields.update(overrides)
-    return audit_event("DEVICE_CHECK_COMPLETED", **fields)
-
-
 def trail_at(state_dir: Path, keys: ChainKeys = KEYS, device_id: str = DEVICE) -> AuditTrail:
     return AuditTrail(state_dir, keys=keys, device_id=device_id, organization_id=ORG, sink=None)
 
@@ -65,7 +49,7 @@ async def recorded(state_dir: Path, count: int, keys: ChainKeys = KEYS, device_i
     await trail.open()
     try:
         for number in range(count):
-            await trail.record(event(number))
+            await trail.record(kiosk_event(number, ORG))
     finally:
         await trail.aclose()
 
@@ -106,6 +90,19 @@ def delete_records_from(state_dir: Path, position: int) -> None:
 def copy_state(state_dir: Path, to: Path) -> None:
     """What someone with the directory keeps: every file, as it is now (the agent closed)."""
     shutil.copytree(state_dir, to)
+
+
+async def older_copy_taken(state_dir: Path, *, before: int, after: int, acknowledged_after: range) -> Path:
+    """``before`` records, the sink acknowledging the first two; a copy of the state directory taken
+    then (its path returned); then ``after`` more records and the sink acknowledging
+    ``acknowledged_after``."""
+    await recorded(state_dir, before)
+    await acknowledged_by_sink(state_dir, range(1, 3), highest=2)
+    older = state_dir.parent / "older"
+    copy_state(state_dir, older)
+    await recorded(state_dir, after)
+    await acknowledged_by_sink(state_dir, acknowledged_after, highest=acknowledged_after[-1])
+    return older
 
 
 @pytest.fixture
@@ -158,14 +155,14 @@ async def test_an_event_of_another_device_or_with_a_sequence_is_refused_and_noth
     trail = trail_at(state_dir)
     await trail.open()
     try:
-        other = event().model_copy(update={"device_id": "kiosk-2"})
+        other = kiosk_event(0, ORG).model_copy(update={"device_id": "kiosk-2"})
         with pytest.raises(ValueError, match=r"^deviceId: must be this trail's device$"):
             await trail.record(other)
-        numbered = event().model_copy(update={"sequence": 7})
+        numbered = kiosk_event(0, ORG).model_copy(update={"sequence": 7})
         with pytest.raises(ValueError, match=r"^sequence: is given by the trail"):
             await trail.record(numbered)
         assert trail.status().records == 0
-        assert await trail.record(event().model_copy(update={"device_id": DEVICE})) == 1
+        assert await trail.record(kiosk_event(0, ORG).model_copy(update={"device_id": DEVICE})) == 1
     finally:
         await trail.aclose()
 
@@ -217,12 +214,7 @@ async def test_an_empty_store_of_another_device_does_not_pass_as_this_ones(state
 
 
 async def test_an_older_copy_shorter_than_what_the_sink_acknowledged_is_reported(state_dir: Path) -> None:
-    await recorded(state_dir, 3)
-    await acknowledged_by_sink(state_dir, range(1, 3), highest=2)
-    older = state_dir.parent / "older"
-    copy_state(state_dir, older)
-    await recorded(state_dir, 2)
-    await acknowledged_by_sink(state_dir, range(3, 6), highest=5)
+    older = await older_copy_taken(state_dir, before=3, after=2, acknowledged_after=range(3, 6))
     store_put_back(state_dir, older)  # the store only
 
     expected = (
@@ -235,12 +227,8 @@ async def test_an_older_copy_shorter_than_what_the_sink_acknowledged_is_reported
 async def test_an_older_copy_as_long_as_what_the_sink_acknowledged_is_reported_by_the_file(
     state_dir: Path,
 ) -> None:
-    await recorded(state_dir, 5)
-    await acknowledged_by_sink(state_dir, range(1, 3), highest=2)
-    older = state_dir.parent / "older"
-    copy_state(state_dir, older)
-    await recorded(state_dir, 1)  # record 6: never delivered, lost with the rollback
-    await acknowledged_by_sink(state_dir, range(3, 5), highest=4)
+    # Record 6 is never delivered: lost with the rollback.
+    older = await older_copy_taken(state_dir, before=5, after=1, acknowledged_after=range(3, 5))
     store_put_back(state_dir, older)
 
     expected = (
@@ -253,12 +241,7 @@ async def test_an_older_copy_as_long_as_what_the_sink_acknowledged_is_reported_b
 async def test_a_whole_state_directory_put_back_is_not_detected_without_the_sink(state_dir: Path) -> None:
     """What the README says: the file and the store rolled back together are consistent; only
     the sink (``audit verify --against-sink``) can tell."""
-    await recorded(state_dir, 3)
-    await acknowledged_by_sink(state_dir, range(1, 3), highest=2)
-    older = state_dir.parent / "older"
-    copy_state(state_dir, older)
-    await recorded(state_dir, 2)
-    await acknowledged_by_sink(state_dir, range(3, 6), highest=5)
+    older = await older_copy_taken(state_dir, before=3, after=2, acknowledged_after=range(3, 6))
     assert verify_chain(older, KEYS, DEVICE).ok
 
 

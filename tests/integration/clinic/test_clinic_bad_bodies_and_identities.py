@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
-from typing import Any
 
 import pytest
 
@@ -20,8 +18,8 @@ from tests.support.clinic import (
     AUDITOR_CREDENTIAL,
     CART_CREDENTIALS,
     KIOSK_CREDENTIAL,
-    ORGANIZATION,
     ClinicApi,
+    audit_event,
     grant_consent,
 )
 
@@ -30,20 +28,15 @@ pytestmark = pytest.mark.integration
 NOT_A_PATIENT = "is a staff member's user ID, not a patient's"
 
 
-def audit_event(metadata: str) -> bytes:
+def provider_audit_event(metadata: str) -> bytes:
     """A provider's audit event whose ``metadata`` is the raw JSON text given."""
-    event: dict[str, Any] = {
-        "id": str(uuid.uuid4()),
-        "timestamp": "2026-11-22T14:03:07.123Z",
-        "eventType": "ACCESS_DENIED",
-        "severity": "info",
-        "organizationId": ORGANIZATION,
-        "actor": {"userId": "dr-lee", "role": "provider"},
-        "resource": {"type": "consultation", "id": "consultation.dr-lee.pat-1"},
-        "action": "subscribe",
-        "outcome": "failure",
-        "metadata": {},
-    }
+    event = audit_event(
+        eventType="ACCESS_DENIED",
+        actor={"userId": "dr-lee", "role": "provider"},
+        action="subscribe",
+        outcome="failure",
+        metadata={},
+    )
     return json.dumps(event).replace('"metadata": {}', f'"metadata": {metadata}').encode()
 
 
@@ -84,7 +77,7 @@ async def test_nan_and_infinity_are_refused_so_the_audit_sink_stays_readable_jso
     for constant in ("NaN", "Infinity", "-Infinity", "1e999"):
         status, answer = await api.post(
             "/api/audit-events",
-            raw=audit_event(f'{{"x": {constant}}}'),
+            raw=provider_audit_event(f'{{"x": {constant}}}'),
             credential=CART_CREDENTIALS["dr-lee"],
         )
         assert status == 400, (constant, answer)

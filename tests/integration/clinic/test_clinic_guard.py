@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import uuid
 from pathlib import Path
 
 import pytest
 
 from telehealth_devstack.clinic import Clinic
 from tests.support import raw_http
-from tests.support.clinic import ORGANIZATION, ClinicApi
+from tests.support.clinic import ClinicApi, audit_event
 
 pytestmark = pytest.mark.integration
 
@@ -77,20 +76,7 @@ async def test_an_internal_error_is_logged_by_type_and_place_without_its_message
             f"BEGIN SELECT RAISE(ABORT, 'disk says {MARKER}'); END"
         )
     caplog.set_level(logging.DEBUG)
-    event = {
-        "id": str(uuid.uuid4()),
-        "timestamp": "2026-11-22T14:03:07.123Z",
-        "eventType": "CONSULTATION_SESSION_START",
-        "severity": "info",
-        "organizationId": ORGANIZATION,
-        "actor": {"userId": "pat-1", "role": "patient"},
-        "resource": {"type": "consultation", "id": "consultation.dr-lee.pat-1"},
-        "action": "join",
-        "outcome": "success",
-        "metadata": {},
-    }
-
-    status, answer = await http.at(offline_clinic).post("/api/audit-events", event)
+    status, answer = await http.at(offline_clinic).post("/api/audit-events", audit_event())
 
     assert (status, answer["field"], answer["reason"]) == (500, "server", "internal error")
     (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]

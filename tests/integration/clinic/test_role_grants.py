@@ -16,7 +16,7 @@ nurse, pat-1 is dr-lee's patient; the clinic's organization is ``ORGANIZATION``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from pubnub.endpoints.pubsub.subscribe import Subscribe
@@ -90,16 +90,57 @@ PROBES = [
     "audit.another-org",
 ]
 USERS = ["pat-1", "pat-2", "dr-lee", "dr-okafor", "nurse-1"]
+T = TypeVar("T")
 
 # -- the table, by hand ------------------------------------------------------------------------
 
+
+def consultation_channels(consultation: str, read_write: T, read: T) -> dict[str, T]:
+    """A consultation's chat, video and files channels (``read_write``) and their presence
+    channels (``read``): the rows every role that reaches a consultation has."""
+    channels = [consultation, f"{consultation}.video", f"{consultation}.files"]
+    return {**dict.fromkeys(channels, read_write), **{f"{channel}-pnpres": read for channel in channels}}
+
+
+def standing_provider_channels(provider: str, department: str) -> dict[str, Any]:
+    """A provider's standing token's channels, as a parsed token lists them."""
+    return {
+        f"notification.{provider}": R,
+        f"notification.{provider}-pnpres": R,
+        f"waiting-room.{provider}": RW,
+        f"waiting-room.{provider}-pnpres": R,
+        f"queue.{department}": RW,
+        f"presence.providers.{department}": RW,
+        f"presence.providers.{department}-pnpres": R,
+        f"emergency.{department}": RW,
+        AUDIT: W,
+    }
+
+
+def standing_provider_patterns(provider: str, department: str) -> dict[str, Any]:
+    """A provider's standing token's channel patterns: its own consultations, its queue's
+    sub-channels, anyone's notifications."""
+    return {
+        NOTIFY_ANYONE: W,
+        rf"^queue\.{department}\..*$": RW,
+        rf"^consultation\.{provider}\..*$": RW,
+        rf"^consultation\.{provider}\..*-pnpres$": R,
+    }
+
+
+STANDING_NURSE_CHANNELS = {
+    "notification.nurse-1": R,
+    "notification.nurse-1-pnpres": R,
+    "queue.cardiology": RWGU,
+    "presence.providers.cardiology": R,
+    "presence.providers.cardiology-pnpres": R,
+    "emergency.cardiology": RW,
+    AUDIT: W,
+}
+NURSE_PATTERNS = {NOTIFY_ANYONE: W, r"^queue\.cardiology\..*$": RWGU}
+
 PATIENT_ACCESS = {
-    CONSULTATION: "rw",
-    f"{CONSULTATION}.video": "rw",
-    f"{CONSULTATION}.files": "rw",
-    f"{CONSULTATION}-pnpres": "r",
-    f"{CONSULTATION}.video-pnpres": "r",
-    f"{CONSULTATION}.files-pnpres": "r",
+    **consultation_channels(CONSULTATION, "rw", "r"),
     "waiting-room.dr-lee": "w",
     "notification.pat-1": "r",
     "notification.pat-1-pnpres": "r",
@@ -110,12 +151,7 @@ PATIENT_APP_CONTEXT = {"pat-1": "get"}
 
 STANDING_PROVIDER_ACCESS = {
     # its own consultations, by pattern (presence channels included)
-    CONSULTATION: "rw",
-    f"{CONSULTATION}.video": "rw",
-    f"{CONSULTATION}.files": "rw",
-    f"{CONSULTATION}-pnpres": "r",
-    f"{CONSULTATION}.video-pnpres": "r",
-    f"{CONSULTATION}.files-pnpres": "r",
+    **consultation_channels(CONSULTATION, "rw", "r"),
     "consultation.dr-lee.pat-2": "rw",
     "consultation.dr-lee.pat-2-pnpres": "r",
     "waiting-room.dr-lee": "rw",
@@ -153,12 +189,7 @@ INVITED_PROVIDER_ACCESS = {
     "emergency.er": "rw",
     AUDIT: "w",
     # ... plus the one consultation it was invited to, and nothing else of dr-lee's.
-    CONSULTATION: "rw",
-    f"{CONSULTATION}.video": "rw",
-    f"{CONSULTATION}.files": "rw",
-    f"{CONSULTATION}-pnpres": "r",
-    f"{CONSULTATION}.video-pnpres": "r",
-    f"{CONSULTATION}.files-pnpres": "r",
+    **consultation_channels(CONSULTATION, "rw", "r"),
 }
 INVITED_PROVIDER_APP_CONTEXT = {"dr-okafor": "get update"}
 
@@ -180,12 +211,7 @@ NURSE_APP_CONTEXT = {"nurse-1": "get"}
 
 NURSE_WITH_CONSULTATION_ACCESS = {
     **STANDING_NURSE_ACCESS,
-    CONSULTATION: "rw",
-    f"{CONSULTATION}.video": "rw",
-    f"{CONSULTATION}.files": "rw",
-    f"{CONSULTATION}-pnpres": "r",
-    f"{CONSULTATION}.video-pnpres": "r",
-    f"{CONSULTATION}.files-pnpres": "r",
+    **consultation_channels(CONSULTATION, "rw", "r"),
     "waiting-room.dr-lee": "rw",
     "waiting-room.dr-lee-pnpres": "r",
 }
@@ -274,9 +300,21 @@ async def observed_app_context(client: PubNubAsyncio) -> dict[str, str]:
     return {user: allowed for user, allowed in observed.items() if allowed}
 
 
+async def staff_token(
+    api: ClinicApi, make_client: ClientFactory, user: str, role: str, department: str, **context: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The token a staff member's own cart gets: the clinic's answer and the token as parsed."""
+    answer = await token_for(
+        api, CART_CREDENTIALS[user], userId=user, role=role, departmentId=department, **context
+    )
+    return answer, parse(make_client("inspector"), answer["token"])
+
+
 async def assert_works_exactly_as_the_table(
-    client: PubNubAsyncio, access: Mapping[str, str], app: Mapping[str, str]
+    make_client: ClientFactory, owner: str, token: str, access: Mapping[str, str], app: Mapping[str, str]
 ) -> None:
+    """``owner``'s client with ``token`` can use exactly ``access`` and ``app`` of the probes."""
+    client = make_client(owner, token=token)
     assert await observed_access(client) == dict(access)
     assert await observed_app_context(client) == dict(app)
 
@@ -302,12 +340,7 @@ async def test_patient_token(
 
     assert (answer["ttlMinutes"], token["ttl"], token["authorized_uuid"]) == (15, 15, "pat-1")
     assert token["resources"]["channels"] == {
-        CONSULTATION: RW,
-        f"{CONSULTATION}.video": RW,
-        f"{CONSULTATION}.files": RW,
-        f"{CONSULTATION}-pnpres": R,
-        f"{CONSULTATION}.video-pnpres": R,
-        f"{CONSULTATION}.files-pnpres": R,
+        **consultation_channels(CONSULTATION, RW, R),
         "waiting-room.dr-lee": W,
         "notification.pat-1": R,
         "notification.pat-1-pnpres": R,
@@ -327,41 +360,20 @@ async def test_patient_token(
         "auditChannel": AUDIT,
     }
 
-    patient = make_client("pat-1", token=answer["token"])
-    await assert_works_exactly_as_the_table(patient, PATIENT_ACCESS, PATIENT_APP_CONTEXT)
+    await assert_works_exactly_as_the_table(
+        make_client, "pat-1", answer["token"], PATIENT_ACCESS, PATIENT_APP_CONTEXT
+    )
     await assert_bound_to(make_client, answer["token"], "pat-1", "pat-2", CONSULTATION)
 
 
 async def test_standing_provider_token(
     world: Relay, clinic: Clinic, http: ClinicApi, make_client: ClientFactory
 ) -> None:
-    answer = await token_for(
-        http.at(clinic),
-        CART_CREDENTIALS["dr-lee"],
-        userId="dr-lee",
-        role="provider",
-        departmentId="cardiology",
-    )
-    token = parse(make_client("inspector"), answer["token"])
+    answer, token = await staff_token(http.at(clinic), make_client, "dr-lee", "provider", "cardiology")
 
     assert (answer["ttlMinutes"], token["ttl"], token["authorized_uuid"]) == (60, 60, "dr-lee")
-    assert token["resources"]["channels"] == {
-        "notification.dr-lee": R,
-        "notification.dr-lee-pnpres": R,
-        "waiting-room.dr-lee": RW,
-        "waiting-room.dr-lee-pnpres": R,
-        "queue.cardiology": RW,
-        "presence.providers.cardiology": RW,
-        "presence.providers.cardiology-pnpres": R,
-        "emergency.cardiology": RW,
-        AUDIT: W,
-    }
-    assert token["patterns"]["channels"] == {
-        NOTIFY_ANYONE: W,
-        r"^queue\.cardiology\..*$": RW,
-        r"^consultation\.dr-lee\..*$": RW,
-        r"^consultation\.dr-lee\..*-pnpres$": R,
-    }
+    assert token["resources"]["channels"] == standing_provider_channels("dr-lee", "cardiology")
+    assert token["patterns"]["channels"] == standing_provider_patterns("dr-lee", "cardiology")
     assert token["resources"]["uuids"] == {"dr-lee": GU}
     assert token["patterns"]["uuids"] == {}
     assert answer["channelConfig"] == {
@@ -373,8 +385,9 @@ async def test_standing_provider_token(
         "auditChannel": AUDIT,
     }
 
-    provider = make_client("dr-lee", token=answer["token"])
-    await assert_works_exactly_as_the_table(provider, STANDING_PROVIDER_ACCESS, STANDING_PROVIDER_APP_CONTEXT)
+    await assert_works_exactly_as_the_table(
+        make_client, "dr-lee", answer["token"], STANDING_PROVIDER_ACCESS, STANDING_PROVIDER_APP_CONTEXT
+    )
     await assert_bound_to(make_client, answer["token"], "dr-lee", "dr-okafor", "waiting-room.dr-lee")
 
 
@@ -382,18 +395,10 @@ async def test_a_provider_naming_its_own_consultation_gets_its_standing_grant_an
     world: Relay, clinic: Clinic, http: ClinicApi, make_client: ClientFactory
 ) -> None:
     api = http.at(clinic)
-    cart = CART_CREDENTIALS["dr-lee"]
-    standing = await token_for(api, cart, userId="dr-lee", role="provider", departmentId="cardiology")
-    named = await token_for(
-        api,
-        cart,
-        userId="dr-lee",
-        role="provider",
-        departmentId="cardiology",
-        consultationChannel=CONSULTATION,
+    standing, parsed_standing = await staff_token(api, make_client, "dr-lee", "provider", "cardiology")
+    named, parsed_named = await staff_token(
+        api, make_client, "dr-lee", "provider", "cardiology", consultationChannel=CONSULTATION
     )
-    inspector = make_client("inspector")
-    parsed_standing, parsed_named = parse(inspector, standing["token"]), parse(inspector, named["token"])
     for part in ("resources", "patterns"):
         assert parsed_named[part] == parsed_standing[part]
     assert named["channelConfig"] == {
@@ -411,73 +416,36 @@ async def test_invited_provider_token(
     invitation = {"consultationChannel": CONSULTATION, "invitedProviderId": "dr-okafor", "role": "specialist"}
     status, _ = await api.post("/api/telemedicine/invite", invitation, credential=CART_CREDENTIALS["dr-lee"])
     assert status == 201
-    answer = await token_for(
-        api,
-        CART_CREDENTIALS["dr-okafor"],
-        userId="dr-okafor",
-        role="provider",
-        departmentId="er",
-        consultationChannel=CONSULTATION,
+    answer, token = await staff_token(
+        api, make_client, "dr-okafor", "provider", "er", consultationChannel=CONSULTATION
     )
-    token = parse(make_client("inspector"), answer["token"])
 
     assert (answer["ttlMinutes"], token["ttl"], token["authorized_uuid"]) == (60, 60, "dr-okafor")
+    # Its own standing grant, plus the one consultation it was invited to.
     assert token["resources"]["channels"] == {
-        "notification.dr-okafor": R,
-        "notification.dr-okafor-pnpres": R,
-        "waiting-room.dr-okafor": RW,
-        "waiting-room.dr-okafor-pnpres": R,
-        "queue.er": RW,
-        "presence.providers.er": RW,
-        "presence.providers.er-pnpres": R,
-        "emergency.er": RW,
-        AUDIT: W,
-        CONSULTATION: RW,
-        f"{CONSULTATION}.video": RW,
-        f"{CONSULTATION}.files": RW,
-        f"{CONSULTATION}-pnpres": R,
-        f"{CONSULTATION}.video-pnpres": R,
-        f"{CONSULTATION}.files-pnpres": R,
+        **standing_provider_channels("dr-okafor", "er"),
+        **consultation_channels(CONSULTATION, RW, R),
     }
-    assert token["patterns"]["channels"] == {
-        NOTIFY_ANYONE: W,
-        r"^queue\.er\..*$": RW,
-        r"^consultation\.dr-okafor\..*$": RW,
-        r"^consultation\.dr-okafor\..*-pnpres$": R,
-    }
+    assert token["patterns"]["channels"] == standing_provider_patterns("dr-okafor", "er")
     assert token["resources"]["uuids"] == {"dr-okafor": GU}
     assert answer["channelConfig"]["consultationChannel"] == CONSULTATION
     assert answer["channelConfig"]["videoChannel"] == f"{CONSULTATION}.video"
     assert answer["channelConfig"]["emergencyChannel"] == "emergency.er"
 
-    specialist = make_client("dr-okafor", token=answer["token"])
-    await assert_works_exactly_as_the_table(specialist, INVITED_PROVIDER_ACCESS, INVITED_PROVIDER_APP_CONTEXT)
+    await assert_works_exactly_as_the_table(
+        make_client, "dr-okafor", answer["token"], INVITED_PROVIDER_ACCESS, INVITED_PROVIDER_APP_CONTEXT
+    )
     await assert_bound_to(make_client, answer["token"], "dr-okafor", "dr-lee", CONSULTATION)
 
 
 async def test_standing_nurse_token(
     world: Relay, clinic: Clinic, http: ClinicApi, make_client: ClientFactory
 ) -> None:
-    answer = await token_for(
-        http.at(clinic),
-        CART_CREDENTIALS["nurse-1"],
-        userId="nurse-1",
-        role="nurse",
-        departmentId="cardiology",
-    )
-    token = parse(make_client("inspector"), answer["token"])
+    answer, token = await staff_token(http.at(clinic), make_client, "nurse-1", "nurse", "cardiology")
 
     assert (answer["ttlMinutes"], token["ttl"], token["authorized_uuid"]) == (60, 60, "nurse-1")
-    assert token["resources"]["channels"] == {
-        "notification.nurse-1": R,
-        "notification.nurse-1-pnpres": R,
-        "queue.cardiology": RWGU,
-        "presence.providers.cardiology": R,
-        "presence.providers.cardiology-pnpres": R,
-        "emergency.cardiology": RW,
-        AUDIT: W,
-    }
-    assert token["patterns"]["channels"] == {NOTIFY_ANYONE: W, r"^queue\.cardiology\..*$": RWGU}
+    assert token["resources"]["channels"] == STANDING_NURSE_CHANNELS
+    assert token["patterns"]["channels"] == NURSE_PATTERNS
     assert token["resources"]["uuids"] == {"nurse-1": G}
     assert answer["channelConfig"] == {
         "notificationChannel": "notification.nurse-1",
@@ -487,8 +455,9 @@ async def test_standing_nurse_token(
         "auditChannel": AUDIT,
     }
 
-    nurse = make_client("nurse-1", token=answer["token"])
-    await assert_works_exactly_as_the_table(nurse, STANDING_NURSE_ACCESS, NURSE_APP_CONTEXT)
+    await assert_works_exactly_as_the_table(
+        make_client, "nurse-1", answer["token"], STANDING_NURSE_ACCESS, NURSE_APP_CONTEXT
+    )
     await assert_bound_to(make_client, answer["token"], "nurse-1", "dr-lee", "queue.cardiology")
 
 
@@ -500,38 +469,22 @@ async def test_nurse_token_with_an_assigned_consultation(
         "/api/telemedicine/assign", assign, credential=CART_CREDENTIALS["dr-lee"]
     )
     assert status == 201
-    answer = await token_for(
-        http.at(clinic),
-        CART_CREDENTIALS["nurse-1"],
-        userId="nurse-1",
-        role="nurse",
-        departmentId="cardiology",
-        consultationChannel=CONSULTATION,
+    answer, token = await staff_token(
+        http.at(clinic), make_client, "nurse-1", "nurse", "cardiology", consultationChannel=CONSULTATION
     )
-    token = parse(make_client("inspector"), answer["token"])
 
     assert (answer["ttlMinutes"], token["ttl"], token["authorized_uuid"]) == (60, 60, "nurse-1")
     assert token["resources"]["channels"] == {
-        "notification.nurse-1": R,
-        "notification.nurse-1-pnpres": R,
-        "queue.cardiology": RWGU,
-        "presence.providers.cardiology": R,
-        "presence.providers.cardiology-pnpres": R,
-        "emergency.cardiology": RW,
-        AUDIT: W,
-        CONSULTATION: RW,
-        f"{CONSULTATION}.video": RW,
-        f"{CONSULTATION}.files": RW,
-        f"{CONSULTATION}-pnpres": R,
-        f"{CONSULTATION}.video-pnpres": R,
-        f"{CONSULTATION}.files-pnpres": R,
+        **STANDING_NURSE_CHANNELS,
+        **consultation_channels(CONSULTATION, RW, R),
         "waiting-room.dr-lee": RW,
         "waiting-room.dr-lee-pnpres": R,
     }
-    assert token["patterns"]["channels"] == {NOTIFY_ANYONE: W, r"^queue\.cardiology\..*$": RWGU}
+    assert token["patterns"]["channels"] == NURSE_PATTERNS
     assert token["resources"]["uuids"] == {"nurse-1": G}
     assert answer["channelConfig"]["consultationChannel"] == CONSULTATION
     assert answer["channelConfig"]["waitingRoom"] == "waiting-room.dr-lee"
 
-    nurse = make_client("nurse-1", token=answer["token"])
-    await assert_works_exactly_as_the_table(nurse, NURSE_WITH_CONSULTATION_ACCESS, NURSE_APP_CONTEXT)
+    await assert_works_exactly_as_the_table(
+        make_client, "nurse-1", answer["token"], NURSE_WITH_CONSULTATION_ACCESS, NURSE_APP_CONTEXT
+    )

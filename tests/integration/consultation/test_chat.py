@@ -15,8 +15,6 @@ import pytest
 from telehealth_client import events
 from telehealth_client.audit.trail import store_path
 from telehealth_client.consultation.chat import ChatError, ConsultationChat
-from telehealth_client.consultation.patient import PatientEndpoint
-from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.consultation.session import ConsultationSession
 from telehealth_client.durability import Durable
 from telehealth_client.protocol.messages import ConsultationState as S
@@ -25,6 +23,7 @@ from tests.support.consultation import (
     PATIENT,
     PROVIDER,
     SPECIALIST,
+    DurablePair,
     Parts,
     RecordingHub,
     added,
@@ -40,17 +39,14 @@ pytestmark = pytest.mark.integration
 class Pair:
     def __init__(
         self,
-        patient: PatientEndpoint,
-        provider: ProviderEndpoint,
+        built: DurablePair,
         session: ConsultationSession,
         patient_hub: RecordingHub,
         provider_hub: RecordingHub,
-        kiosk_store: Durable,
-        provider_store: Durable,
     ) -> None:
-        self.patient, self.provider, self.session = patient, provider, session
+        self.patient, self.provider, self.session = built.patient, built.provider, session
         self.patient_hub, self.provider_hub = patient_hub, provider_hub
-        self.kiosk_store, self.provider_store = kiosk_store, provider_store
+        self.kiosk_store, self.provider_store = built.kiosk_store, built.provider_store
 
     @property
     def patient_chat(self) -> ConsultationChat:
@@ -65,13 +61,9 @@ class Pair:
 
 async def joined_pair(parts: Parts) -> Pair:
     patient_hub, provider_hub = RecordingHub(), RecordingHub()
-    provider_store = await parts.durable("provider-state", PROVIDER)
-    kiosk_store = await parts.durable("kiosk-state")
-    provider = await parts.provider(provider_hub, durable=provider_store)
-    await parts.record_consent()
-    patient = parts.patient(patient_hub, durable=kiosk_store)
-    session = await check_in_and_join(patient, provider, patient_hub, provider_hub)
-    return Pair(patient, provider, session, patient_hub, provider_hub, kiosk_store, provider_store)
+    built = await parts.durable_pair(patient_hub, provider_hub)
+    session = await check_in_and_join(built.patient, built.provider, patient_hub, provider_hub)
+    return Pair(built, session, patient_hub, provider_hub)
 
 
 async def test_chat_both_ways_in_order_with_read_receipts(parts: Parts) -> None:

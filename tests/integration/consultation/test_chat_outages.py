@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -22,7 +22,7 @@ from telehealth_client.pubsub.bus import ConnectionStatus
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack
-from tests.support.agent_child import AgentChild, AgentChildren
+from tests.support.agent_child import AgentChild, Launch
 from tests.support.consultation import (
     AGENT_CHECK_IN,
     CHECK_IN,
@@ -33,8 +33,6 @@ from tests.support.consultation import (
     RecordingHub,
     added,
     check_in_and_join,
-    patient_agent_environment,
-    provider_agent_environment,
     sent,
 )
 from tests.support.logs import LogLines
@@ -88,11 +86,13 @@ async def test_chat_sent_while_the_relay_is_unreachable_arrives_once_in_order_bo
     patient_hub, provider_hub = RecordingHub(), RecordingHub()
     relay = parts.stack.relay.origin
     async with CuttableLink(relay) as patient_link, CuttableLink(relay) as provider_link:
-        provider_store = await parts.durable("provider-state", PROVIDER)
-        kiosk_store = await parts.durable("kiosk-state")
-        provider = await parts.provider(provider_hub, durable=provider_store, origin=provider_link.origin)
-        await parts.record_consent()
-        patient = parts.patient(patient_hub, durable=kiosk_store, origin=patient_link.origin)
+        built = await parts.durable_pair(
+            patient_hub,
+            provider_hub,
+            patient={"origin": patient_link.origin},
+            provider={"origin": provider_link.origin},
+        )
+        patient, provider = built.patient, built.provider
         await check_in_and_join(patient, provider, patient_hub, provider_hub)
         patient_chat, provider_chat = patient.chat, provider.chat(CONSULTATION)
         assert patient_chat is not None
@@ -173,31 +173,6 @@ class HeldChatPublish(Tap):
         self.held.set()
         await self._never.wait()  # cancelled when the client's connection goes
         raise AssertionError("unreachable")
-
-
-Launch = Callable[..., Any]
-
-
-@pytest.fixture
-async def launch(parts: Parts, tmp_path: Path, agent_children: AgentChildren) -> AsyncIterator[Launch]:
-    """``await launch(origin, log_name, provider=False)``: a patient agent process on
-    ``tmp_path/kiosk-state`` (or with ``provider`` the provider's, on ``tmp_path/provider-state``)
-    reaching the relay at ``origin``, its stderr (logs) in ``tmp_path/log_name``; stopped after."""
-    patient_environment = patient_agent_environment(parts.stack, tmp_path / "kiosk-state")
-    provider_environment = provider_agent_environment(parts.stack, tmp_path / "provider-state")
-    logs: list[IO[bytes]] = []
-
-    async def start(origin: str, log_name: str, *, provider: bool = False) -> AgentChild:
-        base = provider_environment if provider else patient_environment
-        log_file = (tmp_path / log_name).open("wb")
-        logs.append(log_file)
-        environment = {**base, "TELEHEALTH_ORIGIN": origin, "TELEHEALTH_RECONNECT_MAX_SECONDS": "1"}
-        return await agent_children.start(environment, logs=log_file)
-
-    yield start
-    await agent_children.aclose()
-    for log_file in logs:
-        log_file.close()
 
 
 async def checked_in_and_joined(parts: Parts, agent: AgentChild, provider_hub: RecordingHub) -> Any:

@@ -5,9 +5,7 @@ timetoken) and applies what the patient published meanwhile once, in order."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,26 +16,15 @@ from telehealth_client.consultation.patient import DeviceReport
 from telehealth_client.consultation.provider import CONSULTATIONS_DIR
 from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.protocol.messages import Summary
-from tests.support.agent_child import AgentChild, AgentChildren
+from tests.support.agent_child import AgentChild, Launch
 from tests.support.consultation import (
     CHECK_IN,
     CONSULTATION,
     Parts,
     RecordingHub,
-    provider_agent_environment,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def launch_provider(
-    parts: Parts, tmp_path: Path, agent_children: AgentChildren
-) -> Callable[[], Awaitable[AgentChild]]:
-    environment = provider_agent_environment(
-        parts.stack, tmp_path / "provider-state", TELEHEALTH_RECONNECT_MAX_SECONDS="1"
-    )
-    return agent_children.launcher(environment)
 
 
 def device_verdicts(agent: AgentChild) -> list[tuple[str, str, str, str]]:
@@ -45,11 +32,11 @@ def device_verdicts(agent: AgentChild) -> list[tuple[str, str, str, str]]:
 
 
 async def test_a_killed_provider_agent_resumes_its_consultation_and_applies_what_it_missed_once(
-    parts: Parts, launch_provider: Callable[[], Any], tmp_path: Path
+    parts: Parts, launch: Launch, tmp_path: Path
 ) -> None:
     patient_hub = RecordingHub()
     await parts.record_consent()
-    first: AgentChild = await launch_provider()
+    first: AgentChild = await launch(provider=True)
     patient = parts.patient(patient_hub)
     await patient.check_in(**CHECK_IN)
     await first.wait_state(S.CHECKED_IN)
@@ -63,7 +50,7 @@ async def test_a_killed_provider_agent_resumes_its_consultation_and_applies_what
     await patient.report_devices(DeviceReport("pass", "pass", "pass", "video"))
     await patient.report_devices(DeviceReport("warn", "pass", "pass", "audio-only"))
 
-    second: AgentChild = await launch_provider()
+    second: AgentChild = await launch(provider=True)
     status = await second.command("status")
     assert status["consultations"][CONSULTATION]["state"] == "connecting"
     assert status["queue"] == []  # joined: no longer waiting, and the check-in is not re-queued
@@ -82,7 +69,7 @@ async def test_a_killed_provider_agent_resumes_its_consultation_and_applies_what
     await second.kill()
     await patient.report_devices(DeviceReport("fail", "pass", "pass", "audio-only"))
 
-    third: AgentChild = await launch_provider()
+    third: AgentChild = await launch(provider=True)
     await third.wait_line(lambda line: len(third.events("device-status")) == 1)
     assert device_verdicts(third) == [("fail", "pass", "pass", "audio-only")]
     assert (await third.command("status"))["consultations"][CONSULTATION]["state"] == "in-progress"

@@ -4,39 +4,26 @@ catch-up from the saved timetoken) and applies every message published meanwhile
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from telehealth_client.consultation import state_file
 from telehealth_client.protocol.messages import ConsultationState as S
-from tests.support.agent_child import AgentChild, AgentChildren
+from tests.support.agent_child import AgentChild, Launch
 from tests.support.consultation import (
     AGENT_CHECK_IN,
     CONSULTATION,
     Parts,
     RecordingHub,
-    patient_agent_environment,
     queue_update,
 )
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def launch(
-    parts: Parts, tmp_path: Path, agent_children: AgentChildren
-) -> Callable[[], Awaitable[AgentChild]]:
-    environment = patient_agent_environment(
-        parts.stack, tmp_path / "kiosk-state", TELEHEALTH_RECONNECT_MAX_SECONDS="1"
-    )
-    return agent_children.launcher(environment)
-
-
 async def test_a_killed_patient_agent_resumes_and_applies_what_it_missed_once(
-    parts: Parts, launch: Callable[[], Any], tmp_path: Path
+    parts: Parts, launch: Launch, tmp_path: Path
 ) -> None:
     provider_hub = RecordingHub()
     provider = await parts.provider(provider_hub)

@@ -20,11 +20,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
-from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.stack import DevStack
+from tests.support.bus import BusKeys
 from tests.support.interop import (
+    BROWSER_SCRIPT,
+    CHROMIUM,
     CIPHER_KEY,
     JS_DIR,
     JS_PROVIDER,
@@ -34,9 +37,9 @@ from tests.support.interop import (
     PROVIDER_SCRIPT,
     PUBLISH_KEY,
     SECRET_KEY,
+    STEP,
     SUBSCRIBE_KEY,
     WAIT,
-    BusFactory,
     JsPeer,
     PeerFactory,
     start_node,
@@ -61,30 +64,10 @@ async def relay(enforce_access: bool) -> AsyncIterator[Relay]:
 
 
 @pytest.fixture
-async def make_bus(relay: Relay) -> AsyncIterator[BusFactory]:
-    """``make_bus(user_id, token=...)``: PubNubBus clients on the relay, all closed after the test."""
-    buses: list[PubNubBus] = []
-
-    def build(user_id: str, *, token: str | None = None) -> PubNubBus:
-        bus = PubNubBus(
-            BusConfig(
-                user_id=user_id,
-                subscribe_key=SUBSCRIBE_KEY,
-                publish_key=PUBLISH_KEY,
-                origin=relay.origin,
-                ssl=False,
-                cipher_key=CIPHER_KEY,
-                token=token,
-                reconnect_min_seconds=0.05,
-                reconnect_max_seconds=0.5,
-                request_timeout_seconds=5.0,
-            )
-        )
-        buses.append(bus)
-        return bus
-
-    yield build
-    await asyncio.gather(*(bus.aclose() for bus in buses))
+def bus_keys() -> BusKeys:
+    """``make_bus(user_id, token=...)`` (tests/integration/conftest.py) builds its buses on this
+    folder's relay."""
+    return BusKeys(PUBLISH_KEY, SUBSCRIBE_KEY, CIPHER_KEY)
 
 
 @pytest.fixture(scope="session")
@@ -173,3 +156,18 @@ async def js_provider(stack: DevStack, node: str) -> AsyncIterator[PeerFactory]:
         yield start
     finally:
         await asyncio.gather(*(provider.close() for provider in providers))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser(node: str) -> AsyncIterator[JsPeer]:
+    """One headless Chromium for a module of browser tests (``tests/js/browser.mjs``), on the
+    module's event loop; a missing chromium fails the module loudly (never skips)."""
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail("the browser call tests need Debian's chromium: run scripts/setup.sh --test")
+    driver = await start_node(node, BROWSER_SCRIPT, {"BROWSER_EXECUTABLE": CHROMIUM})
+    try:
+        started = await driver.event(lambda e: e["event"] in ("ready", "fatal"), within=STEP)
+        assert started["event"] == "ready", started
+        yield driver
+    finally:
+        await driver.close()

@@ -23,36 +23,22 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import functools
-import importlib.util
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import cv2
 
-REPOSITORY = Path(__file__).resolve().parents[3]
-TAP_DIR = REPOSITORY / "scripts" / "bench_call_tap"
+from tests.support.bench_tap import frame_tap, tap_env
+
 KIOSK_SIDE = "kiosk"
 VIDEO_FRAMES = 600  # 20 s at 30 fps: longer than any outage, a stale picture is never taken for a new one
 LIVE_SECONDS = 0.5
 BACKWARDS_SLACK = 0.1  # two kiosk children send the same numbers at once during a rebuild
 UNREADABLE = -1
 POLL_SECONDS = 0.1  # the kiosk's frames are only in its log files: read again this often
-
-
-@functools.cache
-def frame_tap() -> ModuleType:
-    """The bench's frame tap module (the one layout the kiosk's children read and draw)."""
-    spec = importlib.util.spec_from_file_location("frame_tap", TAP_DIR / "frame_tap.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_numbered_video(path: Path, width: int = 640, height: int = 480) -> Path:
@@ -67,10 +53,10 @@ def write_numbered_video(path: Path, width: int = 640, height: int = 480) -> Pat
     return path
 
 
-def tap_env(directory: Path, side: str = KIOSK_SIDE) -> dict[str, str]:
-    """What a media child needs in its environment to log its frames into ``directory``."""
-    python_path = os.pathsep.join(p for p in (str(TAP_DIR), os.environ.get("PYTHONPATH", "")) if p)
-    return {"PYTHONPATH": python_path, "BENCH_CALL_TAP_DIR": str(directory), "BENCH_CALL_TAP_SIDE": side}
+def kiosk_tap_env(directory: Path) -> dict[str, str]:
+    """What the kiosk's media children need in their environment to log their frames into
+    ``directory``."""
+    return tap_env(directory, KIOSK_SIDE)
 
 
 def wall_to_monotonic() -> float:

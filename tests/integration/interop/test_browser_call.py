@@ -12,7 +12,6 @@ a fresh context), so the module shares one event loop.
 from __future__ import annotations
 
 import base64
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,11 @@ from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
 from telehealth_devstack.stack import DevStack
 from tests.support.consultation import Parts, RecordingHub
-from tests.support.interop import JS_DIR, JS_PROVIDER, JsPeer, ProviderPage, start_node
+from tests.support.interop import JS_PROVIDER, JsPeer, ProviderPage
 from tests.support.media import media_options
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
-BROWSER_SCRIPT = JS_DIR / "browser.mjs"
-CHROMIUM = "/usr/bin/chromium"
 PATIENT = "pat-browser-1"
 DEPARTMENT = "er"
 CONSULTATION = f"consultation.{JS_PROVIDER}.{PATIENT}"
@@ -43,29 +40,9 @@ MEDIA = 30.0  # seconds; the bound on media flowing (a media child starting, ICE
 KIOSK_FRAMES = range(1, 61)  # the numbers the patient's camera file shows (media/test_worker.py)
 
 
-# -- one browser for the module ---------------------------------------------------------------------
+# -- the stack and its parts, per test, on the module's event loop (the browser's: conftest) --------
 
 
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    """Debian's chromium, checked once: missing, the module fails loudly (never skips)."""
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail("the browser call tests need Debian's chromium: run scripts/setup.sh --test")
-    return CHROMIUM
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser(node: str, chromium: str) -> AsyncIterator[JsPeer]:
-    driver = await start_node(node, BROWSER_SCRIPT, {"BROWSER_EXECUTABLE": chromium})
-    try:
-        started = await driver.event(lambda e: e["event"] in ("ready", "fatal"), within=STEP)
-        assert started["event"] == "ready", started
-        yield driver
-    finally:
-        await driver.close()
-
-
-# The stack and its parts, per test, on the module's event loop (the browser's).
 @pytest_asyncio.fixture(loop_scope="module")
 async def stack() -> AsyncIterator[DevStack]:
     async with DevStack(providers=(JS_PROVIDER,)) as running:
@@ -82,22 +59,9 @@ async def parts(stack: DevStack, tmp_path: Path) -> AsyncIterator[Parts]:
 @pytest_asyncio.fixture(loop_scope="module")
 async def page(browser: JsPeer, stack: DevStack) -> AsyncIterator[ProviderPage]:
     """A provider call page started for ``JS_PROVIDER``: standing token, TURN credentials, SDK."""
-    opened = await browser.call("open", within=STEP)
-    assert opened["event"] == "result", opened
-    provider_page = ProviderPage(browser, opened["page"])
-    settings = stack.agent_environment(JS_PROVIDER)
+    provider_page = await ProviderPage.open(browser)
     try:
-        started = await provider_page.run(
-            "start",
-            origin=settings["TELEHEALTH_ORIGIN"],
-            publishKey=settings["TELEHEALTH_PUBLISH_KEY"],
-            subscribeKey=settings["TELEHEALTH_SUBSCRIBE_KEY"],
-            cipherKey=settings["TELEHEALTH_CIPHER_KEY"],
-            userId=JS_PROVIDER,
-            departmentId=settings["TELEHEALTH_DEPARTMENT_ID"],
-            clinicUrl=settings["TELEHEALTH_CLINIC_URL"],
-            clinicCredential=settings["TELEHEALTH_DEVICE_CREDENTIAL"],
-        )
+        started = await provider_page.start(stack)
         assert started["turnUrls"] == stack.turn.urls
         yield provider_page
     finally:

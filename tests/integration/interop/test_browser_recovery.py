@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -37,18 +36,16 @@ from telehealth_client.protocol.messages import ConsultationState as S
 from telehealth_client.pubsub.crypto import RotatingCryptoModule
 from telehealth_devstack.stack import DevStack
 from tests.support.consultation import Parts, RecordingHub
-from tests.support.interop import JS_DIR, JS_PROVIDER, JsPeer, ProviderPage, start_node
+from tests.support.interop import JS_PROVIDER, JsPeer, ProviderPage
 from tests.support.media import child_env
 
-from .live_frames import LiveVideo, tap_env, write_numbered_video
+from .live_frames import LiveVideo, kiosk_tap_env, write_numbered_video
 from .turn_faults import TurnFaults, iptables_unusable
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 log = logging.getLogger(__name__)
 
-BROWSER_SCRIPT = JS_DIR / "browser.mjs"
-CHROMIUM = "/usr/bin/chromium"
 DEPARTMENT = "er"
 OUTAGE = 10.0  # seconds coturn is frozen or cut off
 STEP = 15.0  # one step of the call on a busy 2-core machine
@@ -57,20 +54,7 @@ BACK = 10.0  # live video both ways after an outage: generous (targets 2 s and 3
 PATIENT_NUMBERS = itertools.count(1)  # each test's own patient (the stack is the module's)
 
 
-# -- one browser, one stack, one camera file for the module -----------------------------------------
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser(node: str) -> AsyncIterator[JsPeer]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail("the browser call tests need Debian's chromium: run scripts/setup.sh --test")
-    driver = await start_node(node, BROWSER_SCRIPT, {"BROWSER_EXECUTABLE": CHROMIUM})
-    try:
-        started = await driver.event(lambda e: e["event"] in ("ready", "fatal"), within=STEP)
-        assert started["event"] == "ready", started
-        yield driver
-    finally:
-        await driver.close()
+# -- one stack, one camera file for the module (and one browser: conftest) --------------------------
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -124,23 +108,8 @@ class CallUnderWay:
 
 
 async def open_page(browser: JsPeer, stack: DevStack, **options: Any) -> ProviderPage:
-    opened = await browser.call("open", within=STEP)
-    assert opened["event"] == "result", opened
-    page = ProviderPage(browser, opened["page"])
-    settings = stack.agent_environment(JS_PROVIDER)
-    await page.run(
-        "start",
-        origin=settings["TELEHEALTH_ORIGIN"],
-        publishKey=settings["TELEHEALTH_PUBLISH_KEY"],
-        subscribeKey=settings["TELEHEALTH_SUBSCRIBE_KEY"],
-        cipherKey=settings["TELEHEALTH_CIPHER_KEY"],
-        userId=JS_PROVIDER,
-        departmentId=settings["TELEHEALTH_DEPARTMENT_ID"],
-        clinicUrl=settings["TELEHEALTH_CLINIC_URL"],
-        clinicCredential=settings["TELEHEALTH_DEVICE_CREDENTIAL"],
-        camera="numbered",
-        **options,
-    )
+    page = await ProviderPage.open(browser)
+    await page.start(stack, camera="numbered", **options)
     await page.run("watchFrames")
     return page
 
@@ -172,7 +141,7 @@ async def call_under_way(
         env, devices = child_env(tmp_path, "patient")
         media = MediaOptions(
             dataclasses.replace(devices, camera=str(kiosk_camera), camera_is_file=True),
-            {**env, **tap_env(taps)},
+            {**env, **kiosk_tap_env(taps)},
         )
         hub = RecordingHub()
         await parts.record_consent(patient=patient_id)

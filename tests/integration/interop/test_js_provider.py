@@ -31,6 +31,7 @@ from tests.support.interop import (
     PATIENT,
     SENDER_TIME,
     STEP,
+    WAIT,
     Event,
     JsPeer,
     PeerFactory,
@@ -130,7 +131,7 @@ async def test_a_refused_token_is_a_status_the_page_can_read(js_provider: PeerFa
     # The refusal carries CORS headers too: the page sees 401, not an opaque network failure.
     refused = await provider.event(app_event("fatal"))
     assert (refused["stage"], refused.get("statusCode")) == ("token", 401), refused
-    await provider.event(app_event("exited"))
+    await provider.exited(WAIT)  # it leaves after a fatal error
 
 
 async def test_a_js_provider_app_runs_a_whole_consultation_with_a_python_patient(

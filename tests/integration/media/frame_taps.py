@@ -12,31 +12,21 @@ shown (stale, gone backwards).
 from __future__ import annotations
 
 import bisect
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import cv2
 
 from devices import synthetic
 from telehealth_client.media.consultation_call import MediaOptions
 from telehealth_client.media.worker import Devices
+from tests.support import bench_tap
 
-TAP_DIR = Path(__file__).resolve().parents[3] / "scripts" / "bench_call_tap"
 WIDTH, HEIGHT, FPS = 640, 480, 30.0
 
 
-def _frame_tap() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("frame_tap", TAP_DIR / "frame_tap.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-frame_tap = _frame_tap()
+frame_tap = bench_tap.frame_tap()
 
 
 def tapped_media(tmp_path: Path, side: str, first: int, frames: int = 600) -> MediaOptions:
@@ -56,10 +46,7 @@ def tapped_media(tmp_path: Path, side: str, first: int, frames: int = 600) -> Me
         writer.release()
     taps = tmp_path / "taps"
     taps.mkdir(exist_ok=True)
-    env = {**os.environ, **alsa.env}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TAP_DIR), env.get("PYTHONPATH", "")) if p)
-    env["BENCH_CALL_TAP_DIR"] = str(taps)
-    env["BENCH_CALL_TAP_SIDE"] = side
+    env = {**os.environ, **alsa.env, **bench_tap.tap_env(taps, side)}
     devices = Devices(
         camera=str(video), camera_is_file=True, microphone=alsa.microphone, speaker=alsa.speaker
     )

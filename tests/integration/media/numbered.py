@@ -30,19 +30,23 @@ def draw(number: int) -> np.ndarray[Any, Any]:
     return image
 
 
-def read(frame: VideoFrame) -> int:
-    """The number drawn into ``frame`` (any size: it is scaled to the drawn one first)."""
-    image = frame.to_ndarray(format="gray")
+def block_centres(frame: VideoFrame) -> list[float]:
+    """The mean grey of each bit's block centre in ``frame``, lowest bit first (any size: it is
+    scaled to the drawn one first; the centre alone, as VP8 blurs a block's edges)."""
+    image: Any = frame.to_ndarray(format="gray")
     if image.shape != (HEIGHT, WIDTH):
         image = np.asarray(frame.reformat(width=WIDTH, height=HEIGHT).to_ndarray(format="gray"))
-    number = 0
+    centres: list[float] = []
     for bit in range(BITS):
         row, column = divmod(bit, 8)
         y, x = 40 + row * (BLOCK + 20), 40 + column * (BLOCK + 20)
-        centre = image[y + 10 : y + BLOCK - 10, x + 10 : x + BLOCK - 10]
-        if float(centre.mean()) > 128:
-            number |= 1 << bit
-    return number
+        centres.append(float(image[y + 10 : y + BLOCK - 10, x + 10 : x + BLOCK - 10].mean()))
+    return centres
+
+
+def read(frame: VideoFrame) -> int:
+    """The number drawn into ``frame``: each block lighter than mid-grey is a 1 bit."""
+    return sum(1 << bit for bit, centre in enumerate(block_centres(frame)) if centre > 128)
 
 
 class NumberedVideoTrack(VideoStreamTrack):

@@ -38,13 +38,13 @@ VIDEO = f"{CONSULTATION}.video"
 
 async def test_a_hung_warm_spare_does_not_block_the_call_or_the_chat(parts: Parts, tmp_path: Path) -> None:
     patient_hub, provider_hub = RecordingHub(), RecordingHub()
-    provider_store = await parts.durable("provider-state", PROVIDER)
-    kiosk_store = await parts.durable("kiosk-state")
-    provider = await parts.provider(
-        provider_hub, durable=provider_store, media=media_options(tmp_path, "provider")
+    built = await parts.durable_pair(
+        patient_hub,
+        provider_hub,
+        patient={"media": media_options(tmp_path, "patient")},
+        provider={"media": media_options(tmp_path, "provider")},
     )
-    await parts.record_consent()
-    patient = parts.patient(patient_hub, durable=kiosk_store, media=media_options(tmp_path, "patient"))
+    patient, provider = built.patient, built.provider
     await check_in_and_join(patient, provider, patient_hub, provider_hub)
 
     call = patient.call
@@ -83,11 +83,10 @@ async def an_offer_sdp() -> str:
 
 async def test_an_offer_burst_does_not_hold_up_the_chat(parts: Parts, tmp_path: Path) -> None:
     patient_hub, provider_hub = RecordingHub(), RecordingHub()
-    provider_store = await parts.durable("provider-state", PROVIDER)
-    kiosk_store = await parts.durable("kiosk-state")
-    provider = await parts.provider(provider_hub, durable=provider_store)
-    await parts.record_consent()
-    patient = parts.patient(patient_hub, durable=kiosk_store, media=media_options(tmp_path, "patient"))
+    built = await parts.durable_pair(
+        patient_hub, provider_hub, patient={"media": media_options(tmp_path, "patient")}
+    )
+    patient, provider = built.patient, built.provider
     await check_in_and_join(patient, provider, patient_hub, provider_hub)
     call = patient.call
     assert call is not None

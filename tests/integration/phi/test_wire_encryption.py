@@ -135,11 +135,8 @@ async def test_a_client_without_the_cipher_key_sees_only_cryptomodule_ciphertext
 
 async def run_a_consultation(parts: Parts) -> None:
     patient_hub, provider_hub = RecordingHub(), RecordingHub()
-    provider_store = await parts.durable("provider-state", PROVIDER)
-    kiosk_store = await parts.durable("kiosk-state")
-    provider = await parts.provider(provider_hub, durable=provider_store)
-    await parts.record_consent()
-    patient = parts.patient(patient_hub, durable=kiosk_store)
+    built = await parts.durable_pair(patient_hub, provider_hub)
+    patient, provider = built.patient, built.provider
     await patient.check_in(**CHECK_IN)
     await provider_hub.wait_state(S.CHECKED_IN)
     assert await provider.send_queue_updates() == 1
@@ -169,11 +166,11 @@ async def run_a_consultation(parts: Parts) -> None:
     assert desk is not None
     escalation = await desk.escalate(CONSULTATION, "urgent", "Sudden numbness of the left arm")
     await desk.resolve(escalation.id, "Seen by the stroke team")
-    assert await provider_store.outbox.wait_drained(WAIT)
+    assert await built.provider_store.outbox.wait_drained(WAIT)
 
     await provider.wrap_up(CONSULTATION)
     await provider.end(CONSULTATION, follow_up_required=False)
     await patient_hub.wait_for(lambda e: isinstance(e, events.ChatWiped))
     await provider_hub.wait_for(lambda e: isinstance(e, events.ChatWiped))
-    assert await kiosk_store.trail.wait_delivered(WAIT)
-    assert await provider_store.trail.wait_delivered(WAIT)
+    assert await built.kiosk_store.trail.wait_delivered(WAIT)
+    assert await built.provider_store.trail.wait_delivered(WAIT)

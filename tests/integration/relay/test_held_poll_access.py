@@ -28,6 +28,14 @@ REMOVED = "dr-okafor"  # the specialist whose token ends
 STAYING = "dr-lee"  # still authorised on the same channel
 
 
+@pytest.fixture
+def admin(make_client: ClientFactory, relay: Relay) -> PubNubAsyncio:
+    """The clinic's client (it holds the secret key: it grants and revokes), on the relay now
+    enforcing Access Manager."""
+    relay.enforce_access = True
+    return make_client("clinic", with_secret_key=True)
+
+
 async def reader(
     make_client: ClientFactory, admin: PubNubAsyncio, user: str, *, ttl: int = 15
 ) -> tuple[PubNubAsyncio, str]:
@@ -55,10 +63,8 @@ def assert_access_denied(status: Any, message: str) -> None:
 
 
 async def test_a_revoked_token_ends_its_held_poll_and_nothing_published_after_reaches_it(
-    make_client: ClientFactory, relay: Relay
+    make_client: ClientFactory, relay: Relay, admin: PubNubAsyncio
 ) -> None:
-    relay.enforce_access = True
-    admin = make_client("clinic", with_secret_key=True)
     removed, removed_token = await reader(make_client, admin, REMOVED)
     staying, _ = await reader(make_client, admin, STAYING)
     patient = await publisher(make_client, admin)
@@ -77,10 +83,8 @@ async def test_a_revoked_token_ends_its_held_poll_and_nothing_published_after_re
 
 
 async def test_a_token_expiring_during_a_held_poll_ends_it(
-    make_client: ClientFactory, relay: Relay, relay_clock: ManualClock
+    make_client: ClientFactory, relay: Relay, relay_clock: ManualClock, admin: PubNubAsyncio
 ) -> None:
-    relay.enforce_access = True
-    admin = make_client("clinic", with_secret_key=True)
     removed, _ = await reader(make_client, admin, REMOVED, ttl=1)
     staying, _ = await reader(make_client, admin, STAYING)
     patient = await publisher(make_client, admin)
@@ -106,10 +110,8 @@ async def test_a_token_expiring_during_a_held_poll_ends_it(
 
 
 async def test_here_now_drops_a_revoked_user_at_once_and_refuses_its_token(
-    make_client: ClientFactory, relay: Relay
+    make_client: ClientFactory, relay: Relay, admin: PubNubAsyncio
 ) -> None:
-    relay.enforce_access = True
-    admin = make_client("clinic", with_secret_key=True)
     removed, removed_token = await reader(make_client, admin, REMOVED)
     staying, _ = await reader(make_client, admin, STAYING)
     staying_sees = await holding(relay, staying, 1, with_presence=True)
@@ -131,10 +133,8 @@ async def test_here_now_drops_a_revoked_user_at_once_and_refuses_its_token(
 
 
 async def test_a_user_still_holding_a_poll_with_a_good_token_stays_present(
-    make_client: ClientFactory, relay: Relay
+    make_client: ClientFactory, relay: Relay, admin: PubNubAsyncio
 ) -> None:
-    relay.enforce_access = True
-    admin = make_client("clinic", with_secret_key=True)
     revoked, revoked_token = await reader(make_client, admin, REMOVED)
     still_good, _ = await reader(make_client, admin, REMOVED, ttl=30)  # another token, same user
     patient = await publisher(make_client, admin)
@@ -151,13 +151,11 @@ async def test_a_user_still_holding_a_poll_with_a_good_token_stays_present(
 
 
 async def test_presence_kept_by_heartbeats_alone_ends_with_the_token(
-    make_client: ClientFactory, relay: Relay, relay_clock: ManualClock
+    make_client: ClientFactory, relay: Relay, relay_clock: ManualClock, admin: PubNubAsyncio
 ) -> None:
     # A user present by heartbeats only (no long-poll held): revoked, it leaves here_now at once
     # instead of at its presence timeout; the same user's heartbeat with another, good token
     # keeps it present on that token's channels.
-    relay.enforce_access = True
-    admin = make_client("clinic", with_secret_key=True)
     revoked, revoked_token = await reader(make_client, admin, REMOVED)
     staying, _ = await reader(make_client, admin, STAYING)
     staying_sees = await holding(relay, staying, 1, with_presence=True)

@@ -11,21 +11,20 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import aiohttp
 import pytest
 
-from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
+from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient
 from telehealth_client.security.tokens import RefreshPolicy, TokenKeeper, TokenRequest
 from telehealth_devstack.clinic import Clinic
 from telehealth_devstack.relay import Relay
+from tests.support.bus import BusKeys
 from tests.support.clinic import (
     CART_CREDENTIALS,
     KIOSK_CREDENTIAL,
     PUBLISH_KEY,
     SECRET_KEY,
     SUBSCRIBE_KEY,
-    ClinicApi,
     ClinicFactory,
 )
 from tests.support.logs import attached
@@ -42,6 +41,7 @@ from tests.support.tokens import (
     SharedClock,
     TokenEvents,
     TokenLog,
+    set_consent,
 )
 
 
@@ -70,40 +70,15 @@ async def clinic(make_clinic: ClinicFactory, relay: Relay, clock: SharedClock) -
     started = await make_clinic(
         relay_origin=relay.origin, token_ttl_minutes={"patient": PATIENT_TTL_MINUTES}, clock=clock
     )
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        status, answer = (
-            await ClinicApi(session)
-            .at(started)
-            .post("/api/telemedicine/consent", {"patientId": PATIENT, "granted": True, "expiresAt": None})
-        )
-    assert status == 200, answer
+    await set_consent(started, granted=True)
     return started
 
 
 @pytest.fixture
-async def make_bus(relay: Relay) -> AsyncIterator[BusFactory]:
-    """Buses on the relay with no token of their own; every bus built is closed afterwards."""
-    buses: list[PubNubBus] = []
-
-    def build(user_id: str, **overrides: Any) -> PubNubBus:
-        settings: dict[str, Any] = {
-            "user_id": user_id,
-            "subscribe_key": SUBSCRIBE_KEY,
-            "publish_key": PUBLISH_KEY,
-            "origin": relay.origin,
-            "ssl": False,
-            "cipher_key": CIPHER_KEY,
-            "reconnect_min_seconds": 0.05,
-            "reconnect_max_seconds": 0.5,
-            "request_timeout_seconds": 5.0,
-        }
-        settings.update(overrides)
-        bus = PubNubBus(BusConfig(**settings))
-        buses.append(bus)
-        return bus
-
-    yield build
-    await asyncio.gather(*(bus.aclose() for bus in buses))
+def bus_keys() -> BusKeys:
+    """The buses of ``make_bus`` (tests/integration/conftest.py) are on this folder's relay, with no
+    token of their own."""
+    return BusKeys(PUBLISH_KEY, SUBSCRIBE_KEY, CIPHER_KEY)
 
 
 @pytest.fixture

@@ -38,7 +38,9 @@ from tests.support.tokens import (
     RecordingSource,
     SharedClock,
     Statuses,
+    TokenEvents,
     TokenLog,
+    started_keeper,
 )
 
 GRACE = RefreshPolicy().denial_grace_seconds
@@ -61,12 +63,19 @@ class Conversation:
         return [envelope.message["n"] for envelope in self.inbox.items]
 
 
-async def subscribe_patient(bus: PubNubBus, provider: PubNubBus) -> tuple[Conversation, Statuses]:
+async def talking_patient(
+    make_bus: BusFactory, make_keeper: KeeperFactory, provider: PubNubBus
+) -> tuple[TokenEvents, Conversation, Statuses]:
+    """PATIENT's bus with its keeper started, subscribed to its consultation (connected) and one
+    message from ``provider`` received: the keeper's events, the conversation, the bus's statuses."""
+    bus, _, events = await started_keeper(make_bus, make_keeper)
     statuses = Statuses(bus)
     inbox = Messages()
     await bus.subscribe([CONSULTATION], inbox)
     await statuses.wait_status(ConnectionStatus.CONNECTED)
-    return Conversation(provider, inbox), statuses
+    talk = Conversation(provider, inbox)
+    await talk.exchange()
+    return events, talk, statuses
 
 
 async def test_start_puts_the_clinics_token_on_the_bus(
@@ -88,11 +97,7 @@ async def test_start_puts_the_clinics_token_on_the_bus(
 async def test_refreshes_at_80_percent_of_the_ttl_and_the_subscription_never_notices(
     make_bus: BusFactory, make_keeper: KeeperFactory, provider_bus: PubNubBus, clock: SharedClock
 ) -> None:
-    bus = make_bus(PATIENT)
-    keeper, events = make_keeper(bus)
-    await keeper.start()
-    talk, statuses = await subscribe_patient(bus, provider_bus)
-    await talk.exchange()
+    events, talk, statuses = await talking_patient(make_bus, make_keeper, provider_bus)
     started = clock.now()
     # Token k is granted at 48k s (80 % of the 60 s TTL after token k-1) and expires at 48k + 60 s.
     for k in range(1, 4):
@@ -184,11 +189,7 @@ async def test_a_403_on_the_subscription_gets_one_refresh_and_the_subscription_r
     kiosk: RecordingSource,
     clock: SharedClock,
 ) -> None:
-    bus = make_bus(PATIENT)
-    keeper, events = make_keeper(bus)
-    await keeper.start()
-    talk, statuses = await subscribe_patient(bus, provider_bus)
-    await talk.exchange()
+    events, talk, statuses = await talking_patient(make_bus, make_keeper, provider_bus)
     provider = ClinicClient(clinic.url, CART_CREDENTIALS[PROVIDER])
     try:
         assert await provider.revoke_access(PATIENT, CONSULTATION) == 1
@@ -235,9 +236,7 @@ async def test_a_subscription_still_refused_after_the_refresh_is_reported_once_a
 async def test_a_refused_publish_gets_one_refresh_then_access_denied(
     make_bus: BusFactory, make_keeper: KeeperFactory, kiosk: RecordingSource
 ) -> None:
-    bus = make_bus(PATIENT)
-    keeper, events = make_keeper(bus)
-    await keeper.start()
+    bus, keeper, events = await started_keeper(make_bus, make_keeper)
     with pytest.raises(AccessDeniedError) as first:
         await bus.publish(OTHER_CONSULTATION, {"n": 1})
     assert str(first.value) == "publish: access denied by Access Manager (HTTP 403)"
@@ -267,9 +266,7 @@ async def test_no_token_appears_in_any_log_record(
     for noisy in ("pubnub", "httpx", "httpcore"):
         caplog.set_level(logging.CRITICAL, logger=noisy)
     caplog.set_level(logging.DEBUG)
-    bus = make_bus(PATIENT)
-    keeper, events = make_keeper(bus)
-    await keeper.start()
+    bus, keeper, events = await started_keeper(make_bus, make_keeper)
     await clock.advance(48)
     await events.wait_kind("refreshed")
     with pytest.raises(AccessDeniedError) as refused:
@@ -309,9 +306,7 @@ async def test_a_refused_first_request_raises_and_leaves_nothing_running(
 async def test_aclose_cancels_and_awaits_the_refresh_task(
     make_bus: BusFactory, make_keeper: KeeperFactory
 ) -> None:
-    bus = make_bus(PATIENT)
-    keeper, _ = make_keeper(bus)
-    await keeper.start()
+    _, keeper, _ = await started_keeper(make_bus, make_keeper)
     (task,) = [task for task in asyncio.all_tasks() if task.get_name() == f"token-keeper-{PATIENT}"]
     with pytest.raises(RuntimeError, match="start\\(\\) may be called once"):
         await keeper.start()

@@ -27,6 +27,7 @@ from telehealth_client.security.tokens import (
     TokenAccessDenied,
     TokenExpired,
     TokenExpiring,
+    TokenKeeper,
     TokenRefreshed,
     TokenRefreshFailed,
     TokenRequest,
@@ -46,7 +47,9 @@ from tests.support.tokens import (
     RecordingSource,
     SharedClock,
     Statuses,
+    TokenEvents,
     TokenLog,
+    refused_publish,
 )
 
 GRACE = RefreshPolicy().denial_grace_seconds
@@ -173,10 +176,23 @@ class Pause:
         self._released.set()
 
 
-async def refused_publish(bus: PubNubBus) -> AccessDeniedError:
-    with pytest.raises(AccessDeniedError) as refused:
-        await bus.publish(OTHER_CONSULTATION, {"n": 1})  # another patient's: outside the grant
-    return refused.value
+async def gated_keeper(
+    make_bus: BusFactory,
+    make_keeper: KeeperFactory,
+    kiosk: RecordingSource,
+    gate: Gate,
+    clock: SharedClock,
+    at_first_refresh: Callable[[], object],
+) -> tuple[PubNubBus, Statuses, TokenKeeper, TokenEvents]:
+    """PATIENT's bus through ``gate`` (its statuses recorded from the start) and its keeper,
+    started, on a source that calls ``at_first_refresh`` before it asks for the second token."""
+    bus = make_bus(PATIENT, origin=gate.origin)
+    statuses = Statuses(bus)
+    source = HookedSource(kiosk, clock)
+    source.hooks[2] = at_first_refresh
+    keeper, events = make_keeper(bus, source=source)
+    await keeper.start()
+    return bus, statuses, keeper, events
 
 
 # -- the grace verdict on a refused subscription ------------------------------------------------------
@@ -190,12 +206,8 @@ async def test_a_refused_subscription_whose_new_refusal_is_not_in_yet_is_reporte
     clock: SharedClock,
     token_log: TokenLog,
 ) -> None:
-    bus = make_bus(PATIENT, origin=gate.origin)
-    statuses = Statuses(bus)
-    source = HookedSource(kiosk, clock)
-    source.hooks[2] = gate.close  # the refresh after the 403: the bus's next request goes unanswered
-    keeper, events = make_keeper(bus, source=source)
-    await keeper.start()
+    # The refresh after the 403 closes the gate: the bus's next request goes unanswered.
+    bus, statuses, keeper, events = await gated_keeper(make_bus, make_keeper, kiosk, gate, clock, gate.close)
     await clock.advance(1)  # the refresh's token differs (the same grant in the same second does not)
     refreshed_at = clock.now()
     await bus.subscribe([OTHER_CONSULTATION], Messages())  # another patient's consultation
@@ -227,12 +239,7 @@ async def test_a_grace_period_ending_while_the_bus_is_not_refused_reports_nothin
     gate: Gate,
     clock: RecordingClock,
 ) -> None:
-    bus = make_bus(PATIENT, origin=gate.origin)
-    statuses = Statuses(bus)
-    source = HookedSource(kiosk, clock)
-    source.hooks[2] = gate.close
-    keeper, events = make_keeper(bus, source=source)
-    await keeper.start()
+    bus, statuses, _, events = await gated_keeper(make_bus, make_keeper, kiosk, gate, clock, gate.close)
     await clock.advance(1)  # the refresh's token differs from the first
     refreshed_at = clock.now()
     subscription = await bus.subscribe([OTHER_CONSULTATION], Messages())
@@ -264,13 +271,8 @@ async def test_a_publish_refusal_waiting_for_the_keeper_keeps_its_place_when_a_s
     clock: SharedClock,
     token_log: TokenLog,
 ) -> None:
-    bus = make_bus(PATIENT, origin=gate.origin)
-    statuses = Statuses(bus)
-    source = HookedSource(kiosk, clock)
-    pause = Pause()
-    source.hooks[2] = pause  # the scheduled refresh: the keeper is busy while both refusals arrive
-    keeper, events = make_keeper(bus, source=source)
-    await keeper.start()
+    pause = Pause()  # the scheduled refresh: the keeper is busy while both refusals arrive
+    bus, statuses, keeper, events = await gated_keeper(make_bus, make_keeper, kiosk, gate, clock, pause)
     await clock.advance(48)
     await pause.wait_entered()
     denial = asyncio.create_task(keeper.handle_access_denied(await refused_publish(bus)))

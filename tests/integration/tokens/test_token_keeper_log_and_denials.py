@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aiohttp
 import pytest
 
 from telehealth_client.pubsub.bus import AccessDeniedError
-from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.clinic_client import TokenGrant
 from telehealth_client.security.tokens import (
     RefreshPolicy,
@@ -27,10 +25,9 @@ from telehealth_client.security.tokens import (
 )
 from telehealth_devstack.clinic import Clinic
 from telehealth_devstack.relay import Relay
-from tests.support.clinic import ClinicApi, ClinicFactory
+from tests.support.clinic import ClinicFactory
 from tests.support.tokens import (
     CONSULTATION,
-    OTHER_CONSULTATION,
     PATIENT,
     PROVIDER,
     BusFactory,
@@ -39,6 +36,9 @@ from tests.support.tokens import (
     RecordingSource,
     SharedClock,
     TokenLog,
+    refused_publish,
+    set_consent,
+    started_keeper,
 )
 
 WHO = f"user={PATIENT} role=patient"
@@ -49,25 +49,9 @@ def lines(token_log: TokenLog) -> list[str]:
     return [line for _, line in token_log.lines]
 
 
-async def refused_publish(bus: PubNubBus) -> AccessDeniedError:
-    with pytest.raises(AccessDeniedError) as refused:
-        await bus.publish(OTHER_CONSULTATION, {"n": 1})  # another patient's: outside the grant
-    return refused.value
-
-
 async def verdict(keeper: TokenKeeper, error: AccessDeniedError) -> bool:
     """The keeper's answer to a refused publish, within a bound: a keeper that never answers fails."""
     return await asyncio.wait_for(keeper.handle_access_denied(error), 5.0)
-
-
-async def set_consent(clinic: Clinic, granted: bool) -> None:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        status, answer = (
-            await ClinicApi(session)
-            .at(clinic)
-            .post("/api/telemedicine/consent", {"patientId": PATIENT, "granted": granted, "expiresAt": None})
-        )
-    assert status == 200, answer
 
 
 async def test_each_outcome_is_one_exact_log_line(
@@ -80,9 +64,7 @@ async def test_each_outcome_is_one_exact_log_line(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="telehealth_client.security.tokens")
-    bus = make_bus(PATIENT)
-    keeper, events = make_keeper(bus)
-    await keeper.start()
+    bus, keeper, events = await started_keeper(make_bus, make_keeper)
     await clock.advance(48)  # 80 % of the 60 s TTL
     await events.wait_kind("refreshed")
     assert await verdict(keeper, await refused_publish(bus)) is True
@@ -136,9 +118,7 @@ async def test_a_refresh_after_a_403_that_cannot_reach_the_clinic_is_retried_and
 ) -> None:
     """No answer from the clinic is no verdict (issue 19): the refused publish waits for the token
     the retries bring once the clinic is back, and is then told to try again."""
-    bus = make_bus(PATIENT)
-    keeper, events = make_keeper(bus)
-    await keeper.start()
+    bus, keeper, events = await started_keeper(make_bus, make_keeper)
     port = clinic.port
     await clinic.stop()
     waiting = asyncio.ensure_future(keeper.handle_access_denied(await refused_publish(bus)))
@@ -167,9 +147,7 @@ async def test_a_refresh_after_a_403_that_cannot_reach_the_clinic_is_retried_and
 async def test_a_refresh_after_a_403_that_the_clinic_refuses_is_reported_at_once_with_its_own_reason(
     make_bus: BusFactory, make_keeper: KeeperFactory, clinic: Clinic, token_log: TokenLog
 ) -> None:
-    bus = make_bus(PATIENT)
-    keeper, events = make_keeper(bus)
-    await keeper.start()
+    bus, keeper, events = await started_keeper(make_bus, make_keeper)
     await set_consent(clinic, False)
     assert await verdict(keeper, await refused_publish(bus)) is False
     assert events.items[1:] == [
@@ -189,9 +167,7 @@ async def test_a_scheduled_refresh_the_clinic_refuses_is_a_verdict_at_once(
 ) -> None:
     """The clinic's 403 on a scheduled refresh is said while the token still works (the far end can
     still be told); a refresh that merely fails is not (the other tests)."""
-    bus = make_bus(PATIENT)
-    keeper, events = make_keeper(bus)
-    await keeper.start()
+    bus, _, events = await started_keeper(make_bus, make_keeper)
     await set_consent(clinic, False)
     await clock.advance(48)
     (denied,) = await events.wait_kind("access-denied")
@@ -304,9 +280,7 @@ async def test_a_403_on_a_token_that_merely_expired_is_refreshed_even_after_an_e
     """An earlier 403 was answered with a refresh (the episode stays open while the bus stays
     connected); the clinic then goes away and the token runs out. The 403 that follows is the
     token's age, not a verdict: the issue's kiosk ended the visit here."""
-    bus = make_bus(PATIENT)
-    keeper, events = make_keeper(bus)
-    await keeper.start()
+    bus, keeper, events = await started_keeper(make_bus, make_keeper)
     assert await verdict(keeper, await refused_publish(bus)) is True
     port = clinic.port
     await clinic.stop()
