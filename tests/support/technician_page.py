@@ -43,8 +43,10 @@ class TechnicianPage:
         self.driver = driver
 
     @classmethod
-    async def start(cls, api_address: str) -> TechnicianPage:
-        driver = await start_node(node_executable(), TECHNICIAN_SCRIPT, {"PAGE_URL": api_address})
+    async def start(cls, api_address: str, *, fake_media: bool = False) -> TechnicianPage:
+        """The page at ``api_address`` + ``/``; ``fake_media``: a fake camera and microphone."""
+        environment = {"PAGE_URL": api_address, **({"FAKE_MEDIA": "1"} if fake_media else {})}
+        driver = await start_node(node_executable(), TECHNICIAN_SCRIPT, environment)
         try:
             started = await driver.event(lambda e: e["event"] in ("ready", "fatal"), within=STEP)
             assert started["event"] == "ready", started
