@@ -175,7 +175,7 @@
         item(
           { "data-chat-id": m.id, "data-sender": m.senderId, "data-read": m.read ? "yes" : "no" },
           span(null, m.senderId === me.userId ? "you: " : `${m.senderId}: `, "meta"),
-          span("chat-text", m.text),
+          span("chat-message-text", m.text),
           span(null, "", "receipt"),
         ),
       ),
@@ -271,7 +271,8 @@
       iceServers: settings.iceServers,
       onEvent: onCallEvent,
     });
-    await subscribed([me.waitingRoom, me.notifications, me.emergency]);
+    await subscribed([me.waitingRoom, me.notifications]);
+    await subscribed([me.emergency], false); // its presence channel is not granted, nor needed
     scheduleRefresh(settings.ttlMinutes);
     document.getElementById("sign-in").hidden = true;
     document.getElementById("console").hidden = false;
@@ -295,13 +296,15 @@
     );
   }
 
-  // Until the subscription covers `channels` (and their presence).
-  function subscribed(channels) {
+  // Until the subscription covers `channels` (and their presence, unless told not to).
+  function subscribed(channels, withPresence = true) {
     return new Promise((resolve, reject) => {
       const listener = {
         status: (s) => {
           const covered = s.subscribedChannels ?? s.affectedChannels ?? [];
-          if (s.category === "PNConnectedCategory" && channels.every((c) => covered.includes(c))) {
+          // The first subscribe connects; later ones change the subscription.
+          const up = ["PNConnectedCategory", "PNSubscriptionChangedCategory"].includes(s.category);
+          if (up && channels.every((c) => covered.includes(c))) {
             pubnub.removeListener(listener);
             resolve();
           } else if (s.error && s.operation === "PNSubscribeOperation") {
@@ -311,7 +314,7 @@
         },
       };
       pubnub.addListener(listener);
-      pubnub.subscribe({ channels, withPresence: true });
+      pubnub.subscribe({ channels, withPresence });
     });
   }
 
