@@ -12,6 +12,7 @@ import pytest
 from telehealth_devstack.stack import DevStack
 from tests.support.api import KIOSK, PROVIDER, SPECIALIST, WAIT, Agents, RunningAgent
 from tests.support.console import open_console
+from tests.support.devstack_cli import Devstack, started_devstacks
 from tests.support.media import devices_environment
 from tests.support.technician_page import TechnicianPage
 
@@ -42,3 +43,10 @@ async def console_page(console_stack: DevStack) -> AsyncIterator[TechnicianPage]
         yield page
     finally:
         await page.close()
+
+
+@pytest.fixture
+async def started() -> AsyncIterator[list[Devstack]]:
+    """Every ``telehealth-agent devstack`` a test starts; any still running afterwards is killed."""
+    async for processes in started_devstacks():
+        yield processes
