@@ -254,7 +254,8 @@ class DevStack:
             )
             await self._stack.enter_async_context(self.clinic)
             self.console = ProviderConsole(self._console_settings(self.clinic.url))
-            await self._stack.enter_async_context(self.console)
+            await self.console.start()
+            self._stack.push_async_callback(self.console.stop)
         except BaseException:
             await self._stack.aclose()
             raise

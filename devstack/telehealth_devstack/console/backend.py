@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from telehealth_client.protocol.channels import InvalidIdError, validate_id
+from telehealth_devstack.clinic.http import FieldError
 
 # The clinic calls the page may make, each as (method, path template): nothing else is forwarded.
 CLINIC_CALLS: Mapping[str, tuple[str, str]] = {
@@ -46,15 +47,6 @@ class ConsoleSettings:
     providers: Mapping[str, ConsoleProvider]
 
 
-class BackendRefused(Exception):
-    """A request the backend will not forward: ``field`` and ``reason`` go back to the page (422)."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
-
-
 class ClinicAnswer(Exception):
     """The clinic refused a call: its status and JSON answer go back to the page unchanged."""
 
@@ -80,7 +72,7 @@ class ProviderBackend:
 
     def provider(self, user_id: object) -> ConsoleProvider:
         if not isinstance(user_id, str) or user_id not in self._settings.providers:
-            raise BackendRefused("userId", "is not a provider of the development stack")
+            raise FieldError("userId", "is not a provider of the development stack", 422)
         return self._settings.providers[user_id]
 
     async def sign_in(self, user_id: object) -> dict[str, Any]:
@@ -111,15 +103,16 @@ class ProviderBackend:
         }
 
     async def clinic(self, provider: ConsoleProvider, call: str, body: Mapping[str, Any]) -> Any:
-        """One clinic call as ``provider``; ClinicAnswer when the clinic refuses it."""
+        """One clinic call as ``provider``; ClinicAnswer when the clinic refuses it, FieldError (422)
+        when the page asks for something else."""
         if call not in CLINIC_CALLS:
-            raise BackendRefused("call", f"must be one of {', '.join(CLINIC_CALLS)}")
+            raise FieldError("call", f"must be one of {', '.join(CLINIC_CALLS)}", 422)
         method, template = CLINIC_CALLS[call]
         if method == "GET":
             try:
                 department = validate_id(body.get("departmentId"), "departmentId")
             except InvalidIdError as exc:
-                raise BackendRefused("departmentId", exc.reason) from None
+                raise FieldError("departmentId", exc.reason, 422) from None
             path, payload = template.format(departmentId=department), None
         else:
             path, payload = template, dict(body)

@@ -13,18 +13,13 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from telehealth_devstack.console.backend import (
-    BackendRefused,
-    ClinicAnswer,
-    ConsoleSettings,
-    ProviderBackend,
-)
+from telehealth_devstack.clinic.http import FieldError, error_response
+from telehealth_devstack.console.backend import ClinicAnswer, ConsoleSettings, ProviderBackend
 from telehealth_devstack.http_guard import Guard, GuardedAppRunner
 
 logger = logging.getLogger(__name__)
@@ -44,7 +39,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _error(status: int, field: str, reason: str) -> web.Response:
-    return web.json_response({"error": {"field": field, "reason": reason}}, status=status)
+    # The clinic stand-in's error form: the page reads the console's and the clinic's alike.
+    return error_response(status, [(field, reason)])
 
 
 def _refusal(status: int, reason: str) -> web.Response:
@@ -100,15 +96,6 @@ class ProviderConsole:
             if session is not None:
                 await session.close()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
     # -- the application ---------------------------------------------------------------------------
 
     def _app(self, backend: ProviderBackend) -> web.Application:
@@ -116,9 +103,10 @@ class ProviderConsole:
         for path, (name, content_type) in PAGES.items():
             app.router.add_get(path, self._static(STATIC_DIR / name, content_type))
         app.router.add_get("/pubnub.js", self._sdk)
-        app.router.add_get("/dev/providers", self._directory(backend))
-        app.router.add_post("/dev/sign-in", self._signed_in(backend))
-        app.router.add_post("/dev/clinic/{call}", self._clinic_call(backend))
+        routes = _BackendRoutes(backend)
+        app.router.add_get("/dev/providers", routes.providers)
+        app.router.add_post("/dev/sign-in", _answering(routes.sign_in))
+        app.router.add_post("/dev/clinic/{call}", _answering(routes.forward))
         return app
 
     @web.middleware
@@ -157,60 +145,52 @@ class ProviderConsole:
             )
         return web.FileResponse(SDK_FILE, headers={"Content-Type": "text/javascript; charset=utf-8"})
 
-    @staticmethod
-    def _json(body: Any, status: int = 200) -> web.Response:
-        return web.json_response(body, status=status)
 
-    @staticmethod
-    async def _body(request: web.Request) -> dict[str, Any]:
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.read())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise FieldError("body", "must be JSON", 422) from None
+    if not isinstance(body, dict):
+        raise FieldError("body", "must be a JSON object", 422)
+    return body
+
+
+def _answering(work: Callable[[web.Request], Awaitable[web.Response]]) -> Handler:
+    """``work``'s answer; a refusal naming the field (422), the clinic's own refusal unchanged, an
+    unreachable clinic as 502. Nothing the page sent is logged."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
         try:
-            body = json.loads(await request.read())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BackendRefused("body", "must be JSON") from None
-        if not isinstance(body, dict):
-            raise BackendRefused("body", "must be a JSON object")
-        return body
+            return await work(request)
+        except FieldError as exc:
+            return _error(exc.status, exc.field, exc.reason)
+        except ClinicAnswer as exc:
+            return web.json_response(exc.body, status=exc.status)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            logger.warning("provider console: the clinic did not answer error=%s", type(exc).__name__)
+            return _error(502, "clinic", "the clinic stand-in did not answer")
 
-    def _directory(self, backend: ProviderBackend) -> Handler:
-        async def providers(_: web.Request) -> web.StreamResponse:
-            return self._json({"providers": backend.directory()})
+    return handler
 
-        return providers
 
-    def _signed_in(self, backend: ProviderBackend) -> Handler:
-        async def sign_in(request: web.Request) -> web.StreamResponse:
-            return await _answered(lambda: self._sign_in(backend, request))
+class _BackendRoutes:
+    """The development backend under ``/dev/`` (``backend.py`` does the work)."""
 
-        return sign_in
+    def __init__(self, backend: ProviderBackend) -> None:
+        self._backend = backend
 
-    async def _sign_in(self, backend: ProviderBackend, request: web.Request) -> web.Response:
-        body = await self._body(request)
-        return self._json(await backend.sign_in(body.get("userId")))
+    async def providers(self, _: web.Request) -> web.Response:
+        return web.json_response({"providers": self._backend.directory()})
 
-    def _clinic_call(self, backend: ProviderBackend) -> Handler:
-        async def forward(request: web.Request) -> web.StreamResponse:
-            return await _answered(lambda: self._forward(backend, request))
+    async def sign_in(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        return web.json_response(await self._backend.sign_in(body.get("userId")))
 
-        return forward
-
-    async def _forward(self, backend: ProviderBackend, request: web.Request) -> web.Response:
-        body = await self._body(request)
-        provider = backend.provider(body.get("userId"))
+    async def forward(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        provider = self._backend.provider(body.get("userId"))
         payload = body.get("body", {})
         if not isinstance(payload, dict):
-            raise BackendRefused("body", "must be a JSON object")
-        return self._json(await backend.clinic(provider, request.match_info["call"], payload))
-
-
-async def _answered(work: Callable[[], Awaitable[web.Response]]) -> web.Response:
-    """The work's answer; a refusal as 422 naming the field, the clinic's own refusal unchanged,
-    an unreachable clinic as 502. Nothing the page sent is logged."""
-    try:
-        return await work()
-    except BackendRefused as exc:
-        return _error(422, exc.field, exc.reason)
-    except ClinicAnswer as exc:
-        return web.json_response(exc.body, status=exc.status)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        logger.warning("provider console: the clinic did not answer error=%s", type(exc).__name__)
-        return _error(502, "clinic", "the clinic stand-in did not answer")
+            raise FieldError("body", "must be a JSON object", 422)
+        return web.json_response(await self._backend.clinic(provider, request.match_info["call"], payload))

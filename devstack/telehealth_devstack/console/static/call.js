@@ -29,8 +29,8 @@
 // - glare: the provider's offer wins (our unanswered offer, or our rebuild not yet carrying media,
 //   stands and the patient's offer is ignored: the patient side answers ours).
 //
-// The driver calls window.providerCall.<method>(args): start, join, use, follow, call, rebuild, hangup,
-// stats, state, mediaFlowing, frameNumbers, watchFrames, frameLog (each documented below). start's
+// The driver calls window.providerCall.<method>(args): start, join, client, use, follow, call, rebuild,
+// hangup, stats, state, mediaFlowing, frameNumbers, watchFrames, frameLog (each documented below). start's
 // `ignoreOffersDuringCall: true` makes this an older provider app that never answers a rebuild;
 // `camera: "numbered"` sends a drawn picture whose number is the time (see numberedCamera).
 // It hears events through window.reportEvent (and `use`'s onEvent), each with `at` (the page's wall
@@ -659,20 +659,28 @@
       });
       const turn = await clinic("/api/telemedicine/turn-credentials", { userId: config.userId });
       iceServers = [{ urls: turn.urls, username: turn.username, credential: turn.credential }];
-      pubnub = new PubNub({
-        origin: config.origin,
-        ssl: false,
-        publishKey: config.publishKey,
-        subscribeKey: config.subscribeKey,
-        userId: config.userId,
-        cryptoModule: PubNub.CryptoModule.aesCbcCryptoModule({ cipherKey: config.cipherKey }),
-        heartbeatInterval: 30,
-        presenceTimeout: 120,
-      });
-      pubnub.setToken(grant.token);
+      pubnub = window.providerCall.client({ ...config, token: grant.token });
       await window.providerCall.use({ pubnub, userId: config.userId, iceServers, camera: config.camera });
       await camera(); // before any offer: an offer must not wait for the devices
       return { sdkVersion: pubnub.getVersion(), ttlMinutes: grant.ttlMinutes, turnUrls: turn.urls };
+    },
+
+    /** A provider's PubNub client as PROTOCOL.md has it: the relay `origin` (plain HTTP on the
+     * development stack), the keys, every channel encrypted with AES-256-CBC under `cipherKey`, the
+     * user ID its `token` is bound to. */
+    client({ origin, publishKey, subscribeKey, userId, cipherKey, token }) {
+      const client = new PubNub({
+        origin,
+        ssl: false,
+        publishKey,
+        subscribeKey,
+        userId,
+        cryptoModule: PubNub.CryptoModule.aesCbcCryptoModule({ cipherKey }),
+        heartbeatInterval: 30,
+        presenceTimeout: 120,
+      });
+      client.setToken(token);
+      return client;
     },
 
     /** An app that has its own signed-in PubNub client (the console) lends it to the call:

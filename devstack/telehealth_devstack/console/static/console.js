@@ -210,8 +210,8 @@
     });
     const found = await answer.json().catch(() => null);
     if (!answer.ok) {
-      const error = found?.error ?? found?.errors?.[0] ?? {};
-      throw new Refused(error.field ?? path, error.reason ?? `answered ${answer.status}`);
+      // The console's and the clinic's refusals alike name the field and the reason.
+      throw new Refused(found?.field ?? path, found?.reason ?? `answered ${answer.status}`);
     }
     return found;
   }
@@ -242,17 +242,7 @@
 
   async function signIn(userId) {
     const settings = await backend("/dev/sign-in", { userId });
-    pubnub = new PubNub({
-      origin: settings.origin,
-      ssl: false,
-      publishKey: settings.publishKey,
-      subscribeKey: settings.subscribeKey,
-      userId: settings.userId,
-      cryptoModule: PubNub.CryptoModule.aesCbcCryptoModule({ cipherKey: settings.cipherKey }),
-      heartbeatInterval: 30,
-      presenceTimeout: 120,
-    });
-    pubnub.setToken(settings.token);
+    pubnub = window.providerCall.client(settings); // the call module's: one configuration
     me = {
       userId: settings.userId,
       departmentId: settings.departmentId,
