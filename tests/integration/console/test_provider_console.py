@@ -1,10 +1,13 @@
 """The provider console (the development stack's page on the PubNub JavaScript SDK and the browser's
 WebRTC) in headless Chromium with fake devices runs a whole consultation with a real kiosk agent:
 the check-in appears in its waiting room, a queue update, join, a call with media both ways, chat
-both ways with read receipts, wrap-up and the end with its summary. The kiosk's local API status is
-read at each step; every wait is for an event or a page condition, never a sleep."""
+both ways with read receipts, wrap-up and the end with its summary; and, in a second consultation,
+a specialist invited and removed, an emergency escalated and resolved. The kiosk's local API status
+is read at each step; every wait is for an event or a page condition, never a sleep."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 
@@ -17,6 +20,7 @@ from tests.support.api import (
     MEDIA_WAIT,
     PATIENT,
     PROVIDER,
+    SPECIALIST,
     RunningAgent,
     record_consent,
     video_flowing,
@@ -105,4 +109,60 @@ async def test_the_console_runs_a_whole_consultation_with_a_kiosk(
     await kiosk.seen.until(lambda: kiosk.agent.idle)
     status, answer = await kiosk.api.get("/v1/status")
     assert (status, answer["consultations"]) == (200, []), answer
+    assert page.page_errors() == [] and page.console_errors() == []
+
+
+def roster_change(kind: str, user_id: str) -> Callable[[object], bool]:
+    return lambda e: (
+        isinstance(e, events.RosterChanged)
+        and any(c.kind == kind and c.user_id == user_id for c in e.changes)
+    )
+
+
+async def test_the_console_invites_and_removes_a_specialist_and_escalates_and_resolves(
+    console_stack: DevStack, kiosk_with_media: RunningAgent, console_page: TechnicianPage
+) -> None:
+    kiosk, page = kiosk_with_media, console_page
+    await sign_in(page, PROVIDER)
+    await record_consent(console_stack)
+    assert (await kiosk.api.post("/v1/check-in", CHECK_IN))[0] == 201
+    row = waiting_row(CONSULTATION)
+    await page.do("click", selector=f"{row} {by_testid('open')}")
+    await click(page, "join")
+    await kiosk.wait_state(ConsultationState.CONNECTING)
+
+    # Invited through the clinic, then announced: the kiosk's roster has the specialist.
+    await page.do("select", selector=by_testid("invitee"), value=SPECIALIST)
+    await page.do("select", selector=by_testid("invite-role"), value="second-opinion")
+    await click(page, "invite")
+    await kiosk.wait_event(roster_change("invited", SPECIALIST))
+    members = {m["userId"]: m for m in (await kiosk_consultation(kiosk))["roster"]}
+    assert (members[SPECIALIST]["role"], members[SPECIALIST]["status"]) == ("second-opinion", "invited")
+    invited = f'{by_testid("invited")} li[data-user-id="{SPECIALIST}"]'
+    await page.wait_for(invited, "second-opinion")
+
+    # Removed: announced first, then its access revoked (the clinic's refusal would show).
+    await page.do("click", selector=f"{invited} {by_testid('remove')}")
+    await kiosk.wait_event(roster_change("removed", SPECIALIST))
+    members = {m["userId"]: m for m in (await kiosk_consultation(kiosk))["roster"]}
+    assert members[SPECIALIST]["status"] == "removed"
+    await page.wait_for(invited, state="detached")
+    await page.wait_for(by_testid("error"), state="hidden")
+
+    # An emergency on the department's channel, read back live, then resolved.
+    await page.do("select", selector=by_testid("severity"), value="critical")
+    await page.do("fill", selector=by_testid("reason"), value="patient fainted")
+    await click(page, "escalate")
+    escalation = f'{by_testid("escalations")} li[data-status="active"]'
+    await page.wait_for(escalation, f"critical · {CONSULTATION} · by {PROVIDER}")
+    await page.do("fill", selector=by_testid("resolution"), value="responded on site")
+    await page.do("click", selector=f"{escalation} {by_testid('resolve')}")
+    await page.wait_for(f'{by_testid("escalations")} li[data-status="resolved"]', "resolved")
+    await page.wait_for(by_testid("error"), state="hidden")
+
+    # Ended without a call: the summary says no follow-up.
+    await click(page, "end")
+    ended = await kiosk.wait_state(ConsultationState.COMPLETED)
+    assert ended.summary is not None and ended.summary.follow_up_required is False
+    await page.wait_for(by_testid("summary"), "follow-up required: no")
     assert page.page_errors() == [] and page.console_errors() == []
