@@ -53,8 +53,10 @@ async def test_the_console_runs_a_whole_consultation_with_a_kiosk(
     seen = await kiosk_consultation(kiosk)
     assert (seen["state"], seen["queuePosition"]) == ("waiting", 1), seen
 
-    # Join: the kiosk is connecting, with the provider on its roster.
+    # Join: the kiosk is connecting, with the provider on its roster. Before, the console shows the
+    # patient present (PubNub presence on the consultation channel).
     await page.do("click", selector=f"{row} {by_testid('open')}")
+    await page.wait_for(by_testid("presence"), "present")
     await click(page, "join")
     await kiosk.wait_state(ConsultationState.CONNECTING)
     seen = await kiosk_consultation(kiosk)

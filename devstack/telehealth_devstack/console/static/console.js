@@ -154,7 +154,7 @@
     if (!p) return;
     byTestId("patient").textContent = p.patientId;
     byTestId("consultation-state").textContent = p.state;
-    byTestId("presence").textContent = p.present ? "present" : "not present";
+    byTestId("presence").textContent = p.present ? "present" : "absent";
     byTestId("devices").textContent = p.devices
       ? `camera ${p.devices.camera}, microphone ${p.devices.microphone}, speaker ${p.devices.speaker}, network ${p.devices.network}`
       : "not reported";
@@ -355,8 +355,10 @@
   }
 
   function checkedIn(message, stamp) {
+    // A newer check-in on the same channel is the pair's next visit (the kiosk refuses a second
+    // check-in while one runs): it replaces the older one, whose messages are then ignored.
     const known = patients.get(message.consultationId);
-    if (known && (known.since >= stamp || !TERMINAL.includes(known.state))) return;
+    if (known && known.since >= stamp) return;
     const p = {
       consultationId: message.consultationId,
       patientId: message.patientId,
@@ -373,10 +375,19 @@
       summary: null,
     };
     patients.set(p.consultationId, p);
-    // Its consultation from now on; what came before this subscription comes from history.
+    // Its consultation from now on; what came before this subscription comes from history. A
+    // visit that history shows over is left; one still open asks who is there now.
     subscribed([p.consultationId])
       .then(() => catchUp(p.consultationId))
+      .then(() => (TERMINAL.includes(p.state) ? pubnub.unsubscribe({ channels: [p.consultationId] }) : present(p)))
       .catch((error) => showError(error));
+  }
+
+  async function present(p) {
+    const answer = await pubnub.hereNow({ channels: [p.consultationId], includeUUIDs: true });
+    const occupants = answer.channels[p.consultationId]?.occupants ?? [];
+    if (occupants.some((occupant) => occupant.uuid === p.patientId)) p.present = true;
+    render();
   }
 
   function consultationMessage(p, message, publisher, stamp, fromHistory) {
