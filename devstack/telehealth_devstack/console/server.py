@@ -157,8 +157,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 
 def _answering(work: Callable[[web.Request], Awaitable[web.Response]]) -> Handler:
-    """``work``'s answer; a refusal naming the field (422), the clinic's own refusal unchanged, an
-    unreachable clinic as 502. Nothing the page sent is logged."""
+    """``work``'s answer; a refusal naming the field (422), the clinic's own refusal unchanged, a
+    clinic that does not answer (or not in JSON) as 502. Nothing the page sent is logged."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
@@ -167,7 +167,7 @@ def _answering(work: Callable[[web.Request], Awaitable[web.Response]]) -> Handle
             return _error(exc.status, exc.field, exc.reason)
         except ClinicAnswer as exc:
             return web.json_response(exc.body, status=exc.status)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: an answer not JSON
             logger.warning("provider console: the clinic did not answer error=%s", type(exc).__name__)
             return _error(502, "clinic", "the clinic stand-in did not answer")
 
