@@ -28,7 +28,7 @@ from telehealth_devstack.clinic import (
     StaffMember,
 )
 from telehealth_devstack.clinic.directory import StaffRole
-from telehealth_devstack.console import ConsoleProvider, ConsoleSettings, ProviderConsole
+from telehealth_devstack.console import ConsoleSettings, ProviderConsole
 from telehealth_devstack.private_file import write_private
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.turn import TurnServer
@@ -280,11 +280,7 @@ class DevStack:
         return self.console.url
 
     def _console_settings(self, clinic_url: str) -> ConsoleSettings:
-        providers = {
-            user.user_id: ConsoleProvider(user.user_id, user.department_id, user.credential)
-            for user in self.users.values()
-            if user.role == "provider"
-        }
+        providers = {user.user_id: user for user in self.users.values() if user.role == "provider"}
         keys = self.keys
         return ConsoleSettings(
             self.relay.origin, keys.publish_key, keys.subscribe_key, keys.cipher_key, clinic_url, providers

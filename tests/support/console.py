@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.support.api import RunningAgent
+from telehealth_devstack.stack import DevStack
+from tests.support.api import CHECK_IN, CONSULTATION, PROVIDER, RunningAgent, record_consent
 from tests.support.technician_page import TechnicianPage
 
 
@@ -50,3 +51,13 @@ async def kiosk_consultation(kiosk: RunningAgent) -> dict[str, Any]:
     (consultation,) = answer["consultations"]
     assert isinstance(consultation, dict)
     return consultation
+
+
+async def signed_in_with_a_check_in(stack: DevStack, kiosk: RunningAgent, page: TechnicianPage) -> str:
+    """The console signed in as the tests' provider, then the kiosk's patient checked in (consent
+    recorded first): the waiting room's entry of that consultation (a selector)."""
+    await sign_in(page, PROVIDER)
+    await record_consent(stack)
+    status, answer = await kiosk.api.post("/v1/check-in", CHECK_IN)
+    assert status == 201, answer
+    return waiting_row(CONSULTATION)

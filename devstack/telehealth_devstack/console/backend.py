@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from telehealth_client.protocol.channels import InvalidIdError, validate_id
 from telehealth_devstack.clinic.http import FieldError
+
+if TYPE_CHECKING:
+    from telehealth_devstack.stack import DevUser  # the stack builds the console: no import at run time
 
 # The clinic calls the page may make, each as (method, path template): nothing else is forwarded.
 CLINIC_CALLS: Mapping[str, tuple[str, str]] = {
@@ -27,15 +30,6 @@ CLINIC_CALLS: Mapping[str, tuple[str, str]] = {
 
 
 @dataclass(frozen=True)
-class ConsoleProvider:
-    """A development provider the console may sign in as, with its cart's device credential."""
-
-    user_id: str
-    department_id: str
-    credential: str
-
-
-@dataclass(frozen=True)
 class ConsoleSettings:
     """What the console hands a signed-in page, and where the clinic stand-in answers."""
 
@@ -44,7 +38,7 @@ class ConsoleSettings:
     subscribe_key: str
     cipher_key: str
     clinic_url: str
-    providers: Mapping[str, ConsoleProvider]
+    providers: Mapping[str, DevUser]  # the stack's providers (each with its cart's credential)
 
 
 class ClinicAnswer(Exception):
@@ -70,7 +64,7 @@ class ProviderBackend:
             {"userId": p.user_id, "departmentId": p.department_id} for p in self._settings.providers.values()
         ]
 
-    def provider(self, user_id: object) -> ConsoleProvider:
+    def provider(self, user_id: object) -> DevUser:
         if not isinstance(user_id, str) or user_id not in self._settings.providers:
             raise FieldError("userId", "is not a provider of the development stack", 422)
         return self._settings.providers[user_id]
@@ -102,7 +96,7 @@ class ProviderBackend:
             "providers": self.directory(),
         }
 
-    async def clinic(self, provider: ConsoleProvider, call: str, body: Mapping[str, Any]) -> Any:
+    async def clinic(self, provider: DevUser, call: str, body: Mapping[str, Any]) -> Any:
         """One clinic call as ``provider``; ClinicAnswer when the clinic refuses it, FieldError (422)
         when the page asks for something else."""
         if call not in CLINIC_CALLS:

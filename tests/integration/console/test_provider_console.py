@@ -15,17 +15,15 @@ from telehealth_client import events
 from telehealth_client.protocol.messages import ConsultationState
 from telehealth_devstack.stack import DevStack
 from tests.support.api import (
-    CHECK_IN,
     CONSULTATION,
     MEDIA_WAIT,
     PATIENT,
     PROVIDER,
     SPECIALIST,
     RunningAgent,
-    record_consent,
     video_flowing,
 )
-from tests.support.console import by_testid, click, kiosk_consultation, sign_in, waiting_row
+from tests.support.console import by_testid, click, kiosk_consultation, signed_in_with_a_check_in
 from tests.support.technician_page import TechnicianPage
 
 pytestmark = pytest.mark.integration
@@ -35,13 +33,8 @@ async def test_the_console_runs_a_whole_consultation_with_a_kiosk(
     console_stack: DevStack, kiosk_with_media: RunningAgent, console_page: TechnicianPage
 ) -> None:
     kiosk, page = kiosk_with_media, console_page
-    await sign_in(page, PROVIDER)
-
     # The check-in shows up live in the waiting room, first in the queue, with its time.
-    await record_consent(console_stack)
-    status, answer = await kiosk.api.post("/v1/check-in", CHECK_IN)
-    assert status == 201, answer
-    row = waiting_row(CONSULTATION)
+    row = await signed_in_with_a_check_in(console_stack, kiosk, page)
     await page.wait_for(f"{row} {by_testid('waiting-patient')}", PATIENT)
     await page.wait_for(f"{row} {by_testid('queue-position')}", "#1")
     await page.wait_for(f"{row} {by_testid('checked-in-at')}", "checked in")
@@ -125,10 +118,7 @@ async def test_the_console_invites_and_removes_a_specialist_and_escalates_and_re
     console_stack: DevStack, kiosk_with_media: RunningAgent, console_page: TechnicianPage
 ) -> None:
     kiosk, page = kiosk_with_media, console_page
-    await sign_in(page, PROVIDER)
-    await record_consent(console_stack)
-    assert (await kiosk.api.post("/v1/check-in", CHECK_IN))[0] == 201
-    row = waiting_row(CONSULTATION)
+    row = await signed_in_with_a_check_in(console_stack, kiosk, page)
     await page.do("click", selector=f"{row} {by_testid('open')}")
     await click(page, "join")
     await kiosk.wait_state(ConsultationState.CONNECTING)

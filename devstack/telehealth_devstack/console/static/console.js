@@ -105,7 +105,9 @@
   function render() {
     if (!me) return;
     const list = byTestId("waiting-room");
-    const shown = [...patients.values()].filter((p) => !TERMINAL.includes(p.state) || p.consultationId === selected);
+    const shown = [...patients.values()].filter(
+      (p) => !TERMINAL.includes(p.state) || p.consultationId === selected,
+    );
     const positions = new Map(waitingPatients().map((p, index) => [p.consultationId, index + 1]));
     list.replaceChildren(
       ...shown
@@ -119,7 +121,8 @@
             },
             span("waiting-patient", p.patientId),
             " ",
-            span("queue-position", positions.has(p.consultationId) ? `#${positions.get(p.consultationId)}` : "", "meta"),
+            span("queue-position", positions.has(p.consultationId) ? `#${positions.get(p.consultationId)}` : "",
+              "meta"),
             " ",
             span("checked-in-at", `checked in ${new Date(p.checkedInAt).toLocaleTimeString()}`, "meta"),
             " ",
@@ -156,7 +159,8 @@
     byTestId("consultation-state").textContent = p.state;
     byTestId("presence").textContent = p.present ? "present" : "absent";
     byTestId("devices").textContent = p.devices
-      ? `camera ${p.devices.camera}, microphone ${p.devices.microphone}, speaker ${p.devices.speaker}, network ${p.devices.network}`
+      ? `camera ${p.devices.camera}, microphone ${p.devices.microphone}, ` +
+        `speaker ${p.devices.speaker}, network ${p.devices.network}`
       : "not reported";
     byTestId("join").disabled = !WAITING.includes(p.state);
     byTestId("start-without-video").disabled = p.state !== "connecting";
@@ -180,7 +184,9 @@
         ),
       ),
     );
-    const others = me.providers.filter((provider) => provider.userId !== me.userId && !p.invited.has(provider.userId));
+    const others = me.providers.filter(
+      (provider) => provider.userId !== me.userId && !p.invited.has(provider.userId),
+    );
     const invitee = document.getElementById("invitee");
     const choice = invitee.value;
     invitee.replaceChildren(
@@ -278,7 +284,8 @@
     clearTimeout(refreshTimer);
     refreshTimer = setTimeout(
       act(async () => {
-        const grant = await clinic("token", { userId: me.userId, role: "provider", departmentId: me.departmentId });
+        const { userId, departmentId } = me;
+        const grant = await clinic("token", { userId, role: "provider", departmentId });
         pubnub.setToken(grant.token);
         scheduleRefresh(grant.ttlMinutes);
       }),
@@ -328,7 +335,9 @@
     if (channel === me.waitingRoom) waitingRoomMessage(message, publisher, stamp);
     else if (channel === me.emergency) emergencyMessage(message, publisher);
     else if (channel === me.notifications) notificationMessage(message);
-    else if (patients.has(channel)) consultationMessage(patients.get(channel), message, publisher, stamp, fromHistory);
+    else if (patients.has(channel)) {
+      consultationMessage(patients.get(channel), message, publisher, stamp, fromHistory);
+    }
     if (!fromHistory) render();
   }
 
@@ -465,8 +474,16 @@
     const newest = theirs[theirs.length - 1];
     if (!newest || p.readSent === newest.id || !OPEN.includes(p.state)) return;
     p.readSent = newest.id;
-    const receipt = { type: "chat-read", id: crypto.randomUUID(), readerId: me.userId, upToId: newest.id, readAt: now() };
-    publish(p.consultationId, receipt).catch((error) => showError(new Error(`chat-read: ${error?.name ?? "Error"}`)));
+    const receipt = {
+      type: "chat-read",
+      id: crypto.randomUUID(),
+      readerId: me.userId,
+      upToId: newest.id,
+      readAt: now(),
+    };
+    publish(p.consultationId, receipt).catch((error) =>
+      showError(new Error(`chat-read: ${error?.name ?? "Error"}`)),
+    );
   }
 
   function emergencyMessage(message, publisher) {
@@ -601,7 +618,14 @@
       throw new Refused("text", `must be 1-${MAX_CHAT_CHARS} characters, not blank`);
     }
     // The id is chosen before the publish and kept: a retried publish is shown once.
-    const message = { type: "chat", id: crypto.randomUUID(), senderId: me.userId, senderRole: "provider", text, sentAt: now() };
+    const message = {
+      type: "chat",
+      id: crypto.randomUUID(),
+      senderId: me.userId,
+      senderRole: "provider",
+      text,
+      sentAt: now(),
+    };
     const timetoken = await publish(p.consultationId, message);
     if (!p.chat.some((m) => m.id === message.id)) {
       p.chat.push({ id: message.id, senderId: me.userId, text, timetoken, read: false });
@@ -641,7 +665,12 @@
 
   // PROVIDER_REMOVED first, revoking second, so the specialist reads its removal.
   async function removeProvider(p, userId) {
-    await publish(p.consultationId, { action: "PROVIDER_REMOVED", providerId: userId, removedBy: me.userId, timestamp: now() });
+    await publish(p.consultationId, {
+      action: "PROVIDER_REMOVED",
+      providerId: userId,
+      removedBy: me.userId,
+      timestamp: now(),
+    });
     await clinic("revoke-access", { userId, consultationChannel: p.consultationId });
     p.invited.delete(userId);
   }
