@@ -140,6 +140,7 @@ def _serve_devstack(env_file: Path | None, open_access: bool, state_dir: Path, t
             f"Authorization: Bearer {stack.keys.auditor_credential}",
             flush=True,
         )
+        print(f"# provider console (open in a browser on this machine): {stack.console_url}/", flush=True)
         kept = "temporary, removed at exit" if temporary else "kept across restarts"
         print(f"# state directory: {state_dir} ({kept})", flush=True)
         if env_file is not None:

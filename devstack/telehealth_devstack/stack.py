@@ -28,6 +28,7 @@ from telehealth_devstack.clinic import (
     StaffMember,
 )
 from telehealth_devstack.clinic.directory import StaffRole
+from telehealth_devstack.console import ConsoleSettings, ProviderConsole
 from telehealth_devstack.private_file import write_private
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.turn import TurnServer
@@ -225,6 +226,7 @@ class DevStack:
         except InvalidIdError as exc:
             raise ValueError(f"organization_id {exc.reason}") from None
         self.clinic: Clinic | None = None
+        self.console: ProviderConsole | None = None
         self._stack = AsyncExitStack()
 
     async def start(self) -> None:
@@ -251,6 +253,9 @@ class DevStack:
                 patient_token_limit=self._patient_token_limit,
             )
             await self._stack.enter_async_context(self.clinic)
+            self.console = ProviderConsole(self._console_settings(self.clinic.url))
+            await self.console.start()
+            self._stack.push_async_callback(self.console.stop)
         except BaseException:
             await self._stack.aclose()
             raise
@@ -266,6 +271,20 @@ class DevStack:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+    @property
+    def console_url(self) -> str:
+        """The provider console's page (``console/``), on loopback while the stack runs."""
+        if self.console is None:
+            raise RuntimeError("the development stack is not started")
+        return self.console.url
+
+    def _console_settings(self, clinic_url: str) -> ConsoleSettings:
+        providers = {user.user_id: user for user in self.users.values() if user.role == "provider"}
+        keys = self.keys
+        return ConsoleSettings(
+            self.relay.origin, keys.publish_key, keys.subscribe_key, keys.cipher_key, clinic_url, providers
+        )
 
     def device_credentials(self) -> dict[str, DeviceIdentity]:
         """Every device credential the clinic accepts, with the identity it is bound to."""

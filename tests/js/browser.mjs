@@ -1,4 +1,5 @@
-// Headless Chromium with the provider's call page (call-page/), driven by tests/integration/interop.
+// Headless Chromium with the provider's call page (call-page/ with the provider console's call module,
+// devstack/telehealth_devstack/console/static/call.js), driven by tests/integration/interop.
 //
 // It serves the page, its script and the PubNub JavaScript SDK's browser build from a small HTTP
 // server on 127.0.0.1 (a page on its own origin, as a provider's app is: the relay and the clinic
@@ -17,7 +18,7 @@
 // Events go to stdout, one JSON object per line:
 //   {"event":"ready","browserVersion","pageOrigin"}   the browser is up and the page is served
 //   {"event":"fatal","stage","message"}                the browser or the server could not start; exit 1
-//   {"event":<the page's event>,"page",...}            whatever the page reported (see provider-call.js)
+//   {"event":<the page's event>,"page",...}            whatever the page reported (see call.js)
 //   {"event":"pageError","page","name"}                an uncaught error in a page
 //   {"event":"result","id","op",...}   {"event":"error","id","op","message"}
 // stdin closing ends the browser and the process.
@@ -34,7 +35,8 @@ const emit = (event) => process.stdout.write(`${JSON.stringify(event)}\n`);
 // Path -> [file, content type]: nothing else is served.
 const FILES = new Map([
   ["/provider-call.html", [here("./call-page/provider-call.html"), "text/html; charset=utf-8"]],
-  ["/provider-call.js", [here("./call-page/provider-call.js"), "text/javascript; charset=utf-8"]],
+  // The one call module, shared with the provider console (which the development stack serves).
+  ["/provider-call.js", [here("../../devstack/telehealth_devstack/console/static/call.js"), "text/javascript; charset=utf-8"]],
   ["/pubnub.js", [here("./node_modules/pubnub/dist/web/pubnub.min.js"), "text/javascript; charset=utf-8"]],
 ]);
 

@@ -1,15 +1,18 @@
 // Headless Chromium on an agent's technician page (served by the agent's local API at "/"), driven by
-// tests/integration/api/test_technician_page.py through playwright-core.
+// tests/integration/api/test_technician_page.py through playwright-core; the provider console (served
+// by the development stack at "/") is driven the same way by tests/integration/console.
 //
 // Configuration comes from the environment (never argv, which any local user can read with ps):
 //   PAGE_URL             the agent's API address (http://127.0.0.1:PORT)
 //   BROWSER_EXECUTABLE   optional: the Chromium to run (default /usr/bin/chromium)
+//   FAKE_MEDIA           optional: "1" gives the page a fake camera and microphone, granted unasked
 // The API token arrives in a "fill" command over stdin, as a technician types it.
 //
 // Commands arrive on stdin, one JSON object per line; "id" is echoed back on the answer:
 //   {"op":"open"}                                   loads PAGE_URL + "/"  -> {}
 //   {"op":"fill","selector","value"}                types into a field     -> {}
 //   {"op":"click","selector"}                       -> {}
+//   {"op":"select","selector","value"}              picks an option of a <select> -> {}
 //   {"op":"waitFor","selector","text"?,"state"?,"timeout"}   until an element matching (containing text)
 //                                                   is in "state" (default "visible") -> {}
 // (No waits on evaluated expressions: the page's Content-Security-Policy forbids eval, as it should.)
@@ -39,7 +42,12 @@ let browser;
 try {
   browser = await chromium.launch({
     executablePath: process.env.BROWSER_EXECUTABLE || "/usr/bin/chromium",
-    args: ["--no-sandbox"], // headless as root
+    args: [
+      "--no-sandbox", // headless as root
+      ...(process.env.FAKE_MEDIA === "1"
+        ? ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+        : []),
+    ],
   });
 } catch (error) {
   fatal("launch", error);
@@ -62,6 +70,10 @@ const commands = {
   },
   click: async ({ selector }) => {
     await page.locator(selector).click();
+    return {};
+  },
+  select: async ({ selector, value }) => {
+    await page.locator(selector).selectOption(value);
     return {};
   },
   waitFor: async ({ selector, text, state, timeout }) => {

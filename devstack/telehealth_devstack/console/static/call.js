@@ -3,6 +3,11 @@
 // RTCPeerConnection for media. Written from PROTOCOL.md, "Video signaling" and its "Recovery"
 // section, and docs/protocol.md 5.4.
 //
+// ONE call module, two users: the provider console (console.js, which signs in, joins and hands
+// this module its PubNub client through `use` and `follow`) and the interop tests' call page
+// (tests/js/call-page/provider-call.html, served by tests/js/browser.mjs, which calls `start` and
+// `join`). The page holds <video id="remote">, <video id="local"> and an element with id "phase".
+//
 // What the contract asks of this page, and where it is done:
 // - a standing provider token and TURN credentials from the clinic backend, over HTTP with the
 //   provider's device credential (start);
@@ -24,11 +29,12 @@
 // - glare: the provider's offer wins (our unanswered offer, or our rebuild not yet carrying media,
 //   stands and the patient's offer is ignored: the patient side answers ours).
 //
-// The driver calls window.providerCall.<method>(args): start, join, call, rebuild, hangup, stats,
-// state, mediaFlowing, frameNumbers, watchFrames, frameLog (each documented below). start's
+// The driver calls window.providerCall.<method>(args): start, join, client, use, follow, call, rebuild,
+// hangup, stats, state, mediaFlowing, frameNumbers, watchFrames, frameLog (each documented below). start's
 // `ignoreOffersDuringCall: true` makes this an older provider app that never answers a rebuild;
 // `camera: "numbered"` sends a drawn picture whose number is the time (see numberedCamera).
-// It hears events through window.reportEvent, each with `at` (the page's wall clock, ms):
+// It hears events through window.reportEvent (and `use`'s onEvent), each with `at` (the page's wall
+// clock, ms):
 //   {"event":"call","phase","reason"?}       idle | offering | answering | connected | ended
 //   {"event":"signal","type","publisher","timetoken"}   a signal from the patient this page acted on
 //   {"event":"offer","during","outcome"}     an offer received (during: a call was under way):
@@ -48,8 +54,11 @@
 
 (() => {
   // Every event carries `at`, the page's wall clock in ms (a driver measures from it).
+  let onEvent = null; // the console's listener (use)
   const emit = (event) => {
-    if (typeof window.reportEvent === "function") void window.reportEvent({ ...event, at: epochMs() });
+    const stamped = { ...event, at: epochMs() };
+    if (typeof window.reportEvent === "function") void window.reportEvent(stamped);
+    if (onEvent) onEvent(stamped);
   };
 
   const ID = /^[A-Za-z0-9_-]{1,64}$/;
@@ -76,6 +85,7 @@
 
   let config = null; // {userId, ...} from start
   let pubnub = null;
+  let listeningTo = null; // the client whose messages reach onSignal
   let iceServers = null; // the clinic's TURN server with its time-limited credentials
   let consultation = null; // {id, video, patientId} once joined
   let localStream = null;
@@ -109,7 +119,8 @@
 
   const setPhase = (phase, reason) => {
     call.phase = phase;
-    document.getElementById("phase").textContent = phase;
+    const shown = document.getElementById("phase");
+    if (shown) shown.textContent = phase;
     emit({ event: "call", phase, ...(reason ? { reason } : {}) });
   };
   const active = () => ["offering", "answering", "connected"].includes(call.phase);
@@ -648,36 +659,73 @@
       });
       const turn = await clinic("/api/telemedicine/turn-credentials", { userId: config.userId });
       iceServers = [{ urls: turn.urls, username: turn.username, credential: turn.credential }];
-      pubnub = new PubNub({
-        origin: config.origin,
+      pubnub = window.providerCall.client({ ...config, token: grant.token });
+      await window.providerCall.use({ pubnub, userId: config.userId, iceServers, camera: config.camera });
+      await camera(); // before any offer: an offer must not wait for the devices
+      return { sdkVersion: pubnub.getVersion(), ttlMinutes: grant.ttlMinutes, turnUrls: turn.urls };
+    },
+
+    /** A provider's PubNub client as PROTOCOL.md has it: the relay `origin` (plain HTTP on the
+     * development stack), the keys, every channel encrypted with AES-256-CBC under `cipherKey`, the
+     * user ID its `token` is bound to. */
+    client({ origin, publishKey, subscribeKey, userId, cipherKey, token }) {
+      const client = new PubNub({
+        origin,
         ssl: false,
-        publishKey: config.publishKey,
-        subscribeKey: config.subscribeKey,
-        userId: config.userId,
-        cryptoModule: PubNub.CryptoModule.aesCbcCryptoModule({ cipherKey: config.cipherKey }),
+        publishKey,
+        subscribeKey,
+        userId,
+        cryptoModule: PubNub.CryptoModule.aesCbcCryptoModule({ cipherKey }),
         heartbeatInterval: 30,
         presenceTimeout: 120,
       });
-      pubnub.setToken(grant.token);
+      client.setToken(token);
+      return client;
+    },
+
+    /** An app that has its own signed-in PubNub client (the console) lends it to the call:
+     * `iceServers` from its backend's TURN credentials; `onEvent` hears this module's events. */
+    async use(options) {
+      if (!ID.test(options?.userId ?? "")) throw new Refused("userId", "must be an ID");
+      if (!Array.isArray(options.iceServers)) throw new Refused("iceServers", "must be a list");
+      const first = listeningTo !== options.pubnub;
+      listeningTo = options.pubnub;
+      config = { ...(config ?? {}), userId: options.userId, camera: options.camera };
+      iceServers = options.iceServers;
+      pubnub = options.pubnub;
+      if (typeof options.onEvent === "function") onEvent = options.onEvent;
+      if (!first) return {};
       pubnub.addListener({
         message: (m) => {
           if (consultation && m.channel === consultation.video) receive(m.message, m.publisher, m.timetoken);
         },
         status: (s) => emit({ event: "status", category: s.category, operation: s.operation }),
       });
-      await camera(); // before any offer: an offer must not wait for the devices
-      return { sdkVersion: pubnub.getVersion(), ttlMinutes: grant.ttlMinutes, turnUrls: turn.urls };
+      return {};
+    },
+
+    /** The consultation whose `.video` channel carries the calls from now on (the app subscribes
+     * to it and publishes its join itself); the camera is opened here, before any offer. */
+    async follow({ consultationId }) {
+      const parts = typeof consultationId === "string" ? consultationId.split(".") : [];
+      const [prefix, providerId, patientId] = parts;
+      const ours = parts.length === 3 && prefix === "consultation" && providerId === config?.userId;
+      if (!ours || !ID.test(patientId)) {
+        throw new Refused("consultationId", "must be consultation.{this provider}.{patientId}");
+      }
+      if (active()) throw new Refused("call", `a call is ${call.phase} in another consultation`);
+      if (consultation?.id !== consultationId) {
+        call.floor = 0n;
+        call.phase = "idle";
+      }
+      consultation = { id: consultationId, video: `${consultationId}.video`, patientId };
+      await camera();
+      return { video: consultation.video };
     },
 
     /** Subscribe to the consultation and its `.video`, then PROVIDER_JOINED: the kiosk may answer. */
     async join({ consultationId }) {
-      const parts = typeof consultationId === "string" ? consultationId.split(".") : [];
-      const [prefix, providerId, patientId] = parts;
-      const ours = parts.length === 3 && prefix === "consultation" && providerId === config.userId;
-      if (!ours || !ID.test(patientId)) {
-        throw new Refused("consultationId", "must be consultation.{this provider}.{patientId}");
-      }
-      consultation = { id: consultationId, video: `${consultationId}.video`, patientId };
+      await window.providerCall.follow({ consultationId });
       const channels = [consultation.id, consultation.video];
       await new Promise((resolve, reject) => {
         const listener = {
