@@ -31,11 +31,19 @@ class DevstackCommand:
             help="keep keys, issued and revoked tokens, history, App Context, consent and audit events "
             "here across restarts (default: a fresh temporary directory, removed at exit)",
         )
+        for role in ("provider", "nurse"):
+            parser.add_argument(
+                f"--{role}",
+                action="append",
+                metavar="ID[:DEPT]",
+                help=f"a {role} the clinic knows, in department DEPT (default er); repeatable. With "
+                "neither --provider nor --nurse: the provider dr-demo",
+            )
 
     def run(self, args: argparse.Namespace) -> int:
         from telehealth_devstack.serve import run_devstack
 
-        return run_devstack(args.env_file, args.open_access, args.state_dir)
+        return run_devstack(args.env_file, args.open_access, args.state_dir, args.provider, args.nurse)
 
 
 class DemoCommand:
