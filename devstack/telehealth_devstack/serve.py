@@ -2,13 +2,14 @@
 
 FOR DEVELOPMENT AND NEWCOMERS: nothing here runs in production.
 
-Every identity's agent gets its settings whole: the common ones, its own device credential, user
-ID, role and department, its local API's port and token file, and a state directory of its own
-under the stack's (``agents/<user ID>``). The kiosk's are printed (each provider's and nurse's as a
-comment line of what differs) and, with ``--env-file``, written there; each identity's are also
-written beside it, one sourceable file each (``dev.env`` -> ``dev.<user ID>.env``), which the env
-file names in comment lines. So any identity's agent starts from what was written:
-``set -a; . dev.dr-demo.env; set +a; telehealth-agent run``.
+Every identity's agent gets its settings whole: the common ones, its own device credential, user ID,
+role and department, its local API's port and token file, a state directory of its own under the
+stack's (``agents/<user ID>``) and generated devices (``devices/<user ID>``: a test-pattern camera,
+a tone as the microphone; ``ALSA_CONFIG_PATH`` names their ALSA configuration). The kiosk's are
+printed (each provider's and nurse's as a comment line of what differs) and, with ``--env-file``,
+written there; each identity's are also written beside it, one sourceable file each (``dev.env`` ->
+``dev.<user ID>.env``), which the env file names in comment lines. So any identity's agent starts
+from what was written: ``set -a; . dev.dr-demo.env; set +a; telehealth-agent run``.
 
 Public API: ``run_devstack(env_file, open_access, state_dir, providers=None, nurses=None) -> int``
 (0 stopped by a signal, 2 a bad or repeated ``--provider``/``--nurse``, or an ``--env-file`` or
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from telehealth_client import logs
 from telehealth_client.agent import run_until_signalled
+from telehealth_devstack.generated_devices import write_devices
 from telehealth_devstack.identities import IdentityError, StaffIdentity, staff_identities
 from telehealth_devstack.private_file import write_private
 from telehealth_devstack.stack import AUDITOR_USER_ID, DEFAULT_KIOSK, DevStack, DevStackKeys
@@ -36,6 +38,8 @@ KIOSK_API_PORT = 8470
 API_TOKENS_DIR = "api-tokens"
 # Each agent's own state directory, under the stack's: two agents never share an outbox or a trail.
 AGENTS_DIR = "agents"
+# Each agent's generated camera, microphone and speaker.
+DEVICES_DIR = "devices"
 
 EXIT_USAGE = 2
 
@@ -122,10 +126,14 @@ def _with_api(environment: dict[str, str], state_dir: Path, port: int) -> dict[s
 
 
 def _agent_settings(stack: DevStack, state_dir: Path) -> dict[str, dict[str, str]]:
-    """Every identity's whole settings, the kiosk's first; API ports from ``KIOSK_API_PORT`` on."""
+    """Every identity's whole settings, the kiosk's first; API ports from ``KIOSK_API_PORT`` on;
+    generated devices, so that its agent can hold a call on any machine."""
     identities = [stack.default_kiosk, *stack.users]
     return {
-        user_id: _with_api(stack.agent_environment(user_id), state_dir, KIOSK_API_PORT + number)
+        user_id: {
+            **_with_api(stack.agent_environment(user_id), state_dir, KIOSK_API_PORT + number),
+            **write_devices(state_dir / DEVICES_DIR / user_id).settings(),
+        }
         for number, user_id in enumerate(identities)
     }
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from tests.support.cli import AGENT, Process, unset_environment
 
 STATE_LINE = "# state directory: "
+SETTING = re.compile(r"[A-Z][A-Z0-9_]*=")  # a setting's line, not a log line (ts=...)
 
 
 class Devstack(Process):
@@ -31,7 +32,7 @@ class Devstack(Process):
         return await self.wait_line(lambda line: line.startswith(STATE_LINE))
 
     def kiosk_settings(self) -> dict[str, str]:
-        return dict(line.strip().split("=", 1) for line in self.lines if line.startswith("TELEHEALTH_"))
+        return dict(line.strip().split("=", 1) for line in self.lines if SETTING.match(line))
 
     def provider_settings(self, user_id: str) -> dict[str, str]:
         (comment,) = [line for line in self.lines if line.startswith(f"# provider {user_id}'s agent:")]
