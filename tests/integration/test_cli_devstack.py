@@ -18,10 +18,12 @@ import pytest
 from tests.support.devstack_cli import (
     Devstack,
     api_address,
+    api_status,
     devstack,
     running,
     sourced_agent,
     started_devstacks,
+    with_env_file,
     written_settings,
 )
 
@@ -148,8 +150,7 @@ async def test_the_printout_names_each_staff_department_and_the_auditor(
     started: list[Devstack], tmp_path: Path
 ) -> None:
     env_file = tmp_path / "dev.env"
-    process = await devstack(started, "--env-file", str(env_file))
-    await process.next_line(f"# written to {env_file}")
+    process = await with_env_file(started, env_file)
     # Written whole, owner-only, naming each identity's own file beside it, and nothing else left there.
     lines, modes = await asyncio.to_thread(_written, env_file)
     assert lines == [
@@ -229,10 +230,9 @@ async def test_a_provider_given_on_the_command_line_runs_its_agent_from_the_writ
     started: list[Devstack], tmp_path: Path
 ) -> None:
     env_file = tmp_path / "dev.env"
-    process = await devstack(
-        started, "--provider", "dr-cardio:cardio", "--nurse", "nu-cardio:cardio", "--env-file", str(env_file)
+    process = await with_env_file(
+        started, env_file, "--provider", "dr-cardio:cardio", "--nurse", "nu-cardio:cardio"
     )
-    await process.next_line(f"# written to {env_file}")
     own = tmp_path / "dev.dr-cardio.env"
     assert f"# provider dr-cardio (department cardio): {own}" in env_file.read_text()
     settings = written_settings(own)
@@ -245,17 +245,13 @@ async def test_a_provider_given_on_the_command_line_runs_its_agent_from_the_writ
         headers = {"Authorization": f"Bearer {token}"}
         # Connected: the clinic granted dr-cardio's standing token for its department.
         await agent.wait_line(lambda line: "bus status=connected" in line)
-        async with aiohttp.ClientSession(headers=headers) as session:
-            async with session.get(f"{base}/v1/status") as answer:
-                status = await answer.json()
-                assert answer.status == 200, status
-                assert (status["role"], status["userId"], status["pubsub"]) == (
-                    "provider",
-                    "dr-cardio",
-                    "connected",
-                )
-            async with session.get(f"{base}/v1/waiting-room") as answer:
-                assert answer.status == 200
+        status = await api_status(base, token)
+        assert (status["role"], status["userId"], status["pubsub"]) == ("provider", "dr-cardio", "connected")
+        async with (
+            aiohttp.ClientSession(headers=headers) as session,
+            session.get(f"{base}/v1/waiting-room") as answer,
+        ):
+            assert answer.status == 200
     finally:
         agent.send_signal(signal.SIGTERM)
         code, _, err = await agent.finish()

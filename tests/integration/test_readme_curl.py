@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import Process, unset_environment
-from tests.support.devstack_cli import Devstack, api_address, devstack, sourced_agent, started_devstacks
+from tests.support.devstack_cli import Devstack, api_address, sourced_agent, started_devstacks, with_env_file
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +45,7 @@ async def test_the_readmes_curl_walkthrough_runs_a_whole_consultation(
     started: list[Devstack], tmp_path: Path
 ) -> None:
     env_file = tmp_path / "dev.env"
-    stack = await devstack(started, "--env-file", str(env_file))
-    await stack.next_line(f"# written to {env_file}")
+    stack = await with_env_file(started, env_file)
     walk = tmp_path / "walk"
     walk.mkdir()
     agents: list[Process] = []

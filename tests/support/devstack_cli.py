@@ -9,6 +9,9 @@ import shlex
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
+
+import aiohttp
 
 from tests.support.cli import AGENT, Process, unset_environment
 
@@ -87,3 +90,21 @@ async def api_address(agent: Process) -> str:
     match = re.search(r"address=(http://127\.0\.0\.1:\d+)", line)
     assert match, line
     return match.group(1)
+
+
+async def with_env_file(started: list[Devstack], env_file: Path, *args: str) -> Devstack:
+    """A devstack writing ``env_file`` (and each identity's beside it), once it has written them."""
+    process = await devstack(started, *args, "--env-file", str(env_file))
+    await process.next_line(f"# written to {env_file}")
+    return process
+
+
+async def api_status(base: str, token: str) -> dict[str, Any]:
+    """An agent's ``GET /v1/status`` with its token (answered 200)."""
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session,
+        session.get(f"{base}/v1/status") as answer,
+    ):
+        status: dict[str, Any] = await answer.json()
+        assert answer.status == 200, status
+        return status
