@@ -83,6 +83,15 @@ async def mute_and_unmute(kiosk: RunningAgent, provider: RunningAgent, heard: Pl
     assert (status, answer["muted"]) == (200, {"audio": True, "video": True})
     await kiosk.wait_event(muted_to(True, True))
 
+    # A cart mutes the call it started on that consultation; the kiosk's mute is its own.
+    status, answer = await provider.api.post(f"/v1/consultations/{CONSULTATION}/mute", {"video": True})
+    assert (status, answer) == (
+        200,
+        {"consultationId": CONSULTATION, "muted": {"audio": False, "video": True}},
+    )
+    await provider.wait_event(muted_to(False, True))
+    assert (await call_status(provider))["muted"] == {"audio": False, "video": True}
+
     status, answer = await kiosk.api.post(MUTE, {"audio": False, "video": False})
     assert (status, answer["muted"]) == (200, {"audio": False, "video": False})
     await heard.heard(lambda level: level > TONE)
