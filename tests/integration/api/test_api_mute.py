@@ -12,10 +12,20 @@ import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from telehealth_client import events
-from tests.support.api import CONSULTATION, MEDIA_WAIT, Agents, RunningAgent, call_under_way
+from tests.support.api import (
+    CONSULTATION,
+    MEDIA_WAIT,
+    WAIT,
+    Agents,
+    RunningAgent,
+    call_under_way,
+    mjpeg_parts,
+)
 from tests.support.media import PlayedAudio, SharedAlsa, shared_alsa
 
 pytestmark = pytest.mark.integration
@@ -24,6 +34,7 @@ MUTE = "/v1/call/mute"
 # The kiosk's microphone is a -20 dBFS tone (RMS ~3300); decoded silence is a few units at most.
 TONE = 1000.0
 SILENCE = 50.0
+BLACK = 20.0  # mean grey level of a black frame's JPEG; the numbered video's is ~120
 
 
 def muted_to(audio: bool, video: bool) -> object:
@@ -78,10 +89,11 @@ async def mute_and_unmute(kiosk: RunningAgent, provider: RunningAgent, heard: Pl
     # Silence is still a stream: the call goes on, nothing stalled.
     assert (await call_status(provider))["status"] in ("live", "audio-only")
 
-    # The camera too (black frames); the microphone stays as it was.
+    # The camera too: the far end shows black frames; the microphone stays as it was.
     status, answer = await kiosk.api.post(MUTE, {"video": True})
     assert (status, answer["muted"]) == (200, {"audio": True, "video": True})
     await kiosk.wait_event(muted_to(True, True))
+    await remote_picture(provider, black=True)
 
     # A cart mutes the call it started on that consultation; the kiosk's mute is its own.
     status, answer = await provider.api.post(f"/v1/consultations/{CONSULTATION}/mute", {"video": True})
@@ -95,7 +107,23 @@ async def mute_and_unmute(kiosk: RunningAgent, provider: RunningAgent, heard: Pl
     status, answer = await kiosk.api.post(MUTE, {"audio": False, "video": False})
     assert (status, answer["muted"]) == (200, {"audio": False, "video": False})
     await heard.heard(lambda level: level > TONE)
+    await remote_picture(provider, black=False)
     assert (await call_status(kiosk))["muted"] == {"audio": False, "video": False}
+
+
+async def remote_picture(agent: RunningAgent, *, black: bool) -> None:
+    """Until the far end's picture, in ``agent``'s remote preview, is black (or is not)."""
+
+    async def seen() -> None:
+        api = agent.api
+        async with api.session.get(f"{api.base}/v1/previews/remote", headers=api.headers()) as response:
+            assert response.status == 200
+            async for jpeg in mjpeg_parts(response):
+                image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
+                if (float(image.mean()) < BLACK) == black:
+                    return
+
+    await asyncio.wait_for(seen(), WAIT)
 
 
 async def test_the_mute_holds_when_the_media_child_is_replaced(
