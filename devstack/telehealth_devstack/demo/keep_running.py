@@ -59,8 +59,16 @@ class KeptKiosk:
 
     @classmethod
     async def start(cls, environment: dict[str, str], verbose: bool) -> KeptKiosk:
+        # A session of its own: a terminal's Ctrl-C reaches the demo only, which then stops the agent
+        # with one SIGTERM (a second signal would make the agent exit at once, undrained).
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "telehealth_client", "run", env=environment, stdout=asyncio.subprocess.PIPE
+            sys.executable,
+            "-m",
+            "telehealth_client",
+            "run",
+            env=environment,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,
         )
         return cls(process, verbose)
 
