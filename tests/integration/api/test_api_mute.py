@@ -17,15 +17,8 @@ import numpy as np
 import pytest
 
 from telehealth_client import events
-from tests.support.api import (
-    CONSULTATION,
-    MEDIA_WAIT,
-    WAIT,
-    Agents,
-    RunningAgent,
-    call_under_way,
-    mjpeg_parts,
-)
+from tests.support import api as api_support
+from tests.support.api import CONSULTATION, MEDIA_WAIT, WAIT, Agents, RunningAgent
 from tests.support.media import PlayedAudio, SharedAlsa, shared_alsa
 
 pytestmark = pytest.mark.integration
@@ -71,7 +64,7 @@ async def test_muting_the_kiosk_silences_it_at_the_far_end_until_unmuted(
     speaker: tuple[SharedAlsa, PlayedAudio], agents: Agents
 ) -> None:
     alsa, heard = speaker
-    kiosk, provider = await call_under_way(agents, alsa.settings.__getitem__)
+    kiosk, provider = await api_support.call_under_way(agents, alsa.settings.__getitem__)
     await mute_and_unmute(kiosk, provider, heard)
 
 
@@ -118,7 +111,7 @@ async def remote_picture(agent: RunningAgent, *, black: bool) -> None:
         api = agent.api
         async with api.session.get(f"{api.base}/v1/previews/remote", headers=api.headers()) as response:
             assert response.status == 200
-            async for jpeg in mjpeg_parts(response):
+            async for jpeg in api_support.mjpeg_parts(response):
                 image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
                 if (float(image.mean()) < BLACK) == black:
                     return
@@ -130,7 +123,7 @@ async def test_the_mute_holds_when_the_media_child_is_replaced(
     speaker: tuple[SharedAlsa, PlayedAudio], agents: Agents
 ) -> None:
     alsa, heard = speaker
-    kiosk, _provider = await call_under_way(agents, alsa.settings.__getitem__)
+    kiosk, _provider = await api_support.call_under_way(agents, alsa.settings.__getitem__)
     await crash_while_muted(kiosk, heard)
 
 
