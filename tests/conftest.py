@@ -29,10 +29,12 @@ REALTIME = (
     "tests/integration/api/test_api_call.py",
     "tests/integration/api/test_api_consultation.py",
     "tests/integration/api/test_api_devices.py",
+    "tests/integration/api/test_api_mute.py",
     "tests/integration/api/test_api_previews.py",
     "tests/integration/api/test_technician_page.py",
     "tests/integration/consultation/test_started_by_media.py",
     "tests/integration/test_demo.py",
+    "tests/integration/test_readme_curl.py",
     "tests/integration/test_cli.py::test_check_devices",
     "tests/unit/test_ice_tuning.py",
 )

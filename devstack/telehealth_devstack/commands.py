@@ -31,11 +31,19 @@ class DevstackCommand:
             help="keep keys, issued and revoked tokens, history, App Context, consent and audit events "
             "here across restarts (default: a fresh temporary directory, removed at exit)",
         )
+        for role in ("provider", "nurse"):
+            parser.add_argument(
+                f"--{role}",
+                action="append",
+                metavar="ID[:DEPT]",
+                help=f"a {role} the clinic knows, in department DEPT (default er); repeatable. With "
+                "neither --provider nor --nurse: the provider dr-demo",
+            )
 
     def run(self, args: argparse.Namespace) -> int:
         from telehealth_devstack.serve import run_devstack
 
-        return run_devstack(args.env_file, args.open_access, args.state_dir)
+        return run_devstack(args.env_file, args.open_access, args.state_dir, args.provider, args.nurse)
 
 
 class DemoCommand:
@@ -64,11 +72,22 @@ class DemoCommand:
             "the demo exits 1 naming the check-in step; shows how a failed step is reported",
         )
 
+        parser.add_argument(
+            "--keep-running",
+            action="store_true",
+            help="after the consultation, keep the stack and a kiosk agent with its local API up, print "
+            "the technician page's URL and the API token, until Ctrl-C or SIGTERM (exit 0)",
+        )
+
     def run(self, args: argparse.Namespace) -> int:
         from telehealth_devstack.demo import DemoOptions, run_demo
 
         options = DemoOptions(
-            step_timeout_seconds=args.step_timeout, json_lines=args.json, skip_consent=args.skip_consent
+            step_timeout_seconds=args.step_timeout,
+            json_lines=args.json,
+            skip_consent=args.skip_consent,
+            keep_running=args.keep_running,
+            verbose=args.verbose,
         )
         try:
             return run_demo(options, verbose=args.verbose)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from devices.report import DeviceReport
@@ -86,6 +86,20 @@ class ChatReadRequest(RequestModel):
     up_to_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
 
 
+class MuteRequest(RequestModel):
+    """Mute (true) or unmute (false) this end's microphone (``audio``) or camera (``video``); a field
+    left out stays as it is, and at least one is given."""
+
+    audio: bool | None = Field(default=None, strict=True)
+    video: bool | None = Field(default=None, strict=True)
+
+    @model_validator(mode="after")
+    def _names_one(self) -> MuteRequest:
+        if self.audio is None and self.video is None:
+            raise ValueError("give audio or video (true mutes, false unmutes)")
+        return self
+
+
 class EscalateRequest(RequestModel):
     consultation_id: Annotated[str, Field(min_length=1, max_length=200)]
     severity: EmergencySeverity
@@ -151,10 +165,23 @@ class RosterMember(ApiModel):
     present: bool
 
 
+class MuteState(ApiModel):
+    """What this end sends as silence (``audio``) or black frames (``video``)."""
+
+    audio: bool = False
+    video: bool = False
+
+
 class CallView(ApiModel):
     phase: str
     status: str
     media: list[str] = []
+    muted: MuteState = MuteState()
+
+
+class MuteAnswer(ApiModel):
+    consultation_id: str
+    muted: MuteState
 
 
 class ConsultationView(ApiModel):

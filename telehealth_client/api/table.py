@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from telehealth_client.api import (
+    routes_call,
     routes_chat,
     routes_devices,
     routes_emergency,
@@ -17,6 +18,7 @@ ROUTES: list[Route] = [
     *routes_status.ROUTES,
     *routes_patient.ROUTES,
     *routes_provider.ROUTES,
+    *routes_call.ROUTES,
     *routes_chat.ROUTES,
     *routes_emergency.ROUTES,
     *routes_previews.ROUTES,

@@ -9,6 +9,7 @@ from telehealth_client.api.models import (
     ChatEntryView,
     ConsultationView,
     EscalationView,
+    MuteState,
     RosterMember,
 )
 
@@ -24,7 +25,17 @@ def call_view(call: Any) -> CallView | None:
     if call is None:
         return None
     status = call.status
-    return CallView(phase=str(call.phase), status=str(status.status), media=list(status.media))
+    return CallView(
+        phase=str(call.phase),
+        status=str(status.status),
+        media=list(status.media),
+        muted=mute_state(call),
+    )
+
+
+def mute_state(call: Any) -> MuteState:
+    """What a ``ConsultationCall`` sends as silence or black frames."""
+    return MuteState(audio=call.mute.audio, video=call.mute.video)
 
 
 def consultation_view(session: ConsultationSession, call: Any = None) -> ConsultationView:

@@ -7,7 +7,8 @@ The catalogue (``events/catalogue.py``): ``StateChanged``, ``RosterChanged`` (of
 ``EndpointIdle``, ``InvitationReceived``, ``StateSaved``, ``ChatMessageAdded``, ``ChatStatusChanged``,
 ``ChatReadUpdated``, ``ChatWiped``, ``EmergencyUpdated``, ``EmergencyAlert``, ``CallStatusChanged``
 (the one to watch for a call), ``CallStateChanged``, ``MediaFlowing``, ``MediaFailed``,
-``OfferRefused``, ``CallQualityChanged``, ``CallVideoModeChanged``, ``MediaChildOverMemory``,
+``OfferRefused``, ``CallQualityChanged``, ``CallVideoModeChanged``, ``CallMuteChanged``,
+``MediaChildOverMemory``,
 ``ConsultationNotFollowed``, ``GuestAccessRevoked``, ``PreviewWatched``, ``DeviceChecked``,
 ``DeviceCheckFinished`` (the local API's device checks), and ``Missed`` (delivered only to a
 subscriber that fell behind). The hub (``events/hub.py``): ``EventSink``, ``EventHub``,
@@ -21,6 +22,7 @@ from telehealth_client.events.catalogue import (
     AccessRenewed,
     AccessRenewing,
     BusStatusChanged,
+    CallMuteChanged,
     CallQualityChanged,
     CallStateChanged,
     CallStatus,
@@ -70,6 +72,7 @@ __all__ = [
     "AccessRenewed",
     "AccessRenewing",
     "BusStatusChanged",
+    "CallMuteChanged",
     "CallQualityChanged",
     "CallStateChanged",
     "CallStatus",

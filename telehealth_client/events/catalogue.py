@@ -298,6 +298,17 @@ class CallVideoModeChanged:
 
 
 @dataclass(frozen=True)
+class CallMuteChanged:
+    """This end's microphone (``audio``) or camera (``video``) was muted or unmuted through the API:
+    the far end receives silence or black frames while muted."""
+
+    kind: ClassVar[str] = "call-mute"
+    consultation_id: str
+    audio: bool
+    video: bool
+
+
+@dataclass(frozen=True)
 class MediaChildOverMemory:
     """A media child (``pid``) grew over the memory ceiling: it is not reused, and is replaced
     between connections (the call is not interrupted for it)."""
@@ -432,6 +443,7 @@ Event: TypeAlias = (
     | OfferRefused
     | CallQualityChanged
     | CallVideoModeChanged
+    | CallMuteChanged
     | MediaChildOverMemory
     | ConsultationNotFollowed
     | GuestAccessRevoked

@@ -9,7 +9,8 @@ argv or the environment.
 
 Public API: the request models (``Start``, ``Prepare``, ``MakeOffer``, ``MakeAnswer``,
 ``AcceptAnswer``, ``AddCandidate``, ``Reset``, ``GetStats``, ``GetPreview``, ``WatchPreviews``,
-``SetVideoMode``, ``RunEchoTest``, ``Close``) and ``Request``, ``parse_request(line)``; ``Reply``; the
+``SetVideoMode``, ``SetMute`` with ``Mute``, ``RunEchoTest``, ``Close``) and ``Request``,
+``parse_request(line)``; ``Reply``; the
 event models (``Ready``, ``Heartbeat``, ``FirstFrame``, ``Resumed``, ``Stalled``, ``Quality``,
 ``DeviceFailed``, ``VideoModeDecided``, ``PreviewImage``) and ``ChildEvent``, ``parse_event(data)``;
 ``RequestError``; ``PreviewSide``.
@@ -84,15 +85,28 @@ class Fallback(_Message):
         return FallbackSettings(**self.model_dump())
 
 
+class Mute(_Message):
+    """What the call's user muted: ``audio`` sends silence, ``video`` black frames (the far end
+    keeps receiving a well-formed stream, so nothing there stalls)."""
+
+    audio: bool = False
+    video: bool = False
+
+
+UNMUTED = Mute()
+
+
 class Start(_Request):
     """Keep what the next connection uses; with ``fallback`` (the patient side) the call goes audio
-    only by itself when video cannot be sustained."""
+    only by itself when video cannot be sustained. ``mute``: a child started for a call already
+    muted (a replacement, a rebuild) starts muted."""
 
     op: Literal["start"] = "start"
     turn: TurnServers
     devices: DeviceChoice
     video_mode: VideoMode = "video"
     fallback: Fallback | None = None
+    mute: Mute = UNMUTED
 
 
 class Prepare(_Request):
@@ -150,6 +164,13 @@ class SetVideoMode(_Request):
     mode: VideoMode
 
 
+class SetMute(_Request):
+    """Mute or unmute our microphone and camera, now and for the connections to come."""
+
+    op: Literal["mute"] = "mute"
+    mute: Mute
+
+
 class RunEchoTest(_Request):
     """The preflight's media test (media/echo_test.py): TURN allocated, then two connections of
     this child call each other through it for ``seconds``; answered with its ``outcome``."""
@@ -179,6 +200,7 @@ Request: TypeAlias = Annotated[
     | GetPreview
     | WatchPreviews
     | SetVideoMode
+    | SetMute
     | RunEchoTest
     | Close,
     Field(discriminator="op"),

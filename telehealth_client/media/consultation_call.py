@@ -21,7 +21,8 @@ Public API: ``MediaOptions(devices, env=None, fallback=..., memory_ceiling_mb=No
 ``ConsultationCall(session, clinic, hub, options=..., auditor=None, on_media_flowing=None,
 on_video_mode=None)``; ``await start()``, ``await call()`` (to the consultation's patient),
 ``await hangup()``, ``await prepared()``, ``phase``, ``status`` (the call's one status),
-``worker``, ``video_mode``, ``await aclose()``.
+``worker``, ``video_mode``, ``await set_mute(audio=None, video=None)`` and ``mute`` (what this end
+sends as silence or black frames, for every child of the call and each new one), ``await aclose()``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from telehealth_client.media.child_messages import (
     ChildEvent,
     DeviceFailed,
     FirstFrame,
+    Mute,
     Quality,
     Resumed,
     Stalled,
@@ -112,6 +114,9 @@ class ConsultationCall:
         # provider's follows the patient's DEVICE_STATUS; new connections start in it.
         self.video_mode: VideoMode = "video"
         self._decides_video = consultation.role == "patient"
+        # What the user muted: every child of the call is told, and each new one (a rebuild, a
+        # replacement after a crash) starts with it or is told as it is handed over.
+        self.mute = Mute()
         # A device that failed in a child before it was the call's (opened while it was prepared):
         # told when the child is handed to a connection.
         self._early_failures: weakref.WeakKeyDictionary[MediaWorker, list[DeviceFailed]] = (
@@ -195,13 +200,37 @@ class ConsultationCall:
 
     async def _start(self, worker: MediaWorker, turn: TurnConfig) -> None:
         fallback = self._options.fallback if self._decides_video else None
-        await worker.start(turn, self._options.devices, video_mode=self.video_mode, fallback=fallback)
+        await worker.start(
+            turn, self._options.devices, video_mode=self.video_mode, fallback=fallback, mute=self.mute
+        )
 
     async def _child_for(self, turn: TurnConfig) -> MediaWorker:
         worker = await self._children.child_for(turn)
+        if worker.mute != self.mute:  # started (prepared, warm) before the mute changed
+            await worker.set_mute(self.mute)
         for failure in self._early_failures.pop(worker, []):
             self._device_failed(failure)
         return worker
+
+    async def set_mute(self, *, audio: bool | None = None, video: bool | None = None) -> Mute:
+        """Mute or unmute our microphone (``audio``) or camera (``video``); None leaves it as it is.
+        Every child of the call is told now; the hub hears of a change. The mute holds for the rest
+        of the consultation's calls."""
+        mute = Mute(
+            audio=self.mute.audio if audio is None else audio,
+            video=self.mute.video if video is None else video,
+        )
+        if mute == self.mute:
+            return mute
+        self.mute = mute
+        for worker in self.signaling.children():
+            if isinstance(worker, MediaWorker) and not worker.exited.done():
+                try:
+                    await worker.set_mute(mute)
+                except CallError as exc:  # a child going away: its replacement starts muted
+                    log.warning("mute not set consultation=%s reason=%s", self._cid, exc.reason)
+        self._events.emit(events.CallMuteChanged(self._cid, mute.audio, mute.video))
+        return mute
 
     def _call_over(self) -> None:
         self.video_mode = "video"  # every call begins with video (PROTOCOL: DEVICE_STATUS network)

@@ -1,5 +1,7 @@
 """The call's own media and what it does with the other side's: camera, microphone, speaker, previews.
 
+- Muting (``muted`` on either track): the track goes on at the same pace with black frames or
+  silence, so the far end's decoder and stall watch see a stream as usual.
 - ``CameraTrack``: OpenCV reads the camera (the device check's source setting: ``/dev/videoN``, an
   index, a file or a URL) in its own thread and keeps only the newest frame; ``recv`` hands out the
   newest frame it has not handed out yet. When the encoder falls behind, the frames it had no time
@@ -157,6 +159,7 @@ class CameraTrack(_DeviceTrack):
         self._started_at: float | None = None
         self.captured = 0  # frames read from the camera
         self.sent = 0  # frames handed to the encoder (captured - sent were skipped)
+        self.muted = False  # black frames instead of the camera's, at the same pace and size
         self.device = DeviceThread(self._capture, "camera-capture", open_now=open_now)
 
     def _capture(self) -> None:
@@ -218,6 +221,8 @@ class CameraTrack(_DeviceTrack):
         now = time.monotonic()
         if self._started_at is None:
             self._started_at = now
+        if self.muted:
+            image = np.zeros_like(image)
         frame = VideoFrame.from_ndarray(image, format="bgr24")
         frame.pts = int((now - self._started_at) * VIDEO_CLOCK)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
@@ -242,6 +247,7 @@ class MicrophoneTrack(_DeviceTrack):
         self._stopping = threading.Event()
         self._pts = 0
         self.dropped = 0
+        self.muted = False  # silence instead of the microphone's samples, at the same pace
         self.device = DeviceThread(self._capture, "microphone-capture", open_now=open_now)
 
     def _push(self, samples: np.ndarray[Any, Any] | None) -> None:
@@ -287,6 +293,8 @@ class MicrophoneTrack(_DeviceTrack):
         if samples is None:
             self.stop()
             raise MediaStreamError
+        if self.muted:
+            samples = np.zeros_like(samples)
         frame = AudioFrame.from_ndarray(samples, format="s16", layout="mono")
         frame.sample_rate = SAMPLE_RATE
         frame.pts = self._pts

@@ -22,7 +22,8 @@ kept in the handle's ``previews``, not passed on). The child logs to stderr (the
 Public API: ``await MediaWorker.spawn(on_event=None, env=None)``; the ``MediaBackend`` methods
 (``offer``, ``answer``, ``accept_answer``, ``add_candidate``, ``aclose``) after ``await
 start(turn, devices)`` (and ``prepare()``); ``reset()``, ``stats()``, ``preview()``, ``pid``,
-``turn``, ``exited``; ``watch_preview(side)``, ``unwatch_preview(side)``, ``previews`` (a
+``turn``, ``exited``; ``set_mute(mute)`` and ``mute`` (what it was last told);
+``watch_preview(side)``, ``unwatch_preview(side)``, ``previews`` (a
 ``PreviewFeed``: ``latest(side)``, ``await next_after(side, seq, within)``).
 """
 
@@ -45,6 +46,7 @@ from pydantic import BaseModel, ValidationError
 
 from telehealth_client.logs import describe_exception
 from telehealth_client.media.child_messages import (
+    UNMUTED,
     AcceptAnswer,
     AddCandidate,
     ChildEvent,
@@ -59,6 +61,7 @@ from telehealth_client.media.child_messages import (
     MakeAnswer,
     MakeOffer,
     MediaKind,
+    Mute,
     Prepare,
     PreviewImage,
     PreviewSide,
@@ -70,6 +73,7 @@ from telehealth_client.media.child_messages import (
     Reset,
     Resumed,
     RunEchoTest,
+    SetMute,
     SetVideoMode,
     Stalled,
     Start,
@@ -134,6 +138,7 @@ class MediaWorker:
         # is bounded by READY_TIMEOUT_SECONDS, not taken for a hang.
         self._silence: asyncio.TimerHandle | None = None
         self.turn: TurnConfig | None = None  # the credentials it was last started with
+        self.mute = Mute()  # what it was last told to mute (at start or since)
         self.rss_mb: float | None = None  # its resident memory, as its last heartbeat said
         self.previews = PreviewFeed()  # the watched previews' newest images
 
@@ -282,18 +287,27 @@ class MediaWorker:
         *,
         video_mode: VideoMode = "video",
         fallback: FallbackSettings | None = None,
+        mute: Mute = UNMUTED,
     ) -> None:
-        """Keep what the next connection uses: TURN, devices, whether it sends video (``video_mode``)
-        and, with ``fallback`` (the patient side), when it falls back to audio only by itself."""
+        """Keep what the next connection uses: TURN, devices, whether it sends video (``video_mode``),
+        what is muted and, with ``fallback`` (the patient side), when it falls back to audio only
+        by itself."""
         await self._request(
             Start(
                 turn=TurnServers.of(turn),
                 devices=DeviceChoice(**asdict(devices)),
                 video_mode=video_mode,
                 fallback=None if fallback is None else Fallback.of(fallback),
+                mute=mute,
             )
         )
         self.turn = turn
+        self.mute = mute
+
+    async def set_mute(self, mute: Mute) -> None:
+        """Send silence for audio and black frames for video where ``mute`` says, from now on."""
+        await self._request(SetMute(mute=mute))
+        self.mute = mute
 
     async def set_video_mode(self, mode: VideoMode) -> None:
         """Send our video, or not (``audio-only``), from now on."""
@@ -398,6 +412,8 @@ class _Child:
         self._flowing: set[str] = set()  # the kinds arriving since the connection began or last stalled
         self._video_mode: VideoMode = "video"
         self._fallback: FallbackSettings | None = None  # the patient side: it decides audio only
+        self._mute = Mute()
+        self._microphone: Any = None
 
     @staticmethod
     def emit(message: BaseModel) -> None:
@@ -462,7 +478,19 @@ class _Child:
         self._devices = Devices(**request.devices.model_dump())
         self._video_mode = request.video_mode
         self._fallback = fallback
+        self._mute = request.mute
         return {}
+
+    def set_mute(self, mute: Mute) -> dict[str, Any]:
+        self._mute = mute
+        self._apply_mute()
+        return {}
+
+    def _apply_mute(self) -> None:
+        if self._camera is not None:
+            self._camera.muted = self._mute.video
+        if self._microphone is not None:
+            self._microphone.muted = self._mute.audio
 
     def set_video_mode(self, mode: VideoMode) -> dict[str, Any]:
         self._video_mode = mode
@@ -495,12 +523,14 @@ class _Child:
                 _device(config.microphone), on_failure=self._device_failed, open_now=False
             )
             tracks.append(microphone)
+            self._microphone = microphone
             self._devices_to_open.append(microphone.device)
             self._closers.append(microphone.aclose)
         if config.speaker is not None:
             self._playback = Playback(_device(config.speaker), on_failure=self._device_failed, open_now=False)
             self._devices_to_open.append(self._playback.device)
             self._closers.append(self._playback.aclose)
+        self._apply_mute()
         self._call = MediaCall(
             turn,
             relay_only=config.relay_only,
@@ -551,6 +581,8 @@ class _Child:
             return await self.start(request)
         if isinstance(request, SetVideoMode):
             return self.set_video_mode(request.mode)
+        if isinstance(request, SetMute):
+            return self.set_mute(request.mute)
         if isinstance(request, MakeOffer | MakeAnswer):
             return await self._describe(request)
         if isinstance(request, Prepare):
@@ -601,6 +633,7 @@ class _Child:
         self._devices_to_open = []
         self._prepared = False
         self._camera = None
+        self._microphone = None
         for closer in reversed(closers):
             with contextlib.suppress(Exception):
                 await closer()

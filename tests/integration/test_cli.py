@@ -20,7 +20,7 @@ from telehealth_client.config import load_settings
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.stack import DevStack
 from tests.support.cli import AGENT, Process, clean_environment, notified, notify_socket
-from tests.support.devstack_cli import Devstack
+from tests.support.devstack_cli import Devstack, written_settings
 
 
 async def start(*args: str, env: dict[str, str] | None = None) -> Process:
@@ -207,8 +207,7 @@ async def test_devstack_prints_working_settings_and_writes_the_env_file(tmp_path
     await process.next_line(f"# written to {env_file}", within=60)
     printed = process.kiosk_settings()
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-    from_file = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
-    assert from_file == printed
+    assert written_settings(env_file) == printed
     assert {"TELEHEALTH_ORIGIN", "TELEHEALTH_SUBSCRIBE_KEY", "TELEHEALTH_CLINIC_URL"} <= set(printed)
     settings = load_settings(environ={**printed, "TELEHEALTH_USER_ID": "kiosk-1"})
     assert settings.ssl is False and settings.origin.startswith("127.0.0.1:")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,13 +15,24 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from tests.support.devstack_cli import Devstack, devstack, running, started_devstacks
+from tests.support.devstack_cli import (
+    Devstack,
+    api_address,
+    api_status,
+    devstack,
+    running,
+    sourced_agent,
+    started_devstacks,
+    with_env_file,
+    written_settings,
+)
 
 pytestmark = pytest.mark.integration
 
 CONSULTATION = "consultation.dr-demo.pat-1"
 # The token server grants a patient token only with granted, unexpired consent.
 CONSENT = {"patientId": "pat-1", "granted": True, "expiresAt": None}
+ONLY_ID_CHARACTERS = "may contain only letters, digits, '_' and '-'"
 
 
 @pytest.fixture
@@ -127,22 +140,26 @@ async def test_a_state_dir_keeps_keys_and_the_token_ledger_across_a_restart(
     await second.stop()
 
 
-def _written(env_file: Path) -> tuple[list[str], int, list[str]]:
-    """The env file's lines, its mode and every name in its directory."""
-    mode = stat.S_IMODE(env_file.stat().st_mode)
-    return env_file.read_text().splitlines(), mode, [path.name for path in env_file.parent.iterdir()]
+def _written(env_file: Path) -> tuple[list[str], dict[str, int]]:
+    """The env file's lines and the mode of every file in its directory."""
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in env_file.parent.iterdir()}
+    return env_file.read_text().splitlines(), modes
 
 
 async def test_the_printout_names_each_staff_department_and_the_auditor(
     started: list[Devstack], tmp_path: Path
 ) -> None:
     env_file = tmp_path / "dev.env"
-    process = await devstack(started, "--env-file", str(env_file))
-    await process.next_line(f"# written to {env_file}")
-    # Written whole, owner-only, and nothing else left beside it.
-    lines, mode, names = await asyncio.to_thread(_written, env_file)
-    assert lines == [f"{k}={v}" for k, v in process.kiosk_settings().items()]
-    assert (mode, names) == (0o600, ["dev.env"])
+    process = await with_env_file(started, env_file)
+    # Written whole, owner-only, naming each identity's own file beside it, and nothing else left there.
+    lines, modes = await asyncio.to_thread(_written, env_file)
+    assert lines == [
+        *(f"{k}={v}" for k, v in process.kiosk_settings().items()),
+        "# Each agent's own settings: set -a; . FILE; set +a; telehealth-agent run",
+        f"# kiosk kiosk-1: {tmp_path / 'dev.kiosk-1.env'}",
+        f"# provider dr-demo (department er): {tmp_path / 'dev.dr-demo.env'}",
+    ]
+    assert modes == {"dev.env": 0o600, "dev.kiosk-1.env": 0o600, "dev.dr-demo.env": 0o600}
     (provider,) = [line for line in process.lines if line.startswith("# provider dr-demo's agent:")]
     assert provider.rstrip().endswith("(departmentId er)")
     (auditor,) = [line for line in process.lines if line.startswith("# auditor ")]
@@ -179,3 +196,64 @@ async def test_a_token_revoked_before_a_restart_stays_refused_after_it(
     second = await running(started, "--state-dir", str(state))
     assert await publish_status(second.kiosk_settings(), grant["token"]) == 403
     await second.stop()
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--provider", "dr x"],
+            "--provider 'dr x': user ID: " + ONLY_ID_CHARACTERS + " (found ' ')",
+        ),
+        (["--nurse", "nu-1:"], "--nurse 'nu-1:': department ID: must not be empty"),
+        (
+            ["--provider", "dr-a:car.dio"],
+            "--provider 'dr-a:car.dio': department ID: " + ONLY_ID_CHARACTERS + " (found '.')",
+        ),
+        (["--provider", "dr-a", "--nurse", "dr-a:icu"], "--nurse 'dr-a:icu': user ID dr-a is given twice"),
+        (["--provider", "kiosk-1"], "--provider 'kiosk-1': user ID kiosk-1 is the check-in kiosk's"),
+    ],
+    ids=["bad-user-id", "empty-department", "bad-department", "repeated", "the-kiosk"],
+)
+async def test_a_bad_or_repeated_identity_exits_2_naming_the_option_before_anything(
+    started: list[Devstack], tmp_path: Path, args: list[str], line: str
+) -> None:
+    env_file = tmp_path / "dev.env"
+    process = await devstack(started, *args, "--env-file", str(env_file), "--state-dir", str(tmp_path / "s"))
+    code, out, err = await process.finish()
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [f"telehealth-agent: devstack: {line}"]
+    assert await asyncio.to_thread(os.listdir, tmp_path) == []  # nothing started, nothing written
+
+
+async def test_a_provider_given_on_the_command_line_runs_its_agent_from_the_written_settings(
+    started: list[Devstack], tmp_path: Path
+) -> None:
+    env_file = tmp_path / "dev.env"
+    process = await with_env_file(
+        started, env_file, "--provider", "dr-cardio:cardio", "--nurse", "nu-cardio:cardio"
+    )
+    own = tmp_path / "dev.dr-cardio.env"
+    assert f"# provider dr-cardio (department cardio): {own}" in env_file.read_text()
+    settings = written_settings(own)
+    assert (settings["TELEHEALTH_ROLE"], settings["TELEHEALTH_DEPARTMENT_ID"]) == ("provider", "cardio")
+    # A free port rather than the written 8471: other tests on this machine may hold that one.
+    agent = await sourced_agent(own, TELEHEALTH_API_PORT="0")
+    try:
+        base = await api_address(agent)
+        token = await asyncio.to_thread(Path(settings["TELEHEALTH_API_TOKEN_FILE"]).read_text)
+        headers = {"Authorization": f"Bearer {token}"}
+        # Connected: the clinic granted dr-cardio's standing token for its department.
+        await agent.wait_line(lambda line: "bus status=connected" in line)
+        status = await api_status(base, token)
+        assert (status["role"], status["userId"], status["pubsub"]) == ("provider", "dr-cardio", "connected")
+        async with (
+            aiohttp.ClientSession(headers=headers) as session,
+            session.get(f"{base}/v1/waiting-room") as answer,
+        ):
+            assert answer.status == 200
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        code, _, err = await agent.finish()
+    assert code == 0, err
+    await process.stop()

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import signal
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from telehealth_devstack.demo.steps import SAMPLE_PHI
 from tests.support.cli import AGENT, Process, unset_environment
+from tests.support.devstack_cli import api_status
 
 pytestmark = pytest.mark.integration
 
@@ -280,3 +283,35 @@ async def test_sigterm_mid_demo_stops_everything_it_started_and_exits_1() -> Non
     assert process.process.returncode == 1
     assert "telehealth-agent: demo: stopped by SIGTERM" in err
     assert [child for child in started if alive(child)] == []
+
+
+async def test_keep_running_leaves_the_stack_and_a_kiosk_api_up_until_sigterm(tmp_path: Path) -> None:
+    # Every temporary file of the demo (its state, coturn's options) goes under tmp_path: all gone at exit.
+    env = {**unset_environment(), "TMPDIR": str(tmp_path)}
+    process = await Process.spawn(*AGENT, "demo", "--keep-running", env=env)
+    try:
+        await process.next_line("demo passed: ", within=WITHIN)
+        url = (await process.next_line("technician page: ", within=WITHIN)).split()[-1]
+        token = (await process.next_line("API token")).split()[-1]
+        console = (await process.next_line("provider console: ")).split()[-1]
+        await process.next_line("stop: Ctrl-C")
+        status = await api_status(url.rstrip("/"), token)
+        assert (status["role"], status["userId"], status["status"]) == ("patient", "kiosk-demo", "idle")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{url}v1/health") as answer:
+                assert (answer.status, (await answer.json())["ok"]) == (200, True)
+            async with session.get(f"{url}v1/status") as answer:
+                assert answer.status == 401
+            async with session.get(url) as answer:
+                assert answer.status == 200 and "text/html" in answer.headers["Content-Type"]
+            async with session.get(console) as answer:
+                assert answer.status == 200 and "Provider console" in await answer.text()
+        process.send_signal(signal.SIGTERM)
+        code, _, err = await process.finish(WITHIN)
+    finally:
+        await process.kill()
+    assert code == 0, err
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await session.get(f"{url}v1/health")  # the kiosk agent stopped with it
+    assert await asyncio.to_thread(os.listdir, tmp_path) == []

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from av import VideoFrame
 
 from devices import synthetic
@@ -73,6 +74,111 @@ def devices_environment(tmp_path: Path, name: str) -> dict[str, str]:
         "TELEHEALTH_SPEAKER": alsa.speaker,
         **alsa.env,
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedAlsa:
+    """One ALSA configuration for the media children of several agents in this process (they all
+    inherit its environment, ``ALSA_CONFIG_PATH``): ``settings[name]`` each agent's camera (a numbered
+    video), microphone (a tone) and speaker, its devices named after it; ``played[name]`` what the
+    speaker of a heard agent played (s16 mono at 48 kHz, as the media child's playback writes it)."""
+
+    config: Path
+    settings: dict[str, dict[str, str]]
+    played: dict[str, Path]
+
+
+def shared_alsa(tmp_path: Path, names: tuple[str, ...], heard: tuple[str, ...] = ()) -> SharedAlsa:
+    """Each agent's devices as ``devices_environment`` makes them, their ALSA configurations merged
+    into one, each device renamed after its agent."""
+    lines = ["pcm.null { type null }"]
+    settings: dict[str, dict[str, str]] = {}
+    played: dict[str, Path] = {}
+    for name in names:
+        first = 1 if name == "patient" else 1000
+        video = write_numbered_video(tmp_path / f"{name}.mkv", frames=60, first=first)
+        tone = synthetic.write_pcm(tmp_path / f"{name}-tone.raw", "tone", seconds=30.0)
+        alsa = synthetic.write_alsa_config(tmp_path / f"{name}-alsa", tone, loopback=name in heard)
+        assert alsa.microphone is not None and alsa.speaker is not None
+        renamed = {
+            device: f"{name}_{device}" for device in (alsa.microphone, alsa.speaker, alsa.monitor) if device
+        }
+        for line in alsa.config.read_text().splitlines():
+            if line.startswith("pcm.null ") or line.startswith("pcm.default "):
+                continue
+            for device, own in renamed.items():
+                line = line.replace(f"pcm.{device} ", f"pcm.{own} ")
+            lines.append(line)
+        settings[name] = {
+            "TELEHEALTH_CAMERA": str(video),
+            "TELEHEALTH_MICROPHONE": renamed[alsa.microphone],
+            "TELEHEALTH_SPEAKER": renamed[alsa.speaker],
+        }
+        if alsa.played is not None:
+            played[name] = alsa.played
+    # PortAudio aborts on a configuration without a ``default`` device: the first agent's.
+    first_settings = settings[names[0]]
+    lines.append(
+        f'pcm.default {{ type asym; playback.pcm "{first_settings["TELEHEALTH_SPEAKER"]}"; '
+        f'capture.pcm "{first_settings["TELEHEALTH_MICROPHONE"]}" }}'
+    )
+    config = tmp_path / "asound.conf"
+    config.write_text("\n".join(lines) + "\n")
+    return SharedAlsa(config, settings, played)
+
+
+PLAYED_WINDOW_BYTES = 48_000 // 10 * 2  # 0.1 s of s16 mono at 48 kHz
+
+
+class PlayedAudio(asyncio.Protocol):
+    """What a speaker plays, as it plays it: its file (``SharedAlsa.played``) made a FIFO that this reads
+    on the event loop, each 0.1 s window's RMS level (of int16 full scale) recorded in ``levels``.
+    It holds a writer end of its own, so the media child that replaces a crashed one opens the
+    same FIFO and the reading never ends between them. ``await open(path)``; ``await heard(test,
+    within)``: the first level from now on for which ``test(level)`` holds; ``await
+    next_levels(count)``; ``close()``."""
+
+    def __init__(self) -> None:
+        self.levels = Recorder()
+        self._buffer = b""
+        self._transport: asyncio.ReadTransport | None = None
+        self._writer = -1
+
+    @classmethod
+    async def open(cls, path: Path) -> PlayedAudio:
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+        os.mkfifo(path, 0o600)
+        played = cls()
+        reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # before any writer: it would block
+        played._writer = os.open(path, os.O_WRONLY)
+        pipe = os.fdopen(reader, "rb", buffering=0)
+        played._transport, _ = await asyncio.get_running_loop().connect_read_pipe(lambda: played, pipe)
+        return played
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while len(self._buffer) >= PLAYED_WINDOW_BYTES:
+            window, self._buffer = self._buffer[:PLAYED_WINDOW_BYTES], self._buffer[PLAYED_WINDOW_BYTES:]
+            samples = np.frombuffer(window, dtype="<i2").astype(np.float64)
+            self.levels.add(float(np.sqrt(np.mean(samples**2))))
+
+    async def heard(self, test: Any, within: float = 10.0) -> float:
+        start = len(self.levels.items)
+        await self.levels.until(lambda: any(test(level) for level in self.levels.items[start:]), within)
+        return next(level for level in self.levels.items[start:] if test(level))
+
+    async def next_levels(self, count: int, within: float = 10.0) -> list[float]:
+        """The next ``count`` levels from now on (``count`` tenths of a second played)."""
+        start = len(self.levels.items)
+        await self.levels.until(lambda: len(self.levels.items) >= start + count, within)
+        return list(self.levels.items[start : start + count])
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        if self._writer >= 0:
+            os.close(self._writer)
+            self._writer = -1
 
 
 def media_options(tmp_path: Path, name: str) -> MediaOptions:

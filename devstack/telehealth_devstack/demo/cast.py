@@ -13,7 +13,8 @@ Public API:
 - ``Cast(state_dir, media=True, patient_token_limit=...)``: ``await start_stack()``,
   ``await start_agents(patient_origin=None)``
   (``patient_origin``: the kiosk's way to the relay, for a hop that can be cut; default the
-  relay itself), ``await aclose()`` (agents, then the stack; safe after a failed start).
+  relay itself), ``await aclose()`` (agents, then the stack; safe after a failed start),
+  ``await close_agents()`` (the agents only: ``demo --keep-running`` keeps the stack).
   ``patient_token_limit``: the clinic's limit on the kiosk's patient token minting (a benchmark
   checking in many patients raises it).
 - ``stack``, ``patient``, ``provider``, ``specialist``, ``witnesses`` and ``durables`` (by agent
@@ -45,6 +46,7 @@ from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient, TokenGrant
 from telehealth_devstack.clinic import DEFAULT_PATIENT_TOKEN_LIMIT, RateLimit
 from telehealth_devstack.demo.witness import Witness
+from telehealth_devstack.generated_devices import write_devices
 from telehealth_devstack.stack import DevStack
 
 PROVIDER: Final = "dr-demo"
@@ -80,21 +82,16 @@ class RememberingClinic(ClinicClient):
 
 
 def media_options(directory: Path) -> MediaOptions:
-    """Synthetic devices for one demo agent's media child: a generated video as its camera (a test
-    pattern, looped), a tone as its microphone and a speaker writing to a file, on ALSA file devices
-    (no camera or sound card needed)."""
-    from devices import synthetic  # numpy and OpenCV: only when the demo has a call
-
-    directory.mkdir(parents=True, exist_ok=True)
-    # Small and short (it loops; the ALSA file plugin replays its end): made in a fraction of a second.
-    video = synthetic.write_video(directory / "camera.mkv", "normal", frames=30, width=320, height=240)
-    tone = synthetic.write_pcm(directory / "microphone.raw", "tone", seconds=10.0)
-    alsa = synthetic.write_alsa_config(directory / "alsa", tone, loopback=False)
+    """Synthetic devices for one demo agent's media child (``generated_devices``)."""
+    generated = write_devices(directory)
     devices = Devices(
-        camera=str(video), camera_is_file=True, microphone=alsa.microphone, speaker=alsa.speaker
+        camera=generated.camera,
+        camera_is_file=True,
+        microphone=generated.microphone,
+        speaker=generated.speaker,
     )
     # The demo prints its own lines: the media children say only what goes wrong.
-    return MediaOptions(devices, {**os.environ, **alsa.env, "TELEHEALTH_LOG_LEVEL": "WARNING"})
+    return MediaOptions(devices, {**os.environ, **generated.environment, "TELEHEALTH_LOG_LEVEL": "WARNING"})
 
 
 class Cast:
@@ -227,8 +224,9 @@ class Cast:
         self._closers.append(bus.aclose)
         return bus
 
-    async def aclose(self) -> None:
-        """Everything built, newest first, then the stack; every closer runs even if one fails."""
+    async def close_agents(self) -> None:
+        """Everything built on the stack, newest first, the stack left running; every closer runs
+        even if one fails (the first failure is raised)."""
         failure: BaseException | None = None
         for closer in reversed(self._closers):
             try:
@@ -236,11 +234,17 @@ class Cast:
             except Exception as exc:
                 failure = failure or exc
         self._closers.clear()
-        if self._stack_started:
-            self._stack_started = False
-            await self.stack.stop()
         if failure is not None:
             raise failure
+
+    async def aclose(self) -> None:
+        """Everything built, newest first, then the stack (stopped even if a closer fails)."""
+        try:
+            await self.close_agents()
+        finally:
+            if self._stack_started:
+                self._stack_started = False
+                await self.stack.stop()
 
     # -- building -----------------------------------------------------------------------------------
 

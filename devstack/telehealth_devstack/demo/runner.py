@@ -6,9 +6,11 @@ stderr names it, and the exit code is 1. Every part is closed whatever happened.
 
 Public API:
 
-- ``DemoOptions(step_timeout_seconds=10.0, json_lines=False, skip_consent=False)``.
+- ``DemoOptions(step_timeout_seconds=10.0, json_lines=False, skip_consent=False,
+  keep_running=False, verbose=False)``.
 - ``await run_steps(options, state_dir, steps=STEPS, out=sys.stdout, err=sys.stderr) -> int``:
-  0 when every step passed, 1 otherwise.
+  0 when every step passed (with ``keep_running``: and the stack and kiosk agent kept up afterwards
+  stopped cleanly on a signal), 1 otherwise.
 - ``failure_reason(exc)``: a failure as text without PHI or secrets (known errors carry only
   fields, codes and reasons; anything else is named by type and place).
 """
@@ -31,10 +33,12 @@ from telehealth_client.logs import describe_exception
 from telehealth_client.pubsub.bus import BusError
 from telehealth_client.security.clinic_client import ClinicError
 from telehealth_devstack.demo.cast import Cast
+from telehealth_devstack.demo.keep_running import KeptKioskFailed, keep_running
 from telehealth_devstack.demo.steps import STEPS, DemoFailure, Scene, Step
 from telehealth_devstack.turn import TurnServerError
 
 NAME_WIDTH = 20
+CALL_BUDGET = 3  # the kept kiosk agent starts in up to a call step's time (imports, media)
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ class DemoOptions:
     step_timeout_seconds: float = 10.0
     json_lines: bool = False
     skip_consent: bool = False
+    keep_running: bool = False  # after the steps passed: the stack and a kiosk agent stay up
+    verbose: bool = False  # the kept kiosk agent's logs on stderr
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -132,6 +138,8 @@ async def run_steps(
     cast = Cast(state_dir)
     try:
         code = await _run(steps, Scene(cast, skip_consent=options.skip_consent), options, report)
+        if code == 0 and options.keep_running:
+            code = await _kept(cast, state_dir, options, out, err)
     finally:
         try:
             await cast.aclose()
@@ -139,6 +147,24 @@ async def run_steps(
             err.write(f"telehealth-agent: demo: stopping failed: {failure_reason(exc)}\n")
             code = 1
     return code
+
+
+async def _kept(cast: Cast, state_dir: Path, options: DemoOptions, out: TextIO, err: TextIO) -> int:
+    """The stack and a kiosk agent with its API, until a signal: 0 once stopped cleanly."""
+    await cast.close_agents()
+    try:
+        await keep_running(
+            cast.stack,
+            state_dir / "kept",
+            out,
+            json_lines=options.json_lines,
+            verbose=options.verbose,
+            start_within=options.step_timeout_seconds * CALL_BUDGET,
+        )
+    except KeptKioskFailed as exc:
+        err.write(f"telehealth-agent: demo: --keep-running: {exc}\n")
+        return 1
+    return 0
 
 
 async def _run(steps: Sequence[Step], scene: Scene, options: DemoOptions, report: Report) -> int:

@@ -147,7 +147,7 @@ function renderConsultations(consultations) {
     if (c.queuePosition !== null && c.queuePosition !== undefined) {
       fact("Queue", `#${c.queuePosition} (about ${c.estimatedWaitMinutes ?? "?"} min)`, "queue");
     }
-    fact("Call", c.call ? `${c.call.status} (${c.call.phase}; ${c.call.media.join(", ") || "no media"})` : "none", "call-status");
+    fact("Call", c.call ? `${c.call.status} (${c.call.phase}; ${c.call.media.join(", ") || "no media"})${mutedText(c.call.muted)}` : "none", "call-status");
     item.append(facts);
     const roster = document.createElement("ul");
     roster.className = "roster";
@@ -285,6 +285,12 @@ function onEvent(kind, data) {
     default:
       scheduleRefresh();
   }
+}
+
+// What this end sends as silence or black frames (POST /v1/call/mute), after the call's status.
+function mutedText(muted) {
+  const parts = [muted && muted.audio && "microphone", muted && muted.video && "camera"].filter(Boolean);
+  return parts.length ? `, muted: ${parts.join(", ")}` : "";
 }
 
 function logEvent(kind, data) {
