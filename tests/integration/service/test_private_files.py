@@ -17,18 +17,10 @@ import pytest
 
 from devices.synthetic import write_video
 from telehealth_devstack.stack import DevStack
+from tests.support import consultation as visit
 from tests.support.agent_child import AgentChildren
 from tests.support.cli import AGENT, Process, clean_environment
-from tests.support.consultation import (
-    AGENT_CHECK_IN,
-    CONSULTATION,
-    KIOSK,
-    PATIENT,
-    PROVIDER,
-    Parts,
-    patient_agent_environment,
-    provider_agent_environment,
-)
+from tests.support.consultation import Parts
 
 pytestmark = pytest.mark.integration
 
@@ -81,28 +73,33 @@ async def test_the_camera_snapshot_is_written_owner_only(tmp_path: Path) -> None
 async def test_a_consultation_leaves_only_owner_only_files_in_the_state_directories(
     stack: DevStack, parts: Parts, tmp_path: Path, agent_children: AgentChildren
 ) -> None:
-    state_dirs = {PROVIDER: tmp_path / "processes" / PROVIDER, KIOSK: tmp_path / "processes" / KIOSK}
+    state_dirs = {
+        visit.PROVIDER: tmp_path / "processes" / visit.PROVIDER,
+        visit.KIOSK: tmp_path / "processes" / visit.KIOSK,
+    }
     common = {"TELEHEALTH_RECONNECT_MAX_SECONDS": "1"}
     with permissive_umask():
         provider = await agent_children.start(
-            provider_agent_environment(stack, state_dirs[PROVIDER], **common)
+            visit.provider_agent_environment(stack, state_dirs[visit.PROVIDER], **common)
         )
         await parts.record_consent()
-        kiosk = await agent_children.start(patient_agent_environment(stack, state_dirs[KIOSK], **common))
-    await kiosk.command_ok("check-in", **AGENT_CHECK_IN)
-    await provider.wait_event("state-changed", consultation_id=CONSULTATION, state="checked-in")
-    await provider.command_ok("join", consultationId=CONSULTATION)
-    await kiosk.wait_event("state-changed", consultation_id=CONSULTATION, state="connecting")
+        kiosk = await agent_children.start(
+            visit.patient_agent_environment(stack, state_dirs[visit.KIOSK], **common)
+        )
+    await kiosk.command_ok("check-in", **visit.AGENT_CHECK_IN)
+    await provider.wait_event("state-changed", consultation_id=visit.CONSULTATION, state="checked-in")
+    await provider.command_ok("join", consultationId=visit.CONSULTATION)
+    await kiosk.wait_event("state-changed", consultation_id=visit.CONSULTATION, state="connecting")
     await kiosk.command_ok("chat", text="it hurts when I breathe in")
-    await provider.wait_event("chat-message", sender_id=PATIENT)
+    await provider.wait_event("chat-message", sender_id=visit.PATIENT)
     escalation = await provider.command_ok(
-        "escalate", consultationId=CONSULTATION, severity="urgent", reason="short of breath"
+        "escalate", consultationId=visit.CONSULTATION, severity="urgent", reason="short of breath"
     )
     await provider.wait_event("emergency", escalation_id=escalation["id"], delivered=True)
 
     await asyncio.to_thread(assert_owner_only, state_dirs)  # the state file, outbox, audit, escalation
 
-    await provider.command_ok("end", consultationId=CONSULTATION, followUpRequired=False)
-    await kiosk.wait_event("chat-wiped", consultation_id=CONSULTATION)
-    await provider.wait_event("chat-wiped", consultation_id=CONSULTATION)
+    await provider.command_ok("end", consultationId=visit.CONSULTATION, followUpRequired=False)
+    await kiosk.wait_event("chat-wiped", consultation_id=visit.CONSULTATION)
+    await provider.wait_event("chat-wiped", consultation_id=visit.CONSULTATION)
     await asyncio.to_thread(assert_owner_only, state_dirs)
