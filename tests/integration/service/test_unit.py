@@ -13,6 +13,7 @@ import pytest
 from telehealth_client.config import SECRET_FIELDS, Settings
 from tests.support.service import (
     AGENT,
+    CREDENTIALS,
     SETTINGS,
     SYSTEM_DEPS,
     UNIT,
@@ -56,8 +57,11 @@ def test_a_missing_systemd_analyze_fails_naming_the_installer(
 
 def test_every_secret_is_a_credential_or_named_as_left_out() -> None:
     text = UNIT.read_text()
-    loaded = {value.partition(":")[0] for key, value in unit_settings() if key == "LoadCredential"}
+    credentials = [value.partition(":") for key, value in unit_settings() if key == "LoadCredential"]
+    loaded = {name for name, _, _ in credentials}
     assert loaded == {"publish_key", "subscribe_key", "cipher_key", "device_credential", "api_token"}
+    # Each from the file the installer writes (root-only, under /etc/telehealth-agent/credentials).
+    assert all(source == f"/{CREDENTIALS / name}" for name, _, source in credentials), credentials
     left_out = set(SECRET_FIELDS) - loaded
     comments = "\n".join(line for line in text.splitlines() if line.startswith("#"))
     assert all(name in comments for name in left_out), left_out
