@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -82,7 +84,7 @@ def add_check_devices_arguments(parser: argparse.ArgumentParser) -> None:
         "--snapshot",
         metavar="PATH",
         type=Path,
-        help="save the camera preview as JPEG (it shows whoever is in front of the camera)",
+        help="save the camera preview as JPEG, mode 0600 (it shows whoever is in front of the camera)",
     )
 
 
@@ -192,9 +194,24 @@ def _save_snapshot(report: DeviceReport, path: Path) -> None:
         print("check-devices: no camera snapshot to save", file=sys.stderr)
         return
     try:
-        path.write_bytes(jpeg)
+        _write_private(path, jpeg)
     except OSError as error:
         print(f"check-devices: cannot save snapshot: {error.strerror}", file=sys.stderr)
+
+
+def _write_private(path: Path, body: bytes) -> None:
+    """``path`` holds ``body``, readable by this user alone: the snapshot shows whoever stands at
+    the kiosk. Written to a new 0600 file beside it and renamed over it, so no other user can open
+    it at any moment, half-written or not, whatever the umask or the mode of a file it replaces."""
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(body)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the agent until SIGINT/SIGTERM")
     run.add_argument("--config", type=Path, help="TOML settings file (default: $TELEHEALTH_CONFIG)")
 
+    config = commands.add_parser(
+        "config",
+        help="print the effective settings and where each came from (secrets only as set or unset; "
+        "exit 2 naming each problem when they are invalid)",
+    )
+    config.add_argument("--config", type=Path, help="TOML settings file (default: $TELEHEALTH_CONFIG)")
+
     for name, command in sorted(_added_commands().items()):
         if isinstance(command, str):
             # Any arguments taken (main): the answer is how to install it, whatever was asked of it.
@@ -173,6 +180,25 @@ def _run_agent(config: Path | None) -> int:
     return asyncio.run(run_until_signalled(agent.start, agent.aclose))
 
 
+def _show_config(config: Path | None) -> int:
+    """One line per setting: its value and its origin; a secret only as set (and from where) or unset."""
+    from telehealth_client.config import SECRET_FIELDS, ConfigError, load_settings
+
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        return _config_refused(exc)
+    for name, value in settings.redacted().items():
+        origin = settings.source_of(name)
+        if name not in SECRET_FIELDS:
+            print(f"{name} = {json.dumps(value)}  ({origin})")
+        elif origin == "default":  # no source gave it
+            print(f"{name}: unset")
+        else:
+            print(f"{name}: set (from {origin})")
+    return EXIT_OK
+
+
 def _check_devices(args: argparse.Namespace) -> int:
     """check-devices with the devices and thresholds of the settings, unless given on the command line."""
     from devices.cli import run_check_devices
@@ -237,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "run":
         return _run_agent(args.config)
+    if args.command == "config":
+        return _show_config(args.config)
     added: AddedCommand | None = getattr(args, "added_command", None)
     if added is not None:
         return added.run(args)

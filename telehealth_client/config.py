@@ -212,6 +212,8 @@ class Settings(BaseSettings):
 
     # Where secret files were looked for at load (missing-secret messages name it).
     _credentials_directory: str | None = PrivateAttr(default=None)
+    # Where each value not left at its default came from (``origin``), recorded by the sources.
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
 
     # Who this agent is.
     role: Role = Field(default=Role.PATIENT, description="patient (kiosk), provider or nurse")
@@ -432,6 +434,11 @@ class Settings(BaseSettings):
             f"{name}: not set; looked in {_env_name(name)}, {_env_name(name)}_FILE and {credential}"
         )
 
+    def source_of(self, name: str) -> str:
+        """Where the setting ``name`` came from: ``default``, ``config file PATH``, ``environment
+        VARIABLE``, ``file PATH (VARIABLE)``, ``systemd credential PATH`` or ``argument``."""
+        return self._origins.get(name, "default")
+
     def redacted(self) -> dict[str, Any]:
         """The settings as printable data: secrets show only whether they are set."""
         data: dict[str, Any] = {}
@@ -456,6 +463,15 @@ _ENVIRON: ContextVar[Mapping[str, str]] = ContextVar("telehealth_environ", defau
 _SOURCE_PROBLEMS: ContextVar[list[str] | None] = ContextVar("telehealth_source_problems", default=None)
 # The keys the config file gave: a value error names the file, not an environment variable.
 _FILE_KEYS: ContextVar[frozenset[str]] = ContextVar("telehealth_file_keys", default=frozenset())
+# Where each value came from. The sources run highest precedence first, so the first one to
+# record a setting is the one whose value is used.
+_ORIGINS: ContextVar[dict[str, str] | None] = ContextVar("telehealth_origins", default=None)
+
+
+def _record_origin(name: str, origin: str) -> None:
+    origins = _ORIGINS.get()
+    if origins is not None:
+        origins.setdefault(name, origin)
 
 
 def _report(problems: list[str]) -> None:
@@ -494,6 +510,8 @@ class _EnvironSource(PydanticBaseSettingsSource):
                 values[name] = _environment_value(name, raw)
             except ValueError as exc:
                 problems.append(f"{name} ({_env_name(name)}): {exc}")
+            else:
+                _record_origin(name, f"environment {_env_name(name)}")
         if problems:
             _report(problems)
         return values
@@ -543,9 +561,11 @@ class _SecretFileSource(PydanticBaseSettingsSource):
                 continue
             if explicit is not None:
                 path, origin = Path(explicit), f"{variable}={explicit}"
+                source = f"file {path} ({variable})"
             elif credentials_dir and os.path.lexists(Path(credentials_dir) / name):
                 path = Path(credentials_dir) / name
                 origin = f"credential {path}"
+                source = f"systemd credential {path}"
             else:
                 continue
             try:
@@ -555,6 +575,8 @@ class _SecretFileSource(PydanticBaseSettingsSource):
                 )
             except ValueError as exc:
                 problems.append(f"{name} ({origin}): {exc}")
+            else:
+                _record_origin(name, source)
         if problems:
             _report(problems)
         return values
@@ -701,6 +723,8 @@ class _TomlSource(PydanticBaseSettingsSource):
         if problems:
             raise ConfigError(problems)
         _FILE_KEYS.set(frozenset(data))
+        for key in data:
+            _record_origin(key, f"config file {self._path}")
         return data
 
 
@@ -770,6 +794,8 @@ def load_settings(
     env_token = _ENVIRON.set(env)
     problems_token = _SOURCE_PROBLEMS.set(source_problems)
     file_keys_token = _FILE_KEYS.set(frozenset())
+    origins = dict.fromkeys(overrides, "argument")
+    origins_token = _ORIGINS.set(origins)
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
@@ -781,8 +807,10 @@ def load_settings(
         _ENVIRON.reset(env_token)
         _SOURCE_PROBLEMS.reset(problems_token)
         _FILE_KEYS.reset(file_keys_token)
+        _ORIGINS.reset(origins_token)
     problems += source_problems + invalid
     if problems:
         raise ConfigError(problems)
     settings._credentials_directory = env.get(CREDENTIALS_DIRECTORY_ENV)
+    settings._origins = origins
     return settings

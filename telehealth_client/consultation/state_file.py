@@ -26,7 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from telehealth_client.consultation.lifecycle import Consultation
 from telehealth_client.consultation.roster import Member, MemberStatus, Roster, RosterRole
-from telehealth_client.durable.files import disk, fsync_directory, read_if_present, write_atomically
+from telehealth_client.durable.files import (
+    disk,
+    fsync_directory,
+    make_private_directory,
+    read_if_present,
+    write_atomically,
+)
 from telehealth_client.protocol.channels import ConsultationChannels, InvalidIdError
 from telehealth_client.protocol.messages import (
     CancelReason,
@@ -170,7 +176,7 @@ def _from_json(raw: bytes, data: object, path: Path) -> Consultation:
 def save(state_dir: Path, consultation: Consultation) -> None:
     """Write the consultation atomically: the file is the old one or the new one, never half."""
     directory = Path(state_dir)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_directory(directory)
     body = json.dumps(_to_json(consultation), separators=(",", ":"), sort_keys=True).encode()
     write_atomically(path_of(directory), body)
 

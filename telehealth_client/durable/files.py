@@ -2,7 +2,8 @@
 
 Public API (synchronous: call from the event loop with ``asyncio.to_thread``):
 ``write_atomically(path, body)`` (beside it, mode 0600, flushed, renamed over it, the directory
-flushed); ``read_if_present(path, what) -> bytes | None`` (None when there is none or it cannot be
+flushed); ``make_private_directory(directory)`` (it and each missing parent 0700);
+``read_if_present(path, what) -> bytes | None`` (None when there is none or it cannot be
 read: logged by path and reason, ``what`` naming it); ``fsync_directory(directory)``; ``disk``,
 the operating system calls that make a write durable (a test puts a recorder in front of them).
 """
@@ -48,6 +49,14 @@ def write_atomically(path: Path, body: bytes) -> None:
             os.unlink(temporary)
         raise
     fsync_directory(directory)
+
+
+def make_private_directory(directory: Path) -> None:
+    """``directory`` and every missing parent created owner-only (``mkdir(parents=True)`` would give
+    the parents the umask's mode: a consultation's ID in a directory name is for this user alone)."""
+    missing = [level for level in (directory, *directory.parents) if not level.exists()]
+    for level in reversed(missing):
+        level.mkdir(mode=0o700, exist_ok=True)
 
 
 def read_if_present(path: Path, what: str) -> bytes | None:

@@ -13,7 +13,6 @@ test PyPI, not the product.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,11 +27,9 @@ from devices.synthetic import write_video
 from telehealth_client import __version__
 from telehealth_devstack.stack import DevStack
 from tests.support.cli import Process, clean_environment, notified, notify_socket
+from tests.support.service import REPO, build_product_wheel
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
-PRODUCT_FILES = ("pyproject.toml", "README.md", "telehealth_client", "devices")
 
 
 class KioskInstall:
@@ -65,21 +62,9 @@ class KioskInstall:
 @pytest.fixture(scope="module")
 def kiosk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KioskInstall]:
     root = tmp_path_factory.mktemp("kiosk-install")
-    source = root / "source"
-    source.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for name in PRODUCT_FILES:
-        path = REPO / name
-        if path.is_dir():
-            shutil.copytree(path, source / name, ignore=ignore)
-        else:
-            shutil.copy2(path, source / name)
-    wheels = root / "wheels"
-    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
-    # No build isolation: the build backend is this environment's (the test extra pins it), offline.
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, source], check=True)
-    [wheel] = wheels.glob("telehealth_client-*.whl")
+    wheel = build_product_wheel(root)
     venv = root / "venv"
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
     subprocess.run([*pip, "--python", venv / "bin" / "python", "install", "--no-deps", wheel], check=True)
     yield KioskInstall(venv, wheel)

@@ -1,0 +1,195 @@
+"""The kiosk install's test helpers: the product's wheel alone (``build_product_wheel``),
+``systemd-analyze`` on a unit inside a throwaway root (``unit_root``, ``verify``, ``exposure``),
+and scripts/install-kiosk.sh run into a root (``run_installer``) with its paths and a manifest
+of what it left there (``manifest``).
+
+``systemd-analyze verify`` needs the unit's ExecStart binary and systemd's own units
+(sysinit.target and the like); both are looked up under ``--root``, so a root gets a copy of
+this machine's system units beside whatever the test installs there. Nothing outside the
+root is read or written, and nothing needs systemd running.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+UNIT = REPO / "kiosk.service"
+INSTALLER = REPO / "scripts" / "install-kiosk.sh"
+SYSTEM_DEPS = "scripts/install-system-deps.sh"
+# The product's own files: a wheel built from a copy of them cannot pick up the development stack.
+PRODUCT_FILES = ("pyproject.toml", "README.md", "telehealth_client", "devices")
+
+# Where the installer puts things (the unit's paths say the same).
+VENV = Path("opt/telehealth-agent/venv")
+AGENT = VENV / "bin" / "telehealth-agent"
+INSTALLED_UNIT = Path("etc/systemd/system/kiosk.service")
+SETTINGS = Path("etc/telehealth-agent/agent.toml")
+CREDENTIALS = Path("etc/telehealth-agent/credentials")
+STATE = Path("var/lib/telehealth-agent")
+# Where add_system_units copies systemd's own units: scaffolding, not the installer's.
+SYSTEM_UNITS_COPY = Path("usr/lib/systemd/system")
+
+_SYSTEM_UNITS = (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system"))
+_EXPOSURE = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)")
+
+
+@dataclass(frozen=True)
+class Installed:
+    """A root scripts/install-kiosk.sh installed into, the wheel it took, what it printed."""
+
+    root: Path
+    wheel: Path
+    output: str
+
+
+def build_product_wheel(directory: Path) -> Path:
+    """The product's wheel, built offline from a copy of its own files under ``directory``."""
+    source = directory / "source"
+    source.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in PRODUCT_FILES:
+        path = REPO / name
+        if path.is_dir():
+            shutil.copytree(path, source / name, ignore=ignore)
+        else:
+            shutil.copy2(path, source / name)
+    wheels = directory / "wheels"
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    # No build isolation: the build backend is this environment's (the test extra pins it), offline.
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, source], check=True)
+    [wheel] = wheels.glob("telehealth_client-*.whl")
+    return wheel
+
+
+def run_installer(root: Path, *args: str, wheel: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """scripts/install-kiosk.sh into ``root``, offline: pip takes the wheel and nothing else (its
+    dependencies are not needed to install or verify the unit)."""
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "PIP_NO_INDEX": "1",
+        "PIP_NO_DEPS": "1",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
+    command = [str(INSTALLER), "--root", str(root), *args]
+    if wheel is not None:
+        command += ["--wheel", str(wheel)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+# What a target system has before the installer: directories and an (empty) user database, to
+# which the installer adds its user (``useradd --prefix``). Its uninstall leaves these.
+SKELETON_DIRECTORIES = (Path("etc/systemd/system"), Path("opt"), Path("var/lib"))
+USER_DATABASE = ("passwd", "group", "shadow", "gshadow")
+
+
+def system_skeleton(root: Path) -> None:
+    """``root`` made to look like a bare target system (``SKELETON_DIRECTORIES``, ``USER_DATABASE``)."""
+    for directory in SKELETON_DIRECTORIES:
+        (root / directory).mkdir(parents=True, exist_ok=True)
+    for name in USER_DATABASE:
+        (root / "etc" / name).touch(mode=0o600 if "shadow" in name else 0o644)
+
+
+def user_database(root: Path) -> list[Path]:
+    """The user database's files under ``root``, with the backups (``passwd-``) useradd makes."""
+    return [path.relative_to(root) for name in USER_DATABASE for path in (root / "etc").glob(f"{name}*")]
+
+
+def systemd_analyze() -> str:
+    """The ``systemd-analyze`` binary; a failure naming how to install it when it is missing (the
+    unit's checks are part of the product's tests, never skipped)."""
+    found = shutil.which("systemd-analyze")
+    if found is None:
+        pytest.fail(f"systemd-analyze is not installed: run {SYSTEM_DEPS} (it installs systemd)")
+    return found
+
+
+def add_system_units(root: Path) -> None:
+    """This machine's systemd units under ``root``, so that verify finds the targets it pulls in."""
+    source = next((path for path in _SYSTEM_UNITS if (path / "sysinit.target").exists()), None)
+    if source is None:
+        pytest.fail(f"systemd's own units (sysinit.target) are not installed: run {SYSTEM_DEPS}")
+    target = root / SYSTEM_UNITS_COPY
+    if not target.exists():
+        shutil.copytree(source, target, symlinks=True)
+
+
+def unit_root(root: Path, unit: Path = UNIT) -> Path:
+    """A root holding ``unit`` where the installer puts it and a stand-in for its ExecStart binary."""
+    add_system_units(root)
+    installed = root / INSTALLED_UNIT
+    installed.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(unit, installed)
+    binary = root / AGENT
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    binary.write_text("#!/bin/sh\nexit 0\n")
+    binary.chmod(0o755)
+    return root
+
+
+def analyze(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [systemd_analyze(), *args, f"--root={root}", INSTALLED_UNIT.name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def verify(root: Path) -> subprocess.CompletedProcess[str]:
+    """``systemd-analyze verify`` of the unit installed under ``root``."""
+    return analyze(root, "verify")
+
+
+def exposure(root: Path) -> tuple[float, str]:
+    """The overall exposure score of ``systemd-analyze security --offline=yes`` and its report."""
+    result = analyze(root, "security", "--offline=yes", "--no-pager")
+    found = _EXPOSURE.search(result.stdout)
+    assert found is not None, f"no exposure level in:\n{result.stdout}{result.stderr}"
+    return float(found.group(1)), result.stdout
+
+
+def unit_settings(unit: Path = UNIT) -> list[tuple[str, str]]:
+    """The unit's ``Key=value`` lines in order (comments and sections left out)."""
+    pairs = []
+    for line in unit.read_text().splitlines():
+        if line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            pairs.append((key, value))
+    return pairs
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def manifest(root: Path, skip: Sequence[Path] = ()) -> dict[str, tuple[str, int, int, str]]:
+    """Every path under ``root`` but ``skip`` (relative paths, with what is under them) and byte
+    code: (kind, mode, owner, sha256 or a link's target)."""
+    entries: dict[str, tuple[str, int, int, str]] = {}
+    skipped = [root / path for path in skip]
+    for path in sorted(root.rglob("*")):
+        if any(path == top or top in path.parents for top in skipped) or "__pycache__" in path.parts:
+            continue
+        info = path.lstat()
+        relative = path.relative_to(root)
+        if path.is_symlink():
+            kind, digest = "link", str(path.readlink())
+        elif path.is_dir():
+            kind, digest = "dir", ""
+        else:
+            kind, digest = "file", sha256(path)
+        entries[str(relative)] = (kind, info.st_mode & 0o7777, info.st_uid, digest)
+    return entries
