@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import re
-import statistics
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from bench_consultation import stats
 
 from devices import synthetic
 from telehealth_client import events, logs
@@ -58,17 +58,6 @@ WARM_UP = 10  # samples of each kind dropped before measuring (first requests op
 SSE_MARK = "bench.sse"  # the consultation ID of the events this benchmark emits
 VIDEO = (640, 480, 30.0)
 TARGETS = {"status_p50_ms": 2.0, "sse_delivery_p50_ms": 5.0, "preview_fps_min": 5.0, "call_fps_min": 27.0}
-
-
-def stats(samples_ms: list[float]) -> dict[str, float | int]:
-    ordered = sorted(samples_ms)
-    return {
-        "p50": round(statistics.median(ordered), 3),
-        "p95": round(ordered[int(0.95 * (len(ordered) - 1))], 3),
-        "min": round(ordered[0], 3),
-        "max": round(ordered[-1], 3),
-        "n": len(ordered),
-    }
 
 
 def media_environment(directory: Path) -> dict[str, str]:
@@ -154,11 +143,8 @@ async def call_under_way(stack: DevStack, kiosk: RunningAgent, provider: Running
     """Consent, check-in, join and the call, each through the agents' APIs; returns once video
     flows both ways."""
     assert stack.clinic is not None
-    clinic = ClinicClient(stack.clinic.url, stack.kiosk_credential(KIOSK))
-    try:
+    async with contextlib.aclosing(ClinicClient(stack.clinic.url, stack.kiosk_credential(KIOSK))) as clinic:
         await clinic.record_consent(PATIENT, True, None)
-    finally:
-        await clinic.aclose()
     check_in = {
         "appointmentId": "appt-bench-api",
         "patientId": PATIENT,

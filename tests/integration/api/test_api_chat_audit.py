@@ -11,15 +11,13 @@ from typing import Any
 import pytest
 
 from telehealth_client import events
-from telehealth_client.protocol.messages import ConsultationState
 from telehealth_devstack.stack import DevStack
 from tests.support.api import (
-    CHECK_IN,
     CONSULTATION,
     KIOSK,
     WAIT,
     RunningAgent,
-    record_consent,
+    consultation_joined,
 )
 from tests.support.audit import sink_events
 
@@ -31,14 +29,7 @@ TEXT = "my knee hurts since tuesday"
 
 async def joined_with_a_message(kiosk: RunningAgent, provider: RunningAgent, stack: DevStack) -> str:
     """The patient checked in, the provider joined, and the patient's message reached the provider."""
-    await record_consent(stack)
-    assert (await kiosk.api.post("/v1/check-in", CHECK_IN))[0] == 201
-    assert provider.agent.provider is not None
-    await provider.seen.until(
-        lambda: any(p.consultation_id == CONSULTATION for p in provider.agent.provider.queue)  # type: ignore[union-attr]
-    )
-    assert (await provider.api.post(f"{ONE}/join"))[0] == 200
-    await kiosk.wait_state(ConsultationState.CONNECTING)
+    await consultation_joined(kiosk, provider, stack)
     status, sent = await kiosk.api.post("/v1/chat", {"text": TEXT})
     assert status == 201, sent
     message_id: str = sent["message"]["id"]

@@ -39,9 +39,8 @@ from schemathesis.generation import GenerationMode
 from yarl import URL
 
 from telehealth_client.api.models import ErrorAnswer
-from telehealth_client.protocol.messages import ConsultationState
 from telehealth_devstack.stack import DevStack
-from tests.support.api import CHECK_IN, CONSULTATION, WAIT, RunningAgent, record_consent
+from tests.support.api import CONSULTATION, WAIT, RunningAgent, consultation_joined
 
 pytestmark = pytest.mark.integration
 
@@ -324,14 +323,7 @@ async def test_every_route_survives_the_fuzz_run_idle_and_in_a_consultation(
         _check(await fuzz(fuzz_http, running, probes), f"on the idle {running.agent.settings.role}")
 
     # A consultation under way: checked in, joined (no media: a call is refused, 409).
-    await record_consent(stack)
-    assert (await kiosk.api.post("/v1/check-in", CHECK_IN))[0] == 201
-    assert provider.agent.provider is not None
-    await provider.seen.until(
-        lambda: any(p.consultation_id == CONSULTATION for p in provider.agent.provider.queue)  # type: ignore[union-attr]
-    )
-    assert (await provider.api.post(f"/v1/consultations/{CONSULTATION}/join"))[0] == 200
-    await kiosk.wait_state(ConsultationState.CONNECTING)
+    await consultation_joined(kiosk, provider, stack)
 
     # Leaving takes nothing that could be invalid: with the token, any of its requests would leave.
     in_consultation = [p for p in probes if not (p.operation == "POST /v1/leave" and _with_token(p))]
