@@ -250,6 +250,7 @@ async def observed(running: RunningAgent) -> dict[str, Any]:
 async def fuzz(http: aiohttp.ClientSession, running: RunningAgent, probes: list[Probe]) -> list[str]:
     """Send each probe; what went wrong, one line each."""
     problems: list[str] = []
+    unsent: list[Probe] = []
     before = await observed(running)
     for probe in probes:
         try:
@@ -257,9 +258,11 @@ async def fuzz(http: aiohttp.ClientSession, running: RunningAgent, probes: list[
         except TimeoutError:
             problems.append(f"{probe.describe()}: no answer within {ANSWER_WITHIN} s")
             continue
-        except (aiohttp.ClientError, ValueError) as exc:  # a request the client cannot even send
-            if isinstance(exc, aiohttp.ServerDisconnectedError):
-                problems.append(f"{probe.describe()}: the agent dropped the connection")
+        except aiohttp.InvalidURL:  # a path the client will not even send (checked below: rare)
+            unsent.append(probe)
+            continue
+        except aiohttp.ClientError as exc:  # the agent dropped the connection, or no longer listens
+            problems.append(f"{probe.describe()}: {type(exc).__name__}")
             continue
         if answer.status >= 500:
             problems.append(f"{probe.describe()}: {answer.status} {answer.body[:200]!r}")
@@ -272,6 +275,8 @@ async def fuzz(http: aiohttp.ClientSession, running: RunningAgent, probes: list[
     status, health = await running.api.get("/v1/health")
     if status != 200:
         problems.append(f"/v1/health answers {status} {health} after the run")
+    if len(unsent) * 20 > len(probes):
+        problems.append(f"{len(unsent)} of {len(probes)} requests could not be sent: {unsent[0].describe()}")
     return problems
 
 
