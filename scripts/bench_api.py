@@ -14,7 +14,9 @@ video files as cameras, in the agents' media children). While the call runs, it 
   second, and ``call_received_fps`` both ways over the same seconds (the media children's count of
   decoded remote video frames);
 - ``targets``: status p50 under 2 ms, SSE delivery p50 under 5 ms, preview at least 5 fps while
-  the call keeps 30 fps (each way at least 27 fps received: within 10 %), each with ``pass``.
+  the call keeps 30 fps (each way at least 27 fps received: within 10 %), each with ``pass``;
+- ``machine``: the cores and the load average before and after (the numbers are the API's own
+  only on a quiet machine).
 
     .venv/bin/python scripts/bench_api.py [--requests 200] [--seconds 10]
 """
@@ -201,25 +203,28 @@ async def event_latency(kiosk: RunningAgent, samples: int) -> tuple[list[float],
     sse_ms: list[float] = []
     bare_ms: list[float] = []
     timeout = aiohttp.ClientTimeout(total=None, sock_read=WAIT_SECONDS)
-    async with kiosk.http.get(kiosk.base + "/v1/events", headers=kiosk.headers, timeout=timeout) as stream:
-        assert stream.status == 200, await stream.text()
-        frames = sse_frames(stream)
-        for n in range(samples + WARM_UP):
-            emitted = time.perf_counter()
-            hub.emit(bench_event(n))
-            async for parsed, data in frames:
-                if data.get("consultation_id") == SSE_MARK and data.get("position") == n:
-                    if n >= WARM_UP:
-                        sse_ms.append((parsed - emitted) * 1000)
-                    break
-            # The bare subscriber got the same event too: drain it, then time one of its own.
-            await _next_bench_event(bare, n)
-            emitted = time.perf_counter()
-            hub.emit(bench_event(-n - 1))
-            await _next_bench_event(bare, -n - 1)
-            if n >= WARM_UP:
-                bare_ms.append((time.perf_counter() - emitted) * 1000)
-    bare.close()
+    url = kiosk.base + "/v1/events"
+    try:
+        async with kiosk.http.get(url, headers=kiosk.headers, timeout=timeout) as stream:
+            assert stream.status == 200, await stream.text()
+            frames = sse_frames(stream)
+            for n in range(samples + WARM_UP):
+                emitted = time.perf_counter()
+                hub.emit(bench_event(n))
+                async for parsed, data in frames:
+                    if data.get("consultation_id") == SSE_MARK and data.get("position") == n:
+                        if n >= WARM_UP:
+                            sse_ms.append((parsed - emitted) * 1000)
+                        break
+                # The bare subscriber got the same event too: drain it, then time one of its own.
+                await _next_bench_event(bare, n)
+                emitted = time.perf_counter()
+                hub.emit(bench_event(-n - 1))
+                await _next_bench_event(bare, -n - 1)
+                if n >= WARM_UP:
+                    bare_ms.append((time.perf_counter() - emitted) * 1000)
+    finally:
+        bare.close()
     return sse_ms, bare_ms
 
 
@@ -337,7 +342,14 @@ def main() -> int:
     if args.requests < 1 or args.seconds <= 0:
         parser.error("--requests must be at least 1 and --seconds above 0")
     logs.configure("WARNING")
+    load_before = os.getloadavg()[0]
     results = asyncio.run(run(args.requests, args.seconds))
+    # Shared machines: the load beside the run says how far the numbers are the API's own.
+    results["machine"] = {
+        "cores": os.cpu_count(),
+        "load_average_1min_before": round(load_before, 2),
+        "load_average_1min_after": round(os.getloadavg()[0], 2),
+    }
     json.dump(results, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
