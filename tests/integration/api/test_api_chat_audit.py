@@ -63,6 +63,8 @@ async def listed_and_audited(running: RunningAgent, path: str, role: str, stack:
     assert read["resource"] == {"type": "chat-transcript", "id": CONSULTATION, "channel": CONSULTATION}
     assert read["metadata"] == {"sessionId": CONSULTATION, "via": "local-api"}
     assert TEXT not in json.dumps(read) and "knee" not in json.dumps(read)
+    chain = await durable.trail.verify()  # the chain still verifies with it (telehealth-agent audit)
+    assert chain.ok and chain.records == durable.trail.status().records, chain
 
 
 async def test_listing_the_chat_is_audited_once_per_list_on_both_ends(
