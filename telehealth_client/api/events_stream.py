@@ -10,7 +10,8 @@ oldest event, a ``missed`` event (no ``id``) says how many are gone before the r
 states and codes only (``events/catalogue.py``): never PHI, tokens or keys.
 
 Public API: ``EventRing(hub, capacity)``: ``start()``, ``await aclose()``, ``last_id``,
-``since(last_id)``, ``latest(kind)``, ``await wait_after(last_id, within)``; ``stream_events(request, ring)``.
+``since(last_id)``, ``holds_after(last_id)``, ``latest(kind)``, ``await wait_after(last_id, within)``;
+``stream_events(request, ring)``.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ class EventRing:
     async def wait_after(self, last_id: int, within: float) -> bool:
         """Wait until an event newer than ``last_id`` is held (True) or ``within`` passed or the
         ring closed (False)."""
-        if self.last_id > last_id:
+        if self.holds_after(last_id):
             return True
         if self._closed:
             return False
@@ -144,7 +145,13 @@ class EventRing:
             await asyncio.wait_for(changed.wait(), within)
         except TimeoutError:
             return False
-        return self.last_id > last_id
+        return self.holds_after(last_id)
+
+    def holds_after(self, last_id: int) -> bool:
+        """Whether the ring holds an event newer than ``last_id``."""
+        # The held events, not ``last_id``: an empty ring holds nothing newer than an ID from before
+        # this run (a made-up one: -1), and a stream told otherwise would never wait (a busy loop).
+        return bool(self._entries) and self._entries[-1].id > last_id
 
     async def aclose(self) -> None:
         self._subscription.close()
@@ -189,7 +196,7 @@ async def _stream(request: web.Request, response: web.StreamResponse, ring: Even
             # Not an ID this run gave: a client from a run that ended, or a made-up one.
             await response.write(missed_frame(asked, ring.oldest_id, 0, "unknown-id"))
             after = ring.first_id - 1
-    while not ring.closed or ring.last_id > after:
+    while not ring.closed or ring.holds_after(after):
         lost, entries = ring.since(after)
         if lost:  # asked for an ID older than the ring's oldest, or a client slower than the ring
             await response.write(missed_frame(after, ring.oldest_id, lost, "older-than-replay"))

@@ -2,13 +2,16 @@
 
 On a kiosk the chat is the current consultation's (``/v1/chat``); on a provider's cart it is named
 in the path (``/v1/consultations/{id}/chat``). Marking read sends a ``chat-read`` receipt, which the
-chat audits (``PHI_MESSAGE_READ``, the agent's own user as actor). Listing the messages returns
-their text to the local UI and is not audited yet: the protocol's ``PHI_MESSAGE_READ`` means a
-receipt sent, and the sink takes only events whose actor is the device's own identity (noted in
-issue 23 for the API's own PHI-access event).
+chat audits (``PHI_MESSAGE_READ``, action ``read``). Listing the messages serves their text, a read
+of PHI: it is recorded in the audit trail before the answer (``PHI_MESSAGE_READ``, action ``list``,
+resource ``chat-transcript``, ``via: local-api``, the agent's own user as actor, as the previews and
+snapshots are), and a trail that cannot record it refuses the list (503 ``audit-unavailable``).
 """
 
 from __future__ import annotations
+
+import logging
+from typing import cast
 
 from telehealth_client.api.errors import ApiError
 from telehealth_client.api.models import (
@@ -21,6 +24,13 @@ from telehealth_client.api.models import (
 from telehealth_client.api.routing import PATIENT, PROVIDER, Call, Route
 from telehealth_client.api.views import chat_entry_view
 from telehealth_client.consultation.chat import ConsultationChat
+from telehealth_client.logs import describe_exception
+from telehealth_client.protocol.messages import SenderRole
+
+log = logging.getLogger(__name__)
+
+# Where the transcript was read, in its audit event's metadata.
+VIA = "local-api"
 
 
 def chat_of(call: Call) -> ConsultationChat:
@@ -41,8 +51,24 @@ def chat_of(call: Call) -> ConsultationChat:
     raise ApiError(409, "not-started", "the endpoint is not running", state="none")
 
 
+async def _audit_listing(call: Call, consultation_id: str) -> None:
+    """Record that the API's user reads the transcript; 503 if the trail cannot (not served then)."""
+    agent = call.agent
+    try:
+        if agent.durable is None:
+            raise RuntimeError("the audit trail is not open")
+        auditor = agent.durable.auditor(agent.settings.user_id, cast(SenderRole, str(agent.settings.role)))
+        await auditor.transcript_listed(consultation_id, VIA)
+    except Exception as exc:
+        log.error("chat list refused: not audited error=%s", describe_exception(exc))
+        raise ApiError(
+            503, "audit-unavailable", "the audit trail could not record the read: the chat is not served"
+        ) from None
+
+
 async def messages(call: Call) -> ChatAnswer:
     chat = chat_of(call)
+    await _audit_listing(call, chat.consultation_id)
     return ChatAnswer(
         consultation_id=chat.consultation_id, messages=[chat_entry_view(chat, e) for e in chat.entries]
     )
@@ -67,8 +93,9 @@ def _routes(path: str, roles: frozenset[str], where: str) -> list[Route]:
     errors = (404,) if "{" in path else ()
     return [
         Route(
-            "GET", path, messages, f"The chat of {where}, with the text (PHI)", "chat",
-            roles=roles, answer=ChatAnswer, conflicts=True, errors=errors,
+            "GET", path, messages,
+            f"The chat of {where}, with the text (PHI: each list is audited, PHI_MESSAGE_READ)", "chat",
+            roles=roles, answer=ChatAnswer, conflicts=True, errors=(*errors, 503),
         ),
         Route(
             "POST", path, send, f"Send a chat message in {where} (durable once answered)", "chat",

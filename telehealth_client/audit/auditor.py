@@ -149,6 +149,14 @@ class Auditor:
             "PHI_MESSAGE_READ", consultation_id, "read", resource_type="chat-message", resource_id=up_to_id
         )
 
+    async def transcript_listed(self, consultation_id: str, via: str) -> None:
+        """The chat's messages, with their text, were read out (``via`` a code: where, e.g.
+        ``local-api``): access to the whole transcript, not a ``chat-read`` receipt, so its own
+        action and resource (the consultation's transcript)."""
+        await self._in_consultation(
+            "PHI_MESSAGE_READ", consultation_id, "list", resource_type="chat-transcript", via=via
+        )
+
     async def provider_added(self, consultation_id: str, provider_id: str, role: str) -> None:
         await self._in_consultation(
             "PROVIDER_ADDED_TO_CONSULTATION",

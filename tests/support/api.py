@@ -185,6 +185,21 @@ async def call_under_way(
     return kiosk, provider
 
 
+async def consultation_joined(kiosk: RunningAgent, provider: RunningAgent, stack: DevStack) -> None:
+    """Consent recorded, the patient checked in through the kiosk's API and the consultation
+    joined through the provider's (no call): both in ``connecting``."""
+    await record_consent(stack)
+    status, answer = await kiosk.api.post("/v1/check-in", CHECK_IN)
+    assert status == 201, answer
+    assert provider.agent.provider is not None
+    await provider.seen.until(
+        lambda: any(p.consultation_id == CONSULTATION for p in provider.agent.provider.queue)  # type: ignore[union-attr]
+    )
+    status, answer = await provider.api.post(f"/v1/consultations/{CONSULTATION}/join")
+    assert status == 200, answer
+    await kiosk.wait_state(ConsultationState.CONNECTING)
+
+
 async def record_consent(stack: DevStack, patient: str = PATIENT) -> None:
     assert stack.clinic is not None
     clinic = ClinicClient(stack.clinic.url, stack.kiosk_credential(KIOSK))
