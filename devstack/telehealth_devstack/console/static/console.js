@@ -26,7 +26,8 @@
   const NETWORK = ["video", "audio-only", "cannot-connect", "unknown"];
   const CANCEL_REASONS = ["patient-left", "no-show", "provider-cancelled", "consent-revoked", "technical"];
   const WAITING = ["checked-in", "waiting"];
-  const OPEN = [...WAITING, "connecting", "in-progress", "wrapping-up"];
+  const JOINED = ["connecting", "in-progress", "wrapping-up"];
+  const OPEN = [...WAITING, ...JOINED];
   const TERMINAL = ["completed", "cancelled"];
   const MAX_CHAT_CHARS = 4000;
   const MAX_REASON_CHARS = 1000;
@@ -37,11 +38,8 @@
   const now = () => new Date().toISOString();
   const byTestId = (name, within = document) => within.querySelector(`[data-testid="${name}"]`);
 
-  class Refused extends Error {
-    constructor(field, reason) {
-      super(`${field}: ${reason}`);
-    }
-  }
+  // The call module's refusal type: one type, so its refusals show their own message too.
+  const { Refused } = window.providerCall;
 
   // -- the console's state -------------------------------------------------------------------------
 
@@ -165,8 +163,8 @@
     byTestId("join").disabled = !WAITING.includes(p.state);
     byTestId("start-without-video").disabled = p.state !== "connecting";
     byTestId("wrap-up").disabled = !["connecting", "in-progress"].includes(p.state);
-    byTestId("end").disabled = !["connecting", "in-progress", "wrapping-up"].includes(p.state);
-    const inCall = ["connecting", "in-progress", "wrapping-up"].includes(p.state);
+    byTestId("end").disabled = !JOINED.includes(p.state);
+    const inCall = JOINED.includes(p.state);
     byTestId("call-start").disabled = !inCall;
     const summary = byTestId("summary");
     summary.hidden = !p.summary;
@@ -380,6 +378,7 @@
       joinedAt: null,
       chat: [],
       readSent: null,
+      videoSubscribed: null, // a promise once the consultation and its `.video` are subscribed
       invited: new Map(),
       summary: null,
     };
@@ -388,8 +387,26 @@
     // visit that history shows over is left; one still open asks who is there now.
     subscribed([p.consultationId])
       .then(() => catchUp(p.consultationId))
-      .then(() => (TERMINAL.includes(p.state) ? pubnub.unsubscribe({ channels: [p.consultationId] }) : present(p)))
+      .then(() => (TERMINAL.includes(p.state) ? pubnub.unsubscribe({ channels: [p.consultationId] }) : reopen(p)))
       .catch((error) => showError(error));
+  }
+
+  // A visit still open after a reload: who is there now, and, if history shows we joined it, its
+  // calls followed again (`.video` has no history: a call is re-established, PROTOCOL.md Recovery).
+  async function reopen(p) {
+    if (JOINED.includes(p.state)) await followCalls(p);
+    await present(p);
+  }
+
+  // The call module follows this consultation's `.video` (subscribed once, kept): subscribed first,
+  // as the kiosk may answer or offer (a rebuild) as soon as it hears us.
+  async function followCalls(p) {
+    p.videoSubscribed ??= subscribed([p.consultationId, `${p.consultationId}.video`]).catch((error) => {
+      p.videoSubscribed = null;
+      throw error;
+    });
+    await p.videoSubscribed;
+    await window.providerCall.follow({ consultationId: p.consultationId });
   }
 
   async function present(p) {
@@ -560,9 +577,7 @@
 
   async function join() {
     const p = current(WAITING);
-    // The `.video` channel first: the kiosk may answer or offer as soon as it reads the join.
-    await subscribed([p.consultationId, `${p.consultationId}.video`]);
-    await window.providerCall.follow({ consultationId: p.consultationId });
+    await followCalls(p);
     const joined = await lifecycle(p, "PROVIDER_JOINED", "connecting");
     p.joinedAt = Date.parse(joined.timestamp);
     await publish(`notification.${p.patientId}`, {
@@ -584,7 +599,7 @@
   }
 
   async function end() {
-    const p = current(["connecting", "in-progress", "wrapping-up"]);
+    const p = current(JOINED);
     await window.providerCall.hangup().catch(() => {}); // no call under way is fine
     const timestamp = now();
     // Whole minutes from our PROVIDER_JOINED, rounded up, at least 1.
@@ -601,7 +616,8 @@
   }
 
   async function startCall() {
-    current(["connecting", "in-progress", "wrapping-up"]);
+    // The call module may follow another consultation, or not yet this one after a reload.
+    await followCalls(current(JOINED));
     await window.providerCall.call();
   }
 
