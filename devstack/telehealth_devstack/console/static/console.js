@@ -3,7 +3,8 @@
 // window.providerCall). Every channel is end-to-end encrypted with the AES-256-CBC crypto module.
 //
 // - Sign in: the development stack plays the provider app's backend (POST /dev/sign-in): keys, cipher
-//   key, a standing Access Manager token, TURN credentials. The token is refreshed before it expires.
+//   key, a standing Access Manager token, TURN credentials, and a session secret sent with every
+//   later backend call (X-Console-Session). The token is refreshed before it expires.
 // - Waiting room: `waiting-room.{me}` (live, and its history at sign-in) lists each PATIENT_CHECKED_IN
 //   with its queue position (check-in order) and check-in time; the patient's consultation channel is
 //   followed from then on (device status, an early cancel, chat). Queue updates go to each waiting
@@ -44,6 +45,7 @@
   // -- the console's state -------------------------------------------------------------------------
 
   let me = null; // {userId, departmentId, providers, waitingRoom, notifications, emergency}
+  let session = null; // sign-in's secret for this page's backend calls: memory only, never shown
   let pubnub = null;
   let refreshTimer = null;
   let selected = null; // the consultation ID on the right-hand panel
@@ -209,7 +211,7 @@
   async function backend(path, body) {
     const answer = await fetch(path, {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", ...(session ? { "X-Console-Session": session } : {}) },
       body: JSON.stringify(body),
     });
     const found = await answer.json().catch(() => null);
@@ -219,7 +221,8 @@
     }
     return found;
   }
-  const clinic = (call, body) => backend(`/dev/clinic/${call}`, { userId: me.userId, body });
+  // The backend acts as the provider our session was opened for.
+  const clinic = (call, body) => backend(`/dev/clinic/${call}`, { body });
 
   // -- publishing ----------------------------------------------------------------------------------
 
@@ -246,6 +249,7 @@
 
   async function signIn(userId) {
     const settings = await backend("/dev/sign-in", { userId });
+    session = settings.session;
     pubnub = window.providerCall.client(settings); // the call module's: one configuration
     me = {
       userId: settings.userId,
