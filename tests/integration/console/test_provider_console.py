@@ -166,7 +166,7 @@ async def test_the_console_invites_and_removes_a_specialist_and_escalates_and_re
     assert page.page_errors() == [] and page.console_errors() == []
 
 
-async def test_after_a_reload_the_console_calls_the_consultation_it_joined_and_shows_call_refusals(
+async def test_after_a_reload_the_console_calls_again_and_shows_call_refusals(
     console_stack: DevStack, kiosk_with_media: RunningAgent, console_page: TechnicianPage
 ) -> None:
     kiosk, page = kiosk_with_media, console_page
@@ -189,5 +189,17 @@ async def test_after_a_reload_the_console_calls_the_consultation_it_joined_and_s
     await page.wait_for(by_testid("call-phase"), "connected")
     await kiosk.wait_state(ConsultationState.IN_PROGRESS)
     await page.wait_for(by_testid("error"), state="hidden")
+    assert (await kiosk_consultation(kiosk))["call"]["status"] == "live"
+
+    # A refresh during the call: the page is followed again as soon as it is signed in, so the
+    # kiosk's rebuild (its inbound media stopped) is answered and the picture comes back unasked.
+    await page.do("reload")
+    await sign_in(page, PROVIDER)
+    await page.do("click", selector=f"{row} {by_testid('open')}")
+    await page.wait_for(by_testid("consultation-state"), "in-progress")
+    await page.wait_for(by_testid("call-phase"), "connected", within=MEDIA_WAIT)
+    await page.wait_for(
+        '#remote[data-frames]:not([data-frames="1"]):not([data-frames="2"])', within=MEDIA_WAIT
+    )
     assert (await kiosk_consultation(kiosk))["call"]["status"] == "live"
     assert page.page_errors() == [] and page.console_errors() == []
