@@ -26,6 +26,7 @@ from tests.support.api import (
 from tests.support.console import (
     by_testid,
     click,
+    joined,
     kiosk_consultation,
     sign_in,
     signed_in_with_a_check_in,
@@ -124,10 +125,7 @@ async def test_the_console_invites_and_removes_a_specialist_and_escalates_and_re
     console_stack: DevStack, kiosk_with_media: RunningAgent, console_page: TechnicianPage
 ) -> None:
     kiosk, page = kiosk_with_media, console_page
-    row = await signed_in_with_a_check_in(console_stack, kiosk, page)
-    await page.do("click", selector=f"{row} {by_testid('open')}")
-    await click(page, "join")
-    await kiosk.wait_state(ConsultationState.CONNECTING)
+    await joined(console_stack, kiosk, page)
 
     # Invited through the clinic, then announced: the kiosk's roster has the specialist.
     await page.do("select", selector=by_testid("invitee"), value=SPECIALIST)
@@ -170,10 +168,7 @@ async def test_after_a_reload_the_console_calls_again_and_shows_call_refusals(
     console_stack: DevStack, kiosk_with_media: RunningAgent, console_page: TechnicianPage
 ) -> None:
     kiosk, page = kiosk_with_media, console_page
-    row = await signed_in_with_a_check_in(console_stack, kiosk, page)
-    await page.do("click", selector=f"{row} {by_testid('open')}")
-    await click(page, "join")
-    await kiosk.wait_state(ConsultationState.CONNECTING)
+    row = await joined(console_stack, kiosk, page)
     # A refusal of the call module shows its own reason, not a generic failure.
     await click(page, "call-end")
     await page.wait_for(by_testid("error"), "call: no call is under way")
