@@ -10,6 +10,7 @@
 //
 // Commands arrive on stdin, one JSON object per line; "id" is echoed back on the answer:
 //   {"op":"open"}                                   loads PAGE_URL + "/"  -> {}
+//   {"op":"reload"}                                 reloads the page, as a browser refresh does -> {}
 //   {"op":"fill","selector","value"}                types into a field     -> {}
 //   {"op":"click","selector"}                       -> {}
 //   {"op":"select","selector","value"}              picks an option of a <select> -> {}
@@ -62,6 +63,10 @@ page.on("console", (message) => {
 const commands = {
   open: async () => {
     await page.goto(`${pageUrl}/`);
+    return {};
+  },
+  reload: async () => {
+    await page.reload();
     return {};
   },
   fill: async ({ selector, value }) => {

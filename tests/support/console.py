@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from telehealth_client.protocol.messages import ConsultationState
 from telehealth_devstack.stack import DevStack
 from tests.support.api import CHECK_IN, CONSULTATION, PROVIDER, RunningAgent, record_consent
 from tests.support.technician_page import TechnicianPage
@@ -61,3 +62,13 @@ async def signed_in_with_a_check_in(stack: DevStack, kiosk: RunningAgent, page: 
     status, answer = await kiosk.api.post("/v1/check-in", CHECK_IN)
     assert status == 201, answer
     return waiting_row(CONSULTATION)
+
+
+async def joined(stack: DevStack, kiosk: RunningAgent, page: TechnicianPage) -> str:
+    """As ``signed_in_with_a_check_in``, then the consultation opened and joined: back once the
+    kiosk is connecting. The waiting room's entry of that consultation (a selector)."""
+    row = await signed_in_with_a_check_in(stack, kiosk, page)
+    await page.do("click", selector=f"{row} {by_testid('open')}")
+    await click(page, "join")
+    await kiosk.wait_state(ConsultationState.CONNECTING)
+    return row

@@ -70,6 +70,13 @@ class TechnicianPage:
             fields["text"] = text
         await self.do("waitFor", within=within, **fields)
 
+    async def open_with_token(self, token: str) -> None:
+        """Loads the page, which asks for the API token first, and types the token in."""
+        await self.do("open")
+        await self.wait_for("#login")
+        await self.do("fill", selector="#token", value=token)
+        await self.do("click", selector="#login button[type=submit]")
+
     async def text(self, selector: str) -> str:
         return str((await self.do("text", selector=selector))["value"])
 

@@ -97,10 +97,10 @@ class ProviderBackend:
         }
 
     async def clinic(self, provider: DevUser, call: str, body: Mapping[str, Any]) -> Any:
-        """One clinic call as ``provider``; ClinicAnswer when the clinic refuses it, FieldError (422)
-        when the page asks for something else."""
+        """One clinic call as ``provider``; ClinicAnswer when the clinic refuses it, FieldError when
+        the page asks for a call there is not (404) or a bad department (422)."""
         if call not in CLINIC_CALLS:
-            raise FieldError("call", f"must be one of {', '.join(CLINIC_CALLS)}", 422)
+            raise FieldError("call", f"must be one of {', '.join(CLINIC_CALLS)}", 404)
         method, template = CLINIC_CALLS[call]
         if method == "GET":
             try:

@@ -5,11 +5,12 @@ the development provider backend (``backend.py``) under ``/dev/``. FOR DEVELOPME
 Only this machine's browser may use it: it listens on 127.0.0.1, answers only requests whose Host is
 its own address (no DNS rebinding), refuses a foreign ``Origin``, and takes POST bodies only as
 ``application/json`` (a page elsewhere cannot send one without a CORS preflight, which is refused).
+Sign-in opens a session (``sessions.py``): every clinic call acts as the session's provider, and
+one without a session is refused (401). Every refusal is the clinic stand-in's JSON error form.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,8 +19,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from telehealth_devstack.clinic.http import FieldError, error_response
+from telehealth_devstack.clinic.http import FieldError, error_response, read_object
 from telehealth_devstack.console.backend import ClinicAnswer, ConsoleSettings, ProviderBackend
+from telehealth_devstack.console.sessions import Sessions
 from telehealth_devstack.http_guard import Guard, GuardedAppRunner
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,8 @@ PAGES = {
     "/call.js": ("call.js", "text/javascript; charset=utf-8"),
 }
 MAX_BODY_BYTES = 16 * 1024
+# aiohttp's own refusals (no such path, method or a body too large), named like the others.
+HTTP_FIELDS = {404: "path", 405: "method", 413: "body"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -119,7 +123,12 @@ class ProviderConsole:
             return _error(403, "Origin", "must be this console's own page")
         if request.method == "POST" and request.content_type != "application/json":
             return _error(415, "Content-Type", "must be application/json")
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = _error(exc.status, HTTP_FIELDS.get(exc.status, "request"), exc.reason.lower())
         response.headers["Cache-Control"] = "no-store"
         return response
 
@@ -147,13 +156,11 @@ class ProviderConsole:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object, bounded as the clinic stand-in bounds its own (nesting too)."""
     try:
-        body = json.loads(await request.read())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise FieldError("body", "must be JSON", 422) from None
-    if not isinstance(body, dict):
-        raise FieldError("body", "must be a JSON object", 422)
-    return body
+        return await read_object(request)
+    except FieldError as exc:
+        raise FieldError(exc.field, exc.reason, 422) from None
 
 
 def _answering(work: Callable[[web.Request], Awaitable[web.Response]]) -> Handler:
@@ -179,17 +186,20 @@ class _BackendRoutes:
 
     def __init__(self, backend: ProviderBackend) -> None:
         self._backend = backend
+        self._sessions = Sessions()
 
     async def providers(self, _: web.Request) -> web.Response:
         return web.json_response({"providers": self._backend.directory()})
 
     async def sign_in(self, request: web.Request) -> web.Response:
         body = await _body(request)
-        return web.json_response(await self._backend.sign_in(body.get("userId")))
+        settings = await self._backend.sign_in(body.get("userId"))
+        # The page's secret for its later calls: the provider is taken from it, never a body.
+        return web.json_response({**settings, "session": self._sessions.open(settings["userId"])})
 
     async def forward(self, request: web.Request) -> web.Response:
+        provider = self._backend.provider(self._sessions.provider_of(request))
         body = await _body(request)
-        provider = self._backend.provider(body.get("userId"))
         payload = body.get("body", {})
         if not isinstance(payload, dict):
             raise FieldError("body", "must be a JSON object", 422)

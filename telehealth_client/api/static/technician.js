@@ -19,6 +19,9 @@ const page = {
   streamAbort: null,
   lastEventId: null,
   refreshTimer: null,
+  checkRoutes: new Set(), // the device-check routes this agent's OpenAPI document lists
+  checkReads: Promise.resolve(), // the device-check reads, one after another
+  snapshot: null, // {checkId, url}: the newest device check's camera snapshot, read once
 };
 window.technicianPage = page; // for tests and the curious: the page's live state
 
@@ -277,6 +280,11 @@ function onEvent(kind, data) {
     case "chat-wiped":
       quietly(refreshChat());
       break;
+    case "device-checked":
+    case "device-check-finished":
+      followCheck(data.check_id, data.check);
+      scheduleRefresh();
+      break;
     case "call-status":
     case "call-state":
       quietly(refreshPreviews());
@@ -470,55 +478,96 @@ async function readMultipartJpeg(body, onImage) {
   }
 }
 
-// -- device check and preflight (the routes this agent has, from its OpenAPI document) --------------
+// -- device check and preflight ----------------------------------------------------------------------
+// The newest device check and the newest preflight, each read by its ID from its own route
+// (GET /v1/device-checks/{check_id}, GET /v1/preflight/{check_id}) when this agent's OpenAPI
+// document lists it. The IDs come from GET /v1/status ("devices": whichever started last) and from
+// the event stream (device-checked, device-check-finished), so a check started elsewhere shows as it
+// runs. The camera snapshot (its every read is audited by the agent) is fetched once per check.
+
+const CHECKS = {
+  devices: { box: "device-check", what: "Device check", route: "/v1/device-checks/{check_id}" },
+  preflight: { box: "preflight", what: "Preflight", route: "/v1/preflight/{check_id}" },
+};
+const SNAPSHOT_ROUTE = "/v1/device-checks/{check_id}/snapshot";
+const checkPath = (route, checkId) => route.replace("{check_id}", encodeURIComponent(checkId));
 
 async function discoverDeviceRoutes() {
-  const box = $("device-check");
   const { status, body } = await apiJson("/v1/openapi.json");
   if (status !== 200 || !body) return;
-  const gets = Object.entries(body.paths)
-    .filter(([path, item]) => item.get && !path.includes("{"))
-    .map(([path, item]) => ({ path, item: item.get }));
-  const produces = (route, type) => Object.values(route.item.responses ?? {}).some((r) => r.content?.[type]);
-  const devices = gets.filter((r) => /device/i.test(r.path) && !produces(r, "image/jpeg"));
-  const snapshots = gets.filter((r) => /snapshot/i.test(r.path) && produces(r, "image/jpeg"));
-  const preflight = gets.filter((r) => /preflight/i.test(r.path));
-  box.replaceChildren();
-  if (devices.length === 0 && snapshots.length === 0) {
-    box.append(text("p", "This agent has no device-check routes.", "muted"));
-  }
-  for (const route of devices) await showJson(box, route.path, "device check");
-  for (const route of snapshots) await showSnapshot(box, route.path);
-  const flight = $("preflight");
-  flight.replaceChildren();
-  for (const route of preflight) await showJson(flight, route.path, "preflight");
-}
-
-async function showJson(box, path, what) {
-  const { status, body } = await apiJson(path);
-  if (status === 404 || status === 409 || !body) {
-    box.append(text("p", `No ${what} yet (${path}).`, "muted"));
+  const gets = new Set(Object.entries(body.paths ?? {}).filter(([, item]) => item.get).map(([path]) => path));
+  page.checkRoutes = new Set([...Object.values(CHECKS).map((c) => c.route), SNAPSHOT_ROUTE].filter((r) => gets.has(r)));
+  if (!Object.values(CHECKS).some((c) => page.checkRoutes.has(c.route))) {
+    $("device-check").replaceChildren(text("p", "This agent has no device-check routes.", "muted"));
     return;
   }
-  const section = document.createElement("div");
-  section.dataset.path = path;
-  section.append(text("strong", path));
-  const verdict = findField(body, /verdict/i);
-  if (verdict !== undefined) section.append(text("p", `Verdict: ${JSON.stringify(verdict)}`));
-  const level = findField(body, /level|rms|peak/i);
-  if (typeof level === "number") {
-    const meter = document.createElement("div");
-    meter.className = "meter";
-    meter.title = `microphone level ${level}`;
-    const fill = document.createElement("span");
-    // dBFS (negative) from -60 to 0, or a 0-1 ratio
-    const ratio = level <= 0 ? Math.max(0, (level + 60) / 60) : Math.min(1, level);
-    fill.style.width = `${Math.round(ratio * 100)}%`;
-    meter.append(fill);
-    section.append(text("span", `Microphone level ${level}`), meter);
+  $("device-check").replaceChildren(text("p", "No device check yet.", "muted"));
+  $("preflight").replaceChildren(text("p", "No preflight yet.", "muted"));
+  const newest = page.status?.devices?.checkId;
+  if (newest) followCheck(newest);
+}
+
+// Reads are queued: a burst of events never shows an older answer over a newer one.
+function followCheck(checkId, kind) {
+  if (page.checkRoutes.size === 0) return;
+  page.checkReads = page.checkReads.then(() => showCheck(checkId, kind)).catch(() => {});
+}
+
+// The check's own route answers; without its kind (a status, a device-checked event) each is tried.
+async function showCheck(checkId, kind) {
+  for (const [each, { route }] of Object.entries(CHECKS)) {
+    if ((kind && kind !== each) || !page.checkRoutes.has(route)) continue;
+    const { status, body } = await apiJson(checkPath(route, checkId));
+    if (status === 200 && body?.check) return renderCheck(body.check);
   }
-  section.append(text("pre", JSON.stringify(body, null, 1).slice(0, 2000), "raw"));
-  box.append(section);
+}
+
+function renderCheck(check) {
+  const { box, what } = CHECKS[check.kind];
+  const section = document.createElement("div");
+  section.dataset.testid = `${check.kind}-check`;
+  section.dataset.checkId = check.id;
+  section.dataset.state = check.state;
+  section.append(text("strong", `${what} ${check.id}: ${check.state}`));
+  const verdicts = document.createElement("ul");
+  verdicts.dataset.testid = "verdicts";
+  for (const step of check.steps) {
+    const reasons = step.reasons.length ? ` (${step.reasons.join("; ")})` : "";
+    const li = text("li", `${step.kind}: ${step.status}${reasons}`);
+    li.dataset.device = step.kind;
+    li.dataset.status = step.status;
+    verdicts.append(li);
+  }
+  for (const device of check.skip) {
+    const li = text("li", `${device}: skipped`, "muted");
+    li.dataset.device = device;
+    li.dataset.status = "skipped";
+    verdicts.append(li);
+  }
+  section.append(verdicts);
+  if (check.network) {
+    const network = text("p", `Network: ${check.network.verdict}${check.passed ? ", passed" : ", not passed"}`);
+    network.dataset.testid = "network-verdict";
+    section.append(network);
+  }
+  if (check.error) section.append(text("p", `Could not run: ${check.error}`, "muted"));
+  const level = findField(check.report?.microphone, /level|rms|peak/i);
+  if (typeof level === "number") section.append(...levelMeter(level));
+  if (check.report) section.append(text("pre", JSON.stringify(check.report, null, 1).slice(0, 2000), "raw"));
+  $(box).replaceChildren(section);
+  if (check.kind === "devices" && check.snapshot) void showSnapshot(section, check.id);
+}
+
+function levelMeter(level) {
+  const meter = document.createElement("div");
+  meter.className = "meter";
+  meter.title = `microphone level ${level}`;
+  const fill = document.createElement("span");
+  // dBFS (negative) from -60 to 0, or a 0-1 ratio
+  const ratio = level <= 0 ? Math.max(0, (level + 60) / 60) : Math.min(1, level);
+  fill.style.width = `${Math.round(ratio * 100)}%`;
+  meter.append(fill);
+  return [text("span", `Microphone level ${level}`), meter];
 }
 
 function findField(value, pattern, depth = 0) {
@@ -533,18 +582,22 @@ function findField(value, pattern, depth = 0) {
   return undefined;
 }
 
-async function showSnapshot(box, path) {
-  const response = await api(path);
-  if (response.status !== 200) {
-    box.append(text("p", `No camera snapshot yet (${path}).`, "muted"));
-    return;
+// One read per check: the picture is kept (as an object URL) until a newer check replaces it.
+async function showSnapshot(section, checkId) {
+  if (!page.checkRoutes.has(SNAPSHOT_ROUTE)) return;
+  if (page.snapshot?.checkId !== checkId) {
+    const response = await api(checkPath(SNAPSHOT_ROUTE, checkId));
+    if (response.status !== 200) return;
+    const url = URL.createObjectURL(await response.blob());
+    if (page.snapshot) URL.revokeObjectURL(page.snapshot.url);
+    page.snapshot = { checkId, url };
   }
   const image = document.createElement("img");
   image.className = "snapshot";
   image.alt = "camera snapshot";
   image.dataset.testid = "snapshot";
-  image.src = URL.createObjectURL(await response.blob());
-  box.append(text("strong", "Camera snapshot"), image);
+  image.src = page.snapshot.url;
+  section.append(text("strong", "Camera snapshot"), image);
 }
 
 // -- start -------------------------------------------------------------------------------------------

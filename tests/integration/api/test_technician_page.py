@@ -2,19 +2,29 @@
 consultation: open without the token, it asks for it; then it shows the live state and the roster,
 a chat message sent through the provider's API, the remote video (the screenshot of its region is
 no blank picture) and that the preview is being watched. Every wait is the browser's own wait for
-a condition."""
+a condition. Between calls it shows the newest device check (each verdict and the camera
+snapshot) and the newest preflight, found through their own routes."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 
 from telehealth_client import events
-from tests.support.api import CONSULTATION, PATIENT, PROVIDER, Agents, RunningAgent, call_under_way
+from tests.support.api import (
+    CONSULTATION,
+    KIOSK,
+    PATIENT,
+    PROVIDER,
+    Agents,
+    RunningAgent,
+    call_under_way,
+)
 from tests.support.media import devices_environment
 from tests.support.technician_page import TechnicianPage
 
@@ -50,10 +60,7 @@ async def test_the_page_shows_a_consultation_live(
 ) -> None:
     kiosk, provider = call
     page = browser_page
-    await page.do("open")
-    await page.wait_for("#login")  # no token yet: the page asks for it
-    await page.do("fill", selector="#token", value=kiosk.api.token)
-    await page.do("click", selector="#login button[type=submit]")
+    await page.open_with_token(kiosk.api.token)  # no token yet: the page asks for it
 
     # The live state and the roster, from GET /v1/status and the event stream.
     await page.wait_for('[data-testid="role"]', "patient")
@@ -104,3 +111,54 @@ async def test_the_page_loads_without_the_token_and_opens_nothing_else(kiosk: Ru
     assert (await kiosk.api.get("/v1/status", token=None))[0] == 401
     assert (await kiosk.api.get("/index.html", token=None))[0] == 401
     assert (await kiosk.api.call("POST", "/", token=None))[0] == 401
+
+
+def check_finished(check_id: str) -> Callable[[object], bool]:
+    return lambda e: isinstance(e, events.DeviceCheckFinished) and e.check_id == check_id
+
+
+async def started_check(agent: RunningAgent, path: str, body: dict[str, Any]) -> str:
+    status, answer = await agent.api.post(path, body)
+    assert status == 202, answer
+    return str(answer["check"]["id"])
+
+
+async def test_the_page_shows_the_newest_device_check_with_its_snapshot_and_the_preflight(
+    agents: Agents, tmp_path: Path
+) -> None:
+    # The generated camera (a numbered video); the microphone and speaker are skipped: PortAudio
+    # reads the ALSA configuration once per process (test_api_devices checks them in a child).
+    devices = devices_environment(tmp_path, "patient")
+    kiosk = await agents.start(
+        KIOSK,
+        TELEHEALTH_CAMERA=devices["TELEHEALTH_CAMERA"],
+        # The network's judgment is not under test here: the widest limits on a loaded machine.
+        TELEHEALTH_PREFLIGHT_MEDIA_SECONDS="2",
+        TELEHEALTH_PREFLIGHT_POOR_RTT_MS="10000",
+        TELEHEALTH_PREFLIGHT_POOR_LOSS_PERCENT="100",
+    )
+    check_id = await started_check(kiosk, "/v1/device-checks", {"skip": ["microphone", "speaker"]})
+    end = await kiosk.wait_event(check_finished(check_id), within=60.0)
+    assert end.camera == "ok", end
+
+    # Opened after the check: the page finds it through the status and its own route.
+    assert kiosk.agent.api is not None and kiosk.agent.api.address is not None
+    page = await TechnicianPage.start(kiosk.agent.api.address)
+    try:
+        await page.open_with_token(kiosk.api.token)
+        shown = f'[data-testid="devices-check"][data-check-id="{check_id}"][data-state="done"]'
+        await page.wait_for(f'{shown} li[data-device="camera"][data-status="ok"]', "camera: ok")
+        await page.wait_for(f'{shown} li[data-device="microphone"][data-status="skipped"]')
+        picture = await page.screenshot(f'{shown} [data-testid="snapshot"]')
+        grey = cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY)
+        assert float(np.std(grey)) > MIN_PIXEL_STD, float(np.std(grey))
+
+        # A preflight started while the page is open shows as its events arrive.
+        preflight_id = await started_check(kiosk, "/v1/preflight", {"skip": ["devices"]})
+        await kiosk.wait_event(check_finished(preflight_id), within=90.0)
+        flown = f'[data-testid="preflight-check"][data-check-id="{preflight_id}"][data-state="done"]'
+        await page.wait_for(f'{flown} [data-testid="network-verdict"]', "Network: video, passed")
+        await page.wait_for(shown)  # the device check stays shown beside it
+        assert page.page_errors() == []
+    finally:
+        await page.close()

@@ -11,8 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from telehealth_devstack.console.sessions import HEADER
 from telehealth_devstack.stack import DevStack
-from tests.support.api import PROVIDER
+from tests.support.api import PROVIDER, SPECIALIST
 from tests.support.devstack_cli import Devstack, running
 
 pytestmark = pytest.mark.integration
@@ -51,6 +52,13 @@ async def _post(session: aiohttp.ClientSession, url: str, body: Any, **headers: 
         return answer.status, await answer.json()
 
 
+async def _signed_in(session: aiohttp.ClientSession, base: str, provider: str) -> dict[str, str]:
+    """Signs ``provider`` in: the session header its page sends on every later backend call."""
+    status, answer = await _post(session, f"{base}/dev/sign-in", {"userId": provider})
+    assert status == 200 and answer["userId"] == provider, answer
+    return {HEADER: answer["session"]}
+
+
 async def test_the_backend_refuses_what_a_provider_page_would_not_ask_naming_the_field(
     console_stack: DevStack,
 ) -> None:
@@ -62,14 +70,14 @@ async def test_the_backend_refuses_what_a_provider_page_would_not_ask_naming_the
         assert answer["iceServers"][0]["urls"], answer["iceServers"]
         # The page gets a token, never the provider's device credential.
         assert console_stack.users[PROVIDER].credential not in json.dumps(answer)
+        signed_in = {HEADER: answer["session"]}
         refusals = [
             (f"{base}/dev/sign-in", {"userId": "dr-nobody"}, {}, 422, "userId"),
             (f"{base}/dev/sign-in", {"userId": "kiosk-api"}, {}, 422, "userId"),
             (f"{base}/dev/sign-in", [PROVIDER], {}, 422, "body"),
-            (f"{base}/dev/clinic/publish", {"userId": PROVIDER, "body": {}}, {}, 422, "call"),
-            (f"{base}/dev/clinic/on-call", {"userId": PROVIDER, "body": {"departmentId": "a.b"}}, {}, 422,
-             "departmentId"),
-            (f"{base}/dev/clinic/token", {"userId": PROVIDER, "body": []}, {}, 422, "body"),
+            (f"{base}/dev/clinic/publish", {"body": {}}, signed_in, 404, "call"),
+            (f"{base}/dev/clinic/on-call", {"body": {"departmentId": "a.b"}}, signed_in, 422, "departmentId"),
+            (f"{base}/dev/clinic/token", {"body": []}, signed_in, 422, "body"),
             (f"{base}/dev/sign-in", {"userId": PROVIDER}, {"Origin": foreign}, 403, "Origin"),
             (f"{base}/dev/sign-in", {"userId": PROVIDER}, {"Host": "attacker.example"}, 421, "Host"),
             (f"{base}/dev/sign-in", "userId=dr-api", {"Content-Type": "text/plain"}, 415, "Content-Type"),
@@ -83,6 +91,59 @@ async def test_the_backend_refuses_what_a_provider_page_would_not_ask_naming_the
         status, answer = await _post(
             session,
             f"{base}/dev/clinic/revoke-access",
-            {"userId": PROVIDER, "body": {"userId": "dr-x", "consultationChannel": "consultation.dr-x.pt-1"}},
+            {"body": {"userId": "dr-x", "consultationChannel": "consultation.dr-x.pt-1"}},
+            **signed_in,
         )
         assert (status, answer["field"]) == (403, "consultationChannel"), answer
+
+
+async def test_every_clinic_call_acts_as_the_session_s_provider_and_none_goes_without_a_session(
+    console_stack: DevStack,
+) -> None:
+    base = console_stack.console_url
+    theirs = f"consultation.{SPECIALIST}.pat-other"
+    # What a page signed in as PROVIDER would ask as SPECIALIST: each names SPECIALIST (the body's
+    # "userId" too, which the backend once took as the provider).
+    as_the_other = [
+        ("token", {"userId": SPECIALIST, "role": "provider", "departmentId": "er"}, "userId"),
+        ("turn-credentials", {"userId": SPECIALIST}, "userId"),
+        ("invite", {"consultationChannel": theirs, "invitedProviderId": PROVIDER, "role": "observer"},
+         "consultationChannel"),
+        ("revoke-access", {"consultationChannel": theirs, "userId": "pat-other"}, "consultationChannel"),
+    ]  # fmt: skip
+    async with aiohttp.ClientSession() as session:
+        signed_in = await _signed_in(session, base, PROVIDER)
+        for call, body, field in as_the_other:
+            status, answer = await _post(
+                session, f"{base}/dev/clinic/{call}", {"userId": SPECIALIST, "body": body}, **signed_in
+            )
+            assert (status, answer["field"]) == (403, field), (call, answer)
+        # Its own calls go through.
+        status, answer = await _post(
+            session, f"{base}/dev/clinic/turn-credentials", {"body": {"userId": PROVIDER}}, **signed_in
+        )
+        assert status == 200 and answer["username"], answer
+        # No session, or one this console never issued: refused before the clinic is asked.
+        for headers in ({}, {HEADER: "not-a-session"}):
+            status, answer = await _post(
+                session, f"{base}/dev/clinic/turn-credentials", {"body": {"userId": PROVIDER}}, **headers
+            )
+            assert (status, answer["field"]) == (401, HEADER), (headers, answer)
+            assert answer["reason"], answer
+
+
+async def test_the_console_answers_every_refusal_in_json_naming_the_field(console_stack: DevStack) -> None:
+    base = console_stack.console_url
+    nested = "[" * 5000 + "]" * 5000
+    async with aiohttp.ClientSession() as session:
+        status, answer = await _post(session, f"{base}/dev/sign-in", '{"userId": ' + nested + "}",
+                                     **{"Content-Type": "application/json"})  # fmt: skip
+        assert (status, answer["field"]) == (422, "body"), answer
+        assert "nest" in answer["reason"], answer
+        signed_in = await _signed_in(session, base, PROVIDER)
+        status, answer = await _post(session, f"{base}/dev/clinic/unknown", {"body": {}}, **signed_in)
+        assert (status, answer["field"]) == (404, "call"), answer
+        async with session.get(f"{base}/no-such-page") as missing:
+            assert (missing.status, (await missing.json())["field"]) == (404, "path")
+        async with session.put(f"{base}/dev/sign-in", json={}) as wrong:
+            assert (wrong.status, (await wrong.json())["field"]) == (405, "method")

@@ -23,7 +23,14 @@ from tests.support.api import (
     RunningAgent,
     video_flowing,
 )
-from tests.support.console import by_testid, click, kiosk_consultation, signed_in_with_a_check_in
+from tests.support.console import (
+    by_testid,
+    click,
+    joined,
+    kiosk_consultation,
+    sign_in,
+    signed_in_with_a_check_in,
+)
 from tests.support.technician_page import TechnicianPage
 
 pytestmark = pytest.mark.integration
@@ -118,10 +125,7 @@ async def test_the_console_invites_and_removes_a_specialist_and_escalates_and_re
     console_stack: DevStack, kiosk_with_media: RunningAgent, console_page: TechnicianPage
 ) -> None:
     kiosk, page = kiosk_with_media, console_page
-    row = await signed_in_with_a_check_in(console_stack, kiosk, page)
-    await page.do("click", selector=f"{row} {by_testid('open')}")
-    await click(page, "join")
-    await kiosk.wait_state(ConsultationState.CONNECTING)
+    await joined(console_stack, kiosk, page)
 
     # Invited through the clinic, then announced: the kiosk's roster has the specialist.
     await page.do("select", selector=by_testid("invitee"), value=SPECIALIST)
@@ -157,4 +161,40 @@ async def test_the_console_invites_and_removes_a_specialist_and_escalates_and_re
     ended = await kiosk.wait_state(ConsultationState.COMPLETED)
     assert ended.summary is not None and ended.summary.follow_up_required is False
     await page.wait_for(by_testid("summary"), "follow-up required: no")
+    assert page.page_errors() == [] and page.console_errors() == []
+
+
+async def test_after_a_reload_the_console_calls_again_and_shows_call_refusals(
+    console_stack: DevStack, kiosk_with_media: RunningAgent, console_page: TechnicianPage
+) -> None:
+    kiosk, page = kiosk_with_media, console_page
+    row = await joined(console_stack, kiosk, page)
+    # A refusal of the call module shows its own reason, not a generic failure.
+    await click(page, "call-end")
+    await page.wait_for(by_testid("error"), "call: no call is under way")
+
+    # A browser refresh mid-consultation: signed in again, the consultation is read back as joined
+    # (its history) and its calls are followed again, so the call starts.
+    await page.do("reload")
+    await sign_in(page, PROVIDER)
+    await page.do("click", selector=f"{row} {by_testid('open')}")
+    await page.wait_for(by_testid("consultation-state"), "connecting")
+    await click(page, "call-start")
+    await kiosk.wait_event(video_flowing, within=MEDIA_WAIT)
+    await page.wait_for(by_testid("call-phase"), "connected")
+    await kiosk.wait_state(ConsultationState.IN_PROGRESS)
+    await page.wait_for(by_testid("error"), state="hidden")
+    assert (await kiosk_consultation(kiosk))["call"]["status"] == "live"
+
+    # A refresh during the call: the page is followed again as soon as it is signed in, so the
+    # kiosk's rebuild (its inbound media stopped) is answered and the picture comes back unasked.
+    await page.do("reload")
+    await sign_in(page, PROVIDER)
+    await page.do("click", selector=f"{row} {by_testid('open')}")
+    await page.wait_for(by_testid("consultation-state"), "in-progress")
+    await page.wait_for(by_testid("call-phase"), "connected", within=MEDIA_WAIT)
+    await page.wait_for(
+        '#remote[data-frames]:not([data-frames="1"]):not([data-frames="2"])', within=MEDIA_WAIT
+    )
+    assert (await kiosk_consultation(kiosk))["call"]["status"] == "live"
     assert page.page_errors() == [] and page.console_errors() == []

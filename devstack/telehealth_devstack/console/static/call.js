@@ -29,6 +29,7 @@
 // - glare: the provider's offer wins (our unanswered offer, or our rebuild not yet carrying media,
 //   stands and the patient's offer is ignored: the patient side answers ours).
 //
+// `window.providerCall.Refused` is the one error type of a refusal, this module's and the console's.
 // The driver calls window.providerCall.<method>(args): start, join, client, use, follow, call, rebuild,
 // hangup, stats, state, mediaFlowing, frameNumbers, watchFrames, frameLog (each documented below). start's
 // `ignoreOffersDuringCall: true` makes this an older provider app that never answers a rebuild;
@@ -636,6 +637,9 @@
   // -- what the driver calls -----------------------------------------------------------------------
 
   window.providerCall = {
+    /** The error type of every refusal here: the console shows its message (field: reason). */
+    Refused,
+
     /** Standing token, TURN credentials and the SDK with its crypto module. */
     async start(settings) {
       for (const field of ["origin", "publishKey", "subscribeKey", "cipherKey", "clinicUrl"]) {
@@ -713,8 +717,8 @@
       if (!ours || !ID.test(patientId)) {
         throw new Refused("consultationId", "must be consultation.{this provider}.{patientId}");
       }
-      if (active()) throw new Refused("call", `a call is ${call.phase} in another consultation`);
       if (consultation?.id !== consultationId) {
+        if (active()) throw new Refused("call", `a call is ${call.phase} in another consultation`);
         call.floor = 0n;
         call.phase = "idle";
       }

@@ -3,7 +3,8 @@
 // window.providerCall). Every channel is end-to-end encrypted with the AES-256-CBC crypto module.
 //
 // - Sign in: the development stack plays the provider app's backend (POST /dev/sign-in): keys, cipher
-//   key, a standing Access Manager token, TURN credentials. The token is refreshed before it expires.
+//   key, a standing Access Manager token, TURN credentials, and a session secret sent with every
+//   later backend call (X-Console-Session). The token is refreshed before it expires.
 // - Waiting room: `waiting-room.{me}` (live, and its history at sign-in) lists each PATIENT_CHECKED_IN
 //   with its queue position (check-in order) and check-in time; the patient's consultation channel is
 //   followed from then on (device status, an early cancel, chat). Queue updates go to each waiting
@@ -26,7 +27,8 @@
   const NETWORK = ["video", "audio-only", "cannot-connect", "unknown"];
   const CANCEL_REASONS = ["patient-left", "no-show", "provider-cancelled", "consent-revoked", "technical"];
   const WAITING = ["checked-in", "waiting"];
-  const OPEN = [...WAITING, "connecting", "in-progress", "wrapping-up"];
+  const JOINED = ["connecting", "in-progress", "wrapping-up"];
+  const OPEN = [...WAITING, ...JOINED];
   const TERMINAL = ["completed", "cancelled"];
   const MAX_CHAT_CHARS = 4000;
   const MAX_REASON_CHARS = 1000;
@@ -37,15 +39,13 @@
   const now = () => new Date().toISOString();
   const byTestId = (name, within = document) => within.querySelector(`[data-testid="${name}"]`);
 
-  class Refused extends Error {
-    constructor(field, reason) {
-      super(`${field}: ${reason}`);
-    }
-  }
+  // The call module's refusal type: one type, so its refusals show their own message too.
+  const { Refused } = window.providerCall;
 
   // -- the console's state -------------------------------------------------------------------------
 
   let me = null; // {userId, departmentId, providers, waitingRoom, notifications, emergency}
+  let session = null; // sign-in's secret for this page's backend calls: memory only, never shown
   let pubnub = null;
   let refreshTimer = null;
   let selected = null; // the consultation ID on the right-hand panel
@@ -165,8 +165,8 @@
     byTestId("join").disabled = !WAITING.includes(p.state);
     byTestId("start-without-video").disabled = p.state !== "connecting";
     byTestId("wrap-up").disabled = !["connecting", "in-progress"].includes(p.state);
-    byTestId("end").disabled = !["connecting", "in-progress", "wrapping-up"].includes(p.state);
-    const inCall = ["connecting", "in-progress", "wrapping-up"].includes(p.state);
+    byTestId("end").disabled = !JOINED.includes(p.state);
+    const inCall = JOINED.includes(p.state);
     byTestId("call-start").disabled = !inCall;
     const summary = byTestId("summary");
     summary.hidden = !p.summary;
@@ -211,7 +211,7 @@
   async function backend(path, body) {
     const answer = await fetch(path, {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", ...(session ? { "X-Console-Session": session } : {}) },
       body: JSON.stringify(body),
     });
     const found = await answer.json().catch(() => null);
@@ -221,7 +221,8 @@
     }
     return found;
   }
-  const clinic = (call, body) => backend(`/dev/clinic/${call}`, { userId: me.userId, body });
+  // The backend acts as the provider our session was opened for.
+  const clinic = (call, body) => backend(`/dev/clinic/${call}`, { body });
 
   // -- publishing ----------------------------------------------------------------------------------
 
@@ -248,6 +249,7 @@
 
   async function signIn(userId) {
     const settings = await backend("/dev/sign-in", { userId });
+    session = settings.session;
     pubnub = window.providerCall.client(settings); // the call module's: one configuration
     me = {
       userId: settings.userId,
@@ -380,6 +382,7 @@
       joinedAt: null,
       chat: [],
       readSent: null,
+      videoSubscribed: null, // a promise once the consultation and its `.video` are subscribed
       invited: new Map(),
       summary: null,
     };
@@ -388,8 +391,26 @@
     // visit that history shows over is left; one still open asks who is there now.
     subscribed([p.consultationId])
       .then(() => catchUp(p.consultationId))
-      .then(() => (TERMINAL.includes(p.state) ? pubnub.unsubscribe({ channels: [p.consultationId] }) : present(p)))
+      .then(() => (TERMINAL.includes(p.state) ? pubnub.unsubscribe({ channels: [p.consultationId] }) : reopen(p)))
       .catch((error) => showError(error));
+  }
+
+  // A visit still open after a reload: who is there now, and, if history shows we joined it, its
+  // calls followed again (`.video` has no history: a call is re-established, PROTOCOL.md Recovery).
+  async function reopen(p) {
+    if (JOINED.includes(p.state)) await followCalls(p);
+    await present(p);
+  }
+
+  // The call module follows this consultation's `.video` (subscribed once, kept): subscribed first,
+  // as the kiosk may answer or offer (a rebuild) as soon as it hears us.
+  async function followCalls(p) {
+    p.videoSubscribed ??= subscribed([p.consultationId, `${p.consultationId}.video`]).catch((error) => {
+      p.videoSubscribed = null;
+      throw error;
+    });
+    await p.videoSubscribed;
+    await window.providerCall.follow({ consultationId: p.consultationId });
   }
 
   async function present(p) {
@@ -560,9 +581,7 @@
 
   async function join() {
     const p = current(WAITING);
-    // The `.video` channel first: the kiosk may answer or offer as soon as it reads the join.
-    await subscribed([p.consultationId, `${p.consultationId}.video`]);
-    await window.providerCall.follow({ consultationId: p.consultationId });
+    await followCalls(p);
     const joined = await lifecycle(p, "PROVIDER_JOINED", "connecting");
     p.joinedAt = Date.parse(joined.timestamp);
     await publish(`notification.${p.patientId}`, {
@@ -584,7 +603,7 @@
   }
 
   async function end() {
-    const p = current(["connecting", "in-progress", "wrapping-up"]);
+    const p = current(JOINED);
     await window.providerCall.hangup().catch(() => {}); // no call under way is fine
     const timestamp = now();
     // Whole minutes from our PROVIDER_JOINED, rounded up, at least 1.
@@ -601,7 +620,8 @@
   }
 
   async function startCall() {
-    current(["connecting", "in-progress", "wrapping-up"]);
+    // The call module may follow another consultation, or not yet this one after a reload.
+    await followCalls(current(JOINED));
     await window.providerCall.call();
   }
 
