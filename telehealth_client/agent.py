@@ -127,6 +127,8 @@ class Agent:
         self.durable: Durable | None = None
         # A nurse's cart escalates emergencies itself; a provider's desk is its endpoint's.
         self._nurse_desk: EmergencyDesk | None = None
+        # systemd's watchdog (when the unit sets WatchdogSec=): pinged from start to the end of stop.
+        self._watchdog = systemd.WatchdogPinger()
 
     @property
     def idle(self) -> bool:
@@ -164,6 +166,7 @@ class Agent:
 
     async def start(self) -> str:
         """Build and start the parts; returns the status line (systemd's READY carries it)."""
+        self._watchdog.start()  # first: a slow start (a clinic that answers late) is not a hang
         if self._serve_api:
             try:
                 api_token = self.settings.require_secret("api_token")
@@ -357,6 +360,7 @@ class Agent:
             await self._notifications.close()
             self._notifications = None
         self.bus = await _closed(self.bus)
+        await self._watchdog.aclose()  # last: the stop above may take a while, and is not a hang
         log.info("agent stopped")
 
 

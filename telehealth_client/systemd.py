@@ -2,10 +2,15 @@
 
 A few lines instead of a dependency. Outside systemd ($NOTIFY_SOCKET unset) every call
 is a no-op, so the agent runs the same from a terminal.
+
+``WatchdogPinger``: while the event loop runs, ``WATCHDOG=1`` every half ``WatchdogSec`` (only
+when systemd set ``WATCHDOG_USEC`` for this process); sent by a task on the loop itself, so a
+blocked loop stops the pings and systemd restarts the agent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -55,6 +60,36 @@ def watchdog_interval_seconds() -> float | None:
     if not usec or (pid and pid != str(os.getpid())):
         return None
     try:
-        return int(usec) / 2_000_000
+        microseconds = int(usec)
     except ValueError:
         return None
+    return microseconds / 2_000_000 if microseconds > 0 else None
+
+
+class WatchdogPinger:
+    """Owns the task that pings systemd's watchdog; ``start()`` then ``await aclose()``."""
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> bool:
+        """Start pinging if systemd watches this process; whether it does. Idempotent."""
+        interval = watchdog_interval_seconds()
+        if interval is None or self._task is not None:
+            return self._task is not None
+        log.info("systemd watchdog on interval=%.3fs", interval)
+        self._task = asyncio.get_running_loop().create_task(_ping_every(interval), name="systemd-watchdog")
+        return True
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def _ping_every(interval: float) -> None:
+    # On the event loop on purpose: a ping proves the loop still turns, not just that a thread lives.
+    while True:
+        watchdog()
+        await asyncio.sleep(interval)

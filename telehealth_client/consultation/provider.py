@@ -33,6 +33,9 @@ Public API:
   ``sessions`` (consultation ID -> ``ConsultationSession``); ``session(consultation_id)``.
 - ``await send_queue_updates(minutes_per_patient=10)``: ``QUEUE_UPDATE`` (position, estimated
   wait) to each waiting patient's own notification channel.
+- Presence: at start (after the waiting room's replay) and after each reconnect of its bus it asks
+  here_now for every open consultation (``presence_sync``): a patient who checked in before the
+  cart started shows present, one whose leave was lost while the cart was cut off shows absent.
 - ``await join(consultation_id)`` (``PROVIDER_JOINED`` + ``PROVIDER_READY``), ``await
   start_consultation(...)``, ``await wrap_up(...)``, ``await end(..., follow_up_required=...)``
   (summary duration from ``lifecycle.summary_duration``), ``await cancel(..., reason="no-show")``.
@@ -67,6 +70,7 @@ from telehealth_client.audit.auditor import Auditor
 from telehealth_client.connector import Connector
 from telehealth_client.consultation.chat import ConsultationChat
 from telehealth_client.consultation.guest_access import GuestAccess
+from telehealth_client.consultation.presence_sync import PresenceSync
 from telehealth_client.consultation.provider_actions import OwnConsultations, guest_revoked_reporter
 from telehealth_client.consultation.provider_invited import InvitedSide, NotificationListener
 from telehealth_client.consultation.provider_room import (
@@ -166,6 +170,7 @@ class ProviderEndpoint:
             on_closing=self._session_closing,
             on_closed=self._session_closed,
         )
+        self._presence = PresenceSync(self.bus, self._sessions)
         self._room = WaitingRoom(
             self._sessions,
             hub,
@@ -224,6 +229,10 @@ class ProviderEndpoint:
                 await self.guests.load()
             await self._sessions.resume_saved()
             await self._room.replay(self.bus, room)
+            # Presence so far was never heard (only what happens from now on is): ask for it, and
+            # again after each reconnect, when events may have been lost.
+            await self._presence.sync()
+            self._presence.follow_reconnects()
             if self.guests is not None:
                 # Guests of a consultation that ended while this endpoint was off (or before its
                 # revocations were done) lose their access now.
@@ -256,6 +265,7 @@ class ProviderEndpoint:
         if self.emergency is not None:
             await self.emergency.aclose()
         await self.alerts.aclose()
+        await self._presence.aclose()
         await self._sessions.aclose()
         if self.guests is not None:
             await self.guests.aclose()  # what is not revoked yet is revoked at the next start

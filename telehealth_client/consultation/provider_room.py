@@ -67,7 +67,8 @@ class WaitingPatient:
     state: ConsultationState
     # Here now: subscribed to its consultation (presence there; a patient may not read, so is
     # never present on, the waiting room). A live check-in counts as a join: the patient
-    # publishes it only once subscribed, before this endpoint listens to the consultation.
+    # publishes it only once subscribed, before this endpoint listens to the consultation; a
+    # replayed one waits for here_now (``presence_sync``), asked at start and after a reconnect.
     present: bool
 
 

@@ -27,6 +27,8 @@ Public API:
   ``lifecycle.plan`` first: a refused one raises ``TransitionError`` and publishes nothing).
 - ``await apply(event)``: a lifecycle event from elsewhere (the provider's waiting room feeds
   ``PATIENT_CHECKED_IN`` and early cancellations in); refusals are logged and change nothing.
+- ``presence_mark`` then ``await sync_presence(present, asked_at)``: a here_now answer about the
+  consultation's channel sets who is present, except for a member a newer presence event is about.
 - ``await flush()``: until the state file holds the consultation as it is now (it is written
   behind the transitions).
 - ``consultation``, ``closed``, ``close_reason``, ``await wait_closed()``, ``close_soon(reason)``,
@@ -192,6 +194,10 @@ class ConsultationSession:
         # The newest timetoken read on the consultation's channels (live or from history): a
         # reconnect's catch-up starts there, so chat that moves no lifecycle state is not missed.
         self._stream_mark = 0
+        # Presence events applied so far, and the number of the latest about each user: a here_now
+        # answer asked before an event about a user is older than it (``sync_presence``).
+        self._presence_events = 0
+        self._presence_latest: dict[str, int] = {}
 
     # -- state --------------------------------------------------------------------------------------
 
@@ -364,12 +370,41 @@ class ConsultationSession:
     async def _on_presence(self, presence: PresenceEvent) -> None:
         async with self._lock:
             if not self.closed:
+                self._presence_heard(presence)
                 await self._apply_locked(PresenceChanged(presence), presence.channel)
+
+    def _presence_heard(self, presence: PresenceEvent) -> None:
+        self._presence_events += 1
+        if presence.user_id is not None:
+            self._presence_latest[presence.user_id] = self._presence_events
+
+    @property
+    def presence_mark(self) -> int:
+        """Take it before asking here_now; hand it back with the answer to ``sync_presence``."""
+        return self._presence_events
+
+    async def sync_presence(self, present: frozenset[str], asked_at: int) -> None:
+        """Apply a here_now answer on the consultation's channel (``present``: who is on it),
+        asked when ``presence_mark`` was ``asked_at``: each roster member is present or absent as
+        the answer says, unless a presence event about that member arrived since (it is newer)."""
+        async with self._lock:
+            if self.closed:
+                return
+            for member in self._consultation.roster.members:
+                here = member.user_id in present
+                if here == member.present or self._presence_latest.get(member.user_id, 0) > asked_at:
+                    continue
+                answer = PresenceEvent(
+                    self._main, "join" if here else "leave", member.user_id, len(present), 0
+                )
+                await self._apply_locked(PresenceChanged(answer), self._main)
 
     async def apply(self, event: LifecycleEvent, channel: str = "") -> None:
         """Apply an event that reached this endpoint by other means (the provider's waiting room)."""
         async with self._lock:
             if not self.closed:
+                if isinstance(event, PresenceChanged):
+                    self._presence_heard(event.event)
                 await self._apply_locked(event, channel)
 
     async def _apply_locked(self, event: LifecycleEvent, channel: str) -> None:

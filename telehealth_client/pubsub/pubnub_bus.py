@@ -73,6 +73,9 @@ _STOP_TIMEOUT_SECONDS = 5.0
 # PubNub's documented default: one subscribe request lists at most 100 channels, and the
 # `-pnpres` presence channels are channels in that list too.
 MAX_CHANNELS_PER_SUBSCRIBE = 100
+# Channels named in one here_now request: they all go in its URL, which must stay well short of
+# the few kilobytes servers and proxies accept (a consultation channel name is up to ~140 bytes).
+HERE_NOW_CHANNELS_PER_REQUEST = 20
 
 
 @dataclass(frozen=True)
@@ -366,6 +369,24 @@ class PubNubBus:
             log.warning("history message dropped channel=%s reason=%s", channel, decoded.reason)
             return None
         return decoded
+
+    async def here_now(self, channels: Iterable[str]) -> dict[str, frozenset[str]]:
+        wanted = sorted(set(channels))
+        present: dict[str, frozenset[str]] = {channel: frozenset() for channel in wanted}
+        for first in range(0, len(wanted), HERE_NOW_CHANNELS_PER_REQUEST):
+            chunk = wanted[first : first + HERE_NOW_CHANNELS_PER_REQUEST]
+            request = self._pubnub.here_now().channels(chunk).include_uuids(True).include_state(False)
+            envelope = await _sdk_call(request)
+            if envelope.is_error():
+                raise _failure("here now", envelope)
+            # The SDK answers a list of channels, or an empty dict when nobody is on any of them.
+            found = envelope.result.channels if envelope.result is not None else []
+            for entry in found if isinstance(found, list) else []:
+                if entry.channel_name in present:
+                    present[entry.channel_name] = frozenset(
+                        occupant.uuid for occupant in entry.occupants if isinstance(occupant.uuid, str)
+                    )
+        return present
 
     async def get_user_metadata(self, user_id: str) -> dict[str, Any]:
         """The user's App Context ``custom`` fields; empty when the user has none."""

@@ -13,7 +13,8 @@ Patient agent commands: ``{"cmd": "check-in", "appointmentId", "patientId", "pro
 ``senderId``, ``senderRole``, ``text``, ``status``, ``timetoken``, ``readBy``). Emergencies:
 ``{"cmd": "escalate", "consultationId", "severity", "reason"}`` and ``{"cmd": "resolve", "id",
 "resolution"}`` -> the escalation's ``id``. ``{"cmd": "drained"}`` -> ``outbox`` and ``audit``:
-everything queued was sent, every audit event acknowledged.
+everything queued was sent, every audit event acknowledged. ``{"cmd": "block", "seconds"}`` blocks
+the event loop itself for that long (a hung loop, for the systemd watchdog's test).
 
 Each is answered with ``{"reply": cmd, "ok": bool, ...}``; a failed one with the exception's type
 (``error``), its ``code`` or ``field`` and its place (``where``), never its message. Every hub event
@@ -27,6 +28,7 @@ import dataclasses
 import json
 import logging
 import sys
+import time
 from typing import Any
 
 from telehealth_client import logs
@@ -84,6 +86,10 @@ async def chat_command(chat: ConsultationChat, request: dict[str, Any]) -> dict[
 
 async def command(agent: Agent, request: dict[str, Any]) -> dict[str, Any]:
     cmd = request.get("cmd")
+    if cmd == "block":
+        # On the loop on purpose: nothing else runs meanwhile (a hung loop).
+        time.sleep(float(request["seconds"]))  # noqa: ASYNC251
+        return {}
     if cmd in ("escalate", "resolve"):
         desk = agent.emergency
         assert desk is not None

@@ -15,6 +15,7 @@ from pathlib import Path
 from tests.support.child import Child
 
 AGENT = [sys.executable, "-m", "telehealth_client"]
+SYSTEMD_VARIABLES = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"})
 
 
 class Process(Child[str]):
@@ -39,12 +40,12 @@ class Process(Child[str]):
 
 
 def unset_environment() -> dict[str, str]:
-    """This process's environment without a ``TELEHEALTH_*`` setting or systemd's notify socket:
-    what a child is given before the settings a test means it to have."""
+    """This process's environment without a ``TELEHEALTH_*`` setting or systemd's notify socket
+    and watchdog: what a child is given before the settings a test means it to have."""
     return {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith("TELEHEALTH_") and key != "NOTIFY_SOCKET"
+        if not key.startswith("TELEHEALTH_") and key not in SYSTEMD_VARIABLES
     }
 
 
@@ -72,3 +73,17 @@ def notify_socket(path: Path) -> socket.socket:
 
 
 STATE_ROOT = tempfile.TemporaryDirectory(prefix="telehealth-cli-tests-")
+
+
+async def watchdog_pings(sock: socket.socket, count: int, within: float = 10.0) -> list[float]:
+    """The loop times at which the next ``count`` datagrams carrying ``WATCHDOG=1`` arrived."""
+    loop = asyncio.get_running_loop()
+    times: list[float] = []
+
+    async def receive() -> None:
+        while len(times) < count:
+            if b"WATCHDOG=1" in (await loop.sock_recv(sock, 4096)).split(b"\n"):
+                times.append(loop.time())
+
+    await asyncio.wait_for(receive(), within)
+    return times

@@ -62,3 +62,25 @@ def test_watchdog_interval_is_half_of_watchdog_usec(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     monkeypatch.setenv("WATCHDOG_USEC", "soon")
     assert systemd.watchdog_interval_seconds() is None
+    monkeypatch.setenv("WATCHDOG_USEC", "0")
+    assert systemd.watchdog_interval_seconds() is None
+
+
+async def test_the_pinger_starts_only_for_this_process_and_stops_at_close(
+    notify_socket: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import os
+
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))  # another process is watched
+    assert systemd.WatchdogPinger().start() is False
+    monkeypatch.delenv("WATCHDOG_PID")
+    pinger = systemd.WatchdogPinger()
+    assert pinger.start() is True
+    notify_socket.setblocking(False)
+    loop = asyncio.get_running_loop()
+    assert await asyncio.wait_for(loop.sock_recv(notify_socket, 4096), 5) == b"WATCHDOG=1"
+    await pinger.aclose()
+    tasks = [t for t in asyncio.all_tasks() if t.get_name() == "systemd-watchdog"]
+    assert tasks == []
