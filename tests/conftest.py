@@ -35,6 +35,7 @@ REALTIME = (
     "tests/integration/consultation/test_started_by_media.py",
     "tests/integration/test_demo.py",
     "tests/integration/test_readme_curl.py",
+    "tests/integration/test_systemd_watchdog.py",
     "tests/integration/test_cli.py::test_check_devices",
     "tests/unit/test_ice_tuning.py",
 )
