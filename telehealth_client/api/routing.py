@@ -6,7 +6,8 @@ returns an answer model (written as JSON) or a response it made itself (the even
 
 The product's refusals become JSON answers here: a lifecycle refusal (``TransitionError``,
 ``SessionError``) is 409 with the consultation's ``state`` (an unknown consultation 404), a bad ID
-or chat text 422 naming the field, the clinic or PubNub not answering 503.
+or chat text 422 naming the field, the clinic's refusal 422 naming its field (``clinic_answers``),
+the clinic or PubNub not answering 503.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from telehealth_client.api.clinic_answers import clinic_answer
 from telehealth_client.api.errors import ApiError
 from telehealth_client.api.models import RequestModel, dump
 from telehealth_client.consultation.chat import ChatError
@@ -181,10 +183,7 @@ def handler_for(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRes
                 raise ApiError(404, "unknown-escalation", f"the escalation {exc.reason}") from None
             raise ApiError(422, "invalid-body", "a field was refused", [(exc.field, exc.reason)]) from None
         except ClinicError as exc:
-            http = f" (HTTP {exc.status})" if exc.status else ""
-            raise ApiError(
-                503, "clinic-unavailable", f"the clinic backend refused or did not answer{http}"
-            ) from None
+            raise clinic_answer(exc) from None
         except BusError:
             raise ApiError(503, "pubsub-unavailable", "PubNub refused or did not answer; try again") from None
         if isinstance(answer, web.StreamResponse):
