@@ -12,18 +12,18 @@ the clinic or PubNub not answering 503.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from telehealth_client.api.clinic_answers import clinic_answer
 from telehealth_client.api.errors import ApiError
 from telehealth_client.api.models import RequestModel, dump
+from telehealth_client.api.request_body import read_body
 from telehealth_client.consultation.chat import ChatError
 from telehealth_client.consultation.lifecycle import TransitionError
 from telehealth_client.consultation.patient import CheckInRefused
@@ -120,28 +120,6 @@ def role_name(agent: AgentView) -> str:
     return str(agent.settings.role)
 
 
-async def _body(route: Route, request: web.Request) -> Any:
-    assert route.body is not None
-    raw = await request.read()  # over client_max_size: aiohttp's 413
-    if not raw.strip():
-        data: Any = {}
-    else:
-        try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "is not UTF-8"
-            raise ApiError(422, "invalid-body", "the body is not valid JSON", [("body", reason)]) from None
-    if not isinstance(data, dict):
-        raise ApiError(422, "invalid-body", "the body must be a JSON object", [("body", "must be an object")])
-    try:
-        return route.body.model_validate(data)
-    except ValidationError as exc:
-        problems = [
-            (".".join(str(part) for part in error["loc"]) or "body", error["msg"]) for error in exc.errors()
-        ]
-        raise ApiError(422, "invalid-body", "the body has invalid fields", problems) from None
-
-
 def handler_for(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         agent: AgentView = request.app[AGENT_KEY]  # type: ignore[assignment]
@@ -155,7 +133,7 @@ def handler_for(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRes
                 role=role,
                 state=current_state(agent, consultation_id),
             )
-        body = await _body(route, request) if route.body is not None else None
+        body = await read_body(route.body, request) if route.body is not None else None
         call = Call(agent, request, body, request.app[RING_KEY], request.app[STATE_KEY])  # type: ignore[arg-type]
         try:
             answer = await route.handler(call)
