@@ -188,6 +188,11 @@ async def _send_images(
 
 
 async def _stream(call: Call, side: Side) -> web.StreamResponse:
+    with call.state.preview_streams.held():
+        return await _watched_stream(call, side)
+
+
+async def _watched_stream(call: Call, side: Side) -> web.StreamResponse:
     consultation_id, media = _choose(call)
     await _audit(call, consultation_id, side)
     watchers: PreviewWatchers = call.request.app[PREVIEWS_KEY]

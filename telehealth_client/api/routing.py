@@ -24,6 +24,7 @@ from telehealth_client.api.clinic_answers import clinic_answer
 from telehealth_client.api.errors import ApiError
 from telehealth_client.api.models import RequestModel, dump
 from telehealth_client.api.request_body import read_body
+from telehealth_client.api.stream_slots import StreamSlots
 from telehealth_client.consultation.chat import ChatError
 from telehealth_client.consultation.lifecycle import TransitionError
 from telehealth_client.consultation.patient import CheckInRefused
@@ -54,12 +55,14 @@ STATE_KEY = web.AppKey("api_state", object)
 @dataclass
 class ApiState:
     """What the API keeps between requests: the calls it started (to end them), whether it stops,
-    its device checks and its metrics."""
+    its device checks, its metrics and the event and preview streams it serves (each capped)."""
 
     calls: dict[str, Any] = field(default_factory=dict)
     closing: bool = False
     checks: DeviceChecks | None = None
     metrics: AgentMetrics | None = None
+    event_streams: StreamSlots = field(default_factory=lambda: StreamSlots("event"))
+    preview_streams: StreamSlots = field(default_factory=lambda: StreamSlots("preview"))
 
 
 @dataclass
