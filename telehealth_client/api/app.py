@@ -64,6 +64,7 @@ def build_app(
     """The application; ``checks`` and ``metrics`` default to fresh ones (the metrics then count
     no events: ``LocalApi`` passes ones that follow the hub)."""
     public = {(route.method, route.path) for route in routes if route.public} | PUBLIC_PAGES
+    public |= {("HEAD", path) for method, path in public if method == "GET"}  # HEAD answers as GET does
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
         middlewares=[error_middleware, auth_middleware(token, public)],

@@ -182,3 +182,6 @@ def _camel(name: str) -> str:
 def add_routes(app: web.Application, routes: list[Route]) -> None:
     for route in routes:
         app.router.add_route(route.method, route.path, handler_for(route))
+        if route.public and route.method == "GET":
+            # A load balancer's or a monitor's probe may ask HEAD: the same answer, without its body.
+            app.router.add_route("HEAD", route.path, handler_for(route))
