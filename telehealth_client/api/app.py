@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 SHUTDOWN_SECONDS = 2.0
 # A connection must send a whole request's headers within this long of opening (or of its last
 # answer), or it is closed: a half-sent request or an idle socket holds no descriptor for long.
-# Read at ``start`` (a test sets a short one).
-HEADER_SECONDS = 15.0
+# Longer than clients' own idle keep-alive (aiohttp's client drops an idle connection after 15 s),
+# so a client does not reuse a connection the agent is closing. Read at ``start`` (a test sets a
+# short one).
+HEADER_SECONDS = 30.0
 
 
 def _refusal(status: int, reason: str) -> web.Response:
