@@ -16,11 +16,12 @@ from aiohttp import web
 from telehealth_client.api.agent_view import AgentView
 from telehealth_client.api.auth import auth_middleware
 from telehealth_client.api.device_checks import DeviceChecks
-from telehealth_client.api.errors import error_middleware
+from telehealth_client.api.errors import error_middleware, error_response
 from telehealth_client.api.events_stream import EventRing
 from telehealth_client.api.metrics import AgentMetrics
 from telehealth_client.api.models import MAX_BODY_BYTES
 from telehealth_client.api.openapi import OPENAPI_KEY, openapi_document
+from telehealth_client.api.quiet_server import Guard, GuardedAppRunner
 from telehealth_client.api.routes_previews import PREVIEWS_KEY, PreviewWatchers
 from telehealth_client.api.routing import AGENT_KEY, RING_KEY, STATE_KEY, ApiState, Route, add_routes
 from telehealth_client.api.static_pages import PUBLIC as PUBLIC_PAGES
@@ -31,6 +32,22 @@ log = logging.getLogger(__name__)
 
 # Long enough for an answer in flight; the event streams end at once (their ring closes first).
 SHUTDOWN_SECONDS = 2.0
+# A connection must send a whole request's headers within this long of opening (or of its last
+# answer), or it is closed: a half-sent request or an idle socket holds no descriptor for long.
+# Longer than clients' own idle keep-alive (aiohttp's client drops an idle connection after 15 s),
+# so a client does not reuse a connection the agent is closing. Read at ``start`` (a test sets a
+# short one).
+HEADER_SECONDS = 30.0
+
+
+def _refusal(status: int, reason: str) -> web.Response:
+    # What aiohttp refuses before any handler (a malformed request): the API's own JSON error form.
+    code = "request-too-long" if status == 414 else "bad-request" if status == 400 else "internal"
+    return error_response(status, code, f"the request was refused: {reason.lower()}")
+
+
+# Logged as "local api refused a request status=400 error=BadHttpMessage at ...": never its bytes.
+GUARD = Guard(name="local api", logger=log, answer=_refusal, cors={})
 
 
 class ApiStartError(Exception):
@@ -49,6 +66,7 @@ def build_app(
     """The application; ``checks`` and ``metrics`` default to fresh ones (the metrics then count
     no events: ``LocalApi`` passes ones that follow the hub)."""
     public = {(route.method, route.path) for route in routes if route.public} | PUBLIC_PAGES
+    public |= {("HEAD", path) for method, path in public if method == "GET"}  # HEAD answers as GET does
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
         middlewares=[error_middleware, auth_middleware(token, public)],
@@ -76,14 +94,17 @@ class LocalApi:
         self.metrics.start()
         self.checks = DeviceChecks(agent.hub)
         self.app = build_app(agent, token, self.ring, checks=self.checks, metrics=self.metrics)
-        self._runner: web.AppRunner | None = None
+        self._runner: GuardedAppRunner | None = None
         self.address: str | None = None  # where it listens, once started
         self.port: int | None = None
 
     async def start(self) -> str:
         """Listen; returns the address (``http://127.0.0.1:PORT`` or ``unix:PATH``)."""
         settings = self._agent.settings
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
+        # No access log (the guarded server keeps none): it would print paths and queries.
+        self._runner = GuardedAppRunner(
+            self.app, guard=GUARD, header_seconds=HEADER_SECONDS, shutdown_timeout=SHUTDOWN_SECONDS
+        )
         await self._runner.setup()
         try:
             if settings.api_socket is not None:

@@ -160,6 +160,11 @@ class EventRing:
         self._wake()
 
 
+# What ``requested_id`` reads from a ``Last-Event-ID`` that is no ID this agent gives (not a
+# number, or negative): the stream starts with a ``missed`` event, then everything held.
+UNKNOWN_ID = -1
+
+
 def requested_id(request: web.Request) -> int | None:
     raw = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
     if raw is None or not raw.strip():
@@ -167,8 +172,8 @@ def requested_id(request: web.Request) -> int | None:
     try:
         value = int(raw.strip())
     except ValueError:
-        return -1  # not one of ours: everything the ring holds, after a missed event
-    return value
+        return UNKNOWN_ID  # not one of ours: everything the ring holds, after a missed event
+    return max(value, UNKNOWN_ID)
 
 
 async def stream_events(request: web.Request, ring: EventRing) -> web.StreamResponse:
@@ -192,7 +197,7 @@ async def _stream(request: web.Request, response: web.StreamResponse, ring: Even
         await response.write(b": live events follow\n\n")
     else:
         after = asked
-        if asked > ring.last_id:
+        if asked == UNKNOWN_ID or asked > ring.last_id:
             # Not an ID this run gave: a client from a run that ended, or a made-up one.
             await response.write(missed_frame(asked, ring.oldest_id, 0, "unknown-id"))
             after = ring.first_id - 1

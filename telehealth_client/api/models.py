@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from devices.report import DeviceReport
+from telehealth_client.emergency.desk import MAX_TEXT_CHARS  # what the desk enforces, so documented
 from telehealth_client.protocol.messages import EmergencySeverity, Id, InvitedRole
 
 # Far more than a chat message (PubNub's 32 KiB publish bounds it anyway): a bigger body is refused
@@ -103,11 +104,11 @@ class MuteRequest(RequestModel):
 class EscalateRequest(RequestModel):
     consultation_id: Annotated[str, Field(min_length=1, max_length=200)]
     severity: EmergencySeverity
-    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    reason: Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 
 
 class ResolveRequest(RequestModel):
-    resolution: Annotated[str, Field(min_length=1, max_length=2000)]
+    resolution: Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 
 
 DeviceName = Literal["camera", "microphone", "speaker"]

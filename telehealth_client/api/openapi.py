@@ -19,11 +19,13 @@ REF = "#/components/schemas/{model}"
 Mode = Literal["validation", "serialization"]
 
 _ERRORS = {
+    400: "the body could not be read as sent (a bad chunk, a Content-Encoding it is not in)",
     401: "the bearer token is missing or wrong",
     404: "no such route, consultation or escalation",
     405: "method not allowed",
     409: "the lifecycle (or this agent's role) refuses it now: `state` is the consultation's",
     413: "the body is too large",
+    415: "the body is not application/json",
     422: "the body is invalid: `fields` names each failing field",
     500: "failed inside the agent",
     503: "the clinic backend, PubNub or the audit trail did not answer",
@@ -103,7 +105,7 @@ def openapi_document(routes: list[Route]) -> dict[str, Any]:
         if not route.public:
             codes.add(401)
         if route.body is not None:
-            codes |= {413, 422}
+            codes |= {400, 413, 415, 422}
         if route.conflicts or route.roles != frozenset({"patient", "provider", "nurse"}):
             codes.add(409)
         error = {"application/json": {"schema": refs[(ErrorAnswer, "serialization")]}}

@@ -10,9 +10,7 @@ snapshots are), and a trail that cannot record it refuses the list (503 ``audit-
 
 from __future__ import annotations
 
-import logging
-from typing import cast
-
+from telehealth_client.api.audited import audit_or_503
 from telehealth_client.api.errors import ApiError
 from telehealth_client.api.models import (
     ChatAnswer,
@@ -24,10 +22,6 @@ from telehealth_client.api.models import (
 from telehealth_client.api.routing import PATIENT, PROVIDER, Call, Route
 from telehealth_client.api.views import chat_entry_view
 from telehealth_client.consultation.chat import ConsultationChat
-from telehealth_client.logs import describe_exception
-from telehealth_client.protocol.messages import SenderRole
-
-log = logging.getLogger(__name__)
 
 # Where the transcript was read, in its audit event's metadata.
 VIA = "local-api"
@@ -53,17 +47,7 @@ def chat_of(call: Call) -> ConsultationChat:
 
 async def _audit_listing(call: Call, consultation_id: str) -> None:
     """Record that the API's user reads the transcript; 503 if the trail cannot (not served then)."""
-    agent = call.agent
-    try:
-        if agent.durable is None:
-            raise RuntimeError("the audit trail is not open")
-        auditor = agent.durable.auditor(agent.settings.user_id, cast(SenderRole, str(agent.settings.role)))
-        await auditor.transcript_listed(consultation_id, VIA)
-    except Exception as exc:
-        log.error("chat list refused: not audited error=%s", describe_exception(exc))
-        raise ApiError(
-            503, "audit-unavailable", "the audit trail could not record the read: the chat is not served"
-        ) from None
+    await audit_or_503(call, "chat list", lambda auditor: auditor.transcript_listed(consultation_id, VIA))
 
 
 async def messages(call: Call) -> ChatAnswer:

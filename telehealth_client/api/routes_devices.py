@@ -15,10 +15,11 @@ and is not served when it cannot be recorded.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from telehealth_client.api.audited import audit_or_503
 from telehealth_client.api.device_checks import CheckKind, CheckRun, CheckRunning, DeviceChecks
 from telehealth_client.api.errors import ApiError
 from telehealth_client.api.models import (
@@ -30,7 +31,6 @@ from telehealth_client.api.models import (
     dump,
 )
 from telehealth_client.api.routing import CALLERS, Call, Route
-from telehealth_client.protocol.messages import SenderRole
 
 if TYPE_CHECKING:
     from telehealth_client.preflight import PreflightReport
@@ -160,10 +160,9 @@ async def snapshot(call: Call) -> web.StreamResponse:
         raise ApiError(
             409, "not-started", "the audit trail is not open: the snapshot is not served", state="none"
         )
-    role = cast(SenderRole, str(agent.settings.role))
-    # Recorded before it is served: a read that cannot be audited does not happen.
-    await agent.durable.auditor(agent.settings.user_id, role).file_accessed(
-        SNAPSHOT_RESOURCE, run.id, "local-api"
+    # Recorded before it is served: a read that cannot be audited does not happen (503).
+    await audit_or_503(
+        call, "snapshot", lambda auditor: auditor.file_accessed(SNAPSHOT_RESOURCE, run.id, "local-api")
     )
     return web.Response(
         body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "no-store", "X-Check-Id": run.id}

@@ -13,10 +13,6 @@ from telehealth_client.api.models import (
 from telehealth_client.api.routing import PATIENT, Call, Route
 from telehealth_client.api.views import consultation_view
 from telehealth_client.consultation.patient import PatientEndpoint
-from telehealth_client.security.clinic_client import ClinicError
-
-# The clinic's token request names the patient ``userId``; the API calls it ``patientId``.
-_CLINIC_FIELDS = {"userId": "patientId", "providerId": "providerId", "appointmentId": "appointmentId"}
 
 
 def patient_of(call: Call) -> PatientEndpoint:
@@ -54,19 +50,10 @@ async def read_consent(call: Call) -> ConsentAnswer:
             state=str(patient.state),
         )
     body: ConsentReadRequest = call.body
-    try:
-        reading = await patient.read_consent(
-            patient_id=body.patient_id, provider_id=body.provider_id, appointment_id=body.appointment_id
-        )
-    except ClinicError as exc:
-        if not exc.refused:
-            raise
-        # The clinic's verdict on the request itself (a staff member's ID, a provider it does not know).
-        named, _, why = exc.reason.removeprefix("refused: ").partition(":")
-        field = _CLINIC_FIELDS.get(named.strip(), "body")
-        raise ApiError(
-            422, "invalid-body", "the clinic refused the request", [(field, why.strip() or "refused")]
-        ) from None
+    # The clinic's refusal (a staff member's ID, a provider it does not know) is 422 (routing).
+    reading = await patient.read_consent(
+        patient_id=body.patient_id, provider_id=body.provider_id, appointment_id=body.appointment_id
+    )
     return ConsentAnswer(
         patient_id=body.patient_id,
         provider_id=body.provider_id,

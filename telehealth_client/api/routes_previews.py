@@ -20,16 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from aiohttp import web
 
+from telehealth_client.api.audited import audit_or_503
 from telehealth_client.api.errors import ApiError
 from telehealth_client.api.models import ApiModel
 from telehealth_client.api.routing import Call, Route, current_state
 from telehealth_client.events import EventSink, PreviewWatched
 from telehealth_client.logs import describe_exception
-from telehealth_client.protocol.messages import SenderRole
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +133,7 @@ async def _audit(call: Call, consultation_id: str, side: Side) -> None:
     durable = call.agent.durable
     if durable is None:
         return  # an agent without a state directory keeps no trail (tests of parts only)
-    settings = call.agent.settings
-    auditor = durable.auditor(settings.user_id, cast(SenderRole, str(settings.role)))
-    try:
-        await auditor.preview_watched(consultation_id, side)
-    except Exception as exc:
-        log.error("preview refused: not audited error=%s", describe_exception(exc))
-        raise ApiError(503, "audit-unavailable", "the audit trail could not record the access") from None
+    await audit_or_503(call, "preview", lambda auditor: auditor.preview_watched(consultation_id, side))
 
 
 def _watching(call: Call) -> bool:
@@ -188,6 +182,11 @@ async def _send_images(
 
 
 async def _stream(call: Call, side: Side) -> web.StreamResponse:
+    with call.state.preview_streams.held():
+        return await _watched_stream(call, side)
+
+
+async def _watched_stream(call: Call, side: Side) -> web.StreamResponse:
     consultation_id, media = _choose(call)
     await _audit(call, consultation_id, side)
     watchers: PreviewWatchers = call.request.app[PREVIEWS_KEY]

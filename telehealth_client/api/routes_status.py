@@ -77,7 +77,8 @@ async def status(call: Call) -> StatusAnswer:
 
 
 async def events(call: Call) -> web.StreamResponse:
-    return await stream_events(call.request, call.ring)
+    with call.state.event_streams.held():
+        return await stream_events(call.request, call.ring)
 
 
 async def openapi(call: Call) -> web.StreamResponse:

@@ -6,22 +6,25 @@ returns an answer model (written as JSON) or a response it made itself (the even
 
 The product's refusals become JSON answers here: a lifecycle refusal (``TransitionError``,
 ``SessionError``) is 409 with the consultation's ``state`` (an unknown consultation 404), a bad ID
-or chat text 422 naming the field, the clinic or PubNub not answering 503.
+or chat text 422 naming the field, the clinic's refusal 422 naming its field (``clinic_answers``),
+the clinic or PubNub not answering 503.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
+from telehealth_client.api.clinic_answers import clinic_answer
 from telehealth_client.api.errors import ApiError
 from telehealth_client.api.models import RequestModel, dump
+from telehealth_client.api.request_body import read_body
+from telehealth_client.api.stream_slots import StreamSlots
 from telehealth_client.consultation.chat import ChatError
 from telehealth_client.consultation.lifecycle import TransitionError
 from telehealth_client.consultation.patient import CheckInRefused
@@ -52,12 +55,14 @@ STATE_KEY = web.AppKey("api_state", object)
 @dataclass
 class ApiState:
     """What the API keeps between requests: the calls it started (to end them), whether it stops,
-    its device checks and its metrics."""
+    its device checks, its metrics and the event and preview streams it serves (each capped)."""
 
     calls: dict[str, Any] = field(default_factory=dict)
     closing: bool = False
     checks: DeviceChecks | None = None
     metrics: AgentMetrics | None = None
+    event_streams: StreamSlots = field(default_factory=lambda: StreamSlots("event"))
+    preview_streams: StreamSlots = field(default_factory=lambda: StreamSlots("preview"))
 
 
 @dataclass
@@ -118,28 +123,6 @@ def role_name(agent: AgentView) -> str:
     return str(agent.settings.role)
 
 
-async def _body(route: Route, request: web.Request) -> Any:
-    assert route.body is not None
-    raw = await request.read()  # over client_max_size: aiohttp's 413
-    if not raw.strip():
-        data: Any = {}
-    else:
-        try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "is not UTF-8"
-            raise ApiError(422, "invalid-body", "the body is not valid JSON", [("body", reason)]) from None
-    if not isinstance(data, dict):
-        raise ApiError(422, "invalid-body", "the body must be a JSON object", [("body", "must be an object")])
-    try:
-        return route.body.model_validate(data)
-    except ValidationError as exc:
-        problems = [
-            (".".join(str(part) for part in error["loc"]) or "body", error["msg"]) for error in exc.errors()
-        ]
-        raise ApiError(422, "invalid-body", "the body has invalid fields", problems) from None
-
-
 def handler_for(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         agent: AgentView = request.app[AGENT_KEY]  # type: ignore[assignment]
@@ -153,7 +136,7 @@ def handler_for(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRes
                 role=role,
                 state=current_state(agent, consultation_id),
             )
-        body = await _body(route, request) if route.body is not None else None
+        body = await read_body(route.body, request) if route.body is not None else None
         call = Call(agent, request, body, request.app[RING_KEY], request.app[STATE_KEY])  # type: ignore[arg-type]
         try:
             answer = await route.handler(call)
@@ -181,10 +164,7 @@ def handler_for(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRes
                 raise ApiError(404, "unknown-escalation", f"the escalation {exc.reason}") from None
             raise ApiError(422, "invalid-body", "a field was refused", [(exc.field, exc.reason)]) from None
         except ClinicError as exc:
-            http = f" (HTTP {exc.status})" if exc.status else ""
-            raise ApiError(
-                503, "clinic-unavailable", f"the clinic backend refused or did not answer{http}"
-            ) from None
+            raise clinic_answer(exc) from None
         except BusError:
             raise ApiError(503, "pubsub-unavailable", "PubNub refused or did not answer; try again") from None
         if isinstance(answer, web.StreamResponse):
@@ -202,3 +182,6 @@ def _camel(name: str) -> str:
 def add_routes(app: web.Application, routes: list[Route]) -> None:
     for route in routes:
         app.router.add_route(route.method, route.path, handler_for(route))
+        if route.public and route.method == "GET":
+            # A load balancer's or a monitor's probe may ask HEAD: the same answer, without its body.
+            app.router.add_route("HEAD", route.path, handler_for(route))
