@@ -181,19 +181,7 @@ class Page:
     @classmethod
     async def open(cls, browser: Browser, stack: DevStack) -> Page:
         page = cls(browser, (await browser.command("open"))["page"])
-        settings = stack.agent_environment(PROVIDER)
-        await page.run(
-            "start",
-            origin=settings["TELEHEALTH_ORIGIN"],
-            publishKey=settings["TELEHEALTH_PUBLISH_KEY"],
-            subscribeKey=settings["TELEHEALTH_SUBSCRIBE_KEY"],
-            cipherKey=settings["TELEHEALTH_CIPHER_KEY"],
-            userId=PROVIDER,
-            departmentId=settings["TELEHEALTH_DEPARTMENT_ID"],
-            clinicUrl=settings["TELEHEALTH_CLINIC_URL"],
-            clinicCredential=settings["TELEHEALTH_DEVICE_CREDENTIAL"],
-            camera="numbered",
-        )
+        await page.run("start", **stack.call_page_settings(PROVIDER), camera="numbered")
         await page.run("watchFrames")
         return page
 

@@ -323,6 +323,22 @@ class DevStack:
             **options,
         )
 
+    def call_page_settings(self, user_id: str) -> dict[str, str]:
+        """The browser call page's ``start`` settings for ``user_id``'s cart (tests and benchmarks):
+        where PubNub is, the keys, and the clinic the page fetches its token and TURN credentials
+        from with the cart's device credential."""
+        settings = self.agent_environment(user_id)
+        return {
+            "origin": settings["TELEHEALTH_ORIGIN"],
+            "publishKey": settings["TELEHEALTH_PUBLISH_KEY"],
+            "subscribeKey": settings["TELEHEALTH_SUBSCRIBE_KEY"],
+            "cipherKey": settings["TELEHEALTH_CIPHER_KEY"],
+            "userId": user_id,
+            "departmentId": settings["TELEHEALTH_DEPARTMENT_ID"],
+            "clinicUrl": settings["TELEHEALTH_CLINIC_URL"],
+            "clinicCredential": settings["TELEHEALTH_DEVICE_CREDENTIAL"],
+        }
+
     def agent_environment(self, user_id: str | None = None) -> dict[str, str]:
         """The ``TELEHEALTH_*`` settings an agent needs to use this stack.
 

@@ -213,19 +213,7 @@ class ProviderPage:
         """Start the call page as ``JS_PROVIDER`` with the settings of its cart on ``stack`` (it
         fetches its standing token and TURN credentials, then starts the SDK); ``options``: more
         start options. Its answer."""
-        settings = stack.agent_environment(JS_PROVIDER)
-        return await self.run(
-            "start",
-            origin=settings["TELEHEALTH_ORIGIN"],
-            publishKey=settings["TELEHEALTH_PUBLISH_KEY"],
-            subscribeKey=settings["TELEHEALTH_SUBSCRIBE_KEY"],
-            cipherKey=settings["TELEHEALTH_CIPHER_KEY"],
-            userId=JS_PROVIDER,
-            departmentId=settings["TELEHEALTH_DEPARTMENT_ID"],
-            clinicUrl=settings["TELEHEALTH_CLINIC_URL"],
-            clinicCredential=settings["TELEHEALTH_DEVICE_CREDENTIAL"],
-            **options,
-        )
+        return await self.run("start", **stack.call_page_settings(JS_PROVIDER), **options)
 
     async def run(self, method: str, within: float = STEP, **args: Any) -> Any:
         answer = await self.driver.call("run", within=within, page=self.number, method=method, args=args)
