@@ -20,6 +20,7 @@ from telehealth_client.connector import Connector
 from telehealth_client.consultation.patient import PatientEndpoint
 from telehealth_client.consultation.provider import ProviderEndpoint
 from telehealth_client.consultation.session import SessionError
+from telehealth_client.consultation.start_policy import ONCE, Patience, StartPolicy
 from telehealth_client.consultation.state_file import StateFileError
 from telehealth_client.durability import Durable
 from telehealth_client.durable.outbox import OutboxFileError
@@ -33,6 +34,8 @@ from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_client.security import tokens
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
 from telehealth_client.security.token_announcer import TokenAnnouncer
+from telehealth_client.service_status import ServiceStatus
+from telehealth_client.tasks import OwnedTasks
 
 if TYPE_CHECKING:  # the preflight loads the device checks (numpy) when it runs, not before
     from telehealth_client.preflight import PreflightReport
@@ -94,13 +97,18 @@ CONSULTATION_STATE_DIR = "consultation"
 
 
 class Agent:
-    """One kiosk or cart agent. ``start`` then ``aclose``; or ``run`` until a signal.
+    """One kiosk or cart agent. ``start`` (or ``serve``) then ``aclose``; or ``run`` until a signal.
 
     It composes the event hub (``hub``) and the role's endpoint: ``patient`` (a
     ``PatientEndpoint``: ``check_in``, ``leave``, ``report_devices``) or ``provider`` (a
     ``ProviderEndpoint``, which owns the provider's bus) or ``nurse`` (its standing token, kept
     fresh, and its notification channel). A consultation saved in
     ``state_dir/consultation`` is resumed on start.
+
+    ``start``: everything, each network step tried once (a failure raises). ``serve`` (``telehealth-agent
+    run``): the local parts and the API, then the network in the background, retried until it is up
+    (``consultation.start_policy.Patience``); ``failure()`` ends only if that bring-up fails for a
+    reason no retry cures. ``status``: the one status line (``service_status``).
 
     ``serve_api``: also serve the local HTTP API (``api``, ``telehealth_client.api``) when the
     settings' ``api_enabled`` is on (``telehealth-agent run`` does); it then needs ``api_token``.
@@ -111,7 +119,7 @@ class Agent:
         self._token = token
         self._serve_api = serve_api and settings.api_enabled
         # The local API: made before the parts start (its event stream follows the hub from then),
-        # listening once they have, stopped before them.
+        # listening before the network is brought up, stopped before the parts.
         self.api: LocalApi | None = None
         self.bus: PubNubBus | None = None
         self._notifications: Subscription | None = None
@@ -120,6 +128,7 @@ class Agent:
         self.notification_listeners: list[NotificationHandler] = []
         self.hub = EventHub()
         self.patient: PatientEndpoint | None = None
+        # Set once its start is over: the API answers 503 ``starting`` until then.
         self.provider: ProviderEndpoint | None = None
         self._connector: Connector | None = None
         self._keeper: tokens.TokenKeeper | None = None
@@ -129,6 +138,12 @@ class Agent:
         self._nurse_desk: EmergencyDesk | None = None
         # systemd's watchdog (when the unit sets WatchdogSec=): pinged from start to the end of stop.
         self._watchdog = systemd.WatchdogPinger()
+        # The status line's parts (systemd's STATUS=, the log, the API's status).
+        self._service_status = ServiceStatus(settings.origin)
+        # The network's bring-up under ``serve`` and the status line's hub follower.
+        self._tasks = OwnedTasks()
+        self._bringing_up = False
+        self._failed: asyncio.Future[str] | None = None
 
     @property
     def idle(self) -> bool:
@@ -140,6 +155,11 @@ class Agent:
         if self.settings.role is not Role.PATIENT:
             return False
         return self.patient.idle if self.patient is not None else self._token is None
+
+    @property
+    def starting(self) -> bool:
+        """The role's endpoint is being brought up (the network): not up yet."""
+        return self._bringing_up
 
     def _build_connector(self) -> Connector:
         credential = self.settings.device_credential
@@ -156,16 +176,50 @@ class Agent:
 
     @property
     def status(self) -> str:
-        """One line for systemd's STATUS and the logs: idle, or the pub/sub connection's state."""
-        if self.idle:
-            return "idle"
+        """One line for systemd's STATUS, the logs and the API: what it waits for, the consultation's
+        state, its call's status and the pub/sub connection (``idle``: a kiosk between patients)."""
+        held: list[tuple[str, str]] = []
         session = self.patient.session if self.patient is not None else None
         if session is not None:
-            return f"consultation {session.consultation.state}, pub/sub {session.bus.status}"
-        return f"pub/sub {self.bus.status if self.bus is not None else ConnectionStatus.STOPPED}"
+            held = [(session.consultation_id, str(session.consultation.state))]
+            pubsub = session.bus.status
+        else:
+            pubsub = self.bus.status if self.bus is not None else ConnectionStatus.STOPPED
+        if self.provider is not None:
+            sessions = sorted(self.provider.sessions.items())
+            held = [(cid, str(s.consultation.state)) for cid, s in sessions if not s.closed]
+        return self._service_status.line(held, str(pubsub), idle=self.idle)
 
     async def start(self) -> str:
-        """Build and start the parts; returns the status line (systemd's READY carries it)."""
+        """Build and start every part, each network step tried once (a part that cannot start
+        raises); returns the status line."""
+        await self._open()
+        await self._bring_up(ONCE)
+        return self.status
+
+    async def serve(self) -> str:
+        """Start as a service: the local parts and the API now, the network in an owned background
+        task that retries until it is up and says what it waits for. Returns the status line
+        (systemd's READY carries it) once the API listens."""
+        await self._open()
+        if self.settings.role is not Role.PATIENT:
+            self._service_status.starting(f"starting the {self.settings.role}'s endpoint")
+        self._bringing_up = True
+        self._failed = asyncio.get_running_loop().create_future()
+        self._tasks.spawn(self._bring_up_in_background(self._failed), name="agent-bring-up")
+        settings = self.settings
+        log.info("agent ready role=%s user=%s status=%s", settings.role, settings.user_id, self.status)
+        return self.status
+
+    async def failure(self) -> str:
+        """Ends only when ``serve``'s bring-up failed for a reason no retry cures: that reason."""
+        if self._failed is None:
+            await asyncio.Event().wait()  # not serving: nothing fails in the background
+        assert self._failed is not None
+        return await asyncio.shield(self._failed)
+
+    async def _open(self) -> None:
+        """The local parts, and the API listening: no network needed."""
         self._watchdog.start()  # first: a slow start (a clinic that answers late) is not a hang
         if self._serve_api:
             try:
@@ -179,21 +233,61 @@ class Agent:
         await asyncio.to_thread(ensure_writable_directory, self.settings.state_dir / CONSULTATION_STATE_DIR)
         self._connector = self._build_connector()
         self.durable = await self._open_durable(self._connector)
-        if self.settings.role is Role.PROVIDER:
-            await self._start_provider()
-        elif self.settings.role is Role.PATIENT:
-            await self._start_patient()
-        else:
-            await self._start_nurse()
+        self._tasks.spawn(self._follow_hub(), name="agent-status")
+        if self.settings.role is Role.PATIENT:
+            await self._build_patient()  # local only: the kiosk's routes work at once
         if self.api is not None:
             try:
                 await self.api.start()
             except ApiStartError as exc:
                 raise StartError(str(exc)) from None
+
+    async def _bring_up(self, policy: StartPolicy) -> None:
+        """The role's network parts: the token, the subscriptions, what was missed meanwhile."""
+        self._bringing_up = True
+        if self.settings.role is Role.PROVIDER:
+            await self._start_provider(policy)
+        elif self.settings.role is Role.PATIENT:
+            await self._resume_patient(policy)
+        else:
+            await self._start_nurse(policy)
+        self._bringing_up = False
+        self._service_status.starting(None)
         log.info(
             "agent started role=%s user=%s status=%s", self.settings.role, self.settings.user_id, self.status
         )
-        return self.status
+        self._refresh_status()
+
+    async def _bring_up_in_background(self, failed: asyncio.Future[str]) -> None:
+        settings = self.settings
+        patience = Patience(
+            self._waiting,
+            origin=settings.origin,
+            clinic_url=settings.clinic_url,
+            low=settings.reconnect_min_seconds,
+            high=settings.reconnect_max_seconds,
+        )
+        try:
+            await self._bring_up(patience)
+        except Exception as exc:  # not the network's (that is retried): a damaged file, our bug
+            reason = str(exc) if isinstance(exc, StartError) else describe_exception(exc)
+            log.error("start failed reason=%s", reason)
+            if not failed.done():
+                failed.set_result(reason)
+
+    def _waiting(self, text: str | None) -> None:
+        self._service_status.waiting(text)
+        self._refresh_status()
+
+    def _refresh_status(self) -> None:
+        self._service_status.publish(self.status)
+
+    async def _follow_hub(self) -> None:
+        """Keeps the status line current as consultations and calls move."""
+        async with self.hub.subscribe() as stream:
+            async for event in stream:
+                if self._service_status.observe(event):
+                    self._refresh_status()
 
     async def _open_durable(self, connector: Connector) -> Durable:
         settings = self.settings
@@ -242,9 +336,9 @@ class Agent:
         """The emergency desk of a provider's or nurse's cart (None on a kiosk)."""
         return self.provider.emergency if self.provider is not None else self._nurse_desk
 
-    async def _start_provider(self) -> None:
+    async def _start_provider(self, policy: StartPolicy) -> None:
         assert self._connector is not None
-        self.provider = ProviderEndpoint(
+        provider = ProviderEndpoint(
             self._connector,
             self.hub,
             user_id=self.settings.user_id,
@@ -254,12 +348,18 @@ class Agent:
             media=media_options(self.settings),
             wildcard_subscribe=self.settings.wildcard_subscribe,
         )
-        self.provider.notification_listeners.append(self._on_notification)
-        self.bus = self.provider.bus
-        self.bus.add_status_listener(self._on_bus_status)
-        await self.provider.start()
+        provider.notification_listeners.append(self._on_notification)
+        self.bus = provider.bus
+        self._listen_to(self.bus)
+        try:
+            await provider.start(policy)
+        except BaseException:  # cancelled by a stop, or failed: nothing of it may outlive this
+            self.bus = None
+            await provider.aclose()
+            raise
+        self.provider = provider
 
-    async def _start_patient(self) -> None:
+    async def _build_patient(self) -> None:
         await self._start_bus()
         assert self._connector is not None
         self.patient = PatientEndpoint(
@@ -270,22 +370,26 @@ class Agent:
             durable=self.durable,
             media=media_options(self.settings),
         )
-        if self._connector.has_clinic:
-            try:
-                await self.patient.resume()
-            except StateFileError as exc:
-                # Kept on disk: the next start tries again; the kiosk stays usable meanwhile. The
-                # path and the reason (never the file's content) tell whoever is on call what to fix.
-                log.error(
-                    "saved consultation not resumed error=%s file=%s reason=%s",
-                    type(exc).__name__,
-                    exc.path,
-                    exc.reason,
-                )
-            except (ClinicError, SessionError) as exc:
-                log.error("saved consultation not resumed error=%s", type(exc).__name__)
 
-    async def _start_nurse(self) -> None:
+    async def _resume_patient(self, policy: StartPolicy) -> None:
+        assert self._connector is not None and self.patient is not None
+        if not self._connector.has_clinic:
+            return
+        try:
+            await policy.attempt("the saved consultation", self.patient.resume, verdicts_end=True)
+        except StateFileError as exc:
+            # Kept on disk: the next start tries again; the kiosk stays usable meanwhile. The
+            # path and the reason (never the file's content) tell whoever is on call what to fix.
+            log.error(
+                "saved consultation not resumed error=%s file=%s reason=%s",
+                type(exc).__name__,
+                exc.path,
+                exc.reason,
+            )
+        except (ClinicError, SessionError) as exc:
+            log.error("saved consultation not resumed error=%s", type(exc).__name__)
+
+    async def _start_nurse(self, policy: StartPolicy) -> None:
         """A nurse's cart: its standing token (for its department), kept fresh like a provider's."""
         assert self._connector is not None
         if self._token is not None or not self._connector.has_clinic:
@@ -293,18 +397,18 @@ class Agent:
             return
         user_id = self.settings.user_id
         self.bus = self._connector.bus(user_id)
-        self.bus.add_status_listener(self._on_bus_status)
+        self._listen_to(self.bus)
         request = tokens.TokenRequest(user_id, "nurse", {"departmentId": self.settings.department_id})
         self._keeper = tokens.TokenKeeper(self._connector.clinic, self.bus, request, TokenAnnouncer(self.hub))
-        # Refused or unreachable: start fails naming the clinic's reason (systemd restarts the
-        # service later) instead of subscribing without a token and being denied forever.
-        await self._keeper.start()
+        # Not subscribed without a token: it would only be denied. ONCE: a refusal raises, naming
+        # the clinic's reason; Patience: retried, and said.
+        await policy.attempt("the nurse's standing token", self._keeper.start)
         self._notifications = await self.bus.subscribe(
             [channels.notification(user_id)], self._on_notification
         )
         assert self.durable is not None
         self.durable.attach(self.bus, denials=self._keeper.handle_access_denied)
-        self._nurse_desk = EmergencyDesk(
+        desk = EmergencyDesk(
             self.bus,
             self._connector.clinic,
             self.durable.outbox,
@@ -316,22 +420,36 @@ class Agent:
             sealer=self.durable.sealer,
             auditor=self.durable.auditor(user_id, "nurse"),
         )
-        await self._nurse_desk.start()
+        try:
+            await desk.start()
+        except BaseException:
+            await desk.aclose()
+            raise
+        self._nurse_desk = desk
 
     async def _start_bus(self) -> None:
         self.bus = PubNubBus(bus_config(self.settings, token=self._token))
-        self.bus.add_status_listener(self._on_bus_status)
+        self._listen_to(self.bus)
         if not self.idle:
             self._notifications = await self.bus.subscribe(
                 [channels.notification(self.settings.user_id)], self._on_notification
             )
+
+    def _listen_to(self, bus: PubNubBus) -> None:
+        bus.add_status_listener(self._on_bus_status)
+        bus.add_retry_listener(self._on_bus_retry)
 
     def _on_bus_status(self, change: StatusChange) -> None:
         if change.status == ConnectionStatus.CONNECTED:
             self.connected.set()
         else:
             self.connected.clear()
-        systemd.status(f"pub/sub {change.status}")
+        self._service_status.bus_changed(change)
+        self._refresh_status()
+
+    def _on_bus_retry(self, change: StatusChange) -> None:
+        self._service_status.bus_attempt(change)
+        self._refresh_status()
 
     async def _on_notification(self, envelope: Envelope) -> None:
         kind = envelope.message.get("type") if isinstance(envelope.message, dict) else None
@@ -346,6 +464,7 @@ class Agent:
         # First: nothing drives the parts while they stop. A part is let go only once its close
         # has returned.
         self.api = await _closed(self.api)
+        await self._tasks.cancel_all()  # the bring-up (its part closes itself) and the status line
         self.patient = await _closed(self.patient)
         if self.provider is not None:
             self.provider = await _closed(self.provider)
@@ -369,6 +488,7 @@ class _Closes(Protocol):
 
 
 _Part = TypeVar("_Part", bound=_Closes)
+_T = TypeVar("_T")
 
 
 async def _closed(part: _Part | None) -> _Part | None:
@@ -378,8 +498,15 @@ async def _closed(part: _Part | None) -> _Part | None:
     return None
 
 
-async def run_until_signalled(start: Callable[[], Awaitable[Any]], stop: Callable[[], Awaitable[Any]]) -> int:
-    """Start, then wait for SIGINT/SIGTERM: the first drains and stops cleanly, a second exits at once.
+async def run_until_signalled(
+    start: Callable[[], Awaitable[Any]],
+    stop: Callable[[], Awaitable[Any]],
+    *,
+    failure: Callable[[], Awaitable[str]] | None = None,
+) -> int:
+    """Start, then wait for SIGINT/SIGTERM: the first stops cleanly (exit 0), during the start too
+    (it is cancelled); a second exits at once (1). A start that fails exits 1, never READY; so does
+    ``failure()`` returning (what a background start could not get past).
 
     When ``start`` returns a string, systemd's READY carries it as the status line.
     """
@@ -400,19 +527,24 @@ async def run_until_signalled(start: Callable[[], Awaitable[Any]], stop: Callabl
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         try:
-            started = await start()
+            started = await _unless_stopped(start(), stop_requested)
         except StartError as exc:
             log.error("start failed reason=%s", exc)
             return 1
         except Exception as exc:
             log.error("start failed error=%s", describe_exception(exc))
             return 1
-        # READY once started, not once connected: the network may be down at boot and the
-        # agent keeps reconnecting by itself; systemd must not kill it for that.
+        if stop_requested.is_set():  # a signal came during the start, which was cancelled
+            systemd.stopping()
+            return 0
+        # READY once the API listens, not once connected: the network may be down at boot and
+        # the agent keeps trying by itself (its STATUS= says what it waits for).
         systemd.ready(started if isinstance(started, str) else "started")
-        await stop_requested.wait()
+        failed = await _unless_stopped(failure(), stop_requested) if failure is not None else None
+        if failed is None:
+            await stop_requested.wait()
         systemd.stopping()
-        return 0
+        return 0 if failed is None else 1
     finally:
         try:
             await stop()
@@ -420,3 +552,19 @@ async def run_until_signalled(start: Callable[[], Awaitable[Any]], stop: Callabl
             log.error("stop failed error=%s", describe_exception(exc))
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+
+
+async def _unless_stopped(work: Awaitable[_T], stop_requested: asyncio.Event) -> _T | None:
+    """``work``'s result, or None once a stop is requested first (``work`` is then cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop_requested.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, stopping, return_exceptions=True)
+    if task.cancelled():
+        return None
+    return task.result()

@@ -1,6 +1,7 @@
 """The ``telehealth-agent`` command line.
 
-Exit codes: 0 success, 1 failure at run time, 2 usage or configuration error.
+Exit codes: 0 success, 1 failure at run time, 2 usage or configuration error (``run``: settings
+missing, invalid or still the installer's placeholders, each named on its own line).
 """
 
 from __future__ import annotations
@@ -159,25 +160,23 @@ def _config_refused(exc: Exception) -> int:
 
 
 def _run_agent(config: Path | None) -> int:
-    from telehealth_client.agent import Agent, bus_config, run_until_signalled
-    from telehealth_client.config import ConfigError, MissingSecretError, load_settings
+    """Refuse settings that cannot work (exit 2, one line each, never READY); else serve until a
+    signal: READY once the local API listens, the network brought up and retried behind it."""
+    from telehealth_client.agent import Agent, run_until_signalled
+    from telehealth_client.config import ConfigError, load_settings
+    from telehealth_client.settings_check import problems
 
     try:
         settings = load_settings(config)
-        bus_config(settings)  # refuses to start without the keys it needs
-        if settings.api_enabled:  # the local API is on by default: its token
-            try:
-                settings.require_secret("api_token")
-            except MissingSecretError as exc:
-                raise MissingSecretError(
-                    f"{exc} (the local API needs it; api_enabled = false turns it off)"
-                ) from None
-    except (ConfigError, ValueError) as exc:
+    except ConfigError as exc:
         return _config_refused(exc)
+    found = problems(settings)
+    if found:
+        return _config_refused(ConfigError(found))
     logs.configure(settings.log_level, settings.log_format)
 
     agent = Agent(settings, serve_api=True)
-    return asyncio.run(run_until_signalled(agent.start, agent.aclose))
+    return asyncio.run(run_until_signalled(agent.serve, agent.aclose, failure=agent.failure))
 
 
 def _show_config(config: Path | None) -> int:

@@ -69,6 +69,8 @@ LIST_SECRET_FIELDS = ("previous_cipher_keys", "previous_device_credentials")
 MIN_CIPHER_KEY_LENGTH = 16
 # Far more than any key or token: a bigger "secret file" is the wrong file.
 MAX_SECRET_FILE_BYTES = 64 * 1024
+# What scripts/install-kiosk.sh writes into each credential file until the operator fills it in.
+PLACEHOLDER_MARK = "FILL-IN"
 
 
 class Role(StrEnum):
@@ -130,6 +132,11 @@ class MissingSecretError(ValueError):
 
 
 def _check_characters(text: str) -> None:
+    # Before the line check: the installer's two-line placeholder is named as what it is.
+    if text.lstrip().startswith(PLACEHOLDER_MARK):
+        raise ValueError(
+            "is still the installer's placeholder: replace the whole file with the value itself, on one line"
+        )
     # Each of these makes a key that differs from the one typed, silently: refuse them.
     if "\ufeff" in text:
         raise ValueError("contains a byte order mark (BOM): save it as UTF-8 without one")
@@ -239,7 +246,7 @@ class Settings(BaseSettings):
     )
     presence_timeout_seconds: int = Field(default=120, ge=20, le=300, description="PubNub presence timeout")
     reconnect_min_seconds: float = Field(default=0.5, gt=0, le=60, description="first reconnect back-off")
-    reconnect_max_seconds: float = Field(default=30.0, gt=0, le=600, description="longest reconnect back-off")
+    reconnect_max_seconds: float = Field(default=5.0, gt=0, le=600, description="longest reconnect back-off")
     request_timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="non-subscribe requests")
 
     # The clinic backend (token server, TURN credentials, audit sink).

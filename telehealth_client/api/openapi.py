@@ -28,7 +28,8 @@ _ERRORS = {
     415: "the body is not application/json",
     422: "the body is invalid: `fields` names each failing field",
     500: "failed inside the agent",
-    503: "the clinic backend, PubNub or the audit trail did not answer",
+    503: "the clinic backend, PubNub or the audit trail did not answer, or the endpoint is still starting"
+    " (`starting`: the message says what it waits for)",
 }
 
 

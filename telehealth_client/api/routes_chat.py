@@ -19,7 +19,7 @@ from telehealth_client.api.models import (
     ChatSendRequest,
     ChatSentAnswer,
 )
-from telehealth_client.api.routing import PATIENT, PROVIDER, Call, Route
+from telehealth_client.api.routing import PATIENT, PROVIDER, Call, Route, not_up
 from telehealth_client.api.views import chat_entry_view
 from telehealth_client.consultation.chat import ConsultationChat
 
@@ -42,7 +42,7 @@ def chat_of(call: Call) -> ConsultationChat:
         return chat
     if agent.provider is not None:
         return agent.provider.chat(call.param("consultation_id"))
-    raise ApiError(409, "not-started", "the endpoint is not running", state="none")
+    raise not_up(agent, "the endpoint")
 
 
 async def _audit_listing(call: Call, consultation_id: str) -> None:
@@ -74,12 +74,13 @@ async def mark_read(call: Call) -> ChatReadAnswer:
 
 
 def _routes(path: str, roles: frozenset[str], where: str) -> list[Route]:
-    errors = (404,) if "{" in path else ()
+    # A provider's consultation: 404 when it holds no such one, 503 while its endpoint starts.
+    errors: tuple[int, ...] = (404, 503) if "{" in path else ()
     return [
         Route(
             "GET", path, messages,
             f"The chat of {where}, with the text (PHI: each list is audited, PHI_MESSAGE_READ)", "chat",
-            roles=roles, answer=ChatAnswer, conflicts=True, errors=(*errors, 503),
+            roles=roles, answer=ChatAnswer, conflicts=True, errors=tuple(sorted({*errors, 503})),
         ),
         Route(
             "POST", path, send, f"Send a chat message in {where} (durable once answered)", "chat",

@@ -10,7 +10,7 @@ from telehealth_client.api.models import (
     EscalationsAnswer,
     ResolveRequest,
 )
-from telehealth_client.api.routing import STAFF, Call, Route
+from telehealth_client.api.routing import STAFF, Call, Route, not_up
 from telehealth_client.api.views import escalation_view
 from telehealth_client.emergency.desk import EmergencyDesk
 
@@ -18,6 +18,8 @@ from telehealth_client.emergency.desk import EmergencyDesk
 def desk_of(call: Call) -> EmergencyDesk:
     desk = call.agent.emergency
     if desk is None:
+        if call.agent.starting:
+            raise not_up(call.agent, "the emergency desk")
         raise ApiError(409, "no-emergency-desk", "this cart has no emergency desk running", state="none")
     return desk
 

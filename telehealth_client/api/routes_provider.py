@@ -17,7 +17,7 @@ from telehealth_client.api.models import (
     WaitingPatientView,
     WaitingRoomAnswer,
 )
-from telehealth_client.api.routing import PROVIDER, Call, Route
+from telehealth_client.api.routing import PROVIDER, Call, Route, not_up
 from telehealth_client.api.views import consultation_view
 from telehealth_client.consultation.provider import ProviderEndpoint
 
@@ -25,7 +25,7 @@ from telehealth_client.consultation.provider import ProviderEndpoint
 def provider_of(call: Call) -> ProviderEndpoint:
     provider = call.agent.provider
     if provider is None:
-        raise ApiError(409, "not-started", "the cart's endpoint is not running", state="none")
+        raise not_up(call.agent, "the cart's endpoint")
     return provider
 
 
@@ -116,7 +116,7 @@ _ONE = "/v1/consultations/{consultation_id}"
 ROUTES = [
     Route(
         "GET", "/v1/waiting-room", waiting_room, "The patients waiting for this provider, in order",
-        "provider", roles=PROVIDER, answer=WaitingRoomAnswer,
+        "provider", roles=PROVIDER, answer=WaitingRoomAnswer, errors=(503,),
     ),
     Route(
         "POST", "/v1/waiting-room/queue-updates", queue_updates,
@@ -134,7 +134,7 @@ ROUTES = [
     ),
     Route(
         "POST", f"{_ONE}/end-call", end_call, "End the call (the consultation goes on)", "provider",
-        roles=PROVIDER, answer=Accepted, conflicts=True, errors=(404,),
+        roles=PROVIDER, answer=Accepted, conflicts=True, errors=(404, 503),
     ),
     Route(
         "POST", f"{_ONE}/wrap-up", wrap_up, "Start wrapping up", "provider",

@@ -119,6 +119,14 @@ def current_state(agent: AgentView, consultation_id: str | None) -> str:
     return "none"
 
 
+def not_up(agent: AgentView, what: str) -> ApiError:
+    """The refusal while ``what`` (an endpoint, a desk) is not there: 503 ``starting`` while the
+    agent brings it up (the message says what it waits for), else 409 ``not-started``."""
+    if agent.starting:
+        return ApiError(503, "starting", f"{what} is starting ({agent.status}); try again shortly")
+    return ApiError(409, "not-started", f"{what} is not running", state="none")
+
+
 def role_name(agent: AgentView) -> str:
     return str(agent.settings.role)
 

@@ -27,7 +27,8 @@ Public API:
 
 - ``ProviderEndpoint(connect, hub, user_id=..., department_id=..., state_dir=..., policy=None,
   max_consultations=500, wildcard_subscribe=True)``;
-  ``await start()``, ``await aclose()``; ``bus``.
+  ``await start(policy=ONCE)`` (``start_policy``: each network step once, or until it succeeds),
+  ``await aclose()``; ``bus``.
 - ``queue`` -> ``list[WaitingPatient]`` (checked-in or waiting, in check-in order; ``present``
   from the patient's presence on its consultation channel);
   ``sessions`` (consultation ID -> ``ConsultationSession``); ``session(consultation_id)``.
@@ -83,11 +84,8 @@ from telehealth_client.consultation.provider_room import (
 )
 from telehealth_client.consultation.provider_sessions import CONSULTATIONS_DIR, SessionRegistry
 from telehealth_client.consultation.provider_token import ProviderToken
-from telehealth_client.consultation.session import (
-    CONNECT_TIMEOUT_SECONDS,
-    ConnectedWaiter,
-    ConsultationSession,
-)
+from telehealth_client.consultation.session import ConsultationSession
+from telehealth_client.consultation.start_policy import ONCE, StartPolicy
 from telehealth_client.emergency.alerts import EmergencyAlerts
 from telehealth_client.emergency.desk import EmergencyDesk
 from telehealth_client.protocol import channels
@@ -147,6 +145,7 @@ class ProviderEndpoint:
         )
         self.bus = connect.bus(self.user_id)
         self._subscriptions: list[Subscription] = []
+        self._guests_loaded = False
         self.alerts = EmergencyAlerts(hub)  # which escalations this cart alerts to, once each
         self._token = ProviderToken(
             connect,
@@ -203,12 +202,13 @@ class ProviderEndpoint:
 
     # -- start and stop -----------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, policy: StartPolicy = ONCE) -> None:
+        """Take the standing token, follow the waiting room and catch up. ``policy``: each network
+        step tried once (``ONCE``: a failure raises) or until it succeeds (``Patience``: a service)."""
         if self._durable is not None:
             await self.alerts.load(self._durable.state_dir)
         if self._connect.has_clinic:
-            await self._token.standing()
-        connected = ConnectedWaiter(self.bus)
+            await policy.attempt("the provider's standing token", self._token.standing)
         self._subscriptions.append(
             await self.bus.subscribe([channels.notification(self.user_id)], self._invited.on_notification)
         )
@@ -219,28 +219,30 @@ class ProviderEndpoint:
                 self._subscriptions.append(await self.bus.subscribe([self.wildcard], with_presence=True))
             self._subscriptions.append(await self.bus.subscribe([room], self._room.on_message))
             if not self._connect.has_clinic:
-                connected.close()
                 return  # no token, no history: the development relay without Access Manager only
-            try:
-                await connected.wait(CONNECT_TIMEOUT_SECONDS)
-            finally:
-                connected.close()
-            if self.guests is not None:
-                await self.guests.load()
-            await self._sessions.resume_saved()
-            await self._room.replay(self.bus, room)
-            # Presence so far was never heard (only what happens from now on is): ask for it, and
-            # again after each reconnect, when events may have been lost.
-            await self._presence.sync()
-            self._presence.follow_reconnects()
-            if self.guests is not None:
-                # Guests of a consultation that ended while this endpoint was off (or before its
-                # revocations were done) lose their access now.
-                self.guests.end_all_except(self._sessions.sessions)
+            await policy.connected(self.bus)
+            await policy.attempt("the waiting room's history", lambda: self._catch_up(room))
         if self._durable is not None:
-            await self._start_emergency(self._durable)
+            await self._start_emergency(self._durable, policy)
 
-    async def _start_emergency(self, durable: Durable) -> None:
+    async def _catch_up(self, room: str) -> None:
+        """What happened while this endpoint was off. Safe to run again after a failure: a
+        consultation resumed or a check-in followed by an earlier attempt is not opened twice."""
+        if self.guests is not None and not self._guests_loaded:
+            await self.guests.load()
+            self._guests_loaded = True
+        await self._sessions.resume_saved()
+        await self._room.replay(self.bus, room)
+        # Presence so far was never heard (only what happens from now on is): ask for it, and
+        # again after each reconnect, when events may have been lost.
+        await self._presence.sync()
+        self._presence.follow_reconnects()
+        if self.guests is not None:
+            # Guests of a consultation that ended while this endpoint was off (or before its
+            # revocations were done) lose their access now.
+            self.guests.end_all_except(self._sessions.sessions)
+
+    async def _start_emergency(self, durable: Durable, policy: StartPolicy) -> None:
         self.emergency = EmergencyDesk(
             self.bus,
             self._connect.clinic,
@@ -255,7 +257,11 @@ class ProviderEndpoint:
         )
         self.emergency.listeners.append(self.alerts.escalation_seen)
         await self.emergency.start()
-        await self.alerts.catch_up(self.emergency, self.bus, channels.notification(self.user_id))
+        desk = self.emergency
+        notifications = channels.notification(self.user_id)
+        await policy.attempt(
+            "the missed emergency notifications", lambda: self.alerts.catch_up(desk, self.bus, notifications)
+        )
         # Last: every recipient of the outbox's outcomes (chats, the desk) is registered now,
         # so what was left queued before a restart is reported to its owner when it goes out.
         durable.attach(self.bus, denials=self._token.denied)

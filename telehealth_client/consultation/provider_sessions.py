@@ -162,8 +162,15 @@ class SessionRegistry:
                 continue
             if consultation.provider_id != self._user_id:
                 continue  # an invitation: the invited token does not outlive the agent
+            if consultation.consultation_id in self._sessions:
+                continue  # resumed by an earlier attempt of the start
             session = await self.new(consultation)
-            await session.start(catch_up=True)
+            try:
+                await session.start(catch_up=True)
+            except BaseException:
+                # "stopped" keeps its state file: the start's next attempt resumes it afresh.
+                await session.aclose("stopped")
+                raise
 
     async def aclose(self) -> None:
         for session in list(self._sessions.values()):

@@ -56,6 +56,8 @@ class StatusChange:
     failures: int = 0
     # Channels whose messages may have been missed and were caught up from the last timetoken.
     caught_up_from: int | None = None
+    # After a failed attempt: seconds until the next one (what the agent's status says it waits for).
+    retry_in: float | None = None
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ class BusConfig:
     secret_key: str | None = None  # development clinic only: signs Access Manager grants
     presence_timeout_seconds: int = 120
     reconnect_min_seconds: float = 0.5
-    reconnect_max_seconds: float = 30.0
+    reconnect_max_seconds: float = 5.0
     request_timeout_seconds: float = 10.0
     subscribe_timeout_seconds: float = 310.0
     # While a connection fault lasts, it is logged again at this interval (its start and end always).
@@ -217,6 +217,7 @@ class PubNubBus:
         self._subscriptions: list[Subscription] = []
         self._status = ConnectionStatus.IDLE
         self._status_listeners: list[StatusHandler] = []
+        self._retry_listeners: list[StatusHandler] = []
         self._changed = asyncio.Event()
         self._timetoken = 0
         self._region = 0
@@ -257,6 +258,12 @@ class PubNubBus:
     def add_status_listener(self, listener: StatusHandler) -> Callable[[], None]:
         self._status_listeners.append(listener)
         return lambda: self._status_listeners.remove(listener)
+
+    def add_retry_listener(self, listener: StatusHandler) -> Callable[[], None]:
+        """``listener(change)`` after every failed subscribe attempt (``failures``, ``retry_in``),
+        also while the status stays the same: status listeners hear changes only."""
+        self._retry_listeners.append(listener)
+        return lambda: self._retry_listeners.remove(listener)
 
     def _announce(self, change: StatusChange, *, again: bool = False) -> None:
         # Announced only when the status itself changes, like aiortc's connection states;
@@ -585,8 +592,15 @@ class PubNubBus:
         status = ConnectionStatus.ACCESS_DENIED if denied else ConnectionStatus.RECONNECTING
         reason = error.reason if error is not None else kind
         log.debug("bus subscribe failed failures=%d error=%s", failures, kind)
-        self._announce(StatusChange(status, reason=reason, failures=failures), again=denied and new_token)
-        await self._back_off(failures)
+        delay = self._back_off_delay(failures)
+        change = StatusChange(status, reason=reason, failures=failures, retry_in=delay)
+        self._announce(change, again=denied and new_token)
+        for listener in list(self._retry_listeners):
+            try:
+                listener(change)
+            except Exception as exc:
+                log.error("bus retry listener failed error=%s", describe_exception(exc))
+        await _wait_at_most(self._changed, delay)  # a new token or channel set cuts the wait short
         return failures
 
     async def _poll(self, channels: list[str], *, handshake: bool = False) -> Any | None:
@@ -609,11 +623,13 @@ class PubNubBus:
             return None
         return poll.result()
 
-    async def _back_off(self, failures: int) -> None:
+    def _back_off_delay(self, failures: int) -> float:
         config = self._config
-        delay = back_off_delay(failures, config.reconnect_min_seconds, config.reconnect_max_seconds)
+        return back_off_delay(failures, config.reconnect_min_seconds, config.reconnect_max_seconds)
+
+    async def _back_off(self, failures: int) -> None:
         # A new token or channel set cuts the wait short.
-        await _wait_at_most(self._changed, delay)
+        await _wait_at_most(self._changed, self._back_off_delay(failures))
 
     async def _accept(self, entries: list[Envelope | PresenceEvent | Dropped]) -> None:
         for entry in entries:

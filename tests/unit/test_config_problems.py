@@ -611,7 +611,7 @@ def test_redacted_shows_every_setting_printable_and_no_secret(tmp_path: Path) ->
         "previous_cipher_keys": "<set>",
         "presence_timeout_seconds": 120,
         "reconnect_min_seconds": 0.5,
-        "reconnect_max_seconds": 30.0,
+        "reconnect_max_seconds": 5.0,
         "request_timeout_seconds": 10.0,
         "clinic_url": "http://127.0.0.1:8480",
         "device_credential": "<unset>",
