@@ -1,0 +1,60 @@
+"""What a ``telehealth-agent run`` process tells systemd, read from the datagram socket bound as
+its ``NOTIFY_SOCKET`` (``tests.support.cli.notify_socket``), and what a test needs around it.
+
+``await status_containing(sock, fragment, within)``: the first ``STATUS=`` value holding
+``fragment`` from now on; ``pending(sock)``: every datagram already queued, as field lists;
+``free_port()``: a loopback TCP port nothing listens on now; ``Agents``: the run processes a test
+started, each killed at its end if still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from tests.support.cli import AGENT, Process
+
+
+async def status_containing(sock: socket.socket, fragment: str, within: float = 30.0) -> str:
+    """The first ``STATUS=`` value that holds ``fragment`` (earlier datagrams are passed over)."""
+    loop = asyncio.get_running_loop()
+
+    async def receive() -> str:
+        while True:
+            for field in (await loop.sock_recv(sock, 4096)).decode().split("\n"):
+                if field.startswith("STATUS=") and fragment in field:
+                    return field.removeprefix("STATUS=")
+
+    return await asyncio.wait_for(receive(), within)
+
+
+def pending(sock: socket.socket) -> list[list[str]]:
+    """The datagrams queued on ``sock`` now (it is non-blocking), each as its fields."""
+    found = []
+    while True:
+        try:
+            found.append(sock.recv(4096).decode().split("\n"))
+        except BlockingIOError:
+            return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Agents:
+    def __init__(self) -> None:
+        self._started: list[Process] = []
+
+    async def run(self, env: dict[str, str]) -> Process:
+        """``telehealth-agent run`` with exactly ``env``."""
+        process = await Process.spawn(*AGENT, "run", env=env)
+        self._started.append(process)
+        return process
+
+    async def aclose(self) -> None:
+        for process in self._started:
+            await process.kill()
