@@ -185,6 +185,8 @@ class Agent:
             pubsub = session.bus.status
         else:
             pubsub = self.bus.status if self.bus is not None else ConnectionStatus.STOPPED
+            if self.bus is None and self._bringing_up:
+                pubsub = ConnectionStatus.CONNECTING  # its bus is being made
         if self.provider is not None:
             sessions = sorted(self.provider.sessions.items())
             held = [(cid, str(s.consultation.state)) for cid, s in sessions if not s.closed]
@@ -461,6 +463,7 @@ class Agent:
 
     async def aclose(self) -> None:
         """Stop in reverse order of start. Safe to call twice or after a failed start."""
+        self._service_status.close()  # from here on the stop says what it does
         # First: nothing drives the parts while they stop. A part is let go only once its close
         # has returned.
         self.api = await _closed(self.api)

@@ -13,7 +13,8 @@ wait, and a continuing one at most every ``WAIT_LOG_SECONDS``).
 Public API: ``ServiceStatus(origin)``; ``waiting(text | None)``; ``starting(text | None)``;
 ``bus_attempt(change)``;
 ``bus_changed(change)``; ``observe(event) -> bool`` (whether the line may have changed);
-``line(consultations, pubsub, idle=...)``; ``publish(line)``; ``RELEVANT`` (the hub events it reads).
+``line(consultations, pubsub, idle=...)``; ``publish(line)``; ``close()``; ``RELEVANT`` (the hub
+events it reads).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class ServiceStatus:
         self._sent: str | None = None
         self._logged_wait: str | None = None
         self._logged_at = 0.0
+        self._closed = False
 
     # -- what comes in ------------------------------------------------------------------------
 
@@ -124,8 +126,14 @@ class ServiceStatus:
             return live[0]
         return known[0] if known else "none"
 
+    def close(self) -> None:
+        """The agent stops: its stop says STOPPING and what it does, not this line any more."""
+        self._closed = True
+
     def publish(self, line: str) -> None:
-        """Tell systemd the line if it changed; log what is awaited."""
+        """Tell systemd the line if it changed; log what is awaited. Nothing once closed."""
+        if self._closed:
+            return
         self._log_waits()
         if line != self._sent:
             self._sent = line
@@ -145,7 +153,5 @@ class ServiceStatus:
         if kind == previous and now - self._logged_at < WAIT_LOG_SECONDS:
             return
         self._logged_wait, self._logged_at = awaited, now
-        if "refused" in awaited:
-            log.error("agent %s", awaited)
-        else:
-            log.warning("agent %s", awaited)
+        # The words as STATUS= says them (IDs, hosts and codes only, never a clinic's reason).
+        log.log(logging.ERROR if "refused" in awaited else logging.WARNING, "%s", awaited)

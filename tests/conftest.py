@@ -36,6 +36,7 @@ REALTIME = (
     "tests/integration/test_demo.py",
     "tests/integration/test_readme_curl.py",
     "tests/integration/test_systemd_watchdog.py",
+    "tests/integration/service/test_start_as_service.py",
     "tests/integration/test_cli.py::test_check_devices",
     "tests/unit/test_ice_tuning.py",
 )
