@@ -143,6 +143,7 @@ class Agent:
         # The network's bring-up under ``serve`` and the status line's hub follower.
         self._tasks = OwnedTasks()
         self._bringing_up = False
+        self._started_logged = False
         self._failed: asyncio.Future[str] | None = None
 
     @property
@@ -196,6 +197,7 @@ class Agent:
         """Build and start every part, each network step tried once (a part that cannot start
         raises); returns the status line."""
         await self._open()
+        self._bringing_up = self.settings.role is not Role.PATIENT
         await self._bring_up(ONCE)
         return self.status
 
@@ -204,13 +206,18 @@ class Agent:
         task that retries until it is up and says what it waits for. Returns the status line
         (systemd's READY carries it) once the API listens."""
         await self._open()
-        if self.settings.role is not Role.PATIENT:
+        # A kiosk is ready idle: a saved consultation resumes behind it. A cart's endpoint is not
+        # up before its token and connection: its routes answer 503 until then.
+        kiosk = self.settings.role is Role.PATIENT
+        if not kiosk:
             self._service_status.starting(f"starting the {self.settings.role}'s endpoint")
-        self._bringing_up = True
+            self._bringing_up = True
         self._failed = asyncio.get_running_loop().create_future()
         self._tasks.spawn(self._bring_up_in_background(self._failed), name="agent-bring-up")
         settings = self.settings
         log.info("agent ready role=%s user=%s status=%s", settings.role, settings.user_id, self.status)
+        if kiosk:
+            self._log_started()
         return self.status
 
     async def failure(self) -> str:
@@ -246,7 +253,6 @@ class Agent:
 
     async def _bring_up(self, policy: StartPolicy) -> None:
         """The role's network parts: the token, the subscriptions, what was missed meanwhile."""
-        self._bringing_up = True
         if self.settings.role is Role.PROVIDER:
             await self._start_provider(policy)
         elif self.settings.role is Role.PATIENT:
@@ -255,10 +261,14 @@ class Agent:
             await self._start_nurse(policy)
         self._bringing_up = False
         self._service_status.starting(None)
-        log.info(
-            "agent started role=%s user=%s status=%s", self.settings.role, self.settings.user_id, self.status
-        )
+        self._log_started()
         self._refresh_status()
+
+    def _log_started(self) -> None:
+        if not self._started_logged:
+            self._started_logged = True
+            settings = self.settings
+            log.info("agent started role=%s user=%s status=%s", settings.role, settings.user_id, self.status)
 
     async def _bring_up_in_background(self, failed: asyncio.Future[str]) -> None:
         settings = self.settings

@@ -8,6 +8,7 @@ stand-in behind a front on a port of the test's choosing (down: nothing listens 
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from telehealth_devstack.relay import Relay
 from telehealth_devstack.stack import DevStack
 from tests.support import bus as bus_support
 from tests.support.cli import Process, clean_environment, notified, notify_socket
-from tests.support.notify import Agents, free_port, status_containing
+from tests.support.notify import Agents, free_port, pending, status_containing
 
 pytestmark = pytest.mark.integration
 
@@ -210,3 +211,63 @@ async def test_a_refused_credential_is_named_retried_slowly_and_a_sigterm_stops_
     assert code == 0, written
     assert took < STOP_BOUND_SECONDS, took
     assert "not-the-credential-of-this-cart" not in written
+
+
+class SilentClinic:
+    """A clinic URL whose server accepts connections and never answers: the agent's start waits
+    there (the audit sink's head, asked as its trail opens). ``asked`` is set once it connected."""
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._held: list[asyncio.StreamWriter] = []
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._held.append(writer)
+        self.asked.set()
+        await reader.read()  # until the agent goes away
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._hold, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for writer in self._held:
+            writer.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+async def test_a_sigterm_during_the_start_itself_exits_0_at_once_never_ready(
+    relay: Relay, tmp_path: Path, agents: Agents
+) -> None:
+    silent = SilentClinic()
+    notify_path = tmp_path / "notify.sock"
+    async with silent as clinic_url:
+        with notify_socket(notify_path) as notify:
+            environment = clean_environment(
+                {
+                    "TELEHEALTH_USER_ID": "kiosk-boot",
+                    "TELEHEALTH_ORIGIN": relay.origin,
+                    "TELEHEALTH_SSL": "false",
+                    "TELEHEALTH_PUBLISH_KEY": bus_support.PUBLISH_KEY,
+                    "TELEHEALTH_SUBSCRIBE_KEY": bus_support.SUBSCRIBE_KEY,
+                    "TELEHEALTH_CIPHER_KEY": "service-cipher-key-0001",
+                    "TELEHEALTH_DEVICE_CREDENTIAL": "kiosk-boot-credential",
+                    "TELEHEALTH_CLINIC_URL": clinic_url,
+                    "TELEHEALTH_API_TOKEN": API_TOKEN,
+                    "TELEHEALTH_API_PORT": "0",
+                    "NOTIFY_SOCKET": str(notify_path),
+                }
+            )
+            process = await agents.run(environment)
+            await asyncio.wait_for(silent.asked.wait(), 30.0)  # the start is waiting on the clinic
+            code, took, written = await stopped_in(process)
+            datagrams = pending(notify)
+    assert code == 0, written
+    assert took < STOP_BOUND_SECONDS, took
+    assert not any("READY=1" in fields for fields in datagrams), datagrams
+    assert "local api listening" not in written
