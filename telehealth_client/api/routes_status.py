@@ -26,10 +26,12 @@ async def health(call: Call) -> web.StreamResponse:
 
 
 async def ready(call: Call) -> web.StreamResponse:
-    """200 once the agent has started and takes requests; 503 while it stops."""
+    """200 once the agent has started and takes requests; 503 while its endpoint comes up (the
+    reason says what it waits for) and while it stops."""
     role = str(call.agent.settings.role)
-    if call.state.closing:
-        answer = ReadyAnswer(ready=False, role=role, reason="stopping")
+    if call.state.closing or call.agent.starting:
+        reason = "stopping" if call.state.closing else f"starting: {call.agent.status}"
+        answer = ReadyAnswer(ready=False, role=role, reason=reason)
         return web.json_response(answer.model_dump(mode="json", by_alias=True), status=503)
     return web.json_response(ReadyAnswer(ready=True, role=role).model_dump(mode="json", by_alias=True))
 

@@ -173,12 +173,17 @@ async def test_a_clinic_down_at_start_is_waited_for_and_the_api_says_so(
         status, body = await api_get(api_port, "/v1/waiting-room")
         assert (status, body["error"]) == (503, "starting"), body
         assert f"waiting for {clinic}" in str(body["message"])
+        status, body = await api_get(api_port, "/v1/ready")
+        assert (status, body["ready"]) == (503, False) and f"waiting for {clinic}" in str(body["reason"]), (
+            body
+        )
 
         async with ClinicFront(stack.clinic.url, clinic_port):
             await status_containing(notify, "pub/sub connected", within=COME_BACK_SECONDS)
             await process.next_line(f"agent started role=provider user={CART}")
             status, body = await api_get(api_port, "/v1/waiting-room")
             assert (status, body) == (200, {"waiting": []})
+            assert (await api_get(api_port, "/v1/ready"))[0] == 200
             code, took, written = await stopped_in(process)
     assert code == 0, written
     assert took < STOP_BOUND_SECONDS, took
