@@ -28,6 +28,7 @@ from tests.support.notify import Agents, free_port, pending, status_containing
 pytestmark = pytest.mark.integration
 
 CART = "dr-demo"  # the development stack's provider
+NURSE = "nurse-boot"
 API_TOKEN = "service-api-token"
 # kiosk.service's TimeoutStopSec is 20 s: a stop while waiting must be far inside it. The time
 # itself belongs to scripts/bench_agent.py; this bound only catches a stop that waits for the wait.
@@ -45,7 +46,7 @@ async def agents() -> AsyncIterator[Agents]:
 
 @pytest.fixture
 async def stack() -> AsyncIterator[DevStack]:
-    async with DevStack() as running:
+    async with DevStack(nurses=(NURSE,)) as running:
         yield running
 
 
@@ -143,8 +144,9 @@ class ClinicFront:
             await self._session.close()
 
 
+@pytest.mark.parametrize(("user", "role"), [(CART, "provider"), (NURSE, "nurse")])
 async def test_a_clinic_down_at_start_is_waited_for_and_the_api_says_so(
-    stack: DevStack, tmp_path: Path, agents: Agents
+    user: str, role: str, stack: DevStack, tmp_path: Path, agents: Agents
 ) -> None:
     assert stack.clinic is not None
     clinic_port, api_port = free_port(), free_port()
@@ -152,7 +154,7 @@ async def test_a_clinic_down_at_start_is_waited_for_and_the_api_says_so(
     with notify_socket(notify_path) as notify:
         environment = clean_environment(
             {
-                **stack.agent_environment(CART),
+                **stack.agent_environment(user),
                 "TELEHEALTH_CLINIC_URL": f"http://127.0.0.1:{clinic_port}",
                 "TELEHEALTH_API_TOKEN": API_TOKEN,
                 "TELEHEALTH_API_PORT": str(api_port),
@@ -165,25 +167,26 @@ async def test_a_clinic_down_at_start_is_waited_for_and_the_api_says_so(
         await notified(notify, b"READY=1", within=30.0)
         waiting = await status_containing(notify, "attempt 3,", within=COME_BACK_SECONDS)
         clinic = f"the clinic backend http://127.0.0.1:{clinic_port}"
-        assert waiting.startswith(f"waiting for {clinic} for the provider's standing token ("), waiting
+        assert waiting.startswith(f"waiting for {clinic} for the {role}'s standing token ("), waiting
         await process.next_line(f"waiting for {clinic}")
-        # The API answers meanwhile: its status says what the cart waits for, its routes 503.
+        # The API answers meanwhile: its status and readiness say what the cart waits for.
         status, body = await api_get(api_port, "/v1/status")
         assert status == 200 and f"waiting for {clinic}" in str(body["status"]), body
-        status, body = await api_get(api_port, "/v1/waiting-room")
-        assert (status, body["error"]) == (503, "starting"), body
-        assert f"waiting for {clinic}" in str(body["message"])
         status, body = await api_get(api_port, "/v1/ready")
-        assert (status, body["ready"]) == (503, False) and f"waiting for {clinic}" in str(body["reason"]), (
-            body
-        )
+        assert (status, body["ready"]) == (503, False), body
+        assert f"waiting for {clinic}" in str(body["reason"]), body
+        if role == "provider":  # its endpoint's routes: 503 starting, not a 500
+            status, body = await api_get(api_port, "/v1/waiting-room")
+            assert (status, body["error"]) == (503, "starting"), body
+            assert f"waiting for {clinic}" in str(body["message"])
 
         async with ClinicFront(stack.clinic.url, clinic_port):
             await status_containing(notify, "pub/sub connected", within=COME_BACK_SECONDS)
-            await process.next_line(f"agent started role=provider user={CART}")
-            status, body = await api_get(api_port, "/v1/waiting-room")
-            assert (status, body) == (200, {"waiting": []})
+            await process.next_line(f"agent started role={role} user={user}")
             assert (await api_get(api_port, "/v1/ready"))[0] == 200
+            if role == "provider":
+                status, body = await api_get(api_port, "/v1/waiting-room")
+                assert (status, body) == (200, {"waiting": []})
             code, took, written = await stopped_in(process)
     assert code == 0, written
     assert took < STOP_BOUND_SECONDS, took
