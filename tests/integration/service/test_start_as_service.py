@@ -22,6 +22,7 @@ from aiohttp import web
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.stack import DevStack
 from tests.support import bus as bus_support
+from tests.support.api import CHECK_IN, KIOSK, PROVIDER, record_consent
 from tests.support.cli import Process, clean_environment, notified, notify_socket
 from tests.support.notify import Agents, free_port, pending, status_containing
 
@@ -279,3 +280,58 @@ async def test_a_sigterm_during_the_start_itself_exits_0_at_once_never_ready(
     assert took < STOP_BOUND_SECONDS, took
     assert not any("READY=1" in fields for fields in datagrams), datagrams
     assert "local api listening" not in written
+
+
+@pytest.fixture
+async def kiosk_stack() -> AsyncIterator[DevStack]:
+    async with DevStack(providers=(PROVIDER,), kiosks=(KIOSK,)) as running:
+        yield running
+
+
+async def test_a_kiosk_resumes_its_saved_consultation_once_the_clinic_answers(
+    kiosk_stack: DevStack, tmp_path: Path, agents: Agents
+) -> None:
+    assert kiosk_stack.clinic is not None
+    clinic_port, api_port = free_port(), free_port()
+    notify_path = tmp_path / "notify.sock"
+    environment = clean_environment(
+        {
+            **kiosk_stack.agent_environment(KIOSK),
+            "TELEHEALTH_CLINIC_URL": f"http://127.0.0.1:{clinic_port}",
+            "TELEHEALTH_API_TOKEN": API_TOKEN,
+            "TELEHEALTH_API_PORT": str(api_port),
+            "TELEHEALTH_MEDIA": "false",
+            "TELEHEALTH_RECONNECT_MAX_SECONDS": "1",
+            "NOTIFY_SOCKET": str(notify_path),
+        }
+    )
+    with notify_socket(notify_path) as notify:
+        async with ClinicFront(kiosk_stack.clinic.url, clinic_port):
+            first = await agents.run(environment)
+            await notified(notify, b"READY=1", within=30.0)
+            await record_consent(kiosk_stack)
+            headers = {"Authorization": f"Bearer {API_TOKEN}"}
+            async with (
+                aiohttp.ClientSession(headers=headers) as http,
+                http.post(f"http://127.0.0.1:{api_port}/v1/check-in", json=CHECK_IN) as answer,
+            ):
+                assert answer.status == 201, await answer.text()
+            await status_containing(notify, ", pub/sub connected")
+            code, _, written = await stopped_in(first)  # the consultation's state file stays
+            assert code == 0, written
+
+        # Restarted with the clinic away: ready idle at once, the consultation resumed later.
+        second = await agents.run(environment)
+        ready = await notified(notify, b"READY=1", within=30.0)
+        assert b"STATUS=idle" in ready
+        waiting = await status_containing(notify, "attempt 2,", within=COME_BACK_SECONDS)
+        clinic = f"the clinic backend http://127.0.0.1:{clinic_port}"
+        assert waiting.startswith(f"waiting for {clinic} for the saved consultation ("), waiting
+        assert waiting.endswith(", idle"), waiting
+        async with ClinicFront(kiosk_stack.clinic.url, clinic_port):
+            line = await status_containing(notify, ", call none, pub/sub connected", within=COME_BACK_SECONDS)
+            assert line.startswith("consultation "), line
+            await second.next_line("consultation resumed")
+            code, took, written = await stopped_in(second)
+    assert code == 0, written
+    assert took < STOP_BOUND_SECONDS, took
