@@ -10,12 +10,16 @@ stand-in, coturn), with a provider's cart agent (media on, in this process) as t
 - Network gone (PubNub's requests held without an answer, the clinic refusing connections): exit 0
   within the stop's budgets; the chat and the audit events that could not go are on disk, and a
   start with the network back sends them.
+- A provider's cart (``telehealth-agent run`` too) with the network gone: exit 0 within the
+  budgets, its chat on disk, its consultation's state file kept.
 - A second SIGTERM during a stop exits at once, without finishing it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import re
 import signal
 import time
@@ -29,11 +33,12 @@ import pytest
 from telehealth_client import events
 from telehealth_client.audit.trail import read_status
 from telehealth_client.consultation import state_file
+from telehealth_client.consultation.provider_sessions import CONSULTATIONS_DIR
 from telehealth_client.durability import OUTBOX_FILE, OUTBOX_PURPOSE
 from telehealth_client.durable.at_rest import Sealer
 from telehealth_client.durable.outbox import Outbox
 from telehealth_client.protocol.messages import ConsultationState
-from telehealth_client.stop_budgets import WORST_CASE_SECONDS
+from telehealth_client.stop_budgets import LEAVE_SECONDS, WORST_CASE_SECONDS
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack
 from tests.support.api import (
@@ -49,6 +54,7 @@ from tests.support.api import (
 from tests.support.audit import sink_events
 from tests.support.cli import AGENT, Process, unset_environment
 from tests.support.media import devices_environment
+from tests.support.recorder import Recorder
 from tests.support.service import unit_settings
 
 pytestmark = pytest.mark.integration
@@ -88,7 +94,7 @@ async def agents(stack: DevStack, tmp_path: Path, http: aiohttp.ClientSession) -
 
 @pytest.fixture
 async def kiosks() -> AsyncIterator[list[Process]]:
-    """The kiosk processes a test started: any still running at its end is stopped."""
+    """The agent processes a test started: any still running at its end is stopped."""
     started: list[Process] = []
     yield started
     for process in started:
@@ -96,13 +102,16 @@ async def kiosks() -> AsyncIterator[list[Process]]:
 
 
 class Kiosk:
-    """``telehealth-agent run`` as kiosk.service runs it, driven through its local API."""
+    """``telehealth-agent run`` as kiosk.service runs it (a kiosk's, or a cart's), driven through its
+    local API; ``events`` records its event stream (``GET /v1/events``) once ``follow`` started it."""
 
     def __init__(self, process: Process, base: str, token: str, http: aiohttp.ClientSession) -> None:
         self.process = process
         self.base = base
         self.token = token
         self.http = http
+        self.events = Recorder()
+        self._follower: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls, env: dict[str, str], http: aiohttp.ClientSession, started: list[Process]) -> Kiosk:
@@ -112,6 +121,24 @@ class Kiosk:
         found = re.search(r"address=(http://127\.0\.0\.1:\d+)", line)
         assert found, line
         return cls(process, found.group(1), env["TELEHEALTH_API_TOKEN"], http)
+
+    async def follow(self) -> None:
+        """Start recording its hub's events, each the JSON object of a Server-Sent Event's data."""
+        response = await self.http.get(
+            self.base + "/v1/events",
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+        assert response.status == 200, await response.text()
+
+        async def read() -> None:
+            with contextlib.suppress(aiohttp.ClientError):  # the stream ends with the process
+                async for raw in response.content:
+                    if raw.startswith(b"data: "):
+                        self.events.add(json.loads(raw[len(b"data: ") :]))
+            response.release()
+
+        self._follower = asyncio.create_task(read())
 
     def wrote(self, fragment: str) -> bool:
         return any(fragment in line for line in self.process.lines)
@@ -134,6 +161,8 @@ class Kiosk:
         code = await self.process.exited(STOP_TIMEOUT * 2)
         took = time.monotonic() - began
         _, out, err = await self.process.finish()
+        if self._follower is not None:
+            await self._follower
         return code, took, out + err
 
 
@@ -281,6 +310,41 @@ async def test_sigterm_with_the_network_gone_exits_within_budget_and_keeps_what_
         code, _, output = await again.sigterm()
         assert code == 0, output
     await assert_trail_delivered(stack, env)
+
+
+async def test_a_carts_sigterm_with_the_network_gone_exits_within_budget_and_keeps_its_chat(
+    stack: DevStack, agents: Agents, http: aiohttp.ClientSession, tmp_path: Path, kiosks: list[Process]
+) -> None:
+    env = {
+        **unset_environment(),
+        **stack.agent_environment(PROVIDER),
+        "TELEHEALTH_STATE_DIR": str(tmp_path / "provider-state"),
+        "TELEHEALTH_RECONNECT_MAX_SECONDS": "1",
+        "TELEHEALTH_MEDIA": "false",
+    }
+    cart = await Kiosk.start(env, http, kiosks)
+    await cart.follow()
+    kiosk = await agents.start(KIOSK)
+    await record_consent(stack)
+    status, answer = await kiosk.api.post("/v1/check-in", CHECK_IN)
+    assert status == 201, answer
+    await cart.events.wait_for(
+        lambda e: e["kind"] == "state-changed" and e["consultation_id"] == CONSULTATION, within=WAIT
+    )
+    status, answer = await cart.post(f"{ONE}/join")
+    assert status == 200, answer
+    await kiosk.wait_state(ConsultationState.CONNECTING)
+    stack.relay.stall()
+    status, answer = await cart.post(f"{ONE}/chat", {"text": "waits for the network"})
+    assert status == 201, answer
+
+    code, took, output = await cart.sigterm()
+    assert code == 0, output
+    # A cart also leaves its emergency channel: one leave more than a kiosk.
+    assert took < WORST_CASE_SECONDS + LEAVE_SECONDS + SLACK_SECONDS, (took, output)
+    assert answer["message"]["id"] in await outbox_on_disk(env)
+    saved = Path(env["TELEHEALTH_STATE_DIR"]) / "consultation" / CONSULTATIONS_DIR / CONSULTATION
+    assert state_file.path_of(saved).exists()
 
 
 async def test_a_second_sigterm_exits_at_once(
