@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -35,6 +37,7 @@ from telehealth_client.security import tokens
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
 from telehealth_client.security.token_announcer import TokenAnnouncer
 from telehealth_client.service_status import ServiceStatus
+from telehealth_client.stop_budgets import LEAVE_SECONDS
 from telehealth_client.tasks import OwnedTasks
 
 if TYPE_CHECKING:  # the preflight loads the device checks (numpy) when it runs, not before
@@ -472,7 +475,14 @@ class Agent:
                 await result
 
     async def aclose(self) -> None:
-        """Stop in reverse order of start. Safe to call twice or after a failed start."""
+        """Stop in reverse order of start. Safe to call twice or after a failed start.
+
+        The graceful stop (SIGTERM): a call ends with ``end-call``, the chat outbox and the audit
+        trail are flushed to PubNub and the sink, the consultation's channels are left and its
+        state file kept (the next start resumes it); each step waits on the network within its
+        budget (``stop_budgets``), what was not sent stays on disk.
+        """
+        began = time.monotonic()
         self._service_status.close()  # from here on the stop says what it does
         # First: nothing drives the parts while they stop. A part is let go only once its close
         # has returned.
@@ -489,11 +499,13 @@ class Agent:
         self._connector = await _closed(self._connector)
         self.hub.close()
         if self._notifications is not None:
-            await self._notifications.close()
-            self._notifications = None
+            notifications, self._notifications = self._notifications, None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LEAVE_SECONDS):  # a presence leave: never waited on longer
+                    await notifications.close()
         self.bus = await _closed(self.bus)
         await self._watchdog.aclose()  # last: the stop above may take a while, and is not a hang
-        log.info("agent stopped")
+        log.info("agent stopped seconds=%.2f", time.monotonic() - began)
 
 
 class _Closes(Protocol):

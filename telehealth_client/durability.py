@@ -9,7 +9,8 @@ for the next bus.
 Public API: ``await Durable.open(state_dir, secret=..., previous_secrets=(), organization_id=...,
 device_id=..., audit_keys=..., sink=None)``; ``state_dir``, ``outbox``, ``router``, ``trail``,
 ``sealer``, ``organization_id``; ``auditor(actor_id, role)``; ``attach(bus, denials=None)``;
-``await detach(within=...)``; ``await aclose()``.
+``await detach(within=FLUSH_SECONDS)``; ``await aclose(sink_within=SINK_SECONDS)`` (the stop's
+flush, each step within its budget: ``stop_budgets``).
 Files: ``state_dir/outbox.sqlite3`` (sealed with a key derived from ``secret``, the agent's cipher
 key), ``state_dir/audit/`` (the device's trail, keyed with ``audit_keys``, from its device
 credential; a version 2 trail left by an earlier agent is delivered under ``secret``) and
@@ -18,6 +19,8 @@ credential; a version 2 trail left by an earlier agent is delivered under ``secr
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,9 @@ from telehealth_client.durable.outbox import Outbox
 from telehealth_client.protocol.channels import validate_id
 from telehealth_client.protocol.messages import SenderRole
 from telehealth_client.pubsub.bus import AccessDeniedError, Bus
+from telehealth_client.stop_budgets import FLUSH_SECONDS, SINK_SECONDS
+
+log = logging.getLogger(__name__)
 
 OUTBOX_FILE: Final = "outbox.sqlite3"
 OUTBOX_PURPOSE: Final = "outbox v1"
@@ -99,13 +105,29 @@ class Durable:
         self.outbox.attach(bus, denials=denials)
         self.trail.attach_bus(bus)
 
-    async def detach(self, within: float = 2.0) -> None:
-        """Give what waits ``within`` seconds to go out on the current bus, then stop using it."""
-        await self.outbox.wait_drained(within)
-        await self.outbox.detach(within)
-        await self.trail.detach_bus(within)
+    async def detach(self, within: float = FLUSH_SECONDS) -> None:
+        """Give what waits ``within`` seconds in all to go out on the current bus (the outbox, then
+        what the audit channel still lacks: it has been publishing meanwhile), then stop using it;
+        a publish still in flight then is cancelled and checked against history after the next
+        attach. Returns at once when nothing waits, or nothing is attached."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        if self.outbox.attached:
+            await self.outbox.wait_drained(within)
+        await self.outbox.detach(max(0.0, deadline - loop.time()))
+        await self.trail.detach_bus(max(0.0, deadline - loop.time()))
 
-    async def aclose(self) -> None:
-        await self.detach(within=1.0)
+    async def aclose(self, *, sink_within: float = SINK_SECONDS) -> None:
+        """Flush and close: what waits gets ``FLUSH_SECONDS`` on a bus still attached (a nurse's
+        cart's), the audit sink ``sink_within`` more for what it has not acknowledged; what is
+        left stays on disk for the next start."""
+        await self.detach()
+        if self.trail.has_sink and not await self.trail.wait_delivered(sink_within):
+            status = self.trail.status()
+            log.warning(
+                "audit sink not flushed: left for the next start awaiting_sink=%d within=%.1f",
+                status.awaiting_sink,
+                sink_within,
+            )
         await self.outbox.aclose()
         await self.trail.aclose()

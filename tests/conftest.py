@@ -33,6 +33,7 @@ REALTIME = (
     "tests/integration/api/test_api_previews.py",
     "tests/integration/api/test_technician_page.py",
     "tests/integration/consultation/test_started_by_media.py",
+    "tests/integration/service/test_graceful_stop.py",
     "tests/integration/test_demo.py",
     "tests/integration/test_readme_curl.py",
     "tests/integration/test_systemd_watchdog.py",

@@ -785,6 +785,11 @@ class AuditTrail:
     def legacy_status(self) -> AuditStatus | None:
         return None if self._legacy is None else self._legacy.status
 
+    @property
+    def has_sink(self) -> bool:
+        """Whether records are delivered to a sink (without one they wait for a later run's)."""
+        return self._sink is not None
+
     def _awaiting(self, target: Target) -> int:
         stores = [self._db.status] + ([] if self._legacy is None else [self._legacy.status])
         return sum(s.awaiting_sink if target == "sink" else s.awaiting_channel for s in stores)

@@ -60,6 +60,7 @@ from telehealth_client.protocol.messages import (
 from telehealth_client.pubsub.bus import Bus, BusError, Envelope
 from telehealth_client.security import tokens
 from telehealth_client.security.clinic_client import ClinicError
+from telehealth_client.stop_budgets import FLUSH_SECONDS
 
 if TYPE_CHECKING:  # the devices package loads numpy: not for an agent that only reads its report
     from devices.report import CameraResult, MicrophoneResult, SpeakerResult, Status
@@ -247,6 +248,10 @@ class PatientEndpoint:
             session.add_message_handler(_provider_ready_announcer(session, self._hub))
             if check_consent:
                 await self._check_consent(bus, patient_id, auditor)
+            # Closed first (hooks run in order): the peer hears end-call before the last flush,
+            # which then carries the call's end (an audit event) too.
+            calls: list[ConsultationCall] = []
+            session.add_close_hook(lambda _reason: _close_calls(calls))
             if self._durable is not None and auditor is not None:
                 chat = ConsultationChat(
                     session, self._durable.outbox, self._durable.router, self._hub, auditor=auditor
@@ -267,7 +272,7 @@ class PatientEndpoint:
                     on_video_mode=self._report_call_network,
                 )
                 await call.start()  # a warm media child while the patient waits
-                session.add_close_hook(lambda _reason: call.aclose())
+                calls.append(call)
                 self._call = call
             await session.start(catch_up=catch_up)
         except BaseException:
@@ -289,8 +294,8 @@ class PatientEndpoint:
             await chat.aclose(wipe=over)  # the consultation is over: its chat leaves memory and disk
             await auditor.settle()
             if self._durable is not None:
-                # What waits (audit events) gets a moment on this bus; the rest goes on the next.
-                await self._durable.detach()
+                # What waits (chat, audit events) gets a moment on this bus; the rest goes on the next.
+                await self._durable.detach(within=FLUSH_SECONDS)
 
         return closing
 
@@ -455,6 +460,11 @@ class PatientEndpoint:
         session = self._session
         if session is not None:
             await session.aclose("stopped")
+
+
+async def _close_calls(calls: list[ConsultationCall]) -> None:
+    for call in calls:
+        await call.aclose()
 
 
 def _provider_ready_announcer(

@@ -62,6 +62,7 @@ Public API:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -93,6 +94,7 @@ from telehealth_client.protocol.channels import validate_id
 from telehealth_client.protocol.messages import CancelReason, ConsultationInvite, InvitedRole, Summary
 from telehealth_client.pubsub.bus import Subscription
 from telehealth_client.security import tokens
+from telehealth_client.stop_budgets import FLUSH_SECONDS, LEAVE_SECONDS
 
 if TYPE_CHECKING:
     from telehealth_client.durability import Durable
@@ -275,14 +277,15 @@ class ProviderEndpoint:
         await self._sessions.aclose()
         if self.guests is not None:
             await self.guests.aclose()  # what is not revoked yet is revoked at the next start
-        if self._durable is not None:
-            await self._durable.detach()
         if self._auditor is not None:
-            await self._auditor.settle()
-        for subscription in self._subscriptions:
-            with contextlib.suppress(Exception):
-                await subscription.close()
-        self._subscriptions.clear()
+            await self._auditor.settle()  # before the flush: what the sessions' ends recorded goes too
+        if self._durable is not None:
+            await self._durable.detach(within=FLUSH_SECONDS)
+        subscriptions, self._subscriptions = self._subscriptions, []
+        # The presence leaves, side by side and bounded: the presence timeout tells the rest.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LEAVE_SECONDS):
+                await asyncio.gather(*(s.close() for s in subscriptions), return_exceptions=True)
         await self._token.aclose()  # after a replacement under way (a removed specialist's)
         await self.bus.aclose()
 

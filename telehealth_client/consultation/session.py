@@ -33,6 +33,8 @@ Public API:
   behind the transitions).
 - ``consultation``, ``closed``, ``close_reason``, ``await wait_closed()``, ``close_soon(reason)``,
   ``await aclose(reason="stopped")`` (only ``stopped`` keeps the state file: the agent resumes it).
+  Closing runs the close hooks, then leaves the channels (a presence leave, waited for at most
+  ``stop_budgets.LEAVE_SECONDS``), stops the keeper and closes an owned bus.
 - ``ConnectedWaiter(bus)``: ``await wait(within)`` until the bus says connected.
 - ``SessionError``: an operation the session cannot do (closed, publish refused); ``code``
   is short, the text names no PHI.
@@ -92,6 +94,7 @@ from telehealth_client.pubsub.bus import (
 )
 from telehealth_client.security import tokens
 from telehealth_client.security.token_announcer import TokenAnnouncer
+from telehealth_client.stop_budgets import LEAVE_SECONDS
 from telehealth_client.tasks import OwnedTasks
 
 log = logging.getLogger(__name__)
@@ -612,10 +615,7 @@ class ConsultationSession:
                 self._remove_status()
                 self._remove_status = None
             if self._subscription is not None:
-                try:
-                    await self._subscription.close()
-                except Exception as exc:
-                    log.info("consultation leave failed error=%s", describe_exception(exc))
+                await self._leave(self._subscription)
                 self._subscription = None
             if self._keeper is not None:
                 await self._keeper.aclose()
@@ -637,6 +637,21 @@ class ConsultationSession:
                     await result
             except Exception as exc:
                 log.error("consultation closed handler failed error=%s", describe_exception(exc))
+
+    async def _leave(self, subscription: Subscription) -> None:
+        """Unsubscribe: a presence leave, waited for at most ``LEAVE_SECONDS`` (the peer learns
+        of it by the presence timeout anyway; an unreachable network must not hold the close)."""
+        try:
+            async with asyncio.timeout(LEAVE_SECONDS):
+                await subscription.close()
+        except TimeoutError:
+            log.info(
+                "consultation leave not confirmed consultation=%s within=%.1f",
+                self.consultation_id,
+                LEAVE_SECONDS,
+            )
+        except Exception as exc:
+            log.info("consultation leave failed error=%s", describe_exception(exc))
 
 
 class ConnectedWaiter:

@@ -567,6 +567,11 @@ class Outbox:
 
     # -- sending -------------------------------------------------------------------------------
 
+    @property
+    def attached(self) -> bool:
+        """Whether the outbox is sending on a bus (between ``attach`` and ``detach``)."""
+        return self._bus is not None
+
     def attach(self, bus: Bus, *, denials: DenialHandler | None = None) -> None:
         """Start sending pending items on ``bus``: in order per channel, channels side by side."""
         if not self._thread.running:

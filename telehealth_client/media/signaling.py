@@ -19,7 +19,8 @@ current participants are ignored.
 Before the consultation is connecting, an offer from its own provider (and what that provider
 signals after it) is held for up to ``EARLY_OFFER_HOLD_SECONDS`` and answered once its join
 arrives; an offer from anyone else is dropped. A hangup goes out, and the call is reported ended,
-before any media is torn down.
+before any media is torn down. ``aclose`` (the agent stopping) ends a call under way the same way,
+its ``end-call`` waited for at most ``stop_budgets.END_CALL_SECONDS``.
 
 Public API:
 
@@ -51,6 +52,7 @@ from telehealth_client.protocol import messages
 from telehealth_client.protocol.channels import ConsultationChannels
 from telehealth_client.protocol.messages import Answer, EndCall, Offer, Signal, encode
 from telehealth_client.pubsub.bus import BusError, Envelope
+from telehealth_client.stop_budgets import END_CALL_SECONDS
 
 __all__ = ["EARLY_OFFER_HOLD_SECONDS", "CallSignaling", "MediaBackend", "MediaFactory", "TurnSource"]
 
@@ -403,7 +405,10 @@ class CallSignaling:
             else:
                 self._media.close(effect.link)
         elif isinstance(effect, n.PublishEnd):
-            timetoken = await self._publish(EndCall(sender_id=self._user_id, timestamp=datetime.now(UTC)))
+            # Closing (the agent stops): the peer is told, but never waited on past the stop's budget.
+            within = END_CALL_SECONDS if self._closed else None
+            end = EndCall(sender_id=self._user_id, timestamp=datetime.now(UTC))
+            timetoken = await self._publish(end, within=within)
             return None if timetoken is None else n.EndPublished(timetoken)
         elif isinstance(effect, n.CloseMedia):
             await self._call_over(effect.reason)
@@ -539,12 +544,23 @@ class CallSignaling:
             handle.cancel()
         self._timers.clear()
 
-    async def _publish(self, signal: Signal) -> int | None:
+    async def _publish(self, signal: Signal, *, within: float | None = None) -> int | None:
+        """Publish ``signal`` on the ``.video`` channel; its timetoken, or None when it did not go
+        out (refused, failed, or no answer within ``within`` seconds when given)."""
         try:
-            result = await self._session.bus.publish(self._video, encode(signal), store=False)
+            async with asyncio.timeout(within):
+                result = await self._session.bus.publish(self._video, encode(signal), store=False)
         except BusError as exc:
             log.warning(
                 "signal not published consultation=%s type=%s reason=%s", self._cid, signal.type, exc.reason
+            )
+            return None
+        except TimeoutError:
+            log.warning(
+                "signal not published consultation=%s type=%s reason=no answer within %.1f s",
+                self._cid,
+                signal.type,
+                within,
             )
             return None
         return result.timetoken
