@@ -11,6 +11,7 @@ import json
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from devices import synthetic
+from telehealth_client.doctor.origin import handshake
 from telehealth_devstack.stack import DEFAULT_DEPARTMENT, DevStack
+from telehealth_devstack.turn import TurnServer
 from tests.support.cli import AGENT, Process, unset_environment
 from tests.support.consultation import KIOSK
 from tests.support.service import CREDENTIALS, INSTALLED_UNIT, SETTINGS, UNIT, Installed
@@ -368,3 +371,17 @@ async def test_checks_left_out_on_request_do_not_fail_it(kiosk: Kiosk) -> None:
     assert code == 0, out
     assert [line.split()[0] for line in by_check(out).values()] == ["PASS", "PASS"] + ["SKIP"] * 9
     assert out.splitlines()[-1] == "doctor: PASS (2 passed, 9 not run)"
+
+
+async def test_the_origins_tls_certificate_is_verified() -> None:
+    """Against a real TLS listener (coturn's, with a throwaway CA): refused until its CA is trusted."""
+    async with TurnServer(tls=True) as server:
+        port = server.tls_port
+        untrusted = await handshake("127.0.0.1", port, ssl.create_default_context(), 10.0)
+        assert untrusted is not None
+        assert untrusted.startswith(f"the TLS certificate of 127.0.0.1:{port} is not trusted (")
+        assert untrusted.endswith(
+            "a proxy that inspects TLS needs its CA in this machine's trust store; otherwise check origin"
+        )
+        trusted = ssl.create_default_context(cafile=str(server.ca_file))
+        assert await handshake("127.0.0.1", port, trusted, 10.0) is None
