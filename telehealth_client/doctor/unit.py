@@ -1,7 +1,8 @@
 """Check 10: the unit's exposure score, ``systemd-analyze security --offline=yes UNIT``.
 
 kiosk.service scores 1.3 ("OK"); its tests keep it at 2.0 or lower, and so does this check: a
-higher score means its sandboxing was weakened (an edited unit). Without ``systemd-analyze`` (a
+higher score means its sandboxing was weakened (an edited unit, or a drop-in beside it: the
+offline analysis of a unit file reads its ``.d/`` drop-ins too). Without ``systemd-analyze`` (a
 machine without systemd, a container) the score cannot be had: a warning, not a failure, since
 the service cannot run there either and the other checks still say what they found. Blocking
 (a child process): run it in a thread.
@@ -56,7 +57,7 @@ def judge_score(unit: Path, stdout: str, stderr: str) -> Result:
     if score > HIGHEST_SCORE:
         return failed(
             NAME,
-            f"{unit}: exposure {score:g}, over {HIGHEST_SCORE:g}: its sandboxing was weakened; put back this "
-            "version's kiosk.service (scripts/install-kiosk.sh)",
+            f"{unit}: exposure {score:g}, over {HIGHEST_SCORE:g}: its sandboxing was weakened, in it or by a "
+            f"drop-in ({unit.name}.d/, systemctl cat shows both); put back this version's unit",
         )
     return passed(NAME, f"{unit}: exposure {score:g} (at most {HIGHEST_SCORE:g})")

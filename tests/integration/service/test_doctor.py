@@ -373,6 +373,29 @@ async def test_checks_left_out_on_request_do_not_fail_it(kiosk: Kiosk) -> None:
     assert out.splitlines()[-1] == "doctor: PASS (2 passed, 9 not run)"
 
 
+def test_a_drop_in_that_weakens_the_unit_fails_it(installed: Installed, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(installed.root, root, symlinks=True)
+    drop_in = root / INSTALLED_UNIT.parent / f"{INSTALLED_UNIT.name}.d" / "weaker.conf"
+    drop_in.parent.mkdir()
+    drop_in.write_text(
+        "[Service]\nProtectSystem=no\nProtectHome=no\nPrivateUsers=no\nNoNewPrivileges=no\n"
+        "CapabilityBoundingSet=CAP_SYS_ADMIN\n"
+    )
+    skip = [argument for name in CHECKS[2:-1] for argument in ("--skip", name)]
+    result = subprocess.run(
+        [*AGENT, "doctor", "--config", str(root / SETTINGS), "--unit", str(root / INSTALLED_UNIT), *skip],
+        capture_output=True,
+        text=True,
+        env=unset_environment(),
+        timeout=WITHIN,
+    )
+    assert result.returncode == 1
+    assert by_check(result.stdout)["unit"].startswith(
+        f"FAIL  unit         {root / INSTALLED_UNIT}: exposure 2.3, over 2: its sandboxing was weakened"
+    )
+
+
 async def test_the_origins_tls_certificate_is_verified() -> None:
     """Against a real TLS listener (coturn's, with a throwaway CA): refused until its CA is trusted."""
     async with TurnServer(tls=True) as server:
