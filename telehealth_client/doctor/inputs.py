@@ -12,8 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from telehealth_client.config import CONFIG_ENV, CREDENTIALS_DIRECTORY_ENV
-
 # Where the installer puts them (kiosk.service names the same paths).
 INSTALLED_CONFIG = Path("/etc/telehealth-agent/agent.toml")
 INSTALLED_CREDENTIALS = Path("/etc/telehealth-agent/credentials")
@@ -44,6 +42,9 @@ def choose_inputs(
     repository_unit: Path = REPOSITORY_UNIT,
 ) -> Inputs:
     """Each of the command line's, else the environment's, else the installed one if it exists."""
+    # Here, not above: the command line's parser reads this module's paths for every command.
+    from telehealth_client.config import CONFIG_ENV, CREDENTIALS_DIRECTORY_ENV
+
     if config is None and not environ.get(CONFIG_ENV) and installed_config.exists():
         config = installed_config
     if credentials is None and environ.get(CREDENTIALS_DIRECTORY_ENV):

@@ -319,6 +319,7 @@ async def test_json_is_the_report_alone(kiosk: Kiosk) -> None:
         "details": [],
         "asked": True,
     }
+    assert_no_secret(kiosk, out + err)
 
 
 def test_on_a_fresh_install_it_names_what_is_left_to_fill_in(installed: Installed, tmp_path: Path) -> None:
