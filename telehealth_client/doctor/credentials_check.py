@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from telehealth_client.config import (
+    CREDENTIALS_DIRECTORY_ENV,
     ENV_PREFIX,
     LIST_SECRET_FIELDS,
     SECRET_FIELDS,
@@ -71,7 +72,7 @@ def find_source(name: str, environ: Mapping[str, str]) -> Source | None:
     if f"{variable}_FILE" in environ:
         given = environ[f"{variable}_FILE"]
         return Source(name, f"{variable}_FILE", Path(given) if given.strip() else None)
-    directory = environ.get("CREDENTIALS_DIRECTORY")
+    directory = environ.get(CREDENTIALS_DIRECTORY_ENV)
     if directory and os.path.lexists(Path(directory) / name):
         path = Path(directory) / name
         return Source(name, str(path), path)
@@ -99,9 +100,11 @@ def inspect(source: Source, environ: Mapping[str, str], owners: set[int]) -> str
             return f"{name}: cannot read {source.path}: run the doctor as root (sudo)"
         try:
             text = read_secret_file(source.path)
+            owner = source.path.stat().st_uid
         except ValueError as exc:
             return f"{name}: {exc}"
-        owner = source.path.stat().st_uid
+        except OSError as exc:  # gone since it was read
+            return f"{name}: cannot read {source.path}: {exc.strerror or type(exc).__name__}"
         if owner not in owners:
             return f"{name}: {source.path} belongs to user ID {owner}: run: chown root:root {source.path}"
         where = str(source.path)
