@@ -76,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave a device out, or every device ('devices': the network only); repeatable",
     )
 
+    from telehealth_client.doctor.command import add_arguments as add_doctor_arguments
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check an installed kiosk end to end, one line per check with the fix when it fails: settings, "
+        "credentials, PubNub, the clinic, TURN, camera, microphone, the local API, the clock, disk, the unit "
+        "(exit 0 when none fails, 1 otherwise)",
+    )
+    add_doctor_arguments(doctor)
+
     audit = commands.add_parser("audit", help="check the audit trail or show what waits for delivery")
     audit_actions = audit.add_subparsers(dest="audit_action", required=True, metavar="ACTION")
     for name, text in (
@@ -273,6 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_preflight(args)
     if args.command == "audit":
         return _run_audit(args)
+    if args.command == "doctor":
+        from telehealth_client.doctor.command import run_doctor
+
+        return run_doctor(args)
     return EXIT_USAGE
 
 
