@@ -42,8 +42,6 @@ from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    import aiohttp
-
     from telehealth_client.config import Settings
 
 # Far more than any real bundle (the whole Mozilla store is ~220 KB): a bigger file is the wrong one.
@@ -70,17 +68,14 @@ class Proxy:
     def url(self) -> str:
         return f"http://{self.address}"
 
-    def basic_auth(self) -> aiohttp.BasicAuth | None:
-        """The credentials as aiohttp's ``proxy_auth`` (UTF-8, like ``authorization_header``)."""
-        if self.authorization is None:
-            return None
-        import aiohttp  # not at import: the media child reads this module without aiohttp
-
-        user, _, password = self.authorization.partition(":")
-        return aiohttp.BasicAuth(user, password, encoding="utf-8")
+    @property
+    def headers(self) -> dict[str, str] | None:
+        """aiohttp's ``proxy_headers=`` for a request: the credentials, or None without any."""
+        header = self.authorization_header()
+        return {"Proxy-Authorization": header} if header is not None else None
 
     def authorization_header(self) -> str | None:
-        """The ``Proxy-Authorization`` header's value, or None without credentials."""
+        """The ``Proxy-Authorization`` header's value (Basic, UTF-8), or None without credentials."""
         if self.authorization is None:
             return None
         return "Basic " + base64.b64encode(self.authorization.encode("utf-8")).decode("ascii")

@@ -69,6 +69,12 @@ def classify_exception(exc: BaseException | None) -> str | None:
     return None
 
 
+def is_route_fault(kind: str) -> bool:
+    """Whether ``kind`` names the way out (the proxy, an untrusted certificate): something the
+    person on call must fix in the settings or the network, so the bus's status says it as it is."""
+    return kind.startswith(("proxy ", CERTIFICATE))
+
+
 def classify(envelope: Any) -> str:
     """The kind of fault an SDK error envelope reports: an HTTP status, or a transport error."""
     status = getattr(envelope, "status", None)

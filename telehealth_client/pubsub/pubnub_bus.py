@@ -53,7 +53,7 @@ from telehealth_client.pubsub.bus import (
     Subscription,
 )
 from telehealth_client.pubsub.crypto import RotatingCryptoModule, encrypted_size
-from telehealth_client.pubsub.faults import FaultReporter, classify, classify_exception
+from telehealth_client.pubsub.faults import FaultReporter, classify, classify_exception, is_route_fault
 from telehealth_client.pubsub.transport import routed_handler
 from telehealth_client.pubsub.wildcard import is_wildcard, matches
 from telehealth_client.pubsub.wire import (
@@ -588,7 +588,7 @@ class PubNubBus:
         else:
             self._faults.failed(kind)
         status = ConnectionStatus.ACCESS_DENIED if denied else ConnectionStatus.RECONNECTING
-        reason = error.reason if error is not None else kind
+        reason = error.reason if error is not None and not is_route_fault(kind) else kind
         log.debug("bus subscribe failed failures=%d error=%s", failures, kind)
         self._announce(StatusChange(status, reason=reason, failures=failures), again=denied and new_token)
         await self._back_off(failures)

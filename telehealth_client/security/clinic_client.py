@@ -167,12 +167,13 @@ class ClinicClient:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             proxy = self._proxy
+            # The credential goes with each request, not as a session default: aiohttp 3.14 copies
+            # a session's default headers into the CONNECT it sends a proxy, and moves an
+            # Authorization header there into Proxy-Authorization: the proxy would get it.
             self._session = aiohttp.ClientSession(
-                headers=self._headers,
                 timeout=self._timeout,
                 connector=aiohttp.TCPConnector(ssl=self._outbound.verify),
                 proxy=proxy.url if proxy is not None else None,
-                proxy_auth=proxy.basic_auth() if proxy is not None else None,
             )
         return self._session
 
@@ -217,7 +218,13 @@ class ClinicClient:
         self, method: str, operation: str, path: str, body: Mapping[str, Any] | None, *, expect: int | None
     ) -> Any:
         try:
-            async with self._client().request(method, self._base_url + path, json=body) as response:
+            async with self._client().request(
+                method,
+                self._base_url + path,
+                json=body,
+                headers=self._headers,
+                proxy_headers=self._proxy.headers if self._proxy is not None else None,
+            ) as response:
                 if response.status >= 400:
                     raise ClinicError(
                         operation,
