@@ -83,7 +83,8 @@ def test_proxy_credentials_are_a_secret_in_the_right_shape_for_a_proxy(tmp_path:
 
 
 def test_no_proxy_reads_a_list_or_a_line_and_refuses_what_is_not_a_host(tmp_path: Path) -> None:
-    settings = load_settings(environ={"TELEHEALTH_NO_PROXY": "clinic.example.org, .hospital.local *.lan 10.0.0.7"})
+    line = "clinic.example.org, .hospital.local *.lan 10.0.0.7"
+    settings = load_settings(environ={"TELEHEALTH_NO_PROXY": line})
     assert settings.no_proxy == ["clinic.example.org", ".hospital.local", ".lan", "10.0.0.7"]
     config = tmp_path / "agent.toml"
     config.write_text('no_proxy = ["clinic.example.org"]\n')
