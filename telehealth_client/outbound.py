@@ -38,16 +38,28 @@ import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 from urllib.parse import urlsplit
 
-if TYPE_CHECKING:
-    from telehealth_client.config import Settings
+from pydantic import SecretStr
 
 # Far more than any real bundle (the whole Mozilla store is ~220 KB): a bigger file is the wrong one.
 MAX_CA_BUNDLE_BYTES: Final = 4 * 1024 * 1024
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+
+
+class RouteSettings(Protocol):
+    """What ``Outbound.from_settings`` reads of ``config.Settings`` (which imports this module)."""
+
+    @property
+    def https_proxy(self) -> str | None: ...
+    @property
+    def proxy_authorization(self) -> SecretStr | None: ...
+    @property
+    def no_proxy(self) -> list[str]: ...
+    @property
+    def ca_bundle(self) -> Path | None: ...
 
 
 @dataclass(frozen=True)
@@ -90,7 +102,7 @@ class Outbound:
     ca_bundle: Path | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Outbound:
+    def from_settings(cls, settings: RouteSettings) -> Outbound:
         proxy = None
         if settings.https_proxy is not None:
             host, port = parse_proxy_url(settings.https_proxy)
@@ -146,7 +158,8 @@ def certificate_problem(exc: BaseException) -> str | None:
     if isinstance(inner, BaseException):
         exc = inner
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return str(exc.verify_message or "certificate verify failed")
+        # Set by OpenSSL's verification; one made by hand has none.
+        return str(getattr(exc, "verify_message", None) or "certificate verify failed")
     return None
 
 

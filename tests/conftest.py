@@ -37,6 +37,7 @@ REALTIME = (
     "tests/integration/test_readme_curl.py",
     "tests/integration/test_systemd_watchdog.py",
     "tests/integration/test_cli.py::test_check_devices",
+    "tests/integration/network/test_turn_through_proxy.py",
     "tests/unit/test_ice_tuning.py",
 )
 
