@@ -32,6 +32,7 @@ from telehealth_client.logs import describe_exception
 from telehealth_client.media.common import CallError, TurnConfig
 from telehealth_client.outbound import Outbound
 from telehealth_client.protocol.messages import NetworkVerdict
+from telehealth_client.pubsub.faults import classify
 from telehealth_client.pubsub.pubnub_bus import BusConfig, build_pubnub
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
 
@@ -196,7 +197,8 @@ async def signaling_round_trip(settings: Settings) -> Check:
         envelope = await asyncio.wait_for(pubnub.time().future(), settings.request_timeout_seconds + 1)
         if envelope.status.is_error():
             code = getattr(envelope.status, "status_code", None)
-            answer = f"HTTP {code}" if code else "no answer"
+            # Without a status: what failed (the proxy, an untrusted certificate, a refused connection).
+            answer = f"HTTP {code}" if code else classify(envelope)
             return Check("signaling", False, reason=f"the PubNub origin {settings.origin}: {answer}")
         return Check("signaling", True, _elapsed_ms(started))
     except TimeoutError:

@@ -14,6 +14,7 @@ import pytest
 from telehealth_client.agent import Agent
 from telehealth_client.config import load_settings
 from telehealth_client.outbound import Outbound, Proxy
+from telehealth_client.preflight import signaling_round_trip
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
@@ -175,3 +176,27 @@ async def test_no_proxy_hosts_and_plain_http_go_direct(
     finally:
         await asyncio.gather(*(client.aclose() for client in clients))
     assert proxy.tunnels.items == [] and proxy.headers == []
+
+
+async def test_the_preflight_names_a_closed_proxy(
+    stack: DevStack, relay_front: TlsFront, proxy: ConnectProxy, ca: ThrowawayCa
+) -> None:
+    environment = {
+        **stack.agent_environment(NURSE),
+        "TELEHEALTH_ORIGIN": relay_front.origin,
+        "TELEHEALTH_SSL": "true",
+        "TELEHEALTH_CA_BUNDLE": str(ca.ca_file),
+        "TELEHEALTH_REQUEST_TIMEOUT_SECONDS": "5",
+    }
+    through_proxy = await signaling_round_trip(
+        load_settings(environ={**environment, "TELEHEALTH_HTTPS_PROXY": proxy.url})
+    )
+    assert through_proxy.ok and proxy.tunnels.items == [relay_front.origin]
+    closed = _closed_port()
+    failed = await signaling_round_trip(
+        load_settings(environ={**environment, "TELEHEALTH_HTTPS_PROXY": f"http://127.0.0.1:{closed}"})
+    )
+    assert not failed.ok
+    assert failed.reason == (
+        f"the PubNub origin {relay_front.origin}: proxy 127.0.0.1:{closed} unreachable (connection refused)"
+    )
