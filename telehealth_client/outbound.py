@@ -18,8 +18,8 @@ The rules, the same for each:
 
 Public API: ``Outbound.from_settings(settings)``, ``Outbound(proxy, no_proxy, ca_bundle)``;
 ``proxy_for(host, tls=True)``, ``ssl_context`` (None without a bundle: the system's CAs),
-``verify`` (for aiohttp's ``ssl=``), ``await prepare()``; ``Proxy(host, port, authorization)``
-(``address``, ``url``, ``authorization_header()``); the settings' checks ``parse_proxy_url``,
+``verify`` (for aiohttp's ``ssl=``), ``await prepare()``, ``direct``; ``Proxy(host, port, authorization)``
+(``address``, ``url``, ``headers``, ``authorization_header()``); the settings' checks ``parse_proxy_url``,
 ``parse_no_proxy``, ``check_proxy_authorization``, ``check_ca_bundle``; ``host_of(origin)``;
 ``certificate_problem(exc)`` (OpenSSL's reason for an untrusted certificate), ``PROXY_REFUSED``.
 """
