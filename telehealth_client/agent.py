@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,7 @@ from telehealth_client.emergency.desk import EmergencyDesk
 from telehealth_client.events import EventHub
 from telehealth_client.logs import describe_exception
 from telehealth_client.media.options import media_options
+from telehealth_client.outbound import Outbound
 from telehealth_client.protocol import channels
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange, Subscription
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
@@ -69,10 +71,13 @@ def ensure_writable_directory(directory: Path) -> None:
         raise StateDirError(f"state_dir: {directory}: cannot be written ({type(exc).__name__})") from None
 
 
-def bus_config(settings: Settings, *, token: str | None = None) -> BusConfig:
+def bus_config(
+    settings: Settings, *, token: str | None = None, outbound: Outbound | None = None
+) -> BusConfig:
     """The bus's view of the settings. Without a subscribe key the agent cannot start.
 
     Raises MissingSecretError (a ValueError) naming every place a missing key was looked for.
+    ``outbound``: the route built once for the agent (default: made from the settings).
     """
     subscribe_key = settings.require_secret("subscribe_key")
     # Every PHI channel is end-to-end encrypted: without a key the agent must not start.
@@ -90,6 +95,7 @@ def bus_config(settings: Settings, *, token: str | None = None) -> BusConfig:
         reconnect_min_seconds=settings.reconnect_min_seconds,
         reconnect_max_seconds=settings.reconnect_max_seconds,
         request_timeout_seconds=settings.request_timeout_seconds,
+        outbound=outbound or Outbound.from_settings(settings),
     )
 
 
@@ -148,6 +154,8 @@ class Agent:
         self._bringing_up = False
         self._started_logged = False
         self._failed: asyncio.Future[str] | None = None
+        # How every outbound connection leaves (the HTTPS proxy, the CA bundle), built once.
+        self._outbound = Outbound.from_settings(settings)
 
     @property
     def idle(self) -> bool:
@@ -174,9 +182,10 @@ class Agent:
                 self.settings.clinic_url,
                 credential.get_secret_value(),
                 timeout_seconds=self.settings.request_timeout_seconds,
+                outbound=self._outbound,
             )
         )
-        return Connector(bus_config(self.settings), clinic)
+        return Connector(bus_config(self.settings, outbound=self._outbound), clinic)
 
     @property
     def status(self) -> str:
@@ -243,6 +252,11 @@ class Agent:
             self.api = LocalApi(self, api_token.get_secret_value())
         # An unusable state directory would only show at check-in, with a patient at the kiosk.
         await asyncio.to_thread(ensure_writable_directory, self.settings.state_dir / CONSULTATION_STATE_DIR)
+        try:
+            await self._outbound.prepare()
+        except (OSError, ssl.SSLError) as exc:  # checked at load: changed on disk since
+            reason = f"cannot be loaded ({type(exc).__name__})"
+            raise StartError(f"ca_bundle: {self.settings.ca_bundle}: {reason}") from None
         self._connector = self._build_connector()
         self.durable = await self._open_durable(self._connector)
         self._tasks.spawn(self._follow_hub(), name="agent-status")
@@ -443,7 +457,7 @@ class Agent:
         self._nurse_desk = desk
 
     async def _start_bus(self) -> None:
-        self.bus = PubNubBus(bus_config(self.settings, token=self._token))
+        self.bus = PubNubBus(bus_config(self.settings, token=self._token, outbound=self._outbound))
         self._listen_to(self.bus)
         if not self.idle:
             self._notifications = await self.bus.subscribe(

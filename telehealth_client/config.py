@@ -44,6 +44,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from devices.sources import DeviceUsageError, parse_audio_device, parse_camera_source
 from devices.thresholds import DeviceThresholds
+from telehealth_client.outbound import (
+    check_ca_bundle,
+    check_proxy_authorization,
+    parse_no_proxy,
+    parse_proxy_url,
+)
 from telehealth_client.protocol.channels import InvalidIdError, validate_id
 
 T = TypeVar("T")
@@ -62,6 +68,7 @@ SECRET_FIELDS = (
     "device_credential",
     "previous_device_credentials",
     "api_token",
+    "proxy_authorization",
 )
 # Secrets that hold several values (one a line in a file or variable, or a JSON list).
 LIST_SECRET_FIELDS = ("previous_cipher_keys", "previous_device_credentials")
@@ -260,6 +267,24 @@ class Settings(BaseSettings):
         description="device credentials rotated out: the audit records they signed still verify",
     )
 
+    # Hospital networks: how PubNub, the clinic backend and TURN over TCP/TLS are reached
+    # (telehealth_client/outbound.py says the rules).
+    https_proxy: str | None = Field(
+        default=None,
+        description="HTTP proxy (http://host:port) every TLS connection goes through as a CONNECT tunnel",
+    )
+    proxy_authorization: SecretStr | None = Field(
+        default=None, description="the proxy's Basic credentials, user:password (secret)"
+    )
+    no_proxy: list[str] = Field(
+        default_factory=list,
+        description="hosts (or .domain suffixes) reached directly, not through https_proxy",
+    )
+    ca_bundle: Path | None = Field(
+        default=None,
+        description="PEM file of CA certificates trusted besides the system's (a TLS-inspecting proxy's)",
+    )
+
     # Devices (check-devices and the pre-consultation check).
     camera: str | None = Field(
         default=None,
@@ -362,6 +387,33 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @field_validator("https_proxy")
+    @classmethod
+    def _proxy_is_http(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, port = parse_proxy_url(value)
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    @field_validator("proxy_authorization")
+    @classmethod
+    def _proxy_credentials(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_proxy_authorization(value.get_secret_value())
+        return value
+
+    @field_validator("no_proxy", mode="before")
+    @classmethod
+    def _no_proxy_hosts(cls, value: Any) -> Any:
+        return parse_no_proxy(value)
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _ca_bundle_loads(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            check_ca_bundle(value)
+        return value
+
     @field_validator("api_host")
     @classmethod
     def _api_on_loopback(cls, value: str) -> str:
@@ -400,6 +452,13 @@ class Settings(BaseSettings):
     def _backoff_ordered(self) -> Settings:
         if self.reconnect_max_seconds < self.reconnect_min_seconds:
             raise ValueError("reconnect_max_seconds must not be below reconnect_min_seconds")
+        return self
+
+    @model_validator(mode="after")
+    def _proxy_credentials_need_a_proxy(self) -> Settings:
+        # Credentials for no proxy are a mistake that would otherwise pass unnoticed.
+        if self.proxy_authorization is not None and self.https_proxy is None:
+            raise ValueError("proxy_authorization is set but https_proxy is not")
         return self
 
     @model_validator(mode="after")

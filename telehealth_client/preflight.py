@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from telehealth_client.logs import describe_exception
 from telehealth_client.media.common import CallError, TurnConfig
+from telehealth_client.outbound import Outbound
 from telehealth_client.protocol.messages import NetworkVerdict
+from telehealth_client.pubsub.faults import classify
 from telehealth_client.pubsub.pubnub_bus import BusConfig, build_pubnub
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
 
@@ -187,6 +189,7 @@ async def signaling_round_trip(settings: Settings) -> Check:
         origin=settings.origin,
         ssl=settings.ssl,
         request_timeout_seconds=settings.request_timeout_seconds,
+        outbound=Outbound.from_settings(settings),
     )
     pubnub = build_pubnub(config)
     started = time.monotonic()
@@ -194,7 +197,8 @@ async def signaling_round_trip(settings: Settings) -> Check:
         envelope = await asyncio.wait_for(pubnub.time().future(), settings.request_timeout_seconds + 1)
         if envelope.status.is_error():
             code = getattr(envelope.status, "status_code", None)
-            answer = f"HTTP {code}" if code else "no answer"
+            # Without a status: what failed (the proxy, an untrusted certificate, a refused connection).
+            answer = f"HTTP {code}" if code else classify(envelope)
             return Check("signaling", False, reason=f"the PubNub origin {settings.origin}: {answer}")
         return Check("signaling", True, _elapsed_ms(started))
     except TimeoutError:
@@ -205,7 +209,10 @@ async def signaling_round_trip(settings: Settings) -> Check:
 
 async def turn_credentials(settings: Settings) -> tuple[Check, TurnConfig | None]:
     credential = settings.require_secret("device_credential").get_secret_value()
-    clinic = ClinicClient(settings.clinic_url, credential, timeout_seconds=settings.request_timeout_seconds)
+    outbound = Outbound.from_settings(settings)
+    clinic = ClinicClient(
+        settings.clinic_url, credential, timeout_seconds=settings.request_timeout_seconds, outbound=outbound
+    )
     started = time.monotonic()
     try:
         grant = await clinic.turn_credentials(settings.user_id)
@@ -213,7 +220,7 @@ async def turn_credentials(settings: Settings) -> tuple[Check, TurnConfig | None
         return Check("turn-credentials", False, reason=f"the clinic backend: {exc}"), None
     finally:
         await clinic.aclose()
-    turn = TurnConfig(tuple(grant.urls), grant.username, grant.credential)
+    turn = TurnConfig(tuple(grant.urls), grant.username, grant.credential, outbound)
     return Check("turn-credentials", True, _elapsed_ms(started)), turn
 
 

@@ -40,6 +40,7 @@ REALTIME = (
     "tests/integration/service/test_start_as_service.py",
     "tests/integration/test_cli.py::test_check_devices",
     "tests/integration/service/test_doctor.py::test_every_check_passes_on_the_development_stack",
+    "tests/integration/network/test_turn_through_proxy.py",
     "tests/unit/test_ice_tuning.py",
 )
 

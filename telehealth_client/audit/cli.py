@@ -40,6 +40,7 @@ from telehealth_client.audit.trail import (
 )
 from telehealth_client.audit.verify import read_store_status
 from telehealth_client.config import ConfigError, Settings, load_settings
+from telehealth_client.outbound import Outbound
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
 
 EXIT_OK: Final = 0
@@ -132,7 +133,10 @@ def _ask_sink(trail: Trail) -> int:
 
     async def ask() -> int:
         clinic = ClinicClient(
-            trail.settings.clinic_url, credential, timeout_seconds=trail.settings.request_timeout_seconds
+            trail.settings.clinic_url,
+            credential,
+            timeout_seconds=trail.settings.request_timeout_seconds,
+            outbound=Outbound.from_settings(trail.settings),
         )
         try:
             head = await clinic.audit_head(trail.identity.device_id)

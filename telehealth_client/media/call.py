@@ -56,7 +56,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final
 
 from aioice.stun import TransactionFailed
-from aioice.turn import create_turn_endpoint
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -73,7 +72,7 @@ from av import VideoFrame
 from telehealth_client.logs import describe_exception
 from telehealth_client.media.common import CallError, TurnConfig, check_sdp
 from telehealth_client.media.fallback import VideoFallback, VideoMode
-from telehealth_client.media.ice import relay_allocation_lost
+from telehealth_client.media.ice import create_turn_endpoint, relay_allocation_lost, turn_route
 from telehealth_client.media.quality import (
     BitrateCeiling,
     JitterAdd,
@@ -87,8 +86,10 @@ from telehealth_client.media.quality import (
     internals_usable,
     pause_video_sender,
 )
+from telehealth_client.outbound import certificate_problem
 from telehealth_client.protocol.messages import IceCandidate
 from telehealth_client.tasks import OwnedTasks
+from telehealth_client.tunnel import TunnelError
 
 __all__ = ["CallError", "MediaCall", "TurnConfig", "check_sdp", "probe_turn", "relay_candidates"]
 
@@ -129,8 +130,14 @@ class _Sink(asyncio.DatagramProtocol):
 
 
 async def probe_turn(config: TurnConfig, *, within: float = PROBE_TIMEOUT_SECONDS) -> None:
-    """An allocation with these credentials, released at once; CallError saying why it failed."""
+    """An allocation with these credentials, released at once; CallError saying why it failed.
+    Made the way the call's connections will be (``config.outbound``: the proxy, the CA bundle)."""
     server = config.first_turn
+    try:
+        await config.outbound.prepare()  # the CA bundle loaded in a thread, once
+    except (OSError, ssl.SSLError) as exc:
+        log.warning("turn probe failed error=%s", type(exc).__name__)
+        raise CallError("turn-unreachable", "the CA bundle (ca_bundle) cannot be loaded") from None
     try:
         endpoint, _ = await asyncio.wait_for(
             create_turn_endpoint(
@@ -141,6 +148,7 @@ async def probe_turn(config: TurnConfig, *, within: float = PROBE_TIMEOUT_SECOND
                 lifetime=60,
                 ssl=server.tls,
                 transport=server.transport,
+                outbound=config.outbound,
             ),
             within,
         )
@@ -149,7 +157,14 @@ async def probe_turn(config: TurnConfig, *, within: float = PROBE_TIMEOUT_SECOND
         raise CallError("turn-refused", "TURN credentials refused") from None
     except ssl.SSLError as exc:  # turns: the server's certificate is not trusted, or no TLS there
         log.warning("turn probe failed error=%s", type(exc).__name__)
+        untrusted = certificate_problem(exc)
+        if untrusted is not None:
+            reason = f"TURN server's TLS certificate is not trusted ({untrusted})"
+            raise CallError("turn-unreachable", reason) from None
         raise CallError("turn-unreachable", "TURN server's TLS handshake failed") from None
+    except TunnelError as exc:  # the proxy's own words: unreachable, or would not open the tunnel
+        log.warning("turn probe failed error=%s reason=%s", type(exc).__name__, exc.reason)
+        raise CallError("turn-unreachable", f"TURN server unreachable: {exc}") from None
     except (TimeoutError, OSError) as exc:
         log.warning("turn probe failed error=%s", type(exc).__name__)
         raise CallError("turn-unreachable", "TURN server unreachable") from None
@@ -370,7 +385,9 @@ class MediaCall:
         if self._pc is None:
             await self._turn_checked()
             server = RTCIceServer(
-                urls=list(self._turn.urls), username=self._turn.username, credential=self._turn.credential
+                urls=list(self._turn.ordered_urls),
+                username=self._turn.username,
+                credential=self._turn.credential,
             )
             policy = RTCIceTransportPolicy.RELAY if self._relay_only else RTCIceTransportPolicy.ALL
             # Always a list: with iceServers=None aiortc falls back to a public STUN server.
@@ -452,7 +469,8 @@ class MediaCall:
                 if kind not in sending:
                     # No camera or microphone here: still receive the other side's (a one-way call).
                     pc.addTransceiver(kind, direction="recvonly")
-            await pc.setLocalDescription(await pc.createOffer())
+            with turn_route(self._turn.outbound):  # aiortc connects to TURN in here
+                await pc.setLocalDescription(await pc.createOffer())
             return await self._described(pc)
 
     async def answer(self, remote_offer: str) -> str:
@@ -462,7 +480,8 @@ class MediaCall:
         # every kind: that connection is unusable, the next offer gets a fresh one.
         async with self._discarded_on_failure(pc, "sdp", "the remote offer could not be answered"):
             await self._set_remote(pc, RTCSessionDescription(sdp=remote_offer, type="offer"))
-            await pc.setLocalDescription(await pc.createAnswer())
+            with turn_route(self._turn.outbound):
+                await pc.setLocalDescription(await pc.createAnswer())
             described = await self._described(pc)
         self._arm_watchdog(self._connect_within)
         self._start_quality()

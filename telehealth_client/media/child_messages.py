@@ -5,7 +5,7 @@ answers ``Reply`` (``ok``, or ``code`` and ``reason``, plus the op's own fields)
 agent) carry an ``event`` and no ``id``. Both sides validate what they read against these models:
 a request that is not one is answered with the field and the reason (``code`` ``request``), an
 event that is not one is dropped with a warning. TURN credentials travel in ``Start``, never in
-argv or the environment.
+argv or the environment, and so does the way to TURN (``Route``: the HTTPS proxy, the CA bundle).
 
 Public API: the request models (``Start``, ``Prepare``, ``MakeOffer``, ``MakeAnswer``,
 ``AcceptAnswer``, ``AddCandidate``, ``Reset``, ``GetStats``, ``GetPreview``, ``WatchPreviews``,
@@ -19,12 +19,14 @@ event models (``Ready``, ``Heartbeat``, ``FirstFrame``, ``Resumed``, ``Stalled``
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from telehealth_client.media.common import TurnConfig
 from telehealth_client.media.fallback import FallbackSettings, VideoMode
+from telehealth_client.outbound import Outbound, Proxy
 from telehealth_client.protocol.messages import IceCandidate
 
 MediaKind: TypeAlias = Literal["audio", "video"]
@@ -56,17 +58,52 @@ class DeviceChoice(_Message):
     relay_only: bool = True
 
 
+class Route(_Message):
+    """``Outbound`` on the wire: the HTTPS proxy (its credentials a secret, like TURN's: they
+    travel here, never in argv or the environment) and the CA bundle's path."""
+
+    proxy_host: str | None = None
+    proxy_port: int | None = Field(default=None, ge=1, le=65535)
+    proxy_authorization: str | None = None
+    no_proxy: tuple[str, ...] = ()
+    ca_bundle: str | None = None
+
+    @classmethod
+    def of(cls, outbound: Outbound) -> Route:
+        proxy = outbound.proxy
+        return cls(
+            proxy_host=proxy.host if proxy is not None else None,
+            proxy_port=proxy.port if proxy is not None else None,
+            proxy_authorization=proxy.authorization if proxy is not None else None,
+            no_proxy=outbound.no_proxy,
+            ca_bundle=str(outbound.ca_bundle) if outbound.ca_bundle is not None else None,
+        )
+
+    def outbound(self) -> Outbound:
+        proxy = None
+        if self.proxy_host is not None and self.proxy_port is not None:
+            proxy = Proxy(self.proxy_host, self.proxy_port, self.proxy_authorization)
+        bundle = Path(self.ca_bundle) if self.ca_bundle is not None else None
+        return Outbound(proxy, self.no_proxy, bundle)
+
+
 class TurnServers(_Message):
     urls: tuple[str, ...] = Field(min_length=1)
     username: str
     credential: str
+    route: Route = Route()
 
     @classmethod
     def of(cls, turn: TurnConfig) -> TurnServers:
-        return cls(urls=tuple(turn.urls), username=turn.username, credential=turn.credential)
+        return cls(
+            urls=tuple(turn.urls),
+            username=turn.username,
+            credential=turn.credential,
+            route=Route.of(turn.outbound),
+        )
 
     def config(self) -> TurnConfig:
-        return TurnConfig(self.urls, self.username, self.credential)
+        return TurnConfig(self.urls, self.username, self.credential, self.route.outbound())
 
 
 class Fallback(_Message):

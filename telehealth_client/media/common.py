@@ -8,7 +8,9 @@ handle on the child can use them.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from telehealth_client.outbound import Outbound
 
 
 class CallError(Exception):
@@ -22,18 +24,39 @@ class CallError(Exception):
 
 @dataclass(frozen=True)
 class TurnConfig:
+    """The TURN server's URLs and credentials, and ``outbound``: how TCP and TLS connections to it
+    leave this machine (the HTTPS proxy, the CA bundle; the default: directly, the system's CAs)."""
+
     urls: tuple[str, ...]
     username: str
     credential: str
+    outbound: Outbound = field(default_factory=Outbound)
 
     def __repr__(self) -> str:  # the credential is a secret
         return f"TurnConfig(urls={self.urls!r})"
 
     @property
+    def ordered_urls(self) -> tuple[str, ...]:
+        """``urls`` in the order aiortc is to try them: behind a proxy, the TCP and TLS ones that go
+        through it first, as aiortc uses only the first TURN URL and UDP cannot cross an HTTP proxy."""
+        if self.outbound.proxy is None:
+            return self.urls
+
+        def tunnelled(url: str) -> bool:
+            address = TurnAddress.parse(url)
+            return (
+                address is not None
+                and address.transport == "tcp"
+                and self.outbound.proxy_for(address.host) is not None
+            )
+
+        return tuple(sorted(self.urls, key=lambda url: not tunnelled(url)))  # stable: the clinic's order
+
+    @property
     def first_turn(self) -> TurnAddress:
         """The TURN server aiortc will use: the first ``turn:`` (UDP or TCP) or ``turns:`` (TLS
-        over TCP) URL it supports (it uses only one)."""
-        for url in self.urls:
+        over TCP) URL it supports (it uses only one), of ``ordered_urls``."""
+        for url in self.ordered_urls:
             address = TurnAddress.parse(url)
             if address is not None:
                 return address

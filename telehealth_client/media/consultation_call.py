@@ -53,6 +53,7 @@ from telehealth_client.media.signaling import CallSignaling
 from telehealth_client.media.supervisor import MediaSupervisor
 from telehealth_client.media.turn_credentials import TurnCredentialCache, TurnGrant
 from telehealth_client.media.worker import Devices, MediaWorker
+from telehealth_client.outbound import Outbound
 from telehealth_client.protocol.messages import ConsultationState
 from telehealth_client.security.clinic_client import ClinicClient
 
@@ -71,6 +72,7 @@ class MediaOptions:
     env: Mapping[str, str] | None = None
     fallback: FallbackSettings = field(default_factory=FallbackSettings)  # when to go audio only
     memory_ceiling_mb: float | None = None  # a child grown over this is replaced between connections
+    outbound: Outbound = field(default_factory=Outbound)  # how TURN is reached (proxy, CA bundle)
 
 
 class ConsultationCall:
@@ -186,7 +188,8 @@ class ConsultationCall:
 
     async def _fetch_turn(self) -> TurnGrant:
         grant = await self._clinic.turn_credentials(self._user_id)
-        return TurnGrant(TurnConfig(tuple(grant.urls), grant.username, grant.credential), grant.ttl_seconds)
+        turn = TurnConfig(tuple(grant.urls), grant.username, grant.credential, self._options.outbound)
+        return TurnGrant(turn, grant.ttl_seconds)
 
     def _prepare(self) -> None:
         # Only while the provider has joined and not yet called: the camera is not opened for a

@@ -29,6 +29,7 @@ from av import VideoFrame
 
 from telehealth_client.media.call import probe_turn, relay_candidates
 from telehealth_client.media.common import CallError, TurnConfig
+from telehealth_client.media.ice import turn_route
 from telehealth_client.tasks import OwnedTasks
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class MovingTrack(VideoStreamTrack):
 
 
 def _peer(turn: TurnConfig, relay_only: bool) -> RTCPeerConnection:
-    server = RTCIceServer(urls=list(turn.urls), username=turn.username, credential=turn.credential)
+    server = RTCIceServer(urls=list(turn.ordered_urls), username=turn.username, credential=turn.credential)
     policy = RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
     # Always a list: with iceServers=None aiortc falls back to a public STUN server.
     return RTCPeerConnection(RTCConfiguration(iceServers=[server], iceTransportPolicy=policy))
@@ -103,6 +104,7 @@ class EchoTest:
         self.kiosk = _peer(turn, relay_only)
         self.echo = _peer(turn, relay_only)
         self._relay_only = relay_only
+        self._outbound = turn.outbound
         self.frames: dict[str, int] = {"audio": 0, "video": 0}
         self._back: dict[str, asyncio.Event] = {"audio": asyncio.Event(), "video": asyncio.Event()}
         self._readers = OwnedTasks()
@@ -127,12 +129,14 @@ class EchoTest:
         """Offer and answer exchanged in-process; the answer's SDP. CallError without relay candidates."""
         self.kiosk.addTrack(AudioStreamTrack())
         self.kiosk.addTrack(MovingTrack())
-        await self.kiosk.setLocalDescription(await self.kiosk.createOffer())
+        with turn_route(self._outbound):  # aiortc connects to TURN in here (the proxy, the CA bundle)
+            await self.kiosk.setLocalDescription(await self.kiosk.createOffer())
         offer = self.kiosk.localDescription
         if self._relay_only and relay_candidates(offer.sdp) == 0:
             raise CallError("no-relay-candidates", "TURN gave no relay candidate")
         await self.echo.setRemoteDescription(offer)
-        await self.echo.setLocalDescription(await self.echo.createAnswer())
+        with turn_route(self._outbound):
+            await self.echo.setLocalDescription(await self.echo.createAnswer())
         answer = self.echo.localDescription
         await self.kiosk.setRemoteDescription(answer)
         return str(answer.sdp)

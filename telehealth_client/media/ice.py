@@ -22,9 +22,22 @@ back, yet the client only learns it at its next refresh (minutes away). A Refres
 at once: 437 (Allocation Mismatch) when it is gone (measured with coturn here: 2 ms after its
 restart), success when it is there; a frozen or unreachable server does not answer.
 
+And the way to TURN on a hospital network (telehealth_client/outbound.py): aioice connects to a
+TURN server over TCP or TLS with ``loop.create_connection(host, port, ssl=True)``, so with the
+system's CAs only and never through a proxy. ``create_turn_endpoint`` here does what aioice's does,
+the route's way: TLS verified with the CA bundle as well, and through the HTTPS proxy as a CONNECT
+tunnel (``tunnel.py``) with TLS end to end inside it. aiortc's gathering reaches it through
+aioice's module attribute, replaced once (``route_turn``, pinned like the rest); which route
+applies is the caller's context (``turn_route(outbound)`` around ``setLocalDescription``), so a
+connection made outside one goes exactly as aioice would send it. UDP cannot cross an HTTP proxy:
+behind one, ``TurnConfig.ordered_urls`` puts TCP and TLS URLs first, and a clinic that hands out
+only UDP ones gets direct UDP (which such a network usually drops: "TURN server unreachable").
+
 Public API: ``tune_stun_retransmission() -> bool`` (True when applied); ``FIRST_RETRANSMISSION``,
 ``LONGEST_INTERVAL``, ``RETRANSMISSIONS``, ``give_up_after()``, ``PINNED_VERSIONS``;
-``await relay_allocation_lost(ice_transport, within=...) -> bool``, ``selected_turn_client``.
+``await relay_allocation_lost(ice_transport, within=...) -> bool``, ``selected_turn_client``;
+``await create_turn_endpoint(factory, server, username, password, ssl=, transport=, outbound=)``,
+``turn_route(outbound)``, ``route_turn() -> bool``.
 Over TURN/TCP or TLS a restarted server drops the connection itself: aioice then has no selected
 pair left to ask, and the stall watchdog (2 s) tells the stall.
 """
@@ -32,9 +45,15 @@ pair left to ask, and the stall watchdog (2 s) tells the stall.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+import ssl as ssl_module
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any, Final
+
+from telehealth_client.outbound import Outbound
+from telehealth_client.tunnel import open_tunnel
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +66,7 @@ _DELAY = "_Transaction__timeout_delay"  # the interval before the next retransmi
 _INNER = "_TurnTransport__inner_protocol"  # aioice's TURN client behind a relayed transport
 ALLOCATION_MISMATCH: Final = 437  # RFC 8656: no allocation for this client's 5-tuple
 _allocation_check_warned = False
+_route_warned = False
 
 
 def give_up_after() -> float:
@@ -136,3 +156,121 @@ def selected_turn_client(ice_transport: Any) -> Any | None:
     if client is None or not hasattr(client, "request_with_retry"):
         return None  # not relayed
     return client
+
+
+# -- the way to TURN ---------------------------------------------------------------------------------
+
+_ROUTE: ContextVar[Outbound | None] = ContextVar("telehealth_turn_route", default=None)
+_ROUTED = "telehealth_routed"  # marks aioice's create_turn_endpoint once replaced
+
+
+@contextlib.contextmanager
+def turn_route(outbound: Outbound) -> Iterator[None]:
+    """TURN connections aiortc makes inside (its gathering, in ``setLocalDescription``: the tasks
+    it starts copy this context) go ``outbound``'s way."""
+    route_turn()
+    token = _ROUTE.set(outbound)
+    try:
+        yield
+    finally:
+        _ROUTE.reset(token)
+
+
+def route_turn() -> bool:
+    """Replace aioice's ``create_turn_endpoint`` with the routed one (once); False, said once,
+    when aioice is not a version this was written against (its connections then go directly)."""
+    import aioice
+    import aioice.turn as turn
+
+    if getattr(turn.create_turn_endpoint, _ROUTED, False):
+        return True
+    version = str(getattr(aioice, "__version__", ""))
+    needed = ("TurnClientTcpProtocol", "TurnTransport", "DEFAULT_ALLOCATION_LIFETIME")
+    if not version.startswith(PINNED_VERSIONS) or not all(hasattr(turn, name) for name in needed):
+        global _route_warned
+        if not _route_warned:
+            _route_warned = True
+            log.warning("turn route left to aioice aioice=%s (pinned to %s)", version, PINNED_VERSIONS)
+        return False
+    original = turn.create_turn_endpoint
+
+    async def routed(*args: Any, **kwargs: Any) -> Any:
+        outbound = _ROUTE.get()
+        if outbound is None or outbound.direct:
+            return await original(*args, **kwargs)
+        return await create_turn_endpoint(*args, outbound=outbound, **kwargs)
+
+    setattr(routed, _ROUTED, original)
+    turn.create_turn_endpoint = routed
+    return True
+
+
+def _aioice_create_turn_endpoint() -> Callable[..., Any]:
+    import aioice.turn as turn
+
+    current = turn.create_turn_endpoint
+    original: Callable[..., Any] = getattr(current, _ROUTED, None) or current
+    return original
+
+
+async def create_turn_endpoint(
+    protocol_factory: Callable[[], Any],
+    server_addr: tuple[str, int],
+    username: str | None,
+    password: str | None,
+    lifetime: int | None = None,
+    channel_refresh_time: int | None = None,
+    ssl: bool | ssl_module.SSLContext | None = None,
+    transport: str = "udp",
+    *,
+    outbound: Outbound,
+) -> tuple[Any, Any]:
+    """aioice's ``create_turn_endpoint`` (same arguments, same answer), connected ``outbound``'s
+    way: over TLS with its CA bundle too, over TCP or TLS through its proxy. TunnelError (a
+    ConnectionError) names the proxy when the tunnel cannot be had."""
+    import aioice.turn as turn
+
+    lifetime = turn.DEFAULT_ALLOCATION_LIFETIME if lifetime is None else lifetime
+    refresh = turn.DEFAULT_CHANNEL_REFRESH_TIME if channel_refresh_time is None else channel_refresh_time
+    if ssl is True and outbound.ssl_context is not None:
+        ssl = outbound.ssl_context  # the system's CAs and the bundle's
+    proxy = outbound.proxy_for(server_addr[0]) if transport == "tcp" else None
+    if proxy is None:
+        endpoint: tuple[Any, Any] = await _aioice_create_turn_endpoint()(
+            protocol_factory,
+            server_addr,
+            username,
+            password,
+            lifetime=lifetime,
+            channel_refresh_time=refresh,
+            ssl=ssl,
+            transport=transport,
+        )
+        return endpoint
+    loop = asyncio.get_running_loop()
+    sock = await open_tunnel(proxy, server_addr[0], server_addr[1])
+    try:
+        inner_transport, inner_protocol = await loop.create_connection(
+            lambda: turn.TurnClientTcpProtocol(
+                server_addr,
+                username=username,
+                password=password,
+                lifetime=lifetime,
+                channel_refresh_time=refresh,
+            ),
+            sock=sock,
+            ssl=ssl or None,
+            server_hostname=server_addr[0] if ssl else None,
+        )
+    except BaseException:
+        sock.close()
+        raise
+    # From here as aioice's own: the allocation, and the transport closed if it fails.
+    try:
+        protocol = protocol_factory()
+        turn_transport = turn.TurnTransport(inner_protocol)
+        await turn_transport._connect(protocol)
+    except BaseException:
+        inner_transport.close()
+        raise
+    return turn_transport, protocol

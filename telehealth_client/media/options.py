@@ -6,6 +6,9 @@ file, played at its frame rate and looped (a test pattern). Microphone and speak
 settings' names, or ALSA's ``default``: a device that cannot be opened is reported when the call
 starts and the call goes on without it.
 
+The way to TURN (the HTTPS proxy, the CA bundle) goes with them: the child's connections to TURN
+use it (``TurnConfig.outbound``).
+
 Public API: ``media_options(settings) -> MediaOptions | None`` (None when ``media`` is off).
 """
 
@@ -16,6 +19,7 @@ from pathlib import Path
 from telehealth_client.config import Settings
 from telehealth_client.media.consultation_call import MediaOptions
 from telehealth_client.media.worker import Devices
+from telehealth_client.outbound import Outbound
 
 DEFAULT_AUDIO_DEVICE = "default"
 
@@ -42,4 +46,8 @@ def media_options(settings: Settings) -> MediaOptions | None:
         speaker=settings.speaker or DEFAULT_AUDIO_DEVICE,
         relay_only=settings.relay_only,
     )
-    return MediaOptions(devices, memory_ceiling_mb=settings.media_memory_ceiling_mb)
+    return MediaOptions(
+        devices,
+        memory_ceiling_mb=settings.media_memory_ceiling_mb,
+        outbound=Outbound.from_settings(settings),  # TURN over TCP/TLS: the proxy, the CA bundle
+    )

@@ -18,6 +18,8 @@ from typing import Any
 import aiohttp
 from pubnub.enums import PNStatusCategory
 
+from telehealth_client.outbound import PROXY_REFUSED, certificate_problem
+
 log = logging.getLogger(__name__)
 
 CONNECTION_REFUSED = "connection refused"
@@ -25,6 +27,11 @@ DNS = "DNS lookup failed"
 TLS = "TLS handshake failed"
 TIMEOUT = "timeout"
 DISCONNECTED = "connection closed by the server"
+# Each followed by what went wrong: "TLS certificate not trusted (unable to get local issuer
+# certificate)", "proxy 10.0.0.5:3128 unreachable (connection refused)", "proxy refused the tunnel
+# (HTTP 407)".
+CERTIFICATE = "TLS certificate not trusted"
+PROXY_UNREACHABLE = "unreachable"
 
 
 def _causes(exc: BaseException | None) -> Iterator[BaseException]:
@@ -40,9 +47,17 @@ def _causes(exc: BaseException | None) -> Iterator[BaseException]:
 def classify_exception(exc: BaseException | None) -> str | None:
     """The kind of a transport error, from the error and its causes; None when unknown."""
     for cause in _causes(exc):
-        # Most specific first: the DNS and TLS errors are ClientConnectorErrors too.
+        # Most specific first: the proxy's, DNS and TLS errors are ClientConnectorErrors too.
+        if isinstance(cause, aiohttp.ClientProxyConnectionError):
+            inner = classify_exception(cause.os_error) or type(cause.os_error).__name__
+            return f"proxy {cause.host}:{cause.port} {PROXY_UNREACHABLE} ({inner})"
+        if isinstance(cause, aiohttp.ClientHttpProxyError):
+            return f"{PROXY_REFUSED} (HTTP {cause.status})"
         if isinstance(cause, aiohttp.ClientConnectorDNSError):
             return DNS
+        untrusted = certificate_problem(cause)
+        if untrusted is not None:
+            return f"{CERTIFICATE} ({untrusted})"
         if isinstance(cause, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError | ssl.SSLError):
             return TLS
         if isinstance(cause, ConnectionRefusedError):
@@ -52,6 +67,12 @@ def classify_exception(exc: BaseException | None) -> str | None:
         if isinstance(cause, aiohttp.ServerDisconnectedError | ConnectionResetError):
             return DISCONNECTED
     return None
+
+
+def is_route_fault(kind: str) -> bool:
+    """Whether ``kind`` names the way out (the proxy, an untrusted certificate): something the
+    person on call must fix in the settings or the network, so the bus's status says it as it is."""
+    return kind.startswith(("proxy ", CERTIFICATE))
 
 
 def classify(envelope: Any) -> str:

@@ -10,7 +10,7 @@ SDK 10.8 facts this module is shaped by (see DESIGN.md):
 - with ``cipher_key`` alone it publishes the legacy headerless cipher, so both
   ``cipher_key`` and ``crypto_module`` are set;
 - its default httpx transport adds about 3 ms per request on loopback; the SDK's own
-  aiohttp transport is used instead.
+  aiohttp transport is used instead, routed (proxy, CA bundle) by ``pubsub/transport.py``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import logging
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pubnub.endpoints.presence.heartbeat import Heartbeat
@@ -32,10 +32,10 @@ from pubnub.endpoints.pubsub.subscribe import Subscribe
 from pubnub.enums import PNStatusCategory
 from pubnub.pnconfiguration import PNConfiguration
 from pubnub.pubnub_asyncio import PubNubAsyncio
-from pubnub.request_handlers.async_aiohttp import AsyncAiohttpRequestHandler
 
 from telehealth_client.backoff import back_off_delay
 from telehealth_client.logs import describe_exception, exception_reason, quiet_url_loggers
+from telehealth_client.outbound import Outbound
 from telehealth_client.protocol.channels import presence as presence_channel
 from telehealth_client.pubsub import bounded_json
 from telehealth_client.pubsub.bus import (
@@ -53,7 +53,8 @@ from telehealth_client.pubsub.bus import (
     Subscription,
 )
 from telehealth_client.pubsub.crypto import RotatingCryptoModule, encrypted_size
-from telehealth_client.pubsub.faults import FaultReporter, classify, classify_exception
+from telehealth_client.pubsub.faults import FaultReporter, classify, classify_exception, is_route_fault
+from telehealth_client.pubsub.transport import routed_handler
 from telehealth_client.pubsub.wildcard import is_wildcard, matches
 from telehealth_client.pubsub.wire import (
     Dropped,
@@ -98,6 +99,8 @@ class BusConfig:
     subscribe_timeout_seconds: float = 310.0
     # While a connection fault lasts, it is logged again at this interval (its start and end always).
     fault_log_interval_seconds: float = 60.0
+    # The HTTPS proxy and the CA bundle (telehealth_client/outbound.py); the default: direct.
+    outbound: Outbound = field(default_factory=Outbound)
 
 
 def heartbeat_interval(presence_timeout_seconds: int) -> float:
@@ -154,7 +157,9 @@ def build_pubnub(config: BusConfig) -> PubNubAsyncio:
         pn.crypto_module = RotatingCryptoModule(config.cipher_key, config.previous_cipher_keys)
     # The SDK's aiohttp transport, not its default httpx one: measured here, httpx costs
     # about 3 ms more per request, which is most of a signaling message's latency.
-    pubnub = PubNubAsyncio(pn, custom_request_handler=AsyncAiohttpRequestHandler)
+    pubnub = PubNubAsyncio(
+        pn, custom_request_handler=routed_handler(config.outbound, config.origin, config.ssl)
+    )
     # With subscribe disabled the SDK leaves no manager, yet its Subscribe endpoint still
     # asks one for extra query parameters: give it one that has none.
     pubnub._subscription_manager = _NoSubscriptionManager()
@@ -590,7 +595,7 @@ class PubNubBus:
         else:
             self._faults.failed(kind)
         status = ConnectionStatus.ACCESS_DENIED if denied else ConnectionStatus.RECONNECTING
-        reason = error.reason if error is not None else kind
+        reason = error.reason if error is not None and not is_route_fault(kind) else kind
         log.debug("bus subscribe failed failures=%d error=%s", failures, kind)
         delay = self._back_off_delay(failures)
         change = StatusChange(status, reason=reason, failures=failures, retry_in=delay)

@@ -1,7 +1,9 @@
 """HTTP client of the clinic backend (PROTOCOL.md, "Clinic backend"). The kiosk is the client.
 
 Authenticates with the kiosk's own device credential. Answers are validated before use;
-the credential and the tokens it returns are never logged.
+the credential and the tokens it returns are never logged. It connects the way its ``Outbound``
+says (the HTTPS proxy, the CA bundle: telehealth_client/outbound.py), and names the proxy or an
+untrusted certificate when that is what failed.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 import aiohttp
+import yarl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from telehealth_client.outbound import PROXY_REFUSED, Outbound, certificate_problem
 from telehealth_client.protocol.channels import InvalidIdError, validate_id
 
 TOKEN_CONTEXT_FIELDS = frozenset({"appointmentId", "consultationChannel", "providerId", "departmentId"})
@@ -148,8 +152,12 @@ class ClinicClient:
         timeout_seconds: float = 10.0,
         retry_after_wait_seconds: float = 5.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        outbound: Outbound | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
+        self._outbound = outbound or Outbound()
+        url = yarl.URL(self._base_url)
+        self._proxy = self._outbound.proxy_for(url.host or "", tls=url.scheme == "https")
         self._headers = {"Authorization": f"Bearer {device_credential}"}
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._retry_after_wait = retry_after_wait_seconds
@@ -158,8 +166,29 @@ class ClinicClient:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+            proxy = self._proxy
+            # The credential goes with each request, not as a session default: aiohttp 3.14 copies
+            # a session's default headers into the CONNECT it sends a proxy, and moves an
+            # Authorization header there into Proxy-Authorization: the proxy would get it.
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(ssl=self._outbound.verify),
+                proxy=proxy.url if proxy is not None else None,
+            )
         return self._session
+
+    def _unreachable(self, exc: aiohttp.ClientError) -> str:
+        """Why the backend could not be reached, naming the proxy or the certificate when it is them."""
+        proxy = self._proxy
+        if isinstance(exc, aiohttp.ClientProxyConnectionError) and proxy is not None:
+            return f"the proxy {proxy.address} is unreachable ({type(exc.os_error).__name__})"
+        if isinstance(exc, aiohttp.ClientHttpProxyError) and proxy is not None:
+            hint = ": check proxy_authorization" if exc.status == 407 else ""
+            return f"the proxy {proxy.address}: {PROXY_REFUSED} (HTTP {exc.status}{hint})"
+        untrusted = certificate_problem(exc)
+        if untrusted is not None:
+            return f"the clinic backend's TLS certificate is not trusted ({untrusted}); see ca_bundle"
+        return f"clinic backend unreachable: {type(exc).__name__}"
 
     async def _post(
         self, operation: str, path: str, body: Mapping[str, Any], *, expect: int | None = None
@@ -189,7 +218,13 @@ class ClinicClient:
         self, method: str, operation: str, path: str, body: Mapping[str, Any] | None, *, expect: int | None
     ) -> Any:
         try:
-            async with self._client().request(method, self._base_url + path, json=body) as response:
+            async with self._client().request(
+                method,
+                self._base_url + path,
+                json=body,
+                headers=self._headers,
+                proxy_headers=self._proxy.headers if self._proxy is not None else None,
+            ) as response:
                 if response.status >= 400:
                     raise ClinicError(
                         operation,
@@ -203,7 +238,7 @@ class ClinicClient:
                     return None
                 return await response.json()
         except aiohttp.ClientError as exc:
-            raise ClinicError(operation, f"clinic backend unreachable: {type(exc).__name__}") from None
+            raise ClinicError(operation, self._unreachable(exc)) from None
         except TimeoutError:
             raise ClinicError(operation, "clinic backend timed out") from None
 

@@ -28,6 +28,7 @@ ALL_SECRETS = (
     "device_credential",
     "previous_device_credentials",
     "api_token",
+    "proxy_authorization",
 )
 
 

@@ -49,7 +49,7 @@ def raised_while_handling(context: BaseException) -> Exception:
         (None, None),
         (
             aiohttp.ClientConnectorCertificateError(KEY, ssl.SSLCertVerificationError(1, "bad cert")),
-            faults.TLS,
+            f"{faults.CERTIFICATE} (certificate verify failed)",
         ),
         (aiohttp.ClientSSLError(KEY, OSError(1, "tls")), faults.TLS),
         (ssl.SSLError(1, "handshake"), faults.TLS),
