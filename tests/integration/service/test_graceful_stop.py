@@ -275,7 +275,9 @@ async def test_sigterm_mid_call_sends_end_call_flushes_the_trail_and_keeps_the_c
 
     before_start = len(provider.seen.items)
     again = await Kiosk.start(env, http, kiosks)
-    assert again.wrote(f"consultation resumed consultation={CONSULTATION} state=in-progress")
+    # Behind READY (a kiosk is ready idle): the saved consultation resumes once the clinic answers.
+    resumed = f"consultation resumed consultation={CONSULTATION} state=in-progress"
+    await again.process.wait_line(lambda line: resumed in line)
     await seen_since(provider, before_start, patient_is("present"))  # back on the consultation's channel
     code, _, output = await again.sigterm()
     assert code == 0, output
