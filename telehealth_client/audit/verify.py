@@ -25,6 +25,7 @@ from telehealth_client.audit.acks import AcknowledgementFileError, read_acknowle
 from telehealth_client.audit.keys import ChainKeys, LegacyChainKeys
 from telehealth_client.audit.legacy import LEGACY_GENESIS_HASH, LEGACY_TABLES
 from telehealth_client.audit.origin import StoreOrigin
+from telehealth_client.audit.pruning import Backlog, read_backlog
 from telehealth_client.audit.store import (
     LEGACY_SCHEMA_VERSION,
     SCHEMA_VERSION,
@@ -370,6 +371,17 @@ def read_store_status(path: Path, version: int = SCHEMA_VERSION) -> AuditStatus:
             acknowledged=0 if kept is None else kept[0],
             pruned=0 if head.anchor is None else head.anchor.through,
         )
+    except sqlite3.DatabaseError as exc:
+        raise DamagedStoreError(path, f"not a readable audit store ({type(exc).__name__})") from None
+    finally:
+        db.close()
+
+
+def read_store_backlog(path: Path) -> Backlog:
+    """What the sink has not acknowledged in the store at ``path`` (read after it verified)."""
+    db = open_read_only(path)
+    try:
+        return read_backlog(db)
     except sqlite3.DatabaseError as exc:
         raise DamagedStoreError(path, f"not a readable audit store ({type(exc).__name__})") from None
     finally:
