@@ -30,6 +30,7 @@ from telehealth_client.media.options import media_options
 from telehealth_client.protocol import channels
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange, Subscription
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
+from telehealth_client.retention import Retention, RetentionPolicy
 from telehealth_client.security import tokens
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
 from telehealth_client.security.token_announcer import TokenAnnouncer
@@ -125,6 +126,8 @@ class Agent:
         self._keeper: tokens.TokenKeeper | None = None
         # The outbox and the audit trail (state_dir): opened first, closed after the endpoints.
         self.durable: Durable | None = None
+        # Prunes what was delivered (retention_days) and reports an undelivered backlog.
+        self.retention: Retention | None = None
         # A nurse's cart escalates emergencies itself; a provider's desk is its endpoint's.
         self._nurse_desk: EmergencyDesk | None = None
         # systemd's watchdog (when the unit sets WatchdogSec=): pinged from start to the end of stop.
@@ -157,12 +160,14 @@ class Agent:
     @property
     def status(self) -> str:
         """One line for systemd's STATUS and the logs: idle, or the pub/sub connection's state."""
+        warning = self.retention.warning if self.retention is not None else None
+        storage = "" if warning is None else f"; storage: {warning}"
         if self.idle:
-            return "idle"
+            return "idle" + storage
         session = self.patient.session if self.patient is not None else None
         if session is not None:
-            return f"consultation {session.consultation.state}, pub/sub {session.bus.status}"
-        return f"pub/sub {self.bus.status if self.bus is not None else ConnectionStatus.STOPPED}"
+            return f"consultation {session.consultation.state}, pub/sub {session.bus.status}{storage}"
+        return f"pub/sub {self.bus.status if self.bus is not None else ConnectionStatus.STOPPED}{storage}"
 
     async def start(self) -> str:
         """Build and start the parts; returns the status line (systemd's READY carries it)."""
@@ -179,6 +184,14 @@ class Agent:
         await asyncio.to_thread(ensure_writable_directory, self.settings.state_dir / CONSULTATION_STATE_DIR)
         self._connector = self._build_connector()
         self.durable = await self._open_durable(self._connector)
+        self.retention = Retention(
+            self.durable.trail,
+            self.durable.outbox,
+            self.settings.state_dir / CONSULTATION_STATE_DIR,
+            RetentionPolicy.from_settings(self.settings),
+            on_warning=lambda _: systemd.status(self.status),
+        )
+        self.retention.start()
         if self.settings.role is Role.PROVIDER:
             await self._start_provider()
         elif self.settings.role is Role.PATIENT:
@@ -351,6 +364,7 @@ class Agent:
             self.provider = await _closed(self.provider)
             self.bus = None
         self._nurse_desk = await _closed(self._nurse_desk)
+        self.retention = await _closed(self.retention)  # before the stores it prunes
         # Before the clinic client closes: the audit sink is reached through it.
         self.durable = await _closed(self.durable)
         self._keeper = await _closed(self._keeper)
