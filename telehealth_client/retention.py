@@ -113,7 +113,7 @@ class Retention:
         policy: RetentionPolicy,
         *,
         clock: Callable[[], float] = time.time,
-        on_warning: Callable[[str | None], None] | None = None,
+        on_warning: Callable[[str | None], object] | None = None,
     ) -> None:
         self._trail = trail
         self._outbox = outbox
@@ -217,4 +217,4 @@ class Retention:
 
 
 def _megabytes(size: int) -> str:
-    return f"{size / MEGABYTE:.1f} MB"
+    return f"{size / MEGABYTE:.1f} MB" if size >= MEGABYTE else f"{size // 1024} KB"

@@ -818,16 +818,17 @@ class AuditTrail:
         """How the store's writes reach the disk (FULL: a recorded event survives a power cut)."""
         return await self._db.durability()
 
-    async def prune(self, before: datetime) -> PruneReport:
+    async def prune(self, before: datetime, *, batch: int = PRUNE_BATCH) -> PruneReport:
         """Remove the records the sink acknowledged that were recorded before ``before``, in
-        batches (appends go on between them), then give the space back to the disk."""
+        transactions of ``batch`` records (appends go on between them), then give the space back
+        to the disk."""
         if self._state != "open":
             raise RuntimeError(f"the audit trail is {self._state if self._state != 'new' else 'not open'}")
         removed = unpublished = 0
         while True:
-            step = await self._db.prune(before)
+            step = await self._db.prune(before, batch)
             removed, unpublished = removed + step.records, unpublished + step.unpublished
-            if step.records < PRUNE_BATCH or step.plan.held is not None:
+            if step.records < batch or step.plan.held is not None:
                 break
         plan = step.plan
         if removed:
