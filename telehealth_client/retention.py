@@ -33,14 +33,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
-from telehealth_client.audit.trail import AuditTrail, PruneReport
+from telehealth_client.audit.trail import AuditTrail, Backlog, PruneReport
 from telehealth_client.config import Settings
 from telehealth_client.consultation import state_file
 from telehealth_client.consultation.lifecycle import Consultation
@@ -51,6 +52,8 @@ from telehealth_client.protocol.messages import format_time
 from telehealth_client.tasks import OwnedTasks
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DAY_SECONDS: Final = 86_400
 INTERVAL_SECONDS: Final = 3600.0
@@ -88,6 +91,7 @@ class RetentionReport:
     outbox_file_bytes: int
     consultation_files: int
     warning: str | None
+    failed: tuple[str, ...] = ()  # the stores whose step failed (logged; in the warning)
 
 
 def resumed(consultation: Consultation) -> bool:
@@ -151,17 +155,43 @@ class Retention:
         """One pass, as described above."""
         async with self._pass:
             before = self._clock() - self._policy.days * DAY_SECONDS
-            audit = await self._trail.prune(datetime.fromtimestamp(before, UTC))
-            expired = await self._outbox.expire(int(before * _TIMETOKENS_PER_SECOND))
-            if await self._outbox.compact():
-                log.info("outbox compacted")
-            waiting, waiting_bytes = await self._outbox.backlog()
-            outbox_size = await self._outbox.file_bytes()
-            files = await asyncio.to_thread(self._prune_consultations, before)
-            warning = self._judge(audit, waiting, waiting_bytes, before)
-            report = RetentionReport(audit, len(expired), waiting, waiting_bytes, outbox_size, files, warning)
+            failed: list[str] = []
+            # Each store on its own: one that fails (a disk error) does not keep the others bounded.
+            audit = await self._step(
+                failed, "audit store", self._trail.prune(datetime.fromtimestamp(before, UTC))
+            )
+            outbox = await self._step(failed, "outbox", self._outbox_pass(before))
+            files = await self._step(
+                failed, "consultation files", asyncio.to_thread(self._prune_consultations, before)
+            )
+            audit = audit or PruneReport(0, 0, None, None, Backlog(), 0)
+            expired, waiting, waiting_bytes, outbox_size = outbox or (0, 0, 0, 0)
+            warning = self._judge(audit, waiting, waiting_bytes, before, failed)
+            report = RetentionReport(
+                audit, expired, waiting, waiting_bytes, outbox_size, files or 0, warning, tuple(failed)
+            )
             self._report(report)
             return report
+
+    @staticmethod
+    async def _step(failed: list[str], name: str, work: Awaitable[T]) -> T | None:
+        try:
+            return await work
+        except Exception as exc:
+            log.error("retention step failed store=%s error=%s", name, describe_exception(exc))
+            failed.append(name)
+            return None
+
+    async def _outbox_pass(self, before: float) -> tuple[int, int, int, int]:
+        """Expire, compact; (expired, waiting, their bytes, the file's bytes)."""
+        expired = await self._outbox.expire(int(before * _TIMETOKENS_PER_SECOND))
+        try:
+            if await self._outbox.compact():
+                log.info("outbox compacted")
+        except sqlite3.OperationalError as exc:  # busy: the next pass gives the space back
+            log.info("outbox not compacted error=%s", describe_exception(exc))
+        waiting, waiting_bytes = await self._outbox.backlog()
+        return len(expired), waiting, waiting_bytes, await self._outbox.file_bytes()
 
     def _prune_consultations(self, before: float) -> int:
         removed = int(state_file.prune(self._consultations, before, resumed))
@@ -169,8 +199,10 @@ class Retention:
             self._consultations / CONSULTATIONS_DIR, before, resumed_by_provider
         )
 
-    def _judge(self, audit: PruneReport, waiting: int, waiting_bytes: int, before: float) -> str | None:
-        problems: list[str] = []
+    def _judge(
+        self, audit: PruneReport, waiting: int, waiting_bytes: int, before: float, failed: list[str]
+    ) -> str | None:
+        problems = [f"retention pass failed for the {', '.join(failed)} (see the log)"] if failed else []
         backlog = audit.backlog
         undelivered = backlog.bytes + waiting_bytes
         if undelivered > self._policy.undelivered_limit_bytes:

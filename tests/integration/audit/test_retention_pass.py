@@ -172,6 +172,25 @@ async def test_the_first_pass_runs_at_start_and_the_task_ends_at_close(
     assert len(retention._tasks) == 0
 
 
+async def test_a_store_that_fails_its_step_does_not_keep_the_others_from_theirs(
+    trails: Trails, outbox: Outbox, tmp_path: Path, log_lines: LogLines
+) -> None:
+    consultations = tmp_path / "consultation"
+    state_file.save(consultations, ended("dr-lee", "pt-1", "pt-1"))
+    await outbox.put(chat("never sent"))
+    trail = await trails.trail(None)
+    await trail.aclose()  # the audit store's step fails: its trail is closed
+    retention = Retention(trail, outbox, consultations, RetentionPolicy(), clock=month_on)
+    try:
+        report = await retention.prune_now()
+    finally:
+        await retention.aclose()
+    assert report.failed == ("audit store",)
+    assert (report.outbox_expired, report.consultation_files) == (1, 1)
+    assert report.warning == "retention pass failed for the audit store (see the log)"
+    await log_lines.wait_line("retention step failed store=audit store error=RuntimeError")
+
+
 # -- the agent -------------------------------------------------------------------------------------
 
 
