@@ -141,24 +141,30 @@ def plan_prune(
     return PrunePlan(Anchor(through, last))
 
 
-def prune_to(db: sqlite3.Connection, old: Anchor | None, new: Anchor) -> int:
+def prune_to(db: sqlite3.Connection, old: Anchor | None, new: Anchor) -> tuple[int, int]:
     """Remove the records up to ``new.through`` and their delivery marks, in the caller's
     transaction (the caller then rewrites the head's MAC); how many of them never reached the
-    audit channel."""
+    audit channel, and how many the channel refused (the sink acknowledged all of them)."""
     if old is None:
         for statement in MAKE_PRUNABLE:
             db.execute(statement)
     db.execute(
         "INSERT OR REPLACE INTO pruned (singleton, through, anchor) VALUES (1, ?, ?)", (new.through, new.hash)
     )
+    since = 0 if old is None else old.through
     (unpublished,) = db.execute(
-        "SELECT count(*) FROM records AS r WHERE r.position <= ? AND NOT EXISTS"
+        "SELECT count(*) FROM records AS r WHERE r.position > ? AND r.position <= ? AND NOT EXISTS"
         " (SELECT 1 FROM settled AS s WHERE s.position = r.position AND s.target = 'channel')",
-        (new.through,),
+        (since, new.through),
+    ).fetchone()
+    (refused,) = db.execute(
+        "SELECT count(*) FROM settled WHERE position > ? AND position <= ? AND target = 'channel'"
+        " AND refused_status IS NOT NULL",
+        (since, new.through),
     ).fetchone()
     db.execute("DELETE FROM settled WHERE position <= ?", (new.through,))
     db.execute("DELETE FROM records WHERE position <= ?", (new.through,))
-    return int(unpublished)
+    return int(unpublished), int(refused)
 
 
 @dataclass(frozen=True)

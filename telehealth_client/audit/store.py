@@ -763,17 +763,26 @@ class AuditDatabase(StoreWorker):
             return Pruned(0, 0, plan)
         old = self._anchor
 
-        def write(db: sqlite3.Connection) -> int:
-            unpublished = prune_to(db, old, new)
+        def write(db: sqlite3.Connection) -> tuple[int, int]:
+            counts = prune_to(db, old, new)
             mac = self._keys.head(self.device_id, self._base, self._count, self._last_hash, self._origin, new)
             db.execute("UPDATE head SET mac = ?", (mac,))
-            return unpublished
+            return counts
 
-        unpublished = self._transaction(write)
+        unpublished, channel_refused = self._transaction(write)
         self._anchor = new
         for position in [p for p in self._trusted if p <= new.through]:
             del self._trusted[position]
-        self._changed(replace(self._status, pruned=new.through, **delivery_counts(db)))
+        # Every record pruned was acknowledged by the sink: only the channel's counts change.
+        status = self._status
+        self._changed(
+            replace(
+                status,
+                pruned=new.through,
+                awaiting_channel=status.awaiting_channel - unpublished,
+                refused_channel=status.refused_channel - channel_refused,
+            )
+        )
         return Pruned(new.through - start.through, unpublished, plan)
 
     def _create(self, db: sqlite3.Connection, base: int, origin: StoreOrigin) -> None:

@@ -107,6 +107,7 @@ async def test_delivered_records_past_the_retention_go_what_waits_stays_and_is_d
     assert (report.backlog.records, trail.status().awaiting_sink) == (40, 40)
     assert (trail.status().records, trail.status().pruned) == (640, 600)
     assert stored_positions(trails.state_dir) == list(range(601, 641))
+    assert read_status(trails.state_dir) == trail.status()  # the counts kept as the file has them
     assert (await trail.verify()).ok
     await trail.aclose()
     after_pruning = checkpointed_size(trails.state_dir)
