@@ -64,7 +64,6 @@ from telehealth_client.durable.sqlite import (
     SqliteDurability,
     bound_log,
     compact,
-    free_bytes,
     read_durability,
     start_incremental,
 )
@@ -676,9 +675,6 @@ class AuditDatabase(StoreWorker):
     async def backlog(self) -> Backlog:
         """What the sink has not acknowledged: records, bytes, the oldest one's time."""
         return await self._run(lambda: read_backlog(self._connection()))
-
-    async def free_bytes(self) -> int:
-        return await self._run(lambda: free_bytes(self._connection()))
 
     # Everything below runs on the worker's thread.
 

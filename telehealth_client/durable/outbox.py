@@ -605,7 +605,7 @@ class Outbox:
             ids = [entry.item.id for entry in old]
             try:
                 await self._run(lambda: self._store.remove_all(ids))
-            except Exception as exc:  # the next expiry (or a restart's) removes them from disk
+            except Exception as exc:  # a restart loads them again, and its first pass expires them
                 log.error("outbox expiry not written items=%d error=%s", len(ids), describe_exception(exc))
             for entry in old:
                 log.warning("outbox item failed id=%s kind=%s reason=expired", entry.item.id, entry.item.kind)
