@@ -35,6 +35,7 @@ from telehealth_client.outbound import Outbound
 from telehealth_client.protocol import channels
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange, Subscription
 from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
+from telehealth_client.retention import Retention, RetentionPolicy
 from telehealth_client.security import tokens
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
 from telehealth_client.security.token_announcer import TokenAnnouncer
@@ -143,6 +144,8 @@ class Agent:
         self._keeper: tokens.TokenKeeper | None = None
         # The outbox and the audit trail (state_dir): opened first, closed after the endpoints.
         self.durable: Durable | None = None
+        # Prunes what was delivered (retention_days) and reports an undelivered backlog.
+        self.retention: Retention | None = None
         # A nurse's cart escalates emergencies itself; a provider's desk is its endpoint's.
         self._nurse_desk: EmergencyDesk | None = None
         # systemd's watchdog (when the unit sets WatchdogSec=): pinged from start to the end of stop.
@@ -203,7 +206,9 @@ class Agent:
         if self.provider is not None:
             sessions = sorted(self.provider.sessions.items())
             held = [(cid, str(s.consultation.state)) for cid, s in sessions if not s.closed]
-        return self._service_status.line(held, str(pubsub), idle=self.idle)
+        line = self._service_status.line(held, str(pubsub), idle=self.idle)
+        warning = self.retention.warning if self.retention is not None else None
+        return line if warning is None else f"{line}; storage: {warning}"
 
     async def start(self) -> str:
         """Build and start every part, each network step tried once (a part that cannot start
@@ -259,6 +264,14 @@ class Agent:
             raise StartError(f"ca_bundle: {self.settings.ca_bundle}: {reason}") from None
         self._connector = self._build_connector()
         self.durable = await self._open_durable(self._connector)
+        self.retention = Retention(
+            self.durable.trail,
+            self.durable.outbox,
+            self.settings.state_dir / CONSULTATION_STATE_DIR,
+            RetentionPolicy.from_settings(self.settings),
+            on_warning=lambda _: self._refresh_status(),
+        )
+        self.retention.start()
         self._tasks.spawn(self._follow_hub(), name="agent-status")
         if self.settings.role is Role.PATIENT:
             await self._build_patient()  # local only: the kiosk's routes work at once
@@ -507,6 +520,7 @@ class Agent:
             self.provider = await _closed(self.provider)
             self.bus = None
         self._nurse_desk = await _closed(self._nurse_desk)
+        self.retention = await _closed(self.retention)  # before the stores it prunes
         # Before the clinic client closes: the audit sink is reached through it.
         self.durable = await _closed(self.durable)
         self._keeper = await _closed(self._keeper)

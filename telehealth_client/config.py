@@ -344,6 +344,20 @@ class Settings(BaseSettings):
     state_dir: Path = Field(
         default=Path("/var/lib/telehealth-agent"), description="durable outboxes (chat, audit)"
     )
+    # What stays in state_dir and for how long (telehealth_client/retention.py).
+    retention_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="days after which delivered audit records, unsent outbox items and ended "
+        "consultations' files are removed",
+    )
+    undelivered_limit_mb: int = Field(
+        default=64,
+        ge=1,
+        le=1_000_000,
+        description="undelivered audit records and outbox items over this (MB) are reported, never deleted",
+    )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: str = Field(default="kv", description="'kv' (key=value) or 'json'")
 

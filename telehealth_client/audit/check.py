@@ -167,7 +167,16 @@ def describe(report: ChainReport) -> str:
         else "nothing acknowledged by the sink yet"
     )
     records = f"{report.records} record{'' if report.records == 1 else 's'}"
-    return f"{records}, {sequences(report.records, report.base)} of device {report.device_id}; {acknowledged}"
+    pruned = (
+        f" ({sequences(report.pruned, report.base)} delivered and pruned: the chain is verified from where "
+        "they ended)"
+        if report.pruned
+        else ""
+    )
+    return (
+        f"{records}, {sequences(report.records, report.base)} of device {report.device_id}{pruned}; "
+        f"{acknowledged}"
+    )
 
 
 def sequences(count: int, base: int) -> str:

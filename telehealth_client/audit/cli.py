@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
@@ -38,15 +39,17 @@ from telehealth_client.audit.trail import (
     read_status,
     store_path,
 )
-from telehealth_client.audit.verify import read_store_status
+from telehealth_client.audit.verify import read_store_backlog, read_store_status
 from telehealth_client.config import ConfigError, Settings, load_settings
 from telehealth_client.outbound import Outbound
+from telehealth_client.protocol.messages import format_time
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
 
 EXIT_OK: Final = 0
 EXIT_BROKEN: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_SINK_UNREACHABLE: Final = 3
+MEGABYTE: Final = 1024 * 1024
 
 _CIPHER_KEYED_NOTE: Final = (
     "note: no device_credential is set, so this trail is keyed by the organization's cipher key: "
@@ -230,13 +233,37 @@ def _status(trail: Trail) -> int:
             if last is None
             else f"last record: position {last.position}, recorded at {last.timestamp or 'unknown'}",
         )
+        if status.pruned:
+            pruned = sequences(status.pruned, status.base)
+            lines.insert(2, f"pruned (delivered to the sink, past the retention): {pruned}")
         lines.append(f"highest sequence acknowledged by the sink: {check.report.acknowledged or 'none yet'}")
+        lines += _backlog_warning(trail)
     if any(finding.path == aside for finding in check.findings):
         legacy = read_store_status(aside, LEGACY_SCHEMA_VERSION)
         lines += [f"{set_aside_label(aside)}: {line}" for line in _counts(legacy)]
     lines += [f"note: {note}" for note in check.notes]
     print("\n".join(lines))
     return EXIT_OK
+
+
+def _backlog_warning(trail: Trail) -> list[str]:
+    """What the agent's retention warns about, from the files: a backlog over the limit, or one
+    older than the retention (the sink out of reach for that long)."""
+    backlog = read_store_backlog(store_path(trail.state_dir))
+    settings, lines = trail.settings, []
+    if backlog.bytes > settings.undelivered_limit_mb * MEGABYTE:
+        lines.append(
+            f"warning: {backlog.records} records ({backlog.bytes / MEGABYTE:.1f} MB) the audit sink has "
+            f"not acknowledged, over undelivered_limit_mb ({settings.undelivered_limit_mb}): they are kept, "
+            "never deleted undelivered; check that the agent reaches the clinic's audit sink"
+        )
+    cutoff = datetime.now(UTC) - timedelta(days=settings.retention_days)
+    if backlog.oldest is not None and backlog.oldest < cutoff:
+        lines.append(
+            f"warning: the audit sink has not acknowledged records since {format_time(backlog.oldest)}, over "
+            f"retention_days ({settings.retention_days}) ago: {backlog.records} wait"
+        )
+    return lines
 
 
 def _counts(status: AuditStatus) -> list[str]:

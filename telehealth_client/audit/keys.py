@@ -3,7 +3,8 @@
 ``ChainKeys`` (audit store version 3) are the device's own: derived by HKDF from the agent's
 device credential, one key per purpose (chain links, the chain's head, delivery outcomes, the
 sink's acknowledgements), so a MAC made for one purpose never passes for another. The head's MAC
-also covers how the store began (``audit_origin``). The current credential signs; credentials
+also covers how the store began (``audit_origin``) and, once records were pruned, where the
+stored chain starts (``audit_pruning``'s anchor). The current credential signs; credentials
 rotated out (``previous``) still verify what they signed, so a rotated credential keeps
 verifying the old chain.
 
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from telehealth_client.audit.origin import NO_ORIGIN, StoreOrigin, origin_text
+from telehealth_client.audit.pruning import Anchor, anchor_text
 
 _SALT: Final = b"telehealth-client audit v3"
 _LINK: Final = b"audit chain link v3"
@@ -65,8 +67,11 @@ def settlement_text(record_hash: str, target: str, refused_status: int | None) -
     return f"settled\n{record_hash}\n{target}\n{'' if refused_status is None else refused_status}"
 
 
-def head_text(device_id: str, base: int, records: int, last_hash: str, origin: StoreOrigin) -> str:
-    return f"head\n{device_id}\n{base}\n{records}\n{last_hash}\n{origin_text(origin)}"
+def head_text(
+    device_id: str, base: int, records: int, last_hash: str, origin: StoreOrigin, anchor: Anchor | None = None
+) -> str:
+    # An unpruned store's text is as it was before pruning existed: its MAC still verifies.
+    return f"head\n{device_id}\n{base}\n{records}\n{last_hash}\n{origin_text(origin)}{anchor_text(anchor)}"
 
 
 def acknowledgement_text(device_id: str, highest_sequence: int) -> str:
@@ -124,11 +129,17 @@ class ChainKeys(_RecordKeys):
         self._acknowledgement = _Purpose(secrets, _SALT, _ACKNOWLEDGEMENT)
 
     def head(
-        self, device_id: str, base: int, records: int, last_hash: str, origin: StoreOrigin = NO_ORIGIN
+        self,
+        device_id: str,
+        base: int,
+        records: int,
+        last_hash: str,
+        origin: StoreOrigin = NO_ORIGIN,
+        anchor: Anchor | None = None,
     ) -> str:
         """The MAC over everything the head states: whose chain, where it starts, its length and
-        end, and how the store began."""
-        return self._head.mac(head_text(device_id, base, records, last_hash, origin))
+        end, how the store began and (``anchor``) up to where it was pruned."""
+        return self._head.mac(head_text(device_id, base, records, last_hash, origin, anchor))
 
     def verifies_head(
         self,
@@ -138,8 +149,9 @@ class ChainKeys(_RecordKeys):
         last_hash: str,
         stored: str,
         origin: StoreOrigin = NO_ORIGIN,
+        anchor: Anchor | None = None,
     ) -> bool:
-        return self._head.verifies(head_text(device_id, base, records, last_hash, origin), stored)
+        return self._head.verifies(head_text(device_id, base, records, last_hash, origin, anchor), stored)
 
     def acknowledgement(self, device_id: str, highest_sequence: int) -> str:
         """The MAC over the highest sequence the sink acknowledged for this device."""

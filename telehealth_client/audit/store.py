@@ -1,4 +1,4 @@
-"""The audit trail's SQLite file (version 3): the device's keyed hash chain and what was delivered.
+"""The audit trail's SQLite file (version 3, 4 once pruned): the device's keyed hash chain and its delivery.
 
 ``records`` holds one row per event, in order, each carrying the hash of the one before it:
 ``hash = HMAC(link key, prev_hash \\n position \\n event)``, the first ``prev_hash`` being
@@ -16,8 +16,9 @@ the same beside the store. ``settled`` (separate, so ``records`` stays append-on
 per record and target once the target acknowledged or refused it, with a MAC binding it to that
 record: a record with no such row is waiting, so losing rows means sending again, never losing an
 event. The keys (``audit_keys.ChainKeys``) come from the device credential. The schema's version
-is the file's ``user_version``; version 2 (keyed by the cipher key) is ``audit_legacy``'s, any
-other is refused.
+is the file's ``user_version``: 3, or 4 once delivered records were pruned (``audit_pruning``:
+the stored chain then starts from an anchor the head's MAC covers); version 2 (keyed by the
+cipher key) is ``audit_legacy``'s, any other is refused.
 
 All writes run on one thread (``AuditDatabase``) with ``synchronous=FULL``: a committed record
 is on disk. ``audit_verify`` reads the file read-only, for the command line.
@@ -33,6 +34,7 @@ import sqlite3
 import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol, TypeVar
 
@@ -44,14 +46,34 @@ from telehealth_client.audit.origin import (
     insert_origin,
     read_origin,
 )
+from telehealth_client.audit.pruning import (
+    PRUNE_BATCH,
+    PRUNED_SCHEMA_VERSION,
+    UNPRUNED_SCHEMA_VERSION,
+    Anchor,
+    Backlog,
+    PrunePlan,
+    plan_prune,
+    prune_to,
+    read_anchor,
+    read_backlog,
+    start_of,
+)
 from telehealth_client.durable.one_thread import OneThread
-from telehealth_client.durable.sqlite import SqliteDurability, read_durability
+from telehealth_client.durable.sqlite import (
+    SqliteDurability,
+    bound_log,
+    compact,
+    read_durability,
+    start_incremental,
+)
 
 T = TypeVar("T")
 
 Target = Literal["sink", "channel"]
 TARGETS: Final[tuple[Target, ...]] = ("sink", "channel")
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = UNPRUNED_SCHEMA_VERSION  # what a new store is made as
+STORE_VERSIONS: Final = (UNPRUNED_SCHEMA_VERSION, PRUNED_SCHEMA_VERSION)
 LEGACY_SCHEMA_VERSION: Final = 2
 GENESIS_HASH: Final = hashlib.sha256(b"telehealth-client audit chain v3").hexdigest()
 TABLES: Final = ("records", "head", "settled", "acknowledged", "origin")
@@ -128,7 +150,8 @@ class AuditStatus:
     """How many records the chain holds and how many still wait for, or were refused by, each target.
 
     ``base``: the sequence before the first record's; ``acknowledged``: the highest sequence the
-    sink acknowledged (as kept in the store).
+    sink acknowledged (as kept in the store); ``pruned``: the records (from the first) delivered
+    and removed from the file, counted in ``records`` (the chain's length).
     """
 
     records: int
@@ -138,6 +161,7 @@ class AuditStatus:
     refused_channel: int = 0
     base: int = 0
     acknowledged: int = 0
+    pruned: int = 0
 
 
 @dataclass(frozen=True)
@@ -153,6 +177,16 @@ class Appended:
     position: int
     sequence: int
     hash: str
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """One prune: how many records left the file, how many of them the audit channel never got
+    (the sink holds them all), and the plan (where it stopped, and why when waiting will not cure it)."""
+
+    records: int
+    unpublished: int
+    plan: PrunePlan
 
 
 class DuplicateIdError(ValueError):
@@ -173,6 +207,21 @@ def store_problem(db: sqlite3.Connection, version: int, tables: Sequence[str]) -
             f"audit store version {found}, this agent reads version {version} "
             "(written by another version of the agent, or altered)"
         )
+    return missing_table_problem(db, tables)
+
+
+def device_keyed_problem(db: sqlite3.Connection) -> str | None:
+    """Why this open file is not a device-keyed store, pruned (version 4) or not (3)."""
+    found = store_version(db)
+    if found not in STORE_VERSIONS:
+        return (
+            f"audit store version {found}, this agent reads versions {UNPRUNED_SCHEMA_VERSION} and "
+            f"{PRUNED_SCHEMA_VERSION} (written by another version of the agent, or altered)"
+        )
+    return missing_table_problem(db, TABLES + (("pruned",) if found == PRUNED_SCHEMA_VERSION else ()))
+
+
+def missing_table_problem(db: sqlite3.Connection, tables: Sequence[str]) -> str | None:
     present = {str(name) for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     missing = [table for table in tables if table not in present]
     if missing:
@@ -430,6 +479,7 @@ def use_durable_settings(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA journal_mode=WAL")
     # FULL: a record reported as stored is on disk even if the power goes next.
     db.execute("PRAGMA synchronous=FULL")
+    bound_log(db)
 
 
 def is_fresh(db: sqlite3.Connection) -> bool:
@@ -473,13 +523,21 @@ class StoreHead:
     hash: str
     mac: str
     origin: StoreOrigin | None  # None: its row is missing
+    anchor: Anchor | None = None  # None: never pruned
+
+    @property
+    def start(self) -> tuple[int, str]:
+        """The first stored record's position and the hash it links to."""
+        return start_of(self.anchor, GENESIS_HASH)
 
 
 def read_head(db: sqlite3.Connection) -> StoreHead | None:
     row = db.execute("SELECT device_id, base, records, hash, mac FROM head").fetchone()
     if row is None:
         return None
-    return StoreHead(str(row[0]), int(row[1]), int(row[2]), str(row[3]), str(row[4]), read_origin(db))
+    return StoreHead(
+        str(row[0]), int(row[1]), int(row[2]), str(row[3]), str(row[4]), read_origin(db), read_anchor(db)
+    )
 
 
 def read_kept_acknowledgement(db: sqlite3.Connection) -> tuple[int, str] | None:
@@ -500,7 +558,9 @@ def head_problem(
         )
     if head.origin is None:
         return "not a readable audit store (its record of how it began is missing)"
-    if not keys.verifies_head(head.device_id, head.base, head.records, head.hash, head.mac, head.origin):
+    if not keys.verifies_head(
+        head.device_id, head.base, head.records, head.hash, head.mac, head.origin, head.anchor
+    ):
         if written_with_other_keys(db, head, keys):
             return (
                 f"the chain's head (it says {_records(head.records)}) does not verify under this device's "
@@ -527,8 +587,11 @@ def written_with_other_keys(db: sqlite3.Connection, head: StoreHead, keys: Chain
     kept = read_kept_acknowledgement(db)
     if kept is not None and keys.verifies_acknowledgement(head.device_id, kept[0], kept[1]):
         return False
-    first = db.execute("SELECT prev_hash, event, hash FROM records WHERE position = 1").fetchone()
-    return first is None or not keys.verifies_link(str(first[0]), 1, str(first[1]), str(first[2]))
+    position, _ = head.start
+    first = db.execute(
+        "SELECT prev_hash, event, hash FROM records WHERE position = ?", (position,)
+    ).fetchone()
+    return first is None or not keys.verifies_link(str(first[0]), position, str(first[1]), str(first[2]))
 
 
 def acknowledgement_problem(kept: tuple[int, str] | None, keys: ChainKeys, device_id: str) -> str | None:
@@ -554,6 +617,7 @@ class AuditDatabase(StoreWorker):
         self._last_hash = GENESIS_HASH
         self._acknowledged = 0
         self._origin = NO_ORIGIN
+        self._anchor: Anchor | None = None
 
     @property
     def origin(self) -> StoreOrigin:
@@ -599,15 +663,29 @@ class AuditDatabase(StoreWorker):
         """Keep the sink's ``highest_sequence`` (heard without a delivery); as ``acknowledge``."""
         return await self._run(lambda: self._settle(None, 0, None, highest_sequence))
 
+    async def prune(self, before: datetime, limit: int = PRUNE_BATCH) -> Pruned:
+        """Remove up to ``limit`` of the first records that the sink acknowledged and that were
+        recorded before ``before`` (``audit_pruning``), in one transaction; never the last record."""
+        return await self._run(lambda: self._prune(before, limit))
+
+    async def compact(self) -> None:
+        """Give freed pages back to the disk and empty the write-ahead log (``durable_sqlite``)."""
+        await self._run(lambda: compact(self._connection()))
+
+    async def backlog(self) -> Backlog:
+        """What the sink has not acknowledged: records, bytes, the oldest one's time."""
+        return await self._run(lambda: read_backlog(self._connection()))
+
     # Everything below runs on the worker's thread.
 
     def _prepare(
         self, db: sqlite3.Connection, base_if_new: int, elsewhere: int, file_name: str, origin: StoreOrigin
     ) -> None:
         if is_fresh(db):
+            start_incremental(db)  # before the journal mode: SQLite takes it only on an empty file
             db.execute("PRAGMA journal_mode=WAL")
             self._create(db, base_if_new, origin)
-        problem = store_problem(db, SCHEMA_VERSION, TABLES)
+        problem = device_keyed_problem(db)
         if problem is not None:
             raise DamagedStoreError(self.path, problem)
         use_durable_settings(db)
@@ -650,16 +728,58 @@ class AuditDatabase(StoreWorker):
         if broken is not None:
             raise DamagedStoreError(self.path, broken.reason or "the chain does not verify")
         self._trusted = unsettled
-        self._base, self._count, self._last_hash, self._acknowledged, self._origin = (
+        self._base, self._count, self._last_hash, self._acknowledged, self._origin, self._anchor = (
             head.base,
             head.records,
             head.hash,
             kept[0],
             head.origin,
+            head.anchor,
         )
         self._status = AuditStatus(
-            records=head.records, base=head.base, acknowledged=kept[0], **delivery_counts(db)
+            records=head.records,
+            base=head.base,
+            acknowledged=kept[0],
+            pruned=self._pruned,
+            **delivery_counts(db),
         )
+
+    @property
+    def _pruned(self) -> int:
+        return 0 if self._anchor is None else self._anchor.through
+
+    def _prune(self, before: datetime, limit: int) -> Pruned:
+        db = self._connection()
+        start = self._anchor or Anchor(0, GENESIS_HASH)
+        # The last record stays (the head's end is a stored record); nothing past the sink's head.
+        up_to = min(self._count - 1, self._acknowledged - self._base)
+        plan = plan_prune(db, self._keys, start, up_to=up_to, before=before, limit=limit)
+        new = plan.anchor
+        if new.through == start.through:
+            return Pruned(0, 0, plan)
+        old = self._anchor
+
+        def write(db: sqlite3.Connection) -> tuple[int, int]:
+            counts = prune_to(db, old, new)
+            mac = self._keys.head(self.device_id, self._base, self._count, self._last_hash, self._origin, new)
+            db.execute("UPDATE head SET mac = ?", (mac,))
+            return counts
+
+        unpublished, channel_refused = self._transaction(write)
+        self._anchor = new
+        for position in [p for p in self._trusted if p <= new.through]:
+            del self._trusted[position]
+        # Every record pruned was acknowledged by the sink: only the channel's counts change.
+        status = self._status
+        self._changed(
+            replace(
+                status,
+                pruned=new.through,
+                awaiting_channel=status.awaiting_channel - unpublished,
+                refused_channel=status.refused_channel - channel_refused,
+            )
+        )
+        return Pruned(new.through - start.through, unpublished, plan)
 
     def _create(self, db: sqlite3.Connection, base: int, origin: StoreOrigin) -> None:
         db.executescript(SCHEMA)  # opens the transaction the rows below join
@@ -715,7 +835,7 @@ class AuditDatabase(StoreWorker):
                 taken[event_id] = count
                 results.append(Appended(count, sequence, last_hash))
                 self._trusted[count] = last_hash
-            mac = self._keys.head(self.device_id, self._base, count, last_hash, self._origin)
+            mac = self._keys.head(self.device_id, self._base, count, last_hash, self._origin, self._anchor)
             db.execute("UPDATE head SET records = ?, hash = ?, mac = ?", (count, last_hash, mac))
 
         self._transaction(write)

@@ -25,6 +25,11 @@
   rollback or a plant, refused at start (``audit_layout``). A store gone while the acknowledgement
   file or the sink shows acknowledged sequences is followed by one that records it (an error log,
   and a note in every ``audit verify``).
+- ``prune(before)``: records the sink acknowledged and recorded before ``before`` leave the file
+  (``audit_pruning``: the chain then starts from an anchor under the head's MAC, so ``audit
+  verify`` still detects what it did), in batches on the store's thread, then the file gives the
+  space back. A record the sink has not acknowledged is never pruned; ``PruneReport.backlog``
+  says how much waits.
 - ``verify_chain`` / ``read_status`` / ``read_last``: read-only, for ``telehealth-agent audit``.
 
 Logs name event ids, positions, sequences and statuses only, never an event's content.
@@ -38,8 +43,10 @@ import json
 import logging
 import random
 import re
+import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -65,6 +72,7 @@ from telehealth_client.audit.legacy import (
     set_aside_legacy_store,
 )
 from telehealth_client.audit.origin import SetAside, StoreOrigin
+from telehealth_client.audit.pruning import PRUNE_BATCH, Backlog
 from telehealth_client.audit.store import (
     AuditDatabase,
     AuditStatus,
@@ -84,7 +92,7 @@ from telehealth_client.audit.verify import (
     verify_store,
 )
 from telehealth_client.backoff import back_off_delay
-from telehealth_client.durable.sqlite import SqliteDurability
+from telehealth_client.durable.sqlite import SqliteDurability, files_bytes
 from telehealth_client.logs import describe_exception
 from telehealth_client.protocol import channels, messages
 from telehealth_client.protocol.messages import AuditEventType, AuditOutcome, AuditSeverity, SenderRole
@@ -96,11 +104,13 @@ __all__ = [
     "AuditStatus",
     "AuditStoreError",
     "AuditTrail",
+    "Backlog",
     "ChainKeys",
     "ChainReport",
     "DamagedStoreError",
     "LastRecord",
     "LegacyChainKeys",
+    "PruneReport",
     "SinkHead",
     "acknowledgement_path",
     "audit_event",
@@ -128,6 +138,21 @@ _PERSISTENT_FAILURES: Final = 5
 # How long opening the trail waits for the sink's head: a clinic out of reach must not hold up
 # the start (the trail then continues from what the state directory keeps).
 SINK_HEAD_TIMEOUT_SECONDS: Final = 5.0
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """One ``AuditTrail.prune``: ``records`` removed (``unpublished`` of them never reached the
+    audit channel; the sink holds all of them), ``held_at``/``held``: a record that keeps every
+    later one from being pruned until someone acts (refused by the sink, or not verifying),
+    ``backlog``: what the sink has not acknowledged, ``file_bytes``: the store on disk after it."""
+
+    records: int
+    unpublished: int
+    held_at: int | None
+    held: str | None
+    backlog: Backlog
+    file_bytes: int
 
 
 class SinkHead(Protocol):
@@ -797,6 +822,39 @@ class AuditTrail:
     async def durability(self) -> SqliteDurability:
         """How the store's writes reach the disk (FULL: a recorded event survives a power cut)."""
         return await self._db.durability()
+
+    async def prune(self, before: datetime, *, batch: int = PRUNE_BATCH) -> PruneReport:
+        """Remove the records the sink acknowledged that were recorded before ``before``, in
+        transactions of ``batch`` records (appends go on between them), then give the space back
+        to the disk."""
+        if self._state != "open":
+            raise RuntimeError(f"the audit trail is {self._state if self._state != 'new' else 'not open'}")
+        removed = unpublished = 0
+        while True:
+            step = await self._db.prune(before, batch)
+            removed, unpublished = removed + step.records, unpublished + step.unpublished
+            if step.records < batch or step.plan.held is not None:
+                break
+        plan = step.plan
+        if removed:
+            status = self._db.status
+            log.info(
+                "audit store pruned records=%d through_sequence=%d unpublished=%d kept=%d",
+                removed,
+                status.base + status.pruned,
+                unpublished,
+                status.records - status.pruned,
+            )
+            try:
+                await self._db.compact()
+            except sqlite3.OperationalError as exc:
+                # Busy (``audit verify`` reading): the space comes back at the next prune.
+                log.info("audit store not compacted error=%s", describe_exception(exc))
+        if plan.held is not None:
+            log.error("audit store pruning held at position=%d: %s", plan.held_at or 0, plan.held)
+        backlog = await self._db.backlog()
+        size = await asyncio.to_thread(files_bytes, self._db.path)
+        return PruneReport(removed, unpublished, plan.held_at, plan.held, backlog, size)
 
     async def verify(self) -> ChainReport:
         """The chain on disk checked as this device (read-only, in a thread)."""

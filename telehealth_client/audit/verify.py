@@ -1,13 +1,15 @@
 """Reading an audit store read-only, for ``telehealth-agent audit verify | status``.
 
-``verify_store`` checks a version 3 store as this device: the head names this device and its MAC
-verifies, every record links to the one before under the device's key, carries this device's
-``deviceId`` and the sequence its position gives, every delivery outcome's MAC verifies, the
-chain's end is the head's, and the sink's acknowledgements (kept in the store and in the file
-beside it) are not beyond the trail's end nor ahead in the file. ``verify_legacy_store`` checks a
-version 2 store as version 2 did. Reports name positions, sequences, device IDs and counts,
-never a record's content. Where the keys themselves look wrong (nothing in the store verifies, or
-only a first run of records does not), the report says which setting to check.
+``verify_store`` checks a version 3 (or, pruned, 4) store as this device: the head names this
+device and its MAC verifies (it covers the anchor a prune left, ``audit_pruning``), every
+record links to the one before under the device's key (the first one kept to the anchor),
+carries this device's ``deviceId`` and the sequence its position gives, every delivery outcome's
+MAC verifies, the chain's end is the head's, and the sink's acknowledgements (kept in the store
+and in the file beside it) are not beyond the trail's end nor ahead in the file.
+``verify_legacy_store`` checks a version 2 store as version 2 did. Reports name positions,
+sequences, device IDs and counts, never a record's content. Where the keys themselves look wrong
+(nothing in the store verifies, or only a first run of records does not), the report says which
+setting to check.
 """
 
 from __future__ import annotations
@@ -23,11 +25,10 @@ from telehealth_client.audit.acks import AcknowledgementFileError, read_acknowle
 from telehealth_client.audit.keys import ChainKeys, LegacyChainKeys
 from telehealth_client.audit.legacy import LEGACY_GENESIS_HASH, LEGACY_TABLES
 from telehealth_client.audit.origin import StoreOrigin
+from telehealth_client.audit.pruning import Backlog, read_backlog
 from telehealth_client.audit.store import (
-    GENESIS_HASH,
     LEGACY_SCHEMA_VERSION,
     SCHEMA_VERSION,
-    TABLES,
     AuditStatus,
     AuditStoreError,
     DamagedStoreError,
@@ -35,6 +36,7 @@ from telehealth_client.audit.store import (
     StoreHead,
     acknowledgement_problem,
     delivery_counts,
+    device_keyed_problem,
     event_field,
     head_problem,
     read_head,
@@ -52,7 +54,9 @@ class ChainReport:
     ``records``: how many records were verified intact, from the first (all of them when ``ok``).
     ``device_id``, ``base`` (the sequence before the first record's), ``acknowledged`` (the
     highest sequence the sink acknowledged, as kept here) and ``origin`` (how the store began) are
-    the head's, once it verified. ``last_hash``: the last record's hash, when ``ok``.
+    the head's, once it verified. ``last_hash``: the last record's hash, when ``ok``. ``pruned``:
+    the records from the first that were delivered and pruned (counted in ``records``; the chain
+    was verified from the anchor they left).
     """
 
     ok: bool
@@ -64,6 +68,7 @@ class ChainReport:
     acknowledged: int = 0
     origin: StoreOrigin | None = None
     last_hash: str | None = None
+    pruned: int = 0
 
     @property
     def last_sequence(self) -> int:
@@ -99,7 +104,7 @@ def verify_store(path: Path, keys: ChainKeys, device_id: str, acknowledgement_fi
     missing a table is a broken trail."""
     db = open_read_only(path)
     try:
-        problem = store_problem(db, SCHEMA_VERSION, TABLES)
+        problem = device_keyed_problem(db)
         if problem is not None:
             return ChainReport(ok=False, records=0, reason=problem)
         return _verify(db, keys, device_id, acknowledgement_file)
@@ -133,7 +138,7 @@ def _verify(
         return ChainReport(ok=False, records=0, reason=head_unverified)
     if head_unverified is not None and written_with_other_keys(db, head, keys):
         # Nothing verifies: the keys, not a record, are what to look at first.
-        first = 1 if head.records else None
+        first = head.start[0] if head.records else None
         return ChainReport(ok=False, records=0, first_broken=first, reason=head_unverified)
 
     broken = records_problem(db, keys, device_id, head, head_unverified)
@@ -159,6 +164,7 @@ def _verify(
         acknowledged=max(kept[0], in_file),
         origin=head.origin,
         last_hash=last_hash,
+        pruned=0 if head.anchor is None else head.anchor.through,
     )
 
 
@@ -191,7 +197,7 @@ def records_problem(
         return None
 
     broken, count, last_hash = _walk(
-        db, keys, GENESIS_HASH, event_problem, device_keyed=True, fields_at=fields_at, at_sink=at_sink
+        db, keys, head.start, event_problem, device_keyed=True, fields_at=fields_at, at_sink=at_sink
     )
     if broken is not None:
         return broken
@@ -207,7 +213,7 @@ def legacy_records_problem(
     a report, ``ok`` with the count and last hash when every record verifies (``fields_at``: as
     for ``records_problem``)."""
     broken, count, last_hash = _walk(
-        db, keys, LEGACY_GENESIS_HASH, lambda position, event: None, fields_at=fields_at
+        db, keys, (1, LEGACY_GENESIS_HASH), lambda position, event: None, fields_at=fields_at
     )
     if broken is not None:
         return broken
@@ -222,14 +228,16 @@ def legacy_records_problem(
 def _walk(
     db: sqlite3.Connection,
     keys: _LinkKeys,
-    genesis: str,
+    start: tuple[int, str],
     event_problem: Callable[[int, str], str | None],
     *,
     device_keyed: bool = False,
     fields_at: Container[int] | None = None,
     at_sink: int = 0,
 ) -> tuple[ChainReport | None, int, str]:
-    """Every record in order: (the first broken one's report or None, records intact, last hash).
+    """Every record in order from ``start`` (the first stored position and the hash it links to:
+    record 1 and the genesis hash, or a prune's anchor): (the first broken one's report or None,
+    the position up to which the chain is intact, the last hash).
 
     ``device_keyed``: a first record that does not verify may mean a credential not configured;
     ``fields_at``: where the event's id and ``event_problem`` are checked (None: everywhere);
@@ -239,19 +247,24 @@ def _walk(
         "SELECT position, target, refused_status, mac FROM settled"
     ):
         settled.setdefault(int(position), []).append((str(target), refused_status, str(mac)))
-    expected, prev = 1, genesis
+    first = start[0]
+    expected, prev = start
     rows = db.execute("SELECT position, id, event, prev_hash, hash FROM records ORDER BY position")
     try:
         for position, event_id, event, prev_hash, stored_hash in rows:
             if position != expected:
-                why = f"missing (the chain goes from record {expected - 1} to record {position})"
+                why = (
+                    f"missing (the chain goes from record {expected - 1} to record {position})"
+                    if expected > 1
+                    else f"missing (the chain starts at record {position})"
+                )
                 return _broken(expected, why), expected - 1, prev
             fields = fields_at is None or position in fields_at
             if not keys.verifies_link(prev_hash, position, event, stored_hash) or (
                 fields and event_field(event, "id") != event_id
             ):
                 unverified = (
-                    _unverified_first_records(db, keys, genesis) if device_keyed and position == 1 else None
+                    _unverified_first_records(db, keys, start) if device_keyed and position == first else None
                 )
                 if unverified is not None:
                     return _unverified_report(unverified), 0, prev
@@ -280,27 +293,29 @@ def _walk(
 
 
 def _unverified_first_records(
-    db: sqlite3.Connection, keys: _LinkKeys, genesis: str
-) -> tuple[int, int] | None:
-    """``(k, n)`` when records 1 to k of n do not verify under ``keys`` but still link to each other
-    and every later one verifies: what a rotated-out credential that is not configured leaves
-    (an edit breaks records here and there, and never makes the chain verify again after it)."""
-    unverified, expected, prev = 0, 1, genesis
+    db: sqlite3.Connection, keys: _LinkKeys, start: tuple[int, str]
+) -> tuple[int, int, int] | None:
+    """``(first, k, n)`` when the stored records ``first`` to k of n do not verify under ``keys``
+    but still link to each other and every later one verifies: what a rotated-out credential that
+    is not configured leaves (an edit breaks records here and there, and never makes the chain
+    verify again after it)."""
+    first = start[0]
+    unverified, (expected, prev) = 0, start
     for position, event, prev_hash, stored_hash in db.execute(
         "SELECT position, event, prev_hash, hash FROM records ORDER BY position"
     ):
         if position != expected or prev_hash != prev:
             return None
         if not keys.verifies_link(prev_hash, position, event, stored_hash):
-            if unverified != position - 1:
+            if position != (unverified + 1 if unverified else first):
                 return None  # a record that does not verify after one that does
             unverified = position
         expected, prev = expected + 1, stored_hash
-    return (unverified, expected - 1) if unverified else None
+    return (first, unverified, expected - 1) if unverified else None
 
 
-def _unverified_report(unverified: tuple[int, int]) -> ChainReport:
-    first_run, total = unverified
+def _unverified_report(unverified: tuple[int, int, int]) -> ChainReport:
+    first, first_run, total = unverified
     credential = (
         "written under a device credential that is not configured (device_credential is wrong, or it "
         "was rotated: list the old one in previous_device_credentials), or edited"
@@ -308,9 +323,9 @@ def _unverified_report(unverified: tuple[int, int]) -> ChainReport:
     if first_run == total:
         reason = f"no record verifies under the configured device credentials: {credential}"
     else:
-        run = "record 1 does" if first_run == 1 else f"records 1-{first_run} do"
+        run = f"record {first} does" if first_run == first else f"records {first}-{first_run} do"
         reason = f"{run} not verify under the configured device credentials, the later ones do: {credential}"
-    return ChainReport(ok=False, records=0, first_broken=1, reason=reason)
+    return ChainReport(ok=False, records=first - 1, first_broken=first, reason=reason)
 
 
 def _end_problem(
@@ -333,23 +348,40 @@ def _broken(position: int, why: str) -> ChainReport:
 
 
 def read_store_status(path: Path, version: int = SCHEMA_VERSION) -> AuditStatus:
-    """The counts of a store of ``version`` (not verified: ``verify_store`` first);
-    AuditStoreError if there is no store, DamagedStoreError if it is not one."""
+    """The counts of a device-keyed store (``SCHEMA_VERSION``, pruned or not) or a version 2 one
+    (not verified: ``verify_store`` first); ``records`` is the chain's length, pruned records
+    included. AuditStoreError if there is no store, DamagedStoreError if it is not one."""
     db = open_read_only(path)
     try:
-        problem = store_problem(db, version, TABLES if version == SCHEMA_VERSION else LEGACY_TABLES)
+        device_keyed = version == SCHEMA_VERSION
+        problem = device_keyed_problem(db) if device_keyed else store_problem(db, version, LEGACY_TABLES)
         if problem is not None:
             raise DamagedStoreError(path, problem)
         (records,) = db.execute("SELECT count(*) FROM records").fetchone()
         status = AuditStatus(records=int(records), **delivery_counts(db))
-        if version != SCHEMA_VERSION:
+        if not device_keyed:
             return status
         head, kept = read_head(db), read_kept_acknowledgement(db)
+        if head is None:
+            return replace(status, acknowledged=0 if kept is None else kept[0])
         return replace(
             status,
-            base=0 if head is None else head.base,
+            records=head.records,
+            base=head.base,
             acknowledged=0 if kept is None else kept[0],
+            pruned=0 if head.anchor is None else head.anchor.through,
         )
+    except sqlite3.DatabaseError as exc:
+        raise DamagedStoreError(path, f"not a readable audit store ({type(exc).__name__})") from None
+    finally:
+        db.close()
+
+
+def read_store_backlog(path: Path) -> Backlog:
+    """What the sink has not acknowledged in the store at ``path`` (read after it verified)."""
+    db = open_read_only(path)
+    try:
+        return read_backlog(db)
     except sqlite3.DatabaseError as exc:
         raise DamagedStoreError(path, f"not a readable audit store ({type(exc).__name__})") from None
     finally:

@@ -8,6 +8,12 @@ Public API (synchronous: call from the event loop with ``asyncio.to_thread``):
   unreadable, corrupt or of an unknown version raises ``StateFileError`` saying so (the caller
   decides what to do; it never silently starts over).
 - ``remove(state_dir)``: at the end of the consultation.
+- ``prune(state_dir, before, keep)`` and ``prune_each(parent, before, keep)``: the retention
+  (``telehealth_client.retention``): a file left by a consultation that is over (``keep`` says
+  which are not: one this endpoint resumes) and last written before ``before`` (seconds since
+  the epoch) is removed, and so are a crashed write's temporary files and (``prune_each``) a
+  consultation's directory once it has been empty since before then. An unreadable file stays:
+  the endpoint names it at every start, and a later version may read it.
 - ``read_if_present`` and ``write_atomically`` (with ``disk``, the calls they make) are
   ``durable.files``', here for this module's tests.
 
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -51,6 +58,8 @@ __all__ = [
     "disk",
     "load",
     "path_of",
+    "prune",
+    "prune_each",
     "read_if_present",
     "remove",
     "save",
@@ -176,9 +185,15 @@ def _from_json(raw: bytes, data: object, path: Path) -> Consultation:
 def save(state_dir: Path, consultation: Consultation) -> None:
     """Write the consultation atomically: the file is the old one or the new one, never half."""
     directory = Path(state_dir)
-    make_private_directory(directory)
     body = json.dumps(_to_json(consultation), separators=(",", ":"), sort_keys=True).encode()
-    write_atomically(path_of(directory), body)
+    make_private_directory(directory)
+    try:
+        write_atomically(path_of(directory), body)
+    except FileNotFoundError:
+        # The directory went between the two steps: the retention removed it, empty for weeks
+        # (a provider's next consultation with the same patient reuses its name).
+        make_private_directory(directory)
+        write_atomically(path_of(directory), body)
 
 
 def load(state_dir: Path) -> Consultation | None:
@@ -195,6 +210,52 @@ def load(state_dir: Path) -> Consultation | None:
     except (ValueError, RecursionError):
         raise StateFileError(path, "is corrupt (not valid JSON)") from None
     return _from_json(raw, data, path)
+
+
+Keep = Callable[[Consultation], bool]
+
+
+def prune(state_dir: Path, before: float, keep: Keep) -> bool:
+    """Remove the file in ``state_dir`` when its consultation is not one to ``keep`` and it was
+    last written before ``before``; True if it was removed. A crashed write's temporary files
+    older than that go too."""
+    directory = Path(state_dir)
+    for stray in directory.glob(f".{FILE_NAME}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            if stray.stat().st_mtime < before:
+                stray.unlink()
+    path = path_of(directory)
+    try:
+        seen = path.stat()
+        if seen.st_mtime >= before:
+            return False
+        consultation = load(directory)
+        if consultation is None or keep(consultation):
+            return False
+        now = path.stat()
+    except (OSError, StateFileError):
+        return False
+    if (now.st_ino, now.st_mtime_ns) != (seen.st_ino, seen.st_mtime_ns):
+        return False  # written again meanwhile (the same consultation ID in use again)
+    remove(directory)
+    return True
+
+
+def prune_each(parent: Path, before: float, keep: Keep) -> int:
+    """``prune`` in each directory under ``parent`` (one per consultation), and remove each one
+    left empty that nothing was written to since before ``before``; how many files went."""
+    removed = 0
+    try:
+        directories = [entry for entry in Path(parent).iterdir() if entry.is_dir() and not entry.is_symlink()]
+    except FileNotFoundError:
+        return 0
+    for directory in directories:
+        pruned = prune(directory, before, keep)
+        removed += pruned
+        with contextlib.suppress(OSError):
+            if pruned or directory.stat().st_mtime < before:
+                directory.rmdir()  # refused when not empty: a consultation ID in use again stays
+    return removed
 
 
 def remove(state_dir: Path) -> None:

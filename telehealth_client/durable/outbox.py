@@ -44,6 +44,12 @@ sealed blob whose associated data is those IDs, so a blob moved to another row d
 Deleted rows are zeroed (``secure_delete``) and ``wipe`` truncates the write-ahead log, so a
 wiped consultation's blobs are gone from the file, not just unlinked.
 
+Bounded on disk: what is sent leaves the file at once, and ``expire(before)`` (the agent's
+retention, ``telehealth_client.retention``) ends, as failed with the reason ``expired``, what
+waited since before then: a consultation's chat is no use after it (PROTOCOL.md: its PHI leaves
+the disk when it ends) and no consultation lasts the retention. ``compact()`` gives the freed
+pages back to the disk and ``backlog()`` says how much waits.
+
 A row that cannot be opened (a mistyped cipher key, a damaged blob) is skipped, logged by id at
 every open, and left in the file: a later start with the right key (or with it among the previous
 ones) sends it. ``wipe`` deletes such rows of its consultation too. A file that is not a usable
@@ -68,7 +74,15 @@ from typing import Any, Final, TypeVar
 from telehealth_client.backoff import back_off_delay
 from telehealth_client.durable.at_rest import Sealer, SealError
 from telehealth_client.durable.one_thread import OneThread
-from telehealth_client.durable.sqlite import SqliteDurability, read_durability
+from telehealth_client.durable.sqlite import (
+    SqliteDurability,
+    bound_log,
+    compact,
+    files_bytes,
+    free_bytes,
+    read_durability,
+    start_incremental,
+)
 from telehealth_client.logs import describe_exception
 from telehealth_client.pubsub.bus import AccessDeniedError, Bus, BusError, ConnectionStatus, StatusChange
 
@@ -290,7 +304,10 @@ class _Store:
             raise OutboxFileError(self._path, "the SQLite database is damaged")
         if not self._holds_an_outbox_or_nothing(db):
             raise OutboxFileError(self._path, "an SQLite database without the outbox's tables")
+        if db.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,):
+            start_incremental(db)  # a new file: before the journal mode, or SQLite ignores it
         db.execute("PRAGMA journal_mode=WAL")
+        bound_log(db)
         # FULL: a put() that returned is on disk even if power is lost next.
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(_SCHEMA)
@@ -393,6 +410,12 @@ class _Store:
         )
         return cursor.rowcount == 1
 
+    def remove_all(self, item_ids: list[str]) -> None:
+        db = self._conn()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("DELETE FROM pending WHERE id = ?", [(item_id,) for item_id in item_ids])
+
     def remove(self, item_id: str) -> None:
         # Not fsync'ed: a lost deletion only costs a history check after a restart.
         db = self._conn()
@@ -401,6 +424,21 @@ class _Store:
             db.execute("DELETE FROM pending WHERE id = ?", (item_id,))
         finally:
             db.execute("PRAGMA synchronous=FULL")
+
+    def pending_bytes(self) -> tuple[int, int]:
+        """How many rows wait in the file, and their sealed size in bytes."""
+        count, size = (
+            self._conn().execute("SELECT count(*), coalesce(sum(length(sealed)), 0) FROM pending").fetchone()
+        )
+        return int(count), int(size)
+
+    def compact(self, at_least: int) -> bool:
+        """Give free pages back when they add up to ``at_least`` bytes; True if it did."""
+        db = self._conn()
+        if free_bytes(db) < at_least:
+            return False
+        compact(db)
+        return True
 
     def wipe(self, consultation_id: str) -> None:
         db = self._conn()
@@ -546,6 +584,48 @@ class Outbox:
         if removed:
             log.info("outbox wiped consultation items=%d", len(removed))
         return removed
+
+    async def expire(self, before_timetoken: int) -> list[Outgoing]:
+        """End every item queued before ``before_timetoken`` (100 ns units since the epoch, as
+        ``queuedAt``): off memory and disk, each reported failed with the reason ``expired``.
+
+        One in flight may still arrive; it is not reported sent. Rows no key opens carry their
+        time sealed and stay (a later start with the right key sends or expires them).
+        """
+        old = [entry for entry in self._entries.values() if entry.queued_at < before_timetoken]
+        for entry in old:
+            self._drop(entry)
+            self._recent[entry.item.id] = None
+        while len(self._recent) > _RECENT_IDS:
+            self._recent.popitem(last=False)
+        if not old:
+            return []
+        self._settling += 1
+        try:
+            ids = [entry.item.id for entry in old]
+            try:
+                await self._run(lambda: self._store.remove_all(ids))
+            except Exception as exc:  # a restart loads them again, and its first pass expires them
+                log.error("outbox expiry not written items=%d error=%s", len(ids), describe_exception(exc))
+            for entry in old:
+                log.warning("outbox item failed id=%s kind=%s reason=expired", entry.item.id, entry.item.kind)
+                self._notify(self._on_failed, entry.item, "expired")
+        finally:
+            self._settling -= 1
+            self._update_drained()
+        return [entry.item for entry in old]
+
+    async def compact(self, at_least: int = 1024 * 1024) -> bool:
+        """Give the file's free pages back to the disk once they add up to ``at_least`` bytes."""
+        return await self._run(lambda: self._store.compact(at_least))
+
+    async def backlog(self) -> tuple[int, int]:
+        """``(items, bytes)``: how many items wait in the file and their sealed size."""
+        return await self._run(self._store.pending_bytes)
+
+    async def file_bytes(self) -> int:
+        """The file on disk, its write-ahead log included."""
+        return await asyncio.to_thread(files_bytes, self._path)
 
     def _add(self, entry: _Entry) -> None:
         self._entries[entry.item.id] = entry

@@ -375,7 +375,7 @@ async def test_a_store_of_another_version_is_refused_clearly(trail: AuditTrail, 
     db.execute("PRAGMA user_version = 1")
     db.close()
     expected = (
-        f"audit store version 1, this agent reads version {SCHEMA_VERSION} "
+        f"audit store version 1, this agent reads versions {SCHEMA_VERSION} and {SCHEMA_VERSION + 1} "
         "(written by another version of the agent, or altered)"
     )
     report = verify_chain(tmp_path, KEYS, DEVICE)

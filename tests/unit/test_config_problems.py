@@ -639,6 +639,8 @@ def test_redacted_shows_every_setting_printable_and_no_secret(tmp_path: Path) ->
         "api_socket": str(tmp_path / "api.sock"),
         "api_token": "<unset>",
         "state_dir": str(tmp_path),
+        "retention_days": 30,
+        "undelivered_limit_mb": 64,
         "log_level": "INFO",
         "log_format": "kv",
     }
