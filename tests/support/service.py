@@ -2,8 +2,9 @@
 another version for an upgrade), ``systemd-analyze`` on a unit inside a throwaway root
 (``unit_root``, ``verify``, ``exposure``), scripts/install-kiosk.sh run into a root
 (``run_installer``; ``installer_copy`` stands for the next release's) with its paths and a
-manifest of what it left there (``manifest``), and the agent's version as an installed release
-reports it (``agent_version``).
+manifest of what it left there (``manifest``), the agent's version as an installed release
+reports it (``agent_version``), and this machine as the installer's target without a change to
+it (``OverlaidSystem``: overlays in a mount namespace, a stand-in ``systemctl``).
 
 ``systemd-analyze verify`` needs the unit's ExecStart binary and systemd's own units
 (sysinit.target and the like); both are looked up under ``--root``, so a root gets a copy of
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from telehealth_client import __version__
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "kiosk.service"
@@ -61,6 +64,8 @@ class Installed:
     output: str
 
 
+# The version of the product's next release in the upgrade tests (``build_product_wheel``).
+NEXT_VERSION = f"{__version__}+next.release"
 # Where the product's version is written: the package metadata and ``telehealth-agent version``.
 _VERSION_NAMES = {Path("pyproject.toml"): "version", Path("telehealth_client/__init__.py"): "__version__"}
 
@@ -256,3 +261,92 @@ def manifest(root: Path, skip: Sequence[Path] = ()) -> dict[str, tuple[str, int,
             kind, digest = "file", sha256(path)
         entries[str(relative)] = (kind, info.st_mode & 0o7777, info.st_uid, digest)
     return entries
+
+
+# A stand-in for systemctl where no systemd runs: it records each call (and where the unit's
+# venv link pointed then) and answers ``is-active`` with the state the test set; every other
+# call succeeds.
+_SYSTEMCTL = """#!/bin/sh
+echo "$*" >>"$SYSTEMCTL_LOG"
+echo "$(readlink /opt/telehealth-agent/venv)" >>"$SYSTEMCTL_LOG.venv"
+if [ "$1" = is-active ]; then
+    state=$(cat "$SYSTEMCTL_STATE")
+    echo "$state"
+    [ "$state" = active ] && exit 0
+    exit 3
+fi
+exit 0
+"""
+# In a private mount namespace: /etc, /opt, /var/lib and /run as overlays whose changes go to the
+# test's directories, and /run/systemd/system, where the installer looks for a running systemd.
+_OVERLAID = """set -e
+for top in etc opt var/lib run; do
+    upper=$OVERLAY/upper/$top work=$OVERLAY/work/$top
+    mkdir -p "$upper" "$work"
+    mount -t overlay overlay -o "lowerdir=/$top,upperdir=$upper,workdir=$work" "/$top"
+done
+mkdir -p /run/systemd/system
+exec "$@"
+"""
+
+
+class OverlaidSystem:
+    """This machine as the installer's target without changing it: each run is in a mount
+    namespace of its own over the same overlay directories, so one run sees what the last left;
+    ``systemctl`` is the stand-in above (``state`` is what ``is-active`` answers, ``calls`` what
+    it was asked, in order)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.overlay = directory / "overlay"
+        self.overlay.mkdir(parents=True)
+        bin_dir = directory / "bin"
+        bin_dir.mkdir()
+        systemctl = bin_dir / "systemctl"
+        systemctl.write_text(_SYSTEMCTL)
+        systemctl.chmod(0o755)
+        self.log = directory / "systemctl.log"
+        self.log.touch()
+        self._state = directory / "systemctl.state"
+        self.state = "inactive"
+        self._path = f"{bin_dir}:{os.environ['PATH']}"
+
+    @property
+    def state(self) -> str:
+        return self._state.read_text()
+
+    @state.setter
+    def state(self, value: str) -> None:
+        self._state.write_text(value)
+
+    @property
+    def calls(self) -> list[str]:
+        return self.log.read_text().splitlines()
+
+    @property
+    def venv_links(self) -> list[str]:
+        """Where /opt/telehealth-agent/venv pointed at each of ``calls`` ("" when it did not exist)."""
+        path = self.log.with_name(self.log.name + ".venv")
+        return path.read_text().splitlines() if path.exists() else []
+
+    def changed(self, path: str) -> Path:
+        """Where the overlay keeps what a run wrote to ``path`` (absolute) of this machine."""
+        return self.overlay / "upper" / path.lstrip("/")
+
+    def run_installer(self, *args: str, wheel: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """scripts/install-kiosk.sh on "the running system" (no --root unless ``args`` say so)."""
+        command = [str(INSTALLER), *args] + ([] if wheel is None else ["--wheel", str(wheel)])
+        env = {
+            **installer_environment(),
+            "PATH": self._path,
+            "OVERLAY": str(self.overlay),
+            "SYSTEMCTL_LOG": str(self.log),
+            "SYSTEMCTL_STATE": str(self._state),
+        }
+        namespace = ["unshare", "--mount", "--propagation", "private", "bash", "-c", _OVERLAID, "overlaid"]
+        result = subprocess.run([*namespace, *command], capture_output=True, text=True, env=env, timeout=300)
+        if "mount:" in result.stderr or "unshare:" in result.stderr:
+            pytest.fail(
+                "cannot make an overlaid system here (it needs root, mount namespaces and overlayfs):\n"
+                + result.stderr
+            )
+        return result

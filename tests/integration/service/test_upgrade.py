@@ -21,6 +21,7 @@ from telehealth_client import __version__
 from tests.support.service import (
     CREDENTIALS,
     INSTALLED_UNIT,
+    NEXT_VERSION,
     PREVIOUS_VENV,
     RELEASE_UNIT,
     RELEASES,
@@ -31,7 +32,6 @@ from tests.support.service import (
     Installed,
     add_system_units,
     agent_version,
-    build_product_wheel,
     installer_copy,
     manifest,
     run_installer,
@@ -42,17 +42,12 @@ from tests.support.service import (
 pytestmark = pytest.mark.integration
 
 A = __version__
-B = f"{__version__}+next.release"
+B = NEXT_VERSION
 A_AGENT = f"telehealth-agent {A}"
 B_AGENT = f"telehealth-agent {B}"
 B_UNIT_MARK = "the next release's unit"
 # What the operator and the agent made of version A's install: none of it is the installer's.
 KEPT = (Path("etc/telehealth-agent"), STATE)
-
-
-@pytest.fixture(scope="module")
-def next_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_product_wheel(tmp_path_factory.mktemp("next-wheel"), version=B)
 
 
 @pytest.fixture(scope="module")
