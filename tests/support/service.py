@@ -332,9 +332,8 @@ class OverlaidSystem:
         """Where the overlay keeps what a run wrote to ``path`` (absolute) of this machine."""
         return self.overlay / "upper" / path.lstrip("/")
 
-    def run_installer(self, *args: str, wheel: Path | None = None) -> subprocess.CompletedProcess[str]:
-        """scripts/install-kiosk.sh on "the running system" (no --root unless ``args`` say so)."""
-        command = [str(INSTALLER), *args] + ([] if wheel is None else ["--wheel", str(wheel)])
+    def run(self, *argv: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """``argv`` on "the running system", with the installer's environment and ``stdin``."""
         env = {
             **installer_environment(),
             "PATH": self._path,
@@ -343,10 +342,16 @@ class OverlaidSystem:
             "SYSTEMCTL_STATE": str(self._state),
         }
         namespace = ["unshare", "--mount", "--propagation", "private", "bash", "-c", _OVERLAID, "overlaid"]
-        result = subprocess.run([*namespace, *command], capture_output=True, text=True, env=env, timeout=300)
-        if "mount:" in result.stderr or "unshare:" in result.stderr:
+        result = subprocess.run(
+            [*namespace, *argv], input=stdin, capture_output=True, text=True, env=env, timeout=300
+        )
+        if result.stderr.startswith(("mount:", "unshare:")):
             pytest.fail(
                 "cannot make an overlaid system here (it needs root, mount namespaces and overlayfs):\n"
                 + result.stderr
             )
         return result
+
+    def run_installer(self, *args: str, wheel: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """scripts/install-kiosk.sh on "the running system" (no --root unless ``args`` say so)."""
+        return self.run(str(INSTALLER), *args, *([] if wheel is None else ["--wheel", str(wheel)]))
