@@ -32,6 +32,7 @@ from tests.support.service import (
     Installed,
     add_system_units,
     agent_version,
+    build_product_wheel,
     installer_copy,
     manifest,
     run_installer,
@@ -266,3 +267,19 @@ def test_a_wheel_that_cannot_be_installed_leaves_the_running_release(
     assert reason in result.stderr
     assert manifest(root) == before
     assert os.readlink(root / VENV) == f"releases/{A}"
+
+
+def test_a_third_version_keeps_only_itself_and_the_one_it_replaces(history: History, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(history.root, root, symlinks=True)  # B runs (rolled forward), A is the previous
+    (tmp_path / "third").mkdir()
+    third = build_product_wheel(tmp_path / "third", version=f"{__version__}+third.release")
+    result = run_installer(root, wheel=third)
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in (root / RELEASES).iterdir()) == sorted(
+        [B, f"{__version__}+third.release"]
+    )
+    assert (os.readlink(root / VENV), os.readlink(root / PREVIOUS_VENV)) == (
+        f"releases/{__version__}+third.release",
+        f"releases/{B}",
+    )
