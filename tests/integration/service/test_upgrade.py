@@ -3,8 +3,7 @@ in, then the next release's installer with version B. The settings, credentials 
 directory stay byte for byte with their modes; B runs and A stays as the previous release; the
 same version again changes nothing; ``--rollback`` puts A and its unit back (and, again, B); an
 earlier installer's virtual environment directory is taken over; a third version keeps only
-itself and B; a wheel that cannot be installed
-leaves A running as it was."""
+itself and B; a wheel that cannot be installed leaves A running as it was."""
 
 from __future__ import annotations
 
