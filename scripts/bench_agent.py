@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import statistics
@@ -371,6 +372,9 @@ def main() -> int:
     if args.starts < 1 or args.idle < 0 or args.call_seconds <= 0 or args.messages < 1:
         parser.error("--starts and --messages must be at least 1, --idle at least 0, --call-seconds above 0")
     logs.configure("WARNING")
+    for handler in logging.getLogger().handlers:  # stdout is the JSON's: the stack's warnings go aside
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(sys.stderr)
     load_before = os.getloadavg()[0]
     results = asyncio.run(run(args))
     # Shared machines: the load beside the run says how far the numbers are the agent's own.
