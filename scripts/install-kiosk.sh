@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Installs the telehealth agent on a kiosk or cart as the systemd service kiosk.service:
-#   /opt/telehealth-agent/venv                     the agent alone (this repository's root package;
-#                                                  never devstack/) in its own virtual environment
+# Installs the telehealth agent on a kiosk or cart as the systemd service kiosk.service, or
+# upgrades the one installed in place:
+#   /opt/telehealth-agent/releases/<version>       the agent alone (this repository's root package;
+#                                                  never devstack/) in a virtual environment of its
+#                                                  own per version, with the unit it came with
+#   /opt/telehealth-agent/venv                     a link to the release that runs (the unit's path)
+#   /opt/telehealth-agent/venv.previous            a link to the release it replaced (--rollback)
 #   /etc/systemd/system/kiosk.service              the hardened unit (kiosk.service of this repository)
 #   /etc/telehealth-agent/agent.toml               example settings (packaging/agent.toml), 0644
 #   /etc/telehealth-agent/credentials/<name>       one file per secret, root-owned 0600: placeholders,
@@ -10,14 +14,20 @@
 # Then it prints what is left to fill in and the command that starts the service.
 #
 # Usage: sudo scripts/install-kiosk.sh [--root DIR] [--wheel FILE]
+#        sudo scripts/install-kiosk.sh --rollback [--root DIR]
 #        sudo scripts/install-kiosk.sh --uninstall [--purge] [--root DIR]
 #   --root DIR    install into DIR instead of / (tests, images). The user is added with
 #                 `useradd --prefix DIR` when DIR/etc/passwd exists, and only printed otherwise;
 #                 systemctl is never run.
 #   --wheel FILE  install this built wheel of the agent instead of building the repository root
 #                 (offline installs; pip's own PIP_* variables apply as usual)
+#   --rollback    make the previous release the one that runs again, with its unit (run again,
+#                 it returns to the newer one); the state directory is left as it is
 #   --uninstall   stop and remove all of the above but the state directory /var/lib/telehealth-agent
 #   --purge       with --uninstall: the state directory too (the audit trail and outboxes)
+# Upgrades: another version is built beside the running one, then the link switches to it and
+# the service restarts if it was running; the settings, credentials and state directory are kept
+# (the agent migrates its stores at its next start). The same version again changes nothing.
 # Safe to run twice: the settings and credential files are never overwritten once they exist,
 # the unit is rewritten with the same content, and the user is added only if missing.
 # Exit codes: 0 done, 1 a step failed, 2 usage error or not run as root. PYTHON picks the Python
@@ -26,26 +36,36 @@ set -euo pipefail
 
 readonly UNIT_NAME=kiosk.service
 readonly SERVICE_USER=telehealth
+readonly DISTRIBUTION=telehealth-client
 readonly PLACEHOLDER_MARK="FILL-IN"
 # One secret per line: name, then what to put in its file (the unit's LoadCredential= lines).
 readonly SECRETS="publish_key|the PubNub publish key of the kiosk keyset
 subscribe_key|the PubNub subscribe key of the kiosk keyset
 cipher_key|the AES-256 cipher key of every PHI channel (at least 16 characters)
 device_credential|this kiosk's device credential for the clinic backend"
+# Where each release keeps the unit it came with (--rollback puts it back).
+readonly RELEASE_UNIT=share/telehealth-agent/$UNIT_NAME
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 root=""
 wheel=""
 action=install
 purge=false
+building=""  # a release being built, removed if the installer stops before it is whole
+python=${PYTHON:-python3}
 
 fail_usage() {
     echo "install-kiosk.sh: $1" >&2
     exit 2
 }
 
+fail() {
+    echo "install-kiosk.sh: $1" >&2
+    exit 1
+}
+
 case " $* " in
-    *" -h "*|*" --help "*) sed -n '2,25p' "$0"; exit 0 ;;
+    *" -h "*|*" --help "*) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
 esac
 if [ "$(id -u)" -ne 0 ]; then
     # It creates a system user and writes /opt, /etc and root-only credential files.
@@ -65,7 +85,8 @@ while [ $# -gt 0 ]; do
             wheel=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
             shift 2
             ;;
-        --uninstall) action=uninstall; shift ;;
+        --uninstall) [ "$action" = install ] || fail_usage "--uninstall and --$action exclude each other"; action=uninstall; shift ;;
+        --rollback) [ "$action" = install ] || fail_usage "--rollback and --$action exclude each other"; action=rollback; shift ;;
         --purge) purge=true; shift ;;
         *) fail_usage "unknown argument: $1 (see --help)" ;;
     esac
@@ -73,9 +94,14 @@ done
 if [ "$purge" = true ] && [ "$action" != uninstall ]; then
     fail_usage "--purge goes with --uninstall"
 fi
+if [ -n "$wheel" ] && [ "$action" != install ]; then
+    fail_usage "--wheel goes with an install or upgrade, not --$action"
+fi
 
 readonly opt_dir="$root/opt/telehealth-agent"
+readonly releases="$opt_dir/releases"
 readonly venv="$opt_dir/venv"
+readonly previous="$opt_dir/venv.previous"
 readonly unit_path="$root/etc/systemd/system/$UNIT_NAME"
 readonly wants_link="$root/etc/systemd/system/multi-user.target.wants/$UNIT_NAME"
 readonly etc_dir="$root/etc/telehealth-agent"
@@ -122,22 +148,130 @@ write_new_file() {
     mv -f "$temporary" "$path"
 }
 
-install_agent() {
-    local python=${PYTHON:-python3}
-    "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-        || { echo "install-kiosk.sh: $python is older than 3.11 (set PYTHON)" >&2; exit 1; }
-    install -d -m 0755 -o root -g root "$opt_dir"
-    if [ ! -x "$venv/bin/python" ]; then
-        "$python" -m venv "$venv"
-    fi
+# Points the link $1 at $2 (relative to /opt/telehealth-agent, so it also holds under --root) in
+# one rename: the unit never sees the link missing.
+point() {
+    local link=$1 target=$2
+    ln -s "$target" "$link.new"
+    mv -T -f "$link.new" "$link"
+}
+
+check_python() {
+    "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+        || fail "$python is not Python 3.11 or newer (set PYTHON)"
+}
+
+# The version the wheel (or the repository's pyproject.toml) holds; refuses another distribution.
+source_version() {
+    "$python" - "$DISTRIBUTION" "${wheel:-$repo}" <<'PY'
+import re
+import sys
+import tomllib
+import zipfile
+from email.parser import HeaderParser
+from pathlib import Path
+
+distribution, source = sys.argv[1], Path(sys.argv[2])
+if source.is_dir():
+    project = tomllib.loads((source / "pyproject.toml").read_text()).get("project", {})
+    name, version, where = project.get("name"), project.get("version"), source / "pyproject.toml"
+else:
+    try:
+        with zipfile.ZipFile(source) as archive:
+            found = [n for n in archive.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)]
+            metadata = HeaderParser().parsestr(archive.read(found[0]).decode()) if len(found) == 1 else {}
+    except (OSError, zipfile.BadZipFile, UnicodeDecodeError) as error:
+        sys.exit(f"install-kiosk.sh: {source}: not a readable wheel ({error})")
+    name, version, where = metadata.get("Name"), metadata.get("Version"), source
+if re.sub(r"[-_.]+", "-", str(name)).lower() != distribution:
+    sys.exit(f"install-kiosk.sh: {where}: not the {distribution} distribution (name: {name})")
+if not isinstance(version, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.+!_-]*", version):
+    sys.exit(f"install-kiosk.sh: {where}: no usable version (found: {version})")
+print(version)
+PY
+}
+
+# The agent's version installed in the virtual environment $1 (empty when it cannot tell).
+installed_version() {
+    "$1/bin/python" -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' \
+        "$DISTRIBUTION" 2>/dev/null || true
+}
+
+# The release $1 links to (a name under releases/), empty when $1 is no such link.
+release_of() {
+    local target
+    [ -L "$1" ] || return 0
+    target=$(readlink "$1")
+    case "$target" in
+        releases/*) [ -x "$opt_dir/$target/bin/telehealth-agent" ] && echo "${target#releases/}" ;;
+    esac
+    return 0
+}
+
+# An earlier installer put the virtual environment itself at venv/: it becomes a release like
+# the others. Its scripts name their interpreter by the old path, so they are pointed at the new
+# one: the release then runs from where it is, as current or previous.
+adopt_venv_directory() {
+    [ -d "$venv" ] && [ ! -L "$venv" ] || return 0
+    local version
+    version=$(installed_version "$venv")
+    [ -n "$version" ] || fail "$venv: cannot tell which version of the agent it holds; move it away and run again"
+    install -d -m 0755 -o root -g root "$releases"
+    rm -rf "${releases:?}/$version"
+    mv "$venv" "$releases/$version"
+    "$python" - "$venv/bin/python" "$releases/$version/bin/python" <<'PY'
+import sys
+from pathlib import Path
+
+old, new = (argument.encode() for argument in sys.argv[1:3])
+for script in Path(sys.argv[2]).parent.iterdir():
+    if script.is_symlink() or not script.is_file():
+        continue
+    content = script.read_bytes()
+    if not content.startswith(b"#!"):
+        continue
+    # The interpreter is on the first line, or the second for pip's long-path /bin/sh wrapper.
+    head = content.split(b"\n", 2)
+    changed = b"\n".join([line.replace(old, new) for line in head[:2]] + head[2:])
+    if changed != content:
+        script.write_bytes(changed)
+PY
+    point "$venv" "releases/$version"
+    echo "moved the agent $version from $venv to $releases/$version"
+}
+
+# A new release in releases/$1, built beside the one that runs; removed again if any step fails.
+build_release() {
+    local version=$1 release=$releases/$1 found
+    install -d -m 0755 -o root -g root "$opt_dir" "$releases"
+    rm -rf "$release"
+    building=$release
+    trap 'rm -rf "$building"' EXIT
+    "$python" -m venv "$release" || fail "$python -m venv $release failed (above); nothing else changed"
     # The repository root is the agent alone; devstack/ is a separate package it never installs.
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check "${wheel:-$repo}"
-    install -m 0644 -o root -g root "$repo/README.md" "$opt_dir/README.md"
+    "$release/bin/python" -m pip install -q --disable-pip-version-check "${wheel:-$repo}" \
+        || fail "pip could not install ${wheel:-$repo} (above); nothing else changed"
+    found=$(installed_version "$release")
+    [ "$found" = "$version" ] || fail "$release: pip installed version '$found' of the agent, not $version"
+    install -D -m 0644 -o root -g root "$repo/kiosk.service" "$release/$RELEASE_UNIT"
+    trap - EXIT
+}
+
+# Every release but the one that runs and the previous one goes.
+prune_releases() {
+    local keep=("$(release_of "$venv")" "$(release_of "$previous")") path name
+    for path in "$releases"/*; do
+        [ -e "$path" ] || continue
+        name=$(basename "$path")
+        if [ "$name" != "${keep[0]}" ] && [ "$name" != "${keep[1]}" ]; then
+            rm -rf "$path"
+        fi
+    done
 }
 
 install_unit() {
     install -d -m 0755 "$root/etc/systemd/system"
-    install -m 0644 -o root -g root "$repo/kiosk.service" "$unit_path"
+    install -m 0644 -o root -g root "$1" "$unit_path"
 }
 
 install_settings() {
@@ -169,6 +303,26 @@ add_user() {
     useradd "${prefix[@]}" "${args[@]}" "$SERVICE_USER"
 }
 
+# Restarts the service when its state (systemctl is-active) is one of $@; says what it did.
+restart_when() {
+    if ! systemd_running; then
+        echo "$UNIT_NAME: not restarted here (no systemd running this system, or --root)"
+        return 0
+    fi
+    local state wanted
+    state=$(systemctl is-active "$UNIT_NAME" 2>/dev/null || true)
+    for wanted in "$@"; do
+        if [ "$state" = "$wanted" ]; then
+            # A crash loop may have used up the start limit (StartLimitBurst=): start afresh.
+            systemctl reset-failed "$UNIT_NAME" 2>/dev/null || true
+            systemctl restart "$UNIT_NAME"
+            echo "$UNIT_NAME: restarted (it was $state)"
+            return 0
+        fi
+    done
+    echo "$UNIT_NAME: ${state:-not loaded}, left so"
+}
+
 print_todo() {
     local left=() key name
     for key in user_id organization_id department_id clinic_url; do
@@ -193,14 +347,60 @@ print_todo() {
 }
 
 install_all() {
-    install_agent
-    install_unit
+    check_python
+    local version current
+    version=$(source_version)
+    adopt_venv_directory
+    current=$(release_of "$venv")
+    if [ "$current" = "$version" ]; then
+        echo "the agent $version is installed already: kept $opt_dir/releases/$version"
+    else
+        build_release "$version"
+    fi
+    install -d -m 0755 -o root -g root "$opt_dir"
+    install -m 0644 -o root -g root "$repo/README.md" "$opt_dir/README.md"
+    install_unit "$repo/kiosk.service"
     install_settings
     add_user
+    if [ "$current" != "$version" ]; then
+        # The previous release first: a stop between the two links leaves both on the old one.
+        if [ -n "$current" ]; then
+            point "$previous" "releases/$current"
+        fi
+        point "$venv" "releases/$version"
+        prune_releases
+    fi
     if systemd_running; then
         systemctl daemon-reload
     fi
+    if [ -n "$current" ] && [ "$current" != "$version" ]; then
+        echo "upgraded: the agent $current -> $version ($current kept: --rollback returns to it)"
+        echo "kept: $settings, $credentials/, $state_dir (the agent migrates its stores at its next start)"
+        restart_when active activating reloading
+    fi
     print_todo
+}
+
+rollback() {
+    local back current
+    back=$(release_of "$previous")
+    current=$(release_of "$venv")
+    [ -n "$back" ] || fail "no previous release to roll back to ($previous is not a link to one under $releases)"
+    [ -n "$current" ] || fail "$venv is not a link to a release under $releases: nothing to roll back from"
+    point "$venv" "releases/$back"
+    point "$previous" "releases/$current"
+    if [ -f "$releases/$back/$RELEASE_UNIT" ]; then
+        install_unit "$releases/$back/$RELEASE_UNIT"
+    else
+        echo "$releases/$back has no copy of its unit (an earlier installer's): kept $unit_path"
+    fi
+    if systemd_running; then
+        systemctl daemon-reload
+    fi
+    echo "rolled back: the agent $current -> $back (--rollback again returns to $current)"
+    echo "kept: $settings, $credentials/, $state_dir as $current left it"
+    # A new version that crash-looped is failed, or activating between its restarts.
+    restart_when active activating reloading failed
 }
 
 uninstall_all() {
@@ -225,8 +425,8 @@ uninstall_all() {
     fi
 }
 
-if [ "$action" = uninstall ]; then
-    uninstall_all
-else
-    install_all
-fi
+case "$action" in
+    uninstall) uninstall_all ;;
+    rollback) rollback ;;
+    *) install_all ;;
+esac

@@ -1,7 +1,10 @@
-"""The kiosk install's test helpers: the product's wheel alone (``build_product_wheel``),
-``systemd-analyze`` on a unit inside a throwaway root (``unit_root``, ``verify``, ``exposure``),
-and scripts/install-kiosk.sh run into a root (``run_installer``) with its paths and a manifest
-of what it left there (``manifest``).
+"""The kiosk install's test helpers: the product's wheel alone (``build_product_wheel``, of
+another version for an upgrade), ``systemd-analyze`` on a unit inside a throwaway root
+(``unit_root``, ``verify``, ``exposure``), scripts/install-kiosk.sh run into a root
+(``run_installer``; ``installer_copy`` stands for the next release's) with its paths and a
+manifest of what it left there (``manifest``), the agent's version as an installed release
+reports it (``agent_version``), and this machine as the installer's target without a change to
+it (``OverlaidSystem``: overlays in a mount namespace, a stand-in ``systemctl``).
 
 ``systemd-analyze verify`` needs the unit's ExecStart binary and systemd's own units
 (sysinit.target and the like); both are looked up under ``--root``, so a root gets a copy of
@@ -17,11 +20,14 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from telehealth_client import __version__
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "kiosk.service"
@@ -30,8 +36,13 @@ SYSTEM_DEPS = "scripts/install-system-deps.sh"
 # The product's own files: a wheel built from a copy of them cannot pick up the development stack.
 PRODUCT_FILES = ("pyproject.toml", "README.md", "telehealth_client", "devices")
 
-# Where the installer puts things (the unit's paths say the same).
-VENV = Path("opt/telehealth-agent/venv")
+# Where the installer puts things (the unit's paths say the same). VENV links to the release
+# that runs, PREVIOUS_VENV to the one before it, each a virtual environment under RELEASES.
+OPT = Path("opt/telehealth-agent")
+VENV = OPT / "venv"
+PREVIOUS_VENV = OPT / "venv.previous"
+RELEASES = OPT / "releases"
+RELEASE_UNIT = Path("share/telehealth-agent/kiosk.service")  # the unit each release came with
 AGENT = VENV / "bin" / "telehealth-agent"
 INSTALLED_UNIT = Path("etc/systemd/system/kiosk.service")
 SETTINGS = Path("etc/telehealth-agent/agent.toml")
@@ -53,8 +64,15 @@ class Installed:
     output: str
 
 
-def build_product_wheel(directory: Path) -> Path:
-    """The product's wheel, built offline from a copy of its own files under ``directory``."""
+# The version of the product's next release in the upgrade tests (``build_product_wheel``).
+NEXT_VERSION = f"{__version__}+next.release"
+# Where the product's version is written: the package metadata and ``telehealth-agent version``.
+_VERSION_NAMES = {Path("pyproject.toml"): "version", Path("telehealth_client/__init__.py"): "__version__"}
+
+
+def build_product_wheel(directory: Path, version: str | None = None) -> Path:
+    """The product's wheel, built offline from a copy of its own files under ``directory``;
+    ``version``: with that version instead of the checkout's (the next release, for an upgrade)."""
     source = directory / "source"
     source.mkdir()
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
@@ -64,6 +82,12 @@ def build_product_wheel(directory: Path) -> Path:
             shutil.copytree(path, source / name, ignore=ignore)
         else:
             shutil.copy2(path, source / name)
+    if version is not None:
+        for relative, name in _VERSION_NAMES.items():
+            line = re.compile(rf'^{name} = "[^"]+"$', re.MULTILINE)
+            text, count = line.subn(f'{name} = "{version}"', (source / relative).read_text())
+            assert count == 1, f"{relative}: not one {name} line to change"
+            (source / relative).write_text(text)
     wheels = directory / "wheels"
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
     # No build isolation: the build backend is this environment's (the test extra pins it), offline.
@@ -72,20 +96,64 @@ def build_product_wheel(directory: Path) -> Path:
     return wheel
 
 
-def run_installer(root: Path, *args: str, wheel: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """scripts/install-kiosk.sh into ``root``, offline: pip takes the wheel and nothing else (its
-    dependencies are not needed to install or verify the unit)."""
-    env = {
+def installer_environment() -> dict[str, str]:
+    """The installer's environment in tests: this Python, and pip offline taking the wheel and
+    nothing else (its dependencies are not needed to install, upgrade or verify the unit)."""
+    return {
         **os.environ,
         "PYTHON": sys.executable,
         "PIP_NO_INDEX": "1",
         "PIP_NO_DEPS": "1",
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }
-    command = [str(INSTALLER), "--root", str(root), *args]
+
+
+def run_installer(
+    root: Path, *args: str, wheel: Path | None = None, installer: Path = INSTALLER
+) -> subprocess.CompletedProcess[str]:
+    """``installer`` (scripts/install-kiosk.sh) into ``root``, offline."""
+    command = [str(installer), "--root", str(root), *args]
     if wheel is not None:
         command += ["--wheel", str(wheel)]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(command, capture_output=True, text=True, env=installer_environment(), timeout=300)
+
+
+# The installer's own files: what it installs besides the wheel comes from beside it.
+INSTALLER_FILES = ("scripts/install-kiosk.sh", "kiosk.service", "packaging", "README.md")
+
+
+def installer_copy(directory: Path, unit_comment: str) -> Path:
+    """The installer with its files copied under ``directory``, its unit marked by a comment line:
+    the next release's installer, whose unit a rollback must replace with the previous one."""
+    for name in INSTALLER_FILES:
+        path, copy = REPO / name, directory / name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            shutil.copytree(path, copy)
+        else:
+            shutil.copy2(path, copy)
+    unit = directory / "kiosk.service"
+    unit.write_text(f"# {unit_comment}\n{unit.read_text()}")
+    return directory / "scripts" / "install-kiosk.sh"
+
+
+def agent_version(root: Path, venv: Path = VENV) -> str:
+    """What ``telehealth-agent version`` of the release ``venv`` links to under ``root`` prints.
+
+    The installs in tests carry no dependencies (``PIP_NO_DEPS``): they come from this
+    environment's site-packages as a path entry, whose ``.pth`` files (the checkout's editable
+    install) are not read, so the release's own copy of the agent is the one that runs."""
+    env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
+    result = subprocess.run(
+        [str(root / venv / "bin" / "telehealth-agent"), "version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
 
 
 # What a target system has before the installer: directories and an (empty) user database, to
@@ -193,3 +261,97 @@ def manifest(root: Path, skip: Sequence[Path] = ()) -> dict[str, tuple[str, int,
             kind, digest = "file", sha256(path)
         entries[str(relative)] = (kind, info.st_mode & 0o7777, info.st_uid, digest)
     return entries
+
+
+# A stand-in for systemctl where no systemd runs: it records each call (and where the unit's
+# venv link pointed then) and answers ``is-active`` with the state the test set; every other
+# call succeeds.
+_SYSTEMCTL = """#!/bin/sh
+echo "$*" >>"$SYSTEMCTL_LOG"
+echo "$(readlink /opt/telehealth-agent/venv)" >>"$SYSTEMCTL_LOG.venv"
+if [ "$1" = is-active ]; then
+    state=$(cat "$SYSTEMCTL_STATE")
+    echo "$state"
+    [ "$state" = active ] && exit 0
+    exit 3
+fi
+exit 0
+"""
+# In a private mount namespace: /etc, /opt, /var/lib and /run as overlays whose changes go to the
+# test's directories, and /run/systemd/system, where the installer looks for a running systemd.
+_OVERLAID = """set -e
+for top in etc opt var/lib run; do
+    upper=$OVERLAY/upper/$top work=$OVERLAY/work/$top
+    mkdir -p "$upper" "$work"
+    mount -t overlay overlay -o "lowerdir=/$top,upperdir=$upper,workdir=$work" "/$top"
+done
+mkdir -p /run/systemd/system
+exec "$@"
+"""
+
+
+class OverlaidSystem:
+    """This machine as the installer's target without changing it: each run is in a mount
+    namespace of its own over the same overlay directories, so one run sees what the last left;
+    ``systemctl`` is the stand-in above (``state`` is what ``is-active`` answers, ``calls`` what
+    it was asked, in order)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.overlay = directory / "overlay"
+        self.overlay.mkdir(parents=True)
+        bin_dir = directory / "bin"
+        bin_dir.mkdir()
+        systemctl = bin_dir / "systemctl"
+        systemctl.write_text(_SYSTEMCTL)
+        systemctl.chmod(0o755)
+        self.log = directory / "systemctl.log"
+        self.log.touch()
+        self._state = directory / "systemctl.state"
+        self.state = "inactive"
+        self._path = f"{bin_dir}:{os.environ['PATH']}"
+
+    @property
+    def state(self) -> str:
+        return self._state.read_text()
+
+    @state.setter
+    def state(self, value: str) -> None:
+        self._state.write_text(value)
+
+    @property
+    def calls(self) -> list[str]:
+        return self.log.read_text().splitlines()
+
+    @property
+    def venv_links(self) -> list[str]:
+        """Where /opt/telehealth-agent/venv pointed at each of ``calls`` ("" when it did not exist)."""
+        path = self.log.with_name(self.log.name + ".venv")
+        return path.read_text().splitlines() if path.exists() else []
+
+    def changed(self, path: str) -> Path:
+        """Where the overlay keeps what a run wrote to ``path`` (absolute) of this machine."""
+        return self.overlay / "upper" / path.lstrip("/")
+
+    def run(self, *argv: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """``argv`` on "the running system", with the installer's environment and ``stdin``."""
+        env = {
+            **installer_environment(),
+            "PATH": self._path,
+            "OVERLAY": str(self.overlay),
+            "SYSTEMCTL_LOG": str(self.log),
+            "SYSTEMCTL_STATE": str(self._state),
+        }
+        namespace = ["unshare", "--mount", "--propagation", "private", "bash", "-c", _OVERLAID, "overlaid"]
+        result = subprocess.run(
+            [*namespace, *argv], input=stdin, capture_output=True, text=True, env=env, timeout=300
+        )
+        if result.stderr.startswith(("mount:", "unshare:")):
+            pytest.fail(
+                "cannot make an overlaid system here (it needs root, mount namespaces and overlayfs):\n"
+                + result.stderr
+            )
+        return result
+
+    def run_installer(self, *args: str, wheel: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """scripts/install-kiosk.sh on "the running system" (no --root unless ``args`` say so)."""
+        return self.run(str(INSTALLER), *args, *([] if wheel is None else ["--wheel", str(wheel)]))

@@ -159,6 +159,8 @@ def test_a_user_other_than_root_is_refused_and_nothing_changes(tmp_path: Path) -
         (["--purge"], "--purge goes with --uninstall"),
         (["--frobnicate"], "unknown argument: --frobnicate"),
         (["--wheel", "/nonexistent.whl"], "--wheel /nonexistent.whl: no such file"),
+        (["--rollback", "--uninstall"], "--uninstall and --rollback exclude each other"),
+        (["--rollback", "--wheel", str(INSTALLER)], "--wheel goes with an install or upgrade, not"),
     ],
 )
 def test_bad_arguments_are_refused_before_anything_is_written(

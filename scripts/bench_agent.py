@@ -1,0 +1,392 @@
+"""The agent as systemd runs it, measured: ``telehealth-agent run`` processes on the development stack.
+
+A kiosk and a provider's cart, each a ``telehealth-agent run`` process (its console script, as the
+unit's ``ExecStart=``) with its local API, on the development stack in this process (relay
+enforcing Access Manager, clinic stand-in, coturn). It prints JSON:
+
+- ``ready_s``: from spawning the process to its ``READY=1`` datagram on a ``NOTIFY_SOCKET`` bound
+  here, as ``Type=notify`` sees it; ``--starts`` starts of each (the first on an empty state
+  directory), their median and max; ``idle_stop_s``: SIGTERM to exit of the idle starts before the
+  last one;
+- ``idle_rss_mb``: the kiosk's resident memory (``VmRSS``) ``--idle`` seconds after its last READY,
+  the agent's and its child processes' (the provider's beside it);
+- ``call_rss_mb``: a 640x480 call at 30 fps between them (a synthetic video file as each camera, a
+  generated tone as each microphone), driven through their APIs as the README's walkthrough does,
+  sampled every second for ``--call-seconds`` once video is live both ways: the peak of each agent
+  process, of its media children together (the call's and the warm spare for the next one), and of
+  both together, per side;
+- ``stop``: the call ended, the consultation still in progress, the relay answering every request
+  with 503 (PubNub refusing publishes), the kiosk queues ``--messages`` chat messages
+  (``POST /v1/chat``, durable once answered); then SIGTERM, until the process exited (and its exit
+  code, and the outbox backlog before);
+- ``targets``: READY under 1.0 s (the median, each role), the kiosk agent idle under 80 MB, the
+  stop with a full outbox under 2 s, each with its value and ``pass`` or ``fail``;
+- ``machine``: the cores and the load average before and after (the numbers are the agent's own
+  only on a quiet machine).
+
+It exits 0 whatever the numbers (it reports; a phase that failed is named under ``errors``).
+
+    .venv/bin/python scripts/bench_agent.py [--starts 3] [--idle 5] [--call-seconds 10] [--messages 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from bench_api import alsa_environment, media_environment  # scripts/ is on the path when a script runs
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from telehealth_client import logs  # noqa: E402
+from telehealth_client.protocol import channels  # noqa: E402
+from telehealth_client.security.clinic_client import ClinicClient  # noqa: E402
+from telehealth_devstack.stack import DEFAULT_DEPARTMENT, DevStack  # noqa: E402
+from tests.support.cli import Process, notified, notify_socket, unset_environment  # noqa: E402
+from tests.support.devstack_cli import api_address  # noqa: E402
+
+KIOSK = "kiosk-bench-agent"
+PROVIDER = "dr-bench-agent"
+PATIENT = "pat-bench-agent"
+CONSULTATION = channels.consultation(PROVIDER, PATIENT)
+READY_WITHIN = 60.0  # a first start on a shared 2-core machine (imports from a cold cache)
+STEP_WITHIN = 30.0  # what the other agent learns over PubNub
+MEDIA_WITHIN = 90.0  # both media children up (aiortc's import), relay-only through coturn
+STOP_WITHIN = 60.0  # past the unit's TimeoutStopSec=20s: the number is measured, not capped
+POLL_SECONDS = 0.1
+TARGETS = {"ready_s": 1.0, "idle_rss_mb": 80.0, "stop_s": 2.0}
+
+
+def agent_command() -> list[str]:
+    """``telehealth-agent run``: the console script beside this Python, as the unit runs it."""
+    script = Path(sys.executable).with_name("telehealth-agent")
+    return [str(script), "run"] if script.exists() else [sys.executable, "-m", "telehealth_client", "run"]
+
+
+def rss_mb(pid: int) -> float:
+    """The resident memory of ``pid`` in MiB (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (its media children and theirs)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                # The command name may hold spaces and parentheses: the fields follow the last ")".
+                parents[int(entry.name)] = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, its_parent in parents.items() if its_parent == parent]
+        found += children
+        frontier += children
+    return found
+
+
+def memory(pid: int) -> dict[str, float]:
+    """The agent's resident memory and its children's together, in MiB, and how many children."""
+    agent = rss_mb(pid)
+    children = [rss_mb(child) for child in descendants(pid)]
+    return {
+        "agent": round(agent, 1),
+        "children": round(sum(children), 1),
+        "total": round(agent + sum(children), 1),
+        "child_processes": len(children),
+    }
+
+
+class RunAgent:
+    """One ``telehealth-agent run`` process: its notify socket, its API, its memory."""
+
+    def __init__(self, user_id: str, environment: dict[str, str], directory: Path) -> None:
+        self.user_id = user_id
+        self.notify_path = directory / f"notify-{user_id}.sock"
+        self.environment = {**environment, "NOTIFY_SOCKET": str(self.notify_path)}
+        self.process: Process | None = None
+        self.base = ""
+        self.headers = {"Authorization": f"Bearer {environment['TELEHEALTH_API_TOKEN']}"}
+
+    async def start(self) -> float:
+        """Spawn it; the seconds until its READY=1 datagram."""
+        with contextlib.suppress(FileNotFoundError):
+            self.notify_path.unlink()
+        with notify_socket(self.notify_path) as sock:
+            started = time.monotonic()
+            self.process = await Process.spawn(*agent_command(), env=self.environment)
+            await notified(sock, b"READY=1", within=READY_WITHIN)
+            ready = time.monotonic() - started
+        self.base = await api_address(self.process)
+        return ready
+
+    async def stop(self) -> tuple[float, int]:
+        """SIGTERM; the seconds until it exited, and its exit code."""
+        assert self.process is not None
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        code = await self.process.exited(STOP_WITHIN)
+        elapsed = time.monotonic() - started
+        await self.process.finish()
+        return elapsed, code
+
+    async def kill(self) -> None:
+        if self.process is not None:
+            await self.process.kill()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.process.pid
+
+    async def call(self, http: aiohttp.ClientSession, method: str, path: str, body: Any = None) -> Any:
+        async with http.request(method, self.base + path, json=body, headers=self.headers) as answer:
+            data = await answer.json()
+            if answer.status >= 300:
+                raise RuntimeError(f"{self.user_id}: {method} {path}: {answer.status} {data}")
+            return data
+
+    async def until(
+        self, http: aiohttp.ClientSession, holds: Callable[[dict[str, Any]], bool], what: str, within: float
+    ) -> dict[str, Any]:
+        """``GET /v1/status`` until ``holds`` (what the other agent learns over PubNub)."""
+        deadline = time.monotonic() + within
+        while True:
+            status: dict[str, Any] = await self.call(http, "GET", "/v1/status")
+            if holds(status):
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.user_id}: never {what} within {within} s: {status}")
+            await asyncio.sleep(POLL_SECONDS)
+
+
+def consultation(status: dict[str, Any]) -> dict[str, Any] | None:
+    found = [each for each in status["consultations"] if each["consultationId"] == CONSULTATION]
+    return found[0] if found else None
+
+
+def in_state(state: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda status: (one := consultation(status)) is not None and one["state"] == state
+
+
+def call_status(status: dict[str, Any]) -> str | None:
+    one = consultation(status)
+    return None if one is None or one["call"] is None else str(one["call"]["status"])
+
+
+def summary(samples: list[float]) -> dict[str, Any]:
+    return {
+        "median": round(statistics.median(samples), 3),
+        "max": round(max(samples), 3),
+        "samples": [round(sample, 3) for sample in samples],
+    }
+
+
+async def measure_starts(agent: RunAgent, starts: int, stops: list[float]) -> list[float]:
+    """``starts`` starts to READY; each but the last stopped again (its stop time in ``stops``)."""
+    readies = []
+    for n in range(starts):
+        readies.append(await agent.start())
+        if n < starts - 1:
+            elapsed, code = await agent.stop()
+            if code != 0:
+                raise RuntimeError(f"{agent.user_id}: an idle stop exited {code}")
+            stops.append(elapsed)
+    return readies
+
+
+async def hold_call(
+    stack: DevStack, kiosk: RunAgent, provider: RunAgent, http: aiohttp.ClientSession
+) -> None:
+    """Consent, check-in, join and the call through the APIs, until video is live both ways."""
+    assert stack.clinic is not None
+    async with contextlib.aclosing(ClinicClient(stack.clinic.url, stack.kiosk_credential(KIOSK))) as clinic:
+        await clinic.record_consent(PATIENT, True, None)
+    check_in = {
+        "appointmentId": "appt-bench-agent",
+        "patientId": PATIENT,
+        "providerId": PROVIDER,
+        "departmentId": DEFAULT_DEPARTMENT,
+    }
+    await kiosk.call(http, "POST", "/v1/check-in", check_in)
+    await provider.until(http, in_state("checked-in"), "saw the check-in", STEP_WITHIN)
+    one = f"/v1/consultations/{CONSULTATION}"
+    await provider.call(http, "POST", f"{one}/join")
+    await kiosk.until(http, in_state("connecting"), "saw the provider join", STEP_WITHIN)
+    await provider.call(http, "POST", f"{one}/call")
+    for end in (kiosk, provider):
+        await end.until(http, lambda status: call_status(status) == "live", "had a live call", MEDIA_WITHIN)
+
+
+async def call_memory(kiosk: RunAgent, provider: RunAgent, seconds: float) -> dict[str, Any]:
+    """Each side's peak memory, sampled every second for ``seconds`` of the live call."""
+    peaks: dict[str, dict[str, float]] = {"kiosk": {}, "provider": {}}
+    for _ in range(max(1, round(seconds))):
+        for name, end in (("kiosk", kiosk), ("provider", provider)):
+            sample = await asyncio.to_thread(memory, end.pid)
+            for key, value in sample.items():
+                peaks[name][key] = max(peaks[name].get(key, 0.0), value)
+        await asyncio.sleep(1.0)  # the sampling period: a measurement window, not a wait for an event
+    return peaks
+
+
+async def stop_with_full_outbox(
+    stack: DevStack, kiosk: RunAgent, provider: RunAgent, http: aiohttp.ClientSession, messages: int
+) -> dict[str, Any]:
+    """The call ended (the consultation goes on), PubNub refusing everything, ``messages`` chat
+    messages queued on the kiosk; then its SIGTERM to exit."""
+    await provider.call(http, "POST", f"/v1/consultations/{CONSULTATION}/end-call")
+    await kiosk.until(
+        http,
+        lambda status: call_status(status) in (None, "idle", "ended", "failed"),
+        "ended its call",
+        STEP_WITHIN,
+    )
+    stack.relay.fail_next(10**9, 503)
+    try:
+        for n in range(messages):
+            await kiosk.call(http, "POST", "/v1/chat", {"text": f"bench message {n}"})
+        backlog = (await kiosk.call(http, "GET", "/v1/status"))["outboxBacklog"]
+        elapsed, code = await kiosk.stop()
+    finally:
+        stack.relay.fail_next(0, 503)
+    return {"seconds": round(elapsed, 3), "exit_code": code, "outbox_backlog_before": backlog}
+
+
+def verdict(value: float | None, under: float) -> dict[str, Any]:
+    passed = value is not None and value < under
+    return {"value": value, "under": under, "verdict": "pass" if passed else "fail"}
+
+
+def targets(results: dict[str, Any]) -> dict[str, Any]:
+    ready = results.get("ready_s", {})
+    idle = results.get("idle_rss_mb", {}).get("kiosk", {})
+    stop = results.get("stop", {})
+    return {
+        "ready_kiosk_s": verdict(ready.get("kiosk", {}).get("median"), TARGETS["ready_s"]),
+        "ready_provider_s": verdict(ready.get("provider", {}).get("median"), TARGETS["ready_s"]),
+        "idle_rss_kiosk_agent_mb": verdict(idle.get("agent"), TARGETS["idle_rss_mb"]),
+        "stop_full_outbox_s": verdict(stop.get("seconds"), TARGETS["stop_s"]),
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-agent-") as temporary:
+        directory = Path(temporary)
+        async with (
+            DevStack(providers=(PROVIDER,), kiosks=(KIOSK,)) as stack,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=STEP_WITHIN)) as http,
+        ):
+            audio = await asyncio.to_thread(alsa_environment, directory / "media")
+            agents = {}
+            for user_id in (PROVIDER, KIOSK):
+                environment = {
+                    **unset_environment(),
+                    **stack.agent_environment(user_id),
+                    **await asyncio.to_thread(media_environment, directory / "media" / user_id),
+                    **audio,
+                    "TELEHEALTH_STATE_DIR": str(directory / "state" / user_id),
+                    "TELEHEALTH_LOG_FORMAT": "kv",
+                }
+                agents[user_id] = RunAgent(user_id, environment, directory)
+            kiosk, provider = agents[KIOSK], agents[PROVIDER]
+            phase = "start"
+            try:
+                stops: list[float] = []
+                ready = {
+                    "provider": summary(await measure_starts(provider, args.starts, stops)),
+                    "kiosk": summary(await measure_starts(kiosk, args.starts, stops)),
+                }
+                results["ready_s"] = ready
+                results["idle_stop_s"] = summary(stops) if stops else None
+                phase = "idle"
+                await asyncio.sleep(args.idle)  # idle for a while: the number is the settled one
+                results["idle_rss_mb"] = {
+                    "kiosk": await asyncio.to_thread(memory, kiosk.pid),
+                    "provider": await asyncio.to_thread(memory, provider.pid),
+                    "after_seconds": args.idle,
+                }
+                phase = "call"
+                await hold_call(stack, kiosk, provider, http)
+                results["call_rss_mb"] = await call_memory(kiosk, provider, args.call_seconds)
+                phase = "stop"
+                results["stop"] = await stop_with_full_outbox(stack, kiosk, provider, http, args.messages)
+            except Exception as exc:  # report what was measured, and where it stopped
+                errors[phase] = f"{type(exc).__name__}: {exc}"
+            finally:
+                for agent in (kiosk, provider):
+                    if agent.process is not None and agent.process.process.returncode is None:
+                        try:
+                            await agent.stop()
+                        except Exception as exc:
+                            errors[f"stop {agent.user_id}"] = f"{type(exc).__name__}: {exc}"
+                            await agent.kill()
+    results["targets"] = targets(results)
+    results["setup"] = {
+        "video": "640x480@30",
+        "starts": args.starts,
+        "idle_seconds": args.idle,
+        "call_seconds": args.call_seconds,
+        "messages": args.messages,
+        "command": " ".join(agent_command()),
+    }
+    if errors:
+        results["errors"] = errors
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--starts", type=int, default=3, help="starts to READY of each agent (default 3)")
+    parser.add_argument(
+        "--idle", type=float, default=5.0, help="seconds idle before the idle RSS (default 5)"
+    )
+    parser.add_argument(
+        "--call-seconds", type=float, default=10.0, help="seconds of call sampled (default 10)"
+    )
+    parser.add_argument("--messages", type=int, default=200, help="chat messages queued before the stop")
+    args = parser.parse_args()
+    if args.starts < 1 or args.idle < 0 or args.call_seconds <= 0 or args.messages < 1:
+        parser.error("--starts and --messages must be at least 1, --idle at least 0, --call-seconds above 0")
+    logs.configure("WARNING")
+    for handler in logging.getLogger().handlers:  # stdout is the JSON's: the stack's warnings go aside
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(sys.stderr)
+    load_before = os.getloadavg()[0]
+    results = asyncio.run(run(args))
+    # Shared machines: the load beside the run says how far the numbers are the agent's own.
+    results["machine"] = {
+        "cores": os.cpu_count(),
+        "load_average_1min_before": round(load_before, 2),
+        "load_average_1min_after": round(os.getloadavg()[0], 2),
+    }
+    json.dump(results, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
