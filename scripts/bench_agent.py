@@ -18,7 +18,8 @@ enforcing Access Manager, clinic stand-in, coturn). It prints JSON:
 - ``stop``: the call ended, the consultation still in progress, the relay answering every request
   with 503 (PubNub refusing publishes), the kiosk queues ``--messages`` chat messages
   (``POST /v1/chat``, durable once answered); then SIGTERM, until the process exited (and its exit
-  code, and the outbox backlog before);
+  code, the outbox backlog before and after, and ``agent_s``: the agent's own ``agent stopped
+  seconds=``, its stop without the interpreter's exit);
 - ``targets``: READY under 1.0 s (the median, each role), the kiosk agent idle under 80 MB, the
   stop with a full outbox under 2 s, each with its value and ``pass`` or ``fail``;
 - ``machine``: the cores and the load average before and after (the numbers are the agent's own
@@ -27,6 +28,10 @@ enforcing Access Manager, clinic stand-in, coturn). It prints JSON:
 It exits 0 whatever the numbers (it reports; a phase that failed is named under ``errors``).
 
     .venv/bin/python scripts/bench_agent.py [--starts 3] [--idle 5] [--call-seconds 10] [--messages 200]
+        [--only-stop]
+
+``--only-stop`` measures the stop alone: one start of each, no idle wait, no memory sampling (the
+call is still held and ended first, as the stop's setting).
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -53,6 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from telehealth_client import logs  # noqa: E402
+from telehealth_client.durability import OUTBOX_FILE  # noqa: E402
 from telehealth_client.protocol import channels  # noqa: E402
 from telehealth_client.security.clinic_client import ClinicClient  # noqa: E402
 from telehealth_devstack.stack import DEFAULT_DEPARTMENT, DevStack  # noqa: E402
@@ -127,6 +135,7 @@ class RunAgent:
         self.environment = {**environment, "NOTIFY_SOCKET": str(self.notify_path)}
         self.process: Process | None = None
         self.base = ""
+        self.output = ""  # what it wrote, once a stop finished it
         self.headers = {"Authorization": f"Bearer {environment['TELEHEALTH_API_TOKEN']}"}
 
     async def start(self) -> float:
@@ -148,8 +157,14 @@ class RunAgent:
         self.process.send_signal(signal.SIGTERM)
         code = await self.process.exited(STOP_WITHIN)
         elapsed = time.monotonic() - started
-        await self.process.finish()
+        _, out, err = await self.process.finish()
+        self.output = out + err
         return elapsed, code
+
+    def stopped_seconds(self) -> float | None:
+        """What the agent's last stop said it took (``agent stopped seconds=``), if it said so."""
+        found = re.findall(r"agent stopped seconds=([0-9.]+)", self.output)
+        return float(found[-1]) if found else None
 
     async def kill(self) -> None:
         if self.process is not None:
@@ -271,7 +286,21 @@ async def stop_with_full_outbox(
         elapsed, code = await kiosk.stop()
     finally:
         stack.relay.fail_next(0, 503)
-    return {"seconds": round(elapsed, 3), "exit_code": code, "outbox_backlog_before": backlog}
+    # Nothing lost: what was not sent is still in the file (opened read-only, the agent is gone).
+    left = await asyncio.to_thread(outbox_rows, Path(kiosk.environment["TELEHEALTH_STATE_DIR"]))
+    return {
+        "seconds": round(elapsed, 3),
+        "agent_s": kiosk.stopped_seconds(),
+        "exit_code": code,
+        "outbox_backlog_before": backlog,
+        "outbox_rows_after": left,
+    }
+
+
+def outbox_rows(state_dir: Path) -> int:
+    """How many items wait in the outbox file (their count only: the blobs stay sealed)."""
+    with contextlib.closing(sqlite3.connect(f"file:{state_dir / OUTBOX_FILE}?mode=ro", uri=True)) as db:
+        return int(db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
 
 
 def verdict(value: float | None, under: float) -> dict[str, Any]:
@@ -322,16 +351,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 }
                 results["ready_s"] = ready
                 results["idle_stop_s"] = summary(stops) if stops else None
-                phase = "idle"
-                await asyncio.sleep(args.idle)  # idle for a while: the number is the settled one
-                results["idle_rss_mb"] = {
-                    "kiosk": await asyncio.to_thread(memory, kiosk.pid),
-                    "provider": await asyncio.to_thread(memory, provider.pid),
-                    "after_seconds": args.idle,
-                }
+                if not args.only_stop:
+                    phase = "idle"
+                    await asyncio.sleep(args.idle)  # idle for a while: the number is the settled one
+                    results["idle_rss_mb"] = {
+                        "kiosk": await asyncio.to_thread(memory, kiosk.pid),
+                        "provider": await asyncio.to_thread(memory, provider.pid),
+                        "after_seconds": args.idle,
+                    }
                 phase = "call"
                 await hold_call(stack, kiosk, provider, http)
-                results["call_rss_mb"] = await call_memory(kiosk, provider, args.call_seconds)
+                if not args.only_stop:
+                    results["call_rss_mb"] = await call_memory(kiosk, provider, args.call_seconds)
                 phase = "stop"
                 results["stop"] = await stop_with_full_outbox(stack, kiosk, provider, http, args.messages)
             except Exception as exc:  # report what was measured, and where it stopped
@@ -351,6 +382,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "idle_seconds": args.idle,
         "call_seconds": args.call_seconds,
         "messages": args.messages,
+        "only_stop": args.only_stop,
         "command": " ".join(agent_command()),
     }
     if errors:
@@ -368,7 +400,14 @@ def main() -> int:
         "--call-seconds", type=float, default=10.0, help="seconds of call sampled (default 10)"
     )
     parser.add_argument("--messages", type=int, default=200, help="chat messages queued before the stop")
+    parser.add_argument(
+        "--only-stop",
+        action="store_true",
+        help="measure the stop with a full outbox only (one start each, no memory sampling)",
+    )
     args = parser.parse_args()
+    if args.only_stop:
+        args.starts = 1
     if args.starts < 1 or args.idle < 0 or args.call_seconds <= 0 or args.messages < 1:
         parser.error("--starts and --messages must be at least 1, --idle at least 0, --call-seconds above 0")
     logs.configure("WARNING")

@@ -40,7 +40,7 @@ from telehealth_client.security import tokens
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
 from telehealth_client.security.token_announcer import TokenAnnouncer
 from telehealth_client.service_status import ServiceStatus
-from telehealth_client.stop_budgets import LEAVE_SECONDS
+from telehealth_client.stop_budgets import LEAVE_SECONDS, budget, stop_clock
 from telehealth_client.tasks import OwnedTasks
 
 if TYPE_CHECKING:  # the preflight loads the device checks (numpy) when it runs, not before
@@ -507,9 +507,16 @@ class Agent:
         The graceful stop (SIGTERM): a call ends with ``end-call``, the chat outbox and the audit
         trail are flushed to PubNub and the sink, the consultation's channels are left and its
         state file kept (the next start resumes it); each step waits on the network within its
-        budget (``stop_budgets``), what was not sent stays on disk.
+        budget and all of them within the stop's one deadline (``stop_budgets``), what was not
+        sent stays on disk.
         """
         began = time.monotonic()
+        with stop_clock():
+            await self._stop()
+        await self._watchdog.aclose()  # last: the stop above may take a while, and is not a hang
+        log.info("agent stopped seconds=%.2f", time.monotonic() - began)
+
+    async def _stop(self) -> None:
         self._service_status.close()  # from here on the stop says what it does
         # First: nothing drives the parts while they stop. A part is let go only once its close
         # has returned.
@@ -521,19 +528,24 @@ class Agent:
             self.bus = None
         self._nurse_desk = await _closed(self._nurse_desk)
         self.retention = await _closed(self.retention)  # before the stores it prunes
-        # Before the clinic client closes: the audit sink is reached through it.
-        self.durable = await _closed(self.durable)
+        # Two waits on different peers, side by side: the audit sink's last deliveries (before
+        # the clinic client closes: the sink is reached through it) and the notification
+        # channel's presence leave.
+        await _side_by_side(self._close_durable(), self._leave_notifications())
         self._keeper = await _closed(self._keeper)
         self._connector = await _closed(self._connector)
         self.hub.close()
+        self.bus = await _closed(self.bus)
+
+    async def _close_durable(self) -> None:
+        self.durable = await _closed(self.durable)
+
+    async def _leave_notifications(self) -> None:
         if self._notifications is not None:
             notifications, self._notifications = self._notifications, None
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(LEAVE_SECONDS):  # a presence leave: never waited on longer
+                async with asyncio.timeout(budget(LEAVE_SECONDS)):  # a presence leave: never waited on longer
                     await notifications.close()
-        self.bus = await _closed(self.bus)
-        await self._watchdog.aclose()  # last: the stop above may take a while, and is not a hang
-        log.info("agent stopped seconds=%.2f", time.monotonic() - began)
 
 
 class _Closes(Protocol):
@@ -542,6 +554,13 @@ class _Closes(Protocol):
 
 _Part = TypeVar("_Part", bound=_Closes)
 _T = TypeVar("_T")
+
+
+async def _side_by_side(*steps: Awaitable[None]) -> None:
+    """Run ``steps`` at once, each to its end; then raise the first failure, if any."""
+    for result in await asyncio.gather(*steps, return_exceptions=True):
+        if isinstance(result, BaseException):
+            raise result
 
 
 async def _closed(part: _Part | None) -> _Part | None:

@@ -10,7 +10,8 @@ Public API: ``await Durable.open(state_dir, secret=..., previous_secrets=(), org
 device_id=..., audit_keys=..., sink=None)``; ``state_dir``, ``outbox``, ``router``, ``trail``,
 ``sealer``, ``organization_id``; ``auditor(actor_id, role)``; ``attach(bus, denials=None)``;
 ``await detach(within=FLUSH_SECONDS)``; ``await aclose(sink_within=SINK_SECONDS)`` (the stop's
-flush, each step within its budget: ``stop_budgets``).
+flush, each step within its budget and the stop's deadline: ``stop_budgets``; a flush whose every
+attempt fails gives up at once).
 Files: ``state_dir/outbox.sqlite3`` (sealed with a key derived from ``secret``, the agent's cipher
 key), ``state_dir/audit/`` (the device's trail, keyed with ``audit_keys``, from its device
 credential; a version 2 trail left by an earlier agent is delivered under ``secret``) and
@@ -34,7 +35,7 @@ from telehealth_client.durable.outbox import Outbox
 from telehealth_client.protocol.channels import validate_id
 from telehealth_client.protocol.messages import SenderRole
 from telehealth_client.pubsub.bus import AccessDeniedError, Bus
-from telehealth_client.stop_budgets import FLUSH_SECONDS, SINK_SECONDS
+from telehealth_client.stop_budgets import FLUSH_SECONDS, SINK_SECONDS, budget
 
 log = logging.getLogger(__name__)
 
@@ -106,28 +107,30 @@ class Durable:
         self.trail.attach_bus(bus)
 
     async def detach(self, within: float = FLUSH_SECONDS) -> None:
-        """Give what waits ``within`` seconds in all to go out on the current bus (the outbox, then
-        what the audit channel still lacks: it has been publishing meanwhile), then stop using it;
-        a publish still in flight then is cancelled and checked against history after the next
-        attach. Returns at once when nothing waits, or nothing is attached."""
+        """Give what waits ``within`` seconds in all (never past a stop's deadline) to go out on
+        the current bus (the outbox, then what the audit channel still lacks: it has been
+        publishing meanwhile), then stop using it; each gives up at once when its every attempt
+        fails. A publish still in flight then is cancelled and checked against history after the
+        next attach. Returns at once when nothing waits, or nothing is attached."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        if self.outbox.attached:
-            await self.outbox.wait_drained(within)
+        deadline = loop.time() + budget(within)
+        await self.outbox.flush(max(0.0, deadline - loop.time()))
         await self.outbox.detach(max(0.0, deadline - loop.time()))
         await self.trail.detach_bus(max(0.0, deadline - loop.time()))
 
     async def aclose(self, *, sink_within: float = SINK_SECONDS) -> None:
         """Flush and close: what waits gets ``FLUSH_SECONDS`` on a bus still attached (a nurse's
-        cart's), the audit sink ``sink_within`` more for what it has not acknowledged; what is
-        left stays on disk for the next start."""
+        cart's), the audit sink ``sink_within`` more for what it has not acknowledged (both never
+        past a stop's deadline, and ended by a failed attempt); what is left stays on disk for
+        the next start."""
         await self.detach()
-        if self.trail.has_sink and not await self.trail.wait_delivered(sink_within):
+        within = budget(sink_within)
+        if self.trail.has_sink and not await self.trail.flush("sink", within):
             status = self.trail.status()
             log.warning(
                 "audit sink not flushed: left for the next start awaiting_sink=%d within=%.1f",
                 status.awaiting_sink,
-                sink_within,
+                within,
             )
         await self.outbox.aclose()
         await self.trail.aclose()

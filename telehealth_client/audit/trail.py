@@ -16,6 +16,9 @@
   delivery to that target stops there with an error naming its position. A sink's permanent
   refusal (4xx other than 401, 408, 429) is kept as ``refused`` (``audit status`` shows it),
   logged by event id and status; never dropped.
+- ``flush(target, within)`` (a stop's last deliveries): waits for ``target`` to hold everything
+  recorded, cutting its back-off short, and gives up as soon as an attempt fails, rather than
+  waiting out ``within``; ``detach_bus`` flushes the channel so.
 - The sink's answer (the highest sequence it holds for this device with no gap below it) is kept,
   MACed, in the store and in ``audit_acks``' file beside it, so a store put back to an older copy
   is detected (``audit verify``). A new store (the first, or after a damaged one was moved aside)
@@ -306,6 +309,10 @@ class AuditTrail:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
         self._wake: dict[Target, asyncio.Event] = {"sink": asyncio.Event(), "channel": asyncio.Event()}
+        # Set (and replaced) by flush(): a delivery backing off tries again at once.
+        self._retry_now: dict[Target, asyncio.Event] = {"sink": asyncio.Event(), "channel": asyncio.Event()}
+        # Whether the target's last delivery attempt failed (flush() gives up on it).
+        self._failing: dict[Target, bool] = {"sink": False, "channel": False}
         self._waiting: list[tuple[str, dict[str, Any], asyncio.Future[int]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._sink_task: asyncio.Task[None] | None = None
@@ -576,7 +583,8 @@ class AuditTrail:
             self._start_channel(bus, after=old)
 
     async def detach_bus(self, within: float = 2.0) -> None:
-        """Publish what is pending on the attached bus for up to ``within`` s, then stop using it.
+        """Publish what is pending on the attached bus for up to ``within`` s (less once every
+        attempt fails: ``flush``), then stop using it.
 
         What is left is published on the next bus attached. Idempotent.
         """
@@ -584,8 +592,7 @@ class AuditTrail:
             return
         task = self._channel_task
         if task is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._until(lambda: self._awaiting("channel") == 0), within)
+            await self.flush("channel", within)
             if self._channel_task is not task:
                 return  # another bus was attached meanwhile: it is the one in use now
         self._channel_task, self._bus = None, None
@@ -696,8 +703,10 @@ class AuditTrail:
                         else "",
                     )
                     await self._settle(store, target, position, refusal, None)
+                    self._attempted(target, failed=False)
                     return
                 failures += 1
+                self._attempted(target, failed=True)
                 if failures in (1, _PERSISTENT_FAILURES) or failures % 20 == 0:
                     # A first failure is routine (a token being replaced, a network blip): info.
                     # Still failing after a few tries is for the person on call: a warning.
@@ -710,10 +719,11 @@ class AuditTrail:
                         failures,
                         describe_exception(exc),
                     )
-                await asyncio.sleep(retry_delay(failures, *self._backoff))
+                await self._back_off(target, retry_delay(failures, *self._backoff))
                 continue
             highest = self._highest_acknowledged(answer, event) if target == "sink" else None
             await self._settle(store, target, position, None, highest)
+            self._attempted(target, failed=False)
             if failures:
                 log.info(
                     "audit event delivered target=%s position=%d after_failures=%d",
@@ -722,6 +732,16 @@ class AuditTrail:
                     failures,
                 )
             return
+
+    def _attempted(self, target: Target, *, failed: bool) -> None:
+        self._failing[target] = failed
+        self._changed.set()  # a flush waiting re-checks
+
+    async def _back_off(self, target: Target, seconds: float) -> None:
+        """``seconds``, cut short by a flush."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._retry_now[target].wait()
 
     def _highest_acknowledged(self, answer: SinkHead | None, event: dict[str, Any]) -> int | None:
         """The highest sequence of this device the sink is now known to hold: its answer (the
@@ -874,6 +894,28 @@ class AuditTrail:
         except TimeoutError:
             return False
         return True
+
+    async def flush(self, target: Target, within: float) -> bool:
+        """Deliver to ``target`` what it lacks for up to ``within`` s: True once it holds everything
+        recorded. Gives up earlier, False, once an attempt made since this call failed with none
+        succeeding since (the sink or the relay refusing, the network gone: waiting would only sit
+        out back-offs), or when nothing delivers to it. A back-off under way is cut short first, so
+        it tries once more now. What is left is delivered after the next start."""
+        self._failing[target] = False
+        self._retry_now[target].set()
+        self._retry_now[target] = asyncio.Event()
+
+        def delivered() -> bool:
+            return not self._waiting and self._writer is None and self._awaiting(target) == 0
+
+        def settled() -> bool:
+            task = self._sink_task if target == "sink" else self._channel_task
+            return delivered() or self._failing[target] or task is None or task.done()
+
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await self._until(settled)
+        return delivered()
 
     async def _until(self, condition: Callable[[], bool]) -> None:
         while not condition():

@@ -94,7 +94,7 @@ from telehealth_client.protocol.channels import validate_id
 from telehealth_client.protocol.messages import CancelReason, ConsultationInvite, InvitedRole, Summary
 from telehealth_client.pubsub.bus import Subscription
 from telehealth_client.security import tokens
-from telehealth_client.stop_budgets import FLUSH_SECONDS, LEAVE_SECONDS
+from telehealth_client.stop_budgets import FLUSH_SECONDS, LEAVE_SECONDS, budget
 
 if TYPE_CHECKING:
     from telehealth_client.durability import Durable
@@ -284,7 +284,7 @@ class ProviderEndpoint:
         subscriptions, self._subscriptions = self._subscriptions, []
         # The presence leaves, side by side and bounded: the presence timeout tells the rest.
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(LEAVE_SECONDS):
+            async with asyncio.timeout(budget(LEAVE_SECONDS)):
                 await asyncio.gather(*(s.close() for s in subscriptions), return_exceptions=True)
         await self._token.aclose()  # after a replacement under way (a removed specialist's)
         await self.bus.aclose()

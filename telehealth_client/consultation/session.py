@@ -94,7 +94,7 @@ from telehealth_client.pubsub.bus import (
 )
 from telehealth_client.security import tokens
 from telehealth_client.security.token_announcer import TokenAnnouncer
-from telehealth_client.stop_budgets import LEAVE_SECONDS
+from telehealth_client.stop_budgets import LEAVE_SECONDS, budget
 from telehealth_client.tasks import OwnedTasks
 
 log = logging.getLogger(__name__)
@@ -641,14 +641,15 @@ class ConsultationSession:
     async def _leave(self, subscription: Subscription) -> None:
         """Unsubscribe: a presence leave, waited for at most ``LEAVE_SECONDS`` (the peer learns
         of it by the presence timeout anyway; an unreachable network must not hold the close)."""
+        within = budget(LEAVE_SECONDS)  # and never past a stop's deadline
         try:
-            async with asyncio.timeout(LEAVE_SECONDS):
+            async with asyncio.timeout(within):
                 await subscription.close()
         except TimeoutError:
             log.info(
                 "consultation leave not confirmed consultation=%s within=%.1f",
                 self.consultation_id,
-                LEAVE_SECONDS,
+                within,
             )
         except Exception as exc:
             log.info("consultation leave failed error=%s", describe_exception(exc))

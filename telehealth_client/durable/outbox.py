@@ -31,7 +31,8 @@ notification may arrive before the escalation it names, which receivers allow fo
 alerts only once the escalation is on the emergency channel).
 
 A lane that fails backs off on its own; the others go on. When the bus reports ``connected``
-again every lane's back-off is cut short.
+again every lane's back-off is cut short; so does ``flush(within)`` (a stop's last chance), which
+then gives up as soon as every channel with items has failed again rather than wait ``within`` out.
 
 Exactly once when possible: a publish whose outcome is unknown (timed out, connection lost after
 the request went out) may have landed, and so may any item found on disk at start (the process
@@ -496,6 +497,10 @@ class Outbox:
         self._settling = 0  # items off the queue whose outcome the owner has not been told yet
         self._drained = asyncio.Event()
         self._drained.set()
+        # Channels whose lane's last step failed (backing off), and a wake for flush() after
+        # every step and every change of what waits.
+        self._failing: set[str] = set()
+        self._stepped = asyncio.Event()
 
     # -- disk ----------------------------------------------------------------------------------
 
@@ -564,6 +569,33 @@ class Outbox:
             async with asyncio.timeout(within):
                 await self._drained.wait()
         return self._drained.is_set()
+
+    async def flush(self, within: float) -> bool:
+        """Send what waits for up to ``within`` s (a stop's last chance): True once nothing is
+        pending. Gives up earlier, False, once every channel that has items failed its last
+        attempt since this call (the relay refusing, the network gone): waiting longer would only
+        sit out back-offs. Back-offs under way are cut short first, so each channel tries once
+        more now. Not attached: at once. What is left stays on disk for the next bus."""
+        if self._bus is None or self._stopping:
+            return self._drained.is_set()
+        self._failing.clear()
+        self._wake_lanes()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                while not self._drained.is_set() and not self._stalled():
+                    self._stepped.clear()
+                    await self._stepped.wait()
+        if not self._drained.is_set():
+            log.info(
+                "outbox flush ended: left for the next bus items=%d every_channel_failing=%s",
+                len(self._entries),
+                "yes" if self._stalled() else "no",
+            )
+        return self._drained.is_set()
+
+    def _stalled(self) -> bool:
+        """Every channel with items failed its last attempt (none is sending or about to)."""
+        return bool(self._by_channel) and self._failing.issuperset(self._by_channel)
 
     async def wipe(self, consultation_id: str) -> list[Outgoing]:
         """Delete the consultation's unsent items from memory and disk (zeroed); returns them.
@@ -644,6 +676,7 @@ class Outbox:
             self._drained.clear()
         else:
             self._drained.set()
+        self._stepped.set()
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -690,9 +723,12 @@ class Outbox:
 
     def _on_status(self, change: StatusChange) -> None:
         if change.status is ConnectionStatus.CONNECTED:
-            # Every lane waiting on this event wakes; later back-offs wait on a fresh one.
-            self._retry_now.set()
-            self._retry_now = asyncio.Event()
+            self._wake_lanes()
+
+    def _wake_lanes(self) -> None:
+        # Every lane waiting on this event wakes; later back-offs wait on a fresh one.
+        self._retry_now.set()
+        self._retry_now = asyncio.Event()
 
     def _start_lane(self, channel: str) -> None:
         """A sending task for ``channel`` unless it has one (or the outbox is not sending)."""
@@ -720,13 +756,18 @@ class Outbox:
                     progressed = await self._step(bus, entry)
                 if progressed:
                     failures = 0
+                    self._failing.discard(channel)
+                    self._stepped.set()
                     continue
                 failures += 1
+                self._failing.add(channel)
+                self._stepped.set()
                 delay = back_off_delay(failures, *self._backoff)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await wake.wait()
         finally:
+            self._failing.discard(channel)
             if self._lanes.get(channel) is asyncio.current_task():
                 del self._lanes[channel]
 

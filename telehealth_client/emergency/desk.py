@@ -83,7 +83,7 @@ from telehealth_client.protocol.messages import (
     parse_time,
 )
 from telehealth_client.pubsub.bus import Bus, BusError, Envelope, Subscription
-from telehealth_client.stop_budgets import LEAVE_SECONDS
+from telehealth_client.stop_budgets import LEAVE_SECONDS, budget
 from telehealth_client.tasks import OwnedTasks
 
 if TYPE_CHECKING:
@@ -347,7 +347,7 @@ class EmergencyDesk:
         await self._saves.finish()
         if self._subscription is not None:
             try:
-                async with asyncio.timeout(LEAVE_SECONDS):  # a stop never waits longer on the network
+                async with asyncio.timeout(budget(LEAVE_SECONDS)):  # a stop never waits longer on the network
                     await self._subscription.close()
             except Exception as exc:
                 log.info("emergency unsubscribe failed error=%s", describe_exception(exc))

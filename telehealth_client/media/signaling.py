@@ -52,7 +52,7 @@ from telehealth_client.protocol import messages
 from telehealth_client.protocol.channels import ConsultationChannels
 from telehealth_client.protocol.messages import Answer, EndCall, Offer, Signal, encode
 from telehealth_client.pubsub.bus import BusError, Envelope
-from telehealth_client.stop_budgets import END_CALL_SECONDS
+from telehealth_client.stop_budgets import END_CALL_SECONDS, budget
 
 __all__ = ["EARLY_OFFER_HOLD_SECONDS", "CallSignaling", "MediaBackend", "MediaFactory", "TurnSource"]
 
@@ -406,7 +406,7 @@ class CallSignaling:
                 self._media.close(effect.link)
         elif isinstance(effect, n.PublishEnd):
             # Closing (the agent stops): the peer is told, but never waited on past the stop's budget.
-            within = END_CALL_SECONDS if self._closed else None
+            within = budget(END_CALL_SECONDS) if self._closed else None
             end = EndCall(sender_id=self._user_id, timestamp=datetime.now(UTC))
             timetoken = await self._publish(end, within=within)
             return None if timetoken is None else n.EndPublished(timetoken)

@@ -62,6 +62,7 @@ from telehealth_client.pubsub.wire import (
     decode_history_item,
     parse_subscribe_answer,
 )
+from telehealth_client.stop_budgets import budget
 
 log = logging.getLogger(__name__)
 quiet_url_loggers()  # the SDK and httpx log URLs holding tokens
@@ -726,6 +727,7 @@ class PubNubBus:
         self._subscriptions.clear()
         if channels:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(_sdk_call(Leave(self._pubnub).channels(channels)), 2.0)
+                # Never past a stop's deadline: the presence timeout tells the peers anyway.
+                await asyncio.wait_for(_sdk_call(Leave(self._pubnub).channels(channels)), budget(2.0))
         self._announce(StatusChange(ConnectionStatus.STOPPED))
         await self._pubnub.stop()
