@@ -34,6 +34,8 @@ REALTIME = (
     "tests/integration/api/test_technician_page.py",
     "tests/integration/consultation/test_started_by_media.py",
     "tests/integration/service/test_graceful_stop.py",
+    "tests/integration/outbox/test_outbox_flush.py",
+    "tests/integration/audit/test_audit_flush.py",
     "tests/integration/test_demo.py",
     "tests/integration/test_readme_curl.py",
     "tests/integration/test_systemd_watchdog.py",

@@ -8,10 +8,14 @@ stand-in, coturn), with a provider's cart agent (media on, in this process) as t
   disk; exit 0 without using up any budget; started again, the kiosk resumes the consultation from
   the state file the stop kept.
 - Network gone (PubNub's requests held without an answer, the clinic refusing connections): exit 0
-  within the stop's budgets; the chat and the audit events that could not go are on disk, and a
-  start with the network back sends them.
+  within the stop's one deadline (``stop_budgets.STOP_SECONDS``, not the sum of its steps'
+  budgets); the chat and the audit events that could not go are on disk, and a start with the
+  network back sends them.
+- A full outbox with PubNub refusing every request (issue 24's benchmark case): the flush gives up
+  at its first round of failures, not at the deadline; every message is on disk, the audit sink
+  holds every event all the same.
 - A provider's cart (``telehealth-agent run`` too) with the network gone: exit 0 within the
-  budgets, its chat on disk, its consultation's state file kept.
+  deadline, its chat on disk, its consultation's state file kept.
 - A second SIGTERM during a stop exits at once, without finishing it.
 """
 
@@ -38,7 +42,7 @@ from telehealth_client.durability import OUTBOX_FILE, OUTBOX_PURPOSE
 from telehealth_client.durable.at_rest import Sealer
 from telehealth_client.durable.outbox import Outbox
 from telehealth_client.protocol.messages import ConsultationState
-from telehealth_client.stop_budgets import LEAVE_SECONDS, WORST_CASE_SECONDS
+from telehealth_client.stop_budgets import WORST_CASE_SECONDS
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack
 from tests.support.api import (
@@ -64,8 +68,12 @@ WAIT = 30.0
 ONE = f"/v1/consultations/{CONSULTATION}"
 # systemd SIGKILLs the service this long after its SIGTERM.
 STOP_TIMEOUT = float(dict(unit_settings())["TimeoutStopSec"].removesuffix("s"))
-# Beyond the budgets: a process's own start-up of its close, the media children's close, a busy machine.
-SLACK_SECONDS = 5.0
+# Beyond the stop's deadline: the media children's close, the stores', the interpreter's exit, a
+# busy machine (about 0.3 s on a quiet one: scripts/bench_agent.py --only-stop). The steps' budgets
+# one after another (5 s before issue 24's one deadline) would not fit.
+SLACK_SECONDS = 3.5
+# What a stop logs when a step gave up on the network (its budget, the deadline, or every attempt failing).
+GAVE_UP = ("outbox flush ended", "audit sink not flushed", "leave not confirmed")
 
 
 @pytest.fixture
@@ -263,7 +271,8 @@ async def test_sigterm_mid_call_sends_end_call_flushes_the_trail_and_keeps_the_c
     before_stop = len(provider.seen.items)
     code, took, output = await kiosk.sigterm()
     assert code == 0, output
-    assert took < WORST_CASE_SECONDS, (took, output)  # a healthy network: no step waits its budget out
+    assert not [line for line in output.splitlines() if any(g in line for g in GAVE_UP)], output
+    assert took < WORST_CASE_SECONDS + SLACK_SECONDS, (took, output)
     await seen_since(provider, before_stop, call_ended_by_the_kiosk)
     await seen_since(provider, before_stop, patient_is("absent"))  # a leave: the presence timeout is 120 s
     await assert_trail_delivered(stack, env)
@@ -314,6 +323,30 @@ async def test_sigterm_with_the_network_gone_exits_within_budget_and_keeps_what_
     await assert_trail_delivered(stack, env)
 
 
+async def test_sigterm_with_a_full_outbox_and_pubnub_refusing_gives_up_at_once_and_keeps_it(
+    stack: DevStack, http: aiohttp.ClientSession, tmp_path: Path, kiosks: list[Process]
+) -> None:
+    env = kiosk_environment(stack, tmp_path, media=False)
+    kiosk = await Kiosk.start(env, http, kiosks)
+    await record_consent(stack)
+    status, answer = await kiosk.post("/v1/check-in", CHECK_IN)
+    assert status == 201, answer
+    stack.relay.fail_next(10**9, 503)  # PubNub answers every request with 503
+    try:
+        queued = [await kiosk.chat(f"queued {n}") for n in range(50)]
+        await kiosk.process.wait_line(lambda line: "outbox publish failed" in line)  # it is trying
+        code, took, output = await kiosk.sigterm()
+    finally:
+        stack.relay.fail_next(0, 503)
+    assert code == 0, output
+    # Ended by its failures, not by the deadline: no flush waits out a refusing relay.
+    assert "every_channel_failing=yes" in output, output
+    assert took < WORST_CASE_SECONDS + SLACK_SECONDS, (took, output)
+    assert set(queued) <= set(await outbox_on_disk(env))
+    left = await asyncio.to_thread(read_status, Path(env["TELEHEALTH_STATE_DIR"]))
+    assert (left.awaiting_sink, left.awaiting_channel > 0) == (0, True), left  # the clinic took its share
+
+
 async def test_a_carts_sigterm_with_the_network_gone_exits_within_budget_and_keeps_its_chat(
     stack: DevStack, agents: Agents, http: aiohttp.ClientSession, tmp_path: Path, kiosks: list[Process]
 ) -> None:
@@ -342,8 +375,8 @@ async def test_a_carts_sigterm_with_the_network_gone_exits_within_budget_and_kee
 
     code, took, output = await cart.sigterm()
     assert code == 0, output
-    # A cart also leaves its emergency channel: one leave more than a kiosk.
-    assert took < WORST_CASE_SECONDS + LEAVE_SECONDS + SLACK_SECONDS, (took, output)
+    # A cart also leaves its emergency channel: within the same deadline.
+    assert took < WORST_CASE_SECONDS + SLACK_SECONDS, (took, output)
     assert answer["message"]["id"] in await outbox_on_disk(env)
     saved = Path(env["TELEHEALTH_STATE_DIR"]) / "consultation" / CONSULTATIONS_DIR / CONSULTATION
     assert state_file.path_of(saved).exists()
