@@ -68,10 +68,13 @@ WAIT = 30.0
 ONE = f"/v1/consultations/{CONSULTATION}"
 # systemd SIGKILLs the service this long after its SIGTERM.
 STOP_TIMEOUT = float(dict(unit_settings())["TimeoutStopSec"].removesuffix("s"))
-# Beyond the stop's deadline: the media children's close, the stores', the interpreter's exit, a
-# busy machine (about 0.3 s on a quiet one: scripts/bench_agent.py --only-stop). The steps' budgets
-# one after another (5 s before issue 24's one deadline) would not fit.
-SLACK_SECONDS = 3.5
+# The agent's own stop (its ``agent stopped seconds=``) beyond the deadline: the stop's local work
+# (the media children's close, the stores') on a busy machine. The steps' budgets one after another
+# (5 s and more before issue 24's one deadline) do not fit in it.
+LOCAL_SECONDS = 2.5
+# SIGTERM to exit beyond that: the interpreter's exit and a busy machine's scheduling (about 0.3 s
+# in all on a quiet machine, scripts/bench_agent.py --only-stop; seconds under a load average of 8).
+SLACK_SECONDS = 5.0
 
 
 @pytest.fixture
@@ -172,6 +175,13 @@ class Kiosk:
         return code, took, out + err
 
 
+def stopped_in(output: str) -> float:
+    """The seconds the agent's stop took, as it said (``agent stopped seconds=``)."""
+    found = re.findall(r"agent stopped seconds=([0-9.]+)", output)
+    assert found, output
+    return float(found[-1])
+
+
 def kiosk_environment(stack: DevStack, tmp_path: Path, *, media: bool = True, **extra: str) -> dict[str, str]:
     return {
         **unset_environment(),
@@ -269,7 +279,8 @@ async def test_sigterm_mid_call_sends_end_call_flushes_the_trail_and_keeps_the_c
     before_stop = len(provider.seen.items)
     code, took, output = await kiosk.sigterm()
     assert code == 0, output
-    assert took < WORST_CASE_SECONDS + SLACK_SECONDS, (took, output)
+    assert stopped_in(output) < WORST_CASE_SECONDS + LOCAL_SECONDS, output
+    assert took < WORST_CASE_SECONDS + LOCAL_SECONDS + SLACK_SECONDS, (took, output)
     await seen_since(provider, before_stop, call_ended_by_the_kiosk)
     await seen_since(provider, before_stop, patient_is("absent"))  # a leave: the presence timeout is 120 s
     await assert_trail_delivered(stack, env)
@@ -306,7 +317,8 @@ async def test_sigterm_with_the_network_gone_exits_within_budget_and_keeps_what_
 
         code, took, output = await kiosk.sigterm()
         assert code == 0, output
-        assert took < WORST_CASE_SECONDS + SLACK_SECONDS, (took, output)
+        assert stopped_in(output) < WORST_CASE_SECONDS + LOCAL_SECONDS, output
+        assert took < WORST_CASE_SECONDS + LOCAL_SECONDS + SLACK_SECONDS, (took, output)
         assert chat_id in await outbox_on_disk(env)
         left = await asyncio.to_thread(read_status, Path(env["TELEHEALTH_STATE_DIR"]))
         assert left.awaiting_sink > 0, left
@@ -338,7 +350,8 @@ async def test_sigterm_with_a_full_outbox_and_pubnub_refusing_gives_up_at_once_a
     assert code == 0, output
     # Ended by its failures, not by the deadline: no flush waits out a refusing relay.
     assert "every_channel_failing=yes" in output, output
-    assert took < WORST_CASE_SECONDS + SLACK_SECONDS, (took, output)
+    assert stopped_in(output) < WORST_CASE_SECONDS + LOCAL_SECONDS, output
+    assert took < WORST_CASE_SECONDS + LOCAL_SECONDS + SLACK_SECONDS, (took, output)
     assert set(queued) <= set(await outbox_on_disk(env))
     left = await asyncio.to_thread(read_status, Path(env["TELEHEALTH_STATE_DIR"]))
     assert (left.awaiting_sink, left.awaiting_channel > 0) == (0, True), left  # the clinic took its share
@@ -373,7 +386,8 @@ async def test_a_carts_sigterm_with_the_network_gone_exits_within_budget_and_kee
     code, took, output = await cart.sigterm()
     assert code == 0, output
     # A cart also leaves its emergency channel: within the same deadline.
-    assert took < WORST_CASE_SECONDS + SLACK_SECONDS, (took, output)
+    assert stopped_in(output) < WORST_CASE_SECONDS + LOCAL_SECONDS, output
+    assert took < WORST_CASE_SECONDS + LOCAL_SECONDS + SLACK_SECONDS, (took, output)
     assert answer["message"]["id"] in await outbox_on_disk(env)
     saved = Path(env["TELEHEALTH_STATE_DIR"]) / "consultation" / CONSULTATIONS_DIR / CONSULTATION
     assert state_file.path_of(saved).exists()
