@@ -35,7 +35,7 @@ from telehealth_client.durable.outbox import Outbox
 from telehealth_client.protocol.channels import validate_id
 from telehealth_client.protocol.messages import SenderRole
 from telehealth_client.pubsub.bus import AccessDeniedError, Bus
-from telehealth_client.stop_budgets import FLUSH_SECONDS, SINK_SECONDS, budget
+from telehealth_client.stop_budgets import FLUSH_SECONDS, SINK_SECONDS, budget, stopping
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +110,13 @@ class Durable:
         """Give what waits ``within`` seconds in all (never past a stop's deadline) to go out on
         the current bus (the outbox, then what the audit channel still lacks: it has been
         publishing meanwhile), then stop using it; each gives up at once when its every attempt
-        fails. A publish still in flight then is cancelled and checked against history after the
-        next attach. Returns at once when nothing waits, or nothing is attached."""
+        fails (the outbox only in a stop: a consultation's end gives it the whole time, as a kiosk
+        has no other bus until the next consultation). A publish still in flight then is
+        cancelled and checked against history after the next attach. Returns at once when nothing
+        waits, or nothing is attached."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget(within)
-        await self.outbox.flush(max(0.0, deadline - loop.time()))
+        await self.outbox.flush(max(0.0, deadline - loop.time()), give_up_on_failure=stopping())
         await self.outbox.detach(max(0.0, deadline - loop.time()))
         await self.trail.detach_bus(max(0.0, deadline - loop.time()))
 

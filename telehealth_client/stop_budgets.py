@@ -67,6 +67,11 @@ def stop_clock(within: float = STOP_SECONDS) -> Iterator[None]:
         _deadline.reset(token)
 
 
+def stopping() -> bool:
+    """Whether a stop's deadline runs here (a consultation's close is a stop's, or its own end)."""
+    return _deadline.get() is not None
+
+
 def budget(step: float) -> float:
     """``step`` seconds, or what is left of the stop's deadline when that is less (never below 0)."""
     deadline = _deadline.get()

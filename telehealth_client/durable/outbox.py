@@ -570,19 +570,21 @@ class Outbox:
                 await self._drained.wait()
         return self._drained.is_set()
 
-    async def flush(self, within: float) -> bool:
+    async def flush(self, within: float, *, give_up_on_failure: bool = True) -> bool:
         """Send what waits for up to ``within`` s (a stop's last chance): True once nothing is
         pending. Gives up earlier, False, once every channel that has items failed its last
         attempt since this call (the relay refusing, the network gone): waiting longer would only
-        sit out back-offs. Back-offs under way are cut short first, so each channel tries once
-        more now. Not attached: at once. What is left stays on disk for the next bus."""
+        sit out back-offs (``give_up_on_failure=False``: it waits them out, as a consultation's
+        end does: a kiosk has no other bus until the next one). Back-offs under way are cut short
+        first, so each channel tries once more now. Not attached: at once. What is left stays on
+        disk for the next bus."""
         if self._bus is None or self._stopping:
             return self._drained.is_set()
         self._failing.clear()
         self._wake_lanes()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(within):
-                while not self._drained.is_set() and not self._stalled():
+                while not self._drained.is_set() and not (give_up_on_failure and self._stalled()):
                     self._stepped.clear()
                     await self._stepped.wait()
         if not self._drained.is_set():

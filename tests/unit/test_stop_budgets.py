@@ -14,16 +14,19 @@ from telehealth_client.stop_budgets import (
     WORST_CASE_SECONDS,
     budget,
     stop_clock,
+    stopping,
 )
 
 
 def test_outside_a_stop_a_step_gets_its_whole_budget() -> None:
+    assert not stopping()
     assert budget(LEAVE_SECONDS) == LEAVE_SECONDS
     assert budget(30.0) == 30.0
 
 
 def test_within_a_stop_no_step_waits_past_its_deadline() -> None:
     with stop_clock(0.5):
+        assert stopping()
         assert 0.0 < budget(LEAVE_SECONDS) <= 0.5
         assert budget(0.1) == 0.1  # a smaller budget is kept
     with stop_clock(0.0):

@@ -74,3 +74,26 @@ async def test_flush_on_a_relay_that_does_not_answer_waits_its_time_only(
         relay.resume()
     assert 1.0 <= took < WAIT / 3, took
     assert outbox.pending() == [item]
+
+
+async def test_flush_told_not_to_give_up_waits_its_time_through_failures(
+    relay: Relay, make_bus: BusFactory, make_outbox: OutboxFactory, log_lines: LogLines
+) -> None:
+    """A consultation's end (not a stop): its failures do not end the wait, its time does."""
+    outbox = make_outbox(Results(), **LONG_BACKOFF)
+    await outbox.open()
+    outbox.attach(make_bus(SENDER))
+    relay.fail_next(10**9, 503)
+    try:
+        item = chat("refused")
+        await outbox.put(item)
+        await log_lines.wait_line("outbox publish failed", item.id)
+        began = time.monotonic()
+        assert not await outbox.flush(1.0, give_up_on_failure=False)
+        took = time.monotonic() - began
+    finally:
+        relay.fail_next(0, 503)
+    assert 1.0 <= took < WAIT / 3, took
+    # It knew every attempt was failing, and waited all the same.
+    assert "outbox flush ended: left for the next bus items=1 every_channel_failing=yes" in log_lines.lines
+    assert outbox.pending() == [item]
