@@ -25,6 +25,8 @@ stop's local work (the media children's close, the stores', the interpreter's ex
 
 The deadline is a context variable: it reaches the steps run by the task that opened it and by the
 tasks started from it during the stop (a consultation's close), and no other agent in the process.
+``stopping()`` says whether one runs: the chat outbox gives up at its failures only in a stop (a
+consultation that ends while the agent runs gives its flush the whole ``FLUSH_SECONDS``).
 """
 
 from __future__ import annotations
