@@ -28,10 +28,11 @@ enforcing Access Manager, clinic stand-in, coturn). It prints JSON:
 It exits 0 whatever the numbers (it reports; a phase that failed is named under ``errors``).
 
     .venv/bin/python scripts/bench_agent.py [--starts 3] [--idle 5] [--call-seconds 10] [--messages 200]
-        [--only-stop]
+        [--only-stop] [--relay refusing|silent]
 
 ``--only-stop`` measures the stop alone: one start of each, no idle wait, no memory sampling (the
-call is still held and ended first, as the stop's setting).
+call is still held and ended first, as the stop's setting). ``--relay silent``: PubNub answers
+nothing during the stop's phase instead of 503 (the network gone: the stop's worst case).
 """
 
 from __future__ import annotations
@@ -267,10 +268,16 @@ async def call_memory(kiosk: RunAgent, provider: RunAgent, seconds: float) -> di
 
 
 async def stop_with_full_outbox(
-    stack: DevStack, kiosk: RunAgent, provider: RunAgent, http: aiohttp.ClientSession, messages: int
+    stack: DevStack,
+    kiosk: RunAgent,
+    provider: RunAgent,
+    http: aiohttp.ClientSession,
+    messages: int,
+    relay: str = "refusing",
 ) -> dict[str, Any]:
-    """The call ended (the consultation goes on), PubNub refusing everything, ``messages`` chat
-    messages queued on the kiosk; then its SIGTERM to exit."""
+    """The call ended (the consultation goes on), PubNub refusing everything (``relay``
+    "refusing": 503s) or answering nothing ("silent": the network gone, the stop's worst case),
+    ``messages`` chat messages queued on the kiosk; then its SIGTERM to exit."""
     await provider.call(http, "POST", f"/v1/consultations/{CONSULTATION}/end-call")
     await kiosk.until(
         http,
@@ -278,7 +285,10 @@ async def stop_with_full_outbox(
         "ended its call",
         STEP_WITHIN,
     )
-    stack.relay.fail_next(10**9, 503)
+    if relay == "silent":
+        stack.relay.stall()
+    else:
+        stack.relay.fail_next(10**9, 503)
     try:
         for n in range(messages):
             await kiosk.call(http, "POST", "/v1/chat", {"text": f"bench message {n}"})
@@ -286,6 +296,7 @@ async def stop_with_full_outbox(
         elapsed, code = await kiosk.stop()
     finally:
         stack.relay.fail_next(0, 503)
+        stack.relay.resume()
     # Nothing lost: what was not sent is still in the file (opened read-only, the agent is gone).
     left = await asyncio.to_thread(outbox_rows, Path(kiosk.environment["TELEHEALTH_STATE_DIR"]))
     return {
@@ -294,6 +305,7 @@ async def stop_with_full_outbox(
         "exit_code": code,
         "outbox_backlog_before": backlog,
         "outbox_rows_after": left,
+        "relay": relay,
     }
 
 
@@ -364,7 +376,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if not args.only_stop:
                     results["call_rss_mb"] = await call_memory(kiosk, provider, args.call_seconds)
                 phase = "stop"
-                results["stop"] = await stop_with_full_outbox(stack, kiosk, provider, http, args.messages)
+                results["stop"] = await stop_with_full_outbox(
+                    stack, kiosk, provider, http, args.messages, args.relay
+                )
             except Exception as exc:  # report what was measured, and where it stopped
                 errors[phase] = f"{type(exc).__name__}: {exc}"
             finally:
@@ -383,6 +397,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "call_seconds": args.call_seconds,
         "messages": args.messages,
         "only_stop": args.only_stop,
+        "relay": args.relay,
         "command": " ".join(agent_command()),
     }
     if errors:
@@ -404,6 +419,12 @@ def main() -> int:
         "--only-stop",
         action="store_true",
         help="measure the stop with a full outbox only (one start each, no memory sampling)",
+    )
+    parser.add_argument(
+        "--relay",
+        choices=("refusing", "silent"),
+        default="refusing",
+        help="PubNub during the stop: every request answered 503 (default) or none answered at all",
     )
     args = parser.parse_args()
     if args.only_stop:
