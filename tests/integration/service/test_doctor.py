@@ -405,7 +405,7 @@ async def test_the_origins_tls_certificate_is_verified() -> None:
         assert untrusted is not None
         assert untrusted.startswith(f"the TLS certificate of 127.0.0.1:{port} is not trusted (")
         assert untrusted.endswith(
-            "a proxy that inspects TLS needs its CA in this machine's trust store; otherwise check origin"
+            "a proxy that inspects TLS needs its CA in ca_bundle; otherwise check origin"
         )
         trusted = ssl.create_default_context(cafile=str(server.ca_file))
         assert await handshake("127.0.0.1", port, trusted, 10.0) is None
