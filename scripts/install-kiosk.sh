@@ -191,9 +191,11 @@ print(version)
 PY
 }
 
-# The agent's version installed in the virtual environment $1 (empty when it cannot tell).
+# The agent's version installed in the virtual environment $1 (empty when it cannot tell). -I here
+# and for pip: the virtual environment alone, not the current directory nor PYTHONPATH (a checkout
+# with an editable install has its own egg-info, which pip and the lookup would take for the agent).
 installed_version() {
-    "$1/bin/python" -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' \
+    "$1/bin/python" -I -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' \
         "$DISTRIBUTION" 2>/dev/null || true
 }
 
@@ -249,7 +251,7 @@ build_release() {
     trap 'rm -rf "$building"' EXIT
     "$python" -m venv "$release" || fail "$python -m venv $release failed (above); nothing else changed"
     # The repository root is the agent alone; devstack/ is a separate package it never installs.
-    "$release/bin/python" -m pip install -q --disable-pip-version-check "${wheel:-$repo}" \
+    "$release/bin/python" -I -m pip install -q --disable-pip-version-check "${wheel:-$repo}" \
         || fail "pip could not install ${wheel:-$repo} (above); nothing else changed"
     found=$(installed_version "$release")
     [ "$found" = "$version" ] || fail "$release: pip installed version '$found' of the agent, not $version"
