@@ -39,7 +39,7 @@ def wrapped(cause: BaseException) -> Exception:
     ("exc", "kind"),
     [
         (aiohttp.ClientConnectorError(KEY, ConnectionRefusedError(111, "refused")), "connection refused"),
-        (aiohttp.ClientConnectorDNSError(KEY, OSError(-2, "Name or service not known")), "DNS lookup failed"),
+        (aiohttp.ClientConnectorDNSError(KEY, OSError(-2, "Name or service not known")), "DNS lookup failed for origin.example"),
         (aiohttp.ClientConnectorSSLError(KEY, ssl.SSLError(1, "handshake")), "TLS handshake failed"),
         (TimeoutError(), "timeout"),
         (aiohttp.ServerDisconnectedError(), "connection closed by the server"),
