@@ -126,7 +126,8 @@ async def test_a_proxy_that_wants_credentials_gets_them_and_says_so_without(
         try:
             with pytest.raises(ClinicError) as error:
                 await refused.turn_credentials(NURSE)
-            assert error.value.reason == f"the proxy 127.0.0.1:{proxy.port} refused proxy_authorization (HTTP 407)"
+            refusal = f"the proxy 127.0.0.1:{proxy.port} refused proxy_authorization (HTTP 407)"
+            assert error.value.reason == refusal
             assert error.value.retry_after == 60.0  # asked again only slowly (test_proxy_refusal.py)
             change = await _status_while_subscribing(bus, ConnectionStatus.RECONNECTING)
             assert change.reason == "the proxy refused proxy_authorization (HTTP 407)"
