@@ -210,6 +210,7 @@ def _failure(operation: str, envelope: Any) -> BusError:
         return AccessDeniedError(operation)
     if code is not None and 400 <= code < 500 and code not in (408, 429):
         return BusError(operation, "request refused", status_code=code, retryable=False)
+    retry_after = None
     if category == PNStatusCategory.PNTimeoutCategory:
         reason = "timed out"
     elif code is None:
@@ -218,9 +219,11 @@ def _failure(operation: str, envelope: Any) -> BusError:
         exc = getattr(getattr(status, "error_data", None), "exception", None)
         cause = classify_exception(exc) if isinstance(exc, BaseException) else None
         reason = cause or "network or server error"
+        if credentials_refused(cause):
+            retry_after = PROXY_REFUSED_RETRY_SECONDS
     else:
         reason = "network or server error"
-    return BusError(operation, reason, status_code=code, retryable=True)
+    return BusError(operation, reason, status_code=code, retryable=True, retry_after=retry_after)
 
 
 def _brings(subscription: Subscription, channel: str) -> bool:

@@ -134,6 +134,32 @@ async def test_the_starts_clinic_retries_wait_a_minute_after_the_proxy_refused(
         assert WRONG_PASSWORD not in waiting
 
 
+async def test_the_starts_bus_requests_wait_a_minute_after_the_proxy_refused(
+    stack: DevStack, relay_front: TlsFront, ca: ThrowawayCa
+) -> None:
+    async with ConnectProxy(authorization=ACCEPTED) as proxy:
+        bus = _bus(
+            stack, relay_front.origin, Outbound(Proxy("127.0.0.1", proxy.port, REFUSED), ca_bundle=ca.ca_file)
+        )
+        said = Recorder()
+        patience = Patience(said, origin=relay_front.origin, clinic_url="https://unused.example")
+        step = asyncio.create_task(
+            patience.attempt("the waiting room's history", lambda: bus.history(f"notification.{NURSE}"))
+        )
+        try:
+            (waiting,) = await said.wait_for(lambda text: text is not None)
+            assert waiting == (
+                f"waiting for PubNub origin {relay_front.origin} for the waiting room's history"
+                f" ({SAID}; attempt 1, next in 60.0 s)"
+            )
+            assert len(proxy.refused.items) == 1
+            assert not step.done()
+        finally:
+            step.cancel()
+            await asyncio.gather(step, return_exceptions=True)
+            await bus.aclose()
+
+
 async def test_the_turn_tunnel_names_a_refused_credential_and_does_not_retry() -> None:
     async with ConnectProxy(authorization=ACCEPTED) as proxy:
         with pytest.raises(TunnelError) as error:
