@@ -83,29 +83,31 @@ async def test_the_bus_asks_a_refusing_proxy_again_only_after_a_minute_and_the_s
 async def test_the_bus_keeps_asking_a_refusing_proxy_at_its_slow_pace(
     stack: DevStack, relay_front: TlsFront, ca: ThrowawayCa
 ) -> None:
-    """The pace shortened to a second so that three attempts fit in a test: each one CONNECT, each
-    scheduled a pace apart, never the back-off's fraction of a second."""
+    """The pace shortened to a second so that seven attempts fit in a test: each one CONNECT, each
+    scheduled a pace apart, never the back-off's fraction of a second; and no heartbeat meanwhile
+    (due every 5 s with this presence timeout), which would send the refused password too."""
     loop = asyncio.get_running_loop()
     async with ConnectProxy(authorization=ACCEPTED) as proxy:
         outbound = Outbound(Proxy("127.0.0.1", proxy.port, REFUSED), ca_bundle=ca.ca_file)
-        bus = _bus(stack, relay_front.origin, outbound, proxy_refused_retry_seconds=1.0)
+        bus = _bus(
+            stack, relay_front.origin, outbound, proxy_refused_retry_seconds=1.0, presence_timeout_seconds=12
+        )
         attempts = Recorder()
         bus.add_retry_listener(lambda change: attempts.add((loop.time(), change)))
         try:
             await bus.subscribe([f"notification.{NURSE}"])
-            timed = await attempts.wait_for(lambda _: True, count=3, within=WAIT)
+            timed = await attempts.wait_for(lambda _: True, count=7, within=3 * WAIT)
             refused_then = len(proxy.refused.items)
         finally:
             await bus.aclose()
-    changes: list[StatusChange] = [change for _, change in timed[:3]]
+    changes: list[StatusChange] = [change for _, change in timed[:7]]
     assert [(change.failures, change.retry_in, change.reason) for change in changes] == [
-        (1, 1.0, SAID),
-        (2, 1.0, SAID),
-        (3, 1.0, SAID),
+        (failures, 1.0, SAID) for failures in range(1, 8)
     ]
-    times = [at for at, _ in timed[:3]]
+    times = [at for at, _ in timed[:7]]
     assert all(later - earlier >= 0.99 for earlier, later in itertools.pairwise(times))
-    assert refused_then == 3  # one CONNECT per attempt: nothing else went meanwhile
+    assert times[-1] - times[0] >= 5.5  # past the first heartbeat's time
+    assert refused_then == 7  # one CONNECT per attempt: no heartbeat went meanwhile
 
 
 async def test_the_starts_clinic_retries_wait_a_minute_after_the_proxy_refused(
