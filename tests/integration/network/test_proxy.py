@@ -239,3 +239,16 @@ async def test_the_doctors_network_checks_take_the_agents_route(
     refused = await check_origin(closed)
     assert refused.status == "fail"
     assert "check https_proxy" in refused.summary, refused
+
+
+async def test_a_clinic_backend_name_that_does_not_resolve_is_named() -> None:
+    clinic = ClinicClient("http://nonexistent.invalid:8080", "not-needed-here")
+    try:
+        with pytest.raises(ClinicError) as error:
+            await clinic.turn_credentials(NURSE)
+    finally:
+        await clinic.aclose()
+    assert (error.value.reason, error.value.status) == (
+        "clinic backend unreachable: DNS lookup failed for nonexistent.invalid",
+        None,
+    )
