@@ -41,6 +41,7 @@ REALTIME = (
     "tests/integration/test_cli.py::test_check_devices",
     "tests/integration/service/test_doctor.py::test_every_check_passes_on_the_development_stack",
     "tests/integration/network/test_turn_through_proxy.py",
+    "tests/integration/network/test_proxy_refusal.py::test_the_bus_keeps_asking_a_refusing_proxy_at_its_slow_pace",
     "tests/unit/test_ice_tuning.py",
 )
 

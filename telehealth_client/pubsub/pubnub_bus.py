@@ -35,7 +35,7 @@ from pubnub.pubnub_asyncio import PubNubAsyncio
 
 from telehealth_client.backoff import back_off_delay
 from telehealth_client.logs import describe_exception, exception_reason, quiet_url_loggers
-from telehealth_client.outbound import Outbound
+from telehealth_client.outbound import PROXY_REFUSED_RETRY_SECONDS, Outbound
 from telehealth_client.protocol.channels import presence as presence_channel
 from telehealth_client.pubsub import bounded_json
 from telehealth_client.pubsub.bus import (
@@ -53,7 +53,13 @@ from telehealth_client.pubsub.bus import (
     Subscription,
 )
 from telehealth_client.pubsub.crypto import RotatingCryptoModule, encrypted_size
-from telehealth_client.pubsub.faults import FaultReporter, classify, classify_exception, is_route_fault
+from telehealth_client.pubsub.faults import (
+    FaultReporter,
+    classify,
+    classify_exception,
+    credentials_refused,
+    is_route_fault,
+)
 from telehealth_client.pubsub.transport import routed_handler
 from telehealth_client.pubsub.wildcard import is_wildcard, matches
 from telehealth_client.pubsub.wire import (
@@ -101,6 +107,9 @@ class BusConfig:
     fault_log_interval_seconds: float = 60.0
     # The HTTPS proxy and the CA bundle (telehealth_client/outbound.py); the default: direct.
     outbound: Outbound = field(default_factory=Outbound)
+    # The proxy refusing proxy_authorization (407) is tried again this far apart, not at the back-off's
+    # pace: each attempt sends the password again, and a directory may lock the account.
+    proxy_refused_retry_seconds: float = PROXY_REFUSED_RETRY_SECONDS
 
 
 def heartbeat_interval(presence_timeout_seconds: int) -> float:
@@ -201,8 +210,20 @@ def _failure(operation: str, envelope: Any) -> BusError:
         return AccessDeniedError(operation)
     if code is not None and 400 <= code < 500 and code not in (408, 429):
         return BusError(operation, "request refused", status_code=code, retryable=False)
-    reason = "timed out" if category == PNStatusCategory.PNTimeoutCategory else "network or server error"
-    return BusError(operation, reason, status_code=code, retryable=True)
+    retry_after = None
+    if category == PNStatusCategory.PNTimeoutCategory:
+        reason = "timed out"
+    elif code is None:
+        # No answer: what the transport said (DNS lookup failed for HOST, connection refused, the
+        # proxy's refusal, an untrusted certificate), so the status says what to fix.
+        exc = getattr(getattr(status, "error_data", None), "exception", None)
+        cause = classify_exception(exc) if isinstance(exc, BaseException) else None
+        reason = cause or "network or server error"
+        if credentials_refused(cause):
+            retry_after = PROXY_REFUSED_RETRY_SECONDS
+    else:
+        reason = "network or server error"
+    return BusError(operation, reason, status_code=code, retryable=True, retry_after=retry_after)
 
 
 def _brings(subscription: Subscription, channel: str) -> bool:
@@ -597,7 +618,10 @@ class PubNubBus:
         status = ConnectionStatus.ACCESS_DENIED if denied else ConnectionStatus.RECONNECTING
         reason = error.reason if error is not None and not is_route_fault(kind) else kind
         log.debug("bus subscribe failed failures=%d error=%s", failures, kind)
-        delay = self._back_off_delay(failures)
+        if credentials_refused(kind):
+            delay = self._config.proxy_refused_retry_seconds
+        else:
+            delay = self._back_off_delay(failures)
         change = StatusChange(status, reason=reason, failures=failures, retry_in=delay)
         self._announce(change, again=denied and new_token)
         for listener in list(self._retry_listeners):
@@ -700,8 +724,8 @@ class PubNubBus:
             await _wait_at_most(self._heartbeat_now, interval)
             self._heartbeat_now.clear()
             channels = sorted(self._subscribed_channels(presence=False))
-            if not channels:
-                continue
+            if not channels or credentials_refused(self._faults.kind):
+                continue  # nobody to be present for; or the proxy would only refuse the password again
             try:
                 envelope = await _sdk_call(Heartbeat(self._pubnub).channels(channels))
                 if envelope.is_error():

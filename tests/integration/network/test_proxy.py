@@ -126,12 +126,11 @@ async def test_a_proxy_that_wants_credentials_gets_them_and_says_so_without(
         try:
             with pytest.raises(ClinicError) as error:
                 await refused.turn_credentials(NURSE)
-            assert error.value.reason == (
-                f"the proxy 127.0.0.1:{proxy.port}: proxy refused the tunnel"
-                " (HTTP 407: check proxy_authorization)"
-            )
+            refusal = f"the proxy 127.0.0.1:{proxy.port} refused proxy_authorization (HTTP 407)"
+            assert error.value.reason == refusal
+            assert error.value.retry_after == 60.0  # asked again only slowly (test_proxy_refusal.py)
             change = await _status_while_subscribing(bus, ConnectionStatus.RECONNECTING)
-            assert change.reason == "proxy refused the tunnel (HTTP 407)"
+            assert change.reason == "the proxy refused proxy_authorization (HTTP 407)"
             assert proxy.tunnels.items == []
             granted = await accepted.turn_credentials(NURSE)
             assert granted.urls
@@ -240,3 +239,16 @@ async def test_the_doctors_network_checks_take_the_agents_route(
     refused = await check_origin(closed)
     assert refused.status == "fail"
     assert "check https_proxy" in refused.summary, refused
+
+
+async def test_a_clinic_backend_name_that_does_not_resolve_is_named() -> None:
+    clinic = ClinicClient("http://nonexistent.invalid:8080", "not-needed-here")
+    try:
+        with pytest.raises(ClinicError) as error:
+            await clinic.turn_credentials(NURSE)
+    finally:
+        await clinic.aclose()
+    assert (error.value.reason, error.value.status) == (
+        "clinic backend unreachable: DNS lookup failed for nonexistent.invalid",
+        None,
+    )
