@@ -190,3 +190,20 @@ def test_a_missing_secret_is_told_beside_a_refused_one_but_a_good_one_is_not(tmp
     ]
     assert lines[1].startswith("publish_key: not set; looked in TELEHEALTH_PUBLISH_KEY, ")
     assert str(credentials / "publish_key") in lines[1]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_a_symlinked_secret_of_another_user_is_never_chown_advised(tmp_path: Path) -> None:
+    target = settings_file(tmp_path / "their-file", "a-secret-of-someone-else\n", 0o600)
+    os.chown(target, NOBODY, NOBODY)
+    credentials = tmp_path / "credentials"
+    credentials.mkdir(mode=0o700)
+    (credentials / "cipher_key").symlink_to(target)
+    result = credentials_check.check_credentials(
+        Inputs(None, credentials, {"CREDENTIALS_DIRECTORY": str(credentials)}, None), None, ()
+    )
+    assert (
+        f"cipher_key: {credentials / 'cipher_key'} is a symbolic link to a file of user ID {NOBODY}: "
+        "replace the link with a regular file holding the secret, root's, mode 0600"
+    ) in result.details
+    assert not any("chown" in line for line in result.details)
