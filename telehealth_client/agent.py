@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from telehealth_client import systemd
+from telehealth_client import signal_guard, systemd
 from telehealth_client.api.app import ApiStartError, LocalApi
 from telehealth_client.audit.identity import trail_identity
 from telehealth_client.audit.trail import AuditStoreError, DamagedStoreError
@@ -578,6 +578,9 @@ async def run_until_signalled(
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
+    early = signal_guard.first()
+    if early is not None:  # came before the loop's handler (while importing): stop as if now
+        on_signal(early)
     try:
         try:
             started = await _unless_stopped(start(), stop_requested)
@@ -603,8 +606,15 @@ async def run_until_signalled(
             await stop()
         except Exception as exc:  # stopping must go on: report it and finish the shutdown
             log.error("stop failed error=%s", describe_exception(exc))
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+        # Until the process is gone: a first signal is noted (the stop is done), a second exits 1.
+        # Blocked meanwhile, so that none meets the default handler (death by 143) in between.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, signal_guard.SIGNALS)
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+            signal_guard.install(already=signal.SIGTERM if signals_seen else None)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 async def _unless_stopped(work: Awaitable[_T], stop_requested: asyncio.Event) -> _T | None:
