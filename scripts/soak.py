@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -34,6 +35,23 @@ from tests.support.soak.runner import judge, soak  # noqa: E402
 
 def emit(row: dict[str, Any]) -> None:
     print(json.dumps(row, default=str), flush=True)
+
+
+def dump_tasks() -> None:
+    """SIGUSR1: every task's stack on stderr (where a run waits, when one seems stuck)."""
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
+
+
+async def run(args: argparse.Namespace, directory: Path, keep: Any) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    # SIGTERM and SIGINT cancel the run: the agents are stopped and the stack closed on the way out.
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(stop, main_task.cancel)
+    return await soak(args.consultations, args.seed, directory, keep)
 
 
 def main() -> int:
@@ -55,7 +73,7 @@ def main() -> int:
         emit(row)
 
     with tempfile.TemporaryDirectory(prefix="soak-") as directory:
-        summary = asyncio.run(soak(args.consultations, args.seed, Path(directory), keep))
+        summary = asyncio.run(run(args, Path(directory), keep))
     summary["problems"] = judge(summary)
     if args.report is not None:
         from tests.support.soak.report import write_report

@@ -37,6 +37,7 @@ REALTIME = (
     "tests/integration/test_demo.py",
     "tests/integration/test_readme_curl.py",
     "tests/integration/test_systemd_watchdog.py",
+    "tests/integration/soak/",
     "tests/integration/service/test_start_as_service.py",
     "tests/integration/test_cli.py::test_check_devices",
     "tests/integration/service/test_doctor.py::test_every_check_passes_on_the_development_stack",

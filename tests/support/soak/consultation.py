@@ -25,6 +25,7 @@ MEDIA_WITHIN = 90.0  # the call live both ways (media children, TURN), or back a
 DIP_WITHIN = 10.0  # after a media fault is lifted: how long to look for the call's dip
 CHAT_EACH_WAY = 2  # messages each side sends: one during the faults, one after them
 WATCH_PERIOD = 0.2
+CONSULTATION_WITHIN = 300.0  # one consultation, all its steps and faults, at the most
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Record:
     emergency: bool = False
     summary: dict[str, Any] | None = None
     device_check: str | None = None
-    in_call: dict[str, Any] | None = None  # each agent's usage once the call is live
+    in_call: dict[str, Any] | None = None  # each agent's usage late in the call, before it ends
 
 
 def consultation_of(status: dict[str, Any], consultation_id: str) -> dict[str, Any] | None:
@@ -119,7 +120,8 @@ async def run_consultation(
     record = Record(index, scene.consultation_id, emergency=emergency)
     began = time.monotonic()
     try:
-        await _steps(scene, record, planned)
+        async with asyncio.timeout(CONSULTATION_WITHIN):  # a step stuck past its own limits fails too
+            await _steps(scene, record, planned)
         record.completed = True
     except Exception as exc:  # the record names the step; the run goes on with the next one
         record.error = f"{type(exc).__name__}: {exc}"[:500]
@@ -196,7 +198,6 @@ async def _steps(scene: Scene, record: Record, planned: list[Planned]) -> None:
     for end in (kiosk, provider):
         await end.until(http, lambda s: call_status(s, cid) == "live", "had a live call", MEDIA_WITHIN)
     await kiosk.until(http, in_state(cid, "in-progress"), "was in progress", STEP_WITHIN)
-    record.in_call = await scene.usage()
 
     record.step = "faults and chat"
     sent: dict[str, list[str]] = {"kiosk": [], "provider": []}
@@ -219,6 +220,7 @@ async def _steps(scene: Scene, record: Record, planned: list[Planned]) -> None:
         await _emergency(scene)
 
     record.step = "end"
+    record.in_call = await scene.usage()  # the call has run a while: its children are settled
     await provider.call(http, "POST", f"{one}/end-call")
     await kiosk.until(
         http, lambda s: call_status(s, cid) in (None, "idle", "ended"), "ended the call", STEP_WITHIN

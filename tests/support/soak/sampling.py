@@ -32,10 +32,11 @@ def usage(pid: int) -> Usage:
 
 
 def agent_usage(pid: int) -> dict[str, Any]:
-    """The agent's own usage and its media children's together (``children``: how many)."""
+    """The agent's own usage (with its ``pid``: a killed agent's successor starts a new series) and
+    its media children's together (``children``: how many)."""
     children = [usage(child) for child in descendants(pid)]
     return {
-        "agent": asdict(usage(pid)),
+        "agent": {**asdict(usage(pid)), "pid": pid},
         "media": {
             "rss_mb": round(sum(c.rss_mb for c in children), 2),
             "fds": sum(c.fds for c in children),
@@ -54,3 +55,18 @@ def slope(values: list[float]) -> float | None:
     mean_y = sum(values) / n
     spread = sum((x - mean_x) ** 2 for x in range(n))
     return sum((x - mean_x) * (y - mean_y) for x, y in enumerate(values)) / spread
+
+
+def judged_window(values: list[tuple[int, float]], warm_up: int) -> list[float]:
+    """The values of ``(pid, value)`` that growth is judged on: the longest run of one process,
+    without its first ``warm_up`` (a process loads its libraries and caches in its first
+    consultations: the device check's OpenCV, the first call's codecs)."""
+    runs: list[list[float]] = []
+    last_pid = None
+    for pid, value in values:
+        if pid != last_pid:
+            runs.append([])
+            last_pid = pid
+        runs[-1].append(value)
+    longest = max(runs, key=len, default=[])
+    return longest[warm_up:] if len(longest) > warm_up + 1 else longest[1:]
