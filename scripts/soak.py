@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from telehealth_client import logs  # noqa: E402
+from tests.support.soak.faults import KINDS  # noqa: E402
 from tests.support.soak.runner import judge, soak  # noqa: E402
 
 
@@ -51,17 +52,23 @@ async def run(args: argparse.Namespace, directory: Path, keep: Any) -> dict[str,
     # SIGTERM and SIGINT cancel the run: the agents are stopped and the stack closed on the way out.
     for stop in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(stop, main_task.cancel)
-    return await soak(args.consultations, args.seed, directory, keep)
+    only = tuple(args.only.split(",")) if args.only else KINDS
+    return await soak(args.consultations, args.seed, directory, keep, only)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--consultations", type=int, default=10, help="how many (default 10)")
     parser.add_argument("--seed", type=int, default=1, help="the fault plan's seed (default 1)")
+    parser.add_argument(
+        "--only", help=f"comma-separated fault kinds to draw from (default all: {','.join(KINDS)})"
+    )
     parser.add_argument("--report", type=Path, help="also write an HTML report with plots here")
     args = parser.parse_args()
     if args.consultations < 1:
         parser.error("--consultations must be at least 1")
+    if args.only and set(args.only.split(",")) - set(KINDS):
+        parser.error(f"--only: unknown fault kinds; the kinds are {', '.join(KINDS)}")
     logs.configure("WARNING")
     for handler in logging.getLogger().handlers:  # stdout is the JSON lines': the stack's warnings go aside
         if isinstance(handler, logging.StreamHandler):

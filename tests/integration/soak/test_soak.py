@@ -47,7 +47,11 @@ async def test_ten_consultations_with_every_fault_lose_nothing_and_stay_lean(tmp
     consultations = rows[:-1]
     assert len(consultations) == CONSULTATIONS, out
 
-    failed = [(r["index"], r["step"], r["error"]) for r in consultations if not r["completed"]]
+    failed = [
+        (r["index"], r["step"], r["error"], r["planned"], r.get("logs"))
+        for r in consultations
+        if not r["completed"]
+    ]
     assert failed == [], failed
     assert summary["completed"] == CONSULTATIONS
     chat = summary["chat"]

@@ -70,29 +70,33 @@ class CallWatch:
         self.scene = scene
         self.samples: list[tuple[float, str, str]] = []
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def _status(self, agent: Any) -> str:
         try:
-            status = await asyncio.wait_for(agent.call(self.scene.http, "GET", "/v1/status"), 2.0)
+            async with asyncio.timeout(2.0):
+                status = await agent.call(self.scene.http, "GET", "/v1/status")
         except Exception:  # killed, starting again, or busy past 2 s: not live
             return "down"
         return call_status(status, self.scene.consultation_id) or "none"
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             kiosk = await self._status(self.scene.kiosk)
             provider = await self._status(self.scene.provider)
             self.samples.append((time.monotonic(), kiosk, provider))
-            await asyncio.sleep(WATCH_PERIOD)  # the sampling period
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), WATCH_PERIOD)  # the sampling period
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
+        """Ends the loop by its flag, not by cancelling it: Python 3.11's ``wait_for`` can swallow a
+        cancellation that meets its own completion, and a loop that lost its cancel runs forever."""
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
 
     def live_both(self, sample: tuple[float, str, str]) -> bool:
         return sample[1] == "live" and sample[2] == "live"

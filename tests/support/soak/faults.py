@@ -75,17 +75,20 @@ class Planned:
     length_s: float
 
 
-def plan(seed: int, consultations: int) -> list[list[Planned]]:
-    """Each consultation's faults: every kind once over the first ``len(KINDS)`` (shuffled), then
+def plan(seed: int, consultations: int, only: tuple[str, ...] = KINDS) -> list[list[Planned]]:
+    """Each consultation's faults: every kind once over the first ``len(only)`` (shuffled), then
     one kind drawn per consultation; about one consultation in four gets a second one."""
+    unknown = sorted(set(only) - set(KINDS))
+    if unknown or not only:
+        raise ValueError(f"fault kinds: {unknown or 'none given'}; the kinds are {', '.join(KINDS)}")
     rng = random.Random(seed)
-    kinds = list(KINDS)
+    kinds = list(only)
     rng.shuffle(kinds)
     planned: list[list[Planned]] = []
     for n in range(consultations):
-        chosen = [kinds[n]] if n < len(kinds) else [rng.choice(KINDS)]
-        if n >= len(kinds) and rng.random() < 0.25:
-            chosen.append(rng.choice([k for k in KINDS if k != chosen[0]]))
+        chosen = [kinds[n]] if n < len(kinds) else [rng.choice(kinds)]
+        if n >= len(kinds) and len(kinds) > 1 and rng.random() < 0.25:
+            chosen.append(rng.choice([k for k in kinds if k != chosen[0]]))
         planned.append(
             [
                 Planned(k, round(rng.uniform(0.0, 2.0), 2), round(rng.uniform(*OUTAGE_SECONDS), 2))

@@ -56,13 +56,17 @@ def patient_of(index: int) -> str:
 
 
 async def soak(
-    consultations: int, seed: int, directory: Path, emit: Callable[[dict[str, Any]], None]
+    consultations: int,
+    seed: int,
+    directory: Path,
+    emit: Callable[[dict[str, Any]], None],
+    only: tuple[str, ...] = KINDS,
 ) -> dict[str, Any]:
     rng = random.Random(f"{seed}:emergencies")
     emergencies = [rng.random() < EMERGENCY_SHARE for _ in range(consultations)]
     if consultations and not any(emergencies):
         emergencies[rng.randrange(consultations)] = True
-    planned = plan(seed, consultations)
+    planned = plan(seed, consultations, only)
     records: list[dict[str, Any]] = []
     began = time.monotonic()
     async with (
@@ -115,9 +119,10 @@ async def soak(
                 record = await run_consultation(
                     scene, index, planned[index], emergencies[index], index % 2 == 0
                 )
-                if not record.completed:
-                    await _tidy(scene)
                 row = asdict(record)
+                if not record.completed:
+                    row["logs"] = {a.user_id: _tail(a) for a in (kiosk, provider)}  # the agents log no PHI
+                    await _tidy(scene)
                 row["planned"] = [p.kind for p in planned[index]]
                 row["usage"] = {"start": start_usage, "end": await _usage(kiosk, provider)}
                 records.append(row)
@@ -136,12 +141,19 @@ async def soak(
     summary = summarize(records, audit)
     summary.update(
         seed=seed,
+        planned=[[p.kind for p in each] for each in planned],
         restarts=dict(restarts),
         stops=stops,
         seconds=round(time.monotonic() - began, 1),
         load_average=[round(x, 2) for x in os.getloadavg()],
     )
     return summary
+
+
+def _tail(agent: RunAgent, lines: int = 40) -> list[str]:
+    if agent.process is None:
+        return []
+    return [line.rstrip() for line in agent.process.written().decode(errors="replace").splitlines()[-lines:]]
 
 
 async def _usage(kiosk: RunAgent, provider: RunAgent) -> dict[str, Any]:
@@ -251,8 +263,10 @@ def judge(summary: dict[str, Any]) -> list[str]:
                 problems.append(f"audit ({side}): {account[key]} {key}")
         if not account["chain_verified"]:
             problems.append(f"audit ({side}): the chain does not verify: {account['verify']}")
-    if summary["consultations"] >= len(KINDS):
-        problems += [f"fault {k} never injected" for k, n in summary["faults_by_kind"].items() if not n]
+    planned = {kind for row in summary.get("planned", []) for kind in row}
+    problems += [
+        f"fault {k} planned, never injected" for k in sorted(planned) if not summary["faults_by_kind"][k]
+    ]
     if summary["orphaned_media_children"]:
         problems.append(f"{summary['orphaned_media_children']} media children outlived their killed agent")
     for name, grown in summary["growth"].items():
