@@ -190,9 +190,12 @@ async def _tidy(scene: Scene) -> None:
 
 def _series(records: list[dict[str, Any]], side: str, part: str, key: str) -> list[tuple[int, float]]:
     """One usage series, (process, value) per consultation that got that far: the agent's at its
-    end, its media children's late in its call (children are per call: one series for all)."""
+    end, its media children's late in its call (children are per call: one series for all the
+    calls that no media fault made rebuild)."""
     values = []
     for record in records:
+        if part == "media" and any(f["kind"] in MEDIA_KINDS for f in record["faults"]):
+            continue  # its call was rebuilt in a fresh child: younger, so smaller; not comparable
         sample = (record["in_call"] or {}).get(side) if part == "media" else record["usage"]["end"][side]
         if sample is not None:
             pid = 0 if part == "media" else int(sample["agent"]["pid"])
@@ -245,7 +248,7 @@ def summarize(records: list[dict[str, Any]], audit: dict[str, Any]) -> dict[str,
 # What judge() allows after warm-up: generous on a shared 2-core machine (the long run judges the slope).
 # Media children are new in every call: their RSS differs from call to call by what the codecs hold.
 BOUNDS = {"rss_mb": 40.0, "fds": 16.0, "threads": 8.0}
-MEDIA_RSS_BOUND = 100.0
+MEDIA_RSS_BOUND = 60.0
 
 
 def judge(summary: dict[str, Any]) -> list[str]:
