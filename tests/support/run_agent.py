@@ -117,7 +117,8 @@ class RunAgent:
         self, http: aiohttp.ClientSession, holds: Callable[[dict[str, Any]], bool], what: str, within: float
     ) -> dict[str, Any]:
         """``GET /v1/status`` until ``holds`` (what the other agent learns over PubNub)."""
-        return await self.poll(http, "/v1/status", holds, what, within)
+        status: dict[str, Any] = await self.poll(http, "/v1/status", holds, what, within)
+        return status
 
     async def poll(
         self,
