@@ -116,9 +116,7 @@ async def soak(
                     lambda: _usage(kiosk, provider),
                 )
                 start_usage = await _usage(kiosk, provider)
-                record = await run_consultation(
-                    scene, index, planned[index], emergencies[index], index % 2 == 0
-                )
+                record = await run_consultation(scene, index, planned[index], emergencies[index])
                 row = asdict(record)
                 if not record.completed:
                     row["logs"] = {a.user_id: _tail(a) for a in (kiosk, provider)}  # the agents log no PHI
