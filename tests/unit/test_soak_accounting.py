@@ -52,7 +52,7 @@ GOOD: dict[str, Any] = {
     "planned": [["relay-5xx"]],
     "faults_by_kind": dict.fromkeys(KINDS, 1),
     "orphaned_media_children": 0,
-    "chat": {"lost": 0, "duplicated": 0, "forged_shown": 0, "foreign_shown": 0},
+    "chat": {"sent": 4, "in_history": 4, "lost": 0, "duplicated": 0, "forged_shown": 0, "foreign_shown": 0},
     "audit": {"kiosk": {"lost": 0, "duplicated": 0, "chain_verified": True, "verify": []}},
     "growth": {"kiosk.agent.rss_mb": {"after_warm_up": {"min": 150.0, "max": 160.0}}},
 }
@@ -64,6 +64,7 @@ GOOD: dict[str, Any] = {
         (("chat", "lost"), 1, "chat: 1 lost"),
         (("chat", "duplicated"), 2, "chat: 2 duplicated"),
         (("chat", "forged_shown"), 1, "chat: 1 forged_shown"),
+        (("chat", "in_history"), 3, "chat: 1 sent never in PubNub's history"),
         (("audit", "kiosk", "lost"), 3, "audit (kiosk): 3 lost"),
         (("audit", "kiosk", "chain_verified"), False, "the chain does not verify"),
         (("faults_by_kind", "relay-5xx"), 0, "fault relay-5xx planned, never injected"),

@@ -55,7 +55,7 @@ async def test_ten_consultations_with_every_fault_lose_nothing_and_stay_lean(tmp
     assert failed == [], failed
     assert summary["completed"] == CONSULTATIONS
     chat = summary["chat"]
-    assert chat["sent"] > 0 and chat["delivered"] == chat["sent"], chat
+    assert chat["sent"] > 0 and chat["delivered"] == chat["in_history"] == chat["sent"], chat
     wrong = {key: chat[key] for key in ("lost", "duplicated", "forged_shown", "foreign_shown")}
     assert wrong == dict.fromkeys(wrong, 0), chat
     for side, audit in summary["audit"].items():

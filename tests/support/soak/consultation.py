@@ -308,6 +308,7 @@ async def _chat_seen(scene: Scene, sent: dict[str, list[str]]) -> dict[str, Any]
         "foreign_shown": len((set(shown_kiosk) | set(shown_provider)) - set(sent_ids)),
         # Told, not judged: a publish retried after a lost answer may reach PubNub twice (the
         # outbox looks in history first); the receiver shows it once all the same.
+        "in_history": len(published),  # each sent message once at least, read back from PubNub
         "published_twice": sum(1 for n in published.values() if n > 1),
     }
 

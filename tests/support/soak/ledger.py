@@ -15,7 +15,16 @@ from telehealth_devstack.stack import DevStack
 from tests.support.audit import sink_events
 from tests.support.cli import Process
 
-CHAT_FIELDS = ("sent", "delivered", "duplicated", "lost", "forged_shown", "foreign_shown", "published_twice")
+CHAT_FIELDS = (
+    "sent",
+    "delivered",
+    "duplicated",
+    "lost",
+    "forged_shown",
+    "foreign_shown",
+    "in_history",
+    "published_twice",
+)
 VERIFY_WITHIN = 60.0
 
 

@@ -258,6 +258,8 @@ def judge(summary: dict[str, Any]) -> list[str]:
     for key in ("lost", "duplicated", "forged_shown", "foreign_shown"):
         if chat[key]:
             problems.append(f"chat: {chat[key]} {key}")
+    if chat.get("in_history", 0) != chat.get("sent", 0):
+        problems.append(f"chat: {chat['sent'] - chat['in_history']} sent never in PubNub's history")
     for side, account in summary["audit"].items():
         for key in ("lost", "duplicated"):
             if account[key]:
