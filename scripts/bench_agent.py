@@ -37,11 +37,9 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,54 +54,16 @@ from telehealth_client import logs  # noqa: E402
 from telehealth_client.protocol import channels  # noqa: E402
 from telehealth_client.security.clinic_client import ClinicClient  # noqa: E402
 from telehealth_devstack.stack import DEFAULT_DEPARTMENT, DevStack  # noqa: E402
-from tests.support.cli import Process, notified, notify_socket, unset_environment  # noqa: E402
-from tests.support.devstack_cli import api_address  # noqa: E402
+from tests.support.cli import unset_environment  # noqa: E402
+from tests.support.run_agent import RunAgent, agent_command, descendants, rss_mb  # noqa: E402
 
 KIOSK = "kiosk-bench-agent"
 PROVIDER = "dr-bench-agent"
 PATIENT = "pat-bench-agent"
 CONSULTATION = channels.consultation(PROVIDER, PATIENT)
-READY_WITHIN = 60.0  # a first start on a shared 2-core machine (imports from a cold cache)
 STEP_WITHIN = 30.0  # what the other agent learns over PubNub
 MEDIA_WITHIN = 90.0  # both media children up (aiortc's import), relay-only through coturn
-STOP_WITHIN = 60.0  # past the unit's TimeoutStopSec=20s: the number is measured, not capped
-POLL_SECONDS = 0.1
 TARGETS = {"ready_s": 1.0, "idle_rss_mb": 80.0, "stop_s": 2.0}
-
-
-def agent_command() -> list[str]:
-    """``telehealth-agent run``: the console script beside this Python, as the unit runs it."""
-    script = Path(sys.executable).with_name("telehealth-agent")
-    return [str(script), "run"] if script.exists() else [sys.executable, "-m", "telehealth_client", "run"]
-
-
-def rss_mb(pid: int) -> float:
-    """The resident memory of ``pid`` in MiB (0 once it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (its media children and theirs)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                # The command name may hold spaces and parentheses: the fields follow the last ")".
-                parents[int(entry.name)] = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
-    found: list[int] = []
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        children = [child for child, its_parent in parents.items() if its_parent == parent]
-        found += children
-        frontier += children
-    return found
 
 
 def memory(pid: int) -> dict[str, float]:
@@ -116,69 +76,6 @@ def memory(pid: int) -> dict[str, float]:
         "total": round(agent + sum(children), 1),
         "child_processes": len(children),
     }
-
-
-class RunAgent:
-    """One ``telehealth-agent run`` process: its notify socket, its API, its memory."""
-
-    def __init__(self, user_id: str, environment: dict[str, str], directory: Path) -> None:
-        self.user_id = user_id
-        self.notify_path = directory / f"notify-{user_id}.sock"
-        self.environment = {**environment, "NOTIFY_SOCKET": str(self.notify_path)}
-        self.process: Process | None = None
-        self.base = ""
-        self.headers = {"Authorization": f"Bearer {environment['TELEHEALTH_API_TOKEN']}"}
-
-    async def start(self) -> float:
-        """Spawn it; the seconds until its READY=1 datagram."""
-        with contextlib.suppress(FileNotFoundError):
-            self.notify_path.unlink()
-        with notify_socket(self.notify_path) as sock:
-            started = time.monotonic()
-            self.process = await Process.spawn(*agent_command(), env=self.environment)
-            await notified(sock, b"READY=1", within=READY_WITHIN)
-            ready = time.monotonic() - started
-        self.base = await api_address(self.process)
-        return ready
-
-    async def stop(self) -> tuple[float, int]:
-        """SIGTERM; the seconds until it exited, and its exit code."""
-        assert self.process is not None
-        started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        code = await self.process.exited(STOP_WITHIN)
-        elapsed = time.monotonic() - started
-        await self.process.finish()
-        return elapsed, code
-
-    async def kill(self) -> None:
-        if self.process is not None:
-            await self.process.kill()
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.process.pid
-
-    async def call(self, http: aiohttp.ClientSession, method: str, path: str, body: Any = None) -> Any:
-        async with http.request(method, self.base + path, json=body, headers=self.headers) as answer:
-            data = await answer.json()
-            if answer.status >= 300:
-                raise RuntimeError(f"{self.user_id}: {method} {path}: {answer.status} {data}")
-            return data
-
-    async def until(
-        self, http: aiohttp.ClientSession, holds: Callable[[dict[str, Any]], bool], what: str, within: float
-    ) -> dict[str, Any]:
-        """``GET /v1/status`` until ``holds`` (what the other agent learns over PubNub)."""
-        deadline = time.monotonic() + within
-        while True:
-            status: dict[str, Any] = await self.call(http, "GET", "/v1/status")
-            if holds(status):
-                return status
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.user_id}: never {what} within {within} s: {status}")
-            await asyncio.sleep(POLL_SECONDS)
 
 
 def consultation(status: dict[str, Any]) -> dict[str, Any] | None:

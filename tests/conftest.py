@@ -37,6 +37,7 @@ REALTIME = (
     "tests/integration/test_demo.py",
     "tests/integration/test_readme_curl.py",
     "tests/integration/test_systemd_watchdog.py",
+    "tests/integration/soak/",
     "tests/integration/service/test_start_as_service.py",
     "tests/integration/service/test_sd_notify.py::test_a_sigterm_while_the_agent_is_still_importing",
     "tests/integration/test_cli.py::test_check_devices",
