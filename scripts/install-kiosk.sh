@@ -78,11 +78,12 @@ fail() {
 
 # Any other command that fails (set -e) ends the run with 1, naming it and what this run left.
 on_error() {
-    local status=$1 line=$2 command=$3
+    local status=$1 line=$2 command=$3 listed
     if [ "$BASH_SUBSHELL" -eq 0 ]; then
         echo "install-kiosk.sh: line $line: '$command' failed (exit $status)" >&2
         if [ ${#left[@]} -gt 0 ]; then
-            echo "install-kiosk.sh: left as they are: ${left[*]} (run it again once fixed: it keeps them; --uninstall removes them)" >&2
+            printf -v listed '%s, ' "${left[@]}"
+            echo "install-kiosk.sh: left as they are: ${listed%, } (run it again once fixed: it keeps them; --uninstall removes them)" >&2
         fi
     fi
     exit 1
@@ -306,7 +307,7 @@ build_release() {
     rm -rf "$release"
     # Removed again unless install_all gets as far as linking it (finish_release).
     building=$release
-    trap 'rm -rf "$building"' EXIT
+    trap remove_unfinished_release EXIT
     "$python" -m venv "$release" || fail "$python -m venv $release failed (above); nothing else changed"
     # The repository root is the agent alone; devstack/ is a separate package it never installs.
     # -c: its dependencies at the versions the tests ran with, whatever day it is installed.
@@ -315,6 +316,14 @@ build_release() {
     found=$(installed_version "$release")
     [ "$found" = "$version" ] || fail "$release: pip installed version '$found' of the agent, not $version"
     install -D -m 0644 -o root -g root "$repo/kiosk.service" "$release/$RELEASE_UNIT"
+}
+
+# The release being built, and the directories it made if they are empty again: a first
+# install that stops early leaves no /opt/telehealth-agent behind.
+remove_unfinished_release() {
+    [ -n "$building" ] || return 0
+    rm -rf "$building"
+    rmdir "$releases" "$opt_dir" 2>/dev/null || true
 }
 
 # The release being built is whole and linked: a later failure no longer removes it.
