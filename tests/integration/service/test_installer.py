@@ -34,11 +34,13 @@ from tests.support.service import (
     Installed,
     OverlaidSystem,
     add_system_units,
+    exposure,
     installer_copy,
     manifest,
     run_installer,
     system_python,
     system_skeleton,
+    unit_root,
     user_database,
     verify,
 )
@@ -343,3 +345,28 @@ def test_the_installer_installs_under_the_constraints(installed: Installed, tmp_
     assert result.returncode == 1, result.stdout
     assert f"with {installer.parents[1] / 'packaging/constraints.txt'}" in result.stderr
     assert manifest(root) == before
+
+
+def test_the_readmes_api_socket_drop_in_verifies_and_keeps_the_exposure(tmp_path: Path) -> None:
+    # The README's Local API section: a runtime directory for api_socket, through a drop-in.
+    drop_in = "[Service]\nRuntimeDirectory=telehealth-agent\n"
+    readme = (REPO / "README.md").read_text()
+    escaped = drop_in.replace("\n", "\\n")
+    assert f"printf '{escaped}' >/{INSTALLED_UNIT}.d/api-socket.conf" in readme
+    plain, _ = exposure(unit_root(tmp_path / "plain"))
+    root = unit_root(tmp_path / "socket")
+    (root / f"{INSTALLED_UNIT}.d").mkdir()
+    (root / f"{INSTALLED_UNIT}.d/api-socket.conf").write_text(drop_in)
+    result = verify(root)
+    assert (result.returncode, result.stderr) == (0, "")
+    with_socket, report = exposure(root)
+    assert with_socket == plain, report
+
+
+def test_the_readmes_local_api_token_is_the_one_the_unit_loads_and_the_installer_makes() -> None:
+    readme = (REPO / "README.md").read_text()
+    local_api = readme.split("\n## Local API\n", 1)[1].split("\n## ", 1)[0]
+    [loaded] = [line for line in (REPO / "kiosk.service").read_text().splitlines() if "=api_token:" in line]
+    assert f"`{loaded}`" in local_api
+    assert "od -An -tx1 -N32 /dev/urandom" in local_api and "openssl" not in local_api
+    assert 'api_socket = "/run/..."' not in local_api  # /run is read-only to the service
