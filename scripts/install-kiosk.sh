@@ -515,15 +515,32 @@ created_accounts() {
     fi
 }
 
+group_id() {
+    if [ -n "$root" ]; then
+        awk -F: -v name="$SERVICE_USER" '$1 == name { print $3 }' "$root/etc/group"
+    else
+        getent group "$SERVICE_USER" | cut -d: -f3
+    fi
+}
+
 # Removes the accounts $1 names (created_accounts, read before /opt went).
 remove_accounts() {
-    local created=$1 prefix
+    local created=$1 prefix kept_gid=""
     mapfile -t prefix < <(user_tool_args)
+    if ! grep -qx group <<<"$created" && group_exists; then
+        kept_gid=$(group_id)
+    fi
     if grep -qx user <<<"$created" && user_exists; then
         userdel "${prefix[@]}" "$SERVICE_USER" \
             || fail "userdel $SERVICE_USER failed (above); everything else is removed: run --uninstall again once fixed"
     elif user_exists; then
         echo "kept the user $SERVICE_USER: it existed before the install"
+    fi
+    # With USERGROUPS_ENAB (login.defs) userdel also removes the user's group when no one else is
+    # in it, even one that existed before the install: that one is put back with its ID.
+    if [ -n "$kept_gid" ] && ! group_exists; then
+        groupadd "${prefix[@]}" --gid "$kept_gid" "$SERVICE_USER" \
+            || fail "groupadd --gid $kept_gid $SERVICE_USER failed (above): userdel removed that group, which existed before the install"
     fi
     # userdel removes the group itself only where login.defs says USERGROUPS_ENAB (not --prefix).
     if grep -qx group <<<"$created" && group_exists; then

@@ -208,24 +208,33 @@ def test_a_reinstall_after_an_uninstall_adds_the_user_and_group_again(
     assert user.split(":")[3] == group.split(":")[2]  # its primary group is the new group
 
 
+@pytest.mark.parametrize(
+    ("members", "login_defs"),
+    [
+        ("kiosk-app", ""),
+        # As on Debian: userdel then removes the user's group too when no one else is in it.
+        ("", "USERGROUPS_ENAB yes\n"),
+    ],
+)
 def test_an_existing_telehealth_group_is_the_users_and_outlives_the_uninstall(
-    installed: Installed, tmp_path: Path
+    installed: Installed, tmp_path: Path, members: str, login_defs: str
 ) -> None:
     root = tmp_path / "root"
     system_skeleton(root)
-    (root / "etc/group").write_text("telehealth:x:4242:kiosk-app\n")
-    (root / "etc/gshadow").write_text("telehealth:!::kiosk-app\n")
+    (root / "etc/login.defs").write_text(login_defs)  # useradd --prefix reads this one
+    (root / "etc/group").write_text(f"telehealth:x:4242:{members}\n")
+    (root / "etc/gshadow").write_text(f"telehealth:!::{members}\n")
     result = run_installer(root, wheel=installed.wheel)
     assert result.returncode == 0, result.stderr
     [user] = [
         line for line in (root / "etc/passwd").read_text().splitlines() if line.startswith("telehealth:")
     ]
     assert user.split(":")[3] == "4242"
-    assert group_lines(root) == ["telehealth:x:4242:kiosk-app"]
+    assert group_lines(root) == [f"telehealth:x:4242:{members}"]
     removed = run_installer(root, "--uninstall")
     assert removed.returncode == 0, removed.stderr
     assert "telehealth:" not in (root / "etc/passwd").read_text()
-    assert group_lines(root) == ["telehealth:x:4242:kiosk-app"]  # not the installer's to remove
+    assert group_lines(root) == [f"telehealth:x:4242:{members}"]  # not the installer's to remove
     assert "kept the group telehealth: it existed before the install" in removed.stdout
 
 
