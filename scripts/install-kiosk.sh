@@ -6,6 +6,8 @@
 #                                                  own per version, with the unit it came with
 #   /opt/telehealth-agent/venv                     a link to the release that runs (the unit's path)
 #   /opt/telehealth-agent/venv.previous            a link to the release it replaced (--rollback)
+#   /opt/telehealth-agent/accounts                 which of the user and group it created (the
+#                                                  ones --uninstall removes)
 #   /etc/systemd/system/kiosk.service              the hardened unit (kiosk.service of this repository)
 #   /etc/telehealth-agent/agent.toml               example settings (packaging/agent.toml), 0644
 #   /etc/telehealth-agent/credentials/<name>       one file per secret, root-owned 0600: placeholders,
