@@ -422,7 +422,7 @@ restart_when() {
 
 print_todo() {
     local left=() key name
-    for key in user_id organization_id department_id clinic_url; do
+    for key in user_id organization_id clinic_url; do
         if grep -Eq "^$key = \"[^\"]*(-unconfigured|\\.invalid)\"" "$settings"; then
             left+=("  $settings: $key")
         fi
