@@ -313,6 +313,9 @@ class AuditTrail:
         self._channel_task: asyncio.Task[None] | None = None
         self._retired: set[asyncio.Task[None]] = set()  # a replaced bus's loop, until it has ended
         self._state = "new"  # new, open, closed
+        # Why the sink's head could not be read at open (None: read, or no sink): ``reach_sink``.
+        self._head_error: ClinicError | None = None
+        self._reaching = asyncio.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -343,6 +346,7 @@ class AuditTrail:
         try:
             status = await self._open_stores(file_kept, held)
             if held is not None:
+                status = await self._place_after(held, status)
                 self._check_against_sink(held, status)
                 await self._db.keep_acknowledged(held)
         except BaseException:
@@ -386,28 +390,100 @@ class AuditTrail:
             0 if legacy is None else legacy.awaiting_sink,
             0 if legacy is None else legacy.awaiting_channel,
         )
-        if self._sink is not None:
+        if self._db.unanchored:
+            # Its sequences may still change (``reach_sink``): nothing leaves before that.
+            log.info("audit trail waits for the sink's head before delivering anything")
+        else:
+            self._start_deliveries()
+
+    def _start_deliveries(self) -> None:
+        if self._sink is not None and self._sink_task is None:
             self._sink_task = asyncio.create_task(
                 self._deliver("sink", self._post_to_sink), name="audit-sink-delivery"
             )
-        if self._bus is not None:
+        if self._bus is not None and self._channel_task is None:
             self._start_channel(self._bus)
 
+    @property
+    def head_error(self) -> ClinicError | None:
+        """Why the sink's head could not be read when the trail opened (the clinic unreachable or
+        refusing this device's credential); None once it was read (``reach_sink``), or without a sink."""
+        return self._head_error
+
+    async def reach_sink(self) -> None:
+        """Read the sink's head now (one request) after it could not be read at open: a store begun
+        without it is placed after it (``AuditDatabase.anchor``) and starts delivering; any store is
+        checked against it. ClinicError if the clinic does not answer it (the caller retries);
+        DamagedStoreError if the trail is behind the sink (a rollback, refused as at open)."""
+        if self._state != "open":
+            raise RuntimeError(f"the audit trail is {self._state if self._state != 'new' else 'not open'}")
+        if self._sink is None or self._head_error is None:
+            return
+        async with self._reaching:
+            if self._head_error is None:
+                return
+            held = await self._read_sink_head()
+            status = await self._place_after(held, self._db.status)
+            self._check_against_sink(held, status)
+            if await self._db.keep_acknowledged(held) is not None:
+                self._save_acknowledged()
+            self._head_error = None
+            log.info("audit sink head read: the trail is checked against it sequence=%d", held)
+            self._start_deliveries()
+
+    async def _place_after(self, held: int, status: AuditStatus) -> AuditStatus:
+        """An unanchored store placed after the sink's head ``held``; its status (as is otherwise)."""
+        if not self._db.unanchored:
+            return status
+        old_base = status.base
+        moved = await self._db.anchor(held)
+        status = self._db.status
+        if moved:
+            log.warning(
+                "audit trail begun without the sink's head placed after it: records=%d re-chained as "
+                "sequences %d-%d (were %d-%d; the sink already held sequence %d of this device)",
+                moved,
+                status.base + 1,
+                status.base + moved,
+                old_base + 1,
+                old_base + moved,
+                held,
+            )
+        elif status.base != old_base:
+            log.info("audit trail begun without the sink's head begun at sequence %d", status.base + 1)
+        return status
+
     async def _ask_sink_head(self) -> int | None:
-        """The highest sequence the sink holds for this device; None without a sink or an answer."""
+        """The highest sequence the sink holds for this device; None without a sink or an answer
+        (``head_error`` then says why, ``reach_sink`` tries again)."""
         if self._sink is None:
             return None
         try:
-            head = await asyncio.wait_for(self._sink.audit_head(self.device_id), SINK_HEAD_TIMEOUT_SECONDS)
-        except Exception as exc:
-            log.warning(
-                "audit sink head not read (the trail goes on from the state directory) error=%s",
-                describe_exception(exc),
+            return await self._read_sink_head()
+        except ClinicError as exc:
+            self._head_error = exc
+            # The agent says it plainly (its status line) while it asks again.
+            log.info(
+                "audit sink head not read: the trail goes on from the state directory (%s)",
+                f"HTTP {exc.status}" if exc.status is not None else exc.reason,
             )
             return None
+
+    async def _read_sink_head(self) -> int:
+        """One request for the sink's head: its highest sequence of this device; every failure
+        (an answer for another device too) as a ClinicError."""
+        assert self._sink is not None
+        try:
+            head = await asyncio.wait_for(self._sink.audit_head(self.device_id), SINK_HEAD_TIMEOUT_SECONDS)
+        except ClinicError:
+            raise
+        except TimeoutError:
+            raise ClinicError("audit-head", "timed out") from None
+        except Exception as exc:
+            raise ClinicError("audit-head", f"failed ({describe_exception(exc)})") from None
         if head.device_id != self.device_id:
             log.warning("audit sink head answered for another device device=%s", head.device_id)
-            return None
+            raise ClinicError("audit-head", "malformed answer: deviceId: is not this device's")
         return head.highest_sequence
 
     def _check_against_sink(self, held: int, status: AuditStatus) -> None:
@@ -450,6 +526,8 @@ class AuditTrail:
             acknowledged_elsewhere=kept_in_file,
             file_name=self._acknowledgements.name,
             origin_if_new=StoreOrigin(follows_removed=plan.follows_removed, set_aside=set_aside),
+            # Begun without the sink's head: placed after it once it is read (``reach_sink``).
+            unanchored_if_new=self._sink is not None and held is None,
         )
         if plan.follows_removed:
             log.error("audit store %s was not there: %s", current, follows_removed_note(base))
@@ -572,7 +650,7 @@ class AuditTrail:
             old.cancel()
             self._retired.add(old)
             old.add_done_callback(self._retired.discard)
-        if self._state == "open":
+        if self._state == "open" and not self._db.unanchored:
             self._start_channel(bus, after=old)
 
     async def detach_bus(self, within: float = 2.0) -> None:
@@ -864,6 +942,9 @@ class AuditTrail:
 
     async def wait_delivered(self, within: float) -> bool:
         """True once everything recorded is acknowledged by the sink and (with a bus) the channel."""
+
+        if self._db.unanchored:
+            return False  # nothing leaves before the sink's head is known
 
         def delivered() -> bool:
             channel_done = self._bus is None or self._awaiting("channel") == 0
