@@ -238,7 +238,13 @@ class Agent:
         return self.status
 
     async def failure(self) -> str:
-        """Ends only when ``serve``'s bring-up failed for a reason no retry cures: that reason."""
+        """Ends only when ``serve``'s bring-up failed for a reason no retry cures: that reason.
+
+        Awaited once READY went out (``run_until_signalled``): the status line is said again first,
+        since READY carried it as ``serve`` returned it, and the bring-up may have said more since
+        (a kiosk whose clinic refused it, before READY)."""
+        self._service_status.ready_sent()
+        self._refresh_status()
         if self._failed is None:
             await asyncio.Event().wait()  # not serving: nothing fails in the background
         assert self._failed is not None

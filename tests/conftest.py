@@ -38,6 +38,7 @@ REALTIME = (
     "tests/integration/test_readme_curl.py",
     "tests/integration/test_systemd_watchdog.py",
     "tests/integration/service/test_start_as_service.py",
+    "tests/integration/service/test_kiosk_clinic.py",
     "tests/integration/test_cli.py::test_check_devices",
     "tests/integration/service/test_doctor.py::test_every_check_passes_on_the_development_stack",
     "tests/integration/network/test_turn_through_proxy.py",
