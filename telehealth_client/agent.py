@@ -223,6 +223,9 @@ class Agent:
         task that retries until it is up and says what it waits for. Returns the status line
         (systemd's READY carries it) once the API listens."""
         await self._open()
+        assert self.durable is not None
+        # The bring-up asks for the audit sink's head again and says so (``_reach_audit_sink``).
+        self.durable.trail.drive_sink_head()
         # A kiosk is ready idle: a saved consultation resumes behind it. A cart's endpoint is not
         # up before its token and connection: its routes answer 503 until then.
         kiosk = self.settings.role is Role.PATIENT

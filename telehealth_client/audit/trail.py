@@ -138,6 +138,9 @@ _PERSISTENT_FAILURES: Final = 5
 # How long opening the trail waits for the sink's head: a clinic out of reach must not hold up
 # the start (the trail then continues from what the state directory keeps).
 SINK_HEAD_TIMEOUT_SECONDS: Final = 5.0
+# A store begun without the sink's head asks again this far apart while the clinic refuses this
+# device's credential (as the agent's start does: ``consultation.start_policy``).
+REFUSED_RETRY_SECONDS: Final = 60.0
 
 
 @dataclass(frozen=True)
@@ -316,6 +319,9 @@ class AuditTrail:
         # Why the sink's head could not be read at open (None: read, or no sink): ``reach_sink``.
         self._head_error: ClinicError | None = None
         self._reaching = asyncio.Lock()
+        # Set by ``drive_sink_head``: the caller asks again (and says so); the trail waits for it.
+        self._head_driven = False
+        self._anchored = asyncio.Event()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -393,7 +399,9 @@ class AuditTrail:
         if self._db.unanchored:
             # Its sequences may still change (``reach_sink``): nothing leaves before that.
             log.info("audit trail waits for the sink's head before delivering anything")
+            self._sink_task = asyncio.create_task(self._anchor_then_deliver(), name="audit-sink-delivery")
         else:
+            self._anchored.set()
             self._start_deliveries()
 
     def _start_deliveries(self) -> None:
@@ -403,6 +411,33 @@ class AuditTrail:
             )
         if self._bus is not None and self._channel_task is None:
             self._start_channel(self._bus)
+
+    def drive_sink_head(self) -> None:
+        """The caller asks for the sink's head again itself (``reach_sink``, with its own pace and
+        words): the trail's own retries, for a store begun without it, stop."""
+        self._head_driven = True
+
+    async def _anchor_then_deliver(self) -> None:
+        """A store begun without the sink's head: ask for it until it answers (unless the caller
+        does: ``drive_sink_head``), placing the store after it, then deliver."""
+        failures = 0
+        while self._db.unanchored and not self._head_driven:
+            failures += 1
+            error = self._head_error
+            refused = error is not None and error.status in (401, 403)
+            # A refused credential is not fixed in seconds: asked again at the slow pace.
+            await asyncio.sleep(REFUSED_RETRY_SECONDS if refused else retry_delay(failures, *self._backoff))
+            if self._head_driven:
+                break
+            try:
+                await self.reach_sink()
+            except ClinicError:
+                continue
+            except Exception as exc:  # behind the sink, or our bug: nothing is sent under doubt
+                log.error("audit sink head not usable: delivery waits error=%s", describe_exception(exc))
+                return
+        await self._anchored.wait()
+        await self._deliver("sink", self._post_to_sink)
 
     @property
     def head_error(self) -> ClinicError | None:
@@ -422,13 +457,18 @@ class AuditTrail:
         async with self._reaching:
             if self._head_error is None:
                 return
-            held = await self._read_sink_head()
+            try:
+                held = await self._read_sink_head()
+            except ClinicError as exc:
+                self._head_error = exc  # the latest word: a refusal is asked again slowly
+                raise
             status = await self._place_after(held, self._db.status)
             self._check_against_sink(held, status)
             if await self._db.keep_acknowledged(held) is not None:
                 self._save_acknowledged()
             self._head_error = None
             log.info("audit sink head read: the trail is checked against it sequence=%d", held)
+            self._anchored.set()
             self._start_deliveries()
 
     async def _place_after(self, held: int, status: AuditStatus) -> AuditStatus:
@@ -942,9 +982,6 @@ class AuditTrail:
 
     async def wait_delivered(self, within: float) -> bool:
         """True once everything recorded is acknowledged by the sink and (with a bus) the channel."""
-
-        if self._db.unanchored:
-            return False  # nothing leaves before the sink's head is known
 
         def delivered() -> bool:
             channel_done = self._bus is None or self._awaiting("channel") == 0

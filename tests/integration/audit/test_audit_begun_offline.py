@@ -90,6 +90,24 @@ async def test_the_sink_coming_back_during_the_run_places_the_trail_then_deliver
         assert sequences(await sink_events(stack))[4:] == [(after.id, 5)]
 
 
+async def test_left_to_itself_the_trail_asks_for_the_head_until_the_sink_answers_then_delivers(
+    stack: DevStack, trails: Trails
+) -> None:
+    """No caller drives it (``drive_sink_head``): the trail asks again with its back-off."""
+    await sink_holds_three_then_reimaged(trails, stack)
+    assert stack.clinic is not None
+    async with CuttableLink(f"127.0.0.1:{stack.clinic.port}") as link:
+        link.cut()
+        sink = trails.clinic(f"http://{link.origin}")
+        trail = await trails.trail(sink)
+        event = kiosk_event(40, stack.organization_id)
+        assert await trail.record(event) == 1
+        link.restore()
+        assert await trail.wait_delivered(WAIT)
+        assert (trail.head_error, sink.failures) == (None, 0)
+        assert sequences(await sink_events(stack))[3:] == [(event.id, 4)]
+
+
 async def test_an_empty_trail_begun_offline_just_continues_after_the_sinks_head(
     stack: DevStack, trails: Trails
 ) -> None:
