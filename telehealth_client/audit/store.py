@@ -10,7 +10,9 @@ head, so no sequence is used twice). Triggers refuse UPDATE and DELETE there.
 ``head`` states whose chain it is, its base, its length and its last hash, under a MAC
 (``ChainKeys.head``) that also covers ``origin`` (``audit_origin``: the version 2 store set aside
 when this one began, and whether it follows a removed store): moving it back, resetting it to an
-empty chain or putting another device's store in place is detected without the sink.
+empty chain or putting another device's store in place is detected without the sink. The MAC also
+covers whether the store was begun without knowing the sink's head (``audit_anchoring``), until
+``anchor`` places it after that head.
 ``acknowledged`` keeps the highest sequence the sink acknowledged (MACed); ``audit_acks`` keeps
 the same beside the store. ``settled`` (separate, so ``records`` stays append-only) has one row
 per record and target once the target acknowledged or refused it, with a MAC binding it to that

@@ -19,7 +19,12 @@
 - The sink's answer (the highest sequence it holds for this device with no gap below it) is kept,
   MACed, in the store and in ``audit_acks``' file beside it, so a store put back to an older copy
   is detected (``audit verify``). A new store (the first, or after a damaged one was moved aside)
-  continues from the sink's head, so no sequence is used twice.
+  continues from the sink's head, so no sequence is used twice. One begun while the head could not
+  be read (the clinic down or refusing this device at a first start) is marked so under the head's
+  MAC (``audit_anchoring``) and delivers nothing until the head is read (``reach_sink``, by the
+  caller that said ``drive_sink_head``, else by the trail itself): it is then placed after it, what
+  it recorded meanwhile re-chained with the sequences that follow. A store not so marked that is
+  behind the sink is a rollback, refused.
 - A version 2 store left by an earlier agent is set aside and delivered first (``audit_legacy``),
   only on a device that never ran the device-keyed trail; afterwards a version 2 store is a
   rollback or a plant, refused at start (``audit_layout``). A store gone while the acknowledgement
@@ -431,7 +436,14 @@ class AuditTrail:
                 break
             try:
                 await self.reach_sink()
-            except ClinicError:
+            except ClinicError as exc:
+                if failures % _PERSISTENT_FAILURES == 0:
+                    why = f"HTTP {exc.status}" if exc.status is not None else exc.reason
+                    log.warning(
+                        "audit sink head still not read: nothing delivered yet failures=%d (%s)",
+                        failures,
+                        why,
+                    )
                 continue
             except Exception as exc:  # behind the sink, or our bug: nothing is sent under doubt
                 log.error("audit sink head not usable: delivery waits error=%s", describe_exception(exc))
