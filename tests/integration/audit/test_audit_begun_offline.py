@@ -153,3 +153,21 @@ async def test_a_rolled_back_store_marked_as_begun_offline_by_hand_is_still_refu
         await trails.trail(trails.clinic())
     assert "does not verify under this device's credential" in refused.value.problem
     assert [event["sequence"] for event in await sink_events(stack)] == [1, 2, 3]
+
+
+async def test_the_mark_removed_by_hand_from_a_store_begun_offline_is_detected(
+    stack: DevStack, trails: Trails
+) -> None:
+    """Unmarking is caught as well: the store no longer matches its head's MAC."""
+    offline = await trails.trail(trails.clinic("http://127.0.0.1:9"))
+    assert await offline.record(kiosk_event(50, stack.organization_id)) == 1
+    await offline.aclose()
+    assert verify_chain(trails.state_dir, trails.keys, trails.device_id).ok  # marked, and whole
+    db = sqlite3.connect(store_path(trails.state_dir))
+    db.execute("DROP TABLE unanchored")
+    db.commit()
+    db.close()
+    with pytest.raises(DamagedStoreError) as refused:
+        await trails.trail(trails.clinic())
+    assert "does not verify under this device's credential" in refused.value.problem
+    assert not verify_chain(trails.state_dir, trails.keys, trails.device_id).ok
