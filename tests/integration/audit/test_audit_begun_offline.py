@@ -18,7 +18,7 @@ import pytest
 from telehealth_client.audit.trail import DamagedStoreError, store_path, verify_chain
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack
-from tests.support.audit import Trails, kiosk_event, sink_events
+from tests.support.audit import Trails, kiosk_event, run, sink_events
 
 pytestmark = pytest.mark.integration
 
@@ -53,6 +53,15 @@ async def test_records_written_before_the_sinks_head_was_known_are_re_chained_af
         assert not await offline.wait_delivered(0.0)  # nothing leaves before the head is known
         await offline.aclose()
     assert (offline.status().base, offline.status().awaiting_sink) == (0, 2)
+    code, out, _ = await run(
+        "verify", "--against-sink", "--state-dir", str(trails.state_dir), env=trails.environment()
+    )
+    assert (code, out.splitlines()[-1]) == (
+        0,
+        "audit trail begun without the sink's head: the sink holds sequence 3 of device kiosk-1; the "
+        "agent's next start that reaches it places the trail's 2 records after it (nothing of it was "
+        "delivered)",
+    )
 
     trail = await trails.trail(trails.clinic())  # the clinic answers: placed after its head
     assert trail.head_error is None
