@@ -476,8 +476,9 @@ class AuditTrail:
                 raise
             status = await self._place_after(held, self._db.status)
             self._check_against_sink(held, status)
-            if await self._db.keep_acknowledged(held) is not None:
-                self._save_acknowledged()
+            await self._db.keep_acknowledged(held)
+            if self._db.status.acknowledged > self._acknowledged_saved:
+                self._save_acknowledged()  # raised here or by the anchoring: the file follows
             self._head_error = None
             log.info("audit sink head read: the trail is checked against it sequence=%d", held)
             self._anchored.set()
