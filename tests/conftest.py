@@ -24,6 +24,7 @@ REALTIME = (
     "tests/integration/media/",
     "tests/integration/interop/",
     "tests/integration/preflight/",
+    "tests/integration/service/test_kiosk_clinic.py",
     "tests/integration/devices/",
     "tests/integration/console/",
     "tests/integration/api/test_api_call.py",
