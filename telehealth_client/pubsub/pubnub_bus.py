@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -24,14 +25,12 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pubnub.endpoints.presence.heartbeat import Heartbeat
 from pubnub.endpoints.presence.leave import Leave
 from pubnub.endpoints.pubsub.subscribe import Subscribe
 from pubnub.enums import PNStatusCategory
-from pubnub.pnconfiguration import PNConfiguration
-from pubnub.pubnub_asyncio import PubNubAsyncio
 
 from telehealth_client.backoff import back_off_delay
 from telehealth_client.logs import describe_exception, exception_reason, quiet_url_loggers
@@ -52,7 +51,6 @@ from telehealth_client.pubsub.bus import (
     StatusHandler,
     Subscription,
 )
-from telehealth_client.pubsub.crypto import RotatingCryptoModule, encrypted_size
 from telehealth_client.pubsub.faults import FaultReporter, classify, classify_exception, is_route_fault
 from telehealth_client.pubsub.transport import routed_handler
 from telehealth_client.pubsub.wildcard import is_wildcard, matches
@@ -62,6 +60,12 @@ from telehealth_client.pubsub.wire import (
     decode_history_item,
     parse_subscribe_answer,
 )
+
+if TYPE_CHECKING:
+    from pubnub.pnconfiguration import PNConfiguration
+    from pubnub.pubnub_asyncio import PubNubAsyncio
+
+    from telehealth_client.pubsub.crypto import RotatingCryptoModule
 
 log = logging.getLogger(__name__)
 quiet_url_loggers()  # the SDK and httpx log URLs holding tokens
@@ -103,6 +107,29 @@ class BusConfig:
     outbound: Outbound = field(default_factory=Outbound)
 
 
+@dataclass(frozen=True)
+class _Sdk:
+    """The SDK's heavy parts: its client and configuration, and our crypto module on its own."""
+
+    configuration: type[PNConfiguration]
+    client: type[PubNubAsyncio]
+    crypto_module: type[RotatingCryptoModule]
+    encrypted_size: Callable[[int], int]
+
+
+@functools.cache
+def _sdk() -> _Sdk:
+    """Imported here, when a bus is first used (a cart's bring-up, after READY; a kiosk's first
+    check-in), not at import: PubNubAsyncio (httpx, its event engine) and the SDK's crypto
+    (PyCryptodome) cost an idle kiosk ~7 MB and a tenth of a second of its start."""
+    from pubnub.pnconfiguration import PNConfiguration
+    from pubnub.pubnub_asyncio import PubNubAsyncio
+
+    from telehealth_client.pubsub.crypto import RotatingCryptoModule, encrypted_size
+
+    return _Sdk(PNConfiguration, PubNubAsyncio, RotatingCryptoModule, encrypted_size)
+
+
 def heartbeat_interval(presence_timeout_seconds: int) -> float:
     """Seconds between heartbeats: two within every presence timeout, a second to spare, never under 5 s."""
     return max(5.0, presence_timeout_seconds / 2 - 1)
@@ -122,7 +149,7 @@ def publish_size(channel: str, message: Any, *, encrypted: bool) -> int:
     except (TypeError, ValueError, RecursionError):
         raise BusError("publish", "message is not JSON-serialisable", retryable=False) from None
     body = len(text.encode("utf-8"))
-    return (encrypted_size(body) if encrypted else body) + len(channel.encode("utf-8"))
+    return (_sdk().encrypted_size(body) if encrypted else body) + len(channel.encode("utf-8"))
 
 
 class _NoSubscriptionManager:
@@ -137,7 +164,8 @@ class _NoSubscriptionManager:
 
 def build_pubnub(config: BusConfig) -> PubNubAsyncio:
     """A PubNubAsyncio with our crypto and its own subscribe machinery switched off."""
-    pn = PNConfiguration()
+    sdk = _sdk()
+    pn = sdk.configuration()
     pn.user_id = config.user_id
     pn.subscribe_key = config.subscribe_key
     pn.publish_key = config.publish_key
@@ -154,12 +182,10 @@ def build_pubnub(config: BusConfig) -> PubNubAsyncio:
     pn.log_verbosity = False
     if config.cipher_key:
         pn.cipher_key = config.cipher_key
-        pn.crypto_module = RotatingCryptoModule(config.cipher_key, config.previous_cipher_keys)
+        pn.crypto_module = sdk.crypto_module(config.cipher_key, config.previous_cipher_keys)
     # The SDK's aiohttp transport, not its default httpx one: measured here, httpx costs
     # about 3 ms more per request, which is most of a signaling message's latency.
-    pubnub = PubNubAsyncio(
-        pn, custom_request_handler=routed_handler(config.outbound, config.origin, config.ssl)
-    )
+    pubnub = sdk.client(pn, custom_request_handler=routed_handler(config.outbound, config.origin, config.ssl))
     # With subscribe disabled the SDK leaves no manager, yet its Subscribe endpoint still
     # asks one for extra query parameters: give it one that has none.
     pubnub._subscription_manager = _NoSubscriptionManager()
@@ -217,8 +243,8 @@ class PubNubBus:
 
     def __init__(self, config: BusConfig, *, pubnub: PubNubAsyncio | None = None) -> None:
         self._config = config
-        self._pubnub = pubnub or build_pubnub(config)
-        self._crypto: RotatingCryptoModule | None = self._pubnub.config.crypto_module
+        # The SDK's client: made when the bus is first used (an idle kiosk's never is, see _sdk).
+        self._client: PubNubAsyncio | None = pubnub
         self._subscriptions: list[Subscription] = []
         self._status = ConnectionStatus.IDLE
         self._status_listeners: list[StatusHandler] = []
@@ -260,6 +286,22 @@ class PubNubBus:
     def pubnub(self) -> PubNubAsyncio:
         return self._pubnub
 
+    @property
+    def _pubnub(self) -> PubNubAsyncio:
+        if self._client is None:
+            self._client = build_pubnub(self._config)
+        return self._client
+
+    @property
+    def _crypto(self) -> RotatingCryptoModule | None:
+        crypto: RotatingCryptoModule | None = self._pubnub.config.crypto_module
+        return crypto
+
+    async def _loaded(self) -> None:
+        """The SDK imported in a thread, not on the event loop, before this bus first uses it."""
+        if _sdk.cache_info().currsize == 0:
+            await asyncio.to_thread(_sdk)
+
     def add_status_listener(self, listener: StatusHandler) -> Callable[[], None]:
         self._status_listeners.append(listener)
         return lambda: self._status_listeners.remove(listener)
@@ -298,6 +340,7 @@ class PubNubBus:
     async def publish(
         self, channel: str, message: Any, *, store: bool = True, meta: Mapping[str, Any] | None = None
     ) -> PublishResult:
+        await self._loaded()
         size = publish_size(channel, message, encrypted=self._crypto is not None)
         if meta is not None:
             try:
@@ -323,6 +366,7 @@ class PubNubBus:
         With ``since``: the oldest ``limit`` messages strictly newer than it, paging forward
         (a catch-up reads on from where it stopped). Without: the newest ``limit``, paging back.
         """
+        await self._loaded()
         collected: list[Envelope] = []
         # PubNub's ranges: `start` is exclusive, `end` inclusive. With only `end` a page holds the
         # oldest messages from there on; otherwise the newest before `start`.
@@ -383,6 +427,7 @@ class PubNubBus:
         return decoded
 
     async def here_now(self, channels: Iterable[str]) -> dict[str, frozenset[str]]:
+        await self._loaded()
         wanted = sorted(set(channels))
         present: dict[str, frozenset[str]] = {channel: frozenset() for channel in wanted}
         for first in range(0, len(wanted), HERE_NOW_CHANNELS_PER_REQUEST):
@@ -402,6 +447,7 @@ class PubNubBus:
 
     async def get_user_metadata(self, user_id: str) -> dict[str, Any]:
         """The user's App Context ``custom`` fields; empty when the user has none."""
+        await self._loaded()
         envelope = await _sdk_call(self._pubnub.get_uuid_metadata(uuid=user_id, include_custom=True))
         if envelope.is_error():
             if getattr(envelope.status, "status_code", None) == 404:
@@ -412,6 +458,7 @@ class PubNubBus:
         return dict(custom) if isinstance(custom, Mapping) else {}
 
     async def set_user_metadata(self, user_id: str, custom: Mapping[str, Any]) -> None:
+        await self._loaded()
         request = self._pubnub.set_uuid_metadata(uuid=user_id, custom=dict(custom), include_custom=True)
         envelope = await _sdk_call(request)
         if envelope.is_error():
@@ -428,6 +475,7 @@ class PubNubBus:
         with_presence: bool = False,
         covered: bool = False,
     ) -> Subscription:
+        await self._loaded()
         if self._closed:
             raise BusError("subscribe", "the bus is closed", retryable=False)
         wanted = frozenset(channels)
@@ -728,4 +776,5 @@ class PubNubBus:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(_sdk_call(Leave(self._pubnub).channels(channels)), 2.0)
         self._announce(StatusChange(ConnectionStatus.STOPPED))
-        await self._pubnub.stop()
+        if self._client is not None:  # never used: there is no session to close
+            await self._client.stop()

@@ -1,7 +1,8 @@
 """What the agent process loads. It never loads aiortc or PyAV: they belong in the media child
 (native memory, import time). And what ``telehealth-agent run`` imports to start (the command
-line, the agent, its settings and its API) loads nothing that only a device check (numpy, OpenCV,
-PortAudio), a call (the call's modules) or a sealed record (cryptography) needs: those load on
+line, the agent, its settings and its API) loads nothing that only a device check (numpy,
+OpenCV, PortAudio), a call (the call's modules), a sealed record (cryptography) or a bus in use
+(the PubNub SDK's client and crypto: an idle kiosk subscribes to nothing) needs: those load on
 first use, which keeps an idle kiosk's memory and its start small (issue 24's targets;
 tests/integration/service/test_idle_footprint.py checks the running process)."""
 
@@ -23,6 +24,9 @@ NOT_AT_START = (
     "aioice",
     "sounddevice",
     "cryptography",
+    "pubnub.pubnub_asyncio",
+    "httpx",
+    "Cryptodome",
     "devices.audio_io",
     "devices.camera",
     "telehealth_client.media.consultation_call",
@@ -62,6 +66,8 @@ def test_the_probe_sees_them_once_a_device_check_or_a_call_is_loaded() -> None:
         "import telehealth_client.media.consultation_call\n"
         "from telehealth_client.durable.at_rest import Sealer\n"
         "Sealer('secret', purpose='probe').seal(b'x')\n"
+        "from telehealth_client.pubsub.pubnub_bus import BusConfig, build_pubnub\n"
+        "build_pubnub(BusConfig(user_id='probe', subscribe_key='sub-probe', cipher_key='key'))\n"
     )
     # aiortc and PyAV load in the media child only; sounddevice when audio is first opened (its
     # import probes every ALSA device).
