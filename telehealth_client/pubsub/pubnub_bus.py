@@ -121,7 +121,8 @@ class _Sdk:
 def _sdk() -> _Sdk:
     """Imported here, when a bus is first used (a cart's bring-up, after READY; a kiosk's first
     check-in), not at import: PubNubAsyncio (httpx, its event engine) and the SDK's crypto
-    (PyCryptodome) cost an idle kiosk ~7 MB and a tenth of a second of its start."""
+    (PyCryptodome) cost an idle kiosk ~7 MB and a tenth of a second of its start. On the event
+    loop, once: an import in a thread could meet the loop's own imports of the same modules."""
     from pubnub.pnconfiguration import PNConfiguration
     from pubnub.pubnub_asyncio import PubNubAsyncio
 
@@ -297,11 +298,6 @@ class PubNubBus:
         crypto: RotatingCryptoModule | None = self._pubnub.config.crypto_module
         return crypto
 
-    async def _loaded(self) -> None:
-        """The SDK imported in a thread, not on the event loop, before this bus first uses it."""
-        if _sdk.cache_info().currsize == 0:
-            await asyncio.to_thread(_sdk)
-
     def add_status_listener(self, listener: StatusHandler) -> Callable[[], None]:
         self._status_listeners.append(listener)
         return lambda: self._status_listeners.remove(listener)
@@ -340,7 +336,6 @@ class PubNubBus:
     async def publish(
         self, channel: str, message: Any, *, store: bool = True, meta: Mapping[str, Any] | None = None
     ) -> PublishResult:
-        await self._loaded()
         size = publish_size(channel, message, encrypted=self._crypto is not None)
         if meta is not None:
             try:
@@ -366,7 +361,6 @@ class PubNubBus:
         With ``since``: the oldest ``limit`` messages strictly newer than it, paging forward
         (a catch-up reads on from where it stopped). Without: the newest ``limit``, paging back.
         """
-        await self._loaded()
         collected: list[Envelope] = []
         # PubNub's ranges: `start` is exclusive, `end` inclusive. With only `end` a page holds the
         # oldest messages from there on; otherwise the newest before `start`.
@@ -427,7 +421,6 @@ class PubNubBus:
         return decoded
 
     async def here_now(self, channels: Iterable[str]) -> dict[str, frozenset[str]]:
-        await self._loaded()
         wanted = sorted(set(channels))
         present: dict[str, frozenset[str]] = {channel: frozenset() for channel in wanted}
         for first in range(0, len(wanted), HERE_NOW_CHANNELS_PER_REQUEST):
@@ -447,7 +440,6 @@ class PubNubBus:
 
     async def get_user_metadata(self, user_id: str) -> dict[str, Any]:
         """The user's App Context ``custom`` fields; empty when the user has none."""
-        await self._loaded()
         envelope = await _sdk_call(self._pubnub.get_uuid_metadata(uuid=user_id, include_custom=True))
         if envelope.is_error():
             if getattr(envelope.status, "status_code", None) == 404:
@@ -458,7 +450,6 @@ class PubNubBus:
         return dict(custom) if isinstance(custom, Mapping) else {}
 
     async def set_user_metadata(self, user_id: str, custom: Mapping[str, Any]) -> None:
-        await self._loaded()
         request = self._pubnub.set_uuid_metadata(uuid=user_id, custom=dict(custom), include_custom=True)
         envelope = await _sdk_call(request)
         if envelope.is_error():
@@ -475,7 +466,6 @@ class PubNubBus:
         with_presence: bool = False,
         covered: bool = False,
     ) -> Subscription:
-        await self._loaded()
         if self._closed:
             raise BusError("subscribe", "the bus is closed", retryable=False)
         wanted = frozenset(channels)
