@@ -21,11 +21,9 @@ import hmac
 from collections.abc import Sequence
 from typing import Final
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from telehealth_client.audit.origin import NO_ORIGIN, StoreOrigin, origin_text
 from telehealth_client.audit.pruning import Anchor, anchor_text
+from telehealth_client.durable.hkdf import hkdf_sha256
 
 _SALT: Final = b"telehealth-client audit v3"
 _LINK: Final = b"audit chain link v3"
@@ -38,7 +36,7 @@ _LEGACY_PURPOSE: Final = b"audit chain hmac v2"
 
 
 def _derive(secret: str, salt: bytes, purpose: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=purpose).derive(secret.encode("utf-8"))
+    return hkdf_sha256(secret.encode("utf-8"), salt=salt, info=purpose)
 
 
 def _check_secrets(secret: object, previous: Sequence[str]) -> list[str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -24,14 +25,12 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pubnub.endpoints.presence.heartbeat import Heartbeat
 from pubnub.endpoints.presence.leave import Leave
 from pubnub.endpoints.pubsub.subscribe import Subscribe
 from pubnub.enums import PNStatusCategory
-from pubnub.pnconfiguration import PNConfiguration
-from pubnub.pubnub_asyncio import PubNubAsyncio
 
 from telehealth_client.backoff import back_off_delay
 from telehealth_client.logs import describe_exception, exception_reason, quiet_url_loggers
@@ -52,7 +51,6 @@ from telehealth_client.pubsub.bus import (
     StatusHandler,
     Subscription,
 )
-from telehealth_client.pubsub.crypto import RotatingCryptoModule, encrypted_size
 from telehealth_client.pubsub.faults import (
     FaultReporter,
     classify,
@@ -68,6 +66,12 @@ from telehealth_client.pubsub.wire import (
     decode_history_item,
     parse_subscribe_answer,
 )
+
+if TYPE_CHECKING:
+    from pubnub.pnconfiguration import PNConfiguration
+    from pubnub.pubnub_asyncio import PubNubAsyncio
+
+    from telehealth_client.pubsub.crypto import RotatingCryptoModule
 
 log = logging.getLogger(__name__)
 quiet_url_loggers()  # the SDK and httpx log URLs holding tokens
@@ -112,6 +116,30 @@ class BusConfig:
     proxy_refused_retry_seconds: float = PROXY_REFUSED_RETRY_SECONDS
 
 
+@dataclass(frozen=True)
+class _Sdk:
+    """The SDK's heavy parts: its client and configuration, and our crypto module on its own."""
+
+    configuration: type[PNConfiguration]
+    client: type[PubNubAsyncio]
+    crypto_module: type[RotatingCryptoModule]
+    encrypted_size: Callable[[int], int]
+
+
+@functools.cache
+def _sdk() -> _Sdk:
+    """Imported here, when a bus is first used (a cart's bring-up, after READY; a kiosk's first
+    check-in), not at import: PubNubAsyncio (httpx, its event engine) and the SDK's crypto
+    (PyCryptodome) cost an idle kiosk ~7 MB and a tenth of a second of its start. On the event
+    loop, once: an import in a thread could meet the loop's own imports of the same modules."""
+    from pubnub.pnconfiguration import PNConfiguration
+    from pubnub.pubnub_asyncio import PubNubAsyncio
+
+    from telehealth_client.pubsub.crypto import RotatingCryptoModule, encrypted_size
+
+    return _Sdk(PNConfiguration, PubNubAsyncio, RotatingCryptoModule, encrypted_size)
+
+
 def heartbeat_interval(presence_timeout_seconds: int) -> float:
     """Seconds between heartbeats: two within every presence timeout, a second to spare, never under 5 s."""
     return max(5.0, presence_timeout_seconds / 2 - 1)
@@ -131,7 +159,7 @@ def publish_size(channel: str, message: Any, *, encrypted: bool) -> int:
     except (TypeError, ValueError, RecursionError):
         raise BusError("publish", "message is not JSON-serialisable", retryable=False) from None
     body = len(text.encode("utf-8"))
-    return (encrypted_size(body) if encrypted else body) + len(channel.encode("utf-8"))
+    return (_sdk().encrypted_size(body) if encrypted else body) + len(channel.encode("utf-8"))
 
 
 class _NoSubscriptionManager:
@@ -146,7 +174,8 @@ class _NoSubscriptionManager:
 
 def build_pubnub(config: BusConfig) -> PubNubAsyncio:
     """A PubNubAsyncio with our crypto and its own subscribe machinery switched off."""
-    pn = PNConfiguration()
+    sdk = _sdk()
+    pn = sdk.configuration()
     pn.user_id = config.user_id
     pn.subscribe_key = config.subscribe_key
     pn.publish_key = config.publish_key
@@ -163,12 +192,10 @@ def build_pubnub(config: BusConfig) -> PubNubAsyncio:
     pn.log_verbosity = False
     if config.cipher_key:
         pn.cipher_key = config.cipher_key
-        pn.crypto_module = RotatingCryptoModule(config.cipher_key, config.previous_cipher_keys)
+        pn.crypto_module = sdk.crypto_module(config.cipher_key, config.previous_cipher_keys)
     # The SDK's aiohttp transport, not its default httpx one: measured here, httpx costs
     # about 3 ms more per request, which is most of a signaling message's latency.
-    pubnub = PubNubAsyncio(
-        pn, custom_request_handler=routed_handler(config.outbound, config.origin, config.ssl)
-    )
+    pubnub = sdk.client(pn, custom_request_handler=routed_handler(config.outbound, config.origin, config.ssl))
     # With subscribe disabled the SDK leaves no manager, yet its Subscribe endpoint still
     # asks one for extra query parameters: give it one that has none.
     pubnub._subscription_manager = _NoSubscriptionManager()
@@ -238,8 +265,8 @@ class PubNubBus:
 
     def __init__(self, config: BusConfig, *, pubnub: PubNubAsyncio | None = None) -> None:
         self._config = config
-        self._pubnub = pubnub or build_pubnub(config)
-        self._crypto: RotatingCryptoModule | None = self._pubnub.config.crypto_module
+        # The SDK's client: made when the bus is first used (an idle kiosk's never is, see _sdk).
+        self._client: PubNubAsyncio | None = pubnub
         self._subscriptions: list[Subscription] = []
         self._status = ConnectionStatus.IDLE
         self._status_listeners: list[StatusHandler] = []
@@ -280,6 +307,17 @@ class PubNubBus:
     @property
     def pubnub(self) -> PubNubAsyncio:
         return self._pubnub
+
+    @property
+    def _pubnub(self) -> PubNubAsyncio:
+        if self._client is None:
+            self._client = build_pubnub(self._config)
+        return self._client
+
+    @property
+    def _crypto(self) -> RotatingCryptoModule | None:
+        crypto: RotatingCryptoModule | None = self._pubnub.config.crypto_module
+        return crypto
 
     def add_status_listener(self, listener: StatusHandler) -> Callable[[], None]:
         self._status_listeners.append(listener)
@@ -752,4 +790,5 @@ class PubNubBus:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(_sdk_call(Leave(self._pubnub).channels(channels)), 2.0)
         self._announce(StatusChange(ConnectionStatus.STOPPED))
-        await self._pubnub.stop()
+        if self._client is not None:  # never used: there is no session to close
+            await self._client.stop()
