@@ -7,8 +7,6 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from devices import audio_io
-
 _VIDEO_NODE = re.compile(r"video([0-9]+)")
 
 
@@ -57,6 +55,10 @@ def list_cameras(dev: Path = Path("/dev"), sysfs: Path = Path("/sys/class/video4
 
 def list_audio() -> tuple[list[AudioDeviceInfo], list[AudioDeviceInfo], str | None]:
     """PortAudio's inputs and outputs as the process first saw them (PortAudio enumerates once)."""
+    # Here, not at the top: audio_io loads numpy, and this package is imported by the agent's
+    # settings and API, which must not carry numpy until a device is listed or checked.
+    from devices import audio_io
+
     try:
         sd = audio_io.sounddevice()
         devices = list(sd.query_devices())

@@ -9,11 +9,13 @@
 # With --test, also:
 #   chromium       headless browser for the tests: a provider call page calls the kiosk (tests/js)
 #   iptables       the tests and bench_call impair loopback with it (packet loss, dropped UDP)
+#   python3-venv   the system Python's venv: the installer tests install a kiosk with /usr/bin/python3,
+#                  as a real kiosk is (the service cannot run a Python under /root or /home)
 set -euo pipefail
 
 packages=(libportaudio2 alsa-utils coturn systemd util-linux)
 if [ "${1:-}" = "--test" ]; then
-    packages+=(chromium iptables)
+    packages+=(chromium iptables python3-venv)
 fi
 missing=()
 for pkg in "${packages[@]}"; do

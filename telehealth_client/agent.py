@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from telehealth_client import systemd
+from telehealth_client import signal_guard, systemd
 from telehealth_client.api.app import ApiStartError, LocalApi
 from telehealth_client.audit.identity import trail_identity
 from telehealth_client.audit.trail import AuditStoreError, DamagedStoreError
@@ -223,6 +223,9 @@ class Agent:
         task that retries until it is up and says what it waits for. Returns the status line
         (systemd's READY carries it) once the API listens."""
         await self._open()
+        assert self.durable is not None
+        # The bring-up asks for the audit sink's head again and says so (``_reach_audit_sink``).
+        self.durable.trail.drive_sink_head()
         # A kiosk is ready idle: a saved consultation resumes behind it. A cart's endpoint is not
         # up before its token and connection: its routes answer 503 until then.
         kiosk = self.settings.role is Role.PATIENT
@@ -238,7 +241,13 @@ class Agent:
         return self.status
 
     async def failure(self) -> str:
-        """Ends only when ``serve``'s bring-up failed for a reason no retry cures: that reason."""
+        """Ends only when ``serve``'s bring-up failed for a reason no retry cures: that reason.
+
+        Awaited once READY went out (``run_until_signalled``): the status line is said again first,
+        since READY carried it as ``serve`` returned it, and the bring-up may have said more since
+        (a kiosk whose clinic refused it, before READY)."""
+        self._service_status.ready_sent()
+        self._refresh_status()
         if self._failed is None:
             await asyncio.Event().wait()  # not serving: nothing fails in the background
         assert self._failed is not None
@@ -289,6 +298,7 @@ class Agent:
             await self._resume_patient(policy)
         else:
             await self._start_nurse(policy)
+        await self._reach_audit_sink(policy)
         self._bringing_up = False
         self._service_status.starting(None)
         self._log_started()
@@ -430,6 +440,34 @@ class Agent:
             )
         except (ClinicError, SessionError) as exc:
             log.error("saved consultation not resumed error=%s", type(exc).__name__)
+
+    async def _reach_audit_sink(self, policy: StartPolicy) -> None:
+        """The audit sink's head, when the trail could not read it at open: the clinic unreachable
+        or refusing this device's credential. Said and retried as any start step (``policy``); a
+        trail begun meanwhile is placed after the head once read (``AuditTrail.reach_sink``).
+
+        On a kiosk the first attempt is the failure of the trail's own request (no second request
+        for it): one that reached the clinic asks it once, one that did not says so at once. A cart
+        asks afresh: its start has just reached the clinic for its token."""
+        trail = self.durable.trail if self.durable is not None else None
+        if trail is None or trail.head_error is None:
+            return
+        first = trail.head_error if self.settings.role is Role.PATIENT else None
+
+        async def read_head() -> None:
+            nonlocal first
+            if first is not None:
+                error, first = first, None
+                raise error
+            await trail.reach_sink()
+
+        try:
+            await policy.attempt("the audit trail (the sink's head)", read_head)
+        except ClinicError as exc:  # ONCE: the trail goes on from its state directory
+            why = f"HTTP {exc.status}" if exc.status is not None else exc.reason
+            log.warning("audit sink head not read: the trail goes on from the state directory (%s)", why)
+        except DamagedStoreError as exc:  # behind the sink: a rollback, refused as at start
+            raise StartError(f"{exc.path}: {exc.problem}: {exc.advice}") from None
 
     async def _start_nurse(self, policy: StartPolicy) -> None:
         """A nurse's cart: its standing token (for its department), kept fresh like a provider's."""
@@ -597,6 +635,9 @@ async def run_until_signalled(
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
+    early = signal_guard.first()
+    if early is not None:  # came before the loop's handler (while importing): stop as if now
+        on_signal(early)
     try:
         try:
             started = await _unless_stopped(start(), stop_requested)
@@ -622,8 +663,15 @@ async def run_until_signalled(
             await stop()
         except Exception as exc:  # stopping must go on: report it and finish the shutdown
             log.error("stop failed error=%s", describe_exception(exc))
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+        # Until the process is gone: a first signal is noted (the stop is done), a second exits 1.
+        # Blocked meanwhile, so that none meets the default handler (death by 143) in between.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, signal_guard.SIGNALS)
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+            signal_guard.install(already=signal.SIGTERM if signals_seen else None)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 async def _unless_stopped(work: Awaitable[_T], stop_requested: asyncio.Event) -> _T | None:

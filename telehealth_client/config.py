@@ -213,6 +213,40 @@ def _clean_each(unit: str, items: Sequence[T], clean: Callable[[T], str]) -> lis
     return keys
 
 
+def _absolute(path: Path) -> None:
+    # The service's working directory is /: a relative path would name a different place for
+    # the service than for the operator who tried it from their own directory.
+    if not path.is_absolute():
+        raise ValueError(
+            f"must be an absolute path (found {str(path)!r}; the service runs in /, so a relative "
+            "path would not mean the same place)"
+        )
+
+
+def check_trusted_file(path: Path) -> None:
+    """ValueError (the file, its mode and the fix) when a file that decides whom the agent
+    trusts (the settings file, the CA bundle) could be changed by a user other than root or
+    this agent's own: it could point the agent, and its device credential, at their server.
+
+    A file that cannot be stat'ed is left to the reader, which names the reason.
+    """
+    try:
+        info = os.stat(path)
+    except OSError:
+        return
+    mode = stat.S_IMODE(info.st_mode)
+    if _exposed_to(path, info) & _WRITE:
+        raise ValueError(
+            f"{path} can be written by other users (mode {mode:04o}), who could change whom the "
+            f"agent trusts; run: chmod go-w {path}"
+        )
+    if info.st_uid not in (0, os.geteuid()):
+        raise ValueError(
+            f"{path} belongs to user ID {info.st_uid} (mode {mode:04o}), who could change whom the "
+            f"agent trusts; run: chown root {path} && chmod go-w {path}"
+        )
+
+
 class Settings(BaseSettings):
     """Everything the agent can be told. README.md lists each with its variable and default."""
 
@@ -425,7 +459,26 @@ class Settings(BaseSettings):
     @classmethod
     def _ca_bundle_loads(cls, value: Path | None) -> Path | None:
         if value is not None:
+            _absolute(value)
+            # Before its contents: a CA another user could swap would let them vouch for any server.
+            check_trusted_file(value)
             check_ca_bundle(value)
+        return value
+
+    @field_validator("state_dir", "api_socket")
+    @classmethod
+    def _absolute_path(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            _absolute(value)
+        return value
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _number_not_boolean(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic would take true as 1: "retention_days = true" is a mistake, not a day.
+        numeric = cls.model_fields[str(info.field_name)].annotation in (int, float)
+        if numeric and isinstance(value, bool):
+            raise ValueError(f"must be a number, not {str(value).lower()}")
         return value
 
     @field_validator("api_host")
@@ -735,10 +788,15 @@ def read_secret_file(path: Path) -> str:
     exposed = _exposed_to(path, info)
     if exposed:
         access = " and ".join(word for bit, word in ((_READ, "read"), (_WRITE, "written")) if exposed & bit)
-        raise ValueError(
-            f"{path} can be {access} by other users (mode {stat.S_IMODE(info.st_mode):04o}); "
-            f"run: chmod 600 {path}"
-        )
+        mode = stat.S_IMODE(info.st_mode)
+        if os.path.islink(path):
+            # chmod follows the link: it would change the target (/etc/hostname, say), not the secret.
+            raise ValueError(
+                f"{path} is a symbolic link to {os.path.realpath(path)}, which can be {access} by other "
+                f"users (mode {mode:04o}); replace the link with a regular file holding the secret, "
+                "mode 0600 (chmod on the link would change its target)"
+            )
+        raise ValueError(f"{path} can be {access} by other users (mode {mode:04o}); run: chmod 600 {path}")
     if info.st_size > MAX_SECRET_FILE_BYTES:
         raise ValueError(f"{path} is larger than {MAX_SECRET_FILE_BYTES // 1024} KiB: not a secret file")
     try:
@@ -774,6 +832,10 @@ class _TomlSource(PydanticBaseSettingsSource):
         if self._path is None:
             return {}
         try:
+            check_trusted_file(self._path)
+        except ValueError as exc:  # its contents are not to be believed: nothing else is told
+            raise ConfigError([f"config file {exc}"]) from None
+        try:
             data = tomllib.loads(self._path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError([f"config file {self._path}: cannot read: {exc.strerror or exc}"]) from exc
@@ -801,7 +863,11 @@ class _TomlSource(PydanticBaseSettingsSource):
             and not isinstance(value, bool)
         ]
         if problems:
-            raise ConfigError(problems)
+            # Reported with whatever else the load finds (a bad user_id beside a secret here),
+            # and left out so that the rest is still validated.
+            _report(problems)
+            named = {problem.split(" ", 1)[0] for problem in problems}
+            data = {key: value for key, value in data.items() if key not in named}
         _FILE_KEYS.set(frozenset(data))
         for key in data:
             _record_origin(key, f"config file {self._path}")

@@ -21,7 +21,8 @@ Public API: ``Outbound.from_settings(settings)``, ``Outbound(proxy, no_proxy, ca
 ``verify`` (for aiohttp's ``ssl=``), ``await prepare()``, ``direct``; ``Proxy(host, port, authorization)``
 (``address``, ``url``, ``headers``, ``authorization_header()``); the settings' checks ``parse_proxy_url``,
 ``parse_no_proxy``, ``check_proxy_authorization``, ``check_ca_bundle``; ``host_of(origin)``;
-``certificate_problem(exc)`` (OpenSSL's reason for an untrusted certificate), ``PROXY_REFUSED``.
+``certificate_problem(exc)`` (OpenSSL's reason for an untrusted certificate), ``PROXY_REFUSED``,
+``proxy_refusal(status)``, ``PROXY_CREDENTIALS_REFUSED``, ``PROXY_REFUSED_RETRY_SECONDS``.
 """
 
 from __future__ import annotations
@@ -148,6 +149,16 @@ class Outbound:
 
 # What a proxy's refusal to open a tunnel is called, in the bus's faults and the clinic's errors.
 PROXY_REFUSED: Final = "proxy refused the tunnel"
+# A 407: the proxy_authorization setting is wrong or missing. Retrying soon cannot help, and each
+# retry sends the password again: a directory-backed proxy may lock the hospital account.
+PROXY_CREDENTIALS_REFUSED: Final = "the proxy refused proxy_authorization (HTTP 407)"
+# How far apart a refused credential is tried again (as the clinic's refused device credential).
+PROXY_REFUSED_RETRY_SECONDS: Final = 60.0
+
+
+def proxy_refusal(status: int) -> str:
+    """A proxy's answer to CONNECT other than 200, in words: a 407 names proxy_authorization."""
+    return PROXY_CREDENTIALS_REFUSED if status == 407 else f"{PROXY_REFUSED} (HTTP {status})"
 
 
 def certificate_problem(exc: BaseException) -> str | None:

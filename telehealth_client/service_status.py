@@ -13,8 +13,8 @@ wait, and a continuing one at most every ``WAIT_LOG_SECONDS``).
 Public API: ``ServiceStatus(origin)``; ``waiting(text | None)``; ``starting(text | None)``;
 ``bus_attempt(change)``;
 ``bus_changed(change)``; ``observe(event) -> bool`` (whether the line may have changed);
-``line(consultations, pubsub, idle=...)``; ``publish(line)``; ``close()``; ``RELEVANT`` (the hub
-events it reads).
+``line(consultations, pubsub, idle=...)``; ``publish(line)``; ``ready_sent()``; ``close()``;
+``RELEVANT`` (the hub events it reads).
 """
 
 from __future__ import annotations
@@ -125,6 +125,12 @@ class ServiceStatus:
         if live:
             return live[0]
         return known[0] if known else "none"
+
+    def ready_sent(self) -> None:
+        """systemd's READY went out carrying the line as the start returned it; the background start
+        may have said more meanwhile (before READY, which then hid it): the next ``publish`` sends
+        its line whatever was sent before."""
+        self._sent = None
 
     def close(self) -> None:
         """The agent stops: its stop says STOPPING and what it does, not this line any more."""

@@ -18,16 +18,35 @@ which only the development relay is. There the device credential may be missing 
 Access Manager needs no token) and the placeholder organization and department IDs stand, as the
 development stack's and the tests' agents run.
 
-Public API: ``problems(settings, *, serve_api=True) -> list[str]``; ``development_mode(settings)``.
+``load_complete`` is what ``run`` uses: the load's problems and these in one round, so that an
+operator fixing the installer's placeholder credentials is not told about the placeholder IDs only
+on the next try.
+
+Public API: ``problems(settings, *, serve_api=True) -> list[str]``; ``placeholders(settings)``
+(the one list of settings ``run`` and ``doctor`` both demand); ``load_complete(config, environ)``;
+``development_mode(settings)``.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from telehealth_client.config import MissingSecretError, Role, Settings
+from telehealth_client.config import (
+    CREDENTIALS_DIRECTORY_ENV,
+    ENV_PREFIX,
+    SECRET_FIELDS,
+    ConfigError,
+    MissingSecretError,
+    Role,
+    Settings,
+    load_settings,
+)
 
 # The defaults, which scripts/install-kiosk.sh's packaging/agent.toml also holds until filled in.
 PLACEHOLDER_IDS: Final = {
@@ -78,12 +97,81 @@ def problems(settings: Settings, *, serve_api: bool = True) -> list[str]:
             ", so no patient could check in" if settings.role is Role.PATIENT else ""
         )
     found = [_missing(settings, name, why) for name, why in needed.items()]
+    found += [
+        _placeholder_clinic(settings) if name == "clinic_url" else _placeholder_id(settings, name)
+        for name in placeholders(settings)
+    ]
+    return [problem for problem in found if problem is not None]
+
+
+def placeholders(settings: Settings) -> list[str]:
+    """The settings this role needs that still hold the installer's placeholder (IDs, clinic_url).
+
+    A kiosk's department_id is not among them: a kiosk gets the department with each check-in.
+    """
+    development = development_mode(settings)
     ids = ["user_id"] if development else ["user_id", "organization_id"]
     if settings.role is not Role.PATIENT and not development:
         ids.append("department_id")
-    found += [_placeholder_id(settings, name) for name in ids]
-    found.append(_placeholder_clinic(settings))
-    return [problem for problem in found if problem is not None]
+    names = [name for name in ids if getattr(settings, name) == PLACEHOLDER_IDS[name]]
+    if _placeholder_clinic(settings) is not None:
+        names.append("clinic_url")
+    return names
+
+
+def load_complete(
+    config: Path | None, environ: Mapping[str, str] | None = None, *, serve_api: bool = True
+) -> Settings:
+    """The settings ``run`` starts with, or ConfigError naming every problem found in one round:
+    what the load refuses, and what ``problems`` finds in the settings that do load."""
+    env = os.environ if environ is None else environ
+    try:
+        settings = load_settings(config, env)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems + _beyond(config, env, exc.problems, serve_api)) from None
+    found = problems(settings, serve_api=serve_api)
+    if found:
+        raise ConfigError(found)
+    return settings
+
+
+def _setting_named(problem: str) -> str:
+    """The setting a problem line begins with (``cipher_key (credential ...): ...``)."""
+    match = re.match(r"[a-z_]+", problem)
+    return match.group(0) if match else ""
+
+
+def _beyond(
+    config: Path | None, environ: Mapping[str, str], refused: list[str], serve_api: bool
+) -> list[str]:
+    """``problems`` of the settings loaded without the secrets the load refused, leaving out the
+    settings already named; nothing when even that load fails (its problems are told already)."""
+    named = {_setting_named(problem) for problem in refused}
+    try:
+        partial = load_settings(config, _without_secrets(environ, named & set(SECRET_FIELDS)))
+    except ConfigError:
+        return []
+    # Missing secrets are still looked for where the service looks (the credentials directory).
+    partial._credentials_directory = environ.get(CREDENTIALS_DIRECTORY_ENV)
+    found = problems(partial, serve_api=serve_api)
+    return [problem for problem in found if _setting_named(problem) not in named]
+
+
+def _without_secrets(environ: Mapping[str, str], names: set[str]) -> dict[str, str]:
+    """``environ`` without the secrets ``names``; the others still found where they were (those
+    of the credentials directory then through ``_FILE`` variables, since the directory goes)."""
+    variables = {f"{ENV_PREFIX}{name.upper()}" for name in names}
+    dropped = variables | {f"{variable}_FILE" for variable in variables}
+    kept = {key: value for key, value in environ.items() if key not in dropped}
+    directory = kept.pop(CREDENTIALS_DIRECTORY_ENV, None) if names else None
+    if directory:
+        for name in SECRET_FIELDS:
+            variable = f"{ENV_PREFIX}{name.upper()}"
+            path = Path(directory) / name
+            given = variable in kept or f"{variable}_FILE" in kept
+            if name not in names and not given and os.path.lexists(path):
+                kept[f"{variable}_FILE"] = str(path)
+    return kept
 
 
 def _missing(settings: Settings, name: str, why: str) -> str | None:

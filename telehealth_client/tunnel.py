@@ -9,7 +9,9 @@ The proxy's answer is read up to its blank line and no further; nothing of the t
 can be in it, as the far end speaks only after we do (TLS's ClientHello, TURN's Allocate).
 
 Public API: ``await open_tunnel(proxy, host, port, within=...) -> socket.socket``; ``TunnelError``
-(a ConnectionError whose message names the proxy and what it said, never its credentials).
+(a ConnectionError whose message names the proxy and what it said, never its credentials;
+``credentials_refused``: the proxy answered 407, so trying again soon would only repeat the
+refused password). It never retries by itself.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ MAX_ANSWER_BYTES: Final = 16 * 1024  # a CONNECT answer is a status line and a f
 class TunnelError(ConnectionError):
     """The proxy could not be reached, or would not open the tunnel; ``reason`` says which."""
 
-    def __init__(self, proxy: Proxy, reason: str) -> None:
+    def __init__(self, proxy: Proxy, reason: str, *, credentials_refused: bool = False) -> None:
         super().__init__(f"the proxy {proxy.address} {reason}")
         self.reason = reason
+        self.credentials_refused = credentials_refused
 
 
 async def open_tunnel(proxy: Proxy, host: str, port: int, *, within: float = TUNNEL_SECONDS) -> socket.socket:
@@ -98,9 +101,10 @@ async def _ask(sock: socket.socket, proxy: Proxy, host: str, port: int) -> None:
     status = _status(head.split(b"\r\n", 1)[0])
     if status is None:
         raise TunnelError(proxy, "did not answer the CONNECT in HTTP")
+    if status == 407:
+        raise TunnelError(proxy, "refused proxy_authorization (HTTP 407)", credentials_refused=True)
     if status != 200:
-        hint = ": check proxy_authorization" if status == 407 else ""
-        raise TunnelError(proxy, f"{PROXY_REFUSED.removeprefix('proxy ')} to {target} (HTTP {status}{hint})")
+        raise TunnelError(proxy, f"{PROXY_REFUSED.removeprefix('proxy ')} to {target} (HTTP {status})")
     if rest:
         raise TunnelError(proxy, "sent data before the tunnel was used")
 

@@ -24,6 +24,7 @@ REALTIME = (
     "tests/integration/media/",
     "tests/integration/interop/",
     "tests/integration/preflight/",
+    "tests/integration/service/test_kiosk_clinic.py",
     "tests/integration/devices/",
     "tests/integration/console/",
     "tests/integration/api/test_api_call.py",
@@ -39,10 +40,13 @@ REALTIME = (
     "tests/integration/test_demo.py",
     "tests/integration/test_readme_curl.py",
     "tests/integration/test_systemd_watchdog.py",
+    "tests/integration/soak/",
     "tests/integration/service/test_start_as_service.py",
+    "tests/integration/service/test_sd_notify.py::test_a_sigterm_while_the_agent_is_still_importing",
     "tests/integration/test_cli.py::test_check_devices",
     "tests/integration/service/test_doctor.py::test_every_check_passes_on_the_development_stack",
     "tests/integration/network/test_turn_through_proxy.py",
+    "tests/integration/network/test_proxy_refusal.py::test_the_bus_keeps_asking_a_refusing_proxy_at_its_slow_pace",
     "tests/unit/test_ice_tuning.py",
 )
 

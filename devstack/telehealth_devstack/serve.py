@@ -172,7 +172,10 @@ def run_devstack(
             if (reason := _unwritable_env_file(path)) is not None:
                 return _devstack_usage_error("--env-file", path, f"cannot be written: {reason}")
     temporary = state_dir is None
-    state = Path(tempfile.mkdtemp(prefix="telehealth-devstack-")) if state_dir is None else state_dir
+    if state_dir is None:
+        state = Path(tempfile.mkdtemp(prefix="telehealth-devstack-"))
+    else:  # absolute: the agents refuse a relative state_dir (a service runs in /)
+        state = state_dir.absolute()
     try:
         if not temporary and (reason := _prepare_state_dir(state)) is not None:
             return _devstack_usage_error("--state-dir", state, f"cannot be written: {reason}")

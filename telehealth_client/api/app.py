@@ -20,7 +20,7 @@ from telehealth_client.api.errors import error_middleware, error_response
 from telehealth_client.api.events_stream import EventRing
 from telehealth_client.api.metrics import AgentMetrics
 from telehealth_client.api.models import MAX_BODY_BYTES
-from telehealth_client.api.openapi import OPENAPI_KEY, openapi_document
+from telehealth_client.api.openapi import OPENAPI_KEY, OpenApiDocument
 from telehealth_client.api.quiet_server import Guard, GuardedAppRunner
 from telehealth_client.api.routes_previews import PREVIEWS_KEY, PreviewWatchers
 from telehealth_client.api.routing import AGENT_KEY, RING_KEY, STATE_KEY, ApiState, Route, add_routes
@@ -77,7 +77,7 @@ def build_app(
         checks=checks if checks is not None else DeviceChecks(agent.hub),
         metrics=metrics if metrics is not None else AgentMetrics(agent),
     )
-    app[OPENAPI_KEY] = openapi_document(routes)
+    app[OPENAPI_KEY] = OpenApiDocument(routes)
     app[PREVIEWS_KEY] = PreviewWatchers(agent.hub)
     add_routes(app, routes)
     add_static_pages(app)  # the technician page, open without the token (it asks for it)

@@ -30,6 +30,9 @@ class ApiModel(BaseModel):
         serialize_by_alias=True,
         extra="forbid",
         frozen=True,
+        # Each model's validator is built when it is first used, not at import: the agent starts
+        # (READY within a second) without the many it does not use idle.
+        defer_build=True,
     )
 
 

@@ -1,9 +1,14 @@
 """The OpenAPI 3.1 document, generated from the route table and the pydantic models (never
 written by hand): each route's path, parameters, request body, answers and whether it needs the
-bearer token."""
+bearer token.
+
+``OpenApiDocument(routes).document``: made on its first request, not when the API is built: the
+models' JSON schemas take a noticeable part of a start that must say READY within a second.
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 from aiohttp import web
@@ -14,7 +19,6 @@ from telehealth_client import __version__
 from telehealth_client.api.models import ErrorAnswer
 from telehealth_client.api.routing import Route
 
-OPENAPI_KEY = web.AppKey("openapi", dict)
 REF = "#/components/schemas/{model}"
 Mode = Literal["validation", "serialization"]
 
@@ -130,3 +134,17 @@ def openapi_document(routes: list[Route]) -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
     }
+
+
+class OpenApiDocument:
+    """The document of one route table, made once, when it is first asked for."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self._routes = routes
+
+    @functools.cached_property
+    def document(self) -> dict[str, Any]:
+        return openapi_document(self._routes)
+
+
+OPENAPI_KEY = web.AppKey("openapi", OpenApiDocument)

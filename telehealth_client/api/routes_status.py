@@ -86,7 +86,7 @@ async def events(call: Call) -> web.StreamResponse:
 async def openapi(call: Call) -> web.StreamResponse:
     from telehealth_client.api.openapi import OPENAPI_KEY
 
-    return web.json_response(call.request.app[OPENAPI_KEY])
+    return web.json_response(call.request.app[OPENAPI_KEY].document)
 
 
 async def metrics(call: Call) -> web.StreamResponse:

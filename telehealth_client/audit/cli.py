@@ -175,6 +175,13 @@ def _compare_with_sink(trail: Trail, check: TrailCheck) -> int:
             "device that has not run this version yet"
         )
         return EXIT_OK
+    if report.unanchored and held > report.base:
+        print(
+            f"audit trail begun without the sink's head: the sink holds sequence {held} of device "
+            f"{device_id}; the agent's next start that reaches it places the trail's "
+            f"{report.records} records after it (nothing of it was delivered)"
+        )
+        return EXIT_OK
     if held > report.last_sequence:
         print(
             f"audit trail behind the sink: the sink holds sequence {held} of device {device_id}, the trail "

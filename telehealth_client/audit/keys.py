@@ -21,11 +21,9 @@ import hmac
 from collections.abc import Sequence
 from typing import Final
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from telehealth_client.audit.origin import NO_ORIGIN, StoreOrigin, origin_text
 from telehealth_client.audit.pruning import Anchor, anchor_text
+from telehealth_client.durable.hkdf import hkdf_sha256
 
 _SALT: Final = b"telehealth-client audit v3"
 _LINK: Final = b"audit chain link v3"
@@ -38,7 +36,7 @@ _LEGACY_PURPOSE: Final = b"audit chain hmac v2"
 
 
 def _derive(secret: str, salt: bytes, purpose: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=purpose).derive(secret.encode("utf-8"))
+    return hkdf_sha256(secret.encode("utf-8"), salt=salt, info=purpose)
 
 
 def _check_secrets(secret: object, previous: Sequence[str]) -> list[str]:
@@ -68,10 +66,18 @@ def settlement_text(record_hash: str, target: str, refused_status: int | None) -
 
 
 def head_text(
-    device_id: str, base: int, records: int, last_hash: str, origin: StoreOrigin, anchor: Anchor | None = None
+    device_id: str,
+    base: int,
+    records: int,
+    last_hash: str,
+    origin: StoreOrigin,
+    anchor: Anchor | None = None,
+    unanchored: bool = False,
 ) -> str:
-    # An unpruned store's text is as it was before pruning existed: its MAC still verifies.
-    return f"head\n{device_id}\n{base}\n{records}\n{last_hash}\n{origin_text(origin)}{anchor_text(anchor)}"
+    # An unpruned store's text is as it was before pruning existed: its MAC still verifies; so is
+    # an anchored one's (placed after the sink's head) as it was before begun-offline stores existed.
+    text = f"head\n{device_id}\n{base}\n{records}\n{last_hash}\n{origin_text(origin)}{anchor_text(anchor)}"
+    return text + ("\nunanchored" if unanchored else "")
 
 
 def acknowledgement_text(device_id: str, highest_sequence: int) -> str:
@@ -136,10 +142,12 @@ class ChainKeys(_RecordKeys):
         last_hash: str,
         origin: StoreOrigin = NO_ORIGIN,
         anchor: Anchor | None = None,
+        unanchored: bool = False,
     ) -> str:
         """The MAC over everything the head states: whose chain, where it starts, its length and
-        end, how the store began and (``anchor``) up to where it was pruned."""
-        return self._head.mac(head_text(device_id, base, records, last_hash, origin, anchor))
+        end, how the store began, (``anchor``) up to where it was pruned and (``unanchored``)
+        whether it was begun without knowing the sink's head and not yet placed after it."""
+        return self._head.mac(head_text(device_id, base, records, last_hash, origin, anchor, unanchored))
 
     def verifies_head(
         self,
@@ -150,8 +158,10 @@ class ChainKeys(_RecordKeys):
         stored: str,
         origin: StoreOrigin = NO_ORIGIN,
         anchor: Anchor | None = None,
+        unanchored: bool = False,
     ) -> bool:
-        return self._head.verifies(head_text(device_id, base, records, last_hash, origin, anchor), stored)
+        text = head_text(device_id, base, records, last_hash, origin, anchor, unanchored)
+        return self._head.verifies(text, stored)
 
     def acknowledgement(self, device_id: str, highest_sequence: int) -> str:
         """The MAC over the highest sequence the sink acknowledged for this device."""

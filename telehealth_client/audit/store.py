@@ -10,7 +10,9 @@ head, so no sequence is used twice). Triggers refuse UPDATE and DELETE there.
 ``head`` states whose chain it is, its base, its length and its last hash, under a MAC
 (``ChainKeys.head``) that also covers ``origin`` (``audit_origin``: the version 2 store set aside
 when this one began, and whether it follows a removed store): moving it back, resetting it to an
-empty chain or putting another device's store in place is detected without the sink.
+empty chain or putting another device's store in place is detected without the sink. The MAC also
+covers whether the store was begun without knowing the sink's head (``audit_anchoring``), until
+``anchor`` places it after that head.
 ``acknowledged`` keeps the highest sequence the sink acknowledged (MACed); ``audit_acks`` keeps
 the same beside the store. ``settled`` (separate, so ``records`` stays append-only) has one row
 per record and target once the target acknowledged or refused it, with a MAC binding it to that
@@ -38,6 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol, TypeVar
 
+from telehealth_client.audit.anchoring import RechainError, is_unanchored, mark_unanchored, rechain
 from telehealth_client.audit.keys import ChainKeys
 from telehealth_client.audit.origin import (
     NO_ORIGIN,
@@ -524,6 +527,7 @@ class StoreHead:
     mac: str
     origin: StoreOrigin | None  # None: its row is missing
     anchor: Anchor | None = None  # None: never pruned
+    unanchored: bool = False  # begun without knowing the sink's head, not yet placed after it
 
     @property
     def start(self) -> tuple[int, str]:
@@ -536,7 +540,14 @@ def read_head(db: sqlite3.Connection) -> StoreHead | None:
     if row is None:
         return None
     return StoreHead(
-        str(row[0]), int(row[1]), int(row[2]), str(row[3]), str(row[4]), read_origin(db), read_anchor(db)
+        str(row[0]),
+        int(row[1]),
+        int(row[2]),
+        str(row[3]),
+        str(row[4]),
+        read_origin(db),
+        read_anchor(db),
+        is_unanchored(db),
     )
 
 
@@ -559,7 +570,14 @@ def head_problem(
     if head.origin is None:
         return "not a readable audit store (its record of how it began is missing)"
     if not keys.verifies_head(
-        head.device_id, head.base, head.records, head.hash, head.mac, head.origin, head.anchor
+        head.device_id,
+        head.base,
+        head.records,
+        head.hash,
+        head.mac,
+        head.origin,
+        head.anchor,
+        head.unanchored,
     ):
         if written_with_other_keys(db, head, keys):
             return (
@@ -618,11 +636,17 @@ class AuditDatabase(StoreWorker):
         self._acknowledged = 0
         self._origin = NO_ORIGIN
         self._anchor: Anchor | None = None
+        self._unanchored = False
 
     @property
     def origin(self) -> StoreOrigin:
         """How the open store began (as its authenticated head says)."""
         return self._origin
+
+    @property
+    def unanchored(self) -> bool:
+        """Begun without knowing the sink's head and not yet placed after it (``anchor``)."""
+        return self._unanchored
 
     async def open(
         self,
@@ -631,8 +655,10 @@ class AuditDatabase(StoreWorker):
         acknowledged_elsewhere: int = 0,
         file_name: str = "",
         origin_if_new: StoreOrigin = NO_ORIGIN,
+        unanchored_if_new: bool = False,
     ) -> AuditStatus:
-        """Open the store, or create it continuing from sequence ``base_if_new`` with ``origin_if_new``.
+        """Open the store, or create it continuing from sequence ``base_if_new`` with ``origin_if_new``
+        (``unanchored_if_new``: the sink's head is not known; ``anchor`` places it after that head).
 
         DamagedStoreError naming the file if it is not a store this device can append to
         (unreadable, a table missing, another version, another device's, a head or a last
@@ -641,8 +667,18 @@ class AuditDatabase(StoreWorker):
         AuditStoreError if it cannot be opened.
         """
         return await self._start(
-            lambda db: self._prepare(db, base_if_new, acknowledged_elsewhere, file_name, origin_if_new)
+            lambda db: self._prepare(
+                db, base_if_new, acknowledged_elsewhere, file_name, origin_if_new, unanchored_if_new
+            )
         )
+
+    async def anchor(self, held: int) -> int:
+        """Place an unanchored store after the sink's head ``held`` (the highest sequence it holds
+        of this device), in one transaction: with records, each gets its sequence after ``held``
+        (new events, new links) when ``held`` is past the store's base; the mark goes. How many
+        records were re-chained. DamagedStoreError if they cannot be (one changed on disk, or
+        delivered already)."""
+        return await self._run(lambda: self._anchor_after(held))
 
     async def append(self, batch: Sequence[tuple[str, dict[str, Any]]]) -> list[Appended | DuplicateIdError]:
         """Append ``(id, wire event)`` pairs in order, in one transaction (one fsync); each event
@@ -679,12 +715,18 @@ class AuditDatabase(StoreWorker):
     # Everything below runs on the worker's thread.
 
     def _prepare(
-        self, db: sqlite3.Connection, base_if_new: int, elsewhere: int, file_name: str, origin: StoreOrigin
+        self,
+        db: sqlite3.Connection,
+        base_if_new: int,
+        elsewhere: int,
+        file_name: str,
+        origin: StoreOrigin,
+        unanchored: bool,
     ) -> None:
         if is_fresh(db):
             start_incremental(db)  # before the journal mode: SQLite takes it only on an empty file
             db.execute("PRAGMA journal_mode=WAL")
-            self._create(db, base_if_new, origin)
+            self._create(db, base_if_new, origin, unanchored)
         problem = device_keyed_problem(db)
         if problem is not None:
             raise DamagedStoreError(self.path, problem)
@@ -736,6 +778,7 @@ class AuditDatabase(StoreWorker):
             head.origin,
             head.anchor,
         )
+        self._unanchored = head.unanchored
         self._status = AuditStatus(
             records=head.records,
             base=head.base,
@@ -761,7 +804,9 @@ class AuditDatabase(StoreWorker):
 
         def write(db: sqlite3.Connection) -> tuple[int, int]:
             counts = prune_to(db, old, new)
-            mac = self._keys.head(self.device_id, self._base, self._count, self._last_hash, self._origin, new)
+            mac = self._keys.head(
+                self.device_id, self._base, self._count, self._last_hash, self._origin, new, self._unanchored
+            )
             db.execute("UPDATE head SET mac = ?", (mac,))
             return counts
 
@@ -781,17 +826,19 @@ class AuditDatabase(StoreWorker):
         )
         return Pruned(new.through - start.through, unpublished, plan)
 
-    def _create(self, db: sqlite3.Connection, base: int, origin: StoreOrigin) -> None:
+    def _create(self, db: sqlite3.Connection, base: int, origin: StoreOrigin, unanchored: bool) -> None:
         db.executescript(SCHEMA)  # opens the transaction the rows below join
         try:
             insert_origin(db, origin)
+            if unanchored:
+                mark_unanchored(db)
             db.execute(
                 "INSERT INTO head (singleton, device_id, base, records, hash, mac) VALUES (1, ?, ?, 0, ?, ?)",
                 (
                     self.device_id,
                     base,
                     GENESIS_HASH,
-                    self._keys.head(self.device_id, base, 0, GENESIS_HASH, origin),
+                    self._keys.head(self.device_id, base, 0, GENESIS_HASH, origin, None, unanchored),
                 ),
             )
             db.execute(
@@ -835,7 +882,9 @@ class AuditDatabase(StoreWorker):
                 taken[event_id] = count
                 results.append(Appended(count, sequence, last_hash))
                 self._trusted[count] = last_hash
-            mac = self._keys.head(self.device_id, self._base, count, last_hash, self._origin, self._anchor)
+            mac = self._keys.head(
+                self.device_id, self._base, count, last_hash, self._origin, self._anchor, self._unanchored
+            )
             db.execute("UPDATE head SET records = ?, hash = ?, mac = ?", (count, last_hash, mac))
 
         self._transaction(write)
@@ -886,3 +935,48 @@ class AuditDatabase(StoreWorker):
                 status = settled_status(status, target, refused_status is not None)
             self._changed(replace(status, acknowledged=self._acknowledged))
         return raised
+
+    def _anchor_after(self, held: int) -> int:
+        if not self._unanchored:
+            return 0
+        if self._anchor is not None:
+            # Pruning needs the sink's acknowledgements, which an unanchored store never has.
+            raise DamagedStoreError(self.path, "a store begun without the sink's head says it was pruned")
+        base = max(self._base, held)
+        moved = self._count if base != self._base else 0
+
+        def write(db: sqlite3.Connection) -> tuple[str, dict[int, str]]:
+            if moved:
+                done = rechain(
+                    db,
+                    self._keys,
+                    device_id=self.device_id,
+                    new_base=base,
+                    genesis=GENESIS_HASH,
+                    trusted=self._trusted,
+                )
+                last_hash, hashes = done.last_hash, done.hashes
+            else:
+                db.execute("DROP TABLE unanchored")
+                last_hash, hashes = self._last_hash, {}
+            mac = self._keys.head(self.device_id, base, self._count, last_hash, self._origin, None, False)
+            db.execute("UPDATE head SET base = ?, hash = ?, mac = ?", (base, last_hash, mac))
+            if base > self._acknowledged:
+                # As a store begun knowing the head: the sink holds everything up to its base.
+                db.execute(
+                    "UPDATE acknowledged SET highest_sequence = ?, mac = ?",
+                    (base, self._keys.acknowledgement(self.device_id, base)),
+                )
+            return last_hash, hashes
+
+        try:
+            last_hash, hashes = self._transaction(write)
+        except RechainError as exc:
+            raise DamagedStoreError(
+                self.path, f"cannot be placed after the sink's head: {exc.problem}"
+            ) from None
+        self._base, self._last_hash, self._unanchored = base, last_hash, False
+        self._trusted.update(hashes)
+        self._acknowledged = max(self._acknowledged, base)
+        self._changed(replace(self._status, base=base, acknowledged=self._acknowledged))
+        return moved

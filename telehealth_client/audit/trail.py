@@ -22,7 +22,12 @@
 - The sink's answer (the highest sequence it holds for this device with no gap below it) is kept,
   MACed, in the store and in ``audit_acks``' file beside it, so a store put back to an older copy
   is detected (``audit verify``). A new store (the first, or after a damaged one was moved aside)
-  continues from the sink's head, so no sequence is used twice.
+  continues from the sink's head, so no sequence is used twice. One begun while the head could not
+  be read (the clinic down or refusing this device at a first start) is marked so under the head's
+  MAC (``audit_anchoring``) and delivers nothing until the head is read (``reach_sink``, by the
+  caller that said ``drive_sink_head``, else by the trail itself): it is then placed after it, what
+  it recorded meanwhile re-chained with the sequences that follow. A store not so marked that is
+  behind the sink is a rollback, refused.
 - A version 2 store left by an earlier agent is set aside and delivered first (``audit_legacy``),
   only on a device that never ran the device-keyed trail; afterwards a version 2 store is a
   rollback or a plant, refused at start (``audit_layout``). A store gone while the acknowledgement
@@ -141,6 +146,9 @@ _PERSISTENT_FAILURES: Final = 5
 # How long opening the trail waits for the sink's head: a clinic out of reach must not hold up
 # the start (the trail then continues from what the state directory keeps).
 SINK_HEAD_TIMEOUT_SECONDS: Final = 5.0
+# A store begun without the sink's head asks again this far apart while the clinic refuses this
+# device's credential (as the agent's start does: ``consultation.start_policy``).
+REFUSED_RETRY_SECONDS: Final = 60.0
 
 
 @dataclass(frozen=True)
@@ -320,6 +328,12 @@ class AuditTrail:
         self._channel_task: asyncio.Task[None] | None = None
         self._retired: set[asyncio.Task[None]] = set()  # a replaced bus's loop, until it has ended
         self._state = "new"  # new, open, closed
+        # Why the sink's head could not be read at open (None: read, or no sink): ``reach_sink``.
+        self._head_error: ClinicError | None = None
+        self._reaching = asyncio.Lock()
+        # Set by ``drive_sink_head``: the caller asks again (and says so); the trail waits for it.
+        self._head_driven = False
+        self._anchored = asyncio.Event()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -350,6 +364,7 @@ class AuditTrail:
         try:
             status = await self._open_stores(file_kept, held)
             if held is not None:
+                status = await self._place_after(held, status)
                 self._check_against_sink(held, status)
                 await self._db.keep_acknowledged(held)
         except BaseException:
@@ -393,28 +408,142 @@ class AuditTrail:
             0 if legacy is None else legacy.awaiting_sink,
             0 if legacy is None else legacy.awaiting_channel,
         )
-        if self._sink is not None:
+        if self._db.unanchored:
+            # Its sequences may still change (``reach_sink``): nothing leaves before that.
+            log.info("audit trail waits for the sink's head before delivering anything")
+            self._sink_task = asyncio.create_task(self._anchor_then_deliver(), name="audit-sink-delivery")
+        else:
+            self._anchored.set()
+            self._start_deliveries()
+
+    def _start_deliveries(self) -> None:
+        if self._sink is not None and self._sink_task is None:
             self._sink_task = asyncio.create_task(
                 self._deliver("sink", self._post_to_sink), name="audit-sink-delivery"
             )
-        if self._bus is not None:
+        if self._bus is not None and self._channel_task is None:
             self._start_channel(self._bus)
 
+    def drive_sink_head(self) -> None:
+        """The caller asks for the sink's head again itself (``reach_sink``, with its own pace and
+        words): the trail's own retries, for a store begun without it, stop."""
+        self._head_driven = True
+
+    async def _anchor_then_deliver(self) -> None:
+        """A store begun without the sink's head: ask for it until it answers (unless the caller
+        does: ``drive_sink_head``), placing the store after it, then deliver."""
+        failures = 0
+        while self._db.unanchored and not self._head_driven:
+            failures += 1
+            error = self._head_error
+            refused = error is not None and error.status in (401, 403)
+            # A refused credential is not fixed in seconds: asked again at the slow pace.
+            await asyncio.sleep(REFUSED_RETRY_SECONDS if refused else retry_delay(failures, *self._backoff))
+            if self._head_driven:
+                break
+            try:
+                await self.reach_sink()
+            except ClinicError as exc:
+                if failures % _PERSISTENT_FAILURES == 0:
+                    why = f"HTTP {exc.status}" if exc.status is not None else exc.reason
+                    log.warning(
+                        "audit sink head still not read: nothing delivered yet failures=%d (%s)",
+                        failures,
+                        why,
+                    )
+                continue
+            except Exception as exc:  # behind the sink, or our bug: nothing is sent under doubt
+                log.error("audit sink head not usable: delivery waits error=%s", describe_exception(exc))
+                return
+        await self._anchored.wait()
+        await self._deliver("sink", self._post_to_sink)
+
+    @property
+    def head_error(self) -> ClinicError | None:
+        """Why the sink's head could not be read when the trail opened (the clinic unreachable or
+        refusing this device's credential); None once it was read (``reach_sink``), or without a sink."""
+        return self._head_error
+
+    async def reach_sink(self) -> None:
+        """Read the sink's head now (one request) after it could not be read at open: a store begun
+        without it is placed after it (``AuditDatabase.anchor``) and starts delivering; any store is
+        checked against it. ClinicError if the clinic does not answer it (the caller retries);
+        DamagedStoreError if the trail is behind the sink (a rollback, refused as at open)."""
+        if self._state != "open":
+            raise RuntimeError(f"the audit trail is {self._state if self._state != 'new' else 'not open'}")
+        if self._sink is None or self._head_error is None:
+            return
+        async with self._reaching:
+            if self._head_error is None:
+                return
+            try:
+                held = await self._read_sink_head()
+            except ClinicError as exc:
+                self._head_error = exc  # the latest word: a refusal is asked again slowly
+                raise
+            status = await self._place_after(held, self._db.status)
+            self._check_against_sink(held, status)
+            await self._db.keep_acknowledged(held)
+            if self._db.status.acknowledged > self._acknowledged_saved:
+                self._save_acknowledged()  # raised here or by the anchoring: the file follows
+            self._head_error = None
+            log.info("audit sink head read: the trail is checked against it sequence=%d", held)
+            self._anchored.set()
+            self._start_deliveries()
+
+    async def _place_after(self, held: int, status: AuditStatus) -> AuditStatus:
+        """An unanchored store placed after the sink's head ``held``; its status (as is otherwise)."""
+        if not self._db.unanchored:
+            return status
+        old_base = status.base
+        moved = await self._db.anchor(held)
+        status = self._db.status
+        if moved:
+            log.warning(
+                "audit trail begun without the sink's head placed after it: records=%d re-chained as "
+                "sequences %d-%d (were %d-%d; the sink already held sequence %d of this device)",
+                moved,
+                status.base + 1,
+                status.base + moved,
+                old_base + 1,
+                old_base + moved,
+                held,
+            )
+        elif status.base != old_base:
+            log.info("audit trail begun without the sink's head begun at sequence %d", status.base + 1)
+        return status
+
     async def _ask_sink_head(self) -> int | None:
-        """The highest sequence the sink holds for this device; None without a sink or an answer."""
+        """The highest sequence the sink holds for this device; None without a sink or an answer
+        (``head_error`` then says why, ``reach_sink`` tries again)."""
         if self._sink is None:
             return None
         try:
-            head = await asyncio.wait_for(self._sink.audit_head(self.device_id), SINK_HEAD_TIMEOUT_SECONDS)
-        except Exception as exc:
-            log.warning(
-                "audit sink head not read (the trail goes on from the state directory) error=%s",
-                describe_exception(exc),
+            return await self._read_sink_head()
+        except ClinicError as exc:
+            self._head_error = exc
+            # The agent says it plainly (its status line) while it asks again.
+            log.info(
+                "audit sink head not read: the trail goes on from the state directory (%s)",
+                f"HTTP {exc.status}" if exc.status is not None else exc.reason,
             )
             return None
+
+    async def _read_sink_head(self) -> int:
+        """One request for the sink's head: its highest sequence of this device; every failure
+        (an answer for another device too) as a ClinicError."""
+        assert self._sink is not None
+        try:
+            head = await asyncio.wait_for(self._sink.audit_head(self.device_id), SINK_HEAD_TIMEOUT_SECONDS)
+        except ClinicError:
+            raise
+        except TimeoutError:
+            raise ClinicError("audit-head", "timed out") from None
+        except Exception as exc:
+            raise ClinicError("audit-head", f"failed ({describe_exception(exc)})") from None
         if head.device_id != self.device_id:
             log.warning("audit sink head answered for another device device=%s", head.device_id)
-            return None
+            raise ClinicError("audit-head", "malformed answer: deviceId: is not this device's")
         return head.highest_sequence
 
     def _check_against_sink(self, held: int, status: AuditStatus) -> None:
@@ -457,6 +586,8 @@ class AuditTrail:
             acknowledged_elsewhere=kept_in_file,
             file_name=self._acknowledgements.name,
             origin_if_new=StoreOrigin(follows_removed=plan.follows_removed, set_aside=set_aside),
+            # Begun without the sink's head: placed after it once it is read (``reach_sink``).
+            unanchored_if_new=self._sink is not None and held is None,
         )
         if plan.follows_removed:
             log.error("audit store %s was not there: %s", current, follows_removed_note(base))
@@ -579,7 +710,7 @@ class AuditTrail:
             old.cancel()
             self._retired.add(old)
             old.add_done_callback(self._retired.discard)
-        if self._state == "open":
+        if self._state == "open" and not self._db.unanchored:
             self._start_channel(bus, after=old)
 
     async def detach_bus(self, within: float = 2.0) -> None:

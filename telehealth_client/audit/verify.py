@@ -56,7 +56,8 @@ class ChainReport:
     highest sequence the sink acknowledged, as kept here) and ``origin`` (how the store began) are
     the head's, once it verified. ``last_hash``: the last record's hash, when ``ok``. ``pruned``:
     the records from the first that were delivered and pruned (counted in ``records``; the chain
-    was verified from the anchor they left).
+    was verified from the anchor they left). ``unanchored``: begun without the sink's head and not
+    yet placed after it (``audit_anchoring``): the next start that reaches the sink does.
     """
 
     ok: bool
@@ -69,6 +70,7 @@ class ChainReport:
     origin: StoreOrigin | None = None
     last_hash: str | None = None
     pruned: int = 0
+    unanchored: bool = False
 
     @property
     def last_sequence(self) -> int:
@@ -165,6 +167,7 @@ def _verify(
         origin=head.origin,
         last_hash=last_hash,
         pruned=0 if head.anchor is None else head.anchor.through,
+        unanchored=head.unanchored,
     )
 
 

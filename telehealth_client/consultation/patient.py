@@ -66,7 +66,8 @@ if TYPE_CHECKING:  # the devices package loads numpy: not for an agent that only
     from devices.report import CameraResult, MicrophoneResult, SpeakerResult, Status
     from devices.report import DeviceReport as CheckReport
     from telehealth_client.durability import Durable
-    from telehealth_client.media.consultation_call import ConsultationCall, MediaOptions
+    from telehealth_client.media.call_options import MediaOptions
+    from telehealth_client.media.consultation_call import ConsultationCall
 
 log = logging.getLogger(__name__)
 

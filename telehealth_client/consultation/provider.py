@@ -98,7 +98,8 @@ from telehealth_client.stop_budgets import FLUSH_SECONDS, LEAVE_SECONDS, budget
 
 if TYPE_CHECKING:
     from telehealth_client.durability import Durable
-    from telehealth_client.media.consultation_call import ConsultationCall, MediaOptions
+    from telehealth_client.media.call_options import MediaOptions
+    from telehealth_client.media.consultation_call import ConsultationCall
 
 __all__ = [
     "CONSULTATIONS_DIR",

@@ -42,7 +42,8 @@ from telehealth_client.protocol.messages import (
 )
 
 if TYPE_CHECKING:
-    from telehealth_client.media.consultation_call import ConsultationCall, MediaOptions
+    from telehealth_client.media.call_options import MediaOptions
+    from telehealth_client.media.consultation_call import ConsultationCall
 
 log = logging.getLogger(__name__)
 

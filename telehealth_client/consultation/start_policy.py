@@ -111,6 +111,8 @@ class Patience:
             except (BusError, SessionError) as exc:
                 failures += 1
                 delay = back_off_delay(failures, self._low, self._high, self._draw)
+                if isinstance(exc, BusError) and exc.retry_after is not None:
+                    delay = max(delay, exc.retry_after)  # the proxy refused proxy_authorization
                 why = exc.reason if isinstance(exc, BusError) else exc.code
                 waiting = (
                     f"waiting for PubNub origin {self._origin} for {what} ({why}; {_next(failures, delay)})"

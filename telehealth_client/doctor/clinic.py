@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from telehealth_client.config import Settings
 from telehealth_client.doctor.report import Result, failed, passed
+from telehealth_client.outbound import Outbound
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
 
 NAME = "clinic"
@@ -27,11 +28,14 @@ async def check_clinic(settings: Settings) -> Result:
     """Check 4 (the credential is there: the credentials check passed before this runs)."""
     credential = settings.require_secret("device_credential").get_secret_value()
     # No waiting out a rate limit here: the doctor reports it.
+    outbound = Outbound.from_settings(settings)  # the agent's route: its proxy and CA bundle
+    await outbound.prepare()
     clinic = ClinicClient(
         settings.clinic_url,
         credential,
         timeout_seconds=settings.request_timeout_seconds,
         retry_after_wait_seconds=0,
+        outbound=outbound,
     )
     try:
         await clinic.audit_head(settings.user_id)

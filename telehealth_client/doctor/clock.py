@@ -12,9 +12,11 @@ from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 
 import aiohttp
+from yarl import URL
 
 from telehealth_client.config import Settings
 from telehealth_client.doctor.report import Result, failed, passed, skipped, warned
+from telehealth_client.outbound import Outbound
 
 NAME = "clock"
 FAIL_SECONDS = 60.0  # tokens and TURN credentials are refused or expire early beyond this
@@ -45,12 +47,22 @@ def judge_skew(date: str | None, sent: float, received: float) -> Result:
 async def check_clock(settings: Settings, now: Callable[[], float] = time.time) -> Result:
     """Check 8: any answer of the clinic backend carries its Date; no credential is sent."""
     timeout = aiohttp.ClientTimeout(total=settings.request_timeout_seconds)
+    outbound = Outbound.from_settings(settings)  # the agent's route: its proxy and CA bundle
+    url = URL(settings.clinic_url)
+    proxy = outbound.proxy_for(url.host or "", tls=url.scheme == "https")
     try:
+        await outbound.prepare()
         async with aiohttp.ClientSession(timeout=timeout) as session:
             sent = now()
-            async with session.get(f"{settings.clinic_url}/", allow_redirects=False) as response:
+            async with session.get(
+                f"{settings.clinic_url}/",
+                allow_redirects=False,
+                ssl=outbound.verify,
+                proxy=proxy.url if proxy is not None else None,
+                proxy_headers=proxy.headers if proxy is not None else None,
+            ) as response:
                 received = now()
                 date = response.headers.get("Date")
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         return skipped(NAME, f"not compared: the clinic backend did not answer ({type(exc).__name__})")
     return judge_skew(date, sent, received)

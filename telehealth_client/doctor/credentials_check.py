@@ -105,6 +105,11 @@ def inspect(source: Source, environ: Mapping[str, str], owners: set[int]) -> str
             return f"{name}: {exc}"
         except OSError as exc:  # gone since it was read
             return f"{name}: cannot read {source.path}: {exc.strerror or type(exc).__name__}"
+        if owner not in owners and source.path.is_symlink():  # chown would change the link's target
+            return (
+                f"{name}: {source.path} is a symbolic link to a file of user ID {owner}: replace the "
+                "link with a regular file holding the secret, root's, mode 0600"
+            )
         if owner not in owners:
             return f"{name}: {source.path} belongs to user ID {owner}: run: chown root:root {source.path}"
         where = str(source.path)

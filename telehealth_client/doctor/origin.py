@@ -17,7 +17,9 @@ from urllib.parse import urlsplit
 
 from telehealth_client.config import Settings
 from telehealth_client.doctor.report import Result, failed, passed, warned
+from telehealth_client.outbound import Outbound, Proxy
 from telehealth_client.preflight import signaling_round_trip
+from telehealth_client.tunnel import TunnelError, open_tunnel
 
 NAME = "pubnub"
 
@@ -28,18 +30,28 @@ def host_and_port(origin: str, tls: bool) -> tuple[str, int]:
     return parts.hostname or origin, parts.port or (443 if tls else 80)
 
 
-async def handshake(host: str, port: int, context: ssl.SSLContext | None, within: float) -> str | None:
-    """A TCP connection (and with ``context`` a TLS handshake, the certificate verified for
-    ``host``), closed at once; what went wrong, with the fix, or None."""
+async def handshake(
+    host: str, port: int, context: ssl.SSLContext | None, within: float, proxy: Proxy | None = None
+) -> str | None:
+    """A TCP connection (through ``proxy``'s tunnel when given; with ``context`` a TLS handshake,
+    the certificate verified for ``host``), closed at once; what went wrong, with the fix, or None."""
     try:
-        _, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=context, server_hostname=host if context else None),
-            within,
-        )
+        async with asyncio.timeout(within):
+            if proxy is None:
+                _, writer = await asyncio.open_connection(
+                    host, port, ssl=context, server_hostname=host if context else None
+                )
+            else:  # as the agent's PubNub traffic goes: TLS end to end inside the proxy's tunnel
+                tunnel = await open_tunnel(proxy, host, port, within=within)
+                _, writer = await asyncio.open_connection(
+                    sock=tunnel, ssl=context, server_hostname=host if context else None
+                )
+    except TunnelError as exc:
+        return f"{exc}: check https_proxy (and proxy_authorization), or no_proxy for {host}"
     except ssl.SSLCertVerificationError as exc:
         return (
             f"the TLS certificate of {host}:{port} is not trusted ({exc.verify_message}): a proxy that "
-            "inspects TLS needs its CA in this machine's trust store; otherwise check origin"
+            "inspects TLS needs its CA in ca_bundle; otherwise check origin"
         )
     except ssl.SSLError as exc:
         return (
@@ -65,9 +77,11 @@ async def handshake(host: str, port: int, context: ssl.SSLContext | None, within
 async def check_origin(settings: Settings, context: ssl.SSLContext | None = None) -> Result:
     """Check 3. ``context``: the TLS trust to verify with (default: the system's)."""
     host, port = host_and_port(settings.origin, settings.ssl)
-    tls = (context or ssl.create_default_context()) if settings.ssl else None
+    outbound = Outbound.from_settings(settings)  # the agent's route: its proxy and CA bundle
+    await outbound.prepare()
+    tls = (context or outbound.ssl_context or ssl.create_default_context()) if settings.ssl else None
     within = settings.request_timeout_seconds
-    problem = await handshake(host, port, tls, within)
+    problem = await handshake(host, port, tls, within, outbound.proxy_for(host, tls=settings.ssl))
     if problem is not None:
         return failed(NAME, problem)
     started = time.monotonic()

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from telehealth_client.config import (
     CONFIG_ENV,
@@ -23,12 +22,9 @@ from telehealth_client.config import (
 )
 from telehealth_client.doctor.inputs import Inputs
 from telehealth_client.doctor.report import Result, failed, passed, plural
+from telehealth_client.settings_check import placeholders
 
 NAME = "settings"
-# packaging/agent.toml's placeholders (and the defaults): an ID ending so, a host under .invalid.
-PLACEHOLDER_ID_SUFFIX = "-unconfigured"
-PLACEHOLDER_DOMAIN = "invalid"
-ID_SETTINGS = ("user_id", "organization_id", "department_id")
 
 
 @dataclass(frozen=True)
@@ -44,18 +40,10 @@ class Loaded:
 
 
 def incomplete_settings(settings: Settings) -> list[tuple[str, str]]:
-    """(setting, why) for each setting that loads but cannot work: an ID still at its
-    placeholder, a clinic URL on a ``.invalid`` host. One function, so that a check the agent
-    itself makes at start can replace it."""
-    problems = [
-        (name, f"still the placeholder {getattr(settings, name)!r}")
-        for name in ID_SETTINGS
-        if getattr(settings, name).endswith(PLACEHOLDER_ID_SUFFIX)
-    ]
-    host = urlsplit(settings.clinic_url).hostname or ""
-    if host == PLACEHOLDER_DOMAIN or host.endswith(f".{PLACEHOLDER_DOMAIN}"):
-        problems.append(("clinic_url", f"still the placeholder {settings.clinic_url!r}"))
-    return problems
+    """(setting, why) for each setting that loads but cannot work: an ID this role needs still at
+    its placeholder, a clinic URL on a ``.invalid`` host. What ``run`` refuses, decided in one
+    place (telehealth_client/settings_check.py), so that the doctor never demands more or less."""
+    return [(name, f"still the placeholder {getattr(settings, name)!r}") for name in placeholders(settings)]
 
 
 def where_to_set(settings: Settings, name: str, config: Path | None) -> str:

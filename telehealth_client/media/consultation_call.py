@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 
 from telehealth_client import events
 from telehealth_client.audit.auditor import Auditor
+from telehealth_client.media.call_options import MediaOptions as MediaOptions  # also its callers' name
 from telehealth_client.media.call_session import CallSession
 from telehealth_client.media.call_status import CallStatusTracker
 from telehealth_client.media.child_messages import (
@@ -47,13 +47,12 @@ from telehealth_client.media.child_messages import (
     VideoModeDecided,
 )
 from telehealth_client.media.common import CallError, TurnConfig
-from telehealth_client.media.fallback import FallbackSettings, VideoMode
+from telehealth_client.media.fallback import VideoMode
 from telehealth_client.media.negotiation import Phase
 from telehealth_client.media.signaling import CallSignaling
 from telehealth_client.media.supervisor import MediaSupervisor
 from telehealth_client.media.turn_credentials import TurnCredentialCache, TurnGrant
-from telehealth_client.media.worker import Devices, MediaWorker
-from telehealth_client.outbound import Outbound
+from telehealth_client.media.worker import MediaWorker
 from telehealth_client.protocol.messages import ConsultationState
 from telehealth_client.security.clinic_client import ClinicClient
 
@@ -61,18 +60,6 @@ log = logging.getLogger(__name__)
 
 FlowingHandler = Callable[[str], Awaitable[None]]
 VideoModeHandler = Callable[[VideoMode], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class MediaOptions:
-    """The devices the media child opens, its environment (e.g. ``ALSA_CONFIG_PATH``), and when
-    the patient side's call falls back to audio only."""
-
-    devices: Devices
-    env: Mapping[str, str] | None = None
-    fallback: FallbackSettings = field(default_factory=FallbackSettings)  # when to go audio only
-    memory_ceiling_mb: float | None = None  # a child grown over this is replaced between connections
-    outbound: Outbound = field(default_factory=Outbound)  # how TURN is reached (proxy, CA bundle)
 
 
 class ConsultationCall:

@@ -15,11 +15,13 @@ Public API: ``media_options(settings) -> MediaOptions | None`` (None when ``medi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from telehealth_client.config import Settings
-from telehealth_client.media.consultation_call import MediaOptions
-from telehealth_client.media.worker import Devices
+from telehealth_client.media.call_options import Devices, MediaOptions
 from telehealth_client.outbound import Outbound
+
+if TYPE_CHECKING:
+    from telehealth_client.config import Settings
 
 DEFAULT_AUDIO_DEVICE = "default"
 

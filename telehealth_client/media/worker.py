@@ -39,12 +39,13 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
 from telehealth_client.logs import describe_exception
+from telehealth_client.media.call_options import Devices as Devices  # also its callers' name for it
 from telehealth_client.media.child_messages import (
     UNMUTED,
     AcceptAnswer,
@@ -107,18 +108,6 @@ ECHO_TEST_MARGIN_SECONDS: Final = 10.0  # the TURN probe and the round-trip grac
 PREVIEW_FPS: Final = 8.0
 PREVIEW_WIDTH: Final = 320
 EventHandler = Callable[[ChildEvent], None]
-
-
-@dataclass(frozen=True)
-class Devices:
-    """What the child opens: the camera source (or None), whether it is a file (a test pattern,
-    paced and looped), the microphone and speaker device (name or index, or None for none)."""
-
-    camera: str | None = None
-    camera_is_file: bool = False
-    microphone: str | None = None
-    speaker: str | None = None
-    relay_only: bool = True
 
 
 class MediaWorker:

@@ -205,6 +205,9 @@ class WireModel(BaseModel):
         frozen=True,
         extra="ignore",
         strict=True,
+        # Each model's validator is built when it is first used, not at import: the agent starts
+        # (READY within a second) without the many it does not use idle.
+        defer_build=True,
     )
 
 

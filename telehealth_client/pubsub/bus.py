@@ -66,16 +66,26 @@ class PublishResult:
 
 
 class BusError(Exception):
-    """A pub/sub request that failed; ``retryable`` says whether trying again can help."""
+    """A pub/sub request that failed; ``retryable`` says whether trying again can help.
+
+    ``retry_after``: the least wait before trying again, when the failure calls for one (the proxy
+    refused proxy_authorization: a sooner retry would only send the refused password again)."""
 
     def __init__(
-        self, operation: str, reason: str, *, status_code: int | None = None, retryable: bool
+        self,
+        operation: str,
+        reason: str,
+        *,
+        status_code: int | None = None,
+        retryable: bool,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(f"{operation}: {reason}" + (f" (HTTP {status_code})" if status_code else ""))
         self.operation = operation
         self.reason = reason
         self.status_code = status_code
         self.retryable = retryable
+        self.retry_after = retry_after
 
 
 class AccessDeniedError(BusError):

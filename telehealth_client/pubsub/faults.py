@@ -18,18 +18,18 @@ from typing import Any
 import aiohttp
 from pubnub.enums import PNStatusCategory
 
-from telehealth_client.outbound import PROXY_REFUSED, certificate_problem
+from telehealth_client.outbound import PROXY_CREDENTIALS_REFUSED, certificate_problem, proxy_refusal
 
 log = logging.getLogger(__name__)
 
 CONNECTION_REFUSED = "connection refused"
-DNS = "DNS lookup failed"
+DNS = "DNS lookup failed"  # followed by "for HOST" when the error names the host
 TLS = "TLS handshake failed"
 TIMEOUT = "timeout"
 DISCONNECTED = "connection closed by the server"
 # Each followed by what went wrong: "TLS certificate not trusted (unable to get local issuer
 # certificate)", "proxy 10.0.0.5:3128 unreachable (connection refused)", "proxy refused the tunnel
-# (HTTP 407)".
+# (HTTP 403)"; a 407 is PROXY_CREDENTIALS_REFUSED.
 CERTIFICATE = "TLS certificate not trusted"
 PROXY_UNREACHABLE = "unreachable"
 
@@ -52,9 +52,9 @@ def classify_exception(exc: BaseException | None) -> str | None:
             inner = classify_exception(cause.os_error) or type(cause.os_error).__name__
             return f"proxy {cause.host}:{cause.port} {PROXY_UNREACHABLE} ({inner})"
         if isinstance(cause, aiohttp.ClientHttpProxyError):
-            return f"{PROXY_REFUSED} (HTTP {cause.status})"
+            return proxy_refusal(cause.status)
         if isinstance(cause, aiohttp.ClientConnectorDNSError):
-            return DNS
+            return f"{DNS} for {cause.host}" if cause.host else DNS
         untrusted = certificate_problem(cause)
         if untrusted is not None:
             return f"{CERTIFICATE} ({untrusted})"
@@ -72,7 +72,12 @@ def classify_exception(exc: BaseException | None) -> str | None:
 def is_route_fault(kind: str) -> bool:
     """Whether ``kind`` names the way out (the proxy, an untrusted certificate): something the
     person on call must fix in the settings or the network, so the bus's status says it as it is."""
-    return kind.startswith(("proxy ", CERTIFICATE))
+    return kind.startswith(("proxy ", "the proxy ", CERTIFICATE))
+
+
+def credentials_refused(kind: str | None) -> bool:
+    """Whether ``kind`` is the proxy refusing proxy_authorization (407): tried again only slowly."""
+    return kind == PROXY_CREDENTIALS_REFUSED
 
 
 def classify(envelope: Any) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -24,18 +25,16 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pubnub.endpoints.presence.heartbeat import Heartbeat
 from pubnub.endpoints.presence.leave import Leave
 from pubnub.endpoints.pubsub.subscribe import Subscribe
 from pubnub.enums import PNStatusCategory
-from pubnub.pnconfiguration import PNConfiguration
-from pubnub.pubnub_asyncio import PubNubAsyncio
 
 from telehealth_client.backoff import back_off_delay
 from telehealth_client.logs import describe_exception, exception_reason, quiet_url_loggers
-from telehealth_client.outbound import Outbound
+from telehealth_client.outbound import PROXY_REFUSED_RETRY_SECONDS, Outbound
 from telehealth_client.protocol.channels import presence as presence_channel
 from telehealth_client.pubsub import bounded_json
 from telehealth_client.pubsub.bus import (
@@ -52,8 +51,13 @@ from telehealth_client.pubsub.bus import (
     StatusHandler,
     Subscription,
 )
-from telehealth_client.pubsub.crypto import RotatingCryptoModule, encrypted_size
-from telehealth_client.pubsub.faults import FaultReporter, classify, classify_exception, is_route_fault
+from telehealth_client.pubsub.faults import (
+    FaultReporter,
+    classify,
+    classify_exception,
+    credentials_refused,
+    is_route_fault,
+)
 from telehealth_client.pubsub.transport import routed_handler
 from telehealth_client.pubsub.wildcard import is_wildcard, matches
 from telehealth_client.pubsub.wire import (
@@ -63,6 +67,12 @@ from telehealth_client.pubsub.wire import (
     parse_subscribe_answer,
 )
 from telehealth_client.stop_budgets import budget
+
+if TYPE_CHECKING:
+    from pubnub.pnconfiguration import PNConfiguration
+    from pubnub.pubnub_asyncio import PubNubAsyncio
+
+    from telehealth_client.pubsub.crypto import RotatingCryptoModule
 
 log = logging.getLogger(__name__)
 quiet_url_loggers()  # the SDK and httpx log URLs holding tokens
@@ -102,6 +112,33 @@ class BusConfig:
     fault_log_interval_seconds: float = 60.0
     # The HTTPS proxy and the CA bundle (telehealth_client/outbound.py); the default: direct.
     outbound: Outbound = field(default_factory=Outbound)
+    # The proxy refusing proxy_authorization (407) is tried again this far apart, not at the back-off's
+    # pace: each attempt sends the password again, and a directory may lock the account.
+    proxy_refused_retry_seconds: float = PROXY_REFUSED_RETRY_SECONDS
+
+
+@dataclass(frozen=True)
+class _Sdk:
+    """The SDK's heavy parts: its client and configuration, and our crypto module on its own."""
+
+    configuration: type[PNConfiguration]
+    client: type[PubNubAsyncio]
+    crypto_module: type[RotatingCryptoModule]
+    encrypted_size: Callable[[int], int]
+
+
+@functools.cache
+def _sdk() -> _Sdk:
+    """Imported here, when a bus is first used (a cart's bring-up, after READY; a kiosk's first
+    check-in), not at import: PubNubAsyncio (httpx, its event engine) and the SDK's crypto
+    (PyCryptodome) cost an idle kiosk ~7 MB and a tenth of a second of its start. On the event
+    loop, once: an import in a thread could meet the loop's own imports of the same modules."""
+    from pubnub.pnconfiguration import PNConfiguration
+    from pubnub.pubnub_asyncio import PubNubAsyncio
+
+    from telehealth_client.pubsub.crypto import RotatingCryptoModule, encrypted_size
+
+    return _Sdk(PNConfiguration, PubNubAsyncio, RotatingCryptoModule, encrypted_size)
 
 
 def heartbeat_interval(presence_timeout_seconds: int) -> float:
@@ -123,7 +160,7 @@ def publish_size(channel: str, message: Any, *, encrypted: bool) -> int:
     except (TypeError, ValueError, RecursionError):
         raise BusError("publish", "message is not JSON-serialisable", retryable=False) from None
     body = len(text.encode("utf-8"))
-    return (encrypted_size(body) if encrypted else body) + len(channel.encode("utf-8"))
+    return (_sdk().encrypted_size(body) if encrypted else body) + len(channel.encode("utf-8"))
 
 
 class _NoSubscriptionManager:
@@ -138,7 +175,8 @@ class _NoSubscriptionManager:
 
 def build_pubnub(config: BusConfig) -> PubNubAsyncio:
     """A PubNubAsyncio with our crypto and its own subscribe machinery switched off."""
-    pn = PNConfiguration()
+    sdk = _sdk()
+    pn = sdk.configuration()
     pn.user_id = config.user_id
     pn.subscribe_key = config.subscribe_key
     pn.publish_key = config.publish_key
@@ -155,12 +193,10 @@ def build_pubnub(config: BusConfig) -> PubNubAsyncio:
     pn.log_verbosity = False
     if config.cipher_key:
         pn.cipher_key = config.cipher_key
-        pn.crypto_module = RotatingCryptoModule(config.cipher_key, config.previous_cipher_keys)
+        pn.crypto_module = sdk.crypto_module(config.cipher_key, config.previous_cipher_keys)
     # The SDK's aiohttp transport, not its default httpx one: measured here, httpx costs
     # about 3 ms more per request, which is most of a signaling message's latency.
-    pubnub = PubNubAsyncio(
-        pn, custom_request_handler=routed_handler(config.outbound, config.origin, config.ssl)
-    )
+    pubnub = sdk.client(pn, custom_request_handler=routed_handler(config.outbound, config.origin, config.ssl))
     # With subscribe disabled the SDK leaves no manager, yet its Subscribe endpoint still
     # asks one for extra query parameters: give it one that has none.
     pubnub._subscription_manager = _NoSubscriptionManager()
@@ -202,8 +238,20 @@ def _failure(operation: str, envelope: Any) -> BusError:
         return AccessDeniedError(operation)
     if code is not None and 400 <= code < 500 and code not in (408, 429):
         return BusError(operation, "request refused", status_code=code, retryable=False)
-    reason = "timed out" if category == PNStatusCategory.PNTimeoutCategory else "network or server error"
-    return BusError(operation, reason, status_code=code, retryable=True)
+    retry_after = None
+    if category == PNStatusCategory.PNTimeoutCategory:
+        reason = "timed out"
+    elif code is None:
+        # No answer: what the transport said (DNS lookup failed for HOST, connection refused, the
+        # proxy's refusal, an untrusted certificate), so the status says what to fix.
+        exc = getattr(getattr(status, "error_data", None), "exception", None)
+        cause = classify_exception(exc) if isinstance(exc, BaseException) else None
+        reason = cause or "network or server error"
+        if credentials_refused(cause):
+            retry_after = PROXY_REFUSED_RETRY_SECONDS
+    else:
+        reason = "network or server error"
+    return BusError(operation, reason, status_code=code, retryable=True, retry_after=retry_after)
 
 
 def _brings(subscription: Subscription, channel: str) -> bool:
@@ -218,8 +266,8 @@ class PubNubBus:
 
     def __init__(self, config: BusConfig, *, pubnub: PubNubAsyncio | None = None) -> None:
         self._config = config
-        self._pubnub = pubnub or build_pubnub(config)
-        self._crypto: RotatingCryptoModule | None = self._pubnub.config.crypto_module
+        # The SDK's client: made when the bus is first used (an idle kiosk's never is, see _sdk).
+        self._client: PubNubAsyncio | None = pubnub
         self._subscriptions: list[Subscription] = []
         self._status = ConnectionStatus.IDLE
         self._status_listeners: list[StatusHandler] = []
@@ -260,6 +308,17 @@ class PubNubBus:
     @property
     def pubnub(self) -> PubNubAsyncio:
         return self._pubnub
+
+    @property
+    def _pubnub(self) -> PubNubAsyncio:
+        if self._client is None:
+            self._client = build_pubnub(self._config)
+        return self._client
+
+    @property
+    def _crypto(self) -> RotatingCryptoModule | None:
+        crypto: RotatingCryptoModule | None = self._pubnub.config.crypto_module
+        return crypto
 
     def add_status_listener(self, listener: StatusHandler) -> Callable[[], None]:
         self._status_listeners.append(listener)
@@ -598,7 +657,10 @@ class PubNubBus:
         status = ConnectionStatus.ACCESS_DENIED if denied else ConnectionStatus.RECONNECTING
         reason = error.reason if error is not None and not is_route_fault(kind) else kind
         log.debug("bus subscribe failed failures=%d error=%s", failures, kind)
-        delay = self._back_off_delay(failures)
+        if credentials_refused(kind):
+            delay = self._config.proxy_refused_retry_seconds
+        else:
+            delay = self._back_off_delay(failures)
         change = StatusChange(status, reason=reason, failures=failures, retry_in=delay)
         self._announce(change, again=denied and new_token)
         for listener in list(self._retry_listeners):
@@ -701,8 +763,8 @@ class PubNubBus:
             await _wait_at_most(self._heartbeat_now, interval)
             self._heartbeat_now.clear()
             channels = sorted(self._subscribed_channels(presence=False))
-            if not channels:
-                continue
+            if not channels or credentials_refused(self._faults.kind):
+                continue  # nobody to be present for; or the proxy would only refuse the password again
             try:
                 envelope = await _sdk_call(Heartbeat(self._pubnub).channels(channels))
                 if envelope.is_error():
@@ -730,4 +792,5 @@ class PubNubBus:
                 # Never past a stop's deadline: the presence timeout tells the peers anyway.
                 await asyncio.wait_for(_sdk_call(Leave(self._pubnub).channels(channels)), budget(2.0))
         self._announce(StatusChange(ConnectionStatus.STOPPED))
-        await self._pubnub.stop()
+        if self._client is not None:  # never used: there is no session to close
+            await self._client.stop()

@@ -3,7 +3,9 @@
 Authenticates with the kiosk's own device credential. Answers are validated before use;
 the credential and the tokens it returns are never logged. It connects the way its ``Outbound``
 says (the HTTPS proxy, the CA bundle: telehealth_client/outbound.py), and names the proxy or an
-untrusted certificate when that is what failed.
+untrusted certificate when that is what failed. A proxy refusing ``proxy_authorization`` (407) is
+a ClinicError whose ``retry_after`` is ``PROXY_REFUSED_RETRY_SECONDS``: a retry sooner would only
+send the refused password again (a directory-backed proxy may lock the account).
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ import aiohttp
 import yarl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from telehealth_client.outbound import PROXY_REFUSED, Outbound, certificate_problem
+from telehealth_client.outbound import (
+    PROXY_REFUSED_RETRY_SECONDS,
+    Outbound,
+    certificate_problem,
+    proxy_refusal,
+)
 from telehealth_client.protocol.channels import InvalidIdError, validate_id
 
 TOKEN_CONTEXT_FIELDS = frozenset({"appointmentId", "consultationChannel", "providerId", "departmentId"})
@@ -29,8 +36,9 @@ MAX_RETRY_AFTER_SECONDS = 300
 class ClinicError(Exception):
     """The clinic backend refused or could not answer; ``status`` is the HTTP status if any.
 
-    ``retry_after``: the seconds the backend asked to wait before asking again (``Retry-After`` on
-    a 429 or 503, at most ``MAX_RETRY_AFTER_SECONDS``), None if it named none.
+    ``retry_after``: the seconds to wait before asking again: what the backend asked (``Retry-After``
+    on a 429 or 503, at most ``MAX_RETRY_AFTER_SECONDS``), or ``PROXY_REFUSED_RETRY_SECONDS`` after
+    the proxy refused ``proxy_authorization``; None if nothing says.
     """
 
     def __init__(
@@ -183,11 +191,14 @@ class ClinicClient:
         if isinstance(exc, aiohttp.ClientProxyConnectionError) and proxy is not None:
             return f"the proxy {proxy.address} is unreachable ({type(exc.os_error).__name__})"
         if isinstance(exc, aiohttp.ClientHttpProxyError) and proxy is not None:
-            hint = ": check proxy_authorization" if exc.status == 407 else ""
-            return f"the proxy {proxy.address}: {PROXY_REFUSED} (HTTP {exc.status}{hint})"
+            if exc.status == 407:
+                return f"the proxy {proxy.address} refused proxy_authorization (HTTP 407)"
+            return f"the proxy {proxy.address}: {proxy_refusal(exc.status)}"
         untrusted = certificate_problem(exc)
         if untrusted is not None:
             return f"the clinic backend's TLS certificate is not trusted ({untrusted}); see ca_bundle"
+        if isinstance(exc, aiohttp.ClientConnectorDNSError) and exc.host:
+            return f"clinic backend unreachable: DNS lookup failed for {exc.host}"
         return f"clinic backend unreachable: {type(exc).__name__}"
 
     async def _post(
@@ -238,7 +249,9 @@ class ClinicClient:
                     return None
                 return await response.json()
         except aiohttp.ClientError as exc:
-            raise ClinicError(operation, self._unreachable(exc)) from None
+            refused = isinstance(exc, aiohttp.ClientHttpProxyError) and exc.status == 407
+            wait = PROXY_REFUSED_RETRY_SECONDS if refused else None
+            raise ClinicError(operation, self._unreachable(exc), retry_after=wait) from None
         except TimeoutError:
             raise ClinicError(operation, "clinic backend timed out") from None
 

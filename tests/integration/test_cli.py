@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import signal
 import stat
 import sys
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -358,3 +361,66 @@ async def test_run_with_a_state_dir_it_cannot_write_exits_1_naming_it(
     code, out, _ = await process.finish()
     assert code == 1
     assert f"start failed reason=state_dir: {blocker}/consultation: cannot be written" in out
+
+
+STOPPED_THEN_SLOW = """
+import asyncio, sys, time
+from telehealth_client.agent import run_until_signalled
+
+async def start():
+    print("started", flush=True)
+
+async def stop():
+    pass
+
+async def failure():
+    return "gave up"
+
+code = asyncio.run(run_until_signalled(start, stop, failure=failure if sys.argv[1] == "failed" else None))
+print(f"returned {code}", flush=True)
+sys.stdin.read()  # a teardown that takes its time: the test ends it (by closing stdin)
+sys.exit(code)
+"""
+
+
+async def test_a_signal_after_the_stop_never_meets_pythons_default() -> None:
+    # Stopped by a first signal: one in the tail is the second, exit 1 at once (not 143).
+    process = await Process.spawn(sys.executable, "-c", STOPPED_THEN_SLOW, "signalled", stdin=True)
+    await process.next_line("started")
+    process.send_signal(signal.SIGTERM)
+    await process.next_line("returned 0")
+    process.send_signal(signal.SIGTERM)
+    assert await process.exited(within=10) == 1
+    # Stopped by a failure: a signal in the tail is noted, the exit code stays the failure's.
+    process = await Process.spawn(sys.executable, "-c", STOPPED_THEN_SLOW, "failed", stdin=True)
+    await process.next_line("returned 1")
+    process.send_signal(signal.SIGTERM)
+    code, _, err = await process.finish(within=10)
+    assert code == 1, err
+
+
+async def test_run_exits_as_soon_as_it_stopped(open_relay: Relay) -> None:
+    # The interpreter's teardown of a loaded agent (0.2-2.5 s) is skipped: a second SIGTERM right
+    # after "agent stopped" finds the process gone (0) or exits at once (1), never 143.
+    process = await start("run", env=agent_env(open_relay))
+    await process.next_line("agent ready", within=30)
+    process.send_signal(signal.SIGTERM)
+    await process.next_line("agent stopped", within=30)
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    code, _, err = await process.finish(within=10)
+    assert code in (0, 1), err
+
+
+async def test_config_into_a_closed_pipe_exits_quietly(open_relay: Relay) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `telehealth-agent config | head -1`, head long gone
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *AGENT, "config", env={**os.environ, **agent_env(open_relay)}, stdout=write_end, stderr=PIPE
+        )
+    finally:
+        os.close(write_end)
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 1
+    assert err.decode() == ""

@@ -243,8 +243,9 @@ async def test_a_provider_given_on_the_command_line_runs_its_agent_from_the_writ
         base = await api_address(agent)
         token = await asyncio.to_thread(Path(settings["TELEHEALTH_API_TOKEN_FILE"]).read_text)
         headers = {"Authorization": f"Bearer {token}"}
-        # Connected: the clinic granted dr-cardio's standing token for its department.
-        await agent.wait_line(lambda line: "bus status=connected" in line)
+        # Up: the clinic granted dr-cardio's standing token for its department, the cart connected
+        # and caught up (READY came before, with the API: the cart's routes answered 503 till now).
+        await agent.wait_line(lambda line: "agent started role=provider" in line)
         status = await api_status(base, token)
         assert (status["role"], status["userId"], status["pubsub"]) == ("provider", "dr-cardio", "connected")
         async with (

@@ -4,7 +4,8 @@ another version for an upgrade), ``systemd-analyze`` on a unit inside a throwawa
 (``run_installer``; ``installer_copy`` stands for the next release's) with its paths and a
 manifest of what it left there (``manifest``), the agent's version as an installed release
 reports it (``agent_version``), and this machine as the installer's target without a change to
-it (``OverlaidSystem``: overlays in a mount namespace, a stand-in ``systemctl``).
+it (``OverlaidSystem``: overlays in a mount namespace, a stand-in ``systemctl``; the system's own
+Python, ``system_python``, since the installer refuses one kiosk.service could not see).
 
 ``systemd-analyze verify`` needs the unit's ExecStart binary and systemd's own units
 (sysinit.target and the like); both are looked up under ``--root``, so a root gets a copy of
@@ -106,6 +107,19 @@ def installer_environment() -> dict[str, str]:
         "PIP_NO_DEPS": "1",
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }
+
+
+# Where a system-wide Python is: the one an install on "the running system" builds with (the
+# installer refuses an interpreter under /root or /home, such as a pyenv one running the tests).
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+
+
+def system_python() -> str:
+    """The system's Python 3.11+ with venv; a failure naming what to install when it is missing."""
+    check = "import sys, venv; sys.exit(sys.version_info < (3, 11))"
+    if not SYSTEM_PYTHON.exists() or subprocess.run([SYSTEM_PYTHON, "-c", check]).returncode != 0:
+        pytest.fail(f"{SYSTEM_PYTHON} is not Python 3.11+ with venv: apt-get install python3 python3-venv")
+    return str(SYSTEM_PYTHON)
 
 
 def run_installer(
@@ -332,10 +346,12 @@ class OverlaidSystem:
         """Where the overlay keeps what a run wrote to ``path`` (absolute) of this machine."""
         return self.overlay / "upper" / path.lstrip("/")
 
-    def run(self, *argv: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        """``argv`` on "the running system", with the installer's environment and ``stdin``."""
+    def run(self, *argv: str, stdin: str = "", python: str | None = None) -> subprocess.CompletedProcess[str]:
+        """``argv`` on "the running system", with the installer's environment (its ``PYTHON``:
+        ``python``, else the system's) and ``stdin``."""
         env = {
             **installer_environment(),
+            "PYTHON": python or system_python(),
             "PATH": self._path,
             "OVERLAY": str(self.overlay),
             "SYSTEMCTL_LOG": str(self.log),

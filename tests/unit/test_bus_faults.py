@@ -9,12 +9,20 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
+from multidict import CIMultiDict, CIMultiDictProxy
 from pubnub.enums import PNStatusCategory
 from pubnub.models.consumer.common import PNStatus
 from pubnub.models.consumer.pn_error_data import PNErrorData
 from pubnub.pubnub_asyncio import PubNubAsyncioException
+from yarl import URL
 
-from telehealth_client.pubsub.faults import FaultReporter, classify, classify_exception
+from telehealth_client.pubsub.faults import (
+    FaultReporter,
+    classify,
+    classify_exception,
+    credentials_refused,
+    is_route_fault,
+)
 
 KEY = ConnectionKey("origin.example", 443, True, True, None, None, None)
 
@@ -39,7 +47,10 @@ def wrapped(cause: BaseException) -> Exception:
     ("exc", "kind"),
     [
         (aiohttp.ClientConnectorError(KEY, ConnectionRefusedError(111, "refused")), "connection refused"),
-        (aiohttp.ClientConnectorDNSError(KEY, OSError(-2, "Name or service not known")), "DNS lookup failed"),
+        (
+            aiohttp.ClientConnectorDNSError(KEY, OSError(-2, "Name or service not known")),
+            "DNS lookup failed for origin.example",
+        ),
         (aiohttp.ClientConnectorSSLError(KEY, ssl.SSLError(1, "handshake")), "TLS handshake failed"),
         (TimeoutError(), "timeout"),
         (aiohttp.ServerDisconnectedError(), "connection closed by the server"),
@@ -108,3 +119,22 @@ def sdk_error(exc: Exception | None = None, code: int | None = None, category: A
 )
 def test_sdk_error_envelopes_are_classified(envelope: Any, kind: str) -> None:
     assert classify(envelope) == kind
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "slow"),
+    [
+        (407, "the proxy refused proxy_authorization (HTTP 407)", True),
+        (403, "proxy refused the tunnel (HTTP 403)", False),
+    ],
+)
+def test_a_proxy_refusing_the_credentials_is_told_apart_from_other_refusals(
+    status: int, kind: str, slow: bool
+) -> None:
+    refused = aiohttp.ClientHttpProxyError(
+        aiohttp.RequestInfo(URL("http://127.0.0.1:3128"), "CONNECT", CIMultiDictProxy(CIMultiDict())),
+        (),
+        status=status,
+    )
+    found = classify_exception(wrapped(refused))
+    assert (found, credentials_refused(found), is_route_fault(kind)) == (kind, slow, True)

@@ -14,6 +14,7 @@ from telehealth_client.config import load_settings
 from telehealth_client.doctor import clock, command, credentials_check, disk, runner, settings_check, unit
 from telehealth_client.doctor.inputs import Inputs, choose_inputs
 from telehealth_client.doctor.report import Report, Result, skipped
+from telehealth_client.settings_check import problems
 
 NOW = 1_750_000_000.0
 MB = 1024 * 1024
@@ -93,7 +94,9 @@ def test_no_unit_names_the_installer(tmp_path: Path) -> None:
 
 def test_placeholder_settings_are_named_with_where_to_set_them(tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
-    config.write_text('user_id = "kiosk-unconfigured"\nclinic_url = "https://clinic.example.invalid"\n')
+    config.write_text(
+        'role = "provider"\nuser_id = "kiosk-unconfigured"\nclinic_url = "https://clinic.example.invalid"\n'
+    )
     loaded = settings_check.load(
         Inputs(config, None, {"TELEHEALTH_DEPARTMENT_ID": "dept-unconfigured"}, None)
     )
@@ -105,6 +108,18 @@ def test_placeholder_settings_are_named_with_where_to_set_them(tmp_path: Path) -
         "department_id: still the placeholder 'dept-unconfigured': set TELEHEALTH_DEPARTMENT_ID",
         f"clinic_url: still the placeholder 'https://clinic.example.invalid': set clinic_url in {config}",
     )
+
+
+def test_the_doctor_demands_of_a_kiosk_what_run_demands_and_no_department(tmp_path: Path) -> None:
+    # A kiosk gets its department with each check-in: run starts without one, so doctor passes it.
+    config = tmp_path / "agent.toml"
+    config.write_text('role = "patient"\ndepartment_id = "dept-unconfigured"\n')
+    loaded = settings_check.load(Inputs(config, None, {}, None))
+    assert [line.split(":")[0] for line in loaded.result.details] == ["user_id", "organization_id"]
+    assert loaded.base is not None
+    assert [name for name, _ in settings_check.incomplete_settings(loaded.base)] == [
+        line.split(":")[0] for line in problems(loaded.base) if "placeholder" in line
+    ]
 
 
 def test_complete_settings_pass_and_the_completeness_check_is_one_function() -> None:

@@ -83,7 +83,7 @@ def test_the_most_specific_kind_wins_over_the_os_error_inside() -> None:
     # A DNS failure wraps an OSError, a refused connection a ConnectionRefusedError: the
     # connector error itself is looked at before what it carries.
     dns = aiohttp.ClientConnectorDNSError(KEY, ConnectionRefusedError(111, "odd resolver"))
-    assert classify_exception(dns) == faults.DNS
+    assert classify_exception(dns) == f"{faults.DNS} for origin.example"
     refused = aiohttp.ClientConnectorError(KEY, ConnectionRefusedError(111, "refused"))
     assert classify_exception(caused_by(refused)) == faults.CONNECTION_REFUSED
 

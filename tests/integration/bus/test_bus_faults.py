@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from telehealth_client.pubsub.bus import ConnectionStatus
+from telehealth_client.pubsub.bus import BusError, ConnectionStatus
+from telehealth_client.service_status import ServiceStatus
 from telehealth_devstack.relay import Relay
 from tests.support.bus import BusFactory, Inbox, StatusLog, subscribed
 from tests.support.logs import LogLines, attached
@@ -64,11 +65,25 @@ async def test_an_http_error_status_is_named(make_bus: BusFactory, relay: Relay,
     await statuses.wait_for(ConnectionStatus.CONNECTED, after=mark + 1)  # after the RECONNECTING
 
 
-async def test_a_name_that_does_not_resolve_is_a_dns_failure(make_bus: BusFactory, watch: LogLines) -> None:
+async def test_a_name_that_does_not_resolve_is_a_dns_failure_all_the_way_to_the_status(
+    make_bus: BusFactory, watch: LogLines
+) -> None:
     bus = make_bus("patient-abc123", origin="nonexistent.invalid")
+    statuses = StatusLog(bus)
+    service = ServiceStatus("nonexistent.invalid")
+    bus.add_retry_listener(service.bus_attempt)
     await bus.subscribe([CHANNEL], Inbox())
     line = await watch.wait_for(lambda line: "fault started" in line)
-    assert line == "bus connection fault started origin=nonexistent.invalid error=DNS lookup failed"
+    said = "DNS lookup failed for nonexistent.invalid"
+    assert line == f"bus connection fault started origin=nonexistent.invalid error={said}"
+    # The cause, not "network or server error": in the status, STATUS= and a request's error.
+    change = await statuses.wait_for(ConnectionStatus.RECONNECTING)
+    assert change.reason == said
+    (awaited,) = service.awaited()
+    assert awaited.startswith(f"waiting for PubNub origin nonexistent.invalid ({said}; attempt ")
+    with pytest.raises(BusError) as failed:
+        await bus.publish(CHANNEL, {"n": 1})
+    assert (str(failed.value), failed.value.retryable) == (f"publish: {said}", True)
 
 
 async def test_an_answer_too_slow_is_a_timeout(make_bus: BusFactory, relay: Relay, watch: LogLines) -> None:

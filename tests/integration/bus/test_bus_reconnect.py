@@ -49,7 +49,7 @@ async def test_a_dropped_network_catches_up_from_the_cursor_exactly_once(
 
     switch.unplug()
     outage = await statuses.wait_for(ConnectionStatus.RECONNECTING)
-    assert (outage.failures, outage.reason) == (1, "network or server error")
+    assert (outage.failures, outage.reason) == (1, "connection closed by the server")  # the cause, named
     for n in range(1, 6):
         await provider.publish(CHANNEL, {"n": n})
     refused = switch.refused
@@ -79,7 +79,7 @@ async def test_a_dropped_network_catches_up_from_the_cursor_exactly_once(
     assert said == [
         "bus status=connecting reason=None failures=0",
         "bus status=connected reason=None failures=0",
-        "bus status=reconnecting reason=network or server error failures=1",
+        "bus status=reconnecting reason=connection closed by the server failures=1",
         "bus status=connected reason=None failures=0",
     ]
 

@@ -13,6 +13,9 @@ import pytest
 
 from telehealth_client.agent import Agent
 from telehealth_client.config import load_settings
+from telehealth_client.doctor.clinic import check_clinic
+from telehealth_client.doctor.clock import check_clock
+from telehealth_client.doctor.origin import check_origin
 from telehealth_client.outbound import Outbound, Proxy
 from telehealth_client.preflight import signaling_round_trip
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
@@ -123,12 +126,11 @@ async def test_a_proxy_that_wants_credentials_gets_them_and_says_so_without(
         try:
             with pytest.raises(ClinicError) as error:
                 await refused.turn_credentials(NURSE)
-            assert error.value.reason == (
-                f"the proxy 127.0.0.1:{proxy.port}: proxy refused the tunnel"
-                " (HTTP 407: check proxy_authorization)"
-            )
+            refusal = f"the proxy 127.0.0.1:{proxy.port} refused proxy_authorization (HTTP 407)"
+            assert error.value.reason == refusal
+            assert error.value.retry_after == 60.0  # asked again only slowly (test_proxy_refusal.py)
             change = await _status_while_subscribing(bus, ConnectionStatus.RECONNECTING)
-            assert change.reason == "proxy refused the tunnel (HTTP 407)"
+            assert change.reason == "the proxy refused proxy_authorization (HTTP 407)"
             assert proxy.tunnels.items == []
             granted = await accepted.turn_credentials(NURSE)
             assert granted.urls
@@ -199,4 +201,54 @@ async def test_the_preflight_names_a_closed_proxy(
     assert not failed.ok
     assert failed.reason == (
         f"the PubNub origin {relay_front.origin}: proxy 127.0.0.1:{closed} unreachable (connection refused)"
+    )
+
+
+async def test_the_doctors_network_checks_take_the_agents_route(
+    stack: DevStack,
+    tmp_path: Path,
+    relay_front: TlsFront,
+    clinic_front: TlsFront,
+    proxy: ConnectProxy,
+    ca: ThrowawayCa,
+) -> None:
+    """``doctor`` checks what the agent will do: its origin, clinic and clock checks go through the
+    proxy and trust the bundle, and a closed proxy is named rather than the origin."""
+    environment = {
+        **stack.agent_environment(NURSE),
+        "TELEHEALTH_STATE_DIR": str(tmp_path / "nurse"),
+        "TELEHEALTH_ORIGIN": relay_front.origin,
+        "TELEHEALTH_SSL": "true",
+        "TELEHEALTH_CLINIC_URL": clinic_front.url,
+        "TELEHEALTH_HTTPS_PROXY": proxy.url,
+        "TELEHEALTH_CA_BUNDLE": str(ca.ca_file),
+    }
+    settings = load_settings(environ=environment)
+    origin, clinic, clock = await asyncio.gather(
+        check_origin(settings), check_clinic(settings), check_clock(settings)
+    )
+    assert (origin.status, clinic.status, clock.status) == ("pass", "pass", "pass"), (origin, clinic, clock)
+    # The origin check's own handshake and the clinic's and clock's requests: each a tunnel.
+    assert proxy.tunnels_to(relay_front.origin) >= 2
+    assert proxy.tunnels_to(clinic_front.origin) >= 2
+    assert set(proxy.tunnels.items) == {clinic_front.origin, relay_front.origin}
+
+    closed = load_settings(
+        environ={**environment, "TELEHEALTH_HTTPS_PROXY": f"http://127.0.0.1:{_closed_port()}"}
+    )
+    refused = await check_origin(closed)
+    assert refused.status == "fail"
+    assert "check https_proxy" in refused.summary, refused
+
+
+async def test_a_clinic_backend_name_that_does_not_resolve_is_named() -> None:
+    clinic = ClinicClient("http://nonexistent.invalid:8080", "not-needed-here")
+    try:
+        with pytest.raises(ClinicError) as error:
+            await clinic.turn_credentials(NURSE)
+    finally:
+        await clinic.aclose()
+    assert (error.value.reason, error.value.status) == (
+        "clinic backend unreachable: DNS lookup failed for nonexistent.invalid",
+        None,
     )

@@ -346,14 +346,14 @@ def test_on_a_fresh_install_it_names_what_is_left_to_fill_in(installed: Installe
     assert result.returncode == 1, result.stderr
     lines = by_check(result.stdout)
     settings, credentials = lines["settings"], lines["credentials"]
-    assert settings.startswith(f"FAIL  settings     {root / SETTINGS}: 4 settings left to fill in")
+    assert settings.startswith(f"FAIL  settings     {root / SETTINGS}: 3 settings left to fill in")
     for key, value in (
         ("user_id", "kiosk-unconfigured"),
         ("organization_id", "org-unconfigured"),
-        ("department_id", "dept-unconfigured"),
         ("clinic_url", "https://clinic.example.invalid"),
     ):
         assert f"- {key}: still the placeholder '{value}': set {key} in {root / SETTINGS}" in settings
+    assert "department_id" not in settings  # a kiosk's comes with each check-in: run needs none
     assert credentials.startswith(f"FAIL  credentials  4 problems ({root / CREDENTIALS})")
     for name in ("publish_key", "subscribe_key", "cipher_key", "device_credential"):
         assert f"- {name}: still the installer's placeholder: put " in credentials
@@ -405,7 +405,7 @@ async def test_the_origins_tls_certificate_is_verified() -> None:
         assert untrusted is not None
         assert untrusted.startswith(f"the TLS certificate of 127.0.0.1:{port} is not trusted (")
         assert untrusted.endswith(
-            "a proxy that inspects TLS needs its CA in this machine's trust store; otherwise check origin"
+            "a proxy that inspects TLS needs its CA in ca_bundle; otherwise check origin"
         )
         trusted = ssl.create_default_context(cafile=str(server.ca_file))
         assert await handshake("127.0.0.1", port, trusted, 10.0) is None

@@ -368,6 +368,8 @@ async def test_a_carts_sigterm_with_the_network_gone_exits_within_budget_and_kee
         "TELEHEALTH_MEDIA": "false",
     }
     cart = await Kiosk.start(env, http, kiosks)
+    # Its endpoint up (READY comes before it): a join during its start is refused as "starting".
+    await cart.process.next_line("agent started", within=WAIT)
     await cart.follow()
     kiosk = await agents.start(KIOSK)
     await record_consent(stack)

@@ -5,6 +5,7 @@ and the PubNub connection; STOPPING on SIGTERM, exit 0."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 from collections.abc import AsyncIterator
@@ -189,3 +190,40 @@ async def test_status_carries_the_consultation_its_call_and_pubsub(
         process.send_signal(signal.SIGTERM)
         code, _, err = await process.finish()
     assert code == 0, err
+
+
+def catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (the SigCgt mask of /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+async def handler_installed(pid: int, signum: int, within: float = 10.0) -> None:
+    """Once ``pid`` catches ``signum``: /proc is polled, since the event has no other sign."""
+    interval = 0.002
+    for _ in range(int(within / interval)):
+        if catches(pid, signum):
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError(f"process {pid} did not catch signal {signum} within {within} s")
+
+
+async def test_a_sigterm_while_the_agent_is_still_importing_stops_it_cleanly(
+    relay: Relay, tmp_path: Path, agents: Agents
+) -> None:
+    # The signal lands as soon as the process catches SIGTERM: the guard installed before the
+    # imports, a second or so before the event loop's handler (Python's default would exit 143).
+    notify_path = tmp_path / "notify.sock"
+    with notify_socket(notify_path) as notify:
+        process = await agents.run(cart_environment(relay, notify_path))
+        await handler_installed(process.process.pid, signal.SIGTERM)
+        process.send_signal(signal.SIGTERM)
+        stopping = await notified(notify, b"STOPPING=1", within=30.0)
+        code, out, err = await process.finish()
+        datagrams = pending(notify)
+    assert code == 0, err
+    # Caught a second before the agent could start (its imports take that long): never READY.
+    assert "signal=SIGTERM before the start: stopping" in out, out
+    assert not any("READY=1" in fields for fields in [*datagrams, [f.decode() for f in stopping]])

@@ -219,8 +219,14 @@ def test_a_venv_directory_of_an_earlier_installer_is_taken_over(
     (root / VENV).unlink()
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", root / VENV], check=True)
+    # Only the new environment is looked at: not this checkout's egg-info (the current directory) nor
+    # a PYTHONPATH, where pip would find the agent "already installed".
+    alone = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
     subprocess.run(
-        [*pip, "--python", root / VENV / "bin" / "python", "install", "--no-deps", product_wheel], check=True
+        [*pip, "--python", root / VENV / "bin" / "python", "install", "--no-deps", product_wheel],
+        check=True,
+        env=alone,
+        cwd=root,
     )
     assert agent_version(root) == A_AGENT
 
