@@ -72,8 +72,8 @@ STOP_TIMEOUT = float(dict(unit_settings())["TimeoutStopSec"].removesuffix("s"))
 # (the media children's close, the stores') on a busy machine. The steps' budgets one after another
 # (5 s and more before issue 24's one deadline) do not fit in it.
 LOCAL_SECONDS = 2.5
-# SIGTERM to exit beyond that: the interpreter's exit and a busy machine's scheduling (about 0.3 s
-# in all on a quiet machine, scripts/bench_agent.py --only-stop; seconds under a load average of 8).
+# SIGTERM to exit beyond that: the signal's handling and the exit on a busy machine (about 10 ms
+# on a quiet one, scripts/bench_agent.py --only-stop; seconds were seen under a load average of 8).
 SLACK_SECONDS = 5.0
 
 
