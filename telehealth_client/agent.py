@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import ssl
+import stat
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ from telehealth_client.consultation.session import SessionError
 from telehealth_client.consultation.start_policy import ONCE, Patience, StartPolicy
 from telehealth_client.consultation.state_file import StateFileError
 from telehealth_client.durability import Durable
+from telehealth_client.durable.files import make_private_directory
 from telehealth_client.durable.outbox import OutboxFileError
 from telehealth_client.emergency.desk import EmergencyDesk
 from telehealth_client.events import EventHub
@@ -58,18 +60,29 @@ class StateDirError(StartError):
     """The state directory cannot hold the consultation's state: names the path and the reason."""
 
 
-def ensure_writable_directory(directory: Path) -> None:
-    """Create ``directory`` (owner-only) if needed and prove a file can be written there."""
+def ensure_writable_directory(directory: Path, *, private_from: Path | None = None) -> None:
+    """Create ``directory`` (owner-only, with its missing parents) if needed and prove a file can be
+    written there. ``private_from``: that directory and those below it down to ``directory``, when
+    they exist already and are ours, are made owner-only too (a state directory made by hand with
+    the umask's 0755 would show consultation IDs to every local user)."""
     try:
-        # Each missing level owner-only too: mkdir(parents=True) gives the parents default modes.
-        for level in reversed([directory, *directory.parents]):
-            if not level.exists():
-                level.mkdir(mode=0o700, exist_ok=True)
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_directory(directory)
+        if private_from is not None:
+            for level in (directory, *directory.parents):
+                _make_owner_only(level)
+                if level == private_from:
+                    break
         probe = tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-")  # noqa: SIM115
         probe.close()
     except OSError as exc:
         raise StateDirError(f"state_dir: {directory}: cannot be written ({type(exc).__name__})") from None
+
+
+def _make_owner_only(directory: Path) -> None:
+    status = directory.stat()
+    if status.st_uid == os.getuid() and status.st_mode & 0o077:
+        directory.chmod(0o700)
+        log.warning("state_dir: %s was mode %o: made 0700", directory, stat.S_IMODE(status.st_mode))
 
 
 def bus_config(
@@ -265,7 +278,11 @@ class Agent:
                 ) from None
             self.api = LocalApi(self, api_token.get_secret_value())
         # An unusable state directory would only show at check-in, with a patient at the kiosk.
-        await asyncio.to_thread(ensure_writable_directory, self.settings.state_dir / CONSULTATION_STATE_DIR)
+        await asyncio.to_thread(
+            ensure_writable_directory,
+            self.settings.state_dir / CONSULTATION_STATE_DIR,
+            private_from=self.settings.state_dir,
+        )
         try:
             await self._outbound.prepare()
         except (OSError, ssl.SSLError) as exc:  # checked at load: changed on disk since

@@ -129,3 +129,17 @@ def test_every_level_of_a_new_state_directory_is_owner_only(tmp_path: Path) -> N
     for level in (tmp_path / "var", state_dir, state_dir / "consultation"):
         assert level.stat().st_mode & 0o777 == 0o700, level
     assert list((state_dir / "consultation").iterdir()) == []  # the write probe is gone
+
+
+def test_an_existing_state_directory_open_to_others_is_made_owner_only(tmp_path: Path) -> None:
+    """A state directory made by hand with the umask's 0755 would show consultation IDs to every
+    local user: the agent makes it (and its consultation directory) 0700; above it, nothing changes."""
+    above = tmp_path / "srv"
+    state_dir = above / "telehealth"
+    (state_dir / "consultation").mkdir(parents=True)
+    for level in (above, state_dir, state_dir / "consultation"):
+        level.chmod(0o755)
+    ensure_writable_directory(state_dir / "consultation", private_from=state_dir)
+    assert state_dir.stat().st_mode & 0o777 == 0o700
+    assert (state_dir / "consultation").stat().st_mode & 0o777 == 0o700
+    assert above.stat().st_mode & 0o777 == 0o755
