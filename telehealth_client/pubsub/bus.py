@@ -89,10 +89,12 @@ class BusError(Exception):
 
 
 class AccessDeniedError(BusError):
-    """Access Manager refused the request (HTTP 403)."""
+    """Access Manager refused the request (HTTP 403). ``token_generation``: which of the bus's tokens
+    the request carried (``Bus.token_generation`` when it was sent), when the bus knows."""
 
-    def __init__(self, operation: str) -> None:
+    def __init__(self, operation: str, token_generation: int | None = None) -> None:
         super().__init__(operation, "access denied by Access Manager", status_code=403, retryable=False)
+        self.token_generation = token_generation
 
 
 MessageHandler = Callable[[Envelope], Awaitable[None] | None]
@@ -162,6 +164,11 @@ class Bus(Protocol):
     async def set_user_metadata(self, user_id: str, custom: Mapping[str, Any]) -> None: ...
 
     def set_token(self, token: str | None) -> None: ...
+
+    @property
+    def token_generation(self) -> int:
+        """How many times ``set_token`` was called: a refusal of an older one is not this token's."""
+        ...
 
     def add_status_listener(self, listener: StatusHandler) -> Callable[[], None]: ...
 

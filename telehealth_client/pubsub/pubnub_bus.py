@@ -285,6 +285,7 @@ class PubNubBus:
         self._heartbeat_now = asyncio.Event()
         self._faults = FaultReporter(config.origin, repeat_seconds=config.fault_log_interval_seconds)
         self._token_changed = False
+        self._token_generation = 0  # set_token's count: which token a refused publish carried
         self._closed = False
 
     # -- state ---------------------------------------------------------------------------------
@@ -345,8 +346,13 @@ class PubNubBus:
             except Exception as exc:
                 log.error("bus status listener failed error=%s", describe_exception(exc))
 
+    @property
+    def token_generation(self) -> int:
+        return self._token_generation
+
     def set_token(self, token: str | None) -> None:
         self._pubnub.set_token(token)
+        self._token_generation += 1
         # The next poll's refusal, if any, is about this token: it is announced even when the
         # status already says access-denied (the token keeper waits for that verdict).
         self._token_changed = True
@@ -372,9 +378,14 @@ class PubNubBus:
         request = self._pubnub.publish().channel(channel).message(message).should_store(store).use_post(True)
         if meta is not None:
             request = request.meta(dict(meta))
+        generation = self._token_generation
         envelope = await _sdk_call(request)
         if envelope.is_error():
-            raise _failure("publish", envelope)
+            error = _failure("publish", envelope)
+            if isinstance(error, AccessDeniedError):
+                # A refresh may have put a newer token on the bus while this publish was in flight.
+                error.token_generation = generation
+            raise error
         return PublishResult(timetoken=int(envelope.result.timetoken))
 
     async def history(self, channel: str, *, since: int | None = None, limit: int = 100) -> list[Envelope]:

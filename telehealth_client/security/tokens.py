@@ -366,6 +366,15 @@ class TokenKeeper:
         """
         if self._closed or self._task is None:
             return False
+        if error.token_generation is not None and error.token_generation < self._bus.token_generation:
+            # Sent with a token that a refresh has replaced since (its 403 came back after the
+            # refresh): not a verdict on the current token, which the caller should try.
+            log.info(
+                "token denied by the bus user=%s operation=%s token=replaced since",
+                self._request.user_id,
+                error.operation,
+            )
+            return True
         log.info("token denied by the bus user=%s operation=%s", self._request.user_id, error.operation)
         waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._denial_waiters.append(waiter)

@@ -51,3 +51,27 @@ async def test_a_refusal_reported_during_the_refresh_is_answered_by_the_new_toke
     assert "access-denied" not in events.kinds()
     assert source.requests == 3  # the start, one refresh for both refusals, the scheduled one
     await bus.publish(CONSULTATION, {"n": 1})  # the refreshed token works
+
+
+async def test_a_refusal_of_the_old_token_that_comes_back_after_the_refresh_is_not_a_verdict(
+    make_bus: BusFactory, make_keeper: KeeperFactory, kiosk: RecordingSource
+) -> None:
+    """A publish in flight when a 403 elsewhere got the token refreshed comes back refused after the
+    refresh: that refusal was of the replaced token (the soak saw a consultation cancelled by it), so
+    its caller is told to try again with the new one instead of hearing "still refused"."""
+    bus = make_bus("patient-1")
+    keeper, events = make_keeper(bus, source=kiosk)
+    await keeper.start()
+    sent_with = bus.token_generation
+    first = await keeper.handle_access_denied(AccessDeniedError("publish", token_generation=sent_with))
+    assert first is True  # refreshed: a newer token is on the bus
+    assert bus.token_generation > sent_with
+    late = await keeper.handle_access_denied(AccessDeniedError("publish", token_generation=sent_with))
+    assert late is True
+    assert "access-denied" not in events.kinds()
+    # A refusal of the new token itself is still judged as before: still refused after a refresh.
+    current = await keeper.handle_access_denied(
+        AccessDeniedError("publish", token_generation=bus.token_generation)
+    )
+    assert current is False
+    await events.wait_kind("access-denied")
