@@ -6,7 +6,8 @@ a real TCP path, not a fake: the bus, the SDK and the relay see real connection 
 the tests and the benchmarks that take a client's network away.
 
 Public API: ``CuttableLink(target_origin)``: ``await start()`` / ``await aclose()`` or ``async
-with``; ``origin`` (for the client's ``BusConfig.origin``), ``cut()``, ``restore()``.
+with``; ``origin`` (for the client's ``BusConfig.origin``), ``cut()``, ``restore()``. ``splice(a, b)``
+pipes the bytes of two connections both ways until either ends (the test proxies use it too).
 """
 
 from __future__ import annotations
@@ -85,18 +86,26 @@ class CuttableLink:
         assert task is not None
         self._tasks.add(task)
         try:
-            await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer))
+            await splice((reader, writer), (upstream_reader, upstream_writer))
         finally:
             self._tasks.discard(task)
             for end in (writer, upstream_writer):
                 self._writers.discard(end)
                 end.transport.abort()
 
-    @staticmethod
-    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await source.read(65536):
-                sink.write(data)
-                await sink.drain()
-        # One side ended: end the other, or a half-open pair would hold the link.
-        sink.transport.abort()
+
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def splice(one: Connection, other: Connection) -> None:
+    """Pipe bytes both ways, untouched, until either side ends; then both are ended."""
+    await asyncio.gather(_pipe(one[0], other[1]), _pipe(other[0], one[1]))
+
+
+async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError, OSError):
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+    # One side ended: end the other, or a half-open pair would hold the link.
+    sink.transport.abort()

@@ -15,34 +15,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-from types import TracebackType
-from typing import Self
 
+from telehealth_devstack.network import splice
+from tests.support.loopback_server import LoopbackServer
 from tests.support.recorder import Recorder
 
 MAX_HEADER_BYTES = 16 * 1024
 
 
-class ConnectProxy:
+class ConnectProxy(LoopbackServer):
     def __init__(self, *, authorization: str | None = None) -> None:
         self._expected = (
             None
             if authorization is None
             else "Basic " + base64.b64encode(authorization.encode("utf-8")).decode("ascii")
         )
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
+        super().__init__()
         self.tunnels = Recorder()
         self.refused = Recorder()
         self.headers: list[dict[str, str]] = []
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
 
     @property
     def url(self) -> str:
@@ -50,38 +41,6 @@ class ConnectProxy:
 
     def tunnels_to(self, target: str) -> int:
         return sum(1 for opened in self.tunnels.items if opened == target)
-
-    async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-        await self._server.wait_closed()
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
-        try:
-            await self._serve(reader, writer)
-        except (ConnectionError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            self._tasks.discard(task)
-            self._writers.discard(writer)
-            writer.transport.abort()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -115,21 +74,8 @@ class ConnectProxy:
             writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
             await writer.drain()
             return
-        self._writers.add(upstream_writer)
-        try:
+        with self._held(upstream_writer):
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             await writer.drain()
             self.tunnels.add(target)
-            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
-        finally:
-            self._writers.discard(upstream_writer)
-            upstream_writer.transport.abort()
-
-
-async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError, OSError):
-        while data := await source.read(65536):
-            sink.write(data)
-            await sink.drain()
-    # One side ended: end the other, or a half-open tunnel would hold the connection.
-    sink.transport.abort()
+            await splice((reader, writer), (upstream_reader, upstream_writer))

@@ -12,19 +12,19 @@ certificate chain: a client that does not trust the CA fails its handshake.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import ipaddress
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from telehealth_devstack.network import splice
+from tests.support.loopback_server import LoopbackServer
 
 
 @dataclass(frozen=True)
@@ -92,19 +92,11 @@ def _builder(
     )
 
 
-class TlsFront:
+class TlsFront(LoopbackServer):
     def __init__(self, target_port: int, ca: ThrowawayCa) -> None:
+        super().__init__()
         self._target_port = target_port
         self._ca = ca
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
 
     @property
     def origin(self) -> str:
@@ -114,50 +106,10 @@ class TlsFront:
     def url(self) -> str:
         return f"https://{self.origin}"
 
-    async def __aenter__(self) -> Self:
-        context = await asyncio.to_thread(self._ca.server_context)
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=context)
-        return self
+    async def _ssl_context(self) -> ssl.SSLContext:
+        return await asyncio.to_thread(self._ca.server_context)
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-        await self._server.wait_closed()
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self._target_port)
-        except OSError:
-            writer.transport.abort()
-            self._tasks.discard(task)
-            self._writers.discard(writer)
-            return
-        self._writers.add(upstream_writer)
-        try:
-            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
-        finally:
-            self._tasks.discard(task)
-            for end in (writer, upstream_writer):
-                self._writers.discard(end)
-                end.transport.abort()
-
-
-async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError, OSError):
-        while data := await source.read(65536):
-            sink.write(data)
-            await sink.drain()
-    sink.transport.abort()
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self._target_port)
+        with self._held(upstream_writer):
+            await splice((reader, writer), (upstream_reader, upstream_writer))
