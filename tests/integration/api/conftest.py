@@ -5,34 +5,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
-import aiohttp
 import pytest
 
 from telehealth_devstack.stack import DevStack
+from tests.support import api_fixtures
 from tests.support.api import KIOSK, PROVIDER, SPECIALIST, WAIT, Agents, RunningAgent
+
+# The shared fixtures, bound here so that pytest finds them.
+http = api_fixtures.http
+agents = api_fixtures.agents
 
 
 @pytest.fixture
 async def stack() -> AsyncIterator[DevStack]:
     async with DevStack(providers=(PROVIDER, SPECIALIST), kiosks=(KIOSK,)) as running:
         yield running
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT)) as session:
-        yield session
-
-
-@pytest.fixture
-async def agents(stack: DevStack, tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator[Agents]:
-    started = Agents(stack, tmp_path, http)
-    try:
-        yield started
-    finally:
-        await started.aclose()
 
 
 @pytest.fixture

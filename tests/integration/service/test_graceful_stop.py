@@ -45,6 +45,7 @@ from telehealth_client.protocol.messages import ConsultationState
 from telehealth_client.stop_budgets import WORST_CASE_SECONDS
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack
+from tests.support import api_fixtures
 from tests.support.api import (
     CHECK_IN,
     CONSULTATION,
@@ -62,6 +63,10 @@ from tests.support.recorder import Recorder
 from tests.support.service import unit_settings
 
 pytestmark = pytest.mark.integration
+
+# The shared fixtures, bound here so that pytest finds them.
+http = api_fixtures.http
+agents = api_fixtures.agents
 
 MEDIA_WAIT = 60.0  # media children start (aiortc's import) on a shared 2-core machine
 WAIT = 30.0
@@ -84,21 +89,6 @@ async def stack() -> AsyncIterator[DevStack]:
             yield running
         finally:
             running.relay.resume()  # a test that failed with PubNub held: the peer's close needs it
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT)) as session:
-        yield session
-
-
-@pytest.fixture
-async def agents(stack: DevStack, tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator[Agents]:
-    started = Agents(stack, tmp_path, http)
-    try:
-        yield started
-    finally:
-        await started.aclose()
 
 
 @pytest.fixture
