@@ -4,15 +4,18 @@ its ``NOTIFY_SOCKET`` (``tests.support.cli.notify_socket``), and what a test nee
 ``await status_containing(sock, fragment, within)``: the first ``STATUS=`` value holding
 ``fragment`` from now on; ``pending(sock)``: every datagram already queued, as field lists;
 ``free_port()``: a loopback TCP port nothing listens on now; ``Agents``: the run processes a test
-started, each killed at its end if still running.
+started, each killed at its end if still running; ``waiting_environment(...)``: the settings of an
+agent whose clinic is at a port of the test's choosing (down until the test listens there).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 
-from tests.support.cli import AGENT, Process
+from telehealth_devstack.stack import DevStack
+from tests.support.cli import AGENT, Process, clean_environment
 
 
 async def status_containing(sock: socket.socket, fragment: str, within: float = 30.0) -> str:
@@ -58,3 +61,22 @@ class Agents:
     async def aclose(self) -> None:
         for process in self._started:
             await process.kill()
+
+
+def waiting_environment(
+    stack: DevStack, user: str, *, clinic_port: int, api_port: int, api_token: str, notify: Path
+) -> dict[str, str]:
+    """``user``'s settings on ``stack`` with its clinic at ``clinic_port`` and its API on
+    ``api_port``, media off, retries at most a second apart (a test waits for them), and systemd's
+    ``NOTIFY_SOCKET`` at ``notify``."""
+    return clean_environment(
+        {
+            **stack.agent_environment(user),
+            "TELEHEALTH_CLINIC_URL": f"http://127.0.0.1:{clinic_port}",
+            "TELEHEALTH_API_TOKEN": api_token,
+            "TELEHEALTH_API_PORT": str(api_port),
+            "TELEHEALTH_MEDIA": "false",
+            "TELEHEALTH_RECONNECT_MAX_SECONDS": "1",
+            "NOTIFY_SOCKET": str(notify),
+        }
+    )

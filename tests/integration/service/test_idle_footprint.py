@@ -10,7 +10,6 @@ built)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -34,13 +33,6 @@ NOT_AT_IDLE = {
     "PyCryptodome": "/Cryptodome/",  # the PubNub SDK's crypto: the bus is not used while idle
 }
 ALWAYS = {"pydantic": "/pydantic_core/", "aiohttp": "/aiohttp/"}  # what proves the maps were read
-
-
-@pytest.fixture
-async def agents() -> AsyncIterator[Agents]:
-    started = Agents()
-    yield started
-    await started.aclose()
 
 
 def mapped(pid: int, libraries: dict[str, str]) -> set[str]:

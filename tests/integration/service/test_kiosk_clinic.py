@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -25,10 +24,10 @@ from telehealth_client.audit.trail import AuditTrail, ChainKeys, verify_chain
 from telehealth_client.security.clinic_client import ClinicClient
 from telehealth_devstack.stack import DevStack
 from tests.integration.service.test_start_as_service import ClinicFront
-from tests.support.api import KIOSK, PROVIDER
+from tests.support.api import KIOSK
 from tests.support.audit import kiosk_event, sink_events
-from tests.support.cli import Process, clean_environment, notified, notify_socket
-from tests.support.notify import Agents, free_port, status_containing
+from tests.support.cli import Process, notified, notify_socket
+from tests.support.notify import Agents, free_port, status_containing, waiting_environment
 
 pytestmark = pytest.mark.integration
 
@@ -36,19 +35,6 @@ API_TOKEN = "kiosk-clinic-api-token"
 STOP_BOUND_SECONDS = 10.0
 COME_BACK_SECONDS = 60.0
 WHAT = "for the audit trail (the sink's head)"
-
-
-@pytest.fixture
-async def agents() -> AsyncIterator[Agents]:
-    started = Agents()
-    yield started
-    await started.aclose()
-
-
-@pytest.fixture
-async def kiosk_stack() -> AsyncIterator[DevStack]:
-    async with DevStack(providers=(PROVIDER,), kiosks=(KIOSK,)) as running:
-        yield running
 
 
 class CountingFront(ClinicFront):
@@ -66,16 +52,8 @@ class CountingFront(ClinicFront):
 
 
 def kiosk_environment(stack: DevStack, clinic_port: int, api_port: int, notify: Path) -> dict[str, str]:
-    return clean_environment(
-        {
-            **stack.agent_environment(KIOSK),
-            "TELEHEALTH_CLINIC_URL": f"http://127.0.0.1:{clinic_port}",
-            "TELEHEALTH_API_TOKEN": API_TOKEN,
-            "TELEHEALTH_API_PORT": str(api_port),
-            "TELEHEALTH_MEDIA": "false",
-            "TELEHEALTH_RECONNECT_MAX_SECONDS": "1",
-            "NOTIFY_SOCKET": str(notify),
-        }
+    return waiting_environment(
+        stack, KIOSK, clinic_port=clinic_port, api_port=api_port, api_token=API_TOKEN, notify=notify
     )
 
 

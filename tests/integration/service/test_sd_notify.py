@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -17,7 +16,7 @@ import pytest
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.stack import DevStack
 from tests.support import bus as bus_support
-from tests.support.api import CHECK_IN, KIOSK, PROVIDER, record_consent
+from tests.support.api import CHECK_IN, KIOSK, record_consent
 from tests.support.cli import clean_environment, notified, notify_socket
 from tests.support.notify import Agents, free_port, pending, status_containing
 
@@ -25,13 +24,6 @@ pytestmark = pytest.mark.integration
 
 API_TOKEN = "notify-api-token"
 CIPHER_KEY = "notify-cipher-key-never-printed"
-
-
-@pytest.fixture
-async def agents() -> AsyncIterator[Agents]:
-    started = Agents()
-    yield started
-    await started.aclose()
 
 
 def cart_environment(relay: Relay, notify_path: Path, **extra: str) -> dict[str, str]:
@@ -153,12 +145,6 @@ async def test_the_installers_placeholder_secret_is_named_as_such(tmp_path: Path
     assert f"device_credential (credential {placeholder}): is still the installer's placeholder" in err
     assert "line break" not in err
     assert datagrams == []
-
-
-@pytest.fixture
-async def kiosk_stack() -> AsyncIterator[DevStack]:
-    async with DevStack(providers=(PROVIDER,), kiosks=(KIOSK,)) as stack:
-        yield stack
 
 
 async def test_status_carries_the_consultation_its_call_and_pubsub(

@@ -22,9 +22,9 @@ from aiohttp import web
 from telehealth_devstack.relay import Relay
 from telehealth_devstack.stack import DevStack
 from tests.support import bus as bus_support
-from tests.support.api import CHECK_IN, KIOSK, PROVIDER, record_consent
+from tests.support.api import CHECK_IN, KIOSK, record_consent
 from tests.support.cli import Process, clean_environment, notified, notify_socket
-from tests.support.notify import Agents, free_port, pending, status_containing
+from tests.support.notify import Agents, free_port, pending, status_containing, waiting_environment
 
 pytestmark = pytest.mark.integration
 
@@ -36,13 +36,6 @@ API_TOKEN = "service-api-token"
 STOP_BOUND_SECONDS = 10.0
 # Generous: the agent retries at most a second apart here, on a machine shared with other tests.
 COME_BACK_SECONDS = 60.0
-
-
-@pytest.fixture
-async def agents() -> AsyncIterator[Agents]:
-    started = Agents()
-    yield started
-    await started.aclose()
 
 
 @pytest.fixture
@@ -153,16 +146,8 @@ async def test_a_clinic_down_at_start_is_waited_for_and_the_api_says_so(
     clinic_port, api_port = free_port(), free_port()
     notify_path = tmp_path / "notify.sock"
     with notify_socket(notify_path) as notify:
-        environment = clean_environment(
-            {
-                **stack.agent_environment(user),
-                "TELEHEALTH_CLINIC_URL": f"http://127.0.0.1:{clinic_port}",
-                "TELEHEALTH_API_TOKEN": API_TOKEN,
-                "TELEHEALTH_API_PORT": str(api_port),
-                "TELEHEALTH_MEDIA": "false",
-                "TELEHEALTH_RECONNECT_MAX_SECONDS": "1",
-                "NOTIFY_SOCKET": str(notify_path),
-            }
+        environment = waiting_environment(
+            stack, user, clinic_port=clinic_port, api_port=api_port, api_token=API_TOKEN, notify=notify_path
         )
         process = await agents.run(environment)
         await notified(notify, b"READY=1", within=30.0)
@@ -282,28 +267,19 @@ async def test_a_sigterm_during_the_start_itself_exits_0_at_once_never_ready(
     assert "local api listening" not in written
 
 
-@pytest.fixture
-async def kiosk_stack() -> AsyncIterator[DevStack]:
-    async with DevStack(providers=(PROVIDER,), kiosks=(KIOSK,)) as running:
-        yield running
-
-
 async def test_a_kiosk_resumes_its_saved_consultation_once_the_clinic_answers(
     kiosk_stack: DevStack, tmp_path: Path, agents: Agents
 ) -> None:
     assert kiosk_stack.clinic is not None
     clinic_port, api_port = free_port(), free_port()
     notify_path = tmp_path / "notify.sock"
-    environment = clean_environment(
-        {
-            **kiosk_stack.agent_environment(KIOSK),
-            "TELEHEALTH_CLINIC_URL": f"http://127.0.0.1:{clinic_port}",
-            "TELEHEALTH_API_TOKEN": API_TOKEN,
-            "TELEHEALTH_API_PORT": str(api_port),
-            "TELEHEALTH_MEDIA": "false",
-            "TELEHEALTH_RECONNECT_MAX_SECONDS": "1",
-            "NOTIFY_SOCKET": str(notify_path),
-        }
+    environment = waiting_environment(
+        kiosk_stack,
+        KIOSK,
+        clinic_port=clinic_port,
+        api_port=api_port,
+        api_token=API_TOKEN,
+        notify=notify_path,
     )
     with notify_socket(notify_path) as notify:
         async with ClinicFront(kiosk_stack.clinic.url, clinic_port):
