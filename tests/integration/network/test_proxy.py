@@ -6,7 +6,6 @@ direct."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,14 @@ from telehealth_client.doctor.origin import check_origin
 from telehealth_client.outbound import Outbound, Proxy
 from telehealth_client.preflight import signaling_round_trip
 from telehealth_client.pubsub.bus import ConnectionStatus, Envelope, StatusChange
-from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
+from telehealth_client.pubsub.pubnub_bus import PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient, ClinicError
 from telehealth_devstack.stack import DevStack
 from tests.support.connect_proxy import ConnectProxy
 from tests.support.consultation import DEPARTMENT, NURSE, PROVIDER, WAIT, Parts
 from tests.support.logs import LogLines
+from tests.support.notify import free_port
+from tests.support.proxied_bus import proxied_bus
 from tests.support.recorder import Recorder
 from tests.support.tls_front import ThrowawayCa, TlsFront
 
@@ -33,29 +34,24 @@ pytestmark = pytest.mark.integration
 PROXY_CREDENTIALS = "nurse-cart-7:pa:ss word"  # a colon and a space in the password, as they come
 
 
-def _closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
-def _bus(stack: DevStack, origin: str, outbound: Outbound, *, ssl: bool = True) -> PubNubBus:
-    return PubNubBus(
-        BusConfig(
-            user_id=NURSE,
-            subscribe_key=stack.keys.subscribe_key,
-            publish_key=stack.keys.publish_key,
-            origin=origin,
-            ssl=ssl,
-            cipher_key=stack.keys.cipher_key,
-            reconnect_min_seconds=0.05,
-            reconnect_max_seconds=0.5,
-            request_timeout_seconds=5.0,
-            outbound=outbound,
-        )
-    )
+def _nurse_environment(
+    stack: DevStack,
+    tmp_path: Path,
+    relay_front: TlsFront,
+    clinic_front: TlsFront,
+    proxy: ConnectProxy,
+    ca: ThrowawayCa,
+) -> dict[str, str]:
+    """The nurse's settings with both the relay and the clinic behind TLS, reached through ``proxy``."""
+    return {
+        **stack.agent_environment(NURSE),
+        "TELEHEALTH_STATE_DIR": str(tmp_path / "nurse"),
+        "TELEHEALTH_ORIGIN": relay_front.origin,
+        "TELEHEALTH_SSL": "true",
+        "TELEHEALTH_CLINIC_URL": clinic_front.url,
+        "TELEHEALTH_HTTPS_PROXY": proxy.url,
+        "TELEHEALTH_CA_BUNDLE": str(ca.ca_file),
+    }
 
 
 async def _status_while_subscribing(bus: PubNubBus, wanted: ConnectionStatus) -> StatusChange:
@@ -76,15 +72,7 @@ async def test_an_agent_reaches_pubnub_and_the_clinic_only_through_the_proxy(
     proxy: ConnectProxy,
     ca: ThrowawayCa,
 ) -> None:
-    environment = {
-        **parts.stack.agent_environment(NURSE),
-        "TELEHEALTH_STATE_DIR": str(tmp_path / "nurse"),
-        "TELEHEALTH_ORIGIN": relay_front.origin,
-        "TELEHEALTH_SSL": "true",
-        "TELEHEALTH_CLINIC_URL": clinic_front.url,
-        "TELEHEALTH_HTTPS_PROXY": proxy.url,
-        "TELEHEALTH_CA_BUNDLE": str(ca.ca_file),
-    }
+    environment = _nurse_environment(parts.stack, tmp_path, relay_front, clinic_front, proxy, ca)
     agent = Agent(load_settings(environ=environment))
     received: asyncio.Queue[Envelope] = asyncio.Queue()
     agent.notification_listeners.append(received.put)
@@ -121,8 +109,8 @@ async def test_a_proxy_that_wants_credentials_gets_them_and_says_so_without(
         credential = stack.users[NURSE].credential
         refused = ClinicClient(clinic_front.url, credential, outbound=without)
         accepted = ClinicClient(clinic_front.url, credential, outbound=with_credentials)
-        bus = _bus(stack, relay_front.origin, without)
-        admitted = _bus(stack, relay_front.origin, with_credentials)
+        bus = proxied_bus(stack, relay_front.origin, without)
+        admitted = proxied_bus(stack, relay_front.origin, with_credentials)
         try:
             with pytest.raises(ClinicError) as error:
                 await refused.turn_credentials(NURSE)
@@ -145,10 +133,10 @@ async def test_a_proxy_that_wants_credentials_gets_them_and_says_so_without(
 async def test_a_closed_proxy_port_is_named_by_the_clinic_client_and_the_bus(
     stack: DevStack, relay_front: TlsFront, clinic_front: TlsFront, ca: ThrowawayCa, log_lines: LogLines
 ) -> None:
-    port = _closed_port()
+    port = free_port()
     outbound = Outbound(Proxy("127.0.0.1", port), ca_bundle=ca.ca_file)
     clinic = ClinicClient(clinic_front.url, stack.users[NURSE].credential, outbound=outbound)
-    bus = _bus(stack, relay_front.origin, outbound)
+    bus = proxied_bus(stack, relay_front.origin, outbound)
     try:
         with pytest.raises(ClinicError) as error:
             await clinic.turn_credentials(NURSE)
@@ -194,7 +182,7 @@ async def test_the_preflight_names_a_closed_proxy(
         load_settings(environ={**environment, "TELEHEALTH_HTTPS_PROXY": proxy.url})
     )
     assert through_proxy.ok and proxy.tunnels.items == [relay_front.origin]
-    closed = _closed_port()
+    closed = free_port()
     failed = await signaling_round_trip(
         load_settings(environ={**environment, "TELEHEALTH_HTTPS_PROXY": f"http://127.0.0.1:{closed}"})
     )
@@ -214,15 +202,7 @@ async def test_the_doctors_network_checks_take_the_agents_route(
 ) -> None:
     """``doctor`` checks what the agent will do: its origin, clinic and clock checks go through the
     proxy and trust the bundle, and a closed proxy is named rather than the origin."""
-    environment = {
-        **stack.agent_environment(NURSE),
-        "TELEHEALTH_STATE_DIR": str(tmp_path / "nurse"),
-        "TELEHEALTH_ORIGIN": relay_front.origin,
-        "TELEHEALTH_SSL": "true",
-        "TELEHEALTH_CLINIC_URL": clinic_front.url,
-        "TELEHEALTH_HTTPS_PROXY": proxy.url,
-        "TELEHEALTH_CA_BUNDLE": str(ca.ca_file),
-    }
+    environment = _nurse_environment(stack, tmp_path, relay_front, clinic_front, proxy, ca)
     settings = load_settings(environ=environment)
     origin, clinic, clock = await asyncio.gather(
         check_origin(settings), check_clinic(settings), check_clock(settings)
@@ -234,7 +214,7 @@ async def test_the_doctors_network_checks_take_the_agents_route(
     assert set(proxy.tunnels.items) == {clinic_front.origin, relay_front.origin}
 
     closed = load_settings(
-        environ={**environment, "TELEHEALTH_HTTPS_PROXY": f"http://127.0.0.1:{_closed_port()}"}
+        environ={**environment, "TELEHEALTH_HTTPS_PROXY": f"http://127.0.0.1:{free_port()}"}
     )
     refused = await check_origin(closed)
     assert refused.status == "fail"

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from telehealth_client.consultation.start_policy import Patience
 from telehealth_client.outbound import Outbound, Proxy
 from telehealth_client.pubsub.bus import ConnectionStatus, StatusChange
-from telehealth_client.pubsub.pubnub_bus import BusConfig, PubNubBus
 from telehealth_client.security.clinic_client import ClinicClient
 from telehealth_client.service_status import ServiceStatus
 from telehealth_client.tunnel import TunnelError, open_tunnel
 from telehealth_devstack.stack import DevStack
 from tests.support.connect_proxy import ConnectProxy
 from tests.support.consultation import NURSE, WAIT
+from tests.support.proxied_bus import proxied_bus
 from tests.support.recorder import Recorder
 from tests.support.tls_front import ThrowawayCa, TlsFront
 
@@ -32,29 +33,29 @@ REFUSED = f"nurse-cart-7:{WRONG_PASSWORD}"
 SAID = "the proxy refused proxy_authorization (HTTP 407)"
 
 
-def _bus(stack: DevStack, origin: str, outbound: Outbound, **overrides: float) -> PubNubBus:
-    return PubNubBus(
-        BusConfig(
-            user_id=NURSE,
-            subscribe_key=stack.keys.subscribe_key,
-            publish_key=stack.keys.publish_key,
-            origin=origin,
-            cipher_key=stack.keys.cipher_key,
-            # The back-off of any other fault: several attempts a second.
-            reconnect_min_seconds=0.05,
-            reconnect_max_seconds=0.5,
-            request_timeout_seconds=5.0,
-            outbound=outbound,
-            **overrides,
-        )
-    )
+async def _first_wait(
+    proxy: ConnectProxy, what: str, call: Callable[[], Awaitable[object]], *, origin: str, clinic_url: str
+) -> str:
+    """What the start's ``Patience`` says it waits for at its first failed attempt at ``call``, once
+    ``proxy`` refused one CONNECT: the step is still waiting then (cancelled here)."""
+    said = Recorder()
+    patience = Patience(said, origin=origin, clinic_url=clinic_url)
+    step = asyncio.create_task(patience.attempt(what, call))
+    try:
+        (waiting,) = await said.wait_for(lambda text: text is not None)
+        assert len(proxy.refused.items) == 1
+        assert not step.done()
+        return waiting
+    finally:
+        step.cancel()
+        await asyncio.gather(step, return_exceptions=True)
 
 
 async def test_the_bus_asks_a_refusing_proxy_again_only_after_a_minute_and_the_status_says_why(
     stack: DevStack, relay_front: TlsFront, ca: ThrowawayCa
 ) -> None:
     async with ConnectProxy(authorization=ACCEPTED) as proxy:
-        bus = _bus(
+        bus = proxied_bus(
             stack, relay_front.origin, Outbound(Proxy("127.0.0.1", proxy.port, REFUSED), ca_bundle=ca.ca_file)
         )
         attempts = Recorder()
@@ -89,7 +90,7 @@ async def test_the_bus_keeps_asking_a_refusing_proxy_at_its_slow_pace(
     loop = asyncio.get_running_loop()
     async with ConnectProxy(authorization=ACCEPTED) as proxy:
         outbound = Outbound(Proxy("127.0.0.1", proxy.port, REFUSED), ca_bundle=ca.ca_file)
-        bus = _bus(
+        bus = proxied_bus(
             stack, relay_front.origin, outbound, proxy_refused_retry_seconds=1.0, presence_timeout_seconds=12
         )
         attempts = Recorder()
@@ -116,23 +117,20 @@ async def test_the_starts_clinic_retries_wait_a_minute_after_the_proxy_refused(
     async with ConnectProxy(authorization=ACCEPTED) as proxy:
         outbound = Outbound(Proxy("127.0.0.1", proxy.port, REFUSED), ca_bundle=ca.ca_file)
         clinic = ClinicClient(clinic_front.url, stack.users[NURSE].credential, outbound=outbound)
-        said = Recorder()
-        patience = Patience(said, origin="unused.example", clinic_url=clinic_front.url)
-        step = asyncio.create_task(
-            patience.attempt("the TURN credentials", lambda: clinic.turn_credentials(NURSE))
-        )
         try:
-            (waiting,) = await said.wait_for(lambda text: text is not None)
-            assert waiting == (
-                f"waiting for the clinic backend {clinic_front.url} for the TURN credentials (the proxy"
-                f" 127.0.0.1:{proxy.port} refused proxy_authorization (HTTP 407); attempt 1, next in 60.0 s)"
+            waiting = await _first_wait(
+                proxy,
+                "the TURN credentials",
+                lambda: clinic.turn_credentials(NURSE),
+                origin="unused.example",
+                clinic_url=clinic_front.url,
             )
-            assert len(proxy.refused.items) == 1
-            assert not step.done()
         finally:
-            step.cancel()
-            await asyncio.gather(step, return_exceptions=True)
             await clinic.aclose()
+        assert waiting == (
+            f"waiting for the clinic backend {clinic_front.url} for the TURN credentials (the proxy"
+            f" 127.0.0.1:{proxy.port} refused proxy_authorization (HTTP 407); attempt 1, next in 60.0 s)"
+        )
         assert WRONG_PASSWORD not in waiting
 
 
@@ -140,26 +138,23 @@ async def test_the_starts_bus_requests_wait_a_minute_after_the_proxy_refused(
     stack: DevStack, relay_front: TlsFront, ca: ThrowawayCa
 ) -> None:
     async with ConnectProxy(authorization=ACCEPTED) as proxy:
-        bus = _bus(
+        bus = proxied_bus(
             stack, relay_front.origin, Outbound(Proxy("127.0.0.1", proxy.port, REFUSED), ca_bundle=ca.ca_file)
         )
-        said = Recorder()
-        patience = Patience(said, origin=relay_front.origin, clinic_url="https://unused.example")
-        step = asyncio.create_task(
-            patience.attempt("the waiting room's history", lambda: bus.history(f"notification.{NURSE}"))
-        )
         try:
-            (waiting,) = await said.wait_for(lambda text: text is not None)
-            assert waiting == (
-                f"waiting for PubNub origin {relay_front.origin} for the waiting room's history"
-                f" ({SAID}; attempt 1, next in 60.0 s)"
+            waiting = await _first_wait(
+                proxy,
+                "the waiting room's history",
+                lambda: bus.history(f"notification.{NURSE}"),
+                origin=relay_front.origin,
+                clinic_url="https://unused.example",
             )
-            assert len(proxy.refused.items) == 1
-            assert not step.done()
         finally:
-            step.cancel()
-            await asyncio.gather(step, return_exceptions=True)
             await bus.aclose()
+        assert waiting == (
+            f"waiting for PubNub origin {relay_front.origin} for the waiting room's history"
+            f" ({SAID}; attempt 1, next in 60.0 s)"
+        )
 
 
 async def test_the_turn_tunnel_names_a_refused_credential_and_does_not_retry() -> None:
