@@ -172,6 +172,12 @@ def stopped_in(output: str) -> float:
     return float(found[-1])
 
 
+def assert_within_the_deadline(took: float, output: str) -> None:
+    """The agent's own stop and its exit after SIGTERM (``took``) within the stop's one deadline."""
+    assert stopped_in(output) < WORST_CASE_SECONDS + LOCAL_SECONDS, output
+    assert took < WORST_CASE_SECONDS + LOCAL_SECONDS + SLACK_SECONDS, (took, output)
+
+
 def kiosk_environment(stack: DevStack, tmp_path: Path, *, media: bool = True, **extra: str) -> dict[str, str]:
     return {
         **unset_environment(),
@@ -182,6 +188,19 @@ def kiosk_environment(stack: DevStack, tmp_path: Path, *, media: bool = True, **
         **(devices_environment(tmp_path, "patient") if media else {}),
         **extra,
     }
+
+
+async def checked_in_kiosk(
+    stack: DevStack, tmp_path: Path, http: aiohttp.ClientSession, kiosks: list[Process]
+) -> tuple[Kiosk, dict[str, str]]:
+    """A kiosk without media started as the service and checked in (its consent recorded), and
+    its environment."""
+    env = kiosk_environment(stack, tmp_path, media=False)
+    kiosk = await Kiosk.start(env, http, kiosks)
+    await record_consent(stack)
+    status, answer = await kiosk.post("/v1/check-in", CHECK_IN)
+    assert status == 201, answer
+    return kiosk, env
 
 
 def video_flowing(event: object) -> bool:
@@ -269,8 +288,7 @@ async def test_sigterm_mid_call_sends_end_call_flushes_the_trail_and_keeps_the_c
     before_stop = len(provider.seen.items)
     code, took, output = await kiosk.sigterm()
     assert code == 0, output
-    assert stopped_in(output) < WORST_CASE_SECONDS + LOCAL_SECONDS, output
-    assert took < WORST_CASE_SECONDS + LOCAL_SECONDS + SLACK_SECONDS, (took, output)
+    assert_within_the_deadline(took, output)
     await seen_since(provider, before_stop, call_ended_by_the_kiosk)
     await seen_since(provider, before_stop, patient_is("absent"))  # a leave: the presence timeout is 120 s
     await assert_trail_delivered(stack, env)
@@ -307,8 +325,7 @@ async def test_sigterm_with_the_network_gone_exits_within_budget_and_keeps_what_
 
         code, took, output = await kiosk.sigterm()
         assert code == 0, output
-        assert stopped_in(output) < WORST_CASE_SECONDS + LOCAL_SECONDS, output
-        assert took < WORST_CASE_SECONDS + LOCAL_SECONDS + SLACK_SECONDS, (took, output)
+        assert_within_the_deadline(took, output)
         assert chat_id in await outbox_on_disk(env)
         left = await asyncio.to_thread(read_status, Path(env["TELEHEALTH_STATE_DIR"]))
         assert left.awaiting_sink > 0, left
@@ -325,11 +342,7 @@ async def test_sigterm_with_the_network_gone_exits_within_budget_and_keeps_what_
 async def test_sigterm_with_a_full_outbox_and_pubnub_refusing_gives_up_at_once_and_keeps_it(
     stack: DevStack, http: aiohttp.ClientSession, tmp_path: Path, kiosks: list[Process]
 ) -> None:
-    env = kiosk_environment(stack, tmp_path, media=False)
-    kiosk = await Kiosk.start(env, http, kiosks)
-    await record_consent(stack)
-    status, answer = await kiosk.post("/v1/check-in", CHECK_IN)
-    assert status == 201, answer
+    kiosk, env = await checked_in_kiosk(stack, tmp_path, http, kiosks)
     stack.relay.fail_next(10**9, 503)  # PubNub answers every request with 503
     try:
         queued = [await kiosk.chat(f"queued {n}") for n in range(50)]
@@ -340,8 +353,7 @@ async def test_sigterm_with_a_full_outbox_and_pubnub_refusing_gives_up_at_once_a
     assert code == 0, output
     # Ended by its failures, not by the deadline: no flush waits out a refusing relay.
     assert "every_channel_failing=yes" in output, output
-    assert stopped_in(output) < WORST_CASE_SECONDS + LOCAL_SECONDS, output
-    assert took < WORST_CASE_SECONDS + LOCAL_SECONDS + SLACK_SECONDS, (took, output)
+    assert_within_the_deadline(took, output)
     assert set(queued) <= set(await outbox_on_disk(env))
     left = await asyncio.to_thread(read_status, Path(env["TELEHEALTH_STATE_DIR"]))
     assert (left.awaiting_sink, left.awaiting_channel > 0) == (0, True), left  # the clinic took its share
@@ -378,8 +390,7 @@ async def test_a_carts_sigterm_with_the_network_gone_exits_within_budget_and_kee
     code, took, output = await cart.sigterm()
     assert code == 0, output
     # A cart also leaves its emergency channel: within the same deadline.
-    assert stopped_in(output) < WORST_CASE_SECONDS + LOCAL_SECONDS, output
-    assert took < WORST_CASE_SECONDS + LOCAL_SECONDS + SLACK_SECONDS, (took, output)
+    assert_within_the_deadline(took, output)
     assert answer["message"]["id"] in await outbox_on_disk(env)
     saved = Path(env["TELEHEALTH_STATE_DIR"]) / "consultation" / CONSULTATIONS_DIR / CONSULTATION
     assert state_file.path_of(saved).exists()
@@ -388,11 +399,7 @@ async def test_a_carts_sigterm_with_the_network_gone_exits_within_budget_and_kee
 async def test_a_second_sigterm_exits_at_once(
     stack: DevStack, http: aiohttp.ClientSession, tmp_path: Path, kiosks: list[Process]
 ) -> None:
-    env = kiosk_environment(stack, tmp_path, media=False)
-    kiosk = await Kiosk.start(env, http, kiosks)
-    await record_consent(stack)
-    status, answer = await kiosk.post("/v1/check-in", CHECK_IN)
-    assert status == 201, answer
+    kiosk, _ = await checked_in_kiosk(stack, tmp_path, http, kiosks)
     stack.relay.stall()
     await kiosk.chat("waits for the network")  # the stop now takes its budgets (flush, leave)
 
