@@ -5,7 +5,9 @@ cutting the back-offs short; a relay that does not answer holds it for its time 
 from __future__ import annotations
 
 import time
+from typing import Any
 
+from telehealth_client.durable.outbox import Outbox
 from telehealth_devstack.relay import Relay
 from tests.support.bus import BusFactory, Inbox, subscribed
 from tests.support.logs import LogLines
@@ -14,6 +16,21 @@ from tests.support.outbox import CHANNEL, SENDER, WAIT, OutboxFactory, Results, 
 # Far beyond what the tests wait: only a flush can end these back-offs in time.
 LONG_BACKOFF = {"backoff_min_seconds": 60.0, "backoff_max_seconds": 60.0}
 OTHER_CHANNEL = "consultation.dr-okafor.pat-1"
+
+
+async def attached(make_outbox: OutboxFactory, make_bus: BusFactory, **options: Any) -> Outbox:
+    """An opened outbox attached to the sender's bus."""
+    outbox = make_outbox(Results(), **options)
+    await outbox.open()
+    outbox.attach(make_bus(SENDER))
+    return outbox
+
+
+async def timed_flush(outbox: Outbox, within: float, **options: Any) -> tuple[bool, float]:
+    """``flush``'s answer and the seconds it took."""
+    began = time.monotonic()
+    flushed = await outbox.flush(within, **options)
+    return flushed, time.monotonic() - began
 
 
 async def test_flush_sends_what_waits(make_bus: BusFactory, make_outbox: OutboxFactory) -> None:
@@ -33,9 +50,7 @@ async def test_flush_sends_what_waits(make_bus: BusFactory, make_outbox: OutboxF
 async def test_flush_gives_up_once_every_channel_failed_again_and_keeps_everything(
     relay: Relay, make_bus: BusFactory, make_outbox: OutboxFactory, log_lines: LogLines
 ) -> None:
-    outbox = make_outbox(Results(), **LONG_BACKOFF)
-    await outbox.open()
-    outbox.attach(make_bus(SENDER))
+    outbox = await attached(make_outbox, make_bus, **LONG_BACKOFF)
     relay.fail_next(10**9, 503)
     items = [chat(f"refused {n}") for n in range(3)] + [chat("elsewhere", channel=OTHER_CHANNEL)]
     for item in items:
@@ -44,9 +59,8 @@ async def test_flush_gives_up_once_every_channel_failed_again_and_keeps_everythi
     await log_lines.wait_line("outbox publish failed", items[-1].id)
     failures = len([line for line in log_lines.lines if "outbox" in line and "failed" in line])
 
-    began = time.monotonic()
-    assert not await outbox.flush(WAIT)
-    took = time.monotonic() - began
+    flushed, took = await timed_flush(outbox, WAIT)
+    assert not flushed
     relay.fail_next(0, 503)
 
     assert took < WAIT / 3, took  # its failures ended it, not its time
@@ -59,16 +73,13 @@ async def test_flush_gives_up_once_every_channel_failed_again_and_keeps_everythi
 async def test_flush_on_a_relay_that_does_not_answer_waits_its_time_only(
     relay: Relay, make_bus: BusFactory, make_outbox: OutboxFactory
 ) -> None:
-    outbox = make_outbox(Results())
-    await outbox.open()
-    outbox.attach(make_bus(SENDER))
+    outbox = await attached(make_outbox, make_bus)
     relay.stall()
     try:
         item = chat("held")
         await outbox.put(item)
-        began = time.monotonic()
-        assert not await outbox.flush(1.0)
-        took = time.monotonic() - began
+        flushed, took = await timed_flush(outbox, 1.0)
+        assert not flushed
         await outbox.detach(0.0)  # the publish in flight is cancelled: it stays for the next bus
     finally:
         relay.resume()
@@ -80,17 +91,14 @@ async def test_flush_told_not_to_give_up_waits_its_time_through_failures(
     relay: Relay, make_bus: BusFactory, make_outbox: OutboxFactory, log_lines: LogLines
 ) -> None:
     """A consultation's end (not a stop): its failures do not end the wait, its time does."""
-    outbox = make_outbox(Results(), **LONG_BACKOFF)
-    await outbox.open()
-    outbox.attach(make_bus(SENDER))
+    outbox = await attached(make_outbox, make_bus, **LONG_BACKOFF)
     relay.fail_next(10**9, 503)
     try:
         item = chat("refused")
         await outbox.put(item)
         await log_lines.wait_line("outbox publish failed", item.id)
-        began = time.monotonic()
-        assert not await outbox.flush(1.0, give_up_on_failure=False)
-        took = time.monotonic() - began
+        flushed, took = await timed_flush(outbox, 1.0, give_up_on_failure=False)
+        assert not flushed
     finally:
         relay.fail_next(0, 503)
     assert 1.0 <= took < WAIT / 3, took
