@@ -9,16 +9,19 @@ Real parts: the clinic stand-in's sink reached through a TCP hop the test cuts, 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from telehealth_client.audit.trail import DamagedStoreError, store_path, verify_chain
+from telehealth_client.audit.trail import AuditTrail, DamagedStoreError, store_path, verify_chain
+from telehealth_client.protocol.messages import AuditEvent
 from telehealth_devstack.network import CuttableLink
 from telehealth_devstack.stack import DevStack
-from tests.support.audit import Trails, kiosk_event, run, sink_events
+from tests.support.audit import CountingClinic, Trails, kiosk_event, run, sink_events
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +38,28 @@ async def sink_holds_three_then_reimaged(trails: Trails, stack: DevStack) -> Non
     shutil.rmtree(trails.state_dir)
 
 
+@contextlib.asynccontextmanager
+async def reimaged_with_the_clinic_cut(trails: Trails, stack: DevStack) -> AsyncIterator[CuttableLink]:
+    """``sink_holds_three_then_reimaged``, then the clinic reached only through a link, cut."""
+    await sink_holds_three_then_reimaged(trails, stack)
+    assert stack.clinic is not None
+    async with CuttableLink(f"127.0.0.1:{stack.clinic.port}") as link:
+        link.cut()
+        yield link
+
+
+async def one_record_offline(
+    trails: Trails, link: CuttableLink, event: AuditEvent
+) -> tuple[CountingClinic, AuditTrail, AuditEvent]:
+    """A trail begun through the cut ``link`` that records ``event`` (its sequence 1), then the
+    link restored: its sink (counting), the trail and the event."""
+    sink = trails.clinic(f"http://{link.origin}")
+    trail = await trails.trail(sink)
+    assert await trail.record(event) == 1
+    link.restore()
+    return sink, trail, event
+
+
 def sequences(events: list[dict[str, object]]) -> list[tuple[object, object]]:
     return [(event["id"], event["sequence"]) for event in events]
 
@@ -42,10 +67,7 @@ def sequences(events: list[dict[str, object]]) -> list[tuple[object, object]]:
 async def test_records_written_before_the_sinks_head_was_known_are_re_chained_after_it_at_the_next_start(
     stack: DevStack, trails: Trails, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await sink_holds_three_then_reimaged(trails, stack)
-    assert stack.clinic is not None
-    async with CuttableLink(f"127.0.0.1:{stack.clinic.port}") as link:
-        link.cut()
+    async with reimaged_with_the_clinic_cut(trails, stack) as link:
         offline = await trails.trail(trails.clinic(f"http://{link.origin}"))
         assert offline.head_error is not None
         events = [kiosk_event(10 + number, stack.organization_id) for number in range(2)]
@@ -79,15 +101,8 @@ async def test_records_written_before_the_sinks_head_was_known_are_re_chained_af
 async def test_the_sink_coming_back_during_the_run_places_the_trail_then_delivers(
     stack: DevStack, trails: Trails
 ) -> None:
-    await sink_holds_three_then_reimaged(trails, stack)
-    assert stack.clinic is not None
-    async with CuttableLink(f"127.0.0.1:{stack.clinic.port}") as link:
-        link.cut()
-        sink = trails.clinic(f"http://{link.origin}")
-        trail = await trails.trail(sink)
-        event = kiosk_event(20, stack.organization_id)
-        assert await trail.record(event) == 1
-        link.restore()
+    async with reimaged_with_the_clinic_cut(trails, stack) as link:
+        sink, trail, event = await one_record_offline(trails, link, kiosk_event(20, stack.organization_id))
         await trail.reach_sink()
         assert trail.head_error is None
         assert await trail.wait_delivered(WAIT)
@@ -103,15 +118,8 @@ async def test_left_to_itself_the_trail_asks_for_the_head_until_the_sink_answers
     stack: DevStack, trails: Trails
 ) -> None:
     """No caller drives it (``drive_sink_head``): the trail asks again with its back-off."""
-    await sink_holds_three_then_reimaged(trails, stack)
-    assert stack.clinic is not None
-    async with CuttableLink(f"127.0.0.1:{stack.clinic.port}") as link:
-        link.cut()
-        sink = trails.clinic(f"http://{link.origin}")
-        trail = await trails.trail(sink)
-        event = kiosk_event(40, stack.organization_id)
-        assert await trail.record(event) == 1
-        link.restore()
+    async with reimaged_with_the_clinic_cut(trails, stack) as link:
+        sink, trail, event = await one_record_offline(trails, link, kiosk_event(40, stack.organization_id))
         assert await trail.wait_delivered(WAIT)
         assert (trail.head_error, sink.failures) == (None, 0)
         assert sequences(await sink_events(stack))[3:] == [(event.id, 4)]
