@@ -45,9 +45,7 @@ import argparse
 import asyncio
 import compileall
 import contextlib
-import json
 import logging
-import os
 import re
 import sqlite3
 import statistics
@@ -58,7 +56,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from bench_api import alsa_environment, media_environment  # scripts/ is on the path when a script runs
+from bench_api import (  # scripts/ is on the path when a script runs
+    alsa_environment,
+    consented_check_in,
+    media_environment,
+    write_results,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -68,8 +71,7 @@ import telehealth_client  # noqa: E402
 from telehealth_client import logs  # noqa: E402
 from telehealth_client.durability import OUTBOX_FILE  # noqa: E402
 from telehealth_client.protocol import channels  # noqa: E402
-from telehealth_client.security.clinic_client import ClinicClient  # noqa: E402
-from telehealth_devstack.stack import DEFAULT_DEPARTMENT, DevStack  # noqa: E402
+from telehealth_devstack.stack import DevStack  # noqa: E402
 from tests.support.cli import unset_environment  # noqa: E402
 from tests.support.run_agent import RunAgent, agent_command, descendants, rss_mb  # noqa: E402
 
@@ -141,15 +143,7 @@ async def hold_call(
     stack: DevStack, kiosk: RunAgent, provider: RunAgent, http: aiohttp.ClientSession
 ) -> None:
     """Consent, check-in, join and the call through the APIs, until video is live both ways."""
-    assert stack.clinic is not None
-    async with contextlib.aclosing(ClinicClient(stack.clinic.url, stack.kiosk_credential(KIOSK))) as clinic:
-        await clinic.record_consent(PATIENT, True, None)
-    check_in = {
-        "appointmentId": "appt-bench-agent",
-        "patientId": PATIENT,
-        "providerId": PROVIDER,
-        "departmentId": DEFAULT_DEPARTMENT,
-    }
+    check_in = await consented_check_in(stack, KIOSK, PATIENT, PROVIDER, "appt-bench-agent")
     await kiosk.call(http, "POST", "/v1/check-in", check_in)
     await provider.until(http, in_state("checked-in"), "saw the check-in", STEP_WITHIN)
     one = f"/v1/consultations/{CONSULTATION}"
@@ -359,17 +353,7 @@ def main() -> int:
         if isinstance(handler, logging.StreamHandler):
             handler.setStream(sys.stderr)
     compile_the_product()
-    load_before = os.getloadavg()[0]
-    results = asyncio.run(run(args))
-    # Shared machines: the load beside the run says how far the numbers are the agent's own.
-    results["machine"] = {
-        "cores": os.cpu_count(),
-        "load_average_1min_before": round(load_before, 2),
-        "load_average_1min_after": round(os.getloadavg()[0], 2),
-    }
-    json.dump(results, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    return 0
+    return write_results(lambda: asyncio.run(run(args)))
 
 
 if __name__ == "__main__":

@@ -141,18 +141,26 @@ async def start_agent(
     return running
 
 
+async def consented_check_in(
+    stack: DevStack, kiosk: str, patient: str, provider: str, appointment: str
+) -> dict[str, str]:
+    """The patient's consent recorded at the clinic (with ``kiosk``'s credential); the check-in's
+    body for ``provider``."""
+    assert stack.clinic is not None
+    async with contextlib.aclosing(ClinicClient(stack.clinic.url, stack.kiosk_credential(kiosk))) as clinic:
+        await clinic.record_consent(patient, True, None)
+    return {
+        "appointmentId": appointment,
+        "patientId": patient,
+        "providerId": provider,
+        "departmentId": DEFAULT_DEPARTMENT,
+    }
+
+
 async def call_under_way(stack: DevStack, kiosk: RunningAgent, provider: RunningAgent) -> None:
     """Consent, check-in, join and the call, each through the agents' APIs; returns once video
     flows both ways."""
-    assert stack.clinic is not None
-    async with contextlib.aclosing(ClinicClient(stack.clinic.url, stack.kiosk_credential(KIOSK))) as clinic:
-        await clinic.record_consent(PATIENT, True, None)
-    check_in = {
-        "appointmentId": "appt-bench-api",
-        "patientId": PATIENT,
-        "providerId": PROVIDER,
-        "departmentId": DEFAULT_DEPARTMENT,
-    }
+    check_in = await consented_check_in(stack, KIOSK, PATIENT, PROVIDER, "appt-bench-api")
     status, answer = await kiosk.call("POST", "/v1/check-in", check_in)
     assert status == 201, answer
     await provider.seen(state_is(ConsultationState.CHECKED_IN))
@@ -342,9 +350,14 @@ def main() -> int:
     if args.requests < 1 or args.seconds <= 0:
         parser.error("--requests must be at least 1 and --seconds above 0")
     logs.configure("WARNING")
+    return write_results(lambda: asyncio.run(run(args.requests, args.seconds)))
+
+
+def write_results(measure: Callable[[], dict[str, Any]]) -> int:
+    """Run ``measure`` and write its results as JSON on stdout, with the machine's cores and load
+    around the run (shared machines: the load says how far the numbers are the code's own)."""
     load_before = os.getloadavg()[0]
-    results = asyncio.run(run(args.requests, args.seconds))
-    # Shared machines: the load beside the run says how far the numbers are the API's own.
+    results = measure()
     results["machine"] = {
         "cores": os.cpu_count(),
         "load_average_1min_before": round(load_before, 2),

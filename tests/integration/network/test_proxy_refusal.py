@@ -33,6 +33,11 @@ REFUSED = f"nurse-cart-7:{WRONG_PASSWORD}"
 SAID = "the proxy refused proxy_authorization (HTTP 407)"
 
 
+def _refused_outbound(proxy: ConnectProxy, ca: ThrowawayCa) -> Outbound:
+    """Out through ``proxy`` with the credentials it refuses, trusting the test's CA."""
+    return Outbound(Proxy("127.0.0.1", proxy.port, REFUSED), ca_bundle=ca.ca_file)
+
+
 async def _first_wait(
     proxy: ConnectProxy, what: str, call: Callable[[], Awaitable[object]], *, origin: str, clinic_url: str
 ) -> str:
@@ -55,9 +60,7 @@ async def test_the_bus_asks_a_refusing_proxy_again_only_after_a_minute_and_the_s
     stack: DevStack, relay_front: TlsFront, ca: ThrowawayCa
 ) -> None:
     async with ConnectProxy(authorization=ACCEPTED) as proxy:
-        bus = proxied_bus(
-            stack, relay_front.origin, Outbound(Proxy("127.0.0.1", proxy.port, REFUSED), ca_bundle=ca.ca_file)
-        )
+        bus = proxied_bus(stack, relay_front.origin, _refused_outbound(proxy, ca))
         attempts = Recorder()
         bus.add_retry_listener(attempts)
         service = ServiceStatus(relay_front.origin)
@@ -89,7 +92,7 @@ async def test_the_bus_keeps_asking_a_refusing_proxy_at_its_slow_pace(
     (due every 5 s with this presence timeout), which would send the refused password too."""
     loop = asyncio.get_running_loop()
     async with ConnectProxy(authorization=ACCEPTED) as proxy:
-        outbound = Outbound(Proxy("127.0.0.1", proxy.port, REFUSED), ca_bundle=ca.ca_file)
+        outbound = _refused_outbound(proxy, ca)
         bus = proxied_bus(
             stack, relay_front.origin, outbound, proxy_refused_retry_seconds=1.0, presence_timeout_seconds=12
         )
@@ -115,7 +118,7 @@ async def test_the_starts_clinic_retries_wait_a_minute_after_the_proxy_refused(
     stack: DevStack, clinic_front: TlsFront, ca: ThrowawayCa
 ) -> None:
     async with ConnectProxy(authorization=ACCEPTED) as proxy:
-        outbound = Outbound(Proxy("127.0.0.1", proxy.port, REFUSED), ca_bundle=ca.ca_file)
+        outbound = _refused_outbound(proxy, ca)
         clinic = ClinicClient(clinic_front.url, stack.users[NURSE].credential, outbound=outbound)
         try:
             waiting = await _first_wait(
@@ -138,9 +141,7 @@ async def test_the_starts_bus_requests_wait_a_minute_after_the_proxy_refused(
     stack: DevStack, relay_front: TlsFront, ca: ThrowawayCa
 ) -> None:
     async with ConnectProxy(authorization=ACCEPTED) as proxy:
-        bus = proxied_bus(
-            stack, relay_front.origin, Outbound(Proxy("127.0.0.1", proxy.port, REFUSED), ca_bundle=ca.ca_file)
-        )
+        bus = proxied_bus(stack, relay_front.origin, _refused_outbound(proxy, ca))
         try:
             waiting = await _first_wait(
                 proxy,

@@ -51,10 +51,14 @@ class CountingFront(ClinicFront):
         return await super()._forward(request)
 
 
-def kiosk_environment(stack: DevStack, clinic_port: int, api_port: int, notify: Path) -> dict[str, str]:
-    return waiting_environment(
+def kiosk_environment(stack: DevStack, notify: Path) -> tuple[dict[str, str], int, int]:
+    """The kiosk's settings with its clinic and its API each on a free port (nothing listens at the
+    clinic's until a test's front does), and those two ports."""
+    clinic_port, api_port = free_port(), free_port()
+    environment = waiting_environment(
         stack, KIOSK, clinic_port=clinic_port, api_port=api_port, api_token=API_TOKEN, notify=notify
     )
+    return environment, clinic_port, api_port
 
 
 async def status_equal(sock: socket.socket, wanted: str, within: float) -> None:
@@ -93,8 +97,7 @@ async def test_a_kiosk_whose_credential_the_clinic_refuses_says_so_and_asks_agai
     kiosk_stack: DevStack, tmp_path: Path, agents: Agents
 ) -> None:
     assert kiosk_stack.clinic is not None
-    clinic_port, api_port = free_port(), free_port()
-    environment = kiosk_environment(kiosk_stack, clinic_port, api_port, tmp_path / "notify.sock")
+    environment, clinic_port, api_port = kiosk_environment(kiosk_stack, tmp_path / "notify.sock")
     environment["TELEHEALTH_DEVICE_CREDENTIAL"] = "wrong"
     with notify_socket(tmp_path / "notify.sock") as notify:
         async with CountingFront(kiosk_stack.clinic.url, clinic_port) as front:
@@ -124,8 +127,7 @@ async def test_a_kiosk_whose_clinic_is_down_says_so_and_is_idle_again_once_it_an
     kiosk_stack: DevStack, tmp_path: Path, agents: Agents
 ) -> None:
     assert kiosk_stack.clinic is not None
-    clinic_port, api_port = free_port(), free_port()
-    environment = kiosk_environment(kiosk_stack, clinic_port, api_port, tmp_path / "notify.sock")
+    environment, clinic_port, api_port = kiosk_environment(kiosk_stack, tmp_path / "notify.sock")
     clinic = f"the clinic backend http://127.0.0.1:{clinic_port}"
     with notify_socket(tmp_path / "notify.sock") as notify:
         kiosk = await agents.run(environment)
@@ -174,8 +176,7 @@ async def test_a_kiosk_first_started_offline_starts_again_once_the_clinic_answer
     placed after the sink's head, and what it records next is sequence 4."""
     assert kiosk_stack.clinic is not None
     await deliver_three(kiosk_stack, tmp_path / "before-reimage")
-    clinic_port, api_port = free_port(), free_port()
-    environment = kiosk_environment(kiosk_stack, clinic_port, api_port, tmp_path / "notify.sock")
+    environment, clinic_port, _ = kiosk_environment(kiosk_stack, tmp_path / "notify.sock")
     state_dir = Path(environment["TELEHEALTH_STATE_DIR"])
     with notify_socket(tmp_path / "notify.sock") as notify:
         first = await agents.run(environment)
