@@ -23,3 +23,12 @@ def tamper(state_dir: Path, *statements: str) -> None:
             db.execute(statement)
     finally:
         db.close()
+
+
+def checkpoint(state_dir: Path) -> None:
+    """Fold the store's write-ahead log into it, as a closing agent leaves it at rest."""
+    db = database(state_dir)
+    try:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()

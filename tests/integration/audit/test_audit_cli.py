@@ -30,7 +30,7 @@ from telehealth_client.audit.trail import (
 from telehealth_client.protocol import messages
 from telehealth_devstack.stack import DevStack
 from tests.support.audit import CREDENTIAL, DEVICE, KEYED, Trails, kiosk_event, run
-from tests.support.audit_store import database, tamper
+from tests.support.audit_store import checkpoint, database, tamper
 from tests.support.audit_v2_store import write_version_2_store
 from tests.support.consultation import KIOSK, PROVIDER
 
@@ -413,14 +413,6 @@ async def test_status_counts_what_waits_what_was_refused_and_what_the_sink_ackno
     ]
     for event in events:
         assert event.id not in out
-
-
-def checkpoint(state_dir: Path) -> None:
-    db = database(state_dir)
-    try:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        db.close()
 
 
 def truncate_half(state_dir: Path) -> None:

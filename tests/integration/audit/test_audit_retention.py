@@ -29,7 +29,7 @@ from tests.support.audit import (
     restart_refused,
     run,
 )
-from tests.support.audit_store import database, tamper
+from tests.support.audit_store import checkpoint, database, tamper
 
 pytestmark = pytest.mark.integration
 
@@ -83,11 +83,7 @@ def record_hash(state_dir: Path, position: int) -> str:
 
 def checkpointed_size(state_dir: Path) -> int:
     """The store's files once its log is folded in (the agent closed): what it takes at rest."""
-    db = database(state_dir)
-    try:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        db.close()
+    checkpoint(state_dir)
     return files_bytes(store_path(state_dir))
 
 
