@@ -32,3 +32,12 @@ def checkpoint(state_dir: Path) -> None:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         db.close()
+
+
+def record_hash(state_dir: Path, position: int) -> str:
+    """The hash of the store's record at ``position``."""
+    db = database(state_dir)
+    try:
+        return str(db.execute("SELECT hash FROM records WHERE position = ?", (position,)).fetchone()[0])
+    finally:
+        db.close()

@@ -30,7 +30,7 @@ from telehealth_client.audit.trail import (
 from telehealth_client.protocol import messages
 from telehealth_devstack.stack import DevStack
 from tests.support.audit import CREDENTIAL, DEVICE, KEYED, Trails, kiosk_event, run
-from tests.support.audit_store import checkpoint, database, tamper
+from tests.support.audit_store import checkpoint, database, record_hash, tamper
 from tests.support.audit_v2_store import write_version_2_store
 from tests.support.consultation import KIOSK, PROVIDER
 
@@ -70,14 +70,6 @@ async def recorded_store(
     finally:
         await trail.aclose()
     return events
-
-
-def record_hash(state_dir: Path, position: int) -> str:
-    db = database(state_dir)
-    try:
-        return str(db.execute("SELECT hash FROM records WHERE position = ?", (position,)).fetchone()[0])
-    finally:
-        db.close()
 
 
 def assert_no_event_content(output: str, events: list[messages.AuditEvent]) -> None:

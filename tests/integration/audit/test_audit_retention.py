@@ -29,7 +29,7 @@ from tests.support.audit import (
     restart_refused,
     run,
 )
-from tests.support.audit_store import checkpoint, database, tamper
+from tests.support.audit_store import checkpoint, database, record_hash, tamper
 
 pytestmark = pytest.mark.integration
 
@@ -69,14 +69,6 @@ def stored_positions(state_dir: Path) -> list[int]:
     db = database(state_dir)
     try:
         return [int(p) for (p,) in db.execute("SELECT position FROM records ORDER BY position")]
-    finally:
-        db.close()
-
-
-def record_hash(state_dir: Path, position: int) -> str:
-    db = database(state_dir)
-    try:
-        return str(db.execute("SELECT hash FROM records WHERE position = ?", (position,)).fetchone()[0])
     finally:
         db.close()
 
