@@ -5,17 +5,20 @@ its ``NOTIFY_SOCKET`` (``tests.support.cli.notify_socket``), and what a test nee
 ``fragment`` from now on; ``pending(sock)``: every datagram already queued, as field lists;
 ``free_port()``: a loopback TCP port nothing listens on now; ``Agents``: the run processes a test
 started, each killed at its end if still running; ``waiting_environment(...)``: the settings of an
-agent whose clinic is at a port of the test's choosing (down until the test listens there).
+agent whose clinic is at a port of the test's choosing (down until the test listens there);
+``under_systemd(tmp_path, settings)``: a notify socket bound and the settings that name it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 from telehealth_devstack.stack import DevStack
-from tests.support.cli import AGENT, Process, clean_environment
+from tests.support.cli import AGENT, Process, clean_environment, notify_socket
 
 
 async def status_containing(sock: socket.socket, fragment: str, within: float = 30.0) -> str:
@@ -80,3 +83,12 @@ def waiting_environment(
             "NOTIFY_SOCKET": str(notify),
         }
     )
+
+
+@contextlib.contextmanager
+def under_systemd(tmp_path: Path, settings: dict[str, str]) -> Iterator[tuple[socket.socket, dict[str, str]]]:
+    """A ``NOTIFY_SOCKET`` bound in ``tmp_path`` (closed at the end) and ``settings`` naming it, in
+    an environment otherwise clean of the caller's."""
+    notify_path = tmp_path / "notify.sock"
+    with notify_socket(notify_path) as notify:
+        yield notify, clean_environment({**settings, "NOTIFY_SOCKET": str(notify_path)})

@@ -18,7 +18,7 @@ from telehealth_devstack.stack import DevStack
 from tests.support import bus as bus_support
 from tests.support.api import CHECK_IN, KIOSK, record_consent
 from tests.support.cli import clean_environment, notified, notify_socket
-from tests.support.notify import Agents, free_port, pending, status_containing
+from tests.support.notify import Agents, free_port, pending, status_containing, under_systemd
 
 pytestmark = pytest.mark.integration
 
@@ -86,18 +86,16 @@ async def test_settings_that_cannot_work_exit_2_naming_each_and_never_ready(
     tmp_path: Path, agents: Agents
 ) -> None:
     # A cart as installed but never filled in: the TLS origin of production (nothing is reached).
-    notify_path = tmp_path / "notify.sock"
-    with notify_socket(notify_path) as notify:
-        environment = clean_environment(
-            {
-                "TELEHEALTH_ROLE": "provider",
-                "TELEHEALTH_SUBSCRIBE_KEY": "sub-c-filled-in",
-                "TELEHEALTH_CIPHER_KEY": CIPHER_KEY,
-                "TELEHEALTH_API_TOKEN": API_TOKEN,
-                "TELEHEALTH_CLINIC_URL": "https://clinic.example.invalid",
-                "NOTIFY_SOCKET": str(notify_path),
-            }
-        )
+    with under_systemd(
+        tmp_path,
+        {
+            "TELEHEALTH_ROLE": "provider",
+            "TELEHEALTH_SUBSCRIBE_KEY": "sub-c-filled-in",
+            "TELEHEALTH_CIPHER_KEY": CIPHER_KEY,
+            "TELEHEALTH_API_TOKEN": API_TOKEN,
+            "TELEHEALTH_CLINIC_URL": "https://clinic.example.invalid",
+        },
+    ) as (notify, environment):
         process = await agents.run(environment)
         code, out, err = await process.finish()
         datagrams = pending(notify)
@@ -130,15 +128,13 @@ async def test_the_installers_placeholder_secret_is_named_as_such(tmp_path: Path
         "(Until then the agent refuses to start.)\n"
     )
     placeholder.chmod(0o600)
-    notify_path = tmp_path / "notify.sock"
-    with notify_socket(notify_path) as notify:
-        environment = clean_environment(
-            {
-                "CREDENTIALS_DIRECTORY": str(credentials),
-                "TELEHEALTH_USER_ID": "kiosk-lobby",
-                "NOTIFY_SOCKET": str(notify_path),
-            }
-        )
+    with under_systemd(
+        tmp_path,
+        {
+            "CREDENTIALS_DIRECTORY": str(credentials),
+            "TELEHEALTH_USER_ID": "kiosk-lobby",
+        },
+    ) as (notify, environment):
         code, _, err = await (await agents.run(environment)).finish()
         datagrams = pending(notify)
     assert code == 2
@@ -150,16 +146,14 @@ async def test_the_installers_placeholder_secret_is_named_as_such(tmp_path: Path
 async def test_status_carries_the_consultation_its_call_and_pubsub(
     kiosk_stack: DevStack, tmp_path: Path, agents: Agents
 ) -> None:
-    notify_path = tmp_path / "notify.sock"
-    with notify_socket(notify_path) as notify:
-        environment = clean_environment(
-            {
-                **kiosk_stack.agent_environment(KIOSK),
-                "TELEHEALTH_MEDIA": "false",
-                "TELEHEALTH_API_PORT": str(port := free_port()),
-                "NOTIFY_SOCKET": str(notify_path),
-            }
-        )
+    with under_systemd(
+        tmp_path,
+        {
+            **kiosk_stack.agent_environment(KIOSK),
+            "TELEHEALTH_MEDIA": "false",
+            "TELEHEALTH_API_PORT": str(port := free_port()),
+        },
+    ) as (notify, environment):
         process = await agents.run(environment)
         ready = await notified(notify, b"READY=1", within=30.0)
         assert b"STATUS=idle" in ready

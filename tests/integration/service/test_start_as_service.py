@@ -24,7 +24,14 @@ from telehealth_devstack.stack import DevStack
 from tests.support import bus as bus_support
 from tests.support.api import CHECK_IN, KIOSK, record_consent
 from tests.support.cli import Process, clean_environment, notified, notify_socket
-from tests.support.notify import Agents, free_port, pending, status_containing, waiting_environment
+from tests.support.notify import (
+    Agents,
+    free_port,
+    pending,
+    status_containing,
+    under_systemd,
+    waiting_environment,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -66,23 +73,21 @@ async def test_an_unreachable_pubnub_origin_at_start_is_waited_for(
     relay: Relay, tmp_path: Path, agents: Agents
 ) -> None:
     await relay.stop()  # the origin is down at boot; it comes back on the same port
-    notify_path = tmp_path / "notify.sock"
-    with notify_socket(notify_path) as notify:
-        environment = clean_environment(
-            {
-                "TELEHEALTH_ROLE": "provider",
-                "TELEHEALTH_USER_ID": "dr-boot",
-                "TELEHEALTH_ORIGIN": relay.origin,
-                "TELEHEALTH_SSL": "false",
-                "TELEHEALTH_PUBLISH_KEY": bus_support.PUBLISH_KEY,
-                "TELEHEALTH_SUBSCRIBE_KEY": bus_support.SUBSCRIBE_KEY,
-                "TELEHEALTH_CIPHER_KEY": "service-cipher-key-0001",
-                "TELEHEALTH_API_TOKEN": API_TOKEN,
-                "TELEHEALTH_API_PORT": "0",
-                "TELEHEALTH_RECONNECT_MAX_SECONDS": "1",
-                "NOTIFY_SOCKET": str(notify_path),
-            }
-        )
+    with under_systemd(
+        tmp_path,
+        {
+            "TELEHEALTH_ROLE": "provider",
+            "TELEHEALTH_USER_ID": "dr-boot",
+            "TELEHEALTH_ORIGIN": relay.origin,
+            "TELEHEALTH_SSL": "false",
+            "TELEHEALTH_PUBLISH_KEY": bus_support.PUBLISH_KEY,
+            "TELEHEALTH_SUBSCRIBE_KEY": bus_support.SUBSCRIBE_KEY,
+            "TELEHEALTH_CIPHER_KEY": "service-cipher-key-0001",
+            "TELEHEALTH_API_TOKEN": API_TOKEN,
+            "TELEHEALTH_API_PORT": "0",
+            "TELEHEALTH_RECONNECT_MAX_SECONDS": "1",
+        },
+    ) as (notify, environment):
         process = await agents.run(environment)
         await notified(notify, b"READY=1", within=30.0)
         waiting = await status_containing(notify, "attempt 3,", within=COME_BACK_SECONDS)
@@ -181,16 +186,14 @@ async def test_a_clinic_down_at_start_is_waited_for_and_the_api_says_so(
 async def test_a_refused_credential_is_named_retried_slowly_and_a_sigterm_stops_at_once(
     stack: DevStack, tmp_path: Path, agents: Agents
 ) -> None:
-    notify_path = tmp_path / "notify.sock"
-    with notify_socket(notify_path) as notify:
-        environment = clean_environment(
-            {
-                **stack.agent_environment(CART),
-                "TELEHEALTH_DEVICE_CREDENTIAL": "not-the-credential-of-this-cart",
-                "TELEHEALTH_MEDIA": "false",
-                "NOTIFY_SOCKET": str(notify_path),
-            }
-        )
+    with under_systemd(
+        tmp_path,
+        {
+            **stack.agent_environment(CART),
+            "TELEHEALTH_DEVICE_CREDENTIAL": "not-the-credential-of-this-cart",
+            "TELEHEALTH_MEDIA": "false",
+        },
+    ) as (notify, environment):
         process = await agents.run(environment)
         await notified(notify, b"READY=1", within=30.0)
         refused = await status_containing(notify, "refused", within=COME_BACK_SECONDS)
