@@ -106,7 +106,7 @@ def _free_port(*, besides: int | None = None) -> int:
 
 
 @dataclass(frozen=True)
-class _TlsFiles:
+class TlsFiles:
     ca_file: Path  # the CA's certificate: what clients trust
     cert_file: Path  # coturn's certificate for 127.0.0.1 and localhost
     key_file: Path  # coturn's private key (0600)
@@ -115,20 +115,21 @@ class _TlsFiles:
 _TLS_VALIDITY = datetime.timedelta(days=30)  # a long demo; the CA dies with the server anyway
 
 
-def _make_tls_files(directory: Path) -> _TlsFiles:
+def make_tls_files(directory: Path, *, ca_name: str = "telehealth development TURN CA") -> TlsFiles:
     """A throwaway CA and a server certificate it signs, for 127.0.0.1 and localhost.
 
     Only the CA's certificate is kept: its key signs once and is forgotten, so nothing else can
     be signed with it. EC P-256 keys: generated in milliseconds. Blocking: not on the event loop.
+    ``ca_name`` is the CA's common name (the tests' TLS fronts make their own CAs with it too).
     """
     now = datetime.datetime.now(datetime.UTC)
     not_before, not_after = now - datetime.timedelta(minutes=5), now + _TLS_VALIDITY
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "telehealth development TURN CA")])
+    ca_subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name)])
     ca_cert = (
         x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
+        .subject_name(ca_subject)
+        .issuer_name(ca_subject)
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
@@ -155,7 +156,7 @@ def _make_tls_files(directory: Path) -> _TlsFiles:
     server_cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
+        .issuer_name(ca_subject)
         .public_key(server_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
@@ -174,7 +175,7 @@ def _make_tls_files(directory: Path) -> _TlsFiles:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    files = _TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key")
     files.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     files.cert_file.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
     write_private(
@@ -271,7 +272,7 @@ class TurnServer:
         self._tls_port: int | None = None
         # Kept across restart(): clients trusting the CA go on trusting the restarted server.
         self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
-        self._tls_files: _TlsFiles | None = None
+        self._tls_files: TlsFiles | None = None
         self._relay_ports: tuple[int, int] | None = None
         self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout
@@ -419,7 +420,7 @@ class TurnServer:
         self._tls_port = tls_port
         if tls_port is not None and self._tls_files is None:
             self._tls_dir = tempfile.TemporaryDirectory(prefix="telehealth-turn-tls-")
-            self._tls_files = await asyncio.to_thread(_make_tls_files, Path(self._tls_dir.name))
+            self._tls_files = await asyncio.to_thread(make_tls_files, Path(self._tls_dir.name))
         config = workdir / "turnserver.conf"
         text = "\n".join(self._options(port, workdir)) + "\n"
         await asyncio.to_thread(write_private, config, text.encode())
