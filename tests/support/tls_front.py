@@ -5,8 +5,8 @@ make a throwaway CA and a server certificate it signs for 127.0.0.1 and localhos
 CA's certificate as ``ca_file`` (what ``ca_bundle`` names) and, for the tests of refused bundles,
 a file holding a private key (``key_file``). ``TlsFront(target_port, ca)`` as ``async with``
 listens with TLS on loopback and pipes each connection's plain bytes to ``127.0.0.1:target_port``
-(the relay, the clinic stand-in): ``origin`` (``127.0.0.1:port``) and ``url`` (``https://...``). It is real TLS, a real
-certificate chain: a client that does not trust the CA fails its handshake.
+(the relay, the clinic stand-in): ``origin`` (``127.0.0.1:port``) and ``url`` (``https://...``).
+It is real TLS, a real certificate chain: a client that does not trust the CA fails its handshake.
 """
 
 from __future__ import annotations
