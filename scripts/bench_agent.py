@@ -20,6 +20,11 @@ enforcing Access Manager, clinic stand-in, coturn). It prints JSON:
   (``POST /v1/chat``, durable once answered); then SIGTERM, until the process exited (and its exit
   code, the outbox backlog before and after, and ``agent_s``: the agent's own ``agent stopped
   seconds=``, its stop without the interpreter's exit);
+- ``reconnect``: a provider's cart started with PubNub unreachable (the relay stopped): its READY
+  while the origin is down, its status line (``GET /v1/status``, as ``STATUS=``) and whether it
+  still ran after ``--outage`` seconds, and how long after the origin came back on its port the
+  cart was up again (on the development stack the clinic stand-in answers 502 while the relay is
+  down, so the line names the clinic);
 - ``targets``: READY under 1.0 s (the median, each role), the kiosk agent idle under 80 MB, the
   stop with a full outbox under 2 s, each with its value and ``pass`` or ``fail``;
 - ``machine``: the cores and the load average before and after (the numbers are the agent's own
@@ -51,6 +56,7 @@ import sqlite3
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -209,6 +215,34 @@ async def stop_with_full_outbox(
     }
 
 
+async def reconnect_after_outage(
+    stack: DevStack, provider: RunAgent, http: aiohttp.ClientSession, down_seconds: float
+) -> dict[str, Any]:
+    """A provider's cart started while PubNub is unreachable: READY at once, then retrying; the
+    origin comes back after ``down_seconds`` (on the same port): how long until the cart is up again
+    (its ``agent started`` line: token, subscriptions, catch-up done)."""
+    if provider.running:
+        await provider.stop()
+    await stack.relay.stop()
+    try:
+        ready = await provider.start()  # READY while the origin is down: it retries behind it
+        assert provider.process is not None
+        await asyncio.sleep(down_seconds)  # the outage: the cart backs off meanwhile
+        survived = provider.running
+        said = (await provider.call(http, "GET", "/v1/status"))["status"]  # STATUS='s line too
+    finally:
+        back = time.monotonic()
+        await stack.relay.start()
+    await provider.process.wait_line(lambda line: "agent started role=provider" in line, within=STEP_WITHIN)
+    return {
+        "down_s": down_seconds,
+        "ready_while_down_s": round(ready, 3),
+        "status_while_down": said,
+        "running_through_the_outage": survived,
+        "up_after_origin_back_s": round(time.monotonic() - back, 3),
+    }
+
+
 def stopped_seconds(output: str) -> float | None:
     """What the agent's last stop said it took (``agent stopped seconds=``), if it said so."""
     found = re.findall(r"agent stopped seconds=([0-9.]+)", output)
@@ -288,6 +322,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     results["stop"] = await stop_with_full_outbox(
                         stack, kiosk, provider, http, args.messages, args.relay
                     )
+                if not args.ready_only and not args.only_stop:
+                    phase = "reconnect"
+                    results["reconnect"] = await reconnect_after_outage(stack, provider, http, args.outage)
             except Exception as exc:  # report what was measured, and where it stopped
                 errors[phase] = f"{type(exc).__name__}: {exc}"
             finally:
@@ -325,6 +362,12 @@ def main() -> int:
         "--call-seconds", type=float, default=10.0, help="seconds of call sampled (default 10)"
     )
     parser.add_argument("--messages", type=int, default=200, help="chat messages queued before the stop")
+    parser.add_argument(
+        "--outage",
+        type=float,
+        default=10.0,
+        help="seconds PubNub stays unreachable after a cart's start, before it comes back (default 10)",
+    )
     parser.add_argument(
         "--ready-only",
         action="store_true",
