@@ -246,12 +246,21 @@ def _reason_code(exc: BusError) -> str:
     return "not-publishable"  # refused before sending: too large, or not JSON the bus can send
 
 
+def retry_delay(failures: int, backoff: tuple[float, float], retry_after: float | None) -> float:
+    """The wait before a lane tries again: its back-off, or longer when the failure asked for more."""
+    delay = back_off_delay(failures, *backoff)
+    return delay if retry_after is None else max(delay, retry_after)
+
+
 @dataclass
 class _Entry:
     item: Outgoing
     queued_at: int  # timetoken (100 ns units) of the local clock when it was first put
     unsure: bool = False  # an attempt's outcome is unknown: it may have landed
     denials: int = 0
+    # The last failure's least wait (a proxy refusing proxy_authorization: each attempt would send
+    # the password again), or None: the back-off alone.
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -764,7 +773,8 @@ class Outbox:
                 failures += 1
                 self._failing.add(channel)
                 self._stepped.set()
-                delay = back_off_delay(failures, *self._backoff)
+                delay = retry_delay(failures, self._backoff, entry.retry_after)
+                entry.retry_after = None
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await wake.wait()
@@ -802,6 +812,7 @@ class Outbox:
                 await self._finish(entry, failed=_reason_code(exc))
                 return True
             entry.unsure = entry.unsure or _may_have_landed(exc)
+            entry.retry_after = exc.retry_after
             log.info("outbox publish failed id=%s status=%s will_retry=yes", item.id, exc.status_code)
             return False
         except asyncio.CancelledError:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
 from telehealth_client.consultation.start_policy import Patience
+from telehealth_client.durable.at_rest import Sealer
+from telehealth_client.durable.outbox import Outbox
 from telehealth_client.outbound import Outbound, Proxy
 from telehealth_client.pubsub.bus import ConnectionStatus, StatusChange
 from telehealth_client.security.clinic_client import ClinicClient
@@ -21,6 +24,7 @@ from telehealth_client.tunnel import TunnelError, open_tunnel
 from telehealth_devstack.stack import DevStack
 from tests.support.connect_proxy import ConnectProxy
 from tests.support.consultation import NURSE, WAIT
+from tests.support.outbox import chat
 from tests.support.proxied_bus import proxied_bus
 from tests.support.recorder import Recorder
 from tests.support.tls_front import ThrowawayCa, TlsFront
@@ -172,3 +176,32 @@ async def test_the_turn_tunnel_names_a_refused_credential_and_does_not_retry() -
             str(other.value)
             == f"the proxy 127.0.0.1:{proxy.port} refused the tunnel to 127.0.0.1:9 (HTTP 502)"
         )
+
+
+async def test_the_outbox_does_not_ask_a_refusing_proxy_again_at_its_back_off(
+    stack: DevStack, relay_front: TlsFront, ca: ThrowawayCa, tmp_path: Path
+) -> None:
+    """A chat message queued behind a proxy that refuses proxy_authorization: its lane waits the
+    refusal's minute, not its own back-off (here 20 ms, which would retry dozens of times a second
+    and send the refused password each time); the message stays queued."""
+    async with ConnectProxy(authorization=ACCEPTED) as proxy:
+        bus = proxied_bus(stack, relay_front.origin, _refused_outbound(proxy, ca))
+        outbox = Outbox(
+            tmp_path / "outbox.sqlite3",
+            Sealer("outbox-proxy-test-key-0123456789", purpose="outbox"),
+            backoff_min_seconds=0.02,
+            backoff_max_seconds=0.02,
+        )
+        try:
+            await outbox.open()
+            outbox.attach(bus)
+            item = chat("behind the proxy")
+            await outbox.put(item)
+            await proxy.refused.wait_for(lambda _: True, within=WAIT)
+            window = 1.0  # fifty back-offs of 20 ms: the refusal's minute must hold them all
+            await asyncio.sleep(window)
+            assert len(proxy.refused.items) == 1, proxy.refused.items
+            assert [pending.id for pending in outbox.pending()] == [item.id]
+        finally:
+            await outbox.aclose()
+            await bus.aclose()
